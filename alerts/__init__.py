@@ -1,0 +1,1 @@
+"""Alerting: incidents, routing, notifiers, durable delivery and escalation."""

@@ -1,0 +1,1 @@
+"""The composition root: HTTP API, CLI and the wiring of stages for each way of running."""

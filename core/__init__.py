@@ -1,0 +1,1 @@
+"""Shared contracts and plumbing: event schemas, the bus, the clock, settings, database."""

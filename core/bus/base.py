@@ -1,0 +1,218 @@
+"""The bus contract shared by the in-process and the Kafka implementation.
+
+Semantics, the same for both:
+
+* ``publish(topic, event, key=...)`` waits when consumers are behind (back-pressure); it
+  never drops. Events with the same key keep their order.
+* ``subscribe(topic, group, handler)`` delivers every event of ``topic`` to one handler of
+  each ``group``, in batches of up to ``max_batch``. The position is committed only after
+  the handler returned: a crash means redelivery (at-least-once), so handlers are
+  idempotent on the event's id.
+* A record that cannot be decoded, or whose handler raises ``PermanentError`` or keeps
+  failing after ``RetryPolicy.max_attempts`` tries, goes to the dead-letter topic
+  ``<topic>.dlq`` with the reason, and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from core.events import TOPIC_TYPES
+from core.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[list[Any]], Awaitable[None]]
+"""Receives a batch of decoded events (instances of the topic's event type)."""
+
+
+class PermanentError(Exception):
+    """Raised by a handler for an event that can never be processed: dead-letter it."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1))))
+
+
+@dataclass(frozen=True)
+class Subscription:
+    topic: str
+    group: str
+    handler: EventHandler
+    max_batch: int = 1
+    max_wait: float = 0.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A raw record as the transport delivered it."""
+
+    topic: str
+    key: str | None
+    value: bytes
+    partition: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    group: str
+    key: str | None
+    value: bytes
+    reason: str
+    partition: int
+    offset: int
+
+
+def encode_event(event: BaseModel) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode_event(topic: str, value: bytes) -> BaseModel:
+    """Decode ``value`` as the event type of ``topic`` (raises ValueError when it can't)."""
+    event_type = TOPIC_TYPES.get(topic)
+    if event_type is None:
+        raise ValueError(f"no event type is registered for topic {topic!r}")
+    try:
+        return event_type.model_validate_json(value)
+    except ValidationError as exc:
+        raise ValueError(f"not a valid {event_type.__name__}: {exc.errors()[:3]}") from exc
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+class Bus(ABC):
+    """Publish events to topics; deliver them to consumer groups at least once."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+        self._subscriptions: list[Subscription] = []
+        self._started = False
+
+    def subscribe(
+        self,
+        topic: str,
+        group: str,
+        handler: EventHandler,
+        *,
+        max_batch: int = 1,
+        max_wait: float = 0.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Register a handler; must be called before ``start``."""
+        if self._started:
+            raise RuntimeError("subscribe before the bus starts")
+        if topic not in TOPIC_TYPES:
+            raise ValueError(f"unknown topic {topic!r}; known: {sorted(TOPIC_TYPES)}")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._subscriptions.append(
+            Subscription(topic, group, handler, max_batch, max_wait, retry or RetryPolicy())
+        )
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop fetching, finish the batch in flight, commit, close."""
+
+    @abstractmethod
+    async def publish(self, topic: str, event: BaseModel, *, key: str) -> None: ...
+
+    @abstractmethod
+    async def publish_raw(self, topic: str, value: bytes, *, key: str | None) -> None:
+        """Publish bytes as they are (dead letters, tests of the poison path)."""
+
+    @abstractmethod
+    async def dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def process(self, sub: Subscription, records: Sequence[Record]) -> None:
+        """Decode and handle one batch; returns when every record is handled or dead-lettered.
+
+        The transport commits the batch's position after this returns.
+        """
+        events: list[BaseModel] = []
+        kept: list[Record] = []
+        for record in records:
+            try:
+                events.append(decode_event(record.topic, record.value))
+                kept.append(record)
+            except ValueError as exc:
+                await self._to_dlq(sub, record, f"undecodable: {exc}")
+        if not events:
+            return
+        failure = await self._attempt(sub, events)
+        if failure is None:
+            return
+        if len(events) == 1:
+            await self._to_dlq(sub, kept[0], failure)
+            return
+        # Isolate the poison: handle one by one, dead-letter only those that fail.
+        for event, record in zip(events, kept, strict=True):
+            single = await self._attempt(sub, [event])
+            if single is not None:
+                await self._to_dlq(sub, record, single)
+
+    async def _attempt(self, sub: Subscription, events: list[BaseModel]) -> str | None:
+        """Run the handler with retries; None on success, else the reason it failed."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await sub.handler(events)
+                return None
+            except PermanentError as exc:
+                return f"permanent: {exc}"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.bus_handler_errors.labels(sub.topic, sub.group).inc()
+                if attempt >= sub.retry.max_attempts:
+                    log.exception(
+                        "handler for %s/%s failed %d times; giving up on %d event(s)",
+                        sub.topic, sub.group, attempt, len(events),
+                    )
+                    return f"failed {attempt} times: {type(exc).__name__}: {exc}"
+                delay = sub.retry.backoff(attempt)
+                log.warning(
+                    "handler for %s/%s failed (attempt %d/%d, retry in %.1fs): %s: %s",
+                    sub.topic, sub.group, attempt, sub.retry.max_attempts, delay,
+                    type(exc).__name__, exc,
+                )
+                await asyncio.sleep(delay)
+
+    async def _to_dlq(self, sub: Subscription, record: Record, reason: str) -> None:
+        log.error(
+            "dead-lettering %s[%d]@%d for group %s: %s",
+            record.topic, record.partition, record.offset, sub.group, reason,
+        )
+        self.metrics.bus_dead_letters.labels(record.topic, sub.group).inc()
+        await self.dead_letter(
+            DeadLetter(
+                topic=record.topic,
+                group=sub.group,
+                key=record.key,
+                value=record.value,
+                reason=reason,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        )

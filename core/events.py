@@ -1,0 +1,150 @@
+"""Event schemas: the contracts between the stages.
+
+Every event is a versioned pydantic model. The wire format is JSON; the topic decides the
+type (see ``TOPIC_TYPES``). ``schema_version`` lets a consumer refuse (dead-letter) an
+event from a newer producer instead of misreading it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must carry a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+Label = Literal["negative", "neutral", "positive"]
+LABELS: tuple[Label, ...] = ("negative", "neutral", "positive")
+
+TOPIC_MENTIONS = "mentions"
+TOPIC_SCORED = "scored"
+TOPIC_SIGNALS = "signals"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Author(_Event):
+    id: str | None = None
+    handle: str | None = None
+    followers: NonNegativeInt | None = None
+    verified: bool = False
+
+
+class Engagement(_Event):
+    likes: NonNegativeInt = 0
+    reposts: NonNegativeInt = 0
+    replies: NonNegativeInt = 0
+    views: NonNegativeInt | None = None
+
+
+class WatchMatch(_Event):
+    """Which watch (brand + query) a mention matched, and the terms that matched."""
+
+    id: str
+    brand: str = ""
+    terms: tuple[str, ...] = ()
+
+
+class Mention(_Event):
+    """One post, comment or repost from a platform, normalised.
+
+    ``id`` is ``"<source>:<native id>"``. ``received_at`` is the wall time the listener
+    took it in (the start of the alert-latency clock); ``created_at`` is the event time.
+    """
+
+    schema_version: Literal[1] = 1
+    id: Annotated[str, Field(min_length=3, max_length=512, pattern=r"^[^:\s]+:\S+$")]
+    source: Annotated[str, Field(min_length=1, max_length=64)]
+    url: str | None = None
+    text: Annotated[str, Field(max_length=40_000)] = ""
+    lang: str | None = None
+    created_at: UtcDatetime
+    received_at: UtcDatetime | None = None
+    author: Author = Field(default_factory=Author)
+    engagement: Engagement = Field(default_factory=Engagement)
+    reply_to: str | None = None
+    repost_of: str | None = None
+    watch: WatchMatch | None = None
+    drill: bool = False
+
+    @property
+    def parent_id(self) -> str | None:
+        """The mention this one continues in a cascade (repost first, then reply)."""
+        return self.repost_of or self.reply_to
+
+
+class Sentiment(_Event):
+    label: Label
+    probs: dict[Label, float]
+    model: str
+    version: str
+
+
+class ScoredMention(_Event):
+    schema_version: Literal[1] = 1
+    mention: Mention
+    sentiment: Sentiment
+
+
+class Evidence(_Event):
+    """A representative mention, carried in a Signal so that alerts can show it."""
+
+    id: str
+    url: str | None = None
+    text: str = ""
+    author: str | None = None
+    followers: int | None = None
+    created_at: UtcDatetime
+    label: Label
+
+
+class HeatFeatures(_Event):
+    mentions: int
+    mentions_window: int
+    window_minutes: int
+    unique_authors: int
+    reach: int
+    negative_share: float
+    rate_ratio: float | None = None
+    platforms: int = 1
+    predicted_size: float | None = None
+
+
+class Signal(_Event):
+    """The detector's verdict on a story when its tier or spread level changes."""
+
+    schema_version: Literal[1] = 1
+    id: str
+    story_id: str
+    story_root: str
+    watch: WatchMatch
+    tier: Annotated[int, Field(ge=0, le=3)]
+    previous_tier: Annotated[int, Field(ge=0, le=3)]
+    spread: Annotated[int, Field(ge=0, le=3)]
+    heat: HeatFeatures
+    explanation: str
+    evidence: tuple[Evidence, ...] = ()
+    at: UtcDatetime
+    trigger_received_at: UtcDatetime | None = None
+    drill: bool = False
+
+
+TOPIC_TYPES: dict[str, type[BaseModel]] = {
+    TOPIC_MENTIONS: Mention,
+    TOPIC_SCORED: ScoredMention,
+    TOPIC_SIGNALS: Signal,
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

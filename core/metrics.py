@@ -1,0 +1,103 @@
+"""Every Prometheus metric crisiswatch exports, in one registry per process.
+
+Nothing registers at import time: ``Metrics()`` builds a fresh registry, so tests and
+several apps in one process never collide. Stages receive the object they need.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+_STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        # listener
+        self.mentions_ingested = Counter(
+            "crisiswatch_mentions_ingested", "Mentions taken in, by source", ["source"], registry=r
+        )
+        self.mentions_rejected = Counter(
+            "crisiswatch_mentions_rejected",
+            "Mentions refused at the door, by source and reason",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.mentions_duplicate = Counter(
+            "crisiswatch_mentions_duplicate", "Mentions dropped as already seen", ["source"],
+            registry=r,
+        )
+        self.mentions_matched = Counter(
+            "crisiswatch_mentions_matched", "Mentions matching a watch", ["watch"], registry=r
+        )
+        self.source_errors = Counter(
+            "crisiswatch_source_errors", "Errors raised by a source", ["source"], registry=r
+        )
+        # sentiment / detector
+        self.mentions_scored = Counter(
+            "crisiswatch_mentions_scored", "Mentions scored, by label", ["label"], registry=r
+        )
+        self.stage_latency = Histogram(
+            "crisiswatch_stage_latency_seconds",
+            "Time a stage spends on one batch of events",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.signals_emitted = Counter(
+            "crisiswatch_signals_emitted", "Signals emitted, by new tier", ["tier"], registry=r
+        )
+        self.stories_active = Gauge(
+            "crisiswatch_stories_active", "Stories held in detector memory", registry=r
+        )
+        # alerts
+        self.incidents_open = Gauge(
+            "crisiswatch_incidents_open", "Open (unresolved) incidents by tier", ["tier"],
+            registry=r,
+        )
+        self.incidents_opened = Counter(
+            "crisiswatch_incidents_opened", "Incidents opened, by tier", ["tier"], registry=r
+        )
+        self.deliveries = Counter(
+            "crisiswatch_deliveries",
+            "Alert delivery attempts by channel type and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "crisiswatch_outbox_pending", "Deliveries waiting in the outbox", registry=r
+        )
+        self.escalations = Counter(
+            "crisiswatch_escalations", "Escalations after an ack deadline passed", ["tier"],
+            registry=r,
+        )
+        self.alert_latency = Histogram(
+            "crisiswatch_alert_latency_seconds",
+            "Mention received -> first alert for it delivered",
+            ["tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_ack = Histogram(
+            "crisiswatch_time_to_ack_seconds",
+            "Incident opened -> acknowledged",
+            ["tier"],
+            buckets=_ACK_BUCKETS,
+            registry=r,
+        )
+        # bus
+        self.bus_handler_errors = Counter(
+            "crisiswatch_bus_handler_errors", "Handler failures (retried)", ["topic", "group"],
+            registry=r,
+        )
+        self.bus_dead_letters = Counter(
+            "crisiswatch_bus_dead_letters", "Events sent to a dead-letter topic",
+            ["topic", "group"], registry=r,
+        )
+        self.bus_published = Counter(
+            "crisiswatch_bus_published", "Events published, by topic", ["topic"], registry=r
+        )

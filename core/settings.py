@@ -1,0 +1,110 @@
+"""Settings machinery: a YAML file plus environment variables, validated by pydantic.
+
+The full settings object is composed in ``api.settings`` (the composition root); this
+module holds the shared sections and the loading rules. Environment variables win over
+the file: ``CRISISWATCH_DATABASE__URL=...`` sets ``database.url``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BusConfig(Section):
+    kind: Literal["memory", "kafka"] = "memory"
+    capacity: int = Field(1000, ge=1, description="memory bus: events a group may lag")
+    bootstrap_servers: str = "localhost:9092"
+    topic_prefix: str = Field("crisiswatch.", description="kafka: prefix of every topic")
+    partitions: int = Field(6, ge=1, description="kafka: partitions of topics it creates")
+    replication_factor: int = Field(1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class DatabaseConfig(Section):
+    url: SecretStr = SecretStr("sqlite+aiosqlite:///./var/crisiswatch.db")
+    echo: bool = False
+    pool_size: int = Field(5, ge=1)
+
+
+class YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML config file named by the ``_config_file`` init argument."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = load_yaml(path) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+class BaseAppSettings(BaseSettings):
+    """Settings loaded from (highest first): init arguments, environment, YAML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRISISWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    _yaml_path: ClassVar[Path | None] = None
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> BaseAppSettings:
+        cls._yaml_path = path
+        try:
+            return cls(**overrides)
+        finally:
+            cls._yaml_path = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            YamlSource(settings_cls, cls._yaml_path),
+            file_secret_settings,
+        )

@@ -1,0 +1,1 @@
+"""Listening: sources, watches (queries), dedup, and the listener stage."""

@@ -1,0 +1,1 @@
+"""Sentiment scoring and crisis detection: classifier, scorer stage, detector stage."""
