@@ -28,7 +28,9 @@ class Metrics:
             registry=r,
         )
         self.mentions_duplicate = Counter(
-            "crisiswatch_mentions_duplicate", "Mentions dropped as already seen", ["source"],
+            "crisiswatch_mentions_duplicate",
+            "Mentions dropped as already seen",
+            ["source"],
             registry=r,
         )
         self.mentions_matched = Counter(
@@ -56,7 +58,9 @@ class Metrics:
         )
         # alerts
         self.incidents_open = Gauge(
-            "crisiswatch_incidents_open", "Open (unresolved) incidents by tier", ["tier"],
+            "crisiswatch_incidents_open",
+            "Open (unresolved) incidents by tier",
+            ["tier"],
             registry=r,
         )
         self.incidents_opened = Counter(
@@ -72,7 +76,9 @@ class Metrics:
             "crisiswatch_outbox_pending", "Deliveries waiting in the outbox", registry=r
         )
         self.escalations = Counter(
-            "crisiswatch_escalations", "Escalations after an ack deadline passed", ["tier"],
+            "crisiswatch_escalations",
+            "Escalations after an ack deadline passed",
+            ["tier"],
             registry=r,
         )
         self.alert_latency = Histogram(
@@ -91,12 +97,16 @@ class Metrics:
         )
         # bus
         self.bus_handler_errors = Counter(
-            "crisiswatch_bus_handler_errors", "Handler failures (retried)", ["topic", "group"],
+            "crisiswatch_bus_handler_errors",
+            "Handler failures (retried)",
+            ["topic", "group"],
             registry=r,
         )
         self.bus_dead_letters = Counter(
-            "crisiswatch_bus_dead_letters", "Events sent to a dead-letter topic",
-            ["topic", "group"], registry=r,
+            "crisiswatch_bus_dead_letters",
+            "Events sent to a dead-letter topic",
+            ["topic", "group"],
+            registry=r,
         )
         self.bus_published = Counter(
             "crisiswatch_bus_published", "Events published, by topic", ["topic"], registry=r

@@ -81,6 +81,7 @@ class BaseAppSettings(BaseSettings):
         env_prefix="CRISISWATCH_",
         env_nested_delimiter="__",
         extra="forbid",
+        hide_input_in_errors=True,  # a rejected value may be a secret: never echo it
     )
 
     _yaml_path: ClassVar[Path | None] = None

@@ -6,8 +6,23 @@ from collections.abc import Sequence
 
 from core.events import Label, Sentiment
 
-NEGATIVE_WORDS = ("broken", "refund", "scam", "terrible", "worst", "burn", "fire", "angry",
-                  "lawsuit", "hate", "awful", "dangerous", "退款", "骗", "垃圾")
+NEGATIVE_WORDS = (
+    "broken",
+    "refund",
+    "scam",
+    "terrible",
+    "worst",
+    "burn",
+    "fire",
+    "angry",
+    "lawsuit",
+    "hate",
+    "awful",
+    "dangerous",
+    "退款",
+    "骗",
+    "垃圾",
+)
 POSITIVE_WORDS = ("love", "great", "awesome", "thanks", "best", "喜欢", "好用")
 
 

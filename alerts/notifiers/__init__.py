@@ -1,0 +1,1 @@
+"""Notifiers: one module per channel type, the shared contract in ``base``."""

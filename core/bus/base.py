@@ -123,6 +123,12 @@ class Bus(ABC):
             raise ValueError(f"unknown topic {topic!r}; known: {sorted(TOPIC_TYPES)}")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if max_wait < 0:
+            raise ValueError("max_wait must not be negative")
+        if any(s.topic == topic and s.group == group for s in self._subscriptions):
+            # Two handlers sharing one group's position would each see part of the
+            # stream (Kafka) or race on the same events (memory): refuse it.
+            raise ValueError(f"group {group!r} already subscribes to topic {topic!r}")
         self._subscriptions.append(
             Subscription(topic, group, handler, max_batch, max_wait, retry or RetryPolicy())
         )
@@ -188,21 +194,33 @@ class Bus(ABC):
                 if attempt >= sub.retry.max_attempts:
                     log.exception(
                         "handler for %s/%s failed %d times; giving up on %d event(s)",
-                        sub.topic, sub.group, attempt, len(events),
+                        sub.topic,
+                        sub.group,
+                        attempt,
+                        len(events),
                     )
                     return f"failed {attempt} times: {type(exc).__name__}: {exc}"
                 delay = sub.retry.backoff(attempt)
                 log.warning(
                     "handler for %s/%s failed (attempt %d/%d, retry in %.1fs): %s: %s",
-                    sub.topic, sub.group, attempt, sub.retry.max_attempts, delay,
-                    type(exc).__name__, exc,
+                    sub.topic,
+                    sub.group,
+                    attempt,
+                    sub.retry.max_attempts,
+                    delay,
+                    type(exc).__name__,
+                    exc,
                 )
                 await asyncio.sleep(delay)
 
     async def _to_dlq(self, sub: Subscription, record: Record, reason: str) -> None:
         log.error(
             "dead-lettering %s[%d]@%d for group %s: %s",
-            record.topic, record.partition, record.offset, sub.group, reason,
+            record.topic,
+            record.partition,
+            record.offset,
+            sub.group,
+            reason,
         )
         self.metrics.bus_dead_letters.labels(record.topic, sub.group).inc()
         await self.dead_letter(

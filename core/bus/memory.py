@@ -3,11 +3,18 @@
 Publishing waits while the slowest group is ``capacity`` events behind (back-pressure,
 never a drop). A group's cursor moves only after its handler returned, so a handler
 failure leads to a retry of the same events, exactly as on Kafka.
+
+``stop()`` finishes the batch in flight and stops, like the Kafka bus: what is not
+handled yet stays in the log, and ``start()`` on the same instance resumes from each
+group's cursor. Call ``join()`` before ``stop()`` to drain everything first. A topic
+that no group reads never blocks its publishers; its events are kept (a group added at
+a later start reads them from the oldest one kept, like Kafka's "earliest").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -32,7 +39,7 @@ class _Topic:
 
     def lag(self) -> int:
         if not self.committed:
-            return len(self.records)
+            return 0  # nobody reads it: nobody is behind
         return self.end - min(self.committed.values())
 
     def trim(self) -> None:
@@ -56,6 +63,7 @@ class MemoryBus(Bus):
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[str] = set()
         self._stopping = False
+        self._warned_unread: set[str] = set()
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
@@ -67,7 +75,9 @@ class MemoryBus(Bus):
         if self._started:
             return
         for sub in self._subscriptions:
-            self._topic(sub.topic).committed.setdefault(sub.group, 0)
+            t = self._topic(sub.topic)
+            # a new group starts at the oldest record kept, never below it
+            t.committed.setdefault(sub.group, t.base)
         self._started = True
         self._stopping = False
         self._tasks = [
@@ -76,16 +86,23 @@ class MemoryBus(Bus):
         ]
 
     async def stop(self) -> None:
+        """Stop taking batches, let the batch in flight finish, then return.
+
+        What is not handled yet stays in the log (``start()`` resumes there).
+        """
         self._stopping = True
         async with self._changed:
             self._changed.notify_all()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self._tasks = []
-        self._started = False
+        try:
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            self._tasks = []
+            self._started = False
+            async with self._changed:
+                self._stopping = False
+                self._changed.notify_all()
 
     async def publish(self, topic: str, event: BaseModel, *, key: str) -> None:
         await self.publish_raw(topic, encode_event(event), key=key)
@@ -93,9 +110,13 @@ class MemoryBus(Bus):
     async def publish_raw(self, topic: str, value: bytes, *, key: str | None) -> None:
         t = self._topic(topic)
         async with self._changed:
+            # While stopping, a handler finishing its batch may still publish: the event
+            # is kept beyond capacity rather than refused (refusing would dead-letter it)
+            # or waited on (the consumers that would make room are stopping too).
             await self._changed.wait_for(lambda: t.lag() < self.capacity or self._stopping)
-            if self._stopping and t.lag() >= self.capacity:
-                raise RuntimeError("bus is stopping; publish refused")
+            if self._started and not t.committed and topic not in self._warned_unread:
+                self._warned_unread.add(topic)
+                log.warning("no group reads topic %r on this bus; its events are kept", topic)
             t.records.append(Record(topic=topic, key=key, value=value, offset=t.end))
             self.metrics.bus_published.labels(topic).inc()
             self._changed.notify_all()
@@ -109,12 +130,13 @@ class MemoryBus(Bus):
         async with self._changed:
             await self._changed.wait_for(self._idle)
 
+    def _is_stopping(self) -> bool:
+        return self._stopping
+
     def _idle(self) -> bool:
         if self._busy:
             return False
-        return all(
-            all(pos >= t.end for pos in t.committed.values()) for t in self._topics.values()
-        )
+        return all(all(pos >= t.end for pos in t.committed.values()) for t in self._topics.values())
 
     async def _consume(self, sub: Subscription) -> None:
         t = self._topic(sub.topic)
@@ -124,20 +146,22 @@ class MemoryBus(Bus):
                 await self._changed.wait_for(
                     lambda: t.committed[sub.group] < t.end or self._stopping
                 )
-                pos = t.committed[sub.group]
-                if pos >= t.end:  # stopping and nothing left for us
+                if self._stopping:  # take no new batch; the one in flight is done
                     return
-                if sub.max_wait > 0 and t.end - pos < sub.max_batch and not self._stopping:
-                    try:
+                pos = t.committed[sub.group]
+                if sub.max_wait > 0 and t.end - pos < sub.max_batch:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             self._changed.wait_for(
-                                lambda: t.end - t.committed[sub.group] >= sub.max_batch
-                                or self._stopping
+                                lambda: (
+                                    t.end - t.committed[sub.group] >= sub.max_batch
+                                    or self._stopping
+                                )
                             ),
                             timeout=sub.max_wait,
                         )
-                    except TimeoutError:
-                        pass
+                    if self._is_stopping():  # woken by stop(): take no new batch
+                        return
                 start = pos - t.base
                 batch = t.records[start : start + sub.max_batch]
                 self._busy.add(name)

@@ -1,0 +1,170 @@
+"""The alerts stage's tables: incidents, their timeline and evidence, and the delivery outbox.
+
+The schema is created by ``core/migrations/versions/0001_alerts.py``; a test compares the
+two (``tests/integration/test_alerts_migrations.py``). Relationships are ``lazy="raise"``:
+load what you need explicitly (``selectinload``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UtcDateTime
+
+# incident status
+OPEN: Final = "open"
+ACKNOWLEDGED: Final = "acknowledged"
+RESOLVED: Final = "resolved"
+INCIDENT_STATUSES: Final = (OPEN, ACKNOWLEDGED, RESOLVED)
+
+# delivery status
+PENDING: Final = "pending"
+SENT: Final = "sent"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"  # an escalation made moot by an ack/resolve before it went out
+DELIVERY_STATUSES: Final = (PENDING, SENT, FAILED, CANCELLED)
+
+# timeline event kinds
+EVENT_KINDS: Final = (
+    "opened",
+    "upgraded",
+    "signal",
+    "alert_queued",
+    "alert_delivered",
+    "alert_failed",
+    "acknowledged",
+    "escalated",
+    "resolved",
+    "note",
+)
+
+
+class Incident(Base):
+    """One crisis story of one watch, from the first tiered signal until it is resolved."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        UniqueConstraint("watch_id", "story_id"),
+        CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watch_id: Mapped[str] = mapped_column(String(255))
+    story_id: Mapped[str] = mapped_column(String(255))
+    brand: Mapped[str] = mapped_column(String(255), default="")
+    tier: Mapped[int] = mapped_column(Integer)
+    spread: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    alerted_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, doc="start of the current ack clock: opened, or last upgraded"
+    )
+    acked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    acked_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    escalation_token: Mapped[str] = mapped_column(String(36))
+    next_escalation_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, index=True
+    )
+    first_trigger_received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    drill: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    timeline: Mapped[list[IncidentEvent]] = relationship(
+        back_populates="incident", lazy="raise", order_by="IncidentEvent.id"
+    )
+    evidence: Mapped[list[IncidentEvidence]] = relationship(
+        back_populates="incident", lazy="raise", order_by="IncidentEvidence.id"
+    )
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="incident", lazy="raise", order_by="Delivery.id"
+    )
+
+
+class IncidentEvent(Base):
+    """One line of an incident's timeline. ``signal_id`` marks a Signal as applied."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    signal_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+
+    incident: Mapped[Incident] = relationship(back_populates="timeline", lazy="raise")
+
+
+class IncidentEvidence(Base):
+    """A representative mention of the incident's story, as the detector sent it."""
+
+    __tablename__ = "incident_evidence"
+    __table_args__ = (UniqueConstraint("incident_id", "mention_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    mention_id: Mapped[str] = mapped_column(String(512))
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    followers: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    label: Mapped[str] = mapped_column(String(16))
+
+    incident: Mapped[Incident] = relationship(back_populates="evidence", lazy="raise")
+
+
+class Delivery(Base):
+    """The outbox: one row per (incident, tier, channel, reason); every attempt updates it.
+
+    ``dedupe_key`` makes queueing idempotent: a redelivered signal or a repeated escalation
+    round can never queue the same alert twice. ``last_error`` never contains secrets.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+        CheckConstraint("status IN ('pending', 'sent', 'failed', 'cancelled')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    tier: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(255))
+    channel_type: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    trigger_received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    dedupe_key: Mapped[str] = mapped_column(String(512), unique=True)
+
+    incident: Mapped[Incident] = relationship(back_populates="deliveries", lazy="raise")

@@ -1,0 +1,98 @@
+"""Generic webhook channel: the alert as signed JSON.
+
+Request: ``POST <url>`` with the JSON body ``{"type": "crisiswatch.alert", "version": 1,
+"alert": {...}}`` and the headers
+
+* ``X-Crisiswatch-Timestamp``: Unix seconds when it was signed;
+* ``X-Crisiswatch-Signature``: ``sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>``;
+* ``X-Crisiswatch-Idempotency-Key``: the same on every retry of one delivery (delivery is
+  at-least-once: receivers drop repeats by this key).
+
+Receivers verify the signature over the raw body and reject old timestamps (replays);
+``verify_signature`` is the reference implementation. Text fields are cleaned of control
+characters, @-all pings and live links; receivers still escape for their own medium.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import httpx
+
+from alerts.config import WebhookChannelConfig
+from alerts.notifiers import escape
+from alerts.notifiers.base import AlertMessage
+from alerts.notifiers.http import post, secret_parts
+from core.clock import Clock
+
+TIMESTAMP_HEADER = "X-Crisiswatch-Timestamp"
+SIGNATURE_HEADER = "X-Crisiswatch-Signature"
+IDEMPOTENCY_HEADER = "X-Crisiswatch-Idempotency-Key"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify_signature(
+    secret: str, timestamp: str, body: bytes, signature: str, *, now: float, tolerance: float = 300
+) -> bool:
+    """True when ``signature`` is ours and ``timestamp`` is within ``tolerance`` s of ``now``."""
+    try:
+        age = abs(now - int(timestamp))
+    except ValueError:
+        return False
+    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def payload(alert: AlertMessage) -> dict[str, object]:
+    data = alert.model_dump(mode="json")
+    data["title"] = escape.plain(alert.title, 300)
+    data["explanation"] = escape.plain(alert.explanation, 2000)
+    data["evidence"] = [
+        {
+            **ev.model_dump(mode="json"),
+            "author": escape.plain(ev.author, 100) if ev.author else None,
+            "text": escape.plain(ev.text, 1000),
+            "url": escape.safe_url(ev.url),
+        }
+        for ev in alert.evidence
+    ]
+    return {"type": "crisiswatch.alert", "version": 1, "alert": data}
+
+
+class WebhookNotifier:
+    kind = "webhook"
+
+    def __init__(
+        self, name: str, config: WebhookChannelConfig, http: httpx.AsyncClient, clock: Clock
+    ) -> None:
+        self.name = name
+        self._url = config.url.get_secret_value()
+        self._secret = config.secret.get_secret_value()
+        self._timeout = config.timeout
+        self._http = http
+        self._clock = clock
+        self._secrets = [*secret_parts(self._url), self._secret]
+
+    async def send(self, alert: AlertMessage) -> None:
+        body = json.dumps(payload(alert), separators=(",", ":"), ensure_ascii=False).encode()
+        timestamp = str(int(self._clock.now().timestamp()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+            IDEMPOTENCY_HEADER: alert.idempotency_key,
+        }
+        await post(
+            self._http,
+            channel=self.name,
+            url=self._url,
+            content=body,
+            headers=headers,
+            send_timeout=self._timeout,
+            secrets=self._secrets,
+        )

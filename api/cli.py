@@ -1,0 +1,131 @@
+"""The ``crisiswatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("crisiswatch")
+
+DISTRIBUTED_ROLES = ("listener", "scorer", "detector", "alerter", "api")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "httpx", "apscheduler.executors", "apscheduler.scheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="crisiswatch",
+        description="Real-time social listening and tiered crisis alerts.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="everything in one process (embedded: memory bus + SQLite)")
+    run.add_argument("--config", type=Path, help="YAML config file")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="add the demo brand and its generated stream (default without --config)",
+    )
+    run.add_argument("--host", help="API host (overrides api.host)")
+    run.add_argument("--port", type=int, help="API port (overrides api.port)")
+
+    for role in DISTRIBUTED_ROLES:
+        r = sub.add_parser(
+            role, help=f"run the {role} stage alone (distributed: Kafka + PostgreSQL)"
+        )
+        r.add_argument("--config", type=Path, help="YAML config file")
+        r.add_argument("--host", help="HTTP host for health/metrics (and the API)")
+        r.add_argument("--port", type=int, help="HTTP port for health/metrics (and the API)")
+
+    db = sub.add_parser("db", help="database commands")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    up = db_sub.add_parser("upgrade", help="run the migrations up to the newest revision")
+    up.add_argument("--config", type=Path)
+    up.add_argument("--revision", default="head")
+
+    chk = sub.add_parser("check-config", help="validate a config file offline")
+    chk.add_argument("file", type=Path)
+
+    rep = sub.add_parser(
+        "replay", help="backtest: run listener -> scorer -> detector in event time"
+    )
+    rep.add_argument("--input", type=Path, required=True, help="mentions, .jsonl or .jsonl.gz")
+    rep.add_argument("--output", type=Path, required=True, help="tier/spread changes, JSONL")
+    rep.add_argument("--config", type=Path, help="YAML config (watches, detector, scorer)")
+    rep.add_argument("--limit", type=int, help="stop after this many input lines")
+    rep.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from api.settings import ConfigError
+
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"crisiswatch: configuration error\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from api.settings import load_settings
+
+    if args.command == "check-config":
+        settings = load_settings(args.file)
+        from api.checks import describe
+
+        print(describe(settings, args.file))
+        return 0
+
+    settings = load_settings(getattr(args, "config", None))
+    _setup_logging(settings.log_level)
+
+    if args.command == "db":
+        from core.db import upgrade_database_blocking
+
+        url = settings.database.url.get_secret_value()
+        upgrade_database_blocking(url, args.revision)
+        print(f"database upgraded to {args.revision}")
+        return 0
+
+    if args.command == "replay":
+        from api.replay import run_replay
+
+        summary = asyncio.run(
+            run_replay(
+                settings,
+                args.input,
+                args.output,
+                limit=args.limit,
+                progress=not args.quiet,
+                config_given=args.config is not None,
+            )
+        )
+        print(summary.render(), file=sys.stderr)
+        return 0
+
+    from api.serve import serve_roles
+
+    if args.command == "run":
+        demo = args.demo or args.config is None
+        return serve_roles(settings, roles=None, demo=demo, host=args.host, port=args.port)
+    return serve_roles(settings, roles=(args.command,), demo=False, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Incidents: list, read (timeline, evidence, deliveries), acknowledge, resolve."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts import incidents as service
+from api.auth import Principal, require
+from api.deps import db_session
+from api.runtime import Runtime
+from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+Session = Annotated[AsyncSession, Depends(db_session)]
+IncidentId = Annotated[int, Path(ge=1, description="the incident's id")]
+StatusFilter = Literal["open", "acknowledged", "resolved"]
+
+
+def _not_found(exc: service.IncidentNotFound) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
+
+
+@router.get("", response_model=Page[IncidentOut])
+async def list_incidents(
+    request: Request,
+    session: Session,
+    _: Annotated[Principal, Depends(require("viewer"))],
+    status_: Annotated[StatusFilter | None, Query(alias="status")] = None,
+    tier: Annotated[int | None, Query(ge=0, le=3)] = None,
+    watch: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[IncidentOut]:
+    items, total = await service.list_incidents(
+        session, status=status_, tier=tier, watch=watch, limit=limit, offset=offset
+    )
+    return Page[IncidentOut](
+        items=[IncidentOut.model_validate(i) for i in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{incident_id}", response_model=IncidentDetail)
+async def get_incident(
+    incident_id: IncidentId,
+    session: Session,
+    _: Annotated[Principal, Depends(require("viewer"))],
+) -> IncidentDetail:
+    try:
+        incident = await service.get_incident(session, incident_id)
+    except service.IncidentNotFound as exc:
+        raise _not_found(exc) from exc
+    return IncidentDetail.model_validate(incident)
+
+
+@router.post("/{incident_id}/ack", response_model=IncidentOut)
+async def acknowledge(
+    request: Request,
+    incident_id: IncidentId,
+    session: Session,
+    who: Annotated[Principal, Depends(require("responder"))],
+    body: Annotated[ActionIn | None, Body()] = None,
+) -> IncidentOut:
+    """Acknowledge: stops the escalation. Acknowledging twice is harmless."""
+    runtime: Runtime = request.app.state.runtime
+    try:
+        incident = await service.acknowledge(
+            session,
+            incident_id,
+            who.name,
+            runtime.clock,
+            metrics=runtime.metrics,
+            note=body.note if body else None,
+        )
+    except service.IncidentNotFound as exc:
+        raise _not_found(exc) from exc
+    except service.InvalidTransition as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    return IncidentOut.model_validate(incident)
+
+
+@router.post("/{incident_id}/resolve", response_model=IncidentOut)
+async def resolve(
+    request: Request,
+    incident_id: IncidentId,
+    session: Session,
+    who: Annotated[Principal, Depends(require("responder"))],
+    body: Annotated[ActionIn | None, Body()] = None,
+) -> IncidentOut:
+    """Resolve: cancels pending deliveries. Resolving twice is harmless."""
+    runtime: Runtime = request.app.state.runtime
+    try:
+        incident = await service.resolve(
+            session, incident_id, who.name, runtime.clock, note=body.note if body else None
+        )
+    except service.IncidentNotFound as exc:
+        raise _not_found(exc) from exc
+    return IncidentOut.model_validate(incident)

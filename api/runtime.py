@@ -1,0 +1,173 @@
+"""Wiring: build the stages a process runs, start them in order, stop them in reverse.
+
+One ``Runtime`` per process. Embedded mode runs every role over the memory bus and SQLite;
+distributed mode runs one role per process over Kafka and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from alerts.service import AlertService
+from api.auth import KeyRing
+from api.settings import Settings
+from core.bus import Bus
+from core.bus.memory import MemoryBus
+from core.clock import Clock, SystemClock
+from core.db import make_engine, make_sessionmaker, upgrade_database
+from core.metrics import Metrics
+from listener.dedup import Deduplicator
+from listener.service import ListenerService
+from sentiment.classifier import Classifier
+from sentiment.detector.service import DetectorService
+from sentiment.scorer import ScorerService
+from sentiment.transformer import load_classifier
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    LISTENER = "listener"
+    SCORER = "scorer"
+    DETECTOR = "detector"
+    ALERTER = "alerter"
+    API = "api"
+
+
+ALL_ROLES = frozenset(Role)
+DB_ROLES = frozenset({Role.ALERTER, Role.API})
+
+
+def make_bus(settings: Settings, metrics: Metrics) -> Bus:
+    if settings.bus.kind == "memory":
+        return MemoryBus(capacity=settings.bus.capacity, metrics=metrics)
+    from core.bus.kafka import KafkaBus
+
+    return KafkaBus(settings.bus, metrics=metrics)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    roles: frozenset[Role] = ALL_ROLES
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    classifier: Classifier | None = None
+    http: httpx.AsyncClient | None = None
+    migrate: bool = False
+    keyring: KeyRing = field(default_factory=KeyRing)
+
+    bus: Bus | None = None
+    engine: AsyncEngine | None = None
+    sessions: async_sessionmaker[AsyncSession] | None = None
+    listener: ListenerService | None = None
+    scorer: ScorerService | None = None
+    detector: DetectorService | None = None
+    alerter: AlertService | None = None
+    ready: bool = False
+    _own_http: bool = False
+
+    def __post_init__(self) -> None:
+        if self.settings.alerts.public_url is None:  # links in alerts point at our API
+            alerts = self.settings.alerts.model_copy(
+                update={"public_url": self.settings.api.public_url}
+            )
+            self.settings = self.settings.model_copy(update={"alerts": alerts})
+        for api_key in self.settings.api.keys:
+            self.keyring.add(api_key.key.get_secret_value(), api_key.name, api_key.role)
+
+    @property
+    def embedded(self) -> bool:
+        return self.roles == ALL_ROLES and self.settings.bus.kind == "memory"
+
+    async def start(self) -> None:
+        s = self.settings
+        log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
+        if self.roles & DB_ROLES:
+            self.engine = make_engine(
+                s.database.url.get_secret_value(),
+                echo=s.database.echo,
+                pool_size=s.database.pool_size,
+            )
+            if self.migrate:
+                await upgrade_database(self.engine)
+            self.sessions = make_sessionmaker(self.engine)
+        if self.http is None:
+            self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+            self._own_http = True
+        self.bus = make_bus(s, self.metrics)
+
+        if Role.SCORER in self.roles:
+            if self.classifier is None:
+                log.info("loading the sentiment model (offline)...")
+                self.classifier = await asyncio.to_thread(load_classifier, s.scorer)
+                log.info(
+                    "sentiment model %s %s loaded", self.classifier.name, self.classifier.version
+                )
+            self.scorer = ScorerService(self.bus, self.classifier, s.scorer, self.metrics)
+            self.scorer.register()
+        if Role.DETECTOR in self.roles:
+            self.detector = DetectorService(self.bus, s.detector, self.metrics)
+            self.detector.register()
+        if Role.ALERTER in self.roles:
+            assert self.sessions is not None
+            self.alerter = AlertService(
+                self.bus, self.sessions, s.alerts, self.http, self.clock, self.metrics
+            )
+            self.alerter.register()
+        if Role.LISTENER in self.roles:
+            self.listener = ListenerService(
+                self.bus,
+                s.listener,
+                self.clock,
+                self.metrics,
+                Deduplicator(s.listener.dedup_capacity),
+            )
+
+        await self.bus.start()
+        if self.alerter is not None:
+            await self.alerter.start()
+        if self.scorer is not None:
+            await self.scorer.start()
+        if self.detector is not None:
+            await self.detector.start()
+        if self.listener is not None:
+            await self.listener.start()  # sources last: consumers are ready for them
+        self.ready = True
+        log.info("crisiswatch is up")
+
+    async def stop(self) -> None:
+        self.ready = False
+        log.info("stopping: sources first, then drain the bus, then the rest")
+        if self.listener is not None:
+            await self.listener.stop()
+        if self.bus is not None:
+            await self.bus.stop()
+        for service in (self.detector, self.scorer, self.alerter):
+            if service is not None:
+                await service.stop()
+        if self.http is not None and self._own_http:
+            await self.http.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("crisiswatch stopped")
+
+    async def check_ready(self) -> list[str]:
+        """What is not ready, in words (empty when ready)."""
+        problems: list[str] = []
+        if not self.ready:
+            problems.append("starting or stopping")
+        if self.engine is not None:
+            try:
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            except Exception as exc:
+                problems.append(f"database unreachable: {type(exc).__name__}")
+        return problems

@@ -1,0 +1,82 @@
+"""Response bodies of the incidents API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class IncidentOut(_Out):
+    id: int
+    story_id: str
+    watch_id: str
+    brand: str
+    tier: int
+    spread: int
+    status: str
+    title: str
+    explanation: str
+    opened_at: datetime
+    updated_at: datetime
+    acked_at: datetime | None
+    acked_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    escalation_level: int
+    next_escalation_at: datetime | None
+    drill: bool
+
+
+class TimelineEventOut(_Out):
+    at: datetime
+    kind: str
+    actor: str
+    detail: dict[str, Any]
+
+
+class EvidenceOut(_Out):
+    mention_id: str
+    url: str | None
+    text: str
+    author: str | None
+    followers: int | None
+    created_at: datetime
+    label: str
+
+
+class DeliveryOut(_Out):
+    id: int
+    channel: str
+    channel_type: str
+    reason: str
+    status: str
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    last_error: str | None
+
+
+class IncidentDetail(IncidentOut):
+    timeline: list[TimelineEventOut]
+    evidence: list[EvidenceOut]
+    deliveries: list[DeliveryOut]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = None

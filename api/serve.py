@@ -1,0 +1,88 @@
+"""Serve a process: build the runtime for its roles, the app, and run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from api.app import create_app
+from api.auth import generate_key
+from api.runtime import ALL_ROLES, Role, Runtime
+from api.settings import Settings
+from listener.config import DemoSourceConfig, WatchConfig
+
+log = logging.getLogger(__name__)
+
+DEMO_WATCH_ID = "demo"
+
+
+def with_demo(settings: Settings) -> Settings:
+    """The settings plus the demo brand's watch and its generated stream."""
+    demo = settings.listener.sources.demo or DemoSourceConfig()
+    watches = list(settings.listener.watches)
+    if not any(w.id == DEMO_WATCH_ID for w in watches):
+        watches.append(
+            WatchConfig(
+                id=DEMO_WATCH_ID, brand=demo.brand, terms=[demo.brand], exclude=["cumulonimbus"]
+            )
+        )
+    sources = settings.listener.sources.model_copy(update={"demo": demo})
+    listener = settings.listener.model_copy(update={"watches": watches, "sources": sources})
+    return settings.model_copy(update={"listener": listener})
+
+
+def _banner(settings: Settings, key: str, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    return "\n".join(
+        [
+            "",
+            "=" * 78,
+            " crisiswatch demo: watching the fictional brand "
+            f"{settings.listener.sources.demo.brand if settings.listener.sources.demo else ''!s}",
+            "   a complaint will turn into a tier-3 crisis in about two minutes;",
+            "   alerts appear below (every team is routed to the console channel).",
+            f" API key (responder): {key}",
+            f"   curl -H 'Authorization: Bearer {key}' {base}/incidents",
+            f"   curl -X POST -H 'Authorization: Bearer {key}' {base}/incidents/1/ack",
+            f" API docs: {base}/docs   metrics: {base}/metrics",
+            "=" * 78,
+            "",
+        ]
+    )
+
+
+def serve_roles(
+    settings: Settings,
+    *,
+    roles: Sequence[str] | None,
+    demo: bool,
+    host: str | None,
+    port: int | None,
+) -> int:
+    host = host or settings.api.host
+    port = port or settings.api.port
+    role_set = ALL_ROLES if roles is None else frozenset(Role(r) for r in roles)
+    if demo:
+        settings = with_demo(settings)
+    runtime = Runtime(settings, roles=role_set, migrate=role_set == ALL_ROLES)
+    if demo:
+        key = generate_key()
+        runtime.keyring.add(key, "demo", "responder")
+        print(_banner(settings, key, host, port), file=sys.stderr, flush=True)
+    elif role_set & {Role.API} and not len(runtime.keyring):
+        log.warning("no API keys configured (api.keys): every incident endpoint will answer 401")
+    app = create_app(runtime)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0

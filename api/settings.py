@@ -1,0 +1,80 @@
+"""The one settings object, composed from every package's section.
+
+Loaded from a YAML file (``--config``) and ``CRISISWATCH_*`` environment variables
+(``CRISISWATCH_DATABASE__URL``, ``CRISISWATCH_BUS__KIND``, ...). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+
+from alerts.config import AlertsConfig
+from core.settings import BaseAppSettings, BusConfig, ConfigFileError, DatabaseConfig, Section
+from listener.config import ListenerConfig
+from sentiment.config import ScorerConfig
+from sentiment.detector.config import DetectorConfig
+
+Role = Literal["viewer", "responder", "admin"]
+
+
+class ApiKeyConfig(Section):
+    name: str = Field(min_length=1, max_length=100)
+    key: SecretStr
+    role: Role
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("API keys must be at least 16 characters")
+        return value
+
+
+class ApiConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field("http://127.0.0.1:8000", description="base URL used in alert links")
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+    max_page_size: int = Field(200, ge=1)
+
+
+class Settings(BaseAppSettings):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    bus: BusConfig = Field(default_factory=BusConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    listener: ListenerConfig = Field(default_factory=ListenerConfig)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load and validate; raises ConfigError with every problem explained."""
+    try:
+        settings = Settings.load(path)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path)) from exc
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from exc
+    assert isinstance(settings, Settings)
+    return settings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def format_validation_error(exc: ValidationError, path: Path | None) -> str:
+    where = str(path) if path else "settings"
+    lines = [f"{where}: {exc.error_count()} problem(s)"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting; check the spelling and the section)"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,407 @@
+"""Kafka bus (aiokafka): the same contract as the memory bus, for production and scale.
+
+* Topics are ``config.topic_prefix + <logical topic>``; ``start()`` creates the missing
+  ones (every event topic and its ``.dlq``) with ``config.partitions`` partitions.
+* One consumer per subscription, in the subscription's group, with auto-commit off. A
+  partition's records are handled in order, one partition batch at a time, and its
+  offset is committed only after ``process()`` returned (at-least-once).
+* When a rebalance takes partitions away, the listener waits for the batch in flight
+  and commits it, so the next owner starts right after it.
+* ``stop()``: stop fetching, let the batch in flight finish, commit, close the
+  consumers, then flush and close the producer; bounded by ``stop_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from pydantic import BaseModel
+
+from core.bus.base import Bus, DeadLetter, Record, Subscription, dlq_topic, encode_event
+from core.events import TOPIC_TYPES
+from core.metrics import Metrics
+from core.settings import BusConfig
+
+log = logging.getLogger(__name__)
+
+_REASON_MAX = 2000  # characters of the dead-letter reason kept in its header
+_RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batch
+
+
+@dataclass(eq=False)
+class _Consumer:
+    """One subscription's consumer and the state its loop shares with its listener."""
+
+    sub: Subscription
+    physical: str
+    consumer: Any = None  # AIOKafkaConsumer
+    task: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while a batch runs
+    epoch: int = 0  # bumped on every revoke: a batch fetched before it is stale
+    busy: bool = False  # a batch is being handled
+    stopping: bool = False
+    pending: dict[Any, int] = field(default_factory=dict)  # handled, not yet committed
+
+    @property
+    def name(self) -> str:
+        return f"{self.sub.topic}/{self.sub.group}"
+
+
+class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On revoke: wait for the batch in flight, commit it, then let the rebalance go on."""
+
+    def __init__(self, bus: KafkaBus, state: _Consumer) -> None:
+        self._bus = bus
+        self._state = state
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        state = self._state
+        state.epoch += 1
+        if not revoked:
+            return
+        log.info(
+            "%s: partitions %s revoked; finishing the batch in flight",
+            state.name,
+            sorted(tp.partition for tp in revoked),
+        )
+        async with state.lock:
+            await self._bus._commit(state, only=revoked)
+            for tp in revoked:
+                state.pending.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        log.info(
+            "%s: partitions %s assigned",
+            self._state.name,
+            sorted(tp.partition for tp in assigned),
+        )
+
+
+class KafkaBus(Bus):
+    def __init__(
+        self,
+        config: BusConfig,
+        metrics: Metrics | None = None,
+        *,
+        consumer_options: Mapping[str, Any] | None = None,
+        poll_timeout: float = 1.0,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        """``consumer_options`` go to every AIOKafkaConsumer (e.g. ``session_timeout_ms``);
+        ``poll_timeout`` is the longest one fetch waits; ``stop_timeout`` bounds ``stop()``.
+        """
+        super().__init__(metrics)
+        self.config = config
+        self._consumer_options = dict(consumer_options or {})
+        self._poll_ms = max(1, int(poll_timeout * 1000))
+        self._stop_timeout = stop_timeout
+        self._producer: Any = None  # AIOKafkaProducer
+        self._consumers: list[_Consumer] = []
+
+    def physical(self, topic: str) -> str:
+        """The Kafka topic that carries the logical ``topic``."""
+        return self.config.topic_prefix + topic
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        servers = self.config.bootstrap_servers
+        log.info("starting the Kafka bus at %s (prefix %r)", servers, self.config.topic_prefix)
+        try:
+            await self._ensure_topics()
+            producer = AIOKafkaProducer(
+                **self._client_options(),
+                acks="all",
+                enable_idempotence=False,
+                linger_ms=5,
+            )
+            self._producer = producer
+            await producer.start()
+            for sub in self._subscriptions:
+                state = _Consumer(sub=sub, physical=self.physical(sub.topic))
+                state.consumer = AIOKafkaConsumer(
+                    **{
+                        **self._client_options(),
+                        "group_id": sub.group,
+                        "enable_auto_commit": False,
+                        "auto_offset_reset": "earliest",
+                        **self._consumer_options,
+                    }
+                )
+                self._consumers.append(state)
+                state.consumer.subscribe([state.physical], listener=_RevokeListener(self, state))
+                await state.consumer.start()
+                state.task = asyncio.create_task(self._run(state), name=f"kafka:{state.name}")
+                state.task.add_done_callback(_report_crash)
+        except BaseException as exc:
+            log.error("the Kafka bus at %s did not start: %s", servers, exc)
+            await self._close(asyncio.get_running_loop().time() + 10.0)
+            if isinstance(exc, KafkaError):
+                raise RuntimeError(f"cannot start the Kafka bus at {servers}: {exc}") from exc
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started and self._producer is None and not self._consumers:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_timeout
+        log.info("stopping the Kafka bus: %d consumer(s)", len(self._consumers))
+        for state in self._consumers:
+            state.stopping = True
+            if state.task is not None and not state.busy:
+                state.task.cancel()  # it is waiting for records: nothing in flight
+        tasks = [s.task for s in self._consumers if s.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            for task in late:
+                log.warning(
+                    "%s: batch still running after %.0f s; abandoning it (it will be "
+                    "delivered again)",
+                    task.get_name(),
+                    self._stop_timeout,
+                )
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+        await self._close(deadline)
+        log.info("the Kafka bus is stopped")
+
+    async def _close(self, deadline: float) -> None:
+        """Commit what was handled, close consumers, flush and close the producer."""
+        consumers, self._consumers = self._consumers, []
+        for state in consumers:
+            if state.task is not None and not state.task.done():
+                state.task.cancel()
+            if state.consumer is None:
+                continue
+            if state.pending:
+                await self._bounded(self._commit(state), deadline, f"{state.name}: final commit")
+            await self._bounded(state.consumer.stop(), deadline, f"{state.name}: close")
+            log.info("%s: consumer closed", state.name)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._bounded(producer.flush(), deadline, "producer flush")
+            await self._bounded(producer.stop(), deadline, "producer close")
+            log.info("producer flushed and closed")
+        self._started = False
+
+    @staticmethod
+    async def _bounded(step: Awaitable[Any], deadline: float, what: str) -> None:
+        timeout = max(1.0, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(step, timeout)
+        except TimeoutError:
+            log.error("%s did not finish within %.0f s; going on", what, timeout)
+        except Exception as exc:
+            log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
+
+    def _client_options(self) -> dict[str, Any]:
+        cfg = self.config
+        options: dict[str, Any] = {
+            "bootstrap_servers": cfg.bootstrap_servers,
+            "security_protocol": cfg.security_protocol,
+        }
+        if cfg.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context()
+        if cfg.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = cfg.sasl_mechanism or "PLAIN"
+            options["sasl_plain_username"] = cfg.sasl_username
+            if cfg.sasl_password is not None:
+                options["sasl_plain_password"] = cfg.sasl_password.get_secret_value()
+        return options
+
+    async def _ensure_topics(self) -> None:
+        logical = sorted(TOPIC_TYPES)
+        wanted = [self.physical(t) for t in [*logical, *map(dlq_topic, logical)]]
+        admin = AIOKafkaAdminClient(**self._client_options())
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [name for name in wanted if name not in existing]
+            if not missing:
+                return
+            response = await admin.create_topics(
+                [
+                    NewTopic(name, self.config.partitions, self.config.replication_factor)
+                    for name in missing
+                ]
+            )
+            for entry in response.topic_errors:
+                name, code = entry[0], entry[1]
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    message = entry[2] if len(entry) > 2 else ""
+                    raise RuntimeError(
+                        f"cannot create Kafka topic {name!r}: error {code} {message or ''}"
+                    )
+            log.info("created Kafka topics %s", missing)
+        finally:
+            await admin.close()
+
+    # -- publishing --------------------------------------------------------------
+
+    async def publish(self, topic: str, event: BaseModel, *, key: str) -> None:
+        await self.publish_raw(topic, encode_event(event), key=key)
+
+    async def publish_raw(self, topic: str, value: bytes, *, key: str | None) -> None:
+        await self._send(topic, value, key, None)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        headers = [
+            ("reason", letter.reason[:_REASON_MAX].encode()),
+            ("group", letter.group.encode()),
+            ("topic", letter.topic.encode()),
+            ("partition", str(letter.partition).encode()),
+            ("offset", str(letter.offset).encode()),
+        ]
+        await self._send(dlq_topic(letter.topic), letter.value, letter.key, headers)
+
+    async def _send(
+        self, topic: str, value: bytes, key: str | None, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the Kafka bus is not started: call start() before publishing")
+        # send_and_wait waits while the producer's buffer is full (back-pressure) and
+        # until the broker acknowledged the record (acks=all).
+        await producer.send_and_wait(
+            self.physical(topic),
+            value,
+            key=key.encode() if key is not None else None,
+            headers=headers,
+        )
+        self.metrics.bus_published.labels(topic).inc()
+
+    # -- consuming ---------------------------------------------------------------
+
+    async def _run(self, state: _Consumer) -> None:
+        while not state.stopping:
+            epoch = state.epoch
+            try:
+                fetched = await self._fetch(state)
+            except Exception as exc:
+                log.error("%s: fetch failed, retrying: %s: %s", state.name, type(exc).__name__, exc)
+                await asyncio.sleep(_RETRY_DELAY)
+                continue
+            if not fetched:
+                continue
+            async with state.lock:
+                if state.epoch != epoch:
+                    # a rebalance ran while these were fetched: fetch them again under the
+                    # new assignment (partitions now owned elsewhere are the owner's job)
+                    self._rewind(state, fetched)
+                    continue
+                state.busy = True
+                try:
+                    ok = await self._handle(state, fetched)
+                finally:
+                    state.busy = False
+            if not ok and not state.stopping:
+                await asyncio.sleep(_RETRY_DELAY)
+
+    async def _fetch(self, state: _Consumer) -> dict[Any, list[Any]]:
+        """Up to ``max_batch`` records; waits up to ``max_wait`` to fill the batch."""
+        sub, consumer = state.sub, state.consumer
+        got: dict[Any, list[Any]] = await consumer.getmany(
+            timeout_ms=self._poll_ms, max_records=sub.max_batch
+        )
+        count = sum(len(records) for records in got.values())
+        if count == 0 or count >= sub.max_batch or sub.max_wait <= 0:
+            return got
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + sub.max_wait
+        merged = {tp: list(records) for tp, records in got.items()}
+        while count < sub.max_batch:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                more: dict[Any, list[Any]] = await consumer.getmany(
+                    timeout_ms=max(1, int(left * 1000)), max_records=sub.max_batch - count
+                )
+            except KafkaError as exc:  # handle what we have; never drop fetched records
+                log.warning("%s: fetch failed while filling a batch: %s", state.name, exc)
+                break
+            for tp, records in more.items():
+                merged.setdefault(tp, []).extend(records)
+                count += len(records)
+        return merged
+
+    async def _handle(self, state: _Consumer, fetched: dict[Any, list[Any]]) -> bool:
+        """Process each partition's records in order; commit each after it is handled."""
+        ok = True
+        for tp, messages in fetched.items():
+            if not messages:
+                continue
+            records = [
+                Record(
+                    topic=state.sub.topic,
+                    key=m.key.decode("utf-8", errors="replace") if m.key is not None else None,
+                    value=m.value if m.value is not None else b"",
+                    partition=m.partition,
+                    offset=m.offset,
+                )
+                for m in messages
+            ]
+            try:
+                await self.process(state.sub, records)
+            except Exception:
+                log.exception(
+                    "%s: batch %s[%d]@%d..%d failed; it will be delivered again",
+                    state.name,
+                    state.sub.topic,
+                    tp.partition,
+                    messages[0].offset,
+                    messages[-1].offset,
+                )
+                state.consumer.seek(tp, messages[0].offset)
+                ok = False
+                continue
+            state.pending[tp] = messages[-1].offset + 1
+            await self._commit(state, only={tp})
+        return ok
+
+    def _rewind(self, state: _Consumer, fetched: dict[Any, list[Any]]) -> None:
+        assigned = state.consumer.assignment()
+        for tp, messages in fetched.items():
+            if messages and tp in assigned:
+                state.consumer.seek(tp, messages[0].offset)
+
+    async def _commit(self, state: _Consumer, only: set[Any] | None = None) -> None:
+        """Commit the handled positions (of ``only``, else all); a failure is logged:
+        the records after the last committed position are delivered again."""
+        offsets = {tp: offset for tp, offset in state.pending.items() if only is None or tp in only}
+        if not offsets:
+            return
+        try:
+            await state.consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning(
+                "%s: commit of %s failed (%s); those records will be delivered again",
+                state.name,
+                {tp.partition: o for tp, o in offsets.items()},
+                exc,
+            )
+            assigned = state.consumer.assignment()
+            for tp in offsets:
+                if tp not in assigned:
+                    state.pending.pop(tp, None)
+            return
+        for tp, offset in offsets.items():
+            if state.pending.get(tp) == offset:
+                del state.pending[tp]
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consumer loop %s crashed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,155 @@
+"""The ``listener`` config section: watches, sources, the inbound webhook, dedup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
+
+from core.settings import Section
+
+Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class WatchConfig(Section):
+    """One brand query: any of ``terms`` matches, any of ``exclude`` vetoes.
+
+    Matching is case-insensitive; Latin-script terms match whole words (``acme`` does not
+    match ``acmeville``), CJK terms match as substrings. ``langs`` (ISO 639-1 codes such as
+    ``en``, ``zh``) keeps only mentions in those languages; a mention of unknown language
+    passes. ``match_all`` takes every mention (for replays and catch-all streams).
+    """
+
+    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    brand: str = ""
+    terms: list[Term] = Field(default_factory=list)
+    exclude: list[Term] = Field(default_factory=list)
+    langs: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=2)]] | None = (
+        None
+    )
+    match_all: bool = False
+
+    @model_validator(mode="after")
+    def _terms_or_match_all(self) -> Self:
+        if self.match_all and self.terms:
+            raise ValueError(
+                f"watch {self.id!r}: match_all takes every mention; remove its terms "
+                "(or set match_all: false)"
+            )
+        if not self.match_all and not self.terms:
+            raise ValueError(f"watch {self.id!r}: needs at least one term (or match_all: true)")
+        return self
+
+
+class ReplaySourceConfig(Section):
+    """Replays a recorded mention stream (.jsonl or .jsonl.gz, wire format)."""
+
+    path: Path
+    speed: float | None = Field(
+        None,
+        ge=0,
+        description="event-time gaps are replayed this many times faster; 0/None: no waiting",
+    )
+    loop: bool = Field(
+        False, description="start again at the end (ids get a loop suffix, times shift)"
+    )
+    max_gap_seconds: float | None = Field(
+        None, gt=0, description="shorten quiet event-time gaps longer than this (paced mode)"
+    )
+    limit: int | None = Field(None, ge=1, description="stop after this many input lines")
+
+
+class DemoSourceConfig(Section):
+    """The generated demo stream: brand chatter plus one complaint that goes viral."""
+
+    brand: str = Field("Nimbus", min_length=1, max_length=60)
+    seed: int = 7
+    speed: float = Field(1.0, gt=0, description="run the story this many times faster")
+    chatter_per_minute: float = Field(6.0, ge=0, description="background posts per minute")
+    crisis_after_seconds: float = Field(
+        20.0, ge=0, description="when the complaint is posted, after the stream starts"
+    )
+    crisis_growth_seconds: float = Field(
+        120.0, gt=0, description="from the complaint to its network-wide peak"
+    )
+    crisis_mentions: int = Field(
+        360, ge=1, description="crisis mentions up to the peak (a quieter tail follows)"
+    )
+    duration_seconds: float | None = Field(
+        None, gt=0, description="end the stream after this long (None: endless)"
+    )
+
+
+class SourcesConfig(Section):
+    replay: ReplaySourceConfig | None = None
+    demo: DemoSourceConfig | None = None
+
+
+class WebhookConfig(Section):
+    """``POST /ingest/mentions``: HMAC-signed batches pushed by other systems."""
+
+    enabled: bool = False
+    secret: SecretStr | None = None
+    max_items: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_skew_seconds: int = Field(300, ge=1)
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the webhook secret must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_when_enabled(self) -> Self:
+        if self.enabled and self.secret is None:
+            raise ValueError("webhook.enabled needs webhook.secret (requests are HMAC-signed)")
+        return self
+
+
+class ListenerConfig(Section):
+    watches: list[WatchConfig] = Field(default_factory=list)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    dedup_capacity: int = Field(
+        1_000_000, ge=1, description="mention ids remembered for dedup (in memory, LRU)"
+    )
+    cascade_capacity: int = Field(
+        500_000,
+        ge=1,
+        description="matched mention ids remembered so that their reposts/replies inherit "
+        "the watches",
+    )
+    ingest_batch: int = Field(200, ge=1, description="mentions per ingest call from a source")
+    source_retry_seconds: float = Field(1.0, gt=0, description="first backoff after an error")
+    source_retry_max_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("watches")
+    @classmethod
+    def _unique_ids(cls, watches: list[WatchConfig]) -> list[WatchConfig]:
+        seen: set[str] = set()
+        for watch in watches:
+            if watch.id in seen:
+                raise ValueError(f"duplicate watch id {watch.id!r}")
+            seen.add(watch.id)
+        return watches
+
+    @classmethod
+    def demo(cls, brand: str = "Nimbus", **demo: object) -> ListenerConfig:
+        """A config with the demo watch and the generated demo stream."""
+        return cls(
+            watches=[demo_watch(brand)],
+            sources=SourcesConfig(demo=DemoSourceConfig.model_validate({"brand": brand, **demo})),
+        )
+
+
+def demo_watch(brand: str = "Nimbus") -> WatchConfig:
+    """The watch that the demo stream's brand posts match (and its cloud chatter does not)."""
+    return WatchConfig(
+        id=brand.lower().replace(" ", "-"),
+        brand=brand,
+        terms=[brand],
+        exclude=[f"{brand} clouds", f"{brand} cloud"],
+    )

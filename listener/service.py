@@ -1,0 +1,219 @@
+"""The listener stage: mentions in (sources, webhook), matched Mentions out on "mentions".
+
+For each mention ``ingest`` stamps ``received_at`` (the start of the alert-latency clock),
+drops ids already seen, matches the watches (a repost or reply also belongs to the watches
+of the mention it continues), and publishes one copy per matching watch with ``watch`` set,
+keyed by the mention id. The same mention id therefore appears once per watch on the topic:
+downstream idempotency is on (mention id, watch id).
+
+A mention is marked as seen before it is published and unmarked if publishing fails (the
+caller may retry it). A failure between two watches' copies means a retry publishes the
+first copy again: at-least-once, as everywhere on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from contextlib import aclosing
+
+from prometheus_client import Counter
+
+from core.bus import Bus
+from core.clock import Clock
+from core.events import TOPIC_MENTIONS, Mention, WatchMatch
+from core.metrics import Metrics
+from listener.batching import SourceFailed, batched
+from listener.cascade import CascadeIndex
+from listener.config import ListenerConfig
+from listener.dedup import Dedup
+from listener.report import IngestReport, ItemOutcome
+from listener.sources.base import Source, SourceFatalError
+from listener.sources.registry import build_sources
+from listener.watches import WatchMatcher
+
+log = logging.getLogger(__name__)
+
+_LABEL = re.compile(r"^[a-z0-9_.-]{1,32}$")
+_MAX_SOURCE_LABELS = 64
+
+
+class _SourceLabels:
+    """Metric labels for ``Mention.source``, bounded: webhook senders choose the value,
+    and every new label value is a new time series."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+
+    def __call__(self, source: str) -> str:
+        if source in self._known:
+            return source
+        if _LABEL.match(source) and len(self._known) < _MAX_SOURCE_LABELS:
+            self._known.add(source)
+            return source
+        return "other"
+
+
+class ListenerService:
+    def __init__(
+        self,
+        bus: Bus,
+        config: ListenerConfig,
+        clock: Clock,
+        metrics: Metrics,
+        dedup: Dedup,
+        *,
+        sources: Sequence[Source] | None = None,
+    ) -> None:
+        """``sources``: run these instead of the ones ``config.sources`` names."""
+        self.bus = bus
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.dedup = dedup
+        self.matcher = WatchMatcher(config.watches)
+        self.cascade = CascadeIndex(config.cascade_capacity)
+        self.sources: list[Source] = []
+        self._given_sources = list(sources) if sources is not None else None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._label = _SourceLabels()
+        self._children: dict[tuple[int, str], Counter] = {}
+
+    def register(self) -> None:
+        """The listener consumes no topic; kept for the shape every stage has."""
+
+    async def ingest(self, mentions: Sequence[Mention]) -> IngestReport:
+        report = IngestReport()
+        for index, mention in enumerate(mentions):
+            report.items.append(await self._ingest_one(index, mention, report))
+        return report
+
+    async def _ingest_one(self, index: int, mention: Mention, report: IngestReport) -> ItemOutcome:
+        label = self._label(mention.source)
+        if self.dedup.seen(mention.id):
+            self._count(self.metrics.mentions_duplicate, label)
+            report.duplicates += 1
+            return ItemOutcome(index, mention.id, "duplicate")
+        try:
+            stamp = {} if mention.received_at else {"received_at": self.clock.now()}
+            matches = self.matcher.match(mention.text, mention.lang, self._inherited(mention))
+            report.accepted += 1
+            self._count(self.metrics.mentions_ingested, label)
+            if not matches:
+                report.unmatched += 1
+                return ItemOutcome(index, mention.id, "unmatched")
+            for match in matches:
+                event = mention.model_copy(update={**stamp, "watch": match})
+                await self.bus.publish(TOPIC_MENTIONS, event, key=mention.id)
+                report.published += 1
+                self._count(self.metrics.mentions_matched, match.id)
+        except BaseException:
+            self.dedup.forget(mention.id)  # not (fully) published: let a retry through
+            raise
+        self.cascade.remember(mention.id, matches)
+        return ItemOutcome(index, mention.id, "published", tuple(m.id for m in matches))
+
+    def _count(self, counter: Counter, label: str) -> None:
+        """``counter.labels(label).inc()``, with the labelled child cached (hot path)."""
+        key = (id(counter), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(label)
+        child.inc()
+
+    def _inherited(self, mention: Mention) -> dict[str, WatchMatch] | None:
+        if mention.reply_to is None and mention.repost_of is None:
+            return None
+        inherited = dict(self.cascade.watches_of(mention.reply_to))
+        inherited.update(self.cascade.watches_of(mention.repost_of))
+        return inherited
+
+    async def run_source(self, source: Source) -> int:
+        """Ingest everything ``source`` yields, in small batches, until its stream ends;
+        returns the number of mentions taken. A failing stream is logged, counted
+        (``source_errors``) and reopened after a backoff; ``SourceFatalError`` ends it
+        (raised again)."""
+        cfg = self.config
+        taken = 0
+        delay = cfg.source_retry_seconds
+        while True:
+            try:
+                async with aclosing(batched(source.mentions, cfg.ingest_batch)) as batches:
+                    async for batch in batches:
+                        await self.ingest(batch)
+                        taken += len(batch)
+                        delay = cfg.source_retry_seconds
+                return taken
+            except SourceFailed as failure:
+                self.metrics.source_errors.labels(source.name).inc()
+                error = failure.__cause__
+                if isinstance(error, SourceFatalError):
+                    log.error("source %s cannot go on: %s", source.name, error)
+                    raise error from None
+                log.warning(
+                    "source %s failed (%s: %s); reopening in %.1f s",
+                    source.name,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, cfg.source_retry_max_seconds)
+
+    async def start(self) -> None:
+        """Start the sources (a source that cannot start stops start-up) and run them."""
+        if self._tasks:
+            return
+        if self._given_sources is not None:
+            sources = self._given_sources
+        else:
+            sources = build_sources(self.config.sources, self.clock, self.metrics)
+        started: list[Source] = []
+        try:
+            for source in sources:
+                await source.start()
+                started.append(source)
+        except BaseException:
+            for source in reversed(started):
+                await source.stop()
+            raise
+        self.sources = started
+        self._tasks = [
+            asyncio.create_task(self._run(source), name=f"listener:{source.name}")
+            for source in started
+        ]
+        if started:
+            log.info("listener running sources: %s", ", ".join(s.name for s in started))
+
+    async def _run(self, source: Source) -> None:
+        try:
+            taken = await self.run_source(source)
+            log.info("source %s finished after %d mentions", source.name, taken)
+        except SourceFatalError:
+            pass  # logged and counted by run_source
+        except Exception:
+            log.exception("source %s stopped", source.name)
+
+    async def join(self) -> None:
+        """Wait until every running source has finished (replays; tests)."""
+        await asyncio.gather(*self._tasks)
+
+    async def stop(self) -> None:
+        """Stop the sources and wait for their tasks (a batch in flight is abandoned and
+        its unpublished mentions unmarked in dedup)."""
+        for source in self.sources:
+            try:
+                await source.stop()
+            except Exception:
+                log.exception("stopping source %s failed", source.name)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.sources = []
+
+    @property
+    def running(self) -> bool:
+        return any(not task.done() for task in self._tasks)

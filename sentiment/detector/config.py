@@ -1,0 +1,251 @@
+"""Configuration of the detector stage (section ``detector``).
+
+Every number the detector decides with lives here. Times are **event time** (the
+mentions' ``created_at``), never wall time. Count thresholds were calibrated on the
+Twitter15/16 replay (``../shared/data/replay``): there, the top 10 % of stories end with
+at least 876 reposts; see the thresholds' descriptions.
+
+Spread levels (see ``policy.spread_level``)::
+
+    0  a lone post
+    1  a few mentions, or one post with a wide reach
+    2  local spread: the story grows beyond its first authors and is still active
+    3  network-wide: many mentions fast, a large projected size, or several platforms
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from core.settings import Section
+
+DEFAULT_COMPLAINT_CUES: dict[str, list[str]] = {
+    "en": [
+        "refund",
+        "scam",
+        "fraud",
+        "lawsuit",
+        "sue",
+        "broken",
+        "recall",
+        "is this true",
+        "dangerous",
+        "fire",
+        "caught fire",
+        "exploded",
+        "explosion",
+        "injured",
+        "injury",
+        "poisoned",
+        "food poisoning",
+        "hospital",
+        "defective",
+        "faulty",
+        "leak",
+        "leaked",
+        "data breach",
+        "hacked",
+        "boycott",
+        "rip off",
+        "ripoff",
+        "never again",
+        "complaint",
+        "customer service",
+        "misleading",
+        "false advertising",
+        "unsafe",
+        "toxic",
+    ],
+    "zh": [
+        "退款",
+        "退货",
+        "骗",
+        "欺诈",
+        "投诉",
+        "维权",
+        "起诉",
+        "律师",
+        "真的吗",
+        "曝光",
+        "爆炸",
+        "起火",
+        "着火",
+        "自燃",
+        "召回",
+        "受伤",
+        "中毒",
+        "住院",
+        "质量问题",
+        "泄露",
+        "抵制",
+        "黑心",
+        "虚假宣传",
+        "假货",
+        "差评",
+        "避雷",
+        "翻车",
+        "315",
+    ],
+}
+
+
+class DetectorConfig(Section):
+    # --- bus -----------------------------------------------------------------------------
+    max_batch: int = Field(256, ge=1, le=10_000, description="scored mentions per batch")
+    max_wait_seconds: float = Field(
+        0.05, ge=0, le=10, description="wait this long (wall time) to fill a batch"
+    )
+
+    # --- windows -------------------------------------------------------------------------
+    short_window_minutes: int = Field(
+        10, ge=1, le=24 * 60, description="the 'fast' window: mentions in the last N minutes"
+    )
+    long_window_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="the 'sustained' window")
+
+    # --- spread levels -------------------------------------------------------------------
+    spread1_mentions: int = Field(3, ge=1, description="level 1: at least this many mentions")
+    spread1_authors: int = Field(2, ge=1, description="... from at least this many authors")
+    spread1_reach: int = Field(
+        10_000, ge=0, description="level 1 also: a reach (followers) of at least this"
+    )
+    spread2_authors: int = Field(
+        10, ge=1, description="level 2: at least this many distinct authors ..."
+    )
+    spread2_long_mentions: int = Field(
+        5, ge=0, description="... and at least this many mentions in the long window"
+    )
+    spread2_reach: int = Field(
+        200_000, ge=0, description="level 2 also: reach of at least this (with level 1 met)"
+    )
+    spread2_rate_ratio: float = Field(
+        10.0,
+        gt=0,
+        description="level 2 also: the story alone runs at this many times the "
+        "watch's usual mention rate ...",
+    )
+    spread2_rate_min_mentions: int = Field(
+        5, ge=1, description="... with at least this many mentions in the short window"
+    )
+    spread3_short_mentions: int = Field(
+        300, ge=1, description="level 3: at least this many mentions in the short window ..."
+    )
+    spread3_long_mentions: int = Field(
+        600, ge=1, description="... or at least this many in the long window ..."
+    )
+    spread3_predicted_size: float | None = Field(
+        1_000.0,
+        gt=0,
+        description="... or a predicted final size of at least this "
+        "(with level 2 met); null: prediction is not used for the level",
+    )
+    spread3_authors: int = Field(
+        30, ge=1, description="level 3 (by count or size) needs this many distinct authors ..."
+    )
+    spread3_min_long_mentions: int = Field(
+        20,
+        ge=0,
+        description="... and this many mentions in the long window: a big story "
+        "that has slowed to a trickle is no longer network-wide hot",
+    )
+    spread3_platforms: int = Field(
+        3, ge=2, description="level 3 also: level 2 met on at least this many platforms"
+    )
+
+    # --- sentiment -----------------------------------------------------------------------
+    negative_share: float = Field(
+        0.4, gt=0, le=1, description="a story is negative from this share of negative mentions"
+    )
+    complaint_cues: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_COMPLAINT_CUES.items()},
+        description="complaint cues per language (lowercase; Latin-script cues match whole "
+        "words). Every language's cues are checked on every text.",
+    )
+
+    # --- hysteresis and signals ----------------------------------------------------------
+    downgrade_cooldown_minutes: float = Field(
+        30.0, ge=0, description="a lower tier/spread must hold this long before it is reported"
+    )
+    sweep_interval_minutes: float = Field(
+        5.0,
+        gt=0,
+        description="how often (event time, per watch) quiet elevated stories are "
+        "re-evaluated so that they can cool down without new mentions",
+    )
+    signal_min_spread: int = Field(
+        2,
+        ge=1,
+        le=3,
+        description="a tier-0 story is reported only from this spread level on "
+        "(changes among tier 0 with a lower spread are not signalled)",
+    )
+
+    # --- baseline and prediction ---------------------------------------------------------
+    baseline_half_life_minutes: float = Field(
+        360.0, gt=0, description="half-life of the watch's EWMA of mentions per minute"
+    )
+    baseline_warmup_minutes: float = Field(
+        60.0, ge=0, description="no rate ratio before the watch has this much history"
+    )
+    baseline_min_per_minute: float = Field(
+        0.2,
+        gt=0,
+        description="floor of the baseline (a quiet watch does not make every post a spike)",
+    )
+    predict_min_mentions: int = Field(
+        10, ge=1, description="no size prediction for stories smaller than this"
+    )
+    predict_theta: float = Field(
+        0.8, gt=0, description="power-law decay exponent of the extrapolation (see heat)"
+    )
+    predict_offset_minutes: float = Field(
+        15.0, ge=0, description="time offset c of the power-law decay (see heat)"
+    )
+    predict_horizon_minutes: float = Field(
+        60.0, gt=0, description="the story age used in the extrapolation is capped at this"
+    )
+
+    # --- stories and memory --------------------------------------------------------------
+    near_duplicate_threshold: float = Field(
+        0.6, gt=0, le=1, description="Jaccard similarity (3-shingles) joining two posts"
+    )
+    near_duplicate_min_chars: int = Field(
+        20, ge=3, description="shorter normalised texts are never joined by similarity"
+    )
+    minhash_permutations: int = Field(128, ge=8, le=1024)
+    minhash_bands: int = Field(32, ge=1, le=1024)
+    indexed_texts_per_story: int = Field(
+        4, ge=1, description="texts per story kept in the near-duplicate index"
+    )
+    story_expiry_hours: float = Field(
+        48.0, gt=0, description="a story without mentions for this long is forgotten"
+    )
+    max_stories: int = Field(
+        5_000, ge=1, description="stories held per watch; the longest-quiet go first"
+    )
+    max_mentions_per_story: int = Field(
+        5_000, ge=1, description="mention ids remembered per story (redelivery, cascades)"
+    )
+    max_authors_per_story: int = Field(
+        20_000, ge=1, description="authors counted exactly per story (an upper bound beyond)"
+    )
+
+    # --- evidence ------------------------------------------------------------------------
+    evidence_count: int = Field(5, ge=1, le=50, description="mentions carried in a Signal")
+    evidence_chars: int = Field(280, ge=20, le=4_000, description="text trimmed to this")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.long_window_minutes < self.short_window_minutes:
+            raise ValueError("long_window_minutes must be at least short_window_minutes")
+        if self.minhash_permutations % self.minhash_bands:
+            raise ValueError("minhash_permutations must be a multiple of minhash_bands")
+        if self.spread3_authors < self.spread2_authors:
+            raise ValueError("spread3_authors must be at least spread2_authors")
+        if self.downgrade_cooldown_minutes > self.story_expiry_hours * 60:
+            raise ValueError("downgrade_cooldown_minutes must be shorter than story expiry")
+        for lang, cues in self.complaint_cues.items():
+            if any(not cue.strip() for cue in cues):
+                raise ValueError(f"complaint_cues.{lang} holds an empty cue")
+        return self

@@ -1,0 +1,245 @@
+"""The detector's synchronous core: scored mentions in, Signals out, in event time.
+
+``Detector.observe`` assigns the mention to a story, updates the story's heat, computes
+its spread level and crisis tier under hysteresis and returns a Signal when the reported
+(tier, spread) pair changed. Changes among tier-0 levels below ``signal_min_spread`` are
+not reported (background chatter stays silent).
+
+Time is the watch's event time: the latest ``created_at`` seen for the watch. Every
+``sweep_interval_minutes`` of it, the watch's reported stories are re-evaluated so that a
+story that went quiet cools down (and says so) without needing a new mention.
+
+Decisions depend only on the order of the mentions of each watch (the bus keeps it: the
+"scored" topic is keyed by watch), so a replay gives the same Signals with the same ids:
+``f"{story_id}#{n}"``, n counting the story's Signals. A redelivered mention (an id the
+story already counted) changes nothing. A story forgotten and later revived keeps
+counting its Signals from where it stopped, as long as the retired-story memory holds it.
+
+Drill mentions are kept apart from real ones (their own stories, baseline and ids,
+``f"{watch}:drill:{root}"``): a drill never inflates a real story, and a real mention
+never hides in a drill.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from core.events import Mention, ScoredMention, Signal, WatchMatch
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.cues import ComplaintCues
+from sentiment.detector.evidence import EvidencePicker
+from sentiment.detector.heat import HeatSnapshot, RateBaseline, StoryHeat
+from sentiment.detector.policy import Held, crisis_tier, explain, hold, spread_level
+from sentiment.detector.stories import Story, StoryIndex
+
+log = logging.getLogger(__name__)
+
+NO_WATCH = WatchMatch(id="_")
+"""The watch of mentions that carry none."""
+
+
+@dataclass(eq=False)
+class _Tracked:
+    """What the detector holds per story beside the story itself."""
+
+    heat: StoryHeat
+    evidence: EvidencePicker
+    drill: bool
+    signals: int = 0
+    spread: Held = field(default_factory=Held)
+    tier: Held = field(default_factory=Held)
+    reported_tier: int = 0
+    reported_spread: int = 0
+
+
+@dataclass(eq=False)
+class _WatchState:
+    index: StoryIndex
+    baseline: RateBaseline
+    drill: bool
+    tracked: dict[str, _Tracked] = field(default_factory=dict)
+    reported: dict[str, None] = field(default_factory=dict)  # stories not quiet (sweeps)
+    now: datetime | None = None
+    next_sweep: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A story's levels at one moment (what ``evaluate`` returns; for replays and tests)."""
+
+    story_id: str
+    heat: HeatSnapshot
+    raw_spread: int
+    raw_tier: int
+    spread: int
+    tier: int
+
+
+class Detector:
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self._cues = ComplaintCues(config.complaint_cues)
+        self._cooldown = timedelta(minutes=config.downgrade_cooldown_minutes)
+        self._sweep_every = timedelta(minutes=config.sweep_interval_minutes)
+        self._watches: dict[tuple[str, bool], _WatchState] = {}
+        self._retired: OrderedDict[str, int] = OrderedDict()  # story id -> signals sent
+        self._retired_cap = 4 * config.max_stories
+
+    @property
+    def stories_active(self) -> int:
+        return sum(len(ws.index) for ws in self._watches.values())
+
+    def observe(self, scored: ScoredMention) -> list[Signal]:
+        """Take one scored mention in; the Signals it causes (usually none)."""
+        mention = scored.mention
+        watch = mention.watch or NO_WATCH
+        ws = self._watch(watch.id, mention.drill)
+        assignment = ws.index.assign(mention, watch)
+        if assignment is None:
+            return []  # already counted: a redelivery
+        story = assignment.story
+        ws.baseline.add(mention.created_at)
+        now = mention.created_at if ws.now is None else max(ws.now, mention.created_at)
+        ws.now = now
+        tracked = ws.tracked.get(story.id)
+        if tracked is None:
+            tracked = ws.tracked[story.id] = self._track(story, mention.drill)
+        tracked.heat.add(
+            mention,
+            scored.sentiment.label,
+            is_root=assignment.is_root,
+            now=now,
+            cues=self._cues.find(mention.text),
+        )
+        tracked.evidence.offer(scored, is_root=assignment.is_root)
+
+        signals: list[Signal] = []
+        signal = self._decide(ws, story, tracked, now, mention)
+        if signal is not None:
+            signals.append(signal)
+        if ws.next_sweep is None or now >= ws.next_sweep:
+            signals.extend(self._sweep(ws, now, skip=story.id))
+            ws.next_sweep = now + self._sweep_every
+        for dropped in ws.index.evict(now):
+            self._retire(ws, dropped)
+        return signals
+
+    def evaluate(self, watch_id: str, story_id: str, *, drill: bool = False) -> Decision | None:
+        """A story's current levels, without changing anything (None when not held)."""
+        ws = self._watches.get((watch_id, drill))
+        if ws is None or ws.now is None:
+            return None
+        tracked = ws.tracked.get(story_id)
+        if tracked is None:
+            return None
+        heat = tracked.heat.snapshot(ws.now, ws.baseline.per_minute())
+        raw_spread, raw_tier = self._levels(heat)
+        return Decision(
+            story_id, heat, raw_spread, raw_tier, tracked.spread.level, tracked.tier.level
+        )
+
+    def _watch(self, watch_id: str, drill: bool) -> _WatchState:
+        ws = self._watches.get((watch_id, drill))
+        if ws is None:
+            cfg = self.config
+            key = f"{watch_id}:drill" if drill else watch_id
+            ws = self._watches[(watch_id, drill)] = _WatchState(
+                index=StoryIndex(key, cfg),
+                baseline=RateBaseline(
+                    cfg.baseline_half_life_minutes,
+                    cfg.baseline_warmup_minutes,
+                    cfg.baseline_min_per_minute,
+                ),
+                drill=drill,
+            )
+        return ws
+
+    def _track(self, story: Story, drill: bool) -> _Tracked:
+        cfg = self.config
+        return _Tracked(
+            heat=StoryHeat(cfg, story.first_at),
+            evidence=EvidencePicker(cfg.evidence_count, cfg.evidence_chars),
+            drill=drill,
+            signals=self._retired.pop(story.id, 0),
+        )
+
+    def _levels(self, heat: HeatSnapshot) -> tuple[int, int]:
+        spread = spread_level(heat, self.config)
+        tier = crisis_tier(spread, heat.negative_share, bool(heat.complaint_cues), self.config)
+        return spread, tier
+
+    def _quiet(self, tier: int, spread: int) -> bool:
+        return tier == 0 and spread < self.config.signal_min_spread
+
+    def _decide(
+        self,
+        ws: _WatchState,
+        story: Story,
+        tracked: _Tracked,
+        now: datetime,
+        trigger: Mention | None,
+    ) -> Signal | None:
+        heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
+        raw_spread, raw_tier = self._levels(heat)
+        tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
+        tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
+        tier, spread = tracked.tier.level, tracked.spread.level
+        previous_tier, previous_spread = tracked.reported_tier, tracked.reported_spread
+        if (tier, spread) == (previous_tier, previous_spread):
+            return None
+        tracked.reported_tier, tracked.reported_spread = tier, spread
+        if self._quiet(tier, spread):
+            ws.reported.pop(story.id, None)
+            if self._quiet(previous_tier, previous_spread):
+                return None
+        else:
+            ws.reported[story.id] = None
+        tracked.signals += 1
+        return Signal(
+            id=f"{story.id}#{tracked.signals}",
+            story_id=story.id,
+            story_root=story.root,
+            watch=story.watch,
+            tier=tier,
+            previous_tier=previous_tier,
+            spread=spread,
+            heat=heat.features(),
+            explanation=explain(heat),
+            evidence=tracked.evidence.pick(),
+            at=trigger.created_at if trigger is not None else now,
+            trigger_received_at=trigger.received_at if trigger is not None else None,
+            drill=tracked.drill,
+        )
+
+    def _sweep(self, ws: _WatchState, now: datetime, *, skip: str) -> list[Signal]:
+        signals: list[Signal] = []
+        for story_id in list(ws.reported):
+            story = ws.index.get(story_id)
+            tracked = ws.tracked.get(story_id)
+            if story_id == skip or story is None or tracked is None:
+                continue
+            signal = self._decide(ws, story, tracked, now, None)
+            if signal is not None:
+                signals.append(signal)
+        return signals
+
+    def _retire(self, ws: _WatchState, story: Story) -> None:
+        tracked = ws.tracked.pop(story.id, None)
+        ws.reported.pop(story.id, None)
+        if tracked is None:
+            return
+        if tracked.reported_tier > 0:
+            log.info(
+                "forgetting story %s at tier %d (quiet since %s, or over max_stories)",
+                story.id,
+                tracked.reported_tier,
+                story.last_at.isoformat(),
+            )
+        if tracked.signals:
+            self._retired[story.id] = tracked.signals
+            self._retired.move_to_end(story.id)
+            while len(self._retired) > self._retired_cap:
+                self._retired.popitem(last=False)

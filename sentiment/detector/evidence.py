@@ -1,0 +1,66 @@
+"""The representative mentions a Signal carries: the story's root, then alternately its
+most negative and its most followed mentions that have text of their own (bounded)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from core.events import Evidence, ScoredMention
+
+
+def _trim(text: str, chars: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
+class EvidencePicker:
+    def __init__(self, size: int, chars: int) -> None:
+        self._size = size
+        self._chars = chars
+        self._root: Evidence | None = None
+        self._seq = itertools.count()
+        # min-heaps of the best ``size``: (score, -arrival, evidence); arrival breaks ties,
+        # so the evidence objects themselves are never compared.
+        self._negative: list[tuple[float, int, Evidence]] = []
+        self._followed: list[tuple[float, int, Evidence]] = []
+
+    def offer(self, scored: ScoredMention, *, is_root: bool) -> None:
+        mention = scored.mention
+        if not mention.text.strip():
+            return
+        author = mention.author
+        item = Evidence(
+            id=mention.id,
+            url=mention.url,
+            text=_trim(mention.text, self._chars),
+            author=author.handle or author.id,
+            followers=author.followers,
+            created_at=mention.created_at,
+            label=scored.sentiment.label,
+        )
+        if is_root:
+            self._root = item
+            return
+        arrival = -next(self._seq)
+        self._push(self._negative, (scored.sentiment.probs.get("negative", 0.0), arrival, item))
+        self._push(self._followed, (float(author.followers or 0), arrival, item))
+
+    def _push(
+        self, heap: list[tuple[float, int, Evidence]], entry: tuple[float, int, Evidence]
+    ) -> None:
+        if len(heap) < self._size:
+            heapq.heappush(heap, entry)
+        elif entry[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, entry)
+
+    def pick(self) -> tuple[Evidence, ...]:
+        chosen: dict[str, Evidence] = {}
+        if self._root is not None:
+            chosen[self._root.id] = self._root
+        negative = [e for *_, e in sorted(self._negative, reverse=True)]
+        followed = [e for *_, e in sorted(self._followed, reverse=True)]
+        for item in itertools.chain.from_iterable(itertools.zip_longest(negative, followed)):
+            if item is not None and len(chosen) < self._size:
+                chosen.setdefault(item.id, item)
+        return tuple(chosen.values())

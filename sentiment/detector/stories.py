@@ -1,0 +1,180 @@
+"""Story assignment: which story of a watch a mention belongs to.
+
+A story is a cascade of mentions about one thing. Per watch:
+
+1. A mention whose parent (``repost_of``, else ``reply_to``) is a known mention joins
+   the parent's story.
+2. A mention whose parent is unknown -- it arrived before its parent, the parent was
+   never taken in (another platform page, before the watch existed) or was forgotten --
+   joins or starts the story **rooted at the parent id**: ``story_id =
+   f"{watch}:{parent}"``, ``story_root = parent``. Its siblings then join the same story,
+   so a burst of reposts of an unseen original still adds up to one story (starting a
+   story at each repost would split it into a thousand stories of one). When the parent
+   itself arrives later, it joins that story as its root (rule 3).
+3. A mention whose own id roots an existing story (its children came first) joins it.
+4. A mention without a parent joins the story of a near-duplicate text (MinHash over
+   character 3-shingles, Jaccard >= ``near_duplicate_threshold``, texts of at least
+   ``near_duplicate_min_chars`` normalised characters): copy-paste complaints and the
+   same claim posted independently count as one story.
+5. Otherwise it starts its own story: ``story_id = f"{watch}:{mention id}"``,
+   ``story_root = mention id``.
+
+Rule 1 is checked before rule 3: when a middle mention B arrives after its own child C
+(C started story ``w:B``) but after its parent A, B joins A's story, and ``w:B`` keeps
+only the children that came early (stories are not merged; rare with mild reordering).
+
+Memory is bounded: a story quiet for ``story_expiry_hours`` (event time) is forgotten
+with its mention ids and indexed texts; at most ``max_stories`` are held (the
+longest-quiet go first); each remembers its last ``max_mentions_per_story`` mention ids.
+A mention id already remembered is a redelivery: ``assign`` returns None.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from core.events import Mention, WatchMatch
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.neardup import NearDuplicateIndex
+
+JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate"]
+
+
+@dataclass(eq=False)
+class Story:
+    id: str
+    root: str
+    watch: WatchMatch
+    first_at: datetime
+    last_at: datetime
+    root_seen: bool
+    mention_ids: deque[str] = field(default_factory=deque)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    story: Story
+    reason: JoinReason
+    created: bool
+    is_root: bool
+    """The mention is the story's root (its first mention, or the parent its orphans named)."""
+
+
+class StoryIndex:
+    """The stories of one watch (one key space: ``f"{key}:{root}"``)."""
+
+    def __init__(self, key: str, config: DetectorConfig) -> None:
+        self.key = key
+        self._expiry = timedelta(hours=config.story_expiry_hours)
+        self._max_stories = config.max_stories
+        self._max_ids = config.max_mentions_per_story
+        self._stories: OrderedDict[str, Story] = OrderedDict()  # least recently active first
+        self._story_of: dict[str, str] = {}  # mention id -> story id
+        self._texts = NearDuplicateIndex(
+            permutations=config.minhash_permutations,
+            bands=config.minhash_bands,
+            threshold=config.near_duplicate_threshold,
+            min_chars=config.near_duplicate_min_chars,
+            per_key=config.indexed_texts_per_story,
+        )
+
+    def __len__(self) -> int:
+        return len(self._stories)
+
+    @property
+    def mentions_held(self) -> int:
+        return len(self._story_of)
+
+    @property
+    def texts_held(self) -> int:
+        return len(self._texts)
+
+    def get(self, story_id: str) -> Story | None:
+        return self._stories.get(story_id)
+
+    def story_id(self, root: str) -> str:
+        return f"{self.key}:{root}"
+
+    def assign(self, mention: Mention, watch: WatchMatch) -> Assignment | None:
+        """Put ``mention`` into a story; None when it is already counted (redelivery)."""
+        if mention.id in self._story_of:
+            return None
+        assignment = self._find(mention, watch)
+        story = assignment.story
+        self._remember(story, mention.id)
+        if mention.created_at > story.last_at:
+            story.last_at = mention.created_at
+        if mention.created_at < story.first_at:
+            story.first_at = mention.created_at
+        self._stories.move_to_end(story.id)
+        return assignment
+
+    def evict(self, now: datetime) -> list[Story]:
+        """Forget the stories quiet since before ``now - expiry``, then the longest-quiet
+        beyond ``max_stories``; returns what was forgotten."""
+        dropped: list[Story] = []
+        cutoff = now - self._expiry
+        while self._stories:
+            oldest = next(iter(self._stories.values()))
+            if oldest.last_at >= cutoff and len(self._stories) <= self._max_stories:
+                break
+            self._forget(oldest)
+            dropped.append(oldest)
+        return dropped
+
+    def _find(self, mention: Mention, watch: WatchMatch) -> Assignment:
+        parent = mention.parent_id
+        own = self._stories.get(self.story_id(mention.id))
+        if parent is not None:
+            known = self._story_of.get(parent)
+            if known is not None:
+                return Assignment(self._stories[known], "cascade", False, False)
+            if own is None:
+                story = self._stories.get(self.story_id(parent))
+                if story is not None:
+                    return Assignment(story, "cascade", False, False)
+                story = self._new(parent, mention, watch, root_seen=False)
+                return Assignment(story, "orphan", True, False)
+        if own is not None:
+            own.root_seen = True
+            return Assignment(own, "root", False, True)
+        # An independent post: a near-duplicate of a held text, or a story of its own.
+        sig = self._texts.signature(mention.text)
+        if sig is not None:
+            match = self._texts.best_match(sig)
+            if match is not None:
+                story = self._stories[match]
+                self._texts.add(story.id, sig)
+                return Assignment(story, "near-duplicate", False, False)
+        story = self._new(mention.id, mention, watch, root_seen=True)
+        if sig is not None:
+            self._texts.add(story.id, sig)
+        return Assignment(story, "new", True, True)
+
+    def _new(self, root: str, mention: Mention, watch: WatchMatch, *, root_seen: bool) -> Story:
+        story = Story(
+            id=self.story_id(root),
+            root=root,
+            watch=watch,
+            first_at=mention.created_at,
+            last_at=mention.created_at,
+            root_seen=root_seen,
+        )
+        self._stories[story.id] = story
+        return story
+
+    def _remember(self, story: Story, mention_id: str) -> None:
+        story.mention_ids.append(mention_id)
+        self._story_of[mention_id] = story.id
+        if len(story.mention_ids) > self._max_ids:
+            self._story_of.pop(story.mention_ids.popleft(), None)
+
+    def _forget(self, story: Story) -> None:
+        del self._stories[story.id]
+        for mention_id in story.mention_ids:
+            self._story_of.pop(mention_id, None)
+        story.mention_ids.clear()
+        self._texts.remove(story.id)

@@ -1,0 +1,118 @@
+"""The scorer stage: Mentions in, ScoredMentions out, in batches, off the event loop.
+
+Consumes ``mentions`` (group ``scorer``) in batches of up to ``batch_size``, waiting at most
+``max_wait_ms`` for a batch to fill. Within a batch, identical (text, language) pairs are
+classified once; across batches an LRU cache of ``cache_size`` entries answers repeats
+(reposts, copy-paste campaigns) without the model. The model runs in a worker thread.
+
+Idempotent by nature: the output is a pure function of the mention (and the model), so a
+redelivered batch republishes the same ScoredMentions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from core.bus import Bus
+from core.events import TOPIC_MENTIONS, TOPIC_SCORED, Mention, ScoredMention, Sentiment
+from core.metrics import Metrics
+from sentiment.classifier import Classifier
+from sentiment.config import ScorerConfig
+
+GROUP = "scorer"
+NO_WATCH_KEY = "_"
+
+CacheKey = tuple[str, str | None]
+
+
+class SentimentCache:
+    """A bounded LRU map (text, lang) -> Sentiment. Size 0 keeps nothing."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[CacheKey, Sentiment] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: CacheKey) -> Sentiment | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: CacheKey, value: Sentiment) -> None:
+        if self.size <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+class ScorerService:
+    def __init__(
+        self, bus: Bus, classifier: Classifier, config: ScorerConfig, metrics: Metrics
+    ) -> None:
+        self.bus = bus
+        self.classifier = classifier
+        self.config = config
+        self.metrics = metrics
+        self.cache = SentimentCache(config.cache_size)
+
+    def register(self) -> None:
+        self.bus.subscribe(
+            TOPIC_MENTIONS,
+            GROUP,
+            self.handle,
+            max_batch=self.config.batch_size,
+            max_wait=self.config.max_wait_ms / 1000,
+        )
+
+    async def start(self) -> None:
+        """Nothing runs in the background: the bus drives ``handle``."""
+
+    async def stop(self) -> None:
+        """Nothing to stop; the bus finishes the batch in flight."""
+
+    async def handle(self, mentions: list[Mention]) -> None:
+        started = time.perf_counter()
+        sentiments = await self.score(mentions)
+        for mention, sentiment in zip(mentions, sentiments, strict=True):
+            await self.bus.publish(
+                TOPIC_SCORED,
+                ScoredMention(mention=mention, sentiment=sentiment),
+                key=mention.watch.id if mention.watch is not None else NO_WATCH_KEY,
+            )
+            self.metrics.mentions_scored.labels(sentiment.label).inc()
+        self.metrics.stage_latency.labels(GROUP).observe(time.perf_counter() - started)
+
+    async def score(self, mentions: Sequence[Mention]) -> list[Sentiment]:
+        """One Sentiment per mention, in order; each distinct uncached text classified once."""
+        keys: list[CacheKey] = [(m.text, m.lang) for m in mentions]
+        known: dict[CacheKey, Sentiment] = {}
+        missing: dict[CacheKey, None] = {}  # ordered set
+        for key in keys:
+            if key in known or key in missing:
+                continue
+            hit = self.cache.get(key)
+            if hit is None:
+                missing[key] = None
+            else:
+                known[key] = hit
+        if missing:
+            results = await asyncio.to_thread(
+                self.classifier.classify, [t for t, _ in missing], [lang for _, lang in missing]
+            )
+            if len(results) != len(missing):
+                raise RuntimeError(
+                    f"classifier {self.classifier.name} returned {len(results)} results "
+                    f"for {len(missing)} texts"
+                )
+            for key, sentiment in zip(missing, results, strict=True):
+                known[key] = sentiment
+                self.cache.put(key, sentiment)
+        return [known[key] for key in keys]

@@ -1,0 +1,206 @@
+"""The HTTP API's contract: keys and roles, clear 4xx answers, harmless repeats."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alerts.config import AlertsConfig
+from api.app import create_app
+from api.runtime import Runtime
+from api.settings import ApiConfig, ApiKeyConfig, Settings
+from core.clock import ManualClock
+from core.db import unit_of_work
+from core.events import HeatFeatures, Signal, WatchMatch
+from core.settings import DatabaseConfig
+from listener.config import ListenerConfig, WatchConfig, WebhookConfig
+from listener.webhook import signed_headers
+from tests.fakes import FakeClassifier
+from tests.support import INGEST_SECRET, RESPONDER_KEY, VIEWER_KEY
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"),
+        api=ApiConfig(
+            keys=[
+                ApiKeyConfig(name="oncall", key=RESPONDER_KEY, role="responder"),
+                ApiKeyConfig(name="watcher", key=VIEWER_KEY, role="viewer"),
+                ApiKeyConfig(name="boss", key=ADMIN_KEY, role="admin"),
+            ]
+        ),
+        listener=ListenerConfig(
+            watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])],
+            webhook=WebhookConfig(enabled=True, secret=INGEST_SECRET),
+        ),
+        alerts=AlertsConfig(),
+    )
+    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
+    app = create_app(runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            yield client, runtime
+
+
+async def open_incident(runtime: Runtime, clock: ManualClock, tier: int = 2) -> int:
+    from alerts.incidents import apply_signal
+
+    signal = Signal(
+        id="acme:s1#1",
+        story_id="acme:s1",
+        story_root="bluesky:s1",
+        watch=WatchMatch(id="acme", brand="Acme"),
+        tier=tier,
+        previous_tier=0,
+        spread=tier,
+        heat=HeatFeatures(
+            mentions=40,
+            mentions_window=30,
+            window_minutes=10,
+            unique_authors=25,
+            reach=50_000,
+            negative_share=0.8,
+        ),
+        explanation="40 negative posts",
+        at=clock.now(),
+    )
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        incident = await apply_signal(session, signal, runtime.settings.alerts, clock)
+        assert incident is not None
+        return incident.id
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_no_key_is_401_with_a_clear_message(api) -> None:
+    client, _ = api
+    r = await client.get("/incidents")
+    assert r.status_code == 401
+    assert "missing API key" in r.json()["detail"]
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = await client.post("/incidents/1/ack", headers=bearer("not-a-real-key-at-all"))
+    assert r.status_code == 401
+    assert r.json()["detail"] == "unknown API key"
+
+
+async def test_wrong_role_is_403(api, clock) -> None:
+    client, runtime = api
+    incident_id = await open_incident(runtime, clock)
+    r = await client.post(f"/incidents/{incident_id}/ack", headers=bearer(VIEWER_KEY))
+    assert r.status_code == 403
+    assert "responder" in r.json()["detail"]
+    # X-API-Key works as well as Bearer; admin outranks responder
+    r = await client.post(f"/incidents/{incident_id}/ack", headers={"X-API-Key": ADMIN_KEY})
+    assert r.status_code == 200
+    assert r.json()["acked_by"] == "boss"
+
+
+async def test_404_and_422_are_clear(api) -> None:
+    client, _ = api
+    r = await client.get("/incidents/999", headers=bearer(VIEWER_KEY))
+    assert r.status_code == 404
+    assert r.json()["detail"] == "incident 999 does not exist"
+    r = await client.post("/incidents/999/ack", headers=bearer(RESPONDER_KEY))
+    assert r.status_code == 404
+    r = await client.get("/incidents/abc", headers=bearer(VIEWER_KEY))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["path", "incident_id"]
+    r = await client.get("/incidents?tier=7", headers=bearer(VIEWER_KEY))
+    assert r.status_code == 422
+    r = await client.get("/incidents?status=nonsense", headers=bearer(VIEWER_KEY))
+    assert r.status_code == 422
+    r = await client.get("/incidents?limit=0", headers=bearer(VIEWER_KEY))
+    assert r.status_code == 422
+
+
+async def test_ack_twice_is_harmless_and_resolve_then_ack_conflicts(api, clock) -> None:
+    client, runtime = api
+    incident_id = await open_incident(runtime, clock)
+    first = await client.post(f"/incidents/{incident_id}/ack", headers=bearer(RESPONDER_KEY))
+    clock.advance(60)
+    second = await client.post(f"/incidents/{incident_id}/ack", headers=bearer(RESPONDER_KEY))
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    r = await client.post(
+        f"/incidents/{incident_id}/resolve",
+        headers=bearer(RESPONDER_KEY),
+        json={"note": "statement published"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "resolved"
+    r = await client.post(f"/incidents/{incident_id}/ack", headers=bearer(RESPONDER_KEY))
+    assert r.status_code == 409
+    assert "resolved" in r.json()["detail"]
+    r = await client.post(
+        f"/incidents/{incident_id}/resolve", headers=bearer(RESPONDER_KEY), json={"bogus": 1}
+    )
+    assert r.status_code == 422
+
+
+async def test_list_filters_and_pagination(api, clock) -> None:
+    client, runtime = api
+    await open_incident(runtime, clock, tier=2)
+    r = await client.get("/incidents?status=open&tier=2&watch=acme", headers=bearer(VIEWER_KEY))
+    body = r.json()
+    assert r.status_code == 200 and body["total"] == 1 and len(body["items"]) == 1
+    r = await client.get("/incidents?tier=3", headers=bearer(VIEWER_KEY))
+    assert r.json()["total"] == 0
+    r = await client.get("/incidents?limit=1&offset=1", headers=bearer(VIEWER_KEY))
+    assert r.json()["items"] == [] and r.json()["total"] == 1
+
+
+async def test_ingest_reports_bad_items_and_keeps_good_ones(api, clock) -> None:
+    client, _ = api
+    good = {
+        "id": "bluesky:1",
+        "source": "bluesky",
+        "text": "acme is great",
+        "created_at": clock.now().isoformat(),
+    }
+    bad = {"id": "no-colon", "source": "bluesky", "created_at": "yesterday"}
+    body = json.dumps({"mentions": [good, bad]}).encode()
+    headers = signed_headers(INGEST_SECRET, body, clock.now())
+    r = await client.post("/ingest/mentions", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["published"] == 1 and out["rejected"] == 1
+    assert out["errors"][0]["index"] == 1
+    # unsigned or tampered: 401, never processed
+    r = await client.post("/ingest/mentions", content=body)
+    assert r.status_code == 401
+    r = await client.post("/ingest/mentions", content=body + b" ", headers=headers)
+    assert r.status_code == 401
+    # not JSON: 400; every item bad: 422
+    junk = b"{nope"
+    r = await client.post(
+        "/ingest/mentions", content=junk, headers=signed_headers(INGEST_SECRET, junk, clock.now())
+    )
+    assert r.status_code == 400
+    only_bad = json.dumps([bad]).encode()
+    r = await client.post(
+        "/ingest/mentions",
+        content=only_bad,
+        headers=signed_headers(INGEST_SECRET, only_bad, clock.now()),
+    )
+    assert r.status_code == 422
+
+
+async def test_health_ready_metrics_need_no_key(api) -> None:
+    client, _ = api
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and "crisiswatch_incidents_open" in r.text

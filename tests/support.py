@@ -1,0 +1,144 @@
+"""Test helpers: a generated crisis stream and a real local HTTP receiver for alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from alerts.notifiers.webhook import verify_signature
+from core.events import Author, Mention
+
+RECEIVER_SECRET = "receiver-secret-0123456789"
+INGEST_SECRET = "ingest-secret-0123456789"
+RESPONDER_KEY = "responder-key-0123456789"
+VIEWER_KEY = "viewer-key-0123456789abc"
+
+SOURCES = ("bluesky", "mastodon", "reddit", "weibo")
+NEGATIVE_TEXTS = (
+    "My Acme X2 caught fire while charging, this is dangerous, Acme must recall it",
+    "Same here, Acme X2 battery burning hot and smoking. Terrible, I want a refund",
+    "Acme is ignoring the X2 fire reports. Worst customer service ever, refund now",
+    "Acme手机充电起火，太危险了，必须召回，退款！",
+)
+
+
+def crisis_stream(start: datetime, *, n: int = 240, minutes: float = 6.0) -> list[Mention]:
+    """A complaint about Acme and its spread: ``n`` follow-ups from ``n`` authors on four
+    platforms within ``minutes`` (reposts, replies, independent posts), plus chatter."""
+    root = Mention(
+        id="bluesky:root-1",
+        source="bluesky",
+        url="https://bsky.example/root-1",
+        text=NEGATIVE_TEXTS[0],
+        lang="en",
+        created_at=start,
+        author=Author(id="victim", handle="victim", followers=1200),
+    )
+    out = [root]
+    for i in range(n):
+        at = start + timedelta(seconds=(i + 1) * minutes * 60 / n)
+        source = SOURCES[i % len(SOURCES)]
+        kind = i % 3
+        # replies say their own thing; independent posts copy the complaint (near-duplicates)
+        text = (
+            NEGATIVE_TEXTS[i % len(NEGATIVE_TEXTS)]
+            if kind == 1
+            else (f"{NEGATIVE_TEXTS[0]} #{source}{i % 7}")
+        )
+        out.append(
+            Mention(
+                id=f"{source}:m{i}",
+                source=source,
+                text="" if kind == 0 else text,
+                lang="zh" if "手机" in text else "en",
+                created_at=at,
+                author=Author(id=f"u{i}", handle=f"user{i}", followers=100 + 37 * i),
+                repost_of=root.id if kind == 0 else None,
+                reply_to=root.id if kind == 1 else None,
+            )
+        )
+    return out
+
+
+def chatter(start: datetime, n: int = 20) -> list[Mention]:
+    return [
+        Mention(
+            id=f"mastodon:chat{i}",
+            source="mastodon",
+            text="Loving my new Acme phone, great camera" if i % 2 else "Acme event on Thursday",
+            lang="en",
+            created_at=start + timedelta(seconds=30 * i),
+            author=Author(id=f"c{i}", followers=50),
+        )
+        for i in range(n)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Receiver:
+    """What a chat channel's webhook endpoint received, verified."""
+
+    port: int
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    bad_signatures: int = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def on(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body in self.requests if p == path]
+
+
+@asynccontextmanager
+async def http_receiver(now: Any) -> AsyncIterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 that records signed alert POSTs."""
+    receiver = Receiver(port=free_port())
+
+    async def hook(request: Request) -> JSONResponse:
+        body = await request.body()
+        if not verify_signature(
+            RECEIVER_SECRET,
+            request.headers.get("x-crisiswatch-timestamp", ""),
+            body,
+            request.headers.get("x-crisiswatch-signature", ""),
+            now=now().timestamp(),
+        ):
+            receiver.bad_signatures += 1
+            return JSONResponse({"error": "bad signature"}, status_code=401)
+        receiver.requests.append((request.url.path, json.loads(body)))
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=receiver.port, log_level="warning", lifespan="off"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield receiver
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,200 @@
+"""Webhook signature verification and batch parsing (pure logic)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from listener.config import WebhookConfig
+from listener.report import IngestReport, ItemOutcome
+from listener.webhook import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookAuthError,
+    WebhookPayloadError,
+    parse_batch,
+    response_body,
+    sign,
+    signed_headers,
+    verify_signature,
+)
+
+SECRET = SecretStr("s3cret-s3cret-s3cret")
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+BODY = b'{"mentions": []}'
+
+
+def headers(
+    body: bytes = BODY, at: datetime = NOW, secret: str = "s3cret-s3cret-s3cret"
+) -> dict[str, str]:
+    return signed_headers(secret, body, at)
+
+
+def verify(h: dict[str, str | None], body: bytes = BODY, now: datetime = NOW) -> None:
+    verify_signature(SECRET, h.get(TIMESTAMP_HEADER), h.get(SIGNATURE_HEADER), body, now)
+
+
+def test_good_signature_passes() -> None:
+    verify(dict(headers()))
+    # within the allowed skew, in both directions
+    verify(dict(headers(at=NOW - timedelta(seconds=299))))
+    verify(dict(headers(at=NOW + timedelta(seconds=299))))
+
+
+def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    import hashlib
+    import hmac
+
+    ts = int(NOW.timestamp())
+    expected = hmac.new(b"k" * 16, f"{ts}.".encode() + BODY, hashlib.sha256).hexdigest()
+    assert sign("k" * 16, ts, BODY) == f"sha256={expected}"
+    assert headers()[TIMESTAMP_HEADER] == str(ts)
+
+
+def test_wrong_secret_or_tampered_body_fails_without_leaking_the_expected_value() -> None:
+    good = headers()
+    with pytest.raises(WebhookAuthError, match="does not match") as info:
+        verify(dict(headers(secret="another-secret-entirely")))
+    expected = sign(SECRET, good[TIMESTAMP_HEADER], BODY)
+    assert expected.split("=")[1] not in str(info.value)
+    assert SECRET.get_secret_value() not in str(info.value)
+    with pytest.raises(WebhookAuthError, match="does not match"):
+        verify(dict(good), body=b'{"mentions": [1]}')
+
+
+def test_stale_or_future_timestamp_fails() -> None:
+    with pytest.raises(WebhookAuthError, match=r"601 s away .*at most 300 s"):
+        verify(dict(headers(at=NOW - timedelta(seconds=601))))
+    with pytest.raises(WebhookAuthError, match="away from the server clock"):
+        verify(dict(headers(at=NOW + timedelta(hours=1))))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({TIMESTAMP_HEADER: None}, "missing X-Crisiswatch-Timestamp"),
+        ({SIGNATURE_HEADER: None}, "missing X-Crisiswatch-Signature"),
+        ({SIGNATURE_HEADER: ""}, "missing X-Crisiswatch-Signature"),
+        ({TIMESTAMP_HEADER: "yesterday"}, "unix seconds"),
+        ({TIMESTAMP_HEADER: "1" * 5000}, "unix seconds"),
+        ({SIGNATURE_HEADER: "deadbeef"}, "must look like sha256="),
+        ({SIGNATURE_HEADER: "md5=deadbeef"}, "must look like sha256="),
+        ({SIGNATURE_HEADER: "sha256=zzzz"}, "does not match"),
+        ({SIGNATURE_HEADER: "sha256=é"}, "does not match"),
+    ],
+)
+def test_missing_or_malformed_headers_fail_clearly(
+    change: dict[str, str | None], message: str
+) -> None:
+    h: dict[str, str | None] = {**headers(), **change}
+    with pytest.raises(WebhookAuthError, match=message):
+        verify(h)
+
+
+def item(i: int, **extra: object) -> dict[str, object]:
+    return {
+        "id": f"custom:{i}",
+        "source": "custom",
+        "text": f"acme {i}",
+        "created_at": "2026-01-05T08:59:00Z",
+        **extra,
+    }
+
+
+def test_parse_batch_keeps_good_items_and_reports_bad_ones() -> None:
+    body = json.dumps(
+        {
+            "mentions": [
+                item(0),
+                {"id": "custom:1", "source": "custom", "text": "no time"},
+                "not an object",
+                item(3, author={"id": None, "followers": 12}),
+                {"id": "no-colon", "source": "x", "created_at": "2026-01-05T08:59:00Z"},
+                item(5, created_at="2026-01-05T08:59:00"),  # naive timestamp
+            ]
+        }
+    ).encode()
+    mentions, errors = parse_batch(body, 10)
+    assert [m.id for m in mentions] == ["custom:0", "custom:3"]
+    assert mentions[1].author.followers == 12
+    assert [(e.index, e.id) for e in errors] == [
+        (1, "custom:1"),
+        (2, None),
+        (4, "no-colon"),
+        (5, "custom:5"),
+    ]
+    assert "created_at: Field required" in errors[0].message
+    assert "JSON object" in errors[1].message
+    assert errors[2].message.startswith("id: String should match pattern")
+    assert "timezone" in errors[3].message
+
+
+def test_parse_batch_accepts_a_bare_list_and_ignores_listener_fields() -> None:
+    body = json.dumps([item(0, received_at="2020-01-01T00:00:00Z", watch={"id": "evil"})])
+    (mention,), errors = parse_batch(body.encode(), 10)
+    assert errors == []
+    assert mention.received_at is None
+    assert mention.watch is None
+
+
+def test_parse_batch_refuses_items_from_the_future_when_given_now() -> None:
+    body = json.dumps([item(0), item(1, created_at="2030-01-01T00:00:00Z")]).encode()
+    mentions, errors = parse_batch(body, 10, now=NOW)
+    assert [m.id for m in mentions] == ["custom:0"]
+    assert errors[0].index == 1
+    assert "future" in errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON"),
+        (b'{"items": []}', 422, '{"mentions": \\[...\\]}'),
+        (b'"a string"', 422, "JSON array"),
+        (json.dumps([item(i) for i in range(4)]).encode(), 413, "4 mentions in one request"),
+    ],
+)
+def test_unusable_bodies_are_refused_as_a_whole(body: bytes, status: int, message: str) -> None:
+    with pytest.raises(WebhookPayloadError, match=message) as info:
+        parse_batch(body, 3)
+    assert info.value.status == status
+
+
+def test_body_size_limit() -> None:
+    with pytest.raises(WebhookPayloadError, match="at most 1024") as info:
+        parse_batch(b" " * 2000, 3, max_body_bytes=1024)
+    assert info.value.status == 413
+
+
+def test_response_body_lists_outcomes_and_errors() -> None:
+    from listener.webhook import ItemError
+
+    report = IngestReport(
+        accepted=1,
+        duplicates=1,
+        published=2,
+        items=[
+            ItemOutcome(0, "custom:0", "published", ("a", "b")),
+            ItemOutcome(1, "custom:0", "duplicate"),
+        ],
+    )
+    body = response_body(report, [ItemError(2, None, "bad")])
+    assert body["published"] == 2
+    assert body["rejected"] == 1
+    assert body["results"][0] == {"id": "custom:0", "outcome": "published", "watches": ["a", "b"]}
+    assert body["errors"] == [{"index": 2, "id": None, "message": "bad"}]
+    json.dumps(body)
+
+
+def test_webhook_config_needs_a_long_secret_when_enabled() -> None:
+    with pytest.raises(ValidationError, match=r"needs webhook\.secret"):
+        WebhookConfig(enabled=True)
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        WebhookConfig(enabled=True, secret=SecretStr("short"))
+    cfg = WebhookConfig(enabled=True, secret=SECRET)
+    assert "s3cret" not in repr(cfg)
