@@ -64,6 +64,9 @@ def serve_roles(
 ) -> int:
     host = host or settings.api.host
     port = port or settings.api.port
+    if "public_url" not in settings.api.model_fields_set:  # links in alerts: where we listen
+        api = settings.api.model_copy(update={"public_url": f"http://{host}:{port}"})
+        settings = settings.model_copy(update={"api": api})
     role_set = ALL_ROLES if roles is None else frozenset(Role(r) for r in roles)
     if demo:
         settings = with_demo(settings)

@@ -3,7 +3,9 @@
 Consumes ``mentions`` (group ``scorer``) in batches of up to ``batch_size``, waiting at most
 ``max_wait_ms`` for a batch to fill. Within a batch, identical (text, language) pairs are
 classified once; across batches an LRU cache of ``cache_size`` entries answers repeats
-(reposts, copy-paste campaigns) without the model. The model runs in a worker thread.
+(reposts, copy-paste campaigns) without the model; texts over 256 characters are cached
+under a 128-bit digest, so hostile 40 kB posts cannot blow up its memory. The model runs
+in a worker thread (``asyncio.to_thread``), never on the event loop.
 
 Idempotent by nature: the output is a pure function of the mention (and the model), so a
 redelivered batch republishes the same ScoredMentions.
@@ -12,6 +14,7 @@ redelivered batch republishes the same ScoredMentions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,8 +27,15 @@ from sentiment.config import ScorerConfig
 
 GROUP = "scorer"
 NO_WATCH_KEY = "_"
+_LONG_TEXT = 256  # longer texts are cached under a digest, so the cache's memory stays small
 
 CacheKey = tuple[str, str | None]
+
+
+def cache_key(text: str, lang: str | None) -> CacheKey:
+    if len(text) > _LONG_TEXT:
+        text = "#" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return (text, lang)
 
 
 class SentimentCache:
@@ -92,20 +102,21 @@ class ScorerService:
 
     async def score(self, mentions: Sequence[Mention]) -> list[Sentiment]:
         """One Sentiment per mention, in order; each distinct uncached text classified once."""
-        keys: list[CacheKey] = [(m.text, m.lang) for m in mentions]
+        keys = [cache_key(m.text, m.lang) for m in mentions]
         known: dict[CacheKey, Sentiment] = {}
-        missing: dict[CacheKey, None] = {}  # ordered set
-        for key in keys:
+        missing: dict[CacheKey, Mention] = {}  # one mention per distinct key, in order
+        for key, mention in zip(keys, mentions, strict=True):
             if key in known or key in missing:
                 continue
             hit = self.cache.get(key)
             if hit is None:
-                missing[key] = None
+                missing[key] = mention
             else:
                 known[key] = hit
         if missing:
+            todo = list(missing.values())
             results = await asyncio.to_thread(
-                self.classifier.classify, [t for t, _ in missing], [lang for _, lang in missing]
+                self.classifier.classify, [m.text for m in todo], [m.lang for m in todo]
             )
             if len(results) != len(missing):
                 raise RuntimeError(

@@ -113,7 +113,8 @@ def fit_logreg(x: Floats, y: Ints, sample_weight: Floats, l2: float) -> tuple[Fl
 
     theta0 = np.zeros(k * d + k)
     try:
-        from scipy.optimize import minimize  # optional, faster and more exact
+        # optional (not a declared dependency): faster and more exact than the fallback
+        from scipy.optimize import minimize  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         theta = _gradient_descent(loss_grad, theta0, lipschitz=0.5 + l2)
     else:

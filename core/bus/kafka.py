@@ -138,11 +138,14 @@ class KafkaBus(Bus):
                         **self._consumer_options,
                     }
                 )
-                self._consumers.append(state)
                 state.consumer.subscribe([state.physical], listener=_RevokeListener(self, state))
-                await state.consumer.start()
+                self._consumers.append(state)
+            # Each start returns once its group gave it partitions: join them all at once.
+            await asyncio.gather(*(state.consumer.start() for state in self._consumers))
+            for state in self._consumers:
                 state.task = asyncio.create_task(self._run(state), name=f"kafka:{state.name}")
                 state.task.add_done_callback(_report_crash)
+            log.info("the Kafka bus is started: %d consumer(s)", len(self._consumers))
         except BaseException as exc:
             log.error("the Kafka bus at %s did not start: %s", servers, exc)
             await self._close(asyncio.get_running_loop().time() + 10.0)

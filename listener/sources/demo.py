@@ -220,6 +220,7 @@ def _crisis(cfg: DemoSourceConfig) -> Iterator[Post]:
         likes=12,
     )
     roots["bluesky"].append(original.key)
+    story = [original.key]  # every post of the complaint's cascade so far
     yield original
 
     for i, t in enumerate(_crisis_times(cfg, rng)[1:], start=1):
@@ -241,7 +242,9 @@ def _crisis(cfg: DemoSourceConfig) -> Iterator[Post]:
                 verified=True,
                 followers=int(rng.uniform(2e5, 3e6)),
                 likes=int(rng.uniform(500, 5000)),
+                repost_of=original.key,  # news reports embed the viral post
             )
+            story.append(key)
             roots[source].append(key)
             continue
 
@@ -255,11 +258,18 @@ def _crisis(cfg: DemoSourceConfig) -> Iterator[Post]:
             followers = int(rng.lognormvariate(math.log(median), 1.0))
             authors.append((handle, followers))
 
-        kind = _kind(source, rng) if roots[source] else "post"
+        kind = _kind(source, rng)
         parent = None
-        if kind != "post":
+        if kind != "post" and roots[source]:
             parent = roots[source][0] if rng.random() < 0.6 else rng.choice(roots[source])
-        text, lang = _crisis_text(source, kind, brand, rng)
+        elif kind == "post" and source == "weibo" and not roots["weibo"]:
+            pass  # the Chinese-language thread starts on Weibo: a story of its own
+        else:
+            # A new post elsewhere quotes or links the complaint (a quote is a repost
+            # with text): the story crosses platforms as one cascade.
+            kind = "quote"
+            parent = original.key if rng.random() < 0.7 else rng.choice(story)
+        text, lang = _crisis_text(source, "post" if kind == "quote" else kind, brand, rng)
         yield Post(
             offset=offset,
             key=key,
@@ -268,10 +278,11 @@ def _crisis(cfg: DemoSourceConfig) -> Iterator[Post]:
             lang=lang,
             handle=handle,
             followers=followers,
-            repost_of=parent if kind == "repost" else None,
+            repost_of=parent if kind in ("repost", "quote") else None,
             reply_to=parent if kind == "reply" else None,
         )
-        if kind == "post":
+        story.append(key)
+        if kind in ("post", "quote"):
             roots[source].append(key)
 
 

@@ -1,4 +1,3 @@
-
 """Texts of the generated demo stream. ``{brand}`` is the demo brand; everything is
 fictional (example.* links, made-up handles).
 

@@ -9,8 +9,9 @@ Spread levels (see ``policy.spread_level``)::
 
     0  a lone post
     1  a few mentions, or one post with a wide reach
-    2  local spread: the story grows beyond its first authors and is still active
-    3  network-wide: many mentions fast, a large projected size, or several platforms
+    2  local spread: the story has grown beyond its first authors
+    3  network-wide: many mentions fast or a large projected size while still hot, or
+       local spread on several platforms
 """
 
 from __future__ import annotations
@@ -111,10 +112,7 @@ class DetectorConfig(Section):
         10_000, ge=0, description="level 1 also: a reach (followers) of at least this"
     )
     spread2_authors: int = Field(
-        10, ge=1, description="level 2: at least this many distinct authors ..."
-    )
-    spread2_long_mentions: int = Field(
-        5, ge=0, description="... and at least this many mentions in the long window"
+        10, ge=1, description="level 2: at least this many distinct authors"
     )
     spread2_reach: int = Field(
         200_000, ge=0, description="level 2 also: reach of at least this (with level 1 met)"
@@ -165,7 +163,7 @@ class DetectorConfig(Section):
 
     # --- hysteresis and signals ----------------------------------------------------------
     downgrade_cooldown_minutes: float = Field(
-        30.0, ge=0, description="a lower tier/spread must hold this long before it is reported"
+        120.0, ge=0, description="a lower tier/spread must hold this long before it is reported"
     )
     sweep_interval_minutes: float = Field(
         5.0,

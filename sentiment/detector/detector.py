@@ -13,7 +13,8 @@ Decisions depend only on the order of the mentions of each watch (the bus keeps 
 "scored" topic is keyed by watch), so a replay gives the same Signals with the same ids:
 ``f"{story_id}#{n}"``, n counting the story's Signals. A redelivered mention (an id the
 story already counted) changes nothing. A story forgotten and later revived keeps
-counting its Signals from where it stopped, as long as the retired-story memory holds it.
+counting its Signals from where it stopped, and its reposts still carry its root's
+label, as long as the retired-story memory (``4 * max_stories`` entries) holds it.
 
 Drill mentions are kept apart from real ones (their own stories, baseline and ids,
 ``f"{watch}:drill:{root}"``): a drill never inflates a real story, and a real mention
@@ -27,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core.events import Mention, ScoredMention, Signal, WatchMatch
+from core.events import Label, Mention, ScoredMention, Signal, WatchMatch
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
@@ -55,11 +56,18 @@ class _Tracked:
     reported_spread: int = 0
 
 
+@dataclass(frozen=True)
+class _Retired:
+    """What outlives a forgotten story, so that it can come back consistently."""
+
+    signals: int
+    label: Label | None
+
+
 @dataclass(eq=False)
 class _WatchState:
     index: StoryIndex
     baseline: RateBaseline
-    drill: bool
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     reported: dict[str, None] = field(default_factory=dict)  # stories not quiet (sweeps)
     now: datetime | None = None
@@ -85,7 +93,7 @@ class Detector:
         self._cooldown = timedelta(minutes=config.downgrade_cooldown_minutes)
         self._sweep_every = timedelta(minutes=config.sweep_interval_minutes)
         self._watches: dict[tuple[str, bool], _WatchState] = {}
-        self._retired: OrderedDict[str, int] = OrderedDict()  # story id -> signals sent
+        self._retired: OrderedDict[str, _Retired] = OrderedDict()
         self._retired_cap = 4 * config.max_stories
 
     @property
@@ -107,12 +115,14 @@ class Detector:
         tracked = ws.tracked.get(story.id)
         if tracked is None:
             tracked = ws.tracked[story.id] = self._track(story, mention.drill)
+        label = scored.sentiment.label
         tracked.heat.add(
             mention,
-            scored.sentiment.label,
+            label,
             is_root=assignment.is_root,
             now=now,
-            cues=self._cues.find(mention.text),
+            # "this phone is fire", "no refund needed, love it": not complaints
+            cues=self._cues.find(mention.text) if label != "positive" else (),
         )
         tracked.evidence.offer(scored, is_root=assignment.is_root)
 
@@ -153,17 +163,17 @@ class Detector:
                     cfg.baseline_warmup_minutes,
                     cfg.baseline_min_per_minute,
                 ),
-                drill=drill,
             )
         return ws
 
     def _track(self, story: Story, drill: bool) -> _Tracked:
         cfg = self.config
+        retired = self._retired.pop(story.id, None)
         return _Tracked(
-            heat=StoryHeat(cfg, story.first_at),
+            heat=StoryHeat(cfg, story.first_at, retired.label if retired else None),
             evidence=EvidencePicker(cfg.evidence_count, cfg.evidence_chars),
             drill=drill,
-            signals=self._retired.pop(story.id, 0),
+            signals=retired.signals if retired else 0,
         )
 
     def _levels(self, heat: HeatSnapshot) -> tuple[int, int]:
@@ -238,8 +248,8 @@ class Detector:
                 tracked.reported_tier,
                 story.last_at.isoformat(),
             )
-        if tracked.signals:
-            self._retired[story.id] = tracked.signals
+        if tracked.signals or tracked.heat.story_label is not None:
+            self._retired[story.id] = _Retired(tracked.signals, tracked.heat.story_label)
             self._retired.move_to_end(story.id)
             while len(self._retired) > self._retired_cap:
                 self._retired.popitem(last=False)

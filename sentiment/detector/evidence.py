@@ -29,6 +29,12 @@ class EvidencePicker:
         mention = scored.mention
         if not mention.text.strip():
             return
+        negative = (scored.sentiment.probs.get("negative", 0.0), -next(self._seq))
+        followed = (float(mention.author.followers or 0), negative[1])
+        if not is_root and not (
+            self._better(self._negative, negative) or self._better(self._followed, followed)
+        ):
+            return  # not among the best: skip building it
         author = mention.author
         item = Evidence(
             id=mention.id,
@@ -42,9 +48,11 @@ class EvidencePicker:
         if is_root:
             self._root = item
             return
-        arrival = -next(self._seq)
-        self._push(self._negative, (scored.sentiment.probs.get("negative", 0.0), arrival, item))
-        self._push(self._followed, (float(author.followers or 0), arrival, item))
+        self._push(self._negative, (*negative, item))
+        self._push(self._followed, (*followed, item))
+
+    def _better(self, heap: list[tuple[float, int, Evidence]], key: tuple[float, int]) -> bool:
+        return len(heap) < self._size or key > heap[0][:2]
 
     def _push(
         self, heap: list[tuple[float, int, Evidence]], entry: tuple[float, int, Evidence]

@@ -101,7 +101,11 @@ class HeatSnapshot:
 
 
 class StoryHeat:
-    def __init__(self, config: DetectorConfig, first_at: datetime) -> None:
+    def __init__(
+        self, config: DetectorConfig, first_at: datetime, label: Label | None = None
+    ) -> None:
+        """``label``: the story's label when known beforehand (a story that was forgotten
+        and comes back keeps what its root said)."""
         self._config = config
         self.first_at = first_at
         self.mentions = 0
@@ -112,14 +116,18 @@ class StoryHeat:
         self.reach = 0
         self._own: dict[Label, int] = {"negative": 0, "neutral": 0, "positive": 0}
         self._inherited = 0
-        self._story_label: Label | None = None
-        self._label_from_root = False
+        self._story_label = label
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
 
     @property
     def authors(self) -> int:
         return len(self._authors) + self._authors_beyond
+
+    @property
+    def story_label(self) -> Label | None:
+        """The label reposts without text inherit: the root's, else the first text's."""
+        return self._story_label
 
     @property
     def complaint_cues(self) -> tuple[str, ...]:
@@ -152,9 +160,7 @@ class StoryHeat:
             self._inherited += 1
             return
         self._own[label] += 1
-        if is_root:
-            self._story_label, self._label_from_root = label, True
-        elif self._story_label is None:
+        if is_root or self._story_label is None:
             self._story_label = label
 
     def _count_author(self, mention: Mention) -> None:

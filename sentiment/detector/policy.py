@@ -4,10 +4,14 @@ Spread level (how far a story reaches, whatever it says)::
 
     0  a lone post
     1  a few mentions from a few authors, or one post with a wide reach
-    2  local spread: beyond its first authors and still active, or a very wide reach, or
-       the story alone runs at many times the watch's usual rate
+    2  local spread: beyond its first authors, or a very wide reach, or the story alone
+       runs at many times the watch's usual rate
     3  network-wide: many mentions fast (short or long window) or a large projected size,
-       from many authors; or local spread on several platforms
+       from many authors, while the story is still hot (a minimum in the long window);
+       or local spread on several platforms
+
+Levels 1 and 2 (by counts) only grow with the story; level 3 needs momentum, so it is
+the level that cools down (under hysteresis) when a big story slows to a trickle.
 
 Crisis tier (the response plan's tiers; only a negative story has one)::
 
@@ -39,7 +43,7 @@ def spread_level(heat: HeatSnapshot, config: DetectorConfig) -> int:
     if not level1:
         return 0
     level2 = (
-        (heat.authors >= c.spread2_authors and heat.long_mentions >= c.spread2_long_mentions)
+        heat.authors >= c.spread2_authors
         or (heat.reach >= c.spread2_reach > 0)
         or (
             heat.rate_ratio is not None

@@ -34,7 +34,11 @@ from core.settings import BusConfig
 TIMEOUT = 20.0
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
 # Tansu answers a JoinGroup after about half the session timeout: keep it short in tests.
-FAST_GROUPS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 10000}
+FAST_GROUPS = {
+    "session_timeout_ms": 2000,
+    "heartbeat_interval_ms": 500,
+    "rebalance_timeout_ms": 10000,
+}
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -52,14 +56,25 @@ def scored(n: int) -> ScoredMention:
 
 def signal(n: int) -> Signal:
     heat = HeatFeatures(
-        mentions=5, mentions_window=5, window_minutes=10, unique_authors=4, reach=100,
+        mentions=5,
+        mentions_window=5,
+        window_minutes=10,
+        unique_authors=4,
+        reach=100,
         negative_share=0.8,
     )
     return Signal(
-        id=f"sig-{n}", story_id=f"story-{n}", story_root=f"test:{n}",
+        id=f"sig-{n}",
+        story_id=f"story-{n}",
+        story_root=f"test:{n}",
         watch=WatchMatch(id="w1", brand="Acme", terms=("acme",)),
-        tier=2, previous_tier=1, spread=1, heat=heat, explanation="five negative posts",
-        evidence=(Evidence(id=f"test:{n}", created_at=T0, label="negative"),), at=T0,
+        tier=2,
+        previous_tier=1,
+        spread=1,
+        heat=heat,
+        explanation="five negative posts",
+        evidence=(Evidence(id=f"test:{n}", created_at=T0, label="negative"),),
+        at=T0,
     )
 
 
@@ -174,10 +189,13 @@ class KafkaHarness(BusHarness):
                             h = {k: v.decode() for k, v in m.headers}
                             letters.append(
                                 DeadLetter(
-                                    topic=h["topic"], group=h["group"],
+                                    topic=h["topic"],
+                                    group=h["group"],
                                     key=m.key.decode() if m.key is not None else None,
-                                    value=m.value, reason=h["reason"],
-                                    partition=int(h["partition"]), offset=int(h["offset"]),
+                                    value=m.value,
+                                    reason=h["reason"],
+                                    partition=int(h["partition"]),
+                                    offset=int(h["offset"]),
                                 )
                             )
 
@@ -483,13 +501,20 @@ async def test_kafka_rebalance_commits_the_batch_in_flight(
 
         b = harness.bus()
         b.subscribe("mentions", "shared", handler_for("b"), max_batch=1)
-        await b.start()
+        # start() returns once b has partitions: after a gave its up (so, after release)
+        b_started = asyncio.create_task(b.start())
         await eventually(
-            lambda: any("revoked; finishing the batch in flight" in r.message
-                        for r in caplog.records),
+            lambda: any(
+                "revoked; finishing the batch in flight" in r.message for r in caplog.records
+            ),
             "member a to be asked to give partitions up",
         )
+        # The rebalance cannot finish while a's batch is in flight (a Tansu join takes
+        # about 1 s here, so 2.5 s would be plenty if the listener did not wait).
+        done, _ = await asyncio.wait({b_started}, timeout=2.5)
+        assert not done, "the rebalance went on while a batch was in flight"
         release.set()
+        await asyncio.wait_for(b_started, TIMEOUT)
         await eventually(
             lambda: len(set(handled["a"]) | set(handled["b"])) == 12,
             f"all 12 events handled (have {handled})",

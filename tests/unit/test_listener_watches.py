@@ -1,4 +1,3 @@
-
 """Watch matching: word boundaries, phrases, exclusions, CJK, languages, inheritance."""
 
 from __future__ import annotations

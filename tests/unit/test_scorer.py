@@ -13,7 +13,7 @@ from core.events import Mention, ScoredMention, Sentiment, WatchMatch
 from core.metrics import Metrics
 from sentiment.classifier import Classifier
 from sentiment.config import ScorerConfig
-from sentiment.scorer import ScorerService, SentimentCache
+from sentiment.scorer import ScorerService, SentimentCache, cache_key
 from tests.fakes import FakeClassifier
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -146,6 +146,18 @@ def test_cache_is_bounded_and_evicts_least_recently_used() -> None:
     assert len(cache) == 2
     assert cache.get(("b", None)) is None
     assert cache.get(("a", None)) is s and cache.get(("c", None)) is s
+
+
+async def test_long_texts_are_cached_under_a_digest(metrics: Metrics) -> None:
+    spy = SpyClassifier()
+    h = Harness(spy, metrics, batch_size=1)
+    long_a, long_b = "refund " * 100, "refund " * 99 + "thanks "
+    scored = await h.run(mention(0, long_a), mention(1, long_b), mention(2, long_a))
+    assert [b[0][0] for b in spy.batches] == [long_a, long_b]  # the model sees the real text
+    assert all(len(key[0]) < 64 for key in h.scorer.cache._data)
+    assert [s.mention.text for s in scored] == [long_a, long_b, long_a]
+    assert cache_key("short", "en") == ("short", "en")
+    assert cache_key(long_a, "en") != cache_key(long_b, "en")
 
 
 async def test_empty_text_and_missing_watch(metrics: Metrics) -> None:

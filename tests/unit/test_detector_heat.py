@@ -1,0 +1,188 @@
+"""Spread heat in event time: windows, inherited sentiment, authors and reach, the watch's
+baseline rate, the size extrapolation, complaint cues."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.events import Author, Label, Mention
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.cues import ComplaintCues
+from sentiment.detector.heat import EventWindow, RateBaseline, StoryHeat, predict_final_size
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+CFG = DetectorConfig()
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def mention(
+    native: str,
+    minute: float = 0,
+    *,
+    text: str = "",
+    author: str | None = "auto",
+    followers: int | None = None,
+    source: str = "x",
+) -> Mention:
+    return Mention(
+        id=f"{source}:{native}",
+        source=source,
+        text=text,
+        created_at=at(minute),
+        author=Author(id=f"u-{native}" if author == "auto" else author, followers=followers),
+    )
+
+
+def add(heat: StoryHeat, m: Mention, label: Label = "neutral", *, root: bool = False) -> None:
+    heat.add(m, label, is_root=root, now=m.created_at)
+
+
+def test_event_window_counts_the_last_minutes_in_event_time() -> None:
+    window = EventWindow(10)
+    for minute in (0, 1, 5, 9.5):
+        window.add(at(minute), at(minute))
+    assert window.count(at(9.5)) == 4
+    assert window.count(at(10.5)) == 3  # 0 left the window (<= now - 10 min)
+    window.add(at(3), at(10.5))  # out of order, still inside
+    window.add(at(0.2), at(10.5))  # late beyond the window: not counted
+    assert window.count(at(10.5)) == 4
+    assert window.count(at(15.01)) == 1
+    assert window.count(at(30)) == 0
+
+
+def test_reposts_carry_the_roots_label_once_it_is_known() -> None:
+    heat = StoryHeat(CFG, T0)
+    for i in range(3):
+        add(heat, mention(f"rt{i}", i))  # no text, scored "neutral"
+    assert heat.negative() == (0, 0.0)  # nothing known yet: not negative, not neutral
+    add(heat, mention("root", text="my charger caught fire"), "negative", root=True)
+    assert heat.negative() == (4, 1.0)
+    add(heat, mention("reply", 4, text="works fine for me"), "positive")
+    assert heat.negative() == (4, 0.8)
+
+
+def test_the_root_label_wins_over_the_first_text() -> None:
+    heat = StoryHeat(CFG, T0)
+    add(heat, mention("reply", text="lol"), "positive")
+    add(heat, mention("rt"))
+    assert heat.story_label == "positive"
+    add(heat, mention("root", text="this is a scam"), "negative", root=True)
+    assert heat.story_label == "negative"
+    assert heat.negative() == (2, 2 / 3)
+
+
+def test_a_known_label_carries_into_a_revived_story() -> None:
+    heat = StoryHeat(CFG, T0, label="negative")
+    add(heat, mention("rt"))
+    assert heat.negative() == (1, 1.0)
+
+
+def test_authors_reach_and_platforms() -> None:
+    heat = StoryHeat(CFG, T0)
+    add(heat, mention("1", author="alice", followers=1_000))
+    add(heat, mention("2", author="alice", followers=1_000))  # same author: once
+    add(heat, mention("3", author="bob", followers=None))
+    add(heat, mention("4", author=None))  # unknown authors count one per mention
+    add(heat, mention("5", author=None, followers=50_000))
+    add(heat, mention("6", author="alice", source="bsky", followers=200))  # another platform
+    snap = heat.snapshot(at(1), None)
+    assert (snap.mentions, snap.authors, snap.reach, snap.platforms) == (6, 5, 51_200, 2)
+
+
+def test_authors_beyond_the_cap_are_an_upper_bound() -> None:
+    heat = StoryHeat(DetectorConfig(max_authors_per_story=3), T0)
+    for i in range(5):
+        add(heat, mention(str(i), author=f"a{i}"))
+    add(heat, mention("again", author="a4"))
+    assert heat.authors == 6
+
+
+def test_snapshot_rates_windows_and_ratio() -> None:
+    heat = StoryHeat(CFG, T0)
+    for i in range(20):
+        add(heat, mention(str(i), i * 0.25))  # 20 mentions in 5 minutes
+    snap = heat.snapshot(at(5), baseline_per_minute=0.5)
+    assert (snap.short_mentions, snap.long_mentions) == (20, 20)
+    assert snap.rate_per_minute == pytest.approx(4.0)  # over the story's age, 5 min
+    assert snap.rate_ratio == pytest.approx(8.0)
+    assert heat.snapshot(at(5), None).rate_ratio is None
+    later = heat.snapshot(at(30), 0.5)
+    assert (later.short_mentions, later.long_mentions, later.rate_ratio) == (0, 20, 0.0)
+    features = later.features()
+    assert (features.mentions, features.mentions_window, features.window_minutes) == (20, 0, 10)
+
+
+def test_predicted_size() -> None:
+    assert predict_final_size(CFG.predict_min_mentions - 1, 10.0, 5.0, CFG) is None
+    expected = 50 + 2.0 * (5.0 + CFG.predict_offset_minutes) / CFG.predict_theta
+    assert predict_final_size(50, 2.0, 5.0, CFG) == pytest.approx(expected)
+    capped = predict_final_size(50, 2.0, 10_000.0, CFG)
+    horizon = CFG.predict_horizon_minutes + CFG.predict_offset_minutes
+    assert capped == pytest.approx(50 + 2.0 * horizon / CFG.predict_theta)
+    assert predict_final_size(50, 0.0, 30.0, CFG) == 50
+
+
+def test_the_prediction_uses_the_lower_of_the_short_and_long_rates() -> None:
+    heat = StoryHeat(CFG, T0)
+    for i in range(60):
+        add(heat, mention(f"a{i}", i * 0.5))  # 2 a minute for 30 minutes
+    for i in range(40):
+        add(heat, mention(f"b{i}", 59 + i * 0.02))  # a short burst at minute 59
+    snap = heat.snapshot(at(59.8), None)
+    assert snap.short_mentions == 40 and snap.long_mentions == 100
+    sustained = 100 / 59.8  # the long window over the story's age (< 60 min)
+    assert snap.rate_per_minute == pytest.approx(40 / 10)  # the short window's rate
+    assert snap.predicted_size == pytest.approx(
+        100 + sustained * (59.8 + CFG.predict_offset_minutes) / CFG.predict_theta
+    )
+
+
+def test_baseline_is_an_ewma_of_mentions_per_minute() -> None:
+    baseline = RateBaseline(half_life_minutes=60, warmup_minutes=30, floor=0.1)
+    assert baseline.per_minute() is None
+    for minute in range(900):
+        baseline.add(at(minute))
+        baseline.add(at(minute + 0.5))  # 2 a minute
+        if minute == 20:
+            assert baseline.per_minute() is None  # still warming up
+        if minute == 40:  # young: bias-corrected, not dragged towards zero
+            assert baseline.per_minute() == pytest.approx(2.0)
+    assert baseline.per_minute() == pytest.approx(2.0)
+    baseline.add(at(960))  # an hour of silence: the usual rate halves
+    rate = baseline.per_minute()
+    assert rate is not None and rate == pytest.approx(1.0, rel=0.05)
+    baseline.add(at(24 * 60))  # a day of silence: the floor
+    assert baseline.per_minute() == 0.1
+
+
+def test_complaint_cues() -> None:
+    cues = ComplaintCues(
+        {
+            "en": ["fire", "Caught Fire", "refund", "is this true"],
+            "zh": ["退款", "爆炸"],
+            "x": ["315"],
+        }
+    )
+    assert cues.find("My charger CAUGHT FIRE, I want a REFUND") == ("caught fire", "refund")
+    assert cues.find("firefox is slow; refunding now") == ()
+    assert cues.find("Is  this true??") == ("is this true",)
+    assert cues.find("充电宝爆炸了，要求退款！") == ("爆炸", "退款")
+    assert cues.find("315晚会曝光") == ("315",)
+    assert cues.find("退款refund") == ("退款", "refund")
+    assert ComplaintCues({}).find("refund") == ()
+
+
+def test_config_rejects_inconsistent_settings() -> None:
+    with pytest.raises(ValueError, match="long_window_minutes"):
+        DetectorConfig(short_window_minutes=30, long_window_minutes=10)
+    with pytest.raises(ValueError, match="multiple of minhash_bands"):
+        DetectorConfig(minhash_permutations=100, minhash_bands=32)
+    with pytest.raises(ValueError, match="empty cue"):
+        DetectorConfig(complaint_cues={"en": ["refund", " "]})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        DetectorConfig.model_validate({"spread_threshold": 3})
