@@ -125,7 +125,7 @@ async def run_replay(
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.scorer)
     scorer = ScorerService(bus, classifier, settings.scorer, metrics)
-    detector = DetectorService(bus, settings.detector, metrics)
+    detector = DetectorService(bus, settings.detector, metrics, generation="")
     scorer.register()
     detector.register()
     source = ReplaySource(

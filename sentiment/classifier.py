@@ -11,6 +11,10 @@ from typing import Protocol, runtime_checkable
 
 from core.events import Sentiment
 
+ABSTAIN_SUFFIX = ":abstain"
+"""Ends ``Sentiment.model`` when a classifier could not judge a text (e.g. its language):
+the label is then a prior, not an opinion, and the detector does not count it."""
+
 
 @runtime_checkable
 class Classifier(Protocol):

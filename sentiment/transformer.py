@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.events import LABELS, Label, Sentiment
-from sentiment.classifier import Classifier
+from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ class TransformerClassifier:
         self._abstain = self._fixed(
             "neutral",
             dict(zip(head.labels, map(float, head.prior), strict=True)),
-            f"{self.name}:abstain",
+            f"{self.name}{ABSTAIN_SUFFIX}",
         )
 
     def _fixed(self, label: Label, probs: dict[Label, float], model: str) -> Sentiment:

@@ -2,6 +2,8 @@
 
 * Topics are ``config.topic_prefix + <logical topic>``; ``start()`` creates the missing
   ones (every event topic and its ``.dlq``) with ``config.partitions`` partitions.
+  Consumer group ids get the same prefix (``crisiswatch.scorer``): group ids are global
+  on a cluster, so one prefix isolates a deployment (or a test) entirely.
 * One consumer per subscription, in the subscription's group, with auto-commit off. A
   partition's records are handled in order, one partition batch at a time, and its
   offset is committed only after ``process()`` returned (at-least-once).
@@ -110,6 +112,10 @@ class KafkaBus(Bus):
         """The Kafka topic that carries the logical ``topic``."""
         return self.config.topic_prefix + topic
 
+    def group_id(self, group: str) -> str:
+        """The Kafka consumer group id of the logical ``group``."""
+        return self.config.topic_prefix + group
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
@@ -132,7 +138,7 @@ class KafkaBus(Bus):
                 state.consumer = AIOKafkaConsumer(
                     **{
                         **self._client_options(),
-                        "group_id": sub.group,
+                        "group_id": self.group_id(sub.group),
                         "enable_auto_commit": False,
                         "auto_offset_reset": "earliest",
                         **self._consumer_options,
@@ -228,8 +234,8 @@ class KafkaBus(Bus):
         logical = sorted(TOPIC_TYPES)
         wanted = [self.physical(t) for t in [*logical, *map(dlq_topic, logical)]]
         admin = AIOKafkaAdminClient(**self._client_options())
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             missing = [name for name in wanted if name not in existing]
             if not missing:
@@ -367,7 +373,7 @@ class KafkaBus(Bus):
                     messages[0].offset,
                     messages[-1].offset,
                 )
-                state.consumer.seek(tp, messages[0].offset)
+                _seek(state, tp, messages[0].offset)
                 ok = False
                 continue
             state.pending[tp] = messages[-1].offset + 1
@@ -378,7 +384,7 @@ class KafkaBus(Bus):
         assigned = state.consumer.assignment()
         for tp, messages in fetched.items():
             if messages and tp in assigned:
-                state.consumer.seek(tp, messages[0].offset)
+                _seek(state, tp, messages[0].offset)
 
     async def _commit(self, state: _Consumer, only: set[Any] | None = None) -> None:
         """Commit the handled positions (of ``only``, else all); a failure is logged:
@@ -403,6 +409,14 @@ class KafkaBus(Bus):
         for tp, offset in offsets.items():
             if state.pending.get(tp) == offset:
                 del state.pending[tp]
+
+
+def _seek(state: _Consumer, tp: Any, offset: int) -> None:
+    """Fetch ``tp`` again from ``offset`` (if it is still ours: else its owner will)."""
+    try:
+        state.consumer.seek(tp, offset)
+    except KafkaError as exc:
+        log.warning("%s: cannot rewind partition %d: %s", state.name, tp.partition, exc)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

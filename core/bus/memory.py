@@ -103,6 +103,16 @@ class MemoryBus(Bus):
             async with self._changed:
                 self._stopping = False
                 self._changed.notify_all()
+        for t in self._topics.values():
+            for group, pos in t.committed.items():
+                if pos < t.end:
+                    log.warning(
+                        "memory bus stopped with %d event(s) of %r not handled by group %r "
+                        "(kept for a restart of this bus; call join() before stop() to drain)",
+                        t.end - pos,
+                        t.name,
+                        group,
+                    )
 
     async def publish(self, topic: str, event: BaseModel, *, key: str) -> None:
         await self.publish_raw(topic, encode_event(event), key=key)

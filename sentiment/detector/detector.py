@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core.events import Label, Mention, ScoredMention, Signal, WatchMatch
+from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
@@ -87,8 +88,12 @@ class Decision:
 
 
 class Detector:
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: DetectorConfig, *, generation: str = "") -> None:
+        """``generation`` goes into every Signal id: a restarted detector (whose story
+        state starts afresh) must not reuse the ids its predecessor already sent, or the
+        alerter would take its new decisions for redeliveries. Replays leave it empty."""
         self.config = config
+        self._generation = f"{generation}." if generation else ""
         self._cues = ComplaintCues(config.complaint_cues)
         self._cooldown = timedelta(minutes=config.downgrade_cooldown_minutes)
         self._sweep_every = timedelta(minutes=config.sweep_interval_minutes)
@@ -116,9 +121,10 @@ class Detector:
         if tracked is None:
             tracked = ws.tracked[story.id] = self._track(story, mention.drill)
         label = scored.sentiment.label
+        judged = not scored.sentiment.model.endswith(ABSTAIN_SUFFIX)
         tracked.heat.add(
             mention,
-            label,
+            label if judged else None,
             is_root=assignment.is_root,
             now=now,
             # "this phone is fire", "no refund needed, love it": not complaints
@@ -209,7 +215,7 @@ class Detector:
             ws.reported[story.id] = None
         tracked.signals += 1
         return Signal(
-            id=f"{story.id}#{tracked.signals}",
+            id=f"{story.id}#{self._generation}{tracked.signals}",
             story_id=story.id,
             story_root=story.root,
             watch=story.watch,

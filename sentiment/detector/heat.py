@@ -19,8 +19,10 @@ long-window rate (a burst of a few minutes does not project for hours), and the 
 is capped at ``predict_horizon_minutes`` (a trickle on an old story does not project a
 second life). On the Twitter15/16 train replay the median of (final - now) / rate grows
 as about 24 + 1.5 t minutes; with theta 0.8, c 15 min and the 60-minute cap the median
-predicted / final size is 1.2 at 10 min, 0.9 at 30 and 60 min (the Weibo replay decays
-more slowly, 1/theta ~ 3). A later issue replaces this with a fitted Hawkes/SEISMIC model.
+predicted / final size is 1.2 at 10 min, 0.9 at 30 and 60 min. Weibo cascades decay
+more slowly (theta ~ 0.5 gives a median of 0.9 there; theta 0.8 gives 0.65-0.73): one
+theta does not fit every platform. A later issue replaces this with a Hawkes/SEISMIC
+model fitted per cascade.
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ class StoryHeat:
         self._own: dict[Label, int] = {"negative": 0, "neutral": 0, "positive": 0}
         self._inherited = 0
         self._story_label = label
+        self._abstained = 0  # texts the classifier could not judge ...
+        self._abstained_cued = 0  # ... and how many of them carry a complaint cue
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
 
@@ -136,7 +140,7 @@ class StoryHeat:
     def add(
         self,
         mention: Mention,
-        label: Label,
+        label: Label | None,
         *,
         is_root: bool,
         now: datetime,
@@ -159,6 +163,10 @@ class StoryHeat:
         if not mention.text.strip():
             self._inherited += 1
             return
+        if label is None:  # the classifier abstained (a language it does not read)
+            self._abstained += 1
+            self._abstained_cued += bool(cues)
+            return
         self._own[label] += 1
         if is_root or self._story_label is None:
             self._story_label = label
@@ -180,6 +188,10 @@ class StoryHeat:
         """Negative mentions (own label, or inherited) and their share of labelled ones."""
         negative = self._own["negative"]
         labelled = sum(self._own.values())
+        if labelled == 0 and self._abstained:
+            # No judged text at all (e.g. Chinese before a Chinese model ships): fall back
+            # to the complaint lexicon; a cued text counts as negative.
+            return self._abstained_cued, self._abstained_cued / self._abstained
         if self._story_label is not None:
             labelled += self._inherited
             if self._story_label == "negative":

@@ -11,6 +11,7 @@ State lives in memory: in distributed mode each detector process owns the watche
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from typing import Any
 
@@ -24,11 +25,17 @@ GROUP = "detector"
 
 
 class DetectorService:
-    def __init__(self, bus: Bus, config: DetectorConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, bus: Bus, config: DetectorConfig, metrics: Metrics, *, generation: str | None = None
+    ) -> None:
+        """``generation``: marks this process's Signal ids (default: random, so a restart
+        never reuses ids; replays pass "" for stable ids)."""
         self.bus = bus
         self.config = config
         self.metrics = metrics
-        self.detector = Detector(config)
+        self.detector = Detector(
+            config, generation=uuid.uuid4().hex[:8] if generation is None else generation
+        )
         self._unpublished: deque[Signal] = deque()
 
     def register(self) -> None:

@@ -439,6 +439,46 @@ async def test_a_restarted_group_resumes_after_its_last_commit(bus_factory: BusH
     assert seen[1] == [f"test:{i}" for i in range(4, 12)]
 
 
+async def test_a_group_subscribes_to_a_topic_once(bus_factory: BusHarness) -> None:
+    bus = bus_factory.bus()
+    bus.subscribe("mentions", "g", Collector())
+    bus.subscribe("scored", "g", Collector())  # another topic: fine
+    with pytest.raises(ValueError, match="already subscribes"):
+        bus.subscribe("mentions", "g", Collector())
+
+
+async def test_memory_a_group_added_at_a_restart_reads_from_the_oldest_kept_event() -> None:
+    bus = MemoryBus(capacity=10)
+    old = Collector()
+    bus.subscribe("mentions", "old", old)
+    await bus.start()
+    for i in range(5):
+        await bus.publish("mentions", mention(i), key="k")
+    await asyncio.wait_for(bus.join(), TIMEOUT)  # all handled: the log is trimmed
+    await bus.stop()
+    new = Collector()
+    bus.subscribe("mentions", "new", new)
+    await bus.start()
+    try:
+        await bus.publish("mentions", mention(5), key="k")
+        await asyncio.wait_for(bus.join(), TIMEOUT)
+        assert new.ids == ["test:5"]
+        assert old.ids == [f"test:{i}" for i in range(6)]
+    finally:
+        await bus.stop()
+
+
+async def test_memory_a_topic_nobody_reads_never_blocks_publishers() -> None:
+    bus = MemoryBus(capacity=2)
+    bus.subscribe("mentions", "g", Collector())
+    await bus.start()
+    try:
+        for i in range(5):  # more than capacity, and no group reads "signals"
+            await asyncio.wait_for(bus.publish("signals", signal(i), key="k"), TIMEOUT)
+    finally:
+        await bus.stop()
+
+
 async def test_memory_publish_waits_while_a_group_lags_capacity() -> None:
     bus = MemoryBus(capacity=3)
     release = asyncio.Event()

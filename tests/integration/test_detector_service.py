@@ -24,7 +24,7 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) ->
 
 async def test_signals_flow_through_the_bus_keyed_by_story(metrics: Metrics) -> None:
     bus = MemoryBus(capacity=5_000, metrics=metrics)
-    service = DetectorService(bus, DetectorConfig(max_wait_seconds=0), metrics)
+    service = DetectorService(bus, DetectorConfig(max_wait_seconds=0), metrics, generation="")
     service.register()
     received: list[Signal] = []
 
@@ -76,7 +76,7 @@ class FlakyBus(MemoryBus):
 
 async def test_a_failed_publish_is_retried_on_redelivery(metrics: Metrics) -> None:
     bus = FlakyBus(failures=1, metrics=metrics)
-    service = DetectorService(bus, DetectorConfig(), metrics)
+    service = DetectorService(bus, DetectorConfig(), metrics, generation="")
     batch: list[Any] = by_time(complaint(120))[:20]
     with pytest.raises(ConnectionError):
         await service.handle(batch)
@@ -89,6 +89,17 @@ async def test_a_failed_publish_is_retried_on_redelivery(metrics: Metrics) -> No
 
 
 async def test_an_event_of_the_wrong_type_is_permanent(metrics: Metrics) -> None:
-    service = DetectorService(MemoryBus(metrics=metrics), DetectorConfig(), metrics)
+    service = DetectorService(MemoryBus(metrics=metrics), DetectorConfig(), metrics, generation="")
     with pytest.raises(PermanentError, match="ScoredMention"):
         await service.handle([object()])
+
+
+def test_a_restarted_detector_never_reuses_signal_ids() -> None:
+    metrics = Metrics()
+    first = DetectorService(MemoryBus(metrics=metrics), DetectorConfig(), metrics)
+    second = DetectorService(MemoryBus(metrics=metrics), DetectorConfig(), metrics)
+    assert first.detector._generation != second.detector._generation
+    assert (
+        DetectorService(MemoryBus(), DetectorConfig(), metrics, generation="").detector._generation
+        == ""
+    )
