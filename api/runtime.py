@@ -62,6 +62,7 @@ class Runtime:
     classifier: Classifier | None = None
     http: httpx.AsyncClient | None = None
     migrate: bool = False
+    drain_timeout: float = 30.0
     keyring: KeyRing = field(default_factory=KeyRing)
 
     bus: Bus | None = None
@@ -148,6 +149,12 @@ class Runtime:
         log.info("stopping: sources first, then drain the bus, then the rest")
         if self.listener is not None:
             await self.listener.stop()
+        if isinstance(self.bus, MemoryBus):
+            # nothing outlives this process's memory: hand what is queued to the stages first
+            try:
+                await asyncio.wait_for(self.bus.join(), self.drain_timeout)
+            except TimeoutError:
+                log.error("gave up draining the in-process bus after %.0f s", self.drain_timeout)
         if self.bus is not None:
             await self.bus.stop()
         for service in (self.detector, self.scorer, self.alerter):

@@ -63,7 +63,7 @@ async def test_stages_over_kafka_and_postgres_survive_a_scorer_restart(
         audit = AIOKafkaConsumer(
             f"{kafka_config.topic_prefix}scored",
             bootstrap_servers=kafka_config.bootstrap_servers,
-            group_id="audit",
+            group_id=f"{kafka_config.topic_prefix}audit",
             auto_offset_reset="earliest",
         )
         await audit.start()
