@@ -18,8 +18,6 @@ are kept. Error messages never contain the secret, the expected signature or the
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,13 +25,14 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from core import signing
 from core.events import Mention
 from listener.report import IngestReport
 from listener.validation import describe_errors
 
-TIMESTAMP_HEADER = "X-Crisiswatch-Timestamp"
-SIGNATURE_HEADER = "X-Crisiswatch-Signature"
-SCHEME = "sha256"
+TIMESTAMP_HEADER = signing.TIMESTAMP_HEADER
+SIGNATURE_HEADER = signing.SIGNATURE_HEADER
+SCHEME = signing.SCHEME
 
 # fields that are the listener's to set, never the sender's
 _LISTENER_FIELDS = ("received_at", "watch")
@@ -58,20 +57,13 @@ class ItemError:
     message: str
 
 
-def _secret_bytes(secret: SecretStr | str | bytes) -> bytes:
-    if isinstance(secret, SecretStr):
-        secret = secret.get_secret_value()
-    return secret.encode() if isinstance(secret, str) else secret
-
-
-def _digest(secret: SecretStr | str | bytes, timestamp: str, body: bytes) -> str:
-    message = timestamp.encode() + b"." + body
-    return hmac.new(_secret_bytes(secret), message, hashlib.sha256).hexdigest()
+def _plain(secret: SecretStr | str | bytes) -> str | bytes:
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
 
 
 def sign(secret: SecretStr | str | bytes, timestamp: int | str, body: bytes) -> str:
     """The ``X-Crisiswatch-Signature`` value for ``body`` sent at ``timestamp``."""
-    return f"{SCHEME}={_digest(secret, str(timestamp), body)}"
+    return signing.signature(_plain(secret), str(timestamp), body)
 
 
 def signed_headers(secret: SecretStr | str | bytes, body: bytes, now: datetime) -> dict[str, str]:
@@ -106,8 +98,7 @@ def verify_signature(
     scheme, sep, given = signature_header.strip().partition("=")
     if not sep or scheme.strip().lower() != SCHEME or not given:
         raise WebhookAuthError(f"{SIGNATURE_HEADER} must look like {SCHEME}=<hex digest>")
-    expected = _digest(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), given.strip().lower().encode("ascii", "replace")):
+    if not signing.matches(_plain(secret), timestamp, body, f"{SCHEME}={given.strip()}"):
         raise WebhookAuthError(
             f'{SIGNATURE_HEADER} does not match: sign f"{{timestamp}}.{{raw body}}" with '
             "HMAC-SHA256 and the shared secret"

@@ -15,8 +15,6 @@ characters, @-all pings and live links; receivers still escape for their own med
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 
 import httpx
@@ -25,16 +23,16 @@ from alerts.config import WebhookChannelConfig
 from alerts.notifiers import escape
 from alerts.notifiers.base import AlertMessage
 from alerts.notifiers.http import post, secret_parts
+from core import signing
 from core.clock import Clock
 
-TIMESTAMP_HEADER = "X-Crisiswatch-Timestamp"
-SIGNATURE_HEADER = "X-Crisiswatch-Signature"
+TIMESTAMP_HEADER = signing.TIMESTAMP_HEADER
+SIGNATURE_HEADER = signing.SIGNATURE_HEADER
 IDEMPOTENCY_HEADER = "X-Crisiswatch-Idempotency-Key"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
+    return signing.signature(secret, timestamp, body)
 
 
 def verify_signature(
@@ -45,7 +43,7 @@ def verify_signature(
         age = abs(now - int(timestamp))
     except ValueError:
         return False
-    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return age <= tolerance and signing.matches(secret, timestamp, body, signature)
 
 
 def payload(alert: AlertMessage) -> dict[str, object]:
