@@ -106,6 +106,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "replay":
         from api.replay import run_replay
 
+        if settings.log_level != "DEBUG":  # a month of stories: keep per-story chatter out
+            logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
+
         summary = asyncio.run(
             run_replay(
                 settings,
