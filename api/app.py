@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from alerts.incidents import IncidentNotFound, InvalidTransition
 from api.routers import health, incidents, ingest
 from api.runtime import Role, Runtime
 
@@ -37,6 +38,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(incidents.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
+
+    @app.exception_handler(IncidentNotFound)
+    async def not_found(request: Request, exc: IncidentNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(InvalidTransition)
+    async def conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

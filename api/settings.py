@@ -17,13 +17,13 @@ from listener.config import ListenerConfig
 from sentiment.config import ScorerConfig
 from sentiment.detector.config import DetectorConfig
 
-Role = Literal["viewer", "responder", "admin"]
+KeyRole = Literal["viewer", "responder", "admin"]  # what an API key may do
 
 
 class ApiKeyConfig(Section):
     name: str = Field(min_length=1, max_length=100)
     key: SecretStr
-    role: Role
+    role: KeyRole
 
     @field_validator("key")
     @classmethod

@@ -1,10 +1,14 @@
-"""Incidents: list, read (timeline, evidence, deliveries), acknowledge, resolve."""
+"""Incidents: list, read (timeline, evidence, deliveries), acknowledge, resolve.
+
+Domain errors (unknown incident: 404, impossible transition: 409) are mapped once, in
+``api.app``.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
@@ -18,10 +22,6 @@ router = APIRouter(prefix="/incidents", tags=["incidents"])
 Session = Annotated[AsyncSession, Depends(db_session)]
 IncidentId = Annotated[int, Path(ge=1, description="the incident's id")]
 StatusFilter = Literal["open", "acknowledged", "resolved"]
-
-
-def _not_found(exc: service.IncidentNotFound) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
 
 
 @router.get("", response_model=Page[IncidentOut])
@@ -52,10 +52,7 @@ async def get_incident(
     session: Session,
     _: Annotated[Principal, Depends(require("viewer"))],
 ) -> IncidentDetail:
-    try:
-        incident = await service.get_incident(session, incident_id)
-    except service.IncidentNotFound as exc:
-        raise _not_found(exc) from exc
+    incident = await service.get_incident(session, incident_id)
     return IncidentDetail.model_validate(incident)
 
 
@@ -69,19 +66,14 @@ async def acknowledge(
 ) -> IncidentOut:
     """Acknowledge: stops the escalation. Acknowledging twice is harmless."""
     runtime: Runtime = request.app.state.runtime
-    try:
-        incident = await service.acknowledge(
-            session,
-            incident_id,
-            who.name,
-            runtime.clock,
-            metrics=runtime.metrics,
-            note=body.note if body else None,
-        )
-    except service.IncidentNotFound as exc:
-        raise _not_found(exc) from exc
-    except service.InvalidTransition as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    incident = await service.acknowledge(
+        session,
+        incident_id,
+        who.name,
+        runtime.clock,
+        metrics=runtime.metrics,
+        note=body.note if body else None,
+    )
     return IncidentOut.model_validate(incident)
 
 
@@ -95,10 +87,7 @@ async def resolve(
 ) -> IncidentOut:
     """Resolve: cancels pending deliveries. Resolving twice is harmless."""
     runtime: Runtime = request.app.state.runtime
-    try:
-        incident = await service.resolve(
-            session, incident_id, who.name, runtime.clock, note=body.note if body else None
-        )
-    except service.IncidentNotFound as exc:
-        raise _not_found(exc) from exc
+    incident = await service.resolve(
+        session, incident_id, who.name, runtime.clock, note=body.note if body else None
+    )
     return IncidentOut.model_validate(incident)
