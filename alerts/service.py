@@ -27,7 +27,7 @@ from alerts.incidents import InvalidSignal, apply_signal, open_counts
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
 from alerts.outbox import deliver_due, pending_count
-from core.bus.base import Bus, PermanentError
+from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.clock import Clock
 from core.db import unit_of_work
 from core.events import TOPIC_SIGNALS, Signal
@@ -36,6 +36,7 @@ from core.metrics import Metrics
 log = logging.getLogger(__name__)
 
 GROUP = "alerter"
+UNTIL_IT_WORKS = 1_000_000_000  # attempts: in effect, retry until the database is back
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,20 @@ class AlertService:
         self.notifiers: dict[str, Notifier] = build_notifiers(config, http, clock)
         self._scheduler: Any = None
         self._running: asyncio.Task[TickReport] | None = None
+        self._sending: asyncio.Task[None] | None = None
         self._stopping = False
 
     def register(self) -> None:
-        self.bus.subscribe(TOPIC_SIGNALS, GROUP, self.handle_signals, max_batch=20, max_wait=0.0)
+        self.bus.subscribe(
+            TOPIC_SIGNALS,
+            GROUP,
+            self.handle_signals,
+            max_batch=20,
+            max_wait=0.0,
+            # a database outage must not dead-letter signals: retry until it is back
+            # (only InvalidSignal, a PermanentError, goes to the dead-letter topic)
+            retry=RetryPolicy(max_attempts=UNTIL_IT_WORKS, max_backoff=30.0),
+        )
 
     async def handle_signals(self, signals: list[Signal]) -> None:
         changed = 0
@@ -88,11 +99,26 @@ class AlertService:
                     incident.status,
                 )
         if changed and self.config.deliver_on_signal:
-            try:
-                await self.deliver()
-            except Exception:
-                # The alerts are safe in the outbox; the next tick sends them.
-                log.exception("sending alerts right after a signal failed; the tick will retry")
+            self._deliver_soon()
+
+    def _deliver_soon(self) -> None:
+        """Send the new alerts now, beside the signal consumer: a slow channel must not
+        hold up the next signals. One such task at a time; the tick catches the rest."""
+        if self._stopping or (self._sending is not None and not self._sending.done()):
+            return
+        self._sending = asyncio.create_task(self._deliver_logged(), name="alerts:deliver")
+
+    async def sent(self) -> None:
+        """Wait for the sending started by the last signals (tests, shutdown)."""
+        while self._sending is not None and not self._sending.done():
+            await self._sending
+
+    async def _deliver_logged(self) -> None:
+        try:
+            await self.deliver()
+        except Exception:
+            # The alerts are safe in the outbox; the next tick sends them.
+            log.exception("sending alerts right after a signal failed; the tick will retry")
 
     async def deliver(self) -> int:
         return await deliver_due(
@@ -156,6 +182,9 @@ class AlertService:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)
+        sending, self._sending = self._sending, None
+        if sending is not None and not sending.done():
+            await sending  # logs its own failures
         running, self._running = self._running, None
         if running is not None and not running.done():
             try:

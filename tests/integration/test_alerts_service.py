@@ -111,10 +111,12 @@ async def test_a_signal_on_the_bus_is_alerted_once_even_when_redelivered(
     await bus.start()
     await bus.publish(TOPIC_SIGNALS, signal(clock), key="story-1")
     await bus.join()
+    await service.sent()
     # deliver_on_signal: the alerts went out without waiting for a tick
     assert sorted(recorder.paths) == ["legal", "pr"]
     await bus.publish(TOPIC_SIGNALS, signal(clock), key="story-1")  # redelivery
     await bus.join()
+    await service.sent()
     assert sorted(recorder.paths) == ["legal", "pr"]
     assert await count(sessions, Incident) == 1 and await count(sessions, Delivery) == 2
     assert bus.dead_letters == []
@@ -148,6 +150,7 @@ async def test_tick_escalates_and_delivers_the_escalation_in_the_same_round(
 ) -> None:
     service = AlertService(bus, sessions, config(), http, clock, metrics)
     await service.handle_signals([signal(clock)])
+    await service.sent()
     assert await service.tick() == TickReport(attempted=0, escalated=0)
     clock.advance(timedelta(minutes=10).total_seconds())
     assert await service.tick() == TickReport(attempted=2, escalated=1)
@@ -174,6 +177,7 @@ async def test_a_delivery_failure_after_a_signal_does_not_fail_the_signal(
         await bus.start()
         await bus.publish(TOPIC_SIGNALS, signal(clock), key="story-1")
         await bus.join()
+        await service.sent()
     assert bus.dead_letters == []
     async with sessions() as session:
         rows = list(await session.scalars(select(Delivery)))
@@ -191,6 +195,7 @@ async def test_the_default_config_alerts_to_the_console(
     caplog.set_level("WARNING", logger="alerts.console")
     service = AlertService(bus, sessions, AlertsConfig(), http, clock, metrics)
     await service.handle_signals([signal(clock)])
+    await service.sent()
     alerts = [r for r in caplog.records if r.name == "alerts.console"]
     assert sorted(r.args[0] for r in alerts) == [  # type: ignore[index]
         "executives-console",
