@@ -43,6 +43,7 @@ class Role(StrEnum):
 
 ALL_ROLES = frozenset(Role)
 DB_ROLES = frozenset({Role.ALERTER, Role.API})
+BUS_ROLES = frozenset({Role.LISTENER, Role.SCORER, Role.DETECTOR, Role.ALERTER})
 
 
 def make_bus(settings: Settings, metrics: Metrics) -> Bus:
@@ -103,6 +104,10 @@ class Runtime:
         if self.http is None:
             self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
             self._own_http = True
+        if not self.roles & BUS_ROLES:  # the API alone never touches the bus: it must
+            self.ready = True  # start and answer acks while the broker is down
+            log.info("crisiswatch is up (no bus needed)")
+            return
         self.bus = make_bus(s, self.metrics)
 
         if Role.SCORER in self.roles:

@@ -19,8 +19,9 @@ from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
-Session = Annotated[AsyncSession, Depends(db_session)]
-IncidentId = Annotated[int, Path(ge=1, description="the incident's id")]
+# scope="function": commit before the response is sent, so a failed commit is never a 200
+Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
+IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's id")]
 StatusFilter = Literal["open", "acknowledged", "resolved"]
 
 
@@ -33,7 +34,7 @@ async def list_incidents(
     tier: Annotated[int | None, Query(ge=0, le=3)] = None,
     watch: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[IncidentOut]:
     items, total = await service.list_incidents(
         session, status=status_, tier=tier, watch=watch, limit=limit, offset=offset

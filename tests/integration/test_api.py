@@ -124,6 +124,9 @@ async def test_404_and_422_are_clear(api) -> None:
     assert r.status_code == 422
     r = await client.get("/incidents?limit=0", headers=bearer(VIEWER_KEY))
     assert r.status_code == 422
+    for path in ("/incidents/99999999999999999999", "/incidents?offset=99999999999999999999"):
+        r = await client.get(path, headers=bearer(VIEWER_KEY))
+        assert r.status_code == 422, (path, r.status_code)
 
 
 async def test_ack_twice_is_harmless_and_resolve_then_ack_conflicts(api, clock) -> None:

@@ -79,3 +79,11 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch, capsys) -> N
     monkeypatch.setenv("CRISISWATCH_DATABASE__URL", f"sqlite+aiosqlite:///{db}")
     assert main(["db", "upgrade"]) == 0
     assert db.exists() and "upgraded" in capsys.readouterr().out
+
+
+def test_a_yaml_syntax_error_names_the_line_not_its_content(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("database:\n  url: postgresql+asyncpg://cw:S3cretPass@db/cw: [\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line" in err and "S3cretPass" not in err
