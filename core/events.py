@@ -72,8 +72,8 @@ class Mention(_Event):
     received_at: UtcDatetime | None = None
     author: Author = Field(default_factory=Author)
     engagement: Engagement = Field(default_factory=Engagement)
-    reply_to: str | None = None
-    repost_of: str | None = None
+    reply_to: Annotated[str, Field(max_length=512)] | None = None
+    repost_of: Annotated[str, Field(max_length=512)] | None = None
     watch: WatchMatch | None = None
     drill: bool = False
 

@@ -31,6 +31,7 @@ A mention id already remembered is a redelivery: ``assign`` returns None.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +40,9 @@ from typing import Literal
 from core.events import Mention, WatchMatch
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.neardup import NearDuplicateIndex
+
+# watch id (<= 100) + ":" + root + "#<generation>.<n>" must fit 255 characters
+MAX_ROOT_IN_ID = 120
 
 JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate"]
 
@@ -96,6 +100,11 @@ class StoryIndex:
         return self._stories.get(story_id)
 
     def story_id(self, root: str) -> str:
+        """``<watch>:<root mention id>``; a long root id (a URL as RSS guid) is shortened
+        with a hash, so the id stays within what incidents store (255 characters)."""
+        if len(root) > MAX_ROOT_IN_ID:
+            digest = hashlib.blake2b(root.encode(), digest_size=10).hexdigest()
+            root = f"{root[: MAX_ROOT_IN_ID - 21]}~{digest}"
         return f"{self.key}:{root}"
 
     def assign(self, mention: Mention, watch: WatchMatch) -> Assignment | None:

@@ -217,3 +217,15 @@ def test_mention_ids_per_story_are_capped() -> None:
     story = idx.get("acme:x:root")
     assert story is not None
     assert len(story.mention_ids) == 10
+
+
+def test_a_long_root_id_gives_a_story_id_that_fits_an_incident() -> None:
+    from sentiment.detector.config import DetectorConfig
+    from sentiment.detector.stories import StoryIndex
+
+    index = StoryIndex("w" * 100, DetectorConfig())
+    long_root = "rss:https://news.example/" + "a" * 480
+    story_id = index.story_id(long_root)
+    assert len(story_id) + len("#0123abcd.99999") <= 255
+    assert story_id != index.story_id(long_root[:-1] + "b"), "distinct roots stay distinct"
+    assert index.story_id("bluesky:short") == "w" * 100 + ":bluesky:short"

@@ -85,7 +85,7 @@ def upgrade() -> None:
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("author", sa.String(255), nullable=True),
-        sa.Column("followers", sa.Integer(), nullable=True),
+        sa.Column("followers", sa.BigInteger(), nullable=True),
         _ts("created_at"),
         sa.Column("label", sa.String(16), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_incident_evidence")),
