@@ -39,6 +39,7 @@ from alerts.outbox import ALERT, UPGRADE, enqueue, rowcount
 from alerts.routing import alert_targets
 from alerts.timeline import add_event
 from core.clock import Clock
+from core.db import on_commit
 from core.events import Signal
 from core.metrics import Metrics
 
@@ -163,7 +164,8 @@ async def apply_signal(
             return None
         incident = await _open(session, signal, config, now)
         if metrics is not None:
-            metrics.incidents_opened.labels(str(signal.tier)).inc()
+            opened = metrics.incidents_opened.labels(str(signal.tier))
+            on_commit(session, opened.inc)
         return incident
     if signal.tier > incident.tier:
         await _upgrade(session, incident, signal, config, now)
@@ -374,8 +376,9 @@ async def acknowledge(
         detail={"note": note, "cancelled_escalations": cancelled},
     )
     if metrics is not None:
-        waited = (now - incident.alerted_at).total_seconds()
-        metrics.time_to_ack.labels(str(incident.tier)).observe(max(waited, 0.0))
+        waited = max((now - incident.alerted_at).total_seconds(), 0.0)
+        histogram = metrics.time_to_ack.labels(str(incident.tier))
+        on_commit(session, lambda: histogram.observe(waited))
     return incident
 
 

@@ -7,7 +7,7 @@ through the Alembic migrations in ``core/migrations`` (``upgrade_database``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +98,33 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+
+
+_AFTER_COMMIT = "crisiswatch.after_commit"
+
+
+def on_commit(session: AsyncSession, action: Callable[[], None]) -> None:
+    """Run ``action`` once the session's transaction commits; never if it rolls back.
+
+    For effects outside the database (metrics) that must not count a transaction that
+    failed or will be retried.
+    """
+    pending: list[Callable[[], None]] | None = session.info.get(_AFTER_COMMIT)
+    if pending is None:
+        pending = session.info[_AFTER_COMMIT] = []
+        sync = session.sync_session
+
+        def run(_: object) -> None:
+            actions = session.info.pop(_AFTER_COMMIT, [])
+            for done in actions:
+                done()
+
+        def drop(_: object) -> None:
+            session.info.pop(_AFTER_COMMIT, None)
+
+        event.listen(sync, "after_commit", run, once=True)
+        event.listen(sync, "after_rollback", drop, once=True)
+    pending.append(action)
 
 
 def _alembic_config(url: str) -> object:

@@ -474,6 +474,24 @@ async def test_a_stale_escalation_round_does_nothing(env: Env) -> None:
     assert await env.events("escalated") == []
 
 
+async def test_a_round_holding_a_rotated_token_does_nothing_while_still_open(env: Env) -> None:
+    """The token alone guards it: an upgrade re-arms the clock, the incident stays open."""
+    incident = await env.apply(make_signal(env.clock, tier=2))
+    assert incident is not None
+    stale_token = incident.escalation_token
+    env.clock.advance(601)
+    upgraded = await env.apply(make_signal(env.clock, sid="sig-2", tier=3))
+    assert upgraded is not None and upgraded.status == "open"
+    assert upgraded.escalation_token != stale_token
+    env.clock.advance(601)  # the new deadline has passed too: only the token says no
+    async with unit_of_work(env.sessions) as session:
+        assert (
+            await escalate_one(session, incident.id, stale_token, env.config, env.clock.now())
+            is None
+        )
+    assert await env.events("escalated") == []
+
+
 async def test_ack_cancels_escalations_not_yet_sent(env: Env) -> None:
     incident = await env.apply(make_signal(env.clock))
     assert incident is not None
