@@ -91,12 +91,17 @@ class ScorerService:
     async def handle(self, mentions: list[Mention]) -> None:
         started = time.perf_counter()
         sentiments = await self.score(mentions)
-        for mention, sentiment in zip(mentions, sentiments, strict=True):
-            await self.bus.publish(
-                TOPIC_SCORED,
-                ScoredMention(mention=mention, sentiment=sentiment),
-                key=mention.watch.id if mention.watch is not None else NO_WATCH_KEY,
-            )
+        await self.bus.publish_many(
+            TOPIC_SCORED,
+            [
+                (
+                    mention.watch.id if mention.watch is not None else NO_WATCH_KEY,
+                    ScoredMention(mention=mention, sentiment=sentiment),
+                )
+                for mention, sentiment in zip(mentions, sentiments, strict=True)
+            ],
+        )
+        for sentiment in sentiments:
             self.metrics.mentions_scored.labels(sentiment.label).inc()
         self.metrics.stage_latency.labels(GROUP).observe(time.perf_counter() - started)
 

@@ -143,6 +143,12 @@ class Bus(ABC):
     @abstractmethod
     async def publish(self, topic: str, event: BaseModel, *, key: str) -> None: ...
 
+    async def publish_many(self, topic: str, events: Sequence[tuple[str, BaseModel]]) -> None:
+        """Publish ``(key, event)`` pairs in order; returns when all are accepted. A
+        transport may overlap the sends (Kafka does); the default sends one by one."""
+        for key, event in events:
+            await self.publish(topic, event, key=key)
+
     @abstractmethod
     async def publish_raw(self, topic: str, value: bytes, *, key: str | None) -> None:
         """Publish bytes as they are (dead letters, tests of the poison path)."""

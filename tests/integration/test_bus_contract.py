@@ -283,6 +283,21 @@ async def test_events_with_the_same_key_keep_their_order(bus_factory: BusHarness
         assert seen == [f"test:{key}{i}" for i in range(10)]
 
 
+async def test_publish_many_delivers_all_in_key_order(bus_factory: BusHarness) -> None:
+    bus = bus_factory.bus()
+    got = Collector()
+    bus.subscribe("mentions", "g", got, max_batch=8)
+    await bus.start()
+    keys = ("a", "b", "c")
+    await bus.publish_many(
+        "mentions", [(key, mention(f"{key}{i}")) for i in range(10) for key in keys]
+    )
+    await got.wait_for(30)
+    for key in keys:
+        seen = [e.id for e in got.events if e.id.startswith(f"test:{key}")]
+        assert seen == [f"test:{key}{i}" for i in range(10)]
+
+
 async def test_batches_respect_max_batch_and_deliver_everything(bus_factory: BusHarness) -> None:
     bus = bus_factory.bus()
     gate = asyncio.Event()
