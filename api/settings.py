@@ -38,7 +38,6 @@ class ApiConfig(Section):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8000", description="base URL used in alert links")
     keys: list[ApiKeyConfig] = Field(default_factory=list)
-    max_page_size: int = Field(200, ge=1)
 
 
 class Settings(BaseAppSettings):

@@ -23,10 +23,3 @@ class IngestReport:
     unmatched: int = 0  # new, but no watch matched: not published
     published: int = 0  # events published (one per matching watch)
     items: list[ItemOutcome] = field(default_factory=list)
-
-    def add(self, other: IngestReport) -> None:
-        """Fold another report's counts into this one (items are not kept)."""
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.unmatched += other.unmatched
-        self.published += other.published
