@@ -9,7 +9,7 @@ they never contain secrets (webhook URLs, signing keys).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,46 @@ class Link(BaseModel):
 
     label: str
     url: str
+
+
+class Contact(BaseModel):
+    """A person to @-mention in the alert (the on-call person of an escalation step).
+
+    ``chat_ids`` maps a channel type (``slack``, ``dingtalk``, ``wecom``, ``feishu``,
+    ``teams``) to the person's id there; ``phone`` is used where a channel mentions by mobile
+    number (DingTalk ``atMobiles``, WeCom ``mentioned_mobile_list``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    chat_ids: dict[str, str] = Field(default_factory=dict)
+
+
+class DigestItem(BaseModel):
+    """One incident inside a digest message (several alerts merged under a rate limit)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incident_id: int
+    tier: int = Field(ge=1, le=3)
+    title: str
+    reason: str = ""
+    url: str | None = None
+
+
+class RateLimit(BaseModel):
+    """At most ``count`` messages per ``per_seconds`` on one channel (the platform's limit)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=1)
+    per_seconds: float = Field(gt=0)
+    penalty_seconds: float = Field(
+        0, ge=0, description="how long the platform blocks a sender that exceeds the limit"
+    )
 
 
 class AlertMessage(BaseModel):
@@ -56,6 +96,28 @@ class AlertMessage(BaseModel):
     idempotency_key: str = Field(
         "", description="the same for every attempt of one delivery (receivers dedupe on it)"
     )
+    action: Literal["trigger", "acknowledge", "resolve"] = Field(
+        "trigger",
+        description="trigger = a new or escalated alert; acknowledge/resolve = a follow-up "
+        "mirrored to every channel that got the alert (PagerDuty maps it to its event_action)",
+    )
+    actor: str | None = Field(None, description="who acknowledged/resolved (follow-ups)")
+    mentions: tuple[Contact, ...] = Field(
+        (), description="people to @-mention (the on-call person of the escalation step)"
+    )
+    ack_url: str | None = Field(
+        None, description="signed, expiring, single-use acknowledge link (a confirm page)"
+    )
+    digest: tuple[DigestItem, ...] = Field(
+        (),
+        description="non-empty: this message merges several incidents (rate-limited burst); "
+        "incident_id/tier/title then describe the digest as a whole",
+    )
+
+    @property
+    def dedup_key(self) -> str:
+        """Stable per incident (PagerDuty ``dedup_key``, thread keys)."""
+        return f"crisiswatch-incident-{self.incident_id}"
 
 
 class DeliveryError(Exception):
@@ -78,6 +140,8 @@ class Notifier(Protocol):
     """The channel name in the config (what deliveries and logs refer to)."""
     kind: str
     """The channel type: console, webhook, slack, ..."""
+    rate_limits: ClassVar[tuple[RateLimit, ...]]
+    """The platform's published sending limits for one channel of this type (may be empty)."""
 
     async def send(self, alert: AlertMessage) -> None:
         """Deliver ``alert`` once; raise ``DeliveryError`` when it did not get through."""

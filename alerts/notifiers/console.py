@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
-from alerts.config import ConsoleChannelConfig
+from alerts.channels import ConsoleChannelConfig
 from alerts.notifiers import escape
-from alerts.notifiers.base import AlertMessage
+from alerts.notifiers.base import AlertMessage, RateLimit
 
 log = logging.getLogger("alerts.console")
 
@@ -39,6 +40,7 @@ def render(alert: AlertMessage) -> str:
 
 class ConsoleNotifier:
     kind = "console"
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
 
     def __init__(self, name: str, config: ConsoleChannelConfig) -> None:
         self.name = name

@@ -10,13 +10,13 @@ is off.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from alerts.config import SlackChannelConfig
+from alerts.channels import SlackChannelConfig
 from alerts.notifiers import escape
-from alerts.notifiers.base import AlertMessage
+from alerts.notifiers.base import AlertMessage, RateLimit
 from alerts.notifiers.http import post, secret_parts
 
 _TIER_EMOJI = {1: ":large_yellow_circle:", 2: ":large_orange_circle:", 3: ":red_circle:"}
@@ -81,6 +81,9 @@ def message(alert: AlertMessage) -> dict[str, Any]:
 
 class SlackNotifier:
     kind = "slack"
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (
+        RateLimit(count=1, per_seconds=1.0),
+    )  # ~1 message/s per channel
 
     def __init__(self, name: str, config: SlackChannelConfig, http: httpx.AsyncClient) -> None:
         self.name = name

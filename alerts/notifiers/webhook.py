@@ -16,12 +16,13 @@ characters, @-all pings and live links; receivers still escape for their own med
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import httpx
 
-from alerts.config import WebhookChannelConfig
+from alerts.channels import WebhookChannelConfig
 from alerts.notifiers import escape
-from alerts.notifiers.base import AlertMessage
+from alerts.notifiers.base import AlertMessage, RateLimit
 from alerts.notifiers.http import post, secret_parts
 from core import signing
 from core.clock import Clock
@@ -64,6 +65,7 @@ def payload(alert: AlertMessage) -> dict[str, object]:
 
 class WebhookNotifier:
     kind = "webhook"
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
 
     def __init__(
         self, name: str, config: WebhookChannelConfig, http: httpx.AsyncClient, clock: Clock
