@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from core.settings import Section
 
@@ -56,12 +56,11 @@ class WebhookChannelConfig(Section):
         return value
 
 
-class SlackChannelConfig(Section):
-    """A Slack incoming webhook (Block Kit message)."""
+class _HookConfig(Section):
+    """A channel reached by POSTing to one secret URL (the URL is the credential)."""
 
     model_config = _SECRET_SAFE
 
-    type: Literal["slack"] = "slack"
     webhook_url: SecretStr
     timeout: float = Field(10.0, gt=0, le=60)
 
@@ -71,5 +70,154 @@ class SlackChannelConfig(Section):
         return _http_url(value, "webhook_url")
 
 
-AnyChannelConfig = ConsoleChannelConfig | WebhookChannelConfig | SlackChannelConfig
+class SlackChannelConfig(_HookConfig):
+    """A Slack incoming webhook (Block Kit message, Ack/Resolve buttons for a Slack app)."""
+
+    type: Literal["slack"] = "slack"
+    buttons: bool = Field(
+        True,
+        description="add Ack/Resolve buttons; they need the webhook's Slack app to send its "
+        "interactions to POST /slack/interactions (settings: slack_app.signing_secret)",
+    )
+
+
+class TeamsChannelConfig(_HookConfig):
+    """A Microsoft Teams Workflows webhook ("Post to a channel when a webhook request is
+    received"): the message carries one Adaptive Card."""
+
+    type: Literal["teams"] = "teams"
+
+
+def _optional_signing_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError("the signing secret is empty; leave it out to send unsigned")
+    return value
+
+
+class FeishuChannelConfig(_HookConfig):
+    """A Feishu / Lark custom bot (``.../open-apis/bot/v2/hook/<id>``), card message."""
+
+    type: Literal["feishu"] = "feishu"
+    secret: SecretStr | None = Field(
+        None, description="the bot's signature verification key (signing is recommended)"
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return _optional_signing_secret(value)
+
+
+class DingTalkChannelConfig(_HookConfig):
+    """A DingTalk custom robot (``https://oapi.dingtalk.com/robot/send?access_token=...``)."""
+
+    type: Literal["dingtalk"] = "dingtalk"
+    secret: SecretStr | None = Field(
+        None, description="the robot's 加签 secret (starts with SEC); signing is recommended"
+    )
+    msgtype: Literal["markdown", "actionCard"] = Field(
+        "markdown", description="actionCard shows the ack link as a button"
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return _optional_signing_secret(value)
+
+
+class WeComChannelConfig(_HookConfig):
+    """A WeCom (企业微信) group robot (``https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...``)."""
+
+    type: Literal["wecom"] = "wecom"
+    msgtype: Literal["markdown", "text"] = Field(
+        "markdown",
+        description="markdown mentions by user id (<@userid>) only; text can also mention "
+        "by mobile number but shows no formatting or links as links",
+    )
+
+
+class EmailChannelConfig(Section):
+    """Email over SMTP with STARTTLS (aiosmtplib): an HTML part and a plain-text part."""
+
+    model_config = _SECRET_SAFE
+
+    type: Literal["email"] = "email"
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = Field(
+        True, description="require STARTTLS (off only for a local relay on localhost)"
+    )
+    ca_file: str | None = Field(
+        None, description="PEM file of CAs to trust instead of the system's"
+    )
+    sender: str = Field(min_length=3, description="From: address")
+    to: list[str] = Field(min_length=1, description="recipients")
+    subject_prefix: str = "[crisiswatch]"
+    timeout: float = Field(20.0, gt=0, le=60)
+
+    @field_validator("sender", "to")
+    @classmethod
+    def _addresses(cls, value: str | list[str]) -> str | list[str]:
+        for address in [value] if isinstance(value, str) else value:
+            if "@" not in address or any(c in address for c in "\r\n<>,;"):
+                raise ValueError(f"not a plain email address: {address[:100]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _starttls_for_remote(self) -> EmailChannelConfig:
+        if not self.starttls and self.host not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError("starttls may be off only for a relay on localhost")
+        if self.password is not None and self.username is None:
+            raise ValueError("password given without username")
+        return self
+
+
+PagerDutySeverity = Literal["critical", "error", "warning", "info"]
+
+
+def _default_severity() -> dict[int, PagerDutySeverity]:
+    return {1: "warning", 2: "error", 3: "critical"}
+
+
+class PagerDutyChannelConfig(Section):
+    """PagerDuty Events API v2: one service integration (its routing key)."""
+
+    model_config = _SECRET_SAFE
+
+    type: Literal["pagerduty"] = "pagerduty"
+    routing_key: SecretStr = Field(description="the 32-character integration key")
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    source: str = Field("crisiswatch", min_length=1, max_length=255)
+    severity: dict[int, PagerDutySeverity] = Field(default_factory=_default_severity)
+    timeout: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("routing_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) != 32:
+            raise ValueError("routing_key must be the 32-character integration key (not shown)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("url must be an http(s) URL")
+        return value
+
+
+AnyChannelConfig = (
+    ConsoleChannelConfig
+    | WebhookChannelConfig
+    | SlackChannelConfig
+    | TeamsChannelConfig
+    | FeishuChannelConfig
+    | DingTalkChannelConfig
+    | WeComChannelConfig
+    | EmailChannelConfig
+    | PagerDutyChannelConfig
+)
 ChannelConfig = Annotated[AnyChannelConfig, Field(discriminator="type")]

@@ -9,11 +9,25 @@ Mention text is written by strangers. It must not ping everybody (``@channel``,
   (``https://evil.com`` -> ``hxxps://evil[.]com``, ``evil.com`` -> ``evil[.]com``), so no
   chat client turns them into something clickable.
 * ``slack``: ``clean`` + ``defuse`` + Slack's three reserved characters (& < >) as
-  entities, which also kills ``<!channel>``, ``<@U123>`` and ``<http://x|label>``.
+  entities, which also kills ``<!channel>``, ``<@U123>`` and ``<http://x|label>``; the
+  ``mrkdwn`` formatting characters (``* _ ~ ` >``) become look-alikes, so no bold, code or
+  quote is produced.
+* ``markdown``: for the markdown dialects of DingTalk, WeCom, Feishu cards and Teams
+  Adaptive Cards. None of them documents an escape character that works everywhere, so
+  every character with a meaning in any of them (``\\ * _ ~ ` [ ] < > # | & @``) becomes
+  its full-width look-alike (``*`` -> ``＊``, ``@`` -> ``＠``): no link, no formatting, no
+  ``<at id=all>``, no ``<@userid>``, no HTML entity, no mention survives. Whitespace runs
+  collapse to one space, so no block syntax (headings, lists, quotes) can start a line.
+* ``html``: ``clean`` + ``defuse`` + HTML escaping (email bodies).
+
+``clean`` also drops invisible format characters (zero-width spaces and joiners, bidi
+marks, soft hyphens: Unicode category Cf), so ``@\u200ball`` or ``ht\u200btps://`` in the
+input cannot slip past ``defuse``; the zero-width spaces ``defuse`` inserts come after.
 """
 
 from __future__ import annotations
 
+import html as _html
 import re
 import unicodedata
 
@@ -29,7 +43,9 @@ _DOMAIN = re.compile(r"(?<=[\w-])\.(?=[a-z]{2,24}\b)", re.IGNORECASE)
 
 def clean(text: str, limit: int = 600) -> str:
     out = "".join(
-        ch for ch in text if ch in "\n\t" or (ch not in _BIDI and unicodedata.category(ch) != "Cc")
+        ch
+        for ch in text
+        if ch in "\n\t" or (ch not in _BIDI and unicodedata.category(ch) not in ("Cc", "Cf"))
     )
     if len(out) > limit:
         out = out[: max(limit - 1, 0)].rstrip() + "…"
@@ -55,6 +71,12 @@ def slack_entities(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Every character with a meaning in DingTalk/WeCom/Feishu/Teams markdown -> full-width twin.
+_MARKDOWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "\\*_~`[]<>#|&@"})
+# Slack mrkdwn: & < > are entities (see slack_entities); these format text.
+_SLACK_MRKDWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "*_~`"})
+
+
 def plain(text: str, limit: int = 600) -> str:
     """Safe for consoles, JSON receivers and any chat that renders plain text."""
     return defuse(clean(text, limit))
@@ -62,7 +84,17 @@ def plain(text: str, limit: int = 600) -> str:
 
 def slack(text: str, limit: int = 600) -> str:
     """Safe inside a Slack ``mrkdwn`` or ``plain_text`` object."""
-    return slack_entities(defuse(clean(text, limit)))
+    return slack_entities(defuse(clean(text, limit)).translate(_SLACK_MRKDWN))
+
+
+def markdown(text: str, limit: int = 600) -> str:
+    """Safe inside DingTalk/WeCom markdown, a Feishu card ``markdown`` and a Teams TextBlock."""
+    return " ".join(defuse(clean(text, limit)).split()).translate(_MARKDOWN)
+
+
+def html(text: str, limit: int = 600) -> str:
+    """Safe inside an HTML element's text or a quoted attribute."""
+    return _html.escape(defuse(clean(text, limit)), quote=True)
 
 
 def safe_url(url: str | None) -> str | None:
@@ -72,3 +104,29 @@ def safe_url(url: str | None) -> str | None:
     if not re.match(r"^https?://[^\s<>|\"'`]+$", url, re.IGNORECASE):
         return None
     return url
+
+
+def markdown_url(url: str | None) -> str | None:
+    """``safe_url`` with the characters that end a markdown link target percent-encoded."""
+    safe = safe_url(url)
+    if safe is None:
+        return None
+    return safe.replace("(", "%28").replace(")", "%29").replace("[", "%5B").replace("]", "%5D")
+
+
+_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 -]{3,22}[0-9]$")
+
+
+def chat_id(value: str | None) -> str | None:
+    """A platform user id we may put inside mention syntax, or None (never ``all``)."""
+    if not value or not _ID.match(value) or value.lower() in ("all", "@all", "everyone"):
+        return None
+    return value
+
+
+def phone(value: str | None) -> str | None:
+    """A phone number we may mention by (digits, spaces, dashes, a leading +), or None."""
+    if not value or not _PHONE.match(value):
+        return None
+    return value.replace(" ", "").replace("-", "")

@@ -13,8 +13,14 @@ import httpx
 from alerts.config import AlertsConfig
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.console import ConsoleNotifier
+from alerts.notifiers.dingtalk import DingTalkNotifier
+from alerts.notifiers.email import EmailNotifier
+from alerts.notifiers.feishu import FeishuNotifier
+from alerts.notifiers.pagerduty import PagerDutyNotifier
 from alerts.notifiers.slack import SlackNotifier
+from alerts.notifiers.teams import TeamsNotifier
 from alerts.notifiers.webhook import WebhookNotifier
+from alerts.notifiers.wecom import WeComNotifier
 from core.clock import Clock
 
 Factory = Callable[[str, Any, httpx.AsyncClient, Clock], Notifier]
@@ -23,6 +29,12 @@ FACTORIES: dict[str, Factory] = {
     "console": lambda name, config, http, clock: ConsoleNotifier(name, config),
     "webhook": lambda name, config, http, clock: WebhookNotifier(name, config, http, clock),
     "slack": lambda name, config, http, clock: SlackNotifier(name, config, http),
+    "teams": lambda name, config, http, clock: TeamsNotifier(name, config, http),
+    "feishu": lambda name, config, http, clock: FeishuNotifier(name, config, http, clock),
+    "dingtalk": lambda name, config, http, clock: DingTalkNotifier(name, config, http, clock),
+    "wecom": lambda name, config, http, clock: WeComNotifier(name, config, http),
+    "email": lambda name, config, http, clock: EmailNotifier(name, config),
+    "pagerduty": lambda name, config, http, clock: PagerDutyNotifier(name, config, http),
 }
 
 

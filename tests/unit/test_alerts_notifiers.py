@@ -342,6 +342,6 @@ async def test_registry_refuses_an_unknown_channel_type(clock) -> None:
     class PagerConfig(ConsoleChannelConfig):
         type: str = "pager"  # type: ignore[assignment]
 
-    with pytest.raises(UnknownChannelType, match=r"'pager'.*known: console, slack, webhook"):
+    with pytest.raises(UnknownChannelType, match=r"'pager'.*known: console, dingtalk, email, feishu, pagerduty, slack, teams, webhook, wecom"):
         async with httpx.AsyncClient() as client:
             build_notifier("pager-1", PagerConfig(), client, clock)

@@ -1,0 +1,172 @@
+"""Email over SMTP (aiosmtplib): STARTTLS, an HTML part and a plain-text alternative.
+
+Followed: aiosmtplib's documentation (``aiosmtplib.send``: ``start_tls=True`` requires the
+upgrade and fails if the server does not offer it; ``tls_context``; ``timeout``), RFC 3207
+(STARTTLS), RFC 5321 §4.2 reply codes (4yz transient: retry; 5yz permanent), RFC 2046
+``multipart/alternative`` (plain text first, HTML last = preferred), RFC 5322 threading
+headers (``Message-ID``/``References``: every message of one incident shares a
+``References`` root, so mail clients thread the follow-ups under the alert).
+
+Rate limit: not published by SMTP itself; providers throttle senders (Gmail, Microsoft 365
+and Exmail all do, at different levels). We declare 30 messages a minute per channel: well
+under every common provider's per-sender limit, and far above what one team's alerts need.
+"""
+
+from __future__ import annotations
+
+import ssl
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import ClassVar
+
+import aiosmtplib
+
+from alerts.channels import EmailChannelConfig
+from alerts.notifiers import escape, render
+from alerts.notifiers.base import AlertMessage, DeliveryError, RateLimit
+from alerts.notifiers.http import redact
+
+DOMAIN = "crisiswatch"
+
+
+def subject(alert: AlertMessage, prefix: str) -> str:
+    # a header: no line breaks, ever (clean keeps \n; split/join removes every whitespace run)
+    text = " ".join(escape.plain(render.headline(alert), 200).split())
+    return f"{' '.join(prefix.split())} {text}".strip()
+
+
+def plain_body(alert: AlertMessage) -> str:
+    lines = [escape.plain(render.headline(alert), 300), escape.plain(render.status(alert), 300), ""]
+    if alert.digest:
+        for item in alert.digest:
+            lines.append(f"- Tier {item.tier} #{item.incident_id}: {escape.plain(item.title, 200)}")
+            if url := escape.safe_url(item.url):
+                lines.append(f"  {url}")
+    elif not render.is_follow_up(alert):
+        lines += [escape.plain(alert.explanation, 2000), ""]
+        lines.append(f"Watch: {escape.plain(alert.brand or alert.watch_id, 200)}")
+        if alert.teams:
+            lines.append(f"Teams: {', '.join(alert.teams)}")
+        for ev in alert.evidence:
+            who = escape.plain(ev.author or "unknown", 100)
+            lines.append(f"- {who}{render.followers(ev.followers)}: “{escape.plain(ev.text, 500)}”")
+            if url := escape.safe_url(ev.url):
+                lines.append(f"  {url}")
+    lines.append("")
+    lines += [f"{link.label}: {link.url}" for link in render.links(alert)]
+    return "\n".join(lines) + "\n"
+
+
+def _a(url: str, label: str) -> str:
+    return f'<a href="{escape.html(url, 2000)}">{escape.html(label, 200)}</a>'
+
+
+def html_body(alert: AlertMessage) -> str:
+    h = escape.html
+    parts = [
+        f"<h2>{h(render.headline(alert), 300)}</h2>",
+        f"<p><strong>{h(render.status(alert), 300)}</strong></p>",
+    ]
+    if alert.digest:
+        items = []
+        for item in alert.digest:
+            link = f" {_a(url, 'open')}" if (url := escape.safe_url(item.url)) else ""
+            items.append(
+                f"<li>Tier {item.tier} #{item.incident_id}: {h(item.title, 200)}{link}</li>"
+            )
+        parts.append(f"<ul>{''.join(items)}</ul>")
+    elif not render.is_follow_up(alert):
+        parts.append(f"<p>{h(alert.explanation, 2000)}</p>")
+        parts.append(f"<p>Watch: {h(alert.brand or alert.watch_id, 200)}</p>")
+        quotes = []
+        for ev in alert.evidence:
+            link = f" {_a(url, 'view post')}" if (url := escape.safe_url(ev.url)) else ""
+            who = h(ev.author or "unknown", 100)
+            quotes.append(
+                f"<li><strong>{who}</strong>{render.followers(ev.followers)}: "
+                f"“{h(ev.text, 500)}”{link}</li>"
+            )
+        if quotes:
+            parts.append(f"<ul>{''.join(quotes)}</ul>")
+    links = [_a(link.url, link.label) for link in render.links(alert)]
+    if links:
+        parts.append(f"<p>{' · '.join(links)}</p>")
+    return "<!DOCTYPE html><html><body>" + "".join(parts) + "</body></html>"
+
+
+def build_email(alert: AlertMessage, config: EmailChannelConfig) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = subject(alert, config.subject_prefix)
+    msg["From"] = config.sender
+    msg["To"] = ", ".join(config.to)
+    msg["Date"] = format_datetime(alert.opened_at)
+    msg["Message-ID"] = make_msgid(idstring=f"incident-{alert.incident_id}", domain=DOMAIN)
+    root = f"<{alert.dedup_key}@{DOMAIN}>"
+    msg["References"] = root
+    msg["In-Reply-To"] = root
+    if alert.idempotency_key:
+        msg["X-Crisiswatch-Idempotency-Key"] = " ".join(alert.idempotency_key.split())[:200]
+    msg.set_content(plain_body(alert))
+    msg.add_alternative(html_body(alert), subtype="html")
+    return msg
+
+
+class SmtpClient:
+    """The raw client: one SMTP submission per message, every failure a ``DeliveryError``."""
+
+    def __init__(self, channel: str, config: EmailChannelConfig) -> None:
+        self.channel = channel
+        self._config = config
+        self._password = config.password.get_secret_value() if config.password else None
+        self._tls = ssl.create_default_context(cafile=config.ca_file) if config.starttls else None
+
+    def _error(self, what: str, *, retryable: bool) -> DeliveryError:
+        text = " ".join(escape.clean(what, 300).split())
+        return DeliveryError(
+            f"channel {self.channel}: {redact(text, [self._password or ''])}", retryable=retryable
+        )
+
+    async def submit(self, message: EmailMessage) -> None:
+        c = self._config
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=c.host,
+                port=c.port,
+                username=c.username,
+                password=self._password,
+                start_tls=c.starttls,
+                tls_context=self._tls,
+                timeout=c.timeout,
+            )
+        except (aiosmtplib.SMTPTimeoutError, TimeoutError):
+            raise self._error(f"no answer within {c.timeout:g}s", retryable=True) from None
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            raise self._error(
+                f"SMTP refused the recipients (codes {codes})",
+                retryable=all(400 <= code < 500 for code in codes),
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise self._error(
+                f"SMTP {exc.code}: {exc.message}", retryable=400 <= exc.code < 500
+            ) from None
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise self._error(f"SMTP server: {exc}", retryable=False) from None
+        except ssl.SSLError as exc:
+            raise self._error(f"TLS failed ({exc.reason})", retryable=False) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise self._error(f"SMTP failed ({type(exc).__name__})", retryable=True) from None
+
+
+class EmailNotifier:
+    kind = "email"
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(count=30, per_seconds=60),)
+
+    def __init__(self, name: str, config: EmailChannelConfig) -> None:
+        self.name = name
+        self._config = config
+        self._client = SmtpClient(name, config)
+
+    async def send(self, alert: AlertMessage) -> None:
+        await self._client.submit(build_email(alert, self._config))
