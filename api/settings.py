@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
 from core.settings import BaseAppSettings, BusConfig, ConfigFileError, DatabaseConfig, Section
 from listener.config import ListenerConfig
@@ -40,6 +41,17 @@ class ApiConfig(Section):
     keys: list[ApiKeyConfig] = Field(default_factory=list)
 
 
+class SlackAppConfig(Section):
+    """The Slack app whose Ack/Resolve buttons post to ``POST /slack/interactions``."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    signing_secret: SecretStr | None = Field(
+        None, description="the app's Signing Secret (Basic Information); unset = endpoint off"
+    )
+    max_age: int = Field(300, ge=30, le=900, description="oldest request timestamp accepted (s)")
+
+
 class Settings(BaseAppSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     bus: BusConfig = Field(default_factory=BusConfig)
@@ -49,6 +61,8 @@ class Settings(BaseAppSettings):
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    ack_links: AckLinkConfig = Field(default_factory=AckLinkConfig)
+    slack_app: SlackAppConfig = Field(default_factory=SlackAppConfig)
 
 
 def load_settings(path: Path | None = None) -> Settings:

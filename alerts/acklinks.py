@@ -1,0 +1,239 @@
+"""Ack links: signed, expiring, single-use tokens for channels without callbacks.
+
+DingTalk, WeCom, Teams Workflows and email cannot call us back when someone clicks, so
+their alerts carry a link: ``<public_url>/ack/<token>``. ``GET`` shows a small confirm page
+(link scanners and chat unfurlers only ever GET, so they cannot acknowledge); ``POST``
+acknowledges the incident as the person the link was minted for.
+
+A token is ``<id>.<expires>.<signature>``:
+
+* ``id``: 128 random bits, the primary key of its ``ack_tokens`` row;
+* ``expires``: Unix seconds;
+* ``signature``: base64url HMAC-SHA256 (``ack_links.secret``) over ``ack:v1:<id>:<expires>``.
+
+A forged or mangled token is refused before the database is read; an expired one by its
+own timestamp; a used one because its row has ``used_at`` set. Redeeming sets ``used_at``
+with a conditional UPDATE (``WHERE used_at IS NULL``), so two clicks racing each other
+acknowledge once. ``mint_ack_url`` is what the alert pipeline calls for each recipient.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+from sqlalchemy import ForeignKey, String, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UtcDateTime
+from core.settings import Section
+
+VERSION = "v1"
+MAX_TOKEN = 200
+
+
+class AckLinkConfig(Section):
+    """``ack_links``: without a secret, alerts carry no ack links."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    secret: SecretStr | None = Field(
+        None, description="HMAC key of the tokens (at least 32 characters); unset = no links"
+    )
+    ttl: timedelta = Field(timedelta(hours=24), description="how long a link stays valid")
+    path: str = Field("/ack/{token}", description="API path of the confirm page")
+
+    @field_validator("secret")
+    @classmethod
+    def _long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("ack_links.secret must be at least 32 characters (not shown)")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=30):
+            raise ValueError("ack_links.ttl must be between 1 minute and 30 days")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or value.count("{token}") != 1:
+            raise ValueError("ack_links.path must start with / and hold {token} once")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+
+class AckToken(Base):
+    """One minted ack link. ``used_at`` set = spent."""
+
+    __tablename__ = "ack_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    recipient: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    used_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class AckLinkError(Exception):
+    """The token cannot acknowledge anything; ``status`` is the HTTP answer (4xx)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+def _signature(secret: str, token_id: str, expires: int) -> str:
+    mac = hmac.new(secret.encode(), f"ack:{VERSION}:{token_id}:{expires}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def _secret(config: AckLinkConfig) -> str:
+    if config.secret is None:
+        raise AckLinkError(404, "Ack links are off", "This server does not issue ack links.")
+    return config.secret.get_secret_value()
+
+
+def encode(config: AckLinkConfig, token_id: str, expires_at: datetime) -> str:
+    expires = int(expires_at.timestamp())
+    return f"{token_id}.{expires}.{_signature(_secret(config), token_id, expires)}"
+
+
+@dataclass(frozen=True)
+class ParsedToken:
+    id: str
+    expires_at: datetime
+
+
+_FORGED = AckLinkError(
+    403, "Invalid link", "This acknowledge link is not valid. Use the link from the alert."
+)
+
+
+def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
+    """Check form, signature and expiry (no database); raises ``AckLinkError``."""
+    secret = _secret(config)
+    parts = token.split(".") if len(token) <= MAX_TOKEN else []
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[0] or len(parts[0]) > 32:
+        raise _FORGED
+    token_id, expires_text, signature = parts
+    expires = int(expires_text)
+    if not hmac.compare_digest(_signature(secret, token_id, expires), signature):
+        raise _FORGED
+    expires_at = datetime.fromtimestamp(expires, UTC)
+    if now >= expires_at:
+        raise AckLinkError(
+            410, "Link expired", "This acknowledge link has expired. Acknowledge in the API."
+        )
+    return ParsedToken(token_id, expires_at)
+
+
+async def mint(
+    session: AsyncSession,
+    config: AckLinkConfig,
+    *,
+    incident_id: int,
+    recipient: str,
+    channel: str,
+    now: datetime,
+) -> str:
+    """Store a fresh token for (incident, recipient, channel); returns the token string."""
+    token_id = secrets.token_urlsafe(16)
+    expires_at = now + config.ttl
+    session.add(
+        AckToken(
+            id=token_id,
+            incident_id=incident_id,
+            recipient=recipient[:255],
+            channel=channel[:255],
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    return encode(config, token_id, expires_at)
+
+
+async def mint_ack_url(
+    session: AsyncSession,
+    config: AckLinkConfig,
+    public_url: str,
+    *,
+    incident_id: int,
+    recipient: str,
+    channel: str,
+    now: datetime,
+) -> str | None:
+    """The ack URL to put in ``AlertMessage.ack_url``, or None when ack links are off."""
+    if not config.enabled:
+        return None
+    token = await mint(
+        session, config, incident_id=incident_id, recipient=recipient, channel=channel, now=now
+    )
+    return public_url.rstrip("/") + config.path.format(token=token)
+
+
+async def look_up(
+    session: AsyncSession, config: AckLinkConfig, token: str, now: datetime
+) -> AckToken:
+    """The token's row if it may still be used (the confirm page); raises ``AckLinkError``."""
+    parsed = parse(config, token, now)
+    row = await session.scalar(select(AckToken).where(AckToken.id == parsed.id))
+    if row is None:
+        raise _FORGED
+    if row.used_at is not None:
+        raise AckLinkError(410, "Link already used", "This acknowledge link has already been used.")
+    return row
+
+
+async def redeem(
+    session: AsyncSession, config: AckLinkConfig, token: str, now: datetime
+) -> AckToken:
+    """Spend the token (once, even under concurrent clicks); raises ``AckLinkError``."""
+    row = await look_up(session, config, token, now)
+    result = await session.execute(
+        update(AckToken)
+        .where(AckToken.id == row.id, AckToken.used_at.is_(None))
+        .values(used_at=now, used_by=actor(row))
+        .execution_options(synchronize_session=False)
+    )
+    if int(cast(CursorResult[Any], result).rowcount) != 1:
+        raise AckLinkError(410, "Link already used", "This acknowledge link has already been used.")
+    return row
+
+
+def actor(row: AckToken) -> str:
+    return f"{row.recipient} (via {row.channel} link)"[:255]
+
+
+__all__ = [
+    "AckLinkConfig",
+    "AckLinkError",
+    "AckToken",
+    "actor",
+    "look_up",
+    "mint",
+    "mint_ack_url",
+    "parse",
+    "redeem",
+]

@@ -1,0 +1,101 @@
+"""Ack links: ``GET /ack/{token}`` shows a confirm page, ``POST /ack/{token}`` acknowledges.
+
+The token is the credential (see ``alerts.acklinks``), so no API key is asked for. Every
+answer is a small HTML page: text is escaped, nothing is loaded from elsewhere (a strict
+Content-Security-Policy), the page is never cached and never leaks the URL as a referrer.
+A forged token gets 403, an expired or used one 410, a resolved incident 409.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts import acklinks
+from alerts import incidents as service
+from alerts.models import Incident
+from api.deps import db_session
+from api.runtime import Runtime
+
+router = APIRouter(prefix="/ack", tags=["ack"])
+
+Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'",
+}
+_STYLE = "body{font-family:sans-serif;max-width:36em;margin:3em auto;padding:0 1em}"
+
+
+def page(status: int, title: str, *paragraphs: str, form: bool = False) -> HTMLResponse:
+    """An HTML page; ``title`` and ``paragraphs`` are plain text (escaped here)."""
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    if form:
+        body += '<form method="post"><button type="submit">Acknowledge</button></form>'
+    document = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)} - crisiswatch</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(document, status_code=status, headers=_HEADERS)
+
+
+def _error(exc: acklinks.AckLinkError) -> HTMLResponse:
+    return page(exc.status, exc.title, exc.detail)
+
+
+@router.get("/{token}", response_class=HTMLResponse)
+async def confirm(token: str, request: Request, session: Session) -> HTMLResponse:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        row = await acklinks.look_up(
+            session, runtime.settings.ack_links, token, runtime.clock.now()
+        )
+    except acklinks.AckLinkError as exc:
+        return _error(exc)
+    incident = await session.get(Incident, row.incident_id)
+    if incident is None:
+        return page(404, "Incident not found", f"Incident {row.incident_id} no longer exists.")
+    drill = "[DRILL] " if incident.drill else ""
+    return page(
+        200,
+        f"Acknowledge incident #{incident.id}?",
+        f"{drill}Tier {incident.tier}: {incident.title}",
+        f"Status: {incident.status}.",
+        f"You will acknowledge it as {row.recipient}; escalation stops.",
+        form=True,
+    )
+
+
+@router.post("/{token}", response_class=HTMLResponse)
+async def acknowledge(token: str, request: Request, session: Session) -> HTMLResponse:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        row = await acklinks.redeem(session, runtime.settings.ack_links, token, runtime.clock.now())
+        incident = await service.acknowledge(
+            session, row.incident_id, acklinks.actor(row), runtime.clock, metrics=runtime.metrics
+        )
+    except acklinks.AckLinkError as exc:
+        await session.rollback()
+        return _error(exc)
+    except service.IncidentNotFound as exc:
+        await session.rollback()
+        return page(404, "Incident not found", str(exc))
+    except service.InvalidTransition as exc:
+        await session.rollback()  # the link stays unused
+        return page(409, "Nothing to acknowledge", str(exc))
+    return page(
+        200,
+        f"Incident #{incident.id} acknowledged",
+        f"Acknowledged by {incident.acked_by}. Escalation has stopped.",
+    )
