@@ -64,7 +64,7 @@ def at_block(mentions: tuple[Contact, ...]) -> dict[str, Any]:
 
 
 def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
-    title = escape.markdown(render.headline(alert), 100)
+    title = render.headline(alert, render.short(escape.markdown, 60))
     if msgtype == "actionCard":
         card: dict[str, Any] = {
             "title": title,

@@ -5,13 +5,14 @@ Mention text is written by strangers. It must not ping everybody (``@channel``,
 
 * ``clean``: drops control characters (except newline and tab) and bidi overrides, and
   truncates.
-* ``defuse``: breaks @-all pings with a zero-width space and defangs links
+* ``defuse``: breaks @-all pings and mention tags (``<!channel>``, ``<@U1>``, Feishu's
+  ``<at id=all>``) with a zero-width space and defangs links
   (``https://evil.com`` -> ``hxxps://evil[.]com``, ``evil.com`` -> ``evil[.]com``), so no
   chat client turns them into something clickable.
 * ``slack``: ``clean`` + ``defuse`` + Slack's three reserved characters (& < >) as
   entities, which also kills ``<!channel>``, ``<@U123>`` and ``<http://x|label>``; the
-  ``mrkdwn`` formatting characters (``* _ ~ ` >``) become look-alikes, so no bold, code or
-  quote is produced.
+  ``mrkdwn`` formatting characters (``* _ ~ ` [ ]``) become look-alikes, so no bold, code
+  or markdown-style link is produced.
 * ``markdown``: for the markdown dialects of DingTalk, WeCom, Feishu cards and Teams
   Adaptive Cards. None of them documents an escape character that works everywhere, so
   every character with a meaning in any of them (``\\ * _ ~ ` [ ] < > # | & @``) becomes
@@ -35,7 +36,8 @@ ZWSP = "\u200b"
 
 _BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F))
 _PINGS = re.compile(r"@(?=(?:(?:channel|here|everyone|all|group|room)\b|所有人))", re.IGNORECASE)
-_ANGLE = re.compile(r"<(?=[!@#])")  # Slack-style <!everyone>, <@U123>, <#C123>
+# Slack-style <!everyone>, <@U123>, <#C123>; Feishu <at id=all>, <at user_id="all">
+_ANGLE = re.compile(r"<(?=[!@#]|at\b)", re.IGNORECASE)
 _SCHEME = re.compile(r"\b(https?|ftp|mailto):(//)?", re.IGNORECASE)
 _WWW = re.compile(r"\bwww\.", re.IGNORECASE)
 _DOMAIN = re.compile(r"(?<=[\w-])\.(?=[a-z]{2,24}\b)", re.IGNORECASE)
@@ -74,7 +76,7 @@ def slack_entities(text: str) -> str:
 # Every character with a meaning in DingTalk/WeCom/Feishu/Teams markdown -> full-width twin.
 _MARKDOWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "\\*_~`[]<>#|&@"})
 # Slack mrkdwn: & < > are entities (see slack_entities); these format text.
-_SLACK_MRKDWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "*_~`"})
+_SLACK_MRKDWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "*_~`[]"})
 
 
 def plain(text: str, limit: int = 600) -> str:

@@ -67,7 +67,10 @@ def card(alert: AlertMessage) -> dict[str, Any]:
     return {
         "schema": "2.0",
         "header": {
-            "title": {"tag": "plain_text", "content": escape.plain(render.headline(alert), 200)},
+            "title": {
+                "tag": "plain_text",
+                "content": render.headline(alert, render.short(escape.markdown)),
+            },
             "template": "grey" if alert.drill else template,
         },
         "body": {"elements": elements},

@@ -29,24 +29,31 @@ def is_follow_up(alert: AlertMessage) -> bool:
     return alert.action != "trigger"
 
 
-def headline(alert: AlertMessage) -> str:
+Escape = Callable[[str], str]
+
+
+def _raw(text: str) -> str:
+    return text
+
+
+def headline(alert: AlertMessage, esc: Escape = _raw) -> str:
+    """One line; ``esc`` escapes the parts that come from outside (title, actor), not ours."""
     drill = "[DRILL] " if alert.drill else ""
     if alert.digest:
-        tiers = sorted({item.tier for item in alert.digest}, reverse=True)
-        worst = f"tier {tiers[0]}" if tiers else f"tier {alert.tier}"
-        return f"{drill}{len(alert.digest)} incidents (up to {worst}): {alert.title}"
-    subject = f"Tier {alert.tier} #{alert.incident_id}: {alert.title}"
+        worst = max(item.tier for item in alert.digest)
+        return f"{drill}{len(alert.digest)} incidents (up to tier {worst}): {esc(alert.title)}"
+    subject = f"Tier {alert.tier} #{alert.incident_id}: {esc(alert.title)}"
     if is_follow_up(alert):
-        who = f" by {alert.actor}" if alert.actor else ""
+        who = f" by {esc(alert.actor)}" if alert.actor else ""
         return f"{drill}{_FOLLOW_UP[alert.action]}{who}: {subject}"
     return f"{drill}{subject}"
 
 
-def status(alert: AlertMessage) -> str:
+def status(alert: AlertMessage, esc: Escape = _raw) -> str:
     if is_follow_up(alert):
-        who = alert.actor or "someone"
+        who = esc(alert.actor) if alert.actor else "someone"
         return f"{_FOLLOW_UP[alert.action].lower()} by {who}"
-    return alert.reason
+    return esc(alert.reason)
 
 
 def links(alert: AlertMessage) -> list[Link]:
@@ -56,6 +63,11 @@ def links(alert: AlertMessage) -> list[Link]:
         out.append(Link(label=ACK_LABEL, url=alert.ack_url))
     out += [link for link in alert.links if escape.safe_url(link.url)]
     return out
+
+
+def short(esc: Callable[[str, int], str], limit: int = 200) -> Escape:
+    """``esc`` with a length limit, for ``headline``/``status``."""
+    return lambda text: esc(text, limit)
 
 
 def followers(count: int | None) -> str:
@@ -70,7 +82,7 @@ def markdown(
 ) -> str:
     """The message body in shared markdown; ``mention`` renders one person's @-mention."""
     md = escape.markdown
-    lines = [f"**{md(headline(alert), 300)}**", "", f"**{md(status(alert), 300)}**"]
+    lines = [f"**{headline(alert, short(md))}**", "", f"**{status(alert, short(md))}**"]
     if alert.digest:
         lines.append("")
         for item in alert.digest:

@@ -101,8 +101,10 @@ def buttons(alert: AlertMessage) -> dict[str, Any]:
 
 
 def message(alert: AlertMessage, *, with_buttons: bool = False) -> dict[str, Any]:
-    title = fit(render.headline(alert), HEADER_MAX)
-    reason = fit(render.status(alert), 300)
+    title = render.headline(alert, lambda text: fit(text, 100))
+    if len(title) > HEADER_MAX:  # a long actor and a long title: shorten both
+        title = render.headline(alert, lambda text: fit(text, 40))
+    reason = render.status(alert, lambda text: fit(text, 300))
     emoji = ":white_check_mark:" if render.is_follow_up(alert) else _TIER_EMOJI.get(alert.tier, "")
     facts = [
         f"*Watch:* {fit(alert.brand or alert.watch_id, 200)}",

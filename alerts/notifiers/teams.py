@@ -42,7 +42,7 @@ def card(alert: AlertMessage) -> dict[str, Any]:
     body: list[dict[str, Any]] = [
         {
             "type": "TextBlock",
-            "text": escape.markdown(render.headline(alert), 300),
+            "text": render.headline(alert, render.short(escape.markdown)),
             "size": "Large",
             "weight": "Bolder",
             "color": color,

@@ -11,6 +11,30 @@ Request: ``POST <url>`` with the JSON body ``{"type": "crisiswatch.alert", "vers
 Receivers verify the signature over the raw body and reject old timestamps (replays);
 ``verify_signature`` is the reference implementation. Text fields are cleaned of control
 characters, @-all pings and live links; receivers still escape for their own medium.
+
+Body schema (version 1; fields are only ever added):
+
+```
+{
+  "type": "crisiswatch.alert", "version": 1,
+  "summary": str,            # one line: "[DRILL] Tier 3 #42: ..." / "Acknowledged by ..."
+  "status": str,             # why this message: the reason, or "acknowledged by alice"
+  "alert": {
+    "incident_id": int, "tier": 1|2|3, "title": str, "explanation": str,
+    "watch_id": str, "brand": str, "reason": str, "teams": [str],
+    "evidence": [{"author": str|null, "followers": int|null, "text": str,
+                  "url": str|null, "label": str}],
+    "links": [{"label": str, "url": str}], "ack_hint": str, "drill": bool,
+    "opened_at": ISO-8601 UTC, "idempotency_key": str,
+    "action": "trigger"|"acknowledge"|"resolve", "actor": str|null,
+    "mentions": [{"name": str, "email": str|null, "phone": str|null,
+                  "chat_ids": {channel type: id}}],
+    "ack_url": str|null,     # signed single-use acknowledge link (a confirm page)
+    "digest": [{"incident_id": int, "tier": int, "title": str, "reason": str,
+                "url": str|null}]   # non-empty: several incidents merged in one message
+  }
+}
+```
 """
 
 from __future__ import annotations
@@ -21,7 +45,7 @@ from typing import ClassVar
 import httpx
 
 from alerts.channels import WebhookChannelConfig
-from alerts.notifiers import escape
+from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, RateLimit
 from alerts.notifiers.http import post, secret_parts
 from core import signing
@@ -49,7 +73,12 @@ def verify_signature(
 
 def payload(alert: AlertMessage) -> dict[str, object]:
     data = alert.model_dump(mode="json")
-    data["title"] = escape.plain(alert.title, 300)
+    for field in ("title", "reason", "brand", "ack_hint"):
+        data[field] = escape.plain(data[field], 300)
+    data["teams"] = [escape.plain(team, 100) for team in alert.teams]
+    data["mentions"] = [
+        {**c.model_dump(mode="json"), "name": escape.plain(c.name, 100)} for c in alert.mentions
+    ]
     data["explanation"] = escape.plain(alert.explanation, 2000)
     data["evidence"] = [
         {
@@ -60,7 +89,23 @@ def payload(alert: AlertMessage) -> dict[str, object]:
         }
         for ev in alert.evidence
     ]
-    return {"type": "crisiswatch.alert", "version": 1, "alert": data}
+    data["digest"] = [
+        {
+            **item.model_dump(mode="json"),
+            "title": escape.plain(item.title, 300),
+            "reason": escape.plain(item.reason, 300),
+            "url": escape.safe_url(item.url),
+        }
+        for item in alert.digest
+    ]
+    data["ack_url"] = escape.safe_url(alert.ack_url)
+    return {
+        "type": "crisiswatch.alert",
+        "version": 1,
+        "summary": escape.plain(render.headline(alert), 300),
+        "status": escape.plain(render.status(alert), 300),
+        "alert": data,
+    }
 
 
 class WebhookNotifier:
