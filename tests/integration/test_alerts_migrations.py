@@ -10,10 +10,17 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+import alerts.acklinks
 import alerts.models  # noqa: F401  (registers the tables on Base.metadata)
 from core.db import Base, make_engine, upgrade_database
 
-ALERT_TABLES = {"incidents", "incident_events", "incident_evidence", "alert_deliveries"}
+ALERT_TABLES = {
+    "incidents",
+    "incident_events",
+    "incident_evidence",
+    "alert_deliveries",
+    "ack_tokens",
+}
 
 
 def _diff(connection: Connection) -> tuple[list[Any], set[str]]:
