@@ -97,8 +97,10 @@ class AckToken(Base):
 class AckLinkError(Exception):
     """The token cannot acknowledge anything; ``status`` is the HTTP answer (4xx)."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(self, status: int, title: str, detail: str, reason: str) -> None:
         super().__init__(detail)
+        self.reason = reason
+        """for metrics: off, forged, expired, used"""
         self.status = status
         self.title = title
         self.detail = detail
@@ -111,7 +113,7 @@ def _signature(secret: str, token_id: str, expires: int) -> str:
 
 def _secret(config: AckLinkConfig) -> str:
     if config.secret is None:
-        raise AckLinkError(404, "Ack links are off", "This server does not issue ack links.")
+        raise AckLinkError(404, "Ack links are off", "This server does not issue ack links.", "off")
     return config.secret.get_secret_value()
 
 
@@ -120,15 +122,25 @@ def encode(config: AckLinkConfig, token_id: str, expires_at: datetime) -> str:
     return f"{token_id}.{expires}.{_signature(_secret(config), token_id, expires)}"
 
 
+def _used() -> AckLinkError:
+    return AckLinkError(
+        410, "Link already used", "This acknowledge link has already been used.", "used"
+    )
+
+
 @dataclass(frozen=True)
 class ParsedToken:
     id: str
     expires_at: datetime
 
 
-_FORGED = AckLinkError(
-    403, "Invalid link", "This acknowledge link is not valid. Use the link from the alert."
-)
+def _forged() -> AckLinkError:
+    return AckLinkError(
+        403,
+        "Invalid link",
+        "This acknowledge link is not valid. Use the link from the alert.",
+        "forged",
+    )
 
 
 def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
@@ -136,15 +148,18 @@ def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
     secret = _secret(config)
     parts = token.split(".") if len(token) <= MAX_TOKEN else []
     if len(parts) != 3 or not parts[1].isdigit() or not parts[0] or len(parts[0]) > 32:
-        raise _FORGED
+        raise _forged()
     token_id, expires_text, signature = parts
     expires = int(expires_text)
     if not hmac.compare_digest(_signature(secret, token_id, expires), signature):
-        raise _FORGED
+        raise _forged()
     expires_at = datetime.fromtimestamp(expires, UTC)
     if now >= expires_at:
         raise AckLinkError(
-            410, "Link expired", "This acknowledge link has expired. Acknowledge in the API."
+            410,
+            "Link expired",
+            "This acknowledge link has expired. Acknowledge in the API.",
+            "expired",
         )
     return ParsedToken(token_id, expires_at)
 
@@ -200,9 +215,9 @@ async def look_up(
     parsed = parse(config, token, now)
     row = await session.scalar(select(AckToken).where(AckToken.id == parsed.id))
     if row is None:
-        raise _FORGED
+        raise _forged()
     if row.used_at is not None:
-        raise AckLinkError(410, "Link already used", "This acknowledge link has already been used.")
+        raise _used()
     return row
 
 
@@ -218,7 +233,7 @@ async def redeem(
         .execution_options(synchronize_session=False)
     )
     if int(cast(CursorResult[Any], result).rowcount) != 1:
-        raise AckLinkError(410, "Link already used", "This acknowledge link has already been used.")
+        raise _used()
     return row
 
 

@@ -95,6 +95,12 @@ class Metrics:
             buckets=_ACK_BUCKETS,
             registry=r,
         )
+        self.inbound_refused = Counter(
+            "crisiswatch_inbound_refused",
+            "Ack-link and Slack-button requests refused, by endpoint and reason",
+            ["endpoint", "reason"],
+            registry=r,
+        )
         # bus
         self.bus_handler_errors = Counter(
             "crisiswatch_bus_handler_errors",

@@ -6,7 +6,7 @@ import logging
 from typing import ClassVar
 
 from alerts.channels import ConsoleChannelConfig
-from alerts.notifiers import escape
+from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, RateLimit
 
 log = logging.getLogger("alerts.console")
@@ -14,26 +14,36 @@ log = logging.getLogger("alerts.console")
 _LEVELS = {"INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
 
-def render(alert: AlertMessage) -> str:
-    drill = "[DRILL] " if alert.drill else ""
+def render_text(alert: AlertMessage) -> str:
+    p = escape.plain
+    first = render.headline(alert, render.short(p, 300))
+    if not alert.digest and not render.is_follow_up(alert):
+        drill = "[DRILL] " if alert.drill else ""
+        first = f"{drill}TIER {alert.tier} ALERT #{alert.incident_id}: {p(alert.title, 300)}"
     lines = [
-        f"{drill}TIER {alert.tier} ALERT #{alert.incident_id}: {escape.plain(alert.title, 300)}",
-        f"  reason:  {escape.plain(alert.reason, 300)}",
-        f"  watch:   {escape.plain(alert.brand or alert.watch_id, 200)} ({alert.watch_id})",
+        first,
+        f"  status:  {render.status(alert, render.short(p, 300))}",
+        f"  watch:   {p(alert.brand or alert.watch_id, 200)} ({p(alert.watch_id, 200)})",
     ]
     if alert.teams:
         lines.append(f"  teams:   {', '.join(alert.teams)}")
-    lines.append(f"  what:    {escape.plain(alert.explanation, 1000)}")
-    for ev in alert.evidence:
-        who = escape.plain(ev.author or "unknown", 80)
-        followers = f", {ev.followers} followers" if ev.followers is not None else ""
-        text = " ".join(escape.plain(ev.text, 280).split())
-        lines.append(f'  - {who}{followers}: "{text}"')
-        if url := escape.safe_url(ev.url):
-            lines.append(f"    {url}")
-    for link in alert.links:
+    if alert.digest:
+        for item in alert.digest:
+            lines.append(f"  - tier {item.tier} #{item.incident_id}: {p(item.title, 200)}")
+    elif not render.is_follow_up(alert):
+        lines.append(f"  what:    {p(alert.explanation, 1000)}")
+        for ev in alert.evidence:
+            who = p(ev.author or "unknown", 80)
+            followers = f", {ev.followers} followers" if ev.followers is not None else ""
+            text = " ".join(p(ev.text, 280).split())
+            lines.append(f'  - {who}{followers}: "{text}"')
+            if url := escape.safe_url(ev.url):
+                lines.append(f"    {url}")
+    if names := [p(c.name, 80) for c in alert.mentions]:
+        lines.append(f"  on call: {', '.join(names)}")
+    for link in render.links(alert):
         lines.append(f"  {link.label}: {link.url}")
-    if alert.ack_hint:
+    if alert.ack_hint and not render.is_follow_up(alert):
         lines.append(f"  ack:     {alert.ack_hint}")
     return "\n".join(lines)
 
@@ -47,4 +57,4 @@ class ConsoleNotifier:
         self._level = _LEVELS[config.level]
 
     async def send(self, alert: AlertMessage) -> None:
-        log.log(self._level, "[%s]\n%s", self.name, render(alert))
+        log.log(self._level, "[%s]\n%s", self.name, render_text(alert))

@@ -50,7 +50,8 @@ def page(status: int, title: str, *paragraphs: str, form: bool = False) -> HTMLR
     return HTMLResponse(document, status_code=status, headers=_HEADERS)
 
 
-def _error(exc: acklinks.AckLinkError) -> HTMLResponse:
+def _error(runtime: Runtime, exc: acklinks.AckLinkError) -> HTMLResponse:
+    runtime.metrics.inbound_refused.labels("ack", exc.reason).inc()
     return page(exc.status, exc.title, exc.detail)
 
 
@@ -62,7 +63,7 @@ async def confirm(token: str, request: Request, session: Session) -> HTMLRespons
             session, runtime.settings.ack_links, token, runtime.clock.now()
         )
     except acklinks.AckLinkError as exc:
-        return _error(exc)
+        return _error(runtime, exc)
     incident = await session.get(Incident, row.incident_id)
     if incident is None:
         return page(404, "Incident not found", f"Incident {row.incident_id} no longer exists.")
@@ -87,7 +88,7 @@ async def acknowledge(token: str, request: Request, session: Session) -> HTMLRes
         )
     except acklinks.AckLinkError as exc:
         await session.rollback()
-        return _error(exc)
+        return _error(runtime, exc)
     except service.IncidentNotFound as exc:
         await session.rollback()
         return page(404, "Incident not found", str(exc))

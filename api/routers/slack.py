@@ -99,6 +99,7 @@ async def interactions(request: Request, session: Session) -> Response:
         max_age=config.max_age,
     )
     if problem is not None:
+        runtime.metrics.inbound_refused.labels("slack", "signature").inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=problem)
     payload = _payload(body)
     if payload.get("type") != "block_actions":

@@ -162,6 +162,10 @@ async def test_forged_or_mangled_links_are_403(api: Api, clock: ManualClock) -> 
         for answer in (await client.get(bad), await client.post(bad)):
             assert answer.status_code == 403, (bad, answer.status_code)
             assert "not valid" in answer.text
+    refused = runtime.metrics.registry.get_sample_value(
+        "crisiswatch_inbound_refused_total", {"endpoint": "ack", "reason": "forged"}
+    )
+    assert refused == 2 * len(forged)
     answer = await client.post(path)  # the real one still works
     assert answer.status_code == 200
 
