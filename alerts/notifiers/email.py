@@ -14,6 +14,7 @@ under every common provider's per-sender limit, and far above what one team's al
 
 from __future__ import annotations
 
+import html
 import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -58,7 +59,8 @@ def plain_body(alert: AlertMessage) -> str:
 
 
 def _a(url: str, label: str) -> str:
-    return f'<a href="{escape.html(url, 2000)}">{escape.html(label, 200)}</a>'
+    """A link to ``url`` (already checked by ``escape.safe_url``: only attribute-escaped)."""
+    return f'<a href="{html.escape(url, quote=True)}">{escape.html(label, 200)}</a>'
 
 
 def html_body(alert: AlertMessage) -> str:
