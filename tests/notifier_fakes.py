@@ -582,7 +582,7 @@ class EmailHarness:
             to=["pr@acme.example", "legal@acme.example"],
             timeout=1 if self.scenario == "timeout" else 10,
         )
-        return EmailNotifier("pr-mail", config)
+        return EmailNotifier("pr-mail", config, self.clock)
 
     def markup_text(self) -> str:
         html = self.messages[-1].get_body(("html",))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import ssl
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import ClassVar
@@ -26,6 +27,7 @@ from alerts.channels import EmailChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, DeliveryError, RateLimit
 from alerts.notifiers.http import redact
+from core.clock import Clock
 
 DOMAIN = "crisiswatch"
 
@@ -96,12 +98,12 @@ def html_body(alert: AlertMessage) -> str:
     return "<!DOCTYPE html><html><body>" + "".join(parts) + "</body></html>"
 
 
-def build_email(alert: AlertMessage, config: EmailChannelConfig) -> EmailMessage:
+def build_email(alert: AlertMessage, config: EmailChannelConfig, now: datetime) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = subject(alert, config.subject_prefix)
     msg["From"] = config.sender
     msg["To"] = ", ".join(config.to)
-    msg["Date"] = format_datetime(alert.opened_at)
+    msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(idstring=f"incident-{alert.incident_id}", domain=DOMAIN)
     root = f"<{alert.dedup_key}@{DOMAIN}>"
     msg["References"] = root
@@ -165,10 +167,11 @@ class EmailNotifier:
     kind = "email"
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(count=30, per_seconds=60),)
 
-    def __init__(self, name: str, config: EmailChannelConfig) -> None:
+    def __init__(self, name: str, config: EmailChannelConfig, clock: Clock) -> None:
         self.name = name
         self._config = config
+        self._clock = clock
         self._client = SmtpClient(name, config)
 
     async def send(self, alert: AlertMessage) -> None:
-        await self._client.submit(build_email(alert, self._config))
+        await self._client.submit(build_email(alert, self._config, self._clock.now()))

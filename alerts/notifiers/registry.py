@@ -33,7 +33,7 @@ FACTORIES: dict[str, Factory] = {
     "feishu": lambda name, config, http, clock: FeishuNotifier(name, config, http, clock),
     "dingtalk": lambda name, config, http, clock: DingTalkNotifier(name, config, http, clock),
     "wecom": lambda name, config, http, clock: WeComNotifier(name, config, http),
-    "email": lambda name, config, http, clock: EmailNotifier(name, config),
+    "email": lambda name, config, http, clock: EmailNotifier(name, config, clock),
     "pagerduty": lambda name, config, http, clock: PagerDutyNotifier(name, config, http),
 }
 

@@ -237,6 +237,7 @@ async def test_email_is_html_with_a_plain_text_alternative(smtp: EmailHarness) -
     assert "\n" not in str(message["Subject"]) and message["Bcc"] is None
     assert str(message["Subject"]).startswith("[crisiswatch] Tier 3 #42: Line break")
     assert message["References"] == "<crisiswatch-incident-42@crisiswatch>"
+    assert message["Date"].datetime == smtp.clock.now()
     assert smtp.envelopes[0] == (
         "crisiswatch@acme.example",
         ["pr@acme.example", "legal@acme.example"],
