@@ -67,7 +67,29 @@ def _t2s() -> dict[int, str]:
 
 @functools.cache
 def _trad_chars() -> re.Pattern[str]:
-    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_t2s())) + "]")
+    return re.compile(char_class(_t2s()))
+
+
+def char_class(code_points: Iterable[int]) -> str:
+    """A regex class of ``code_points`` that ``re`` searches fast.
+
+    ``re`` checks characters outside the BMP against a list of ranges, one by one; a long
+    list makes every search slow. So BMP characters are exact (a bitmap) and the others are
+    merged into a few ranges spanning small gaps: a superset, which only ever costs a
+    needless full fold.
+    """
+    runs: list[list[int]] = []
+    for cp in sorted(set(code_points)):
+        gap = 1 if cp < 0x10000 else 1024
+        if runs and cp - runs[-1][1] <= gap and (cp < 0x10000) == (runs[-1][1] < 0x10000):
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    parts = (
+        re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
+        for lo, hi in runs
+    )
+    return "[" + "".join(parts) + "]"
 
 
 def fold(text: str) -> str:
@@ -114,7 +136,7 @@ def variant_chars(alphabet: Iterable[str]) -> re.Pattern[str] | None:
             chars.update(chr(cp) for cp in range(lo, hi + 1))
     if not chars:
         return None
-    return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
+    return re.compile(char_class(ord(c) for c in chars))
 
 
 class Prefold:

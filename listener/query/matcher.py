@@ -45,7 +45,9 @@ class Subject:
     def found(self, atom: Atom) -> bool:
         hit = self._found.get(atom.key)
         if hit is None:
-            hit = self._found[atom.key] = atom.pattern.search(self.text) is not None
+            # the substring test is much cheaper than the regex and usually says no
+            hit = atom.literal in self.text and atom.pattern.search(self.text) is not None
+            self._found[atom.key] = hit
         return hit
 
     def spans(self, atom: Atom) -> list[Span]:
@@ -97,8 +99,14 @@ class AnyNode(Positional):
 
     def __init__(self, operands: tuple[Positional, ...]) -> None:
         self.operands = operands
+        # the common case, a list of literals, tested without a call per operand
+        atoms = [o.atom for o in operands if isinstance(o, AtomNode)]
+        self.atoms = tuple(atoms) if len(atoms) == len(operands) else None
 
     def matches(self, subject: Subject) -> bool:
+        if self.atoms is not None:
+            found = subject.found
+            return any(found(a) for a in self.atoms)
         return any(o.matches(subject) for o in self.operands)
 
     def spans(self, subject: Subject) -> list[Span]:
