@@ -69,15 +69,17 @@ def read_texts(path: Path, limit: int) -> list[str]:
     return out
 
 
-def rate(fn: Callable[[str], object], texts: Sequence[str], repeats: int) -> float:
-    """Best-of-``repeats`` texts per second."""
-    best = float("inf")
+def rate(fn: Callable[[str], object], texts: Sequence[str], repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` texts per second: per CPU second of this thread (what one core
+    does, little affected by other jobs on a shared box) and per wall-clock second."""
+    best_cpu = best_wall = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        cpu, wall = time.thread_time(), time.perf_counter()
         for text in texts:
             fn(text)
-        best = min(best, time.perf_counter() - start)
-    return len(texts) / best if best > 0 else float("inf")
+        best_cpu = min(best_cpu, time.thread_time() - cpu)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+    return len(texts) / max(best_cpu, 1e-9), len(texts) / max(best_wall, 1e-9)
 
 
 def literal_count() -> int:
@@ -123,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return
         candidates = sum(1 for t in texts if compiled.candidate(prefold(t)))
         matched = sum(1 for t in texts if matcher.match(t))
+        per_cpu, per_wall = rate(fn, texts, args.repeats)
         rows.append(
             {
                 "case": label,
@@ -130,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
                 "candidates_pct": round(100 * candidates / len(texts), 2),
                 "matched_pct": round(100 * matched / len(texts), 2),
-                "texts_per_s": round(rate(fn, texts, args.repeats)),
+                "texts_per_cpu_s": round(per_cpu),
+                "texts_per_wall_s": round(per_wall),
             }
         )
 
@@ -151,17 +155,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure("burst: brand + complaint added", stream, burst)
     measure("no prefilter (fold + tree)", full, mixed)
 
-    header = f"{'case':32} {'texts':>7} {'chars':>6} {'cand%':>6} {'match%':>7} {'texts/s':>10}"
+    header = (
+        f"{'case':32} {'texts':>7} {'chars':>6} {'cand%':>6} {'match%':>7} "
+        f"{'texts/cpu-s':>12} {'texts/wall-s':>12}"
+    )
     print(f"query: {literal_count()} literals, prefilter pieces: {compiled.literals}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
             f"{r['case']:32} {r['texts']:>7} {r['mean_chars']:>6} {r['candidates_pct']:>6} "
-            f"{r['matched_pct']:>7} {r['texts_per_s']:>10,}"
+            f"{r['matched_pct']:>7} {r['texts_per_cpu_s']:>12,} {r['texts_per_wall_s']:>12,}"
         )
-    goal = int(str(next(r for r in rows if r["case"] == "stream: all mixed")["texts_per_s"]))
-    print(f"goal >= 100,000 texts/s on one core: {'met' if goal >= 100_000 else 'NOT met'}")
+    goal = int(str(next(r for r in rows if r["case"] == "stream: all mixed")["texts_per_cpu_s"]))
+    print(
+        f"goal >= 100,000 texts per second of one core (stream, all mixed): {goal:,}: "
+        f"{'met' if goal >= 100_000 else 'NOT met'}"
+    )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    print(f"load average (1 min) while measuring: {load} on {os.cpu_count()} CPUs")
     result = {
         "benchmark": "query_match",
         "query": QUERY.strip(),
@@ -171,10 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_avg_1m": load,
         "rows": rows,
         "goal_texts_per_s": 100_000,
-        "stream_texts_per_s": goal,
+        "stream_texts_per_cpu_s": goal,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -55,6 +55,8 @@ class WatchConfig(Section):
             )
         if not self.match_all and not self.terms and not self.query:
             raise ValueError(f"watch {self.id!r}: needs at least one term (or match_all: true)")
+        if self.aliases and self.query is None:
+            raise ValueError(f"watch {self.id!r}: aliases are referred to from a query (@name)")
         if self.query is not None:
             try:
                 compile_query(self.query, self.aliases)

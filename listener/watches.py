@@ -99,20 +99,22 @@ class _Mention:
             self._subject = Subject(fold(self.text), self.lang, self.source)
         return self._subject
 
-    def vetoes(self, watch: CompiledWatch) -> bool:
-        """The watch's exclusions (and its query's ``AND NOT`` parts) found in the text."""
+    def excluded(self, watch: CompiledWatch) -> bool:
+        """One of the watch's ``exclude`` literals is in the text."""
         exclude = watch.exclude
-        if (
+        return (
             exclude is not None
             and exclude.candidate(self.prefolded)
             and exclude.matches(self.subject)
-        ):
-            return True
-        return (
-            watch.query is not None
-            and bool(watch.query.vetoes)
-            and (watch.query.vetoed(self.subject))
         )
+
+    def vetoes(self, watch: CompiledWatch) -> bool:
+        """Exclusions, and the query's top-level ``AND NOT`` parts (for inherited watches,
+        whose query did not match this text)."""
+        if self.excluded(watch):
+            return True
+        query = watch.query
+        return query is not None and bool(query.vetoes) and query.vetoed(self.subject)
 
 
 class WatchMatcher:
@@ -150,12 +152,12 @@ class WatchMatcher:
                 continue
             query = watch.query
             if query is None:  # match_all
-                if not mention.vetoes(watch):
+                if not mention.excluded(watch):
                     out.append(self._result(watch, ()))
                 continue
             if query.candidate(mention.prefolded):
                 subject = mention.subject
-                if query.matches(subject) and not mention.vetoes(watch):
+                if query.matches(subject) and not mention.excluded(watch):
                     out.append(self._result(watch, query.terms(subject)))
                     continue
             if inherited and watch.id in inherited and not mention.vetoes(watch):

@@ -105,6 +105,10 @@ def _word(query: str, word: str, pos: int) -> Token:
         if not _ALIAS.fullmatch(name):
             raise QueryError(query, pos, f"bad alias name {word!r}: write @name")
         return Token(Kind.ALIAS, name, pos)
+    if len(word) > 1 and word[0] in "-－" and word[1].isalpha():
+        raise QueryError(
+            query, pos, f'a leading "-" is not NOT here: write NOT {word[1:]} (or quote "{word}")'
+        )
     field, colon, value = word.partition(":")
     if colon and field.lower() in _FILTERS:
         if not value:

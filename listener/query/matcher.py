@@ -8,14 +8,13 @@ by every watch that looks at the mention.
 
 from __future__ import annotations
 
-import bisect
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from listener.query.fold import WORD
 
-Span = tuple[int, int]  # [first word, last word + 1)
+Span = tuple[int, int]  # [start, end) character offsets in the folded text
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,7 +30,7 @@ class Atom:
 class Subject:
     """One mention as the matcher sees it: folded text, language, source."""
 
-    __slots__ = ("_ends", "_found", "_spans", "_starts", "lang", "source", "text")
+    __slots__ = ("_found", "_spans", "lang", "source", "text")
 
     def __init__(self, text: str, lang: str | None, source: str | None) -> None:
         self.text = text  # already folded (listener.query.fold.fold)
@@ -39,8 +38,6 @@ class Subject:
         self.source = source.strip().lower() if source else ""
         self._found: dict[str, bool] = {}
         self._spans: dict[str, list[Span]] = {}
-        self._starts: list[int] | None = None
-        self._ends: list[int] = []
 
     def found(self, atom: Atom) -> bool:
         hit = self._found.get(atom.key)
@@ -51,21 +48,20 @@ class Subject:
         return hit
 
     def spans(self, atom: Atom) -> list[Span]:
-        """Where ``atom`` occurs, in words."""
+        """Where ``atom`` occurs (character offsets)."""
         spans = self._spans.get(atom.key)
         if spans is None:
-            if self._starts is None:
-                words = [m.span() for m in WORD.finditer(self.text)]
-                self._starts = [s for s, _ in words]
-                self._ends = [e for _, e in words]
-            spans = self._spans[atom.key] = [
-                (
-                    bisect.bisect_right(self._ends, m.start()),
-                    bisect.bisect_left(self._starts, m.end()),
-                )
-                for m in atom.pattern.finditer(self.text)
-            ]
+            spans = self._spans[atom.key] = [m.span() for m in atom.pattern.finditer(self.text)]
         return spans
+
+    def words_between(self, start: int, end: int, limit: int) -> int:
+        """How many words ``text[start:end]`` holds, counted up to ``limit + 1``."""
+        count = 0
+        for _ in WORD.finditer(self.text, start, end):
+            count += 1
+            if count > limit:
+                break
+        return count
 
 
 def primary_lang(lang: str) -> str:
@@ -95,19 +91,23 @@ class AtomNode(Positional):
 
 
 class AnyNode(Positional):
-    """An OR whose operands all have positions (and an alias's entries)."""
+    """An OR whose operands all have positions (and an alias's entries).
+
+    Nested groups of this kind are flattened, and plain literals are tested first, without
+    a call per operand; NEARs (which need word positions) only when no literal matched.
+    """
 
     def __init__(self, operands: tuple[Positional, ...]) -> None:
-        self.operands = operands
-        # the common case, a list of literals, tested without a call per operand
-        atoms = [o.atom for o in operands if isinstance(o, AtomNode)]
-        self.atoms = tuple(atoms) if len(atoms) == len(operands) else None
+        flat: list[Positional] = []
+        for o in operands:
+            flat.extend(o.operands if isinstance(o, AnyNode) else (o,))
+        self.operands: tuple[Positional, ...] = tuple(flat)
+        self.atoms = tuple(o.atom for o in flat if isinstance(o, AtomNode))
+        self.others = tuple(o for o in flat if not isinstance(o, AtomNode))
 
     def matches(self, subject: Subject) -> bool:
-        if self.atoms is not None:
-            found = subject.found
-            return any(found(a) for a in self.atoms)
-        return any(o.matches(subject) for o in self.operands)
+        found = subject.found
+        return any(found(a) for a in self.atoms) or any(o.matches(subject) for o in self.others)
 
     def spans(self, subject: Subject) -> list[Span]:
         return [s for o in self.operands if o.matches(subject) for s in o.spans(subject)]
@@ -136,7 +136,13 @@ class NearNode(Positional):
         rights = self.right.spans(subject)
         for a_start, a_end in self.left.spans(subject):
             for b_start, b_end in rights:
-                if max(b_start - a_end, a_start - b_end) <= self.distance:
+                if a_end <= b_start:
+                    words = subject.words_between(a_end, b_start, self.distance)
+                elif b_end <= a_start:
+                    words = subject.words_between(b_end, a_start, self.distance)
+                else:  # overlapping occurrences
+                    words = 0
+                if words <= self.distance:
                     out.append((min(a_start, b_start), max(a_end, b_end)))
                     if first:
                         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from api.cli import main
 from core.events import WatchMatch
 from listener.config import WatchConfig
 from listener.query import Prefold, Subject, compile_query, fold
+from listener.query.fold import char_class
 from listener.watches import WatchMatcher
 
 ALIASES = {
@@ -231,7 +233,32 @@ def test_watch_validation_of_queries() -> None:
         WatchConfig(id="x", query="@a b", aliases={"a b": ["x"]})
     with pytest.raises(ValidationError):
         WatchConfig(id="x", query="@a", aliases={"a": [""]})
+    with pytest.raises(ValidationError, match=r"aliases are referred to from a query"):
+        WatchConfig(id="x", terms=["a"], aliases={"a": ["x"]})
     assert WatchConfig(id="x", query="@acme", aliases={"acme": ["acme"]}).query == "@acme"
+
+
+def test_char_class_keeps_every_member_and_merges_only_astral_gaps() -> None:
+    members = [ord("a"), ord("c"), 0x4E00, 0x1D41A, 0x1D44E, 0x1F130]
+    pattern = re.compile(char_class(members))
+    assert all(pattern.fullmatch(chr(cp)) for cp in members)
+    assert not pattern.fullmatch("b")  # BMP: exact
+    assert pattern.fullmatch(chr(0x1D41B))  # astral: a superset within a small gap
+    assert not pattern.fullmatch("😀")  # but not far away (emoji stay on the fast path)
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("ＡＣＭＥ", "acme"),
+        ("發票 頭髮", "发票 头发"),
+        ("Straße", "strasse"),
+        ("ｱｸﾒ", "アクメ"),
+        ("plain ascii", "plain ascii"),
+    ],
+)
+def test_fold(text: str, folded: str) -> None:
+    assert fold(text) == folded
 
 
 def test_check_config_reports_query_errors_with_watch_position_and_caret(

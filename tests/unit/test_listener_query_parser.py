@@ -120,6 +120,7 @@ def error(query: str) -> QueryError:
         ("a*", 1, "at least 2 characters before '*'"),
         ("@ OR acme", 1, "bad alias name"),
         ("lang: acme", 1, "lang: needs a value"),
+        ("acme -jobs", 6, 'a leading "-" is not NOT here: write NOT jobs'),
         ("艾克米 AND (退款 OR)", 13, "OR needs a term after it"),  # columns count characters
     ],
 )
