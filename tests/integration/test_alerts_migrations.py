@@ -13,7 +13,14 @@ from sqlalchemy.engine import Connection
 import alerts.models  # noqa: F401  (registers the tables on Base.metadata)
 from core.db import Base, make_engine, upgrade_database
 
-ALERT_TABLES = {"incidents", "incident_events", "incident_evidence", "alert_deliveries"}
+ALERT_TABLES = {
+    "incidents",
+    "incident_events",
+    "incident_evidence",
+    "alert_deliveries",
+    "alert_silences",
+    "alert_step_jobs",
+}
 
 
 def _diff(connection: Connection) -> tuple[list[Any], set[str]]:
