@@ -17,9 +17,9 @@ or escalated the incident), so an alert exists exactly when its cause does.
    with a timeline event each.
 
 Rate limits (``alerts.ratelimit``): before claiming, a channel's due rows are planned
-against its limiter: if fewer messages may go than rows are due, the rows that do not fit
-are merged into one digest message (``AlertMessage.digest``); if none may go, the rows
-wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours, route grouping)
+against its limiter: if fewer messages may go than rows are due, the rows are merged into
+digest messages (``AlertMessage.digest``, at most ``batch_size`` alerts each); if none may
+go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours, route grouping)
 always go as one digest. Nothing is dropped.
 
 Fallback: after ``fallback_after`` failed attempts (or at once on a permanent error) a row
@@ -252,15 +252,19 @@ def _units(rows: Sequence[Delivery]) -> list[list[Delivery]]:
     return units
 
 
-def _plan(units: list[list[Delivery]], free: int) -> tuple[list[list[Delivery]], list[Delivery]]:
-    """(messages to send now, rows to defer): what does not fit the limit is merged."""
+def _plan(
+    units: list[list[Delivery]], free: int, max_items: int
+) -> tuple[list[list[Delivery]], list[Delivery]]:
+    """(messages to send now, rows to defer). When the channel has room for every unit,
+    each is one message; otherwise all its due rows are merged into as few digests as
+    possible (``max_items`` rows each), so the slots left stay free for what comes next."""
     if free <= 0:
         return [], [row for unit in units for row in unit]
     if len(units) <= free:
         return units, []
-    keep = units[: free - 1]
-    merged = [row for unit in units[free - 1 :] for row in unit]
-    return [*keep, merged], []
+    rows = [row for unit in units for row in unit]
+    chunks = [rows[i : i + max_items] for i in range(0, len(rows), max_items)]
+    return chunks[:free], [row for chunk in chunks[free:] for row in chunk]
 
 
 async def _claim_rows(
@@ -319,7 +323,9 @@ async def _claim(
         claims: list[_Claim] = []
         for channel, channel_rows in by_channel.items():
             bucket = limiter.channel(channel)
-            send, defer = _plan(_units(channel_rows), bucket.available(now))
+            send, defer = _plan(
+                _units(channel_rows), bucket.available(now), config.delivery.batch_size
+            )
             if defer:
                 await session.execute(
                     update(Delivery)
