@@ -19,8 +19,8 @@ or escalated the incident), so an alert exists exactly when its cause does.
 Rate limits (``alerts.ratelimit``): before claiming, a channel's due rows are planned
 against its limiter: if fewer messages may go than rows are due, the rows are merged into
 digest messages (``AlertMessage.digest``, at most ``batch_size`` alerts each); if none may
-go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours, route grouping)
-always go as one digest. Nothing is dropped.
+go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours,
+route grouping) always go as one digest. Nothing is dropped.
 
 Fallback: after ``fallback_after`` failed attempts (or at once on a permanent error) a row
 with ``fallbacks`` is closed and queued again on the next channel. A row that fails for

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from alerts import incidents as svc
 from alerts.config import AlertsConfig
 from alerts.escalation import escalate_one
-from alerts.jobs import StepJobs
 from alerts.models import Delivery, IncidentEvent
 from alerts.service import AlertService
 from core.bus.memory import MemoryBus
