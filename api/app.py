@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
-from api.routers import health, incidents, ingest
+from api.routers import alerting, health, incidents, ingest
 from api.runtime import Role, Runtime
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     if Role.API in runtime.roles:
         app.include_router(incidents.router)
+        app.include_router(alerting.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
 
