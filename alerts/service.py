@@ -82,6 +82,7 @@ class AlertService:
         self._running: asyncio.Task[TickReport] | None = None
         self._sending: asyncio.Task[None] | None = None
         self._stopping = False
+        self._again = False
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -122,8 +123,12 @@ class AlertService:
 
     def _deliver_soon(self) -> None:
         """Send the new alerts now, beside the signal consumer: a slow channel must not
-        hold up the next signals. One such task at a time; the tick catches the rest."""
-        if self._stopping or (self._sending is not None and not self._sending.done()):
+        hold up the next signals. One such task at a time; alerts queued while it runs
+        make it go round once more (they do not wait for the tick)."""
+        if self._stopping:
+            return
+        if self._sending is not None and not self._sending.done():
+            self._again = True
             return
         self._sending = asyncio.create_task(self._deliver_logged(), name="alerts:deliver")
 
@@ -133,11 +138,16 @@ class AlertService:
             await self._sending
 
     async def _deliver_logged(self) -> None:
-        try:
-            await self.deliver()
-        except Exception:
-            # The alerts are safe in the outbox; the next tick sends them.
-            log.exception("sending alerts right after a signal failed; the tick will retry")
+        while True:
+            self._again = False
+            try:
+                await self.deliver()
+            except Exception:
+                # The alerts are safe in the outbox; the next tick sends them.
+                log.exception("sending alerts right after a signal failed; the tick will retry")
+                return
+            if not self._again or self._stopping:
+                return
 
     async def _schedule(self, step: escalation.Scheduled) -> None:
         try:
