@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from alerts.config import AlertsConfig, ConsoleChannelConfig, DeliveryConfig
@@ -191,3 +193,12 @@ def test_secrets_stay_out_of_model_level_errors() -> None:
     with pytest.raises(ValidationError) as info:
         AlertsConfig.model_validate(data)
     assert "SECRETSECRET" not in str(info.value) and "0123456789abcdef" not in str(info.value)
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Alerts: routing, on-call, escalation, SLAs", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = AlertsConfig.model_validate(yaml.safe_load(block)["alerts"])
+    assert config.teams["pr"].rota is not None and config.policy_for(3) is not None
+    assert set(config.people) == {"wang_li", "chen_yu", "zhao_min", "liu_yang", "sun_hao"}
