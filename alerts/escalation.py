@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -55,8 +55,16 @@ def scheduled(incident: Incident) -> Scheduled | None:
     return Scheduled(incident.id, incident.escalation_token, incident.next_escalation_at)
 
 
-def arm(incident: Incident, config: AlertsConfig, teams: list[str], start: datetime) -> None:
-    """(Re)start escalation with a fresh token and a snapshot of the tier's policy."""
+def arm(
+    incident: Incident,
+    config: AlertsConfig,
+    teams: list[str],
+    start: datetime,
+    repeat_interval: timedelta = timedelta(0),
+) -> None:
+    """(Re)start escalation with a fresh token and a snapshot of the tier's policy.
+    ``repeat_interval`` (the route's; 0 = never): once the steps are done, the routed
+    teams are reminded this often until someone acknowledges."""
     incident.escalation_token = str(uuid.uuid4())
     incident.escalation_level = 0
     name = config.escalation.get(incident.tier)
@@ -71,6 +79,7 @@ def arm(incident: Incident, config: AlertsConfig, teams: list[str], start: datet
         "teams": list(teams),
         "repeat": policy.repeat,
         "steps": [step.model_dump(mode="json") for step in policy.steps],
+        "repeat_interval": repeat_interval.total_seconds(),
     }
     incident.next_escalation_at = start + policy.steps[0].after
 
@@ -80,9 +89,10 @@ def disarm(incident: Incident) -> None:
     incident.next_escalation_at = None
 
 
-def _steps(snapshot: dict[str, Any]) -> tuple[list[EscalationStep], int]:
+def _steps(snapshot: dict[str, Any]) -> tuple[list[EscalationStep], int, timedelta]:
     steps = [EscalationStep.model_validate(s) for s in snapshot["steps"]]
-    return steps, len(steps) * int(snapshot["repeat"])
+    remind = timedelta(seconds=float(snapshot.get("repeat_interval") or 0))
+    return steps, len(steps) * int(snapshot["repeat"]), remind
 
 
 async def run_step(
@@ -106,12 +116,16 @@ async def run_step(
     ):
         return None
     snapshot = incident.escalation_policy
-    steps, total = _steps(snapshot)
+    steps, total, remind = _steps(snapshot)
     done = incident.escalation_level
-    if done >= total:
+    reminder = done >= total
+    if reminder and not remind:
         return None
     level = done + 1
-    next_at = now + steps[level % len(steps)].after if level < total else None
+    if level < total:
+        next_at: datetime | None = now + steps[level % len(steps)].after
+    else:
+        next_at = now + remind if remind else None
     conditions = [
         Incident.id == incident_id,
         Incident.escalation_token == token,
@@ -134,8 +148,8 @@ async def run_step(
     if rowcount(result) != 1:
         return None
     await session.refresh(incident)
-    step = steps[done % len(steps)]
-    targets, described = step_targets(config, step.notify, list(snapshot["teams"]), now)
+    notify = "route" if reminder else steps[done % len(steps)].notify
+    targets, described = step_targets(config, notify, list(snapshot["teams"]), now)
     evidence = await session.scalars(
         select(IncidentEvidence)
         .where(IncidentEvidence.incident_id == incident_id)
@@ -143,12 +157,17 @@ async def run_step(
         .limit(config.evidence_in_alert)
     )
     waited = describe(now - incident.alerted_at)
+    text = (
+        f"REMINDER: still not acknowledged after {waited}"
+        if reminder
+        else f"ESCALATION level {level}: not acknowledged within {waited}"
+    )
     await enqueue(
         session,
         incident,
         targets,
         reason=escalation_reason(level),
-        reason_text=why or f"ESCALATION level {level}: not acknowledged within {waited}",
+        reason_text=why or text,
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         config=config,
         now=now,
@@ -163,7 +182,8 @@ async def run_step(
             "level": level,
             "of": total,
             "policy": snapshot.get("name"),
-            "step": done % len(steps),
+            "step": None if reminder else done % len(steps),
+            "reminder": reminder,
             "notify": described,
             "contacts": {ch: t.teams for ch, t in targets.items()},
             "unacknowledged_for": waited,

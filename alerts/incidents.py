@@ -43,7 +43,7 @@ from alerts.models import (
     IncidentEvidence,
 )
 from alerts.outbox import ALERT, UPGRADE, enqueue, enqueue_follow_ups, rowcount
-from alerts.routing import AlertAttrs, match_routes, sources_of
+from alerts.routing import AlertAttrs, Route, match_routes, sources_of
 from alerts.targets import team_targets
 from alerts.timeline import add_event
 from core.clock import Clock
@@ -348,6 +348,36 @@ async def _inhibit_lower(
         )
 
 
+async def _grouping(
+    session: AsyncSession, incident: Incident, route: Route, attrs: AlertAttrs, now: datetime
+) -> tuple[datetime | None, str | None]:
+    """(not before, digest group) of a routed alert. The first alert of a group waits
+    ``group_wait`` and the others joining meanwhile go with it; while the group was
+    notified less than ``group_interval`` ago, below tier 3 they wait for the next
+    interval. Rows of a group that fall due together on one channel are one message."""
+    if not route.group_by:
+        return None, None
+    key = route.group_key(attrs)
+    waiting = await session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.digest_group == key,
+            Delivery.status == PENDING,
+            Delivery.attempts == 0,
+            Delivery.next_attempt_at > now,
+        )
+    )
+    if waiting is not None:  # the group's notification is pending: join it
+        return waiting, key
+    not_before = now + route.group_wait
+    if incident.tier < 3 and route.group_interval > timedelta(0):
+        last = await session.scalar(
+            select(func.max(Delivery.sent_at)).where(Delivery.digest_group == key)
+        )
+        if last is not None and last + route.group_interval > not_before:
+            not_before = last + route.group_interval
+    return not_before, key
+
+
 async def _alert(
     session: AsyncSession,
     incident: Incident,
@@ -381,7 +411,8 @@ async def _alert(
     held = quiet_until(config, incident.tier, now)
     start = held or now
     incident.alerted_at = start
-    escalation.arm(incident, config, teams, start)
+    reminders = [r.repeat_interval for r in routes if r.repeat_interval > timedelta(0)]
+    escalation.arm(incident, config, teams, start, min(reminders, default=timedelta(0)))
     sla.start(incident, config, start)
     if held is not None:
         add_event(session, incident.id, "held", now, detail={"until": held.isoformat()})
@@ -391,9 +422,12 @@ async def _alert(
         )
     evidence = snippets_from_signal(signal.evidence, config.evidence_in_alert)
     for route in routes:
-        not_before, group = held, f"quiet:{held.isoformat()}" if held else None
-        if held is None and route.group_wait > timedelta(0):
-            not_before, group = now + route.group_wait, route.group_key(attrs)
+        not_before: datetime | None
+        group: str | None
+        if held is not None:
+            not_before, group = held, f"quiet:{held.isoformat()}"
+        else:
+            not_before, group = await _grouping(session, incident, route, attrs, now)
         await enqueue(
             session,
             incident,

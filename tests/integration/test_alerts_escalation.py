@@ -46,7 +46,7 @@ TIMELINES: dict[int, list[tuple[float, list[str]]]] = {
 }
 
 
-def config() -> AlertsConfig:
+def config(remind_minutes: int = 0) -> AlertsConfig:
     hook = {"type": "webhook", "secret": "signing-secret-0123456789"}
     rota = {"start": "2026-01-01T09:00:00+08:00", "people": ["olga"]}
 
@@ -69,7 +69,14 @@ def config() -> AlertsConfig:
                 "legal": {"channels": ["legal"], "rota": {**rota, "people": ["ken"]}},
                 "executives": {"channels": ["exec"]},
             },
-            "routes": {1: ["customer_service"], 2: ["pr"], 3: ["pr", "legal", "executives"]},
+            "routes": {
+                "repeat_interval": f"PT{remind_minutes}M",
+                "routes": [
+                    {"match": {"tier": [1]}, "teams": ["customer_service"]},
+                    {"match": {"tier": [2]}, "teams": ["pr"]},
+                    {"match": {"tier": [3]}, "teams": ["pr", "legal", "executives"]},
+                ],
+            },
             "escalation_policies": {
                 "tier-1": policy(30, {"people": ["lena"]}),
                 "tier-2": policy(10, {"people": ["lena", "ken"]}),
@@ -106,9 +113,11 @@ def signal(clock: ManualClock, tier: int) -> Signal:
 
 
 class World:
-    def __init__(self, sessions: Sessions, clock: ManualClock, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, sessions: Sessions, clock: ManualClock, http: httpx.AsyncClient, remind: int = 0
+    ) -> None:
         self.sessions, self.clock, self.http = sessions, clock, http
-        self.config = config()
+        self.config = config(remind)
         self.metrics = Metrics()
         self.calls: list[tuple[float, str]] = []
         self.start = clock.now()
@@ -153,7 +162,9 @@ class World:
             await svc.acknowledge(session, incident_id, "maria", self.clock)
 
 
-async def make_world(sessions: Sessions, clock: ManualClock) -> AsyncIterator[World]:
+async def make_world(
+    sessions: Sessions, clock: ManualClock, remind: int = 0
+) -> AsyncIterator[World]:
     holder: list[World] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -161,7 +172,7 @@ async def make_world(sessions: Sessions, clock: ManualClock) -> AsyncIterator[Wo
         return httpx.Response(200)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        world = World(sessions, clock, http)
+        world = World(sessions, clock, http, remind)
         holder.append(world)
         try:
             yield world
@@ -267,3 +278,25 @@ async def test_a_restart_in_the_middle_resumes_on_postgres(
 ) -> None:
     async for world in make_world(pg_sessions, clock):
         await resume_after_restart(world)
+
+
+async def test_after_the_last_step_the_teams_are_reminded_until_the_ack(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    async for world in make_world(sessions, clock, remind=60):  # repeat_interval: 1 h
+        incident = await world.open(2)
+        for minute in (10, 20, 80, 140):
+            await world.at(minute)
+        assert [world.sent_at(m) for m in (10, 20, 80, 140)] == [
+            ["olga"],
+            ["ken", "lena"],
+            ["pr"],  # the routed team, reminded
+            ["pr"],
+        ]
+        last = (await world.escalations())[-1]
+        assert last.detail["reminder"] is True and last.detail["level"] == 4
+        await world.ack(incident)
+        await world.at(141)  # the ack, mirrored to everyone who got an alert
+        assert world.sent_at(141) == ["ken", "lena", "olga", "pr"]
+        await world.at(300)
+        assert world.sent_at(300) == []

@@ -437,7 +437,8 @@ async def test_escalation_stops_after_the_last_step(
         clock.advance(3600)
         assert await env.escalate() == 0
         incident = (await env.deliveries())[0].incident_id
-        assert (await env.incident(incident)).next_escalation_at is None
+        # the routes' repeat_interval (default 4 h): a reminder, not another level
+        assert (await env.incident(incident)).next_escalation_at == clock.now() + timedelta(hours=3)
 
 
 async def test_ack_stops_escalation_even_past_the_deadline(env: Env) -> None:

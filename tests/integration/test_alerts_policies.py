@@ -267,3 +267,39 @@ async def test_a_channel_failing_for_good_raises_an_incident_about_crisiswatch(
     assert failed is not None and failed.status == "failed"
     await world.service.deliver()
     assert ("pr", "crisiswatch") in [(ch, m.watch_id) for ch, m in world.log]
+
+
+async def test_grouping_waits_group_wait_then_group_interval(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    routes = {
+        "teams": ["customer_service"],
+        "group_by": ["watch"],
+        "group_wait": "PT30S",
+        "group_interval": "PT5M",
+        "routes": [{"match": {"tier": [3]}, "teams": ["pr"], "group_wait": "PT0S"}],
+    }
+    async for world in make_world(sessions, clock, routes=routes):
+        start = clock.now()
+
+        async def at(seconds: float, w: World = world, t0: datetime = start) -> list[str]:
+            clock.set(t0 + timedelta(seconds=seconds))
+            await w.service.tick()
+            return w.sent()
+
+        await world.signal("a", tier=1, story="s1")
+        clock.set(start + timedelta(seconds=10))
+        await world.signal("b", tier=1, story="s2")
+        assert await at(29) == []
+        clock.set(start + timedelta(seconds=30))
+        await world.service.tick()
+        ((channel, first),) = world.log
+        assert channel == "cs" and len(first.digest) == 2, "one message for the group"
+        world.log.clear()
+        clock.set(start + timedelta(seconds=60))
+        await world.signal("c", tier=1, story="s3")
+        assert await at(90) == [], "the group was notified 30 s ago: wait for the interval"
+        assert await at(330) == ["cs"]
+        clock.set(start + timedelta(seconds=340))
+        await world.signal("d", tier=3, story="s4", watch="other")
+        assert world.sent() == ["pr"], "tier 3 is not held by the group interval"
