@@ -60,6 +60,15 @@ class ChannelLimiter:
     def take(self, now: datetime, n: int = 1) -> None:
         self._sent.extend([now] * n)
 
+    @property
+    def window(self) -> timedelta:
+        """The longest window of the limits (how far back sends still count)."""
+        return self._longest
+
+    def seed(self, sent: list[datetime]) -> None:
+        """Messages sent before this process started (from the outbox), oldest first."""
+        self._sent = deque(sorted([*sent, *self._sent]))
+
     def block(self, until: datetime) -> None:
         if self.blocked_until is None or until > self.blocked_until:
             self.blocked_until = until
@@ -76,6 +85,9 @@ class RateLimiter:
             name: ChannelLimiter(tuple(getattr(n, "rate_limits", ())))
             for name, n in notifiers.items()
         }
+
+    def names(self) -> list[str]:
+        return list(self._channels)
 
     def channel(self, name: str) -> ChannelLimiter:
         limiter = self._channels.get(name)

@@ -29,7 +29,7 @@ from alerts.incidents import InvalidSignal, apply_signal, open_counts
 from alerts.jobs import StepJobs
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
-from alerts.outbox import AckLink, deliver_due, pending_count
+from alerts.outbox import AckLink, deliver_due, pending_count, seed_limiter
 from alerts.ratelimit import RateLimiter
 from alerts.selfalert import channel_failure_handler
 from core.bus.base import Bus, PermanentError, RetryPolicy
@@ -149,6 +149,13 @@ class AlertService:
             if not self._again or self._stopping:
                 return
 
+    async def resume(self) -> None:
+        """After a restart: the rate limits count what was sent before it."""
+        async with self.sessions() as session:
+            seeded = await seed_limiter(session, self.limiter, self.clock.now())
+        if seeded:
+            log.info("alerts: %d recent message(s) count against channel rate limits", seeded)
+
     async def _schedule(self, step: escalation.Scheduled) -> None:
         try:
             await self.jobs.schedule(step.incident_id, step.token, step.at)
@@ -240,6 +247,7 @@ class AlertService:
             return
         self._stopping = False
         await self.jobs.start()
+        await self.resume()
         scheduler = AsyncIOScheduler()
         scheduler.add_job(
             self._scheduled_tick,

@@ -204,3 +204,42 @@ async def test_a_burst_of_200_incidents_is_merged_never_dropped(
     assert metrics.registry.get_sample_value(
         "crisiswatch_alert_digests_total", {"channel": "console"}
     )
+
+
+async def test_after_a_restart_the_rate_limit_counts_what_was_sent_before(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
+    config = AlertsConfig.model_validate(
+        {
+            "channels": {"robot": {"type": "console"}},
+            "teams": {"customer_service": {"channels": ["robot"]}},
+            "routes": {"teams": ["customer_service"]},
+        }
+    )
+
+    def service_with(robot: FakeDingTalk, http: httpx.AsyncClient) -> AlertService:
+        service = AlertService(MemoryBus(metrics=metrics), sessions, config, http, clock, metrics)
+        service.notifiers["robot"] = robot
+        service.limiter = RateLimiter(service.notifiers)
+        return service
+
+    async with httpx.AsyncClient() as http:
+        before, after = FakeDingTalk("robot", clock), FakeDingTalk("robot", clock)
+        first = service_with(before, http)
+        for n in range(20):
+            clock.advance(1)
+            await first.handle_signals([signal(clock, n, tier=1)])
+            await first.sent()
+        first.jobs.close()
+        assert len(before.messages) == 20
+        second = service_with(after, http)  # the restart
+        try:
+            await second.resume()
+            await second.handle_signals([signal(clock, 99, tier=1)])
+            await second.sent()
+            assert after.messages == [], "the window of the first process still counts"
+            clock.advance(41)  # 60 s after the first message
+            await second.tick()
+            assert [m.incident_id for _, m in after.messages] == [21]
+        finally:
+            second.jobs.close()
