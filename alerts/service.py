@@ -97,7 +97,6 @@ class AlertService:
         )
 
     async def handle_signals(self, signals: list[Signal]) -> None:
-        changed = 0
         for signal in signals:
             try:
                 async with unit_of_work(self.sessions) as session:
@@ -107,19 +106,19 @@ class AlertService:
                     step = escalation.scheduled(incident) if incident is not None else None
             except InvalidSignal as exc:
                 raise PermanentError(str(exc)) from exc
+            if incident is None:
+                continue
+            if self.config.deliver_on_signal:
+                self._deliver_soon()  # each signal's alerts go while the next is applied
             if step is not None:
                 await self._schedule(step)
-            if incident is not None:
-                changed += 1
-                log.info(
-                    "signal %s: incident %d is tier %d (%s)",
-                    signal.id,
-                    incident.id,
-                    incident.tier,
-                    incident.status,
-                )
-        if changed and self.config.deliver_on_signal:
-            self._deliver_soon()
+            log.info(
+                "signal %s: incident %d is tier %d (%s)",
+                signal.id,
+                incident.id,
+                incident.tier,
+                incident.status,
+            )
 
     def _deliver_soon(self) -> None:
         """Send the new alerts now, beside the signal consumer: a slow channel must not
