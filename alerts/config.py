@@ -323,6 +323,11 @@ class DeliveryConfig(Section):
     fallback_after: int = Field(
         3, ge=1, le=50, description="failed attempts on one channel before the next one"
     )
+    fallback_if_wait_over: timedelta = Field(
+        timedelta(seconds=60),
+        description="a channel that asks to wait longer (Retry-After) is left for the next "
+        "one at once",
+    )
     initial_backoff: timedelta = timedelta(seconds=2)
     max_backoff: timedelta = timedelta(minutes=5)
     jitter: float = Field(0.2, ge=0, lt=1, description="+/- fraction applied to each backoff")

@@ -22,8 +22,9 @@ digest messages (``AlertMessage.digest``, at most ``batch_size`` alerts each); i
 go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours,
 route grouping) always go as one digest. Nothing is dropped.
 
-Fallback: after ``fallback_after`` failed attempts (or at once on a permanent error) a row
-with ``fallbacks`` is closed and queued again on the next channel. A row that fails for
+Fallback: after ``fallback_after`` failed attempts (at once on a permanent error, or when
+the channel asks to wait longer than ``fallback_if_wait_over``) a row with ``fallbacks``
+is closed and queued again on the next channel. A row that fails for
 good with no channel left calls ``on_failed`` (the service opens an incident about
 crisiswatch itself).
 
@@ -531,8 +532,10 @@ async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
 async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: DeliveryError) -> None:
     session, config, now = rec.session, rec.config, rec.now
     exhausted = not error.retryable or row.attempts >= config.delivery.max_attempts
+    wait = timedelta(seconds=error.retry_after or 0)
+    told_to_wait = wait > config.delivery.fallback_if_wait_over
     wants_fallback = bool(row.fallbacks) and (
-        exhausted or row.attempts >= config.delivery.fallback_after
+        exhausted or told_to_wait or row.attempts >= config.delivery.fallback_after
     )
     final = exhausted or wants_fallback
     message = str(error)[:1000]
