@@ -23,8 +23,9 @@ go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet
 route grouping) always go as one digest. Nothing is dropped.
 
 Fallback: after ``fallback_after`` failed attempts (at once on a permanent error, or when
-the channel asks to wait longer than ``fallback_if_wait_over``) a row with ``fallbacks``
-is closed and queued again on the next channel. A row that fails for
+the channel asks to wait longer than ``fallback_if_wait_over``, or is blocked that long by
+its platform's penalty) a row with ``fallbacks`` is closed and queued again on the next
+channel. A row that fails for
 good with no channel left calls ``on_failed`` (the service opens an incident about
 crisiswatch itself).
 
@@ -54,7 +55,7 @@ from alerts.ratelimit import RateLimiter
 from alerts.targets import Targets
 from alerts.timeline import add_event
 from core.clock import Clock
-from core.db import unit_of_work
+from core.db import on_commit, unit_of_work
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -305,8 +306,8 @@ async def _claim(
     limiter: RateLimiter,
     now: datetime,
     metrics: Metrics,
-) -> tuple[list[_Claim], int]:
-    """(messages claimed, rows looked at)."""
+) -> tuple[list[_Claim], int, int]:
+    """(messages claimed, rows looked at, rows moved to their next channel)."""
     lease_until = now + config.delivery.claim_timeout
     async with unit_of_work(sessions) as session:
         rows = (
@@ -322,16 +323,22 @@ async def _claim(
         for row in rows:
             by_channel.setdefault(row.channel, []).append(row)
         claims: list[_Claim] = []
+        moved = 0
         for channel, channel_rows in by_channel.items():
             bucket = limiter.channel(channel)
             send, defer = _plan(
                 _units(channel_rows), bucket.available(now), config.delivery.batch_size
             )
+            until = bucket.next_free(now)
+            if defer and until - now > config.delivery.fallback_if_wait_over:
+                waiting = await _leave_blocked(session, config, defer, until, now, metrics)
+                moved += len(defer) - len(waiting)
+                defer = waiting
             if defer:
                 await session.execute(
                     update(Delivery)
                     .where(Delivery.id.in_([r.id for r in defer]), Delivery.status == PENDING)
-                    .values(next_attempt_at=bucket.next_free(now))
+                    .values(next_attempt_at=until)
                     .execution_options(synchronize_session=False)
                 )
             for unit in send:
@@ -354,7 +361,7 @@ async def _claim(
                 claims.append(
                     _Claim(channel, channel_rows[0].channel_type, tuple(claimed), payload)
                 )
-    return claims, len(rows)
+    return claims, len(rows), moved
 
 
 async def _send(
@@ -491,10 +498,11 @@ async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
         )
 
 
-async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
+async def _requeue(
+    session: AsyncSession, config: AlertsConfig, row: _Row, from_channel: str, now: datetime
+) -> str | None:
     """Queue ``row``'s message on its next channel; returns that channel (None: none
     left that has not already got this alert)."""
-    session, config = rec.session, rec.config
     remaining = [fb for fb in row.fallbacks if fb in config.channels]
     while remaining:
         channel, remaining = remaining[0], remaining[1:]
@@ -512,7 +520,7 @@ async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
                 config.channels[channel].type,
                 row.reason,
                 payload,
-                now=rec.now,
+                now=now,
                 trigger_received_at=row.trigger_received_at,
                 fallbacks=remaining,
             )
@@ -521,12 +529,66 @@ async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
             session,
             row.incident_id,
             "alert_fallback",
-            rec.now,
-            detail={"from": claim.channel, "to": channel, "reason": row.reason},
+            now,
+            detail={"from": from_channel, "to": channel, "reason": row.reason},
         )
-        rec.after_commit.append(rec.metrics.channel_fallbacks.labels(claim.channel_type).inc)
         return channel
     return None
+
+
+async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
+    channel = await _requeue(rec.session, rec.config, row, claim.channel, rec.now)
+    if channel is not None:
+        rec.after_commit.append(rec.metrics.channel_fallbacks.labels(claim.channel_type).inc)
+    return channel
+
+
+async def _leave_blocked(
+    session: AsyncSession,
+    config: AlertsConfig,
+    rows: Sequence[Delivery],
+    until: datetime,
+    now: datetime,
+    metrics: Metrics,
+) -> list[Delivery]:
+    """Rows of a channel that is blocked until ``until`` (a platform's penalty) move to
+    their next channel at once; returns the rows that have none (they wait)."""
+    waiting: list[Delivery] = []
+    for row in rows:
+        moved = None
+        if row.fallbacks:
+            moved = await _requeue(
+                session,
+                config,
+                _Row(
+                    id=row.id,
+                    incident_id=row.incident_id,
+                    tier=row.tier,
+                    reason=row.reason,
+                    payload=dict(row.payload),
+                    attempts=row.attempts,
+                    trigger_received_at=row.trigger_received_at,
+                    fallbacks=tuple(row.fallbacks),
+                ),
+                row.channel,
+                now,
+            )
+        if moved is None:
+            waiting.append(row)
+            continue
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id == row.id, Delivery.status == PENDING)
+            .values(
+                status=FAILED,
+                next_attempt_at=None,
+                last_error=f"channel {row.channel} blocked until {until.isoformat()}; "
+                f"sent on {moved} instead",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        on_commit(session, metrics.channel_fallbacks.labels(row.channel_type).inc)
+    return waiting
 
 
 async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: DeliveryError) -> None:
@@ -623,7 +685,7 @@ async def deliver_due(
     send_limit = config.delivery.claim_timeout.total_seconds() * 0.8
     attempted = 0
     for _ in range(MAX_ROUNDS):
-        claims, looked_at = await _claim(sessions, config, limiter, clock.now(), metrics)
+        claims, looked_at, moved = await _claim(sessions, config, limiter, clock.now(), metrics)
         if claims:
             outcomes = await asyncio.gather(
                 *(_send(c, notifiers, send_limit, ack_link) for c in claims)
@@ -632,6 +694,8 @@ async def deliver_due(
                 sessions, claims, outcomes, config, clock.now(), metrics, rng, limiter, on_failed
             )
             attempted += len(claims)
+        if moved:
+            continue  # what moved to another channel is due now
         if not claims or looked_at < config.delivery.batch_size:
             break
     return attempted

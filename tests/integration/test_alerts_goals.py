@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.config import AlertsConfig
 from alerts.models import Delivery, Incident, IncidentEvent
-from alerts.notifiers.base import AlertMessage, RateLimit
+from alerts.notifiers.base import AlertMessage, DeliveryError, RateLimit
 from alerts.ratelimit import RateLimiter
 from alerts.service import AlertService
 from core.bus.memory import MemoryBus
@@ -246,3 +246,43 @@ async def test_after_a_restart_the_rate_limit_counts_what_was_sent_before(
             assert [m.incident_id for _, m in after.messages] == [21]
         finally:
             second.jobs.close()
+
+
+class BlockingRobot(FakeDingTalk):
+    """Answers its first message with "too fast" (DingTalk then blocks for 10 minutes)."""
+
+    async def send(self, alert: AlertMessage) -> None:
+        if not self.messages and not getattr(self, "refused", False):
+            self.refused = True
+            raise DeliveryError("robot: sending too fast", retryable=True, retry_after=30)
+        await super().send(alert)
+
+
+async def test_a_channel_blocked_by_its_platform_hands_alerts_to_the_next_channel(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
+    config = AlertsConfig.model_validate(
+        {
+            "channels": {"robot": {"type": "console"}, "mail": {"type": "console"}},
+            "teams": {"pr": {"channels": ["robot"], "fallback_channels": ["mail"]}},
+            "routes": {"teams": ["pr"]},
+        }
+    )
+    robot, mail = BlockingRobot("robot", clock), FakeDingTalk("mail", clock)
+    async with httpx.AsyncClient() as http:
+        service = AlertService(MemoryBus(metrics=metrics), sessions, config, http, clock, metrics)
+        service.notifiers.update(robot=robot, mail=mail)
+        service.limiter = RateLimiter(service.notifiers)
+        try:
+            await service.handle_signals([signal(clock, 1, tier=3)])
+            await service.sent()
+            clock.advance(5)
+            await service.handle_signals([signal(clock, 2, tier=3)])  # while blocked
+            await service.sent()
+            assert [m.incident_id for _, m in mail.messages] == [2], "not held 10 minutes"
+            clock.advance(30)  # the first one's retry: the robot is still blocked
+            await service.tick()
+        finally:
+            service.jobs.close()
+    assert sorted(m.incident_id for _, m in mail.messages) == [1, 2]
+    assert robot.messages == []
