@@ -23,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -30,10 +31,11 @@ from typing import Any, cast
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import ForeignKey, String, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base, UtcDateTime
+from core.clock import Clock
+from core.db import Base, UtcDateTime, unit_of_work
 from core.settings import Section
 
 VERSION = "v1"
@@ -206,6 +208,35 @@ async def mint_ack_url(
         session, config, incident_id=incident_id, recipient=recipient, channel=channel, now=now
     )
     return public_url.rstrip("/") + config.path.format(token=token)
+
+
+def link_maker(
+    sessions: async_sessionmaker[AsyncSession],
+    config: AckLinkConfig,
+    public_url: str | None,
+    clock: Clock,
+) -> Callable[[int, str], Awaitable[str | None]] | None:
+    """The alerter's ``ack_link(incident_id, channel)``: mints one token per message sent.
+
+    None when links are off (no secret) or there is no public URL to point them at.
+    """
+    if not config.enabled or not public_url:
+        return None
+    base = public_url
+
+    async def make(incident_id: int, channel: str) -> str | None:
+        async with unit_of_work(sessions) as session:
+            return await mint_ack_url(
+                session,
+                config,
+                base,
+                incident_id=incident_id,
+                recipient=channel,
+                channel=channel,
+                now=clock.now(),
+            )
+
+    return make
 
 
 async def look_up(

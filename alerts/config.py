@@ -1,23 +1,25 @@
-"""The ``alerts`` config section: channels, teams, routes, ack deadlines, delivery.
+"""The ``alerts`` config section: channels, people, teams and rotas, the routing tree,
+escalation policies, SLA clocks, quiet hours, inhibition and delivery.
 
-Foundation version: a tier routes to teams, a team owns chat channels and an ordered list
-of escalation contacts (channel names). The defaults need no configuration at all: every
-team gets its own console channel, so ``crisiswatch run`` alerts to the log.
+The defaults need no configuration at all: every team gets its own console channel, every
+tier is routed to the teams of the response plan, and every tier has an escalation policy
+that needs no people (it re-notifies the team channels). ``crisiswatch run`` alerts to the
+log. Every reference (a team's channel, a rota's person, a policy's team) is checked, and
+every problem is reported with its path (``teams.pr.rota.people: unknown person 'bob'``).
 
-Ack deadlines (``ack_timeout``): how long an alert may stay unacknowledged before it
-escalates. They are shorter than the response plan's deadlines on purpose, so that the
-escalation arrives while the deadline can still be met:
-
-* tier 1 (customer service must answer within 2 h): 30 min;
-* tier 2 (PR statement within 1 h; "reach the responsible people within 10 min"): 10 min;
-* tier 3 (immediate, group convened within 10 min): 10 min.
+Escalation waits are shorter than the response plan's deadlines on purpose, so that the
+escalation arrives while the deadline can still be met. SLA clocks (``sla``) are the plan's
+deadlines themselves: tier 1 private reply within 2 h, tier 2 statement within 1 h, tier 3
+acknowledged (emergency group convened) within 10 min.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from alerts.channels import (
     AnyChannelConfig,
@@ -34,7 +36,18 @@ __all__ = [
     "ChannelConfig",
     "ConsoleChannelConfig",
     "DeliveryConfig",
+    "EscalationPolicy",
+    "EscalationStep",
+    "InhibitConfig",
+    "Matchers",
+    "PersonConfig",
+    "QuietHours",
+    "RotaConfig",
+    "RotaOverride",
+    "RouteConfig",
+    "SlaConfig",
     "SlackChannelConfig",
+    "StepTargets",
     "TeamConfig",
     "WebhookChannelConfig",
 ]
@@ -44,19 +57,277 @@ _SECRET_SAFE = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 TIERS = (1, 2, 3)
 DEFAULT_TEAMS = ("customer_service", "pr", "marketing", "legal", "executives")
+GROUP_KEYS = ("watch", "story", "tier", "source")
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{what} needs a timezone (e.g. 2026-01-05T09:00:00+08:00)")
+    return value
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r}") from exc
+    return value
+
+
+# -- people, teams, rotas -------------------------------------------------------------
+
+
+class PersonConfig(Section):
+    """A person: contact points, and the channels that reach them directly, in order
+    (the first is used, the next ones when it keeps failing)."""
+
+    name: str | None = Field(None, description="display name (default: the key)")
+    email: str | None = None
+    phone: str | None = Field(None, description="mobile number (DingTalk/WeCom @, SMS)")
+    chat_ids: dict[str, str] = Field(
+        default_factory=dict, description="channel type -> the person's user id there"
+    )
+    channels: list[str] = Field(
+        default_factory=list,
+        description="channels that reach this person, in order; empty = the team's "
+        "channels, with the person @-mentioned",
+    )
+
+
+class RotaOverride(Section):
+    """Someone else is on call from ``start`` to ``end`` (a holiday, a swap)."""
+
+    start: datetime
+    end: datetime
+    person: str
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _window(self) -> RotaOverride:
+        _aware(self.start, "start")
+        _aware(self.end, "end")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class RotaConfig(Section):
+    """An on-call rotation: ``people`` take turns, one ``rotation`` period each, the
+    first from ``start`` (whose time of day is the handoff time)."""
+
+    rotation: Literal["daily", "weekly"] = "weekly"
+    start: datetime = Field(description="first handoff, with a timezone")
+    people: list[str] = Field(min_length=1)
+    overrides: list[RotaOverride] = Field(default_factory=list)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: datetime) -> datetime:
+        return _aware(value, "start")
 
 
 class TeamConfig(Section):
     channels: list[str] = Field(min_length=1, description="channel names alerts go to")
-    escalation: list[str] = Field(
+    fallback_channels: list[str] = Field(
         default_factory=list,
-        description="ordered contacts (channel names) for escalation levels 1, 2, ...; the "
-        "last one repeats; empty = escalate to the team's own channels",
+        description="used in order when a team channel keeps failing",
     )
+    members: list[str] = Field(default_factory=list, description="people (keys of people)")
+    rota: RotaConfig | None = Field(None, description="who is on call; none = nobody")
+
+
+# -- routing tree ---------------------------------------------------------------------
+
+
+class Matchers(Section):
+    """All given matchers must match; a list matches any of its values."""
+
+    tier: list[int] | None = None
+    watch: list[str] | None = None
+    source: list[str] | None = Field(
+        None, description="platform of any evidence mention (bluesky, mastodon, rss, ...)"
+    )
+    language: list[str] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tier")
+    @classmethod
+    def _tiers(cls, value: list[int] | None) -> list[int] | None:
+        for tier in value or ():
+            if tier not in TIERS:
+                raise ValueError(f"tier {tier} does not exist (tiers are 1, 2, 3)")
+        return value
+
+
+class RouteConfig(Section):
+    """A node of the routing tree. Unset fields inherit from the parent."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    match: Matchers = Field(default_factory=Matchers)
+    teams: list[str] | None = Field(None, description="who gets the alert")
+    continue_: bool = Field(
+        False, alias="continue", description="after matching, try the next siblings too"
+    )
+    group_by: list[Literal["watch", "story", "tier", "source"]] | None = None
+    group_wait: timedelta | None = None
+    group_interval: timedelta | None = None
+    repeat_interval: timedelta | None = None
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+def _default_routes() -> RouteConfig:
+    return RouteConfig.model_validate(
+        {
+            "teams": ["customer_service"],
+            "group_by": ["story"],
+            "group_wait": timedelta(0),
+            "group_interval": timedelta(minutes=5),
+            "repeat_interval": timedelta(hours=4),
+            "routes": [
+                {"match": {"tier": [1]}, "teams": ["customer_service"]},
+                {"match": {"tier": [2]}, "teams": ["pr", "marketing"]},
+                {"match": {"tier": [3]}, "teams": ["pr", "legal", "executives"]},
+            ],
+        }
+    )
+
+
+class InhibitConfig(Section):
+    """An open incident of ``source_tier`` mutes lower-tier alerts for the same story or
+    watch (``equal``: any of them)."""
+
+    enabled: bool = True
+    source_tier: int = Field(3, ge=2, le=3)
+    equal: list[Literal["story", "watch"]] = Field(
+        default_factory=lambda: ["story", "watch"],  # type: ignore[arg-type]
+        min_length=1,
+    )
+
+
+class QuietHours(Section):
+    """Alerts of ``tiers`` raised between ``start`` and ``end`` (local time) wait and go
+    out as one digest per channel at ``end``. Tier 3 is never held."""
+
+    start: time = time(22, 0)
+    end: time = time(8, 0)
+    timezone: str = "UTC"
+    tiers: list[int] = Field(default_factory=lambda: [1])
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _zone(value)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, value: list[int]) -> list[int]:
+        if 3 in value:
+            raise ValueError("tier 3 is never held: remove it from quiet_hours.tiers")
+        for tier in value:
+            if tier not in TIERS:
+                raise ValueError(f"tier {tier} does not exist")
+        return value
+
+
+# -- escalation -----------------------------------------------------------------------
+
+
+class StepTargets(Section):
+    teams: list[str] = Field(default_factory=list, description="these teams' channels")
+    people: list[str] = Field(default_factory=list, description="these people directly")
+    on_call_of: list[str] = Field(
+        default_factory=list, description="the on-call person of these teams, directly"
+    )
+
+
+StepNotify = Literal["route", "on_call"] | StepTargets
+
+
+class EscalationStep(Section):
+    after: timedelta = Field(description="wait since the previous step (or the alert)")
+    notify: StepNotify = Field(
+        description='"route": the routed teams\' channels again; "on_call": each routed '
+        "team's on-call person directly; or explicit teams/people/on_call_of"
+    )
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("after must be positive")
+        return value
+
+
+class EscalationPolicy(Section):
+    steps: list[EscalationStep] = Field(min_length=1)
+    repeat: int = Field(1, ge=1, le=20, description="how many times the steps run")
+
+
+def _default_policies() -> dict[str, EscalationPolicy]:
+    def policy(wait: timedelta, repeat: int) -> EscalationPolicy:
+        return EscalationPolicy(
+            steps=[
+                EscalationStep(after=wait, notify="on_call"),
+                EscalationStep(after=wait, notify="route"),
+            ],
+            repeat=repeat,
+        )
+
+    return {
+        "tier-1": policy(timedelta(minutes=30), 2),
+        "tier-2": policy(timedelta(minutes=10), 2),
+        "tier-3": policy(timedelta(minutes=5), 3),
+    }
+
+
+def _default_escalation() -> dict[int, str | None]:
+    return {1: "tier-1", 2: "tier-2", 3: "tier-3"}
+
+
+class SlaConfig(Section):
+    target: timedelta
+    met_by: Literal["acknowledged", "responded", "resolved"] = Field(
+        description="what stops the clock: an ack, a recorded response (reply, "
+        "statement), or resolving the incident"
+    )
+    warn_at: list[float] = Field(default_factory=lambda: [0.5, 0.8])
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> SlaConfig:
+        if self.target <= timedelta(0):
+            raise ValueError("target must be positive")
+        if any(not 0 < w < 1 for w in self.warn_at) or self.warn_at != sorted(self.warn_at):
+            raise ValueError("warn_at: ascending fractions between 0 and 1")
+        return self
+
+
+def _default_sla() -> dict[int, SlaConfig]:
+    return {
+        1: SlaConfig(target=timedelta(hours=2), met_by="responded", description="private reply"),
+        2: SlaConfig(target=timedelta(hours=1), met_by="responded", description="statement"),
+        3: SlaConfig(
+            target=timedelta(minutes=10),
+            met_by="acknowledged",
+            description="emergency group convened",
+        ),
+    }
+
+
+# -- delivery -------------------------------------------------------------------------
 
 
 class DeliveryConfig(Section):
     max_attempts: int = Field(8, ge=1, le=50)
+    fallback_after: int = Field(
+        3, ge=1, le=50, description="failed attempts on one channel before the next one"
+    )
+    fallback_if_wait_over: timedelta = Field(
+        timedelta(seconds=60),
+        description="a channel that asks to wait longer (Retry-After) is left for the next "
+        "one at once",
+    )
     initial_backoff: timedelta = timedelta(seconds=2)
     max_backoff: timedelta = timedelta(minutes=5)
     jitter: float = Field(0.2, ge=0, lt=1, description="+/- fraction applied to each backoff")
@@ -81,6 +352,14 @@ class DeliveryConfig(Section):
         return min(self.max_backoff, self.initial_backoff * factor)
 
 
+class SelfAlertConfig(Section):
+    """A channel that fails for good opens an incident about crisiswatch itself (watch
+    ``crisiswatch``), routed through the tree like any other."""
+
+    enabled: bool = True
+    tier: int = Field(2, ge=1, le=3)
+
+
 def _default_channels() -> dict[str, AnyChannelConfig]:
     return {f"{team}-console": ConsoleChannelConfig() for team in DEFAULT_TEAMS}
 
@@ -89,28 +368,39 @@ def _default_teams() -> dict[str, TeamConfig]:
     return {team: TeamConfig(channels=[f"{team}-console"]) for team in DEFAULT_TEAMS}
 
 
-def _default_routes() -> dict[int, list[str]]:
-    return {1: ["customer_service"], 2: ["pr", "marketing"], 3: ["pr", "legal", "executives"]}
-
-
-def _default_ack_timeout() -> dict[int, timedelta]:
-    return {1: timedelta(minutes=30), 2: timedelta(minutes=10), 3: timedelta(minutes=10)}
+def _route_problems(route: RouteConfig, path: str, config: AlertsConfig) -> list[str]:
+    problems = [
+        f"{path}.teams: unknown team {team!r} (teams: {sorted(config.teams)})"
+        for team in route.teams or ()
+        if team not in config.teams
+    ]
+    for field in ("group_wait", "group_interval", "repeat_interval"):
+        value = getattr(route, field)
+        if value is not None and value < timedelta(0):
+            problems.append(f"{path}.{field}: must not be negative")
+    for i, child in enumerate(route.routes):
+        problems.extend(_route_problems(child, f"{path}.routes[{i}]", config))
+    return problems
 
 
 class AlertsConfig(Section):
     model_config = _SECRET_SAFE
 
     channels: dict[str, ChannelConfig] = Field(default_factory=_default_channels)
+    people: dict[str, PersonConfig] = Field(default_factory=dict)
     teams: dict[str, TeamConfig] = Field(default_factory=_default_teams)
-    routes: dict[int, list[str]] = Field(
-        default_factory=_default_routes, description="tier -> the teams alerted"
+    routes: RouteConfig = Field(
+        default_factory=_default_routes, description="the routing tree (its root)"
     )
-    ack_timeout: dict[int, timedelta] = Field(
-        default_factory=_default_ack_timeout,
-        description="tier -> how long an alert may go unacknowledged before it escalates",
+    inhibit: InhibitConfig = Field(default_factory=InhibitConfig)
+    quiet_hours: QuietHours | None = None
+    escalation_policies: dict[str, EscalationPolicy] = Field(default_factory=_default_policies)
+    escalation: dict[int, str | None] = Field(
+        default_factory=_default_escalation, description="tier -> policy name (null: none)"
     )
-    max_escalations: int = Field(4, ge=0, le=20)
+    sla: dict[int, SlaConfig] = Field(default_factory=_default_sla)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    self_alert: SelfAlertConfig = Field(default_factory=SelfAlertConfig)
     tick_interval: timedelta = Field(
         timedelta(seconds=5), description="how often the outbox and escalations are checked"
     )
@@ -123,39 +413,44 @@ class AlertsConfig(Section):
     incident_path: str = Field("/incidents/{id}", description="API path of an incident")
     ack_path: str = Field("/incidents/{id}/ack", description="API path shown as the ack hint")
     evidence_in_alert: int = Field(3, ge=0, le=10, description="evidence snippets per alert")
+    watch_labels: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="watch id -> labels the routes can match on"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_routes(cls, data: Any) -> Any:
+        """``routes: {1: [teams], 2: [...], 3: [...]}`` (the first config format) is a
+        tree with one child per tier."""
+        if isinstance(data, dict):
+            routes = data.get("routes")
+            if isinstance(routes, dict) and routes and all(_is_tier_key(k) for k in routes):
+                data = dict(data)
+                data["routes"] = {
+                    "teams": [],
+                    "routes": [
+                        {"match": {"tier": [int(k)]}, "teams": v} for k, v in routes.items()
+                    ],
+                }
+        return data
 
     @model_validator(mode="after")
     def _references(self) -> AlertsConfig:
         problems: list[str] = []
+        problems.extend(self._people_problems())
         for team_name, team in self.teams.items():
-            for field_name in ("channels", "escalation"):
-                for channel in getattr(team, field_name):
-                    if channel not in self.channels:
-                        problems.append(
-                            f"teams.{team_name}.{field_name}: unknown channel {channel!r} "
-                            f"(channels: {sorted(self.channels)})"
-                        )
-        for tier, teams in sorted(self.routes.items()):
+            problems.extend(self._team_problems(team_name, team))
+        problems.extend(_route_problems(self.routes, "routes", self))
+        for tier in TIERS:
+            if not self.routes.teams and not _tier_reachable(self.routes, tier):
+                problems.append(
+                    f"routes: tier {tier} matches no route with teams (give the root "
+                    "teams, or a route for it)"
+                )
+        problems.extend(self._policy_problems())
+        for tier in sorted(self.sla):
             if tier not in TIERS:
-                problems.append(f"routes: tier {tier} does not exist (tiers are 1, 2, 3)")
-            if not teams:
-                problems.append(f"routes.{tier}: routes to no team")
-            for team_name in teams:
-                if team_name not in self.teams:
-                    problems.append(
-                        f"routes.{tier}: unknown team {team_name!r} (teams: {sorted(self.teams)})"
-                    )
-        missing = [t for t in TIERS if t not in self.routes]
-        if missing:
-            problems.append(f"routes: every tier needs teams; missing tier(s) {missing}")
-        for tier, timeout in sorted(self.ack_timeout.items()):
-            if tier not in TIERS:
-                problems.append(f"ack_timeout: tier {tier} does not exist (tiers are 1, 2, 3)")
-            if timeout <= timedelta(0):
-                problems.append(f"ack_timeout.{tier}: must be positive")
-        missing = [t for t in TIERS if t not in self.ack_timeout]
-        if missing:
-            problems.append(f"ack_timeout: missing tier(s) {missing}")
+                problems.append(f"sla: tier {tier} does not exist (tiers are 1, 2, 3)")
         if self.tick_interval <= timedelta(0):
             problems.append("tick_interval: must be positive")
         claim = self.delivery.claim_timeout.total_seconds()
@@ -175,5 +470,80 @@ class AlertsConfig(Section):
             raise ValueError("; ".join(problems))
         return self
 
-    def teams_for(self, tier: int) -> list[str]:
-        return list(self.routes.get(tier, ()))
+    def _channel_problems(self, names: list[str], path: str) -> list[str]:
+        return [
+            f"{path}: unknown channel {name!r} (channels: {sorted(self.channels)})"
+            for name in names
+            if name not in self.channels
+        ]
+
+    def _person_problems(self, names: list[str], path: str) -> list[str]:
+        return [
+            f"{path}: unknown person {name!r} (people: {sorted(self.people)})"
+            for name in names
+            if name not in self.people
+        ]
+
+    def _team_ref_problems(self, names: list[str], path: str) -> list[str]:
+        return [
+            f"{path}: unknown team {name!r} (teams: {sorted(self.teams)})"
+            for name in names
+            if name not in self.teams
+        ]
+
+    def _people_problems(self) -> list[str]:
+        problems: list[str] = []
+        for name, person in self.people.items():
+            problems.extend(self._channel_problems(person.channels, f"people.{name}.channels"))
+        return problems
+
+    def _team_problems(self, name: str, team: TeamConfig) -> list[str]:
+        path = f"teams.{name}"
+        problems = self._channel_problems(team.channels, f"{path}.channels")
+        problems += self._channel_problems(team.fallback_channels, f"{path}.fallback_channels")
+        problems += self._person_problems(team.members, f"{path}.members")
+        if team.rota is not None:
+            problems += self._person_problems(team.rota.people, f"{path}.rota.people")
+            for i, override in enumerate(team.rota.overrides):
+                problems += self._person_problems(
+                    [override.person], f"{path}.rota.overrides[{i}].person"
+                )
+        return problems
+
+    def _policy_problems(self) -> list[str]:
+        problems: list[str] = []
+        for name, policy in self.escalation_policies.items():
+            for i, step in enumerate(policy.steps):
+                if isinstance(step.notify, StepTargets):
+                    path = f"escalation_policies.{name}.steps[{i}].notify"
+                    problems += self._team_ref_problems(step.notify.teams, f"{path}.teams")
+                    problems += self._team_ref_problems(
+                        step.notify.on_call_of, f"{path}.on_call_of"
+                    )
+                    problems += self._person_problems(step.notify.people, f"{path}.people")
+        for tier, policy_name in sorted(self.escalation.items()):
+            if tier not in TIERS:
+                problems.append(f"escalation: tier {tier} does not exist (tiers are 1, 2, 3)")
+            elif policy_name is not None and policy_name not in self.escalation_policies:
+                problems.append(
+                    f"escalation.{tier}: unknown policy {policy_name!r} "
+                    f"(escalation_policies: {sorted(self.escalation_policies)})"
+                )
+        return problems
+
+    def policy_for(self, tier: int) -> EscalationPolicy | None:
+        name = self.escalation.get(tier)
+        return self.escalation_policies.get(name) if name else None
+
+
+def _is_tier_key(key: object) -> bool:
+    return isinstance(key, int) or (isinstance(key, str) and key.isdigit())
+
+
+def _tier_reachable(route: RouteConfig, tier: int) -> bool:
+    for child in route.routes:
+        if child.match.tier is not None and tier not in child.match.tier:
+            continue
+        if child.teams or _tier_reachable(child, tier):
+            return True
+    return False

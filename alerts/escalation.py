@@ -1,29 +1,35 @@
-"""Escalation: an alert nobody acknowledged in time goes to the next contact.
+"""Escalation policies: an alert nobody acknowledged goes, step by step, further up.
 
-Each round reads (incident id, escalation token) of the open incidents whose
-``next_escalation_at`` has passed, then escalates each in its own transaction with
-``UPDATE ... WHERE escalation_token = <read>``: an ack, a resolve or an upgrade rotates the
-token, so a round that read the old one does nothing (and neither does a second alerter
-running the same round).
+When escalation starts (an incident opens or is upgraded), ``arm`` copies the tier's
+policy and the routed teams onto the incident (``escalation_policy``): later config
+changes do not change a running timeline. Steps run in order (``repeat`` times over);
+step ``k`` is due ``steps[k].after`` after the previous one. Each scheduled step carries
+the incident's ``escalation_token``; ``run_step`` does
+``UPDATE ... WHERE escalation_token = <the step's>``: an ack, a resolve or an upgrade
+rotates the token, so a late timer (or a second alerter) does nothing.
 
-Level n goes to each routed team's ``escalation[n-1]`` contact (the last one repeats),
-then re-arms ``ack_timeout[tier]`` later, until ``max_escalations`` levels were sent.
+Steps are APScheduler jobs in a persistent job store (``alerts.jobs``); the database row
+stays the truth, so an overdue incident whose job was lost (a crash between the commit
+and the scheduling) is found by ``overdue`` and run all the same.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from alerts.config import AlertsConfig
+from alerts.config import AlertsConfig, EscalationStep
 from alerts.messages import describe, snippets_from_rows
 from alerts.models import OPEN, Incident, IncidentEvidence
 from alerts.outbox import enqueue, escalation_reason, rowcount
-from alerts.routing import escalation_targets
+from alerts.targets import step_targets
 from alerts.timeline import add_event
 from core.clock import Clock
 from core.db import unit_of_work
@@ -34,34 +40,103 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
-async def _due(sessions: async_sessionmaker[AsyncSession], now: datetime) -> list[tuple[int, str]]:
-    async with sessions() as session:
-        rows = await session.execute(
-            select(Incident.id, Incident.escalation_token)
-            .where(Incident.status == OPEN, Incident.next_escalation_at <= now)
-            .order_by(Incident.next_escalation_at, Incident.id)
-            .limit(BATCH)
-        )
-        return [(int(i), str(t)) for i, t in rows]
+@dataclass(frozen=True)
+class Scheduled:
+    """A step to put in the job store once the transaction commits."""
+
+    incident_id: int
+    token: str
+    at: datetime
 
 
-async def escalate_one(
-    session: AsyncSession, incident_id: int, token: str, config: AlertsConfig, now: datetime
-) -> Incident | None:
-    """Escalate one incident if ``token`` is still its token; None when the round is stale."""
-    incident = await session.get(Incident, incident_id)
-    if incident is None or incident.escalation_token != token:
+def scheduled(incident: Incident) -> Scheduled | None:
+    if incident.next_escalation_at is None or incident.status != OPEN:
         return None
-    level = incident.escalation_level + 1
-    next_at = now + config.ack_timeout[incident.tier] if level < config.max_escalations else None
+    return Scheduled(incident.id, incident.escalation_token, incident.next_escalation_at)
+
+
+def arm(
+    incident: Incident,
+    config: AlertsConfig,
+    teams: list[str],
+    start: datetime,
+    repeat_interval: timedelta = timedelta(0),
+) -> None:
+    """(Re)start escalation with a fresh token and a snapshot of the tier's policy.
+    ``repeat_interval`` (the route's; 0 = never): once the steps are done, the routed
+    teams are reminded this often until someone acknowledges."""
+    incident.escalation_token = str(uuid.uuid4())
+    incident.escalation_level = 0
+    name = config.escalation.get(incident.tier)
+    policy = config.policy_for(incident.tier)
+    if policy is None:
+        incident.escalation_policy = None
+        incident.next_escalation_at = None
+        return
+    incident.escalation_policy = {
+        "name": name,
+        "tier": incident.tier,
+        "teams": list(teams),
+        "repeat": policy.repeat,
+        "steps": [step.model_dump(mode="json") for step in policy.steps],
+        "repeat_interval": repeat_interval.total_seconds(),
+    }
+    incident.next_escalation_at = start + policy.steps[0].after
+
+
+def disarm(incident: Incident) -> None:
+    incident.escalation_token = str(uuid.uuid4())
+    incident.next_escalation_at = None
+
+
+def _steps(snapshot: dict[str, Any]) -> tuple[list[EscalationStep], int, timedelta]:
+    steps = [EscalationStep.model_validate(s) for s in snapshot["steps"]]
+    remind = timedelta(seconds=float(snapshot.get("repeat_interval") or 0))
+    return steps, len(steps) * int(snapshot["repeat"]), remind
+
+
+async def run_step(
+    session: AsyncSession,
+    incident_id: int,
+    token: str,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    why: str | None = None,
+) -> Incident | None:
+    """Run the incident's next step if ``token`` is still its token; None when the timer
+    is stale (acked, resolved, upgraded, or already run). ``why`` set: run it now even
+    if it is not due yet (an SLA breach)."""
+    incident = await session.get(Incident, incident_id)
+    if (
+        incident is None
+        or incident.escalation_token != token
+        or incident.status != OPEN
+        or incident.escalation_policy is None
+    ):
+        return None
+    snapshot = incident.escalation_policy
+    steps, total, remind = _steps(snapshot)
+    done = incident.escalation_level
+    reminder = done >= total
+    if reminder and not remind:
+        return None
+    level = done + 1
+    if level < total:
+        next_at: datetime | None = now + steps[level % len(steps)].after
+    else:
+        next_at = now + remind if remind else None
+    conditions = [
+        Incident.id == incident_id,
+        Incident.escalation_token == token,
+        Incident.status == OPEN,
+        Incident.escalation_level == done,
+    ]
+    if why is None:
+        conditions.append(Incident.next_escalation_at <= now)
     result = await session.execute(
         update(Incident)
-        .where(
-            Incident.id == incident_id,
-            Incident.escalation_token == token,
-            Incident.status == OPEN,
-            Incident.next_escalation_at <= now,
-        )
+        .where(*conditions)
         .values(
             escalation_level=level,
             escalation_token=str(uuid.uuid4()),
@@ -73,7 +148,8 @@ async def escalate_one(
     if rowcount(result) != 1:
         return None
     await session.refresh(incident)
-    targets = escalation_targets(config, incident.tier, level)
+    notify = "route" if reminder else steps[done % len(steps)].notify
+    targets, described = step_targets(config, notify, list(snapshot["teams"]), now)
     evidence = await session.scalars(
         select(IncidentEvidence)
         .where(IncidentEvidence.incident_id == incident_id)
@@ -81,12 +157,17 @@ async def escalate_one(
         .limit(config.evidence_in_alert)
     )
     waited = describe(now - incident.alerted_at)
+    text = (
+        f"REMINDER: still not acknowledged after {waited}"
+        if reminder
+        else f"ESCALATION level {level}: not acknowledged within {waited}"
+    )
     await enqueue(
         session,
         incident,
         targets,
         reason=escalation_reason(level),
-        reason_text=f"ESCALATION level {level}: not acknowledged within {waited}",
+        reason_text=why or text,
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         config=config,
         now=now,
@@ -95,16 +176,66 @@ async def escalate_one(
     add_event(
         session,
         incident_id,
-        "escalated",
+        "escalated" if targets else "escalation_skipped",
         now,
         detail={
             "level": level,
-            "contacts": {channel: teams for channel, teams in targets.items()},
+            "of": total,
+            "policy": snapshot.get("name"),
+            "step": None if reminder else done % len(steps),
+            "reminder": reminder,
+            "notify": described,
+            "contacts": {ch: t.teams for ch, t in targets.items()},
             "unacknowledged_for": waited,
+            "why": why,
             "next_escalation_at": next_at.isoformat() if next_at else None,
         },
     )
     return incident
+
+
+async def overdue(session: AsyncSession, now: datetime) -> list[tuple[int, str]]:
+    """(incident id, token) of open incidents whose next step is due."""
+    rows = await session.execute(
+        select(Incident.id, Incident.escalation_token)
+        .where(Incident.status == OPEN, Incident.next_escalation_at <= now)
+        .order_by(Incident.next_escalation_at, Incident.id)
+        .limit(BATCH)
+    )
+    return [(int(i), str(t)) for i, t in rows]
+
+
+Schedule = Callable[[Scheduled], Awaitable[None]]
+
+
+async def escalate_one(
+    sessions: async_sessionmaker[AsyncSession],
+    incident_id: int,
+    token: str,
+    config: AlertsConfig,
+    clock: Clock,
+    metrics: Metrics,
+    *,
+    why: str | None = None,
+    schedule: Schedule | None = None,
+) -> bool:
+    """Run one step in its own transaction, then hand the next step to ``schedule``."""
+    async with unit_of_work(sessions) as session:
+        incident = await run_step(session, incident_id, token, config, clock.now(), why=why)
+        step = scheduled(incident) if incident is not None else None
+    if incident is None:
+        return False
+    if step is not None and schedule is not None:
+        await schedule(step)
+    metrics.escalations.labels(str(incident.tier)).inc()
+    log.warning(
+        "incident %d (tier %d) not acknowledged: escalation level %d%s",
+        incident.id,
+        incident.tier,
+        incident.escalation_level,
+        f" ({why})" if why else "",
+    )
+    return True
 
 
 async def escalate_due(
@@ -112,21 +243,16 @@ async def escalate_due(
     config: AlertsConfig,
     clock: Clock,
     metrics: Metrics,
+    *,
+    schedule: Schedule | None = None,
 ) -> int:
-    """Escalate every open incident whose ack deadline passed; returns how many."""
-    now = clock.now()
-    escalated = 0
-    for incident_id, token in await _due(sessions, now):
-        async with unit_of_work(sessions) as session:
-            incident = await escalate_one(session, incident_id, token, config, now)
-        if incident is None:
-            continue
-        escalated += 1
-        metrics.escalations.labels(str(incident.tier)).inc()
-        log.warning(
-            "incident %d (tier %d) not acknowledged: escalated to level %d",
-            incident.id,
-            incident.tier,
-            incident.escalation_level,
+    """Run the step of every open incident that is due by its row (what the job store
+    did not run: a job lost in a crash, or no job store at all); returns how many ran."""
+    async with sessions() as session:
+        due = await overdue(session, clock.now())
+    ran = 0
+    for incident_id, token in due:
+        ran += await escalate_one(
+            sessions, incident_id, token, config, clock, metrics, schedule=schedule
         )
-    return escalated
+    return ran

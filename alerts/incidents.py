@@ -9,18 +9,25 @@ and the ack clock starts again; if it was acknowledged or resolved, it is open a
 (the new teams have not acknowledged anything). A signal with the same or a lower tier
 only adds to the timeline and the evidence. A signal whose id is already in the timeline
 does nothing, so a redelivered signal never alerts twice.
+
+Alerting an incident (``_alert``): the routing tree picks the teams; an active silence or
+an open higher-tier incident of the same story/watch (inhibition) mutes it; quiet hours
+hold tier-1 alerts for a morning digest; the tier's escalation policy is snapshotted and
+its SLA clock started. An ack or resolve is mirrored to every channel that got an alert.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from alerts import escalation, silences, sla
 from alerts.config import AlertsConfig
 from alerts.messages import incident_title, snippets_from_signal
 from alerts.models import (
@@ -35,8 +42,9 @@ from alerts.models import (
     IncidentEvent,
     IncidentEvidence,
 )
-from alerts.outbox import ALERT, UPGRADE, enqueue, rowcount
-from alerts.routing import alert_targets
+from alerts.outbox import ALERT, UPGRADE, enqueue, enqueue_follow_ups, rowcount
+from alerts.routing import AlertAttrs, Route, match_routes, sources_of
+from alerts.targets import team_targets
 from alerts.timeline import add_event
 from core.clock import Clock
 from core.db import on_commit
@@ -75,17 +83,35 @@ def _check(signal: Signal) -> None:
             )
 
 
-def arm_escalation(incident: Incident, config: AlertsConfig, now: datetime) -> None:
-    """(Re)start the ack clock with a fresh token; a round holding the old token is void."""
-    incident.escalation_token = str(uuid.uuid4())
-    incident.next_escalation_at = (
-        now + config.ack_timeout[incident.tier] if config.max_escalations > 0 else None
+def attrs_of(incident: Incident, signal: Signal, config: AlertsConfig) -> AlertAttrs:
+    labels = dict(config.watch_labels.get(incident.watch_id, {}))
+    labels.setdefault("drill", "true" if incident.drill else "false")
+    return AlertAttrs(
+        tier=incident.tier,
+        watch=incident.watch_id,
+        story=incident.story_id,
+        sources=sources_of(ev.id for ev in signal.evidence),
+        labels=labels,
     )
 
 
-def disarm_escalation(incident: Incident) -> None:
-    incident.escalation_token = str(uuid.uuid4())
-    incident.next_escalation_at = None
+def quiet_until(config: AlertsConfig, tier: int, now: datetime) -> datetime | None:
+    """End of the quiet hours ``now`` falls in, for ``tier``; None when not held."""
+    quiet = config.quiet_hours
+    if quiet is None or tier not in quiet.tiers or tier >= 3:
+        return None
+    local = now.astimezone(ZoneInfo(quiet.timezone))
+    t = local.time()
+    if quiet.start < quiet.end:
+        inside = quiet.start <= t < quiet.end
+    else:
+        inside = t >= quiet.start or t < quiet.end
+    if not inside:
+        return None
+    end = local.replace(hour=quiet.end.hour, minute=quiet.end.minute, second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)
+    return end.astimezone(now.tzinfo)
 
 
 async def _signal_seen(session: AsyncSession, signal_id: str) -> bool:
@@ -162,13 +188,13 @@ async def apply_signal(
     if incident is None:
         if signal.tier < 1:
             return None
-        incident = await _open(session, signal, config, now)
+        incident = await _open(session, signal, config, now, metrics)
         if metrics is not None:
             opened = metrics.incidents_opened.labels(str(signal.tier))
             on_commit(session, opened.inc)
         return incident
     if signal.tier > incident.tier:
-        await _upgrade(session, incident, signal, config, now)
+        await _upgrade(session, incident, signal, config, now, metrics)
         return incident
     incident.spread = signal.spread
     incident.updated_at = now
@@ -186,7 +212,11 @@ async def apply_signal(
 
 
 async def _open(
-    session: AsyncSession, signal: Signal, config: AlertsConfig, now: datetime
+    session: AsyncSession,
+    signal: Signal,
+    config: AlertsConfig,
+    now: datetime,
+    metrics: Metrics | None,
 ) -> Incident:
     incident = Incident(
         watch_id=signal.watch.id,
@@ -201,10 +231,10 @@ async def _open(
         updated_at=now,
         alerted_at=now,
         escalation_level=0,
+        escalation_token=str(uuid.uuid4()),
         first_trigger_received_at=signal.trigger_received_at,
         drill=signal.drill,
     )
-    arm_escalation(incident, config, now)
     session.add(incident)
     await session.flush()
     add_event(
@@ -217,22 +247,19 @@ async def _open(
         signal_id=signal.id,
     )
     await _add_evidence(session, incident.id, signal)
-    await enqueue(
-        session,
-        incident,
-        alert_targets(config, incident.tier),
-        reason=ALERT,
-        reason_text="new",
-        evidence=snippets_from_signal(signal.evidence, config.evidence_in_alert),
-        config=config,
-        now=now,
-        trigger_received_at=signal.trigger_received_at,
+    await _alert(
+        session, incident, signal, config, now, reason=ALERT, reason_text="new", metrics=metrics
     )
     return incident
 
 
 async def _upgrade(
-    session: AsyncSession, incident: Incident, signal: Signal, config: AlertsConfig, now: datetime
+    session: AsyncSession,
+    incident: Incident,
+    signal: Signal,
+    config: AlertsConfig,
+    now: datetime,
+    metrics: Metrics | None,
 ) -> None:
     previous_tier, previous_status = incident.tier, incident.status
     incident.tier = signal.tier
@@ -245,24 +272,176 @@ async def _upgrade(
     incident.status = OPEN
     incident.acked_at = incident.acked_by = None
     incident.resolved_at = incident.resolved_by = None
-    incident.escalation_level = 0
-    arm_escalation(incident, config, now)
     detail = _signal_detail(signal) | {"from_tier": previous_tier, "was": previous_status}
     add_event(
         session, incident.id, "upgraded", now, actor=DETECTOR, detail=detail, signal_id=signal.id
     )
     await _add_evidence(session, incident.id, signal)
-    await enqueue(
+    await _alert(
         session,
         incident,
-        alert_targets(config, incident.tier),
+        signal,
+        config,
+        now,
         reason=UPGRADE,
         reason_text=f"upgraded to tier {signal.tier} (was tier {previous_tier})",
-        evidence=snippets_from_signal(signal.evidence, config.evidence_in_alert),
-        config=config,
-        now=now,
-        trigger_received_at=signal.trigger_received_at,
+        metrics=metrics,
     )
+
+
+async def _inhibitor(session: AsyncSession, incident: Incident, config: AlertsConfig) -> int | None:
+    """An open incident of the inhibiting tier for the same story or watch, if any."""
+    rule = config.inhibit
+    if not rule.enabled or incident.tier >= rule.source_tier:
+        return None
+    same = []
+    if "story" in rule.equal:
+        same.append(Incident.story_id == incident.story_id)
+    if "watch" in rule.equal:
+        same.append(Incident.watch_id == incident.watch_id)
+    found = await session.scalar(
+        select(Incident.id)
+        .where(
+            Incident.id != incident.id,
+            Incident.tier >= rule.source_tier,
+            Incident.status != RESOLVED,
+            or_(*same),
+        )
+        .limit(1)
+    )
+    return int(found) if found is not None else None
+
+
+async def _inhibit_lower(
+    session: AsyncSession, incident: Incident, config: AlertsConfig, now: datetime
+) -> None:
+    """A new top-tier incident mutes the lower-tier ones of its story/watch."""
+    rule = config.inhibit
+    if not rule.enabled or incident.tier < rule.source_tier:
+        return
+    same = []
+    if "story" in rule.equal:
+        same.append(Incident.story_id == incident.story_id)
+    if "watch" in rule.equal:
+        same.append(Incident.watch_id == incident.watch_id)
+    lower = (
+        await session.scalars(
+            select(Incident).where(
+                Incident.id != incident.id,
+                Incident.tier < rule.source_tier,
+                Incident.status != RESOLVED,
+                or_(*same),
+            )
+        )
+    ).all()
+    for other in lower:
+        escalation.disarm(other)
+        cancelled = await _cancel_pending(
+            session, other.id, f"inhibited by incident {incident.id}", escalations_only=False
+        )
+        add_event(
+            session,
+            other.id,
+            "inhibited",
+            now,
+            detail={"by_incident": incident.id, "cancelled_deliveries": cancelled},
+        )
+
+
+async def _grouping(
+    session: AsyncSession, incident: Incident, route: Route, attrs: AlertAttrs, now: datetime
+) -> tuple[datetime | None, str | None]:
+    """(not before, digest group) of a routed alert. The first alert of a group waits
+    ``group_wait`` and the others joining meanwhile go with it; while the group was
+    notified less than ``group_interval`` ago, below tier 3 they wait for the next
+    interval. Rows of a group that fall due together on one channel are one message."""
+    if not route.group_by:
+        return None, None
+    key = route.group_key(attrs)
+    waiting = await session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.digest_group == key,
+            Delivery.status == PENDING,
+            Delivery.attempts == 0,
+            Delivery.next_attempt_at > now,
+        )
+    )
+    if waiting is not None:  # the group's notification is pending: join it
+        return waiting, key
+    not_before = now + route.group_wait
+    if incident.tier < 3 and route.group_interval > timedelta(0):
+        last = await session.scalar(
+            select(func.max(Delivery.sent_at)).where(Delivery.digest_group == key)
+        )
+        if last is not None and last + route.group_interval > not_before:
+            not_before = last + route.group_interval
+    return not_before, key
+
+
+async def _alert(
+    session: AsyncSession,
+    incident: Incident,
+    signal: Signal,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    reason: str,
+    reason_text: str,
+    metrics: Metrics | None,
+) -> None:
+    attrs = attrs_of(incident, signal, config)
+    routes = match_routes(config, attrs)
+    teams = list(dict.fromkeys(team for route in routes for team in route.teams))
+    muted_by: tuple[str, dict[str, Any]] | None = None
+    if (inhibitor := await _inhibitor(session, incident, config)) is not None:
+        muted_by = ("inhibited", {"by_incident": inhibitor})
+    elif (silence := await silences.matching(session, attrs, now)) is not None:
+        muted_by = (
+            "silenced",
+            {"silence": silence.id, "author": silence.author, "reason": silence.reason},
+        )
+    if muted_by is not None:
+        kind, detail = muted_by
+        escalation.disarm(incident)
+        sla.stop(incident)
+        add_event(session, incident.id, kind, now, detail=detail | {"teams": teams})
+        if metrics is not None:
+            on_commit(session, metrics.alerts_suppressed.labels(kind).inc)
+        return
+    held = quiet_until(config, incident.tier, now)
+    start = held or now
+    incident.alerted_at = start
+    reminders = [r.repeat_interval for r in routes if r.repeat_interval > timedelta(0)]
+    escalation.arm(incident, config, teams, start, min(reminders, default=timedelta(0)))
+    sla.start(incident, config, start)
+    if held is not None:
+        add_event(session, incident.id, "held", now, detail={"until": held.isoformat()})
+    if incident.escalation_policy is not None:
+        add_event(
+            session, incident.id, "escalation_started", now, detail=incident.escalation_policy
+        )
+    evidence = snippets_from_signal(signal.evidence, config.evidence_in_alert)
+    for route in routes:
+        not_before: datetime | None
+        group: str | None
+        if held is not None:
+            not_before, group = held, f"quiet:{held.isoformat()}"
+        else:
+            not_before, group = await _grouping(session, incident, route, attrs, now)
+        await enqueue(
+            session,
+            incident,
+            team_targets(config, route.teams),
+            reason=reason,
+            reason_text=reason_text,
+            evidence=evidence,
+            config=config,
+            now=now,
+            trigger_received_at=signal.trigger_received_at,
+            not_before=not_before,
+            digest_group=group,
+        )
+    await _inhibit_lower(session, incident, config, now)
 
 
 async def list_incidents(
@@ -363,7 +542,8 @@ async def acknowledge(
     incident.acked_at = now
     incident.acked_by = actor
     incident.updated_at = now
-    disarm_escalation(incident)
+    escalation.disarm(incident)
+    sla.met(incident, "acknowledged", now)
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident acknowledged", escalations_only=True
     )
@@ -375,6 +555,7 @@ async def acknowledge(
         actor=actor,
         detail={"note": note, "cancelled_escalations": cancelled},
     )
+    await enqueue_follow_ups(session, incident, "acknowledge", actor, now)
     if metrics is not None:
         waited = max((now - incident.alerted_at).total_seconds(), 0.0)
         histogram = metrics.time_to_ack.labels(str(incident.tier))
@@ -399,7 +580,9 @@ async def resolve(
     incident.resolved_at = now
     incident.resolved_by = actor
     incident.updated_at = now
-    disarm_escalation(incident)
+    escalation.disarm(incident)
+    if not sla.met(incident, "resolved", now):
+        sla.stop(incident)
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident resolved", escalations_only=False
     )
@@ -411,6 +594,43 @@ async def resolve(
         actor=actor,
         detail={"note": note, "cancelled_deliveries": cancelled},
     )
+    await enqueue_follow_ups(session, incident, "resolve", actor, now)
+    return incident
+
+
+RESPONSE_KINDS = ("reply", "statement", "other")
+
+
+async def record_response(
+    session: AsyncSession,
+    incident_id: int,
+    kind: str,
+    actor: str,
+    clock: Clock,
+    *,
+    metrics: Metrics | None = None,
+    note: str | None = None,
+) -> Incident:
+    """Record that the answer the plan asks for went out (a private reply, a statement):
+    stops a tier's SLA clock that waits for a response. Recording twice keeps the first."""
+    if kind not in RESPONSE_KINDS:
+        raise ValueError(f"unknown response kind {kind!r}; one of {', '.join(RESPONSE_KINDS)}")
+    incident = await _load_for_change(session, incident_id)
+    if incident.status == RESOLVED:
+        raise InvalidTransition(f"incident {incident_id} is resolved")
+    now = clock.now()
+    first = incident.responded_at is None
+    if first:
+        incident.responded_at = now
+    sla.met(incident, "responded", now)
+    incident.updated_at = now
+    add_event(
+        session, incident.id, "responded", now, actor=actor, detail={"kind": kind, "note": note}
+    )
+    if metrics is not None and first:
+        waited = max((now - incident.alerted_at).total_seconds(), 0.0)
+        histogram = metrics.time_to_statement.labels(str(incident.tier))
+        on_commit(session, lambda: histogram.observe(waited))
     return incident
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from alerts.config import AlertsConfig
 from alerts.models import Incident, IncidentEvidence
-from alerts.notifiers.base import AlertMessage, EvidenceSnippet, Link
+from alerts.notifiers.base import AlertMessage, Contact, DigestItem, EvidenceSnippet, Link
 from core.events import Evidence
 
 TIER_NAMES = {1: "minor complaint", 2: "local spread", 3: "network-wide crisis"}
@@ -50,6 +51,7 @@ def build_message(
     teams: Sequence[str],
     evidence: Sequence[EvidenceSnippet],
     idempotency_key: str,
+    mentions: Sequence[Contact] = (),
 ) -> AlertMessage:
     base = (config.public_url or "").rstrip("/")
     links = (
@@ -72,4 +74,59 @@ def build_message(
         drill=incident.drill,
         opened_at=incident.opened_at,
         idempotency_key=idempotency_key,
+        mentions=tuple(mentions),
+    )
+
+
+def follow_up(payload: dict[str, Any], action: str, actor: str, key: str) -> dict[str, Any]:
+    """The stored payload of a sent alert, turned into its acknowledge/resolve follow-up."""
+    message = AlertMessage.model_validate(payload)
+    verb = "acknowledged" if action == "acknowledge" else "resolved"
+    return message.model_copy(
+        update={
+            "action": action,
+            "actor": actor,
+            "reason": f"{verb} by {actor}",
+            "mentions": (),
+            "idempotency_key": key,
+        }
+    ).model_dump(mode="json")
+
+
+def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> AlertMessage:
+    """Several alerts of one channel merged into one message; each is an item."""
+    messages = [AlertMessage.model_validate(p) for p in payloads]
+    first = messages[0]
+    top = max(m.tier for m in messages)
+    teams: dict[str, None] = {}
+    mentions: dict[Contact, None] = {}
+    for m in messages:
+        teams.update(dict.fromkeys(m.teams))
+        mentions.update(dict.fromkeys(m.mentions))
+    items = tuple(
+        DigestItem(
+            incident_id=m.incident_id,
+            tier=m.tier,
+            title=m.title,
+            reason=m.reason if m.action == "trigger" else f"{m.reason} ({m.action})",
+            url=m.links[0].url if m.links else None,
+        )
+        for m in messages
+    )
+    watches = sorted({m.watch_id for m in messages})
+    return AlertMessage(
+        incident_id=first.incident_id,
+        tier=top,
+        title=f"{len(messages)} alerts (digest)",
+        explanation=f"{len(messages)} alerts merged into one message: {why}",
+        watch_id=watches[0] if len(watches) == 1 else "several",
+        brand=first.brand if len(watches) == 1 else "",
+        reason=f"digest: {why}",
+        teams=tuple(teams),
+        ack_hint=first.ack_hint if len(messages) == 1 else "",
+        drill=all(m.drill for m in messages),
+        opened_at=min(m.opened_at for m in messages),
+        idempotency_key=key,
+        mentions=tuple(mentions),
+        digest=items,
     )

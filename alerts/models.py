@@ -1,8 +1,9 @@
 """The alerts stage's tables: incidents, their timeline and evidence, and the delivery outbox.
 
-The schema is created by ``core/migrations/versions/0001_alerts.py``; a test compares the
-two (``tests/integration/test_alerts_migrations.py``). Relationships are ``lazy="raise"``:
-load what you need explicitly (``selectinload``).
+The schema is created by ``core/migrations/versions/0001_alerts.py`` and ``0002_alerting.py``
+(escalation snapshot, SLA clocks, delivery fallbacks and digests, silences, the escalation
+job store); a test compares the two (``tests/integration/test_alerts_migrations.py``).
+Relationships are ``lazy="raise"``: load what you need explicitly (``selectinload``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
+    Table,
     Text,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -51,7 +57,21 @@ EVENT_KINDS: Final = (
     "escalated",
     "resolved",
     "note",
+    "escalation_started",
+    "escalation_skipped",
+    "inhibited",
+    "silenced",
+    "held",
+    "alert_fallback",
+    "responded",
+    "sla_warning",
+    "sla_breached",
 )
+
+# Reasons of follow-up deliveries (an ack/resolve mirrored to the channels that got it).
+ACK_REASON: Final = "ack"
+RESOLVE_REASON: Final = "resolve"
+FOLLOW_UP_REASONS: Final = (ACK_REASON, RESOLVE_REASON)
 
 
 class Incident(Base):
@@ -88,6 +108,15 @@ class Incident(Base):
     )
     first_trigger_received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     drill: Mapped[bool] = mapped_column(Boolean, default=False)
+    escalation_policy: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, doc="the policy and routed teams, copied when escalation starts"
+    )
+    sla_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    sla_met_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    sla_met_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    sla_warned: Mapped[int] = mapped_column(Integer, default=0, doc="warnings already given")
+    sla_breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     timeline: Mapped[list[IncidentEvent]] = relationship(
         back_populates="incident", lazy="raise", order_by="IncidentEvent.id"
@@ -167,5 +196,38 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     trigger_received_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     dedupe_key: Mapped[str] = mapped_column(String(512), unique=True)
+    fallbacks: Mapped[list[str] | None] = mapped_column(
+        JSON, nullable=True, doc="the next channels to use when this one keeps failing"
+    )
+    digest_group: Mapped[str | None] = mapped_column(
+        String(512), nullable=True, doc="due rows of one channel and group go as one digest"
+    )
 
     incident: Mapped[Incident] = relationship(back_populates="deliveries", lazy="raise")
+
+
+class Silence(Base):
+    """Alerts matching ``matchers`` (the routes' matcher fields) are not sent until
+    ``ends_at``. Created through the API with an author and a reason."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matchers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    author: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# APScheduler's SQLAlchemyJobStore table for escalation steps (the job store creates it
+# only when missing; declared here so that the migrations create it and the test checks it).
+STEP_JOBS_TABLE: Final = "alert_step_jobs"
+step_jobs = Table(
+    STEP_JOBS_TABLE,
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

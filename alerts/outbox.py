@@ -16,6 +16,19 @@ or escalated the incident), so an alert exists exactly when its cause does.
    jitter, at least ``Retry-After``) / failed (permanent error, or ``max_attempts`` used),
    with a timeline event each.
 
+Rate limits (``alerts.ratelimit``): before claiming, a channel's due rows are planned
+against its limiter: if fewer messages may go than rows are due, the rows are merged into
+digest messages (``AlertMessage.digest``, at most ``batch_size`` alerts each); if none may
+go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours,
+route grouping) always go as one digest. Nothing is dropped.
+
+Fallback: after ``fallback_after`` failed attempts (at once on a permanent error, or when
+the channel asks to wait longer than ``fallback_if_wait_over``, or is blocked that long by
+its platform's penalty) a row with ``fallbacks`` is closed and queued again on the next
+channel. A row that fails for
+good with no channel left calls ``on_failed`` (the service opens an incident about
+crisiswatch itself).
+
 Delivery is at-least-once: a crash between 1 and 3 leaves the row claimed, and after
 ``claim_timeout`` it is due again and sent again. Receivers dedupe on the idempotency key.
 """
@@ -25,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -35,12 +48,14 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.config import AlertsConfig
-from alerts.messages import build_message
+from alerts.messages import build_message, digest_message, follow_up
 from alerts.models import FAILED, PENDING, SENT, Delivery, Incident
 from alerts.notifiers.base import AlertMessage, DeliveryError, EvidenceSnippet, Notifier
+from alerts.ratelimit import RateLimiter
+from alerts.targets import Targets
 from alerts.timeline import add_event
 from core.clock import Clock
-from core.db import unit_of_work
+from core.db import on_commit, unit_of_work
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -49,6 +64,12 @@ ALERT = "alert"
 UPGRADE = "upgrade"
 FIRST_ALERT_REASONS = (ALERT, UPGRADE)
 MAX_ROUNDS = 100  # per deliver_due call; a safety stop, not a limit one should reach
+
+AckLink = Callable[[int, str], Awaitable[str | None]]
+"""(incident id, channel) -> a signed ack URL for the message, or None (the hook for the
+ack-link tokens; the URL is added at send time, never stored)."""
+OnFailed = Callable[[AsyncSession, str, str, datetime], Awaitable[None]]
+"""(session, channel, error, now): a delivery failed for good on its last channel."""
 
 
 def escalation_reason(level: int) -> str:
@@ -59,10 +80,47 @@ def dedupe_key(incident_id: int, tier: int, channel: str, reason: str) -> str:
     return f"{incident_id}:{tier}:{channel}:{reason}"
 
 
+async def _existing(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    return set(
+        await session.scalars(select(Delivery.dedupe_key).where(Delivery.dedupe_key.in_(keys)))
+    )
+
+
+def _row(
+    incident: Incident,
+    channel: str,
+    channel_type: str,
+    reason: str,
+    payload: dict[str, Any],
+    *,
+    now: datetime,
+    not_before: datetime | None = None,
+    trigger_received_at: datetime | None = None,
+    fallbacks: Sequence[str] = (),
+    digest_group: str | None = None,
+) -> Delivery:
+    return Delivery(
+        incident_id=incident.id,
+        tier=incident.tier,
+        channel=channel,
+        channel_type=channel_type,
+        reason=reason,
+        payload=payload,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=max(now, not_before) if not_before else now,
+        created_at=now,
+        trigger_received_at=trigger_received_at,
+        dedupe_key=str(payload["idempotency_key"]),
+        fallbacks=list(fallbacks),
+        digest_group=digest_group,
+    )
+
+
 async def enqueue(
     session: AsyncSession,
     incident: Incident,
-    targets: Mapping[str, Sequence[str]],
+    targets: Targets,
     *,
     reason: str,
     reason_text: str,
@@ -70,73 +128,186 @@ async def enqueue(
     config: AlertsConfig,
     now: datetime,
     trigger_received_at: datetime | None,
+    not_before: datetime | None = None,
+    digest_group: str | None = None,
 ) -> list[Delivery]:
-    """Queue one delivery per target channel, skipping those already queued."""
+    """Queue one delivery per target channel, skipping those already queued.
+
+    ``not_before`` holds it (quiet hours, group wait); rows of one ``digest_group`` that
+    are due together on one channel go out as one digest."""
     keys = {ch: dedupe_key(incident.id, incident.tier, ch, reason) for ch in targets}
-    existing = set(
-        await session.scalars(
-            select(Delivery.dedupe_key).where(Delivery.dedupe_key.in_(keys.values()))
-        )
-    )
+    existing = await _existing(session, list(keys.values()))
     queued: list[Delivery] = []
-    for channel, teams in targets.items():
+    for channel, target in targets.items():
         key = keys[channel]
-        if key in existing:
+        if key in existing or channel not in config.channels:
             continue
         message = build_message(
             incident,
             config=config,
             reason=reason_text,
-            teams=teams,
+            teams=target.teams,
             evidence=evidence,
             idempotency_key=key,
+            mentions=target.mentions,
         )
-        delivery = Delivery(
-            incident_id=incident.id,
-            tier=incident.tier,
-            channel=channel,
-            channel_type=config.channels[channel].type,
-            reason=reason,
-            payload=message.model_dump(mode="json"),
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
+        delivery = _row(
+            incident,
+            channel,
+            config.channels[channel].type,
+            reason,
+            message.model_dump(mode="json"),
+            now=now,
+            not_before=not_before,
             trigger_received_at=trigger_received_at,
-            dedupe_key=key,
+            fallbacks=[fb for fb in target.fallbacks if fb in config.channels],
+            digest_group=digest_group,
         )
         session.add(delivery)
         queued.append(delivery)
+        detail: dict[str, Any] = {"channel": channel, "reason": reason, "teams": target.teams}
+        if target.mentions:
+            detail["mentions"] = [c.name for c in target.mentions]
+        if delivery.next_attempt_at and delivery.next_attempt_at > now:
+            detail["not_before"] = delivery.next_attempt_at.isoformat()
+        add_event(session, incident.id, "alert_queued", now, detail=detail)
+    return queued
+
+
+async def enqueue_follow_ups(
+    session: AsyncSession, incident: Incident, action: str, actor: str, now: datetime
+) -> int:
+    """Mirror an ack/resolve to every channel that got an alert of ``incident``
+    (one follow-up per channel, built from the last alert sent there)."""
+    reason = "ack" if action == "acknowledge" else "resolve"
+    sent = (
+        await session.scalars(
+            select(Delivery)
+            .where(
+                Delivery.incident_id == incident.id,
+                Delivery.status == SENT,
+                Delivery.reason.not_in(("ack", "resolve")),
+            )
+            .order_by(Delivery.id)
+        )
+    ).all()
+    latest: dict[str, Delivery] = {row.channel: row for row in sent}
+    keys = {ch: dedupe_key(incident.id, incident.tier, ch, reason) for ch in latest}
+    existing = await _existing(session, list(keys.values()))
+    queued = 0
+    for channel, row in latest.items():
+        if keys[channel] in existing:
+            continue
+        payload = follow_up(dict(row.payload), action, actor, keys[channel])
+        session.add(_row(incident, channel, row.channel_type, reason, payload, now=now))
+        queued += 1
+    if queued:
         add_event(
             session,
             incident.id,
             "alert_queued",
             now,
-            detail={"channel": channel, "reason": reason, "teams": list(teams)},
+            detail={"reason": reason, "channels": sorted(latest), "actor": actor},
         )
     return queued
 
 
 @dataclass(frozen=True)
-class _Claim:
+class _Row:
     id: int
     incident_id: int
     tier: int
-    channel: str
-    channel_type: str
     reason: str
     payload: dict[str, Any]
     attempts: int  # including this one
     trigger_received_at: datetime | None
+    fallbacks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """One message to send: one row, or several merged into a digest."""
+
+    channel: str
+    channel_type: str
+    rows: tuple[_Row, ...]
+    payload: dict[str, Any]
 
 
 def rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def _units(rows: Sequence[Delivery]) -> list[list[Delivery]]:
+    """A channel's due rows as messages-to-be: each digest group is one, every other
+    row is one."""
+    units: list[list[Delivery]] = []
+    groups: dict[str, list[Delivery]] = {}
+    for row in rows:
+        if row.digest_group is None:
+            units.append([row])
+        elif row.digest_group in groups:
+            groups[row.digest_group].append(row)
+        else:
+            groups[row.digest_group] = [row]
+            units.append(groups[row.digest_group])
+    return units
+
+
+def _plan(
+    units: list[list[Delivery]], free: int, max_items: int
+) -> tuple[list[list[Delivery]], list[Delivery]]:
+    """(messages to send now, rows to defer). When the channel has room for every unit,
+    each is one message; otherwise all its due rows are merged into as few digests as
+    possible (``max_items`` rows each), so the slots left stay free for what comes next."""
+    if free <= 0:
+        return [], [row for unit in units for row in unit]
+    if len(units) <= free:
+        return units, []
+    rows = [row for unit in units for row in unit]
+    chunks = [rows[i : i + max_items] for i in range(0, len(rows), max_items)]
+    return chunks[:free], [row for chunk in chunks[free:] for row in chunk]
+
+
+async def _claim_rows(
+    session: AsyncSession, rows: Sequence[Delivery], lease_until: datetime
+) -> list[_Row]:
+    claimed: list[_Row] = []
+    for row in rows:
+        result = await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == row.id,
+                Delivery.status == PENDING,
+                Delivery.attempts == row.attempts,
+            )
+            .values(attempts=row.attempts + 1, next_attempt_at=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+        if rowcount(result) == 1:
+            claimed.append(
+                _Row(
+                    id=row.id,
+                    incident_id=row.incident_id,
+                    tier=row.tier,
+                    reason=row.reason,
+                    payload=dict(row.payload),
+                    attempts=row.attempts + 1,
+                    trigger_received_at=row.trigger_received_at,
+                    fallbacks=tuple(row.fallbacks or ()),
+                )
+            )
+    return claimed
+
+
 async def _claim(
-    sessions: async_sessionmaker[AsyncSession], config: AlertsConfig, now: datetime
-) -> list[_Claim]:
+    sessions: async_sessionmaker[AsyncSession],
+    config: AlertsConfig,
+    limiter: RateLimiter,
+    now: datetime,
+    metrics: Metrics,
+) -> tuple[list[_Claim], int, int]:
+    """(messages claimed, rows looked at, rows moved to their next channel)."""
     lease_until = now + config.delivery.claim_timeout
     async with unit_of_work(sessions) as session:
         rows = (
@@ -148,37 +319,53 @@ async def _claim(
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        claims: list[_Claim] = []
+        by_channel: dict[str, list[Delivery]] = {}
         for row in rows:
-            result = await session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id == row.id,
-                    Delivery.status == PENDING,
-                    Delivery.attempts == row.attempts,
-                )
-                .values(attempts=row.attempts + 1, next_attempt_at=lease_until)
-                .execution_options(synchronize_session=False)
+            by_channel.setdefault(row.channel, []).append(row)
+        claims: list[_Claim] = []
+        moved = 0
+        for channel, channel_rows in by_channel.items():
+            bucket = limiter.channel(channel)
+            send, defer = _plan(
+                _units(channel_rows), bucket.available(now), config.delivery.batch_size
             )
-            if rowcount(result) == 1:
-                claims.append(
-                    _Claim(
-                        id=row.id,
-                        incident_id=row.incident_id,
-                        tier=row.tier,
-                        channel=row.channel,
-                        channel_type=row.channel_type,
-                        reason=row.reason,
-                        payload=dict(row.payload),
-                        attempts=row.attempts + 1,
-                        trigger_received_at=row.trigger_received_at,
-                    )
+            until = bucket.next_free(now)
+            if defer and until - now > config.delivery.fallback_if_wait_over:
+                waiting = await _leave_blocked(session, config, defer, until, now, metrics)
+                moved += len(defer) - len(waiting)
+                defer = waiting
+            if defer:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([r.id for r in defer]), Delivery.status == PENDING)
+                    .values(next_attempt_at=until)
+                    .execution_options(synchronize_session=False)
                 )
-    return claims
+            for unit in send:
+                claimed = await _claim_rows(session, unit, lease_until)
+                if not claimed:
+                    continue
+                bucket.take(now)
+                if len(claimed) == 1:
+                    payload = claimed[0].payload
+                else:
+                    key = "digest:" + ",".join(str(r.id) for r in claimed)
+                    why = (
+                        "held, then sent together"
+                        if len(claimed) == len(unit) and unit[0].digest_group
+                        else "more alerts than the channel's rate limit allows"
+                    )
+                    digest = digest_message([r.payload for r in claimed], why, key)
+                    payload = digest.model_dump(mode="json")
+                    metrics.alert_digests.labels(channel_rows[0].channel_type).inc()
+                claims.append(
+                    _Claim(channel, channel_rows[0].channel_type, tuple(claimed), payload)
+                )
+    return claims, len(rows), moved
 
 
 async def _send(
-    claim: _Claim, notifiers: Mapping[str, Notifier], limit: float
+    claim: _Claim, notifiers: Mapping[str, Notifier], limit: float, ack_link: AckLink | None
 ) -> DeliveryError | None:
     notifier = notifiers.get(claim.channel)
     if notifier is None:
@@ -193,6 +380,10 @@ async def _send(
         return DeliveryError(
             f"stored alert payload is invalid ({exc.error_count()} errors)", retryable=False
         )
+    if ack_link is not None and message.action == "trigger" and not message.digest:
+        url = await ack_link(message.incident_id, claim.channel)
+        if url:
+            message = message.model_copy(update={"ack_url": url})
     try:
         async with asyncio.timeout(limit):
             await notifier.send(message)
@@ -203,10 +394,10 @@ async def _send(
     except Exception as exc:  # a notifier bug must not stop the other deliveries
         # Only the type: an arbitrary exception's message might carry a URL or a key.
         log.error(
-            "channel %s: unexpected %s while sending delivery %d (will retry)",
+            "channel %s: unexpected %s while sending delivery %s (will retry)",
             claim.channel,
             type(exc).__name__,
-            claim.id,
+            ",".join(str(r.id) for r in claim.rows),
         )
         return DeliveryError(
             f"channel {claim.channel}: unexpected {type(exc).__name__}", retryable=True
@@ -226,6 +417,17 @@ def next_delay(
     return min(delay, config.delivery.max_backoff)
 
 
+@dataclass
+class _Recorder:
+    session: AsyncSession
+    config: AlertsConfig
+    now: datetime
+    metrics: Metrics
+    rng: random.Random
+    on_failed: OnFailed | None
+    after_commit: list[Callable[[], None]]
+
+
 async def _record(
     sessions: async_sessionmaker[AsyncSession],
     claims: Sequence[_Claim],
@@ -234,128 +436,235 @@ async def _record(
     now: datetime,
     metrics: Metrics,
     rng: random.Random,
+    limiter: RateLimiter,
+    on_failed: OnFailed | None,
 ) -> None:
     after_commit: list[Callable[[], None]] = []
     async with unit_of_work(sessions) as session:
+        rec = _Recorder(session, config, now, metrics, rng, on_failed, after_commit)
         for claim, error in zip(claims, outcomes, strict=True):
-            if error is None:
-                await _record_sent(session, claim, now, metrics, after_commit)
-            else:
-                await _record_failure(
-                    session, claim, error, config, now, metrics, rng, after_commit
-                )
+            if error is not None and error.retry_after is not None:
+                bucket = limiter.channel(claim.channel)
+                bucket.block(now + max(timedelta(seconds=error.retry_after), bucket.penalty()))
+            for row in claim.rows:
+                if error is None:
+                    await _record_sent(rec, claim, row)
+                else:
+                    await _record_failure(rec, claim, row, error)
     for action in after_commit:
         action()
 
 
-async def _record_sent(
-    session: AsyncSession,
-    claim: _Claim,
-    now: datetime,
-    metrics: Metrics,
-    after_commit: list[Callable[[], None]],
-) -> None:
+async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
+    session, now = rec.session, rec.now
     first = False
-    if claim.reason in FIRST_ALERT_REASONS and claim.trigger_received_at is not None:
+    if row.reason in FIRST_ALERT_REASONS and row.trigger_received_at is not None:
         earlier = await session.scalar(
             select(func.count())
             .select_from(Delivery)
             .where(
-                Delivery.incident_id == claim.incident_id,
-                Delivery.tier == claim.tier,
+                Delivery.incident_id == row.incident_id,
+                Delivery.tier == row.tier,
                 Delivery.reason.in_(FIRST_ALERT_REASONS),
                 Delivery.status == SENT,
-                Delivery.id != claim.id,
+                Delivery.id != row.id,
             )
         )
         first = not earlier
     # No status condition: if an ack cancelled it while it was in flight, it was still sent.
     result = await session.execute(
         update(Delivery)
-        .where(Delivery.id == claim.id, Delivery.attempts == claim.attempts)
+        .where(Delivery.id == row.id, Delivery.attempts == row.attempts)
         .values(status=SENT, sent_at=now, next_attempt_at=None, last_error=None)
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        log.warning("delivery %d was re-claimed before its outcome was recorded", claim.id)
+        log.warning("delivery %d was re-claimed before its outcome was recorded", row.id)
         return
-    add_event(
-        session,
-        claim.incident_id,
-        "alert_delivered",
-        now,
-        detail={"channel": claim.channel, "reason": claim.reason, "attempts": claim.attempts},
-    )
-    tier = str(claim.tier)
-    after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, "sent").inc())
-    if first and claim.trigger_received_at is not None:
-        latency = (now - claim.trigger_received_at).total_seconds()
-        after_commit.append(lambda: metrics.alert_latency.labels(tier).observe(max(latency, 0.0)))
+    detail: dict[str, Any] = {
+        "channel": claim.channel,
+        "reason": row.reason,
+        "attempts": row.attempts,
+    }
+    if len(claim.rows) > 1:
+        detail["digest_of"] = len(claim.rows)
+    add_event(session, row.incident_id, "alert_delivered", now, detail=detail)
+    tier, metrics = str(row.tier), rec.metrics
+    rec.after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, "sent").inc())
+    if first and row.trigger_received_at is not None:
+        latency = (now - row.trigger_received_at).total_seconds()
+        rec.after_commit.append(
+            lambda: metrics.alert_latency.labels(tier).observe(max(latency, 0.0))
+        )
 
 
-async def _record_failure(
+async def _requeue(
+    session: AsyncSession, config: AlertsConfig, row: _Row, from_channel: str, now: datetime
+) -> str | None:
+    """Queue ``row``'s message on its next channel; returns that channel (None: none
+    left that has not already got this alert)."""
+    remaining = [fb for fb in row.fallbacks if fb in config.channels]
+    while remaining:
+        channel, remaining = remaining[0], remaining[1:]
+        key = dedupe_key(row.incident_id, row.tier, channel, row.reason)
+        if await _existing(session, [key]):
+            continue
+        incident = await session.get(Incident, row.incident_id)
+        if incident is None:
+            return None
+        payload = dict(row.payload) | {"idempotency_key": key}
+        session.add(
+            _row(
+                incident,
+                channel,
+                config.channels[channel].type,
+                row.reason,
+                payload,
+                now=now,
+                trigger_received_at=row.trigger_received_at,
+                fallbacks=remaining,
+            )
+        )
+        add_event(
+            session,
+            row.incident_id,
+            "alert_fallback",
+            now,
+            detail={"from": from_channel, "to": channel, "reason": row.reason},
+        )
+        return channel
+    return None
+
+
+async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
+    channel = await _requeue(rec.session, rec.config, row, claim.channel, rec.now)
+    if channel is not None:
+        rec.after_commit.append(rec.metrics.channel_fallbacks.labels(claim.channel_type).inc)
+    return channel
+
+
+async def _leave_blocked(
     session: AsyncSession,
-    claim: _Claim,
-    error: DeliveryError,
     config: AlertsConfig,
+    rows: Sequence[Delivery],
+    until: datetime,
     now: datetime,
     metrics: Metrics,
-    rng: random.Random,
-    after_commit: list[Callable[[], None]],
-) -> None:
-    final = not error.retryable or claim.attempts >= config.delivery.max_attempts
+) -> list[Delivery]:
+    """Rows of a channel that is blocked until ``until`` (a platform's penalty) move to
+    their next channel at once; returns the rows that have none (they wait)."""
+    waiting: list[Delivery] = []
+    for row in rows:
+        moved = None
+        if row.fallbacks:
+            moved = await _requeue(
+                session,
+                config,
+                _Row(
+                    id=row.id,
+                    incident_id=row.incident_id,
+                    tier=row.tier,
+                    reason=row.reason,
+                    payload=dict(row.payload),
+                    attempts=row.attempts,
+                    trigger_received_at=row.trigger_received_at,
+                    fallbacks=tuple(row.fallbacks),
+                ),
+                row.channel,
+                now,
+            )
+        if moved is None:
+            waiting.append(row)
+            continue
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id == row.id, Delivery.status == PENDING)
+            .values(
+                status=FAILED,
+                next_attempt_at=None,
+                last_error=f"channel {row.channel} blocked until {until.isoformat()}; "
+                f"sent on {moved} instead",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        on_commit(session, metrics.channel_fallbacks.labels(row.channel_type).inc)
+    return waiting
+
+
+async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: DeliveryError) -> None:
+    session, config, now = rec.session, rec.config, rec.now
+    exhausted = not error.retryable or row.attempts >= config.delivery.max_attempts
+    wait = timedelta(seconds=error.retry_after or 0)
+    told_to_wait = wait > config.delivery.fallback_if_wait_over
+    wants_fallback = bool(row.fallbacks) and (
+        exhausted or told_to_wait or row.attempts >= config.delivery.fallback_after
+    )
+    final = exhausted or wants_fallback
     message = str(error)[:1000]
-    next_at = None if final else now + next_delay(config, claim.attempts, error, rng)
+    next_at = None if final else now + next_delay(config, row.attempts, error, rec.rng)
     values: dict[str, Any] = {"last_error": message, "next_attempt_at": next_at}
     if final:
         values["status"] = FAILED
     result = await session.execute(
         update(Delivery)
         .where(
-            Delivery.id == claim.id,
-            Delivery.attempts == claim.attempts,
+            Delivery.id == row.id,
+            Delivery.attempts == row.attempts,
             Delivery.status == PENDING,
         )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        log.info("delivery %d changed while it was being sent; outcome not recorded", claim.id)
+        log.info("delivery %d changed while it was being sent; outcome not recorded", row.id)
         return
     add_event(
         session,
-        claim.incident_id,
+        row.incident_id,
         "alert_failed",
         now,
         detail={
             "channel": claim.channel,
-            "reason": claim.reason,
-            "attempts": claim.attempts,
+            "reason": row.reason,
+            "attempts": row.attempts,
             "error": message,
             "will_retry": not final,
             "next_attempt_at": next_at.isoformat() if next_at else None,
         },
     )
-    if final:
+    fallback = await _fall_back(rec, claim, row) if wants_fallback else None
+    if fallback is not None:
         log.error(
-            "alert delivery %d to channel %s failed for good after %d attempt(s): %s",
-            claim.id,
+            "alert delivery %d to channel %s failed %d time(s), now trying channel %s: %s",
+            row.id,
             claim.channel,
-            claim.attempts,
+            row.attempts,
+            fallback,
             message,
         )
+    elif final:
+        log.error(
+            "alert delivery %d to channel %s failed for good after %d attempt(s): %s",
+            row.id,
+            claim.channel,
+            row.attempts,
+            message,
+        )
+        if rec.on_failed is not None:
+            await rec.on_failed(session, claim.channel, message, now)
     else:
         log.warning(
             "alert delivery %d to channel %s failed (attempt %d/%d), retry at %s: %s",
-            claim.id,
+            row.id,
             claim.channel,
-            claim.attempts,
+            row.attempts,
             config.delivery.max_attempts,
             next_at.isoformat() if next_at else "-",
             message,
         )
     outcome = "failed" if final else "retry"
-    after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, outcome).inc())
+    metrics = rec.metrics
+    rec.after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, outcome).inc())
 
 
 async def deliver_due(
@@ -366,21 +675,53 @@ async def deliver_due(
     metrics: Metrics,
     *,
     rng: random.Random | None = None,
+    limiter: RateLimiter | None = None,
+    ack_link: AckLink | None = None,
+    on_failed: OnFailed | None = None,
 ) -> int:
-    """Send every delivery that is due; returns how many attempts were made."""
+    """Send every delivery that is due; returns how many messages were attempted."""
     rng = rng or random.Random()
+    limiter = limiter or RateLimiter(notifiers)
     send_limit = config.delivery.claim_timeout.total_seconds() * 0.8
     attempted = 0
     for _ in range(MAX_ROUNDS):
-        claims = await _claim(sessions, config, clock.now())
-        if not claims:
-            break
-        outcomes = await asyncio.gather(*(_send(c, notifiers, send_limit) for c in claims))
-        await _record(sessions, claims, outcomes, config, clock.now(), metrics, rng)
-        attempted += len(claims)
-        if len(claims) < config.delivery.batch_size:
+        claims, looked_at, moved = await _claim(sessions, config, limiter, clock.now(), metrics)
+        if claims:
+            outcomes = await asyncio.gather(
+                *(_send(c, notifiers, send_limit, ack_link) for c in claims)
+            )
+            await _record(
+                sessions, claims, outcomes, config, clock.now(), metrics, rng, limiter, on_failed
+            )
+            attempted += len(claims)
+        if moved:
+            continue  # what moved to another channel is due now
+        if not claims or looked_at < config.delivery.batch_size:
             break
     return attempted
+
+
+async def seed_limiter(session: AsyncSession, limiter: RateLimiter, now: datetime) -> int:
+    """Count what each rate-limited channel sent within its window before a restart (a
+    digest is one message: rows of one channel sent at the same instant count once)."""
+    seeded = 0
+    for name in limiter.names():
+        bucket = limiter.channel(name)
+        if not bucket.limits:
+            continue
+        times = await session.scalars(
+            select(Delivery.sent_at)
+            .where(
+                Delivery.channel == name,
+                Delivery.status == SENT,
+                Delivery.sent_at >= now - bucket.window,
+            )
+            .distinct()
+        )
+        sent = [t for t in times if t is not None]
+        bucket.seed(sent)
+        seeded += len(sent)
+    return seeded
 
 
 async def pending_count(session: AsyncSession) -> int:

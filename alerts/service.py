@@ -5,9 +5,11 @@ unit of work (``incidents.apply_signal``), idempotent on the signal id. Alerts a
 to the outbox in that same transaction; with ``deliver_on_signal`` they are sent right
 after it commits, otherwise by the next tick.
 
-``tick`` = deliver what is due, escalate what is overdue, deliver those escalations, and
-refresh the gauges. ``start`` runs it every ``tick_interval`` with APScheduler (one at a
-time, missed runs coalesced); ``stop`` lets a running tick finish.
+``tick`` = deliver what is due, run the escalation steps that are due (APScheduler jobs
+in a persistent store, ``alerts.jobs``), check the SLA clocks (a breach runs the next
+step at once), deliver what that queued, and refresh the gauges. ``start`` runs it every
+``tick_interval`` with APScheduler (one at a time, missed runs coalesced); ``stop`` lets a
+running tick finish.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alerts import escalation, sla
 from alerts.config import AlertsConfig
-from alerts.escalation import escalate_due
 from alerts.incidents import InvalidSignal, apply_signal, open_counts
+from alerts.jobs import StepJobs
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
-from alerts.outbox import deliver_due, pending_count
+from alerts.outbox import AckLink, deliver_due, pending_count, seed_limiter
+from alerts.ratelimit import RateLimiter
+from alerts.selfalert import channel_failure_handler
 from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.clock import Clock
 from core.db import unit_of_work
@@ -54,7 +59,13 @@ class AlertService:
         http: httpx.AsyncClient,
         clock: Clock,
         metrics: Metrics,
+        *,
+        ack_link: AckLink | None = None,
+        jobs: StepJobs | None = None,
     ) -> None:
+        """``ack_link(incident_id, channel)`` returns a signed ack URL for a message (the
+        hook for ack-link tokens; None leaves ``ack_url`` empty). ``jobs``: the escalation
+        job store (default: APScheduler's SQLAlchemy store in the alerts database)."""
         self.bus = bus
         self.sessions = sessions
         self.config = config
@@ -62,10 +73,16 @@ class AlertService:
         self.metrics = metrics
         # Built now so that a channel that cannot be built stops start-up.
         self.notifiers: dict[str, Notifier] = build_notifiers(config, http, clock)
+        self.limiter = RateLimiter(self.notifiers)
+        self.ack_link = ack_link
+        self.on_failed = channel_failure_handler(config)
+        engine = sessions.kw["bind"]
+        self.jobs = jobs or StepJobs(engine.url.render_as_string(hide_password=False))
         self._scheduler: Any = None
         self._running: asyncio.Task[TickReport] | None = None
         self._sending: asyncio.Task[None] | None = None
         self._stopping = False
+        self._again = False
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -80,31 +97,37 @@ class AlertService:
         )
 
     async def handle_signals(self, signals: list[Signal]) -> None:
-        changed = 0
         for signal in signals:
             try:
                 async with unit_of_work(self.sessions) as session:
                     incident = await apply_signal(
                         session, signal, self.config, self.clock, metrics=self.metrics
                     )
+                    step = escalation.scheduled(incident) if incident is not None else None
             except InvalidSignal as exc:
                 raise PermanentError(str(exc)) from exc
-            if incident is not None:
-                changed += 1
-                log.info(
-                    "signal %s: incident %d is tier %d (%s)",
-                    signal.id,
-                    incident.id,
-                    incident.tier,
-                    incident.status,
-                )
-        if changed and self.config.deliver_on_signal:
-            self._deliver_soon()
+            if incident is None:
+                continue
+            if self.config.deliver_on_signal:
+                self._deliver_soon()  # each signal's alerts go while the next is applied
+            if step is not None:
+                await self._schedule(step)
+            log.info(
+                "signal %s: incident %d is tier %d (%s)",
+                signal.id,
+                incident.id,
+                incident.tier,
+                incident.status,
+            )
 
     def _deliver_soon(self) -> None:
         """Send the new alerts now, beside the signal consumer: a slow channel must not
-        hold up the next signals. One such task at a time; the tick catches the rest."""
-        if self._stopping or (self._sending is not None and not self._sending.done()):
+        hold up the next signals. One such task at a time; alerts queued while it runs
+        make it go round once more (they do not wait for the tick)."""
+        if self._stopping:
+            return
+        if self._sending is not None and not self._sending.done():
+            self._again = True
             return
         self._sending = asyncio.create_task(self._deliver_logged(), name="alerts:deliver")
 
@@ -114,22 +137,84 @@ class AlertService:
             await self._sending
 
     async def _deliver_logged(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.deliver()
+            except Exception:
+                # The alerts are safe in the outbox; the next tick sends them.
+                log.exception("sending alerts right after a signal failed; the tick will retry")
+                return
+            if not self._again or self._stopping:
+                return
+
+    async def resume(self) -> None:
+        """After a restart: the rate limits count what was sent before it."""
+        async with self.sessions() as session:
+            seeded = await seed_limiter(session, self.limiter, self.clock.now())
+        if seeded:
+            log.info("alerts: %d recent message(s) count against channel rate limits", seeded)
+
+    async def _schedule(self, step: escalation.Scheduled) -> None:
         try:
-            await self.deliver()
+            await self.jobs.schedule(step.incident_id, step.token, step.at)
         except Exception:
-            # The alerts are safe in the outbox; the next tick sends them.
-            log.exception("sending alerts right after a signal failed; the tick will retry")
+            # The incident row still says when; the tick's overdue check runs it anyway.
+            log.exception("could not store the escalation step of incident %d", step.incident_id)
 
     async def deliver(self) -> int:
         return await deliver_due(
-            self.sessions, self.notifiers, self.config, self.clock, self.metrics
+            self.sessions,
+            self.notifiers,
+            self.config,
+            self.clock,
+            self.metrics,
+            limiter=self.limiter,
+            ack_link=self.ack_link,
+            on_failed=self.on_failed,
         )
 
+    async def escalate(self) -> int:
+        """Run the escalation steps that are due; returns how many ran."""
+        ran = 0
+        for job in await self.jobs.due(self.clock.now()):
+            ran += await self._escalate_one(job.incident_id, job.token)
+            await self.jobs.done(job.id)  # after the commit: a crash before re-runs a no-op
+        # Due by the row but not run from the store (a job lost in a crash): run it too.
+        ran += await escalation.escalate_due(
+            self.sessions, self.config, self.clock, self.metrics, schedule=self._schedule
+        )
+        return ran
+
+    async def _escalate_one(self, incident_id: int, token: str, why: str | None = None) -> bool:
+        return await escalation.escalate_one(
+            self.sessions,
+            incident_id,
+            token,
+            self.config,
+            self.clock,
+            self.metrics,
+            why=why,
+            schedule=self._schedule,
+        )
+
+    async def check_slas(self) -> int:
+        """Record SLA warnings/breaches; a breach runs the next escalation step now."""
+        async with unit_of_work(self.sessions) as session:
+            breaches = await sla.check(session, self.config, self.clock.now(), self.metrics)
+        for breach in breaches:
+            log.error("incident %d (tier %d): SLA deadline missed", breach.incident_id, breach.tier)
+            why = f"SLA deadline of tier {breach.tier} missed"
+            await self._escalate_one(breach.incident_id, breach.token, why)
+        return len(breaches)
+
     async def tick(self) -> TickReport:
-        """One round: deliver due alerts, escalate overdue incidents, deliver those."""
+        """One round: deliver due alerts, run due escalation steps and SLA checks,
+        deliver what they queued."""
         attempted = await self.deliver()
-        escalated = await escalate_due(self.sessions, self.config, self.clock, self.metrics)
-        if escalated:
+        escalated = await self.escalate()
+        breached = await self.check_slas()
+        if escalated or breached:
             attempted += await self.deliver()
         await self.refresh_gauges()
         return TickReport(attempted=attempted, escalated=escalated)
@@ -160,6 +245,8 @@ class AlertService:
         if self._scheduler is not None:
             return
         self._stopping = False
+        await self.jobs.start()
+        await self.resume()
         scheduler = AsyncIOScheduler()
         scheduler.add_job(
             self._scheduled_tick,
@@ -191,3 +278,4 @@ class AlertService:
                 await running
             except Exception:
                 log.exception("the last alerts tick failed")
+        self.jobs.close()

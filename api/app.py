@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
-from api.routers import ack, health, incidents, ingest, slack
+from api.routers import ack, alerting, health, incidents, ingest, slack
 from api.runtime import Role, Runtime
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(incidents.router)
         app.include_router(ack.router)
         app.include_router(slack.router)
+        app.include_router(alerting.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
 

@@ -28,6 +28,26 @@ def describe(settings: Settings, path: Path) -> str:
         f"  alert channels: {len(settings.alerts.channels)} "
         f"({', '.join(sorted(settings.alerts.channels))})"
     )
+    alerts = settings.alerts
+    rotas = sorted(name for name, team in alerts.teams.items() if team.rota is not None)
+    lines.append(
+        f"  alert people: {len(alerts.people)}; teams: {len(alerts.teams)} "
+        f"(on-call rotas: {', '.join(rotas) or 'none'})"
+    )
+    lines.append(
+        "  escalation: "
+        + ", ".join(f"tier {t} -> {alerts.escalation.get(t) or 'none'}" for t in (1, 2, 3))
+    )
+    lines.append(
+        "  SLA: "
+        + ", ".join(
+            f"tier {t} {sla.description or sla.met_by} in {sla.target}"
+            for t, sla in sorted(alerts.sla.items())
+        )
+    )
+    if alerts.quiet_hours is not None:
+        q = alerts.quiet_hours
+        lines.append(f"  quiet hours: {q.start}-{q.end} {q.timezone} for tiers {q.tiers}")
     lines.append(
         "  webhook ingest: " + ("enabled" if settings.listener.webhook.enabled else "disabled")
     )

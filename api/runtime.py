@@ -15,6 +15,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from alerts.acklinks import link_maker
 from alerts.service import AlertService
 from api.auth import KeyRing
 from api.settings import Settings
@@ -124,8 +125,17 @@ class Runtime:
             self.detector.register()
         if Role.ALERTER in self.roles:
             assert self.sessions is not None
+            ack_link = link_maker(self.sessions, s.ack_links, s.alerts.public_url, self.clock)
+            if s.ack_links.enabled and ack_link is None:
+                log.warning("ack_links.secret is set but alerts.public_url is not: no ack links")
             self.alerter = AlertService(
-                self.bus, self.sessions, s.alerts, self.http, self.clock, self.metrics
+                self.bus,
+                self.sessions,
+                s.alerts,
+                self.http,
+                self.clock,
+                self.metrics,
+                ack_link=ack_link,
             )
             self.alerter.register()
         if Role.LISTENER in self.roles:

@@ -101,6 +101,41 @@ class Metrics:
             ["endpoint", "reason"],
             registry=r,
         )
+        # alert routing, escalation and SLA clocks (issue 4)
+        self.time_to_statement = Histogram(
+            "crisiswatch_time_to_statement_seconds",
+            "Incident alerted -> response recorded (private reply, statement)",
+            ["tier"],
+            buckets=_ACK_BUCKETS,
+            registry=r,
+        )
+        self.sla_warnings = Counter(
+            "crisiswatch_sla_warnings",
+            "SLA clock warnings (a share of the deadline used), by tier",
+            ["tier"],
+            registry=r,
+        )
+        self.sla_breaches = Counter(
+            "crisiswatch_sla_breaches", "SLA deadlines missed, by tier", ["tier"], registry=r
+        )
+        self.alerts_suppressed = Counter(
+            "crisiswatch_alerts_suppressed",
+            "Alerts not sent because of a silence or an inhibition",
+            ["reason"],
+            registry=r,
+        )
+        self.alert_digests = Counter(
+            "crisiswatch_alert_digests",
+            "Digest messages (several alerts merged under a rate limit or quiet hours)",
+            ["channel"],
+            registry=r,
+        )
+        self.channel_fallbacks = Counter(
+            "crisiswatch_channel_fallbacks",
+            "Deliveries moved to the next channel after failing on one",
+            ["channel"],
+            registry=r,
+        )
         # bus
         self.bus_handler_errors = Counter(
             "crisiswatch_bus_handler_errors",

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts import incidents as svc
 from alerts.config import AlertsConfig
-from alerts.escalation import escalate_due, escalate_one
+from alerts.escalation import escalate_due, run_step
 from alerts.models import Delivery, Incident, IncidentEvent
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
@@ -29,6 +29,7 @@ from core.metrics import Metrics
 Sessions = async_sessionmaker[AsyncSession]
 TEAMS = ("customer_service", "pr", "marketing", "legal", "executives")
 EXTRA = ("oncall", "pr-lead", "counsel", "ceo")
+EXTRA_PEOPLE = ("oncall", "pr_lead", "counsel", "ceo")
 
 
 def make_config(**overrides: Any) -> AlertsConfig:
@@ -41,14 +42,28 @@ def make_config(**overrides: Any) -> AlertsConfig:
         }
         for name in (*TEAMS, *EXTRA)
     }
+    people = {p: {"channels": [f"{p.replace('_', '-')}-hook"]} for p in EXTRA_PEOPLE}
     teams: dict[str, Any] = {t: {"channels": [f"{t}-hook"]} for t in TEAMS}
-    teams["pr"]["escalation"] = ["oncall-hook", "pr-lead-hook", "ceo-hook"]
-    teams["legal"]["escalation"] = ["counsel-hook"]
-    teams["executives"]["escalation"] = ["ceo-hook"]
+    for team, person in (("pr", "oncall"), ("legal", "counsel"), ("executives", "ceo")):
+        teams[team]["rota"] = {"start": "2026-01-01T09:00:00+00:00", "people": [person]}
+    step2 = {"people": ["pr_lead", "counsel", "ceo"]}
     data: dict[str, Any] = {
         "channels": channels,
+        "people": people,
         "teams": teams,
         "delivery": {"jitter": 0, "max_attempts": 4},
+        # level 1: each team's on-call person; level 2: the next level; then again
+        "escalation_policies": {
+            "standard": {
+                "steps": [
+                    {"after": "PT10M", "notify": "on_call"},
+                    {"after": "PT10M", "notify": step2},
+                ],
+                "repeat": 2,
+            }
+        },
+        "escalation": {1: "standard", 2: "standard", 3: "standard"},
+        "sla": {},
     }
     data.update(overrides)
     return AlertsConfig.model_validate(data)
@@ -199,7 +214,7 @@ async def test_tier3_signal_opens_one_incident_alerting_pr_legal_and_executives(
     detail = await env.incident(incident.id)
     assert [e.kind for e in detail.timeline][:1] == ["opened"]
     assert sorted(e.kind for e in detail.timeline) == sorted(
-        ["opened"] + ["alert_queued"] * 3 + ["alert_delivered"] * 3
+        ["opened", "escalation_started"] + ["alert_queued"] * 3 + ["alert_delivered"] * 3
     )
     assert [ev.mention_id for ev in detail.evidence] == ["bsky:1", "bsky:2"]
     assert all(d.status == "sent" and d.attempts == 1 for d in detail.deliveries)
@@ -381,7 +396,7 @@ async def test_a_removed_channel_fails_the_delivery_loudly(env: Env) -> None:
 # -- escalation, ack, resolve ----------------------------------------------------------
 
 
-async def test_unacknowledged_incident_escalates_to_the_escalation_contacts(env: Env) -> None:
+async def test_unacknowledged_incident_escalates_along_the_policy(env: Env) -> None:
     incident = await env.apply(make_signal(env.clock))
     assert incident is not None
     await env.deliver()
@@ -403,17 +418,18 @@ async def test_unacknowledged_incident_escalates_to_the_escalation_contacts(env:
     assert await env.escalate() == 1
     await env.deliver()
     level2 = sorted(c for c, _ in env.channels.calls[6:])
-    # pr moves on to its second contact; legal and executives repeat their last one
+    # the policy's second step: the next level
     assert level2 == ["ceo-hook", "counsel-hook", "pr-lead-hook"]
     assert [e.detail["level"] for e in await env.events("escalated")] == [1, 2]
     assert env.sample("crisiswatch_escalations_total", tier="3") == 2
     assert (await env.events("escalated"))[1].detail["unacknowledged_for"] == "20 min"
 
 
-async def test_escalation_stops_after_max_escalations(
+async def test_escalation_stops_after_the_last_step(
     sessions: Sessions, clock: ManualClock, metrics: Metrics
 ) -> None:
-    async for env in make_env(sessions, clock, metrics, max_escalations=2):
+    once = {"steps": [{"after": 600, "notify": "on_call"}, {"after": 600, "notify": "route"}]}
+    async for env in make_env(sessions, clock, metrics, escalation_policies={"standard": once}):
         await env.apply(make_signal(clock))
         for _ in range(2):
             clock.advance(600)
@@ -421,7 +437,8 @@ async def test_escalation_stops_after_max_escalations(
         clock.advance(3600)
         assert await env.escalate() == 0
         incident = (await env.deliveries())[0].incident_id
-        assert (await env.incident(incident)).next_escalation_at is None
+        # the routes' repeat_interval (default 4 h): a reminder, not another level
+        assert (await env.incident(incident)).next_escalation_at == clock.now() + timedelta(hours=3)
 
 
 async def test_ack_stops_escalation_even_past_the_deadline(env: Env) -> None:
@@ -468,8 +485,7 @@ async def test_a_stale_escalation_round_does_nothing(env: Env) -> None:
         await svc.acknowledge(session, incident.id, "maria", env.clock)
     async with unit_of_work(env.sessions) as session:  # ...then a round that read before it
         assert (
-            await escalate_one(session, incident.id, stale_token, env.config, env.clock.now())
-            is None
+            await run_step(session, incident.id, stale_token, env.config, env.clock.now()) is None
         )
     assert await env.events("escalated") == []
 
@@ -486,8 +502,7 @@ async def test_a_round_holding_a_rotated_token_does_nothing_while_still_open(env
     env.clock.advance(601)  # the new deadline has passed too: only the token says no
     async with unit_of_work(env.sessions) as session:
         assert (
-            await escalate_one(session, incident.id, stale_token, env.config, env.clock.now())
-            is None
+            await run_step(session, incident.id, stale_token, env.config, env.clock.now()) is None
         )
     assert await env.events("escalated") == []
 
@@ -500,9 +515,13 @@ async def test_ack_cancels_escalations_not_yet_sent(env: Env) -> None:
     assert await env.escalate() == 1  # queued, not sent yet
     async with unit_of_work(env.sessions) as session:
         await svc.acknowledge(session, incident.id, "maria", env.clock)
-    assert await env.deliver() == 0
-    statuses = {d.reason: d.status for d in await env.deliveries()}
-    assert statuses == {"alert": "sent", "escalation-1": "cancelled"}
+    # only the ack goes out: mirrored to the three channels that got the alert
+    assert await env.deliver() == 3
+    statuses = {(d.reason, d.status) for d in await env.deliveries()}
+    assert statuses == {("alert", "sent"), ("escalation-1", "cancelled"), ("ack", "sent")}
+    follow_up = next(d.payload for d in await env.deliveries() if d.reason == "ack")
+    assert (follow_up["action"], follow_up["actor"]) == ("acknowledge", "maria")
+    assert follow_up["reason"] == "acknowledged by maria"
 
 
 async def test_resolve_closes_and_is_idempotent(env: Env) -> None:

@@ -20,6 +20,8 @@ ALERT_TABLES = {
     "incident_evidence",
     "alert_deliveries",
     "ack_tokens",
+    "alert_silences",
+    "alert_step_jobs",
 }
 
 

@@ -55,12 +55,21 @@ def config(**overrides: Any) -> AlertsConfig:
             "oncall": {**hook, "url": "https://hooks.example/oncall"},
             "log": {"type": "console"},
         },
+        "people": {"olga": {"channels": ["oncall"]}},
         "teams": {
             "customer_service": {"channels": ["log"]},
-            "pr": {"channels": ["pr"], "escalation": ["oncall"]},
+            "pr": {
+                "channels": ["pr"],
+                "rota": {"start": "2026-01-01T09:00:00+00:00", "people": ["olga"]},
+            },
             "legal": {"channels": ["legal"]},
         },
         "routes": {1: ["customer_service"], 2: ["pr"], 3: ["pr", "legal"]},
+        "escalation_policies": {
+            "standard": {"steps": [{"after": "PT10M", "notify": "on_call"}], "repeat": 4}
+        },
+        "escalation": {1: "standard", 2: "standard", 3: "standard"},
+        "sla": {},
     }
     data.update(overrides)
     return AlertsConfig.model_validate(data)
@@ -154,7 +163,7 @@ async def test_tick_escalates_and_delivers_the_escalation_in_the_same_round(
     assert await service.tick() == TickReport(attempted=0, escalated=0)
     clock.advance(timedelta(minutes=10).total_seconds())
     assert await service.tick() == TickReport(attempted=2, escalated=1)
-    # pr escalates to its contact; legal has none, so its own channel again
+    # pr's on-call person on her channel; legal has nobody on call: its own channel again
     assert sorted(recorder.paths) == ["legal", "legal", "oncall", "pr"]
     sample = metrics.registry.get_sample_value
     assert sample("crisiswatch_incidents_open", {"tier": "3"}) == 1

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from alerts.config import AlertsConfig, TeamConfig, WebhookChannelConfig
+from alerts.config import (
+    AlertsConfig,
+    EscalationPolicy,
+    EscalationStep,
+    PersonConfig,
+    RotaConfig,
+    TeamConfig,
+    WebhookChannelConfig,
+)
 from api.app import create_app
 from api.runtime import Runtime
 from api.settings import ApiConfig, ApiKeyConfig, Settings
@@ -39,6 +47,15 @@ def embedded_settings(db_url: str, receiver: Receiver) -> Settings:
     def hook(path: str) -> WebhookChannelConfig:
         return WebhookChannelConfig(url=receiver.url(path), secret=RECEIVER_SECRET)
 
+    rota = RotaConfig(start=datetime(2026, 1, 1, 9, tzinfo=UTC), people=["duty"])
+    # tier 3: the on-call person after 10 min, then the teams again
+    policy = EscalationPolicy(
+        steps=[
+            EscalationStep(after=timedelta(minutes=10), notify="on_call"),
+            EscalationStep(after=timedelta(minutes=10), notify="route"),
+        ]
+    )
+
     return Settings(
         database=DatabaseConfig(url=db_url),
         api=ApiConfig(
@@ -60,13 +77,16 @@ def embedded_settings(db_url: str, receiver: Receiver) -> Settings:
                 "exec": hook("/exec"),
                 "oncall": hook("/oncall"),
             },
+            people={"duty": PersonConfig(channels=["oncall"])},
             teams={
-                "customer_service": TeamConfig(channels=["cs"], escalation=["oncall"]),
-                "pr": TeamConfig(channels=["pr"], escalation=["oncall"]),
+                "customer_service": TeamConfig(channels=["cs"], rota=rota),
+                "pr": TeamConfig(channels=["pr"], rota=rota),
                 "marketing": TeamConfig(channels=["marketing"]),
-                "legal": TeamConfig(channels=["legal"], escalation=["oncall"]),
-                "executives": TeamConfig(channels=["exec"], escalation=["oncall"]),
+                "legal": TeamConfig(channels=["legal"], rota=rota),
+                "executives": TeamConfig(channels=["exec"], rota=rota),
             },
+            escalation_policies={"tier-3": policy},
+            escalation={1: None, 2: None, 3: "tier-3"},
         ),
     )
 
@@ -188,5 +208,7 @@ async def test_unacknowledged_incident_escalates_after_deadline(world, clock: Ma
     assert pages[0]["alert"]["tier"] == 3
 
     detail = (await client.get(f"/incidents/{incident['id']}", headers=auth(VIEWER_KEY))).json()
-    assert detail["escalation_level"] == 1
+    # the on-call step, and the tier-3 SLA (ack in 10 min) breached: the next step at once
+    assert detail["escalation_level"] == 2
+    assert "sla_breached" in [e["kind"] for e in detail["timeline"]]
     assert "escalated" in [e["kind"] for e in detail["timeline"]]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from alerts.config import AlertsConfig, ConsoleChannelConfig, DeliveryConfig
-from alerts.routing import alert_targets, escalation_targets
+from alerts.routing import AlertAttrs, routed_teams
+from alerts.targets import step_targets, team_targets
 
 URL = "https://hooks.example.com/services/T1/B2/SECRETSECRET"
 
@@ -22,10 +25,18 @@ def base(**overrides: Any) -> dict[str, Any]:
             "oncall": {"type": "webhook", "url": URL, "secret": "0123456789abcdef"},
             "counsel": {"type": "console", "level": "ERROR"},
         },
+        "people": {
+            "olga": {"phone": "+8613800000000", "channels": ["oncall", "counsel"]},
+            "li": {"chat_ids": {"dingtalk": "li01"}},
+        },
         "teams": {
             "customer_service": {"channels": ["cs"]},
-            "pr": {"channels": ["pr-room"], "escalation": ["oncall", "counsel"]},
-            "legal": {"channels": ["pr-room", "counsel"]},
+            "pr": {
+                "channels": ["pr-room"],
+                "members": ["olga", "li"],
+                "rota": {"start": "2026-01-05T09:00:00+08:00", "people": ["olga", "li"]},
+            },
+            "legal": {"channels": ["pr-room", "counsel"], "fallback_channels": ["cs"]},
         },
         "routes": {1: ["customer_service"], 2: ["pr"], 3: ["pr", "legal"]},
     }
@@ -39,25 +50,29 @@ def test_defaults_give_every_team_a_console_channel() -> None:
     for name, team in config.teams.items():
         assert team.channels == [f"{name}-console"]
         assert isinstance(config.channels[team.channels[0]], ConsoleChannelConfig)
-    assert config.routes == {
+    teams = {t: routed_teams(config, AlertAttrs(tier=t, watch="w")) for t in (1, 2, 3)}
+    assert teams == {
         1: ["customer_service"],
         2: ["pr", "marketing"],
         3: ["pr", "legal", "executives"],
     }
-    assert config.ack_timeout == {
-        1: timedelta(minutes=30),
-        2: timedelta(minutes=10),
-        3: timedelta(minutes=10),
+    policy = config.policy_for(3)
+    assert policy is not None and policy.steps[0].after == timedelta(minutes=5)
+    assert {t: (s.target, s.met_by) for t, s in config.sla.items()} == {
+        1: (timedelta(hours=2), "responded"),
+        2: (timedelta(hours=1), "responded"),
+        3: (timedelta(minutes=10), "acknowledged"),
     }
 
 
 def test_yaml_style_input_is_accepted() -> None:
+    policy = {"steps": [{"after": "PT1H", "notify": "on_call"}, {"after": 600, "notify": "route"}]}
     config = AlertsConfig.model_validate(
-        base(ack_timeout={"1": "PT1H", "2": 600, "3": "00:05:00"}, tick_interval=2)
+        base(escalation_policies={"p": policy}, escalation={"1": "p", "2": "p", "3": None})
     )
-    assert config.ack_timeout[3] == timedelta(minutes=5)
+    assert config.escalation_policies["p"].steps[1].after == timedelta(minutes=10)
+    assert config.policy_for(3) is None
     assert config.channels["pr-room"].type == "slack"
-    assert config.tick_interval == timedelta(seconds=2)
 
 
 @pytest.mark.parametrize(
@@ -65,17 +80,47 @@ def test_yaml_style_input_is_accepted() -> None:
     [
         ({"teams": {"pr": {"channels": ["nope"]}}}, "teams.pr.channels: unknown channel 'nope'"),
         (
-            {"teams": {"pr": {"channels": ["cs"], "escalation": ["ghost"]}}},
-            "teams.pr.escalation: unknown channel 'ghost'",
+            {
+                "teams": {
+                    "pr": {
+                        "channels": ["cs"],
+                        "rota": {"start": "2026-01-05T09:00:00Z", "people": ["ghost"]},
+                    }
+                }
+            },
+            "teams.pr.rota.people: unknown person 'ghost'",
         ),
         (
-            {"routes": {1: ["customer_service"], 2: ["pr"], 3: ["pr", "lawyers"]}},
-            "routes.3: unknown team 'lawyers'",
+            {
+                "teams": {
+                    "pr": {
+                        "channels": ["cs"],
+                        "rota": {"start": "2026-01-05T09:00:00", "people": ["olga"]},
+                    }
+                }
+            },
+            "start needs a timezone",
         ),
-        ({"routes": {3: ["pr"]}}, "missing tier(s) [1, 2]"),
+        ({"teams": {"pr": {"channels": ["cs"], "escalation": ["oncall"]}}}, "Extra inputs"),
+        (
+            {"routes": {1: ["customer_service"], 2: ["pr"], 3: ["pr", "lawyers"]}},
+            "routes.routes[2].teams: unknown team 'lawyers'",
+        ),
+        ({"routes": {3: ["pr"]}}, "routes: tier 1 matches no route with teams"),
         ({"routes": {1: ["pr"], 2: ["pr"], 3: ["pr"], 4: ["pr"]}}, "tier 4 does not exist"),
-        ({"ack_timeout": {1: 60, 2: 60}}, "ack_timeout: missing tier(s) [3]"),
-        ({"ack_timeout": {1: 60, 2: 0, 3: 60}}, "ack_timeout.2: must be positive"),
+        (
+            {"routes": {"routes": [{"match": {"tier": [3]}, "teams": ["pr"], "colour": 1}]}},
+            "routes.routes.0.colour",
+        ),
+        ({"escalation": {1: "p", 2: "p", 3: "p"}}, "escalation.1: unknown policy 'p'"),
+        (
+            {"escalation_policies": {"p": {"steps": [{"after": 60, "notify": {"people": ["x"]}}]}}},
+            "escalation_policies.p.steps[0].notify.people: unknown person 'x'",
+        ),
+        ({"escalation_policies": {"p": {"steps": [{"after": 0, "notify": "route"}]}}}, "positive"),
+        ({"quiet_hours": {"tiers": [1, 3]}}, "tier 3 is never held"),
+        ({"quiet_hours": {"timezone": "Mars/Olympus"}}, "unknown timezone"),
+        ({"sla": {4: {"target": 60, "met_by": "acknowledged"}}}, "sla: tier 4 does not exist"),
         ({"delivery": {"claim_timeout": 5}}, "must exceed channels.pr-room.timeout"),
         ({"ack_path": "/incidents/{incident}/ack"}, "ack_path: only the {id} placeholder"),
     ],
@@ -116,21 +161,31 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert delivery.backoff(10_000) == timedelta(seconds=30)
 
 
-def test_routing_targets() -> None:
+def test_targets_of_teams_and_escalation_steps() -> None:
     config = AlertsConfig.model_validate(base())
     # a channel shared by two teams gets one message naming both
-    assert alert_targets(config, 3) == {"pr-room": ["pr", "legal"], "counsel": ["legal"]}
-    assert alert_targets(config, 1) == {"cs": ["customer_service"]}
-    # pr escalates along its list (the last contact repeats); legal has no list: own channels
-    assert escalation_targets(config, 3, 1) == {
-        "oncall": ["pr"],
-        "pr-room": ["legal"],
+    targets = team_targets(config, ["pr", "legal"])
+    assert {ch: t.teams for ch, t in targets.items()} == {
+        "pr-room": ["pr", "legal"],
         "counsel": ["legal"],
     }
-    assert escalation_targets(config, 3, 2) == {"counsel": ["pr", "legal"], "pr-room": ["legal"]}
-    assert escalation_targets(config, 3, 5) == escalation_targets(config, 3, 2)
-    with pytest.raises(ValueError, match="start at 1"):
-        escalation_targets(config, 3, 0)
+    assert targets["counsel"].fallbacks == ["cs"]
+    monday = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # olga's week (from 09:00 +08:00)
+    on_call, described = step_targets(config, "on_call", ["pr", "legal"], monday)
+    # olga on her first channel, the next one as fallback; legal has no rota: its channels
+    assert {ch: (t.teams, [c.name for c in t.mentions]) for ch, t in on_call.items()} == {
+        "oncall": (["pr"], ["olga"]),
+        "pr-room": (["legal"], []),
+        "counsel": (["legal"], []),
+    }
+    assert on_call["oncall"].fallbacks == ["counsel"]
+    assert on_call["oncall"].mentions[0].phone == "+8613800000000"
+    assert described == {"on_call": {"pr": "olga", "legal": None}}
+    # next week li is on call; she has no channels: mentioned on the team's channel
+    later, _ = step_targets(config, "on_call", ["pr"], monday + timedelta(weeks=1))
+    assert [(ch, [c.chat_ids for c in t.mentions]) for ch, t in later.items()] == [
+        ("pr-room", [{"dingtalk": "li01"}])
+    ]
 
 
 def test_secrets_stay_out_of_model_level_errors() -> None:
@@ -138,3 +193,12 @@ def test_secrets_stay_out_of_model_level_errors() -> None:
     with pytest.raises(ValidationError) as info:
         AlertsConfig.model_validate(data)
     assert "SECRETSECRET" not in str(info.value) and "0123456789abcdef" not in str(info.value)
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Alerts: routing, on-call, escalation, SLAs", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = AlertsConfig.model_validate(yaml.safe_load(block)["alerts"])
+    assert config.teams["pr"].rota is not None and config.policy_for(3) is not None
+    assert set(config.people) == {"wang_li", "chen_yu", "zhao_min", "liu_yang", "sun_hao"}

@@ -1,0 +1,84 @@
+"""Silences: alerts matching a silence's matchers are not sent until it ends.
+
+Created through the API with matchers (the routes' matcher fields), an end time, an
+author and a reason; expiring one sets its end to now (the record stays).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.config import Matchers
+from alerts.models import Silence
+from alerts.routing import AlertAttrs, matches
+
+
+class SilenceNotFound(LookupError):
+    def __init__(self, silence_id: int) -> None:
+        super().__init__(f"silence {silence_id} does not exist")
+        self.silence_id = silence_id
+
+
+class InvalidSilence(ValueError):
+    """A silence that cannot be created (the API answers 422)."""
+
+
+def create(
+    session: AsyncSession,
+    *,
+    matchers: Matchers,
+    ends_at: datetime,
+    author: str,
+    reason: str,
+    now: datetime,
+    starts_at: datetime | None = None,
+) -> Silence:
+    starts = starts_at or now
+    if ends_at <= max(starts, now):
+        raise InvalidSilence("ends_at must be in the future and after starts_at")
+    if matchers == Matchers():
+        raise InvalidSilence("a silence needs at least one matcher (it would mute everything)")
+    if not reason.strip():
+        raise InvalidSilence("a silence needs a reason")
+    silence = Silence(
+        matchers=matchers.model_dump(mode="json", exclude_defaults=True),
+        starts_at=starts,
+        ends_at=ends_at,
+        author=author,
+        reason=reason,
+        created_at=now,
+    )
+    session.add(silence)
+    return silence
+
+
+async def list_silences(
+    session: AsyncSession, now: datetime, *, active_only: bool = True
+) -> list[Silence]:
+    stmt = select(Silence).order_by(Silence.id.desc())
+    if active_only:
+        stmt = stmt.where(Silence.ends_at > now)
+    return list(await session.scalars(stmt))
+
+
+async def expire(session: AsyncSession, silence_id: int, now: datetime) -> Silence:
+    silence = await session.get(Silence, silence_id)
+    if silence is None:
+        raise SilenceNotFound(silence_id)
+    if silence.ends_at > now:
+        silence.ends_at = now
+    return silence
+
+
+async def matching(session: AsyncSession, attrs: AlertAttrs, now: datetime) -> Silence | None:
+    """The first active silence whose matchers match ``attrs``."""
+    active = await session.scalars(
+        select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now).order_by(Silence.id)
+    )
+    for silence in active:
+        if matches(Matchers.model_validate(silence.matchers), attrs):
+            return silence
+    return None

@@ -1,0 +1,113 @@
+"""SLA clocks per tier: the response plan's deadlines, watched.
+
+A clock starts when an incident is alerted (opened, upgraded, or released from quiet
+hours) and stops at what its tier's SLA is ``met_by``: an ack (tier 3: the emergency
+group convened), a recorded response (tier 1 private reply, tier 2 statement) or the
+resolve. ``check`` (each tick) records a warning at each ``warn_at`` share of the deadline
+and, at the deadline, a breach: recorded, counted, and the escalation's next step is run
+at once. ``sla_warned`` counts the thresholds already reported (compare-and-set, so two
+alerters never report one twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.config import AlertsConfig
+from alerts.models import RESOLVED, Incident
+from alerts.outbox import rowcount
+from alerts.timeline import add_event
+from core.db import on_commit
+from core.metrics import Metrics
+
+BATCH = 200
+
+
+def start(incident: Incident, config: AlertsConfig, at: datetime) -> None:
+    sla = config.sla.get(incident.tier)
+    incident.sla_due_at = at + sla.target if sla else None
+    incident.sla_met_by = sla.met_by if sla else None
+    incident.sla_met_at = None
+    incident.sla_warned = 0
+    incident.sla_breached_at = None
+
+
+def stop(incident: Incident) -> None:
+    incident.sla_due_at = None
+
+
+def met(incident: Incident, by: str, at: datetime) -> bool:
+    """Stop the clock if ``by`` is what the tier's SLA waits for; True when it did."""
+    if incident.sla_met_by != by or incident.sla_met_at is not None:
+        return False
+    incident.sla_met_at = at
+    return True
+
+
+@dataclass(frozen=True)
+class Breach:
+    incident_id: int
+    token: str
+    tier: int
+
+
+async def check(
+    session: AsyncSession, config: AlertsConfig, now: datetime, metrics: Metrics
+) -> list[Breach]:
+    """Record the warnings and breaches that are due; returns the new breaches."""
+    rows = (
+        await session.scalars(
+            select(Incident)
+            .where(
+                Incident.sla_due_at.is_not(None),
+                Incident.sla_met_at.is_(None),
+                Incident.sla_breached_at.is_(None),
+                Incident.status != RESOLVED,
+            )
+            .order_by(Incident.sla_due_at)
+            .limit(BATCH)
+        )
+    ).all()
+    breaches: list[Breach] = []
+    for incident in rows:
+        sla = config.sla.get(incident.tier)
+        due = incident.sla_due_at
+        if sla is None or due is None:
+            continue
+        total = (due - incident.alerted_at).total_seconds()
+        used = (now - incident.alerted_at).total_seconds() / total if total > 0 else 1.0
+        thresholds = [*sla.warn_at, 1.0]
+        reached = sum(1 for t in thresholds if used >= t)
+        if reached <= incident.sla_warned:
+            continue
+        breached = used >= 1.0
+        values: dict[str, object] = {"sla_warned": reached}
+        if breached:
+            values["sla_breached_at"] = now
+        result = await session.execute(
+            update(Incident)
+            .where(Incident.id == incident.id, Incident.sla_warned == incident.sla_warned)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if rowcount(result) != 1:
+            continue
+        tier = str(incident.tier)
+        detail = {
+            "what": sla.description or sla.met_by,
+            "deadline": due.isoformat(),
+            "used": round(min(used, 1.0), 3),
+        }
+        if breached:
+            add_event(session, incident.id, "sla_breached", now, detail=detail)
+            on_commit(session, metrics.sla_breaches.labels(tier).inc)
+            breaches.append(Breach(incident.id, incident.escalation_token, incident.tier))
+        else:
+            share = max(t for t in sla.warn_at if used >= t)
+            add_event(session, incident.id, "sla_warning", now, detail=detail | {"at": share})
+            on_commit(session, metrics.sla_warnings.labels(tier).inc)
+    return breaches

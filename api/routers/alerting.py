@@ -1,0 +1,151 @@
+"""Alert routing controls: silences, who is on call, and recorded responses (SLA).
+
+Silences are created with matchers (the routing tree's matcher fields), an end time and
+a reason; the author is the API key's name. Unknown silence: 404; a silence that would
+mute everything, ends in the past or has no reason: 422.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts import incidents, silences
+from alerts.config import Matchers
+from alerts.models import Silence
+from alerts.oncall import team_on_call
+from api.auth import Principal, require
+from api.deps import db_session
+from api.runtime import Runtime
+from api.schemas import IncidentOut
+
+router = APIRouter(tags=["alerting"])
+
+Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
+SilenceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's id")]
+
+
+class SilenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: Matchers
+    ends_at: AwareDatetime
+    starts_at: AwareDatetime | None = None
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class SilenceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    matchers: dict[str, object]
+    starts_at: datetime
+    ends_at: datetime
+    author: str
+    reason: str
+    created_at: datetime
+
+
+class OnCallOut(BaseModel):
+    team: str
+    person: str | None
+    until: datetime | None
+    override_reason: str | None
+
+
+class ResponseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["reply", "statement", "other"]
+    note: str | None = Field(None, max_length=4000)
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("/silences", response_model=list[SilenceOut])
+async def list_silences(
+    request: Request,
+    session: Session,
+    _: Annotated[Principal, Depends(require("viewer"))],
+    include_expired: Annotated[bool, Query()] = False,
+) -> list[Silence]:
+    now = _runtime(request).clock.now()
+    return await silences.list_silences(session, now, active_only=not include_expired)
+
+
+@router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED)
+async def create_silence(
+    request: Request,
+    body: SilenceIn,
+    session: Session,
+    who: Annotated[Principal, Depends(require("responder"))],
+) -> Silence:
+    try:
+        silence = silences.create(
+            session,
+            matchers=body.matchers,
+            ends_at=body.ends_at,
+            starts_at=body.starts_at,
+            author=who.name,
+            reason=body.reason,
+            now=_runtime(request).clock.now(),
+        )
+    except silences.InvalidSilence as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    await session.flush()
+    return silence
+
+
+@router.delete("/silences/{silence_id}", response_model=SilenceOut)
+async def expire_silence(
+    request: Request,
+    silence_id: SilenceId,
+    session: Session,
+    _: Annotated[Principal, Depends(require("responder"))],
+) -> Silence:
+    """Expire now (the record stays, with its end set to now)."""
+    try:
+        return await silences.expire(session, silence_id, _runtime(request).clock.now())
+    except silences.SilenceNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+
+
+@router.get("/oncall", response_model=list[OnCallOut])
+async def who_is_on_call(
+    request: Request, _: Annotated[Principal, Depends(require("viewer"))]
+) -> list[OnCallOut]:
+    runtime = _runtime(request)
+    config = runtime.settings.alerts
+    now = runtime.clock.now()
+    return [OnCallOut(**vars(team_on_call(config, team, now))) for team in sorted(config.teams)]
+
+
+@router.post("/incidents/{incident_id}/response", response_model=IncidentOut)
+async def record_response(
+    request: Request,
+    incident_id: IncidentId,
+    body: ResponseIn,
+    session: Session,
+    who: Annotated[Principal, Depends(require("responder"))],
+) -> IncidentOut:
+    """Record the response the plan asks for (private reply, statement): stops the
+    SLA clock of a tier that waits for one."""
+    runtime = _runtime(request)
+    incident = await incidents.record_response(
+        session,
+        incident_id,
+        body.kind,
+        who.name,
+        runtime.clock,
+        metrics=runtime.metrics,
+        note=body.note,
+    )
+    return IncidentOut.model_validate(incident)
