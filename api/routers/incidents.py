@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
-from api.auth import Principal, require
+from api import audit
+from api.auth import Principal, ensure_scope, require
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
@@ -29,13 +30,14 @@ StatusFilter = Literal["open", "acknowledged", "resolved"]
 async def list_incidents(
     request: Request,
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
     status_: Annotated[StatusFilter | None, Query(alias="status")] = None,
     tier: Annotated[int | None, Query(ge=0, le=3)] = None,
     watch: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[IncidentOut]:
+    watch = scoped_watch(who, watch)
     items, total = await service.list_incidents(
         session, status=status_, tier=tier, watch=watch, limit=limit, offset=offset
     )
@@ -51,9 +53,10 @@ async def list_incidents(
 async def get_incident(
     incident_id: IncidentId,
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
 ) -> IncidentDetail:
     incident = await service.get_incident(session, incident_id)
+    ensure_scope(who, incident.watch_id)
     return IncidentDetail.model_validate(incident)
 
 
@@ -67,6 +70,7 @@ async def acknowledge(
 ) -> IncidentOut:
     """Acknowledge: stops the escalation. Acknowledging twice is harmless."""
     runtime: Runtime = request.app.state.runtime
+    before = await _before_change(session, who, incident_id)
     incident = await service.acknowledge(
         session,
         incident_id,
@@ -75,7 +79,7 @@ async def acknowledge(
         metrics=runtime.metrics,
         note=body.note if body else None,
     )
-    return IncidentOut.model_validate(incident)
+    return _audited(session, who, "incident.acknowledge", before, incident, runtime)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentOut)
@@ -88,7 +92,46 @@ async def resolve(
 ) -> IncidentOut:
     """Resolve: cancels pending deliveries. Resolving twice is harmless."""
     runtime: Runtime = request.app.state.runtime
+    before = await _before_change(session, who, incident_id)
     incident = await service.resolve(
         session, incident_id, who.name, runtime.clock, note=body.note if body else None
     )
+    return _audited(session, who, "incident.resolve", before, incident, runtime)
+
+
+def scoped_watch(who: Principal, watch: str | None) -> str | None:
+    """The watch filter a scoped key may use: its own watch, or one of its watches named."""
+    if who.watches is None:
+        return watch
+    if watch is None and len(who.watches) == 1:
+        return next(iter(who.watches))
+    if watch is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"key {who.name!r} is scoped to several watches: pass ?watch=",
+        )
+    ensure_scope(who, watch)
+    return watch
+
+
+async def _before_change(session: AsyncSession, who: Principal, incident_id: int) -> IncidentOut:
+    """The incident as it is before a change (404 if missing, 403 outside the key's scope)."""
+    incident = await service.get_incident(session, incident_id)
+    ensure_scope(who, incident.watch_id)
     return IncidentOut.model_validate(incident)
+
+
+def _audited(
+    session: AsyncSession,
+    who: Principal,
+    action: str,
+    before: IncidentOut,
+    incident: object,
+    runtime: Runtime,
+) -> IncidentOut:
+    after = IncidentOut.model_validate(incident)
+    audit.record(
+        session, who, action, "incident", after.id, at=runtime.clock.now(),
+        before=before.model_dump(mode="json"), after=after.model_dump(mode="json"),
+    )  # fmt: skip
+    return after
