@@ -12,8 +12,9 @@ carry a stranger's words and are treated as hostile:
   (``check``) and, if it still gets that far, when it is rendered (``RenderError``);
 * every ``{{ ... }}`` result is escaped for the template's format (``finalize``): ``text``
   (a public post: control and bidi characters dropped, ``@all``-style pings and mention
-  tags broken, links defanged), ``markdown`` (every markdown/chat markup character becomes
-  its full-width look-alike) or ``html`` (entities). Values are inserted once and never
+  tags broken, links defanged, ``<`` ``>`` as full-width look-alikes so no tag survives),
+  ``markdown`` (every markdown/chat markup character becomes its full-width look-alike)
+  or ``html`` (entities). Values are inserted once and never
   rendered again, so template syntax inside them stays literal text.
 """
 
@@ -55,8 +56,16 @@ _FORBIDDEN_NODES: Final = (
     nodes.Extends,
 )
 
+_ANGLES: Final = str.maketrans({"<": "＜", ">": "＞"})
+
+
+def _text(value: str, limit: int) -> str:
+    """Plain text that stays inert if it is ever pasted into HTML or a chat message."""
+    return escape.plain(value, limit).translate(_ANGLES)
+
+
 ESCAPERS: Final[dict[str, Callable[[str, int], str]]] = {
-    "text": escape.plain,
+    "text": _text,
     "markdown": escape.markdown,
     "html": escape.html,
 }
