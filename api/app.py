@@ -37,7 +37,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="crisiswatch",
         version="0.1.0",
-        description="Social listening and tiered crisis alerts: incidents, acks, ingestion.",
+        description="Social listening and tiered crisis alerts: incidents, acks, ingestion, "
+        "legally reviewed response templates, audit log.",
         lifespan=lifespan,
     )
     app.state.runtime = runtime

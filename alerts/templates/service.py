@@ -230,7 +230,10 @@ async def edit_version(
     newest = max(v.number for v in template.versions)
     draft = _new_version(template_id, newest + 1, body, variables, note or "", actor, now)
     session.add(draft)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # someone else made that version number a moment ago
+        raise TemplateConflict(f"template {template_id} changed meanwhile; reload it") from exc
     return draft, before
 
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from alerts.templates import service
 from alerts.templates.models import KINDS
 from alerts.templates.seeds import SEED_ACTOR, load_seeds, seed_templates
 from core.clock import ManualClock
@@ -301,3 +308,44 @@ async def test_seeding_adds_drafts_once(tmp_path: Path, clock: ManualClock) -> N
                 f"/templates/{item['id']}/preview", headers=VIEWER, json={"variables": variables}
             )
             assert r.status_code == 200, (item["name"], r.text)
+
+
+def test_cli_seeds_the_starter_templates(tmp_path: Path) -> None:
+    env = {**os.environ, "CRISISWATCH_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db"}
+    for args, says in ((["db", "upgrade"], "upgraded"), (["templates", "seed"], "10 starter")):
+        out = subprocess.run(
+            [sys.executable, "-m", "api.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert says in out.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "api.cli", "templates", "seed"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "0 starter template(s)" in again.stdout
+
+
+@pytest.mark.postgres
+async def test_the_workflow_on_postgres(pg_sessions: async_sessionmaker[AsyncSession]) -> None:
+    clock = ManualClock()
+    async with unit_of_work(pg_sessions) as session:
+        added = await seed_templates(session, clock.now())
+    async with unit_of_work(pg_sessions) as session:
+        items, total = await service.list_templates(session, kind="apology", status="draft")
+        assert total == 2 and {t.lang for t in items} == {"zh", "en"}
+        tid = items[0].id
+        for action, actor in (("submit", "pr"), ("approve", "legal")):
+            await service.transition(session, tid, 1, action, actor=actor, now=clock.now())
+    async with unit_of_work(pg_sessions) as session:
+        found = await service.suggest(session, 2, kind="apology")
+        assert [(t.id, v.number) for t, v in found] == [(tid, 1)]
+        _, approved = await service.list_templates(session, status="approved", tier=3)
+        assert approved == 1
+        _, none = await service.list_templates(session, status="approved", tier=1)
+        assert none == 0 and len(added) == 10
