@@ -65,7 +65,7 @@ async def role_api(
 
 async def open_incident(
     runtime: Runtime, clock: ManualClock, *, tier: int = 2, watch: str = "acme",
-    title_text: str = "40 negative posts",
+    title_text: str = "40 negative posts", drill: bool = False,
 ) -> int:  # fmt: skip
     n = next(_serial)
     signal = Signal(
@@ -86,6 +86,7 @@ async def open_incident(
         ),
         explanation=title_text,
         at=clock.now(),
+        drill=drill,
     )
     assert runtime.sessions is not None
     async with unit_of_work(runtime.sessions) as session:

@@ -337,7 +337,15 @@ async def preview(
         version = await get_version(session, template_id, number)
     facts = incident_values(incident) if incident is not None else SAMPLE_INCIDENT
     text = renderer.render(version.body, template.format, _values(version, facts, variables))
-    return template, version, text
+    return template, version, _drill_marked(text, incident)
+
+
+DRILL_MARK = "[DRILL - NOT FOR PUBLICATION] "
+
+
+def _drill_marked(text: str, incident: Incident | None) -> str:
+    """A statement for a drill incident says so first, so nobody publishes it."""
+    return DRILL_MARK + text if incident is not None and incident.drill else text
 
 
 async def use_template(
@@ -368,7 +376,7 @@ async def use_template(
             f"incident {incident.id} is tier {incident.tier}"
         )
     values = _values(version, incident_values(incident), variables)
-    text = renderer.render(version.body, template.format, values)
+    text = _drill_marked(renderer.render(version.body, template.format, values), incident)
     usage = TemplateUsage(
         incident_id=incident.id,
         template_id=template.id,

@@ -260,6 +260,18 @@ async def test_hostile_incident_data_is_escaped_in_a_used_statement(
                 assert bad not in text, (fmt, bad, text)
 
 
+async def test_a_statement_for_a_drill_incident_says_so(tmp_path: Path, clock: ManualClock) -> None:
+    async with role_api(tmp_path, clock) as (client, runtime):
+        tid = await make_template(runtime, clock, until="approved")
+        use = {"template_id": tid, "variables": {"product": "X2"}}
+        drill = await open_incident(runtime, clock, drill=True)
+        real = await open_incident(runtime, clock)
+        r = await client.post(f"/incidents/{drill}/responses", headers=PR, json=use)
+        assert r.json()["text"].startswith("[DRILL - NOT FOR PUBLICATION] Acme is looking")
+        r = await client.post(f"/incidents/{real}/responses", headers=PR, json=use)
+        assert r.json()["text"].startswith("Acme is looking")
+
+
 async def test_preview_renders_drafts_with_a_sample_or_an_incident(
     tmp_path: Path, clock: ManualClock
 ) -> None:
