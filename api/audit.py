@@ -13,7 +13,9 @@ from sqlalchemy import JSON, Integer, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from alerts import incidents
 from api.auth import Principal
+from api.schemas import IncidentOut
 from core.db import Base, UtcDateTime
 
 
@@ -54,6 +56,26 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+async def incident_state(session: AsyncSession, incident_id: int) -> dict[str, Any]:
+    """An incident as the audit log keeps it (``IncidentNotFound`` when it is missing)."""
+    incident = await incidents.get_incident(session, incident_id)
+    return IncidentOut.model_validate(incident).model_dump(mode="json")
+
+
+async def record_incident_change(
+    session: AsyncSession,
+    who: Principal,
+    action: str,
+    incident_id: int,
+    before: dict[str, Any],
+    *,
+    at: datetime,
+) -> None:
+    """Audit a change to an incident: ``before`` was taken with ``incident_state``."""
+    after = await incident_state(session, incident_id)
+    record(session, who, action, "incident", incident_id, at=at, before=before, after=after)
 
 
 async def list_entries(

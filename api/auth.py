@@ -251,3 +251,18 @@ def ensure_scope(principal: Principal, watch_id: str) -> None:
             status.HTTP_403_FORBIDDEN,
             detail=f"key {principal.name!r} is not scoped to watch {watch_id!r}",
         )
+
+
+def scoped_watch(who: Principal, watch: str | None) -> str | None:
+    """The watch filter a list may use: as asked, or the key's only watch; 403 outside it."""
+    if who.watches is None:
+        return watch
+    if watch is None and len(who.watches) == 1:
+        return next(iter(who.watches))
+    if watch is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"key {who.name!r} is scoped to several watches: pass ?watch=",
+        )
+    ensure_scope(who, watch)
+    return watch

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
 from api import audit
-from api.auth import Principal, ensure_scope, require
+from api.auth import Principal, ensure_scope, require, scoped_watch
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
@@ -70,7 +70,8 @@ async def acknowledge(
 ) -> IncidentOut:
     """Acknowledge: stops the escalation. Acknowledging twice is harmless."""
     runtime: Runtime = request.app.state.runtime
-    before = await _before_change(session, who, incident_id)
+    before = await audit.incident_state(session, incident_id)
+    ensure_scope(who, before["watch_id"])
     incident = await service.acknowledge(
         session,
         incident_id,
@@ -79,7 +80,10 @@ async def acknowledge(
         metrics=runtime.metrics,
         note=body.note if body else None,
     )
-    return _audited(session, who, "incident.acknowledge", before, incident, runtime)
+    await audit.record_incident_change(
+        session, who, "incident.acknowledge", incident_id, before, at=runtime.clock.now()
+    )
+    return IncidentOut.model_validate(incident)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentOut)
@@ -92,46 +96,12 @@ async def resolve(
 ) -> IncidentOut:
     """Resolve: cancels pending deliveries. Resolving twice is harmless."""
     runtime: Runtime = request.app.state.runtime
-    before = await _before_change(session, who, incident_id)
+    before = await audit.incident_state(session, incident_id)
+    ensure_scope(who, before["watch_id"])
     incident = await service.resolve(
         session, incident_id, who.name, runtime.clock, note=body.note if body else None
     )
-    return _audited(session, who, "incident.resolve", before, incident, runtime)
-
-
-def scoped_watch(who: Principal, watch: str | None) -> str | None:
-    """The watch filter a scoped key may use: its own watch, or one of its watches named."""
-    if who.watches is None:
-        return watch
-    if watch is None and len(who.watches) == 1:
-        return next(iter(who.watches))
-    if watch is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail=f"key {who.name!r} is scoped to several watches: pass ?watch=",
-        )
-    ensure_scope(who, watch)
-    return watch
-
-
-async def _before_change(session: AsyncSession, who: Principal, incident_id: int) -> IncidentOut:
-    """The incident as it is before a change (404 if missing, 403 outside the key's scope)."""
-    incident = await service.get_incident(session, incident_id)
-    ensure_scope(who, incident.watch_id)
+    await audit.record_incident_change(
+        session, who, "incident.resolve", incident_id, before, at=runtime.clock.now()
+    )
     return IncidentOut.model_validate(incident)
-
-
-def _audited(
-    session: AsyncSession,
-    who: Principal,
-    action: str,
-    before: IncidentOut,
-    incident: object,
-    runtime: Runtime,
-) -> IncidentOut:
-    after = IncidentOut.model_validate(incident)
-    audit.record(
-        session, who, action, "incident", after.id, at=runtime.clock.now(),
-        before=before.model_dump(mode="json"), after=after.model_dump(mode="json"),
-    )  # fmt: skip
-    return after
