@@ -150,9 +150,11 @@ class AuthThrottle:
         if len(window) >= self.max_failures:
             self._locked[client] = now + timedelta(seconds=self.lockout_s)
             del self._failures[client]
-            if len(self._locked) > self.max_clients:
-                for stale in [c for c in self._locked if self.retry_after(c) is None]:
-                    self._locked.pop(stale, None)
+            if len(self._locked) > self.max_clients:  # expired first, then the oldest
+                for stale in [c for c, until in self._locked.items() if until <= now]:
+                    del self._locked[stale]
+                while len(self._locked) > self.max_clients:
+                    del self._locked[next(iter(self._locked))]
             return True
         return False
 
