@@ -8,17 +8,23 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
 from core.settings import Section
+from listener.query import QueryError, compile_query
 
 Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+AliasName = Annotated[str, StringConstraints(pattern=r"^[^\W][\w.-]*$", max_length=100)]
 
 
 class WatchConfig(Section):
-    """One brand query: any of ``terms`` matches, any of ``exclude`` vetoes.
+    """One brand query: any of ``terms`` matches (or the boolean ``query``), any of
+    ``exclude`` vetoes.
 
     Matching is case-insensitive; Latin-script terms match whole words (``acme`` does not
     match ``acmeville``), CJK terms match as substrings. ``langs`` (ISO 639-1 codes such as
     ``en``, ``zh``) keeps only mentions in those languages; a mention of unknown language
     passes. ``match_all`` takes every mention (for replays and catch-all streams).
+    ``query`` is the watch query language (README, "Watch query language"); ``aliases``
+    name lists of literals it refers to as ``@name``; ``sources`` keeps only mentions from
+    those sources.
     """
 
     id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -29,16 +35,33 @@ class WatchConfig(Section):
         None
     )
     match_all: bool = False
+    query: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    aliases: dict[AliasName, list[Term]] = Field(default_factory=dict)
+    sources: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] | None = (
+        None
+    )
 
     @model_validator(mode="after")
     def _terms_or_match_all(self) -> Self:
-        if self.match_all and self.terms:
+        if self.match_all and (self.terms or self.query):
             raise ValueError(
-                f"watch {self.id!r}: match_all takes every mention; remove its terms "
+                f"watch {self.id!r}: match_all takes every mention; remove its terms/query "
                 "(or set match_all: false)"
             )
-        if not self.match_all and not self.terms:
+        if self.terms and self.query:
+            raise ValueError(
+                f"watch {self.id!r}: give either terms (any of them matches) or query, not both "
+                "(write the terms into the query with OR)"
+            )
+        if not self.match_all and not self.terms and not self.query:
             raise ValueError(f"watch {self.id!r}: needs at least one term (or match_all: true)")
+        if self.aliases and self.query is None:
+            raise ValueError(f"watch {self.id!r}: aliases are referred to from a query (@name)")
+        if self.query is not None:
+            try:
+                compile_query(self.query, self.aliases)
+            except QueryError as exc:
+                raise ValueError(f"watch {self.id!r}: {exc.explain(indent='      ')}") from None
         return self
 
 

@@ -98,7 +98,9 @@ class ListenerService:
             return ItemOutcome(index, mention.id, "duplicate")
         try:
             stamp = {} if mention.received_at else {"received_at": self.clock.now()}
-            matches = self.matcher.match(mention.text, mention.lang, self._inherited(mention))
+            matches = self.matcher.match(
+                mention.text, mention.lang, self._inherited(mention), source=mention.source
+            )
             report.accepted += 1
             self._count(self.metrics.mentions_ingested, label)
             if not matches:

@@ -1,80 +1,40 @@
 """Compiled watch matching: which watches a mention's text belongs to.
 
-Rules (the foundation; a boolean query language comes later and replaces ``terms``):
+A watch is either a list of ``terms`` (any of them matches: the original form, kept) or a
+``query`` in the watch query language (``listener.query``; the README's "Watch query
+language" section is the reference). Both compile to the same matcher:
 
-* Case-insensitive, after Unicode NFKC normalisation (full-width Latin letters, common
-  in Chinese text, match their ASCII forms).
+* Case-insensitive, after folding (NFKC: full-width Latin letters, common in Chinese text,
+  match their ASCII forms; traditional Chinese characters match their simplified forms).
 * A term's Latin (or other spaced-script) ends must sit on word boundaries: ``acme``
   matches ``Acme's``, ``#acme`` and ``@acme_support`` (``_`` separates words in handles)
-  but not ``acmeville``. A CJK character next to the term
-  is a boundary (``Nimbus手机`` mentions ``Nimbus``). Whitespace inside a phrase matches any
-  run of whitespace.
+  but not ``acmeville``. A CJK character next to the term is a boundary (``Nimbus手机``
+  mentions ``Nimbus``). Whitespace inside a phrase matches any run of whitespace.
 * A term whose end is a CJK character matches as a substring on that side (Chinese and
   Japanese are written without spaces).
-* Any exclusion term vetoes the watch (same rules as terms).
+* Any ``exclude`` term vetoes the watch (same rules as terms); so does a query's top-level
+  ``AND NOT x`` part.
 * ``langs`` keeps mentions of those languages (primary subtag: ``zh`` takes ``zh-Hant``);
-  a mention of unknown language passes.
-* ``match_all`` watches match every mention their ``langs``/``exclude`` let through.
+  a mention of unknown language passes. ``sources`` likewise keeps those sources.
+* ``match_all`` watches match every mention their ``langs``/``sources``/``exclude`` let
+  through.
 * A mention that continues a matched one (repost/reply) can inherit that watch even if its
   own text is empty; exclusions in its own text still veto (see ``match``).
+
+Speed: every text is first prefolded once (``str.lower()`` in the common case) and each
+watch's prefilter (one regex of its literals) rejects texts that hold none of them; only
+the candidates are folded fully and evaluated.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from core.events import WatchMatch
 from listener.config import WatchConfig
-
-# Scripts written without spaces between words: a term ending in one of these matches as
-# a substring, and these characters count as a word boundary for Latin terms.
-_CJK = (
-    "\u2e80-\u2fdf"  # CJK radicals, Kangxi
-    "\u3000-\u303f"  # CJK punctuation
-    "\u3040-\u30ff"  # Hiragana, Katakana
-    "\u3100-\u312f"  # Bopomofo
-    "\u31f0-\u31ff"  # Katakana extensions
-    "\u3400-\u4dbf"  # CJK extension A
-    "\u4e00-\u9fff"  # CJK unified ideographs
-    "\uac00-\ud7af"  # Hangul syllables
-    "\uf900-\ufaff"  # CJK compatibility ideographs
-    "\U00020000-\U0002fa1f"  # CJK extensions B-F, compatibility supplement
-)
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-# A "word character" for boundaries: letters/digits of spaced scripts (not _ , not CJK).
-_WORD = f"[^\\W_{_CJK}]"
-_LEFT = f"(?<!{_WORD})"
-_RIGHT = f"(?!{_WORD})"
-
-
-def normalize(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
-
-
-def _is_word_end(char: str) -> bool:
-    return (char.isalnum() or char == "_") and not _CJK_CHAR.match(char)
-
-
-def term_pattern(term: str) -> str:
-    """The regex source for one term (see the module docstring for the rules)."""
-    norm = normalize(term).strip()
-    if not norm:
-        raise ValueError("empty watch term")
-    body = r"\s+".join(re.escape(part) for part in norm.split())
-    left = _LEFT if _is_word_end(norm[0]) else ""
-    right = _RIGHT if _is_word_end(norm[-1]) else ""
-    return f"{left}{body}{right}"
-
-
-def _compile_any(terms: Sequence[str]) -> re.Pattern[str] | None:
-    if not terms:
-        return None
-    # Longest first so that the prefilter does not stop at a shorter overlapping term.
-    ordered = sorted(terms, key=len, reverse=True)
-    return re.compile("|".join(f"(?:{term_pattern(t)})" for t in ordered), re.IGNORECASE)
+from listener.query import CompiledQuery, Prefold, Subject, compile_any, compile_query, fold
+from listener.query.matcher import primary_lang
 
 
 @dataclass(frozen=True)
@@ -82,42 +42,79 @@ class CompiledWatch:
     id: str
     brand: str
     match_all: bool
-    terms: tuple[tuple[str, re.Pattern[str]], ...]
-    any_term: re.Pattern[str] | None
-    exclude: re.Pattern[str] | None
+    query: CompiledQuery | None  # None for match_all
+    exclude: CompiledQuery | None
     langs: frozenset[str] | None
+    sources: frozenset[str] | None
 
     @classmethod
     def compile(cls, config: WatchConfig) -> CompiledWatch:
-        terms = tuple(dict.fromkeys(config.terms))  # drop repeated terms, keep order
+        query = None
+        if config.query is not None:
+            query = compile_query(config.query, config.aliases)
+        elif config.terms:
+            query = compile_any(config.terms)
         langs = None
         if config.langs is not None:
-            langs = frozenset(_primary(lang) for lang in config.langs)
+            langs = frozenset(primary_lang(lang) for lang in config.langs)
+        sources = None
+        if config.sources is not None:
+            sources = frozenset(s.lower() for s in config.sources)
         return cls(
             id=config.id,
             brand=config.brand,
             match_all=config.match_all,
-            terms=tuple((t, re.compile(term_pattern(t), re.IGNORECASE)) for t in terms),
-            any_term=_compile_any(terms),
-            exclude=_compile_any(config.exclude),
+            query=query,
+            exclude=compile_any(config.exclude) if config.exclude else None,
             langs=langs,
+            sources=sources,
         )
 
-    def admits(self, text: str, lang: str | None) -> bool:
-        """Language filter and exclusions (``text`` already normalised)."""
-        if self.langs is not None and lang and _primary(lang) not in self.langs:
+    @property
+    def literals(self) -> tuple[str, ...]:
+        return tuple(lit for q in (self.query, self.exclude) if q for lit in q.literals)
+
+    def admits(self, lang: str | None, source: str | None) -> bool:
+        """The language and source filters (an unknown language or source passes)."""
+        if self.langs is not None and lang and primary_lang(lang) not in self.langs:
             return False
-        return not (self.exclude is not None and self.exclude.search(text))
-
-    def matched_terms(self, text: str) -> tuple[str, ...]:
-        """The configured terms found in ``text`` (already normalised), in config order."""
-        if self.any_term is None or not self.any_term.search(text):
-            return ()
-        return tuple(term for term, pattern in self.terms if pattern.search(text))
+        return not (self.sources is not None and source and source.lower() not in self.sources)
 
 
-def _primary(lang: str) -> str:
-    return lang.strip().lower().replace("_", "-").split("-", 1)[0]
+class _Mention:
+    """One text being matched: prefolded once, folded fully only when a watch needs it."""
+
+    __slots__ = ("_subject", "lang", "prefolded", "source", "text")
+
+    def __init__(self, text: str, prefolded: str, lang: str | None, source: str | None) -> None:
+        self.text = text
+        self.prefolded = prefolded
+        self.lang = lang
+        self.source = source
+        self._subject: Subject | None = None
+
+    @property
+    def subject(self) -> Subject:
+        if self._subject is None:
+            self._subject = Subject(fold(self.text), self.lang, self.source)
+        return self._subject
+
+    def excluded(self, watch: CompiledWatch) -> bool:
+        """One of the watch's ``exclude`` literals is in the text."""
+        exclude = watch.exclude
+        return (
+            exclude is not None
+            and exclude.candidate(self.prefolded)
+            and exclude.matches(self.subject)
+        )
+
+    def vetoes(self, watch: CompiledWatch) -> bool:
+        """Exclusions, and the query's top-level ``AND NOT`` parts (for inherited watches,
+        whose query did not match this text)."""
+        if self.excluded(watch):
+            return True
+        query = watch.query
+        return query is not None and bool(query.vetoes) and query.vetoed(self.subject)
 
 
 class WatchMatcher:
@@ -127,6 +124,7 @@ class WatchMatcher:
         self._watches = tuple(CompiledWatch.compile(w) for w in watches)
         self._by_id = {w.id: w for w in self._watches}
         self._results: dict[tuple[str, tuple[str, ...]], WatchMatch] = {}
+        self._prefold = Prefold({c for w in self._watches for lit in w.literals for c in lit})
 
     @property
     def watch_ids(self) -> tuple[str, ...]:
@@ -137,25 +135,32 @@ class WatchMatcher:
         text: str,
         lang: str | None = None,
         inherited: Mapping[str, WatchMatch] | None = None,
+        *,
+        source: str | None = None,
     ) -> list[WatchMatch]:
         """Every watch ``text`` matches, in config order.
 
         ``inherited`` are the watches of the mention this one reposts or replies to (by
         watch id): they match too unless this text's exclusions or language veto them, and
-        keep the parent's matched terms when this text matches none itself.
+        keep the parent's matched terms when this text matches none itself. ``source`` is
+        the mention's source, for ``sources`` and ``source:`` filters.
         """
-        norm = normalize(text)
+        mention = _Mention(text, self._prefold(text), lang, source)
         out: list[WatchMatch] = []
         for watch in self._watches:
-            if not watch.admits(norm, lang):
+            if not watch.admits(lang, source):
                 continue
-            if watch.match_all:
-                out.append(self._result(watch, ()))
+            query = watch.query
+            if query is None:  # match_all
+                if not mention.excluded(watch):
+                    out.append(self._result(watch, ()))
                 continue
-            terms = watch.matched_terms(norm)
-            if terms:
-                out.append(self._result(watch, terms))
-            elif inherited and watch.id in inherited:
+            if query.candidate(mention.prefolded):
+                subject = mention.subject
+                if query.matches(subject) and not mention.excluded(watch):
+                    out.append(self._result(watch, query.terms(subject)))
+                    continue
+            if inherited and watch.id in inherited and not mention.vetoes(watch):
                 out.append(self._result(watch, inherited[watch.id].terms))
         return out
 

@@ -324,3 +324,24 @@ async def test_the_demo_story_flows_through_the_demo_watch() -> None:
     assert sum(1 for m in published if m.text == "") >= 30
     assert all(m.watch is not None and m.watch.id == "nimbus" for m in published)
     assert not any("clouds" in m.text for m in published)
+
+
+async def test_source_filters_of_a_query_see_the_mentions_source() -> None:
+    bus = KeyedBus()
+    cfg = ListenerConfig.model_validate(
+        {
+            "watches": [
+                {"id": "weibo-only", "query": "acme source:weibo"},
+                {"id": "news", "query": "acme", "sources": ["rss"]},
+            ]
+        }
+    )
+    service = ListenerService(bus, cfg, ManualClock(), Metrics(), Deduplicator(100))
+    report = await service.ingest(
+        [
+            mention(1, "acme recall", source="weibo"),
+            mention(2, "acme recall", source="rss"),
+            mention(3, "acme recall", source="bluesky"),
+        ]
+    )
+    assert [item.watches for item in report.items] == [("weibo-only",), ("news",), ()]

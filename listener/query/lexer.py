@@ -1,0 +1,136 @@
+"""Splits a query into tokens, each with its offset in the query (for error messages)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from listener.query.errors import QueryError
+
+MAX_NEAR = 1000
+_QUOTES = '"＂“”'  # ASCII, full-width and curly quotes all open and close a phrase
+_OPEN = "(（"
+_CLOSE = ")）"
+_STOP = set(_QUOTES + _OPEN + _CLOSE)
+_NEAR = re.compile(r"NEAR(?:/(.*))?", re.IGNORECASE | re.DOTALL)
+_ALIAS = re.compile(r"[^\W][\w.-]*")
+_FILTERS = ("lang", "source")
+
+
+class Kind(Enum):
+    LPAREN = "'('"
+    RPAREN = "')'"
+    AND = "AND"
+    OR = "OR"
+    NOT = "NOT"
+    NEAR = "NEAR"
+    WORD = "a word"
+    PHRASE = "a phrase"
+    ALIAS = "an alias"
+    FILTER = "a filter"
+    END = "the end of the query"
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: Kind
+    text: str  # the value: word/phrase text, alias name, filter value, operator as written
+    position: int
+    distance: int = 0  # NEAR/n
+    field: str = ""  # lang/source for filters
+
+    @property
+    def label(self) -> str:
+        if self.kind in (Kind.AND, Kind.OR, Kind.NOT, Kind.NEAR):
+            return self.text
+        return str(self.kind.value)
+
+
+def tokenize(query: str) -> list[Token]:
+    """The tokens of ``query``, ending with an END token."""
+    tokens: list[Token] = []
+    i, n = 0, len(query)
+    while i < n:
+        char = query[i]
+        if char.isspace():
+            i += 1
+        elif char in _OPEN:
+            tokens.append(Token(Kind.LPAREN, char, i))
+            i += 1
+        elif char in _CLOSE:
+            tokens.append(Token(Kind.RPAREN, char, i))
+            i += 1
+        elif char in _QUOTES:
+            end = _find_quote(query, i + 1)
+            if end < 0:
+                raise QueryError(query, i, 'unclosed quote: a phrase needs a closing "')
+            text = query[i + 1 : end]
+            if not text.strip():
+                raise QueryError(query, i, "empty phrase")
+            tokens.append(Token(Kind.PHRASE, text.strip(), i))
+            i = end + 1
+        else:
+            start = i
+            while i < n and not query[i].isspace() and query[i] not in _STOP:
+                i += 1
+            tokens.append(_word(query, query[start:i], start))
+    tokens.append(Token(Kind.END, "", n))
+    return tokens
+
+
+def _find_quote(query: str, start: int) -> int:
+    for i in range(start, len(query)):
+        if query[i] in _QUOTES:
+            return i
+    return -1
+
+
+def _word(query: str, word: str, pos: int) -> Token:
+    upper = word.upper()
+    if upper in ("AND", "OR", "NOT"):
+        if word != upper:
+            raise QueryError(
+                query,
+                pos,
+                f"operators are written in capitals: {upper} "
+                f'(or quote "{word}" to search for the word)',
+            )
+        return Token(Kind[upper], word, pos)
+    near = _NEAR.fullmatch(word)
+    if near and (word == "NEAR" or "/" in word):  # a lone lower-case "near" is a word
+        return _near(query, word, pos, near.group(1))
+    if word.startswith("@"):
+        name = word[1:]
+        if not _ALIAS.fullmatch(name):
+            raise QueryError(query, pos, f"bad alias name {word!r}: write @name")
+        return Token(Kind.ALIAS, name, pos)
+    if len(word) > 1 and word[0] in "-－" and word[1].isalpha():
+        raise QueryError(
+            query, pos, f'a leading "-" is not NOT here: write NOT {word[1:]} (or quote "{word}")'
+        )
+    field, colon, value = word.partition(":")
+    if colon and field.lower() in _FILTERS:
+        if not value:
+            raise QueryError(query, pos, f"{field}: needs a value, e.g. {field.lower()}:zh")
+        return Token(Kind.FILTER, value.lower(), pos, field=field.lower())
+    star = word.find("*")
+    if star >= 0:
+        if star != len(word) - 1:
+            raise QueryError(
+                query, pos + star, "'*' is only allowed at the end of a word (refund*)"
+            )
+        if len(word) < 3:
+            raise QueryError(query, pos, "a wildcard needs at least 2 characters before '*'")
+    return Token(Kind.WORD, word, pos)
+
+
+def _near(query: str, word: str, pos: int, distance: str | None) -> Token:
+    if not word.startswith("NEAR"):
+        raise QueryError(query, pos, f"operators are written in capitals: NEAR (not {word!r})")
+    if distance is None or not distance.isascii() or not distance.isdigit():
+        raise QueryError(query, pos, f"NEAR needs a distance in words, e.g. NEAR/5 (got {word!r})")
+    n = int(distance)
+    if n > MAX_NEAR:
+        raise QueryError(query, pos, f"NEAR/{n} is too far: at most NEAR/{MAX_NEAR}")
+    return Token(Kind.NEAR, word, pos, distance=n)
