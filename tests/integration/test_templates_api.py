@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -341,6 +342,9 @@ def test_cli_seeds_the_starter_templates(tmp_path: Path) -> None:
         check=True,
     )
     assert "0 starter template(s)" in again.stdout
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        rows = db.execute("SELECT actor, role, action FROM audit_log").fetchall()
+    assert rows == [("crisiswatch templates seed", "cli", "template.seed")]
 
 
 @pytest.mark.postgres
