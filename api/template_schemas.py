@@ -154,3 +154,20 @@ class AuditOut(_Out):
     target_id: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(examples=["cannot approve version 2: it is draft, approve needs in_review"])
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("no key, or an unknown key"),
+    403: _error("the key's role or watch scope does not allow this"),
+    404: _error("no such template, version or incident"),
+    409: _error("the template's or version's state does not allow this"),
+    429: _error("too many failed authentications from this address (see Retry-After)"),
+}

@@ -11,9 +11,9 @@ from api import audit
 from api.auth import Principal, require
 from api.deps import db_session
 from api.schemas import Page
-from api.template_schemas import AuditOut
+from api.template_schemas import ERRORS, AuditOut
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=ERRORS)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 

@@ -19,9 +19,9 @@ from api.deps import db_session
 from api.routers.templates import template_out
 from api.runtime import Runtime
 from api.schemas import Page
-from api.template_schemas import Kind, SuggestionOut, UsageOut, UseIn, VersionOut
+from api.template_schemas import ERRORS, Kind, SuggestionOut, UsageOut, UseIn, VersionOut
 
-router = APIRouter(prefix="/incidents/{incident_id}", tags=["responses"])
+router = APIRouter(prefix="/incidents/{incident_id}", tags=["responses"], responses=ERRORS)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's id")]

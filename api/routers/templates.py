@@ -23,6 +23,7 @@ from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import Page
 from api.template_schemas import (
+    ERRORS,
     Kind,
     PreviewIn,
     RenderedOut,
@@ -35,7 +36,7 @@ from api.template_schemas import (
     VersionStatus,
 )
 
-router = APIRouter(prefix="/templates", tags=["templates"])
+router = APIRouter(prefix="/templates", tags=["templates"], responses=ERRORS)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 TemplateId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the template's id")]
