@@ -165,13 +165,18 @@ async def list_templates(
     return list(items), int(total or 0)
 
 
-async def get_template(session: AsyncSession, template_id: int) -> ResponseTemplate:
-    template = await session.scalar(
+async def get_template(
+    session: AsyncSession, template_id: int, *, lock: bool = False
+) -> ResponseTemplate:
+    """The template with its versions; ``lock``: row-locked until the unit of work ends, so
+    two reviews or edits of one template never interleave (PostgreSQL; SQLite serialises)."""
+    query = (
         select(ResponseTemplate)
         .where(ResponseTemplate.id == template_id)
         .options(selectinload(ResponseTemplate.versions))
         .execution_options(populate_existing=True)
     )
+    template = await session.scalar(query.with_for_update() if lock else query)
     if template is None:
         raise TemplateNotFound(f"template {template_id} does not exist")
     return template
@@ -207,7 +212,7 @@ async def edit_version(
 
     Returns the draft and the snapshot of the version edited (before the change).
     """
-    template = await get_template(session, template_id)
+    template = await get_template(session, template_id, lock=True)
     version = await get_version(session, template_id, number)
     before = snapshot(version)
     variables = renderer.check(body, template.format)
@@ -251,7 +256,7 @@ async def transition(
 
     Returns the version, its snapshot before, and other versions retired by an approval.
     """
-    template = await get_template(session, template_id)
+    template = await get_template(session, template_id, lock=True)
     version = await get_version(session, template_id, number)
     before = snapshot(version)
     target = next_status(action, version.status, number)
