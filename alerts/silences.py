@@ -64,10 +64,15 @@ async def list_silences(
     return list(await session.scalars(stmt))
 
 
-async def expire(session: AsyncSession, silence_id: int, now: datetime) -> Silence:
+async def get(session: AsyncSession, silence_id: int) -> Silence:
     silence = await session.get(Silence, silence_id)
     if silence is None:
         raise SilenceNotFound(silence_id)
+    return silence
+
+
+async def expire(session: AsyncSession, silence_id: int, now: datetime) -> Silence:
+    silence = await get(session, silence_id)
     if silence.ends_at > now:
         silence.ends_at = now
     return silence

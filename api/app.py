@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
-from api.routers import ack, alerting, health, incidents, ingest, slack
+from alerts.templates.render import RenderError, TemplateProblem
+from alerts.templates.service import (
+    BadVariables,
+    ReviewRefused,
+    TemplateConflict,
+    TemplateNotFound,
+)
+from alerts.templates.workflow import TransitionRefused
+from api.auth import AuthThrottle
+from api.routers import ack, alerting, audit, health, incidents, ingest, responses, slack, templates
 from api.runtime import Role, Runtime
 
 log = logging.getLogger(__name__)
@@ -28,17 +37,26 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="crisiswatch",
         version="0.1.0",
-        description="Social listening and tiered crisis alerts: incidents, acks, ingestion.",
+        description="Social listening and tiered crisis alerts: incidents, acks, ingestion, "
+        "legally reviewed response templates, audit log.",
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.keyring = runtime.keyring
+    app.state.metrics = runtime.metrics
+    throttle = runtime.settings.api.auth_throttle
+    app.state.auth_throttle = AuthThrottle(
+        runtime.clock, throttle.max_failures, throttle.window_s, throttle.lockout_s
+    )
     app.include_router(health.router)
     if Role.API in runtime.roles:
         app.include_router(incidents.router)
         app.include_router(ack.router)
         app.include_router(slack.router)
         app.include_router(alerting.router)
+        app.include_router(templates.router)
+        app.include_router(responses.router)
+        app.include_router(audit.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
 
@@ -50,6 +68,18 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": str(exc)})
 
+    # response templates: unknown 404, wrong state 409, four-eyes 403, unusable text 422
+    for error, code in (
+        (TemplateNotFound, 404),
+        (TemplateConflict, 409),
+        (TransitionRefused, 409),
+        (ReviewRefused, 403),
+        (TemplateProblem, 422),
+        (RenderError, 422),
+        (BadVariables, 422),
+    ):
+        app.add_exception_handler(error, _answer(code))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -59,3 +89,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     return app
+
+
+def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+    return handler

@@ -1,39 +1,94 @@
 """API keys with roles. A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key``.
 
-Keys are held only as SHA-256 digests in memory and compared in constant time.
+Keys are held only as SHA-256 digests in memory and compared in constant time; the
+configuration may give the digest instead of the key (``key_sha256``, made by
+``crisiswatch keys hash``), so the plaintext need never be written down on the server.
+
+Roles are permission sets, not a ladder. ``require("viewer")`` lets every role in,
+``require("responder")`` every role that works incidents (responder, customer_service, pr,
+legal, executive, admin), ``require("admin")`` only admin; ``require_any("legal")`` names
+the roles exactly (approving a template is legal's alone).
+
+A key may be scoped to some watches (``Principal.watches``); ``None`` means every watch.
+
+Repeated failed authentication (an unknown key) from one client address is throttled: after
+``max_failures`` within ``window_s`` that address gets 429 with ``Retry-After`` for
+``lockout_s``, before its key is even looked at.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
 
 from fastapi import HTTPException, Request, status
 
-ROLE_RANK = {"viewer": 0, "responder": 1, "admin": 2}
+from core.clock import Clock
+from core.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ROLES: Final = (
+    "viewer",
+    "responder",
+    "customer_service",
+    "pr",
+    "legal",
+    "executive",
+    "admin",
+)
+_WORKERS: Final = frozenset(ROLES) - {"viewer"}
+# what require(level) lets in: the levels the existing routers ask for
+LEVELS: Final[dict[str, frozenset[str]]] = {
+    "viewer": frozenset(ROLES),
+    "responder": _WORKERS,
+    "admin": frozenset({"admin"}),
+}
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: str
+    watches: frozenset[str] | None = None  # None: every watch
+
+    def can_see(self, watch_id: str) -> bool:
+        return self.watches is None or watch_id in self.watches
 
 
-def _digest(key: str) -> bytes:
+def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 digest that ``api.keys[].key_sha256`` takes."""
+    return digest(key).hex()
 
 
 class KeyRing:
     def __init__(self) -> None:
         self._keys: list[tuple[bytes, Principal]] = []
 
-    def add(self, key: str, name: str, role: str) -> None:
-        if role not in ROLE_RANK:
-            raise ValueError(f"unknown role {role!r}")
-        self._keys.append((_digest(key), Principal(name, role)))
+    def add(self, key: str, name: str, role: str, watches: Iterable[str] | None = None) -> None:
+        self.add_digest(digest(key), name, role, watches)
+
+    def add_digest(
+        self, key_digest: bytes, name: str, role: str, watches: Iterable[str] | None = None
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        if len(key_digest) != 32:
+            raise ValueError("a key digest is 32 bytes (SHA-256)")
+        scope = frozenset(watches) if watches is not None else None
+        self._keys.append((key_digest, Principal(name, role, scope)))
 
     @classmethod
     def from_pairs(cls, items: Iterable[tuple[str, str, str]]) -> KeyRing:
@@ -43,10 +98,10 @@ class KeyRing:
         return ring
 
     def lookup(self, key: str) -> Principal | None:
-        digest = _digest(key)
+        presented = digest(key)
         found: Principal | None = None
         for known, principal in self._keys:  # no early exit: constant time over the ring
-            if hmac.compare_digest(known, digest):
+            if hmac.compare_digest(known, presented):
                 found = principal
         return found
 
@@ -56,6 +111,52 @@ class KeyRing:
 
 def generate_key() -> str:
     return "cw_" + secrets.token_urlsafe(24)
+
+
+@dataclass
+class AuthThrottle:
+    """Failed authentications per client address, in a sliding window (memory-bounded)."""
+
+    clock: Clock
+    max_failures: int = 10
+    window_s: float = 60.0
+    lockout_s: float = 300.0
+    max_clients: int = 10_000
+    _failures: OrderedDict[str, deque[datetime]] = field(default_factory=OrderedDict)
+    _locked: dict[str, datetime] = field(default_factory=dict)
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until ``client`` may try again, or None when it is not locked out."""
+        until = self._locked.get(client)
+        if until is None:
+            return None
+        left = (until - self.clock.now()).total_seconds()
+        if left <= 0:
+            del self._locked[client]
+            return None
+        return max(1, math.ceil(left))
+
+    def failed(self, client: str) -> bool:
+        """Count a failure; True when it locks ``client`` out."""
+        now = self.clock.now()
+        window = self._failures.pop(client, None) or deque()
+        window.append(now)
+        horizon = now - timedelta(seconds=self.window_s)
+        while window and window[0] <= horizon:
+            window.popleft()
+        self._failures[client] = window  # most recent last
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+        if len(window) >= self.max_failures:
+            self._locked[client] = now + timedelta(seconds=self.lockout_s)
+            del self._failures[client]
+            if len(self._locked) > self.max_clients:  # expired first, then the oldest
+                for stale in [c for c, until in self._locked.items() if until <= now]:
+                    del self._locked[stale]
+                while len(self._locked) > self.max_clients:
+                    del self._locked[next(iter(self._locked))]
+            return True
+        return False
 
 
 def _presented_key(request: Request) -> str | None:
@@ -68,32 +169,102 @@ def _presented_key(request: Request) -> str | None:
     return key.strip() if key else None
 
 
-def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A FastAPI dependency: 401 without a valid key, 403 when its role is below ``role``."""
-    needed = ROLE_RANK[role]
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
+
+def authenticate(request: Request) -> Principal:
+    """The key's principal; 401 without a valid key, 429 while the address is throttled."""
+    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+    client = _client(request)
+    if throttle is not None:
+        wait = throttle.retry_after(client)
+        if wait is not None:
+            if metrics is not None:
+                metrics.auth_failures.labels("throttled").inc()
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"too many failed authentications from this address; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+    key = _presented_key(request)
+    if key is None:
+        if metrics is not None:
+            metrics.auth_failures.labels("missing").inc()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    ring: KeyRing = request.app.state.keyring
+    principal = ring.lookup(key)
+    if principal is None:
+        if metrics is not None:
+            metrics.auth_failures.labels("unknown_key").inc()
+        if throttle is not None and throttle.failed(client):
+            log.warning(
+                "client %s locked out for %.0f s after %d failed authentications",
+                client,
+                throttle.lockout_s,
+                throttle.max_failures,
+            )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="unknown API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def _guard(allowed: frozenset[str], needs: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
-        key = _presented_key(request)
-        if key is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        ring: KeyRing = request.app.state.keyring
-        principal = ring.lookup(key)
-        if principal is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="unknown API key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if ROLE_RANK[principal.role] < needed:
+        principal = authenticate(request)
+        if principal.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                detail=f"this action needs the {role!r} role; key {principal.name!r} "
-                f"has {principal.role!r}",
+                detail=f"this action needs {needs}; key {principal.name!r} "
+                f"has the {principal.role!r} role",
             )
         return principal
 
     return dependency
+
+
+def require(level: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: 401 without a valid key, 403 when its role is not in ``level``
+    (``viewer``: any role; ``responder``: any role but viewer; ``admin``: admin)."""
+    return _guard(LEVELS[level], f"the {level!r} role or one that includes it")
+
+
+def require_any(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency letting in exactly ``roles``."""
+    unknown = set(roles) - set(ROLES)
+    if not roles or unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; one of {', '.join(ROLES)}")
+    names = " or ".join(repr(r) for r in roles)
+    return _guard(frozenset(roles), f"a key with the {names} role")
+
+
+def ensure_scope(principal: Principal, watch_id: str) -> None:
+    """403 when ``principal``'s key is scoped to other watches than ``watch_id``."""
+    if not principal.can_see(watch_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"key {principal.name!r} is not scoped to watch {watch_id!r}",
+        )
+
+
+def scoped_watch(who: Principal, watch: str | None) -> str | None:
+    """The watch filter a list may use: as asked, or the key's only watch; 403 outside it."""
+    if who.watches is None:
+        return watch
+    if watch is None and len(who.watches) == 1:
+        return next(iter(who.watches))
+    if watch is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"key {who.name!r} is scoped to several watches: pass ?watch=",
+        )
+    ensure_scope(who, watch)
+    return watch

@@ -24,6 +24,14 @@ def describe(settings: Settings, path: Path) -> str:
         f"  API keys: {len(settings.api.keys)}"
         + ("" if settings.api.keys else " (none: incident endpoints will answer 401)")
     )
+    plain = [k.name for k in settings.api.keys if k.key is not None]
+    if plain:
+        lines.append(f"    in plain text (prefer key_sha256): {', '.join(plain)}")
+    known = {w.id for w in watches}
+    for k in settings.api.keys:
+        unknown = sorted(set(k.watches or ()) - known)
+        if unknown:
+            lines.append(f"    key {k.name!r} is scoped to unknown watches: {', '.join(unknown)}")
     lines.append(
         f"  alert channels: {len(settings.alerts.channels)} "
         f"({', '.join(sorted(settings.alerts.channels))})"

@@ -66,7 +66,42 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", type=Path, help="YAML config (watches, detector, scorer)")
     rep.add_argument("--limit", type=int, help="stop after this many input lines")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
+    keys = sub.add_parser("keys", help="API keys: make one, or hash one for api.keys[].key_sha256")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    keys_sub.add_parser("new", help="generate a key; print it and its SHA-256 digest")
+    keys_sub.add_parser(
+        "hash", help="read a key from stdin (or a hidden prompt); print its SHA-256 digest"
+    )
+
+    tpl = sub.add_parser("templates", help="response templates")
+    tpl_sub = tpl.add_subparsers(dest="templates_command", required=True, metavar="TPL_COMMAND")
+    seed = tpl_sub.add_parser(
+        "seed", help="add the starter templates (zh + en) as drafts that need legal review"
+    )
+    seed.add_argument("--config", type=Path)
     return p
+
+
+def _keys(command: str) -> int:
+    from api.auth import generate_key, hash_key
+
+    if command == "new":
+        key = generate_key()
+        print(f"key:        {key}\nkey_sha256: {hash_key(key)}")
+        print("give the key to its holder; put only key_sha256 in the config", file=sys.stderr)
+        return 0
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("API key: ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if len(key) < 16:
+        print("crisiswatch: API keys must be at least 16 characters", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,8 +127,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(describe(settings, args.file))
         return 0
 
+    if args.command == "keys":  # needs no settings
+        return _keys(args.keys_command)
+
     settings = load_settings(getattr(args, "config", None))
     _setup_logging(settings.log_level)
+
+    if args.command == "templates":
+        from api.seed import seed_templates_blocking
+
+        added = seed_templates_blocking(settings.database.url.get_secret_value())
+        print(f"{len(added)} starter template(s) added as drafts: {', '.join(added) or 'none'}")
+        return 0
 
     if args.command == "db":
         from core.db import upgrade_database_blocking

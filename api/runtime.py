@@ -84,7 +84,7 @@ class Runtime:
             )
             self.settings = self.settings.model_copy(update={"alerts": alerts})
         for api_key in self.settings.api.keys:
-            self.keyring.add(api_key.key.get_secret_value(), api_key.name, api_key.role)
+            self.keyring.add_digest(api_key.digest(), api_key.name, api_key.role, api_key.watches)
 
     @property
     def embedded(self) -> bool:

@@ -6,10 +6,18 @@ Loaded from a YAML file (``--config``) and ``CRISISWATCH_*`` environment variabl
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
@@ -18,20 +26,50 @@ from listener.config import ListenerConfig
 from sentiment.config import ScorerConfig
 from sentiment.detector.config import DetectorConfig
 
-KeyRole = Literal["viewer", "responder", "admin"]  # what an API key may do
+KeyRole = Literal[
+    "viewer", "responder", "customer_service", "pr", "legal", "executive", "admin"
+]  # what an API key may do (see api/auth.py)
 
 
 class ApiKeyConfig(Section):
+    """One API key: the key itself, or (better) its SHA-256 from ``crisiswatch keys hash``."""
+
     name: str = Field(min_length=1, max_length=100)
-    key: SecretStr
+    key: SecretStr | None = None
+    key_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the key"
+    )
     role: KeyRole
+    watches: list[str] | None = Field(
+        None, min_length=1, description="watch ids this key may see and act on; unset = all"
+    )
 
     @field_validator("key")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("API keys must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_of_key_or_digest(self) -> ApiKeyConfig:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of 'key' and 'key_sha256'")
+        return self
+
+    def digest(self) -> bytes:
+        if self.key_sha256 is not None:
+            return bytes.fromhex(self.key_sha256)
+        assert self.key is not None
+        return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+
+
+class AuthThrottleConfig(Section):
+    """Failed authentications per client address before it is locked out (429)."""
+
+    max_failures: int = Field(10, ge=1, le=10_000)
+    window_s: float = Field(60.0, gt=0, le=86_400)
+    lockout_s: float = Field(300.0, gt=0, le=86_400)
 
 
 class ApiConfig(Section):
@@ -39,6 +77,7 @@ class ApiConfig(Section):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8000", description="base URL used in alert links")
     keys: list[ApiKeyConfig] = Field(default_factory=list)
+    auth_throttle: AuthThrottleConfig = Field(default_factory=AuthThrottleConfig)
 
 
 class SlackAppConfig(Section):

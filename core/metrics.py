@@ -136,6 +136,13 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        # api access
+        self.auth_failures = Counter(
+            "crisiswatch_auth_failures",
+            "Refused authentications by reason (missing, unknown_key, throttled)",
+            ["reason"],
+            registry=r,
+        )
         # bus
         self.bus_handler_errors = Counter(
             "crisiswatch_bus_handler_errors",

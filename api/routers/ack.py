@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from alerts import acklinks
 from alerts import incidents as service
 from alerts.models import Incident
+from api import audit
+from api.auth import Principal
 from api.deps import db_session
 from api.runtime import Runtime
 
@@ -83,8 +85,13 @@ async def acknowledge(token: str, request: Request, session: Session) -> HTMLRes
     runtime: Runtime = request.app.state.runtime
     try:
         row = await acklinks.redeem(session, runtime.settings.ack_links, token, runtime.clock.now())
+        before = await audit.incident_state(session, row.incident_id)
         incident = await service.acknowledge(
             session, row.incident_id, acklinks.actor(row), runtime.clock, metrics=runtime.metrics
+        )
+        who = Principal(acklinks.actor(row), "ack_link")
+        await audit.record_incident_change(
+            session, who, "incident.acknowledge", incident.id, before, at=runtime.clock.now()
         )
     except acklinks.AckLinkError as exc:
         await session.rollback()

@@ -18,7 +18,8 @@ from alerts import incidents, silences
 from alerts.config import Matchers
 from alerts.models import Silence
 from alerts.oncall import team_on_call
-from api.auth import Principal, require
+from api import audit
+from api.auth import Principal, ensure_scope, require
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
@@ -88,6 +89,7 @@ async def create_silence(
     session: Session,
     who: Annotated[Principal, Depends(require("responder"))],
 ) -> Silence:
+    now = _runtime(request).clock.now()
     try:
         silence = silences.create(
             session,
@@ -96,11 +98,13 @@ async def create_silence(
             starts_at=body.starts_at,
             author=who.name,
             reason=body.reason,
-            now=_runtime(request).clock.now(),
+            now=now,
         )
     except silences.InvalidSilence as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
     await session.flush()
+    after = SilenceOut.model_validate(silence).model_dump(mode="json")
+    audit.record(session, who, "silence.create", "silence", silence.id, at=now, after=after)
     return silence
 
 
@@ -109,13 +113,21 @@ async def expire_silence(
     request: Request,
     silence_id: SilenceId,
     session: Session,
-    _: Annotated[Principal, Depends(require("responder"))],
+    who: Annotated[Principal, Depends(require("responder"))],
 ) -> Silence:
     """Expire now (the record stays, with its end set to now)."""
+    now = _runtime(request).clock.now()
     try:
-        return await silences.expire(session, silence_id, _runtime(request).clock.now())
+        silence = await silences.get(session, silence_id)
+        before = SilenceOut.model_validate(silence).model_dump(mode="json")
+        silence = await silences.expire(session, silence_id, now)
     except silences.SilenceNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    after = SilenceOut.model_validate(silence).model_dump(mode="json")
+    audit.record(
+        session, who, "silence.expire", "silence", silence_id, at=now, before=before, after=after
+    )
+    return silence
 
 
 @router.get("/oncall", response_model=list[OnCallOut])
@@ -139,6 +151,8 @@ async def record_response(
     """Record the response the plan asks for (private reply, statement): stops the
     SLA clock of a tier that waits for one."""
     runtime = _runtime(request)
+    before = await audit.incident_state(session, incident_id)
+    ensure_scope(who, before["watch_id"])
     incident = await incidents.record_response(
         session,
         incident_id,
@@ -147,5 +161,8 @@ async def record_response(
         runtime.clock,
         metrics=runtime.metrics,
         note=body.note,
+    )
+    await audit.record_incident_change(
+        session, who, "incident.response", incident_id, before, at=runtime.clock.now()
     )
     return IncidentOut.model_validate(incident)

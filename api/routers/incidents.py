@@ -12,7 +12,8 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
-from api.auth import Principal, require
+from api import audit
+from api.auth import Principal, ensure_scope, require, scoped_watch
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
@@ -29,13 +30,14 @@ StatusFilter = Literal["open", "acknowledged", "resolved"]
 async def list_incidents(
     request: Request,
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
     status_: Annotated[StatusFilter | None, Query(alias="status")] = None,
     tier: Annotated[int | None, Query(ge=0, le=3)] = None,
     watch: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[IncidentOut]:
+    watch = scoped_watch(who, watch)
     items, total = await service.list_incidents(
         session, status=status_, tier=tier, watch=watch, limit=limit, offset=offset
     )
@@ -51,9 +53,10 @@ async def list_incidents(
 async def get_incident(
     incident_id: IncidentId,
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
 ) -> IncidentDetail:
     incident = await service.get_incident(session, incident_id)
+    ensure_scope(who, incident.watch_id)
     return IncidentDetail.model_validate(incident)
 
 
@@ -67,6 +70,8 @@ async def acknowledge(
 ) -> IncidentOut:
     """Acknowledge: stops the escalation. Acknowledging twice is harmless."""
     runtime: Runtime = request.app.state.runtime
+    before = await audit.incident_state(session, incident_id)
+    ensure_scope(who, before["watch_id"])
     incident = await service.acknowledge(
         session,
         incident_id,
@@ -74,6 +79,9 @@ async def acknowledge(
         runtime.clock,
         metrics=runtime.metrics,
         note=body.note if body else None,
+    )
+    await audit.record_incident_change(
+        session, who, "incident.acknowledge", incident_id, before, at=runtime.clock.now()
     )
     return IncidentOut.model_validate(incident)
 
@@ -88,7 +96,12 @@ async def resolve(
 ) -> IncidentOut:
     """Resolve: cancels pending deliveries. Resolving twice is harmless."""
     runtime: Runtime = request.app.state.runtime
+    before = await audit.incident_state(session, incident_id)
+    ensure_scope(who, before["watch_id"])
     incident = await service.resolve(
         session, incident_id, who.name, runtime.clock, note=body.note if body else None
+    )
+    await audit.record_incident_change(
+        session, who, "incident.resolve", incident_id, before, at=runtime.clock.now()
     )
     return IncidentOut.model_validate(incident)

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
 from alerts.notifiers.slack import ACK_ACTION, RESOLVE_ACTION
+from api import audit
+from api.auth import Principal
 from api.deps import db_session
 from api.runtime import Runtime
 
@@ -117,10 +119,16 @@ async def interactions(request: Request, session: Session) -> Response:
     if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) < 2**31:
         raise _bad("the button's value is not an incident id")
     actor = _actor(payload)
+    before = await audit.incident_state(session, int(value))
     if action["action_id"] == ACK_ACTION:
         await service.acknowledge(
             session, int(value), actor, runtime.clock, metrics=runtime.metrics, note="Slack button"
         )
+        done = "incident.acknowledge"
     else:
         await service.resolve(session, int(value), actor, runtime.clock, note="Slack button")
+        done = "incident.resolve"
+    await audit.record_incident_change(
+        session, Principal(actor, "slack"), done, int(value), before, at=runtime.clock.now()
+    )
     return Response(status_code=200)

@@ -308,3 +308,28 @@ async def test_slack_malformed_or_foreign_payloads(api: Api, clock: ManualClock)
     body, _ = slack_request(click("crisiswatch_ack", 999), now)
     assert (await send(body)).status_code == 404
     assert await status_of(runtime, incident_id) == ("open", None)
+
+
+async def test_link_and_button_changes_are_audited(api: Api, clock: ManualClock) -> None:
+    from api.audit import list_entries
+
+    client, runtime = api
+    linked = await new_incident(runtime, clock, title="by link")
+    assert (await client.post(await mint(runtime, clock, linked))).status_code == 200
+    clicked = await new_incident(runtime, clock, title="by button")
+    now = int(clock.now().timestamp())
+    for action in ("crisiswatch_ack", "crisiswatch_resolve"):
+        body, headers = slack_request(click(action, clicked), now)
+        assert (await client.post("/slack/interactions", content=body, headers=headers)).is_success
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        entries, total = await list_entries(session)
+    assert total == 3
+    got = [(e.actor, e.role, e.action, e.target_id) for e in reversed(entries)]
+    assert got == [
+        ("Li Lei (via dingtalk link)", "ack_link", "incident.acknowledge", str(linked)),
+        ("slack:alice", "slack", "incident.acknowledge", str(clicked)),
+        ("slack:alice", "slack", "incident.resolve", str(clicked)),
+    ]
+    assert entries[0].before is not None and entries[0].before["status"] == "acknowledged"
+    assert entries[0].after is not None and entries[0].after["status"] == "resolved"

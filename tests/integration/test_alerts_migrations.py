@@ -10,8 +10,6 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-import alerts.acklinks
-import alerts.models  # noqa: F401  (registers the tables on Base.metadata)
 from core.db import Base, make_engine, upgrade_database
 
 ALERT_TABLES = {
@@ -22,6 +20,10 @@ ALERT_TABLES = {
     "ack_tokens",
     "alert_silences",
     "alert_step_jobs",
+    "response_templates",
+    "template_versions",
+    "template_usages",
+    "audit_log",
 }
 
 

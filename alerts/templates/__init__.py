@@ -1,0 +1,1 @@
+"""Response templates with legal review: models, workflow, sandboxed rendering, seeds."""

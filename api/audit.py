@@ -1,0 +1,109 @@
+"""The audit log: one row per mutation made through the API (who, what, before/after).
+
+Written in the same unit of work as the change, so a change that rolls back leaves no row
+and a committed change always has one. Values never hold secrets (keys are not audited).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from alerts import incidents
+from api.auth import Principal
+from api.schemas import IncidentOut
+from core.db import Base, UtcDateTime
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(255), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(64))
+    target_id: Mapped[str] = mapped_column(String(255))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+def record(
+    session: AsyncSession,
+    who: Principal,
+    action: str,
+    target_type: str,
+    target_id: str | int,
+    *,
+    at: datetime,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEntry:
+    entry = AuditEntry(
+        at=at,
+        actor=who.name,
+        role=who.role,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        before=before,
+        after=after,
+    )
+    session.add(entry)
+    return entry
+
+
+async def incident_state(session: AsyncSession, incident_id: int) -> dict[str, Any]:
+    """An incident as the audit log keeps it (``IncidentNotFound`` when it is missing)."""
+    incident = await incidents.get_incident(session, incident_id)
+    return IncidentOut.model_validate(incident).model_dump(mode="json")
+
+
+async def record_incident_change(
+    session: AsyncSession,
+    who: Principal,
+    action: str,
+    incident_id: int,
+    before: dict[str, Any],
+    *,
+    at: datetime,
+) -> None:
+    """Audit a change to an incident: ``before`` was taken with ``incident_state``."""
+    after = await incident_state(session, incident_id)
+    record(session, who, action, "incident", incident_id, at=at, before=before, after=after)
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[AuditEntry], int]:
+    """A page of entries, newest first, and the total matching the filters."""
+    conditions: list[Any] = []
+    for column, value in (
+        (AuditEntry.actor, actor),
+        (AuditEntry.action, action),
+        (AuditEntry.target_type, target_type),
+        (AuditEntry.target_id, target_id),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*conditions))
+    items = await session.scalars(
+        select(AuditEntry)
+        .where(*conditions)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(items), int(total or 0)

@@ -1,0 +1,44 @@
+"""The audit log (admin only): every change made through the API, newest first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import audit
+from api.auth import Principal, require
+from api.deps import db_session
+from api.schemas import Page
+from api.template_schemas import ERRORS, AuditOut
+
+router = APIRouter(prefix="/audit", tags=["audit"], responses=ERRORS)
+
+Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
+
+
+@router.get("", response_model=Page[AuditOut])
+async def list_audit(
+    session: Session,
+    _: Annotated[Principal, Depends(require("admin"))],
+    actor: Annotated[str | None, Query(max_length=255, description="key name")] = None,
+    action: Annotated[str | None, Query(max_length=64, examples=["template.approve"])] = None,
+    target_type: Annotated[str | None, Query(max_length=64, examples=["template_version"])] = None,
+    target_id: Annotated[str | None, Query(max_length=255, examples=["3/2"])] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Page[AuditOut]:
+    """Who changed what, when, with the state before and after."""
+    items, total = await audit.list_entries(
+        session,
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        limit=limit,
+        offset=offset,
+    )
+    return Page[AuditOut](
+        items=[AuditOut.model_validate(e) for e in items], total=total, limit=limit, offset=offset
+    )

@@ -1,0 +1,277 @@
+"""Response templates: list, read, create, edit, review (submit/approve/reject/retire), preview.
+
+Who may do what: anyone with a key reads and previews; customer_service, pr, legal and
+admin write and submit; only legal approves or rejects (and never a version they wrote);
+legal and admin retire. Every change is written to the audit log. Errors: unknown template
+or version 404, a transition the status does not allow 409, a template the sandbox refuses
+or missing variables 422 (``api.app`` maps the domain errors).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.templates import service
+from alerts.templates.models import ResponseTemplate, TemplateVersion
+from api import audit
+from api.auth import Principal, ensure_scope, require, require_any
+from api.deps import db_session
+from api.runtime import Runtime
+from api.schemas import Page
+from api.template_schemas import (
+    ERRORS,
+    Kind,
+    PreviewIn,
+    RenderedOut,
+    ReviewIn,
+    TemplateDetail,
+    TemplateIn,
+    TemplateOut,
+    VersionEditIn,
+    VersionOut,
+    VersionStatus,
+)
+
+router = APIRouter(prefix="/templates", tags=["templates"], responses=ERRORS)
+
+Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
+TemplateId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the template's id")]
+Number = Annotated[int, Path(ge=1, le=100_000, description="the version number")]
+Author = Annotated[Principal, Depends(require_any("customer_service", "pr", "legal", "admin"))]
+Legal = Annotated[Principal, Depends(require_any("legal"))]
+Retirer = Annotated[Principal, Depends(require_any("legal", "admin"))]
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+
+
+def template_out(template: ResponseTemplate) -> TemplateOut:
+    return TemplateOut.model_validate(_fields(template))
+
+
+def template_detail(template: ResponseTemplate) -> TemplateDetail:
+    return TemplateDetail.model_validate(
+        {**_fields(template), "versions": [VersionOut.model_validate(v) for v in template.versions]}
+    )
+
+
+def _fields(template: ResponseTemplate) -> dict[str, object]:
+    approved = service.current_approved(template)
+    latest = template.versions[-1]
+    return {
+        **{c: getattr(template, c) for c in TemplateOut.model_fields if hasattr(template, c)},
+        "approved_version": approved.number if approved else None,
+        "latest_version": latest.number,
+        "latest_status": latest.status,
+    }
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("", response_model=Page[TemplateOut])
+async def list_templates(
+    session: Session,
+    _: Viewer,
+    kind: Annotated[Kind | None, Query()] = None,
+    lang: Annotated[str | None, Query(max_length=16, examples=["zh"])] = None,
+    tier: Annotated[
+        int | None, Query(ge=0, le=3, description="templates fitting this tier")
+    ] = None,
+    status_: Annotated[
+        VersionStatus | None, Query(alias="status", description="has a version in this status")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Page[TemplateOut]:
+    """Templates by name, filtered by kind, language, tier and version status."""
+    items, total = await service.list_templates(
+        session, kind=kind, lang=lang, tier=tier, status=status_, limit=limit, offset=offset
+    )
+    return Page[TemplateOut](
+        items=[template_out(t) for t in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.post("", response_model=TemplateDetail, status_code=status.HTTP_201_CREATED)
+async def create_template(
+    request: Request, session: Session, who: Author, body: TemplateIn
+) -> TemplateDetail:
+    """A new template; its first version is a draft that legal must review."""
+    now = _runtime(request).clock.now()
+    template = await service.create_template(
+        session,
+        name=body.name,
+        kind=body.kind,
+        lang=body.lang,
+        min_tier=body.min_tier,
+        max_tier=body.max_tier,
+        fmt=body.format,
+        body=body.body,
+        description=body.description,
+        note=body.note,
+        actor=who.name,
+        now=now,
+    )
+    out = template_detail(template)
+    audit.record(
+        session, who, "template.create", "template", template.id, at=now,
+        after=out.model_dump(mode="json", exclude={"versions", "created_at"}),
+    )  # fmt: skip
+    return out
+
+
+@router.get("/{template_id}", response_model=TemplateDetail)
+async def get_template(template_id: TemplateId, session: Session, _: Viewer) -> TemplateDetail:
+    """A template with every version, oldest first."""
+    return template_detail(await service.get_template(session, template_id))
+
+
+@router.get("/{template_id}/versions/{number}", response_model=VersionOut)
+async def get_version(
+    template_id: TemplateId, number: Number, session: Session, _: Viewer
+) -> VersionOut:
+    return VersionOut.model_validate(await service.get_version(session, template_id, number))
+
+
+@router.patch("/{template_id}/versions/{number}", response_model=VersionOut)
+async def edit_version(
+    request: Request,
+    template_id: TemplateId,
+    number: Number,
+    session: Session,
+    who: Author,
+    body: VersionEditIn,
+) -> VersionOut:
+    """Edit a draft in place; editing an approved or retired version makes a new draft
+    (answered with its new number). A version in review is refused (409): reject it first."""
+    now = _runtime(request).clock.now()
+    version, before = await service.edit_version(
+        session, template_id, number, body=body.body, note=body.note, actor=who.name, now=now
+    )
+    audit.record(
+        session, who, "template.edit", "template_version", f"{template_id}/{version.number}",
+        at=now, before=before, after=service.snapshot(version),
+    )  # fmt: skip
+    return VersionOut.model_validate(version)
+
+
+async def _transition(
+    request: Request,
+    session: AsyncSession,
+    who: Principal,
+    template_id: int,
+    number: int,
+    action: str,
+    note: str | None,
+) -> VersionOut:
+    now = _runtime(request).clock.now()
+    version, before, retired = await service.transition(
+        session, template_id, number, action, actor=who.name, now=now, note=note
+    )
+    target = f"{template_id}/{number}"
+    audit.record(
+        session, who, f"template.{action}", "template_version", target, at=now,
+        before=before, after=service.snapshot(version),
+    )  # fmt: skip
+    for other in retired:
+        _audit_auto_retire(session, who, other, now)
+    return VersionOut.model_validate(version)
+
+
+def _audit_auto_retire(
+    session: AsyncSession, who: Principal, version: TemplateVersion, now: datetime
+) -> None:
+    """An approval retires the version approved before it: that change is audited too."""
+    after = service.snapshot(version)
+    target = f"{version.template_id}/{version.number}"
+    audit.record(
+        session, who, "template.retire", "template_version", target, at=now,
+        before={**after, "status": "approved"}, after=after,
+    )  # fmt: skip
+
+
+Review = Annotated[ReviewIn | None, Body()]
+
+
+@router.post("/{template_id}/versions/{number}/submit", response_model=VersionOut)
+async def submit(
+    request: Request,
+    template_id: TemplateId,
+    number: Number,
+    session: Session,
+    who: Author,
+    body: Review = None,
+) -> VersionOut:
+    """Send a draft to legal review (draft -> in_review)."""
+    note = body.note if body else None
+    return await _transition(request, session, who, template_id, number, "submit", note)
+
+
+@router.post("/{template_id}/versions/{number}/approve", response_model=VersionOut)
+async def approve(
+    request: Request,
+    template_id: TemplateId,
+    number: Number,
+    session: Session,
+    who: Legal,
+    body: Review = None,
+) -> VersionOut:
+    """Legal approves a version in review (in_review -> approved); the template's previously
+    approved version is retired. Only a legal key, and not the version's author (403)."""
+    note = body.note if body else None
+    return await _transition(request, session, who, template_id, number, "approve", note)
+
+
+@router.post("/{template_id}/versions/{number}/reject", response_model=VersionOut)
+async def reject(
+    request: Request,
+    template_id: TemplateId,
+    number: Number,
+    session: Session,
+    who: Legal,
+    body: Review = None,
+) -> VersionOut:
+    """Legal sends a version in review back to draft, with a note saying why."""
+    note = body.note if body else None
+    return await _transition(request, session, who, template_id, number, "reject", note)
+
+
+@router.post("/{template_id}/versions/{number}/retire", response_model=VersionOut)
+async def retire(
+    request: Request,
+    template_id: TemplateId,
+    number: Number,
+    session: Session,
+    who: Retirer,
+    body: Review = None,
+) -> VersionOut:
+    """Withdraw an approved version (approved -> retired): it can no longer be used."""
+    note = body.note if body else None
+    return await _transition(request, session, who, template_id, number, "retire", note)
+
+
+@router.post("/{template_id}/preview", response_model=RenderedOut)
+async def preview(
+    template_id: TemplateId, session: Session, who: Viewer, body: PreviewIn
+) -> RenderedOut:
+    """Render any version (drafts too, for review) with an incident's data or a sample;
+    nothing is recorded. Missing variables or a refused template: 422."""
+    incident = None
+    if body.incident_id is not None:
+        incident = await service.load_incident(session, body.incident_id)
+        ensure_scope(who, incident.watch_id)
+    template, version, text = await service.preview(
+        session, template_id, body.version, incident, body.variables
+    )
+    return RenderedOut(
+        template_id=template_id,
+        version=version.number,
+        status=version.status,
+        format=template.format,
+        text=text,
+    )

@@ -1,0 +1,173 @@
+"""Request and response bodies of the templates, responses and audit APIs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Kind = Literal[
+    "holding_statement", "apology", "fact_clarification", "rectification", "private_reply"
+]
+Format = Literal["text", "markdown", "html"]
+VersionStatus = Literal["draft", "in_review", "approved", "retired"]
+
+_BODY_EXAMPLE = (
+    "{{ brand }} is aware of posts about {{ product }}. We are looking into it and will "
+    "share verified information by {{ next_update }}."
+)
+Variables = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=64)],
+    Annotated[str, StringConstraints(max_length=4000)],
+]
+
+
+def _variables(description: str) -> Any:
+    return Field(
+        default_factory=dict,
+        max_length=50,
+        description=description,
+        examples=[{"product": "X2 phone", "next_update": "18:00 today"}],
+    )
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VersionOut(_Out):
+    number: int
+    status: VersionStatus
+    body: str
+    variables: list[str] = Field(description="variables the body uses besides brand and incident")
+    note: str
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+    submitted_by: str | None
+    submitted_at: datetime | None
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_note: str | None
+    retired_by: str | None
+    retired_at: datetime | None
+
+
+class TemplateOut(_Out):
+    id: int
+    name: str
+    kind: Kind
+    lang: str
+    min_tier: int
+    max_tier: int
+    format: Format
+    description: str
+    created_by: str
+    created_at: datetime
+    approved_version: int | None = Field(description="the version in use, if any")
+    latest_version: int
+    latest_status: VersionStatus
+
+
+class TemplateDetail(TemplateOut):
+    versions: list[VersionOut]
+
+
+class TemplateIn(_In):
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"^[\w.-]+$", examples=["holding-statement-en"]
+    )
+    kind: Kind
+    lang: str = Field(min_length=2, max_length=16, pattern=r"^[A-Za-z-]+$", examples=["en"])
+    min_tier: int = Field(ge=0, le=3, examples=[2])
+    max_tier: int = Field(ge=0, le=3, examples=[3])
+    format: Format = Field("text", description="how inserted values are escaped")
+    description: str = Field("", max_length=2000)
+    body: str = Field(min_length=1, max_length=20_000, examples=[_BODY_EXAMPLE])
+    note: str = Field("", max_length=2000, description="for the reviewer")
+
+
+class VersionEditIn(_In):
+    body: str = Field(min_length=1, max_length=20_000, examples=[_BODY_EXAMPLE])
+    note: str | None = Field(None, max_length=2000)
+
+
+class ReviewIn(_In):
+    note: str | None = Field(None, max_length=2000, examples=["checked against the recall facts"])
+
+
+class PreviewIn(_In):
+    version: int | None = Field(
+        None, ge=1, le=100_000, description="default: the approved version, else the newest"
+    )
+    incident_id: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="default: a sample incident"
+    )
+    variables: Variables = _variables("values for the template's variables (escaped)")
+
+
+class UseIn(_In):
+    template_id: int = Field(ge=1, le=2**31 - 1)
+    version: int | None = Field(
+        None, ge=1, le=100_000, description="default: the approved version; must be approved"
+    )
+    variables: Variables = _variables("values for the template's variables (escaped)")
+
+
+class RenderedOut(BaseModel):
+    template_id: int
+    version: int
+    status: str
+    format: str
+    text: str = Field(description="the statement, every inserted value escaped for the format")
+
+
+class UsageOut(_Out):
+    id: int
+    incident_id: int
+    template_id: int
+    version_number: int
+    used_by: str
+    used_at: datetime
+    variables: dict[str, str]
+    text: str
+
+
+class SuggestionOut(BaseModel):
+    template: TemplateOut
+    version: VersionOut
+
+
+class AuditOut(_Out):
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target_type: str
+    target_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(examples=["cannot approve version 2: it is draft, approve needs in_review"])
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("no key, or an unknown key"),
+    403: _error("the key's role or watch scope does not allow this"),
+    404: _error("no such template, version or incident"),
+    409: _error("the template's or version's state does not allow this"),
+    429: _error("too many failed authentications from this address (see Retry-After)"),
+}

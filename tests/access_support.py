@@ -1,0 +1,130 @@
+"""An API with one key per role, and helpers to put incidents and templates in it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from alerts.config import AlertsConfig
+from alerts.incidents import apply_signal
+from alerts.templates import service
+from api.app import create_app
+from api.auth import ROLES
+from api.runtime import Role, Runtime
+from api.settings import ApiConfig, ApiKeyConfig, AuthThrottleConfig, Settings
+from core.clock import ManualClock
+from core.db import unit_of_work
+from core.events import HeatFeatures, Signal, WatchMatch
+from core.settings import DatabaseConfig
+from tests.fakes import FakeClassifier
+
+KEYS = {role: f"{role}-key-0123456789abcdef" for role in ROLES}
+SECOND_LEGAL_KEY = "second-legal-key-0123456789"
+BODY = "{{ brand }} is looking into posts about {{ product }}: {{ incident.title }}"
+_serial = itertools.count(1)
+
+
+def key_headers(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[role]}"}
+
+
+@asynccontextmanager
+async def role_api(
+    tmp_path: Path,
+    clock: ManualClock,
+    *,
+    extra_keys: list[ApiKeyConfig] | None = None,
+    throttle: AuthThrottleConfig | None = None,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    keys = [ApiKeyConfig(name=role, key=key, role=role) for role, key in KEYS.items()]
+    keys.append(ApiKeyConfig(name="legal-2", key=SECOND_LEGAL_KEY, role="legal"))
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'roles.db'}"),
+        api=ApiConfig(
+            keys=keys + (extra_keys or []), auth_throttle=throttle or AuthThrottleConfig()
+        ),
+        alerts=AlertsConfig(),
+    )
+    runtime = Runtime(
+        settings,
+        roles=frozenset({Role.API}),
+        clock=clock,
+        classifier=FakeClassifier(),
+        migrate=True,
+    )
+    app = create_app(runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            yield client, runtime
+
+
+async def open_incident(
+    runtime: Runtime, clock: ManualClock, *, tier: int = 2, watch: str = "acme",
+    title_text: str = "40 negative posts", drill: bool = False,
+) -> int:  # fmt: skip
+    n = next(_serial)
+    signal = Signal(
+        id=f"{watch}:s{n}#1",
+        story_id=f"{watch}:s{n}",
+        story_root=f"bluesky:s{n}",
+        watch=WatchMatch(id=watch, brand="Acme"),
+        tier=tier,
+        previous_tier=0,
+        spread=tier,
+        heat=HeatFeatures(
+            mentions=40,
+            mentions_window=30,
+            window_minutes=10,
+            unique_authors=25,
+            reach=50_000,
+            negative_share=0.8,
+        ),
+        explanation=title_text,
+        at=clock.now(),
+        drill=drill,
+    )
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        incident = await apply_signal(session, signal, runtime.settings.alerts, clock)
+        assert incident is not None
+        return incident.id
+
+
+async def make_template(
+    runtime: Runtime,
+    clock: ManualClock,
+    *,
+    until: str = "draft",
+    body: str = BODY,
+    kind: str = "holding_statement",
+    lang: str = "en",
+    tiers: tuple[int, int] = (1, 3),
+    fmt: str = "text",
+) -> int:
+    """A template whose version 1 is taken (by 'author' and 'legal-2') up to ``until``."""
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        template = await service.create_template(
+            session,
+            name=f"t-{next(_serial)}",
+            kind=kind,
+            lang=lang,
+            min_tier=tiers[0],
+            max_tier=tiers[1],
+            fmt=fmt,
+            body=body,
+            actor="author",
+            now=clock.now(),
+        )
+        steps = {"draft": [], "in_review": ["submit"], "approved": ["submit", "approve"]}
+        steps["retired"] = [*steps["approved"], "retire"]
+        for action in steps[until]:
+            await service.transition(
+                session, template.id, 1, action, actor="legal-2", now=clock.now()
+            )
+        return template.id
