@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
-from api.routers import health, incidents, ingest
+from api.routers import health, incidents, ingest, sources
 from api.runtime import Role, Runtime
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(incidents.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
+        app.include_router(sources.router)
 
     @app.exception_handler(IncidentNotFound)
     async def not_found(request: Request, exc: IncidentNotFound) -> JSONResponse:

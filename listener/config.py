@@ -8,6 +8,10 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
 from core.settings import Section
+from listener.sources.feeds import FeedsConfig
+from listener.sources.hackernews import HackerNewsConfig
+from listener.sources.jetstream import JetstreamConfig
+from listener.sources.mastodon import MastodonConfig
 
 Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -84,6 +88,23 @@ class DemoSourceConfig(Section):
 class SourcesConfig(Section):
     replay: ReplaySourceConfig | None = None
     demo: DemoSourceConfig | None = None
+    bluesky: JetstreamConfig | None = None
+    mastodon: list[MastodonConfig] = Field(default_factory=list)
+    rss: FeedsConfig | None = None
+    hackernews: HackerNewsConfig | None = None
+
+    @field_validator("mastodon")
+    @classmethod
+    def _unique_names(cls, instances: list[MastodonConfig]) -> list[MastodonConfig]:
+        names = [m.name for m in instances]
+        if len(set(names)) != len(names):
+            raise ValueError("each mastodon source needs its own name (mastodon-social, ...)")
+        return instances
+
+    @property
+    def live(self) -> bool:
+        """Whether a source that keeps a cursor is configured."""
+        return bool(self.bluesky or self.mastodon or self.rss or self.hackernews)
 
 
 class WebhookConfig(Section):

@@ -1,0 +1,92 @@
+"""The coverage table: every kind of source, what it needs, what it covers, and whether
+crisiswatch implements it yet. ``GET /sources`` and the README show it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from listener.health import Coverage
+from listener.sources.feeds import FeedsSource
+from listener.sources.hackernews import HackerNewsSource
+from listener.sources.jetstream import JetstreamSource
+from listener.sources.mastodon import MastodonSource
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    config_key: str
+    implemented: bool
+    coverage: Coverage
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "config_key": self.config_key,
+            "implemented": self.implemented,
+            **asdict(self.coverage),
+        }
+
+
+CATALOGUE: tuple[Entry, ...] = (
+    Entry("jetstream", "bluesky", True, JetstreamSource.coverage),
+    Entry("mastodon", "mastodon", True, MastodonSource.coverage),
+    Entry("rss", "rss", True, FeedsSource.coverage),
+    Entry("hackernews", "hackernews", True, HackerNewsSource.coverage),
+    Entry(
+        "webhook",
+        "webhook",
+        True,
+        Coverage(
+            needs="push",
+            covers="whatever a vendor (Brandwatch, Meltwater exports) or your own scraper "
+            "pushes, HMAC-signed: WeChat, Douyin, Weibo via a data vendor",
+            misses="anything nobody pushes",
+            edits=True,
+            deletes=True,
+            resumes="the sender retries; dedup on the mention id",
+        ),
+    ),
+    Entry(
+        "replay",
+        "replay",
+        True,
+        Coverage(needs="nothing", covers="a recorded JSONL mention stream (tests, drills)"),
+    ),
+    Entry(
+        "demo",
+        "demo",
+        True,
+        Coverage(needs="nothing", covers="a generated stream with one crisis (first run)"),
+    ),
+    Entry(
+        "reddit",
+        "reddit",
+        False,
+        Coverage(
+            needs="free token",
+            covers="(planned) subreddit search and /new listings via OAuth",
+            misses="not implemented yet",
+        ),
+    ),
+    Entry(
+        "youtube",
+        "youtube",
+        False,
+        Coverage(
+            needs="free token",
+            covers="(planned) comment threads of chosen channels/videos, quota-aware",
+            misses="not implemented yet",
+        ),
+    ),
+    Entry(
+        "telegram",
+        "telegram",
+        False,
+        Coverage(
+            needs="scraping (legal risk)",
+            covers="(planned) public channel previews at t.me/s/<channel>",
+            misses="not implemented yet",
+        ),
+    ),
+)
