@@ -228,6 +228,16 @@ class ListenerService:
         ]
         if started:
             log.info("listener running sources: %s", ", ".join(s.name for s in started))
+        for source in started:
+            coverage = getattr(source, "coverage", None)
+            if coverage is not None:
+                log.info(
+                    "source %s needs %s; covers %s; misses %s",
+                    source.name,
+                    coverage.needs,
+                    coverage.covers,
+                    coverage.misses or "-",
+                )
 
     async def _run(self, source: Source) -> None:
         try:
