@@ -95,7 +95,7 @@ async def test_sources_needs_a_key(api: tuple[httpx.AsyncClient, Runtime]) -> No
 async def test_the_runtime_keeps_source_cursors_in_the_database(
     api: tuple[httpx.AsyncClient, Runtime],
 ) -> None:
-    client, runtime = api
+    _, runtime = api
     assert runtime.listener is not None and runtime.engine is not None
     [source] = runtime.listener.sources
     await first_event(source)
