@@ -12,6 +12,7 @@ from listener.sources.feeds import FeedsConfig
 from listener.sources.hackernews import HackerNewsConfig
 from listener.sources.jetstream import JetstreamConfig
 from listener.sources.mastodon import MastodonConfig
+from listener.sources.reddit import RedditConfig
 
 Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -92,6 +93,7 @@ class SourcesConfig(Section):
     mastodon: list[MastodonConfig] = Field(default_factory=list)
     rss: FeedsConfig | None = None
     hackernews: HackerNewsConfig | None = None
+    reddit: RedditConfig | None = None
 
     @field_validator("mastodon")
     @classmethod
@@ -104,7 +106,7 @@ class SourcesConfig(Section):
     @property
     def live(self) -> bool:
         """Whether a source that keeps a cursor is configured."""
-        return bool(self.bluesky or self.mastodon or self.rss or self.hackernews)
+        return bool(self.bluesky or self.mastodon or self.rss or self.hackernews or self.reddit)
 
 
 class WebhookConfig(Section):

@@ -10,6 +10,7 @@ from listener.sources.feeds import FeedsSource
 from listener.sources.hackernews import HackerNewsSource
 from listener.sources.jetstream import JetstreamSource
 from listener.sources.mastodon import MastodonSource
+from listener.sources.reddit import RedditSource
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,7 @@ CATALOGUE: tuple[Entry, ...] = (
         True,
         Coverage(needs="nothing", covers="a generated stream with one crisis (first run)"),
     ),
-    Entry(
-        "reddit",
-        "reddit",
-        False,
-        Coverage(
-            needs="free token",
-            covers="(planned) subreddit search and /new listings via OAuth",
-            misses="not implemented yet",
-        ),
-    ),
+    Entry("reddit", "reddit", True, RedditSource.coverage),
     Entry(
         "youtube",
         "youtube",

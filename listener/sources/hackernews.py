@@ -10,7 +10,6 @@ second as the last one is not lost; the ids drop the repeats).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
 from listener.sources.text import html_to_text
+from listener.sources.timemark import TimeMark, dump_marks, load_marks
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +124,21 @@ class HackerNewsSource(LiveSource):
         self.client = AlgoliaClient(config, http, clock)
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        state: dict[str, dict[str, Any]] = json.loads(cursor) if cursor else {}
+        marks = load_marks(cursor)
         start = int(self.clock.now().timestamp() - self.config.initial_lookback_minutes * 60)
         self.health.set_state("polling")
         while True:
             for query in self.config.queries:
-                mark = state.setdefault(query, {"t": start, "ids": []})
-                for hit in await self.client.since(query, mark["t"]):
+                mark = marks.setdefault(query, TimeMark(start))
+                for hit in await self.client.since(query, mark.t):
                     t, object_id = int(hit["created_at_i"]), str(hit["objectID"])
-                    if t < mark["t"] or (t == mark["t"] and object_id in mark["ids"]):
+                    if not mark.admits(t, object_id):
                         continue
-                    mark["ids"] = [*mark["ids"], object_id] if t == mark["t"] else [object_id]
-                    mark["t"] = t
+                    mark.advance(t, object_id)
                     try:
                         mention: Mention | None = map_hit(hit)
                     except (KeyError, TypeError, ValueError, ValidationError) as exc:
                         self.health.error(f"malformed hit skipped: {type(exc).__name__}")
                         mention = None
-                    yield mention, json.dumps(state)
+                    yield mention, dump_marks(marks)
             await self.clock.sleep(self.config.poll_seconds)

@@ -17,6 +17,7 @@ from listener.sources.feeds import FeedsSource
 from listener.sources.hackernews import HackerNewsSource
 from listener.sources.jetstream import JetstreamSource
 from listener.sources.mastodon import MastodonSource
+from listener.sources.reddit import RedditSource
 from listener.sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ def build_sources(
         cursors = MemoryCursorStore()
     if config.bluesky is not None:
         sources.append(JetstreamSource(config.bluesky, clock, cursors, metrics))
-    needs_http = bool(config.mastodon or config.rss or config.hackernews)
+    needs_http = bool(config.mastodon or config.rss or config.hackernews or config.reddit)
     if needs_http and http is None:
-        raise SourceConfigError("the mastodon, rss and hackernews sources need an HTTP client")
+        raise SourceConfigError(
+            "the HTTP sources (mastodon, rss, hackernews, reddit) need a client"
+        )
     if http is not None:
         for instance in config.mastodon:
             sources.append(MastodonSource(instance, http, clock, cursors, metrics))
@@ -59,4 +62,6 @@ def build_sources(
             sources.append(FeedsSource(config.rss, http, clock, cursors, metrics))
         if config.hackernews is not None:
             sources.append(HackerNewsSource(config.hackernews, http, clock, cursors, metrics))
+        if config.reddit is not None:
+            sources.append(RedditSource(config.reddit, http, clock, cursors, metrics))
     return sources

@@ -83,7 +83,8 @@ async def test_sources_lists_the_coverage_table_and_running_health(
     assert running["last_event_at"] is not None and running["errors"] == 0
     kinds = {e["kind"]: e for e in body["catalogue"]}
     assert kinds["mastodon"]["needs"] == "free token"
-    assert kinds["reddit"]["implemented"] is False
+    assert kinds["reddit"]["implemented"] is True
+    assert kinds["youtube"]["implemented"] is False
     assert kinds["webhook"]["needs"] == "push"
 
 

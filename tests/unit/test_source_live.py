@@ -3,6 +3,7 @@ and each HTTP source's polling protocol against httpx.MockTransport."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from listener.sources.feeds import FeedsConfig, FeedsSource
 from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource
 from listener.sources.live import LiveSource, Step
 from listener.sources.mastodon import MastodonConfig, MastodonSource
+from listener.sources.reddit import RedditConfig, RedditSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
@@ -40,6 +42,7 @@ class RecordingClock(ManualClock):
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.advance(seconds)
+        await asyncio.sleep(0)
 
 
 def mention(i: int) -> Mention:
@@ -365,3 +368,72 @@ async def test_mastodon_falls_back_to_polling_when_streaming_is_unavailable() ->
     assert paths[1] == "/api/v1/timelines/public"
     assert source.health.state == "polling"
     assert clock.now() < T0 + timedelta(minutes=10)
+
+
+# --- Reddit over MockTransport ---------------------------------------------------------
+
+REDDIT = {
+    "client_id": "cid",
+    "client_secret": "csecret-123",
+    "user_agent": "server:crisiswatch-test:1.0 (by /u/tester)",
+    "searches": ["acme"],
+}
+
+
+def test_reddit_without_credentials_names_what_is_missing() -> None:
+    with pytest.raises(ValidationError, match="needs client_id, client_secret"):
+        ListenerConfig.model_validate(
+            {"sources": {"reddit": {"user_agent": "x", "searches": ["acme"]}}}
+        )
+
+
+async def test_reddit_token_rate_limit_headers_and_a_refreshed_token() -> None:
+    clock = RecordingClock()
+    clock.set(datetime(2024, 9, 9, 20, 30, tzinfo=UTC))
+    token = fixture("reddit/access_token.json")
+    listing = fixture("reddit/listing_search_new.json")
+    requests: list[httpx.Request] = []
+    api_calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal api_calls
+        requests.append(request)
+        if request.url.path == "/api/v1/access_token":
+            return httpx.Response(200, json=token)
+        api_calls += 1
+        if api_calls == 1:  # the first token is refused once: a new one is fetched
+            return httpx.Response(401)
+        if api_calls == 4:  # the next poll: end the test's stream
+            return httpx.Response(403)
+        if "after" in request.url.params:  # page 2: nothing older
+            return httpx.Response(200, json={"kind": "Listing", "data": {"children": []}})
+        headers = {
+            "X-Ratelimit-Remaining": "0",
+            "X-Ratelimit-Reset": "42",
+            "X-Ratelimit-Used": "100",
+        }
+        return httpx.Response(200, json=listing, headers=headers)
+
+    store = MemoryCursorStore()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = RedditSource(RedditConfig.model_validate(REDDIT), http, clock, store)
+        await source.start()
+        got: list[Mention] = []
+        with pytest.raises(SourceFatalError):
+            async for m in source.mentions():
+                got.append(m)
+                source.delivered(m)
+        await source.stop()
+    assert [m.id for m in got] == ["reddit:t3_1fcz0aa", "reddit:t3_1fcz1bb"]  # oldest first
+    token_requests = [r for r in requests if r.url.path == "/api/v1/access_token"]
+    assert len(token_requests) == 2
+    assert token_requests[0].headers["authorization"].startswith("Basic ")
+    assert b"grant_type=client_credentials" in token_requests[0].content
+    api = [r for r in requests if r.url.path == "/search"]
+    assert api[0].headers["user-agent"] == REDDIT["user_agent"]
+    assert api[1].headers["authorization"] == f"bearer {token['access_token']}"
+    assert api[1].url.params["sort"] == "new" and api[1].url.params["q"] == "acme"
+    # a page answered "0 remaining, reset in 42 s": the next request waited for the reset
+    assert 42 in clock.sleeps
+    assert source.health.rate_limited >= 1
+    assert json.loads(store.cursors["reddit"])["search:acme"]["t"] == 1725913311

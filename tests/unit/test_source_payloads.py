@@ -15,6 +15,7 @@ from listener.sources.feeds import FeedConfig, map_item, parse_feed
 from listener.sources.hackernews import map_hit
 from listener.sources.jetstream import map_event
 from listener.sources.mastodon import map_status, sse_events
+from listener.sources.reddit import map_thing
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 NOW = datetime(2024, 9, 9, 21, 0, tzinfo=UTC)
@@ -226,3 +227,35 @@ def test_hn_empty_page_has_no_hits() -> None:
 
 def test_hn_rate_limit_body_is_not_a_result_page() -> None:
     assert "hits" not in load("hackernews/rate_limited.json")
+
+
+# --- Reddit ----------------------------------------------------------------------------
+
+
+def test_reddit_search_listing_posts() -> None:
+    newest, older = load("reddit/listing_search_new.json")["data"]["children"]
+    m = map_thing(newest["data"])
+    assert m.id == "reddit:t3_1fcz1bb" and m.source == "reddit"
+    assert m.text == (
+        "Acme X2 caught fire on my nightstand\n"
+        "Woke up to smoke. Acme support says to mail it back at my cost."
+    )
+    assert m.url == "https://www.reddit.com/r/gadgets/comments/1fcz1bb/slug/"
+    assert (m.engagement.likes, m.engagement.replies) == (57, 14)
+    assert m.created_at == datetime.fromtimestamp(1725913311, UTC)
+    deleted_author = map_thing(older["data"])
+    assert deleted_author.text == "Is the Acme X2 worth it?"
+    assert deleted_author.author.handle == "[deleted]"
+
+
+def test_reddit_comment_listing_is_a_reply() -> None:
+    [child] = load("reddit/listing_subreddit_comments.json")["data"]["children"]
+    m = map_thing(child["data"])
+    assert m.id == "reddit:t1_lm7k2x9" and m.reply_to == "reddit:t3_1fcz1bb"
+    assert m.text == "Same with mine. The **charger** got hot first."
+
+
+def test_reddit_token_payloads() -> None:
+    assert load("reddit/access_token.json")["token_type"] == "bearer"
+    assert "access_token" not in load("reddit/access_token_error.json")
+    assert load("reddit/rate_limited.json")["error"] == 429
