@@ -13,6 +13,7 @@ from listener.sources.hackernews import HackerNewsConfig
 from listener.sources.jetstream import JetstreamConfig
 from listener.sources.mastodon import MastodonConfig
 from listener.sources.reddit import RedditConfig
+from listener.sources.telegram import TelegramConfig
 
 Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -94,6 +95,7 @@ class SourcesConfig(Section):
     rss: FeedsConfig | None = None
     hackernews: HackerNewsConfig | None = None
     reddit: RedditConfig | None = None
+    telegram: TelegramConfig | None = None
 
     @field_validator("mastodon")
     @classmethod
@@ -106,7 +108,14 @@ class SourcesConfig(Section):
     @property
     def live(self) -> bool:
         """Whether a source that keeps a cursor is configured."""
-        return bool(self.bluesky or self.mastodon or self.rss or self.hackernews or self.reddit)
+        return bool(
+            self.bluesky
+            or self.mastodon
+            or self.rss
+            or self.hackernews
+            or self.reddit
+            or self.telegram
+        )
 
 
 class WebhookConfig(Section):

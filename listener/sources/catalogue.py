@@ -11,6 +11,7 @@ from listener.sources.hackernews import HackerNewsSource
 from listener.sources.jetstream import JetstreamSource
 from listener.sources.mastodon import MastodonSource
 from listener.sources.reddit import RedditSource
+from listener.sources.telegram import TelegramSource
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,5 @@ CATALOGUE: tuple[Entry, ...] = (
             misses="not implemented yet",
         ),
     ),
-    Entry(
-        "telegram",
-        "telegram",
-        False,
-        Coverage(
-            needs="scraping (legal risk)",
-            covers="(planned) public channel previews at t.me/s/<channel>",
-            misses="not implemented yet",
-        ),
-    ),
+    Entry("telegram", "telegram", True, TelegramSource.coverage),
 )

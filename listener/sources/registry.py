@@ -19,6 +19,7 @@ from listener.sources.jetstream import JetstreamSource
 from listener.sources.mastodon import MastodonSource
 from listener.sources.reddit import RedditSource
 from listener.sources.replay import ReplaySource
+from listener.sources.telegram import TelegramSource
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,19 @@ def build_sources(
         cursors = MemoryCursorStore()
     if config.bluesky is not None:
         sources.append(JetstreamSource(config.bluesky, clock, cursors, metrics))
-    needs_http = bool(config.mastodon or config.rss or config.hackernews or config.reddit)
-    if needs_http and http is None:
-        raise SourceConfigError(
-            "the HTTP sources (mastodon, rss, hackernews, reddit) need a client"
-        )
-    if http is not None:
-        for instance in config.mastodon:
-            sources.append(MastodonSource(instance, http, clock, cursors, metrics))
-        if config.rss is not None:
-            sources.append(FeedsSource(config.rss, http, clock, cursors, metrics))
-        if config.hackernews is not None:
-            sources.append(HackerNewsSource(config.hackernews, http, clock, cursors, metrics))
-        if config.reddit is not None:
-            sources.append(RedditSource(config.reddit, http, clock, cursors, metrics))
+    polled = (config.mastodon, config.rss, config.hackernews, config.reddit, config.telegram)
+    if not any(polled):
+        return sources
+    if http is None:
+        raise SourceConfigError("the HTTP sources need an HTTP client")
+    for instance in config.mastodon:
+        sources.append(MastodonSource(instance, http, clock, cursors, metrics))
+    if config.rss is not None:
+        sources.append(FeedsSource(config.rss, http, clock, cursors, metrics))
+    if config.hackernews is not None:
+        sources.append(HackerNewsSource(config.hackernews, http, clock, cursors, metrics))
+    if config.reddit is not None:
+        sources.append(RedditSource(config.reddit, http, clock, cursors, metrics))
+    if config.telegram is not None:
+        sources.append(TelegramSource(config.telegram, http, clock, cursors, metrics))
     return sources

@@ -27,6 +27,7 @@ from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource
 from listener.sources.live import LiveSource, Step
 from listener.sources.mastodon import MastodonConfig, MastodonSource
 from listener.sources.reddit import RedditConfig, RedditSource
+from listener.sources.telegram import TelegramConfig, TelegramSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
@@ -437,3 +438,46 @@ async def test_reddit_token_rate_limit_headers_and_a_refreshed_token() -> None:
     assert 42 in clock.sleeps
     assert source.health.rate_limited >= 1
     assert json.loads(store.cursors["reddit"])["search:acme"]["t"] == 1725913311
+
+
+# --- Telegram over MockTransport -------------------------------------------------------
+
+
+async def test_telegram_fills_a_gap_with_older_pages_and_skips_service_messages() -> None:
+    clock = RecordingClock()
+    latest = (FIXTURES / "telegram/channel_page.html").read_text("utf-8")
+    older = (FIXTURES / "telegram/channel_page_before_1840.html").read_text("utf-8")
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if len(requests) > 2:
+            return httpx.Response(404)  # ends the test's stream
+        if request.url.params.get("before") == "1840":
+            return httpx.Response(200, text=older)
+        return httpx.Response(200, text=latest)
+
+    store = MemoryCursorStore()
+    store.cursors["telegram"] = json.dumps({"acmewatch": 1838})
+    config = TelegramConfig(channels=["acmewatch"])
+    got: list[Mention] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = TelegramSource(config, http, clock, store)
+        await source.start()
+        with pytest.raises(SourceFatalError):
+            async for m in source.mentions():
+                got.append(m)
+                source.delivered(m)
+        await source.stop()
+    assert [m.id for m in got] == [
+        "telegram:acmewatch/1839",
+        "telegram:acmewatch/1840",
+        "telegram:acmewatch/1842",
+    ]
+    assert requests[0].url.path == "/s/acmewatch"
+    assert json.loads(store.cursors["telegram"]) == {"acmewatch": 1842}
+
+
+def test_telegram_channel_names_are_checked() -> None:
+    with pytest.raises(ValidationError, match="not a public channel username"):
+        TelegramConfig(channels=["../etc"])

@@ -16,6 +16,7 @@ from listener.sources.hackernews import map_hit
 from listener.sources.jetstream import map_event
 from listener.sources.mastodon import map_status, sse_events
 from listener.sources.reddit import map_thing
+from listener.sources.telegram import map_post, parse_page
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 NOW = datetime(2024, 9, 9, 21, 0, tzinfo=UTC)
@@ -259,3 +260,34 @@ def test_reddit_token_payloads() -> None:
     assert load("reddit/access_token.json")["token_type"] == "bearer"
     assert "access_token" not in load("reddit/access_token_error.json")
     assert load("reddit/rate_limited.json")["error"] == 429
+
+
+# --- Telegram --------------------------------------------------------------------------
+
+
+def telegram(name: str) -> str:
+    return (FIXTURES / f"telegram/{name}").read_text("utf-8")
+
+
+def test_telegram_channel_page_posts_and_service_messages() -> None:
+    posts = parse_page(telegram("channel_page.html"))
+    assert [(p.number, p.service) for p in posts] == [(1840, False), (1841, True), (1842, False)]
+    m = map_post(posts[0], NOW)
+    assert m.id == "telegram:acmewatch/1840" and m.url == "https://t.me/acmewatch/1840"
+    assert m.text == (
+        "Acme X2 caught fire while charging — reports from three cities.\n"
+        "Acme has not answered yet."
+    )
+    assert m.engagement.views == 12_400
+    assert m.created_at == datetime(2024, 9, 9, 19, 46, 2, tzinfo=UTC)
+    assert map_post(posts[2], NOW).text == "Acme手机充电起火，必须召回！"
+
+
+def test_telegram_older_page() -> None:
+    posts = parse_page(telegram("channel_page_before_1840.html"))
+    assert [p.number for p in posts] == [1838, 1839]
+    assert posts[0].views == 1_100_000
+
+
+def test_telegram_channel_without_preview_has_no_posts() -> None:
+    assert parse_page(telegram("no_preview.html")) == []
