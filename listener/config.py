@@ -14,6 +14,7 @@ from listener.sources.jetstream import JetstreamConfig
 from listener.sources.mastodon import MastodonConfig
 from listener.sources.reddit import RedditConfig
 from listener.sources.telegram import TelegramConfig
+from listener.sources.youtube import YouTubeConfig
 
 Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -96,6 +97,7 @@ class SourcesConfig(Section):
     hackernews: HackerNewsConfig | None = None
     reddit: RedditConfig | None = None
     telegram: TelegramConfig | None = None
+    youtube: YouTubeConfig | None = None
 
     @field_validator("mastodon")
     @classmethod
@@ -115,6 +117,7 @@ class SourcesConfig(Section):
             or self.hackernews
             or self.reddit
             or self.telegram
+            or self.youtube
         )
 
 

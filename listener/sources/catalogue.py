@@ -12,6 +12,7 @@ from listener.sources.jetstream import JetstreamSource
 from listener.sources.mastodon import MastodonSource
 from listener.sources.reddit import RedditSource
 from listener.sources.telegram import TelegramSource
+from listener.sources.youtube import YouTubeSource
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,6 @@ CATALOGUE: tuple[Entry, ...] = (
         Coverage(needs="nothing", covers="a generated stream with one crisis (first run)"),
     ),
     Entry("reddit", "reddit", True, RedditSource.coverage),
-    Entry(
-        "youtube",
-        "youtube",
-        False,
-        Coverage(
-            needs="free token",
-            covers="(planned) comment threads of chosen channels/videos, quota-aware",
-            misses="not implemented yet",
-        ),
-    ),
+    Entry("youtube", "youtube", True, YouTubeSource.coverage),
     Entry("telegram", "telegram", True, TelegramSource.coverage),
 )

@@ -11,12 +11,12 @@ second as the last one is not lost; the ids drop the repeats).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -27,7 +27,7 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
 from listener.sources.text import html_to_text
-from listener.sources.timemark import TimeMark, dump_marks, load_marks
+from listener.sources.timemark import poll_since
 
 log = logging.getLogger(__name__)
 
@@ -123,22 +123,16 @@ class HackerNewsSource(LiveSource):
         self.config = config
         self.client = AlgoliaClient(config, http, clock)
 
-    async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        marks = load_marks(cursor)
-        start = int(self.clock.now().timestamp() - self.config.initial_lookback_minutes * 60)
-        self.health.set_state("polling")
-        while True:
-            for query in self.config.queries:
-                mark = marks.setdefault(query, TimeMark(start))
-                for hit in await self.client.since(query, mark.t):
-                    t, object_id = int(hit["created_at_i"]), str(hit["objectID"])
-                    if not mark.admits(t, object_id):
-                        continue
-                    mark.advance(t, object_id)
-                    try:
-                        mention: Mention | None = map_hit(hit)
-                    except (KeyError, TypeError, ValueError, ValidationError) as exc:
-                        self.health.error(f"malformed hit skipped: {type(exc).__name__}")
-                        mention = None
-                    yield mention, dump_marks(marks)
-            await self.clock.sleep(self.config.poll_seconds)
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        def fetch(query: str) -> Callable[[int], Awaitable[list[dict[str, Any]]]]:
+            return lambda since: self.client.since(query, since)
+
+        return poll_since(
+            self,
+            cursor,
+            [(query, fetch(query)) for query in self.config.queries],
+            lambda hit: (int(hit["created_at_i"]), str(hit["objectID"])),
+            map_hit,
+            interval=lambda: self.config.poll_seconds,
+            lookback_minutes=self.config.initial_lookback_minutes,
+        )

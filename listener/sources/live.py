@@ -66,6 +66,7 @@ class LiveSource(ABC):
         self._saved: str | None = None
         self._saved_at: datetime | None = None
         self._stopping = False
+        self.started_at = clock.now()
 
     # --- what a subclass provides -----------------------------------------------------
 
@@ -77,6 +78,7 @@ class LiveSource(ABC):
 
     async def start(self) -> None:
         self._stopping = False
+        self.started_at = self.clock.now()
         self._saved = self._yielded = self._delivered = await self.cursors.load(self.name)
         self._saved_at = self.clock.now()
         self.health.cursor = self._saved

@@ -21,12 +21,12 @@ Cursor: per listing, the newest ``created_utc`` delivered and the ids of that se
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -36,10 +36,11 @@ from listener.backoff import RateLimited, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
-from listener.sources.timemark import TimeMark, dump_marks, load_marks
+from listener.sources.timemark import poll_since
 
 log = logging.getLogger(__name__)
 
+Thing = dict[str, Any]
 AUTH_URL = "https://www.reddit.com/api/v1/access_token"
 
 
@@ -233,22 +234,16 @@ class RedditSource(LiveSource):
     def _waiting(self, seconds: float) -> None:
         self.health.error(f"rate limit used up; waiting {seconds:.0f} s", rate_limited=True)
 
-    async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        marks = load_marks(cursor)
-        start = int(self.clock.now().timestamp() - self.config.initial_lookback_minutes * 60)
-        self.health.set_state("polling")
-        while True:
-            for key, path, params in self.config.listings():
-                mark = marks.setdefault(key, TimeMark(start))
-                for thing in await self.client.since(path, params, mark.t):
-                    t, name = int(thing["created_utc"]), str(thing["name"])
-                    if not mark.admits(t, name):
-                        continue
-                    mark.advance(t, name)
-                    try:
-                        mention: Mention | None = map_thing(thing)
-                    except (KeyError, TypeError, ValueError, ValidationError) as exc:
-                        self.health.error(f"malformed item skipped: {type(exc).__name__}")
-                        mention = None
-                    yield mention, dump_marks(marks)
-            await self.clock.sleep(self.config.poll_seconds)
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        def fetch(path: str, params: dict[str, str]) -> Callable[[int], Awaitable[list[Thing]]]:
+            return lambda since: self.client.since(path, params, since)
+
+        return poll_since(
+            self,
+            cursor,
+            [(key, fetch(path, params)) for key, path, params in self.config.listings()],
+            lambda thing: (int(thing["created_utc"]), str(thing["name"])),
+            map_thing,
+            interval=lambda: self.config.poll_seconds,
+            lookback_minutes=self.config.initial_lookback_minutes,
+        )

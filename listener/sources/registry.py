@@ -20,6 +20,7 @@ from listener.sources.mastodon import MastodonSource
 from listener.sources.reddit import RedditSource
 from listener.sources.replay import ReplaySource
 from listener.sources.telegram import TelegramSource
+from listener.sources.youtube import YouTubeSource
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,14 @@ def build_sources(
         cursors = MemoryCursorStore()
     if config.bluesky is not None:
         sources.append(JetstreamSource(config.bluesky, clock, cursors, metrics))
-    polled = (config.mastodon, config.rss, config.hackernews, config.reddit, config.telegram)
+    polled = (
+        config.mastodon,
+        config.rss,
+        config.hackernews,
+        config.reddit,
+        config.telegram,
+        config.youtube,
+    )
     if not any(polled):
         return sources
     if http is None:
@@ -66,4 +74,6 @@ def build_sources(
         sources.append(RedditSource(config.reddit, http, clock, cursors, metrics))
     if config.telegram is not None:
         sources.append(TelegramSource(config.telegram, http, clock, cursors, metrics))
+    if config.youtube is not None:
+        sources.append(YouTubeSource(config.youtube, http, clock, cursors, metrics))
     return sources

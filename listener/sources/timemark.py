@@ -9,8 +9,16 @@ taken once.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from core.events import Mention
+from listener.sources.live import LiveSource, Step
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -43,3 +51,36 @@ def load_marks(cursor: str | None) -> dict[str, TimeMark]:
 
 def dump_marks(marks: dict[str, TimeMark]) -> str:
     return json.dumps({key: mark.as_json() for key, mark in marks.items()})
+
+
+async def poll_since(
+    source: LiveSource,
+    cursor: str | None,
+    targets: Sequence[tuple[str, Callable[[int], Awaitable[list[Item]]]]],
+    stamp: Callable[[Item], tuple[int, str]],
+    to_mention: Callable[[Item], Mention],
+    *,
+    interval: Callable[[], float],
+    lookback_minutes: float,
+) -> AsyncIterator[Step]:
+    """The polling loop of the "since" APIs: for each target (a query, a listing), fetch
+    the items at or after its mark, oldest first, and yield the new ones with the cursor
+    after each; then sleep ``interval()``. ``stamp(item)`` is (created second, id)."""
+    marks = load_marks(cursor)
+    start = int(source.started_at.timestamp() - lookback_minutes * 60)
+    source.health.set_state("polling")
+    while True:
+        for key, fetch in targets:
+            mark = marks.setdefault(key, TimeMark(start))
+            for item in await fetch(mark.t):
+                t, item_id = stamp(item)
+                if not mark.admits(t, item_id):
+                    continue
+                mark.advance(t, item_id)
+                try:
+                    mention: Mention | None = to_mention(item)
+                except (KeyError, TypeError, ValueError, ValidationError) as exc:
+                    source.health.error(f"malformed item skipped: {type(exc).__name__}")
+                    mention = None
+                yield mention, dump_marks(marks)
+        await source.clock.sleep(interval())

@@ -28,6 +28,7 @@ from listener.sources.live import LiveSource, Step
 from listener.sources.mastodon import MastodonConfig, MastodonSource
 from listener.sources.reddit import RedditConfig, RedditSource
 from listener.sources.telegram import TelegramConfig, TelegramSource
+from listener.sources.youtube import Quota, YouTubeConfig, YouTubeSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
@@ -481,3 +482,97 @@ async def test_telegram_fills_a_gap_with_older_pages_and_skips_service_messages(
 def test_telegram_channel_names_are_checked() -> None:
     with pytest.raises(ValidationError, match="not a public channel username"):
         TelegramConfig(channels=["../etc"])
+
+
+# --- YouTube over MockTransport --------------------------------------------------------
+
+
+def youtube_config(**extra: object) -> YouTubeConfig:
+    return YouTubeConfig.model_validate(
+        {"api_key": "yt-key-123", "videos": ["dQw4w9WgXcQ"], **extra}
+    )
+
+
+async def test_youtube_key_in_a_header_quota_exceeded_waits_for_the_next_api_day() -> None:
+    clock = RecordingClock()  # 2024-09-09 20:30 UTC = 13:30 in Los Angeles
+    page = fixture("youtube/comment_threads_page.json")
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if len(requests) == 1:
+            return httpx.Response(403, json=fixture("youtube/error_quota_exceeded.json"))
+        if len(requests) == 2:
+            return httpx.Response(200, json={**page, "nextPageToken": None})
+        return httpx.Response(400, json=fixture("youtube/error_key_invalid.json"))
+
+    store = MemoryCursorStore()
+    got: list[Mention] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = YouTubeSource(youtube_config(), http, clock, store)
+        await source.start()
+        with pytest.raises(SourceFatalError, match="API key was refused"):
+            async for m in source.mentions():
+                got.append(m)
+                source.delivered(m)
+        await source.stop()
+    # midnight Pacific (07:00 UTC) is 10.5 hours after 20:30 UTC
+    assert clock.sleeps[0] == 10.5 * 3600
+    assert [m.id for m in got] == [
+        "youtube:UgxOlder456EeFfGgHh4AaABAg",
+        "youtube:UgzNewest123AaBbCcDd4AaABAg",
+    ]
+    assert requests[0].headers["x-goog-api-key"] == "yt-key-123"
+    assert "yt-key-123" not in str(requests[0].url)
+    assert requests[0].url.params["videoId"] == "dQw4w9WgXcQ"
+    assert requests[0].url.params["order"] == "time"
+
+
+def test_youtube_spends_no_more_than_its_daily_budget() -> None:
+    clock = RecordingClock()  # 13:30 in Los Angeles
+    quota = Quota(10, clock)
+    for _ in range(10):
+        quota.spend()
+    with pytest.raises(RateLimited) as waited:
+        quota.spend()
+    assert waited.value.delay == 10.5 * 3600  # until midnight Pacific
+    clock.advance(10.5 * 3600)
+    quota.spend()  # a new API day
+    assert quota.used == 1
+
+
+async def test_youtube_polls_are_stretched_to_fit_the_budget() -> None:
+    async with httpx.AsyncClient() as http:
+        config = youtube_config(daily_quota_units=10, videos=["a", "b"])
+        source = YouTubeSource(config, http, RecordingClock(), MemoryCursorStore())
+        assert source.poll_interval == 86_400 * 2 / 10
+
+
+async def test_youtube_comments_disabled_skips_the_video() -> None:
+    clock = RecordingClock()
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if request.url.params.get("videoId") == "closed":
+            return httpx.Response(403, json=fixture("youtube/error_comments_disabled.json"))
+        if len(requests) > 2:
+            return httpx.Response(401)
+        return httpx.Response(
+            200, json={**fixture("youtube/comment_threads_page.json"), "nextPageToken": None}
+        )
+
+    got: list[Mention] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        config = youtube_config(videos=["closed", "dQw4w9WgXcQ"])
+        source = YouTubeSource(config, http, clock, MemoryCursorStore())
+        await source.start()
+        with pytest.raises(SourceFatalError):
+            async for m in source.mentions():
+                got.append(m)
+    assert len(got) == 2
+
+
+def test_youtube_without_a_key_names_what_is_missing() -> None:
+    with pytest.raises(ValidationError, match="needs api_key"):
+        ListenerConfig.model_validate({"sources": {"youtube": {"videos": ["x"]}}})

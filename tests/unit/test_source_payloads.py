@@ -17,6 +17,7 @@ from listener.sources.jetstream import map_event
 from listener.sources.mastodon import map_status, sse_events
 from listener.sources.reddit import map_thing
 from listener.sources.telegram import map_post, parse_page
+from listener.sources.youtube import map_thread
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 NOW = datetime(2024, 9, 9, 21, 0, tzinfo=UTC)
@@ -291,3 +292,34 @@ def test_telegram_older_page() -> None:
 
 def test_telegram_channel_without_preview_has_no_posts() -> None:
     assert parse_page(telegram("no_preview.html")) == []
+
+
+# --- YouTube ---------------------------------------------------------------------------
+
+
+def test_youtube_comment_threads_page() -> None:
+    newest, older = load("youtube/comment_threads_page.json")["items"]
+    m = map_thread(newest)
+    assert m.id == "youtube:UgzNewest123AaBbCcDd4AaABAg" and m.source == "youtube"
+    assert m.text == "Mine caught fire too. Acme, recall the X2!"
+    assert m.url == "https://www.youtube.com/watch?v=dQw4w9WgXcQ&lc=UgzNewest123AaBbCcDd4AaABAg"
+    assert m.author.handle == "@sparkyreviews" and m.author.id == "UCx1y2z3a4b5c6d7e8f9g0h1"
+    assert (m.engagement.likes, m.engagement.replies) == (41, 6)
+    assert m.created_at == datetime(2024, 9, 9, 20, 5, 12, tzinfo=UTC)
+    assert map_thread(older).created_at < m.created_at
+
+
+def test_youtube_empty_page() -> None:
+    assert load("youtube/comment_threads_empty.json")["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("error_quota_exceeded", "quotaExceeded"),
+        ("error_comments_disabled", "commentsDisabled"),
+        ("error_key_invalid", "badRequest"),
+    ],
+)
+def test_youtube_error_bodies_name_their_reason(name: str, reason: str) -> None:
+    assert load(f"youtube/{name}.json")["error"]["errors"][0]["reason"] == reason
