@@ -123,6 +123,11 @@ class HackerNewsSource(LiveSource):
         self.config = config
         self.client = AlgoliaClient(config, http, clock)
 
+    async def search(self, query: str, since: datetime) -> list[Mention]:
+        """Backfill: stories and comments matching ``query`` since ``since``."""
+        hits = await self.client.since(query, int(since.timestamp()))
+        return [map_hit(hit) for hit in hits]
+
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         def fetch(query: str) -> Callable[[int], Awaitable[list[dict[str, Any]]]]:
             return lambda since: self.client.since(query, since)

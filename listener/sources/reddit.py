@@ -234,6 +234,12 @@ class RedditSource(LiveSource):
     def _waiting(self, seconds: float) -> None:
         self.health.error(f"rate limit used up; waiting {seconds:.0f} s", rate_limited=True)
 
+    async def search(self, query: str, since: datetime) -> list[Mention]:
+        """Backfill: posts matching ``query`` since ``since`` (site-wide search)."""
+        params = {"q": query, "sort": "new", "type": "link"}
+        things = await self.client.since("/search", params, int(since.timestamp()))
+        return [map_thing(thing) for thing in things]
+
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         def fetch(path: str, params: dict[str, str]) -> Callable[[int], Awaitable[list[Thing]]]:
             return lambda since: self.client.since(path, params, since)
