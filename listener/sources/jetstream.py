@@ -178,8 +178,9 @@ class JetstreamSource(LiveSource):
             request = int(saved["time_us"] - self.config.rewind_seconds * 1_000_000)
             if saved.get("endpoint") == self.config.endpoint:
                 after = int(saved["time_us"])
-        self.health.set_state("connected")
         async for event in self.client.events(request):
+            if self.health.state != "connected":
+                self.health.set_state("connected")
             time_us = event.get("time_us")
             if not isinstance(time_us, int):
                 continue

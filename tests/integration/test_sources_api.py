@@ -105,3 +105,18 @@ async def test_the_runtime_keeps_source_cursors_in_the_database(
         row = await session.scalar(select(SourceCursor).where(SourceCursor.key == "hackernews"))
     assert row is not None
     assert json.loads(row.cursor)["acme"]["t"] == 1725913211
+
+
+def test_check_config_lists_each_source_with_what_it_needs() -> None:
+    from api.checks import describe_sources
+    from api.settings import Settings as AppSettings
+
+    settings = AppSettings(
+        listener=ListenerConfig.model_validate(
+            {"sources": {"bluesky": {}, "telegram": {"channels": ["acmewatch"]}}}
+        )
+    )
+    lines = describe_sources(settings)
+    assert lines[0] == "  sources: 2"
+    assert lines[1].startswith("    bluesky: needs nothing")
+    assert lines[2].startswith("    telegram: needs scraping (legal risk)")
