@@ -40,10 +40,9 @@ def describe_sources(settings: Settings) -> list[str]:
     from listener.sources.catalogue import CATALOGUE
 
     sources = settings.listener.sources
-    configured = [e for e in CATALOGUE if getattr(sources, e.config_key, None)]
+    configured = [e for e in CATALOGUE if e.configured_in(sources)]
     lines = [f"  sources: {len(configured)}" + ("" if configured else " (none)")]
     for entry in configured:
-        lines.append(
-            f"    {entry.config_key}: needs {entry.coverage.needs}; covers {entry.coverage.covers}"
-        )
+        label = "rss (RSSHub routes)" if entry.kind == "rsshub" else entry.config_key
+        lines.append(f"    {label}: needs {entry.coverage.needs}; covers {entry.coverage.covers}")
     return lines

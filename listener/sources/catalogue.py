@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from listener.config import SourcesConfig
 from listener.health import Coverage
-from listener.sources.feeds import FeedsSource
+from listener.sources.feeds import RSSHUB_COVERAGE, FeedsSource
 from listener.sources.hackernews import HackerNewsSource
 from listener.sources.jetstream import JetstreamSource
 from listener.sources.mastodon import MastodonSource
@@ -22,6 +23,14 @@ class Entry:
     implemented: bool
     coverage: Coverage
 
+    def configured_in(self, sources: SourcesConfig) -> bool:
+        value = getattr(sources, self.config_key, None)
+        if self.kind == "rsshub":  # RSSHub routes are rss feeds marked rsshub: true
+            return sources.rss is not None and any(f.rsshub for f in sources.rss.feeds)
+        if self.kind == "rss":
+            return sources.rss is not None and not all(f.rsshub for f in sources.rss.feeds)
+        return bool(value)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "kind": self.kind,
@@ -35,6 +44,7 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("jetstream", "bluesky", True, JetstreamSource.coverage),
     Entry("mastodon", "mastodon", True, MastodonSource.coverage),
     Entry("rss", "rss", True, FeedsSource.coverage),
+    Entry("rsshub", "rss", True, RSSHUB_COVERAGE),
     Entry("hackernews", "hackernews", True, HackerNewsSource.coverage),
     Entry(
         "webhook",

@@ -62,6 +62,9 @@ class FeedConfig(Section):
         pattern=r"^[a-z0-9_.-]{1,32}$",
         description="the Mention's source: news, google-alerts, weibo, douyin, bilibili...",
     )
+    rsshub: bool = Field(
+        False, description="an RSSHub route: it scrapes the platform (the source says so)"
+    )
 
 
 class FeedsConfig(Section):
@@ -208,13 +211,22 @@ def map_item(item: FeedItem, feed: FeedConfig, now: datetime) -> Mention:
     )
 
 
+RSSHUB_COVERAGE = Coverage(
+    needs="scraping (legal risk)",
+    covers="RSSHub routes (self-hosted): Weibo keyword search, Douyin, Bilibili, Zhihu, "
+    "Xiaohongshu",
+    misses="what the route does not list; routes break when the platform changes; some "
+    "need your cookies",
+    resumes="ETag/Last-Modified and the keys of recent items, per feed",
+)
+
+
 class FeedsSource(LiveSource):
     kind = "rss"
     coverage = Coverage(
         needs="nothing",
-        covers="RSS/Atom feeds: Google Alerts, news sites, RSSHub routes (Weibo, Douyin, "
-        "Bilibili, Zhihu, Xiaohongshu)",
-        misses="posts the feed does not list; RSSHub routes scrape (legal risk, may break)",
+        covers="RSS/Atom feeds: Google Alerts, news sites",
+        misses="posts the feed does not list",
         resumes="ETag/Last-Modified and the keys of recent items, per feed",
     )
 
@@ -231,6 +243,8 @@ class FeedsSource(LiveSource):
         super().__init__(name, clock, cursors, metrics)
         self.config = config
         self.client = FeedClient(http, clock, config.max_bytes)
+        if any(feed.rsshub for feed in config.feeds):  # the strictest need is the one stated
+            self.health.coverage = RSSHUB_COVERAGE
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         states = _load(cursor)

@@ -120,3 +120,20 @@ def test_check_config_lists_each_source_with_what_it_needs() -> None:
     assert lines[0] == "  sources: 2"
     assert lines[1].startswith("    bluesky: needs nothing")
     assert lines[2].startswith("    telegram: needs scraping (legal risk)")
+
+
+def test_check_config_states_that_rsshub_routes_scrape() -> None:
+    from api.checks import describe_sources
+    from api.settings import Settings as AppSettings
+
+    feeds = [
+        {"url": "https://news.example.com/feed.xml"},
+        {"url": "http://rsshub:1200/weibo/keyword/acme", "platform": "weibo", "rsshub": True},
+    ]
+    settings = AppSettings(
+        listener=ListenerConfig.model_validate({"sources": {"rss": {"feeds": feeds}}})
+    )
+    lines = describe_sources(settings)
+    assert lines[0] == "  sources: 2"
+    assert lines[1].startswith("    rss: needs nothing")
+    assert lines[2].startswith("    rss (RSSHub routes): needs scraping (legal risk)")
