@@ -25,13 +25,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import websockets
 from pydantic import Field, ValidationError
+from websockets.exceptions import InvalidStatus
 
 from core.clock import Clock
 from core.events import Author, Mention
 from core.metrics import Metrics
 from core.settings import Section
+from listener.backoff import check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -69,13 +72,25 @@ class JetstreamClient:
             params.append(("cursor", str(cursor_us)))
         return f"{self.config.endpoint}?{urlencode(params)}"
 
-    async def events(self, cursor_us: int | None) -> AsyncIterator[dict[str, Any]]:
-        async with websockets.connect(
-            self.url(cursor_us),
-            max_size=self.config.max_message_bytes,
-            open_timeout=self.config.open_timeout_seconds,
-            compression=None,
-        ) as ws:
+    async def events(
+        self, cursor_us: int | None, now: datetime | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Decoded events from ``cursor_us`` on. A refused handshake raises what its HTTP
+        status means (429 and 503 wait for ``Retry-After``)."""
+        try:
+            connection = await websockets.connect(
+                self.url(cursor_us),
+                max_size=self.config.max_message_bytes,
+                open_timeout=self.config.open_timeout_seconds,
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            response = httpx.Response(
+                exc.response.status_code, headers=list(exc.response.headers.raw_items())
+            )
+            check_response(response, now or datetime.now(UTC), what="jetstream handshake")
+            raise
+        async with connection as ws:
             async for raw in ws:
                 event = json.loads(raw)
                 if isinstance(event, dict):
@@ -178,7 +193,7 @@ class JetstreamSource(LiveSource):
             request = int(saved["time_us"] - self.config.rewind_seconds * 1_000_000)
             if saved.get("endpoint") == self.config.endpoint:
                 after = int(saved["time_us"])
-        async for event in self.client.events(request):
+        async for event in self.client.events(request, self.clock.now()):
             if self.health.state != "connected":
                 self.health.set_state("connected")
             time_us = event.get("time_us")

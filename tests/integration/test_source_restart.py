@@ -261,3 +261,48 @@ async def test_mastodon_killed_and_restarted_delivers_each_status_once(
     # edits and deletions of statuses the listener had published reach their watch once
     changes = Counter((m.id, m.change) for m in bus.sent if m.change != "created")
     assert changes and max(changes.values()) == 1
+
+
+async def test_jetstream_waits_for_retry_after_when_the_handshake_is_refused() -> None:
+    from http import HTTPStatus
+
+    from core.clock import ManualClock
+    from listener.cursors import MemoryCursorStore
+
+    class Recording(ManualClock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sleeps: list[float] = []
+
+        async def sleep(self, seconds: float) -> None:
+            self.sleeps.append(seconds)
+            self.advance(seconds)
+            await asyncio.sleep(0)
+
+    refused = 0
+
+    def process_request(connection: ServerConnection, request: Any) -> Any:
+        nonlocal refused
+        if refused == 0:
+            refused += 1
+            response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "slow down\n")
+            response.headers["Retry-After"] = "7"
+            return response
+        return None
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(json.dumps(jet_event(0)))
+        await ws.wait_closed()
+
+    clock = Recording()
+    async with serve(handler, "127.0.0.1", 0, process_request=process_request) as server:
+        port = server.sockets[0].getsockname()[1]
+        config = JetstreamConfig(endpoint=f"ws://127.0.0.1:{port}/subscribe")
+        source = JetstreamSource(config, clock, MemoryCursorStore())
+        await source.start()
+        stream = source.mentions()
+        first = await asyncio.wait_for(stream.__anext__(), 30)
+        await stream.aclose()
+    assert first.text == "post 0"
+    assert clock.sleeps == [7]
+    assert source.health.rate_limited == 1
