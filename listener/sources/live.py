@@ -113,7 +113,9 @@ class LiveSource(ABC):
                 delay = exc.delay
                 log.warning("source %s rate-limited: %s", self.name, exc)
             except SourceFatalError as exc:
-                self.health.error(str(exc))
+                # counted in the metric by the listener service, which ends the source
+                self.health.errors += 1
+                self.health.last_error = str(exc)
                 self.health.set_state("failed")
                 raise
             except Exception as exc:
