@@ -40,7 +40,6 @@ from core.settings import Section
 from listener.backoff import TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
-from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 from listener.sources.text import html_to_text
 
@@ -287,6 +286,12 @@ class MastodonSource(LiveSource):
                 mention = self._map(status)
                 if mention is not None:
                     yield mention, cursor
+        message = (
+            f"catch-up stopped after {self.config.catch_up_pages} pages; statuses posted "
+            "while disconnected beyond those are not fetched (raise catch_up_pages)"
+        )
+        log.warning("source %s: %s", self.name, message)
+        self.health.error(message)
 
     async def _read(
         self, events: AsyncIterator[tuple[str, str]], taken: set[str], last: str | None
@@ -326,6 +331,3 @@ def _max_id(a: str | None, b: str) -> str:
     if not a:
         return b
     return a if int(a) >= int(b) else b
-
-
-__all__ = ["MastodonConfig", "MastodonSource", "SourceFatalError", "map_status"]
