@@ -19,7 +19,18 @@ from alerts.templates.service import (
 )
 from alerts.templates.workflow import TransitionRefused
 from api.auth import AuthThrottle
-from api.routers import ack, alerting, audit, health, incidents, ingest, responses, slack, templates
+from api.routers import (
+    ack,
+    alerting,
+    audit,
+    health,
+    incidents,
+    ingest,
+    responses,
+    slack,
+    sources,
+    templates,
+)
 from api.runtime import Role, Runtime
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(audit.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
+        app.include_router(sources.router)
 
     @app.exception_handler(IncidentNotFound)
     async def not_found(request: Request, exc: IncidentNotFound) -> JSONResponse:

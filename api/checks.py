@@ -59,4 +59,18 @@ def describe(settings: Settings, path: Path) -> str:
     lines.append(
         "  webhook ingest: " + ("enabled" if settings.listener.webhook.enabled else "disabled")
     )
+    lines.extend(describe_sources(settings))
     return "\n".join(lines)
+
+
+def describe_sources(settings: Settings) -> list[str]:
+    """One line per configured source kind: what it needs and covers."""
+    from listener.sources.catalogue import CATALOGUE
+
+    sources = settings.listener.sources
+    configured = [e for e in CATALOGUE if e.configured_in(sources)]
+    lines = [f"  sources: {len(configured)}" + ("" if configured else " (none)")]
+    for entry in configured:
+        label = "rss (RSSHub routes)" if entry.kind == "rsshub" else entry.config_key
+        lines.append(f"    {label}: needs {entry.coverage.needs}; covers {entry.coverage.covers}")
+    return lines

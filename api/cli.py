@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         "seed", help="add the starter templates (zh + en) as drafts that need legal review"
     )
     seed.add_argument("--config", type=Path)
+
+    bf = sub.add_parser("backfill", help="recent history of a watch from searchable sources")
+    bf.add_argument("--config", type=Path, required=True, help="YAML config (watches, sources)")
+    bf.add_argument("--watch", required=True, help="the watch id")
+    bf.add_argument("--since", default="24h", help="how far back: 90m, 24h, 7d (default 24h)")
+    bf.add_argument("--output", type=Path, required=True, help="mentions, JSONL (oldest first)")
+    bf.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -165,6 +172,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         )
         print(summary.render(), file=sys.stderr)
+        return 0
+
+    if args.command == "backfill":
+        from api.backfill import BackfillError, parse_duration, run_backfill
+
+        try:
+            count = asyncio.run(
+                run_backfill(
+                    settings,
+                    args.watch,
+                    parse_duration(args.since),
+                    args.output,
+                    progress=not args.quiet,
+                )
+            )
+        except BackfillError as exc:
+            print(f"crisiswatch backfill: {exc}", file=sys.stderr)
+            return 2
+        print(f"backfill: {count} mentions written to {args.output}", file=sys.stderr)
         return 0
 
     from api.serve import serve_roles

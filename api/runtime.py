@@ -24,6 +24,7 @@ from core.bus.memory import MemoryBus
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.metrics import Metrics
+from listener.cursors import DbCursorStore
 from listener.dedup import Deduplicator
 from listener.service import ListenerService
 from sentiment.classifier import Classifier
@@ -93,7 +94,9 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
-        if self.roles & DB_ROLES:
+        # a listener with live sources keeps their cursors in the database
+        cursors_in_db = Role.LISTENER in self.roles and s.listener.sources.live
+        if self.roles & DB_ROLES or cursors_in_db:
             self.engine = make_engine(
                 s.database.url.get_secret_value(),
                 echo=s.database.echo,
@@ -145,6 +148,8 @@ class Runtime:
                 self.clock,
                 self.metrics,
                 Deduplicator(s.listener.dedup_capacity),
+                http=self.http,
+                cursors=DbCursorStore(self.sessions, self.clock) if self.sessions else None,
             )
 
         await self.bus.start()

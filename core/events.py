@@ -24,6 +24,8 @@ UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Label = Literal["negative", "neutral", "positive"]
 LABELS: tuple[Label, ...] = ("negative", "neutral", "positive")
 
+Change = Literal["created", "edited", "deleted"]
+
 TOPIC_MENTIONS = "mentions"
 TOPIC_SCORED = "scored"
 TOPIC_SIGNALS = "signals"
@@ -76,6 +78,10 @@ class Mention(_Event):
     repost_of: Annotated[str, Field(max_length=512)] | None = None
     watch: WatchMatch | None = None
     drill: bool = False
+    change: Change = "created"
+    """``edited``/``deleted``: a later version of the mention ``id`` names (same id);
+    ``edited_at`` tells edits apart. A deletion carries no text."""
+    edited_at: UtcDatetime | None = None
 
     @property
     def parent_id(self) -> str | None:

@@ -39,6 +39,33 @@ class Metrics:
         self.source_errors = Counter(
             "crisiswatch_source_errors", "Errors raised by a source", ["source"], registry=r
         )
+        self.source_up = Gauge(
+            "crisiswatch_source_up", "1 while a source is connected/polling", ["source"], registry=r
+        )
+        self.source_last_event = Gauge(
+            "crisiswatch_source_last_event_timestamp_seconds",
+            "Wall time of the last event a source delivered",
+            ["source"],
+            registry=r,
+        )
+        self.source_lag = Gauge(
+            "crisiswatch_source_lag_seconds",
+            "Received minus created time of the last event a source delivered",
+            ["source"],
+            registry=r,
+        )
+        self.source_reconnects = Counter(
+            "crisiswatch_source_reconnects",
+            "Reconnections (or poll retries) after an error",
+            ["source"],
+            registry=r,
+        )
+        self.source_rate_limited = Counter(
+            "crisiswatch_source_rate_limited",
+            "HTTP 429 / rate-limit waits, by source",
+            ["source"],
+            registry=r,
+        )
         # sentiment / detector
         self.mentions_scored = Counter(
             "crisiswatch_mentions_scored", "Mentions scored, by label", ["label"], registry=r

@@ -9,6 +9,13 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 
 from core.settings import Section
 from listener.query import QueryError, compile_query
+from listener.sources.feeds import FeedsConfig
+from listener.sources.hackernews import HackerNewsConfig
+from listener.sources.jetstream import JetstreamConfig
+from listener.sources.mastodon import MastodonConfig
+from listener.sources.reddit import RedditConfig
+from listener.sources.telegram import TelegramConfig
+from listener.sources.youtube import YouTubeConfig
 
 Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 AliasName = Annotated[str, StringConstraints(pattern=r"^[^\W][\w.-]*$", max_length=100)]
@@ -107,6 +114,34 @@ class DemoSourceConfig(Section):
 class SourcesConfig(Section):
     replay: ReplaySourceConfig | None = None
     demo: DemoSourceConfig | None = None
+    bluesky: JetstreamConfig | None = None
+    mastodon: list[MastodonConfig] = Field(default_factory=list)
+    rss: FeedsConfig | None = None
+    hackernews: HackerNewsConfig | None = None
+    reddit: RedditConfig | None = None
+    telegram: TelegramConfig | None = None
+    youtube: YouTubeConfig | None = None
+
+    @field_validator("mastodon")
+    @classmethod
+    def _unique_names(cls, instances: list[MastodonConfig]) -> list[MastodonConfig]:
+        names = [m.name for m in instances]
+        if len(set(names)) != len(names):
+            raise ValueError("each mastodon source needs its own name (mastodon-social, ...)")
+        return instances
+
+    @property
+    def live(self) -> bool:
+        """Whether a source that keeps a cursor is configured."""
+        return bool(
+            self.bluesky
+            or self.mastodon
+            or self.rss
+            or self.hackernews
+            or self.reddit
+            or self.telegram
+            or self.youtube
+        )
 
 
 class WebhookConfig(Section):

@@ -16,6 +16,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Protocol
 
+from core.events import Mention
+
+
+def delivery_key(mention: Mention) -> str:
+    """What dedup remembers: the id, plus the change for edits and deletions (an edit is
+    a new version of a known id, not a duplicate of it)."""
+    if mention.change == "created":
+        return mention.id
+    stamp = mention.edited_at.isoformat() if mention.edited_at else ""
+    return f"{mention.id}#{mention.change}{stamp}"
+
 
 class Dedup(Protocol):
     def seen(self, mention_id: str) -> bool:

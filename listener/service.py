@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 
+import httpx
 from prometheus_client import Counter
 
 from core.bus import Bus
@@ -28,9 +29,10 @@ from core.metrics import Metrics
 from listener.batching import SourceFailed, batched
 from listener.cascade import CascadeIndex
 from listener.config import ListenerConfig
-from listener.dedup import Dedup
+from listener.cursors import CursorStore
+from listener.dedup import Dedup, delivery_key
 from listener.report import IngestReport, ItemOutcome
-from listener.sources.base import Source, SourceFatalError
+from listener.sources.base import CheckpointedSource, Source, SourceFatalError
 from listener.sources.registry import build_sources
 from listener.watches import WatchMatcher
 
@@ -66,8 +68,13 @@ class ListenerService:
         dedup: Dedup,
         *,
         sources: Sequence[Source] | None = None,
+        http: httpx.AsyncClient | None = None,
+        cursors: CursorStore | None = None,
     ) -> None:
-        """``sources``: run these instead of the ones ``config.sources`` names."""
+        """``sources``: run these instead of the ones ``config.sources`` names. ``http``
+        and ``cursors``: what the network sources are built with."""
+        self.http = http
+        self.cursors = cursors
         self.bus = bus
         self.config = config
         self.clock = clock
@@ -84,23 +91,27 @@ class ListenerService:
     def register(self) -> None:
         """The listener consumes no topic; kept for the shape every stage has."""
 
-    async def ingest(self, mentions: Sequence[Mention]) -> IngestReport:
+    async def ingest(
+        self, mentions: Sequence[Mention], on_done: Callable[[Mention], None] | None = None
+    ) -> IngestReport:
+        """``on_done(mention)`` after each mention is through (a source's cursor)."""
         report = IngestReport()
         for index, mention in enumerate(mentions):
             report.items.append(await self._ingest_one(index, mention, report))
+            if on_done is not None:
+                on_done(mention)
         return report
 
     async def _ingest_one(self, index: int, mention: Mention, report: IngestReport) -> ItemOutcome:
         label = self._label(mention.source)
-        if self.dedup.seen(mention.id):
+        key = delivery_key(mention)
+        if self.dedup.seen(key):
             self._count(self.metrics.mentions_duplicate, label)
             report.duplicates += 1
             return ItemOutcome(index, mention.id, "duplicate")
         try:
             stamp = {} if mention.received_at else {"received_at": self.clock.now()}
-            matches = self.matcher.match(
-                mention.text, mention.lang, self._inherited(mention), source=mention.source
-            )
+            matches = self._match(mention)
             report.accepted += 1
             self._count(self.metrics.mentions_ingested, label)
             if not matches:
@@ -112,9 +123,10 @@ class ListenerService:
                 report.published += 1
                 self._count(self.metrics.mentions_matched, match.id)
         except BaseException:
-            self.dedup.forget(mention.id)  # not (fully) published: let a retry through
+            self.dedup.forget(key)  # not (fully) published: let a retry through
             raise
-        self.cascade.remember(mention.id, matches)
+        if mention.change == "created":
+            self.cascade.remember(mention.id, matches)
         return ItemOutcome(index, mention.id, "published", tuple(m.id for m in matches))
 
     def _count(self, counter: Counter, label: str) -> None:
@@ -124,6 +136,26 @@ class ListenerService:
         if child is None:
             child = self._children[key] = counter.labels(label)
         child.inc()
+
+    def _match(self, mention: Mention) -> list[WatchMatch]:
+        """The watches a mention goes to. An edit goes to the watches its new text
+        matches and to those the original matched (so they learn the text changed); a
+        deletion only to the watches the original matched (it never matches, and so never
+        starts a story, on its own)."""
+        if mention.change == "created":
+            return self.matcher.match(
+                mention.text, mention.lang, self._inherited(mention), source=mention.source
+            )
+        original = self.cascade.watches_of(mention.id)
+        if mention.change == "deleted":
+            return list(original.values())
+        found = {
+            m.id: m
+            for m in self.matcher.match(mention.text, mention.lang, original, source=mention.source)
+        }
+        for watch_id, match in original.items():
+            found.setdefault(watch_id, match)
+        return list(found.values())
 
     def _inherited(self, mention: Mention) -> dict[str, WatchMatch] | None:
         if mention.reply_to is None and mention.repost_of is None:
@@ -141,12 +173,19 @@ class ListenerService:
         taken = 0
         delay = cfg.source_retry_seconds
         while True:
+            checkpointed = source if isinstance(source, CheckpointedSource) else None
+            on_done = checkpointed.delivered if checkpointed is not None else None
             try:
                 async with aclosing(batched(source.mentions, cfg.ingest_batch)) as batches:
                     async for batch in batches:
-                        await self.ingest(batch)
+                        if on_done is None:
+                            await self.ingest(batch)
+                        else:
+                            await self.ingest(batch, on_done)
                         taken += len(batch)
                         delay = cfg.source_retry_seconds
+                        if checkpointed is not None:
+                            await checkpointed.save_cursor()
                 return taken
             except SourceFailed as failure:
                 self.metrics.source_errors.labels(source.name).inc()
@@ -171,7 +210,13 @@ class ListenerService:
         if self._given_sources is not None:
             sources = self._given_sources
         else:
-            sources = build_sources(self.config.sources, self.clock, self.metrics)
+            sources = build_sources(
+                self.config.sources,
+                self.clock,
+                self.metrics,
+                http=self.http,
+                cursors=self.cursors,
+            )
         started: list[Source] = []
         try:
             for source in sources:
@@ -188,6 +233,16 @@ class ListenerService:
         ]
         if started:
             log.info("listener running sources: %s", ", ".join(s.name for s in started))
+        for source in started:
+            coverage = getattr(source, "coverage", None)
+            if coverage is not None:
+                log.info(
+                    "source %s needs %s; covers %s; misses %s",
+                    source.name,
+                    coverage.needs,
+                    coverage.covers,
+                    coverage.misses or "-",
+                )
 
     async def _run(self, source: Source) -> None:
         try:
@@ -203,16 +258,17 @@ class ListenerService:
         await asyncio.gather(*self._tasks)
 
     async def stop(self) -> None:
-        """Stop the sources and wait for their tasks (a batch in flight is abandoned and
-        its unpublished mentions unmarked in dedup)."""
+        """Stop the sources' tasks, then the sources (a batch in flight is abandoned and
+        its unpublished mentions unmarked in dedup). Tasks first: a source saves its
+        cursor in ``stop``, and nothing may be delivered after that save."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for source in self.sources:
             try:
                 await source.stop()
             except Exception:
                 log.exception("stopping source %s failed", source.name)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self.sources = []
 

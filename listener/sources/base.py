@@ -39,3 +39,18 @@ class Source(Protocol):
     def mentions(self) -> AsyncIterator[Mention]:
         """The stream: endless for live sources, finite for a replay."""
         ...
+
+
+@runtime_checkable
+class CheckpointedSource(Source, Protocol):
+    """A source that keeps a cursor: the service tells it which mentions are through
+    (published, or dropped as duplicate/unmatched) so that the cursor it saves never runs
+    ahead of what was delivered downstream."""
+
+    def delivered(self, mention: Mention) -> None:
+        """``mention`` (the object the stream yielded) has been handled downstream."""
+        ...
+
+    async def save_cursor(self, *, force: bool = False) -> None:
+        """Persist the position after the last delivered mention (when due, or now)."""
+        ...

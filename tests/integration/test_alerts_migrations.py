@@ -28,13 +28,16 @@ ALERT_TABLES = {
 
 
 def _diff(connection: Connection) -> tuple[list[Any], set[str]]:
-    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-        # Other stages' tables are checked by their own tests; compare ours completely.
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        # Other stages' tables (in the database and on Base.metadata) are checked by their
+        # own tests; compare ours completely.
         return type_ != "table" or name in ALERT_TABLES
 
     context = MigrationContext.configure(
         connection,
-        opts={"compare_type": True, "include_name": include_name},
+        opts={"compare_type": True, "include_object": include_object},
     )
     diff = compare_metadata(context, Base.metadata)
     return diff, set(inspect(connection).get_table_names())

@@ -1,0 +1,96 @@
+"""Reconnect pacing and HTTP rate limits, shared by every network source.
+
+``Backoff`` gives exponential delays with full jitter ("sleep a random time between half
+and all of the current step"), reset after a success. ``check_response`` turns an HTTP
+response into either nothing (2xx/304), ``RateLimited`` (429, or 503 with
+``Retry-After``: wait that long, then try again), ``SourceFatalError`` (401/403/404: a
+credential or a route that retrying will not fix) or ``TransientError`` (5xx and the
+rest). ``retry_after`` reads both forms of the header (seconds, HTTP date).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from listener.sources.base import SourceFatalError
+
+
+class TransientError(Exception):
+    """Worth retrying after a backoff (a dropped connection, a 5xx)."""
+
+
+class RateLimited(TransientError):
+    """The server asked us to wait ``delay`` seconds before the next request."""
+
+    def __init__(self, delay: float, message: str) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Backoff:
+    def __init__(
+        self,
+        first: float = 1.0,
+        maximum: float = 60.0,
+        *,
+        factor: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if first <= 0 or maximum < first or factor < 1:
+            raise ValueError("backoff needs 0 < first <= maximum and factor >= 1")
+        self.first = first
+        self.maximum = maximum
+        self.factor = factor
+        self.attempts = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (counts an attempt)."""
+        step = min(self.maximum, self.first * self.factor**self.attempts)
+        self.attempts += 1
+        return step / 2 + self._rng.random() * step / 2
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def retry_after(value: str | None, now: datetime, default: float) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        return default
+    return max(0.0, (when - now).total_seconds())
+
+
+_FATAL = {401: "credentials refused", 403: "access forbidden", 404: "not found"}
+
+
+def check_response(
+    response: httpx.Response, now: datetime, *, what: str, default_wait: float = 60.0
+) -> None:
+    """Raise the error ``response`` stands for; return when it is usable (2xx, 304).
+
+    ``what`` names the request in messages (never the URL's query: it may hold a token).
+    """
+    status = response.status_code
+    if status < 300 or status == 304:
+        return
+    header = response.headers.get("retry-after")
+    if status == 429 or (status == 503 and header):
+        delay = retry_after(header, now, default_wait)
+        raise RateLimited(delay, f"{what}: HTTP {status}, waiting {delay:.0f} s")
+    if status in _FATAL:
+        raise SourceFatalError(f"{what}: HTTP {status} ({_FATAL[status]})")
+    raise TransientError(f"{what}: HTTP {status}")

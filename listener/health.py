@@ -1,0 +1,100 @@
+"""What each source needs and covers (stated, not discovered), and how it is doing.
+
+``Coverage`` is the honest part: what a user must provide (nothing, a free token, a paid
+plan, or scraping that carries legal risk) and what the source does and does not hear.
+``SourceHealth`` is the live part: connection state, last event, lag, errors; it feeds
+``GET /sources`` and the ``crisiswatch_source_*`` metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from core.clock import Clock
+from core.events import Mention
+from core.metrics import Metrics
+
+Needs = Literal["nothing", "free token", "paid plan", "scraping (legal risk)", "push"]
+State = Literal["starting", "connected", "polling", "waiting", "failed", "stopped"]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    needs: Needs
+    covers: str
+    misses: str = ""
+    edits: bool = False
+    deletes: bool = False
+    resumes: str = ""
+
+
+@dataclass
+class SourceHealth:
+    name: str
+    kind: str
+    coverage: Coverage
+    clock: Clock
+    metrics: Metrics | None = None
+    state: State = "starting"
+    events: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    rate_limited: int = 0
+    last_event_at: datetime | None = None
+    lag_seconds: float | None = None
+    last_error: str | None = None
+    cursor: str | None = field(default=None, repr=False)
+
+    def set_state(self, state: State) -> None:
+        self.state = state
+        if self.metrics is not None:
+            self.metrics.source_up.labels(self.name).set(
+                1 if state in ("connected", "polling") else 0
+            )
+
+    def event(self, mention: Mention) -> None:
+        now = self.clock.now()
+        self.events += 1
+        self.last_event_at = now
+        self.lag_seconds = max(0.0, (now - mention.created_at).total_seconds())
+        if self.metrics is not None:
+            self.metrics.source_last_event.labels(self.name).set(now.timestamp())
+            self.metrics.source_lag.labels(self.name).set(self.lag_seconds)
+
+    def error(self, message: str, *, rate_limited: bool = False) -> None:
+        self.errors += 1
+        self.last_error = message
+        if rate_limited:
+            self.rate_limited += 1
+        if self.metrics is not None:
+            self.metrics.source_errors.labels(self.name).inc()
+            if rate_limited:
+                self.metrics.source_rate_limited.labels(self.name).inc()
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
+        if self.metrics is not None:
+            self.metrics.source_reconnects.labels(self.name).inc()
+
+    def as_dict(self) -> dict[str, object]:
+        c = self.coverage
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "needs": c.needs,
+            "covers": c.covers,
+            "misses": c.misses,
+            "edits": c.edits,
+            "deletes": c.deletes,
+            "resumes": c.resumes,
+            "state": self.state,
+            "events": self.events,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "rate_limited": self.rate_limited,
+            "last_event_at": self.last_event_at.isoformat() if self.last_event_at else None,
+            "lag_seconds": self.lag_seconds,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,143 @@
+"""Hacker News through the Algolia search API (public, no key).
+
+``GET https://hn.algolia.com/api/v1/search_by_date?query=<q>&tags=(story,comment)
+&numericFilters=created_at_i>=<t>&hitsPerPage=<n>&page=<p>`` (https://hn.algolia.com/api):
+newest first, ``nbPages`` pages. Each poll reads every page after the cursor, then
+delivers oldest first. The cursor is, per query, the newest ``created_at_i`` delivered and
+the ids delivered at that second (the filter is ``>=``, so an item posted in the same
+second as the last one is not lost; the ids drop the repeats).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import Field
+
+from core.clock import Clock
+from core.events import Author, Engagement, Mention
+from core.metrics import Metrics
+from core.settings import Section
+from listener.backoff import TransientError, check_response
+from listener.cursors import CursorStore
+from listener.health import Coverage
+from listener.sources.live import LiveSource, Step
+from listener.sources.text import html_to_text
+from listener.sources.timemark import poll_since
+
+log = logging.getLogger(__name__)
+
+
+class HackerNewsConfig(Section):
+    """Stories and comments matching each Algolia query."""
+
+    queries: list[str] = Field(..., min_length=1, description="Algolia full-text queries")
+    tags: str = "(story,comment)"
+    poll_seconds: float = Field(60.0, ge=5)
+    initial_lookback_minutes: float = Field(60.0, ge=0, description="first run starts here")
+    hits_per_page: int = Field(100, ge=1, le=1000)
+    max_pages: int = Field(10, ge=1, description="pages read per query per poll")
+    endpoint: str = Field("https://hn.algolia.com/api/v1/search_by_date", pattern=r"^https?://")
+
+
+class AlgoliaClient:
+    def __init__(self, config: HackerNewsConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+        self.config = config
+        self.http = http
+        self.clock = clock
+
+    async def since(self, query: str, since: int) -> list[dict[str, Any]]:
+        """Every hit with ``created_at_i >= since`` (up to ``max_pages`` pages), oldest first."""
+        hits: list[dict[str, Any]] = []
+        page, pages = 0, 1
+        while page < min(pages, self.config.max_pages):
+            response = await self.http.get(
+                self.config.endpoint,
+                params={
+                    "query": query,
+                    "tags": self.config.tags,
+                    "numericFilters": f"created_at_i>={since}",
+                    "hitsPerPage": str(self.config.hits_per_page),
+                    "page": str(page),
+                },
+            )
+            check_response(response, self.clock.now(), what="hn.algolia.com search_by_date")
+            body = response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
+                raise TransientError("hn.algolia.com: unexpected response shape")
+            hits.extend(body["hits"])
+            pages = int(body.get("nbPages") or 0)
+            page += 1
+        return sorted(hits, key=lambda h: (int(h["created_at_i"]), str(h["objectID"])))
+
+
+def map_hit(hit: dict[str, Any]) -> Mention:
+    object_id = str(hit["objectID"])
+    tags = hit.get("_tags") or []
+    is_comment = "comment" in tags
+    title = hit.get("title") or hit.get("story_title") or ""
+    body = html_to_text(hit.get("comment_text") or hit.get("story_text"))
+    text = body if is_comment else (f"{title}\n{body}" if body else title)
+    parent = hit.get("parent_id")
+    return Mention(
+        id=f"hackernews:{object_id}",
+        source="hackernews",
+        url=hit.get("url")
+        if not is_comment and hit.get("url")
+        else (f"https://news.ycombinator.com/item?id={object_id}"),
+        text=text,
+        lang=None,
+        created_at=datetime.fromtimestamp(int(hit["created_at_i"]), UTC),
+        author=Author(id=hit.get("author"), handle=hit.get("author")),
+        engagement=Engagement(
+            likes=max(0, int(hit.get("points") or 0)), replies=int(hit.get("num_comments") or 0)
+        ),
+        reply_to=f"hackernews:{parent}" if is_comment and parent else None,
+    )
+
+
+class HackerNewsSource(LiveSource):
+    kind = "hackernews"
+    coverage = Coverage(
+        needs="nothing",
+        covers="Hacker News stories and comments matching the configured queries",
+        misses="edits after indexing; more than max_pages x hits_per_page items per poll",
+        resumes="created_at_i and the ids seen in that second, per query",
+    )
+
+    def __init__(
+        self,
+        config: HackerNewsConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        cursors: CursorStore,
+        metrics: Metrics | None = None,
+        *,
+        name: str = "hackernews",
+    ) -> None:
+        super().__init__(name, clock, cursors, metrics)
+        self.config = config
+        self.client = AlgoliaClient(config, http, clock)
+
+    async def search(self, query: str, since: datetime) -> list[Mention]:
+        """Backfill: stories and comments matching ``query`` since ``since``."""
+        hits = await self.client.since(query, int(since.timestamp()))
+        return [map_hit(hit) for hit in hits]
+
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        def fetch(query: str) -> Callable[[int], Awaitable[list[dict[str, Any]]]]:
+            return lambda since: self.client.since(query, since)
+
+        return poll_since(
+            self,
+            cursor,
+            [(query, fetch(query)) for query in self.config.queries],
+            lambda hit: (int(hit["created_at_i"]), str(hit["objectID"])),
+            map_hit,
+            interval=lambda: self.config.poll_seconds,
+            lookback_minutes=self.config.initial_lookback_minutes,
+        )

@@ -1,0 +1,173 @@
+"""The common base of the network sources: cursor, reconnects, rate limits, health.
+
+A subclass implements ``stream(cursor)``: connect (or poll) from the saved ``cursor`` and
+yield ``(mention, cursor_after_it)`` pairs, or ``(None, cursor)`` when the position moved
+past events that are not mentions (a like, an identity event, a post filtered out). It
+raises ``RateLimited``/``TransientError``/any error to be reconnected after a wait, or
+``SourceFatalError`` when retrying cannot help (credentials refused).
+
+The base turns that into an endless ``mentions()`` stream:
+
+* resume: ``start`` loads the cursor saved by the last run; after a reconnect the stream
+  resumes after the last mention it yielded (those in flight are still delivered);
+* cursor safety: the cursor saved is the one after the last mention the listener reports
+  ``delivered`` (published or dropped), never one that runs ahead of delivery; it is
+  written every ``save_every_seconds`` and on ``stop``;
+* reconnects with exponential backoff and jitter; ``Retry-After`` waits honoured;
+* health (state, last event, lag, errors, reconnects) and the matching metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import ClassVar
+
+from core.clock import Clock
+from core.events import Mention
+from core.metrics import Metrics
+from listener.backoff import Backoff, RateLimited
+from listener.cursors import CursorStore
+from listener.dedup import delivery_key
+from listener.health import Coverage, SourceHealth
+from listener.sources.base import SourceFatalError
+
+log = logging.getLogger(__name__)
+
+Step = tuple[Mention | None, str]
+
+
+class LiveSource(ABC):
+    kind: ClassVar[str]
+    coverage: ClassVar[Coverage]
+
+    def __init__(
+        self,
+        name: str,
+        clock: Clock,
+        cursors: CursorStore,
+        metrics: Metrics | None = None,
+        *,
+        backoff: Backoff | None = None,
+        save_every_seconds: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.cursors = cursors
+        self.backoff = backoff or Backoff(1.0, 120.0)
+        self.save_every_seconds = save_every_seconds
+        self.health = SourceHealth(name, self.kind, self.coverage, clock, metrics)
+        self._pending: deque[tuple[str, str]] = deque()  # (delivery key, cursor after it)
+        self._yielded: str | None = None  # position after the last thing the stream yielded
+        self._delivered: str | None = None  # position after the last delivered mention
+        self._saved: str | None = None
+        self._saved_at: datetime | None = None
+        self._stopping = False
+        self.started_at = clock.now()
+
+    # --- what a subclass provides -----------------------------------------------------
+
+    @abstractmethod
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        """Connect/poll from ``cursor`` (None: start from now) and yield steps."""
+
+    # --- the Source interface ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self.started_at = self.clock.now()
+        self._saved = self._yielded = self._delivered = await self.cursors.load(self.name)
+        self._saved_at = self.clock.now()
+        self.health.cursor = self._saved
+        if self._saved is None:
+            log.info("source %s: no saved cursor, starting from now", self.name)
+        else:
+            log.info("source %s: resuming from its saved cursor", self.name)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        try:
+            await self.save_cursor(force=True)
+        finally:
+            self.health.set_state("stopped")
+
+    async def mentions(self) -> AsyncIterator[Mention]:
+        while not self._stopping:
+            try:
+                async for mention, cursor in self.stream(self._yielded):
+                    self._yielded = cursor
+                    if mention is None:
+                        self._advance(cursor)
+                        continue
+                    self.backoff.reset()
+                    self._pending.append((delivery_key(mention), cursor))
+                    self.health.event(mention)
+                    yield mention
+                delay = self.backoff.next_delay()
+                log.info("source %s: stream ended; reconnecting in %.1f s", self.name, delay)
+            except RateLimited as exc:
+                self.health.error(str(exc), rate_limited=True)
+                delay = exc.delay
+                log.warning("source %s rate-limited: %s", self.name, exc)
+            except SourceFatalError as exc:
+                # counted in the metric by the listener service, which ends the source
+                self.health.errors += 1
+                self.health.last_error = str(exc)
+                self.health.set_state("failed")
+                raise
+            except Exception as exc:
+                self.health.error(f"{type(exc).__name__}: {exc}")
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "source %s failed (%s: %s); reconnecting in %.1f s",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+            if self.stopping:
+                return
+            self.health.set_state("waiting")
+            await self.clock.sleep(delay)
+            self.health.reconnect()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def delivered(self, mention: Mention) -> None:
+        key = delivery_key(mention)
+        while self._pending:
+            done, cursor = self._pending.popleft()
+            if done == key:
+                self._delivered = cursor
+                return
+        log.warning("source %s: delivered a mention it has no position for", self.name)
+
+    async def save_cursor(self, *, force: bool = False) -> None:
+        cursor = self._delivered
+        if cursor is None or cursor == self._saved:
+            return
+        now = self.clock.now()
+        due = self._saved_at is None or (
+            (now - self._saved_at).total_seconds() >= self.save_every_seconds
+        )
+        if not (force or due):
+            return
+        await self.cursors.save(self.name, cursor)
+        self._saved, self._saved_at = cursor, now
+        self.health.cursor = cursor
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _advance(self, cursor: str) -> None:
+        """The stream moved past non-mentions: the position after them is delivered as
+        soon as the mention before them is."""
+        if self._pending:
+            key, _ = self._pending.pop()
+            self._pending.append((key, cursor))
+        else:
+            self._delivered = cursor

@@ -1,0 +1,255 @@
+"""Reddit: site-wide search and subreddit listings through the OAuth API.
+
+Needs a free "script"/"web" app (https://www.reddit.com/prefs/apps): ``client_id`` and
+``client_secret``, used with the client-credentials grant (read-only, application-only),
+and a descriptive ``user_agent`` (Reddit blocks generic ones). Commercial use needs an
+agreement with Reddit (a paid plan).
+
+* token: ``POST https://www.reddit.com/api/v1/access_token`` (HTTP Basic
+  ``client_id:client_secret``, ``grant_type=client_credentials``), renewed before
+  ``expires_in`` runs out and once after a 401;
+* listings: ``GET https://oauth.reddit.com/search?q=&sort=new`` and
+  ``/r/<sub>/new`` (posts, ``t3``) or ``/r/<sub>/comments`` (comments, ``t1``): a
+  ``Listing`` of ``children`` newest first, paged with ``after``;
+* rate limit: ``X-Ratelimit-Remaining`` / ``X-Ratelimit-Reset`` (seconds to the end of
+  the window) / ``X-Ratelimit-Used`` on every response; when nothing remains the client
+  waits for the reset; a 429 waits ``Retry-After`` (or the reset).
+
+Cursor: per listing, the newest ``created_utc`` delivered and the ids of that second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+import httpx
+from pydantic import Field, SecretStr, model_validator
+
+from core.clock import Clock
+from core.events import Author, Engagement, Mention
+from core.metrics import Metrics
+from core.settings import Section
+from listener.backoff import RateLimited, TransientError, check_response
+from listener.cursors import CursorStore
+from listener.health import Coverage
+from listener.sources.live import LiveSource, Step
+from listener.sources.timemark import poll_since
+
+log = logging.getLogger(__name__)
+
+Thing = dict[str, Any]
+AUTH_URL = "https://www.reddit.com/api/v1/access_token"
+
+
+class RedditConfig(Section):
+    """Reddit search queries and subreddits, polled through the OAuth API."""
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    user_agent: str = Field(
+        "", description='e.g. "server:crisiswatch-acme:1.0 (by /u/your_account)"'
+    )
+    searches: list[str] = Field(default_factory=list, description="site-wide search queries")
+    subreddits: list[str] = Field(default_factory=list, description="their new posts")
+    subreddit_comments: list[str] = Field(default_factory=list, description="their new comments")
+    poll_seconds: float = Field(60.0, ge=10)
+    initial_lookback_minutes: float = Field(60.0, ge=0)
+    max_pages: int = Field(5, ge=1, le=10)
+    api_base: str = Field("https://oauth.reddit.com", pattern=r"^https?://\S+$")
+    token_url: str = Field(AUTH_URL, pattern=r"^https?://\S+$")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        missing = [
+            name
+            for name, value in (
+                ("client_id", self.client_id),
+                ("client_secret", self.client_secret),
+                ("user_agent", self.user_agent),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(
+                f"reddit source needs {', '.join(missing)}: create an app at "
+                "https://www.reddit.com/prefs/apps and describe your client in user_agent"
+            )
+        if not (self.searches or self.subreddits or self.subreddit_comments):
+            raise ValueError("reddit source needs searches, subreddits or subreddit_comments")
+        return self
+
+    def listings(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(cursor key, path, params) per listing."""
+        out = [
+            (f"search:{q}", "/search", {"q": q, "sort": "new", "type": "link"})
+            for q in self.searches
+        ]
+        out += [(f"r/{s}/new", f"/r/{s}/new", {}) for s in self.subreddits]
+        out += [(f"r/{s}/comments", f"/r/{s}/comments", {}) for s in self.subreddit_comments]
+        return out
+
+
+class RedditClient:
+    def __init__(
+        self,
+        config: RedditConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.http = http
+        self.clock = clock
+        self.on_wait = on_wait
+        self._token: str | None = None
+        self._expires: datetime | None = None
+        self._wait_until: datetime | None = None
+
+    async def _authorize(self) -> str:
+        now = self.clock.now()
+        if self._token and self._expires and now < self._expires:
+            return self._token
+        secret = self.config.client_secret.get_secret_value() if self.config.client_secret else ""
+        response = await self.http.post(
+            self.config.token_url,
+            data={"grant_type": "client_credentials"},
+            auth=(self.config.client_id or "", secret),
+            headers={"User-Agent": self.config.user_agent},
+        )
+        check_response(response, now, what="reddit token")
+        body = response.json()
+        if "access_token" not in body:  # Reddit answers 200 {"error": ...} for bad grants
+            raise TransientError(f"reddit token: {body.get('error', 'no access_token')}")
+        self._token = str(body["access_token"])
+        self._expires = now + timedelta(seconds=max(60, int(body.get("expires_in", 3600)) - 60))
+        return self._token
+
+    async def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        if self._wait_until is not None:
+            delay = (self._wait_until - self.clock.now()).total_seconds()
+            self._wait_until = None
+            if delay > 0:
+                if self.on_wait is not None:
+                    self.on_wait(delay)
+                await self.clock.sleep(delay)
+        for attempt in range(2):
+            token = await self._authorize()
+            response = await self.http.get(
+                self.config.api_base + path,
+                params=params,
+                headers={"Authorization": f"bearer {token}", "User-Agent": self.config.user_agent},
+            )
+            if response.status_code == 401 and attempt == 0:
+                self._token = None  # expired or revoked: one fresh token, then give up
+                continue
+            break
+        self._note_limits(response)
+        if response.status_code == 429 and "retry-after" not in response.headers:
+            reset = float(response.headers.get("x-ratelimit-reset") or 60)
+            raise RateLimited(reset, f"reddit {path}: HTTP 429, waiting {reset:.0f} s")
+        check_response(response, self.clock.now(), what=f"reddit {path}")
+        body = response.json()
+        if not isinstance(body, dict) or body.get("kind") != "Listing":
+            raise TransientError(f"reddit {path}: not a Listing")
+        return body
+
+    def _note_limits(self, response: httpx.Response) -> None:
+        remaining = response.headers.get("x-ratelimit-remaining")
+        reset = response.headers.get("x-ratelimit-reset")
+        try:
+            if remaining is not None and reset is not None and float(remaining) < 1:
+                self._wait_until = self.clock.now() + timedelta(seconds=float(reset))
+        except ValueError:
+            log.debug("reddit: unreadable rate-limit headers")
+
+    async def since(self, path: str, params: dict[str, str], since: int) -> list[dict[str, Any]]:
+        """Things created at or after ``since`` (up to ``max_pages`` pages), oldest first."""
+        things: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(self.config.max_pages):
+            page_params = {**params, "limit": "100", "raw_json": "1"}
+            if after:
+                page_params["after"] = after
+            body = await self._get(path, page_params)
+            data = body.get("data") or {}
+            children = [c["data"] for c in data.get("children", []) if "data" in c]
+            things.extend(c for c in children if int(c.get("created_utc", 0)) >= since)
+            after = data.get("after")
+            if not after or not children or int(children[-1].get("created_utc", 0)) < since:
+                break
+        return sorted(things, key=lambda c: (int(c["created_utc"]), str(c["name"])))
+
+
+def map_thing(thing: dict[str, Any]) -> Mention:
+    name = str(thing["name"])  # t3_<id> (post) or t1_<id> (comment)
+    is_comment = name.startswith("t1_")
+    if is_comment:
+        text = thing.get("body") or ""
+    else:
+        text = "\n".join(p for p in (thing.get("title"), thing.get("selftext")) if p)
+    author = thing.get("author")
+    return Mention(
+        id=f"reddit:{name}",
+        source="reddit",
+        url=f"https://www.reddit.com{thing['permalink']}" if thing.get("permalink") else None,
+        text=text,
+        lang=None,
+        created_at=datetime.fromtimestamp(float(thing["created_utc"]), UTC),
+        author=Author(id=thing.get("author_fullname"), handle=author),
+        engagement=Engagement(
+            likes=max(0, int(thing.get("score") or 0)),
+            replies=int(thing.get("num_comments") or 0),
+        ),
+        reply_to=f"reddit:{thing['parent_id']}" if is_comment and thing.get("parent_id") else None,
+    )
+
+
+class RedditSource(LiveSource):
+    kind = "reddit"
+    coverage = Coverage(
+        needs="free token",
+        covers="Reddit posts matching site-wide searches; new posts/comments of subreddits",
+        misses="comments site-wide (only in listed subreddits); commercial use needs a "
+        "Reddit agreement; edits after the first read",
+        resumes="created_utc and the ids of that second, per listing",
+    )
+
+    def __init__(
+        self,
+        config: RedditConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        cursors: CursorStore,
+        metrics: Metrics | None = None,
+        *,
+        name: str = "reddit",
+    ) -> None:
+        super().__init__(name, clock, cursors, metrics)
+        self.config = config
+        self.client = RedditClient(config, http, clock, on_wait=self._waiting)
+
+    def _waiting(self, seconds: float) -> None:
+        self.health.error(f"rate limit used up; waiting {seconds:.0f} s", rate_limited=True)
+
+    async def search(self, query: str, since: datetime) -> list[Mention]:
+        """Backfill: posts matching ``query`` since ``since`` (site-wide search)."""
+        params = {"q": query, "sort": "new", "type": "link"}
+        things = await self.client.since("/search", params, int(since.timestamp()))
+        return [map_thing(thing) for thing in things]
+
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        def fetch(path: str, params: dict[str, str]) -> Callable[[int], Awaitable[list[Thing]]]:
+            return lambda since: self.client.since(path, params, since)
+
+        return poll_since(
+            self,
+            cursor,
+            [(key, fetch(path, params)) for key, path, params in self.config.listings()],
+            lambda thing: (int(thing["created_utc"]), str(thing["name"])),
+            map_thing,
+            interval=lambda: self.config.poll_seconds,
+            lookback_minutes=self.config.initial_lookback_minutes,
+        )

@@ -1,0 +1,223 @@
+"""Telegram public channels through their web previews, ``https://t.me/s/<channel>``.
+
+Needs nothing but is scraping: the preview is an HTML page meant for people, not an API.
+It may change without notice and its terms do not grant automated collection; use it
+only where your counsel says you may (the coverage table says "scraping (legal risk)").
+Only public channels with previews enabled; no groups, no comments.
+
+A page lists the channel's latest ~20 posts, oldest first, each a
+``div.tgme_widget_message[data-post="<channel>/<n>"]`` with the text in
+``div.tgme_widget_message_text``, the time in ``time[datetime]`` and views in
+``span.tgme_widget_message_views``; ``?before=<n>`` gives the page before post ``n``.
+Service messages (channel created, photo changed, pinned) carry the class
+``service_message`` and are skipped. Cursor: the last post number per channel; a gap of
+more than one page is filled with ``?before=`` pages (up to ``max_pages``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+
+import httpx
+from pydantic import Field, ValidationError, field_validator
+
+from core.clock import Clock
+from core.events import Author, Engagement, Mention
+from core.metrics import Metrics
+from core.settings import Section
+from listener.backoff import check_response
+from listener.cursors import CursorStore
+from listener.health import Coverage
+from listener.sources.live import LiveSource, Step
+
+log = logging.getLogger(__name__)
+
+_CHANNEL = r"^[A-Za-z][A-Za-z0-9_]{3,31}$"
+_VIEWS = re.compile(r"^([\d.]+)([KMB]?)$")
+_SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+
+
+class TelegramConfig(Section):
+    """Public channels polled through t.me/s/<channel> (scraping: see the module doc)."""
+
+    channels: list[str] = Field(..., min_length=1)
+    poll_seconds: float = Field(120.0, ge=30)
+    max_pages: int = Field(5, ge=1, le=20)
+    base_url: str = Field("https://t.me", pattern=r"^https?://\S+$")
+
+    @field_validator("channels")
+    @classmethod
+    def _names(cls, channels: list[str]) -> list[str]:
+        for channel in channels:
+            if not re.match(_CHANNEL, channel):
+                raise ValueError(f"telegram: {channel!r} is not a public channel username")
+        return channels
+
+
+@dataclass
+class Post:
+    channel: str
+    number: int
+    text: str = ""
+    published: datetime | None = None
+    views: int | None = None
+    service: bool = False
+    parts: list[str] = field(default_factory=list, repr=False)
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.posts: list[Post] = []
+        self._post: Post | None = None
+        self._depth = 0  # open divs inside the current post
+        self._text_depth: int | None = None  # depth at which the text div opened
+        self._in_views = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        classes = (a.get("class") or "").split()
+        if tag == "div" and self._post is None:
+            if "tgme_widget_message" in classes and a.get("data-post"):
+                channel, _, number = (a.get("data-post") or "").rpartition("/")
+                if number.isdigit():
+                    self._post = Post(channel, int(number), service="service_message" in classes)
+                    self._depth = 1
+            return
+        if self._post is None:
+            return
+        if tag == "div":
+            self._depth += 1
+            if "tgme_widget_message_text" in classes and self._text_depth is None:
+                self._text_depth = self._depth
+        elif tag == "br" and self._text_depth is not None:
+            self._post.parts.append("\n")
+        elif tag == "time" and a.get("datetime") and self._post.published is None:
+            with contextlib.suppress(ValueError):
+                self._post.published = datetime.fromisoformat(a["datetime"] or "").astimezone(UTC)
+        elif tag == "span" and "tgme_widget_message_views" in classes:
+            self._in_views = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._post is None:
+            return
+        if tag == "span":
+            self._in_views = False
+        if tag != "div":
+            return
+        if self._text_depth == self._depth:
+            self._text_depth = None
+        self._depth -= 1
+        if self._depth == 0:
+            post, self._post = self._post, None
+            post.text = "".join(post.parts).strip()
+            self.posts.append(post)
+
+    def handle_data(self, data: str) -> None:
+        if self._post is None:
+            return
+        if self._text_depth is not None:
+            self._post.parts.append(data)
+        elif self._in_views:
+            self._post.views = parse_views(data.strip())
+
+
+def parse_views(value: str) -> int | None:
+    match = _VIEWS.match(value)
+    if not match:
+        return None
+    return int(float(match.group(1)) * _SCALE[match.group(2)])
+
+
+def parse_page(html: str) -> list[Post]:
+    parser = _Page()
+    parser.feed(html)
+    parser.close()
+    return parser.posts
+
+
+def map_post(post: Post, now: datetime) -> Mention:
+    return Mention(
+        id=f"telegram:{post.channel}/{post.number}",
+        source="telegram",
+        url=f"https://t.me/{post.channel}/{post.number}",
+        text=post.text,
+        created_at=post.published or now,
+        author=Author(id=post.channel, handle=post.channel),
+        engagement=Engagement(views=post.views),
+    )
+
+
+class TelegramClient:
+    def __init__(self, config: TelegramConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+        self.config = config
+        self.http = http
+        self.clock = clock
+
+    async def page(self, channel: str, before: int | None = None) -> list[Post]:
+        params = {"before": str(before)} if before is not None else None
+        response = await self.http.get(f"{self.config.base_url}/s/{channel}", params=params)
+        check_response(response, self.clock.now(), what=f"t.me/s/{channel}")
+        return parse_page(response.text)
+
+    async def after(self, channel: str, last: int | None) -> list[Post]:
+        """Posts numbered after ``last`` (the latest page when None), oldest first."""
+        posts = await self.page(channel)
+        if last is not None:
+            for _ in range(self.config.max_pages - 1):
+                oldest = min((p.number for p in posts), default=None)
+                if oldest is None or oldest <= last + 1:
+                    break
+                older = await self.page(channel, before=oldest)
+                if not older:
+                    break
+                posts = older + posts
+        seen: dict[int, Post] = {p.number: p for p in posts}
+        return [seen[n] for n in sorted(seen) if last is None or n > last]
+
+
+class TelegramSource(LiveSource):
+    kind = "telegram"
+    coverage = Coverage(
+        needs="scraping (legal risk)",
+        covers="posts of listed public Telegram channels (web previews)",
+        misses="groups, comments, private channels; edits and deletions",
+        resumes="last post number per channel; older pages fill a gap",
+    )
+
+    def __init__(
+        self,
+        config: TelegramConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        cursors: CursorStore,
+        metrics: Metrics | None = None,
+        *,
+        name: str = "telegram",
+    ) -> None:
+        super().__init__(name, clock, cursors, metrics)
+        self.config = config
+        self.client = TelegramClient(config, http, clock)
+
+    async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        last: dict[str, int] = json.loads(cursor) if cursor else {}
+        self.health.set_state("polling")
+        while True:
+            for channel in self.config.channels:
+                for post in await self.client.after(channel, last.get(channel)):
+                    last[channel] = post.number
+                    mention: Mention | None = None
+                    if not post.service and post.text:
+                        try:
+                            mention = map_post(post, self.clock.now())
+                        except ValidationError as exc:
+                            self.health.error(f"malformed post skipped: {type(exc).__name__}")
+                    yield mention, json.dumps(last)
+            await self.clock.sleep(self.config.poll_seconds)

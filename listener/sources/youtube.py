@@ -1,0 +1,231 @@
+"""YouTube comments through the Data API v3 (``commentThreads.list``), quota-aware.
+
+Needs a free API key (Google Cloud console → YouTube Data API v3 → Credentials); the
+default quota is 10,000 units a day and every ``commentThreads.list`` page costs 1 unit.
+Covers the top-level comments of the listed videos, or of every video of the listed
+channels (``allThreadsRelatedToChannelId``); not replies, not YouTube-wide search.
+
+``GET https://www.googleapis.com/youtube/v3/commentThreads?part=snippet&order=time
+&maxResults=100&textFormat=plainText&videoId=<id>`` (or ``allThreadsRelatedToChannelId``),
+paged with ``pageToken``; newest first. The key travels in the ``X-Goog-Api-Key`` header
+(never in a URL that could be logged).
+
+Quota: the source spends at most ``daily_quota_units`` a day (the API's day starts at
+midnight Pacific time): when the budget is spent it waits for the next API day; it also
+stretches ``poll_seconds`` so that a full day of polling fits the budget. A 403
+``quotaExceeded`` waits for the next API day too; any other 403 is fatal (key refused).
+Cursor: per target, the newest ``publishedAt`` delivered and the ids of that second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import Field, SecretStr, model_validator
+
+from core.clock import Clock
+from core.events import Author, Engagement, Mention
+from core.metrics import Metrics
+from core.settings import Section
+from listener.backoff import RateLimited, TransientError, check_response
+from listener.cursors import CursorStore
+from listener.health import Coverage
+from listener.sources.base import SourceFatalError
+from listener.sources.live import LiveSource, Step
+from listener.sources.timemark import poll_since
+
+log = logging.getLogger(__name__)
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
+
+
+class YouTubeConfig(Section):
+    """Comment threads of videos and channels, polled within a daily quota."""
+
+    api_key: SecretStr | None = None
+    videos: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list, description="channel ids (UC...)")
+    poll_seconds: float = Field(300.0, ge=30)
+    daily_quota_units: int = Field(8000, ge=10, description="spend at most this many units a day")
+    max_pages: int = Field(3, ge=1, le=20)
+    initial_lookback_minutes: float = Field(60.0, ge=0)
+    endpoint: str = Field(
+        "https://www.googleapis.com/youtube/v3/commentThreads", pattern=r"^https?://\S+$"
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.api_key is None:
+            raise ValueError(
+                "youtube source needs api_key: create one in the Google Cloud console "
+                "(APIs & Services → Credentials) with the YouTube Data API v3 enabled"
+            )
+        if not (self.videos or self.channels):
+            raise ValueError("youtube source needs videos or channels")
+        return self
+
+    def targets(self) -> list[tuple[str, dict[str, str]]]:
+        out = [(f"video:{v}", {"videoId": v}) for v in self.videos]
+        out += [(f"channel:{c}", {"allThreadsRelatedToChannelId": c}) for c in self.channels]
+        return out
+
+
+def next_api_day(now: datetime) -> datetime:
+    """When the YouTube quota resets: the next midnight in Pacific time."""
+    local = now.astimezone(PACIFIC)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=PACIFIC) + timedelta(days=1)
+    return midnight.astimezone(UTC)
+
+
+class Quota:
+    """Units spent in the current API day."""
+
+    def __init__(self, budget: int, clock: Clock) -> None:
+        self.budget = budget
+        self.clock = clock
+        self.used = 0
+        self._resets = next_api_day(clock.now())
+
+    def spend(self, units: int = 1) -> None:
+        now = self.clock.now()
+        if now >= self._resets:
+            self.used, self._resets = 0, next_api_day(now)
+        if self.used + units > self.budget:
+            wait = (self._resets - now).total_seconds()
+            raise RateLimited(wait, f"youtube: daily budget of {self.budget} units spent")
+        self.used += units
+
+
+class YouTubeClient:
+    def __init__(self, config: YouTubeConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+        self.config = config
+        self.http = http
+        self.clock = clock
+        self.quota = Quota(config.daily_quota_units, clock)
+        key = config.api_key.get_secret_value() if config.api_key else ""
+        self._headers = {"X-Goog-Api-Key": key}
+
+    async def since(self, target: dict[str, str], since: int) -> list[dict[str, Any]]:
+        """Threads published at or after ``since`` (up to ``max_pages``), oldest first."""
+        threads: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(self.config.max_pages):
+            self.quota.spend(1)
+            params = {
+                "part": "snippet",
+                "order": "time",
+                "maxResults": "100",
+                "textFormat": "plainText",
+                **target,
+            }
+            if token:
+                params["pageToken"] = token
+            response = await self.http.get(
+                self.config.endpoint, params=params, headers=self._headers
+            )
+            reason = _reason(response) if response.status_code in (400, 403) else None
+            if reason == "quotaExceeded":
+                wait = (next_api_day(self.clock.now()) - self.clock.now()).total_seconds()
+                raise RateLimited(wait, "youtube: quotaExceeded, waiting for the next API day")
+            if reason == "commentsDisabled":
+                log.warning("youtube: comments are disabled on %s; skipped", target)
+                return []
+            if reason in ("keyInvalid", "badRequest") and response.status_code == 400:
+                raise SourceFatalError("youtube: the API key was refused (HTTP 400 keyInvalid)")
+            check_response(response, self.clock.now(), what="youtube commentThreads")
+            body = response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise TransientError("youtube commentThreads: unexpected response shape")
+            items = body["items"]
+            threads.extend(t for t in items if _published(t) >= since)
+            token = body.get("nextPageToken")
+            if not token or not items or _published(items[-1]) < since:
+                break
+        return sorted(threads, key=lambda t: (_published(t), str(t["id"])))
+
+
+def _reason(response: httpx.Response) -> str | None:
+    try:
+        errors = response.json()["error"]["errors"]
+        return str(errors[0]["reason"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _published(thread: dict[str, Any]) -> int:
+    return int(_time(thread["snippet"]["topLevelComment"]["snippet"]["publishedAt"]).timestamp())
+
+
+def map_thread(thread: dict[str, Any]) -> Mention:
+    snippet = thread["snippet"]
+    comment = snippet["topLevelComment"]["snippet"]
+    video = comment.get("videoId") or snippet.get("videoId")
+    return Mention(
+        id=f"youtube:{thread['id']}",
+        source="youtube",
+        url=f"https://www.youtube.com/watch?v={video}&lc={thread['id']}" if video else None,
+        text=comment.get("textOriginal") or comment.get("textDisplay") or "",
+        created_at=_time(comment["publishedAt"]),
+        author=Author(
+            id=(comment.get("authorChannelId") or {}).get("value"),
+            handle=comment.get("authorDisplayName"),
+        ),
+        engagement=Engagement(
+            likes=int(comment.get("likeCount") or 0),
+            replies=int(snippet.get("totalReplyCount") or 0),
+        ),
+    )
+
+
+class YouTubeSource(LiveSource):
+    kind = "youtube"
+    coverage = Coverage(
+        needs="free token",
+        covers="top-level comments on listed videos or on all videos of listed channels",
+        misses="replies; YouTube-wide search; edits; more than the daily quota allows",
+        resumes="publishedAt and the ids of that second, per video/channel",
+    )
+
+    def __init__(
+        self,
+        config: YouTubeConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        cursors: CursorStore,
+        metrics: Metrics | None = None,
+        *,
+        name: str = "youtube",
+    ) -> None:
+        super().__init__(name, clock, cursors, metrics)
+        self.config = config
+        self.client = YouTubeClient(config, http, clock)
+
+    @property
+    def poll_interval(self) -> float:
+        """``poll_seconds``, stretched so that a day of polls fits the daily budget."""
+        per_poll = len(self.config.targets())  # at least one page per target
+        fits = 86_400 * per_poll / self.config.daily_quota_units
+        return max(self.config.poll_seconds, fits)
+
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        def fetch(target: dict[str, str]) -> Callable[[int], Awaitable[list[dict[str, Any]]]]:
+            return lambda since: self.client.since(target, since)
+
+        return poll_since(
+            self,
+            cursor,
+            [(key, fetch(target)) for key, target in self.config.targets()],
+            lambda thread: (_published(thread), str(thread["id"])),
+            map_thread,
+            interval=lambda: self.poll_interval,
+            lookback_minutes=self.config.initial_lookback_minutes,
+        )
