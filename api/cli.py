@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", type=Path, help="YAML config (watches, detector, scorer)")
     rep.add_argument("--limit", type=int, help="stop after this many input lines")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
+
+    from api.sentiment_cli import add_parser as add_sentiment_parser
+
+    add_sentiment_parser(sub)
     return p
 
 
@@ -91,6 +95,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(describe(settings, args.file))
         return 0
+
+    if args.command == "sentiment":
+        from api.sentiment_cli import run as run_sentiment
+
+        _setup_logging("WARNING")
+        return run_sentiment(args)
 
     settings = load_settings(getattr(args, "config", None))
     _setup_logging(settings.log_level)
