@@ -16,6 +16,29 @@ _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _SPACE = re.compile(r"\s+")
 
+EMOJI_WORDS = {
+    "love": "😍🥰😘😻💕💖💗💘💞❤♥",
+    "happy": "😀😃😄😁😊🙂☺😆😸",
+    "lol": "😂🤣😹",
+    "good": "👍👌✅",
+    "great": "👏🙌🎉🥳💯🏆",
+    "cool": "😎🤩",
+    "thanks": "🙏",
+    "sad": "😢😭😞😔😿☹🙁😟",
+    "heartbroken": "💔",
+    "angry": "😡😠🤬😤👿",
+    "bad": "👎❌",
+    "annoyed": "🙄😒",
+    "disgusting": "🤮🤢",
+    "shocked": "😱😨😰",
+    "crap": "💩",
+    "meh": "😐😑",
+}
+_EMOJI: dict[int, str | None] = {
+    ord(char): f" {word} " for word, chars in EMOJI_WORDS.items() for char in chars
+}
+_EMOJI |= {0xFE0F: None, 0xFE0E: None}  # presentation selectors (❤️ = ❤ + U+FE0F)
+
 
 def _unescape(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
@@ -29,6 +52,7 @@ def normalise(text: str, max_chars: int = 1024) -> str:
         text = _ESCAPE.sub(_unescape, text)
     if "&" in text:
         text = html.unescape(text)
+    text = text.translate(_EMOJI)
     text = _URL.sub("http", text)
     text = _USER.sub("@user", text)
     return _SPACE.sub(" ", text).strip()

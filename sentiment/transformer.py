@@ -1,8 +1,11 @@
 """The shipped classifier: a language router over an English and a Chinese model.
 
-* **English** (``en``, or no language code and mostly Latin letters):
+* **English** (``en``, or no language code and mostly Latin letters): a cascade. The
+  fast :class:`sentiment.wordmodel.WordModel` (word n-grams, linear) answers where it is
+  sure (top probability >= ``cascade_threshold``); the rest go to
   :class:`sentiment.english.EnglishModel`, a 3-layer MiniLM fine-tuned on tweets and
-  distilled from a fine-tuned 6-layer teacher, int8 ONNX.
+  distilled from a fine-tuned 6-layer teacher, int8 ONNX. ``Sentiment.model`` names the
+  model that answered.
 * **Chinese** (``zh``/``zh-*``/``yue``, or no code and mostly Han characters):
   :class:`sentiment.chinese.ChineseModel`, character n-grams + Weibo emoticons, linear.
 * **Empty or whitespace-only text** (a repost without comment): ``neutral`` with
@@ -33,6 +36,7 @@ from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 from sentiment.english import EnglishModel, Floats
 from sentiment.errors import ModelLoadError
+from sentiment.wordmodel import WordModel
 
 __all__ = ["ModelLoadError", "SentimentClassifier", "language_code", "load_classifier", "route"]
 
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 NAME = "crisiswatch-sentiment"
 ZH_CARD = "zh-char-ngram.json"
+WORDS_CARD = "en-word-ngram.json"
 ABSTAIN_PRIOR: dict[Label, float] = {"negative": 0.156, "neutral": 0.448, "positive": 0.396}
 """Class frequencies of en-train.jsonl (7,415 / 21,270 / 18,776 of 47,461)."""
 
@@ -89,9 +94,17 @@ def route(text: str, lang: str | None) -> Route:
 class SentimentClassifier:
     """The :class:`~sentiment.classifier.Classifier` that routes each text by language."""
 
-    def __init__(self, english: EnglishModel, chinese: ChineseModel) -> None:
+    def __init__(
+        self,
+        english: EnglishModel,
+        chinese: ChineseModel,
+        words: WordModel | None = None,
+        cascade_threshold: float | None = None,
+    ) -> None:
         self.english = english
         self.chinese = chinese
+        self.words = words if cascade_threshold is not None else None
+        self.cascade_threshold = cascade_threshold
         self.name = NAME
         self.version = f"{english.card.version}+{chinese.version}"
         self._empty = self._sentiment({label: float(label == "neutral") for label in LABELS}, "")
@@ -127,6 +140,12 @@ class SentimentClassifier:
         if chinese:
             zh = self.chinese.predict_proba([texts[i] for i in chinese])
             self._fill(results, chinese, zh, ("negative", "neutral", "positive"), self.chinese.name)
+        if english and self.words is not None and self.cascade_threshold is not None:
+            fast = self.words.predict_proba([texts[i] for i in english])
+            sure = fast.max(axis=1) >= self.cascade_threshold
+            answered = [i for i, s in zip(english, sure, strict=True) if s]
+            self._fill(results, answered, fast[sure], self.words.labels, self.words.name)
+            english = [i for i, s in zip(english, sure, strict=True) if not s]
         if english:
             en = self.english.predict_proba([texts[i] for i in english], progress)
             self._fill(results, english, en, self.english.card.labels, self.english.card.name)
@@ -164,8 +183,10 @@ def load_classifier(config: ScorerConfig) -> Classifier:
         batch_size=settings.inference_batch,
     )
     chinese = ChineseModel.load(folder / ZH_CARD)
+    threshold = settings.cascade_threshold
+    words = WordModel.load(folder / WORDS_CARD) if threshold is not None else None
     log.info(
         "sentiment models loaded from %s: %s %s, %s %s",
         folder, english.card.name, english.card.version, chinese.name, chinese.version,
     )  # fmt: skip
-    return SentimentClassifier(english, chinese)
+    return SentimentClassifier(english, chinese, words, threshold)

@@ -19,6 +19,7 @@ import numpy as np
 from core.events import LABELS
 from sentiment.english import MODEL_FORMAT, EnglishModel, file_digest, softmax
 from sentiment.training.common import read_jsonl, report
+from sentiment.wordmodel import WordModel, word_features
 
 TOKENIZER = "en-tokenizer.json"
 
@@ -95,3 +96,33 @@ def package(
     card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     log(f"{name} en-val ({len(rows)}): {card['metrics']['en_val']}, temperature {temperature}")
     return card
+
+
+def train_words(data: Path, out: Path, version: str, log: Any = print) -> WordModel:
+    """The cascade's fast model: TF-IDF word 1-2-grams + balanced multinomial LR (C=3)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # training-only dependency
+    from sklearn.linear_model import LogisticRegression
+
+    rows = read_jsonl(data / "en-train.jsonl")
+    val = read_jsonl(data / "en-val.jsonl")
+    vectorizer = TfidfVectorizer(analyzer=word_features, sublinear_tf=True, min_df=2)
+    x = vectorizer.fit_transform([r["text"] for r in rows])
+    y = np.array([LABELS.index(r["label"]) for r in rows])
+    lr = LogisticRegression(C=3.0, max_iter=3000, class_weight="balanced").fit(x, y)
+    terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
+    model = WordModel(
+        name="en-word-ngram",
+        version=version,
+        labels=LABELS,
+        vocabulary={str(t): i for i, t in enumerate(terms)},
+        idf=np.asarray(vectorizer.idf_, dtype=np.float64),
+        weights=np.asarray(lr.coef_, dtype=np.float64),
+        bias=np.asarray(lr.intercept_, dtype=np.float64),
+        metrics={},
+    )
+    probs = model.predict_proba([r["text"] for r in val])
+    scores = report([r["label"] for r in val], [LABELS[i] for i in probs.argmax(axis=1)])
+    model.metrics["en_val"] = scores | {"n": len(val)}
+    model.save(out / "en-word-ngram.json", out / "en-word-ngram.npz")
+    log(f"en-word-ngram en-val ({len(val)}): {scores}")
+    return model

@@ -24,6 +24,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+CASCADE_THRESHOLD = 0.7
 ENGLISH_MODELS = ("en-minilm-l3", "en-minilm-l2")
 """Shipped: the default (3 layers) and the faster, less accurate option (2 layers)."""
 
@@ -53,5 +54,25 @@ def train(data: Path, out: Path, *, graphs: Path | None, version: str) -> int:
         for name in ENGLISH_MODELS:
             source = graphs / f"{name.removeprefix('en-')}.int8.onnx"
             english.package(name, source, data, out, version, training, log=_log)
+    words = english.train_words(data, out, version, log=_log)
     chinese.train(data, out, version, log=_log)
+    cascade = cascade_report(out, data)
+    words.metrics["cascade_en_val"] = cascade
+    words.save(out / "en-word-ngram.json", out / "en-word-ngram.npz")
+    _log(f"cascade (threshold {CASCADE_THRESHOLD}) en-val: {cascade}")
     return 0
+
+
+def cascade_report(models: Path, data: Path) -> dict[str, Any]:
+    """en-val through the whole default classifier (cascade word model -> MiniLM-L3)."""
+    from sentiment.config import ClassifierConfig, ScorerConfig
+    from sentiment.evaluation import read_jsonl, report
+    from sentiment.transformer import load_classifier
+
+    config = ClassifierConfig(model_dir=models, cascade_threshold=CASCADE_THRESHOLD)
+    classifier = load_classifier(ScorerConfig(classifier=config))
+    rows = read_jsonl(data / "en-val.jsonl")
+    result = classifier.classify([r["text"] for r in rows], ["en"] * len(rows))
+    scores = report([r["label"] for r in rows], [s.label for s in result])
+    fast = sum(1 for s in result if s.model == "en-word-ngram") / len(rows)
+    return scores | {"threshold": CASCADE_THRESHOLD, "share_fast": round(fast, 4)}

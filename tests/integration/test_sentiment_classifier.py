@@ -22,6 +22,7 @@ from core.events import LABELS
 from sentiment.chinese import ChineseModel, features
 from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import MODELS_DIR, ClassifierConfig, ScorerConfig
+from sentiment.textnorm import normalise
 from sentiment.transformer import (
     ABSTAIN_PRIOR,
     ModelLoadError,
@@ -32,6 +33,7 @@ from sentiment.transformer import (
 )
 
 model = pytest.mark.model
+ENGLISH = {"en-word-ngram", "en-minilm-l3"}
 
 
 class NetworkGuard:
@@ -92,8 +94,25 @@ def test_obvious_english_and_chinese_posts(classifier: SentimentClassifier) -> N
     assert [s.label for s in result] == [
         "positive", "negative", "neutral", "positive", "negative", "negative",
     ]  # fmt: skip
-    assert [s.model for s in result] == ["en-minilm-l3"] * 3 + ["zh-char-ngram"] * 3
+    assert all(s.model in ENGLISH for s in result[:3])
+    assert [s.model for s in result[3:]] == ["zh-char-ngram"] * 3
     assert all(s.version == classifier.version for s in result)
+
+
+@model
+def test_the_cascade_sends_only_unsure_texts_to_the_transformer(
+    classifier: SentimentClassifier,
+) -> None:
+    texts = ["I love this phone, best purchase ever", "hmm, not sure what to make of it"]
+    with_cascade = classifier.classify(texts, ["en", "en"])
+    assert [s.model for s in with_cascade] == ["en-word-ngram", "en-minilm-l3"]
+    assert classifier.words is not None
+    sure = classifier.words.predict_proba(texts).max(axis=1)
+    assert sure[0] >= 0.7 > sure[1]
+    plain = SentimentClassifier(classifier.english, classifier.chinese)  # no cascade
+    without = plain.classify(texts, ["en", "en"])
+    assert [s.model for s in without] == ["en-minilm-l3"] * 2
+    assert [s.label for s in without] == [s.label for s in with_cascade]
 
 
 @model
@@ -111,6 +130,18 @@ def test_one_calibrated_distribution_per_text(classifier: SentimentClassifier) -
     assert result[1].label == result[2].label == "neutral"
     assert result[1].probs["neutral"] == 1.0
     assert not result[3].model.endswith(ABSTAIN_SUFFIX)  # emoji-only is judged (as English)
+
+
+@model
+def test_emoji_only_posts_are_read(classifier: SentimentClassifier) -> None:
+    result = classifier.classify(["😍😍😍", "😡😡", "👍", "💩"], [None, None, "en", None])
+    assert [s.label for s in result] == ["positive", "negative", "positive", "negative"]
+
+
+def test_normalise() -> None:
+    text = "@Bob I ❤️ it \\u002c &amp; 😂 https://t.co/x  "
+    assert normalise(text) == "@user I love it , & lol http"
+    assert len(normalise("a" * 100_000, max_chars=500)) == 500
 
 
 @model
@@ -149,7 +180,7 @@ def test_unsupported_languages_abstain(classifier: SentimentClassifier) -> None:
         assert s.label == "neutral"
         assert s.model.endswith(ABSTAIN_SUFFIX)
         assert s.probs == ABSTAIN_PRIOR
-    assert result[3].model == "en-minilm-l3" and result[3].label == "positive"
+    assert result[3].model in ENGLISH and result[3].label == "positive"
     assert result[4].model == "zh-char-ngram"
 
 
