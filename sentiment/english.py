@@ -96,7 +96,7 @@ def file_digest(path: Path) -> str:
 class EnglishModel:
     """Texts -> (n, 3) probabilities in ``card.labels`` order. Thread-safe (one run at a time)."""
 
-    def __init__(self, card_path: Path, *, threads: int = 2, batch_size: int = 32) -> None:
+    def __init__(self, card_path: Path, *, threads: int = 1, batch_size: int = 32) -> None:
         import onnxruntime as ort  # lazy: no import-time cost
         from tokenizers import Tokenizer
 

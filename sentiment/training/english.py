@@ -72,7 +72,7 @@ def package(
         "metrics": {},
     }
     card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    model = EnglishModel(card_path, threads=2)
+    model = EnglishModel(card_path, threads=1)
     rows = read_jsonl(data / "en-val.jsonl")
     y = np.array([LABELS.index(r["label"]) for r in rows])
     logits = model.logits([r["text"] for r in rows])
