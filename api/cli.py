@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--since", default="24h", help="how far back: 90m, 24h, 7d (default 24h)")
     bf.add_argument("--output", type=Path, required=True, help="mentions, JSONL (oldest first)")
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from api.sentiment_cli import add_parser as add_sentiment_parser
+
+    add_sentiment_parser(sub)
     return p
 
 
@@ -136,6 +140,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "keys":  # needs no settings
         return _keys(args.keys_command)
+    if args.command == "sentiment":
+        from api.sentiment_cli import run as run_sentiment
+
+        _setup_logging("WARNING")
+        return run_sentiment(args)
 
     settings = load_settings(getattr(args, "config", None))
     _setup_logging(settings.log_level)

@@ -1,0 +1,96 @@
+"""Benchmark the shipped sentiment classifier: throughput, single-text latency, memory.
+
+    python bench/sentiment_bench.py [--data ../shared/data/sentiment] [--json out.json]
+
+* throughput at batch 32 (``inference_batch``), tokenisation included, on en-val (English)
+  and the first 2,000 posts of zh-train (Chinese), best of ``--repeat`` passes; also
+  texts per CPU-second of this process, which a box shared with other work distorts less;
+* single-text latency (batch 1): p50 / p99 over ``--single`` English texts, one at a time;
+* resident memory (VmRSS, VmHWM) of this process after loading and scoring.
+Numbers only; nothing is asserted (timing goals are measured, not tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sentiment.config import ScorerConfig
+from sentiment.evaluation import read_jsonl
+from sentiment.transformer import load_classifier
+
+
+def rss_mb() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def throughput(classifier: Any, texts: list[str], lang: str, repeat: int) -> dict[str, float]:
+    best_wall, best_cpu = float("inf"), float("inf")
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for start in range(0, len(texts), 512):  # the scorer's batches are this size or less
+            chunk = texts[start : start + 512]
+            classifier.classify(chunk, [lang] * len(chunk))
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return {
+        "texts_per_s": round(len(texts) / best_wall, 1),
+        "texts_per_cpu_s": round(len(texts) / best_cpu, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/sentiment"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--single", type=int, default=500)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    classifier = load_classifier(ScorerConfig())
+    results: dict[str, Any] = {
+        "load_s": round(time.perf_counter() - started, 2),
+        "rss_after_load_mb": rss_mb(),
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+    }
+    en = [r["text"] for r in read_jsonl(args.data / "en-val.jsonl")]
+    zh = [r["text"] for r in read_jsonl(args.data / "zh-train.jsonl")][:2000]
+    results["en_b32"] = throughput(classifier, en, "en", args.repeat)
+    results["zh_b32"] = throughput(classifier, zh, "zh", args.repeat)
+    mixed = [t for pair in zip(en, zh, strict=False) for t in pair]
+    langs = ["en", "zh"] * (len(mixed) // 2)
+    wall = time.perf_counter()
+    classifier.classify(mixed, langs)
+    results["mixed_b32_texts_per_s"] = round(len(mixed) / (time.perf_counter() - wall), 1)
+    latencies = []
+    for text in en[: args.single]:
+        t = time.perf_counter()
+        classifier.classify([text], ["en"])
+        latencies.append(time.perf_counter() - t)
+    latencies.sort()
+    results["en_b1_ms"] = {
+        "p50": round(1000 * latencies[len(latencies) // 2], 2),
+        "p99": round(1000 * latencies[int(len(latencies) * 0.99) - 1], 2),
+        "max": round(1000 * latencies[-1], 2),
+    }
+    results["rss_end_mb"] = rss_mb()
+    results["loadavg_end"] = os.getloadavg()
+    print(json.dumps(results, indent=1))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The English model: a fine-tuned, distilled MiniLM encoder run by ONNX Runtime (int8).
+
+Pipeline::
+
+    text -> sentiment.textnorm.normalise (handles, links, escapes)
+         -> WordPiece tokenizer (the ``tokenizers`` library; ``max_length`` tokens)
+         -> length-sorted sub-batches, each padded only to its own longest text
+         -> ONNX graph: 3-layer MiniLM, mean pooling, linear layer -> logits
+         -> softmax(logits / temperature)                           (numpy)
+
+No torch, no transformers, no network: the graph, the tokenizer and a small JSON file
+(label order, temperature, validation numbers, file digest) live in ``sentiment/models/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.events import LABELS, Label
+from sentiment.errors import ModelLoadError
+from sentiment.textnorm import normalise
+
+Floats = npt.NDArray[np.float64]
+Progress = Callable[[int, int], None]
+MODEL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EnglishCard:
+    """What ``<name>.json`` says about the graph beside it."""
+
+    name: str
+    version: str
+    graph: str
+    tokenizer: str
+    labels: tuple[Label, ...]
+    max_length: int
+    temperature: float
+    sha256: str
+    metrics: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> EnglishCard:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format") != MODEL_FORMAT:
+                raise ValueError(f"format {doc.get('format')!r} is not {MODEL_FORMAT}")
+            labels = tuple(doc["labels"])
+            if sorted(labels) != sorted(LABELS):
+                raise ValueError(f"labels must be {list(LABELS)} in some order")
+            temperature = float(doc["temperature"])
+            if not temperature > 0:
+                raise ValueError("temperature must be positive")
+            return cls(
+                name=str(doc["name"]),
+                version=str(doc["version"]),
+                graph=str(doc["graph"]),
+                tokenizer=str(doc["tokenizer"]),
+                labels=labels,
+                max_length=int(doc["max_length"]),
+                temperature=temperature,
+                sha256=str(doc["sha256"]),
+                metrics=dict(doc.get("metrics", {})),
+            )
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"English model card {path} does not exist") from exc
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"English model card {path} is invalid: {exc}") from exc
+
+
+def softmax(logits: npt.NDArray[np.floating[Any]], temperature: float = 1.0) -> Floats:
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: Floats = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class EnglishModel:
+    """Texts -> (n, 3) probabilities in ``card.labels`` order. Thread-safe (one run at a time)."""
+
+    def __init__(self, card_path: Path, *, threads: int = 1, batch_size: int = 32) -> None:
+        import onnxruntime as ort  # lazy: no import-time cost
+        from tokenizers import Tokenizer
+
+        self.card = EnglishCard.load(card_path)
+        folder = card_path.parent
+        graph, vocab = folder / self.card.graph, folder / self.card.tokenizer
+        for path in (graph, vocab):
+            if not path.is_file():
+                raise ModelLoadError(
+                    f"English model file {path} is missing (models are never downloaded; "
+                    "rebuild with `crisiswatch sentiment train`)"
+                )
+        if file_digest(graph) != self.card.sha256:
+            raise ModelLoadError(f"{graph} does not match the digest in {card_path}")
+        try:
+            self._tokenizer = Tokenizer.from_file(str(vocab))
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            self._session = ort.InferenceSession(
+                str(graph), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT/tokenizers raise their own exception types
+            raise ModelLoadError(f"cannot load the English model {graph}: {exc}") from exc
+        self._tokenizer.enable_truncation(max_length=self.card.max_length)
+        self._tokenizer.no_padding()
+        self.batch_size = batch_size
+        self._max_chars = self.card.max_length * 16
+        self._lock = threading.Lock()
+
+    def logits(self, texts: Sequence[str], progress: Progress | None = None) -> Floats:
+        out = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+        if not texts:
+            return out
+        clean = [normalise(t, self._max_chars) for t in texts]
+        with self._lock:
+            ids = [e.ids for e in self._tokenizer.encode_batch(clean)]
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                out[rows] = self._run([ids[i] for i in rows])
+                if progress is not None:
+                    progress(min(start + self.batch_size, len(order)), len(order))
+        return out
+
+    def predict_proba(self, texts: Sequence[str], progress: Progress | None = None) -> Floats:
+        return softmax(self.logits(texts, progress), self.card.temperature)
+
+    def _run(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+        width = max(len(seq) for seq in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        result: npt.NDArray[np.float32] = self._session.run(
+            ["logits"], {"input_ids": input_ids, "attention_mask": mask}
+        )[0]
+        return result

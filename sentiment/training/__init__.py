@@ -1,0 +1,1 @@
+"""Offline training tools (need the ``train`` extra: torch, transformers, scikit-learn)."""
