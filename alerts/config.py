@@ -41,6 +41,7 @@ __all__ = [
     "InhibitConfig",
     "Matchers",
     "PersonConfig",
+    "PlaybookTask",
     "QuietHours",
     "RotaConfig",
     "RotaOverride",
@@ -315,6 +316,89 @@ def _default_sla() -> dict[int, SlaConfig]:
     }
 
 
+# -- playbooks ------------------------------------------------------------------------
+
+IncidentRoleName = Literal[
+    "incident_lead", "pr_owner", "legal_reviewer", "customer_service_owner", "executive_sponsor"
+]
+
+
+class PlaybookTask(Section):
+    """A task created on an incident when it reaches the playbook's tier."""
+
+    key: str = Field(pattern=r"^[a-z0-9_]{1,64}$", description="unique per incident")
+    title: str = Field(min_length=1, max_length=300)
+    team: str = Field(
+        description="the team that owns it (reminders go to its channels; a team that is "
+        "not configured, in the default playbooks: the incident's routed teams)"
+    )
+    owner_role: IncidentRoleName | None = Field(
+        None, description="the incident role that owns it (shown in reminders and reports)"
+    )
+    due: timedelta | None = Field(
+        None,
+        description="time allowed after the alert; none: the tier's SLA target (the plan's "
+        "deadline when the tier has no SLA)",
+    )
+    remind_before: list[timedelta] = Field(
+        default_factory=lambda: [timedelta(minutes=15)],
+        description="remind the team this long before the due time (and at it)",
+    )
+    completed_by_response: Literal["reply", "statement"] | None = Field(
+        None, description="recording a response of this kind completes the task"
+    )
+
+
+def _default_playbooks() -> dict[int, list[PlaybookTask]]:
+    def task(key: str, title: str, team: str, role: str, **more: Any) -> PlaybookTask:
+        return PlaybookTask.model_validate(
+            {"key": key, "title": title, "team": team, "owner_role": role, **more}
+        )
+
+    return {
+        1: [
+            task(
+                "private_reply",
+                "Reply privately to the author with the standard script",
+                "customer_service",
+                "customer_service_owner",
+                completed_by_response="reply",
+            )
+        ],
+        2: [
+            task(
+                "publish_statement",
+                "Publish a legally reviewed statement from the official account",
+                "pr",
+                "pr_owner",
+                completed_by_response="statement",
+            ),
+            task(
+                "internal_investigation",
+                "Open an internal investigation",
+                "pr",
+                "incident_lead",
+            ),
+        ],
+        3: [
+            task(
+                "convene_emergency_group",
+                "Convene the executive-led emergency group",
+                "executives",
+                "executive_sponsor",
+                remind_before=[timedelta(minutes=5)],
+            ),
+            task(
+                "legal_review_statements",
+                "Legal review of every statement before it goes out",
+                "legal",
+                "legal_reviewer",
+                remind_before=[timedelta(minutes=5)],
+            ),
+        ],
+    }
+
+
 # -- delivery -------------------------------------------------------------------------
 
 
@@ -399,6 +483,10 @@ class AlertsConfig(Section):
         default_factory=_default_escalation, description="tier -> policy name (null: none)"
     )
     sla: dict[int, SlaConfig] = Field(default_factory=_default_sla)
+    playbooks: dict[int, list[PlaybookTask]] = Field(
+        default_factory=_default_playbooks,
+        description="tier -> the tasks created when an incident reaches it",
+    )
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     self_alert: SelfAlertConfig = Field(default_factory=SelfAlertConfig)
     tick_interval: timedelta = Field(
@@ -451,6 +539,7 @@ class AlertsConfig(Section):
         for tier in sorted(self.sla):
             if tier not in TIERS:
                 problems.append(f"sla: tier {tier} does not exist (tiers are 1, 2, 3)")
+        problems.extend(self._playbook_problems())
         if self.tick_interval <= timedelta(0):
             problems.append("tick_interval: must be positive")
         claim = self.delivery.claim_timeout.total_seconds()
@@ -530,6 +619,33 @@ class AlertsConfig(Section):
                     f"(escalation_policies: {sorted(self.escalation_policies)})"
                 )
         return problems
+
+    def _playbook_problems(self) -> list[str]:
+        problems: list[str] = []
+        for tier, tasks in sorted(self.playbooks.items()):
+            if tier not in TIERS:
+                problems.append(f"playbooks: tier {tier} does not exist (tiers are 1, 2, 3)")
+                continue
+            keys = [t.key for t in tasks]
+            for key in sorted({k for k in keys if keys.count(k) > 1}):
+                problems.append(f"playbooks.{tier}: task key {key!r} is used twice")
+            for i, task in enumerate(tasks):
+                path = f"playbooks.{tier}[{i}]"
+                if "playbooks" in self.model_fields_set:  # the defaults' teams may be absent
+                    problems += self._team_ref_problems([task.team], f"{path}.team")
+                if task.due is not None and task.due <= timedelta(0):
+                    problems.append(f"{path}.due: must be positive")
+                if any(r < timedelta(0) for r in task.remind_before):
+                    problems.append(f"{path}.remind_before: must not be negative")
+        return problems
+
+    def task_due(self, tier: int, task: PlaybookTask) -> timedelta:
+        """Time a playbook task has: its own ``due``, its tier's SLA target, or (no SLA
+        configured for the tier) the response plan's deadline."""
+        if task.due is not None:
+            return task.due
+        sla = self.sla.get(tier)
+        return sla.target if sla is not None else _default_sla()[tier].target
 
     def policy_for(self, tier: int) -> EscalationPolicy | None:
         name = self.escalation.get(tier)

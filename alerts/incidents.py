@@ -3,7 +3,8 @@
 The stage calls ``apply_signal``; the API calls ``list_incidents``, ``get_incident``,
 ``acknowledge`` and ``resolve``. Nothing here commits: the caller's unit of work does.
 
-Lifecycle: ``open`` -> ``acknowledged`` -> ``resolved`` (``open`` -> ``resolved`` too).
+Lifecycle: ``open`` -> ``acknowledged`` -> ``resolved`` (``open`` -> ``resolved`` too);
+``mitigating`` and ``closed`` (and merging) are ``alerts.workflow.service``'s.
 A signal with a higher tier upgrades the incident: new alerts go to the new tier's teams
 and the ack clock starts again; if it was acknowledged or resolved, it is open again
 (the new teams have not acknowledged anything). A signal with the same or a lower tier
@@ -33,7 +34,10 @@ from alerts.messages import incident_title, snippets_from_signal
 from alerts.models import (
     ACKNOWLEDGED,
     CANCELLED,
+    CLOSED,
+    FINISHED,
     INCIDENT_STATUSES,
+    MITIGATING,
     OPEN,
     PENDING,
     RESOLVED,
@@ -46,6 +50,8 @@ from alerts.outbox import ALERT, UPGRADE, enqueue, enqueue_follow_ups, rowcount
 from alerts.routing import AlertAttrs, Route, match_routes, sources_of
 from alerts.targets import team_targets
 from alerts.timeline import add_event
+from alerts.workflow import tasks
+from alerts.workflow.models import HeatSnapshot, TierChange
 from core.clock import Clock
 from core.db import on_commit
 from core.events import Signal
@@ -185,6 +191,7 @@ async def apply_signal(
         .where(Incident.watch_id == signal.watch.id, Incident.story_id == signal.story_id)
         .with_for_update()
     )
+    incident = await _survivor(session, incident)
     if incident is None:
         if signal.tier < 1:
             return None
@@ -193,6 +200,7 @@ async def apply_signal(
             opened = metrics.incidents_opened.labels(str(signal.tier))
             on_commit(session, opened.inc)
         return incident
+    _snapshot(session, incident.id, signal)
     if signal.tier > incident.tier:
         await _upgrade(session, incident, signal, config, now, metrics)
         return incident
@@ -209,6 +217,48 @@ async def apply_signal(
     )
     await _add_evidence(session, incident.id, signal)
     return incident
+
+
+async def _survivor(session: AsyncSession, incident: Incident | None) -> Incident | None:
+    """The incident a merged one points to (its story's signals go there)."""
+    seen: set[int] = set()
+    while incident is not None and incident.merged_into_id is not None:
+        if incident.id in seen:  # a cycle cannot be made through the API; do not loop
+            break
+        seen.add(incident.id)
+        incident = await session.scalar(
+            select(Incident).where(Incident.id == incident.merged_into_id).with_for_update()
+        )
+    return incident
+
+
+def _snapshot(session: AsyncSession, incident_id: int, signal: Signal) -> None:
+    """Keep the signal's heat features: a point of the incident's heat curve."""
+    session.add(
+        HeatSnapshot(
+            incident_id=incident_id,
+            story_id=signal.story_id,
+            signal_id=signal.id,
+            at=signal.at,
+            tier=signal.tier,
+            heat=signal.heat.model_dump(mode="json"),
+        )
+    )
+
+
+def _tier_change(
+    session: AsyncSession, incident_id: int, from_tier: int, signal: Signal, now: datetime
+) -> None:
+    session.add(
+        TierChange(
+            incident_id=incident_id,
+            at=now,
+            from_tier=from_tier,
+            tier=signal.tier,
+            signal_id=signal.id,
+            actor=DETECTOR,
+        )
+    )
 
 
 async def _open(
@@ -237,6 +287,8 @@ async def _open(
     )
     session.add(incident)
     await session.flush()
+    _snapshot(session, incident.id, signal)
+    _tier_change(session, incident.id, 0, signal, now)
     add_event(
         session,
         incident.id,
@@ -272,6 +324,8 @@ async def _upgrade(
     incident.status = OPEN
     incident.acked_at = incident.acked_by = None
     incident.resolved_at = incident.resolved_by = None
+    incident.closed_at = incident.closed_by = None
+    _tier_change(session, incident.id, previous_tier, signal, now)
     detail = _signal_detail(signal) | {"from_tier": previous_tier, "was": previous_status}
     add_event(
         session, incident.id, "upgraded", now, actor=DETECTOR, detail=detail, signal_id=signal.id
@@ -304,7 +358,7 @@ async def _inhibitor(session: AsyncSession, incident: Incident, config: AlertsCo
         .where(
             Incident.id != incident.id,
             Incident.tier >= rule.source_tier,
-            Incident.status != RESOLVED,
+            Incident.status.not_in(FINISHED),
             or_(*same),
         )
         .limit(1)
@@ -329,7 +383,7 @@ async def _inhibit_lower(
             select(Incident).where(
                 Incident.id != incident.id,
                 Incident.tier < rule.source_tier,
-                Incident.status != RESOLVED,
+                Incident.status.not_in(FINISHED),
                 or_(*same),
             )
         )
@@ -407,6 +461,7 @@ async def _alert(
         add_event(session, incident.id, kind, now, detail=detail | {"teams": teams})
         if metrics is not None:
             on_commit(session, metrics.alerts_suppressed.labels(kind).inc)
+        await tasks.create(session, incident, config, now, now, remind=False)
         return
     held = quiet_until(config, incident.tier, now)
     start = held or now
@@ -414,6 +469,7 @@ async def _alert(
     reminders = [r.repeat_interval for r in routes if r.repeat_interval > timedelta(0)]
     escalation.arm(incident, config, teams, start, min(reminders, default=timedelta(0)))
     sla.start(incident, config, start)
+    await tasks.create(session, incident, config, start, now)
     if held is not None:
         add_event(session, incident.id, "held", now, detail={"until": held.isoformat()})
     if incident.escalation_policy is not None:
@@ -492,6 +548,11 @@ async def get_incident(session: AsyncSession, incident_id: int) -> Incident:
     return incident
 
 
+async def load_for_change(session: AsyncSession, incident_id: int) -> Incident:
+    """The incident, locked for this transaction (``IncidentNotFound`` when missing)."""
+    return await _load_for_change(session, incident_id)
+
+
 async def _load_for_change(session: AsyncSession, incident_id: int) -> Incident:
     incident = await session.scalar(
         select(Incident).where(Incident.id == incident_id).with_for_update()
@@ -531,11 +592,11 @@ async def acknowledge(
     Raises ``IncidentNotFound``, or ``InvalidTransition`` for a resolved incident.
     """
     incident = await _load_for_change(session, incident_id)
-    if incident.status == ACKNOWLEDGED:
+    if incident.status in (ACKNOWLEDGED, MITIGATING):
         return incident
-    if incident.status == RESOLVED:
+    if incident.status in FINISHED:
         raise InvalidTransition(
-            f"incident {incident_id} is resolved; there is nothing to acknowledge"
+            f"incident {incident_id} is {incident.status}; there is nothing to acknowledge"
         )
     now = clock.now()
     incident.status = ACKNOWLEDGED
@@ -575,6 +636,8 @@ async def resolve(
     incident = await _load_for_change(session, incident_id)
     if incident.status == RESOLVED:
         return incident
+    if incident.status == CLOSED:
+        raise InvalidTransition(f"incident {incident_id} is closed; it cannot be resolved again")
     now = clock.now()
     incident.status = RESOLVED
     incident.resolved_at = now
@@ -616,8 +679,10 @@ async def record_response(
     if kind not in RESPONSE_KINDS:
         raise ValueError(f"unknown response kind {kind!r}; one of {', '.join(RESPONSE_KINDS)}")
     incident = await _load_for_change(session, incident_id)
-    if incident.status == RESOLVED:
-        raise InvalidTransition(f"incident {incident_id} is resolved")
+    if incident.status in FINISHED:
+        raise InvalidTransition(
+            f"incident {incident_id} is {incident.status}; record responses before resolving"
+        )
     now = clock.now()
     first = incident.responded_at is None
     if first:
@@ -627,6 +692,7 @@ async def record_response(
     add_event(
         session, incident.id, "responded", now, actor=actor, detail={"kind": kind, "note": note}
     )
+    await tasks.complete_by_response(session, incident.id, kind, actor, now)
     if metrics is not None and first:
         waited = max((now - incident.alerted_at).total_seconds(), 0.0)
         histogram = metrics.time_to_statement.labels(str(incident.tier))
@@ -638,7 +704,7 @@ async def open_counts(session: AsyncSession) -> dict[int, int]:
     """Unresolved incidents per tier (every tier present, 0 when none)."""
     rows = await session.execute(
         select(Incident.tier, func.count())
-        .where(Incident.status != RESOLVED)
+        .where(Incident.status.not_in(FINISHED))
         .group_by(Incident.tier)
     )
     counts = {1: 0, 2: 0, 3: 0}

@@ -35,8 +35,11 @@ from core.db import Base, UtcDateTime
 # incident status
 OPEN: Final = "open"
 ACKNOWLEDGED: Final = "acknowledged"
+MITIGATING: Final = "mitigating"
 RESOLVED: Final = "resolved"
-INCIDENT_STATUSES: Final = (OPEN, ACKNOWLEDGED, RESOLVED)
+CLOSED: Final = "closed"
+INCIDENT_STATUSES: Final = (OPEN, ACKNOWLEDGED, MITIGATING, RESOLVED, CLOSED)
+FINISHED: Final = (RESOLVED, CLOSED)  # nothing is alerted, escalated or reminded any more
 
 # delivery status
 PENDING: Final = "pending"
@@ -66,6 +69,18 @@ EVENT_KINDS: Final = (
     "responded",
     "sla_warning",
     "sla_breached",
+    # the incident workflow (alerts.workflow)
+    "mitigating",
+    "closed",
+    "tier_changed",
+    "role_assigned",
+    "role_unassigned",
+    "task_created",
+    "task_updated",
+    "task_reminder",
+    "merged_into",
+    "merged_from",
+    "template_used",
 )
 
 # Reasons of follow-up deliveries (an ack/resolve mirrored to the channels that got it).
@@ -80,7 +95,10 @@ class Incident(Base):
     __tablename__ = "incidents"
     __table_args__ = (
         UniqueConstraint("watch_id", "story_id"),
-        CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="status"),
+        CheckConstraint(
+            "status IN ('open', 'acknowledged', 'mitigating', 'resolved', 'closed')",
+            name="status",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -117,9 +135,18 @@ class Incident(Base):
     sla_warned: Mapped[int] = mapped_column(Integer, default=0, doc="warnings already given")
     sla_breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    closed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"),
+        nullable=True,
+        doc="set when this incident was merged into another (it is closed then)",
+    )
 
     timeline: Mapped[list[IncidentEvent]] = relationship(
-        back_populates="incident", lazy="raise", order_by="IncidentEvent.id"
+        back_populates="incident",
+        lazy="raise",
+        order_by="(IncidentEvent.at, IncidentEvent.id)",
     )
     evidence: Mapped[list[IncidentEvidence]] = relationship(
         back_populates="incident", lazy="raise", order_by="IncidentEvidence.id"

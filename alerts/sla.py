@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.config import AlertsConfig
-from alerts.models import RESOLVED, Incident
+from alerts.models import FINISHED, Incident
 from alerts.outbox import rowcount
 from alerts.timeline import add_event
 from core.db import on_commit
@@ -66,7 +66,7 @@ async def check(
                 Incident.sla_due_at.is_not(None),
                 Incident.sla_met_at.is_(None),
                 Incident.sla_breached_at.is_(None),
-                Incident.status != RESOLVED,
+                Incident.status.not_in(FINISHED),
             )
             .order_by(Incident.sla_due_at)
             .limit(BATCH)

@@ -163,6 +163,16 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        # incident workflow (issue 6)
+        self.task_reminders = Counter(
+            "crisiswatch_task_reminders",
+            "Playbook task reminders queued, by tier and kind (before, overdue)",
+            ["tier", "kind"],
+            registry=r,
+        )
+        self.incidents_merged = Counter(
+            "crisiswatch_incidents_merged", "Incidents merged into another", registry=r
+        )
         # api access
         self.auth_failures = Counter(
             "crisiswatch_auth_failures",

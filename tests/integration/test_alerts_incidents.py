@@ -214,7 +214,10 @@ async def test_tier3_signal_opens_one_incident_alerting_pr_legal_and_executives(
     detail = await env.incident(incident.id)
     assert [e.kind for e in detail.timeline][:1] == ["opened"]
     assert sorted(e.kind for e in detail.timeline) == sorted(
-        ["opened", "escalation_started"] + ["alert_queued"] * 3 + ["alert_delivered"] * 3
+        ["opened", "escalation_started"]
+        + ["alert_queued"] * 3
+        + ["alert_delivered"] * 3
+        + ["task_created"] * 2  # the tier-3 playbook (alerts.workflow.tasks)
     )
     assert [ev.mention_id for ev in detail.evidence] == ["bsky:1", "bsky:2"]
     assert all(d.status == "sent" and d.attempts == 1 for d in detail.deliveries)
@@ -584,7 +587,7 @@ async def test_list_and_get(env: Env) -> None:
         _, total = await svc.list_incidents(session, watch="other")
         assert total == 0
         with pytest.raises(ValueError, match="unknown status"):
-            await svc.list_incidents(session, status="closed")
+            await svc.list_incidents(session, status="archived")
         detail = await svc.get_incident(session, b.id)
         assert detail.timeline[0].kind == "opened"
         assert detail.timeline[-1].kind == "resolved"

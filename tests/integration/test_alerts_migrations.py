@@ -10,7 +10,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+import alerts.acklinks
+import alerts.templates.models
+import alerts.workflow.models
+import api.audit
 from core.db import Base, make_engine, upgrade_database
+
+# the modules declaring the tables compared (so that this file also runs on its own)
+MODEL_MODULES = (alerts.acklinks, alerts.templates.models, alerts.workflow.models, api.audit)
 
 ALERT_TABLES = {
     "incidents",
@@ -24,6 +31,10 @@ ALERT_TABLES = {
     "template_versions",
     "template_usages",
     "audit_log",
+    "incident_tier_history",
+    "incident_heat",
+    "incident_roles",
+    "incident_tasks",
 }
 
 

@@ -1,0 +1,288 @@
+"""The post-incident report: what happened, when, who did what, deadlines met or missed.
+
+``build`` gathers it as a JSON-ready dict from the incident, its timeline, tier history,
+roles, tasks and evidence; ``markdown`` renders that dict. Mention text and every other
+string people or strangers wrote is escaped for Markdown (no links, markup or headings
+can be injected into the report).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts import incidents
+from alerts.models import IncidentEvent
+from alerts.timeline import SYSTEM
+from alerts.workflow import evidence as evidence_service
+from alerts.workflow import service
+from alerts.workflow.models import TierChange
+from alerts.workflow.tasks import outcome
+
+MACHINES = frozenset({SYSTEM, incidents.DETECTOR})
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&@:])")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 1)
+
+
+def summarize(kind: str, detail: dict[str, Any]) -> str:
+    """One line for a timeline event."""
+    d = detail
+    lines: dict[str, str] = {
+        "opened": f"opened at tier {d.get('tier')}: {d.get('explanation', '')}",
+        "upgraded": f"raised from tier {d.get('from_tier')} to tier {d.get('tier')}",
+        "signal": f"signal at tier {d.get('tier')}",
+        "alert_queued": f"alert queued for {d.get('channel') or d.get('channels')}",
+        "alert_delivered": f"alert delivered on {d.get('channel')}",
+        "alert_failed": f"alert failed on {d.get('channel')}: {d.get('error')}",
+        "acknowledged": "acknowledged",
+        "escalated": f"escalated to level {d.get('level')}",
+        "resolved": "resolved",
+        "note": f"note: {d.get('text', '')}",
+        "responded": f"{d.get('kind')} recorded",
+        "sla_warning": f"SLA warning ({d.get('what')}, due {d.get('deadline')})",
+        "sla_breached": f"SLA missed ({d.get('what')}, due {d.get('deadline')})",
+        "mitigating": "mitigation started",
+        "closed": "closed",
+        "role_assigned": f"{d.get('role')} -> {d.get('person')}",
+        "role_unassigned": f"{d.get('role')} ({d.get('person')}) unassigned",
+        "task_created": f"task {d.get('title')!r} due {d.get('due_at')}",
+        "task_updated": f"task {d.get('key')} {d.get('status')}",
+        "task_reminder": f"reminder for task {d.get('key')} to {d.get('team')}",
+        "merged_into": f"merged into incident {d.get('into')}",
+        "merged_from": f"incident {d.get('incident')} merged in",
+        "template_used": f"template {d.get('name')!r} v{d.get('version')} used",
+    }
+    return lines.get(kind, kind.replace("_", " "))
+
+
+async def build(session: AsyncSession, incident_id: int) -> dict[str, Any]:
+    incident = await incidents.get_incident(session, incident_id)
+    now_ref = incident.closed_at or incident.resolved_at or incident.updated_at
+    events: list[IncidentEvent] = sorted(incident.timeline, key=lambda e: (e.at, e.id))
+    tiers = (
+        await session.scalars(
+            select(TierChange)
+            .where(TierChange.incident_id == incident_id)
+            .order_by(TierChange.at, TierChange.id)
+        )
+    ).all()
+    roles = await service.roles_of(session, incident_id)
+    tasks = await service.tasks_of(session, incident_id)
+    found = await evidence_service.collect(session, incident_id, limit=5)
+    deadlines: list[dict[str, Any]] = [
+        {
+            "what": task.title,
+            "kind": "task",
+            "tier": task.tier,
+            "team": task.team,
+            "owner_role": task.owner_role,
+            "due_at": _iso(task.due_at),
+            "done_at": _iso(task.finished_at) if task.status == "done" else None,
+            "done_by": task.finished_by,
+            "outcome": outcome(task, now_ref),
+        }
+        for task in tasks
+    ]
+    if incident.sla_met_by is not None and (incident.sla_due_at or incident.sla_breached_at):
+        met_at = incident.sla_met_at
+        due = incident.sla_due_at
+        if incident.sla_breached_at is not None or (met_at and due and met_at > due):
+            result = "missed"
+        elif met_at is not None:
+            result = "met"
+        else:
+            result = "overdue" if due is not None and now_ref > due else "pending"
+        deadlines.append(
+            {
+                "what": f"tier {incident.tier} SLA ({incident.sla_met_by})",
+                "kind": "sla",
+                "tier": incident.tier,
+                "due_at": _iso(due),
+                "done_at": _iso(met_at),
+                "outcome": result,
+            }
+        )
+    people: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if event.actor not in MACHINES:
+            people.setdefault(event.actor, []).append(
+                {
+                    "at": _iso(event.at),
+                    "kind": event.kind,
+                    "what": summarize(event.kind, event.detail),
+                }
+            )
+    counts = {
+        o: sum(1 for d in deadlines if d["outcome"] == o) for o in ("met", "missed", "overdue")
+    }
+    return {
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "watch_id": incident.watch_id,
+            "story_id": incident.story_id,
+            "brand": incident.brand,
+            "tier": incident.tier,
+            "status": incident.status,
+            "drill": incident.drill,
+            "explanation": incident.explanation,
+            "merged_into_id": incident.merged_into_id,
+        },
+        "when": {
+            "opened_at": _iso(incident.opened_at),
+            "acknowledged_at": _iso(incident.acked_at),
+            "acknowledged_by": incident.acked_by,
+            "responded_at": _iso(incident.responded_at),
+            "resolved_at": _iso(incident.resolved_at),
+            "resolved_by": incident.resolved_by,
+            "closed_at": _iso(incident.closed_at),
+            "closed_by": incident.closed_by,
+            "time_to_ack_s": _seconds(incident.opened_at, incident.acked_at),
+            "time_to_resolve_s": _seconds(incident.opened_at, incident.resolved_at),
+        },
+        "tier_history": [
+            {"at": _iso(t.at), "from_tier": t.from_tier, "tier": t.tier, "signal_id": t.signal_id}
+            for t in tiers
+        ],
+        "roles": [
+            {
+                "role": r.role,
+                "person": r.person,
+                "assigned_by": r.assigned_by,
+                "assigned_at": _iso(r.assigned_at),
+            }
+            for r in roles
+        ],
+        "deadlines": deadlines,
+        "deadlines_summary": counts,
+        "who_did_what": [
+            {"actor": actor, "actions": acts} for actor, acts in sorted(people.items())
+        ],
+        "evidence": {
+            "total_mentions": found.total_mentions,
+            "sentiment_mix": found.sentiment_mix,
+            "peak_heat": found.peak(),
+            "heat_curve": [
+                {"at": _iso(p.at), "tier": p.tier, "story_id": p.story_id, **p.heat}
+                for p in found.heat_curve
+            ],
+            "top_mentions": [
+                {
+                    "author": m.author,
+                    "followers": m.followers,
+                    "label": m.label,
+                    "url": m.url,
+                    "text": m.text,
+                    "created_at": _iso(m.created_at),
+                }
+                for m in found.mentions
+            ],
+        },
+        "timeline": [
+            {
+                "at": _iso(e.at),
+                "kind": e.kind,
+                "actor": e.actor,
+                "what": summarize(e.kind, e.detail),
+            }
+            for e in events
+        ],
+    }
+
+
+def md(value: object, limit: int = 500) -> str:
+    """Text as inert Markdown: one line, every markup character escaped."""
+    text = " ".join(str(value if value is not None else "-").split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    inc, when = report["incident"], report["when"]
+    out = [
+        f"# Post-incident report: incident {inc['id']}" + (" (DRILL)" if inc["drill"] else ""),
+        "",
+        f"**{md(inc['title'])}**: watch {md(inc['watch_id'])}, brand {md(inc['brand'])}, "
+        f"final tier {inc['tier']}, status {inc['status']}.",
+        "",
+        "## What happened",
+        "",
+        md(inc["explanation"], 2000),
+        "",
+    ]
+    if inc["merged_into_id"]:
+        out += [f"Merged into incident {inc['merged_into_id']}.", ""]
+    out += ["## When", "", "| milestone | at | by |", "|---|---|---|"]
+    for label, at, by in (
+        ("opened", when["opened_at"], None),
+        ("acknowledged", when["acknowledged_at"], when["acknowledged_by"]),
+        ("first response", when["responded_at"], None),
+        ("resolved", when["resolved_at"], when["resolved_by"]),
+        ("closed", when["closed_at"], when["closed_by"]),
+    ):
+        out.append(f"| {label} | {md(at)} | {md(by)} |")
+    out += ["", "## Tier history", "", "| at | from | to |", "|---|---|---|"]
+    out += [f"| {md(t['at'])} | {t['from_tier']} | {t['tier']} |" for t in report["tier_history"]]
+    out += ["", "## Roles", ""]
+    out += [f"- {md(r['role'])}: {md(r['person'])}" for r in report["roles"]] or ["- none assigned"]
+    summary = report["deadlines_summary"]
+    out += [
+        "",
+        "## Deadlines",
+        "",
+        f"{summary['met']} met, {summary['missed']} missed, {summary['overdue']} overdue.",
+        "",
+        "| deadline | due | done | outcome |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {md(d['what'])} | {md(d['due_at'])} | {md(d['done_at'])} | **{d['outcome']}** |"
+        for d in report["deadlines"]
+    ]
+    out += ["", "## Who did what", ""]
+    for person in report["who_did_what"]:
+        acts = "; ".join(f"{md(a['at'])} {md(a['what'], 200)}" for a in person["actions"])
+        out.append(f"- **{md(person['actor'])}**: {acts}")
+    if not report["who_did_what"]:
+        out.append("- nobody acted")
+    ev = report["evidence"]
+    mix = ", ".join(f"{k} {v}" for k, v in ev["sentiment_mix"].items())
+    out += ["", "## Evidence", "", f"{ev['total_mentions']} mentions kept ({mix})."]
+    if ev["peak_heat"]:
+        peak = ev["peak_heat"]
+        out.append(
+            f"Peak heat at {md(peak['at'])}: {peak.get('mentions_window')} mentions in "
+            f"{peak.get('window_minutes')} min, {peak.get('unique_authors')} authors, "
+            f"reach {peak.get('reach')}."
+        )
+    out += ["", "Heat curve:", "", "| at | tier | mentions in window | reach | negative |"]
+    out.append("|---|---|---|---|---|")
+    out += [
+        f"| {md(p['at'])} | {p['tier']} | {p.get('mentions_window')} | {p.get('reach')} "
+        f"| {p.get('negative_share')} |"
+        for p in ev["heat_curve"]
+    ]
+    out += ["", "Representative mentions:", ""]
+    out += [
+        f"- {md(m['author'])} ({m['followers'] or 0} followers, {m['label']}): {md(m['text'], 280)}"
+        for m in ev["top_mentions"]
+    ] or ["- none"]
+    out += ["", "## Timeline", "", "| at | what | who |", "|---|---|---|"]
+    out += [
+        f"| {md(e['at'])} | {md(e['what'], 300)} | {md(e['actor'])} |" for e in report["timeline"]
+    ]
+    return "\n".join(out) + "\n"

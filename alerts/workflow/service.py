@@ -1,0 +1,397 @@
+"""Incident workflow changes made by people: mitigate, close, roles, notes, tasks, merge.
+
+Transitions (``TRANSITIONS``; anything else is ``InvalidTransition``, the API's 409)::
+
+    open ──► acknowledged ──► mitigating ──► resolved ──► closed
+      │            └──────────────────────────▲
+      └───────────────────────────────────────┘
+
+Doing what is already done (ack twice, mitigate twice, close twice) changes nothing.
+``open -> mitigating`` acknowledges first (the escalation stops on ack, as always). A
+higher-tier signal re-opens a resolved or closed incident (``alerts.incidents``).
+
+Merging: the incident merged closes and points to the survivor (``merged_into_id``); its
+evidence, heat snapshots and timeline move to the survivor, its open tasks are cancelled,
+its roles move where the survivor has none, and later signals of its story go to the
+survivor. Only incidents of one watch, both real or both drills, neither closed, and a
+survivor of at least the merged one's tier can be merged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts import escalation, incidents, sla
+from alerts.incidents import InvalidTransition
+from alerts.models import (
+    ACKNOWLEDGED,
+    CANCELLED,
+    CLOSED,
+    FINISHED,
+    MITIGATING,
+    OPEN,
+    PENDING,
+    RESOLVED,
+    Delivery,
+    Incident,
+    IncidentEvent,
+    IncidentEvidence,
+)
+from alerts.timeline import add_event
+from alerts.workflow import tasks as task_service
+from alerts.workflow.models import (
+    TASK_CANCELLED,
+    TASK_OPEN,
+    HeatSnapshot,
+    IncidentRole,
+    IncidentTask,
+)
+from core.clock import Clock
+from core.db import on_commit
+from core.metrics import Metrics
+
+TRANSITIONS: Final[dict[str, tuple[str, ...]]] = {
+    OPEN: (ACKNOWLEDGED, MITIGATING, RESOLVED),
+    ACKNOWLEDGED: (MITIGATING, RESOLVED),
+    MITIGATING: (RESOLVED,),
+    RESOLVED: (CLOSED,),
+    CLOSED: (),
+}
+
+
+class RoleNotAssigned(LookupError):
+    """Unassigning a role nobody holds (the API's 404)."""
+
+
+class InvalidMerge(ValueError):
+    """A merge request that can never work (into itself: the API's 422)."""
+
+
+def allowed(current: str, target: str) -> bool:
+    return target == current or target in TRANSITIONS.get(current, ())
+
+
+def _refuse(incident: Incident, target: str, hint: str = "") -> InvalidTransition:
+    nexts = ", ".join(TRANSITIONS.get(incident.status, ())) or "nothing"
+    return InvalidTransition(
+        f"incident {incident.id} is {incident.status}; it cannot become {target} "
+        f"(from {incident.status}: {nexts}){hint}"
+    )
+
+
+async def mitigate(
+    session: AsyncSession,
+    incident_id: int,
+    actor: str,
+    clock: Clock,
+    *,
+    metrics: Metrics | None = None,
+    note: str | None = None,
+) -> Incident:
+    """Someone works on the fix; an open incident is acknowledged on the way."""
+    incident = await incidents.load_for_change(session, incident_id)
+    if incident.status == MITIGATING:
+        return incident
+    if not allowed(incident.status, MITIGATING):
+        raise _refuse(incident, MITIGATING)
+    if incident.status == OPEN:
+        await incidents.acknowledge(session, incident_id, actor, clock, metrics=metrics)
+    now = clock.now()
+    incident.status = MITIGATING
+    incident.updated_at = now
+    add_event(session, incident.id, "mitigating", now, actor=actor, detail={"note": note})
+    return incident
+
+
+async def close(
+    session: AsyncSession, incident_id: int, actor: str, clock: Clock, *, note: str | None = None
+) -> Incident:
+    """Done with, report written: only a resolved incident can be closed."""
+    incident = await incidents.load_for_change(session, incident_id)
+    if incident.status == CLOSED:
+        return incident
+    if not allowed(incident.status, CLOSED):
+        raise _refuse(incident, CLOSED, "; resolve it first")
+    now = clock.now()
+    open_tasks = await _open_tasks(session, incident_id)
+    incident.status = CLOSED
+    incident.closed_at = now
+    incident.closed_by = actor
+    incident.updated_at = now
+    add_event(
+        session,
+        incident.id,
+        "closed",
+        now,
+        actor=actor,
+        detail={"note": note, "open_tasks": [t.key for t in open_tasks]},
+    )
+    return incident
+
+
+async def _open_tasks(session: AsyncSession, incident_id: int) -> list[IncidentTask]:
+    return list(
+        (
+            await session.scalars(
+                select(IncidentTask)
+                .where(IncidentTask.incident_id == incident_id, IncidentTask.status == TASK_OPEN)
+                .order_by(IncidentTask.id)
+            )
+        ).all()
+    )
+
+
+# -- roles ----------------------------------------------------------------------------
+
+
+async def roles_of(session: AsyncSession, incident_id: int) -> list[IncidentRole]:
+    return list(
+        (
+            await session.scalars(
+                select(IncidentRole)
+                .where(IncidentRole.incident_id == incident_id)
+                .order_by(IncidentRole.role)
+            )
+        ).all()
+    )
+
+
+async def _role(session: AsyncSession, incident_id: int, role: str) -> IncidentRole | None:
+    return await session.scalar(
+        select(IncidentRole).where(
+            IncidentRole.incident_id == incident_id, IncidentRole.role == role
+        )
+    )
+
+
+async def assign_role(
+    session: AsyncSession, incident_id: int, role: str, person: str, actor: str, now: datetime
+) -> tuple[str | None, IncidentRole]:
+    """Give ``role`` to ``person`` (replacing whoever held it); returns (previous, row)."""
+    incident = await incidents.load_for_change(session, incident_id)
+    if incident.status == CLOSED:
+        raise InvalidTransition(f"incident {incident_id} is closed; its roles are final")
+    row = await _role(session, incident_id, role)
+    previous = row.person if row is not None else None
+    if row is None:
+        row = IncidentRole(incident_id=incident_id, role=role)
+        session.add(row)
+    row.person, row.assigned_by, row.assigned_at = person, actor, now
+    incident.updated_at = now
+    add_event(
+        session,
+        incident_id,
+        "role_assigned",
+        now,
+        actor=actor,
+        detail={"role": role, "person": person, "previous": previous},
+    )
+    await session.flush()
+    return previous, row
+
+
+async def unassign_role(
+    session: AsyncSession, incident_id: int, role: str, actor: str, now: datetime
+) -> str:
+    """Nobody holds ``role`` any more; returns who did (``RoleNotAssigned``: nobody)."""
+    incident = await incidents.load_for_change(session, incident_id)
+    if incident.status == CLOSED:
+        raise InvalidTransition(f"incident {incident_id} is closed; its roles are final")
+    row = await _role(session, incident_id, role)
+    if row is None:
+        raise RoleNotAssigned(f"nobody holds the {role} role on incident {incident_id}")
+    person = row.person
+    await session.delete(row)
+    incident.updated_at = now
+    add_event(
+        session, incident_id, "role_unassigned", now, actor=actor,
+        detail={"role": role, "person": person},
+    )  # fmt: skip
+    return person
+
+
+# -- notes and tasks ------------------------------------------------------------------
+
+
+async def add_note(
+    session: AsyncSession, incident_id: int, text: str, actor: str, now: datetime
+) -> IncidentEvent:
+    incident = await incidents.load_for_change(session, incident_id)
+    incident.updated_at = now
+    event = add_event(session, incident_id, "note", now, actor=actor, detail={"text": text})
+    await session.flush()
+    return event
+
+
+async def tasks_of(session: AsyncSession, incident_id: int) -> list[IncidentTask]:
+    return list(
+        (
+            await session.scalars(
+                select(IncidentTask)
+                .where(IncidentTask.incident_id == incident_id)
+                .order_by(IncidentTask.due_at, IncidentTask.id)
+            )
+        ).all()
+    )
+
+
+async def update_task(
+    session: AsyncSession,
+    incident_id: int,
+    task_id: int,
+    status: str,
+    actor: str,
+    now: datetime,
+    *,
+    note: str | None = None,
+) -> IncidentTask:
+    """Mark an open task done or skipped (``InvalidTransition`` when it is not open)."""
+    if status not in task_service.FINISHING:
+        raise ValueError(f"a task can be marked {' or '.join(task_service.FINISHING)}")
+    await incidents.load_for_change(session, incident_id)
+    task = await session.scalar(
+        select(IncidentTask)
+        .where(IncidentTask.id == task_id, IncidentTask.incident_id == incident_id)
+        .with_for_update()
+    )
+    if task is None:
+        raise task_service.TaskNotFound(incident_id, task_id)
+    if task.status != TASK_OPEN:
+        raise InvalidTransition(f"task {task_id} is already {task.status}")
+    task_service.finish(task, status, actor, now, note)
+    add_event(
+        session, incident_id, "task_updated", now, actor=actor,
+        detail={"task": task.id, "key": task.key, "status": status, "note": note,
+                "outcome": task_service.outcome(task, now)},
+    )  # fmt: skip
+    return task
+
+
+# -- merge ----------------------------------------------------------------------------
+
+
+def _check_merge(source: Incident, survivor: Incident) -> None:
+    if source.watch_id != survivor.watch_id:
+        raise InvalidTransition(
+            f"incidents {source.id} and {survivor.id} belong to different watches "
+            f"({source.watch_id!r}, {survivor.watch_id!r}); only one story's incidents merge"
+        )
+    if source.drill != survivor.drill:
+        raise InvalidTransition("a drill incident never merges with a real one")
+    for incident in (source, survivor):
+        if incident.status == CLOSED:
+            raise InvalidTransition(f"incident {incident.id} is closed; it cannot be merged")
+    if source.tier > survivor.tier:
+        raise InvalidTransition(
+            f"incident {source.id} is tier {source.tier}, above incident {survivor.id} "
+            f"(tier {survivor.tier}): merge the lower-tier incident into the higher one"
+        )
+
+
+async def merge(
+    session: AsyncSession,
+    source_id: int,
+    into_id: int,
+    actor: str,
+    clock: Clock,
+    *,
+    metrics: Metrics | None = None,
+    note: str | None = None,
+) -> tuple[Incident, Incident]:
+    """Merge incident ``source_id`` into ``into_id``; returns (merged, survivor)."""
+    if source_id == into_id:
+        raise InvalidMerge(f"incident {source_id} cannot be merged into itself")
+    # lock in id order: two merges of the same pair never deadlock
+    first, second = sorted((source_id, into_id))
+    locked = {
+        first: await incidents.load_for_change(session, first),
+        second: await incidents.load_for_change(session, second),
+    }
+    source, survivor = locked[source_id], locked[into_id]
+    _check_merge(source, survivor)
+    now = clock.now()
+    moved_events = (
+        await session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == source.id))
+    ).all()
+    for event in moved_events:
+        event.incident_id = survivor.id
+        event.detail = {**(event.detail or {}), "from_incident": source.id}
+    known = set(
+        await session.scalars(
+            select(IncidentEvidence.mention_id).where(IncidentEvidence.incident_id == survivor.id)
+        )
+    )
+    evidence = (
+        await session.scalars(
+            select(IncidentEvidence).where(IncidentEvidence.incident_id == source.id)
+        )
+    ).all()
+    moved_evidence = 0
+    for row in evidence:
+        if row.mention_id in known:
+            continue
+        row.incident_id = survivor.id
+        moved_evidence += 1
+    await session.execute(
+        update(HeatSnapshot)
+        .where(HeatSnapshot.incident_id == source.id)
+        .values(incident_id=survivor.id)
+        .execution_options(synchronize_session=False)
+    )
+    survivor_roles = {r.role for r in await roles_of(session, survivor.id)}
+    moved_roles = []
+    for role in await roles_of(session, source.id):
+        if role.role not in survivor_roles:
+            role.incident_id = survivor.id
+            moved_roles.append(role.role)
+    cancelled_tasks = []
+    for task in await _open_tasks(session, source.id):
+        task_service.finish(task, TASK_CANCELLED, actor, now, f"merged into incident {survivor.id}")
+        cancelled_tasks.append(task.key)
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.incident_id == source.id, Delivery.status == PENDING)
+        .values(status=CANCELLED, last_error=f"cancelled: merged into incident {survivor.id}")
+        .execution_options(synchronize_session=False)
+    )
+    was = source.status
+    escalation.disarm(source)
+    if source.status not in FINISHED:
+        sla.stop(source)
+    source.status = CLOSED
+    source.merged_into_id = survivor.id
+    source.closed_at = now
+    source.closed_by = actor
+    if was not in FINISHED:
+        source.resolved_at, source.resolved_by = now, actor
+    source.updated_at = survivor.updated_at = now
+    await session.flush()
+    add_event(
+        session, source.id, "merged_into", now, actor=actor,
+        detail={"into": survivor.id, "was": was, "note": note},
+    )  # fmt: skip
+    add_event(
+        session,
+        survivor.id,
+        "merged_from",
+        now,
+        actor=actor,
+        detail={
+            "incident": source.id,
+            "story_id": source.story_id,
+            "tier": source.tier,
+            "was": was,
+            "note": note,
+            "moved_events": len(moved_events),
+            "moved_evidence": moved_evidence,
+            "moved_roles": moved_roles,
+            "cancelled_tasks": cancelled_tasks,
+        },
+    )
+    if metrics is not None:
+        on_commit(session, metrics.incidents_merged.inc)
+    return source, survivor

@@ -1,0 +1,218 @@
+"""Playbook tasks: created when an incident reaches a tier, due by the tier's SLA, with
+reminders to the owning team through the outbox.
+
+``create`` runs in the transaction that alerted the incident (opened or upgraded); a task
+key already on the incident is not created twice. ``remind_due`` (each alerts tick) sends
+the reminders that are due: one message per due point (points missed while the alerter was
+down are coalesced into one), compare-and-set on ``reminders_sent`` so that two alerters
+never remind twice. Reminders stop when the task is finished or the incident resolved.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.config import AlertsConfig
+from alerts.messages import describe
+from alerts.models import FINISHED, Incident
+from alerts.outbox import enqueue, rowcount
+from alerts.targets import team_targets
+from alerts.timeline import add_event
+from alerts.workflow.models import TASK_DONE, TASK_OPEN, TASK_SKIPPED, IncidentTask
+from core.db import on_commit
+from core.metrics import Metrics
+
+BATCH = 200
+
+
+class TaskNotFound(LookupError):
+    def __init__(self, incident_id: int, task_id: int) -> None:
+        super().__init__(f"incident {incident_id} has no task {task_id}")
+
+
+def _points(task: IncidentTask) -> list[datetime]:
+    """When to remind, ascending: each ``reminders`` offset before the due time that
+    falls after the task was created."""
+    points = {task.due_at - timedelta(seconds=s) for s in task.reminders}
+    return sorted(p for p in points if p > task.created_at)
+
+
+def next_reminder(task: IncidentTask, after: datetime) -> datetime | None:
+    return next((p for p in _points(task) if p > after), None)
+
+
+async def create(
+    session: AsyncSession,
+    incident: Incident,
+    config: AlertsConfig,
+    start: datetime,
+    now: datetime,
+    *,
+    remind: bool = True,
+) -> list[IncidentTask]:
+    """The tasks of the incident's tier's playbook, due from ``start`` (the alert time).
+    ``remind=False`` (the alert was silenced or inhibited): no reminders either."""
+    playbook = config.playbooks.get(incident.tier, [])
+    if not playbook:
+        return []
+    existing = set(
+        await session.scalars(
+            select(IncidentTask.key).where(IncidentTask.incident_id == incident.id)
+        )
+    )
+    created: list[IncidentTask] = []
+    for spec in playbook:
+        if spec.key in existing:
+            continue
+        offsets = sorted({b.total_seconds() for b in spec.remind_before} | {0.0}, reverse=True)
+        task = IncidentTask(
+            incident_id=incident.id,
+            key=spec.key,
+            title=spec.title,
+            tier=incident.tier,
+            team=spec.team,
+            owner_role=spec.owner_role,
+            completed_by_response=spec.completed_by_response,
+            status=TASK_OPEN,
+            created_at=now,
+            due_at=start + config.task_due(incident.tier, spec),
+            reminders=offsets if remind else [],
+            reminders_sent=0,
+        )
+        task.next_reminder_at = next_reminder(task, now)
+        session.add(task)
+        created.append(task)
+        add_event(
+            session,
+            incident.id,
+            "task_created",
+            now,
+            detail={
+                "key": spec.key,
+                "title": spec.title,
+                "team": spec.team,
+                "owner_role": spec.owner_role,
+                "due_at": task.due_at.isoformat(),
+                "tier": incident.tier,
+            },
+        )
+    await session.flush()
+    return created
+
+
+def finish(task: IncidentTask, status: str, actor: str, now: datetime, note: str | None) -> None:
+    task.status = status
+    task.finished_at = now
+    task.finished_by = actor
+    task.note = note
+    task.next_reminder_at = None
+
+
+def outcome(task: IncidentTask, now: datetime) -> str:
+    """met / missed (done late) / overdue (open past due) / pending / skipped / cancelled."""
+    if task.status == TASK_DONE:
+        assert task.finished_at is not None
+        return "met" if task.finished_at <= task.due_at else "missed"
+    if task.status == TASK_OPEN:
+        return "overdue" if now > task.due_at else "pending"
+    return task.status
+
+
+async def complete_by_response(
+    session: AsyncSession, incident_id: int, kind: str, actor: str, now: datetime
+) -> list[IncidentTask]:
+    """A recorded response (reply, statement) completes the open tasks waiting for it."""
+    tasks = (
+        await session.scalars(
+            select(IncidentTask).where(
+                IncidentTask.incident_id == incident_id,
+                IncidentTask.status == TASK_OPEN,
+                IncidentTask.completed_by_response == kind,
+            )
+        )
+    ).all()
+    for task in tasks:
+        finish(task, TASK_DONE, actor, now, f"{kind} recorded")
+        add_event(
+            session,
+            incident_id,
+            "task_updated",
+            now,
+            actor=actor,
+            detail={"task": task.id, "key": task.key, "status": TASK_DONE, "by": kind},
+        )
+    return list(tasks)
+
+
+FINISHING = (TASK_DONE, TASK_SKIPPED)
+
+
+async def remind_due(
+    session: AsyncSession, config: AlertsConfig, now: datetime, metrics: Metrics
+) -> int:
+    """Queue the task reminders that are due; returns how many were queued."""
+    rows = (
+        await session.execute(
+            select(IncidentTask, Incident)
+            .join(Incident, Incident.id == IncidentTask.incident_id)
+            .where(
+                IncidentTask.status == TASK_OPEN,
+                IncidentTask.next_reminder_at <= now,
+                Incident.status.not_in(FINISHED),
+            )
+            .order_by(IncidentTask.next_reminder_at, IncidentTask.id)
+            .limit(BATCH)
+        )
+    ).all()
+    queued = 0
+    for task, incident in rows:
+        sent = task.reminders_sent + 1
+        result = await session.execute(
+            update(IncidentTask)
+            .where(IncidentTask.id == task.id, IncidentTask.reminders_sent == task.reminders_sent)
+            .values(reminders_sent=sent, next_reminder_at=next_reminder(task, now))
+            .execution_options(synchronize_session=False)
+        )
+        if rowcount(result) != 1:
+            continue
+        overdue = now >= task.due_at
+        owner = f" (owner: {task.owner_role})" if task.owner_role else ""
+        if overdue:
+            text = f"TASK OVERDUE: {task.title!r} was due {describe(now - task.due_at)} ago"
+        else:
+            text = f"TASK REMINDER: {task.title!r} is due in {describe(task.due_at - now)}"
+        targets = team_targets(config, [task.team])
+        if not targets and incident.escalation_policy is not None:
+            targets = team_targets(config, incident.escalation_policy.get("teams", []))
+        await enqueue(
+            session,
+            incident,
+            targets,
+            reason=f"task-{task.id}-{sent}",
+            reason_text=text + owner,
+            evidence=[],
+            config=config,
+            now=now,
+            trigger_received_at=None,
+        )
+        add_event(
+            session,
+            incident.id,
+            "task_reminder",
+            now,
+            detail={
+                "task": task.id,
+                "key": task.key,
+                "team": task.team,
+                "due_at": task.due_at.isoformat(),
+                "overdue": overdue,
+                "reminder": sent,
+            },
+        )
+        kind = "overdue" if overdue else "before"
+        on_commit(session, metrics.task_reminders.labels(str(incident.tier), kind).inc)
+        queued += 1
+    return queued
