@@ -7,9 +7,9 @@ after it commits, otherwise by the next tick.
 
 ``tick`` = deliver what is due, run the escalation steps that are due (APScheduler jobs
 in a persistent store, ``alerts.jobs``), check the SLA clocks (a breach runs the next
-step at once), deliver what that queued, and refresh the gauges. ``start`` runs it every
-``tick_interval`` with APScheduler (one at a time, missed runs coalesced); ``stop`` lets a
-running tick finish.
+step at once), queue the playbook task reminders that are due, deliver what that
+queued, and refresh the gauges. ``start`` runs it every ``tick_interval`` with
+APScheduler (one at a time, missed runs coalesced); ``stop`` lets a running tick finish.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from alerts.notifiers.registry import build_notifiers
 from alerts.outbox import AckLink, deliver_due, pending_count, seed_limiter
 from alerts.ratelimit import RateLimiter
 from alerts.selfalert import channel_failure_handler
+from alerts.workflow import tasks
 from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.clock import Clock
 from core.db import unit_of_work
@@ -208,13 +209,19 @@ class AlertService:
             await self._escalate_one(breach.incident_id, breach.token, why)
         return len(breaches)
 
+    async def remind_tasks(self) -> int:
+        """Queue the playbook task reminders that are due (``alerts.workflow.tasks``)."""
+        async with unit_of_work(self.sessions) as session:
+            return await tasks.remind_due(session, self.config, self.clock.now(), self.metrics)
+
     async def tick(self) -> TickReport:
         """One round: deliver due alerts, run due escalation steps and SLA checks,
         deliver what they queued."""
         attempted = await self.deliver()
         escalated = await self.escalate()
         breached = await self.check_slas()
-        if escalated or breached:
+        reminded = await self.remind_tasks()
+        if escalated or breached or reminded:
             attempted += await self.deliver()
         await self.refresh_gauges()
         return TickReport(attempted=attempted, escalated=escalated)

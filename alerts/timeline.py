@@ -34,3 +34,31 @@ def add_event(
     )
     session.add(event)
     return event
+
+
+# The timeline's types: every kind belongs to one category (the API filters on both).
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "signal": ("opened", "upgraded", "signal", "tier_changed"),
+    "alert": (
+        "alert_queued",
+        "alert_delivered",
+        "alert_failed",
+        "alert_fallback",
+        "inhibited",
+        "silenced",
+        "held",
+    ),
+    "escalation": ("escalation_started", "escalated", "escalation_skipped"),
+    "status": ("acknowledged", "mitigating", "resolved", "closed"),
+    "sla": ("sla_warning", "sla_breached", "responded"),
+    "role": ("role_assigned", "role_unassigned"),
+    "task": ("task_created", "task_updated", "task_reminder"),
+    "note": ("note",),
+    "template": ("template_used",),
+    "merge": ("merged_into", "merged_from"),
+}
+_CATEGORY_OF = {kind: name for name, kinds in CATEGORIES.items() for kind in kinds}
+
+
+def category(kind: str) -> str:
+    return _CATEGORY_OF.get(kind, "other")

@@ -18,6 +18,8 @@ from alerts.templates.service import (
     TemplateNotFound,
 )
 from alerts.templates.workflow import TransitionRefused
+from alerts.workflow.service import InvalidMerge, RoleNotAssigned
+from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle
 from api.routers import (
     ack,
@@ -30,6 +32,7 @@ from api.routers import (
     slack,
     sources,
     templates,
+    workflow,
 )
 from api.runtime import Role, Runtime
 
@@ -68,6 +71,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(templates.router)
         app.include_router(responses.router)
         app.include_router(audit.router)
+        app.include_router(workflow.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
         app.include_router(sources.router)
@@ -89,6 +93,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         (TemplateProblem, 422),
         (RenderError, 422),
         (BadVariables, 422),
+        # incident workflow: unknown task / unassigned role 404, merge into itself 422
+        (TaskNotFound, 404),
+        (RoleNotAssigned, 404),
+        (InvalidMerge, 422),
     ):
         app.add_exception_handler(error, _answer(code))
 

@@ -33,6 +33,9 @@ class IncidentOut(_Out):
     escalation_level: int
     next_escalation_at: datetime | None
     drill: bool
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    merged_into_id: int | None = None
 
 
 class TimelineEventOut(_Out):

@@ -31,6 +31,7 @@ from alerts.templates.models import (
     TemplateVersion,
 )
 from alerts.templates.workflow import EDIT_AS_NEW_DRAFT, EDIT_IN_PLACE, next_status
+from alerts.timeline import add_event
 
 IncidentNotFound = incidents.IncidentNotFound
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -394,6 +395,21 @@ async def use_template(
     )
     session.add(usage)
     await session.flush()
+    add_event(
+        session,
+        incident.id,
+        "template_used",
+        now,
+        actor=actor,
+        detail={
+            "usage": usage.id,
+            "template_id": template.id,
+            "name": template.name,
+            "kind": template.kind,
+            "lang": template.lang,
+            "version": version.number,
+        },
+    )
     return usage
 
 

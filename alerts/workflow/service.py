@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import escalation, incidents, sla
@@ -49,6 +49,7 @@ from alerts.workflow.models import (
     HeatSnapshot,
     IncidentRole,
     IncidentTask,
+    TierChange,
 )
 from core.clock import Clock
 from core.db import on_commit
@@ -395,3 +396,40 @@ async def merge(
     if metrics is not None:
         on_commit(session, metrics.incidents_merged.inc)
     return source, survivor
+
+
+async def timeline(
+    session: AsyncSession,
+    incident_id: int,
+    *,
+    kinds: list[str] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[IncidentEvent], int]:
+    """A page of the incident's timeline in time order, optionally of some kinds only."""
+    await incidents.get_incident(session, incident_id)  # IncidentNotFound
+    conditions = [IncidentEvent.incident_id == incident_id]
+    if kinds:
+        conditions.append(IncidentEvent.kind.in_(kinds))
+    total = await session.scalar(select(func.count()).select_from(IncidentEvent).where(*conditions))
+    items = await session.scalars(
+        select(IncidentEvent)
+        .where(*conditions)
+        .order_by(IncidentEvent.at, IncidentEvent.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(items), int(total or 0)
+
+
+async def tier_history(session: AsyncSession, incident_id: int) -> list[TierChange]:
+    await incidents.get_incident(session, incident_id)
+    return list(
+        (
+            await session.scalars(
+                select(TierChange)
+                .where(TierChange.incident_id == incident_id)
+                .order_by(TierChange.at, TierChange.id)
+            )
+        ).all()
+    )

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/incidents", tags=["incidents"])
 # scope="function": commit before the response is sent, so a failed commit is never a 200
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's id")]
-StatusFilter = Literal["open", "acknowledged", "resolved"]
+StatusFilter = Literal["open", "acknowledged", "mitigating", "resolved", "closed"]
 
 
 @router.get("", response_model=Page[IncidentOut])

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from alerts import silences
+from alerts import incidents, silences
+from alerts.workflow import service as workflow
 from alerts.config import Matchers
 from api.app import create_app
 from api.auth import LEVELS, ROLES
@@ -88,7 +89,41 @@ async def _silence(runtime: Runtime, clock: ManualClock) -> str:
         return f"/silences/{silence.id}"
 
 
+async def _resolved(runtime: Runtime, clock: ManualClock) -> str:
+    incident_id = await open_incident(runtime, clock)
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        await incidents.resolve(session, incident_id, "setup", clock)
+    return f"/incidents/{incident_id}/close"
+
+
+async def _with_lead(runtime: Runtime, clock: ManualClock) -> str:
+    incident_id = await open_incident(runtime, clock)
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        await workflow.assign_role(
+            session, incident_id, "incident_lead", "alice", "setup", clock.now()
+        )
+    return f"/incidents/{incident_id}/roles/incident_lead"
+
+
+async def _task(runtime: Runtime, clock: ManualClock) -> str:
+    incident_id = await open_incident(runtime, clock)
+    assert runtime.sessions is not None
+    async with runtime.sessions() as session:
+        task = (await workflow.tasks_of(session, incident_id))[0]
+    return f"/incidents/{incident_id}/tasks/{task.id}"
+
+
+async def _merge(runtime: Runtime, clock: ManualClock) -> str:
+    survivor = await open_incident(runtime, clock)
+    merged = await open_incident(runtime, clock)
+    _BODIES["merge"] = {"into": survivor}
+    return f"/incidents/{merged}/merge"
+
+
 _BODIES: dict[str, dict[str, Any]] = {}
+CLOSERS = frozenset({"pr", "legal", "executive", "admin"})
 
 CASES = {
     "incident.acknowledge": Case(
@@ -106,6 +141,38 @@ CASES = {
         lambda r, c: _incident(r, c, "response"),
         WORKERS,
         body={"kind": "statement", "note": "posted on the official account"},
+    ),
+    "incident.mitigate": Case(
+        "POST",
+        "/incidents/{incident_id}/mitigate",
+        lambda r, c: _incident(r, c, "mitigate"),
+        WORKERS,
+    ),
+    "incident.close": Case("POST", "/incidents/{incident_id}/close", _resolved, CLOSERS),
+    "incident.merge": Case("POST", "/incidents/{incident_id}/merge", _merge, WORKERS),
+    "incident.role.assign": Case(
+        "PUT",
+        "/incidents/{incident_id}/roles/{role}",
+        lambda r, c: _incident(r, c, "roles/pr_owner"),
+        WORKERS,
+        body={"person": "bob"},
+    ),
+    "incident.role.unassign": Case(
+        "DELETE", "/incidents/{incident_id}/roles/{role}", _with_lead, WORKERS
+    ),
+    "incident.task.update": Case(
+        "PATCH",
+        "/incidents/{incident_id}/tasks/{task_id}",
+        _task,
+        WORKERS,
+        body={"status": "done", "note": "statement posted"},
+    ),
+    "incident.note": Case(
+        "POST",
+        "/incidents/{incident_id}/notes",
+        lambda r, c: _incident(r, c, "notes"),
+        WORKERS,
+        body={"text": "called the author"},
     ),
     "silence.create": Case(
         "POST",
@@ -189,6 +256,8 @@ def _body(name: str, case: Case, role: str) -> dict[str, Any] | None:
         return {**(case.body or {}), "name": f"created-by-{role}"}
     if name == "template.use":
         return _BODIES["respond"]
+    if name == "incident.merge":
+        return _BODIES["merge"]
     return case.body
 
 
