@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from alerts import incidents, silences
-from alerts.workflow import service as workflow
 from alerts.config import Matchers
+from alerts.workflow import service as workflow
 from api.app import create_app
 from api.auth import LEVELS, ROLES
 from api.runtime import Runtime
