@@ -644,8 +644,8 @@ async def resolve(
     incident.resolved_by = actor
     incident.updated_at = now
     escalation.disarm(incident)
-    if not sla.met(incident, "resolved", now):
-        sla.stop(incident)
+    if not sla.met(incident, "resolved", now) and incident.sla_met_at is None:
+        sla.stop(incident)  # (a clock already met keeps its deadline, for the report)
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident resolved", escalations_only=False
     )

@@ -68,9 +68,10 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
     return lines.get(kind, kind.replace("_", " "))
 
 
-async def build(session: AsyncSession, incident_id: int) -> dict[str, Any]:
+async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[str, Any]:
+    """The report; deadlines of an incident not yet resolved are judged at ``now``."""
     incident = await incidents.get_incident(session, incident_id)
-    now_ref = incident.closed_at or incident.resolved_at or incident.updated_at
+    now_ref = incident.resolved_at or incident.closed_at or now
     events: list[IncidentEvent] = sorted(incident.timeline, key=lambda e: (e.at, e.id))
     tiers = (
         await session.scalars(

@@ -327,6 +327,7 @@ async def get_evidence(
     response_model=None,
 )
 async def get_report(
+    request: Request,
     incident_id: IncidentId,
     session: Session,
     who: Viewer,
@@ -334,7 +335,7 @@ async def get_report(
 ) -> dict[str, Any] | PlainTextResponse:
     """The post-incident report: what happened, when, who did what, deadlines met or missed."""
     await _viewable(session, who, incident_id)
-    data = await report.build(session, incident_id)
+    data = await report.build(session, incident_id, _runtime(request).clock.now())
     if format_ == "md":
         return PlainTextResponse(report.markdown(data), media_type="text/markdown")
     return data
