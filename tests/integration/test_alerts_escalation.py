@@ -84,6 +84,7 @@ def config(remind_minutes: int = 0) -> AlertsConfig:
             },
             "escalation": {1: "tier-1", 2: "tier-2", 3: "tier-3"},
             "sla": {},
+            "playbooks": {},  # only escalation messages here (tasks: test_incident_workflow)
             "delivery": {"jitter": 0},
         }
     )

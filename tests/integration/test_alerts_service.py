@@ -70,6 +70,7 @@ def config(**overrides: Any) -> AlertsConfig:
         },
         "escalation": {1: "standard", 2: "standard", 3: "standard"},
         "sla": {},
+        "playbooks": {},  # task reminders: tests/integration/test_incident_workflow.py
     }
     data.update(overrides)
     return AlertsConfig.model_validate(data)
