@@ -153,7 +153,11 @@ async def test_crisis_alerts_once_and_ack_stops_escalation(world, clock: ManualC
 
     # tier 3 reached PR, legal and executives; a signed alert each, none twice
     for path in ("/pr", "/legal", "/exec"):
-        tier3 = [b for b in receiver.on(path) if b["alert"]["tier"] == 3]
+        tier3 = [
+            b
+            for b in receiver.on(path)
+            if b["alert"]["tier"] == 3 and not b["alert"]["reason"].startswith("TASK ")
+        ]  # (playbook task reminders go to the owning teams too)
         assert len(tier3) == 1, (path, receiver.requests)
     assert receiver.bad_signatures == 0
     assert receiver.on("/oncall") == []
