@@ -126,7 +126,11 @@ async def test_stages_over_kafka_and_postgres_survive_a_scorer_restart(
             # at-least-once below, exactly once to the people: one alert per incident,
             # tier and channel, despite the scorer's restart and redeliveries
             for path in ("/cs", "/pr", "/marketing", "/legal", "/exec", "/oncall"):
-                sent = [(b["alert"]["incident_id"], b["alert"]["tier"]) for b in receiver.on(path)]
+                sent = [
+                    (b["alert"]["incident_id"], b["alert"]["tier"])
+                    for b in receiver.on(path)
+                    if not b["alert"]["reason"].startswith("TASK ")  # playbook reminders
+                ]
                 assert len(sent) == len(set(sent)), (path, sent)
             tier3 = [b for b in receiver.on("/pr") if b["alert"]["tier"] == 3]
             assert {b["alert"]["incident_id"] for b in tier3} >= {
