@@ -18,13 +18,16 @@ from alerts.templates.service import (
     TemplateNotFound,
 )
 from alerts.templates.workflow import TransitionRefused
+from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle
+from api.drills import DrillRefused, DrillSchedule, DrillUnavailable
 from api.routers import (
     ack,
     alerting,
     audit,
+    drills,
     health,
     incidents,
     ingest,
@@ -43,9 +46,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        drill_schedule = DrillSchedule(runtime)
+        await drill_schedule.start()
         try:
             yield
         finally:
+            await drill_schedule.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -72,6 +78,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(responses.router)
         app.include_router(audit.router)
         app.include_router(workflow.router)
+        app.include_router(drills.router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
         app.include_router(sources.router)
@@ -97,6 +104,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         (TaskNotFound, 404),
         (RoleNotAssigned, 404),
         (InvalidMerge, 422),
+        (DrillNotFound, 404),
+        (DrillRefused, 422),
+        (DrillUnavailable, 409),
     ):
         app.add_exception_handler(error, _answer(code))
 

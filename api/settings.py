@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     ConfigDict,
     Field,
@@ -91,6 +92,26 @@ class SlackAppConfig(Section):
     max_age: int = Field(300, ge=30, le=900, description="oldest request timestamp accepted (s)")
 
 
+class DrillScheduleConfig(Section):
+    """Scheduled crisis drills (``api.drills``): the scenarios take turns, injected into
+    ``watch`` (default: the first configured watch) by the process that runs the listener."""
+
+    enabled: bool = Field(False, description="run drills on the schedule")
+    cron: str = Field(
+        "0 10 1 1,4,7,10 *", description="crontab (minute hour day month weekday): quarterly"
+    )
+    timezone: str = "UTC"
+    watch: str | None = None
+
+    @model_validator(mode="after")
+    def _cron(self) -> DrillScheduleConfig:
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except (ValueError, LookupError) as exc:
+            raise ValueError(f"drills.cron/timezone: {exc}") from exc
+        return self
+
+
 class Settings(BaseAppSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     bus: BusConfig = Field(default_factory=BusConfig)
@@ -102,6 +123,7 @@ class Settings(BaseAppSettings):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ack_links: AckLinkConfig = Field(default_factory=AckLinkConfig)
     slack_app: SlackAppConfig = Field(default_factory=SlackAppConfig)
+    drills: DrillScheduleConfig = Field(default_factory=DrillScheduleConfig)
 
 
 def load_settings(path: Path | None = None) -> Settings:

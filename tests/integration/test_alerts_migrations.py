@@ -12,12 +12,19 @@ from sqlalchemy.engine import Connection
 
 import alerts.acklinks
 import alerts.templates.models
+import alerts.workflow.drills
 import alerts.workflow.models
 import api.audit
 from core.db import Base, make_engine, upgrade_database
 
 # the modules declaring the tables compared (so that this file also runs on its own)
-MODEL_MODULES = (alerts.acklinks, alerts.templates.models, alerts.workflow.models, api.audit)
+MODEL_MODULES = (
+    alerts.acklinks,
+    alerts.templates.models,
+    alerts.workflow.drills,
+    alerts.workflow.models,
+    api.audit,
+)
 
 ALERT_TABLES = {
     "incidents",
@@ -35,6 +42,7 @@ ALERT_TABLES = {
     "incident_heat",
     "incident_roles",
     "incident_tasks",
+    "drills",
 }
 
 

@@ -23,8 +23,10 @@ from api.app import create_app
 from api.auth import LEVELS, ROLES
 from api.runtime import Runtime
 from api.settings import Settings
+from core.bus.memory import MemoryBus
 from core.clock import ManualClock
 from core.db import unit_of_work
+from listener.config import WatchConfig
 from tests.access_support import key_headers, make_template, open_incident, role_api
 
 Setup = Callable[[Runtime, ManualClock], Awaitable[str]]  # returns the request path
@@ -122,6 +124,16 @@ async def _merge(runtime: Runtime, clock: ManualClock) -> str:
     return f"/incidents/{merged}/merge"
 
 
+async def _drills(runtime: Runtime, clock: ManualClock) -> str:
+    """An API-only runtime has no bus: give it one (nobody reads it) and a watch."""
+    if runtime.bus is None:
+        runtime.bus = MemoryBus(capacity=100_000, metrics=runtime.metrics)
+    watches = runtime.settings.listener.watches
+    if not any(w.id == "acme" for w in watches):
+        watches.append(WatchConfig(id="acme", brand="Acme", terms=["acme"]))
+    return "/drills"
+
+
 _BODIES: dict[str, dict[str, Any]] = {}
 CLOSERS = frozenset({"pr", "legal", "executive", "admin"})
 
@@ -173,6 +185,13 @@ CASES = {
         lambda r, c: _incident(r, c, "notes"),
         WORKERS,
         body={"text": "called the author"},
+    ),
+    "drill.start": Case(
+        "POST",
+        "/drills",
+        _drills,
+        frozenset({"pr", "executive", "admin"}),
+        body={"scenario": "rumour", "watch": "acme"},
     ),
     "silence.create": Case(
         "POST",

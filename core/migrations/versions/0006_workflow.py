@@ -1,4 +1,4 @@
-"""alerts: incident workflow (mitigating/closed, merge, tier history, heat, roles, tasks)
+"""alerts: incident workflow (mitigating/closed, merge, tier history, heat, roles, tasks, drills)
 
 Revision ID: 0006
 Revises: 0005
@@ -118,9 +118,22 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_incident_tasks_reminders", "incident_tasks", ["status", "next_reminder_at"])
+    op.create_table(
+        "drills",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("scenario", sa.String(64), nullable=False),
+        sa.Column("watch_id", sa.String(255), nullable=False),
+        sa.Column("story_root", sa.String(512), nullable=False),
+        sa.Column("mentions", sa.Integer(), nullable=False),
+        _ts("first_mention_at"),
+        _ts("started_at"),
+        sa.Column("started_by", sa.String(255), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_drills")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("drills")
     op.drop_table("incident_tasks")
     op.drop_table("incident_roles")
     op.drop_table("incident_heat")

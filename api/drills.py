@@ -1,0 +1,206 @@
+"""Crisis drill scenarios and their injection through the real pipeline.
+
+A scenario is a synthetic story: a first post and ``n`` follow-ups (reposts, replies,
+copies) from ``n`` authors on several platforms within ``minutes``, written about the
+watch's brand. Every mention is marked ``drill`` (the detector keeps drill stories apart,
+alerts say DRILL, the incident is a drill incident). The posts are dated so that the story
+has just spread over the scenario's minutes; they go in through the listener when this
+process runs one (matching, dedup, as any mention), otherwise straight onto the mentions
+topic with the watch set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.workflow.drills import Drill
+from api.runtime import Runtime
+from core.db import unit_of_work
+from core.events import TOPIC_MENTIONS, Author, Mention, WatchMatch
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("bluesky", "mastodon", "reddit", "weibo")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    first: str  # {brand} is replaced
+    follow_ups: tuple[str, ...]
+    n: int = 200
+    minutes: float = 6.0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "product_complaint",
+            "a product complaint going viral (a phone that caught fire while charging)",
+            "My {brand} phone caught fire while charging, this is dangerous, {brand} must "
+            "recall it",
+            (
+                "Same here, my {brand} battery is burning hot. Terrible, I want a refund",
+                "{brand} is ignoring the fire reports. Worst customer service ever",
+                "{brand}手机充电起火，太危险了，必须召回！",
+            ),
+        ),
+        Scenario(
+            "executive_remark",
+            "an executive's remark going viral",
+            "{brand}'s CEO said customers who complain are 'too poor to understand' — "
+            "arrogant and terrible, I hate this company",
+            (
+                "Boycott {brand}. Arrogant executives, terrible attitude to customers",
+                "Never buying {brand} again after that CEO remark. Shameful",
+                "{brand}高管的言论太恶心了，垃圾公司，抵制！",
+            ),
+        ),
+        Scenario(
+            "rumour",
+            "a rumour spreading (a fake recall notice)",
+            "Leaked: {brand} hides a dangerous defect and will recall every device, "
+            "terrible scandal",
+            (
+                "Is it true {brand} lied about the defect? Awful if so, I want a refund",
+                "{brand} recall scandal is everywhere, the worst cover-up",
+                "听说{brand}隐瞒缺陷，骗人的，太可怕了",
+            ),
+        ),
+    )
+}
+
+
+class DrillRefused(ValueError):
+    """The drill cannot run (unknown scenario or watch): the API answers 422."""
+
+
+class DrillUnavailable(RuntimeError):
+    """This process cannot inject mentions (an API-only process): the API answers 409."""
+
+
+def mentions_for(scenario: Scenario, brand: str, drill_id: int, start: datetime) -> list[Mention]:
+    root_id = f"{PLATFORMS[0]}:drill{drill_id}-root"
+    out = [
+        Mention(
+            id=root_id,
+            source=PLATFORMS[0],
+            text=scenario.first.format(brand=brand),
+            lang="en",
+            created_at=start,
+            author=Author(id=f"drill{drill_id}-victim", followers=1200),
+            drill=True,
+        )
+    ]
+    for i in range(scenario.n):
+        source = PLATFORMS[i % len(PLATFORMS)]
+        kind = i % 3
+        text = scenario.follow_ups[i % len(scenario.follow_ups)].format(brand=brand)
+        if kind == 2:
+            text = f"{scenario.first.format(brand=brand)} #{source}{i % 7}"
+        out.append(
+            Mention(
+                id=f"{source}:drill{drill_id}-{i}",
+                source=source,
+                text="" if kind == 0 else text,
+                lang="zh" if not text.isascii() else "en",
+                created_at=start + timedelta(seconds=(i + 1) * scenario.minutes * 60 / scenario.n),
+                author=Author(id=f"drill{drill_id}-u{i}", followers=100 + 37 * i),
+                repost_of=root_id if kind == 0 else None,
+                reply_to=root_id if kind == 1 else None,
+                drill=True,
+            )
+        )
+    return out
+
+
+async def start_drill(
+    session: AsyncSession, runtime: Runtime, scenario_name: str, watch_id: str, actor: str
+) -> Drill:
+    """Record the drill and inject its mentions (the caller commits the record)."""
+    scenario = SCENARIOS.get(scenario_name)
+    if scenario is None:
+        raise DrillRefused(f"unknown scenario {scenario_name!r}; one of {', '.join(SCENARIOS)}")
+    watches = {w.id: w for w in runtime.settings.listener.watches}
+    watch = watches.get(watch_id)
+    if watch is None:
+        raise DrillRefused(f"unknown watch {watch_id!r}; configured: {', '.join(watches)}")
+    brand = watch.brand or watch.id
+    if runtime.listener is None and runtime.bus is None:
+        raise DrillUnavailable(
+            "this process runs neither the listener nor a bus: start drills on a process "
+            "that runs the listener (crisiswatch run, or the api with the listener role)"
+        )
+    now = runtime.clock.now()
+    start = now - timedelta(minutes=scenario.minutes)
+    drill = Drill(
+        scenario=scenario.name,
+        watch_id=watch.id,
+        story_root="",
+        mentions=scenario.n + 1,
+        first_mention_at=start,
+        started_at=now,
+        started_by=actor,
+    )
+    session.add(drill)
+    await session.flush()
+    mentions = mentions_for(scenario, brand, drill.id, start)
+    drill.story_root = mentions[0].id
+    if runtime.listener is not None:
+        await runtime.listener.ingest(mentions)
+    else:
+        assert runtime.bus is not None
+        match = WatchMatch(id=watch.id, brand=brand, terms=(brand,))
+        for mention in mentions:
+            event = mention.model_copy(update={"watch": match, "received_at": now})
+            await runtime.bus.publish(TOPIC_MENTIONS, event, key=mention.id)
+    return drill
+
+
+class DrillSchedule:
+    """Runs the scenarios in turn on ``settings.drills.cron`` (APScheduler), in the
+    process that runs the listener; started and stopped by the app's lifespan."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._scheduler: AsyncIOScheduler | None = None
+        self._turn = 0
+
+    async def start(self) -> None:
+        config = self.runtime.settings.drills
+        if not config.enabled or self.runtime.listener is None:
+            return
+        scheduler = AsyncIOScheduler()
+        trigger = CronTrigger.from_crontab(config.cron, timezone=config.timezone)
+        scheduler.add_job(self.run_next, trigger, id="crisis-drill", max_instances=1)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("drills: scheduled %r (%s)", config.cron, config.timezone)
+
+    async def run_next(self) -> Drill | None:
+        runtime = self.runtime
+        watches = runtime.settings.listener.watches
+        watch = runtime.settings.drills.watch or (watches[0].id if watches else None)
+        if watch is None or runtime.sessions is None:
+            log.error("drills: no watch configured; the scheduled drill did not run")
+            return None
+        names = sorted(SCENARIOS)
+        name = names[self._turn % len(names)]
+        self._turn += 1
+        async with unit_of_work(runtime.sessions) as session:
+            drill = await start_drill(session, runtime, name, watch, "scheduler")
+        log.warning("drills: scheduled drill %d (%s) injected into watch %s", drill.id, name, watch)
+        return drill
+
+    async def stop(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)

@@ -1,0 +1,166 @@
+"""A crisis drill end to end on the embedded pipeline with a ManualClock: the scenario's
+mentions go through listener, scorer, detector and alerter as a drill; people work the
+drill incident; the drill report measures it against the plan and names the gaps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.drills import SCENARIOS, DrillSchedule
+from api.runtime import Runtime
+from api.settings import ApiConfig, ApiKeyConfig, DrillScheduleConfig, Settings
+from core.bus.memory import MemoryBus
+from core.clock import ManualClock
+from core.settings import DatabaseConfig
+from listener.config import ListenerConfig, WatchConfig
+from tests.access_support import make_template
+from tests.fakes import FakeClassifier
+
+PR = {"Authorization": "Bearer pr-key-0123456789abcdef"}
+VIEWER = {"Authorization": "Bearer viewer-key-0123456789abcdef"}
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"),
+        api=ApiConfig(
+            keys=[
+                ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr"),
+                ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer"),
+            ]
+        ),
+        listener=ListenerConfig(watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])]),
+    )
+    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
+    app = create_app(runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            yield client, runtime
+
+
+async def settle(runtime: Runtime) -> None:
+    assert isinstance(runtime.bus, MemoryBus) and runtime.alerter is not None
+    await runtime.bus.join()
+    await runtime.alerter.tick()
+
+
+def test_three_scenarios_ship() -> None:
+    assert {"product_complaint", "executive_remark", "rumour"} <= set(SCENARIOS)
+
+
+async def test_a_drill_runs_end_to_end_and_reports_its_gaps(
+    world: tuple[httpx.AsyncClient, Runtime], clock: ManualClock
+) -> None:
+    client, runtime = world
+    r = await client.post(
+        "/drills", headers=PR, json={"scenario": "product_complaint", "watch": "acme"}
+    )
+    assert r.status_code == 201, r.text
+    drill = r.json()
+    await settle(runtime)
+
+    page = (await client.get("/incidents", headers=VIEWER)).json()
+    assert page["total"] == 1, page
+    incident = page["items"][0]
+    assert incident["drill"] is True and ":drill:" in incident["story_id"]
+    assert incident["tier"] == 3
+    assert incident["title"]
+
+    clock.advance(3 * 60)
+    r = await client.post(f"/incidents/{incident['id']}/ack", headers=PR)
+    assert r.status_code == 200, r.text
+    clock.advance(20 * 60)  # the statement comes late
+    template_id = await make_template(runtime, clock, until="approved")
+    r = await client.post(
+        f"/incidents/{incident['id']}/responses",
+        headers=PR,
+        json={"template_id": template_id, "variables": {"product": "X2"}},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["text"].startswith("[DRILL]") or "DRILL" in r.json()["text"]
+
+    report = (await client.get(f"/drills/{drill['id']}/report", headers=VIEWER)).json()
+    assert report["incident_id"] == incident["id"] and report["tier"] == 3
+    verdicts = {m["what"].split(" ")[0]: m for m in report["measurements"]}
+    assert verdicts["detection"]["verdict"] == "met"
+    assert 0 <= verdicts["detection"]["seconds"] <= 6 * 60  # event time, first signal
+    assert (verdicts["acknowledgement"]["seconds"], verdicts["acknowledgement"]["verdict"]) == (
+        180,
+        "met",
+    )
+    assert verdicts["approved"]["verdict"] == "missed"
+    assert verdicts["approved"]["seconds"] == 23 * 60
+    assert report["gaps"] == [
+        "approved statement (first template use): missed (1380 s, target 600 s)"
+    ]
+    md = (await client.get(f"/drills/{drill['id']}/report?format=md", headers=VIEWER)).text
+    assert md.startswith(f"# DRILL report {drill['id']}: product_complaint")
+    assert "| **missed** |" in md
+
+    listed = (await client.get("/drills", headers=VIEWER)).json()
+    assert listed["total"] == 1 and listed["items"][0]["started_by"] == "pat"
+
+
+async def test_drill_errors(world: tuple[httpx.AsyncClient, Runtime]) -> None:
+    client, _ = world
+    cases = [
+        ({"scenario": "alien_invasion", "watch": "acme"}, 422, "unknown scenario"),
+        ({"scenario": "rumour", "watch": "nope"}, 422, "unknown watch"),
+        ({"scenario": "rumour"}, 422, "watch"),
+    ]
+    for body, code, text in cases:
+        r = await client.post("/drills", headers=PR, json=body)
+        assert r.status_code == code and text in r.text, r.text
+    assert (await client.post("/drills", headers=VIEWER, json=cases[0][0])).status_code == 403
+    assert (await client.get("/drills/999/report", headers=VIEWER)).status_code == 404
+
+
+async def test_the_schedule_runs_the_scenarios_in_turn(
+    world: tuple[httpx.AsyncClient, Runtime], clock: ManualClock
+) -> None:
+    client, runtime = world
+    schedule = DrillSchedule(runtime)
+    first = await schedule.run_next()
+    await settle(runtime)
+    clock.advance(91 * 24 * 3600)  # the next quarter
+    second = await schedule.run_next()
+    assert first is not None and second is not None
+    assert [first.scenario, second.scenario] == sorted(SCENARIOS)[:2]
+    assert first.started_by == "scheduler"
+    await settle(runtime)
+    page = (await client.get("/incidents", headers=VIEWER)).json()
+    assert page["total"] == 2 and all(i["drill"] for i in page["items"])
+    for drill in (first, second):
+        report = (await client.get(f"/drills/{drill.id}/report", headers=VIEWER)).json()
+        assert report["incident_id"] is not None
+        assert "acknowledgement: not done" in report["gaps"]
+
+
+def test_a_bad_drill_schedule_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"drills\.cron"):
+        DrillScheduleConfig(cron="every quarter")
+    assert DrillScheduleConfig().enabled is False
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+async def test_every_scenario_is_detected_as_a_drill(
+    world: tuple[httpx.AsyncClient, Runtime], scenario: str
+) -> None:
+    client, runtime = world
+    r = await client.post("/drills", headers=PR, json={"scenario": scenario, "watch": "acme"})
+    assert r.status_code == 201, r.text
+    await settle(runtime)
+    report = (await client.get(f"/drills/{r.json()['id']}/report", headers=VIEWER)).json()
+    assert report["incident_id"] is not None and report["tier"] >= 2, report
+    incident = (await client.get(f"/incidents/{report['incident_id']}", headers=VIEWER)).json()
+    assert incident["drill"] is True
+    assert all(d["status"] != "failed" for d in incident["deliveries"])
