@@ -143,19 +143,29 @@ class Detector:
             self._retire(ws, dropped)
         return signals
 
-    def evaluate(self, watch_id: str, story_id: str, *, drill: bool = False) -> Decision | None:
-        """A story's current levels, without changing anything (None when not held)."""
+    def evaluate(
+        self, watch_id: str, story_id: str, *, drill: bool = False, at: datetime | None = None
+    ) -> Decision | None:
+        """A story's current levels, without changing the reported levels (None when not
+        held). ``at``: evaluate at this event time (not before the watch's latest
+        mention; benchmarks sample stories at fixed ages)."""
         ws = self._watches.get((watch_id, drill))
         if ws is None or ws.now is None:
             return None
         tracked = ws.tracked.get(story_id)
         if tracked is None:
             return None
-        heat = tracked.heat.snapshot(ws.now, ws.baseline.per_minute())
+        now = ws.now if at is None else max(at, ws.now)
+        heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
         raw_spread, raw_tier = self._levels(heat)
         return Decision(
             story_id, heat, raw_spread, raw_tier, tracked.spread.level, tracked.tier.level
         )
+
+    def story_of(self, watch_id: str, mention_id: str, *, drill: bool = False) -> str | None:
+        """The id of the story holding ``mention_id`` (None when not held)."""
+        ws = self._watches.get((watch_id, drill))
+        return None if ws is None else ws.index.story_of(mention_id)
 
     def _watch(self, watch_id: str, drill: bool) -> _WatchState:
         ws = self._watches.get((watch_id, drill))
