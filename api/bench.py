@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 from api.settings import ConfigError, Settings
 from core.events import Mention, ScoredMention, Sentiment, WatchMatch
@@ -129,8 +129,10 @@ def read_replay_output(path: Path) -> RunOutput:
 # --------------------------------------------------------------------------- the stream
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else path.open("rb")
+def _open(path: Path) -> BinaryIO:
+    if str(path).endswith(".gz"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Mention, str]]:
@@ -293,7 +295,7 @@ def score(
             "median_relative_error_tier3": _median(big),
         }
     tier3 = tp + fn
-    calls = tp + fp
+    n_calls = tp + fp
     return {
         "stories": len(truth),
         "tier3_stories": tier3,
@@ -313,7 +315,7 @@ def score(
             "share_of_tier3_before_t10": _share(before_t10, tier3),
         },
         "false_spread3_calls_per_100_stories": 100 * fp / len(truth) if truth else None,
-        "spread3_calls_per_day": calls / days if days > 0 else None,
+        "spread3_calls_per_day": n_calls / days if days > 0 else None,
         "tier_alerts_per_day": output.tier_alerts / days if days > 0 else None,
         "predicted_size": errors,
     }
