@@ -25,7 +25,7 @@ Spread levels (see ``policy.spread_level``)::
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -212,6 +212,34 @@ class DetectorConfig(Section):
     predict_horizon_minutes: float = Field(
         60.0, gt=0, description="the story age used in the extrapolation is capped at this"
     )
+    predictor: Literal["hawkes", "power_law"] = Field(
+        "hawkes",
+        description="hawkes: the self-exciting forecast (see forecast); power_law: the "
+        "rate extrapolation (predict_theta, predict_offset_minutes, predict_horizon_minutes)",
+    )
+    hawkes_theta: float = Field(
+        1.0, gt=0, le=3, description="power-law exponent of the Hawkes memory kernel's tail"
+    )
+    hawkes_shortest_minutes: float = Field(1.0, gt=0, description="kernel: shortest time scale")
+    hawkes_longest_minutes: float = Field(10_000.0, gt=0, description="kernel: longest time scale")
+    hawkes_scales: int = Field(9, ge=1, le=32, description="kernel: log-spaced time scales")
+    hawkes_prior_infectiousness: float = Field(
+        0.5, ge=0, description="prior infectiousness (mentions per unit of exposure) ..."
+    )
+    hawkes_prior_exposure: float = Field(
+        5.0, ge=0, description="... worth this much exposure (a weak prior for small stories)"
+    )
+    hawkes_max_branching: float = Field(
+        0.95, gt=0, lt=1, description="the branching ratio is capped here (no infinite size)"
+    )
+    hawkes_follower_power: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="mention weight = (followers / hawkes_reference_followers) ** this where "
+        "the follower count is known, else 1; 0 ignores followers",
+    )
+    hawkes_reference_followers: float = Field(1_000.0, gt=0)
 
     # --- stories and memory --------------------------------------------------------------
     near_duplicate_threshold: float = Field(
@@ -246,6 +274,8 @@ class DetectorConfig(Section):
     def _consistent(self) -> Self:
         if self.long_window_minutes < self.short_window_minutes:
             raise ValueError("long_window_minutes must be at least short_window_minutes")
+        if self.hawkes_longest_minutes < self.hawkes_shortest_minutes:
+            raise ValueError("hawkes_longest_minutes must be at least hawkes_shortest_minutes")
         if self.minhash_permutations % self.minhash_bands:
             raise ValueError("minhash_permutations must be a multiple of minhash_bands")
         if self.spread3_authors < self.spread2_authors:

@@ -57,6 +57,17 @@ class _Tracked:
     reported_spread: int = 0
 
 
+def _may_cool(tracked: _Tracked) -> bool:
+    """Whether time alone (no new mention) can change the story's held levels: only
+    spread 3 needs momentum (levels 1 and 2 and the tier's sentiment only change with
+    mentions), and a pending lower level completes its cool-down with time."""
+    return (
+        tracked.spread.level >= 3
+        or tracked.spread.lower_since is not None
+        or tracked.tier.lower_since is not None
+    )
+
+
 @dataclass(frozen=True)
 class _Retired:
     """What outlives a forgotten story, so that it can come back consistently."""
@@ -246,6 +257,8 @@ class Detector:
             story = ws.index.get(story_id)
             tracked = ws.tracked.get(story_id)
             if story_id == skip or story is None or tracked is None:
+                continue
+            if not _may_cool(tracked):
                 continue
             signal = self._decide(ws, story, tracked, now, None)
             if signal is not None:

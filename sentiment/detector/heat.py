@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 
 from core.events import HeatFeatures, Label, Mention
 from sentiment.detector.config import DetectorConfig
+from sentiment.detector.forecast import ForecastModel, Kernel, StoryForecast
 
 MAX_PLATFORMS = 64
 MAX_CUES = 10
@@ -123,6 +124,7 @@ class StoryHeat:
         self._abstained_cued = 0  # ... and how many of them carry a complaint cue
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
+        self._forecast = StoryForecast(forecast_model(config))
 
     @property
     def authors(self) -> int:
@@ -153,6 +155,7 @@ class StoryHeat:
             self.first_at = at
         self._short.add(at, now)
         self._long.add(at, now)
+        self._forecast.add(at.timestamp() / 60, mention.author.followers)
         self._count_author(mention)
         if len(self._platforms) < MAX_PLATFORMS:
             self._platforms[mention.source] = None
@@ -222,9 +225,45 @@ class StoryHeat:
             age_minutes=age,
             rate_per_minute=rate,
             rate_ratio=ratio,
-            predicted_size=predict_final_size(self.mentions, min(rate, sustained), age, cfg),
+            predicted_size=self.predict(now, min(rate, sustained), age),
             complaint_cues=self.complaint_cues,
         )
+
+    def predict(self, now: datetime, rate_per_minute: float, age: float) -> float | None:
+        """The expected final number of mentions (None for a story still too small)."""
+        cfg = self._config
+        if cfg.predictor == "power_law":
+            return predict_final_size(self.mentions, rate_per_minute, age, cfg)
+        if self.mentions < cfg.predict_min_mentions:
+            return None
+        return self._forecast.predict(now.timestamp() / 60)
+
+
+_MODELS: dict[int, tuple[DetectorConfig, ForecastModel]] = {}
+
+
+def forecast_model(config: DetectorConfig) -> ForecastModel:
+    """The Hawkes model of a config (built once per config object)."""
+    cached = _MODELS.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    model = ForecastModel(
+        Kernel.power_law(
+            config.hawkes_theta,
+            config.hawkes_shortest_minutes,
+            config.hawkes_longest_minutes,
+            config.hawkes_scales,
+        ),
+        prior_p=config.hawkes_prior_infectiousness,
+        prior_exposure=config.hawkes_prior_exposure,
+        max_branching=config.hawkes_max_branching,
+        reference_followers=config.hawkes_reference_followers,
+        follower_power=config.hawkes_follower_power,
+    )
+    if len(_MODELS) > 64:
+        _MODELS.clear()
+    _MODELS[id(config)] = (config, model)
+    return model
 
 
 def predict_final_size(

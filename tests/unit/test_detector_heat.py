@@ -14,6 +14,7 @@ from sentiment.detector.heat import EventWindow, RateBaseline, StoryHeat, predic
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CFG = DetectorConfig()
+POWER_LAW = DetectorConfig(predictor="power_law")
 
 
 def at(minutes: float) -> datetime:
@@ -128,7 +129,7 @@ def test_predicted_size() -> None:
 
 
 def test_the_prediction_uses_the_lower_of_the_short_and_long_rates() -> None:
-    heat = StoryHeat(CFG, T0)
+    heat = StoryHeat(POWER_LAW, T0)
     for i in range(60):
         add(heat, mention(f"a{i}", i * 0.5))  # 2 a minute for 30 minutes
     for i in range(40):
@@ -138,7 +139,7 @@ def test_the_prediction_uses_the_lower_of_the_short_and_long_rates() -> None:
     sustained = 100 / 59.8  # the long window over the story's age (< 60 min)
     assert snap.rate_per_minute == pytest.approx(40 / 10)  # the short window's rate
     assert snap.predicted_size == pytest.approx(
-        100 + sustained * (59.8 + CFG.predict_offset_minutes) / CFG.predict_theta
+        100 + sustained * (59.8 + POWER_LAW.predict_offset_minutes) / POWER_LAW.predict_theta
     )
 
 
