@@ -37,6 +37,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from api.settings import ConfigError, Settings
 from core.events import Mention, ScoredMention, Sentiment, WatchMatch
+from sentiment.classifier import Classifier
 from sentiment.detector.detector import Detector
 
 AGES_MINUTES = (10, 30, 60)
@@ -376,7 +377,9 @@ def bench_detection(
     replay_output: Path | None = None,
     progress: bool = True,
     config_given: bool = False,
+    classifier: Classifier | None = None,
 ) -> dict[str, Any]:
+    """Both passes (see the module docstring) and their scores, as a JSON-able dict."""
     if not stream.exists():
         raise ConfigError(f"bench input {stream} does not exist")
     truth = load_truth(truth_path, stories)
@@ -405,7 +408,12 @@ def bench_detection(
             out_path = replay_output or Path(tmp) / "replay.jsonl"
             summary = asyncio.run(
                 run_replay(
-                    settings, replay_input, out_path, progress=progress, config_given=config_given
+                    settings,
+                    replay_input,
+                    out_path,
+                    progress=progress,
+                    config_given=config_given,
+                    classifier=classifier,
                 )
             )
             replay_rate = summary.rate

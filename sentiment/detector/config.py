@@ -20,7 +20,7 @@ Spread levels (see ``policy.spread_level``)::
     1  a few mentions, or one post with a wide reach
     2  local spread: the story has grown beyond its first authors
     3  network-wide: many mentions fast or a large projected size while still hot, or
-       local spread on several platforms
+       local spread on several platforms from as many authors
 """
 
 from __future__ import annotations
@@ -101,6 +101,13 @@ DEFAULT_COMPLAINT_CUES: dict[str, list[str]] = {
 }
 
 
+SENSITIVITY: dict[str, tuple[float, float, float]] = {
+    # preset: (spread threshold factor, negative_share shift, burst alpha factor)
+    "fewer": (1.5, 0.1, 0.1),
+    "more": (0.67, -0.1, 10.0),
+}
+
+
 class DetectorConfig(Section):
     # --- bus -----------------------------------------------------------------------------
     max_batch: int = Field(256, ge=1, le=10_000, description="scored mentions per batch")
@@ -158,6 +165,56 @@ class DetectorConfig(Section):
     )
     spread3_platforms: int = Field(
         3, ge=2, description="level 3 also: level 2 met on at least this many platforms"
+    )
+
+    # --- burst layer ---------------------------------------------------------------------
+    burst_windows_minutes: list[int] = Field(
+        default_factory=lambda: [1, 5, 15, 60],
+        min_length=1,
+        max_length=8,
+        description="tumbling event-time windows tested for bursts",
+    )
+    burst_alpha: float = Field(
+        1e-4,
+        gt=0,
+        lt=1,
+        description="a story's window is hot when its count has a Poisson tail probability "
+        "of at most this under the watch's usual rate for the hour of the week",
+    )
+    burst_min_count: int = Field(5, ge=1, description="... and at least this many mentions")
+    seasonal_half_life_minutes: float = Field(
+        240.0,
+        gt=0,
+        description="half-life of each hour-of-week slot's EWMA, in minutes of that slot "
+        "(60 minutes a week: 240 is about four weeks)",
+    )
+    seasonal_warmup_minutes: int = Field(
+        30, ge=1, description="a slot (else the all-hours rate) is used from this many minutes"
+    )
+    surge_enabled: bool = Field(
+        True, description="signal a watch-level surge (kind 'surge'): the whole watch bursts"
+    )
+    surge_alpha: float = Field(
+        1e-6, gt=0, lt=1, description="the watch's windows are hot at this tail probability"
+    )
+    surge_min_count: int = Field(30, ge=1, description="... and at least this many mentions")
+    surge_max_story_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a surge is reported only while no single story holds this share of "
+        "the bursting window (a dominant story is reported as itself)",
+    )
+    spread2_burst: bool = Field(
+        True, description="level 2 also: the story bursts (persistence-gated) in any window"
+    )
+
+    # --- sensitivity ---------------------------------------------------------------------
+    sensitivity: Literal["fewer", "balanced", "more"] = Field(
+        "balanced",
+        description="preset on top of the thresholds: 'fewer' alerts (spread thresholds x1.5, "
+        "negative_share +0.1, burst alpha /10), 'balanced' (as configured), 'more' alerts "
+        "(x0.67, -0.1, alpha x10)",
     )
 
     # --- sentiment -----------------------------------------------------------------------
@@ -270,12 +327,43 @@ class DetectorConfig(Section):
     evidence_count: int = Field(5, ge=1, le=50, description="mentions carried in a Signal")
     evidence_chars: int = Field(280, ge=20, le=4_000, description="text trimmed to this")
 
+    def effective(self) -> DetectorConfig:
+        """The thresholds the detector decides with: the configured ones under the
+        ``sensitivity`` preset (``balanced`` changes nothing)."""
+        if self.sensitivity == "balanced":
+            return self
+        scale, share, alpha = SENSITIVITY[self.sensitivity]
+
+        def count(n: int) -> int:
+            return max(1, round(n * scale))
+
+        spread2_authors = count(self.spread2_authors)
+        return self.model_copy(
+            update={
+                "sensitivity": "balanced",
+                "spread2_authors": spread2_authors,
+                "spread3_short_mentions": count(self.spread3_short_mentions),
+                "spread3_long_mentions": count(self.spread3_long_mentions),
+                "spread3_authors": max(count(self.spread3_authors), spread2_authors),
+                "spread3_predicted_size": None
+                if self.spread3_predicted_size is None
+                else self.spread3_predicted_size * scale,
+                "negative_share": min(max(self.negative_share + share, 0.05), 1.0),
+                "burst_alpha": min(self.burst_alpha * alpha, 0.5),
+                "surge_alpha": min(self.surge_alpha * alpha, 0.5),
+            }
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.long_window_minutes < self.short_window_minutes:
             raise ValueError("long_window_minutes must be at least short_window_minutes")
         if self.hawkes_longest_minutes < self.hawkes_shortest_minutes:
             raise ValueError("hawkes_longest_minutes must be at least hawkes_shortest_minutes")
+        if sorted(set(self.burst_windows_minutes)) != self.burst_windows_minutes:
+            raise ValueError("burst_windows_minutes must be increasing, without repeats")
+        if any(w < 1 or w > 24 * 60 for w in self.burst_windows_minutes):
+            raise ValueError("burst_windows_minutes must be between 1 and 1440")
         if self.minhash_permutations % self.minhash_bands:
             raise ValueError("minhash_permutations must be a multiple of minhash_bands")
         if self.spread3_authors < self.spread2_authors:

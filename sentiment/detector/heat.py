@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.events import HeatFeatures, Label, Mention
+from sentiment.detector.burst import BurstTest
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.forecast import ForecastModel, Kernel, StoryForecast
 
@@ -88,6 +89,8 @@ class HeatSnapshot:
     rate_ratio: float | None
     predicted_size: float | None
     complaint_cues: tuple[str, ...] = ()
+    burst_windows: tuple[int, ...] = ()
+    """The window lengths (minutes) in which the story bursts (persistence-gated)."""
 
     def features(self) -> HeatFeatures:
         return HeatFeatures(
@@ -125,6 +128,9 @@ class StoryHeat:
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
         self._forecast = StoryForecast(forecast_model(config))
+        self._burst = BurstTest(
+            config.burst_windows_minutes, config.burst_alpha, config.burst_min_count
+        )
 
     @property
     def authors(self) -> int:
@@ -147,8 +153,10 @@ class StoryHeat:
         is_root: bool,
         now: datetime,
         cues: tuple[str, ...] = (),
+        expected_per_minute: float | None = None,
     ) -> None:
-        """Count one mention (never the same one twice: the story index sees to that)."""
+        """Count one mention (never the same one twice: the story index sees to that).
+        ``expected_per_minute``: the watch's usual rate now (the burst test's baseline)."""
         self.mentions += 1
         at = mention.created_at
         if at < self.first_at:
@@ -156,6 +164,7 @@ class StoryHeat:
         self._short.add(at, now)
         self._long.add(at, now)
         self._forecast.add(at.timestamp() / 60, mention.author.followers)
+        self._burst.add(at, expected_per_minute)
         self._count_author(mention)
         if len(self._platforms) < MAX_PLATFORMS:
             self._platforms[mention.source] = None
@@ -186,6 +195,10 @@ class StoryHeat:
             self._authors.add(key)
         if author.followers:
             self.reach += author.followers
+
+    def burst_counts(self, now: datetime) -> list[int]:
+        """The story's count in each burst window open at ``now``."""
+        return self._burst.counts(now)
 
     def negative(self) -> tuple[int, float]:
         """Negative mentions (own label, or inherited) and their share of labelled ones."""
@@ -227,6 +240,7 @@ class StoryHeat:
             rate_ratio=ratio,
             predicted_size=self.predict(now, min(rate, sustained), age),
             complaint_cues=self.complaint_cues,
+            burst_windows=self._burst.bursting(now),
         )
 
     def predict(self, now: datetime, rate_per_minute: float, age: float) -> float | None:

@@ -106,9 +106,12 @@ def test_level_3_needs_many_authors() -> None:
 
 
 def test_local_spread_on_several_platforms_is_level_3() -> None:
-    local = heat(mentions=12, authors=12, platforms=CFG.spread3_platforms)
+    n = CFG.spread3_authors
+    local = heat(mentions=n, authors=n, platforms=CFG.spread3_platforms)
     assert spread_level(local, CFG) == 3
     assert spread_level(replace(local, platforms=CFG.spread3_platforms - 1), CFG) == 2
+    # local spread on several platforms from a handful of authors is not yet network-wide
+    assert spread_level(replace(local, mentions=12, authors=12), CFG) == 2
     # several platforms alone, without local spread, is not network-wide
     assert spread_level(heat(mentions=3, authors=3, platforms=3), CFG) == 1
 
