@@ -297,6 +297,13 @@ class DetectorConfig(Section):
         "the follower count is known, else 1; 0 ignores followers",
     )
     hawkes_reference_followers: float = Field(1_000.0, gt=0)
+    hawkes_repost_weight: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="how much a mention other than the story's first excites (1: a plain "
+        "Hawkes process; lower: star-shaped cascades where the original post does the work)",
+    )
 
     # --- stories and memory --------------------------------------------------------------
     near_duplicate_threshold: float = Field(

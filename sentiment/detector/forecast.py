@@ -30,7 +30,9 @@ large the story.
 
 **Weights.** ``w = clamp((followers / reference_followers) ** follower_power)`` where the
 author's follower count is known, else 1 (the fallback: every mention counts alike, which
-is a plain Hawkes branching estimate). ``follower_power`` 0 ignores followers.
+is a plain Hawkes branching estimate). ``follower_power`` 0 ignores followers. Every
+mention but the story's first is further weighted by ``repost_weight`` (1: a plain
+Hawkes process; below 1: reposts excite less than the original post).
 """
 
 from __future__ import annotations
@@ -74,12 +76,16 @@ class ForecastModel:
     follower_power: float = 0.0
     min_weight: float = 0.1
     max_weight: float = 10.0
+    repost_weight: float = 1.0
 
-    def weight(self, followers: int | None) -> float:
-        if followers is None or self.follower_power == 0:
-            return 1.0
-        w = float((max(followers, 1) / self.reference_followers) ** self.follower_power)
-        return min(max(w, self.min_weight), self.max_weight)
+    def weight(self, followers: int | None, *, first: bool = False) -> float:
+        """A mention's weight: its reach where known (else 1), times ``repost_weight``
+        unless it is the story's first mention."""
+        w = 1.0
+        if followers is not None and self.follower_power != 0:
+            w = float((max(followers, 1) / self.reference_followers) ** self.follower_power)
+            w = min(max(w, self.min_weight), self.max_weight)
+        return w if first else w * self.repost_weight
 
 
 class StoryForecast:
@@ -98,7 +104,7 @@ class StoryForecast:
 
     def add(self, at_minutes: float, followers: int | None) -> None:
         """Count one mention at ``at_minutes`` (any fixed epoch, minutes)."""
-        w = self._model.weight(followers)
+        w = self._model.weight(followers, first=self._t is None)
         if self._t is None:
             self._t = at_minutes
             self.first_weight = w

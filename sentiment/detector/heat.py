@@ -273,6 +273,7 @@ def forecast_model(config: DetectorConfig) -> ForecastModel:
         max_branching=config.hawkes_max_branching,
         reference_followers=config.hawkes_reference_followers,
         follower_power=config.hawkes_follower_power,
+        repost_weight=config.hawkes_repost_weight,
     )
     if len(_MODELS) > 64:
         _MODELS.clear()

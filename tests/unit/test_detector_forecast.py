@@ -118,3 +118,15 @@ def test_a_late_mention_counts_as_if_in_order() -> None:
         late.add(t, None)
     assert late.predict(10.0) == pytest.approx(in_order.predict(10.0))
     assert StoryForecast(MODEL).predict(0.0) == 0.0
+
+
+def test_reposts_can_excite_less_than_the_original_post() -> None:
+    model = ForecastModel(KERNEL, repost_weight=0.25)
+    assert model.weight(None, first=True) == 1.0
+    assert model.weight(None) == 0.25
+    plain, star = StoryForecast(ForecastModel(KERNEL)), StoryForecast(model)
+    for t in (0.0, 0.5, 1.0, 2.0, 3.0):
+        plain.add(t, None)
+        star.add(t, None)
+    # fewer reposts to come when reposts themselves spread less
+    assert star.predict(5.0) < plain.predict(5.0)
