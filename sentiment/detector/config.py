@@ -269,10 +269,11 @@ class DetectorConfig(Section):
     predict_horizon_minutes: float = Field(
         60.0, gt=0, description="the story age used in the extrapolation is capped at this"
     )
-    predictor: Literal["hawkes", "power_law"] = Field(
+    predictor: Literal["hawkes", "power_law", "consensus"] = Field(
         "hawkes",
         description="hawkes: the self-exciting forecast (see forecast); power_law: the "
-        "rate extrapolation (predict_theta, predict_offset_minutes, predict_horizon_minutes)",
+        "rate extrapolation (predict_theta, predict_offset_minutes, predict_horizon_minutes); "
+        "consensus: the lower of the two (either can overshoot early, rarely both)",
     )
     hawkes_theta: float = Field(
         1.0, gt=0, le=3, description="power-law exponent of the Hawkes memory kernel's tail"

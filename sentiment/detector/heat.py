@@ -250,7 +250,11 @@ class StoryHeat:
             return predict_final_size(self.mentions, rate_per_minute, age, cfg)
         if self.mentions < cfg.predict_min_mentions:
             return None
-        return self._forecast.predict(now.timestamp() / 60)
+        hawkes = self._forecast.predict(now.timestamp() / 60)
+        if cfg.predictor == "consensus":
+            power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
+            return hawkes if power_law is None else min(hawkes, power_law)
+        return hawkes
 
 
 _MODELS: dict[int, tuple[DetectorConfig, ForecastModel]] = {}

@@ -187,3 +187,17 @@ def test_config_rejects_inconsistent_settings() -> None:
         DetectorConfig(complaint_cues={"en": ["refund", " "]})
     with pytest.raises(ValueError, match="Extra inputs"):
         DetectorConfig.model_validate({"spread_threshold": 3})
+
+
+def test_the_predictors_hawkes_power_law_and_their_consensus() -> None:
+    predictions = {}
+    for predictor in ("hawkes", "power_law", "consensus"):
+        heat = StoryHeat(DetectorConfig(predictor=predictor), T0)  # type: ignore[arg-type]
+        add(heat, mention("root", 0), root=True)
+        for i in range(40):
+            add(heat, mention(f"r{i}", 0.5 + i * 0.25))  # 40 reposts in 10 minutes
+        predictions[predictor] = heat.snapshot(at(10.5), None).predicted_size
+    hawkes, power_law, consensus = predictions.values()
+    assert hawkes is not None and power_law is not None
+    assert hawkes > 41 and power_law > 41  # both expect more to come
+    assert consensus == min(hawkes, power_law)
