@@ -133,6 +133,9 @@ class DetectorConfig(Section):
     spread2_reach: int = Field(
         200_000, ge=0, description="level 2 also: reach of at least this (with level 1 met)"
     )
+    high_reach_followers: int = Field(
+        100_000, ge=1, description="an author with this many followers is a high-reach account"
+    )
     spread2_rate_ratio: float = Field(
         10.0,
         gt=0,

@@ -90,6 +90,8 @@ class HeatSnapshot:
     predicted_size: float | None
     complaint_cues: tuple[str, ...] = ()
     burst_windows: tuple[int, ...] = ()
+    high_reach_authors: int = 0
+    """Distinct authors with at least ``high_reach_followers`` followers."""
     """The window lengths (minutes) in which the story bursts (persistence-gated)."""
 
     def features(self) -> HeatFeatures:
@@ -120,6 +122,7 @@ class StoryHeat:
         self._authors: set[str] = set()
         self._authors_beyond = 0  # new-looking authors once the exact set is full
         self.reach = 0
+        self.high_reach = 0
         self._own: dict[Label, int] = {"negative": 0, "neutral": 0, "positive": 0}
         self._inherited = 0
         self._story_label = label
@@ -195,6 +198,8 @@ class StoryHeat:
             self._authors.add(key)
         if author.followers:
             self.reach += author.followers
+            if author.followers >= self._config.high_reach_followers:
+                self.high_reach += 1
 
     def burst_counts(self, now: datetime) -> list[int]:
         """The story's count in each burst window open at ``now``."""
@@ -241,6 +246,7 @@ class StoryHeat:
             predicted_size=self.predict(now, min(rate, sustained), age),
             complaint_cues=self.complaint_cues,
             burst_windows=self._burst.bursting(now),
+            high_reach_authors=self.high_reach,
         )
 
     def predict(self, now: datetime, rate_per_minute: float, age: float) -> float | None:

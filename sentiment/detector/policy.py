@@ -149,6 +149,11 @@ def explain(heat: HeatSnapshot) -> str:
         parts[0] += f", {ratio.removesuffix('.0')}{TIMES} the usual rate"
     if heat.reach > 0:
         parts.append(f"reach {format_count(heat.reach)} followers")
+    if heat.high_reach_authors:
+        parts.append(f"{_plural(heat.high_reach_authors, 'high-reach account')} involved")
+    if heat.burst_windows:
+        windows = ", ".join(f"{w} min" for w in heat.burst_windows)
+        parts.append(f"bursting well above the usual volume ({windows} windows)")
     if heat.predicted_size is not None and heat.predicted_size >= total + 1:
         parts.append(f"projected {format_count(heat.predicted_size)} posts")
     if heat.platforms > 1:

@@ -236,3 +236,17 @@ def test_explain_leaves_out_what_is_unknown_or_unremarkable() -> None:
     assert explain(heat()) == "1 post in the last 10 min from 1 author."
     text = explain(heat(mentions=5, short_mentions=0, authors=4, rate_ratio=1.0))
     assert text == "0 posts in the last 10 min (5 in all) from 4 authors."
+
+
+def test_explain_names_high_reach_accounts_and_bursts() -> None:
+    text = explain(heat(mentions=50, short_mentions=50, authors=45, high_reach_authors=2))
+    assert "2 high-reach accounts involved" in text
+    text = explain(heat(mentions=50, short_mentions=50, authors=45, burst_windows=(1, 5)))
+    assert "bursting well above the usual volume (1 min, 5 min windows)" in text
+
+
+def test_a_persistent_burst_is_local_spread() -> None:
+    bursting = heat(mentions=8, short_mentions=8, authors=8, burst_windows=(5,))
+    assert spread_level(bursting, CFG) == 2
+    assert spread_level(replace(bursting, burst_windows=()), CFG) == 1
+    assert spread_level(bursting, DetectorConfig(spread2_burst=False)) == 1
