@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 _CRITICAL: dict[tuple[float, float], int] = {}
-_CRITICAL_CAP = 100_000
+_CRITICAL_CAP = 10_000
 
 
 def poisson_tail(k: int, lam: float) -> float:
@@ -49,16 +49,23 @@ def poisson_tail(k: int, lam: float) -> float:
 
 
 def critical_count(lam: float, alpha: float) -> int:
-    """The smallest k with ``P(X >= k) <= alpha`` (lam rounded to 2 significant-ish
-    decimals for the cache)."""
-    lam = round(lam, 2) if lam < 100 else round(lam)
+    """The smallest k with ``P(X >= k) <= alpha``. ``lam`` is first rounded up to a grid
+    of 1 % steps (the cache then holds a few hundred entries, and the count errs on the
+    side of fewer bursts)."""
+    if lam <= 0:
+        return 1
+    lam = math.exp(math.ceil(math.log(lam) * 100) / 100)
     key = (lam, alpha)
     cached = _CRITICAL.get(key)
     if cached is not None:
         return cached
     k = max(1, math.floor(lam))
-    while poisson_tail(k, lam) > alpha:
-        k += 1 if lam < 50 else max(1, int(math.sqrt(lam) / 8))
+    tail = poisson_tail(k, lam)
+    pmf = math.exp(-lam + k * math.log(lam) - math.lgamma(k + 1))  # P(X = k)
+    while tail > alpha:  # P(X >= k + 1) = P(X >= k) - P(X = k)
+        tail -= pmf
+        k += 1
+        pmf *= lam / k
     if len(_CRITICAL) >= _CRITICAL_CAP:
         _CRITICAL.clear()
     _CRITICAL[key] = k
@@ -85,19 +92,19 @@ class SeasonalBaseline:
         self._seen = [0] * 168  # minutes folded into each slot
         self._overall = 0.0
         self._overall_seen = 0
-        self.event_minute: int | None = None
+        self._open_minute: int | None = None
         self._count = 0
 
     def add(self, at: datetime) -> None:
         minute = event_minute(at)
-        if self.event_minute is None:
-            self.event_minute = minute
-        elif minute > self.event_minute:
-            self._fold(self.event_minute, self._count)
-            # empty minutes in between (at most a week of them; more adds nothing new)
-            for m in range(self.event_minute + 1, min(minute, self.event_minute + 1 + 168 * 60)):
-                self._fold(m, 0)
-            self.event_minute = minute
+        if self._open_minute is None:
+            self._open_minute = minute
+        elif minute > self._open_minute:
+            self._fold(self._open_minute, self._count)
+            # empty minutes in between (at most a week of them: more adds nothing new)
+            start = self._open_minute + 1
+            self._fold_empty(start, min(minute, start + 168 * 60))
+            self._open_minute = minute
             self._count = 0
         self._count += 1  # a late mention counts in the open minute
 
@@ -114,6 +121,20 @@ class SeasonalBaseline:
         else:
             self._overall = take * count + self._keep * self._overall
         self._overall_seen += 1
+
+    def _fold_empty(self, start: int, end: int) -> None:
+        """Fold the empty minutes ``start`` .. ``end - 1``, an hour-of-week slot at a time."""
+        m = start
+        while m < end:
+            chunk_end = min(end, (m // 60 + 1) * 60)
+            n = chunk_end - m
+            slot = hour_of_week(m)
+            decay = self._keep**n
+            self._slots[slot] = 0.0 if self._seen[slot] == 0 else self._slots[slot] * decay
+            self._seen[slot] += n
+            self._overall = 0.0 if self._overall_seen == 0 else self._overall * decay
+            self._overall_seen += n
+            m = chunk_end
 
     def per_minute(self, at: datetime) -> float | None:
         """The usual rate at ``at``'s hour of the week (None before any warm-up)."""
@@ -158,16 +179,27 @@ class BurstWindow:
 
 
 class BurstTest:
-    def __init__(self, windows: Sequence[int], alpha: float, min_count: int) -> None:
+    def __init__(
+        self, windows: Sequence[int], alpha: float, min_count: int, min_ratio: float = 1.0
+    ) -> None:
+        """``min_ratio``: a hot window also holds this many times the expected count (real
+        counts are overdispersed: a Poisson tail alone calls too many bursts on busy
+        baselines)."""
         self.windows = tuple(BurstWindow(m) for m in windows)
         self._alpha = alpha
         self._min_count = min_count
+        self._min_ratio = min_ratio
 
     def critical(self, expected_per_minute: float | None, minutes: int) -> int | None:
         """The count a window of ``minutes`` must reach (None: no baseline yet)."""
         if expected_per_minute is None:
             return None
-        return max(critical_count(expected_per_minute * minutes, self._alpha), self._min_count)
+        expected = expected_per_minute * minutes
+        return max(
+            critical_count(expected, self._alpha),
+            self._min_count,
+            math.ceil(self._min_ratio * expected),
+        )
 
     def add(self, at: datetime, expected_per_minute: float | None) -> None:
         minute = event_minute(at)

@@ -201,6 +201,12 @@ class DetectorConfig(Section):
         1e-6, gt=0, lt=1, description="the watch's windows are hot at this tail probability"
     )
     surge_min_count: int = Field(30, ge=1, description="... and at least this many mentions")
+    surge_min_ratio: float = Field(
+        5.0, ge=1, description="... and at least this many times the usual count"
+    )
+    surge_min_window_minutes: int = Field(
+        15, ge=1, description="only burst windows this long or longer count for a surge"
+    )
     surge_max_story_share: float = Field(
         0.5,
         gt=0,

@@ -1,12 +1,12 @@
 """The watch-level burst: a brand-wide surge without one dominant story.
 
 Every mention of the watch feeds a ``BurstTest`` over the watch's total (baseline: the
-watch's hour-of-week rate, ``surge_alpha``, ``surge_min_count``). While one of its
-windows bursts (two consecutive hot windows), and no single story holds
-``surge_max_story_share`` of that window's mentions, the watch *surges*: many stories at
-once (a product launch gone wrong, a wave of copy-paste complaints that do not
-near-duplicate). A surge dominated by one story is that story's business: its own heat
-reports it.
+watch's hour-of-week rate, ``surge_alpha``, ``surge_min_count``, ``surge_min_ratio``;
+windows of at least ``surge_min_window_minutes``). While one of its windows bursts (two
+consecutive hot windows), and no single story holds ``surge_max_story_share`` of that
+window's mentions, the watch *surges*: many stories at once (a product launch gone
+wrong, a wave of copy-paste complaints that do not near-duplicate). A surge dominated
+by one story is that story's business: its own heat reports it.
 
 The surge level (0/1) is held like the story levels (rises at once, falls after the
 cool-down); the detector reports its changes as Signals of kind ``"surge"``.
@@ -45,8 +45,13 @@ class SurgeState:
 
 class WatchSurge:
     def __init__(self, config: DetectorConfig) -> None:
-        self._windows = tuple(config.burst_windows_minutes)
-        self._test = BurstTest(self._windows, config.surge_alpha, config.surge_min_count)
+        self._all_windows = tuple(config.burst_windows_minutes)
+        self._windows = tuple(
+            w for w in config.burst_windows_minutes if w >= config.surge_min_window_minutes
+        ) or (config.burst_windows_minutes[-1],)
+        self._test = BurstTest(
+            self._windows, config.surge_alpha, config.surge_min_count, config.surge_min_ratio
+        )
         self._max_share = config.surge_max_story_share
         # per window length: (window index, the largest story count in it)
         self._top: dict[int, tuple[int, int]] = {}
@@ -61,7 +66,9 @@ class WatchSurge:
         self._test.add(at, expected_per_minute)
         self._expected = expected_per_minute
         minute = event_minute(at)
-        for minutes, count in zip(self._windows, story_counts, strict=True):
+        for minutes, count in zip(self._all_windows, story_counts, strict=True):
+            if minutes not in self._windows:
+                continue
             index = minute // minutes
             seen = self._top.get(minutes)
             if seen is None or seen[0] != index or count > seen[1]:

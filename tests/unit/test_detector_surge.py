@@ -21,18 +21,25 @@ def independent(start: float, end: float, per_minute: float, tag: str) -> list[S
     return [scored(f"{tag}{i}", start + i * step) for i in range(n)]
 
 
+def test_a_short_flurry_is_not_a_surge() -> None:
+    detector = Detector(DetectorConfig(downgrade_cooldown_minutes=COOL))
+    stream = by_time(independent(0, 120, 1.0, "u"), independent(120, 125, 30.0, "w"))
+    assert not [s for s in run(detector, stream) if s.kind == "surge"]
+
+
 def test_many_stories_at_once_are_a_surge_that_ends_after_the_cooldown() -> None:
     detector = Detector(DetectorConfig(downgrade_cooldown_minutes=COOL))
     usual = independent(0, 120, 1.0, "u")  # two hours at one a minute
-    wave = independent(120, 130, 60.0, "w")  # ten minutes at 60 a minute, all separate
-    after = independent(130, 200, 1.0, "a")
+    wave = independent(120, 155, 30.0, "w")  # 35 minutes at 30 a minute, all separate
+    after = independent(155, 240, 1.0, "a")
     signals = run(detector, by_time(usual, wave, after))
     surges = [s for s in signals if s.kind == "surge"]
     assert [s.tier for s in surges] == [1, 0]
     start, end = surges
     assert start.story_id == "acme:surge" and start.spread == 2
     assert start.explanation.startswith("Brand-wide surge:")
-    assert start.at - start.at.replace(minute=0) <= timedelta(minutes=3)  # early in the wave
+    # two consecutive hot 15-minute windows: early in the second one
+    assert start.at - start.at.replace(minute=0) <= timedelta(minutes=20)
     assert end.at - start.at >= timedelta(minutes=COOL)
     assert all(s.kind == "story" for s in signals if s not in surges)
 
@@ -42,7 +49,7 @@ def test_a_surge_of_one_dominant_story_is_that_story_not_a_surge() -> None:
     usual = independent(0, 120, 1.0, "u")
     root = [scored("root", 119.5, text="something happened at the acme store today")]
     reposts = [
-        scored(f"r{i}", 120 + i / 60, repost_of="x:root", author=f"fan{i}") for i in range(600)
+        scored(f"r{i}", 120 + i / 30, repost_of="x:root", author=f"fan{i}") for i in range(1050)
     ]
     signals = run(detector, by_time(usual, root, reposts))
     assert not [s for s in signals if s.kind == "surge"]
@@ -51,7 +58,7 @@ def test_a_surge_of_one_dominant_story_is_that_story_not_a_surge() -> None:
 
 def test_the_surge_can_be_turned_off() -> None:
     detector = Detector(DetectorConfig(surge_enabled=False))
-    stream = by_time(independent(0, 120, 1.0, "u"), independent(120, 130, 60.0, "w"))
+    stream = by_time(independent(0, 120, 1.0, "u"), independent(120, 155, 30.0, "w"))
     assert not [s for s in run(detector, stream) if s.kind == "surge"]
 
 
