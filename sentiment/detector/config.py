@@ -4,15 +4,14 @@ Every number the detector decides with lives here. Times are **event time** (the
 mentions' ``created_at``), never wall time.
 
 The level-3 thresholds were calibrated on the Twitter15/16 train replay
-(``../shared/data/replay``; its top 10 % of stories end with at least 876 reposts):
-with these defaults spread 3 fires for 82 % of those stories (precision 0.66, 4.2 false
-calls per 100 stories), at a median 13 minutes after the first post and 30 minutes
+(``../shared/data/replay``; its top 10 % of stories end with at least 876 reposts; see
+``deploy/config/replay-twitter.yaml``): with these defaults spread 3 fires for 68 % of
+those stories (precision 0.73, 2.4 false calls per 100 stories), a median 25 minutes
 before the story reached half its final size. They are platform-scale numbers: a small
 brand's watch should lower ``spread3_*`` (its level 2 also rises with
-``spread2_rate_ratio``, relative to the watch's own usual rate). On the Weibo replay
-(slower cascades, repost lists cut at about 1,000) the same defaults call few stories
-(recall 0.07); ``predict_theta: 0.5`` with ``spread3_predicted_size: 800`` suits it
-(F1 about 0.6 in a quick check).
+``spread2_rate_ratio`` and the burst test, relative to the watch's own usual rate). Weibo
+cascades decay more slowly and their repost lists stop near 1,000:
+``deploy/config/replay-weibo.yaml`` (power law, ``predict_theta`` 0.5, 920, 200 authors).
 
 Spread levels (see ``policy.spread_level``)::
 
@@ -152,7 +151,7 @@ class DetectorConfig(Section):
         600, ge=1, description="... or at least this many in the long window ..."
     )
     spread3_predicted_size: float | None = Field(
-        1_000.0,
+        1_200.0,
         gt=0,
         description="... or a predicted final size of at least this "
         "(with level 2 met); null: prediction is not used for the level",
@@ -279,7 +278,7 @@ class DetectorConfig(Section):
         60.0, gt=0, description="the story age used in the extrapolation is capped at this"
     )
     predictor: Literal["hawkes", "power_law", "consensus"] = Field(
-        "hawkes",
+        "consensus",
         description="hawkes: the self-exciting forecast (see forecast); power_law: the "
         "rate extrapolation (predict_theta, predict_offset_minutes, predict_horizon_minutes); "
         "consensus: the lower of the two (either can overshoot early, rarely both)",
