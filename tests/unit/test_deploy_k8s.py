@@ -16,7 +16,7 @@ import yaml
 
 from api.cli import _parser
 from api.settings import load_settings
-from tests.deploy_support import K8S, ROLES, k8s_documents, load_yaml
+from tests.deploy_support import DEPLOY, K8S, ROLES, k8s_documents, load_yaml
 
 K8S_VERSION = "1.33"  # the oldest Kubernetes these manifests promise to work on
 
@@ -213,3 +213,12 @@ def test_secret_values_are_marked_placeholders() -> None:
     for secret in of_kind("Secret"):
         for key, value in secret["stringData"].items():
             assert "REPLACE" in value, f"{key} does not look like a placeholder"
+
+
+def test_configmap_differs_from_the_compose_config_only_in_addresses() -> None:
+    compose_config = load_yaml(DEPLOY / "config" / "crisiswatch.yaml")
+    k8s_config = load_yaml_config()
+    for config in (compose_config, k8s_config):
+        del config["bus"]["bootstrap_servers"], config["bus"]["replication_factor"]
+        del config["api"]["public_url"]
+    assert k8s_config == compose_config
