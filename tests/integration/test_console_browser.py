@@ -182,6 +182,7 @@ async def _seed(runtime: Runtime, clock: ManualClock) -> dict[str, int]:
     await asyncio.sleep(0)
     ids["tier2"] = await _hostile_incident(runtime, clock)
     ids["tier3"] = await open_incident(runtime, clock, tier=3)
+    ids["drill"] = await open_incident(runtime, clock, tier=3, drill=True)
     ids["approved"] = await make_template(runtime, clock, until="approved", tiers=(1, 3))
     ids["draft"] = await make_template(runtime, clock, until="draft", tiers=(1, 3))
     clock.advance(5 * 60)  # tier 3 (10 min) has 5 min left, tier 2 (1 h) 55 min
@@ -231,14 +232,30 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "unknown API key"))
         assert driver.execute_script("return sessionStorage.length") == 0
 
+        # a viewer sees the board but may not acknowledge: the API's 403 is shown
+        enter_key(KEYS["viewer"])
+        card = (By.CSS_SELECTOR, f"button[data-incident='{ids['tier3']}']")
+        wait.until(ec.element_to_be_clickable(card)).click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
+        driver.find_element(By.ID, "ack").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "'responder' role"))
+        assert "error" in str(driver.find_element(By.ID, "message").get_attribute("class"))
+        assert text("#detail-status") == "open"
+        driver.find_element(By.ID, "forget-key").click()
+        assert driver.execute_script("return sessionStorage.length") == 0
+        assert not driver.find_element(By.ID, "detail").is_displayed()
+
         enter_key(KEYS["responder"])
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "section.tier")))
         assert driver.execute_script("return sessionStorage.length") == 1
         assert KEYS["responder"] not in driver.current_url
-        assert attrs("section.tier", "data-tier") == ["3", "2", "1"]
+        # real incidents by tier, highest first; the drill apart, after them
+        assert attrs("section.tier", "data-tier") == ["3", "2", "1", "3"]
+        assert attrs("section.tier", "data-drill") == ["false", "false", "false", "true"]
+        assert "DRILL" in text(f"button[data-incident='{ids['drill']}']")
 
         def countdown(tier: int) -> str:
-            return text(f"section.tier-{tier} .countdown")
+            return text(f"section.tier-{tier}:not(.drill) .countdown")
 
         assert re.fullmatch(r"SLA \(acknowledged\) 0:0[0-5]:\d\d left", countdown(3)), countdown(3)
         assert re.fullmatch(r"SLA \(responded\) 0:5[0-5]:\d\d left", countdown(2)), countdown(2)

@@ -10,6 +10,7 @@
   // statuses shown on the board; one this server does not know (422) is skipped
   const ACTIVE_STATUSES = ["open", "acknowledged", "mitigating"];
   const REFRESH_MS = 30000;
+  const PAGE = 200; // incidents per status on the board
   // filled in by the server from the incident (the version's variable list may name them)
   const PROVIDED = new Set(["brand", "incident"]);
   const API = new URL("../", document.baseURI); // the API root (the console is at /console/)
@@ -170,17 +171,22 @@
     clockOffsetMs = Date.parse(data.now) - (before + after) / 2;
   }
 
+  let truncated = 0; // incidents the board could not show (more than a page per status)
+
   async function activeIncidents() {
     const seen = new Map();
+    truncated = 0;
     for (const status of ACTIVE_STATUSES) {
       let page;
       try {
-        page = await api("incidents?status=" + encodeURIComponent(status) + "&limit=200");
+        page = await api("incidents?status=" + encodeURIComponent(status) + "&limit=" + PAGE);
       } catch (error) {
         if (error instanceof ApiError && error.status === 422) continue; // unknown here
         throw error;
       }
-      for (const incident of page.items || []) seen.set(incident.id, incident);
+      const items = page.items || [];
+      truncated += Math.max(0, (page.total || 0) - items.length);
+      for (const incident of items) seen.set(incident.id, incident);
     }
     return [...seen.values()];
   }
@@ -209,23 +215,37 @@
     return button;
   }
 
+  // Real incidents by tier, highest first; drills apart, after them, never mixed in.
   function renderBoard(incidents) {
     const root = clear($("tiers"));
     if (!incidents.length) {
       root.append(el("p", "muted", "No open incidents."));
       return;
     }
-    const tiers = [...new Set(incidents.map((i) => i.tier))].sort((a, b) => b - a);
-    for (const tier of tiers) {
-      const inTier = incidents.filter((i) => i.tier === tier)
-        .sort((a, b) => dueMs(a) - dueMs(b) || b.id - a.id);
+    const groups = new Map();
+    for (const incident of incidents) {
+      const group = (incident.drill ? "drill-" : "tier-") + Number(incident.tier);
+      if (!groups.has(group)) groups.set(group, []);
+      groups.get(group).push(incident);
+    }
+    const order = [...groups.keys()].sort((a, b) =>
+      (a.startsWith("drill") - b.startsWith("drill")) ||
+      Number(b.split("-")[1]) - Number(a.split("-")[1]));
+    for (const group of order) {
+      const inGroup = groups.get(group).sort((a, b) => dueMs(a) - dueMs(b) || b.id - a.id);
+      const [kind, tier] = group.split("-");
       const list = el("ul");
-      for (const incident of inTier) list.append(el("li", null, card(incident)));
-      const section = el("section", "tier tier-" + Number(tier),
-        el("h3", null, "Tier " + tier + " ", el("span", "muted", "(" + inTier.length + ")")),
-        list);
-      section.dataset.tier = String(tier);
+      for (const incident of inGroup) list.append(el("li", null, card(incident)));
+      const heading = (kind === "drill" ? "DRILL · tier " : "Tier ") + tier + " ";
+      const section = el("section", "tier tier-" + tier + (kind === "drill" ? " drill" : ""),
+        el("h3", null, heading, el("span", "muted", "(" + inGroup.length + ")")), list);
+      section.dataset.tier = tier;
+      section.dataset.drill = String(kind === "drill");
       root.append(section);
+    }
+    if (truncated) {
+      root.append(el("p", "muted", truncated + " more open incident(s) not shown: " +
+        "the board shows the newest " + PAGE + " per status."));
     }
   }
 
