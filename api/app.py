@@ -19,6 +19,7 @@ from alerts.templates.service import (
 )
 from alerts.templates.workflow import TransitionRefused
 from api.auth import AuthThrottle
+from api.console.router import router as console_router
 from api.routers import (
     ack,
     alerting,
@@ -68,6 +69,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(templates.router)
         app.include_router(responses.router)
         app.include_router(audit.router)
+        app.include_router(console_router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
         app.include_router(sources.router)
