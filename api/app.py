@@ -22,6 +22,7 @@ from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle
+from api.console.router import router as console_router
 from api.drills import DrillRefused, DrillSchedule, DrillUnavailable
 from api.routers import (
     ack,
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(audit.router)
         app.include_router(workflow.router)
         app.include_router(drills.router)
+        app.include_router(console_router)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
         app.include_router(sources.router)

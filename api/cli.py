@@ -90,6 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     from api.sentiment_cli import add_parser as add_sentiment_parser
 
     add_sentiment_parser(sub)
+
+    bench = sub.add_parser("bench", help="benchmarks against data with known answers")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    det = bench_sub.add_parser(
+        "detection", help="detection quality and speed on a replay stream with a truth CSV"
+    )
+    det.add_argument("--input", type=Path, required=True, help="mentions, .jsonl or .jsonl.gz")
+    det.add_argument("--truth", type=Path, required=True, help="truth CSV (one row per story)")
+    det.add_argument("--config", type=Path, help="YAML config (detector, scorer, watches)")
+    det.add_argument("--stories", type=int, help="only the first N stories of the truth")
+    det.add_argument(
+        "--detector-only", action="store_true", help="skip the whole replay (no classifier)"
+    )
+    det.add_argument("--json", type=Path, help="write the results here as JSON")
+    det.add_argument("--replay-output", type=Path, help="keep the replay's output here")
+    det.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
@@ -200,6 +216,27 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"crisiswatch backfill: {exc}", file=sys.stderr)
             return 2
         print(f"backfill: {count} mentions written to {args.output}", file=sys.stderr)
+        return 0
+    if args.command == "bench":
+        import json
+
+        from api.bench import bench_detection, render
+
+        logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
+        result = bench_detection(
+            settings,
+            args.input,
+            args.truth,
+            stories=args.stories,
+            detector_only=args.detector_only,
+            replay_output=args.replay_output,
+            progress=not args.quiet,
+            config_given=args.config is not None,
+        )
+        print(render(result))
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return 0
 
     from api.serve import serve_roles

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -33,6 +33,14 @@ class IncidentOut(_Out):
     escalation_level: int
     next_escalation_at: datetime | None
     drill: bool
+    sla_due_at: datetime | None = Field(
+        None, description="the tier's response deadline (SLA); null when it has no SLA"
+    )
+    sla_met_by: str | None = Field(
+        None, description="what stops the SLA clock: acknowledged, responded or resolved"
+    )
+    sla_met_at: datetime | None = Field(None, description="when the deadline was met")
+    sla_breached_at: datetime | None = Field(None, description="when the deadline was missed")
     closed_at: datetime | None = None
     closed_by: str | None = None
     merged_into_id: int | None = None

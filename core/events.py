@@ -143,6 +143,9 @@ class Signal(_Event):
     at: UtcDatetime
     trigger_received_at: UtcDatetime | None = None
     drill: bool = False
+    kind: Literal["story", "surge"] = "story"
+    """``story``: one story's levels; ``surge``: the whole watch bursts without one
+    dominant story (``story_id`` is ``"<watch>:surge"``, the heat counts the watch)."""
 
 
 TOPIC_TYPES: dict[str, type[BaseModel]] = {

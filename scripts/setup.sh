@@ -14,9 +14,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'im
   echo "==> .venv is up to date with pyproject.toml"
   exit 0
 fi
-echo "==> installing (CPU-only PyTorch first, so nothing pulls a CUDA build)"
+echo "==> installing (no PyTorch: the service runs its models on ONNX Runtime)"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 echo "$want" > "$stamp"
 echo "==> ready: .venv/bin/crisiswatch --help"

@@ -4,15 +4,14 @@ Every number the detector decides with lives here. Times are **event time** (the
 mentions' ``created_at``), never wall time.
 
 The level-3 thresholds were calibrated on the Twitter15/16 train replay
-(``../shared/data/replay``; its top 10 % of stories end with at least 876 reposts):
-with these defaults spread 3 fires for 82 % of those stories (precision 0.66, 4.2 false
-calls per 100 stories), at a median 13 minutes after the first post and 30 minutes
+(``../shared/data/replay``; its top 10 % of stories end with at least 876 reposts; see
+``deploy/config/replay-twitter.yaml``): with these defaults spread 3 fires for 68 % of
+those stories (precision 0.73, 2.4 false calls per 100 stories), a median 25 minutes
 before the story reached half its final size. They are platform-scale numbers: a small
 brand's watch should lower ``spread3_*`` (its level 2 also rises with
-``spread2_rate_ratio``, relative to the watch's own usual rate). On the Weibo replay
-(slower cascades, repost lists cut at about 1,000) the same defaults call few stories
-(recall 0.07); ``predict_theta: 0.5`` with ``spread3_predicted_size: 800`` suits it
-(F1 about 0.6 in a quick check).
+``spread2_rate_ratio`` and the burst test, relative to the watch's own usual rate). Weibo
+cascades decay more slowly and their repost lists stop near 1,000:
+``deploy/config/replay-weibo.yaml`` (power law, ``predict_theta`` 0.5, 920, 200 authors).
 
 Spread levels (see ``policy.spread_level``)::
 
@@ -20,12 +19,12 @@ Spread levels (see ``policy.spread_level``)::
     1  a few mentions, or one post with a wide reach
     2  local spread: the story has grown beyond its first authors
     3  network-wide: many mentions fast or a large projected size while still hot, or
-       local spread on several platforms
+       local spread on several platforms from as many authors
 """
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -101,6 +100,13 @@ DEFAULT_COMPLAINT_CUES: dict[str, list[str]] = {
 }
 
 
+SENSITIVITY: dict[str, tuple[float, float, float]] = {
+    # preset: (spread threshold factor, negative_share shift, burst alpha factor)
+    "fewer": (1.5, 0.1, 0.1),
+    "more": (0.67, -0.1, 10.0),
+}
+
+
 class DetectorConfig(Section):
     # --- bus -----------------------------------------------------------------------------
     max_batch: int = Field(256, ge=1, le=10_000, description="scored mentions per batch")
@@ -126,6 +132,9 @@ class DetectorConfig(Section):
     spread2_reach: int = Field(
         200_000, ge=0, description="level 2 also: reach of at least this (with level 1 met)"
     )
+    high_reach_followers: int = Field(
+        100_000, ge=1, description="an author with this many followers is a high-reach account"
+    )
     spread2_rate_ratio: float = Field(
         10.0,
         gt=0,
@@ -142,7 +151,7 @@ class DetectorConfig(Section):
         600, ge=1, description="... or at least this many in the long window ..."
     )
     spread3_predicted_size: float | None = Field(
-        1_000.0,
+        1_200.0,
         gt=0,
         description="... or a predicted final size of at least this "
         "(with level 2 met); null: prediction is not used for the level",
@@ -158,6 +167,62 @@ class DetectorConfig(Section):
     )
     spread3_platforms: int = Field(
         3, ge=2, description="level 3 also: level 2 met on at least this many platforms"
+    )
+
+    # --- burst layer ---------------------------------------------------------------------
+    burst_windows_minutes: list[int] = Field(
+        default_factory=lambda: [1, 5, 15, 60],
+        min_length=1,
+        max_length=8,
+        description="tumbling event-time windows tested for bursts",
+    )
+    burst_alpha: float = Field(
+        1e-4,
+        gt=0,
+        lt=1,
+        description="a story's window is hot when its count has a Poisson tail probability "
+        "of at most this under the watch's usual rate for the hour of the week",
+    )
+    burst_min_count: int = Field(5, ge=1, description="... and at least this many mentions")
+    seasonal_half_life_minutes: float = Field(
+        240.0,
+        gt=0,
+        description="half-life of each hour-of-week slot's EWMA, in minutes of that slot "
+        "(60 minutes a week: 240 is about four weeks)",
+    )
+    seasonal_warmup_minutes: int = Field(
+        30, ge=1, description="a slot (else the all-hours rate) is used from this many minutes"
+    )
+    surge_enabled: bool = Field(
+        True, description="signal a watch-level surge (kind 'surge'): the whole watch bursts"
+    )
+    surge_alpha: float = Field(
+        1e-6, gt=0, lt=1, description="the watch's windows are hot at this tail probability"
+    )
+    surge_min_count: int = Field(30, ge=1, description="... and at least this many mentions")
+    surge_min_ratio: float = Field(
+        5.0, ge=1, description="... and at least this many times the usual count"
+    )
+    surge_min_window_minutes: int = Field(
+        15, ge=1, description="only burst windows this long or longer count for a surge"
+    )
+    surge_max_story_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a surge is reported only while no single story holds this share of "
+        "the bursting window (a dominant story is reported as itself)",
+    )
+    spread2_burst: bool = Field(
+        True, description="level 2 also: the story bursts (persistence-gated) in any window"
+    )
+
+    # --- sensitivity ---------------------------------------------------------------------
+    sensitivity: Literal["fewer", "balanced", "more"] = Field(
+        "balanced",
+        description="preset on top of the thresholds: 'fewer' alerts (spread thresholds x1.5, "
+        "negative_share +0.1, burst alpha /10), 'balanced' (as configured), 'more' alerts "
+        "(x0.67, -0.1, alpha x10)",
     )
 
     # --- sentiment -----------------------------------------------------------------------
@@ -212,6 +277,42 @@ class DetectorConfig(Section):
     predict_horizon_minutes: float = Field(
         60.0, gt=0, description="the story age used in the extrapolation is capped at this"
     )
+    predictor: Literal["hawkes", "power_law", "consensus"] = Field(
+        "consensus",
+        description="hawkes: the self-exciting forecast (see forecast); power_law: the "
+        "rate extrapolation (predict_theta, predict_offset_minutes, predict_horizon_minutes); "
+        "consensus: the lower of the two (either can overshoot early, rarely both)",
+    )
+    hawkes_theta: float = Field(
+        1.0, gt=0, le=3, description="power-law exponent of the Hawkes memory kernel's tail"
+    )
+    hawkes_shortest_minutes: float = Field(1.0, gt=0, description="kernel: shortest time scale")
+    hawkes_longest_minutes: float = Field(10_000.0, gt=0, description="kernel: longest time scale")
+    hawkes_scales: int = Field(9, ge=1, le=32, description="kernel: log-spaced time scales")
+    hawkes_prior_infectiousness: float = Field(
+        0.5, ge=0, description="prior infectiousness (mentions per unit of exposure) ..."
+    )
+    hawkes_prior_exposure: float = Field(
+        5.0, ge=0, description="... worth this much exposure (a weak prior for small stories)"
+    )
+    hawkes_max_branching: float = Field(
+        0.95, gt=0, lt=1, description="the branching ratio is capped here (no infinite size)"
+    )
+    hawkes_follower_power: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="mention weight = (followers / hawkes_reference_followers) ** this where "
+        "the follower count is known, else 1; 0 ignores followers",
+    )
+    hawkes_reference_followers: float = Field(1_000.0, gt=0)
+    hawkes_repost_weight: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="how much a mention other than the story's first excites (1: a plain "
+        "Hawkes process; lower: star-shaped cascades where the original post does the work)",
+    )
 
     # --- stories and memory --------------------------------------------------------------
     near_duplicate_threshold: float = Field(
@@ -242,10 +343,43 @@ class DetectorConfig(Section):
     evidence_count: int = Field(5, ge=1, le=50, description="mentions carried in a Signal")
     evidence_chars: int = Field(280, ge=20, le=4_000, description="text trimmed to this")
 
+    def effective(self) -> DetectorConfig:
+        """The thresholds the detector decides with: the configured ones under the
+        ``sensitivity`` preset (``balanced`` changes nothing)."""
+        if self.sensitivity == "balanced":
+            return self
+        scale, share, alpha = SENSITIVITY[self.sensitivity]
+
+        def count(n: int) -> int:
+            return max(1, round(n * scale))
+
+        spread2_authors = count(self.spread2_authors)
+        return self.model_copy(
+            update={
+                "sensitivity": "balanced",
+                "spread2_authors": spread2_authors,
+                "spread3_short_mentions": count(self.spread3_short_mentions),
+                "spread3_long_mentions": count(self.spread3_long_mentions),
+                "spread3_authors": max(count(self.spread3_authors), spread2_authors),
+                "spread3_predicted_size": None
+                if self.spread3_predicted_size is None
+                else self.spread3_predicted_size * scale,
+                "negative_share": min(max(self.negative_share + share, 0.05), 1.0),
+                "burst_alpha": min(self.burst_alpha * alpha, 0.5),
+                "surge_alpha": min(self.surge_alpha * alpha, 0.5),
+            }
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.long_window_minutes < self.short_window_minutes:
             raise ValueError("long_window_minutes must be at least short_window_minutes")
+        if self.hawkes_longest_minutes < self.hawkes_shortest_minutes:
+            raise ValueError("hawkes_longest_minutes must be at least hawkes_shortest_minutes")
+        if sorted(set(self.burst_windows_minutes)) != self.burst_windows_minutes:
+            raise ValueError("burst_windows_minutes must be increasing, without repeats")
+        if any(w < 1 or w > 24 * 60 for w in self.burst_windows_minutes):
+            raise ValueError("burst_windows_minutes must be between 1 and 1440")
         if self.minhash_permutations % self.minhash_bands:
             raise ValueError("minhash_permutations must be a multiple of minhash_bands")
         if self.spread3_authors < self.spread2_authors:

@@ -28,14 +28,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core.events import Label, Mention, ScoredMention, Signal, WatchMatch
+from core.events import HeatFeatures, Label, Mention, ScoredMention, Signal, WatchMatch
 from sentiment.classifier import ABSTAIN_SUFFIX
+from sentiment.detector.burst import SeasonalBaseline
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
 from sentiment.detector.heat import HeatSnapshot, RateBaseline, StoryHeat
 from sentiment.detector.policy import Held, crisis_tier, explain, hold, spread_level
 from sentiment.detector.stories import Story, StoryIndex
+from sentiment.detector.surge import WatchSurge
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,17 @@ class _Tracked:
     reported_spread: int = 0
 
 
+def _may_cool(tracked: _Tracked) -> bool:
+    """Whether time alone (no new mention) can change the story's held levels: only
+    spread 3 needs momentum (levels 1 and 2 and the tier's sentiment only change with
+    mentions), and a pending lower level completes its cool-down with time."""
+    return (
+        tracked.spread.level >= 3
+        or tracked.spread.lower_since is not None
+        or tracked.tier.lower_since is not None
+    )
+
+
 @dataclass(frozen=True)
 class _Retired:
     """What outlives a forgotten story, so that it can come back consistently."""
@@ -69,6 +82,9 @@ class _Retired:
 class _WatchState:
     index: StoryIndex
     baseline: RateBaseline
+    seasonal: SeasonalBaseline
+    surge: WatchSurge
+    watch: WatchMatch = NO_WATCH  # the latest seen (surge Signals name it)
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     reported: dict[str, None] = field(default_factory=dict)  # stories not quiet (sweeps)
     now: datetime | None = None
@@ -92,6 +108,7 @@ class Detector:
         """``generation`` goes into every Signal id: a restarted detector (whose story
         state starts afresh) must not reuse the ids its predecessor already sent, or the
         alerter would take its new decisions for redeliveries. Replays leave it empty."""
+        config = config.effective()
         self.config = config
         self._generation = f"{generation}." if generation else ""
         self._cues = ComplaintCues(config.complaint_cues)
@@ -110,11 +127,14 @@ class Detector:
         mention = scored.mention
         watch = mention.watch or NO_WATCH
         ws = self._watch(watch.id, mention.drill)
+        ws.watch = watch
         assignment = ws.index.assign(mention, watch)
         if assignment is None:
             return []  # already counted: a redelivery
         story = assignment.story
         ws.baseline.add(mention.created_at)
+        expected = ws.seasonal.per_minute(mention.created_at)
+        ws.seasonal.add(mention.created_at)
         now = mention.created_at if ws.now is None else max(ws.now, mention.created_at)
         ws.now = now
         tracked = ws.tracked.get(story.id)
@@ -129,13 +149,20 @@ class Detector:
             now=now,
             # "this phone is fire", "no refund needed, love it": not complaints
             cues=self._cues.find(mention.text) if label != "positive" else (),
+            expected_per_minute=expected,
         )
+        if self.config.surge_enabled:
+            ws.surge.add(mention.created_at, expected, tracked.heat.burst_counts(now))
         tracked.evidence.offer(scored, is_root=assignment.is_root)
 
         signals: list[Signal] = []
         signal = self._decide(ws, story, tracked, now, mention)
         if signal is not None:
             signals.append(signal)
+        if self.config.surge_enabled:
+            surge = self._decide_surge(ws, watch, now, mention)
+            if surge is not None:
+                signals.append(surge)
         if ws.next_sweep is None or now >= ws.next_sweep:
             signals.extend(self._sweep(ws, now, skip=story.id))
             ws.next_sweep = now + self._sweep_every
@@ -143,19 +170,29 @@ class Detector:
             self._retire(ws, dropped)
         return signals
 
-    def evaluate(self, watch_id: str, story_id: str, *, drill: bool = False) -> Decision | None:
-        """A story's current levels, without changing anything (None when not held)."""
+    def evaluate(
+        self, watch_id: str, story_id: str, *, drill: bool = False, at: datetime | None = None
+    ) -> Decision | None:
+        """A story's current levels, without changing the reported levels (None when not
+        held). ``at``: evaluate at this event time (not before the watch's latest
+        mention; benchmarks sample stories at fixed ages)."""
         ws = self._watches.get((watch_id, drill))
         if ws is None or ws.now is None:
             return None
         tracked = ws.tracked.get(story_id)
         if tracked is None:
             return None
-        heat = tracked.heat.snapshot(ws.now, ws.baseline.per_minute())
+        now = ws.now if at is None else max(at, ws.now)
+        heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
         raw_spread, raw_tier = self._levels(heat)
         return Decision(
             story_id, heat, raw_spread, raw_tier, tracked.spread.level, tracked.tier.level
         )
+
+    def story_of(self, watch_id: str, mention_id: str, *, drill: bool = False) -> str | None:
+        """The id of the story holding ``mention_id`` (None when not held)."""
+        ws = self._watches.get((watch_id, drill))
+        return None if ws is None else ws.index.story_of(mention_id)
 
     def _watch(self, watch_id: str, drill: bool) -> _WatchState:
         ws = self._watches.get((watch_id, drill))
@@ -169,6 +206,12 @@ class Detector:
                     cfg.baseline_warmup_minutes,
                     cfg.baseline_min_per_minute,
                 ),
+                seasonal=SeasonalBaseline(
+                    cfg.seasonal_half_life_minutes,
+                    cfg.seasonal_warmup_minutes,
+                    cfg.baseline_min_per_minute,
+                ),
+                surge=WatchSurge(cfg),
             )
         return ws
 
@@ -230,12 +273,54 @@ class Detector:
             drill=tracked.drill,
         )
 
+    def _decide_surge(
+        self, ws: _WatchState, watch: WatchMatch, now: datetime, trigger: Mention | None
+    ) -> Signal | None:
+        """A Signal of kind "surge" when the watch's held surge level changes."""
+        surge = ws.surge
+        state = surge.state(now)
+        surge.held = hold(surge.held, state.level, now, self._cooldown)
+        level = surge.held.level
+        if level == surge.reported:
+            return None
+        surge.reported = level
+        surge.signals += 1
+        story_id = f"{ws.index.key}:surge"
+        return Signal(
+            id=f"{story_id}#{self._generation}{surge.signals}",
+            story_id=story_id,
+            story_root="surge",
+            watch=watch,
+            tier=level,
+            previous_tier=1 - level,
+            spread=2 * level,
+            heat=HeatFeatures(
+                mentions=state.count,
+                mentions_window=state.count,
+                window_minutes=state.window_minutes,
+                unique_authors=0,
+                reach=0,
+                negative_share=0.0,
+            ),
+            explanation=state.explain(),
+            at=trigger.created_at if trigger is not None else now,
+            trigger_received_at=trigger.received_at if trigger is not None else None,
+            drill=ws.index.key.endswith(":drill"),
+            kind="surge",
+        )
+
     def _sweep(self, ws: _WatchState, now: datetime, *, skip: str) -> list[Signal]:
         signals: list[Signal] = []
+        if self.config.surge_enabled and (ws.surge.reported or ws.surge.held.level):
+            surge = self._decide_surge(ws, ws.watch, now, None)
+            if surge is not None:
+                signals.append(surge)
         for story_id in list(ws.reported):
             story = ws.index.get(story_id)
             tracked = ws.tracked.get(story_id)
             if story_id == skip or story is None or tracked is None:
+                continue
+            if not _may_cool(tracked):
                 continue
             signal = self._decide(ws, story, tracked, now, None)
             if signal is not None:

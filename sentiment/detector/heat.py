@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.events import HeatFeatures, Label, Mention
+from sentiment.detector.burst import BurstTest
 from sentiment.detector.config import DetectorConfig
+from sentiment.detector.forecast import ForecastModel, Kernel, StoryForecast
 
 MAX_PLATFORMS = 64
 MAX_CUES = 10
@@ -87,6 +89,10 @@ class HeatSnapshot:
     rate_ratio: float | None
     predicted_size: float | None
     complaint_cues: tuple[str, ...] = ()
+    burst_windows: tuple[int, ...] = ()
+    high_reach_authors: int = 0
+    """Distinct authors with at least ``high_reach_followers`` followers."""
+    """The window lengths (minutes) in which the story bursts (persistence-gated)."""
 
     def features(self) -> HeatFeatures:
         return HeatFeatures(
@@ -116,6 +122,7 @@ class StoryHeat:
         self._authors: set[str] = set()
         self._authors_beyond = 0  # new-looking authors once the exact set is full
         self.reach = 0
+        self.high_reach = 0
         self._own: dict[Label, int] = {"negative": 0, "neutral": 0, "positive": 0}
         self._inherited = 0
         self._story_label = label
@@ -123,6 +130,10 @@ class StoryHeat:
         self._abstained_cued = 0  # ... and how many of them carry a complaint cue
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
+        self._forecast = StoryForecast(forecast_model(config))
+        self._burst = BurstTest(
+            config.burst_windows_minutes, config.burst_alpha, config.burst_min_count
+        )
 
     @property
     def authors(self) -> int:
@@ -145,14 +156,18 @@ class StoryHeat:
         is_root: bool,
         now: datetime,
         cues: tuple[str, ...] = (),
+        expected_per_minute: float | None = None,
     ) -> None:
-        """Count one mention (never the same one twice: the story index sees to that)."""
+        """Count one mention (never the same one twice: the story index sees to that).
+        ``expected_per_minute``: the watch's usual rate now (the burst test's baseline)."""
         self.mentions += 1
         at = mention.created_at
         if at < self.first_at:
             self.first_at = at
         self._short.add(at, now)
         self._long.add(at, now)
+        self._forecast.add(at.timestamp() / 60, mention.author.followers)
+        self._burst.add(at, expected_per_minute)
         self._count_author(mention)
         if len(self._platforms) < MAX_PLATFORMS:
             self._platforms[mention.source] = None
@@ -183,6 +198,12 @@ class StoryHeat:
             self._authors.add(key)
         if author.followers:
             self.reach += author.followers
+            if author.followers >= self._config.high_reach_followers:
+                self.high_reach += 1
+
+    def burst_counts(self, now: datetime) -> list[int]:
+        """The story's count in each burst window open at ``now``."""
+        return self._burst.counts(now)
 
     def negative(self) -> tuple[int, float]:
         """Negative mentions (own label, or inherited) and their share of labelled ones."""
@@ -222,9 +243,52 @@ class StoryHeat:
             age_minutes=age,
             rate_per_minute=rate,
             rate_ratio=ratio,
-            predicted_size=predict_final_size(self.mentions, min(rate, sustained), age, cfg),
+            predicted_size=self.predict(now, min(rate, sustained), age),
             complaint_cues=self.complaint_cues,
+            burst_windows=self._burst.bursting(now),
+            high_reach_authors=self.high_reach,
         )
+
+    def predict(self, now: datetime, rate_per_minute: float, age: float) -> float | None:
+        """The expected final number of mentions (None for a story still too small)."""
+        cfg = self._config
+        if cfg.predictor == "power_law":
+            return predict_final_size(self.mentions, rate_per_minute, age, cfg)
+        if self.mentions < cfg.predict_min_mentions:
+            return None
+        hawkes = self._forecast.predict(now.timestamp() / 60)
+        if cfg.predictor == "consensus":
+            power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
+            return hawkes if power_law is None else min(hawkes, power_law)
+        return hawkes
+
+
+_MODELS: dict[int, tuple[DetectorConfig, ForecastModel]] = {}
+
+
+def forecast_model(config: DetectorConfig) -> ForecastModel:
+    """The Hawkes model of a config (built once per config object)."""
+    cached = _MODELS.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    model = ForecastModel(
+        Kernel.power_law(
+            config.hawkes_theta,
+            config.hawkes_shortest_minutes,
+            config.hawkes_longest_minutes,
+            config.hawkes_scales,
+        ),
+        prior_p=config.hawkes_prior_infectiousness,
+        prior_exposure=config.hawkes_prior_exposure,
+        max_branching=config.hawkes_max_branching,
+        reference_followers=config.hawkes_reference_followers,
+        follower_power=config.hawkes_follower_power,
+        repost_weight=config.hawkes_repost_weight,
+    )
+    if len(_MODELS) > 64:
+        _MODELS.clear()
+    _MODELS[id(config)] = (config, model)
+    return model
 
 
 def predict_final_size(

@@ -8,7 +8,7 @@ Spread level (how far a story reaches, whatever it says)::
        runs at many times the watch's usual rate
     3  network-wide: many mentions fast (short or long window) or a large projected size,
        from many authors, while the story is still hot (a minimum in the long window);
-       or local spread on several platforms
+       or local spread on several platforms from as many authors
 
 Levels 1 and 2 (by counts) only grow with the story; level 3 needs momentum, so it is
 the level that cools down (under hysteresis) when a big story slows to a trickle.
@@ -50,11 +50,12 @@ def spread_level(heat: HeatSnapshot, config: DetectorConfig) -> int:
             and heat.rate_ratio >= c.spread2_rate_ratio
             and heat.short_mentions >= c.spread2_rate_min_mentions
         )
+        or (c.spread2_burst and bool(heat.burst_windows))
     )
     if not level2:
         return 1
-    if heat.platforms >= c.spread3_platforms:
-        return 3
+    if heat.platforms >= c.spread3_platforms and heat.authors >= c.spread3_authors:
+        return 3  # local spread on several platforms, from many authors
     fast = (
         heat.short_mentions >= c.spread3_short_mentions
         or heat.long_mentions >= c.spread3_long_mentions
@@ -148,6 +149,11 @@ def explain(heat: HeatSnapshot) -> str:
         parts[0] += f", {ratio.removesuffix('.0')}{TIMES} the usual rate"
     if heat.reach > 0:
         parts.append(f"reach {format_count(heat.reach)} followers")
+    if heat.high_reach_authors:
+        parts.append(f"{_plural(heat.high_reach_authors, 'high-reach account')} involved")
+    if heat.burst_windows:
+        windows = ", ".join(f"{w} min" for w in heat.burst_windows)
+        parts.append(f"bursting well above the usual volume ({windows} windows)")
     if heat.predicted_size is not None and heat.predicted_size >= total + 1:
         parts.append(f"projected {format_count(heat.predicted_size)} posts")
     if heat.platforms > 1:

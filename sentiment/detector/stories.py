@@ -99,6 +99,10 @@ class StoryIndex:
     def get(self, story_id: str) -> Story | None:
         return self._stories.get(story_id)
 
+    def story_of(self, mention_id: str) -> str | None:
+        """The id of the story a held mention belongs to."""
+        return self._story_of.get(mention_id)
+
     def story_id(self, root: str) -> str:
         """``<watch>:<root mention id>``; a long root id (a URL as RSS guid) is shortened
         with a hash, so the id stays within what incidents store (255 characters)."""

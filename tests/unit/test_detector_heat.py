@@ -14,6 +14,7 @@ from sentiment.detector.heat import EventWindow, RateBaseline, StoryHeat, predic
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CFG = DetectorConfig()
+POWER_LAW = DetectorConfig(predictor="power_law")
 
 
 def at(minutes: float) -> datetime:
@@ -128,7 +129,7 @@ def test_predicted_size() -> None:
 
 
 def test_the_prediction_uses_the_lower_of_the_short_and_long_rates() -> None:
-    heat = StoryHeat(CFG, T0)
+    heat = StoryHeat(POWER_LAW, T0)
     for i in range(60):
         add(heat, mention(f"a{i}", i * 0.5))  # 2 a minute for 30 minutes
     for i in range(40):
@@ -138,7 +139,7 @@ def test_the_prediction_uses_the_lower_of_the_short_and_long_rates() -> None:
     sustained = 100 / 59.8  # the long window over the story's age (< 60 min)
     assert snap.rate_per_minute == pytest.approx(40 / 10)  # the short window's rate
     assert snap.predicted_size == pytest.approx(
-        100 + sustained * (59.8 + CFG.predict_offset_minutes) / CFG.predict_theta
+        100 + sustained * (59.8 + POWER_LAW.predict_offset_minutes) / POWER_LAW.predict_theta
     )
 
 
@@ -186,3 +187,17 @@ def test_config_rejects_inconsistent_settings() -> None:
         DetectorConfig(complaint_cues={"en": ["refund", " "]})
     with pytest.raises(ValueError, match="Extra inputs"):
         DetectorConfig.model_validate({"spread_threshold": 3})
+
+
+def test_the_predictors_hawkes_power_law_and_their_consensus() -> None:
+    predictions = {}
+    for predictor in ("hawkes", "power_law", "consensus"):
+        heat = StoryHeat(DetectorConfig(predictor=predictor), T0)  # type: ignore[arg-type]
+        add(heat, mention("root", 0), root=True)
+        for i in range(40):
+            add(heat, mention(f"r{i}", 0.5 + i * 0.25))  # 40 reposts in 10 minutes
+        predictions[predictor] = heat.snapshot(at(10.5), None).predicted_size
+    hawkes, power_law, consensus = predictions.values()
+    assert hawkes is not None and power_law is not None
+    assert hawkes > 41 and power_law > 41  # both expect more to come
+    assert consensus == min(hawkes, power_law)

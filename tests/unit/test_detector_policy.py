@@ -106,9 +106,12 @@ def test_level_3_needs_many_authors() -> None:
 
 
 def test_local_spread_on_several_platforms_is_level_3() -> None:
-    local = heat(mentions=12, authors=12, platforms=CFG.spread3_platforms)
+    n = CFG.spread3_authors
+    local = heat(mentions=n, authors=n, platforms=CFG.spread3_platforms)
     assert spread_level(local, CFG) == 3
     assert spread_level(replace(local, platforms=CFG.spread3_platforms - 1), CFG) == 2
+    # local spread on several platforms from a handful of authors is not yet network-wide
+    assert spread_level(replace(local, mentions=12, authors=12), CFG) == 2
     # several platforms alone, without local spread, is not network-wide
     assert spread_level(heat(mentions=3, authors=3, platforms=3), CFG) == 1
 
@@ -233,3 +236,17 @@ def test_explain_leaves_out_what_is_unknown_or_unremarkable() -> None:
     assert explain(heat()) == "1 post in the last 10 min from 1 author."
     text = explain(heat(mentions=5, short_mentions=0, authors=4, rate_ratio=1.0))
     assert text == "0 posts in the last 10 min (5 in all) from 4 authors."
+
+
+def test_explain_names_high_reach_accounts_and_bursts() -> None:
+    text = explain(heat(mentions=50, short_mentions=50, authors=45, high_reach_authors=2))
+    assert "2 high-reach accounts involved" in text
+    text = explain(heat(mentions=50, short_mentions=50, authors=45, burst_windows=(1, 5)))
+    assert "bursting well above the usual volume (1 min, 5 min windows)" in text
+
+
+def test_a_persistent_burst_is_local_spread() -> None:
+    bursting = heat(mentions=8, short_mentions=8, authors=8, burst_windows=(5,))
+    assert spread_level(bursting, CFG) == 2
+    assert spread_level(replace(bursting, burst_windows=()), CFG) == 1
+    assert spread_level(bursting, DetectorConfig(spread2_burst=False)) == 1

@@ -1,0 +1,444 @@
+"""``crisiswatch bench detection``: detection quality and speed on a replay with known answers.
+
+Two passes over the same stream (``--input``, the replay wire format) scored against the
+truth CSV (``--truth``: ``story_root, t0, final_size, t10_min, t50_min, t90_min, tier``):
+
+1. **Detector alone** (model excluded): the stream is parsed up front in chunks and fed
+   straight into ``Detector.observe`` with a fixed neutral sentiment; only the time inside
+   ``observe`` counts. This pass also samples every story's ``predicted_size`` at 10, 30
+   and 60 minutes after its first mention.
+2. **Whole replay** (``crisiswatch replay``: listener -> scorer with its classifier ->
+   detector over the in-process bus); its output file is what the story-level scores are
+   computed from, exactly as a held-out check would compute them. ``--detector-only``
+   skips it and scores the first pass's Signals instead (spread does not depend on
+   sentiment, so the spread scores are the same; the tier alerts are not measured).
+
+A story is *called* when a line of the output first says ``spread`` 3 for its root; it is
+a true call when its truth tier is 3. ``--stories N`` keeps the first N stories of the
+truth (by ``t0``) and their mentions: quick runs while tuning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import heapq
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from api.settings import ConfigError, Settings
+from core.events import Mention, ScoredMention, Sentiment, WatchMatch
+from sentiment.classifier import Classifier
+from sentiment.detector.detector import Detector
+
+AGES_MINUTES = (10, 30, 60)
+WATCH = WatchMatch(id="all")
+NEUTRAL = Sentiment(
+    label="neutral",
+    probs={"negative": 0.0, "neutral": 1.0, "positive": 0.0},
+    model="bench-fixed",
+    version="0",
+)
+
+
+@dataclass(frozen=True)
+class Truth:
+    root: str
+    t0: datetime
+    final_size: int
+    t10_min: float
+    t50_min: float
+    tier: int
+
+
+@dataclass
+class StoryCalls:
+    """What a run said about one story root."""
+
+    first_spread3: datetime | None = None
+    max_spread: int = 0
+    max_tier: int = 0
+
+
+@dataclass
+class RunOutput:
+    calls: dict[str, StoryCalls] = field(default_factory=dict)
+    tier_alerts: int = 0  # a story's tier rising to 2 or more
+    last_tier: dict[str, int] = field(default_factory=dict)
+
+    def add(self, root: str, at: datetime, tier: int, spread: int) -> None:
+        story = self.calls.setdefault(root, StoryCalls())
+        if spread >= 3 and story.first_spread3 is None:
+            story.first_spread3 = at
+        story.max_spread = max(story.max_spread, spread)
+        story.max_tier = max(story.max_tier, tier)
+        if tier >= 2 and tier > self.last_tier.get(root, 0):
+            self.tier_alerts += 1
+        self.last_tier[root] = tier
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def load_truth(path: Path, stories: int | None = None) -> dict[str, Truth]:
+    """The truth rows (the first ``stories`` by t0 when given)."""
+    if not path.exists():
+        raise ConfigError(f"truth file {path} does not exist")
+    rows: list[Truth] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                rows.append(
+                    Truth(
+                        root=row["story_root"],
+                        t0=_time(row["t0"]),
+                        final_size=int(row["final_size"]),
+                        t10_min=float(row["t10_min"]),
+                        t50_min=float(row["t50_min"]),
+                        tier=int(row["tier"]),
+                    )
+                )
+            except (KeyError, ValueError) as exc:
+                raise ConfigError(f"{path} line {n}: not a truth row ({exc})") from exc
+    rows.sort(key=lambda r: r.t0)
+    if stories is not None:
+        rows = rows[:stories]
+    return {r.root: r for r in rows}
+
+
+def read_replay_output(path: Path) -> RunOutput:
+    """The lines ``crisiswatch replay`` wrote (``story_root, at, tier, spread``)."""
+    out = RunOutput()
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                out.add(d["story_root"], _time(d["at"]), int(d["tier"]), int(d["spread"]))
+    return out
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+def _open(path: Path) -> BinaryIO:
+    if str(path).endswith(".gz"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Mention, str]]:
+    """(raw line, mention, story root) of the stream; only the given roots' cascades
+    when ``roots`` is not None. A mention's root follows its ``repost_of``/``reply_to``
+    chain (its own id when it has no known parent)."""
+    root_of: dict[str, str] = {}
+    with _open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            m = Mention.model_validate_json(line)
+            parent = m.parent_id
+            root = root_of.get(parent, parent) if parent is not None else m.id
+            root_of[m.id] = root
+            if roots is None or root in roots:
+                yield line, m, root
+
+
+# --------------------------------------------------------------------------- pass 1
+
+
+@dataclass
+class DetectorPass:
+    mentions: int
+    seconds: float  # wall time inside the detector
+    cpu_seconds: float  # CPU time of this thread inside the detector (robust on a busy box)
+    output: RunOutput
+    predicted: dict[int, dict[str, float]]  # age -> root -> predicted final size
+    first_at: datetime | None
+    last_at: datetime | None
+    stories_held_max: int
+
+    @property
+    def rate(self) -> float:
+        return self.mentions / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.mentions / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
+
+
+def run_detector_pass(
+    settings: Settings,
+    stream: Path,
+    truth: dict[str, Truth],
+    *,
+    subset: bool,
+    progress: bool = True,
+    copy_to: IO[bytes] | None = None,
+) -> DetectorPass:
+    detector = Detector(settings.detector)
+    out = RunOutput()
+    predicted: dict[int, dict[str, float]] = {age: {} for age in AGES_MINUTES}
+    due: list[tuple[datetime, int, str]] = []
+    for r in truth.values():
+        for age in AGES_MINUTES:
+            due.append((r.t0 + timedelta(minutes=age), age, r.root))
+    heapq.heapify(due)
+    spent = 0.0
+    n = 0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    held_max = 0
+    started = last_report = time.monotonic()
+
+    def sample(until: datetime) -> None:
+        while due and due[0][0] <= until:
+            at, age, root = heapq.heappop(due)
+            story = detector.story_of(WATCH.id, root)
+            decision = None if story is None else detector.evaluate(WATCH.id, story, at=at)
+            if decision is not None and decision.heat.predicted_size is not None:
+                predicted[age][root] = decision.heat.predicted_size
+
+    perf, cpu = time.perf_counter, time.thread_time
+    spent_cpu = 0.0
+    for line, mention, _root in iter_stream(stream, set(truth) if subset else None):
+        if copy_to is not None:
+            copy_to.write(line if line.endswith(b"\n") else line + b"\n")
+        mention = mention.model_copy(update={"watch": WATCH})
+        scored = ScoredMention(mention=mention, sentiment=NEUTRAL)
+        sample(mention.created_at)
+        t, c = perf(), cpu()
+        signals = detector.observe(scored)
+        spent += perf() - t
+        spent_cpu += cpu() - c
+        n += 1
+        for s in signals:
+            out.add(s.story_root, s.at, s.tier, s.spread)
+        first_at = first_at or mention.created_at
+        last_at = mention.created_at
+        if n % 1000 == 0:
+            held_max = max(held_max, detector.stories_active)
+            if progress and time.monotonic() - last_report >= 5:
+                last_report = time.monotonic()
+                print(
+                    f"bench: detector pass {n:,} mentions, "
+                    f"{n / spent if spent else 0:,.0f} mentions/s in the detector, "
+                    f"{time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if last_at is not None:
+        sample(last_at + timedelta(days=365))
+    return DetectorPass(n, spent, spent_cpu, out, predicted, first_at, last_at, held_max)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def score(
+    truth: dict[str, Truth],
+    output: RunOutput,
+    predicted: dict[int, dict[str, float]],
+    days: float,
+) -> dict[str, Any]:
+    tp = fp = fn = 0
+    leads: list[float] = []
+    before_t50 = before_t10 = 0
+    confusion = {str(t): {str(s): 0 for s in range(4)} for t in (1, 2, 3)}
+    for root, r in truth.items():
+        calls = output.calls.get(root, StoryCalls())
+        confusion[str(r.tier)][str(calls.max_spread)] += 1
+        called = calls.first_spread3
+        if r.tier == 3:
+            if called is None:
+                fn += 1
+                continue
+            tp += 1
+            lead = (r.t0 + timedelta(minutes=r.t50_min) - called).total_seconds() / 60
+            leads.append(lead)
+            before_t50 += lead > 0
+            before_t10 += called < r.t0 + timedelta(minutes=r.t10_min)
+        elif called is not None:
+            fp += 1
+    unmatched = sum(1 for root, c in output.calls.items() if root not in truth and c.first_spread3)
+    precision = _share(tp, tp + fp)
+    recall = _share(tp, tp + fn)
+    f1 = (
+        2 * precision * recall / (precision + recall)
+        if precision is not None and recall is not None and precision + recall > 0
+        else None
+    )
+    errors: dict[str, Any] = {}
+    for age in AGES_MINUTES:
+        rel = [
+            abs(max(p - 1.0, 0.0) - truth[root].final_size) / truth[root].final_size
+            for root, p in predicted.get(age, {}).items()
+            if truth[root].final_size > 0
+        ]
+        big = [
+            abs(max(p - 1.0, 0.0) - truth[root].final_size) / truth[root].final_size
+            for root, p in predicted.get(age, {}).items()
+            if truth[root].tier == 3
+        ]
+        errors[str(age)] = {
+            "median_relative_error": _median(rel),
+            "stories_predicted": len(rel),
+            "median_relative_error_tier3": _median(big),
+        }
+    tier3 = tp + fn
+    n_calls = tp + fp
+    return {
+        "stories": len(truth),
+        "tier3_stories": tier3,
+        "spread3": {
+            "true_calls": tp,
+            "false_calls": fp,
+            "missed": fn,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "calls_on_unknown_roots": unmatched,
+        },
+        "confusion_truth_tier_by_max_spread": confusion,
+        "lead_minutes_before_t50": {
+            "median": _median(leads),
+            "share_of_tier3_before_t50": _share(before_t50, tier3),
+            "share_of_tier3_before_t10": _share(before_t10, tier3),
+        },
+        "false_spread3_calls_per_100_stories": 100 * fp / len(truth) if truth else None,
+        "spread3_calls_per_day": n_calls / days if days > 0 else None,
+        "tier_alerts_per_day": output.tier_alerts / days if days > 0 else None,
+        "predicted_size": errors,
+    }
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def render(result: dict[str, Any]) -> str:
+    s = result["scores"]
+    sp = s["spread3"]
+    lead = s["lead_minutes_before_t50"]
+    lines = [
+        f"stories {s['stories']:,} (tier 3: {s['tier3_stories']:,}); "
+        f"{result['mentions']:,} mentions over {result['days']:.1f} days",
+        f"spread-3 calls vs tier 3   P {_fmt(sp['precision'])}  R {_fmt(sp['recall'])}  "
+        f"F1 {_fmt(sp['f1'])}  (TP {sp['true_calls']}, FP {sp['false_calls']}, "
+        f"FN {sp['missed']})",
+        f"lead before T50            median {_fmt(lead['median'], '.1f')} min; "
+        f"tier-3 called before T50 {_fmt(lead['share_of_tier3_before_t50'], '.0%')}, "
+        f"before T10 {_fmt(lead['share_of_tier3_before_t10'], '.0%')}",
+        f"false spread-3 calls       {_fmt(s['false_spread3_calls_per_100_stories'], '.2f')}"
+        f" per 100 stories; spread-3 calls/day {_fmt(s['spread3_calls_per_day'], '.2f')}; "
+        f"tier>=2 alerts/day {_fmt(s['tier_alerts_per_day'], '.2f')}",
+    ]
+    for age, e in s["predicted_size"].items():
+        lines.append(
+            f"predicted size at {age:>2} min  median rel. error "
+            f"{_fmt(e['median_relative_error'], '.1%')} ({e['stories_predicted']:,} stories; "
+            f"tier 3: {_fmt(e['median_relative_error_tier3'], '.1%')})"
+        )
+    lines.append("confusion (rows: truth tier; columns: max spread 0 1 2 3)")
+    for tier, row in s["confusion_truth_tier_by_max_spread"].items():
+        lines.append(f"  tier {tier}: " + " ".join(f"{row[str(c)]:>6}" for c in range(4)))
+    t = result["throughput"]
+    lines.append(
+        f"throughput: detector alone {_fmt(t['detector_mentions_per_s'], ',.0f')} mentions/s"
+        f" wall, {_fmt(t['detector_mentions_per_cpu_s'], ',.0f')} per CPU second (one core, "
+        f"model excluded); whole replay "
+        f"{_fmt(t['replay_mentions_per_s'], ',.0f')} mentions/s; "
+        f"stories held at most {t['stories_held_max']:,}"
+    )
+    return "\n".join(lines)
+
+
+def bench_detection(
+    settings: Settings,
+    stream: Path,
+    truth_path: Path,
+    *,
+    stories: int | None = None,
+    detector_only: bool = False,
+    replay_output: Path | None = None,
+    progress: bool = True,
+    config_given: bool = False,
+    classifier: Classifier | None = None,
+) -> dict[str, Any]:
+    """Both passes (see the module docstring) and their scores, as a JSON-able dict."""
+    if not stream.exists():
+        raise ConfigError(f"bench input {stream} does not exist")
+    truth = load_truth(truth_path, stories)
+    subset = stories is not None
+    with tempfile.TemporaryDirectory(prefix="crisiswatch-bench-") as tmp:
+        replay_input = stream
+        copy: IO[bytes] | None = None
+        if subset and not detector_only:
+            replay_input = Path(tmp) / "subset.jsonl"
+            copy = replay_input.open("wb")
+        try:
+            first = run_detector_pass(
+                settings, stream, truth, subset=subset, progress=progress, copy_to=copy
+            )
+        finally:
+            if copy is not None:
+                copy.close()
+        starts = [r.t0 for r in truth.values()]
+        # the stories' arrival span (a few late reposts years on do not stretch the month)
+        days = (max(starts) - min(starts)).total_seconds() / 86400 if starts else 0.0
+        replay_rate: float | None = None
+        output = first.output
+        if not detector_only:
+            from api.replay import run_replay
+
+            out_path = replay_output or Path(tmp) / "replay.jsonl"
+            summary = asyncio.run(
+                run_replay(
+                    settings,
+                    replay_input,
+                    out_path,
+                    progress=progress,
+                    config_given=config_given,
+                    classifier=classifier,
+                )
+            )
+            replay_rate = summary.rate
+            output = read_replay_output(out_path)
+    return {
+        "input": str(stream),
+        "truth": str(truth_path),
+        "stories_option": stories,
+        "scored_from": "detector pass" if detector_only else "replay output",
+        "mentions": first.mentions,
+        "days": days,
+        "scores": score(truth, output, first.predicted, days),
+        "throughput": {
+            "detector_mentions_per_s": first.rate,
+            "detector_mentions_per_cpu_s": first.cpu_rate,
+            "detector_seconds": first.seconds,
+            "replay_mentions_per_s": replay_rate,
+            "stories_held_max": first.stories_held_max,
+        },
+    }

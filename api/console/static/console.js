@@ -1,0 +1,492 @@
+// crisiswatch incident console. Plain script, no build step, no dependencies.
+// Every value from the API is inserted as text (textContent / text nodes), never as HTML:
+// mention text is a stranger's words. The page's CSP requires Trusted Types, so an HTML
+// sink would throw rather than parse. The API key lives in sessionStorage and travels only
+// in the Authorization header.
+"use strict";
+
+(function () {
+  const KEY_STORE = "crisiswatch.console.key";
+  // statuses shown on the board; one this server does not know (422) is skipped
+  const ACTIVE_STATUSES = ["open", "acknowledged", "mitigating"];
+  const REFRESH_MS = 30000;
+  const PAGE = 200; // incidents per status on the board
+  // filled in by the server from the incident (the version's variable list may name them)
+  const PROVIDED = new Set(["brand", "incident"]);
+  const API = new URL("../", document.baseURI); // the API root (the console is at /console/)
+
+  const $ = (id) => document.getElementById(id);
+  let clockOffsetMs = 0; // server clock minus this browser's clock
+  let selectedId = null;
+  let suggestions = [];
+  let refreshTimer = null;
+  let boardFailed = false;
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // -- DOM helpers (text only) -------------------------------------------------------
+  function el(tag, className, ...children) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function clear(node) {
+    node.replaceChildren();
+    return node;
+  }
+
+  function say(text, isError) {
+    const box = $("message");
+    box.textContent = text || "";
+    box.className = isError ? "error" : "";
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  }
+
+  function detailText(value) {
+    if (value === null || value === undefined) return "";
+    if (typeof value === "string") return value;
+    return JSON.stringify(value);
+  }
+
+  // -- API ---------------------------------------------------------------------------
+  function key() {
+    return sessionStorage.getItem(KEY_STORE);
+  }
+
+  async function api(path, options) {
+    const opts = options || {};
+    const headers = { Accept: "application/json", Authorization: "Bearer " + key() };
+    const init = { method: opts.method || "GET", headers, cache: "no-store",
+      credentials: "omit", referrerPolicy: "no-referrer" };
+    if (opts.body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(opts.body);
+    }
+    const response = await fetch(new URL(path, API), init);
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!response.ok) {
+      let detail = data && data.detail;
+      if (Array.isArray(detail)) {
+        detail = detail.map((d) => (d && d.msg ? d.msg : JSON.stringify(d))).join("; ");
+      }
+      throw new ApiError(response.status, (detail ? String(detail) : response.statusText) +
+        " (HTTP " + response.status + ")");
+    }
+    return data;
+  }
+
+  function failed(error) {
+    if (error instanceof ApiError && error.status === 401) {
+      sessionStorage.removeItem(KEY_STORE);
+      showKeyForm();
+      say("The key was refused: " + error.message, true);
+    } else {
+      say(error instanceof Error ? error.message : String(error), true);
+    }
+  }
+
+  // -- deadlines -----------------------------------------------------------------------
+  function serverNow() {
+    return Date.now() + clockOffsetMs;
+  }
+
+  // The deadline to show: the tier's SLA while it runs, else the next escalation.
+  function deadlineOf(incident) {
+    if (incident.sla_due_at && !incident.sla_met_at) {
+      const what = incident.sla_met_by ? "SLA (" + incident.sla_met_by + ")" : "SLA";
+      return { at: incident.sla_due_at, label: what };
+    }
+    if (incident.sla_met_at) return { met: incident.sla_met_at, label: "SLA" };
+    if (incident.next_escalation_at) return { at: incident.next_escalation_at, label: "escalates" };
+    return null;
+  }
+
+  function hms(ms) {
+    const total = Math.floor(Math.abs(ms) / 1000);
+    const h = Math.floor(total / 3600);
+    const m = Math.floor((total % 3600) / 60);
+    const s = total % 60;
+    return h + ":" + String(m).padStart(2, "0") + ":" + String(s).padStart(2, "0");
+  }
+
+  function countdown(incident) {
+    const deadline = deadlineOf(incident);
+    const node = el("span", "countdown");
+    if (!deadline) {
+      node.textContent = "no deadline";
+      node.classList.add("none");
+      return node;
+    }
+    if (deadline.met) {
+      node.textContent = deadline.label + " met " + fmtTime(deadline.met);
+      node.classList.add("met");
+      return node;
+    }
+    node.dataset.due = deadline.at;
+    node.dataset.label = deadline.label;
+    node.title = "deadline " + fmtTime(deadline.at);
+    tickOne(node);
+    return node;
+  }
+
+  function tickOne(node) {
+    const left = Date.parse(node.dataset.due) - serverNow();
+    if (isNaN(left)) return;
+    const overdue = left < 0;
+    node.textContent = node.dataset.label + (overdue ? " overdue by " : " ") + hms(left) +
+      (overdue ? "" : " left");
+    node.classList.toggle("overdue", overdue);
+  }
+
+  function tick() {
+    document.querySelectorAll(".countdown[data-due]").forEach(tickOne);
+    $("clock").textContent = "server time " + fmtTime(new Date(serverNow()).toISOString());
+  }
+
+  // -- the board -----------------------------------------------------------------------
+  async function syncClock() {
+    const before = Date.now();
+    const data = await api("console/now");
+    const after = Date.now();
+    clockOffsetMs = Date.parse(data.now) - (before + after) / 2;
+  }
+
+  let truncated = 0; // incidents the board could not show (more than a page per status)
+
+  async function activeIncidents() {
+    const seen = new Map();
+    truncated = 0;
+    for (const status of ACTIVE_STATUSES) {
+      let page;
+      try {
+        page = await api("incidents?status=" + encodeURIComponent(status) + "&limit=" + PAGE);
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 422) continue; // unknown here
+        throw error;
+      }
+      const items = page.items || [];
+      truncated += Math.max(0, (page.total || 0) - items.length);
+      for (const incident of items) seen.set(incident.id, incident);
+    }
+    return [...seen.values()];
+  }
+
+  function dueMs(incident) {
+    const deadline = deadlineOf(incident);
+    return deadline && deadline.at ? Date.parse(deadline.at) : Infinity;
+  }
+
+  function card(incident) {
+    const button = el("button", "card");
+    button.type = "button";
+    button.dataset.incident = String(incident.id);
+    if (incident.id === selectedId) button.classList.add("selected");
+    const badges = el("span", "badges",
+      el("span", "badge status-" + String(incident.status).replace(/[^a-z_-]/gi, ""),
+        incident.status));
+    if (incident.drill) badges.prepend(el("span", "badge drill", "DRILL"));
+    button.append(
+      el("span", "title", "#" + incident.id + " " + incident.title),
+      badges,
+      el("span", "meta", incident.watch_id + " · opened " + fmtTime(incident.opened_at) + " · "),
+      countdown(incident),
+    );
+    button.addEventListener("click", () => select(incident.id));
+    return button;
+  }
+
+  // Real incidents by tier, highest first; drills apart, after them, never mixed in.
+  function renderBoard(incidents) {
+    const root = clear($("tiers"));
+    if (!incidents.length) {
+      root.append(el("p", "muted", "No open incidents."));
+      return;
+    }
+    const groups = new Map();
+    for (const incident of incidents) {
+      const group = (incident.drill ? "drill-" : "tier-") + Number(incident.tier);
+      if (!groups.has(group)) groups.set(group, []);
+      groups.get(group).push(incident);
+    }
+    const order = [...groups.keys()].sort((a, b) =>
+      (a.startsWith("drill") - b.startsWith("drill")) ||
+      Number(b.split("-")[1]) - Number(a.split("-")[1]));
+    for (const group of order) {
+      const inGroup = groups.get(group).sort((a, b) => dueMs(a) - dueMs(b) || b.id - a.id);
+      const [kind, tier] = group.split("-");
+      const list = el("ul");
+      for (const incident of inGroup) list.append(el("li", null, card(incident)));
+      const heading = (kind === "drill" ? "DRILL · tier " : "Tier ") + tier + " ";
+      const section = el("section", "tier tier-" + tier + (kind === "drill" ? " drill" : ""),
+        el("h3", null, heading, el("span", "muted", "(" + inGroup.length + ")")), list);
+      section.dataset.tier = tier;
+      section.dataset.drill = String(kind === "drill");
+      root.append(section);
+    }
+    if (truncated) {
+      root.append(el("p", "muted", truncated + " more open incident(s) not shown: " +
+        "the board shows the newest " + PAGE + " per status."));
+    }
+  }
+
+  async function refresh() {
+    try {
+      await syncClock();
+      renderBoard(await activeIncidents());
+      if (selectedId !== null) await showIncident(selectedId, false);
+      if (boardFailed) say(""); // clear only what a failed refresh said
+      boardFailed = false;
+    } catch (error) {
+      failed(error);
+      boardFailed = true;
+    }
+  }
+
+  // -- one incident --------------------------------------------------------------------
+  function fact(dl, term, value) {
+    dl.append(el("dt", null, term), value instanceof Node ? el("dd", null, value) :
+      el("dd", null, value === null || value === undefined || value === "" ? "—" : value));
+  }
+
+  function renderIncident(incident) {
+    $("detail").hidden = false;
+    $("detail-title").textContent = "#" + incident.id + " " + incident.title;
+    const facts = clear($("facts"));
+    const status = el("span", "badge status-" +
+      String(incident.status).replace(/[^a-z_-]/gi, ""), incident.status);
+    status.id = "detail-status";
+    fact(facts, "status", status);
+    fact(facts, "tier", String(incident.tier) + (incident.drill ? " (DRILL)" : ""));
+    fact(facts, "deadline", countdown(incident));
+    fact(facts, "brand / watch", incident.brand + " / " + incident.watch_id);
+    fact(facts, "opened", fmtTime(incident.opened_at));
+    fact(facts, "acknowledged", incident.acked_at ?
+      fmtTime(incident.acked_at) + " by " + incident.acked_by : null);
+    if (incident.sla_breached_at) fact(facts, "SLA missed", fmtTime(incident.sla_breached_at));
+    fact(facts, "why", incident.explanation);
+    $("ack").disabled = incident.status !== "open";
+
+    const evidence = incident.evidence || [];
+    const mix = {};
+    for (const item of evidence) mix[item.label] = (mix[item.label] || 0) + 1;
+    $("mix").textContent = evidence.length ? "(" + Object.entries(mix)
+      .map(([label, n]) => n + " " + label).join(", ") + ")" : "";
+    const evList = clear($("evidence"));
+    for (const item of evidence) {
+      const head = el("div", "detail",
+        el("span", "badge label-" + String(item.label).replace(/[^a-z_-]/gi, ""), item.label),
+        (item.author || "unknown author") +
+        (item.followers !== null && item.followers !== undefined ?
+          " · " + item.followers + " followers" : "") + " · " + fmtTime(item.created_at));
+      const li = el("li", "evidence-item", head, el("p", "mention", item.text));
+      if (typeof item.url === "string" && /^https?:\/\//i.test(item.url)) {
+        const link = el("a", null, item.url);
+        link.href = item.url;
+        link.rel = "noopener noreferrer";
+        link.target = "_blank";
+        li.append(link);
+      }
+      evList.append(li);
+    }
+    if (!evidence.length) evList.append(el("li", "muted", "no evidence recorded"));
+
+    const timeline = clear($("timeline"));
+    for (const event of incident.timeline || []) {
+      const details = Object.entries(event.detail || {})
+        .filter(([, v]) => v !== null && v !== undefined && v !== "")
+        .map(([k, v]) => k + ": " + detailText(v)).join(" · ");
+      timeline.append(el("li", "event",
+        el("strong", null, event.kind), " " + fmtTime(event.at) + " by " + event.actor,
+        details ? el("div", "detail", details) : null));
+    }
+
+    const deliveries = clear($("deliveries"));
+    for (const d of incident.deliveries || []) {
+      deliveries.append(el("li", null, d.channel + " (" + d.channel_type + ") · " + d.reason +
+        " · " + d.status + " · " + d.attempts + " attempt(s)" +
+        (d.last_error ? " · " + d.last_error : "")));
+    }
+    if (!(incident.deliveries || []).length) deliveries.append(el("li", "muted", "none"));
+  }
+
+  async function showIncident(id, fresh) {
+    const incident = await api("incidents/" + encodeURIComponent(id));
+    if (selectedId !== id) return; // another incident was picked meanwhile
+    renderIncident(incident);
+    if (fresh) await loadSuggestions(id);
+  }
+
+  async function select(id) {
+    selectedId = id;
+    document.querySelectorAll(".card").forEach((c) =>
+      c.classList.toggle("selected", c.dataset.incident === String(id)));
+    try {
+      await showIncident(id, true);
+      say("");
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  async function acknowledge() {
+    if (selectedId === null) return;
+    const note = $("ack-note").value.trim();
+    $("ack").disabled = true;
+    try {
+      await api("incidents/" + selectedId + "/ack", { method: "POST", body: note ? { note } : {} });
+      $("ack-note").value = "";
+      say("Incident #" + selectedId + " acknowledged.");
+      renderBoard(await activeIncidents());
+      await showIncident(selectedId, false);
+    } catch (error) {
+      failed(error);
+      $("ack").disabled = false;
+    }
+  }
+
+  // -- templates -----------------------------------------------------------------------
+  async function loadSuggestions(id) {
+    const select = $("template-select");
+    select.replaceChildren(el("option", null, "choose a template…"));
+    select.firstChild.value = "";
+    clear($("variables"));
+    $("rendered").textContent = "";
+    $("rendered-note").textContent = "";
+    $("template-about").textContent = "";
+    $("preview").disabled = $("use").disabled = true;
+    suggestions = await api("incidents/" + encodeURIComponent(id) + "/template-suggestions");
+    suggestions.forEach((s, index) => {
+      const t = s.template;
+      const option = el("option", null,
+        t.name + " — " + t.kind + ", " + t.lang + ", v" + s.version.number);
+      option.value = String(index);
+      select.append(option);
+    });
+    if (!suggestions.length) {
+      $("template-about").textContent = "No approved template fits this incident's tier.";
+    }
+  }
+
+  function chosen() {
+    const value = $("template-select").value;
+    return value === "" ? null : suggestions[Number(value)] || null;
+  }
+
+  function pickTemplate() {
+    const s = chosen();
+    const box = clear($("variables"));
+    $("rendered").textContent = "";
+    $("rendered-note").textContent = "";
+    $("preview").disabled = $("use").disabled = !s;
+    if (!s) {
+      $("template-about").textContent = "";
+      return;
+    }
+    $("template-about").textContent = (s.template.description || "") +
+      " Approved by " + (s.version.reviewed_by || "legal") + ".";
+    for (const name of s.version.variables || []) {
+      if (PROVIDED.has(name)) continue;
+      const input = el("input");
+      input.type = "text";
+      input.maxLength = 4000;
+      input.dataset.variable = name;
+      box.append(el("label", null, el("span", null, name), input));
+    }
+  }
+
+  function variables() {
+    const values = {};
+    document.querySelectorAll("#variables input").forEach((input) => {
+      values[input.dataset.variable] = input.value;
+    });
+    return values;
+  }
+
+  async function render(record) {
+    const s = chosen();
+    if (!s || selectedId === null) return;
+    const body = { version: s.version.number, variables: variables() };
+    try {
+      let data;
+      if (record) {
+        data = await api("incidents/" + selectedId + "/responses",
+          { method: "POST", body: { template_id: s.template.id, ...body } });
+        $("rendered-note").textContent = "Recorded: use #" + data.id + " of version " +
+          data.version_number + " by " + data.used_by + " at " + fmtTime(data.used_at) + ".";
+        await showIncident(selectedId, false);
+      } else {
+        data = await api("templates/" + s.template.id + "/preview",
+          { method: "POST", body: { incident_id: selectedId, ...body } });
+        $("rendered-note").textContent = "Preview of version " + data.version + " (" +
+          data.status + "), not recorded.";
+      }
+      $("rendered").textContent = data.text;
+      say("");
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  // -- key handling --------------------------------------------------------------------
+  function showKeyForm() {
+    $("key-form").hidden = false;
+    $("session").hidden = true;
+    if (refreshTimer !== null) clearInterval(refreshTimer);
+    refreshTimer = null;
+  }
+
+  function start() {
+    $("key-form").hidden = true;
+    $("session").hidden = false;
+    if (refreshTimer === null) refreshTimer = setInterval(refresh, REFRESH_MS);
+    refresh();
+  }
+
+  function init() {
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("key-input").value.trim();
+      $("key-input").value = "";
+      if (!value) return;
+      sessionStorage.setItem(KEY_STORE, value);
+      start();
+    });
+    $("forget-key").addEventListener("click", () => {
+      sessionStorage.removeItem(KEY_STORE);
+      selectedId = null;
+      $("detail").hidden = true;
+      clear($("tiers")).append(el("p", "muted", "Paste an API key to see the incidents."));
+      showKeyForm();
+      say("Key forgotten.");
+    });
+    $("refresh").addEventListener("click", refresh);
+    $("ack").addEventListener("click", acknowledge);
+    $("template-select").addEventListener("change", pickTemplate);
+    $("preview").addEventListener("click", () => render(false));
+    $("use").addEventListener("click", () => render(true));
+    setInterval(tick, 1000);
+    if (key()) start();
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();

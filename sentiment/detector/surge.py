@@ -1,0 +1,88 @@
+"""The watch-level burst: a brand-wide surge without one dominant story.
+
+Every mention of the watch feeds a ``BurstTest`` over the watch's total (baseline: the
+watch's hour-of-week rate, ``surge_alpha``, ``surge_min_count``, ``surge_min_ratio``;
+windows of at least ``surge_min_window_minutes``). While one of its windows bursts (two
+consecutive hot windows), and no single story holds ``surge_max_story_share`` of that
+window's mentions, the watch *surges*: many stories at once (a product launch gone
+wrong, a wave of copy-paste complaints that do not near-duplicate). A surge dominated
+by one story is that story's business: its own heat reports it.
+
+The surge level (0/1) is held like the story levels (rises at once, falls after the
+cool-down); the detector reports its changes as Signals of kind ``"surge"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sentiment.detector.burst import BurstTest, event_minute
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.policy import TIMES, Held
+
+
+@dataclass(frozen=True)
+class SurgeState:
+    level: int
+    window_minutes: int
+    count: int
+    expected: float | None
+    top_share: float
+
+    def explain(self) -> str:
+        if self.level == 0:
+            return "The brand-wide surge is over: mention volume is back to its usual level."
+        usual = ""
+        if self.expected is not None and self.expected > 0:
+            ratio = self.count / self.expected
+            usual = f", {ratio:.0f}{TIMES} the usual for this hour of the week"
+        return (
+            f"Brand-wide surge: {self.count} posts in the last {self.window_minutes} min"
+            f"{usual}, spread over many stories (the largest holds {self.top_share:.0%})."
+        )
+
+
+class WatchSurge:
+    def __init__(self, config: DetectorConfig) -> None:
+        self._all_windows = tuple(config.burst_windows_minutes)
+        self._windows = tuple(
+            w for w in config.burst_windows_minutes if w >= config.surge_min_window_minutes
+        ) or (config.burst_windows_minutes[-1],)
+        self._test = BurstTest(
+            self._windows, config.surge_alpha, config.surge_min_count, config.surge_min_ratio
+        )
+        self._max_share = config.surge_max_story_share
+        # per window length: (window index, the largest story count in it)
+        self._top: dict[int, tuple[int, int]] = {}
+        self._expected: float | None = None
+        self.held = Held()
+        self.reported = 0
+        self.signals = 0
+
+    def add(self, at: datetime, expected_per_minute: float | None, story_counts: list[int]) -> None:
+        """One mention of the watch; ``story_counts``: its story's count in each window
+        (in the order of ``burst_windows_minutes``) after it was counted."""
+        self._test.add(at, expected_per_minute)
+        self._expected = expected_per_minute
+        minute = event_minute(at)
+        for minutes, count in zip(self._all_windows, story_counts, strict=True):
+            if minutes not in self._windows:
+                continue
+            index = minute // minutes
+            seen = self._top.get(minutes)
+            if seen is None or seen[0] != index or count > seen[1]:
+                self._top[minutes] = (index, count)
+
+    def state(self, now: datetime) -> SurgeState:
+        """The raw surge level at ``now`` and what it rests on (the longest window)."""
+        minute = event_minute(now)
+        best = SurgeState(0, self._windows[0], 0, None, 0.0)
+        for minutes in self._test.bursting(now):
+            count = self._test.count(minutes, now)
+            index, top = self._top.get(minutes, (minute // minutes, 0))
+            share = top / count if count and index == minute // minutes else 0.0
+            if share < self._max_share:
+                expected = None if self._expected is None else self._expected * minutes
+                best = SurgeState(1, minutes, count, expected, share)
+        return best

@@ -1,0 +1,182 @@
+"""deploy/prometheus and deploy/grafana: every PromQL expression parses, and every metric
+and label it names exists in the registry ``core.metrics.Metrics()`` builds (or is one of
+the few outside metrics in ``EXTERNAL_METRICS``). This is the test that catches a renamed
+metric. Also: rule file structure, scrape jobs and ports against compose and k8s, and the
+dashboard's provisioning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import promql_parser
+import pytest
+
+from tests.deploy_support import (
+    DASHBOARD,
+    DEPLOY,
+    PROMETHEUS,
+    ROLES,
+    compose,
+    exported_series,
+    grafana_expr,
+    k8s_documents,
+    load_yaml,
+    promql_problems,
+    promql_usage,
+)
+
+SERIES = exported_series()
+RULES = load_yaml(PROMETHEUS / "rules.yml")
+ALL_RULES = [rule for group in RULES["groups"] for rule in group["rules"]]
+
+
+def panels() -> list[dict[str, Any]]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+PANEL_QUERIES = [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
+
+
+def test_the_drift_check_can_fail() -> None:
+    assert promql_problems("rate(crisiswatch_mentions_ingested_total[5m])", SERIES) == []
+    assert promql_problems("rate(crisiswatch_mentions_ingested[5m])", SERIES) == [
+        "unknown metric 'crisiswatch_mentions_ingested'"
+    ]
+    assert promql_problems('crisiswatch_source_up{channel="x"}', SERIES) == [
+        "crisiswatch_source_up has no label 'channel'"
+    ]
+    assert promql_problems("sum by (watch) (crisiswatch_incidents_open)", SERIES) == [
+        "no metric here has label 'watch'"
+    ]
+    with pytest.raises(ValueError):
+        promql_parser.parse("sum(rate(crisiswatch_deliveries_total[5m])")
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=[r["alert"] for r in ALL_RULES])
+def test_alert_rule(rule: dict[str, Any]) -> None:
+    assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+    assert re.fullmatch(r"Crisiswatch[A-Z][A-Za-z]+", rule["alert"])
+    assert promql_problems(rule["expr"], SERIES) == []
+    if "for" in rule:
+        promql_parser.parse_duration(rule["for"])
+    assert rule["labels"]["severity"] in {"critical", "warning"}
+    assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    # {{ $labels.x }} in an annotation must be a label the expression's result can carry
+    usage = promql_usage(rule["expr"])
+    carried = set(usage.grouped) | {"job", "instance"}
+    for metric in usage.metrics:
+        carried |= SERIES.get(metric, frozenset())
+    for text in rule["annotations"].values():
+        for label in re.findall(r"\$labels\.(\w+)", text):
+            assert label in carried, f"{rule['alert']}: $labels.{label}"
+
+
+def test_rule_groups_are_unique_and_cover_the_issue() -> None:
+    names = [g["name"] for g in RULES["groups"]]
+    assert len(names) == len(set(names))
+    alerts = [r["alert"] for r in ALL_RULES]
+    assert len(alerts) == len(set(alerts))
+    used = set().union(*(promql_usage(r["expr"]).metrics for r in ALL_RULES))
+    for needed in (
+        "up",  # a process down
+        "crisiswatch_source_last_event_timestamp_seconds",  # a source stalled
+        "kafka_consumergroup_lag",  # consumer lag growing
+        "crisiswatch_deliveries_total",  # deliveries failing
+        "crisiswatch_sla_breaches_total",  # an SLA breached
+    ):
+        assert needed in used, needed
+
+
+@pytest.mark.parametrize("title,expr", PANEL_QUERIES, ids=[t for t, _ in PANEL_QUERIES])
+def test_dashboard_query(title: str, expr: str) -> None:
+    assert promql_problems(grafana_expr(expr), SERIES) == []
+
+
+def test_dashboard_structure_and_coverage() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    datasource = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yaml")
+    (source,) = datasource["datasources"]
+    for panel in panels():
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert panel["targets"], panel["title"]
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+    used = set().union(*(promql_usage(grafana_expr(e)).metrics for _, e in PANEL_QUERIES))
+    for needed in (
+        "crisiswatch_mentions_ingested_total",  # mentions/s by source
+        "crisiswatch_mentions_scored_total",  # sentiment mix
+        "crisiswatch_incidents_open",  # open incidents by tier
+        "crisiswatch_alert_latency_seconds_bucket",  # alert latency p50/p99
+        "crisiswatch_time_to_ack_seconds_bucket",  # time to ack
+        "crisiswatch_sla_breaches_total",  # SLA breaches
+        "kafka_consumergroup_lag",  # consumer lag
+        "crisiswatch_deliveries_total",  # delivery failures
+        "crisiswatch_source_up",  # source health
+    ):
+        assert needed in used, needed
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """``host:container[:ro]`` volume strings as host -> container."""
+    return dict(v.split(":")[:2] for v in service["volumes"])
+
+
+def test_grafana_and_prometheus_mounts_match_their_configs() -> None:
+    services = compose()["services"]
+    grafana = _mounts(services["grafana"])
+    provider = load_yaml(DEPLOY / "grafana/provisioning/dashboards/crisiswatch.yaml")
+    (dashboards,) = provider["providers"]
+    assert grafana["../grafana/dashboards"] == dashboards["options"]["path"]
+    assert grafana["../grafana/provisioning"] == "/etc/grafana/provisioning"
+    datasource = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yaml")
+    (source,) = datasource["datasources"]
+    port = services["prometheus"]["ports"][0].rsplit(":", 1)[-1]
+    assert source["url"] == f"http://prometheus:{port}"
+    prometheus = _mounts(services["prometheus"])
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    assert prometheus["../prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert config["rule_files"] == [prometheus["../prometheus/rules.yml"]]
+    for host in prometheus:
+        assert host.startswith("../") is False or (DEPLOY / "compose" / host).exists(), host
+
+
+def test_every_process_is_scraped_on_the_port_it_serves() -> None:
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    services = compose()["services"]
+    for role in ROLES:
+        (sd,) = jobs[f"crisiswatch-{role}"]["dns_sd_configs"]
+        (name,) = sd["names"]
+        assert services[name]["command"][0] == role, f"{name} does not run {role}"
+        health = " ".join(services[name]["healthcheck"]["test"])
+        assert f"127.0.0.1:{sd['port']}/" in health, f"{role}: scraped on {sd['port']}"
+    exporter = jobs["kafka-exporter"]["static_configs"][0]["targets"][0]
+    assert exporter.split(":")[0] in services
+
+
+def test_kubernetes_scrape_config_keeps_the_pods_http_port() -> None:
+    config = load_yaml(PROMETHEUS / "prometheus-k8s.yml")
+    (job,) = config["scrape_configs"]
+    relabel = {tuple(r["source_labels"]): r for r in job["relabel_configs"]}
+    port_name = relabel[("__meta_kubernetes_pod_container_port_name",)]["regex"]
+    part_of = relabel[("__meta_kubernetes_pod_label_app_kubernetes_io_part_of",)]["regex"]
+    component = relabel[("__meta_kubernetes_pod_label_app_kubernetes_io_component",)]
+    assert component["target_label"] == "job"
+    assert component["replacement"] == "crisiswatch-$1"  # the compose job names
+    roles = set()
+    for _, doc in k8s_documents():
+        if doc["kind"] != "Deployment":
+            continue
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == part_of
+        roles.add(labels["app.kubernetes.io/component"])
+        ports = doc["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert [p["containerPort"] for p in ports if p["name"] == port_name] == [8000]
+    assert roles == set(ROLES)
