@@ -6,6 +6,7 @@ Pipeline::
          -> WordPiece tokenizer (the ``tokenizers`` library; ``max_length`` tokens)
          -> length-sorted sub-batches, each padded only to its own longest text
          -> ONNX graph: 3-layer MiniLM, mean pooling, linear layer -> logits
+            (``workers`` sub-batches at once, in threads, on the one session)
          -> softmax(logits / temperature)                           (numpy)
 
 No torch, no transformers, no network: the graph, the tokenizer and a small JSON file
