@@ -12,6 +12,8 @@
   min(workers, cores) — a loaded box inflates the measured wall time, not these;
 * single-text latency (batch 1): p50 / p99 over ``--single`` English texts, one at a time;
 * resident memory (VmRSS, VmHWM) of this process after loading and scoring.
+* ``--curve``: en-val macro recall against speed for the English options (model, cascade
+  threshold), default workers.
 Numbers only; nothing is asserted (timing goals are measured, not tested).
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiment.config import ClassifierConfig, ScorerConfig
-from sentiment.evaluation import read_jsonl
+from sentiment.evaluation import read_jsonl, report
 from sentiment.transformer import load_classifier
 
 
@@ -81,6 +83,38 @@ def throughput(
     }
 
 
+CURVE: tuple[tuple[str, float | None], ...] = (
+    ("en-minilm-l3", None),
+    ("en-minilm-l3", 0.8),
+    ("en-minilm-l3", 0.7),
+    ("en-minilm-l3", 0.65),
+    ("en-minilm-l3", 0.6),
+    ("en-minilm-l2", None),
+    ("en-minilm-l2", 0.7),
+    ("en-minilm-l2", 0.6),
+)
+
+
+def curve(rows: list[dict[str, Any]], repeat: int, cores: int) -> list[dict[str, Any]]:
+    """Accuracy against speed on en-val for each English option in ``CURVE``."""
+    texts, out = [r["text"] for r in rows], []
+    for english, threshold in CURVE:
+        config = ClassifierConfig(english=english, cascade_threshold=threshold)  # type: ignore[arg-type]
+        classifier: Any = load_classifier(ScorerConfig(classifier=config))
+        answers = classifier.classify(texts, ["en"] * len(texts))
+        scores = report([r["label"] for r in rows], [a.label for a in answers])
+        fast = sum(a.model == "en-word-ngram" for a in answers) / len(answers)
+        speed = throughput(classifier, texts, "en", repeat, cores)
+        out.append(
+            {"english": english, "threshold": threshold, "share_fast": round(fast, 3)}
+            | {"macro_recall": scores["macro_recall"]}
+            | speed
+        )
+        classifier.english.close()
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/sentiment"))
@@ -88,7 +122,14 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=500)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--cores", type=int, default=2, help="cores of the projection")
+    parser.add_argument("--curve", action="store_true", help="only the accuracy/speed curve")
     args = parser.parse_args()
+    if args.curve:
+        rows = read_jsonl(args.data / "en-val.jsonl")
+        points = curve(rows, args.repeat, args.cores)
+        if args.json is not None:
+            args.json.write_text(json.dumps(points, indent=1) + "\n", encoding="utf-8")
+        return 0
 
     started = time.perf_counter()
     classifier = load_classifier(ScorerConfig())
