@@ -181,6 +181,7 @@ def load_classifier(config: ScorerConfig) -> Classifier:
         folder / f"{settings.english}.json",
         threads=settings.threads,
         batch_size=settings.inference_batch,
+        workers=settings.workers,
     )
     chinese = ChineseModel.load(folder / ZH_CARD)
     threshold = settings.cascade_threshold

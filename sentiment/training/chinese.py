@@ -23,6 +23,9 @@ C = 1.0
 MAX_N = 4
 MIN_DF = 2
 NEUTRAL_MASS = 0.5
+BASELINE_C = 10.0
+"""The reference baseline's regularisation (C = 1 and 10 tried on a validation split carved
+from the 8,000 training posts: 0.829 and 0.846)."""
 
 
 def split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -57,6 +60,21 @@ def fit(rows: list[dict[str, Any]], version: str, metrics: dict[str, Any]) -> Ch
     )
 
 
+def baseline(train_rows: list[dict[str, Any]], held_out: list[dict[str, Any]]) -> dict[str, float]:
+    """The reference family of sentiment-options.md on the same split, for a fair comparison:
+    character 1-3-grams, TF-IDF (sublinear tf), logistic regression (C = ``BASELINE_C``)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+    x = vectorizer.fit_transform([r["text"] for r in train_rows])
+    y = [r["label"] == "positive" for r in train_rows]
+    lr = LogisticRegression(C=BASELINE_C, max_iter=5000).fit(x, y)
+    pred = lr.predict(vectorizer.transform([r["text"] for r in held_out]))
+    gold = ["positive" if r["label"] == "positive" else "negative" for r in held_out]
+    return binary_report(gold, ["positive" if p else "negative" for p in pred])
+
+
 def evaluate(model: ChineseModel, rows: list[dict[str, Any]]) -> dict[str, float]:
     pos = model.positive_proba([r["text"] for r in rows])
     gold = ["positive" if r["label"] == "positive" else "negative" for r in rows]
@@ -70,8 +88,12 @@ def train(data: Path, out: Path, version: str, log: Any = print) -> ChineseModel
     probe = fit(train_rows, version, {})
     held = evaluate(probe, held_out)
     log(f"zh held-out ({len(held_out)} of zh-train, seed 0): {held}")
+    reference = baseline(train_rows, held_out)
+    log(f"zh held-out, char 1-3-gram TF-IDF + LR baseline: {reference}")
     metrics = {
         "zh_heldout": held | {"n": len(held_out), "trained_on": len(train_rows)},
+        "zh_heldout_baseline": reference
+        | {"model": f"char 1-3-gram TF-IDF (sublinear tf) + LR, C={BASELINE_C:g}"},
         "zh_train_fit": {},
         "data": "zh-train.jsonl (weibo2018), held-out = first 2,000 after Random(0) shuffle",
     }

@@ -8,7 +8,8 @@
   cascade against the word model's card;
 * Chinese: the shipped model on all of ``zh-train.jsonl`` must match the card's
   ``zh_train_fit``; the held-out number is reproduced by refitting on the fixed 8,000-post
-  split (needs scikit-learn) and compared with ``zh_heldout``.
+  split (needs scikit-learn) and compared with ``zh_heldout``; so is the character 1-3-gram
+  TF-IDF + LR baseline's (``zh_heldout_baseline``), the fair comparison on the same split.
 
 Prints a table; exits 1 when a number is off. A script, not a test: it needs the data.
 """
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     probe = chinese.fit(train_rows, shipped.version, {})
     held = chinese.evaluate(probe, held_out)
     ok &= compare("zh refit, held-out 2,000", held, shipped.metrics["zh_heldout"], 1e-4)
+    reference = chinese.baseline(train_rows, held_out)
+    want = shipped.metrics["zh_heldout_baseline"]
+    ok &= compare("zh TF-IDF baseline, held-out", reference, want, 1e-4)
     print(json.dumps({"labels": list(LABELS), "all_ok": ok}))
     return 0 if ok else 1
 

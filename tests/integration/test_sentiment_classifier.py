@@ -22,6 +22,7 @@ from core.events import LABELS
 from sentiment.chinese import ChineseModel, features
 from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import MODELS_DIR, ClassifierConfig, ScorerConfig
+from sentiment.english import EnglishModel
 from sentiment.textnorm import normalise
 from sentiment.transformer import (
     ABSTAIN_PRIOR,
@@ -162,6 +163,20 @@ def test_batch_and_single_results_agree(classifier: SentimentClassifier) -> None
         classifier.classify([t], [lang])[0].label for t, lang in zip(texts, langs, strict=True)
     ]
     assert together == alone
+
+
+@model
+def test_worker_threads_give_the_same_answers_as_one(classifier: SentimentClassifier) -> None:
+    texts = [
+        f"tweet {i}: {'so happy today' if i % 3 else 'this is awful'} #{i}" for i in range(100)
+    ]
+    assert classifier.english.workers == 2  # the default: two forward passes at once
+    single = EnglishModel(MODELS_DIR / "en-minilm-l3.json", workers=1)
+    seen: list[tuple[int, int]] = []
+    pooled = classifier.english.logits(texts, progress=lambda done, n: seen.append((done, n)))
+    assert np.allclose(pooled, single.logits(texts), atol=1e-5)
+    assert seen[-1] == (100, 100) and len(seen) == 4  # sub-batches of 32
+    single.close()
 
 
 @model
