@@ -24,6 +24,7 @@ never hides in a drill.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -88,6 +89,7 @@ class _WatchState:
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     reported: dict[str, None] = field(default_factory=dict)  # stories not quiet (sweeps)
     now: datetime | None = None
+    now_minutes: float = 0.0  # ``now`` in epoch minutes (computed once per change)
     next_sweep: datetime | None = None
 
 
@@ -132,11 +134,18 @@ class Detector:
         if assignment is None:
             return []  # already counted: a redelivery
         story = assignment.story
-        ws.baseline.add(mention.created_at)
-        expected = ws.seasonal.per_minute(mention.created_at)
-        ws.seasonal.add(mention.created_at)
-        now = mention.created_at if ws.now is None else max(ws.now, mention.created_at)
-        ws.now = now
+        at = mention.created_at
+        at_minutes = at.timestamp() / 60
+        minute = math.floor(at_minutes)  # the event minute, computed once
+        ws.baseline.add_minute(minute)
+        expected = ws.seasonal.per_minute_at(minute)
+        ws.seasonal.add_minute(minute)
+        if ws.now is None or at > ws.now:
+            ws.now = at
+            ws.now_minutes = at_minutes
+        now = ws.now
+        now_minutes = ws.now_minutes
+        now_minute = math.floor(now_minutes)
         tracked = ws.tracked.get(story.id)
         if tracked is None:
             tracked = ws.tracked[story.id] = self._track(story, mention.drill)
@@ -150,9 +159,10 @@ class Detector:
             # "this phone is fire", "no refund needed, love it": not complaints
             cues=self._cues.find(mention.text) if label != "positive" else (),
             expected_per_minute=expected,
+            at_minutes=at_minutes,
         )
         if self.config.surge_enabled:
-            ws.surge.add(mention.created_at, expected, tracked.heat.burst_counts(now))
+            ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
         tracked.evidence.offer(scored, is_root=assignment.is_root)
 
         signals: list[Signal] = []
@@ -241,7 +251,8 @@ class Detector:
         now: datetime,
         trigger: Mention | None,
     ) -> Signal | None:
-        heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
+        now_minutes = ws.now_minutes if now == ws.now else None
+        heat = tracked.heat.snapshot(now, ws.baseline.per_minute(), now_minutes)
         raw_spread, raw_tier = self._levels(heat)
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
@@ -278,7 +289,7 @@ class Detector:
     ) -> Signal | None:
         """A Signal of kind "surge" when the watch's held surge level changes."""
         surge = ws.surge
-        state = surge.state(now)
+        state = surge.state(now, math.floor(ws.now_minutes) if now == ws.now else None)
         surge.held = hold(surge.held, state.level, now, self._cooldown)
         level = surge.held.level
         if level == surge.reported:

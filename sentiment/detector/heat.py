@@ -157,17 +157,21 @@ class StoryHeat:
         now: datetime,
         cues: tuple[str, ...] = (),
         expected_per_minute: float | None = None,
+        at_minutes: float | None = None,
     ) -> None:
         """Count one mention (never the same one twice: the story index sees to that).
-        ``expected_per_minute``: the watch's usual rate now (the burst test's baseline)."""
+        ``expected_per_minute``: the watch's usual rate now (the burst test's baseline).
+        ``at_minutes``: ``created_at`` in epoch minutes, when the caller has it."""
         self.mentions += 1
         at = mention.created_at
+        if at_minutes is None:
+            at_minutes = at.timestamp() / 60
         if at < self.first_at:
             self.first_at = at
         self._short.add(at, now)
         self._long.add(at, now)
-        self._forecast.add(at.timestamp() / 60, mention.author.followers)
-        self._burst.add(at, expected_per_minute)
+        self._forecast.add(at_minutes, mention.author.followers)
+        self._burst.add_minute(math.floor(at_minutes), expected_per_minute)
         self._count_author(mention)
         if len(self._platforms) < MAX_PLATFORMS:
             self._platforms[mention.source] = None
@@ -205,6 +209,10 @@ class StoryHeat:
         """The story's count in each burst window open at ``now``."""
         return self._burst.counts(now)
 
+    def burst_counts_at(self, minute: int) -> list[int]:
+        """``burst_counts`` at event minute ``minute``."""
+        return self._burst.counts_at(minute)
+
     def negative(self) -> tuple[int, float]:
         """Negative mentions (own label, or inherited) and their share of labelled ones."""
         negative = self._own["negative"]
@@ -219,7 +227,12 @@ class StoryHeat:
                 negative += self._inherited
         return negative, (negative / labelled if labelled else 0.0)
 
-    def snapshot(self, now: datetime, baseline_per_minute: float | None) -> HeatSnapshot:
+    def snapshot(
+        self, now: datetime, baseline_per_minute: float | None, now_minutes: float | None = None
+    ) -> HeatSnapshot:
+        """The heat at ``now`` (``now_minutes``: the same in epoch minutes, when known)."""
+        if now_minutes is None:
+            now_minutes = now.timestamp() / 60
         cfg = self._config
         short = self._short.count(now)
         long = self._long.count(now)
@@ -243,20 +256,26 @@ class StoryHeat:
             age_minutes=age,
             rate_per_minute=rate,
             rate_ratio=ratio,
-            predicted_size=self.predict(now, min(rate, sustained), age),
+            predicted_size=self.predict(now, min(rate, sustained), age, now_minutes),
             complaint_cues=self.complaint_cues,
-            burst_windows=self._burst.bursting(now),
+            burst_windows=self._burst.bursting_at(math.floor(now_minutes)),
             high_reach_authors=self.high_reach,
         )
 
-    def predict(self, now: datetime, rate_per_minute: float, age: float) -> float | None:
+    def predict(
+        self,
+        now: datetime,
+        rate_per_minute: float,
+        age: float,
+        now_minutes: float | None = None,
+    ) -> float | None:
         """The expected final number of mentions (None for a story still too small)."""
         cfg = self._config
         if cfg.predictor == "power_law":
             return predict_final_size(self.mentions, rate_per_minute, age, cfg)
         if self.mentions < cfg.predict_min_mentions:
             return None
-        hawkes = self._forecast.predict(now.timestamp() / 60)
+        hawkes = self._forecast.predict(now.timestamp() / 60 if now_minutes is None else now_minutes)
         if cfg.predictor == "consensus":
             power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
             return hawkes if power_law is None else min(hawkes, power_law)
@@ -317,7 +336,10 @@ class RateBaseline:
         self._weight = 0.0  # sum of the weights folded so far (bias correction)
 
     def add(self, at: datetime) -> None:
-        minute = math.floor(at.timestamp() / 60)
+        self.add_minute(math.floor(at.timestamp() / 60))
+
+    def add_minute(self, minute: int) -> None:
+        """``add`` for a mention in event minute ``minute`` (floor of epoch minutes)."""
         if self._minute is None or self._first is None:
             self._first = self._minute = minute
         elif minute > self._minute:

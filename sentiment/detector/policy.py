@@ -104,6 +104,8 @@ class Held:
 def hold(held: Held, raw: int, at: datetime, cooldown: timedelta) -> Held:
     """The held level after observing ``raw`` at event time ``at``."""
     if raw >= held.level:
+        if raw == held.level and held.lower_since is None:
+            return held  # unchanged (lower_max is 0 whenever lower_since is None)
         return Held(raw)
     if held.lower_since is None:
         since, highest = at, raw
