@@ -11,7 +11,8 @@ CRC of its id: negative, neutral, positive or abstained, with varying probabilit
 the tier, negative-share and evidence paths are traced too; ``neutral`` is what
 ``crisiswatch bench detection`` feeds.
 
-    PYTHONPATH=. python bench/detector_trace.py --input ../shared/data/replay/twitter-train.jsonl.gz \
+    PYTHONPATH=. python bench/detector_trace.py \
+        --input ../shared/data/replay/twitter-train.jsonl.gz \
         --truth ../shared/data/replay/twitter-train-truth.csv \
         --config deploy/config/replay-twitter.yaml --out /tmp/trace.gz
     PYTHONPATH=. python bench/detector_trace.py --compare /tmp/before.gz /tmp/after.gz

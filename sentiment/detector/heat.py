@@ -275,7 +275,9 @@ class StoryHeat:
             return predict_final_size(self.mentions, rate_per_minute, age, cfg)
         if self.mentions < cfg.predict_min_mentions:
             return None
-        hawkes = self._forecast.predict(now.timestamp() / 60 if now_minutes is None else now_minutes)
+        if now_minutes is None:
+            now_minutes = now.timestamp() / 60
+        hawkes = self._forecast.predict(now_minutes)
         if cfg.predictor == "consensus":
             power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
             return hawkes if power_law is None else min(hawkes, power_law)

@@ -53,9 +53,7 @@ class WatchSurge:
             self._windows, config.surge_alpha, config.surge_min_count, config.surge_min_ratio
         )
         # positions in ``burst_windows_minutes`` of the windows tested here
-        self._picked = tuple(
-            (i, m) for i, m in enumerate(self._all_windows) if m in self._windows
-        )
+        self._picked = tuple((i, m) for i, m in enumerate(self._all_windows) if m in self._windows)
         self._max_share = config.surge_max_story_share
         # per window length: (window index, the largest story count in it)
         self._top: dict[int, tuple[int, int]] = {}
