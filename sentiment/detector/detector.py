@@ -251,9 +251,13 @@ class Detector:
         now: datetime,
         trigger: Mention | None,
     ) -> Signal | None:
-        now_minutes = ws.now_minutes if now == ws.now else None
-        heat = tracked.heat.snapshot(now, ws.baseline.per_minute(), now_minutes)
-        raw_spread, raw_tier = self._levels(heat)
+        now_minutes = ws.now_minutes if now == ws.now else now.timestamp() / 60
+        baseline = ws.baseline.per_minute()
+        live = tracked.heat.live(now, baseline, now_minutes)
+        raw_spread = spread_level(live, self.config)
+        raw_tier = crisis_tier(
+            raw_spread, live.negative_share, bool(live.complaint_cues), self.config
+        )
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
         tier, spread = tracked.tier.level, tracked.spread.level
@@ -268,6 +272,7 @@ class Detector:
         else:
             ws.reported[story.id] = None
         tracked.signals += 1
+        heat = tracked.heat.snapshot(now, baseline, now_minutes)
         return Signal(
             id=f"{story.id}#{self._generation}{tracked.signals}",
             story_id=story.id,

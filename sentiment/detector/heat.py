@@ -94,6 +94,12 @@ class HeatSnapshot:
     """Distinct authors with at least ``high_reach_followers`` followers."""
     """The window lengths (minutes) in which the story bursts (persistence-gated)."""
 
+    def bursting(self) -> bool:
+        return bool(self.burst_windows)
+
+    def predicted_at_least(self, threshold: float) -> bool:
+        return self.predicted_size is not None and self.predicted_size >= threshold
+
     def features(self) -> HeatFeatures:
         return HeatFeatures(
             mentions=self.mentions,
@@ -105,6 +111,61 @@ class HeatSnapshot:
             rate_ratio=None if self.rate_ratio is None else round(self.rate_ratio, 3),
             platforms=self.platforms,
             predicted_size=None if self.predicted_size is None else round(self.predicted_size, 1),
+        )
+
+
+class LiveHeat:
+    """A story's heat at one moment as the level policy reads it: the same values as
+    ``StoryHeat.snapshot``, but the costly ones (burst windows, the predicted size) are
+    only worked out when the policy asks, and nothing is built for the Signal (the
+    detector takes a full snapshot only when it reports a change)."""
+
+    __slots__ = (
+        "_age",
+        "_heat",
+        "_now",
+        "_now_minutes",
+        "_rate",
+        "authors",
+        "complaint_cues",
+        "long_mentions",
+        "mentions",
+        "negative_share",
+        "platforms",
+        "rate_ratio",
+        "reach",
+        "short_mentions",
+    )
+
+    def __init__(
+        self,
+        heat: StoryHeat,
+        now: datetime,
+        baseline_per_minute: float | None,
+        now_minutes: float,
+    ) -> None:
+        short, long, age, rate, sustained = heat._rates(now)
+        self._heat = heat
+        self._now = now
+        self._now_minutes = now_minutes
+        self._age = age
+        self._rate = min(rate, sustained)
+        self.mentions = heat.mentions
+        self.authors = heat.authors
+        self.reach = heat.reach
+        self.short_mentions = short
+        self.long_mentions = long
+        self.rate_ratio = None if baseline_per_minute is None else rate / baseline_per_minute
+        self.platforms = max(1, len(heat._platforms))
+        self.negative_share = heat.negative()[1]
+        self.complaint_cues = heat.complaint_cues
+
+    def bursting(self) -> bool:
+        return self._heat.bursting_at(math.floor(self._now_minutes))
+
+    def predicted_at_least(self, threshold: float) -> bool:
+        return self._heat.predicted_at_least(
+            threshold, self._now, self._rate, self._age, self._now_minutes
         )
 
 
@@ -227,12 +288,8 @@ class StoryHeat:
                 negative += self._inherited
         return negative, (negative / labelled if labelled else 0.0)
 
-    def snapshot(
-        self, now: datetime, baseline_per_minute: float | None, now_minutes: float | None = None
-    ) -> HeatSnapshot:
-        """The heat at ``now`` (``now_minutes``: the same in epoch minutes, when known)."""
-        if now_minutes is None:
-            now_minutes = now.timestamp() / 60
+    def _rates(self, now: datetime) -> tuple[int, int, float, float, float]:
+        """(short count, long count, age in minutes, short rate, sustained rate) at ``now``."""
         cfg = self._config
         short = self._short.count(now)
         long = self._long.count(now)
@@ -240,6 +297,16 @@ class StoryHeat:
         # A young story's windows are not full yet: rates over its age (at least 1 min).
         rate = short / min(float(cfg.short_window_minutes), max(age, 1.0))
         sustained = long / min(float(cfg.long_window_minutes), max(age, 1.0))
+        return short, long, age, rate, sustained
+
+    def snapshot(
+        self, now: datetime, baseline_per_minute: float | None, now_minutes: float | None = None
+    ) -> HeatSnapshot:
+        """The heat at ``now`` (``now_minutes``: the same in epoch minutes, when known)."""
+        if now_minutes is None:
+            now_minutes = now.timestamp() / 60
+        cfg = self._config
+        short, long, age, rate, sustained = self._rates(now)
         ratio = None if baseline_per_minute is None else rate / baseline_per_minute
         negative, share = self.negative()
         return HeatSnapshot(
@@ -261,6 +328,36 @@ class StoryHeat:
             burst_windows=self._burst.bursting_at(math.floor(now_minutes)),
             high_reach_authors=self.high_reach,
         )
+
+    def live(
+        self, now: datetime, baseline_per_minute: float | None, now_minutes: float
+    ) -> LiveHeat:
+        """The heat at ``now`` for deciding levels (see ``LiveHeat``)."""
+        return LiveHeat(self, now, baseline_per_minute, now_minutes)
+
+    def bursting_at(self, minute: int) -> bool:
+        """Whether the story bursts (persistence-gated) in any window at event minute
+        ``minute``."""
+        return bool(self._burst.bursting_at(minute))
+
+    def predicted_at_least(
+        self,
+        threshold: float,
+        now: datetime,
+        rate_per_minute: float,
+        age: float,
+        now_minutes: float,
+    ) -> bool:
+        """``predict(...) >= threshold`` (None counts as below), without the Hawkes
+        forecast when the consensus's power-law half is already below (the consensus is
+        the lower of the two)."""
+        cfg = self._config
+        if cfg.predictor == "consensus" and self.mentions >= cfg.predict_min_mentions:
+            power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
+            if power_law is not None and power_law < threshold:
+                return False
+        predicted = self.predict(now, rate_per_minute, age, now_minutes)
+        return predicted is not None and predicted >= threshold
 
     def predict(
         self,
