@@ -25,6 +25,9 @@ from datetime import datetime
 
 _CRITICAL: dict[tuple[float, float], int] = {}
 _CRITICAL_CAP = 10_000
+# BurstTest.critical by (expected per minute, minutes, alpha, min count, min ratio): the
+# stories of a watch open their windows with the same expected rate within a minute
+_THRESHOLDS: dict[tuple[float, int, float, int, float], int] = {}
 
 
 def poisson_tail(k: int, lam: float) -> float:
@@ -201,12 +204,20 @@ class BurstTest:
         """The count a window of ``minutes`` must reach (None: no baseline yet)."""
         if expected_per_minute is None:
             return None
+        key = (expected_per_minute, minutes, self._alpha, self._min_count, self._min_ratio)
+        known = _THRESHOLDS.get(key)
+        if known is not None:
+            return known
         expected = expected_per_minute * minutes
-        return max(
+        count = max(
             critical_count(expected, self._alpha),
             self._min_count,
             math.ceil(self._min_ratio * expected),
         )
+        if len(_THRESHOLDS) >= _CRITICAL_CAP:
+            _THRESHOLDS.clear()
+        _THRESHOLDS[key] = count
+        return count
 
     def add(self, at: datetime, expected_per_minute: float | None) -> None:
         self.add_minute(event_minute(at), expected_per_minute)
@@ -214,7 +225,11 @@ class BurstTest:
     def add_minute(self, minute: int, expected_per_minute: float | None) -> None:
         """``add`` for a mention in event minute ``minute``."""
         for window in self.windows:
-            window.add(minute, expected_per_minute, self)
+            index = window.index
+            if index is not None and minute // window.minutes <= index:
+                window.count += 1  # the open window (or a late mention): just count
+            else:
+                window.add(minute, expected_per_minute, self)
 
     def bursting(self, now: datetime) -> tuple[int, ...]:
         """The window lengths (minutes) bursting at ``now`` (a window that has closed

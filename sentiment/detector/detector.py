@@ -87,7 +87,12 @@ class _WatchState:
     surge: WatchSurge
     watch: WatchMatch = NO_WATCH  # the latest seen (surge Signals name it)
     tracked: dict[str, _Tracked] = field(default_factory=dict)
-    reported: dict[str, None] = field(default_factory=dict)  # stories not quiet (sweeps)
+    # stories not quiet, each with its rank of insertion (sweeps go through them in order)
+    reported: dict[str, int] = field(default_factory=dict)
+    reported_seq: int = 0
+    # stories whose held levels can change with time alone (``_may_cool``): sweeps look
+    # at these only (the reported ones among them, in the order of ``reported``)
+    cooling: dict[str, None] = field(default_factory=dict)
     now: datetime | None = None
     now_minutes: float = 0.0  # ``now`` in epoch minutes (computed once per change)
     next_sweep: datetime | None = None
@@ -260,6 +265,10 @@ class Detector:
         )
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
+        if _may_cool(tracked):
+            ws.cooling[story.id] = None
+        else:
+            ws.cooling.pop(story.id, None)
         tier, spread = tracked.tier.level, tracked.spread.level
         previous_tier, previous_spread = tracked.reported_tier, tracked.reported_spread
         if (tier, spread) == (previous_tier, previous_spread):
@@ -269,8 +278,9 @@ class Detector:
             ws.reported.pop(story.id, None)
             if self._quiet(previous_tier, previous_spread):
                 return None
-        else:
-            ws.reported[story.id] = None
+        elif story.id not in ws.reported:
+            ws.reported[story.id] = ws.reported_seq
+            ws.reported_seq += 1
         tracked.signals += 1
         heat = tracked.heat.snapshot(now, baseline, now_minutes)
         return Signal(
@@ -331,12 +341,12 @@ class Detector:
             surge = self._decide_surge(ws, ws.watch, now, None)
             if surge is not None:
                 signals.append(surge)
-        for story_id in list(ws.reported):
+        reported = ws.reported
+        due = sorted((reported[sid], sid) for sid in ws.cooling if sid in reported)
+        for _, story_id in due:
             story = ws.index.get(story_id)
             tracked = ws.tracked.get(story_id)
             if story_id == skip or story is None or tracked is None:
-                continue
-            if not _may_cool(tracked):
                 continue
             signal = self._decide(ws, story, tracked, now, None)
             if signal is not None:
@@ -346,6 +356,7 @@ class Detector:
     def _retire(self, ws: _WatchState, story: Story) -> None:
         tracked = ws.tracked.pop(story.id, None)
         ws.reported.pop(story.id, None)
+        ws.cooling.pop(story.id, None)
         if tracked is None:
             return
         if tracked.reported_tier > 0:
