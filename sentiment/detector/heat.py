@@ -192,6 +192,7 @@ class StoryHeat:
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
         self._forecast = StoryForecast(forecast_model(config))
+        self._hawkes = config.predictor != "power_law"  # else the forecast is never read
         self._burst = BurstTest(
             config.burst_windows_minutes, config.burst_alpha, config.burst_min_count
         )
@@ -231,7 +232,8 @@ class StoryHeat:
             self.first_at = at
         self._short.add(at, now)
         self._long.add(at, now)
-        self._forecast.add(at_minutes, mention.author.followers)
+        if self._hawkes:
+            self._forecast.add(at_minutes, mention.author.followers)
         self._burst.add_minute(math.floor(at_minutes), expected_per_minute)
         self._count_author(mention)
         if len(self._platforms) < MAX_PLATFORMS:
