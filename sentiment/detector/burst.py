@@ -25,6 +25,9 @@ from datetime import datetime
 
 _CRITICAL: dict[tuple[float, float], int] = {}
 _CRITICAL_CAP = 10_000
+# BurstTest.critical by (expected per minute, minutes, alpha, min count, min ratio): the
+# stories of a watch open their windows with the same expected rate within a minute
+_THRESHOLDS: dict[tuple[float, int, float, int, float], int] = {}
 
 
 def poisson_tail(k: int, lam: float) -> float:
@@ -96,7 +99,10 @@ class SeasonalBaseline:
         self._count = 0
 
     def add(self, at: datetime) -> None:
-        minute = event_minute(at)
+        self.add_minute(event_minute(at))
+
+    def add_minute(self, minute: int) -> None:
+        """``add`` for a mention in event minute ``minute`` (the detector computes it once)."""
         if self._open_minute is None:
             self._open_minute = minute
         elif minute > self._open_minute:
@@ -138,7 +144,11 @@ class SeasonalBaseline:
 
     def per_minute(self, at: datetime) -> float | None:
         """The usual rate at ``at``'s hour of the week (None before any warm-up)."""
-        slot = hour_of_week(event_minute(at))
+        return self.per_minute_at(event_minute(at))
+
+    def per_minute_at(self, minute: int) -> float | None:
+        """``per_minute`` for event minute ``minute``."""
+        slot = (minute // 60 + 3 * 24) % 168  # hour_of_week, inlined (once per mention)
         if self._seen[slot] >= self._warmup:
             return max(self._slots[slot], self._floor)
         if self._overall_seen >= self._warmup:
@@ -150,14 +160,14 @@ class BurstWindow:
     """One tumbling window length: the open window's count and whether the previous one
     was hot."""
 
-    __slots__ = ("_critical", "count", "index", "minutes", "previous_hot")
+    __slots__ = ("count", "critical", "index", "minutes", "previous_hot")
 
     def __init__(self, minutes: int) -> None:
         self.minutes = minutes
         self.index: int | None = None
         self.count = 0
         self.previous_hot = False
-        self._critical: int | None = None
+        self.critical: int | None = None
 
     def add(self, minute: int, expected_per_minute: float | None, test: BurstTest) -> None:
         index = minute // self.minutes
@@ -166,12 +176,12 @@ class BurstWindow:
             self.previous_hot = was_hot and self.index is not None and index == self.index + 1
             self.index = index
             self.count = 0
-            self._critical = test.critical(expected_per_minute, self.minutes)
+            self.critical = test.critical(expected_per_minute, self.minutes)
         self.count += 1  # a late mention counts in the open window
 
     @property
     def hot(self) -> bool:
-        return self._critical is not None and self.count >= self._critical
+        return self.critical is not None and self.count >= self.critical
 
     @property
     def bursting(self) -> bool:
@@ -194,29 +204,58 @@ class BurstTest:
         """The count a window of ``minutes`` must reach (None: no baseline yet)."""
         if expected_per_minute is None:
             return None
+        key = (expected_per_minute, minutes, self._alpha, self._min_count, self._min_ratio)
+        known = _THRESHOLDS.get(key)
+        if known is not None:
+            return known
         expected = expected_per_minute * minutes
-        return max(
+        count = max(
             critical_count(expected, self._alpha),
             self._min_count,
             math.ceil(self._min_ratio * expected),
         )
+        if len(_THRESHOLDS) >= _CRITICAL_CAP:
+            _THRESHOLDS.clear()
+        _THRESHOLDS[key] = count
+        return count
 
     def add(self, at: datetime, expected_per_minute: float | None) -> None:
-        minute = event_minute(at)
+        self.add_minute(event_minute(at), expected_per_minute)
+
+    def add_minute(self, minute: int, expected_per_minute: float | None) -> None:
+        """``add`` for a mention in event minute ``minute``."""
         for window in self.windows:
-            window.add(minute, expected_per_minute, self)
+            index = window.index
+            if index is not None and minute // window.minutes <= index:
+                window.count += 1  # the open window (or a late mention): just count
+            else:
+                window.add(minute, expected_per_minute, self)
 
     def bursting(self, now: datetime) -> tuple[int, ...]:
         """The window lengths (minutes) bursting at ``now`` (a window that has closed
         without a newer mention no longer bursts)."""
-        minute = event_minute(now)
-        return tuple(
-            w.minutes for w in self.windows if w.bursting and w.index == minute // w.minutes
-        )
+        return self.bursting_at(event_minute(now))
+
+    def bursting_at(self, minute: int) -> tuple[int, ...]:
+        """``bursting`` at event minute ``minute``."""
+        found: tuple[int, ...] = ()
+        for w in self.windows:
+            # inlined ``w.bursting``: a hot previous window is checked first (rarely true)
+            if (
+                w.previous_hot
+                and w.index == minute // w.minutes
+                and w.critical is not None
+                and w.count >= w.critical
+            ):
+                found += (w.minutes,)
+        return found
 
     def counts(self, now: datetime) -> list[int]:
         """The count of each window length's window open at ``now``."""
-        minute = event_minute(now)
+        return self.counts_at(event_minute(now))
+
+    def counts_at(self, minute: int) -> list[int]:
+        """``counts`` at event minute ``minute``."""
         return [w.count if w.index == minute // w.minutes else 0 for w in self.windows]
 
     def count(self, minutes: int, now: datetime) -> int:

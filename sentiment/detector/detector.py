@@ -24,6 +24,7 @@ never hides in a drill.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,8 +87,14 @@ class _WatchState:
     surge: WatchSurge
     watch: WatchMatch = NO_WATCH  # the latest seen (surge Signals name it)
     tracked: dict[str, _Tracked] = field(default_factory=dict)
-    reported: dict[str, None] = field(default_factory=dict)  # stories not quiet (sweeps)
+    # stories not quiet, each with its rank of insertion (sweeps go through them in order)
+    reported: dict[str, int] = field(default_factory=dict)
+    reported_seq: int = 0
+    # stories whose held levels can change with time alone (``_may_cool``): sweeps look
+    # at these only (the reported ones among them, in the order of ``reported``)
+    cooling: dict[str, None] = field(default_factory=dict)
     now: datetime | None = None
+    now_minutes: float = 0.0  # ``now`` in epoch minutes (computed once per change)
     next_sweep: datetime | None = None
 
 
@@ -132,11 +139,18 @@ class Detector:
         if assignment is None:
             return []  # already counted: a redelivery
         story = assignment.story
-        ws.baseline.add(mention.created_at)
-        expected = ws.seasonal.per_minute(mention.created_at)
-        ws.seasonal.add(mention.created_at)
-        now = mention.created_at if ws.now is None else max(ws.now, mention.created_at)
-        ws.now = now
+        at = mention.created_at
+        at_minutes = at.timestamp() / 60
+        minute = math.floor(at_minutes)  # the event minute, computed once
+        ws.baseline.add_minute(minute)
+        expected = ws.seasonal.per_minute_at(minute)
+        ws.seasonal.add_minute(minute)
+        if ws.now is None or at > ws.now:
+            ws.now = at
+            ws.now_minutes = at_minutes
+        now = ws.now
+        now_minutes = ws.now_minutes
+        now_minute = math.floor(now_minutes)
         tracked = ws.tracked.get(story.id)
         if tracked is None:
             tracked = ws.tracked[story.id] = self._track(story, mention.drill)
@@ -150,9 +164,10 @@ class Detector:
             # "this phone is fire", "no refund needed, love it": not complaints
             cues=self._cues.find(mention.text) if label != "positive" else (),
             expected_per_minute=expected,
+            at_minutes=at_minutes,
         )
         if self.config.surge_enabled:
-            ws.surge.add(mention.created_at, expected, tracked.heat.burst_counts(now))
+            ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
         tracked.evidence.offer(scored, is_root=assignment.is_root)
 
         signals: list[Signal] = []
@@ -241,10 +256,19 @@ class Detector:
         now: datetime,
         trigger: Mention | None,
     ) -> Signal | None:
-        heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
-        raw_spread, raw_tier = self._levels(heat)
+        now_minutes = ws.now_minutes if now == ws.now else now.timestamp() / 60
+        baseline = ws.baseline.per_minute()
+        live = tracked.heat.live(now, baseline, now_minutes)
+        raw_spread = spread_level(live, self.config)
+        raw_tier = crisis_tier(
+            raw_spread, live.negative_share, bool(live.complaint_cues), self.config
+        )
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
+        if _may_cool(tracked):
+            ws.cooling[story.id] = None
+        else:
+            ws.cooling.pop(story.id, None)
         tier, spread = tracked.tier.level, tracked.spread.level
         previous_tier, previous_spread = tracked.reported_tier, tracked.reported_spread
         if (tier, spread) == (previous_tier, previous_spread):
@@ -254,9 +278,11 @@ class Detector:
             ws.reported.pop(story.id, None)
             if self._quiet(previous_tier, previous_spread):
                 return None
-        else:
-            ws.reported[story.id] = None
+        elif story.id not in ws.reported:
+            ws.reported[story.id] = ws.reported_seq
+            ws.reported_seq += 1
         tracked.signals += 1
+        heat = tracked.heat.snapshot(now, baseline, now_minutes)
         return Signal(
             id=f"{story.id}#{self._generation}{tracked.signals}",
             story_id=story.id,
@@ -278,7 +304,7 @@ class Detector:
     ) -> Signal | None:
         """A Signal of kind "surge" when the watch's held surge level changes."""
         surge = ws.surge
-        state = surge.state(now)
+        state = surge.state(now, math.floor(ws.now_minutes) if now == ws.now else None)
         surge.held = hold(surge.held, state.level, now, self._cooldown)
         level = surge.held.level
         if level == surge.reported:
@@ -315,12 +341,12 @@ class Detector:
             surge = self._decide_surge(ws, ws.watch, now, None)
             if surge is not None:
                 signals.append(surge)
-        for story_id in list(ws.reported):
+        reported = ws.reported
+        due = sorted((reported[sid], sid) for sid in ws.cooling if sid in reported)
+        for _, story_id in due:
             story = ws.index.get(story_id)
             tracked = ws.tracked.get(story_id)
             if story_id == skip or story is None or tracked is None:
-                continue
-            if not _may_cool(tracked):
                 continue
             signal = self._decide(ws, story, tracked, now, None)
             if signal is not None:
@@ -330,6 +356,7 @@ class Detector:
     def _retire(self, ws: _WatchState, story: Story) -> None:
         tracked = ws.tracked.pop(story.id, None)
         ws.reported.pop(story.id, None)
+        ws.cooling.pop(story.id, None)
         if tracked is None:
             return
         if tracked.reported_tier > 0:

@@ -104,28 +104,29 @@ class StoryForecast:
 
     def add(self, at_minutes: float, followers: int | None) -> None:
         """Count one mention at ``at_minutes`` (any fixed epoch, minutes)."""
-        w = self._model.weight(followers, first=self._t is None)
-        if self._t is None:
+        first = self._t is None
+        w = self._model.weight(followers, first=first)
+        if first:
             self._t = at_minutes
             self.first_weight = w
-        if at_minutes >= self._t:
-            self._advance(at_minutes)
-            add = (w,) * len(self._sums)
+        t = self._t
+        assert t is not None
+        if at_minutes >= t:
+            sums = self._sums
+            dt = at_minutes - t
+            if dt > 0:
+                exp = math.exp
+                sums = [s * exp(-dt * d) for s, d in zip(sums, self._decay, strict=True)]
+                self._t = at_minutes
+            self._sums = [s + w for s in sums]
         else:  # late: its contribution, decayed to the current reference time
-            lag = self._t - at_minutes
-            add = tuple(w * math.exp(-lag * d) for d in self._decay)
-        for k, v in enumerate(add):
-            self._sums[k] += v
+            lag = t - at_minutes
+            exp = math.exp
+            self._sums = [
+                s + w * exp(-lag * d) for s, d in zip(self._sums, self._decay, strict=True)
+            ]
         self.events += 1
         self.weight += w
-
-    def _advance(self, t: float) -> None:
-        assert self._t is not None
-        dt = t - self._t
-        if dt > 0:
-            exp = math.exp
-            self._sums = [s * exp(-dt * d) for s, d in zip(self._sums, self._decay, strict=True)]
-            self._t = t
 
     def ahead(self, now_minutes: float) -> float:
         """``sum_i w_i * (1 - Phi(now - t_i))``: the excitation still owed."""
@@ -133,6 +134,8 @@ class StoryForecast:
             return 0.0
         dt = max(now_minutes - self._t, 0.0)
         a = self._model.kernel.weights
+        if dt == 0.0:  # just after a mention (the usual case): exp(0) is 1
+            return sum(w * s for w, s in zip(a, self._sums, strict=True))
         exp = math.exp
         return sum(w * s * exp(-dt * d) for w, s, d in zip(a, self._sums, self._decay, strict=True))
 

@@ -94,6 +94,12 @@ class HeatSnapshot:
     """Distinct authors with at least ``high_reach_followers`` followers."""
     """The window lengths (minutes) in which the story bursts (persistence-gated)."""
 
+    def bursting(self) -> bool:
+        return bool(self.burst_windows)
+
+    def predicted_at_least(self, threshold: float) -> bool:
+        return self.predicted_size is not None and self.predicted_size >= threshold
+
     def features(self) -> HeatFeatures:
         return HeatFeatures(
             mentions=self.mentions,
@@ -105,6 +111,61 @@ class HeatSnapshot:
             rate_ratio=None if self.rate_ratio is None else round(self.rate_ratio, 3),
             platforms=self.platforms,
             predicted_size=None if self.predicted_size is None else round(self.predicted_size, 1),
+        )
+
+
+class LiveHeat:
+    """A story's heat at one moment as the level policy reads it: the same values as
+    ``StoryHeat.snapshot``, but the costly ones (burst windows, the predicted size) are
+    only worked out when the policy asks, and nothing is built for the Signal (the
+    detector takes a full snapshot only when it reports a change)."""
+
+    __slots__ = (
+        "_age",
+        "_heat",
+        "_now",
+        "_now_minutes",
+        "_rate",
+        "authors",
+        "complaint_cues",
+        "long_mentions",
+        "mentions",
+        "negative_share",
+        "platforms",
+        "rate_ratio",
+        "reach",
+        "short_mentions",
+    )
+
+    def __init__(
+        self,
+        heat: StoryHeat,
+        now: datetime,
+        baseline_per_minute: float | None,
+        now_minutes: float,
+    ) -> None:
+        short, long, age, rate, sustained = heat._rates(now)
+        self._heat = heat
+        self._now = now
+        self._now_minutes = now_minutes
+        self._age = age
+        self._rate = min(rate, sustained)
+        self.mentions = heat.mentions
+        self.authors = heat.authors
+        self.reach = heat.reach
+        self.short_mentions = short
+        self.long_mentions = long
+        self.rate_ratio = None if baseline_per_minute is None else rate / baseline_per_minute
+        self.platforms = max(1, len(heat._platforms))
+        self.negative_share = heat.negative()[1]
+        self.complaint_cues = heat.complaint_cues
+
+    def bursting(self) -> bool:
+        return self._heat.bursting_at(math.floor(self._now_minutes))
+
+    def predicted_at_least(self, threshold: float) -> bool:
+        return self._heat.predicted_at_least(
+            threshold, self._now, self._rate, self._age, self._now_minutes
         )
 
 
@@ -131,6 +192,7 @@ class StoryHeat:
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
         self._forecast = StoryForecast(forecast_model(config))
+        self._hawkes = config.predictor != "power_law"  # else the forecast is never read
         self._burst = BurstTest(
             config.burst_windows_minutes, config.burst_alpha, config.burst_min_count
         )
@@ -157,17 +219,22 @@ class StoryHeat:
         now: datetime,
         cues: tuple[str, ...] = (),
         expected_per_minute: float | None = None,
+        at_minutes: float | None = None,
     ) -> None:
         """Count one mention (never the same one twice: the story index sees to that).
-        ``expected_per_minute``: the watch's usual rate now (the burst test's baseline)."""
+        ``expected_per_minute``: the watch's usual rate now (the burst test's baseline).
+        ``at_minutes``: ``created_at`` in epoch minutes, when the caller has it."""
         self.mentions += 1
         at = mention.created_at
+        if at_minutes is None:
+            at_minutes = at.timestamp() / 60
         if at < self.first_at:
             self.first_at = at
         self._short.add(at, now)
         self._long.add(at, now)
-        self._forecast.add(at.timestamp() / 60, mention.author.followers)
-        self._burst.add(at, expected_per_minute)
+        if self._hawkes:
+            self._forecast.add(at_minutes, mention.author.followers)
+        self._burst.add_minute(math.floor(at_minutes), expected_per_minute)
         self._count_author(mention)
         if len(self._platforms) < MAX_PLATFORMS:
             self._platforms[mention.source] = None
@@ -205,6 +272,10 @@ class StoryHeat:
         """The story's count in each burst window open at ``now``."""
         return self._burst.counts(now)
 
+    def burst_counts_at(self, minute: int) -> list[int]:
+        """``burst_counts`` at event minute ``minute``."""
+        return self._burst.counts_at(minute)
+
     def negative(self) -> tuple[int, float]:
         """Negative mentions (own label, or inherited) and their share of labelled ones."""
         negative = self._own["negative"]
@@ -219,7 +290,8 @@ class StoryHeat:
                 negative += self._inherited
         return negative, (negative / labelled if labelled else 0.0)
 
-    def snapshot(self, now: datetime, baseline_per_minute: float | None) -> HeatSnapshot:
+    def _rates(self, now: datetime) -> tuple[int, int, float, float, float]:
+        """(short count, long count, age in minutes, short rate, sustained rate) at ``now``."""
         cfg = self._config
         short = self._short.count(now)
         long = self._long.count(now)
@@ -227,6 +299,16 @@ class StoryHeat:
         # A young story's windows are not full yet: rates over its age (at least 1 min).
         rate = short / min(float(cfg.short_window_minutes), max(age, 1.0))
         sustained = long / min(float(cfg.long_window_minutes), max(age, 1.0))
+        return short, long, age, rate, sustained
+
+    def snapshot(
+        self, now: datetime, baseline_per_minute: float | None, now_minutes: float | None = None
+    ) -> HeatSnapshot:
+        """The heat at ``now`` (``now_minutes``: the same in epoch minutes, when known)."""
+        if now_minutes is None:
+            now_minutes = now.timestamp() / 60
+        cfg = self._config
+        short, long, age, rate, sustained = self._rates(now)
         ratio = None if baseline_per_minute is None else rate / baseline_per_minute
         negative, share = self.negative()
         return HeatSnapshot(
@@ -243,20 +325,58 @@ class StoryHeat:
             age_minutes=age,
             rate_per_minute=rate,
             rate_ratio=ratio,
-            predicted_size=self.predict(now, min(rate, sustained), age),
+            predicted_size=self.predict(now, min(rate, sustained), age, now_minutes),
             complaint_cues=self.complaint_cues,
-            burst_windows=self._burst.bursting(now),
+            burst_windows=self._burst.bursting_at(math.floor(now_minutes)),
             high_reach_authors=self.high_reach,
         )
 
-    def predict(self, now: datetime, rate_per_minute: float, age: float) -> float | None:
+    def live(
+        self, now: datetime, baseline_per_minute: float | None, now_minutes: float
+    ) -> LiveHeat:
+        """The heat at ``now`` for deciding levels (see ``LiveHeat``)."""
+        return LiveHeat(self, now, baseline_per_minute, now_minutes)
+
+    def bursting_at(self, minute: int) -> bool:
+        """Whether the story bursts (persistence-gated) in any window at event minute
+        ``minute``."""
+        return bool(self._burst.bursting_at(minute))
+
+    def predicted_at_least(
+        self,
+        threshold: float,
+        now: datetime,
+        rate_per_minute: float,
+        age: float,
+        now_minutes: float,
+    ) -> bool:
+        """``predict(...) >= threshold`` (None counts as below), without the Hawkes
+        forecast when the consensus's power-law half is already below (the consensus is
+        the lower of the two)."""
+        cfg = self._config
+        if cfg.predictor == "consensus" and self.mentions >= cfg.predict_min_mentions:
+            power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
+            if power_law is not None and power_law < threshold:
+                return False
+        predicted = self.predict(now, rate_per_minute, age, now_minutes)
+        return predicted is not None and predicted >= threshold
+
+    def predict(
+        self,
+        now: datetime,
+        rate_per_minute: float,
+        age: float,
+        now_minutes: float | None = None,
+    ) -> float | None:
         """The expected final number of mentions (None for a story still too small)."""
         cfg = self._config
         if cfg.predictor == "power_law":
             return predict_final_size(self.mentions, rate_per_minute, age, cfg)
         if self.mentions < cfg.predict_min_mentions:
             return None
-        hawkes = self._forecast.predict(now.timestamp() / 60)
+        if now_minutes is None:
+            now_minutes = now.timestamp() / 60
+        hawkes = self._forecast.predict(now_minutes)
         if cfg.predictor == "consensus":
             power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
             return hawkes if power_law is None else min(hawkes, power_law)
@@ -317,7 +437,10 @@ class RateBaseline:
         self._weight = 0.0  # sum of the weights folded so far (bias correction)
 
     def add(self, at: datetime) -> None:
-        minute = math.floor(at.timestamp() / 60)
+        self.add_minute(math.floor(at.timestamp() / 60))
+
+    def add_minute(self, minute: int) -> None:
+        """``add`` for a mention in event minute ``minute`` (floor of epoch minutes)."""
         if self._minute is None or self._first is None:
             self._first = self._minute = minute
         elif minute > self._minute:

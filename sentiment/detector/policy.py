@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sentiment.detector.config import DetectorConfig
-from sentiment.detector.heat import HeatSnapshot
+from sentiment.detector.heat import HeatSnapshot, LiveHeat
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 
 
-def spread_level(heat: HeatSnapshot, config: DetectorConfig) -> int:
+def spread_level(heat: HeatSnapshot | LiveHeat, config: DetectorConfig) -> int:
     c = config
     level1 = (heat.mentions >= c.spread1_mentions and heat.authors >= c.spread1_authors) or (
         heat.reach >= c.spread1_reach > 0
@@ -50,28 +50,23 @@ def spread_level(heat: HeatSnapshot, config: DetectorConfig) -> int:
             and heat.rate_ratio >= c.spread2_rate_ratio
             and heat.short_mentions >= c.spread2_rate_min_mentions
         )
-        or (c.spread2_burst and bool(heat.burst_windows))
+        or (c.spread2_burst and heat.bursting())
     )
     if not level2:
         return 1
     if heat.platforms >= c.spread3_platforms and heat.authors >= c.spread3_authors:
         return 3  # local spread on several platforms, from many authors
+    if heat.authors < c.spread3_authors or heat.long_mentions < c.spread3_min_long_mentions:
+        return 2  # cheap checks first: the predicted size is the costly one
     fast = (
         heat.short_mentions >= c.spread3_short_mentions
         or heat.long_mentions >= c.spread3_long_mentions
         or (
             c.spread3_predicted_size is not None
-            and heat.predicted_size is not None
-            and heat.predicted_size >= c.spread3_predicted_size
+            and heat.predicted_at_least(c.spread3_predicted_size)
         )
     )
-    if (
-        fast
-        and heat.authors >= c.spread3_authors
-        and heat.long_mentions >= c.spread3_min_long_mentions
-    ):
-        return 3
-    return 2
+    return 3 if fast else 2
 
 
 def is_negative(negative_share: float, config: DetectorConfig) -> bool:
@@ -104,6 +99,8 @@ class Held:
 def hold(held: Held, raw: int, at: datetime, cooldown: timedelta) -> Held:
     """The held level after observing ``raw`` at event time ``at``."""
     if raw >= held.level:
+        if raw == held.level and held.lower_since is None:
+            return held  # unchanged (lower_max is 0 whenever lower_since is None)
         return Held(raw)
     if held.lower_since is None:
         since, highest = at, raw

@@ -52,33 +52,47 @@ class WatchSurge:
         self._test = BurstTest(
             self._windows, config.surge_alpha, config.surge_min_count, config.surge_min_ratio
         )
+        # positions in ``burst_windows_minutes`` of the windows tested here
+        self._picked = tuple((i, m) for i, m in enumerate(self._all_windows) if m in self._windows)
         self._max_share = config.surge_max_story_share
         # per window length: (window index, the largest story count in it)
         self._top: dict[int, tuple[int, int]] = {}
         self._expected: float | None = None
+        self._calm = SurgeState(0, self._windows[0], 0, None, 0.0)
         self.held = Held()
         self.reported = 0
         self.signals = 0
 
-    def add(self, at: datetime, expected_per_minute: float | None, story_counts: list[int]) -> None:
+    def add(
+        self,
+        at: datetime,
+        expected_per_minute: float | None,
+        story_counts: list[int],
+        minute: int | None = None,
+    ) -> None:
         """One mention of the watch; ``story_counts``: its story's count in each window
-        (in the order of ``burst_windows_minutes``) after it was counted."""
-        self._test.add(at, expected_per_minute)
+        (in the order of ``burst_windows_minutes``) after it was counted. ``minute``:
+        ``at``'s event minute, when the caller has it."""
+        if len(story_counts) != len(self._all_windows):
+            raise ValueError("story_counts must hold one count per burst window")
+        if minute is None:
+            minute = event_minute(at)
+        self._test.add_minute(minute, expected_per_minute)
         self._expected = expected_per_minute
-        minute = event_minute(at)
-        for minutes, count in zip(self._all_windows, story_counts, strict=True):
-            if minutes not in self._windows:
-                continue
+        for i, minutes in self._picked:
+            count = story_counts[i]
             index = minute // minutes
             seen = self._top.get(minutes)
             if seen is None or seen[0] != index or count > seen[1]:
                 self._top[minutes] = (index, count)
 
-    def state(self, now: datetime) -> SurgeState:
-        """The raw surge level at ``now`` and what it rests on (the longest window)."""
-        minute = event_minute(now)
-        best = SurgeState(0, self._windows[0], 0, None, 0.0)
-        for minutes in self._test.bursting(now):
+    def state(self, now: datetime, minute: int | None = None) -> SurgeState:
+        """The raw surge level at ``now`` and what it rests on (the longest window).
+        ``minute``: ``now``'s event minute, when the caller has it."""
+        if minute is None:
+            minute = event_minute(now)
+        best = self._calm
+        for minutes in self._test.bursting_at(minute):
             count = self._test.count(minutes, now)
             index, top = self._top.get(minutes, (minute // minutes, 0))
             share = top / count if count and index == minute // minutes else 0.0

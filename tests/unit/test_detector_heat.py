@@ -201,3 +201,30 @@ def test_the_predictors_hawkes_power_law_and_their_consensus() -> None:
     assert hawkes is not None and power_law is not None
     assert hawkes > 41 and power_law > 41  # both expect more to come
     assert consensus == min(hawkes, power_law)
+
+
+@pytest.mark.parametrize("predictor", ["consensus", "hawkes", "power_law"])
+def test_the_live_view_decides_as_the_full_snapshot(predictor: str) -> None:
+    """The detector decides on ``StoryHeat.live`` and reports ``snapshot``: the same
+    levels and the same answer to "predicted at least x" at every step of a growing story."""
+    from sentiment.detector.policy import spread_level
+
+    cfg = DetectorConfig(predictor=predictor, spread3_authors=10, spread3_predicted_size=60)
+    heat = StoryHeat(cfg, T0)
+    levels = set()
+    for i in range(120):
+        m = mention(f"{i}", i * 0.4, author=f"a{i % 40}")
+        now = m.created_at
+        heat.add(m, "negative", is_root=i == 0, now=now, expected_per_minute=0.2)
+        full = heat.snapshot(now, 0.2)
+        live = heat.live(now, 0.2, now.timestamp() / 60)
+        assert spread_level(live, cfg) == spread_level(full, cfg)
+        assert live.negative_share == full.negative_share
+        assert live.bursting() == bool(full.burst_windows)
+        for threshold in (20.0, 60.0, 150.0):
+            assert live.predicted_at_least(threshold) == full.predicted_at_least(threshold)
+            assert full.predicted_at_least(threshold) == (
+                full.predicted_size is not None and full.predicted_size >= threshold
+            )
+        levels.add(spread_level(full, cfg))
+    assert levels >= {1, 2, 3}  # the story went through every level it can reach here
