@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
 
 from alerts.config import AlertsConfig
 from alerts.incidents import apply_signal
@@ -32,14 +33,14 @@ def key_headers(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[role]}"}
 
 
-@asynccontextmanager
-async def role_api(
+def role_app(
     tmp_path: Path,
     clock: ManualClock,
     *,
     extra_keys: list[ApiKeyConfig] | None = None,
     throttle: AuthThrottleConfig | None = None,
-) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+) -> tuple[Runtime, FastAPI]:
+    """The embedded API on SQLite in ``tmp_path`` (the same file each call), not started."""
     keys = [ApiKeyConfig(name=role, key=key, role=role) for role, key in KEYS.items()]
     keys.append(ApiKeyConfig(name="legal-2", key=SECOND_LEGAL_KEY, role="legal"))
     settings = Settings(
@@ -56,7 +57,18 @@ async def role_api(
         classifier=FakeClassifier(),
         migrate=True,
     )
-    app = create_app(runtime)
+    return runtime, create_app(runtime)
+
+
+@asynccontextmanager
+async def role_api(
+    tmp_path: Path,
+    clock: ManualClock,
+    *,
+    extra_keys: list[ApiKeyConfig] | None = None,
+    throttle: AuthThrottleConfig | None = None,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    runtime, app = role_app(tmp_path, clock, extra_keys=extra_keys, throttle=throttle)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
