@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from alerts.notifiers.webhook import verify_signature
-from core.events import Author, Mention
+from core.events import Author, HeatFeatures, Mention, Signal, WatchMatch
 
 RECEIVER_SECRET = "receiver-secret-0123456789"
 INGEST_SECRET = "ingest-secret-0123456789"
@@ -142,3 +142,29 @@ async def http_receiver(now: Any) -> AsyncIterator[Receiver]:
     finally:
         server.should_exit = True
         await task
+
+
+def tier_signal(
+    at: datetime, *, signal_id: str, story_id: str, tier: int, watch: str = "acme"
+) -> Signal:
+    """A detector Signal putting ``story_id`` of ``watch`` at ``tier`` (alerts tests)."""
+    return Signal(
+        id=signal_id,
+        story_id=story_id,
+        story_root="bsky:root",
+        watch=WatchMatch(id=watch, brand="Acme"),
+        tier=tier,
+        previous_tier=0,
+        spread=tier,
+        heat=HeatFeatures(
+            mentions=41,
+            mentions_window=41,
+            window_minutes=10,
+            unique_authors=37,
+            reach=10_000,
+            negative_share=0.9,
+        ),
+        explanation="41 negative posts in 10 min",
+        at=at,
+        trigger_received_at=at,
+    )

@@ -22,8 +22,9 @@ from alerts.service import AlertService
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
 from core.db import unit_of_work
-from core.events import HeatFeatures, Signal, WatchMatch
+from core.events import Signal
 from core.metrics import Metrics
+from tests.support import tier_signal
 
 Sessions = async_sessionmaker[AsyncSession]
 HOOKS = ("cs", "pr", "legal", "exec", "olga", "lena", "ken", "ceo")
@@ -91,26 +92,7 @@ def config(remind_minutes: int = 0) -> AlertsConfig:
 
 
 def signal(clock: ManualClock, tier: int) -> Signal:
-    return Signal(
-        id=f"sig-{tier}",
-        story_id=f"story-{tier}",
-        story_root="bsky:root",
-        watch=WatchMatch(id="acme", brand="Acme"),
-        tier=tier,
-        previous_tier=0,
-        spread=tier,
-        heat=HeatFeatures(
-            mentions=41,
-            mentions_window=41,
-            window_minutes=10,
-            unique_authors=37,
-            reach=10_000,
-            negative_share=0.9,
-        ),
-        explanation="41 negative posts in 10 min",
-        at=clock.now(),
-        trigger_received_at=clock.now(),
-    )
+    return tier_signal(clock.now(), signal_id=f"sig-{tier}", story_id=f"story-{tier}", tier=tier)
 
 
 class World:

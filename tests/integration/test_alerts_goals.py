@@ -24,8 +24,9 @@ from alerts.ratelimit import RateLimiter
 from alerts.service import AlertService
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.events import HeatFeatures, Signal, WatchMatch
+from core.events import Signal
 from core.metrics import Metrics
+from tests.support import tier_signal
 
 Sessions = async_sessionmaker[AsyncSession]
 TICK = 5.0
@@ -33,26 +34,7 @@ SECRET = "signing-secret-0123456789"
 
 
 def signal(clock: ManualClock, n: int, tier: int) -> Signal:
-    return Signal(
-        id=f"sig-{n}",
-        story_id=f"story-{n}",
-        story_root="bsky:root",
-        watch=WatchMatch(id="acme", brand="Acme"),
-        tier=tier,
-        previous_tier=0,
-        spread=tier,
-        heat=HeatFeatures(
-            mentions=41,
-            mentions_window=41,
-            window_minutes=10,
-            unique_authors=37,
-            reach=10_000,
-            negative_share=0.9,
-        ),
-        explanation="41 negative posts in 10 min",
-        at=clock.now(),
-        trigger_received_at=clock.now(),
-    )
+    return tier_signal(clock.now(), signal_id=f"sig-{n}", story_id=f"story-{n}", tier=tier)
 
 
 # -- a tier-3 alert reaches a person although the primary channel is down --------------

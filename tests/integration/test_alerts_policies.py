@@ -21,8 +21,9 @@ from alerts.service import AlertService
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
 from core.db import unit_of_work
-from core.events import HeatFeatures, Signal, WatchMatch
+from core.events import Signal
 from core.metrics import Metrics
+from tests.support import tier_signal
 
 Sessions = async_sessionmaker[AsyncSession]
 CHANNELS = ("cs", "pr", "legal", "exec")
@@ -44,26 +45,7 @@ class Recording:
 def signal(
     clock: ManualClock, sid: str, tier: int, story: str = "s1", watch: str = "acme"
 ) -> Signal:
-    return Signal(
-        id=sid,
-        story_id=story,
-        story_root="bsky:root",
-        watch=WatchMatch(id=watch, brand="Acme"),
-        tier=tier,
-        previous_tier=0,
-        spread=tier,
-        heat=HeatFeatures(
-            mentions=41,
-            mentions_window=41,
-            window_minutes=10,
-            unique_authors=37,
-            reach=10_000,
-            negative_share=0.9,
-        ),
-        explanation="41 negative posts in 10 min",
-        at=clock.now(),
-        trigger_received_at=clock.now(),
-    )
+    return tier_signal(clock.now(), signal_id=sid, story_id=story, tier=tier, watch=watch)
 
 
 class World:

@@ -17,33 +17,15 @@ from alerts.models import Delivery, Incident
 from alerts.service import AlertService, TickReport
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.events import TOPIC_SIGNALS, HeatFeatures, Signal, WatchMatch
+from core.events import TOPIC_SIGNALS, Signal
 from core.metrics import Metrics
+from tests.support import tier_signal
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
 def signal(clock: ManualClock, sid: str = "sig-1", tier: int = 3) -> Signal:
-    return Signal(
-        id=sid,
-        story_id="story-1",
-        story_root="bsky:root",
-        watch=WatchMatch(id="acme", brand="Acme"),
-        tier=tier,
-        previous_tier=0,
-        spread=tier,
-        heat=HeatFeatures(
-            mentions=41,
-            mentions_window=41,
-            window_minutes=10,
-            unique_authors=37,
-            reach=10_000,
-            negative_share=0.9,
-        ),
-        explanation="41 negative posts in 10 min",
-        at=clock.now(),
-        trigger_received_at=clock.now(),
-    )
+    return tier_signal(clock.now(), signal_id=sid, story_id="story-1", tier=tier)
 
 
 def config(**overrides: Any) -> AlertsConfig:
