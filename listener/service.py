@@ -6,9 +6,10 @@ of the mention it continues), and publishes one copy per matching watch with ``w
 keyed by the mention id. The same mention id therefore appears once per watch on the topic:
 downstream idempotency is on (mention id, watch id).
 
-A mention is marked as seen before it is published and unmarked if publishing fails (the
-caller may retry it). A failure between two watches' copies means a retry publishes the
-first copy again: at-least-once, as everywhere on the bus.
+A batch is published with one ``Bus.publish_many``. Its mentions are marked as seen before
+it is published and all unmarked if publishing fails (the caller may retry the batch). A
+failure part way through means a retry publishes the first events again: at-least-once, as
+everywhere on the bus.
 """
 
 from __future__ import annotations
@@ -94,37 +95,59 @@ class ListenerService:
     async def ingest(
         self, mentions: Sequence[Mention], on_done: Callable[[Mention], None] | None = None
     ) -> IngestReport:
-        """``on_done(mention)`` after each mention is through (a source's cursor)."""
+        """Match the whole batch, then publish its events with one ``publish_many``.
+        ``on_done(mention)`` for each mention once the batch is published (a source's
+        cursor). If publishing fails, every mention of the batch is unmarked in dedup and
+        the error raised: a retry of the batch goes through (events already accepted by
+        the bus are published again; downstream is idempotent on the event's id)."""
         report = IngestReport()
-        for index, mention in enumerate(mentions):
-            report.items.append(await self._ingest_one(index, mention, report))
-            if on_done is not None:
+        marked: list[str] = []
+        pending: list[tuple[str, Mention]] = []
+        try:
+            for index, mention in enumerate(mentions):
+                report.items.append(self._prepare(index, mention, report, marked, pending))
+            if pending:
+                await self.bus.publish_many(TOPIC_MENTIONS, pending)
+        except BaseException:
+            for key in marked:
+                self.dedup.forget(key)  # not (fully) published: let a retry through
+            raise
+        for item in report.items:
+            for watch_id in item.watches:
+                self._count(self.metrics.mentions_matched, watch_id)
+        if on_done is not None:
+            for mention in mentions:
                 on_done(mention)
         return report
 
-    async def _ingest_one(self, index: int, mention: Mention, report: IngestReport) -> ItemOutcome:
+    def _prepare(
+        self,
+        index: int,
+        mention: Mention,
+        report: IngestReport,
+        marked: list[str],
+        pending: list[tuple[str, Mention]],
+    ) -> ItemOutcome:
+        """Dedup and match one mention; its events go to ``pending``, its dedup key to
+        ``marked``. The cascade learns it now, so a reply later in the same batch finds
+        it (a failed publish leaves it there; the retry remembers it again)."""
         label = self._label(mention.source)
         key = delivery_key(mention)
         if self.dedup.seen(key):
             self._count(self.metrics.mentions_duplicate, label)
             report.duplicates += 1
             return ItemOutcome(index, mention.id, "duplicate")
-        try:
-            stamp = {} if mention.received_at else {"received_at": self.clock.now()}
-            matches = self._match(mention)
-            report.accepted += 1
-            self._count(self.metrics.mentions_ingested, label)
-            if not matches:
-                report.unmatched += 1
-                return ItemOutcome(index, mention.id, "unmatched")
-            for match in matches:
-                event = mention.model_copy(update={**stamp, "watch": match})
-                await self.bus.publish(TOPIC_MENTIONS, event, key=mention.id)
-                report.published += 1
-                self._count(self.metrics.mentions_matched, match.id)
-        except BaseException:
-            self.dedup.forget(key)  # not (fully) published: let a retry through
-            raise
+        marked.append(key)
+        stamp = {} if mention.received_at else {"received_at": self.clock.now()}
+        matches = self._match(mention)
+        report.accepted += 1
+        self._count(self.metrics.mentions_ingested, label)
+        if not matches:
+            report.unmatched += 1
+            return ItemOutcome(index, mention.id, "unmatched")
+        for match in matches:
+            pending.append((mention.id, mention.model_copy(update={**stamp, "watch": match})))
+            report.published += 1
         if mention.change == "created":
             self.cascade.remember(mention.id, matches)
         return ItemOutcome(index, mention.id, "published", tuple(m.id for m in matches))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -33,6 +33,10 @@ class Downstream:
     async def publish(self, topic: str, event: Mention, *, key: str) -> None:
         self.sent.append(event)
         self.grew.set()
+
+    async def publish_many(self, topic: str, events: Sequence[tuple[str, Mention]]) -> None:
+        for key, event in events:
+            await self.publish(topic, event, key=key)
 
     async def until(self, check: Callable[[], bool]) -> None:
         async def wait() -> None:

@@ -48,8 +48,19 @@ class KeyedBus(MemoryBus):
         super().__init__(capacity=10_000)
         self.sent: list[tuple[str, Mention, str]] = []
         self.fail_next = 0
+        self.fail_after: int | None = None  # this many more publishes succeed, then one fails
+        self.batches: list[int] = []  # the size of each publish_many call
+
+    async def publish_many(self, topic: str, events: Sequence[tuple[str, BaseModel]]) -> None:
+        self.batches.append(len(events))
+        await super().publish_many(topic, events)
 
     async def publish(self, topic: str, event: BaseModel, *, key: str) -> None:
+        if self.fail_after is not None:
+            self.fail_after -= 1
+            if self.fail_after < 0:
+                self.fail_after = None
+                raise ConnectionError("broker gone mid-batch")
         if self.fail_next:
             self.fail_next -= 1
             raise ConnectionError("broker unavailable")
@@ -172,6 +183,33 @@ async def test_a_failed_publish_unmarks_the_mention_so_a_retry_goes_through() ->
     report = await service.ingest([mention(1, "acme")])
     assert report.published == 1
     assert report.duplicates == 0
+
+
+async def test_a_publish_failing_mid_batch_loses_nothing_of_the_batch_on_retry() -> None:
+    service, bus, metrics = make()
+    batch = [mention(1, "acme"), mention(2, "acme"), mention(3, "acme")]
+    done: list[str] = []
+    bus.fail_after = 1  # the first event is accepted, the second fails
+    with pytest.raises(ConnectionError):
+        await service.ingest(batch, lambda m: done.append(m.id))
+    assert [m.id for _, m, _ in bus.sent] == ["test:1"]
+    assert done == []  # no cursor moves past an unpublished mention
+    report = await service.ingest(batch, lambda m: done.append(m.id))
+    assert (report.published, report.duplicates) == (3, 0)
+    assert [m.id for _, m, _ in bus.sent] == ["test:1", "test:1", "test:2", "test:3"]
+    assert done == ["test:1", "test:2", "test:3"]
+    assert sample(metrics, "mentions_matched", watch="acme") == 3
+
+
+async def test_a_batch_is_published_with_one_publish_many_call() -> None:
+    service, bus, metrics = make()
+    report = await service.ingest(
+        [mention(1, "acme phone"), mention(2, "weather"), mention(3, "acme")]
+    )
+    assert bus.batches == [3]  # two watches for the first, none for the second, one for the third
+    assert report.published == 3
+    assert sample(metrics, "mentions_matched", watch="acme") == 2
+    assert sample(metrics, "mentions_matched", watch="phones") == 1
 
 
 async def test_hostile_source_names_do_not_create_unbounded_metric_labels() -> None:
