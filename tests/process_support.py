@@ -107,7 +107,9 @@ class Managed:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def wait_for(self, check: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
+    def wait_for(
+        self, check: Callable[[], bool], what: str, timeout: float = START_TIMEOUT
+    ) -> None:
         """Poll ``check`` until true; fail with the log's tail if the process dies first."""
         deadline = time.monotonic() + timeout
         while not check():

@@ -35,6 +35,7 @@ from core.events import Mention, ScoredMention
 from core.settings import BusConfig
 from listener.config import ListenerConfig, WatchConfig
 from tests.process_support import (
+    Broker,
     Processes,
     RoleProcess,
     add_role,
@@ -49,6 +50,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.faults]
 
 CHANNELS = ("cs", "pr", "marketing", "legal", "exec", "oncall")
 ROOT_STORY = "acme:bluesky:root-1"
+BROKER_DOWN = 2.0  # seconds between the broker's kill and its start
 BEFORE_TIER_3 = 24  # mentions of the_stream() that put the crisis at tier 2, not 3
 
 
@@ -96,7 +98,11 @@ def role_config(bus: BusConfig, db_url: str, receiver: Receiver) -> dict[str, An
         "detector": {"max_wait_seconds": 0.05},
         "alerts": {
             "channels": {
-                name: {"type": "webhook", "url": receiver.url(f"/{name}"), "secret": RECEIVER_SECRET}
+                name: {
+                    "type": "webhook",
+                    "url": receiver.url(f"/{name}"),
+                    "secret": RECEIVER_SECRET,
+                }
                 for name in CHANNELS
             },
             "people": {"duty": {"channels": ["oncall"]}},
@@ -200,10 +206,13 @@ class Pipeline:
         await self.wait_scored(ids, 90, "every mention to be scored")
 
         async def alerted() -> bool:
-            return all(
-                any(b["alert"]["tier"] == 3 for b in self.receiver.on(f"/{c}"))
-                for c in ("pr", "legal", "exec")
-            ) and not await self.pending()
+            return (
+                all(
+                    any(b["alert"]["tier"] == 3 for b in self.receiver.on(f"/{c}"))
+                    for c in ("pr", "legal", "exec")
+                )
+                and not await self.pending()
+            )
 
         await wait_until(alerted, 60, "tier-3 alerts at PR, legal and executives")
         await asyncio.sleep(1.0)  # let any duplicate that would come, come
@@ -239,7 +248,9 @@ class Pipeline:
         assert by_story[ROOT_STORY].tier == 3
         assert by_story[ROOT_STORY].watch_id == "acme"
 
-        not_sent = [(d.dedupe_key, d.status, d.last_error) for d in deliveries if d.status != "sent"]
+        not_sent = [
+            (d.dedupe_key, d.status, d.last_error) for d in deliveries if d.status != "sent"
+        ]
         assert not not_sent, f"alerts not delivered: {not_sent}"
         received: dict[str, list[str]] = {}
         for path, body in self.receiver.requests:
@@ -286,7 +297,11 @@ async def pipeline(
         kind="kafka",
         bootstrap_servers=bootstrap,
         topic_prefix=f"f{uuid.uuid4().hex[:12]}.",
-        partitions=3,
+        # One partition: the detector gets the mentions in the order they were posted, so
+        # a crisis split into two stories is the fault's doing. (Over several partitions
+        # the mentions topic, keyed by mention id, may hand the detector a copy before the
+        # complaint itself: a known limitation, see test_e2e_distributed.py.)
+        partitions=1,
     )
     async with http_receiver(lambda: datetime.now(UTC)) as receiver:
         config = write_config(tmp_path / "crisiswatch.yaml", role_config(bus, db_url, receiver))
@@ -374,11 +389,90 @@ async def test_detector_killed_mid_stream(
         await p.start_roles(p.detector)
 
         async def detecting() -> bool:
-            return await asyncio.to_thread(
-                p.detector.metric, "crisiswatch_stage_latency_seconds_count", 'stage="detector"'
-            ) > 0
+            return (
+                await asyncio.to_thread(
+                    p.detector.metric, "crisiswatch_stage_latency_seconds_count", 'stage="detector"'
+                )
+                > 0
+            )
 
         back = await wait_until(detecting, 90, "the new detector to handle a batch")
         await p.finish()
         await p.check()
         report(capsys, f"detector kill -9: processing again {back - fault:.1f} s after the kill")
+
+
+# -- the broker restarted ---------------------------------------------------------------
+
+
+def s3_broker(procs: Processes) -> Broker:
+    """Tansu keeping its log in S3 (moto's server), so a restart loses nothing."""
+    s3 = start_s3(procs)
+    s3.create_bucket("tansu")
+    broker = add_tansu(procs, "s3://tansu/", s3.broker_env())
+    broker.start()
+    return broker
+
+
+async def restart(broker: Broker, down: float) -> None:
+    await asyncio.to_thread(broker.process.kill)
+    await asyncio.sleep(down)
+    await asyncio.to_thread(broker.start)
+
+
+async def test_s3_broker_keeps_its_log_across_a_restart(procs: Processes, capsys: Any) -> None:
+    broker = await asyncio.to_thread(s3_broker, procs)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [
+            await producer.send("proof", str(i).encode(), key=str(i % 7).encode())
+            for i in range(1000)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    fault = time.monotonic()
+    await restart(broker, 0.0)
+    consumer = AIOKafkaConsumer(
+        "proof",
+        bootstrap_servers=broker.bootstrap,
+        group_id="proof",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+
+        async def all_back() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                got.extend(r.value for r in records)
+            return len(got) >= 1000
+
+        back = await wait_until(all_back, 60, "the 1,000 records after the restart")
+    finally:
+        await consumer.stop()
+    assert sorted(got, key=int) == [str(i).encode() for i in range(1000)]
+    report(capsys, f"s3 broker kill -9 + restart: 1,000 records back after {back - fault:.1f} s")
+
+
+async def test_broker_restarted_mid_stream(
+    procs: Processes, tmp_path: Path, pg_url: str, capsys: Any
+) -> None:
+    broker = await asyncio.to_thread(s3_broker, procs)
+    async with pipeline(procs, tmp_path, broker.bootstrap, pg_url) as p:
+        first, rest = halves(p.stream)
+        await p.publish(first)
+        await p.wait_tier_2()
+        fault = time.monotonic()
+        await restart(broker, BROKER_DOWN)  # every stage loses its connections
+        await p.publish(rest)
+        back = await p.wait_any_scored({m.id for m in rest}, 90, "scoring after the restart")
+        await p.finish()
+        await p.check()
+        report(
+            capsys,
+            f"broker kill -9, down {BROKER_DOWN:.0f} s: processing again {back - fault:.1f} s "
+            "after the kill",
+        )
