@@ -51,6 +51,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.faults]
 CHANNELS = ("cs", "pr", "marketing", "legal", "exec", "oncall")
 ROOT_STORY = "acme:bluesky:root-1"
 BROKER_DOWN = 2.0  # seconds between the broker's kill and its start
+PG_DOWN = 5.0  # seconds PostgreSQL is stopped
 BEFORE_TIER_3 = 24  # mentions of the_stream() that put the crisis at tier 2, not 3
 
 
@@ -475,4 +476,36 @@ async def test_broker_restarted_mid_stream(
             capsys,
             f"broker kill -9, down {BROKER_DOWN:.0f} s: processing again {back - fault:.1f} s "
             "after the kill",
+        )
+
+
+# -- PostgreSQL restarted -----------------------------------------------------------------
+
+
+async def test_postgres_restarted_mid_stream(
+    procs: Processes, tmp_path: Path, kafka_bootstrap: str, capsys: Any
+) -> None:
+    cluster = await asyncio.to_thread(start_pg_cluster, procs)  # never the shared one
+    async with pipeline(procs, tmp_path, kafka_bootstrap, cluster.url) as p:
+        first, rest = halves(p.stream)
+        await p.publish(first)
+        await p.wait_tier_2()
+        await asyncio.to_thread(cluster.stop, "immediate")  # a crash: no checkpoint
+        fault = time.monotonic()
+        await p.publish(rest)  # the tier-3 signal reaches the alerter while it is down
+        await p.wait_scored({m.id for m in rest}, 60, "scoring while PostgreSQL is down")
+        await asyncio.sleep(PG_DOWN - (time.monotonic() - fault))
+        await asyncio.to_thread(cluster.start)
+        up = time.monotonic()
+
+        async def tier_3() -> bool:
+            return any(b["alert"]["tier"] == 3 for _, b in p.receiver.requests)
+
+        back = await wait_until(tier_3, 90, "the tier-3 alerts after PostgreSQL is back")
+        await p.finish()
+        await p.check()
+        report(
+            capsys,
+            f"PostgreSQL stopped (immediate) for {up - fault:.1f} s: tier-3 alerts out "
+            f"{back - up:.1f} s after it was back",
         )
