@@ -174,7 +174,7 @@ class S3Server:
             "AWS_ENDPOINT": self.endpoint,
             "AWS_ALLOW_HTTP": "true",
             "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",  # noqa: S105 - moto accepts anything
+            "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_REGION": "us-east-1",
         }
@@ -250,9 +250,7 @@ class PgCluster:
         command = [str(PG_BIN / argv[0]), *argv[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(  # noqa: PLW1510
-            command, capture_output=True, text=True, timeout=60, check=False
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if check and done.returncode != 0:
             raise AssertionError(
                 f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n"
