@@ -25,8 +25,25 @@ import httpx
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path(os.environ.get("CRISISWATCH_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 START_TIMEOUT = 60.0
+
+
+def pg_bin() -> Path:
+    """PostgreSQL's server binaries: ``CRISISWATCH_TEST_PG_BIN``, else the newest
+    ``/usr/lib/postgresql/<version>/bin`` (Debian/Ubuntu)."""
+    given = os.environ.get("CRISISWATCH_TEST_PG_BIN")
+    if given:
+        return Path(given)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise AssertionError(
+            "no PostgreSQL server binaries (initdb) under /usr/lib/postgresql/*/bin: "
+            "set CRISISWATCH_TEST_PG_BIN"
+        )
+    return found[-1].parent
 
 
 def free_port() -> int:
@@ -247,7 +264,7 @@ class PgCluster:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [str(PG_BIN / argv[0]), *argv[1:]]
+        command = [str(pg_bin() / argv[0]), *argv[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -262,10 +279,10 @@ class PgCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        # fsync off: a stop in immediate mode kills the server, not the machine, so what
+        # was written is in the page cache. (synchronous_commit must stay on: off, a
+        # crash loses commits already acknowledged.)
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:

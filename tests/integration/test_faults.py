@@ -224,7 +224,12 @@ class Pipeline:
                 and not await self.pending()
             )
 
-        await wait_until(alerted, 60, "tier-3 alerts at PR, legal and executives")
+        try:
+            await wait_until(alerted, 60, "tier-3 alerts at PR, legal and executives")
+        except AssertionError as exc:
+            _, deliveries = await self.rows()
+            rows = [(d.dedupe_key, d.status, d.attempts, d.next_attempt_at) for d in deliveries]
+            raise AssertionError(f"{exc}; the outbox: {rows}") from None
         await asyncio.sleep(1.0)  # let any duplicate that would come, come
 
     async def rows(self) -> tuple[list[Incident], list[Delivery]]:
@@ -504,6 +509,14 @@ async def test_postgres_restarted_mid_stream(
         first, rest = halves(p.stream)
         await p.publish(first)
         await p.wait_tier_2()
+
+        async def recorded() -> bool:
+            return not await p.pending()
+
+        # Stopped with no alert in flight: one sent and not yet recorded as sent when the
+        # database goes would be sent again after alerts.delivery.claim_timeout (2 min),
+        # at-least-once by design (receivers dedupe on the idempotency key).
+        await wait_until(recorded, 30, "the tier-2 alerts to be recorded as sent")
         await asyncio.to_thread(cluster.stop, "immediate")  # a crash: no checkpoint
         fault = time.monotonic()
         await p.publish(rest)  # the tier-3 signal reaches the alerter while it is down
