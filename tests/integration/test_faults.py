@@ -6,9 +6,13 @@ Kafka-compatible broker (Tansu) and PostgreSQL, and the test breaks something mi
 * PostgreSQL stopped in immediate mode and started again (a private cluster);
 * a chat endpoint down for 5 minutes (in process, on a manual clock).
 
-After each: every mention scored, one incident per story (the crisis at tier 3), every
-queued alert delivered and none twice. The recovery time of each is printed (a number to
-read, not an assertion).
+After each: every mention scored, one incident for the crisis (tier 3: a second one would
+page its people twice), every queued alert delivered and none twice. The recovery time of
+each is printed (a number to read, not an assertion). Two are expected failures today
+(``xfail(strict=True)``): the detector's state does not survive its restart, and delivery
+gives up on a channel before a 5-minute outage is over.
+
+Stage processes log to ``<tmp_path>/<role>.log``; their tails are printed when a test fails.
 """
 
 from __future__ import annotations
@@ -203,6 +207,9 @@ class Pipeline:
             return any(b["alert"]["tier"] == 2 for _, b in self.receiver.requests)
 
         await wait_until(tier_2, 60, "the tier-2 alerts")
+        assert not any(b["alert"]["tier"] == 3 for _, b in self.receiver.requests), (
+            "tier 3 before the fault: the test would not show that it survives it"
+        )
 
     async def start_roles(self, *roles: RoleProcess) -> None:
         for role in roles:  # all at once: their imports and the model load overlap
@@ -414,9 +421,10 @@ async def test_detector_killed_mid_stream(
             )
 
         back = await wait_until(detecting, 90, "the new detector to handle a batch")
+        # reported before the checks: the number holds even while the test is an xfail
+        report(capsys, f"detector kill -9: processing again {back - fault:.1f} s after the kill")
         await p.finish()
         await p.check()
-        report(capsys, f"detector kill -9: processing again {back - fault:.1f} s after the kill")
 
 
 # -- the broker restarted ---------------------------------------------------------------
