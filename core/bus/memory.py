@@ -9,6 +9,13 @@ handled yet stays in the log, and ``start()`` on the same instance resumes from 
 group's cursor. Call ``join()`` before ``stop()`` to drain everything first. A topic
 that no group reads never blocks its publishers; its events are kept (a group added at
 a later start reads them from the oldest one kept, like Kafka's "earliest").
+
+A group halted by the dead-letter limit (``core.bus.halt``) keeps its position: its
+records stay in the log, so it keeps holding its publishers back once ``capacity``
+behind (memory stays bounded; nothing is dropped), and ``join()`` no longer waits for it.
+``start()`` on the same instance runs it again from there. ``dead_letters`` keeps the
+last ``dead_letter_capacity`` letters (each one is also logged when it is dead-lettered
+and when it is forgotten). ``crisiswatch_bus_consumer_lag`` is end minus committed.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
 from core.bus.base import Bus, DeadLetter, Record, Subscription, encode_event
+from core.bus.halt import ConsumerHalted
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -52,12 +62,25 @@ class _Topic:
 
 
 class MemoryBus(Bus):
-    def __init__(self, capacity: int = 1000, metrics: Metrics | None = None) -> None:
-        super().__init__(metrics)
+    def __init__(
+        self,
+        capacity: int = 1000,
+        metrics: Metrics | None = None,
+        *,
+        max_dead_letters_per_minute: int = 0,
+        monotonic: Callable[[], float] = time.monotonic,
+        dead_letter_capacity: int = 1000,
+    ) -> None:
+        super().__init__(
+            metrics, max_dead_letters_per_minute=max_dead_letters_per_minute, monotonic=monotonic
+        )
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if dead_letter_capacity < 1:
+            raise ValueError("dead_letter_capacity must be at least 1")
         self.capacity = capacity
-        self.dead_letters: list[DeadLetter] = []
+        self.dead_letter_capacity = dead_letter_capacity
+        self.dead_letters: list[DeadLetter] = []  # the last ``dead_letter_capacity``
         self._topics: dict[str, _Topic] = {}
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,6 +101,8 @@ class MemoryBus(Bus):
             t = self._topic(sub.topic)
             # a new group starts at the oldest record kept, never below it
             t.committed.setdefault(sub.group, t.base)
+            self._report_lag(t)
+        self._reset_halts()
         self._started = True
         self._stopping = False
         self._tasks = [
@@ -129,10 +154,26 @@ class MemoryBus(Bus):
                 log.warning("no group reads topic %r on this bus; its events are kept", topic)
             t.records.append(Record(topic=topic, key=key, value=value, offset=t.end))
             self.metrics.bus_published.labels(topic).inc()
+            self._report_lag(t)
             self._changed.notify_all()
 
     async def dead_letter(self, letter: DeadLetter) -> None:
+        if len(self.dead_letters) >= self.dead_letter_capacity:
+            old = self.dead_letters.pop(0)
+            log.warning(
+                "memory bus keeps %d dead letters: forgetting %s[%d]@%d of group %s (%s)",
+                self.dead_letter_capacity,
+                old.topic,
+                old.partition,
+                old.offset,
+                old.group,
+                old.reason,
+            )
         self.dead_letters.append(letter)
+
+    def _report_lag(self, t: _Topic) -> None:
+        for group, pos in t.committed.items():
+            self.metrics.bus_consumer_lag.labels(t.name, group).set(t.end - pos)
 
     async def join(self) -> None:
         """Wait until every group has handled everything published so far (and what that
@@ -146,7 +187,12 @@ class MemoryBus(Bus):
     def _idle(self) -> bool:
         if self._busy:
             return False
-        return all(all(pos >= t.end for pos in t.committed.values()) for t in self._topics.values())
+        halted = {(h.topic, h.group) for h in self.halted()}
+        return all(
+            pos >= t.end or (t.name, group) in halted
+            for t in self._topics.values()
+            for group, pos in t.committed.items()
+        )
 
     async def _consume(self, sub: Subscription) -> None:
         t = self._topic(sub.topic)
@@ -177,6 +223,13 @@ class MemoryBus(Bus):
                 self._busy.add(name)
             try:
                 await self.process(sub, batch)
+            except ConsumerHalted:
+                # not committed: the batch stays in the log for a restart; this group
+                # stops (the other groups go on; join() no longer waits for this one)
+                async with self._changed:
+                    self._busy.discard(name)
+                    self._changed.notify_all()
+                return
             except BaseException:
                 self._busy.discard(name)  # not committed: the batch is delivered again
                 raise
@@ -185,4 +238,5 @@ class MemoryBus(Bus):
                 # committed only after the handler returned (or dead-lettered)
                 t.committed[sub.group] = pos + len(batch)
                 t.trim()
+                self._report_lag(t)
                 self._changed.notify_all()
