@@ -36,7 +36,7 @@ class BusConfig(Section):
         100, ge=0, description="per topic and group; one more halts that consumer (0: no limit)"
     )
     stop_timeout: float = Field(
-        20.0, gt=0, description="seconds stop() may take: drain the batch in flight, commit, close"
+        15.0, gt=0, description="seconds stop() may take: drain the batch in flight, commit, close"
     )
 
 

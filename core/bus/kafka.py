@@ -180,6 +180,8 @@ class KafkaBus(Bus):
             state.stopping = True
             if state.task is not None and not state.busy:
                 state.task.cancel()  # it is waiting for records: nothing in flight
+            elif state.task is not None and not state.task.done():
+                log.info("%s: finishing the batch in flight, then committing it", state.name)
         tasks = [s.task for s in self._consumers if s.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
