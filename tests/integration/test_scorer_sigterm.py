@@ -70,9 +70,9 @@ class Scorer:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.log_path = log
         self._log: IO[bytes] = log.open("wb")
+        command = [sys.executable, "-m", "api.cli", "scorer", "--config", str(config)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "scorer", "--config", str(config)]
-            + ["--host", "127.0.0.1", "--port", str(_free_port())],
+            [*command, "--host", "127.0.0.1", "--port", str(_free_port())],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
