@@ -203,6 +203,12 @@ class Metrics:
             ["topic", "group"],
             registry=r,
         )
+        self.bus_unread_discarded = Counter(
+            "crisiswatch_bus_unread_discarded",
+            "Memory bus: events of a topic no group reads, beyond its capacity, let go",
+            ["topic"],
+            registry=r,
+        )
         self.bus_consumer_lag = Gauge(
             "crisiswatch_bus_consumer_lag",
             "Events of a topic not yet handled by a group (this process's partitions)",

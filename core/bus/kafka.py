@@ -10,7 +10,35 @@
 * When a rebalance takes partitions away, the listener waits for the batch in flight
   and commits it, so the next owner starts right after it.
 * ``stop()``: stop fetching, let the batch in flight finish, commit, close the
-  consumers, then flush and close the producer; bounded by ``stop_timeout``.
+  consumers, then flush and close the producer; bounded by ``stop_timeout``
+  (``bus.stop_timeout``). A batch still running at the deadline is abandoned, not
+  committed: it is delivered again. ``api.serve`` runs this on SIGTERM and exits 0.
+* Dead-letter limit (``bus.max_dead_letters_per_minute``, ``core.bus.halt``): past it the
+  partition batch in flight is rewound and not committed, and that subscription's loop
+  ends (its consumer stays in the group until ``stop()``; after ``max_poll_interval_ms``
+  without a fetch the group gives its partitions to another member, if any).
+* ``crisiswatch_bus_consumer_lag{topic,group}``: over this consumer's partitions,
+  highwater minus the next offset to handle; updated after every fetch and batch (it
+  stops moving while the loop is halted: kafka-exporter's lag still sees it).
+
+Back-pressure: nothing grows without bound when downstream is slow (reviewed, issue 8).
+
+* Consuming: one batch at a time per subscription (``max_batch`` records); the next
+  fetch waits for it. aiokafka prefetches at most ``max_partition_fetch_bytes`` (1 MB)
+  per partition and ``fetch_max_bytes`` (50 MB) per request. ``pending`` holds one
+  offset per partition; the dead-letter window at most ``limit`` timestamps.
+* Producing: aiokafka keeps one open batch (``max_batch_size``, 16 kB) per partition;
+  ``send()`` waits while it is full (up to ``request_timeout_ms``, then
+  ``KafkaTimeoutError``: the handler fails, is retried, and its batch is not committed).
+  ``publish_many`` holds the futures of one handler batch only (the scorer: one batch of
+  ``scorer.batch_size``); ``publish``/``dead_letter`` wait for the broker's ack.
+* Upstream of the bus: the listener reads each source through a queue of ``max_batch``
+  mentions and publishes a batch before it reads the next (``listener.batching``); the
+  alerter's outbox is rows in the database (durable, not memory), claimed
+  ``delivery.batch_size`` at a time, its backlog in ``crisiswatch_outbox_pending``.
+* The memory bus (``core.bus.memory``): a group ``capacity`` behind holds publishers
+  back; a topic nobody reads keeps its last ``capacity`` events; ``dead_letters`` its
+  last ``dead_letter_capacity``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ failure leads to a retry of the same events, exactly as on Kafka.
 ``stop()`` finishes the batch in flight and stops, like the Kafka bus: what is not
 handled yet stays in the log, and ``start()`` on the same instance resumes from each
 group's cursor. Call ``join()`` before ``stop()`` to drain everything first. A topic
-that no group reads never blocks its publishers; its events are kept (a group added at
-a later start reads them from the oldest one kept, like Kafka's "earliest").
+that no group reads never blocks its publishers; its last ``capacity`` events are kept (a
+group added at a later start reads them from the oldest one kept, like Kafka's
+"earliest"; older ones are counted in ``crisiswatch_bus_unread_discarded``).
 
 A group halted by the dead-letter limit (``core.bus.halt``) keeps its position: its
 records stay in the log, so it keeps holding its publishers back once ``capacity``
@@ -149,13 +150,31 @@ class MemoryBus(Bus):
             # is kept beyond capacity rather than refused (refusing would dead-letter it)
             # or waited on (the consumers that would make room are stopping too).
             await self._changed.wait_for(lambda: t.lag() < self.capacity or self._stopping)
-            if self._started and not t.committed and topic not in self._warned_unread:
-                self._warned_unread.add(topic)
-                log.warning("no group reads topic %r on this bus; its events are kept", topic)
+            if self._started and not t.committed:
+                self._keep_unread_bounded(t)
             t.records.append(Record(topic=topic, key=key, value=value, offset=t.end))
             self.metrics.bus_published.labels(topic).inc()
             self._report_lag(t)
             self._changed.notify_all()
+
+    def _keep_unread_bounded(self, t: _Topic) -> None:
+        """A started bus where no group reads ``t`` (a role subset on the memory bus, a
+        misconfiguration: nothing else can read this process's memory) keeps its last
+        ``capacity`` events, not all of them for ever."""
+        if t.name not in self._warned_unread:
+            self._warned_unread.add(t.name)
+            log.warning(
+                "no group reads topic %r on this bus: only its last %d events are kept "
+                "(for a group added at a restart); run the roles that read it in this "
+                "process, or use the Kafka bus",
+                t.name,
+                self.capacity,
+            )
+        excess = len(t.records) + 1 - self.capacity
+        if excess > 0:
+            del t.records[:excess]
+            t.base += excess
+            self.metrics.bus_unread_discarded.labels(t.name).inc(excess)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         if len(self.dead_letters) >= self.dead_letter_capacity:
