@@ -12,8 +12,10 @@ import asyncio
 import logging
 from typing import Any
 
+import httpx
 import pytest
 
+from api.app import create_app
 from api.runtime import Role, Runtime
 from api.settings import Settings
 from core.bus.base import Bus, PermanentError, RetryPolicy
@@ -115,6 +117,11 @@ async def test_memory_a_poison_flood_halts_the_group_and_a_restart_resumes(
         problems = await runtime.check_ready()
         assert problems == [halt.describe()]
         assert "mentions/g halted" in problems[0]
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "not ready", "problems": problems}
         (critical,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
         assert "HALTING consumer mentions/g" in critical.getMessage()
 
