@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
@@ -110,8 +111,8 @@ def _sigterm_after_a_clean_stop_exits_0() -> Iterator[None]:
     handler it found: with the default one the process dies of the signal (exit 143),
     which orchestrators and ``crisiswatch``'s callers read as a crash. Install a handler
     that only notes it, so a clean stop returns and the process exits 0."""
-    if sys.platform == "win32":  # pragma: no cover
-        yield
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (uvicorn skips them there too)
         return
 
     def noted(signum: int, frame: FrameType | None) -> None:

@@ -29,7 +29,7 @@ from tests.fixtures.kafka import _free_port
 pytestmark = pytest.mark.kafka
 
 ROOT = Path(__file__).resolve().parents[2]
-MENTIONS = 800
+MENTIONS = 1500
 STOP_TIMEOUT = 10.0  # bus.stop_timeout in the scorer's config
 EXIT_BOUND = 3 * STOP_TIMEOUT  # generous: the test checks the exit, a bench the time
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
