@@ -50,7 +50,11 @@ BUS_ROLES = frozenset({Role.LISTENER, Role.SCORER, Role.DETECTOR, Role.ALERTER})
 
 def make_bus(settings: Settings, metrics: Metrics) -> Bus:
     if settings.bus.kind == "memory":
-        return MemoryBus(capacity=settings.bus.capacity, metrics=metrics)
+        return MemoryBus(
+            capacity=settings.bus.capacity,
+            metrics=metrics,
+            max_dead_letters_per_minute=settings.bus.max_dead_letters_per_minute,
+        )
     from core.bus.kafka import KafkaBus
 
     return KafkaBus(settings.bus, metrics=metrics)
@@ -197,4 +201,6 @@ class Runtime:
                     await conn.execute(text("SELECT 1"))
             except Exception as exc:
                 problems.append(f"database unreachable: {type(exc).__name__}")
+        if self.bus is not None:  # a consumer stopped by the dead-letter limit
+            problems.extend(halt.describe() for halt in self.bus.halted())
         return problems

@@ -196,3 +196,22 @@ class Metrics:
         self.bus_published = Counter(
             "crisiswatch_bus_published", "Events published, by topic", ["topic"], registry=r
         )
+        # bus hardening (issue 8)
+        self.bus_consumer_halted = Gauge(
+            "crisiswatch_bus_consumer_halted",
+            "1 when a subscription stopped after too many dead letters per minute",
+            ["topic", "group"],
+            registry=r,
+        )
+        self.bus_unread_discarded = Counter(
+            "crisiswatch_bus_unread_discarded",
+            "Memory bus: events of a topic no group reads, beyond its capacity, let go",
+            ["topic"],
+            registry=r,
+        )
+        self.bus_consumer_lag = Gauge(
+            "crisiswatch_bus_consumer_lag",
+            "Events of a topic not yet handled by a group (this process's partitions)",
+            ["topic", "group"],
+            registry=r,
+        )
