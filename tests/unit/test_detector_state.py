@@ -13,21 +13,18 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from pydantic import BaseModel
 from sqlalchemy import update
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.bus.memory import MemoryBus
-from core.db import Base, make_engine, upgrade_database
 from core.events import TOPIC_SIGNALS, ScoredMention, Signal, WatchMatch
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.service import DetectorService
 from sentiment.detector.snapshot import STATE_FORMAT
 from sentiment.detector.statestore import DetectorStateRow, StateStore, WatchKey
+from tests.support import schema_diff
 from tests.unit.test_detector import by_time, chatter, complaint
 
 BETA = WatchMatch(id="beta", brand="Beta", terms=("beta",))
@@ -284,26 +281,8 @@ async def test_the_store_loads_what_it_saved(sessions: async_sessionmaker[AsyncS
     assert set(await store.load([("acme", True)])) == {("acme", True)}
 
 
-def _diff(connection: Connection) -> list[Any]:
-    def include_object(
-        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-    ) -> bool:
-        return type_ != "table" or name == DetectorStateRow.__tablename__
-
-    context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "include_object": include_object}
-    )
-    return list(compare_metadata(context, Base.metadata))
-
-
 async def _check_schema(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        await upgrade_database(engine)
-        async with engine.connect() as conn:
-            diff = await conn.run_sync(_diff)
-    finally:
-        await engine.dispose()
+    diff = await schema_diff(url, {DetectorStateRow.__tablename__})
     assert diff == [], f"models and migrations disagree: {diff}"
 
 
