@@ -10,6 +10,7 @@ import logging
 import pickle
 import zlib
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,14 +22,16 @@ from core.bus.memory import MemoryBus
 from core.events import TOPIC_SIGNALS, ScoredMention, Signal, WatchMatch
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
+from sentiment.detector.detector import Detector
 from sentiment.detector.service import DetectorService
 from sentiment.detector.snapshot import STATE_FORMAT
 from sentiment.detector.statestore import DetectorStateRow, StateStore, WatchKey
 from tests.support import schema_diff
-from tests.unit.test_detector import by_time, chatter, complaint
+from tests.unit.test_detector import T0, by_time, chatter, complaint
 
 BETA = WatchMatch(id="beta", brand="Beta", terms=("beta",))
 BATCH = 40
+MINUTES_300 = timedelta(minutes=300)
 SAVED = 14  # batches handled before a snapshot is damaged (both watches have signalled)
 
 
@@ -293,3 +296,19 @@ async def test_sqlite_schema_matches_the_state_model(sqlite_url: str) -> None:
 @pytest.mark.postgres
 async def test_postgres_schema_matches_the_state_model(pg_url: str) -> None:
     await _check_schema(pg_url)
+
+
+def test_a_restored_watch_remembers_its_retired_stories() -> None:
+    """A story forgotten before the snapshot and revived after the restore goes on
+    counting its Signals (the retired-story memory is part of the watch's state)."""
+    config = DetectorConfig(max_stories=20)  # evicted by the chatter, still remembered
+    stream = by_time(complaint(120), chatter(150, 250)) + complaint(300)  # evicted, revived
+    uninterrupted = Detector(config)
+    reference = [s.id for m in stream for s in uninterrupted.observe(m)]
+    assert "acme:x:root#5" in reference  # the revival counts on from the first life
+    split = next(i for i, m in enumerate(stream) if m.mention.created_at >= T0 + MINUTES_300)
+    first, second = Detector(config), Detector(config)
+    ids = [s.id for m in stream[:split] for s in first.observe(m)]
+    second.restore(("acme", False), first.snapshot(("acme", False)))
+    ids += [s.id for m in stream[split:] for s in second.observe(m)]
+    assert ids == reference
