@@ -27,7 +27,7 @@ from sentiment.detector.service import DetectorService
 from sentiment.detector.snapshot import STATE_FORMAT
 from sentiment.detector.statestore import DetectorStateRow, StateStore, WatchKey
 from tests.support import schema_diff
-from tests.unit.test_detector import T0, by_time, chatter, complaint
+from tests.unit.test_detector import T0, WATCH, by_time, chatter, complaint
 
 BETA = WatchMatch(id="beta", brand="Beta", terms=("beta",))
 BATCH = 40
@@ -312,3 +312,53 @@ def test_a_restored_watch_remembers_its_retired_stories() -> None:
     second.restore(("acme", False), first.snapshot(("acme", False)))
     ids += [s.id for m in stream[split:] for s in second.observe(m)]
     assert ids == reference
+
+
+class FlakyStore(StateStore):
+    """Refuses its next ``failures`` saves (the database is down)."""
+
+    failures = 0
+
+    async def save(self, states: Any, fmt: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database unavailable")
+        await super().save(states, fmt)
+
+
+async def test_a_failed_save_is_retried_and_loses_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A batch whose save failed (the bus gave up on it and moved on) is saved with the
+    next batch that succeeds, even one of another watch: a new process loses nothing of
+    it and repeats no Signal."""
+    reference = await uninterrupted()
+    stream = crisis()
+    acme = batches([m for m in stream if m.mention.watch == WATCH and not m.mention.drill])
+    beta = batches([m for m in stream if m.mention.watch == BETA])
+    probe = service(None)  # the acme batches that publish Signals
+    signalling = []
+    for i, batch in enumerate(acme):
+        before = len(published(probe))
+        await probe.handle(list(batch))
+        if len(published(probe)) > before:
+            signalling.append(i)
+    failing = signalling[-2]  # one with Signals after it
+    store = FlakyStore(sessions)
+    first = service(store)
+    for batch in acme[:failing]:
+        await first.handle(list(batch))
+    store.failures = 1
+    with pytest.raises(ConnectionError):
+        await first.handle(list(acme[failing]))  # published, not saved, not redelivered
+    for batch in beta:  # the next saves succeed (of beta only)
+        await first.handle(list(batch))
+    second = service(store)  # a new process from what the store holds
+    for batch in acme[failing + 1 :]:
+        await second.handle(list(batch))
+    signals = published(first) + published(second)
+    assert len({s.id for s in signals}) == len(signals)
+    for watch in ("acme", "beta"):
+        assert [n for n in normalised(signals) if n[0].startswith(f"{watch}:x:")] == [
+            n for n in normalised(reference) if n[0].startswith(f"{watch}:x:")
+        ]
