@@ -83,6 +83,25 @@ class Metrics:
         self.stories_active = Gauge(
             "crisiswatch_stories_active", "Stories held in detector memory", registry=r
         )
+        self.detector_snapshot_save = Histogram(
+            "crisiswatch_detector_snapshot_save_seconds",
+            "Time to serialise and save the state of the watches one batch touched",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.detector_snapshot_bytes = Histogram(
+            "crisiswatch_detector_snapshot_bytes",
+            "Size of one watch's saved detector state (compressed)",
+            buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7),
+            registry=r,
+        )
+        self.detector_restores = Counter(
+            "crisiswatch_detector_restores",
+            "Watch states the detector looked up in its store, by outcome "
+            "(loaded, fresh: none stored, failed: unreadable, started afresh)",
+            ["outcome"],
+            registry=r,
+        )
         # alerts
         self.incidents_open = Gauge(
             "crisiswatch_incidents_open",

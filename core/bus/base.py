@@ -8,6 +8,10 @@ Semantics, the same for both:
   each ``group``, in batches of up to ``max_batch``. The position is committed only after
   the handler returned: a crash means redelivery (at-least-once), so handlers are
   idempotent on the event's id.
+* ``on_rebalance`` (optional): called when the transport moves partitions between the
+  group's consumers (Kafka), after the batch in flight is handled and committed, and
+  again once the new assignment is known; the memory bus never rebalances. A stage that
+  keeps state per key drops it there and reloads what it needs (the detector does).
 * A record that cannot be decoded, or whose handler raises ``PermanentError`` or keeps
   failing after ``RetryPolicy.max_attempts`` tries, goes to the dead-letter topic
   ``<topic>.dlq`` with the reason, and the consumer moves on.
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[list[Any]], Awaitable[None]]
 """Receives a batch of decoded events (instances of the topic's event type)."""
 
+RebalanceHandler = Callable[[], Awaitable[None]]
+"""Called when the group's partitions move (no batch of the subscription runs meanwhile)."""
+
 
 class PermanentError(Exception):
     """Raised by a handler for an event that can never be processed: dead-letter it."""
@@ -61,6 +68,7 @@ class Subscription:
     max_batch: int = 1
     max_wait: float = 0.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_rebalance: RebalanceHandler | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class Bus(ABC):
         max_batch: int = 1,
         max_wait: float = 0.0,
         retry: RetryPolicy | None = None,
+        on_rebalance: RebalanceHandler | None = None,
     ) -> None:
         """Register a handler; must be called before ``start``."""
         if self._started:
@@ -144,7 +153,9 @@ class Bus(ABC):
             # stream (Kafka) or race on the same events (memory): refuse it.
             raise ValueError(f"group {group!r} already subscribes to topic {topic!r}")
         self._subscriptions.append(
-            Subscription(topic, group, handler, max_batch, max_wait, retry or RetryPolicy())
+            Subscription(
+                topic, group, handler, max_batch, max_wait, retry or RetryPolicy(), on_rebalance
+            )
         )
 
     @abstractmethod

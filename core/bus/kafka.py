@@ -8,7 +8,8 @@
   partition's records are handled in order, one partition batch at a time, and its
   offset is committed only after ``process()`` returned (at-least-once).
 * When a rebalance takes partitions away, the listener waits for the batch in flight
-  and commits it, so the next owner starts right after it.
+  and commits it, so the next owner starts right after it; then it calls the
+  subscription's ``on_rebalance`` (and again when partitions are assigned).
 * ``stop()``: stop fetching, let the batch in flight finish, commit, close the
   consumers, then flush and close the producer; bounded by ``stop_timeout``
   (``bus.stop_timeout``). A batch still running at the deadline is abandoned, not
@@ -109,6 +110,7 @@ class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._bus._commit(state, only=revoked)
             for tp in revoked:
                 state.pending.pop(tp, None)
+            await self._notify()
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
         log.info(
@@ -116,6 +118,19 @@ class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._state.name,
             sorted(tp.partition for tp in assigned),
         )
+        async with self._state.lock:
+            await self._notify()
+
+    async def _notify(self) -> None:
+        """Run the subscription's rebalance hook; a failure is logged, never raised into
+        the rebalance (the group would stall)."""
+        hook = self._state.sub.on_rebalance
+        if hook is None:
+            return
+        try:
+            await hook()
+        except Exception:
+            log.exception("%s: the rebalance hook failed", self._state.name)
 
 
 class KafkaBus(Bus):
