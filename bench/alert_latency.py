@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from alerts.models import Delivery, IncidentEvent
 from api.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
+from bench.benchlib import pct, summary
 from core.bus.memory import MemoryBus
 from core.events import Mention
 from core.settings import DatabaseConfig
@@ -79,11 +79,6 @@ def stream_for(brand: str, start: datetime, k: int) -> list[Mention]:
             )
         )
     return sorted(out, key=lambda m: m.created_at)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,24 +176,11 @@ def alert_latencies(rows: list[Delivery], events: list[IncidentEvent]) -> dict[s
     return {
         "alerts_measured": len(latencies),
         "not_sent": len(rows) - len(sent),
-        "overall": _summary(latencies),
-        "by_tier": {t: _summary(v) for t, v in sorted(by_tier.items())},
-        "mention_to_incident_update": _summary(upstream),
-        "incident_update_to_http_done": _summary(alerting),
+        "overall": summary(latencies),
+        "by_tier": {t: summary(v) for t, v in sorted(by_tier.items())},
+        "mention_to_incident_update": summary(upstream),
+        "incident_update_to_http_done": summary(alerting),
         "goal_p99_under_2s": bool(latencies) and pct(latencies, 99) < 2.0,
-    }
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {
-        "n": len(values),
-        "p50_s": round(pct(values, 50), 4),
-        "p90_s": round(pct(values, 90), 4),
-        "p99_s": round(pct(values, 99), 4),
-        "max_s": round(max(values), 4),
-        "mean_s": round(statistics.fmean(values), 4),
     }
 
 

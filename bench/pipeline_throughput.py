@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import time
 import uuid
 from pathlib import Path
@@ -53,6 +52,8 @@ from typing import Any
 
 from bench.benchlib import (
     Broker,
+    bench_main,
+    bench_parser,
     box_busy,
     check_data,
     distinct_text_stream,
@@ -67,7 +68,6 @@ from bench.benchlib import (
     sustained_rate,
     table,
     temp_dir,
-    write_result,
 )
 from core.events import TOPIC_MENTIONS, TOPIC_SCORED, TOPIC_SIGNALS, Mention
 
@@ -535,7 +535,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__, "pipeline_throughput", "3,000 mentions, one Kafka round")
     parser.add_argument("--mode", choices=("embedded", "kafka", "all"), default="all")
     parser.add_argument("--mentions", type=int, default=15_000)
     parser.add_argument(
@@ -549,16 +549,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--base-port", type=int, default=18_700, help="scorer/detector HTTP")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per Kafka drain")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3,000 mentions")
-    parser.add_argument("--out", type=Path, help="default bench/results/pipeline_throughput.json")
     args = parser.parse_args()
     if args.quick:
         args.mentions, args.repeat, args.scorer_batch = 3_000, 1, []
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("alerts.console").setLevel(logging.ERROR)
-    result = asyncio.run(run(args))
-    print(render(result))
-    write_result("pipeline_throughput", result, args.out)
+    bench_main("pipeline_throughput", args, run, render)
 
 
 if __name__ == "__main__":
