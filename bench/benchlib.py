@@ -280,6 +280,17 @@ def role_process(role: str, config: Path, port: int, log: Path) -> subprocess.Po
         )
 
 
+def db_upgrade(config: Path) -> None:
+    """``crisiswatch db upgrade --config config`` from this checkout (raises on failure)."""
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "db", "upgrade", "--config", str(config)],
+        cwd=_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(_ROOT)),
+        check=True,
+        capture_output=True,
+    )
+
+
 def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
     import httpx
 

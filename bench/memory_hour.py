@@ -40,7 +40,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -55,6 +54,7 @@ from bench.benchlib import (
     bench_main,
     bench_parser,
     check_data,
+    db_upgrade,
     free_port,
     machine,
     proc_cpu,
@@ -72,7 +72,6 @@ from core.events import TOPIC_SCORED
 SECRET = "bench-ingest-secret-0123456789"
 MARKS = (10, 30, 60, 90, 120, 150, 180)  # minutes of event time
 BATCH = 500
-ROOT = Path(__file__).resolve().parent.parent
 _HOUR = re.compile(rb'"created_at":\s*"([0-9T:-]{13})')
 
 
@@ -149,14 +148,7 @@ class Setup:
             roles = ["alerter", "detector", "scorer", "listener"]
         config = self.config()
         if self.mode == "kafka":
-            await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "api.cli", "db", "upgrade", "--config", str(config)],
-                cwd=ROOT,
-                env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                check=True,
-                capture_output=True,
-            )
+            await asyncio.to_thread(db_upgrade, config)
         for role in roles:
             port, log = free_port(), self.tmp / f"{self.mode}-{role}.log"
             self.procs[role] = (role_process(role, config, port, log), port, log)

@@ -56,6 +56,7 @@ from bench.benchlib import (
     bench_parser,
     box_busy,
     check_data,
+    db_upgrade,
     distinct_text_stream,
     first_time,
     machine,
@@ -305,6 +306,7 @@ async def kafka_run(
             }
         )
     )
+    await asyncio.to_thread(db_upgrade, config)  # for roles that keep state in the database
     roles = ["detector"] + ["scorer"] * scorers
     procs = []
     for k, role in enumerate(roles):
