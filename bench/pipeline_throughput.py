@@ -21,7 +21,7 @@ language: its cascade ends in a transformer for about half the texts). One catch
   this process produces every mention to the ``mentions`` topic first (its rate is the
   listener's); then the detector and 1 (then 2) ``crisiswatch scorer`` processes start and
   drain it. Progress is read from the consumer groups' committed offsets every 0.25 s.
-  1 scorer, then 2, ``--repeat`` times (default 2) alternating; the best run of each
+  1 scorer, then 2, ``--repeat`` times (default 3) alternating; the best run of each
   counts (the one least disturbed by other work on a shared box).
   Each scorer runs ONE classifier worker with one ONNX thread (``scorer.classifier.workers:
   1, threads: 1``), so one scorer uses about one core and two scorers can show scale-out
@@ -37,7 +37,8 @@ language: its cascade ends in a transformer for about half the texts). One catch
     PYTHONPATH=. python bench/pipeline_throughput.py            # both modes, ~6 min
     PYTHONPATH=. python bench/pipeline_throughput.py --quick    # smoke run, ~1 min
 
-Prints tables; writes ``bench/results/pipeline_throughput.json``.
+Prints tables; writes ``bench/results/pipeline_throughput.json`` (``--mode embedded`` or
+``--mode kafka`` alone keeps the other mode's results in it; each mode records its machine).
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.benchlib import (
+    RESULTS,
     Broker,
     bench_main,
     bench_parser,
@@ -526,13 +529,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "mentions": len(mentions),
     }
+    path = args.out or RESULTS / "pipeline_throughput.json"
+    if args.mode != "all" and path.exists():  # one mode rerun: keep the other's results
+        result = json.loads(path.read_text()) | result
     if args.mode in ("embedded", "all"):
-        result["embedded"] = await embedded(mentions, None)
+        result["embedded"] = await embedded(mentions, None) | {"machine": machine()}
         for size in args.scorer_batch:
-            result[f"embedded_scorer_batch_{size}"] = await embedded(mentions, size)
+            key = f"embedded_scorer_batch_{size}"
+            result[key] = await embedded(mentions, size) | {"machine": machine()}
     if args.mode in ("kafka", "all"):
-        result["kafka"] = await kafka(mentions, args)
-    result["loadavg_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        result["kafka"] = await kafka(mentions, args) | {"machine": machine()}
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -547,7 +554,7 @@ def main() -> None:
         default=[256],
         help="embedded: also run with these scorer.batch_size values (default config first)",
     )
-    parser.add_argument("--repeat", type=int, default=2, help="kafka: runs of 1 and 2 scorers")
+    parser.add_argument("--repeat", type=int, default=3, help="kafka: runs of 1 and 2 scorers")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--base-port", type=int, default=18_700, help="scorer/detector HTTP")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per Kafka drain")
