@@ -23,7 +23,7 @@ from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle
 from api.console.router import router as console_router
-from api.drills import DrillRefused, DrillSchedule, DrillUnavailable
+from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
 from api.routers import (
     ack,
     alerting,
@@ -109,6 +109,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         (DrillNotFound, 404),
         (DrillRefused, 422),
         (DrillUnavailable, 409),
+        (DrillBusUnreachable, 503),
     ):
         app.add_exception_handler(error, _answer(code))
 

@@ -11,16 +11,19 @@ topic with the watch set.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from aiokafka.errors import KafkaError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.workflow.drills import Drill
-from api.runtime import Runtime
+from api.runtime import Runtime, make_bus
 from core.db import unit_of_work
 from core.events import TOPIC_MENTIONS, Author, Mention, WatchMatch
 
@@ -84,7 +87,13 @@ class DrillRefused(ValueError):
 
 
 class DrillUnavailable(RuntimeError):
-    """This process cannot inject mentions (an API-only process): the API answers 409."""
+    """This process cannot inject mentions (an API-only process on the in-process bus):
+    the API answers 409."""
+
+
+class DrillBusUnreachable(DrillUnavailable):
+    """The bus that would carry the drill's mentions cannot be reached: the API answers 503
+    and no drill is recorded."""
 
 
 def mentions_for(scenario: Scenario, brand: str, drill_id: int, start: datetime) -> list[Mention]:
@@ -134,7 +143,7 @@ async def start_drill(
     if watch is None:
         raise DrillRefused(f"unknown watch {watch_id!r}; configured: {', '.join(watches)}")
     brand = watch.brand or watch.id
-    if runtime.listener is None and runtime.bus is None:
+    if runtime.listener is None and runtime.bus is None and runtime.settings.bus.kind != "kafka":
         raise DrillUnavailable(
             "this process runs neither the listener nor a bus: start drills on a process "
             "that runs the listener (crisiswatch run, or the api with the listener role)"
@@ -157,12 +166,36 @@ async def start_drill(
     if runtime.listener is not None:
         await runtime.listener.ingest(mentions)
     else:
-        assert runtime.bus is not None
         match = WatchMatch(id=watch.id, brand=brand, terms=(brand,))
-        for mention in mentions:
-            event = mention.model_copy(update={"watch": match, "received_at": now})
-            await runtime.bus.publish(TOPIC_MENTIONS, event, key=mention.id)
+        events: list[tuple[str, BaseModel]] = [
+            (m.id, m.model_copy(update={"watch": match, "received_at": now})) for m in mentions
+        ]
+        if runtime.bus is not None:
+            await runtime.bus.publish_many(TOPIC_MENTIONS, events)
+        else:
+            await _publish_once(runtime, events)
     return drill
+
+
+BUS_CONNECT_TIMEOUT = 20.0
+"""Seconds an API-only process waits for the broker when it starts a drill."""
+
+
+async def _publish_once(runtime: Runtime, events: list[tuple[str, BaseModel]]) -> None:
+    """Publish a drill's mentions from a process that keeps no bus (the distributed API,
+    which must answer while the broker is down): connect a producer for this one drill."""
+    bus = make_bus(runtime.settings, runtime.metrics)
+    try:
+        await asyncio.wait_for(bus.start(), BUS_CONNECT_TIMEOUT)
+        await asyncio.wait_for(bus.publish_many(TOPIC_MENTIONS, events), BUS_CONNECT_TIMEOUT)
+    except (TimeoutError, RuntimeError, KafkaError) as exc:
+        log.error("cannot publish the drill's mentions: %s: %s", type(exc).__name__, exc)
+        raise DrillBusUnreachable(
+            f"the bus ({runtime.settings.bus.bootstrap_servers}) cannot be reached, so no "
+            f"drill was started: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        await bus.stop()
 
 
 class DrillSchedule:

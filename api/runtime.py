@@ -29,6 +29,7 @@ from listener.dedup import Deduplicator
 from listener.service import ListenerService
 from sentiment.classifier import Classifier
 from sentiment.detector.service import DetectorService
+from sentiment.detector.statestore import StateStore
 from sentiment.scorer import ScorerService
 from sentiment.transformer import load_classifier
 
@@ -50,7 +51,11 @@ BUS_ROLES = frozenset({Role.LISTENER, Role.SCORER, Role.DETECTOR, Role.ALERTER})
 
 def make_bus(settings: Settings, metrics: Metrics) -> Bus:
     if settings.bus.kind == "memory":
-        return MemoryBus(capacity=settings.bus.capacity, metrics=metrics)
+        return MemoryBus(
+            capacity=settings.bus.capacity,
+            metrics=metrics,
+            max_dead_letters_per_minute=settings.bus.max_dead_letters_per_minute,
+        )
     from core.bus.kafka import KafkaBus
 
     return KafkaBus(settings.bus, metrics=metrics)
@@ -96,7 +101,9 @@ class Runtime:
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
         # a listener with live sources keeps their cursors in the database
         cursors_in_db = Role.LISTENER in self.roles and s.listener.sources.live
-        if self.roles & DB_ROLES or cursors_in_db:
+        # a detector on Kafka keeps each watch's state in the database (detector_state)
+        detector_in_db = Role.DETECTOR in self.roles and s.detector.durable_state(s.bus.kind)
+        if self.roles & DB_ROLES or cursors_in_db or detector_in_db:
             self.engine = make_engine(
                 s.database.url.get_secret_value(),
                 echo=s.database.echo,
@@ -124,7 +131,12 @@ class Runtime:
             self.scorer = ScorerService(self.bus, self.classifier, s.scorer, self.metrics)
             self.scorer.register()
         if Role.DETECTOR in self.roles:
-            self.detector = DetectorService(self.bus, s.detector, self.metrics)
+            self.detector = DetectorService(
+                self.bus,
+                s.detector,
+                self.metrics,
+                store=StateStore(self.sessions) if detector_in_db and self.sessions else None,
+            )
             self.detector.register()
         if Role.ALERTER in self.roles:
             assert self.sessions is not None
@@ -197,4 +209,6 @@ class Runtime:
                     await conn.execute(text("SELECT 1"))
             except Exception as exc:
                 problems.append(f"database unreachable: {type(exc).__name__}")
+        if self.bus is not None:  # a consumer stopped by the dead-letter limit
+            problems.extend(halt.describe() for halt in self.bus.halted())
         return problems

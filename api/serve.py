@@ -1,10 +1,22 @@
-"""Serve a process: build the runtime for its roles, the app, and run uvicorn."""
+"""Serve a process: build the runtime for its roles, the app, and run uvicorn.
+
+SIGTERM (Kubernetes, compose, systemd) is a clean stop: uvicorn stops taking requests and
+waits up to ``bus.stop_timeout`` seconds for those in flight, then the lifespan stops the
+runtime (the bus stops fetching, finishes the batch in flight, commits and closes, within
+``bus.stop_timeout`` again) and the process exits 0. So it exits within about twice
+``bus.stop_timeout`` (plus a few seconds of closing); keep the orchestrator's grace
+period (``terminationGracePeriodSeconds``, ``stop_grace_period``: 45 s) above that.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import uvicorn
 
@@ -85,7 +97,29 @@ def serve_roles(
         log_level=settings.log_level.lower(),
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=max(1, round(settings.bus.stop_timeout)),
     )
     server = uvicorn.Server(config)
-    server.run()
+    with _sigterm_after_a_clean_stop_exits_0():
+        server.run()
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_after_a_clean_stop_exits_0() -> Iterator[None]:
+    """uvicorn catches SIGTERM, shuts down cleanly, then raises SIGTERM again with the
+    handler it found: with the default one the process dies of the signal (exit 143),
+    which orchestrators and ``crisiswatch``'s callers read as a crash. Install a handler
+    that only notes it, so a clean stop returns and the process exits 0."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (uvicorn skips them there too)
+        return
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        log.info("stopped cleanly after SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, noted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

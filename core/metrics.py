@@ -83,6 +83,25 @@ class Metrics:
         self.stories_active = Gauge(
             "crisiswatch_stories_active", "Stories held in detector memory", registry=r
         )
+        self.detector_snapshot_save = Histogram(
+            "crisiswatch_detector_snapshot_save_seconds",
+            "Time to serialise and save the state of the watches one batch touched",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.detector_snapshot_bytes = Histogram(
+            "crisiswatch_detector_snapshot_bytes",
+            "Size of one watch's saved detector state (compressed)",
+            buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7),
+            registry=r,
+        )
+        self.detector_restores = Counter(
+            "crisiswatch_detector_restores",
+            "Watch states the detector looked up in its store, by outcome "
+            "(loaded, fresh: none stored, failed: unreadable, started afresh)",
+            ["outcome"],
+            registry=r,
+        )
         # alerts
         self.incidents_open = Gauge(
             "crisiswatch_incidents_open",
@@ -195,4 +214,23 @@ class Metrics:
         )
         self.bus_published = Counter(
             "crisiswatch_bus_published", "Events published, by topic", ["topic"], registry=r
+        )
+        # bus hardening (issue 8)
+        self.bus_consumer_halted = Gauge(
+            "crisiswatch_bus_consumer_halted",
+            "1 when a subscription stopped after too many dead letters per minute",
+            ["topic", "group"],
+            registry=r,
+        )
+        self.bus_unread_discarded = Counter(
+            "crisiswatch_bus_unread_discarded",
+            "Memory bus: events of a topic no group reads, beyond its capacity, let go",
+            ["topic"],
+            registry=r,
+        )
+        self.bus_consumer_lag = Gauge(
+            "crisiswatch_bus_consumer_lag",
+            "Events of a topic not yet handled by a group (this process's partitions)",
+            ["topic", "group"],
+            registry=r,
         )

@@ -32,6 +32,12 @@ class BusConfig(Section):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    max_dead_letters_per_minute: int = Field(
+        100, ge=0, description="per topic and group; one more halts that consumer (0: no limit)"
+    )
+    stop_timeout: float = Field(
+        15.0, gt=0, description="seconds stop() may take: drain the batch in flight, commit, close"
+    )
 
 
 class DatabaseConfig(Section):

@@ -69,7 +69,13 @@ class ClassifierConfig(Section):
 
 class ScorerConfig(Section):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
-    batch_size: int = Field(32, ge=1, le=4096, description="mentions per scorer batch")
+    batch_size: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description="mentions per scorer batch (split into sub-batches of 32 across the "
+        "classifier's workers: below 64 one worker idles)",
+    )
     max_wait_ms: float = Field(
         20.0, ge=0, le=10_000, description="how long a partial batch waits for more mentions"
     )

@@ -173,3 +173,33 @@ def tier_signal(
         at=at,
         trigger_received_at=at,
     )
+
+
+async def schema_diff(url: str, tables: set[str]) -> list[Any]:
+    """Migrate the database at ``url``; how its ``tables`` differ from the models that
+    declare them on ``Base`` (empty when the migrations build exactly those tables)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.engine import Connection
+
+    from core.db import Base, make_engine, upgrade_database
+
+    def diff(connection: Connection) -> list[Any]:
+        def include_object(
+            obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+        ) -> bool:
+            # other stages' tables are checked by their own tests
+            return type_ != "table" or name in tables
+
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_object}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+    engine = make_engine(url)
+    try:
+        await upgrade_database(engine)
+        async with engine.connect() as conn:
+            return await conn.run_sync(diff)
+    finally:
+        await engine.dispose()

@@ -10,11 +10,14 @@ from core.bus.base import (
     decode_event,
     encode_event,
 )
+from core.bus.halt import ConsumerHalted, Halt
 
 __all__ = [
     "Bus",
+    "ConsumerHalted",
     "DeadLetter",
     "EventHandler",
+    "Halt",
     "PermanentError",
     "RetryPolicy",
     "Subscription",

@@ -8,15 +8,24 @@ Semantics, the same for both:
   each ``group``, in batches of up to ``max_batch``. The position is committed only after
   the handler returned: a crash means redelivery (at-least-once), so handlers are
   idempotent on the event's id.
+* ``on_rebalance`` (optional): called when the transport moves partitions between the
+  group's consumers (Kafka), after the batch in flight is handled and committed, and
+  again once the new assignment is known; the memory bus never rebalances. A stage that
+  keeps state per key drops it there and reloads what it needs (the detector does).
 * A record that cannot be decoded, or whose handler raises ``PermanentError`` or keeps
   failing after ``RetryPolicy.max_attempts`` tries, goes to the dead-letter topic
   ``<topic>.dlq`` with the reason, and the consumer moves on.
+* Up to ``max_dead_letters_per_minute`` per subscription (0: no limit): one more raises
+  ``ConsumerHalted`` (``core.bus.halt``); the batch in flight is not committed and that
+  subscription stops, loudly (CRITICAL log, ``crisiswatch_bus_consumer_halted`` = 1,
+  ``halted()`` for the readiness check). The rest of the process goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from core.bus.halt import ConsumerHalted, DeadLetterRate, Halt
 from core.events import TOPIC_TYPES
 from core.metrics import Metrics
 
@@ -31,6 +41,9 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[list[Any]], Awaitable[None]]
 """Receives a batch of decoded events (instances of the topic's event type)."""
+
+RebalanceHandler = Callable[[], Awaitable[None]]
+"""Called when the group's partitions move (no batch of the subscription runs meanwhile)."""
 
 
 class PermanentError(Exception):
@@ -55,6 +68,7 @@ class Subscription:
     max_batch: int = 1
     max_wait: float = 0.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_rebalance: RebalanceHandler | None = None
 
 
 @dataclass(frozen=True)
@@ -101,10 +115,18 @@ def dlq_topic(topic: str) -> str:
 class Bus(ABC):
     """Publish events to topics; deliver them to consumer groups at least once."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        max_dead_letters_per_minute: int = 0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.metrics = metrics or Metrics()
         self._subscriptions: list[Subscription] = []
         self._started = False
+        self._dead_letter_rate = DeadLetterRate(max_dead_letters_per_minute, monotonic)
+        self._halts: dict[tuple[str, str], Halt] = {}
 
     def subscribe(
         self,
@@ -115,6 +137,7 @@ class Bus(ABC):
         max_batch: int = 1,
         max_wait: float = 0.0,
         retry: RetryPolicy | None = None,
+        on_rebalance: RebalanceHandler | None = None,
     ) -> None:
         """Register a handler; must be called before ``start``."""
         if self._started:
@@ -130,11 +153,24 @@ class Bus(ABC):
             # stream (Kafka) or race on the same events (memory): refuse it.
             raise ValueError(f"group {group!r} already subscribes to topic {topic!r}")
         self._subscriptions.append(
-            Subscription(topic, group, handler, max_batch, max_wait, retry or RetryPolicy())
+            Subscription(
+                topic, group, handler, max_batch, max_wait, retry or RetryPolicy(), on_rebalance
+            )
         )
 
     @abstractmethod
     async def start(self) -> None: ...
+
+    def halted(self) -> list[Halt]:
+        """The subscriptions stopped by the dead-letter limit (until the next start)."""
+        return list(self._halts.values())
+
+    def _reset_halts(self) -> None:
+        """At start: every subscription runs again, with an empty dead-letter window."""
+        self._halts.clear()
+        self._dead_letter_rate.reset()
+        for sub in self._subscriptions:
+            self.metrics.bus_consumer_halted.labels(sub.topic, sub.group).set(0)
 
     @abstractmethod
     async def stop(self) -> None:
@@ -220,6 +256,9 @@ class Bus(ABC):
                 await asyncio.sleep(delay)
 
     async def _to_dlq(self, sub: Subscription, record: Record, reason: str) -> None:
+        count = self._dead_letter_rate.full(sub.topic, sub.group)
+        if count is not None:
+            self._halt(sub, record, count, reason)
         log.error(
             "dead-lettering %s[%d]@%d for group %s: %s",
             record.topic,
@@ -240,3 +279,22 @@ class Bus(ABC):
                 offset=record.offset,
             )
         )
+        self._dead_letter_rate.add(sub.topic, sub.group)
+
+    def _halt(self, sub: Subscription, record: Record, count: int, reason: str) -> None:
+        halt = Halt(topic=sub.topic, group=sub.group, count=count, reason=reason)
+        self._halts[(sub.topic, sub.group)] = halt
+        self.metrics.bus_consumer_halted.labels(sub.topic, sub.group).set(1)
+        log.critical(
+            "HALTING consumer %s/%s: %d dead letters within 60 s reached the limit, and "
+            "%s[%d]@%d would be one more (%s). The batch in flight is not committed: its "
+            "records stay in the topic. Fix the cause, then restart this process.",
+            sub.topic,
+            sub.group,
+            count,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        raise ConsumerHalted(halt)

@@ -8,16 +8,46 @@
   partition's records are handled in order, one partition batch at a time, and its
   offset is committed only after ``process()`` returned (at-least-once).
 * When a rebalance takes partitions away, the listener waits for the batch in flight
-  and commits it, so the next owner starts right after it.
+  and commits it, so the next owner starts right after it; then it calls the
+  subscription's ``on_rebalance`` (and again when partitions are assigned).
 * ``stop()``: stop fetching, let the batch in flight finish, commit, close the
-  consumers, then flush and close the producer; bounded by ``stop_timeout``.
+  consumers, then flush and close the producer; bounded by ``stop_timeout``
+  (``bus.stop_timeout``). A batch still running at the deadline is abandoned, not
+  committed: it is delivered again. ``api.serve`` runs this on SIGTERM and exits 0.
+* Dead-letter limit (``bus.max_dead_letters_per_minute``, ``core.bus.halt``): past it the
+  partition batch in flight is rewound and not committed, and that subscription's loop
+  ends (its consumer stays in the group until ``stop()``; after ``max_poll_interval_ms``
+  without a fetch the group gives its partitions to another member, if any).
+* ``crisiswatch_bus_consumer_lag{topic,group}``: over this consumer's partitions,
+  highwater minus the next offset to handle; updated after every fetch and batch (it
+  stops moving while the loop is halted: kafka-exporter's lag still sees it).
+
+Back-pressure: nothing grows without bound when downstream is slow (reviewed, issue 8).
+
+* Consuming: one batch at a time per subscription (``max_batch`` records); the next
+  fetch waits for it. aiokafka prefetches at most ``max_partition_fetch_bytes`` (1 MB)
+  per partition and ``fetch_max_bytes`` (50 MB) per request. ``pending`` holds one
+  offset per partition; the dead-letter window at most ``limit`` timestamps.
+* Producing: aiokafka keeps one open batch (``max_batch_size``, 16 kB) per partition;
+  ``send()`` waits while it is full (up to ``request_timeout_ms``, then
+  ``KafkaTimeoutError``: the handler fails, is retried, and its batch is not committed).
+  ``publish_many`` holds the futures of one handler batch only (the scorer: one batch of
+  ``scorer.batch_size``); ``publish``/``dead_letter`` wait for the broker's ack.
+* Upstream of the bus: the listener reads each source through a queue of ``max_batch``
+  mentions and publishes a batch before it reads the next (``listener.batching``); the
+  alerter's outbox is rows in the database (durable, not memory), claimed
+  ``delivery.batch_size`` at a time, its backlog in ``crisiswatch_outbox_pending``.
+* The memory bus (``core.bus.memory``): a group ``capacity`` behind holds publishers
+  back; a topic nobody reads keeps its last ``capacity`` events; ``dead_letters`` its
+  last ``dead_letter_capacity``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +58,7 @@ from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
 from core.bus.base import Bus, DeadLetter, Record, Subscription, dlq_topic, encode_event
+from core.bus.halt import ConsumerHalted
 from core.events import TOPIC_TYPES
 from core.metrics import Metrics
 from core.settings import BusConfig
@@ -36,6 +67,7 @@ log = logging.getLogger(__name__)
 
 _REASON_MAX = 2000  # characters of the dead-letter reason kept in its header
 _RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batch
+_POSITION_WAIT = 0.1  # seconds the lag gauge waits for a partition's position
 
 
 @dataclass(eq=False)
@@ -78,6 +110,7 @@ class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._bus._commit(state, only=revoked)
             for tp in revoked:
                 state.pending.pop(tp, None)
+            await self._notify()
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
         log.info(
@@ -85,6 +118,19 @@ class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._state.name,
             sorted(tp.partition for tp in assigned),
         )
+        async with self._state.lock:
+            await self._notify()
+
+    async def _notify(self) -> None:
+        """Run the subscription's rebalance hook; a failure is logged, never raised into
+        the rebalance (the group would stall)."""
+        hook = self._state.sub.on_rebalance
+        if hook is None:
+            return
+        try:
+            await hook()
+        except Exception:
+            log.exception("%s: the rebalance hook failed", self._state.name)
 
 
 class KafkaBus(Bus):
@@ -95,16 +141,22 @@ class KafkaBus(Bus):
         *,
         consumer_options: Mapping[str, Any] | None = None,
         poll_timeout: float = 1.0,
-        stop_timeout: float = 30.0,
+        stop_timeout: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``consumer_options`` go to every AIOKafkaConsumer (e.g. ``session_timeout_ms``);
-        ``poll_timeout`` is the longest one fetch waits; ``stop_timeout`` bounds ``stop()``.
+        ``poll_timeout`` is the longest one fetch waits; ``stop_timeout`` bounds ``stop()``
+        (default ``config.stop_timeout``); ``monotonic`` times the dead-letter limit.
         """
-        super().__init__(metrics)
+        super().__init__(
+            metrics,
+            max_dead_letters_per_minute=config.max_dead_letters_per_minute,
+            monotonic=monotonic,
+        )
         self.config = config
         self._consumer_options = dict(consumer_options or {})
         self._poll_ms = max(1, int(poll_timeout * 1000))
-        self._stop_timeout = stop_timeout
+        self._stop_timeout = config.stop_timeout if stop_timeout is None else stop_timeout
         self._producer: Any = None  # AIOKafkaProducer
         self._consumers: list[_Consumer] = []
 
@@ -146,6 +198,7 @@ class KafkaBus(Bus):
                 )
                 state.consumer.subscribe([state.physical], listener=_RevokeListener(self, state))
                 self._consumers.append(state)
+            self._reset_halts()
             # Each start returns once its group gave it partitions: join them all at once.
             await asyncio.gather(*(state.consumer.start() for state in self._consumers))
             for state in self._consumers:
@@ -170,6 +223,8 @@ class KafkaBus(Bus):
             state.stopping = True
             if state.task is not None and not state.busy:
                 state.task.cancel()  # it is waiting for records: nothing in flight
+            elif state.task is not None and not state.task.done():
+                log.info("%s: finishing the batch in flight, then committing it", state.name)
         tasks = [s.task for s in self._consumers if s.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
@@ -317,6 +372,7 @@ class KafkaBus(Bus):
                 log.error("%s: fetch failed, retrying: %s: %s", state.name, type(exc).__name__, exc)
                 await asyncio.sleep(_RETRY_DELAY)
                 continue
+            await self._report_lag(state, _first_offsets(fetched))
             if not fetched:
                 continue
             async with state.lock:
@@ -328,8 +384,14 @@ class KafkaBus(Bus):
                 state.busy = True
                 try:
                     ok = await self._handle(state, fetched)
+                except ConsumerHalted:
+                    # _handle rewound what it did not handle and committed none of it:
+                    # those records stay in the topic; this subscription stops here
+                    await self._report_lag(state)
+                    return
                 finally:
                     state.busy = False
+            await self._report_lag(state)
             if not ok and not state.stopping:
                 await asyncio.sleep(_RETRY_DELAY)
 
@@ -364,7 +426,8 @@ class KafkaBus(Bus):
     async def _handle(self, state: _Consumer, fetched: dict[Any, list[Any]]) -> bool:
         """Process each partition's records in order; commit each after it is handled."""
         ok = True
-        for tp, messages in fetched.items():
+        parts = list(fetched.items())
+        for index, (tp, messages) in enumerate(parts):
             if not messages:
                 continue
             records = [
@@ -379,6 +442,9 @@ class KafkaBus(Bus):
             ]
             try:
                 await self.process(state.sub, records)
+            except ConsumerHalted:
+                self._rewind(state, dict(parts[index:]))  # nothing of it committed
+                raise
             except Exception:
                 log.exception(
                     "%s: batch %s[%d]@%d..%d failed; it will be delivered again",
@@ -394,6 +460,27 @@ class KafkaBus(Bus):
             state.pending[tp] = messages[-1].offset + 1
             await self._commit(state, only={tp})
         return ok
+
+    async def _report_lag(
+        self, state: _Consumer, in_flight: Mapping[Any, int] | None = None
+    ) -> None:
+        """``crisiswatch_bus_consumer_lag``: over this consumer's partitions, highwater minus
+        the next offset to handle (the first offset of a batch in flight, else the
+        consumer's position: everything before it is handled)."""
+        consumer = state.consumer
+        total = 0
+        for tp in list(consumer.assignment()):
+            try:
+                high = consumer.highwater(tp)
+                if high is None:  # no fetch answered for it yet
+                    continue
+                position = (in_flight or {}).get(tp)
+                if position is None:
+                    position = await asyncio.wait_for(consumer.position(tp), _POSITION_WAIT)
+            except (AssertionError, KafkaError, TimeoutError):
+                continue  # revoked meanwhile, or no position yet: counted next time
+            total += max(0, high - position)
+        self.metrics.bus_consumer_lag.labels(state.sub.topic, state.sub.group).set(total)
 
     def _rewind(self, state: _Consumer, fetched: dict[Any, list[Any]]) -> None:
         assigned = state.consumer.assignment()
@@ -432,6 +519,10 @@ def _seek(state: _Consumer, tp: Any, offset: int) -> None:
         state.consumer.seek(tp, offset)
     except KafkaError as exc:
         log.warning("%s: cannot rewind partition %d: %s", state.name, tp.partition, exc)
+
+
+def _first_offsets(fetched: dict[Any, list[Any]]) -> dict[Any, int]:
+    return {tp: messages[0].offset for tp, messages in fetched.items() if messages}
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -7,8 +7,16 @@ failure leads to a retry of the same events, exactly as on Kafka.
 ``stop()`` finishes the batch in flight and stops, like the Kafka bus: what is not
 handled yet stays in the log, and ``start()`` on the same instance resumes from each
 group's cursor. Call ``join()`` before ``stop()`` to drain everything first. A topic
-that no group reads never blocks its publishers; its events are kept (a group added at
-a later start reads them from the oldest one kept, like Kafka's "earliest").
+that no group reads never blocks its publishers; its last ``capacity`` events are kept (a
+group added at a later start reads them from the oldest one kept, like Kafka's
+"earliest"; older ones are counted in ``crisiswatch_bus_unread_discarded``).
+
+A group halted by the dead-letter limit (``core.bus.halt``) keeps its position: its
+records stay in the log, so it keeps holding its publishers back once ``capacity``
+behind (memory stays bounded; nothing is dropped), and ``join()`` no longer waits for it.
+``start()`` on the same instance runs it again from there. ``dead_letters`` keeps the
+last ``dead_letter_capacity`` letters (each one is also logged when it is dead-lettered
+and when it is forgotten). ``crisiswatch_bus_consumer_lag`` is end minus committed.
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
 from core.bus.base import Bus, DeadLetter, Record, Subscription, encode_event
+from core.bus.halt import ConsumerHalted
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -52,12 +63,25 @@ class _Topic:
 
 
 class MemoryBus(Bus):
-    def __init__(self, capacity: int = 1000, metrics: Metrics | None = None) -> None:
-        super().__init__(metrics)
+    def __init__(
+        self,
+        capacity: int = 1000,
+        metrics: Metrics | None = None,
+        *,
+        max_dead_letters_per_minute: int = 0,
+        monotonic: Callable[[], float] = time.monotonic,
+        dead_letter_capacity: int = 1000,
+    ) -> None:
+        super().__init__(
+            metrics, max_dead_letters_per_minute=max_dead_letters_per_minute, monotonic=monotonic
+        )
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if dead_letter_capacity < 1:
+            raise ValueError("dead_letter_capacity must be at least 1")
         self.capacity = capacity
-        self.dead_letters: list[DeadLetter] = []
+        self.dead_letter_capacity = dead_letter_capacity
+        self.dead_letters: list[DeadLetter] = []  # the last ``dead_letter_capacity``
         self._topics: dict[str, _Topic] = {}
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,6 +102,8 @@ class MemoryBus(Bus):
             t = self._topic(sub.topic)
             # a new group starts at the oldest record kept, never below it
             t.committed.setdefault(sub.group, t.base)
+            self._report_lag(t)
+        self._reset_halts()
         self._started = True
         self._stopping = False
         self._tasks = [
@@ -124,15 +150,49 @@ class MemoryBus(Bus):
             # is kept beyond capacity rather than refused (refusing would dead-letter it)
             # or waited on (the consumers that would make room are stopping too).
             await self._changed.wait_for(lambda: t.lag() < self.capacity or self._stopping)
-            if self._started and not t.committed and topic not in self._warned_unread:
-                self._warned_unread.add(topic)
-                log.warning("no group reads topic %r on this bus; its events are kept", topic)
+            if self._started and not t.committed:
+                self._keep_unread_bounded(t)
             t.records.append(Record(topic=topic, key=key, value=value, offset=t.end))
             self.metrics.bus_published.labels(topic).inc()
+            self._report_lag(t)
             self._changed.notify_all()
 
+    def _keep_unread_bounded(self, t: _Topic) -> None:
+        """A started bus where no group reads ``t`` (a role subset on the memory bus, a
+        misconfiguration: nothing else can read this process's memory) keeps its last
+        ``capacity`` events, not all of them for ever."""
+        if t.name not in self._warned_unread:
+            self._warned_unread.add(t.name)
+            log.warning(
+                "no group reads topic %r on this bus: only its last %d events are kept "
+                "(for a group added at a restart); run the roles that read it in this "
+                "process, or use the Kafka bus",
+                t.name,
+                self.capacity,
+            )
+        excess = len(t.records) + 1 - self.capacity
+        if excess > 0:
+            del t.records[:excess]
+            t.base += excess
+            self.metrics.bus_unread_discarded.labels(t.name).inc(excess)
+
     async def dead_letter(self, letter: DeadLetter) -> None:
+        if len(self.dead_letters) >= self.dead_letter_capacity:
+            old = self.dead_letters.pop(0)
+            log.warning(
+                "memory bus keeps %d dead letters: forgetting %s[%d]@%d of group %s (%s)",
+                self.dead_letter_capacity,
+                old.topic,
+                old.partition,
+                old.offset,
+                old.group,
+                old.reason,
+            )
         self.dead_letters.append(letter)
+
+    def _report_lag(self, t: _Topic) -> None:
+        for group, pos in t.committed.items():
+            self.metrics.bus_consumer_lag.labels(t.name, group).set(t.end - pos)
 
     async def join(self) -> None:
         """Wait until every group has handled everything published so far (and what that
@@ -146,7 +206,12 @@ class MemoryBus(Bus):
     def _idle(self) -> bool:
         if self._busy:
             return False
-        return all(all(pos >= t.end for pos in t.committed.values()) for t in self._topics.values())
+        halted = {(h.topic, h.group) for h in self.halted()}
+        return all(
+            pos >= t.end or (t.name, group) in halted
+            for t in self._topics.values()
+            for group, pos in t.committed.items()
+        )
 
     async def _consume(self, sub: Subscription) -> None:
         t = self._topic(sub.topic)
@@ -177,6 +242,13 @@ class MemoryBus(Bus):
                 self._busy.add(name)
             try:
                 await self.process(sub, batch)
+            except ConsumerHalted:
+                # not committed: the batch stays in the log for a restart; this group
+                # stops (the other groups go on; join() no longer waits for this one)
+                async with self._changed:
+                    self._busy.discard(name)
+                    self._changed.notify_all()
+                return
             except BaseException:
                 self._busy.discard(name)  # not committed: the batch is delivered again
                 raise
@@ -185,4 +257,5 @@ class MemoryBus(Bus):
                 # committed only after the handler returned (or dead-lettered)
                 t.committed[sub.group] = pos + len(batch)
                 t.trim()
+                self._report_lag(t)
                 self._changed.notify_all()

@@ -113,6 +113,12 @@ class DetectorConfig(Section):
     max_wait_seconds: float = Field(
         0.05, ge=0, le=10, description="wait this long (wall time) to fill a batch"
     )
+    state_store: Literal["auto", "memory", "database"] = Field(
+        "auto",
+        description="where each watch's state is saved after every batch, so that a "
+        "restart or a rebalance resumes its stories: database (the detector_state table), "
+        "memory (lost at exit), auto = database on the Kafka bus, memory in-process",
+    )
 
     # --- windows -------------------------------------------------------------------------
     short_window_minutes: int = Field(
@@ -342,6 +348,12 @@ class DetectorConfig(Section):
     # --- evidence ------------------------------------------------------------------------
     evidence_count: int = Field(5, ge=1, le=50, description="mentions carried in a Signal")
     evidence_chars: int = Field(280, ge=20, le=4_000, description="text trimmed to this")
+
+    def durable_state(self, bus_kind: str) -> bool:
+        """Whether the detector saves watch state in the database on this bus."""
+        if self.state_store == "auto":
+            return bus_kind != "memory"
+        return self.state_store == "database"
 
     def effective(self) -> DetectorConfig:
         """The thresholds the detector decides with: the configured ones under the

@@ -11,10 +11,17 @@ story that went quiet cools down (and says so) without needing a new mention.
 
 Decisions depend only on the order of the mentions of each watch (the bus keeps it: the
 "scored" topic is keyed by watch), so a replay gives the same Signals with the same ids:
-``f"{story_id}#{n}"``, n counting the story's Signals. A redelivered mention (an id the
+``f"{story_id}#{n}"``, n counting the story's Signals (``f"{story_id}#{generation}.{n}"``
+outside replays: each watch's state carries a generation, random when the state starts
+afresh, kept when it is restored from a snapshot). A redelivered mention (an id the
 story already counted) changes nothing. A story forgotten and later revived keeps
 counting its Signals from where it stopped, and its reposts still carry its root's
 label, as long as the retired-story memory (``4 * max_stories`` entries) holds it.
+
+Everything the detector knows about a watch lives in that watch's ``_WatchState`` (its
+stories, baselines, surge test, retired stories and generation): ``snapshot`` and
+``restore`` move it to and from bytes (``snapshot.py``), so that a watch can be saved
+after each batch and picked up by another process (``service.py``).
 
 Drill mentions are kept apart from real ones (their own stories, baseline and ids,
 ``f"{watch}:drill:{root}"``): a drill never inflates a real story, and a real mention
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +45,7 @@ from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
 from sentiment.detector.heat import HeatSnapshot, RateBaseline, StoryHeat
 from sentiment.detector.policy import Held, crisis_tier, explain, hold, spread_level
+from sentiment.detector.snapshot import SnapshotCodec, SnapshotError
 from sentiment.detector.stories import Story, StoryIndex
 from sentiment.detector.surge import WatchSurge
 
@@ -44,6 +53,9 @@ log = logging.getLogger(__name__)
 
 NO_WATCH = WatchMatch(id="_")
 """The watch of mentions that carry none."""
+
+WatchKey = tuple[str, bool]
+"""(watch id, drill): the unit of detector state."""
 
 
 @dataclass(eq=False)
@@ -85,6 +97,7 @@ class _WatchState:
     baseline: RateBaseline
     seasonal: SeasonalBaseline
     surge: WatchSurge
+    generation: str = ""  # goes into the watch's Signal ids: "" or "<hex>."
     watch: WatchMatch = NO_WATCH  # the latest seen (surge Signals name it)
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     # stories not quiet, each with its rank of insertion (sweeps go through them in order)
@@ -96,6 +109,9 @@ class _WatchState:
     now: datetime | None = None
     now_minutes: float = 0.0  # ``now`` in epoch minutes (computed once per change)
     next_sweep: datetime | None = None
+    # forgotten stories of this watch, least recently retired first (the cap on all
+    # watches together is kept by ``Detector._retired_order``)
+    retired: dict[str, _Retired] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,23 +127,76 @@ class Decision:
 
 
 class Detector:
-    def __init__(self, config: DetectorConfig, *, generation: str = "") -> None:
-        """``generation`` goes into every Signal id: a restarted detector (whose story
-        state starts afresh) must not reuse the ids its predecessor already sent, or the
-        alerter would take its new decisions for redeliveries. Replays leave it empty."""
+    def __init__(self, config: DetectorConfig, *, generation: str | None = "") -> None:
+        """``generation`` goes into every Signal id: a watch whose state starts afresh
+        (a restart without a snapshot) must not reuse the ids its predecessor already
+        sent, or the alerter would take its new decisions for redeliveries. None: a
+        random one for each watch started afresh (a restored watch keeps its own);
+        replays leave it empty."""
         config = config.effective()
         self.config = config
-        self._generation = f"{generation}." if generation else ""
+        self._generation = generation
         self._cues = ComplaintCues(config.complaint_cues)
         self._cooldown = timedelta(minutes=config.downgrade_cooldown_minutes)
         self._sweep_every = timedelta(minutes=config.sweep_interval_minutes)
-        self._watches: dict[tuple[str, bool], _WatchState] = {}
-        self._retired: OrderedDict[str, _Retired] = OrderedDict()
+        self._watches: dict[WatchKey, _WatchState] = {}
+        # story id -> its watch, for every retired story held, least recently retired first
+        self._retired_order: OrderedDict[str, WatchKey] = OrderedDict()
         self._retired_cap = 4 * config.max_stories
+        self._codec: SnapshotCodec | None = None
 
     @property
     def stories_active(self) -> int:
         return sum(len(ws.index) for ws in self._watches.values())
+
+    @property
+    def watches_held(self) -> int:
+        return len(self._watches)
+
+    @staticmethod
+    def key_of(scored: ScoredMention) -> WatchKey:
+        """The watch state a mention goes to."""
+        mention = scored.mention
+        return ((mention.watch or NO_WATCH).id, mention.drill)
+
+    def holds(self, key: WatchKey) -> bool:
+        """Whether this detector holds state for the watch."""
+        return key in self._watches
+
+    def snapshot(self, key: WatchKey) -> bytes:
+        """The watch's whole state as bytes (``restore`` takes them back); KeyError when
+        the watch is not held."""
+        return self._snapshots().dumps(self._watches[key])
+
+    def restore(self, key: WatchKey, blob: bytes) -> None:
+        """Replace the watch's state with a ``snapshot``; raises ``SnapshotError`` (and
+        changes nothing) when the bytes are not a snapshot of this watch."""
+        state = self._snapshots().loads(blob)
+        expected = f"{key[0]}:drill" if key[1] else key[0]
+        if not isinstance(state, _WatchState) or state.index.key != expected:
+            raise SnapshotError(f"the snapshot does not hold the state of watch {expected!r}")
+        self._drop(key)
+        self._watches[key] = state
+        for story_id in state.retired:
+            self._retired_order[story_id] = key
+        self._trim_retired()
+
+    def forget_all(self) -> None:
+        """Drop every watch's state (the next mention of a watch starts it afresh, or
+        restores it)."""
+        self._watches.clear()
+        self._retired_order.clear()
+
+    def _snapshots(self) -> SnapshotCodec:
+        if self._codec is None:
+            self._codec = SnapshotCodec(self.config)
+        return self._codec
+
+    def _drop(self, key: WatchKey) -> None:
+        ws = self._watches.pop(key, None)
+        if ws is not None:
+            for story_id in ws.retired:
+                self._retired_order.pop(story_id, None)
 
     def observe(self, scored: ScoredMention) -> list[Signal]:
         """Take one scored mention in; the Signals it causes (usually none)."""
@@ -153,7 +222,7 @@ class Detector:
         now_minute = math.floor(now_minutes)
         tracked = ws.tracked.get(story.id)
         if tracked is None:
-            tracked = ws.tracked[story.id] = self._track(story, mention.drill)
+            tracked = ws.tracked[story.id] = self._track(ws, story, mention.drill)
         label = scored.sentiment.label
         judged = not scored.sentiment.model.endswith(ABSTAIN_SUFFIX)
         tracked.heat.add(
@@ -182,7 +251,7 @@ class Detector:
             signals.extend(self._sweep(ws, now, skip=story.id))
             ws.next_sweep = now + self._sweep_every
         for dropped in ws.index.evict(now):
-            self._retire(ws, dropped)
+            self._retire(ws, (watch.id, mention.drill), dropped)
         return signals
 
     def evaluate(
@@ -214,6 +283,7 @@ class Detector:
         if ws is None:
             cfg = self.config
             key = f"{watch_id}:drill" if drill else watch_id
+            generation = uuid.uuid4().hex[:8] if self._generation is None else self._generation
             ws = self._watches[(watch_id, drill)] = _WatchState(
                 index=StoryIndex(key, cfg),
                 baseline=RateBaseline(
@@ -227,12 +297,15 @@ class Detector:
                     cfg.baseline_min_per_minute,
                 ),
                 surge=WatchSurge(cfg),
+                generation=f"{generation}." if generation else "",
             )
         return ws
 
-    def _track(self, story: Story, drill: bool) -> _Tracked:
+    def _track(self, ws: _WatchState, story: Story, drill: bool) -> _Tracked:
         cfg = self.config
-        retired = self._retired.pop(story.id, None)
+        retired = ws.retired.pop(story.id, None)
+        if retired is not None:
+            self._retired_order.pop(story.id, None)
         return _Tracked(
             heat=StoryHeat(cfg, story.first_at, retired.label if retired else None),
             evidence=EvidencePicker(cfg.evidence_count, cfg.evidence_chars),
@@ -284,7 +357,7 @@ class Detector:
         tracked.signals += 1
         heat = tracked.heat.snapshot(now, baseline, now_minutes)
         return Signal(
-            id=f"{story.id}#{self._generation}{tracked.signals}",
+            id=f"{story.id}#{ws.generation}{tracked.signals}",
             story_id=story.id,
             story_root=story.root,
             watch=story.watch,
@@ -313,7 +386,7 @@ class Detector:
         surge.signals += 1
         story_id = f"{ws.index.key}:surge"
         return Signal(
-            id=f"{story_id}#{self._generation}{surge.signals}",
+            id=f"{story_id}#{ws.generation}{surge.signals}",
             story_id=story_id,
             story_root="surge",
             watch=watch,
@@ -353,7 +426,7 @@ class Detector:
                 signals.append(signal)
         return signals
 
-    def _retire(self, ws: _WatchState, story: Story) -> None:
+    def _retire(self, ws: _WatchState, key: WatchKey, story: Story) -> None:
         tracked = ws.tracked.pop(story.id, None)
         ws.reported.pop(story.id, None)
         ws.cooling.pop(story.id, None)
@@ -367,7 +440,16 @@ class Detector:
                 story.last_at.isoformat(),
             )
         if tracked.signals or tracked.heat.story_label is not None:
-            self._retired[story.id] = _Retired(tracked.signals, tracked.heat.story_label)
-            self._retired.move_to_end(story.id)
-            while len(self._retired) > self._retired_cap:
-                self._retired.popitem(last=False)
+            ws.retired.pop(story.id, None)  # (re)inserted last: the most recently retired
+            ws.retired[story.id] = _Retired(tracked.signals, tracked.heat.story_label)
+            self._retired_order[story.id] = key
+            self._retired_order.move_to_end(story.id)
+            self._trim_retired()
+
+    def _trim_retired(self) -> None:
+        """Keep the retired-story memory of all watches together within its cap."""
+        while len(self._retired_order) > self._retired_cap:
+            story_id, key = self._retired_order.popitem(last=False)
+            owner = self._watches.get(key)
+            if owner is not None:
+                owner.retired.pop(story_id, None)

@@ -19,7 +19,7 @@ class EvidencePicker:
         self._size = size
         self._chars = chars
         self._root: Evidence | None = None
-        self._seq = itertools.count()
+        self._seq = 0  # arrivals offered (a plain int: detector snapshots pickle it)
         # min-heaps of the best ``size``: (score, -arrival, evidence); arrival breaks ties,
         # so the evidence objects themselves are never compared.
         self._negative: list[tuple[float, int, Evidence]] = []
@@ -29,7 +29,9 @@ class EvidencePicker:
         mention = scored.mention
         if not mention.text.strip():
             return
-        negative = (scored.sentiment.probs.get("negative", 0.0), -next(self._seq))
+        seq = self._seq
+        self._seq += 1
+        negative = (scored.sentiment.probs.get("negative", 0.0), -seq)
         followed = (float(mention.author.followers or 0), negative[1])
         if not is_root and not (
             self._better(self._negative, negative) or self._better(self._followed, followed)

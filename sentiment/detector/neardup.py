@@ -111,6 +111,32 @@ class NearDuplicateIndex:
         """Keys held."""
         return len(self._entries)
 
+    def __getstate__(self) -> dict[str, object]:
+        """For detector snapshots: the signatures only (as bytes); the LSH buckets and
+        the hasher are rebuilt on load (they follow from the signatures and the seed)."""
+        state = dict(self.__dict__)
+        del state["_buckets"], state["_hasher"]
+        state["_entries"] = {
+            key: b"".join(sig.tobytes() for sig in sigs) for key, sigs in self._entries.items()
+        }
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        entries = state.pop("_entries")
+        assert isinstance(entries, dict)
+        self.__dict__.update(state)
+        self._hasher = MinHasher(self._bands * self._rows)
+        self._buckets = {}
+        self._entries = {}
+        width = self._bands * self._rows
+        for key, packed in entries.items():
+            flat = np.frombuffer(packed, dtype=np.uint32)
+            sigs = [flat[i : i + width].copy() for i in range(0, len(flat), width)]
+            self._entries[key] = sigs
+            for sig in sigs:
+                for band_key in self._band_keys(sig):
+                    self._buckets.setdefault(band_key, {})[key] = None
+
     def signature(self, text: str) -> Signature | None:
         """The text's signature, or None when it is too short to compare."""
         norm = normalise(text)

@@ -5,13 +5,31 @@ handler is idempotent: the core ignores mentions it already counted, and Signals
 publication failed stay queued and go out first on the next delivery, so a failed
 publish neither loses a Signal nor produces a second one with another id.
 
-State lives in memory: in distributed mode each detector process owns the watches of its
-"scored" partitions (the topic is keyed by watch).
+Each detector process owns the watches of its "scored" partitions (the topic is keyed
+by watch). Where their state lives (``detector.state_store``):
+
+* ``memory`` (the in-process bus; replays and benchmarks): only in this process. A
+  restart starts every watch afresh, under a new Signal-id generation.
+* ``database`` (Kafka): besides memory, in the ``detector_state`` table
+  (``statestore.py``), one snapshot per watch. A batch is handled as: restore the
+  watches it names that this process does not hold (one query), observe it, publish
+  its Signals, save the snapshots of the watches it touched (one transaction), return;
+  only then does the bus commit the batch. A crash (``kill -9``) anywhere in between
+  redelivers the batch onto the last saved snapshots: the same decisions, the same
+  Signal ids (the generation is part of the watch's state), which the alerter takes as
+  redeliveries (it applies a Signal id once). Nothing is lost (the snapshot never runs
+  ahead of what was published) and nothing is signalled twice under another id. On a
+  rebalance the process drops every watch it holds: the next mention of a watch loads
+  the snapshot its previous owner saved before committing. A snapshot that cannot be
+  read (damaged, another ``STATE_FORMAT``) is logged and counted
+  (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch starts afresh
+  with a new generation, and the stage goes on.
 """
 
 from __future__ import annotations
 
-import uuid
+import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -19,24 +37,35 @@ from core.bus import Bus, PermanentError
 from core.events import TOPIC_SCORED, TOPIC_SIGNALS, ScoredMention, Signal
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
-from sentiment.detector.detector import Detector
+from sentiment.detector.detector import Detector, WatchKey
+from sentiment.detector.snapshot import STATE_FORMAT, SnapshotError
+from sentiment.detector.statestore import StateStore
+
+log = logging.getLogger(__name__)
 
 GROUP = "detector"
 
 
 class DetectorService:
     def __init__(
-        self, bus: Bus, config: DetectorConfig, metrics: Metrics, *, generation: str | None = None
+        self,
+        bus: Bus,
+        config: DetectorConfig,
+        metrics: Metrics,
+        *,
+        generation: str | None = None,
+        store: StateStore | None = None,
     ) -> None:
-        """``generation``: marks this process's Signal ids (default: random, so a restart
-        never reuses ids; replays pass "" for stable ids)."""
+        """``generation``: marks Signal ids (default: random for each watch started
+        afresh, so a restart never reuses ids; replays pass "" for stable ids).
+        ``store``: where watch states are saved after each batch (None: memory only)."""
         self.bus = bus
         self.config = config
         self.metrics = metrics
-        self.detector = Detector(
-            config, generation=uuid.uuid4().hex[:8] if generation is None else generation
-        )
+        self.store = store
+        self.detector = Detector(config, generation=generation)
         self._unpublished: deque[Signal] = deque()
+        self._dirty: set[WatchKey] = set()  # changed since their last save
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -45,13 +74,15 @@ class DetectorService:
             self.handle,
             max_batch=self.config.max_batch,
             max_wait=self.config.max_wait_seconds,
+            on_rebalance=self.rebalanced if self.store is not None else None,
         )
 
     async def start(self) -> None:
         """Nothing runs in the background: the bus drives the stage."""
 
     async def stop(self) -> None:
-        """Nothing to stop (state is in memory)."""
+        """Save what a failed batch left unsaved (state is otherwise saved per batch)."""
+        await self._flush("stopping")
 
     async def handle(self, events: list[Any]) -> None:
         with self.metrics.stage_latency.labels(GROUP).time():
@@ -61,9 +92,25 @@ class DetectorService:
                     raise PermanentError(
                         f"the detector takes ScoredMention events, not {type(event).__name__}"
                     )
+            keys = list(dict.fromkeys(Detector.key_of(event) for event in events))
+            if self.store is not None:
+                await self._restore([key for key in keys if not self.detector.holds(key)])
+            for event in events:
                 self._unpublished.extend(self.detector.observe(event))
+            self._dirty.update(keys)
             self.metrics.stories_active.set(self.detector.stories_active)
             await self._publish()
+            await self._save()
+
+    async def rebalanced(self) -> None:
+        """Partitions moved: save what is unsaved (when that is safe), then drop every
+        watch; the next mention of each reloads its snapshot."""
+        await self._flush("rebalancing")
+        held = self.detector.watches_held
+        self.detector.forget_all()
+        self._dirty.clear()
+        self.metrics.stories_active.set(0)
+        log.info("detector: partitions moved; dropped the state of %d watch(es)", held)
 
     async def _publish(self) -> None:
         while self._unpublished:
@@ -71,3 +118,68 @@ class DetectorService:
             await self.bus.publish(TOPIC_SIGNALS, signal, key=signal.story_id)
             self._unpublished.popleft()
             self.metrics.signals_emitted.labels(str(signal.tier)).inc()
+
+    async def _restore(self, keys: list[WatchKey]) -> None:
+        if not keys or self.store is None:
+            return
+        stored = await self.store.load(keys)
+        for key in keys:
+            row = stored.get(key)
+            if row is None:
+                self.metrics.detector_restores.labels("fresh").inc()
+                continue
+            try:
+                if row.format != STATE_FORMAT:
+                    raise SnapshotError(
+                        f"it is of format {row.format}, this detector reads {STATE_FORMAT}"
+                    )
+                self.detector.restore(key, row.state)
+            except SnapshotError as exc:
+                log.error(
+                    "detector: cannot restore the state of watch %r%s (%s); it starts "
+                    "afresh: its stories restart from zero, under new Signal ids",
+                    key[0],
+                    " (drill)" if key[1] else "",
+                    exc,
+                )
+                self.metrics.detector_restores.labels("failed").inc()
+                continue
+            self.metrics.detector_restores.labels("loaded").inc()
+
+    async def _save(self) -> None:
+        """Save the changed watches. Only once every Signal is published: a snapshot
+        must never count a Signal that a crash could still lose."""
+        if self.store is None or not self._dirty or self._unpublished:
+            return
+        started = time.perf_counter()
+        states: dict[WatchKey, bytes] = {}
+        for key in sorted(self._dirty):
+            if self.detector.holds(key):
+                states[key] = blob = self.detector.snapshot(key)
+                self.metrics.detector_snapshot_bytes.observe(len(blob))
+        await self.store.save(states, STATE_FORMAT)
+        self._dirty.clear()
+        self.metrics.detector_snapshot_save.observe(time.perf_counter() - started)
+
+    async def _flush(self, why: str) -> None:
+        if self.store is None or not self._dirty:
+            return
+        if self._unpublished:
+            log.warning(
+                "detector %s with %d Signal(s) not yet published: the state of %d watch(es) "
+                "is not saved (their last batch is delivered again)",
+                why,
+                len(self._unpublished),
+                len(self._dirty),
+            )
+            return
+        try:
+            await self._save()
+        except Exception as exc:
+            log.error(
+                "detector %s: cannot save the state of %d watch(es): %s: %s",
+                why,
+                len(self._dirty),
+                type(exc).__name__,
+                exc,
+            )

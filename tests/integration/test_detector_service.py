@@ -96,10 +96,14 @@ async def test_an_event_of_the_wrong_type_is_permanent(metrics: Metrics) -> None
 
 def test_a_restarted_detector_never_reuses_signal_ids() -> None:
     metrics = Metrics()
-    first = DetectorService(MemoryBus(metrics=metrics), DetectorConfig(), metrics)
-    second = DetectorService(MemoryBus(metrics=metrics), DetectorConfig(), metrics)
-    assert first.detector._generation != second.detector._generation
-    assert (
-        DetectorService(MemoryBus(), DetectorConfig(), metrics, generation="").detector._generation
-        == ""
-    )
+
+    def ids(generation: str | None = None) -> list[str]:
+        service = DetectorService(
+            MemoryBus(metrics=metrics), DetectorConfig(), metrics, generation=generation
+        )
+        return [s.id for m in by_time(complaint(120)) for s in service.detector.observe(m)]
+
+    first, second = ids(), ids()
+    assert len(first) == len(second) == 4
+    assert not set(first) & set(second)  # each watch started afresh has its own generation
+    assert ids("") == [f"acme:x:root#{n}" for n in range(1, 5)]

@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.clock import ManualClock
-from core.db import Base, make_engine, upgrade_database
 from listener.cursors import DbCursorStore, SourceCursor
+from tests.support import schema_diff
 
 TABLES = {SourceCursor.__tablename__}
 
 
-def _diff(connection: Connection) -> list[Any]:
-    def include_object(
-        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-    ) -> bool:
-        # Other stages' tables (in the database and on Base.metadata) are checked by their
-        # own tests; compare ours completely.
-        return type_ != "table" or name in TABLES
-
-    context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "include_object": include_object}
-    )
-    return list(compare_metadata(context, Base.metadata))
-
-
 async def _check(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        await upgrade_database(engine)
-        async with engine.connect() as conn:
-            diff = await conn.run_sync(_diff)
-    finally:
-        await engine.dispose()
+    diff = await schema_diff(url, TABLES)
     assert diff == [], f"models and migrations disagree: {diff}"
 
 

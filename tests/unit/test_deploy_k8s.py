@@ -203,7 +203,7 @@ def test_each_pod_command_and_settings_load(
     assert ports["http"] == (getattr(args, "port", None) or settings.api.port)
     assert settings.api.host == "0.0.0.0"
     assert settings.bus.kind == "kafka"
-    if args.command in ("alerter", "api", "listener"):
+    if args.command in ("alerter", "api", "listener", "detector"):
         assert settings.database.url.get_secret_value().startswith("postgresql+asyncpg://")
     if args.command == "api":
         assert settings.api.keys

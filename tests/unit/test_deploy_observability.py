@@ -87,6 +87,7 @@ def test_rule_groups_are_unique_and_cover_the_issue() -> None:
         "kafka_consumergroup_lag",  # consumer lag growing
         "crisiswatch_deliveries_total",  # deliveries failing
         "crisiswatch_sla_breaches_total",  # an SLA breached
+        "crisiswatch_bus_consumer_halted",  # a consumer halted by the dead-letter limit
     ):
         assert needed in used, needed
 
@@ -117,6 +118,7 @@ def test_dashboard_structure_and_coverage() -> None:
         "crisiswatch_time_to_ack_seconds_bucket",  # time to ack
         "crisiswatch_sla_breaches_total",  # SLA breaches
         "kafka_consumergroup_lag",  # consumer lag
+        "crisiswatch_bus_consumer_lag",  # consumer lag as the processes report it
         "crisiswatch_deliveries_total",  # delivery failures
         "crisiswatch_source_up",  # source health
     ):

@@ -1,0 +1,230 @@
+"""Alert latency under load: mention in -> chat HTTP call done, at 10 %, 50 % and 90 % of
+the embedded pipeline's measured maximum throughput.
+
+For each load level a fresh embedded ``Runtime`` (every role in this process, memory bus,
+SQLite in a temp dir, the shipped classifier) gets a mix of
+
+* background traffic: Twitter15/16 cascades with a distinct English tweet as each text (as
+  in ``bench/pipeline_throughput.py``), on a catch-all watch that excludes the crisis
+  brands, and
+* ``--crises`` crisis streams (``bench/alert_latency.py``: each a complaint that spreads
+  to tier 3, one watch each, alerts to five team channels by signed webhook to a local
+  uvicorn receiver),
+
+all laid over the same 8 minutes of event time (crisis dynamics are the same at every
+level), and pushed into ``ListenerService.ingest`` at a steady wall rate of
+``level x --max-rate`` mentions/s for about ``--seconds`` s. The background's size is what
+makes the rate. Latency per alert = the delivery's ``sent_at`` (after the receiver
+answered) minus the deciding mention's ``received_at`` (when ``ingest`` took it);
+every first alert of an incident at a tier, on every channel.
+
+``--max-rate`` defaults to the embedded end-to-end rate in
+``bench/results/pipeline_throughput.json`` (run that first).
+
+    PYTHONPATH=. python bench/alert_latency_load.py            # ~3 min
+    PYTHONPATH=. python bench/alert_latency_load.py --quick    # ~1 min
+
+Prints a table; writes ``bench/results/alert_latency_load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.alert_latency import alert_latencies, alert_rows, settings, stream_for
+from bench.benchlib import (
+    RESULTS,
+    bench_main,
+    bench_parser,
+    box_busy,
+    check_data,
+    distinct_text_stream,
+    machine,
+    proc_cpu,
+    progress,
+    table,
+)
+from core.events import Mention
+
+EVENT_WINDOW = timedelta(minutes=8)  # a crisis stream spans 7 minutes of event time
+CRISIS_SIZE = 261  # 20 chatter + the root + 240 follow-ups
+
+
+def background(n: int, start: datetime) -> list[Mention]:
+    """``n`` background mentions, their event times squeezed into ``EVENT_WINDOW``."""
+    if n <= 0:
+        return []
+    raw = distinct_text_stream(n)
+    t0, t1 = raw[0].created_at, raw[-1].created_at
+    span = max((t1 - t0).total_seconds(), 1.0)
+    scale = EVENT_WINDOW.total_seconds() / span
+    out = []
+    for m in raw:
+        offset = (m.created_at - t0).total_seconds() * scale
+        out.append(m.model_copy(update={"created_at": start + timedelta(seconds=offset)}))
+    return out
+
+
+async def level(
+    fraction: float, rate: float, args: argparse.Namespace, receiver: Any
+) -> dict[str, Any]:
+    from api.runtime import Runtime
+    from core.bus.memory import MemoryBus
+    from listener.config import WatchConfig
+
+    brands = [f"Brand{k:02d}" for k in range(args.crises)]
+    total = round(rate * args.seconds)
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    crises = [m for k, b in enumerate(brands) for m in stream_for(b, start, k)]
+    noise = background(total - len(crises), start)
+    merged = sorted(crises + noise, key=lambda m: m.created_at)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = settings(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}", receiver.url, brands)
+        bg = WatchConfig(id="bg", match_all=True, exclude=[b.lower() for b in brands])
+        listener_cfg = s.listener.model_copy(update={"watches": [*s.listener.watches, bg]})
+        s = s.model_copy(update={"listener": listener_cfg})
+        runtime = Runtime(s, migrate=True)
+        await runtime.start()
+        try:
+            assert isinstance(runtime.bus, MemoryBus) and runtime.listener is not None
+            runtime.classifier.classify([m.text for m in noise[:256]], ["en"] * len(noise[:256]))
+            progress(
+                f"{fraction:.0%} load: {len(merged):,} mentions ({len(crises):,} in "
+                f"{len(brands)} crises) at {rate:,.0f}/s"
+            )
+            cpu0, box0, t0 = proc_cpu(), box_busy(), time.perf_counter()
+            sent = 0
+            while sent < len(merged):
+                due = min(len(merged), int(rate * (time.perf_counter() - t0)) + 1)
+                if due <= sent:
+                    await asyncio.sleep(0.005)
+                    continue
+                upto = min(due, sent + 200)
+                await runtime.listener.ingest(merged[sent:upto])
+                sent = upto
+            pushed = time.perf_counter() - t0
+            await runtime.bus.join()
+            assert runtime.alerter is not None
+            await runtime.alerter.sent()
+            await runtime.alerter.deliver()
+            elapsed = time.perf_counter() - t0
+            cpu, box = proc_cpu() - cpu0, box_busy() - box0
+            rows, events = await alert_rows(runtime)
+        finally:
+            await runtime.stop()
+    measured = alert_latencies(rows, events)
+    return {
+        "fraction_of_max": fraction,
+        "target_rate_per_s": round(rate, 1),
+        "achieved_push_rate_per_s": round(len(merged) / pushed, 1),
+        "mentions": len(merged),
+        "crisis_mentions": len(crises),
+        "push_seconds": round(pushed, 2),
+        "drained_seconds": round(elapsed, 2),
+        "cores_used": round(cpu / elapsed, 2),
+        "whole_box_busy_cores": round(box / elapsed, 2),
+        **measured,
+    }
+
+
+def max_rate(args: argparse.Namespace) -> float:
+    if args.max_rate:
+        return float(args.max_rate)
+    path = RESULTS / "pipeline_throughput.json"
+    try:
+        return float(json.loads(path.read_text())["embedded"]["end_to_end_mentions_per_s"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise SystemExit(
+            f"no --max-rate and no embedded result in {path} ({exc}); run "
+            "bench/pipeline_throughput.py --mode embedded first"
+        ) from None
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.support import http_receiver
+
+    check_data()
+    top = max_rate(args)
+    result: dict[str, Any] = {
+        "what": "decisive mention in -> alert HTTP call done, embedded, at fractions of the "
+        "measured maximum end-to-end throughput",
+        "machine": machine(),
+        "max_rate_per_s": top,
+        "crises": args.crises,
+        "levels": [],
+    }
+    async with http_receiver(lambda: datetime.now(UTC)) as receiver:
+        for fraction in args.levels:
+            result["levels"].append(await level(fraction, fraction * top, args, receiver))
+        result["receiver_requests"] = len(receiver.requests)
+        result["bad_signatures"] = receiver.bad_signatures
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = []
+    for lv in result["levels"]:
+        o, up, al = (
+            lv["overall"],
+            lv["mention_to_incident_update"],
+            lv["incident_update_to_http_done"],
+        )
+        rows.append(
+            [
+                f"{lv['fraction_of_max']:.0%}",
+                lv["target_rate_per_s"],
+                lv["achieved_push_rate_per_s"],
+                o.get("n"),
+                o.get("p50_s"),
+                o.get("p90_s"),
+                o.get("p99_s"),
+                up.get("p99_s"),
+                al.get("p99_s"),
+                f"{lv['cores_used']} / {lv['whole_box_busy_cores']}",
+            ]
+        )
+    return (
+        f"alert latency, embedded, {result['crises']} crises per level; max throughput "
+        f"{result['max_rate_per_s']:,.0f} mentions/s\n"
+        + table(
+            [
+                "load",
+                "target /s",
+                "pushed /s",
+                "alerts",
+                "p50 s",
+                "p90 s",
+                "p99 s",
+                "upstream p99 s",
+                "alerting p99 s",
+                "cores: ours / box",
+            ],
+            rows,
+        )
+        + "\n(upstream: mention in -> incident opened/upgraded; alerting: that -> HTTP done)"
+    )
+
+
+def main() -> None:
+    parser = bench_parser(__doc__, "alert_latency_load", "15 s per level, 2 crises")
+    parser.add_argument("--max-rate", type=float, help="mentions/s taken as 100 %%")
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.5, 0.9])
+    parser.add_argument("--crises", type=int, default=3, help="crisis streams per level")
+    parser.add_argument("--seconds", type=float, default=45, help="push time per level")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.crises = 15, 2
+    bench_main("alert_latency_load", args, run, render)
+
+
+if __name__ == "__main__":
+    main()

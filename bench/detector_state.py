@@ -1,0 +1,159 @@
+"""What saving a big watch's detector state costs, per batch, on PostgreSQL.
+
+Builds one watch holding ``--stories`` active stories (a root post with its own text and
+``--reposts`` reposts each, plus one viral story of ``--viral`` reposts), then times what
+``DetectorService`` does after each batch: snapshot the watch (pickle + zlib) and upsert
+it (one transaction), and what a new owner does once: load and restore it. Prints JSON.
+
+    PYTHONPATH=. python bench/detector_state.py --stories 2000 --reposts 10 --viral 10000
+
+Needs a PostgreSQL it may create a scratch database on (``--url``, default the tests'
+``CRISISWATCH_TEST_POSTGRES``); the database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from core.db import make_engine, make_sessionmaker, upgrade_database
+from core.events import Author, Mention, ScoredMention, Sentiment, WatchMatch
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.detector import Detector
+from sentiment.detector.snapshot import STATE_FORMAT
+from sentiment.detector.statestore import StateStore
+
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+WATCH = WatchMatch(id="big", brand="Big", terms=("big",))
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+VOCABULARY = (
+    "acme store coffee morning train weather music update order delivery price app review "
+    "friend weekend photo design color screen speaker garden kitchen travel city office "
+    "battery camera sale launch event video stream game book movie dinner lunch bike shoe"
+)
+WORDS = tuple(VOCABULARY.split())
+NEUTRAL = Sentiment(
+    label="neutral",
+    probs={"negative": 0.1, "neutral": 0.8, "positive": 0.1},
+    model="b",
+    version="1",
+)
+
+
+def stream(stories: int, reposts: int, viral: int, seed: int = 1) -> list[ScoredMention]:
+    rng = random.Random(seed)
+    out: list[ScoredMention] = []
+    span = 6 * 60.0  # minutes: all stories stay active (expiry is 48 h)
+
+    def mention(mid: str, minute: float, body: str, parent: str | None) -> ScoredMention:
+        at = T0 + timedelta(minutes=minute)
+        return ScoredMention(
+            mention=Mention(
+                id=mid,
+                source="x",
+                text=body,
+                created_at=at,
+                received_at=at,
+                author=Author(id=f"a{rng.randrange(10**9)}", followers=rng.randrange(5000)),
+                repost_of=parent,
+                watch=WATCH,
+            ),
+            sentiment=NEUTRAL,
+        )
+
+    for s in range(stories):
+        start = rng.uniform(0, span)
+        body = " ".join(rng.choice(WORDS) for _ in range(14)) + f" #{s}"
+        out.append(mention(f"x:s{s}", start, body, None))
+        for r in range(reposts):
+            out.append(mention(f"x:s{s}-r{r}", start + rng.uniform(0, 60), "", f"x:s{s}"))
+    out.append(mention("x:viral", 10.0, "the viral post " * 5, None))
+    for r in range(viral):
+        out.append(mention(f"x:viral-{r}", 10.0 + r * 300 / max(viral, 1), "", "x:viral"))
+    return sorted(out, key=lambda m: (m.mention.created_at, m.mention.id))
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--stories", type=int, default=2000)
+    p.add_argument("--reposts", type=int, default=10)
+    p.add_argument("--viral", type=int, default=10_000)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--batch", type=int, default=256, help="mentions per batch (max_batch)")
+    p.add_argument("--url", default=os.environ.get("CRISISWATCH_TEST_POSTGRES", DEFAULT_PG))
+    args = p.parse_args()
+
+    detector = Detector(DetectorConfig(), generation=None)
+    mentions = stream(args.stories, args.reposts, args.viral)
+    started = time.process_time()
+    for m in mentions:
+        detector.observe(m)
+    observe_cpu = time.process_time() - started
+    key = ("big", False)
+
+    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(args.url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(f"{args.url.rpartition('/')[0]}/{name}")
+    try:
+        await upgrade_database(engine)
+        store = StateStore(make_sessionmaker(engine))
+        dump, save, total = [], [], []
+        size = 0
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            blob = detector.snapshot(key)
+            t1 = time.perf_counter()
+            await store.save({key: blob}, STATE_FORMAT)
+            t2 = time.perf_counter()
+            dump.append(t1 - t0)
+            save.append(t2 - t1)
+            total.append(t2 - t0)
+            size = len(blob)
+        t0 = time.perf_counter()
+        row = (await store.load([key]))[key]
+        t1 = time.perf_counter()
+        fresh = Detector(DetectorConfig(), generation=None)
+        fresh.restore(key, row.state)
+        t2 = time.perf_counter()
+    finally:
+        await engine.dispose()
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    per_batch_observe = observe_cpu / len(mentions) * args.batch
+    ms = 1000.0
+    print(
+        json.dumps(
+            {
+                "stories_held": detector.stories_active,
+                "mentions": len(mentions),
+                "snapshot_bytes": size,
+                "snapshot_ms_median": round(statistics.median(dump) * ms, 1),
+                "upsert_ms_median": round(statistics.median(save) * ms, 1),
+                "save_per_batch_ms_median": round(statistics.median(total) * ms, 1),
+                "save_per_batch_ms_max": round(max(total) * ms, 1),
+                "load_ms": round((t1 - t0) * ms, 1),
+                "restore_ms": round((t2 - t1) * ms, 1),
+                "observe_cpu_ms_per_batch": round(per_batch_observe * ms, 1),
+                "batch": args.batch,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

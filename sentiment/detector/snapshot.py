@@ -1,0 +1,102 @@
+"""One watch's detector state as bytes, and back: pickle, then zlib.
+
+Trust boundary: unpickling runs constructors named in the bytes, so a snapshot is only
+ever read from our own ``detector_state`` table, which only detectors write (never from
+a request, a file or another system). As a second fence the unpickler accepts only the
+classes detector state is made of (``_ALLOWED``); anything else is a ``SnapshotError``.
+
+``STATE_FORMAT`` is stored beside each snapshot: bump it whenever a class pickled here
+(``detector._WatchState`` and everything it holds: stories, heat, baselines, burst and
+surge tests, evidence, forecasts) changes its fields. A snapshot of another format is
+not loaded: its watch starts afresh (with a new Signal-id generation).
+
+The running config and its forecast model are not written: they are persistent ids,
+resolved on load to the loading process's objects. Values derived from the config when
+a watch's objects were built (window lengths, story expiry, baseline half-lives) stay
+as they were until the watch starts afresh; thresholds read at decision time (spread
+and tier levels) follow the current config at once.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zlib
+from typing import Any
+
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.heat import forecast_model
+
+STATE_FORMAT = 1
+"""The layout of the pickled state; bump it when a pickled class changes."""
+
+COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers
+
+_CONFIG = "detector-config"
+_FORECAST = "forecast-model"
+
+_BUILTINS = frozenset(
+    {"bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list"}
+    | {"object", "range", "set", "slice", "str", "tuple"}
+)
+_NUMPY = frozenset({"_frombuffer", "_reconstruct", "dtype", "ndarray", "scalar"})
+_ALLOWED_MODULES = frozenset({"collections", "copyreg", "datetime", "core.events", "_codecs"})
+_ALLOWED_PREFIXES = ("sentiment.detector.", "pydantic.", "pydantic_core")
+
+
+class SnapshotError(Exception):
+    """The bytes are not a snapshot this detector can load."""
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, shared: dict[int, str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._shared = shared
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self._shared.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, shared: dict[str, object]) -> None:
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, pid: Any) -> object:
+        try:
+            return self._shared[pid]
+        except (KeyError, TypeError):
+            raise pickle.UnpicklingError(f"unknown shared object {pid!r}") from None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins":
+            allowed = name in _BUILTINS
+        elif module == "numpy" or module.startswith("numpy."):
+            allowed = name in _NUMPY or module == "numpy.dtypes"
+        else:
+            allowed = module in _ALLOWED_MODULES or module.startswith(_ALLOWED_PREFIXES)
+        if not allowed:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of detector state")
+        return super().find_class(module, name)
+
+
+class SnapshotCodec:
+    """Pickles detector state against one config (its shared objects are not written)."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        model = forecast_model(config)
+        self._by_id = {id(config): _CONFIG, id(model): _FORECAST}
+        self._by_name: dict[str, object] = {_CONFIG: config, _FORECAST: model}
+
+    def dumps(self, state: object) -> bytes:
+        buffer = io.BytesIO()
+        _Pickler(buffer, self._by_id).dump(state)
+        return zlib.compress(buffer.getvalue(), COMPRESSION_LEVEL)
+
+    def loads(self, blob: bytes) -> object:
+        """The state in ``blob``; ``SnapshotError`` for anything that is not a snapshot."""
+        try:
+            raw = zlib.decompress(blob)
+            return _Unpickler(io.BytesIO(raw), self._by_name).load()
+        except Exception as exc:  # a damaged snapshot can fail in any constructor
+            raise SnapshotError(f"cannot read the snapshot: {type(exc).__name__}: {exc}") from exc
