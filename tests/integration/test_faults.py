@@ -8,9 +8,8 @@ Kafka-compatible broker (Tansu) and PostgreSQL, and the test breaks something mi
 
 After each: every mention scored, one incident for the crisis (tier 3: a second one would
 page its people twice), every queued alert delivered and none twice. The recovery time of
-each is printed (a number to read, not an assertion). Two are expected failures today
-(``xfail(strict=True)``): the detector's state does not survive its restart, and delivery
-gives up on a channel before a 5-minute outage is over.
+each is printed (a number to read, not an assertion). One is an expected failure today
+(``xfail(strict=True)``): delivery gives up on a channel before a 5-minute outage is over.
 
 Stage processes log to ``<tmp_path>/<role>.log``; their tails are printed when a test fails.
 """
@@ -394,12 +393,6 @@ async def test_scorer_killed_mid_stream(
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=True,
-    reason="the detector keeps its stories in memory: a restarted one splits the crisis "
-    "into a second story (a second tier-3 incident, its people alerted twice) until the "
-    "detector's state survives restarts (detector.state_store, issue 8)",
-)
 async def test_detector_killed_mid_stream(
     procs: Processes, tmp_path: Path, kafka_bootstrap: str, pg_url: str, capsys: Any
 ) -> None:
@@ -421,7 +414,6 @@ async def test_detector_killed_mid_stream(
             )
 
         back = await wait_until(detecting, 90, "the new detector to handle a batch")
-        # reported before the checks: the number holds even while the test is an xfail
         report(capsys, f"detector kill -9: processing again {back - fault:.1f} s after the kill")
         await p.finish()
         await p.check()
