@@ -99,6 +99,8 @@ class Receiver:
     port: int
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     bad_signatures: int = 0
+    down: set[str] = field(default_factory=set)  # paths that answer 503 (an outage)
+    refused: int = 0
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -113,6 +115,9 @@ async def http_receiver(now: Any) -> AsyncIterator[Receiver]:
     receiver = Receiver(port=free_port())
 
     async def hook(request: Request) -> JSONResponse:
+        if request.url.path in receiver.down:
+            receiver.refused += 1
+            return JSONResponse({"error": "unavailable"}, status_code=503)
         body = await request.body()
         if not verify_signature(
             RECEIVER_SECRET,
