@@ -1,14 +1,24 @@
 """One watch's detector state as bytes, and back: pickle, then zlib.
 
-Trust boundary: unpickling runs constructors named in the bytes, so a snapshot is only
-ever read from our own ``detector_state`` table, which only detectors write (never from
-a request, a file or another system). As a second fence the unpickler accepts only the
-classes detector state is made of (``_ALLOWED``); anything else is a ``SnapshotError``.
+A watch's state is saved in parts (``WatchSnapshot``): one for the watch (baselines,
+seasonal and surge tests, reported and cooling stories, retired stories, generation,
+the story index's settings and counters: everything but its stories) and one per story
+(the ``Story`` with its mention ids, its ``_Tracked`` heat, evidence and held levels,
+its near-duplicate signatures). A save writes the watch part and the parts of the
+stories that changed since the last save (``WatchChanges``), so it costs what the batch
+touched, not what the watch holds.
 
-``STATE_FORMAT`` is stored beside each snapshot: bump it whenever a class pickled here
-(``detector._WatchState`` and everything it holds: stories, heat, baselines, burst and
-surge tests, evidence, forecasts) changes its fields. A snapshot of another format is
-not loaded: its watch starts afresh (with a new Signal-id generation).
+Trust boundary: unpickling runs constructors named in the bytes, so a snapshot is only
+ever read from our own ``detector_state`` and ``detector_story_state`` tables, which
+only detectors write (never from a request, a file or another system). As a second
+fence the unpickler accepts only the classes detector state is made of (``_ALLOWED``);
+anything else is a ``SnapshotError``.
+
+``STATE_FORMAT`` is stored beside each watch's part: bump it whenever a class pickled
+here (``detector._WatchState``, ``detector._Tracked`` and everything they hold:
+stories, heat, baselines, burst and surge tests, evidence, forecasts) or the layout of
+the parts changes. A snapshot of another format is not loaded: its watch starts afresh
+(with a new Signal-id generation).
 
 The running config and its forecast model are not written: they are persistent ids,
 resolved on load to the loading process's objects. Values derived from the config when
@@ -22,13 +32,15 @@ from __future__ import annotations
 import io
 import pickle
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 1
-"""The layout of the pickled state; bump it when a pickled class changes."""
+STATE_FORMAT = 2
+"""The layout of the pickled state; bump it when a pickled class changes.
+1: one pickle per watch; 2: a watch part and one part per story."""
 
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers
 
@@ -42,6 +54,31 @@ _BUILTINS = frozenset(
 _NUMPY = frozenset({"_frombuffer", "_reconstruct", "dtype", "ndarray", "scalar"})
 _ALLOWED_MODULES = frozenset({"collections", "copyreg", "datetime", "core.events", "_codecs"})
 _ALLOWED_PREFIXES = ("sentiment.detector.", "pydantic.", "pydantic_core")
+
+
+@dataclass(frozen=True)
+class WatchSnapshot:
+    """A watch's whole state: its watch-level part and the part of each story it holds."""
+
+    watch: bytes
+    stories: dict[str, bytes]  # story id -> its part
+
+
+@dataclass(frozen=True)
+class WatchChanges:
+    """What a save writes of one watch: its watch-level part, the parts of the stories
+    that changed since the last save, the ids of the stories it no longer holds.
+    ``whole``: ``stories`` are all the watch holds (the store drops any other)."""
+
+    watch: bytes
+    stories: dict[str, bytes]
+    removed: frozenset[str]
+    whole: bool
+
+    @property
+    def size(self) -> int:
+        """Bytes written."""
+        return len(self.watch) + sum(len(blob) for blob in self.stories.values())
 
 
 class SnapshotError(Exception):
