@@ -19,11 +19,11 @@ by watch). Where their state lives (``detector.state_store``):
   A crash (``kill -9``) anywhere in between redelivers the batch onto the last saved
   state: the same decisions, the same Signal ids (the generation is part of the watch's
   state), which the alerter takes as redeliveries (it applies a Signal id once). A save
-  that fails leaves its changes noted: the next save writes them. Nothing is lost (the snapshot never runs
-  ahead of what was published) and nothing is signalled twice under another id. On a
-  rebalance the process drops every watch it holds: the next mention of a watch loads
-  the snapshot its previous owner saved before committing. A snapshot that cannot be
-  read (damaged, another ``STATE_FORMAT``) is logged and counted
+  that fails leaves its changes noted: the next save writes them. Nothing is lost (the
+  saved state never runs ahead of what was published) and nothing is signalled twice
+  under another id. On a rebalance the process drops every watch it holds: the next
+  mention of a watch loads the state its previous owner saved before committing. A
+  state that cannot be read (damaged, another ``STATE_FORMAT``) is logged and counted
   (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch starts afresh
   with a new generation, and the stage goes on.
 """
