@@ -17,7 +17,6 @@ matches in every process, which keeps the detector's decisions replayable.
 
 from __future__ import annotations
 
-import copy
 import re
 import unicodedata
 import zlib
@@ -134,7 +133,8 @@ class NearDuplicateIndex:
 
     def without_entries(self) -> NearDuplicateIndex:
         """A copy holding no texts (its settings and key counter only)."""
-        index = copy.copy(self)
+        index = object.__new__(NearDuplicateIndex)  # (not copy.copy: __getstate__)
+        index.__dict__.update(self.__dict__)
         index._buckets = {}
         index._entries = {}
         index._order = {}

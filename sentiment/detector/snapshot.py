@@ -20,7 +20,7 @@ stories, heat, baselines, burst and surge tests, evidence, forecasts) or the lay
 the parts changes. A snapshot of another format is not loaded: its watch starts afresh
 (with a new Signal-id generation).
 
-The running config and its forecast model are not written: they are persistent ids,
+The running config and its forecast model are not written: they are named, and
 resolved on load to the loading process's objects. Values derived from the config when
 a watch's objects were built (window lengths, story expiry, baseline half-lives) stay
 as they were until the watch starts afresh; thresholds read at decision time (spread
@@ -29,6 +29,7 @@ and tier levels) follow the current config at once.
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
 import zlib
@@ -42,6 +43,7 @@ STATE_FORMAT = 2
 """The layout of the pickled state; bump it when a pickled class changes.
 1: one pickle per watch; 2: a watch part and one part per story."""
 
+PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers
 
 _CONFIG = "detector-config"
@@ -85,13 +87,10 @@ class SnapshotError(Exception):
     """The bytes are not a snapshot this detector can load."""
 
 
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, shared: dict[int, str]) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._shared = shared
-
-    def persistent_id(self, obj: Any) -> str | None:
-        return self._shared.get(id(obj))
+def _shared(name: str) -> object:
+    """Stands in a snapshot for an object of the loading process (``SnapshotCodec``):
+    the unpickler resolves it by name, to that process's object."""
+    raise pickle.UnpicklingError(f"shared object {name!r} outside a snapshot")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -99,11 +98,11 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file)
         self._shared = shared
 
-    def persistent_load(self, pid: Any) -> object:
+    def _resolve(self, name: Any) -> object:
         try:
-            return self._shared[pid]
+            return self._shared[name]
         except (KeyError, TypeError):
-            raise pickle.UnpicklingError(f"unknown shared object {pid!r}") from None
+            raise pickle.UnpicklingError(f"unknown shared object {name!r}") from None
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "builtins":
@@ -114,20 +113,34 @@ class _Unpickler(pickle.Unpickler):
             allowed = module in _ALLOWED_MODULES or module.startswith(_ALLOWED_PREFIXES)
         if not allowed:
             raise pickle.UnpicklingError(f"{module}.{name} is not part of detector state")
+        if module == __name__ and name == _shared.__name__:
+            return self._resolve
         return super().find_class(module, name)
 
 
 class SnapshotCodec:
-    """Pickles detector state against one config (its shared objects are not written)."""
+    """Pickles detector state against one config (its shared objects are not written:
+    a pickler's ``dispatch_table`` names them, so that no Python code runs for the
+    hundreds of other objects a story holds, as a ``persistent_id`` would)."""
 
     def __init__(self, config: DetectorConfig) -> None:
         model = forecast_model(config)
         self._by_id = {id(config): _CONFIG, id(model): _FORECAST}
         self._by_name: dict[str, object] = {_CONFIG: config, _FORECAST: model}
+        self._table = dict(copyreg.dispatch_table)
+        self._table[type(config)] = self._table[type(model)] = self._reduce
+
+    def _reduce(self, obj: Any) -> Any:
+        name = self._by_id.get(id(obj))
+        if name is None:  # another config than the running one: pickled whole
+            return obj.__reduce_ex__(PROTOCOL)
+        return _shared, (name,)
 
     def dumps(self, state: object) -> bytes:
         buffer = io.BytesIO()
-        _Pickler(buffer, self._by_id).dump(state)
+        pickler = pickle.Pickler(buffer, protocol=PROTOCOL)
+        pickler.dispatch_table = self._table
+        pickler.dump(state)
         return zlib.compress(buffer.getvalue(), COMPRESSION_LEVEL)
 
     def loads(self, blob: bytes) -> object:
