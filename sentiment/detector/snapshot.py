@@ -94,9 +94,12 @@ def _shared(name: str) -> object:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, shared: dict[str, object]) -> None:
+    def __init__(
+        self, file: io.BytesIO, shared: dict[str, object], found: dict[tuple[str, str], Any]
+    ) -> None:
         super().__init__(file)
         self._shared = shared
+        self._found = found  # classes allowed so far (a story part names a dozen)
 
     def _resolve(self, name: Any) -> object:
         try:
@@ -105,6 +108,9 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unknown shared object {name!r}") from None
 
     def find_class(self, module: str, name: str) -> Any:
+        found = self._found.get((module, name))
+        if found is not None:
+            return found
         if module == "builtins":
             allowed = name in _BUILTINS
         elif module == "numpy" or module.startswith("numpy."):
@@ -115,7 +121,8 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"{module}.{name} is not part of detector state")
         if module == __name__ and name == _shared.__name__:
             return self._resolve
-        return super().find_class(module, name)
+        found = self._found[(module, name)] = super().find_class(module, name)
+        return found
 
 
 class SnapshotCodec:
@@ -129,6 +136,7 @@ class SnapshotCodec:
         self._by_name: dict[str, object] = {_CONFIG: config, _FORECAST: model}
         self._table = dict(copyreg.dispatch_table)
         self._table[type(config)] = self._table[type(model)] = self._reduce
+        self._found: dict[tuple[str, str], Any] = {}
 
     def _reduce(self, obj: Any) -> Any:
         name = self._by_id.get(id(obj))
@@ -147,6 +155,6 @@ class SnapshotCodec:
         """The state in ``blob``; ``SnapshotError`` for anything that is not a snapshot."""
         try:
             raw = zlib.decompress(blob)
-            return _Unpickler(io.BytesIO(raw), self._by_name).load()
+            return _Unpickler(io.BytesIO(raw), self._by_name, self._found).load()
         except Exception as exc:  # a damaged snapshot can fail in any constructor
             raise SnapshotError(f"cannot read the snapshot: {type(exc).__name__}: {exc}") from exc
