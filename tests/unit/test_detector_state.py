@@ -386,3 +386,32 @@ async def test_a_failed_save_is_retried_and_loses_nothing(
         assert [n for n in normalised(signals) if n[0].startswith(f"{watch}:x:")] == [
             n for n in normalised(reference) if n[0].startswith(f"{watch}:x:")
         ]
+
+
+async def test_an_unreadable_story_row_starts_its_watch_afresh_and_is_replaced(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """One damaged story row makes its whole watch unreadable (a watch is restored whole
+    or not at all); the watch starts afresh, and its first save replaces every story row
+    it had (none of the old rows is loaded with the new watch later)."""
+    parts = batches(crisis())
+    store = StateStore(sessions)
+    first = service(store)
+    for batch in parts[:SAVED]:
+        await first.handle(list(batch))
+    async with sessions() as session:
+        await session.execute(
+            update(DetectorStoryRow)
+            .where(DetectorStoryRow.story_id == "acme:x:root")
+            .values(state=zlib.compress(pickle.dumps(Evil())))
+        )
+        await session.commit()
+    metrics = Metrics()
+    second = service(store, metrics)
+    for batch in parts[SAVED:]:
+        await second.handle(list(batch))
+    assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "failed"}) == 1
+    assert second.detector.story_of("acme", "x:root") is None
+    stored = (await store.load([("acme", False)]))[("acme", False)]
+    assert set(stored.stories) == set(second.detector.snapshot(("acme", False)).stories)
+    assert "acme:x:root" not in stored.stories
