@@ -126,6 +126,29 @@ class _WatchState:
     stored: bool = False
     changed: set[str] = field(default_factory=set)
 
+    def __getstate__(self) -> dict[str, object]:
+        """For snapshots: the retired stories as three lists (a watch keeps up to
+        ``4 * max_stories`` of them, and its row is written with every batch)."""
+        state = dict(self.__dict__)
+        retired = self.retired
+        state["retired"] = (
+            list(retired),
+            [r.signals for r in retired.values()],
+            [r.label for r in retired.values()],
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        packed = state.pop("retired")
+        if not isinstance(packed, tuple) or len(packed) != 3:
+            raise TypeError("the retired stories are not three lists")
+        ids, signals, labels = packed
+        self.__dict__.update(state)
+        self.retired = {
+            story_id: _Retired(n, label)
+            for story_id, n, label in zip(ids, signals, labels, strict=True)
+        }
+
 
 @dataclass(frozen=True)
 class Decision:
