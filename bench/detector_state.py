@@ -1,9 +1,12 @@
 """What saving a big watch's detector state costs, per batch, on PostgreSQL.
 
 Builds one watch holding ``--stories`` active stories (a root post with its own text and
-``--reposts`` reposts each, plus one viral story of ``--viral`` reposts), then times what
-``DetectorService`` does after each batch: snapshot the watch (pickle + zlib) and upsert
-it (one transaction), and what a new owner does once: load and restore it. Prints JSON.
+``--reposts`` reposts each, plus one viral story of ``--viral`` reposts) and saves it
+whole once (its first save). Then, for each ``--touch`` count k, feeds ``--rounds``
+batches of ``--batch`` reposts spread over k random stories and times what
+``DetectorService`` does after each batch: serialise what changed (the watch row and the
+rows of the stories the batch touched) and write it (one transaction); and what a new
+owner does once: load the watch and restore it. Prints JSON.
 
     PYTHONPATH=. python bench/detector_state.py --stories 2000 --reposts 10 --viral 10000
 
@@ -30,7 +33,7 @@ from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.events import Author, Mention, ScoredMention, Sentiment, WatchMatch
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
-from sentiment.detector.snapshot import STATE_FORMAT
+from sentiment.detector.snapshot import STATE_FORMAT, WatchChanges, WatchSnapshot
 from sentiment.detector.statestore import StateStore
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -83,6 +86,23 @@ def stream(stories: int, reposts: int, viral: int, seed: int = 1) -> list[Scored
     return sorted(out, key=lambda m: (m.mention.created_at, m.mention.id))
 
 
+def repost(mid: str, at: datetime, parent: str, rng: random.Random) -> ScoredMention:
+    """A repost of ``parent`` (what the timed batches are made of)."""
+    return ScoredMention(
+        mention=Mention(
+            id=mid,
+            source="x",
+            text="",
+            created_at=at,
+            received_at=at,
+            author=Author(id=f"a{rng.randrange(10**9)}", followers=rng.randrange(5000)),
+            repost_of=parent,
+            watch=WATCH,
+        ),
+        sentiment=NEUTRAL,
+    )
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stories", type=int, default=2000)
@@ -90,6 +110,7 @@ async def main() -> None:
     p.add_argument("--viral", type=int, default=10_000)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--batch", type=int, default=256, help="mentions per batch (max_batch)")
+    p.add_argument("--touch", default="1,50,256", help="stories a batch touches (comma-separated)")
     p.add_argument("--url", default=os.environ.get("CRISISWATCH_TEST_POSTGRES", DEFAULT_PG))
     args = p.parse_args()
 
@@ -100,6 +121,10 @@ async def main() -> None:
         detector.observe(m)
     observe_cpu = time.process_time() - started
     key = ("big", False)
+    rng = random.Random(2)
+    last = mentions[-1].mention.created_at
+    roots = [f"x:s{s}" for s in range(args.stories)]
+    ms = 1000.0
 
     name = f"cw_bench_{uuid.uuid4().hex[:10]}"
     admin = create_async_engine(args.url, isolation_level="AUTOCOMMIT")
@@ -109,23 +134,54 @@ async def main() -> None:
     try:
         await upgrade_database(engine)
         store = StateStore(make_sessionmaker(engine))
-        dump, save, total = [], [], []
-        size = 0
-        for _ in range(args.rounds):
+
+        async def save() -> tuple[WatchChanges, float, float]:
             t0 = time.perf_counter()
-            blob = detector.snapshot(key)
+            delta = detector.changes(key)
             t1 = time.perf_counter()
-            await store.save({key: blob}, STATE_FORMAT)
-            t2 = time.perf_counter()
-            dump.append(t1 - t0)
-            save.append(t2 - t1)
-            total.append(t2 - t0)
-            size = len(blob)
+            await store.save({key: delta}, STATE_FORMAT)
+            detector.saved(key, delta)
+            return delta, t1 - t0, time.perf_counter() - t1
+
+        whole, whole_dump, whole_write = await save()
+        first_save = {
+            "story_rows": len(whole.stories),
+            "bytes": whole.size,
+            "serialise_ms": round(whole_dump * ms, 1),
+            "write_ms": round(whole_write * ms, 1),
+        }
+        per_touch: dict[str, object] = {}
+        n = 0
+        for touch in (int(t) for t in args.touch.split(",")):
+            dump, write, total, observe, rows, size = [], [], [], [], [], []
+            for _ in range(args.rounds):
+                chosen = rng.sample(roots, min(touch, len(roots)))
+                t0 = time.process_time()
+                for i in range(args.batch):
+                    n += 1
+                    at = last + timedelta(seconds=n / 100)
+                    detector.observe(repost(f"x:b{n}", at, chosen[i % len(chosen)], rng))
+                observe.append(time.process_time() - t0)
+                delta, d, w = await save()
+                dump.append(d)
+                write.append(w)
+                total.append(d + w)
+                rows.append(len(delta.stories))
+                size.append(delta.size)
+            per_touch[str(touch)] = {
+                "story_rows_written_median": statistics.median(rows),
+                "bytes_median": statistics.median(size),
+                "serialise_ms_median": round(statistics.median(dump) * ms, 1),
+                "write_ms_median": round(statistics.median(write) * ms, 1),
+                "save_ms_median": round(statistics.median(total) * ms, 1),
+                "save_ms_max": round(max(total) * ms, 1),
+                "observe_cpu_ms_median": round(statistics.median(observe) * ms, 1),
+            }
         t0 = time.perf_counter()
         row = (await store.load([key]))[key]
         t1 = time.perf_counter()
         fresh = Detector(DetectorConfig(), generation=None)
-        fresh.restore(key, row.state)
+        fresh.restore(key, WatchSnapshot(row.state, row.stories))
         t2 = time.perf_counter()
     finally:
         await engine.dispose()
@@ -134,21 +190,17 @@ async def main() -> None:
         await admin.dispose()
 
     per_batch_observe = observe_cpu / len(mentions) * args.batch
-    ms = 1000.0
     print(
         json.dumps(
             {
                 "stories_held": detector.stories_active,
                 "mentions": len(mentions),
-                "snapshot_bytes": size,
-                "snapshot_ms_median": round(statistics.median(dump) * ms, 1),
-                "upsert_ms_median": round(statistics.median(save) * ms, 1),
-                "save_per_batch_ms_median": round(statistics.median(total) * ms, 1),
-                "save_per_batch_ms_max": round(max(total) * ms, 1),
+                "batch": args.batch,
+                "observe_cpu_ms_per_batch_build": round(per_batch_observe * ms, 1),
+                "first_save_whole": first_save,
+                "save_per_batch_by_stories_touched": per_touch,
                 "load_ms": round((t1 - t0) * ms, 1),
                 "restore_ms": round((t2 - t1) * ms, 1),
-                "observe_cpu_ms_per_batch": round(per_batch_observe * ms, 1),
-                "batch": args.batch,
             },
             indent=1,
         )

@@ -20,8 +20,12 @@ label, as long as the retired-story memory (``4 * max_stories`` entries) holds i
 
 Everything the detector knows about a watch lives in that watch's ``_WatchState`` (its
 stories, baselines, surge test, retired stories and generation): ``snapshot`` and
-``restore`` move it to and from bytes (``snapshot.py``), so that a watch can be saved
-after each batch and picked up by another process (``service.py``).
+``restore`` move it to and from bytes (``snapshot.py``: a watch-level part and one part
+per story), so that a watch can be saved after each batch and picked up by another
+process (``service.py``). Once a watch has been saved (or restored), the detector notes
+which of its stories changed since (``_WatchState.changed``: every story a mention
+joined, a decision or sweep re-evaluated, ``evaluate`` looked at, or that was
+forgotten): ``changes`` gives only their parts, so a save costs what a batch touched.
 
 Drill mentions are kept apart from real ones (their own stories, baseline and ids,
 ``f"{watch}:drill:{root}"``): a drill never inflates a real story, and a real mention
@@ -34,7 +38,7 @@ import logging
 import math
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from core.events import HeatFeatures, Label, Mention, ScoredMention, Signal, WatchMatch
@@ -45,7 +49,12 @@ from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
 from sentiment.detector.heat import HeatSnapshot, RateBaseline, StoryHeat
 from sentiment.detector.policy import Held, crisis_tier, explain, hold, spread_level
-from sentiment.detector.snapshot import SnapshotCodec, SnapshotError
+from sentiment.detector.snapshot import (
+    SnapshotCodec,
+    SnapshotError,
+    WatchChanges,
+    WatchSnapshot,
+)
 from sentiment.detector.stories import Story, StoryIndex
 from sentiment.detector.surge import WatchSurge
 
@@ -112,6 +121,33 @@ class _WatchState:
     # forgotten stories of this watch, least recently retired first (the cap on all
     # watches together is kept by ``Detector._retired_order``)
     retired: dict[str, _Retired] = field(default_factory=dict)
+    # whether a store holds this watch (it was saved or restored): only then are the
+    # stories changed since (story ids; held, or forgotten since) noted in ``changed``
+    stored: bool = False
+    changed: set[str] = field(default_factory=set)
+
+    def __getstate__(self) -> dict[str, object]:
+        """For snapshots: the retired stories as three lists (a watch keeps up to
+        ``4 * max_stories`` of them, and its row is written with every batch)."""
+        state = dict(self.__dict__)
+        retired = self.retired
+        state["retired"] = (
+            list(retired),
+            [r.signals for r in retired.values()],
+            [r.label for r in retired.values()],
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        packed = state.pop("retired")
+        if not isinstance(packed, tuple) or len(packed) != 3:
+            raise TypeError("the retired stories are not three lists")
+        ids, signals, labels = packed
+        self.__dict__.update(state)
+        self.retired = {
+            story_id: _Retired(n, label)
+            for story_id, n, label in zip(ids, signals, labels, strict=True)
+        }
 
 
 @dataclass(frozen=True)
@@ -163,18 +199,76 @@ class Detector:
         """Whether this detector holds state for the watch."""
         return key in self._watches
 
-    def snapshot(self, key: WatchKey) -> bytes:
-        """The watch's whole state as bytes (``restore`` takes them back); KeyError when
-        the watch is not held."""
-        return self._snapshots().dumps(self._watches[key])
+    def snapshot(self, key: WatchKey) -> WatchSnapshot:
+        """The watch's whole state (``restore`` takes it back); KeyError when the watch
+        is not held."""
+        ws = self._watches[key]
+        return WatchSnapshot(
+            self._watch_part(ws),
+            {story_id: self._story_part(ws, story_id) for story_id in ws.tracked},
+        )
 
-    def restore(self, key: WatchKey, blob: bytes) -> None:
+    def changes(self, key: WatchKey) -> WatchChanges:
+        """What a save of the watch must write: the watch-level part and the parts of
+        the stories changed since the last save (all of them when the watch was never
+        saved nor restored). Hands the noted changes over: ``saved`` or ``unsaved``
+        must follow, before the watch changes again. KeyError when not held."""
+        ws = self._watches[key]
+        if not ws.stored:
+            whole = self.snapshot(key)
+            return WatchChanges(whole.watch, whole.stories, frozenset(), whole=True)
+        changed, ws.changed = ws.changed, set()
+        stories = {sid: self._story_part(ws, sid) for sid in changed if sid in ws.tracked}
+        removed = frozenset(sid for sid in changed if sid not in ws.tracked)
+        return WatchChanges(self._watch_part(ws), stories, removed, whole=False)
+
+    def saved(self, key: WatchKey, changes: WatchChanges) -> None:
+        """The store now holds ``changes`` (from ``changes``) of the watch."""
+        ws = self._watches.get(key)
+        if ws is not None:
+            ws.stored = True
+
+    def unsaved(self, key: WatchKey, changes: WatchChanges) -> None:
+        """Saving ``changes`` failed: they are written with the next save."""
+        ws = self._watches.get(key)
+        if ws is not None and ws.stored:
+            ws.changed.update(changes.stories, changes.removed)
+
+    def restore(self, key: WatchKey, snapshot: WatchSnapshot) -> None:
         """Replace the watch's state with a ``snapshot``; raises ``SnapshotError`` (and
-        changes nothing) when the bytes are not a snapshot of this watch."""
-        state = self._snapshots().loads(blob)
+        changes nothing) when it is not a snapshot of this watch."""
+        codec = self._snapshots()
+        state = codec.loads(snapshot.watch)
         expected = f"{key[0]}:drill" if key[1] else key[0]
-        if not isinstance(state, _WatchState) or state.index.key != expected:
+        if (
+            not isinstance(state, _WatchState)
+            or state.index.key != expected
+            or state.tracked
+            or len(state.index)
+        ):
             raise SnapshotError(f"the snapshot does not hold the state of watch {expected!r}")
+        parts: list[tuple[Story, tuple[bytes, int] | None]] = []
+        tracked: dict[str, _Tracked] = {}
+        for story_id, blob in snapshot.stories.items():
+            part = codec.loads(blob)
+            if not (
+                isinstance(part, tuple)
+                and len(part) == 3
+                and isinstance(part[0], Story)
+                and isinstance(part[1], _Tracked)
+                and part[0].id == story_id
+                and story_id.startswith(f"{expected}:")
+            ):
+                raise SnapshotError(f"the part of story {story_id!r} is not one of {expected!r}")
+            story, tracked[story_id], texts = part
+            parts.append((story, texts))
+        try:
+            state.index.adopt(parts)
+        except ValueError as exc:
+            raise SnapshotError(f"cannot rebuild the stories of {expected!r}: {exc}") from exc
+        state.tracked = {story.id: tracked[story.id] for story in state.index.stories()}
+        state.stored = True
+        state.changed = set()
         self._drop(key)
         self._watches[key] = state
         for story_id in state.retired:
@@ -192,6 +286,18 @@ class Detector:
             self._codec = SnapshotCodec(self.config)
         return self._codec
 
+    def _watch_part(self, ws: _WatchState) -> bytes:
+        """The watch-level state: everything but the stories (and the change notes)."""
+        bare = replace(
+            ws, index=ws.index.without_stories(), tracked={}, stored=False, changed=set()
+        )
+        return self._snapshots().dumps(bare)
+
+    def _story_part(self, ws: _WatchState, story_id: str) -> bytes:
+        """One held story: (its ``Story``, its ``_Tracked``, its indexed texts)."""
+        story, texts = ws.index.story_part(story_id)
+        return self._snapshots().dumps((story, ws.tracked[story_id], texts))
+
     def _drop(self, key: WatchKey) -> None:
         ws = self._watches.pop(key, None)
         if ws is not None:
@@ -208,6 +314,8 @@ class Detector:
         if assignment is None:
             return []  # already counted: a redelivery
         story = assignment.story
+        if ws.stored:
+            ws.changed.add(story.id)
         at = mention.created_at
         at_minutes = at.timestamp() / 60
         minute = math.floor(at_minutes)  # the event minute, computed once
@@ -266,6 +374,8 @@ class Detector:
         tracked = ws.tracked.get(story_id)
         if tracked is None:
             return None
+        if ws.stored:
+            ws.changed.add(story_id)  # the heat's windows drop what ``at`` leaves behind
         now = ws.now if at is None else max(at, ws.now)
         heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
         raw_spread, raw_tier = self._levels(heat)
@@ -329,6 +439,8 @@ class Detector:
         now: datetime,
         trigger: Mention | None,
     ) -> Signal | None:
+        if ws.stored:
+            ws.changed.add(story.id)
         now_minutes = ws.now_minutes if now == ws.now else now.timestamp() / 60
         baseline = ws.baseline.per_minute()
         live = tracked.heat.live(now, baseline, now_minutes)
@@ -427,6 +539,8 @@ class Detector:
         return signals
 
     def _retire(self, ws: _WatchState, key: WatchKey, story: Story) -> None:
+        if ws.stored:
+            ws.changed.add(story.id)
         tracked = ws.tracked.pop(story.id, None)
         ws.reported.pop(story.id, None)
         ws.cooling.pop(story.id, None)

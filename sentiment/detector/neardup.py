@@ -128,14 +128,42 @@ class NearDuplicateIndex:
         self._hasher = MinHasher(self._bands * self._rows)
         self._buckets = {}
         self._entries = {}
-        width = self._bands * self._rows
         for key, packed in entries.items():
-            flat = np.frombuffer(packed, dtype=np.uint32)
-            sigs = [flat[i : i + width].copy() for i in range(0, len(flat), width)]
-            self._entries[key] = sigs
-            for sig in sigs:
-                for band_key in self._band_keys(sig):
-                    self._buckets.setdefault(band_key, {})[key] = None
+            self._unpack(key, packed)
+
+    def without_entries(self) -> NearDuplicateIndex:
+        """A copy holding no texts (its settings and key counter only)."""
+        index = object.__new__(NearDuplicateIndex)  # (not copy.copy: __getstate__)
+        index.__dict__.update(self.__dict__)
+        index._buckets = {}
+        index._entries = {}
+        index._order = {}
+        return index
+
+    def entry(self, key: str) -> tuple[bytes, int] | None:
+        """The signatures held under ``key`` (as bytes) and its rank, for ``adopt``."""
+        sigs = self._entries.get(key)
+        if sigs is None:
+            return None
+        return b"".join(sig.tobytes() for sig in sigs), self._order[key]
+
+    def adopt(self, key: str, packed: bytes, order: int) -> None:
+        """Hold an ``entry`` of this index again (under a key it does not hold)."""
+        if key in self._entries:
+            raise ValueError(f"adopt: {key!r} is already indexed")
+        self._unpack(key, packed)
+        self._order[key] = order
+
+    def _unpack(self, key: str, packed: bytes) -> None:
+        width = self._bands * self._rows
+        flat = np.frombuffer(packed, dtype=np.uint32)
+        if len(flat) % width:
+            raise ValueError(f"signatures of {key!r} are not a multiple of {width} values")
+        sigs = [flat[i : i + width].copy() for i in range(0, len(flat), width)]
+        self._entries[key] = sigs
+        for sig in sigs:
+            for band_key in self._band_keys(sig):
+                self._buckets.setdefault(band_key, {})[key] = None
 
     def signature(self, text: str) -> Signature | None:
         """The text's signature, or None when it is too short to compare."""

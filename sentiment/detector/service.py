@@ -10,18 +10,20 @@ by watch). Where their state lives (``detector.state_store``):
 
 * ``memory`` (the in-process bus; replays and benchmarks): only in this process. A
   restart starts every watch afresh, under a new Signal-id generation.
-* ``database`` (Kafka): besides memory, in the ``detector_state`` table
-  (``statestore.py``), one snapshot per watch. A batch is handled as: restore the
-  watches it names that this process does not hold (one query), observe it, publish
-  its Signals, save the snapshots of the watches it touched (one transaction), return;
-  only then does the bus commit the batch. A crash (``kill -9``) anywhere in between
-  redelivers the batch onto the last saved snapshots: the same decisions, the same
-  Signal ids (the generation is part of the watch's state), which the alerter takes as
-  redeliveries (it applies a Signal id once). Nothing is lost (the snapshot never runs
-  ahead of what was published) and nothing is signalled twice under another id. On a
-  rebalance the process drops every watch it holds: the next mention of a watch loads
-  the snapshot its previous owner saved before committing. A snapshot that cannot be
-  read (damaged, another ``STATE_FORMAT``) is logged and counted
+* ``database`` (Kafka): besides memory, in the ``detector_state`` and
+  ``detector_story_state`` tables (``statestore.py``): per watch, its watch-level state
+  and one row per story. A batch is handled as: restore the watches it names that this
+  process does not hold (one load), observe it, publish its Signals, save what changed
+  in the watches it touched (the watch rows and the rows of the stories the batch
+  changed or forgot; one transaction), return; only then does the bus commit the batch.
+  A crash (``kill -9``) anywhere in between redelivers the batch onto the last saved
+  state: the same decisions, the same Signal ids (the generation is part of the watch's
+  state), which the alerter takes as redeliveries (it applies a Signal id once). A save
+  that fails leaves its changes noted: the next save writes them. Nothing is lost (the
+  saved state never runs ahead of what was published) and nothing is signalled twice
+  under another id. On a rebalance the process drops every watch it holds: the next
+  mention of a watch loads the state its previous owner saved before committing. A
+  state that cannot be read (damaged, another ``STATE_FORMAT``) is logged and counted
   (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch starts afresh
   with a new generation, and the stage goes on.
 """
@@ -38,7 +40,7 @@ from core.events import TOPIC_SCORED, TOPIC_SIGNALS, ScoredMention, Signal
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector, WatchKey
-from sentiment.detector.snapshot import STATE_FORMAT, SnapshotError
+from sentiment.detector.snapshot import STATE_FORMAT, SnapshotError, WatchChanges, WatchSnapshot
 from sentiment.detector.statestore import StateStore
 
 log = logging.getLogger(__name__)
@@ -133,7 +135,7 @@ class DetectorService:
                     raise SnapshotError(
                         f"it is of format {row.format}, this detector reads {STATE_FORMAT}"
                     )
-                self.detector.restore(key, row.state)
+                self.detector.restore(key, WatchSnapshot(row.state, row.stories))
             except SnapshotError as exc:
                 log.error(
                     "detector: cannot restore the state of watch %r%s (%s); it starts "
@@ -152,12 +154,19 @@ class DetectorService:
         if self.store is None or not self._dirty or self._unpublished:
             return
         started = time.perf_counter()
-        states: dict[WatchKey, bytes] = {}
+        changes: dict[WatchKey, WatchChanges] = {}
         for key in sorted(self._dirty):
             if self.detector.holds(key):
-                states[key] = blob = self.detector.snapshot(key)
-                self.metrics.detector_snapshot_bytes.observe(len(blob))
-        await self.store.save(states, STATE_FORMAT)
+                changes[key] = self.detector.changes(key)
+        try:
+            await self.store.save(changes, STATE_FORMAT)
+        except BaseException:  # (a cancellation too) the next save writes them
+            for key, delta in changes.items():
+                self.detector.unsaved(key, delta)
+            raise
+        for key, delta in changes.items():
+            self.detector.saved(key, delta)
+            self.metrics.detector_snapshot_bytes.observe(delta.size)
         self._dirty.clear()
         self.metrics.detector_snapshot_save.observe(time.perf_counter() - started)
 

@@ -1,16 +1,26 @@
 """One watch's detector state as bytes, and back: pickle, then zlib.
 
+A watch's state is saved in parts (``WatchSnapshot``): one for the watch (baselines,
+seasonal and surge tests, reported and cooling stories, retired stories, generation,
+the story index's settings and counters: everything but its stories) and one per story
+(the ``Story`` with its mention ids, its ``_Tracked`` heat, evidence and held levels,
+its near-duplicate signatures). A save writes the watch part and the parts of the
+stories that changed since the last save (``WatchChanges``), so it costs what the batch
+touched, not what the watch holds.
+
 Trust boundary: unpickling runs constructors named in the bytes, so a snapshot is only
-ever read from our own ``detector_state`` table, which only detectors write (never from
-a request, a file or another system). As a second fence the unpickler accepts only the
-classes detector state is made of (``_ALLOWED``); anything else is a ``SnapshotError``.
+ever read from our own ``detector_state`` and ``detector_story_state`` tables, which
+only detectors write (never from a request, a file or another system). As a second
+fence the unpickler accepts only the classes detector state is made of (``_ALLOWED``);
+anything else is a ``SnapshotError``.
 
-``STATE_FORMAT`` is stored beside each snapshot: bump it whenever a class pickled here
-(``detector._WatchState`` and everything it holds: stories, heat, baselines, burst and
-surge tests, evidence, forecasts) changes its fields. A snapshot of another format is
-not loaded: its watch starts afresh (with a new Signal-id generation).
+``STATE_FORMAT`` is stored beside each watch's part: bump it whenever a class pickled
+here (``detector._WatchState``, ``detector._Tracked`` and everything they hold:
+stories, heat, baselines, burst and surge tests, evidence, forecasts) or the layout of
+the parts changes. A snapshot of another format is not loaded: its watch starts afresh
+(with a new Signal-id generation).
 
-The running config and its forecast model are not written: they are persistent ids,
+The running config and its forecast model are not written: they are named, and
 resolved on load to the loading process's objects. Values derived from the config when
 a watch's objects were built (window lengths, story expiry, baseline half-lives) stay
 as they were until the watch starts afresh; thresholds read at decision time (spread
@@ -19,17 +29,21 @@ and tier levels) follow the current config at once.
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 1
-"""The layout of the pickled state; bump it when a pickled class changes."""
+STATE_FORMAT = 2
+"""The layout of the pickled state; bump it when a pickled class changes.
+1: one pickle per watch; 2: a watch part and one part per story."""
 
+PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers
 
 _CONFIG = "detector-config"
@@ -44,31 +58,59 @@ _ALLOWED_MODULES = frozenset({"collections", "copyreg", "datetime", "core.events
 _ALLOWED_PREFIXES = ("sentiment.detector.", "pydantic.", "pydantic_core")
 
 
+@dataclass(frozen=True)
+class WatchSnapshot:
+    """A watch's whole state: its watch-level part and the part of each story it holds."""
+
+    watch: bytes
+    stories: dict[str, bytes]  # story id -> its part
+
+
+@dataclass(frozen=True)
+class WatchChanges:
+    """What a save writes of one watch: its watch-level part, the parts of the stories
+    that changed since the last save, the ids of the stories it no longer holds.
+    ``whole``: ``stories`` are all the watch holds (the store drops any other)."""
+
+    watch: bytes
+    stories: dict[str, bytes]
+    removed: frozenset[str]
+    whole: bool
+
+    @property
+    def size(self) -> int:
+        """Bytes written."""
+        return len(self.watch) + sum(len(blob) for blob in self.stories.values())
+
+
 class SnapshotError(Exception):
     """The bytes are not a snapshot this detector can load."""
 
 
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, shared: dict[int, str]) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._shared = shared
-
-    def persistent_id(self, obj: Any) -> str | None:
-        return self._shared.get(id(obj))
+def _shared(name: str) -> object:
+    """Stands in a snapshot for an object of the loading process (``SnapshotCodec``):
+    the unpickler resolves it by name, to that process's object."""
+    raise pickle.UnpicklingError(f"shared object {name!r} outside a snapshot")
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, shared: dict[str, object]) -> None:
+    def __init__(
+        self, file: io.BytesIO, shared: dict[str, object], found: dict[tuple[str, str], Any]
+    ) -> None:
         super().__init__(file)
         self._shared = shared
+        self._found = found  # classes allowed so far (a story part names a dozen)
 
-    def persistent_load(self, pid: Any) -> object:
+    def _resolve(self, name: Any) -> object:
         try:
-            return self._shared[pid]
+            return self._shared[name]
         except (KeyError, TypeError):
-            raise pickle.UnpicklingError(f"unknown shared object {pid!r}") from None
+            raise pickle.UnpicklingError(f"unknown shared object {name!r}") from None
 
     def find_class(self, module: str, name: str) -> Any:
+        found = self._found.get((module, name))
+        if found is not None:
+            return found
         if module == "builtins":
             allowed = name in _BUILTINS
         elif module == "numpy" or module.startswith("numpy."):
@@ -77,26 +119,42 @@ class _Unpickler(pickle.Unpickler):
             allowed = module in _ALLOWED_MODULES or module.startswith(_ALLOWED_PREFIXES)
         if not allowed:
             raise pickle.UnpicklingError(f"{module}.{name} is not part of detector state")
-        return super().find_class(module, name)
+        if module == __name__ and name == _shared.__name__:
+            return self._resolve
+        found = self._found[(module, name)] = super().find_class(module, name)
+        return found
 
 
 class SnapshotCodec:
-    """Pickles detector state against one config (its shared objects are not written)."""
+    """Pickles detector state against one config (its shared objects are not written:
+    a pickler's ``dispatch_table`` names them, so that no Python code runs for the
+    hundreds of other objects a story holds, as a ``persistent_id`` would)."""
 
     def __init__(self, config: DetectorConfig) -> None:
         model = forecast_model(config)
         self._by_id = {id(config): _CONFIG, id(model): _FORECAST}
         self._by_name: dict[str, object] = {_CONFIG: config, _FORECAST: model}
+        self._table = dict(copyreg.dispatch_table)
+        self._table[type(config)] = self._table[type(model)] = self._reduce
+        self._found: dict[tuple[str, str], Any] = {}
+
+    def _reduce(self, obj: Any) -> Any:
+        name = self._by_id.get(id(obj))
+        if name is None:  # another config than the running one: pickled whole
+            return obj.__reduce_ex__(PROTOCOL)
+        return _shared, (name,)
 
     def dumps(self, state: object) -> bytes:
         buffer = io.BytesIO()
-        _Pickler(buffer, self._by_id).dump(state)
+        pickler = pickle.Pickler(buffer, protocol=PROTOCOL)
+        pickler.dispatch_table = self._table
+        pickler.dump(state)
         return zlib.compress(buffer.getvalue(), COMPRESSION_LEVEL)
 
     def loads(self, blob: bytes) -> object:
         """The state in ``blob``; ``SnapshotError`` for anything that is not a snapshot."""
         try:
             raw = zlib.decompress(blob)
-            return _Unpickler(io.BytesIO(raw), self._by_name).load()
+            return _Unpickler(io.BytesIO(raw), self._by_name, self._found).load()
         except Exception as exc:  # a damaged snapshot can fail in any constructor
             raise SnapshotError(f"cannot read the snapshot: {type(exc).__name__}: {exc}") from exc

@@ -31,6 +31,7 @@ A mention id already remembered is a redelivery: ``assign`` returns None.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Story:
     last_at: datetime
     root_seen: bool
     mention_ids: deque[str] = field(default_factory=deque)
+    touched: int = 0  # when a mention last joined it (the index's order, kept in snapshots)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class StoryIndex:
         self._max_stories = config.max_stories
         self._max_ids = config.max_mentions_per_story
         self._stories: OrderedDict[str, Story] = OrderedDict()  # least recently active first
+        self._touches = 0  # mentions assigned so far (``Story.touched``)
         self._story_of: dict[str, str] = {}  # mention id -> story id
         self._texts = NearDuplicateIndex(
             permutations=config.minhash_permutations,
@@ -95,6 +98,10 @@ class StoryIndex:
     @property
     def texts_held(self) -> int:
         return len(self._texts)
+
+    def stories(self) -> list[Story]:
+        """The stories held, least recently active first."""
+        return list(self._stories.values())
 
     def get(self, story_id: str) -> Story | None:
         return self._stories.get(story_id)
@@ -123,6 +130,8 @@ class StoryIndex:
         if mention.created_at < story.first_at:
             story.first_at = mention.created_at
         self._stories.move_to_end(story.id)
+        story.touched = self._touches
+        self._touches += 1
         return assignment
 
     def evict(self, now: datetime) -> list[Story]:
@@ -137,6 +146,31 @@ class StoryIndex:
             self._forget(oldest)
             dropped.append(oldest)
         return dropped
+
+    def without_stories(self) -> StoryIndex:
+        """A copy holding none of the stories (for the watch-level part of a snapshot:
+        each story is saved apart, with ``story_part``)."""
+        index = copy.copy(self)
+        index._stories = OrderedDict()
+        index._story_of = {}
+        index._texts = self._texts.without_entries()
+        return index
+
+    def story_part(self, story_id: str) -> tuple[Story, tuple[bytes, int] | None]:
+        """A held story with its indexed texts (what ``adopt`` takes back)."""
+        return self._stories[story_id], self._texts.entry(story_id)
+
+    def adopt(self, parts: list[tuple[Story, tuple[bytes, int] | None]]) -> None:
+        """Take stories back (``story_part``s of one index) into one that holds none:
+        their order of activity, mention ids and near-duplicate texts as they were."""
+        if self._stories:
+            raise ValueError("adopt: the index already holds stories")
+        for story, texts in sorted(parts, key=lambda part: part[0].touched):
+            self._stories[story.id] = story
+            for mention_id in story.mention_ids:
+                self._story_of[mention_id] = story.id
+            if texts is not None:
+                self._texts.adopt(story.id, *texts)
 
     def _find(self, mention: Mention, watch: WatchMatch) -> Assignment:
         parent = mention.parent_id

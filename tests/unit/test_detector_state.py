@@ -24,8 +24,8 @@ from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
 from sentiment.detector.service import DetectorService
-from sentiment.detector.snapshot import STATE_FORMAT
-from sentiment.detector.statestore import DetectorStateRow, StateStore, WatchKey
+from sentiment.detector.snapshot import STATE_FORMAT, WatchChanges
+from sentiment.detector.statestore import DetectorStateRow, DetectorStoryRow, StateStore, WatchKey
 from tests.support import schema_diff
 from tests.unit.test_detector import T0, WATCH, by_time, chatter, complaint
 
@@ -269,23 +269,47 @@ async def test_the_memory_store_saves_nothing_and_keeps_the_replay_ids() -> None
     assert published(svc)[0].id == "acme:x:root#1"
 
 
+def delta(
+    watch: bytes, stories: dict[str, bytes], removed: tuple[str, ...] = (), *, whole: bool = False
+) -> WatchChanges:
+    return WatchChanges(watch, stories, frozenset(removed), whole)
+
+
 async def test_the_store_loads_what_it_saved(sessions: async_sessionmaker[AsyncSession]) -> None:
     store = StateStore(sessions)
     keys: list[WatchKey] = [("acme", False), ("acme", True), ("beta", False)]
     assert await store.load(keys) == {}
-    await store.save({("acme", False): b"1", ("acme", True): b"2"}, 1)
-    await store.save({("acme", False): b"3", ("beta", False): b"4"}, 2)
+    await store.save(
+        {
+            ("acme", False): delta(b"1", {"a": b"a1", "b": b"b1", "c": b"c1"}),
+            ("acme", True): delta(b"2", {"a": b"drill"}),
+        },
+        1,
+    )
+    await store.save(
+        {
+            ("acme", False): delta(b"3", {"b": b"b2", "d": b"d2"}, ("c", "never-saved")),
+            ("beta", False): delta(b"4", {}),
+        },
+        2,
+    )
     loaded = await store.load(keys)
-    assert {k: (v.format, v.state) for k, v in loaded.items()} == {
-        ("acme", False): (2, b"3"),
-        ("acme", True): (1, b"2"),
-        ("beta", False): (2, b"4"),
+    assert {k: (v.format, v.state, v.stories) for k, v in loaded.items()} == {
+        ("acme", False): (2, b"3", {"a": b"a1", "b": b"b2", "d": b"d2"}),
+        ("acme", True): (1, b"2", {"a": b"drill"}),
+        ("beta", False): (2, b"4", {}),
     }
     assert set(await store.load([("acme", True)])) == {("acme", True)}
+    # a whole watch replaces every story row of the watch (and of it only)
+    await store.save({("acme", False): delta(b"5", {"e": b"e5"}, whole=True)}, 2)
+    loaded = await store.load(keys)
+    assert loaded[("acme", False)].stories == {"e": b"e5"}
+    assert loaded[("acme", True)].stories == {"a": b"drill"}
 
 
 async def _check_schema(url: str) -> None:
-    diff = await schema_diff(url, {DetectorStateRow.__tablename__})
+    tables = {DetectorStateRow.__tablename__, DetectorStoryRow.__tablename__}
+    diff = await schema_diff(url, tables)
     assert diff == [], f"models and migrations disagree: {diff}"
 
 
@@ -362,3 +386,32 @@ async def test_a_failed_save_is_retried_and_loses_nothing(
         assert [n for n in normalised(signals) if n[0].startswith(f"{watch}:x:")] == [
             n for n in normalised(reference) if n[0].startswith(f"{watch}:x:")
         ]
+
+
+async def test_an_unreadable_story_row_starts_its_watch_afresh_and_is_replaced(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """One damaged story row makes its whole watch unreadable (a watch is restored whole
+    or not at all); the watch starts afresh, and its first save replaces every story row
+    it had (none of the old rows is loaded with the new watch later)."""
+    parts = batches(crisis())
+    store = StateStore(sessions)
+    first = service(store)
+    for batch in parts[:SAVED]:
+        await first.handle(list(batch))
+    async with sessions() as session:
+        await session.execute(
+            update(DetectorStoryRow)
+            .where(DetectorStoryRow.story_id == "acme:x:root")
+            .values(state=zlib.compress(pickle.dumps(Evil())))
+        )
+        await session.commit()
+    metrics = Metrics()
+    second = service(store, metrics)
+    for batch in parts[SAVED:]:
+        await second.handle(list(batch))
+    assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "failed"}) == 1
+    assert second.detector.story_of("acme", "x:root") is None
+    stored = (await store.load([("acme", False)]))[("acme", False)]
+    assert set(stored.stories) == set(second.detector.snapshot(("acme", False)).stories)
+    assert "acme:x:root" not in stored.stories

@@ -1,4 +1,4 @@
-"""sentiment: detector state (one snapshot per watch, so a restart or rebalance resumes)
+"""sentiment: detector state (per watch and per story, so a restart or rebalance resumes)
 
 Revision ID: 0007
 Revises: 0006
@@ -29,7 +29,16 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("watch_id", "drill", name="pk_detector_state"),
     )
+    op.create_table(
+        "detector_story_state",
+        sa.Column("watch_id", sa.String(255), nullable=False),
+        sa.Column("drill", sa.Boolean(), nullable=False),
+        sa.Column("story_id", sa.String(255), nullable=False),
+        sa.Column("state", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("watch_id", "drill", "story_id", name="pk_detector_story_state"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("detector_story_state")
     op.drop_table("detector_state")
