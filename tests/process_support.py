@@ -353,6 +353,17 @@ def add_role(procs: Processes, role: str, config: Path) -> RoleProcess:
     return RoleProcess(procs.add(role, argv, child_env()), port)
 
 
+def kafka_section(bus: Any, **extra: Any) -> dict[str, Any]:
+    """The ``bus`` section of a role process's config for the test's Kafka ``BusConfig``."""
+    return {
+        "kind": "kafka",
+        "bootstrap_servers": bus.bootstrap_servers,
+        "topic_prefix": bus.topic_prefix,
+        "partitions": bus.partitions,
+        **extra,
+    }
+
+
 def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
     return path

@@ -50,6 +50,7 @@ from tests.process_support import (
     RoleProcess,
     add_role,
     add_tansu,
+    kafka_section,
     start_pg_cluster,
     start_s3,
     write_config,
@@ -100,12 +101,7 @@ def role_config(bus: BusConfig, db_url: str, receiver: Receiver) -> dict[str, An
     rota = {"start": "2026-01-01T09:00:00Z", "people": ["duty"]}
     return {
         "log_level": "INFO",
-        "bus": {
-            "kind": "kafka",
-            "bootstrap_servers": bus.bootstrap_servers,
-            "topic_prefix": bus.topic_prefix,
-            "partitions": bus.partitions,
-        },
+        "bus": kafka_section(bus),
         "database": {"url": db_url, "pool_size": 2},
         "listener": {"watches": [{"id": "acme", "brand": "Acme", "terms": ["acme"]}]},
         "detector": {"max_wait_seconds": 0.05},

@@ -25,6 +25,7 @@ from core.bus.kafka import KafkaBus
 from core.events import Mention, ScoredMention
 from core.settings import BusConfig
 from tests.fixtures.kafka import _free_port
+from tests.process_support import kafka_section
 
 pytestmark = pytest.mark.kafka
 
@@ -50,13 +51,7 @@ def mentions() -> list[Mention]:
 def write_config(path: Path, bus: BusConfig) -> Path:
     config = {
         "log_level": "INFO",
-        "bus": {
-            "kind": "kafka",
-            "bootstrap_servers": bus.bootstrap_servers,
-            "topic_prefix": bus.topic_prefix,
-            "partitions": bus.partitions,
-            "stop_timeout": STOP_TIMEOUT,
-        },
+        "bus": kafka_section(bus, stop_timeout=STOP_TIMEOUT),
         "scorer": {"batch_size": 16, "max_wait_ms": 20},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
