@@ -403,7 +403,50 @@ def _default_playbooks() -> dict[int, list[PlaybookTask]]:
 
 
 class DeliveryConfig(Section):
-    max_attempts: int = Field(8, ge=1, le=50)
+    """How long a delivery keeps trying its channel.
+
+    A *retryable* failure (timeout, connection refused, 5xx, 429, a platform's "throttled"
+    code) is retried with capped exponential backoff (``initial_backoff`` doubling up to
+    ``max_backoff``, +/- ``jitter``, never sooner than the channel's ``Retry-After``) until
+    one of:
+
+    * it is delivered;
+    * the incident no longer needs it: an alert, upgrade or escalation of an incident that
+      has been acknowledged (or is mitigating, resolved, closed) is cancelled; a task
+      reminder or an ack follow-up once it is resolved;
+    * ``give_up_after`` has passed since its first failure (the age limit; default 6 h):
+      it fails for good and, with no fallback channel left, opens the self-alert;
+    * ``max_attempts``, if set (default none), attempts were used.
+
+    ``keep_trying_tier`` (default 3): a delivery of an incident at this tier or above that
+    is still open (nobody acknowledged it) is never given up, by age or by count: a crisis
+    alert keeps trying, every ``max_backoff``, until it is delivered or acknowledged
+    (``crisiswatch_alert_deliveries_retrying`` and the ``CrisiswatchDeliveryRetrying`` rule
+    show it meanwhile). A permanent error (4xx other than 408/425/429, a bad webhook)
+    still fails at once. ``max_attempts`` used to be the only limit (default 8: about 4
+    minutes of backoff, shorter than many chat outages); configs that set it still load and
+    it is still honoured, below ``keep_trying_tier``.
+    """
+
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="optional: give up after this many attempts on a channel (below "
+        "keep_trying_tier); by default only give_up_after limits retries",
+    )
+    give_up_after: timedelta | None = Field(
+        timedelta(hours=6),
+        description="a delivery still failing this long after its first failure fails for "
+        "good (self-alert); null: never (until delivered or the incident no longer needs it)",
+    )
+    keep_trying_tier: int | None = Field(
+        3,
+        ge=1,
+        le=3,
+        description="deliveries of an open (unacknowledged) incident at this tier or above "
+        "are never given up on a retryable error; null: the limits apply to every tier",
+    )
     fallback_after: int = Field(
         3, ge=1, le=50, description="failed attempts on one channel before the next one"
     )
@@ -428,6 +471,8 @@ class DeliveryConfig(Section):
             raise ValueError("initial_backoff must be positive")
         if self.max_backoff < self.initial_backoff:
             raise ValueError("max_backoff must be at least initial_backoff")
+        if self.give_up_after is not None and self.give_up_after <= timedelta(0):
+            raise ValueError("give_up_after must be positive (or null: never)")
         return self
 
     def backoff(self, attempts: int) -> timedelta:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -46,7 +46,14 @@ from alerts.models import (
     IncidentEvent,
     IncidentEvidence,
 )
-from alerts.outbox import ALERT, UPGRADE, enqueue, enqueue_follow_ups, rowcount
+from alerts.outbox import (
+    ALERT,
+    FIRST_ALERT_REASONS,
+    UPGRADE,
+    enqueue,
+    enqueue_follow_ups,
+    rowcount,
+)
 from alerts.routing import AlertAttrs, Route, match_routes, sources_of
 from alerts.targets import team_targets
 from alerts.timeline import add_event
@@ -577,6 +584,30 @@ async def _cancel_pending(
     return rowcount(result)
 
 
+async def _cancel_failing_alerts(session: AsyncSession, incident_id: int, why: str) -> int:
+    """An alert (first or upgrade) that keeps failing on its channel is moot once somebody
+    acknowledged the incident: stop retrying it (the error is kept). One that has not
+    failed yet (held by quiet hours, say) still goes."""
+    result = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.incident_id == incident_id,
+            Delivery.status == PENDING,
+            Delivery.reason.in_(FIRST_ALERT_REASONS),
+            Delivery.first_failed_at.is_not(None),
+        )
+        .values(
+            status=CANCELLED,
+            next_attempt_at=None,
+            last_error=literal(f"{why}; the channel was failing: ").concat(
+                func.coalesce(Delivery.last_error, "")
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result)
+
+
 async def acknowledge(
     session: AsyncSession,
     incident_id: int,
@@ -588,7 +619,9 @@ async def acknowledge(
 ) -> Incident:
     """Stop the escalation: someone is on it. Acknowledging twice changes nothing.
 
-    Pending escalation messages are cancelled. Pass ``metrics`` to observe time-to-ack.
+    Pending escalation messages are cancelled, and so are alerts still retrying on a
+    failing channel (``alerts.outbox``'s retry policy). Pass ``metrics`` to observe
+    time-to-ack.
     Raises ``IncidentNotFound``, or ``InvalidTransition`` for a resolved incident.
     """
     incident = await _load_for_change(session, incident_id)
@@ -608,14 +641,11 @@ async def acknowledge(
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident acknowledged", escalations_only=True
     )
-    add_event(
-        session,
-        incident.id,
-        "acknowledged",
-        now,
-        actor=actor,
-        detail={"note": note, "cancelled_escalations": cancelled},
-    )
+    detail: dict[str, Any] = {"note": note, "cancelled_escalations": cancelled}
+    retries = await _cancel_failing_alerts(session, incident.id, "cancelled: incident acknowledged")
+    if retries:
+        detail["cancelled_retries"] = retries
+    add_event(session, incident.id, "acknowledged", now, actor=actor, detail=detail)
     await enqueue_follow_ups(session, incident, "acknowledge", actor, now)
     if metrics is not None:
         waited = max((now - incident.alerted_at).total_seconds(), 0.0)

@@ -229,6 +229,11 @@ class Delivery(Base):
     digest_group: Mapped[str | None] = mapped_column(
         String(512), nullable=True, doc="due rows of one channel and group go as one digest"
     )
+    first_failed_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        nullable=True,
+        doc="its first failed attempt: alerts.delivery.give_up_after counts from here",
+    )
 
     incident: Mapped[Incident] = relationship(back_populates="deliveries", lazy="raise")
 

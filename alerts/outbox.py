@@ -13,8 +13,16 @@ or escalated the incident), so an alert exists exactly when its cause does.
    (or a tick and a signal handler) never send the same attempt;
 2. send, outside any transaction, all claimed rows concurrently;
 3. record (one transaction): sent / retry at ``now + backoff(attempts)`` (exponential with
-   jitter, at least ``Retry-After``) / failed (permanent error, or ``max_attempts`` used),
-   with a timeline event each.
+   jitter, capped, at least ``Retry-After``) / failed (a permanent error, or the retry
+   policy gave up: ``give_up_after`` since the first failure, or ``max_attempts`` if set) /
+   cancelled (a retryable failure of an alert its incident no longer needs: acknowledged,
+   resolved), with a timeline event each.
+
+The retry policy (``alerts.config.DeliveryConfig``): a retryable failure is retried until
+delivered, until the incident no longer needs the alert, or until it has failed for
+``give_up_after`` (counted from ``first_failed_at``, not from ``created_at``: a held row is
+created long before its first attempt). An open incident at ``keep_trying_tier`` or above
+is never given up on. ``retrying`` feeds the gauges that show a channel still retrying.
 
 Rate limits (``alerts.ratelimit``): before claiming, a channel's due rows are planned
 against its limiter: if fewer messages may go than rows are due, the rows are merged into
@@ -49,7 +57,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.config import AlertsConfig
 from alerts.messages import build_message, digest_message, follow_up
-from alerts.models import FAILED, PENDING, SENT, Delivery, Incident
+from alerts.models import (
+    ACKNOWLEDGED,
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    MITIGATING,
+    OPEN,
+    PENDING,
+    SENT,
+    Delivery,
+    Incident,
+)
 from alerts.notifiers.base import AlertMessage, DeliveryError, EvidenceSnippet, Notifier
 from alerts.ratelimit import RateLimiter
 from alerts.targets import Targets
@@ -62,6 +81,7 @@ log = logging.getLogger(__name__)
 
 ALERT = "alert"
 UPGRADE = "upgrade"
+RESOLVE_FOLLOW_UP = "resolve"
 FIRST_ALERT_REASONS = (ALERT, UPGRADE)
 MAX_ROUNDS = 100  # per deliver_due call; a safety stop, not a limit one should reach
 
@@ -74,6 +94,23 @@ OnFailed = Callable[[AsyncSession, str, str, datetime], Awaitable[None]]
 
 def escalation_reason(level: int) -> str:
     return f"escalation-{level}"
+
+
+def is_page(reason: str) -> bool:
+    """An alert that asks someone to act (first alert, upgrade, escalation): moot once
+    somebody acknowledged the incident."""
+    return reason in FIRST_ALERT_REASONS or reason.startswith("escalation-")
+
+
+def no_longer_needed(reason: str, incident_status: str | None) -> str | None:
+    """Why a delivery of ``reason`` is moot for an incident in ``incident_status`` (None:
+    it is still needed). Task reminders and the ack follow-up matter until the incident is
+    resolved; the resolve follow-up always."""
+    if incident_status in FINISHED:
+        return None if reason == RESOLVE_FOLLOW_UP else f"incident {incident_status}"
+    if incident_status in (ACKNOWLEDGED, MITIGATING) and is_page(reason):
+        return "incident acknowledged"
+    return None
 
 
 def dedupe_key(incident_id: int, tier: int, channel: str, reason: str) -> str:
@@ -222,6 +259,7 @@ class _Row:
     attempts: int  # including this one
     trigger_received_at: datetime | None
     fallbacks: tuple[str, ...]
+    first_failed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +333,7 @@ async def _claim_rows(
                     attempts=row.attempts + 1,
                     trigger_received_at=row.trigger_received_at,
                     fallbacks=tuple(row.fallbacks or ()),
+                    first_failed_at=row.first_failed_at,
                 )
             )
     return claimed
@@ -569,6 +608,7 @@ async def _leave_blocked(
                     attempts=row.attempts,
                     trigger_received_at=row.trigger_received_at,
                     fallbacks=tuple(row.fallbacks),
+                    first_failed_at=row.first_failed_at,
                 ),
                 row.channel,
                 now,
@@ -591,19 +631,78 @@ async def _leave_blocked(
     return waiting
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """What the retry policy makes of one failed attempt."""
+
+    final: bool  # no more attempts on this channel
+    wants_fallback: bool
+    cancelled: str | None  # why the incident no longer needs it
+    gave_up: str | None  # why a retryable failure is given up
+    deadline: datetime | None  # when it will be given up (None: not by age)
+
+
+async def _judge(rec: _Recorder, row: _Row, error: DeliveryError) -> _Verdict:
+    delivery, now = rec.config.delivery, rec.now
+    found = (
+        await rec.session.execute(
+            select(Incident.status, Incident.tier).where(Incident.id == row.incident_id)
+        )
+    ).one_or_none()
+    status, tier = (found[0], found[1]) if found is not None else (None, row.tier)
+    moot = no_longer_needed(row.reason, status) if error.retryable else None
+    if moot is not None:
+        return _Verdict(True, False, moot, None, None)
+    keep_trying = (
+        delivery.keep_trying_tier is not None
+        and status == OPEN
+        and tier >= delivery.keep_trying_tier
+    )
+    first_failed = row.first_failed_at or now
+    deadline = None
+    if delivery.give_up_after is not None and not keep_trying:
+        deadline = first_failed + delivery.give_up_after
+    gave_up = None
+    if error.retryable and deadline is not None and now >= deadline:
+        gave_up = f"still failing {now - first_failed} after its first failure"
+    elif (
+        error.retryable
+        and not keep_trying
+        and delivery.max_attempts is not None
+        and row.attempts >= delivery.max_attempts
+    ):
+        gave_up = f"{row.attempts} attempts (max_attempts)"
+    exhausted = not error.retryable or gave_up is not None
+    wait = timedelta(seconds=error.retry_after or 0)
+    told_to_wait = wait > delivery.fallback_if_wait_over
+    wants_fallback = bool(row.fallbacks) and (
+        exhausted or told_to_wait or row.attempts >= delivery.fallback_after
+    )
+    return _Verdict(exhausted or wants_fallback, wants_fallback, None, gave_up, deadline)
+
+
 async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: DeliveryError) -> None:
     session, config, now = rec.session, rec.config, rec.now
-    exhausted = not error.retryable or row.attempts >= config.delivery.max_attempts
-    wait = timedelta(seconds=error.retry_after or 0)
-    told_to_wait = wait > config.delivery.fallback_if_wait_over
-    wants_fallback = bool(row.fallbacks) and (
-        exhausted or told_to_wait or row.attempts >= config.delivery.fallback_after
-    )
-    final = exhausted or wants_fallback
+    verdict = await _judge(rec, row, error)
+    final = verdict.final
     message = str(error)[:1000]
-    next_at = None if final else now + next_delay(config, row.attempts, error, rec.rng)
-    values: dict[str, Any] = {"last_error": message, "next_attempt_at": next_at}
-    if final:
+    next_at = None
+    if not final:
+        next_at = now + next_delay(config, row.attempts, error, rec.rng)
+        if verdict.deadline is not None and next_at > verdict.deadline:
+            # one last attempt at the deadline (unless the channel asked to wait longer)
+            floor = now + timedelta(seconds=error.retry_after or 0)
+            next_at = max(verdict.deadline, floor)
+    values: dict[str, Any] = {
+        "last_error": message,
+        "next_attempt_at": next_at,
+        # the claim read it, and the update below only matches the row as claimed
+        "first_failed_at": row.first_failed_at or now,
+    }
+    if verdict.cancelled is not None:
+        values["status"] = CANCELLED
+        values["last_error"] = f"cancelled: {verdict.cancelled} while the channel failed: {message}"
+    elif final:
         values["status"] = FAILED
     result = await session.execute(
         update(Delivery)
@@ -618,22 +717,30 @@ async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: Deliv
     if rowcount(result) != 1:
         log.info("delivery %d changed while it was being sent; outcome not recorded", row.id)
         return
-    add_event(
-        session,
-        row.incident_id,
-        "alert_failed",
-        now,
-        detail={
-            "channel": claim.channel,
-            "reason": row.reason,
-            "attempts": row.attempts,
-            "error": message,
-            "will_retry": not final,
-            "next_attempt_at": next_at.isoformat() if next_at else None,
-        },
-    )
-    fallback = await _fall_back(rec, claim, row) if wants_fallback else None
-    if fallback is not None:
+    detail: dict[str, Any] = {
+        "channel": claim.channel,
+        "reason": row.reason,
+        "attempts": row.attempts,
+        "error": message,
+        "will_retry": not final,
+        "next_attempt_at": next_at.isoformat() if next_at else None,
+    }
+    if verdict.cancelled is not None:
+        detail["cancelled"] = verdict.cancelled
+    if verdict.gave_up is not None:
+        detail["gave_up"] = verdict.gave_up
+    add_event(session, row.incident_id, "alert_failed", now, detail=detail)
+    fallback = await _fall_back(rec, claim, row) if verdict.wants_fallback else None
+    if verdict.cancelled is not None:
+        log.warning(
+            "alert delivery %d to channel %s failed (attempt %d) and is not retried: %s: %s",
+            row.id,
+            claim.channel,
+            row.attempts,
+            verdict.cancelled,
+            message,
+        )
+    elif fallback is not None:
         log.error(
             "alert delivery %d to channel %s failed %d time(s), now trying channel %s: %s",
             row.id,
@@ -643,26 +750,31 @@ async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: Deliv
             message,
         )
     elif final:
+        why = f"gave up, {verdict.gave_up}" if verdict.gave_up else "a permanent error"
         log.error(
-            "alert delivery %d to channel %s failed for good after %d attempt(s): %s",
+            "alert delivery %d to channel %s failed for good after %d attempt(s) (%s): %s",
             row.id,
             claim.channel,
             row.attempts,
+            why,
             message,
         )
         if rec.on_failed is not None:
-            await rec.on_failed(session, claim.channel, message, now)
+            reported = f"{message} ({verdict.gave_up}; gave up)" if verdict.gave_up else message
+            await rec.on_failed(session, claim.channel, reported, now)
     else:
         log.warning(
-            "alert delivery %d to channel %s failed (attempt %d/%d), retry at %s: %s",
+            "alert delivery %d to channel %s failed (attempt %d), retry at %s%s: %s",
             row.id,
             claim.channel,
             row.attempts,
-            config.delivery.max_attempts,
             next_at.isoformat() if next_at else "-",
+            f", gives up at {verdict.deadline.isoformat()}"
+            if verdict.deadline is not None
+            else " (until delivered or acknowledged)",
             message,
         )
-    outcome = "failed" if final else "retry"
+    outcome = "cancelled" if verdict.cancelled else "failed" if final else "retry"
     metrics = rec.metrics
     rec.after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, outcome).inc())
 
@@ -722,6 +834,29 @@ async def seed_limiter(session: AsyncSession, limiter: RateLimiter, now: datetim
         bucket.seed(sent)
         seeded += len(sent)
     return seeded
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """A channel's deliveries that failed and are still being retried."""
+
+    count: int
+    oldest_failed_at: datetime
+
+
+async def retrying(session: AsyncSession) -> dict[str, Retrying]:
+    """Per channel: pending deliveries that have failed at least once, and the first
+    failure of the oldest of them."""
+    rows = await session.execute(
+        select(Delivery.channel, func.count(), func.min(Delivery.first_failed_at))
+        .where(Delivery.status == PENDING, Delivery.first_failed_at.is_not(None))
+        .group_by(Delivery.channel)
+    )
+    return {
+        channel: Retrying(int(count), oldest)
+        for channel, count, oldest in rows.all()
+        if oldest is not None
+    }
 
 
 async def pending_count(session: AsyncSession) -> int:

@@ -29,7 +29,7 @@ from alerts.incidents import InvalidSignal, apply_signal, open_counts
 from alerts.jobs import StepJobs
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
-from alerts.outbox import AckLink, deliver_due, pending_count, seed_limiter
+from alerts.outbox import AckLink, deliver_due, pending_count, retrying, seed_limiter
 from alerts.ratelimit import RateLimiter
 from alerts.selfalert import channel_failure_handler
 from alerts.workflow import tasks
@@ -84,6 +84,7 @@ class AlertService:
         self._sending: asyncio.Task[None] | None = None
         self._stopping = False
         self._again = False
+        self._retry_labels: set[str] = set(config.channels)  # gauges reset to 0 when done
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -230,9 +231,17 @@ class AlertService:
         async with self.sessions() as session:
             counts = await open_counts(session)
             pending = await pending_count(session)
+            failing = await retrying(session)
         for tier, count in counts.items():
             self.metrics.incidents_open.labels(str(tier)).set(count)
         self.metrics.outbox_pending.set(pending)
+        now = self.clock.now()
+        self._retry_labels |= set(failing)
+        for channel in self._retry_labels:
+            stuck = failing.get(channel)
+            age = (now - stuck.oldest_failed_at).total_seconds() if stuck else 0.0
+            self.metrics.deliveries_retrying.labels(channel).set(stuck.count if stuck else 0)
+            self.metrics.delivery_retrying_seconds.labels(channel).set(max(age, 0.0))
 
     async def _scheduled_tick(self) -> None:
         """The scheduler's job. The tick runs in its own task so that stop() can let it

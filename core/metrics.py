@@ -121,6 +121,19 @@ class Metrics:
         self.outbox_pending = Gauge(
             "crisiswatch_outbox_pending", "Deliveries waiting in the outbox", registry=r
         )
+        self.deliveries_retrying = Gauge(
+            "crisiswatch_alert_deliveries_retrying",
+            "Deliveries that failed and are still being retried, by channel (name)",
+            ["channel"],
+            registry=r,
+        )
+        self.delivery_retrying_seconds = Gauge(
+            "crisiswatch_alert_delivery_retrying_seconds",
+            "How long the oldest delivery still retrying on a channel (name) has been "
+            "failing (0: none)",
+            ["channel"],
+            registry=r,
+        )
         self.escalations = Counter(
             "crisiswatch_escalations",
             "Escalations after an ack deadline passed",

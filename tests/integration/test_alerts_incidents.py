@@ -341,7 +341,8 @@ async def test_a_400_fails_at_once_without_retries(env: Env) -> None:
 
 async def test_retries_stop_after_max_attempts_and_honour_retry_after(env: Env) -> None:
     env.channels.script["pr-hook"] = [503, 503, 503, 503, 200]
-    await env.apply(make_signal(env.clock))
+    # tier 2: an open tier-3 incident is never given up (alerts.delivery.keep_trying_tier)
+    await env.apply(make_signal(env.clock, tier=2))
     for expected_gap in (2, 4, 8):
         await env.deliver()
         pr = next(d for d in await env.deliveries() if d.channel == "pr-hook")
