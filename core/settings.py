@@ -21,7 +21,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-KAFKA_REQUEST_TIMEOUT_MS = 40_000  # aiokafka's request_timeout_ms (the bus keeps the default)
+KAFKA_REQUEST_TIMEOUT_MS = 40_000  # the Kafka bus's request timeout (aiokafka's default)
 
 
 class BusConfig(Section):
@@ -79,10 +79,15 @@ class BusConfig(Section):
                 "heartbeat would get a healthy member dropped from its group"
             )
         if self.group_rebalance_timeout_ms >= KAFKA_REQUEST_TIMEOUT_MS:
+            which = (
+                f"bus.rebalance_timeout_ms ({self.rebalance_timeout_ms})"
+                if self.rebalance_timeout_ms is not None
+                else f"bus.session_timeout_ms ({self.session_timeout_ms}), also the rebalance "
+                "timeout while bus.rebalance_timeout_ms is not set,"
+            )
             raise ValueError(
-                f"bus.rebalance_timeout_ms ({self.group_rebalance_timeout_ms}; default: "
-                f"bus.session_timeout_ms) must be below {KAFKA_REQUEST_TIMEOUT_MS}: the "
-                "client's request timeout also bounds a join, which the broker may hold that long"
+                f"{which} must be below {KAFKA_REQUEST_TIMEOUT_MS}: the client's request "
+                "timeout also bounds a join, which the broker may hold for the rebalance timeout"
             )
         return self
 
