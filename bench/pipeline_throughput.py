@@ -1,5 +1,6 @@
 """Sustained throughput of each pipeline stage and end to end: embedded, and over Kafka with
-one and with two scorer processes (the scale-out ratio).
+one and with two scorer processes (the scale-out ratio, end to end and of the scorer stage
+alone).
 
 Workload: the first ``--mentions`` mentions of the Twitter15/16 replay stream (real cascades,
 real times), each given a *different* English tweet of the sentiment data as its text, so the
@@ -32,13 +33,24 @@ language: its cascade ends in a transformer for about half the texts). One catch
   on two cores, two scorers share them with the detector, the broker and other work, which
   is what limits the ratio; the ratio projected with a core per scorer (twice the scored
   mentions per scorer CPU-second of the 2-scorer run over that of the 1-scorer run) is
-  reported next to it.
+  reported next to it. This is the end-to-end view: the detector runs beside the scorers,
+  and the 10-90 % window may open before the second scorer has joined its group.
+* **kafka-scorer** (``--mode kafka-scorer``): the scorer stage alone, for the scale-out
+  ratio. The topic is filled with every mention before any scorer starts; no detector runs;
+  1 (then 2) scorers drain it. Each scorer's own count of scored mentions
+  (``crisiswatch_mentions_scored_total`` on its ``/metrics``) is sampled every 0.25 s with
+  the group's committed offsets; the rate is the mentions scored from the first sample at
+  which *every* scorer had scored (models loaded, group formed, no start-up inside) to the
+  sample at which all were committed. Also recorded: each scorer's share, mentions scored
+  twice (a rebalance), the cores each process used in that window and the cores the rest of
+  the box used ("other work": a busy box shows there, and the ratio is not worth reading).
 
-    PYTHONPATH=. python bench/pipeline_throughput.py            # both modes, ~6 min
-    PYTHONPATH=. python bench/pipeline_throughput.py --quick    # smoke run, ~1 min
+    PYTHONPATH=. python bench/pipeline_throughput.py            # every mode, ~10 min
+    PYTHONPATH=. python bench/pipeline_throughput.py --quick    # smoke run, ~2 min
+    PYTHONPATH=. python bench/pipeline_throughput.py --mode kafka-scorer --mentions 30000
 
-Prints tables; writes ``bench/results/pipeline_throughput.json`` (``--mode embedded`` or
-``--mode kafka`` alone keeps the other mode's results in it; each mode records its machine).
+Prints tables; writes ``bench/results/pipeline_throughput.json`` (one ``--mode`` alone keeps
+the other modes' results in it; each mode records its machine).
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ from bench.benchlib import (
     db_upgrade,
     distinct_text_stream,
     first_time,
+    free_port,
     machine,
     proc_cpu,
     proc_memory,
@@ -397,6 +410,162 @@ async def kafka_run(
     }
 
 
+def _scorers_config(path: Path, broker: Broker, prefix: str, partitions: int) -> Path:
+    path.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "log_level": "WARNING",
+                "bus": {
+                    "kind": "kafka",
+                    "bootstrap_servers": broker.bootstrap,
+                    "topic_prefix": prefix,
+                    "partitions": partitions,
+                },
+                "scorer": {"classifier": {"workers": 1, "threads": 1}},
+            }
+        )
+    )
+    return path
+
+
+async def _scored_by(client: Any, port: int) -> float | None:
+    """``crisiswatch_mentions_scored_total`` of the process on ``port`` (all labels); None
+    while it does not answer."""
+    import httpx
+
+    try:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=1.0)).text
+    except httpx.HTTPError:
+        return None
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("crisiswatch_mentions_scored_total{")
+    )
+
+
+async def kafka_scorer_run(
+    broker: Broker, mentions: list[Mention], scorers: int, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    """The scorer stage alone: every mention is in the topic before the scorers start, no
+    detector runs, and the rate counts from the moment every scorer has scored (the group
+    formed, the models loaded) to the last mention scored."""
+    import httpx
+
+    n = len(mentions)
+    prefix = f"stage{scorers}{uuid.uuid4().hex[:6]}."
+    progress(f"kafka scorer stage x{scorers}: pre-filling the topic with {n:,} mentions")
+    await produce(broker.bootstrap, prefix, args.partitions, mentions)
+    config = _scorers_config(tmp / f"stage-{scorers}.yaml", broker, prefix, args.partitions)
+    procs = []
+    for k in range(scorers):
+        log = tmp / f"stage-{scorers}-scorer-{k}.log"
+        port = free_port()
+        procs.append((port, role_process("scorer", config, port, log), log))
+    offsets = Offsets(broker.bootstrap, prefix + "scorer", prefix + TOPIC_MENTIONS, args.partitions)
+    await offsets.start()
+    # (seconds, scored by each scorer (its counter, kept at its highest), committed)
+    samples: list[tuple[float, list[float], int]] = []
+    cpu_at: list[dict[str, float]] = []
+    best = [0.0] * scorers
+    wall0 = time.perf_counter()
+    last_report = wall0
+    try:
+        async with httpx.AsyncClient() as client:
+            while True:
+                t = time.perf_counter() - wall0
+                cpu_at.append(
+                    {f"scorer-{k}": proc_cpu(p.pid) for k, (_, p, _) in enumerate(procs)}
+                    | {"broker": proc_cpu(broker.proc.pid), "bench": proc_cpu()}
+                    | {"whole box": box_busy()}
+                )
+                for k, (port, _, _) in enumerate(procs):
+                    best[k] = max(best[k], await _scored_by(client, port) or 0.0)
+                samples.append((t, list(best), await offsets.done()))
+                if samples[-1][2] >= n:
+                    break
+                for port, proc, log in procs:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"scorer :{port} exited ({proc.returncode}); see {log}")
+                if t > args.timeout:
+                    raise SystemExit(f"kafka scorer stage x{scorers}: not drained in time")
+                if time.perf_counter() - last_report > 5:
+                    last_report = time.perf_counter()
+                    progress(f"kafka scorer stage x{scorers}: committed {samples[-1][2]:,}")
+                await asyncio.sleep(0.25)
+    finally:
+        await offsets.stop()
+        for _, proc, _ in procs:
+            stop_process(proc)
+    i_all = next((i for i, (_, each, _) in enumerate(samples) if all(x > 0 for x in each)), None)
+    if i_all is None or i_all == len(samples) - 1:
+        raise SystemExit(
+            f"kafka scorer stage x{scorers}: the topic was drained before every scorer scored "
+            f"(scored by each: {samples[-1][1]}); give more --mentions"
+        )
+    i_end = len(samples) - 1
+    t_all, scored_all, _ = samples[i_all]
+    t_end, scored_end, _ = samples[i_end]
+    window = t_end - t_all
+    scored_in_window = sum(scored_end) - sum(scored_all)
+    cores = {
+        name: round((cpu_at[i_end][name] - cpu_at[i_all][name]) / window, 2)
+        for name in cpu_at[i_end]
+    }
+    ours = sum(v for name, v in cores.items() if name != "whole box")
+    scorer_cpu = sum(
+        cpu_at[i_end][name] - cpu_at[i_all][name] for name in cpu_at[i_end] if "scorer" in name
+    )
+    return {
+        "scorers": scorers,
+        "mentions": n,
+        "all_scoring_after_start_s": round(t_all, 2),
+        "window_s": round(window, 2),
+        "scored_mentions_per_s": round(scored_in_window / window, 1) if window > 0 else None,
+        "sustained_10_90_committed_per_s": _round(
+            sustained_rate([(t, done) for t, _, done in samples], n)
+        ),
+        "scored_by_each": [int(x) for x in scored_end],
+        "scored_twice": int(sum(scored_end) - n),
+        "window_cores_used": cores,
+        "other_work_on_the_box_cores": round(max(0.0, cores["whole box"] - ours), 2),
+        "scored_per_scorer_cpu_s": round(scored_in_window / scorer_cpu, 1) if scorer_cpu else None,
+    }
+
+
+async def kafka_scorer_stage(mentions: list[Mention], args: argparse.Namespace) -> dict[str, Any]:
+    """``kafka_scorer_run`` with 1, then 2 scorers, ``--repeat`` times alternating; the best
+    run of each counts."""
+    with temp_dir("cw-bench-stage-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = Broker(tmp)
+        try:
+            runs = [
+                await kafka_scorer_run(broker, mentions, k, args, tmp)
+                for _ in range(args.repeat)
+                for k in (1, 2)
+            ]
+        finally:
+            broker.stop()
+
+    def best(k: int) -> dict[str, Any]:
+        return max(
+            (r for r in runs if r["scorers"] == k), key=lambda r: r["scored_mentions_per_s"] or 0
+        )
+
+    one, two = best(1), best(2)
+    r1, r2 = one["scored_mentions_per_s"], two["scored_mentions_per_s"]
+    c1, c2 = one["scored_per_scorer_cpu_s"], two["scored_per_scorer_cpu_s"]
+    return {
+        "runs": runs,
+        "best": [one, two],
+        "scale_out_ratio": round(r2 / r1, 3) if r1 and r2 else None,
+        "scale_out_ratio_projected_dedicated_cores": round(2 * c2 / c1, 3) if c1 and c2 else None,
+        "partitions": args.partitions,
+        "classifier_per_scorer": {"workers": 1, "threads": 1},
+    }
+
+
 async def kafka(mentions: list[Mention], args: argparse.Namespace) -> dict[str, Any]:
     """1 scorer, 2 scorers, ``--repeat`` times alternating; the best run of each counts
     (on a shared box, the run least disturbed by other work)."""
@@ -517,6 +686,43 @@ def render(result: dict[str, Any]) -> str:
             f"{k['scale_out_ratio_projected_dedicated_cores']}x projected with a core per "
             "scorer (from scored mentions per scorer CPU-second)"
         )
+    st = result.get("kafka_scorer_stage")
+    if st:
+        out.append(
+            f"\nkafka, the scorer stage alone (topic pre-filled, no detector; {st['partitions']} "
+            "partitions; rate from every scorer scoring to the last scored), every run:"
+        )
+        out.append(
+            table(
+                [
+                    "scorers",
+                    "scored /s",
+                    "committed /s (10-90 %)",
+                    "window s",
+                    "scored by each",
+                    "per scorer CPU-s",
+                    "other work (cores)",
+                    "cores used in the window",
+                ],
+                [
+                    [
+                        r["scorers"],
+                        r["scored_mentions_per_s"],
+                        r["sustained_10_90_committed_per_s"],
+                        r["window_s"],
+                        "/".join(f"{x:,}" for x in r["scored_by_each"]),
+                        r["scored_per_scorer_cpu_s"],
+                        r["other_work_on_the_box_cores"],
+                        " ".join(f"{k}={v:.2f}" for k, v in r["window_cores_used"].items()),
+                    ]
+                    for r in st["runs"]
+                ],
+            )
+        )
+        out.append(
+            f"scale-out 2 vs 1 scorer, scorer stage alone: {st['scale_out_ratio']}x; "
+            f"{st['scale_out_ratio_projected_dedicated_cores']}x projected with a core per scorer"
+        )
     return "\n".join(out)
 
 
@@ -539,13 +745,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result[key] = await embedded(mentions, size) | {"machine": machine()}
     if args.mode in ("kafka", "all"):
         result["kafka"] = await kafka(mentions, args) | {"machine": machine()}
+    if args.mode in ("kafka-scorer", "all"):
+        stage = await kafka_scorer_stage(mentions, args)
+        result["kafka_scorer_stage"] = stage | {"machine": machine()}
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
 def main() -> None:
     parser = bench_parser(__doc__, "pipeline_throughput", "3,000 mentions, one Kafka round")
-    parser.add_argument("--mode", choices=("embedded", "kafka", "all"), default="all")
+    parser.add_argument(
+        "--mode", choices=("embedded", "kafka", "kafka-scorer", "all"), default="all"
+    )
     parser.add_argument("--mentions", type=int, default=15_000)
     parser.add_argument(
         "--scorer-batch",

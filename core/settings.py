@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -19,6 +19,9 @@ class Section(BaseModel):
     """Base for every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+KAFKA_REQUEST_TIMEOUT_MS = 40_000  # the Kafka bus's request timeout (aiokafka's default)
 
 
 class BusConfig(Section):
@@ -38,6 +41,60 @@ class BusConfig(Section):
     stop_timeout: float = Field(
         15.0, gt=0, description="seconds stop() may take: drain the batch in flight, commit, close"
     )
+    # Consumer group timing (kafka). A member that stops heartbeating (kill -9, a lost
+    # host) keeps its partitions until the broker gives up on it after
+    # ``session_timeout_ms``: that is most of the recovery time after a crash. Shorter
+    # recovers faster but risks false rebalances when a healthy process stalls (GC, CPU
+    # starvation, a busy event loop) for longer than the session. A clean stop (SIGTERM)
+    # leaves the group at once and does not wait for it.
+    session_timeout_ms: int = Field(
+        10_000,
+        gt=0,
+        description="kafka: a member silent this long is dropped and its partitions reassigned "
+        "(the broker bounds it: group.min/max.session.timeout.ms, 6000 to 1800000 on Apache "
+        "Kafka by default)",
+    )
+    heartbeat_interval_ms: int = Field(
+        3_000, gt=0, description="kafka: heartbeat period; at most a third of the session timeout"
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        gt=0,
+        description="kafka: a consumer that fetches nothing for this long (a handler stuck on "
+        "one batch, a halted loop) leaves its group",
+    )
+    rebalance_timeout_ms: int | None = Field(
+        None,
+        gt=0,
+        description="kafka: how long a rebalance waits for members to rejoin (each finishes and "
+        "commits its batch in flight first); default: session_timeout_ms",
+    )
+
+    @model_validator(mode="after")
+    def _group_timing(self) -> BusConfig:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                f"bus.heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be at most a "
+                f"third of bus.session_timeout_ms ({self.session_timeout_ms}): one late "
+                "heartbeat would get a healthy member dropped from its group"
+            )
+        if self.group_rebalance_timeout_ms >= KAFKA_REQUEST_TIMEOUT_MS:
+            which = (
+                f"bus.rebalance_timeout_ms ({self.rebalance_timeout_ms})"
+                if self.rebalance_timeout_ms is not None
+                else f"bus.session_timeout_ms ({self.session_timeout_ms}), also the rebalance "
+                "timeout while bus.rebalance_timeout_ms is not set,"
+            )
+            raise ValueError(
+                f"{which} must be below {KAFKA_REQUEST_TIMEOUT_MS}: the client's request "
+                "timeout also bounds a join, which the broker may hold for the rebalance timeout"
+            )
+        return self
+
+    @property
+    def group_rebalance_timeout_ms(self) -> int:
+        """``rebalance_timeout_ms``, else ``session_timeout_ms`` (aiokafka's default)."""
+        return self.rebalance_timeout_ms or self.session_timeout_ms
 
 
 class DatabaseConfig(Section):

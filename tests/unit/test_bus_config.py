@@ -1,0 +1,116 @@
+"""The Kafka consumer group timing in ``bus``: validated together, passed to every consumer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from api.cli import main
+from core.bus import kafka as kafka_module
+from core.bus.kafka import KafkaBus
+from core.settings import KAFKA_REQUEST_TIMEOUT_MS, BusConfig
+
+
+def test_the_defaults_are_aiokafkas_and_valid() -> None:
+    config = BusConfig()
+    assert (config.session_timeout_ms, config.heartbeat_interval_ms) == (10_000, 3_000)
+    assert config.max_poll_interval_ms == 300_000
+    assert config.group_rebalance_timeout_ms == 10_000  # follows the session timeout
+
+
+def test_a_heartbeat_over_a_third_of_the_session_is_refused() -> None:
+    BusConfig(session_timeout_ms=6000, heartbeat_interval_ms=2000)  # exactly a third: fine
+    with pytest.raises(ValidationError) as caught:
+        BusConfig(session_timeout_ms=6000, heartbeat_interval_ms=2001)
+    message = str(caught.value)
+    assert "bus.heartbeat_interval_ms (2001) must be at most a third" in message
+    assert "bus.session_timeout_ms (6000)" in message
+
+
+def test_a_rebalance_timeout_the_client_would_not_wait_for_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must be below 40000") as caught:
+        BusConfig(session_timeout_ms=45_000)  # Kafka's newer default, rebalance follows it
+    assert "bus.session_timeout_ms (45000), also the rebalance timeout" in str(caught.value)
+    config = BusConfig(session_timeout_ms=45_000, rebalance_timeout_ms=30_000)
+    assert config.group_rebalance_timeout_ms == 30_000
+    with pytest.raises(ValidationError, match=r"bus.rebalance_timeout_ms \(40000\) must be"):
+        BusConfig(rebalance_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS)
+    with pytest.raises(ValidationError):
+        BusConfig(session_timeout_ms=0)
+
+
+class _Enough(Exception):
+    """Stops ``KafkaBus.start`` once it built its first consumer."""
+
+
+class _Producer:
+    def __init__(self, **options: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_every_consumer_gets_the_group_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def consumer(**options: Any) -> None:
+        seen.update(options)
+        raise _Enough
+
+    async def no_topics(self: KafkaBus) -> None:
+        pass
+
+    monkeypatch.setattr(kafka_module, "AIOKafkaConsumer", consumer)
+    monkeypatch.setattr(kafka_module, "AIOKafkaProducer", _Producer)
+    monkeypatch.setattr(KafkaBus, "_ensure_topics", no_topics)
+    config = BusConfig(
+        kind="kafka",
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=1000,
+        max_poll_interval_ms=60_000,
+        rebalance_timeout_ms=20_000,
+    )
+    bus = KafkaBus(config)
+
+    async def handler(records: Any) -> None:
+        pass
+
+    bus.subscribe("mentions", "scorer", handler)
+    with pytest.raises(_Enough):
+        await bus.start()
+    assert {k: seen[k] for k in _GROUP_KEYS} == {
+        "session_timeout_ms": 3000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_interval_ms": 60_000,
+        "rebalance_timeout_ms": 20_000,
+        "request_timeout_ms": KAFKA_REQUEST_TIMEOUT_MS,
+    }
+    assert seen["group_id"] == "crisiswatch.scorer"
+
+
+_GROUP_KEYS = (
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "max_poll_interval_ms",
+    "rebalance_timeout_ms",
+    "request_timeout_ms",
+)
+
+
+def test_check_config_explains_bad_group_timing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bus.yaml"
+    path.write_text("bus: {kind: kafka, session_timeout_ms: 3000, heartbeat_interval_ms: 1500}\n")
+    assert main(["check-config", str(path)]) == 2
+    assert "at most a third of bus.session_timeout_ms (3000)" in capsys.readouterr().err
