@@ -421,7 +421,7 @@ class DeliveryConfig(Section):
     ``keep_trying_tier`` (default 3): a delivery of an incident at this tier or above that
     is still open (nobody acknowledged it) is never given up, by age or by count: a crisis
     alert keeps trying, every ``max_backoff``, until it is delivered or acknowledged
-    (``crisiswatch_alert_deliveries_retrying`` and the ``CrisiswatchDeliveryRetrying`` rule
+    (``crisiswatch_alert_deliveries_retrying`` and the ``CrisiswatchDeliveryStillRetrying`` rule
     show it meanwhile). A permanent error (4xx other than 408/425/429, a bad webhook)
     still fails at once. ``max_attempts`` used to be the only limit (default 8: about 4
     minutes of backoff, shorter than many chat outages); configs that set it still load and
@@ -456,7 +456,7 @@ class DeliveryConfig(Section):
         "one at once",
     )
     initial_backoff: timedelta = timedelta(seconds=2)
-    max_backoff: timedelta = timedelta(minutes=5)
+    max_backoff: timedelta = timedelta(minutes=1)
     jitter: float = Field(0.2, ge=0, lt=1, description="+/- fraction applied to each backoff")
     claim_timeout: timedelta = Field(
         timedelta(minutes=2),
