@@ -66,7 +66,10 @@ class ChineseModel:
 
     def predict_proba(self, texts: list[str]) -> Floats:
         """(n, 3) probabilities, columns negative / neutral / positive."""
-        pos = self.positive_proba(texts)
+        return self.three_way(self.positive_proba(texts))
+
+    def three_way(self, pos: Floats) -> Floats:
+        """Binary p(positive) -> (n, 3) negative / neutral / positive (see the module doc)."""
         neutral = self.neutral_mass * (1.0 - np.abs(2.0 * pos - 1.0))
         return np.stack([(1.0 - pos) * (1.0 - neutral), neutral, pos * (1.0 - neutral)], axis=1)
 

@@ -24,7 +24,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class EncoderCard:
     sha256: str
     metrics: dict[str, Any]
     prefix: str = ""
+    cascade: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> EncoderCard:
@@ -79,6 +80,7 @@ class EncoderCard:
                 sha256=str(doc["sha256"]),
                 metrics=dict(doc.get("metrics", {})),
                 prefix=str(doc.get("prefix", "")),
+                cascade={str(k): float(v) for k, v in doc.get("cascade", {}).items()},
             )
         except FileNotFoundError as exc:
             raise ModelLoadError(f"sentiment model card {path} does not exist") from exc

@@ -3,11 +3,17 @@
 * **English** (``en``, or no language code and mostly Latin letters): a cascade. The
   fast :class:`sentiment.wordmodel.WordModel` (word n-grams, linear) answers where it is
   sure (top probability >= ``cascade_threshold``); the rest go to
-  :class:`sentiment.english.EnglishModel`, a 3-layer MiniLM fine-tuned on tweets and
+  :class:`sentiment.encoder.EncoderModel`, a 3-layer MiniLM fine-tuned on tweets and
   distilled from a fine-tuned 6-layer teacher, int8 ONNX. ``Sentiment.model`` names the
   model that answered.
-* **Chinese** (``zh``/``zh-*``/``yue``, or no code and mostly Han characters):
-  :class:`sentiment.chinese.ChineseModel`, character n-grams + Weibo emoticons, linear.
+* **Chinese** (``zh``/``zh-*``/``yue``, or no code and mostly Han characters): a cascade.
+  :class:`sentiment.chinese.ChineseModel` (character n-grams + Weibo emoticons, linear)
+  answers where it is sure (probability of its answer >= ``chinese_cascade_threshold``);
+  for the rest a 6-layer multilingual-e5-small fine-tuned on Weibo posts (int8 ONNX, the
+  same :class:`sentiment.encoder.EncoderModel` as English) is asked too, and the two
+  p(positive) are averaged with the card's weight (model id ``zh-e5-l6+zh-char-ngram``).
+  Both are binary: the neutral share comes from the combined uncertainty, as the n-gram
+  model's own.
 * **Empty or whitespace-only text** (a repost without comment): ``neutral`` with
   probability 1; no opinion is expressed.
 * **Any other language** (German, Japanese, Arabic, ...): the classifier **abstains**:
@@ -34,7 +40,7 @@ from core.events import LABELS, Label, Sentiment
 from sentiment.chinese import ChineseModel
 from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
-from sentiment.english import EnglishModel, Floats
+from sentiment.encoder import EncoderModel, Floats
 from sentiment.errors import ModelLoadError
 from sentiment.wordmodel import WordModel
 
@@ -96,17 +102,28 @@ class SentimentClassifier:
 
     def __init__(
         self,
-        english: EnglishModel,
+        english: EncoderModel,
         chinese: ChineseModel,
         words: WordModel | None = None,
         cascade_threshold: float | None = None,
+        chinese_encoder: EncoderModel | None = None,
+        chinese_threshold: float = 0.9,
     ) -> None:
         self.english = english
         self.chinese = chinese
+        self.chinese_encoder = chinese_encoder
+        self.chinese_threshold = chinese_threshold
+        self._mix = 0.5
+        self._mixed_name = chinese.name
+        if chinese_encoder is not None:
+            self._mix = float(chinese_encoder.card.cascade.get("weight", 0.5))
+            self._mixed_name = f"{chinese_encoder.card.name}+{chinese.name}"
         self.words = words if cascade_threshold is not None else None
         self.cascade_threshold = cascade_threshold
         self.name = NAME
         self.version = f"{english.card.version}+{chinese.version}"
+        if chinese_encoder is not None:
+            self.version += f"+{chinese_encoder.card.version}"
         self._empty = self._sentiment({label: float(label == "neutral") for label in LABELS}, "")
         self._abstain = Sentiment(
             label="neutral", probs=dict(ABSTAIN_PRIOR), model=f"{NAME}{ABSTAIN_SUFFIX}",
@@ -138,8 +155,7 @@ class SentimentClassifier:
             elif which == "zh":
                 chinese.append(i)
         if chinese:
-            zh = self.chinese.predict_proba([texts[i] for i in chinese])
-            self._fill(results, chinese, zh, ("negative", "neutral", "positive"), self.chinese.name)
+            self._chinese(results, chinese, [texts[i] for i in chinese])
         if english and self.words is not None and self.cascade_threshold is not None:
             fast = self.words.predict_proba([texts[i] for i in english])
             sure = fast.max(axis=1) >= self.cascade_threshold
@@ -150,6 +166,23 @@ class SentimentClassifier:
             en = self.english.predict_proba([texts[i] for i in english], progress)
             self._fill(results, english, en, self.english.card.labels, self.english.card.name)
         return results
+
+    def _chinese(self, results: list[Sentiment], rows: list[int], texts: list[str]) -> None:
+        pos = self.chinese.positive_proba(texts)
+        labels: tuple[Label, ...] = ("negative", "neutral", "positive")
+        unsure = np.abs(2.0 * pos - 1.0) < 2.0 * self.chinese_threshold - 1.0
+        if self.chinese_encoder is None or not unsure.any():
+            self._fill(results, rows, self.chinese.three_way(pos), labels, self.chinese.name)
+            return
+        asked = np.flatnonzero(unsure)
+        probs = self.chinese_encoder.predict_proba([texts[i] for i in asked])
+        positive = probs[:, self.chinese_encoder.card.labels.index("positive")]
+        mixed = pos.copy()
+        mixed[asked] = self._mix * positive + (1.0 - self._mix) * pos[asked]
+        three = self.chinese.three_way(mixed)
+        sure = [r for r, u in zip(rows, unsure, strict=True) if not u]
+        self._fill(results, sure, three[~unsure], labels, self.chinese.name)
+        self._fill(results, [rows[i] for i in asked], three[asked], labels, self._mixed_name)
 
     def _fill(
         self,
@@ -177,17 +210,28 @@ def load_classifier(config: ScorerConfig) -> Classifier:
             f"sentiment model directory {folder} does not exist (models are never "
             "downloaded; set scorer.classifier.model_dir or reinstall crisiswatch)"
         )
-    english = EnglishModel(
+    english = EncoderModel(
         folder / f"{settings.english}.json",
         threads=settings.threads,
         batch_size=settings.inference_batch,
         workers=settings.workers,
     )
     chinese = ChineseModel.load(folder / ZH_CARD)
+    encoder = None
+    if settings.chinese is not None:
+        encoder = EncoderModel(
+            folder / f"{settings.chinese}.json",
+            threads=settings.threads,
+            batch_size=settings.inference_batch,
+            workers=settings.workers,
+        )
     threshold = settings.cascade_threshold
     words = WordModel.load(folder / WORDS_CARD) if threshold is not None else None
     log.info(
-        "sentiment models loaded from %s: %s %s, %s %s",
+        "sentiment models loaded from %s: %s %s, %s %s, Chinese encoder %s",
         folder, english.card.name, english.card.version, chinese.name, chinese.version,
+        "off" if encoder is None else f"{encoder.card.name} {encoder.card.version}",
     )  # fmt: skip
-    return SentimentClassifier(english, chinese, words, threshold)
+    return SentimentClassifier(
+        english, chinese, words, threshold, encoder, settings.chinese_cascade_threshold
+    )

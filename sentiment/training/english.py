@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from core.events import LABELS
-from sentiment.english import MODEL_FORMAT, EnglishModel, file_digest, softmax
+from sentiment.encoder import MODEL_FORMAT, EncoderModel, file_digest, softmax
 from sentiment.training.common import read_jsonl, report
 from sentiment.wordmodel import WordModel, word_features
 
@@ -72,7 +72,7 @@ def package(
         "metrics": {},
     }
     card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    model = EnglishModel(card_path, threads=1)
+    model = EncoderModel(card_path, threads=1)
     rows = read_jsonl(data / "en-val.jsonl")
     y = np.array([LABELS.index(r["label"]) for r in rows])
     logits = model.logits([r["text"] for r in rows])

