@@ -23,9 +23,9 @@ by watch). Where their state lives (``detector.state_store``):
   saved state never runs ahead of what was published) and nothing is signalled twice
   under another id. On a rebalance the process drops every watch it holds: the next
   mention of a watch loads the state its previous owner saved before committing. A
-  state that cannot be read (damaged, another ``STATE_FORMAT``) is logged and counted
-  (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch starts afresh
-  with a new generation, and the stage goes on.
+  state that cannot be read (damaged, a format not in ``READABLE_FORMATS``) is logged
+  and counted (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch
+  starts afresh with a new generation, and the stage goes on.
 
 A database that is down (``core.db.database_unavailable``: refused or dropped
 connections, a server restarting, a pool timeout) never dead-letters a batch: its load
@@ -57,7 +57,13 @@ from core.events import TOPIC_SCORED, TOPIC_SIGNALS, ScoredMention, Signal
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector, WatchKey
-from sentiment.detector.snapshot import STATE_FORMAT, SnapshotError, WatchChanges, WatchSnapshot
+from sentiment.detector.snapshot import (
+    READABLE_FORMATS,
+    STATE_FORMAT,
+    SnapshotError,
+    WatchChanges,
+    WatchSnapshot,
+)
 from sentiment.detector.statestore import StateStore
 
 log = logging.getLogger(__name__)
@@ -224,9 +230,10 @@ class DetectorService:
                 self.metrics.detector_restores.labels("fresh").inc()
                 continue
             try:
-                if row.format != STATE_FORMAT:
+                if row.format not in READABLE_FORMATS:
                     raise SnapshotError(
-                        f"it is of format {row.format}, this detector reads {STATE_FORMAT}"
+                        f"it is of format {row.format}, this detector reads "
+                        f"{sorted(READABLE_FORMATS)}"
                     )
                 self.detector.restore(key, WatchSnapshot(row.state, row.stories))
             except SnapshotError as exc:
