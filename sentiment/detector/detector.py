@@ -76,6 +76,9 @@ EARLY_MAX = 8
 late (beyond: it is a story of its own)."""
 EARLY_MINUTES = 30.0
 """Event time after its first mention during which an orphan story may still be folded."""
+EARLY_TEXT_CHARS = 2_000
+"""Text an early mention keeps (a story's row holds its early mentions: a 40,000-character
+post must not make it heavy; cues and near-duplicates are found in the first part)."""
 
 WatchKey = tuple[str, bool]
 """(watch id, drill): the unit of detector state."""
@@ -409,6 +412,9 @@ class Detector:
                 and not tracked.signals
                 and (now - story.first_at).total_seconds() <= EARLY_MINUTES * 60
             ):
+                if len(mention.text) > EARLY_TEXT_CHARS:
+                    short = mention.model_copy(update={"text": mention.text[:EARLY_TEXT_CHARS]})
+                    scored = scored.model_copy(update={"mention": short})
                 early.append(scored)
             else:
                 tracked.early = None

@@ -118,6 +118,19 @@ async def test_a_database_outage_waits_and_dead_letters_nothing(
     """The first process finds the database down mid-stream (its saves wait), a second
     one finds it down when it loads the watches (its first batch waits): far more
     failures than the bus's five tries, and nothing is dead-lettered."""
+    await _outage(sessions, caplog)
+
+
+@pytest.mark.postgres
+async def test_a_postgres_outage_waits_and_dead_letters_nothing(
+    pg_sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    await _outage(pg_sessions, caplog)
+
+
+async def _outage(
+    sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="sentiment.detector.service")
     reference = await uninterrupted()
     stream = crisis()

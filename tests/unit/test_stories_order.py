@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.events import ScoredMention, Signal
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
-from sentiment.detector.detector import EARLY_MAX, Detector, _Tracked
+from sentiment.detector.detector import EARLY_MAX, EARLY_TEXT_CHARS, Detector, _Tracked
 from sentiment.detector.service import DetectorService
 from sentiment.detector.snapshot import (
     READABLE_FORMATS,
@@ -271,3 +271,13 @@ async def test_a_snapshot_of_the_previous_format_is_still_read(
     third = DetectorService(RecordingBus(), DetectorConfig(), metrics, store=store)
     await third.handle(list(stream[split:]))
     assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "failed"}) == 1
+
+
+def test_early_mentions_keep_a_bounded_text() -> None:
+    """A story's row holds its early mentions: a very long post is kept shortened."""
+    long = scored("c", 11, text="acme " * 4_000, label="neutral", reply_to="x:b")
+    detector, _ = run([long])
+    (tracked,) = detector._watches[(WATCH.id, False)].tracked.values()
+    assert tracked.early is not None
+    assert [len(m.mention.text) for m in tracked.early] == [EARLY_TEXT_CHARS]
+    assert long.mention.text.startswith(tracked.early[0].mention.text)
