@@ -28,6 +28,7 @@ from sentiment.detector.service import DB_RETRY, GROUP, DetectorService
 from sentiment.detector.statestore import StateStore
 from tests.unit.test_detector_state import (
     BATCH,
+    RecordingBus,
     crisis,
     normalised,
     one_generation_per_watch,
@@ -247,3 +248,23 @@ class _PgError(Exception):
 def test_postgres_error_codes(sqlstate: str, unavailable: bool) -> None:
     error = sa_exc.DBAPIError("SELECT 1", {}, _PgError(sqlstate))
     assert database_unavailable(error) is unavailable
+
+
+async def test_stopping_and_rebalancing_do_not_wait_for_the_database(
+    sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Saving on shutdown or on a rebalance is tried once (neither may hang on a database
+    that is down): what it could not save is delivered again to the next owner."""
+    waits = Waits()
+    store = StateStore(sessions)
+    svc = DetectorService(RecordingBus(), DetectorConfig(), Metrics(), store=store, sleep=waits)
+    stream = crisis()
+    await svc.handle(stream[:BATCH])
+    svc._dirty.add(("acme", False))  # (as a batch whose save failed leaves it)
+    with outage_of(sessions) as outage:
+        outage.failures = 10
+        await svc.stop()
+        await svc.rebalanced()
+        assert outage.failures == 8  # one try each
+    assert waits.delays == []
+    assert sum("cannot save the state" in r.getMessage() for r in caplog.records) == 2
