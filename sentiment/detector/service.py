@@ -39,7 +39,8 @@ failing batch split to find the bad mention): a mention whose ``observe`` raised
 again on each later try (it may have been counted halfway, and a redelivery would
 otherwise be taken for a duplicate), so a bad message still ends on the dead-letter
 topic instead of blocking the stage. Saving on shutdown and on a rebalance is tried
-once (neither may wait for the database): what it could not save is delivered again.
+once (neither may wait for the database; a batch still waiting is not committed, so it
+is delivered again): a failure there is logged.
 """
 
 from __future__ import annotations
