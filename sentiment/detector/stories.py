@@ -226,7 +226,10 @@ class StoryIndex:
 
     def _find(self, mention: Mention, watch: WatchMatch) -> Assignment:
         parent = mention.parent_id
-        own = self._awaiting(mention.id)
+        stories = self._stories
+        own = stories.get(self.story_id(mention.id))  # (``_awaiting``, inlined: hot path)
+        if own is None and self._awaited:
+            own = self._awaiting(mention.id)
         if parent is not None:
             known = self._story_of.get(parent)
             if known is not None:
