@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -127,6 +128,29 @@ def on_commit(session: AsyncSession, action: Callable[[], None]) -> None:
     pending.append(action)
 
 
+# SQLSTATE classes of a server that is gone or not taking work: 08 connection exception,
+# 57P01-57P05 (admin/crash shutdown, cannot connect now, idle session timeout), 53 out of
+# resources (too many connections), 40001/40P01 (serialisation failure, deadlock: retry)
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53", "40001", "40P01")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or cannot take work now (an
+    outage, a restart, a dropped connection, a pool timeout, a locked SQLite file): an
+    error to retry until the database is back. Errors about the statement or the data
+    (integrity, programming, data errors) are not."""
+    if isinstance(exc, OSError | sa_exc.TimeoutError):  # OSError: refused, reset, timeout
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return False
+
+
 def _alembic_config(url: str) -> object:
     from alembic.config import Config
 
@@ -166,6 +190,7 @@ __all__ = [
     "Base",
     "Engine",
     "UtcDateTime",
+    "database_unavailable",
     "make_engine",
     "make_sessionmaker",
     "unit_of_work",

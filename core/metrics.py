@@ -91,7 +91,8 @@ class Metrics:
         )
         self.detector_snapshot_bytes = Histogram(
             "crisiswatch_detector_snapshot_bytes",
-            "Size of one watch's saved detector state (compressed)",
+            "Bytes one save writes for one watch: its watch row and the rows of the "
+            "stories changed since its last save (compressed)",
             buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7),
             registry=r,
         )
@@ -100,6 +101,18 @@ class Metrics:
             "Watch states the detector looked up in its store, by outcome "
             "(loaded, fresh: none stored, failed: unreadable, started afresh)",
             ["outcome"],
+            registry=r,
+        )
+        self.detector_state_db_retries = Counter(
+            "crisiswatch_detector_state_db_retries",
+            "Detector state saves and loads that found the database unavailable and were "
+            "retried (the batch waits, it is never dead-lettered for it), by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.detector_state_db_waiting = Gauge(
+            "crisiswatch_detector_state_db_waiting",
+            "1 while the detector waits for the database to save or load its state",
             registry=r,
         )
         # alerts

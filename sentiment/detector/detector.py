@@ -27,6 +27,14 @@ which of its stories changed since (``_WatchState.changed``: every story a menti
 joined, a decision or sweep re-evaluated, ``evaluate`` looked at, or that was
 forgotten): ``changes`` gives only their parts, so a save costs what a batch touched.
 
+Out-of-order arrival (``stories.py``, rule 6): a mention that comes after its children
+but whose parent's story already holds its ancestors displaces the young story its
+children opened; ``_fold`` dissolves that story and takes its mentions in again (their
+story-level counts only: the watch's rates counted them already), so a cascade that
+arrives shuffled counts as the one story it is in order. Only a story that never
+signalled, holds at most ``EARLY_MAX`` mentions and is at most ``EARLY_MINUTES`` old
+(event time) is folded: such a story keeps its mentions (``_Tracked.early``) for it.
+
 Drill mentions are kept apart from real ones (their own stories, baseline and ids,
 ``f"{watch}:drill:{root}"``): a drill never inflates a real story, and a real mention
 never hides in a drill.
@@ -55,13 +63,22 @@ from sentiment.detector.snapshot import (
     WatchChanges,
     WatchSnapshot,
 )
-from sentiment.detector.stories import Story, StoryIndex
+from sentiment.detector.stories import Assignment, Story, StoryIndex
 from sentiment.detector.surge import WatchSurge
 
 log = logging.getLogger(__name__)
 
 NO_WATCH = WatchMatch(id="_")
 """The watch of mentions that carry none."""
+
+EARLY_MAX = 8
+"""Mentions an orphan story keeps to be folded into its cascade when its parent arrives
+late (beyond: it is a story of its own)."""
+EARLY_MINUTES = 30.0
+"""Event time after its first mention during which an orphan story may still be folded."""
+EARLY_TEXT_CHARS = 2_000
+"""Text an early mention keeps (a story's row holds its early mentions: a 40,000-character
+post must not make it heavy; cues and near-duplicates are found in the first part)."""
 
 WatchKey = tuple[str, bool]
 """(watch id, drill): the unit of detector state."""
@@ -79,6 +96,11 @@ class _Tracked:
     tier: Held = field(default_factory=Held)
     reported_tier: int = 0
     reported_spread: int = 0
+    # the mentions of a young story that started as an orphan (``EARLY_MAX`` at most,
+    # while it has never signalled): taken in again if a late parent folds it into its
+    # cascade (``Detector._fold``); None once too big or too old, and in snapshots
+    # older than STATE_FORMAT 3 (the class default)
+    early: list[ScoredMention] | None = None
 
 
 def _may_cool(tracked: _Tracked) -> bool:
@@ -314,8 +336,6 @@ class Detector:
         if assignment is None:
             return []  # already counted: a redelivery
         story = assignment.story
-        if ws.stored:
-            ws.changed.add(story.id)
         at = mention.created_at
         at_minutes = at.timestamp() / 60
         minute = math.floor(at_minutes)  # the event minute, computed once
@@ -326,11 +346,52 @@ class Detector:
             ws.now = at
             ws.now_minutes = at_minutes
         now = ws.now
-        now_minutes = ws.now_minutes
-        now_minute = math.floor(now_minutes)
+        now_minute = math.floor(ws.now_minutes)
+        tracked = self._take(ws, scored, assignment, now, expected, at_minutes)
+        if self.config.surge_enabled:
+            ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
+
+        signals: list[Signal] = []
+        folded = () if assignment.displaced is None else self._fold(ws, assignment, now)
+        signal = self._decide(ws, story, tracked, now, mention)
+        if signal is not None:
+            signals.append(signal)
+        for other, other_tracked in folded:
+            if other is not story:
+                signal = self._decide(ws, other, other_tracked, now, None)
+                if signal is not None:
+                    signals.append(signal)
+        if self.config.surge_enabled:
+            surge = self._decide_surge(ws, watch, now, mention)
+            if surge is not None:
+                signals.append(surge)
+        if ws.next_sweep is None or now >= ws.next_sweep:
+            signals.extend(self._sweep(ws, now, skip=story.id))
+            ws.next_sweep = now + self._sweep_every
+        for dropped in ws.index.evict(now):
+            self._retire(ws, (watch.id, mention.drill), dropped)
+        return signals
+
+    def _take(
+        self,
+        ws: _WatchState,
+        scored: ScoredMention,
+        assignment: Assignment,
+        now: datetime,
+        expected: float | None,
+        at_minutes: float,
+    ) -> _Tracked:
+        """Count a mention in the story it was assigned to (its heat, evidence and
+        early mentions; not the watch's rates, not a decision)."""
+        mention = scored.mention
+        story = assignment.story
+        if ws.stored:
+            ws.changed.add(story.id)
         tracked = ws.tracked.get(story.id)
         if tracked is None:
             tracked = ws.tracked[story.id] = self._track(ws, story, mention.drill)
+            if assignment.reason == "orphan":
+                tracked.early = []
         label = scored.sentiment.label
         judged = not scored.sentiment.model.endswith(ABSTAIN_SUFFIX)
         tracked.heat.add(
@@ -343,24 +404,66 @@ class Detector:
             expected_per_minute=expected,
             at_minutes=at_minutes,
         )
-        if self.config.surge_enabled:
-            ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
         tracked.evidence.offer(scored, is_root=assignment.is_root)
+        early = tracked.early
+        if early is not None:
+            if (
+                len(early) < EARLY_MAX
+                and not tracked.signals
+                and (now - story.first_at).total_seconds() <= EARLY_MINUTES * 60
+            ):
+                if len(mention.text) > EARLY_TEXT_CHARS:
+                    short = mention.model_copy(update={"text": mention.text[:EARLY_TEXT_CHARS]})
+                    scored = scored.model_copy(update={"mention": short})
+                early.append(scored)
+            else:
+                tracked.early = None
+        return tracked
 
-        signals: list[Signal] = []
-        signal = self._decide(ws, story, tracked, now, mention)
-        if signal is not None:
-            signals.append(signal)
-        if self.config.surge_enabled:
-            surge = self._decide_surge(ws, watch, now, mention)
-            if surge is not None:
-                signals.append(surge)
-        if ws.next_sweep is None or now >= ws.next_sweep:
-            signals.extend(self._sweep(ws, now, skip=story.id))
-            ws.next_sweep = now + self._sweep_every
-        for dropped in ws.index.evict(now):
-            self._retire(ws, (watch.id, mention.drill), dropped)
-        return signals
+    def _fold(
+        self, ws: _WatchState, assignment: Assignment, now: datetime
+    ) -> list[tuple[Story, _Tracked]]:
+        """A mention joined its parent's story while a young orphan story awaited it
+        (its children came before it, its parent before them): dissolve that story and
+        take its mentions in again, so that they join the cascade as they would have,
+        had they come in order. Not once it signalled, grew or aged beyond the early
+        limits (it stays a story of its own). The stories the mentions joined."""
+        displaced = assignment.displaced
+        if displaced is None:
+            return []
+        tracked = ws.tracked.get(displaced.id)
+        if tracked is None or tracked.early is None or tracked.signals:
+            return []
+        early = tracked.early
+        ws.index.dissolve(displaced)
+        del ws.tracked[displaced.id]
+        ws.reported.pop(displaced.id, None)
+        ws.cooling.pop(displaced.id, None)
+        if ws.stored:
+            ws.changed.add(displaced.id)
+        touched: dict[str, tuple[Story, _Tracked]] = {}
+        pending = list(early)
+        while pending:  # those whose parent is known first: chains link up in order
+            index = ws.index
+            ready = next(
+                (
+                    i
+                    for i, item in enumerate(pending)
+                    if item.mention.parent_id is not None
+                    and index.story_of(item.mention.parent_id) is not None
+                ),
+                0,
+            )
+            scored = pending.pop(ready)
+            mention = scored.mention
+            again = index.assign(mention, mention.watch or NO_WATCH)
+            if again is None:
+                continue
+            at_minutes = mention.created_at.timestamp() / 60
+            expected = ws.seasonal.per_minute_at(math.floor(at_minutes))
+            taken = self._take(ws, scored, again, now, expected, at_minutes)
+            touched[again.story.id] = (again.story, taken)
+        return list(touched.values())
 
     def evaluate(
         self, watch_id: str, story_id: str, *, drill: bool = False, at: datetime | None = None

@@ -23,29 +23,61 @@ by watch). Where their state lives (``detector.state_store``):
   saved state never runs ahead of what was published) and nothing is signalled twice
   under another id. On a rebalance the process drops every watch it holds: the next
   mention of a watch loads the state its previous owner saved before committing. A
-  state that cannot be read (damaged, another ``STATE_FORMAT``) is logged and counted
-  (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch starts afresh
-  with a new generation, and the stage goes on.
+  state that cannot be read (damaged, a format not in ``READABLE_FORMATS``) is logged
+  and counted (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch
+  starts afresh with a new generation, and the stage goes on.
+
+A database that is down (``core.db.database_unavailable``: refused or dropped
+connections, a server restarting, a pool timeout) never dead-letters a batch: its load
+or save is retried inside the handler, with a backoff capped at ``max_backoff`` (30 s),
+until the database is back. Meanwhile the batch is not committed and the next one
+waits: each retry is logged and counted (``crisiswatch_detector_state_db_retries_total``)
+and ``crisiswatch_detector_state_db_waiting`` is 1. A retried save writes the same
+changes again (upserts and deletes: idempotent even when the lost reply hid a commit).
+Other errors keep the bus's retry policy (five tries, then the dead-letter topic, the
+failing batch split to find the bad mention): a mention whose ``observe`` raised raises
+again on each later try (it may have been counted halfway, and a redelivery would
+otherwise be taken for a duplicate), so a bad message still ends on the dead-letter
+topic instead of blocking the stage. Saving on shutdown and on a rebalance is tried
+once (neither may wait for the database; a batch still waiting is not committed, so it
+is delivered again): a failure there is logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import deque
-from typing import Any
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from core.bus import Bus, PermanentError
+from core.bus import Bus, PermanentError, RetryPolicy
+from core.db import database_unavailable
 from core.events import TOPIC_SCORED, TOPIC_SIGNALS, ScoredMention, Signal
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector, WatchKey
-from sentiment.detector.snapshot import STATE_FORMAT, SnapshotError, WatchChanges, WatchSnapshot
+from sentiment.detector.snapshot import (
+    READABLE_FORMATS,
+    STATE_FORMAT,
+    SnapshotError,
+    WatchChanges,
+    WatchSnapshot,
+)
 from sentiment.detector.statestore import StateStore
 
 log = logging.getLogger(__name__)
 
 GROUP = "detector"
+
+DB_RETRY = RetryPolicy(max_attempts=1, initial_backoff=0.2, max_backoff=30.0)
+"""The backoff between tries of a state load or save while the database is down (only
+``backoff`` is used: it is tried until the database is back)."""
+
+POISON_MEMORY = 1_000  # mentions whose observe raised, remembered to fail again
+
+_T = TypeVar("_T")
 
 
 class DetectorService:
@@ -57,17 +89,24 @@ class DetectorService:
         *,
         generation: str | None = None,
         store: StateStore | None = None,
+        db_retry: RetryPolicy = DB_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``generation``: marks Signal ids (default: random for each watch started
         afresh, so a restart never reuses ids; replays pass "" for stable ids).
-        ``store``: where watch states are saved after each batch (None: memory only)."""
+        ``store``: where watch states are saved after each batch (None: memory only).
+        ``db_retry``: the backoff while the database is down (``sleep`` waits it out)."""
         self.bus = bus
         self.config = config
         self.metrics = metrics
         self.store = store
         self.detector = Detector(config, generation=generation)
+        self._db_retry = db_retry
+        self._sleep = sleep
         self._unpublished: deque[Signal] = deque()
         self._dirty: set[WatchKey] = set()  # changed since their last save
+        # (watch, mention id) -> why its observe raised, oldest first
+        self._poison: OrderedDict[tuple[WatchKey, str], str] = OrderedDict()
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -97,12 +136,12 @@ class DetectorService:
             keys = list(dict.fromkeys(Detector.key_of(event) for event in events))
             if self.store is not None:
                 await self._restore([key for key in keys if not self.detector.holds(key)])
+            self._dirty.update(keys)  # (before observing: a failure may leave changes)
             for event in events:
-                self._unpublished.extend(self.detector.observe(event))
-            self._dirty.update(keys)
+                self._observe(event)
             self.metrics.stories_active.set(self.detector.stories_active)
             await self._publish()
-            await self._save()
+            await self._save(wait_for_database=True)
 
     async def rebalanced(self) -> None:
         """Partitions moved: save what is unsaved (when that is safe), then drop every
@@ -111,6 +150,7 @@ class DetectorService:
         held = self.detector.watches_held
         self.detector.forget_all()
         self._dirty.clear()
+        self._poison.clear()  # the next owner reloads those watches from the store
         self.metrics.stories_active.set(0)
         log.info("detector: partitions moved; dropped the state of %d watch(es)", held)
 
@@ -121,19 +161,80 @@ class DetectorService:
             self._unpublished.popleft()
             self.metrics.signals_emitted.labels(str(signal.tier)).inc()
 
+    def _observe(self, event: ScoredMention) -> None:
+        """``Detector.observe``, with its Signals queued. A mention whose observe raised
+        raises again on the bus's next tries (without running again: it may have been
+        counted halfway, and would pass as a redelivery): it ends on the dead-letter
+        topic like any poison message, its batch's other mentions go on."""
+        mention = event.mention
+        seen = (Detector.key_of(event), mention.id)
+        failed = self._poison.get(seen)
+        if failed is not None:
+            raise RuntimeError(f"mention {mention.id!r} failed in the detector before: {failed}")
+        try:
+            self._unpublished.extend(self.detector.observe(event))
+        except Exception as exc:
+            self._poison[seen] = f"{type(exc).__name__}: {exc}"
+            while len(self._poison) > POISON_MEMORY:
+                self._poison.popitem(last=False)
+            raise
+
+    async def _until_the_database_works(
+        self, operation: str, call: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        """``call()``, tried again (capped backoff) for as long as the database is
+        unavailable; any other error is raised at once."""
+        attempt = 0
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    result = await call()
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    attempt += 1
+                    delay = self._db_retry.backoff(attempt)
+                    self.metrics.detector_state_db_retries.labels(operation).inc()
+                    self.metrics.detector_state_db_waiting.set(1)
+                    log.warning(
+                        "detector: the database is unavailable for the state %s (try %d, "
+                        "again in %.1f s; the batch waits, nothing is dead-lettered): %s: %s",
+                        operation,
+                        attempt,
+                        delay,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    await self._sleep(delay)
+                    continue
+                if attempt:
+                    log.warning(
+                        "detector: the database is back; state %s done after %d tries (%.1f s)",
+                        operation,
+                        attempt + 1,
+                        time.monotonic() - started,
+                    )
+                return result
+        finally:
+            if attempt:
+                self.metrics.detector_state_db_waiting.set(0)
+
     async def _restore(self, keys: list[WatchKey]) -> None:
         if not keys or self.store is None:
             return
-        stored = await self.store.load(keys)
+        store = self.store
+        stored = await self._until_the_database_works("load", lambda: store.load(keys))
         for key in keys:
             row = stored.get(key)
             if row is None:
                 self.metrics.detector_restores.labels("fresh").inc()
                 continue
             try:
-                if row.format != STATE_FORMAT:
+                if row.format not in READABLE_FORMATS:
                     raise SnapshotError(
-                        f"it is of format {row.format}, this detector reads {STATE_FORMAT}"
+                        f"it is of format {row.format}, this detector reads "
+                        f"{sorted(READABLE_FORMATS)}"
                     )
                 self.detector.restore(key, WatchSnapshot(row.state, row.stories))
             except SnapshotError as exc:
@@ -148,10 +249,12 @@ class DetectorService:
                 continue
             self.metrics.detector_restores.labels("loaded").inc()
 
-    async def _save(self) -> None:
+    async def _save(self, *, wait_for_database: bool) -> None:
         """Save the changed watches. Only once every Signal is published: a snapshot
-        must never count a Signal that a crash could still lose."""
-        if self.store is None or not self._dirty or self._unpublished:
+        must never count a Signal that a crash could still lose. ``wait_for_database``:
+        while it is unavailable, try again until it is back (else raise)."""
+        store = self.store
+        if store is None or not self._dirty or self._unpublished:
             return
         started = time.perf_counter()
         changes: dict[WatchKey, WatchChanges] = {}
@@ -159,7 +262,12 @@ class DetectorService:
             if self.detector.holds(key):
                 changes[key] = self.detector.changes(key)
         try:
-            await self.store.save(changes, STATE_FORMAT)
+            if wait_for_database:
+                await self._until_the_database_works(
+                    "save", lambda: store.save(changes, STATE_FORMAT)
+                )
+            else:
+                await store.save(changes, STATE_FORMAT)
         except BaseException:  # (a cancellation too) the next save writes them
             for key, delta in changes.items():
                 self.detector.unsaved(key, delta)
@@ -183,7 +291,7 @@ class DetectorService:
             )
             return
         try:
-            await self._save()
+            await self._save(wait_for_database=False)
         except Exception as exc:
             log.error(
                 "detector %s: cannot save the state of %d watch(es): %s: %s",

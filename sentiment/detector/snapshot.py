@@ -18,7 +18,8 @@ anything else is a ``SnapshotError``.
 here (``detector._WatchState``, ``detector._Tracked`` and everything they hold:
 stories, heat, baselines, burst and surge tests, evidence, forecasts) or the layout of
 the parts changes. A snapshot of another format is not loaded: its watch starts afresh
-(with a new Signal-id generation).
+(with a new Signal-id generation), unless ``READABLE_FORMATS`` names it (a change that
+old snapshots can be read into cheaply: a new field with a class-level default).
 
 The running config and its forecast model are not written: they are named, and
 resolved on load to the loading process's objects. Values derived from the config when
@@ -39,9 +40,14 @@ from typing import Any
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 """The layout of the pickled state; bump it when a pickled class changes.
-1: one pickle per watch; 2: a watch part and one part per story."""
+1: one pickle per watch; 2: a watch part and one part per story; 3: stories await the
+ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``)."""
+
+READABLE_FORMATS = frozenset({2, STATE_FORMAT})
+"""The formats this detector restores: 2 reads as 3 with nothing awaited (the class
+defaults stand in for what it lacks)."""
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers

@@ -119,9 +119,7 @@ class StateStore:
             for (w, d), delta in items
         ]
         async with unit_of_work(self.sessions) as session:
-            insert: Any = (
-                pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-            )
+            dialect = session.get_bind().dialect.name
             for (w, d), delta in items:
                 of_watch = and_(DetectorStoryRow.watch_id == w, DetectorStoryRow.drill == d)
                 if delta.whole:
@@ -131,21 +129,25 @@ class StateStore:
                     await session.execute(
                         delete(DetectorStoryRow).where(of_watch, DetectorStoryRow.story_id.in_(ids))
                     )
-            for rows in _chunks(story_values):
-                statement = insert(DetectorStoryRow).values(list(rows))
-                statement = statement.on_conflict_do_update(
-                    index_elements=["watch_id", "drill", "story_id"],
-                    set_={"state": statement.excluded.state},
-                )
-                await session.execute(statement)
-            for rows in _chunks(watch_values):
-                statement = insert(DetectorStateRow).values(list(rows))
-                statement = statement.on_conflict_do_update(
-                    index_elements=["watch_id", "drill"],
-                    set_={
-                        "format": statement.excluded.format,
-                        "state": statement.excluded.state,
-                        "updated_at": statement.excluded.updated_at,
-                    },
-                )
-                await session.execute(statement)
+            for table, values in (
+                (DetectorStoryRow, story_values),
+                (DetectorStateRow, watch_values),
+            ):
+                for rows in _chunks(values):
+                    await session.execute(_upsert(dialect, table, rows))
+
+
+def _upsert(dialect: str, table: type[Base], rows: Sequence[dict[str, Any]]) -> Any:
+    """``INSERT ... ON CONFLICT (primary key) DO UPDATE`` of every other column (the
+    PostgreSQL and SQLite dialects build the same statement)."""
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(list(rows))
+    keys = [column.name for column in table.__table__.primary_key]
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            column.name: statement.excluded[column.name]
+            for column in table.__table__.columns
+            if column.name not in keys
+        },
+    )

@@ -11,7 +11,8 @@ A story is a cascade of mentions about one thing. Per watch:
    so a burst of reposts of an unseen original still adds up to one story (starting a
    story at each repost would split it into a thousand stories of one). When the parent
    itself arrives later, it joins that story as its root (rule 3).
-3. A mention whose own id roots an existing story (its children came first) joins it.
+3. A mention whose own id roots an existing story (its children came first), or that a
+   story awaits (rule 6), joins it as its root.
 4. A mention without a parent joins the story of a near-duplicate text (MinHash over
    character 3-shingles, Jaccard >= ``near_duplicate_threshold``, texts of at least
    ``near_duplicate_min_chars`` normalised characters): copy-paste complaints and the
@@ -19,9 +20,23 @@ A story is a cascade of mentions about one thing. Per watch:
 5. Otherwise it starts its own story: ``story_id = f"{watch}:{mention id}"``,
    ``story_root = mention id``.
 
-Rule 1 is checked before rule 3: when a middle mention B arrives after its own child C
-(C started story ``w:B``) but after its parent A, B joins A's story, and ``w:B`` keeps
-only the children that came early (stories are not merged; rare with mild reordering).
+6. Order tolerance (several scorers over Kafka can hand the detector a repost before
+   its parent): a mention that joins a story by rule 3 and names a parent not yet seen
+   makes that story **await** the parent, so that the parent joins it too when it comes
+   (rule 3), and so do the parent's other children (rule 2), instead of opening a
+   second story. A reply chain A <- B <- C that arrives C, B, A gives one story, as
+   A, B, C does; its id is the one the first arrival gave it (``w:B``).
+
+Conflicts: a mention M awaited by a story O (its children came first) whose parent is
+known (rule 1), or awaited by another story X (rule 2), or, without a parent, whose text
+is a near-duplicate of another story's (rule 4), joins that other story, as it would
+have had it come in order, and the assignment names O as ``displaced``: the detector
+folds O into it when O is young (``Detector._fold``: O is dissolved and its mentions
+taken in again, now finding their parents), else O stays a story of its own (stories
+that signalled are never merged). The root of a story its children opened has its text
+indexed (rule 4) when it comes, as it would have had it come first. A story awaits at
+most ``MAX_AWAITED`` ids (the oldest go first; a parent forgotten so starts a story of
+its own, as before). In order, no story awaits anything: assignment is what it was.
 
 Memory is bounded: a story quiet for ``story_expiry_hours`` (event time) is forgotten
 with its mention ids and indexed texts; at most ``max_stories`` are held (the
@@ -45,6 +60,9 @@ from sentiment.detector.neardup import NearDuplicateIndex
 # watch id (<= 100) + ":" + root + "#<generation>.<n>" must fit 255 characters
 MAX_ROOT_IN_ID = 120
 
+MAX_AWAITED = 16
+"""Ids of mentions not yet seen that one story awaits (rule 6)."""
+
 JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate"]
 
 
@@ -58,6 +76,9 @@ class Story:
     root_seen: bool
     mention_ids: deque[str] = field(default_factory=deque)
     touched: int = 0  # when a mention last joined it (the index's order, kept in snapshots)
+    # ids of mentions not yet seen that join it when they come (rule 6), oldest first;
+    # the class default () also stands for it in snapshots older than STATE_FORMAT 3
+    awaited: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,9 @@ class Assignment:
     created: bool
     is_root: bool
     """The mention is the story's root (its first mention, or the parent its orphans named)."""
+    displaced: Story | None = None
+    """Another story that awaited the mention, which joined its parent's story instead
+    (rule 1 before rule 3): the detector may fold it into this one (``dissolve``)."""
 
 
 class StoryIndex:
@@ -80,6 +104,7 @@ class StoryIndex:
         self._stories: OrderedDict[str, Story] = OrderedDict()  # least recently active first
         self._touches = 0  # mentions assigned so far (``Story.touched``)
         self._story_of: dict[str, str] = {}  # mention id -> story id
+        self._awaited: dict[str, str] = {}  # mention id not yet seen -> story id (rule 6)
         self._texts = NearDuplicateIndex(
             permutations=config.minhash_permutations,
             bands=config.minhash_bands,
@@ -88,8 +113,18 @@ class StoryIndex:
             per_key=config.indexed_texts_per_story,
         )
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Snapshots older than ``STATE_FORMAT`` 3 hold no awaited ids."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_awaited", {})
+
     def __len__(self) -> int:
         return len(self._stories)
+
+    @property
+    def awaited_held(self) -> int:
+        """Ids of mentions not yet seen that a story awaits (rule 6)."""
+        return len(self._awaited)
 
     @property
     def mentions_held(self) -> int:
@@ -147,12 +182,18 @@ class StoryIndex:
             dropped.append(oldest)
         return dropped
 
+    def dissolve(self, story: Story) -> None:
+        """Forget ``story`` and its mentions (to take them in again, one by one: the
+        detector folds a young story that a late parent displaced into its cascade)."""
+        self._forget(story)
+
     def without_stories(self) -> StoryIndex:
         """A copy holding none of the stories (for the watch-level part of a snapshot:
         each story is saved apart, with ``story_part``)."""
         index = copy.copy(self)
         index._stories = OrderedDict()
         index._story_of = {}
+        index._awaited = {}
         index._texts = self._texts.without_entries()
         return index
 
@@ -169,24 +210,55 @@ class StoryIndex:
             self._stories[story.id] = story
             for mention_id in story.mention_ids:
                 self._story_of[mention_id] = story.id
+            for mention_id in story.awaited:
+                self._awaited[mention_id] = story.id
             if texts is not None:
                 self._texts.adopt(story.id, *texts)
 
+    def _awaiting(self, mention_id: str) -> Story | None:
+        """The story rooted at ``mention_id`` or awaiting it (rules 2, 3 and 6)."""
+        story = self._stories.get(self.story_id(mention_id))
+        if story is None and self._awaited:
+            awaits = self._awaited.get(mention_id)
+            if awaits is not None:
+                story = self._stories[awaits]
+        return story
+
     def _find(self, mention: Mention, watch: WatchMatch) -> Assignment:
         parent = mention.parent_id
-        own = self._stories.get(self.story_id(mention.id))
+        stories = self._stories
+        own = stories.get(self.story_id(mention.id))  # (``_awaiting``, inlined: hot path)
+        if own is None and self._awaited:
+            own = self._awaiting(mention.id)
         if parent is not None:
             known = self._story_of.get(parent)
             if known is not None:
-                return Assignment(self._stories[known], "cascade", False, False)
+                joined = self._stories[known]
+                displaced = own if own is not joined else None
+                return Assignment(joined, "cascade", False, False, displaced)
+            siblings = self._awaiting(parent)
             if own is None:
-                story = self._stories.get(self.story_id(parent))
-                if story is not None:
-                    return Assignment(story, "cascade", False, False)
+                if siblings is not None:
+                    return Assignment(siblings, "cascade", False, False)
                 story = self._new(parent, mention, watch, root_seen=False)
                 return Assignment(story, "orphan", True, False)
+            if siblings is None:
+                self._await(own, parent)
+            elif siblings is not own:  # another story awaits its parent: as rule 1
+                return Assignment(siblings, "cascade", False, False, own)
         if own is not None:
             own.root_seen = True
+            if self._awaited:
+                self._arrived(mention.id)
+            if parent is None:  # as it would have been, had it come first (rule 4)
+                sig = self._texts.signature(mention.text)
+                if sig is not None:
+                    match = self._texts.best_match(sig)
+                    if match is not None and match != own.id:
+                        story = self._stories[match]
+                        self._texts.add(story.id, sig)
+                        return Assignment(story, "near-duplicate", False, False, own)
+                    self._texts.add(own.id, sig)
             return Assignment(own, "root", False, True)
         # An independent post: a near-duplicate of a held text, or a story of its own.
         sig = self._texts.signature(mention.text)
@@ -219,9 +291,31 @@ class StoryIndex:
         if len(story.mention_ids) > self._max_ids:
             self._story_of.pop(story.mention_ids.popleft(), None)
 
+    def _await(self, story: Story, mention_id: str) -> None:
+        """``story`` takes ``mention_id`` in when it comes (rule 6)."""
+        awaited = (*story.awaited, mention_id)
+        if len(awaited) > MAX_AWAITED:
+            self._awaited.pop(awaited[0], None)
+            awaited = awaited[1:]
+        story.awaited = awaited
+        self._awaited[mention_id] = story.id
+
+    def _arrived(self, mention_id: str) -> None:
+        """``mention_id`` came, and joined the story that awaited it (if any): no longer
+        awaited. (One that joins another story by rule 1 stays in the list of the story
+        that awaited it, harmlessly: only that story changed.)"""
+        awaits = self._awaited.pop(mention_id, None)
+        if awaits is not None:
+            story = self._stories[awaits]
+            story.awaited = tuple(i for i in story.awaited if i != mention_id)
+
     def _forget(self, story: Story) -> None:
         del self._stories[story.id]
         for mention_id in story.mention_ids:
             self._story_of.pop(mention_id, None)
         story.mention_ids.clear()
+        for mention_id in story.awaited:
+            if self._awaited.get(mention_id) == story.id:
+                del self._awaited[mention_id]
+        story.awaited = ()
         self._texts.remove(story.id)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import update
+from sqlalchemy import Update, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.bus.memory import MemoryBus
@@ -184,19 +184,17 @@ async def test_a_crash_between_publishing_and_saving_re_emits_the_same_ids(
 
 
 async def _saved_then_damaged(
-    sessions: async_sessionmaker[AsyncSession], damage: dict[str, Any]
+    sessions: async_sessionmaker[AsyncSession], damage: Update
 ) -> tuple[DetectorService, DetectorService, Metrics, list[list[ScoredMention]]]:
+    """The first ``SAVED`` batches handled and saved by one service, then ``damage`` run
+    on the store; a second service (with its metrics) on the same store, and the batches."""
     parts = batches(crisis())
     store = StateStore(sessions)
     first = service(store)
     for batch in parts[:SAVED]:
         await first.handle(list(batch))
     async with sessions() as session:
-        await session.execute(
-            update(DetectorStateRow)
-            .where(DetectorStateRow.watch_id == "acme", DetectorStateRow.drill.is_(False))
-            .values(**damage)
-        )
+        await session.execute(damage)
         await session.commit()
     metrics = Metrics()
     return first, service(store, metrics), metrics, parts
@@ -224,7 +222,10 @@ async def test_an_unreadable_snapshot_starts_its_watch_afresh(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    first, second, metrics, parts = await _saved_then_damaged(sessions, damage)
+    acme = update(DetectorStateRow).where(
+        DetectorStateRow.watch_id == "acme", DetectorStateRow.drill.is_(False)
+    )
+    first, second, metrics, parts = await _saved_then_damaged(sessions, acme.values(**damage))
     caplog.set_level(logging.ERROR, logger="sentiment.detector.service")
     for batch in parts[SAVED:]:
         await second.handle(list(batch))  # no crash
@@ -338,15 +339,20 @@ def test_a_restored_watch_remembers_its_retired_stories() -> None:
     assert ids == reference
 
 
+class Refused(Exception):
+    """A save the database refuses for another reason than an outage (an outage is
+    waited out: ``test_detector_state_outage.py``)."""
+
+
 class FlakyStore(StateStore):
-    """Refuses its next ``failures`` saves (the database is down)."""
+    """Refuses its next ``failures`` saves."""
 
     failures = 0
 
     async def save(self, states: Any, fmt: int) -> None:
         if self.failures:
             self.failures -= 1
-            raise ConnectionError("database unavailable")
+            raise Refused("the database refused the rows")
         await super().save(states, fmt)
 
 
@@ -373,7 +379,7 @@ async def test_a_failed_save_is_retried_and_loses_nothing(
     for batch in acme[:failing]:
         await first.handle(list(batch))
     store.failures = 1
-    with pytest.raises(ConnectionError):
+    with pytest.raises(Refused):
         await first.handle(list(acme[failing]))  # published, not saved, not redelivered
     for batch in beta:  # the next saves succeed (of beta only)
         await first.handle(list(batch))
@@ -394,20 +400,14 @@ async def test_an_unreadable_story_row_starts_its_watch_afresh_and_is_replaced(
     """One damaged story row makes its whole watch unreadable (a watch is restored whole
     or not at all); the watch starts afresh, and its first save replaces every story row
     it had (none of the old rows is loaded with the new watch later)."""
-    parts = batches(crisis())
-    store = StateStore(sessions)
-    first = service(store)
-    for batch in parts[:SAVED]:
-        await first.handle(list(batch))
-    async with sessions() as session:
-        await session.execute(
-            update(DetectorStoryRow)
-            .where(DetectorStoryRow.story_id == "acme:x:root")
-            .values(state=zlib.compress(pickle.dumps(Evil())))
-        )
-        await session.commit()
-    metrics = Metrics()
-    second = service(store, metrics)
+    damage = (
+        update(DetectorStoryRow)
+        .where(DetectorStoryRow.story_id == "acme:x:root")
+        .values(state=zlib.compress(pickle.dumps(Evil())))
+    )
+    _, second, metrics, parts = await _saved_then_damaged(sessions, damage)
+    store = second.store
+    assert store is not None
     for batch in parts[SAVED:]:
         await second.handle(list(batch))
     assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "failed"}) == 1
