@@ -111,7 +111,9 @@ def classifier_rate(classifier: Any, mentions: list[Mention], chunk: int = 512) 
 # -- embedded -----------------------------------------------------------------------------
 
 
-async def embedded(mentions: list[Mention], scorer_batch: int | None) -> dict[str, Any]:
+async def embedded(
+    mentions: list[Mention], scorer_batch: int | None, workers: int | None = None
+) -> dict[str, Any]:
     from api.runtime import Runtime
     from api.settings import Settings
     from core.bus.memory import MemoryBus
@@ -121,6 +123,10 @@ async def embedded(mentions: list[Mention], scorer_batch: int | None) -> dict[st
 
     n = len(mentions)
     scorer = ScorerConfig() if scorer_batch is None else ScorerConfig(batch_size=scorer_batch)
+    if workers is not None:
+        scorer = scorer.model_copy(
+            update={"classifier": scorer.classifier.model_copy(update={"workers": workers})}
+        )
     with temp_dir("cw-bench-") as tmp:
         settings = Settings(
             database=DatabaseConfig(url=f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"),
@@ -743,6 +749,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for size in args.scorer_batch:
             key = f"embedded_scorer_batch_{size}"
             result[key] = await embedded(mentions, size) | {"machine": machine()}
+        for workers in args.workers:
+            key = f"embedded_workers_{workers}"
+            result[key] = await embedded(mentions, None, workers) | {"machine": machine()}
     if args.mode in ("kafka", "all"):
         result["kafka"] = await kafka(mentions, args) | {"machine": machine()}
     if args.mode in ("kafka-scorer", "all"):
@@ -762,8 +771,16 @@ def main() -> None:
         "--scorer-batch",
         type=int,
         nargs="*",
-        default=[256],
+        default=[32],
         help="embedded: also run with these scorer.batch_size values (default config first)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="embedded: also run with these scorer.classifier.workers (1: one core for the "
+        "classifier, the other for the rest of the pipeline)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="kafka: runs of 1 and 2 scorers")
     parser.add_argument("--partitions", type=int, default=6)
@@ -771,7 +788,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per Kafka drain")
     args = parser.parse_args()
     if args.quick:
-        args.mentions, args.repeat, args.scorer_batch = 3_000, 1, []
+        args.mentions, args.repeat, args.scorer_batch, args.workers = 3_000, 1, [], []
     bench_main("pipeline_throughput", args, run, render)
 
 
