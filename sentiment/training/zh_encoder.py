@@ -605,8 +605,14 @@ def write_card(args: argparse.Namespace, report: dict[str, Any]) -> None:
             "settings; held-out numbers are those of the same recipe trained on 8,000",
         },
     }  # fmt: skip
-    (args.out / f"{name}.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-    log(f"wrote {args.out / name}.json")
+    path = args.out / f"{name}.json"
+    path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+    from sentiment.training.verify import cascade_fit  # the shipped cascade, for verify
+
+    rows = read_jsonl(args.data / "sentiment" / "zh-train.jsonl")
+    card["metrics"]["zh_train_fit_cascade"] = cascade_fit(args.out, rows)
+    path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+    log(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
