@@ -35,9 +35,20 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: replaced by U+FFFD where a platform sent one."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""Free text from a platform (a post, a name, a link): NUL characters are replaced."""
+_ID = r"[^:\s\x00-\x1f\x7f]+:[^\s\x00-\x1f\x7f]+"
+"""``<source>:<native id>``, no whitespace or control characters (ids are database keys)."""
+
+
 class Author(_Event):
-    id: str | None = None
-    handle: str | None = None
+    id: Text | None = None
+    handle: Text | None = None
     followers: NonNegativeInt | None = None
     verified: bool = False
 
@@ -65,17 +76,17 @@ class Mention(_Event):
     """
 
     schema_version: Literal[1] = 1
-    id: Annotated[str, Field(min_length=3, max_length=512, pattern=r"^[^:\s]+:\S+$")]
+    id: Annotated[str, Field(min_length=3, max_length=512, pattern=f"^{_ID}$")]
     source: Annotated[str, Field(min_length=1, max_length=64)]
-    url: str | None = None
-    text: Annotated[str, Field(max_length=40_000)] = ""
+    url: Text | None = None
+    text: Annotated[Text, Field(max_length=40_000)] = ""
     lang: str | None = None
     created_at: UtcDatetime
     received_at: UtcDatetime | None = None
     author: Author = Field(default_factory=Author)
     engagement: Engagement = Field(default_factory=Engagement)
-    reply_to: Annotated[str, Field(max_length=512)] | None = None
-    repost_of: Annotated[str, Field(max_length=512)] | None = None
+    reply_to: Annotated[Text, Field(max_length=512)] | None = None
+    repost_of: Annotated[Text, Field(max_length=512)] | None = None
     watch: WatchMatch | None = None
     drill: bool = False
     change: Change = "created"
