@@ -14,7 +14,9 @@ def parse(mention_id: str, extra: str = "") -> Mention:
     return Mention.model_validate_json(BASE % (mention_id, extra))
 
 
-@pytest.mark.parametrize("bad", [r'"x:1\u0000"', r'"x:\u00011"', r'"x:1\u001f"', '"x:1 2"', '"xyz1"'])
+@pytest.mark.parametrize(
+    "bad", [r'"x:1\u0000"', r'"x:\u00011"', r'"x:1\u001f"', '"x:1 2"', '"xyz1"']
+)
 def test_ids_with_control_characters_or_spaces_are_refused(bad: str) -> None:
     with pytest.raises(ValidationError, match="should match pattern"):
         parse(bad)
