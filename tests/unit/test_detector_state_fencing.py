@@ -7,17 +7,19 @@ again and goes on from the state its successor saved."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.bus import PermanentError
 from core.bus.memory import MemoryBus
 from core.events import TOPIC_SCORED, TOPIC_SIGNALS, ScoredMention, Signal
 from core.metrics import Metrics
+from sentiment.detector import statestore
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
 from sentiment.detector.service import GROUP, DetectorService, StateFenced
@@ -45,6 +47,10 @@ from tests.unit.test_detector_state_outage import FAST
 ACME: WatchKey = ("acme", False)
 BETA: WatchKey = ("beta", False)
 FENCED = "crisiswatch_detector_state_fenced_total"
+WAITING = text(  # sessions of this (test) database waiting for a lock
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE NOT l.granted AND a.datname = current_database()"
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -222,3 +228,40 @@ async def test_a_single_process_claims_each_watch_once(
     assert normalised(published(svc)) == normalised(reference)
     assert await epochs(db) == {("acme", False): 1, ("acme", True): 1, ("beta", False): 1}
     assert sample(metrics, FENCED) == 0
+
+
+@pytest.mark.postgres
+async def test_a_claim_waits_for_a_save_in_flight(
+    pg_sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The epoch check and the write are one step: a claim that comes while a save holds
+    the watch's row waits for it, and reads what it wrote (never an older state that the
+    save would then overwrite)."""
+    a, b = StateStore(pg_sessions), StateStore(pg_sessions)
+    await a.load([ACME])
+    await a.save({ACME: delta(b"a1", {})}, 3)
+    locked, go_on = asyncio.Event(), asyncio.Event()
+    lock = statestore._lock
+
+    async def pausing(*args: Any) -> dict[WatchKey, int]:
+        found = await lock(*args)
+        locked.set()
+        await go_on.wait()
+        return found
+
+    monkeypatch.setattr(statestore, "_lock", pausing)
+    saving = asyncio.create_task(a.save({ACME: delta(b"a2", {})}, 3))
+    await locked.wait()
+    claiming = asyncio.create_task(b.load([ACME]))
+    async with pg_sessions() as session:  # until B waits for the row, or got it
+        while not claiming.done():
+            waiting = await session.scalar(WAITING)
+            await session.rollback()
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+    go_on.set()
+    assert await saving == []
+    loaded = await claiming
+    assert loaded[ACME].state == b"a2" and b.epoch(ACME) == 2
+    assert await a.save({ACME: delta(b"a3", {})}, 3) == [Fenced(ACME, held=1, stored=2)]
