@@ -115,6 +115,13 @@ class Metrics:
             "1 while the detector waits for the database to save or load its state",
             registry=r,
         )
+        self.detector_state_fenced = Counter(
+            "crisiswatch_detector_state_fenced",
+            "Watch state saves the detector refused because another detector process "
+            "claimed the watch since (it lost its partitions while stuck); the watch is "
+            "dropped and its batch tried again",
+            registry=r,
+        )
         # alerts
         self.incidents_open = Gauge(
             "crisiswatch_incidents_open",

@@ -303,6 +303,10 @@ class Detector:
         self._watches.clear()
         self._retired_order.clear()
 
+    def forget(self, key: WatchKey) -> None:
+        """Drop one watch's state (the next mention of it restores it, or starts it)."""
+        self._drop(key)
+
     def _snapshots(self) -> SnapshotCodec:
         if self._codec is None:
             self._codec = SnapshotCodec(self.config)

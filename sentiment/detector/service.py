@@ -27,6 +27,16 @@ by watch). Where their state lives (``detector.state_store``):
   and counted (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch
   starts afresh with a new generation, and the stage goes on.
 
+  Fencing: each load claims its watches (``detector_state.epoch`` + 1, see
+  ``statestore.py``), and a save writes a watch only while the table still holds this
+  process's epoch. A process that lost its partitions while it was stuck (a database
+  outage longer than the poll interval, a long pause) and whose successor has claimed a
+  watch since is refused that watch's save: it logs an ERROR, counts it
+  (``crisiswatch_detector_state_fenced_total``), drops the watch and fails the batch
+  with ``StateFenced`` (nothing committed; the bus tries it again). If the process still
+  owns the partition, that next try claims the watch again, loads its successor's state
+  (mentions it already counted are ignored) and goes on.
+
 A database that is down (``core.db.database_unavailable``: refused or dropped
 connections, a server restarting, a pool timeout) never dead-letters a batch: its load
 or save is retried inside the handler, with a backoff capped at ``max_backoff`` (30 s),
@@ -65,7 +75,7 @@ from sentiment.detector.snapshot import (
     WatchChanges,
     WatchSnapshot,
 )
-from sentiment.detector.statestore import StateStore
+from sentiment.detector.statestore import Fenced, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,17 @@ DB_RETRY = RetryPolicy(max_attempts=1, initial_backoff=0.2, max_backoff=30.0)
 POISON_MEMORY = 1_000  # mentions whose observe raised, remembered to fail again
 
 _T = TypeVar("_T")
+
+
+class StateFenced(RuntimeError):
+    """A save found watches claimed by another detector since this one loaded them:
+    their state was not written, and they are dropped. The batch fails (not committed,
+    the bus tries it again: a watch still delivered here is claimed again then)."""
+
+    def __init__(self, fenced: list[Fenced]) -> None:
+        self.fenced = fenced
+        names = ", ".join(f"{f.key[0]!r}{' (drill)' if f.key[1] else ''}" for f in fenced)
+        super().__init__(f"the state of watch(es) {names} was taken over by another detector")
 
 
 class DetectorService:
@@ -263,20 +284,40 @@ class DetectorService:
                 changes[key] = self.detector.changes(key)
         try:
             if wait_for_database:
-                await self._until_the_database_works(
+                fenced = await self._until_the_database_works(
                     "save", lambda: store.save(changes, STATE_FORMAT)
                 )
             else:
-                await store.save(changes, STATE_FORMAT)
+                fenced = await store.save(changes, STATE_FORMAT)
         except BaseException:  # (a cancellation too) the next save writes them
             for key, delta in changes.items():
                 self.detector.unsaved(key, delta)
             raise
+        lost = {f.key for f in fenced}
         for key, delta in changes.items():
-            self.detector.saved(key, delta)
-            self.metrics.detector_snapshot_bytes.observe(delta.size)
+            if key not in lost:
+                self.detector.saved(key, delta)
+                self.metrics.detector_snapshot_bytes.observe(delta.size)
         self._dirty.clear()
         self.metrics.detector_snapshot_save.observe(time.perf_counter() - started)
+        if fenced:
+            self._fenced(fenced)
+
+    def _fenced(self, fenced: list[Fenced]) -> None:
+        """Drop the watches another detector took over; fail the batch."""
+        for f in fenced:
+            log.error(
+                "detector: watch %r%s was taken over by another detector (epoch %d -> %s); "
+                "this process drops its state (not saved) and fails the batch",
+                f.key[0],
+                " (drill)" if f.key[1] else "",
+                f.held,
+                "none" if f.stored is None else f.stored,
+            )
+            self.metrics.detector_state_fenced.inc()
+            self.detector.forget(f.key)
+        self.metrics.stories_active.set(self.detector.stories_active)
+        raise StateFenced(fenced)
 
     async def _flush(self, why: str) -> None:
         if self.store is None or not self._dirty:

@@ -25,7 +25,13 @@ from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
 from sentiment.detector.service import DetectorService
 from sentiment.detector.snapshot import STATE_FORMAT, WatchChanges
-from sentiment.detector.statestore import DetectorStateRow, DetectorStoryRow, StateStore, WatchKey
+from sentiment.detector.statestore import (
+    DetectorStateRow,
+    DetectorStoryRow,
+    Fenced,
+    StateStore,
+    WatchKey,
+)
 from tests.support import schema_diff
 from tests.unit.test_detector import T0, WATCH, by_time, chatter, complaint
 
@@ -78,10 +84,10 @@ class CrashingStore(StateStore):
 
     crash = False
 
-    async def save(self, states: Any, fmt: int) -> None:
+    async def save(self, states: Any, fmt: int) -> list[Fenced]:
         if self.crash:
             raise Killed
-        await super().save(states, fmt)
+        return await super().save(states, fmt)
 
 
 def service(store: StateStore | None, metrics: Metrics | None = None) -> DetectorService:
@@ -349,11 +355,11 @@ class FlakyStore(StateStore):
 
     failures = 0
 
-    async def save(self, states: Any, fmt: int) -> None:
+    async def save(self, states: Any, fmt: int) -> list[Fenced]:
         if self.failures:
             self.failures -= 1
             raise Refused("the database refused the rows")
-        await super().save(states, fmt)
+        return await super().save(states, fmt)
 
 
 async def test_a_failed_save_is_retried_and_loses_nothing(

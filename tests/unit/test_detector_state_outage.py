@@ -150,7 +150,7 @@ async def _outage(
         # process loads it -- through another outage
         outage.after, outage.failures = 0, 9
         _, bus2, signals2 = await run_on_a_bus(store, stream[half:], metrics, waits)
-    assert outage.failed[12:] == ["SELECT"] * 9  # the lazy load waited too
+    assert outage.failed[12:] == ["INSERT"] * 9  # the lazy load (its claim first) waited too
     assert (
         sample(metrics, "crisiswatch_detector_state_db_retries_total", {"operation": "load"}) == 9
     )
