@@ -15,9 +15,11 @@ language: its cascade ends in a transformer for about half the texts). One catch
   total done); end to end: mentions / (time until the detector handled the last one). The
   classifier's own batch throughput is measured on the same texts in the same process,
   before and after the pipeline run (chunks of 512, as ``bench/sentiment_bench.py``), and
-  in chunks of the scorer's batch size. Run with the default config, then again with each
-  ``--scorer-batch`` size (default 256): the scorer hands the classifier one batch at a
-  time, and a 32-text batch is a single forward pass, so the second worker idles.
+  in chunks of the scorer's batch size. Run with the default config (batch 512), then
+  again with each ``--scorer-batch`` size (default 32: the scorer hands the classifier one
+  batch at a time, and a 32-text batch is a single forward pass, so the second worker
+  idles) and each ``--workers`` count (default 1: one core for the classifier, the other
+  for the rest of the pipeline).
 * **kafka** (``--mode kafka``): a Tansu broker on a free port; the real listener stage in
   this process produces every mention to the ``mentions`` topic first (its rate is the
   listener's); then the detector and 1 (then 2) ``crisiswatch scorer`` processes start and
