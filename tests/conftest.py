@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from core.clock import ManualClock
 from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.metrics import Metrics
 from tests.fakes import FakeClassifier
+from tests.process_support import Processes
 
 pytest_plugins = ["tests.fixtures.kafka"]
 
@@ -85,3 +86,15 @@ async def pg_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSess
         yield make_sessionmaker(engine)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Role processes of one test (tests.process_support); their log tails are printed
+    (pytest shows them when the test failed), then every process is stopped."""
+    group = Processes(tmp_path)
+    try:
+        yield group
+    finally:
+        print(group.tails())
+        group.close()

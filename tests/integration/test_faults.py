@@ -19,7 +19,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,16 +77,6 @@ HEARTBEAT_INTERVAL_MS = 500
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
     with capsys.disabled():
         print(f"\n[faults] {line}")
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    group = Processes(tmp_path)
-    try:
-        yield group
-    finally:
-        print(group.tails())  # pytest shows it when the test failed
-        group.close()
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,16 +49,6 @@ def scorer_config(path: Path, bus: BusConfig) -> Path:
             "scorer": {"batch_size": 16, "max_wait_ms": 20},
         },
     )
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    group = Processes(tmp_path)
-    try:
-        yield group
-    finally:
-        print(group.tails())  # pytest shows it when the test failed
-        group.close()
 
 
 def log_of(scorer: RoleProcess) -> str:
