@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
@@ -19,7 +20,9 @@ from core.clock import ManualClock
 from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.metrics import Metrics
 from tests.fakes import FakeClassifier
-from tests.process_support import Processes
+
+if TYPE_CHECKING:
+    from tests.process_support import Processes
 
 pytest_plugins = ["tests.fixtures.kafka"]
 
@@ -92,6 +95,8 @@ async def pg_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSess
 def procs(tmp_path: Path) -> Iterator[Processes]:
     """Role processes of one test (tests.process_support); their log tails are printed
     (pytest shows them when the test failed), then every process is stopped."""
+    from tests.process_support import Processes  # only for the tests that start processes
+
     group = Processes(tmp_path)
     try:
         yield group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -175,6 +176,19 @@ def tier_signal(
     )
 
 
+MODEL_MODULES = (
+    "alerts.models",
+    "alerts.acklinks",
+    "alerts.templates.models",
+    "alerts.workflow.models",
+    "alerts.workflow.drills",
+    "api.audit",
+    "listener.cursors",
+    "sentiment.detector.statestore",
+)
+"""Every module that declares tables on ``core.db.Base``."""
+
+
 async def schema_diff(url: str, tables: set[str]) -> list[Any]:
     """Migrate the database at ``url``; how its ``tables`` differ from the models that
     declare them on ``Base`` (empty when the migrations build exactly those tables)."""
@@ -183,6 +197,9 @@ async def schema_diff(url: str, tables: set[str]) -> list[Any]:
     from sqlalchemy.engine import Connection
 
     from core.db import Base, make_engine, upgrade_database
+
+    for module in MODEL_MODULES:  # the whole metadata, whatever this test run imported so far
+        importlib.import_module(module)  # (a foreign key to an unimported table cannot resolve)
 
     def diff(connection: Connection) -> list[Any]:
         def include_object(
