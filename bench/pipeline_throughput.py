@@ -63,6 +63,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -541,27 +542,40 @@ async def kafka_scorer_run(
     }
 
 
-async def kafka_scorer_stage(mentions: list[Mention], args: argparse.Namespace) -> dict[str, Any]:
-    """``kafka_scorer_run`` with 1, then 2 scorers, ``--repeat`` times alternating; the best
-    run of each counts."""
-    with temp_dir("cw-bench-stage-") as tmp_name:
+KafkaRun = Callable[
+    [Broker, list[Mention], int, argparse.Namespace, Path], Awaitable[dict[str, Any]]
+]
+
+
+async def alternate(
+    prefix: str, run: KafkaRun, mentions: list[Mention], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """``run`` with 1, then 2 scorers, ``--repeat`` times alternating, on one broker."""
+    with temp_dir(prefix) as tmp_name:
         tmp = Path(tmp_name)
         broker = Broker(tmp)
         try:
-            runs = [
-                await kafka_scorer_run(broker, mentions, k, args, tmp)
+            return [
+                await run(broker, mentions, k, args, tmp)
                 for _ in range(args.repeat)
                 for k in (1, 2)
             ]
         finally:
             broker.stop()
 
-    def best(k: int) -> dict[str, Any]:
-        return max(
-            (r for r in runs if r["scorers"] == k), key=lambda r: r["scored_mentions_per_s"] or 0
-        )
 
-    one, two = best(1), best(2)
+def best(
+    runs: list[dict[str, Any]], scorers: int, rate: Callable[[dict[str, Any]], float | None]
+) -> dict[str, Any]:
+    """The run with ``scorers`` scorers and the highest ``rate`` (the least disturbed)."""
+    return max((r for r in runs if r["scorers"] == scorers), key=lambda r: rate(r) or 0)
+
+
+async def kafka_scorer_stage(mentions: list[Mention], args: argparse.Namespace) -> dict[str, Any]:
+    """``kafka_scorer_run`` with 1, then 2 scorers, ``--repeat`` times alternating; the best
+    run of each counts."""
+    runs = await alternate("cw-bench-stage-", kafka_scorer_run, mentions, args)
+    one, two = (best(runs, k, lambda r: r["scored_mentions_per_s"]) for k in (1, 2))
     r1, r2 = one["scored_mentions_per_s"], two["scored_mentions_per_s"]
     c1, c2 = one["scored_per_scorer_cpu_s"], two["scored_per_scorer_cpu_s"]
     return {
@@ -577,23 +591,9 @@ async def kafka_scorer_stage(mentions: list[Mention], args: argparse.Namespace) 
 async def kafka(mentions: list[Mention], args: argparse.Namespace) -> dict[str, Any]:
     """1 scorer, 2 scorers, ``--repeat`` times alternating; the best run of each counts
     (on a shared box, the run least disturbed by other work)."""
-    with temp_dir("cw-bench-kafka-") as tmp_name:
-        tmp = Path(tmp_name)
-        broker = Broker(tmp)
-        try:
-            runs = [
-                await kafka_run(broker, mentions, k, args, tmp)
-                for _ in range(args.repeat)
-                for k in (1, 2)
-            ]
-        finally:
-            broker.stop()
+    runs = await alternate("cw-bench-kafka-", kafka_run, mentions, args)
 
-    def best(k: int) -> dict[str, Any]:
-        mine = [r for r in runs if r["scorers"] == k]
-        return max(mine, key=lambda r: r["sustained_10_90_per_s"]["scorer"] or 0)
-
-    one, two = best(1), best(2)
+    one, two = (best(runs, k, lambda r: r["sustained_10_90_per_s"]["scorer"]) for k in (1, 2))
     r1, r2 = one["sustained_10_90_per_s"]["scorer"], two["sustained_10_90_per_s"]["scorer"]
     c1, c2 = one["scorer_mentions_per_cpu_s"], two["scorer_mentions_per_cpu_s"]
     return {
