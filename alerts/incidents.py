@@ -84,7 +84,8 @@ class InvalidSignal(ValueError):
 MAX_ID = 255
 
 
-def _check(signal: Signal) -> None:
+def check_signal(signal: Signal) -> None:
+    """Raise ``InvalidSignal`` when the signal's ids do not fit the tables."""
     for what, value in (
         ("id", signal.id),
         ("story_id", signal.story_id),
@@ -127,7 +128,7 @@ def quiet_until(config: AlertsConfig, tier: int, now: datetime) -> datetime | No
     return end.astimezone(now.tzinfo)
 
 
-async def _signal_seen(session: AsyncSession, signal_id: str) -> bool:
+async def signal_seen(session: AsyncSession, signal_id: str) -> bool:
     found = await session.scalar(
         select(IncidentEvent.id).where(IncidentEvent.signal_id == signal_id).limit(1)
     )
@@ -189,16 +190,11 @@ async def apply_signal(
     tier 0 for a story without an incident). Raises ``InvalidSignal`` for a signal whose
     ids do not fit the tables.
     """
-    _check(signal)
-    if await _signal_seen(session, signal.id):
+    check_signal(signal)
+    if await signal_seen(session, signal.id):
         return None
     now = clock.now()
-    incident = await session.scalar(
-        select(Incident)
-        .where(Incident.watch_id == signal.watch.id, Incident.story_id == signal.story_id)
-        .with_for_update()
-    )
-    incident = await _survivor(session, incident)
+    incident = await survivor_of(session, await story_incident(session, signal, signal.story_id))
     if incident is None:
         if signal.tier < 1:
             return None
@@ -226,7 +222,16 @@ async def apply_signal(
     return incident
 
 
-async def _survivor(session: AsyncSession, incident: Incident | None) -> Incident | None:
+async def story_incident(session: AsyncSession, signal: Signal, story_id: str) -> Incident | None:
+    """The incident opened for ``story_id`` of the signal's watch (locked), if any."""
+    return await session.scalar(
+        select(Incident)
+        .where(Incident.watch_id == signal.watch.id, Incident.story_id == story_id)
+        .with_for_update()
+    )
+
+
+async def survivor_of(session: AsyncSession, incident: Incident | None) -> Incident | None:
     """The incident a merged one points to (its story's signals go there)."""
     seen: set[int] = set()
     while incident is not None and incident.merged_into_id is not None:

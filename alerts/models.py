@@ -80,6 +80,7 @@ EVENT_KINDS: Final = (
     "task_reminder",
     "merged_into",
     "merged_from",
+    "story_merged",  # the detector found the incident's story part of another
     "template_used",
 )
 

@@ -1,7 +1,8 @@
 """The alerts stage: Signals in, incidents and alerts out.
 
 ``register`` subscribes to "signals" (group "alerter"): each signal is applied in its own
-unit of work (``incidents.apply_signal``), idempotent on the signal id. Alerts are written
+unit of work (``incidents.apply_signal``; a story's last Signal that names the story it
+was merged into: ``storymerge.apply_story_merge``), idempotent on the signal id. Alerts are written
 to the outbox in that same transaction; with ``deliver_on_signal`` they are sent right
 after it commits, otherwise by the next tick.
 
@@ -32,6 +33,7 @@ from alerts.notifiers.registry import build_notifiers
 from alerts.outbox import AckLink, deliver_due, pending_count, retrying, seed_limiter
 from alerts.ratelimit import RateLimiter
 from alerts.selfalert import channel_failure_handler
+from alerts.storymerge import apply_story_merge
 from alerts.workflow import tasks
 from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.clock import Clock
@@ -102,9 +104,14 @@ class AlertService:
         for signal in signals:
             try:
                 async with unit_of_work(self.sessions) as session:
-                    incident = await apply_signal(
-                        session, signal, self.config, self.clock, metrics=self.metrics
-                    )
+                    if signal.merged_into is not None:
+                        incident = await apply_story_merge(
+                            session, signal, self.clock, metrics=self.metrics
+                        )
+                    else:
+                        incident = await apply_signal(
+                            session, signal, self.config, self.clock, metrics=self.metrics
+                        )
                     step = escalation.scheduled(incident) if incident is not None else None
             except InvalidSignal as exc:
                 raise PermanentError(str(exc)) from exc

@@ -55,7 +55,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "task": ("task_created", "task_updated", "task_reminder"),
     "note": ("note",),
     "template": ("template_used",),
-    "merge": ("merged_into", "merged_from"),
+    "merge": ("merged_into", "merged_from", "story_merged"),
 }
 _CATEGORY_OF = {kind: name for name, kinds in CATEGORIES.items() for kind in kinds}
 

@@ -157,6 +157,11 @@ class Signal(_Event):
     kind: Literal["story", "surge"] = "story"
     """``story``: one story's levels; ``surge``: the whole watch bursts without one
     dominant story (``story_id`` is ``"<watch>:surge"``, the heat counts the watch)."""
+    merged_into: str | None = Field(default=None, max_length=255)
+    """Set on a story's last Signal when the detector found it to be part of another
+    story (``merged_into``, same watch): a copy of a complaint that arrived before the
+    complaint itself, or a cascade whose late root joined a bigger one. Its tier and
+    spread are 0; the other story's Signals carry the combined heat from then on."""
 
 
 TOPIC_TYPES: dict[str, type[BaseModel]] = {

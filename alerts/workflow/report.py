@@ -63,6 +63,8 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
         "task_reminder": f"reminder for task {d.get('key')} to {d.get('team')}",
         "merged_into": f"merged into incident {d.get('into')}",
         "merged_from": f"incident {d.get('incident')} merged in",
+        "story_merged": f"story {d.get('story_id')} is part of story {d.get('into_story_id')}"
+        + (f" (not merged: {d['not_merged']})" if d.get("not_merged") else ""),
         "template_used": f"template {d.get('name')!r} v{d.get('version')} used",
     }
     return lines.get(kind, kind.replace("_", " "))

@@ -179,6 +179,21 @@ class BurstWindow:
             self.critical = test.critical(expected_per_minute, self.minutes)
         self.count += 1  # a late mention counts in the open window
 
+    def absorb(self, other: BurstWindow) -> None:
+        """Count ``other``'s open window too (a story merged into this one): the later
+        of the two open windows stays open; the same window adds up."""
+        if other.index is None or (self.index is not None and other.index < self.index):
+            return
+        if self.index is not None and other.index == self.index:
+            self.count += other.count
+            self.previous_hot = self.previous_hot or other.previous_hot
+            if self.critical is None:
+                self.critical = other.critical
+            return
+        was_hot = self.hot and self.index is not None and other.index == self.index + 1
+        self.index, self.count, self.critical = other.index, other.count, other.critical
+        self.previous_hot = other.previous_hot or was_hot
+
     @property
     def hot(self) -> bool:
         return self.critical is not None and self.count >= self.critical
@@ -230,6 +245,11 @@ class BurstTest:
                 window.count += 1  # the open window (or a late mention): just count
             else:
                 window.add(minute, expected_per_minute, self)
+
+    def absorb(self, other: BurstTest) -> None:
+        """Count ``other``'s open windows too (same window lengths: one config)."""
+        for mine, theirs in zip(self.windows, other.windows, strict=True):
+            mine.absorb(theirs)
 
     def bursting(self, now: datetime) -> tuple[int, ...]:
         """The window lengths (minutes) bursting at ``now`` (a window that has closed

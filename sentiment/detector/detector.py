@@ -34,6 +34,9 @@ story-level counts only: the watch's rates counted them already), so a cascade t
 arrives shuffled counts as the one story it is in order. Only a story that never
 signalled, holds at most ``EARLY_MAX`` mentions and is at most ``EARLY_MINUTES`` old
 (event time) is folded: such a story keeps its mentions (``_Tracked.early``) for it.
+Any other displaced story is merged (``_merge``): its heat, evidence, mention ids and
+texts become the other story's, and, when it had signalled, its last Signal names the
+story it is part of (``merged_into``; tier 0), so that its incident joins that story's.
 
 Drill mentions are kept apart from real ones (their own stories, baseline and ids,
 ``f"{watch}:drill:{root}"``): a drill never inflates a real story, and a real mention
@@ -101,6 +104,12 @@ class _Tracked:
     # cascade (``Detector._fold``); None once too big or too old, and in snapshots
     # older than STATE_FORMAT 3 (the class default)
     early: list[ScoredMention] | None = None
+
+
+def _why_merged(assignment: Assignment) -> str:
+    if assignment.reason == "root":
+        return "copies of its root's text came before the root"
+    return "a late mention links the two cascades"
 
 
 def _may_cool(tracked: _Tracked) -> bool:
@@ -356,7 +365,13 @@ class Detector:
             ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
 
         signals: list[Signal] = []
-        folded = () if assignment.displaced is None else self._fold(ws, assignment, now)
+        folded: list[tuple[Story, _Tracked]] = []
+        if assignment.displaced is not None:
+            folded = self._fold(ws, assignment, now)
+            if not folded:
+                merged = self._merge(ws, (watch.id, mention.drill), story, assignment, now)
+                if merged is not None:
+                    signals.append(merged)
         signal = self._decide(ws, story, tracked, now, mention)
         if signal is not None:
             signals.append(signal)
@@ -431,7 +446,7 @@ class Detector:
         (its children came before it, its parent before them): dissolve that story and
         take its mentions in again, so that they join the cascade as they would have,
         had they come in order. Not once it signalled, grew or aged beyond the early
-        limits (it stays a story of its own). The stories the mentions joined."""
+        limits (``_merge`` then). The stories the mentions joined (none: not folded)."""
         displaced = assignment.displaced
         if displaced is None:
             return []
@@ -447,7 +462,9 @@ class Detector:
             ws.changed.add(displaced.id)
         touched: dict[str, tuple[Story, _Tracked]] = {}
         pending = list(early)
-        while pending:  # those whose parent is known first: chains link up in order
+        # Those whose parent is known first, then those without a parent (copies of a
+        # root text find it), then the rest: chains link up in order.
+        while pending:
             index = ws.index
             ready = next(
                 (
@@ -456,8 +473,12 @@ class Detector:
                     if item.mention.parent_id is not None
                     and index.story_of(item.mention.parent_id) is not None
                 ),
-                0,
+                None,
             )
+            if ready is None:
+                ready = next(
+                    (i for i, item in enumerate(pending) if item.mention.parent_id is None), 0
+                )
             scored = pending.pop(ready)
             mention = scored.mention
             again = index.assign(mention, mention.watch or NO_WATCH)
@@ -468,6 +489,63 @@ class Detector:
             taken = self._take(ws, scored, again, now, expected, at_minutes)
             touched[again.story.id] = (again.story, taken)
         return list(touched.values())
+
+    def _merge(
+        self,
+        ws: _WatchState,
+        key: WatchKey,
+        survivor: Story,
+        assignment: Assignment,
+        now: datetime,
+    ) -> Signal | None:
+        """The displaced story could not be folded (it signalled, grew or aged): it
+        becomes part of ``survivor``, heat and all (``StoryHeat.absorb``). Its last
+        Signal (when it signalled before) says so: tier and spread 0, ``merged_into``
+        the survivor, so the incident it opened joins the survivor's."""
+        absorbed = assignment.displaced
+        if absorbed is None or absorbed is survivor or ws.index.get(absorbed.id) is None:
+            return None
+        gone = ws.tracked.pop(absorbed.id, None)
+        kept = ws.tracked[survivor.id]
+        ws.index.merge(survivor, absorbed)
+        ws.reported.pop(absorbed.id, None)
+        ws.cooling.pop(absorbed.id, None)
+        if ws.stored:
+            ws.changed.update((absorbed.id, survivor.id))
+        if gone is None:
+            return None
+        log.info(
+            "story %s (%d mentions) is part of story %s: merged",
+            absorbed.id,
+            gone.heat.mentions,
+            survivor.id,
+        )
+        signal = None
+        if gone.signals:
+            gone.signals += 1
+            heat = gone.heat.snapshot(now, ws.baseline.per_minute())
+            signal = Signal(
+                id=f"{absorbed.id}#{ws.generation}{gone.signals}",
+                story_id=absorbed.id,
+                story_root=absorbed.root,
+                watch=absorbed.watch,
+                tier=0,
+                previous_tier=gone.reported_tier,
+                spread=0,
+                heat=heat.features(),
+                explanation=(
+                    f"Part of story {survivor.id} ({_why_merged(assignment)}): its "
+                    f"{heat.mentions} mentions count there from now on."
+                ),
+                at=now,
+                drill=gone.drill,
+                merged_into=survivor.id,
+            )
+        kept.heat.absorb(gone.heat)
+        kept.evidence.absorb(gone.evidence)
+        kept.early = None  # what it holds is no longer the whole story
+        self._remember_retired(ws, key, absorbed.id, gone)
+        return signal
 
     def evaluate(
         self, watch_id: str, story_id: str, *, drill: bool = False, at: datetime | None = None
@@ -660,11 +738,18 @@ class Detector:
                 tracked.reported_tier,
                 story.last_at.isoformat(),
             )
+        self._remember_retired(ws, key, story.id, tracked)
+
+    def _remember_retired(
+        self, ws: _WatchState, key: WatchKey, story_id: str, tracked: _Tracked
+    ) -> None:
+        """What a story that is no longer held leaves behind, should its id come back
+        (its Signal count and label)."""
         if tracked.signals or tracked.heat.story_label is not None:
-            ws.retired.pop(story.id, None)  # (re)inserted last: the most recently retired
-            ws.retired[story.id] = _Retired(tracked.signals, tracked.heat.story_label)
-            self._retired_order[story.id] = key
-            self._retired_order.move_to_end(story.id)
+            ws.retired.pop(story_id, None)  # (re)inserted last: the most recently retired
+            ws.retired[story_id] = _Retired(tracked.signals, tracked.heat.story_label)
+            self._retired_order[story_id] = key
+            self._retired_order.move_to_end(story_id)
             self._trim_retired()
 
     def _trim_retired(self) -> None:

@@ -53,6 +53,21 @@ class EvidencePicker:
         self._push(self._negative, (*negative, item))
         self._push(self._followed, (*followed, item))
 
+    def absorb(self, other: EvidencePicker) -> None:
+        """Offer ``other``'s best mentions too (a story merged into this one); its root
+        stands in for a root this story has not seen, else competes as a followed one."""
+        if self._root is None:
+            self._root = other._root
+        elif other._root is not None:
+            followers = float(other._root.followers or 0)
+            self._push(self._followed, (followers, -self._seq, other._root))
+            self._seq += 1
+        base = self._seq  # other's arrivals a (entries hold -a) become base + a
+        for heap, mine in ((other._negative, self._negative), (other._followed, self._followed)):
+            for score, seq, item in heap:
+                self._push(mine, (score, seq - base, item))
+        self._seq = base + other._seq
+
     def _better(self, heap: list[tuple[float, int, Evidence]], key: tuple[float, int]) -> bool:
         return len(heap) < self._size or key > heap[0][:2]
 

@@ -128,6 +128,35 @@ class StoryForecast:
         self.events += 1
         self.weight += w
 
+    def absorb(self, other: StoryForecast, *, other_first: bool) -> None:
+        """Count ``other``'s mentions too (a story merged into this one): both states are
+        decayed to the later reference time and added. ``other_first``: ``other``'s
+        first mention came before this one's (its weight is then the story's first)."""
+        if other._t is None:
+            return
+        if self._t is None:
+            self._t, self._sums = other._t, list(other._sums)
+            self.events, self.weight, self.first_weight = (
+                other.events,
+                other.weight,
+                other.first_weight,
+            )
+            return
+        t = max(self._t, other._t)
+        exp = math.exp
+
+        def at_t(sums: list[float], since: float) -> list[float]:
+            lag = t - since
+            return [s * exp(-lag * d) for s, d in zip(sums, self._decay, strict=True)]
+
+        mine, theirs = at_t(self._sums, self._t), at_t(other._sums, other._t)
+        self._sums = [a + b for a, b in zip(mine, theirs, strict=True)]
+        self._t = t
+        self.events += other.events
+        self.weight += other.weight
+        if other_first:
+            self.first_weight = other.first_weight
+
     def ahead(self, now_minutes: float) -> float:
         """``sum_i w_i * (1 - Phi(now - t_i))``: the excitation still owed."""
         if self._t is None:

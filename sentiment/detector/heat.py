@@ -27,6 +27,7 @@ model fitted per cascade.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ class EventWindow:
         while i > 0 and times[i - 1] > at:
             i -= 1
         times.insert(i, at)
+
+    def absorb(self, other: EventWindow) -> None:
+        """Hold ``other``'s timestamps too (a story merged into this one)."""
+        if other._times:
+            self._times = deque(heapq.merge(self._times, other._times))
 
     def count(self, now: datetime) -> int:
         cutoff = now - self._span
@@ -252,6 +258,45 @@ class StoryHeat:
         self._own[label] += 1
         if is_root or self._story_label is None:
             self._story_label = label
+
+    def absorb(self, other: StoryHeat) -> None:
+        """Count ``other``'s mentions in this story too (the detector merges a story
+        into another). Exact for the counts, windows, labels, platforms and cues; the
+        forecast and burst windows are combined at the later story's reference time;
+        reach adds the followers of ``other``'s authors, so an author of both stories is
+        counted twice there (followers are not kept per author)."""
+        self.mentions += other.mentions
+        self.first_at = min(self.first_at, other.first_at)
+        self._short.absorb(other._short)
+        self._long.absorb(other._long)
+        self._forecast.absorb(other._forecast, other_first=other.first_at < self.first_at)
+        self._burst.absorb(other._burst)
+        cap = self._config.max_authors_per_story
+        for key in other._authors:
+            if key in self._authors:
+                continue
+            if len(self._authors) >= cap:
+                self._authors_beyond += 1
+            else:
+                self._authors.add(key)
+        self._authors_beyond += other._authors_beyond
+        self.reach += other.reach
+        self.high_reach += other.high_reach
+        for label, n in other._own.items():
+            self._own[label] += n
+        self._inherited += other._inherited
+        if self._story_label is None:
+            self._story_label = other._story_label
+        self._abstained += other._abstained
+        self._abstained_cued += other._abstained_cued
+        for platform in other._platforms:
+            if len(self._platforms) >= MAX_PLATFORMS:
+                break
+            self._platforms[platform] = None
+        for cue in other._cues:
+            if len(self._cues) >= MAX_CUES:
+                break
+            self._cues[cue] = None
 
     def _count_author(self, mention: Mention) -> None:
         author = mention.author

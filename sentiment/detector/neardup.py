@@ -204,6 +204,21 @@ class NearDuplicateIndex:
             self._buckets.setdefault(band_key, {})[key] = None
         return True
 
+    def move(self, key: str, to: str) -> None:
+        """The texts held under ``key`` go under ``to`` (within ``per_key``; ``to`` keeps
+        its rank, or takes ``key``'s when it held none)."""
+        sigs = self._entries.get(key)
+        if sigs is None:
+            return
+        order = self._order[key]
+        self.remove(key)
+        if to not in self._entries:
+            self._entries[to] = []
+            self._order[to] = order
+        for sig in sigs:
+            if not self.add(to, sig):
+                break
+
     def remove(self, key: str) -> None:
         for sig in self._entries.pop(key, ()):
             for band_key in self._band_keys(sig):

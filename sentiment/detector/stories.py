@@ -28,13 +28,14 @@ A story is a cascade of mentions about one thing. Per watch:
    A, B, C does; its id is the one the first arrival gave it (``w:B``).
 
 Conflicts: a mention M awaited by a story O (its children came first) whose parent is
-known (rule 1), or awaited by another story X (rule 2), or, without a parent, whose text
-is a near-duplicate of another story's (rule 4), joins that other story, as it would
-have had it come in order, and the assignment names O as ``displaced``: the detector
-folds O into it when O is young (``Detector._fold``: O is dissolved and its mentions
-taken in again, now finding their parents), else O stays a story of its own (stories
-that signalled are never merged). The root of a story its children opened has its text
-indexed (rule 4) when it comes, as it would have had it come first. A story awaits at
+known (rule 1), or awaited by another story X (rule 2), joins that other story, as it
+would have had it come in order, and the assignment names O as ``displaced``. Without a
+parent, M joins O (rule 3) and its text is indexed there, as it would have been had it
+come first; a story X of copies of its text (rule 4) that came before it is named as
+``displaced``. The detector folds the displaced story into the one M joined when it is
+young (``Detector._fold``: it is dissolved and its mentions taken in again, now finding
+their parents or the root's text), else merges it (``merge``, ``Detector._merge``: its
+mention ids, awaited ids and texts lead to the other story from then on). A story awaits at
 most ``MAX_AWAITED`` ids (the oldest go first; a parent forgotten so starts a story of
 its own, as before). In order, no story awaits anything: assignment is what it was.
 
@@ -187,6 +188,26 @@ class StoryIndex:
         detector folds a young story that a late parent displaced into its cascade)."""
         self._forget(story)
 
+    def merge(self, survivor: Story, absorbed: Story) -> None:
+        """``absorbed`` becomes part of ``survivor`` (the detector merges a story that
+        signalled, where a young one is folded): its mention ids, awaited ids and
+        indexed texts now lead to ``survivor``; ``absorbed`` is no longer held."""
+        if survivor is absorbed:
+            raise ValueError(f"merge: story {survivor.id!r} into itself")
+        del self._stories[absorbed.id]
+        for mention_id in absorbed.mention_ids:
+            self._remember(survivor, mention_id)
+        absorbed.mention_ids.clear()
+        for mention_id in absorbed.awaited:
+            if self._awaited.get(mention_id) == absorbed.id:
+                self._await(survivor, mention_id)
+        absorbed.awaited = ()
+        self._texts.move(absorbed.id, survivor.id)
+        survivor.first_at = min(survivor.first_at, absorbed.first_at)
+        survivor.last_at = max(survivor.last_at, absorbed.last_at)
+        survivor.root_seen = survivor.root_seen or absorbed.root_seen
+        self._stories.move_to_end(survivor.id)
+
     def without_stories(self) -> StoryIndex:
         """A copy holding none of the stories (for the watch-level part of a snapshot:
         each story is saved apart, with ``story_part``)."""
@@ -250,16 +271,15 @@ class StoryIndex:
             own.root_seen = True
             if self._awaited:
                 self._arrived(mention.id)
+            copies = None
             if parent is None:  # as it would have been, had it come first (rule 4)
                 sig = self._texts.signature(mention.text)
                 if sig is not None:
                     match = self._texts.best_match(sig)
                     if match is not None and match != own.id:
-                        story = self._stories[match]
-                        self._texts.add(story.id, sig)
-                        return Assignment(story, "near-duplicate", False, False, own)
+                        copies = self._stories[match]  # copies of it that came before it
                     self._texts.add(own.id, sig)
-            return Assignment(own, "root", False, True)
+            return Assignment(own, "root", False, True, copies)
         # An independent post: a near-duplicate of a held text, or a story of its own.
         sig = self._texts.signature(mention.text)
         if sig is not None:

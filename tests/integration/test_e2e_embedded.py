@@ -216,3 +216,44 @@ async def test_unacknowledged_incident_escalates_after_deadline(world, clock: Ma
     assert detail["escalation_level"] == 2
     assert "sla_breached" in [e["kind"] for e in detail["timeline"]]
     assert "escalated" in [e["kind"] for e in detail["timeline"]]
+
+
+async def test_copies_before_the_complaint_end_in_one_tier3_incident(
+    world, clock: ManualClock
+) -> None:
+    """The complaint comes last (several scorers over Kafka can do this): its reposts and
+    copies open two stories and two incidents first; when it comes, the copies' story is
+    merged into the complaint's cascade and its incident into the other, and the one
+    incident left open is the complaint's, at tier 3; nobody gets the same tier twice
+    for one incident."""
+    _app, runtime, receiver, client = world
+    start = clock.now()
+    stream = crisis_stream(start, n=180, minutes=4.0)
+    root, rest = stream[0], stream[1:]
+    for i in range(0, len(rest), 45):
+        batch = rest[i : i + 45]
+        clock.set(batch[-1].created_at)
+        assert (await push(client, clock, batch)).status_code == 200
+        await settle(runtime)
+    before = (await client.get("/incidents", headers=auth(VIEWER_KEY))).json()
+    assert before["total"] == 2, before  # the reposts' story and the copies' story
+    assert (await push(client, clock, [root])).status_code == 200
+    await settle(runtime)
+    page = (await client.get("/incidents", headers=auth(VIEWER_KEY))).json()
+    live = [i for i in page["items"] if i["merged_into_id"] is None]
+    assert len(live) == 1 and page["total"] == 2, page
+    (crisis,) = live
+    merged = next(i for i in page["items"] if i["merged_into_id"] is not None)
+    assert merged["status"] == "closed" and merged["merged_into_id"] == crisis["id"]
+    # both were tier 3 already (a tie: the copies' incident goes into the complaint's)
+    assert crisis["tier"] == 3 and crisis["story_id"] == "acme:bluesky:root-1"
+    assert merged["story_id"] == "acme:reddit:m2"  # the first copy opened that story
+    detail = (await client.get(f"/incidents/{crisis['id']}", headers=auth(VIEWER_KEY))).json()
+    assert "story_merged" in [e["kind"] for e in detail["timeline"]]
+    for path in ("/pr", "/legal", "/exec"):
+        sent = [
+            (b["alert"]["incident_id"], b["alert"]["tier"])
+            for b in receiver.on(path)
+            if not b["alert"]["reason"].startswith("TASK ")
+        ]
+        assert len(sent) == len(set(sent)), (path, sent)

@@ -168,29 +168,51 @@ def test_a_late_middle_mention_folds_the_young_story_of_its_children() -> None:
     assert "acme:x:c" in changes.removed and "acme:x:a" in changes.stories
 
 
-def test_a_story_that_grew_is_not_folded() -> None:
+def test_a_story_that_grew_is_merged_with_its_counts() -> None:
     """The early mentions are bounded (``EARLY_MAX``): an orphan story that outgrew them
-    stays a story of its own when its parent's story claims its root late."""
+    is merged, not folded, when its parent's story claims its root late: one story all
+    the same, counting what it counts in order."""
     tree: Tree = [("a", None, COMPLAINT), ("b", "a", "")]
     tree += [(f"c{i}", "b", "") for i in range(EARLY_MAX + 1)]
     a, b, *kids = cascade(tree)
-    detector, _ = run([a, *kids, b])
-    assert stories(detector, tree) == [{"a", "b"}, {f"c{i}" for i in range(EARLY_MAX + 1)}]
+    reference, _ = run(cascade(tree))
+    detector, signals = run([a, *kids, b])
+    assert stories(detector, tree) == [{native for native, _, _ in tree}]
+    assert heat_of(detector, tree) == heat_of(reference, tree)
+    assert "acme:x:b" not in detector._watches[(WATCH.id, False)].tracked
+    assert not [s for s in signals if s.merged_into]  # the orphan story never signalled
     small = tree[: 2 + EARLY_MAX]
     a, b, *kids = cascade(small)
     detector, _ = run([a, *kids, b])
     assert len(stories(detector, small)) == 1
 
 
-def test_a_story_that_signalled_is_not_folded() -> None:
+def test_a_story_that_signalled_is_merged_and_says_where() -> None:
     """An orphan story that already signalled (the alerter may hold an incident for it)
-    is never dissolved: it goes on as a story of its own, and cools down as one."""
+    is merged into its parent's story when the link arrives: its last Signal is tier 0
+    and names the story it is part of, which carries its heat from then on."""
     a, b = cascade([("a", None, COMPLAINT), ("b", "a", "")])
     c = scored("c", 12.5, text=COMPLAINT + " again", label="negative", reply_to="x:b")
     detector, signals = run([a, c, b])
     assert "acme:x:b#1" in [s.id for s in signals]  # the orphan story w:b signalled
-    assert detector.story_of(WATCH.id, "x:c") == "acme:x:b"
+    (merged,) = [s for s in signals if s.merged_into]
+    assert merged.id == "acme:x:b#2" and merged.story_id == "acme:x:b"
+    assert merged.merged_into == "acme:x:a"
+    assert (merged.tier, merged.spread, merged.previous_tier) == (0, 0, 1)
+    assert "Part of story acme:x:a" in merged.explanation
+    after = signals[signals.index(merged) + 1 :]  # the survivor's, with the combined heat
+    assert [s.story_id for s in after] == ["acme:x:a"] and after[0].tier >= 1
+    assert detector.story_of(WATCH.id, "x:c") == "acme:x:a"
     assert detector.story_of(WATCH.id, "x:b") == "acme:x:a"
+    decision = detector.evaluate(WATCH.id, "acme:x:a")
+    assert decision is not None and decision.heat.mentions == 3
+    assert decision.heat.negative_mentions == 3  # b's repost inherits the root's label
+    # a later reply to c counts in the merged story; the merged one's ids go on after it
+    d = scored("d", 13.0, text="me too", label="negative", reply_to="x:c")
+    detector.observe(d)
+    assert detector.story_of(WATCH.id, "x:d") == "acme:x:a"
+    ws = detector._watches[(WATCH.id, False)]
+    assert ws.retired["acme:x:b"].signals == 2
 
 
 def test_what_a_story_awaits_is_bounded() -> None:

@@ -1,0 +1,103 @@
+"""A story merged into another by the detector: its incident follows.
+
+The detector merges story X into story S when it learns that they are one story (copies
+of a complaint that arrived before the complaint itself, a cascade whose late link joins
+a bigger one). X's last Signal says so (``merged_into`` = S, tier 0). Here:
+
+- X has no incident: nothing to do (S's Signals open or update S's as usual).
+- S has none: X's incident is now S's (its ``story_id`` becomes S), so S's Signals,
+  with the combined heat, land on the incident the people already work on, and no second
+  incident is opened for the same crisis.
+- Both have one: the lower tier is merged into the higher (a tie: X's into S's) with the
+  incident workflow's merge (timeline, evidence, roles and heat curve move; pending
+  alerts and open tasks of the merged one are cancelled; it is closed). S's Signals reach
+  the survivor through ``merged_into_id``. A closed incident is left as it is (a person
+  closed it): the survivor's timeline says so.
+
+Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
+``incidents.apply_signal``; nothing here commits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.incidents import (
+    DETECTOR,
+    InvalidTransition,
+    check_signal,
+    signal_seen,
+    story_incident,
+    survivor_of,
+)
+from alerts.models import CLOSED, Incident
+from alerts.timeline import add_event
+from alerts.workflow import service as workflow
+from core.clock import Clock
+from core.events import Signal
+from core.metrics import Metrics
+
+
+async def apply_story_merge(
+    session: AsyncSession,
+    signal: Signal,
+    clock: Clock,
+    *,
+    metrics: Metrics | None = None,
+) -> Incident | None:
+    """Apply a Signal with ``merged_into``; the incident S's Signals now reach (None when
+    the merged story had none, or the signal was applied before)."""
+    check_signal(signal)
+    into = signal.merged_into
+    if into is None:
+        raise ValueError(f"signal {signal.id!r} merges nothing")
+    if await signal_seen(session, signal.id):
+        return None
+    row = await story_incident(session, signal, signal.story_id)
+    merged = await survivor_of(session, row)
+    if row is None or merged is None:
+        return None
+    detail: dict[str, object] = {
+        "story_id": signal.story_id,
+        "into_story_id": into,
+        "explanation": signal.explanation,
+    }
+
+    def note(on: Incident, **extra: object) -> None:
+        add_event(
+            session,
+            on.id,
+            "story_merged",
+            clock.now(),
+            actor=DETECTOR,
+            detail=detail | extra,
+            signal_id=signal.id,
+        )
+
+    target = await survivor_of(session, await story_incident(session, signal, into))
+    if target is None:  # S's Signals come to this incident from now on
+        row.story_id = into
+        note(merged, incident=merged.id)
+        return merged
+    if target.id == merged.id:  # (a person merged them already)
+        note(merged, incident=merged.id)
+        return merged
+    source, survivor = (target, merged) if target.tier < merged.tier else (merged, target)
+    if CLOSED in (source.status, survivor.status):
+        note(merged, incident=target.id, not_merged="an incident is closed")
+        return target
+    try:
+        await workflow.merge(
+            session,
+            source.id,
+            survivor.id,
+            DETECTOR,
+            clock,
+            metrics=metrics,
+            note=signal.explanation,
+        )
+    except InvalidTransition as exc:  # a drill and a real incident never merge
+        note(merged, incident=target.id, not_merged=str(exc))
+        return target
+    note(survivor, incident=survivor.id, merged_incident=source.id)
+    return survivor

@@ -1,0 +1,117 @@
+"""A story the detector merged into another: its incident follows (re-keyed to the other
+story, or merged into the other story's incident, lower tier into higher), through the
+alerter's signal handler, once per Signal; the other story's Signals reach the survivor."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from alerts.models import Incident, IncidentEvent
+from alerts.service import AlertService
+from core.clock import ManualClock
+from core.events import Signal
+from tests.integration import test_incident_workflow
+from tests.integration.test_incident_workflow import Hooks, Sessions, get, signal
+
+alerter = test_incident_workflow.alerter  # the fixture: an AlertService on a MemoryBus
+
+
+def merged(clock: ManualClock, sid: str, story: str, into: str, previous_tier: int) -> Signal:
+    return signal(clock, sid, story=story, tier=0).model_copy(
+        update={
+            "previous_tier": previous_tier,
+            "spread": 0,
+            "merged_into": into,
+            "explanation": f"Part of story {into}",
+        }
+    )
+
+
+async def by_story(sessions: Sessions) -> dict[str, Incident]:
+    async with sessions() as session:
+        rows = (await session.scalars(select(Incident).order_by(Incident.id))).all()
+    return {row.story_id: row for row in rows}
+
+
+async def kinds(sessions: Sessions, incident_id: int) -> list[str]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(IncidentEvent.kind)
+            .where(IncidentEvent.incident_id == incident_id)
+            .order_by(IncidentEvent.id)
+        )
+        return list(rows)
+
+
+async def test_the_incident_of_a_merged_story_becomes_the_other_storys(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    alerts, _ = alerter
+    await alerts.handle_signals([signal(clock, "x#1", story="x", tier=2)])
+    (incident,) = (await by_story(sessions)).values()
+    clock.advance(30)
+    merge = merged(clock, "x#2", "x", "s", 2)
+    await alerts.handle_signals([merge, merge])  # (a redelivery changes nothing)
+    await alerts.handle_signals([signal(clock, "s#1", story="s", tier=3)])
+    rows = await by_story(sessions)
+    assert list(rows) == ["s"] and rows["s"].id == incident.id  # no second incident
+    kept = await get(sessions, incident.id)
+    assert (kept.tier, kept.status) == (3, "open")  # upgraded by the story it is part of
+    events = await kinds(sessions, incident.id)
+    assert events.count("story_merged") == 1
+    assert events.index("story_merged") < events.index("upgraded")
+
+
+async def test_both_stories_with_incidents_merge_lower_into_higher(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    alerts, _ = alerter
+    await alerts.handle_signals(
+        [signal(clock, "x#1", story="x", tier=3), signal(clock, "s#1", story="s", tier=2)]
+    )
+    before = await by_story(sessions)
+    clock.advance(30)
+    await alerts.handle_signals([merged(clock, "x#2", "x", "s", 3)])
+    rows = await by_story(sessions)
+    # s (tier 2) went into x (tier 3): s's later Signals reach x through merged_into_id
+    assert rows["s"].merged_into_id == before["x"].id and rows["s"].status == "closed"
+    assert rows["x"].merged_into_id is None and rows["x"].status == "open"
+    await alerts.handle_signals([signal(clock, "s#2", story="s", tier=3, mentions=300)])
+    survivor = await get(sessions, before["x"].id)
+    assert survivor.tier == 3
+    events = await kinds(sessions, survivor.id)
+    assert events.count("story_merged") == 1 and "merged_from" in events
+    assert events[-1] == "signal"  # s's Signal, on x's timeline
+
+
+async def test_a_tie_keeps_the_other_storys_incident_and_a_drill_never_merges(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    alerts, _ = alerter
+    await alerts.handle_signals(
+        [signal(clock, "x#1", story="x", tier=2), signal(clock, "s#1", story="s", tier=2)]
+    )
+    await alerts.handle_signals([merged(clock, "x#2", "x", "s", 2)])
+    rows = await by_story(sessions)
+    assert rows["x"].merged_into_id == rows["s"].id
+    # a drill story merged into a real one: both stay, the timeline says why
+    await alerts.handle_signals(
+        [
+            signal(clock, "d#1", story="d", tier=2, drill=True),
+            signal(clock, "r#1", story="r", tier=2),
+        ]
+    )
+    await alerts.handle_signals([merged(clock, "d#2", "d", "r", 2)])
+    rows = await by_story(sessions)
+    assert rows["d"].merged_into_id is None and rows["r"].merged_into_id is None
+    async with sessions() as session:
+        note = await session.scalar(select(IncidentEvent).where(IncidentEvent.signal_id == "d#2"))
+    assert note is not None and "drill" in note.detail["not_merged"]
+
+
+async def test_a_merged_story_without_an_incident_changes_nothing(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    alerts, _ = alerter
+    await alerts.handle_signals([merged(clock, "x#2", "x", "s", 0)])
+    assert await by_story(sessions) == {}

@@ -1,0 +1,203 @@
+"""Merging a story into another: what it counts is what one story would have counted
+(the heat's parts each, and the detector end to end when copies of a complaint came
+before the complaint itself), and its last Signal names where it went."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from core.events import Evidence, ScoredMention
+from sentiment.detector.burst import BurstTest
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.detector import Detector
+from sentiment.detector.evidence import EvidencePicker
+from sentiment.detector.forecast import ForecastModel, Kernel, StoryForecast
+from sentiment.detector.heat import StoryHeat
+from tests.unit.test_detector import COMPLAINT, WATCH, scored
+
+MODEL = ForecastModel(
+    Kernel.power_law(theta=0.8, shortest=1.0, longest=600.0, scales=6),
+    follower_power=0.5,
+    repost_weight=1.0,
+)
+
+
+def _split(items: list[ScoredMention], seed: int) -> tuple[list[ScoredMention], ...]:
+    rng = random.Random(seed)
+    a: list[ScoredMention] = []
+    b: list[ScoredMention] = []
+    for item in items:
+        (a if rng.random() < 0.5 else b).append(item)
+    return a, b
+
+
+def _stream(n: int = 60) -> list[ScoredMention]:
+    rng = random.Random(3)
+    labels = ("negative", "neutral", "positive")
+    out = []
+    for i in range(n):
+        minute = 10 + 40 * i / n
+        text = "" if i % 3 else f"{COMPLAINT} {i}"
+        out.append(
+            scored(
+                f"m{i}",
+                minute,
+                text=text,
+                label=labels[rng.randrange(3)],
+                author=f"u{i % 25}",  # repeat authors, in both halves
+                followers=50 * (i % 25 + 1),
+            )
+        )
+    return out
+
+
+def test_forecast_absorb_equals_one_forecast_of_all_mentions() -> None:
+    times = sorted(random.Random(1).uniform(0, 90) for _ in range(80))
+    followers = [random.Random(i).choice([None, 10, 500, 20_000]) for i in range(80)]
+    whole = StoryForecast(MODEL)
+    for t, f in zip(times, followers, strict=True):
+        whole.add(t, f)
+    for seed in range(5):
+        rng = random.Random(seed)
+        picks = [rng.random() < 0.5 for _ in times]
+        a, b = StoryForecast(MODEL), StoryForecast(MODEL)
+        for t, f, to_a in zip(times, followers, picks, strict=True):
+            (a if to_a else b).add(t, f)
+        a.absorb(b, other_first=not picks[0])
+        for now in (90.0, 120.0, 300.0):
+            assert math.isclose(a.predict(now), whole.predict(now), rel_tol=1e-9), seed
+        assert a.events == whole.events and math.isclose(a.weight, whole.weight)
+
+
+def test_forecast_absorb_into_or_of_an_empty_one() -> None:
+    a, b = StoryForecast(MODEL), StoryForecast(MODEL)
+    b.add(5.0, 100)
+    b.add(7.0, None)
+    a.absorb(b, other_first=True)
+    assert a.predict(30.0) == b.predict(30.0)
+    before = a.predict(30.0)
+    a.absorb(StoryForecast(MODEL), other_first=False)
+    assert a.predict(30.0) == before
+
+
+def test_burst_windows_of_one_minute_add_up() -> None:
+    a, b, whole = (BurstTest((1, 5), alpha=0.01, min_count=3) for _ in range(3))
+    for minute, test in [(10, a), (10, b), (11, a), (11, b), (11, b), (12, b)]:
+        test.add_minute(minute, 0.2)
+        whole.add_minute(minute, 0.2)
+    a.absorb(b)
+    assert a.counts_at(12) == whole.counts_at(12)
+    assert a.bursting_at(12) == whole.bursting_at(12)
+
+
+def test_story_heat_absorb_counts_what_one_heat_counts() -> None:
+    config = DetectorConfig()
+    items = _stream()
+    now = items[-1].mention.created_at
+    whole = StoryHeat(config, items[0].mention.created_at)
+    for item in items:
+        whole.add(item.mention, item.sentiment.label, is_root=False, now=now)
+    a_items, b_items = _split(items, seed=4)
+    a = StoryHeat(config, a_items[0].mention.created_at)
+    b = StoryHeat(config, b_items[0].mention.created_at)
+    for heat, part in ((a, a_items), (b, b_items)):
+        for item in part:
+            heat.add(item.mention, item.sentiment.label, is_root=False, now=now)
+    a.absorb(b)
+    mine, theirs = a.snapshot(now, 0.5), whole.snapshot(now, 0.5)
+    for field in (
+        "mentions",
+        "short_mentions",
+        "long_mentions",
+        "authors",
+        "negative_mentions",
+        "platforms",
+        "age_minutes",
+        "complaint_cues",
+    ):
+        assert getattr(mine, field) == getattr(theirs, field), field
+    assert math.isclose(mine.negative_share, theirs.negative_share)
+    assert mine.predicted_size is not None and theirs.predicted_size is not None
+    assert math.isclose(mine.predicted_size, theirs.predicted_size, rel_tol=1e-9)
+    # reach counts an author of both halves twice (followers are not kept per author)
+    assert mine.reach >= theirs.reach
+
+
+def test_evidence_absorb_keeps_the_best_of_both_and_both_roots() -> None:
+    def picker(prefix: str, probs: list[float]) -> EvidencePicker:
+        p = EvidencePicker(size=4, chars=200)
+        for i, prob in enumerate(probs):
+            item = scored(f"{prefix}{i}", 10 + i, text=f"{prefix} text {i}", followers=10 * i)
+            item = item.model_copy(
+                update={
+                    "sentiment": item.sentiment.model_copy(
+                        update={"probs": {"negative": prob, "neutral": 1 - prob, "positive": 0.0}}
+                    )
+                }
+            )
+            p.offer(item, is_root=i == 0)
+        return p
+
+    a = picker("a", [0.9, 0.1, 0.2, 0.5])
+    b = picker("b", [0.8, 0.95, 0.5, 0.5])  # equal scores: never compares Evidence objects
+    a.absorb(b)
+    picked: tuple[Evidence, ...] = a.pick()
+    ids = [e.id for e in picked]
+    assert ids[0] == "x:a0"  # the survivor's root leads
+    assert "x:b1" in ids  # the most negative of either story
+    assert len(ids) == len(set(ids)) <= 4
+    empty = EvidencePicker(size=4, chars=200)
+    empty.absorb(b)
+    assert empty.pick()[0].id == "x:b0"  # a story without a root takes the other's
+
+
+def test_copies_before_the_complaint_are_merged_into_its_cascade() -> None:
+    """Several scorers can hand the detector copies of a complaint and reposts of it
+    before the complaint itself: two stories signal (the reposts' and the copies'); when
+    the complaint comes, the copies' story is merged into the complaint's, its last Signal
+    names it, and the one story counts everything."""
+    root = scored("root", 30, text=COMPLAINT, label="negative", followers=5_000)
+    reposts = [
+        scored(f"r{i}", 30 + 0.1 * (i + 1), repost_of="x:root", followers=100 + i)
+        for i in range(30)
+    ]
+    copies = [
+        scored(f"c{i}", 30 + 0.1 * (i + 1) + 0.05, text=f"{COMPLAINT}!!", label="negative")
+        for i in range(30)
+    ]
+    in_order = sorted([root, *reposts, *copies], key=lambda m: m.mention.created_at)
+    reference = Detector(DetectorConfig())
+    for m in in_order:
+        reference.observe(m)
+    assert {reference.story_of(WATCH.id, m.mention.id) for m in in_order} == {"acme:x:root"}
+
+    detector = Detector(DetectorConfig())
+    signals = []
+    for m in [*sorted([*reposts, *copies], key=lambda m: m.mention.created_at), root]:
+        signals.extend(detector.observe(m))
+    signalled = {s.story_id for s in signals if s.tier}
+    assert {"acme:x:root", "acme:x:c0"} <= signalled  # both stories signalled first
+    (merged,) = [s for s in signals if s.merged_into]
+    assert (merged.story_id, merged.merged_into, merged.tier) == ("acme:x:c0", "acme:x:root", 0)
+    assert signals.index(merged) > max(
+        i for i, s in enumerate(signals) if s.story_id == "acme:x:c0" and not s.merged_into
+    )
+    assert {detector.story_of(WATCH.id, m.mention.id) for m in in_order} == {"acme:x:root"}
+    mine = detector.evaluate(WATCH.id, "acme:x:root")
+    theirs = reference.evaluate(WATCH.id, "acme:x:root")
+    assert mine is not None and theirs is not None
+    assert (mine.heat.mentions, mine.heat.authors, mine.heat.negative_mentions) == (
+        theirs.heat.mentions,
+        theirs.heat.authors,
+        theirs.heat.negative_mentions,
+    )
+    assert mine.tier == theirs.tier
+    # a new copy joins the merged story by its text; the state survives a restore
+    key = (WATCH.id, False)
+    restored = Detector(DetectorConfig())
+    restored.restore(key, detector.snapshot(key))
+    late = scored("late", 34, text=f"{COMPLAINT}!!!", label="negative")
+    restored.observe(late)
+    assert restored.story_of(WATCH.id, "x:late") == "acme:x:root"
+    assert restored.story_of(WATCH.id, "x:c5") == "acme:x:root"
