@@ -30,6 +30,7 @@ from listener.service import ListenerService
 from listener.sources.replay import ReplaySource
 from sentiment.classifier import Classifier
 from sentiment.detector.service import DetectorService
+from sentiment.embedder import load_embedder
 from sentiment.scorer import ScorerService
 from sentiment.transformer import load_classifier
 
@@ -124,7 +125,8 @@ async def run_replay(
     bus = MemoryBus(capacity=max(settings.bus.capacity, 2000), metrics=metrics)
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.scorer)
-    scorer = ScorerService(bus, classifier, settings.scorer, metrics)
+    embedder = await asyncio.to_thread(load_embedder, settings.scorer)
+    scorer = ScorerService(bus, classifier, settings.scorer, metrics, embedder)
     detector = DetectorService(bus, settings.detector, metrics, generation="")
     scorer.register()
     detector.register()

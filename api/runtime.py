@@ -30,6 +30,7 @@ from listener.service import ListenerService
 from sentiment.classifier import Classifier
 from sentiment.detector.service import DetectorService
 from sentiment.detector.statestore import StateStore
+from sentiment.embedder import Embedder, load_embedder
 from sentiment.scorer import ScorerService
 from sentiment.transformer import load_classifier
 
@@ -68,6 +69,7 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
     classifier: Classifier | None = None
+    embedder: Embedder | None = None  # loaded when scorer.embedder is set
     http: httpx.AsyncClient | None = None
     migrate: bool = False
     drain_timeout: float = 30.0
@@ -128,7 +130,11 @@ class Runtime:
                 log.info(
                     "sentiment model %s %s loaded", self.classifier.name, self.classifier.version
                 )
-            self.scorer = ScorerService(self.bus, self.classifier, s.scorer, self.metrics)
+            if self.embedder is None and s.scorer.embedder is not None:
+                self.embedder = await asyncio.to_thread(load_embedder, s.scorer)
+            self.scorer = ScorerService(
+                self.bus, self.classifier, s.scorer, self.metrics, self.embedder
+            )
             self.scorer.register()
         if Role.DETECTOR in self.roles:
             self.detector = DetectorService(

@@ -111,6 +111,10 @@ class ScoredMention(_Event):
     schema_version: Literal[1] = 1
     mention: Mention
     sentiment: Sentiment
+    embedding: str | None = Field(default=None, max_length=4096)
+    """The text's sentence embedding, for a mention without a parent when the scorer runs
+    an embedder (``scorer.embedder``): int8 values of the L2-normalised vector times 127,
+    base64. The detector joins paraphrases of a story's texts with it."""
 
 
 class Evidence(_Event):

@@ -70,6 +70,11 @@ class Metrics:
         self.mentions_scored = Counter(
             "crisiswatch_mentions_scored", "Mentions scored, by label", ["label"], registry=r
         )
+        self.mentions_embedded = Counter(
+            "crisiswatch_mentions_embedded",
+            "Mentions given a sentence embedding (paraphrase joining)",
+            registry=r,
+        )
         self.stage_latency = Histogram(
             "crisiswatch_stage_latency_seconds",
             "Time a stage spends on one batch of events",

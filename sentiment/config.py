@@ -100,3 +100,17 @@ class ScorerConfig(Section):
     cache_size: int = Field(
         50_000, ge=0, description="identical (text, lang) results kept (LRU); 0 disables"
     )
+    embedder: Literal["e5-embed"] | None = Field(
+        None,
+        description="sentence embeddings of the texts of mentions without a parent, for the "
+        "detector to join paraphrases of a story's texts (`detector.paraphrase_threshold`): "
+        "multilingual-e5-small, int8 ONNX (English, Chinese and ~100 other languages); "
+        "null: stories join by cascade and near-duplicate text only",
+    )
+    embed_min_chars: int = Field(
+        20,
+        ge=1,
+        le=1_000,
+        description="texts shorter than this (normalised) get no embedding: too little to "
+        "tell a paraphrase from a coincidence",
+    )

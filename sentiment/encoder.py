@@ -13,6 +13,10 @@ English: a 3-layer MiniLM distilled from a fine-tuned 6-layer one (WordPiece), t
 labels. Chinese: a 6-layer multilingual-e5-small student (XLM-R unigram vocabulary pruned
 to the pieces Chinese posts use), two labels (negative, positive).
 
+An embedding model (card ``kind`` "embedding": multilingual-e5-small for paraphrases,
+``sentiment.embedder``) runs the same way; its graph outputs the L2-normalised mean of
+the token vectors instead of logits.
+
 No torch, no transformers, no network: the graph, the tokenizer and a small JSON file
 (label order, temperature, validation numbers, file digest) live in ``sentiment/models/``.
 """
@@ -56,6 +60,17 @@ class EncoderCard:
     metrics: dict[str, Any]
     prefix: str = ""
     cascade: dict[str, float] = field(default_factory=dict)
+    dims: int = 0
+    """An embedding model's width (its card's ``kind`` is "embedding": no labels, the
+    graph's output is ``embedding``, L2-normalised); 0 for a classifier."""
+
+    @property
+    def output(self) -> str:
+        return "embedding" if self.dims else "logits"
+
+    @property
+    def width(self) -> int:
+        return self.dims or len(self.labels)
 
     @classmethod
     def load(cls, path: Path) -> EncoderCard:
@@ -63,10 +78,13 @@ class EncoderCard:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if doc.get("format") != MODEL_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not {MODEL_FORMAT}")
-            labels = tuple(doc["labels"])
-            if sorted(labels) not in (sorted(LABELS), ["negative", "positive"]):
+            dims = int(doc["dims"]) if doc.get("kind") == "embedding" else 0
+            labels = tuple(doc["labels"]) if not dims else ()
+            if not dims and sorted(labels) not in (sorted(LABELS), ["negative", "positive"]):
                 raise ValueError(f"labels must be {list(LABELS)} or negative and positive")
-            temperature = float(doc["temperature"])
+            if doc.get("kind") == "embedding" and dims < 1:
+                raise ValueError("an embedding model's dims must be positive")
+            temperature = float(doc.get("temperature", 1.0))
             if not temperature > 0:
                 raise ValueError("temperature must be positive")
             return cls(
@@ -81,6 +99,7 @@ class EncoderCard:
                 metrics=dict(doc.get("metrics", {})),
                 prefix=str(doc.get("prefix", "")),
                 cascade={str(k): float(v) for k, v in doc.get("cascade", {}).items()},
+                dims=dims,
             )
         except FileNotFoundError as exc:
             raise ModelLoadError(f"sentiment model card {path} does not exist") from exc
@@ -157,7 +176,8 @@ class EncoderModel:
             self._pool.shutdown(wait=True)
 
     def logits(self, texts: Sequence[str], progress: Progress | None = None) -> Floats:
-        out = np.zeros((len(texts), len(self.card.labels)), dtype=np.float64)
+        """A classifier's logits (n, labels); an embedding model's vectors (n, dims)."""
+        out = np.zeros((len(texts), self.card.width), dtype=np.float64)
         if not texts:
             return out
         prefix = self.card.prefix
@@ -196,6 +216,6 @@ class EncoderModel:
             input_ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
         result: npt.NDArray[np.float32] = self._session.run(
-            ["logits"], {"input_ids": input_ids, "attention_mask": mask}
+            [self.card.output], {"input_ids": input_ids, "attention_mask": mask}
         )[0]
         return result

@@ -7,6 +7,9 @@ classified once; across batches an LRU cache of ``cache_size`` entries answers r
 under a 128-bit digest, so hostile 40 kB posts cannot blow up its memory. The model runs
 in a worker thread (``asyncio.to_thread``), never on the event loop.
 
+With ``embedder`` set (``scorer.embedder``), the texts of mentions without a parent also
+get a sentence embedding (``sentiment.embedder``), in the same worker-thread fashion.
+
 Idempotent by nature: the output is a pure function of the mention (and the model), so a
 redelivered batch republishes the same ScoredMentions.
 """
@@ -24,6 +27,7 @@ from core.events import TOPIC_MENTIONS, TOPIC_SCORED, Mention, ScoredMention, Se
 from core.metrics import Metrics
 from sentiment.classifier import Classifier
 from sentiment.config import ScorerConfig
+from sentiment.embedder import Embedder
 
 GROUP = "scorer"
 NO_WATCH_KEY = "_"
@@ -65,12 +69,18 @@ class SentimentCache:
 
 class ScorerService:
     def __init__(
-        self, bus: Bus, classifier: Classifier, config: ScorerConfig, metrics: Metrics
+        self,
+        bus: Bus,
+        classifier: Classifier,
+        config: ScorerConfig,
+        metrics: Metrics,
+        embedder: Embedder | None = None,
     ) -> None:
         self.bus = bus
         self.classifier = classifier
         self.config = config
         self.metrics = metrics
+        self.embedder = embedder
         self.cache = SentimentCache(config.cache_size)
 
     def register(self) -> None:
@@ -91,19 +101,37 @@ class ScorerService:
     async def handle(self, mentions: list[Mention]) -> None:
         started = time.perf_counter()
         sentiments = await self.score(mentions)
+        embeddings = await self.embed(mentions)
         await self.bus.publish_many(
             TOPIC_SCORED,
             [
                 (
                     mention.watch.id if mention.watch is not None else NO_WATCH_KEY,
-                    ScoredMention(mention=mention, sentiment=sentiment),
+                    ScoredMention(mention=mention, sentiment=sentiment, embedding=embedding),
                 )
-                for mention, sentiment in zip(mentions, sentiments, strict=True)
+                for mention, sentiment, embedding in zip(
+                    mentions, sentiments, embeddings, strict=True
+                )
             ],
         )
         for sentiment in sentiments:
             self.metrics.mentions_scored.labels(sentiment.label).inc()
         self.metrics.stage_latency.labels(GROUP).observe(time.perf_counter() - started)
+
+    async def embed(self, mentions: Sequence[Mention]) -> list[str | None]:
+        """The sentence embedding of each mention without a parent (None for the others,
+        and for all when no embedder is configured)."""
+        out: list[str | None] = [None] * len(mentions)
+        if self.embedder is None:
+            return out
+        rows = [i for i, m in enumerate(mentions) if m.parent_id is None and m.text.strip()]
+        if rows:
+            texts = [mentions[i].text for i in rows]
+            vectors = await asyncio.to_thread(self.embedder.embed, texts)
+            for i, vector in zip(rows, vectors, strict=True):
+                out[i] = vector
+            self.metrics.mentions_embedded.inc(sum(v is not None for v in vectors))
+        return out
 
     async def score(self, mentions: Sequence[Mention]) -> list[Sentiment]:
         """One Sentiment per mention, in order; each distinct uncached text classified once."""

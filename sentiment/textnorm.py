@@ -45,13 +45,24 @@ def _unescape(match: re.Match[str]) -> str:
     return char if char.isprintable() or char.isspace() else " "
 
 
-def normalise(text: str, max_chars: int = 1024) -> str:
-    """The text a model sees: masked handles and links, decoded escapes, single spaces."""
-    text = text[:max_chars]
+def _decoded(text: str) -> str:
+    """Literal ``\\uXXXX`` escapes and HTML entities decoded."""
     if "\\u" in text:
         text = _ESCAPE.sub(_unescape, text)
     if "&" in text:
         text = html.unescape(text)
+    return text
+
+
+def readable(text: str, max_chars: int = 4096) -> str:
+    """The text a person reads (alert evidence): escapes and entities decoded, single
+    spaces; handles, links and emoji as they were."""
+    return _SPACE.sub(" ", _decoded(text[:max_chars])).strip()
+
+
+def normalise(text: str, max_chars: int = 1024) -> str:
+    """The text a model sees: masked handles and links, decoded escapes, single spaces."""
+    text = _decoded(text[:max_chars])
     text = text.translate(_EMOJI)
     text = _URL.sub("http", text)
     text = _USER.sub("@user", text)

@@ -332,6 +332,17 @@ class DetectorConfig(Section):
     indexed_texts_per_story: int = Field(
         4, ge=1, description="texts per story kept in the near-duplicate index"
     )
+    paraphrase_threshold: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="cosine of sentence embeddings (`scorer.embedder`) at which a post "
+        "without a parent joins the story of a paraphrase of it (after near-duplicates); "
+        "without embeddings nothing joins this way",
+    )
+    paraphrase_vectors_per_story: int = Field(
+        4, ge=1, le=64, description="embeddings per story compared (its first texts)"
+    )
     story_expiry_hours: float = Field(
         48.0, gt=0, description="a story without mentions for this long is forgotten"
     )

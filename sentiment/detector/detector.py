@@ -45,6 +45,8 @@ never hides in a drill.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import uuid
@@ -104,6 +106,22 @@ class _Tracked:
     # cascade (``Detector._fold``); None once too big or too old, and in snapshots
     # older than STATE_FORMAT 3 (the class default)
     early: list[ScoredMention] | None = None
+
+
+def _vector(scored: ScoredMention) -> bytes | None:
+    """The mention's sentence vector (int8 bytes), if the scorer attached a valid one (an
+    invalid one is logged and left out: the mention still counts)."""
+    packed = scored.embedding
+    if packed is None:
+        return None
+    try:
+        raw = base64.b64decode(packed, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not raw:
+        log.warning("mention %s: embedding is not base64 int8; ignored", scored.mention.id)
+        return None
+    return raw
 
 
 def _why_merged(assignment: Assignment) -> str:
@@ -345,7 +363,7 @@ class Detector:
         watch = mention.watch or NO_WATCH
         ws = self._watch(watch.id, mention.drill)
         ws.watch = watch
-        assignment = ws.index.assign(mention, watch)
+        assignment = ws.index.assign(mention, watch, _vector(scored))
         if assignment is None:
             return []  # already counted: a redelivery
         story = assignment.story
@@ -481,7 +499,7 @@ class Detector:
                 )
             scored = pending.pop(ready)
             mention = scored.mention
-            again = index.assign(mention, mention.watch or NO_WATCH)
+            again = index.assign(mention, mention.watch or NO_WATCH, _vector(scored))
             if again is None:
                 continue
             at_minutes = mention.created_at.timestamp() / 60

@@ -7,10 +7,11 @@ import heapq
 import itertools
 
 from core.events import Evidence, ScoredMention
+from sentiment.textnorm import readable
 
 
 def _trim(text: str, chars: int) -> str:
-    text = " ".join(text.split())
+    text = readable(text, chars * 4)  # crawled text: "\\u2019" and "&amp;" as people read them
     return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
 
 

@@ -40,14 +40,15 @@ from typing import Any
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 """The layout of the pickled state; bump it when a pickled class changes.
 1: one pickle per watch; 2: a watch part and one part per story; 3: stories await the
-ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``)."""
+ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``); 4: stories
+hold sentence vectors (``Story.vectors``; the index's paraphrase settings)."""
 
-READABLE_FORMATS = frozenset({2, STATE_FORMAT})
-"""The formats this detector restores: 2 reads as 3 with nothing awaited (the class
-defaults stand in for what it lacks)."""
+READABLE_FORMATS = frozenset({2, 3, STATE_FORMAT})
+"""The formats this detector restores: 2 and 3 read as 4 with nothing awaited (2) and no
+vectors (the class defaults stand in for what they lack)."""
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers

@@ -17,6 +17,10 @@ A story is a cascade of mentions about one thing. Per watch:
    character 3-shingles, Jaccard >= ``near_duplicate_threshold``, texts of at least
    ``near_duplicate_min_chars`` normalised characters): copy-paste complaints and the
    same claim posted independently count as one story.
+4b. A mention without a parent whose text is a paraphrase of one of a story's first
+   texts (cosine of their sentence embeddings >= ``paraphrase_threshold``; only when the
+   scorer attaches embeddings, ``scorer.embedder``) joins that story: the same claim in
+   other words ("my Acme charger caught fire" / "acme charger burst into flames").
 5. Otherwise it starts its own story: ``story_id = f"{watch}:{mention id}"``,
    ``story_root = mention id``.
 
@@ -57,6 +61,7 @@ from typing import Literal
 from core.events import Mention, WatchMatch
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.neardup import NearDuplicateIndex
+from sentiment.detector.paraphrase import ParaphraseIndex, Vector, to_unit
 
 # watch id (<= 100) + ":" + root + "#<generation>.<n>" must fit 255 characters
 MAX_ROOT_IN_ID = 120
@@ -64,7 +69,7 @@ MAX_ROOT_IN_ID = 120
 MAX_AWAITED = 16
 """Ids of mentions not yet seen that one story awaits (rule 6)."""
 
-JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate"]
+JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate", "paraphrase"]
 
 
 @dataclass(eq=False)
@@ -80,6 +85,9 @@ class Story:
     # ids of mentions not yet seen that join it when they come (rule 6), oldest first;
     # the class default () also stands for it in snapshots older than STATE_FORMAT 3
     awaited: tuple[str, ...] = ()
+    # int8 sentence vectors of its first texts (rule 4b), concatenated; the class
+    # default b"" also stands for it in snapshots older than STATE_FORMAT 4
+    vectors: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -113,11 +121,29 @@ class StoryIndex:
             min_chars=config.near_duplicate_min_chars,
             per_key=config.indexed_texts_per_story,
         )
+        self._para_threshold = config.paraphrase_threshold
+        self._para_per_key = config.paraphrase_vectors_per_story
+        self._para_dims = 0  # the width of the scorer's vectors, once one came
+        self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
+
+    def __getstate__(self) -> dict[str, object]:
+        """The paraphrase matrix is not pickled: the stories hold their vectors."""
+        state = dict(self.__dict__)
+        del state["_paraphrases"]
+        return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        """Snapshots older than ``STATE_FORMAT`` 3 hold no awaited ids."""
+        """Snapshots older than ``STATE_FORMAT`` 3 hold no awaited ids, older than 4 no
+        paraphrase settings (the defaults stand in)."""
         self.__dict__.update(state)
         self.__dict__.setdefault("_awaited", {})
+        defaults = DetectorConfig.model_fields
+        self.__dict__.setdefault("_para_threshold", defaults["paraphrase_threshold"].default)
+        self.__dict__.setdefault("_para_per_key", defaults["paraphrase_vectors_per_story"].default)
+        self.__dict__.setdefault("_para_dims", 0)
+        self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
+        for story in self._stories.values():
+            self._index_vectors(story)
 
     def __len__(self) -> int:
         return len(self._stories)
@@ -154,11 +180,19 @@ class StoryIndex:
             root = f"{root[: MAX_ROOT_IN_ID - 21]}~{digest}"
         return f"{self.key}:{root}"
 
-    def assign(self, mention: Mention, watch: WatchMatch) -> Assignment | None:
-        """Put ``mention`` into a story; None when it is already counted (redelivery)."""
+    @property
+    def vectors_held(self) -> int:
+        """Stories with sentence vectors (rule 4b)."""
+        return len(self._paraphrases)
+
+    def assign(
+        self, mention: Mention, watch: WatchMatch, embedding: bytes | None = None
+    ) -> Assignment | None:
+        """Put ``mention`` into a story; None when it is already counted (redelivery).
+        ``embedding``: its text's sentence vector (int8), when the scorer made one."""
         if mention.id in self._story_of:
             return None
-        assignment = self._find(mention, watch)
+        assignment = self._find(mention, watch, embedding)
         story = assignment.story
         self._remember(story, mention.id)
         if mention.created_at > story.last_at:
@@ -203,6 +237,11 @@ class StoryIndex:
                 self._await(survivor, mention_id)
         absorbed.awaited = ()
         self._texts.move(absorbed.id, survivor.id)
+        self._paraphrases.move(absorbed.id, survivor.id)
+        if absorbed.vectors:
+            joined = survivor.vectors + absorbed.vectors
+            survivor.vectors = joined[: self._para_per_key * self._para_dims]
+            absorbed.vectors = b""
         survivor.first_at = min(survivor.first_at, absorbed.first_at)
         survivor.last_at = max(survivor.last_at, absorbed.last_at)
         survivor.root_seen = survivor.root_seen or absorbed.root_seen
@@ -216,6 +255,7 @@ class StoryIndex:
         index._story_of = {}
         index._awaited = {}
         index._texts = self._texts.without_entries()
+        index._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
         return index
 
     def story_part(self, story_id: str) -> tuple[Story, tuple[bytes, int] | None]:
@@ -235,6 +275,7 @@ class StoryIndex:
                 self._awaited[mention_id] = story.id
             if texts is not None:
                 self._texts.adopt(story.id, *texts)
+            self._index_vectors(story)
 
     def _awaiting(self, mention_id: str) -> Story | None:
         """The story rooted at ``mention_id`` or awaiting it (rules 2, 3 and 6)."""
@@ -245,7 +286,35 @@ class StoryIndex:
                 story = self._stories[awaits]
         return story
 
-    def _find(self, mention: Mention, watch: WatchMatch) -> Assignment:
+    def _index_vectors(self, story: Story) -> None:
+        """Put the vectors ``story`` holds into the paraphrase matrix."""
+        raw, dims = story.vectors, self._para_dims
+        if not raw or not dims:
+            return
+        for start in range(0, len(raw) - dims + 1, dims):
+            self._paraphrases.add(story.id, to_unit(raw[start : start + dims], dims))
+
+    def _add_vector(self, story: Story, raw: bytes, unit: Vector) -> None:
+        if self._paraphrases.add(story.id, unit):
+            story.vectors += raw
+
+    def _paraphrase(
+        self, raw: bytes | None, own: Story | None
+    ) -> tuple[Story | None, Vector | None]:
+        """(the story of a paraphrase of the text, not ``own``; the text's unit vector)."""
+        if raw is None:
+            return None, None
+        if not self._para_dims:
+            self._para_dims = len(raw)  # the scorer's model decides (one per deployment)
+        elif len(raw) != self._para_dims:
+            return None, None  # another model's vector: not comparable
+        unit = to_unit(raw, len(raw))
+        match = self._paraphrases.best_match(unit)
+        if match is None or (own is not None and match == own.id):
+            return None, unit
+        return self._stories[match], unit
+
+    def _find(self, mention: Mention, watch: WatchMatch, embedding: bytes | None) -> Assignment:
         parent = mention.parent_id
         stories = self._stories
         own = stories.get(self.story_id(mention.id))  # (``_awaiting``, inlined: hot path)
@@ -272,15 +341,21 @@ class StoryIndex:
             if self._awaited:
                 self._arrived(mention.id)
             copies = None
-            if parent is None:  # as it would have been, had it come first (rule 4)
+            if parent is None:  # as it would have been, had it come first (rules 4, 4b)
                 sig = self._texts.signature(mention.text)
                 if sig is not None:
                     match = self._texts.best_match(sig)
                     if match is not None and match != own.id:
                         copies = self._stories[match]  # copies of it that came before it
                     self._texts.add(own.id, sig)
+                if embedding is not None:
+                    similar, unit = self._paraphrase(embedding, own)
+                    copies = copies or similar
+                    if unit is not None:
+                        self._add_vector(own, embedding, unit)
             return Assignment(own, "root", False, True, copies)
-        # An independent post: a near-duplicate of a held text, or a story of its own.
+        # An independent post: a near-duplicate of a held text, a paraphrase of one, or a
+        # story of its own.
         sig = self._texts.signature(mention.text)
         if sig is not None:
             match = self._texts.best_match(sig)
@@ -288,9 +363,17 @@ class StoryIndex:
                 story = self._stories[match]
                 self._texts.add(story.id, sig)
                 return Assignment(story, "near-duplicate", False, False)
+        similar, unit = self._paraphrase(embedding, None)
+        if similar is not None:
+            assert embedding is not None and unit is not None
+            self._add_vector(similar, embedding, unit)
+            return Assignment(similar, "paraphrase", False, False)
         story = self._new(mention.id, mention, watch, root_seen=True)
         if sig is not None:
             self._texts.add(story.id, sig)
+        if unit is not None:
+            assert embedding is not None
+            self._add_vector(story, embedding, unit)
         return Assignment(story, "new", True, True)
 
     def _new(self, root: str, mention: Mention, watch: WatchMatch, *, root_seen: bool) -> Story:
@@ -339,3 +422,4 @@ class StoryIndex:
                 del self._awaited[mention_id]
         story.awaited = ()
         self._texts.remove(story.id)
+        self._paraphrases.remove(story.id)

@@ -252,6 +252,15 @@ def test_evidence_is_the_root_then_the_most_negative_and_most_followed() -> None
     assert evidence[2].followers == 1_029
 
 
+def test_evidence_text_reads_as_people_wrote_it() -> None:
+    """Crawled text keeps literal escapes and HTML entities: evidence decodes them."""
+    picker = EvidencePicker(size=2, chars=200)
+    raw = "it\\u2019s the 2nd Acme charger to melt &amp; nobody\\u2019s   answering @acme"
+    picker.offer(scored("root", 0, text=raw, label="negative"), is_root=True)
+    (evidence,) = picker.pick()
+    assert evidence.text == "it\u2019s the 2nd Acme charger to melt & nobody\u2019s answering @acme"
+
+
 def test_complaint_cues_in_positive_posts_do_not_count() -> None:
     detector = Detector(DetectorConfig())
     praise = "honestly this acme speaker is fire, no refund needed"

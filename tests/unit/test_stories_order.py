@@ -248,24 +248,30 @@ def test_what_the_story_awaits_and_its_early_mentions_survive_a_restore() -> Non
         assert stories(second, tree) == [{"a", "b", "c", "d"}], (before, after)
 
 
-def _as_format_2(codec: SnapshotCodec, blob: bytes) -> bytes:
-    """A part as a detector of ``STATE_FORMAT`` 2 wrote it (no awaited ids, no early
-    mentions: the attributes did not exist)."""
+def _as_format(codec: SnapshotCodec, blob: bytes, fmt: int) -> bytes:
+    """A part as a detector of ``STATE_FORMAT`` ``fmt`` (2 or 3) wrote it: no sentence
+    vectors (3), nor awaited ids or early mentions (2): the attributes did not exist."""
     state: Any = codec.loads(blob)
     if isinstance(state, tuple):
         story, tracked, _ = state
         assert isinstance(story, Story) and isinstance(tracked, _Tracked)
-        story.__dict__.pop("awaited", None)
-        tracked.__dict__.pop("early", None)
+        story.__dict__.pop("vectors", None)
+        if fmt == 2:
+            story.__dict__.pop("awaited", None)
+            tracked.__dict__.pop("early", None)
     else:
-        state.index.__dict__.pop("_awaited")
+        for name in ("_para_threshold", "_para_per_key", "_para_dims"):
+            state.index.__dict__.pop(name)
+        if fmt == 2:
+            state.index.__dict__.pop("_awaited")
     return codec.dumps(state)
 
 
-async def test_a_snapshot_of_the_previous_format_is_still_read(
-    sessions: async_sessionmaker[AsyncSession],
+@pytest.mark.parametrize("fmt", [2, 3])
+async def test_a_snapshot_of_a_previous_format_is_still_read(
+    sessions: async_sessionmaker[AsyncSession], fmt: int
 ) -> None:
-    assert STATE_FORMAT == 3 and {2, 3} == READABLE_FORMATS
+    assert STATE_FORMAT == 4 and {2, 3, 4} == READABLE_FORMATS
     stream = by_time(chatter(0, 300), complaint(120))
     split = len(stream) // 2
     reference = [s.id for s in run(stream)[1]]
@@ -275,13 +281,13 @@ async def test_a_snapshot_of_the_previous_format_is_still_read(
     whole = first.snapshot(key)
     codec = SnapshotCodec(first.config)
     old = WatchChanges(
-        _as_format_2(codec, whole.watch),
-        {sid: _as_format_2(codec, blob) for sid, blob in whole.stories.items()},
+        _as_format(codec, whole.watch, fmt),
+        {sid: _as_format(codec, blob, fmt) for sid, blob in whole.stories.items()},
         frozenset(),
         whole=True,
     )
     store = StateStore(sessions)
-    await store.save({key: old}, 2)
+    await store.save({key: old}, fmt)
     metrics = Metrics()
     second = DetectorService(RecordingBus(), DetectorConfig(), metrics, store=store)
     await second.handle(list(stream[split:]))
