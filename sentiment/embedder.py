@@ -27,7 +27,7 @@ import numpy.typing as npt
 from sentiment.config import ScorerConfig
 from sentiment.encoder import EncoderModel
 from sentiment.errors import ModelLoadError
-from sentiment.textnorm import normalise
+from sentiment.textnorm import for_embedding
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class SentenceEmbedder:
         out: list[str | None] = [None] * len(texts)
         todo: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
-            clean = normalise(text, 4_000).strip()
+            clean = for_embedding(text, 4_000)
             if len(clean) < self.min_chars:
                 continue
             hit = self._cache.get(clean)

@@ -14,8 +14,8 @@ labels. Chinese: a 6-layer multilingual-e5-small student (XLM-R unigram vocabula
 to the pieces Chinese posts use), two labels (negative, positive).
 
 An embedding model (card ``kind`` "embedding": multilingual-e5-small for paraphrases,
-``sentiment.embedder``) runs the same way; its graph outputs the L2-normalised mean of
-the token vectors instead of logits.
+``sentiment.embedder``) runs the same way, on ``textnorm.for_embedding`` text (handles
+kept); its graph outputs the L2-normalised mean of the token vectors instead of logits.
 
 No torch, no transformers, no network: the graph, the tokenizer and a small JSON file
 (label order, temperature, validation numbers, file digest) live in ``sentiment/models/``.
@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from core.events import LABELS, Label
 from sentiment.errors import ModelLoadError
-from sentiment.textnorm import normalise
+from sentiment.textnorm import for_embedding, normalise
 
 Floats = npt.NDArray[np.float64]
 Progress = Callable[[int, int], None]
@@ -181,7 +181,8 @@ class EncoderModel:
         if not texts:
             return out
         prefix = self.card.prefix
-        clean = [prefix + normalise(t, self._max_chars) for t in texts]
+        clean_text = for_embedding if self.card.dims else normalise
+        clean = [prefix + clean_text(t, self._max_chars) for t in texts]
         with self._lock:
             ids = [e.ids for e in self._tokenizer.encode_batch(clean)]
             order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

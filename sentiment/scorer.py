@@ -101,7 +101,7 @@ class ScorerService:
     async def handle(self, mentions: list[Mention]) -> None:
         started = time.perf_counter()
         sentiments = await self.score(mentions)
-        embeddings = await self.embed(mentions)
+        embeddings = await self.embed(mentions, sentiments)
         await self.bus.publish_many(
             TOPIC_SCORED,
             [
@@ -118,13 +118,20 @@ class ScorerService:
             self.metrics.mentions_scored.labels(sentiment.label).inc()
         self.metrics.stage_latency.labels(GROUP).observe(time.perf_counter() - started)
 
-    async def embed(self, mentions: Sequence[Mention]) -> list[str | None]:
-        """The sentence embedding of each mention without a parent (None for the others,
-        and for all when no embedder is configured)."""
+    async def embed(
+        self, mentions: Sequence[Mention], sentiments: Sequence[Sentiment]
+    ) -> list[str | None]:
+        """The sentence embedding of each mention without a parent whose label is one of
+        ``embed_labels`` (None for the others, and for all without an embedder)."""
         out: list[str | None] = [None] * len(mentions)
         if self.embedder is None:
             return out
-        rows = [i for i, m in enumerate(mentions) if m.parent_id is None and m.text.strip()]
+        labels = self.config.embed_labels
+        rows = [
+            i
+            for i, (m, s) in enumerate(zip(mentions, sentiments, strict=True))
+            if m.parent_id is None and s.label in labels and m.text.strip()
+        ]
         if rows:
             texts = [mentions[i].text for i in rows]
             vectors = await asyncio.to_thread(self.embedder.embed, texts)

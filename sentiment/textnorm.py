@@ -60,6 +60,13 @@ def readable(text: str, max_chars: int = 4096) -> str:
     return _SPACE.sub(" ", _decoded(text[:max_chars])).strip()
 
 
+def for_embedding(text: str, max_chars: int = 1024) -> str:
+    """The text the sentence-embedding model sees: escapes and entities decoded, links
+    masked, single spaces; handles kept (``@AcmeSupport`` names the brand: masking it,
+    as ``normalise`` does for sentiment, would hide what the post is about)."""
+    return _SPACE.sub(" ", _URL.sub("http", _decoded(text[:max_chars]))).strip()
+
+
 def normalise(text: str, max_chars: int = 1024) -> str:
     """The text a model sees: masked handles and links, decoded escapes, single spaces."""
     text = _decoded(text[:max_chars])

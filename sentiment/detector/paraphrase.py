@@ -50,13 +50,14 @@ class ParaphraseIndex:
     def held(self, key: str) -> int:
         return len(self._rows.get(key, ()))
 
-    def best_match(self, vector: Vector) -> str | None:
-        """The key of the most similar held vector at or above the threshold, or None."""
+    def best_match(self, vector: Vector, threshold: float | None = None) -> str | None:
+        """The key of the most similar held vector at or above ``threshold`` (the
+        index's when None), or None."""
         if not self._rows or len(vector) != self.dims:
             return None
         sims = self._matrix @ vector
         row = int(np.argmax(sims))
-        if float(sims[row]) < self.threshold:
+        if float(sims[row]) < (self.threshold if threshold is None else threshold):
             return None
         return self._owner[row]  # (free rows are zeros: never above a positive threshold)
 

@@ -18,7 +18,8 @@ A story is a cascade of mentions about one thing. Per watch:
    ``near_duplicate_min_chars`` normalised characters): copy-paste complaints and the
    same claim posted independently count as one story.
 4b. A mention without a parent whose text is a paraphrase of one of a story's first
-   texts (cosine of their sentence embeddings >= ``paraphrase_threshold``; only when the
+   texts (cosine of their sentence embeddings >= ``paraphrase_threshold``, or the
+   language's ``paraphrase_threshold_by_lang``; only when the
    scorer attaches embeddings, ``scorer.embedder``) joins that story: the same claim in
    other words ("my Acme charger caught fire" / "acme charger burst into flames").
 5. Otherwise it starts its own story: ``story_id = f"{watch}:{mention id}"``,
@@ -122,6 +123,7 @@ class StoryIndex:
             per_key=config.indexed_texts_per_story,
         )
         self._para_threshold = config.paraphrase_threshold
+        self._para_by_lang = dict(config.paraphrase_threshold_by_lang)
         self._para_per_key = config.paraphrase_vectors_per_story
         self._para_dims = 0  # the width of the scorer's vectors, once one came
         self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
@@ -141,6 +143,10 @@ class StoryIndex:
         self.__dict__.setdefault("_para_threshold", defaults["paraphrase_threshold"].default)
         self.__dict__.setdefault("_para_per_key", defaults["paraphrase_vectors_per_story"].default)
         self.__dict__.setdefault("_para_dims", 0)
+        self.__dict__.setdefault(
+            "_para_by_lang",
+            dict(defaults["paraphrase_threshold_by_lang"].get_default(call_default_factory=True)),
+        )
         self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
         for story in self._stories.values():
             self._index_vectors(story)
@@ -299,7 +305,7 @@ class StoryIndex:
             story.vectors += raw
 
     def _paraphrase(
-        self, raw: bytes | None, own: Story | None
+        self, raw: bytes | None, own: Story | None, lang: str | None
     ) -> tuple[Story | None, Vector | None]:
         """(the story of a paraphrase of the text, not ``own``; the text's unit vector)."""
         if raw is None:
@@ -309,7 +315,10 @@ class StoryIndex:
         elif len(raw) != self._para_dims:
             return None, None  # another model's vector: not comparable
         unit = to_unit(raw, len(raw))
-        match = self._paraphrases.best_match(unit)
+        threshold = self._para_threshold
+        if lang and self._para_by_lang:
+            threshold = self._para_by_lang.get(lang.split("-")[0].lower(), threshold)
+        match = self._paraphrases.best_match(unit, threshold)
         if match is None or (own is not None and match == own.id):
             return None, unit
         return self._stories[match], unit
@@ -349,7 +358,7 @@ class StoryIndex:
                         copies = self._stories[match]  # copies of it that came before it
                     self._texts.add(own.id, sig)
                 if embedding is not None:
-                    similar, unit = self._paraphrase(embedding, own)
+                    similar, unit = self._paraphrase(embedding, own, mention.lang)
                     copies = copies or similar
                     if unit is not None:
                         self._add_vector(own, embedding, unit)
@@ -363,7 +372,7 @@ class StoryIndex:
                 story = self._stories[match]
                 self._texts.add(story.id, sig)
                 return Assignment(story, "near-duplicate", False, False)
-        similar, unit = self._paraphrase(embedding, None)
+        similar, unit = self._paraphrase(embedding, None, mention.lang)
         if similar is not None:
             assert embedding is not None and unit is not None
             self._add_vector(similar, embedding, unit)

@@ -86,6 +86,24 @@ def test_a_paraphrase_joins_the_story_and_an_unrelated_post_does_not() -> None:
     assert decision is not None and decision.heat.mentions == 2
 
 
+def test_the_threshold_can_differ_by_language() -> None:
+    config = DetectorConfig(paraphrase_threshold=0.9, paraphrase_threshold_by_lang={"zh": 0.97})
+    detector = Detector(config)
+    claim = unit(3)
+
+    def zh(native: str, minute: float, text: str, v: np.ndarray) -> ScoredMention:
+        item = post(native, minute, text, v)
+        return item.model_copy(
+            update={"mention": item.mention.model_copy(update={"lang": "zh-Hans"})}
+        )
+
+    detector.observe(zh("a", 10, "我的Acme充电器昨晚着火了，桌子都烧黑了", claim))
+    detector.observe(zh("b", 11, "acme充电器半夜直接烧起来了，把桌子烧坏了", near(claim, 0.94)))
+    detector.observe(post("c", 12, "acme charger burst into flames", near(claim, 0.94, 5)))
+    assert detector.story_of(WATCH.id, "x:b") != detector.story_of(WATCH.id, "x:a")  # zh: 0.97
+    assert detector.story_of(WATCH.id, "x:c") == detector.story_of(WATCH.id, "x:a")  # en: 0.9
+
+
 def test_vectors_survive_a_snapshot_and_follow_a_merge() -> None:
     key = (WATCH.id, False)
     claim = unit(7)
@@ -93,13 +111,13 @@ def test_vectors_survive_a_snapshot_and_follow_a_merge() -> None:
     first.observe(post("a", 10, "My Acme charger caught fire last night", claim))
     second = Detector(DetectorConfig())
     second.restore(key, first.snapshot(key))
-    second.observe(post("b", 11, "my acme charger went up in flames", near(claim, 0.95)))
+    second.observe(post("b", 11, "my acme charger went up in flames", near(claim, 0.98)))
     assert second.story_of(WATCH.id, "x:b") == second.story_of(WATCH.id, "x:a")
 
     # a paraphrase story that came before the root it paraphrases is merged into it
     root = post("r", 30, "Acme battery pack exploded in my bag", unit(8))
     reposts = [scored(f"p{i}", 30 + i / 10, repost_of="x:r") for i in range(1, 4)]
-    said = post("s", 30.5, "acme powerbank blew up inside my backpack", near(unit(8), 0.93))
+    said = post("s", 30.5, "acme powerbank blew up inside my backpack", near(unit(8), 0.98))
     detector = Detector(DetectorConfig())
     for item in (*reposts, said, root):
         detector.observe(item)
@@ -145,14 +163,21 @@ async def test_the_scorer_embeds_texts_without_a_parent_only() -> None:
     scorer = ScorerService(
         MemoryBus(metrics=metrics), FakeClassifier(), ScorerConfig(), metrics, embedder
     )
-    mentions: list[Mention] = [
-        scored("a", 1, text="My Acme charger caught fire").mention,
-        scored("b", 1, text="same here, mine too", reply_to="x:a").mention,
-        scored("c", 1, repost_of="x:a").mention,
-        scored("d", 1, text="short").mention,
+    items = [
+        scored("a", 1, text="My Acme charger caught fire", label="negative"),
+        scored("b", 1, text="same here, mine too", reply_to="x:a", label="negative"),
+        scored("c", 1, repost_of="x:a", label="negative"),
+        scored("d", 1, text="short", label="negative"),
+        scored("e", 1, text="Love my new Acme charger, fast", label="positive"),
     ]
-    vectors = await scorer.embed(mentions)
+    mentions: list[Mention] = [i.mention for i in items]
+    sentiments = [i.sentiment for i in items]
+    vectors = await scorer.embed(mentions, sentiments)
+    # no parent, and negative (scorer.embed_labels): a positive post is not embedded
     assert embedder.asked == ["My Acme charger caught fire", "short"]
-    assert vectors[0] is not None and vectors[1:] == [None, None, None]
+    assert vectors[0] is not None and vectors[1:] == [None] * 4
+    every = ScorerConfig(embed_labels=("negative", "neutral", "positive"))
+    scorer = ScorerService(MemoryBus(metrics=metrics), FakeClassifier(), every, metrics, embedder)
+    assert (await scorer.embed(mentions, sentiments))[4] is not None
     without = ScorerService(MemoryBus(metrics=metrics), FakeClassifier(), ScorerConfig(), metrics)
-    assert await without.embed(mentions) == [None] * 4
+    assert await without.embed(mentions, sentiments) == [None] * 5
