@@ -85,6 +85,13 @@ class Metrics:
         self.signals_emitted = Counter(
             "crisiswatch_signals_emitted", "Signals emitted, by new tier", ["tier"], registry=r
         )
+        self.stories_joined = Counter(
+            "crisiswatch_detector_stories_joined",
+            "Stories joined to another after arriving out of order: folded (young, taken in "
+            "again) or merged (heat and all; an incident follows)",
+            ["how"],
+            registry=r,
+        )
         self.stories_active = Gauge(
             "crisiswatch_stories_active", "Stories held in detector memory", registry=r
         )

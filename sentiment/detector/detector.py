@@ -229,6 +229,10 @@ class Detector:
         self._retired_order: OrderedDict[str, WatchKey] = OrderedDict()
         self._retired_cap = 4 * config.max_stories
         self._codec: SnapshotCodec | None = None
+        # stories joined to another after arriving out of order, since this detector
+        # started (counters for the service's metrics)
+        self.stories_folded = 0
+        self.stories_merged = 0
 
     @property
     def stories_active(self) -> int:
@@ -472,6 +476,7 @@ class Detector:
         if tracked is None or tracked.early is None or tracked.signals:
             return []
         early = tracked.early
+        self.stories_folded += 1
         ws.index.dissolve(displaced)
         del ws.tracked[displaced.id]
         ws.reported.pop(displaced.id, None)
@@ -526,6 +531,7 @@ class Detector:
         gone = ws.tracked.pop(absorbed.id, None)
         kept = ws.tracked[survivor.id]
         ws.index.merge(survivor, absorbed)
+        self.stories_merged += 1
         ws.reported.pop(absorbed.id, None)
         ws.cooling.pop(absorbed.id, None)
         if ws.stored:

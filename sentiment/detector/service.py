@@ -158,8 +158,14 @@ class DetectorService:
             if self.store is not None:
                 await self._restore([key for key in keys if not self.detector.holds(key)])
             self._dirty.update(keys)  # (before observing: a failure may leave changes)
-            for event in events:
-                self._observe(event)
+            folded, merged = self.detector.stories_folded, self.detector.stories_merged
+            try:
+                for event in events:
+                    self._observe(event)
+            finally:
+                joined = self.metrics.stories_joined
+                joined.labels("folded").inc(self.detector.stories_folded - folded)
+                joined.labels("merged").inc(self.detector.stories_merged - merged)
             self.metrics.stories_active.set(self.detector.stories_active)
             await self._publish()
             await self._save(wait_for_database=True)

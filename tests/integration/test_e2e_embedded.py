@@ -250,6 +250,8 @@ async def test_copies_before_the_complaint_end_in_one_tier3_incident(
     assert merged["story_id"] == "acme:reddit:m2"  # the first copy opened that story
     detail = (await client.get(f"/incidents/{crisis['id']}", headers=auth(VIEWER_KEY))).json()
     assert "story_merged" in [e["kind"] for e in detail["timeline"]]
+    metrics = (await client.get("/metrics")).text
+    assert 'crisiswatch_detector_stories_joined_total{how="merged"} 1.0' in metrics
     for path in ("/pr", "/legal", "/exec"):
         sent = [
             (b["alert"]["incident_id"], b["alert"]["tier"])
