@@ -14,6 +14,11 @@ a bigger one). X's last Signal says so (``merged_into`` = S, tier 0). Here:
   the survivor through ``merged_into_id``. A closed incident is left as it is (a person
   closed it): the survivor's timeline says so.
 
+Order: Signals are keyed by their story, so X's last Signal comes after X's earlier ones
+(one partition), but may come before or after S's next one (another partition). If S's
+comes first and opens an incident for S, the two incidents are merged when X's arrives:
+either way one incident is left open for the story.
+
 Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 ``incidents.apply_signal``; nothing here commits.
 """
