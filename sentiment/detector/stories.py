@@ -52,7 +52,6 @@ A mention id already remembered is a redelivery: ``assign`` returns None.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -256,7 +255,8 @@ class StoryIndex:
     def without_stories(self) -> StoryIndex:
         """A copy holding none of the stories (for the watch-level part of a snapshot:
         each story is saved apart, with ``story_part``)."""
-        index = copy.copy(self)
+        index = object.__new__(StoryIndex)  # (not copy.copy: __setstate__ would rebuild
+        index.__dict__.update(self.__dict__)  # the paraphrase matrix of every story)
         index._stories = OrderedDict()
         index._story_of = {}
         index._awaited = {}
