@@ -78,7 +78,7 @@ class SentenceEmbedder:
         min_chars: int,
         threads: int = 1,
         workers: int = 1,
-        batch_size: int = 32,
+        batch_size: int = 8,
         cache_size: int = 10_000,
     ) -> None:
         self.model = EncoderModel(
@@ -134,7 +134,7 @@ def load_embedder(config: ScorerConfig) -> SentenceEmbedder | None:
         min_chars=config.embed_min_chars,
         threads=settings.threads,
         workers=settings.workers,
-        batch_size=settings.inference_batch,
+        batch_size=config.embed_batch,
     )
     log.info("sentence embedder loaded: %s (%d dims)", embedder.name, embedder.dims)
     return embedder
