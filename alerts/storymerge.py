@@ -7,7 +7,9 @@ a bigger one). X's last Signal says so (``merged_into`` = S, tier 0). Here:
 - X has no incident: nothing to do (S's Signals open or update S's as usual).
 - S has none: X's incident is now S's (its ``story_id`` becomes S), so S's Signals,
   with the combined heat, land on the incident the people already work on, and no second
-  incident is opened for the same crisis.
+  incident is opened for the same crisis; unless it is resolved or closed: then it is
+  left as it is, and S's Signals open an incident of their own (and alert: a signal on
+  a finished incident at the same tier would alert nobody).
 - Both have one: the lower tier is merged into the higher (a tie: X's into S's) with the
   incident workflow's merge (timeline, evidence, roles and heat curve move; pending
   alerts and open tasks of the merged one are cancelled; it is closed). S's Signals reach
@@ -35,7 +37,7 @@ from alerts.incidents import (
     story_incident,
     survivor_of,
 )
-from alerts.models import CLOSED, Incident
+from alerts.models import CLOSED, FINISHED, Incident
 from alerts.timeline import add_event
 from alerts.workflow import service as workflow
 from core.clock import Clock
@@ -80,8 +82,11 @@ async def apply_story_merge(
         )
 
     target = await survivor_of(session, await story_incident(session, signal, into))
-    if target is None:  # S's Signals come to this incident from now on
-        row.story_id = into
+    if target is None:
+        if merged.status in FINISHED:  # resolved or closed by a person: left as it is;
+            note(merged, incident=merged.id, not_merged=f"incident is {merged.status}")
+            return merged  # S's Signals open an incident of their own, and alert
+        row.story_id = into  # S's Signals come to this incident from now on
         note(merged, incident=merged.id)
         return merged
     if target.id == merged.id:  # (a person merged them already)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -99,28 +100,39 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str]) -> list[str | None]:
         """One packed vector per text (None: shorter than ``min_chars`` once normalised)."""
         out: list[str | None] = [None] * len(texts)
-        todo: dict[str, list[int]] = {}
+        todo: dict[str, list[int]] = {}  # cache key -> rows
+        first: dict[str, str] = {}  # cache key -> the text to embed
         for i, text in enumerate(texts):
             clean = for_embedding(text, 4_000)
             if len(clean) < self.min_chars:
                 continue
-            hit = self._cache.get(clean)
+            key = _key(clean)
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(clean)
+                self._cache.move_to_end(key)
                 out[i] = hit
             else:
-                todo.setdefault(clean, []).append(i)
+                todo.setdefault(key, []).append(i)
+                first.setdefault(key, text)
         if todo:
-            vectors = self.model.logits(list(todo))
-            for (clean, rows), vector in zip(todo.items(), vectors, strict=True):
+            vectors = self.model.logits([first[key] for key in todo])  # (it normalises)
+            for (key, rows), vector in zip(todo.items(), vectors, strict=True):
                 packed = pack(vector)
                 for i in rows:
                     out[i] = packed
                 if self._cache_size:
-                    self._cache[clean] = packed
+                    self._cache[key] = packed
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out
+
+
+def _key(clean: str) -> str:
+    """The cache key of a normalised text: itself when short, else a 128-bit digest (so a
+    flood of 4,000-character posts cannot fill memory)."""
+    if len(clean) <= 256:
+        return clean
+    return "#" + hashlib.blake2b(clean.encode(), digest_size=16).hexdigest()
 
 
 def load_embedder(config: ScorerConfig) -> SentenceEmbedder | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.settings import Section
 
@@ -348,6 +348,15 @@ class DetectorConfig(Section):
         "'-'): Chinese cosines run 0.02-0.03 higher (same claim 0.94-0.99, another claim "
         "0.88-0.94)",
     )
+
+    @field_validator("paraphrase_threshold_by_lang")
+    @classmethod
+    def _lang_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for lang, threshold in value.items():
+            if not 0 < threshold <= 1:
+                raise ValueError(f"paraphrase threshold of {lang!r} must be in (0, 1]")
+        return {lang.split("-")[0].lower(): t for lang, t in value.items()}
+
     paraphrase_vectors_per_story: int = Field(
         4, ge=1, le=64, description="embeddings per story compared (its first texts)"
     )

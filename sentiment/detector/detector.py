@@ -315,6 +315,7 @@ class Detector:
                 raise SnapshotError(f"the part of story {story_id!r} is not one of {expected!r}")
             story, tracked[story_id], texts = part
             parts.append((story, texts))
+        state.index.follow(self.config)
         try:
             state.index.adopt(parts)
         except ValueError as exc:

@@ -176,6 +176,8 @@ class LiveHeat:
 
 
 class StoryHeat:
+    _label_of_root = False  # the label came from the root (class default: older snapshots)
+
     def __init__(
         self, config: DetectorConfig, first_at: datetime, label: Label | None = None
     ) -> None:
@@ -258,18 +260,22 @@ class StoryHeat:
         self._own[label] += 1
         if is_root or self._story_label is None:
             self._story_label = label
+            self._label_of_root = is_root
 
     def absorb(self, other: StoryHeat) -> None:
         """Count ``other``'s mentions in this story too (the detector merges a story
         into another). Exact for the counts, windows, labels, platforms and cues; the
         forecast and burst windows are combined at the later story's reference time;
-        reach adds the followers of ``other``'s authors, so an author of both stories is
-        counted twice there (followers are not kept per author)."""
+        reach and high-reach authors add ``other``'s, so an author of both stories is
+        counted twice there (followers are not kept per author); the later story's first
+        mention keeps its first-mention weight in the forecast (``hawkes_repost_weight``
+        is not applied to it)."""
+        other_first = other.first_at < self.first_at
         self.mentions += other.mentions
         self.first_at = min(self.first_at, other.first_at)
         self._short.absorb(other._short)
         self._long.absorb(other._long)
-        self._forecast.absorb(other._forecast, other_first=other.first_at < self.first_at)
+        self._forecast.absorb(other._forecast, other_first=other_first)
         self._burst.absorb(other._burst)
         cap = self._config.max_authors_per_story
         for key in other._authors:
@@ -285,8 +291,14 @@ class StoryHeat:
         for label, n in other._own.items():
             self._own[label] += n
         self._inherited += other._inherited
-        if self._story_label is None:
+        # the root's label, else the first text's (as one story would have it)
+        if other._story_label is not None and (
+            self._story_label is None
+            or (other._label_of_root and not self._label_of_root)
+            or (other_first and not self._label_of_root)
+        ):
             self._story_label = other._story_label
+            self._label_of_root = other._label_of_root
         self._abstained += other._abstained
         self._abstained_cued += other._abstained_cued
         for platform in other._platforms:

@@ -50,16 +50,20 @@ class ParaphraseIndex:
     def held(self, key: str) -> int:
         return len(self._rows.get(key, ()))
 
-    def best_match(self, vector: Vector, threshold: float | None = None) -> str | None:
+    def best_match(
+        self, vector: Vector, threshold: float | None = None, *, skip: str | None = None
+    ) -> str | None:
         """The key of the most similar held vector at or above ``threshold`` (the
-        index's when None), or None."""
+        index's when None), other than ``skip``'s; None when there is none."""
         if not self._rows or len(vector) != self.dims:
             return None
         sims = self._matrix @ vector
+        for row in self._rows.get(skip, ()) if skip is not None else ():
+            sims[row] = -2.0
         row = int(np.argmax(sims))
         if float(sims[row]) < (self.threshold if threshold is None else threshold):
             return None
-        return self._owner[row]  # (free rows are zeros: never above a positive threshold)
+        return self._owner[row]  # (None for a free row: zeros, below any sane threshold)
 
     def add(self, key: str, vector: Vector) -> bool:
         """Hold ``vector`` under ``key``; False when the key holds ``per_key`` already or

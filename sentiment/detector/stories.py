@@ -53,6 +53,7 @@ A mention id already remembered is a redelivery: ``assign`` returns None.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -63,11 +64,16 @@ from sentiment.detector.config import DetectorConfig
 from sentiment.detector.neardup import NearDuplicateIndex
 from sentiment.detector.paraphrase import ParaphraseIndex, Vector, to_unit
 
+log = logging.getLogger(__name__)
+
 # watch id (<= 100) + ":" + root + "#<generation>.<n>" must fit 255 characters
 MAX_ROOT_IN_ID = 120
 
 MAX_AWAITED = 16
 """Ids of mentions not yet seen that one story awaits (rule 6)."""
+
+MIN_DIMS = 16
+"""Sentence vectors narrower than this are not vectors (rule 4b ignores them)."""
 
 JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate", "paraphrase"]
 
@@ -234,12 +240,21 @@ class StoryIndex:
         if survivor is absorbed:
             raise ValueError(f"merge: story {survivor.id!r} into itself")
         del self._stories[absorbed.id]
-        for mention_id in absorbed.mention_ids:
-            self._remember(survivor, mention_id)
-        absorbed.mention_ids.clear()
+        # the absorbed ids go before the survivor's: the cap drops the oldest, never the
+        # mention that just linked the two
+        ids = absorbed.mention_ids
+        for mention_id in ids:
+            self._story_of[mention_id] = survivor.id
+        ids.extend(survivor.mention_ids)
+        survivor.mention_ids, absorbed.mention_ids = ids, deque()
+        while len(ids) > self._max_ids:
+            self._story_of.pop(ids.popleft(), None)
         for mention_id in absorbed.awaited:
             if self._awaited.get(mention_id) == absorbed.id:
-                self._await(survivor, mention_id)
+                if mention_id in self._story_of:  # came, and joined another story
+                    del self._awaited[mention_id]
+                else:
+                    self._await(survivor, mention_id)
         absorbed.awaited = ()
         self._texts.move(absorbed.id, survivor.id)
         self._paraphrases.move(absorbed.id, survivor.id)
@@ -251,6 +266,14 @@ class StoryIndex:
         survivor.last_at = max(survivor.last_at, absorbed.last_at)
         survivor.root_seen = survivor.root_seen or absorbed.root_seen
         self._stories.move_to_end(survivor.id)
+
+    def follow(self, config: DetectorConfig) -> None:
+        """Take the running config's paraphrase settings (a restored index was saved
+        with those of its time); before ``adopt``."""
+        self._para_threshold = config.paraphrase_threshold
+        self._para_by_lang = dict(config.paraphrase_threshold_by_lang)
+        self._para_per_key = config.paraphrase_vectors_per_story
+        self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
 
     def without_stories(self) -> StoryIndex:
         """A copy holding none of the stories (for the watch-level part of a snapshot:
@@ -304,22 +327,44 @@ class StoryIndex:
         if self._paraphrases.add(story.id, unit):
             story.vectors += raw
 
+    def _unit(self, raw: bytes) -> Vector | None:
+        """The unit vector of an embedding, or None when it cannot be compared. The width
+        of the scorer's vectors is learnt from the first one; a vector of another width
+        means the scorer's model changed: the held vectors (of the old model) are dropped
+        and the new width is used from then on."""
+        if len(raw) < MIN_DIMS:
+            return None  # (the detector logs what is not base64; this is not a vector)
+        if len(raw) != self._para_dims:
+            if self._para_dims:
+                log.warning(
+                    "watch %s: sentence vectors of %d values after %d: the scorer's model "
+                    "changed; forgetting the old vectors",
+                    self.key,
+                    len(raw),
+                    self._para_dims,
+                )
+                self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
+                for story in self._stories.values():
+                    story.vectors = b""
+            self._para_dims = len(raw)
+        unit = to_unit(raw, len(raw))
+        return unit if unit.any() else None
+
     def _paraphrase(
         self, raw: bytes | None, own: Story | None, lang: str | None
     ) -> tuple[Story | None, Vector | None]:
         """(the story of a paraphrase of the text, not ``own``; the text's unit vector)."""
         if raw is None:
             return None, None
-        if not self._para_dims:
-            self._para_dims = len(raw)  # the scorer's model decides (one per deployment)
-        elif len(raw) != self._para_dims:
-            return None, None  # another model's vector: not comparable
-        unit = to_unit(raw, len(raw))
+        unit = self._unit(raw)
+        if unit is None:
+            return None, None
         threshold = self._para_threshold
         if lang and self._para_by_lang:
             threshold = self._para_by_lang.get(lang.split("-")[0].lower(), threshold)
-        match = self._paraphrases.best_match(unit, threshold)
-        if match is None or (own is not None and match == own.id):
+        skip = None if own is None else own.id
+        match = self._paraphrases.best_match(unit, threshold, skip=skip)
+        if match is None:
             return None, unit
         return self._stories[match], unit
 
@@ -349,20 +394,9 @@ class StoryIndex:
             own.root_seen = True
             if self._awaited:
                 self._arrived(mention.id)
-            copies = None
             if parent is None:  # as it would have been, had it come first (rules 4, 4b)
-                sig = self._texts.signature(mention.text)
-                if sig is not None:
-                    match = self._texts.best_match(sig)
-                    if match is not None and match != own.id:
-                        copies = self._stories[match]  # copies of it that came before it
-                    self._texts.add(own.id, sig)
-                if embedding is not None:
-                    similar, unit = self._paraphrase(embedding, own, mention.lang)
-                    copies = copies or similar
-                    if unit is not None:
-                        self._add_vector(own, embedding, unit)
-            return Assignment(own, "root", False, True, copies)
+                return self._late_root(mention, own, embedding)
+            return Assignment(own, "root", False, True)
         # An independent post: a near-duplicate of a held text, a paraphrase of one, or a
         # story of its own.
         sig = self._texts.signature(mention.text)
@@ -384,6 +418,32 @@ class StoryIndex:
             assert embedding is not None
             self._add_vector(story, embedding, unit)
         return Assignment(story, "new", True, True)
+
+    def _late_root(self, mention: Mention, own: Story, embedding: bytes | None) -> Assignment:
+        """A post without a parent whose story its children opened (it came after them),
+        when its text repeats another story X (a near-duplicate, else a paraphrase). If X
+        began after it was posted, X's posts copied it: it roots its own story and X is
+        displaced (folded or merged into it). If X began before, it copied X, as in order:
+        it joins X and its own story is displaced."""
+        sig = self._texts.signature(mention.text)
+        match = None if sig is None else self._texts.best_match(sig)
+        other = None if match is None or match == own.id else self._stories[match]
+        reason: JoinReason = "near-duplicate"
+        unit = None
+        if other is None and embedding is not None:
+            other, unit = self._paraphrase(embedding, own, mention.lang)
+            reason = "paraphrase"
+        elif embedding is not None:
+            unit = self._unit(embedding)
+        home = own if other is None or other.first_at >= mention.created_at else other
+        if sig is not None:
+            self._texts.add(home.id, sig)
+        if unit is not None:
+            assert embedding is not None
+            self._add_vector(home, embedding, unit)
+        if home is own:
+            return Assignment(own, "root", False, True, other)
+        return Assignment(home, reason, False, False, own)
 
     def _new(self, root: str, mention: Mention, watch: WatchMatch, *, root_seen: bool) -> Story:
         story = Story(

@@ -115,3 +115,23 @@ async def test_a_merged_story_without_an_incident_changes_nothing(
     alerts, _ = alerter
     await alerts.handle_signals([merged(clock, "x#2", "x", "s", 0)])
     assert await by_story(sessions) == {}
+
+
+async def test_a_resolved_incident_is_not_re_keyed(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """Resolved by a person: the merged story's incident stays as it is; the other
+    story's Signals open an incident of their own (and alert), not a silent annotation."""
+    from alerts import incidents
+    from core.db import unit_of_work
+
+    alerts, _ = alerter
+    await alerts.handle_signals([signal(clock, "x#1", story="x", tier=2)])
+    (incident,) = (await by_story(sessions)).values()
+    async with unit_of_work(sessions) as session:
+        await incidents.resolve(session, incident.id, "alice", clock)
+    await alerts.handle_signals([merged(clock, "x#2", "x", "s", 2)])
+    await alerts.handle_signals([signal(clock, "s#1", story="s", tier=2)])
+    rows = await by_story(sessions)
+    assert set(rows) == {"x", "s"} and rows["x"].status == "resolved"
+    assert rows["s"].status == "open" and rows["s"].id != incident.id

@@ -29,7 +29,7 @@ def unit(seed: int) -> np.ndarray:
 
 def near(v: np.ndarray, cosine: float, seed: int = 99) -> np.ndarray:
     """A unit vector at about ``cosine`` from ``v``."""
-    other = unit(seed)
+    other = np.random.default_rng(seed).normal(size=len(v)).astype(np.float32)
     other -= other.dot(v) * v
     other /= np.linalg.norm(other)
     out = cosine * v + np.sqrt(1 - cosine**2) * other
@@ -181,3 +181,24 @@ async def test_the_scorer_embeds_texts_without_a_parent_only() -> None:
     assert (await scorer.embed(mentions, sentiments))[4] is not None
     without = ScorerService(MemoryBus(metrics=metrics), FakeClassifier(), ScorerConfig(), metrics)
     assert await without.embed(mentions, sentiments) == [None] * 5
+
+
+def test_a_model_change_resets_the_vectors_and_junk_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    detector = Detector(DetectorConfig(paraphrase_threshold=0.9))
+    junk = post("j", 9, "acme acme acme acme acme acme", np.ones(4) / 2)  # 4 values: not a vector
+    old = post("o", 10, "Acme phone battery died after two hours", unit(1))
+    wide = np.random.default_rng(5).normal(size=2 * DIMS).astype(np.float32)
+    wide /= np.linalg.norm(wide)
+    first = post("a", 11, "My Acme charger caught fire last night", wide)
+    again = post("b", 12, "my acme charger went up in flames", near(wide, 0.97))
+    with caplog.at_level(logging.WARNING):
+        for item in (junk, old, first, again):
+            detector.observe(item)
+    assert "the scorer's model changed" in caplog.text  # 16 values, then 32
+    assert detector.story_of(WATCH.id, "x:b") == detector.story_of(WATCH.id, "x:a")
+    ws = detector._watches[(WATCH.id, False)]
+    (story,) = [s for s in ws.index.stories() if s.id == "acme:x:o"]
+    assert story.vectors == b""  # the old model's vectors are gone
+    assert ws.index.vectors_held == 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
+
 from core.events import Evidence, ScoredMention
 from sentiment.detector.burst import BurstTest
 from sentiment.detector.config import DetectorConfig
@@ -91,14 +93,28 @@ def test_burst_windows_of_one_minute_add_up() -> None:
     assert a.bursting_at(12) == whole.bursting_at(12)
 
 
-def test_story_heat_absorb_counts_what_one_heat_counts() -> None:
-    config = DetectorConfig()
+@pytest.mark.parametrize("earlier_absorbed", [False, True])
+@pytest.mark.parametrize(
+    "config",
+    [
+        DetectorConfig(),
+        DetectorConfig(hawkes_follower_power=0.5, hawkes_repost_weight=1.0),
+    ],
+    ids=["default", "followers"],
+)
+def test_story_heat_absorb_counts_what_one_heat_counts(
+    config: DetectorConfig, earlier_absorbed: bool
+) -> None:
     items = _stream()
     now = items[-1].mention.created_at
     whole = StoryHeat(config, items[0].mention.created_at)
     for item in items:
         whole.add(item.mention, item.sentiment.label, is_root=False, now=now)
     a_items, b_items = _split(items, seed=4)
+    if earlier_absorbed:  # the story absorbed holds the first mention
+        a_items, b_items = b_items, a_items
+    if (a_items[0].mention.created_at < b_items[0].mention.created_at) == earlier_absorbed:
+        a_items, b_items = b_items, a_items
     a = StoryHeat(config, a_items[0].mention.created_at)
     b = StoryHeat(config, b_items[0].mention.created_at)
     for heat, part in ((a, a_items), (b, b_items)):
@@ -201,3 +217,44 @@ def test_copies_before_the_complaint_are_merged_into_its_cascade() -> None:
     restored.observe(late)
     assert restored.story_of(WATCH.id, "x:late") == "acme:x:root"
     assert restored.story_of(WATCH.id, "x:c5") == "acme:x:root"
+
+
+def test_a_late_post_copying_an_older_story_joins_it() -> None:
+    """M copies the text of an older story X (that signalled) and a reply to M comes
+    before M: M joins X as in order, and the young story its reply opened is folded in;
+    X is never merged into M's story."""
+    from tests.unit.test_detector import chatter
+
+    base = chatter(0, 600)
+    x = [scored("A", 300, text=COMPLAINT, label="negative")]
+    x += [scored(f"r{i}", 300 + i * 0.2, repost_of="x:A") for i in range(60)]
+    m = scored("M", 340, text=COMPLAINT + " again", label="negative")
+    reply = scored("R", 340.5, reply_to="x:M", text="same here", label="negative")
+    in_order = sorted([*base, *x, m, reply], key=lambda s: s.mention.created_at)
+    shuffled = [*sorted([*base, *x], key=lambda s: s.mention.created_at), reply, m]
+    for order in (in_order, shuffled):
+        detector = Detector(DetectorConfig())
+        signals = [s for item in order for s in detector.observe(item)]
+        assert {detector.story_of(WATCH.id, f"x:{n}") for n in ("A", "M", "R")} == {"acme:x:A"}
+        assert not [s for s in signals if s.merged_into], [s.id for s in signals]
+
+
+def test_a_merge_keeps_the_linking_mention_within_the_id_cap() -> None:
+    """The absorbed story's ids go before the survivor's: the per-story cap forgets the
+    oldest, not the mention that just linked the two (its redelivery stays a redelivery,
+    a later reply to it joins the merged story)."""
+    config = DetectorConfig(max_mentions_per_story=20)
+    detector = Detector(config)
+    order = [scored("P", 0, text="original post about acme", label="negative")]
+    order += [scored(f"j{i}", 1 + i * 0.1, repost_of="x:P") for i in range(5)]
+    order += [scored(f"o{i}", 2 + i * 0.1, reply_to="x:M", text=f"reply {i}") for i in range(20)]
+    linking = scored("M", 1.5, reply_to="x:P", text="M replies to P")
+    for item in [*order, linking]:
+        detector.observe(item)
+    assert detector.story_of(WATCH.id, "x:M") == "acme:x:P"
+    assert detector.observe(linking) == []  # a redelivery: counted once
+    detector.observe(scored("late", 5, reply_to="x:M", text="another reply to M"))
+    assert detector.story_of(WATCH.id, "x:late") == "acme:x:P"
+    ws = detector._watches[(WATCH.id, False)]
+    (story,) = [s for s in ws.index.stories() if s.id == "acme:x:P"]
+    assert len(story.mention_ids) == 20 and ws.index.mentions_held == 20
