@@ -45,6 +45,7 @@ from alerts.models import (
     Incident,
     IncidentEvent,
     IncidentEvidence,
+    StoryAlias,
 )
 from alerts.outbox import (
     ALERT,
@@ -194,11 +195,16 @@ async def apply_signal(
     if await signal_seen(session, signal.id):
         return None
     now = clock.now()
-    incident = await survivor_of(session, await story_incident(session, signal, signal.story_id))
+    story_id = signal.story_id
+    incident = await survivor_of(session, await story_incident(session, signal, story_id))
+    if incident is None:
+        story_id = await story_now(session, signal.watch.id, story_id)
+        if story_id != signal.story_id:  # a late Signal of a story merged into another
+            incident = await survivor_of(session, await story_incident(session, signal, story_id))
     if incident is None:
         if signal.tier < 1:
             return None
-        incident = await _open(session, signal, config, now, metrics)
+        incident = await _open(session, signal, config, now, metrics, story_id)
         if metrics is not None:
             opened = metrics.incidents_opened.labels(str(signal.tier))
             on_commit(session, opened.inc)
@@ -220,6 +226,24 @@ async def apply_signal(
     )
     await _add_evidence(session, incident.id, signal)
     return incident
+
+
+MAX_ALIAS_HOPS = 16
+
+
+async def story_now(session: AsyncSession, watch_id: str, story_id: str) -> str:
+    """The story ``story_id`` is part of now (following ``StoryAlias`` rows: the detector
+    merged it into another), or itself."""
+    for _ in range(MAX_ALIAS_HOPS):
+        into = await session.scalar(
+            select(StoryAlias.into_story_id).where(
+                StoryAlias.watch_id == watch_id, StoryAlias.story_id == story_id
+            )
+        )
+        if into is None or into == story_id:
+            break
+        story_id = into
+    return story_id
 
 
 async def story_incident(session: AsyncSession, signal: Signal, story_id: str) -> Incident | None:
@@ -279,10 +303,11 @@ async def _open(
     config: AlertsConfig,
     now: datetime,
     metrics: Metrics | None,
+    story_id: str,
 ) -> Incident:
     incident = Incident(
         watch_id=signal.watch.id,
-        story_id=signal.story_id,
+        story_id=story_id,
         brand=signal.watch.brand[:255],
         tier=signal.tier,
         spread=signal.spread,

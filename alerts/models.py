@@ -175,6 +175,20 @@ class IncidentEvent(Base):
     incident: Mapped[Incident] = relationship(back_populates="timeline", lazy="raise")
 
 
+class StoryAlias(Base):
+    """A story the detector merged into another (``Signal.merged_into``): a Signal of the
+    merged story that comes late (the Signals of two stories travel on two partitions)
+    finds the incident of the story it is part of."""
+
+    __tablename__ = "story_aliases"
+
+    watch_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    into_story_id: Mapped[str] = mapped_column(String(255))
+    signal_id: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class IncidentEvidence(Base):
     """A representative mention of the incident's story, as the detector sent it."""
 

@@ -16,10 +16,11 @@ a bigger one). X's last Signal says so (``merged_into`` = S, tier 0). Here:
   the survivor through ``merged_into_id``. A closed incident is left as it is (a person
   closed it): the survivor's timeline says so.
 
-Order: Signals are keyed by their story, so X's last Signal comes after X's earlier ones
-(one partition), but may come before or after S's next one (another partition). If S's
-comes first and opens an incident for S, the two incidents are merged when X's arrives:
-either way one incident is left open for the story.
+Order: X's last Signal is published under S's key (the detector's service), so it comes
+before S's next Signals (one partition); X's earlier Signals travel on X's partition and
+may come after it. So the merge is recorded first of all (``StoryAlias``: X -> S), and
+``incidents.apply_signal`` sends a Signal of X that finds no incident of X to S's (or
+opens the incident under S's id): a late Signal never opens a second incident.
 
 Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 ``incidents.apply_signal``; nothing here commits.
@@ -37,7 +38,7 @@ from alerts.incidents import (
     story_incident,
     survivor_of,
 )
-from alerts.models import CLOSED, FINISHED, Incident
+from alerts.models import CLOSED, FINISHED, Incident, StoryAlias
 from alerts.timeline import add_event
 from alerts.workflow import service as workflow
 from core.clock import Clock
@@ -60,6 +61,12 @@ async def apply_story_merge(
         raise ValueError(f"signal {signal.id!r} merges nothing")
     if await signal_seen(session, signal.id):
         return None
+    watch = signal.watch.id
+    alias = await session.get(StoryAlias, (watch, signal.story_id))
+    if alias is None:  # X's Signals that come later find S's incident
+        alias = StoryAlias(watch_id=watch, story_id=signal.story_id)
+        session.add(alias)
+    alias.into_story_id, alias.signal_id, alias.at = into, signal.id, clock.now()
     row = await story_incident(session, signal, signal.story_id)
     merged = await survivor_of(session, row)
     if row is None or merged is None:

@@ -184,7 +184,10 @@ class DetectorService:
     async def _publish(self) -> None:
         while self._unpublished:
             signal = self._unpublished[0]
-            await self.bus.publish(TOPIC_SIGNALS, signal, key=signal.story_id)
+            # a merged story's last Signal goes the way of the story it is part of, so
+            # that the alerter has it before that story's next Signals
+            key = signal.merged_into or signal.story_id
+            await self.bus.publish(TOPIC_SIGNALS, signal, key=key)
             self._unpublished.popleft()
             self.metrics.signals_emitted.labels(str(signal.tier)).inc()
 

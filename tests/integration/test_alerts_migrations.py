@@ -43,6 +43,7 @@ ALERT_TABLES = {
     "incident_roles",
     "incident_tasks",
     "drills",
+    "story_aliases",
 }
 
 

@@ -135,3 +135,28 @@ async def test_a_resolved_incident_is_not_re_keyed(
     rows = await by_story(sessions)
     assert set(rows) == {"x", "s"} and rows["x"].status == "resolved"
     assert rows["s"].status == "open" and rows["s"].id != incident.id
+
+
+async def test_a_late_signal_of_the_merged_story_finds_the_other_storys_incident(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """The merged story's last Signal can come before its earlier ones (another
+    partition): those find the incident of the story it is part of, and never open an
+    incident of their own, whether that story had an incident yet or not."""
+    alerts, _ = alerter
+    await alerts.handle_signals([signal(clock, "s#1", story="s", tier=2)])
+    await alerts.handle_signals([merged(clock, "x#3", "x", "s", 2)])  # x had no incident
+    await alerts.handle_signals([signal(clock, "x#2", story="x", tier=3)])  # a late one
+    rows = await by_story(sessions)
+    assert list(rows) == ["s"] and rows["s"].tier == 3  # upgraded, not a second incident
+    # a chain: y merged into x, x into s: y's late Signal lands on s's incident too
+    await alerts.handle_signals([merged(clock, "y#2", "y", "x", 1)])
+    await alerts.handle_signals([signal(clock, "y#1", story="y", tier=1)])
+    assert list(await by_story(sessions)) == ["s"]
+    # no incident anywhere yet: the late Signal opens one under the surviving story's id
+    await alerts.handle_signals([merged(clock, "p#2", "p", "q", 1)])
+    await alerts.handle_signals([signal(clock, "p#1", story="p", tier=2)])
+    rows = await by_story(sessions)
+    assert set(rows) == {"s", "q"}
+    await alerts.handle_signals([signal(clock, "q#1", story="q", tier=2)])
+    assert set(await by_story(sessions)) == {"s", "q"}  # q's own Signal finds it
