@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.events import Mention
+from sentiment.detector.config import DetectorConfig
 from tests.fixtures.tansu import TansuError, start_tansu
 from tests.fixtures.tansu import free_port as free_port  # re-exported for the benches
 
@@ -324,6 +325,29 @@ def write_result(name: str, result: dict[str, Any], out: Path | None = None) -> 
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {path}", flush=True)
     return path
+
+
+def story_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of the story benches (a replay stream, its truth, a config)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--input", type=Path, required=True, help="replay stream (.jsonl.gz)")
+    parser.add_argument("--truth", type=Path, required=True, help="its truth CSV")
+    parser.add_argument("--config", type=Path, required=True, help="crisiswatch config")
+    parser.add_argument("--stories", type=int, default=300, help="the first N truth stories")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    return parser
+
+
+def held_to_the_end(config: DetectorConfig) -> DetectorConfig:
+    """``config`` with every story and mention id held to the end of a replay (no expiry:
+    a stray timestamp years later would expire the rest), so its partition can be read."""
+    return config.model_copy(
+        update={
+            "story_expiry_hours": 1e7,
+            "max_stories": 10_000_000,
+            "max_mentions_per_story": 10_000_000,
+        }
+    )
 
 
 def bench_parser(doc: str | None, name: str, quick: str) -> argparse.ArgumentParser:

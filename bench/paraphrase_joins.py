@@ -17,14 +17,13 @@ cascades joined to another, and a few joined pairs of root texts to judge by eye
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from api.bench import NEUTRAL, WATCH, iter_stream, load_truth
 from api.settings import load_settings
+from bench.benchlib import held_to_the_end, story_parser
 from core.events import Mention, ScoredMention
 from sentiment.config import MODELS_DIR
 from sentiment.detector.config import DetectorConfig
@@ -54,24 +53,13 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--truth", type=Path, required=True)
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--stories", type=int, default=300)
+    parser = story_parser(__doc__)
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.86, 0.88, 0.9, 0.92, 0.94])
     parser.add_argument("--examples", type=int, default=5)
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     settings = load_settings(args.config)
-    base = settings.detector.model_copy(
-        update={  # every story held to the end, so the partition can be read
-            "story_expiry_hours": 1e7,
-            "max_stories": 10_000_000,
-            "max_mentions_per_story": 10_000_000,
-        }
-    )
+    base = held_to_the_end(settings.detector)
     truth = load_truth(args.truth, args.stories)
     mentions = [(m, root) for _, m, root in iter_stream(args.input, set(truth))]
     texts = {m.id: m.text for m, _ in mentions if m.parent_id is None and m.text.strip()}

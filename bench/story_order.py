@@ -15,15 +15,14 @@ the truth is one story per cascade.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
 import time
-from pathlib import Path
 
 from api.bench import NEUTRAL, WATCH, iter_stream, load_truth
 from api.settings import load_settings
+from bench.benchlib import held_to_the_end, story_parser
 from core.events import Mention, ScoredMention
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
@@ -52,24 +51,12 @@ def count(mentions: list[Mention], config: DetectorConfig) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--truth", type=Path, required=True)
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--stories", type=int, default=300)
+    parser = story_parser(__doc__)
     parser.add_argument("--shift", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    # every story and mention held to the end (no expiry), so the partition can be read
-    config = load_settings(args.config).detector.model_copy(
-        update={
-            "story_expiry_hours": 1e7,  # (a stray timestamp years later)
-            "max_stories": 10_000_000,
-            "max_mentions_per_story": 10_000_000,
-        }
-    )
+    config = held_to_the_end(load_settings(args.config).detector)
     truth = load_truth(args.truth, args.stories)
     mentions = [m for _, m, _ in iter_stream(args.input, set(truth))]
     print(f"{len(truth)} truth stories, {len(mentions):,} mentions", file=sys.stderr)
