@@ -28,6 +28,7 @@ Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 
 from __future__ import annotations
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.incidents import (
@@ -67,6 +68,11 @@ async def apply_story_merge(
         alias = StoryAlias(watch_id=watch, story_id=signal.story_id)
         session.add(alias)
     alias.into_story_id, alias.signal_id, alias.at = into, signal.id, clock.now()
+    # S is a live story: an older alias of S (S merged away once, then its id came back
+    # as a new story) no longer holds, and would make a cycle with this one
+    await session.execute(
+        delete(StoryAlias).where(StoryAlias.watch_id == watch, StoryAlias.story_id == into)
+    )
     row = await story_incident(session, signal, signal.story_id)
     merged = await survivor_of(session, row)
     if row is None or merged is None:

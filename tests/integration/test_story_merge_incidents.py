@@ -145,13 +145,12 @@ async def test_a_late_signal_of_the_merged_story_finds_the_other_storys_incident
     incident of their own, whether that story had an incident yet or not."""
     alerts, _ = alerter
     await alerts.handle_signals([signal(clock, "s#1", story="s", tier=2)])
-    await alerts.handle_signals([merged(clock, "x#3", "x", "s", 2)])  # x had no incident
+    await alerts.handle_signals([merged(clock, "y#2", "y", "x", 1)])  # a chain: y into x,
+    await alerts.handle_signals([merged(clock, "x#3", "x", "s", 2)])  # then x into s
     await alerts.handle_signals([signal(clock, "x#2", story="x", tier=3)])  # a late one
     rows = await by_story(sessions)
     assert list(rows) == ["s"] and rows["s"].tier == 3  # upgraded, not a second incident
-    # a chain: y merged into x, x into s: y's late Signal lands on s's incident too
-    await alerts.handle_signals([merged(clock, "y#2", "y", "x", 1)])
-    await alerts.handle_signals([signal(clock, "y#1", story="y", tier=1)])
+    await alerts.handle_signals([signal(clock, "y#1", story="y", tier=1)])  # y -> x -> s
     assert list(await by_story(sessions)) == ["s"]
     # no incident anywhere yet: the late Signal opens one under the surviving story's id
     await alerts.handle_signals([merged(clock, "p#2", "p", "q", 1)])
@@ -160,3 +159,23 @@ async def test_a_late_signal_of_the_merged_story_finds_the_other_storys_incident
     assert set(rows) == {"s", "q"}
     await alerts.handle_signals([signal(clock, "q#1", story="q", tier=2)])
     assert set(await by_story(sessions)) == {"s", "q"}  # q's own Signal finds it
+
+
+async def test_an_alias_of_a_story_that_came_back_is_dropped(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """x merged into s; later s's id is merged into a new story x: x is live again, its
+    old alias goes (no cycle), and x's Signals land on x's incident."""
+    from sqlalchemy import select as sql_select
+
+    from alerts.models import StoryAlias
+
+    alerts, _ = alerter
+    await alerts.handle_signals([merged(clock, "x#2", "x", "s", 1)])
+    await alerts.handle_signals([merged(clock, "s#5", "s", "x", 1)])
+    async with sessions() as session:
+        aliases = (await session.scalars(sql_select(StoryAlias))).all()
+    assert [(a.story_id, a.into_story_id) for a in aliases] == [("s", "x")]
+    await alerts.handle_signals([signal(clock, "x#3", story="x", tier=2)])
+    await alerts.handle_signals([signal(clock, "s#4", story="s", tier=2)])  # a late one of s
+    assert list(await by_story(sessions)) == ["x"]
