@@ -197,10 +197,23 @@ async def apply_signal(
     now = clock.now()
     story_id = signal.story_id
     incident = await survivor_of(session, await story_incident(session, signal, story_id))
+    late = False
     if incident is None:
-        story_id = await story_now(session, signal.watch.id, story_id)
-        if story_id != signal.story_id:  # a late Signal of a story merged into another
+        story_id = await story_now(session, signal)
+        late = story_id != signal.story_id  # of a story merged into another, sent before
+        if late:
             incident = await survivor_of(session, await story_incident(session, signal, story_id))
+    if incident is not None and late:  # stale: that incident has the merged story's heat
+        add_event(
+            session,
+            incident.id,
+            "signal",
+            now,
+            actor=DETECTOR,
+            detail=_signal_detail(signal) | {"late": True, "story_id": signal.story_id},
+            signal_id=signal.id,
+        )
+        return incident
     if incident is None:
         if signal.tier < 1:
             return None
@@ -231,19 +244,34 @@ async def apply_signal(
 MAX_ALIAS_HOPS = 16
 
 
-async def story_now(session: AsyncSession, watch_id: str, story_id: str) -> str:
-    """The story ``story_id`` is part of now (following ``StoryAlias`` rows: the detector
-    merged it into another), or itself."""
+async def story_now(session: AsyncSession, signal: Signal) -> str:
+    """The story the signal's story is part of now, for a Signal the detector sent before
+    it merged that story into another (``StoryAlias``, followed through chains); the
+    signal's own story otherwise (no alias, or a Signal of a story whose id came back
+    after the merge: a new life of it, not a late message)."""
+    story_id = signal.story_id
     for _ in range(MAX_ALIAS_HOPS):
-        into = await session.scalar(
-            select(StoryAlias.into_story_id).where(
-                StoryAlias.watch_id == watch_id, StoryAlias.story_id == story_id
-            )
-        )
-        if into is None or into == story_id:
+        alias = await session.get(StoryAlias, (signal.watch.id, story_id))
+        if alias is None or alias.into_story_id == story_id or not _sent_before(signal, alias):
             break
-        story_id = into
+        story_id = alias.into_story_id
     return story_id
+
+
+def signal_seq(signal_id: str) -> tuple[str, int] | None:
+    """(generation, n) of a detector Signal id ``<story>#[<generation>.]<n>``."""
+    tail = signal_id.rpartition("#")[2]
+    generation, _, n = tail.rpartition(".")
+    return (generation, int(n)) if n.isdigit() else None
+
+
+def _sent_before(signal: Signal, alias: StoryAlias) -> bool:
+    """Whether the detector sent ``signal`` before the merge ``alias`` records: its number
+    is lower (same generation), else its event time is not later."""
+    mine, merge = signal_seq(signal.id), signal_seq(alias.signal_id)
+    if mine is not None and merge is not None and mine[0] == merge[0]:
+        return mine[1] < merge[1]
+    return signal.at <= alias.at
 
 
 async def story_incident(session: AsyncSession, signal: Signal, story_id: str) -> Incident | None:

@@ -28,7 +28,6 @@ Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 
 from __future__ import annotations
 
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.incidents import (
@@ -64,15 +63,18 @@ async def apply_story_merge(
         return None
     watch = signal.watch.id
     alias = await session.get(StoryAlias, (watch, signal.story_id))
-    if alias is None:  # X's Signals that come later find S's incident
+    if alias is not None and alias.signal_id == signal.id:
+        return None  # applied before (a merged story without an incident writes no event)
+    if alias is None:  # X's Signals sent before this one, coming later, find S's incident
         alias = StoryAlias(watch_id=watch, story_id=signal.story_id)
         session.add(alias)
-    alias.into_story_id, alias.signal_id, alias.at = into, signal.id, clock.now()
-    # S is a live story: an older alias of S (S merged away once, then its id came back
-    # as a new story) no longer holds, and would make a cycle with this one
-    await session.execute(
-        delete(StoryAlias).where(StoryAlias.watch_id == watch, StoryAlias.story_id == into)
-    )
+    alias.into_story_id, alias.signal_id, alias.at = into, signal.id, signal.at
+    # S is live at this merge: an alias of S from an earlier merge (S merged away, then
+    # its id came back as a new story) no longer holds, and would make a cycle. One from
+    # a later merge (applied first: another partition) stays.
+    older = await session.get(StoryAlias, (watch, into))
+    if older is not None and older.at < signal.at:
+        await session.delete(older)
     row = await story_incident(session, signal, signal.story_id)
     merged = await survivor_of(session, row)
     if row is None or merged is None:

@@ -75,6 +75,9 @@ MAX_AWAITED = 16
 MIN_DIMS = 16
 """Sentence vectors narrower than this are not vectors (rule 4b ignores them)."""
 
+WIDTH_SWITCH = 8
+"""Sentence vectors of a new width in a row that mean the scorer's model changed."""
+
 JoinReason = Literal["new", "cascade", "orphan", "root", "near-duplicate", "paraphrase"]
 
 
@@ -131,6 +134,7 @@ class StoryIndex:
         self._para_by_lang = dict(config.paraphrase_threshold_by_lang)
         self._para_per_key = config.paraphrase_vectors_per_story
         self._para_dims = 0  # the width of the scorer's vectors, once one came
+        self._para_new = (0, 0)  # (another width, vectors of it in a row)
         self._paraphrases = ParaphraseIndex(self._para_threshold, self._para_per_key)
 
     def __getstate__(self) -> dict[str, object]:
@@ -148,6 +152,7 @@ class StoryIndex:
         self.__dict__.setdefault("_para_threshold", defaults["paraphrase_threshold"].default)
         self.__dict__.setdefault("_para_per_key", defaults["paraphrase_vectors_per_story"].default)
         self.__dict__.setdefault("_para_dims", 0)
+        self.__dict__.setdefault("_para_new", (0, 0))
         self.__dict__.setdefault(
             "_para_by_lang",
             dict(defaults["paraphrase_threshold_by_lang"].get_default(call_default_factory=True)),
@@ -329,13 +334,19 @@ class StoryIndex:
 
     def _unit(self, raw: bytes) -> Vector | None:
         """The unit vector of an embedding, or None when it cannot be compared. The width
-        of the scorer's vectors is learnt from the first one; a vector of another width
-        means the scorer's model changed: the held vectors (of the old model) are dropped
-        and the new width is used from then on."""
+        of the scorer's vectors is learnt from the first one. ``WIDTH_SWITCH`` vectors in
+        a row of another width mean the scorer's model changed: the held vectors (of the
+        old model) are dropped and the new width is used; fewer are ignored (one odd
+        vector from a misbehaving scorer wipes nothing)."""
         if len(raw) < MIN_DIMS:
-            return None  # (the detector logs what is not base64; this is not a vector)
+            return None
         if len(raw) != self._para_dims:
             if self._para_dims:
+                width, seen = self._para_new
+                seen = seen + 1 if width == len(raw) else 1
+                self._para_new = (len(raw), seen)
+                if seen < WIDTH_SWITCH:
+                    return None
                 log.warning(
                     "watch %s: sentence vectors of %d values after %d: the scorer's model "
                     "changed; forgetting the old vectors",
@@ -347,6 +358,8 @@ class StoryIndex:
                 for story in self._stories.values():
                     story.vectors = b""
             self._para_dims = len(raw)
+        if self._para_new[1]:
+            self._para_new = (0, 0)
         unit = to_unit(raw, len(raw))
         return unit if unit.any() else None
 

@@ -141,15 +141,19 @@ async def test_a_late_signal_of_the_merged_story_finds_the_other_storys_incident
     sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
 ) -> None:
     """The merged story's last Signal can come before its earlier ones (another
-    partition): those find the incident of the story it is part of, and never open an
-    incident of their own, whether that story had an incident yet or not."""
+    partition): those find the incident of the story it is part of (noted there) and
+    never open an incident of their own; with no incident anywhere yet, the late Signal
+    opens one under the surviving story's id."""
     alerts, _ = alerter
     await alerts.handle_signals([signal(clock, "s#1", story="s", tier=2)])
     await alerts.handle_signals([merged(clock, "y#2", "y", "x", 1)])  # a chain: y into x,
     await alerts.handle_signals([merged(clock, "x#3", "x", "s", 2)])  # then x into s
     await alerts.handle_signals([signal(clock, "x#2", story="x", tier=3)])  # a late one
     rows = await by_story(sessions)
-    assert list(rows) == ["s"] and rows["s"].tier == 3  # upgraded, not a second incident
+    # no second incident; noted on s's, which holds the merged story's heat already (the
+    # late Signal's own tier and spread are x's before the merge: stale)
+    assert list(rows) == ["s"] and rows["s"].tier == 2
+    assert (await kinds(sessions, rows["s"].id))[-1] == "signal"
     await alerts.handle_signals([signal(clock, "y#1", story="y", tier=1)])  # y -> x -> s
     assert list(await by_story(sessions)) == ["s"]
     # no incident anywhere yet: the late Signal opens one under the surviving story's id
@@ -172,6 +176,7 @@ async def test_an_alias_of_a_story_that_came_back_is_dropped(
 
     alerts, _ = alerter
     await alerts.handle_signals([merged(clock, "x#2", "x", "s", 1)])
+    clock.advance(3600)
     await alerts.handle_signals([merged(clock, "s#5", "s", "x", 1)])
     async with sessions() as session:
         aliases = (await session.scalars(sql_select(StoryAlias))).all()
@@ -179,3 +184,26 @@ async def test_an_alias_of_a_story_that_came_back_is_dropped(
     await alerts.handle_signals([signal(clock, "x#3", story="x", tier=2)])
     await alerts.handle_signals([signal(clock, "s#4", story="s", tier=2)])  # a late one of s
     assert list(await by_story(sessions)) == ["x"]
+
+
+async def test_merges_applied_out_of_order_or_twice_keep_their_aliases(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """x into s (first), then s into t: applied s->t first (another partition), then
+    x->s, then x->s again (a redelivery): s->t stays, and late Signals of s and x find t's
+    incident; a Signal of x sent after its merge (its id came back) is x's own."""
+    alerts, _ = alerter
+    await alerts.handle_signals([signal(clock, "s#1", story="s", tier=2)])
+    x_into_s = merged(clock, "x#2", "x", "s", 1)
+    clock.advance(60)
+    s_into_t = merged(clock, "s#3", "s", "t", 2)
+    await alerts.handle_signals([s_into_t, x_into_s, x_into_s])
+    await alerts.handle_signals([signal(clock, "s#2", story="s", tier=2)])  # late
+    await alerts.handle_signals([signal(clock, "x#1", story="x", tier=2)])  # late
+    rows = await by_story(sessions)
+    assert list(rows) == ["t"]  # s's incident, re-keyed to t; nothing else opened
+    events = await kinds(sessions, rows["t"].id)
+    assert events.count("signal") == 2  # the late ones: noted, nothing else changed
+    clock.advance(86_400)
+    await alerts.handle_signals([signal(clock, "x#7", story="x", tier=2)])  # x came back
+    assert set(await by_story(sessions)) == {"t", "x"}

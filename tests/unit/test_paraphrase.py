@@ -186,19 +186,46 @@ async def test_the_scorer_embeds_texts_without_a_parent_only() -> None:
 def test_a_model_change_resets_the_vectors_and_junk_is_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    from sentiment.detector.stories import WIDTH_SWITCH
+
     detector = Detector(DetectorConfig(paraphrase_threshold=0.9))
     junk = post("j", 9, "acme acme acme acme acme acme", np.ones(4) / 2)  # 4 values: not a vector
     old = post("o", 10, "Acme phone battery died after two hours", unit(1))
-    wide = np.random.default_rng(5).normal(size=2 * DIMS).astype(np.float32)
-    wide /= np.linalg.norm(wide)
-    first = post("a", 11, "My Acme charger caught fire last night", wide)
-    again = post("b", 12, "my acme charger went up in flames", near(wide, 0.97))
-    with caplog.at_level(logging.WARNING):
-        for item in (junk, old, first, again):
-            detector.observe(item)
-    assert "the scorer's model changed" in caplog.text  # 16 values, then 32
-    assert detector.story_of(WATCH.id, "x:b") == detector.story_of(WATCH.id, "x:a")
+    rng = np.random.default_rng(5)
+
+    def wide() -> np.ndarray:
+        v = rng.normal(size=2 * DIMS).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    odd = post("odd", 10.5, "acme store queue was long today, whatever", wide())
+    for item in (junk, old, odd):
+        detector.observe(item)
     ws = detector._watches[(WATCH.id, False)]
+    assert ws.index.vectors_held == 1  # one odd vector wipes nothing
+    posts = [post("a", 11, "My Acme charger caught fire last night", wide())]
+    posts += [
+        post(f"n{i}", 11 + i / 10, text, wide())
+        for i, text in enumerate(
+            [
+                "Acme lamp flickers every evening since the update",
+                "my kettle from acme leaks water onto the counter",
+                "Drone by acme lost signal over the lake yesterday",
+                "acme laptop fan is loud when idle, any fix?",
+                "Blender (acme) jammed on frozen fruit twice",
+                "the acme scooter app logs me out daily",
+                "Camera focus on my acme phone hunts in low light",
+            ],
+            start=1,
+        )
+    ]
+    assert 1 + len(posts) > WIDTH_SWITCH  # (with the odd one: enough in a row)
+    with caplog.at_level(logging.WARNING):
+        for item in posts:
+            detector.observe(item)
+    assert "the scorer's model changed" in caplog.text  # 16 values, then 32 in a row
     (story,) = [s for s in ws.index.stories() if s.id == "acme:x:o"]
     assert story.vectors == b""  # the old model's vectors are gone
-    assert ws.index.vectors_held == 1
+    fresh = wide()  # the new model's vectors join paraphrases from now on
+    detector.observe(post("c", 12, "Acme headphones exploded while charging", fresh))
+    detector.observe(post("d", 13, "acme headphones blew up on the charger", near(fresh, 0.97)))
+    assert detector.story_of(WATCH.id, "x:d") == detector.story_of(WATCH.id, "x:c")
