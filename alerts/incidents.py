@@ -204,15 +204,7 @@ async def apply_signal(
         if late:
             incident = await survivor_of(session, await story_incident(session, signal, story_id))
     if incident is not None and late:  # stale: that incident has the merged story's heat
-        add_event(
-            session,
-            incident.id,
-            "signal",
-            now,
-            actor=DETECTOR,
-            detail=_signal_detail(signal) | {"late": True, "story_id": signal.story_id},
-            signal_id=signal.id,
-        )
+        _note_signal(session, incident, signal, now, late=True, story_id=signal.story_id)
         return incident
     if incident is None:
         if signal.tier < 1:
@@ -228,17 +220,19 @@ async def apply_signal(
         return incident
     incident.spread = signal.spread
     incident.updated_at = now
-    add_event(
-        session,
-        incident.id,
-        "signal",
-        now,
-        actor=DETECTOR,
-        detail=_signal_detail(signal),
-        signal_id=signal.id,
-    )
+    _note_signal(session, incident, signal, now)
     await _add_evidence(session, incident.id, signal)
     return incident
+
+
+def _note_signal(
+    session: AsyncSession, incident: Incident, signal: Signal, now: datetime, **extra: object
+) -> None:
+    """A signal that changes no tier, on the timeline (marked applied by its id)."""
+    detail = _signal_detail(signal) | extra
+    add_event(
+        session, incident.id, "signal", now, actor=DETECTOR, detail=detail, signal_id=signal.id
+    )
 
 
 MAX_ALIAS_HOPS = 16
