@@ -176,6 +176,15 @@ class DetectorPass:
         return self.mentions / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
+@dataclass
+class SizeInputs:
+    """What a detector pass takes for fitting a size model: at each of ``ages``
+    (minutes after a story's first mention), (mentions, features) per story root."""
+
+    ages: tuple[float, ...]
+    taken: dict[tuple[str, float], tuple[int, list[float]]] = field(default_factory=dict)
+
+
 def run_detector_pass(
     settings: Settings,
     stream: Path,
@@ -184,13 +193,16 @@ def run_detector_pass(
     subset: bool,
     progress: bool = True,
     copy_to: IO[bytes] | None = None,
+    size_inputs: SizeInputs | None = None,
 ) -> DetectorPass:
+    """``size_inputs``: also take every story's size-model inputs at its ages."""
     detector = Detector(settings.detector)
     out = RunOutput()
     predicted: dict[int, dict[str, float]] = {age: {} for age in AGES_MINUTES}
-    due: list[tuple[datetime, int, str]] = []
+    due: list[tuple[datetime, float, str]] = []
+    ages = sorted(set(AGES_MINUTES) | set(size_inputs.ages if size_inputs else ()))
     for r in truth.values():
-        for age in AGES_MINUTES:
+        for age in ages:
             due.append((r.t0 + timedelta(minutes=age), age, r.root))
     heapq.heapify(due)
     spent = 0.0
@@ -204,9 +216,17 @@ def run_detector_pass(
         while due and due[0][0] <= until:
             at, age, root = heapq.heappop(due)
             story = detector.story_of(WATCH.id, root)
-            decision = None if story is None else detector.evaluate(WATCH.id, story, at=at)
+            if story is None:
+                continue
+            if size_inputs is not None and age in size_inputs.ages:
+                got = detector.size_inputs(WATCH.id, story, at)
+                if got is not None:
+                    size_inputs.taken[(root, age)] = got
+            if age not in predicted:
+                continue
+            decision = detector.evaluate(WATCH.id, story, at=at)
             if decision is not None and decision.heat.predicted_size is not None:
-                predicted[age][root] = decision.heat.predicted_size
+                predicted[int(age)][root] = decision.heat.predicted_size
 
     perf, cpu = time.perf_counter, time.thread_time
     spent_cpu = 0.0

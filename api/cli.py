@@ -8,6 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 log = logging.getLogger("crisiswatch")
 
@@ -106,7 +110,68 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--json", type=Path, help="write the results here as JSON")
     det.add_argument("--replay-output", type=Path, help="keep the replay's output here")
     det.add_argument("--quiet", action="store_true", help="no progress output")
+    fit = bench_sub.add_parser(
+        "fit-size",
+        help="fit a final-size model (detector predictor: fitted) on stories with known sizes",
+    )
+    fit.add_argument("--input", type=Path, required=True, help="mentions, .jsonl or .jsonl.gz")
+    fit.add_argument("--truth", type=Path, required=True, help="truth CSV (final_size per story)")
+    fit.add_argument("--output", type=Path, required=True, help="the model file to write")
+    fit.add_argument("--config", type=Path, help="YAML config (the detector's windows)")
+    fit.add_argument(
+        "--ages", help="minutes after a story's first mention to learn from, comma-separated"
+    )
+    fit.add_argument("--trees", type=int, default=150)
+    fit.add_argument("--depth", type=int, default=3)
+    fit.add_argument("--learning-rate", type=float, default=0.06)
+    fit.add_argument("--min-leaf", type=int, default=30)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: none)")
+    fit.add_argument("--json", type=Path, help="write the report here as JSON")
+    fit.add_argument("--quiet", action="store_true", help="no progress output")
     return p
+
+
+def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from api.fit_size import DEFAULT_AGES, fit_size, render
+    from sentiment.detector.sizefit import FitSettings
+
+    try:
+        ages = (
+            tuple(float(a) for a in args.ages.split(",") if a.strip())
+            if args.ages
+            else DEFAULT_AGES
+        )
+        if not ages or any(a <= 0 for a in ages):
+            raise ValueError("ages must be positive minutes")
+        fit_settings = FitSettings(
+            trees=args.trees,
+            depth=args.depth,
+            learning_rate=args.learning_rate,
+            min_leaf=args.min_leaf,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"crisiswatch bench fit-size: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
+    report = fit_size(
+        settings,
+        args.input,
+        args.truth,
+        args.output,
+        ages=ages,
+        fit_settings=fit_settings,
+        folds=args.folds,
+        progress=not args.quiet,
+    )
+    print(render(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
 
 
 def _keys(command: str) -> int:
@@ -162,7 +227,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         _setup_logging("WARNING")
         return run_sentiment(args)
 
-    settings = load_settings(getattr(args, "config", None))
+    overrides: dict[str, object] = {}
+    if args.command == "bench" and args.bench_command == "fit-size":
+        # fitting reads the detector's windows, not its predictor: a config naming the
+        # model being rebuilt (or one fitted on other windows) loads all the same
+        overrides["detector"] = {"predictor": "power_law", "level_predictor": None}
+    settings = load_settings(getattr(args, "config", None), **overrides)
     _setup_logging(settings.log_level)
 
     if args.command == "templates":
@@ -217,6 +287,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 2
         print(f"backfill: {count} mentions written to {args.output}", file=sys.stderr)
         return 0
+    if args.command == "bench" and args.bench_command == "fit-size":
+        return _fit_size(settings, args)
     if args.command == "bench":
         import json
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
@@ -126,10 +126,12 @@ class Settings(BaseAppSettings):
     drills: DrillScheduleConfig = Field(default_factory=DrillScheduleConfig)
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Load and validate; raises ConfigError with every problem explained."""
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate; raises ConfigError with every problem explained.
+    ``overrides``: values that win over the file and the environment (a section's dict
+    is merged into the section)."""
     try:
-        settings = Settings.load(path)
+        settings = Settings.load(path, **overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, path)) from exc
     except ConfigFileError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import gzip
 import importlib
 import json
 import socket
@@ -10,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -85,6 +88,22 @@ def chatter(start: datetime, n: int = 20) -> list[Mention]:
         )
         for i in range(n)
     ]
+
+
+def write_replay(
+    folder: Path, mentions: list[Mention], truth: list[dict[str, object]]
+) -> tuple[Path, Path]:
+    """A replay stream (``stream.jsonl.gz``, in time order) and its truth CSV."""
+    stream = folder / "stream.jsonl.gz"
+    with gzip.open(stream, "wt", encoding="utf-8") as f:
+        for m in sorted(mentions, key=lambda m: m.created_at):
+            f.write(m.model_dump_json(exclude_none=True) + "\n")
+    truth_path = folder / "truth.csv"
+    with truth_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(truth[0]))
+        writer.writeheader()
+        writer.writerows(truth)
+    return stream, truth_path
 
 
 def free_port() -> int:

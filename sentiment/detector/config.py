@@ -11,7 +11,8 @@ before the story reached half its final size. They are platform-scale numbers: a
 brand's watch should lower ``spread3_*`` (its level 2 also rises with
 ``spread2_rate_ratio`` and the burst test, relative to the watch's own usual rate). Weibo
 cascades decay more slowly and their repost lists stop near 1,000:
-``deploy/config/replay-weibo.yaml`` (power law, ``predict_theta`` 0.5, 920, 200 authors).
+``deploy/config/replay-weibo.yaml`` (power law, ``predict_theta`` 0.5, 920, 200 authors,
+for the spread-3 trigger; the size it reports comes from the fitted model ``size-weibo``).
 
 Spread levels (see ``policy.spread_level``)::
 
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from core.settings import Section
+from sentiment.detector.forecast import Kernel
+from sentiment.detector.sizemodel import SizeModel, load_size_model, size_feature_names
 
 DEFAULT_COMPLAINT_CUES: dict[str, list[str]] = {
     "en": [
@@ -107,7 +110,11 @@ SENSITIVITY: dict[str, tuple[float, float, float]] = {
 }
 
 
+Predictor = Literal["hawkes", "power_law", "consensus", "fitted"]
+
+
 class DetectorConfig(Section):
+    _size_model: SizeModel | None = PrivateAttr(None)  # loaded by the validator
     # --- bus -----------------------------------------------------------------------------
     max_batch: int = Field(256, ge=1, le=10_000, description="scored mentions per batch")
     max_wait_seconds: float = Field(
@@ -283,11 +290,23 @@ class DetectorConfig(Section):
     predict_horizon_minutes: float = Field(
         60.0, gt=0, description="the story age used in the extrapolation is capped at this"
     )
-    predictor: Literal["hawkes", "power_law", "consensus"] = Field(
+    predictor: Predictor = Field(
         "consensus",
         description="hawkes: the self-exciting forecast (see forecast); power_law: the "
         "rate extrapolation (predict_theta, predict_offset_minutes, predict_horizon_minutes); "
-        "consensus: the lower of the two (either can overshoot early, rarely both)",
+        "consensus: the lower of the two (either can overshoot early, rarely both); "
+        "fitted: size_model, fitted on past stories of the source (see sizemodel)",
+    )
+    level_predictor: Predictor | None = Field(
+        None,
+        description="the size the spread-3 rule compares with spread3_predicted_size, when "
+        "it is not predictor's (a trigger tuned on one forecast, the best estimate reported "
+        "from another)",
+    )
+    size_model: str | None = Field(
+        None,
+        description="predictor fitted: a bundled model's name (size-weibo, size-twitter) "
+        "or the path of a model file written by `crisiswatch bench fit-size`",
     )
     hawkes_theta: float = Field(
         1.0, gt=0, le=3, description="power-law exponent of the Hawkes memory kernel's tail"
@@ -429,4 +448,33 @@ class DetectorConfig(Section):
         for lang, cues in self.complaint_cues.items():
             if any(not cue.strip() for cue in cues):
                 raise ValueError(f"complaint_cues.{lang} holds an empty cue")
+        if "fitted" in (self.predictor, self.level_predictor):
+            if not self.size_model:
+                raise ValueError("predictor fitted needs size_model (a model name or file)")
+            model = load_size_model(self.size_model)  # a SizeModelError is a ValueError
+            model.require(self.size_feature_names(), f"size_model {self.size_model!r}")
+            self._size_model = model
         return self
+
+    def size_feature_names(self) -> tuple[str, ...]:
+        """The features a fitted size model reads with these windows."""
+        return size_feature_names(
+            self.short_window_minutes,
+            self.long_window_minutes,
+            self.burst_windows_minutes,
+        )
+
+    def hawkes_kernel(self) -> Kernel:
+        """The Hawkes forecast's memory kernel (``forecast.Kernel``)."""
+        return Kernel.power_law(
+            self.hawkes_theta,
+            self.hawkes_shortest_minutes,
+            self.hawkes_longest_minutes,
+            self.hawkes_scales,
+        )
+
+    def fitted_size_model(self) -> SizeModel:
+        """The loaded ``size_model`` (``predictor`` fitted only)."""
+        if self._size_model is None:
+            raise ValueError("this detector config has no fitted size model")
+        return self._size_model

@@ -445,6 +445,7 @@ class Detector:
             cues=self._cues.find(mention.text) if label != "positive" else (),
             expected_per_minute=expected,
             at_minutes=at_minutes,
+            deep=(parent := mention.parent_id) is not None and parent != story.root,
         )
         tracked.evidence.offer(scored, is_root=assignment.is_root)
         early = tracked.early
@@ -592,6 +593,21 @@ class Detector:
         return Decision(
             story_id, heat, raw_spread, raw_tier, tracked.spread.level, tracked.tier.level
         )
+
+    def size_inputs(
+        self, watch_id: str, story_id: str, at: datetime, *, drill: bool = False
+    ) -> tuple[int, list[float]] | None:
+        """A story's mentions and the inputs of a fitted size model at event time ``at``
+        (not before the watch's latest mention), None when not held: what ``crisiswatch
+        bench fit-size`` learns from."""
+        ws = self._watches.get((watch_id, drill))
+        tracked = None if ws is None else ws.tracked.get(story_id)
+        if ws is None or ws.now is None or tracked is None:
+            return None
+        if ws.stored:
+            ws.changed.add(story_id)  # the heat's windows drop what ``at`` leaves behind
+        now = max(at, ws.now)
+        return tracked.heat.mentions, tracked.heat.size_features(now)
 
     def story_of(self, watch_id: str, mention_id: str, *, drill: bool = False) -> str | None:
         """The id of the story holding ``mention_id`` (None when not held)."""

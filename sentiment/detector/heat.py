@@ -21,8 +21,8 @@ second life). On the Twitter15/16 train replay the median of (final - now) / rat
 as about 24 + 1.5 t minutes; with theta 0.8, c 15 min and the 60-minute cap the median
 predicted / final size is 1.2 at 10 min, 0.9 at 30 and 60 min. Weibo cascades decay
 more slowly (theta ~ 0.5 gives a median of 0.9 there; theta 0.8 gives 0.65-0.73): one
-theta does not fit every platform. A later issue replaces this with a Hawkes/SEISMIC
-model fitted per cascade.
+theta does not fit every platform. ``forecast`` holds the Hawkes/SEISMIC forecast,
+``sizemodel`` a model fitted on a source's past stories (``predictor: fitted``).
 """
 
 from __future__ import annotations
@@ -35,10 +35,13 @@ from datetime import datetime, timedelta
 
 from core.events import HeatFeatures, Label, Mention
 from sentiment.detector.burst import BurstTest
-from sentiment.detector.config import DetectorConfig
-from sentiment.detector.forecast import ForecastModel, Kernel, StoryForecast
+from sentiment.detector.config import DetectorConfig, Predictor
+from sentiment.detector.forecast import ForecastModel, StoryForecast
+from sentiment.detector.sizemodel import MILESTONES
 
 MAX_PLATFORMS = 64
+HAWKES_READERS = frozenset({"hawkes", "consensus"})
+GROWTH_REUSE = 1.05  # a fitted size is worked out afresh once the story grew by 5 %
 MAX_CUES = 10
 
 
@@ -177,6 +180,14 @@ class LiveHeat:
 
 class StoryHeat:
     _label_of_root = False  # the label came from the root (class default: older snapshots)
+    # What a fitted size model reads beyond the counts (class defaults stand in for them in
+    # snapshots older than STATE_FORMAT 5):
+    root_followers: int | None = None  # the root's author's followers, where known
+    _texted = 0  # mentions beyond the root with text of their own (a comment, a quote)
+    _deep = 0  # mentions whose parent is not the story's root (reposts of reposts)
+    _milestones: tuple[float, ...] = ()  # the story's age when it reached each MILESTONES size
+    # the fitted model's last answer: (event minute, mentions, log growth); see _fitted
+    _growth: tuple[int, int, float] | None = None
 
     def __init__(
         self, config: DetectorConfig, first_at: datetime, label: Label | None = None
@@ -200,7 +211,8 @@ class StoryHeat:
         self._platforms: dict[str, None] = {}
         self._cues: dict[str, None] = {}
         self._forecast = StoryForecast(forecast_model(config))
-        self._hawkes = config.predictor != "power_law"  # else the forecast is never read
+        # the Hawkes forecast is read by these predictors only
+        self._hawkes = bool({config.predictor, config.level_predictor} & HAWKES_READERS)
         self._burst = BurstTest(
             config.burst_windows_minutes, config.burst_alpha, config.burst_min_count
         )
@@ -228,16 +240,28 @@ class StoryHeat:
         cues: tuple[str, ...] = (),
         expected_per_minute: float | None = None,
         at_minutes: float | None = None,
+        deep: bool = False,
     ) -> None:
         """Count one mention (never the same one twice: the story index sees to that).
         ``expected_per_minute``: the watch's usual rate now (the burst test's baseline).
-        ``at_minutes``: ``created_at`` in epoch minutes, when the caller has it."""
+        ``at_minutes``: ``created_at`` in epoch minutes, when the caller has it.
+        ``deep``: its parent is a mention of the story other than the root."""
         self.mentions += 1
         at = mention.created_at
         if at_minutes is None:
             at_minutes = at.timestamp() / 60
         if at < self.first_at:
             self.first_at = at
+        if is_root:
+            self.root_followers = mention.author.followers
+        elif mention.text.strip():
+            self._texted += 1
+        if deep:
+            self._deep += 1
+        reached = len(self._milestones)
+        if reached < len(MILESTONES) and self.mentions >= MILESTONES[reached]:
+            age = max(0.0, (at - self.first_at).total_seconds() / 60)
+            self._milestones = (*self._milestones, age)
         self._short.add(at, now)
         self._long.add(at, now)
         if self._hawkes:
@@ -271,6 +295,7 @@ class StoryHeat:
         mention keeps its first-mention weight in the forecast (``hawkes_repost_weight``
         is not applied to it)."""
         other_first = other.first_at < self.first_at
+        self._absorb_size_inputs(other, other_first)
         self.mentions += other.mentions
         self.first_at = min(self.first_at, other.first_at)
         self._short.absorb(other._short)
@@ -309,6 +334,59 @@ class StoryHeat:
             if len(self._cues) >= MAX_CUES:
                 break
             self._cues[cue] = None
+
+    def _fitted(self, now: datetime, now_minutes: float) -> float:
+        """The fitted model's final size. Its answer, the log growth still to come, is
+        worked out at most once per event minute while the story grows by less than
+        ``GROWTH_REUSE`` (the policy asks on every mention of a hot story; the trees cost
+        some 100 microseconds); in between the size is today's mentions times that growth."""
+        minute = math.floor(now_minutes)
+        cached = self._growth
+        if cached is None or cached[0] != minute or self.mentions > cached[1] * GROWTH_REUSE:
+            growth = self._config.fitted_size_model().growth(self.size_features(now, now_minutes))
+            self._growth = cached = (minute, self.mentions, growth)
+        return self.mentions * math.exp(cached[2])
+
+    def _absorb_size_inputs(self, other: StoryHeat, other_first: bool) -> None:
+        """The size model's inputs of a merged story. Milestones are approximate: the
+        merged story reached each size no later than the sooner of the two (each age
+        taken from its own story's start)."""
+        first, second = (other, self) if other_first else (self, other)
+        root = first.root_followers
+        self.root_followers = second.root_followers if root is None else root
+        self._growth = None
+        self._texted += other._texted
+        self._deep += other._deep
+        mine, theirs = self._milestones, other._milestones
+        longer = mine if len(mine) >= len(theirs) else theirs
+        merged = [min(a, b) for a, b in zip(mine, theirs, strict=False)]
+        self._milestones = (*merged, *longer[len(merged) :])
+
+    def size_features(self, now: datetime, now_minutes: float | None = None) -> list[float]:
+        """The inputs of a fitted size model at ``now`` (``sizemodel.size_feature_names``)."""
+        if now_minutes is None:
+            now_minutes = now.timestamp() / 60
+        log1p = math.log1p
+        age = max(0.0, (now - self.first_at).total_seconds() / 60)
+        not_yet = log1p(2 * age)  # a size not reached: later than twice the age so far
+        milestones = self._milestones
+        root = self.root_followers
+        return [
+            math.log(max(self.mentions, 1)),
+            log1p(age),
+            log1p(self._short.count(now)),
+            log1p(self._long.count(now)),
+            *(log1p(c) for c in self._burst.counts_at(math.floor(now_minutes))),
+            log1p(self.authors),
+            log1p(max(root or 0, 0)),
+            0.0 if root is None else 1.0,
+            log1p(self._texted),
+            log1p(self._deep),
+            *(
+                log1p(milestones[i]) if i < len(milestones) else not_yet
+                for i in range(len(MILESTONES))
+            ),
+        ]
 
     def _count_author(self, mention: Mention) -> None:
         author = mention.author
@@ -407,15 +485,17 @@ class StoryHeat:
         age: float,
         now_minutes: float,
     ) -> bool:
-        """``predict(...) >= threshold`` (None counts as below), without the Hawkes
-        forecast when the consensus's power-law half is already below (the consensus is
-        the lower of the two)."""
+        """The spread-3 rule's test: ``level_predictor``'s size (else ``predictor``'s) at
+        least ``threshold`` (None counts as below), without the Hawkes forecast when the
+        consensus's power-law half is already below (the consensus is the lower of the
+        two)."""
         cfg = self._config
-        if cfg.predictor == "consensus" and self.mentions >= cfg.predict_min_mentions:
+        predictor = cfg.level_predictor or cfg.predictor
+        if predictor == "consensus" and self.mentions >= cfg.predict_min_mentions:
             power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
             if power_law is not None and power_law < threshold:
                 return False
-        predicted = self.predict(now, rate_per_minute, age, now_minutes)
+        predicted = self.predict(now, rate_per_minute, age, now_minutes, predictor)
         return predicted is not None and predicted >= threshold
 
     def predict(
@@ -424,17 +504,22 @@ class StoryHeat:
         rate_per_minute: float,
         age: float,
         now_minutes: float | None = None,
+        predictor: Predictor | None = None,
     ) -> float | None:
-        """The expected final number of mentions (None for a story still too small)."""
+        """The expected final number of mentions (None for a story still too small), by
+        ``predictor`` (default: the config's)."""
         cfg = self._config
-        if cfg.predictor == "power_law":
+        predictor = predictor or cfg.predictor
+        if predictor == "power_law":
             return predict_final_size(self.mentions, rate_per_minute, age, cfg)
         if self.mentions < cfg.predict_min_mentions:
             return None
         if now_minutes is None:
             now_minutes = now.timestamp() / 60
+        if predictor == "fitted":
+            return self._fitted(now, now_minutes)
         hawkes = self._forecast.predict(now_minutes)
-        if cfg.predictor == "consensus":
+        if predictor == "consensus":
             power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)
             return hawkes if power_law is None else min(hawkes, power_law)
         return hawkes
@@ -449,12 +534,7 @@ def forecast_model(config: DetectorConfig) -> ForecastModel:
     if cached is not None and cached[0] is config:
         return cached[1]
     model = ForecastModel(
-        Kernel.power_law(
-            config.hawkes_theta,
-            config.hawkes_shortest_minutes,
-            config.hawkes_longest_minutes,
-            config.hawkes_scales,
-        ),
+        config.hawkes_kernel(),
         prior_p=config.hawkes_prior_infectiousness,
         prior_exposure=config.hawkes_prior_exposure,
         max_branching=config.hawkes_max_branching,

@@ -40,15 +40,18 @@ from typing import Any
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 """The layout of the pickled state; bump it when a pickled class changes.
 1: one pickle per watch; 2: a watch part and one part per story; 3: stories await the
 ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``); 4: stories
-hold sentence vectors (``Story.vectors``; the index's paraphrase settings)."""
+hold sentence vectors (``Story.vectors``; the index's paraphrase settings); 5: a story's
+heat holds the fitted size model's inputs (root followers, mentions with text, reposts of
+reposts, milestone ages)."""
 
-READABLE_FORMATS = frozenset({2, 3, STATE_FORMAT})
-"""The formats this detector restores: 2 and 3 read as 4 with nothing awaited (2) and no
-vectors (the class defaults stand in for what they lack)."""
+READABLE_FORMATS = frozenset({2, 3, 4, STATE_FORMAT})
+"""The formats this detector restores: 2, 3 and 4 read as 5 with nothing awaited (2), no
+vectors (2, 3) and no size-model inputs counted yet (the class defaults stand in for what
+they lack)."""
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers

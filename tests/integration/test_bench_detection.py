@@ -4,8 +4,6 @@ before its T50, no small story may be called."""
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import math
 import random
@@ -19,6 +17,7 @@ from api.cli import main
 from api.settings import ConfigError, Settings
 from core.events import Author, Mention
 from tests.fakes import FakeClassifier
+from tests.support import write_replay
 
 T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 BIG = {0, 5, 9}
@@ -76,17 +75,7 @@ def _stream(tmp_path: Path) -> tuple[Path, Path]:
                 "tier": 3 if big else 1,
             }
         )
-    mentions.sort(key=lambda m: m.created_at)
-    stream = tmp_path / "stream.jsonl.gz"
-    with gzip.open(stream, "wt", encoding="utf-8") as f:
-        for m in mentions:
-            f.write(m.model_dump_json(exclude_none=True) + "\n")
-    truth_path = tmp_path / "truth.csv"
-    with truth_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(truth[0]))
-        writer.writeheader()
-        writer.writerows(truth)
-    return stream, truth_path
+    return write_replay(tmp_path, mentions, truth)
 
 
 def _check(result: dict[str, object]) -> None:

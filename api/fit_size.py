@@ -1,0 +1,131 @@
+"""``crisiswatch bench fit-size``: fit a final-size model on past stories with known sizes.
+
+The stream goes through the detector once (``bench.run_detector_pass``, the config's
+windows), which takes every story's size-model inputs at fixed ages after its first
+mention (``--ages``). Each (story, age) with at least ``predict_min_mentions`` mentions
+is a row, its target the story's final size from the truth CSV. The rows are scored by
+cross-validation (folds by story) and then fitted all together; the model file records
+the features, the fit settings, the data's file names and the cross-validated errors.
+
+Fit on the train half of a source only, and point a config at the file (``detector:
+predictor: fitted, size_model: PATH``); the bundled ``size-weibo`` and ``size-twitter``
+were fitted this way on ``../shared/data/replay/*-train*`` (see the README).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from api.bench import SizeInputs, load_truth, run_detector_pass
+from api.settings import ConfigError, Settings
+from sentiment.detector.sizefit import FitSettings, Rows, cross_validate, fit, relative_errors
+from sentiment.detector.sizemodel import SizeModel
+
+DEFAULT_AGES = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 360.0)
+REPORT_AGES = (10.0, 30.0, 60.0)
+
+
+def collect_rows(
+    settings: Settings, stream: Path, truth_path: Path, ages: tuple[float, ...], progress: bool
+) -> Rows:
+    if not stream.exists():
+        raise ConfigError(f"fit-size input {stream} does not exist")
+    truth = load_truth(truth_path)
+    inputs = SizeInputs(ages)
+    run_detector_pass(settings, stream, truth, subset=False, progress=progress, size_inputs=inputs)
+    rows = Rows()
+    least = settings.detector.predict_min_mentions
+    for (root, age), (mentions, features) in sorted(inputs.taken.items()):
+        if mentions >= least:
+            rows.add(features, mentions, truth[root].final_size + 1.0, age, root)
+    if not len(rows):
+        raise ConfigError(
+            f"no story of {truth_path} reached {least} mentions (predict_min_mentions) at "
+            f"the ages {', '.join(f'{a:g}' for a in ages)} min: nothing to fit"
+        )
+    return rows
+
+
+def fit_size(
+    settings: Settings,
+    stream: Path,
+    truth_path: Path,
+    output: Path,
+    *,
+    ages: tuple[float, ...] = DEFAULT_AGES,
+    fit_settings: FitSettings | None = None,
+    folds: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Collect, cross-validate, fit, write ``output``; returns the report."""
+    s = fit_settings or FitSettings()
+    started = time.monotonic()
+    rows = collect_rows(settings, stream, truth_path, ages, progress)
+    names = settings.detector.size_feature_names()
+    report_ages = tuple(a for a in REPORT_AGES if a in ages) or ages
+    if progress:
+        stories = len(set(rows.groups))
+        print(
+            f"fit-size: {len(rows):,} rows from {stories:,} stories; {folds}-fold "
+            "cross-validation ...",
+            file=sys.stderr,
+            flush=True,
+        )
+    if len(rows) < 2 * s.min_leaf * max(folds, 1):
+        raise ConfigError(
+            f"{len(rows)} rows to fit are too few for a minimum leaf of {s.min_leaf} "
+            f"rows and {folds} folds: give more stories, more ages or a smaller --min-leaf"
+        )
+    cv = cross_validate(rows, names, s, report_ages, folds) if folds > 1 else {}
+
+    def tick(done: int, total: int) -> None:
+        if progress and (done % 50 == 0 or done == total):
+            print(f"fit-size: final fit, tree {done}/{total}", file=sys.stderr, flush=True)
+
+    meta = {
+        "input": stream.name,
+        "truth": truth_path.name,
+        "ages_minutes": list(ages),
+        "predict_min_mentions": settings.detector.predict_min_mentions,
+        "cross_validated_median_relative_error": cv,
+    }
+    model = fit(rows, names, s, meta, progress=tick)
+    in_sample = _median_by_age(model, rows, report_ages)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(model.to_json() + "\n", encoding="utf-8")
+    return {
+        "output": str(output),
+        "rows": len(rows),
+        "stories": len(set(rows.groups)),
+        "trees": len(model.trees),
+        "median_relative_error": {"cross_validated": cv, "in_sample": in_sample},
+        "seconds": time.monotonic() - started,
+    }
+
+
+def _median_by_age(
+    model: SizeModel, rows: Rows, ages: tuple[float, ...]
+) -> dict[str, float | None]:
+    import numpy as np
+
+    errors = relative_errors(model, rows)
+    at = np.asarray(rows.ages)
+    return {f"{a:g}": float(np.median(errors[at == a])) if (at == a).any() else None for a in ages}
+
+
+def render(report: dict[str, Any]) -> str:
+    err = report["median_relative_error"]
+    lines = [
+        f"size model: {report['output']} ({report['trees']} trees, {report['rows']:,} rows, "
+        f"{report['stories']:,} stories, {report['seconds']:.0f} s)",
+        "median relative error of the final size, by minutes after the first mention:",
+    ]
+    for age, value in err["in_sample"].items():
+        cv = err["cross_validated"].get(age)
+        cv_text = "n/a" if cv is None else f"{cv:.1%}"
+        fit_text = "n/a" if value is None else f"{value:.1%}"
+        lines.append(f"  {age:>4} min: cross-validated {cv_text}, in sample {fit_text}")
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""Fitting a size model (``sizemodel.SizeModel``): gradient-boosted regression trees.
+
+The target is ``log(final / mentions now)`` and the loss is the absolute error (the
+model is a conditional median in log space, so a handful of stories that explode late do
+not drag every prediction up). Each round fits a small tree to the signs of the residuals
+on a random half of the stories' rows, then sets each leaf to the median residual of its
+rows times the learning rate (gradient boosting with the L1 line search). Splits are
+searched over at most ``bins`` quantile thresholds per feature (a histogram per node), so
+fitting some 15,000 rows takes seconds in numpy. The same seed and data give the same
+model, bit for bit.
+
+``cross_validate`` scores the settings before the final fit: folds by story (every row of
+a story in one fold), the median relative error of the final size at the ages asked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sentiment.detector.sizemodel import SizeModel, Tree
+
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    trees: int = 150
+    depth: int = 3
+    learning_rate: float = 0.06
+    min_leaf: int = 30
+    subsample: float = 0.5
+    bins: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trees < 1 or not 1 <= self.depth <= 8 or self.min_leaf < 1:
+            raise ValueError("need trees >= 1, depth 1..8 and min_leaf >= 1")
+        if not 0 < self.learning_rate <= 1 or not 0 < self.subsample <= 1:
+            raise ValueError("learning_rate and subsample must be in (0, 1]")
+        if not 2 <= self.bins <= 255:
+            raise ValueError("bins must be 2..255")
+
+
+@dataclass
+class Rows:
+    """Training rows: one per story and age (``groups`` names the story)."""
+
+    features: list[list[float]] = field(default_factory=list)
+    mentions: list[int] = field(default_factory=list)
+    final: list[float] = field(default_factory=list)  # final mentions (root included)
+    ages: list[float] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+
+    def add(self, x: list[float], mentions: int, final: float, age: float, group: str) -> None:
+        self.features.append(x)
+        self.mentions.append(mentions)
+        self.final.append(final)
+        self.ages.append(age)
+        self.groups.append(group)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def target(self) -> Floats:
+        mentions = np.asarray(self.mentions, dtype=np.float64)
+        final = np.maximum(np.asarray(self.final, dtype=np.float64), mentions)
+        growth: Floats = np.log(final) - np.log(mentions)
+        return growth
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> Rows:
+        pick = np.flatnonzero(keep)
+        return Rows(
+            [self.features[i] for i in pick],
+            [self.mentions[i] for i in pick],
+            [self.final[i] for i in pick],
+            [self.ages[i] for i in pick],
+            [self.groups[i] for i in pick],
+        )
+
+
+def _thresholds(column: Floats, bins: int) -> Floats:
+    """Candidate split points: midpoints between distinct quantiles."""
+    qs = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
+    values = np.unique(column)
+    if len(values) <= bins:
+        return (values[:-1] + values[1:]) / 2
+    return qs
+
+
+class _Builder:
+    def __init__(self, x: Floats, settings: FitSettings) -> None:
+        self.s = settings
+        self.cuts = [_thresholds(x[:, j], settings.bins) for j in range(x.shape[1])]
+        # each row's bin per feature: bin b holds values in (cut[b-1], cut[b]]
+        self.binned = np.stack(
+            [np.searchsorted(c, x[:, j], side="left") for j, c in enumerate(self.cuts)], axis=1
+        ).astype(np.int32)
+
+    def tree(self, rows: npt.NDArray[np.intp], grad: Floats, resid: Floats) -> Tree:
+        feature: list[int] = []
+        threshold: list[float] = []
+        left: list[int] = []
+        right: list[int] = []
+        value: list[float] = []
+
+        def node(idx: npt.NDArray[np.intp], depth: int) -> int:
+            me = len(feature)
+            feature.append(-1)
+            threshold.append(0.0)
+            left.append(0)
+            right.append(0)
+            value.append(0.0)
+            split = self._best(idx, grad) if depth < self.s.depth else None
+            if split is None:
+                value[me] = float(np.median(resid[idx])) * self.s.learning_rate
+                return me
+            j, b = split
+            goes_left = self.binned[idx, j] <= b
+            feature[me] = j
+            threshold[me] = float(self.cuts[j][b])
+            left[me] = node(idx[goes_left], depth + 1)
+            right[me] = node(idx[~goes_left], depth + 1)
+            return me
+
+        node(rows, 0)
+        return Tree(tuple(feature), tuple(threshold), tuple(left), tuple(right), tuple(value))
+
+    def _best(self, idx: npt.NDArray[np.intp], grad: Floats) -> tuple[int, int] | None:
+        n = len(idx)
+        m = self.s.min_leaf
+        if n < 2 * m:
+            return None
+        g = grad[idx]
+        total = g.sum()
+        best_gain, best = 1e-12, None
+        for j, cuts in enumerate(self.cuts):
+            if not len(cuts):
+                continue
+            bins = self.binned[idx, j]
+            width = len(cuts) + 1
+            count = np.bincount(bins, minlength=width)[:-1].cumsum()
+            gsum = np.bincount(bins, weights=g, minlength=width)[:-1].cumsum()
+            ok = (count >= m) & (n - count >= m)
+            if not ok.any():
+                continue
+            nl = count[ok].astype(np.float64)
+            gl = gsum[ok]
+            gain = gl**2 / nl + (total - gl) ** 2 / (n - nl) - total**2 / n
+            k = int(np.argmax(gain))
+            if gain[k] > best_gain:
+                best_gain, best = float(gain[k]), (j, int(np.flatnonzero(ok)[k]))
+        return best
+
+
+def apply(tree: Tree, x: Floats) -> Floats:
+    """``tree.predict`` for every row of ``x`` at once."""
+    feature = np.asarray(tree.feature)
+    at = np.zeros(len(x), dtype=np.intp)
+    while True:
+        inner = feature[at] >= 0
+        if not inner.any():
+            return np.asarray(tree.value)[at]
+        rows = np.flatnonzero(inner)
+        node = at[rows]
+        goes_left = x[rows, feature[node]] <= np.asarray(tree.threshold)[node]
+        at[rows] = np.where(goes_left, np.asarray(tree.left)[node], np.asarray(tree.right)[node])
+
+
+def fit(
+    rows: Rows,
+    names: Sequence[str],
+    settings: FitSettings | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SizeModel:
+    """Fit a size model on ``rows`` (features in the order of ``names``)."""
+    s = settings or FitSettings()
+    if len(rows) < 2 * s.min_leaf:
+        raise ValueError(f"need at least {2 * s.min_leaf} rows to fit, not {len(rows)}")
+    x = np.asarray(rows.features, dtype=np.float64)
+    if x.shape[1] != len(names):
+        raise ValueError(f"rows have {x.shape[1]} features, names {len(names)}")
+    y = rows.target()
+    rng = np.random.default_rng(s.seed)
+    builder = _Builder(x, s)
+    base = float(np.median(y))
+    f = np.full(len(y), base)
+    groups = np.unique(np.asarray(rows.groups), return_inverse=True)[1]
+    n_groups = int(groups.max()) + 1
+    trees: list[Tree] = []
+    for i in range(s.trees):
+        resid = y - f
+        grad = np.sign(resid)
+        chosen = rng.random(n_groups) < s.subsample  # whole stories in or out
+        idx = np.flatnonzero(chosen[groups])
+        if len(idx) < 2 * s.min_leaf:
+            idx = np.arange(len(y))
+        tree = builder.tree(idx, grad, resid)
+        trees.append(tree)
+        f += apply(tree, x)
+        if progress is not None:
+            progress(i + 1, s.trees)
+    info = dict(meta or {})
+    info.setdefault("fit", vars(s) | {"rows": len(rows), "stories": n_groups})
+    return SizeModel(tuple(names), base, tuple(trees), info)
+
+
+def relative_errors(model: SizeModel, rows: Rows) -> Floats:
+    """``|predicted - final| / final`` per row (sizes in reposts: mentions minus the root)."""
+    out = np.empty(len(rows))
+    for i, (x, n, final) in enumerate(zip(rows.features, rows.mentions, rows.final, strict=True)):
+        predicted = model.predict_size(n, x)
+        out[i] = abs(max(predicted - 1, 0) - (final - 1)) / max(final - 1, 1)
+    return out
+
+
+def cross_validate(
+    rows: Rows,
+    names: Sequence[str],
+    settings: FitSettings,
+    ages: Sequence[float],
+    folds: int = 5,
+) -> dict[str, float | None]:
+    """Median relative error at each of ``ages`` (minutes), out of fold."""
+    groups = np.asarray(rows.groups)
+    unique = np.unique(groups)
+    rng = np.random.default_rng(settings.seed + 1)
+    fold_of = dict(zip(unique, rng.permutation(len(unique)) % folds, strict=True))
+    assigned = np.asarray([fold_of[g] for g in groups])
+    errors = np.full(len(rows), math.nan)
+    for k in range(folds):
+        test = assigned == k
+        model = fit(rows.subset(~test), names, settings)
+        errors[test] = relative_errors(model, rows.subset(test))
+    at = np.asarray(rows.ages)
+    return {
+        str(int(a) if float(a).is_integer() else a): (
+            float(np.median(errors[at == a])) if (at == a).any() else None
+        )
+        for a in ages
+    }

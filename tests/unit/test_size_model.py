@@ -1,0 +1,259 @@
+"""The fitted final-size model: its file format, its fitting, its inputs in the heat."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from core.events import Author, Mention
+from sentiment.detector.config import DetectorConfig
+from sentiment.detector.heat import StoryHeat
+from sentiment.detector.sizefit import FitSettings, Rows, apply, cross_validate, fit
+from sentiment.detector.sizemodel import (
+    MILESTONES,
+    SizeModel,
+    SizeModelError,
+    Tree,
+    load_size_model,
+    resolve,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _synthetic(n: int = 2400, noise: float = 0.1, seed: int = 1) -> Rows:
+    """Growth = exp(1.5 a + 0.7 [b > 0.5] + noise); c is irrelevant."""
+    rng = np.random.default_rng(seed)
+    rows = Rows()
+    for i in range(n):
+        a, b, c = rng.random(3)
+        mentions = int(rng.integers(10, 60))
+        growth = math.exp(1.5 * a + 0.7 * (b > 0.5) + rng.normal(0, noise))
+        rows.add([a, b, c], mentions, mentions * growth, 60.0, f"s{i}")
+    return rows
+
+
+def test_the_trees_recover_a_known_growth_to_within_the_noise() -> None:
+    rows = _synthetic()
+    model = fit(rows, ["a", "b", "c"], FitSettings(trees=200, learning_rate=0.06))
+    x = np.asarray(rows.features)
+    predicted = model.base + sum(apply(t, x) for t in model.trees)
+    truth = np.log(np.asarray(rows.final) / np.asarray(rows.mentions))
+    # the median absolute error of a median fit is about 0.674 * noise (0.067) at best
+    assert float(np.median(np.abs(predicted - truth))) < 0.09
+    # out of fold too, as a relative error of the size (in reposts)
+    cv = cross_validate(rows, ["a", "b", "c"], FitSettings(trees=200, learning_rate=0.06), [60])
+    assert cv["60"] is not None and cv["60"] < 0.1
+    # the irrelevant feature moves the answer by little (the late trees fit noise)
+    growths = [model.growth([0.4, 0.8, c]) for c in np.linspace(0, 1, 21)]
+    assert max(growths) - min(growths) < 0.08
+    assert model.growth([0.4, 0.8, 0.5]) == pytest.approx(1.5 * 0.4 + 0.7, abs=0.06)
+
+
+def test_vectorised_and_plain_evaluation_agree() -> None:
+    rows = _synthetic(600)
+    model = fit(rows, ["a", "b", "c"], FitSettings(trees=30, min_leaf=10))
+    x = np.asarray(rows.features)
+    together = model.base + sum(apply(t, x) for t in model.trees)
+    for i in range(0, 600, 37):
+        alone = model.base + sum(t.predict(rows.features[i]) for t in model.trees)
+        assert alone == pytest.approx(together[i])
+
+
+def test_the_same_seed_and_data_give_the_same_model_bit_for_bit() -> None:
+    rows = _synthetic(800)
+    a = fit(rows, ["a", "b", "c"], FitSettings(trees=40, min_leaf=10, seed=3))
+    b = fit(rows, ["a", "b", "c"], FitSettings(trees=40, min_leaf=10, seed=3))
+    c = fit(rows, ["a", "b", "c"], FitSettings(trees=40, min_leaf=10, seed=4))
+    assert a.to_json() == b.to_json()
+    assert a.to_json() != c.to_json()
+
+
+def test_a_model_file_round_trips_and_predicts_at_least_the_mentions_so_far() -> None:
+    model = fit(_synthetic(600), ["a", "b", "c"], FitSettings(trees=20, min_leaf=10))
+    again = SizeModel.from_json(model.to_json())
+    assert again == model
+    x = [0.3, 0.9, 0.5]
+    assert again.predict_size(40, x) == pytest.approx(40 * math.exp(again.growth(x)))
+    shrinking = SizeModel(("a",), -5.0, (Tree((-1,), (0.0,), (0,), (0,), (0.0,)),), {})
+    assert shrinking.predict_size(40, [0.0]) == 40  # never below what it has
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "something-else"}, "not a size model"),
+        ({"format": 99}, "not a size model"),
+        ({"base": "x"}, "not a readable size model"),
+        ({"trees": [{"feature": [0], "threshold": [1.0], "left": [0], "right": [0]}]}, "value"),
+        (
+            {
+                "trees": [
+                    {"feature": [5, -1], "threshold": [0, 0], "left": [1, 0], "right": [1, 0]}
+                    | {"value": [0, 0]}
+                ]
+            },
+            "splits on feature 5",
+        ),
+        (
+            {
+                "trees": [
+                    {"feature": [0, -1], "threshold": [0, 0], "left": [0, 0], "right": [1, 0]}
+                    | {"value": [0, 0]}
+                ]
+            },
+            "children must come after",
+        ),
+    ],
+)
+def test_a_broken_model_file_is_refused_with_a_reason(
+    change: dict[str, object], message: str
+) -> None:
+    good = json.loads(
+        fit(_synthetic(300), ["a", "b", "c"], FitSettings(trees=3, min_leaf=10)).to_json()
+    )
+    with pytest.raises(SizeModelError, match=message):
+        SizeModel.from_json(json.dumps(good | change))
+
+
+def test_names_resolve_to_bundled_models_and_paths(tmp_path: Path) -> None:
+    assert resolve("size-weibo").name == "size-weibo.json"
+    assert resolve("size-weibo").parent.name == "models"
+    assert resolve("./mine.json") == Path("./mine.json")
+    with pytest.raises(SizeModelError, match=r"bundled models: .*size-weibo"):
+        load_size_model(str(tmp_path / "missing.json"))
+
+
+def test_the_config_loads_the_model_and_refuses_one_fitted_on_other_windows(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="needs size_model"):
+        DetectorConfig(predictor="fitted")
+    config = DetectorConfig(predictor="fitted", size_model="size-weibo")
+    assert config.fitted_size_model().features == config.size_feature_names()
+    # the sensitivity presets copy the config: the model goes with it
+    assert (
+        DetectorConfig(predictor="fitted", size_model="size-weibo", sensitivity="fewer")
+        .effective()
+        .fitted_size_model()
+    )
+    refit = r"fitted on the features .*log_last_10m.*gives .*log_last_20m"
+    with pytest.raises(ValidationError, match=refit):
+        DetectorConfig(predictor="fitted", size_model="size-weibo", short_window_minutes=20)
+    path = tmp_path / "bad.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValidationError, match="not a readable size model"):
+        DetectorConfig(predictor="fitted", size_model=str(path))
+
+
+def _mention(i: int, minutes: float, *, parent: str | None = None, text: str = "") -> Mention:
+    return Mention(
+        id=f"x:{i}",
+        source="x",
+        text=text,
+        lang="en",
+        created_at=T0 + timedelta(minutes=minutes),
+        author=Author(id=f"u{i}", followers=2000 if parent is None else None),
+        repost_of=parent,
+    )
+
+
+def _story(config: DetectorConfig, reposts: int, every: float, commented: int = 0) -> StoryHeat:
+    """A root and ``reposts`` reposts ``every`` minutes; every ``commented``-th repost
+    says something, every 4th reposts a repost."""
+    heat = StoryHeat(config, T0)
+    root = _mention(0, 0, text="the charger caught fire")
+    heat.add(root, "negative", is_root=True, now=root.created_at)
+    for i in range(1, reposts + 1):
+        said = "so true" if commented and i % commented == 0 else ""
+        m = _mention(i, i * every, parent="x:0", text=said)
+        heat.add(m, None, is_root=False, now=m.created_at, deep=i % 4 == 0)
+    return heat
+
+
+def test_the_heat_counts_what_the_model_reads() -> None:
+    config = DetectorConfig(predictor="fitted", size_model="size-weibo")
+    heat = _story(config, 59, 0.5, commented=3)
+    now = T0 + timedelta(minutes=30)
+    names = config.size_feature_names()
+    x = dict(zip(names, heat.size_features(now), strict=True))
+    assert x["log_mentions"] == pytest.approx(math.log(60))
+    assert x["log_age"] == pytest.approx(math.log1p(30))
+    assert x["log_root_followers"] == pytest.approx(math.log1p(2000))
+    assert x["root_followers_known"] == 1.0
+    assert x["log_texted"] == pytest.approx(math.log1p(19))  # i = 3, 6, ..., 57
+    assert x["log_deep"] == pytest.approx(math.log1p(14))  # i = 4, 8, ..., 56
+    # the 5th, 10th, 20th, 50th mention came at 2, 4.5, 9.5, 24.5 min; not 100 yet
+    ages = [x[f"log_age_at_{k}"] for k in MILESTONES]
+    assert ages[:4] == pytest.approx([math.log1p(a) for a in (2, 4.5, 9.5, 24.5)])
+    assert ages[4] == pytest.approx(math.log1p(60))
+    size = heat.predict(now, 1.0, 30)
+    assert size is not None and size >= 60
+
+
+def test_the_fitted_size_is_worked_out_once_a_minute_while_the_story_grows_little() -> None:
+    config = DetectorConfig(predictor="fitted", size_model="size-weibo")
+    heat = _story(config, 39, 0.2)
+    now = T0 + timedelta(minutes=8, seconds=10)
+    first = heat.predict(now, 1.0, 8)
+    cached = heat._growth
+    m = _mention(40, 8.2, parent="x:0")
+    heat.add(m, None, is_root=False, now=m.created_at)
+    again = heat.predict(now + timedelta(seconds=5), 1.0, 8)
+    assert heat._growth is cached  # same minute, 1 more mention: the same growth ...
+    assert first is not None and again == pytest.approx(first * 41 / 40)  # ... on 41 mentions
+    later = heat.predict(now + timedelta(minutes=1), 1.0, 9)
+    assert heat._growth is not cached and later is not None
+
+
+def test_merged_stories_combine_their_model_inputs() -> None:
+    config = DetectorConfig(predictor="fitted", size_model="size-weibo")
+    a, b = StoryHeat(config, T0), StoryHeat(config, T0 - timedelta(minutes=5))
+    first = _mention(0, 0, text="root a")
+    a.add(first, "negative", is_root=True, now=first.created_at)
+    older = _mention(100, -5, text="root b")
+    older = older.model_copy(update={"author": Author(id="b", followers=90)})
+    b.add(older, "negative", is_root=True, now=older.created_at)
+    for i in range(1, 12):
+        m = _mention(i, i, parent="x:0", text="yes" if i < 4 else "")
+        a.add(m, None, is_root=False, now=m.created_at, deep=True)
+        n = _mention(100 + i, i - 5, parent="x:100")
+        b.add(n, None, is_root=False, now=n.created_at)
+    a.absorb(b)
+    assert a.root_followers == 90  # the earlier story's root
+    assert a._texted == 3 and a._deep == 11
+    assert len(a._milestones) == 2  # 5 and 10 (each story reached both)
+    assert a._growth is None
+
+
+def test_heat_pickled_before_the_model_inputs_existed_reads_with_none_counted() -> None:
+    config = DetectorConfig(predictor="fitted", size_model="size-weibo")
+    heat = StoryHeat(config, T0)
+    root = _mention(0, 0, text="root")
+    heat.add(root, "negative", is_root=True, now=root.created_at)
+    state = heat.__dict__.copy()
+    for name in ("root_followers", "_texted", "_deep", "_milestones", "_growth"):
+        state.pop(name, None)
+    old = StoryHeat.__new__(StoryHeat)
+    old.__dict__.update(state)
+    back = pickle.loads(pickle.dumps(old))
+    assert back.root_followers is None and back._texted == 0 and back._milestones == ()
+    x = back.size_features(T0 + timedelta(minutes=1))
+    assert len(x) == len(config.size_feature_names())
+
+
+def test_the_committed_replay_configs_load_with_their_models() -> None:
+    from api.settings import load_settings
+
+    root = Path(__file__).resolve().parents[2] / "deploy" / "config"
+    weibo = load_settings(root / "replay-weibo.yaml").detector
+    assert weibo.predictor == "fitted" and weibo.level_predictor == "power_law"
+    assert weibo.fitted_size_model().meta["input"] == "weibo-train.jsonl.gz"
+    assert load_settings(root / "replay-twitter.yaml").detector.predictor == "consensus"
