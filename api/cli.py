@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--min-leaf", type=int, default=30)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: none)")
+    fit.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="shift the model by the constant that minimises the cross-validated median "
+        "relative error (lowers the sizes of the biggest stories most)",
+    )
     fit.add_argument("--json", type=Path, help="write the report here as JSON")
     fit.add_argument("--quiet", action="store_true", help="no progress output")
     return p
@@ -166,6 +172,7 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
         fit_settings=fit_settings,
         folds=args.folds,
         progress=not args.quiet,
+        calibrate=args.calibrate,
     )
     print(render(report))
     if args.json is not None:

@@ -21,7 +21,14 @@ from typing import Any
 
 from api.bench import SizeInputs, load_truth, run_detector_pass
 from api.settings import ConfigError, Settings
-from sentiment.detector.sizefit import FitSettings, Rows, cross_validate, fit, relative_errors
+from sentiment.detector.sizefit import (
+    FitSettings,
+    Rows,
+    cross_validate,
+    fit,
+    medians,
+    relative_errors,
+)
 from sentiment.detector.sizemodel import SizeModel
 
 DEFAULT_AGES = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 360.0)
@@ -59,9 +66,13 @@ def fit_size(
     fit_settings: FitSettings | None = None,
     folds: int = 5,
     progress: bool = True,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
-    """Collect, cross-validate, fit, write ``output``; returns the report."""
+    """Collect, cross-validate, fit, write ``output``; returns the report. ``calibrate``:
+    the model takes the cross-validation's calibration shift (see ``CrossValidation``)."""
     s = fit_settings or FitSettings()
+    if calibrate and folds < 2:
+        raise ConfigError("--calibrate needs cross-validation (--folds 2 or more)")
     started = time.monotonic()
     rows = collect_rows(settings, stream, truth_path, ages, progress)
     names = settings.detector.size_feature_names()
@@ -79,7 +90,8 @@ def fit_size(
             f"{len(rows)} rows to fit are too few for a minimum leaf of {s.min_leaf} "
             f"rows and {folds} folds: give more stories, more ages or a smaller --min-leaf"
         )
-    cv = cross_validate(rows, names, s, report_ages, folds) if folds > 1 else {}
+    cv = cross_validate(rows, names, s, report_ages, folds) if folds > 1 else None
+    shift = cv.shift if calibrate and cv is not None else 0.0
 
     def tick(done: int, total: int) -> None:
         if progress and (done % 50 == 0 or done == total):
@@ -90,9 +102,12 @@ def fit_size(
         "truth": truth_path.name,
         "ages_minutes": list(ages),
         "predict_min_mentions": settings.detector.predict_min_mentions,
-        "cross_validated_median_relative_error": cv,
+        "cross_validated_median_relative_error": None
+        if cv is None
+        else (cv.errors if calibrate else cv.uncalibrated),
+        "calibration_shift": shift,
     }
-    model = fit(rows, names, s, meta, progress=tick)
+    model = fit(rows, names, s, meta, progress=tick, shift=shift)
     in_sample = _median_by_age(model, rows, report_ages)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(model.to_json() + "\n", encoding="utf-8")
@@ -101,7 +116,14 @@ def fit_size(
         "rows": len(rows),
         "stories": len(set(rows.groups)),
         "trees": len(model.trees),
-        "median_relative_error": {"cross_validated": cv, "in_sample": in_sample},
+        "median_relative_error": {
+            "cross_validated": {} if cv is None else (cv.errors if shift else cv.uncalibrated),
+            "calibrated_cross_validated": {} if cv is None else cv.errors,
+            "uncalibrated_cross_validated": {} if cv is None else cv.uncalibrated,
+            "in_sample": in_sample,
+        },
+        "calibration_shift": shift,
+        "best_calibration_shift": None if cv is None else cv.shift,
         "seconds": time.monotonic() - started,
     }
 
@@ -109,11 +131,7 @@ def fit_size(
 def _median_by_age(
     model: SizeModel, rows: Rows, ages: tuple[float, ...]
 ) -> dict[str, float | None]:
-    import numpy as np
-
-    errors = relative_errors(model, rows)
-    at = np.asarray(rows.ages)
-    return {f"{a:g}": float(np.median(errors[at == a])) if (at == a).any() else None for a in ages}
+    return medians(relative_errors(model, rows), rows, ages)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -121,11 +139,17 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"size model: {report['output']} ({report['trees']} trees, {report['rows']:,} rows, "
         f"{report['stories']:,} stories, {report['seconds']:.0f} s)",
-        "median relative error of the final size, by minutes after the first mention:",
+        "median relative error of the final size, by minutes after the first mention "
+        f"(calibration shift taken: {report['calibration_shift']:+.2f} of the log growth):",
     ]
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
     for age, value in err["in_sample"].items():
-        cv = err["cross_validated"].get(age)
-        cv_text = "n/a" if cv is None else f"{cv:.1%}"
-        fit_text = "n/a" if value is None else f"{value:.1%}"
-        lines.append(f"  {age:>4} min: cross-validated {cv_text}, in sample {fit_text}")
+        lines.append(
+            f"  {age:>4} min: cross-validated {pct(err['uncalibrated_cross_validated'].get(age))}"
+            f" (calibrated by {report['best_calibration_shift'] or 0:+.2f}: "
+            f"{pct(err['calibrated_cross_validated'].get(age))}), in sample {pct(value)}"
+        )
     return "\n".join(lines)

@@ -98,6 +98,13 @@ def test_fit_size_learns_what_arrival_times_miss_and_the_detector_predicts_with_
     model = load_size_model(str(model_path))
     assert model.features == DetectorConfig().size_feature_names()
     assert model.meta["cross_validated_median_relative_error"]["60"] == cv
+    assert model.meta["calibration_shift"] == 0.0  # not asked to calibrate
+    # calibrated: the same trees, the base moved by the shift the cross-validation chose
+    calibrated = tmp_path / "calibrated.json"
+    assert main([*argv[:6], "--output", str(calibrated), *argv[8:], "--calibrate"]) == 0
+    shifted = load_size_model(str(calibrated))
+    shift = shifted.meta["calibration_shift"]
+    assert shifted.trees == model.trees and shifted.base == pytest.approx(model.base + shift)
 
     # the detector predicts with it; the arrival-time forecasts cannot tell the kinds apart
     fitted = Settings(detector=DetectorConfig(predictor="fitted", size_model=str(model_path)))
@@ -116,6 +123,8 @@ def test_fit_size_refuses_bad_arguments_and_inputs(
     assert main([*base, "--input", str(stream), "--ages", "10,-5"]) == 2
     assert "ages must be positive" in capsys.readouterr().err
     assert main([*base, "--input", str(stream), "--learning-rate", "2"]) == 2
+    assert main([*base, "--input", str(stream), "--folds", "1", "--calibrate", "--quiet"]) == 2
+    assert "--calibrate needs cross-validation" in capsys.readouterr().err
     assert main([*base, "--input", str(tmp_path / "nope.jsonl"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
     # four stories, a minimum leaf of 30: too few rows, said so

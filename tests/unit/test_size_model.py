@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from core.events import Author, Mention
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import StoryHeat
-from sentiment.detector.sizefit import FitSettings, Rows, apply, cross_validate, fit
+from sentiment.detector.sizefit import SHIFTS, FitSettings, Rows, apply, cross_validate, fit
 from sentiment.detector.sizemodel import (
     MILESTONES,
     SizeModel,
@@ -50,11 +50,31 @@ def test_the_trees_recover_a_known_growth_to_within_the_noise() -> None:
     assert float(np.median(np.abs(predicted - truth))) < 0.09
     # out of fold too, as a relative error of the size (in reposts)
     cv = cross_validate(rows, ["a", "b", "c"], FitSettings(trees=200, learning_rate=0.06), [60])
-    assert cv["60"] is not None and cv["60"] < 0.1
+    assert cv.errors["60"] is not None and cv.errors["60"] < 0.1
     # the irrelevant feature moves the answer by little (the late trees fit noise)
     growths = [model.growth([0.4, 0.8, c]) for c in np.linspace(0, 1, 21)]
     assert max(growths) - min(growths) < 0.08
     assert model.growth([0.4, 0.8, 0.5]) == pytest.approx(1.5 * 0.4 + 0.7, abs=0.06)
+
+
+def test_the_calibration_shift_lowers_the_median_relative_error_and_goes_into_the_base() -> None:
+    # a long right tail of growth: a few stories grow far more than the rest
+    rng = np.random.default_rng(7)
+    rows = Rows()
+    for i in range(2000):
+        a = float(rng.random())
+        late = rng.exponential(0.4) if rng.random() < 0.3 else 0.0
+        growth = math.exp(a + rng.normal(0, 0.3) + late)
+        rows.add([a, float(rng.random())], 20, 20 * growth, 60.0, f"s{i}")
+    settings = FitSettings(trees=60, min_leaf=20)
+    cv = cross_validate(rows, ["a", "b"], settings, [60])
+    assert cv.shift in SHIFTS and cv.shift < 0
+    after, before = cv.errors["60"], cv.uncalibrated["60"]
+    assert after is not None and before is not None and after < before
+    plain = fit(rows, ["a", "b"], settings)
+    shifted = fit(rows, ["a", "b"], settings, shift=cv.shift)
+    assert shifted.base == pytest.approx(plain.base + cv.shift)
+    assert shifted.trees == plain.trees
 
 
 def test_vectorised_and_plain_evaluation_agree() -> None:
