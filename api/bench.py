@@ -90,8 +90,11 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def load_truth(path: Path, stories: int | None = None) -> dict[str, Truth]:
-    """The truth rows (the first ``stories`` by t0 when given)."""
+def load_truth(
+    path: Path, stories: int | None = None, *, sizes_only: bool = False
+) -> dict[str, Truth]:
+    """The truth rows (the first ``stories`` by t0 when given). ``sizes_only``: only
+    ``story_root``, ``t0`` and ``final_size`` are needed (the others default to unknown)."""
     if not path.exists():
         raise ConfigError(f"truth file {path} does not exist")
     rows: list[Truth] = []
@@ -103,9 +106,13 @@ def load_truth(path: Path, stories: int | None = None) -> dict[str, Truth]:
                         root=row["story_root"],
                         t0=_time(row["t0"]),
                         final_size=int(row["final_size"]),
-                        t10_min=float(row["t10_min"]),
-                        t50_min=float(row["t50_min"]),
-                        tier=int(row["tier"]),
+                        t10_min=float(row.get("t10_min") or "nan")
+                        if sizes_only
+                        else float(row["t10_min"]),
+                        t50_min=float(row.get("t50_min") or "nan")
+                        if sizes_only
+                        else float(row["t50_min"]),
+                        tier=int(row.get("tier") or 0) if sizes_only else int(row["tier"]),
                     )
                 )
             except (KeyError, ValueError) as exc:

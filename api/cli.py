@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
-    from api.fit_size import DEFAULT_AGES, fit_size, render
+    from api.fit_size import DEFAULT_AGES, check_output, fit_size, render
     from sentiment.detector.sizefit import FitSettings
 
     try:
@@ -150,8 +151,10 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
             if args.ages
             else DEFAULT_AGES
         )
-        if not ages or any(a <= 0 for a in ages):
-            raise ValueError("ages must be positive minutes")
+        if not ages or not all(math.isfinite(a) and 0 < a <= 30 * 24 * 60 for a in ages):
+            raise ValueError("ages must be minutes between 0 and 43,200 (30 days)")
+        if args.folds < 1:
+            raise ValueError("--folds must be 1 (no cross-validation) or more")
         fit_settings = FitSettings(
             trees=args.trees,
             depth=args.depth,
@@ -162,6 +165,8 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"crisiswatch bench fit-size: {exc}", file=sys.stderr)
         return 2
+    if args.json is not None:
+        check_output(args.json)
     logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
     report = fit_size(
         settings,
@@ -176,8 +181,12 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(render(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"crisiswatch bench fit-size: cannot write {args.json}: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

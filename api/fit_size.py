@@ -8,8 +8,8 @@ cross-validation (folds by story) and then fitted all together; the model file r
 the features, the fit settings, the data's file names and the cross-validated errors.
 
 Fit on the train half of a source only, and point a config at the file (``detector:
-predictor: fitted, size_model: PATH``); the bundled ``size-weibo`` and ``size-twitter``
-were fitted this way on ``../shared/data/replay/*-train*`` (see the README).
+predictor: fitted, size_model: PATH``); the bundled ``size-weibo`` was fitted this way on
+``../shared/data/replay/weibo-train*`` (see the README).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def collect_rows(
 ) -> Rows:
     if not stream.exists():
         raise ConfigError(f"fit-size input {stream} does not exist")
-    truth = load_truth(truth_path)
+    truth = load_truth(truth_path, sizes_only=True)
     inputs = SizeInputs(ages)
     run_detector_pass(settings, stream, truth, subset=False, progress=progress, size_inputs=inputs)
     rows = Rows()
@@ -73,6 +73,9 @@ def fit_size(
     s = fit_settings or FitSettings()
     if calibrate and folds < 2:
         raise ConfigError("--calibrate needs cross-validation (--folds 2 or more)")
+    if folds < 1:
+        raise ConfigError("--folds must be 1 (no cross-validation) or more")
+    check_output(output)
     started = time.monotonic()
     rows = collect_rows(settings, stream, truth_path, ages, progress)
     names = settings.detector.size_feature_names()
@@ -90,7 +93,12 @@ def fit_size(
             f"{len(rows)} rows to fit are too few for a minimum leaf of {s.min_leaf} "
             f"rows and {folds} folds: give more stories, more ages or a smaller --min-leaf"
         )
-    cv = cross_validate(rows, names, s, report_ages, folds) if folds > 1 else None
+    try:
+        cv = cross_validate(rows, names, s, report_ages, folds) if folds > 1 else None
+    except ValueError as exc:  # a fold too small to fit: few, uneven stories
+        raise ConfigError(
+            f"cross-validation: {exc}; use fewer --folds or a smaller --min-leaf"
+        ) from None
     shift = cv.shift if calibrate and cv is not None else 0.0
 
     def tick(done: int, total: int) -> None:
@@ -107,10 +115,16 @@ def fit_size(
         else (cv.errors if calibrate else cv.uncalibrated),
         "calibration_shift": shift,
     }
-    model = fit(rows, names, s, meta, progress=tick, shift=shift)
+    try:
+        model = fit(rows, names, s, meta, progress=tick, shift=shift)
+    except ValueError as exc:
+        raise ConfigError(f"fit-size: {exc}") from None
     in_sample = _median_by_age(model, rows, report_ages)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(model.to_json() + "\n", encoding="utf-8")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(model.to_json() + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
     return {
         "output": str(output),
         "rows": len(rows),
@@ -126,6 +140,18 @@ def fit_size(
         "best_calibration_shift": None if cv is None else cv.shift,
         "seconds": time.monotonic() - started,
     }
+
+
+def check_output(path: Path) -> None:
+    """Refuse, before any work, a file path that cannot be written: a folder, or below a
+    file."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"cannot write {path}: {parent} is not a folder")
+            return
 
 
 def _median_by_age(

@@ -305,8 +305,9 @@ class DetectorConfig(Section):
     )
     size_model: str | None = Field(
         None,
-        description="predictor fitted: a bundled model's name (size-weibo, size-twitter) "
-        "or the path of a model file written by `crisiswatch bench fit-size`",
+        description="predictor fitted: a bundled model's name (size-weibo) or the path of "
+        "a model file written by `crisiswatch bench fit-size` (with a / or ending in .json; "
+        "relative to the working directory)",
     )
     hawkes_theta: float = Field(
         1.0, gt=0, le=3, description="power-law exponent of the Hawkes memory kernel's tail"

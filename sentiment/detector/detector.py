@@ -60,7 +60,7 @@ from sentiment.detector.burst import SeasonalBaseline
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
-from sentiment.detector.heat import HeatSnapshot, RateBaseline, StoryHeat
+from sentiment.detector.heat import HeatSnapshot, LiveHeat, RateBaseline, StoryHeat
 from sentiment.detector.policy import Held, crisis_tier, explain, hold, spread_level
 from sentiment.detector.snapshot import (
     SnapshotCodec,
@@ -588,8 +588,12 @@ class Detector:
         if ws.stored:
             ws.changed.add(story_id)  # the heat's windows drop what ``at`` leaves behind
         now = ws.now if at is None else max(at, ws.now)
-        heat = tracked.heat.snapshot(now, ws.baseline.per_minute())
-        raw_spread, raw_tier = self._levels(heat)
+        now_minutes = now.timestamp() / 60
+        baseline = ws.baseline.per_minute()
+        # the levels as _decide reads them (the spread-3 rule's own predictor), the heat
+        # as a Signal would report it
+        raw_spread, raw_tier = self._levels(tracked.heat.live(now, baseline, now_minutes))
+        heat = tracked.heat.snapshot(now, baseline, now_minutes)
         return Decision(
             story_id, heat, raw_spread, raw_tier, tracked.spread.level, tracked.tier.level
         )
@@ -649,7 +653,7 @@ class Detector:
             signals=retired.signals if retired else 0,
         )
 
-    def _levels(self, heat: HeatSnapshot) -> tuple[int, int]:
+    def _levels(self, heat: LiveHeat) -> tuple[int, int]:
         spread = spread_level(heat, self.config)
         tier = crisis_tier(spread, heat.negative_share, bool(heat.complaint_cues), self.config)
         return spread, tier
@@ -669,11 +673,7 @@ class Detector:
             ws.changed.add(story.id)
         now_minutes = ws.now_minutes if now == ws.now else now.timestamp() / 60
         baseline = ws.baseline.per_minute()
-        live = tracked.heat.live(now, baseline, now_minutes)
-        raw_spread = spread_level(live, self.config)
-        raw_tier = crisis_tier(
-            raw_spread, live.negative_share, bool(live.complaint_cues), self.config
-        )
+        raw_spread, raw_tier = self._levels(tracked.heat.live(now, baseline, now_minutes))
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
         if _may_cool(tracked):

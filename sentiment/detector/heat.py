@@ -27,7 +27,9 @@ theta does not fit every platform. ``forecast`` holds the Hawkes/SEISMIC forecas
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from sentiment.detector.sizemodel import MILESTONES
 MAX_PLATFORMS = 64
 HAWKES_READERS = frozenset({"hawkes", "consensus"})
 GROWTH_REUSE = 1.05  # a fitted size is worked out afresh once the story grew by 5 %
+EARLY_TIMES = MILESTONES[-1]  # the earliest mention times a story keeps
 MAX_CUES = 10
 
 
@@ -185,7 +188,10 @@ class StoryHeat:
     root_followers: int | None = None  # the root's author's followers, where known
     _texted = 0  # mentions beyond the root with text of their own (a comment, a quote)
     _deep = 0  # mentions whose parent is not the story's root (reposts of reposts)
-    _milestones: tuple[float, ...] = ()  # the story's age when it reached each MILESTONES size
+    # the event times (epoch minutes) of the story's earliest mentions, sorted, at most
+    # MILESTONES[-1] of them: the k-th is when the story reached k mentions, whatever
+    # order they arrived in
+    _early_times: tuple[float, ...] = ()
     # the fitted model's last answer: (event minute, mentions, log growth); see _fitted
     _growth: tuple[int, int, float] | None = None
 
@@ -258,10 +264,16 @@ class StoryHeat:
             self._texted += 1
         if deep:
             self._deep += 1
-        reached = len(self._milestones)
-        if reached < len(MILESTONES) and self.mentions >= MILESTONES[reached]:
-            age = max(0.0, (at - self.first_at).total_seconds() / 60)
-            self._milestones = (*self._milestones, age)
+        early = self._early_times
+        if len(early) < EARLY_TIMES:
+            if not early or at_minutes >= early[-1]:
+                self._early_times = (*early, at_minutes)
+            else:
+                i = bisect.bisect_right(early, at_minutes)
+                self._early_times = (*early[:i], at_minutes, *early[i:])
+        elif at_minutes < early[-1]:  # late, and earlier than the last one kept
+            i = bisect.bisect_right(early, at_minutes)
+            self._early_times = (*early[:i], at_minutes, *early[i:-1])
         self._short.add(at, now)
         self._long.add(at, now)
         if self._hawkes:
@@ -338,8 +350,8 @@ class StoryHeat:
     def _fitted(self, now: datetime, now_minutes: float) -> float:
         """The fitted model's final size. Its answer, the log growth still to come, is
         worked out at most once per event minute while the story grows by less than
-        ``GROWTH_REUSE`` (the policy asks on every mention of a hot story; the trees cost
-        some 100 microseconds); in between the size is today's mentions times that growth."""
+        ``GROWTH_REUSE`` (the policy may ask on every mention of a hot story; the trees cost
+        30-70 microseconds); in between the size is today's mentions times that growth."""
         minute = math.floor(now_minutes)
         cached = self._growth
         if cached is None or cached[0] != minute or self.mentions > cached[1] * GROWTH_REUSE:
@@ -349,18 +361,15 @@ class StoryHeat:
 
     def _absorb_size_inputs(self, other: StoryHeat, other_first: bool) -> None:
         """The size model's inputs of a merged story. Milestones are approximate: the
-        merged story reached each size no later than the sooner of the two (each age
-        taken from its own story's start)."""
+        early times are merged (exact)."""
         first, second = (other, self) if other_first else (self, other)
         root = first.root_followers
         self.root_followers = second.root_followers if root is None else root
         self._growth = None
         self._texted += other._texted
         self._deep += other._deep
-        mine, theirs = self._milestones, other._milestones
-        longer = mine if len(mine) >= len(theirs) else theirs
-        merged = [min(a, b) for a, b in zip(mine, theirs, strict=False)]
-        self._milestones = (*merged, *longer[len(merged) :])
+        merged = heapq.merge(self._early_times, other._early_times)
+        self._early_times = tuple(itertools.islice(merged, EARLY_TIMES))
 
     def size_features(self, now: datetime, now_minutes: float | None = None) -> list[float]:
         """The inputs of a fitted size model at ``now`` (``sizemodel.size_feature_names``)."""
@@ -369,7 +378,9 @@ class StoryHeat:
         log1p = math.log1p
         age = max(0.0, (now - self.first_at).total_seconds() / 60)
         not_yet = log1p(2 * age)  # a size not reached: later than twice the age so far
-        milestones = self._milestones
+        first = self.first_at.timestamp() / 60
+        early = self._early_times
+        milestones = [log1p(max(early[k - 1] - first, 0.0)) for k in MILESTONES if k <= len(early)]
         root = self.root_followers
         return [
             math.log(max(self.mentions, 1)),
@@ -382,10 +393,7 @@ class StoryHeat:
             0.0 if root is None else 1.0,
             log1p(self._texted),
             log1p(self._deep),
-            *(
-                log1p(milestones[i]) if i < len(milestones) else not_yet
-                for i in range(len(MILESTONES))
-            ),
+            *(milestones[i] if i < len(milestones) else not_yet for i in range(len(MILESTONES))),
         ]
 
     def _count_author(self, mention: Mention) -> None:
@@ -518,6 +526,10 @@ class StoryHeat:
             now_minutes = now.timestamp() / 60
         if predictor == "fitted":
             return self._fitted(now, now_minutes)
+        if self._forecast.events != self.mentions:
+            # the Hawkes state missed mentions (a story restored from the state of a config
+            # that did not keep it): the power law stands in rather than a forecast of 0
+            return predict_final_size(self.mentions, rate_per_minute, age, cfg)
         hawkes = self._forecast.predict(now_minutes)
         if predictor == "consensus":
             power_law = predict_final_size(self.mentions, rate_per_minute, age, cfg)

@@ -86,7 +86,8 @@ class Rows:
 
 
 def _thresholds(column: Floats, bins: int) -> Floats:
-    """Candidate split points: midpoints between distinct quantiles."""
+    """Candidate split points: the midpoints between a feature's distinct values when it
+    has at most ``bins`` of them, else (at most ``bins - 1``) distinct quantiles."""
     qs = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
     values = np.unique(column)
     if len(values) <= bins:
@@ -187,8 +188,10 @@ def fit(
     if len(rows) < 2 * s.min_leaf:
         raise ValueError(f"need at least {2 * s.min_leaf} rows to fit, not {len(rows)}")
     x = np.asarray(rows.features, dtype=np.float64)
-    if x.shape[1] != len(names):
-        raise ValueError(f"rows have {x.shape[1]} features, names {len(names)}")
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"rows must have {len(names)} features each")
+    if not np.isfinite(x).all():
+        raise ValueError("a feature value is not a finite number")
     y = rows.target()
     rng = np.random.default_rng(s.seed)
     builder = _Builder(x, s)

@@ -11,14 +11,15 @@ reposts, how fast the first 5, 10, 20, 50, 100 mentions came). ``predictor: fitt
 The model predicts the log of the growth still to come, ``log(final / mentions now)``,
 from ``size_feature_names(config)``: log counts, log ages and the root's reach, all of
 them O(1) to read off ``StoryHeat``. It is a sum of small regression trees, evaluated in
-plain Python (a few dozen microseconds; the detector asks only for stories that pass the
-cheap spread-3 checks, and for the Signal it sends).
+plain Python (30-70 microseconds; a story's answer is reused within an event minute while
+it grows by less than 5 %, see ``heat.StoryHeat._fitted``).
 
 A model is a JSON file (``SizeModel.to_json``) that names the features it was fitted on
-and the config values they depend on (window lengths): a config whose features differ
-is refused with an explanation, never silently mis-read. Bundled models live in
-``sentiment/detector/models`` and are named without their ``.json``; any other value of
-``size_model`` is a path.
+(their names carry the window lengths they depend on): a config whose features differ is
+refused with an explanation, never silently mis-read. Bundled models live in
+``sentiment/detector/models`` and are named without their ``.json`` (a bare name such as
+``size-weibo``); a value with a ``/`` or ending in ``.json`` is a file path, relative to
+the working directory.
 """
 
 from __future__ import annotations
@@ -155,8 +156,10 @@ class SizeModel:
             model = cls(features, float(raw["base"]), trees, dict(raw.get("meta") or {}))
         except SizeModelError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise SizeModelError(f"{where}: not a readable size model ({exc})") from exc
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise SizeModelError(f"{where}: not a readable size model ({exc})") from None
+        except RecursionError:
+            raise SizeModelError(f"{where}: not a readable size model (nested too deep)") from None
         for tree in trees:
             try:
                 tree.check(len(features))
@@ -188,6 +191,8 @@ def load_size_model(name: str) -> SizeModel:
     path = resolve(name)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SizeModelError(f"size_model {name!r}: {path} is not UTF-8 text") from None
     except OSError as exc:
         bundled = sorted(p.stem for p in BUNDLED.glob("*.json")) if BUNDLED.is_dir() else []
         raise SizeModelError(

@@ -46,12 +46,14 @@ STATE_FORMAT = 5
 ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``); 4: stories
 hold sentence vectors (``Story.vectors``; the index's paraphrase settings); 5: a story's
 heat holds the fitted size model's inputs (root followers, mentions with text, reposts of
-reposts, milestone ages)."""
+reposts, its earliest mention times)."""
 
 READABLE_FORMATS = frozenset({2, 3, 4, STATE_FORMAT})
 """The formats this detector restores: 2, 3 and 4 read as 5 with nothing awaited (2), no
 vectors (2, 3) and no size-model inputs counted yet (the class defaults stand in for what
-they lack)."""
+they lack: until such a story expires, a fitted size model reads its counts of comments
+and reposts of reposts from the restore on, and its milestones from the mentions after
+it)."""
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers

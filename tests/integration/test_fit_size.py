@@ -120,8 +120,21 @@ def test_fit_size_refuses_bad_arguments_and_inputs(
 ) -> None:
     stream, truth = _stream(tmp_path, stories=4)
     base = ["bench", "fit-size", "--truth", str(truth), "--output", str(tmp_path / "m.json")]
-    assert main([*base, "--input", str(stream), "--ages", "10,-5"]) == 2
-    assert "ages must be positive" in capsys.readouterr().err
+    for ages in ("10,-5", "nan", "inf", "60,99999"):
+        assert main([*base, "--input", str(stream), "--ages", ages]) == 2
+        assert "ages must be minutes between" in capsys.readouterr().err
+    assert main([*base, "--input", str(stream), "--folds", "0"]) == 2
+    assert "--folds must be" in capsys.readouterr().err
+    # an output that cannot be written is refused before the pass, a clear message
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    argv = ["bench", "fit-size", "--truth", str(truth), "--input", str(stream), "--quiet"]
+    assert main([*argv, "--output", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*argv, "--output", str(truth / "m.json")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main([*argv, "--output", str(tmp_path / "m.json"), "--json", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err
     assert main([*base, "--input", str(stream), "--learning-rate", "2"]) == 2
     assert main([*base, "--input", str(stream), "--folds", "1", "--calibrate", "--quiet"]) == 2
     assert "--calibrate needs cross-validation" in capsys.readouterr().err
@@ -130,3 +143,16 @@ def test_fit_size_refuses_bad_arguments_and_inputs(
     # four stories, a minimum leaf of 30: too few rows, said so
     assert main([*base, "--input", str(stream), "--quiet", "--folds", "1"]) == 2
     assert "rows to fit" in capsys.readouterr().err
+
+
+def test_fit_size_needs_only_the_final_sizes_of_the_truth(tmp_path: Path) -> None:
+    """A brand's own history has final sizes, not the benchmark's T10/T50/tier columns."""
+    from api.bench import load_truth
+    from api.settings import ConfigError
+
+    path = tmp_path / "sizes.csv"
+    path.write_text("story_root,t0,final_size\nx:s1,2026-02-01T00:00:00Z,40\n", encoding="utf-8")
+    (row,) = load_truth(path, sizes_only=True).values()
+    assert (row.root, row.final_size, row.tier) == ("x:s1", 40, 0)
+    with pytest.raises(ConfigError, match="line 2"):
+        load_truth(path)  # the detection benchmark does need them

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from core.events import Author, Mention
 from sentiment.detector.config import DetectorConfig
-from sentiment.detector.heat import StoryHeat
+from sentiment.detector.heat import StoryHeat, predict_final_size
 from sentiment.detector.sizefit import SHIFTS, FitSettings, Rows, apply, cross_validate, fit
 from sentiment.detector.sizemodel import (
     MILESTONES,
@@ -249,7 +249,9 @@ def test_merged_stories_combine_their_model_inputs() -> None:
     a.absorb(b)
     assert a.root_followers == 90  # the earlier story's root
     assert a._texted == 3 and a._deep == 11
-    assert len(a._milestones) == 2  # 5 and 10 (each story reached both)
+    # the earliest times of both, in order: b's (from -5 min) come first
+    assert len(a._early_times) == 24 and list(a._early_times) == sorted(a._early_times)
+    assert a._early_times[0] == pytest.approx(older.created_at.timestamp() / 60)
     assert a._growth is None
 
 
@@ -259,12 +261,12 @@ def test_heat_pickled_before_the_model_inputs_existed_reads_with_none_counted() 
     root = _mention(0, 0, text="root")
     heat.add(root, "negative", is_root=True, now=root.created_at)
     state = heat.__dict__.copy()
-    for name in ("root_followers", "_texted", "_deep", "_milestones", "_growth"):
+    for name in ("root_followers", "_texted", "_deep", "_early_times", "_growth"):
         state.pop(name, None)
     old = StoryHeat.__new__(StoryHeat)
     old.__dict__.update(state)
     back = pickle.loads(pickle.dumps(old))
-    assert back.root_followers is None and back._texted == 0 and back._milestones == ()
+    assert back.root_followers is None and back._texted == 0 and back._early_times == ()
     x = back.size_features(T0 + timedelta(minutes=1))
     assert len(x) == len(config.size_feature_names())
 
@@ -277,3 +279,88 @@ def test_the_committed_replay_configs_load_with_their_models() -> None:
     assert weibo.predictor == "fitted" and weibo.level_predictor == "power_law"
     assert weibo.fitted_size_model().meta["input"] == "weibo-train.jsonl.gz"
     assert load_settings(root / "replay-twitter.yaml").detector.predictor == "consensus"
+
+
+def test_the_model_inputs_do_not_depend_on_the_order_mentions_arrive_in() -> None:
+    """The root arriving after its first nine reposts (several scorers) gives the same
+    inputs as in time order: milestones are read off the earliest times, not arrivals."""
+    config = DetectorConfig(predictor="fitted", size_model="size-weibo")
+    root = _mention(0, 0, text="root")
+    reposts = [_mention(i, 10 + i * 1.5, parent="x:0") for i in range(1, 130)]
+
+    def run(order: list[Mention]) -> StoryHeat:
+        heat = StoryHeat(config, order[0].created_at)
+        now = order[0].created_at
+        for m in order:
+            now = max(now, m.created_at)
+            heat.add(m, None, is_root=m is root, now=now)
+        return heat
+
+    in_order = run([root, *reposts])
+    shuffled = [*reposts[:9], root, *reposts[9:60][::-1], *reposts[60:]]
+    late = run(shuffled)
+    now = T0 + timedelta(minutes=240)
+    assert late.size_features(now) == pytest.approx(in_order.size_features(now))
+    assert len(late._early_times) == MILESTONES[-1]  # bounded
+
+
+def test_evaluate_reads_the_levels_with_the_level_predictor_as_decisions_do() -> None:
+    from sentiment.detector.detector import Detector
+    from tests.unit.test_detector import COMPLAINT, scored
+
+    config = DetectorConfig(
+        predictor="fitted",
+        size_model="size-weibo",
+        level_predictor="power_law",
+        spread2_authors=20,
+        spread3_authors=20,
+        spread3_min_long_mentions=1,
+        spread3_short_mentions=10_000,
+        spread3_long_mentions=10_000,
+        spread3_predicted_size=200,
+    )
+    detector = Detector(config)
+    detector.observe(scored("root", 0, text=COMPLAINT, label="negative", followers=2000))
+    for i in range(59):
+        said = "so true" if i % 3 == 0 else ""
+        detector.observe(scored(f"r{i}", 0.5 * (i + 1), repost_of="x:root", text=said))
+    tracked = detector._watches[("acme", False)].tracked["acme:x:root"]
+    decision = detector.evaluate("acme", "acme:x:root")
+    assert decision is not None
+    fitted = decision.heat.predicted_size
+    assert fitted is not None and fitted >= 200  # the fitted size alone would call it 3 ...
+    assert decision.raw_spread == tracked.spread.level == 2  # ... the power law does not
+
+
+def test_a_hawkes_forecast_that_missed_mentions_falls_back_to_the_power_law() -> None:
+    """A story restored from the state of a config that kept no Hawkes state (fitted,
+    power law) under one that reads it predicts by the power law, not 0."""
+    heat = _story(DetectorConfig(predictor="power_law"), 39, 0.5)
+    consensus = DetectorConfig(predictor="consensus")
+    heat._config = consensus  # what a restore under the new config does
+    now = T0 + timedelta(minutes=20)
+    size = heat.predict(now, 2.0, 20)
+    assert size == pytest.approx(predict_final_size(40, 2.0, 20, consensus))
+    assert size is not None and size > 40
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            b'{"kind": "crisiswatch-size-trees", "format": 1, "features": ["a"], "base": 0,'
+            b' "trees": [{"feature": [1e400], "threshold": [0], "left": [0], "right": [0],'
+            b' "value": [0]}]}',
+            "not a readable size model",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "not a readable size model"),
+        (b"\xff\xfe not text", "is not UTF-8 text"),
+    ],
+)
+def test_odd_model_files_are_configuration_errors(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    path = tmp_path / "odd.json"
+    path.write_bytes(text)
+    with pytest.raises(SizeModelError, match=message):
+        load_size_model(str(path))

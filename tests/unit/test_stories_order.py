@@ -256,7 +256,7 @@ def _as_format(codec: SnapshotCodec, blob: bytes, fmt: int) -> bytes:
     if isinstance(state, tuple):
         story, tracked, _ = state
         assert isinstance(story, Story) and isinstance(tracked, _Tracked)
-        for name in ("root_followers", "_texted", "_deep", "_milestones", "_growth"):
+        for name in ("root_followers", "_texted", "_deep", "_early_times", "_growth"):
             tracked.heat.__dict__.pop(name, None)
         if fmt == 4:
             return codec.dumps(state)
