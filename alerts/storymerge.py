@@ -14,7 +14,11 @@ a bigger one). X's last Signal says so (``merged_into`` = S, tier 0). Here:
   incident workflow's merge (timeline, evidence, roles and heat curve move; pending
   alerts and open tasks of the merged one are cancelled; it is closed). S's Signals reach
   the survivor through ``merged_into_id``. A closed incident is left as it is (a person
-  closed it): the survivor's timeline says so.
+  closed it): the survivor's timeline says so. But when S's incident is the closed one
+  and X's (its own, not merged elsewhere) is still live, X's incident takes S's story
+  over: S's Signals reach the people working on X (else they would reopen or annotate the
+  closed incident while X's, its story gone, waited for a person). The closed incident
+  keeps its history under the story key ``<S>#closed-<id>``.
 
 Order: X's last Signal is published under S's key (the detector's service), so it comes
 before S's next Signals (one partition); X's earlier Signals travel on X's partition and
@@ -44,6 +48,12 @@ from alerts.workflow import service as workflow
 from core.clock import Clock
 from core.events import Signal
 from core.metrics import Metrics
+
+
+def retired_story_key(story_id: str, incident_id: int) -> str:
+    """The story key a closed incident keeps when a live one takes its story over."""
+    suffix = f"#closed-{incident_id}"
+    return story_id[: 255 - len(suffix)] + suffix
 
 
 async def apply_story_merge(
@@ -108,6 +118,23 @@ async def apply_story_merge(
         note(merged, incident=merged.id)
         return merged
     source, survivor = (target, merged) if target.tier < merged.tier else (merged, target)
+    if target.status == CLOSED and merged.status not in FINISHED and merged.id == row.id:
+        # S's incident was closed by a person while X's is live: X's incident takes S's
+        # story, so S's Signals (with the combined heat) reach the people working on X;
+        # the closed incident keeps its history under a retired story key
+        target.story_id = retired_story_key(into, target.id)
+        await session.flush()  # the (watch, story) key is unique: free it first
+        row.story_id = into
+        note(merged, incident=merged.id, took_over_from=target.id)
+        add_event(
+            session,
+            target.id,
+            "story_merged",
+            clock.now(),
+            actor=DETECTOR,
+            detail=detail | {"incident": merged.id, "continued_on": merged.id},
+        )
+        return merged
     if CLOSED in (source.status, survivor.status):
         note(merged, incident=target.id, not_merged="an incident is closed")
         return target

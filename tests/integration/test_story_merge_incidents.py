@@ -207,3 +207,54 @@ async def test_merges_applied_out_of_order_or_twice_keep_their_aliases(
     clock.advance(86_400)
     await alerts.handle_signals([signal(clock, "x#7", story="x", tier=2)])  # x came back
     assert set(await by_story(sessions)) == {"t", "x"}
+
+
+async def two_incidents_one_closed(
+    sessions: Sessions, clock: ManualClock, alerts: AlertService, *, closed: str
+) -> dict[str, Incident]:
+    """Incidents of stories s (tier 2) and x (tier 1); the one of ``closed`` resolved and
+    closed by a person."""
+    from alerts import incidents
+    from alerts.workflow import service as workflow
+    from core.db import unit_of_work
+
+    await alerts.handle_signals(
+        [signal(clock, "s#1", story="s", tier=2), signal(clock, "x#1", story="x", tier=1)]
+    )
+    before = await by_story(sessions)
+    async with unit_of_work(sessions) as session:
+        await incidents.resolve(session, before[closed].id, "alice", clock)
+        await workflow.close(session, before[closed].id, "alice", clock, note="handled")
+    return before
+
+
+async def test_a_live_incident_takes_over_the_story_of_a_closed_one(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """S's incident was closed by a person, X's is live: S's Signals (the combined story)
+    go to X's incident from the merge on, not to the closed one."""
+    alerts, _ = alerter
+    before = await two_incidents_one_closed(sessions, clock, alerts, closed="s")
+    clock.advance(30)
+    merge = merged(clock, "x#2", "x", "s", 1)
+    await alerts.handle_signals([merge, merge])  # (a redelivery changes nothing)
+    await alerts.handle_signals([signal(clock, "s#2", story="s", tier=3, mentions=300)])
+    rows = await by_story(sessions)
+    closed_key = f"s#closed-{before['s'].id}"
+    assert set(rows) == {"s", closed_key}
+    assert rows["s"].id == before["x"].id and (rows["s"].tier, rows["s"].status) == (3, "open")
+    assert rows[closed_key].status == "closed" and rows[closed_key].tier == 2
+    assert (await kinds(sessions, before["x"].id)).count("story_merged") == 1
+    assert "story_merged" in await kinds(sessions, before["s"].id)
+
+
+async def test_a_closed_incident_of_the_merged_story_stays_out_of_the_live_one(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """X's incident closed, S's live: nothing moves; S's Signals stay on S's incident."""
+    alerts, _ = alerter
+    before = await two_incidents_one_closed(sessions, clock, alerts, closed="x")
+    await alerts.handle_signals([merged(clock, "x#2", "x", "s", 1)])
+    rows = await by_story(sessions)
+    assert set(rows) == {"s", "x"} and rows["x"].status == "closed"
+    assert rows["s"].id == before["s"].id and rows["s"].status == "open"
