@@ -360,8 +360,8 @@ class StoryHeat:
         return self.mentions * math.exp(cached[2])
 
     def _absorb_size_inputs(self, other: StoryHeat, other_first: bool) -> None:
-        """The size model's inputs of a merged story. Milestones are approximate: the
-        early times are merged (exact)."""
+        """The size model's inputs of a merged story: counts added, the earlier story's
+        root, the two stories' earliest times merged (so the milestones are exact)."""
         first, second = (other, self) if other_first else (self, other)
         root = first.root_followers
         self.root_followers = second.root_followers if root is None else root
