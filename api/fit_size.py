@@ -29,7 +29,6 @@ from sentiment.detector.sizefit import (
     medians,
     relative_errors,
 )
-from sentiment.detector.sizemodel import SizeModel
 
 DEFAULT_AGES = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 360.0)
 REPORT_AGES = (10.0, 30.0, 60.0)
@@ -119,7 +118,7 @@ def fit_size(
         model = fit(rows, names, s, meta, progress=tick, shift=shift)
     except ValueError as exc:
         raise ConfigError(f"fit-size: {exc}") from None
-    in_sample = _median_by_age(model, rows, report_ages)
+    in_sample = medians(relative_errors(model, rows), rows, report_ages)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(model.to_json() + "\n", encoding="utf-8")
@@ -152,12 +151,6 @@ def check_output(path: Path) -> None:
             if not parent.is_dir():
                 raise ConfigError(f"cannot write {path}: {parent} is not a folder")
             return
-
-
-def _median_by_age(
-    model: SizeModel, rows: Rows, ages: tuple[float, ...]
-) -> dict[str, float | None]:
-    return medians(relative_errors(model, rows), rows, ages)
 
 
 def render(report: dict[str, Any]) -> str:
