@@ -73,13 +73,20 @@ class Subscription:
 
 @dataclass(frozen=True)
 class Record:
-    """A raw record as the transport delivered it."""
+    """A raw record as the transport delivered it.
+
+    ``event``: the published instance, where the transport still has it (the memory bus):
+    consumers take it as it is instead of decoding ``value`` again. Events are frozen
+    values, so sharing one instance between groups is safe (handlers never modify an
+    event: they build new ones).
+    """
 
     topic: str
     key: str | None
     value: bytes
     partition: int = 0
     offset: int = 0
+    event: BaseModel | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,15 @@ def decode_event(topic: str, value: bytes) -> BaseModel:
         return event_type.model_validate_json(value)
     except ValidationError as exc:
         raise ValueError(f"not a valid {event_type.__name__}: {exc.errors()[:3]}") from exc
+
+
+def _event_of(record: Record) -> BaseModel:
+    """The record's event: the published instance when it is of the topic's type (what
+    decoding its bytes would give), else decoded from the bytes."""
+    event = record.event
+    if event is not None and type(event) is TOPIC_TYPES.get(record.topic):
+        return event
+    return decode_event(record.topic, record.value)
 
 
 def dlq_topic(topic: str) -> str:
@@ -201,7 +217,7 @@ class Bus(ABC):
         kept: list[Record] = []
         for record in records:
             try:
-                events.append(decode_event(record.topic, record.value))
+                events.append(_event_of(record))
                 kept.append(record)
             except ValueError as exc:
                 await self._to_dlq(sub, record, f"undecodable: {exc}")

@@ -521,6 +521,67 @@ async def test_memory_publish_waits_while_a_group_lags_capacity() -> None:
         await bus.stop()
 
 
+async def test_memory_publish_many_beyond_capacity_waits_in_runs_and_keeps_order() -> None:
+    bus = MemoryBus(capacity=4)
+    release = asyncio.Event()
+    got = Collector()
+
+    async def slow(events: list[Any]) -> None:
+        await release.wait()
+        await got(events)
+
+    bus.subscribe("mentions", "slow", slow, max_batch=3)
+    await bus.start()
+    try:
+        sent = [("k", mention(i)) for i in range(10)]
+        many = asyncio.create_task(bus.publish_many("mentions", sent))
+        done, _ = await asyncio.wait({many}, timeout=0.2)
+        assert not done, "publish_many must wait while the group lags capacity"
+        assert bus._topics["mentions"].end == 4  # the first run: as many as there is room for
+        release.set()
+        await asyncio.wait_for(many, TIMEOUT)
+        await asyncio.wait_for(bus.join(), TIMEOUT)
+        assert got.ids == [f"test:{i}" for i in range(10)]
+        assert all(len(batch) <= 3 for batch in got.batches)
+    finally:
+        release.set()
+        await bus.stop()
+
+
+async def test_memory_consumers_get_the_published_event_equal_to_its_decoding() -> None:
+    bus = MemoryBus(capacity=100)
+    got = Collector()
+    bus.subscribe("scored", "g", got)
+    await bus.start()
+    try:
+        event = scored(1)
+        await bus.publish("scored", event, key="k")
+        await got.wait_for(1)
+        record = bus._topics["scored"].records[-1] if bus._topics["scored"].records else None
+        assert got.events == [decode_event("scored", event.model_dump_json().encode())]
+        assert record is None or record.value == event.model_dump_json().encode()
+    finally:
+        await bus.stop()
+
+
+async def test_memory_an_event_of_another_type_is_decoded_from_its_bytes() -> None:
+    """Published to a topic of another type, the event is not handed over as it is: its
+    bytes are decoded as the topic's type, and dead-lettered when they are not one (as
+    on Kafka)."""
+    bus = MemoryBus(capacity=100)
+    got = Collector()
+    bus.subscribe("mentions", "g", got)
+    await bus.start()
+    try:
+        await bus.publish("mentions", signal(1), key="k")
+        await bus.publish("mentions", mention(2), key="k")
+        await got.wait_for(1)
+        assert got.ids == ["test:2"]
+        assert [d.reason.startswith("undecodable: ") for d in bus.dead_letters] == [True]
+    finally:
+        await bus.stop()
+
+
 # -- Kafka only: rebalancing ----------------------------------------------------------
 
 
