@@ -194,6 +194,9 @@ class StoryHeat:
     _early_times: tuple[float, ...] = ()
     # the fitted model's last answer: (event minute, mentions, log growth); see _fitted
     _growth: tuple[int, int, float] | None = None
+    # followers of each author in the exact set who had any (STATE_FORMAT 6; None in older
+    # snapshots: a merge then counts an author of both stories twice in the reach)
+    _followers: dict[str, int] | None = None
 
     def __init__(
         self, config: DetectorConfig, first_at: datetime, label: Label | None = None
@@ -207,6 +210,7 @@ class StoryHeat:
         self._long = EventWindow(config.long_window_minutes)
         self._authors: set[str] = set()
         self._authors_beyond = 0  # new-looking authors once the exact set is full
+        self._followers = {}
         self.reach = 0
         self.high_reach = 0
         self._own: dict[Label, int] = {"negative": 0, "neutral": 0, "positive": 0}
@@ -302,8 +306,9 @@ class StoryHeat:
         """Count ``other``'s mentions in this story too (the detector merges a story
         into another). Exact for the counts, windows, labels, platforms and cues; the
         forecast and burst windows are combined at the later story's reference time;
-        reach and high-reach authors add ``other``'s, so an author of both stories is
-        counted twice there (followers are not kept per author); the later story's first
+        reach and high-reach authors add ``other``'s less the authors both stories
+        counted (exact while both kept every author: the ones counted beyond
+        ``max_authors_per_story`` may count twice); the later story's first
         mention keeps its first-mention weight in the forecast (``hawkes_repost_weight``
         is not applied to it)."""
         other_first = other.first_at < self.first_at
@@ -315,13 +320,20 @@ class StoryHeat:
         self._forecast.absorb(other._forecast, other_first=other_first)
         self._burst.absorb(other._burst)
         cap = self._config.max_authors_per_story
+        high = self._config.high_reach_followers
+        theirs = other._followers or {}
         for key in other._authors:
-            if key in self._authors:
+            if key in self._authors:  # counted by both: keep this story's count of them
+                followers = theirs.get(key, 0)
+                self.reach -= followers
+                self.high_reach -= followers >= high
                 continue
             if len(self._authors) >= cap:
                 self._authors_beyond += 1
             else:
                 self._authors.add(key)
+                if key in theirs and self._followers is not None:
+                    self._followers[key] = theirs[key]
         self._authors_beyond += other._authors_beyond
         self.reach += other.reach
         self.high_reach += other.high_reach
@@ -406,6 +418,8 @@ class StoryHeat:
             self._authors_beyond += 1  # an upper bound: repeat authors count again here
         else:
             self._authors.add(key)
+            if author.followers and self._followers is not None:
+                self._followers[key] = author.followers
         if author.followers:
             self.reach += author.followers
             if author.followers >= self._config.high_reach_followers:
