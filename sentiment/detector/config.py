@@ -454,6 +454,15 @@ class DetectorConfig(Section):
                 raise ValueError("predictor fitted needs size_model (a model name or file)")
             model = load_size_model(self.size_model)  # a SizeModelError is a ValueError
             model.require(self.size_feature_names(), f"size_model {self.size_model!r}")
+            least = model.meta.get("predict_min_mentions")
+            if isinstance(least, int) and self.predict_min_mentions < least:
+                raise ValueError(
+                    f"size_model {self.size_model!r} was fitted on stories of at least "
+                    f"{least} mentions, but predict_min_mentions is "
+                    f"{self.predict_min_mentions}: it would answer for smaller stories than "
+                    f"it ever saw. Set predict_min_mentions to {least} or more, or refit "
+                    "the model with this config"
+                )
             self._size_model = model
         return self
 

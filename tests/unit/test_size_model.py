@@ -171,6 +171,12 @@ def test_the_config_loads_the_model_and_refuses_one_fitted_on_other_windows(
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(ValidationError, match="not a readable size model"):
         DetectorConfig(predictor="fitted", size_model=str(path))
+    # a model fitted on stories of at least 10 mentions does not answer for smaller ones
+    least = config.fitted_size_model().meta["predict_min_mentions"]
+    assert least == 10
+    with pytest.raises(ValidationError, match="fitted on stories of at least 10 mentions"):
+        DetectorConfig(predictor="fitted", size_model="size-weibo", predict_min_mentions=5)
+    DetectorConfig(predictor="fitted", size_model="size-weibo", predict_min_mentions=20)
 
 
 def _mention(i: int, minutes: float, *, parent: str | None = None, text: str = "") -> Mention:
