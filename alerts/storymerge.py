@@ -26,12 +26,20 @@ may come after it. So the merge is recorded first of all (``StoryAlias``: X -> S
 ``incidents.apply_signal`` sends a Signal of X that finds no incident of X to S's (or
 opens the incident under S's id): a late Signal never opens a second incident.
 
+Aliases are kept for ``ALIAS_RETENTION`` of event time: recording a merge drops the
+aliases of its watch recorded that much earlier (a Signal that comes later than that
+behind its story's merge is read as the story's own, a new life of it), so the table
+holds about a week of merges per watch, not every merge ever made.
+
 Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 ``incidents.apply_signal``; nothing here commits.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.incidents import (
@@ -48,6 +56,11 @@ from alerts.workflow import service as workflow
 from core.clock import Clock
 from core.events import Signal
 from core.metrics import Metrics
+
+ALIAS_RETENTION = timedelta(days=7)
+"""How long (event time) a merge's alias is kept for the Signals sent before it: the
+lag of one partition behind another, with a wide margin (a consumer down for days
+catches up from its committed position long before)."""
 
 
 def retired_story_key(story_id: str, incident_id: int) -> str:
@@ -79,6 +92,11 @@ async def apply_story_merge(
         alias = StoryAlias(watch_id=watch, story_id=signal.story_id)
         session.add(alias)
     alias.into_story_id, alias.signal_id, alias.at = into, signal.id, signal.at
+    await session.execute(
+        delete(StoryAlias).where(
+            StoryAlias.watch_id == watch, StoryAlias.at < signal.at - ALIAS_RETENTION
+        )
+    )
     # S is live at this merge: an alias of S from an earlier merge (S merged away, then
     # its id came back as a new story) no longer holds, and would make a cycle. One from
     # a later merge (applied first: another partition) stays.

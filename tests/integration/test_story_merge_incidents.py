@@ -209,6 +209,35 @@ async def test_merges_applied_out_of_order_or_twice_keep_their_aliases(
     assert set(await by_story(sessions)) == {"t", "x"}
 
 
+async def test_aliases_older_than_the_retention_go_when_a_merge_is_recorded(
+    sessions: Sessions, clock: ManualClock, alerter: tuple[AlertService, Hooks]
+) -> None:
+    """Each merge drops its watch's aliases a week older (event time); other watches'
+    stay; a Signal of a story merged longer ago than that is the story's own."""
+    from alerts.models import StoryAlias
+    from alerts.storymerge import ALIAS_RETENTION
+
+    alerts, _ = alerter
+    await alerts.handle_signals([merged(clock, "a#2", "a", "s", 1)])
+    other = merged(clock, "b#2", "b", "s", 1)
+    other = other.model_copy(update={"watch": other.watch.model_copy(update={"id": "beta"})})
+    await alerts.handle_signals([other])
+    clock.advance(ALIAS_RETENTION.total_seconds() - 60)
+    await alerts.handle_signals([merged(clock, "c#2", "c", "s", 1)])  # a's is 1 min short
+
+    async def aliases() -> list[tuple[str, str]]:
+        async with sessions() as session:
+            rows = (await session.scalars(select(StoryAlias))).all()
+        return sorted((a.watch_id, a.story_id) for a in rows)
+
+    assert await aliases() == [("acme", "a"), ("acme", "c"), ("beta", "b")]
+    clock.advance(120)
+    await alerts.handle_signals([merged(clock, "d#2", "d", "s", 1)])
+    assert await aliases() == [("acme", "c"), ("acme", "d"), ("beta", "b")]
+    await alerts.handle_signals([signal(clock, "a#1", story="a", tier=2)])  # very late
+    assert set(await by_story(sessions)) == {"a"}
+
+
 async def two_incidents_one_closed(
     sessions: Sessions, clock: ManualClock, alerts: AlertService, *, closed: str
 ) -> dict[str, Incident]:
