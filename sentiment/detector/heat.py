@@ -194,9 +194,11 @@ class StoryHeat:
     _early_times: tuple[float, ...] = ()
     # the fitted model's last answer: (event minute, mentions, log growth); see _fitted
     _growth: tuple[int, int, float] | None = None
-    # followers of each author in the exact set who had any (STATE_FORMAT 6; None in older
-    # snapshots: a merge then counts an author of both stories twice in the reach)
+    # followers of each author in the exact set who had any, and those of them counted as
+    # high-reach (STATE_FORMAT 6; None in older snapshots: a merge then counts an author of
+    # both stories twice in the reach)
     _followers: dict[str, int] | None = None
+    _high: set[str] | None = None
 
     def __init__(
         self, config: DetectorConfig, first_at: datetime, label: Label | None = None
@@ -211,6 +213,7 @@ class StoryHeat:
         self._authors: set[str] = set()
         self._authors_beyond = 0  # new-looking authors once the exact set is full
         self._followers = {}
+        self._high = set()
         self.reach = 0
         self.high_reach = 0
         self._own: dict[Label, int] = {"negative": 0, "neutral": 0, "positive": 0}
@@ -306,9 +309,9 @@ class StoryHeat:
         """Count ``other``'s mentions in this story too (the detector merges a story
         into another). Exact for the counts, windows, labels, platforms and cues; the
         forecast and burst windows are combined at the later story's reference time;
-        reach and high-reach authors add ``other``'s less the authors both stories
-        counted (exact while both kept every author: the ones counted beyond
-        ``max_authors_per_story`` may count twice); the later story's first
+        reach and high-reach authors add ``other``'s, an author both stories counted
+        once (with the larger follower count; exact while both kept every author: the
+        ones counted beyond ``max_authors_per_story`` may count twice); the later story's first
         mention keeps its first-mention weight in the forecast (``hawkes_repost_weight``
         is not applied to it)."""
         other_first = other.first_at < self.first_at
@@ -320,20 +323,20 @@ class StoryHeat:
         self._forecast.absorb(other._forecast, other_first=other_first)
         self._burst.absorb(other._burst)
         cap = self._config.max_authors_per_story
-        high = self._config.high_reach_followers
-        theirs = other._followers or {}
+        mine, theirs = self._followers, other._followers
         for key in other._authors:
-            if key in self._authors:  # counted by both: keep this story's count of them
-                followers = theirs.get(key, 0)
-                self.reach -= followers
-                self.high_reach -= followers >= high
-                continue
+            if key in self._authors:
+                if mine is not None and theirs is not None:
+                    self._count_shared_author_once(key, mine, theirs, other)
+                continue  # (a story of an older snapshot: counted twice, the safe side)
             if len(self._authors) >= cap:
                 self._authors_beyond += 1
             else:
                 self._authors.add(key)
-                if key in theirs and self._followers is not None:
-                    self._followers[key] = theirs[key]
+                if mine is not None and theirs is not None and key in theirs:
+                    mine[key] = theirs[key]
+                    if self._high is not None and other._high and key in other._high:
+                        self._high.add(key)
         self._authors_beyond += other._authors_beyond
         self.reach += other.reach
         self.high_reach += other.high_reach
@@ -408,6 +411,24 @@ class StoryHeat:
             *(milestones[i] if i < len(milestones) else not_yet for i in range(len(MILESTONES))),
         ]
 
+    def _count_shared_author_once(
+        self, key: str, mine: dict[str, int], theirs: dict[str, int], other: StoryHeat
+    ) -> None:
+        """An author both stories counted: once in the reach, with the larger of the two
+        follower counts (each story took the count of the author's first mention in it),
+        and once among the high-reach authors if either story counted them there (each
+        under the threshold of its time)."""
+        a, b = mine.get(key, 0), theirs.get(key, 0)
+        self.reach -= min(a, b)
+        if max(a, b):
+            mine[key] = max(a, b)
+        if self._high is None or not other._high or key not in other._high:
+            return
+        if key in self._high:
+            self.high_reach -= 1
+        else:
+            self._high.add(key)
+
     def _count_author(self, mention: Mention) -> None:
         author = mention.author
         key = author.id or (f"@{author.handle}" if author.handle else f"#{mention.id}")
@@ -424,6 +445,8 @@ class StoryHeat:
             self.reach += author.followers
             if author.followers >= self._config.high_reach_followers:
                 self.high_reach += 1
+                if self._high is not None and key in self._authors:
+                    self._high.add(key)
 
     def burst_counts(self, now: datetime) -> list[int]:
         """The story's count in each burst window open at ``now``."""

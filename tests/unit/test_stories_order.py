@@ -256,7 +256,8 @@ def _as_format(codec: SnapshotCodec, blob: bytes, fmt: int) -> bytes:
     if isinstance(state, tuple):
         story, tracked, _ = state
         assert isinstance(story, Story) and isinstance(tracked, _Tracked)
-        tracked.heat.__dict__.pop("_followers", None)
+        for name in ("_followers", "_high"):
+            tracked.heat.__dict__.pop(name, None)
         if fmt == 5:
             return codec.dumps(state)
         for name in ("root_followers", "_texted", "_deep", "_early_times", "_growth"):

@@ -142,6 +142,57 @@ def test_story_heat_absorb_counts_what_one_heat_counts(
     assert (mine.reach, mine.high_reach_authors) == (theirs.reach, theirs.high_reach_authors)
 
 
+def _heat(config: DetectorConfig, *authors: tuple[str, int | None]) -> StoryHeat:
+    first = scored("first", 10).mention.created_at
+    heat = StoryHeat(config, first)
+    for i, (author, followers) in enumerate(authors):
+        item = scored(f"{author}-{i}-{id(heat)}", 10 + i, author=author, followers=followers)
+        heat.add(item.mention, "negative", is_root=False, now=item.mention.created_at)
+    return heat
+
+
+def test_a_shared_author_counts_once_with_the_larger_follower_count() -> None:
+    """Each story took the follower count of the author's first mention in it: an unknown
+    count in one does not wipe out the other's (a merge never lowers reach below either
+    story's)."""
+    config = DetectorConfig(high_reach_followers=100_000)
+    s = _heat(config, ("a", None), ("b", 10))
+    x = _heat(config, ("a", 500_000), ("c", 20))
+    s.absorb(x)
+    assert (s.reach, s.high_reach) == (500_030, 1)
+    x2 = _heat(config, ("a", 500_000))
+    s2 = _heat(config, ("a", 400_000))
+    x2.absorb(s2)
+    assert (x2.reach, x2.high_reach) == (500_000, 1)
+
+
+@pytest.mark.parametrize(
+    ("counted_under", "merged_under", "high"), [(200_000, 100_000, 0), (100_000, 200_000, 1)]
+)
+def test_high_reach_authors_follow_what_each_story_counted_not_todays_threshold(
+    counted_under: int, merged_under: int, high: int
+) -> None:
+    """Both stories counted a 150k author under one threshold; the config changed before
+    they merged (thresholds follow the config at once): the author counts once, as each
+    story counted them, never -1 and never twice."""
+    before = DetectorConfig(high_reach_followers=counted_under)
+    s, x = _heat(before, ("a", 150_000)), _heat(before, ("a", 150_000))
+    after = DetectorConfig(high_reach_followers=merged_under)
+    s._config = x._config = after
+    s.absorb(x)
+    assert (s.reach, s.high_reach) == (150_000, high)
+
+
+def test_a_heat_of_an_older_snapshot_counts_a_shared_author_twice() -> None:
+    """Without followers per author (STATE_FORMAT 5 and older) a merge cannot tell what
+    it counted: it keeps both counts (the safe side: more reach, not less)."""
+    config = DetectorConfig(high_reach_followers=100_000)
+    s, x = _heat(config, ("a", 150_000)), _heat(config, ("a", 150_000))
+    del s.__dict__["_followers"], s.__dict__["_high"]  # as restored from format 5
+    s.absorb(x)
+    assert (s.reach, s.high_reach) == (300_000, 2)
+
+
 def test_evidence_absorb_keeps_the_best_of_both_and_both_roots() -> None:
     def picker(prefix: str, probs: list[float]) -> EvidencePicker:
         p = EvidencePicker(size=4, chars=200)
