@@ -27,9 +27,10 @@ may come after it. So the merge is recorded first of all (``StoryAlias``: X -> S
 opens the incident under S's id): a late Signal never opens a second incident.
 
 Aliases are kept for ``ALIAS_RETENTION`` of event time: recording a merge drops the
-aliases of its watch recorded that much earlier (a Signal that comes later than that
-behind its story's merge is read as the story's own, a new life of it), so the table
-holds about a week of merges per watch, not every merge ever made.
+aliases of its watch recorded that much earlier than the merge (or than the clock, if the
+merge is dated later: a post dated in the future moves the detector's time on), so the
+table holds about a week of merges per watch, not every merge ever made; a Signal that
+comes later than that behind its story's merge is read as the story's own.
 
 Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 ``incidents.apply_signal``; nothing here commits.
@@ -92,10 +93,11 @@ async def apply_story_merge(
         alias = StoryAlias(watch_id=watch, story_id=signal.story_id)
         session.add(alias)
     alias.into_story_id, alias.signal_id, alias.at = into, signal.id, signal.at
+    # event time, but never ahead of the clock: one post dated in the future moves the
+    # detector's time forward, and must not drop the aliases late Signals still need
+    until = min(signal.at, clock.now()) - ALIAS_RETENTION
     await session.execute(
-        delete(StoryAlias).where(
-            StoryAlias.watch_id == watch, StoryAlias.at < signal.at - ALIAS_RETENTION
-        )
+        delete(StoryAlias).where(StoryAlias.watch_id == watch, StoryAlias.at < until)
     )
     # S is live at this merge: an alias of S from an earlier merge (S merged away, then
     # its id came back as a new story) no longer holds, and would make a cycle. One from

@@ -236,6 +236,11 @@ async def test_aliases_older_than_the_retention_go_when_a_merge_is_recorded(
     assert await aliases() == [("acme", "c"), ("acme", "d"), ("beta", "b")]
     await alerts.handle_signals([signal(clock, "a#1", story="a", tier=2)])  # very late
     assert set(await by_story(sessions)) == {"a"}
+    # a merge dated far ahead of the clock (a post from the future) drops nothing more
+    ahead = merged(clock, "e#2", "e", "s", 1)
+    ahead = ahead.model_copy(update={"at": ahead.at + 2 * ALIAS_RETENTION})
+    await alerts.handle_signals([ahead])
+    assert await aliases() == [("acme", "c"), ("acme", "d"), ("acme", "e"), ("beta", "b")]
 
 
 async def two_incidents_one_closed(
