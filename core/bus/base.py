@@ -77,8 +77,10 @@ class Record:
 
     ``event``: the published instance, where the transport still has it (the memory bus):
     consumers take it as it is instead of decoding ``value`` again. Events are frozen
-    values, so sharing one instance between groups is safe (handlers never modify an
-    event: they build new ones).
+    models and handlers never modify one, nor the containers inside (a Sentiment's
+    ``probs``): they build new events, so one instance can serve every group. (Where an
+    event holds a value its JSON cannot carry, a NaN score, Kafka's consumer would
+    dead-letter it and the memory bus delivers it: producers never make one.)
     """
 
     topic: str

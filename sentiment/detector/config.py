@@ -461,7 +461,7 @@ class DetectorConfig(Section):
                     f"{least} mentions, but predict_min_mentions is "
                     f"{self.predict_min_mentions}: it would answer for smaller stories than "
                     f"it ever saw. Set predict_min_mentions to {least} or more, or refit "
-                    "the model with this config"
+                    "the model on this config (`crisiswatch bench fit-size --config ...`)"
                 )
             self._size_model = model
         return self
