@@ -232,14 +232,24 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "unknown API key"))
         assert driver.execute_script("return sessionStorage.length") == 0
 
-        # a viewer sees the board but may not acknowledge: the API's 403 is shown
+        # a viewer sees the board but may not acknowledge: the API's 403 is shown, and
+        # stays when the incident's template suggestions arrive after it (held 1.5 s)
         enter_key(KEYS["viewer"])
+        driver.execute_script(
+            "window.realFetch = window.fetch; window.fetch = (url, init) =>"
+            " String(url).includes('template-suggestions')"
+            " ? new Promise((ok) => setTimeout(ok, 1500)).then(() => window.realFetch(url, init))"
+            " : window.realFetch(url, init);"
+        )
         card = (By.CSS_SELECTOR, f"button[data-incident='{ids['tier3']}']")
         wait.until(ec.element_to_be_clickable(card)).click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
         driver.find_element(By.ID, "ack").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "'responder' role"))
+        wait.until(lambda d: d.find_element(By.ID, "template-select").text.count("\n") >= 1)
+        assert "'responder' role" in text("#message")
         assert "error" in str(driver.find_element(By.ID, "message").get_attribute("class"))
+        driver.execute_script("window.fetch = window.realFetch;")
         assert text("#detail-status") == "open"
         driver.find_element(By.ID, "forget-key").click()
         assert driver.execute_script("return sessionStorage.length") == 0

@@ -45,8 +45,11 @@
     return node;
   }
 
+  let said = 0; // messages shown so far: a slow load clears only a message older than it
+
   function say(text, isError) {
     const box = $("message");
+    said += 1;
     box.textContent = text || "";
     box.className = isError ? "error" : "";
   }
@@ -340,9 +343,12 @@
     selectedId = id;
     document.querySelectorAll(".card").forEach((c) =>
       c.classList.toggle("selected", c.dataset.incident === String(id)));
+    const before = said;
     try {
       await showIncident(id, true);
-      say("");
+      // the suggestions load after the incident is shown: a message said meanwhile (an
+      // action on the incident already on screen failed) stays
+      if (said === before) say("");
     } catch (error) {
       failed(error);
     }
