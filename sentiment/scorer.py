@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 from core.bus import Bus
@@ -114,8 +114,8 @@ class ScorerService:
                 )
             ],
         )
-        for sentiment in sentiments:
-            self.metrics.mentions_scored.labels(sentiment.label).inc()
+        for label, count in Counter(s.label for s in sentiments).items():
+            self.metrics.mentions_scored.labels(label).inc(count)  # per label, not per mention
         self.metrics.stage_latency.labels(GROUP).observe(time.perf_counter() - started)
 
     async def embed(
