@@ -326,6 +326,26 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         assert text("#rendered") == rendered
         assert driver.execute_script("return window.__pwned === undefined")
 
+        # an acknowledge still in flight when another incident is selected reports the
+        # incident it acknowledged (the POST held 1.5 s), not the one on screen
+        card3 = f"button[data-incident='{ids['tier3']}']"
+        driver.find_element(By.CSS_SELECTOR, card3).click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
+        driver.execute_script(
+            "window.realFetch = window.fetch; window.fetch = (url, init) =>"
+            " String(url).endsWith('/ack')"
+            " ? new Promise((ok) => setTimeout(ok, 1500)).then(() => window.realFetch(url, init))"
+            " : window.realFetch(url, init);"
+        )
+        driver.find_element(By.ID, "ack").click()
+        driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier1']}']").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier1']}"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "acknowledged."))
+        assert text("#message") == f"Incident #{ids['tier3']} acknowledged."
+        assert text("#detail-status") == "open"  # the one on screen was not acknowledged
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, card3), "acknowledged"))
+        driver.execute_script("window.fetch = window.realFetch;")
+
         shot = os.environ.get("CRISISWATCH_CONSOLE_SCREENSHOT")
         if shot:
             driver.save_screenshot(shot)

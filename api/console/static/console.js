@@ -253,11 +253,13 @@
   }
 
   async function refresh() {
+    const before = said;
     try {
       await syncClock();
       renderBoard(await activeIncidents());
       if (selectedId !== null) await showIncident(selectedId, false);
-      if (boardFailed) say(""); // clear only what a failed refresh said
+      // clear only what a failed refresh said, not what was said while this one ran
+      if (boardFailed && said === before) say("");
       boardFailed = false;
     } catch (error) {
       failed(error);
@@ -356,14 +358,15 @@
 
   async function acknowledge() {
     if (selectedId === null) return;
+    const id = selectedId; // the one acknowledged, even if another is selected meanwhile
     const note = $("ack-note").value.trim();
     $("ack").disabled = true;
     try {
-      await api("incidents/" + selectedId + "/ack", { method: "POST", body: note ? { note } : {} });
+      await api("incidents/" + id + "/ack", { method: "POST", body: note ? { note } : {} });
       $("ack-note").value = "";
-      say("Incident #" + selectedId + " acknowledged.");
+      say("Incident #" + id + " acknowledged.");
       renderBoard(await activeIncidents());
-      await showIncident(selectedId, false);
+      if (selectedId !== null) await showIncident(selectedId, false);
     } catch (error) {
       failed(error);
       $("ack").disabled = false;
@@ -431,23 +434,29 @@
   async function render(record) {
     const s = chosen();
     if (!s || selectedId === null) return;
+    const id = selectedId; // a result for another incident than the one shown is dropped
+    const before = said;
     const body = { version: s.version.number, variables: variables() };
     try {
-      let data;
+      let data, note;
       if (record) {
-        data = await api("incidents/" + selectedId + "/responses",
+        data = await api("incidents/" + id + "/responses",
           { method: "POST", body: { template_id: s.template.id, ...body } });
-        $("rendered-note").textContent = "Recorded: use #" + data.id + " of version " +
-          data.version_number + " by " + data.used_by + " at " + fmtTime(data.used_at) + ".";
-        await showIncident(selectedId, false);
+        note = "Recorded: use #" + data.id + " of version " + data.version_number + " by " +
+          data.used_by + " at " + fmtTime(data.used_at) + ".";
+        if (selectedId === id) await showIncident(id, false);
       } else {
         data = await api("templates/" + s.template.id + "/preview",
-          { method: "POST", body: { incident_id: selectedId, ...body } });
-        $("rendered-note").textContent = "Preview of version " + data.version + " (" +
-          data.status + "), not recorded.";
+          { method: "POST", body: { incident_id: id, ...body } });
+        note = "Preview of version " + data.version + " (" + data.status + "), not recorded.";
       }
+      if (selectedId !== id) { // another incident is shown now: say where the use went
+        if (record) say("Template use #" + data.id + " recorded on incident #" + id + ".");
+        return;
+      }
+      $("rendered-note").textContent = note;
       $("rendered").textContent = data.text;
-      say("");
+      if (said === before) say("");
     } catch (error) {
       failed(error);
     }
