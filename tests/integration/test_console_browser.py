@@ -202,6 +202,20 @@ def _chrome() -> Any:
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 
+def hold_requests(driver: Any, matches: str) -> None:
+    """The page's requests whose ``url`` the JS expression ``matches`` wait 1.5 s (a slow
+    server, so a race shows every time); ``release_requests`` undoes it."""
+    driver.execute_script(
+        "window.realFetch = window.fetch; window.fetch = (url, init) => (" + matches + ")"
+        " ? new Promise((ok) => setTimeout(ok, 1500)).then(() => window.realFetch(url, init))"
+        " : window.realFetch(url, init);"
+    )
+
+
+def release_requests(driver: Any) -> None:
+    driver.execute_script("window.fetch = window.realFetch;")
+
+
 def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -235,12 +249,7 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         # a viewer sees the board but may not acknowledge: the API's 403 is shown, and
         # stays when the incident's template suggestions arrive after it (held 1.5 s)
         enter_key(KEYS["viewer"])
-        driver.execute_script(
-            "window.realFetch = window.fetch; window.fetch = (url, init) =>"
-            " String(url).includes('template-suggestions')"
-            " ? new Promise((ok) => setTimeout(ok, 1500)).then(() => window.realFetch(url, init))"
-            " : window.realFetch(url, init);"
-        )
+        hold_requests(driver, "String(url).includes('template-suggestions')")
         card = (By.CSS_SELECTOR, f"button[data-incident='{ids['tier3']}']")
         wait.until(ec.element_to_be_clickable(card)).click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
@@ -249,7 +258,7 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         wait.until(lambda d: d.find_element(By.ID, "template-select").text.count("\n") >= 1)
         assert "'responder' role" in text("#message")
         assert "error" in str(driver.find_element(By.ID, "message").get_attribute("class"))
-        driver.execute_script("window.fetch = window.realFetch;")
+        release_requests(driver)
         assert text("#detail-status") == "open"
         driver.find_element(By.ID, "forget-key").click()
         assert driver.execute_script("return sessionStorage.length") == 0
@@ -331,12 +340,7 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         card3 = f"button[data-incident='{ids['tier3']}']"
         driver.find_element(By.CSS_SELECTOR, card3).click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
-        driver.execute_script(
-            "window.realFetch = window.fetch; window.fetch = (url, init) =>"
-            " String(url).endsWith('/ack')"
-            " ? new Promise((ok) => setTimeout(ok, 1500)).then(() => window.realFetch(url, init))"
-            " : window.realFetch(url, init);"
-        )
+        hold_requests(driver, "String(url).endsWith('/ack')")
         driver.find_element(By.ID, "ack").click()
         driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier1']}']").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier1']}"))
@@ -344,7 +348,7 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         assert text("#message") == f"Incident #{ids['tier3']} acknowledged."
         assert text("#detail-status") == "open"  # the one on screen was not acknowledged
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, card3), "acknowledged"))
-        driver.execute_script("window.fetch = window.realFetch;")
+        release_requests(driver)
 
         shot = os.environ.get("CRISISWATCH_CONSOLE_SCREENSHOT")
         if shot:
