@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
@@ -39,6 +41,7 @@ from api.routers import (
     workflow,
 )
 from api.runtime import Role, Runtime
+from api.textinput import refuse_nul
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +74,20 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.include_router(health.router)
     if Role.API in runtime.roles:
-        app.include_router(incidents.router)
-        app.include_router(ack.router)
-        app.include_router(slack.router)
-        app.include_router(alerting.router)
-        app.include_router(templates.router)
-        app.include_router(responses.router)
-        app.include_router(audit.router)
-        app.include_router(workflow.router)
-        app.include_router(drills.router)
-        app.include_router(console_router)
+        stored_text = [Depends(refuse_nul)]  # PostgreSQL text cannot hold NUL: a 422
+        for router in (
+            incidents.router,
+            ack.router,
+            slack.router,
+            alerting.router,
+            templates.router,
+            responses.router,
+            audit.router,
+            workflow.router,
+            drills.router,
+            console_router,
+        ):
+            app.include_router(router, dependencies=stored_text)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)
         app.include_router(sources.router)
@@ -113,6 +120,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.add_exception_handler(error, _answer(code))
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422, made safe to encode: an input holding a lone surrogate
+        (``"\\ud800"``, half an emoji) broke the default handler's JSON, a 500."""
+        return JSONResponse(status_code=422, content={"detail": _safe(exc.errors())})
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -129,3 +142,17 @@ def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]
         return JSONResponse(status_code=code, content={"detail": str(exc)})
 
     return handler
+
+
+def _safe(value: Any) -> Any:
+    """``value`` with every string encodable as UTF-8 (lone surrogates become U+FFFD) and
+    anything else JSON cannot carry as its ``str``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(_safe(k)): _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _safe(str(value))

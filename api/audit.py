@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alerts import incidents
+from alerts.models import Incident
 from api.auth import Principal
 from api.schemas import IncidentOut
 from core.db import Base, UtcDateTime
@@ -59,7 +60,12 @@ def record(
 
 
 async def incident_state(session: AsyncSession, incident_id: int) -> dict[str, Any]:
-    """An incident as the audit log keeps it (``IncidentNotFound`` when it is missing)."""
+    """An incident as the audit log keeps it (``IncidentNotFound`` when it is missing).
+
+    Read under the row's lock (``FOR UPDATE``; on SQLite the database's write lock), which
+    the change then holds until it commits: the ``before`` of a change is the state it
+    started from. Taken without it, two acknowledges at once both recorded "open"."""
+    await session.execute(select(Incident.id).where(Incident.id == incident_id).with_for_update())
     incident = await incidents.get_incident(session, incident_id)
     return IncidentOut.model_validate(incident).model_dump(mode="json")
 

@@ -73,14 +73,38 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+_TAKE_WRITE_LOCK = "DELETE FROM alembic_version WHERE 0"
+"""Changes nothing; as a write it opens the transaction and takes SQLite's write lock."""
+
+
+def _sqlite_for_update(
+    conn: Any, clauseelement: Any, _multiparams: Any, _params: Any, _options: Any
+) -> None:
+    """Give ``SELECT ... FOR UPDATE`` its meaning on SQLite, which has no row locks and
+    drops the clause: the transaction takes the database's write lock first, so the rows
+    it reads stay as read until it commits.
+
+    Without it the driver starts the transaction only at the first write: a read-check-
+    write (edit a template version while it is a draft; acknowledge an open incident) ran
+    its check outside any transaction, and a concurrent submit-and-approve or a second
+    acknowledge committed in between; the late write then landed on the approved version,
+    or acknowledged twice. Now the second waits for the first (``busy_timeout``) and then
+    reads what it committed. ``skip_locked`` readers wait the same way here: one writer
+    at a time is what SQLite has."""
+    if getattr(clauseelement, "_for_update_arg", None) is not None:
+        conn.exec_driver_sql(_TAKE_WRITE_LOCK)
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
-    """Create the engine; SQLite gets WAL and foreign keys, its parent folder is created."""
+    """Create the engine; SQLite gets WAL, foreign keys and a meaning for ``FOR UPDATE``
+    (``_sqlite_for_update``), its parent folder is created."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "before_execute", _sqlite_for_update)
         return engine
     return create_async_engine(url, echo=echo, pool_size=pool_size, pool_pre_ping=True)
 

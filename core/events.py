@@ -7,6 +7,7 @@ event from a newer producer instead of misreading it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -16,7 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeIn
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps must carry a timezone (UTC)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: a refusal, not a crash of the caller
+        raise ValueError("timestamp out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
@@ -32,16 +36,40 @@ TOPIC_SIGNALS = "signals"
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    """Frozen; unknown fields ignored (an older consumer reads a newer minor version).
+    Floats must be finite: JSON has no NaN or infinity, so Kafka's consumers would
+    dead-letter such an event while the memory bus handed over the instance; refusing it
+    where it is built makes both buses agree and points at the producer."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL: replaced by U+FFFD where a platform sent one."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    """PostgreSQL text cannot hold NUL, and UTF-8 (JSON on the bus) cannot carry a lone
+    surrogate (``"\\ud800"``: half an emoji cut by a scraper): both are replaced by
+    U+FFFD where a platform sent them (valid surrogate pairs were joined by the JSON
+    decoder already)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+
+
+def _no_surrogate(value: str) -> str:
+    """An id or code must be exact: a lone surrogate, which no JSON encoder can write out,
+    is refused rather than replaced (two ids would become one)."""
+    if _SURROGATE.search(value):
+        raise ValueError("holds a lone surrogate (\\ud800-\\udfff), not valid text")
+    return value
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
-"""Free text from a platform (a post, a name, a link): NUL characters are replaced."""
+"""Free text from a platform (a post, a name, a link): NUL characters and lone
+surrogates are replaced."""
+Code = Annotated[str, AfterValidator(_no_surrogate)]
+"""An id or code from a platform: refused if it holds a lone surrogate."""
 _ID = r"[^:\s\x00-\x1f\x7f]+:[^\s\x00-\x1f\x7f]+"
 """``<source>:<native id>``, no whitespace or control characters (ids are database keys)."""
 
@@ -76,11 +104,11 @@ class Mention(_Event):
     """
 
     schema_version: Literal[1] = 1
-    id: Annotated[str, Field(min_length=3, max_length=512, pattern=f"^{_ID}$")]
-    source: Annotated[str, Field(min_length=1, max_length=64)]
+    id: Annotated[Code, Field(min_length=3, max_length=512, pattern=f"^{_ID}$")]
+    source: Annotated[Code, Field(min_length=1, max_length=64)]
     url: Text | None = None
     text: Annotated[Text, Field(max_length=40_000)] = ""
-    lang: str | None = None
+    lang: Code | None = None
     created_at: UtcDatetime
     received_at: UtcDatetime | None = None
     author: Author = Field(default_factory=Author)

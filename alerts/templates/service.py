@@ -170,7 +170,8 @@ async def get_template(
     session: AsyncSession, template_id: int, *, lock: bool = False
 ) -> ResponseTemplate:
     """The template with its versions; ``lock``: row-locked until the unit of work ends, so
-    two reviews or edits of one template never interleave (PostgreSQL; SQLite serialises)."""
+    two reviews or edits of one template never interleave (PostgreSQL locks the row;
+    SQLite, without row locks, takes its write lock before the read: ``core.db``)."""
     query = (
         select(ResponseTemplate)
         .where(ResponseTemplate.id == template_id)

@@ -78,9 +78,11 @@ class Record:
     ``event``: the published instance, where the transport still has it (the memory bus):
     consumers take it as it is instead of decoding ``value`` again. Events are frozen
     models and handlers never modify one, nor the containers inside (a Sentiment's
-    ``probs``): they build new events, so one instance can serve every group. (Where an
-    event holds a value its JSON cannot carry, a NaN score, Kafka's consumer would
-    dead-letter it and the memory bus delivers it: producers never make one.)
+    ``probs``): they build new events, so one instance can serve every group. The
+    instance is what decoding ``value`` gives because events are validated where they are
+    built (finite floats, id patterns and lengths); a producer that copies an event with
+    changes re-validates it (``model_copy`` alone would not), or Kafka's consumers would
+    dead-letter what the memory bus delivers.
     """
 
     topic: str

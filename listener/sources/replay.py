@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import io
 import logging
 import os
@@ -271,11 +272,25 @@ class _Pacer:
             await self.clock.sleep(delay)
 
 
+_MAX_ID = 512  # Mention.id, reply_to and repost_of
+
+
+def looped_id(value: str, loop: int) -> str:
+    """``<id>~<loop>``, still a valid id when ``<id>`` is near the 512-character limit: the
+    end of a long id gives way to a digest of all of it (distinct, and the same for the
+    parent references, which go through here too)."""
+    suffix = f"~{loop}"
+    if len(value) + len(suffix) <= _MAX_ID:
+        return value + suffix
+    digest = hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+    return f"{value[: _MAX_ID - len(suffix) - len(digest) - 1]}~{digest}{suffix}"
+
+
 def _relabel(mention: Mention, loop: int, shift: timedelta) -> Mention:
     """A later loop's copy: distinct ids (dedup would drop them), times moved forward."""
 
     def rid(value: str | None) -> str | None:
-        return None if value is None else f"{value}~{loop}"
+        return None if value is None else looped_id(value, loop)
 
     return mention.model_copy(
         update={

@@ -191,6 +191,40 @@ async def test_loop_relabels_ids_and_moves_time_forward(tmp_path: Path) -> None:
     assert source.lines_read == 5
 
 
+async def test_a_time_out_of_range_is_a_bad_line_not_a_stalled_replay(tmp_path: Path) -> None:
+    """It raised OverflowError out of the chunk reader: the lines around it were lost and
+    every reopen failed on it again."""
+    lines = [line(1, 0), line(2, 1, created_at="0001-01-01T00:00:00+01:00"), line(3, 2)]
+    source = ReplaySource(
+        ReplaySourceConfig(path=write(tmp_path / "s.jsonl", lines)), ManualClock()
+    )
+    mentions = await drain(source)
+    assert [m.id for m in mentions] == ["twitter:1", "twitter:3"]
+    assert source.rejected == 1
+
+
+async def test_loop_keeps_ids_near_the_length_limit_valid(tmp_path: Path) -> None:
+    long_id = "twitter:" + "9" * 503  # 511 characters: "~1" would make 513
+    path = write(
+        tmp_path / "s.jsonl",
+        [
+            line(1, 0, id=long_id),
+            line(2, 10, id="twitter:" + "9" * 502 + "8", repost_of=long_id),
+        ],
+    )
+    source = ReplaySource(ReplaySourceConfig(path=path, loop=True, limit=6), ManualClock())
+    mentions = await drain(source)
+    assert len(mentions) == 6
+    looped = mentions[2:]
+    for mention in looped:  # what a Kafka consumer would decode: valid, not dead-lettered
+        assert len(mention.id) <= 512
+        assert Mention.model_validate_json(mention.model_dump_json()) == mention
+    assert len({m.id for m in mentions}) == 6
+    assert looped[1].repost_of == looped[0].id and looped[3].repost_of == looped[2].id
+    assert looped[0].id.endswith("~1") and looped[2].id.endswith("~2")
+    assert looped[0].id.startswith("twitter:")
+
+
 async def test_limit_stops_early(tmp_path: Path) -> None:
     path = write(tmp_path / "s.jsonl.gz", [line(i, i) for i in range(10)])
     mentions = await drain(ReplaySource(ReplaySourceConfig(path=path, limit=3), ManualClock()))

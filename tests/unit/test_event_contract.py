@@ -1,11 +1,12 @@
-"""The Mention contract at the boundary: ids are database keys, text may hold anything but NUL."""
+"""The event contracts at the boundary: ids are database keys, text may hold anything but
+NUL, scores are finite."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from core.events import Mention
+from core.events import HeatFeatures, Mention, Sentiment
 
 BASE = '{"id": %s, "source": "x", "created_at": "2026-01-01T00:00:00Z"%s}'
 
@@ -37,3 +38,50 @@ def test_nul_in_text_names_links_and_parent_ids_is_replaced_not_stored() -> None
 def test_ordinary_ids_and_text_are_unchanged() -> None:
     m = parse('"bluesky:at://did:plc:abc/app.bsky.feed.post/3k"', ', "text": "好 \\n ok"')
     assert m.id == "bluesky:at://did:plc:abc/app.bsky.feed.post/3k" and m.text == "好 \n ok"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_scores_are_refused_where_the_event_is_built(bad: float) -> None:
+    """JSON cannot carry them: Kafka's consumers would dead-letter such an event while the
+    memory bus handed the instance over. Refused at construction, both buses agree."""
+    with pytest.raises(ValidationError, match="finite number"):
+        Sentiment(label="neutral", probs={"neutral": bad}, model="m", version="1")
+    with pytest.raises(ValidationError, match="finite number"):
+        HeatFeatures(
+            mentions=1, mentions_window=1, window_minutes=5, unique_authors=1, reach=0,
+            negative_share=0.0, predicted_size=bad,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("created_at", "0001-01-01T00:00:00+01:00"), ("edited_at", "9999-12-31T23:30:00-01:00")],
+)
+def test_a_time_out_of_range_in_utc_is_a_validation_error_not_a_crash(
+    field: str, value: str
+) -> None:
+    """An OverflowError escaped pydantic: a 500 at the webhook, a stalled replay."""
+    raw = {"id": "x:1", "source": "x", "created_at": "2026-01-01T00:00:00Z", field: value}
+    with pytest.raises(ValidationError, match="out of range"):
+        Mention.model_validate(raw)
+
+
+def test_lone_surrogates_are_replaced_in_text_and_refused_in_ids() -> None:
+    """json.loads accepts "\\ud800" (half an emoji); no JSON encoder writes it back out,
+    so the event could not be published. Text keeps what it can; ids stay exact."""
+    m = Mention.model_validate(
+        {
+            "id": "x:1",
+            "source": "x",
+            "text": "acme \ud800 ok \U0001f600",
+            "author": {"handle": "a\udc00"},
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+    )
+    assert m.text == "acme \ufffd ok \U0001f600" and m.author.handle == "a\ufffd"
+    assert Mention.model_validate_json(m.model_dump_json()) == m
+    for field in ("id", "source", "lang"):
+        raw = {"id": "x:1", "source": "x", "created_at": "2026-01-01T00:00:00Z"}
+        raw[field] = raw.get(field, "en") + "\ud800"
+        with pytest.raises(ValidationError, match="lone surrogate"):
+            Mention.model_validate(raw)

@@ -132,6 +132,30 @@ def test_parse_batch_keeps_good_items_and_reports_bad_ones() -> None:
     assert "timezone" in errors[3].message
 
 
+def test_parse_batch_reports_times_out_of_range_and_lone_surrogates_per_item() -> None:
+    """Both crashed the whole request (a 500) before: an OverflowError converting to UTC,
+    and a lone surrogate that no JSON encoder can publish."""
+    body = (
+        "["
+        + ",".join(
+            [
+                json.dumps(item(0, created_at="0001-01-01T00:00:00+01:00")),
+                json.dumps(item(1, edited_at="9999-12-31T23:30:00-01:00", change="edited")),
+                json.dumps(item(2)).replace("acme 2", "acme \\ud800"),
+                json.dumps(item(3)).replace('"custom:3"', '"custom:3\\udc00"'),
+                json.dumps(item(4)),
+            ]
+        )
+        + "]"
+    ).encode()
+    mentions, errors = parse_batch(body, 10)
+    assert [m.id for m in mentions] == ["custom:2", "custom:4"]
+    assert mentions[0].text == "acme \ufffd"
+    assert [e.index for e in errors] == [0, 1, 3]
+    assert "out of range" in errors[0].message and "out of range" in errors[1].message
+    assert "lone surrogate" in errors[2].message
+
+
 def test_parse_batch_accepts_a_bare_list_and_ignores_listener_fields() -> None:
     body = json.dumps([item(0, received_at="2020-01-01T00:00:00Z", watch={"id": "evil"})])
     (mention,), errors = parse_batch(body.encode(), 10)
