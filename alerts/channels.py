@@ -7,7 +7,7 @@ notifiers (``alerts.notifiers.*``) share them without importing each other.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -221,3 +221,15 @@ AnyChannelConfig = (
     | PagerDutyChannelConfig
 )
 ChannelConfig = Annotated[AnyChannelConfig, Field(discriminator="type")]
+
+KEYED_CHANNEL_TYPES: Final = frozenset({"pagerduty"})
+"""Channel types that hold one alert per incident page, keyed by
+``AlertMessage.dedup_key``, with a state (triggered, acknowledged, resolved) that later
+events of the same key change. They get one event per incident, never a digest (a digest
+would carry one incident's key only), and a page that a later one superseded is resolved
+there (``alerts.outbox``)."""
+
+
+def keyed(channel_type: str) -> bool:
+    """Whether channels of ``channel_type`` key their alerts per incident page."""
+    return channel_type in KEYED_CHANNEL_TYPES

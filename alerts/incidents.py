@@ -14,12 +14,15 @@ does nothing, so a redelivered signal never alerts twice.
 Alerting an incident (``_alert``): the routing tree picks the teams; an active silence or
 an open higher-tier incident of the same story/watch (inhibition) mutes it; quiet hours
 hold tier-1 alerts for a morning digest; the tier's escalation policy is snapshotted and
-its SLA clock started. An ack or resolve is mirrored to every channel that got an alert.
+its SLA clock started. An ack or resolve is mirrored to every channel that got an alert
+(and to one that gets it later: ``alerts.outbox``). An upgrade of an incident that was
+acknowledged or resolved starts a new page (``Incident.page``, ``_upgrade``).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,6 +39,7 @@ from alerts.models import (
     CANCELLED,
     CLOSED,
     FINISHED,
+    FOLLOW_UP_REASONS,
     INCIDENT_STATUSES,
     MITIGATING,
     OPEN,
@@ -54,6 +58,7 @@ from alerts.outbox import (
     enqueue,
     enqueue_follow_ups,
     rowcount,
+    supersede_pages,
 )
 from alerts.routing import AlertAttrs, Route, match_routes, sources_of
 from alerts.targets import team_targets
@@ -341,6 +346,7 @@ async def _open(
         alerted_at=now,
         escalation_level=0,
         escalation_token=str(uuid.uuid4()),
+        page=0,
         first_trigger_received_at=signal.trigger_received_at,
         drill=signal.drill,
     )
@@ -372,6 +378,12 @@ async def _upgrade(
     now: datetime,
     metrics: Metrics | None,
 ) -> None:
+    """Raise the tier and alert the new tier's teams. An incident that was no longer open
+    (acknowledged, mitigating, resolved, closed) starts a new page (``Incident.page``):
+    its alerts get a new ``dedup_key``, so that PagerDuty pages again instead of folding
+    them into the alert it holds as acknowledged, and the older page's alerts are
+    resolved there (``outbox.supersede_pages``). An upgrade of an open incident stays on
+    its page: the alert there is still triggered, nobody has acknowledged it."""
     previous_tier, previous_status = incident.tier, incident.status
     incident.tier = signal.tier
     incident.spread = signal.spread
@@ -384,12 +396,19 @@ async def _upgrade(
     incident.acked_at = incident.acked_by = None
     incident.resolved_at = incident.resolved_by = None
     incident.closed_at = incident.closed_by = None
+    new_page = previous_status != OPEN
+    if new_page:
+        incident.page += 1
     _tier_change(session, incident.id, previous_tier, signal, now)
     detail = _signal_detail(signal) | {"from_tier": previous_tier, "was": previous_status}
+    if new_page:
+        detail["page"] = incident.page
     add_event(
         session, incident.id, "upgraded", now, actor=DETECTOR, detail=detail, signal_id=signal.id
     )
     await _add_evidence(session, incident.id, signal)
+    if new_page:
+        await supersede_pages(session, incident, now)
     await _alert(
         session,
         incident,
@@ -565,10 +584,12 @@ async def list_incidents(
     status: str | None = None,
     tier: int | None = None,
     watch: str | None = None,
+    watches: Collection[str] | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Incident], int]:
-    """A page of incidents, newest first, and the total matching the filters."""
+    """A page of incidents, newest first, and the total matching the filters
+    (``watches``: any of these, for an API key scoped to several)."""
     if status is not None and status not in INCIDENT_STATUSES:
         raise ValueError(f"unknown status {status!r}; one of {', '.join(INCIDENT_STATUSES)}")
     if limit < 1 or offset < 0:
@@ -580,6 +601,8 @@ async def list_incidents(
         conditions.append(Incident.tier == tier)
     if watch is not None:
         conditions.append(Incident.watch_id == watch)
+    if watches is not None:
+        conditions.append(Incident.watch_id.in_(sorted(watches)))
     total = await session.scalar(select(func.count()).select_from(Incident).where(*conditions))
     items = await session.scalars(
         select(Incident)
@@ -624,9 +647,16 @@ async def _load_for_change(session: AsyncSession, incident_id: int) -> Incident:
 async def _cancel_pending(
     session: AsyncSession, incident_id: int, why: str, *, escalations_only: bool
 ) -> int:
+    """Cancel the incident's pending alerts (``escalations_only``: its escalation steps).
+    Follow-ups (ack, resolve) are never cancelled: they close what the channels were sent
+    (a resolve that closes a superseded page must survive the final resolve)."""
     stmt = (
         update(Delivery)
-        .where(Delivery.incident_id == incident_id, Delivery.status == PENDING)
+        .where(
+            Delivery.incident_id == incident_id,
+            Delivery.status == PENDING,
+            Delivery.reason.not_in(FOLLOW_UP_REASONS),
+        )
         .values(status=CANCELLED, next_attempt_at=None, last_error=why)
         .execution_options(synchronize_session=False)
     )

@@ -75,18 +75,22 @@ def build_message(
         opened_at=incident.opened_at,
         idempotency_key=idempotency_key,
         mentions=tuple(mentions),
+        page=incident.page,
     )
 
 
-def follow_up(payload: dict[str, Any], action: str, actor: str, key: str) -> dict[str, Any]:
-    """The stored payload of a sent alert, turned into its acknowledge/resolve follow-up."""
+def follow_up(
+    payload: dict[str, Any], action: str, actor: str, key: str, *, reason: str | None = None
+) -> dict[str, Any]:
+    """The stored payload of a sent alert, turned into its acknowledge/resolve follow-up
+    (same incident page, so the same ``dedup_key``: it reaches the alert it follows)."""
     message = AlertMessage.model_validate(payload)
     verb = "acknowledged" if action == "acknowledge" else "resolved"
     return message.model_copy(
         update={
             "action": action,
             "actor": actor,
-            "reason": f"{verb} by {actor}",
+            "reason": reason or f"{verb} by {actor}",
             "mentions": (),
             "idempotency_key": key,
         }

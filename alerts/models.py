@@ -138,6 +138,14 @@ class Incident(Base):
     responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     closed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    page: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        server_default="0",
+        doc="page generation: bumped when an upgrade reopens an acknowledged or finished "
+        "incident, so that channels keyed per incident (PagerDuty) page again "
+        "(AlertMessage.dedup_key)",
+    )
     merged_into_id: Mapped[int | None] = mapped_column(
         ForeignKey("incidents.id", ondelete="SET NULL"),
         nullable=True,

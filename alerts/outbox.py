@@ -7,7 +7,7 @@ or escalated the incident), so an alert exists exactly when its cause does.
 ``deliver_due`` sends what is due, in three steps so that a slow channel holds no lock:
 
 1. claim (one short transaction): pick pending rows with ``next_attempt_at <= now``
-   (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ignored by SQLite), then per row
+   (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite takes its write lock), then per row
    ``UPDATE ... SET attempts = attempts + 1, next_attempt_at = now + claim_timeout
    WHERE attempts = <read>`` — the row goes to whoever's update matched, so two alerters
    (or a tick and a signal handler) never send the same attempt;
@@ -28,7 +28,14 @@ Rate limits (``alerts.ratelimit``): before claiming, a channel's due rows are pl
 against its limiter: if fewer messages may go than rows are due, the rows are merged into
 digest messages (``AlertMessage.digest``, at most ``batch_size`` alerts each); if none may
 go, the rows wait for the next free slot. Rows sharing a ``digest_group`` (quiet hours,
-route grouping) always go as one digest. Nothing is dropped.
+route grouping) always go as one digest. Nothing is dropped. Channels that key their
+alerts per incident (``alerts.channels.KEYED_CHANNEL_TYPES``: PagerDuty) never get a
+digest: each row is its own event, and rows over the limit wait.
+
+Follow-ups: an ack or resolve is mirrored to the channels that got an alert
+(``enqueue_follow_ups``); an alert recorded as sent after that (held, in flight) gets its
+follow-up then; when an upgrade starts a new page (``Incident.page``), the older page's
+alerts on keyed channels are resolved (``supersede_pages``).
 
 Fallback: after ``fallback_after`` failed attempts (at once on a permanent error, or when
 the channel asks to wait longer than ``fallback_if_wait_over``, or is blocked that long by
@@ -55,16 +62,20 @@ from pydantic import ValidationError
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alerts.channels import KEYED_CHANNEL_TYPES, keyed
 from alerts.config import AlertsConfig
 from alerts.messages import build_message, digest_message, follow_up
 from alerts.models import (
+    ACK_REASON,
     ACKNOWLEDGED,
     CANCELLED,
     FAILED,
     FINISHED,
+    FOLLOW_UP_REASONS,
     MITIGATING,
     OPEN,
     PENDING,
+    RESOLVE_REASON,
     SENT,
     Delivery,
     Incident,
@@ -211,42 +222,152 @@ async def enqueue(
     return queued
 
 
+def page_of(payload: Mapping[str, Any]) -> int:
+    """The incident page an alert payload belongs to (0 for payloads stored before pages)."""
+    return int(payload.get("page") or 0)
+
+
+def follow_up_reason(action: str) -> str:
+    return ACK_REASON if action == "acknowledge" else RESOLVE_REASON
+
+
+def follow_up_key(alert_key: str, action: str) -> str:
+    """The follow-up of one sent alert (its ``dedupe_key``): one ack and one resolve per
+    alert, whichever path queues it (the ack itself, or a late send of the alert)."""
+    return f"{alert_key}:{follow_up_reason(action)}"
+
+
+def _add_follow_up(
+    session: AsyncSession,
+    incident: Incident,
+    alert: Delivery | _Row,
+    channel: str,
+    channel_type: str,
+    action: str,
+    actor: str,
+    now: datetime,
+    *,
+    reason_text: str | None = None,
+) -> None:
+    key = follow_up_key(str(alert.payload["idempotency_key"]), action)
+    payload = follow_up(dict(alert.payload), action, actor, key, reason=reason_text)
+    reason = follow_up_reason(action)
+    session.add(_row(incident, channel, channel_type, reason, payload, now=now))
+
+
 async def enqueue_follow_ups(
     session: AsyncSession, incident: Incident, action: str, actor: str, now: datetime
 ) -> int:
     """Mirror an ack/resolve to every channel that got an alert of ``incident``
-    (one follow-up per channel, built from the last alert sent there)."""
-    reason = "ack" if action == "acknowledge" else "resolve"
+    (one follow-up per channel, built from the last alert sent there, so it carries that
+    alert's page and ``dedup_key``). A resolve also goes to every older page still held
+    on a keyed channel (``alerts.channels.KEYED_CHANNEL_TYPES``) whose superseding
+    resolve (``supersede_pages``) was not queued. An alert that reaches a channel only
+    after this (held, in flight) gets its follow-up when it is sent (``_record_sent``)."""
+    reason = follow_up_reason(action)
     sent = (
         await session.scalars(
             select(Delivery)
             .where(
                 Delivery.incident_id == incident.id,
                 Delivery.status == SENT,
-                Delivery.reason.not_in(("ack", "resolve")),
+                Delivery.reason.not_in(FOLLOW_UP_REASONS),
             )
             .order_by(Delivery.id)
         )
     ).all()
-    latest: dict[str, Delivery] = {row.channel: row for row in sent}
-    keys = {ch: dedupe_key(incident.id, incident.tier, ch, reason) for ch in latest}
+    latest: dict[tuple[str, int], Delivery] = {}
+    for row in sent:
+        every_page = action == "resolve" and keyed(row.channel_type)
+        latest[(row.channel, page_of(row.payload) if every_page else -1)] = row
+    keys = {target: follow_up_key(row.dedupe_key, action) for target, row in latest.items()}
     existing = await _existing(session, list(keys.values()))
     queued = 0
-    for channel, row in latest.items():
-        if keys[channel] in existing:
+    for target, row in latest.items():
+        if keys[target] in existing:
             continue
-        payload = follow_up(dict(row.payload), action, actor, keys[channel])
-        session.add(_row(incident, channel, row.channel_type, reason, payload, now=now))
+        _add_follow_up(session, incident, row, row.channel, row.channel_type, action, actor, now)
         queued += 1
     if queued:
+        channels = sorted({channel for channel, _ in latest})
         add_event(
             session,
             incident.id,
             "alert_queued",
             now,
-            detail={"reason": reason, "channels": sorted(latest), "actor": actor},
+            detail={"reason": reason, "channels": channels, "actor": actor},
         )
     return queued
+
+
+SUPERSEDED = "crisiswatch"
+"""The actor of the resolve that closes a superseded page on a keyed channel."""
+
+
+async def supersede_pages(session: AsyncSession, incident: Incident, now: datetime) -> int:
+    """``incident`` started a new page (an upgrade reopened it): on keyed channels, close
+    what is left of its older pages. Returns how many resolves were queued.
+
+    The older page's alert there (PagerDuty: an *acknowledged* alert, which would
+    otherwise stay open for good, or re-page when the service's acknowledgement timeout
+    runs out) is resolved now, at the upgrade, rather than when the incident is finally
+    resolved: from the upgrade on, the new page is the one that stands for the incident,
+    so the channel holds exactly one open alert per incident, as crisiswatch does. The
+    final resolve resolves any older page again if this one did not get queued
+    (``enqueue_follow_ups``). An older page's alert not sent yet (held, waiting to be
+    retried) is cancelled: the new page's alert replaces it; one already in flight is
+    resolved once it is recorded as sent (``_record_sent``)."""
+    rows = (
+        await session.scalars(
+            select(Delivery)
+            .where(
+                Delivery.incident_id == incident.id,
+                Delivery.channel_type.in_(KEYED_CHANNEL_TYPES),
+                Delivery.status.in_((SENT, PENDING)),
+                Delivery.reason.not_in(FOLLOW_UP_REASONS),
+            )
+            .order_by(Delivery.id)
+        )
+    ).all()
+    latest: dict[tuple[str, int], Delivery] = {}
+    cancelled: list[int] = []
+    for row in rows:
+        page = page_of(row.payload)
+        if page >= incident.page:
+            continue
+        if row.status == PENDING:
+            row.status, row.next_attempt_at = CANCELLED, None
+            row.last_error = f"cancelled: superseded by page {incident.page} of the incident"
+            cancelled.append(row.id)
+        else:
+            latest[(row.channel, page)] = row
+    keys = {target: follow_up_key(row.dedupe_key, "resolve") for target, row in latest.items()}
+    existing = await _existing(session, list(keys.values()))
+    todo = {target: row for target, row in latest.items() if keys[target] not in existing}
+    text = f"superseded by a new page (tier {incident.tier})"
+    for (channel, _), row in todo.items():
+        _add_follow_up(
+            session,
+            incident,
+            row,
+            channel,
+            row.channel_type,
+            "resolve",
+            SUPERSEDED,
+            now,
+            reason_text=text,
+        )
+    if todo or cancelled:
+        detail: dict[str, Any] = {
+            "reason": RESOLVE_REASON,
+            "superseded_by_page": incident.page,
+            "channels": sorted({channel for channel, _ in todo}),
+            "pages": sorted({page for _, page in todo}),
+        }
+        if cancelled:
+            detail["cancelled_deliveries"] = cancelled
+        add_event(session, incident.id, "alert_queued", now, detail=detail)
+    return len(todo)
 
 
 @dataclass(frozen=True)
@@ -276,13 +397,13 @@ def rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
-def _units(rows: Sequence[Delivery]) -> list[list[Delivery]]:
+def _units(rows: Sequence[Delivery], *, merge: bool = True) -> list[list[Delivery]]:
     """A channel's due rows as messages-to-be: each digest group is one, every other
-    row is one."""
+    row is one (``merge`` False: every row is one, whatever its group)."""
     units: list[list[Delivery]] = []
     groups: dict[str, list[Delivery]] = {}
     for row in rows:
-        if row.digest_group is None:
+        if row.digest_group is None or not merge:
             units.append([row])
         elif row.digest_group in groups:
             groups[row.digest_group].append(row)
@@ -293,15 +414,19 @@ def _units(rows: Sequence[Delivery]) -> list[list[Delivery]]:
 
 
 def _plan(
-    units: list[list[Delivery]], free: int, max_items: int
+    units: list[list[Delivery]], free: int, max_items: int, *, merge: bool = True
 ) -> tuple[list[list[Delivery]], list[Delivery]]:
     """(messages to send now, rows to defer). When the channel has room for every unit,
     each is one message; otherwise all its due rows are merged into as few digests as
-    possible (``max_items`` rows each), so the slots left stay free for what comes next."""
+    possible (``max_items`` rows each), so the slots left stay free for what comes next.
+    ``merge`` False (a keyed channel: one event per incident page): the first ``free``
+    units go, the others wait for the next free slot."""
     if free <= 0:
         return [], [row for unit in units for row in unit]
     if len(units) <= free:
         return units, []
+    if not merge:
+        return units[:free], [row for unit in units[free:] for row in unit]
     rows = [row for unit in units for row in unit]
     chunks = [rows[i : i + max_items] for i in range(0, len(rows), max_items)]
     return chunks[:free], [row for chunk in chunks[free:] for row in chunk]
@@ -365,8 +490,13 @@ async def _claim(
         moved = 0
         for channel, channel_rows in by_channel.items():
             bucket = limiter.channel(channel)
+            # never a digest where alerts are keyed per incident: it carries one key only
+            merge = not keyed(channel_rows[0].channel_type)
             send, defer = _plan(
-                _units(channel_rows), bucket.available(now), config.delivery.batch_size
+                _units(channel_rows, merge=merge),
+                bucket.available(now),
+                config.delivery.batch_size,
+                merge=merge,
             )
             until = bucket.next_free(now)
             if defer and until - now > config.delivery.fallback_if_wait_over:
@@ -465,6 +595,7 @@ class _Recorder:
     rng: random.Random
     on_failed: OnFailed | None
     after_commit: list[Callable[[], None]]
+    follow_ups: int = 0  # queued for alerts that reached their channel late: due now
 
 
 async def _record(
@@ -477,9 +608,19 @@ async def _record(
     rng: random.Random,
     limiter: RateLimiter,
     on_failed: OnFailed | None,
-) -> None:
+) -> int:
+    """Record the outcomes; returns how many follow-ups that queued (due at once)."""
     after_commit: list[Callable[[], None]] = []
     async with unit_of_work(sessions) as session:
+        # Lock the incidents (in one order: two recorders never deadlock) so that an ack or
+        # resolve committing meanwhile is seen either here (a late alert gets its
+        # follow-up, ``_follow_late_alert``) or by it (the alert is sent by then).
+        await session.scalars(
+            select(Incident)
+            .where(Incident.id.in_(sorted({r.incident_id for c in claims for r in c.rows})))
+            .order_by(Incident.id)
+            .with_for_update()
+        )
         rec = _Recorder(session, config, now, metrics, rng, on_failed, after_commit)
         for claim, error in zip(claims, outcomes, strict=True):
             if error is not None and error.retry_after is not None:
@@ -492,6 +633,7 @@ async def _record(
                     await _record_failure(rec, claim, row, error)
     for action in after_commit:
         action()
+    return rec.follow_ups
 
 
 async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
@@ -528,6 +670,7 @@ async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
     if len(claim.rows) > 1:
         detail["digest_of"] = len(claim.rows)
     add_event(session, row.incident_id, "alert_delivered", now, detail=detail)
+    await _follow_late_alert(rec, claim, row)
     tier, metrics = str(row.tier), rec.metrics
     rec.after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, "sent").inc())
     if first and row.trigger_received_at is not None:
@@ -535,6 +678,63 @@ async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
         rec.after_commit.append(
             lambda: metrics.alert_latency.labels(tier).observe(max(latency, 0.0))
         )
+
+
+async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
+    """An alert that reached its channel after the incident moved on gets the follow-up
+    that the ack or resolve could not queue (it mirrors only what was sent by then):
+
+    * on a keyed channel, an alert of a page an upgrade superseded: resolved;
+    * an incident resolved or closed meanwhile: its resolve;
+    * an alert asking someone to act (``is_page``) of an incident acknowledged meanwhile
+      (held by quiet hours or a group wait, or in flight at the ack): its acknowledge.
+
+    A held alert still goes after an ack (the team learns what happened overnight; the
+    ack stops only the escalation), so it is followed rather than dropped; one in flight
+    cannot be called back anyway."""
+    if row.reason in FOLLOW_UP_REASONS:
+        return
+    session = rec.session
+    incident = await session.get(Incident, row.incident_id)
+    if incident is None:
+        return
+    text = None
+    if keyed(claim.channel_type) and page_of(row.payload) < incident.page:
+        action, actor = "resolve", SUPERSEDED
+        text = f"superseded by a new page (tier {incident.tier})"
+    elif incident.status in FINISHED:
+        action, actor = "resolve", incident.resolved_by or incident.closed_by or "someone"
+    elif incident.status in (ACKNOWLEDGED, MITIGATING) and is_page(row.reason):
+        action, actor = "acknowledge", incident.acked_by or "someone"
+    else:
+        return
+    key = follow_up_key(str(row.payload["idempotency_key"]), action)
+    if await _existing(session, [key]):
+        return
+    _add_follow_up(
+        session,
+        incident,
+        row,
+        claim.channel,
+        claim.channel_type,
+        action,
+        actor,
+        rec.now,
+        reason_text=text,
+    )
+    rec.follow_ups += 1
+    add_event(
+        session,
+        incident.id,
+        "alert_queued",
+        rec.now,
+        detail={
+            "reason": follow_up_reason(action),
+            "channels": [claim.channel],
+            "actor": actor,
+            "after_late": row.reason,
+        },
+    )
 
 
 async def _requeue(
@@ -798,16 +998,17 @@ async def deliver_due(
     attempted = 0
     for _ in range(MAX_ROUNDS):
         claims, looked_at, moved = await _claim(sessions, config, limiter, clock.now(), metrics)
+        followed = 0
         if claims:
             outcomes = await asyncio.gather(
                 *(_send(c, notifiers, send_limit, ack_link) for c in claims)
             )
-            await _record(
+            followed = await _record(
                 sessions, claims, outcomes, config, clock.now(), metrics, rng, limiter, on_failed
             )
             attempted += len(claims)
-        if moved:
-            continue  # what moved to another channel is due now
+        if moved or followed:
+            continue  # what moved to another channel, or follows what was sent, is due now
         if not claims or looked_at < config.delivery.batch_size:
             break
     return attempted

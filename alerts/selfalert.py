@@ -2,8 +2,11 @@
 
 The incident's watch is ``crisiswatch`` and its story ``channel:<name>``, so routes can
 send it to the people who run crisiswatch (``match: {watch: [crisiswatch]}``); it goes
-through the routing tree, escalation and SLA like any other. One incident per channel: a
-second failure only adds to its timeline.
+through the routing tree, escalation and SLA like any other. One incident per channel
+outage: while the channel's incident is unfinished (open, acknowledged, mitigating), a
+further failure only adds to its timeline; once it was resolved or closed, the next
+failure is a new outage and opens a new incident (story ``channel:<name>#<n>``, n = 2,
+3, ...), alerted like the first.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.config import AlertsConfig
 from alerts.incidents import apply_signal
+from alerts.models import FINISHED, Incident
 from alerts.outbox import OnFailed
 from core.events import HeatFeatures, Signal, WatchMatch
 
@@ -34,6 +39,36 @@ class _At:
         raise NotImplementedError
 
 
+async def outage_story(session: AsyncSession, channel: str) -> tuple[str, bool]:
+    """(story of the channel's current outage, whether its incident is still unfinished):
+    the story of its latest incident while that is unfinished, else a new one."""
+    base = f"channel:{channel}"
+    found = (
+        await session.execute(
+            select(Incident.story_id, Incident.status).where(
+                Incident.watch_id == WATCH,
+                or_(
+                    Incident.story_id == base,
+                    Incident.story_id.startswith(f"{base}#", autoescape=True),
+                ),
+            )
+        )
+    ).all()
+    lives: dict[int, str] = {}
+    for story_id, status in found:
+        tail = story_id[len(base) + 1 :]
+        if story_id == base:
+            lives[1] = status
+        elif tail.isdigit():
+            lives[int(tail)] = status
+    if not lives:
+        return base, False
+    last = max(lives)
+    if lives[last] not in FINISHED:
+        return (base if last == 1 else f"{base}#{last}"), True
+    return f"{base}#{last + 1}", False
+
+
 def channel_failure_handler(config: AlertsConfig) -> OnFailed | None:
     if not config.self_alert.enabled:
         return None
@@ -41,9 +76,10 @@ def channel_failure_handler(config: AlertsConfig) -> OnFailed | None:
     async def channel_failed(
         session: AsyncSession, channel: str, error: str, now: datetime
     ) -> None:
+        story_id, ongoing = await outage_story(session, channel)
         signal = Signal(
             id=f"{WATCH}:channel-failed:{channel}:{now.isoformat()}",
-            story_id=f"channel:{channel}",
+            story_id=story_id,
             story_root="",
             watch=WatchMatch(id=WATCH, brand=WATCH),
             tier=config.self_alert.tier,
@@ -61,7 +97,15 @@ def channel_failure_handler(config: AlertsConfig) -> OnFailed | None:
             at=now,
         )
         incident = await apply_signal(session, signal, config, _At(now))
-        if incident is not None:
+        if incident is None:  # this very failure was applied already
+            return
+        if ongoing:
+            log.error(
+                "channel %s fails for good again: noted on its open incident %d",
+                channel,
+                incident.id,
+            )
+        else:
             log.error("channel %s fails for good: incident %d raised", channel, incident.id)
 
     return channel_failed

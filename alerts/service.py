@@ -208,11 +208,14 @@ class AlertService:
         )
 
     async def check_slas(self) -> int:
-        """Record SLA warnings/breaches; a breach runs the next escalation step now."""
+        """Record SLA warnings/breaches; a breach runs the next escalation step now, when
+        the incident's escalation is running (not when inhibition stopped it)."""
         async with unit_of_work(self.sessions) as session:
             breaches = await sla.check(session, self.config, self.clock.now(), self.metrics)
         for breach in breaches:
             log.error("incident %d (tier %d): SLA deadline missed", breach.incident_id, breach.tier)
+            if not breach.escalate:
+                continue
             why = f"SLA deadline of tier {breach.tier} missed"
             await self._escalate_one(breach.incident_id, breach.token, why)
         return len(breaches)

@@ -5,8 +5,12 @@ hours) and stops at what its tier's SLA is ``met_by``: an ack (tier 3: the emerg
 group convened), a recorded response (tier 1 private reply, tier 2 statement) or the
 resolve. ``check`` (each tick) records a warning at each ``warn_at`` share of the deadline
 and, at the deadline, a breach: recorded, counted, and the escalation's next step is run
-at once. ``sla_warned`` counts the thresholds already reported (compare-and-set, so two
-alerters never report one twice).
+at once, if the incident's escalation is running (a next step is scheduled). An incident
+whose escalation was stopped while it stays open (muted by an open higher-tier incident:
+inhibition) keeps its clock, since the plan's deadline for it still counts in the report,
+so its breach is recorded and counted all the same, but runs no step: pulling a step
+forward would restart the escalation that the inhibition stopped. ``sla_warned`` counts
+the thresholds already reported (compare-and-set, so two alerters never report one twice).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class Breach:
     incident_id: int
     token: str
     tier: int
+    escalate: bool = True
+    """Whether the breach runs the next escalation step (False: none is scheduled)."""
 
 
 async def check(
@@ -103,9 +109,12 @@ async def check(
             "used": round(min(used, 1.0), 3),
         }
         if breached:
+            escalate = incident.next_escalation_at is not None
+            if not escalate:
+                detail["escalation"] = "not running (no step is scheduled)"
             add_event(session, incident.id, "sla_breached", now, detail=detail)
             on_commit(session, metrics.sla_breaches.labels(tier).inc)
-            breaches.append(Breach(incident.id, incident.escalation_token, incident.tier))
+            breaches.append(Breach(incident.id, incident.escalation_token, incident.tier, escalate))
         else:
             share = max(t for t in sla.warn_at if used >= t)
             add_event(session, incident.id, "sla_warning", now, detail=detail | {"at": share})

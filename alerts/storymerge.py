@@ -29,7 +29,8 @@ opens the incident under S's id): a late Signal never opens a second incident.
 Aliases are kept for ``ALIAS_RETENTION`` of event time: recording a merge drops the
 aliases of its watch recorded that much earlier than the merge (or than the clock, if the
 merge is dated later: a post dated in the future moves the detector's time on), so the
-table holds about a week of merges per watch, not every merge ever made; a Signal that
+table holds about a week of merges per watch, not every merge ever made (each merge
+deletes at most ``ALIAS_PRUNE_BATCH`` and skips rows another alerter holds); a Signal that
 comes later than that behind its story's merge is read as the story's own.
 
 Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
@@ -38,9 +39,9 @@ Idempotent on the Signal id (a ``story_merged`` timeline event carries it), like
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.incidents import (
@@ -62,6 +63,31 @@ ALIAS_RETENTION = timedelta(days=7)
 """How long (event time) a merge's alias is kept for the Signals sent before it: the
 lag of one partition behind another, with a wide margin (a consumer down for days
 catches up from its committed position long before)."""
+ALIAS_PRUNE_BATCH = 500
+"""Stale aliases one merge deletes at most (the rest go with the next merges)."""
+
+
+async def _drop_stale_aliases(session: AsyncSession, watch: str, until: datetime) -> None:
+    """Delete up to ``ALIAS_PRUNE_BATCH`` of ``watch``'s aliases recorded before ``until``.
+
+    Rows another transaction holds are skipped, not waited for (``FOR UPDATE SKIP
+    LOCKED`` on PostgreSQL): two alerters recording merges of one watch at once would
+    otherwise lock the same stale rows in different orders and deadlock. What is skipped
+    goes with a later merge; so does the rest of a backlog beyond the batch (bounded work
+    per merge, and a bounded IN list). SQLite has one writer at a time and no row locks.
+    """
+    stale = (
+        select(StoryAlias.story_id)
+        .where(StoryAlias.watch_id == watch, StoryAlias.at < until)
+        .order_by(StoryAlias.at)
+        .limit(ALIAS_PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(await session.scalars(stale))
+    if ids:
+        await session.execute(
+            delete(StoryAlias).where(StoryAlias.watch_id == watch, StoryAlias.story_id.in_(ids))
+        )
 
 
 def retired_story_key(story_id: str, incident_id: int) -> str:
@@ -95,10 +121,7 @@ async def apply_story_merge(
     alias.into_story_id, alias.signal_id, alias.at = into, signal.id, signal.at
     # event time, but never ahead of the clock: one post dated in the future moves the
     # detector's time forward, and must not drop the aliases late Signals still need
-    until = min(signal.at, clock.now()) - ALIAS_RETENTION
-    await session.execute(
-        delete(StoryAlias).where(StoryAlias.watch_id == watch, StoryAlias.at < until)
-    )
+    await _drop_stale_aliases(session, watch, min(signal.at, clock.now()) - ALIAS_RETENTION)
     # S is live at this merge: an alias of S from an earlier merge (S merged away, then
     # its id came back as a new story) no longer holds, and would make a cycle. One from
     # a later merge (applied first: another partition) stays.

@@ -114,9 +114,26 @@ class AlertMessage(BaseModel):
         "incident_id/tier/title then describe the digest as a whole",
     )
 
+    page: int = Field(
+        0,
+        ge=0,
+        description="the incident's page generation: a new one starts when an upgrade "
+        "reopens an incident somebody had acknowledged or resolved (see dedup_key)",
+    )
+
     @property
     def dedup_key(self) -> str:
-        """Stable per incident (PagerDuty ``dedup_key``, thread keys)."""
+        """The key of the incident's current page on channels that keep one alert per key
+        (PagerDuty ``dedup_key``): ``crisiswatch-incident-<id>`` for page 0, then
+        ``crisiswatch-incident-<id>-<page>``. A new page is a new key because PagerDuty
+        folds a trigger into the alert it holds as acknowledged under the same key: the
+        upgrade would page nobody."""
+        base = self.thread_key
+        return f"{base}-{self.page}" if self.page else base
+
+    @property
+    def thread_key(self) -> str:
+        """Stable for the incident's whole life, whatever its page (mail threading)."""
         return f"crisiswatch-incident-{self.incident_id}"
 
 

@@ -105,7 +105,7 @@ def build_email(alert: AlertMessage, config: EmailChannelConfig, now: datetime) 
     msg["To"] = ", ".join(config.to)
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(idstring=f"incident-{alert.incident_id}", domain=DOMAIN)
-    root = f"<{alert.dedup_key}@{DOMAIN}>"
+    root = f"<{alert.thread_key}@{DOMAIN}>"  # one thread per incident, every page
     msg["References"] = root
     msg["In-Reply-To"] = root
     if alert.idempotency_key:

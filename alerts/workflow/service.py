@@ -25,7 +25,7 @@ from typing import Final
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerts import escalation, incidents, sla
+from alerts import escalation, incidents, outbox, sla
 from alerts.incidents import InvalidTransition
 from alerts.models import (
     ACKNOWLEDGED,
@@ -371,6 +371,13 @@ async def merge(
         source.resolved_at, source.resolved_by = now, actor
     source.updated_at = survivor.updated_at = now
     await session.flush()
+    if was not in FINISHED:
+        # Its alerts are settled where they went: a PagerDuty alert would stay open (and
+        # page again at its acknowledgement timeout), a chat would never hear of it again.
+        # The survivor carries on with its own alerts.
+        await outbox.enqueue_follow_ups(
+            session, source, "resolve", f"{actor} (merged into incident {survivor.id})", now
+        )
     add_event(
         session, source.id, "merged_into", now, actor=actor,
         detail={"into": survivor.id, "was": was, "note": note},

@@ -251,6 +251,58 @@ async def test_a_channel_failing_for_good_raises_an_incident_about_crisiswatch(
     assert ("pr", "crisiswatch") in [(ch, m.watch_id) for ch, m in world.log]
 
 
+async def test_a_channel_failing_again_after_its_incident_was_resolved_alerts_again(
+    world: World,
+) -> None:
+    world.service.notifiers["legal"] = Recording("legal", world.log, fail=True)
+    await world.signal("a", tier=3, story="s1")
+    first = await world.incident("channel:legal")
+    await world.service.deliver()
+    async with unit_of_work(world.sessions) as session:
+        await svc.resolve(session, first.id, "ops", world.clock)
+    await world.service.tick()
+    world.log.clear()
+
+    world.clock.advance(7 * 24 * 3600)  # a week later the channel breaks again
+    await world.signal("b", tier=3, story="s2")
+    await world.service.deliver()
+    second = await world.incident("channel:legal#2")
+    assert second.id != first.id and second.status == "open" and "404" in second.explanation
+    assert (await world.incident("channel:legal")).status == "resolved"
+    assert ("pr", second.id) in [(ch, m.incident_id) for ch, m in world.log]
+
+    world.clock.advance(60)
+    await world.signal("c", tier=3, story="s3")  # while it is open: noted on it
+    async with world.sessions() as session:
+        own = list(
+            await session.scalars(select(Incident).where(Incident.watch_id == "crisiswatch"))
+        )
+    assert [i.id for i in own] == [first.id, second.id]
+    notes = [e for e in await world.events("signal") if e.incident_id == second.id]
+    assert len(notes) == 1
+
+
+async def test_an_inhibited_incident_records_its_sla_breach_but_does_not_escalate(
+    world: World,
+) -> None:
+    await world.signal("lo", tier=2, story="s-lo")  # tier 2: statement within 1 h
+    await world.signal("hi", tier=3, story="s-hi")  # same watch: mutes the tier 2
+    lo = await world.incident("s-lo")
+    for _ in range(8):  # 2 h: past the tier-2 deadline, the tier 3 still open
+        world.clock.advance(15 * 60)
+        await world.service.tick()
+    (breach,) = [e for e in await world.events("sla_breached") if e.incident_id == lo.id]
+    assert breach.detail["escalation"].startswith("not running")
+    assert [e for e in await world.events("escalated") if e.incident_id == lo.id] == []
+    lo = await world.incident("s-lo")
+    assert lo.escalation_level == 0 and lo.next_escalation_at is None
+    async with world.sessions() as session:
+        reasons = list(
+            await session.scalars(select(Delivery.reason).where(Delivery.incident_id == lo.id))
+        )
+    assert not [r for r in reasons if r.startswith("escalation-")]
+
+
 async def test_grouping_waits_group_wait_then_group_interval(
     sessions: Sessions, clock: ManualClock
 ) -> None:

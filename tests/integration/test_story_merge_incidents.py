@@ -4,6 +4,7 @@ alerter's signal handler, once per Signal; the other story's Signals reach the s
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from alerts.models import Incident, IncidentEvent
@@ -292,3 +293,74 @@ async def test_a_closed_incident_of_the_merged_story_stays_out_of_the_live_one(
     rows = await by_story(sessions)
     assert set(rows) == {"s", "x"} and rows["x"].status == "closed"
     assert rows["s"].id == before["s"].id and rows["s"].status == "open"
+
+
+async def _aliases_of(sessions: Sessions, watch: str = "acme") -> list[str]:
+    from alerts.models import StoryAlias
+
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(StoryAlias.story_id).where(StoryAlias.watch_id == watch)
+        )
+        return sorted(rows)
+
+
+async def _stale_aliases(sessions: Sessions, clock: ManualClock, stories: list[str]) -> None:
+    """Aliases of ``acme`` recorded 8 days (event time) before the clock, oldest first."""
+    from datetime import timedelta
+
+    from alerts.models import StoryAlias
+    from core.db import unit_of_work
+
+    async with unit_of_work(sessions) as session:
+        for i, story in enumerate(stories):
+            session.add(
+                StoryAlias(
+                    watch_id="acme", story_id=story, into_story_id="old-into",
+                    signal_id=f"{story}#9", at=clock.now() - timedelta(days=8, minutes=-i),
+                )
+            )  # fmt: skip
+
+
+async def _merge(sessions: Sessions, clock: ManualClock, story: str) -> None:
+    from alerts.storymerge import apply_story_merge
+    from core.db import unit_of_work
+
+    async with unit_of_work(sessions) as session:
+        await apply_story_merge(session, merged(clock, f"{story}#2", story, "s", 1), clock)
+
+
+async def test_a_merge_prunes_a_backlog_of_stale_aliases_in_bounded_batches(
+    sessions: Sessions, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table that grew before retention existed is pruned a batch per merge, oldest
+    first, not in one statement (bounded work, bounded IN list)."""
+    from alerts import storymerge
+
+    monkeypatch.setattr(storymerge, "ALIAS_PRUNE_BATCH", 2)
+    await _stale_aliases(sessions, clock, ["o1", "o2", "o3"])
+    await _merge(sessions, clock, "c")
+    assert await _aliases_of(sessions) == ["c", "o3"]
+    await _merge(sessions, clock, "d")
+    assert await _aliases_of(sessions) == ["c", "d"]
+
+
+async def test_pruning_skips_aliases_another_transaction_holds_instead_of_waiting(
+    pg_sessions: Sessions, clock: ManualClock
+) -> None:
+    """Two alerters recording merges of one watch at once: one holds a stale alias row
+    (its own prune, or its merge touching it); the other's prune skips that row rather
+    than wait on it (waiting in different orders deadlocks), and a later merge takes it."""
+    import asyncio
+
+    from alerts.models import StoryAlias
+
+    await _stale_aliases(pg_sessions, clock, ["o1", "o2"])
+    async with pg_sessions() as holder, holder.begin():
+        await holder.execute(
+            select(StoryAlias).where(StoryAlias.story_id == "o1").with_for_update()
+        )
+        await asyncio.wait_for(_merge(pg_sessions, clock, "c"), timeout=10)
+        assert await _aliases_of(pg_sessions) == ["c", "o1"]
+    await _merge(pg_sessions, clock, "d")
+    assert await _aliases_of(pg_sessions) == ["c", "d"]

@@ -220,6 +220,19 @@ def test_pagerduty_events() -> None:
         }
 
 
+def test_pagerduty_keys_each_page_of_an_incident_apart() -> None:
+    """Page 0 keeps the key incidents always had; a later page (an upgrade after an ack)
+    gets its own, so PagerDuty opens a new alert instead of folding the trigger into the
+    acknowledged one. Its follow-ups carry the same page, hence the same key."""
+    config = PagerDutyChannelConfig(routing_key=PD_KEY)  # type: ignore[arg-type]
+    assert hostile_alert(page=0).dedup_key == "crisiswatch-incident-42"
+    trigger = pagerduty.event(hostile_alert(page=2), config)
+    assert trigger["dedup_key"] == "crisiswatch-incident-42-2"
+    ack = pagerduty.event(hostile_alert(page=2, action="acknowledge", actor="a"), config)
+    assert ack["dedup_key"] == "crisiswatch-incident-42-2"
+    assert hostile_alert(page=2).thread_key == "crisiswatch-incident-42"
+
+
 @pytest.fixture
 async def smtp(clock: ManualClock) -> AsyncIterator[EmailHarness]:
     harness = EmailHarness(clock)
@@ -244,3 +257,10 @@ async def test_email_is_html_with_a_plain_text_alternative(smtp: EmailHarness) -
     )
     html = smtp.markup_text()
     assert '<a href="https://cw.example/ack/tok.123.sig">Acknowledge</a>' in html
+
+
+async def test_email_threads_every_page_of_an_incident_together(smtp: EmailHarness) -> None:
+    await smtp.notifier().send(hostile_alert(page=0))
+    await smtp.notifier().send(hostile_alert(page=1, reason="upgraded to tier 3"))
+    roots = {str(m["References"]) for m in smtp.messages}
+    assert roots == {"<crisiswatch-incident-42@crisiswatch>"}, "one thread per incident"

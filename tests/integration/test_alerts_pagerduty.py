@@ -1,0 +1,287 @@
+"""Channels that key their alerts per incident (PagerDuty): pages, follow-ups of alerts
+that arrive late, no digests. Through the AlertService on a ManualClock, against a fake
+PagerDuty that keeps the Events API v2 dedup semantics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from alerts import incidents as svc
+from alerts.channels import PagerDutyChannelConfig
+from alerts.models import Delivery
+from alerts.notifiers.pagerduty import PagerDutyNotifier
+from alerts.outbox import _plan, _units
+from core.clock import ManualClock
+from core.db import unit_of_work
+from tests.integration.test_alerts_policies import CHANNELS, World, make_world
+
+Sessions = async_sessionmaker[AsyncSession]
+PD_KEY = "p" * 32
+
+
+class PagerDuty:
+    """The Events API v2 as documented: a trigger whose dedup_key names an open alert
+    (triggered or acknowledged) is folded into it and pages nobody; acknowledge and
+    resolve change the open alert of their key."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []  # (event_action, dedup_key)
+        self.alerts: dict[str, str] = {}  # dedup_key -> triggered/acknowledged/resolved
+        self.pages: list[str] = []  # the keys that paged somebody
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        key, action = body["dedup_key"], body["event_action"]
+        self.events.append((action, key))
+        state = self.alerts.get(key)
+        if action == "trigger" and state not in ("triggered", "acknowledged"):
+            self.alerts[key] = "triggered"
+            self.pages.append(key)
+        elif action == "acknowledge" and state == "triggered":
+            self.alerts[key] = "acknowledged"
+        elif action == "resolve" and state in ("triggered", "acknowledged"):
+            self.alerts[key] = "resolved"
+        return httpx.Response(202, json={"status": "success", "dedup_key": key})
+
+    def open_alerts(self) -> dict[str, str]:
+        return {k: v for k, v in self.alerts.items() if v != "resolved"}
+
+
+async def pd_world(
+    sessions: Sessions, clock: ManualClock, **overrides: Any
+) -> AsyncIterator[tuple[World, PagerDuty]]:
+    """The policies world with a PagerDuty channel ``pd`` beside the PR team's chat."""
+    channels: dict[str, Any] = {name: {"type": "console"} for name in CHANNELS}
+    channels["pd"] = {"type": "pagerduty", "routing_key": PD_KEY}
+    teams = {
+        "customer_service": {"channels": ["cs", "pd"]},
+        "pr": {"channels": ["pr", "pd"]},
+        "legal": {"channels": ["legal"]},
+        "executives": {"channels": ["exec"]},
+    }
+    data = {"channels": channels, "teams": teams} | overrides
+    pd = PagerDuty()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(pd.handle)) as http:
+        async for world in make_world(sessions, clock, **data):
+            config = PagerDutyChannelConfig(routing_key=PD_KEY)  # type: ignore[arg-type]
+            world.service.notifiers["pd"] = PagerDutyNotifier("pd", config, http)
+            yield world, pd
+
+
+@pytest.fixture
+async def pd_pair(sessions: Sessions, clock: ManualClock) -> AsyncIterator[tuple[World, PagerDuty]]:
+    async for pair in pd_world(sessions, clock):
+        yield pair
+
+
+async def _ack(world: World, incident_id: int, actor: str = "alice") -> None:
+    async with unit_of_work(world.sessions) as session:
+        await svc.acknowledge(session, incident_id, actor, world.clock)
+
+
+async def _resolve(world: World, incident_id: int, actor: str = "alice") -> None:
+    async with unit_of_work(world.sessions) as session:
+        await svc.resolve(session, incident_id, actor, world.clock)
+
+
+async def test_an_upgrade_after_an_ack_pages_again_on_a_new_key(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    world, pd = pd_pair
+    await world.signal("a", tier=2, story="s1")
+    incident = (await world.incident("s1")).id
+    await _ack(world, incident)
+    await world.service.tick()
+    assert pd.alerts == {"crisiswatch-incident-1": "acknowledged"}
+
+    world.clock.advance(60)
+    await world.signal("b", tier=3, story="s1")  # reopened: the new teams must be paged
+    assert pd.pages == ["crisiswatch-incident-1", "crisiswatch-incident-1-1"]
+    assert pd.alerts == {
+        "crisiswatch-incident-1": "resolved",  # the superseded page does not stay open
+        "crisiswatch-incident-1-1": "triggered",
+    }
+    assert (await world.incident("s1")).page == 1
+    for _ in range(2):  # the escalation steps go to the alert that pages
+        world.clock.advance(301)
+        await world.service.tick()
+    escalations = [k for action, k in pd.events[4:] if action == "trigger"]
+    assert escalations and set(escalations) == {"crisiswatch-incident-1-1"}
+
+    await _ack(world, incident, "bob")
+    await world.service.tick()
+    assert pd.open_alerts() == {"crisiswatch-incident-1-1": "acknowledged"}
+    await _resolve(world, incident, "bob")
+    await world.service.tick()
+    assert pd.open_alerts() == {}
+    chat = [m for ch, m in world.log if ch == "pr"]
+    assert {m.thread_key for m in chat} == {"crisiswatch-incident-1"}
+
+
+async def test_an_upgrade_of_an_open_incident_stays_on_its_page(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    world, pd = pd_pair
+    await world.signal("a", tier=1, story="s1")
+    await world.signal("b", tier=2, story="s1")  # nobody acknowledged: still paging
+    assert (await world.incident("s1")).page == 0
+    assert pd.events == [
+        ("trigger", "crisiswatch-incident-1"),
+        ("trigger", "crisiswatch-incident-1"),
+    ]
+
+
+async def test_a_resolved_superseded_page_is_resolved_again_only_if_needed(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    """A resolved incident reopened by an upgrade: page 0 was resolved by its resolve,
+    so the upgrade queues nothing for it; the final resolve closes page 1."""
+    world, pd = pd_pair
+    await world.signal("a", tier=2, story="s1")
+    incident = (await world.incident("s1")).id
+    await _resolve(world, incident)
+    await world.service.tick()
+    await world.signal("b", tier=3, story="s1")
+    await _resolve(world, incident, "bob")
+    await world.service.tick()
+    assert pd.events == [
+        ("trigger", "crisiswatch-incident-1"),
+        ("resolve", "crisiswatch-incident-1"),
+        ("trigger", "crisiswatch-incident-1-1"),
+        ("resolve", "crisiswatch-incident-1-1"),
+    ]
+
+
+async def test_an_alert_held_past_the_ack_is_followed_by_the_ack(
+    sessions: Sessions,
+) -> None:
+    """Quiet hours hold a tier-1 alert; somebody acknowledges it in the console at night;
+    the held alert still goes in the morning, and its ack follows it at once."""
+    clock = ManualClock(datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
+    quiet = {"start": "22:00", "end": "08:00", "tiers": [1]}
+    async for world, pd in pd_world(sessions, clock, quiet_hours=quiet):
+        await world.signal("a", tier=1, story="s1")
+        incident = (await world.incident("s1")).id
+        clock.advance(600)
+        await _ack(world, incident)
+        await world.service.tick()
+        assert pd.events == [] and world.sent() == []
+        clock.set(datetime(2026, 3, 3, 8, 0, tzinfo=UTC))
+        await world.service.tick()
+        assert pd.events == [
+            ("trigger", "crisiswatch-incident-1"),
+            ("acknowledge", "crisiswatch-incident-1"),
+        ]
+        assert [(ch, m.action, m.actor) for ch, m in world.log] == [
+            ("cs", "trigger", None),
+            ("cs", "acknowledge", "alice"),
+        ]
+        clock.advance(3600)
+        await world.service.tick()
+        assert len(pd.events) == 2, "one follow-up per alert"
+
+
+async def test_an_alert_in_flight_at_the_resolve_is_followed_by_the_resolve(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    """The alert was claimed and on its way when the incident was resolved: the resolve
+    found nothing sent to mirror; recording the send queues it."""
+    world, pd = pd_pair
+    world.service.config = world.service.config.model_copy(update={"deliver_on_signal": False})
+    await world.signal("a", tier=2, story="s1")
+    incident = (await world.incident("s1")).id
+    notifier = world.service.notifiers["pd"]
+
+    class ResolvedMeanwhile:
+        name, kind, rate_limits = "pd", "pagerduty", notifier.rate_limits
+
+        async def send(self, alert: Any) -> None:
+            await notifier.send(alert)
+            await _resolve(world, incident)  # commits while the send is not recorded
+
+    world.service.notifiers["pd"] = ResolvedMeanwhile()
+    await world.service.deliver()
+    assert pd.events == [
+        ("trigger", "crisiswatch-incident-1"),
+        ("resolve", "crisiswatch-incident-1"),
+    ]
+
+
+async def test_pagerduty_gets_one_event_per_incident_never_a_digest(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    routes = {
+        "teams": ["customer_service"],
+        "group_by": ["watch"],
+        "group_wait": "PT30S",
+        "routes": [{"match": {"tier": [2]}, "teams": ["pr"]}],
+    }
+    async for world, pd in pd_world(sessions, clock, routes=routes):
+        await world.signal("a", tier=2, story="s1")
+        clock.advance(10)
+        await world.signal("b", tier=2, story="s2")
+        clock.advance(25)
+        await world.service.tick()
+        assert pd.alerts == {
+            "crisiswatch-incident-1": "triggered",
+            "crisiswatch-incident-2": "triggered",
+        }
+        ((channel, digest),) = world.log
+        assert channel == "pr" and len(digest.digest) == 2, "chat channels still get one"
+        await _resolve(world, (await world.incident("s1")).id)
+        await world.service.tick()
+        assert pd.open_alerts() == {"crisiswatch-incident-2": "triggered"}
+
+
+def test_a_keyed_channel_over_its_rate_limit_defers_instead_of_merging() -> None:
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    rows = [
+        Delivery(id=i, incident_id=i, channel="pd", channel_type="pagerduty", digest_group="g")
+        for i in (1, 2, 3)
+    ]
+    for row in rows:
+        row.next_attempt_at = now
+    send, defer = _plan(_units(rows, merge=False), 2, 50, merge=False)
+    assert [[r.id for r in unit] for unit in send] == [[1], [2]]
+    assert [r.id for r in defer] == [3]
+    merged, _ = _plan(_units(rows), 2, 50)
+    assert [[r.id for r in unit] for unit in merged] == [[1, 2, 3]]
+
+
+async def test_a_merged_incidents_alert_is_resolved_where_it_went(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    """Merging closes the incident: its PagerDuty alert is resolved (it stayed open and
+    would page again at PagerDuty's acknowledgement timeout), its chats hear of it."""
+    from alerts.workflow import service as workflow
+
+    world, pd = pd_pair
+    await world.signal("a", tier=2, story="s1")
+    await world.signal("b", tier=2, story="s2")
+    await world.service.tick()
+    survivor, merged = (await world.incident("s1")).id, (await world.incident("s2")).id
+    assert pd.open_alerts() == {
+        f"crisiswatch-incident-{survivor}": "triggered",
+        f"crisiswatch-incident-{merged}": "triggered",
+    }
+    async with unit_of_work(world.sessions) as session:
+        await workflow.merge(session, merged, survivor, "alice", world.clock)
+    await world.service.tick()
+    assert pd.open_alerts() == {f"crisiswatch-incident-{survivor}": "triggered"}
+    async with world.sessions() as session:
+        resolves = (
+            await session.scalars(
+                select(Delivery).where(Delivery.incident_id == merged, Delivery.reason == "resolve")
+            )
+        ).all()
+    assert {r.channel for r in resolves} == {"pd", "pr"}
+    assert {r.status for r in resolves} == {"sent"}
+    assert all("merged into incident" in r.payload["reason"] for r in resolves if r.channel == "pr")
