@@ -66,6 +66,24 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.source_targets_failing = Gauge(
+            "crisiswatch_source_targets_failing",
+            "Targets of a source (feeds, videos, listings) skipped after errors, retried later",
+            ["source"],
+            registry=r,
+        )
+        self.source_future_dated = Counter(
+            "crisiswatch_source_future_dated",
+            "Mentions dated more than the allowed skew ahead of the clock, re-dated to now",
+            ["source"],
+            registry=r,
+        )
+        self.source_page_caps = Counter(
+            "crisiswatch_source_page_caps",
+            "Polls that stopped at their page cap (older new items may be skipped)",
+            ["source"],
+            registry=r,
+        )
         # sentiment / detector
         self.mentions_scored = Counter(
             "crisiswatch_mentions_scored", "Mentions scored, by label", ["label"], registry=r

@@ -4,13 +4,16 @@
 and all of the current step"), reset after a success. ``check_response`` turns an HTTP
 response into either nothing (2xx/304), ``RateLimited`` (429, or 503 with
 ``Retry-After``: wait that long, then try again), ``SourceFatalError`` (401/403/404: a
-credential or a route that retrying will not fix) or ``TransientError`` (5xx and the
-rest). ``retry_after`` reads both forms of the header (seconds, HTTP date).
+credential or a route that retrying will not fix), ``TargetUnavailable`` (the statuses a
+caller names as meaning that one target of a multi-target source is gone, private or
+blocked: a moved feed, a deleted video, a private subreddit) or ``TransientError`` (5xx
+and the rest). ``retry_after`` reads both forms of the header (seconds, HTTP date).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -21,6 +24,12 @@ from listener.sources.base import SourceFatalError
 
 class TransientError(Exception):
     """Worth retrying after a backoff (a dropped connection, a 5xx)."""
+
+
+class TargetUnavailable(TransientError):
+    """One target (a feed, a video, a listing) cannot be read: gone, private or blocked.
+    The source's other targets can; retrying this one later may work (a feed back in
+    place, a subreddit public again)."""
 
 
 class RateLimited(TransientError):
@@ -78,11 +87,18 @@ _FATAL = {401: "credentials refused", 403: "access forbidden", 404: "not found"}
 
 
 def check_response(
-    response: httpx.Response, now: datetime, *, what: str, default_wait: float = 60.0
+    response: httpx.Response,
+    now: datetime,
+    *,
+    what: str,
+    default_wait: float = 60.0,
+    target_statuses: Collection[int] = (),
 ) -> None:
     """Raise the error ``response`` stands for; return when it is usable (2xx, 304).
 
     ``what`` names the request in messages (never the URL's query: it may hold a token).
+    ``target_statuses``: statuses that mean the target of this request is unavailable
+    (``TargetUnavailable``) rather than the source's credential refused.
     """
     status = response.status_code
     if status < 300 or status == 304:
@@ -91,6 +107,9 @@ def check_response(
     if status == 429 or (status == 503 and header):
         delay = retry_after(header, now, default_wait)
         raise RateLimited(delay, f"{what}: HTTP {status}, waiting {delay:.0f} s")
+    if status in target_statuses:
+        reason = _FATAL.get(status, "unavailable")
+        raise TargetUnavailable(f"{what}: HTTP {status} ({reason})")
     if status in _FATAL:
         raise SourceFatalError(f"{what}: HTTP {status} ({_FATAL[status]})")
     raise TransientError(f"{what}: HTTP {status}")

@@ -2,7 +2,8 @@
 
 ``Coverage`` is the honest part: what a user must provide (nothing, a free token, a paid
 plan, or scraping that carries legal risk) and what the source does and does not hear.
-``SourceHealth`` is the live part: connection state, last event, lag, errors; it feeds
+``SourceHealth`` is the live part: connection state, last event, lag, errors, the targets
+(feeds, videos, listings) skipped after errors, polls cut at their page cap; it feeds
 ``GET /sources`` and the ``crisiswatch_source_*`` metrics.
 """
 
@@ -46,6 +47,11 @@ class SourceHealth:
     lag_seconds: float | None = None
     last_error: str | None = None
     cursor: str | None = field(default=None, repr=False)
+    failing_targets: dict[str, str] = field(default_factory=dict)
+    """Targets (a feed, a video, a listing) skipped after an error: target → last error."""
+    page_caps: int = 0
+    future_dated: int = 0
+    """Mentions dated ahead of the clock (beyond the allowed skew), re-dated to now."""
 
     def set_state(self, state: State) -> None:
         self.state = state
@@ -73,6 +79,32 @@ class SourceHealth:
             if rate_limited:
                 self.metrics.source_rate_limited.labels(self.name).inc()
 
+    def target_failed(self, target: str, message: str) -> None:
+        """One target of the source failed (counted as an error); the others go on."""
+        self.error(f"{target}: {message}")
+        self.failing_targets[target] = message
+        self._targets_gauge()
+
+    def target_recovered(self, target: str) -> None:
+        if self.failing_targets.pop(target, None) is not None:
+            self._targets_gauge()
+
+    def redated(self) -> None:
+        """A mention dated in the future was re-dated to now."""
+        self.future_dated += 1
+        if self.metrics is not None:
+            self.metrics.source_future_dated.labels(self.name).inc()
+
+    def page_cap(self) -> None:
+        """A poll stopped at its page cap: older new items may have been skipped."""
+        self.page_caps += 1
+        if self.metrics is not None:
+            self.metrics.source_page_caps.labels(self.name).inc()
+
+    def _targets_gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.source_targets_failing.labels(self.name).set(len(self.failing_targets))
+
     def reconnect(self) -> None:
         self.reconnects += 1
         if self.metrics is not None:
@@ -97,4 +129,7 @@ class SourceHealth:
             "last_event_at": self.last_event_at.isoformat() if self.last_event_at else None,
             "lag_seconds": self.lag_seconds,
             "last_error": self.last_error,
+            "failing_targets": dict(self.failing_targets),
+            "page_caps": self.page_caps,
+            "future_dated": self.future_dated,
         }

@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
+from datetime import datetime, timedelta
 
 import httpx
 from prometheus_client import Counter
@@ -32,6 +33,7 @@ from listener.cascade import CascadeIndex
 from listener.config import ListenerConfig
 from listener.cursors import CursorStore
 from listener.dedup import Dedup, delivery_key
+from listener.health import SourceHealth, State
 from listener.report import IngestReport, ItemOutcome
 from listener.sources.base import CheckpointedSource, Source, SourceFatalError
 from listener.sources.registry import build_sources
@@ -57,6 +59,36 @@ class _SourceLabels:
             self._known.add(source)
             return source
         return "other"
+
+
+def _health(source: Source) -> SourceHealth | None:
+    health = getattr(source, "health", None)
+    return health if isinstance(health, SourceHealth) else None
+
+
+class _SaveRetry:
+    """When a source's cursor may be saved again after failed saves (doubling waits)."""
+
+    def __init__(self, clock: Clock, first: float, maximum: float) -> None:
+        self.clock = clock
+        self.first = first
+        self.maximum = maximum
+        self.failures = 0
+        self._not_before: datetime | None = None
+
+    def due(self) -> bool:
+        return self._not_before is None or self.clock.now() >= self._not_before
+
+    def failed(self) -> float:
+        """Count a failed save; the seconds until the next try."""
+        wait: float = min(self.first * 2.0 ** min(self.failures, 30), self.maximum)
+        self.failures += 1
+        self._not_before = self.clock.now() + timedelta(seconds=wait)
+        return wait
+
+    def reset(self) -> None:
+        self.failures = 0
+        self._not_before = None
 
 
 class ListenerService:
@@ -191,31 +223,38 @@ class ListenerService:
         """Ingest everything ``source`` yields, in small batches, until its stream ends;
         returns the number of mentions taken. A failing stream is logged, counted
         (``source_errors``) and reopened after a backoff; ``SourceFatalError`` ends it
-        (raised again)."""
+        (raised again, the source's health says ``failed``).
+
+        A batch that cannot be published (the bus is down) is logged, counted and retried
+        after the same backoff until it goes through, the stream held open meanwhile (its
+        pump waits: back-pressure); the source's health says ``waiting`` (not up) until
+        then. Its mentions count as delivered only once published, so the source's cursor
+        never passes them. A cursor that cannot be saved (the database is down) is logged
+        and counted too; ingesting goes on, the save is tried again after a backoff (a
+        restart in between repeats what came after the last saved cursor, which dedup
+        downstream absorbs)."""
         cfg = self.config
         taken = 0
         delay = cfg.source_retry_seconds
+        saves = _SaveRetry(self.clock, cfg.source_retry_seconds, cfg.source_retry_max_seconds)
         while True:
             checkpointed = source if isinstance(source, CheckpointedSource) else None
-            on_done = checkpointed.delivered if checkpointed is not None else None
             try:
                 async with aclosing(batched(source.mentions, cfg.ingest_batch)) as batches:
                     async for batch in batches:
-                        if on_done is None:
-                            await self.ingest(batch)
-                        else:
-                            await self.ingest(batch, on_done)
+                        await self._ingest_until_published(source, batch)
                         taken += len(batch)
                         delay = cfg.source_retry_seconds
                         if checkpointed is not None:
-                            await checkpointed.save_cursor()
+                            await self._save_cursor(checkpointed, saves)
                 return taken
             except SourceFailed as failure:
-                self.metrics.source_errors.labels(source.name).inc()
                 error = failure.__cause__
                 if isinstance(error, SourceFatalError):
+                    self._source_error(source, None, fatal=True)
                     log.error("source %s cannot go on: %s", source.name, error)
                     raise error from None
+                self._source_error(source, None)
                 log.warning(
                     "source %s failed (%s: %s); reopening in %.1f s",
                     source.name,
@@ -225,6 +264,75 @@ class ListenerService:
                 )
             await self.clock.sleep(delay)
             delay = min(delay * 2, cfg.source_retry_max_seconds)
+
+    async def _ingest_until_published(self, source: Source, batch: list[Mention]) -> None:
+        """``ingest`` the batch, retrying after a backoff while publishing fails."""
+        cfg = self.config
+        checkpointed = source if isinstance(source, CheckpointedSource) else None
+        on_done = checkpointed.delivered if checkpointed is not None else None
+        health = _health(source)
+        held: State | None = None  # the source's state before it was set to waiting
+        delay = cfg.source_retry_seconds
+        while True:
+            try:
+                if on_done is None:
+                    await self.ingest(batch)
+                else:
+                    await self.ingest(batch, on_done)
+            except Exception as exc:
+                self._source_error(source, f"publishing failed: {type(exc).__name__}: {exc}")
+                log.warning(
+                    "source %s: publishing a batch of %d failed (%s: %s); retrying in %.1f s",
+                    source.name,
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                if health is not None and health.state != "waiting":
+                    held = health.state
+                    health.set_state("waiting")
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, cfg.source_retry_max_seconds)
+                continue
+            if held is not None and health is not None and health.state == "waiting":
+                log.info("source %s: publishing again", source.name)
+                health.set_state(held)
+            return
+
+    async def _save_cursor(self, source: CheckpointedSource, saves: _SaveRetry) -> None:
+        if not saves.due():
+            return
+        try:
+            await source.save_cursor()
+        except Exception as exc:
+            wait = saves.failed()
+            self._source_error(source, f"saving the cursor failed: {type(exc).__name__}: {exc}")
+            log.warning(
+                "source %s: saving its cursor failed (%s: %s); trying again in %.1f s",
+                source.name,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+        else:
+            if saves.failures:
+                log.info("source %s: its cursor is saved again", source.name)
+            saves.reset()
+
+    def _source_error(self, source: Source, message: str | None, *, fatal: bool = False) -> None:
+        """Count an error of ``source`` in ``source_errors``, and in its health when it keeps
+        one (``message``: None when the source recorded it there itself); ``fatal``: its
+        health says ``failed`` (``crisiswatch_source_up`` 0)."""
+        self.metrics.source_errors.labels(source.name).inc()
+        health = _health(source)
+        if health is None:
+            return
+        if message is not None:
+            health.errors += 1
+            health.last_error = message
+        if fatal:
+            health.set_state("failed")
 
     async def start(self) -> None:
         """Start the sources (a source that cannot start stops start-up) and run them."""
@@ -273,7 +381,8 @@ class ListenerService:
             log.info("source %s finished after %d mentions", source.name, taken)
         except SourceFatalError:
             pass  # logged and counted by run_source
-        except Exception:
+        except Exception as exc:
+            self._source_error(source, f"{type(exc).__name__}: {exc}", fatal=True)
             log.exception("source %s stopped", source.name)
 
     async def join(self) -> None:

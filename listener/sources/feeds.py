@@ -19,6 +19,12 @@ Parsing uses ``defusedxml`` (no entity expansion, no external entities: a feed i
 from strangers). An item's identity is its ``guid``/``id`` (else its link); the cursor
 remembers the last ``remember_items`` item keys per feed and the validators, so a restart
 delivers each item once. Items are delivered oldest first.
+
+Each feed is its own target: one that fails (moved: 404; a blocked RSSHub route: 403; a
+captcha or error page instead of a feed; a 5xx) is skipped for a while, its wait doubling
+from ``poll_seconds`` up to an hour, and listed in the source's health
+(``failing_targets``); the other feeds go on being polled. No feed error stops the
+source.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from core.clock import Clock
 from core.events import Author, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TransientError, check_response
+from listener.backoff import RateLimited, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -111,14 +117,26 @@ class FeedClient:
         if state.modified:
             headers["If-Modified-Since"] = state.modified
         response = await self.http.get(url, headers=headers)
-        what = f"feed {urlsplit(url).hostname}{urlsplit(url).path}"
-        check_response(response, self.clock.now(), what=what)
+        what = f"feed {feed_label(url)}"
+        # every feed is its own target: a refusal concerns that feed (a moved feed, a
+        # blocked RSSHub route), never a credential of the whole source
+        check_response(response, self.clock.now(), what=what, target_statuses=(401, 403, 404, 410))
         if response.status_code == 304:
             return [], state.etag, state.modified
         if len(response.content) > self.max_bytes:
             raise TransientError(f"{what}: larger than {self.max_bytes} bytes")
-        items = parse_feed(response.content)
+        try:
+            items = parse_feed(response.content)
+        except ValueError as exc:  # a captcha or error page served with 200
+            raise TransientError(f"{what}: {exc}") from None
         return items, response.headers.get("etag"), response.headers.get("last-modified")
+
+
+def feed_label(url: str) -> str:
+    """How logs and health name a feed: host and path (never the query: it may hold a
+    token)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}{parts.path}"
 
 
 def _text(element: Element | None) -> str:
@@ -243,16 +261,31 @@ class FeedsSource(LiveSource):
         super().__init__(name, clock, cursors, metrics)
         self.config = config
         self.client = FeedClient(http, clock, config.max_bytes)
+        self.failing.first = config.poll_seconds
         if any(feed.rsshub for feed in config.feeds):  # the strictest need is the one stated
             self.health.coverage = RSSHUB_COVERAGE
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        """Each feed in turn, then a sleep. A feed that fails (any error: HTTP, a page that
+        is not a feed, too large) is skipped with a backoff of its own (``failing``)
+        while the others go on; the source's state is ``waiting`` while every feed
+        fails."""
         states = _load(cursor)
         self.health.set_state("polling")
         while True:
             for feed in self.config.feeds:
+                if not self.failing.due(feed.url):
+                    continue
                 state = states.setdefault(feed.url, FeedState())
-                items, etag, modified = await self.client.fetch(feed.url, state)
+                try:
+                    items, etag, modified = await self.client.fetch(feed.url, state)
+                except RateLimited as exc:
+                    self.failing.failed(feed.url, feed_label(feed.url), exc, wait=exc.delay)
+                    continue
+                except Exception as exc:
+                    self.failing.failed(feed.url, feed_label(feed.url), exc)
+                    continue
+                self.failing.succeeded(feed.url)
                 known = set(state.seen)
                 fresh = [item for item in items if item_key(feed.url, item.key) not in known]
                 fresh.sort(key=lambda i: i.published or datetime.min.replace(tzinfo=UTC))
@@ -262,6 +295,9 @@ class FeedsSource(LiveSource):
                     yield map_item(item, feed, self.clock.now()), _dump(states)
                 state.etag, state.modified = etag, modified
                 yield None, _dump(states)
+            self.health.set_state(
+                "waiting" if self.failing.count == len(self.config.feeds) else "polling"
+            )
             await self.clock.sleep(self.config.poll_seconds)
 
 

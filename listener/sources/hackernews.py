@@ -5,7 +5,10 @@
 newest first, ``nbPages`` pages. Each poll reads every page after the cursor, then
 delivers oldest first. The cursor is, per query, the newest ``created_at_i`` delivered and
 the ids delivered at that second (the filter is ``>=``, so an item posted in the same
-second as the last one is not lost; the ids drop the repeats).
+second as the last one is not lost; the ids drop the repeats). Each poll asks from
+``late_window_seconds`` before that mark, for items the index adds late. A query whose
+requests fail is skipped for a while, the others go on; a poll stopped by ``max_pages``
+is logged and counted.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
 from listener.sources.text import html_to_text
-from listener.sources.timemark import poll_since
+from listener.sources.timemark import (
+    DEFAULT_LATE_WINDOW_SECONDS,
+    LateWindowSeconds,
+    poll_since,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +48,22 @@ class HackerNewsConfig(Section):
     initial_lookback_minutes: float = Field(60.0, ge=0, description="first run starts here")
     hits_per_page: int = Field(100, ge=1, le=1000)
     max_pages: int = Field(10, ge=1, description="pages read per query per poll")
+    late_window_seconds: LateWindowSeconds = DEFAULT_LATE_WINDOW_SECONDS
     endpoint: str = Field("https://hn.algolia.com/api/v1/search_by_date", pattern=r"^https?://")
 
 
 class AlgoliaClient:
-    def __init__(self, config: HackerNewsConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: HackerNewsConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        on_page_cap: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.config = config
         self.http = http
         self.clock = clock
+        self.on_page_cap = on_page_cap
 
     async def since(self, query: str, since: int) -> list[dict[str, Any]]:
         """Every hit with ``created_at_i >= since`` (up to ``max_pages`` pages), oldest first."""
@@ -72,6 +87,8 @@ class AlgoliaClient:
             hits.extend(body["hits"])
             pages = int(body.get("nbPages") or 0)
             page += 1
+        if pages > self.config.max_pages and self.on_page_cap is not None:
+            self.on_page_cap(f"hn.algolia.com query {query!r}", self.config.max_pages)
         return sorted(hits, key=lambda h: (int(h["created_at_i"]), str(h["objectID"])))
 
 
@@ -106,7 +123,8 @@ class HackerNewsSource(LiveSource):
         needs="nothing",
         covers="Hacker News stories and comments matching the configured queries",
         misses="edits after indexing; more than max_pages x hits_per_page items per poll",
-        resumes="created_at_i and the ids seen in that second, per query",
+        resumes="created_at_i and the ids seen in that second, per query; each poll asks "
+        "again from late_window_seconds before it (late-indexed items)",
     )
 
     def __init__(
@@ -121,7 +139,7 @@ class HackerNewsSource(LiveSource):
     ) -> None:
         super().__init__(name, clock, cursors, metrics)
         self.config = config
-        self.client = AlgoliaClient(config, http, clock)
+        self.client = AlgoliaClient(config, http, clock, on_page_cap=self.page_cap)
 
     async def search(self, query: str, since: datetime) -> list[Mention]:
         """Backfill: stories and comments matching ``query`` since ``since``."""
@@ -140,4 +158,5 @@ class HackerNewsSource(LiveSource):
             map_hit,
             interval=lambda: self.config.poll_seconds,
             lookback_minutes=self.config.initial_lookback_minutes,
+            late_window_seconds=self.config.late_window_seconds,
         )

@@ -116,6 +116,21 @@ def _mention_id(uri: str) -> str:
     return f"bluesky:{uri}"
 
 
+def _quoted_uri(embed: object) -> str | None:
+    """The post a quote post quotes: ``app.bsky.embed.record`` holds it at
+    ``embed.record.uri``; a quote with media (``app.bsky.embed.recordWithMedia``) wraps
+    that record embed, so at ``embed.record.record.uri``."""
+    if not isinstance(embed, dict):
+        return None
+    kind = embed.get("$type")
+    if kind == "app.bsky.embed.recordWithMedia":
+        return _quoted_uri({"$type": "app.bsky.embed.record", **(embed.get("record") or {})})
+    if kind != "app.bsky.embed.record":
+        return None
+    uri = (embed.get("record") or {}).get("uri")
+    return uri if isinstance(uri, str) and uri else None
+
+
 def map_event(event: dict[str, Any]) -> Mention | None:
     """A Jetstream event as a Mention; None for what is not one (identity, account,
     likes, unknown kinds). Raises ``ValueError`` for a commit that is malformed."""
@@ -149,9 +164,8 @@ def map_event(event: dict[str, Any]) -> Mention | None:
         base["lang"] = langs[0] if langs else None
         parent = ((record.get("reply") or {}).get("parent") or {}).get("uri")
         base["reply_to"] = _mention_id(parent) if parent else None
-        embed = record.get("embed") or {}
-        quoted = (embed.get("record") or {}).get("uri")
-        if embed.get("$type") == "app.bsky.embed.record" and quoted:
+        quoted = _quoted_uri(record.get("embed"))
+        if quoted:
             base["repost_of"] = _mention_id(quoted)
     if operation == "update":
         return Mention(**base, created_at=created, change="edited", edited_at=seen_at)

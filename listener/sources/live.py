@@ -14,7 +14,11 @@ The base turns that into an endless ``mentions()`` stream:
   ``delivered`` (published or dropped), never one that runs ahead of delivery; it is
   written every ``save_every_seconds`` and on ``stop``;
 * reconnects with exponential backoff and jitter; ``Retry-After`` waits honoured;
-* health (state, last event, lag, errors, reconnects) and the matching metrics.
+* health (state, last event, lag, errors, reconnects) and the matching metrics;
+* ``failing``: the targets (feeds, videos, listings) of a multi-target source skipped
+  after errors, kept across reconnects (``listener.sources.targets``);
+* event time: a mention dated more than ``MAX_FUTURE`` ahead of the clock is re-dated to
+  now (counted: ``crisiswatch_source_future_dated_total``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from core.clock import Clock
@@ -34,10 +38,14 @@ from listener.cursors import CursorStore
 from listener.dedup import delivery_key
 from listener.health import Coverage, SourceHealth
 from listener.sources.base import SourceFatalError
+from listener.sources.targets import TargetBackoff
 
 log = logging.getLogger(__name__)
 
 Step = tuple[Mention | None, str]
+MAX_FUTURE = timedelta(seconds=300)
+"""How far ahead of the clock a mention may be dated (clock skew), as at the webhook."""
+_LOGGED_FUTURE = 10  # then every 1,000th
 
 
 class LiveSource(ABC):
@@ -60,6 +68,9 @@ class LiveSource(ABC):
         self.backoff = backoff or Backoff(1.0, 120.0)
         self.save_every_seconds = save_every_seconds
         self.health = SourceHealth(name, self.kind, self.coverage, clock, metrics)
+        self.failing = TargetBackoff(self.health, clock, first=60.0)
+        """The targets (feeds, videos, listings) a multi-target source skips after errors;
+        kept across reconnects."""
         self._pending: deque[tuple[str, str]] = deque()  # (delivery key, cursor after it)
         self._yielded: str | None = None  # position after the last thing the stream yielded
         self._delivered: str | None = None  # position after the last delivered mention
@@ -73,6 +84,34 @@ class LiveSource(ABC):
     @abstractmethod
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         """Connect/poll from ``cursor`` (None: start from now) and yield steps."""
+
+    def _not_ahead(self, mention: Mention) -> Mention:
+        """``mention`` with a ``created_at`` (``edited_at``) more than ``MAX_FUTURE`` ahead
+        of the clock re-dated to now: one post dated in the future (a client-set Bluesky
+        ``createdAt``, a feed's wrong time zone) would otherwise drag the detector's event
+        time of its watch forward, and the watch's real stories would look old and quiet
+        (a tier-3 call was lost that way). Counted and logged; the webhook refuses such
+        items instead, its sender can fix them."""
+        latest = self.clock.now() + MAX_FUTURE
+        if mention.created_at <= latest and (
+            mention.edited_at is None or mention.edited_at <= latest
+        ):
+            return mention
+        now = self.clock.now()
+        self.health.redated()
+        if self.health.future_dated <= _LOGGED_FUTURE or self.health.future_dated % 1000 == 0:
+            log.warning(
+                "source %s: %s is dated %s, ahead of the clock (%s): re-dated to now (%d so far)",
+                self.name,
+                mention.id,
+                mention.created_at.isoformat(),
+                now.isoformat(),
+                self.health.future_dated,
+            )
+        update: dict[str, datetime] = {"created_at": min(mention.created_at, now)}
+        if mention.edited_at is not None:
+            update["edited_at"] = min(mention.edited_at, now)
+        return mention.model_copy(update=update)  # aware UTC datetimes: valid as they are
 
     # --- the Source interface ---------------------------------------------------------
 
@@ -103,6 +142,7 @@ class LiveSource(ABC):
                         self._advance(cursor)
                         continue
                     self.backoff.reset()
+                    mention = self._not_ahead(mention)
                     self._pending.append((delivery_key(mention), cursor))
                     self.health.event(mention)
                     yield mention
@@ -160,6 +200,19 @@ class LiveSource(ABC):
         await self.cursors.save(self.name, cursor)
         self._saved, self._saved_at = cursor, now
         self.health.cursor = cursor
+
+    def page_cap(self, what: str, pages: int) -> None:
+        """A poll of ``what`` stopped at its cap of ``pages`` pages while newer items than
+        the cursor were still coming: the older of them are skipped. Logged and counted
+        (``crisiswatch_source_page_caps``), so it is never silent."""
+        self.health.page_cap()
+        log.warning(
+            "source %s: %s stopped at its cap of %d pages; the new items older than those "
+            "pages are skipped (raise max_pages, or poll more often)",
+            self.name,
+            what,
+            pages,
+        )
 
     # --- helpers ----------------------------------------------------------------------
 

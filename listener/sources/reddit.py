@@ -15,7 +15,13 @@ agreement with Reddit (a paid plan).
   the window) / ``X-Ratelimit-Used`` on every response; when nothing remains the client
   waits for the reset; a 429 waits ``Retry-After`` (or the reset).
 
-Cursor: per listing, the newest ``created_utc`` delivered and the ids of that second.
+Errors: a refused credential is a 401 (after one fresh token) and stops the source. A 403
+or 404 on a subreddit listing means that subreddit is private, quarantined or banned: that
+listing is skipped for a while (``listener.sources.targets``), the others go on. A poll
+stopped by ``max_pages`` is logged and counted.
+
+Cursor: per listing, the newest ``created_utc`` delivered and the ids of that second, and
+the ids delivered in the late window before it (``listener.sources.timemark``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ from listener.backoff import RateLimited, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
-from listener.sources.timemark import poll_since
+from listener.sources.timemark import (
+    DEFAULT_LATE_WINDOW_SECONDS,
+    LateWindowSeconds,
+    poll_since,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,7 @@ class RedditConfig(Section):
     poll_seconds: float = Field(60.0, ge=10)
     initial_lookback_minutes: float = Field(60.0, ge=0)
     max_pages: int = Field(5, ge=1, le=10)
+    late_window_seconds: LateWindowSeconds = DEFAULT_LATE_WINDOW_SECONDS
     api_base: str = Field("https://oauth.reddit.com", pattern=r"^https?://\S+$")
     token_url: str = Field(AUTH_URL, pattern=r"^https?://\S+$")
 
@@ -99,11 +110,13 @@ class RedditClient:
         http: httpx.AsyncClient,
         clock: Clock,
         on_wait: Callable[[float], None] | None = None,
+        on_page_cap: Callable[[str, int], None] | None = None,
     ) -> None:
         self.config = config
         self.http = http
         self.clock = clock
         self.on_wait = on_wait
+        self.on_page_cap = on_page_cap
         self._token: str | None = None
         self._expires: datetime | None = None
         self._wait_until: datetime | None = None
@@ -150,7 +163,10 @@ class RedditClient:
         if response.status_code == 429 and "retry-after" not in response.headers:
             reset = float(response.headers.get("x-ratelimit-reset") or 60)
             raise RateLimited(reset, f"reddit {path}: HTTP 429, waiting {reset:.0f} s")
-        check_response(response, self.clock.now(), what=f"reddit {path}")
+        # a subreddit can be private, quarantined or banned (403/404): that listing's
+        # problem, not the credential's (a refused token is a 401, even after a new one)
+        gone = (403, 404) if path.startswith("/r/") else ()
+        check_response(response, self.clock.now(), what=f"reddit {path}", target_statuses=gone)
         body = response.json()
         if not isinstance(body, dict) or body.get("kind") != "Listing":
             raise TransientError(f"reddit {path}: not a Listing")
@@ -180,6 +196,9 @@ class RedditClient:
             after = data.get("after")
             if not after or not children or int(children[-1].get("created_utc", 0)) < since:
                 break
+        else:
+            if self.on_page_cap is not None:
+                self.on_page_cap(f"reddit {path}", self.config.max_pages)
         return sorted(things, key=lambda c: (int(c["created_utc"]), str(c["name"])))
 
 
@@ -214,7 +233,8 @@ class RedditSource(LiveSource):
         covers="Reddit posts matching site-wide searches; new posts/comments of subreddits",
         misses="comments site-wide (only in listed subreddits); commercial use needs a "
         "Reddit agreement; edits after the first read",
-        resumes="created_utc and the ids of that second, per listing",
+        resumes="created_utc and the ids of that second, per listing; each poll asks again "
+        "from late_window_seconds before it (late-indexed items)",
     )
 
     def __init__(
@@ -229,7 +249,9 @@ class RedditSource(LiveSource):
     ) -> None:
         super().__init__(name, clock, cursors, metrics)
         self.config = config
-        self.client = RedditClient(config, http, clock, on_wait=self._waiting)
+        self.client = RedditClient(
+            config, http, clock, on_wait=self._waiting, on_page_cap=self.page_cap
+        )
 
     def _waiting(self, seconds: float) -> None:
         self.health.error(f"rate limit used up; waiting {seconds:.0f} s", rate_limited=True)
@@ -252,4 +274,5 @@ class RedditSource(LiveSource):
             map_thing,
             interval=lambda: self.config.poll_seconds,
             lookback_minutes=self.config.initial_lookback_minutes,
+            late_window_seconds=self.config.late_window_seconds,
         )

@@ -4,43 +4,90 @@ Asking for items at or after second ``t`` (never strictly after: two items can s
 second, and the second one may not be indexed yet when the first is read) returns again
 the items of second ``t`` that were delivered; ``ids`` remembers those, so each item is
 taken once.
+
+Items also appear *behind* the mark: a search index that lags (Algolia, Reddit search), a
+comment held for review and approved later, all carry their creation time. So each poll
+asks from the mark minus a safety window (``late_window_seconds``) and ``earlier``
+remembers the ids delivered inside that window (saved in the cursor, so a restart does not
+repeat them either): an item that turns up late, but within the window, is delivered once;
+one later than that is missed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from core.events import Mention
+from listener.backoff import RateLimited
+from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 
+log = logging.getLogger(__name__)
+
 Item = TypeVar("Item")
+
+DEFAULT_LATE_WINDOW_SECONDS = 300.0
+LateWindowSeconds = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=3600,
+        description="each poll asks again from this long before the newest item delivered "
+        "(the ids delivered in that window are kept in the cursor), so items that appear "
+        "late (search index lag, comments approved later) are not skipped",
+    ),
+]
+"""The ``late_window_seconds`` setting of every source polled with ``poll_since``."""
 
 
 @dataclass
 class TimeMark:
     t: int
     ids: list[str] = field(default_factory=list)
+    earlier: dict[str, int] = field(default_factory=dict)
+    """Ids delivered with a time before ``t`` but within the window (id → second)."""
+    floor: int = 0
+    """Nothing before this second is asked for (a new mark's start: the lookback)."""
 
-    def admits(self, t: int, item_id: str) -> bool:
-        return t > self.t or (t == self.t and item_id not in self.ids)
+    def since(self, window: int) -> int:
+        """The second to ask from: the mark minus the window, not below the floor."""
+        return max(self.t - window, self.floor)
 
-    def advance(self, t: int, item_id: str) -> None:
+    def admits(self, t: int, item_id: str, window: int = 0) -> bool:
         if t > self.t:
+            return True
+        if t == self.t:
+            return item_id not in self.ids
+        return t >= self.since(window) and item_id not in self.earlier
+
+    def advance(self, t: int, item_id: str, window: int = 0) -> None:
+        if t > self.t:
+            for old in self.ids:
+                self.earlier[old] = self.t
             self.t, self.ids = t, [item_id]
+            cut = self.t - window
+            self.earlier = {i: s for i, s in self.earlier.items() if s >= cut}
         elif t == self.t:
             self.ids = [*self.ids, item_id]
+        else:
+            self.earlier[item_id] = t
 
     def as_json(self) -> dict[str, Any]:
-        return {"t": self.t, "ids": self.ids}
+        out: dict[str, Any] = {"t": self.t, "ids": self.ids}
+        if self.earlier:
+            out["earlier"] = self.earlier
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TimeMark:
-        return cls(int(raw["t"]), [str(i) for i in raw.get("ids", [])])
+        earlier = {str(i): int(s) for i, s in (raw.get("earlier") or {}).items()}
+        return cls(int(raw["t"]), [str(i) for i in raw.get("ids", [])], earlier)
 
 
 def load_marks(cursor: str | None) -> dict[str, TimeMark]:
@@ -62,25 +109,46 @@ async def poll_since(
     *,
     interval: Callable[[], float],
     lookback_minutes: float,
+    late_window_seconds: float = DEFAULT_LATE_WINDOW_SECONDS,
 ) -> AsyncIterator[Step]:
     """The polling loop of the "since" APIs: for each target (a query, a listing), fetch
-    the items at or after its mark, oldest first, and yield the new ones with the cursor
-    after each; then sleep ``interval()``. ``stamp(item)`` is (created second, id)."""
+    the items at or after its mark minus ``late_window_seconds``, oldest first, and yield
+    the new ones with the cursor after each; then sleep ``interval()``. ``stamp(item)``
+    is (created second, id).
+
+    A target whose fetch fails is skipped with a backoff of its own while the others go
+    on (a deleted video, a private subreddit); ``RateLimited`` and ``SourceFatalError``
+    concern the whole source and end the stream (the base waits or stops). The source's
+    state is ``waiting`` while every target fails."""
     marks = load_marks(cursor)
+    window = int(late_window_seconds)
     start = int(source.started_at.timestamp() - lookback_minutes * 60)
+    failing = source.failing
+    failing.first = interval()
     source.health.set_state("polling")
     while True:
         for key, fetch in targets:
-            mark = marks.setdefault(key, TimeMark(start))
-            for item in await fetch(mark.t):
+            if not failing.due(key):
+                continue
+            mark = marks.setdefault(key, TimeMark(start, floor=start))
+            try:
+                items = await fetch(mark.since(window))
+            except (RateLimited, SourceFatalError):
+                raise
+            except Exception as exc:
+                failing.failed(key, key, exc)
+                continue
+            failing.succeeded(key)
+            for item in items:
                 t, item_id = stamp(item)
-                if not mark.admits(t, item_id):
+                if not mark.admits(t, item_id, window):
                     continue
-                mark.advance(t, item_id)
+                mark.advance(t, item_id, window)
                 try:
                     mention: Mention | None = to_mention(item)
                 except (KeyError, TypeError, ValueError, ValidationError) as exc:
                     source.health.error(f"malformed item skipped: {type(exc).__name__}")
                     mention = None
                 yield mention, dump_marks(marks)
+        source.health.set_state("waiting" if failing.count == len(targets) else "polling")
         await source.clock.sleep(interval())

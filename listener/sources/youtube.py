@@ -14,7 +14,11 @@ Quota: the source spends at most ``daily_quota_units`` a day (the API's day star
 midnight Pacific time): when the budget is spent it waits for the next API day; it also
 stretches ``poll_seconds`` so that a full day of polling fits the budget. A 403
 ``quotaExceeded`` waits for the next API day too; any other 403 is fatal (key refused).
-Cursor: per target, the newest ``publishedAt`` delivered and the ids of that second.
+A 404 (``videoNotFound``, ``channelNotFound``: a deleted video, a wrong channel id) and
+other errors of one target skip that target for a while (``listener.sources.targets``);
+the other targets go on. A poll stopped by ``max_pages`` is logged and counted.
+Cursor: per target, the newest ``publishedAt`` delivered and the ids of that second, and
+the ids delivered in the late window before it (``listener.sources.timemark``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,11 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
-from listener.sources.timemark import poll_since
+from listener.sources.timemark import (
+    DEFAULT_LATE_WINDOW_SECONDS,
+    LateWindowSeconds,
+    poll_since,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ class YouTubeConfig(Section):
     poll_seconds: float = Field(300.0, ge=30)
     daily_quota_units: int = Field(8000, ge=10, description="spend at most this many units a day")
     max_pages: int = Field(3, ge=1, le=20)
+    late_window_seconds: LateWindowSeconds = DEFAULT_LATE_WINDOW_SECONDS
     initial_lookback_minutes: float = Field(60.0, ge=0)
     endpoint: str = Field(
         "https://www.googleapis.com/youtube/v3/commentThreads", pattern=r"^https?://\S+$"
@@ -102,16 +111,25 @@ class Quota:
 
 
 class YouTubeClient:
-    def __init__(self, config: YouTubeConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: YouTubeConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        on_page_cap: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.config = config
         self.http = http
         self.clock = clock
+        self.on_page_cap = on_page_cap
         self.quota = Quota(config.daily_quota_units, clock)
         key = config.api_key.get_secret_value() if config.api_key else ""
         self._headers = {"X-Goog-Api-Key": key}
 
     async def since(self, target: dict[str, str], since: int) -> list[dict[str, Any]]:
-        """Threads published at or after ``since`` (up to ``max_pages``), oldest first."""
+        """Threads published at or after ``since`` (up to ``max_pages``), oldest first.
+        A video or channel that does not exist (404 ``videoNotFound``,
+        ``channelNotFound``) raises ``TargetUnavailable``: the other targets go on."""
         threads: list[dict[str, Any]] = []
         token: str | None = None
         for _ in range(self.config.max_pages):
@@ -137,7 +155,9 @@ class YouTubeClient:
                 return []
             if reason in ("keyInvalid", "badRequest") and response.status_code == 400:
                 raise SourceFatalError("youtube: the API key was refused (HTTP 400 keyInvalid)")
-            check_response(response, self.clock.now(), what="youtube commentThreads")
+            check_response(
+                response, self.clock.now(), what="youtube commentThreads", target_statuses=(404,)
+            )
             body = response.json()
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise TransientError("youtube commentThreads: unexpected response shape")
@@ -146,6 +166,10 @@ class YouTubeClient:
             token = body.get("nextPageToken")
             if not token or not items or _published(items[-1]) < since:
                 break
+        else:
+            if self.on_page_cap is not None:
+                name = ", ".join(f"{k}={v}" for k, v in target.items())
+                self.on_page_cap(f"youtube commentThreads {name}", self.config.max_pages)
         return sorted(threads, key=lambda t: (_published(t), str(t["id"])))
 
 
@@ -192,7 +216,8 @@ class YouTubeSource(LiveSource):
         needs="free token",
         covers="top-level comments on listed videos or on all videos of listed channels",
         misses="replies; YouTube-wide search; edits; more than the daily quota allows",
-        resumes="publishedAt and the ids of that second, per video/channel",
+        resumes="publishedAt and the ids of that second, per video/channel; each poll asks "
+        "again from late_window_seconds before it (comments approved later)",
     )
 
     def __init__(
@@ -207,7 +232,7 @@ class YouTubeSource(LiveSource):
     ) -> None:
         super().__init__(name, clock, cursors, metrics)
         self.config = config
-        self.client = YouTubeClient(config, http, clock)
+        self.client = YouTubeClient(config, http, clock, on_page_cap=self.page_cap)
 
     @property
     def poll_interval(self) -> float:
@@ -228,4 +253,5 @@ class YouTubeSource(LiveSource):
             map_thread,
             interval=lambda: self.poll_interval,
             lookback_minutes=self.config.initial_lookback_minutes,
+            late_window_seconds=self.config.late_window_seconds,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,11 +24,14 @@ from listener.config import (
     SourcesConfig,
     WatchConfig,
 )
+from listener.cursors import MemoryCursorStore
 from listener.dedup import Deduplicator
+from listener.health import Coverage
 from listener.report import IngestReport
 from listener.service import ListenerService
 from listener.sources.base import SourceFatalError
 from listener.sources.demo import DemoSource
+from listener.sources.live import LiveSource, Step
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 WATCHES = [
@@ -290,6 +293,125 @@ async def test_run_source_ends_on_a_fatal_error() -> None:
         await service.run_source(source)
     assert len(bus.sent) == 3
     assert sample(metrics, "source_errors", source="list") == 1
+
+
+class Ticks(LiveSource):
+    """A live source with a cursor: ``n`` mentions (the cursor after each is its number),
+    then quiet until ``add`` posts more."""
+
+    kind = "ticks"
+    coverage = Coverage(needs="nothing", covers="a test")
+
+    def __init__(self, n: int, clock: ManualClock, cursors: MemoryCursorStore, m: Metrics) -> None:
+        super().__init__("ticks", clock, cursors, m, save_every_seconds=0)
+        self.n = n
+        self.more = asyncio.Event()
+
+    def add(self, n: int) -> None:
+        self.n += n
+        self.more.set()
+
+    async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        self.health.set_state("polling")
+        i = int(cursor or 0)
+        while True:
+            while i < self.n:
+                i += 1
+                yield mention(i, "acme"), str(i)
+            self.more.clear()
+            await self.more.wait()
+
+
+async def settle(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def test_a_bus_outage_holds_the_batch_and_retries_it_until_it_is_published() -> None:
+    clock, metrics, store = ManualClock(T0), Metrics(), MemoryCursorStore()
+    service, bus, _ = make(clock, metrics, source_retry_seconds=2)
+    bus.fail_next = 2  # the broker is down for the first two tries
+    source = Ticks(5, clock, store, metrics)
+    await source.start()
+    task = asyncio.create_task(service.run_source(source))
+    await settle(lambda: source.health.state == "waiting")
+    # the outage is visible: not up, the error counted; nothing delivered, no cursor
+    assert metrics.registry.get_sample_value("crisiswatch_source_up", {"source": "ticks"}) == 0
+    assert sample(metrics, "source_errors", source="ticks") == 1
+    assert "broker unavailable" in (source.health.last_error or "")
+    assert store.cursors == {} and not bus.sent
+    clock.advance(2)  # the second try fails too; the wait doubles
+    await settle(lambda: sample(metrics, "source_errors", source="ticks") == 2)
+    clock.advance(2)
+    await asyncio.sleep(0)
+    assert not bus.sent
+    clock.advance(2)  # the third try goes through, and the stream goes on
+    await settle(lambda: store.cursors.get("ticks") == "5")
+    assert [m.id for _, m, _ in bus.sent] == [f"test:{i}" for i in range(1, 6)]
+    assert source.health.state == "polling"
+    assert metrics.registry.get_sample_value("crisiswatch_source_up", {"source": "ticks"}) == 1
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_stopping_during_a_bus_outage_saves_no_cursor_past_what_was_published() -> None:
+    clock, metrics, store = ManualClock(T0), Metrics(), MemoryCursorStore()
+    bus = KeyedBus()
+    bus.fail_next = 1_000
+    dedup = Deduplicator(100)
+    cfg = ListenerConfig.model_validate({"watches": WATCHES})
+    source = Ticks(3, clock, store, metrics)
+    service = ListenerService(bus, cfg, clock, metrics, dedup, sources=[source])
+    await service.start()
+    await settle(lambda: source.health.state == "waiting")
+    await service.stop()  # cancels the retry wait: the task ends, nothing is swallowed
+    assert not service.running
+    assert store.cursors == {}
+    assert source.health.state == "stopped"
+    assert not dedup.seen("test:1")  # unmarked: a retry (a new run) takes it again
+
+
+class FailingStore(MemoryCursorStore):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def save(self, key: str, cursor: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database unavailable")
+        await super().save(key, cursor)
+
+
+async def test_a_database_outage_is_counted_and_ingesting_goes_on() -> None:
+    clock, metrics, store = ManualClock(T0), Metrics(), FailingStore(failures=2)
+    service, bus, _ = make(clock, metrics, source_retry_seconds=2)
+    source = Ticks(3, clock, store, metrics)
+    await source.start()
+    task = asyncio.create_task(service.run_source(source))
+    await settle(lambda: len(bus.sent) == 3)
+    assert sample(metrics, "source_errors", source="ticks") == 1
+    assert "database unavailable" in (source.health.last_error or "")
+    assert source.health.state == "polling"  # mentions still flow
+    source.add(3)  # no new try before 2 s have passed
+    await settle(lambda: len(bus.sent) == 6)
+    assert sample(metrics, "source_errors", source="ticks") == 1
+    clock.advance(2)
+    source.add(1)  # due again: it fails once more (the next try after 4 s)
+    await settle(lambda: sample(metrics, "source_errors", source="ticks") == 2)
+    assert store.cursors == {} and len(bus.sent) == 7
+    clock.advance(4)
+    source.add(1)
+    await settle(lambda: store.cursors.get("ticks") == "8")
+    assert sample(metrics, "source_errors", source="ticks") == 2
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def write_replay(path: Path, n: int) -> Path:

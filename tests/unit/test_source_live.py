@@ -28,6 +28,7 @@ from listener.sources.live import LiveSource, Step
 from listener.sources.mastodon import MastodonConfig, MastodonSource
 from listener.sources.reddit import RedditConfig, RedditSource
 from listener.sources.telegram import TelegramConfig, TelegramSource
+from listener.sources.timemark import poll_since
 from listener.sources.youtube import Quota, YouTubeConfig, YouTubeSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
@@ -45,6 +46,24 @@ class RecordingClock(ManualClock):
         self.sleeps.append(seconds)
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+class EndOfTest(BaseException):
+    """Raised by a test's fake server or clock to end an endless stream (not an
+    ``Exception``: no source handles it)."""
+
+
+class EndingClock(RecordingClock):
+    """A RecordingClock that ends the test at its ``polls``-th sleep."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.polls = polls
+
+    async def sleep(self, seconds: float) -> None:
+        if len(self.sleeps) + 1 >= self.polls:
+            raise EndOfTest
+        await super().sleep(seconds)
 
 
 def mention(i: int) -> Mention:
@@ -76,6 +95,17 @@ async def take(stream: AsyncIterator[Mention], n: int) -> list[Mention]:
         if len(out) == n:
             break
     return out
+
+
+async def deliver_all(source: LiveSource) -> list[Mention]:
+    """Take (and report delivered) every mention until the test's fake server or clock
+    ends the endless stream (``EndOfTest``)."""
+    got: list[Mention] = []
+    with pytest.raises(EndOfTest):
+        async for m in source.mentions():
+            got.append(m)
+            source.delivered(m)
+    return got
 
 
 # --- backoff and responses -------------------------------------------------------------
@@ -149,6 +179,27 @@ async def test_positions_past_non_mentions_count_once_the_mention_before_is_deli
     assert store.cursors["scripted"] == "c1b"
 
 
+async def test_a_mention_dated_ahead_of_the_clock_is_re_dated_to_now() -> None:
+    """A client-set date (Bluesky ``createdAt``) or a feed's wrong time zone must not drag
+    the detector's event time forward; within 5 minutes of skew it is left as it is."""
+    store, clock = MemoryCursorStore(), RecordingClock()
+    ahead = mention(1).model_copy(update={"created_at": T0 + timedelta(hours=8)})
+    skewed = mention(2).model_copy(update={"created_at": T0 + timedelta(seconds=200)})
+    edited = mention(3).model_copy(
+        update={"change": "edited", "edited_at": T0 + timedelta(days=365)}
+    )
+    metrics = Metrics()
+    source = Scripted([(ahead, "c1"), (skewed, "c2"), (edited, "c3")], clock=clock, cursors=store)
+    source.health.metrics = metrics
+    await source.start()
+    got = await take(source.mentions(), 3)
+    assert [m.created_at for m in got] == [T0, T0 + timedelta(seconds=200), T0]
+    assert got[2].edited_at == T0
+    assert [m.id for m in got] == ["t:1", "t:2", "t:3"] and got[0].text == "post 1"
+    assert source.health.future_dated == 2
+    assert metrics.source_future_dated.labels("scripted")._value.get() == 2
+
+
 async def test_a_restart_resumes_from_the_saved_cursor() -> None:
     store, clock = MemoryCursorStore(), RecordingClock()
     store.cursors["scripted"] = "c7"
@@ -183,6 +234,75 @@ async def test_a_fatal_error_ends_the_stream_and_marks_the_source_failed() -> No
     with pytest.raises(SourceFatalError):
         await take(source.mentions(), 1)
     assert source.health.state == "failed"
+
+
+# --- the "since" polling loop ------------------------------------------------------------
+
+
+class Indexed(LiveSource):
+    """A "since" API over a search index; the test scripts what each poll answers."""
+
+    kind = "indexed"
+    coverage = Coverage(needs="nothing", covers="a test index")
+
+    def __init__(self, polls: list[list[tuple[int, str]]], store: MemoryCursorStore) -> None:
+        super().__init__("indexed", RecordingClock(), store)
+        self.polls = polls
+        self.asked: list[int] = []
+
+    def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        async def fetch(since: int) -> list[tuple[int, str]]:
+            self.asked.append(since)
+            if not self.polls:
+                raise EndOfTest
+            return [item for item in self.polls.pop(0) if item[0] >= since]
+
+        return poll_since(
+            self,
+            cursor,
+            [("q", fetch)],
+            lambda item: item,
+            lambda item: Mention(
+                id=f"x:{item[1]}", source="x", created_at=datetime.fromtimestamp(item[0], UTC)
+            ),
+            interval=lambda: 60,
+            lookback_minutes=60,
+            late_window_seconds=300,
+        )
+
+
+async def delivered_by(source: Indexed) -> list[str]:
+    got: list[str] = []
+    await source.start()
+    with pytest.raises(EndOfTest):
+        async for m in source.mentions():
+            got.append(m.id)
+            source.delivered(m)
+    await source.stop()
+    return got
+
+
+async def test_an_item_indexed_late_behind_the_mark_is_delivered_once() -> None:
+    t = int(T0.timestamp())
+    polls = [
+        [(t + 10, "a")],
+        [(t + 5, "late"), (t + 10, "a")],  # created before "a", indexed after it was read
+        [(t + 5, "late"), (t + 10, "a"), (t + 20, "b")],
+    ]
+    source = Indexed(polls, MemoryCursorStore())
+    assert await delivered_by(source) == ["x:a", "x:late", "x:b"]
+    # the first poll asks from the lookback; the next ones from the mark less 300 s
+    assert source.asked == [t - 3600, t + 10 - 300, t + 10 - 300, t + 20 - 300]
+
+
+async def test_a_restart_does_not_repeat_the_items_of_the_late_window() -> None:
+    t = int(T0.timestamp())
+    store = MemoryCursorStore()
+    first = Indexed([[(t + 10, "a")], [(t + 5, "late"), (t + 10, "a")]], store)
+    assert await delivered_by(first) == ["x:a", "x:late"]
+    assert json.loads(store.cursors["indexed"])["q"]["earlier"] == {"late": t + 5}
+    second = Indexed([[(t + 5, "late"), (t + 10, "a"), (t + 12, "c")]], store)
+    assert await delivered_by(second) == ["x:c"]
 
 
 # --- Hacker News over MockTransport ----------------------------------------------------
@@ -230,7 +350,8 @@ async def test_hn_honours_retry_after_then_pages_from_the_cursor() -> None:
         )
         == 1
     )
-    assert requests[2].url.params["numericFilters"] == "created_at_i>=1725913211"
+    # from the newest item delivered, less the late window (5 min by default)
+    assert requests[2].url.params["numericFilters"] == f"created_at_i>={1725913211 - 300}"
     assert requests[2].url.params["tags"] == "(story,comment)"
 
 
@@ -262,6 +383,19 @@ async def test_hn_credentials_refused_is_fatal() -> None:
             await take(source.mentions(), 1)
 
 
+async def test_hn_a_poll_cut_at_its_page_cap_is_counted() -> None:
+    clock, metrics = EndingClock(polls=1), Metrics()  # one poll
+    page = {**fixture("hackernews/search_by_date_story.json"), "nbPages": 3}
+    config = HackerNewsConfig(queries=["acme"], max_pages=1)
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=page))
+    ) as http:
+        source = HackerNewsSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        await deliver_all(source)
+    assert gauge(metrics, "source_page_caps_total", "hackernews") == 1
+
+
 # --- RSS over MockTransport ------------------------------------------------------------
 
 
@@ -277,18 +411,14 @@ async def test_rss_sends_validators_and_a_304_delivers_nothing_new() -> None:
             return httpx.Response(200, content=body, headers=headers)
         if len(seen) == 2:
             return httpx.Response(304)
-        return httpx.Response(401)  # ends the test's stream
+        raise EndOfTest
 
     store = MemoryCursorStore()
     config = FeedsConfig(feeds=[{"url": "https://news.example.com/feed.xml"}], poll_seconds=60)
-    got: list[Mention] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         source = FeedsSource(config, http, clock, store)
         await source.start()
-        with pytest.raises(SourceFatalError):
-            async for m in source.mentions():
-                got.append(m)
-                source.delivered(m)
+        got = await deliver_all(source)
         await source.stop()
     assert [m.created_at.day for m in got] == [8, 9]  # oldest first, once each
     assert "if-none-match" not in seen[0].headers
@@ -309,7 +439,9 @@ async def test_rss_a_restart_does_not_repeat_items() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        return httpx.Response(200 if calls < 3 else 401, content=body)
+        if calls == 3:
+            raise EndOfTest
+        return httpx.Response(200, content=body)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         first = FeedsSource(config, http, clock, store)
@@ -324,11 +456,76 @@ async def test_rss_a_restart_does_not_repeat_items() -> None:
         second = FeedsSource(config, http, clock, store)  # a new process, same database
         await second.start()
         again: list[Mention] = []
-        with pytest.raises(SourceFatalError):  # the third request ends the test
+        with pytest.raises(EndOfTest):  # the third request ends the test
             async for m in second.mentions():
                 again.append(m)
     assert len(taken) == 2 and again == []
     assert calls == 3  # the second run polled the same feed once and found nothing new
+
+
+def gauge(metrics: Metrics, name: str, source: str) -> float | None:
+    return metrics.registry.get_sample_value(f"crisiswatch_{name}", {"source": source})
+
+
+async def test_rss_a_broken_feed_is_backed_off_and_the_others_keep_being_polled() -> None:
+    clock, metrics = EndingClock(polls=8), Metrics()  # 8 polls, 60 s apart
+    body = (FIXTURES / "rss/news_rss2.xml").read_bytes()
+    hits: dict[str, int] = {}
+    moved_back = False
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        hits[host] = hits.get(host, 0) + 1
+        if host == "moved.example" and not moved_back:
+            return httpx.Response(404)  # a feed that moved
+        if host == "rsshub.example":
+            return httpx.Response(200, text="<html><body>captcha</body></html>")
+        if host == "blocked.example":
+            return httpx.Response(403)  # a blocked RSSHub route
+        return httpx.Response(200, content=body)
+
+    feeds = ["moved.example/feed", "rsshub.example/weibo/keyword/acme", "blocked.example/x"]
+    config = FeedsConfig(
+        feeds=[{"url": f"https://{f}"} for f in [*feeds, "news.example.com/feed.xml"]],
+        poll_seconds=60,
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = FeedsSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        got: list[Mention] = []
+        with pytest.raises(EndOfTest):
+            async for m in source.mentions():
+                got.append(m)
+                source.delivered(m)
+                moved_back = True  # the moved feed is served again from now on
+    assert len(got) == 4  # the good feed, after the broken ones, and the moved one once back
+    assert hits["news.example.com"] == 8  # every poll
+    # the broken feeds are retried 60, 120, 240 s after failing: 4 requests in 8 polls
+    assert hits["rsshub.example"] == hits["blocked.example"] == 4
+    assert hits["moved.example"] == 8  # failed once, read at the next poll, and recovered
+    assert set(source.health.failing_targets) == {feeds[1], feeds[2]}
+    assert "not an RSS or Atom feed" in source.health.failing_targets[feeds[1]]
+    assert "HTTP 403" in source.health.failing_targets[feeds[2]]
+    assert source.health.as_dict()["failing_targets"] == source.health.failing_targets
+    assert gauge(metrics, "source_targets_failing", "rss") == 2
+    assert gauge(metrics, "source_errors_total", "rss") == 9  # 1 + 4 + 4 failed requests
+    assert source.health.state == "polling"
+    assert gauge(metrics, "source_up", "rss") == 1
+
+
+async def test_rss_every_feed_failing_is_not_up() -> None:
+    clock, metrics = EndingClock(polls=3), Metrics()
+    config = FeedsConfig(feeds=[{"url": "https://gone.example/feed"}], poll_seconds=60)
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(404))
+    ) as http:
+        source = FeedsSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        with pytest.raises(EndOfTest):
+            await take(source.mentions(), 1)
+    assert source.health.state == "waiting"
+    assert gauge(metrics, "source_up", "rss") == 0
+    assert list(source.health.failing_targets) == ["gone.example/feed"]
 
 
 # --- Mastodon config and fallback ------------------------------------------------------
@@ -439,6 +636,60 @@ async def test_reddit_token_rate_limit_headers_and_a_refreshed_token() -> None:
     assert 42 in clock.sleeps
     assert source.health.rate_limited >= 1
     assert json.loads(store.cursors["reddit"])["search:acme"]["t"] == 1725913311
+
+
+async def test_reddit_a_private_or_banned_subreddit_does_not_stop_the_other_listings() -> None:
+    clock, metrics = EndingClock(polls=3), Metrics()
+    token = fixture("reddit/access_token.json")
+    listing = fixture("reddit/listing_search_new.json")
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/access_token":
+            return httpx.Response(200, json=token)
+        paths.append(request.url.path)
+        if request.url.path == "/r/closed/new":
+            return httpx.Response(403, json=fixture("reddit/error_subreddit_private.json"))
+        if request.url.path == "/r/gone/new":
+            return httpx.Response(404, json=fixture("reddit/error_subreddit_banned.json"))
+        if "after" in request.url.params:
+            return httpx.Response(200, json={"kind": "Listing", "data": {"children": []}})
+        return httpx.Response(200, json=listing)
+
+    config = RedditConfig.model_validate({**REDDIT, "subreddits": ["closed", "gone"]})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = RedditSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        got = await deliver_all(source)
+    assert [m.id for m in got] == ["reddit:t3_1fcz0aa", "reddit:t3_1fcz1bb"]
+    assert paths.count("/search") >= 3  # the search kept being polled
+    assert paths.count("/r/closed/new") == 2  # retried at the next poll, then not for 120 s
+    assert set(source.health.failing_targets) == {"r/closed/new", "r/gone/new"}
+    assert "HTTP 403" in source.health.failing_targets["r/closed/new"]
+    assert gauge(metrics, "source_targets_failing", "reddit") == 2
+    assert source.health.state == "polling"
+
+
+async def test_reddit_a_poll_cut_at_its_page_cap_is_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, metrics = EndingClock(polls=1), Metrics()  # one poll
+    token = fixture("reddit/access_token.json")
+    listing = fixture("reddit/listing_search_new.json")  # "after" names a next page
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/access_token":
+            return httpx.Response(200, json=token)
+        return httpx.Response(200, json=listing)
+
+    config = RedditConfig.model_validate({**REDDIT, "max_pages": 1})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = RedditSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        await deliver_all(source)
+    assert source.health.page_caps == 1
+    assert gauge(metrics, "source_page_caps_total", "reddit") == 1
+    assert "reddit /search stopped at its cap of 1 pages" in caplog.text
 
 
 # --- Telegram over MockTransport -------------------------------------------------------
@@ -571,6 +822,58 @@ async def test_youtube_comments_disabled_skips_the_video() -> None:
             async for m in source.mentions():
                 got.append(m)
     assert len(got) == 2
+
+
+async def test_youtube_a_deleted_video_does_not_stop_the_other_targets() -> None:
+    clock, metrics = EndingClock(polls=2), Metrics()
+    requested: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        video = request.url.params.get("videoId")
+        requested.append(video)
+        if video == "gone":
+            return httpx.Response(404, json=fixture("youtube/error_video_not_found.json"))
+        return httpx.Response(
+            200, json={**fixture("youtube/comment_threads_page.json"), "nextPageToken": None}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        config = youtube_config(videos=["gone", "dQw4w9WgXcQ"])
+        source = YouTubeSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        got = await deliver_all(source)
+    assert len(got) == 2
+    # the next poll retries it (and doubles its wait); the other video is read every poll
+    assert requested == ["gone", "dQw4w9WgXcQ", "gone", "dQw4w9WgXcQ"]
+    assert list(source.health.failing_targets) == ["video:gone"]
+    assert "HTTP 404" in source.health.failing_targets["video:gone"]
+    assert gauge(metrics, "source_targets_failing", "youtube") == 1
+
+
+async def test_youtube_a_refused_key_still_stops_the_source() -> None:
+    forbidden = {"error": {"code": 403, "errors": [{"reason": "accessNotConfigured"}]}}
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(403, json=forbidden))
+    ) as http:
+        source = YouTubeSource(youtube_config(), http, RecordingClock(), MemoryCursorStore())
+        await source.start()
+        with pytest.raises(SourceFatalError, match="HTTP 403"):
+            await take(source.mentions(), 1)
+    assert source.health.state == "failed"
+
+
+async def test_youtube_a_poll_cut_at_its_page_cap_is_counted() -> None:
+    clock, metrics = EndingClock(polls=1), Metrics()  # one poll
+    page = fixture("youtube/comment_threads_page.json")  # with a nextPageToken
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=page))
+    ) as http:
+        source = YouTubeSource(
+            youtube_config(max_pages=1), http, clock, MemoryCursorStore(), metrics
+        )
+        await source.start()
+        await deliver_all(source)
+    assert gauge(metrics, "source_page_caps_total", "youtube") == 1
 
 
 def test_youtube_without_a_key_names_what_is_missing() -> None:

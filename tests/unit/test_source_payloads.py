@@ -59,6 +59,14 @@ def test_jetstream_repost_is_a_repost_of_the_subject() -> None:
     assert m.repost_of == f"bluesky:{POST_URI}" and m.text == "" and m.url is None
 
 
+@pytest.mark.parametrize("name", ["commit_create_quote", "commit_create_quote_with_media"])
+def test_jetstream_quote_post_is_a_repost_of_the_quoted_post(name: str) -> None:
+    m = jetstream(name)
+    assert m is not None
+    assert m.repost_of == f"bluesky:{POST_URI}"
+    assert m.text.startswith(("Same thing", "Mine too")) and m.reply_to is None
+
+
 def test_jetstream_update_is_an_edit_of_the_same_id() -> None:
     m = jetstream("commit_update_post")
     assert m is not None

@@ -1,0 +1,83 @@
+"""Per-target failures of a source that reads several targets (feeds, videos, listings).
+
+One broken target (a feed that moved, an RSSHub route that is blocked, a captcha page in
+place of a feed, a deleted video, a private subreddit) must not stop the source nor starve
+its other targets. ``TargetBackoff`` records a target's failure (logged, counted in the
+source's errors, listed in its health's ``failing_targets`` and in the
+``crisiswatch_source_targets_failing`` gauge), skips the target until its retry time
+(``first`` seconds, doubling up to ``maximum``, or the wait a rate limit asked for), and
+clears it after a success. Errors that concern the whole source (credentials refused, the
+API's rate limit or quota) are not target errors: callers let them through.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from core.clock import Clock
+from listener.health import SourceHealth
+
+log = logging.getLogger(__name__)
+
+TARGET_RETRY_MAX_SECONDS = 3600.0
+
+
+@dataclass
+class _Failing:
+    label: str
+    failures: int
+    retry_at: datetime
+
+
+class TargetBackoff:
+    def __init__(
+        self,
+        health: SourceHealth,
+        clock: Clock,
+        *,
+        first: float,
+        maximum: float = TARGET_RETRY_MAX_SECONDS,
+    ) -> None:
+        self.health = health
+        self.clock = clock
+        self.first = first
+        self.maximum = max(first, maximum)
+        self._failing: dict[str, _Failing] = {}
+
+    def due(self, key: str) -> bool:
+        """Whether ``key`` may be read now (not failing, or its retry time has come)."""
+        failing = self._failing.get(key)
+        return failing is None or self.clock.now() >= failing.retry_at
+
+    @property
+    def count(self) -> int:
+        """How many targets are failing now."""
+        return len(self._failing)
+
+    def failed(self, key: str, label: str, error: Exception, *, wait: float | None = None) -> float:
+        """Record a failure of target ``key`` (``label``: how logs and health name it, never
+        a secret); returns the seconds until it is tried again."""
+        previous = self._failing.get(key)
+        failures = previous.failures + 1 if previous else 1
+        if wait is None:
+            wait = min(self.first * 2.0 ** min(failures - 1, 30), self.maximum)
+        message = f"{type(error).__name__}: {error}"
+        self._failing[key] = _Failing(label, failures, self.clock.now() + timedelta(seconds=wait))
+        self.health.target_failed(label, message)
+        log.warning(
+            "source %s: %s failed (%s, %d in a row); skipped for %.0f s, the other targets go on",
+            self.health.name,
+            label,
+            message,
+            failures,
+            wait,
+        )
+        return wait
+
+    def succeeded(self, key: str) -> None:
+        failing = self._failing.pop(key, None)
+        if failing is not None:
+            self.health.target_recovered(failing.label)
+            log.info("source %s: %s is readable again", self.health.name, failing.label)
