@@ -255,16 +255,21 @@ def ensure_scope(principal: Principal, watch_id: str) -> None:
         )
 
 
-def scoped_watch(who: Principal, watch: str | None) -> str | None:
-    """The watch filter a list may use: as asked, or the key's only watch; 403 outside it."""
+def scoped_watches(who: Principal, watch: str | None) -> frozenset[str] | None:
+    """The watches a list may show (``None``: every watch).
+
+    ``?watch=`` asked: that watch, 403 when it is outside the key's scope. Not asked: the
+    key's watches, so a key scoped to several watches lists all of them at once.
+    """
+    if watch is not None:
+        ensure_scope(who, watch)
+        return frozenset({watch})
+    return who.watches
+
+
+def limited_to_scope(who: Principal, watches: Iterable[str] | None) -> bool:
+    """Whether something limited to ``watches`` (a silence's watch matcher; ``None``: no
+    watch matcher, so every watch) stays inside ``who``'s scope."""
     if who.watches is None:
-        return watch
-    if watch is None and len(who.watches) == 1:
-        return next(iter(who.watches))
-    if watch is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail=f"key {who.name!r} is scoped to several watches: pass ?watch=",
-        )
-    ensure_scope(who, watch)
-    return watch
+        return True
+    return watches is not None and who.watches.issuperset(watches)

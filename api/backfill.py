@@ -23,6 +23,9 @@ from listener.sources.registry import build_sources
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
+MAX_SINCE_DAYS = 3650
+"""How far back a backfill may reach (10 years: more than any source keeps searchable)."""
 
 
 class BackfillError(ValueError):
@@ -30,10 +33,16 @@ class BackfillError(ValueError):
 
 
 def parse_duration(value: str) -> timedelta:
+    """``90m``, ``24h``, ``7d``: more than nothing, at most ``MAX_SINCE_DAYS`` days."""
     match = _DURATION.match(value.strip())
     if not match:
         raise BackfillError(f"--since {value!r}: use a number and m, h or d (90m, 24h, 7d)")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    digits, unit = match.group(1).lstrip("0") or "0", match.group(2)
+    most = MAX_SINCE_DAYS * _MINUTES["d"]
+    # the length first: int() refuses thousands of digits, and timedelta() overflows
+    if len(digits) > 12 or not 0 < int(digits) * _MINUTES[unit] <= most:
+        raise BackfillError(f"--since {value!r}: more than 0, at most {MAX_SINCE_DAYS}d")
+    return timedelta(**{_UNITS[unit]: int(digits)})
 
 
 def _bar(done: int, total: int, what: str) -> None:

@@ -29,6 +29,28 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _port(value: str) -> int:
+    """An argparse type: a TCP port a server can listen on (as ``api.port`` takes)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1 to 65535")
+    return port
+
+
+def _positive(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not 1 or more")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crisiswatch",
@@ -44,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         help="add the demo brand and its generated stream (default without --config)",
     )
     run.add_argument("--host", help="API host (overrides api.host)")
-    run.add_argument("--port", type=int, help="API port (overrides api.port)")
+    run.add_argument("--port", type=_port, help="API port (overrides api.port)")
 
     for role in DISTRIBUTED_ROLES:
         r = sub.add_parser(
@@ -52,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         r.add_argument("--config", type=Path, help="YAML config file")
         r.add_argument("--host", help="HTTP host for health/metrics (and the API)")
-        r.add_argument("--port", type=int, help="HTTP port for health/metrics (and the API)")
+        r.add_argument("--port", type=_port, help="HTTP port for health/metrics (and the API)")
 
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -69,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--input", type=Path, required=True, help="mentions, .jsonl or .jsonl.gz")
     rep.add_argument("--output", type=Path, required=True, help="tier/spread changes, JSONL")
     rep.add_argument("--config", type=Path, help="YAML config (watches, detector, scorer)")
-    rep.add_argument("--limit", type=int, help="stop after this many input lines")
+    rep.add_argument("--limit", type=_positive, help="stop after this many input lines")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     keys = sub.add_parser("keys", help="API keys: make one, or hash one for api.keys[].key_sha256")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
@@ -190,6 +212,45 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``templates seed`` and ``db upgrade``: a clear line, not a traceback, for a database
+    that is not migrated, an unknown revision or a database that cannot be reached."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.seed import SchemaMissing, seed_templates_blocking
+    from core.db import database_unavailable, upgrade_database_blocking
+
+    url = settings.database.url.get_secret_value()
+    seeding = args.command == "templates"
+    name = "crisiswatch templates seed" if seeding else f"crisiswatch db {args.db_command}"
+    try:
+        if seeding:
+            added = seed_templates_blocking(url)
+            names = ", ".join(added) or "none"
+            print(f"{len(added)} starter template(s) added as drafts: {names}")
+        else:
+            upgrade_database_blocking(url, args.revision)
+            print(f"database upgraded to {args.revision}")
+    except SchemaMissing as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except CommandError as exc:  # alembic: an unknown or ambiguous --revision
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, SQLAlchemyError) as exc:
+        if not database_unavailable(exc):
+            raise
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(
+            f"{name}: cannot reach the database: {type(exc).__name__}: "
+            f"{reason[0] if reason else 'no reason given'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _keys(command: str) -> int:
     from api.auth import generate_key, hash_key
 
@@ -251,20 +312,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "config", None), **overrides)
     _setup_logging(settings.log_level)
 
-    if args.command == "templates":
-        from api.seed import seed_templates_blocking
-
-        added = seed_templates_blocking(settings.database.url.get_secret_value())
-        print(f"{len(added)} starter template(s) added as drafts: {', '.join(added) or 'none'}")
-        return 0
-
-    if args.command == "db":
-        from core.db import upgrade_database_blocking
-
-        url = settings.database.url.get_secret_value()
-        upgrade_database_blocking(url, args.revision)
-        print(f"database upgraded to {args.revision}")
-        return 0
+    if args.command in ("templates", "db"):
+        return _database_command(settings, args)
 
     if args.command == "replay":
         from api.replay import run_replay

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import Connection, inspect
+
+from alerts.templates.models import ResponseTemplate, TemplateVersion
 from alerts.templates.seeds import seed_templates
 from api import audit
 from api.auth import Principal
@@ -11,13 +14,37 @@ from core.clock import SystemClock
 from core.db import make_engine, make_sessionmaker, unit_of_work
 
 CLI = Principal("crisiswatch templates seed", "cli")
+NEEDED_TABLES = (
+    ResponseTemplate.__tablename__,
+    TemplateVersion.__tablename__,
+    audit.AuditEntry.__tablename__,
+)
+
+
+class SchemaMissing(RuntimeError):
+    """The database has not been migrated (``crisiswatch db upgrade`` has not run)."""
+
+
+def _missing_tables(connection: Connection) -> list[str]:
+    inspector = inspect(connection)
+    return [table for table in NEEDED_TABLES if not inspector.has_table(table)]
 
 
 def seed_templates_blocking(url: str) -> list[str]:
+    """Add the starter templates; ``SchemaMissing`` when the database was never migrated."""
+
     async def run() -> list[str]:
         engine = make_engine(url)
         now = SystemClock().now()
         try:
+            async with engine.connect() as connection:
+                missing = await connection.run_sync(_missing_tables)
+            if missing:
+                raise SchemaMissing(
+                    f"the database has no {', '.join(missing)} table(s): create the schema "
+                    "first with 'crisiswatch db upgrade' (same --config; 'crisiswatch run' "
+                    "also creates it), then seed"
+                )
             async with unit_of_work(make_sessionmaker(engine)) as session:
                 added = await seed_templates(session, now)
                 if added:

@@ -10,6 +10,7 @@ each against its target, and lists the gaps.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -52,11 +53,17 @@ async def get_drill(session: AsyncSession, drill_id: int) -> Drill:
 
 
 async def list_drills(
-    session: AsyncSession, *, limit: int = 50, offset: int = 0
+    session: AsyncSession,
+    *,
+    watches: Collection[str] | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> tuple[list[Drill], int]:
-    total = await session.scalar(select(func.count()).select_from(Drill))
+    """A page of drills, newest first, and the total (``watches``: only theirs)."""
+    scope = [] if watches is None else [Drill.watch_id.in_(sorted(watches))]
+    total = await session.scalar(select(func.count()).select_from(Drill).where(*scope))
     items = await session.scalars(
-        select(Drill).order_by(Drill.id.desc()).limit(limit).offset(offset)
+        select(Drill).where(*scope).order_by(Drill.id.desc()).limit(limit).offset(offset)
     )
     return list(items), int(total or 0)
 

@@ -3,6 +3,10 @@
 Silences are created with matchers (the routing tree's matcher fields), an end time and
 a reason; the author is the API key's name. Unknown silence: 404; a silence that would
 mute everything, ends in the past or has no reason: 422.
+
+A key scoped to some watches works only with silences limited to them: its silences need a
+``watch`` matcher naming only its watches (403 otherwise: a silence without one would mute
+every watch), it may expire only such silences (403) and it lists only those.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from alerts.config import Matchers
 from alerts.models import Silence
 from alerts.oncall import team_on_call
 from api import audit
-from api.auth import Principal, ensure_scope, require
+from api.auth import Principal, ensure_scope, limited_to_scope, require
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
@@ -71,15 +75,41 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
+def _silence_watches(matchers: dict[str, object]) -> list[str] | None:
+    """The watches a stored silence is limited to (``None``: every watch)."""
+    watches = matchers.get("watch")
+    return [str(w) for w in watches] if isinstance(watches, list) else None
+
+
+def _ensure_silence_scope(who: Principal, watches: list[str] | None, verb: str) -> None:
+    scope = who.watches
+    if scope is None or limited_to_scope(who, watches):
+        return
+    mine = ", ".join(sorted(scope)) or "none"
+    if watches is None:
+        detail = (
+            f"key {who.name!r} is scoped to watches ({mine}): it may {verb} only silences "
+            "with a 'watch' matcher naming those watches (without one a silence mutes "
+            "every watch)"
+        )
+    else:
+        outside = ", ".join(repr(w) for w in sorted(set(watches) - scope))
+        detail = f"key {who.name!r} is not scoped to watch {outside}: it may {verb} only "
+        detail += f"silences limited to its watches ({mine})"
+    raise HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
 @router.get("/silences", response_model=list[SilenceOut])
 async def list_silences(
     request: Request,
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
     include_expired: Annotated[bool, Query()] = False,
 ) -> list[Silence]:
+    """Newest first; for a key scoped to some watches, only the silences limited to them."""
     now = _runtime(request).clock.now()
-    return await silences.list_silences(session, now, active_only=not include_expired)
+    found = await silences.list_silences(session, now, active_only=not include_expired)
+    return [s for s in found if limited_to_scope(who, _silence_watches(s.matchers))]
 
 
 @router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED)
@@ -89,6 +119,7 @@ async def create_silence(
     session: Session,
     who: Annotated[Principal, Depends(require("responder"))],
 ) -> Silence:
+    _ensure_silence_scope(who, body.matchers.watch, "create")
     now = _runtime(request).clock.now()
     try:
         silence = silences.create(
@@ -119,6 +150,7 @@ async def expire_silence(
     now = _runtime(request).clock.now()
     try:
         silence = await silences.get(session, silence_id)
+        _ensure_silence_scope(who, _silence_watches(silence.matchers), "expire")
         before = SilenceOut.model_validate(silence).model_dump(mode="json")
         silence = await silences.expire(session, silence_id, now)
     except silences.SilenceNotFound as exc:

@@ -3,6 +3,10 @@
 Starting a drill injects its scenario's synthetic mentions (marked as a drill end to end)
 and needs a pr, executive or admin key; it is audited. Unknown scenario or watch: 422; an
 API-only process (no listener, no bus): 409; unknown drill: 404.
+
+A key scoped to some watches starts drills only on them (403 for another watch, before the
+watch is looked up), lists only their drills, and reads only their reports (403 for another
+watch's drill, as for another watch's incident).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.workflow import drills
 from api import audit
-from api.auth import Principal, require, require_any
+from api.auth import Principal, ensure_scope, require, require_any, scoped_watches
 from api.deps import db_session
 from api.drills import SCENARIOS, start_drill
 from api.runtime import Runtime
@@ -59,6 +63,7 @@ async def start(
     who: Annotated[Principal, Depends(require_any("pr", "executive", "admin"))],
 ) -> DrillOut:
     """Inject a scenario as drill mentions through the pipeline."""
+    ensure_scope(who, body.watch)
     runtime: Runtime = request.app.state.runtime
     drill = await start_drill(session, runtime, body.scenario, body.watch, who.name)
     out = DrillOut.model_validate(drill)
@@ -72,11 +77,16 @@ async def start(
 @router.get("", response_model=Page[DrillOut])
 async def list_drills(
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
+    watch: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[DrillOut]:
-    items, total = await drills.list_drills(session, limit=limit, offset=offset)
+    """Newest first. A key scoped to some watches lists those (or the ``?watch=`` asked:
+    403 outside its scope)."""
+    items, total = await drills.list_drills(
+        session, watches=scoped_watches(who, watch), limit=limit, offset=offset
+    )
     return Page[DrillOut](
         items=[DrillOut.model_validate(d) for d in items], total=total, limit=limit, offset=offset
     )
@@ -87,13 +97,14 @@ async def report(
     request: Request,
     drill_id: DrillId,
     session: Session,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
     format_: Annotated[Literal["md", "json"], Query(alias="format")] = "json",
 ) -> dict[str, Any] | PlainTextResponse:
     """Detection time, time to acknowledge, time to an approved statement against the
     tier's targets, and the gaps found."""
     runtime: Runtime = request.app.state.runtime
     drill = await drills.get_drill(session, drill_id)
+    ensure_scope(who, drill.watch_id)
     data = await drills.measure(session, drill, runtime.settings.alerts, runtime.clock.now())
     if format_ == "md":
         return PlainTextResponse(drills.markdown(data), media_type="text/markdown")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
 from api import audit
-from api.auth import Principal, ensure_scope, require, scoped_watch
+from api.auth import Principal, ensure_scope, require, scoped_watches
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
@@ -37,9 +37,15 @@ async def list_incidents(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[IncidentOut]:
-    watch = scoped_watch(who, watch)
+    """Newest first. A key scoped to some watches lists those (or the ``?watch=`` asked:
+    403 outside its scope)."""
     items, total = await service.list_incidents(
-        session, status=status_, tier=tier, watch=watch, limit=limit, offset=offset
+        session,
+        status=status_,
+        tier=tier,
+        watches=scoped_watches(who, watch),
+        limit=limit,
+        offset=offset,
     )
     return Page[IncidentOut](
         items=[IncidentOut.model_validate(i) for i in items],

@@ -17,6 +17,7 @@ from tests.access_support import KEYS, key_headers, open_incident, role_api
 
 HASHED_KEY = "hashed-key-only-its-digest-is-configured"
 SCOPED_KEY = "scoped-key-0123456789abcdef"
+SCOPED_VIEWER_KEY = "scoped-viewer-key-0123456789"
 
 
 def test_levels_keep_their_meaning_for_existing_routes() -> None:
@@ -74,6 +75,86 @@ async def test_a_scoped_key_sees_and_acts_only_on_its_watches(
         # an unscoped key still sees both
         page = (await client.get("/incidents", headers=key_headers("viewer"))).json()
         assert page["total"] == 2
+
+
+async def test_a_key_scoped_to_several_watches_lists_them_all(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    extra = [ApiKeyConfig(name="ab", key=SCOPED_KEY, role="viewer", watches=["acme", "beta"])]
+    headers = {"X-API-Key": SCOPED_KEY}
+    async with role_api(tmp_path, clock, extra_keys=extra) as (client, runtime):
+        acme = await open_incident(runtime, clock, watch="acme")
+        beta = await open_incident(runtime, clock, watch="beta", tier=3)
+        await open_incident(runtime, clock, watch="gamma")
+        r = await client.get("/incidents", headers=headers)
+        assert r.status_code == 200, r.text  # no ?watch= needed: the key's watches
+        assert sorted(i["id"] for i in r.json()["items"]) == [acme, beta]
+        assert r.json()["total"] == 2
+        page = (await client.get("/incidents?status=open&tier=3", headers=headers)).json()
+        assert [i["id"] for i in page["items"]] == [beta] and page["total"] == 1
+        page = (await client.get("/incidents?limit=1&offset=1", headers=headers)).json()
+        assert [i["id"] for i in page["items"]] == [acme] and page["total"] == 2
+        page = (await client.get("/incidents?watch=beta", headers=headers)).json()
+        assert [i["id"] for i in page["items"]] == [beta]
+        r = await client.get("/incidents?watch=gamma", headers=headers)
+        assert r.status_code == 403 and "not scoped to watch 'gamma'" in r.json()["detail"]
+        page = (await client.get("/incidents", headers=key_headers("viewer"))).json()
+        assert page["total"] == 3
+
+
+async def test_a_scoped_key_silences_only_its_watches(tmp_path: Path, clock: ManualClock) -> None:
+    extra = [
+        ApiKeyConfig(name="acme-resp", key=SCOPED_KEY, role="responder", watches=["acme"]),
+        ApiKeyConfig(name="acme-view", key=SCOPED_VIEWER_KEY, role="viewer", watches=["acme"]),
+    ]
+    mine, viewer = {"X-API-Key": SCOPED_KEY}, {"X-API-Key": SCOPED_VIEWER_KEY}
+    admin = key_headers("admin")
+
+    def body(**matchers: object) -> dict[str, object]:
+        return {"matchers": matchers, "ends_at": "2099-01-01T00:00:00Z", "reason": "noise"}
+
+    async with role_api(tmp_path, clock, extra_keys=extra) as (client, runtime):
+        # another watch, or every watch (no watch matcher): refused, nothing stored
+        for matchers, says in (
+            ({"watch": ["globex"]}, "not scoped to watch 'globex'"),
+            ({"watch": ["acme", "globex"]}, "not scoped to watch 'globex'"),
+            ({"tier": [3]}, "without one a silence mutes every watch"),
+            ({"source": ["bluesky"], "tier": [1]}, "'watch' matcher"),
+        ):
+            r = await client.post("/silences", headers=mine, json=body(**matchers))
+            assert r.status_code == 403, (matchers, r.text)
+            assert says in r.json()["detail"] and "acme-resp" in r.json()["detail"]
+        assert (await client.get("/silences", headers=admin)).json() == []
+        audit = (await client.get("/audit", headers=admin)).json()
+        assert audit["total"] == 0
+        # so a globex tier-3 incident is alerted as usual
+        other = await open_incident(runtime, clock, tier=3, watch="globex")
+        detail = (await client.get(f"/incidents/{other}", headers=admin)).json()
+        assert "silenced" not in [e["kind"] for e in detail["timeline"]]
+        assert detail["deliveries"]
+
+        own = await client.post("/silences", headers=mine, json=body(watch=["acme"], tier=[1]))
+        assert own.status_code == 201, own.text
+        theirs = await client.post("/silences", headers=admin, json=body(watch=["globex"]))
+        everywhere = await client.post("/silences", headers=admin, json=body(tier=[3]))
+        ids = [s.json()["id"] for s in (own, theirs, everywhere)]
+
+        listed = (await client.get("/silences", headers=viewer)).json()
+        assert [s["id"] for s in listed] == [ids[0]]
+        listed = (await client.get("/silences", headers=key_headers("viewer"))).json()
+        assert sorted(s["id"] for s in listed) == sorted(ids)  # an unscoped key sees all
+
+        for silence_id in ids[1:]:
+            r = await client.delete(f"/silences/{silence_id}", headers=mine)
+            assert r.status_code == 403, r.text
+            assert "expire only silences" in r.json()["detail"]
+        assert (await client.delete("/silences/999", headers=mine)).status_code == 404
+        assert (await client.delete(f"/silences/{ids[0]}", headers=mine)).status_code == 200
+        assert (await client.delete(f"/silences/{ids[1]}", headers=admin)).status_code == 200
+        active = (await client.get("/silences", headers=key_headers("viewer"))).json()
+        assert [s["id"] for s in active] == [ids[2]]
+        expired = await client.get("/silences?include_expired=true", headers=viewer)
+        assert [s["id"] for s in expired.json()] == [ids[0]]
 
 
 async def test_repeated_failures_are_throttled_per_address(

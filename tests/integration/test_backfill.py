@@ -84,8 +84,13 @@ def test_durations() -> None:
     assert parse_duration("90m") == timedelta(minutes=90)
     assert parse_duration("24h") == timedelta(hours=24)
     assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("3650d") == timedelta(days=3650)
+    assert parse_duration("0090m") == timedelta(minutes=90)
     with pytest.raises(BackfillError, match="use a number and m, h or d"):
         parse_duration("yesterday")
+    for too_far in ("3651d", "87601h", "99999999999d", "9" * 5000 + "d", "0m"):
+        with pytest.raises(BackfillError, match="more than 0, at most 3650d"):
+            parse_duration(too_far)
 
 
 def test_a_query_watch_searches_for_its_brand_names_else_its_required_literals() -> None:

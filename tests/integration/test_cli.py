@@ -87,3 +87,73 @@ def test_a_yaml_syntax_error_names_the_line_not_its_content(tmp_path: Path, caps
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "line" in err and "S3cretPass" not in err
+
+
+def _one_clear_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("crisiswatch")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_seeding_a_database_never_migrated_says_to_upgrade_it(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    db = tmp_path / "fresh.db"
+    monkeypatch.setenv("CRISISWATCH_DATABASE__URL", f"sqlite+aiosqlite:///{db}")
+    assert main(["templates", "seed"]) == 1
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith("crisiswatch templates seed: the database has no response_templates")
+    assert "crisiswatch db upgrade" in line
+    assert main(["db", "upgrade"]) == 0
+    assert main(["templates", "seed"]) == 0
+    assert "starter template(s) added" in capsys.readouterr().out
+
+
+def test_db_commands_on_an_unknown_revision_or_an_unreachable_database(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CRISISWATCH_DATABASE__URL", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    assert main(["db", "upgrade", "--revision", "nope"]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line == "crisiswatch db upgrade: Can't locate revision identified by 'nope'"
+    # nothing listens on port 1; the password is not repeated
+    url = "postgresql+asyncpg://cw:S3cretPass@127.0.0.1:1/cw"
+    monkeypatch.setenv("CRISISWATCH_DATABASE__URL", url)
+    for argv in (["db", "upgrade"], ["templates", "seed"]):
+        assert main(argv) == 1
+        line = _one_clear_line(capsys.readouterr().err)
+        assert "cannot reach the database" in line and "S3cretPass" not in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", "--port", "70000"], "argument --port: 70000 is not a port: use 1 to 65535"),
+        (["api", "--port", "0"], "argument --port: 0 is not a port"),
+        (["scorer", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (["replay", "--input", "i", "--output", "o", "--limit", "-1"], "--limit: -1 is not 1"),
+        (["replay", "--input", "i", "--output", "o", "--limit", "0"], "--limit: 0 is not 1"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(argv: list[str], says: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and says in err, err
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "9999999d", "3651d", "0h", "9" * 5000 + "m"])
+def test_backfill_refuses_a_since_out_of_range(tmp_path: Path, since: str, capsys) -> None:
+    config = tmp_path / "b.yaml"
+    config.write_text(
+        "listener:\n  watches: [{id: acme, terms: [acme]}]\n"
+        "  sources:\n    hackernews: {queries: [acme]}\n"
+    )
+    out = tmp_path / "o.jsonl"
+    argv = ["backfill", "--config", str(config), "--watch", "acme", "--since", since]
+    assert main([*argv, "--output", str(out)]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith("crisiswatch backfill: --since") and "at most 3650d" in line
+    assert not out.exists()

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CRISISWATCH_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CRISISWATCH_CHROMEDRIVER", "/usr/bin/chromedriver")
+SCOPED_KEY = "acme-and-beta-key-0123456789"  # a responder scoped to two watches
 HOSTILE = '<img src=x onerror="window.__pwned=1"> @all <script>window.__pwned=2</script>'
 HOSTILE_WHY = '<b onmouseover="window.__pwned=3">40</b> negative posts @everyone'
 WAIT_S = 30
@@ -110,7 +111,14 @@ def live(tmp_path: Path, clock: ManualClock) -> Iterator[tuple[LiveServer, Runti
     _need_browser()
     settings = Settings(
         database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'console.db'}"),
-        api=ApiConfig(keys=[ApiKeyConfig(name=r, key=k, role=r) for r, k in KEYS.items()]),
+        api=ApiConfig(
+            keys=[
+                *(ApiKeyConfig(name=r, key=k, role=r) for r, k in KEYS.items()),
+                ApiKeyConfig(
+                    name="acme-beta", key=SCOPED_KEY, role="responder", watches=["acme", "beta"]
+                ),
+            ]
+        ),
         alerts=AlertsConfig(),
     )
     runtime = Runtime(
@@ -369,3 +377,49 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
     assert [(u["template_id"], u["used_by"]) for u in used["items"]] == [
         (ids["approved"], "responder")
     ]
+
+
+async def _seed_watches(runtime: Runtime, clock: ManualClock) -> dict[str, int]:
+    return {
+        watch: await open_incident(runtime, clock, tier=tier, watch=watch)
+        for watch, tier in (("acme", 3), ("beta", 1), ("gamma", 2))
+    }
+
+
+def test_console_for_a_key_scoped_to_several_watches(
+    live: tuple[LiveServer, Runtime], clock: ManualClock
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, runtime = live
+    ids = server.call(_seed_watches(runtime, clock))
+    driver = _chrome()
+    try:
+        wait = WebDriverWait(driver, WAIT_S)
+        driver.get(server.url + "/console/")
+        box = wait.until(ec.visibility_of_element_located((By.ID, "key-input")))
+        box.send_keys(SCOPED_KEY)
+        driver.find_element(By.ID, "key-submit").click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "section.tier")))
+        # the board shows both of the key's watches (not a 403 asking for ?watch=) and
+        # nothing of the others
+        cards = driver.find_elements(By.CSS_SELECTOR, "button[data-incident]")
+        shown = sorted(int(str(c.get_attribute("data-incident"))) for c in cards)
+        assert shown == sorted([ids["acme"], ids["beta"]])
+        tiers = [
+            e.get_attribute("data-tier")
+            for e in driver.find_elements(By.CSS_SELECTOR, "section.tier")
+        ]
+        assert tiers == ["3", "1"]
+        message = driver.find_element(By.ID, "message")
+        assert "error" not in str(message.get_attribute("class")), message.text
+        assert "several watches" not in message.text
+        # and works them: acknowledge the acme incident
+        driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['acme']}']").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['acme']}"))
+        driver.find_element(By.ID, "ack").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-status"), "acknowledged"))
+    finally:
+        driver.quit()

@@ -23,6 +23,8 @@ from tests.fakes import FakeClassifier
 
 PR = {"Authorization": "Bearer pr-key-0123456789abcdef"}
 VIEWER = {"Authorization": "Bearer viewer-key-0123456789abcdef"}
+ACME_PR = {"X-API-Key": "acme-only-pr-key-0123456789"}
+ACME_VIEWER = {"X-API-Key": "acme-only-viewer-key-0123456789"}
 
 
 @pytest.fixture
@@ -35,9 +37,18 @@ async def world(
             keys=[
                 ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr"),
                 ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer"),
+                ApiKeyConfig(name="acme-pr", key=ACME_PR["X-API-Key"], role="pr", watches=["acme"]),
+                ApiKeyConfig(
+                    name="acme-vic", key=ACME_VIEWER["X-API-Key"], role="viewer", watches=["acme"]
+                ),
             ]
         ),
-        listener=ListenerConfig(watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])]),
+        listener=ListenerConfig(
+            watches=[
+                WatchConfig(id="acme", brand="Acme", terms=["acme"]),
+                WatchConfig(id="globex", brand="Globex", terms=["globex"]),
+            ]
+        ),
     )
     runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
     app = create_app(runtime)
@@ -122,6 +133,48 @@ async def test_drill_errors(world: tuple[httpx.AsyncClient, Runtime]) -> None:
         assert r.status_code == code and text in r.text, r.text
     assert (await client.post("/drills", headers=VIEWER, json=cases[0][0])).status_code == 403
     assert (await client.get("/drills/999/report", headers=VIEWER)).status_code == 404
+
+
+async def test_a_scoped_key_drills_and_reads_only_its_watches(
+    world: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    client, runtime = world
+    for watch in ("globex", "nope"):  # refused before the watch is looked up
+        r = await client.post(
+            "/drills", headers=ACME_PR, json={"scenario": "rumour", "watch": watch}
+        )
+        assert r.status_code == 403 and f"not scoped to watch {watch!r}" in r.text, r.text
+    await settle(runtime)
+    assert (await client.get("/drills", headers=VIEWER)).json()["total"] == 0
+    assert (await client.get("/incidents", headers=VIEWER)).json()["total"] == 0
+
+    r = await client.post("/drills", headers=ACME_PR, json={"scenario": "rumour", "watch": "acme"})
+    assert r.status_code == 201, r.text
+    mine = r.json()["id"]
+    r = await client.post("/drills", headers=PR, json={"scenario": "rumour", "watch": "globex"})
+    assert r.status_code == 201, r.text
+    theirs = r.json()["id"]
+    await settle(runtime)
+
+    listed = (await client.get("/drills", headers=ACME_VIEWER)).json()
+    assert [d["id"] for d in listed["items"]] == [mine] and listed["total"] == 1
+    listed = (await client.get("/drills?watch=acme", headers=ACME_VIEWER)).json()
+    assert [d["id"] for d in listed["items"]] == [mine]
+    r = await client.get("/drills?watch=globex", headers=ACME_VIEWER)
+    assert r.status_code == 403 and "not scoped to watch 'globex'" in r.text
+    listed = (await client.get("/drills", headers=VIEWER)).json()
+    assert [d["id"] for d in listed["items"]] == [theirs, mine]  # unscoped: every drill
+    listed = (await client.get("/drills?watch=globex", headers=VIEWER)).json()
+    assert [d["id"] for d in listed["items"]] == [theirs]
+
+    for fmt in ("json", "md"):
+        r = await client.get(f"/drills/{theirs}/report?format={fmt}", headers=ACME_VIEWER)
+        assert r.status_code == 403 and "not scoped to watch 'globex'" in r.text, r.text
+        r = await client.get(f"/drills/{mine}/report?format={fmt}", headers=ACME_VIEWER)
+        assert r.status_code == 200, r.text
+    assert (await client.get("/drills/999/report", headers=ACME_VIEWER)).status_code == 404
+    report = (await client.get(f"/drills/{theirs}/report", headers=VIEWER)).json()
+    assert report["drill"]["watch_id"] == "globex"
 
 
 async def test_the_schedule_runs_the_scenarios_in_turn(
