@@ -61,7 +61,14 @@ from sentiment.detector.config import DetectorConfig
 from sentiment.detector.cues import ComplaintCues
 from sentiment.detector.evidence import EvidencePicker
 from sentiment.detector.heat import HeatSnapshot, LiveHeat, RateBaseline, StoryHeat
-from sentiment.detector.policy import Held, crisis_tier, explain, hold, spread_level
+from sentiment.detector.policy import (
+    Held,
+    crisis_tier,
+    explain,
+    hold,
+    spread2_without_momentum,
+    spread_level,
+)
 from sentiment.detector.snapshot import (
     SnapshotCodec,
     SnapshotError,
@@ -130,12 +137,15 @@ def _why_merged(assignment: Assignment) -> str:
     return "a late mention links the two cascades"
 
 
-def _may_cool(tracked: _Tracked) -> bool:
-    """Whether time alone (no new mention) can change the story's held levels: only
-    spread 3 needs momentum (levels 1 and 2 and the tier's sentiment only change with
-    mentions), and a pending lower level completes its cool-down with time."""
+def _may_cool(tracked: _Tracked, heat: LiveHeat, config: DetectorConfig) -> bool:
+    """Whether time alone (no new mention) can change the story's held levels: spread 3
+    needs momentum, and so does a spread 2 that rests on the rate or a burst (not on its
+    authors or reach, which only change with mentions: as do level 1 and the tier's
+    sentiment); a pending lower level completes its cool-down with time."""
+    spread = tracked.spread.level
     return (
-        tracked.spread.level >= 3
+        spread >= 3
+        or (spread == 2 and not spread2_without_momentum(heat, config))
         or tracked.spread.lower_since is not None
         or tracked.tier.lower_since is not None
     )
@@ -300,6 +310,14 @@ class Detector:
             or len(state.index)
         ):
             raise SnapshotError(f"the snapshot does not hold the state of watch {expected!r}")
+        windows = tuple(self.config.burst_windows_minutes)
+        if state.surge.burst_windows != windows:
+            # the watch's stories and surge test count in the old windows, new stories in
+            # the new ones: every mention that starts a story would fail to add up
+            raise SnapshotError(
+                f"it counts in burst windows {list(state.surge.burst_windows)} (minutes), "
+                f"the config now has {list(windows)}"
+            )
         parts: list[tuple[Story, tuple[bytes, int] | None]] = []
         tracked: dict[str, _Tracked] = {}
         for story_id, blob in snapshot.stories.items():
@@ -363,8 +381,15 @@ class Detector:
                 self._retired_order.pop(story_id, None)
 
     def observe(self, scored: ScoredMention) -> list[Signal]:
-        """Take one scored mention in; the Signals it causes (usually none)."""
+        """Take one scored mention in; the Signals it causes (usually none).
+
+        Only posts count: an edit or a deletion (``Mention.change``) changes nothing,
+        whether or not its post is still held. (An id the detector no longer held, the
+        post past a story's cap or expired, was counted as a new one-post story; the
+        listener routes deletions of posts it remembers long after.)"""
         mention = scored.mention
+        if mention.change != "created":
+            return []
         watch = mention.watch or NO_WATCH
         ws = self._watch(watch.id, mention.drill)
         ws.watch = watch
@@ -673,10 +698,11 @@ class Detector:
             ws.changed.add(story.id)
         now_minutes = ws.now_minutes if now == ws.now else now.timestamp() / 60
         baseline = ws.baseline.per_minute()
-        raw_spread, raw_tier = self._levels(tracked.heat.live(now, baseline, now_minutes))
+        live = tracked.heat.live(now, baseline, now_minutes)
+        raw_spread, raw_tier = self._levels(live)
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
-        if _may_cool(tracked):
+        if _may_cool(tracked, live, self.config):
             ws.cooling[story.id] = None
         else:
             ws.cooling.pop(story.id, None)

@@ -43,8 +43,7 @@ def spread_level(heat: HeatSnapshot | LiveHeat, config: DetectorConfig) -> int:
     if not level1:
         return 0
     level2 = (
-        heat.authors >= c.spread2_authors
-        or (heat.reach >= c.spread2_reach > 0)
+        spread2_without_momentum(heat, c)
         or (
             heat.rate_ratio is not None
             and heat.rate_ratio >= c.spread2_rate_ratio
@@ -67,6 +66,13 @@ def spread_level(heat: HeatSnapshot | LiveHeat, config: DetectorConfig) -> int:
         )
     )
     return 3 if fast else 2
+
+
+def spread2_without_momentum(heat: HeatSnapshot | LiveHeat, config: DetectorConfig) -> bool:
+    """Whether the story reaches spread 2 on what only grows (authors, reach), not on the
+    rate or a burst, which fall with time alone (``spread_level``'s level-2 test)."""
+    c = config
+    return heat.authors >= c.spread2_authors or heat.reach >= c.spread2_reach > 0
 
 
 def is_negative(negative_share: float, config: DetectorConfig) -> bool:

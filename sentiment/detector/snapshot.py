@@ -25,7 +25,9 @@ The running config and its forecast model are not written: they are named, and
 resolved on load to the loading process's objects. Values derived from the config when
 a watch's objects were built (window lengths, story expiry, baseline half-lives) stay
 as they were until the watch starts afresh; thresholds read at decision time (spread
-and tier levels) follow the current config at once.
+and tier levels) follow the current config at once. Changed ``burst_windows_minutes``
+are the exception: every story counts in them, old and new stories must agree, so such
+a snapshot is refused (``Detector.restore``) and the watch starts afresh.
 """
 
 from __future__ import annotations

@@ -63,6 +63,12 @@ class WatchSurge:
         self.reported = 0
         self.signals = 0
 
+    @property
+    def burst_windows(self) -> tuple[int, ...]:
+        """The ``burst_windows_minutes`` this watch's objects were built with (each story's
+        counts come in this order)."""
+        return self._all_windows
+
     def add(
         self,
         at: datetime,
@@ -83,7 +89,11 @@ class WatchSurge:
             count = story_counts[i]
             index = minute // minutes
             seen = self._top.get(minutes)
-            if seen is None or seen[0] != index or count > seen[1]:
+            if seen is not None and index < seen[0]:
+                # a late mention of an earlier window: the current window's largest story
+                # stands (taking it would read as "no story dominates": a false surge)
+                continue
+            if seen is None or index > seen[0] or count > seen[1]:
                 self._top[minutes] = (index, count)
 
     def state(self, now: datetime, minute: int | None = None) -> SurgeState:

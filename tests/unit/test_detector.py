@@ -168,6 +168,30 @@ def test_redelivered_mentions_change_nothing() -> None:
     assert detector.stories_active == active
 
 
+def test_edits_and_deletions_count_nothing_even_of_posts_no_longer_held() -> None:
+    """A deletion of a post past its story's cap (or expired) was taken for a new post:
+    a one-post story, in the watch's baseline and surge counts."""
+    config = DetectorConfig(max_mentions_per_story=50)
+    detector = Detector(config)
+    stream = complaint(120)
+    run(detector, stream)
+    stories = detector.stories_active
+    held = detector.evaluate("acme", "acme:x:root")
+
+    def changed(m: ScoredMention, change: str) -> ScoredMention:
+        update: dict[str, object] = {"change": change, "edited_at": m.mention.created_at}
+        if change == "deleted":
+            update |= {"text": "", "repost_of": None, "reply_to": None}
+        return m.model_copy(update={"mention": m.mention.model_copy(update=update)})
+
+    later = [changed(m, "deleted") for m in stream] + [changed(m, "edited") for m in stream]
+    assert run(detector, later) == []
+    assert detector.stories_active == stories
+    decision = detector.evaluate("acme", "acme:x:root")
+    assert decision is not None and held is not None
+    assert decision.heat.mentions == held.heat.mentions
+
+
 def test_a_big_positive_story_spreads_without_a_tier() -> None:
     detector = Detector(DetectorConfig())
     story = [scored("p", 120, text=PRAISE, label="positive")]
@@ -197,6 +221,36 @@ def test_a_quiet_story_cools_down_after_the_cooldown_in_event_time() -> None:
         + 2 * config.sweep_interval_minutes
     )
     assert cooled.trigger_received_at is None  # decided by a sweep, not by a mention
+
+
+def test_a_spread_2_that_rests_on_the_rate_cools_down_without_a_new_mention() -> None:
+    """Spread 2 by rate (or a burst) falls with time alone: a sweep must look at it. It
+    stayed at tier 2 for hours (until a new mention, or its expiry) before."""
+    config = DetectorConfig()
+    story = [scored("root", 120, text=COMPLAINT, label="negative", author="alice")]
+    story += [
+        scored(
+            f"re{i}",
+            120.2 + i * 0.1,
+            text=f"same here, acme charger burned too {i}",
+            label="negative",
+            author=["bob", "carol"][i % 2],
+            reply_to="x:root",
+        )
+        for i in range(7)
+    ]
+    detector = Detector(config)
+    signals = run(detector, by_time(chatter(0, 120), story, chatter(121, 121 + 8 * 60, seed=9)))
+    ours = [s for s in signals if s.story_root == "x:root"]
+    assert max(s.spread for s in ours) == 2  # 3 authors: by the rate, not by its authors
+    cooled = ours[-1]
+    assert (cooled.tier, cooled.spread, cooled.previous_tier) == (1, 1, 2)
+    assert cooled.trigger_received_at is None  # decided by a sweep, not by a mention
+    assert cooled.at - story[-1].mention.created_at <= timedelta(
+        minutes=config.short_window_minutes
+        + config.downgrade_cooldown_minutes
+        + 2 * config.sweep_interval_minutes
+    )
 
 
 def test_a_flare_during_the_cooldown_keeps_the_tier() -> None:

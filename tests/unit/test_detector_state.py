@@ -24,7 +24,7 @@ from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
 from sentiment.detector.service import DetectorService
-from sentiment.detector.snapshot import STATE_FORMAT, WatchChanges
+from sentiment.detector.snapshot import STATE_FORMAT, SnapshotError, WatchChanges
 from sentiment.detector.statestore import (
     DetectorStateRow,
     DetectorStoryRow,
@@ -343,6 +343,22 @@ def test_a_restored_watch_remembers_its_retired_stories() -> None:
     second.restore(("acme", False), first.snapshot(("acme", False)))
     ids += [s.id for m in stream[split:] for s in second.observe(m)]
     assert ids == reference
+
+
+@pytest.mark.parametrize("windows", [[1, 5, 15, 60, 240], [5, 15, 60]])
+def test_a_snapshot_counted_in_other_burst_windows_is_refused(windows: list[int]) -> None:
+    """Restored into a config with other ``burst_windows_minutes``, the watch's stories
+    and surge test counted in the old windows and new stories in the new ones: every
+    mention that started a story raised, was retried, dead-lettered, and halted the
+    consumer. Refused, the service starts the watch afresh instead."""
+    first = Detector(DetectorConfig())
+    for m in complaint(120):
+        first.observe(m)
+    snapshot = first.snapshot(("acme", False))
+    second = Detector(DetectorConfig(burst_windows_minutes=windows))
+    with pytest.raises(SnapshotError, match="burst windows"):
+        second.restore(("acme", False), snapshot)
+    second.observe(chatter(200, 201)[0])  # afresh: its new stories count as configured
 
 
 class Refused(Exception):

@@ -8,7 +8,7 @@ from core.events import ScoredMention
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import Detector
 from sentiment.detector.policy import spread_level
-from tests.unit.test_detector import by_time, run, scored
+from tests.unit.test_detector import T0, by_time, run, scored
 from tests.unit.test_detector_policy import heat
 
 COOL = 30.0
@@ -54,6 +54,25 @@ def test_a_surge_of_one_dominant_story_is_that_story_not_a_surge() -> None:
     signals = run(detector, by_time(usual, root, reposts))
     assert not [s for s in signals if s.kind == "surge"]
     assert max(s.spread for s in signals if s.story_root == "x:root") >= 2
+
+
+def test_a_late_mention_does_not_turn_one_dominant_story_into_a_surge() -> None:
+    """A mention of the previous 15-minute window arriving minutes late (a source's late
+    window, another scorer) overwrote the current window's largest story: "spread over
+    many stories (the largest holds 0%)", a false brand-wide surge."""
+    usual = independent(0, 120, 1.0, "u")
+    root = [scored("root", 119.5, text="something happened at the acme store today")]
+    reposts = [
+        scored(f"r{i}", 120 + i / 100, repost_of="x:root", author=f"fan{i}") for i in range(3000)
+    ]
+    stream = by_time(usual, root, reposts)
+    cut = next(
+        i for i, m in enumerate(stream) if m.mention.created_at >= T0 + timedelta(minutes=139.5)
+    )
+    late = [scored("late", 134.9), scored("other", 135.2)]  # dated 134.9, arrives at 139.5
+    signals = run(Detector(DetectorConfig()), stream[:cut] + late + stream[cut:])
+    assert not [s for s in signals if s.kind == "surge"]
+    assert max(s.spread for s in signals if s.story_root == "x:root") == 3
 
 
 def test_the_surge_can_be_turned_off() -> None:
