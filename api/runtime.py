@@ -56,6 +56,8 @@ def make_bus(settings: Settings, metrics: Metrics) -> Bus:
             capacity=settings.bus.capacity,
             metrics=metrics,
             max_dead_letters_per_minute=settings.bus.max_dead_letters_per_minute,
+            max_failures_in_a_row=settings.bus.max_failures_in_a_row,
+            stop_timeout=settings.bus.stop_timeout,
         )
     from core.bus.kafka import KafkaBus
 
@@ -99,6 +101,20 @@ class Runtime:
         return self.roles == ALL_ROLES and self.settings.bus.kind == "memory"
 
     async def start(self) -> None:
+        """Start the roles; if one fails, what was started is stopped (consumers leave
+        their groups, the producer is flushed and closed, engine and HTTP client closed)
+        and the error is raised."""
+        try:
+            await self._start()
+        except BaseException:
+            log.error("start-up failed: stopping what was started")
+            try:
+                await self.stop()
+            except Exception:
+                log.exception("stopping after the failed start-up failed too")
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
         # a listener with live sources keeps their cursors in the database
@@ -187,7 +203,7 @@ class Runtime:
         log.info("stopping: sources first, then drain the bus, then the rest")
         if self.listener is not None:
             await self.listener.stop()
-        if isinstance(self.bus, MemoryBus):
+        if isinstance(self.bus, MemoryBus) and self.bus.started:
             # nothing outlives this process's memory: hand what is queued to the stages first
             try:
                 await asyncio.wait_for(self.bus.join(), self.drain_timeout)

@@ -38,6 +38,14 @@ class BusConfig(Section):
     max_dead_letters_per_minute: int = Field(
         100, ge=0, description="per topic and group; one more halts that consumer (0: no limit)"
     )
+    max_failures_in_a_row: int = Field(
+        10,
+        ge=0,
+        description="per topic and group: events in a row whose handler kept failing through "
+        "every retry; one more halts that consumer instead of being dead-lettered (a broken "
+        "dependency, not bad events: with retries, it dead-letters too slowly for the "
+        "per-minute limit). 0: no limit",
+    )
     stop_timeout: float = Field(
         15.0, gt=0, description="seconds stop() may take: drain the batch in flight, commit, close"
     )

@@ -15,7 +15,8 @@ Semantics, the same for both:
 * A record that cannot be decoded, or whose handler raises ``PermanentError`` or keeps
   failing after ``RetryPolicy.max_attempts`` tries, goes to the dead-letter topic
   ``<topic>.dlq`` with the reason, and the consumer moves on.
-* Up to ``max_dead_letters_per_minute`` per subscription (0: no limit): one more raises
+* Up to ``max_dead_letters_per_minute`` per subscription (0: no limit), and up to
+  ``max_failures_in_a_row`` events in a row failing through every retry: one more raises
   ``ConsumerHalted`` (``core.bus.halt``); the batch in flight is not committed and that
   subscription stops, loudly (CRITICAL log, ``crisiswatch_bus_consumer_halted`` = 1,
   ``halted()`` for the readiness check). The rest of the process goes on.
@@ -33,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from core.bus.halt import ConsumerHalted, DeadLetterRate, Halt
+from core.bus.halt import ConsumerHalted, DeadLetterRate, FailureStreak, Halt
 from core.events import TOPIC_TYPES
 from core.metrics import Metrics
 
@@ -94,6 +95,15 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why a handler could not handle an event; ``retried``: through every retry (not a
+    ``PermanentError``, which is the event's own fault)."""
+
+    reason: str
+    retried: bool = True
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     topic: str
     group: str
@@ -140,12 +150,14 @@ class Bus(ABC):
         metrics: Metrics | None = None,
         *,
         max_dead_letters_per_minute: int = 0,
+        max_failures_in_a_row: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or Metrics()
         self._subscriptions: list[Subscription] = []
         self._started = False
         self._dead_letter_rate = DeadLetterRate(max_dead_letters_per_minute, monotonic)
+        self._failures = FailureStreak(max_failures_in_a_row)
         self._halts: dict[tuple[str, str], Halt] = {}
 
     def subscribe(
@@ -178,6 +190,11 @@ class Bus(ABC):
             )
         )
 
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` ran and ``stop`` has not since."""
+        return self._started
+
     @abstractmethod
     async def start(self) -> None: ...
 
@@ -189,6 +206,7 @@ class Bus(ABC):
         """At start: every subscription runs again, with an empty dead-letter window."""
         self._halts.clear()
         self._dead_letter_rate.reset()
+        self._failures.reset()
         for sub in self._subscriptions:
             self.metrics.bus_consumer_halted.labels(sub.topic, sub.group).set(0)
 
@@ -229,18 +247,31 @@ class Bus(ABC):
             return
         failure = await self._attempt(sub, events)
         if failure is None:
+            self._failures.handled(sub.topic, sub.group)
             return
         if len(events) == 1:
-            await self._to_dlq(sub, kept[0], failure)
+            await self._failed(sub, kept[0], failure)
             return
         # Isolate the poison: handle one by one, dead-letter only those that fail.
         for event, record in zip(events, kept, strict=True):
             single = await self._attempt(sub, [event])
-            if single is not None:
-                await self._to_dlq(sub, record, single)
+            if single is None:
+                self._failures.handled(sub.topic, sub.group)
+            else:
+                await self._failed(sub, record, single)
 
-    async def _attempt(self, sub: Subscription, events: list[BaseModel]) -> str | None:
-        """Run the handler with retries; None on success, else the reason it failed."""
+    async def _failed(self, sub: Subscription, record: Record, failure: Failure) -> None:
+        """An event its handler could not handle: dead-letter it, unless it failed through
+        every retry once too often in a row (halt: a dependency is broken)."""
+        if failure.retried:
+            streak = self._failures.full(sub.topic, sub.group)
+            if streak is not None:
+                self._halt(sub, record, streak, failure.reason, in_a_row=True)
+            self._failures.failed(sub.topic, sub.group)
+        await self._to_dlq(sub, record, failure.reason)
+
+    async def _attempt(self, sub: Subscription, events: list[BaseModel]) -> Failure | None:
+        """Run the handler with retries; None on success, else why it failed."""
         attempt = 0
         while True:
             attempt += 1
@@ -248,7 +279,7 @@ class Bus(ABC):
                 await sub.handler(events)
                 return None
             except PermanentError as exc:
-                return f"permanent: {exc}"
+                return Failure(f"permanent: {exc}", retried=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -261,7 +292,7 @@ class Bus(ABC):
                         attempt,
                         len(events),
                     )
-                    return f"failed {attempt} times: {type(exc).__name__}: {exc}"
+                    return Failure(f"failed {attempt} times: {type(exc).__name__}: {exc}")
                 delay = sub.retry.backoff(attempt)
                 log.warning(
                     "handler for %s/%s failed (attempt %d/%d, retry in %.1fs): %s: %s",
@@ -301,17 +332,26 @@ class Bus(ABC):
         )
         self._dead_letter_rate.add(sub.topic, sub.group)
 
-    def _halt(self, sub: Subscription, record: Record, count: int, reason: str) -> None:
-        halt = Halt(topic=sub.topic, group=sub.group, count=count, reason=reason)
+    def _halt(
+        self, sub: Subscription, record: Record, count: int, reason: str, *, in_a_row: bool = False
+    ) -> None:
+        halt = Halt(topic=sub.topic, group=sub.group, count=count, reason=reason, in_a_row=in_a_row)
         self._halts[(sub.topic, sub.group)] = halt
         self.metrics.bus_consumer_halted.labels(sub.topic, sub.group).set(1)
+        what = (
+            "events in a row failed through every retry (a broken dependency or a bug, "
+            "not bad events)"
+            if in_a_row
+            else "dead letters within 60 s"
+        )
         log.critical(
-            "HALTING consumer %s/%s: %d dead letters within 60 s reached the limit, and "
-            "%s[%d]@%d would be one more (%s). The batch in flight is not committed: its "
-            "records stay in the topic. Fix the cause, then restart this process.",
+            "HALTING consumer %s/%s: %d %s reached the limit, and %s[%d]@%d would be one "
+            "more (%s). The batch in flight is not committed: its records stay in the "
+            "topic. Fix the cause, then restart this process.",
             sub.topic,
             sub.group,
             count,
+            what,
             record.topic,
             record.partition,
             record.offset,

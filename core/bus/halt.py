@@ -6,6 +6,12 @@ nobody looks. So each subscription (topic, group) may dead-letter at most ``limi
 records in any 60-second window; the next one raises ``ConsumerHalted`` instead. The
 transports then leave the batch in flight uncommitted and stop that subscription's loop:
 its records stay in the log, and a restart after the fix resumes there.
+
+A handler that fails on every event (a bad deploy, a dependency down) is retried for
+seconds per event before each dead letter, too slowly for that rate: so each subscription
+may also see at most ``max_failures_in_a_row`` events in a row fail through all their
+retries; the next failure halts it the same way (``FailureStreak``), before that event is
+dead-lettered. Any event handled resets the streak.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ class Halt:
 
     topic: str
     group: str
-    count: int  # dead letters in the last window when it stopped
+    count: int  # dead letters in the last window (or failures in a row) when it stopped
     reason: str  # the reason of the dead letter that was one too many
+    in_a_row: bool = False  # stopped by failures in a row, not by the dead-letter rate
 
     def describe(self) -> str:
-        return (
-            f"consumer {self.topic}/{self.group} halted: {self.count} dead letters within "
-            f"{WINDOW_S:.0f} s (last: {self.reason})"
+        what = (
+            "events in a row failed through every retry"
+            if self.in_a_row
+            else f"dead letters within {WINDOW_S:.0f} s"
         )
+        last = f"(last: {self.reason})"
+        return f"consumer {self.topic}/{self.group} halted: {self.count} {what} {last}"
 
 
 class ConsumerHalted(Exception):
@@ -79,3 +89,28 @@ class DeadLetterRate:
 
     def reset(self) -> None:
         self._times.clear()
+
+
+class FailureStreak:
+    """Events of each (topic, group) that failed through every retry since the last one
+    handled (``limit`` 0: no limit)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("the limit of failures in a row must not be negative")
+        self.limit = limit
+        self._streak: dict[tuple[str, str], int] = {}
+
+    def full(self, topic: str, group: str) -> int | None:
+        """The streak when one more failure would exceed the limit, else None."""
+        count = self._streak.get((topic, group), 0)
+        return count if self.limit and count >= self.limit else None
+
+    def failed(self, topic: str, group: str) -> None:
+        self._streak[(topic, group)] = self._streak.get((topic, group), 0) + 1
+
+    def handled(self, topic: str, group: str) -> None:
+        self._streak.pop((topic, group), None)
+
+    def reset(self) -> None:
+        self._streak.clear()

@@ -157,6 +157,7 @@ class KafkaBus(Bus):
         super().__init__(
             metrics,
             max_dead_letters_per_minute=config.max_dead_letters_per_minute,
+            max_failures_in_a_row=config.max_failures_in_a_row,
             monotonic=monotonic,
         )
         self.config = config

@@ -69,17 +69,23 @@ class MemoryBus(Bus):
         metrics: Metrics | None = None,
         *,
         max_dead_letters_per_minute: int = 0,
+        max_failures_in_a_row: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
         dead_letter_capacity: int = 1000,
+        stop_timeout: float = 15.0,
     ) -> None:
         super().__init__(
-            metrics, max_dead_letters_per_minute=max_dead_letters_per_minute, monotonic=monotonic
+            metrics,
+            max_dead_letters_per_minute=max_dead_letters_per_minute,
+            max_failures_in_a_row=max_failures_in_a_row,
+            monotonic=monotonic,
         )
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         if dead_letter_capacity < 1:
             raise ValueError("dead_letter_capacity must be at least 1")
         self.capacity = capacity
+        self.stop_timeout = stop_timeout
         self.dead_letter_capacity = dead_letter_capacity
         self.dead_letters: list[DeadLetter] = []  # the last ``dead_letter_capacity``
         self._topics: dict[str, _Topic] = {}
@@ -112,7 +118,8 @@ class MemoryBus(Bus):
         ]
 
     async def stop(self) -> None:
-        """Stop taking batches, let the batch in flight finish, then return.
+        """Stop taking batches, let the batch in flight finish (at most ``stop_timeout``
+        seconds: then it is cancelled, uncommitted), then return.
 
         What is not handled yet stays in the log (``start()`` resumes there).
         """
@@ -120,9 +127,19 @@ class MemoryBus(Bus):
         async with self._changed:
             self._changed.notify_all()
         try:
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if self._tasks:
+                _, late = await asyncio.wait(self._tasks, timeout=self.stop_timeout)
+                for task in late:  # a handler still retrying: its batch stays uncommitted
+                    log.error(
+                        "memory bus: %s did not finish its batch within %.0f s of stop "
+                        "(a handler still retrying?): cancelled, the batch not committed",
+                        task.get_name(),
+                        self.stop_timeout,
+                    )
+                    task.cancel()
+                # the tasks' own cancellation is a result here; a cancellation of stop()
+                # itself still propagates
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self._tasks = []
             self._started = False

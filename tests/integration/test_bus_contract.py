@@ -548,6 +548,34 @@ async def test_memory_publish_many_beyond_capacity_waits_in_runs_and_keeps_order
         await bus.stop()
 
 
+async def test_memory_stop_is_bounded_while_a_handler_keeps_retrying() -> None:
+    """SIGTERM while a handler retries until it works (the alerter's policy, the database
+    full): stop() waited for ever. After ``stop_timeout`` the batch is cancelled,
+    uncommitted, and a restart delivers it again."""
+    bus = MemoryBus(capacity=100, stop_timeout=0.3)
+    failing = True
+    seen: list[str] = []
+
+    async def handler(events: list[Any]) -> None:
+        if failing:
+            raise OSError("database or disk is full")
+        seen.extend(e.id for e in events)
+
+    forever = RetryPolicy(max_attempts=1_000_000_000, initial_backoff=0.01, max_backoff=0.05)
+    bus.subscribe("mentions", "g", handler, max_batch=5, retry=forever)
+    await bus.start()
+    for i in range(5):
+        await bus.publish("mentions", mention(i), key="k")
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(bus.stop(), timeout=5)
+    assert not bus.started and seen == []
+    failing = False
+    await bus.start()
+    await asyncio.wait_for(bus.join(), TIMEOUT)
+    assert seen == [f"test:{i}" for i in range(5)]
+    await bus.stop()
+
+
 async def test_memory_consumers_get_the_published_event_equal_to_its_decoding() -> None:
     bus = MemoryBus(capacity=100)
     got = Collector()

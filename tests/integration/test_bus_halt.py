@@ -3,7 +3,8 @@
 Past ``max_dead_letters_per_minute`` dead letters of one subscription in 60 s, the next
 one halts it: nothing of the batch in flight is committed, the halted gauge reads 1,
 readiness names it, other groups go on, and a restart (after the fix) resumes at the
-record that halted it. Below the limit (the window slides) nothing stops.
+record that halted it. Below the limit (the window slides) nothing stops. A handler
+failing on every event through all its retries halts after ``max_failures_in_a_row``.
 """
 
 from __future__ import annotations
@@ -158,6 +159,65 @@ async def test_memory_below_the_limit_per_minute_it_keeps_going() -> None:
         await bus.stop()
 
 
+class Broken:
+    """A handler whose dependency is down: every event fails (not the event's fault),
+    except those named ``good`` when ``good_passes``."""
+
+    def __init__(self, good_passes: bool = False) -> None:
+        self.good_passes = good_passes
+        self.handled: list[str] = []
+
+    async def __call__(self, events: list[Any]) -> None:
+        for e in events:
+            if not (self.good_passes and "good" in e.id):
+                raise ConnectionError("the database is down")
+        self.handled.extend(e.id for e in events)
+
+
+FAST_RETRY = RetryPolicy(max_attempts=2, initial_backoff=0.001)
+
+
+async def test_memory_a_handler_failing_on_every_event_halts_after_failures_in_a_row() -> None:
+    """Retried for seconds per event, a broken dependency dead-letters far below the
+    per-minute limit: it would empty the whole stream into the .dlq. The streak stops it
+    before that, with the event that would have been one too many still in the log."""
+    bus = MemoryBus(capacity=100, max_dead_letters_per_minute=100, max_failures_in_a_row=LIMIT)
+    broken = Broken()
+    bus.subscribe("mentions", "g", broken, retry=FAST_RETRY)
+    await bus.start()
+    try:
+        for i in range(10):
+            await bus.publish("mentions", mention(f"m{i}"), key="k")
+        await eventually(lambda: bool(bus.halted()), "the group to halt")
+        (halt,) = bus.halted()
+        assert halt.in_a_row and halt.count == LIMIT
+        assert "in a row failed through every retry" in halt.describe()
+        assert "ConnectionError: the database is down" in halt.reason
+        assert [d.offset for d in bus.dead_letters] == [0, 1, 2]  # the streak, no more
+        assert gauge(bus, "consumer_lag", "mentions", "g") == 10 - LIMIT
+        assert gauge(bus, "consumer_halted", "mentions", "g") == 1
+    finally:
+        await bus.stop()
+
+
+async def test_memory_failures_with_events_handled_in_between_do_not_halt() -> None:
+    bus = MemoryBus(capacity=100, max_dead_letters_per_minute=100, max_failures_in_a_row=LIMIT)
+    broken = Broken(good_passes=True)
+    bus.subscribe("mentions", "g", broken, retry=FAST_RETRY)
+    await bus.start()
+    try:
+        for i in range(4):  # LIMIT bad events in a row, then a good one, four times
+            for j in range(LIMIT):
+                await bus.publish("mentions", mention(f"bad{i}-{j}"), key="k")
+            await bus.publish("mentions", mention(f"good{i}"), key="k")
+        await asyncio.wait_for(bus.join(), TIMEOUT)
+        assert bus.halted() == []
+        assert len(bus.dead_letters) == 4 * LIMIT
+        assert broken.handled == [f"test:good{i}" for i in range(4)]
+    finally:
+        await bus.stop()
+
+
 @pytest.mark.kafka
 async def test_kafka_a_poison_flood_halts_the_group_and_a_restart_resumes(
     kafka_config: BusConfig,
@@ -204,8 +264,12 @@ async def test_kafka_a_poison_flood_halts_the_group_and_a_restart_resumes(
 
 
 def test_kafka_bus_takes_its_limits_from_the_config() -> None:
-    config = BusConfig(kind="kafka", max_dead_letters_per_minute=7, stop_timeout=3.5)
+    config = BusConfig(
+        kind="kafka", max_dead_letters_per_minute=7, max_failures_in_a_row=4, stop_timeout=3.5
+    )
     bus = KafkaBus(config, consumer_options=FAST_GROUPS)
     assert bus._dead_letter_rate.limit == 7
+    assert bus._failures.limit == 4
+    assert BusConfig().max_failures_in_a_row == 10
     assert bus._stop_timeout == 3.5
     assert BusConfig().max_dead_letters_per_minute == 100

@@ -137,6 +137,7 @@ async def test_stages_over_kafka_and_postgres_survive_a_scorer_restart(
                     (b["alert"]["incident_id"], b["alert"]["tier"])
                     for b in receiver.on(path)
                     if not b["alert"]["reason"].startswith("TASK ")  # playbook reminders
+                    and b["alert"]["action"] == "trigger"  # not an ack/resolve follow-up
                 ]
                 assert len(sent) == len(set(sent)), (path, sent)
             tier3 = [b for b in receiver.on("/pr") if b["alert"]["tier"] == 3]

@@ -257,5 +257,10 @@ async def test_copies_before_the_complaint_end_in_one_tier3_incident(
             (b["alert"]["incident_id"], b["alert"]["tier"])
             for b in receiver.on(path)
             if not b["alert"]["reason"].startswith("TASK ")
+            and b["alert"]["action"] == "trigger"  # not an ack/resolve follow-up
         ]
         assert len(sent) == len(set(sent)), (path, sent)
+    # the merged incident's alerts were settled where they went
+    resolved = [b["alert"] for b in receiver.on("/pr") if b["alert"]["action"] == "resolve"]
+    assert [a["incident_id"] for a in resolved] == [merged["id"]]
+    assert "merged into incident" in resolved[0]["reason"]

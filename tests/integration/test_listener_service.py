@@ -456,6 +456,26 @@ async def test_start_fails_loudly_when_a_source_cannot_start(tmp_path: Path) -> 
     assert not service.running
 
 
+async def test_a_runtime_whose_start_fails_stops_what_it_started(tmp_path: Path) -> None:
+    """The bus, its consumers, the database engine and the HTTP client were left open
+    (on Kafka: consumers that never left their group, a producer never flushed)."""
+    from api.runtime import ALL_ROLES, Runtime
+    from api.settings import Settings
+
+    settings = Settings.model_validate(
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"},
+            "listener": {"sources": {"replay": {"path": str(tmp_path / "missing.jsonl.gz")}}},
+        }
+    )
+    runtime = Runtime(settings, roles=ALL_ROLES)
+    with pytest.raises(SourceFatalError, match="cannot be read"):
+        await runtime.start()
+    assert runtime.bus is not None and not runtime.bus.started
+    assert runtime.http is not None and runtime.http.is_closed
+    assert not runtime.ready
+
+
 async def test_stop_stops_an_endless_source_and_is_idempotent() -> None:
     clock = ManualClock(T0)
     service, bus, _ = make(clock, sources=SourcesConfig(demo=DemoSourceConfig(speed=100)))
