@@ -680,6 +680,20 @@ async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
         )
 
 
+async def _followed_on_channel(
+    session: AsyncSession, incident_id: int, channel: str, action: str, page: int
+) -> bool:
+    """Whether ``channel`` already has the ``action`` follow-up of this incident's page."""
+    payloads = await session.scalars(
+        select(Delivery.payload).where(
+            Delivery.incident_id == incident_id,
+            Delivery.channel == channel,
+            Delivery.reason == follow_up_reason(action),
+        )
+    )
+    return any(page_of(payload) == page for payload in payloads)
+
+
 async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
     """An alert that reached its channel after the incident moved on gets the follow-up
     that the ack or resolve could not queue (it mirrors only what was sent by then):
@@ -711,6 +725,10 @@ async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
     key = follow_up_key(str(row.payload["idempotency_key"]), action)
     if await _existing(session, [key]):
         return
+    if not keyed(claim.channel_type) and await _followed_on_channel(
+        session, incident.id, claim.channel, action, page_of(row.payload)
+    ):
+        return  # a chat or mailbox is told once per page ("resolved by ..."), not per alert
     _add_follow_up(
         session,
         incident,

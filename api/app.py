@@ -42,6 +42,7 @@ from api.routers import (
 )
 from api.runtime import Role, Runtime
 from api.textinput import refuse_nul
+from listener.service import PublishFailed
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         (DrillBusUnreachable, 503),
     ):
         app.add_exception_handler(error, _answer(code))
+
+    @app.exception_handler(PublishFailed)
+    async def bus_down(request: Request, exc: PublishFailed) -> JSONResponse:
+        """The webhook's batch was not taken by the bus: nothing of it was kept (dedup
+        forgot it), the sender retries the whole batch."""
+        return JSONResponse(
+            status_code=503,
+            content={"detail": f"the bus cannot take mentions now ({exc}); retry later"},
+            headers={"Retry-After": "10"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -91,6 +91,11 @@ class _SaveRetry:
         self._not_before = None
 
 
+class PublishFailed(Exception):
+    """The bus did not take a batch (down, timing out): the batch may be retried as it
+    is. Raised by ``ListenerService.ingest`` with the transport's error as its cause."""
+
+
 class ListenerService:
     def __init__(
         self,
@@ -139,12 +144,18 @@ class ListenerService:
             for index, mention in enumerate(mentions):
                 report.items.append(self._prepare(index, mention, report, marked, pending))
             if pending:
-                await self.bus.publish_many(TOPIC_MENTIONS, pending)
+                try:
+                    await self.bus.publish_many(TOPIC_MENTIONS, pending)
+                except Exception as exc:
+                    raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             for key in marked:
                 self.dedup.forget(key)  # not (fully) published: let a retry through
             raise
-        for item in report.items:
+        for item in report.items:  # counted once published (a retried batch counts once)
+            if item.outcome != "duplicate":
+                label = self._label(mentions[item.index].source)
+                self._count(self.metrics.mentions_ingested, label)
             for watch_id in item.watches:
                 self._count(self.metrics.mentions_matched, watch_id)
         if on_done is not None:
@@ -173,7 +184,6 @@ class ListenerService:
         stamp = {} if mention.received_at else {"received_at": self.clock.now()}
         matches = self._match(mention)
         report.accepted += 1
-        self._count(self.metrics.mentions_ingested, label)
         if not matches:
             report.unmatched += 1
             return ItemOutcome(index, mention.id, "unmatched")
@@ -279,7 +289,7 @@ class ListenerService:
                     await self.ingest(batch)
                 else:
                     await self.ingest(batch, on_done)
-            except Exception as exc:
+            except PublishFailed as exc:  # the bus is down; a bug in matching is not retried
                 self._source_error(source, f"publishing failed: {type(exc).__name__}: {exc}")
                 log.warning(
                     "source %s: publishing a batch of %d failed (%s: %s); retrying in %.1f s",

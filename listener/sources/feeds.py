@@ -48,7 +48,7 @@ from core.clock import Clock
 from core.events import Author, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TransientError, check_response
+from listener.backoff import RateLimited, TargetUnavailable, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -123,12 +123,14 @@ class FeedClient:
         check_response(response, self.clock.now(), what=what, target_statuses=(401, 403, 404, 410))
         if response.status_code == 304:
             return [], state.etag, state.modified
+        # the feed's own problems (too large, a captcha or error page served with 200):
+        # retried on the target's long backoff, not as an outage of the whole source
         if len(response.content) > self.max_bytes:
-            raise TransientError(f"{what}: larger than {self.max_bytes} bytes")
+            raise TargetUnavailable(f"{what}: larger than {self.max_bytes} bytes")
         try:
             items = parse_feed(response.content)
-        except ValueError as exc:  # a captcha or error page served with 200
-            raise TransientError(f"{what}: {exc}") from None
+        except ValueError as exc:
+            raise TargetUnavailable(f"{what}: {exc}") from None
         return items, response.headers.get("etag"), response.headers.get("last-modified")
 
 

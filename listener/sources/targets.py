@@ -5,9 +5,12 @@ place of a feed, a deleted video, a private subreddit) must not stop the source 
 its other targets. ``TargetBackoff`` records a target's failure (logged, counted in the
 source's errors, listed in its health's ``failing_targets`` and in the
 ``crisiswatch_source_targets_failing`` gauge), skips the target until its retry time
-(``first`` seconds, doubling up to ``maximum``, or the wait a rate limit asked for), and
-clears it after a success. Errors that concern the whole source (credentials refused, the
-API's rate limit or quota) are not target errors: callers let them through.
+(``first`` seconds, doubling up to ``maximum`` for the target's own errors: gone, blocked,
+not a feed; up to a poll interval or two minutes for errors that are likely the
+platform's or the network's: a dropped connection, a timeout, a 5xx; or the wait a rate
+limit asked for), and clears it after a success. Errors that concern the whole source
+(credentials refused, the API's rate limit or quota) are not target errors: callers let
+them through.
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.clock import Clock
+from listener.backoff import TargetUnavailable
 from listener.health import SourceHealth
 
 log = logging.getLogger(__name__)
 
 TARGET_RETRY_MAX_SECONDS = 3600.0
+OUTAGE_RETRY_MAX_SECONDS = 120.0
+"""The longest wait after an error that is not the target's own (a dropped connection, a
+timeout, a 5xx: usually the whole platform or the network, as the base reconnect
+treats it), or one poll interval if that is longer: a source is back within about two
+minutes of an outage, not an hour."""
 
 
 @dataclass
@@ -62,7 +71,9 @@ class TargetBackoff:
         previous = self._failing.get(key)
         failures = previous.failures + 1 if previous else 1
         if wait is None:
-            wait = min(self.first * 2.0 ** min(failures - 1, 30), self.maximum)
+            own = isinstance(error, TargetUnavailable | ValueError)  # gone, blocked, not a feed
+            cap = self.maximum if own else max(self.first, OUTAGE_RETRY_MAX_SECONDS)
+            wait = min(self.first * 2.0 ** min(failures - 1, 30), cap)
         message = f"{type(error).__name__}: {error}"
         self._failing[key] = _Failing(label, failures, self.clock.now() + timedelta(seconds=wait))
         self.health.target_failed(label, message)

@@ -82,12 +82,15 @@ class TimeMark:
         out: dict[str, Any] = {"t": self.t, "ids": self.ids}
         if self.earlier:
             out["earlier"] = self.earlier
+        if self.floor:
+            out["floor"] = self.floor  # a restart asks no further back than the first run
         return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TimeMark:
         earlier = {str(i): int(s) for i, s in (raw.get("earlier") or {}).items()}
-        return cls(int(raw["t"]), [str(i) for i in raw.get("ids", [])], earlier)
+        ids = [str(i) for i in raw.get("ids", [])]
+        return cls(int(raw["t"]), ids, earlier, int(raw.get("floor") or 0))
 
 
 def load_marks(cursor: str | None) -> dict[str, TimeMark]:

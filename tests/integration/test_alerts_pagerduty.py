@@ -285,3 +285,32 @@ async def test_a_merged_incidents_alert_is_resolved_where_it_went(
     assert {r.channel for r in resolves} == {"pd", "pr"}
     assert {r.status for r in resolves} == {"sent"}
     assert all("merged into incident" in r.payload["reason"] for r in resolves if r.channel == "pr")
+
+
+async def test_a_chat_is_told_of_the_resolve_once_though_an_escalation_was_in_flight(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    """The resolve mirrors the alert sent to the chat; the escalation on its way at that
+    moment is recorded later: per alert, it queued a second "resolved by" to the same
+    chat. A chat or mailbox hears it once per page (PagerDuty still resolves per key)."""
+    world, _ = pd_pair
+    await world.signal("a", tier=2, story="s1")
+    await world.service.tick()
+    incident = (await world.incident("s1")).id
+    chat = world.service.notifiers["pr"]
+
+    class ResolvedDuringTheEscalation:
+        name, kind, rate_limits = chat.name, chat.kind, chat.rate_limits
+
+        async def send(self, alert: Any) -> None:
+            await chat.send(alert)
+            if alert.reason.startswith("ESCALATION"):
+                await _resolve(world, incident)  # commits while the send is not recorded
+
+    world.service.notifiers["pr"] = ResolvedDuringTheEscalation()
+    world.clock.advance(601)  # tier 2: the first escalation step after 10 minutes
+    await world.service.tick()
+    await world.service.tick()
+    on_pr = [(m.action, m.reason) for ch, m in world.log if ch == "pr"]
+    assert [a for a, _ in on_pr].count("resolve") == 1, on_pr
+    assert any(r.startswith("ESCALATION") for _, r in on_pr), on_pr

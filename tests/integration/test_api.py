@@ -164,6 +164,34 @@ async def test_list_filters_and_pagination(api, clock) -> None:
     assert r.json()["items"] == [] and r.json()["total"] == 1
 
 
+async def test_ingest_while_the_bus_is_down_is_a_503_to_retry(api, clock) -> None:
+    """Nothing of the batch is kept (dedup forgot it): the sender's retry goes through."""
+    client, runtime = api
+    item = {
+        "id": "bluesky:9",
+        "source": "bluesky",
+        "text": "acme",
+        "created_at": clock.now().isoformat(),
+    }
+    body = json.dumps([item]).encode()
+    publish = runtime.bus.publish_many
+
+    async def down(*_: object, **__: object) -> None:
+        raise ConnectionError("broker unavailable")
+
+    runtime.bus.publish_many = down
+    r = await client.post(
+        "/ingest/mentions", content=body, headers=signed_headers(INGEST_SECRET, body, clock.now())
+    )
+    assert r.status_code == 503 and r.headers["retry-after"] == "10"
+    assert "broker unavailable" in r.json()["detail"]
+    runtime.bus.publish_many = publish
+    r = await client.post(
+        "/ingest/mentions", content=body, headers=signed_headers(INGEST_SECRET, body, clock.now())
+    )
+    assert r.status_code == 200 and r.json()["published"] == 1, r.text
+
+
 async def test_ingest_reports_bad_items_and_keeps_good_ones(api, clock) -> None:
     client, _ = api
     good = {

@@ -28,7 +28,7 @@ from listener.cursors import MemoryCursorStore
 from listener.dedup import Deduplicator
 from listener.health import Coverage
 from listener.report import IngestReport
-from listener.service import ListenerService
+from listener.service import ListenerService, PublishFailed
 from listener.sources.base import SourceFatalError
 from listener.sources.demo import DemoSource
 from listener.sources.live import LiveSource, Step
@@ -182,7 +182,7 @@ async def test_reposts_and_replies_inherit_the_watches_of_what_they_continue() -
 async def test_a_failed_publish_unmarks_the_mention_so_a_retry_goes_through() -> None:
     service, bus, _ = make()
     bus.fail_next = 1
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishFailed, match="ConnectionError"):
         await service.ingest([mention(1, "acme")])
     report = await service.ingest([mention(1, "acme")])
     assert report.published == 1
@@ -194,7 +194,7 @@ async def test_a_publish_failing_mid_batch_loses_nothing_of_the_batch_on_retry()
     batch = [mention(1, "acme"), mention(2, "acme"), mention(3, "acme")]
     done: list[str] = []
     bus.fail_after = 1  # the first event is accepted, the second fails
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishFailed, match="ConnectionError"):
         await service.ingest(batch, lambda m: done.append(m.id))
     assert [m.id for _, m, _ in bus.sent] == ["test:1"]
     assert done == []  # no cursor moves past an unpublished mention
@@ -353,10 +353,28 @@ async def test_a_bus_outage_holds_the_batch_and_retries_it_until_it_is_published
     assert [m.id for _, m, _ in bus.sent] == [f"test:{i}" for i in range(1, 6)]
     assert source.health.state == "polling"
     assert metrics.registry.get_sample_value("crisiswatch_source_up", {"source": "ticks"}) == 1
+    assert sample(metrics, "mentions_ingested", source="test") == 5  # once, not per try
     assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_bug_in_matching_ends_the_source_instead_of_retrying_it_for_ever() -> None:
+    """Only a batch the bus did not take is held and retried; any other error (the same
+    batch would fail the same way for ever) ends the source, visibly failed."""
+    clock, metrics, store = ManualClock(T0), Metrics(), MemoryCursorStore()
+    service, bus, _ = make(clock, metrics, source_retry_seconds=2)
+
+    def broken(*_: object, **__: object) -> list[object]:
+        raise KeyError("a bug in the matcher")
+
+    service.matcher.match = broken  # type: ignore[method-assign]
+    source = Ticks(5, clock, store, metrics)
+    await source.start()
+    with pytest.raises(KeyError, match="a bug in the matcher"):
+        await asyncio.wait_for(service.run_source(source), timeout=5)
+    assert not bus.sent and store.cursors == {}
 
 
 async def test_stopping_during_a_bus_outage_saves_no_cursor_past_what_was_published() -> None:

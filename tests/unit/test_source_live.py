@@ -879,3 +879,34 @@ async def test_youtube_a_poll_cut_at_its_page_cap_is_counted() -> None:
 def test_youtube_without_a_key_names_what_is_missing() -> None:
     with pytest.raises(ValidationError, match="needs api_key"):
         ListenerConfig.model_validate({"sources": {"youtube": {"videos": ["x"]}}})
+
+
+def test_a_target_error_backs_off_long_an_outage_briefly() -> None:
+    """A gone or blocked target waits up to an hour; a dropped connection or a 5xx (the
+    platform or the network, for every target at once) at most a poll interval or two
+    minutes: the source was blind for as long again as the outage lasted."""
+    from listener.backoff import TargetUnavailable
+    from listener.health import SourceHealth
+    from listener.sources.targets import TargetBackoff
+
+    clock = RecordingClock()
+    health = SourceHealth("hn", "hackernews", Coverage(needs="-", covers="-"), clock, None)
+    failing = TargetBackoff(health, clock, first=60.0)
+    gone = [failing.failed("a", "a", TargetUnavailable("404")) for _ in range(8)]
+    down = [failing.failed("b", "b", httpx.ConnectError("network down")) for _ in range(8)]
+    assert gone == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert down == [60, 120, 120, 120, 120, 120, 120, 120]
+    rss = TargetBackoff(health, clock, first=300.0)  # a poll interval above two minutes
+    assert [rss.failed("c", "c", TransientError("503")) for _ in range(3)] == [300] * 3
+
+
+def test_a_time_mark_keeps_its_floor_across_a_restart() -> None:
+    """Restarted before anything was delivered, a source asked up to the late window
+    further back than its configured lookback: items from before it were delivered."""
+    from listener.sources.timemark import TimeMark, dump_marks, load_marks
+
+    fresh = TimeMark(1_000, floor=1_000)
+    assert load_marks(dump_marks({"q": fresh}))["q"].since(300) == 1_000
+    moved = TimeMark(2_000, ["a"], {"b": 1_900}, floor=1_000)
+    assert load_marks(dump_marks({"q": moved}))["q"] == moved
+    assert load_marks('{"q": {"t": 5, "ids": []}}')["q"].floor == 0  # cursors of before
