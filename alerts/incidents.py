@@ -14,15 +14,18 @@ does nothing, so a redelivered signal never alerts twice.
 Alerting an incident (``_alert``): the routing tree picks the teams; an active silence or
 an open higher-tier incident of the same story/watch (inhibition) mutes it; quiet hours
 hold tier-1 alerts for a morning digest; the tier's escalation policy is snapshotted and
-its SLA clock started. An ack or resolve is mirrored to every channel that got an alert
-(and to one that gets it later: ``alerts.outbox``). An upgrade of an incident that was
+its SLA clock started. Once a silence has ended, the tick's ``release_silence`` alerts the
+incidents it muted that are still open and unacknowledged, as if newly raised at their
+current tier (Alertmanager notifies again when a silence expires). An ack or resolve is
+mirrored to every channel that got an alert (and to one that gets it later:
+``alerts.outbox``). An upgrade of an incident that was
 acknowledged or resolved starts a new page (``Incident.page``, ``_upgrade``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +36,7 @@ from sqlalchemy.orm import selectinload
 
 from alerts import escalation, silences, sla
 from alerts.config import AlertsConfig
-from alerts.messages import incident_title, snippets_from_signal
+from alerts.messages import incident_title, snippets_from_rows, snippets_from_signal
 from alerts.models import (
     ACKNOWLEDGED,
     CANCELLED,
@@ -49,8 +52,10 @@ from alerts.models import (
     Incident,
     IncidentEvent,
     IncidentEvidence,
+    Silence,
     StoryAlias,
 )
+from alerts.notifiers.base import EvidenceSnippet
 from alerts.outbox import (
     ALERT,
     FIRST_ALERT_REASONS,
@@ -104,13 +109,17 @@ def check_signal(signal: Signal) -> None:
 
 
 def attrs_of(incident: Incident, signal: Signal, config: AlertsConfig) -> AlertAttrs:
+    return _attrs(incident, (ev.id for ev in signal.evidence), config)
+
+
+def _attrs(incident: Incident, mention_ids: Iterable[str], config: AlertsConfig) -> AlertAttrs:
     labels = dict(config.watch_labels.get(incident.watch_id, {}))
     labels.setdefault("drill", "true" if incident.drill else "false")
     return AlertAttrs(
         tier=incident.tier,
         watch=incident.watch_id,
         story=incident.story_id,
-        sources=sources_of(ev.id for ev in signal.evidence),
+        sources=sources_of(mention_ids),
         labels=labels,
     )
 
@@ -521,7 +530,35 @@ async def _alert(
     reason_text: str,
     metrics: Metrics | None,
 ) -> None:
-    attrs = attrs_of(incident, signal, config)
+    await _route(
+        session,
+        incident,
+        attrs_of(incident, signal, config),
+        config,
+        now,
+        reason=reason,
+        reason_text=reason_text,
+        evidence=snippets_from_signal(signal.evidence, config.evidence_in_alert),
+        trigger_received_at=signal.trigger_received_at,
+        metrics=metrics,
+    )
+
+
+async def _route(
+    session: AsyncSession,
+    incident: Incident,
+    attrs: AlertAttrs,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    reason: str,
+    reason_text: str,
+    evidence: list[EvidenceSnippet],
+    trigger_received_at: datetime | None,
+    metrics: Metrics | None,
+) -> bool:
+    """Alert the incident (routes, quiet hours, grouping, escalation, SLA), or record it
+    as muted by an inhibition or an active silence; True when it was alerted."""
     routes = match_routes(config, attrs)
     teams = list(dict.fromkeys(team for route in routes for team in route.teams))
     muted_by: tuple[str, dict[str, Any]] | None = None
@@ -540,7 +577,7 @@ async def _alert(
         if metrics is not None:
             on_commit(session, metrics.alerts_suppressed.labels(kind).inc)
         await tasks.create(session, incident, config, now, now, remind=False)
-        return
+        return False
     held = quiet_until(config, incident.tier, now)
     start = held or now
     incident.alerted_at = start
@@ -554,7 +591,6 @@ async def _alert(
         add_event(
             session, incident.id, "escalation_started", now, detail=incident.escalation_policy
         )
-    evidence = snippets_from_signal(signal.evidence, config.evidence_in_alert)
     for route in routes:
         not_before: datetime | None
         group: str | None
@@ -571,11 +607,119 @@ async def _alert(
             evidence=evidence,
             config=config,
             now=now,
-            trigger_received_at=signal.trigger_received_at,
+            trigger_received_at=trigger_received_at,
             not_before=not_before,
             digest_group=group,
         )
     await _inhibit_lower(session, incident, config, now)
+    return True
+
+
+MUTE_KINDS = ("silenced", "inhibited", "upgraded", "unsilenced")
+"""Timeline events that change whether an incident's current alert was muted: the last
+one of them says whether a silence still holds it back (and which)."""
+
+
+async def release_silence(
+    session: AsyncSession,
+    silence_id: int,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    metrics: Metrics | None = None,
+) -> list[Incident] | None:
+    """After silence ``silence_id`` ended: alert, as if newly raised at their current
+    tier, the incidents it muted that are still open (unacknowledged, unfinished) and
+    whose last alert it held back. Escalation and the SLA clock start now. One still
+    matched by another active silence, or inhibited now, is recorded as muted by that
+    instead (so that the other silence's end releases it).
+
+    Marks the silence released (compare-and-set on ``released_at``): returns None when
+    it was not ended or another alerter already released it, else the incidents alerted
+    (their escalation steps to schedule once this commits)."""
+    result = await session.execute(
+        update(Silence)
+        .where(
+            Silence.id == silence_id,
+            Silence.released_at.is_(None),
+            Silence.ends_at <= now,
+        )
+        .values(released_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        return None
+    rows = await session.execute(
+        select(IncidentEvent.incident_id, IncidentEvent.detail)
+        .join(Incident, Incident.id == IncidentEvent.incident_id)
+        .where(IncidentEvent.kind == "silenced", Incident.status == OPEN)
+        .order_by(IncidentEvent.incident_id)
+    )
+    muted = dict.fromkeys(
+        incident_id for incident_id, detail in rows if (detail or {}).get("silence") == silence_id
+    )
+    alerted: list[Incident] = []
+    for incident_id in muted:
+        incident = await session.scalar(
+            select(Incident)
+            .where(Incident.id == incident_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if incident is None or incident.status != OPEN or incident.acked_at is not None:
+            continue
+        last = await session.scalar(
+            select(IncidentEvent)
+            .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind.in_(MUTE_KINDS))
+            .order_by(IncidentEvent.id.desc())
+            .limit(1)
+        )
+        if last is None or last.kind != "silenced" or last.detail.get("silence") != silence_id:
+            continue  # alerted since (an upgrade), or muted by something else now
+        if await _release(session, incident, silence_id, config, now, metrics=metrics):
+            alerted.append(incident)
+    return alerted
+
+
+async def _release(
+    session: AsyncSession,
+    incident: Incident,
+    silence_id: int,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    metrics: Metrics | None,
+) -> bool:
+    evidence = list(
+        await session.scalars(
+            select(IncidentEvidence)
+            .where(IncidentEvidence.incident_id == incident.id)
+            .order_by(IncidentEvidence.id)
+        )
+    )
+    attrs = _attrs(incident, (ev.mention_id for ev in evidence), config)
+    upgraded = await session.scalar(
+        select(IncidentEvent.id)
+        .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "upgraded")
+        .limit(1)
+    )
+    add_event(session, incident.id, "unsilenced", now, detail={"silence": silence_id})
+    incident.updated_at = now
+    sent = await _route(
+        session,
+        incident,
+        attrs,
+        config,
+        now,
+        reason=ALERT if upgraded is None else UPGRADE,
+        reason_text="silence ended",
+        evidence=snippets_from_rows(evidence, config.evidence_in_alert),
+        trigger_received_at=None,
+        metrics=metrics,
+    )
+    if sent and metrics is not None:
+        on_commit(session, metrics.alerts_unsilenced.labels(str(incident.tier)).inc)
+    return sent
 
 
 async def list_incidents(

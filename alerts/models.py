@@ -64,6 +64,7 @@ EVENT_KINDS: Final = (
     "escalation_skipped",
     "inhibited",
     "silenced",
+    "unsilenced",  # the silence that muted it ended: alerted then (incidents.release_silence)
     "held",
     "alert_fallback",
     "responded",
@@ -263,7 +264,9 @@ class Delivery(Base):
 
 class Silence(Base):
     """Alerts matching ``matchers`` (the routes' matcher fields) are not sent until
-    ``ends_at``. Created through the API with an author and a reason."""
+    ``ends_at``. Created through the API with an author and a reason. ``released_at``:
+    when the alerter, after the end, alerted the open incidents it had muted (None: not
+    yet; ``incidents.release_silence``)."""
 
     __tablename__ = "alert_silences"
 
@@ -274,6 +277,7 @@ class Silence(Base):
     author: Mapped[str] = mapped_column(String(255))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 # APScheduler's SQLAlchemyJobStore table for escalation steps (the job store creates it

@@ -8,9 +8,10 @@ after it commits, otherwise by the next tick.
 
 ``tick`` = deliver what is due, run the escalation steps that are due (APScheduler jobs
 in a persistent store, ``alerts.jobs``), check the SLA clocks (a breach runs the next
-step at once), queue the playbook task reminders that are due, deliver what that
-queued, and refresh the gauges. ``start`` runs it every ``tick_interval`` with
-APScheduler (one at a time, missed runs coalesced); ``stop`` lets a running tick finish.
+step at once), queue the playbook task reminders that are due, alert the incidents that
+silences which have ended had muted (once per silence), deliver what that queued, and
+refresh the gauges. ``start`` runs it every ``tick_interval`` with APScheduler (one at a
+time, missed runs coalesced); ``stop`` lets a running tick finish.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from alerts import escalation, sla
+from alerts import escalation, silences, sla
 from alerts.config import AlertsConfig
-from alerts.incidents import InvalidSignal, apply_signal, open_counts
+from alerts.incidents import InvalidSignal, apply_signal, open_counts, release_silence
 from alerts.jobs import StepJobs
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
@@ -220,19 +221,42 @@ class AlertService:
             await self._escalate_one(breach.incident_id, breach.token, why)
         return len(breaches)
 
+    async def release_silences(self) -> int:
+        """Alert the open, unacknowledged incidents muted by silences that have ended (once
+        per silence, ``incidents.release_silence``); returns how many were alerted."""
+        now = self.clock.now()
+        async with self.sessions() as session:
+            ended = await silences.ended(session, now)
+        alerted = 0
+        for silence_id in ended:
+            async with unit_of_work(self.sessions) as session:
+                released = await release_silence(
+                    session, silence_id, self.config, now, metrics=self.metrics
+                )
+                steps = [escalation.scheduled(incident) for incident in released or []]
+            if released is None:
+                continue
+            alerted += len(released)
+            log.info("silence %d ended: %d incident(s) alerted", silence_id, len(released))
+            for step in steps:
+                if step is not None:
+                    await self._schedule(step)
+        return alerted
+
     async def remind_tasks(self) -> int:
         """Queue the playbook task reminders that are due (``alerts.workflow.tasks``)."""
         async with unit_of_work(self.sessions) as session:
             return await tasks.remind_due(session, self.config, self.clock.now(), self.metrics)
 
     async def tick(self) -> TickReport:
-        """One round: deliver due alerts, run due escalation steps and SLA checks,
-        deliver what they queued."""
+        """One round: deliver due alerts, run due escalation steps and SLA checks, alert
+        what ended silences had muted, deliver what they queued."""
         attempted = await self.deliver()
         escalated = await self.escalate()
         breached = await self.check_slas()
         reminded = await self.remind_tasks()
-        if escalated or breached or reminded:
+        released = await self.release_silences()
+        if escalated or breached or reminded or released:
             attempted += await self.deliver()
         await self.refresh_gauges()
         return TickReport(attempted=attempted, escalated=escalated)

@@ -1,7 +1,9 @@
 """Silences: alerts matching a silence's matchers are not sent until it ends.
 
 Created through the API with matchers (the routes' matcher fields), an end time, an
-author and a reason; expiring one sets its end to now (the record stays).
+author and a reason; expiring one sets its end to now (the record stays). Once one has
+ended, the alerter's tick releases it (``ended``, then ``incidents.release_silence``): the
+incidents it muted that are still open and unacknowledged are alerted then.
 """
 
 from __future__ import annotations
@@ -76,6 +78,18 @@ async def expire(session: AsyncSession, silence_id: int, now: datetime) -> Silen
     if silence.ends_at > now:
         silence.ends_at = now
     return silence
+
+
+async def ended(session: AsyncSession, now: datetime, *, limit: int = 100) -> list[int]:
+    """Ids of the silences that have ended and whose muted incidents were not released."""
+    return list(
+        await session.scalars(
+            select(Silence.id)
+            .where(Silence.released_at.is_(None), Silence.ends_at <= now)
+            .order_by(Silence.ends_at, Silence.id)
+            .limit(limit)
+        )
+    )
 
 
 async def matching(session: AsyncSession, attrs: AlertAttrs, now: datetime) -> Silence | None:

@@ -46,6 +46,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "alert_fallback",
         "inhibited",
         "silenced",
+        "unsilenced",
         "held",
     ),
     "escalation": ("escalation_started", "escalated", "escalation_skipped"),

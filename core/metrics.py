@@ -233,6 +233,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.alerts_unsilenced = Counter(
+            "crisiswatch_alerts_unsilenced",
+            "Incidents alerted after the silence that muted them ended, by tier",
+            ["tier"],
+            registry=r,
+        )
         self.alert_digests = Counter(
             "crisiswatch_alert_digests",
             "Digest messages (several alerts merged under a rate limit or quiet hours)",

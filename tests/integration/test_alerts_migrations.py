@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 import alerts.acklinks
@@ -86,3 +86,41 @@ async def test_postgres_schema_matches_models(pg_url: str) -> None:
 
 def test_models_declare_the_alert_tables() -> None:
     assert set(Base.metadata.tables) >= ALERT_TABLES
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_silences_ended_before_0012_count_as_released(
+    database: str, sqlite_url: str, pg_url: str
+) -> None:
+    """The first tick after the upgrade must not alert every incident an old, long-ended
+    silence muted; a silence still running releases its incidents when it ends."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from alerts.models import Silence
+    from core.db import make_engine, make_sessionmaker, unit_of_work, upgrade_database
+
+    engine = make_engine(sqlite_url if database == "sqlite" else pg_url)
+    try:
+        await upgrade_database(engine, "0011")
+        now = datetime.now(UTC)
+        ends = {"ended": now - timedelta(days=3), "running": now + timedelta(hours=2)}
+        async with engine.begin() as conn:
+            for reason, end in ends.items():
+                if database == "sqlite":
+                    end = end.replace(tzinfo=None)
+                await conn.execute(
+                    text(
+                        "INSERT INTO alert_silences (matchers, starts_at, ends_at, author, "
+                        "reason, created_at) VALUES ('{}', :s, :e, 'ops', :r, :s)"
+                    ),
+                    {"s": end - timedelta(hours=4), "e": end, "r": reason},
+                )
+        await upgrade_database(engine)
+        async with unit_of_work(make_sessionmaker(engine)) as session:
+            rows = {s.reason: s for s in await session.scalars(select(Silence))}
+        assert rows["ended"].released_at == rows["ended"].ends_at
+        assert rows["running"].released_at is None
+    finally:
+        await engine.dispose()

@@ -3,6 +3,7 @@ on a ManualClock with recording notifiers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from alerts import incidents as svc
 from alerts import silences
 from alerts.config import AlertsConfig, Matchers
-from alerts.models import Delivery, Incident, IncidentEvent
+from alerts.models import Delivery, Incident, IncidentEvent, Silence
 from alerts.notifiers.base import AlertMessage, DeliveryError, RateLimit
 from alerts.service import AlertService
 from core.bus.memory import MemoryBus
@@ -337,3 +338,120 @@ async def test_grouping_waits_group_wait_then_group_interval(
         clock.set(start + timedelta(seconds=340))
         await world.signal("d", tier=3, story="s4", watch="other")
         assert world.sent() == ["pr"], "tier 3 is not held by the group interval"
+
+
+async def make_silence(
+    world: World, *, tier: int = 2, hours: float = 1, author: str = "maria"
+) -> Silence:
+    now = world.clock.now()
+    async with unit_of_work(world.sessions) as session:
+        created = silences.create(
+            session,
+            matchers=Matchers(watch=["acme"], tier=[tier]),
+            ends_at=now + timedelta(hours=hours),
+            author=author,
+            reason="known outage",
+            now=now,
+        )
+    return created
+
+
+async def test_a_silenced_incident_alerts_and_escalates_once_its_silence_ends(
+    world: World,
+) -> None:
+    muting = await make_silence(world, tier=2)
+    end = muting.ends_at
+    await world.signal("a", tier=2, story="s1")
+    world.clock.set(end - timedelta(minutes=1))
+    await world.service.tick()
+    assert world.sent() == [], "muted while the silence lasts"
+    world.clock.set(end)
+    await world.service.tick()
+    ((channel, message),) = world.log
+    assert channel == "pr" and message.reason == "silence ended" and message.tier == 2
+    world.sent()
+    incident = await world.incident("s1")
+    assert incident.alerted_at == end, "the SLA clock and escalation count from the end"
+    assert incident.sla_due_at == end + timedelta(hours=1)
+    assert incident.next_escalation_at == end + timedelta(minutes=10)
+    (event,) = await world.events("unsilenced")
+    assert event.incident_id == incident.id and event.detail["silence"] == muting.id
+    assert world.metric("crisiswatch_alerts_unsilenced_total", tier="2") == 1
+    await world.service.tick()
+    assert world.sent() == [], "a silence is released once"
+    world.clock.set(end + timedelta(minutes=10))
+    await world.service.tick()
+    assert world.sent() == ["pr"], "the escalation runs"
+    assert [e.detail["level"] for e in await world.events("escalated")] == [1]
+
+
+async def test_an_incident_acknowledged_during_the_silence_gets_nothing_at_its_end(
+    world: World,
+) -> None:
+    muting = await make_silence(world, tier=2)
+    await world.signal("a", tier=2, story="s1")
+    incident = await world.incident("s1")
+    async with unit_of_work(world.sessions) as session:
+        await svc.acknowledge(session, incident.id, "pr-lead", world.clock)
+    world.clock.set(muting.ends_at)
+    await world.service.tick()
+    assert world.sent() == []
+    assert await world.events("unsilenced") == []
+    async with world.sessions() as session:
+        released = await session.get(Silence, muting.id)
+        assert released is not None and released.released_at == muting.ends_at
+
+
+async def test_a_silence_expired_early_releases_at_the_next_tick(world: World) -> None:
+    muting = await make_silence(world, tier=2, hours=4)
+    await world.signal("a", tier=2, story="s1")
+    world.clock.advance(600)
+    async with unit_of_work(world.sessions) as session:
+        await silences.expire(session, muting.id, world.clock.now())
+    world.clock.advance(5)
+    await world.service.tick()
+    assert world.sent() == ["pr"]
+    await world.service.tick()
+    world.clock.advance(60)
+    await world.service.tick()
+    assert world.sent() == [], "nothing more for that silence"
+    assert len(await world.events("unsilenced")) == 1
+
+
+async def test_an_incident_still_matched_by_another_silence_stays_muted(world: World) -> None:
+    first = await make_silence(world, tier=2, hours=1)
+    second = await make_silence(world, tier=2, hours=3, author="li")
+    await world.signal("a", tier=2, story="s1")
+    world.clock.set(first.ends_at)
+    await world.service.tick()
+    assert world.sent() == [], "the second silence still mutes it"
+    assert (await world.incident("s1")).next_escalation_at is None
+    muted = [e.detail["silence"] for e in await world.events("silenced")]
+    assert muted == [first.id, second.id]
+    world.clock.set(second.ends_at)
+    await world.service.tick()
+    assert world.sent() == ["pr"], "alerted when the last silence ends"
+    await world.service.tick()
+    assert world.sent() == []
+
+
+async def test_an_incident_alerted_since_its_silence_is_not_alerted_again(world: World) -> None:
+    muting = await make_silence(world, tier=1)
+    await world.signal("a", tier=1, story="s1")
+    await world.signal("b", tier=2, story="s1")  # the upgrade is not silenced
+    assert world.sent() == ["pr"]
+    world.clock.set(muting.ends_at)
+    await world.service.tick()  # (the tier-2 escalation runs meanwhile)
+    assert [m.reason for _, m in world.log if m.reason == "silence ended"] == []
+    assert await world.events("unsilenced") == []
+
+
+async def test_two_alerters_release_a_silence_once(sessions: Sessions, clock: ManualClock) -> None:
+    async for one in make_world(sessions, clock):
+        async for two in make_world(sessions, clock):
+            muting = await make_silence(one, tier=2)
+            await one.signal("a", tier=2, story="s1")
+            clock.set(muting.ends_at)
+            await asyncio.gather(one.service.tick(), two.service.tick())
+            assert one.sent() + two.sent() == ["pr"]
+            assert len(await one.events("unsilenced")) == 1
