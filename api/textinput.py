@@ -52,7 +52,7 @@ async def refuse_nul(request: Request) -> None:
     if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return
     body = await request.body()  # cached: the endpoint reads the same bytes
-    if b"\\u0000" not in body.lower():  # a JSON string can only carry NUL escaped
+    if b"\\u0000" not in body:  # a JSON string carries NUL only escaped (``\\u`` is lowercase)
         return
     try:
         decoded = json.loads(body)

@@ -45,16 +45,15 @@ class _Event(BaseModel):
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _no_nul(value: str) -> str:
     """PostgreSQL text cannot hold NUL, and UTF-8 (JSON on the bus) cannot carry a lone
     surrogate (``"\\ud800"``: half an emoji cut by a scraper): both are replaced by
     U+FFFD where a platform sent them (valid surrogate pairs were joined by the JSON
-    decoder already)."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    decoder already). One scan of the text when it holds neither."""
+    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
 
 
 def _no_surrogate(value: str) -> str:
