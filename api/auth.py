@@ -255,6 +255,17 @@ def ensure_scope(principal: Principal, watch_id: str) -> None:
         )
 
 
+def ensure_visible(principal: Principal, watch_id: str, what: str) -> None:
+    """403 when ``what`` (a stored incident, drill: ``"incident 12"``) belongs to a watch
+    outside ``principal``'s scope. Unlike ``ensure_scope``, which checks a watch the caller
+    named, the answer does not name that watch: the key is not to learn other watches."""
+    if not principal.can_see(watch_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"key {principal.name!r} is not scoped to the watch of {what}",
+        )
+
+
 def scoped_watches(who: Principal, watch: str | None) -> frozenset[str] | None:
     """The watches a list may show (``None``: every watch).
 

@@ -6,7 +6,8 @@ mute everything, ends in the past or has no reason: 422.
 
 A key scoped to some watches works only with silences limited to them: its silences need a
 ``watch`` matcher naming only its watches (403 otherwise: a silence without one would mute
-every watch), it may expire only such silences (403) and it lists only those.
+every watch), it may expire only such silences (403) and it lists only those. On call, it
+sees only the teams its watches' alerts may reach (``api.scope.teams_of_watches``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from alerts.config import Matchers
 from alerts.models import Silence
 from alerts.oncall import team_on_call
 from api import audit
-from api.auth import Principal, ensure_scope, limited_to_scope, require
+from api.auth import Principal, ensure_visible, limited_to_scope, require, scoped_watches
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
+from api.scope import silence_watches, teams_of_watches
 
 router = APIRouter(tags=["alerting"])
 
@@ -54,6 +56,11 @@ class SilenceOut(BaseModel):
     author: str
     reason: str
     created_at: datetime
+    released_at: datetime | None = Field(
+        description="when, after the silence ended, the alerter alerted the incidents it had "
+        "muted that were still open and unacknowledged (none may have been); null while the "
+        "silence lasts and until the alerter's next tick after its end"
+    )
 
 
 class OnCallOut(BaseModel):
@@ -75,13 +82,11 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _silence_watches(matchers: dict[str, object]) -> list[str] | None:
-    """The watches a stored silence is limited to (``None``: every watch)."""
-    watches = matchers.get("watch")
-    return [str(w) for w in watches] if isinstance(watches, list) else None
-
-
-def _ensure_silence_scope(who: Principal, watches: list[str] | None, verb: str) -> None:
+def _ensure_silence_scope(
+    who: Principal, watches: list[str] | None, verb: str, stored: int | None = None
+) -> None:
+    """403 unless the silence limited to ``watches`` stays in ``who``'s scope. For a
+    ``stored`` silence (its id) the answer does not name the other watches it mutes."""
     scope = who.watches
     if scope is None or limited_to_scope(who, watches):
         return
@@ -93,8 +98,11 @@ def _ensure_silence_scope(who: Principal, watches: list[str] | None, verb: str) 
             "every watch)"
         )
     else:
-        outside = ", ".join(repr(w) for w in sorted(set(watches) - scope))
-        detail = f"key {who.name!r} is not scoped to watch {outside}: it may {verb} only "
+        if stored is None:
+            outside = "watch " + ", ".join(repr(w) for w in sorted(set(watches) - scope))
+        else:
+            outside = f"every watch of silence {stored}"
+        detail = f"key {who.name!r} is not scoped to {outside}: it may {verb} only "
         detail += f"silences limited to its watches ({mine})"
     raise HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
 
@@ -109,7 +117,7 @@ async def list_silences(
     """Newest first; for a key scoped to some watches, only the silences limited to them."""
     now = _runtime(request).clock.now()
     found = await silences.list_silences(session, now, active_only=not include_expired)
-    return [s for s in found if limited_to_scope(who, _silence_watches(s.matchers))]
+    return [s for s in found if limited_to_scope(who, silence_watches(s.matchers))]
 
 
 @router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED)
@@ -150,7 +158,7 @@ async def expire_silence(
     now = _runtime(request).clock.now()
     try:
         silence = await silences.get(session, silence_id)
-        _ensure_silence_scope(who, _silence_watches(silence.matchers), "expire")
+        _ensure_silence_scope(who, silence_watches(silence.matchers), "expire", silence_id)
         before = SilenceOut.model_validate(silence).model_dump(mode="json")
         silence = await silences.expire(session, silence_id, now)
     except silences.SilenceNotFound as exc:
@@ -164,12 +172,24 @@ async def expire_silence(
 
 @router.get("/oncall", response_model=list[OnCallOut])
 async def who_is_on_call(
-    request: Request, _: Annotated[Principal, Depends(require("viewer"))]
+    request: Request,
+    who: Annotated[Principal, Depends(require("viewer"))],
+    watch: Annotated[
+        str | None, Query(max_length=100, description="only the teams of this watch")
+    ] = None,
 ) -> list[OnCallOut]:
+    """Who is on call in each team now, and until when, by team name.
+
+    A key scoped to some watches sees only the teams their alerts may reach: those the
+    routing tree may route them to (at any tier, from any platform) and those the
+    escalation policies notify by name; ``?watch=`` narrows to one watch's teams (403
+    outside the key's scope)."""
     runtime = _runtime(request)
     config = runtime.settings.alerts
     now = runtime.clock.now()
-    return [OnCallOut(**vars(team_on_call(config, team, now))) for team in sorted(config.teams)]
+    watches = scoped_watches(who, watch)
+    teams = set(config.teams) if watches is None else teams_of_watches(config, watches)
+    return [OnCallOut(**vars(team_on_call(config, team, now))) for team in sorted(teams)]
 
 
 @router.post("/incidents/{incident_id}/response", response_model=IncidentOut)
@@ -184,7 +204,7 @@ async def record_response(
     SLA clock of a tier that waits for one."""
     runtime = _runtime(request)
     before = await audit.incident_state(session, incident_id)
-    ensure_scope(who, before["watch_id"])
+    ensure_visible(who, before["watch_id"], f"incident {incident_id}")
     incident = await incidents.record_response(
         session,
         incident_id,

@@ -1,4 +1,9 @@
-"""The audit log (admin only): every change made through the API, newest first."""
+"""The audit log (admin only): every change made through the API, newest first.
+
+A key scoped to some watches sees only the entries about its watches' incidents, drills and
+silences (``api.audit``): not template changes, which every watch shares, nor silences
+that mute other watches too; ``?watch=`` narrows to one watch (403 outside its scope).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import audit
-from api.auth import Principal, require
+from api.auth import Principal, require, scoped_watches
 from api.deps import db_session
 from api.schemas import Page
 from api.template_schemas import ERRORS, AuditOut
@@ -21,11 +26,14 @@ Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 @router.get("", response_model=Page[AuditOut])
 async def list_audit(
     session: Session,
-    _: Annotated[Principal, Depends(require("admin"))],
+    who: Annotated[Principal, Depends(require("admin"))],
     actor: Annotated[str | None, Query(max_length=255, description="key name")] = None,
     action: Annotated[str | None, Query(max_length=64, examples=["template.approve"])] = None,
     target_type: Annotated[str | None, Query(max_length=64, examples=["template_version"])] = None,
     target_id: Annotated[str | None, Query(max_length=255, examples=["3/2"])] = None,
+    watch: Annotated[
+        str | None, Query(max_length=100, description="only entries about this watch")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[AuditOut]:
@@ -36,6 +44,7 @@ async def list_audit(
         action=action,
         target_type=target_type,
         target_id=target_id,
+        watches=scoped_watches(who, watch),
         limit=limit,
         offset=offset,
     )

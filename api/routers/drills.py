@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.workflow import drills
 from api import audit
-from api.auth import Principal, ensure_scope, require, require_any, scoped_watches
+from api.auth import (
+    Principal,
+    ensure_scope,
+    ensure_visible,
+    require,
+    require_any,
+    scoped_watches,
+)
 from api.deps import db_session
 from api.drills import SCENARIOS, start_drill
 from api.runtime import Runtime
@@ -104,7 +111,7 @@ async def report(
     tier's targets, and the gaps found."""
     runtime: Runtime = request.app.state.runtime
     drill = await drills.get_drill(session, drill_id)
-    ensure_scope(who, drill.watch_id)
+    ensure_visible(who, drill.watch_id, f"drill {drill_id}")
     data = await drills.measure(session, drill, runtime.settings.alerts, runtime.clock.now())
     if format_ == "md":
         return PlainTextResponse(drills.markdown(data), media_type="text/markdown")

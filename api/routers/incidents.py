@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
 from api import audit
-from api.auth import Principal, ensure_scope, require, scoped_watches
+from api.auth import Principal, ensure_visible, require, scoped_watches
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
@@ -62,7 +62,7 @@ async def get_incident(
     who: Annotated[Principal, Depends(require("viewer"))],
 ) -> IncidentDetail:
     incident = await service.get_incident(session, incident_id)
-    ensure_scope(who, incident.watch_id)
+    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     return IncidentDetail.model_validate(incident)
 
 
@@ -77,7 +77,7 @@ async def acknowledge(
     """Acknowledge: stops the escalation. Acknowledging twice is harmless."""
     runtime: Runtime = request.app.state.runtime
     before = await audit.incident_state(session, incident_id)
-    ensure_scope(who, before["watch_id"])
+    ensure_visible(who, before["watch_id"], f"incident {incident_id}")
     incident = await service.acknowledge(
         session,
         incident_id,
@@ -103,7 +103,7 @@ async def resolve(
     """Resolve: cancels pending deliveries. Resolving twice is harmless."""
     runtime: Runtime = request.app.state.runtime
     before = await audit.incident_state(session, incident_id)
-    ensure_scope(who, before["watch_id"])
+    ensure_visible(who, before["watch_id"], f"incident {incident_id}")
     incident = await service.resolve(
         session, incident_id, who.name, runtime.clock, note=body.note if body else None
     )

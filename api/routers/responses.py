@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.templates import service
 from api import audit
-from api.auth import Principal, ensure_scope, require
+from api.auth import Principal, ensure_visible, require
 from api.deps import db_session
 from api.routers.templates import template_out
 from api.runtime import Runtime
@@ -37,7 +37,7 @@ async def suggestions(
 ) -> list[SuggestionOut]:
     """Approved templates whose tiers include the incident's tier, by name."""
     incident = await service.load_incident(session, incident_id)
-    ensure_scope(who, incident.watch_id)
+    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     found = await service.suggest(session, incident.tier, kind=kind, lang=lang)
     return [
         SuggestionOut(template=template_out(t), version=VersionOut.model_validate(v))
@@ -57,7 +57,7 @@ async def use_template(
     runtime: Runtime = request.app.state.runtime
     now = runtime.clock.now()
     incident = await service.load_incident(session, incident_id)
-    ensure_scope(who, incident.watch_id)
+    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     usage = await service.use_template(
         session, incident, body.template_id, body.version, body.variables, actor=who.name, now=now
     )
@@ -79,7 +79,7 @@ async def list_responses(
 ) -> Page[UsageOut]:
     """Templates used for this incident, newest first: who, which version, the text."""
     incident = await service.load_incident(session, incident_id)
-    ensure_scope(who, incident.watch_id)
+    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     items, total = await service.list_usages(session, incident_id, limit=limit, offset=offset)
     return Page[UsageOut](
         items=[UsageOut.model_validate(u) for u in items], total=total, limit=limit, offset=offset

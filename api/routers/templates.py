@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from alerts.templates import service
 from alerts.templates.models import ResponseTemplate, TemplateVersion
 from api import audit
-from api.auth import Principal, ensure_scope, require, require_any
+from api.auth import Principal, ensure_visible, require, require_any
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import Page
@@ -264,7 +264,7 @@ async def preview(
     incident = None
     if body.incident_id is not None:
         incident = await service.load_incident(session, body.incident_id)
-        ensure_scope(who, incident.watch_id)
+        ensure_visible(who, incident.watch_id, f"incident {incident.id}")
     template, version, text = await service.preview(
         session, template_id, body.version, incident, body.variables
     )

@@ -24,7 +24,7 @@ from alerts.workflow import evidence, report, service
 from alerts.workflow.models import IncidentTask
 from alerts.workflow.tasks import outcome
 from api import audit
-from api.auth import Principal, ensure_scope, require, require_any
+from api.auth import Principal, ensure_visible, require, require_any
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentOut, Page
@@ -71,13 +71,13 @@ def _runtime(request: Request) -> Runtime:
 async def _scoped(session: AsyncSession, who: Principal, incident_id: int) -> dict[str, Any]:
     """The incident's audit state (404 when missing), after the key's scope check."""
     before = await audit.incident_state(session, incident_id)
-    ensure_scope(who, before["watch_id"])
+    ensure_visible(who, before["watch_id"], f"incident {incident_id}")
     return before
 
 
 async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> None:
     incident = await incidents.get_incident(session, incident_id)
-    ensure_scope(who, incident.watch_id)
+    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
 
 
 def _task_out(task: IncidentTask, runtime: Runtime) -> TaskOut:
