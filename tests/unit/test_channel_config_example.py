@@ -1,4 +1,5 @@
-"""The README's channel example is a valid configuration, and builds every notifier."""
+"""The README's configuration and channel examples are valid configurations; the channel
+example builds every notifier."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from core.clock import ManualClock
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def example(tmp_path: Path) -> Path:
+def example(tmp_path: Path, marker: str = "channels-example") -> Path:
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"<!-- channels-example -->\n```yaml\n(.*?)```", text, re.DOTALL)
-    assert match, "the README lost its channels example"
+    match = re.search(rf"<!-- {marker} -->\n```yaml\n(.*?)```", text, re.DOTALL)
+    assert match, f"the README lost its {marker}"
     path = tmp_path / "crisiswatch.yaml"
     path.write_text(match.group(1), encoding="utf-8")
     return path
@@ -58,3 +59,9 @@ def test_config_errors_never_echo_secrets(tmp_path: Path) -> None:
     assert "routing_key must be the 32-character integration key" in message
     assert "starttls may be off only for a relay on localhost" in message
     assert "short-SECRET-key" not in message
+
+
+def test_readme_configuration_example_loads(tmp_path: Path) -> None:
+    settings = load_settings(example(tmp_path, "configuration-example"))
+    assert settings.listener.webhook.enabled
+    assert set(settings.alerts.teams) >= {"pr", "legal"}

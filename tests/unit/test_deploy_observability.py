@@ -67,9 +67,13 @@ def test_alert_rule(rule: dict[str, Any]) -> None:
     assert rule["annotations"]["summary"] and rule["annotations"]["description"]
     # {{ $labels.x }} in an annotation must be a label the expression's result can carry
     usage = promql_usage(rule["expr"])
-    carried = set(usage.grouped) | {"job", "instance"}
-    for metric in usage.metrics:
-        carried |= SERIES.get(metric, frozenset())
+    if "absent(" in rule["expr"]:
+        # absent() of anything but a plain selector keeps no labels; label_replace adds some
+        carried = set(re.findall(r'label_replace\(.+?,\s*"(\w+)"', rule["expr"], re.S))
+    else:
+        carried = set(usage.grouped) | {"job", "instance"}
+        for metric in usage.metrics:
+            carried |= SERIES.get(metric, frozenset())
     for text in rule["annotations"].values():
         for label in re.findall(r"\$labels\.(\w+)", text):
             assert label in carried, f"{rule['alert']}: $labels.{label}"
