@@ -16,7 +16,10 @@ an open higher-tier incident of the same story/watch (inhibition) mutes it; quie
 hold tier-1 alerts for a morning digest; the tier's escalation policy is snapshotted and
 its SLA clock started. Once a silence has ended, the tick's ``release_silence`` alerts the
 incidents it muted that are still open and unacknowledged, as if newly raised at their
-current tier (Alertmanager notifies again when a silence expires). An ack or resolve is
+current tier (Alertmanager notifies again when a silence expires); once an inhibiting
+incident has ended (resolved, closed, merged), ``release_inhibition`` does the same for the
+incidents it inhibited. Playbook tasks created while an incident was muted get their due
+time and reminders when it is alerted (``tasks.plan_muted``). An ack or resolve is
 mirrored to every channel that got an alert (and to one that gets it later:
 ``alerts.outbox``). An upgrade of an incident that was
 acknowledged or resolved starts a new page (``Incident.page``, ``_upgrade``).
@@ -34,7 +37,7 @@ from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from alerts import escalation, silences, sla
+from alerts import escalation, inhibition, silences, sla
 from alerts.config import AlertsConfig
 from alerts.messages import incident_title, snippets_from_rows, snippets_from_signal
 from alerts.models import (
@@ -59,9 +62,12 @@ from alerts.notifiers.base import EvidenceSnippet
 from alerts.outbox import (
     ALERT,
     FIRST_ALERT_REASONS,
+    REALERT,
     UPGRADE,
     enqueue,
     enqueue_follow_ups,
+    is_alert,
+    realert_reason,
     rowcount,
     supersede_pages,
 )
@@ -402,6 +408,8 @@ async def _upgrade(
     incident.updated_at = now
     incident.alerted_at = now
     incident.status = OPEN
+    if previous_status in FINISHED:  # live again: its end will release what it inhibits
+        incident.inhibition_released_at = None
     incident.acked_at = incident.acked_by = None
     incident.resolved_at = incident.resolved_by = None
     incident.closed_at = incident.closed_by = None
@@ -435,19 +443,10 @@ async def _inhibitor(session: AsyncSession, incident: Incident, config: AlertsCo
     rule = config.inhibit
     if not rule.enabled or incident.tier >= rule.source_tier:
         return None
-    same = []
-    if "story" in rule.equal:
-        same.append(Incident.story_id == incident.story_id)
-    if "watch" in rule.equal:
-        same.append(Incident.watch_id == incident.watch_id)
     found = await session.scalar(
         select(Incident.id)
-        .where(
-            Incident.id != incident.id,
-            Incident.tier >= rule.source_tier,
-            Incident.status.not_in(FINISHED),
-            or_(*same),
-        )
+        .where(inhibition.inhibitor_of(rule, Incident, incident))
+        .order_by(Incident.id)
         .limit(1)
     )
     return int(found) if found is not None else None
@@ -585,6 +584,7 @@ async def _route(
     escalation.arm(incident, config, teams, start, min(reminders, default=timedelta(0)))
     sla.start(incident, config, start)
     await tasks.create(session, incident, config, start, now)
+    await tasks.plan_muted(session, incident, config, start, now)
     if held is not None:
         add_event(session, incident.id, "held", now, detail={"until": held.isoformat()})
     if incident.escalation_policy is not None:
@@ -615,9 +615,39 @@ async def _route(
     return True
 
 
-MUTE_KINDS = ("silenced", "inhibited", "upgraded", "unsilenced")
+MUTE_KINDS = ("silenced", "inhibited", "upgraded", "unsilenced", "uninhibited")
 """Timeline events that change whether an incident's current alert was muted: the last
-one of them says whether a silence still holds it back (and which)."""
+one of them (``last_mute``) says whether a silence or an inhibition still holds it back
+(and which)."""
+
+
+def _own(detail: dict[str, Any] | None) -> bool:
+    """Whether an event is the incident's own (a merge moves the merged incident's timeline
+    to the survivor, marked ``from_incident``: its mutes are not the survivor's)."""
+    return "from_incident" not in (detail or {})
+
+
+async def last_mute(session: AsyncSession, incident_id: int) -> IncidentEvent | None:
+    """The incident's own last event of ``MUTE_KINDS`` (None: it was never muted)."""
+    events = await session.scalars(
+        select(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind.in_(MUTE_KINDS))
+        .order_by(IncidentEvent.id.desc())
+    )
+    return next((event for event in events if _own(event.detail)), None)
+
+
+async def _lock_open(session: AsyncSession, incident_id: int) -> Incident | None:
+    """The incident, locked and read afresh, if it is open and unacknowledged."""
+    incident = await session.scalar(
+        select(Incident)
+        .where(Incident.id == incident_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if incident is None or incident.status != OPEN or incident.acked_at is not None:
+        return None
+    return incident
 
 
 async def release_silence(
@@ -656,40 +686,153 @@ async def release_silence(
         .order_by(IncidentEvent.incident_id)
     )
     muted = dict.fromkeys(
-        incident_id for incident_id, detail in rows if (detail or {}).get("silence") == silence_id
+        incident_id
+        for incident_id, detail in rows
+        if _own(detail) and (detail or {}).get("silence") == silence_id
     )
     alerted: list[Incident] = []
     for incident_id in muted:
-        incident = await session.scalar(
-            select(Incident)
-            .where(Incident.id == incident_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if incident is None or incident.status != OPEN or incident.acked_at is not None:
+        incident = await _lock_open(session, incident_id)
+        if incident is None:
             continue
-        last = await session.scalar(
-            select(IncidentEvent)
-            .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind.in_(MUTE_KINDS))
-            .order_by(IncidentEvent.id.desc())
-            .limit(1)
-        )
+        last = await last_mute(session, incident_id)
         if last is None or last.kind != "silenced" or last.detail.get("silence") != silence_id:
             continue  # alerted since (an upgrade), or muted by something else now
-        if await _release(session, incident, silence_id, config, now, metrics=metrics):
+        sent = await _alert_again(
+            session,
+            incident,
+            config,
+            now,
+            kind="unsilenced",
+            detail={"silence": silence_id},
+            reason_text="silence ended",
+            metrics=metrics,
+        )
+        if sent:
             alerted.append(incident)
+            if metrics is not None:
+                on_commit(session, metrics.alerts_unsilenced.labels(str(incident.tier)).inc)
     return alerted
 
 
-async def _release(
+async def release_inhibition(
     session: AsyncSession,
-    incident: Incident,
-    silence_id: int,
+    inhibitor_id: int,
     config: AlertsConfig,
     now: datetime,
     *,
+    metrics: Metrics | None = None,
+) -> list[Incident] | None:
+    """After incident ``inhibitor_id`` ended (resolved, closed, merged into another): alert,
+    as if newly raised at their current tier, the incidents it inhibited that are still
+    open (unacknowledged, unfinished) and whose last alert it held back. Escalation and the
+    SLA clock start now. One inhibited by another live incident now (the survivor of a
+    merge, say), or matched by an active silence, is recorded as muted by that instead (so
+    that its end releases it).
+
+    Marks the ended incident released (compare-and-set on ``inhibition_released_at``, as
+    ``release_silence`` marks a silence, then each incident locked in id order): returns
+    None when it is live again or another alerter already released it, else the incidents
+    alerted (their escalation steps to schedule once this commits)."""
+    result = await session.execute(
+        update(Incident)
+        .where(
+            Incident.id == inhibitor_id,
+            Incident.inhibition_released_at.is_(None),
+            Incident.status.in_(FINISHED),
+        )
+        .values(inhibition_released_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        return None
+    ended = await session.scalar(
+        select(Incident)
+        .where(Incident.id == inhibitor_id)
+        .execution_options(populate_existing=True)
+    )
+    if ended is None:
+        return None
+    how = f"merged into incident {ended.merged_into_id}" if ended.merged_into_id else ended.status
+    rows = await session.execute(
+        select(IncidentEvent.incident_id, IncidentEvent.detail)
+        .join(Incident, Incident.id == IncidentEvent.incident_id)
+        .where(
+            IncidentEvent.kind == "inhibited",
+            Incident.status == OPEN,
+            Incident.acked_at.is_(None),
+        )
+        .order_by(IncidentEvent.incident_id)
+    )
+    muted = dict.fromkeys(
+        incident_id
+        for incident_id, detail in rows
+        if _own(detail) and (detail or {}).get("by_incident") == inhibitor_id
+    )
+    alerted: list[Incident] = []
+    for incident_id in muted:
+        incident = await _lock_open(session, incident_id)
+        if incident is None:
+            continue
+        last = await last_mute(session, incident_id)
+        if last is None or last.kind != "inhibited" or last.detail.get("by_incident") != ended.id:
+            continue  # alerted since (an upgrade), or muted by something else now
+        sent = await _alert_again(
+            session,
+            incident,
+            config,
+            now,
+            kind="uninhibited",
+            detail={"by_incident": ended.id, "inhibitor": how},
+            reason_text=f"inhibition ended (incident {ended.id} {how})",
+            metrics=metrics,
+        )
+        if sent:
+            alerted.append(incident)
+            if metrics is not None:
+                on_commit(session, metrics.alerts_uninhibited.labels(str(incident.tier)).inc)
+    return alerted
+
+
+async def _release_reason(session: AsyncSession, incident: Incident) -> str:
+    """The delivery reason of an alert raised again at the incident's current tier: ``alert``
+    (``upgrade`` for an incident raised to it), or, if the tier was alerted before (it was
+    alerted, then inhibited by a newer incident), a re-alert reason of its own
+    (``realert-<n>``): the dedupe keys of the earlier alert are taken."""
+    upgraded = await session.scalar(
+        select(IncidentEvent.id)
+        .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "upgraded")
+        .limit(1)
+    )
+    used = set(
+        await session.scalars(
+            select(Delivery.reason)
+            .where(Delivery.incident_id == incident.id, Delivery.tier == incident.tier)
+            .distinct()
+        )
+    )
+    if not any(is_alert(reason) for reason in used):
+        return ALERT if upgraded is None else UPGRADE
+    n = 1 + sum(1 for reason in used if reason.startswith(REALERT))
+    while realert_reason(n) in used:
+        n += 1
+    return realert_reason(n)
+
+
+async def _alert_again(
+    session: AsyncSession,
+    incident: Incident,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    kind: str,
+    detail: dict[str, Any],
+    reason_text: str,
     metrics: Metrics | None,
 ) -> bool:
+    """Record the end of what muted the incident (``kind``: unsilenced, uninhibited) and
+    alert it at its current tier (``_route``: it may be muted again by something else);
+    True when it was alerted."""
     evidence = list(
         await session.scalars(
             select(IncidentEvidence)
@@ -698,28 +841,21 @@ async def _release(
         )
     )
     attrs = _attrs(incident, (ev.mention_id for ev in evidence), config)
-    upgraded = await session.scalar(
-        select(IncidentEvent.id)
-        .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "upgraded")
-        .limit(1)
-    )
-    add_event(session, incident.id, "unsilenced", now, detail={"silence": silence_id})
+    reason = await _release_reason(session, incident)
+    add_event(session, incident.id, kind, now, detail=detail)
     incident.updated_at = now
-    sent = await _route(
+    return await _route(
         session,
         incident,
         attrs,
         config,
         now,
-        reason=ALERT if upgraded is None else UPGRADE,
-        reason_text="silence ended",
+        reason=reason,
+        reason_text=reason_text,
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         trigger_received_at=None,
         metrics=metrics,
     )
-    if sent and metrics is not None:
-        on_commit(session, metrics.alerts_unsilenced.labels(str(incident.tier)).inc)
-    return sent
 
 
 async def list_incidents(
@@ -811,15 +947,18 @@ async def _cancel_pending(
 
 
 async def _cancel_failing_alerts(session: AsyncSession, incident_id: int, why: str) -> int:
-    """An alert (first or upgrade) that keeps failing on its channel is moot once somebody
-    acknowledged the incident: stop retrying it (the error is kept). One that has not
-    failed yet (held by quiet hours, say) still goes."""
+    """An alert (first, upgrade or re-alert) that keeps failing on its channel is moot once
+    somebody acknowledged the incident: stop retrying it (the error is kept). One that has
+    not failed yet (held by quiet hours, say) still goes."""
     result = await session.execute(
         update(Delivery)
         .where(
             Delivery.incident_id == incident_id,
             Delivery.status == PENDING,
-            Delivery.reason.in_(FIRST_ALERT_REASONS),
+            or_(
+                Delivery.reason.in_(FIRST_ALERT_REASONS),
+                Delivery.reason.startswith(REALERT, autoescape=True),
+            ),
             Delivery.first_failed_at.is_not(None),
         )
         .values(

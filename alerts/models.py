@@ -65,6 +65,7 @@ EVENT_KINDS: Final = (
     "inhibited",
     "silenced",
     "unsilenced",  # the silence that muted it ended: alerted then (incidents.release_silence)
+    "uninhibited",  # the incident that inhibited it ended: alerted then (release_inhibition)
     "held",
     "alert_fallback",
     "responded",
@@ -151,6 +152,13 @@ class Incident(Base):
         ForeignKey("incidents.id", ondelete="SET NULL"),
         nullable=True,
         doc="set when this incident was merged into another (it is closed then)",
+    )
+    inhibition_released_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        nullable=True,
+        doc="when the alerter, after this incident ended (resolved, closed, merged), alerted "
+        "the open incidents it had inhibited (None: not yet, or it is live again); "
+        "incidents.release_inhibition",
     )
 
     timeline: Mapped[list[IncidentEvent]] = relationship(

@@ -94,6 +94,9 @@ ALERT = "alert"
 UPGRADE = "upgrade"
 RESOLVE_FOLLOW_UP = "resolve"
 FIRST_ALERT_REASONS = (ALERT, UPGRADE)
+REALERT = "realert-"
+"""Prefix of the reason of an alert raised again at a tier that was alerted before (the
+incident was alerted, then muted, then released: ``realert_reason``)."""
 MAX_ROUNDS = 100  # per deliver_due call; a safety stop, not a limit one should reach
 
 AckLink = Callable[[int, str], Awaitable[str | None]]
@@ -107,10 +110,22 @@ def escalation_reason(level: int) -> str:
     return f"escalation-{level}"
 
 
+def realert_reason(n: int) -> str:
+    """The ``n``-th alert of an incident at a tier it was alerted at before (released from
+    an inhibition or a silence after an earlier alert there): a reason of its own, so that
+    its dedupe keys are new."""
+    return f"{REALERT}{n}"
+
+
+def is_alert(reason: str) -> bool:
+    """A first alert, upgrade or re-alert (not an escalation step, reminder or follow-up)."""
+    return reason in FIRST_ALERT_REASONS or reason.startswith(REALERT)
+
+
 def is_page(reason: str) -> bool:
-    """An alert that asks someone to act (first alert, upgrade, escalation): moot once
-    somebody acknowledged the incident."""
-    return reason in FIRST_ALERT_REASONS or reason.startswith("escalation-")
+    """An alert that asks someone to act (first alert, upgrade, re-alert, escalation): moot
+    once somebody acknowledged the incident."""
+    return is_alert(reason) or reason.startswith("escalation-")
 
 
 def no_longer_needed(reason: str, incident_status: str | None) -> str | None:

@@ -9,26 +9,36 @@ after it commits, otherwise by the next tick.
 ``tick`` = deliver what is due, run the escalation steps that are due (APScheduler jobs
 in a persistent store, ``alerts.jobs``), check the SLA clocks (a breach runs the next
 step at once), queue the playbook task reminders that are due, alert the incidents that
-silences which have ended had muted (once per silence), deliver what that queued, and
-refresh the gauges. ``start`` runs it every ``tick_interval`` with APScheduler (one at a
-time, missed runs coalesced); ``stop`` lets a running tick finish.
+silences which have ended had muted (once per silence) and those that incidents which
+have ended had inhibited (once per ended incident), deliver what that queued, and refresh
+the gauges. ``start`` runs it every ``tick_interval`` with APScheduler (one at a time,
+missed runs coalesced); ``stop`` lets a running tick finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from alerts import escalation, silences, sla
+from alerts import escalation, inhibition, silences, sla
 from alerts.config import AlertsConfig
-from alerts.incidents import InvalidSignal, apply_signal, open_counts, release_silence
+from alerts.incidents import (
+    InvalidSignal,
+    apply_signal,
+    open_counts,
+    release_inhibition,
+    release_silence,
+)
 from alerts.jobs import StepJobs
+from alerts.models import Incident
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
 from alerts.outbox import AckLink, deliver_due, pending_count, retrying, seed_limiter
@@ -229,19 +239,58 @@ class AlertService:
             ended = await silences.ended(session, now)
         alerted = 0
         for silence_id in ended:
-            async with unit_of_work(self.sessions) as session:
-                released = await release_silence(
-                    session, silence_id, self.config, now, metrics=self.metrics
+            released = await self._release(
+                partial(
+                    release_silence,
+                    silence_id=silence_id,
+                    config=self.config,
+                    now=now,
+                    metrics=self.metrics,
                 )
-                steps = [escalation.scheduled(incident) for incident in released or []]
+            )
             if released is None:
                 continue
-            alerted += len(released)
-            log.info("silence %d ended: %d incident(s) alerted", silence_id, len(released))
-            for step in steps:
-                if step is not None:
-                    await self._schedule(step)
+            alerted += released
+            log.info("silence %d ended: %d incident(s) alerted", silence_id, released)
         return alerted
+
+    async def release_inhibitions(self) -> int:
+        """Alert the open, unacknowledged incidents inhibited by incidents that have ended
+        (once per ended incident, ``incidents.release_inhibition``); returns how many were
+        alerted."""
+        now = self.clock.now()
+        async with self.sessions() as session:
+            ended = await inhibition.ended(session)
+        alerted = 0
+        for incident_id in ended:
+            released = await self._release(
+                partial(
+                    release_inhibition,
+                    inhibitor_id=incident_id,
+                    config=self.config,
+                    now=now,
+                    metrics=self.metrics,
+                )
+            )
+            if released:
+                alerted += released
+                log.info(
+                    "incident %d ended: %d inhibited incident(s) alerted", incident_id, released
+                )
+        return alerted
+
+    async def _release(
+        self, release: Callable[[AsyncSession], Awaitable[list[Incident] | None]]
+    ) -> int | None:
+        """Run one release in its own transaction, then schedule the escalation of the
+        incidents it alerted; how many (None: released before, or not to release)."""
+        async with unit_of_work(self.sessions) as session:
+            released = await release(session)
+            steps = [escalation.scheduled(incident) for incident in released or []]
+        for step in steps:
+            if step is not None:
+                await self._schedule(step)
+        return None if released is None else len(released)
 
     async def remind_tasks(self) -> int:
         """Queue the playbook task reminders that are due (``alerts.workflow.tasks``)."""
@@ -249,13 +298,15 @@ class AlertService:
             return await tasks.remind_due(session, self.config, self.clock.now(), self.metrics)
 
     async def tick(self) -> TickReport:
-        """One round: deliver due alerts, run due escalation steps and SLA checks, alert
-        what ended silences had muted, deliver what they queued."""
+        """One round: deliver due alerts, run due escalation steps and SLA checks, queue
+        due task reminders, alert what ended silences had muted and what ended incidents
+        had inhibited, deliver what they queued."""
         attempted = await self.deliver()
         escalated = await self.escalate()
         breached = await self.check_slas()
         reminded = await self.remind_tasks()
         released = await self.release_silences()
+        released += await self.release_inhibitions()
         if escalated or breached or reminded or released:
             attempted += await self.deliver()
         await self.refresh_gauges()

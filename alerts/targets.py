@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from alerts.channels import keyed
 from alerts.config import AlertsConfig, StepTargets
 from alerts.notifiers.base import Contact
 from alerts.oncall import contact, team_on_call
@@ -54,6 +55,31 @@ def team_targets(config: AlertsConfig, teams: Iterable[str], out: Targets | None
         for channel in team.channels:
             _add(out, channel, name, fallbacks=team.fallback_channels)
     return out
+
+
+def unkeyed_team_targets(config: AlertsConfig, teams: Iterable[str]) -> tuple[Targets, list[str]]:
+    """The teams' channels, less those that key their alerts per incident page
+    (``alerts.channels.KEYED_CHANNEL_TYPES``: PagerDuty), for messages that are not the
+    incident's page (playbook task reminders); a team left with none gets its first unkeyed
+    fallback channel. Also returns the keyed channels left out."""
+
+    def unkeyed(channel: str) -> bool:
+        return channel in config.channels and not keyed(config.channels[channel].type)
+
+    out: Targets = {}
+    left_out: list[str] = []
+    for name in teams:
+        team = config.teams.get(name)
+        if team is None:
+            continue
+        channels = [c for c in team.channels if unkeyed(c)]
+        fallbacks = [c for c in team.fallback_channels if unkeyed(c)]
+        left_out += [c for c in team.channels if c in config.channels and not unkeyed(c)]
+        if not channels:
+            channels, fallbacks = fallbacks[:1], fallbacks[1:]
+        for channel in channels:
+            _add(out, channel, name, fallbacks=fallbacks)
+    return out, sorted(set(left_out))
 
 
 def person_targets(

@@ -47,6 +47,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "inhibited",
         "silenced",
         "unsilenced",
+        "uninhibited",
         "held",
     ),
     "escalation": ("escalation_started", "escalated", "escalation_skipped"),

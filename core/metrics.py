@@ -239,6 +239,12 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.alerts_uninhibited = Counter(
+            "crisiswatch_alerts_uninhibited",
+            "Incidents alerted after the incident that inhibited them ended, by tier",
+            ["tier"],
+            registry=r,
+        )
         self.alert_digests = Counter(
             "crisiswatch_alert_digests",
             "Digest messages (several alerts merged under a rate limit or quiet hours)",

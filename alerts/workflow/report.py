@@ -59,7 +59,9 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
         "role_assigned": f"{d.get('role')} -> {d.get('person')}",
         "role_unassigned": f"{d.get('role')} ({d.get('person')}) unassigned",
         "task_created": f"task {d.get('title')!r} due {d.get('due_at')}",
-        "task_updated": f"task {d.get('key')} {d.get('status')}",
+        "task_updated": f"task {d.get('key')} {d.get('status')}"
+        if "status" in d
+        else f"task {d.get('key')} due {d.get('due_at')} (reminders planned)",
         "task_reminder": f"reminder for task {d.get('key')} to {d.get('team')}",
         "merged_into": f"merged into incident {d.get('into')}",
         "merged_from": f"incident {d.get('incident')} merged in",

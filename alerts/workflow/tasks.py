@@ -6,20 +6,41 @@ key already on the incident is not created twice. ``remind_due`` (each alerts ti
 the reminders that are due: one message per due point (points missed while the alerter was
 down are coalesced into one), compare-and-set on ``reminders_sent`` so that two alerters
 never remind twice. Reminders stop when the task is finished or the incident resolved.
+
+A task created while its incident's alert was muted (silenced, inhibited) has no reminders
+planned; when the incident is alerted (the silence or the inhibiting incident ended, or an
+upgrade) ``plan_muted`` makes it due from then by its rules and plans its reminders, once.
+While an incident is inhibited (an open
+incident of the inhibition's source tier for its story or watch, ``alerts.inhibition``),
+its tasks' reminders wait; once nothing inhibits it they go on, the points missed meanwhile
+coalesced into one, as after an alerter outage.
+
+Reminders go to the owning team's chat and mail channels, never to a channel that keys its
+alerts per incident page (``KEYED_CHANNEL_TYPES``: PagerDuty). There a reminder could only
+be a ``trigger`` with the incident page's ``dedup_key``: folded into the open alert, it
+pages nobody and just spends the integration's event budget (the alerts' own); once that
+alert is resolved in PagerDuty it would open a new one and page the on-call person for a
+task, not a crisis; and a key of its own would page for each reminder and leave alerts
+nobody resolves. PagerDuty's own escalation covers the unacknowledged page; digests skip
+keyed channels for the same reason (``alerts.outbox``). A team reachable only through
+PagerDuty is reminded on its first other fallback channel, else not at all (the timeline's
+``task_reminder`` says what was left out).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from alerts.config import AlertsConfig
+from alerts.config import AlertsConfig, PlaybookTask
+from alerts.inhibition import inhibitor_of
 from alerts.messages import describe
 from alerts.models import FINISHED, Incident
 from alerts.outbox import enqueue, rowcount
-from alerts.targets import team_targets
+from alerts.targets import unkeyed_team_targets
 from alerts.timeline import add_event
 from alerts.workflow.models import TASK_DONE, TASK_OPEN, TASK_SKIPPED, IncidentTask
 from core.db import on_commit
@@ -42,6 +63,11 @@ def _points(task: IncidentTask) -> list[datetime]:
 
 def next_reminder(task: IncidentTask, after: datetime) -> datetime | None:
     return next((p for p in _points(task) if p > after), None)
+
+
+def _offsets(spec: PlaybookTask) -> list[float]:
+    """Seconds before the due time to remind at, the due time itself included."""
+    return sorted({b.total_seconds() for b in spec.remind_before} | {0.0}, reverse=True)
 
 
 async def create(
@@ -67,7 +93,7 @@ async def create(
     for spec in playbook:
         if spec.key in existing:
             continue
-        offsets = sorted({b.total_seconds() for b in spec.remind_before} | {0.0}, reverse=True)
+        offsets = _offsets(spec)
         task = IncidentTask(
             incident_id=incident.id,
             key=spec.key,
@@ -101,6 +127,54 @@ async def create(
         )
     await session.flush()
     return created
+
+
+async def plan_muted(
+    session: AsyncSession, incident: Incident, config: AlertsConfig, start: datetime, now: datetime
+) -> list[IncidentTask]:
+    """The incident is alerted (from ``start``): its open tasks created while it was muted
+    (no reminders planned) become due from ``start`` by their rules (the playbook's ``due``,
+    else the tier's SLA target; a task no longer in the playbook keeps the time it had) and
+    are reminded by them from now on. Once: a planned task is never planned again."""
+    rows = (
+        await session.scalars(
+            select(IncidentTask)
+            .where(
+                IncidentTask.incident_id == incident.id,
+                IncidentTask.status == TASK_OPEN,
+                IncidentTask.next_reminder_at.is_(None),
+            )
+            .order_by(IncidentTask.id)
+        )
+    ).all()
+    planned = []
+    for task in rows:
+        if task.reminders:
+            continue  # planned before (its reminders are done)
+        spec = next((t for t in config.playbooks.get(task.tier, []) if t.key == task.key), None)
+        allowed = config.task_due(task.tier, spec) if spec else task.due_at - task.created_at
+        task.due_at = start + allowed
+        task.reminders = _offsets(spec) if spec else [0.0]
+        task.next_reminder_at = next_reminder(task, now)
+        planned.append(task)
+        add_event(
+            session,
+            incident.id,
+            "task_updated",
+            now,
+            detail={
+                "task": task.id,
+                "key": task.key,
+                "due_at": task.due_at.isoformat(),
+                "next_reminder_at": _iso(task.next_reminder_at),
+                "planned": "the incident was alerted (the task was created while it was muted)",
+            },
+        )
+    return planned
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
 
 
 def finish(task: IncidentTask, status: str, actor: str, now: datetime, note: str | None) -> None:
@@ -153,16 +227,23 @@ FINISHING = (TASK_DONE, TASK_SKIPPED)
 async def remind_due(
     session: AsyncSession, config: AlertsConfig, now: datetime, metrics: Metrics
 ) -> int:
-    """Queue the task reminders that are due; returns how many were queued."""
+    """Queue the task reminders that are due; returns how many were queued. Those of an
+    inhibited incident wait (they are not read: the batch is not filled with them)."""
+    conditions = [
+        IncidentTask.status == TASK_OPEN,
+        IncidentTask.next_reminder_at <= now,
+        Incident.status.not_in(FINISHED),
+    ]
+    rule = config.inhibit
+    if rule.enabled:
+        other = aliased(Incident)
+        inhibited = select(other.id).where(inhibitor_of(rule, other, Incident)).exists()
+        conditions.append(or_(Incident.tier >= rule.source_tier, ~inhibited))
     rows = (
         await session.execute(
             select(IncidentTask, Incident)
             .join(Incident, Incident.id == IncidentTask.incident_id)
-            .where(
-                IncidentTask.status == TASK_OPEN,
-                IncidentTask.next_reminder_at <= now,
-                Incident.status.not_in(FINISHED),
-            )
+            .where(*conditions)
             .order_by(IncidentTask.next_reminder_at, IncidentTask.id)
             .limit(BATCH)
         )
@@ -184,9 +265,11 @@ async def remind_due(
             text = f"TASK OVERDUE: {task.title!r} was due {describe(now - task.due_at)} ago"
         else:
             text = f"TASK REMINDER: {task.title!r} is due in {describe(task.due_at - now)}"
-        targets = team_targets(config, [task.team])
-        if not targets and incident.escalation_policy is not None:
-            targets = team_targets(config, incident.escalation_policy.get("teams", []))
+        targets, left_out = unkeyed_team_targets(config, [task.team])
+        if not targets and not left_out and incident.escalation_policy is not None:
+            # a team that is not configured (or has no channel): the routed teams
+            routed = incident.escalation_policy.get("teams", [])
+            targets, left_out = unkeyed_team_targets(config, routed)
         await enqueue(
             session,
             incident,
@@ -198,20 +281,18 @@ async def remind_due(
             now=now,
             trigger_received_at=None,
         )
-        add_event(
-            session,
-            incident.id,
-            "task_reminder",
-            now,
-            detail={
-                "task": task.id,
-                "key": task.key,
-                "team": task.team,
-                "due_at": task.due_at.isoformat(),
-                "overdue": overdue,
-                "reminder": sent,
-            },
-        )
+        detail: dict[str, object] = {
+            "task": task.id,
+            "key": task.key,
+            "team": task.team,
+            "due_at": task.due_at.isoformat(),
+            "overdue": overdue,
+            "reminder": sent,
+            "channels": sorted(targets),
+        }
+        if left_out:
+            detail["left_out"] = left_out  # keyed per incident (PagerDuty): no reminders
+        add_event(session, incident.id, "task_reminder", now, detail=detail)
         kind = "overdue" if overdue else "before"
         on_commit(session, metrics.task_reminders.labels(str(incident.tier), kind).inc)
         queued += 1
