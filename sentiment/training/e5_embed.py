@@ -282,7 +282,7 @@ def embedder(torch: Any, e5: dict[str, Any], keep: list[int] | None) -> Any:
 
 def export(torch: Any, model: Any, folder: Path) -> tuple[Path, Path]:
     """(fp32, int8) ONNX: opset 17, dynamic axes; int8 as ``sentiment.training.finetune``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from sentiment.training.pertext_quant import quantise
 
     ids = torch.ones((2, 16), dtype=torch.int64)
     mask = torch.ones((2, 16), dtype=torch.int64)
@@ -297,7 +297,7 @@ def export(torch: Any, model: Any, folder: Path) -> tuple[Path, Path]:
             },
             opset_version=17, dynamo=False,
         )  # fmt: skip
-    quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8)
+    quantise(fp32, int8)
     return fp32, int8
 
 
