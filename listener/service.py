@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 _LABEL = re.compile(r"^[a-z0-9_.-]{1,32}$")
 _MAX_SOURCE_LABELS = 64
+FINAL_SAVE_TRIES = 3
+"""Tries of the last save of a finished source's cursor (whatever the save backoff says)."""
+FINAL_SAVE_MAX_WAIT = 5.0
+"""The longest wait between those tries: a finished source is let go within seconds."""
 
 
 class _SourceLabels:
@@ -242,7 +246,23 @@ class ListenerService:
         never passes them. A cursor that cannot be saved (the database is down) is logged
         and counted too; ingesting goes on, the save is tried again after a backoff (a
         restart in between repeats what came after the last saved cursor, which dedup
-        downstream absorbs)."""
+        downstream absorbs).
+
+        When the stream ends (a finite source, or one ended by an error), its cursor is
+        saved a last time whatever the save backoff says (``_final_save``): a source that
+        ends while a save waits for its retry must not leave its last cursor unsaved."""
+        checkpointed = source if isinstance(source, CheckpointedSource) else None
+        try:
+            taken = await self._run_stream(source)
+        except Exception:
+            if checkpointed is not None:
+                await self._final_save(checkpointed)
+            raise
+        if checkpointed is not None:
+            await self._final_save(checkpointed)
+        return taken
+
+    async def _run_stream(self, source: Source) -> int:
         cfg = self.config
         taken = 0
         delay = cfg.source_retry_seconds
@@ -329,6 +349,40 @@ class ListenerService:
             if saves.failures:
                 log.info("source %s: its cursor is saved again", source.name)
             saves.reset()
+
+    async def _final_save(self, source: CheckpointedSource) -> None:
+        """Save the cursor of a source whose stream ended: up to ``FINAL_SAVE_TRIES``
+        tries, ``source_retry_seconds`` apart (doubling, at most ``FINAL_SAVE_MAX_WAIT``).
+        A cursor still not saved is logged as an error and counted (``source_errors``,
+        the source's health): a restart repeats what came after the last saved cursor."""
+        delay = min(self.config.source_retry_seconds, FINAL_SAVE_MAX_WAIT)
+        for attempt in range(1, FINAL_SAVE_TRIES + 1):
+            try:
+                await source.save_cursor(force=True)
+            except Exception as exc:
+                if attempt < FINAL_SAVE_TRIES:
+                    await self.clock.sleep(delay)
+                    delay = min(delay * 2, FINAL_SAVE_MAX_WAIT)
+                    continue
+                reason = f"{type(exc).__name__}: {exc}"
+                health = _health(source)
+                ended_by = health.last_error if health and health.state == "failed" else None
+                self._source_error(
+                    source, f"saving the last cursor failed {attempt} times: {reason}"
+                )
+                if health is not None and ended_by is not None:
+                    health.last_error = ended_by  # the error that ended the source stays
+                log.error(
+                    "source %s finished, but saving its last cursor failed %d times (%s): "
+                    "a restart repeats what it delivered since the last saved cursor",
+                    source.name,
+                    attempt,
+                    reason,
+                )
+            else:
+                if attempt > 1:
+                    log.info("source %s: its last cursor is saved (try %d)", source.name, attempt)
+            return
 
     def _source_error(self, source: Source, message: str | None, *, fatal: bool = False) -> None:
         """Count an error of ``source`` in ``source_errors``, and in its health when it keeps

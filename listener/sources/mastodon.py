@@ -18,6 +18,18 @@ stream, dropping statuses it already took from the catch-up. When the streaming 
 is unavailable (disabled, 404, 5xx) it falls back to polling the same timeline every
 ``poll_seconds`` for ``fallback_minutes``, then tries streaming again. Edits and deletions
 arrive on the stream only (a polling gap misses them).
+
+Errors: the source has one target, its timeline (the instance's public or local timeline,
+or one hashtag). A timeline that cannot be read (a hashtag the instance does not know:
+404; forbidden to us: 403; an instance gone: 410) is backed off as a target (its wait
+doubling from ``poll_seconds`` up to an hour, ``listener.sources.targets``), listed in
+the source's health (``failing_targets``, ``crisiswatch_source_targets_failing``) and
+tried again; the other Mastodon sources (one per instance) are not concerned. A streaming
+endpoint that refuses us (403) while the timeline does not is read by polling. Only a
+refused token stops the source: a 401, or a 403/422 whose message names the token (scopes
+missing, a login disabled or unconfirmed, no user behind the token). A status or stream
+event that cannot be read (not JSON, no numeric id) is skipped and counted, so that one
+bad item does not hold up the source.
 """
 
 from __future__ import annotations
@@ -37,13 +49,22 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TransientError, check_response
+from listener.backoff import TargetUnavailable, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 from listener.sources.text import html_to_text
 
 log = logging.getLogger(__name__)
+
+TIMELINE = "timeline"
+"""The key of a Mastodon source's one target (its timeline) in ``failing``."""
+_TOKEN_REFUSED = ("token", "scope", "login", "authenticated user")
+"""Words of the messages Mastodon answers a 403/422 with when the token is at fault
+("This action is outside the authorized scopes", "Your login is currently disabled",
+"This method requires an authenticated user"), not the timeline."""
+_GONE = {403: "forbidden", 404: "not found", 410: "gone"}
 
 
 class MastodonConfig(Section):
@@ -97,28 +118,56 @@ class MastodonClient:
             return f"/api/v1/timelines/tag/{c.hashtag}", {}
         return "/api/v1/timelines/public", {"local": "true"} if c.timeline == "local" else {}
 
-    async def page_after(self, min_id: str) -> list[dict[str, Any]]:
-        """Up to 40 statuses just after ``min_id``, oldest first."""
-        path, params = self._timeline_path()
+    def _refused(self, response: httpx.Response, what: str) -> None:
+        """Raise ``SourceFatalError`` when ``response`` refuses the token (401; a 403 or
+        422 whose message names the token)."""
+        status = response.status_code
+        if status not in (401, 403, 422):
+            return
+        message = _error_message(response)
+        if status == 401 or any(word in message.lower() for word in _TOKEN_REFUSED):
+            raise SourceFatalError(
+                f"{what}: HTTP {status}, the access token was refused"
+                f"{f' ({message})' if message else ''}: create a new one on "
+                f"{self.config.instance} (Preferences → Development, scope read:statuses)"
+            )
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        """``check_response`` for the timeline: a refused token is fatal; a timeline that
+        cannot be read (403, 404, 410) is ``TargetUnavailable``."""
+        self._refused(response, what)
+        status = response.status_code
+        if status in _GONE:
+            message = _error_message(response) or _GONE[status]
+            raise TargetUnavailable(f"{what}: HTTP {status} ({message})")
+        check_response(response, self.clock.now(), what=what)
+
+    async def _timeline(self, params: dict[str, str]) -> list[Any]:
+        path, base = self._timeline_path()
         response = await self.http.get(
-            self.config.instance + path,
-            params={**params, "min_id": min_id, "limit": "40"},
-            headers=self._headers,
+            self.config.instance + path, params={**base, **params}, headers=self._headers
         )
-        check_response(response, self.clock.now(), what=f"{self.config.name} timeline")
-        statuses = response.json()
+        what = f"{self.config.name} timeline"
+        self._check(response, what)
+        try:
+            statuses = response.json()
+        except ValueError:
+            raise TransientError(f"{what}: not JSON") from None
         if not isinstance(statuses, list):
-            raise TransientError(f"{self.config.name} timeline: not a list")
-        return sorted(statuses, key=lambda s: int(s["id"]))
+            raise TransientError(f"{what}: not a list")
+        return statuses
+
+    async def page_after(self, min_id: str) -> tuple[list[dict[str, Any]], int]:
+        """Up to 40 statuses just after ``min_id``, oldest first, and how many of the
+        page were skipped (not a status with a numeric id)."""
+        statuses = await self._timeline({"min_id": min_id, "limit": "40"})
+        readable = [s for s in statuses if _status_id(s) is not None]
+        return sorted(readable, key=lambda s: int(s["id"])), len(statuses) - len(readable)
 
     async def latest_id(self) -> str | None:
-        path, params = self._timeline_path()
-        response = await self.http.get(
-            self.config.instance + path, params={**params, "limit": "1"}, headers=self._headers
-        )
-        check_response(response, self.clock.now(), what=f"{self.config.name} timeline")
-        statuses = response.json()
-        return str(statuses[0]["id"]) if isinstance(statuses, list) and statuses else None
+        statuses = await self._timeline({"limit": "1"})
+        ids = [i for i in (_status_id(s) for s in statuses) if i is not None]
+        return ids[0] if ids else None
 
     @asynccontextmanager
     async def open_stream(self) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
@@ -136,9 +185,14 @@ class MastodonClient:
         response = await self.http.send(request, stream=True)
         try:
             status = response.status_code
-            if status in (404, 410, 501) or status >= 500:
-                raise StreamUnavailable(f"{self.config.name} streaming: HTTP {status}")
-            check_response(response, self.clock.now(), what=f"{self.config.name} streaming")
+            what = f"{self.config.name} streaming"
+            if status in (401, 403, 422):
+                await response.aread()  # the message tells a refused token from the rest
+                self._refused(response, what)
+            if status in (403, 404, 410, 501) or status >= 500:
+                # the timeline may still be readable: polling it says whether it is
+                raise StreamUnavailable(f"{what}: HTTP {status}")
+            check_response(response, self.clock.now(), what=what)
             yield sse_events(response.aiter_lines())
         finally:
             await response.aclose()
@@ -165,6 +219,27 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]
                 event = value
             elif field == "data":
                 data.append(value)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The ``error`` of a Mastodon error body (``{"error": "..."}``), else ""."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error[:200] if isinstance(error, str) else ""
+
+
+def _status_id(status: object) -> str | None:
+    """The id of a Status whose id is numeric (Mastodon's), else None: the ids are
+    compared as numbers."""
+    if not isinstance(status, dict):
+        return None
+    value = status.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
 def _time(value: str) -> datetime:
@@ -226,10 +301,33 @@ class MastodonSource(LiveSource):
         super().__init__(config.name, clock, cursors, metrics)
         self.config = config
         self.client = MastodonClient(config, http, clock)
-        self._prefix = "mastodon-" + (urlsplit(config.instance).hostname or "instance")
+        host = urlsplit(config.instance).hostname or "instance"
+        self._prefix = f"mastodon-{host}"
         self._fallback_until: datetime | None = None
+        self.failing.first = config.poll_seconds
+        timeline = f"#{config.hashtag}" if config.timeline == "hashtag" else config.timeline
+        self.target = f"{host} {timeline}"
+        """How logs and health name the source's one target (``m.example #acme``)."""
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        """Read the timeline (streaming, else polling) from ``cursor``. A timeline that
+        cannot be read is backed off as a target, and read again from where it was once
+        its wait is over; other errors end the stream (the base reconnects or stops)."""
+        position = cursor
+        while True:
+            wait = self.failing.wait(TIMELINE)
+            if wait > 0:
+                self.health.set_state("waiting")
+                await self.clock.sleep(wait)
+            try:
+                async for mention, after in self._connect(position):
+                    position = after  # a retry after a target wait resumes here
+                    yield mention, after
+                return
+            except TargetUnavailable as exc:
+                self.failing.failed(TIMELINE, self.target, exc)
+
+    async def _connect(self, cursor: str | None) -> AsyncIterator[Step]:
         if self.config.mode == "poll" or self._polling():
             async for step in self._poll(cursor):
                 yield step
@@ -242,6 +340,9 @@ class MastodonSource(LiveSource):
                 async for mention, last in self._catch_up(cursor):
                     taken.add(mention.id)
                     yield mention, last
+                # not on opening: a hashtag's stream opens even where its timeline is
+                # not found (the catch-up, when there is one, says it is readable)
+                self.failing.succeeded(TIMELINE)
                 async for step in self._read(events, taken, last):
                     yield step
         except StreamUnavailable as exc:
@@ -261,7 +362,8 @@ class MastodonSource(LiveSource):
         return self._fallback_until is not None and self.clock.now() < self._fallback_until
 
     async def _poll(self, cursor: str | None) -> AsyncIterator[Step]:
-        self.health.set_state("polling")
+        if not self.failing.count:  # a timeline being retried stays "waiting" until read
+            self.health.set_state("polling")
         last = cursor
         while self.config.mode == "poll" or self._polling():
             async for mention, position in self._catch_up(last):
@@ -269,8 +371,10 @@ class MastodonSource(LiveSource):
                 yield mention, position
             if not last:
                 last = await self.client.latest_id()
+                self._readable()
                 if last is not None:
                     yield None, last
+            self.health.set_state("polling")
             await self.clock.sleep(self.config.poll_seconds)
 
     async def _catch_up(self, cursor: str | None) -> AsyncIterator[tuple[Mention, str]]:
@@ -278,7 +382,10 @@ class MastodonSource(LiveSource):
         if not cursor:
             return
         for _ in range(self.config.catch_up_pages):
-            page = await self.client.page_after(cursor)
+            page, skipped = await self.client.page_after(cursor)
+            self._readable()
+            if skipped:
+                self._skipped(f"{skipped} unreadable status(es) in a timeline page skipped")
             if not page:
                 return
             for status in page:
@@ -299,12 +406,20 @@ class MastodonSource(LiveSource):
         async for event, data in events:
             mention: Mention | None = None
             if event in ("update", "status.update"):
-                status = json.loads(data)
+                try:
+                    status = json.loads(data)
+                except ValueError:
+                    self._skipped(f"unreadable {event} event skipped: not JSON")
+                    continue
+                status_id = _status_id(status)
+                if status_id is None:
+                    self._skipped(f"unreadable {event} event skipped: no numeric status id")
+                    continue
                 mention = self._map(status, edited=event == "status.update")
                 if mention is None or (event == "update" and mention.id in taken):
                     continue
                 if event == "update":
-                    last = _max_id(last, str(status["id"]))
+                    last = _max_id(last, status_id)
             elif event == "delete":
                 now = self.clock.now()
                 mention = Mention(
@@ -318,6 +433,16 @@ class MastodonSource(LiveSource):
                 log.debug("source %s: %s event skipped", self.name, event)
                 continue
             yield mention, last or ""
+
+    def _readable(self) -> None:
+        """The timeline was read: no longer a failing target; a poll is up again."""
+        self.failing.succeeded(TIMELINE)
+        if self.health.state == "waiting":
+            self.health.set_state("polling")
+
+    def _skipped(self, message: str) -> None:
+        log.warning("source %s: %s", self.name, message)
+        self.health.error(message)
 
     def _map(self, status: dict[str, Any], *, edited: bool = False) -> Mention | None:
         try:

@@ -1,8 +1,10 @@
-"""Per-target failures of a source that reads several targets (feeds, videos, listings).
+"""Per-target failures of a source that reads several targets (feeds, videos, listings,
+channels) or one target that can be gone for a while (a Mastodon timeline or hashtag).
 
 One broken target (a feed that moved, an RSSHub route that is blocked, a captcha page in
-place of a feed, a deleted video, a private subreddit) must not stop the source nor starve
-its other targets. ``TargetBackoff`` records a target's failure (logged, counted in the
+place of a feed, a deleted video, a private subreddit, a Telegram channel without a public
+preview, a hashtag an instance does not know) must not stop the source nor starve its
+other targets. ``TargetBackoff`` records a target's failure (logged, counted in the
 source's errors, listed in its health's ``failing_targets`` and in the
 ``crisiswatch_source_targets_failing`` gauge), skips the target until its retry time
 (``first`` seconds, doubling up to ``maximum`` for the target's own errors: gone, blocked,
@@ -59,6 +61,13 @@ class TargetBackoff:
         """Whether ``key`` may be read now (not failing, or its retry time has come)."""
         failing = self._failing.get(key)
         return failing is None or self.clock.now() >= failing.retry_at
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` may be read again (0 when it may be read now)."""
+        failing = self._failing.get(key)
+        if failing is None:
+            return 0.0
+        return max(0.0, (failing.retry_at - self.clock.now()).total_seconds())
 
     @property
     def count(self) -> int:

@@ -12,6 +12,13 @@ A page lists the channel's latest ~20 posts, oldest first, each a
 Service messages (channel created, photo changed, pinned) carry the class
 ``service_message`` and are skipped. Cursor: the last post number per channel; a gap of
 more than one page is filled with ``?before=`` pages (up to ``max_pages``).
+
+Each channel is its own target: one that fails (deleted or renamed: 404; blocked: 403;
+no public web preview: t.me redirects to ``/<channel>``; a 5xx, a page that cannot be
+read) is skipped for a while, its wait doubling from ``poll_seconds`` up to an hour
+(``listener.sources.targets``), and listed in the source's health (``failing_targets``);
+the other channels go on being polled. A rate limit (429) concerns all of t.me and pauses
+the whole source; a 401 stops it (t.me asks for no credential: a proxy in between does).
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import check_response
+from listener.backoff import RateLimited, TargetUnavailable, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 
 log = logging.getLogger(__name__)
@@ -133,7 +141,10 @@ def parse_views(value: str) -> int | None:
     match = _VIEWS.match(value)
     if not match:
         return None
-    return int(float(match.group(1)) * _SCALE[match.group(2)])
+    try:
+        return int(float(match.group(1)) * _SCALE[match.group(2)])
+    except ValueError:  # "1.2.3": a count we cannot read is no count, not a broken page
+        return None
 
 
 def parse_page(html: str) -> list[Post]:
@@ -164,7 +175,14 @@ class TelegramClient:
     async def page(self, channel: str, before: int | None = None) -> list[Post]:
         params = {"before": str(before)} if before is not None else None
         response = await self.http.get(f"{self.config.base_url}/s/{channel}", params=params)
-        check_response(response, self.clock.now(), what=f"t.me/s/{channel}")
+        what = f"t.me/s/{channel}"
+        status = response.status_code
+        if 300 <= status < 400 and status != 304:
+            # t.me sends a name without a public preview (a private channel, a user, a
+            # bot, a name nobody holds) to its /<name> page
+            raise TargetUnavailable(f"{what}: HTTP {status}, redirected: no public web preview")
+        # a 403/404/410 concerns that channel (gone, blocked): t.me asks for no credential
+        check_response(response, self.clock.now(), what=what, target_statuses=(403, 404, 410))
         return parse_page(response.text)
 
     async def after(self, channel: str, last: int | None) -> list[Post]:
@@ -205,13 +223,28 @@ class TelegramSource(LiveSource):
         super().__init__(name, clock, cursors, metrics)
         self.config = config
         self.client = TelegramClient(config, http, clock)
+        self.failing.first = config.poll_seconds
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
+        """Each channel in turn, then a sleep. A channel that fails is skipped with a
+        backoff of its own (``failing``) while the others go on; a rate limit or a fatal
+        error ends the stream (the base waits or stops). The source's state is
+        ``waiting`` while every channel fails."""
         last: dict[str, int] = json.loads(cursor) if cursor else {}
         self.health.set_state("polling")
         while True:
             for channel in self.config.channels:
-                for post in await self.client.after(channel, last.get(channel)):
+                if not self.failing.due(channel):
+                    continue
+                try:
+                    posts = await self.client.after(channel, last.get(channel))
+                except (RateLimited, SourceFatalError):
+                    raise
+                except Exception as exc:
+                    self.failing.failed(channel, channel, exc)
+                    continue
+                self.failing.succeeded(channel)
+                for post in posts:
                     last[channel] = post.number
                     mention: Mention | None = None
                     if not post.service and post.text:
@@ -220,4 +253,7 @@ class TelegramSource(LiveSource):
                         except ValidationError as exc:
                             self.health.error(f"malformed post skipped: {type(exc).__name__}")
                     yield mention, json.dumps(last)
+            self.health.set_state(
+                "waiting" if self.failing.count == len(self.config.channels) else "polling"
+            )
             await self.clock.sleep(self.config.poll_seconds)
