@@ -455,7 +455,8 @@ async def _inhibitor(session: AsyncSession, incident: Incident, config: AlertsCo
 async def _inhibit_lower(
     session: AsyncSession, incident: Incident, config: AlertsConfig, now: datetime
 ) -> None:
-    """A new top-tier incident mutes the lower-tier ones of its story/watch."""
+    """A new top-tier incident mutes the lower-tier ones of its story/watch (a drill only
+    drills: ``inhibition.inhibitor_of``)."""
     rule = config.inhibit
     if not rule.enabled or incident.tier < rule.source_tier:
         return
@@ -471,6 +472,7 @@ async def _inhibit_lower(
                 Incident.tier < rule.source_tier,
                 Incident.status.not_in(FINISHED),
                 or_(*same),
+                *([Incident.drill.is_(True)] if incident.drill else []),
             )
         )
     ).all()

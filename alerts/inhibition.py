@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.config import InhibitConfig
@@ -23,18 +23,23 @@ from alerts.models import FINISHED, Incident
 def inhibitor_of(rule: InhibitConfig, other: Any, incident: Any) -> ColumnElement[bool]:
     """``other`` (``Incident`` or an alias of it) inhibits ``incident`` (an ``Incident``
     row, or ``Incident`` itself for a correlated subquery): another live incident of the
-    inhibiting tier, of the same story or watch. The caller checks that ``incident`` is
-    below ``source_tier`` and that the rule is enabled."""
+    inhibiting tier, of the same story or watch; a drill inhibits only drills (an exercise
+    never mutes a real alert). The caller checks that ``incident`` is below
+    ``source_tier`` and that the rule is enabled."""
     same = []
     if "story" in rule.equal:
         same.append(other.story_id == incident.story_id)
     if "watch" in rule.equal:
         same.append(other.watch_id == incident.watch_id)
+    real = other.drill.is_(False)
+    drill = incident.drill  # a row's bool, or a column
+    may = (true() if drill else real) if isinstance(drill, bool) else or_(real, drill.is_(True))
     return and_(
         other.id != incident.id,
         other.tier >= rule.source_tier,
         other.status.not_in(FINISHED),
         or_(*same),
+        may,
     )
 
 

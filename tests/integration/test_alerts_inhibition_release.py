@@ -409,3 +409,32 @@ async def released_by_0013(url: str, database: str) -> None:
         assert rows["s-on"].inhibition_released_at is None
     finally:
         await engine.dispose()
+
+
+async def drill_signal(world: World, sid: str, tier: int, story: str) -> None:
+    from tests.integration.test_alerts_policies import signal
+
+    drill = signal(world.clock, sid, tier, story=story).model_copy(update={"drill": True})
+    await world.service.handle_signals([drill])
+    await world.service.sent()
+
+
+async def test_a_drill_never_inhibits_a_real_incident_but_does_inhibit_drills(
+    world: World,
+) -> None:
+    await world.signal("real-low", tier=1, story="s-real-low")
+    real_low = await world.incident("s-real-low")
+    assert messages(world, real_low.id) == [("cs", "new")]
+    await drill_signal(world, "drill-top", tier=3, story="s-drill-top")
+    await world.signal("real-mid", tier=2, story="s-real-mid")  # raised during the drill
+    await drill_signal(world, "drill-low", tier=2, story="s-drill-low")
+    drill_top = await world.incident("s-drill-top")
+    real_mid = await world.incident("s-real-mid")
+    drill_low = await world.incident("s-drill-low")
+    assert drill_top.drill and drill_low.drill and not real_mid.drill
+    assert messages(world, real_mid.id) == [("pr", "new")], "a real alert goes out"
+    assert await events(world, real_low.id, "inhibited") == []
+    assert await events(world, real_mid.id, "inhibited") == []
+    (muted,) = await events(world, drill_low.id, "inhibited")
+    assert muted.detail["by_incident"] == drill_top.id, "the drill exercises inhibition"
+    assert messages(world, drill_low.id) == []
