@@ -10,13 +10,15 @@ source's errors, listed in its health's ``failing_targets`` and in the
 (``first`` seconds, doubling up to ``maximum`` for the target's own errors: gone, blocked,
 not a feed; up to a poll interval or two minutes for errors that are likely the
 platform's or the network's: a dropped connection, a timeout, a 5xx; or the wait a rate
-limit asked for), and clears it after a success. Errors that concern the whole source
+limit asked for; an API's answer that is not JSON counts as the platform's), and clears
+it after a success. Errors that concern the whole source
 (credentials refused, the API's rate limit or quota) are not target errors: callers let
 them through.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,7 +82,11 @@ class TargetBackoff:
         previous = self._failing.get(key)
         failures = previous.failures + 1 if previous else 1
         if wait is None:
-            own = isinstance(error, TargetUnavailable | ValueError)  # gone, blocked, not a feed
+            # gone, blocked, not a feed; a JSON API answering something else (an HTML page
+            # with 200) is the platform's or a proxy's trouble: every target sees it
+            own = isinstance(error, TargetUnavailable | ValueError) and not isinstance(
+                error, json.JSONDecodeError
+            )
             cap = self.maximum if own else max(self.first, OUTAGE_RETRY_MAX_SECONDS)
             wait = min(self.first * 2.0 ** min(failures - 1, 30), cap)
         message = f"{type(error).__name__}: {error}"

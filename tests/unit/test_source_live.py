@@ -898,6 +898,10 @@ def test_a_target_error_backs_off_long_an_outage_briefly() -> None:
     assert down == [60, 120, 120, 120, 120, 120, 120, 120]
     rss = TargetBackoff(health, clock, first=300.0)  # a poll interval above two minutes
     assert [rss.failed("c", "c", TransientError("503")) for _ in range(3)] == [300] * 3
+    # an API answering something that is not JSON (an HTML error page with 200, a proxy's
+    # login page) is the platform's trouble, not one target's: a short wait, as a 5xx
+    html = json.JSONDecodeError("Expecting value", "<html>", 0)
+    assert [failing.failed("d", "d", html) for _ in range(4)] == [60, 120, 120, 120]
 
 
 def test_a_time_mark_keeps_its_floor_across_a_restart() -> None:
