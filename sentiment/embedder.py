@@ -91,7 +91,7 @@ class SentenceEmbedder:
         self.name = self.model.card.name
         self.dims = self.model.card.dims
         self.min_chars = min_chars
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache: OrderedDict[str | bytes, str] = OrderedDict()
         self._cache_size = cache_size
 
     def close(self) -> None:
@@ -100,8 +100,8 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str]) -> list[str | None]:
         """One packed vector per text (None: shorter than ``min_chars`` once normalised)."""
         out: list[str | None] = [None] * len(texts)
-        todo: dict[str, list[int]] = {}  # cache key -> rows
-        first: dict[str, str] = {}  # cache key -> the text to embed
+        todo: dict[str | bytes, list[int]] = {}  # cache key -> rows
+        first: dict[str | bytes, str] = {}  # cache key -> the text to embed
         for i, text in enumerate(texts):
             clean = for_embedding(text, 4_000)
             if len(clean) < self.min_chars:
@@ -127,12 +127,13 @@ class SentenceEmbedder:
         return out
 
 
-def _key(clean: str) -> str:
+def _key(clean: str) -> str | bytes:
     """The cache key of a normalised text: itself when short, else a 128-bit digest (so a
-    flood of 4,000-character posts cannot fill memory)."""
+    flood of 4,000-character posts cannot fill memory), as ``bytes``: never equal to a
+    text, however it looks."""
     if len(clean) <= 256:
         return clean
-    return "#" + hashlib.blake2b(clean.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(clean.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def load_embedder(config: ScorerConfig) -> SentenceEmbedder | None:

@@ -2,7 +2,8 @@
 
 Pipeline::
 
-    text -> sentiment.textnorm.normalise (handles, links, escapes), the card's ``prefix``
+    text -> sentiment.textnorm.normalise (handles, links, escapes), the card's ``prefix``,
+            lone surrogates replaced by U+FFFD
          -> the model's tokenizer (the ``tokenizers`` library; ``max_length`` tokens)
          -> length-sorted sub-batches, each padded only to its own longest text
          -> ONNX graph: encoder, mean pooling, linear layer -> logits
@@ -37,7 +38,7 @@ import numpy.typing as npt
 
 from core.events import LABELS, Label
 from sentiment.errors import ModelLoadError
-from sentiment.textnorm import for_embedding, normalise
+from sentiment.textnorm import for_embedding, normalise, without_surrogates
 
 Floats = npt.NDArray[np.float64]
 Progress = Callable[[int, int], None]
@@ -182,7 +183,8 @@ class EncoderModel:
             return out
         prefix = self.card.prefix
         clean_text = for_embedding if self.card.dims else normalise
-        clean = [prefix + clean_text(t, self._max_chars) for t in texts]
+        # a lone surrogate (from JSON "\ud800") is no character: the tokenizer refuses it
+        clean = [without_surrogates(prefix + clean_text(t, self._max_chars)) for t in texts]
         with self._lock:
             ids = [e.ids for e in self._tokenizer.encode_batch(clean)]
             order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

@@ -3,6 +3,11 @@
 A set whose gold labels are only ``negative`` / ``positive`` is **binary**: the prediction
 is then the larger of the negative and positive probabilities (neutral is not an answer
 there), and the metrics are over those two classes.
+
+An abstention (a language neither model reads: the label is a prior, not an opinion) is no
+answer, so it counts as wrong in either kind of set (:func:`judge`); so is an empty text in
+a binary set (its answer, neutral, is not one of the two there). In a three-class set the
+neutral answer to an empty text is a real answer: no opinion is expressed.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from typing import Any
 
 from core.events import LABELS, Label
 
+NO_ANSWER = "(no answer)"
+"""What :func:`judge` scores for a text without an answer: equal to no gold label, so
+always wrong."""
+
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
@@ -28,6 +37,14 @@ def decide(probs: Mapping[Label, float], binary: bool) -> str:
     if binary:
         return "positive" if probs["positive"] > probs["negative"] else "negative"
     return max(LABELS, key=lambda k: probs[k])
+
+
+def judge(probs: Mapping[Label, float], binary: bool, *, abstained: bool, empty: bool) -> str:
+    """The prediction scored for one text: :data:`NO_ANSWER` for an abstention, and for an
+    empty text in a binary set; else :func:`decide`."""
+    if abstained or (binary and empty):
+        return NO_ANSWER
+    return decide(probs, binary)
 
 
 def report(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:

@@ -4,8 +4,11 @@ Consumes ``mentions`` (group ``scorer``) in batches of up to ``batch_size``, wai
 ``max_wait_ms`` for a batch to fill. Within a batch, identical (text, language) pairs are
 classified once; across batches an LRU cache of ``cache_size`` entries answers repeats
 (reposts, copy-paste campaigns) without the model; texts over 256 characters are cached
-under a 128-bit digest, so hostile 40 kB posts cannot blow up its memory. The model runs
-in a worker thread (``asyncio.to_thread``), never on the event loop.
+under a 128-bit digest (``bytes``, so no text, a ``str``, can ever share its key), so hostile
+40 kB posts cannot blow up its memory; the language part of the key is what routing reads of
+it (``sentiment.transformer.routing_language``: ``"en"``, a Chinese code, ``""`` or
+``"other"``), so ``"EN"`` and ``"en-US"`` share entries and a long ``lang`` string is not
+kept. The model runs in a worker thread (``asyncio.to_thread``), never on the event loop.
 
 With ``embedder`` set (``scorer.embedder``), the texts of mentions without a parent also
 get a sentence embedding (``sentiment.embedder``), in the same worker-thread fashion.
@@ -28,18 +31,21 @@ from core.metrics import Metrics
 from sentiment.classifier import Classifier
 from sentiment.config import ScorerConfig
 from sentiment.embedder import Embedder
+from sentiment.transformer import routing_language
 
 GROUP = "scorer"
 NO_WATCH_KEY = "_"
 _LONG_TEXT = 256  # longer texts are cached under a digest, so the cache's memory stays small
 
-CacheKey = tuple[str, str | None]
+CacheKey = tuple[str | bytes, str | None]
 
 
 def cache_key(text: str, lang: str | None) -> CacheKey:
+    """(the text, or its digest as bytes when long; the routing part of ``lang``)."""
+    key: str | bytes = text
     if len(text) > _LONG_TEXT:
-        text = "#" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    return (text, lang)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return (key, routing_language(lang))
 
 
 class SentimentCache:

@@ -2,8 +2,16 @@
 
 Posts are normalised the way the SemEval/TweetEval training tweets were: user handles become
 ``@user``, links ``http``; literal ``\\uXXXX`` escapes and HTML entities left in crawled text
-(``\\u002c``, ``&amp;``) are decoded; whitespace runs collapse. Text is cut to ``max_chars``
-first, so a hostile 40 kB post costs no more than a long tweet.
+(``\\u002c``, ``&amp;``, an escaped surrogate pair such as ``\\ud83d\\ude21`` as one
+character) are decoded; whitespace runs collapse. Whitespace is collapsed and leading
+whitespace, zero-width characters and byte-order marks dropped *before* the text is cut to
+``max_chars`` (:func:`squeeze`), so padding cannot push the words out of the part a model
+reads, and cutting still bounds the cost: a hostile 40 kB post costs about as much as a long
+tweet (the collapse reads only as far as it needs to).
+
+Zero-width characters inside a text are kept for the models: the Weibo training posts end in
+`` \\u200b`` and the Chinese models learned from it. :func:`blank` treats them as nothing (a
+post of only whitespace and zero-width characters is empty), and so does routing.
 """
 
 from __future__ import annotations
@@ -13,8 +21,16 @@ import re
 
 _USER = re.compile(r"(?<![\w@])@\w{1,50}")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"  # a surrogate pair
+    r"|\\u([0-9a-fA-F]{4})"
+)
 _SPACE = re.compile(r"\s+")
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+"""Zero-width space, non-joiner and joiner, word joiner, byte-order mark (zero-width no-break
+space): characters that show nothing."""
+_BLANK = re.compile(rf"[\s{INVISIBLE}]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 EMOJI_WORDS = {
     "love": "😍🥰😘😻💕💖💗💘💞❤♥",
@@ -41,8 +57,48 @@ _EMOJI |= {0xFE0F: None, 0xFE0E: None}  # presentation selectors (❤️ = ❤ +
 
 
 def _unescape(match: re.Match[str]) -> str:
-    char = chr(int(match.group(1), 16))
+    high, low, single = match.groups()
+    if single is None:
+        code = 0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+    else:
+        code = int(single, 16)
+    char = chr(code)
     return char if char.isprintable() or char.isspace() else " "
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (``"\\ud800"`` decoded from JSON: not a character,
+    so not encodable) replaced by U+FFFD, the replacement character."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only whitespace, zero-width characters and BOMs."""
+    return _BLANK.fullmatch(text) is not None
+
+
+def squeeze(text: str, max_chars: int) -> str:
+    """Whitespace runs as one space, leading whitespace / zero-width characters / BOMs and
+    trailing whitespace dropped, then at most ``max_chars`` characters.
+
+    Linear and bounded: the leading run is skipped by one regex match, and the rest is
+    collapsed window by window only until ``max_chars`` characters are known."""
+    lead = _BLANK.match(text)  # "*": always matches
+    start = lead.end() if lead is not None else 0
+    if len(text) - start <= max_chars:  # nearly every post: one pass
+        return _SPACE.sub(" ", text[start:]).rstrip()
+    step = max(4 * max_chars, 4096)
+    out = ""
+    while start < len(text) and len(out) <= max_chars:
+        out = _SPACE.sub(" ", out + text[start : start + step])
+        start += step
+    return out[:max_chars].rstrip()
+
+
+def without_links(text: str) -> str:
+    """``text`` with links and @handles blanked out (routing counts the letters of the rest:
+    ``https://t.cn/A6xYzAbC`` says nothing about the language of the post around it)."""
+    return _USER.sub(" ", _URL.sub(" ", text))
 
 
 def _decoded(text: str) -> str:
@@ -57,19 +113,19 @@ def _decoded(text: str) -> str:
 def readable(text: str, max_chars: int = 4096) -> str:
     """The text a person reads (alert evidence): escapes and entities decoded, single
     spaces; handles, links and emoji as they were."""
-    return _SPACE.sub(" ", _decoded(text[:max_chars])).strip()
+    return _SPACE.sub(" ", _decoded(squeeze(text, max_chars))).strip()
 
 
 def for_embedding(text: str, max_chars: int = 1024) -> str:
     """The text the sentence-embedding model sees: escapes and entities decoded, links
     masked, single spaces; handles kept (``@AcmeSupport`` names the brand: masking it,
     as ``normalise`` does for sentiment, would hide what the post is about)."""
-    return _SPACE.sub(" ", _URL.sub("http", _decoded(text[:max_chars]))).strip()
+    return _SPACE.sub(" ", _URL.sub("http", _decoded(squeeze(text, max_chars)))).strip()
 
 
 def normalise(text: str, max_chars: int = 1024) -> str:
     """The text a model sees: masked handles and links, decoded escapes, single spaces."""
-    text = _decoded(text[:max_chars])
+    text = _decoded(squeeze(text, max_chars))
     text = text.translate(_EMOJI)
     text = _URL.sub("http", text)
     text = _USER.sub("@user", text)

@@ -14,8 +14,8 @@
   p(positive) are averaged with the card's weight (model id ``zh-e5-l6+zh-char-ngram``).
   Both are binary: the neutral share comes from the combined uncertainty, as the n-gram
   model's own.
-* **Empty or whitespace-only text** (a repost without comment): ``neutral`` with
-  probability 1; no opinion is expressed.
+* **Empty text** (a repost without comment; whitespace, zero-width characters and BOMs
+  count as nothing): ``neutral`` with probability 1; no opinion is expressed.
 * **Any other language** (German, Japanese, Arabic, ...): the classifier **abstains**:
   label ``neutral``, probabilities equal to the English training set's class frequencies
   (what a calibrated model says when it knows nothing), and model id ending in
@@ -42,9 +42,17 @@ from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 from sentiment.encoder import EncoderModel, Floats
 from sentiment.errors import ModelLoadError
+from sentiment.textnorm import blank, squeeze, without_links
 from sentiment.wordmodel import WordModel
 
-__all__ = ["ModelLoadError", "SentimentClassifier", "language_code", "load_classifier", "route"]
+__all__ = [
+    "ModelLoadError",
+    "SentimentClassifier",
+    "language_code",
+    "load_classifier",
+    "route",
+    "routing_language",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,17 @@ def language_code(lang: str | None) -> str:
     return "" if code in ("und", "unknown", "xx", "") else code
 
 
+def routing_language(lang: str | None) -> str:
+    """All of ``lang`` that :func:`route` looks at: ``"en"``, a Chinese code, ``""`` (none or
+    undetermined: routed by script) or ``"other"`` (abstain). ``"EN"``, ``"en-US"`` and
+    ``"en_GB"`` are one key, and so are all the languages abstained on (the scorer's cache
+    keys on this, so a long or odd ``lang`` string costs nothing)."""
+    code = language_code(lang)
+    if not code or code == "en" or code in _CHINESE_CODES:
+        return code
+    return "other"
+
+
 def _script(char: str) -> str:
     if char < "\u0250" or "\u1e00" <= char <= "\u1eff":
         return "latin"
@@ -76,7 +95,10 @@ def _script(char: str) -> str:
 
 
 def route(text: str, lang: str | None) -> Route:
-    """Which model judges ``text``; ``None``: abstain (a language neither model reads)."""
+    """Which model judges ``text``; ``None``: abstain (a language neither model reads).
+
+    Without a language code, by the script of the letters of the first 500 characters
+    (whitespace collapsed first), links and @handles left out unless they are all there is."""
     code = language_code(lang)
     if code == "en":
         return "en"
@@ -84,17 +106,25 @@ def route(text: str, lang: str | None) -> Route:
         return "zh"
     if code:
         return None
-    counts = {"latin": 0, "han": 0, "other": 0}
-    for char in text[:500]:
-        if char.isalpha():
-            script = _script(char)
-            counts[script] += _HAN_WEIGHT if script == "han" else 1
+    sample = squeeze(text, 500)
+    counts = _letters(without_links(sample))
+    if not any(counts.values()):
+        counts = _letters(sample)
     letters = sum(counts.values())
     if letters == 0 or counts["latin"] * 2 >= letters:
         return "en"  # emoji, digits and punctuation only are read as English: emoji carry
     if counts["han"] * 2 > letters and counts["other"] * 10 < letters:
         return "zh"
     return None
+
+
+def _letters(text: str) -> dict[str, int]:
+    counts = {"latin": 0, "han": 0, "other": 0}
+    for char in text:
+        if char.isalpha():
+            script = _script(char)
+            counts[script] += _HAN_WEIGHT if script == "han" else 1
+    return counts
 
 
 class SentimentClassifier:
@@ -146,7 +176,7 @@ class SentimentClassifier:
         english: list[int] = []
         chinese: list[int] = []
         for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
-            if not text.strip():
+            if blank(text):
                 results[i] = self._empty
                 continue
             which = route(text, lang)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.events import LABELS, Label
-from sentiment.errors import ModelLoadError
+from sentiment.errors import INVALID_FILE, ModelLoadError
 from sentiment.textnorm import normalise
 
 Floats = npt.NDArray[np.float64]
@@ -106,7 +106,10 @@ class WordModel:
             labels = tuple(doc["labels"])
             if sorted(labels) != sorted(LABELS):
                 raise ValueError(f"labels must be {list(LABELS)} in some order")
-            with np.load(card.parent / doc["arrays"], allow_pickle=False) as data:
+            with (  # our own handle: np.load leaks its file on a truncated archive
+                (card.parent / doc["arrays"]).open("rb") as fh,
+                np.load(fh, allow_pickle=False) as data,
+            ):
                 terms = [str(t) for t in data["terms"]]
                 idf = data["idf"].astype(np.float64)
                 weights = data["weights"].astype(np.float64)
@@ -115,7 +118,7 @@ class WordModel:
                 raise ValueError("terms, idf and weights differ in size")
         except FileNotFoundError as exc:
             raise ModelLoadError(f"English word model file missing: {exc.filename}") from exc
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except INVALID_FILE as exc:
             raise ModelLoadError(f"English word model {card} is invalid: {exc}") from exc
         return cls(
             name=str(doc["name"]),
