@@ -26,6 +26,7 @@ _ESCAPE = re.compile(
     r"|\\u([0-9a-fA-F]{4})"
 )
 _SPACE = re.compile(r"\s+")
+_TAG = re.compile(r"(?<![\w#])#[A-Za-z0-9_]+")  # a Latin-letter hashtag: a brand, a slogan
 INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 """Zero-width space, non-joiner and joiner, word joiner, byte-order mark (zero-width no-break
 space): characters that show nothing."""
@@ -96,9 +97,10 @@ def squeeze(text: str, max_chars: int) -> str:
 
 
 def without_links(text: str) -> str:
-    """``text`` with links and @handles blanked out (routing counts the letters of the rest:
-    ``https://t.cn/A6xYzAbC`` says nothing about the language of the post around it)."""
-    return _USER.sub(" ", _URL.sub(" ", text))
+    """``text`` with links, @handles and Latin-letter hashtags blanked out (routing counts
+    the letters of the rest: ``https://t.cn/A6xYzAbC`` or ``#AcmeAirlinesFail`` says
+    nothing about the language of the post around it; a Weibo topic ``#苹果发布会#`` does)."""
+    return _TAG.sub(" ", _USER.sub(" ", _URL.sub(" ", text)))
 
 
 def _decoded(text: str) -> str:

@@ -98,7 +98,8 @@ def route(text: str, lang: str | None) -> Route:
     """Which model judges ``text``; ``None``: abstain (a language neither model reads).
 
     Without a language code, by the script of the letters of the first 500 characters
-    (whitespace collapsed first), links and @handles left out unless they are all there is."""
+    (whitespace collapsed first), links, @handles and Latin hashtags left out unless they
+    are all there is."""
     code = language_code(lang)
     if code == "en":
         return "en"

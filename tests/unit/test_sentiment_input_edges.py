@@ -549,6 +549,10 @@ def test_invisible_texts_are_blank(text: str) -> None:
         ("https://t.co/abc", "en"),
         ("@AcmeSupport", "en"),
         ("@AcmeSupport太垃圾了", "zh"),  # all handle: counted as before
+        ("客服太差了 #AcmeAirlinesFail", "zh"),  # a Latin hashtag says nothing of the post
+        ("#AcmeFail worst service ever", "en"),
+        ("#苹果发布会# 太贵了", "zh"),
+        ("#AcmeAirlinesFail", "en"),  # all hashtag: counted as before
     ],
 )
 def test_links_and_handles_do_not_decide_the_route(text: str, expected: str) -> None:
