@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -103,10 +104,12 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
     first = messages[0]
     top = max(m.tier for m in messages)
     teams: dict[str, None] = {}
-    mentions: dict[Contact, None] = {}
+    mentions: dict[str, Contact] = {}  # keyed by content: one mention per person
     for m in messages:
         teams.update(dict.fromkeys(m.teams))
-        mentions.update(dict.fromkeys(m.mentions))
+        for contact in m.mentions:
+            key = json.dumps(contact.model_dump(mode="json"), sort_keys=True)
+            mentions.setdefault(key, contact)
     items = tuple(
         DigestItem(
             incident_id=m.incident_id,
@@ -131,6 +134,6 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
         drill=all(m.drill for m in messages),
         opened_at=min(m.opened_at for m in messages),
         idempotency_key=key,
-        mentions=tuple(mentions),
+        mentions=tuple(mentions.values()),
         digest=items,
     )

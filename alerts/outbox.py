@@ -406,6 +406,7 @@ class _Claim:
     channel_type: str
     rows: tuple[_Row, ...]
     payload: dict[str, Any]
+    error: DeliveryError | None = None  # the message could not be built: not sent
 
 
 def rowcount(result: Any) -> int:
@@ -529,28 +530,48 @@ async def _claim(
                 claimed = await _claim_rows(session, unit, lease_until)
                 if not claimed:
                     continue
-                bucket.take(now)
-                if len(claimed) == 1:
-                    payload = claimed[0].payload
-                else:
-                    key = "digest:" + ",".join(str(r.id) for r in claimed)
-                    why = (
-                        "held, then sent together"
-                        if len(claimed) == len(unit) and unit[0].digest_group
-                        else "more alerts than the channel's rate limit allows"
-                    )
-                    digest = digest_message([r.payload for r in claimed], why, key)
-                    payload = digest.model_dump(mode="json")
-                    metrics.alert_digests.labels(channel_rows[0].channel_type).inc()
-                claims.append(
-                    _Claim(channel, channel_rows[0].channel_type, tuple(claimed), payload)
-                )
+                claim = _message(channel, channel_rows[0].channel_type, unit, claimed)
+                if claim.error is None:
+                    bucket.take(now)
+                    if len(claimed) > 1:
+                        metrics.alert_digests.labels(claim.channel_type).inc()
+                claims.append(claim)
     return claims, len(rows), moved
+
+
+def _message(
+    channel: str, channel_type: str, unit: Sequence[Delivery], claimed: Sequence[_Row]
+) -> _Claim:
+    """The message of claimed rows: one row's own payload, or their digest. A digest that
+    cannot be built (a bug, a payload it cannot read) fails these rows alone, as a send
+    would (recorded, counted and retried by ``_record``): it must not roll back the claims
+    of every other channel, round after round."""
+    rows = tuple(claimed)
+    if len(rows) == 1:
+        return _Claim(channel, channel_type, rows, rows[0].payload)
+    ids = ",".join(str(r.id) for r in rows)
+    why = (
+        "held, then sent together"
+        if len(rows) == len(unit) and unit[0].digest_group
+        else "more alerts than the channel's rate limit allows"
+    )
+    try:
+        digest = digest_message([r.payload for r in rows], why, "digest:" + ids)
+        return _Claim(channel, channel_type, rows, digest.model_dump(mode="json"))
+    except Exception as exc:  # the payloads are ours (no secrets): log the whole error
+        log.exception("channel %s: could not build the digest of deliveries %s", channel, ids)
+        error = DeliveryError(
+            f"channel {channel}: could not build the digest message ({type(exc).__name__})",
+            retryable=True,
+        )
+        return _Claim(channel, channel_type, rows, {}, error)
 
 
 async def _send(
     claim: _Claim, notifiers: Mapping[str, Notifier], limit: float, ack_link: AckLink | None
 ) -> DeliveryError | None:
+    if claim.error is not None:
+        return claim.error
     notifier = notifiers.get(claim.channel)
     if notifier is None:
         return DeliveryError(

@@ -11,8 +11,11 @@ in a persistent store, ``alerts.jobs``), check the SLA clocks (a breach runs the
 step at once), queue the playbook task reminders that are due, alert the incidents that
 silences which have ended had muted (once per silence) and those that incidents which
 have ended had inhibited (once per ended incident), deliver what that queued, and refresh
-the gauges. ``start`` runs it every ``tick_interval`` with APScheduler (one at a time,
-missed runs coalesced); ``stop`` lets a running tick finish.
+the gauges. Each step runs on its own: one that raises is logged and counted
+(``crisiswatch_alert_tick_errors_total{step}``) and the others still run, so a delivery
+bug cannot stop escalations, SLA checks and reminders. ``start`` runs it every
+``tick_interval`` with APScheduler (one at a time, missed runs coalesced); ``stop`` lets a
+running tick finish.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -58,10 +61,24 @@ GROUP = "alerter"
 UNTIL_IT_WORKS = 1_000_000_000  # attempts: in effect, retry until the database is back
 
 
+TICK_STEPS = (
+    "deliver",
+    "escalate",
+    "check_slas",
+    "remind_tasks",
+    "release_silences",
+    "release_inhibitions",
+    "deliver_again",
+    "refresh_gauges",
+)
+
+
 @dataclass(frozen=True)
 class TickReport:
     attempted: int
     escalated: int
+    failed: tuple[str, ...] = field(default=())
+    """The steps that raised (logged and counted; the others ran)."""
 
 
 class AlertService:
@@ -98,6 +115,8 @@ class AlertService:
         self._stopping = False
         self._again = False
         self._retry_labels: set[str] = set(config.channels)  # gauges reset to 0 when done
+        for name in TICK_STEPS:  # every step's series exists at 0 from the start
+            metrics.alert_tick_errors.labels(name)
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -301,16 +320,28 @@ class AlertService:
         """One round: deliver due alerts, run due escalation steps and SLA checks, queue
         due task reminders, alert what ended silences had muted and what ended incidents
         had inhibited, deliver what they queued."""
-        attempted = await self.deliver()
-        escalated = await self.escalate()
-        breached = await self.check_slas()
-        reminded = await self.remind_tasks()
-        released = await self.release_silences()
-        released += await self.release_inhibitions()
+        failed: list[str] = []
+
+        async def step(name: str, run: Callable[[], Awaitable[int | None]]) -> int:
+            try:
+                return await run() or 0
+            except Exception:
+                # one step's failure must not stop the others (escalations, SLA clocks)
+                log.exception("alerts tick: %s failed; the other steps go on", name)
+                self.metrics.alert_tick_errors.labels(name).inc()
+                failed.append(name)
+                return 0
+
+        attempted = await step("deliver", self.deliver)
+        escalated = await step("escalate", self.escalate)
+        breached = await step("check_slas", self.check_slas)
+        reminded = await step("remind_tasks", self.remind_tasks)
+        released = await step("release_silences", self.release_silences)
+        released += await step("release_inhibitions", self.release_inhibitions)
         if escalated or breached or reminded or released:
-            attempted += await self.deliver()
-        await self.refresh_gauges()
-        return TickReport(attempted=attempted, escalated=escalated)
+            attempted += await step("deliver_again", self.deliver)
+        await step("refresh_gauges", self.refresh_gauges)
+        return TickReport(attempted=attempted, escalated=escalated, failed=tuple(failed))
 
     async def refresh_gauges(self) -> None:
         async with self.sessions() as session:

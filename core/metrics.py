@@ -245,6 +245,12 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.alert_tick_errors = Counter(
+            "crisiswatch_alert_tick_errors",
+            "Alert tick steps that raised (the other steps still ran), by step",
+            ["step"],
+            registry=r,
+        )
         self.alert_digests = Counter(
             "crisiswatch_alert_digests",
             "Digest messages (several alerts merged under a rate limit or quiet hours)",

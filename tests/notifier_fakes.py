@@ -254,9 +254,20 @@ class SlackHarness(HttpHarness):
             return "invalid_payload"
         if len(blocks) > 50 or any("type" not in b for b in blocks):
             return "invalid_blocks"
-        header = blocks[0]
-        if header["type"] == "header" and len(header["text"]["text"]) > 150:
-            return "invalid_blocks"
+        for block in blocks:  # Block Kit reference: one limit exceeded refuses the message
+            kind = block["type"]
+            if kind == "header" and not 0 < len(block["text"]["text"]) <= 150:
+                return "invalid_blocks: header text must be 1-150 characters"
+            if kind == "section" and not 0 < len(block["text"]["text"]) <= 3000:
+                return "invalid_blocks: section text must be 1-3000 characters"
+            if kind == "context":
+                elements = block.get("elements") or []
+                if not 0 < len(elements) <= 10:
+                    return "invalid_blocks: a context takes 1-10 elements"
+                if any(not 0 < len(e.get("text", "")) <= 3000 for e in elements):
+                    return "invalid_blocks: context text must be 1-3000 characters"
+            if kind == "actions" and not 0 < len(block.get("elements") or []) <= 25:
+                return "invalid_blocks: actions take 1-25 elements"
         return None
 
 
@@ -290,6 +301,8 @@ class TeamsHarness(HttpHarness):
     def check(self, request: httpx.Request, body: Any) -> str | None:
         if str(request.url) != self.url:
             return "unauthorized"
+        if len(request.content) > 28 * 1024:
+            return "413 request entity too large (a message is at most about 28 KB)"
         attachments = body.get("attachments")
         if body.get("type") != "message" or not isinstance(attachments, list) or not attachments:
             return "expected a message with attachments"
@@ -391,6 +404,8 @@ class DingTalkHarness(HttpHarness):
         digest = hmac.new(SIGNING_SECRET.encode(), to_sign, hashlib.sha256).digest()
         if (query.get("sign") or [""])[0] != base64.b64encode(digest).decode():
             return "sign not match"
+        if len(request.content) > 20000:
+            return "body over 20000 bytes"
         kind = body.get("msgtype")
         if kind == "markdown":
             md = body.get("markdown", {})

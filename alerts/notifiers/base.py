@@ -48,6 +48,10 @@ class Contact(BaseModel):
     phone: str | None = None
     chat_ids: dict[str, str] = Field(default_factory=dict)
 
+    def __hash__(self) -> int:
+        # frozen, but ``chat_ids`` is a dict: the generated hash would raise TypeError
+        return hash((self.name, self.email, self.phone, tuple(sorted(self.chat_ids.items()))))
+
 
 class DigestItem(BaseModel):
     """One incident inside a digest message (several alerts merged under a rate limit)."""

@@ -14,8 +14,15 @@ log = logging.getLogger("alerts.console")
 _LEVELS = {"INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
 
+def _own(text: str) -> str:
+    """Our own text (labels, the ack hint): on one line, not defanged."""
+    return escape.one_line(escape.clean(text, 300))
+
+
 def render_text(alert: AlertMessage) -> str:
-    p = escape.plain
+    """Every line is ours: outside text is cleaned and collapsed onto its line (a name or a
+    post with a line break cannot forge a log line)."""
+    p = escape.line
     first = render.headline(alert, render.short(p, 300))
     if not alert.digest and not render.is_follow_up(alert):
         drill = "[DRILL] " if alert.drill else ""
@@ -26,7 +33,7 @@ def render_text(alert: AlertMessage) -> str:
         f"  watch:   {p(alert.brand or alert.watch_id, 200)} ({p(alert.watch_id, 200)})",
     ]
     if alert.teams:
-        lines.append(f"  teams:   {', '.join(alert.teams)}")
+        lines.append(f"  teams:   {p(', '.join(alert.teams), 300)}")
     if alert.digest:
         for item in alert.digest:
             lines.append(f"  - tier {item.tier} #{item.incident_id}: {p(item.title, 200)}")
@@ -35,16 +42,15 @@ def render_text(alert: AlertMessage) -> str:
         for ev in alert.evidence:
             who = p(ev.author or "unknown", 80)
             followers = f", {ev.followers} followers" if ev.followers is not None else ""
-            text = " ".join(p(ev.text, 280).split())
-            lines.append(f'  - {who}{followers}: "{text}"')
+            lines.append(f'  - {who}{followers}: "{p(ev.text, 280)}"')
             if url := escape.safe_url(ev.url):
                 lines.append(f"    {url}")
     if names := [p(c.name, 80) for c in alert.mentions]:
         lines.append(f"  on call: {', '.join(names)}")
     for link in render.links(alert):
-        lines.append(f"  {link.label}: {link.url}")
+        lines.append(f"  {_own(link.label)}: {link.url}")  # safe_url: no whitespace
     if alert.ack_hint and not render.is_follow_up(alert):
-        lines.append(f"  ack:     {alert.ack_hint}")
+        lines.append(f"  ack:     {_own(alert.ack_hint)}")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ import httpx
 from alerts.channels import DingTalkChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, Contact, RateLimit
-from alerts.notifiers.http import HookClient, truncate_utf8
+from alerts.notifiers.http import HookClient
 from core.clock import Clock
 
 RATE_LIMITED = 130101
@@ -68,13 +68,15 @@ def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
     if msgtype == "actionCard":
         card: dict[str, Any] = {
             "title": title,
-            "text": truncate_utf8(render.markdown(alert, ack_link=False), TEXT_MAX_BYTES),
+            "text": render.markdown(alert, ack_link=False, max_bytes=TEXT_MAX_BYTES),
         }
         ack = next((link for link in render.links(alert) if link.label == render.ACK_LABEL), None)
         if ack is not None:
             card |= {"singleTitle": render.ACK_LABEL, "singleURL": ack.url}
         return {"msgtype": "actionCard", "actionCard": card}
-    text = truncate_utf8(render.markdown(alert, mention=_mention), TEXT_MAX_BYTES)
+    # the @-mention must be in the text (it is never cut): the robot refuses an ``at``
+    # list naming someone the text does not mention
+    text = render.markdown(alert, mention=_mention, max_bytes=TEXT_MAX_BYTES)
     return {
         "msgtype": "markdown",
         "markdown": {"title": title, "text": text},

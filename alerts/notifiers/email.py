@@ -34,25 +34,26 @@ DOMAIN = "crisiswatch"
 
 def subject(alert: AlertMessage, prefix: str) -> str:
     # a header: no line breaks, ever (clean keeps \n; split/join removes every whitespace run)
-    text = " ".join(escape.plain(render.headline(alert), 200).split())
+    text = escape.line(render.headline(alert), 200)
     return f"{' '.join(prefix.split())} {text}".strip()
 
 
 def plain_body(alert: AlertMessage) -> str:
-    lines = [escape.plain(render.headline(alert), 300), escape.plain(render.status(alert), 300), ""]
+    line = escape.line  # every line ours: outside text never starts one
+    lines = [line(render.headline(alert), 300), line(render.status(alert), 300), ""]
     if alert.digest:
         for item in alert.digest:
-            lines.append(f"- Tier {item.tier} #{item.incident_id}: {escape.plain(item.title, 200)}")
+            lines.append(f"- Tier {item.tier} #{item.incident_id}: {line(item.title, 200)}")
             if url := escape.safe_url(item.url):
                 lines.append(f"  {url}")
     elif not render.is_follow_up(alert):
         lines += [escape.plain(alert.explanation, 2000), ""]
-        lines.append(f"Watch: {escape.plain(alert.brand or alert.watch_id, 200)}")
+        lines.append(f"Watch: {line(alert.brand or alert.watch_id, 200)}")
         if alert.teams:
-            lines.append(f"Teams: {', '.join(alert.teams)}")
+            lines.append(f"Teams: {line(', '.join(alert.teams), 300)}")
         for ev in alert.evidence:
-            who = escape.plain(ev.author or "unknown", 100)
-            lines.append(f"- {who}{render.followers(ev.followers)}: “{escape.plain(ev.text, 500)}”")
+            who = line(ev.author or "unknown", 100)
+            lines.append(f"- {who}{render.followers(ev.followers)}: “{line(ev.text, 500)}”")
             if url := escape.safe_url(ev.url):
                 lines.append(f"  {url}")
     lines.append("")
@@ -84,7 +85,8 @@ def html_body(alert: AlertMessage) -> str:
         parts.append(f"<p>Watch: {h(alert.brand or alert.watch_id, 200)}</p>")
         quotes = []
         for ev in alert.evidence:
-            link = f" {_a(url, 'view post')}" if (url := escape.safe_url(ev.url)) else ""
+            url = escape.safe_url(ev.url)
+            link = f" {_a(url, render.post_label(url))}" if url else ""
             who = h(ev.author or "unknown", 100)
             quotes.append(
                 f"<li><strong>{who}</strong>{render.followers(ev.followers)}: "

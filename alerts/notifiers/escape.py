@@ -24,6 +24,18 @@ Mention text is written by strangers. It must not ping everybody (``@channel``,
 ``clean`` also drops invisible format characters (zero-width spaces and joiners, bidi
 marks, soft hyphens: Unicode category Cf), so ``@\u200ball`` or ``ht\u200btps://`` in the
 input cannot slip past ``defuse``; the zero-width spaces ``defuse`` inserts come after.
+
+``defuse`` never relies on regex word boundaries (``\b``): CJK characters are word
+characters, so ``看https://evil.example中`` or ``@all群`` would slip past them, yet chat
+clients link and ping there. A scheme is defanged wherever it appears, an @-all ping
+wherever no ASCII letter, digit or underscore follows it, a domain's dot wherever ASCII
+letters (a TLD) follow it and no further ASCII letter does.
+
+Limits are hard: ``plain``/``line``/``slack``/``markdown``/``html`` return at most
+``limit`` characters *after* escaping (defanging lengthens text: the input is cut shorter
+until the result fits). ``line`` is ``plain`` on one line (whitespace runs, line breaks
+included, become one space): for every field a reader takes for a single line (author
+names, titles, log lines, summaries).
 """
 
 from __future__ import annotations
@@ -31,16 +43,24 @@ from __future__ import annotations
 import html as _html
 import re
 import unicodedata
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 ZWSP = "\u200b"
 
 _BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F))
-_PINGS = re.compile(r"@(?=(?:(?:channel|here|everyone|all|group|room)\b|所有人))", re.IGNORECASE)
+# No \b anywhere: CJK characters are word characters (\w), so "@all群" or
+# "看https://evil.example中" have no word boundary where a chat client still sees one.
+_NOT_ASCII_WORD = r"(?![A-Za-z0-9_])"
+_PINGS = re.compile(
+    rf"@(?=(?:(?:channel|here|everyone|all|group|room){_NOT_ASCII_WORD}|所有人))", re.IGNORECASE
+)
 # Slack-style <!everyone>, <@U123>, <#C123>; Feishu <at id=all>, <at user_id="all">
-_ANGLE = re.compile(r"<(?=[!@#]|at\b)", re.IGNORECASE)
-_SCHEME = re.compile(r"\b(https?|ftp|mailto):(//)?", re.IGNORECASE)
-_WWW = re.compile(r"\bwww\.", re.IGNORECASE)
-_DOMAIN = re.compile(r"(?<=[\w-])\.(?=[a-z]{2,24}\b)", re.IGNORECASE)
+_ANGLE = re.compile(rf"<(?=[!@#]|at{_NOT_ASCII_WORD})", re.IGNORECASE)
+_SCHEME = re.compile(r"(https?|ftp|mailto):(//)?", re.IGNORECASE)
+_WWW = re.compile(r"www\.", re.IGNORECASE)
+# a dot between something and a TLD-like run of ASCII letters (or an IDNA "xn--" label)
+_DOMAIN = re.compile(r"(?<=[\w-])\.(?=(?:xn--[a-z0-9-]{1,59}|[a-z]{2,24})(?![a-z]))", re.IGNORECASE)
 
 
 def clean(text: str, limit: int = 600) -> str:
@@ -79,33 +99,123 @@ _MARKDOWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "\\*_~`[]<>#|&@"})
 _SLACK_MRKDWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "*_~`[]"})
 
 
+# fullmatch, never ^...$: "$" also matches before a final line break
+_URL = re.compile(r"https?://[^\s<>|\"'`]+", re.IGNORECASE)
+
+
+def one_line(text: str) -> str:
+    """Every whitespace run (line breaks, tabs, Unicode line separators) as one space."""
+    return " ".join(text.split())
+
+
+def _fit(escape: Callable[[str], str], text: str, limit: int) -> str:
+    """``escape(clean(text))`` cut, before escaping, so that it is at most ``limit``
+    characters after escaping (which may lengthen it): limits are hard."""
+    raw = limit
+    while True:
+        out = escape(clean(text, raw))
+        if len(out) <= limit:
+            return out
+        if raw <= 1:
+            return ""
+        raw = max(raw - max(len(out) - limit, 1), 1)
+
+
+def _plain(text: str) -> str:
+    return defuse(text)
+
+
+def _line(text: str) -> str:
+    return one_line(defuse(text))
+
+
+def _slack(text: str) -> str:
+    return slack_entities(defuse(text).translate(_SLACK_MRKDWN))
+
+
+def _slack_line(text: str) -> str:
+    return _slack(one_line(text))
+
+
+def _markdown(text: str) -> str:
+    return one_line(defuse(text)).translate(_MARKDOWN)
+
+
+def _html_text(text: str) -> str:
+    return _html.escape(defuse(text), quote=True)
+
+
 def plain(text: str, limit: int = 600) -> str:
     """Safe for consoles, JSON receivers and any chat that renders plain text."""
-    return defuse(clean(text, limit))
+    return _fit(_plain, text, limit)
+
+
+def line(text: str, limit: int = 600) -> str:
+    """``plain`` on one line: for names, titles, summaries, log lines."""
+    return _fit(_line, text, limit)
 
 
 def slack(text: str, limit: int = 600) -> str:
     """Safe inside a Slack ``mrkdwn`` or ``plain_text`` object."""
-    return slack_entities(defuse(clean(text, limit)).translate(_SLACK_MRKDWN))
+    return _fit(_slack, text, limit)
+
+
+def slack_line(text: str, limit: int = 600) -> str:
+    """``slack`` on one line."""
+    return _fit(_slack_line, text, limit)
 
 
 def markdown(text: str, limit: int = 600) -> str:
-    """Safe inside DingTalk/WeCom markdown, a Feishu card ``markdown`` and a Teams TextBlock."""
-    return " ".join(defuse(clean(text, limit)).split()).translate(_MARKDOWN)
+    """Safe inside DingTalk/WeCom markdown, a Feishu card ``markdown`` and a Teams TextBlock
+    (always one line)."""
+    return _fit(_markdown, text, limit)
 
 
 def html(text: str, limit: int = 600) -> str:
     """Safe inside an HTML element's text or a quoted attribute."""
-    return _html.escape(defuse(clean(text, limit)), quote=True)
+    return _fit(_html_text, text, limit)
 
 
 def safe_url(url: str | None) -> str | None:
     """``url`` if it is a plain http(s) URL we may link to, else None."""
     if not url or len(url) > 2000:
         return None
-    if not re.match(r"^https?://[^\s<>|\"'`]+$", url, re.IGNORECASE):
+    if not _URL.fullmatch(url):
         return None
     return url
+
+
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # IDNA label separators
+
+
+def host(url: str | None, limit: int = 80) -> str | None:
+    """The host ``url`` leads to, as a reader should see it (None: none, or not ``safe_url``).
+
+    Lower case, percent-escapes decoded and internationalised names in their ASCII
+    (``xn--``) form, as a browser resolves them, so a look-alike (``аcme.example`` with a
+    Cyrillic ``а``) shows as what it is; the user-info part (``acme.example@evil.example``)
+    is not the host. A host over ``limit`` characters keeps its end (the domain that
+    owns it): ``…`` + its last characters. Raw: escape it for the markup it goes into."""
+    if safe_url(url) is None or url is None:
+        return None
+    try:
+        name = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not name:
+        return None
+    name = unquote(name).translate(_DOTS).strip(".").lower()
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:  # IDNA 2003 refuses it: every non-ASCII label as bare punycode
+        name = ".".join(
+            label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+            for label in name.split(".")
+        )
+    name = "".join(ch for ch in name if ch.isascii() and ch.isprintable() and not ch.isspace())
+    if not name:
+        return None
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
 def markdown_url(url: str | None) -> str | None:
@@ -116,19 +226,19 @@ def markdown_url(url: str | None) -> str | None:
     return safe.replace("(", "%28").replace(")", "%29").replace("[", "%5B").replace("]", "%5D")
 
 
-_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 -]{3,22}[0-9]$")
+_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
+_PHONE = re.compile(r"\+?[0-9][0-9 -]{3,22}[0-9]")
 
 
 def chat_id(value: str | None) -> str | None:
     """A platform user id we may put inside mention syntax, or None (never ``all``)."""
-    if not value or not _ID.match(value) or value.lower() in ("all", "@all", "everyone"):
+    if not value or not _ID.fullmatch(value) or value.lower() in ("all", "@all", "everyone"):
         return None
     return value
 
 
 def phone(value: str | None) -> str | None:
     """A phone number we may mention by (digits, spaces, dashes, a leading +), or None."""
-    if not value or not _PHONE.match(value):
+    if not value or not _PHONE.fullmatch(value):
         return None
     return value.replace(" ", "").replace("-", "")

@@ -27,7 +27,7 @@ import httpx
 from alerts.channels import FeishuChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, Contact, RateLimit
-from alerts.notifiers.http import HookClient, truncate_utf8
+from alerts.notifiers.http import HookClient
 from core.clock import Clock
 
 RATE_LIMITED = 11232
@@ -50,8 +50,8 @@ def card(alert: AlertMessage) -> dict[str, Any]:
     elements: list[dict[str, Any]] = [
         {
             "tag": "markdown",
-            "content": truncate_utf8(
-                render.markdown(alert, mention=_mention, ack_link=False), MARKDOWN_MAX_BYTES
+            "content": render.markdown(
+                alert, mention=_mention, ack_link=False, max_bytes=MARKDOWN_MAX_BYTES
             ),
         }
     ]
@@ -59,7 +59,7 @@ def card(alert: AlertMessage) -> dict[str, Any]:
         elements.append(
             {
                 "tag": "button",
-                "text": {"tag": "plain_text", "content": escape.plain(link.label, 40)},
+                "text": {"tag": "plain_text", "content": escape.line(link.label, 40)},
                 "type": "primary" if link.label == render.ACK_LABEL else "default",
                 "behaviors": [{"type": "open_url", "default_url": link.url}],
             }

@@ -41,20 +41,20 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
     details: dict[str, Any] = {
         "incident_id": alert.incident_id,
         "tier": alert.tier,
-        "reason": escape.plain(alert.reason, 300),
+        "reason": escape.line(alert.reason, 300),
         "explanation": escape.plain(alert.explanation, 2000),
         "teams": list(alert.teams),
         "drill": alert.drill,
     }
     if alert.digest:
         details["incidents"] = [
-            {"id": i.incident_id, "tier": i.tier, "title": escape.plain(i.title, 200)}
+            {"id": i.incident_id, "tier": i.tier, "title": escape.line(i.title, 200)}
             for i in alert.digest
         ]
     if alert.evidence:
         details["evidence"] = [
             {
-                "author": escape.plain(ev.author or "unknown", 100),
+                "author": escape.line(ev.author or "unknown", 100),
                 "followers": ev.followers,
                 "text": escape.plain(ev.text, 500),
                 "url": escape.safe_url(ev.url),
@@ -64,7 +64,7 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
     return base | {
         "event_action": "trigger",
         "payload": {
-            "summary": escape.plain(render.headline(alert), SUMMARY_MAX),
+            "summary": escape.line(render.headline(alert), SUMMARY_MAX),
             "source": config.source,
             "severity": config.severity.get(alert.tier, "critical"),
             "timestamp": alert.opened_at.isoformat(),

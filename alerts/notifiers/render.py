@@ -12,14 +12,25 @@ The strings returned here are raw (not escaped): each notifier escapes them for 
 markup. ``markdown`` renders the whole body in the markdown that DingTalk, WeCom, Feishu
 cards and Teams TextBlocks share (``**bold**``, ``[label](url)``), escaped with
 ``escape.markdown``.
+
+Size limits (``markdown(max_bytes=...)``, ``fit_text``): the headline, the status, the
+on-call @-mention and the links are never cut; what gives way is the evidence. Over the
+limit, the explanation gets at most half of the room left, the posts share the rest
+(each shortened, with ``…``), and posts (or digest items) that no longer fit are counted
+("…and 3 more posts"). A platform that mentions by ``@id`` in the text *and* in a list
+(DingTalk) would refuse a message whose mention was cut.
+
+A post's own link is labelled with the host it leads to (``post_label``: "view post on
+mastodon.example"): the URL is the author's to choose, the label ours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from alerts.notifiers import escape
-from alerts.notifiers.base import AlertMessage, Contact, Link
+from alerts.notifiers.base import AlertMessage, Contact, EvidenceSnippet, Link
+from alerts.notifiers.http import truncate_utf8
 
 ACK_LABEL = "Acknowledge"
 _FOLLOW_UP = {"acknowledge": "Acknowledged", "resolve": "Resolved"}
@@ -74,42 +85,192 @@ def followers(count: int | None) -> str:
     return f" ({count:,} followers)" if count is not None else ""
 
 
+def post_label(url: str) -> str:
+    """The label of a link to a post: it names the host the link leads to (raw)."""
+    host = escape.host(url)
+    return f"view post on {host}" if host else "view post"
+
+
+def size(text: str) -> int:
+    """UTF-8 bytes (what the platforms' limits count)."""
+    return len(text.encode())
+
+
+def _cost(lines: Sequence[str]) -> int:
+    """Bytes ``lines`` add to a message, each after a line break."""
+    return sum(size(line) + 1 for line in lines)
+
+
+Sized = Callable[[int], str]
+"""A line rendered with at most ``n`` characters of its shrinkable text."""
+
+_MIN_TEXT = 24  # a post shortened below this many characters is counted, not shown
+
+
+def _shrink(line: Sized, full: int, room: int, least: int = _MIN_TEXT) -> str | None:
+    """``line`` at the largest text limit in ``[least, full]`` that is at most ``room``
+    bytes, or None when even ``least`` does not fit."""
+    best = line(full)
+    if size(best) <= room:
+        return best
+    low, high = least, full - 1
+    found = None
+    while low <= high:
+        mid = (low + high) // 2
+        out = line(mid)
+        if size(out) <= room:
+            found, low = out, mid + 1
+        else:
+            high = mid - 1
+    return found
+
+
+def _more(count: int, what: str) -> str:
+    return f"…and {count} more {what}{'' if count == 1 else 's'}"
+
+
+def _share(lines: Sequence[tuple[Sized, int]], room: int) -> list[str] | None:
+    """Every line, those too long shortened so that all fit in ``room`` bytes (each
+    gets an equal share; what a short one leaves goes to the others), or None."""
+    fulls = [line(full) for line, full in lines]
+    order = sorted(range(len(lines)), key=lambda i: size(fulls[i]))
+    out: list[str] = [""] * len(lines)
+    left = room
+    for done, i in enumerate(order):
+        share = left // (len(lines) - done) - 1  # its line break
+        line, full = lines[i]
+        fitted = fulls[i] if size(fulls[i]) <= share else _shrink(line, full, share)
+        if fitted is None:
+            return None
+        out[i] = fitted
+        left -= size(fitted) + 1
+    return out
+
+
+def _fit_posts(lines: Sequence[tuple[Sized, int]], room: int) -> list[str]:
+    """As many posts as fit in ``room`` bytes (shortened), then "…and N more posts"."""
+    for shown in range(len(lines), -1, -1):
+        hidden = len(lines) - shown
+        more = [_more(hidden, "post")] if hidden else []
+        fitted = _share(lines[:shown], room - _cost(more))
+        if fitted is not None:
+            return fitted + more if _cost(more) <= room else []
+    return []
+
+
+def _fit_items(lines: Sequence[str], room: int) -> list[str]:
+    """The first items that fit in ``room`` bytes, then "…and N more incidents"."""
+    if _cost(lines) <= room:
+        return list(lines)
+    shown: list[str] = []
+    for i, line in enumerate(lines):
+        more = [_more(len(lines) - i - 1, "incident")] if i + 1 < len(lines) else []
+        if _cost([*shown, line, *more]) > room:
+            break
+        shown.append(line)
+    hidden = len(lines) - len(shown)
+    more = [_more(hidden, "incident")] if hidden else []
+    return shown + more if _cost(shown + more) <= room else shown
+
+
+def fit(head: Sequence[str], body: Sequence[str], tail: Sequence[str], max_bytes: int) -> str:
+    """``head``, ``body``, ``tail`` as lines in at most ``max_bytes``: the body's end is cut
+    (``…``) first, so the tail (mention, links) stays; the whole is cut as a last resort."""
+    text = "\n".join([*head, *body, *tail])
+    if size(text) <= max_bytes:
+        return text
+    room = max_bytes - size("\n".join([*head, *tail])) - 1
+    if room > 0:
+        cut = truncate_utf8("\n".join(body), room)
+        text = "\n".join([*head, cut, *tail])
+    return truncate_utf8(text, max_bytes)
+
+
 def markdown(
     alert: AlertMessage,
     *,
     mention: Callable[[Contact], str | None] | None = None,
     ack_link: bool = True,
+    max_bytes: int | None = None,
 ) -> str:
-    """The message body in shared markdown; ``mention`` renders one person's @-mention."""
+    """The message body in shared markdown; ``mention`` renders one person's @-mention.
+    ``max_bytes``: at most that many UTF-8 bytes, the evidence shortened first (the
+    mention and the links are always there)."""
     md = escape.markdown
-    lines = [f"**{headline(alert, short(md))}**", "", f"**{status(alert, short(md))}**"]
-    if alert.digest:
-        lines.append("")
-        for item in alert.digest:
-            line = f"- Tier {item.tier} #{item.incident_id}: {md(item.title, 200)}"
-            if item.reason:
-                line += f" ({md(item.reason, 120)})"
-            if url := escape.markdown_url(item.url):
-                line += f" [open]({url})"
-            lines.append(line)
-    elif not is_follow_up(alert):
-        lines += ["", md(alert.explanation, 1500), ""]
-        facts = [f"Watch: {md(alert.brand or alert.watch_id, 200)}"]
-        if alert.teams:
-            facts.append(f"Teams: {md(', '.join(alert.teams), 300)}")
-        lines.append(" · ".join(facts))
-        for ev in alert.evidence:
-            who = md(ev.author or "unknown", 100)
-            text = md(ev.text, 500)
-            line = f"- **{who}**{followers(ev.followers)}: “{text}”"
-            if url := escape.markdown_url(ev.url):
-                line += f" [view post]({url})"
-            lines.append(line)
+    head = [f"**{headline(alert, short(md))}**", "", f"**{status(alert, short(md))}**"]
+    tail: list[str] = []
     named = [m for m in (mention(c) for c in alert.mentions) if m] if mention else []
     if named:
-        lines += ["", "On call: " + " ".join(named)]
+        tail += ["", "On call: " + " ".join(named)]
     shown = [link for link in links(alert) if ack_link or link.label != ACK_LABEL]
     if shown:
         parts = [f"[{md(link.label, 80)}]({escape.markdown_url(link.url)})" for link in shown]
-        lines += ["", " · ".join(parts)]
-    return "\n".join(lines)
+        tail += ["", " · ".join(parts)]
+
+    room = None if max_bytes is None else max_bytes - size("\n".join([*head, *tail]))
+    if alert.digest:
+        body = _digest_body(alert, room)
+    elif is_follow_up(alert):
+        body = []
+    else:
+        body = _trigger_body(alert, room)
+    if max_bytes is None:
+        return "\n".join([*head, *body, *tail])
+    return fit(head, body, tail, max_bytes)
+
+
+def _digest_body(alert: AlertMessage, room: int | None) -> list[str]:
+    """The digest's items; those past ``room`` bytes counted ("…and 7 more incidents")."""
+    items = [
+        _item_line(item.tier, item.incident_id, item.title, item.reason, item.url)
+        for item in alert.digest
+    ]
+    if room is None or _cost(["", *items]) <= room:
+        return ["", *items]
+    return ["", *_fit_items(items, room - _cost([""]))]
+
+
+def _trigger_body(alert: AlertMessage, room: int | None) -> list[str]:
+    """Explanation, facts and posts, in at most ``room`` bytes: the explanation gets at
+    most half of it, the posts (with shorter author names) share the rest."""
+    md = escape.markdown
+    facts = [f"Watch: {md(alert.brand or alert.watch_id, 200)}"]
+    if alert.teams:
+        facts.append(f"Teams: {md(', '.join(alert.teams), 300)}")
+
+    def explanation(n: int) -> str:
+        return md(alert.explanation, n)
+
+    def body(explained: str, posts: Sequence[str]) -> list[str]:
+        return ["", explained, "", " · ".join(facts), *posts]
+
+    full = body(explanation(1500), [_post_line(ev, 100)(500) for ev in alert.evidence])
+    if room is None or _cost(full) <= room:
+        return full
+    frame = _cost(body("", [])) - 1  # all but the explanation
+    explained = _shrink(explanation, 1500, (room - frame) // 2 - 1, 0) or ""
+    posts = [(_post_line(ev, 40), 500) for ev in alert.evidence]
+    return body(explained, _fit_posts(posts, room - frame - size(explained) - 1))
+
+
+def _item_line(tier: int, incident_id: int, title: str, reason: str, url: str | None) -> str:
+    md = escape.markdown
+    line = f"- Tier {tier} #{incident_id}: {md(title, 200)}"
+    if reason:
+        line += f" ({md(reason, 120)})"
+    if target := escape.markdown_url(url):
+        line += f" [open]({target})"
+    return line
+
+
+def _post_line(ev: EvidenceSnippet, who_limit: int) -> Sized:
+    """One post's line, with at most ``n`` characters of its text."""
+    md = escape.markdown
+    who = md(ev.author or "unknown", who_limit)
+    target = escape.markdown_url(ev.url)
+    link = f" [{md(post_label(ev.url or ''), 120)}]({target})" if target else ""
+
+    def line(n: int) -> str:
+        return f"- **{who}**{followers(ev.followers)}: “{md(ev.text, n)}”{link}"
+
+    return line

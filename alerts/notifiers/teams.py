@@ -28,6 +28,7 @@ from alerts.notifiers.base import AlertMessage, Contact, RateLimit
 from alerts.notifiers.http import HookClient
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+TEXT_MAX_BYTES = 20000  # Teams refuses messages over about 28 KB
 _COLOR = {1: "Warning", 2: "Warning", 3: "Attention"}
 
 
@@ -50,7 +51,9 @@ def card(alert: AlertMessage) -> dict[str, Any]:
         },
         {
             "type": "TextBlock",
-            "text": render.markdown(alert, mention=_mention_tag, ack_link=False),
+            "text": render.markdown(
+                alert, mention=_mention_tag, ack_link=False, max_bytes=TEXT_MAX_BYTES
+            ),
             "wrap": True,
         },
     ]
@@ -60,7 +63,7 @@ def card(alert: AlertMessage) -> dict[str, Any]:
         "version": "1.4",
         "body": body,
         "actions": [
-            {"type": "Action.OpenUrl", "title": escape.plain(link.label, 40), "url": link.url}
+            {"type": "Action.OpenUrl", "title": escape.line(link.label, 40), "url": link.url}
             for link in render.links(alert)
         ],
     }

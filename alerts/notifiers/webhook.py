@@ -74,16 +74,16 @@ def verify_signature(
 def payload(alert: AlertMessage) -> dict[str, object]:
     data = alert.model_dump(mode="json")
     for field in ("title", "reason", "brand", "ack_hint"):
-        data[field] = escape.plain(data[field], 300)
-    data["teams"] = [escape.plain(team, 100) for team in alert.teams]
+        data[field] = escape.line(data[field], 300)
+    data["teams"] = [escape.line(team, 100) for team in alert.teams]
     data["mentions"] = [
-        {**c.model_dump(mode="json"), "name": escape.plain(c.name, 100)} for c in alert.mentions
+        {**c.model_dump(mode="json"), "name": escape.line(c.name, 100)} for c in alert.mentions
     ]
     data["explanation"] = escape.plain(alert.explanation, 2000)
     data["evidence"] = [
         {
             **ev.model_dump(mode="json"),
-            "author": escape.plain(ev.author, 100) if ev.author else None,
+            "author": escape.line(ev.author, 100) if ev.author else None,
             "text": escape.plain(ev.text, 1000),
             "url": escape.safe_url(ev.url),
         }
@@ -92,8 +92,8 @@ def payload(alert: AlertMessage) -> dict[str, object]:
     data["digest"] = [
         {
             **item.model_dump(mode="json"),
-            "title": escape.plain(item.title, 300),
-            "reason": escape.plain(item.reason, 300),
+            "title": escape.line(item.title, 300),
+            "reason": escape.line(item.reason, 300),
             "url": escape.safe_url(item.url),
         }
         for item in alert.digest
@@ -102,8 +102,8 @@ def payload(alert: AlertMessage) -> dict[str, object]:
     return {
         "type": "crisiswatch.alert",
         "version": 1,
-        "summary": escape.plain(render.headline(alert), 300),
-        "status": escape.plain(render.status(alert), 300),
+        "summary": escape.line(render.headline(alert), 300),
+        "status": escape.line(render.status(alert), 300),
         "alert": data,
     }
 

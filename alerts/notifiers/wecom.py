@@ -24,7 +24,7 @@ import httpx
 from alerts.channels import WeComChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, Contact, RateLimit
-from alerts.notifiers.http import HookClient, truncate_utf8
+from alerts.notifiers.http import HookClient
 
 RATE_LIMITED = 45009
 MARKDOWN_MAX_BYTES = 4096
@@ -37,15 +37,17 @@ def _mention(contact: Contact) -> str | None:
 
 
 def text_content(alert: AlertMessage) -> str:
-    lines = [escape.plain(render.headline(alert), 300), escape.plain(render.status(alert), 300)]
+    """At most ``TEXT_MAX_BYTES``; the links are never cut (the body is)."""
+    head = [escape.line(render.headline(alert), 300), escape.line(render.status(alert), 300)]
+    body: list[str] = []
     if alert.digest:
-        lines += [
-            f"- #{i.incident_id} tier {i.tier}: {escape.plain(i.title, 200)}" for i in alert.digest
+        body += [
+            f"- #{i.incident_id} tier {i.tier}: {escape.line(i.title, 200)}" for i in alert.digest
         ]
     elif not render.is_follow_up(alert):
-        lines.append(escape.plain(alert.explanation, 800))
-    lines += [f"{link.label}: {link.url}" for link in render.links(alert)]
-    return "\n".join(lines)
+        body.append(escape.plain(alert.explanation, 800))
+    tail = [f"{link.label}: {link.url}" for link in render.links(alert)]
+    return render.fit(head, body, tail, TEXT_MAX_BYTES)
 
 
 def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
@@ -55,12 +57,12 @@ def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
         return {
             "msgtype": "text",
             "text": {
-                "content": truncate_utf8(text_content(alert), TEXT_MAX_BYTES),
+                "content": text_content(alert),
                 "mentioned_list": user_ids,
                 "mentioned_mobile_list": mobiles,
             },
         }
-    content = truncate_utf8(render.markdown(alert, mention=_mention), MARKDOWN_MAX_BYTES)
+    content = render.markdown(alert, mention=_mention, max_bytes=MARKDOWN_MAX_BYTES)
     return {"msgtype": "markdown", "markdown": {"content": content}}
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents
 from alerts.models import IncidentEvent
+from alerts.notifiers import escape
 from alerts.timeline import SYSTEM
 from alerts.workflow import evidence as evidence_service
 from alerts.workflow import service
@@ -209,8 +210,10 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
 
 
 def md(value: object, limit: int = 500) -> str:
-    """Text as inert Markdown: one line, every markup character escaped."""
-    text = " ".join(str(value if value is not None else "-").split())
+    """Text as inert Markdown: one line, control and format characters (ESC sequences,
+    bidi overrides, zero-width characters) dropped, every markup character escaped."""
+    raw = str(value if value is not None else "-")
+    text = " ".join(escape.clean(raw, len(raw)).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return _MD_SPECIAL.sub(r"\\\1", text)

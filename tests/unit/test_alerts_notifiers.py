@@ -151,7 +151,7 @@ async def test_slack_message_shape(client_factory, clock) -> None:
     evidence = contexts[1]["elements"][0]
     assert evidence["verbatim"] is True
     assert "&lt;\u200b!everyone&gt;" in evidence["text"]
-    assert "<https://social.example/p/1|view post>" in evidence["text"]
+    assert "<https://social.example/p/1|view post on social［.］example>" in evidence["text"]
     assert "Tier 3" in msg["text"]
     assert msg["unfurl_links"] is False
 
