@@ -24,7 +24,8 @@ Each feed is its own target: one that fails (moved: 404; a blocked RSSHub route:
 captcha or error page instead of a feed; a 5xx) is skipped for a while, its wait doubling
 from ``poll_seconds`` up to an hour, and listed in the source's health
 (``failing_targets``); the other feeds go on being polled. No feed error stops the
-source.
+source. An item that cannot be mapped is skipped, logged and counted; a saved cursor that
+cannot be read is logged, counted and ignored (every feed is read as on a first run).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from listener.backoff import RateLimited, TargetUnavailable, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, reason
 from listener.sources.text import html_to_text
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,10 @@ def _date(value: str) -> datetime | None:
             parsed = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: no date, not a broken feed
+        return None
 
 
 def _unwrap_google(link: str | None) -> str | None:
@@ -267,6 +272,9 @@ class FeedsSource(LiveSource):
         if any(feed.rsshub for feed in config.feeds):  # the strictest need is the one stated
             self.health.coverage = RSSHUB_COVERAGE
 
+    def check_cursor(self, cursor: str) -> None:
+        _load(cursor)
+
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         """Each feed in turn, then a sleep. A feed that fails (any error: HTTP, a page that
         is not a feed, too large) is skipped with a backoff of its own (``failing``)
@@ -292,9 +300,19 @@ class FeedsSource(LiveSource):
                 fresh = [item for item in items if item_key(feed.url, item.key) not in known]
                 fresh.sort(key=lambda i: i.published or datetime.min.replace(tzinfo=UTC))
                 for item in fresh:
-                    state.seen.append(item_key(feed.url, item.key))
+                    key = item_key(feed.url, item.key)
+                    state.seen.append(key)
                     del state.seen[: -self.config.remember_items]
-                    yield map_item(item, feed, self.clock.now()), _dump(states)
+                    mention: Mention | None = None
+                    try:
+                        mention = map_item(item, feed, self.clock.now())
+                    except UNREADABLE as exc:
+                        self.skips.skip(
+                            f"malformed item of feed {feed_label(feed.url)} skipped "
+                            f"({reason(exc)})",
+                            key=key,
+                        )
+                    yield mention, _dump(states)
                 state.etag, state.modified = etag, modified
                 yield None, _dump(states)
             self.health.set_state(
@@ -304,10 +322,26 @@ class FeedsSource(LiveSource):
 
 
 def _load(cursor: str | None) -> dict[str, FeedState]:
+    """The feeds' states, as the cursor holds them. Raises ``ValueError`` (``TypeError``)
+    for a cursor that cannot be read."""
     if not cursor:
         return {}
-    raw: dict[str, Any] = json.loads(cursor)
-    return {url: FeedState(**value) for url, value in raw.items()}
+    raw: Any = json.loads(cursor)
+    if not isinstance(raw, dict):
+        raise TypeError(f"the cursor is an object, not {type(raw).__name__}")
+    states: dict[str, FeedState] = {}
+    for url, value in raw.items():
+        if not isinstance(value, dict):
+            raise TypeError(f"the state of a feed is an object, not {type(value).__name__}")
+        state = FeedState(**value)  # unknown fields: TypeError
+        seen = state.seen
+        validators = (state.etag, state.modified)
+        if not isinstance(seen, list) or not all(isinstance(k, str) for k in seen):
+            raise TypeError("the keys seen of a feed are a list of strings")
+        if not all(v is None or isinstance(v, str) for v in validators):
+            raise TypeError("the validators of a feed (etag, modified) are strings")
+        states[url] = state
+    return states
 
 
 def _dump(states: dict[str, FeedState]) -> str:

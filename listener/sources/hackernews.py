@@ -8,7 +8,8 @@ the ids delivered at that second (the filter is ``>=``, so an item posted in the
 second as the last one is not lost; the ids drop the repeats). Each poll asks from
 ``late_window_seconds`` before that mark, for items the index adds late. A query whose
 requests fail is skipped for a while, the others go on; a poll stopped by ``max_pages``
-is logged and counted.
+is logged and counted. A hit that cannot be read (no ``created_at_i`` or ``objectID``, a
+value of the wrong type) is skipped, logged and counted; the rest of the page goes on.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from listener.backoff import TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import html_to_text
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
+    load_marks,
     poll_since,
+    whole_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -65,9 +69,11 @@ class AlgoliaClient:
         self.clock = clock
         self.on_page_cap = on_page_cap
 
-    async def since(self, query: str, since: int) -> list[dict[str, Any]]:
-        """Every hit with ``created_at_i >= since`` (up to ``max_pages`` pages), oldest first."""
-        hits: list[dict[str, Any]] = []
+    async def since(self, query: str, since: int) -> list[Any]:
+        """Every hit with ``created_at_i >= since`` (up to ``max_pages`` pages), as the
+        API lists them (newest first), the ones that cannot be read included (``stamp``
+        says which: the caller skips and counts them)."""
+        hits: list[Any] = []
         page, pages = 0, 1
         while page < min(pages, self.config.max_pages):
             response = await self.http.get(
@@ -89,7 +95,21 @@ class AlgoliaClient:
             page += 1
         if pages > self.config.max_pages and self.on_page_cap is not None:
             self.on_page_cap(f"hn.algolia.com query {query!r}", self.config.max_pages)
-        return sorted(hits, key=lambda h: (int(h["created_at_i"]), str(h["objectID"])))
+        return hits
+
+
+def object_id(hit: Any) -> str:
+    """A hit's ``objectID`` (a non-empty string, or an int). Raises for anything else."""
+    value = hit["objectID"]
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise TypeError(f"objectID is a non-empty string, not {value!r:.40}")
+    return str(value)
+
+
+def stamp(hit: Any) -> tuple[int, str]:
+    """(``created_at_i``, ``objectID``) of a hit. Raises for a hit that lacks them or has
+    them of the wrong type."""
+    return whole_seconds(hit["created_at_i"]), object_id(hit)
 
 
 def map_hit(hit: dict[str, Any]) -> Mention:
@@ -142,21 +162,36 @@ class HackerNewsSource(LiveSource):
         self.client = AlgoliaClient(config, http, clock, on_page_cap=self.page_cap)
 
     async def search(self, query: str, since: datetime) -> list[Mention]:
-        """Backfill: stories and comments matching ``query`` since ``since``."""
+        """Backfill: stories and comments matching ``query`` since ``since`` (a hit that
+        cannot be read is skipped, logged and counted)."""
         hits = await self.client.since(query, int(since.timestamp()))
-        return [map_hit(hit) for hit in hits]
+        found: list[Mention] = []
+        for hit in hits:
+            try:
+                stamp(hit)
+                found.append(map_hit(hit))
+            except UNREADABLE as exc:
+                self.skips.skip(
+                    f"unreadable hit of search {query!r} skipped ({reason(exc)})",
+                    key=digest(hit),
+                )
+        return found
+
+    def check_cursor(self, cursor: str) -> None:
+        load_marks(cursor)
 
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        def fetch(query: str) -> Callable[[int], Awaitable[list[dict[str, Any]]]]:
+        def fetch(query: str) -> Callable[[int], Awaitable[list[Any]]]:
             return lambda since: self.client.since(query, since)
 
         return poll_since(
             self,
             cursor,
             [(query, fetch(query)) for query in self.config.queries],
-            lambda hit: (int(hit["created_at_i"]), str(hit["objectID"])),
+            stamp,
             map_hit,
             interval=lambda: self.config.poll_seconds,
             lookback_minutes=self.config.initial_lookback_minutes,
             late_window_seconds=self.config.late_window_seconds,
+            ident=object_id,
         )

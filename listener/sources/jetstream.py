@@ -14,6 +14,14 @@ came from. On reconnect the client asks for ``cursor = time_us - rewind_seconds`
 failover to another instance, whose clock differs a little, misses nothing) and drops
 what it already delivered from the same instance (``time_us`` at or before the saved
 one). After a failover the overlap is caught by the listener's dedup.
+
+One frame that cannot be read does not hold up the source: one that is not JSON, not an
+event object, has no ``time_us`` or is a malformed commit is skipped, logged and counted
+(``listener.sources.skips``) and the connection goes on. One larger than
+``max_message_bytes`` is refused by the websocket library, which closes the connection
+(1009) without reading it: the next connection asks for a cursor past it (see
+``JetstreamSource._past_too_big``), so that it is not met again and again. A saved cursor
+that cannot be read is logged, counted and ignored (the source starts from now).
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from urllib.parse import urlencode
 
 import httpx
 import websockets
-from pydantic import Field, ValidationError
-from websockets.exceptions import InvalidStatus
+from pydantic import Field
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.frames import CloseCode
 
 from core.clock import Clock
 from core.events import Author, Mention
@@ -38,11 +47,15 @@ from listener.backoff import check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, digest, reason
 
 log = logging.getLogger(__name__)
 
 POST = "app.bsky.feed.post"
 REPOST = "app.bsky.feed.repost"
+FIRST_JUMP_US = 1_000
+"""How far past the last good frame (in µs) the first reconnect after a frame too large
+asks from; the jump doubles while the same frame is met again."""
 
 
 class JetstreamConfig(Section):
@@ -60,8 +73,13 @@ class JetstreamConfig(Section):
     open_timeout_seconds: float = Field(10.0, gt=0)
 
 
+class FrameTooBig(Exception):
+    """The instance sent a frame larger than ``max_message_bytes``: the websocket library
+    closed the connection (1009, message too big) without reading it."""
+
+
 class JetstreamClient:
-    """The raw protocol: connect with the collections and cursor, yield decoded events."""
+    """The raw protocol: connect with the collections and cursor, yield the frames."""
 
     def __init__(self, config: JetstreamConfig) -> None:
         self.config = config
@@ -72,11 +90,13 @@ class JetstreamClient:
             params.append(("cursor", str(cursor_us)))
         return f"{self.config.endpoint}?{urlencode(params)}"
 
-    async def events(
+    async def frames(
         self, cursor_us: int | None, now: datetime | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Decoded events from ``cursor_us`` on. A refused handshake raises what its HTTP
-        status means (429 and 503 wait for ``Retry-After``)."""
+    ) -> AsyncIterator[str | bytes]:
+        """The frames (JSON events, undecoded) from ``cursor_us`` on. A refused handshake
+        raises what its HTTP status means (429 and 503 wait for ``Retry-After``); a frame
+        larger than ``max_message_bytes`` raises ``FrameTooBig`` (the connection is
+        closed)."""
         try:
             connection = await websockets.connect(
                 self.url(cursor_us),
@@ -91,10 +111,13 @@ class JetstreamClient:
             check_response(response, now or datetime.now(UTC), what="jetstream handshake")
             raise
         async with connection as ws:
-            async for raw in ws:
-                event = json.loads(raw)
-                if isinstance(event, dict):
-                    yield event
+            try:
+                async for raw in ws:
+                    yield raw
+            except ConnectionClosedError as exc:
+                if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                    raise FrameTooBig(exc.sent.reason or "message too big") from exc
+                raise
 
 
 def _time(time_us: int) -> datetime:
@@ -198,28 +221,117 @@ class JetstreamSource(LiveSource):
         super().__init__(name, clock, cursors, metrics)
         self.config = config
         self.client = client or JetstreamClient(config)
+        self._too_big: tuple[int, int] | None = None
+        """(``time_us`` of the last good frame before a frame too large, how many
+        connections in a row met that frame there), until a frame after it is read."""
+
+    def check_cursor(self, cursor: str) -> None:
+        load_position(cursor)
 
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        saved = json.loads(cursor) if cursor else None
+        saved = load_position(cursor)
         after: int | None = None
         request: int | None = None
         if saved is not None:
-            request = int(saved["time_us"] - self.config.rewind_seconds * 1_000_000)
-            if saved.get("endpoint") == self.config.endpoint:
-                after = int(saved["time_us"])
-        async for event in self.client.events(request, self.clock.now()):
-            if self.health.state != "connected":
-                self.health.set_state("connected")
-            time_us = event.get("time_us")
-            if not isinstance(time_us, int):
-                continue
-            if after is not None and time_us <= after:
-                continue  # delivered before the reconnect
-            position = json.dumps({"endpoint": self.config.endpoint, "time_us": time_us})
-            try:
-                mention = map_event(event)
-            except (KeyError, TypeError, ValueError, ValidationError) as exc:
-                self.health.error(f"malformed event skipped: {type(exc).__name__}")
-                log.warning("source %s: malformed event at %d skipped", self.name, time_us)
-                mention = None
-            yield mention, position
+            endpoint, saved_us = saved
+            request = int(saved_us - self.config.rewind_seconds * 1_000_000)
+            if endpoint == self.config.endpoint:
+                after = saved_us
+        if self._too_big is not None:
+            before_big, times = self._too_big
+            request = before_big + FIRST_JUMP_US * 2 ** min(times - 1, 40)
+        read: int | None = None  # time_us of the last good frame of this connection
+        try:
+            async for raw in self.client.frames(request, self.clock.now()):
+                if self.health.state != "connected":
+                    self.health.set_state("connected")
+                event = self._decode(raw)
+                if event is None:
+                    continue
+                time_us = event["time_us"]
+                read = time_us
+                if self._too_big is not None and time_us > self._too_big[0]:
+                    self._too_big = None  # past the frame too large
+                if after is not None and time_us <= after:
+                    continue  # delivered before the reconnect
+                position = json.dumps({"endpoint": self.config.endpoint, "time_us": time_us})
+                try:
+                    mention = map_event(event)
+                except UNREADABLE as exc:
+                    self.skips.skip(
+                        f"malformed event at time_us {time_us} skipped ({reason(exc)})",
+                        key=f"time_us:{time_us}",
+                    )
+                    mention = None
+                yield mention, position
+        except FrameTooBig as exc:
+            self._past_too_big(read, request, exc)
+            # the stream ends; the base reconnects, asking from past the frame
+
+    def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
+        """The event of a frame; None (skipped, logged and counted once) for a frame that
+        is not a JSON object with an integer ``time_us``."""
+        try:
+            event = json.loads(raw)
+        except UNREADABLE as exc:
+            self.skips.skip(f"a frame that is not JSON skipped ({reason(exc)})", key=digest(raw))
+            return None
+        if not isinstance(event, dict):
+            what = f"a frame that is not an event object ({type(event).__name__}) skipped"
+            self.skips.skip(what, key=digest(raw))
+            return None
+        time_us = event.get("time_us")
+        if isinstance(time_us, bool) or not isinstance(time_us, int):
+            self.skips.skip("an event without an integer time_us skipped", key=digest(raw))
+            return None
+        return event
+
+    def _past_too_big(self, read: int | None, request: int | None, exc: FrameTooBig) -> None:
+        """A frame larger than ``max_message_bytes`` closed the connection after the frame
+        at ``read`` (None: before any frame of the connection, which asked from
+        ``request``). Reconnecting as usual (the cursor rewound 5 s) would meet it again,
+        and again. Its ``time_us`` is not known (the library never read it), only that it
+        comes just after the last good frame (frames come in ``time_us`` order); so the
+        next connection asks from past that frame: 1 ms past it, doubling while the same
+        frame is met again (no frame read in between). No event lies between the last good
+        frame and the frame too large; the events between that frame and the cursor that
+        finally passes it are missed (unless delivered already, before a rewind), and as
+        the jump only doubles, that stretch is at most as long as the gap before the
+        frame (posts are milliseconds apart on Bluesky: none or a few). Not taken: letting
+        the library read larger frames and skipping them here (memory would be bound by a
+        second, larger limit, not by ``max_message_bytes``; and a frame over that one
+        would still need this). The frame is counted once, each jump logged."""
+        if read is None and self._too_big is not None:
+            position, times = self._too_big[0], self._too_big[1] + 1  # the same frame again
+        elif read is not None:
+            position, times = read, 1
+        elif request is not None:
+            position, times = request - 1, 1  # it is the first frame at or after request
+        else:  # live tail without a cursor: the next connection starts after it anyway
+            self.skips.skip(f"a frame larger than max_message_bytes skipped ({exc})", key=None)
+            return
+        self._too_big = (position, times)
+        jump_ms = FIRST_JUMP_US * 2 ** min(times - 1, 40) / 1000
+        message = (
+            f"a frame larger than max_message_bytes ({self.config.max_message_bytes}) after "
+            f"time_us {position} skipped; reconnecting from {jump_ms:g} ms past that "
+            "frame (events within the jump are missed)"
+        )
+        if not self.skips.skip(message, key=f"too-big:{position}"):
+            log.warning("source %s: %s", self.name, message)
+
+
+def load_position(cursor: str | None) -> tuple[str | None, int] | None:
+    """(endpoint, ``time_us``) of a saved cursor. Raises ``ValueError`` (``TypeError``,
+    ``KeyError``) for one that cannot be read."""
+    if not cursor:
+        return None
+    raw = json.loads(cursor)
+    if not isinstance(raw, dict):
+        raise TypeError(f"the cursor is an object, not {type(raw).__name__}")
+    time_us, endpoint = raw["time_us"], raw.get("endpoint")
+    if isinstance(time_us, bool) or not isinstance(time_us, int):
+        raise TypeError(f"time_us is an integer, not {time_us!r:.40}")
+    if endpoint is not None and not isinstance(endpoint, str):
+        raise TypeError(f"endpoint is a string, not {type(endpoint).__name__}")
+    return endpoint, time_us

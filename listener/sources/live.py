@@ -18,7 +18,12 @@ The base turns that into an endless ``mentions()`` stream:
 * ``failing``: the targets (feeds, videos, listings) of a multi-target source skipped
   after errors, kept across reconnects (``listener.sources.targets``);
 * event time: a mention dated more than ``MAX_FUTURE`` ahead of the clock is re-dated to
-  now (counted: ``crisiswatch_source_future_dated_total``).
+  now (counted: ``crisiswatch_source_future_dated_total``);
+* ``skips``: items that cannot be read, skipped, logged and counted once each
+  (``listener.sources.skips``), so that one bad item does not hold up the source;
+* a saved cursor that cannot be read (``check_cursor`` raises) is logged as an error,
+  counted and ignored: the source starts as on its first run, instead of failing on
+  every reconnect.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from listener.cursors import CursorStore
 from listener.dedup import delivery_key
 from listener.health import Coverage, SourceHealth
 from listener.sources.base import SourceFatalError
+from listener.sources.skips import UNREADABLE, ItemSkips, reason
 from listener.sources.targets import TargetBackoff
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,8 @@ class LiveSource(ABC):
         self.failing = TargetBackoff(self.health, clock, first=60.0)
         """The targets (feeds, videos, listings) a multi-target source skips after errors;
         kept across reconnects."""
+        self.skips = ItemSkips(self.health)
+        """Items that cannot be read, skipped (logged and counted once each)."""
         self._pending: deque[tuple[str, str]] = deque()  # (delivery key, cursor after it)
         self._yielded: str | None = None  # position after the last thing the stream yielded
         self._delivered: str | None = None  # position after the last delivered mention
@@ -84,6 +92,12 @@ class LiveSource(ABC):
     @abstractmethod
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         """Connect/poll from ``cursor`` (None: start from now) and yield steps."""
+
+    def check_cursor(self, cursor: str) -> None:
+        """Raise (``ValueError``, ``TypeError``, ``KeyError``...) when ``cursor``, as
+        saved by an earlier run, cannot be read by ``stream``; the base then ignores it.
+        A source whose cursor has a shape overrides this; any string will do here."""
+        del cursor
 
     def _not_ahead(self, mention: Mention) -> Mention:
         """``mention`` with a ``created_at`` (``edited_at``) more than ``MAX_FUTURE`` ahead
@@ -118,7 +132,20 @@ class LiveSource(ABC):
     async def start(self) -> None:
         self._stopping = False
         self.started_at = self.clock.now()
-        self._saved = self._yielded = self._delivered = await self.cursors.load(self.name)
+        saved = await self.cursors.load(self.name)
+        if saved:  # an empty cursor is none (every stream reads it so)
+            try:
+                self.check_cursor(saved)
+            except UNREADABLE as exc:
+                # reading it again on every reconnect would fail the same way for ever
+                message = (
+                    f"its saved cursor cannot be read ({reason(exc)}); ignored: starting "
+                    "as on a first run"
+                )
+                log.error("source %s: %s", self.name, message)
+                self.health.error(message)
+                saved = None
+        self._saved = self._yielded = self._delivered = saved
         self._saved_at = self.clock.now()
         self.health.cursor = self._saved
         if self._saved is None:

@@ -28,8 +28,10 @@ tried again; the other Mastodon sources (one per instance) are not concerned. A 
 endpoint that refuses us (403) while the timeline does not is read by polling. Only a
 refused token stops the source: a 401, or a 403/422 whose message names the token (scopes
 missing, a login disabled or unconfirmed, no user behind the token). A status or stream
-event that cannot be read (not JSON, no numeric id) is skipped and counted, so that one
-bad item does not hold up the source.
+event that cannot be read (not JSON, no numeric id) is skipped, logged and counted
+(``listener.sources.skips``), so that one bad item does not hold up the source. A saved
+cursor that is not a status id is logged, counted and ignored (the source starts from
+now, as on its first run).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -54,6 +56,7 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import html_to_text
 
 log = logging.getLogger(__name__)
@@ -157,12 +160,13 @@ class MastodonClient:
             raise TransientError(f"{what}: not a list")
         return statuses
 
-    async def page_after(self, min_id: str) -> tuple[list[dict[str, Any]], int]:
-        """Up to 40 statuses just after ``min_id``, oldest first, and how many of the
-        page were skipped (not a status with a numeric id)."""
+    async def page_after(self, min_id: str) -> tuple[list[dict[str, Any]], list[Any]]:
+        """Up to 40 statuses just after ``min_id``, oldest first, and those of the page
+        that cannot be read (not a status with a numeric id)."""
         statuses = await self._timeline({"min_id": min_id, "limit": "40"})
         readable = [s for s in statuses if _status_id(s) is not None]
-        return sorted(readable, key=lambda s: int(s["id"])), len(statuses) - len(readable)
+        unreadable = [s for s in statuses if _status_id(s) is None]
+        return sorted(readable, key=lambda s: int(s["id"])), unreadable
 
     async def latest_id(self) -> str | None:
         statuses = await self._timeline({"limit": "1"})
@@ -382,10 +386,13 @@ class MastodonSource(LiveSource):
         if not cursor:
             return
         for _ in range(self.config.catch_up_pages):
-            page, skipped = await self.client.page_after(cursor)
+            page, unreadable = await self.client.page_after(cursor)
             self._readable()
-            if skipped:
-                self._skipped(f"{skipped} unreadable status(es) in a timeline page skipped")
+            if unreadable:  # the same page read again (a poll, a reconnect) counts once
+                self.skips.skip(
+                    f"{len(unreadable)} unreadable status(es) in a timeline page skipped",
+                    key=digest(unreadable),
+                )
             if not page:
                 return
             for status in page:
@@ -408,12 +415,17 @@ class MastodonSource(LiveSource):
             if event in ("update", "status.update"):
                 try:
                     status = json.loads(data)
-                except ValueError:
-                    self._skipped(f"unreadable {event} event skipped: not JSON")
+                except UNREADABLE:
+                    self.skips.skip(
+                        f"unreadable {event} event skipped: not JSON", key=digest(data.encode())
+                    )
                     continue
                 status_id = _status_id(status)
                 if status_id is None:
-                    self._skipped(f"unreadable {event} event skipped: no numeric status id")
+                    self.skips.skip(
+                        f"unreadable {event} event skipped: no numeric status id",
+                        key=digest(status),
+                    )
                     continue
                 mention = self._map(status, edited=event == "status.update")
                 if mention is None or (event == "update" and mention.id in taken):
@@ -440,15 +452,19 @@ class MastodonSource(LiveSource):
         if self.health.state == "waiting":
             self.health.set_state("polling")
 
-    def _skipped(self, message: str) -> None:
-        log.warning("source %s: %s", self.name, message)
-        self.health.error(message)
+    def check_cursor(self, cursor: str) -> None:
+        if _status_id({"id": cursor}) is None:  # what _catch_up and _max_id compare
+            raise ValueError(f"not a status id: {cursor[:40]!r}")
 
     def _map(self, status: dict[str, Any], *, edited: bool = False) -> Mention | None:
         try:
             return map_status(status, self._prefix, edited=edited)
-        except (KeyError, TypeError, ValueError, ValidationError) as exc:
-            self.health.error(f"malformed status skipped: {type(exc).__name__}")
+        except UNREADABLE as exc:
+            kind = "edit" if edited else "status"
+            self.skips.skip(
+                f"malformed {kind} {status.get('id')} skipped ({reason(exc)})",
+                key=f"{kind}:{status.get('id')}:{status.get('edited_at')}",
+            )
             return None
 
 

@@ -18,7 +18,9 @@ agreement with Reddit (a paid plan).
 Errors: a refused credential is a 401 (after one fresh token) and stops the source. A 403
 or 404 on a subreddit listing means that subreddit is private, quarantined or banned: that
 listing is skipped for a while (``listener.sources.targets``), the others go on. A poll
-stopped by ``max_pages`` is logged and counted.
+stopped by ``max_pages`` is logged and counted. A thing that cannot be read (no
+``created_utc`` or ``name``, a value of the wrong type) is skipped, logged and counted;
+the rest of the listing goes on.
 
 Cursor: per listing, the newest ``created_utc`` delivered and the ids of that second, and
 the ids delivered in the late window before it (``listener.sources.timemark``).
@@ -42,10 +44,13 @@ from listener.backoff import RateLimited, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
+    load_marks,
     poll_since,
+    whole_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -181,9 +186,11 @@ class RedditClient:
         except ValueError:
             log.debug("reddit: unreadable rate-limit headers")
 
-    async def since(self, path: str, params: dict[str, str], since: int) -> list[dict[str, Any]]:
-        """Things created at or after ``since`` (up to ``max_pages`` pages), oldest first."""
-        things: list[dict[str, Any]] = []
+    async def since(self, path: str, params: dict[str, str], since: int) -> list[Any]:
+        """Things created at or after ``since`` (up to ``max_pages`` pages), as the
+        listing gives them (newest first), the ones that cannot be read included
+        (``stamp`` says which: the caller skips and counts them)."""
+        things: list[Any] = []
         after: str | None = None
         for _ in range(self.config.max_pages):
             page_params = {**params, "limit": "100", "raw_json": "1"}
@@ -191,15 +198,50 @@ class RedditClient:
                 page_params["after"] = after
             body = await self._get(path, page_params)
             data = body.get("data") or {}
-            children = [c["data"] for c in data.get("children", []) if "data" in c]
-            things.extend(c for c in children if int(c.get("created_utc", 0)) >= since)
+            children = data.get("children") if isinstance(data, dict) else None
+            if not isinstance(children, list):
+                raise TransientError(f"reddit {path}: a Listing without children")
+            children = [_thing(c) for c in children]
+            times = [_created(c) for c in children]
+            things += [c for c, t in zip(children, times, strict=True) if t is None or t >= since]
             after = data.get("after")
-            if not after or not children or int(children[-1].get("created_utc", 0)) < since:
+            readable = [t for t in times if t is not None]
+            if not after or not children or (readable and readable[-1] < since):
                 break
         else:
             if self.on_page_cap is not None:
                 self.on_page_cap(f"reddit {path}", self.config.max_pages)
-        return sorted(things, key=lambda c: (int(c["created_utc"]), str(c["name"])))
+        return things
+
+
+def _thing(child: Any) -> Any:
+    """A listing child's ``data`` (the thing); the child as it is when it has none (it
+    cannot be read, and is skipped and counted as such)."""
+    if isinstance(child, dict) and isinstance(child.get("data"), dict):
+        return child["data"]
+    return child
+
+
+def _created(thing: Any) -> int | None:
+    """A thing's ``created_utc`` in whole seconds; None when it cannot be read."""
+    try:
+        return whole_seconds(thing["created_utc"])
+    except UNREADABLE:
+        return None
+
+
+def fullname(thing: Any) -> str:
+    """A thing's ``name`` (``t3_<id>``, ``t1_<id>``). Raises for anything else."""
+    value = thing["name"]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"name is a non-empty string, not {value!r:.40}")
+    return value
+
+
+def stamp(thing: Any) -> tuple[int, str]:
+    """(``created_utc`` in whole seconds, ``name``) of a thing. Raises for a thing that
+    lacks them or has them of the wrong type."""
+    return whole_seconds(thing["created_utc"]), fullname(thing)
 
 
 def map_thing(thing: dict[str, Any]) -> Mention:
@@ -260,19 +302,33 @@ class RedditSource(LiveSource):
         """Backfill: posts matching ``query`` since ``since`` (site-wide search)."""
         params = {"q": query, "sort": "new", "type": "link"}
         things = await self.client.since("/search", params, int(since.timestamp()))
-        return [map_thing(thing) for thing in things]
+        found: list[Mention] = []
+        for thing in things:
+            try:
+                stamp(thing)
+                found.append(map_thing(thing))
+            except UNREADABLE as exc:
+                self.skips.skip(
+                    f"unreadable thing of search {query!r} skipped ({reason(exc)})",
+                    key=digest(thing),
+                )
+        return found
+
+    def check_cursor(self, cursor: str) -> None:
+        load_marks(cursor)
 
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        def fetch(path: str, params: dict[str, str]) -> Callable[[int], Awaitable[list[Thing]]]:
+        def fetch(path: str, params: dict[str, str]) -> Callable[[int], Awaitable[list[Any]]]:
             return lambda since: self.client.since(path, params, since)
 
         return poll_since(
             self,
             cursor,
             [(key, fetch(path, params)) for key, path, params in self.config.listings()],
-            lambda thing: (int(thing["created_utc"]), str(thing["name"])),
+            stamp,
             map_thing,
             interval=lambda: self.config.poll_seconds,
             lookback_minutes=self.config.initial_lookback_minutes,
             late_window_seconds=self.config.late_window_seconds,
+            ident=lambda thing: thing["name"],
         )

@@ -19,6 +19,9 @@ read) is skipped for a while, its wait doubling from ``poll_seconds`` up to an h
 (``listener.sources.targets``), and listed in the source's health (``failing_targets``);
 the other channels go on being polled. A rate limit (429) concerns all of t.me and pauses
 the whole source; a 401 stops it (t.me asks for no credential: a proxy in between does).
+A post that cannot be mapped is skipped, logged and counted; a saved cursor that cannot
+be read is logged, counted and ignored (each channel starts from its latest page, as on a
+first run).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import httpx
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -44,6 +47,7 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, reason
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +229,15 @@ class TelegramSource(LiveSource):
         self.client = TelegramClient(config, http, clock)
         self.failing.first = config.poll_seconds
 
+    def check_cursor(self, cursor: str) -> None:
+        load_last(cursor)
+
     async def stream(self, cursor: str | None) -> AsyncIterator[Step]:
         """Each channel in turn, then a sleep. A channel that fails is skipped with a
         backoff of its own (``failing``) while the others go on; a rate limit or a fatal
         error ends the stream (the base waits or stops). The source's state is
         ``waiting`` while every channel fails."""
-        last: dict[str, int] = json.loads(cursor) if cursor else {}
+        last = load_last(cursor)
         self.health.set_state("polling")
         while True:
             for channel in self.config.channels:
@@ -250,10 +257,27 @@ class TelegramSource(LiveSource):
                     if not post.service and post.text:
                         try:
                             mention = map_post(post, self.clock.now())
-                        except ValidationError as exc:
-                            self.health.error(f"malformed post skipped: {type(exc).__name__}")
+                        except UNREADABLE as exc:
+                            self.skips.skip(
+                                f"malformed post {channel}/{post.number} skipped ({reason(exc)})",
+                                key=f"{channel}/{post.number}",
+                            )
                     yield mention, json.dumps(last)
             self.health.set_state(
                 "waiting" if self.failing.count == len(self.config.channels) else "polling"
             )
             await self.clock.sleep(self.config.poll_seconds)
+
+
+def load_last(cursor: str | None) -> dict[str, int]:
+    """The last post number per channel, as the cursor holds them. Raises ``ValueError``
+    (``TypeError``) for a cursor that cannot be read."""
+    if not cursor:
+        return {}
+    raw = json.loads(cursor)
+    if not isinstance(raw, dict):
+        raise TypeError(f"the cursor is an object, not {type(raw).__name__}")
+    for channel, number in raw.items():
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise TypeError(f"the last post of {channel[:40]!r} is a number, not {number!r:.40}")
+    return dict(raw)

@@ -11,22 +11,28 @@ asks from the mark minus a safety window (``late_window_seconds``) and ``earlier
 remembers the ids delivered inside that window (saved in the cursor, so a restart does not
 repeat them either): an item that turns up late, but within the window, is delivered once;
 one later than that is missed.
+
+One item that cannot be read (no time, no id, a value of the wrong type) is skipped,
+logged and counted (``listener.sources.skips``); the rest of its page is delivered and
+the mark moves on as it would without it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from core.events import Mention
 from listener.backoff import RateLimited
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE, digest, reason
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +93,39 @@ class TimeMark:
         return out
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> TimeMark:
-        earlier = {str(i): int(s) for i, s in (raw.get("earlier") or {}).items()}
-        ids = [str(i) for i in raw.get("ids", [])]
-        return cls(int(raw["t"]), ids, earlier, int(raw.get("floor") or 0))
+    def from_json(cls, raw: object) -> TimeMark:
+        """Raises ``ValueError`` (``TypeError``, ``KeyError``) for what is not a mark."""
+        if not isinstance(raw, dict):
+            raise TypeError(f"a time mark is an object, not {type(raw).__name__}")
+        earlier_raw = raw.get("earlier") or {}
+        ids_raw = raw.get("ids", [])
+        if not isinstance(earlier_raw, dict) or not isinstance(ids_raw, list):
+            raise TypeError("a time mark's earlier is an object and its ids a list")
+        earlier = {str(i): whole_seconds(s) for i, s in earlier_raw.items()}
+        ids = [str(i) for i in ids_raw]
+        return cls(whole_seconds(raw["t"]), ids, earlier, whole_seconds(raw.get("floor") or 0))
+
+
+def whole_seconds(value: object) -> int:
+    """A time in seconds as the APIs send it (an int, or a float: Reddit's
+    ``created_utc``), as an int. Raises ``TypeError``/``ValueError`` for anything else
+    (a string, a bool, null, NaN): an item with such a time cannot be placed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"a time in seconds is a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"a time in seconds is finite, not {value}")
+    return int(value)
 
 
 def load_marks(cursor: str | None) -> dict[str, TimeMark]:
+    """The marks of a cursor ``dump_marks`` wrote. Raises ``ValueError`` (``TypeError``,
+    ``KeyError``) for one that cannot be read."""
     if not cursor:
         return {}
-    return {key: TimeMark.from_json(value) for key, value in json.loads(cursor).items()}
+    raw = json.loads(cursor)
+    if not isinstance(raw, dict):
+        raise TypeError(f"a cursor of time marks is an object, not {type(raw).__name__}")
+    return {str(key): TimeMark.from_json(value) for key, value in raw.items()}
 
 
 def dump_marks(marks: dict[str, TimeMark]) -> str:
@@ -113,11 +142,19 @@ async def poll_since(
     interval: Callable[[], float],
     lookback_minutes: float,
     late_window_seconds: float = DEFAULT_LATE_WINDOW_SECONDS,
+    ident: Callable[[Item], object] | None = None,
 ) -> AsyncIterator[Step]:
     """The polling loop of the "since" APIs: for each target (a query, a listing), fetch
-    the items at or after its mark minus ``late_window_seconds``, oldest first, and yield
-    the new ones with the cursor after each; then sleep ``interval()``. ``stamp(item)``
+    the items at or after its mark minus ``late_window_seconds``, and yield the new ones,
+    oldest first, with the cursor after each; then sleep ``interval()``. ``stamp(item)``
     is (created second, id).
+
+    An item that ``stamp`` or ``to_mention`` cannot read (no time or id, a value of the
+    wrong type: they raise) is skipped, logged and counted once (``source.skips``, keyed
+    by ``ident(item)`` when that is a readable id, else a digest of the item); the rest
+    of the page is delivered. ``fetch`` returns such items as they came (in any order):
+    a fetch that fails on one would fail the whole target on every poll until the item
+    left the window.
 
     A target whose fetch fails is skipped with a backoff of its own while the others go
     on (a deleted video, a private subreddit); ``RateLimited`` and ``SourceFatalError``
@@ -142,16 +179,59 @@ async def poll_since(
                 failing.failed(key, key, exc)
                 continue
             failing.succeeded(key)
-            for item in items:
-                t, item_id = stamp(item)
+            for t, item_id, item in _placed(source, key, items, stamp, ident):
                 if not mark.admits(t, item_id, window):
                     continue
-                mark.advance(t, item_id, window)
+                mark.advance(t, item_id, window)  # skipped if unreadable: never again
                 try:
                     mention: Mention | None = to_mention(item)
-                except (KeyError, TypeError, ValueError, ValidationError) as exc:
-                    source.health.error(f"malformed item skipped: {type(exc).__name__}")
+                except UNREADABLE as exc:
+                    source.skips.skip(
+                        f"item {item_id} of {key} skipped: cannot be read ({reason(exc)})",
+                        key=item_id,
+                    )
                     mention = None
                 yield mention, dump_marks(marks)
         source.health.set_state("waiting" if failing.count == len(targets) else "polling")
         await source.clock.sleep(interval())
+
+
+def _placed(
+    source: LiveSource,
+    target: str,
+    items: Sequence[Item],
+    stamp: Callable[[Item], tuple[int, str]],
+    ident: Callable[[Item], object] | None,
+) -> list[tuple[int, str, Item]]:
+    """``(second, id, item)`` of the items that can be placed, oldest first; the others
+    (``stamp`` raises) are skipped, logged and counted once each."""
+    placed: list[tuple[int, str, Item]] = []
+    for item in items:
+        try:
+            t, item_id = stamp(item)
+        except UNREADABLE as exc:
+            name = _ident(item, ident)
+            what = f"item {name}" if name else "an item (no readable id)"
+            source.skips.skip(
+                f"{what} of {target} skipped: cannot be read ({reason(exc)})",
+                key=name or digest(item),
+            )
+            continue
+        placed.append((t, item_id, item))
+    placed.sort(key=lambda p: (p[0], p[1]))
+    return placed
+
+
+def _ident(item: object, ident: Callable[[Any], object] | None) -> str | None:
+    """The item's id when ``ident`` reads one (a non-empty string or an int), else None."""
+    if ident is None:
+        return None
+    try:
+        value = ident(item)
+    except UNREADABLE:
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value and len(value) <= 200):
+        return str(value)
+    return None

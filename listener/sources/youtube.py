@@ -16,7 +16,9 @@ stretches ``poll_seconds`` so that a full day of polling fits the budget. A 403
 ``quotaExceeded`` waits for the next API day too; any other 403 is fatal (key refused).
 A 404 (``videoNotFound``, ``channelNotFound``: a deleted video, a wrong channel id) and
 other errors of one target skip that target for a while (``listener.sources.targets``);
-the other targets go on. A poll stopped by ``max_pages`` is logged and counted.
+the other targets go on. A poll stopped by ``max_pages`` is logged and counted. A thread
+that cannot be read (no ``id`` or ``publishedAt``, a value of the wrong type) is skipped,
+logged and counted; the rest of the page goes on.
 Cursor: per target, the newest ``publishedAt`` delivered and the ids of that second, and
 the ids delivered in the late window before it (``listener.sources.timemark``).
 """
@@ -41,9 +43,11 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
+    load_marks,
     poll_since,
 )
 
@@ -126,11 +130,13 @@ class YouTubeClient:
         key = config.api_key.get_secret_value() if config.api_key else ""
         self._headers = {"X-Goog-Api-Key": key}
 
-    async def since(self, target: dict[str, str], since: int) -> list[dict[str, Any]]:
-        """Threads published at or after ``since`` (up to ``max_pages``), oldest first.
-        A video or channel that does not exist (404 ``videoNotFound``,
-        ``channelNotFound``) raises ``TargetUnavailable``: the other targets go on."""
-        threads: list[dict[str, Any]] = []
+    async def since(self, target: dict[str, str], since: int) -> list[Any]:
+        """Threads published at or after ``since`` (up to ``max_pages``), as the API
+        lists them (newest first), the ones that cannot be read included (``stamp`` says
+        which: the caller skips and counts them). A video or channel that does not exist
+        (404 ``videoNotFound``, ``channelNotFound``) raises ``TargetUnavailable``: the
+        other targets go on."""
+        threads: list[Any] = []
         token: str | None = None
         for _ in range(self.config.max_pages):
             self.quota.spend(1)
@@ -162,15 +168,17 @@ class YouTubeClient:
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise TransientError("youtube commentThreads: unexpected response shape")
             items = body["items"]
-            threads.extend(t for t in items if _published(t) >= since)
+            times = [_published_or_none(t) for t in items]
+            threads.extend(t for t, p in zip(items, times, strict=True) if p is None or p >= since)
             token = body.get("nextPageToken")
-            if not token or not items or _published(items[-1]) < since:
+            readable = [p for p in times if p is not None]
+            if not token or not items or (readable and readable[-1] < since):
                 break
         else:
             if self.on_page_cap is not None:
                 name = ", ".join(f"{k}={v}" for k, v in target.items())
                 self.on_page_cap(f"youtube commentThreads {name}", self.config.max_pages)
-        return sorted(threads, key=lambda t: (_published(t), str(t["id"])))
+        return threads
 
 
 def _reason(response: httpx.Response) -> str | None:
@@ -185,8 +193,32 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def _published(thread: dict[str, Any]) -> int:
-    return int(_time(thread["snippet"]["topLevelComment"]["snippet"]["publishedAt"]).timestamp())
+def _published(thread: Any) -> int:
+    value = thread["snippet"]["topLevelComment"]["snippet"]["publishedAt"]
+    if not isinstance(value, str):
+        raise TypeError(f"publishedAt is a string, not {type(value).__name__}")
+    return int(_time(value).timestamp())
+
+
+def _published_or_none(thread: Any) -> int | None:
+    try:
+        return _published(thread)
+    except UNREADABLE:
+        return None
+
+
+def thread_id(thread: Any) -> str:
+    """A thread's ``id`` (a non-empty string). Raises for anything else."""
+    value = thread["id"]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"id is a non-empty string, not {value!r:.40}")
+    return value
+
+
+def stamp(thread: Any) -> tuple[int, str]:
+    """(``publishedAt`` in whole seconds, ``id``) of a thread. Raises for a thread that
+    lacks them or has them of the wrong type."""
+    return _published(thread), thread_id(thread)
 
 
 def map_thread(thread: dict[str, Any]) -> Mention:
@@ -241,17 +273,21 @@ class YouTubeSource(LiveSource):
         fits = 86_400 * per_poll / self.config.daily_quota_units
         return max(self.config.poll_seconds, fits)
 
+    def check_cursor(self, cursor: str) -> None:
+        load_marks(cursor)
+
     def stream(self, cursor: str | None) -> AsyncIterator[Step]:
-        def fetch(target: dict[str, str]) -> Callable[[int], Awaitable[list[dict[str, Any]]]]:
+        def fetch(target: dict[str, str]) -> Callable[[int], Awaitable[list[Any]]]:
             return lambda since: self.client.since(target, since)
 
         return poll_since(
             self,
             cursor,
             [(key, fetch(target)) for key, target in self.config.targets()],
-            lambda thread: (_published(thread), str(thread["id"])),
+            stamp,
             map_thread,
             interval=lambda: self.poll_interval,
             lookback_minutes=self.config.initial_lookback_minutes,
             late_window_seconds=self.config.late_window_seconds,
+            ident=thread_id,
         )

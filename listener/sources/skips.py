@@ -1,0 +1,96 @@
+"""Items a source cannot read, skipped so that one of them does not hold up the others.
+
+An API item without its time or id, a value of the wrong type, a Bluesky frame that is
+not JSON, a Mastodon status without a numeric id: before, one such item failed its whole
+page (or connection) on every poll until it left the window, and the target delivered
+nothing meanwhile. Now the item is skipped and the rest goes on; the cursor moves past it
+only as it moves past the items around it.
+
+Never a silent drop: every skipped item is counted once, as an error of the source
+(``crisiswatch_source_errors_total``, ``errors`` and ``last_error`` in ``GET /sources``),
+and logged (a warning for the first ``LOGGED_SKIPS`` of a source, then every
+``LOG_EVERY``-th, with the total; the others at debug level, so that a platform that
+breaks every item does not flood the log). An item met again (the next poll reads the
+late window again, a reconnect rewinds) is known by its key (its id, else a digest of
+it) and neither counted nor logged again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+
+from listener.health import SourceHealth
+
+log = logging.getLogger(__name__)
+
+UNREADABLE: tuple[type[Exception], ...] = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,  # pydantic's ValidationError and json's JSONDecodeError are ValueErrors
+    AttributeError,
+    OverflowError,
+    RecursionError,  # JSON nested deeper than the decoder goes
+)
+"""What reading one item that is not of the expected shape raises."""
+
+LOGGED_SKIPS = 10
+LOG_EVERY = 100
+REMEMBERED = 4096
+"""Skipped items remembered (their keys), so that one met again is not counted again."""
+_MAX_REASON = 200
+
+
+def digest(item: object) -> str:
+    """A key for an item without a readable id: a digest of its content."""
+    if isinstance(item, bytes):
+        raw = item
+    else:
+        try:
+            raw = json.dumps(item, sort_keys=True, default=repr).encode("utf-8", "replace")
+        except (TypeError, ValueError):  # keys of mixed types, circular: unlikely from JSON
+            raw = repr(item).encode("utf-8", "replace")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def reason(error: BaseException) -> str:
+    """``error`` in a few words for a log line (an item's content can be long)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())  # one line
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+
+
+class ItemSkips:
+    """The items one source skipped (see the module doc)."""
+
+    def __init__(self, health: SourceHealth) -> None:
+        self.health = health
+        self.count = 0
+        """Skipped items counted (each once)."""
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def skip(self, message: str, *, key: str | None) -> bool:
+        """Count and log one skipped item, ``message`` saying which and why (never a
+        secret). ``key``: the item's identity (its id, or ``digest(item)``); an item whose
+        key was seen already is not counted again. ``None``: always counted. Returns
+        whether it was counted."""
+        if key is not None:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                log.debug("source %s: %s (skipped before)", self.health.name, message)
+                return False
+            self._seen[key] = None
+            if len(self._seen) > REMEMBERED:
+                self._seen.popitem(last=False)
+        self.count += 1
+        self.health.error(message)
+        if self.count <= LOGGED_SKIPS or self.count % LOG_EVERY == 0:
+            more = "" if self.count < LOGGED_SKIPS else f"; only every {LOG_EVERY}th is logged"
+            log.warning(
+                "source %s: %s (%d skipped so far%s)", self.health.name, message, self.count, more
+            )
+        else:
+            log.debug("source %s: %s (%d skipped so far)", self.health.name, message, self.count)
+        return True
