@@ -456,7 +456,8 @@ async def _inhibit_lower(
     session: AsyncSession, incident: Incident, config: AlertsConfig, now: datetime
 ) -> None:
     """A new top-tier incident mutes the lower-tier ones of its story/watch (a drill only
-    drills: ``inhibition.inhibitor_of``)."""
+    drills: ``inhibition.inhibitor_of``), also while it is silenced itself: it inhibits
+    all the same, as in Alertmanager, and as ``inhibition.inhibitor_of`` counts it."""
     rule = config.inhibit
     if not rule.enabled or incident.tier < rule.source_tier:
         return
@@ -477,6 +478,13 @@ async def _inhibit_lower(
         )
     ).all()
     for other in lower:
+        last = await last_mute(session, other.id)
+        if (
+            last is not None
+            and last.kind == "inhibited"
+            and last.detail.get("by_incident") == incident.id
+        ):
+            continue  # muted by it already (it was silenced when raised, and alerted since)
         escalation.disarm(other)
         cancelled = await _cancel_pending(
             session, other.id, f"inhibited by incident {incident.id}", escalations_only=False
@@ -578,6 +586,8 @@ async def _route(
         if metrics is not None:
             on_commit(session, metrics.alerts_suppressed.labels(kind).inc)
         await tasks.create(session, incident, config, now, now, remind=False)
+        if kind == "silenced":  # a silenced top-tier incident still inhibits (Alertmanager's
+            await _inhibit_lower(session, incident, config, now)  # rule; inhibitor_of agrees)
         return False
     held = quiet_until(config, incident.tier, now)
     start = held or now

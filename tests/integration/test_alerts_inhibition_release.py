@@ -438,3 +438,30 @@ async def test_a_drill_never_inhibits_a_real_incident_but_does_inhibit_drills(
     (muted,) = await events(world, drill_low.id, "inhibited")
     assert muted.detail["by_incident"] == drill_top.id, "the drill exercises inhibition"
     assert messages(world, drill_low.id) == []
+
+
+async def test_a_silenced_tier_3_incident_still_inhibits_lower_ones_once(world: World) -> None:
+    """As for new alerts and reminders (``inhibitor_of``), a silenced tier-3 incident mutes
+    the lower incidents already alerted: their escalation stops; when its silence ends it
+    does not mute them again; when it ends they are alerted again."""
+    await world.signal("low", tier=1, story="s-low")
+    low = await world.incident("s-low")
+    assert messages(world, low.id) == [("cs", "new")]
+    assert low.next_escalation_at is not None
+    muting = await make_silence(world, tier=3, hours=1)
+    await world.signal("top", tier=3, story="s-top")
+    top = await world.incident("s-top")
+    assert messages(world, top.id) == []
+    (event,) = await events(world, low.id, "inhibited")
+    assert event.detail["by_incident"] == top.id
+    assert (await world.incident("s-low")).next_escalation_at is None
+
+    world.clock.set(muting.ends_at + timedelta(seconds=30))
+    await world.service.tick()  # the silence ends: the tier 3 is alerted now
+    assert messages(world, top.id) != []
+    assert len(await events(world, low.id, "inhibited")) == 1, "not muted twice"
+
+    await resolve(world, top.id)
+    world.clock.advance(30)
+    await world.service.tick()
+    assert messages(world, low.id) == [("cs", f"inhibition ended (incident {top.id} resolved)")]
