@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client import Counter
 from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -691,40 +692,17 @@ async def release_silence(
     )
     if rowcount(result) != 1:
         return None
-    rows = await session.execute(
-        select(IncidentEvent.incident_id, IncidentEvent.detail)
-        .join(Incident, Incident.id == IncidentEvent.incident_id)
-        .where(IncidentEvent.kind == "silenced", Incident.status == OPEN)
-        .order_by(IncidentEvent.incident_id)
+    return await _release_muted(
+        session,
+        config,
+        now,
+        muted=("silenced", "silence", silence_id),
+        kind="unsilenced",
+        detail={"silence": silence_id},
+        reason_text="silence ended",
+        metrics=metrics,
+        counter=None if metrics is None else metrics.alerts_unsilenced,
     )
-    muted = dict.fromkeys(
-        incident_id
-        for incident_id, detail in rows
-        if _own(detail) and (detail or {}).get("silence") == silence_id
-    )
-    alerted: list[Incident] = []
-    for incident_id in muted:
-        incident = await _lock_open(session, incident_id)
-        if incident is None:
-            continue
-        last = await last_mute(session, incident_id)
-        if last is None or last.kind != "silenced" or last.detail.get("silence") != silence_id:
-            continue  # alerted since (an upgrade), or muted by something else now
-        sent = await _alert_again(
-            session,
-            incident,
-            config,
-            now,
-            kind="unsilenced",
-            detail={"silence": silence_id},
-            reason_text="silence ended",
-            metrics=metrics,
-        )
-        if sent:
-            alerted.append(incident)
-            if metrics is not None:
-                on_commit(session, metrics.alerts_unsilenced.labels(str(incident.tier)).inc)
-    return alerted
 
 
 async def release_inhibition(
@@ -766,43 +744,67 @@ async def release_inhibition(
     if ended is None:
         return None
     how = f"merged into incident {ended.merged_into_id}" if ended.merged_into_id else ended.status
+    return await _release_muted(
+        session,
+        config,
+        now,
+        muted=("inhibited", "by_incident", ended.id),
+        kind="uninhibited",
+        detail={"by_incident": ended.id, "inhibitor": how},
+        reason_text=f"inhibition ended (incident {ended.id} {how})",
+        metrics=metrics,
+        counter=None if metrics is None else metrics.alerts_uninhibited,
+    )
+
+
+async def _release_muted(
+    session: AsyncSession,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    muted: tuple[str, str, int],
+    kind: str,
+    detail: dict[str, Any],
+    reason_text: str,
+    metrics: Metrics | None,
+    counter: Counter | None,
+) -> list[Incident]:
+    """Alert again the open, unacknowledged incidents whose own last mute event is
+    ``muted`` (its kind, the detail key naming what muted it, and that id), each locked
+    in id order; the others were alerted since or are muted by something else now. Returns
+    those alerted; ``counter`` counts them by tier once this commits."""
+    muted_kind, key, value = muted
     rows = await session.execute(
         select(IncidentEvent.incident_id, IncidentEvent.detail)
         .join(Incident, Incident.id == IncidentEvent.incident_id)
         .where(
-            IncidentEvent.kind == "inhibited",
+            IncidentEvent.kind == muted_kind,
             Incident.status == OPEN,
             Incident.acked_at.is_(None),
         )
         .order_by(IncidentEvent.incident_id)
     )
-    muted = dict.fromkeys(
+    candidates = dict.fromkeys(
         incident_id
-        for incident_id, detail in rows
-        if _own(detail) and (detail or {}).get("by_incident") == inhibitor_id
+        for incident_id, found in rows
+        if _own(found) and (found or {}).get(key) == value
     )
     alerted: list[Incident] = []
-    for incident_id in muted:
+    for incident_id in candidates:
         incident = await _lock_open(session, incident_id)
         if incident is None:
             continue
         last = await last_mute(session, incident_id)
-        if last is None or last.kind != "inhibited" or last.detail.get("by_incident") != ended.id:
+        if last is None or last.kind != muted_kind or last.detail.get(key) != value:
             continue  # alerted since (an upgrade), or muted by something else now
         sent = await _alert_again(
-            session,
-            incident,
-            config,
-            now,
-            kind="uninhibited",
-            detail={"by_incident": ended.id, "inhibitor": how},
-            reason_text=f"inhibition ended (incident {ended.id} {how})",
-            metrics=metrics,
-        )
+            session, incident, config, now,
+            kind=kind, detail=detail, reason_text=reason_text, metrics=metrics,
+        )  # fmt: skip
         if sent:
             alerted.append(incident)
-            if metrics is not None:
-                on_commit(session, metrics.alerts_uninhibited.labels(str(incident.tier)).inc)
+            if counter is not None:
+                on_commit(session, counter.labels(str(incident.tier)).inc)
     return alerted
 
 
