@@ -30,7 +30,6 @@ from listener.backoff import TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
-from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import html_to_text
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
@@ -165,17 +164,12 @@ class HackerNewsSource(LiveSource):
         """Backfill: stories and comments matching ``query`` since ``since`` (a hit that
         cannot be read is skipped, logged and counted)."""
         hits = await self.client.since(query, int(since.timestamp()))
-        found: list[Mention] = []
-        for hit in hits:
-            try:
-                stamp(hit)
-                found.append(map_hit(hit))
-            except UNREADABLE as exc:
-                self.skips.skip(
-                    f"unreadable hit of search {query!r} skipped ({reason(exc)})",
-                    key=digest(hit),
-                )
-        return found
+
+        def read(item: Any) -> Mention:
+            stamp(item)
+            return map_hit(item)
+
+        return self.skips.read_all(hits, read, f"hit of search {query!r}")
 
     def check_cursor(self, cursor: str) -> None:
         load_marks(cursor)

@@ -44,7 +44,7 @@ from listener.backoff import RateLimited, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
-from listener.sources.skips import UNREADABLE, digest, reason
+from listener.sources.skips import UNREADABLE
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
@@ -302,17 +302,12 @@ class RedditSource(LiveSource):
         """Backfill: posts matching ``query`` since ``since`` (site-wide search)."""
         params = {"q": query, "sort": "new", "type": "link"}
         things = await self.client.since("/search", params, int(since.timestamp()))
-        found: list[Mention] = []
-        for thing in things:
-            try:
-                stamp(thing)
-                found.append(map_thing(thing))
-            except UNREADABLE as exc:
-                self.skips.skip(
-                    f"unreadable thing of search {query!r} skipped ({reason(exc)})",
-                    key=digest(thing),
-                )
-        return found
+
+        def read(item: Any) -> Mention:
+            stamp(item)
+            return map_thing(item)
+
+        return self.skips.read_all(things, read, f"thing of search {query!r}")
 
     def check_cursor(self, cursor: str) -> None:
         load_marks(cursor)

@@ -21,10 +21,14 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from listener.health import SourceHealth
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 UNREADABLE: tuple[type[Exception], ...] = (
     KeyError,
@@ -94,3 +98,14 @@ class ItemSkips:
         else:
             log.debug("source %s: %s (%d skipped so far)", self.health.name, message, self.count)
         return True
+
+    def read_all(self, items: Iterable[Any], read: Callable[[Any], T], what: str) -> list[T]:
+        """``read`` of each item, in order; an item it cannot read is skipped (counted once
+        by its digest, logged as an unreadable ``what``)."""
+        out: list[T] = []
+        for item in items:
+            try:
+                out.append(read(item))
+            except UNREADABLE as exc:
+                self.skip(f"unreadable {what} skipped ({reason(exc)})", key=digest(item))
+        return out
