@@ -568,3 +568,51 @@ def test_escaped_surrogate_pairs_are_one_character() -> None:
     assert readable("\\ud83d\\ude21 \\u002c") == "😡 ,"
     assert normalise("\\ud83d alone") == "alone"  # a lone escaped half is no character
     assert normalise("\\ude21\\ud83d") == ""  # the wrong order is two lone halves
+
+
+# ------------------------------------------------------------------ output: mounts, SIGTERM
+
+
+def test_a_bind_mounted_output_is_overwritten_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bind-mounted file (Docker -v file:file) is a mount point: os.replace onto it
+    fails with EBUSY after all the work; the results are copied into it instead."""
+    import errno
+
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+
+    def busy(src: Any, dst: Any) -> None:
+        raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+
+    monkeypatch.setattr(sentiment_cli.os, "replace", busy)
+    with sentiment_cli.atomic_output(target) as fh:
+        fh.write("new\n")
+    assert target.read_text(encoding="utf-8") == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"], "no temporary file left"
+
+
+def test_sigterm_removes_the_temporary_output(tmp_path: Path) -> None:
+    """timeout, systemd and Kubernetes stop a command with SIGTERM: the half-written
+    temporary file goes, and the output is left as it was."""
+    import subprocess
+
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    script = (
+        "import os, signal, time\n"
+        "from pathlib import Path\n"
+        "from api.sentiment_cli import atomic_output\n"
+        f"with atomic_output(Path({str(target)!r})) as fh:\n"
+        "    fh.write('half\\n'); fh.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 143, done.stderr
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
