@@ -8,6 +8,7 @@ credential or a route that retrying will not fix), ``TargetUnavailable`` (the st
 caller names as meaning that one target of a multi-target source is gone, private or
 blocked: a moved feed, a deleted video, a private subreddit) or ``TransientError`` (5xx
 and the rest). ``retry_after`` reads both forms of the header (seconds, HTTP date).
+``json_body`` reads a JSON API's answer: one that is not JSON is ``TransientError``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 from collections.abc import Collection
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -113,3 +115,15 @@ def check_response(
     if status in _FATAL:
         raise SourceFatalError(f"{what}: HTTP {status} ({_FATAL[status]})")
     raise TransientError(f"{what}: HTTP {status}")
+
+
+def json_body(response: httpx.Response, *, what: str) -> Any:
+    """The JSON of a usable ``response``. An answer that is not JSON (an HTML error page
+    served with 200, in any charset; a body a decoder refuses: too deep, a number too
+    long) is the platform's or a proxy's trouble, for every target at once: it raises
+    ``TransientError`` (retried within a poll interval, as a 5xx), never the decoder's
+    ``ValueError`` (a target's own error, backed off for up to an hour)."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
+        raise TransientError(f"{what}: not JSON") from None

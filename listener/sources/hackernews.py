@@ -26,7 +26,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TransientError, check_response
+from listener.backoff import TransientError, check_response, json_body
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -85,8 +85,9 @@ class AlgoliaClient:
                     "page": str(page),
                 },
             )
-            check_response(response, self.clock.now(), what="hn.algolia.com search_by_date")
-            body = response.json()
+            what = "hn.algolia.com search_by_date"
+            check_response(response, self.clock.now(), what=what)
+            body = json_body(response, what=what)
             if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
                 raise TransientError("hn.algolia.com: unexpected response shape")
             hits.extend(body["hits"])
@@ -161,15 +162,16 @@ class HackerNewsSource(LiveSource):
         self.client = AlgoliaClient(config, http, clock, on_page_cap=self.page_cap)
 
     async def search(self, query: str, since: datetime) -> list[Mention]:
-        """Backfill: stories and comments matching ``query`` since ``since`` (a hit that
-        cannot be read is skipped, logged and counted)."""
+        """Backfill: stories and comments matching ``query`` since ``since``, oldest first
+        (a hit that cannot be read is skipped, logged and counted)."""
         hits = await self.client.since(query, int(since.timestamp()))
 
         def read(item: Any) -> Mention:
             stamp(item)
             return map_hit(item)
 
-        return self.skips.read_all(hits, read, f"hit of search {query!r}")
+        found = self.skips.read_all(hits, read, f"hit of search {query!r}")
+        return sorted(found, key=lambda m: (m.created_at, m.id))  # the API: newest first
 
     def check_cursor(self, cursor: str) -> None:
         load_marks(cursor)

@@ -131,7 +131,10 @@ def _parse_time(value: object, fallback: datetime) -> datetime:
         except ValueError:
             return fallback
         if parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
+            try:
+                return parsed.astimezone(UTC)
+            except OverflowError:  # 0001-01-01T00:00:00+01:00: no date, as one unparseable
+                return fallback
     return fallback
 
 

@@ -51,7 +51,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TargetUnavailable, TransientError, check_response
+from listener.backoff import TargetUnavailable, TransientError, check_response, json_body
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
@@ -68,6 +68,9 @@ _TOKEN_REFUSED = ("token", "scope", "login", "authenticated user")
 ("This action is outside the authorized scopes", "Your login is currently disabled",
 "This method requires an authenticated user"), not the timeline."""
 _GONE = {403: "forbidden", 404: "not found", 410: "gone"}
+MAX_ID_DIGITS = 30
+"""The longest status id read (Mastodon's are 18 digits): a longer one is not a status id
+(``int()`` of one over 4,300 digits raises, outside the skip handling)."""
 
 
 class MastodonConfig(Section):
@@ -152,10 +155,7 @@ class MastodonClient:
         )
         what = f"{self.config.name} timeline"
         self._check(response, what)
-        try:
-            statuses = response.json()
-        except ValueError:
-            raise TransientError(f"{what}: not JSON") from None
+        statuses = json_body(response, what=what)
         if not isinstance(statuses, list):
             raise TransientError(f"{what}: not a list")
         return statuses
@@ -236,14 +236,16 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def _status_id(status: object) -> str | None:
-    """The id of a Status whose id is numeric (Mastodon's), else None: the ids are
-    compared as numbers."""
+    """The id of a Status whose id is numeric (Mastodon's: up to ``MAX_ID_DIGITS``
+    digits), else None: the ids are compared as numbers."""
     if not isinstance(status, dict):
         return None
     value = status.get("id")
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value if isinstance(value, str) and value.isascii() and value.isdigit() else None
+        return str(value) if 0 <= value < 10**MAX_ID_DIGITS else None
+    if isinstance(value, str) and len(value) <= MAX_ID_DIGITS:
+        return value if value.isascii() and value.isdigit() else None
+    return None
 
 
 def _time(value: str) -> datetime:

@@ -40,7 +40,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TransientError, check_response
+from listener.backoff import RateLimited, TransientError, check_response, json_body
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -138,7 +138,9 @@ class RedditClient:
             headers={"User-Agent": self.config.user_agent},
         )
         check_response(response, now, what="reddit token")
-        body = response.json()
+        body = json_body(response, what="reddit token")
+        if not isinstance(body, dict):
+            raise TransientError("reddit token: not an object")
         if "access_token" not in body:  # Reddit answers 200 {"error": ...} for bad grants
             raise TransientError(f"reddit token: {body.get('error', 'no access_token')}")
         self._token = str(body["access_token"])
@@ -172,7 +174,7 @@ class RedditClient:
         # problem, not the credential's (a refused token is a 401, even after a new one)
         gone = (403, 404) if path.startswith("/r/") else ()
         check_response(response, self.clock.now(), what=f"reddit {path}", target_statuses=gone)
-        body = response.json()
+        body = json_body(response, what=f"reddit {path}")
         if not isinstance(body, dict) or body.get("kind") != "Listing":
             raise TransientError(f"reddit {path}: not a Listing")
         return body
@@ -299,7 +301,8 @@ class RedditSource(LiveSource):
         self.health.error(f"rate limit used up; waiting {seconds:.0f} s", rate_limited=True)
 
     async def search(self, query: str, since: datetime) -> list[Mention]:
-        """Backfill: posts matching ``query`` since ``since`` (site-wide search)."""
+        """Backfill: posts matching ``query`` since ``since`` (site-wide search), oldest
+        first (a thing that cannot be read is skipped, logged and counted)."""
         params = {"q": query, "sort": "new", "type": "link"}
         things = await self.client.since("/search", params, int(since.timestamp()))
 
@@ -307,7 +310,8 @@ class RedditSource(LiveSource):
             stamp(item)
             return map_thing(item)
 
-        return self.skips.read_all(things, read, f"thing of search {query!r}")
+        found = self.skips.read_all(things, read, f"thing of search {query!r}")
+        return sorted(found, key=lambda m: (m.created_at, m.id))  # the API: newest first
 
     def check_cursor(self, cursor: str) -> None:
         load_marks(cursor)

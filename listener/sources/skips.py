@@ -37,9 +37,12 @@ UNREADABLE: tuple[type[Exception], ...] = (
     ValueError,  # pydantic's ValidationError and json's JSONDecodeError are ValueErrors
     AttributeError,
     OverflowError,
+    OSError,  # datetime.fromtimestamp of a time beyond the platform's range (Errno 75)
     RecursionError,  # JSON nested deeper than the decoder goes
 )
-"""What reading one item that is not of the expected shape raises."""
+"""What reading one item that is not of the expected shape raises. Only pure reading
+(parsing, mapping, converting) is wrapped in it, never I/O: ``OSError`` is here for the
+time conversions, a dropped connection must still end the stream."""
 
 LOGGED_SKIPS = 10
 LOG_EVERY = 100

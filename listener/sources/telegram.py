@@ -112,7 +112,8 @@ class _Page(HTMLParser):
         elif tag == "br" and self._text_depth is not None:
             self._post.parts.append("\n")
         elif tag == "time" and a.get("datetime") and self._post.published is None:
-            with contextlib.suppress(ValueError):
+            # OverflowError: 0001-01-01T00:00:00+01:00, no date rather than an unreadable page
+            with contextlib.suppress(ValueError, OverflowError):
                 self._post.published = datetime.fromisoformat(a["datetime"] or "").astimezone(UTC)
         elif tag == "span" and "tgme_widget_message_views" in classes:
             self._in_views = True

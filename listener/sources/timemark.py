@@ -12,9 +12,17 @@ remembers the ids delivered inside that window (saved in the cursor, so a restar
 repeat them either): an item that turns up late, but within the window, is delivered once;
 one later than that is missed.
 
-One item that cannot be read (no time, no id, a value of the wrong type) is skipped,
-logged and counted (``listener.sources.skips``); the rest of its page is delivered and
-the mark moves on as it would without it.
+One item that cannot be read (no time, no id, a value of the wrong type, a time after
+the year 9999) is skipped, logged and counted (``listener.sources.skips``); the rest of
+its page is delivered and the mark moves on as it would without it (the item's id is
+remembered in ``earlier``, so it is not read again).
+
+An item dated more than ``MAX_FUTURE`` ahead of the clock (a platform's bad time) does not
+move the mark either: it would move it past every real item for good, and those would
+never be asked for again. It is delivered (re-dated to now by ``LiveSource``) and its id
+remembered in ``earlier`` at its second, so that later polls, which read it again, do not
+deliver it again. A saved mark found ahead of the clock (left by an earlier version) is
+brought back to the first-run start, logged and counted.
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ from pydantic import Field
 from core.events import Mention
 from listener.backoff import RateLimited
 from listener.sources.base import SourceFatalError
-from listener.sources.live import LiveSource, Step
+from listener.sources.live import MAX_FUTURE, LiveSource, Step
 from listener.sources.skips import UNREADABLE, digest, reason
 
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 
+LAST_SECOND = 253_402_300_799
+"""9999-12-31T23:59:59Z: an item dated after it cannot be placed (no datetime holds it)."""
 DEFAULT_LATE_WINDOW_SECONDS = 300.0
 LateWindowSeconds = Annotated[
     float,
@@ -57,7 +67,10 @@ class TimeMark:
     t: int
     ids: list[str] = field(default_factory=list)
     earlier: dict[str, int] = field(default_factory=dict)
-    """Ids delivered with a time before ``t`` but within the window (id → second)."""
+    """Ids taken at a second other than ``t`` (id → that second): delivered before ``t``
+    but within the window, dated ahead of the clock (they do not move ``t``), or skipped
+    (unreadable). None of them is admitted again; each is dropped once the window has
+    passed its second."""
     floor: int = 0
     """Nothing before this second is asked for (a new mark's start: the lookback)."""
 
@@ -66,14 +79,22 @@ class TimeMark:
         return max(self.t - window, self.floor)
 
     def admits(self, t: int, item_id: str, window: int = 0) -> bool:
+        """Whether the item at second ``t`` is new (not taken yet, not behind the window)."""
+        if item_id in self.earlier:
+            return False
         if t > self.t:
             return True
         if t == self.t:
             return item_id not in self.ids
-        return t >= self.since(window) and item_id not in self.earlier
+        return t >= self.since(window)
 
-    def advance(self, t: int, item_id: str, window: int = 0) -> None:
-        if t > self.t:
+    def advance(self, t: int, item_id: str, window: int = 0, *, latest: int | None = None) -> None:
+        """Take the item at second ``t``: the mark moves to ``t`` when it is later. A ``t``
+        after ``latest`` (the clock plus ``MAX_FUTURE``) does not move the mark: the item
+        is remembered in ``earlier`` only."""
+        if latest is not None and t > latest:
+            self.passed(t, item_id)
+        elif t > self.t:
             for old in self.ids:
                 self.earlier[old] = self.t
             self.t, self.ids = t, [item_id]
@@ -83,6 +104,16 @@ class TimeMark:
             self.ids = [*self.ids, item_id]
         else:
             self.earlier[item_id] = t
+
+    def passed(self, t: int, item_id: str) -> None:
+        """Remember the item at second ``t`` as taken without moving the mark (one
+        skipped, or dated ahead of the clock)."""
+        self.earlier[item_id] = t
+
+    def rewound(self, start: int) -> TimeMark:
+        """This mark brought back to ``start`` (a first run's), its items remembered."""
+        earlier = {**self.earlier, **dict.fromkeys(self.ids, self.t)}
+        return TimeMark(start, [], earlier, floor=start)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"t": self.t, "ids": self.ids}
@@ -154,7 +185,8 @@ async def poll_since(
     by ``ident(item)`` when that is a readable id, else a digest of the item); the rest
     of the page is delivered. ``fetch`` returns such items as they came (in any order):
     a fetch that fails on one would fail the whole target on every poll until the item
-    left the window.
+    left the window. Neither such an item nor one dated more than ``MAX_FUTURE`` ahead of
+    the clock moves the mark (see the module doc).
 
     A target whose fetch fails is skipped with a backoff of its own while the others go
     on (a deleted video, a private subreddit); ``RateLimited`` and ``SourceFatalError``
@@ -163,6 +195,7 @@ async def poll_since(
     marks = load_marks(cursor)
     window = int(late_window_seconds)
     start = int(source.started_at.timestamp() - lookback_minutes * 60)
+    _bring_back(source, marks, start)
     failing = source.failing
     failing.first = interval()
     source.health.set_state("polling")
@@ -179,10 +212,10 @@ async def poll_since(
                 failing.failed(key, key, exc)
                 continue
             failing.succeeded(key)
+            latest = _latest(source)
             for t, item_id, item in _placed(source, key, items, stamp, ident):
                 if not mark.admits(t, item_id, window):
                     continue
-                mark.advance(t, item_id, window)  # skipped if unreadable: never again
                 try:
                     mention: Mention | None = to_mention(item)
                 except UNREADABLE as exc:
@@ -190,10 +223,35 @@ async def poll_since(
                         f"item {item_id} of {key} skipped: cannot be read ({reason(exc)})",
                         key=item_id,
                     )
+                    mark.passed(t, item_id)  # never read again; the mark stays
                     mention = None
+                else:
+                    mark.advance(t, item_id, window, latest=latest)
                 yield mention, dump_marks(marks)
         source.health.set_state("waiting" if failing.count == len(targets) else "polling")
         await source.clock.sleep(interval())
+
+
+def _latest(source: LiveSource) -> int:
+    """The latest second a mark may move to: the clock plus ``MAX_FUTURE``."""
+    return int((source.clock.now() + MAX_FUTURE).timestamp())
+
+
+def _bring_back(source: LiveSource, marks: dict[str, TimeMark], start: int) -> None:
+    """Marks of a saved cursor ahead of the clock (one far-future item moved them there,
+    before ``latest`` held them back), brought back to ``start``: the items after such
+    a mark would never be asked for. Logged and counted."""
+    latest = _latest(source)
+    for key, mark in marks.items():
+        if mark.t > latest:
+            marks[key] = mark.rewound(start)
+            when = f"second {mark.t}" if mark.t <= LAST_SECOND else "after the year 9999"
+            message = (
+                f"the time mark of {key} was ahead of the clock ({when}); brought back to "
+                "the first-run start"
+            )
+            log.warning("source %s: %s", source.name, message)
+            source.health.error(message)
 
 
 def _placed(
@@ -209,6 +267,8 @@ def _placed(
     for item in items:
         try:
             t, item_id = stamp(item)
+            if t > LAST_SECOND:
+                raise ValueError("a time after the year 9999")
         except UNREADABLE as exc:
             name = _ident(item, ident)
             what = f"item {name}" if name else "an item (no readable id)"

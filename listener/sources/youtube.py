@@ -38,7 +38,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TransientError, check_response
+from listener.backoff import RateLimited, TransientError, check_response, json_body
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
@@ -164,7 +164,7 @@ class YouTubeClient:
             check_response(
                 response, self.clock.now(), what="youtube commentThreads", target_statuses=(404,)
             )
-            body = response.json()
+            body = json_body(response, what="youtube commentThreads")
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise TransientError("youtube commentThreads: unexpected response shape")
             items = body["items"]
