@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.config import AlertsConfig, EscalationStep
 from alerts.messages import describe, snippets_from_rows
-from alerts.models import OPEN, Incident, IncidentEvidence
+from alerts.models import OPEN, Incident, IncidentEvent, IncidentEvidence
 from alerts.outbox import enqueue, escalation_reason, rowcount
 from alerts.targets import step_targets
 from alerts.timeline import add_event
@@ -61,10 +61,15 @@ def arm(
     teams: list[str],
     start: datetime,
     repeat_interval: timedelta = timedelta(0),
+    *,
+    run: int = 1,
 ) -> None:
     """(Re)start escalation with a fresh token and a snapshot of the tier's policy.
     ``repeat_interval`` (the route's; 0 = never): once the steps are done, the routed
-    teams are reminded this often until someone acknowledges."""
+    teams are reminded this often until someone acknowledges. ``run`` (``next_run``): the
+    how-manyth escalation of the incident at its tier this is; its steps' reasons carry it
+    (``escalation_reason``), so a run restarted by a release does not reuse the dedupe
+    keys of an earlier run's steps."""
     incident.escalation_token = str(uuid.uuid4())
     incident.escalation_level = 0
     name = config.escalation.get(incident.tier)
@@ -80,8 +85,25 @@ def arm(
         "repeat": policy.repeat,
         "steps": [step.model_dump(mode="json") for step in policy.steps],
         "repeat_interval": repeat_interval.total_seconds(),
+        "run": run,
     }
     incident.next_escalation_at = start + policy.steps[0].after
+
+
+async def next_run(session: AsyncSession, incident: Incident) -> int:
+    """The number of the escalation that starts now at the incident's current tier: 1 + the
+    runs started at that tier before (its own ``escalation_started`` events; those a merge
+    moved from another incident, marked ``from_incident``, are not its own)."""
+    details = await session.scalars(
+        select(IncidentEvent.detail).where(
+            IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "escalation_started"
+        )
+    )
+    return 1 + sum(
+        1
+        for detail in details
+        if "from_incident" not in (detail or {}) and (detail or {}).get("tier") == incident.tier
+    )
 
 
 def disarm(incident: Incident) -> None:
@@ -107,6 +129,21 @@ async def run_step(
     """Run the incident's next step if ``token`` is still its token; None when the timer
     is stale (acked, resolved, upgraded, or already run). ``why`` set: run it now even
     if it is not due yet (an SLA breach)."""
+    ran = await _run_step(session, incident_id, token, config, now, why=why)
+    return None if ran is None else ran[0]
+
+
+async def _run_step(
+    session: AsyncSession,
+    incident_id: int,
+    token: str,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    why: str | None = None,
+) -> tuple[Incident, bool] | None:
+    """``run_step``, and whether the step queued anything (False: recorded as
+    ``escalation_skipped``: no target, or every delivery of it was queued already)."""
     incident = await session.get(Incident, incident_id)
     if (
         incident is None
@@ -162,23 +199,27 @@ async def run_step(
         if reminder
         else f"ESCALATION level {level}: not acknowledged within {waited}"
     )
-    await enqueue(
+    queued = await enqueue(
         session,
         incident,
         targets,
-        reason=escalation_reason(level),
+        reason=escalation_reason(level, int(snapshot.get("run") or 1)),
         reason_text=why or text,
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         config=config,
         now=now,
         trigger_received_at=None,
     )
+    skipped: dict[str, Any] = {}
+    if targets and not queued:  # a dedupe key taken: nothing new went out
+        skipped["skipped"] = "already queued (same dedupe keys)"
     add_event(
         session,
         incident_id,
-        "escalated" if targets else "escalation_skipped",
+        "escalated" if queued else "escalation_skipped",
         now,
-        detail={
+        detail=skipped
+        | {
             "level": level,
             "of": total,
             "policy": snapshot.get("name"),
@@ -191,7 +232,7 @@ async def run_step(
             "next_escalation_at": next_at.isoformat() if next_at else None,
         },
     )
-    return incident
+    return incident, bool(queued)
 
 
 async def overdue(session: AsyncSession, now: datetime) -> list[tuple[int, str]]:
@@ -221,12 +262,21 @@ async def escalate_one(
 ) -> bool:
     """Run one step in its own transaction, then hand the next step to ``schedule``."""
     async with unit_of_work(sessions) as session:
-        incident = await run_step(session, incident_id, token, config, clock.now(), why=why)
-        step = scheduled(incident) if incident is not None else None
-    if incident is None:
+        ran = await _run_step(session, incident_id, token, config, clock.now(), why=why)
+        step = scheduled(ran[0]) if ran is not None else None
+    if ran is None:
         return False
+    incident, sent = ran
     if step is not None and schedule is not None:
         await schedule(step)
+    if not sent:
+        log.info(
+            "incident %d (tier %d): escalation level %d sent nothing (see its timeline)",
+            incident.id,
+            incident.tier,
+            incident.escalation_level,
+        )
+        return True
     metrics.escalations.labels(str(incident.tier)).inc()
     log.warning(
         "incident %d (tier %d) not acknowledged: escalation level %d%s",

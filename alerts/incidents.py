@@ -62,6 +62,7 @@ from alerts.models import (
 from alerts.notifiers.base import EvidenceSnippet
 from alerts.outbox import (
     ALERT,
+    ESCALATION,
     FIRST_ALERT_REASONS,
     REALERT,
     UPGRADE,
@@ -566,9 +567,12 @@ async def _route(
     evidence: list[EvidenceSnippet],
     trigger_received_at: datetime | None,
     metrics: Metrics | None,
+    again: bool = False,
 ) -> bool:
     """Alert the incident (routes, quiet hours, grouping, escalation, SLA), or record it
-    as muted by an inhibition or an active silence; True when it was alerted."""
+    as muted by an inhibition or an active silence; True when it was alerted. ``again``:
+    alerted again at the same tier (a release): an SLA already met stays met
+    (``sla.restart``)."""
     routes = match_routes(config, attrs)
     teams = list(dict.fromkeys(team for route in routes for team in route.teams))
     muted_by: tuple[str, dict[str, Any]] | None = None
@@ -594,8 +598,12 @@ async def _route(
     start = held or now
     incident.alerted_at = start
     reminders = [r.repeat_interval for r in routes if r.repeat_interval > timedelta(0)]
-    escalation.arm(incident, config, teams, start, min(reminders, default=timedelta(0)))
-    sla.start(incident, config, start)
+    run = await escalation.next_run(session, incident)
+    escalation.arm(incident, config, teams, start, min(reminders, default=timedelta(0)), run=run)
+    if again:
+        sla.restart(incident, config, start)
+    else:
+        sla.start(incident, config, start)
     await tasks.create(session, incident, config, start, now)
     await tasks.plan_muted(session, incident, config, start, now)
     if held is not None:
@@ -869,6 +877,7 @@ async def _alert_again(
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         trigger_received_at=None,
         metrics=metrics,
+        again=True,
     )
 
 
@@ -955,7 +964,7 @@ async def _cancel_pending(
         .execution_options(synchronize_session=False)
     )
     if escalations_only:
-        stmt = stmt.where(Delivery.reason.like("escalation-%"))
+        stmt = stmt.where(Delivery.reason.startswith(ESCALATION, autoescape=True))
     result = await session.execute(stmt)
     return rowcount(result)
 

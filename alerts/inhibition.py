@@ -43,13 +43,20 @@ def inhibitor_of(rule: InhibitConfig, other: Any, incident: Any) -> ColumnElemen
     )
 
 
-async def ended(session: AsyncSession, *, limit: int = 100) -> list[int]:
-    """Ids of the incidents that have ended and whose inhibited incidents were not released
-    (any ended incident: one that inhibited nothing is released at no cost)."""
+async def ended(session: AsyncSession, rule: InhibitConfig, *, limit: int = 100) -> list[int]:
+    """Ids of the incidents of the inhibiting tier (``rule.source_tier`` and above) that
+    have ended and whose inhibited incidents were not released (any such ended incident:
+    one that inhibited nothing is released at no cost). Those below it inhibit nothing
+    (``inhibitor_of``): they are never released, nor read (the partial index
+    ``ix_incidents_inhibition_unreleased`` keeps the scan to the unreleased ones)."""
     return list(
         await session.scalars(
             select(Incident.id)
-            .where(Incident.status.in_(FINISHED), Incident.inhibition_released_at.is_(None))
+            .where(
+                Incident.tier >= rule.source_tier,
+                Incident.inhibition_released_at.is_(None),
+                Incident.status.in_(FINISHED),
+            )
             .order_by(Incident.id)
             .limit(limit)
         )

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     Unicode,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -101,6 +102,15 @@ class Incident(Base):
         CheckConstraint(
             "status IN ('open', 'acknowledged', 'mitigating', 'resolved', 'closed')",
             name="status",
+        ),
+        # the ended incidents still to release (``inhibition.ended``, each tick): live
+        # ones and those below the inhibiting tier (never released: they inhibit nothing)
+        Index(
+            "ix_incidents_inhibition_unreleased",
+            "tier",
+            "id",
+            postgresql_where=text("inhibition_released_at IS NULL"),
+            sqlite_where=text("inhibition_released_at IS NULL"),
         ),
     )
 

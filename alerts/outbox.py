@@ -106,8 +106,15 @@ OnFailed = Callable[[AsyncSession, str, str, datetime], Awaitable[None]]
 """(session, channel, error, now): a delivery failed for good on its last channel."""
 
 
-def escalation_reason(level: int) -> str:
-    return f"escalation-{level}"
+ESCALATION = "escalation-"
+"""Prefix of the reason of an escalation step or reminder (``escalation_reason``)."""
+
+
+def escalation_reason(level: int, run: int = 1) -> str:
+    """The reason of step ``level`` of the incident's ``run``-th escalation at its tier
+    (``escalation-<level>``, then ``escalation-<level>@<run>`` for a run started again by a
+    release: its dedupe keys are new, as ``realert_reason``'s are)."""
+    return f"{ESCALATION}{level}" if run <= 1 else f"{ESCALATION}{level}@{run}"
 
 
 def realert_reason(n: int) -> str:
@@ -125,7 +132,7 @@ def is_alert(reason: str) -> bool:
 def is_page(reason: str) -> bool:
     """An alert that asks someone to act (first alert, upgrade, re-alert, escalation): moot
     once somebody acknowledged the incident."""
-    return is_alert(reason) or reason.startswith("escalation-")
+    return is_alert(reason) or reason.startswith(ESCALATION)
 
 
 def no_longer_needed(reason: str, incident_status: str | None) -> str | None:

@@ -51,7 +51,7 @@ from alerts.storymerge import apply_story_merge
 from alerts.workflow import tasks
 from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.clock import Clock
-from core.db import unit_of_work
+from core.db import database_unavailable, unit_of_work
 from core.events import TOPIC_SIGNALS, Signal
 from core.metrics import Metrics
 
@@ -279,7 +279,7 @@ class AlertService:
         alerted."""
         now = self.clock.now()
         async with self.sessions() as session:
-            ended = await inhibition.ended(session)
+            ended = await inhibition.ended(session, self.config.inhibit)
         alerted = 0
         for incident_id in ended:
             released = await self._release(
@@ -321,15 +321,28 @@ class AlertService:
         due task reminders, alert what ended silences had muted and what ended incidents
         had inhibited, deliver what they queued."""
         failed: list[str] = []
+        down: list[str] = []  # the step that found the database unavailable
 
         async def step(name: str, run: Callable[[], Awaitable[int | None]]) -> int:
+            if down:
+                return 0  # the database is down: the other steps would only fail too
             try:
                 return await run() or 0
-            except Exception:
-                # one step's failure must not stop the others (escalations, SLA clocks)
-                log.exception("alerts tick: %s failed; the other steps go on", name)
+            except Exception as exc:
                 self.metrics.alert_tick_errors.labels(name).inc()
                 failed.append(name)
+                if database_unavailable(exc):
+                    down.append(name)
+                    log.error(
+                        "alerts tick: %s failed, the database is unavailable (%s: %s); "
+                        "the rest of this tick is skipped, the next one retries",
+                        name,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                    )
+                    return 0
+                # one step's failure must not stop the others (escalations, SLA clocks)
+                log.exception("alerts tick: %s failed; the other steps go on", name)
                 return 0
 
         attempted = await step("deliver", self.deliver)

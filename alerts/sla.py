@@ -40,6 +40,19 @@ def start(incident: Incident, config: AlertsConfig, at: datetime) -> None:
     incident.sla_breached_at = None
 
 
+def restart(incident: Incident, config: AlertsConfig, at: datetime) -> None:
+    """The clock of an incident alerted again at the same tier (released from a silence or
+    an inhibition): a clock already met stays met (its deadline and warnings kept, for the
+    report; ``check`` skips it); else it starts again at ``at``, and is met at once by a
+    response recorded meanwhile, if that is what the tier waits for (a reply or statement
+    recorded while the incident was muted)."""
+    if incident.sla_met_at is not None:
+        return
+    start(incident, config, at)
+    if incident.responded_at is not None:
+        met(incident, "responded", incident.responded_at)
+
+
 def stop(incident: Incident) -> None:
     incident.sla_due_at = None
 

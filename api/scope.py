@@ -3,7 +3,8 @@
 Incidents and drills have one watch. A silence is limited to the watches of its ``watch``
 matcher (none: every watch). A team belongs to the watches whose alerts the routing tree
 may send it, and to every watch when an escalation policy notifies it (or its on-call
-person) by name: ``teams_of_watches`` says which teams a scoped key may see on call.
+person) by name, or a playbook task of a tier is its (reminders go to the task's team):
+``teams_of_watches`` says which teams a scoped key may see on call.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def _reachable(
 def teams_of_watches(config: AlertsConfig, watches: Collection[str]) -> set[str]:
     """The configured teams that alerts of ``watches`` may reach: those the routing tree
     may route them to (at any tier, from any platform) and those every escalation of a
-    tier may notify by name (``notify: {teams, on_call_of}``)."""
+    tier may notify by name (``notify: {teams, on_call_of}``) or that own a playbook task
+    (``playbooks[tier][*].team``: its reminders go to that team)."""
     found: set[str] = set()
     root = tuple(config.routes.teams or ())
     for watch in watches:
@@ -90,4 +92,6 @@ def teams_of_watches(config: AlertsConfig, watches: Collection[str]) -> set[str]
         for step in policy.steps if policy is not None else ():
             if isinstance(step.notify, StepTargets):
                 found.update(step.notify.teams, step.notify.on_call_of)
+    for playbook in config.playbooks.values():
+        found.update(task.team for task in playbook)
     return found & set(config.teams)

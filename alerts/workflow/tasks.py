@@ -9,7 +9,8 @@ never remind twice. Reminders stop when the task is finished or the incident res
 
 A task created while its incident's alert was muted (silenced, inhibited) has no reminders
 planned; when the incident is alerted (the silence or the inhibiting incident ended, or an
-upgrade) ``plan_muted`` makes it due from then by its rules and plans its reminders, once.
+upgrade) ``plan_muted`` makes it due from then by its rules and plans its reminders, once;
+if it is acknowledged while muted, from the ack (``plan_acknowledged``, each tick).
 While an incident is inhibited (an open
 incident of the inhibition's source tier for its story or watch, ``alerts.inhibition``),
 its tasks' reminders wait; once nothing inhibits it they go on, the points missed meanwhile
@@ -38,7 +39,7 @@ from sqlalchemy.orm import aliased
 from alerts.config import AlertsConfig, PlaybookTask
 from alerts.inhibition import inhibitor_of
 from alerts.messages import describe
-from alerts.models import FINISHED, Incident
+from alerts.models import ACKNOWLEDGED, FINISHED, MITIGATING, Incident
 from alerts.outbox import enqueue, rowcount
 from alerts.targets import unkeyed_team_targets
 from alerts.timeline import add_event
@@ -173,6 +174,44 @@ async def plan_muted(
     return planned
 
 
+async def plan_acknowledged(session: AsyncSession, config: AlertsConfig, now: datetime) -> int:
+    """``plan_muted`` for the incidents acknowledged (or mitigating) while muted: their tasks
+    created then would be planned only when they are alerted again, and a release never
+    alerts an acknowledged incident (nor does anything else once a silence or inhibition
+    simply goes on after the ack), so they would never be reminded. Planned from the ack
+    (the tick runs this before the reminders; the ack itself has no config at hand).
+    Returns how many tasks were planned. While the incident stays inhibited its reminders
+    wait as any other's (``remind_due``)."""
+    ids = (
+        await session.scalars(
+            select(IncidentTask.incident_id)
+            .join(Incident, Incident.id == IncidentTask.incident_id)
+            .where(
+                IncidentTask.status == TASK_OPEN,
+                IncidentTask.next_reminder_at.is_(None),
+                IncidentTask.reminders_sent == 0,  # (a planned task's reminders were sent)
+                Incident.status.in_((ACKNOWLEDGED, MITIGATING)),
+            )
+            .distinct()
+            .order_by(IncidentTask.incident_id)
+            .limit(BATCH)
+        )
+    ).all()
+    planned = 0
+    for incident_id in ids:
+        incident = await session.scalar(  # locked: two alerters never plan one twice
+            select(Incident)
+            .where(Incident.id == incident_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if incident is None or incident.status not in (ACKNOWLEDGED, MITIGATING):
+            continue
+        start = incident.acked_at or now
+        planned += len(await plan_muted(session, incident, config, start, now))
+    return planned
+
+
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
@@ -228,7 +267,9 @@ async def remind_due(
     session: AsyncSession, config: AlertsConfig, now: datetime, metrics: Metrics
 ) -> int:
     """Queue the task reminders that are due; returns how many were queued. Those of an
-    inhibited incident wait (they are not read: the batch is not filled with them)."""
+    inhibited incident wait (they are not read: the batch is not filled with them). The
+    tasks of incidents acknowledged while muted are planned first (``plan_acknowledged``)."""
+    await plan_acknowledged(session, config, now)
     conditions = [
         IncidentTask.status == TASK_OPEN,
         IncidentTask.next_reminder_at <= now,
