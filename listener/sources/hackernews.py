@@ -36,6 +36,7 @@ from listener.sources.timemark import (
     LateWindowSeconds,
     load_marks,
     poll_since,
+    searched,
     whole_seconds,
 )
 
@@ -165,13 +166,7 @@ class HackerNewsSource(LiveSource):
         """Backfill: stories and comments matching ``query`` since ``since``, oldest first
         (a hit that cannot be read is skipped, logged and counted)."""
         hits = await self.client.since(query, int(since.timestamp()))
-
-        def read(item: Any) -> Mention:
-            stamp(item)
-            return map_hit(item)
-
-        found = self.skips.read_all(hits, read, f"hit of search {query!r}")
-        return sorted(found, key=lambda m: (m.created_at, m.id))  # the API: newest first
+        return searched(self, hits, stamp, map_hit, f"hit of search {query!r}")
 
     def check_cursor(self, cursor: str) -> None:
         load_marks(cursor)

@@ -50,6 +50,7 @@ from listener.sources.timemark import (
     LateWindowSeconds,
     load_marks,
     poll_since,
+    searched,
     whole_seconds,
 )
 
@@ -305,13 +306,7 @@ class RedditSource(LiveSource):
         first (a thing that cannot be read is skipped, logged and counted)."""
         params = {"q": query, "sort": "new", "type": "link"}
         things = await self.client.since("/search", params, int(since.timestamp()))
-
-        def read(item: Any) -> Mention:
-            stamp(item)
-            return map_thing(item)
-
-        found = self.skips.read_all(things, read, f"thing of search {query!r}")
-        return sorted(found, key=lambda m: (m.created_at, m.id))  # the API: newest first
+        return searched(self, things, stamp, map_thing, f"thing of search {query!r}")
 
     def check_cursor(self, cursor: str) -> None:
         load_marks(cursor)

@@ -232,6 +232,24 @@ async def poll_since(
         await source.clock.sleep(interval())
 
 
+def searched(
+    source: LiveSource,
+    items: Sequence[Item],
+    stamp: Callable[[Item], tuple[int, str]],
+    to_mention: Callable[[Item], Mention],
+    what: str,
+) -> list[Mention]:
+    """A backfill search's items as mentions, oldest first (the APIs answer newest first);
+    an item that cannot be read is skipped, logged and counted as a ``what``."""
+
+    def read(item: Item) -> Mention:
+        stamp(item)
+        return to_mention(item)
+
+    found = source.skips.read_all(items, read, what)
+    return sorted(found, key=lambda m: (m.created_at, m.id))
+
+
 def _latest(source: LiveSource) -> int:
     """The latest second a mark may move to: the clock plus ``MAX_FUTURE``."""
     return int((source.clock.now() + MAX_FUTURE).timestamp())
