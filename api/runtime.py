@@ -10,9 +10,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import httpx
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alerts.acklinks import link_maker
@@ -20,6 +22,7 @@ from alerts.service import AlertService
 from api.auth import KeyRing
 from api.settings import Settings
 from core.bus import Bus
+from core.bus.journal import BusJournal
 from core.bus.memory import MemoryBus
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_sessionmaker, upgrade_database
@@ -50,7 +53,25 @@ DB_ROLES = frozenset({Role.ALERTER, Role.API})
 BUS_ROLES = frozenset({Role.LISTENER, Role.SCORER, Role.DETECTOR, Role.ALERTER})
 
 
-def make_bus(settings: Settings, metrics: Metrics) -> Bus:
+def journal_path(settings: Settings) -> Path | None:
+    """The memory bus journal's file (``bus.journal``): ``auto`` puts it beside a SQLite
+    database file (``var/crisiswatch.db`` -> ``var/crisiswatch.db.bus-journal``); with an
+    in-memory SQLite or another database, ``auto`` means no journal."""
+    choice = settings.bus.journal
+    if choice == "off":
+        return None
+    if choice != "auto":
+        return Path(choice)
+    url = make_url(settings.database.url.get_secret_value())
+    database = url.database
+    if not url.drivername.startswith("sqlite") or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or url.query.get("mode") == "memory":
+        return None  # a URI filename: leave it to an explicit bus.journal
+    return Path(database).with_name(Path(database).name + ".bus-journal")
+
+
+def make_bus(settings: Settings, metrics: Metrics, journal: Path | None = None) -> Bus:
     if settings.bus.kind == "memory":
         return MemoryBus(
             capacity=settings.bus.capacity,
@@ -58,6 +79,11 @@ def make_bus(settings: Settings, metrics: Metrics) -> Bus:
             max_dead_letters_per_minute=settings.bus.max_dead_letters_per_minute,
             max_failures_in_a_row=settings.bus.max_failures_in_a_row,
             stop_timeout=settings.bus.stop_timeout,
+            journal=(
+                BusJournal(journal, synchronous=settings.bus.journal_synchronous)
+                if journal is not None
+                else None
+            ),
         )
     from core.bus.kafka import KafkaBus
 
@@ -119,8 +145,20 @@ class Runtime:
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
         # a listener with live sources keeps their cursors in the database
         cursors_in_db = Role.LISTENER in self.roles and s.listener.sources.live
-        # a detector on Kafka keeps each watch's state in the database (detector_state)
-        detector_in_db = Role.DETECTOR in self.roles and s.detector.durable_state(s.bus.kind)
+        # the embedded process journals its bus, so that a kill loses no event in flight
+        journal = journal_path(s) if self.embedded else None
+        if self.embedded and journal is None:
+            log.warning(
+                "the in-process bus keeps no journal (%s): events in flight are lost if this "
+                "process is killed",
+                "bus.journal is off"
+                if s.bus.journal == "off"
+                else "the database is not a SQLite file: set bus.journal to a file path",
+            )
+        # a detector on Kafka, or over a journal, keeps each watch's state in the database
+        detector_in_db = Role.DETECTOR in self.roles and s.detector.durable_state(
+            s.bus.kind, journaled=journal is not None
+        )
         if self.roles & DB_ROLES or cursors_in_db or detector_in_db:
             self.engine = make_engine(
                 s.database.url.get_secret_value(),
@@ -137,7 +175,7 @@ class Runtime:
             self.ready = True  # start and answer acks while the broker is down
             log.info("crisiswatch is up (no bus needed)")
             return
-        self.bus = make_bus(s, self.metrics)
+        self.bus = make_bus(s, self.metrics, journal)
 
         if Role.SCORER in self.roles:
             if self.classifier is None:
@@ -211,6 +249,8 @@ class Runtime:
                 log.error("gave up draining the in-process bus after %.0f s", self.drain_timeout)
         if self.bus is not None:
             await self.bus.stop()
+            if isinstance(self.bus, MemoryBus):
+                await self.bus.close()  # its journal's file lock, for the next process
         for service in (self.detector, self.scorer, self.alerter):
             if service is not None:
                 await service.stop()

@@ -8,7 +8,9 @@ scorer's cache never helps and every mention costs a classification (English is 
 language: its cascade ends in a transformer for about half the texts). One catch-all watch.
 
 * **embedded** (``--mode embedded``): one ``Runtime`` with every role in this process
-  (memory bus, SQLite in a temp dir, the shipped classifier, default config: 2 workers).
+  (memory bus with its journal, SQLite in a temp dir, the detector's state saved there after
+  each batch, the shipped classifier, default config: 2 workers; ``--journal-off`` adds a
+  run without the journal, whose detector keeps its state in memory only).
   The mentions go into ``ListenerService.ingest`` in batches of 200 as fast as
   back-pressure lets them; each stage's progress is its consumer group's committed offset,
   sampled every 0.1 s. Per stage: the sustained rate (items/s between 10 % and 90 % of the
@@ -115,12 +117,15 @@ def classifier_rate(classifier: Any, mentions: list[Mention], chunk: int = 512) 
 
 
 async def embedded(
-    mentions: list[Mention], scorer_batch: int | None, workers: int | None = None
+    mentions: list[Mention],
+    scorer_batch: int | None,
+    workers: int | None = None,
+    journal: bool = True,
 ) -> dict[str, Any]:
     from api.runtime import Runtime
     from api.settings import Settings
     from core.bus.memory import MemoryBus
-    from core.settings import DatabaseConfig
+    from core.settings import BusConfig, DatabaseConfig
     from listener.config import ListenerConfig
     from sentiment.config import ScorerConfig
 
@@ -133,6 +138,7 @@ async def embedded(
     with temp_dir("cw-bench-") as tmp:
         settings = Settings(
             database=DatabaseConfig(url=f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"),
+            bus=BusConfig(journal="auto" if journal else "off"),
             listener=ListenerConfig(watches=[catch_all()]),
             scorer=scorer,
         )
@@ -205,6 +211,7 @@ async def embedded(
         "mentions": n,
         "signals": signals,
         "classifier_workers": settings.scorer.classifier.workers,
+        "bus_journal": journal,
         "scorer_batch_size": settings.scorer.batch_size,
         "classifier_alone_scorer_batch_texts_per_s": round(alone_small, 1),
         "classifier_alone_texts_per_s": {
@@ -619,7 +626,9 @@ def render(result: dict[str, Any]) -> str:
         e = result[key]
         s = e["sustained_10_90_per_s"]
         out.append(
-            "embedded (one process, memory bus, SQLite, "
+            "embedded (one process, memory bus "
+            f"{'with its journal' if e.get('bus_journal', False) else 'without a journal'}, "
+            "SQLite, "
             f"{e['classifier_workers']} classifier workers, scorer batch "
             f"{e['scorer_batch_size']}), {e['mentions']:,} mentions:"
         )
@@ -754,6 +763,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for workers in args.workers:
             key = f"embedded_workers_{workers}"
             result[key] = await embedded(mentions, None, workers) | {"machine": machine()}
+        if args.journal_off:
+            key = "embedded_journal_off"
+            result[key] = await embedded(mentions, None, journal=False) | {"machine": machine()}
     if args.mode in ("kafka", "all"):
         result["kafka"] = await kafka(mentions, args) | {"machine": machine()}
     if args.mode in ("kafka-scorer", "all"):
@@ -783,6 +795,12 @@ def main() -> None:
         default=[1],
         help="embedded: also run with these scorer.classifier.workers (1: one core for the "
         "classifier, the other for the rest of the pipeline)",
+    )
+    parser.add_argument(
+        "--journal-off",
+        action="store_true",
+        help="embedded: also run with bus.journal off (no journal, detector state in memory: "
+        "what a crash-safe embedded process costs)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="kafka: runs of 1 and 2 scorers")
     parser.add_argument("--partitions", type=int, default=6)

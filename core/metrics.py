@@ -315,3 +315,17 @@ class Metrics:
             ["topic", "group"],
             registry=r,
         )
+        self.bus_journal_errors = Counter(
+            "crisiswatch_bus_journal_errors",
+            "Memory bus: journal writes that failed (append: the publish failed and is "
+            "retried by its caller; commit: those events are delivered again after a restart)",
+            ["op"],
+            registry=r,
+        )
+        self.bus_journal_recovered = Counter(
+            "crisiswatch_bus_journal_recovered",
+            "Memory bus: events taken back from the journal at start, not yet handled by a "
+            "group (summed over groups)",
+            ["topic"],
+            registry=r,
+        )

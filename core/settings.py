@@ -27,6 +27,18 @@ KAFKA_REQUEST_TIMEOUT_MS = 40_000  # the Kafka bus's request timeout (aiokafka's
 class BusConfig(Section):
     kind: Literal["memory", "kafka"] = "memory"
     capacity: int = Field(1000, ge=1, description="memory bus: events a group may lag")
+    journal: str = Field(
+        "auto",
+        min_length=1,
+        description="memory bus, embedded process: a SQLite file that keeps the events in "
+        "flight, so a crash or a kill loses none (core.bus.journal): 'auto' (beside the "
+        "database when that is a SQLite file, else off), 'off', or a file path",
+    )
+    journal_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="memory bus journal: NORMAL survives a killed process; FULL also a power "
+        "loss (an fsync per write)",
+    )
     bootstrap_servers: str = "localhost:9092"
     topic_prefix: str = Field("crisiswatch.", description="kafka: prefix of every topic")
     partitions: int = Field(6, ge=1, description="kafka: partitions of topics it creates")

@@ -17,6 +17,15 @@ behind (memory stays bounded; nothing is dropped), and ``join()`` no longer wait
 ``start()`` on the same instance runs it again from there. ``dead_letters`` keeps the
 last ``dead_letter_capacity`` letters (each one is also logged when it is dead-lettered
 and when it is forgotten). ``crisiswatch_bus_consumer_lag`` is end minus committed.
+
+With a ``journal`` (``core.bus.journal``; the embedded runtime gives it one), the log
+survives the process: each run of published records is on disk before it is appended
+(and before ``publish`` returns), each group's position is written after its handler
+returned, and the first ``start()`` reads back what was not handled by every group, so
+a killed process loses no event. A journal that cannot be written fails the ``publish``
+(the caller keeps its events and retries, as when Kafka is down); a position that cannot
+be written is logged and counted (``crisiswatch_bus_journal_errors``): those events are
+delivered again after a restart, never lost.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from pydantic import BaseModel
 
 from core.bus.base import Bus, DeadLetter, Record, Subscription, encode_event
 from core.bus.halt import ConsumerHalted
+from core.bus.journal import BusJournal
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,7 @@ class _Topic:
     records: list[Record] = field(default_factory=list)
     base: int = 0  # offset of records[0]
     committed: dict[str, int] = field(default_factory=dict)  # group -> next offset
+    publishing: asyncio.Lock = field(default_factory=asyncio.Lock)  # journal order = log order
 
     @property
     def end(self) -> int:
@@ -73,6 +84,7 @@ class MemoryBus(Bus):
         monotonic: Callable[[], float] = time.monotonic,
         dead_letter_capacity: int = 1000,
         stop_timeout: float = 15.0,
+        journal: BusJournal | None = None,
     ) -> None:
         super().__init__(
             metrics,
@@ -94,6 +106,8 @@ class MemoryBus(Bus):
         self._busy: set[str] = set()
         self._stopping = False
         self._warned_unread: set[str] = set()
+        self.journal = journal
+        self._recovered = False
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
@@ -101,9 +115,51 @@ class MemoryBus(Bus):
             topic = self._topics[name] = _Topic(name)
         return topic
 
+    async def _open_journal(self) -> None:
+        """Open the journal; the first time, take back what it holds: the records some
+        group had not handled, and each group's position."""
+        assert self.journal is not None
+        if self._recovered:  # this memory holds the log: only open the file again
+            if not self.journal.is_open:
+                await self.journal.open()
+            return
+        saved = await self.journal.open()
+        self._recovered = True
+        groups = {(sub.topic, sub.group) for sub in self._subscriptions}
+        for name, kept in saved.items():
+            t = self._topic(name)
+            t.base = kept.base
+            t.records = [
+                Record(topic=name, key=key, value=value, offset=offset)
+                for offset, key, value in kept.records
+            ]
+            for group, position in kept.committed.items():
+                if (name, group) in groups:
+                    t.committed[group] = max(position, t.base)
+                else:  # it would hold the log (and the publishers) back for ever
+                    log.warning(
+                        "bus journal: group %r of topic %r is not read in this process any "
+                        "more: its position is forgotten",
+                        group,
+                        name,
+                    )
+                    await self.journal.forget_group(name, group)
+            behind = {g: t.end - p for g, p in t.committed.items() if p < t.end}
+            if t.records:
+                log.info(
+                    "bus journal: %d event(s) of %r taken back from %s (not yet handled: %s)",
+                    len(t.records),
+                    name,
+                    self.journal.path,
+                    ", ".join(f"{g} {n}" for g, n in sorted(behind.items())) or "none",
+                )
+            self.metrics.bus_journal_recovered.labels(name).inc(sum(behind.values()))
+
     async def start(self) -> None:
         if self._started:
             return
+        if self.journal is not None:
+            await self._open_journal()
         for sub in self._subscriptions:
             t = self._topic(sub.topic)
             # a new group starts at the oldest record kept, never below it
@@ -146,16 +202,24 @@ class MemoryBus(Bus):
             async with self._changed:
                 self._stopping = False
                 self._changed.notify_all()
+        kept = "in its journal" if self.journal is not None else "for a restart of this bus"
         for t in self._topics.values():
             for group, pos in t.committed.items():
                 if pos < t.end:
                     log.warning(
                         "memory bus stopped with %d event(s) of %r not handled by group %r "
-                        "(kept for a restart of this bus; call join() before stop() to drain)",
+                        "(kept %s; call join() before stop() to drain)",
                         t.end - pos,
                         t.name,
                         group,
+                        kept,
                     )
+
+    async def close(self) -> None:
+        """Close the journal (its file lock is released): after ``stop()``, when this
+        instance is done with. ``start()`` opens it again."""
+        if self.journal is not None:
+            await self.journal.close()
 
     async def publish(self, topic: str, event: BaseModel, *, key: str) -> None:
         await self._append(topic, [(key, encode_event(event), event)])
@@ -177,25 +241,36 @@ class MemoryBus(Bus):
         pipeline a third of its event-loop time and give an equal event."""
         t = self._topic(topic)
         done = 0
-        while done < len(values):
-            async with self._changed:
-                # While stopping, a handler finishing its batch may still publish: the
-                # events are kept beyond capacity rather than refused (refusing would
-                # dead-letter them) or waited on (the consumers that would make room are
-                # stopping too).
-                await self._changed.wait_for(lambda: t.lag() < self.capacity or self._stopping)
-                room = len(values) - done if self._stopping else self.capacity - t.lag()
-                run = values[done : done + max(1, room)]
-                for key, value, event in run:
-                    if self._started and not t.committed:
-                        self._keep_unread_bounded(t)
-                    t.records.append(
-                        Record(topic=topic, key=key, value=value, offset=t.end, event=event)
-                    )
-                done += len(run)
-                self.metrics.bus_published.labels(topic).inc(len(run))
-                self._report_lag(t)
-                self._changed.notify_all()
+        async with t.publishing:  # one run at a time: offsets, journal and log agree
+            while done < len(values):
+                async with self._changed:
+                    # While stopping, a handler finishing its batch may still publish: the
+                    # events are kept beyond capacity rather than refused (refusing would
+                    # dead-letter them) or waited on (the consumers that would make room
+                    # are stopping too).
+                    await self._changed.wait_for(lambda: t.lag() < self.capacity or self._stopping)
+                    room = len(values) - done if self._stopping else self.capacity - t.lag()
+                    run = values[done : done + max(1, room)]
+                    first, base = t.end, t.base  # only a holder of t.publishing moves the end
+                if self.journal is not None:  # on disk before anyone can handle it
+                    try:
+                        await self.journal.append(topic, first, [(k, v) for k, v, _ in run])
+                    except Exception:
+                        self.metrics.bus_journal_errors.labels("append").inc()
+                        raise
+                async with self._changed:
+                    for key, value, event in run:
+                        if self._started and not t.committed:
+                            self._keep_unread_bounded(t)
+                        t.records.append(
+                            Record(topic=topic, key=key, value=value, offset=t.end, event=event)
+                        )
+                    done += len(run)
+                    self.metrics.bus_published.labels(topic).inc(len(run))
+                    self._report_lag(t)
+                    self._changed.notify_all()
+                if self.journal is not None and t.base > base and not t.committed:
+                    await self.journal.trim(topic, t.base)  # what nobody reads, let go
 
     def _keep_unread_bounded(self, t: _Topic) -> None:
         """A started bus where no group reads ``t`` (a role subset on the memory bus, a
@@ -299,3 +374,20 @@ class MemoryBus(Bus):
                 t.trim()
                 self._report_lag(t)
                 self._changed.notify_all()
+            if self.journal is not None:
+                await self._journal_commit(t, sub.group, pos + len(batch))
+
+    async def _journal_commit(self, t: _Topic, group: str, position: int) -> None:
+        assert self.journal is not None
+        try:
+            await self.journal.commit(t.name, group, position, t.base)
+        except Exception as exc:  # the events stay handled here; a restart repeats them
+            self.metrics.bus_journal_errors.labels("commit").inc()
+            log.error(
+                "bus journal: cannot record that group %r handled %r up to %d (%s): after a "
+                "restart those events are delivered again",
+                group,
+                t.name,
+                position,
+                exc,
+            )

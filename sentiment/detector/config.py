@@ -124,7 +124,8 @@ class DetectorConfig(Section):
         "auto",
         description="where each watch's state is saved after every batch, so that a "
         "restart or a rebalance resumes its stories: database (the detector_state table), "
-        "memory (lost at exit), auto = database on the Kafka bus, memory in-process",
+        "memory (lost at exit), auto = database on the Kafka bus and in an embedded process "
+        "whose bus keeps a journal (bus.journal), memory otherwise (replays, benchmarks)",
     )
 
     # --- windows -------------------------------------------------------------------------
@@ -397,10 +398,11 @@ class DetectorConfig(Section):
     evidence_count: int = Field(5, ge=1, le=50, description="mentions carried in a Signal")
     evidence_chars: int = Field(280, ge=20, le=4_000, description="text trimmed to this")
 
-    def durable_state(self, bus_kind: str) -> bool:
-        """Whether the detector saves watch state in the database on this bus."""
+    def durable_state(self, bus_kind: str, *, journaled: bool = False) -> bool:
+        """Whether the detector saves watch state in the database on this bus
+        (``journaled``: a memory bus whose events survive the process)."""
         if self.state_store == "auto":
-            return bus_kind != "memory"
+            return bus_kind != "memory" or journaled
         return self.state_store == "database"
 
     def effective(self) -> DetectorConfig:

@@ -11,6 +11,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel
 
 from core.bus.base import Bus, DeadLetter, PermanentError, RetryPolicy, decode_event, dlq_topic
+from core.bus.journal import BusJournal
 from core.bus.kafka import KafkaBus
 from core.bus.memory import MemoryBus
 from core.events import (
@@ -160,6 +162,44 @@ class MemoryHarness(BusHarness):
         return bus
 
 
+class JournalHarness(MemoryHarness):
+    """The memory bus over a journal; a restart is a new instance on the same file (a new
+    process), as in the embedded runtime."""
+
+    kind = "memory-journal"
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self.files: dict[int, Path] = {}
+
+    def _new(self) -> Bus:
+        path = self.folder / f"bus-{len(self.made)}.journal"
+        bus = MemoryBus(capacity=100, journal=BusJournal(path))
+        self.files[id(bus)] = path
+        return bus
+
+    def _on(self, path: Path) -> Bus:
+        bus = MemoryBus(capacity=100, journal=BusJournal(path))
+        self.files[id(bus)] = path
+        self.made.append(bus)
+        return bus
+
+    async def reopen(self, bus: Bus, subscribe: Callable[[Bus], None]) -> Bus:
+        assert isinstance(bus, MemoryBus)
+        await bus.close()
+        fresh = self._on(self.files[id(bus)])
+        subscribe(fresh)
+        await fresh.start()
+        return fresh
+
+    async def close(self) -> None:
+        await super().close()
+        for bus in self.made:
+            assert isinstance(bus, MemoryBus)
+            await bus.close()
+
+
 class KafkaHarness(BusHarness):
     kind = "kafka"
 
@@ -215,11 +255,13 @@ class KafkaHarness(BusHarness):
         return fresh
 
 
-@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
-async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusHarness]:
+@pytest.fixture(params=["memory", "memory-journal", pytest.param("kafka", marks=pytest.mark.kafka)])
+async def bus_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BusHarness]:
     harness: BusHarness
     if request.param == "memory":
         harness = MemoryHarness()
+    elif request.param == "memory-journal":
+        harness = JournalHarness(tmp_path)
     else:
         harness = KafkaHarness(request.getfixturevalue("kafka_config"))
     try:
