@@ -27,6 +27,7 @@ from core.bus.memory import MemoryBus
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.metrics import Metrics
+from listener.cascade_store import DbCascadeStore
 from listener.cursors import DbCursorStore
 from listener.dedup import Deduplicator
 from listener.service import ListenerService
@@ -222,6 +223,7 @@ class Runtime:
                 Deduplicator(s.listener.dedup_capacity),
                 http=self.http,
                 cursors=DbCursorStore(self.sessions, self.clock) if self.sessions else None,
+                cascade_store=DbCascadeStore(self.sessions) if self.sessions else None,
             )
 
         await self.bus.start()

@@ -84,6 +84,37 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.cascade_db_errors = Counter(
+            "crisiswatch_listener_cascade_db_errors",
+            "Cascade index loads, saves and prunes the database refused (tried again later; "
+            "ingesting goes on), by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.cascade_unsaved = Gauge(
+            "crisiswatch_listener_cascade_unsaved",
+            "Cascade entries (matched mentions) learned but not yet written to the database",
+            registry=r,
+        )
+        self.cascade_dropped = Counter(
+            "crisiswatch_listener_cascade_dropped",
+            "Cascade entries never written to the database (overflow: more than "
+            "cascade_capacity waited during an outage; stop: the last save failed), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.cascade_restored = Counter(
+            "crisiswatch_listener_cascade_restored",
+            "Cascade entries loaded from the database at start",
+            registry=r,
+        )
+        self.cascade_pruned = Counter(
+            "crisiswatch_listener_cascade_pruned",
+            "Cascade rows deleted from the database, by reason (age: unused for "
+            "cascade_keep_days; capacity: beyond cascade_capacity)",
+            ["reason"],
+            registry=r,
+        )
         # sentiment / detector
         self.mentions_scored = Counter(
             "crisiswatch_mentions_scored", "Mentions scored, by label", ["label"], registry=r

@@ -178,7 +178,26 @@ class ListenerConfig(Section):
         500_000,
         ge=1,
         description="matched mention ids remembered so that their reposts/replies inherit "
-        "the watches",
+        "the watches (in memory; with a database also in table listener_cascade, at most "
+        "this many rows)",
+    )
+    cascade_keep_days: float = Field(
+        7.0,
+        gt=0,
+        description="with a database: a cascade entry not used (remembered, or continued by a "
+        "repost/reply) for this long is deleted from listener_cascade and not loaded at start",
+    )
+    cascade_flush_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="with a database: new cascade entries are written this often (and at "
+        "stop); a crash loses at most this much",
+    )
+    cascade_load_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="with a database: the longest start-up spends loading cascade entries "
+        "(most recent first); the rest are not loaded",
     )
     ingest_batch: int = Field(200, ge=1, description="mentions per ingest call from a source")
     source_retry_seconds: float = Field(1.0, gt=0, description="first backoff after an error")

@@ -10,6 +10,10 @@ A batch is published with one ``Bus.publish_many``. Its mentions are marked as s
 it is published and all unmarked if publishing fails (the caller may retry the batch). A
 failure part way through means a retry publishes the first events again: at-least-once, as
 everywhere on the bus.
+
+With a ``cascade_store`` (the database) the cascade index survives a restart: it is loaded
+before the sources start, and the entries of published batches are written behind, off
+the ingest path (``listener.cascade_keeper``). Without one it lives in memory only.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from core.events import TOPIC_MENTIONS, Mention, WatchMatch
 from core.metrics import Metrics
 from listener.batching import SourceFailed, batched
 from listener.cascade import CascadeIndex
+from listener.cascade_keeper import CascadeKeeper
+from listener.cascade_store import CascadeStore
 from listener.config import ListenerConfig
 from listener.cursors import CursorStore
 from listener.dedup import Dedup, delivery_key
@@ -112,9 +118,11 @@ class ListenerService:
         sources: Sequence[Source] | None = None,
         http: httpx.AsyncClient | None = None,
         cursors: CursorStore | None = None,
+        cascade_store: CascadeStore | None = None,
     ) -> None:
         """``sources``: run these instead of the ones ``config.sources`` names. ``http``
-        and ``cursors``: what the network sources are built with."""
+        and ``cursors``: what the network sources are built with. ``cascade_store``: where
+        the cascade index is kept across restarts (None: in memory only)."""
         self.http = http
         self.cursors = cursors
         self.bus = bus
@@ -123,7 +131,14 @@ class ListenerService:
         self.metrics = metrics
         self.dedup = dedup
         self.matcher = WatchMatcher(config.watches)
-        self.cascade = CascadeIndex(config.cascade_capacity)
+        self.cascade = CascadeIndex(
+            config.cascade_capacity, track_touches=cascade_store is not None
+        )
+        self.cascade_keeper = (
+            CascadeKeeper(self.cascade, cascade_store, config, clock, metrics)
+            if cascade_store is not None
+            else None
+        )
         self.sources: list[Source] = []
         self._given_sources = list(sources) if sources is not None else None
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,9 +159,11 @@ class ListenerService:
         report = IngestReport()
         marked: list[str] = []
         pending: list[tuple[str, Mention]] = []
+        learned: list[tuple[str, list[WatchMatch]]] = []
         try:
             for index, mention in enumerate(mentions):
-                report.items.append(self._prepare(index, mention, report, marked, pending))
+                item = self._prepare(index, mention, report, marked, pending, learned)
+                report.items.append(item)
             if pending:
                 try:
                     await self.bus.publish_many(TOPIC_MENTIONS, pending)
@@ -156,6 +173,8 @@ class ListenerService:
             for key in marked:
                 self.dedup.forget(key)  # not (fully) published: let a retry through
             raise
+        if learned and self.cascade_keeper is not None:
+            self.cascade_keeper.learned(learned)  # written behind, now that it is published
         for item in report.items:  # counted once published (a retried batch counts once)
             if item.outcome != "duplicate":
                 label = self._label(mentions[item.index].source)
@@ -174,10 +193,12 @@ class ListenerService:
         report: IngestReport,
         marked: list[str],
         pending: list[tuple[str, Mention]],
+        learned: list[tuple[str, list[WatchMatch]]],
     ) -> ItemOutcome:
         """Dedup and match one mention; its events go to ``pending``, its dedup key to
         ``marked``. The cascade learns it now, so a reply later in the same batch finds
-        it (a failed publish leaves it there; the retry remembers it again)."""
+        it (a failed publish leaves it there; the retry remembers it again); its entry
+        goes to ``learned``, for the database once the batch is published."""
         label = self._label(mention.source)
         key = delivery_key(mention)
         if self.dedup.seen(key):
@@ -196,6 +217,7 @@ class ListenerService:
             report.published += 1
         if mention.change == "created":
             self.cascade.remember(mention.id, matches)
+            learned.append((mention.id, matches))
         return ItemOutcome(index, mention.id, "published", tuple(m.id for m in matches))
 
     def _count(self, counter: Counter, label: str) -> None:
@@ -399,9 +421,12 @@ class ListenerService:
             health.set_state("failed")
 
     async def start(self) -> None:
-        """Start the sources (a source that cannot start stops start-up) and run them."""
+        """Load the cascade index (with a ``cascade_store``), then start the sources (a
+        source that cannot start stops start-up) and run them."""
         if self._tasks:
             return
+        if self.cascade_keeper is not None:
+            await self.cascade_keeper.start()  # before any source: reposts find their roots
         if self._given_sources is not None:
             sources = self._given_sources
         else:
@@ -420,6 +445,8 @@ class ListenerService:
         except BaseException:
             for source in reversed(started):
                 await source.stop()
+            if self.cascade_keeper is not None:
+                await self.cascade_keeper.stop()
             raise
         self.sources = started
         self._tasks = [
@@ -455,8 +482,9 @@ class ListenerService:
 
     async def stop(self) -> None:
         """Stop the sources' tasks, then the sources (a batch in flight is abandoned and
-        its unpublished mentions unmarked in dedup). Tasks first: a source saves its
-        cursor in ``stop``, and nothing may be delivered after that save."""
+        its unpublished mentions unmarked in dedup), then write the cascade entries that
+        wait. Tasks first: a source saves its cursor in ``stop``, and nothing may be
+        delivered after that save."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -467,6 +495,8 @@ class ListenerService:
                 log.exception("stopping source %s failed", source.name)
         self._tasks = []
         self.sources = []
+        if self.cascade_keeper is not None:
+            await self.cascade_keeper.stop()
 
     @property
     def running(self) -> bool:

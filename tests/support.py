@@ -202,6 +202,7 @@ MODEL_MODULES = (
     "alerts.workflow.models",
     "alerts.workflow.drills",
     "api.audit",
+    "listener.cascade_store",
     "listener.cursors",
     "sentiment.detector.statestore",
 )
