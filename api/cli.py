@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--demo",
         action="store_true",
-        help="add the demo brand and its generated stream (default without --config)",
+        help="add the demo brand and its generated stream (default without --config); the "
+        "detector then starts afresh on each run (detector.state_store memory unless set)",
     )
     run.add_argument("--host", help="API host (overrides api.host)")
     run.add_argument("--port", type=_port, help="API port (overrides api.port)")

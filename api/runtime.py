@@ -72,7 +72,7 @@ def journal_path(settings: Settings) -> Path | None:
     return Path(database).with_name(Path(database).name + ".bus-journal")
 
 
-def make_bus(settings: Settings, metrics: Metrics, journal: Path | None = None) -> Bus:
+def make_bus(settings: Settings, metrics: Metrics, journal: BusJournal | None = None) -> Bus:
     if settings.bus.kind == "memory":
         return MemoryBus(
             capacity=settings.bus.capacity,
@@ -80,11 +80,7 @@ def make_bus(settings: Settings, metrics: Metrics, journal: Path | None = None) 
             max_dead_letters_per_minute=settings.bus.max_dead_letters_per_minute,
             max_failures_in_a_row=settings.bus.max_failures_in_a_row,
             stop_timeout=settings.bus.stop_timeout,
-            journal=(
-                BusJournal(journal, synchronous=settings.bus.journal_synchronous)
-                if journal is not None
-                else None
-            ),
+            journal=journal,
         )
     from core.bus.kafka import KafkaBus
 
@@ -113,6 +109,7 @@ class Runtime:
     alerter: AlertService | None = None
     ready: bool = False
     _own_http: bool = False
+    _journal: BusJournal | None = None
 
     def __post_init__(self) -> None:
         if self.settings.alerts.public_url is None:  # links in alerts point at our API
@@ -146,8 +143,15 @@ class Runtime:
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
         # a listener with live sources keeps their cursors in the database
         cursors_in_db = Role.LISTENER in self.roles and s.listener.sources.live
-        # the embedded process journals its bus, so that a kill loses no event in flight
-        journal = journal_path(s) if self.embedded else None
+        # the embedded process journals its bus, so that a kill loses no event in flight;
+        # its lock is taken first: a second process on these files touches nothing
+        journal_file = journal_path(s) if self.embedded else None
+        journal = None
+        if journal_file is not None:
+            journal = self._journal = BusJournal(
+                journal_file, synchronous=s.bus.journal_synchronous
+            )
+            await journal.open()
         if self.embedded and journal is None:
             log.warning(
                 "the in-process bus keeps no journal (%s): events in flight are lost if this "
@@ -249,10 +253,12 @@ class Runtime:
                 await asyncio.wait_for(self.bus.join(), self.drain_timeout)
             except TimeoutError:
                 log.error("gave up draining the in-process bus after %.0f s", self.drain_timeout)
-        if self.bus is not None:
-            await self.bus.stop()
-            if isinstance(self.bus, MemoryBus):
-                await self.bus.close()  # its journal's file lock, for the next process
+        try:
+            if self.bus is not None:
+                await self.bus.stop()
+        finally:
+            if self._journal is not None:
+                await self._journal.close()  # its file lock, for the next process
         for service in (self.detector, self.scorer, self.alerter):
             if service is not None:
                 await service.stop()

@@ -43,7 +43,13 @@ def with_demo(settings: Settings) -> Settings:
         )
     sources = settings.listener.sources.model_copy(update={"demo": demo})
     listener = settings.listener.model_copy(update={"watches": watches, "sources": sources})
-    return settings.model_copy(update={"listener": listener})
+    update: dict[str, object] = {"listener": listener}
+    if settings.detector.state_store == "auto":
+        # Each run of the demo tells its crisis again, in the same words: with the stories
+        # of the last run kept, the new crisis would join the old story (already at tier 3)
+        # and nothing new would be alerted. So the demo's detector starts afresh each run.
+        update["detector"] = settings.detector.model_copy(update={"state_store": "memory"})
+    return settings.model_copy(update=update)
 
 
 def _banner(settings: Settings, key: str, host: str, port: int) -> str:

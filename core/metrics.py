@@ -360,3 +360,8 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        # label values known in advance start at 0, so increase() sees the first error
+        for op in ("append", "commit"):
+            self.bus_journal_errors.labels(op)
+        for operation in ("load", "save", "prune"):
+            self.cascade_db_errors.labels(operation)

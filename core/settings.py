@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -89,6 +89,16 @@ class BusConfig(Section):
         description="kafka: how long a rebalance waits for members to rejoin (each finishes and "
         "commits its batch in flight first); default: session_timeout_ms",
     )
+
+    @field_validator("journal", mode="before")
+    @classmethod
+    def _journal_words(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``off`` as false; ``Auto``/``OFF`` mean the words too."""
+        if value is False:
+            return "off"
+        if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+            return value.strip().lower()
+        return value
 
     @model_validator(mode="after")
     def _group_timing(self) -> BusConfig:

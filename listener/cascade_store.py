@@ -137,21 +137,28 @@ class DbCascadeStore:
     async def save(
         self, entries: Sequence[tuple[str, str, datetime]], touched: Sequence[str], now: datetime
     ) -> None:
-        if not entries and not touched:
-            return
-        async with unit_of_work(self.sessions) as session:
-            dialect = session.get_bind().dialect.name
-            insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-            statement = insert(CascadeEntry)
-            statement = statement.on_conflict_do_update(
-                index_elements=["mention_id"],
-                set_={"watches": statement.excluded.watches, "used_at": statement.excluded.used_at},
-            )
-            for rows in _chunks(entries):  # one statement, many parameter sets
-                await session.execute(
+        """Upsert ``entries`` and refresh ``touched``, one transaction per chunk: after an
+        outage hundreds of thousands may wait, and one transaction would hold SQLite's
+        write lock (which the alerter and the detector share) for seconds. A failure part
+        way leaves the chunks before it written; the caller writes everything again
+        (upserts: idempotent)."""
+        for rows in _chunks(entries):
+            async with unit_of_work(self.sessions) as session:
+                dialect = session.get_bind().dialect.name
+                insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+                statement = insert(CascadeEntry)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["mention_id"],
+                    set_={
+                        "watches": statement.excluded.watches,
+                        "used_at": statement.excluded.used_at,
+                    },
+                )
+                await session.execute(  # one statement, many parameter sets
                     statement, [{"mention_id": i, "watches": w, "used_at": at} for i, w, at in rows]
                 )
-            for ids in _chunks(touched):
+        for ids in _chunks(touched):
+            async with unit_of_work(self.sessions) as session:
                 await session.execute(
                     update(CascadeEntry)
                     .where(CascadeEntry.mention_id.in_(ids), CascadeEntry.used_at < now)

@@ -133,7 +133,12 @@ class BusJournal:
 
     def _open(self) -> dict[str, JournalTopic]:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise JournalError(
+                    f"cannot create the folder of the bus journal {self.path}: {exc.strerror}"
+                ) from exc
             db = sqlite3.connect(self.path, isolation_level=None)
             try:
                 db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -143,7 +148,7 @@ class BusJournal:
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 db.close()
                 if "locked" in str(exc):
                     raise JournalError(
@@ -151,7 +156,11 @@ class BusJournal:
                         "embedded crisiswatch per database file; give this one its own "
                         "database or bus.journal)"
                     ) from exc
-                raise
+                raise JournalError(
+                    f"the bus journal {self.path} cannot be opened ({exc}); if the file is "
+                    "damaged, move it aside (with its -wal file) to start without the events "
+                    "it held"
+                ) from exc
             self._db = db
         topics: dict[str, JournalTopic] = {}
         for topic, offset, key, value in self._db.execute(
@@ -168,6 +177,9 @@ class BusJournal:
         db = self._connection()
         with db:  # one transaction
             db.execute("BEGIN")
+            # rows at these offsets or beyond can only be left by a write whose publisher
+            # was cancelled before it reached the log: they never happened
+            db.execute("DELETE FROM bus_records WHERE topic = ? AND offset >= ?", (topic, first))
             db.executemany(
                 "INSERT OR REPLACE INTO bus_records (topic, offset, key, value)"
                 " VALUES (?, ?, ?, ?)",

@@ -124,7 +124,6 @@ class MemoryBus(Bus):
                 await self.journal.open()
             return
         saved = await self.journal.open()
-        self._recovered = True
         groups = {(sub.topic, sub.group) for sub in self._subscriptions}
         for name, kept in saved.items():
             t = self._topic(name)
@@ -154,6 +153,7 @@ class MemoryBus(Bus):
                     ", ".join(f"{g} {n}" for g, n in sorted(behind.items())) or "none",
                 )
             self.metrics.bus_journal_recovered.labels(name).inc(sum(behind.values()))
+        self._recovered = True  # only now: a start that failed above reads it all again
 
     async def start(self) -> None:
         if self._started:
@@ -253,11 +253,7 @@ class MemoryBus(Bus):
                     run = values[done : done + max(1, room)]
                     first, base = t.end, t.base  # only a holder of t.publishing moves the end
                 if self.journal is not None:  # on disk before anyone can handle it
-                    try:
-                        await self.journal.append(topic, first, [(k, v) for k, v, _ in run])
-                    except Exception:
-                        self.metrics.bus_journal_errors.labels("append").inc()
-                        raise
+                    await self._journal_append(topic, first, run)
                 async with self._changed:
                     for key, value, event in run:
                         if self._started and not t.committed:
@@ -271,6 +267,37 @@ class MemoryBus(Bus):
                     self._changed.notify_all()
                 if self.journal is not None and t.base > base and not t.committed:
                     await self.journal.trim(topic, t.base)  # what nobody reads, let go
+
+    async def _journal_append(
+        self, topic: str, first: int, run: list[tuple[str | None, bytes, BaseModel | None]]
+    ) -> None:
+        """Write ``run`` to the journal. If the publisher is cancelled meanwhile (a
+        source stopped, a handler cancelled at stop), the write still ends in its thread:
+        wait for it and, if it went through, append the records to the log before raising
+        the cancellation, so that journal and log never disagree (the caller retries what
+        it was told failed: at least once)."""
+        assert self.journal is not None
+        rows = [(k, v) for k, v, _ in run]
+        write = asyncio.create_task(self.journal.append(topic, first, rows))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await write
+            if write.done() and not write.cancelled() and write.exception() is None:
+                t = self._topic(topic)
+                async with self._changed:
+                    for key, value, event in run:
+                        t.records.append(
+                            Record(topic=topic, key=key, value=value, offset=t.end, event=event)
+                        )
+                    self.metrics.bus_published.labels(topic).inc(len(run))
+                    self._report_lag(t)
+                    self._changed.notify_all()
+            raise
+        except Exception:
+            self.metrics.bus_journal_errors.labels("append").inc()
+            raise
 
     def _keep_unread_bounded(self, t: _Topic) -> None:
         """A started bus where no group reads ``t`` (a role subset on the memory bus, a

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,78 @@ async def test_a_real_kill_9_loses_nothing(tmp_path: Path) -> None:
     assert everything == {f"test:{i}" for i in range(300)}
     # at least once: only the batch in flight at the kill is delivered twice
     assert len(set(before) & set(got.ids)) <= 5
+
+
+async def test_a_publish_cancelled_during_its_journal_write_leaves_journal_and_log_agreeing(
+    tmp_path: Path,
+) -> None:
+    """A source stopped (cancelled) while its batch is being written: the write ends in its
+    thread; the records go to the log too, so nothing is left in the journal that no one
+    handles (it would come back after a clean restart, as duplicates)."""
+    path = tmp_path / "bus.journal"
+    bus = MemoryBus(capacity=100, journal=BusJournal(path))
+    got = Collector()
+    bus.subscribe("mentions", "g", got, max_batch=100)
+    await bus.start()
+    assert bus.journal is not None
+    write = bus.journal._append
+
+    def slow(*args: Any) -> None:
+        time.sleep(0.2)
+        write(*args)
+
+    bus.journal._append = slow  # type: ignore[method-assign]
+    publish = asyncio.create_task(
+        bus.publish_many("mentions", [("k", mention(100 + i)) for i in range(5)])
+    )
+    await asyncio.sleep(0.05)
+    publish.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publish
+    bus.journal._append = write  # type: ignore[method-assign]
+    await bus.publish("mentions", mention(1), key="k")
+    await asyncio.wait_for(bus.join(), TIMEOUT)
+    await bus.stop()
+    await bus.close()
+    # the cancelled batch was written, so it was delivered (at least once), then the next
+    assert got.ids == [f"test:{100 + i}" for i in range(5)] + ["test:1"]
+    assert rows(path) == 0  # a clean stop leaves nothing to deliver again
+
+    again = Collector()
+    restarted = MemoryBus(capacity=100, journal=BusJournal(path))
+    restarted.subscribe("mentions", "g", again)
+    await restarted.start()
+    try:
+        await asyncio.wait_for(restarted.join(), TIMEOUT)
+        assert again.ids == []
+    finally:
+        await restarted.stop()
+        await restarted.close()
+
+
+async def test_a_second_embedded_process_on_the_same_files_is_refused_before_it_migrates(
+    tmp_path: Path,
+) -> None:
+    from api.runtime import Runtime
+    from api.settings import Settings
+    from core.settings import DatabaseConfig
+    from listener.config import ListenerConfig, WatchConfig
+    from tests.fakes import FakeClassifier
+
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"),
+        listener=ListenerConfig(watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])]),
+    )
+    first = Runtime(settings, classifier=FakeClassifier(), migrate=True)
+    await first.start()
+    try:
+        assert (tmp_path / "cw.db.bus-journal").exists()
+        second = Runtime(settings, classifier=FakeClassifier(), migrate=True)
+        with pytest.raises(JournalError, match="in use by another process"):
+            await second.start()
+        assert second.engine is None  # refused before it touched the database
+    finally:
+        await first.stop()
+    third = Runtime(settings, classifier=FakeClassifier(), migrate=True)  # the lock is free
+    await third.start()
+    await third.stop()

@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,6 +226,7 @@ def release_requests(driver: Any) -> None:
 
 
 def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -236,6 +238,12 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         wait = WebDriverWait(driver, WAIT_S)
 
         def text(css: str) -> str:
+            # the console re-renders a panel when a refresh lands: read the element anew
+            for _ in range(50):
+                try:
+                    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+                except StaleElementReferenceException:
+                    time.sleep(0.02)
             return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
         def attrs(css: str, name: str) -> list[str | None]:

@@ -114,3 +114,36 @@ def test_check_config_explains_bad_group_timing(
     path.write_text("bus: {kind: kafka, session_timeout_ms: 3000, heartbeat_interval_ms: 1500}\n")
     assert main(["check-config", str(path)]) == 2
     assert "at most a third of bus.session_timeout_ms (3000)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [("off", "off"), ("OFF", "off"), ("'off'", "off"), ("Auto", "auto"), ("j/bus", "j/bus")],
+)
+def test_bus_journal_reads_the_words_as_yaml_writes_them(
+    tmp_path: Path, written: str, read: str
+) -> None:
+    """YAML reads an unquoted ``off`` as false: it still means no journal."""
+    from api.settings import load_settings
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"bus:\n  journal: {written}\n")
+    assert load_settings(config).bus.journal == read
+
+
+def test_the_journal_goes_beside_a_sqlite_database_file_only(tmp_path: Path) -> None:
+    from api.runtime import journal_path
+    from api.settings import Settings
+    from core.settings import DatabaseConfig
+
+    def where(url: str, journal: str = "auto") -> Path | None:
+        settings = Settings(database=DatabaseConfig(url=url), bus=BusConfig(journal=journal))
+        return journal_path(settings)
+
+    assert where(f"sqlite+aiosqlite:///{tmp_path}/cw.db") == tmp_path / "cw.db.bus-journal"
+    assert where("sqlite+aiosqlite:///./var/cw.db") == Path("var/cw.db.bus-journal")
+    assert where("sqlite+aiosqlite://") is None
+    assert where("sqlite+aiosqlite:///:memory:") is None
+    assert where("postgresql+asyncpg://u@h/db") is None
+    assert where("postgresql+asyncpg://u@h/db", str(tmp_path / "j")) == tmp_path / "j"
+    assert where(f"sqlite+aiosqlite:///{tmp_path}/cw.db", "off") is None

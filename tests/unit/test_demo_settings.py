@@ -1,0 +1,27 @@
+"""The demo's settings: its watch and stream added; its detector starts afresh each run
+(the demo tells the same crisis in the same words every time: with the last run's stories
+kept, the new crisis would join the old story, already alerted, and show nothing)."""
+
+from __future__ import annotations
+
+from api.serve import DEMO_WATCH_ID, with_demo
+from api.settings import Settings
+from sentiment.detector.config import DetectorConfig
+
+
+def test_the_demo_adds_its_watch_and_keeps_its_detector_in_memory() -> None:
+    settings = with_demo(Settings())
+    assert [w.id for w in settings.listener.watches] == [DEMO_WATCH_ID]
+    assert settings.listener.sources.demo is not None
+    assert settings.detector.state_store == "memory"
+    assert not settings.detector.durable_state("memory", journaled=True)
+
+
+def test_a_state_store_set_on_purpose_is_kept() -> None:
+    chosen = Settings(detector=DetectorConfig(state_store="database"))
+    assert with_demo(chosen).detector.state_store == "database"
+
+
+def test_without_the_demo_the_embedded_detector_keeps_its_state() -> None:
+    assert Settings().detector.durable_state("memory", journaled=True)
+    assert not Settings().detector.durable_state("memory", journaled=False)
