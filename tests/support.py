@@ -112,6 +112,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CHANNELS = ("cs", "pr", "marketing", "legal", "exec", "oncall")
+"""The fault tests' alert channels (webhooks to a ``Receiver``, one path each)."""
+
+
+def fault_alerts_config(receiver: Receiver) -> dict[str, Any]:
+    """The fault tests' routing: a webhook channel per team, a rota, tier 3 escalated."""
+    rota = {"start": "2026-01-01T09:00:00Z", "people": ["duty"]}
+    return {
+        "channels": {
+            name: {"type": "webhook", "url": receiver.url(f"/{name}"), "secret": RECEIVER_SECRET}
+            for name in CHANNELS
+        },
+        "people": {"duty": {"channels": ["oncall"]}},
+        "teams": {
+            "customer_service": {"channels": ["cs"], "rota": rota},
+            "pr": {"channels": ["pr"], "rota": rota},
+            "marketing": {"channels": ["marketing"]},
+            "legal": {"channels": ["legal"], "rota": rota},
+            "executives": {"channels": ["exec"], "rota": rota},
+        },
+        "escalation_policies": {
+            "tier-3": {
+                "steps": [
+                    {"after": "PT10M", "notify": "on_call"},
+                    {"after": "PT10M", "notify": "route"},
+                ]
+            }
+        },
+        "escalation": {1: None, 2: None, 3: "tier-3"},
+        "tick_interval": 0.5,
+    }
+
+
 @dataclass
 class Receiver:
     """What a chat channel's webhook endpoint received, verified."""

@@ -63,11 +63,12 @@ from sentiment.detector.snapshot import STATE_FORMAT, SnapshotCodec
 from sentiment.detector.stories import Story
 from tests.process_support import Processes, RoleProcess, child_env, write_config
 from tests.support import (
+    CHANNELS,
     INGEST_SECRET,
-    RECEIVER_SECRET,
     Receiver,
     chatter,
     crisis_stream,
+    fault_alerts_config,
     free_port,
     http_receiver,
 )
@@ -75,7 +76,6 @@ from tests.support import (
 pytestmark = [pytest.mark.faults, pytest.mark.model]
 
 # as in test_faults.py (not imported from there: mypy would check its imports too)
-CHANNELS = ("cs", "pr", "marketing", "legal", "exec", "oncall")
 ROOT_STORY = "acme:bluesky:root-1"
 BEFORE_TIER_3 = 24  # mentions of the_stream() that put the crisis at tier 2, not 3
 
@@ -163,36 +163,7 @@ def embedded_config(db: Path, receiver: Receiver) -> dict[str, Any]:
             "webhook": {"enabled": True, "secret": INGEST_SECRET, "max_items": PUSH_SIZE},
         },
         "detector": {"max_wait_seconds": 0.05},
-        "alerts": alerts_config(receiver),
-    }
-
-
-def alerts_config(receiver: Receiver) -> dict[str, Any]:
-    """The fault tests' routing: a webhook channel per team, a rota, tier 3 escalated."""
-    rota = {"start": "2026-01-01T09:00:00Z", "people": ["duty"]}
-    return {
-        "channels": {
-            name: {"type": "webhook", "url": receiver.url(f"/{name}"), "secret": RECEIVER_SECRET}
-            for name in CHANNELS
-        },
-        "people": {"duty": {"channels": ["oncall"]}},
-        "teams": {
-            "customer_service": {"channels": ["cs"], "rota": rota},
-            "pr": {"channels": ["pr"], "rota": rota},
-            "marketing": {"channels": ["marketing"]},
-            "legal": {"channels": ["legal"], "rota": rota},
-            "executives": {"channels": ["exec"], "rota": rota},
-        },
-        "escalation_policies": {
-            "tier-3": {
-                "steps": [
-                    {"after": "PT10M", "notify": "on_call"},
-                    {"after": "PT10M", "notify": "route"},
-                ]
-            }
-        },
-        "escalation": {1: None, 2: None, 3: "tier-3"},
-        "tick_interval": 0.5,
+        "alerts": fault_alerts_config(receiver),
     }
 
 

@@ -54,11 +54,18 @@ from tests.process_support import (
     start_s3,
     write_config,
 )
-from tests.support import RECEIVER_SECRET, Receiver, chatter, crisis_stream, http_receiver
+from tests.support import (
+    CHANNELS,
+    RECEIVER_SECRET,
+    Receiver,
+    chatter,
+    crisis_stream,
+    fault_alerts_config,
+    http_receiver,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
-CHANNELS = ("cs", "pr", "marketing", "legal", "exec", "oncall")
 ROOT_STORY = "acme:bluesky:root-1"
 BROKER_DOWN = 2.0  # seconds between the broker's kill and its start
 DOWN = timedelta(minutes=5)  # the chat endpoint's outage (clock time)
@@ -94,41 +101,13 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what:
 
 def role_config(bus: BusConfig, db_url: str, receiver: Receiver) -> dict[str, Any]:
     """What each stage process reads: the Kafka bus, the database, webhooks to the receiver."""
-    rota = {"start": "2026-01-01T09:00:00Z", "people": ["duty"]}
     return {
         "log_level": "INFO",
         "bus": kafka_section(bus),
         "database": {"url": db_url, "pool_size": 2},
         "listener": {"watches": [{"id": "acme", "brand": "Acme", "terms": ["acme"]}]},
         "detector": {"max_wait_seconds": 0.05},
-        "alerts": {
-            "channels": {
-                name: {
-                    "type": "webhook",
-                    "url": receiver.url(f"/{name}"),
-                    "secret": RECEIVER_SECRET,
-                }
-                for name in CHANNELS
-            },
-            "people": {"duty": {"channels": ["oncall"]}},
-            "teams": {
-                "customer_service": {"channels": ["cs"], "rota": rota},
-                "pr": {"channels": ["pr"], "rota": rota},
-                "marketing": {"channels": ["marketing"]},
-                "legal": {"channels": ["legal"], "rota": rota},
-                "executives": {"channels": ["exec"], "rota": rota},
-            },
-            "escalation_policies": {
-                "tier-3": {
-                    "steps": [
-                        {"after": "PT10M", "notify": "on_call"},
-                        {"after": "PT10M", "notify": "route"},
-                    ]
-                }
-            },
-            "escalation": {1: None, 2: None, 3: "tier-3"},
-            "tick_interval": 0.5,
-        },
+        "alerts": fault_alerts_config(receiver),
     }
 
 
