@@ -41,7 +41,7 @@ from pydantic import BaseModel
 
 from core.bus.base import Bus, DeadLetter, Record, Subscription, encode_event
 from core.bus.halt import ConsumerHalted
-from core.bus.journal import BusJournal
+from core.bus.journal import BusJournal, JournalError
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,12 @@ class MemoryBus(Bus):
         event that cannot be encoded fails here, as it would on Kafka) and the published
         instance, which consumers take as it is: decoding the bytes again would cost the
         pipeline a third of its event-loop time and give an equal event."""
+        if self.journal is not None and not self._recovered:
+            # its offsets would collide with the records the journal is still to give back
+            raise JournalError(
+                f"publish to {topic!r} before the bus started: its journal "
+                f"{self.journal.path} is not read yet"
+            )
         t = self._topic(topic)
         done = 0
         async with t.publishing:  # one run at a time: offsets, journal and log agree

@@ -330,3 +330,34 @@ async def test_a_second_embedded_process_on_the_same_files_is_refused_before_it_
     third = Runtime(settings, classifier=FakeClassifier(), migrate=True)  # the lock is free
     await third.start()
     await third.stop()
+
+
+async def test_a_publish_before_the_journal_was_read_back_is_refused(tmp_path: Path) -> None:
+    """Its offsets would collide with the records the journal still holds (a publish
+    racing the first start would overwrite one of them)."""
+    path = tmp_path / "bus.journal"
+    bus = MemoryBus(journal=BusJournal(path))
+    bus.subscribe("mentions", "g", Blocking(pass_first=0))
+    await bus.start()
+    await bus.publish("mentions", mention(1), key="k")
+    await crash(bus)
+
+    got = Collector()
+    restarted = MemoryBus(journal=BusJournal(path))
+    restarted.subscribe("mentions", "g", got)
+    with pytest.raises(JournalError, match="before the bus started"):
+        await restarted.publish("mentions", mention(2), key="k")
+    racing = asyncio.gather(
+        restarted.start(),
+        restarted.publish("mentions", mention(3), key="k"),
+        return_exceptions=True,
+    )
+    started, published = await racing
+    assert started is None and isinstance(published, JournalError)
+    try:
+        await restarted.publish("mentions", mention(4), key="k")  # after start: fine
+        await asyncio.wait_for(restarted.join(), TIMEOUT)
+        assert got.ids == ["test:1", "test:4"]  # the record kept was not overwritten
+    finally:
+        await restarted.stop()
+        await restarted.close()
