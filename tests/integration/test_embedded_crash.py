@@ -42,7 +42,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +71,8 @@ from tests.support import (
     fault_alerts_config,
     free_port,
     http_receiver,
+    report,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.model]
@@ -96,21 +98,6 @@ WORDS = " ".join(
         "school travel airport train city beach mountain river garden kitchen sofa lamp desk",
     )
 ).split()
-
-
-def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[faults] {line}")
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
-    """Poll until ``check``; returns the monotonic time it first held."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
-    return time.monotonic()
 
 
 # -- the stream ---------------------------------------------------------------------------

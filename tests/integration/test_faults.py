@@ -19,7 +19,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -62,6 +62,8 @@ from tests.support import (
     crisis_stream,
     fault_alerts_config,
     http_receiver,
+    report,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
@@ -79,21 +81,6 @@ BEFORE_TIER_3 = 24  # mentions of the_stream() that put the crisis at tier 2, no
 # twice) does not depend on it. The recovery printed is read with it.
 SESSION_TIMEOUT_MS = 2000
 HEARTBEAT_INTERVAL_MS = 500
-
-
-def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[faults] {line}")
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
-    """Poll until ``check``; returns the monotonic time it first held."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
-    return time.monotonic()
 
 
 # -- the pipeline: one process per stage ------------------------------------------------
