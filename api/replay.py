@@ -32,7 +32,7 @@ from sentiment.classifier import Classifier
 from sentiment.detector.service import DetectorService
 from sentiment.embedder import load_embedder
 from sentiment.scorer import ScorerService
-from sentiment.transformer import load_classifier
+from sentiment.transformer import close_classifier, load_classifier
 
 CATCH_ALL = WatchConfig(id="all", brand="", match_all=True)
 REPLAY_GROUP = "replay-writer"
@@ -123,6 +123,7 @@ async def run_replay(
     listener_cfg = settings.listener.model_copy(update={"watches": watches or [CATCH_ALL]})
     metrics = Metrics()
     bus = MemoryBus(capacity=max(settings.bus.capacity, 2000), metrics=metrics)
+    own_classifier = classifier is None
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.scorer)
     embedder = await asyncio.to_thread(load_embedder, settings.scorer)
@@ -157,6 +158,8 @@ async def run_replay(
                 reporter.cancel()
             await source.stop()
             await bus.stop()
+            if own_classifier:
+                await close_classifier(classifier)
     duplicates = int(_counter_total(metrics, "crisiswatch_mentions_duplicate"))
     return ReplaySummary(
         lines=source.lines_read,

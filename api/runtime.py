@@ -32,11 +32,12 @@ from listener.cursors import DbCursorStore
 from listener.dedup import Deduplicator
 from listener.service import ListenerService
 from sentiment.classifier import Classifier
+from sentiment.config import ScorerConfig
 from sentiment.detector.service import DetectorService
 from sentiment.detector.statestore import StateStore
 from sentiment.embedder import Embedder, load_embedder
 from sentiment.scorer import ScorerService
-from sentiment.transformer import load_classifier
+from sentiment.transformer import close_classifier, load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Runtime:
     alerter: AlertService | None = None
     ready: bool = False
     _own_http: bool = False
+    _own_classifier: bool = False
     _journal: BusJournal | None = None
 
     def __post_init__(self) -> None:
@@ -185,7 +187,10 @@ class Runtime:
         if Role.SCORER in self.roles:
             if self.classifier is None:
                 log.info("loading the sentiment model (offline)...")
-                self.classifier = await asyncio.to_thread(load_classifier, s.scorer)
+                self.classifier = await asyncio.to_thread(
+                    load_classifier, self._scorer_config(), self.metrics.classifier_restarts.inc
+                )
+                self._own_classifier = True
                 log.info(
                     "sentiment model %s %s loaded", self.classifier.name, self.classifier.version
                 )
@@ -262,11 +267,25 @@ class Runtime:
         for service in (self.detector, self.scorer, self.alerter):
             if service is not None:
                 await service.stop()
+        if self._own_classifier:  # its child process, where it runs in one
+            await close_classifier(self.classifier)
+            self.classifier, self._own_classifier = None, False
         if self.http is not None and self._own_http:
             await self.http.aclose()
         if self.engine is not None:
             await self.engine.dispose()
         log.info("crisiswatch stopped")
+
+    def _scorer_config(self) -> ScorerConfig:
+        """``scorer.classifier.process`` resolved: auto is a child process where this
+        process runs another stage beside the scorer (their Python would share one GIL)."""
+        scorer = self.settings.scorer
+        if scorer.classifier.process is not None:
+            return scorer
+        shared = bool(self.roles & BUS_ROLES - {Role.SCORER})
+        return scorer.model_copy(
+            update={"classifier": scorer.classifier.model_copy(update={"process": shared})}
+        )
 
     async def check_ready(self) -> list[str]:
         """What is not ready, in words (empty when ready)."""

@@ -9,14 +9,18 @@ language: its cascade ends in a transformer for about half the texts). One catch
 
 * **embedded** (``--mode embedded``): one ``Runtime`` with every role in this process
   (memory bus with its journal, SQLite in a temp dir, the detector's state saved there after
-  each batch, the shipped classifier, default config: 2 workers; ``--journal-off`` adds a
-  run without the journal, whose detector keeps its state in memory only).
+  each batch, the shipped classifier, default config: 2 workers in a child process of
+  their own, bus capacity 2,048 so the scorer's next batch is classified while it publishes
+  one; ``--journal-off`` adds a run without the journal, whose detector keeps its state in
+  memory only; ``--before`` one with the classifier in this process's threads and a bus
+  capacity of 1,000, the layout before).
   The mentions go into ``ListenerService.ingest`` in batches of 200 as fast as
   back-pressure lets them; each stage's progress is its consumer group's committed offset,
   sampled every 0.1 s. Per stage: the sustained rate (items/s between 10 % and 90 % of the
   total done); end to end: mentions / (time until the detector handled the last one). The
-  classifier's own batch throughput is measured on the same texts in the same process,
-  before and after the pipeline run (chunks of 512, as ``bench/sentiment_bench.py``), and
+  classifier's own batch throughput is measured on the same texts in the same process
+  (the classifier loaded here, never through the child process), before and after the
+  pipeline run (chunks of 512, as ``bench/sentiment_bench.py``), and
   in chunks of the scorer's batch size. Run with the default config (batch 512), then
   again with each ``--scorer-batch`` size (default 32: the scorer hands the classifier one
   batch at a time, and a 32-text batch is a single forward pass, so the second worker
@@ -121,6 +125,7 @@ async def embedded(
     scorer_batch: int | None,
     workers: int | None = None,
     journal: bool = True,
+    before: bool = False,
 ) -> dict[str, Any]:
     from api.runtime import Runtime
     from api.settings import Settings
@@ -128,6 +133,7 @@ async def embedded(
     from core.settings import BusConfig, DatabaseConfig
     from listener.config import ListenerConfig
     from sentiment.config import ScorerConfig
+    from sentiment.transformer import load_classifier
 
     n = len(mentions)
     scorer = ScorerConfig() if scorer_batch is None else ScorerConfig(batch_size=scorer_batch)
@@ -135,10 +141,16 @@ async def embedded(
         scorer = scorer.model_copy(
             update={"classifier": scorer.classifier.model_copy(update={"workers": workers})}
         )
+    bus = BusConfig(journal="auto" if journal else "off")
+    if before:  # the layout before the classifier's own process and the bus's prefetch
+        scorer = scorer.model_copy(
+            update={"classifier": scorer.classifier.model_copy(update={"process": False})}
+        )
+        bus = bus.model_copy(update={"capacity": 1000})
     with temp_dir("cw-bench-") as tmp:
         settings = Settings(
             database=DatabaseConfig(url=f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"),
-            bus=BusConfig(journal="auto" if journal else "off"),
+            bus=bus,
             listener=ListenerConfig(watches=[catch_all()]),
             scorer=scorer,
         )
@@ -147,7 +159,13 @@ async def embedded(
         await runtime.start()
         try:
             assert isinstance(runtime.bus, MemoryBus) and runtime.listener is not None
-            classifier = runtime.classifier
+            classifier: Any = runtime.classifier
+            child = getattr(classifier, "pid", None)  # scorer.classifier.process
+            if child is not None:  # the baseline is the classifier in this process
+                inner = settings.scorer.classifier.model_copy(update={"process": False})
+                classifier = load_classifier(
+                    settings.scorer.model_copy(update={"classifier": inner})
+                )
             classifier.classify([m.text for m in mentions[:256]], ["en"] * 256)  # warm up
             progress(f"embedded: classifier alone on the {n:,} texts")
             alone_before = await asyncio.to_thread(classifier_rate, classifier, mentions)
@@ -165,7 +183,12 @@ async def embedded(
                 return t.committed.get(group, 0) if t is not None else 0
 
             samples: list[tuple[float, int, int, int]] = []
-            cpu0, box0, wall0 = proc_cpu(), box_busy(), time.perf_counter()
+
+            def our_cpu() -> float:  # this process and the classifier's child, if any
+                return proc_cpu() + (proc_cpu(child) if child is not None else 0.0)
+
+            child0 = proc_cpu(child) if child is not None else 0.0
+            cpu0, box0, wall0 = our_cpu(), box_busy(), time.perf_counter()
 
             async def sample() -> None:
                 while True:
@@ -190,7 +213,8 @@ async def embedded(
             fed = time.perf_counter() - wall0
             await bus.join()
             elapsed = time.perf_counter() - wall0
-            cpu, box = proc_cpu() - cpu0, box_busy() - box0
+            cpu, box = our_cpu() - cpu0, box_busy() - box0
+            child_cpu = (proc_cpu(child) - child0) if child is not None else None
             sampler.cancel()
             samples.append(
                 (elapsed, n, done(TOPIC_MENTIONS, "scorer"), done(TOPIC_SCORED, "detector"))
@@ -199,6 +223,7 @@ async def embedded(
             progress(f"embedded: pipeline {n / elapsed:,.0f} mentions/s; classifier again")
             alone_after = await asyncio.to_thread(classifier_rate, classifier, mentions)
             handler = _handler_seconds(runtime.metrics)
+            child_memory = proc_memory(child) if child is not None else None
         finally:
             await runtime.stop()
 
@@ -211,6 +236,8 @@ async def embedded(
         "mentions": n,
         "signals": signals,
         "classifier_workers": settings.scorer.classifier.workers,
+        "classifier_process": child is not None,
+        "bus_capacity": settings.bus.capacity,
         "bus_journal": journal,
         "scorer_batch_size": settings.scorer.batch_size,
         "classifier_alone_scorer_batch_texts_per_s": round(alone_small, 1),
@@ -234,8 +261,12 @@ async def embedded(
         ),
         "cpu_seconds": round(cpu, 2),
         "cores_used": round(cpu / elapsed, 2),
+        "classifier_process_cores_used": (
+            round(child_cpu / elapsed, 2) if child_cpu is not None else None
+        ),
         "whole_box_busy_cores": round(box / elapsed, 2),
         "memory_mb": proc_memory(),
+        "classifier_process_memory_mb": child_memory,
     }
 
 
@@ -629,8 +660,10 @@ def render(result: dict[str, Any]) -> str:
             "embedded (one process, memory bus "
             f"{'with its journal' if e.get('bus_journal', False) else 'without a journal'}, "
             "SQLite, "
-            f"{e['classifier_workers']} classifier workers, scorer batch "
-            f"{e['scorer_batch_size']}), {e['mentions']:,} mentions:"
+            f"{e['classifier_workers']} classifier workers "
+            f"{'in a process of their own' if e.get('classifier_process') else 'in threads'}, "
+            f"scorer batch {e['scorer_batch_size']}, bus capacity "
+            f"{e.get('bus_capacity', 1000)}), {e['mentions']:,} mentions:"
         )
         out.append(
             table(
@@ -658,8 +691,9 @@ def render(result: dict[str, Any]) -> str:
                         e["detector_mentions_per_handler_s"],
                     ],
                     [
-                        "cores used by this process / by the whole box",
-                        f"{e['cores_used']} / {e['whole_box_busy_cores']}",
+                        "cores used by this process (its classifier's process) / whole box",
+                        f"{e['cores_used']} ({e.get('classifier_process_cores_used')}) / "
+                        f"{e['whole_box_busy_cores']}",
                     ],
                 ],
             )
@@ -763,6 +797,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for workers in args.workers:
             key = f"embedded_workers_{workers}"
             result[key] = await embedded(mentions, None, workers) | {"machine": machine()}
+        if args.before:
+            key = "embedded_before"
+            result[key] = await embedded(mentions, None, before=True) | {"machine": machine()}
         if args.journal_off:
             key = "embedded_journal_off"
             result[key] = await embedded(mentions, None, journal=False) | {"machine": machine()}
@@ -795,6 +832,12 @@ def main() -> None:
         default=[1],
         help="embedded: also run with these scorer.classifier.workers (1: one core for the "
         "classifier, the other for the rest of the pipeline)",
+    )
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="embedded: also run the layout before the classifier got a process of its own "
+        "and the bus its prefetch (scorer.classifier.process: false, bus.capacity: 1000)",
     )
     parser.add_argument(
         "--journal-off",

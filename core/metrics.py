@@ -124,6 +124,12 @@ class Metrics:
             "Mentions given a sentence embedding (paraphrase joining)",
             registry=r,
         )
+        self.classifier_restarts = Counter(
+            "crisiswatch_classifier_process_restarts",
+            "Times the sentiment classifier's child process died and was started again "
+            "(scorer.classifier.process)",
+            registry=r,
+        )
         self.stage_latency = Histogram(
             "crisiswatch_stage_latency_seconds",
             "Time a stage spends on one batch of events",

@@ -26,7 +26,13 @@ KAFKA_REQUEST_TIMEOUT_MS = 40_000  # the Kafka bus's request timeout (aiokafka's
 
 class BusConfig(Section):
     kind: Literal["memory", "kafka"] = "memory"
-    capacity: int = Field(1000, ge=1, description="memory bus: events a group may lag")
+    capacity: int = Field(
+        2048,
+        ge=1,
+        description="memory bus: events a group may lag. At least twice the scorer's batch "
+        "(scorer.batch_size), so that its next batch can wait, whole, behind the one being "
+        "scored and be classified while that one is published (the bus's prefetch)",
+    )
     journal: str = Field(
         "auto",
         min_length=1,

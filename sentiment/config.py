@@ -80,6 +80,16 @@ class ClassifierConfig(Section):
         "about one per core",
     )
 
+    process: bool | None = Field(
+        None,
+        description="run the classifier in a child process of its own (its own GIL), so "
+        "its Python steps and the rest of a one-process install (listener, bus, detector, "
+        "alerter) stop waiting for each other; the models then load in the child. false: "
+        "worker threads of this process. null (auto): a child process where this process "
+        "runs other stages beside the scorer (`crisiswatch run`), threads where it only "
+        "scores (`crisiswatch scorer`) and in `crisiswatch replay`",
+    )
+
     def resolved_model_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else MODELS_DIR
 

@@ -10,6 +10,12 @@ it (``sentiment.transformer.routing_language``: ``"en"``, a Chinese code, ``""``
 ``"other"``), so ``"EN"`` and ``"en-US"`` share entries and a long ``lang`` string is not
 kept. The model runs in a worker thread (``asyncio.to_thread``), never on the event loop.
 
+The classifier never waits for the rest of the stage: where the bus shows the next batch
+early (the memory bus's ``prefetch``, once a whole batch waits behind the one being
+handled), its classification starts at once, so it runs while this batch's results are
+published and committed; the next ``handle`` of those same mentions takes its answers.
+Nothing is published early: a prefetched batch that never comes is just work lost.
+
 With ``embedder`` set (``scorer.embedder``), the texts of mentions without a parent also
 get a sentence embedding (``sentiment.embedder``), in the same worker-thread fashion.
 
@@ -73,6 +79,13 @@ class SentimentCache:
             self._data.popitem(last=False)
 
 
+def _retrieved(task: asyncio.Task[list[Sentiment]]) -> None:
+    """A prefetched classification that fails is logged by the ``handle`` that awaits it
+    (its batch is retried), or by nobody when it is dropped: never "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 class ScorerService:
     def __init__(
         self,
@@ -88,6 +101,10 @@ class ScorerService:
         self.metrics = metrics
         self.embedder = embedder
         self.cache = SentimentCache(config.cache_size)
+        # prefetched batches, by the identity of their first mention: the one handled now
+        # (shown while the last was handled) and the next (shown as this one was taken)
+        self._ahead: OrderedDict[int, tuple[list[Mention], asyncio.Task[list[Sentiment]]]]
+        self._ahead = OrderedDict()
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -96,17 +113,44 @@ class ScorerService:
             self.handle,
             max_batch=self.config.batch_size,
             max_wait=self.config.max_wait_ms / 1000,
+            prefetch=self.prefetch,
         )
 
     async def start(self) -> None:
         """Nothing runs in the background: the bus drives ``handle``."""
 
     async def stop(self) -> None:
-        """Nothing to stop; the bus finishes the batch in flight."""
+        """The bus finishes the batch in flight; prefetched classifications are dropped."""
+        while self._ahead:
+            self._ahead.popitem()[1][1].cancel()
+
+    def prefetch(self, mentions: list[Mention]) -> None:
+        """Start classifying a batch the bus hands over next (see the module's text)."""
+        if not mentions:
+            return
+        task = asyncio.ensure_future(self.score(mentions))
+        task.add_done_callback(_retrieved)
+        old = self._ahead.pop(id(mentions[0]), None)
+        if old is not None:
+            old[1].cancel()
+        self._ahead[id(mentions[0])] = (mentions, task)
+        while len(self._ahead) > 2:  # shown, never handled (the bus stopped): dropped
+            self._ahead.popitem(last=False)[1][1].cancel()
+
+    async def _sentiments(self, mentions: list[Mention]) -> list[Sentiment]:
+        ahead = self._ahead.pop(id(mentions[0]), None) if mentions else None
+        if ahead is not None:
+            early, task = ahead
+            if len(early) == len(mentions) and all(
+                a is b for a, b in zip(early, mentions, strict=True)
+            ):
+                return await task
+            task.cancel()
+        return await self.score(mentions)
 
     async def handle(self, mentions: list[Mention]) -> None:
         started = time.perf_counter()
-        sentiments = await self.score(mentions)
+        sentiments = await self._sentiments(mentions)
         embeddings = await self.embed(mentions, sentiments)
         await self.bus.publish_many(
             TOPIC_SCORED,

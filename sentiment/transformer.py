@@ -29,6 +29,7 @@ network access, no torch and no transformers. Loading is blocking: call
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -228,13 +229,29 @@ class SentimentClassifier:
             results[i] = self._sentiment(values, model)
 
 
+async def close_classifier(classifier: Classifier | None) -> None:
+    """Release what a loaded classifier holds, where it holds something to release (the
+    child process of ``scorer.classifier.process``); off the event loop."""
+    close = getattr(classifier, "close", None)
+    if callable(close):
+        await asyncio.to_thread(close)
+
+
 def models_dir(config: ScorerConfig) -> Path:
     return config.classifier.resolved_model_dir()
 
 
-def load_classifier(config: ScorerConfig) -> Classifier:
-    """Load both models as configured (offline; blocking: call it off the event loop)."""
+def load_classifier(
+    config: ScorerConfig, on_restart: Callable[[], None] | None = None
+) -> Classifier:
+    """Load both models as configured (offline; blocking: call it off the event loop); in a
+    child process of their own with ``scorer.classifier.process`` (``on_restart`` is then
+    called each time that child died and is replaced)."""
     settings = config.classifier
+    if settings.process:  # null (auto) is resolved by the caller that knows the roles
+        from sentiment.process import ProcessClassifier
+
+        return ProcessClassifier(config, on_restart)
     folder = settings.resolved_model_dir()
     if not folder.is_dir():
         raise ModelLoadError(

@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[list[Any]], Awaitable[None]]
 """Receives a batch of decoded events (instances of the topic's event type)."""
 
+PrefetchHandler = Callable[[list[Any]], None]
+"""Shown, while a batch is being handled, the whole batch the subscription will be handed
+next (memory bus; other transports never call it), so that a handler can start work that
+has no effect of its own on it early (the scorer starts classifying). The batch is still
+handed to the handler as usual, the same instances in the same order; it may never come
+(the bus stopped, the group halted) and, after a failure, it may come more than once."""
+
 RebalanceHandler = Callable[[], Awaitable[None]]
 """Called when the group's partitions move (no batch of the subscription runs meanwhile)."""
 
@@ -70,6 +77,7 @@ class Subscription:
     max_wait: float = 0.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_rebalance: RebalanceHandler | None = None
+    prefetch: PrefetchHandler | None = None
 
 
 @dataclass(frozen=True)
@@ -170,8 +178,10 @@ class Bus(ABC):
         max_wait: float = 0.0,
         retry: RetryPolicy | None = None,
         on_rebalance: RebalanceHandler | None = None,
+        prefetch: PrefetchHandler | None = None,
     ) -> None:
-        """Register a handler; must be called before ``start``."""
+        """Register a handler; must be called before ``start``. ``prefetch``: see
+        :data:`PrefetchHandler`."""
         if self._started:
             raise RuntimeError("subscribe before the bus starts")
         if topic not in TOPIC_TYPES:
@@ -186,7 +196,14 @@ class Bus(ABC):
             raise ValueError(f"group {group!r} already subscribes to topic {topic!r}")
         self._subscriptions.append(
             Subscription(
-                topic, group, handler, max_batch, max_wait, retry or RetryPolicy(), on_rebalance
+                topic,
+                group,
+                handler,
+                max_batch,
+                max_wait,
+                retry or RetryPolicy(),
+                on_rebalance,
+                prefetch,
             )
         )
 

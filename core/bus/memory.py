@@ -42,6 +42,7 @@ from pydantic import BaseModel
 from core.bus.base import Bus, DeadLetter, Record, Subscription, encode_event
 from core.bus.halt import ConsumerHalted
 from core.bus.journal import BusJournal, JournalError
+from core.events import TOPIC_TYPES
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -388,6 +389,9 @@ class MemoryBus(Bus):
                 start = pos - t.base
                 batch = t.records[start : start + sub.max_batch]
                 self._busy.add(name)
+            ahead = None
+            if sub.prefetch is not None and not self._show_next(sub, t, pos + len(batch)):
+                ahead = asyncio.create_task(self._prefetch(sub, t, pos + len(batch)))
             try:
                 await self.process(sub, batch)
             except ConsumerHalted:
@@ -400,6 +404,9 @@ class MemoryBus(Bus):
             except BaseException:
                 self._busy.discard(name)  # not committed: the batch is delivered again
                 raise
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
             async with self._changed:
                 self._busy.discard(name)
                 # committed only after the handler returned (or dead-lettered)
@@ -409,6 +416,30 @@ class MemoryBus(Bus):
                 self._changed.notify_all()
             if self.journal is not None:
                 await self._journal_commit(t, sub.group, pos + len(batch))
+
+    def _show_next(self, sub: Subscription, t: _Topic, after: int) -> bool:
+        """Show ``sub.prefetch`` the batch after ``after`` if it is whole; True if it is
+        (shown, or not to be shown: records read back from the journal have no instance
+        to share). It is exactly the batch the next turn takes: the position then is
+        ``after``, and at least ``max_batch`` records follow it."""
+        assert sub.prefetch is not None
+        if t.end - after < sub.max_batch:
+            return False
+        start = after - t.base
+        records = t.records[start : start + sub.max_batch]
+        if all(type(r.event) is TOPIC_TYPES.get(r.topic) for r in records):
+            try:
+                sub.prefetch([r.event for r in records])
+            except Exception:  # an optimisation only: the batch is handled all the same
+                log.exception("prefetch of %s/%s failed", sub.topic, sub.group)
+        return True
+
+    async def _prefetch(self, sub: Subscription, t: _Topic, after: int) -> None:
+        """Wait until the batch after ``after`` is whole, then show it (``_show_next``)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: t.end - after >= sub.max_batch or self._stopping)
+            if not self._stopping:
+                self._show_next(sub, t, after)
 
     async def _journal_commit(self, t: _Topic, group: str, position: int) -> None:
         assert self.journal is not None
