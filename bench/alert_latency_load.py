@@ -48,7 +48,7 @@ from bench.benchlib import (
     check_data,
     distinct_text_stream,
     machine,
-    proc_cpu,
+    our_cpu,
     progress,
     table,
 )
@@ -100,7 +100,7 @@ async def level(
                 f"{fraction:.0%} load: {len(merged):,} mentions ({len(crises):,} in "
                 f"{len(brands)} crises) at {rate:,.0f}/s"
             )
-            cpu0, box0, t0 = proc_cpu(), box_busy(), time.perf_counter()
+            cpu0, box0, t0 = our_cpu(runtime.classifier), box_busy(), time.perf_counter()
             sent = 0
             while sent < len(merged):
                 due = min(len(merged), int(rate * (time.perf_counter() - t0)) + 1)
@@ -116,7 +116,7 @@ async def level(
             await runtime.alerter.sent()
             await runtime.alerter.deliver()
             elapsed = time.perf_counter() - t0
-            cpu, box = proc_cpu() - cpu0, box_busy() - box0
+            cpu, box = our_cpu(runtime.classifier) - cpu0, box_busy() - box0
             rows, events = await alert_rows(runtime)
         finally:
             await runtime.stop()

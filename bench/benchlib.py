@@ -101,6 +101,13 @@ def proc_cpu(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def our_cpu(classifier: object) -> float:
+    """CPU seconds of this process and of the child process its classifier runs in, if it
+    runs in one (``scorer.classifier.process``: ``crisiswatch run``'s default)."""
+    child = getattr(classifier, "pid", None)
+    return proc_cpu() + (proc_cpu(child) if child is not None else 0.0)
+
+
 def box_busy() -> float:
     """CPU seconds the whole box has spent busy (all cores, every process) since boot."""
     try:

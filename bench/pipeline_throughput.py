@@ -85,6 +85,7 @@ from bench.benchlib import (
     first_time,
     free_port,
     machine,
+    our_cpu,
     proc_cpu,
     proc_memory,
     progress,
@@ -184,11 +185,8 @@ async def embedded(
 
             samples: list[tuple[float, int, int, int]] = []
 
-            def our_cpu() -> float:  # this process and the classifier's child, if any
-                return proc_cpu() + (proc_cpu(child) if child is not None else 0.0)
-
             child0 = proc_cpu(child) if child is not None else 0.0
-            cpu0, box0, wall0 = our_cpu(), box_busy(), time.perf_counter()
+            cpu0, box0, wall0 = our_cpu(runtime.classifier), box_busy(), time.perf_counter()
 
             async def sample() -> None:
                 while True:
@@ -213,7 +211,7 @@ async def embedded(
             fed = time.perf_counter() - wall0
             await bus.join()
             elapsed = time.perf_counter() - wall0
-            cpu, box = our_cpu() - cpu0, box_busy() - box0
+            cpu, box = our_cpu(runtime.classifier) - cpu0, box_busy() - box0
             child_cpu = (proc_cpu(child) - child0) if child is not None else None
             sampler.cancel()
             samples.append(
