@@ -36,6 +36,7 @@ from sentiment.config import ScorerConfig
 from sentiment.detector.service import DetectorService
 from sentiment.detector.statestore import StateStore
 from sentiment.embedder import Embedder, load_embedder
+from sentiment.process import ClassifierProcessError
 from sentiment.scorer import ScorerService
 from sentiment.transformer import close_classifier, load_classifier
 
@@ -183,13 +184,19 @@ class Runtime:
             log.info("crisiswatch is up (no bus needed)")
             return
         self.bus = make_bus(s, self.metrics, journal)
+        prefetch_fits = s.bus.capacity >= 2 * s.scorer.batch_size
+        if s.bus.kind == "memory" and Role.SCORER in self.roles and not prefetch_fits:
+            log.warning(
+                "bus.capacity (%d) is less than twice scorer.batch_size (%d): the scorer "
+                "cannot classify its next batch while it publishes one (slower end to end)",
+                s.bus.capacity,
+                s.scorer.batch_size,
+            )
 
         if Role.SCORER in self.roles:
             if self.classifier is None:
                 log.info("loading the sentiment model (offline)...")
-                self.classifier = await asyncio.to_thread(
-                    load_classifier, self._scorer_config(), self.metrics.classifier_restarts.inc
-                )
+                self.classifier = await self._load_classifier()
                 self._own_classifier = True
                 log.info(
                     "sentiment model %s %s loaded", self.classifier.name, self.classifier.version
@@ -275,6 +282,27 @@ class Runtime:
         if self.engine is not None:
             await self.engine.dispose()
         log.info("crisiswatch stopped")
+
+    async def _load_classifier(self) -> Classifier:
+        """The classifier as configured; where auto chose a child process and none can be
+        started here (no POSIX semaphores in some sandboxes, a script without a main
+        guard), the classifier in this process, with a warning."""
+        config = self._scorer_config()
+        restarts = self.metrics.classifier_restarts.inc
+        try:
+            return await asyncio.to_thread(load_classifier, config, restarts)
+        except (ClassifierProcessError, OSError, ImportError, NotImplementedError) as exc:
+            if self.settings.scorer.classifier.process is not None or not config.classifier.process:
+                raise
+            log.warning(
+                "the sentiment classifier cannot run in a process of its own here (%s); it "
+                "runs in this process's threads instead (slower end to end: the rest of the "
+                "pipeline shares the GIL with it)",
+                exc,
+            )
+            inner = config.classifier.model_copy(update={"process": False})
+            in_here = config.model_copy(update={"classifier": inner})
+            return await asyncio.to_thread(load_classifier, in_here, restarts)
 
     def _scorer_config(self) -> ScorerConfig:
         """``scorer.classifier.process`` resolved: auto is a child process where this

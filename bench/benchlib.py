@@ -101,6 +101,30 @@ def proc_cpu(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def child_processes(pid: int) -> dict[str, int]:
+    """A process's direct children by what they are (Linux ``/proc``): ``classifier`` (the
+    process of ``scorer.classifier.process``), ``resource tracker`` (multiprocessing's),
+    else the child's pid."""
+    out: dict[str, int] = {}
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = [int(x) for x in listing.read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"resource_tracker" in command:
+                out["resource tracker"] = child
+            elif b"spawn_main" in command:
+                out["classifier"] = child
+            else:
+                out[str(child)] = child
+    return out
+
+
 def our_cpu(classifier: object) -> float:
     """CPU seconds of this process and of the child process its classifier runs in, if it
     runs in one (``scorer.classifier.process``: ``crisiswatch run``'s default)."""

@@ -54,6 +54,7 @@ from bench.benchlib import (
     bench_main,
     bench_parser,
     check_data,
+    child_processes,
     db_upgrade,
     free_port,
     machine,
@@ -191,6 +192,8 @@ class Setup:
         out: dict[str, Any] = {}
         for role, (proc, _, _) in self.procs.items():
             out[role] = proc_memory(proc.pid) | {"cpu_s": round(proc_cpu(proc.pid), 1)}
+            for kind, child in child_processes(proc.pid).items():  # its classifier's process
+                out[f"{role}: {kind}"] = proc_memory(child) | {"cpu_s": round(proc_cpu(child), 1)}
         if self.broker is not None:
             out["broker"] = proc_memory(self.broker.proc.pid) | {
                 "cpu_s": round(proc_cpu(self.broker.proc.pid), 1)
@@ -286,8 +289,9 @@ def render(result: dict[str, Any]) -> str:
         marks = list(snaps)
         last = snaps[marks[-1]]
         for role in [k for k in snaps["0"] if k != "stories_active"]:
-            rss = [snaps[m][role].get("VmRSS") for m in marks]
-            rows.append([mode, role, *rss, last[role].get("VmHWM"), last[role]["cpu_s"]])
+            rss = [snaps[m].get(role, {}).get("VmRSS") for m in marks]
+            end = last.get(role, {})
+            rows.append([mode, role, *rss, end.get("VmHWM"), end.get("cpu_s")])
         held = [snaps[m]["stories_active"] for m in marks]
         rows.append([mode, "(detector: stories held)", *held, None, None])
     headers = ["mode", "process", *(f"RSS MB at {m} min" for m in marks), "peak MB", "CPU s"]

@@ -98,6 +98,7 @@ class ProcessClassifier:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
+        self._answered = False  # a child ever answered: a death after that is a restart
         started = time.perf_counter()
         try:
             self.name, self.version = self._call(_describe)
@@ -128,29 +129,43 @@ class ProcessClassifier:
                 )
             return self._pool
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
+    def _replace(self, broken: ProcessPoolExecutor) -> bool:
+        """Forget a broken pool; True for the one caller that did (several calls in flight
+        see the same death: it is logged and counted once)."""
         with self._lock:
+            replaced = self._pool is broken and not self._closed
             if self._pool is broken:
                 self._pool = None
         broken.shutdown(wait=False, cancel_futures=True)
+        return replaced
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         for attempt in (1, 2):
             pool = self._new_pool()
             try:
-                return pool.submit(fn, self._config_json, *args).result()
+                answer = pool.submit(fn, self._config_json, *args).result()
+                self._answered = True
+                return answer
             except BrokenProcessPool as exc:
-                self._replace(pool)
+                replaced = self._replace(pool)
                 if self._closed:
                     raise ClassifierProcessError("the classifier process was closed") from exc
+                if not self._answered:
+                    raise ClassifierProcessError(
+                        "the sentiment classifier's child process could not start (see the "
+                        "error above it). A script that starts crisiswatch itself must keep "
+                        'its start code under `if __name__ == "__main__":`: the child process '
+                        "imports the main module. Or set scorer.classifier.process: false"
+                    ) from exc
+                if replaced:
+                    log.error("the sentiment classifier's child process died; starting anew")
+                    if self._on_restart is not None:
+                        self._on_restart()
                 if attempt == 2:
                     raise ClassifierProcessError(
                         "the sentiment classifier's child process died twice on one batch "
                         "(killed, or out of memory?): the batch is left to the bus to retry"
                     ) from exc
-                log.error("the sentiment classifier's child process died; starting a new one")
-                if self._on_restart is not None:
-                    self._on_restart()
         raise AssertionError("unreachable")
 
     def classify(self, texts: Sequence[str], langs: Sequence[str | None]) -> list[Sentiment]:

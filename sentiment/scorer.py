@@ -79,6 +79,10 @@ class SentimentCache:
             self._data.popitem(last=False)
 
 
+_Ahead = tuple[list[Mention], "asyncio.Task[list[Sentiment]]", float]
+"""A prefetched batch: its mentions, their classification, when that started."""
+
+
 def _retrieved(task: asyncio.Task[list[Sentiment]]) -> None:
     """A prefetched classification that fails is logged by the ``handle`` that awaits it
     (its batch is retried), or by nobody when it is dropped: never "never retrieved"."""
@@ -103,8 +107,7 @@ class ScorerService:
         self.cache = SentimentCache(config.cache_size)
         # prefetched batches, by the identity of their first mention: the one handled now
         # (shown while the last was handled) and the next (shown as this one was taken)
-        self._ahead: OrderedDict[int, tuple[list[Mention], asyncio.Task[list[Sentiment]]]]
-        self._ahead = OrderedDict()
+        self._ahead: OrderedDict[int, _Ahead] = OrderedDict()
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -133,24 +136,26 @@ class ScorerService:
         old = self._ahead.pop(id(mentions[0]), None)
         if old is not None:
             old[1].cancel()
-        self._ahead[id(mentions[0])] = (mentions, task)
+        self._ahead[id(mentions[0])] = (mentions, task, time.perf_counter())
         while len(self._ahead) > 2:  # shown, never handled (the bus stopped): dropped
             self._ahead.popitem(last=False)[1][1].cancel()
 
-    async def _sentiments(self, mentions: list[Mention]) -> list[Sentiment]:
+    async def _sentiments(self, mentions: list[Mention]) -> tuple[list[Sentiment], float]:
+        """The batch's Sentiments, and when their classification started (earlier than
+        now where the batch was prefetched: the stage's latency counts from there)."""
         ahead = self._ahead.pop(id(mentions[0]), None) if mentions else None
         if ahead is not None:
-            early, task = ahead
+            early, task, started = ahead
             if len(early) == len(mentions) and all(
                 a is b for a, b in zip(early, mentions, strict=True)
             ):
-                return await task
+                return await task, started
             task.cancel()
-        return await self.score(mentions)
+        started = time.perf_counter()
+        return await self.score(mentions), started
 
     async def handle(self, mentions: list[Mention]) -> None:
-        started = time.perf_counter()
-        sentiments = await self._sentiments(mentions)
+        sentiments, started = await self._sentiments(mentions)
         embeddings = await self.embed(mentions, sentiments)
         await self.bus.publish_many(
             TOPIC_SCORED,

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,40 @@ def test_the_runtime_runs_it_in_a_child_only_beside_other_stages() -> None:
     assert resolved(frozenset({Role.SCORER, Role.API})) is False  # the API has no bus work
     assert resolved(ALL_ROLES, process=False) is False
     assert resolved(frozenset({Role.SCORER}), process=True) is True
+
+
+def test_one_death_under_two_calls_in_flight_is_one_restart(child: ProcessClassifier) -> None:
+    restarts: list[int] = child.restarts  # type: ignore[attr-defined]
+    before = len(restarts)
+    texts = [  # unsure for the word model: the transformer reads them, about a second
+        f"so the {i}th update on order {i * 7919 % 10007} came in today, we will see"
+        for i in range(2_000)
+    ]
+    langs = ["en"] * len(texts)
+    expected = child.classify(texts[:50], langs[:50])
+    answers: list[list[object]] = []
+    with ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(child.classify, texts, langs) for _ in range(2)]
+        time.sleep(0.2)  # both sent: one being classified, one waiting in the child's queue
+        assert not any(call.done() for call in calls)
+        pid = child.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        answers = [call.result(timeout=60) for call in calls]
+    assert all(a[:50] == expected for a in answers)  # both retried on the new child
+    assert len(restarts) == before + 1  # one death, counted once
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from sentiment.config import ScorerConfig\n"
+        "from sentiment.process import ProcessClassifier\n"
+        "ProcessClassifier(ScorerConfig())\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode != 0
+    assert "could not start" in done.stderr and '__name__ == "__main__"' in done.stderr

@@ -82,8 +82,9 @@ async def test_the_next_batch_is_classified_before_this_one_is_published(
     mentions = [mention(i, f"post {i}") for i in range(12)]
     scored, published = await run(slow, metrics, mentions)
     assert [s.mention.id for s in scored] == [m.id for m in mentions]  # in order, all
+    started = [text for text, what, _ in slow.log if what == "start"]
+    assert started == ["post 0", "post 4", "post 8"]  # each batch classified once
     starts = {text: t for text, what, t in slow.log if what == "start"}
-    assert list(starts) == ["post 0", "post 4", "post 8"]  # each batch classified once
     # batch 2's classification started while batch 1 was being published (and so on)
     assert starts["post 4"] < dict(published)["post 0"]
     assert starts["post 8"] < dict(published)["post 4"]
@@ -116,9 +117,9 @@ async def test_a_batch_other_than_the_prefetched_one_is_classified_itself(
     early = [mention(i, f"post {i}") for i in range(3)]
     scorer.prefetch(early)
     other = [mention(i, f"post {i}") for i in range(3)]  # equal, but not the same instances
-    answers = await scorer._sentiments(other)
+    answers, _ = await scorer._sentiments(other)
     assert [s.label for s in answers] == ["neutral"] * 3
-    ((kept, task),) = scorer._ahead.values()  # the early batch was not taken for it
+    ((kept, task, _),) = scorer._ahead.values()  # the early batch was not taken for it
     assert kept is early
     await scorer.stop()  # and is dropped at stop
     with contextlib.suppress(asyncio.CancelledError):
