@@ -48,7 +48,8 @@ _classifier: Any = None  # the child's classifier, loaded by its first call
 
 
 class ClassifierProcessError(RuntimeError):
-    """The classifier's child process died twice in one call."""
+    """The classifier's child process could not start, died twice in one call, or was
+    closed."""
 
 
 def _child_setup(parent: int) -> None:
