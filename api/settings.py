@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
 
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
@@ -124,6 +125,27 @@ class Settings(BaseAppSettings):
     ack_links: AckLinkConfig = Field(default_factory=AckLinkConfig)
     slack_app: SlackAppConfig = Field(default_factory=SlackAppConfig)
     drills: DrillScheduleConfig = Field(default_factory=DrillScheduleConfig)
+
+    @model_validator(mode="after")
+    def _journal_apart_from_database(self) -> Settings:
+        """``bus.journal`` set to the SQLite database's own file (or one of SQLite's files
+        beside it) would take the database's lock and overwrite its tables: refused."""
+        journal = self.bus.journal
+        if journal in ("auto", "off"):
+            return self
+        url = make_url(self.database.url.get_secret_value())
+        database = url.database
+        if not url.drivername.startswith("sqlite") or not database or database == ":memory:":
+            return self
+        db = Path(database).resolve()
+        taken = {db, *(db.with_name(db.name + end) for end in ("-wal", "-shm", "-journal"))}
+        if Path(journal).resolve() in taken:
+            raise ValueError(
+                f"bus.journal ({journal}) is the SQLite database's own file or one of its "
+                "companions: give the journal a file of its own (or 'auto': "
+                f"{db.name}.bus-journal beside it)"
+            )
+        return self
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

@@ -147,3 +147,23 @@ def test_the_journal_goes_beside_a_sqlite_database_file_only(tmp_path: Path) -> 
     assert where("postgresql+asyncpg://u@h/db") is None
     assert where("postgresql+asyncpg://u@h/db", str(tmp_path / "j")) == tmp_path / "j"
     assert where(f"sqlite+aiosqlite:///{tmp_path}/cw.db", "off") is None
+
+
+@pytest.mark.parametrize("end", ["", "-wal", "-shm", "-journal"])
+def test_a_journal_on_the_database_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], end: str
+) -> None:
+    from api.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"database:\n  url: sqlite+aiosqlite:///{tmp_path}/cw.db\n"
+        f"bus:\n  journal: {tmp_path}/cw.db{end}\n"
+    )
+    assert main(["check-config", str(config)]) == 2
+    assert "is the SQLite database's own file" in capsys.readouterr().err
+    config.write_text(  # a file of its own is fine
+        f"database:\n  url: sqlite+aiosqlite:///{tmp_path}/cw.db\n"
+        f"bus:\n  journal: {tmp_path}/cw.journal\n"
+    )
+    assert main(["check-config", str(config)]) == 0
