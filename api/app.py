@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
 from alerts.templates.render import RenderError, TemplateProblem
@@ -41,16 +42,39 @@ from api.routers import (
     workflow,
 )
 from api.runtime import Role, Runtime
+from api.settings import ConfigError
 from api.textinput import refuse_nul
+from core.bus.journal import JournalError
 from listener.service import PublishFailed
+from sentiment.errors import ModelLoadError
+from sentiment.process import ClassifierProcessError
 
 log = logging.getLogger(__name__)
+
+START_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    JournalError,
+    ModelLoadError,
+    ClassifierProcessError,
+    OperationalError,
+    OSError,
+)
+"""What an operator fixes (a setting, a file, a folder, the database's address): said in one
+line at start, without a traceback. Anything else is a bug and keeps its traceback."""
+
+
+class StartFailed(RuntimeError):
+    """The runtime could not start for one of START_ERRORS (already logged, in a line)."""
 
 
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        try:
+            await runtime.start()
+        except START_ERRORS as exc:  # Runtime.start has stopped what it had started
+            log.critical("crisiswatch cannot start: %s", exc)
+            raise StartFailed(str(exc)) from None
         drill_schedule = DrillSchedule(runtime)
         await drill_schedule.start()
         try:

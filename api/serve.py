@@ -106,9 +106,23 @@ def serve_roles(
         timeout_graceful_shutdown=max(1, round(settings.bus.stop_timeout)),
     )
     server = uvicorn.Server(config)
-    with _sigterm_after_a_clean_stop_exits_0():
-        server.run()
+    quiet = _QuietStartFailure()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)
+    try:
+        with _sigterm_after_a_clean_stop_exits_0():
+            server.run()
+    finally:
+        uvicorn_log.removeFilter(quiet)
     return 0
+
+
+class _QuietStartFailure(logging.Filter):
+    """Drops uvicorn's traceback of a start that failed for a reason already logged in one
+    line (``api.app.StartFailed``); its "Application startup failed" line stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "StartFailed" not in record.getMessage()
 
 
 @contextlib.contextmanager

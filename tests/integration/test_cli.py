@@ -157,3 +157,32 @@ def test_backfill_refuses_a_since_out_of_range(tmp_path: Path, since: str, capsy
     line = _one_clear_line(capsys.readouterr().err)
     assert line.startswith("crisiswatch backfill: --since") and "at most 3650d" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("journal", ["{tmp}/no-folder-here/j", "/proc/no-such-folder/j"])
+def test_a_start_an_operator_can_fix_fails_in_one_line(tmp_path: Path, journal: str) -> None:
+    """A setting or file problem found at start (here: a journal that cannot be made) is
+    one CRITICAL line naming it, a non-zero exit, and no traceback."""
+    import subprocess
+    import sys
+
+    from tests.support import free_port
+
+    port = str(free_port())
+    (tmp_path / "no-folder-here").write_text("a file where a folder should be")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"database:\n  url: sqlite+aiosqlite:///{tmp_path}/cw.db\n"
+        f"bus:\n  journal: {journal.format(tmp=tmp_path)}\n"
+        "listener:\n  watches: []\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "run", "--config", str(config), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode != 0
+    assert "crisiswatch cannot start: cannot create the folder of the bus journal" in done.stderr
+    assert "Traceback" not in done.stderr
