@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alerts.acklinks import link_maker
@@ -25,7 +24,7 @@ from core.bus import Bus
 from core.bus.journal import BusJournal
 from core.bus.memory import MemoryBus
 from core.clock import Clock, SystemClock
-from core.db import make_engine, make_sessionmaker, upgrade_database
+from core.db import make_engine, make_sessionmaker, sqlite_file, upgrade_database
 from core.metrics import Metrics
 from listener.cascade_store import DbCascadeStore
 from listener.cursors import DbCursorStore
@@ -65,13 +64,10 @@ def journal_path(settings: Settings) -> Path | None:
         return None
     if choice != "auto":
         return Path(choice)
-    url = make_url(settings.database.url.get_secret_value())
-    database = url.database
-    if not url.drivername.startswith("sqlite") or not database or database == ":memory:":
+    database = sqlite_file(settings.database.url.get_secret_value())
+    if database is None:  # a URI filename too: left to an explicit bus.journal
         return None
-    if database.startswith("file:") or url.query.get("mode") == "memory":
-        return None  # a URI filename: leave it to an explicit bus.journal
-    return Path(database).with_name(Path(database).name + ".bus-journal")
+    return database.with_name(database.name + ".bus-journal")
 
 
 def make_bus(settings: Settings, metrics: Metrics, journal: BusJournal | None = None) -> Bus:

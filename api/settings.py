@@ -19,10 +19,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import make_url
 
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
+from core.db import sqlite_file
 from core.settings import BaseAppSettings, BusConfig, ConfigFileError, DatabaseConfig, Section
 from listener.config import ListenerConfig
 from sentiment.config import ScorerConfig
@@ -133,11 +133,10 @@ class Settings(BaseAppSettings):
         journal = self.bus.journal
         if journal in ("auto", "off"):
             return self
-        url = make_url(self.database.url.get_secret_value())
-        database = url.database
-        if not url.drivername.startswith("sqlite") or not database or database == ":memory:":
+        database = sqlite_file(self.database.url.get_secret_value())
+        if database is None:
             return self
-        db = Path(database).resolve()
+        db = database.resolve()
         taken = {db, *(db.with_name(db.name + end) for end in ("-wal", "-shm", "-journal"))}
         if Path(journal).resolve() in taken:
             raise ValueError(

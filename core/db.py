@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -93,6 +93,18 @@ def _sqlite_for_update(
     at a time is what SQLite has."""
     if getattr(clauseelement, "_for_update_arg", None) is not None:
         conn.exec_driver_sql(_TAKE_WRITE_LOCK)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another database, an in-memory one, or
+    a URI filename (``file:...``, ``mode=memory``)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database)
 
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
