@@ -5,8 +5,7 @@ truth CSV (``--truth``: ``story_root, t0, final_size, t10_min, t50_min, t90_min,
 
 1. **Detector alone** (model excluded): the stream is parsed up front in chunks and fed
    straight into ``Detector.observe`` with a fixed neutral sentiment; only the time inside
-   ``observe`` counts. This pass also samples every story's ``predicted_size`` at 10, 30
-   and 60 minutes after its first mention.
+   ``observe`` counts.
 2. **Whole replay** (``crisiswatch replay``: listener -> scorer with its classifier ->
    detector over the in-process bus); its output file is what the story-level scores are
    computed from, exactly as a held-out check would compute them. ``--detector-only``
@@ -14,8 +13,12 @@ truth CSV (``--truth``: ``story_root, t0, final_size, t10_min, t50_min, t90_min,
    sentiment, so the spread scores are the same; the tier alerts are not measured).
 
 A story is *called* when a line of the output first says ``spread`` 3 for its root; it is
-a true call when its truth tier is 3. ``--stories N`` keeps the first N stories of the
-truth (by ``t0``) and their mentions: quick runs while tuning.
+a true call when its truth tier is 3. Its predicted size at 10, 30 and 60 minutes is the
+``predicted_size`` of its root's latest line at or before ``t0`` + that age: both passes
+have the detector report every story's forecast at those ages
+(``detector.forecast_report_minutes``, as ``crisiswatch replay`` does by default).
+``--stories N`` keeps the first N stories of the truth (by ``t0``) and their mentions:
+quick runs while tuning.
 """
 
 from __future__ import annotations
@@ -67,6 +70,17 @@ class StoryCalls:
     first_spread3: datetime | None = None
     max_spread: int = 0
     max_tier: int = 0
+    # (at, predicted size) of every line that had one, in the order written
+    sizes: list[tuple[datetime, float]] = field(default_factory=list)
+
+    def size_at(self, at: datetime) -> float | None:
+        """The predicted size of the latest line at or before ``at`` (of those written
+        at the same instant, the last)."""
+        best: tuple[datetime, float] | None = None
+        for when, size in self.sizes:
+            if when <= at and (best is None or when >= best[0]):
+                best = (when, size)
+        return None if best is None else best[1]
 
 
 @dataclass
@@ -75,8 +89,12 @@ class RunOutput:
     tier_alerts: int = 0  # a story's tier rising to 2 or more
     last_tier: dict[str, int] = field(default_factory=dict)
 
-    def add(self, root: str, at: datetime, tier: int, spread: int) -> None:
+    def add(
+        self, root: str, at: datetime, tier: int, spread: int, predicted: float | None = None
+    ) -> None:
         story = self.calls.setdefault(root, StoryCalls())
+        if predicted is not None:
+            story.sizes.append((at, predicted))
         if spread >= 3 and story.first_spread3 is None:
             story.first_spread3 = at
         story.max_spread = max(story.max_spread, spread)
@@ -124,13 +142,21 @@ def load_truth(
 
 
 def read_replay_output(path: Path) -> RunOutput:
-    """The lines ``crisiswatch replay`` wrote (``story_root, at, tier, spread``)."""
+    """The lines ``crisiswatch replay`` wrote (``story_root, at, tier, spread,
+    predicted_size``)."""
     out = RunOutput()
     with path.open(encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 d = json.loads(line)
-                out.add(d["story_root"], _time(d["at"]), int(d["tier"]), int(d["spread"]))
+                size = d.get("predicted_size")
+                out.add(
+                    d["story_root"],
+                    _time(d["at"]),
+                    int(d["tier"]),
+                    int(d["spread"]),
+                    None if size is None else float(size),
+                )
     return out
 
 
@@ -169,7 +195,6 @@ class DetectorPass:
     seconds: float  # wall time inside the detector
     cpu_seconds: float  # CPU time of this thread inside the detector (robust on a busy box)
     output: RunOutput
-    predicted: dict[int, dict[str, float]]  # age -> root -> predicted final size
     first_at: datetime | None
     last_at: datetime | None
     stories_held_max: int
@@ -203,13 +228,13 @@ def run_detector_pass(
     size_inputs: SizeInputs | None = None,
 ) -> DetectorPass:
     """``size_inputs``: also take every story's size-model inputs at its ages."""
-    detector = Detector(settings.detector)
+    from api.replay import with_forecast_reports
+
+    detector = Detector(with_forecast_reports(settings, AGES_MINUTES).detector)
     out = RunOutput()
-    predicted: dict[int, dict[str, float]] = {age: {} for age in AGES_MINUTES}
     due: list[tuple[datetime, float, str]] = []
-    ages = sorted(set(AGES_MINUTES) | set(size_inputs.ages if size_inputs else ()))
     for r in truth.values():
-        for age in ages:
+        for age in size_inputs.ages if size_inputs else ():
             due.append((r.t0 + timedelta(minutes=age), age, r.root))
     heapq.heapify(due)
     spent = 0.0
@@ -225,15 +250,10 @@ def run_detector_pass(
             story = detector.story_of(WATCH.id, root)
             if story is None:
                 continue
-            if size_inputs is not None and age in size_inputs.ages:
+            if size_inputs is not None:
                 got = detector.size_inputs(WATCH.id, story, at)
                 if got is not None:
                     size_inputs.taken[(root, age)] = got
-            if age not in predicted:
-                continue
-            decision = detector.evaluate(WATCH.id, story, at=at)
-            if decision is not None and decision.heat.predicted_size is not None:
-                predicted[int(age)][root] = decision.heat.predicted_size
 
     perf, cpu = time.perf_counter, time.thread_time
     spent_cpu = 0.0
@@ -249,7 +269,7 @@ def run_detector_pass(
         spent_cpu += cpu() - c
         n += 1
         for s in signals:
-            out.add(s.story_root, s.at, s.tier, s.spread)
+            out.add(s.story_root, s.at, s.tier, s.spread, s.heat.predicted_size)
         first_at = first_at or mention.created_at
         last_at = mention.created_at
         if n % 1000 == 0:
@@ -265,7 +285,7 @@ def run_detector_pass(
                 )
     if last_at is not None:
         sample(last_at + timedelta(days=365))
-    return DetectorPass(n, spent, spent_cpu, out, predicted, first_at, last_at, held_max)
+    return DetectorPass(n, spent, spent_cpu, out, first_at, last_at, held_max)
 
 
 # --------------------------------------------------------------------------- scores
@@ -279,12 +299,7 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def score(
-    truth: dict[str, Truth],
-    output: RunOutput,
-    predicted: dict[int, dict[str, float]],
-    days: float,
-) -> dict[str, Any]:
+def score(truth: dict[str, Truth], output: RunOutput, days: float) -> dict[str, Any]:
     tp = fp = fn = 0
     leads: list[float] = []
     before_t50 = before_t10 = 0
@@ -314,19 +329,25 @@ def score(
     )
     errors: dict[str, Any] = {}
     for age in AGES_MINUTES:
-        rel = [
-            abs(max(p - 1.0, 0.0) - truth[root].final_size) / truth[root].final_size
-            for root, p in predicted.get(age, {}).items()
-            if truth[root].final_size > 0
-        ]
-        big = [
-            abs(max(p - 1.0, 0.0) - truth[root].final_size) / truth[root].final_size
-            for root, p in predicted.get(age, {}).items()
-            if truth[root].tier == 3
-        ]
+        rel: list[float] = []
+        big: list[float] = []
+        unpredicted = 0
+        for root, r in truth.items():
+            if r.final_size <= 0:
+                continue
+            told = output.calls.get(root)
+            p = None if told is None else told.size_at(r.t0 + timedelta(minutes=age))
+            if p is None:
+                unpredicted += 1
+                continue
+            # predicted_size counts the root, final_size its reposts
+            rel.append(abs(max(p - 1.0, 0.0) - r.final_size) / r.final_size)
+            if r.tier == 3:
+                big.append(rel[-1])
         errors[str(age)] = {
             "median_relative_error": _median(rel),
             "stories_predicted": len(rel),
+            "stories_without_prediction": unpredicted,
             "median_relative_error_tier3": _median(big),
         }
     tier3 = tp + fn
@@ -385,7 +406,8 @@ def render(result: dict[str, Any]) -> str:
     for age, e in s["predicted_size"].items():
         lines.append(
             f"predicted size at {age:>2} min  median rel. error "
-            f"{_fmt(e['median_relative_error'], '.1%')} ({e['stories_predicted']:,} stories; "
+            f"{_fmt(e['median_relative_error'], '.1%')} ({e['stories_predicted']:,} stories, "
+            f"{e['stories_without_prediction']:,} without; "
             f"tier 3: {_fmt(e['median_relative_error_tier3'], '.1%')})"
         )
     lines.append("confusion (rows: truth tier; columns: max spread 0 1 2 3)")
@@ -460,7 +482,7 @@ def bench_detection(
         "scored_from": "detector pass" if detector_only else "replay output",
         "mentions": first.mentions,
         "days": days,
-        "scores": score(truth, output, first.predicted, days),
+        "scores": score(truth, output, days),
         "throughput": {
             "detector_mentions_per_s": first.rate,
             "detector_mentions_per_cpu_s": first.cpu_rate,

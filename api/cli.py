@@ -51,6 +51,22 @@ def _positive(value: str) -> int:
     return number
 
 
+def _minutes_list(value: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated story ages in minutes (``none``: no ages)."""
+    if value.strip().lower() in ("none", ""):
+        return ()
+    ages: list[float] = []
+    for part in value.split(","):
+        try:
+            age = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not minutes") from None
+        if not 0 < age <= 7 * 24 * 60:
+            raise argparse.ArgumentTypeError(f"{age:g} is not between 0 and 10080 minutes")
+        ages.append(age)
+    return tuple(sorted(set(ages)))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crisiswatch",
@@ -93,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", type=Path, required=True, help="tier/spread changes, JSONL")
     rep.add_argument("--config", type=Path, help="YAML config (watches, detector, scorer)")
     rep.add_argument("--limit", type=_positive, help="stop after this many input lines")
+    rep.add_argument(
+        "--forecast-at",
+        type=_minutes_list,
+        metavar="MINUTES",
+        help="also write every story's forecast (predicted_size) at these ages, minutes "
+        "after its first mention, comma-separated ('none': only level changes; "
+        "default 10,30,60)",
+    )
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     keys = sub.add_parser("keys", help="API keys: make one, or hash one for api.keys[].key_sha256")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
@@ -330,6 +354,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 progress=not args.quiet,
                 config_given=args.config is not None,
+                forecast_at=args.forecast_at,
             )
         )
         print(summary.render(), file=sys.stderr)

@@ -6,6 +6,12 @@ change of a story's tier or spread level::
     {"story_root": "...", "at": "2026-01-05T00:13:02.000Z", "tier": 2, "spread": 3,
      "predicted_size": 812.0}
 
+and one line per story that has a forecast at each of ``forecast_at`` minutes after its
+first mention (10, 30 and 60 by default; ``detector.forecast_report_minutes``), stamped
+1 ms before that age, with its levels unchanged and ``"forecast_minutes"`` added: the
+latest line of a story at or before ``t0 + age`` holds its forecast at that age, not the
+one of its last level change.
+
 This output is how detection quality is measured: keep the format stable.
 """
 
@@ -15,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +43,7 @@ from sentiment.transformer import close_classifier, load_classifier
 
 CATCH_ALL = WatchConfig(id="all", brand="", match_all=True)
 REPLAY_GROUP = "replay-writer"
+FORECAST_AT_MINUTES = (10.0, 30.0, 60.0)
 
 
 @dataclass
@@ -45,6 +53,7 @@ class ReplaySummary:
     rejected: int
     duplicates: int
     signals: int
+    forecasts: int
     stories_tiered: int
     seconds: float
     output: Path
@@ -57,7 +66,8 @@ class ReplaySummary:
         return (
             f"replay done: {self.mentions:,} mentions ({self.rejected:,} bad lines, "
             f"{self.duplicates:,} duplicates) in {self.seconds:.1f} s = {self.rate:,.0f} "
-            f"mentions/s; {self.signals:,} changes written to {self.output} "
+            f"mentions/s; {self.signals:,} changes and {self.forecasts:,} forecasts written "
+            f"to {self.output} "
             f"({self.stories_tiered:,} stories reached tier >= 1)"
         )
 
@@ -68,24 +78,40 @@ def _format_time(signal: Signal) -> str:
 
 def signal_line(signal: Signal) -> dict[str, Any]:
     predicted = signal.heat.predicted_size
-    return {
+    line: dict[str, Any] = {
         "story_root": signal.story_root,
         "at": _format_time(signal),
         "tier": signal.tier,
         "spread": signal.spread,
         "predicted_size": None if predicted is None else round(float(predicted), 1),
     }
+    if signal.forecast_minutes is not None:
+        line["forecast_minutes"] = signal.forecast_minutes
+    return line
+
+
+def with_forecast_reports(settings: Settings, minutes: Sequence[float]) -> Settings:
+    """``settings`` whose detector reports every story's forecast at these ages (quiet
+    stories included): what a replay writes, and what ``bench detection`` scores."""
+    detector = settings.detector.model_copy(
+        update={"forecast_report_minutes": sorted(set(minutes)), "forecast_report_quiet": True}
+    )
+    return settings.model_copy(update={"detector": detector})
 
 
 class _Writer:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.count = 0
+        self.forecasts = 0
         self.tiered: set[str] = set()
 
     async def handle(self, signals: list[Signal]) -> None:
         for signal in signals:
             self.out.write(json.dumps(signal_line(signal), ensure_ascii=False) + "\n")
+            if signal.forecast_minutes is not None:
+                self.forecasts += 1
+                continue
             self.count += 1
             if signal.tier >= 1:
                 self.tiered.add(signal.story_root)
@@ -98,7 +124,7 @@ async def _progress(source: ReplaySource, writer: _Writer, started: float) -> No
         rate = source.emitted / elapsed if elapsed > 0 else 0.0
         print(
             f"replay: {source.progress:6.1%} of input, {source.lines_read:,} lines, "
-            f"{rate:,.0f} mentions/s, {writer.count:,} changes",
+            f"{rate:,.0f} mentions/s, {writer.count:,} changes, {writer.forecasts:,} forecasts",
             file=sys.stderr,
             flush=True,
         )
@@ -113,12 +139,17 @@ async def run_replay(
     progress: bool = True,
     config_given: bool = False,
     classifier: Classifier | None = None,
+    forecast_at: Sequence[float] | None = None,
 ) -> ReplaySummary:
-    """Replay ``input_path`` and write tier/spread changes to ``output_path``."""
+    """Replay ``input_path`` and write tier/spread changes, and every story's forecast at
+    the ages ``forecast_at`` (minutes; None: ``FORECAST_AT_MINUTES``; empty: none), to
+    ``output_path``."""
     if not await asyncio.to_thread(input_path.exists):
         from api.settings import ConfigError
 
         raise ConfigError(f"replay input {input_path} does not exist")
+    ages = FORECAST_AT_MINUTES if forecast_at is None else forecast_at
+    settings = with_forecast_reports(settings, ages)
     watches = list(settings.listener.watches) if config_given else []
     listener_cfg = settings.listener.model_copy(update={"watches": watches or [CATCH_ALL]})
     metrics = Metrics()
@@ -167,6 +198,7 @@ async def run_replay(
         rejected=source.rejected,
         duplicates=duplicates,
         signals=writer.count,
+        forecasts=writer.forecasts,
         stories_tiered=len(writer.tiered),
         seconds=time.monotonic() - started,
         output=output_path,

@@ -169,7 +169,8 @@ class HeatFeatures(_Event):
 
 
 class Signal(_Event):
-    """The detector's verdict on a story when its tier or spread level changes."""
+    """The detector's verdict on a story when its tier or spread level changes; also,
+    where configured, its forecast at fixed ages (``forecast_minutes``, levels unchanged)."""
 
     schema_version: Literal[1] = 1
     id: str
@@ -188,6 +189,10 @@ class Signal(_Event):
     kind: Literal["story", "surge"] = "story"
     """``story``: one story's levels; ``surge``: the whole watch bursts without one
     dominant story (``story_id`` is ``"<watch>:surge"``, the heat counts the watch)."""
+    forecast_minutes: Annotated[float, Field(gt=0)] | None = None
+    """Set on a Signal sent because the story reached this age (minutes after its first
+    mention; ``detector.forecast_report_minutes``): tier and spread are the levels already
+    reported, the heat (its ``predicted_size``) is the story's forecast at that age."""
     merged_into: str | None = Field(default=None, max_length=255)
     """Set on a story's last Signal when the detector found it to be part of another
     story (``merged_into``, same watch): a copy of a complaint that arrived before the

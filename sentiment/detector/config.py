@@ -310,6 +310,21 @@ class DetectorConfig(Section):
         "a model file written by `crisiswatch bench fit-size` (with a / or ending in .json; "
         "relative to the working directory)",
     )
+    forecast_report_minutes: list[float] = Field(
+        default_factory=list,
+        description="story ages (minutes after its first mention, event time) at which "
+        "the detector also sends a Signal with the story's current forecast "
+        "(heat.predicted_size) and unchanged levels (Signal.forecast_minutes): the "
+        "incident's timeline follows the projection as the story ages, and a replay's "
+        "output can be scored at fixed ages (`crisiswatch replay --forecast-at`). "
+        "Sent only where there is a forecast (predict_min_mentions)",
+    )
+    forecast_report_quiet: bool = Field(
+        False,
+        description="forecast_report_minutes also for stories that are not reported "
+        "(tier 0 below signal_min_spread): for replays; on a live bus every small story "
+        "would send them",
+    )
     hawkes_theta: float = Field(
         1.0, gt=0, le=3, description="power-law exponent of the Hawkes memory kernel's tail"
     )
@@ -442,6 +457,14 @@ class DetectorConfig(Section):
             raise ValueError("burst_windows_minutes must be increasing, without repeats")
         if any(w < 1 or w > 24 * 60 for w in self.burst_windows_minutes):
             raise ValueError("burst_windows_minutes must be between 1 and 1440")
+        ages = self.forecast_report_minutes
+        if sorted(set(ages)) != ages or any(not 0 < a <= 7 * 24 * 60 for a in ages):
+            raise ValueError(
+                "forecast_report_minutes must be increasing, without repeats, each above 0 "
+                "and at most 10080 (7 days)"
+            )
+        if len(ages) > 24:
+            raise ValueError("forecast_report_minutes holds at most 24 ages")
         if self.minhash_permutations % self.minhash_bands:
             raise ValueError("minhash_permutations must be a multiple of minhash_bands")
         if self.spread3_authors < self.spread2_authors:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import logging
 import math
 import uuid
@@ -91,6 +92,10 @@ EARLY_MINUTES = 30.0
 EARLY_TEXT_CHARS = 2_000
 """Text an early mention keeps (a story's row holds its early mentions: a 40,000-character
 post must not make it heavy; cues and near-duplicates are found in the first part)."""
+REPORT_AHEAD = timedelta(milliseconds=1)
+"""A forecast Signal (``detector.forecast_report_minutes``) holds the heat at the story's
+age (the mentions before it) and is stamped this much earlier: a reader that takes a
+story's latest line before ``t0 + age`` finds it, whether it compares strictly or not."""
 
 WatchKey = tuple[str, bool]
 """(watch id, drill): the unit of detector state."""
@@ -184,11 +189,18 @@ class _WatchState:
     # stories changed since (story ids; held, or forgotten since) noted in ``changed``
     stored: bool = False
     changed: set[str] = field(default_factory=set)
+    # forecast reports to send (``detector.forecast_report_minutes``), a heap of
+    # (due in epoch minutes, sequence, story id, age in minutes); not saved: ``restore``
+    # plans them again from the stories' first mentions
+    reports: list[tuple[float, int, str, float]] = field(default_factory=list)
+    report_seq: int = 0
 
     def __getstate__(self) -> dict[str, object]:
         """For snapshots: the retired stories as three lists (a watch keeps up to
-        ``4 * max_stories`` of them, and its row is written with every batch)."""
+        ``4 * max_stories`` of them, and its row is written with every batch); the
+        forecast reports left out."""
         state = dict(self.__dict__)
+        state.pop("reports", None)
         retired = self.retired
         state["retired"] = (
             list(retired),
@@ -203,6 +215,7 @@ class _WatchState:
             raise TypeError("the retired stories are not three lists")
         ids, signals, labels = packed
         self.__dict__.update(state)
+        self.reports = []
         self.retired = {
             story_id: _Retired(n, label)
             for story_id, n, label in zip(ids, signals, labels, strict=True)
@@ -339,6 +352,9 @@ class Detector:
         except ValueError as exc:
             raise SnapshotError(f"cannot rebuild the stories of {expected!r}: {exc}") from exc
         state.tracked = {story.id: tracked[story.id] for story in state.index.stories()}
+        if self.config.forecast_report_minutes and state.now is not None:
+            for story in state.index.stories():
+                self._plan_reports(state, story, after=state.now_minutes)
         state.stored = True
         state.changed = set()
         self._drop(key)
@@ -393,12 +409,16 @@ class Detector:
         watch = mention.watch or NO_WATCH
         ws = self._watch(watch.id, mention.drill)
         ws.watch = watch
-        assignment = ws.index.assign(mention, watch, _vector(scored))
-        if assignment is None:
-            return []  # already counted: a redelivery
-        story = assignment.story
         at = mention.created_at
         at_minutes = at.timestamp() / 60
+        reports = ws.reports
+        signals: list[Signal] = []
+        if reports and reports[0][0] <= at_minutes:
+            signals = self._report_forecasts(ws, at_minutes)
+        assignment = ws.index.assign(mention, watch, _vector(scored))
+        if assignment is None:
+            return signals  # already counted: a redelivery
+        story = assignment.story
         minute = math.floor(at_minutes)  # the event minute, computed once
         ws.baseline.add_minute(minute)
         expected = ws.seasonal.per_minute_at(minute)
@@ -412,7 +432,6 @@ class Detector:
         if self.config.surge_enabled:
             ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
 
-        signals: list[Signal] = []
         folded: list[tuple[Story, _Tracked]] = []
         if assignment.displaced is not None:
             folded = self._fold(ws, assignment, now)
@@ -459,6 +478,8 @@ class Detector:
             tracked = ws.tracked[story.id] = self._track(ws, story, mention.drill)
             if assignment.reason == "orphan":
                 tracked.early = []
+            if self.config.forecast_report_minutes:
+                self._plan_reports(ws, story, after=None)
         label = scored.sentiment.label
         judged = not scored.sentiment.model.endswith(ABSTAIN_SUFFIX)
         tracked.heat.add(
@@ -718,8 +739,35 @@ class Detector:
         elif story.id not in ws.reported:
             ws.reported[story.id] = ws.reported_seq
             ws.reported_seq += 1
-        tracked.signals += 1
         heat = tracked.heat.snapshot(now, baseline, now_minutes)
+        return self._signal(
+            ws,
+            story,
+            tracked,
+            heat,
+            (previous_tier, tier, spread),
+            explain(heat),
+            at=trigger.created_at if trigger is not None else now,
+            trigger_received_at=trigger.received_at if trigger is not None else None,
+        )
+
+    @staticmethod
+    def _signal(
+        ws: _WatchState,
+        story: Story,
+        tracked: _Tracked,
+        heat: HeatSnapshot,
+        levels: tuple[int, int, int],
+        explanation: str,
+        *,
+        at: datetime,
+        trigger_received_at: datetime | None = None,
+        forecast_minutes: float | None = None,
+    ) -> Signal:
+        """The story's next Signal (numbered on from its last); ``levels``: (previous
+        tier, tier, spread)."""
+        tracked.signals += 1
+        previous_tier, tier, spread = levels
         return Signal(
             id=f"{story.id}#{ws.generation}{tracked.signals}",
             story_id=story.id,
@@ -729,11 +777,65 @@ class Detector:
             previous_tier=previous_tier,
             spread=spread,
             heat=heat.features(),
-            explanation=explain(heat),
+            explanation=explanation,
             evidence=tracked.evidence.pick(),
-            at=trigger.created_at if trigger is not None else now,
-            trigger_received_at=trigger.received_at if trigger is not None else None,
+            at=at,
+            trigger_received_at=trigger_received_at,
             drill=tracked.drill,
+            forecast_minutes=forecast_minutes,
+        )
+
+    def _plan_reports(self, ws: _WatchState, story: Story, *, after: float | None) -> None:
+        """Plan the story's forecast reports (those due after epoch minute ``after``)."""
+        first = story.first_at.timestamp() / 60
+        for age in self.config.forecast_report_minutes:
+            due = first + age
+            if after is None or due > after:
+                heapq.heappush(ws.reports, (due, ws.report_seq, story.id, age))
+                ws.report_seq += 1
+
+    def _report_forecasts(self, ws: _WatchState, until: float) -> list[Signal]:
+        """The forecast Signals due by epoch minute ``until`` (stories still held; the
+        reported ones unless ``forecast_report_quiet``; with a forecast)."""
+        signals: list[Signal] = []
+        reports = ws.reports
+        quiet_too = self.config.forecast_report_quiet
+        while reports and reports[0][0] <= until:
+            _, _, story_id, age = heapq.heappop(reports)
+            story = ws.index.get(story_id)
+            tracked = ws.tracked.get(story_id)
+            if story is None or tracked is None:
+                continue  # expired, or merged into another story
+            if not quiet_too and story_id not in ws.reported:
+                continue
+            signal = self._forecast(ws, story, tracked, age)
+            if signal is not None:
+                signals.append(signal)
+        return signals
+
+    def _forecast(
+        self, ws: _WatchState, story: Story, tracked: _Tracked, age: float
+    ) -> Signal | None:
+        """A Signal reporting the story's forecast at ``age`` minutes, its levels as
+        reported (None when the story has no forecast yet)."""
+        at = story.first_at + timedelta(minutes=age)
+        if ws.now is not None and ws.now > at:
+            at = ws.now
+        if ws.stored:
+            ws.changed.add(story.id)  # the heat's windows drop what ``at`` leaves behind
+        heat = tracked.heat.snapshot(at, ws.baseline.per_minute(), at.timestamp() / 60)
+        if heat.predicted_size is None:
+            return None
+        tier = tracked.reported_tier
+        return self._signal(
+            ws,
+            story,
+            tracked,
+            heat,
+            (tier, tier, tracked.reported_spread),
+            f"Forecast at {age:g} min: {explain(heat)}",
+            at=at - REPORT_AHEAD,
+            forecast_minutes=age,
         )
 
     def _decide_surge(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,44 @@ async def test_replay_writes_one_line_per_tier_or_spread_change(
     for a, b in itertools.pairwise(root):
         assert (a["tier"], a["spread"]) != (b["tier"], b["spread"])
     assert summary.rate > 0 and "mentions/s" in summary.render()
+
+
+async def test_replay_writes_each_storys_forecast_at_10_30_and_60_minutes(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # the crisis spreads over 70 minutes: its forecast ages pass while mentions still come
+    stream = crisis_stream(clock.now(), n=300, minutes=70)
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(m.model_dump_json(exclude_none=True) + "\n" for m in stream))
+    out = tmp_path / "out.jsonl"
+    summary = await run_replay(Settings(), path, out, progress=False, classifier=FakeClassifier())
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    root = [line for line in lines if line["story_root"] == "bluesky:root-1"]
+    forecasts = [line for line in root if "forecast_minutes" in line]
+    assert [line["forecast_minutes"] for line in forecasts] == [10, 30, 60]
+    assert summary.forecasts == len([line for line in lines if "forecast_minutes" in line])
+    assert "forecasts written" in summary.render()
+    t0 = stream[0].created_at
+    for line in forecasts:
+        age = timedelta(minutes=line["forecast_minutes"])
+        assert line["at"] == (t0 + age - timedelta(milliseconds=1)).isoformat(
+            timespec="milliseconds"
+        ).replace("+00:00", "Z")
+        assert line["predicted_size"] > 0
+        # the levels are the latest change's
+        changes = [c for c in root if "forecast_minutes" not in c and c["at"] <= line["at"]]
+        assert (line["tier"], line["spread"]) == (changes[-1]["tier"], changes[-1]["spread"])
+    # none asked: only the changes, the same ones
+    plain = tmp_path / "plain.jsonl"
+    await run_replay(
+        Settings(), path, plain, progress=False, classifier=FakeClassifier(), forecast_at=()
+    )
+    only = [json.loads(line) for line in plain.read_text().splitlines()]
+    assert [(c["story_root"], c["at"], c["tier"], c["spread"]) for c in only] == [
+        (c["story_root"], c["at"], c["tier"], c["spread"])
+        for c in lines
+        if "forecast_minutes" not in c
+    ]
 
 
 def test_check_config_explains_unknown_keys_and_bad_references(
@@ -134,6 +173,8 @@ def test_db_commands_on_an_unknown_revision_or_an_unreachable_database(
         (["scorer", "--port", "http"], "argument --port: 'http' is not a port number"),
         (["replay", "--input", "i", "--output", "o", "--limit", "-1"], "--limit: -1 is not 1"),
         (["replay", "--input", "i", "--output", "o", "--limit", "0"], "--limit: 0 is not 1"),
+        (["replay", "--input", "i", "--output", "o", "--forecast-at", "10,x"], "'x' is not"),
+        (["replay", "--input", "i", "--output", "o", "--forecast-at", "0"], "0 is not between"),
     ],
 )
 def test_bad_numbers_are_usage_errors(argv: list[str], says: str, capsys) -> None:
