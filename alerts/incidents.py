@@ -196,7 +196,7 @@ def _signal_detail(signal: Signal) -> dict[str, Any]:
         "explanation": signal.explanation,
         "heat": signal.heat.model_dump(mode="json"),
         "at": signal.at.isoformat(),
-    }
+    } | ({} if signal.forecast_minutes is None else {"forecast_minutes": signal.forecast_minutes})
 
 
 async def apply_signal(
@@ -210,8 +210,10 @@ async def apply_signal(
     """Open, upgrade or annotate the incident of ``signal``'s story; queue its alerts.
 
     Returns the incident, or None when the signal changed nothing (already applied, or
-    tier 0 for a story without an incident). Raises ``InvalidSignal`` for a signal whose
-    ids do not fit the tables.
+    tier 0 for a story without an incident). A forecast report (``forecast_minutes``)
+    never opens or upgrades an incident and notifies nobody: it is a note on the
+    timeline of the story's incident, if it has one. Raises ``InvalidSignal`` for a
+    signal whose ids do not fit the tables.
     """
     check_signal(signal)
     if await signal_seen(session, signal.id):
@@ -229,7 +231,7 @@ async def apply_signal(
         _note_signal(session, incident, signal, now, late=True, story_id=signal.story_id)
         return incident
     if incident is None:
-        if signal.tier < 1:
+        if signal.tier < 1 or signal.forecast_minutes is not None:
             return None
         incident = await _open(session, signal, config, now, metrics, story_id)
         if metrics is not None:
@@ -237,6 +239,10 @@ async def apply_signal(
             on_commit(session, opened.inc)
         return incident
     _snapshot(session, incident.id, signal)
+    if signal.forecast_minutes is not None:
+        _note_signal(session, incident, signal, now)
+        await _add_evidence(session, incident.id, signal)
+        return incident
     if signal.tier > incident.tier:
         await _upgrade(session, incident, signal, config, now, metrics)
         return incident

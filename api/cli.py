@@ -64,6 +64,8 @@ def _minutes_list(value: str) -> tuple[float, ...]:
         if not 0 < age <= 7 * 24 * 60:
             raise argparse.ArgumentTypeError(f"{age:g} is not between 0 and 10080 minutes")
         ages.append(age)
+    if len(set(ages)) > 24:
+        raise argparse.ArgumentTypeError("at most 24 ages")
     return tuple(sorted(set(ages)))
 
 
@@ -114,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_minutes_list,
         metavar="MINUTES",
         help="also write every story's forecast (predicted_size) at these ages, minutes "
-        "after its first mention, comma-separated ('none': only level changes; "
-        "default 10,30,60)",
+        "after its first mention, comma-separated ('none': only level changes; default: "
+        "the config's detector.forecast_report_minutes, else 10,30,60)",
     )
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     keys = sub.add_parser("keys", help="API keys: make one, or hash one for api.keys[].key_sha256")

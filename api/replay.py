@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from api.settings import Settings
+from pydantic import ValidationError
+
+from api.settings import ConfigError, Settings, format_validation_error
 from core.bus.memory import MemoryBus
 from core.clock import SystemClock
 from core.events import TOPIC_SIGNALS, Signal
@@ -36,6 +38,7 @@ from listener.dedup import Deduplicator
 from listener.service import ListenerService
 from listener.sources.replay import ReplaySource
 from sentiment.classifier import Classifier
+from sentiment.detector.config import DetectorConfig
 from sentiment.detector.service import DetectorService
 from sentiment.embedder import load_embedder
 from sentiment.scorer import ScorerService
@@ -90,13 +93,23 @@ def signal_line(signal: Signal) -> dict[str, Any]:
     return line
 
 
-def with_forecast_reports(settings: Settings, minutes: Sequence[float]) -> Settings:
-    """``settings`` whose detector reports every story's forecast at these ages (quiet
-    stories included): what a replay writes, and what ``bench detection`` scores."""
-    detector = settings.detector.model_copy(
-        update={"forecast_report_minutes": sorted(set(minutes)), "forecast_report_quiet": True}
-    )
-    return settings.model_copy(update={"detector": detector})
+def with_forecast_reports(settings: Settings, minutes: Sequence[float] | None) -> Settings:
+    """``settings`` whose detector reports every story's forecast (quiet stories too) at
+    the ages ``minutes``; None: the config's ``forecast_report_minutes`` where it sets
+    some, else ``FORECAST_AT_MINUTES``. What a replay writes and ``bench detection``
+    scores. Raises ``ConfigError`` for ages the config would refuse."""
+    detector = settings.detector
+    if minutes is None:
+        if detector.forecast_report_minutes:
+            return settings
+        minutes = FORECAST_AT_MINUTES
+    data = detector.model_dump()
+    data.update(forecast_report_minutes=sorted(set(minutes)), forecast_report_quiet=True)
+    try:
+        checked = DetectorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, None)) from None
+    return settings.model_copy(update={"detector": checked})
 
 
 class _Writer:
@@ -142,14 +155,11 @@ async def run_replay(
     forecast_at: Sequence[float] | None = None,
 ) -> ReplaySummary:
     """Replay ``input_path`` and write tier/spread changes, and every story's forecast at
-    the ages ``forecast_at`` (minutes; None: ``FORECAST_AT_MINUTES``; empty: none), to
-    ``output_path``."""
+    the ages ``forecast_at`` (minutes; None: see ``with_forecast_reports``; empty: none),
+    to ``output_path``."""
     if not await asyncio.to_thread(input_path.exists):
-        from api.settings import ConfigError
-
         raise ConfigError(f"replay input {input_path} does not exist")
-    ages = FORECAST_AT_MINUTES if forecast_at is None else forecast_at
-    settings = with_forecast_reports(settings, ages)
+    settings = with_forecast_reports(settings, forecast_at)
     watches = list(settings.listener.watches) if config_given else []
     listener_cfg = settings.listener.model_copy(update={"watches": watches or [CATCH_ALL]})
     metrics = Metrics()

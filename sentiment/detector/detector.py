@@ -118,6 +118,17 @@ class _Tracked:
     # cascade (``Detector._fold``); None once too big or too old, and in snapshots
     # older than STATE_FORMAT 3 (the class default)
     early: list[ScoredMention] | None = None
+    # forecast reports (``detector.forecast_report_minutes``): the index of the next age
+    # to consider, how many of ``signals`` were forecasts, and the due time (epoch
+    # minutes) of the story's live entry in its watch's ``reports`` (None: no entry)
+    next_report: int = 0
+    forecasts: int = 0
+    report_due: float | None = None
+
+    @property
+    def signalled(self) -> bool:
+        """Whether the story sent a Signal of its levels (forecast reports aside)."""
+        return self.signals > self.forecasts
 
 
 def _vector(scored: ScoredMention) -> bytes | None:
@@ -189,10 +200,11 @@ class _WatchState:
     # stories changed since (story ids; held, or forgotten since) noted in ``changed``
     stored: bool = False
     changed: set[str] = field(default_factory=set)
-    # forecast reports to send (``detector.forecast_report_minutes``), a heap of
-    # (due in epoch minutes, sequence, story id, age in minutes); not saved: ``restore``
-    # plans them again from the stories' first mentions
-    reports: list[tuple[float, int, str, float]] = field(default_factory=list)
+    # forecast reports to send (``detector.forecast_report_minutes``): a heap of (due in
+    # epoch minutes, sequence, story id, the story's _Tracked), at most one live entry
+    # per story (its ``report_due``; others are stale: skipped). Not saved: ``restore``
+    # plans it again from each story's first mention and ``next_report``
+    reports: list[tuple[float, int, str, _Tracked]] = field(default_factory=list)
     report_seq: int = 0
 
     def __getstate__(self) -> dict[str, object]:
@@ -354,7 +366,10 @@ class Detector:
         state.tracked = {story.id: tracked[story.id] for story in state.index.stories()}
         if self.config.forecast_report_minutes and state.now is not None:
             for story in state.index.stories():
-                self._plan_reports(state, story, after=state.now_minutes)
+                held = state.tracked[story.id]
+                held.report_due = None
+                if self.config.forecast_report_quiet or story.id in state.reported:
+                    self._plan_report(state, story, held)
         state.stored = True
         state.changed = set()
         self._drop(key)
@@ -478,8 +493,10 @@ class Detector:
             tracked = ws.tracked[story.id] = self._track(ws, story, mention.drill)
             if assignment.reason == "orphan":
                 tracked.early = []
-            if self.config.forecast_report_minutes:
-                self._plan_reports(ws, story, after=None)
+            if self.config.forecast_report_minutes and self.config.forecast_report_quiet:
+                self._plan_report(ws, story, tracked)
+        elif tracked.report_due is not None:
+            self._follow_first(ws, story, tracked)
         label = scored.sentiment.label
         judged = not scored.sentiment.model.endswith(ABSTAIN_SUFFIX)
         tracked.heat.add(
@@ -498,7 +515,7 @@ class Detector:
         if early is not None:
             if (
                 len(early) < EARLY_MAX
-                and not tracked.signals
+                and not tracked.signalled
                 and (now - story.first_at).total_seconds() <= EARLY_MINUTES * 60
             ):
                 if len(mention.text) > EARLY_TEXT_CHARS:
@@ -521,7 +538,7 @@ class Detector:
         if displaced is None:
             return []
         tracked = ws.tracked.get(displaced.id)
-        if tracked is None or tracked.early is None or tracked.signals:
+        if tracked is None or tracked.early is None or tracked.signalled:
             return []
         early = tracked.early
         self.stories_folded += 1
@@ -592,8 +609,10 @@ class Detector:
             gone.heat.mentions,
             survivor.id,
         )
+        if kept.report_due is not None:
+            self._follow_first(ws, survivor, kept)
         signal = None
-        if gone.signals:
+        if gone.signalled:
             gone.signals += 1
             heat = gone.heat.snapshot(now, ws.baseline.per_minute())
             signal = Signal(
@@ -739,6 +758,8 @@ class Detector:
         elif story.id not in ws.reported:
             ws.reported[story.id] = ws.reported_seq
             ws.reported_seq += 1
+            if self.config.forecast_report_minutes and tracked.report_due is None:
+                self._plan_report(ws, story, tracked)
         heat = tracked.heat.snapshot(now, baseline, now_minutes)
         return self._signal(
             ws,
@@ -785,49 +806,69 @@ class Detector:
             forecast_minutes=forecast_minutes,
         )
 
-    def _plan_reports(self, ws: _WatchState, story: Story, *, after: float | None) -> None:
-        """Plan the story's forecast reports (those due after epoch minute ``after``)."""
+    def _plan_report(self, ws: _WatchState, story: Story, tracked: _Tracked) -> None:
+        """Put the story's next forecast report in its watch's heap: the first age from
+        ``next_report`` on that is still ahead of the watch's event time (an age already
+        passed cannot be read any more: later mentions are counted). The schedule
+        follows from saved state alone (``first_at``, ``next_report``, ``now``)."""
+        ages = self.config.forecast_report_minutes
         first = story.first_at.timestamp() / 60
-        for age in self.config.forecast_report_minutes:
-            due = first + age
-            if after is None or due > after:
-                heapq.heappush(ws.reports, (due, ws.report_seq, story.id, age))
-                ws.report_seq += 1
+        now = ws.now_minutes if ws.now is not None else -math.inf
+        i = tracked.next_report
+        while i < len(ages) and first + ages[i] <= now:
+            i += 1
+        tracked.next_report = i
+        tracked.report_due = None
+        if i < len(ages):
+            due = tracked.report_due = first + ages[i]
+            heapq.heappush(ws.reports, (due, ws.report_seq, story.id, tracked))
+            ws.report_seq += 1
+
+    def _follow_first(self, ws: _WatchState, story: Story, tracked: _Tracked) -> None:
+        """Plan again when the story's first mention moved (a late root, a merge)."""
+        ages = self.config.forecast_report_minutes
+        due = story.first_at.timestamp() / 60 + ages[tracked.next_report]
+        if due != tracked.report_due:
+            self._plan_report(ws, story, tracked)
 
     def _report_forecasts(self, ws: _WatchState, until: float) -> list[Signal]:
-        """The forecast Signals due by epoch minute ``until`` (stories still held; the
-        reported ones unless ``forecast_report_quiet``; with a forecast)."""
+        """The forecast Signals due by epoch minute ``until`` (called before the mention
+        at ``until`` is counted; the watch's event time is before every live entry)."""
         signals: list[Signal] = []
         reports = ws.reports
-        quiet_too = self.config.forecast_report_quiet
+        ages = self.config.forecast_report_minutes
         while reports and reports[0][0] <= until:
-            _, _, story_id, age = heapq.heappop(reports)
+            due, _, story_id, tracked = heapq.heappop(reports)
             story = ws.index.get(story_id)
-            tracked = ws.tracked.get(story_id)
-            if story is None or tracked is None:
-                continue  # expired, or merged into another story
-            if not quiet_too and story_id not in ws.reported:
-                continue
+            if story is None or ws.tracked.get(story_id) is not tracked:
+                continue  # expired, merged, folded, or a new life of the id
+            if tracked.report_due != due:
+                continue  # planned again since (its first mention moved)
+            age = ages[tracked.next_report]
+            tracked.next_report += 1
+            tracked.report_due = None
+            if not self.config.forecast_report_quiet and story_id not in ws.reported:
+                continue  # quiet now: planned again if it is reported again
             signal = self._forecast(ws, story, tracked, age)
             if signal is not None:
                 signals.append(signal)
+            self._plan_report(ws, story, tracked)
         return signals
 
     def _forecast(
         self, ws: _WatchState, story: Story, tracked: _Tracked, age: float
     ) -> Signal | None:
         """A Signal reporting the story's forecast at ``age`` minutes, its levels as
-        reported (None when the story has no forecast yet)."""
+        reported (None when the story has no forecast yet). The heat is read aside: no
+        later decision depends on it having been read."""
         at = story.first_at + timedelta(minutes=age)
-        if ws.now is not None and ws.now > at:
-            at = ws.now
         if ws.stored:
             ws.changed.add(story.id)  # the heat's windows drop what ``at`` leaves behind
-        heat = tracked.heat.snapshot(at, ws.baseline.per_minute(), at.timestamp() / 60)
+        heat = tracked.heat.snapshot_aside(at, ws.baseline.per_minute(), at.timestamp() / 60)
         if heat.predicted_size is None:
             return None
         tier = tracked.reported_tier
-        return self._signal(
+        signal = self._signal(
             ws,
             story,
             tracked,
@@ -837,6 +878,8 @@ class Detector:
             at=at - REPORT_AHEAD,
             forecast_minutes=age,
         )
+        tracked.forecasts += 1
+        return signal
 
     def _decide_surge(
         self, ws: _WatchState, watch: WatchMatch, now: datetime, trigger: Mention | None

@@ -362,6 +362,17 @@ class StoryHeat:
                 break
             self._cues[cue] = None
 
+    def snapshot_aside(
+        self, now: datetime, baseline_per_minute: float | None, now_minutes: float
+    ) -> HeatSnapshot:
+        """``snapshot``, leaving the fitted model's cached answer as it was: a reading that
+        decides nothing (a forecast report) must not change the next decision's size."""
+        growth = self._growth
+        try:
+            return self.snapshot(now, baseline_per_minute, now_minutes)
+        finally:
+            self._growth = growth
+
     def _fitted(self, now: datetime, now_minutes: float) -> float:
         """The fitted model's final size. Its answer, the log growth still to come, is
         worked out at most once per event minute while the story grows by less than

@@ -189,7 +189,8 @@ class DetectorService:
             key = signal.merged_into or signal.story_id
             await self.bus.publish(TOPIC_SIGNALS, signal, key=key)
             self._unpublished.popleft()
-            self.metrics.signals_emitted.labels(str(signal.tier)).inc()
+            if signal.forecast_minutes is None:  # a level change, not a forecast report
+                self.metrics.signals_emitted.labels(str(signal.tier)).inc()
 
     def _observe(self, event: ScoredMention) -> None:
         """``Detector.observe``, with its Signals queued. A mention whose observe raised

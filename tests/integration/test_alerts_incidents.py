@@ -623,3 +623,31 @@ async def test_signal_to_delivery_on_postgres(
         detail = await env.incident(incident.id)
         assert detail.status == "acknowledged" and detail.acked_at == clock.now()
         assert detail.next_escalation_at is None
+
+
+async def test_a_forecast_report_is_a_note_that_never_opens_upgrades_or_notifies(
+    env: Env,
+) -> None:
+    def forecast(sid: str, tier: int) -> Signal:
+        return make_signal(
+            env.clock,
+            sid,
+            tier=tier,
+            previous_tier=tier,
+            forecast_minutes=30.0,
+            explanation="Forecast at 30 min: projected 900 posts",
+        )
+
+    # a story without an incident: nothing opens, nobody is told
+    assert await env.apply(forecast("s#1", 2)) is None
+    assert await env.deliveries() == []
+    # on an open incident: a timeline note with its age, the tier kept, nobody told
+    opened = await env.apply(make_signal(env.clock, "s#2", tier=2))
+    assert opened is not None
+    sent = len(await env.deliveries())
+    noted = await env.apply(forecast("s#3", 3))
+    assert noted is not None and noted.id == opened.id
+    assert (await env.incident(opened.id)).tier == 2
+    assert len(await env.deliveries()) == sent
+    note = (await env.events("signal"))[-1]
+    assert note.detail["forecast_minutes"] == 30.0 and note.signal_id == "s#3"

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from core.events import ScoredMention, Signal
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.detector import REPORT_AHEAD, Detector
-from tests.unit.test_detector import T0, WATCH, by_time, chatter, complaint, run
+from tests.unit.test_detector import COMPLAINT, T0, WATCH, by_time, chatter, complaint, run, scored
 
 AGES = [5.0, 15.0, 30.0, 60.0]
 FORECAST_AGES = AGES[1:]  # at 5 minutes the complaint has 4 mentions: no forecast yet
@@ -115,3 +115,76 @@ def test_a_restored_watch_sends_the_reports_still_due() -> None:
 def test_bad_report_ages_are_refused(ages: list[float]) -> None:
     with pytest.raises(ValidationError, match="forecast_report_minutes"):
         DetectorConfig.model_validate({"forecast_report_minutes": ages})
+
+
+def late_root() -> list[ScoredMention]:
+    """Replies from minute 6 on arrive before their root (created at minute 0): the
+    story's first mention moves 6 minutes earlier when the root comes."""
+    replies = [
+        scored(
+            f"r{i}",
+            6 + i * 0.05,
+            text="@acme same, refund now",
+            label="negative",
+            reply_to="x:root",
+        )
+        for i in range(60)
+    ]
+    root = scored("root", 0, text=COMPLAINT, label="negative", followers=2_000)
+    later = [scored(f"p{i}", 9 + i * 0.5, repost_of="x:root") for i in range(200)]
+    arrived = by_time(replies, chatter(0, 150, seed=5))
+    cut = next(
+        i for i, s in enumerate(arrived) if s.mention.created_at >= T0 + timedelta(minutes=8.5)
+    )
+    return [*arrived[:cut], root, *by_time(arrived[cut:], later)]
+
+
+def test_reports_follow_a_first_mention_that_moves_and_survive_a_restore() -> None:
+    items = late_root()
+    config = reporting()
+    whole = run(Detector(config), items)
+    forecasts = [s for s in whole if s.forecast_minutes is not None]
+    # at the root's ages; 5 minutes had passed when the root came: not sent, never late
+    assert [(s.story_root, s.forecast_minutes, s.at) for s in forecasts] == [
+        ("x:root", age, T0 + timedelta(minutes=age) - REPORT_AHEAD) for age in (15.0, 30.0, 60.0)
+    ]
+    # a restore after the move sends the same Signals, numbered the same
+    cut = next(
+        i
+        for i, s in enumerate(items)
+        if s.mention.created_at >= T0 + timedelta(minutes=12) and s.mention.id != "x:root"
+    )
+    first = Detector(config)
+    got = run(first, items[:cut])
+    key = Detector.key_of(items[0])
+    second = Detector(config)
+    second.restore(key, first.snapshot(key))
+    got += run(second, items[cut:])
+    assert [(s.id, s.at, s.forecast_minutes) for s in got] == [
+        (s.id, s.at, s.forecast_minutes) for s in whole
+    ]
+
+
+def test_a_story_that_comes_back_gets_the_reports_of_its_new_life_only() -> None:
+    # max_stories 1: the complaint is forgotten when a chatter post starts another story
+    # and comes back with its next repost; the reports of its first life are dropped
+    config = reporting(max_stories=1, forecast_report_quiet=True, predict_min_mentions=1)
+    items = by_time(
+        [scored("root", 0, text=COMPLAINT, label="negative")],
+        [scored("other", 2, text="acme coffee morning train weather music")],
+        [scored(f"p{i}", 3 + i, repost_of="x:root") for i in range(80)],
+    )
+    signals = run(Detector(config), items)
+    reported = [(s.story_id, s.forecast_minutes) for s in signals if s.forecast_minutes]
+    assert len(reported) == len(set(reported)), "one report per story and age"
+    plain = [
+        (s.at, s.tier, s.spread)
+        for s in run(
+            Detector(DetectorConfig.model_validate({"max_stories": 1, "predict_min_mentions": 1})),
+            items,
+        )
+    ]
+    assert [(s.at, s.tier, s.spread) for s in signals if s.forecast_minutes is None] == plain
+    for s in signals:
+        if s.forecast_minutes is not None:
+            assert s.at <= max(i.mention.created_at for i in items)
