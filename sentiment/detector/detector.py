@@ -124,6 +124,7 @@ class _Tracked:
     next_report: int = 0
     forecasts: int = 0
     report_due: float | None = None
+    report_from: datetime | None = None  # the first mention's time it was planned from
 
     @property
     def signalled(self) -> bool:
@@ -819,6 +820,7 @@ class Detector:
             i += 1
         tracked.next_report = i
         tracked.report_due = None
+        tracked.report_from = story.first_at
         if i < len(ages):
             due = tracked.report_due = first + ages[i]
             heapq.heappush(ws.reports, (due, ws.report_seq, story.id, tracked))
@@ -826,9 +828,7 @@ class Detector:
 
     def _follow_first(self, ws: _WatchState, story: Story, tracked: _Tracked) -> None:
         """Plan again when the story's first mention moved (a late root, a merge)."""
-        ages = self.config.forecast_report_minutes
-        due = story.first_at.timestamp() / 60 + ages[tracked.next_report]
-        if due != tracked.report_due:
+        if story.first_at != tracked.report_from:
             self._plan_report(ws, story, tracked)
 
     def _report_forecasts(self, ws: _WatchState, until: float) -> list[Signal]:
