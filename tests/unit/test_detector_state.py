@@ -90,8 +90,18 @@ class CrashingStore(StateStore):
         return await super().save(states, fmt)
 
 
-def service(store: StateStore | None, metrics: Metrics | None = None) -> DetectorService:
-    return DetectorService(RecordingBus(), DetectorConfig(), metrics or Metrics(), store=store)
+# forecast reports at fixed story ages: more Signals numbered among the level changes,
+# planned from saved state (a split or a crash must number them the same)
+REPORTING = DetectorConfig.model_validate({"forecast_report_minutes": [5, 15, 30, 60]})
+CONFIGS = pytest.mark.parametrize("config", [DetectorConfig(), REPORTING], ids=["", "reports"])
+
+
+def service(
+    store: StateStore | None, metrics: Metrics | None = None, config: DetectorConfig | None = None
+) -> DetectorService:
+    return DetectorService(
+        RecordingBus(), config or DetectorConfig(), metrics or Metrics(), store=store
+    )
 
 
 def published(svc: DetectorService) -> list[Signal]:
@@ -122,22 +132,26 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) ->
     return metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
-async def uninterrupted() -> list[Signal]:
-    svc = service(None)
+async def uninterrupted(config: DetectorConfig | None = None) -> list[Signal]:
+    svc = service(None, config=config)
     for batch in batches(crisis()):
         await svc.handle(list(batch))
-    return published(svc)
+    signals = published(svc)
+    if config is not None and config.forecast_report_minutes:
+        assert sum(s.forecast_minutes is not None for s in signals) >= 6
+    return signals
 
 
+@CONFIGS
 async def test_a_run_split_between_two_services_gives_the_uninterrupted_signals(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], config: DetectorConfig
 ) -> None:
-    reference = await uninterrupted()
+    reference = await uninterrupted(config)
     assert {s.tier for s in reference} >= {1, 2, 3} and len(reference) >= 12
     parts = batches(crisis())
     for split in (4, 22, 33):
         store = StateStore(sessions)
-        first, second = service(store), service(store)
+        first, second = service(store, config=config), service(store, config=config)
         for batch in parts[:split]:
             await first.handle(list(batch))
         for batch in parts[split:]:
@@ -156,19 +170,20 @@ async def test_a_run_split_between_two_services_gives_the_uninterrupted_signals(
             await session.commit()
 
 
+@CONFIGS
 async def test_a_crash_between_publishing_and_saving_re_emits_the_same_ids(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], config: DetectorConfig
 ) -> None:
-    reference = await uninterrupted()
+    reference = await uninterrupted(config)
     parts = batches(crisis())
-    svc = service(None)  # the first batch after the fifth that publishes Signals
+    svc = service(None, config=config)  # the first batch after the fifth that publishes
     for crashed_at, batch in enumerate(parts):
         before = len(published(svc))
         await svc.handle(list(batch))
         if crashed_at >= 5 and len(published(svc)) > before:
             break
     store = CrashingStore(sessions)
-    first = service(store)
+    first = service(store, config=config)
     for batch in parts[:crashed_at]:
         await first.handle(list(batch))
     before = len(published(first))
@@ -179,7 +194,7 @@ async def test_a_crash_between_publishing_and_saving_re_emits_the_same_ids(
     lost_batch = published(first)[before:]
     assert lost_batch  # killed after publishing Signals, before saving the state
     # the bus never committed the batch: a new process gets it again, from the snapshot
-    second = service(store)
+    second = service(store, config=config)
     await second.handle(list(parts[crashed_at]))
     assert [s.id for s in published(second)] == [s.id for s in lost_batch]
     for batch in parts[crashed_at + 1 :]:
