@@ -76,14 +76,16 @@ def _loaded(config_json: str) -> Any:
     return _classifier
 
 
-def _describe(config_json: str) -> tuple[str, str]:
+def _describe(config_json: str) -> tuple[int, tuple[str, str]]:
     classifier = _loaded(config_json)
-    return str(classifier.name), str(classifier.version)
+    return os.getpid(), (str(classifier.name), str(classifier.version))
 
 
-def _classify(config_json: str, texts: list[str], langs: list[str | None]) -> list[Answer]:
+def _classify(
+    config_json: str, texts: list[str], langs: list[str | None]
+) -> tuple[int, list[Answer]]:
     answers = _loaded(config_json).classify(texts, langs)
-    return [(s.label, s.probs, s.model, s.version) for s in answers]
+    return os.getpid(), [(s.label, s.probs, s.model, s.version) for s in answers]
 
 
 class ProcessClassifier:
@@ -100,6 +102,7 @@ class ProcessClassifier:
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
         self._answered = False  # a child ever answered: a death after that is a restart
+        self._pid: int | None = None  # of the child that answered last
         started = time.perf_counter()
         try:
             self.name, self.version = self._call(_describe)
@@ -113,9 +116,8 @@ class ProcessClassifier:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id (None before it starts or after ``close``)."""
-        processes = getattr(self._pool, "_processes", None) or {}
-        return next(iter(processes), None)
+        """The process id of the child that answered last (None after ``close``)."""
+        return None if self._closed else self._pid
 
     def _new_pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -140,11 +142,14 @@ class ProcessClassifier:
         broken.shutdown(wait=False, cancel_futures=True)
         return replaced
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, fn: Callable[..., tuple[int, T]], *args: Any) -> T:
         for attempt in (1, 2):
             pool = self._new_pool()
             try:
-                answer = pool.submit(fn, self._config_json, *args).result()
+                pid, answer = pool.submit(fn, self._config_json, *args).result()
+                if pid != self._pid and self._answered:
+                    log.info("sentiment classifier answering from child process %s", pid)
+                self._pid = pid
                 self._answered = True
                 return answer
             except BrokenProcessPool as exc:
