@@ -343,8 +343,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _database_command(settings, args)
 
     if args.command == "replay":
+        from api.collector import tune_collector
         from api.replay import run_replay
 
+        tune_collector(settings.gc_young_threshold)
         if settings.log_level != "DEBUG":  # a month of stories: keep per-story chatter out
             logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
 

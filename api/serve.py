@@ -22,6 +22,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import generate_key
+from api.collector import tune_collector
 from api.runtime import ALL_ROLES, Role, Runtime
 from api.settings import Settings
 from listener.config import DemoSourceConfig, WatchConfig
@@ -88,6 +89,7 @@ def serve_roles(
     role_set = ALL_ROLES if roles is None else frozenset(Role(r) for r in roles)
     if demo:
         settings = with_demo(settings)
+    tune_collector(settings.gc_young_threshold)
     runtime = Runtime(settings, roles=role_set, migrate=role_set == ALL_ROLES)
     if demo:
         key = generate_key()

@@ -128,6 +128,7 @@ async def embedded(
     journal: bool = True,
     before: bool = False,
 ) -> dict[str, Any]:
+    from api.collector import tune_collector
     from api.runtime import Runtime
     from api.settings import Settings
     from core.bus.memory import MemoryBus
@@ -155,6 +156,7 @@ async def embedded(
             listener=ListenerConfig(watches=[catch_all()]),
             scorer=scorer,
         )
+        tune_collector(settings.gc_young_threshold)  # as `crisiswatch run` does
         runtime = Runtime(settings, migrate=True)
         progress("embedded: starting every role (loading the model)")
         await runtime.start()
@@ -236,6 +238,8 @@ async def embedded(
         "classifier_workers": settings.scorer.classifier.workers,
         "classifier_process": child is not None,
         "bus_capacity": settings.bus.capacity,
+        "detector_max_batch": settings.detector.max_batch,
+        "gc_young_threshold": settings.gc_young_threshold,
         "bus_journal": journal,
         "scorer_batch_size": settings.scorer.batch_size,
         "classifier_alone_scorer_batch_texts_per_s": round(alone_small, 1),

@@ -116,7 +116,16 @@ Predictor = Literal["hawkes", "power_law", "consensus", "fitted"]
 class DetectorConfig(Section):
     _size_model: SizeModel | None = PrivateAttr(None)  # loaded by the validator
     # --- bus -----------------------------------------------------------------------------
-    max_batch: int = Field(256, ge=1, le=10_000, description="scored mentions per batch")
+    max_batch: int = Field(
+        1024,
+        ge=1,
+        le=10_000,
+        description="scored mentions per batch, at most. The state of every story a batch "
+        "changed is saved once per batch, so a bigger batch saves a hot story less often "
+        "(measured, embedded, 15,000 distinct tweets on 2 cores: about 75 us of CPU a "
+        "mention at 256, 30 at 1,024); a quiet stream gives small batches anyway "
+        "(max_wait_seconds)",
+    )
     max_wait_seconds: float = Field(
         0.05, ge=0, le=10, description="wait this long (wall time) to fill a batch"
     )

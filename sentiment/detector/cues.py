@@ -4,6 +4,13 @@ Cues of every language are checked on every text (a Chinese cue never matches En
 text anyway, and ``lang`` is often missing or wrong). Text and cues are compared in NFKC,
 case-folded form. Cues written in ASCII match whole words only ("fire" does not match
 "firefox"); other cues (Chinese has no spaces) match anywhere.
+
+Most posts hold no cue, and the pattern (one alternative per cue, tried at every
+character) costs about 14 us on a tweet. So a text is first screened: an ASCII cue can
+only match where its last run of letters and digits is a whole run of the text (the
+pattern's word boundaries), and a non-ASCII cue only in a text that is not all ASCII. A
+set intersection with the text's runs answers "no cue" for most posts in about 3 us; the
+pattern runs on the rest, so the answer is the pattern's.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+
+_RUN = re.compile(r"[a-z0-9]+")
 
 
 def _fold(text: str) -> str:
@@ -31,9 +40,25 @@ class ComplaintCues:
         if anywhere:
             parts.append("(?:" + "|".join(anywhere) + ")")
         self._pattern = re.compile("|".join(parts)) if parts else None
+        # the screen: the last ASCII run of each word cue (None: a cue without one, which
+        # the screen cannot rule out), and whether any cue is not ASCII
+        lasts = [_RUN.findall(c) for c in ordered if c.isascii()]
+        self._last_runs: frozenset[str] | None = (
+            frozenset(runs[-1] for runs in lasts) if all(lasts) else None
+        )
+        self._any_non_ascii = bool(anywhere)
 
     def find(self, text: str) -> tuple[str, ...]:
         """The distinct cues in ``text``, in order of appearance."""
         if self._pattern is None or not text:
             return ()
-        return tuple(dict.fromkeys(m.group(0) for m in self._pattern.finditer(_fold(text))))
+        folded = _fold(text)
+        if not self._may_hold(folded):
+            return ()
+        return tuple(dict.fromkeys(m.group(0) for m in self._pattern.finditer(folded)))
+
+    def _may_hold(self, folded: str) -> bool:
+        """False only where the pattern cannot match ``folded`` (the screen above)."""
+        if self._last_runs is None or (self._any_non_ascii and not folded.isascii()):
+            return True
+        return not self._last_runs.isdisjoint(_RUN.findall(folded))

@@ -3,6 +3,7 @@ baseline rate, the size extrapolation, complaint cues."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -176,6 +177,40 @@ def test_complaint_cues() -> None:
     assert cues.find("315晚会曝光") == ("315",)
     assert cues.find("退款refund") == ("退款", "refund")
     assert ComplaintCues({}).find("refund") == ()
+
+
+@pytest.mark.parametrize(
+    "lexicons",
+    [
+        {"en": ["fire", "caught fire", "rip-off", "c++", "wi-fi", "is this true"], "x": ["315"]},
+        {"en": ["refund", "!!!"]},  # a cue without letters or digits: never screened out
+        {"en": ["refund"], "zh": ["退款", "真的吗"]},
+    ],
+)
+def test_complaint_cue_screen_never_changes_the_answer(lexicons: dict[str, list[str]]) -> None:
+    """The screen before the pattern (a text whose runs of letters and digits hold no
+    cue's last run) answers exactly what the pattern alone answers."""
+    cues = ComplaintCues(lexicons)
+    pattern = cues._pattern
+    assert pattern is not None
+    texts = [
+        "misfire, then it CAUGHT FIRE!!!",
+        "xcaught fire here",
+        "firefox fire. rip-off ripoff rip off",
+        "c++ is fine; wi-fi down; wifi",
+        "Is this true? is this truely",
+        "315晚会 a315b 315",
+        "退款refund 真的吗？",
+        "refunds refund_ refund9 9refund",
+        "",
+        "   ",
+        "no cue at all in this one",
+        "Ｒｅｆｕｎｄ (full-width)",
+    ]
+    for text in texts:
+        folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+        expected = tuple(dict.fromkeys(m.group(0) for m in pattern.finditer(folded)))
+        assert cues.find(text) == expected, text
 
 
 def test_config_rejects_inconsistent_settings() -> None:
