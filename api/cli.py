@@ -342,11 +342,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("templates", "db"):
         return _database_command(settings, args)
 
-    if args.command == "replay":
+    if args.command in ("replay", "bench"):  # long jobs through the pipeline's stages
         from api.collector import tune_collector
-        from api.replay import run_replay
 
         tune_collector(settings.gc_young_threshold)
+
+    if args.command == "replay":
+        from api.replay import run_replay
+
         if settings.log_level != "DEBUG":  # a month of stories: keep per-story chatter out
             logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
 

@@ -7,7 +7,8 @@ walks the objects that are about to die anyway; in the embedded process on two c
 was 13 % of the event loop's CPU (15,000 mentions: 0.46 s of 3.5 s). A threshold of
 10,000 runs it 25 times less often (0.07 s) at the price of a few thousand more young
 objects held between runs. Set once, by the commands that run the pipeline
-(``crisiswatch run`` and the role commands, ``crisiswatch replay``), never at import.
+(``crisiswatch run`` and the role commands, ``crisiswatch replay`` and ``bench``), never
+at import.
 """
 
 from __future__ import annotations
