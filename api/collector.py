@@ -6,9 +6,10 @@ threshold (700 allocations) the collector runs hundreds of times a second under 
 walks the objects that are about to die anyway; in the embedded process on two cores that
 was 13 % of the event loop's CPU (15,000 mentions: 0.46 s of 3.5 s). A threshold of
 10,000 runs it 25 times less often (0.07 s) at the price of a few thousand more young
-objects held between runs. Set once, by the commands that run the pipeline
+objects held between runs. Set once, by crisiswatch's long-running commands
 (``crisiswatch run`` and the role commands, ``crisiswatch replay`` and ``bench``), never
-at import.
+at import. The classifier's child process (``sentiment.process``, started with ``spawn``)
+keeps Python's default: it allocates little per text.
 """
 
 from __future__ import annotations

@@ -120,8 +120,10 @@ class Settings(BaseAppSettings):
         ge=0,
         le=10_000_000,
         description="allocations between two runs of Python's garbage collector over young "
-        "objects, in the processes that run the pipeline (Python's default: 700, which cost "
-        "the embedded process 13 % of its event loop under load); 0 keeps Python's default",
+        "objects, set by crisiswatch's long-running commands (run and the role commands, "
+        "replay, bench; not the classifier's child process). Python's default (700 in "
+        "CPython 3.11) cost the embedded process 13 % of its event loop under load; 0 keeps "
+        "Python's default",
     )
     bus: BusConfig = Field(default_factory=BusConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)

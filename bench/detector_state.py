@@ -109,7 +109,12 @@ async def main() -> None:
     p.add_argument("--reposts", type=int, default=10)
     p.add_argument("--viral", type=int, default=10_000)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--batch", type=int, default=256, help="mentions per batch (max_batch)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=256,
+        help="mentions per batch (at most detector.max_batch, 1,024 by default)",
+    )
     p.add_argument("--touch", default="1,50,256", help="stories a batch touches (comma-separated)")
     p.add_argument("--url", default=os.environ.get("CRISISWATCH_TEST_POSTGRES", DEFAULT_PG))
     args = p.parse_args()

@@ -8,9 +8,10 @@ case-folded form. Cues written in ASCII match whole words only ("fire" does not 
 Most posts hold no cue, and the pattern (one alternative per cue, tried at every
 character) costs about 14 us on a tweet. So a text is first screened: an ASCII cue can
 only match where its last run of letters and digits is a whole run of the text (the
-pattern's word boundaries), and a non-ASCII cue only in a text that is not all ASCII. A
-set intersection with the text's runs answers "no cue" for most posts in about 3 us; the
-pattern runs on the rest, so the answer is the pattern's.
+pattern's word boundaries), and a non-ASCII cue only in a text that holds its last
+non-ASCII character. Two set intersections (the text's runs, its characters) answer "no
+cue" for most posts in about 5 us with the fold; the pattern runs on the rest, so the
+answer is always the pattern's.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ class ComplaintCues:
             parts.append("(?:" + "|".join(anywhere) + ")")
         self._pattern = re.compile("|".join(parts)) if parts else None
         # the screen: the last ASCII run of each word cue (None: a cue without one, which
-        # the screen cannot rule out), and whether any cue is not ASCII
+        # the screen cannot rule out), and the last non-ASCII character of each other cue
         lasts = [_RUN.findall(c) for c in ordered if c.isascii()]
         self._last_runs: frozenset[str] | None = (
             frozenset(runs[-1] for runs in lasts) if all(lasts) else None
         )
-        self._any_non_ascii = bool(anywhere)
+        self._marks = frozenset(
+            [ch for ch in c if not ch.isascii()][-1] for c in ordered if not c.isascii()
+        )
 
     def find(self, text: str) -> tuple[str, ...]:
         """The distinct cues in ``text``, in order of appearance."""
@@ -59,6 +62,6 @@ class ComplaintCues:
 
     def _may_hold(self, folded: str) -> bool:
         """False only where the pattern cannot match ``folded`` (the screen above)."""
-        if self._last_runs is None or (self._any_non_ascii and not folded.isascii()):
+        if self._last_runs is None or not self._last_runs.isdisjoint(_RUN.findall(folded)):
             return True
-        return not self._last_runs.isdisjoint(_RUN.findall(folded))
+        return not folded.isascii() and not self._marks.isdisjoint(folded)

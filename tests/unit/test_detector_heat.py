@@ -3,6 +3,7 @@ baseline rate, the size extrapolation, complaint cues."""
 
 from __future__ import annotations
 
+import random
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
@@ -208,9 +209,44 @@ def test_complaint_cue_screen_never_changes_the_answer(lexicons: dict[str, list[
         "Ｒｅｆｕｎｄ (full-width)",
     ]
     for text in texts:
-        folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-        expected = tuple(dict.fromkeys(m.group(0) for m in pattern.finditer(folded)))
-        assert cues.find(text) == expected, text
+        assert cues.find(text) == _pattern_answer(cues, text), text
+
+
+_PIECES = [
+    *("fire", "caught fire", "rip-off", "c++", "315", "!!!", "refund", "退款", "真的吗"),
+    *("straße", "ﬁre", "Ｒｅｆｕｎｄ", "İade", "naïve", "e\u0301t", "100%", "-fire", "½off"),
+    *("ß", "ﬁ", "Ｒ", "１", "İ", "ı", "\u0307", "é", "Σ", "ς", "²", "™", "😀", "’", "'"),
+    *(" ", "  ", "\u00a0", "\u3000", "\u200b", "-", "_", "+", "!", "?", ".", "a", "z", "0", "9"),
+]
+
+
+def _pattern_answer(cues: ComplaintCues, text: str) -> tuple[str, ...]:
+    """What the cue pattern alone finds in ``text`` (folded as ``find`` folds it)."""
+    assert cues._pattern is not None
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return tuple(dict.fromkeys(m.group(0) for m in cues._pattern.finditer(folded)))
+
+
+def test_complaint_cue_screen_agrees_with_the_pattern_on_random_texts() -> None:
+    """Random cue lists and texts built from cue pieces and characters that NFKC and
+    case folding change (ligatures, full-width letters, dotted I, sharp s, combining
+    marks, odd spaces): the screen never changes the answer (a fixed seed)."""
+    rng = random.Random(20261128)
+    compared = found = 0
+    for _ in range(300):
+        words = rng.sample(_PIECES[:18], rng.randint(1, 5))
+        words += ["".join(rng.choices(_PIECES, k=rng.randint(1, 4))) for _ in range(2)]
+        cues = ComplaintCues({"x": [w for w in words if w.strip()] or ["refund"]})
+        pieces = [*words, *(w.upper() for w in words), *(w.title() for w in words), *_PIECES]
+        for _ in range(40):
+            text = "".join(rng.choices(pieces, k=rng.randint(0, 10)))
+            if not text:
+                continue
+            expected = _pattern_answer(cues, text)
+            assert cues.find(text) == expected, (words, text)
+            compared += 1
+            found += bool(expected)
+    assert compared > 10_000 and compared / 4 < found < compared  # both answers tested
 
 
 def test_config_rejects_inconsistent_settings() -> None:
