@@ -6,6 +6,7 @@ names a server database used only to create and drop a fresh database per test.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,16 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.fixtures.kafka"]
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(autouse=True)
+def _collector_thresholds() -> Iterator[None]:
+    """Commands run in process (``main(["bench", ...])``) set the garbage collector's
+    threshold for the whole process (``api.collector``): each test gets back the one it
+    started with, so that no test depends on another's."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
 
 
 @pytest.fixture

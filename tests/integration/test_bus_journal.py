@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests.process_support import REPO_ROOT
 
 
 def rows(path: Path, table: str = "bus_records") -> int:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:  # closed now, not when collected
         count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         return count
 
@@ -161,7 +162,7 @@ async def test_a_group_not_read_any_more_is_forgotten_and_holds_nothing_back(
     finally:
         await restarted.stop()
         await restarted.close()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT grp FROM bus_positions").fetchall() == [("stays",)]
 
 

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -342,7 +343,7 @@ def test_cli_seeds_the_starter_templates(tmp_path: Path) -> None:
         check=True,
     )
     assert "0 starter template(s)" in again.stdout
-    with sqlite3.connect(tmp_path / "cli.db") as db:
+    with closing(sqlite3.connect(tmp_path / "cli.db")) as db:
         rows = db.execute("SELECT actor, role, action FROM audit_log").fetchall()
     assert rows == [("crisiswatch templates seed", "cli", "template.seed")]
 
