@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ from api.settings import Settings
 
 
 @pytest.fixture
-def thresholds() -> Iterator[tuple[int, int, int]]:
-    before = gc.get_threshold()
-    yield before
-    gc.set_threshold(*before)
+def thresholds() -> tuple[int, int, int]:
+    """The thresholds the test starts with (``tests/conftest.py`` restores them after)."""
+    return gc.get_threshold()
 
 
 def test_sets_the_young_threshold_only(thresholds: tuple[int, int, int]) -> None:
