@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sentiment.training.zh_encoder import dequant, is_q4, model_text, ragged, unragged
@@ -32,3 +34,41 @@ def test_ragged_round_trip() -> None:
 
 def test_model_text_adds_the_e5_prefix_after_normalising() -> None:
     assert model_text("看 @someone 的 https://t.cn/x  好") == "query: 看 @user 的 http 好"
+
+
+def test_ensemble_soft_targets_average_probabilities_and_mix_the_ngram_model(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from sentiment.training.zh_ensemble import soft_targets
+
+    # student texts: labelled posts 2 and 0 (in that order), then 2 unlabelled texts
+    work = SimpleNamespace(index=[2, 0], unl=[[5], [6]])
+    t0 = np.log(np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]]))
+    t1 = np.log(np.array([[0.5, 0.5], [0.1, 0.9], [0.2, 0.8], [0.2, 0.8]]))
+    for seed, logits in enumerate((t0, t1)):
+        np.savez(tmp_path / f"teacher-split-{seed}.npz", student=logits)
+    np.savez(
+        tmp_path / "ngram.npz",
+        split_posts=np.array([0.0, 0.5, 1.0], dtype=np.float32),
+        split_unlabelled=np.array([0.5, 0.0, 0.3], dtype=np.float32),
+    )
+    single = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "single", work))
+    np.testing.assert_allclose(single, np.exp(t0), rtol=1e-5)
+    ens = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "ens", work))
+    mean = (np.exp(t0) + np.exp(t1)) / 2  # probabilities averaged, not logits
+    np.testing.assert_allclose(ens, mean, rtol=1e-5)
+    mixed = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "ens-ngram", work))
+    pos = np.array([1.0, 0.0, 0.5, 0.0])  # posts 2, 0, then the first two unlabelled texts
+    np.testing.assert_allclose(mixed[:, 1], 0.5 * mean[:, 1] + 0.5 * pos, rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_scores_students_in_the_shipped_cascade() -> None:
+    from sentiment.training.zh_ensemble import cascade
+
+    p_ngram = np.array([0.97, 0.02, 0.6, 0.3])
+    p_enc = np.array([0.0, 1.0, 0.2, 0.9])
+    mixed, share = cascade(p_ngram, p_enc)
+    np.testing.assert_allclose(mixed, [0.97, 0.02, 0.4, 0.6])  # sure ones kept, others averaged
+    assert share == 0.5
