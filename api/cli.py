@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="run the migrations up to the newest revision")
     up.add_argument("--config", type=Path)
     up.add_argument("--revision", default="head")
+    down = db_sub.add_parser(
+        "downgrade",
+        help="roll the schema back to --revision (before running an older release); "
+        "what the newer migrations added is dropped: back the database up first",
+    )
+    down.add_argument("--config", type=Path)
+    down.add_argument("--revision", required=True, help="e.g. 0014, or -1 for one step")
 
     chk = sub.add_parser("check-config", help="validate a config file offline")
     chk.add_argument("file", type=Path)
@@ -240,13 +247,18 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _database_command(settings: Settings, args: argparse.Namespace) -> int:
-    """``templates seed`` and ``db upgrade``: a clear line, not a traceback, for a database
-    that is not migrated, an unknown revision or a database that cannot be reached."""
+    """``templates seed`` and ``db upgrade``/``downgrade``: a clear line, not a traceback,
+    for a database that is not migrated, an unknown revision or a database that cannot be
+    reached."""
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from api.seed import SchemaMissing, seed_templates_blocking
-    from core.db import database_unavailable, upgrade_database_blocking
+    from core.db import (
+        database_unavailable,
+        downgrade_database_blocking,
+        upgrade_database_blocking,
+    )
 
     url = settings.database.url.get_secret_value()
     seeding = args.command == "templates"
@@ -256,6 +268,9 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
             added = seed_templates_blocking(url)
             names = ", ".join(added) or "none"
             print(f"{len(added)} starter template(s) added as drafts: {names}")
+        elif args.db_command == "downgrade":
+            downgrade_database_blocking(url, args.revision)
+            print(f"database downgraded to {args.revision}")
         else:
             upgrade_database_blocking(url, args.revision)
             print(f"database upgraded to {args.revision}")

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -196,30 +197,71 @@ def _alembic_config(url: str) -> object:
     return cfg
 
 
-def _upgrade_sync(connection: Connection, url: str, revision: str) -> None:
+def _migrate_sync(connection: Connection, url: str, direction: str, revision: str) -> None:
     from alembic import command
 
     cfg = _alembic_config(url)
     cfg.attributes["connection"] = connection  # type: ignore[attr-defined]
-    command.upgrade(cfg, revision)  # type: ignore[arg-type]
+    getattr(command, direction)(cfg, revision)
+
+
+async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
+    """Run Alembic in one transaction. On SQLite, foreign keys are off meanwhile: SQLite
+    alters a table by rebuilding it (copy, drop, rename), and with them on, dropping
+    ``incidents`` would delete every row that refers to it (timelines, evidence,
+    deliveries: ``ON DELETE CASCADE``). The pragma is ignored inside a transaction, so it is
+    set before and restored after; ``core/migrations/env.py`` refuses to run with keys on
+    and checks every reference before the transaction commits."""
+    url = engine.url.render_as_string(hide_password=False)
+    async with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        try:
+            await conn.run_sync(_migrate_sync, url, direction, revision)
+            await conn.commit()
+        finally:
+            if sqlite:
+                await _foreign_keys_back_on(conn)
+
+
+async def _foreign_keys_back_on(conn: AsyncConnection) -> None:
+    try:
+        await conn.rollback()
+        await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        on = await conn.scalar(text("PRAGMA foreign_keys")) == 1
+        await conn.commit()
+    except sa_exc.SQLAlchemyError:
+        on = False
+    if not on:
+        await conn.invalidate()  # never back into the pool without its checks
 
 
 async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
     """Run the Alembic migrations up to ``revision`` on ``engine``'s database."""
-    url = engine.url.render_as_string(hide_password=False)
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade_sync, url, revision)
+    await _migrate(engine, "upgrade", revision)
+
+
+async def downgrade_database(engine: AsyncEngine, revision: str) -> None:
+    """Undo the Alembic migrations above ``revision``; the data they do not drop stays."""
+    await _migrate(engine, "downgrade", revision)
 
 
 def upgrade_database_blocking(url: str, revision: str = "head") -> None:
-    async def _run() -> None:
-        engine = make_engine(url)
-        try:
-            await upgrade_database(engine, revision)
-        finally:
-            await engine.dispose()
+    asyncio.run(_migrate_url(url, "upgrade", revision))
 
-    asyncio.run(_run())
+
+def downgrade_database_blocking(url: str, revision: str) -> None:
+    asyncio.run(_migrate_url(url, "downgrade", revision))
+
+
+async def _migrate_url(url: str, direction: str, revision: str) -> None:
+    engine = make_engine(url)
+    try:
+        await _migrate(engine, direction, revision)
+    finally:
+        await engine.dispose()
 
 
 __all__ = [
@@ -227,6 +269,8 @@ __all__ = [
     "Engine",
     "UtcDateTime",
     "database_unavailable",
+    "downgrade_database",
+    "downgrade_database_blocking",
     "make_engine",
     "make_sessionmaker",
     "unit_of_work",

@@ -22,7 +22,7 @@ from alerts.workflow import service as workflow
 from api.scope import teams_of_watches
 from core.clock import ManualClock
 from core.db import (
-    _alembic_config,
+    downgrade_database,
     make_engine,
     make_sessionmaker,
     unit_of_work,
@@ -207,14 +207,6 @@ async def test_ended_reads_only_the_inhibiting_tier(world: World) -> None:
     assert (await world.incident("s-low")).inhibition_released_at is None
 
 
-def _downgrade(connection: Connection, url: str, revision: str) -> None:
-    from alembic import command
-
-    cfg = _alembic_config(url)
-    cfg.attributes["connection"] = connection  # type: ignore[attr-defined]
-    command.downgrade(cfg, revision)  # type: ignore[arg-type]
-
-
 def _indexes(connection: Connection) -> dict[str, list[str | None]]:
     return {
         str(ix["name"]): list(ix["column_names"])
@@ -248,9 +240,7 @@ async def test_migration_0014_up_and_down(database: str, sqlite_url: str, pg_url
                     )
                 )
             assert "inhibition_released_at IS NULL" in str(sql)
-        url = engine.url.render_as_string(hide_password=False)
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, url, "0013")
+        await downgrade_database(engine, "0013")
         async with engine.connect() as conn:
             assert "ix_incidents_inhibition_unreleased" not in await conn.run_sync(_indexes)
         await upgrade_database(engine)

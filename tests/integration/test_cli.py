@@ -120,6 +120,28 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch, capsys) -> N
     assert db.exists() and "upgraded" in capsys.readouterr().out
 
 
+def test_db_downgrade_rolls_the_schema_back_and_forward(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("CRISISWATCH_DATABASE__URL", f"sqlite+aiosqlite:///{db}")
+    assert main(["db", "upgrade"]) == 0
+    with closing(sqlite3.connect(db)) as conn:
+        head = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    assert main(["db", "downgrade", "--revision", "-1"]) == 0
+    assert "downgraded to -1" in capsys.readouterr().out
+    with closing(sqlite3.connect(db)) as conn:
+        below = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    assert below == f"{int(head) - 1:04d}"
+    assert main(["db", "downgrade", "--revision", "nope"]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith("crisiswatch db downgrade: ")
+    assert main(["db", "upgrade"]) == 0
+
+
 def test_a_yaml_syntax_error_names_the_line_not_its_content(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("database:\n  url: postgresql+asyncpg://cw:S3cretPass@db/cw: [\n")

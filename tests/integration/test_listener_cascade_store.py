@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.db import _alembic_config, make_engine, make_sessionmaker, upgrade_database
+from core.db import downgrade_database, make_engine, make_sessionmaker, upgrade_database
 from core.events import Mention, WatchMatch
 from core.metrics import Metrics
 from listener import cascade_keeper
@@ -179,14 +179,6 @@ async def test_postgres_schema_matches_the_cascade_model(pg_url: str) -> None:
     assert diff == [], f"models and migrations disagree: {diff}"
 
 
-def _downgrade(connection: Connection, url: str, revision: str) -> None:
-    from alembic import command
-
-    cfg = _alembic_config(url)
-    cfg.attributes["connection"] = connection  # type: ignore[attr-defined]
-    command.downgrade(cfg, revision)  # type: ignore[arg-type]
-
-
 async def test_migration_0015_up_and_down(db_url: str) -> None:
     engine = make_engine(db_url)
 
@@ -201,8 +193,7 @@ async def test_migration_0015_up_and_down(db_url: str) -> None:
         async with engine.connect() as conn:
             assert "listener_cascade" in await conn.run_sync(tables)
             assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0015"
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, engine.url.render_as_string(False), "0014")
+        await downgrade_database(engine, "0014")
         async with engine.connect() as conn:
             assert "listener_cascade" not in await conn.run_sync(tables)
         await upgrade_database(engine)
