@@ -28,7 +28,7 @@ tried again; the other Mastodon sources (one per instance) are not concerned. A 
 endpoint that refuses us (403) while the timeline does not is read by polling. Only a
 refused token stops the source: a 401, or a 403/422 whose message names the token (scopes
 missing, a login disabled or unconfirmed, no user behind the token). A status or stream
-event that cannot be read (not JSON, no numeric id) is skipped, logged and counted
+event that cannot be read (not JSON, no usable id) is skipped, logged and counted
 (``listener.sources.skips``), so that one bad item does not hold up the source. A saved
 cursor that is not a status id is logged, counted and ignored (the source starts from
 now, as on its first run).
@@ -68,9 +68,9 @@ _TOKEN_REFUSED = ("token", "scope", "login", "authenticated user")
 ("This action is outside the authorized scopes", "Your login is currently disabled",
 "This method requires an authenticated user"), not the timeline."""
 _GONE = {403: "forbidden", 404: "not found", 410: "gone"}
-MAX_ID_DIGITS = 30
-"""The longest status id read (Mastodon's are 18 digits): a longer one is not a status id
-(``int()`` of one over 4,300 digits raises, outside the skip handling)."""
+MAX_ID_LENGTH = 30
+"""The longest status id read (Mastodon's: 18 digits; GoToSocial's ULIDs: 26 characters;
+Akkoma's and Pleroma's flake ids: about 18): a longer one is not a status id."""
 
 
 class MastodonConfig(Section):
@@ -162,11 +162,11 @@ class MastodonClient:
 
     async def page_after(self, min_id: str) -> tuple[list[dict[str, Any]], list[Any]]:
         """Up to 40 statuses just after ``min_id``, oldest first, and those of the page
-        that cannot be read (not a status with a numeric id)."""
+        that cannot be read (not a status with a usable id)."""
         statuses = await self._timeline({"min_id": min_id, "limit": "40"})
-        readable = [s for s in statuses if _status_id(s) is not None]
+        readable = [(i, s) for s, i in ((s, _status_id(s)) for s in statuses) if i is not None]
         unreadable = [s for s in statuses if _status_id(s) is None]
-        return sorted(readable, key=lambda s: int(s["id"])), unreadable
+        return [s for _, s in sorted(readable, key=lambda p: id_order(p[0]))], unreadable
 
     async def latest_id(self) -> str | None:
         statuses = await self._timeline({"limit": "1"})
@@ -236,16 +236,24 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def _status_id(status: object) -> str | None:
-    """The id of a Status whose id is numeric (Mastodon's: up to ``MAX_ID_DIGITS``
-    digits), else None: the ids are compared as numbers."""
+    """The id of a Status, if the source can order it: ASCII letters and digits, at most
+    ``MAX_ID_LENGTH`` of them (Mastodon's numbers, GoToSocial's ULIDs, Akkoma's and
+    Pleroma's flake ids), else None."""
     if not isinstance(status, dict):
         return None
     value = status.get("id")
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value) if 0 <= value < 10**MAX_ID_DIGITS else None
-    if isinstance(value, str) and len(value) <= MAX_ID_DIGITS:
-        return value if value.isascii() and value.isdigit() else None
+        return str(value) if 0 <= value < 10**MAX_ID_LENGTH else None
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+        return value if value.isascii() and value.isalnum() else None
     return None
+
+
+def id_order(status_id: str) -> tuple[int, str]:
+    """The order of status ids, which the Mastodon API defines as opaque strings: by
+    length, then lexically. Mastodon's numbers sort as numbers, and the fixed-width,
+    time-ordered ids of GoToSocial (ULIDs) and Akkoma (flake ids) as they were made."""
+    return len(status_id), status_id
 
 
 def _time(value: str) -> datetime:
@@ -425,7 +433,7 @@ class MastodonSource(LiveSource):
                 status_id = _status_id(status)
                 if status_id is None:
                     self.skips.skip(
-                        f"unreadable {event} event skipped: no numeric status id",
+                        f"unreadable {event} event skipped: no usable status id",
                         key=digest(status),
                     )
                     continue
@@ -473,4 +481,4 @@ class MastodonSource(LiveSource):
 def _max_id(a: str | None, b: str) -> str:
     if not a:
         return b
-    return a if int(a) >= int(b) else b
+    return a if id_order(a) >= id_order(b) else b

@@ -396,7 +396,7 @@ async def test_feeds_a_saved_cursor_of_the_wrong_shape_is_ignored(
     await _unreadable_cursor_is_ignored(feeds_source, cursor, caplog)
 
 
-@pytest.mark.parametrize("cursor", ["{not json", "abc", '{"id": 1}', "-5", "12a"])
+@pytest.mark.parametrize("cursor", ["{not json", "ab-c", '{"id": 1}', "-5", "12 a", "9" * 31])
 async def test_mastodon_an_unreadable_saved_cursor_is_ignored(
     cursor: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,7 +20,7 @@ from listener.cursors import MemoryCursorStore
 from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource
 from listener.sources.jetstream import map_event
 from listener.sources.live import MAX_FUTURE
-from listener.sources.mastodon import MastodonConfig, MastodonSource
+from listener.sources.mastodon import MastodonConfig, MastodonSource, id_order
 from listener.sources.reddit import RedditConfig, RedditSource
 from listener.sources.skips import UNREADABLE
 from listener.sources.telegram import parse_page
@@ -235,6 +235,29 @@ MASTODON_PAGE = json.loads((FIXTURES / "mastodon/timeline_public.json").read_tex
 MASTODON_CURSOR = "113107745413932185"  # just before the fixture page
 
 
+async def _poll_mastodon(
+    cursor: str, page: list[object]
+) -> tuple[list[Mention], MastodonSource, MemoryCursorStore]:
+    """A polling Mastodon source resuming at ``cursor``; the timeline after it is ``page``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("min_id") == cursor:
+            return httpx.Response(200, json=page)
+        return httpx.Response(200, json=[])
+
+    store = MemoryCursorStore()
+    store.cursors["acme"] = cursor
+    config = MastodonConfig.model_validate(
+        {"instance": "https://m.example", "access_token": "t", "name": "acme", "mode": "poll"}
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = MastodonSource(config, http, EndingClock(polls=3), store)
+        await source.start()
+        got = await deliver_all(source)
+        await source.stop()
+    return got, source, store
+
+
 async def test_mastodon_a_status_id_of_thousands_of_digits_is_skipped_not_a_stall() -> None:
     """``int()`` of an id over 4,300 digits raised outside the skip handling: the
     timeline reconnected for ever and delivered nothing."""
@@ -244,27 +267,41 @@ async def test_mastodon_a_status_id_of_thousands_of_digits_is_skipped_not_a_stal
         {**MASTODON_PAGE[0], "id": 10**40},
     ]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.params.get("min_id") == MASTODON_CURSOR:
-            return httpx.Response(200, json=[*long_ids, *MASTODON_PAGE])
-        return httpx.Response(200, json=[])
-
-    store = MemoryCursorStore()
-    store.cursors["acme"] = MASTODON_CURSOR
-    config = MastodonConfig.model_validate(
-        {"instance": "https://m.example", "access_token": "t", "name": "acme", "mode": "poll"}
-    )
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        source = MastodonSource(config, http, EndingClock(polls=3), store)
-        await source.start()
-        got = await deliver_all(source)
-        await source.stop()
+    got, source, store = await _poll_mastodon(MASTODON_CURSOR, [*long_ids, *MASTODON_PAGE])
     assert [m.id for m in got] == [
         "mastodon-m.example:113107745413932190",
         "mastodon-m.example:113107745413932201",
     ]
     assert source.health.reconnects == 0 and source.skips.count == 1
     assert store.cursors["acme"] == "113107745413932201"
+
+
+@pytest.mark.parametrize(
+    ("cursor", "ids"),
+    [  # GoToSocial (ULIDs) and Akkoma (flake ids): served newest first, as Mastodon does
+        (
+            "01JDQ8Z0000000000000000000",
+            ["01JDQ9B7HX4S2N7ZK3ZQ0W5V9B", "01JDQ9B7HX4S2N7ZK3ZQ0W5V9A"],
+        ),
+        ("AoOxK1g9TYOqwX2ZHc", ["AoOxK1g9TYOqwX2ZHz", "AoOxK1g9TYOqwX2ZHd"]),
+    ],
+)
+async def test_mastodon_api_servers_with_string_ids_are_read_in_id_order(
+    cursor: str, ids: list[str]
+) -> None:
+    """GoToSocial, Akkoma and Pleroma speak the Mastodon API with ids that are not numbers;
+    their statuses were skipped as unreadable. The API defines ids as strings ordered by
+    length, then lexically."""
+    page = [{**MASTODON_PAGE[0], "id": i, "url": f"https://m.example/@a/{i}"} for i in ids]
+    got, source, store = await _poll_mastodon(cursor, page)
+    assert [m.id for m in got] == [f"mastodon-m.example:{i}" for i in reversed(ids)]
+    assert source.skips.count == 0
+    assert store.cursors["acme"] == ids[0]
+
+
+def test_mastodon_ids_order_by_length_then_lexically() -> None:
+    ordered = ["9", "10", "99", "113107745413932185", "113107745413932190", "1131077454139321850"]
+    assert sorted(reversed(ordered), key=id_order) == ordered
 
 
 async def test_mastodon_a_saved_cursor_of_more_than_30_digits_is_not_a_status_id() -> None:
