@@ -206,36 +206,48 @@ def _migrate_sync(connection: Connection, url: str, direction: str, revision: st
 
 
 async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
-    """Run Alembic in one transaction. On SQLite, foreign keys are off meanwhile: SQLite
-    alters a table by rebuilding it (copy, drop, rename), and with them on, dropping
-    ``incidents`` would delete every row that refers to it (timelines, evidence,
-    deliveries: ``ON DELETE CASCADE``). The pragma is ignored inside a transaction, so it is
-    set before and restored after; ``core/migrations/env.py`` refuses to run with keys on
-    and checks every reference before the transaction commits."""
+    """Run Alembic in one transaction: every pending revision or none."""
     url = engine.url.render_as_string(hide_password=False)
     async with engine.connect() as conn:
-        sqlite = conn.dialect.name == "sqlite"
-        if sqlite:
-            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            await conn.commit()
-        try:
+        if conn.dialect.name == "sqlite":
+            await _migrate_sqlite(conn, url, direction, revision)
+        else:  # PostgreSQL: transactional DDL, Alembic's own transaction
             await conn.run_sync(_migrate_sync, url, direction, revision)
             await conn.commit()
-        finally:
-            if sqlite:
-                await _foreign_keys_back_on(conn)
+
+
+async def _migrate_sqlite(conn: AsyncConnection, url: str, direction: str, revision: str) -> None:
+    """SQLite, by hand, since its driver opens a transaction only before a data change (a
+    failed migration left the schema changes before it applied, and the next attempt
+    failed on them): the driver in autocommit, and one explicit ``BEGIN`` ... ``COMMIT``.
+
+    Foreign keys are off meanwhile: SQLite alters a table by rebuilding it (copy, drop,
+    rename), and with them on, dropping ``incidents`` deleted every row that refers to it
+    (timelines, evidence, deliveries: ``ON DELETE CASCADE``). The pragma is ignored inside
+    a transaction, so it is set before ``BEGIN`` and restored after; ``env.py`` refuses to
+    run with keys on, and fails the migration if it left references broken."""
+    try:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            await conn.run_sync(_migrate_sync, url, direction, revision)
+        except BaseException:
+            await conn.exec_driver_sql("ROLLBACK")
+            raise
+        await conn.exec_driver_sql("COMMIT")
+    finally:
+        await _foreign_keys_back_on(conn)
 
 
 async def _foreign_keys_back_on(conn: AsyncConnection) -> None:
+    on = False
     try:
-        await conn.rollback()
         await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
         on = await conn.scalar(text("PRAGMA foreign_keys")) == 1
-        await conn.commit()
-    except sa_exc.SQLAlchemyError:
-        on = False
-    if not on:
-        await conn.invalidate()  # never back into the pool without its checks
+    finally:
+        if not on:  # also when cancelled or failing here: never pooled without its checks
+            await conn.invalidate()
 
 
 async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sentiment.training.zh_encoder import dequant, is_q4, model_text, ragged, unragged
 
@@ -49,26 +50,39 @@ def test_ensemble_soft_targets_average_probabilities_and_mix_the_ngram_model(
     t1 = np.log(np.array([[0.5, 0.5], [0.1, 0.9], [0.2, 0.8], [0.2, 0.8]]))
     for seed, logits in enumerate((t0, t1)):
         np.savez(tmp_path / f"teacher-split-{seed}.npz", student=logits)
+    # a teacher of another run left in the same folder must not count
+    np.savez(tmp_path / "teacher-split-7.npz", student=np.log(np.full((4, 2), 0.5)))
     np.savez(
         tmp_path / "ngram.npz",
         split_posts=np.array([0.0, 0.5, 1.0], dtype=np.float32),
         split_unlabelled=np.array([0.5, 0.0, 0.3], dtype=np.float32),
     )
-    single = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "single", work))
+    single = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "single", work, 2))
     np.testing.assert_allclose(single, np.exp(t0), rtol=1e-5)
-    ens = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "ens", work))
+    ens = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "ens", work, 2))
     mean = (np.exp(t0) + np.exp(t1)) / 2  # probabilities averaged, not logits
     np.testing.assert_allclose(ens, mean, rtol=1e-5)
-    mixed = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "ens-ngram", work))
+    mixed = np.exp(soft_targets(tmp_path, tmp_path / "ngram.npz", "split", "ens-ngram", work, 2))
     pos = np.array([1.0, 0.0, 0.5, 0.0])  # posts 2, 0, then the first two unlabelled texts
     np.testing.assert_allclose(mixed[:, 1], 0.5 * mean[:, 1] + 0.5 * pos, rtol=1e-5, atol=1e-6)
 
 
 def test_ensemble_scores_students_in_the_shipped_cascade() -> None:
-    from sentiment.training.zh_ensemble import cascade
+    from sentiment.training.zh_ensemble import THRESHOLD, WEIGHT, cascade
 
-    p_ngram = np.array([0.97, 0.02, 0.6, 0.3])
-    p_enc = np.array([0.0, 1.0, 0.2, 0.9])
+    assert (THRESHOLD, WEIGHT) == (0.9, 0.5)  # the shipped cascade's, as the README says
+    # sure at exactly 0.9 / 0.1 (kept), unsure just inside (0.89, 0.11, 0.8, 0.3: mixed)
+    p_ngram = np.array([0.9, 0.1, 0.97, 0.02, 0.89, 0.11, 0.8, 0.3])
+    p_enc = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.2, 0.9])
     mixed, share = cascade(p_ngram, p_enc)
-    np.testing.assert_allclose(mixed, [0.97, 0.02, 0.4, 0.6])  # sure ones kept, others averaged
+    expected = [0.9, 0.1, 0.97, 0.02, 0.445, 0.555, 0.5, 0.6]
+    np.testing.assert_allclose(mixed, expected)
     assert share == 0.5
+
+
+def test_ensemble_cascade_weighs_the_encoder_by_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentiment.training import zh_ensemble
+
+    monkeypatch.setattr(zh_ensemble, "WEIGHT", 0.75)
+    mixed, _ = zh_ensemble.cascade(np.array([0.8, 0.95]), np.array([0.0, 0.0]))
+    np.testing.assert_allclose(mixed, [0.2, 0.95])  # 0.75 * 0 + 0.25 * 0.8; the sure one kept
