@@ -1,27 +1,35 @@
-"""The burst layer: counts in tumbling event-time windows tested against a baseline that
+"""The burst layer: counts in sliding event-time windows tested against a baseline that
 knows the hour of the week, with a persistence gate.
 
 ``poisson_tail(k, lam)`` is ``P(X >= k)`` for ``X ~ Poisson(lam)``: exact for small
 counts, where a z-score would be wrong. ``critical_count(lam, alpha)`` is the smallest
-count whose tail is at most ``alpha`` (cached: it is computed once per window, not per
-mention).
+count whose tail is at most ``alpha`` (cached: it is computed once per minute a window
+sees, not per mention).
 
 ``SeasonalBaseline`` is the usual mentions per minute for each of the 168 hours of the
 week (an EWMA per hour-of-week slot, over the minutes that slot has seen), falling back to
 the all-hours EWMA while a slot is young. Empty minutes count as zero.
 
-``BurstTest`` holds one ``BurstWindow`` per window length (1, 5, 15, 60 minutes by
-default). A window is *hot* when its count reaches the critical count of the expected
-count (baseline per minute x length) at ``alpha``, and at least ``min_count``; a window
-*bursts* when it is hot and the window before it was hot too (two consecutive windows:
-one unlucky minute is not a burst). The state is a few numbers per window.
+``BurstTest`` holds one ``BurstWindow`` per window length ``W`` (1, 5, 15, 60 minutes by
+default). The windows slide by the event minute: at minute ``m`` a window counts the
+mentions of minutes ``m - W + 1`` .. ``m`` (so a burst is seen as soon as it is one,
+wherever it starts on the clock; tumbling windows split a burst at their edges). A window
+is *hot* when its count reaches the critical count of the expected count (baseline per
+minute x ``W``, from before a burst: that of its oldest minute) at ``alpha``, and at
+least ``min_count``; a story *bursts* in ``W`` when the last ``W`` minutes are hot and
+the ``W`` minutes before them were too (two consecutive windows, not overlapping: one
+unlucky minute is not a burst, whatever the window). The state is, per window, the
+counts of the last ``2W`` minutes that had mentions, and two sums, kept as minutes come
+and go (a mention costs the same however long the window).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 _CRITICAL: dict[tuple[float, float], int] = {}
 _CRITICAL_CAP = 10_000
@@ -157,50 +165,172 @@ class SeasonalBaseline:
 
 
 class BurstWindow:
-    """One tumbling window length: the open window's count and whether the previous one
-    was hot."""
+    """One sliding window length ``W``: the mentions of the last ``W`` event minutes (the
+    window ending at the newest minute seen: ``recent``, ``current`` of them) and of the
+    ``W`` minutes before them (``older``, ``earlier``: the persistence gate's window), as
+    ``[minute, count, critical]`` for each minute that had mentions; ``critical`` is the
+    count a window must reach by the baseline as it was when that minute's first mention
+    came.
 
-    __slots__ = ("count", "critical", "index", "minutes", "previous_hot")
+    A window is tested against the critical count of its oldest minute with mentions: the
+    usual rate from before a burst, not one the burst has already raised (the watch's
+    baseline counts the burst too), as a tumbling window kept the count it opened with.
+
+    As the newest minute moves on, minutes pass from ``recent`` to ``older`` and out, each
+    once: a mention costs the same however long the windows are. A late mention counts in
+    the minute it is dated, if that is still within the ``2W`` minutes."""
+
+    __slots__ = ("current", "earlier", "minutes", "newest", "older", "recent")
 
     def __init__(self, minutes: int) -> None:
         self.minutes = minutes
-        self.index: int | None = None
-        self.count = 0
-        self.previous_hot = False
-        self.critical: int | None = None
+        self.recent: deque[list[Any]] = deque()  # minutes newest - W + 1 .. newest
+        self.older: deque[list[Any]] = deque()  # minutes newest - 2W + 1 .. newest - W
+        self.newest: int | None = None
+        self.current = 0  # mentions in ``recent``
+        self.earlier = 0  # mentions in ``older``
+
+    @property
+    def critical(self) -> int | None:
+        """The count the last ``W`` minutes must reach (None: no baseline yet)."""
+        return self.recent[0][2] if self.recent else None
+
+    @property
+    def earlier_critical(self) -> int | None:
+        """The count the ``W`` minutes before them must reach."""
+        return self.older[0][2] if self.older else None
 
     def add(self, minute: int, expected_per_minute: float | None, test: BurstTest) -> None:
-        index = minute // self.minutes
-        if self.index is None or index > self.index:
-            was_hot = self.hot
-            self.previous_hot = was_hot and self.index is not None and index == self.index + 1
-            self.index = index
-            self.count = 0
-            self.critical = test.critical(expected_per_minute, self.minutes)
-        self.count += 1  # a late mention counts in the open window
+        newest = self.newest
+        if newest is not None and minute == newest:
+            self.recent[-1][1] += 1
+            self.current += 1
+        elif newest is None or minute > newest:
+            critical = test.critical(expected_per_minute, self.minutes)
+            self.recent.append([minute, 1, critical])
+            self.current += 1
+            self._advance(minute)
+        else:
+            self._add_late(minute, newest, expected_per_minute, test)
+
+    def _advance(self, newest: int) -> None:
+        """Make ``newest`` the newest minute: minutes leave ``recent`` for ``older``, and
+        ``older`` for good."""
+        self.newest = newest
+        recent, older = self.recent, self.older
+        split, oldest = newest - self.minutes, newest - 2 * self.minutes
+        while recent[0][0] <= split:
+            entry = recent.popleft()
+            self.current -= entry[1]
+            if entry[0] > oldest:
+                older.append(entry)
+                self.earlier += entry[1]
+        while older and older[0][0] <= oldest:
+            self.earlier -= older.popleft()[1]
+
+    def _add_late(
+        self, minute: int, newest: int, expected_per_minute: float | None, test: BurstTest
+    ) -> None:
+        if minute <= newest - 2 * self.minutes:
+            return  # older than both windows: nothing here to count it in
+        if minute > newest - self.minutes:
+            entries = self.recent
+            self.current += 1
+        else:
+            entries = self.older
+            self.earlier += 1
+        i = len(entries)
+        while i > 0 and entries[i - 1][0] > minute:
+            i -= 1
+        if i > 0 and entries[i - 1][0] == minute:
+            entries[i - 1][1] += 1
+        else:
+            entries.insert(i, [minute, 1, test.critical(expected_per_minute, self.minutes)])
+
+    def _sums(self, minute: int) -> tuple[int, int, int | None, int | None]:
+        """(count, critical count) of the last ``W`` minutes and of the ``W`` before them,
+        as of event minute ``minute`` (any minute from the newest on)."""
+        split, oldest = minute - self.minutes, minute - 2 * self.minutes
+        current = earlier = 0
+        critical: int | None = None
+        earlier_critical: int | None = None
+        for m, c, k in reversed((*self.older, *self.recent)):
+            if m > minute:
+                continue
+            if m <= oldest:
+                break
+            if m > split:
+                current += c
+                critical = k
+            else:
+                earlier += c
+                earlier_critical = k
+        return current, earlier, critical, earlier_critical
+
+    def counts_at(self, minute: int) -> tuple[int, int]:
+        """(the last ``W`` minutes, the ``W`` before them) as of event minute ``minute``."""
+        if minute == self.newest:
+            return self.current, self.earlier
+        current, earlier, _, _ = self._sums(minute)
+        return current, earlier
+
+    def hot_at(self, minute: int) -> bool:
+        """The last ``W`` minutes reach their critical count."""
+        current, _, critical, _ = self._sums(minute)
+        return critical is not None and current >= critical
+
+    def bursting_at(self, minute: int) -> bool:
+        """The last ``W`` minutes and the ``W`` before them both reach theirs."""
+        current, earlier, critical, earlier_critical = self._sums(minute)
+        return (
+            critical is not None
+            and earlier_critical is not None
+            and current >= critical
+            and earlier >= earlier_critical
+        )
 
     def absorb(self, other: BurstWindow) -> None:
-        """Count ``other``'s open window too (a story merged into this one): the later
-        of the two open windows stays open; the same window adds up."""
-        if other.index is None or (self.index is not None and other.index < self.index):
+        """Count ``other``'s mentions too (a story merged into this one), minute by
+        minute (a minute both counted keeps the lower critical count)."""
+        if other.newest is None:
             return
-        if self.index is not None and other.index == self.index:
-            self.count += other.count
-            self.previous_hot = self.previous_hot or other.previous_hot
-            if self.critical is None:
-                self.critical = other.critical
+        merged: dict[int, list[Any]] = {}
+        for m, c, k in (*self.older, *self.recent, *other.older, *other.recent):
+            seen = merged.get(m)
+            if seen is None:
+                merged[m] = [m, c, k]
+            else:
+                seen[1] += c
+                if seen[2] is None or (k is not None and k < seen[2]):
+                    seen[2] = k
+        newest = other.newest if self.newest is None else max(self.newest, other.newest)
+        self._refill([merged[m] for m in sorted(merged)], newest)
+
+    def _refill(self, entries: list[list[Any]], newest: int) -> None:
+        split, oldest = newest - self.minutes, newest - 2 * self.minutes
+        self.recent = deque(e for e in entries if split < e[0] <= newest)
+        self.older = deque(e for e in entries if oldest < e[0] <= split)
+        self.current = sum(e[1] for e in self.recent)
+        self.earlier = sum(e[1] for e in self.older)
+        self.newest = newest
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Also a snapshot of the tumbling windows before (``STATE_FORMAT`` 6): the open
+        window's count is placed at its first minute, with the critical count it had, and
+        the window before it, whose count was not kept, counts as empty (a story bursting
+        across the upgrade must stay hot for one more window to burst again)."""
+        slots = state[1]
+        if "index" not in slots:
+            for name, value in slots.items():
+                setattr(self, name, value)
             return
-        was_hot = self.hot and self.index is not None and other.index == self.index + 1
-        self.index, self.count, self.critical = other.index, other.count, other.critical
-        self.previous_hot = other.previous_hot or was_hot
-
-    @property
-    def hot(self) -> bool:
-        return self.critical is not None and self.count >= self.critical
-
-    @property
-    def bursting(self) -> bool:
-        return self.hot and self.previous_hot
+        minutes, index, count = int(slots["minutes"]), slots["index"], int(slots["count"])
+        critical = slots["critical"] if isinstance(slots["critical"], int) else None
+        self.minutes = minutes
+        self._refill([], 0)
+        self.newest = None
+        if isinstance(index, int) and count > 0:
+            self._refill([[index * minutes, count, critical]], index * minutes)
 
 
 class BurstTest:
@@ -240,9 +370,9 @@ class BurstTest:
     def add_minute(self, minute: int, expected_per_minute: float | None) -> None:
         """``add`` for a mention in event minute ``minute``."""
         for window in self.windows:
-            index = window.index
-            if index is not None and minute // window.minutes <= index:
-                window.count += 1  # the open window (or a late mention): just count
+            if window.newest == minute:  # the newest minute (most mentions): just count
+                window.recent[-1][1] += 1
+                window.current += 1
             else:
                 window.add(minute, expected_per_minute, self)
 
@@ -252,36 +382,37 @@ class BurstTest:
             mine.absorb(theirs)
 
     def bursting(self, now: datetime) -> tuple[int, ...]:
-        """The window lengths (minutes) bursting at ``now`` (a window that has closed
-        without a newer mention no longer bursts)."""
+        """The window lengths (minutes) bursting at ``now``: the last that many minutes
+        and the as many before them both hot (as of ``now``: a story gone quiet stops
+        bursting as its mentions leave the windows)."""
         return self.bursting_at(event_minute(now))
 
     def bursting_at(self, minute: int) -> tuple[int, ...]:
         """``bursting`` at event minute ``minute``."""
         found: tuple[int, ...] = ()
         for w in self.windows:
-            # inlined ``w.bursting``: a hot previous window is checked first (rarely true)
-            if (
-                w.previous_hot
-                and w.index == minute // w.minutes
-                and w.critical is not None
-                and w.count >= w.critical
-            ):
+            if minute == w.newest:  # inlined ``w.bursting_at``: the usual case
+                older = w.older
+                if older and older[0][2] is not None and w.earlier >= older[0][2]:
+                    critical = w.recent[0][2]
+                    if critical is not None and w.current >= critical:
+                        found += (w.minutes,)
+            elif w.bursting_at(minute):
                 found += (w.minutes,)
         return found
 
     def counts(self, now: datetime) -> list[int]:
-        """The count of each window length's window open at ``now``."""
+        """Each window length's count over the last that many minutes at ``now``."""
         return self.counts_at(event_minute(now))
 
     def counts_at(self, minute: int) -> list[int]:
         """``counts`` at event minute ``minute``."""
-        return [w.count if w.index == minute // w.minutes else 0 for w in self.windows]
+        return [w.current if w.newest == minute else w.counts_at(minute)[0] for w in self.windows]
 
     def count(self, minutes: int, now: datetime) -> int:
-        """The count of the window of this length open at ``now``."""
+        """The count over the last ``minutes`` minutes at ``now`` (a window length)."""
         minute = event_minute(now)
         for w in self.windows:
             if w.minutes == minutes:
-                return w.count if w.index == minute // w.minutes else 0
+                return w.counts_at(minute)[0]
         raise KeyError(minutes)

@@ -197,7 +197,8 @@ class DetectorConfig(Section):
         default_factory=lambda: [1, 5, 15, 60],
         min_length=1,
         max_length=8,
-        description="tumbling event-time windows tested for bursts",
+        description="sliding event-time windows tested for bursts (each against the one "
+        "before it: the persistence gate)",
     )
     burst_alpha: float = Field(
         1e-4,

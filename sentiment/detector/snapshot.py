@@ -42,22 +42,26 @@ from typing import Any
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 6
+STATE_FORMAT = 7
 """The layout of the pickled state; bump it when a pickled class changes.
 1: one pickle per watch; 2: a watch part and one part per story; 3: stories await the
 ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``); 4: stories
 hold sentence vectors (``Story.vectors``; the index's paraphrase settings); 5: a story's
 heat holds the fitted size model's inputs (root followers, mentions with text, reposts of
 reposts, its earliest mention times); 6: it holds its authors' followers (a merge counts
-an author of both stories once in the reach)."""
+an author of both stories once in the reach); 7: burst windows slide (per-minute counts
+instead of one open tumbling window; the surge keeps a sliding maximum of story counts)."""
 
-READABLE_FORMATS = frozenset({2, 3, 4, 5, STATE_FORMAT})
-"""The formats this detector restores: 2 to 5 read as 6 with nothing awaited (2), no
-vectors (2, 3), no size-model inputs counted yet (2-4) and no followers per author (2-5):
-the class defaults stand in for what they lack. Until such a story expires, a fitted size
-model reads its counts of comments and reposts of reposts from the restore on, and its
-milestones from the mentions after it; a merge counts its authors shared with the other
-story twice in the reach, as before."""
+READABLE_FORMATS = frozenset({2, 3, 4, 5, 6, STATE_FORMAT})
+"""The formats this detector restores: 2 to 6 read as 7 with nothing awaited (2), no
+vectors (2, 3), no size-model inputs counted yet (2-4), no followers per author (2-5) and
+tumbling burst windows (2-6): the class defaults stand in for what they lack, and the
+burst windows' and the surge's ``__setstate__`` convert theirs (an open window's count
+placed at its first minute, the window before it empty). Until such a story expires, a
+fitted size model reads its counts of comments and reposts of reposts from the restore
+on, and its milestones from the mentions after it; a merge counts its authors shared
+with the other story twice in the reach, as before; a story bursting at the upgrade
+bursts again once it has been hot for one more window."""
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers

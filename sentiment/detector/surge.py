@@ -2,11 +2,13 @@
 
 Every mention of the watch feeds a ``BurstTest`` over the watch's total (baseline: the
 watch's hour-of-week rate, ``surge_alpha``, ``surge_min_count``, ``surge_min_ratio``;
-windows of at least ``surge_min_window_minutes``). While one of its windows bursts (two
-consecutive hot windows), and no single story holds ``surge_max_story_share`` of that
-window's mentions, the watch *surges*: many stories at once (a product launch gone
-wrong, a wave of copy-paste complaints that do not near-duplicate). A surge dominated
-by one story is that story's business: its own heat reports it.
+windows of at least ``surge_min_window_minutes``). While one of its windows bursts (the
+last ``W`` minutes and the ``W`` before them hot), and no single story holds
+``surge_max_story_share`` of the last ``W`` minutes' mentions, the watch *surges*: many
+stories at once (a product launch gone wrong, a wave of copy-paste complaints that do not
+near-duplicate). A surge dominated by one story is that story's business: its own heat
+reports it. A story's share is the largest count it reached within the window, over the
+watch's count now: a story that dominated the window and is slowing still counts whole.
 
 The surge level (0/1) is held like the story levels (rises at once, falls after the
 cool-down); the detector reports its changes as Signals of kind ``"surge"``.
@@ -14,8 +16,10 @@ cool-down); the detector reports its changes as Signals of kind ``"surge"``.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sentiment.detector.burst import BurstTest, event_minute
 from sentiment.detector.config import DetectorConfig
@@ -55,8 +59,9 @@ class WatchSurge:
         # positions in ``burst_windows_minutes`` of the windows tested here
         self._picked = tuple((i, m) for i, m in enumerate(self._all_windows) if m in self._windows)
         self._max_share = config.surge_max_story_share
-        # per window length: (window index, the largest story count in it)
-        self._top: dict[int, tuple[int, int]] = {}
+        # per window length: the largest story counts seen in the last that many minutes,
+        # as [minute, count] with counts decreasing (a sliding maximum)
+        self._top: dict[int, deque[list[int]]] = {m: deque() for m in self._windows}
         self._expected: float | None = None
         self._calm = SurgeState(0, self._windows[0], 0, None, 0.0)
         self.held = Held()
@@ -86,15 +91,30 @@ class WatchSurge:
         self._test.add_minute(minute, expected_per_minute)
         self._expected = expected_per_minute
         for i, minutes in self._picked:
-            count = story_counts[i]
-            index = minute // minutes
-            seen = self._top.get(minutes)
-            if seen is not None and index < seen[0]:
-                # a late mention of an earlier window: the current window's largest story
-                # stands (taking it would read as "no story dominates": a false surge)
+            top = self._top[minutes]
+            if top and minute < top[-1][0]:
+                # a late mention of an earlier minute: the current largest story stands
+                # (taking it would read as "no story dominates": a false surge)
                 continue
-            if seen is None or index > seen[0] or count > seen[1]:
-                self._top[minutes] = (index, count)
+            count = story_counts[i]
+            while top and top[-1][1] <= count:
+                top.pop()
+            top.append([minute, count])
+            while top[0][0] <= minute - minutes:
+                top.popleft()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also a snapshot of the tumbling windows before (``STATE_FORMAT`` 6), which kept
+        the largest story count per window as (window index, count)."""
+        top = state.get("_top", {})
+        for minutes in state.get("_windows", ()):
+            kept = top.get(minutes)
+            if isinstance(kept, tuple):
+                index, count = kept
+                top[minutes] = deque([[index * minutes, count]])
+            elif kept is None:
+                top[minutes] = deque()
+        self.__dict__.update(state)
 
     def state(self, now: datetime, minute: int | None = None) -> SurgeState:
         """The raw surge level at ``now`` and what it rests on (the longest window).
@@ -104,8 +124,12 @@ class WatchSurge:
         best = self._calm
         for minutes in self._test.bursting_at(minute):
             count = self._test.count(minutes, now)
-            index, top = self._top.get(minutes, (minute // minutes, 0))
-            share = top / count if count and index == minute // minutes else 0.0
+            # the largest count a story reached within the window: an upper bound of its
+            # count now, so a story that dominated the window is never missed
+            top = max(
+                (c for m, c in self._top[minutes] if minute - minutes < m <= minute), default=0
+            )
+            share = min(top / count, 1.0) if count else 0.0
             if share < self._max_share:
                 expected = None if self._expected is None else self._expected * minutes
                 best = SurgeState(1, minutes, count, expected, share)

@@ -5,8 +5,11 @@ takes is bounded; snapshots of the previous format are still read."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,7 +283,7 @@ def _as_format(codec: SnapshotCodec, blob: bytes, fmt: int) -> bytes:
 async def test_a_snapshot_of_a_previous_format_is_still_read(
     sessions: async_sessionmaker[AsyncSession], fmt: int
 ) -> None:
-    assert STATE_FORMAT == 6 and {2, 3, 4, 5, 6} == READABLE_FORMATS
+    assert STATE_FORMAT == 7 and {2, 3, 4, 5, 6, 7} == READABLE_FORMATS
     stream = by_time(chatter(0, 300), complaint(120))
     split = len(stream) // 2
     reference = [s.id for s in run(stream)[1]]
@@ -308,6 +311,44 @@ async def test_a_snapshot_of_a_previous_format_is_still_read(
     third = DetectorService(RecordingBus(), DetectorConfig(), metrics, store=store)
     await third.handle(list(stream[split:]))
     assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "failed"}) == 1
+
+
+FORMAT_6 = Path(__file__).parents[1] / "data" / "detector-state-format6.json"
+
+
+async def test_a_snapshot_with_tumbling_burst_windows_is_still_read(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A real format-6 snapshot (written by the detector before burst windows slid:
+    ``tests/data/detector-state-format6.json``, watch acme 60 minutes into
+    ``by_time(chatter(60, 200), complaint(100))``, the complaint bursting) is restored:
+    its windows and its surge are converted, and the rest of the stream gives the
+    Signals an uninterrupted run of this detector gives."""
+    saved = json.loads(FORMAT_6.read_text())
+    assert saved["format"] == 6 and 6 in READABLE_FORMATS
+    stream = by_time(chatter(60, 200), complaint(100))
+    cut = saved["cut"]
+    _, reference = run(stream)
+    assert len(reference[: saved["signals"]]) == saved["signals"]
+    key = (WATCH.id, False)
+    old = WatchChanges(
+        base64.b64decode(saved["watch"]),
+        {sid: base64.b64decode(blob) for sid, blob in saved["stories"].items()},
+        frozenset(),
+        whole=True,
+    )
+    store = StateStore(sessions)
+    await store.save({key: old}, 6)
+    metrics = Metrics()
+    second = DetectorService(RecordingBus(), DetectorConfig(), metrics, store=store)
+    await second.handle(list(stream[cut:]))
+    assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "loaded"}) == 1
+    assert sample(metrics, "crisiswatch_detector_restores_total", {"outcome": "failed"}) == 0
+    after = [(s.story_id, s.tier, s.spread) for s in published(second)]
+    assert after == [(s.story_id, s.tier, s.spread) for s in reference[saved["signals"] :]]
+    assert max(tier for _, tier, _ in after) == 3
+    windows = second.detector._watches[key].tracked["acme:x:root"].heat._burst.windows
+    assert all(w.recent and w.newest is not None for w in windows)
 
 
 def test_early_mentions_keep_a_bounded_text() -> None:
