@@ -3,8 +3,8 @@ knows the hour of the week, with a persistence gate.
 
 ``poisson_tail(k, lam)`` is ``P(X >= k)`` for ``X ~ Poisson(lam)``: exact for small
 counts, where a z-score would be wrong. ``critical_count(lam, alpha)`` is the smallest
-count whose tail is at most ``alpha`` (cached: it is computed once per minute a window
-sees, not per mention).
+count whose tail is at most ``alpha`` (cached: the same few rates come up again and
+again).
 
 ``SeasonalBaseline`` is the usual mentions per minute for each of the 168 hours of the
 week (an EWMA per hour-of-week slot, over the minutes that slot has seen), falling back to
@@ -13,14 +13,15 @@ the all-hours EWMA while a slot is young. Empty minutes count as zero.
 ``BurstTest`` holds one ``BurstWindow`` per window length ``W`` (1, 5, 15, 60 minutes by
 default). The windows slide by the event minute: at minute ``m`` a window counts the
 mentions of minutes ``m - W + 1`` .. ``m`` (so a burst is seen as soon as it is one,
-wherever it starts on the clock; tumbling windows split a burst at their edges). A window
-is *hot* when its count reaches the critical count of the expected count (baseline per
-minute x ``W``, from before a burst: that of its oldest minute) at ``alpha``, and at
-least ``min_count``; a story *bursts* in ``W`` when the last ``W`` minutes are hot and
-the ``W`` minutes before them were too (two consecutive windows, not overlapping: one
-unlucky minute is not a burst, whatever the window). The state is, per window, the
-counts of the last ``2W`` minutes that had mentions, and two sums, kept as minutes come
-and go (a mention costs the same however long the window).
+wherever it starts on the clock; tumbling windows split a burst at their edges). A
+window is *hot* when its count reaches the critical count of the expected count
+(baseline per minute x ``W``, from before a burst: that of its oldest minute) at
+``alpha``, and at least ``min_count`` (below it no critical count is worked out at all);
+a story *bursts* in ``W`` when the last ``W`` minutes are hot and the ``W`` minutes
+before them were too (two consecutive windows, not overlapping: one unlucky minute is
+not a burst, whatever the window). The state is, per window, the counts of the last
+``2W`` minutes that had mentions, and two sums, kept as minutes come and go (a mention
+costs the same however long the window).
 """
 
 from __future__ import annotations
@@ -168,13 +169,15 @@ class BurstWindow:
     """One sliding window length ``W``: the mentions of the last ``W`` event minutes (the
     window ending at the newest minute seen: ``recent``, ``current`` of them) and of the
     ``W`` minutes before them (``older``, ``earlier``: the persistence gate's window), as
-    ``[minute, count, critical]`` for each minute that had mentions; ``critical`` is the
-    count a window must reach by the baseline as it was when that minute's first mention
-    came.
+    ``[minute, count, usual, critical]`` for each minute that had mentions; ``usual`` is
+    the watch's expected mentions per minute when that minute's first mention came (None:
+    no baseline yet, or not known), ``critical`` the count it makes a window reach (None
+    until asked).
 
-    A window is tested against the critical count of its oldest minute with mentions: the
-    usual rate from before a burst, not one the burst has already raised (the watch's
-    baseline counts the burst too), as a tumbling window kept the count it opened with.
+    A window is tested against the usual rate of its oldest minute with a known one: from
+    before a burst, not one the burst has already raised (the watch's baseline counts the
+    burst too), as a tumbling window kept the count it opened with. ``BurstTest`` turns it
+    into a critical count, and only for a window that holds ``min_count`` mentions.
 
     As the newest minute moves on, minutes pass from ``recent`` to ``older`` and out, each
     once: a mention costs the same however long the windows are. A late mention counts in
@@ -190,28 +193,29 @@ class BurstWindow:
         self.current = 0  # mentions in ``recent``
         self.earlier = 0  # mentions in ``older``
 
-    @property
-    def critical(self) -> int | None:
-        """The count the last ``W`` minutes must reach (None: no baseline yet)."""
-        return self.recent[0][2] if self.recent else None
-
-    @property
-    def earlier_critical(self) -> int | None:
-        """The count the ``W`` minutes before them must reach."""
-        return self.older[0][2] if self.older else None
-
-    def add(self, minute: int, expected_per_minute: float | None, test: BurstTest) -> None:
+    def add(self, minute: int, expected_per_minute: float | None) -> None:
         newest = self.newest
         if newest is not None and minute == newest:
             self.recent[-1][1] += 1
             self.current += 1
         elif newest is None or minute > newest:
-            critical = test.critical(expected_per_minute, self.minutes)
-            self.recent.append([minute, 1, critical])
+            self.recent.append([minute, 1, expected_per_minute, None])
             self.current += 1
             self._advance(minute)
         else:
-            self._add_late(minute, newest, expected_per_minute, test)
+            self._add_late(minute, newest, expected_per_minute)
+
+    def critical(self, older: bool, test: BurstTest) -> int | None:
+        """The critical count of ``recent`` (or ``older``) as of the newest minute: that of
+        its oldest minute with a usual rate, worked out once and kept in that minute's
+        entry (the 4th field)."""
+        for entry in self.older if older else self.recent:
+            if entry[2] is not None:
+                critical: int | None = entry[3]
+                if critical is None:
+                    critical = entry[3] = test.critical(entry[2], self.minutes)
+                return critical
+        return None
 
     def _advance(self, newest: int) -> None:
         """Make ``newest`` the newest minute: minutes leave ``recent`` for ``older``, and
@@ -228,9 +232,7 @@ class BurstWindow:
         while older and older[0][0] <= oldest:
             self.earlier -= older.popleft()[1]
 
-    def _add_late(
-        self, minute: int, newest: int, expected_per_minute: float | None, test: BurstTest
-    ) -> None:
+    def _add_late(self, minute: int, newest: int, expected_per_minute: float | None) -> None:
         if minute <= newest - 2 * self.minutes:
             return  # older than both windows: nothing here to count it in
         if minute > newest - self.minutes:
@@ -245,92 +247,89 @@ class BurstWindow:
         if i > 0 and entries[i - 1][0] == minute:
             entries[i - 1][1] += 1
         else:
-            entries.insert(i, [minute, 1, test.critical(expected_per_minute, self.minutes)])
+            entries.insert(i, [minute, 1, expected_per_minute, None])
 
-    def _sums(self, minute: int) -> tuple[int, int, int | None, int | None]:
-        """(count, critical count) of the last ``W`` minutes and of the ``W`` before them,
-        as of event minute ``minute`` (any minute from the newest on)."""
+    def at(self, minute: int) -> tuple[int, int, float | None, float | None]:
+        """(count, usual rate) of the last ``W`` minutes and of the ``W`` before them, as
+        of event minute ``minute`` (any minute from the newest on)."""
+        if minute == self.newest:
+            return self.current, self.earlier, _usual(self.recent), _usual(self.older)
         split, oldest = minute - self.minutes, minute - 2 * self.minutes
         current = earlier = 0
-        critical: int | None = None
-        earlier_critical: int | None = None
-        for m, c, k in reversed((*self.older, *self.recent)):
+        usual: float | None = None
+        earlier_usual: float | None = None
+        for m, c, u, _ in reversed((*self.older, *self.recent)):
             if m > minute:
                 continue
             if m <= oldest:
                 break
             if m > split:
                 current += c
-                critical = k
+                usual = u if u is not None else usual
             else:
                 earlier += c
-                earlier_critical = k
-        return current, earlier, critical, earlier_critical
+                earlier_usual = u if u is not None else earlier_usual
+        return current, earlier, usual, earlier_usual
 
     def counts_at(self, minute: int) -> tuple[int, int]:
         """(the last ``W`` minutes, the ``W`` before them) as of event minute ``minute``."""
         if minute == self.newest:
             return self.current, self.earlier
-        current, earlier, _, _ = self._sums(minute)
+        current, earlier, _, _ = self.at(minute)
         return current, earlier
-
-    def hot_at(self, minute: int) -> bool:
-        """The last ``W`` minutes reach their critical count."""
-        current, _, critical, _ = self._sums(minute)
-        return critical is not None and current >= critical
-
-    def bursting_at(self, minute: int) -> bool:
-        """The last ``W`` minutes and the ``W`` before them both reach theirs."""
-        current, earlier, critical, earlier_critical = self._sums(minute)
-        return (
-            critical is not None
-            and earlier_critical is not None
-            and current >= critical
-            and earlier >= earlier_critical
-        )
 
     def absorb(self, other: BurstWindow) -> None:
         """Count ``other``'s mentions too (a story merged into this one), minute by
-        minute (a minute both counted keeps the lower critical count)."""
+        minute (a minute both counted keeps the lower usual rate)."""
         if other.newest is None:
             return
         merged: dict[int, list[Any]] = {}
-        for m, c, k in (*self.older, *self.recent, *other.older, *other.recent):
+        for m, c, u, _ in (*self.older, *self.recent, *other.older, *other.recent):
             seen = merged.get(m)
             if seen is None:
-                merged[m] = [m, c, k]
+                merged[m] = [m, c, u, None]
             else:
                 seen[1] += c
-                if seen[2] is None or (k is not None and k < seen[2]):
-                    seen[2] = k
+                if seen[2] is None or (u is not None and u < seen[2]):
+                    seen[2] = u
         newest = other.newest if self.newest is None else max(self.newest, other.newest)
         self._refill([merged[m] for m in sorted(merged)], newest)
 
-    def _refill(self, entries: list[list[Any]], newest: int) -> None:
+    def _refill(self, entries: list[list[Any]], newest: int | None) -> None:
+        self.newest = newest
+        if newest is None:
+            self.recent, self.older, self.current, self.earlier = deque(), deque(), 0, 0
+            return
         split, oldest = newest - self.minutes, newest - 2 * self.minutes
         self.recent = deque(e for e in entries if split < e[0] <= newest)
         self.older = deque(e for e in entries if oldest < e[0] <= split)
         self.current = sum(e[1] for e in self.recent)
         self.earlier = sum(e[1] for e in self.older)
-        self.newest = newest
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         """Also a snapshot of the tumbling windows before (``STATE_FORMAT`` 6): the open
-        window's count is placed at its first minute, with the critical count it had, and
-        the window before it, whose count was not kept, counts as empty (a story bursting
-        across the upgrade must stay hot for one more window to burst again)."""
+        window's count is placed at its first minute, with no usual rate (it kept only its
+        critical count); the window before it, whose count was not kept, counts as empty.
+        So a story bursting at the upgrade bursts again once the window before is hot
+        again, and is tested against the usual rate of the minutes after the upgrade."""
         slots = state[1]
         if "index" not in slots:
             for name, value in slots.items():
                 setattr(self, name, value)
             return
         minutes, index, count = int(slots["minutes"]), slots["index"], int(slots["count"])
-        critical = slots["critical"] if isinstance(slots["critical"], int) else None
         self.minutes = minutes
-        self._refill([], 0)
-        self.newest = None
+        self._refill([], None)
         if isinstance(index, int) and count > 0:
-            self._refill([[index * minutes, count, critical]], index * minutes)
+            self._refill([[index * minutes, count, None, None]], index * minutes)
+
+
+def _usual(entries: deque[list[Any]]) -> float | None:
+    """The usual rate of the oldest of ``entries`` that knows one."""
+    for entry in entries:
+        if entry[2] is not None:
+            return float(entry[2])
+    return None
 
 
 class BurstTest:
@@ -364,6 +363,18 @@ class BurstTest:
         _THRESHOLDS[key] = count
         return count
 
+    def criticals(self, window: BurstWindow, minute: int) -> tuple[int | None, int | None]:
+        """The counts ``window``'s last ``W`` minutes and the ``W`` before them must reach
+        as of event minute ``minute``."""
+        _, _, usual, earlier_usual = window.at(minute)
+        return self.critical(usual, window.minutes), self.critical(earlier_usual, window.minutes)
+
+    def hot(self, window: BurstWindow, minute: int) -> bool:
+        """``window``'s last ``W`` minutes reach their critical count at ``minute``."""
+        current, _, usual, _ = window.at(minute)
+        critical = self.critical(usual, window.minutes)
+        return critical is not None and current >= critical
+
     def add(self, at: datetime, expected_per_minute: float | None) -> None:
         self.add_minute(event_minute(at), expected_per_minute)
 
@@ -374,7 +385,7 @@ class BurstTest:
                 window.recent[-1][1] += 1
                 window.current += 1
             else:
-                window.add(minute, expected_per_minute, self)
+                window.add(minute, expected_per_minute)
 
     def absorb(self, other: BurstTest) -> None:
         """Count ``other``'s open windows too (same window lengths: one config)."""
@@ -390,14 +401,26 @@ class BurstTest:
     def bursting_at(self, minute: int) -> tuple[int, ...]:
         """``bursting`` at event minute ``minute``."""
         found: tuple[int, ...] = ()
+        floor = self._min_count
         for w in self.windows:
-            if minute == w.newest:  # inlined ``w.bursting_at``: the usual case
-                older = w.older
-                if older and older[0][2] is not None and w.earlier >= older[0][2]:
-                    critical = w.recent[0][2]
-                    if critical is not None and w.current >= critical:
-                        found += (w.minutes,)
-            elif w.bursting_at(minute):
+            if minute == w.newest:  # the usual case: no critical count below the floor
+                if w.current < floor or w.earlier < floor:
+                    continue
+                current, earlier = w.current, w.earlier
+                critical = w.critical(False, self)
+                earlier_critical = w.critical(True, self)
+            else:
+                current, earlier, usual, earlier_usual = w.at(minute)
+                if current < floor or earlier < floor:
+                    continue
+                critical = self.critical(usual, w.minutes)
+                earlier_critical = self.critical(earlier_usual, w.minutes)
+            if (
+                critical is not None
+                and earlier_critical is not None
+                and current >= critical
+                and earlier >= earlier_critical
+            ):
                 found += (w.minutes,)
         return found
 

@@ -57,11 +57,12 @@ READABLE_FORMATS = frozenset({2, 3, 4, 5, 6, STATE_FORMAT})
 vectors (2, 3), no size-model inputs counted yet (2-4), no followers per author (2-5) and
 tumbling burst windows (2-6): the class defaults stand in for what they lack, and the
 burst windows' and the surge's ``__setstate__`` convert theirs (an open window's count
-placed at its first minute, the window before it empty). Until such a story expires, a
+placed at its first minute, without the usual rate it was tested against; the window
+before it empty). Until such a story expires, a
 fitted size model reads its counts of comments and reposts of reposts from the restore
 on, and its milestones from the mentions after it; a merge counts its authors shared
 with the other story twice in the reach, as before; a story bursting at the upgrade
-bursts again once it has been hot for one more window."""
+bursts again once both halves of a window hold minutes counted after it."""
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESSION_LEVEL = 1  # zlib: fast; the state is mostly ids and small numbers

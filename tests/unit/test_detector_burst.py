@@ -52,11 +52,11 @@ def test_one_hot_window_is_not_a_burst_two_consecutive_are() -> None:
     usual = 0.1  # mentions per minute: 0.5 expected in 5 minutes
     for i in range(10):
         test.add(at(i * 0.4), usual)  # 10 in minutes 0-3
-    assert test.windows[0].hot_at(event_minute(at(3)))
+    assert test.hot(test.windows[0], event_minute(at(3)))
     assert test.bursting(at(4.9)) == ()  # the gate: the 5 minutes before were not hot
     for i in range(10):
         test.add(at(5 + i * 0.4), usual)  # 10 more in minutes 5-8
-    assert test.windows[0].critical == 5  # P(X >= 5) = 0.00017 for a mean of 0.5
+    assert test.criticals(test.windows[0], event_minute(at(8.9))) == (5, 5)  # mean 0.5
     assert test.bursting(at(8.9)) == (5,)  # minutes 4-8 and -1-3: 10 each
     assert test.bursting(at(9.9)) == (5,)  # minutes 5-9 and 0-4: 10 each
     assert test.counts(at(9.9)) == [10]
@@ -78,7 +78,7 @@ def test_a_burst_is_seen_as_soon_wherever_it_starts_on_the_clock(start: int) -> 
         test.add(at(minute + 0.5), 0.05)
         if first is None and test.bursting(at(minute + 0.5)):
             first = minute
-    critical = test.windows[0].critical
+    critical, _ = test.criticals(test.windows[0], event_minute(at(start + 59)))
     assert critical == 7  # P(X >= 7) < 1e-4 for a mean of 0.75
     assert first == start + 15 + critical - 1
     assert test.counts(at(start + 59.9)) == [15]
@@ -90,12 +90,13 @@ def test_a_window_is_tested_against_the_usual_rate_from_before_the_burst() -> No
     window is tested against the critical count of its oldest minute, as a tumbling
     window kept the one it opened with."""
     test = BurstTest([5], alpha=1e-3, min_count=3)
-    for minute, usual in enumerate([0.1, 0.1, 0.5, 1.0, 2.0, 3.0, 3.0, 3.0]):
+    for minute, usual in enumerate([0.1, 0.1, 0.5, 1.0, 20.0, 20.0, 20.0, 20.0]):
         for _ in range(12):
             test.add_minute(minute, usual)
     window = test.windows[0]
-    assert window.critical == test.critical(1.0, 5) < test.critical(3.0, 5)  # minutes 3-7
-    assert window.earlier_critical == test.critical(0.1, 5)  # minutes -2-2
+    critical, earlier_critical = test.criticals(window, 7)
+    assert critical == test.critical(1.0, 5) < 60 < test.critical(20.0, 5)  # minutes 3-7
+    assert earlier_critical == test.critical(0.1, 5)  # minutes -2-2
     assert test.bursting_at(7) == (5,)  # 60 >= critical(1.0): a burst, not a new normal
     assert window.counts_at(7) == (60, 36)
 
@@ -130,8 +131,11 @@ def test_sliding_windows_agree_with_counting_by_hand(seed: int) -> None:
                 current = sum(1 for m in seen if now - w.minutes < m <= now)
                 earlier = sum(1 for m in seen if now - 2 * w.minutes < m <= now - w.minutes)
                 assert w.counts_at(now) == (current, earlier)
-                assert w.critical == test.critical(0.4, w.minutes)
-                if w.critical is not None and min(current, earlier) >= w.critical:
+                critical = test.critical(0.4, w.minutes)
+                assert critical is not None
+                if current and earlier:
+                    assert test.criticals(w, now) == (critical, critical)
+                if min(current, earlier) >= critical:
                     expect += (w.minutes,)
             assert test.bursting_at(now) == expect
             bursts += bool(expect)
@@ -141,19 +145,27 @@ def test_sliding_windows_agree_with_counting_by_hand(seed: int) -> None:
 
 def test_a_tumbling_window_of_an_old_snapshot_is_read() -> None:
     """``STATE_FORMAT`` 6 pickled the tumbling windows: the open window's count is placed
-    at its first minute, the window before it counts as empty."""
+    at its first minute (with no usual rate: it kept only its critical count), the window
+    before it counts as empty."""
+    test = BurstTest([5], alpha=1e-3, min_count=3)
     window = BurstWindow.__new__(BurstWindow)
     window.__setstate__(
         (None, {"minutes": 5, "index": 4, "count": 7, "previous_hot": True, "critical": 6})
     )
+    test.windows = (window,)
     assert window.counts_at(20) == (7, 0) and window.counts_at(24) == (7, 0)
-    assert window.hot_at(22) and not window.bursting_at(22)
     assert window.counts_at(25) == (0, 7)
+    assert test.criticals(window, 22) == (None, None) and not test.hot(window, 22)
+    for _ in range(7):
+        test.add_minute(26, 0.1)  # after the upgrade: hot, against the usual rate now
+    assert test.criticals(window, 26) == (test.critical(0.1, 5), None)
+    assert test.bursting_at(26) == ()  # minutes 17-21 hold the old 7, with no usual rate
+    assert test.hot(window, 26)
     fresh = BurstWindow.__new__(BurstWindow)
     fresh.__setstate__(
         (None, {"minutes": 1, "index": None, "count": 0, "previous_hot": False, "critical": None})
     )
-    assert fresh.newest is None and fresh.counts_at(3) == (0, 0) and not fresh.hot_at(3)
+    assert fresh.newest is None and fresh.counts_at(3) == (0, 0)
 
 
 def test_a_gap_resets_the_persistence_gate() -> None:
