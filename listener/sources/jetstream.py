@@ -13,7 +13,13 @@ Resume: the cursor saved is ``time_us`` of the last delivered event and the inst
 came from. On reconnect the client asks for ``cursor = time_us - rewind_seconds`` (so a
 failover to another instance, whose clock differs a little, misses nothing) and drops
 what it already delivered from the same instance (``time_us`` at or before the saved
-one). After a failover the overlap is caught by the listener's dedup.
+one). After a failover the overlap is caught by the listener's dedup. An instance asked
+for a cursor ahead of its own clock serves its live tail instead (Jetstream's rule for a
+cursor "from the future"); the first frame then comes before the cursor asked for. The
+saved position is not trusted then (a frame stamped ahead of the instance's clock, or an
+instance whose clock went back): nothing is dropped as delivered before (otherwise every
+event up to that future time would be), and the jump is logged and counted as an error,
+as the events between the last delivery and the live tail are not replayed.
 
 One frame that cannot be read does not hold up the source: one that is not JSON, not an
 event object, has no ``time_us`` or is a malformed commit is skipped, logged and counted
@@ -252,6 +258,9 @@ class JetstreamSource(LiveSource):
                 if event is None:
                     continue
                 time_us = event["time_us"]
+                if read is None and request is not None and time_us < request:
+                    self._live_tail(request, time_us, after)
+                    after = None
                 read = time_us
                 if self._too_big is not None and time_us > self._too_big[0]:
                     self._too_big = None  # past the frame too large
@@ -270,6 +279,24 @@ class JetstreamSource(LiveSource):
         except FrameTooBig as exc:
             self._past_too_big(read, request, exc)
             # the stream ends; the base reconnects, asking from past the frame
+
+    def _live_tail(self, request: int, first: int, after: int | None) -> None:
+        """The first frame (``first``) comes before the cursor asked for (``request``):
+        the instance did not replay from it but serves its live tail, as it does for a
+        cursor ahead of its clock. The saved position is then no measure of what was
+        delivered: nothing is dropped against it; the events between the last delivery and
+        the live tail are missed (not replayed), which is logged and counted."""
+        ahead = (request - first) / 1_000_000
+        message = (
+            f"the instance served its live tail, not a replay from the cursor asked for "
+            f"(time_us {request}, {ahead:,.0f} s ahead of its first frame): the saved "
+            "position is ahead of the instance's clock; events since the last delivery "
+            "may be missed"
+        )
+        if after is not None:
+            message += "; none are dropped as delivered before"
+        log.error("source %s: %s", self.name, message)
+        self.health.error(message)
 
     def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
         """The event of a frame; None (skipped, logged and counted once) for a frame that

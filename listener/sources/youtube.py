@@ -13,12 +13,18 @@ paged with ``pageToken``; newest first. The key travels in the ``X-Goog-Api-Key`
 Quota: the source spends at most ``daily_quota_units`` a day (the API's day starts at
 midnight Pacific time): when the budget is spent it waits for the next API day; it also
 stretches ``poll_seconds`` so that a full day of polling fits the budget. A 403
-``quotaExceeded`` waits for the next API day too; any other 403 is fatal (key refused).
-A 404 (``videoNotFound``, ``channelNotFound``: a deleted video, a wrong channel id) and
-other errors of one target skip that target for a while (``listener.sources.targets``);
-the other targets go on. A poll stopped by ``max_pages`` is logged and counted. A thread
-that cannot be read (no ``id`` or ``publishedAt``, a value of the wrong type) is skipped,
-logged and counted; the rest of the page goes on.
+``quotaExceeded`` waits for the next API day too. A 403 ``forbidden`` is ambiguous: the
+API answers it for a video the key may not read (private, members only) and for a key
+barred from the API. It is read as the target's while another target is readable (that
+target is skipped for a while), and as the key's (fatal) when it names a key or project
+problem (an ``ErrorInfo`` detail such as ``API_KEY_SERVICE_BLOCKED``) or when every
+target answers it. Any other 403 (``accessNotConfigured``, ``ipRefererBlocked`` ...) is
+fatal: the key is refused. A 404 (``videoNotFound``, ``channelNotFound``: a deleted
+video, a wrong channel id) and other errors of one target skip that target for a while
+(``listener.sources.targets``); the other targets go on. A poll stopped by
+``max_pages`` is logged and counted. A thread that cannot be read (no ``id`` or
+``publishedAt``, a value of the wrong type) is skipped, logged and counted; the rest of
+the page goes on.
 Cursor: per target, the newest ``publishedAt`` delivered and the ids of that second, and
 the ids delivered in the late window before it (``listener.sources.timemark``).
 """
@@ -38,7 +44,13 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TransientError, check_response, json_body
+from listener.backoff import (
+    RateLimited,
+    TargetUnavailable,
+    TransientError,
+    check_response,
+    json_body,
+)
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
@@ -129,6 +141,9 @@ class YouTubeClient:
         self.quota = Quota(config.daily_quota_units, clock)
         key = config.api_key.get_secret_value() if config.api_key else ""
         self._headers = {"X-Goog-Api-Key": key}
+        self._targets = len(config.targets())
+        self._forbidden: set[str] = set()
+        """The targets whose last answer was a 403 ``forbidden``."""
 
     async def since(self, target: dict[str, str], since: int) -> list[Any]:
         """Threads published at or after ``since`` (up to ``max_pages``), as the API
@@ -161,9 +176,12 @@ class YouTubeClient:
                 return []
             if reason in ("keyInvalid", "badRequest") and response.status_code == 400:
                 raise SourceFatalError("youtube: the API key was refused (HTTP 400 keyInvalid)")
+            if reason == "forbidden" and response.status_code == 403:
+                self._refused(target, response)
             check_response(
                 response, self.clock.now(), what="youtube commentThreads", target_statuses=(404,)
             )
+            self._forbidden.discard(_name(target))
             body = json_body(response, what="youtube commentThreads")
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise TransientError("youtube commentThreads: unexpected response shape")
@@ -179,6 +197,48 @@ class YouTubeClient:
                 name = ", ".join(f"{k}={v}" for k, v in target.items())
                 self.on_page_cap(f"youtube commentThreads {name}", self.config.max_pages)
         return threads
+
+    def _refused(self, target: dict[str, str], response: httpx.Response) -> None:
+        """A 403 ``forbidden`` for ``target``: raises ``TargetUnavailable`` (a video the
+        key may not read) or, when the answer names a key or project problem or no target
+        is readable any more, ``SourceFatalError``."""
+        name = _name(target)
+        detail = _error_info(response)
+        if detail is not None:
+            raise SourceFatalError(
+                f"youtube: the API key was refused (HTTP 403 forbidden, {detail}) for {name}"
+            )
+        self._forbidden.add(name)
+        if len(self._forbidden) >= self._targets:
+            raise SourceFatalError(
+                "youtube: HTTP 403 forbidden for every video and channel listed: the API "
+                "key is barred from the YouTube Data API, or none of them may be read "
+                "with it (private videos)"
+            )
+        raise TargetUnavailable(
+            f"youtube commentThreads: HTTP 403 forbidden for {name} (a private or "
+            "members-only video, or one the key may not read); the other targets are readable"
+        )
+
+
+def _name(target: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in target.items())
+
+
+def _error_info(response: httpx.Response) -> str | None:
+    """The reason of a Google ``ErrorInfo`` detail (``API_KEY_SERVICE_BLOCKED``,
+    ``SERVICE_DISABLED``, ``CONSUMER_SUSPENDED`` ...), which concerns the key or the
+    project, never one video; None when the answer carries none."""
+    try:
+        details = response.json()["error"].get("details") or []
+        for detail in details:
+            if str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo") and detail.get(
+                "reason"
+            ):
+                return str(detail["reason"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
 
 
 def _reason(response: httpx.Response) -> str | None:

@@ -266,15 +266,20 @@ def post(i: int, text: str | None = None) -> dict[str, Any]:
 class FakeJetstream:
     """Replays ``frames`` (time_us, frame) from the requested cursor, then stays open."""
 
-    def __init__(self, frames: list[tuple[int, str]]) -> None:
+    def __init__(self, frames: list[tuple[int, str]], *, live_from: int | None = None) -> None:
         self.frames = frames
         self.cursors: list[int | None] = []
+        self.live_from = live_from
+        """With a value: the instance's clock. A cursor ahead of it gets the live tail, the
+        frames from ``live_from`` on (Jetstream's rule for a cursor from the future)."""
 
     async def handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         query = parse_qs(urlsplit(ws.request.path).query)
         cursor = int(query["cursor"][0]) if "cursor" in query else None
         self.cursors.append(cursor)
+        if cursor is not None and self.live_from is not None and cursor > self.live_from:
+            cursor = self.live_from
         try:
             for time_us, frame in self.frames:
                 if cursor is None or time_us >= cursor:
@@ -345,6 +350,37 @@ async def test_jetstream_a_frame_over_max_message_bytes_is_passed_on_reconnect()
     assert jumps == [1_000 * 2**k for k in range(len(jumps))]
     assert jumps[-1] > GAP_US and jumps[-2] < GAP_US  # no further than needed
     assert source.health.reconnects == len(jumps) < 10
+
+
+async def test_jetstream_a_saved_cursor_ahead_of_the_instance_drops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A position from the future (a frame stamped ahead of the instance's clock was the
+    last delivered, or the instance's clock went back): the instance serves its live tail
+    for such a cursor, and every event up to that future time was dropped as "delivered
+    before the reconnect", silently, for as long as the clock took to get there."""
+    frames = [(T0_US + i * GAP_US, json.dumps(post(i))) for i in range(6)]
+    fake = FakeJetstream(frames, live_from=T0_US + 3 * GAP_US)
+    future = T0_US + 10 * 3600 * 1_000_000  # ten hours ahead
+    saved = json.dumps({"endpoint": "ENDPOINT", "time_us": future})
+    source, texts, _ = await jetstream_run(fake, 3, cursor=saved)
+    assert texts == ["post 3", "post 4", "post 5"]  # was: none (a 10 s timeout here)
+    assert fake.cursors == [future - 5_000_000]
+    assert source.health.errors == 1
+    assert "live tail" in (source.health.last_error or "")
+    assert any("events since the last delivery may be missed" in r.message for r in caplog.records)
+
+
+async def test_jetstream_a_replay_from_the_cursor_is_not_taken_for_a_live_tail() -> None:
+    """The usual reconnect: the instance replays from the rewound cursor, what was
+    delivered before is dropped, nothing is counted as an error."""
+    frames = [(T0_US + i * GAP_US, json.dumps(post(i))) for i in range(6)]
+    fake = FakeJetstream(frames, live_from=T0_US + 5 * GAP_US)
+    saved = json.dumps({"endpoint": "ENDPOINT", "time_us": T0_US + 2 * GAP_US})
+    source, texts, _ = await jetstream_run(fake, 3, cursor=saved)
+    assert texts == ["post 3", "post 4", "post 5"]
+    assert fake.cursors == [T0_US + 2 * GAP_US - 5_000_000]
+    assert source.health.errors == 0
 
 
 # --- a saved cursor that cannot be read ----------------------------------------------------

@@ -862,6 +862,81 @@ async def test_youtube_a_refused_key_still_stops_the_source() -> None:
     assert source.health.state == "failed"
 
 
+def youtube_answers(
+    forbidden: dict[int, set[str]], requested: list[tuple[int, str | None]], clock: RecordingClock
+) -> Callable[[httpx.Request], httpx.Response]:
+    """Answers a 403 ``forbidden`` to the videos listed for the poll (counted by the
+    clock's sleeps), a page to the others."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        poll, video = len(clock.sleeps), request.url.params.get("videoId")
+        requested.append((poll, video))
+        if video in forbidden.get(poll, set()):
+            return httpx.Response(403, json=fixture("youtube/error_forbidden.json"))
+        return httpx.Response(
+            200, json={**fixture("youtube/comment_threads_page.json"), "nextPageToken": None}
+        )
+
+    return handler
+
+
+async def test_youtube_a_private_video_does_not_stop_the_other_targets() -> None:
+    """A 403 ``forbidden`` for one video while another is readable is that video's (a
+    private or members-only one), not the key's: it was fatal to the whole source."""
+    clock, metrics = EndingClock(polls=3), Metrics()
+    requested: list[tuple[int, str | None]] = []
+    handler = youtube_answers({0: {"private"}, 1: {"private"}}, requested, clock)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        config = youtube_config(videos=["private", "dQw4w9WgXcQ"])
+        source = YouTubeSource(config, http, clock, MemoryCursorStore(), metrics)
+        await source.start()
+        got = await deliver_all(source)
+    assert len(got) == 2 and source.health.state != "failed"
+    # refused twice, it waits 600 s: poll 2 (300 s on) reads the other video only
+    assert requested == [
+        (0, "private"),
+        (0, "dQw4w9WgXcQ"),
+        (1, "private"),
+        (1, "dQw4w9WgXcQ"),
+        (2, "dQw4w9WgXcQ"),
+    ]
+    assert list(source.health.failing_targets) == ["video:private"]
+    assert "403 forbidden" in source.health.failing_targets["video:private"]
+    assert gauge(metrics, "source_targets_failing", "youtube") == 1
+
+
+async def test_youtube_forbidden_for_every_target_stops_the_source() -> None:
+    """Each target refused in turn (none readable since): the key is barred."""
+    clock = EndingClock(polls=5)
+    requested: list[tuple[int, str | None]] = []
+    # poll 0: a refused, b read; poll 1: a read again, b refused (not fatal: a is
+    # readable); poll 2: a refused too, while b is still refused
+    refused = {0: {"a"}, 1: {"b"}, 2: {"a", "b"}}
+    handler = youtube_answers(refused, requested, clock)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        config = youtube_config(videos=["a", "b"], poll_seconds=3600)  # a is due every poll
+        source = YouTubeSource(config, http, clock, MemoryCursorStore())
+        await source.start()
+        with pytest.raises(SourceFatalError, match="forbidden for every video and channel"):
+            async for m in source.mentions():
+                source.delivered(m)
+    assert requested == [(0, "a"), (0, "b"), (1, "a"), (1, "b"), (2, "a")]
+    assert source.health.state == "failed"
+
+
+async def test_youtube_forbidden_naming_the_key_stops_the_source_at_once() -> None:
+    blocked = fixture("youtube/error_key_service_blocked.json")
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(403, json=blocked))
+    ) as http:
+        config = youtube_config(videos=["a", "b", "c"])
+        source = YouTubeSource(config, http, RecordingClock(), MemoryCursorStore())
+        await source.start()
+        with pytest.raises(SourceFatalError, match="API_KEY_SERVICE_BLOCKED"):
+            await take(source.mentions(), 1)
+    assert source.health.state == "failed"
+
+
 async def test_youtube_a_poll_cut_at_its_page_cap_is_counted() -> None:
     clock, metrics = EndingClock(polls=1), Metrics()  # one poll
     page = fixture("youtube/comment_threads_page.json")  # with a nextPageToken
