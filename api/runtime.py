@@ -140,8 +140,10 @@ class Runtime:
     async def _start(self) -> None:
         s = self.settings
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
-        # a listener with live sources keeps their cursors in the database
-        cursors_in_db = Role.LISTENER in self.roles and s.listener.sources.live
+        # a listener keeps its cascade index (and its live sources' cursors) in the
+        # database, so that a repost of a mention taken in before a restart, by a live
+        # source or the webhook, still finds its watches after it
+        listener_in_db = Role.LISTENER in self.roles
         # the embedded process journals its bus, so that a kill loses no event in flight;
         # its lock is taken first: a second process on these files touches nothing
         journal_file = journal_path(s) if self.embedded else None
@@ -163,7 +165,7 @@ class Runtime:
         detector_in_db = Role.DETECTOR in self.roles and s.detector.durable_state(
             s.bus.kind, journaled=journal is not None
         )
-        if self.roles & DB_ROLES or cursors_in_db or detector_in_db:
+        if self.roles & DB_ROLES or listener_in_db or detector_in_db:
             self.engine = make_engine(
                 s.database.url.get_secret_value(),
                 echo=s.database.echo,

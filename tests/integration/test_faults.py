@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from alerts.config import WebhookChannelConfig
@@ -39,7 +40,7 @@ from core.bus.memory import MemoryBus
 from core.clock import ManualClock
 from core.db import make_engine, make_sessionmaker, unit_of_work, upgrade_database_blocking
 from core.events import Mention, ScoredMention
-from core.settings import BusConfig
+from core.settings import BusConfig, DatabaseConfig
 from listener.config import ListenerConfig, WatchConfig
 from tests.fakes import FakeClassifier
 from tests.integration.test_e2e_embedded import embedded_settings
@@ -289,6 +290,7 @@ async def pipeline(
         listener = Runtime(
             Settings(
                 bus=bus,
+                database=DatabaseConfig(url=SecretStr(db_url), pool_size=2),
                 listener=ListenerConfig(
                     watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])]
                 ),

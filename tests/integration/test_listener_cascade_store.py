@@ -314,9 +314,14 @@ async def test_a_repost_after_a_restart_finds_the_root_accepted_before_it(tmp_pa
         await engine.dispose()
 
 
-async def test_a_restarted_runtime_matches_a_repost_of_a_root_from_before(tmp_path: Path) -> None:
-    """The same through ``Runtime`` (the listener with the API role, as the webhook runs):
-    the process wiring gives the listener the database's cascade store."""
+@pytest.mark.parametrize("with_api", [True, False], ids=["listener+api", "listener alone"])
+async def test_a_restarted_runtime_matches_a_repost_of_a_root_from_before(
+    tmp_path: Path, with_api: bool
+) -> None:
+    """The same through ``Runtime``: the process wiring gives the listener the database's
+    cascade store, with the API role or alone (``crisiswatch listener``, which serves the
+    webhook too: without live sources it kept the index in memory only, so after a
+    restart a text-less repost of a mention from before matched no watch)."""
     from api.runtime import Role, Runtime
     from api.settings import Settings
 
@@ -326,7 +331,7 @@ async def test_a_restarted_runtime_matches_a_repost_of_a_root_from_before(tmp_pa
             "listener": {"watches": [w.model_dump() for w in WATCHES]},
         }
     )
-    roles = frozenset({Role.LISTENER, Role.API})
+    roles = frozenset({Role.LISTENER, Role.API} if with_api else {Role.LISTENER})
     first = Runtime(settings, roles=roles, clock=ManualClock(T0), migrate=True)
     await first.start()
     try:
