@@ -109,6 +109,11 @@ class Runtime:
     _own_http: bool = False
     _own_classifier: bool = False
     _journal: BusJournal | None = None
+    _needs_db: bool = False
+    """Whether a role cannot work without the database (the API, the alerter, a detector
+    keeping its state there): readiness then checks it. A listener only keeps hints there
+    (cursors, the cascade index; writes wait out an outage), so it stays ready and keeps
+    taking mentions, by its sources and the webhook, while the database is down."""
 
     def __post_init__(self) -> None:
         if self.settings.alerts.public_url is None:  # links in alerts point at our API
@@ -165,7 +170,8 @@ class Runtime:
         detector_in_db = Role.DETECTOR in self.roles and s.detector.durable_state(
             s.bus.kind, journaled=journal is not None
         )
-        if self.roles & DB_ROLES or listener_in_db or detector_in_db:
+        self._needs_db = bool(self.roles & DB_ROLES) or detector_in_db
+        if self._needs_db or listener_in_db:
             self.engine = make_engine(
                 s.database.url.get_secret_value(),
                 echo=s.database.echo,
@@ -318,7 +324,7 @@ class Runtime:
         problems: list[str] = []
         if not self.ready:
             problems.append("starting or stopping")
-        if self.engine is not None:
+        if self.engine is not None and self._needs_db:
             try:
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))

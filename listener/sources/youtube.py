@@ -217,7 +217,7 @@ class YouTubeClient:
             )
         raise TargetUnavailable(
             f"youtube commentThreads: HTTP 403 forbidden for {name} (a private or "
-            "members-only video, or one the key may not read); the other targets are readable"
+            "members-only video, or one the key may not read); the other targets go on"
         )
 
 
@@ -225,17 +225,31 @@ def _name(target: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in target.items())
 
 
+_KEY_PROBLEMS = frozenset(
+    {
+        "SERVICE_DISABLED",
+        "CONSUMER_SUSPENDED",
+        "CONSUMER_INVALID",
+        "BILLING_DISABLED",
+        "USER_PROJECT_DENIED",
+    }
+)
+"""Google ``ErrorInfo`` reasons about the key or its project (besides ``API_KEY_*``)."""
+
+
 def _error_info(response: httpx.Response) -> str | None:
-    """The reason of a Google ``ErrorInfo`` detail (``API_KEY_SERVICE_BLOCKED``,
-    ``SERVICE_DISABLED``, ``CONSUMER_SUSPENDED`` ...), which concerns the key or the
-    project, never one video; None when the answer carries none."""
+    """The reason of a Google ``ErrorInfo`` detail that concerns the key or its project,
+    never one video (``API_KEY_SERVICE_BLOCKED``, ``API_KEY_IP_ADDRESS_BLOCKED``,
+    ``SERVICE_DISABLED`` ...); None when the answer carries none. Another reason is left
+    to the ambiguous ``forbidden`` rule: fatal once every target has answered it."""
     try:
         details = response.json()["error"].get("details") or []
         for detail in details:
-            if str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo") and detail.get(
-                "reason"
-            ):
-                return str(detail["reason"])
+            if not str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo"):
+                continue
+            reason = str(detail.get("reason") or "")
+            if reason.startswith("API_KEY_") or reason in _KEY_PROBLEMS:
+                return reason
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return None

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.bus.memory import MemoryBus
-from core.clock import ManualClock
+from core.clock import ManualClock, SystemClock
 from core.db import downgrade_database, make_engine, make_sessionmaker, upgrade_database
 from core.events import Mention, WatchMatch
 from core.metrics import Metrics
@@ -349,6 +349,42 @@ async def test_a_restarted_runtime_matches_a_repost_of_a_root_from_before(
         assert [(i.outcome, i.watches) for i in report.items] == [("published", ("acme",))]
     finally:
         await second.stop()
+
+
+async def test_a_listener_stays_ready_and_ingests_while_its_database_is_down() -> None:
+    """The database only keeps a listener's hints (cursors, the cascade index), so it must
+    not take the listener out of service (``/readyz`` decides whether the webhook gets
+    traffic); an API process, which answers from the database, is not ready without it."""
+    from api.runtime import Role, Runtime
+    from api.settings import Settings
+
+    settings = Settings.model_validate(
+        {
+            # nothing listens on port 1: the database is down
+            "database": {"url": "postgresql+asyncpg://postgres@127.0.0.1:1/test"},
+            "listener": {"watches": [w.model_dump() for w in WATCHES]},
+        }
+    )
+    listener = Runtime(settings, roles=frozenset({Role.LISTENER}), clock=SystemClock())
+    await listener.start()
+    try:
+        assert listener.listener is not None and listener.engine is not None
+        report = await listener.listener.ingest(
+            [mention("root", "Acme X2 caught fire"), mention("rt1", "", repost_of="test:root")]
+        )
+        assert [(i.outcome, i.watches) for i in report.items] == [
+            ("published", ("acme",)),
+            ("published", ("acme",)),
+        ]
+        assert await listener.check_ready() == []
+    finally:
+        await listener.stop()
+    api = Runtime(settings, roles=frozenset({Role.API}), clock=SystemClock())
+    await api.start()
+    try:
+        assert any("database unreachable" in p for p in await api.check_ready())
+    finally:
+        await api.stop()
 
 
 async def test_a_listener_without_a_database_keeps_the_index_in_memory_only() -> None:

@@ -937,6 +937,30 @@ async def test_youtube_forbidden_naming_the_key_stops_the_source_at_once() -> No
     assert source.health.state == "failed"
 
 
+async def test_youtube_forbidden_with_an_error_info_about_the_video_is_the_videos() -> None:
+    """An ErrorInfo whose reason is not about the key or its project is left to the
+    ambiguous rule: that video is skipped, the other one read."""
+    clock = EndingClock(polls=2)
+    body = fixture("youtube/error_forbidden.json")
+    body["error"]["details"] = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "VIDEO_PRIVATE"}
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("videoId") == "private":
+            return httpx.Response(403, json=body)
+        return httpx.Response(
+            200, json={**fixture("youtube/comment_threads_page.json"), "nextPageToken": None}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        config = youtube_config(videos=["private", "dQw4w9WgXcQ"])
+        source = YouTubeSource(config, http, clock, MemoryCursorStore())
+        await source.start()
+        got = await deliver_all(source)
+    assert len(got) == 2 and list(source.health.failing_targets) == ["video:private"]
+
+
 async def test_youtube_a_poll_cut_at_its_page_cap_is_counted() -> None:
     clock, metrics = EndingClock(polls=1), Metrics()  # one poll
     page = fixture("youtube/comment_threads_page.json")  # with a nextPageToken
