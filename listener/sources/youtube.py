@@ -141,7 +141,7 @@ class YouTubeClient:
         self.quota = Quota(config.daily_quota_units, clock)
         key = config.api_key.get_secret_value() if config.api_key else ""
         self._headers = {"X-Goog-Api-Key": key}
-        self._targets = len(config.targets())
+        self._targets = len({_name(target) for _, target in config.targets()})
         self._forbidden: set[str] = set()
         """The targets whose last answer was a 403 ``forbidden``."""
 

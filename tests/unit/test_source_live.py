@@ -924,6 +924,17 @@ async def test_youtube_forbidden_for_every_target_stops_the_source() -> None:
     assert source.health.state == "failed"
 
 
+async def test_youtube_a_video_listed_twice_counts_once_among_the_targets() -> None:
+    clock = EndingClock(polls=3)
+    requested: list[tuple[int, str | None]] = []
+    handler = youtube_answers({0: {"a"}}, requested, clock)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = YouTubeSource(youtube_config(videos=["a", "a"]), http, clock, MemoryCursorStore())
+        await source.start()
+        with pytest.raises(SourceFatalError, match="forbidden for every video and channel"):
+            await take(source.mentions(), 1)
+
+
 async def test_youtube_forbidden_naming_the_key_stops_the_source_at_once() -> None:
     blocked = fixture("youtube/error_key_service_blocked.json")
     async with httpx.AsyncClient(
