@@ -147,8 +147,17 @@ class Runtime:
         log.info("starting roles: %s (bus: %s)", ", ".join(sorted(self.roles)), s.bus.kind)
         # a listener keeps its cascade index (and its live sources' cursors) in the
         # database, so that a repost of a mention taken in before a restart, by a live
-        # source or the webhook, still finds its watches after it
-        listener_in_db = Role.LISTENER in self.roles
+        # source or the webhook, still finds its watches after it; a webhook-only listener
+        # given no database (database.url not set) keeps the index in memory
+        listener_in_db = Role.LISTENER in self.roles and (
+            s.listener.sources.live or "url" in s.database.model_fields_set
+        )
+        if Role.LISTENER in self.roles and not listener_in_db and not self.roles & DB_ROLES:
+            log.warning(
+                "listener: no database.url set: its cascade index is kept in memory only "
+                "(after a restart, text-less reposts of earlier mentions match on their own "
+                "text); set database.url to keep it"
+            )
         # the embedded process journals its bus, so that a kill loses no event in flight;
         # its lock is taken first: a second process on these files touches nothing
         journal_file = journal_path(s) if self.embedded else None

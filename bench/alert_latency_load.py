@@ -195,7 +195,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["max_run"] = top_run
         elif args.max_rate == "committed":
             top, where = committed_rate()
-            result["max_rate_from"] = f"pipeline_throughput.json (machine: {where})"
+            result["max_rate_from"] = (
+                f"pipeline_throughput.json ({where.get('cpu', '?')}, {where.get('at', '?')})"
+            )
         else:
             top = float(args.max_rate)
             result["max_rate_from"] = "--max-rate"
@@ -260,7 +262,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "alert_latency_load", "15 s per level, 2 crises")
+    parser = bench_parser(
+        __doc__, "alert_latency_load", "6 s per level, 2 crises, the maximum from 6,000 mentions"
+    )
     parser.add_argument(
         "--max-rate",
         type=max_rate_arg,
@@ -284,7 +288,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.crises, args.measure_mentions = 15, 2, 6_000
+        args.seconds, args.crises, args.measure_mentions = 6, 2, 6_000
     bench_main("alert_latency_load", args, run, render)
 
 

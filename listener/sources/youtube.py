@@ -168,6 +168,8 @@ class YouTubeClient:
                 self.config.endpoint, params=params, headers=self._headers
             )
             reason = _reason(response) if response.status_code in (400, 403) else None
+            if reason != "forbidden":
+                self._forbidden.discard(_name(target))  # its last answer is another one
             if reason == "quotaExceeded":
                 wait = (next_api_day(self.clock.now()) - self.clock.now()).total_seconds()
                 raise RateLimited(wait, "youtube: quotaExceeded, waiting for the next API day")
@@ -181,7 +183,6 @@ class YouTubeClient:
             check_response(
                 response, self.clock.now(), what="youtube commentThreads", target_statuses=(404,)
             )
-            self._forbidden.discard(_name(target))
             body = json_body(response, what="youtube commentThreads")
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise TransientError("youtube commentThreads: unexpected response shape")
@@ -245,6 +246,8 @@ def _error_info(response: httpx.Response) -> str | None:
     try:
         details = response.json()["error"].get("details") or []
         for detail in details:
+            if not isinstance(detail, dict):
+                continue
             if not str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo"):
                 continue
             reason = str(detail.get("reason") or "")

@@ -924,6 +924,29 @@ async def test_youtube_forbidden_for_every_target_stops_the_source() -> None:
     assert source.health.state == "failed"
 
 
+async def test_youtube_a_target_whose_last_answer_is_not_forbidden_is_not_counted() -> None:
+    """a refused, then gone (404 from then on): its last answer is not ``forbidden`` any
+    more, so b refused afterwards is not "every target"."""
+    clock = EndingClock(polls=4)
+    requested: list[tuple[int, str | None]] = []
+    refused = youtube_answers({0: {"a"}, 2: {"b"}}, requested, clock)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        poll = len(clock.sleeps)
+        if poll >= 1 and request.url.params.get("videoId") == "a":
+            requested.append((poll, "a"))
+            return httpx.Response(404, json=fixture("youtube/error_video_not_found.json"))
+        return refused(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        config = youtube_config(videos=["a", "b"], poll_seconds=3600)  # a is due every poll
+        source = YouTubeSource(config, http, clock, MemoryCursorStore())
+        await source.start()
+        got = await deliver_all(source)  # was: fatal at poll 2
+    assert got and source.health.state != "failed"
+    assert (1, "a") in requested and (2, "b") in requested
+
+
 async def test_youtube_a_video_listed_twice_counts_once_among_the_targets() -> None:
     clock = EndingClock(polls=3)
     requested: list[tuple[int, str | None]] = []
