@@ -152,12 +152,6 @@ class Runtime:
         listener_in_db = Role.LISTENER in self.roles and (
             s.listener.sources.live or "url" in s.database.model_fields_set
         )
-        if Role.LISTENER in self.roles and not listener_in_db and not self.roles & DB_ROLES:
-            log.warning(
-                "listener: no database.url set: its cascade index is kept in memory only "
-                "(after a restart, text-less reposts of earlier mentions match on their own "
-                "text); set database.url to keep it"
-            )
         # the embedded process journals its bus, so that a kill loses no event in flight;
         # its lock is taken first: a second process on these files touches nothing
         journal_file = journal_path(s) if self.embedded else None
@@ -189,6 +183,12 @@ class Runtime:
             if self.migrate:
                 await upgrade_database(self.engine)
             self.sessions = make_sessionmaker(self.engine)
+        elif Role.LISTENER in self.roles:
+            log.warning(
+                "listener: no database.url set: its cascade index is kept in memory only "
+                "(after a restart, text-less reposts of earlier mentions match on their own "
+                "text); set database.url to keep it"
+            )
         if self.http is None:
             self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
             self._own_http = True

@@ -168,8 +168,9 @@ class YouTubeClient:
                 self.config.endpoint, params=params, headers=self._headers
             )
             reason = _reason(response) if response.status_code in (400, 403) else None
-            if reason != "forbidden":
-                self._forbidden.discard(_name(target))  # its last answer is another one
+            if reason == "forbidden" and response.status_code == 403:
+                self._refused(target, response)  # raises
+            self._forbidden.discard(_name(target))  # its last answer is another one
             if reason == "quotaExceeded":
                 wait = (next_api_day(self.clock.now()) - self.clock.now()).total_seconds()
                 raise RateLimited(wait, "youtube: quotaExceeded, waiting for the next API day")
@@ -178,8 +179,6 @@ class YouTubeClient:
                 return []
             if reason in ("keyInvalid", "badRequest") and response.status_code == 400:
                 raise SourceFatalError("youtube: the API key was refused (HTTP 400 keyInvalid)")
-            if reason == "forbidden" and response.status_code == 403:
-                self._refused(target, response)
             check_response(
                 response, self.clock.now(), what="youtube commentThreads", target_statuses=(404,)
             )
@@ -195,8 +194,7 @@ class YouTubeClient:
                 break
         else:
             if self.on_page_cap is not None:
-                name = ", ".join(f"{k}={v}" for k, v in target.items())
-                self.on_page_cap(f"youtube commentThreads {name}", self.config.max_pages)
+                self.on_page_cap(f"youtube commentThreads {_name(target)}", self.config.max_pages)
         return threads
 
     def _refused(self, target: dict[str, str], response: httpx.Response) -> None:
