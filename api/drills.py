@@ -211,6 +211,12 @@ class DrillSchedule:
         config = self.runtime.settings.drills
         if not config.enabled or self.runtime.listener is None:
             return
+        if self.runtime.sessions is None:  # a listener-only process without database.url
+            log.error(
+                "drills: enabled, but this listener has no database (set database.url), "
+                "where drills are recorded: no drill is scheduled"
+            )
+            return
         scheduler = AsyncIOScheduler()
         trigger = CronTrigger.from_crontab(config.cron, timezone=config.timezone)
         scheduler.add_job(self.run_next, trigger, id="crisis-drill", max_instances=1)
@@ -222,8 +228,11 @@ class DrillSchedule:
         runtime = self.runtime
         watches = runtime.settings.listener.watches
         watch = runtime.settings.drills.watch or (watches[0].id if watches else None)
-        if watch is None or runtime.sessions is None:
+        if watch is None:
             log.error("drills: no watch configured; the scheduled drill did not run")
+            return None
+        if runtime.sessions is None:
+            log.error("drills: no database to record the drill in; the scheduled drill did not run")
             return None
         names = sorted(SCENARIOS)
         name = names[self._turn % len(names)]

@@ -12,10 +12,11 @@ import pytest
 
 from api.app import create_app
 from api.drills import SCENARIOS, DrillSchedule
-from api.runtime import Runtime
+from api.runtime import Role, Runtime
 from api.settings import ApiConfig, ApiKeyConfig, DrillScheduleConfig, Settings
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
+from core.events import TOPIC_MENTIONS
 from core.settings import DatabaseConfig
 from listener.config import ListenerConfig, WatchConfig
 from tests.access_support import make_template
@@ -218,3 +219,56 @@ async def test_every_scenario_is_detected_as_a_drill(
     incident = (await client.get(f"/incidents/{report['incident_id']}", headers=VIEWER)).json()
     assert incident["drill"] is True
     assert all(d["status"] != "failed" for d in incident["deliveries"])
+
+
+async def test_a_listener_only_process_records_and_injects_scheduled_drills(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The distributed `crisiswatch listener` runs the schedule: the drill's row goes to the
+    database (where an API process lists it) and its mentions onto the bus."""
+    db = DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}")
+    listener = ListenerConfig(watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])])
+    settings = Settings(database=db, listener=listener, drills=DrillScheduleConfig(enabled=True))
+    runtime = Runtime(settings, roles=frozenset({Role.LISTENER}), clock=clock, migrate=True)
+    await runtime.start()
+    try:
+        assert runtime.sessions is not None and isinstance(runtime.bus, MemoryBus)
+        drill = await DrillSchedule(runtime).run_next()
+        assert drill is not None and drill.started_by == "scheduler"
+        topic = runtime.bus._topics[TOPIC_MENTIONS]
+        assert topic.end == drill.mentions  # every drill mention published, none dropped
+    finally:
+        await runtime.stop()
+    api_settings = Settings(
+        database=db,
+        listener=listener,
+        api=ApiConfig(
+            keys=[ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer")]
+        ),
+    )
+    api = Runtime(api_settings, roles=frozenset({Role.API}), clock=clock)
+    app = create_app(api)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            page = (await client.get("/drills", headers=VIEWER)).json()
+    assert page["total"] == 1 and page["items"][0]["id"] == drill.id
+
+
+async def test_a_listener_without_a_database_schedules_no_drill_and_says_why(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = ListenerConfig(watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])])
+    settings = Settings(listener=listener, drills=DrillScheduleConfig(enabled=True))
+    runtime = Runtime(settings, roles=frozenset({Role.LISTENER}), clock=clock)
+    await runtime.start()
+    try:
+        assert runtime.sessions is None  # no database.url: the listener keeps none
+        schedule = DrillSchedule(runtime)
+        await schedule.start()
+        assert schedule._scheduler is None
+        assert "no database" in caplog.text and "database.url" in caplog.text
+        assert await schedule.run_next() is None  # asked anyway: refused, said why
+        assert "no database to record the drill in" in caplog.text
+    finally:
+        await runtime.stop()
