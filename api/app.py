@@ -25,6 +25,7 @@ from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle
+from api.bodylimit import BodyLimit
 from api.console.router import router as console_router
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
 from api.routers import (
@@ -89,6 +90,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Social listening and tiered crisis alerts: incidents, acks, ingestion, "
         "legally reviewed response templates, audit log.",
         lifespan=lifespan,
+    )
+    settings = runtime.settings
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: (
+            settings.listener.webhook.max_body_bytes
+            if path.startswith(ingest.router.prefix)
+            else settings.api.max_body_bytes
+        ),
     )
     app.state.runtime = runtime
     app.state.keyring = runtime.keyring

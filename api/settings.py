@@ -80,6 +80,12 @@ class ApiConfig(Section):
     public_url: str = Field("http://127.0.0.1:8000", description="base URL used in alert links")
     keys: list[ApiKeyConfig] = Field(default_factory=list)
     auth_throttle: AuthThrottleConfig = Field(default_factory=AuthThrottleConfig)
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest request body the API reads (413 beyond; signed ingestion has "
+        "its own, listener.webhook.max_body_bytes)",
+    )
 
 
 class SlackAppConfig(Section):

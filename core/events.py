@@ -95,6 +95,11 @@ class WatchMatch(_Event):
     terms: tuple[str, ...] = ()
 
 
+MAX_TEXT_CHARS = 40_000
+"""The longest ``Mention.text``: sources cut a longer post to it (``listener.sources.text.
+fit_text``), so the post is kept and its start matched and scored."""
+
+
 class Mention(_Event):
     """One post, comment or repost from a platform, normalised.
 
@@ -106,7 +111,7 @@ class Mention(_Event):
     id: Annotated[Code, Field(min_length=3, max_length=512, pattern=f"^{_ID}$")]
     source: Annotated[Code, Field(min_length=1, max_length=64)]
     url: Text | None = None
-    text: Annotated[Text, Field(max_length=40_000)] = ""
+    text: Annotated[Text, Field(max_length=MAX_TEXT_CHARS)] = ""
     lang: Code | None = None
     created_at: UtcDatetime
     received_at: UtcDatetime | None = None

@@ -8,11 +8,16 @@ credential or a route that retrying will not fix), ``TargetUnavailable`` (the st
 caller names as meaning that one target of a multi-target source is gone, private or
 blocked: a moved feed, a deleted video, a private subreddit) or ``TransientError`` (5xx
 and the rest). ``retry_after`` reads both forms of the header (seconds, HTTP date).
+A wait a server asks for is kept within ``MIN_SERVER_WAIT_S`` .. ``MAX_SERVER_WAIT_S``
+(``server_wait``): ``Retry-After: 0`` or a date in the past would make a busy loop of
+429s, and a wait of years (or one too large for a ``timedelta``) would stop a source
+for good.
 ``json_body`` reads a JSON API's answer: one that is not JSON is ``TransientError``.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Collection
 from datetime import datetime
@@ -69,20 +74,38 @@ class Backoff:
         self.attempts = 0
 
 
+MIN_SERVER_WAIT_S = 1.0
+MAX_SERVER_WAIT_S = 3600.0
+
+
+def server_wait(seconds: float | str | None, default: float) -> float:
+    """A wait a server asked for (seconds, or their text), within ``MIN_SERVER_WAIT_S`` ..
+    ``MAX_SERVER_WAIT_S``; ``default`` (bounded the same way) when it is missing or not a
+    finite number."""
+    try:
+        value = float(seconds) if seconds is not None else default
+    except ValueError:
+        value = default
+    if not math.isfinite(value):
+        value = default
+    return min(MAX_SERVER_WAIT_S, max(MIN_SERVER_WAIT_S, value))
+
+
 def retry_after(value: str | None, now: datetime, default: float) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date),
+    within the bounds of ``server_wait``."""
     if not value:
-        return default
+        return server_wait(None, default)
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return server_wait(value, default)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
-        return default
+        return server_wait(None, default)
     if when.tzinfo is None:
-        return default
-    return max(0.0, (when - now).total_seconds())
+        return server_wait(None, default)
+    return server_wait((when - now).total_seconds(), default)
 
 
 _FATAL = {401: "credentials refused", 403: "access forbidden", 404: "not found"}

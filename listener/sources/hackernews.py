@@ -30,7 +30,7 @@ from listener.backoff import TransientError, check_response, json_body
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
-from listener.sources.text import html_to_text
+from listener.sources.text import fit_text, html_to_text
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
@@ -127,7 +127,7 @@ def map_hit(hit: dict[str, Any]) -> Mention:
         url=hit.get("url")
         if not is_comment and hit.get("url")
         else (f"https://news.ycombinator.com/item?id={object_id}"),
-        text=text,
+        text=fit_text(text),
         lang=None,
         created_at=datetime.fromtimestamp(int(hit["created_at_i"]), UTC),
         author=Author(id=hit.get("author"), handle=hit.get("author")),

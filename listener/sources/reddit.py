@@ -40,11 +40,18 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TransientError, check_response, json_body
+from listener.backoff import (
+    RateLimited,
+    TransientError,
+    check_response,
+    json_body,
+    server_wait,
+)
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
 from listener.sources.skips import UNREADABLE
+from listener.sources.text import fit_text
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
@@ -169,7 +176,7 @@ class RedditClient:
             break
         self._note_limits(response)
         if response.status_code == 429 and "retry-after" not in response.headers:
-            reset = float(response.headers.get("x-ratelimit-reset") or 60)
+            reset = server_wait(response.headers.get("x-ratelimit-reset"), 60.0)
             raise RateLimited(reset, f"reddit {path}: HTTP 429, waiting {reset:.0f} s")
         # a subreddit can be private, quarantined or banned (403/404): that listing's
         # problem, not the credential's (a refused token is a 401, even after a new one)
@@ -184,10 +191,13 @@ class RedditClient:
         remaining = response.headers.get("x-ratelimit-remaining")
         reset = response.headers.get("x-ratelimit-reset")
         try:
-            if remaining is not None and reset is not None and float(remaining) < 1:
-                self._wait_until = self.clock.now() + timedelta(seconds=float(reset))
+            spent = remaining is not None and reset is not None and float(remaining) < 1
         except ValueError:
             log.debug("reddit: unreadable rate-limit headers")
+            return
+        if spent:  # a reset of years, or not a number, must not stop the source
+            wait = server_wait(reset, 60.0)
+            self._wait_until = self.clock.now() + timedelta(seconds=wait)
 
     async def since(self, path: str, params: dict[str, str], since: int) -> list[Any]:
         """Things created at or after ``since`` (up to ``max_pages`` pages), as the
@@ -259,7 +269,7 @@ def map_thing(thing: dict[str, Any]) -> Mention:
         id=f"reddit:{name}",
         source="reddit",
         url=f"https://www.reddit.com{thing['permalink']}" if thing.get("permalink") else None,
-        text=text,
+        text=fit_text(text),
         lang=None,
         created_at=datetime.fromtimestamp(float(thing["created_utc"]), UTC),
         author=Author(id=thing.get("author_fullname"), handle=author),

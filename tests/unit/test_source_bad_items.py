@@ -18,17 +18,18 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from core.events import Mention
+from core.events import MAX_TEXT_CHARS, Mention
 from core.metrics import Metrics
 from listener.cursors import MemoryCursorStore
 from listener.sources.feeds import FeedsConfig, FeedsSource
-from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource
+from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource, map_hit
 from listener.sources.jetstream import JetstreamConfig, JetstreamSource
 from listener.sources.live import LiveSource
 from listener.sources.mastodon import MastodonConfig, MastodonSource
-from listener.sources.reddit import RedditConfig, RedditSource
+from listener.sources.reddit import RedditConfig, RedditSource, map_thing
 from listener.sources.skips import LOGGED_SKIPS
 from listener.sources.telegram import TelegramConfig, TelegramSource
+from listener.sources.text import fit_text, html_to_text
 from listener.sources.youtube import YouTubeConfig, YouTubeSource
 from tests.unit.test_source_live import (
     FIXTURES,
@@ -108,6 +109,36 @@ async def test_hn_a_malformed_hit_is_skipped_and_the_rest_of_the_page_delivered(
     # the cursor: the newest hit delivered; a restart asks from it
     mark = json.loads(store.cursors["hackernews"])["acme"]
     assert (mark["t"], mark["ids"]) == (NOW - 300, ["3"])
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("Outlook says <![ if mso]> hello <b>bold</b>", "Outlook says hello bold"),
+        ("<p>a</p><![ CDATA[ b <script>x()</script>&amp; c", "a\n<![ CDATA[ b & c"),
+    ],
+)
+def test_html_the_stdlib_parser_refuses_is_read_by_the_fallback(markup: str, text: str) -> None:
+    """CPython's html.parser raises AssertionError on a marked section (``<![ ...``)."""
+    assert html_to_text(markup) == text
+    assert html_to_text("<p>fine &amp; <br>well</p>") == "fine &\nwell"
+
+
+async def test_hn_a_comment_the_html_parser_refuses_is_delivered() -> None:
+    """It stalled the query (the same hit failed every poll, the source reconnecting)."""
+    comment = hit("2", NOW - 400, _tags=["comment"], comment_text="Acme <![ if mso]> fail")
+    page = {"hits": [hit("3", NOW - 300), comment, hit("1", NOW - 600)], "nbPages": 1}
+    config = HackerNewsConfig(queries=["acme"], poll_seconds=60)
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=page))
+    ) as http:
+        source = HackerNewsSource(config, http, EndingClock(polls=3), MemoryCursorStore())
+        await source.start()
+        got = await deliver_all(source)
+        await source.stop()
+    assert [m.id for m in got] == ["hackernews:1", "hackernews:2", "hackernews:3"]
+    assert "Acme fail" in got[1].text
+    assert source.health.reconnects == 0 and source.skips.count == 0
 
 
 async def test_hn_the_cursor_does_not_pass_a_hit_that_was_not_delivered() -> None:
@@ -535,3 +566,22 @@ def assert_cursor_error_logged_once(caplog: pytest.LogCaptureFixture, name: str)
         if r.levelno == logging.ERROR and "saved cursor cannot be read" in r.getMessage()
     ]
     assert len(errors) == 1 and f"source {name}:" in errors[0]
+
+
+def test_a_post_longer_than_a_mention_holds_is_cut_not_lost() -> None:
+    """A Reddit title + selftext, a Hacker News title + story text over MAX_TEXT_CHARS
+    failed validation: the post was skipped (lost)."""
+    long = "acme " + "x" * MAX_TEXT_CHARS
+    thing = {
+        "name": "t3_long",
+        "title": "Acme recall",
+        "selftext": long,
+        "created_utc": NOW - 60,
+        "permalink": "/r/acme/comments/long/",
+        "author": "someone",
+    }
+    post = map_thing(thing)
+    assert len(post.text) == MAX_TEXT_CHARS and post.text.startswith("Acme recall\nacme x")
+    story = map_hit(hit("77", NOW - 60, story_text=f"<p>{long}</p>"))
+    assert len(story.text) == MAX_TEXT_CHARS and story.text.startswith("Acme story 77\nacme x")
+    assert fit_text("short") == "short"

@@ -17,7 +17,16 @@ from pydantic import ValidationError
 from core.clock import ManualClock
 from core.events import Mention
 from core.metrics import Metrics
-from listener.backoff import Backoff, RateLimited, TransientError, check_response, retry_after
+from listener.backoff import (
+    MAX_SERVER_WAIT_S,
+    MIN_SERVER_WAIT_S,
+    Backoff,
+    RateLimited,
+    TransientError,
+    check_response,
+    retry_after,
+    server_wait,
+)
 from listener.config import ListenerConfig
 from listener.cursors import MemoryCursorStore
 from listener.health import Coverage
@@ -125,6 +134,31 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after("Mon, 09 Sep 2024 20:31:00 GMT", T0, 5) == 60
     assert retry_after("soon", T0, 5) == 5
     assert retry_after(None, T0, 5) == 5
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("0", MIN_SERVER_WAIT_S),  # was 0: a busy loop of 429s
+        ("Mon, 09 Sep 2024 20:00:00 GMT", MIN_SERVER_WAIT_S),  # a date already past
+        ("99999999999", MAX_SERVER_WAIT_S),  # was 3,171 years
+        ("9" * 20, MAX_SERVER_WAIT_S),  # was an OverflowError in a timedelta
+        ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_SERVER_WAIT_S),
+    ],
+)
+def test_a_wait_a_server_asks_for_is_bounded(header: str, wait: float) -> None:
+    assert retry_after(header, T0, 5) == wait
+    with pytest.raises(RateLimited) as info:
+        check_response(httpx.Response(429, headers={"Retry-After": header}), T0, what="x")
+    assert info.value.delay == wait
+    T0 + timedelta(seconds=info.value.delay)  # usable as a timedelta
+
+
+def test_server_wait_falls_back_on_what_is_not_a_finite_number() -> None:
+    for asked in ("inf", "nan", "-inf", "soon", None, float("inf")):
+        assert server_wait(asked, 60) == 60
+    assert server_wait("1e12", 60) == MAX_SERVER_WAIT_S
+    assert server_wait(-5, 60) == MIN_SERVER_WAIT_S
 
 
 @pytest.mark.parametrize(
@@ -636,6 +670,52 @@ async def test_reddit_token_rate_limit_headers_and_a_refreshed_token() -> None:
     assert 42 in clock.sleeps
     assert source.health.rate_limited >= 1
     assert json.loads(store.cursors["reddit"])["search:acme"]["t"] == 1725913311
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "wait"),
+    [
+        (200, {"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "3e9"}, MAX_SERVER_WAIT_S),
+        (200, {"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "1e12"}, MAX_SERVER_WAIT_S),
+        (200, {"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "inf"}, 60.0),
+        (429, {"X-Ratelimit-Reset": "soon"}, 60.0),
+        (429, {"X-Ratelimit-Reset": "0"}, MIN_SERVER_WAIT_S),
+    ],
+)
+async def test_reddit_rate_limit_headers_out_of_bounds_are_bounded(
+    status: int, headers: dict[str, str], wait: float
+) -> None:
+    """A reset of 95 years slept it; 1e12 or inf raised OverflowError on every poll (the
+    listing never delivered); a 429 whose reset is not a number was taken for the
+    listing's own error (backed off up to an hour)."""
+    clock = EndingClock(polls=3)
+    token = fixture("reddit/access_token.json")
+    listing = fixture("reddit/listing_search_new.json")
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        if request.url.path == "/api/v1/access_token":
+            return httpx.Response(200, json=token)
+        if "after" in request.url.params:  # page 2: nothing older
+            return httpx.Response(200, json={"kind": "Listing", "data": {"children": []}})
+        calls += 1
+        if calls == 1:
+            return httpx.Response(status, json=listing if status == 200 else {}, headers=headers)
+        return httpx.Response(200, json=listing)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        source = RedditSource(RedditConfig.model_validate(REDDIT), http, clock, MemoryCursorStore())
+        await source.start()
+        got = await deliver_all(source)
+        await source.stop()
+    assert wait in clock.sleeps, clock.sleeps
+    assert max(clock.sleeps) <= MAX_SERVER_WAIT_S
+    assert [m.id for m in got] == ["reddit:t3_1fcz0aa", "reddit:t3_1fcz1bb"]
+    assert source.health.failing_targets == {}
+    # a 429 ends the poll and the source comes back after the wait; no target failed
+    reconnects = 1 if status == 429 else 0
+    assert (source.health.reconnects, source.health.rate_limited) == (reconnects, 1)
 
 
 async def test_reddit_a_private_or_banned_subreddit_does_not_stop_the_other_listings() -> None:
