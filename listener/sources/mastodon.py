@@ -28,8 +28,11 @@ tried again; the other Mastodon sources (one per instance) are not concerned. A 
 endpoint that refuses us (403) while the timeline does not is read by polling. Only a
 refused token stops the source: a 401, or a 403/422 whose message names the token (scopes
 missing, a login disabled or unconfirmed, no user behind the token). A status or stream
-event that cannot be read (not JSON, no usable id) is skipped, logged and counted
-(``listener.sources.skips``), so that one bad item does not hold up the source. A saved
+event that cannot be read (not JSON, no usable id, a ``delete`` whose data is not a
+status id, an event larger than ``max_bytes``) is skipped, logged and counted
+(``listener.sources.skips``), so that one bad item does not hold up the source. A timeline
+page larger than ``max_bytes`` is an error of the platform's (retried, never held whole).
+A status whose text is longer than a Mention holds is cut to fit. A saved
 cursor that is not a status id is logged, counted and ignored (the source starts from
 now, as on its first run).
 """
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -51,13 +55,13 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TargetUnavailable, TransientError, check_response, json_body
+from listener.backoff import TargetUnavailable, TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 from listener.sources.skips import UNREADABLE, digest, reason
-from listener.sources.text import html_to_text
+from listener.sources.text import fit_text, html_to_text
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,9 @@ _GONE = {403: "forbidden", 404: "not found", 410: "gone"}
 MAX_ID_LENGTH = 30
 """The longest status id read (Mastodon's: 18 digits; GoToSocial's ULIDs: 26 characters;
 Akkoma's and Pleroma's flake ids: about 18): a longer one is not a status id."""
+MAX_BYTES = 5_000_000
+"""The default ``max_bytes``: a stream event (one status, a few KB) or a timeline page (40
+of them) larger than this is an instance gone wrong, not one to hold in memory."""
 
 
 class MastodonConfig(Section):
@@ -86,6 +93,9 @@ class MastodonConfig(Section):
     fallback_minutes: float = Field(5.0, gt=0)
     heartbeat_timeout_seconds: float = Field(60.0, gt=0)
     catch_up_pages: int = Field(10, ge=1, description="most timeline pages read per catch-up")
+    max_bytes: int = Field(
+        MAX_BYTES, ge=100_000, description="largest stream event or timeline page read"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -124,13 +134,12 @@ class MastodonClient:
             return f"/api/v1/timelines/tag/{c.hashtag}", {}
         return "/api/v1/timelines/public", {"local": "true"} if c.timeline == "local" else {}
 
-    def _refused(self, response: httpx.Response, what: str) -> None:
-        """Raise ``SourceFatalError`` when ``response`` refuses the token (401; a 403 or
-        422 whose message names the token)."""
-        status = response.status_code
+    def _refused(self, status: int, body: bytes, what: str) -> None:
+        """Raise ``SourceFatalError`` when an answer (``status``, ``body``) refuses the
+        token (401; a 403 or 422 whose message names the token)."""
         if status not in (401, 403, 422):
             return
-        message = _error_message(response)
+        message = _error_message(body)
         if status == 401 or any(word in message.lower() for word in _TOKEN_REFUSED):
             raise SourceFatalError(
                 f"{what}: HTTP {status}, the access token was refused"
@@ -138,24 +147,34 @@ class MastodonClient:
                 f"{self.config.instance} (Preferences → Development, scope read:statuses)"
             )
 
-    def _check(self, response: httpx.Response, what: str) -> None:
+    def _check(self, response: httpx.Response, body: bytes, what: str) -> None:
         """``check_response`` for the timeline: a refused token is fatal; a timeline that
         cannot be read (403, 404, 410) is ``TargetUnavailable``."""
-        self._refused(response, what)
         status = response.status_code
+        self._refused(status, body, what)
         if status in _GONE:
-            message = _error_message(response) or _GONE[status]
+            message = _error_message(body) or _GONE[status]
             raise TargetUnavailable(f"{what}: HTTP {status} ({message})")
         check_response(response, self.clock.now(), what=what)
 
     async def _timeline(self, params: dict[str, str]) -> list[Any]:
         path, base = self._timeline_path()
-        response = await self.http.get(
-            self.config.instance + path, params={**base, **params}, headers=self._headers
+        request = self.http.build_request(
+            "GET", self.config.instance + path, params={**base, **params}, headers=self._headers
         )
         what = f"{self.config.name} timeline"
-        self._check(response, what)
-        statuses = json_body(response, what=what)
+        response = await self.http.send(request, stream=True)
+        try:
+            body = await read_at_most(response, self.config.max_bytes)
+        finally:
+            await response.aclose()
+        self._check(response, body or b"", what)
+        if body is None:  # a page of 40 statuses is far smaller: the instance is broken
+            raise TransientError(f"{what}: larger than max_bytes ({self.config.max_bytes})")
+        try:
+            statuses = json.loads(body)
+        except (ValueError, RecursionError):  # as json_body: the platform's trouble
+            raise TransientError(f"{what}: not JSON") from None
         if not isinstance(statuses, list):
             raise TransientError(f"{what}: not a list")
         return statuses
@@ -174,7 +193,7 @@ class MastodonClient:
         return ids[0] if ids else None
 
     @asynccontextmanager
-    async def open_stream(self) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
+    async def open_stream(self) -> AsyncIterator[AsyncIterator[tuple[str, str | None]]]:
         """Open the SSE stream (the response is checked) and yield its ``(event, data)``
         iterator. Raises ``StreamUnavailable`` when the instance does not stream."""
         path, params = self._stream_path()
@@ -191,13 +210,15 @@ class MastodonClient:
             status = response.status_code
             what = f"{self.config.name} streaming"
             if status in (401, 403, 422):
-                await response.aread()  # the message tells a refused token from the rest
-                self._refused(response, what)
+                # the message tells a refused token from the rest
+                body = await read_at_most(response, self.config.max_bytes)
+                self._refused(status, body or b"", what)
             if status in (403, 404, 410, 501) or status >= 500:
                 # the timeline may still be readable: polling it says whether it is
                 raise StreamUnavailable(f"{what}: HTTP {status}")
             check_response(response, self.clock.now(), what=what)
-            yield sse_events(response.aiter_lines())
+            max_bytes = self.config.max_bytes
+            yield sse_events(sse_lines(response.aiter_bytes(), max_bytes), max_bytes)
         finally:
             await response.aclose()
 
@@ -206,14 +227,68 @@ class StreamUnavailable(TransientError):
     """The instance does not stream (now): poll instead."""
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
-    """``(event, data)`` per server-sent event; comments (heartbeats) skipped."""
-    event, data = "message", list[str]()
+async def read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of a streamed ``response``, or None once it is over ``limit`` bytes: read
+    in chunks and given up as soon as it is too large, never held whole."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+async def sse_lines(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[str | None]:
+    """The lines of an event stream (ended by CRLF, LF or CR), UTF-8 decoded; None for a
+    line longer than ``limit`` bytes, which is read to its end and dropped as it comes:
+    an instance that sends a line without end does not fill the memory."""
+    line = bytearray()
+    too_long = False
+    after_cr = False  # the last chunk ended with CR: an LF opening this one is its pair
+    async for chunk in chunks:
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith(b"\r")
+        start = 0
+        for end in _LINE_END.finditer(chunk):
+            if not too_long:
+                line += chunk[start : end.start()]
+            start = end.end()
+            yield None if too_long or len(line) > limit else line.decode("utf-8", "replace")
+            line.clear()
+            too_long = False
+        if not too_long:
+            line += chunk[start:]
+            if len(line) > limit:
+                line.clear()
+                too_long = True
+    if too_long:  # the stream ended inside it: still said, so that it is counted
+        yield None
+    # else a last line without its end is dropped: the event it belongs to is not whole
+
+
+async def sse_events(
+    lines: AsyncIterator[str | None], limit: int = MAX_BYTES
+) -> AsyncIterator[tuple[str, str | None]]:
+    """``(event, data)`` per server-sent event; comments (heartbeats) skipped. ``data``
+    is None for an event too large: its data over ``limit`` characters, or a line of it
+    too long for ``sse_lines``. Such an event is dropped as it is read, never held
+    whole; the caller skips and counts it."""
+    event, data, size, too_large = "message", list[str](), 0, False
     async for line in lines:
-        if not line:
-            if data:
+        if line is None:  # too long to say which field it was: the event is not whole
+            data, too_large = [], True
+        elif not line:
+            if too_large:
+                yield event, None
+            elif data:
                 yield event, "\n".join(data)
-            event, data = "message", []
+            event, data, size, too_large = "message", [], 0, False
         elif line.startswith(":"):
             continue
         else:
@@ -221,17 +296,23 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]
             value = value.removeprefix(" ")
             if field == "event":
                 event = value
-            elif field == "data":
-                data.append(value)
+            elif field == "data" and not too_large:
+                size += len(value) + 1
+                if size > limit:
+                    data, too_large = [], True
+                else:
+                    data.append(value)
+    if too_large:  # the stream ended inside it: skipped and counted all the same
+        yield event, None
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(body: bytes) -> str:
     """The ``error`` of a Mastodon error body (``{"error": "..."}``), else ""."""
     try:
-        body = response.json()
-    except ValueError:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
         return ""
-    error = body.get("error") if isinstance(body, dict) else None
+    error = answer.get("error") if isinstance(answer, dict) else None
     return error[:200] if isinstance(error, str) else ""
 
 
@@ -257,7 +338,10 @@ def id_order(status_id: str) -> tuple[int, str]:
 
 
 def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    # a time without an offset is UTC (as the feeds read it), never the host's local time:
+    # the same status gets the same time on every host
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> Mention:
@@ -268,6 +352,7 @@ def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> 
     text = html_to_text(status.get("content"))
     if status.get("spoiler_text"):
         text = f"{status['spoiler_text']}\n{text}".strip()
+    text = fit_text(text)  # instances allow long posts: cut to what a Mention holds
     edited_at = status.get("edited_at")
     return Mention(
         id=f"{host}:{status['id']}",
@@ -418,10 +503,14 @@ class MastodonSource(LiveSource):
         self.health.error(message)
 
     async def _read(
-        self, events: AsyncIterator[tuple[str, str]], taken: set[str], last: str | None
+        self, events: AsyncIterator[tuple[str, str | None]], taken: set[str], last: str | None
     ) -> AsyncIterator[Step]:
         async for event, data in events:
             mention: Mention | None = None
+            if data is None:
+                limit = self.config.max_bytes
+                self.skips.skip(f"{event} event larger than max_bytes ({limit}) skipped", key=None)
+                continue
             if event in ("update", "status.update"):
                 try:
                     status = json.loads(data)
@@ -443,9 +532,17 @@ class MastodonSource(LiveSource):
                 if event == "update":
                     last = _max_id(last, status_id)
             elif event == "delete":
+                status_id = _status_id({"id": data.strip()})
+                if status_id is None:  # not a status id: no Mention id can be made of it
+                    self.skips.skip(
+                        f"unreadable delete event skipped: {data.strip()[:40]!r} is not a "
+                        "status id",
+                        key=digest(data.encode()),
+                    )
+                    continue
                 now = self.clock.now()
                 mention = Mention(
-                    id=f"{self._prefix}:{data.strip()}",
+                    id=f"{self._prefix}:{status_id}",
                     source="mastodon",
                     created_at=now,
                     change="deleted",

@@ -11,7 +11,10 @@ A page lists the channel's latest ~20 posts, oldest first, each a
 ``span.tgme_widget_message_views``; ``?before=<n>`` gives the page before post ``n``.
 Service messages (channel created, photo changed, pinned) carry the class
 ``service_message`` and are skipped. Cursor: the last post number per channel; a gap of
-more than one page is filled with ``?before=`` pages (up to ``max_pages``).
+more than one page is filled with ``?before=`` pages (up to ``max_pages``; a gap larger
+than that is logged and counted as a page cap). The cursor only moves to posts numbered
+in sequence with the channel's others (``in_sequence``): a post numbered far beyond them
+is skipped, logged and counted, so that it cannot move the cursor past the posts to come.
 
 Each channel is its own target: one that fails (deleted or renamed: 404; blocked: 403;
 no public web preview: t.me redirects to ``/<channel>``; a 5xx, a page that cannot be
@@ -30,7 +33,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -48,12 +51,18 @@ from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 from listener.sources.skips import UNREADABLE, reason
+from listener.sources.text import fit_text
 
 log = logging.getLogger(__name__)
 
 _CHANNEL = r"^[A-Za-z][A-Za-z0-9_]{3,31}$"
 _VIEWS = re.compile(r"^([\d.]+)([KMB]?)$")
 _SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+MAX_GAP = 100
+"""The largest step between two posts of a channel read as one sequence. A channel's page
+holds its ~20 latest posts with ascending numbers, nearly consecutive: an album takes up to
+10 numbers, a deleted post one. A post farther than this from the others is an outlier
+(a page gone wrong) unless most of the page is with it: see ``in_sequence``."""
 
 
 class TelegramConfig(Section):
@@ -114,7 +123,7 @@ class _Page(HTMLParser):
         elif tag == "time" and a.get("datetime") and self._post.published is None:
             # OverflowError: 0001-01-01T00:00:00+01:00, no date rather than an unreadable page
             with contextlib.suppress(ValueError, OverflowError):
-                self._post.published = datetime.fromisoformat(a["datetime"] or "").astimezone(UTC)
+                self._post.published = _time(a["datetime"] or "")
         elif tag == "span" and "tgme_widget_message_views" in classes:
             self._in_views = True
 
@@ -133,6 +142,16 @@ class _Page(HTMLParser):
             post.text = "".join(post.parts).strip()
             self.posts.append(post)
 
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        # CPython 3.11's parser raises AssertionError on a marked section it does not know
+        # (``<![ x``, ``<![ CDATA[``), which failed the whole page: its ``<`` is read as
+        # text instead, as the parser does with any other ``<`` that opens no markup
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            self.handle_data("<")
+            return i + 1
+
     def handle_data(self, data: str) -> None:
         if self._post is None:
             return
@@ -140,6 +159,13 @@ class _Page(HTMLParser):
             self._post.parts.append(data)
         elif self._in_views:
             self._post.views = parse_views(data.strip())
+
+
+def _time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    # a time without an offset is UTC (as the feeds read it), never the host's local time:
+    # the same post gets the same time on every host
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def parse_views(value: str) -> int | None:
@@ -159,12 +185,33 @@ def parse_page(html: str) -> list[Post]:
     return parser.posts
 
 
+def in_sequence(posts: list[Post]) -> tuple[list[Post], list[Post]]:
+    """``posts`` of one channel (each number once) split into those in the channel's
+    sequence, oldest first, and the outliers. The posts are cut into runs where two
+    neighbours are more than ``MAX_GAP`` apart; the longest run is the channel's (on a
+    tie, the older: the cursor never jumps ahead on even evidence), the others are
+    outliers. One stray number (a page gone wrong, a foreign post) is thereby never taken
+    for the channel's newest post, while a real jump (many posts deleted at once) is
+    followed as soon as more than half of what was read lies beyond it: its posts are
+    then delivered, only later."""
+    runs: list[list[Post]] = []
+    for post in sorted(posts, key=lambda p: p.number):
+        if runs and post.number - runs[-1][-1].number <= MAX_GAP:
+            runs[-1].append(post)
+        else:
+            runs.append([post])
+    if not runs:
+        return [], []
+    channel = max(runs, key=len)  # the first of the longest: the older on a tie
+    return channel, [post for run in runs if run is not channel for post in run]
+
+
 def map_post(post: Post, now: datetime) -> Mention:
     return Mention(
         id=f"telegram:{post.channel}/{post.number}",
         source="telegram",
         url=f"https://t.me/{post.channel}/{post.number}",
-        text=post.text,
+        text=fit_text(post.text),
         created_at=post.published or now,
         author=Author(id=post.channel, handle=post.channel),
         engagement=Engagement(views=post.views),
@@ -172,10 +219,17 @@ def map_post(post: Post, now: datetime) -> Mention:
 
 
 class TelegramClient:
-    def __init__(self, config: TelegramConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: TelegramConfig,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        on_page_cap: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.config = config
         self.http = http
         self.clock = clock
+        self.on_page_cap = on_page_cap
 
     async def page(self, channel: str, before: int | None = None) -> list[Post]:
         params = {"before": str(before)} if before is not None else None
@@ -190,20 +244,31 @@ class TelegramClient:
         check_response(response, self.clock.now(), what=what, target_statuses=(403, 404, 410))
         return parse_page(response.text)
 
-    async def after(self, channel: str, last: int | None) -> list[Post]:
-        """Posts numbered after ``last`` (the latest page when None), oldest first."""
+    async def after(self, channel: str, last: int | None) -> tuple[list[Post], list[Post]]:
+        """Posts numbered after ``last`` (the latest page when None) in the channel's
+        sequence, oldest first, and those out of it (``in_sequence``), to be skipped."""
         posts = await self.page(channel)
         if last is not None:
             for _ in range(self.config.max_pages - 1):
-                oldest = min((p.number for p in posts), default=None)
+                oldest = _oldest(posts)
                 if oldest is None or oldest <= last + 1:
                     break
                 older = await self.page(channel, before=oldest)
                 if not older:
                     break
                 posts = older + posts
-        seen: dict[int, Post] = {p.number: p for p in posts}
-        return [seen[n] for n in sorted(seen) if last is None or n > last]
+            else:
+                oldest = _oldest(posts)
+                if oldest is not None and oldest > last + 1 and self.on_page_cap is not None:
+                    self.on_page_cap(f"t.me/s/{channel}", self.config.max_pages)
+        found, outliers = in_sequence(list({p.number: p for p in posts}.values()))
+        new = [p for p in found if last is None or p.number > last]
+        return new, [p for p in outliers if last is None or p.number > last]
+
+
+def _oldest(posts: list[Post]) -> int | None:
+    """The oldest post number in the channel's sequence (an outlier does not end a fill)."""
+    return min((p.number for p in in_sequence(posts)[0]), default=None)
 
 
 class TelegramSource(LiveSource):
@@ -227,7 +292,7 @@ class TelegramSource(LiveSource):
     ) -> None:
         super().__init__(name, clock, cursors, metrics)
         self.config = config
-        self.client = TelegramClient(config, http, clock)
+        self.client = TelegramClient(config, http, clock, on_page_cap=self.page_cap)
         self.failing.first = config.poll_seconds
 
     def check_cursor(self, cursor: str) -> None:
@@ -245,13 +310,19 @@ class TelegramSource(LiveSource):
                 if not self.failing.due(channel):
                     continue
                 try:
-                    posts = await self.client.after(channel, last.get(channel))
+                    posts, outliers = await self.client.after(channel, last.get(channel))
                 except (RateLimited, SourceFatalError):
                     raise
                 except Exception as exc:
                     self.failing.failed(channel, channel, exc)
                     continue
                 self.failing.succeeded(channel)
+                for post in outliers:  # the cursor does not move to them
+                    self.skips.skip(
+                        f"post {channel}/{post.number} skipped: its number is out of sequence "
+                        f"with the channel's other posts (more than {MAX_GAP} apart)",
+                        key=f"{channel}/{post.number}",
+                    )
                 for post in posts:
                     last[channel] = post.number
                     mention: Mention | None = None

@@ -56,6 +56,7 @@ from listener.health import Coverage
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 from listener.sources.skips import UNREADABLE
+from listener.sources.text import fit_text
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
     LateWindowSeconds,
@@ -265,7 +266,10 @@ def _reason(response: httpx.Response) -> str | None:
 
 
 def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    # a time without an offset is UTC (as the feeds read it), never the host's local time:
+    # the same comment gets the same time (and cursor mark) on every host
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _published(thread: Any) -> int:
@@ -304,7 +308,7 @@ def map_thread(thread: dict[str, Any]) -> Mention:
         id=f"youtube:{thread['id']}",
         source="youtube",
         url=f"https://www.youtube.com/watch?v={video}&lc={thread['id']}" if video else None,
-        text=comment.get("textOriginal") or comment.get("textDisplay") or "",
+        text=fit_text(comment.get("textOriginal") or comment.get("textDisplay") or ""),
         created_at=_time(comment["publishedAt"]),
         author=Author(
             id=(comment.get("authorChannelId") or {}).get("value"),
