@@ -16,9 +16,12 @@ README's coverage table), and some need the user's own cookies in RSSHub's confi
 (route names change between RSSHub versions: check your instance's docs.)
 
 Parsing uses ``defusedxml`` (no entity expansion, no external entities: a feed is input
-from strangers). An item's identity is its ``guid``/``id`` (else its link); the cursor
-remembers the last ``remember_items`` item keys per feed and the validators, so a restart
-delivers each item once. Items are delivered oldest first.
+from strangers); the body is read only up to ``max_bytes``. An item's identity is its
+``guid``/``id`` (else its link, its title, or a digest of its text and date); the cursor
+remembers the validators and, per feed, the keys of every item the feed listed last (at
+least ``remember_items``, at most ``MAX_ITEMS``), so neither a later poll nor a restart
+delivers an item twice. Items are delivered oldest first; a date before ``EARLIEST`` is
+not trusted (the item is dated when first seen).
 
 Each feed is its own target: one that fails (moved: 404; a blocked RSSHub route: 403; a
 captcha or error page instead of a feed; a 5xx) is skipped for a while, its wait doubling
@@ -31,6 +34,7 @@ cannot be read is logged, counted and ignored (every feed is read as on a first 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -53,7 +57,7 @@ from listener.backoff import RateLimited, TargetUnavailable, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
-from listener.sources.skips import UNREADABLE, reason
+from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import html_to_text
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,14 @@ log = logging.getLogger(__name__)
 ATOM = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
+
+MAX_ITEMS = 5000
+"""The most items of one feed read per poll, and so the most item keys remembered per
+feed (``remember_items`` may be set as high: a cursor of ~175 KB a feed)."""
+_UNDATED = datetime.min.replace(tzinfo=UTC)  # sorts first
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""Feed dates before this are not trusted: feeds barely existed then, and 1970-01-01 or
+year 1 is what a broken generator writes for "no date"."""
 
 
 class FeedConfig(Section):
@@ -80,7 +92,7 @@ class FeedsConfig(Section):
 
     feeds: list[FeedConfig] = Field(..., min_length=1)
     poll_seconds: float = Field(300.0, ge=10)
-    remember_items: int = Field(500, ge=10, le=5000)
+    remember_items: int = Field(500, ge=10, le=MAX_ITEMS)
     max_bytes: int = Field(5_000_000, ge=10_000)
 
 
@@ -111,29 +123,44 @@ class FeedClient:
 
     async def fetch(
         self, url: str, state: FeedState
-    ) -> tuple[list[FeedItem], str | None, str | None]:
-        """The feed's items (empty when unchanged: 304) and its new validators."""
+    ) -> tuple[list[FeedItem] | None, str | None, str | None]:
+        """The feed's items (None when unchanged: 304) and its new validators."""
         headers = {"Accept": "application/atom+xml, application/rss+xml, application/xml"}
         if state.etag:
             headers["If-None-Match"] = state.etag
         if state.modified:
             headers["If-Modified-Since"] = state.modified
-        response = await self.http.get(url, headers=headers)
         what = f"feed {feed_label(url)}"
-        # every feed is its own target: a refusal concerns that feed (a moved feed, a
-        # blocked RSSHub route), never a credential of the whole source
-        check_response(response, self.clock.now(), what=what, target_statuses=(401, 403, 404, 410))
-        if response.status_code == 304:
-            return [], state.etag, state.modified
+        async with self.http.stream("GET", url, headers=headers) as response:
+            # every feed is its own target: a refusal concerns that feed (a moved feed, a
+            # blocked RSSHub route), never a credential of the whole source
+            check_response(
+                response, self.clock.now(), what=what, target_statuses=(401, 403, 404, 410)
+            )
+            if response.status_code == 304:
+                return None, state.etag, state.modified
+            body = await self._read(response, what)
         # the feed's own problems (too large, a captcha or error page served with 200):
         # retried on the target's long backoff, not as an outage of the whole source
-        if len(response.content) > self.max_bytes:
-            raise TargetUnavailable(f"{what}: larger than {self.max_bytes} bytes")
         try:
-            items = parse_feed(response.content)
+            items = parse_feed(body)
         except ValueError as exc:
             raise TargetUnavailable(f"{what}: {exc}") from None
         return items, response.headers.get("etag"), response.headers.get("last-modified")
+
+    async def _read(self, response: httpx.Response, what: str) -> bytes:
+        """The body, read only up to ``max_bytes``: a hostile or broken server could send
+        gigabytes, which must not be held in memory before being refused."""
+        too_large = TargetUnavailable(f"{what}: larger than {self.max_bytes} bytes")
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise too_large
+        body = bytearray()
+        async for chunk in response.aiter_bytes():  # decoded: a gzip bomb is cut too
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise too_large
+        return bytes(body)
 
 
 def feed_label(url: str) -> str:
@@ -145,6 +172,34 @@ def feed_label(url: str) -> str:
 
 def _text(element: Element | None) -> str:
     return (element.text or "").strip() if element is not None else ""
+
+
+def _markup(element: Element | None) -> str:
+    """An Atom text construct as the markup ``html_to_text`` reads: its text for
+    ``type="text"``/``"html"``, and for ``"xhtml"`` (a child ``<div>``, RFC 4287 3.1.1.3)
+    its subtree rebuilt as HTML, so that its paragraphs and breaks stay lines."""
+    if element is None or element.get("type") != "xhtml":
+        return _text(element)
+    parts = [html.escape(element.text or "", quote=False)]
+    # a stack, not recursion: a feed nesting thousands of elements is no RecursionError;
+    # a string on it is a closing tag (and the text after it) still to write
+    stack: list[Element | str] = list(reversed(element))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            parts.append(node)
+            continue
+        name = str(node.tag).rpartition("}")[2]  # the XHTML namespace dropped
+        parts.append(f"<{name}>" + html.escape(node.text or "", quote=False))
+        stack.append(f"</{name}>" + html.escape(node.tail or "", quote=False))
+        stack.extend(reversed(node))
+    return "".join(parts).strip()
+
+
+def _content_key(body: str, date: str) -> str:
+    """The key of an item without a guid, id, link or title (RSS 2.0 needs only a
+    description): a digest of what it says and when, the same at every poll."""
+    return digest([body, date])
 
 
 def _date(value: str) -> datetime | None:
@@ -190,13 +245,15 @@ def parse_feed(body: bytes) -> list[FeedItem]:
 def _rss_item(item: Element) -> FeedItem:
     link = _text(item.find("link")) or None
     body = _text(item.find(f"{CONTENT}encoded")) or _text(item.find("description"))
+    title = _text(item.find("title"))
+    date = _text(item.find("pubDate")) or _text(item.find(f"{DC}date"))
     return FeedItem(
-        key=_text(item.find("guid")) or link or _text(item.find("title")),
-        title=html_to_text(_text(item.find("title"))),
+        key=_text(item.find("guid")) or link or title or _content_key(body, date),
+        title=html_to_text(title),
         text=html_to_text(body),
         link=link,
         author=_text(item.find(f"{DC}creator")) or _text(item.find("author")) or None,
-        published=_date(_text(item.find("pubDate")) or _text(item.find(f"{DC}date"))),
+        published=_date(date),
     )
 
 
@@ -206,17 +263,17 @@ def _atom_item(entry: Element) -> FeedItem:
         if candidate.get("rel", "alternate") == "alternate":
             link = candidate.get("href")
             break
-    body = _text(entry.find(f"{ATOM}content")) or _text(entry.find(f"{ATOM}summary"))
+    body = _markup(entry.find(f"{ATOM}content")) or _markup(entry.find(f"{ATOM}summary"))
+    title = _markup(entry.find(f"{ATOM}title"))
+    date = _text(entry.find(f"{ATOM}published")) or _text(entry.find(f"{ATOM}updated"))
     author = entry.find(f"{ATOM}author")
     return FeedItem(
-        key=_text(entry.find(f"{ATOM}id")) or link or _text(entry.find(f"{ATOM}title")),
-        title=html_to_text(_text(entry.find(f"{ATOM}title"))),
+        key=_text(entry.find(f"{ATOM}id")) or link or title or _content_key(body, date),
+        title=html_to_text(title),
         text=html_to_text(body),
         link=_unwrap_google(link),
         author=(_text(author.find(f"{ATOM}name")) or None) if author is not None else None,
-        published=_date(
-            _text(entry.find(f"{ATOM}published")) or _text(entry.find(f"{ATOM}updated"))
-        ),
+        published=_date(date),
     )
 
 
@@ -224,14 +281,21 @@ def item_key(feed_url: str, key: str) -> str:
     return hashlib.sha256(f"{feed_url}\n{key}".encode()).hexdigest()[:32]
 
 
+def trusted(published: datetime | None) -> bool:
+    """Whether an item's date is one to keep (a later one is re-dated by the base when
+    ahead of the clock, as every source's)."""
+    return published is not None and published >= EARLIEST
+
+
 def map_item(item: FeedItem, feed: FeedConfig, now: datetime) -> Mention:
-    text = item.title if not item.text or item.text == item.title else f"{item.title}\n{item.text}"
+    parts = [item.title] if item.text == item.title else [item.title, item.text]
+    text = "\n".join(part for part in parts if part)  # no empty line for a missing title
     return Mention(
         id=f"{feed.platform}:{item_key(feed.url, item.key)}",
         source=feed.platform,
         url=item.link,
         text=text[:40_000],
-        created_at=item.published or now,
+        created_at=item.published if trusted(item.published) else now,
         author=Author(handle=item.author[:200] if item.author else None),
     )
 
@@ -269,6 +333,8 @@ class FeedsSource(LiveSource):
         self.config = config
         self.client = FeedClient(http, clock, config.max_bytes)
         self.failing.first = config.poll_seconds
+        self._capped: set[str] = set()  # feeds listing more than MAX_ITEMS (logged once)
+        self._misdated: set[str] = set()  # feeds dating items before EARLIEST (logged once)
         if any(feed.rsshub for feed in config.feeds):  # the strictest need is the one stated
             self.health.coverage = RSSHUB_COVERAGE
 
@@ -296,13 +362,10 @@ class FeedsSource(LiveSource):
                     self.failing.failed(feed.url, feed_label(feed.url), exc)
                     continue
                 self.failing.succeeded(feed.url)
-                known = set(state.seen)
-                fresh = [item for item in items if item_key(feed.url, item.key) not in known]
-                fresh.sort(key=lambda i: i.published or datetime.min.replace(tzinfo=UTC))
-                for item in fresh:
-                    key = item_key(feed.url, item.key)
+                for key, item in self._fresh(feed, state, items):
                     state.seen.append(key)
-                    del state.seen[: -self.config.remember_items]
+                    if item.published is not None and not trusted(item.published):
+                        self._misdated_item(feed, item.published)
                     mention: Mention | None = None
                     try:
                         mention = map_item(item, feed, self.clock.now())
@@ -319,6 +382,86 @@ class FeedsSource(LiveSource):
                 "waiting" if self.failing.count == len(self.config.feeds) else "polling"
             )
             await self.clock.sleep(self.config.poll_seconds)
+
+    def _fresh(
+        self, feed: FeedConfig, state: FeedState, items: list[FeedItem] | None
+    ) -> list[tuple[str, FeedItem]]:
+        """The items of a poll not delivered before, with their keys, oldest first; the
+        keys in ``state.seen`` that need not be remembered any more are dropped, leaving
+        room for these. ``None`` (unchanged: 304): none, and nothing is forgotten (the
+        page is as large as it was).
+
+        Keys, not dates, tell what was delivered: many feeds have no dates, or wrong ones
+        (a time zone, year 1), and items do not always come in date order. So every key
+        of the feed's latest page is remembered however many there are (up to
+        ``MAX_ITEMS``: a larger page is cut to it), with the most recent others up to
+        ``remember_items`` (an item that leaves the feed for a while is not repeated)."""
+        if items is None:
+            return []
+        page = self._newest(feed, items)
+        keys = [item_key(feed.url, item.key) for item in page]
+        known = set(state.seen)
+        fresh: dict[str, FeedItem] = {}
+        for key, item in zip(keys, page, strict=True):
+            if key not in known:
+                fresh.setdefault(key, item)  # the same key twice in a page: one item
+        room = max(self.config.remember_items, len(page)) - len(fresh)
+        state.seen = _forget(state.seen, set(keys), room)
+        return sorted(fresh.items(), key=lambda pair: pair[1].published or _UNDATED)
+
+    def _newest(self, feed: FeedConfig, items: list[FeedItem]) -> list[FeedItem]:
+        """The newest ``MAX_ITEMS`` of ``items``: more keys would not fit the cursor, and
+        an item whose key cannot be remembered would be delivered again at every poll.
+        The others are skipped, logged and counted once per feed (they are mostly the
+        same old items at every poll)."""
+        if len(items) <= MAX_ITEMS:
+            return items
+        if all(item.published for item in items):
+            items = sorted(items, key=lambda i: i.published or _UNDATED, reverse=True)
+        # else as listed: feeds list newest first, and undated items tell nothing better
+        if feed.url not in self._capped:
+            self._capped.add(feed.url)
+            self.health.page_cap()
+            log.warning(
+                "source %s: feed %s lists %d items; only the newest %d are read, the older "
+                "are skipped (logged once)",
+                self.name,
+                feed_label(feed.url),
+                len(items),
+                MAX_ITEMS,
+            )
+        return items[:MAX_ITEMS]
+
+    def _misdated_item(self, feed: FeedConfig, published: datetime) -> None:
+        """An item dated before ``EARLIEST`` (``map_item`` dates it when first seen):
+        logged and counted once per feed, as one error (a broken feed generator dates
+        every item so)."""
+        label = feed_label(feed.url)
+        if feed.url in self._misdated:
+            log.debug("source %s: feed %s dates an item %s", self.name, label, published)
+            return
+        self._misdated.add(feed.url)
+        message = (
+            f"feed {label} dates items before {EARLIEST.year} ({published.date()}): they are "
+            "dated when first seen instead"
+        )
+        self.health.error(message)
+        log.warning("source %s: %s", self.name, message)
+
+
+def _forget(seen: list[str], page: set[str], room: int) -> list[str]:
+    """``seen`` less its oldest keys that are not in ``page``, down to ``room`` keys; every
+    key of ``page`` is kept (forgetting one would deliver its item again)."""
+    extra = len(seen) - room
+    if extra <= 0:
+        return seen
+    kept: list[str] = []
+    for key in seen:
+        if extra > 0 and key not in page:
+            extra -= 1
+        else:
+            kept.append(key)
+    return kept
 
 
 def _load(cursor: str | None) -> dict[str, FeedState]:
