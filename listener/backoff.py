@@ -13,6 +13,8 @@ A wait a server asks for is kept within ``MIN_SERVER_WAIT_S`` .. ``MAX_SERVER_WA
 429s, and a wait of years (or one too large for a ``timedelta``) would stop a source
 for good.
 ``json_body`` reads a JSON API's answer: one that is not JSON is ``TransientError``.
+Bodies are read bounded (``read_at_most``, ``get_at_most``): a broken or hostile server
+could send gigabytes, which must never be held in memory before being refused.
 """
 
 from __future__ import annotations
@@ -150,3 +152,42 @@ def json_body(response: httpx.Response, *, what: str) -> Any:
         return response.json()
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
         raise TransientError(f"{what}: not JSON") from None
+
+
+MAX_API_BYTES = 20_000_000
+"""The largest answer read from a platform's API (a page of 100 Reddit posts or YouTube
+threads, 20 Telegram posts, 1,000 Hacker News hits is a few MB at most)."""
+
+
+async def read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of a streamed ``response`` (decoded: a gzip bomb is cut too), or None as
+    soon as it is over ``limit`` bytes; a declared length over it is not read at all."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+_FRAMING = {"content-encoding", "content-length", "transfer-encoding"}
+
+
+async def get_at_most(
+    http: httpx.AsyncClient, url: str, *, what: str, limit: int | None = None, **kwargs: Any
+) -> httpx.Response:
+    """``http.get(url, **kwargs)`` with the body read at most ``limit`` bytes (default
+    ``MAX_API_BYTES``): the answer in memory, as ``http.get`` gives it; one over the limit
+    is ``TransientError`` (the platform's trouble, retried)."""
+    limit = MAX_API_BYTES if limit is None else limit
+    async with http.stream("GET", url, **kwargs) as streamed:
+        body = await read_at_most(streamed, limit)
+    if body is None:
+        raise TransientError(f"{what}: an answer larger than {limit:,} bytes, not read")
+    headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _FRAMING]
+    return httpx.Response(
+        streamed.status_code, headers=headers, content=body, request=streamed.request
+    )

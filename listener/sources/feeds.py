@@ -53,7 +53,7 @@ from core.clock import Clock
 from core.events import Author, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TargetUnavailable, check_response
+from listener.backoff import RateLimited, TargetUnavailable, check_response, read_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -151,16 +151,10 @@ class FeedClient:
     async def _read(self, response: httpx.Response, what: str) -> bytes:
         """The body, read only up to ``max_bytes``: a hostile or broken server could send
         gigabytes, which must not be held in memory before being refused."""
-        too_large = TargetUnavailable(f"{what}: larger than {self.max_bytes} bytes")
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise too_large
-        body = bytearray()
-        async for chunk in response.aiter_bytes():  # decoded: a gzip bomb is cut too
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise too_large
-        return bytes(body)
+        body = await read_at_most(response, self.max_bytes)
+        if body is None:
+            raise TargetUnavailable(f"{what}: larger than {self.max_bytes} bytes")
+        return body
 
 
 def feed_label(url: str) -> str:

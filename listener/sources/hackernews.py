@@ -26,7 +26,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TransientError, check_response, json_body
+from listener.backoff import TransientError, check_response, get_at_most, json_body
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
@@ -76,8 +76,11 @@ class AlgoliaClient:
         hits: list[Any] = []
         page, pages = 0, 1
         while page < min(pages, self.config.max_pages):
-            response = await self.http.get(
+            what = "hn.algolia.com search_by_date"
+            response = await get_at_most(
+                self.http,
                 self.config.endpoint,
+                what=what,
                 params={
                     "query": query,
                     "tags": self.config.tags,
@@ -86,7 +89,6 @@ class AlgoliaClient:
                     "page": str(page),
                 },
             )
-            what = "hn.algolia.com search_by_date"
             check_response(response, self.clock.now(), what=what)
             body = json_body(response, what=what)
             if not isinstance(body, dict) or not isinstance(body.get("hits"), list):

@@ -55,7 +55,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import TargetUnavailable, TransientError, check_response
+from listener.backoff import TargetUnavailable, TransientError, check_response, read_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
@@ -225,19 +225,6 @@ class MastodonClient:
 
 class StreamUnavailable(TransientError):
     """The instance does not stream (now): poll instead."""
-
-
-async def read_at_most(response: httpx.Response, limit: int) -> bytes | None:
-    """The body of a streamed ``response``, or None once it is over ``limit`` bytes: read
-    in chunks and given up as soon as it is too large, never held whole."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")

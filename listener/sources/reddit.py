@@ -44,6 +44,7 @@ from listener.backoff import (
     RateLimited,
     TransientError,
     check_response,
+    get_at_most,
     json_body,
     server_wait,
 )
@@ -165,8 +166,10 @@ class RedditClient:
                 await self.clock.sleep(delay)
         for attempt in range(2):
             token = await self._authorize()
-            response = await self.http.get(
+            response = await get_at_most(
+                self.http,
                 self.config.api_base + path,
+                what=f"reddit {path}",
                 params=params,
                 headers={"Authorization": f"bearer {token}", "User-Agent": self.config.user_agent},
             )

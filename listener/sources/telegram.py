@@ -45,7 +45,7 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TargetUnavailable, check_response
+from listener.backoff import RateLimited, TargetUnavailable, check_response, get_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
@@ -233,8 +233,10 @@ class TelegramClient:
 
     async def page(self, channel: str, before: int | None = None) -> list[Post]:
         params = {"before": str(before)} if before is not None else None
-        response = await self.http.get(f"{self.config.base_url}/s/{channel}", params=params)
         what = f"t.me/s/{channel}"
+        response = await get_at_most(
+            self.http, f"{self.config.base_url}/s/{channel}", what=what, params=params
+        )
         status = response.status_code
         if 300 <= status < 400 and status != 304:
             # t.me sends a name without a public preview (a private channel, a user, a

@@ -49,6 +49,7 @@ from listener.backoff import (
     TargetUnavailable,
     TransientError,
     check_response,
+    get_at_most,
     json_body,
 )
 from listener.cursors import CursorStore
@@ -165,8 +166,12 @@ class YouTubeClient:
             }
             if token:
                 params["pageToken"] = token
-            response = await self.http.get(
-                self.config.endpoint, params=params, headers=self._headers
+            response = await get_at_most(
+                self.http,
+                self.config.endpoint,
+                what="youtube",
+                params=params,
+                headers=self._headers,
             )
             reason = _reason(response) if response.status_code in (400, 403) else None
             if reason == "forbidden" and response.status_code == 403:

@@ -4,6 +4,7 @@ and each HTTP source's polling protocol against httpx.MockTransport."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from core.clock import ManualClock
 from core.events import Mention
 from core.metrics import Metrics
+from listener import backoff
 from listener.backoff import (
     MAX_SERVER_WAIT_S,
     MIN_SERVER_WAIT_S,
@@ -24,6 +26,7 @@ from listener.backoff import (
     RateLimited,
     TransientError,
     check_response,
+    get_at_most,
     retry_after,
     server_wait,
 )
@@ -1127,3 +1130,46 @@ def test_a_time_mark_keeps_its_floor_across_a_restart() -> None:
     moved = TimeMark(2_000, ["a"], {"b": 1_900}, floor=1_000)
     assert load_marks(dump_marks({"q": moved}))["q"] == moved
     assert load_marks('{"q": {"t": 5, "ids": []}}')["q"].floor == 0  # cursors of before
+
+
+async def test_get_at_most_reads_an_answer_bounded() -> None:
+    payload = json.dumps({"hits": ["é" * 50]}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100_000):  # 100 MB offered
+            yield b"x" * 1000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/huge":  # chunked: no Content-Length to refuse it by
+            return httpx.Response(200, content=chunks())
+        if request.url.path == "/declared":
+            return httpx.Response(200, headers={"Content-Length": str(10**10)}, content=b"")
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return httpx.Response(200, headers=headers, content=gzip.compress(payload))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        answer = await get_at_most(http, "https://api.test/ok", what="ok", params={"q": "a"})
+        assert answer.json() == json.loads(payload)  # decoded once, as http.get gives it
+        assert answer.request.url.params["q"] == "a"
+        for path in ("/huge", "/declared"):
+            with pytest.raises(TransientError, match="larger than 1,000,000 bytes"):
+                await get_at_most(http, f"https://api.test{path}", what="x", limit=1_000_000)
+        with pytest.raises(TransientError, match="larger than"):  # a gzip bomb is cut too
+            await get_at_most(http, "https://api.test/ok", what="x", limit=100)
+
+
+async def test_hn_an_answer_over_max_api_bytes_is_a_transient_error_not_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backoff, "MAX_API_BYTES", 10_000)
+    page = {"hits": [{"objectID": str(i), "title": "x" * 100} for i in range(200)], "nbPages": 1}
+    config = HackerNewsConfig(queries=["acme"], poll_seconds=60)
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=page))
+    ) as http:
+        source = HackerNewsSource(config, http, EndingClock(polls=3), MemoryCursorStore())
+        await source.start()
+        got = await deliver_all(source)
+        await source.stop()
+    assert got == []
+    assert "larger than 10,000 bytes" in (source.health.last_error or "")
