@@ -56,7 +56,7 @@ from core.settings import Section
 from listener.backoff import RateLimited, TargetUnavailable, check_response, read_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
-from listener.sources.live import LiveSource, Step
+from listener.sources.live import EARLIEST, LiveSource, Step
 from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import html_to_text
 
@@ -70,9 +70,6 @@ MAX_ITEMS = 5000
 """The most items of one feed read per poll, and so the most item keys remembered per
 feed (``remember_items`` may be set as high: a cursor of ~175 KB a feed)."""
 _UNDATED = datetime.min.replace(tzinfo=UTC)  # sorts first
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-"""Feed dates before this are not trusted: feeds barely existed then, and 1970-01-01 or
-year 1 is what a broken generator writes for "no date"."""
 
 
 class FeedConfig(Section):

@@ -52,7 +52,7 @@ from core.settings import Section
 from listener.backoff import check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
-from listener.sources.live import LiveSource, Step
+from listener.sources.live import EARLIEST, LiveSource, Step
 from listener.sources.skips import UNREADABLE, digest, reason
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,11 @@ def _parse_time(value: object, fallback: datetime) -> datetime:
             return fallback
         if parsed.tzinfo is not None:
             try:
-                return parsed.astimezone(UTC)
+                parsed = parsed.astimezone(UTC)
             except OverflowError:  # 0001-01-01T00:00:00+01:00: no date, as one unparseable
                 return fallback
+            # a client's 1970-01-01 is no date either: the relay's time is
+            return parsed if parsed >= EARLIEST else fallback
     return fallback
 
 

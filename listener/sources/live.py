@@ -32,7 +32,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from core.clock import Clock
@@ -52,6 +52,10 @@ Step = tuple[Mention | None, str]
 MAX_FUTURE = timedelta(seconds=300)
 """How far ahead of the clock a mention may be dated (clock skew), as at the webhook."""
 _LOGGED_FUTURE = 10  # then every 1,000th
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""A post dated before this is not trusted (a feed generator's or a client's 1970-01-01 or
+year 1 for "no date"): the source dates it when it was seen instead. A date this old
+would make its story decades old, and its forecast nothing."""
 
 
 class LiveSource(ABC):

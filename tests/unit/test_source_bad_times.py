@@ -209,12 +209,17 @@ def test_a_time_mark_is_not_moved_by_an_item_ahead_of_latest() -> None:
 # --- a year-1 date with an offset ----------------------------------------------------------
 
 
-def test_jetstream_a_created_at_that_overflows_is_the_seen_time() -> None:
+def test_jetstream_a_created_at_that_overflows_or_is_before_2000_is_the_seen_time() -> None:
     """``astimezone(UTC)`` of 0001-01-01T00:00:00+01:00 overflows: the post was skipped,
     so anyone could make theirs invisible. It is dated when seen, as an unparseable
     date is."""
     event = json.loads((FIXTURES / "jetstream/commit_create_post.json").read_text("utf-8"))
-    for value in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+    for value in (
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "1970-01-01T00:00:00Z",  # a client's "no date": its story would be decades old
+        "1999-12-31T23:59:59Z",
+    ):
         event["commit"]["record"]["createdAt"] = value
         mention = map_event(event)
         assert mention is not None
