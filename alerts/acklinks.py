@@ -149,7 +149,12 @@ def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
     """Check form, signature and expiry (no database); raises ``AckLinkError``."""
     secret = _secret(config)
     parts = token.split(".") if len(token) <= MAX_TOKEN else []
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[0] or len(parts[0]) > 32:
+    if (
+        len(parts) != 3
+        or not (parts[1].isascii() and parts[1].isdigit())
+        or not parts[0]
+        or len(parts[0]) > 32
+    ):
         raise _forged()
     token_id, expires_text, signature = parts
     expires = int(expires_text)

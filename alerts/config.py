@@ -698,7 +698,7 @@ class AlertsConfig(Section):
 
 
 def _is_tier_key(key: object) -> bool:
-    return isinstance(key, int) or (isinstance(key, str) and key.isdigit())
+    return isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit())
 
 
 def _tier_reachable(route: RouteConfig, tier: int) -> bool:

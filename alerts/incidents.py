@@ -284,7 +284,7 @@ def signal_seq(signal_id: str) -> tuple[str, int] | None:
     """(generation, n) of a detector Signal id ``<story>#[<generation>.]<n>``."""
     tail = signal_id.rpartition("#")[2]
     generation, _, n = tail.rpartition(".")
-    return (generation, int(n)) if n.isdigit() else None
+    return (generation, int(n)) if n.isascii() and n.isdigit() else None
 
 
 def _sent_before(signal: Signal, alias: StoryAlias) -> bool:

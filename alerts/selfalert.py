@@ -59,7 +59,7 @@ async def outage_story(session: AsyncSession, channel: str) -> tuple[str, bool]:
         tail = story_id[len(base) + 1 :]
         if story_id == base:
             lives[1] = status
-        elif tail.isdigit():
+        elif tail.isascii() and tail.isdigit():
             lives[int(tail)] = status
     if not lives:
         return base, False

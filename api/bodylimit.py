@@ -58,7 +58,8 @@ def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else None
+            plain = text.isascii() and text.isdigit() and len(text) <= 18  # int() refuses 4,300+
+            return int(text) if plain else None
     return None
 
 

@@ -48,11 +48,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and UTF-8 (JSON on the bus) cannot carry a lone
-    surrogate (``"\\ud800"``: half an emoji cut by a scraper): both are replaced by
-    U+FFFD where a platform sent them (valid surrogate pairs were joined by the JSON
-    decoder already). One scan of the text when it holds neither."""
+def storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and UTF-8 (JSON on the bus, an HTTP answer) cannot
+    carry a lone surrogate (``"\\ud800"``: half an emoji cut by a scraper): both are
+    replaced by U+FFFD where a platform sent them (valid surrogate pairs were joined by
+    the JSON decoder already). One scan of the text when it holds neither."""
     return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
 
 
@@ -64,7 +64,23 @@ def _no_surrogate(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+MAX_COUNT = 10**12
+"""The most followers, likes, reposts, replies or views a mention may claim: far above any
+platform's (the most-followed accounts have about 10**9, the most-viewed videos about
+10**10). A larger number (a broken or hostile sender: 2**64 followers) is read as this, so
+that sums of them (a story's reach) stay within a 64-bit database column: a Signal whose
+reach could not be stored held up the alerter, retrying it for ever."""
+MAX_STORED_INT = 2**63 - 1
+
+
+def _at_most(limit: int) -> AfterValidator:
+    return AfterValidator(lambda value: min(value, limit))
+
+
+Count = Annotated[NonNegativeInt, _at_most(MAX_COUNT)]
+"""A platform's count (followers, likes, views): at most ``MAX_COUNT``."""
+
+Text = Annotated[str, AfterValidator(storable)]
 """Free text from a platform (a post, a name, a link): NUL characters and lone
 surrogates are replaced."""
 Code = Annotated[str, AfterValidator(_no_surrogate)]
@@ -76,15 +92,15 @@ _ID = r"[^:\s\x00-\x1f\x7f]+:[^\s\x00-\x1f\x7f]+"
 class Author(_Event):
     id: Text | None = None
     handle: Text | None = None
-    followers: NonNegativeInt | None = None
+    followers: Count | None = None
     verified: bool = False
 
 
 class Engagement(_Event):
-    likes: NonNegativeInt = 0
-    reposts: NonNegativeInt = 0
-    replies: NonNegativeInt = 0
-    views: NonNegativeInt | None = None
+    likes: Count = 0
+    reposts: Count = 0
+    replies: Count = 0
+    views: Count | None = None
 
 
 class WatchMatch(_Event):
@@ -166,7 +182,7 @@ class HeatFeatures(_Event):
     mentions_window: int
     window_minutes: int
     unique_authors: int
-    reach: int
+    reach: Annotated[int, _at_most(MAX_STORED_INT)]
     negative_share: float
     rate_ratio: float | None = None
     platforms: int = 1

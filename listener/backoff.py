@@ -99,7 +99,7 @@ def retry_after(value: str | None, now: datetime, default: float) -> float:
     if not value:
         return server_wait(None, default)
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return server_wait(value, default)
     try:
         when = parsedate_to_datetime(value)
@@ -163,7 +163,7 @@ async def read_at_most(response: httpx.Response, limit: int) -> bytes | None:
     """The body of a streamed ``response`` (decoded: a gzip bomb is cut too), or None as
     soon as it is over ``limit`` bytes; a declared length over it is not read at all."""
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
     async for chunk in response.aiter_bytes():

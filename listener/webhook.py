@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from core import signing
-from core.events import Mention
+from core.events import Mention, storable
 from listener.report import IngestReport
 from listener.validation import describe_errors
 
@@ -142,7 +142,9 @@ def parse_batch(
             errors.append(ItemError(index, None, "each mention must be a JSON object"))
             continue
         raw_id = item.get("id")
-        item_id = raw_id[:512] if isinstance(raw_id, str) else None
+        # echoed in the answer: a lone surrogate in it made the answer unwritable (a 500
+        # after the batch's good items were published)
+        item_id = storable(raw_id[:512]) if isinstance(raw_id, str) else None
         fields = {k: v for k, v in item.items() if k not in _LISTENER_FIELDS}
         try:
             mention = Mention.model_validate(fields)

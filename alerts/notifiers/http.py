@@ -45,7 +45,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "").strip()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         return None  # HTTP-date form: fall back to our own backoff
     return min(float(value), MAX_RETRY_AFTER)
 

@@ -31,6 +31,7 @@ from api import audit
 from api.auth import Principal
 from api.deps import db_session
 from api.runtime import Runtime
+from core.events import storable
 
 router = APIRouter(prefix="/slack", tags=["slack"])
 
@@ -50,7 +51,8 @@ def verify(
     """None when the request is Slack's and fresh; otherwise why not."""
     if not timestamp or not given:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > max_age:
+    plain = timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 18
+    if not plain or abs(now - int(timestamp)) > max_age:
         return "stale or invalid X-Slack-Request-Timestamp"
     expected = signature(secret, timestamp, body).encode()
     if not hmac.compare_digest(expected, given.strip().encode("ascii", "replace")):
@@ -80,6 +82,7 @@ def _actor(payload: dict[str, Any]) -> str:
     name = user.get("username") or user.get("name") or user.get("id")
     if not isinstance(name, str) or not name.strip():
         raise _bad("payload.user has no id or name")
+    name = storable(name)  # a lone surrogate cannot be stored nor shown (it was a 500)
     return f"slack:{' '.join(name.split())}"[:255]
 
 
@@ -116,7 +119,11 @@ async def interactions(request: Request, session: Session) -> Response:
         return Response(status_code=200)
     action = ours[0]
     value = action.get("value")
-    if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) < 2**31:
+    if (
+        not isinstance(value, str)
+        or not (value.isascii() and value.isdigit())
+        or not 1 <= int(value) < 2**31
+    ):
         raise _bad("the button's value is not an incident id")
     actor = _actor(payload)
     before = await audit.incident_state(session, int(value))

@@ -108,7 +108,7 @@ class _Page(HTMLParser):
         if tag == "div" and self._post is None:
             if "tgme_widget_message" in classes and a.get("data-post"):
                 channel, _, number = (a.get("data-post") or "").rpartition("/")
-                if number.isdigit():
+                if number.isascii() and number.isdigit():
                     self._post = Post(channel, int(number), service="service_message" in classes)
                     self._depth = 1
             return

@@ -155,6 +155,7 @@ async def test_forged_or_mangled_links_are_403(api: Api, clock: ManualClock) -> 
         f"/ack/{acklinks.encode(other, token_id, soon)}",
         "/ack/garbage",
         "/ack/" + "a" * 300,
+        f"/ack/{token_id}.%C2%B2.{signature}",  # '2' superscript: int() failed, a 500
         # a correctly signed token whose row never existed
         f"/ack/{acklinks.encode(runtime.settings.ack_links, 'nope', soon)}",
     ]
@@ -307,7 +308,24 @@ async def test_slack_malformed_or_foreign_payloads(api: Api, clock: ManualClock)
     assert (await send(body)).status_code == 200
     body, _ = slack_request(click("crisiswatch_ack", 999), now)
     assert (await send(body)).status_code == 404
+    for digits in ("\u00b2", "\u0661"):  # '²' made int() fail: a 500; Arabic-Indic one
+        body, _ = slack_request(click("crisiswatch_ack", digits), now)
+        assert (await send(body)).status_code == 400, digits
     assert await status_of(runtime, incident_id) == ("open", None)
+    # a timestamp header of such digits: refused, not a 500
+    body, headers = slack_request(click("crisiswatch_ack", incident_id), now)
+    headers["X-Slack-Request-Timestamp"] = "\u00b2".encode("latin-1")  # type: ignore[assignment]
+    answer = await client.post("/slack/interactions", content=body, headers=headers)
+    assert answer.status_code == 401
+    headers["X-Slack-Request-Timestamp"] = "9" * 5000  # int() refuses 4,300+ digits: a 500
+    answer = await client.post("/slack/interactions", content=body, headers=headers)
+    assert answer.status_code == 401
+    # a user name holding a lone surrogate (it could not be stored: a 500)
+    payload = click("crisiswatch_ack", incident_id)
+    payload["user"] = {"username": "al\ud800ice"}
+    body, _ = slack_request(payload, now)
+    assert (await send(body)).status_code == 200
+    assert await status_of(runtime, incident_id) == ("acknowledged", "slack:al\ufffdice")
 
 
 async def test_link_and_button_changes_are_audited(api: Api, clock: ManualClock) -> None:

@@ -208,6 +208,16 @@ async def test_ingest_reports_bad_items_and_keeps_good_ones(api, clock) -> None:
     out = r.json()
     assert out["published"] == 1 and out["rejected"] == 1
     assert out["errors"][0]["index"] == 1
+    # an id holding a lone surrogate is refused and echoed readably (the answer could not
+    # be written: a 500 after the good items were published)
+    odd = {"id": "bluesky:\ud800", "source": "bluesky", "created_at": clock.now().isoformat()}
+    odd_body = json.dumps([odd]).encode()  # ensure_ascii: the surrogate travels escaped
+    r = await client.post(
+        "/ingest/mentions",
+        content=odd_body,
+        headers=signed_headers(INGEST_SECRET, odd_body, clock.now()),
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["id"] == "bluesky:\ufffd", r.text
     # unsigned or tampered: 401, never processed
     r = await client.post("/ingest/mentions", content=body)
     assert r.status_code == 401

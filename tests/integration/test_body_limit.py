@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.bodylimit import _content_length
 from api.runtime import Runtime
 from api.settings import ApiConfig, ApiKeyConfig, Settings
 from core.clock import ManualClock
@@ -101,3 +102,10 @@ async def test_an_api_route_refuses_a_chunked_body_over_its_cap(client: httpx.As
     r = await client.post("/templates", content=body, headers={"X-API-Key": KEY})
     assert r.status_code == 413, r.text
     assert body.sent <= API_CAP + 2 * body.size
+
+
+def test_a_content_length_that_is_not_a_plain_number_is_no_declared_length() -> None:
+    for value in (b"\xb2", b"9" * 5000, b"-1", b""):  # int() failed on the first two
+        scope = {"type": "http", "headers": [(b"content-length", value)]}
+        assert _content_length(scope) is None, value
+    assert _content_length({"type": "http", "headers": [(b"content-length", b"12")]}) == 12

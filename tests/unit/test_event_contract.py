@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.events import HeatFeatures, Mention, Sentiment
+from core.events import MAX_COUNT, HeatFeatures, Mention, Sentiment
 
 BASE = '{"id": %s, "source": "x", "created_at": "2026-01-01T00:00:00Z"%s}'
 
@@ -85,3 +85,38 @@ def test_lone_surrogates_are_replaced_in_text_and_refused_in_ids() -> None:
         raw[field] = raw.get(field, "en") + "\ud800"
         with pytest.raises(ValidationError, match="lone surrogate"):
             Mention.model_validate(raw)
+
+
+def test_counts_beyond_any_platform_are_capped_so_sums_stay_storable() -> None:
+    """2**64 followers (a broken or hostile sender) made a story's reach too large for a
+    64-bit column: the alerter could not store the Signal and retried it for ever."""
+    mention = Mention.model_validate(
+        {
+            "id": "webhook:1",
+            "source": "webhook",
+            "created_at": "2026-01-05T08:59:00Z",
+            "author": {"id": "u", "followers": 2**64},
+            "engagement": {"likes": 10**30, "views": 2**63, "reposts": 7},
+        }
+    )
+    assert mention.author is not None and mention.author.followers == MAX_COUNT
+    assert (mention.engagement.likes, mention.engagement.views) == (MAX_COUNT, MAX_COUNT)
+    assert mention.engagement.reposts == 7
+    heat = HeatFeatures(
+        mentions=1,
+        mentions_window=1,
+        window_minutes=10,
+        unique_authors=1,
+        reach=2**70,
+        negative_share=0.0,
+    )
+    assert heat.reach == 2**63 - 1
+    with pytest.raises(ValidationError):  # negative stays refused
+        Mention.model_validate(
+            {
+                "id": "w:2",
+                "source": "w",
+                "created_at": "2026-01-05T08:59:00Z",
+                "author": {"followers": -1},
+            }
+        )

@@ -137,6 +137,7 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after("Mon, 09 Sep 2024 20:31:00 GMT", T0, 5) == 60
     assert retry_after("soon", T0, 5) == 5
     assert retry_after(None, T0, 5) == 5
+    assert retry_after("\u00b2", T0, 5) == 5  # a digit int() does not read: the default
 
 
 @pytest.mark.parametrize(
