@@ -16,7 +16,7 @@ acknowledged (emergency group convened) within 10 min.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -140,16 +140,21 @@ class TeamConfig(Section):
 # -- routing tree ---------------------------------------------------------------------
 
 
+MatchValue = Annotated[str, Field(min_length=1, max_length=200)]
+"""A value a matcher compares (the length constraint also refuses a lone surrogate, which
+could be neither stored as given nor written in an answer)."""
+
+
 class Matchers(Section):
     """All given matchers must match; a list matches any of its values."""
 
     tier: list[int] | None = None
-    watch: list[str] | None = None
-    source: list[str] | None = Field(
+    watch: list[MatchValue] | None = None
+    source: list[MatchValue] | None = Field(
         None, description="platform of any evidence mention (bluesky, mastodon, rss, ...)"
     )
-    language: list[str] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    language: list[MatchValue] | None = None
+    labels: dict[MatchValue, MatchValue] = Field(default_factory=dict)
 
     @field_validator("tier")
     @classmethod

@@ -43,6 +43,11 @@ def create(
         raise InvalidSilence("ends_at must be in the future and after starts_at")
     if matchers == Matchers():
         raise InvalidSilence("a silence needs at least one matcher (it would mute everything)")
+    empty = [
+        name for name in ("tier", "watch", "source", "language") if getattr(matchers, name) == []
+    ]
+    if empty:  # an empty list matches nothing: the silence would mute nothing
+        raise InvalidSilence(f"matcher {empty[0]} lists no value: it would match nothing")
     if not reason.strip():
         raise InvalidSilence("a silence needs a reason")
     silence = Silence(

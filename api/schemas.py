@@ -90,4 +90,6 @@ class Page(BaseModel, Generic[T]):
 
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = None
+    # the length constraint also makes pydantic refuse a lone surrogate (422): stored, it
+    # made the incident's timeline unreadable (every GET a 500)
+    note: str | None = Field(None, max_length=4000)

@@ -56,8 +56,11 @@ async def refuse_nul(request: Request) -> None:
         return
     try:
         decoded = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep for the decoder: not JSON either
         return  # not JSON: the endpoint's own validation answers
-    where = _nul_path(decoded, "body")
+    try:
+        where = _nul_path(decoded, "body")
+    except RecursionError:
+        raise HTTPException(status_code=422, detail="the body is nested too deeply") from None
     if where:
         raise _refuse(where)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from alerts.config import IncidentRoleName
 from api.schemas import IncidentOut
 
 TaskStatus = Literal["done", "skipped"]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+NotBlank = AfterValidator(_not_blank)
 
 
 class _In(BaseModel):
@@ -22,7 +31,7 @@ class _Out(BaseModel):
 
 
 class RoleIn(_In):
-    person: str = Field(min_length=1, max_length=255, examples=["alice"])
+    person: Annotated[str, NotBlank] = Field(min_length=1, max_length=255, examples=["alice"])
 
 
 class RoleOut(_Out):
@@ -33,7 +42,7 @@ class RoleOut(_Out):
 
 
 class NoteIn(_In):
-    text: str = Field(
+    text: Annotated[str, NotBlank] = Field(
         min_length=1, max_length=4000, examples=["Spoke to the author; refund offered."]
     )
 
@@ -64,7 +73,8 @@ class TaskOut(_Out):
 
 
 class MergeIn(_In):
-    into: int = Field(ge=1, le=2**31 - 1, description="the incident that survives")
+    # strict: a merge cannot be undone, so true or "1" is refused, not read as incident 1
+    into: int = Field(ge=1, le=2**31 - 1, strict=True, description="the incident that survives")
     note: str | None = Field(None, max_length=4000)
 
 

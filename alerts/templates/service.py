@@ -317,10 +317,13 @@ SAMPLE_INCIDENT: dict[str, Any] = {
 def _values(
     version: TemplateVersion, incident: Mapping[str, Any], variables: Mapping[str, str]
 ) -> dict[str, Any]:
-    bad = [k for k in variables if not _NAME.match(k) or k == "incident"]
+    bad = [k for k in variables if not _NAME.match(k)]
     if bad:
-        raise BadVariables(f"invalid variable names (letters, digits, _; not 'incident'): {bad}")
-    values: dict[str, Any] = {"brand": incident["brand"], **variables, "incident": incident}
+        raise BadVariables(f"invalid variable names (letters, digits, _): {bad}")
+    provided = sorted(renderer.PROVIDED.intersection(variables))
+    if provided:  # the approved text names the incident's brand, never the caller's
+        raise BadVariables(f"{', '.join(provided)}: filled from the incident, not given")
+    values: dict[str, Any] = {**variables, "brand": incident["brand"], "incident": incident}
     missing = [v for v in version.variables if v not in values]
     if missing:
         raise BadVariables(

@@ -12,11 +12,12 @@ sees only the teams its watches' alerts may reach (``api.scope.teams_of_watches`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents, silences
@@ -29,6 +30,7 @@ from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
 from api.scope import silence_watches, teams_of_watches
+from core.events import UtcDatetime
 
 router = APIRouter(tags=["alerting"])
 
@@ -41,8 +43,8 @@ class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     matchers: Matchers
-    ends_at: AwareDatetime
-    starts_at: AwareDatetime | None = None
+    ends_at: UtcDatetime  # aware, and still a date once in UTC (9999-12-31T23:59-01:00 is not)
+    starts_at: UtcDatetime | None = None
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -120,6 +122,18 @@ async def list_silences(
     return [s for s in found if limited_to_scope(who, silence_watches(s.matchers))]
 
 
+def _known_watches(runtime: Runtime, watches: Sequence[str]) -> None:
+    """422 for a watch this process's config does not have (none configured: any). The
+    configured ones are not listed: a key scoped to some watches must not learn the others."""
+    configured = {w.id for w in runtime.settings.listener.watches}
+    unknown = sorted(set(watches) - configured)
+    if unknown and configured:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"unknown watch {unknown[0]!r}: no watch of that id is configured",
+        )
+
+
 @router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED)
 async def create_silence(
     request: Request,
@@ -128,7 +142,9 @@ async def create_silence(
     who: Annotated[Principal, Depends(require("responder"))],
 ) -> Silence:
     _ensure_silence_scope(who, body.matchers.watch, "create")
-    now = _runtime(request).clock.now()
+    runtime = _runtime(request)
+    _known_watches(runtime, body.matchers.watch or ())  # else it would mute nothing, silently
+    now = runtime.clock.now()
     try:
         silence = silences.create(
             session,
@@ -187,7 +203,8 @@ async def who_is_on_call(
     runtime = _runtime(request)
     config = runtime.settings.alerts
     now = runtime.clock.now()
-    watches = scoped_watches(who, watch)
+    watches = scoped_watches(who, watch)  # 403 outside the key's scope first
+    _known_watches(runtime, [watch] if watch is not None else [])
     teams = set(config.teams) if watches is None else teams_of_watches(config, watches)
     return [OnCallOut(**vars(team_on_call(config, team, now))) for team in sorted(teams)]
 

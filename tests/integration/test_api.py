@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from alerts.config import AlertsConfig
 from api.app import create_app
@@ -245,3 +247,71 @@ async def test_health_ready_metrics_need_no_key(api) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ready"
     r = await client.get("/metrics")
     assert r.status_code == 200 and "crisiswatch_incidents_open" in r.text
+
+
+async def test_inputs_that_made_500s_or_silent_damage_are_refused(api, clock) -> None:
+    """From a fuzz review: each of these was a 500, or was taken and did harm."""
+    client, runtime = api
+    boss = bearer(ADMIN_KEY)
+    as_json = {**boss, "Content-Type": "application/json"}
+    incident_id = await open_incident(runtime, clock)
+    # an ack note with a lone surrogate was stored: every later GET of the incident a 500
+    r = await client.post(
+        f"/incidents/{incident_id}/ack", headers=as_json, content=b'{"note": "\\ud800"}'
+    )
+    assert r.status_code == 422, r.text
+    r = await client.post(f"/incidents/{incident_id}/ack", headers=boss, json={"note": "x" * 4001})
+    assert r.status_code == 422  # the one text field without a length cap
+    assert (await client.get(f"/incidents/{incident_id}", headers=boss)).status_code == 200
+    assert (await client.get(f"/incidents/{incident_id}/timeline", headers=boss)).status_code == 200
+    # a body nested too deep for the NUL guard (before any key is checked)
+    deep = b"[" * 5000 + b'"\\u0000"' + b"]" * 5000
+    r = await client.post(
+        f"/incidents/{incident_id}/notes", content=deep, headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code in (400, 401, 422), r.text
+    # silences: a time out of range once in UTC, a matcher with a lone surrogate, an empty
+    # list or an unknown watch (the last two muted nothing while answering 201)
+    base = {"reason": "maintenance", "ends_at": (clock.now() + timedelta(hours=1)).isoformat()}
+    bad: list[tuple[bytes | dict[str, object], str]] = [
+        (
+            {**base, "matchers": {"watch": ["acme"]}, "ends_at": "9999-12-31T23:59:59-01:00"},
+            "range",
+        ),
+        (b'{"reason": "r", "ends_at": "%s", "matchers": {"watch": ["\\ud800"]}}', "string"),
+        (b'{"reason": "r", "ends_at": "%s", "matchers": {"labels": {"\\ud800": "k"}}}', "string"),
+        ({**base, "matchers": {"watch": []}}, "match nothing"),
+        ({**base, "matchers": {"tier": [], "watch": ["acme"]}}, "match nothing"),
+        ({**base, "matchers": {"watch": ["acmee"]}}, "unknown watch 'acmee'"),
+    ]
+    for body, why in bad:
+        if isinstance(body, bytes):
+            content = body % base["ends_at"].encode()
+            r = await client.post("/silences", headers=as_json, content=content)
+        else:
+            r = await client.post("/silences", headers=boss, json=body)
+        assert r.status_code == 422 and why in r.text, (why, r.status_code, r.text)
+    assert (await client.get("/silences", headers=boss)).json() == []
+    # a merge target given as true or "1" was read as incident 1 (a merge cannot be undone)
+    from api.workflow_schemas import MergeIn
+
+    for into in (True, str(incident_id), float(incident_id)):
+        with pytest.raises(ValidationError):
+            MergeIn.model_validate({"into": into})
+    r = await client.post(f"/incidents/{incident_id}/merge", headers=boss, json={"into": True})
+    assert r.status_code == 422
+
+
+async def test_blank_names_and_notes_and_unknown_watches_are_refused(api, clock) -> None:
+    client, runtime = api
+    boss = bearer(ADMIN_KEY)
+    incident_id = await open_incident(runtime, clock)
+    r = await client.put(
+        f"/incidents/{incident_id}/roles/incident_lead", headers=boss, json={"person": "   "}
+    )
+    assert r.status_code == 422, r.text
+    r = await client.post(f"/incidents/{incident_id}/notes", headers=boss, json={"text": " \n "})
+    assert r.status_code == 422, r.text
+    r = await client.get("/oncall?watch=nosuch", headers=boss)  # was 200 with every team
+    assert r.status_code == 422 and "unknown watch 'nosuch'" in r.text
+    assert (await client.get("/oncall?watch=acme", headers=boss)).status_code == 200

@@ -231,7 +231,14 @@ async def test_missing_variables_and_sandbox_refusals_are_422(
             headers=PR,
             json={"template_id": tid, "variables": {"incident": "x", "product": "y"}},
         )
-        assert r.status_code == 422 and "not 'incident'" in r.json()["detail"]
+        assert r.status_code == 422 and "filled from the incident" in r.json()["detail"]
+        # nor may a caller put words in the brand's mouth in an approved text
+        r = await client.post(
+            f"/incidents/{incident}/responses",
+            headers=PR,
+            json={"template_id": tid, "variables": {"brand": "Globex is lying", "product": "y"}},
+        )
+        assert r.status_code == 422 and "brand: filled from the incident" in r.json()["detail"]
         # a body the save-time check lets through but the sandbox refuses at render time
         escape = await make_template(runtime, clock, body="{{ ''.__class__.__mro__ }}")
         r = await client.post(f"/templates/{escape}/preview", headers=VIEWER, json={})
