@@ -79,6 +79,12 @@ async def incident_state(session: AsyncSession, incident_id: int) -> dict[str, A
     return IncidentOut.model_validate(incident).model_dump(mode="json")
 
 
+IDEMPOTENT = frozenset(
+    {"incident.acknowledge", "incident.mitigate", "incident.resolve", "incident.close"}
+)
+"""Transitions that, repeated, are harmless no-ops (a response or a merge always adds)."""
+
+
 async def record_incident_change(
     session: AsyncSession,
     who: Principal,
@@ -88,8 +94,12 @@ async def record_incident_change(
     *,
     at: datetime,
 ) -> None:
-    """Audit a change to an incident: ``before`` was taken with ``incident_state``."""
+    """Audit a change to an incident: ``before`` was taken with ``incident_state``. A
+    repeated transition that changed nothing (a second acknowledge) is not recorded: an
+    entry whose before and after are the same would read as a change."""
     after = await incident_state(session, incident_id)
+    if after == before and action in IDEMPOTENT:
+        return
     record(session, who, action, "incident", incident_id, at=at, before=before, after=after)
 
 
