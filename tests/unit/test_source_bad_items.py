@@ -40,6 +40,7 @@ from tests.unit.test_source_live import (
     deliver_all,
     fixture,
     gauge,
+    hn_poll,
     take,
 )
 
@@ -128,14 +129,7 @@ async def test_hn_a_comment_the_html_parser_refuses_is_delivered() -> None:
     """It stalled the query (the same hit failed every poll, the source reconnecting)."""
     comment = hit("2", NOW - 400, _tags=["comment"], comment_text="Acme <![ if mso]> fail")
     page = {"hits": [hit("3", NOW - 300), comment, hit("1", NOW - 600)], "nbPages": 1}
-    config = HackerNewsConfig(queries=["acme"], poll_seconds=60)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=page))
-    ) as http:
-        source = HackerNewsSource(config, http, EndingClock(polls=3), MemoryCursorStore())
-        await source.start()
-        got = await deliver_all(source)
-        await source.stop()
+    got, source = await hn_poll(page)
     assert [m.id for m in got] == ["hackernews:1", "hackernews:2", "hackernews:3"]
     assert "Acme fail" in got[1].text
     assert source.health.reconnects == 0 and source.skips.count == 0

@@ -357,6 +357,16 @@ def hn_source(
     return HackerNewsSource(config, http, clock, store, metrics), store, http
 
 
+async def hn_poll(page: object, polls: int = 3) -> tuple[list[Mention], HackerNewsSource]:
+    """What a Hacker News source answered ``page`` at every poll delivers in ``polls``."""
+    source, _, http = hn_source(lambda r: httpx.Response(200, json=page), EndingClock(polls))
+    async with http:
+        await source.start()
+        got = await deliver_all(source)
+        await source.stop()
+    return got, source
+
+
 def fixture(path: str) -> dict[str, object]:
     return json.loads((FIXTURES / path).read_text("utf-8"))
 
@@ -1164,13 +1174,6 @@ async def test_hn_an_answer_over_max_api_bytes_is_a_transient_error_not_memory(
 ) -> None:
     monkeypatch.setattr(backoff, "MAX_API_BYTES", 10_000)
     page = {"hits": [{"objectID": str(i), "title": "x" * 100} for i in range(200)], "nbPages": 1}
-    config = HackerNewsConfig(queries=["acme"], poll_seconds=60)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=page))
-    ) as http:
-        source = HackerNewsSource(config, http, EndingClock(polls=3), MemoryCursorStore())
-        await source.start()
-        got = await deliver_all(source)
-        await source.stop()
+    got, source = await hn_poll(page)
     assert got == []
     assert "larger than 10,000 bytes" in (source.health.last_error or "")
