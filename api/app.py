@@ -28,6 +28,7 @@ from api.auth import AuthThrottle
 from api.bodylimit import BodyLimit
 from api.console.router import router as console_router
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
+from api.queryparams import refuse_unknown_query
 from api.routers import (
     ack,
     alerting,
@@ -110,18 +111,19 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     if Role.API in runtime.roles:
         stored_text = [Depends(refuse_nul)]  # PostgreSQL text cannot hold NUL: a 422
+        strict = [*stored_text, Depends(refuse_unknown_query)]
         for router in (
             incidents.router,
-            ack.router,
-            slack.router,
             alerting.router,
             templates.router,
             responses.router,
             audit.router,
             workflow.router,
             drills.router,
-            console_router,
         ):
+            app.include_router(router, dependencies=strict)
+        # clicked in chat apps (which may add parameters of their own), or static files
+        for router in (ack.router, slack.router, console_router):
             app.include_router(router, dependencies=stored_text)
     if Role.LISTENER in runtime.roles:
         app.include_router(ingest.router)

@@ -315,3 +315,25 @@ async def test_blank_names_and_notes_and_unknown_watches_are_refused(api, clock)
     r = await client.get("/oncall?watch=nosuch", headers=boss)  # was 200 with every team
     assert r.status_code == 422 and "unknown watch 'nosuch'" in r.text
     assert (await client.get("/oncall?watch=acme", headers=boss)).status_code == 200
+
+
+async def test_unknown_or_repeated_query_parameters_are_refused_not_ignored(api) -> None:
+    """``?stauts=open`` answered every incident and ``?status=open&status=closed`` the
+    closed ones, both with a 200."""
+    client, _ = api
+    boss = bearer(ADMIN_KEY)
+    for url, why in (
+        ("/incidents?stauts=open", "unknown query parameter 'stauts'"),
+        ("/incidents?status=open&status=closed", "'status' given 2 times"),
+        ("/incidents?limt=5", "this route takes: limit, offset, status, tier, watch"),
+        ("/audit?limit=5&limit=6", "'limit' given 2 times"),
+    ):
+        r = await client.get(url, headers=boss)
+        assert r.status_code == 422 and why in r.text, (url, r.text)
+    for url in (  # the README's examples
+        "/incidents?status=open",
+        "/audit?action=template.approve&limit=20",
+        "/drills?limit=20",
+        "/templates?kind=apology&lang=zh&tier=2&status=approved&limit=20",
+    ):
+        assert (await client.get(url, headers=boss)).status_code == 200, url
