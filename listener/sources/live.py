@@ -58,6 +58,13 @@ year 1 for "no date"): the source dates it when it was seen instead. A date this
 would make its story decades old, and its forecast nothing."""
 
 
+def iso_utc(value: str) -> datetime:
+    """An ISO 8601 time, in UTC. One without an offset is read as UTC (as the feeds read
+    it), never in the host's time zone: the same post gets the same time on every host."""
+    parsed = datetime.fromisoformat(value)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 class LiveSource(ABC):
     kind: ClassVar[str]
     coverage: ClassVar[Coverage]

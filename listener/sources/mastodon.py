@@ -44,7 +44,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
@@ -59,7 +59,7 @@ from listener.backoff import TargetUnavailable, TransientError, check_response, 
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
-from listener.sources.live import LiveSource, Step
+from listener.sources.live import LiveSource, Step, iso_utc
 from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import fit_text, html_to_text
 
@@ -324,13 +324,6 @@ def id_order(status_id: str) -> tuple[int, str]:
     return len(status_id), status_id
 
 
-def _time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    # a time without an offset is UTC (as the feeds read it), never the host's local time:
-    # the same status gets the same time on every host
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> Mention:
     """A Mastodon Status as a Mention (a reblog becomes a repost of the original)."""
     account = status.get("account") or {}
@@ -347,7 +340,7 @@ def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> 
         url=status.get("url") or status.get("uri"),
         text="" if reblog else text,
         lang=status.get("language"),
-        created_at=_time(status["created_at"]),
+        created_at=iso_utc(status["created_at"]),
         author=Author(
             id=account.get("url") or account.get("id"),
             handle=account.get("acct"),
@@ -361,7 +354,7 @@ def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> 
         reply_to=f"{host}:{status['in_reply_to_id']}" if status.get("in_reply_to_id") else None,
         repost_of=f"{host}:{reblog['id']}" if isinstance(reblog, dict) else None,
         change="edited" if edited else "created",
-        edited_at=_time(edited_at) if edited and edited_at else None,
+        edited_at=iso_utc(edited_at) if edited and edited_at else None,
     )
 
 

@@ -35,7 +35,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from html.parser import HTMLParser
 
 import httpx
@@ -49,7 +49,7 @@ from listener.backoff import RateLimited, TargetUnavailable, check_response, get
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
-from listener.sources.live import LiveSource, Step
+from listener.sources.live import LiveSource, Step, iso_utc
 from listener.sources.skips import UNREADABLE, reason
 from listener.sources.text import fit_text
 
@@ -123,7 +123,7 @@ class _Page(HTMLParser):
         elif tag == "time" and a.get("datetime") and self._post.published is None:
             # OverflowError: 0001-01-01T00:00:00+01:00, no date rather than an unreadable page
             with contextlib.suppress(ValueError, OverflowError):
-                self._post.published = _time(a["datetime"] or "")
+                self._post.published = iso_utc(a["datetime"] or "")
         elif tag == "span" and "tgme_widget_message_views" in classes:
             self._in_views = True
 
@@ -159,13 +159,6 @@ class _Page(HTMLParser):
             self._post.parts.append(data)
         elif self._in_views:
             self._post.views = parse_views(data.strip())
-
-
-def _time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    # a time without an offset is UTC (as the feeds read it), never the host's local time:
-    # the same post gets the same time on every host
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def parse_views(value: str) -> int | None:

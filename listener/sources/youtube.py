@@ -55,7 +55,7 @@ from listener.backoff import (
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
-from listener.sources.live import LiveSource, Step
+from listener.sources.live import LiveSource, Step, iso_utc
 from listener.sources.skips import UNREADABLE
 from listener.sources.text import fit_text
 from listener.sources.timemark import (
@@ -270,18 +270,11 @@ def _reason(response: httpx.Response) -> str | None:
         return None
 
 
-def _time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    # a time without an offset is UTC (as the feeds read it), never the host's local time:
-    # the same comment gets the same time (and cursor mark) on every host
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def _published(thread: Any) -> int:
     value = thread["snippet"]["topLevelComment"]["snippet"]["publishedAt"]
     if not isinstance(value, str):
         raise TypeError(f"publishedAt is a string, not {type(value).__name__}")
-    return int(_time(value).timestamp())
+    return int(iso_utc(value).timestamp())
 
 
 def _published_or_none(thread: Any) -> int | None:
@@ -314,7 +307,7 @@ def map_thread(thread: dict[str, Any]) -> Mention:
         source="youtube",
         url=f"https://www.youtube.com/watch?v={video}&lc={thread['id']}" if video else None,
         text=fit_text(comment.get("textOriginal") or comment.get("textDisplay") or ""),
-        created_at=_time(comment["publishedAt"]),
+        created_at=iso_utc(comment["publishedAt"]),
         author=Author(
             id=(comment.get("authorChannelId") or {}).get("value"),
             handle=comment.get("authorDisplayName"),
