@@ -185,6 +185,24 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: none)")
     fit.add_argument(
+        "--loss",
+        choices=("relative", "absolute"),
+        default="relative",
+        help="relative: the relative error of the size (default); absolute: of its log",
+    )
+    fit.add_argument(
+        "--relative-cap",
+        type=float,
+        default=0.3,
+        help="the relative loss's row weights stay within e^-CAP..e^CAP",
+    )
+    fit.add_argument(
+        "--top-weight",
+        type=float,
+        default=2.0,
+        help="weight of the stories in the top 10 %% by final size (1: all the same)",
+    )
+    fit.add_argument(
         "--calibrate",
         action="store_true",
         help="shift the model by the constant that minimises the cross-validated median "
@@ -217,6 +235,9 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             min_leaf=args.min_leaf,
             seed=args.seed,
+            loss=args.loss,
+            relative_cap=args.relative_cap,
+            top_weight=args.top_weight,
         )
     except ValueError as exc:
         print(f"crisiswatch bench fit-size: {exc}", file=sys.stderr)

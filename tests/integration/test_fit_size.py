@@ -99,6 +99,12 @@ def test_fit_size_learns_what_arrival_times_miss_and_the_detector_predicts_with_
     assert model.features == DetectorConfig().size_feature_names()
     assert model.meta["cross_validated_median_relative_error"]["60"] == cv
     assert model.meta["calibration_shift"] == 0.0  # not asked to calibrate
+    fitted_with = model.meta["fit"]
+    assert (fitted_with["loss"], fitted_with["relative_cap"], fitted_with["top_weight"]) == (
+        "relative",
+        0.3,
+        2.0,
+    )
     # calibrated: the same trees, the base moved by the shift the cross-validation chose
     calibrated = tmp_path / "calibrated.json"
     assert main([*argv[:6], "--output", str(calibrated), *argv[8:], "--calibrate"]) == 0
@@ -136,6 +142,13 @@ def test_fit_size_refuses_bad_arguments_and_inputs(
     assert main([*argv, "--output", str(tmp_path / "m.json"), "--json", str(folder)]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert main([*base, "--input", str(stream), "--learning-rate", "2"]) == 2
+    assert main([*base, "--input", str(stream), "--top-weight", "0.5"]) == 2
+    assert "top_weight must be" in capsys.readouterr().err
+    assert main([*base, "--input", str(stream), "--relative-cap", "0"]) == 2
+    assert "relative_cap must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not one of the losses
+        main([*base, "--input", str(stream), "--loss", "squared"])
+    assert "invalid choice" in capsys.readouterr().err
     assert main([*base, "--input", str(stream), "--folds", "1", "--calibrate", "--quiet"]) == 2
     assert "--calibrate needs cross-validation" in capsys.readouterr().err
     assert main([*base, "--input", str(tmp_path / "nope.jsonl"), "--quiet"]) == 2
