@@ -14,6 +14,10 @@ A key may be scoped to some watches (``Principal.watches``); ``None`` means ever
 Repeated failed authentication (an unknown key) from one client address is throttled: after
 ``max_failures`` within ``window_s`` that address gets 429 with ``Retry-After`` for
 ``lockout_s``, before its key is even looked at.
+
+``GET /metrics`` (every process) asks for ``api.metrics_token`` when one is set
+(``check_metrics_token``): a bearer token of its own, not an API key, refused and throttled
+by the same means (a wrong token counts as a failure, like an unknown key).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from fastapi import HTTPException, Request, status
+from pydantic import SecretStr
 
 from core.clock import Clock
 from core.metrics import Metrics
@@ -159,12 +164,20 @@ class AuthThrottle:
         return False
 
 
-def _presented_key(request: Request) -> str | None:
+def _bearer(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if any."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+    return None
+
+
+def _presented_key(request: Request) -> str | None:
+    key = _bearer(request)
+    if key is not None:
+        return key
     key = request.headers.get("x-api-key")
     return key.strip() if key else None
 
@@ -173,48 +186,86 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _metrics(request: Request) -> Metrics | None:
+    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+    return metrics
+
+
+def _refuse_if_throttled(request: Request) -> None:
+    """429 with ``Retry-After`` while the request's address is locked out."""
+    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    if throttle is None:
+        return
+    wait = throttle.retry_after(_client(request))
+    if wait is not None:
+        metrics = _metrics(request)
+        if metrics is not None:
+            metrics.auth_failures.labels("throttled").inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many failed authentications from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def _refuse(request: Request, reason: str, detail: str, *, guess: bool) -> HTTPException:
+    """Count a refused authentication (``reason``) and make its 401. A ``guess`` (a
+    credential that is wrong, not missing) also counts toward the address's lockout."""
+    metrics = _metrics(request)
+    if metrics is not None:
+        metrics.auth_failures.labels(reason).inc()
+    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    client = _client(request)
+    if guess and throttle is not None and throttle.failed(client):
+        log.warning(
+            "client %s locked out for %.0f s after %d failed authentications",
+            client,
+            throttle.lockout_s,
+            throttle.max_failures,
+        )
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
 def authenticate(request: Request) -> Principal:
     """The key's principal; 401 without a valid key, 429 while the address is throttled."""
-    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
-    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
-    client = _client(request)
-    if throttle is not None:
-        wait = throttle.retry_after(client)
-        if wait is not None:
-            if metrics is not None:
-                metrics.auth_failures.labels("throttled").inc()
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail=f"too many failed authentications from this address; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+    _refuse_if_throttled(request)
     key = _presented_key(request)
     if key is None:
-        if metrics is not None:
-            metrics.auth_failures.labels("missing").inc()
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise _refuse(
+            request,
+            "missing",
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+            guess=False,
         )
     ring: KeyRing = request.app.state.keyring
     principal = ring.lookup(key)
     if principal is None:
-        if metrics is not None:
-            metrics.auth_failures.labels("unknown_key").inc()
-        if throttle is not None and throttle.failed(client):
-            log.warning(
-                "client %s locked out for %.0f s after %d failed authentications",
-                client,
-                throttle.lockout_s,
-                throttle.max_failures,
-            )
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="unknown API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _refuse(request, "unknown_key", "unknown API key", guess=True)
     return principal
+
+
+def check_metrics_token(request: Request, token: SecretStr | None) -> None:
+    """Let ``GET /metrics`` through when ``token`` (``api.metrics_token``) is unset or the
+    request carries ``Authorization: Bearer <token>``; otherwise 401 (counted as
+    ``missing`` or ``wrong_metrics_token``; a wrong token also toward the lockout), and 429
+    while the address is locked out. API keys are not metrics tokens."""
+    if token is None:
+        return
+    _refuse_if_throttled(request)
+    presented = _bearer(request)
+    if presented is None:
+        raise _refuse(
+            request,
+            "missing",
+            "/metrics needs the metrics token (api.metrics_token): send "
+            "'Authorization: Bearer <token>'",
+            guess=False,
+        )
+    # digests of both: equal lengths, so the comparison's time says nothing of the token
+    if not hmac.compare_digest(digest(presented), digest(token.get_secret_value())):
+        raise _refuse(request, "wrong_metrics_token", "wrong metrics token", guess=True)
 
 
 def _guard(allowed: frozenset[str], needs: str) -> Callable[[Request], Awaitable[Principal]]:

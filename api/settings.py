@@ -75,6 +75,8 @@ class AuthThrottleConfig(Section):
 
 
 class ApiConfig(Section):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8000", description="base URL used in alert links")
@@ -86,6 +88,28 @@ class ApiConfig(Section):
         description="largest request body the API reads (413 beyond; signed ingestion has "
         "its own, listener.webhook.max_body_bytes)",
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="bearer token every process's GET /metrics asks for ('Authorization: "
+        "Bearer <token>'; /healthz and /readyz stay open); unset = /metrics open",
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """At least 16 characters, printable ASCII without spaces (it travels in an HTTP
+        header); surrounding whitespace (a Secret file's newline) is dropped, as Prometheus
+        drops it from its ``credentials_file``."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if len(token) < 16:
+            raise ValueError("the metrics token must be at least 16 characters")
+        if not all("!" <= ch <= "~" for ch in token):
+            raise ValueError(
+                "the metrics token must be printable ASCII without spaces (an HTTP header)"
+            )
+        return SecretStr(token)
 
 
 class SlackAppConfig(Section):

@@ -313,7 +313,8 @@ class Metrics:
         # api access
         self.auth_failures = Counter(
             "crisiswatch_auth_failures",
-            "Refused authentications by reason (missing, unknown_key, throttled)",
+            "Refused authentications by reason (missing, unknown_key, wrong_metrics_token, "
+            "throttled)",
             ["reason"],
             registry=r,
         )

@@ -1,11 +1,13 @@
-"""Liveness, readiness and Prometheus metrics (no key needed)."""
+"""Liveness, readiness (no key needed) and Prometheus metrics (open, or behind
+``api.metrics_token`` when it is set: ``api.auth.check_metrics_token``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import check_metrics_token
 from api.runtime import Runtime
 
 router = APIRouter(tags=["health"])
@@ -25,7 +27,13 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "roles": sorted(runtime.roles)})
 
 
-@router.get("/metrics")
+async def metrics_access(request: Request) -> None:
+    """Every process's ``/metrics``: 401 without ``api.metrics_token`` when one is set."""
+    runtime: Runtime = request.app.state.runtime
+    check_metrics_token(request, runtime.settings.api.metrics_token)
+
+
+@router.get("/metrics", dependencies=[Depends(metrics_access)])
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

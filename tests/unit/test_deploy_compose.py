@@ -98,7 +98,13 @@ def test_mounted_files_exist() -> None:
     data = compose()
     for name, cfg in data.get("configs", {}).items():
         assert (COMPOSE_DIR / cfg["file"]).is_file(), f"config {name}: {cfg['file']}"
+    for name, secret in data.get("secrets", {}).items():
+        if "file" in secret:
+            assert (COMPOSE_DIR / secret["file"]).is_file(), f"secret {name}: {secret['file']}"
     for name, svc in data["services"].items():
+        for secret in svc.get("secrets", []):
+            source = secret if isinstance(secret, str) else secret["source"]
+            assert source in data.get("secrets", {}), f"{name}: undeclared secret {source}"
         for volume in svc.get("volumes", []):
             source = volume.split(":", 1)[0]
             if source.startswith("."):
@@ -111,6 +117,9 @@ def test_env_example_sets_every_required_variable() -> None:
     env = env_file(ENV_EXAMPLE)
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     interpolate(text, env)  # raises on a ${VAR:?...} the example leaves unset
+    for name, secret in compose().get("secrets", {}).items():  # secrets made from .env
+        if "environment" in secret:
+            assert env.get(secret["environment"]), f"secret {name}: {secret['environment']}"
     with pytest.raises(AssertionError, match="POSTGRES_PASSWORD"):
         interpolate(text, {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"})
 
@@ -148,6 +157,10 @@ def test_each_process_command_and_settings_load(
     health = " ".join(svc["healthcheck"]["test"]) if name != "migrate" else ""
     if name != "migrate":
         assert f"127.0.0.1:{port}/readyz" in health, name
+        # /metrics behind the token Prometheus sends (test_deploy_observability)
+        token = settings.api.metrics_token
+        assert token is not None, f"{name}: /metrics open (api.metrics_token unset)"
+        assert token.get_secret_value() == env_file(ENV_EXAMPLE)["CRISISWATCH_METRICS_TOKEN"]
     if name == "listener":
         assert settings.listener.webhook.enabled and settings.listener.webhook.secret
     if name == "api":

@@ -203,6 +203,11 @@ def test_each_pod_command_and_settings_load(
     assert ports["http"] == (getattr(args, "port", None) or settings.api.port)
     assert settings.api.host == "0.0.0.0"
     assert settings.bus.kind == "kafka"
+    # /metrics behind the Secret's token, which Prometheus sends (prometheus-k8s.yml)
+    token = settings.api.metrics_token
+    assert token is not None, f"{name}: /metrics open (api.metrics_token unset)"
+    metrics_env = {e["name"]: e for e in c["env"]}["CRISISWATCH_API__METRICS_TOKEN"]
+    assert metrics_env["valueFrom"]["secretKeyRef"]["name"] in secrets
     if args.command in ("alerter", "api", "listener", "detector"):
         assert settings.database.url.get_secret_value().startswith("postgresql+asyncpg://")
     if args.command == "api":

@@ -167,6 +167,33 @@ def test_every_process_is_scraped_on_the_port_it_serves() -> None:
     assert exporter.split(":")[0] in services
 
 
+def test_prometheus_sends_the_metrics_token_every_process_asks_for() -> None:
+    """Compose: each crisiswatch job reads its bearer token from the file of a secret
+    mounted into Prometheus, made from the variable that every role's
+    ``CRISISWATCH_API__METRICS_TOKEN`` (``api.metrics_token``) is set from; the other jobs
+    (kafka-exporter, Prometheus itself) are not sent it."""
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    data = compose()
+    services = data["services"]
+    mounted = {}
+    for secret in services["prometheus"].get("secrets", []):
+        source = secret if isinstance(secret, str) else secret["source"]
+        target = source if isinstance(secret, str) else secret.get("target", source)
+        mounted[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+    for role in ROLES:
+        auth = jobs[f"crisiswatch-{role}"]["authorization"]
+        assert auth.get("type", "Bearer") == "Bearer", role
+        assert set(auth) <= {"type", "credentials_file"}, f"{role}: the token inline"
+        source = mounted[auth["credentials_file"]]  # KeyError: not mounted
+        variable = data["secrets"][source]["environment"]
+        (name,) = jobs[f"crisiswatch-{role}"]["dns_sd_configs"][0]["names"]
+        env = services[name].get("environment", {})
+        assert env["CRISISWATCH_API__METRICS_TOKEN"].startswith(f"${{{variable}:?"), role
+    for other in set(jobs) - {f"crisiswatch-{role}" for role in ROLES}:
+        assert "authorization" not in jobs[other], other
+
+
 def test_kubernetes_scrape_config_keeps_the_pods_http_port() -> None:
     config = load_yaml(PROMETHEUS / "prometheus-k8s.yml")
     (job,) = config["scrape_configs"]
@@ -176,6 +203,10 @@ def test_kubernetes_scrape_config_keeps_the_pods_http_port() -> None:
     component = relabel[("__meta_kubernetes_pod_label_app_kubernetes_io_component",)]
     assert component["target_label"] == "job"
     assert component["replacement"] == "crisiswatch-$1"  # the compose job names
+    # every pod's /metrics asks for the Secret's token (test_deploy_k8s checks the pods)
+    assert job["authorization"]["type"] == "Bearer"
+    assert set(job["authorization"]) == {"type", "credentials_file"}
+    assert job["authorization"]["credentials_file"].startswith("/etc/prometheus/secrets/")
     roles = set()
     for _, doc in k8s_documents():
         if doc["kind"] != "Deployment":
