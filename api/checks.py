@@ -33,6 +33,14 @@ def describe(settings: Settings, path: Path) -> str:
         if unknown:
             lines.append(f"    key {k.name!r} is scoped to unknown watches: {', '.join(unknown)}")
     lines.append(
+        "  /metrics: "
+        + (
+            "behind api.metrics_token"
+            if settings.api.metrics_token is not None
+            else "open (set api.metrics_token where the API is reachable from outside)"
+        )
+    )
+    lines.append(
         f"  alert channels: {len(settings.alerts.channels)} "
         f"({', '.join(sorted(settings.alerts.channels))})"
     )

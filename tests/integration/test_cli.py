@@ -101,7 +101,13 @@ def test_check_config_explains_unknown_keys_and_bad_references(
     good = tmp_path / "good.yaml"
     good.write_text("listener:\n  watches: [{id: acme, brand: Acme, terms: [acme]}]\n")
     assert main(["check-config", str(good)]) == 0
-    assert "OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK" in out and "/metrics: open (set api.metrics_token" in out
+    token = "api:\n  metrics_token: 'a-metrics-token-0123456789'\n"
+    good.write_text(good.read_text() + token)
+    assert main(["check-config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "/metrics: behind api.metrics_token" in out and "0123456789" not in out
 
 
 def test_check_config_never_echoes_a_secret(tmp_path: Path, capsys) -> None:
