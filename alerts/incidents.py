@@ -524,8 +524,9 @@ async def _grouping(
             Delivery.next_attempt_at > now,
         )
     )
-    if waiting is not None:  # the group's notification is pending: join it
-        return waiting, key
+    if waiting is not None and (incident.tier < 3 or waiting <= now + route.group_wait):
+        return waiting, key  # the group's notification is pending: join it (tier 3 only
+        # one due within its own group_wait, never one held for the group interval)
     not_before = now + route.group_wait
     if incident.tier < 3 and route.group_interval > timedelta(0):
         last = await session.scalar(

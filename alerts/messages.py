@@ -103,6 +103,7 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
     messages = [AlertMessage.model_validate(p) for p in payloads]
     first = messages[0]
     top = max(m.tier for m in messages)
+    drill = all(m.drill for m in messages)
     teams: dict[str, None] = {}
     mentions: dict[str, Contact] = {}  # keyed by content: one mention per person
     for m in messages:
@@ -114,7 +115,8 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
         DigestItem(
             incident_id=m.incident_id,
             tier=m.tier,
-            title=m.title,
+            # a drill merged with real alerts: its own line says so (the headline cannot)
+            title=f"[DRILL] {m.title}" if m.drill and not drill else m.title,
             reason=m.reason if m.action == "trigger" else f"{m.reason} ({m.action})",
             url=m.links[0].url if m.links else None,
         )
@@ -131,7 +133,7 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
         reason=f"digest: {why}",
         teams=tuple(teams),
         ack_hint=first.ack_hint if len(messages) == 1 else "",
-        drill=all(m.drill for m in messages),
+        drill=drill,
         opened_at=min(m.opened_at for m in messages),
         idempotency_key=key,
         mentions=tuple(mentions.values()),

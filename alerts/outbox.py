@@ -593,7 +593,19 @@ async def _send(
             f"stored alert payload is invalid ({exc.error_count()} errors)", retryable=False
         )
     if ack_link is not None and message.action == "trigger" and not message.digest:
-        url = await ack_link(message.incident_id, claim.channel)
+        try:
+            url = await ack_link(message.incident_id, claim.channel)
+        except Exception as exc:
+            # The link is a convenience (the ack hint stays): the alert goes without it.
+            # Raised from here, it would leave every claim of this round unrecorded (their
+            # messages, sent meanwhile, sent again after the claim timeout).
+            log.error(
+                "channel %s: no ack link for incident %d (%s); the alert goes without it",
+                claim.channel,
+                message.incident_id,
+                type(exc).__name__,
+            )
+            url = None
         if url:
             message = message.model_copy(update={"ack_url": url})
     try:
@@ -798,42 +810,52 @@ async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
     )
 
 
+async def _next_channel(
+    session: AsyncSession, config: AlertsConfig, row: _Row
+) -> tuple[str, list[str]] | None:
+    """``row``'s next channel that has not got this alert already, and the fallbacks
+    after it (None: no channel left)."""
+    remaining = [fb for fb in row.fallbacks if fb in config.channels]
+    while remaining:
+        channel, remaining = remaining[0], remaining[1:]
+        key = dedupe_key(row.incident_id, row.tier, channel, row.reason)
+        if not await _existing(session, [key]):
+            return channel, remaining
+    return None
+
+
 async def _requeue(
     session: AsyncSession, config: AlertsConfig, row: _Row, from_channel: str, now: datetime
 ) -> str | None:
     """Queue ``row``'s message on its next channel; returns that channel (None: none
     left that has not already got this alert)."""
-    remaining = [fb for fb in row.fallbacks if fb in config.channels]
-    while remaining:
-        channel, remaining = remaining[0], remaining[1:]
-        key = dedupe_key(row.incident_id, row.tier, channel, row.reason)
-        if await _existing(session, [key]):
-            continue
-        incident = await session.get(Incident, row.incident_id)
-        if incident is None:
-            return None
-        payload = dict(row.payload) | {"idempotency_key": key}
-        session.add(
-            _row(
-                incident,
-                channel,
-                config.channels[channel].type,
-                row.reason,
-                payload,
-                now=now,
-                trigger_received_at=row.trigger_received_at,
-                fallbacks=remaining,
-            )
+    found = await _next_channel(session, config, row)
+    incident = await session.get(Incident, row.incident_id) if found is not None else None
+    if found is None or incident is None:
+        return None
+    channel, remaining = found
+    key = dedupe_key(row.incident_id, row.tier, channel, row.reason)
+    payload = dict(row.payload) | {"idempotency_key": key}
+    session.add(
+        _row(
+            incident,
+            channel,
+            config.channels[channel].type,
+            row.reason,
+            payload,
+            now=now,
+            trigger_received_at=row.trigger_received_at,
+            fallbacks=remaining,
         )
-        add_event(
-            session,
-            row.incident_id,
-            "alert_fallback",
-            now,
-            detail={"from": from_channel, "to": channel, "reason": row.reason},
-        )
-        return channel
-    return None
+    )
+    add_event(
+        session,
+        row.incident_id,
+        "alert_fallback",
+        now,
+        detail={"from": from_channel, "to": channel, "reason": row.reason},
+    )
+    return channel
 
 
 async def _fall_back(rec: _Recorder, claim: _Claim, row: _Row) -> str | None:
@@ -936,8 +958,12 @@ async def _judge(rec: _Recorder, row: _Row, error: DeliveryError) -> _Verdict:
     exhausted = not error.retryable or gave_up is not None
     wait = timedelta(seconds=error.retry_after or 0)
     told_to_wait = wait > delivery.fallback_if_wait_over
-    wants_fallback = bool(row.fallbacks) and (
-        exhausted or told_to_wait or row.attempts >= delivery.fallback_after
+    # a fallback only where a channel is left that has not got this alert already (one
+    # of the alert's own targets, say): else a retryable failure goes on retrying here
+    wants_fallback = (
+        bool(row.fallbacks)
+        and (exhausted or told_to_wait or row.attempts >= delivery.fallback_after)
+        and await _next_channel(rec.session, rec.config, row) is not None
     )
     return _Verdict(exhausted or wants_fallback, wants_fallback, None, gave_up, deadline)
 

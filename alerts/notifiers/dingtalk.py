@@ -11,7 +11,8 @@ Followed: DingTalk Open Platform, "自定义机器人接入" / "自定义机器�
   "atUserIds", "isAtAll": false}}``: a person is pinged when the ``at`` list names them
   *and* the text contains ``@<mobile>`` / ``@<userId>``;
   ``{"msgtype": "actionCard", "actionCard": {"title", "text", "singleTitle", "singleURL"}}``
-  shows the ack link as a button (actionCard has no ``at``: mentions need markdown);
+  shows the ack link as a button (``singleTitle``/``singleURL`` are required: a message
+  without an ack link goes as markdown; actionCard has no ``at``: mentions need markdown);
 * the answer is HTTP 200 with ``{"errcode", "errmsg"}``; errcode 130101 ("send too fast,
   exceed 20 times per minute") means the robot is throttled for 10 minutes; other codes
   (310000 signature/keyword/IP refused, 300001 bad token, ...) are permanent.
@@ -65,14 +66,12 @@ def at_block(mentions: tuple[Contact, ...]) -> dict[str, Any]:
 
 def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
     title = render.headline(alert, render.short(escape.markdown, 60))
-    if msgtype == "actionCard":
-        card: dict[str, Any] = {
-            "title": title,
-            "text": render.markdown(alert, ack_link=False, max_bytes=TEXT_MAX_BYTES),
-        }
-        ack = next((link for link in render.links(alert) if link.label == render.ACK_LABEL), None)
-        if ack is not None:
-            card |= {"singleTitle": render.ACK_LABEL, "singleURL": ack.url}
+    ack = next((link for link in render.links(alert) if link.label == render.ACK_LABEL), None)
+    # an actionCard needs its button (the robot refuses one without singleURL): a message
+    # without an ack link (follow-ups, digests, ack links off) goes as markdown
+    if msgtype == "actionCard" and ack is not None:
+        text = render.markdown(alert, ack_link=False, max_bytes=TEXT_MAX_BYTES)
+        card = {"title": title, "text": text, "singleTitle": ack.label, "singleURL": ack.url}
         return {"msgtype": "actionCard", "actionCard": card}
     # the @-mention must be in the text (it is never cut): the robot refuses an ``at``
     # list naming someone the text does not mention

@@ -5,7 +5,8 @@ upgrade and fails if the server does not offer it; ``tls_context``; ``timeout``)
 (STARTTLS), RFC 5321 §4.2 reply codes (4yz transient: retry; 5yz permanent), RFC 2046
 ``multipart/alternative`` (plain text first, HTML last = preferred), RFC 5322 threading
 headers (``Message-ID``/``References``: every message of one incident shares a
-``References`` root, so mail clients thread the follow-ups under the alert).
+``References`` root, so mail clients thread the follow-ups under the alert; the
+``Message-ID`` comes from the delivery's idempotency key, the same on every retry).
 
 Rate limit: not published by SMTP itself; providers throttle senders (Gmail, Microsoft 365
 and Exmail all do, at different levels). We declare 30 messages a minute per channel: well
@@ -14,6 +15,7 @@ under every common provider's per-sender limit, and far above what one team's al
 
 from __future__ import annotations
 
+import hashlib
 import html
 import ssl
 from datetime import datetime
@@ -100,13 +102,23 @@ def html_body(alert: AlertMessage) -> str:
     return "<!DOCTYPE html><html><body>" + "".join(parts) + "</body></html>"
 
 
+def message_id(alert: AlertMessage) -> str:
+    """The same for every attempt of one delivery (its idempotency key, hashed into a
+    dot-atom), so a message sent again after a lost SMTP answer is a duplicate that mail
+    servers and clients can drop; a fresh one for a message without a key."""
+    if not alert.idempotency_key:
+        return make_msgid(idstring=f"incident-{alert.incident_id}", domain=DOMAIN)
+    digest = hashlib.sha256(alert.idempotency_key.encode()).hexdigest()[:32]
+    return f"<incident-{alert.incident_id}.{digest}@{DOMAIN}>"
+
+
 def build_email(alert: AlertMessage, config: EmailChannelConfig, now: datetime) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = subject(alert, config.subject_prefix)
     msg["From"] = config.sender
     msg["To"] = ", ".join(config.to)
     msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid(idstring=f"incident-{alert.incident_id}", domain=DOMAIN)
+    msg["Message-ID"] = message_id(alert)
     root = f"<{alert.thread_key}@{DOMAIN}>"  # one thread per incident, every page
     msg["References"] = root
     msg["In-Reply-To"] = root
