@@ -225,6 +225,16 @@ class QuietHours(Section):
     def _tz(cls, value: str) -> str:
         return _zone(value)
 
+    @model_validator(mode="after")
+    def _some_hours(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError(
+                f"quiet_hours start and end are both {self.start:%H:%M}: the quiet time would "
+                "be empty or last all day; give the hours alerts of these tiers wait (e.g. "
+                "start 22:00, end 08:00)"
+            )
+        return self
+
     @field_validator("tiers")
     @classmethod
     def _tiers(cls, value: list[int]) -> list[int]:

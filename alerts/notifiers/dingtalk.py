@@ -12,7 +12,8 @@ Followed: DingTalk Open Platform, "自定义机器人接入" / "自定义机器�
   *and* the text contains ``@<mobile>`` / ``@<userId>``;
   ``{"msgtype": "actionCard", "actionCard": {"title", "text", "singleTitle", "singleURL"}}``
   shows the ack link as a button (``singleTitle``/``singleURL`` are required: a message
-  without an ack link goes as markdown; actionCard has no ``at``: mentions need markdown);
+  without an ack link goes as markdown; actionCard has no ``at``: a message with mentions
+  goes as markdown too, its ack link in the text);
 * the answer is HTTP 200 with ``{"errcode", "errmsg"}``; errcode 130101 ("send too fast,
   exceed 20 times per minute") means the robot is throttled for 10 minutes; other codes
   (310000 signature/keyword/IP refused, 300001 bad token, ...) are permanent.
@@ -68,8 +69,10 @@ def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
     title = render.headline(alert, render.short(escape.markdown, 60))
     ack = next((link for link in render.links(alert) if link.label == render.ACK_LABEL), None)
     # an actionCard needs its button (the robot refuses one without singleURL): a message
-    # without an ack link (follow-ups, digests, ack links off) goes as markdown
-    if msgtype == "actionCard" and ack is not None:
+    # without an ack link (follow-ups, digests, ack links off) goes as markdown; so does
+    # one that @-mentions someone (an escalation to the on-call person): an actionCard
+    # cannot ping anyone, and the ping matters more than the button
+    if msgtype == "actionCard" and ack is not None and not alert.mentions:
         text = render.markdown(alert, ack_link=False, max_bytes=TEXT_MAX_BYTES)
         card = {"title": title, "text": text, "singleTitle": ack.label, "singleURL": ack.url}
         return {"msgtype": "actionCard", "actionCard": card}

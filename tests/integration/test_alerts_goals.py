@@ -230,6 +230,47 @@ async def test_after_a_restart_the_rate_limit_counts_what_was_sent_before(
             second.jobs.close()
 
 
+async def test_after_a_restart_messages_sent_in_one_round_count_one_by_one(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
+    """20 alerts due together go out as 20 messages in one delivery round, all recorded at
+    the round's time: the restarted process must count 20, not 1 (DingTalk blocks a robot
+    over 20 a minute for 10 minutes)."""
+    config = AlertsConfig.model_validate(
+        {
+            "channels": {"robot": {"type": "console"}},
+            "teams": {"customer_service": {"channels": ["robot"]}},
+            "routes": {"teams": ["customer_service"]},
+        }
+    )
+
+    def service_with(robot: FakeDingTalk, http: httpx.AsyncClient) -> AlertService:
+        service = AlertService(MemoryBus(metrics=metrics), sessions, config, http, clock, metrics)
+        service.notifiers["robot"] = robot
+        service.limiter = RateLimiter(service.notifiers)
+        return service
+
+    async with httpx.AsyncClient() as http:
+        before, after = FakeDingTalk("robot", clock), FakeDingTalk("robot", clock)
+        first = service_with(before, http)
+        await first.handle_signals([signal(clock, n, tier=1) for n in range(20)])
+        await first.sent()
+        first.jobs.close()
+        assert len(before.messages) == 20 and len({t for t, _ in before.messages}) == 1
+        second = service_with(after, http)  # the restart
+        try:
+            await second.resume()
+            clock.advance(5)
+            await second.handle_signals([signal(clock, 99, tier=1)])
+            await second.sent()
+            assert after.messages == [], "20 messages of one round still fill the window"
+            clock.advance(56)  # the round's messages leave the window
+            await second.tick()
+            assert [m.incident_id for _, m in after.messages] == [21]
+        finally:
+            second.jobs.close()
+
+
 class BlockingRobot(FakeDingTalk):
     """Answers its first message with "too fast" (DingTalk then blocks for 10 minutes)."""
 

@@ -120,6 +120,7 @@ def test_yaml_style_input_is_accepted() -> None:
         ({"escalation_policies": {"p": {"steps": [{"after": 0, "notify": "route"}]}}}, "positive"),
         ({"quiet_hours": {"tiers": [1, 3]}}, "tier 3 is never held"),
         ({"quiet_hours": {"timezone": "Mars/Olympus"}}, "unknown timezone"),
+        ({"quiet_hours": {"start": "08:00", "end": "08:00"}}, "both 08:00"),
         ({"sla": {4: {"target": 60, "met_by": "acknowledged"}}}, "sla: tier 4 does not exist"),
         ({"delivery": {"claim_timeout": 5}}, "must exceed channels.pr-room.timeout"),
         ({"ack_path": "/incidents/{incident}/ack"}, "ack_path: only the {id} placeholder"),

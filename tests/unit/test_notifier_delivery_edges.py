@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from alerts.channels import EmailChannelConfig
 from alerts.messages import digest_message
 from alerts.notifiers import dingtalk, email, slack, webhook
-from alerts.notifiers.base import AlertMessage
+from alerts.notifiers.base import AlertMessage, Contact
 
 OPENED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -81,6 +81,20 @@ def test_a_dingtalk_action_card_is_sent_only_with_its_button() -> None:
             assert body["markdown"]["text"], what
     plain = dingtalk.message(alert(ack_url="https://cw.example/ack/t"), "actionCard")
     assert plain["actionCard"]["singleURL"] == "https://cw.example/ack/t"
+
+
+def test_a_dingtalk_alert_that_pings_someone_goes_as_markdown_even_as_an_action_card() -> None:
+    """An actionCard has no ``at``: an escalation step's @-mention of the on-call person
+    would ping nobody. Such an alert goes as markdown, the mention and the ack link in its
+    text."""
+    on_call = Contact(name="Li Lei", chat_ids={"dingtalk": "lilei01"})
+    body = dingtalk.message(
+        alert(ack_url="https://cw.example/ack/t", mentions=(on_call,)), "actionCard"
+    )
+    assert body["msgtype"] == "markdown"
+    assert body["at"]["atUserIds"] == ["lilei01"]
+    assert "@lilei01" in body["markdown"]["text"]
+    assert "https://cw.example/ack/t" in body["markdown"]["text"]
 
 
 def test_an_email_retried_after_a_lost_answer_keeps_its_message_id() -> None:

@@ -101,7 +101,7 @@ def test_hostile_ids_in_contacts_never_become_mentions(chat_id: str) -> None:
 
 def test_dingtalk_action_card_and_wecom_text_modes_are_safe() -> None:
     alert = hostile_alert(title=HOSTILE)
-    card = dingtalk.message(alert, "actionCard")["actionCard"]
+    card = dingtalk.message(alert.model_copy(update={"mentions": ()}), "actionCard")["actionCard"]
     assert card["singleURL"] == "https://cw.example/ack/tok.123.sig"
     text = wecom.message(alert, "text")["text"]
     assert text["mentioned_mobile_list"] == ["+8613800001111"]
