@@ -114,17 +114,48 @@ class RotaOverride(Section):
 
 class RotaConfig(Section):
     """An on-call rotation: ``people`` take turns, one ``rotation`` period each, the
-    first from ``start`` (whose time of day is the handoff time)."""
+    first from ``start`` (whose time of day is the handoff time).
+
+    Without ``timezone`` the turns are exact 24 h / 7 d periods from ``start``, so the
+    handoff keeps ``start``'s UTC offset all year. With an IANA ``timezone`` the handoff is
+    at ``start``'s local time of day there on each turn's date, across DST changes; a
+    handoff time the clocks skip is read with the offset before the jump (02:30 on a
+    02:00->03:00 night is 03:30 new time) and one they repeat is its first occurrence
+    (RFC 5545's rule; ``fold=0``)."""
 
     rotation: Literal["daily", "weekly"] = "weekly"
     start: datetime = Field(description="first handoff, with a timezone")
     people: list[str] = Field(min_length=1)
     overrides: list[RotaOverride] = Field(default_factory=list)
+    timezone: str | None = Field(
+        None,
+        description="IANA zone (e.g. America/New_York) whose wall clock the handoff time "
+        "follows across DST; none = start's fixed UTC offset",
+    )
 
     @field_validator("start")
     @classmethod
     def _start(cls, value: datetime) -> datetime:
         return _aware(value, "start")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _zone(value)
+
+    @model_validator(mode="after")
+    def _start_in_the_zone(self) -> RotaConfig:
+        """With a ``timezone``, ``start`` must be written in it (its offset the zone's on
+        that date): ``09:00+08:00`` with America/New_York would hand off at 20:00 there."""
+        if self.timezone is not None:
+            local = self.start.astimezone(ZoneInfo(self.timezone))
+            if local.utcoffset() != self.start.utcoffset():
+                raise ValueError(
+                    f"rota start {self.start.isoformat()} is not in {self.timezone}, whose "
+                    f"offset that day is {local.isoformat()[-6:]}: write start as its local "
+                    f"time there ({local.isoformat()}, or the handoff time you mean)"
+                )
+        return self
 
 
 class TeamConfig(Section):
