@@ -8,7 +8,7 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
 from core.settings import Section
-from listener.query import QueryError, compile_query
+from listener.query import QueryError, compile_any, compile_query
 from listener.sources.feeds import FeedsConfig
 from listener.sources.hackernews import HackerNewsConfig
 from listener.sources.jetstream import JetstreamConfig
@@ -64,6 +64,11 @@ class WatchConfig(Section):
             raise ValueError(f"watch {self.id!r}: needs at least one term (or match_all: true)")
         if self.aliases and self.query is None:
             raise ValueError(f"watch {self.id!r}: aliases are referred to from a query (@name)")
+        for field, terms in (("terms", self.terms), ("exclude", self.exclude)):
+            try:
+                compile_any(terms)
+            except ValueError as exc:  # e.g. only invisible characters
+                raise ValueError(f"watch {self.id!r}: {field}: {exc}") from None
         if self.query is not None:
             try:
                 compile_query(self.query, self.aliases)

@@ -9,13 +9,15 @@ language" section is the reference). Both compile to the same matcher:
 * A term's Latin (or other spaced-script) ends must sit on word boundaries: ``acme``
   matches ``Acme's``, ``#acme`` and ``@acme_support`` (``_`` separates words in handles)
   but not ``acmeville``. A CJK character next to the term is a boundary (``Nimbus手机``
-  mentions ``Nimbus``). Whitespace inside a phrase matches any run of whitespace.
+  mentions ``Nimbus``); a space there is optional. Whitespace inside a phrase matches any
+  run of whitespace.
 * A term whose end is a CJK character matches as a substring on that side (Chinese and
   Japanese are written without spaces).
 * Any ``exclude`` term vetoes the watch (same rules as terms); so does a query's top-level
   ``AND NOT x`` part.
 * ``langs`` keeps mentions of those languages (primary subtag: ``zh`` takes ``zh-Hant``);
-  a mention of unknown language passes. ``sources`` likewise keeps those sources.
+  a mention of unknown language (none, or ``und``) passes. ``sources`` likewise keeps
+  those sources.
 * ``match_all`` watches match every mention their ``langs``/``sources``/``exclude`` let
   through.
 * A mention that continues a matched one (repost/reply) can inherit that watch even if its
@@ -76,7 +78,8 @@ class CompiledWatch:
 
     def admits(self, lang: str | None, source: str | None) -> bool:
         """The language and source filters (an unknown language or source passes)."""
-        if self.langs is not None and lang and primary_lang(lang) not in self.langs:
+        code = primary_lang(lang) if lang else ""  # "und" is unknown too
+        if self.langs is not None and code and code not in self.langs:
             return False
         return not (self.sources is not None and source and source.lower() not in self.sources)
 

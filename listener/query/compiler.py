@@ -5,8 +5,9 @@ Every literal (word, phrase, prefix, alias entry) becomes one regex over folded 
 * a Latin-style (spaced-script) end sits on a word boundary: ``acme`` matches ``Acme's``,
   ``#acme`` and ``@acme_support`` but not ``acmeville``; a CJK end matches as a substring
   (``手机`` in ``宁博手机坏了``); a CJK character beside a Latin term is a boundary;
-* whitespace inside a phrase matches any run of whitespace (none is needed between two
-  CJK characters);
+* whitespace inside a phrase matches any run of whitespace (none is needed next to a CJK
+  character); where a CJK character meets a letter or digit, with or without a space
+  (``iphone手机``, ``"acme 手机"``), any whitespace or none matches;
 * a prefix (``refund*``) continues with any letters or digits of its word.
 
 The prefilter is one regex alternation of literal pieces such that a text matching the
@@ -24,11 +25,13 @@ from dataclasses import dataclass, field
 from listener.query import ast
 from listener.query import matcher as m
 from listener.query.errors import QueryError
-from listener.query.fold import CJK_CHAR, WORD_CHAR, fold, is_word_end
+from listener.query.fold import CJK, CJK_CHAR, WORD_CHAR, fold, is_word_end
 from listener.query.parser import parse
 
 _LEFT = f"(?<!{WORD_CHAR})"
 _RIGHT = f"(?!{WORD_CHAR})"
+# Where a CJK character meets a letter or digit inside a word (``iphone|手机``).
+_SCRIPT_CHANGE = re.compile(f"(?<=[{CJK}])(?={WORD_CHAR})|(?<={WORD_CHAR})(?=[{CJK}])")
 
 _NO_TERM = (
     "this part can match a text without any of the query's terms (NOT and filters only "
@@ -38,12 +41,12 @@ _NO_TERM = (
 
 def literal_pattern(folded: str, *, prefix: bool = False) -> str:
     """The regex source for one literal, already folded (rules in the module docstring)."""
-    parts = folded.split()
+    parts = _pieces(folded)
     if not parts:
         raise ValueError("empty term")
     body = re.escape(parts[0])
     for before, after in itertools.pairwise(parts):
-        cjk_join = CJK_CHAR.match(before[-1]) and CJK_CHAR.match(after[0])
+        cjk_join = CJK_CHAR.match(before[-1]) or CJK_CHAR.match(after[0])
         body += (r"\s*" if cjk_join else r"\s+") + re.escape(after)
     left = _LEFT if is_word_end(parts[0][0]) else ""
     last_latin = is_word_end(parts[-1][-1])
@@ -62,8 +65,14 @@ def make_atom(text: str, *, prefix: bool = False, display: str | None = None) ->
         key=folded + ("*" if prefix else ""),
         display=display if display is not None else text,
         pattern=re.compile(literal_pattern(folded, prefix=prefix)),
-        literal=max(folded.split(), key=len),
+        literal=max(_pieces(folded), key=len),
     )
+
+
+def _pieces(folded: str) -> list[str]:
+    """The literal's words, also split where a CJK character meets a letter or digit: the
+    pieces every occurrence holds verbatim (what lies between them may vary)."""
+    return [piece for word in folded.split() for piece in _SCRIPT_CHANGE.split(word)]
 
 
 def alias_atom(entry: str) -> m.Atom:

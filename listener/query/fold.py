@@ -1,13 +1,16 @@
 """Text folding shared by queries and texts: one canonical form to compare.
 
 ``fold(text)`` is NFKC (full-width and half-width forms, ligatures, styled letters), then
-case folding, then traditional → simplified Chinese, character by character, with the
-OpenCC character table shipped by ``opencc-python-reimplemented`` (Apache-2.0). Query
+case folding (with Turkish ``İ`` as ``i``), then traditional → simplified Chinese, character
+by character, with the OpenCC character table shipped by ``opencc-python-reimplemented``
+(Apache-2.0); invisible characters inside words (soft hyphen, zero-width space and joiners,
+word joiner, BOM) are dropped and the typographic apostrophe ``’`` is ``'``. Query
 terms and mention texts go through the same function, so ``發``, ``髮`` and ``发`` all
 compare equal, as do ``ＡＣＭＥ``, ``Acme`` and ``acme``.
 
 Matching a stream fast needs a cheaper form for the common case: :class:`Prefold` gives
-``text.lower()`` unless the text holds a character that folds into one of the watched
+``text.lower()`` (less the invisible characters ``fold`` drops, Weibo's zero-width spaces
+among them) unless the text holds a character that folds into one of the watched
 literals' characters differently (a full-width letter, a traditional variant, a combining
 mark next to a composed letter); only then does it pay for the full fold. A literal found in
 ``fold(text)`` is therefore always found in the prefolded text (the prefilter never drops a
@@ -45,6 +48,11 @@ WORD_CHAR = f"[^\\W_{CJK}]"
 WORD = re.compile(f"[{CJK}]|{WORD_CHAR}+")
 
 _HANGUL_JAMO = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
+
+# Invisible, yet found inside words (a feed's soft hyphens, zero-width spaces): dropped.
+INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_INVISIBLE = re.compile(f"[{INVISIBLE}]")
+_UNCLEAN = re.compile(f"[{INVISIBLE}\u2019]")  # dropped, or the apostrophe ’ (made ')
 
 
 def is_word_end(char: str) -> bool:
@@ -96,9 +104,12 @@ def fold(text: str) -> str:
     """The canonical form (see the module docstring)."""
     if text.isascii():
         return text.lower()
-    out = unicodedata.normalize("NFKC", text).casefold()
+    # "İ" case-folds to "i" + U+0307 (combining dot above): plain "i", as Turkish means it
+    out = unicodedata.normalize("NFKC", text).casefold().replace("i\u0307", "i")
     if _trad_chars().search(out):
         out = out.translate(_t2s())
+    if _UNCLEAN.search(out):
+        out = _INVISIBLE.sub("", out).replace("\u2019", "'")
     return out
 
 
@@ -111,7 +122,8 @@ def _folds() -> dict[str, str]:
         if 0xD800 <= cp <= 0xDFFF:
             continue
         char = chr(cp)
-        if cp in t2s or unicodedata.decomposition(char) or char.casefold() != char:
+        changed = cp in t2s or unicodedata.decomposition(char) or char.casefold() != char
+        if changed or _UNCLEAN.match(char):
             folded = fold(char)
             if folded != char:
                 out[char] = folded
@@ -127,6 +139,8 @@ def variant_chars(alphabet: Iterable[str]) -> re.Pattern[str] | None:
     """
     wanted = {c for c in alphabet if not c.isspace()}
     chars = {v for v, f in _folds().items() if v == v.lower() and wanted.intersection(f)}
+    if "i" in wanted:  # "İ".lower() is "i" + U+0307
+        chars.add("\u0307")
     if any(unicodedata.decomposition(c) or "\uac00" <= c <= "\ud7af" for c in wanted):
         for cp in range(0x300, sys.maxunicode + 1):
             char = chr(cp)
@@ -140,13 +154,16 @@ def variant_chars(alphabet: Iterable[str]) -> re.Pattern[str] | None:
 
 
 class Prefold:
-    """``lower()`` unless a character could fold into the watched alphabet: then ``fold``."""
+    """``lower()`` without invisible characters, unless a character could fold into the
+    watched alphabet: then ``fold``."""
 
     def __init__(self, alphabet: Iterable[str]) -> None:
         self._variants = variant_chars(alphabet)
 
     def __call__(self, text: str) -> str:
-        low = text.lower()
-        if text.isascii() or self._variants is None or not self._variants.search(low):
+        if text.isascii():
+            return text.lower()
+        low = _INVISIBLE.sub("", text.lower())  # Weibo puts U+200B in most posts
+        if self._variants is None or not self._variants.search(low):
             return low
         return fold(text)

@@ -16,6 +16,7 @@ _STOP = set(_QUOTES + _OPEN + _CLOSE)
 _NEAR = re.compile(r"NEAR(?:/(.*))?", re.IGNORECASE | re.DOTALL)
 _ALIAS = re.compile(r"[^\W][\w.-]*")
 _FILTERS = ("lang", "source")
+_LANG = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{1,8})*")  # en, zh-Hant, und
 
 
 class Kind(Enum):
@@ -113,6 +114,13 @@ def _word(query: str, word: str, pos: int) -> Token:
     if colon and field.lower() in _FILTERS:
         if not value:
             raise QueryError(query, pos, f"{field}: needs a value, e.g. {field.lower()}:zh")
+        if field.lower() == "lang" and not _LANG.fullmatch(value.lower()):
+            raise QueryError(
+                query,
+                pos + len(field) + 1,
+                f"lang: takes one language code, e.g. lang:en or lang:zh-Hant (got {value!r}; "
+                "for several: (lang:en OR lang:zh))",
+            )
         return Token(Kind.FILTER, value.lower(), pos, field=field.lower())
     star = word.find("*")
     if star >= 0:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from listener.query.fold import WORD
 
 Span = tuple[int, int]  # [start, end) character offsets in the folded text
+_FEW_PAIRS = 64  # up to this many NEAR pairs, each is checked; more: by bisection
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +32,7 @@ class Atom:
 class Subject:
     """One mention as the matcher sees it: folded text, language, source."""
 
-    __slots__ = ("_found", "_spans", "lang", "source", "text")
+    __slots__ = ("_found", "_spans", "_words", "lang", "source", "text")
 
     def __init__(self, text: str, lang: str | None, source: str | None) -> None:
         self.text = text  # already folded (listener.query.fold.fold)
@@ -38,6 +40,7 @@ class Subject:
         self.source = source.strip().lower() if source else ""
         self._found: dict[str, bool] = {}
         self._spans: dict[str, list[Span]] = {}
+        self._words: tuple[list[int], list[int]] | None = None
 
     def found(self, atom: Atom) -> bool:
         hit = self._found.get(atom.key)
@@ -54,6 +57,14 @@ class Subject:
             spans = self._spans[atom.key] = [m.span() for m in atom.pattern.finditer(self.text)]
         return spans
 
+    def words_before(self, pos: int) -> int:
+        """How many words start before ``pos``."""
+        return bisect_left(self._word_bounds()[0], pos)
+
+    def words_by(self, pos: int) -> int:
+        """How many words end at or before ``pos``."""
+        return bisect_right(self._word_bounds()[1], pos)
+
     def words_between(self, start: int, end: int, limit: int) -> int:
         """How many words ``text[start:end]`` holds, counted up to ``limit + 1``."""
         count = 0
@@ -63,10 +74,18 @@ class Subject:
                 break
         return count
 
+    def _word_bounds(self) -> tuple[list[int], list[int]]:
+        """The starts and the ends of the text's words (WORD), found once."""
+        if self._words is None:
+            spans = [m.span() for m in WORD.finditer(self.text)]
+            self._words = [s for s, _ in spans], [e for _, e in spans]
+        return self._words
+
 
 def primary_lang(lang: str) -> str:
-    """``zh-Hant`` → ``zh``."""
-    return lang.strip().lower().replace("_", "-").split("-", 1)[0]
+    """``zh-Hant`` → ``zh``; ``und`` (BCP 47: undetermined) → ``""``, no language given."""
+    code = lang.strip().lower().replace("_", "-").split("-", 1)[0]
+    return "" if code == "und" else code
 
 
 class Node(ABC):
@@ -114,7 +133,14 @@ class AnyNode(Positional):
 
 
 class NearNode(Positional):
-    """Occurrences of both sides with at most ``distance`` words between them."""
+    """Occurrences of both sides with at most ``distance`` words between them.
+
+    Its spans are the unions of such pairs. With many occurrences of both sides (a long
+    post repeating them), word counts are bisections of the text's word bounds, O(n log n)
+    rather than a count per pair, and only the spans an enclosing NEAR can tell apart are
+    kept: a span inside another one is never nearer to anything, so per left occurrence the
+    farthest right one within reach on either side (and any overlapping one).
+    """
 
     def __init__(self, left: Positional, right: Positional, distance: int) -> None:
         self.left = left
@@ -132,9 +158,17 @@ class NearNode(Positional):
         return self._pairs(subject, first=False)
 
     def _pairs(self, subject: Subject, *, first: bool) -> list[Span]:
+        lefts, rights = self.left.spans(subject), self.right.spans(subject)
+        if len(lefts) * len(rights) <= _FEW_PAIRS:
+            return self._each_pair(subject, lefts, rights, first=first)
+        return self._reachable(subject, lefts, rights, first=first)
+
+    def _each_pair(
+        self, subject: Subject, lefts: list[Span], rights: list[Span], *, first: bool
+    ) -> list[Span]:
+        """Every pair, counting the words between (cheapest for a short text)."""
         out: list[Span] = []
-        rights = self.right.spans(subject)
-        for a_start, a_end in self.left.spans(subject):
+        for a_start, a_end in lefts:
             for b_start, b_end in rights:
                 if a_end <= b_start:
                     words = subject.words_between(a_end, b_start, self.distance)
@@ -147,6 +181,44 @@ class NearNode(Positional):
                     if first:
                         return out
         return out
+
+    def _reachable(
+        self, subject: Subject, lefts: list[Span], rights: list[Span], *, first: bool
+    ) -> list[Span]:
+        """Per left occurrence, the farthest right ones within reach, by bisection."""
+        out: list[Span] = []
+        rights = outermost(rights)
+        starts = [s for s, _ in rights]  # both increasing (outermost)
+        ends = [e for _, e in rights]
+        # words before each right start / ended by each right end: increasing too
+        before_start = [subject.words_before(s) for s in starts]
+        by_end = [subject.words_by(e) for e in ends]
+        d = self.distance
+        for a_start, a_end in outermost(lefts):
+            after = bisect_left(starts, a_end)  # rights[after:] start at or after a's end
+            behind = bisect_right(ends, a_start)  # rights[:behind] end at or before a's start
+            if after < len(rights) and before_start[after] - subject.words_by(a_end) <= d:
+                # the farthest right occurrence after a within reach
+                last = bisect_right(before_start, subject.words_by(a_end) + d) - 1
+                out.append((a_start, ends[last]))
+            if behind > 0 and subject.words_before(a_start) - by_end[behind - 1] <= d:
+                # the farthest right occurrence before a within reach
+                far = bisect_left(by_end, subject.words_before(a_start) - d)
+                out.append((starts[far], a_end))
+            for b_start, b_end in rights[behind:after]:  # overlapping occurrences
+                out.append((min(a_start, b_start), max(a_end, b_end)))
+            if first and out:
+                return out
+        return out
+
+
+def outermost(spans: list[Span]) -> list[Span]:
+    """``spans`` without those inside another one, by start: ends increase with starts."""
+    out: list[Span] = []
+    for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if not out or end > out[-1][1]:
+            out.append((start, end))
+    return out
 
 
 class AndNode(Node):
@@ -177,7 +249,7 @@ class LangNode(Node):
     """``lang:zh``: the mention's primary language subtag; ``lang:und``: no language given."""
 
     def __init__(self, lang: str) -> None:
-        self.lang = "" if lang == "und" else primary_lang(lang)
+        self.lang = primary_lang(lang)
 
     def matches(self, subject: Subject) -> bool:
         return subject.lang == self.lang
