@@ -191,9 +191,15 @@ async def test_a_burst_of_200_incidents_is_merged_never_dropped(
     )
 
 
-async def test_after_a_restart_the_rate_limit_counts_what_was_sent_before(
-    sessions: Sessions, clock: ManualClock, metrics: Metrics
-) -> None:
+def robot_service(
+    robot: FakeDingTalk,
+    http: httpx.AsyncClient,
+    sessions: Sessions,
+    clock: ManualClock,
+    metrics: Metrics,
+) -> AlertService:
+    """An alerter whose one channel is ``robot`` (customer service's, every tier), with the
+    robot's rate limit: one process of a restart test."""
     config = AlertsConfig.model_validate(
         {
             "channels": {"robot": {"type": "console"}},
@@ -201,12 +207,17 @@ async def test_after_a_restart_the_rate_limit_counts_what_was_sent_before(
             "routes": {"teams": ["customer_service"]},
         }
     )
+    service = AlertService(MemoryBus(metrics=metrics), sessions, config, http, clock, metrics)
+    service.notifiers["robot"] = robot
+    service.limiter = RateLimiter(service.notifiers)
+    return service
 
+
+async def test_after_a_restart_the_rate_limit_counts_what_was_sent_before(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
     def service_with(robot: FakeDingTalk, http: httpx.AsyncClient) -> AlertService:
-        service = AlertService(MemoryBus(metrics=metrics), sessions, config, http, clock, metrics)
-        service.notifiers["robot"] = robot
-        service.limiter = RateLimiter(service.notifiers)
-        return service
+        return robot_service(robot, http, sessions, clock, metrics)
 
     async with httpx.AsyncClient() as http:
         before, after = FakeDingTalk("robot", clock), FakeDingTalk("robot", clock)
@@ -236,19 +247,9 @@ async def test_after_a_restart_messages_sent_in_one_round_count_one_by_one(
     """20 alerts due together go out as 20 messages in one delivery round, all recorded at
     the round's time: the restarted process must count 20, not 1 (DingTalk blocks a robot
     over 20 a minute for 10 minutes)."""
-    config = AlertsConfig.model_validate(
-        {
-            "channels": {"robot": {"type": "console"}},
-            "teams": {"customer_service": {"channels": ["robot"]}},
-            "routes": {"teams": ["customer_service"]},
-        }
-    )
 
     def service_with(robot: FakeDingTalk, http: httpx.AsyncClient) -> AlertService:
-        service = AlertService(MemoryBus(metrics=metrics), sessions, config, http, clock, metrics)
-        service.notifiers["robot"] = robot
-        service.limiter = RateLimiter(service.notifiers)
-        return service
+        return robot_service(robot, http, sessions, clock, metrics)
 
     async with httpx.AsyncClient() as http:
         before, after = FakeDingTalk("robot", clock), FakeDingTalk("robot", clock)
