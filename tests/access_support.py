@@ -50,6 +50,12 @@ def role_app(
         ),
         alerts=AlertsConfig(),
     )
+    return api_app(settings, clock)
+
+
+def api_app(settings: Settings, clock: ManualClock) -> tuple[Runtime, FastAPI]:
+    """The API role of ``settings`` (database migrated at start, a fake classifier), not
+    started."""
     runtime = Runtime(
         settings,
         roles=frozenset({Role.API}),
@@ -61,6 +67,17 @@ def role_app(
 
 
 @asynccontextmanager
+async def served(
+    runtime: Runtime, app: FastAPI
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """``app`` started (its lifespan), behind an in-process client."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            yield client, runtime
+
+
+@asynccontextmanager
 async def role_api(
     tmp_path: Path,
     clock: ManualClock,
@@ -68,11 +85,8 @@ async def role_api(
     extra_keys: list[ApiKeyConfig] | None = None,
     throttle: AuthThrottleConfig | None = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    runtime, app = role_app(tmp_path, clock, extra_keys=extra_keys, throttle=throttle)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
-            yield client, runtime
+    async with served(*role_app(tmp_path, clock, extra_keys=extra_keys, throttle=throttle)) as both:
+        yield both
 
 
 async def open_incident(

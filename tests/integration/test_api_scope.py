@@ -14,16 +14,14 @@ from alerts.config import AlertsConfig
 from alerts.service import AlertService
 from alerts.workflow.drills import Drill
 from api import audit
-from api.app import create_app
 from api.auth import Principal
-from api.runtime import Role, Runtime
+from api.runtime import Runtime
 from api.settings import ApiConfig, ApiKeyConfig, Settings
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
 from core.db import unit_of_work
 from core.settings import DatabaseConfig
-from tests.access_support import KEYS, key_headers, make_template, open_incident
-from tests.fakes import FakeClassifier
+from tests.access_support import KEYS, api_app, key_headers, make_template, open_incident, served
 
 ACME_KEY = "acme-scoped-key-0123456789"
 GLOBEX_KEY = "globex-scoped-key-0123456789"
@@ -55,18 +53,8 @@ async def scoped_api(
         api=ApiConfig(keys=keys + SCOPED_KEYS),
         alerts=alerts or AlertsConfig(),
     )
-    runtime = Runtime(
-        settings,
-        roles=frozenset({Role.API}),
-        clock=clock,
-        classifier=FakeClassifier(),
-        migrate=True,
-    )
-    app = create_app(runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
-            yield client, runtime
+    async with served(*api_app(settings, clock)) as both:
+        yield both
 
 
 def silence(**matchers: object) -> dict[str, object]:

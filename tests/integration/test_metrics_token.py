@@ -31,6 +31,7 @@ from api.settings import (
 )
 from core.clock import ManualClock
 from core.settings import DatabaseConfig
+from tests.access_support import api_app, served
 from tests.fakes import FakeClassifier
 from tests.fixtures.tansu import free_port
 from tests.process_support import Processes, RoleProcess, child_env, write_config
@@ -63,18 +64,8 @@ async def api_process(
     tmp_path: Path, clock: ManualClock, token: str | None, **api: object
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
     """The API role, started (database migrated), behind an in-process client."""
-    runtime = Runtime(
-        settings(tmp_path, token, **api),
-        roles=frozenset({Role.API}),
-        clock=clock,
-        classifier=FakeClassifier(),
-        migrate=True,
-    )
-    app = create_app(runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
-            yield client, runtime
+    async with served(*api_app(settings(tmp_path, token, **api), clock)) as both:
+        yield both
 
 
 def failures(runtime: Runtime, reason: str) -> float:
