@@ -367,6 +367,14 @@ class DetectorConfig(Section):
     )
 
     # --- stories and memory --------------------------------------------------------------
+    join_by_text: bool = Field(
+        True,
+        description="a post without a parent joins the story of a near-duplicate or a "
+        "paraphrase of its text (rules 4 and 4b of `stories`): copies of one complaint are "
+        "one story. false: a story is one cascade (a post and its reposts, replies and "
+        "quotes), the unit of replay truth files that count each root's own reposts "
+        "(`deploy/config/replay-*.yaml`, README 'Detection benchmark')",
+    )
     near_duplicate_threshold: float = Field(
         0.6, gt=0, le=1, description="Jaccard similarity (3-shingles) joining two posts"
     )

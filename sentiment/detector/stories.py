@@ -16,7 +16,8 @@ A story is a cascade of mentions about one thing. Per watch:
 4. A mention without a parent joins the story of a near-duplicate text (MinHash over
    character 3-shingles, Jaccard >= ``near_duplicate_threshold``, texts of at least
    ``near_duplicate_min_chars`` normalised characters): copy-paste complaints and the
-   same claim posted independently count as one story.
+   same claim posted independently count as one story. Rules 4 and 4b apply only with
+   ``join_by_text`` (the default); without it a story is one cascade.
 4b. A mention without a parent whose text is a paraphrase of one of a story's first
    texts (cosine of their sentence embeddings >= ``paraphrase_threshold``, or the
    language's ``paraphrase_threshold_by_lang``; only when the
@@ -123,6 +124,7 @@ class StoryIndex:
         self._touches = 0  # mentions assigned so far (``Story.touched``)
         self._story_of: dict[str, str] = {}  # mention id -> story id
         self._awaited: dict[str, str] = {}  # mention id not yet seen -> story id (rule 6)
+        self._by_text = config.join_by_text  # rules 4 and 4b
         self._texts = NearDuplicateIndex(
             permutations=config.minhash_permutations,
             bands=config.minhash_bands,
@@ -145,9 +147,11 @@ class StoryIndex:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """Snapshots older than ``STATE_FORMAT`` 3 hold no awaited ids, older than 4 no
-        paraphrase settings (the defaults stand in)."""
+        paraphrase settings (the defaults stand in; ``follow`` then sets them, and
+        ``join_by_text``, from the running config)."""
         self.__dict__.update(state)
         self.__dict__.setdefault("_awaited", {})
+        self.__dict__.setdefault("_by_text", True)
         defaults = DetectorConfig.model_fields
         self.__dict__.setdefault("_para_threshold", defaults["paraphrase_threshold"].default)
         self.__dict__.setdefault("_para_per_key", defaults["paraphrase_vectors_per_story"].default)
@@ -273,8 +277,9 @@ class StoryIndex:
         self._stories.move_to_end(survivor.id)
 
     def follow(self, config: DetectorConfig) -> None:
-        """Take the running config's paraphrase settings (a restored index was saved
-        with those of its time); before ``adopt``."""
+        """Take the running config's text-joining and paraphrase settings (a restored
+        index was saved with those of its time); before ``adopt``."""
+        self._by_text = config.join_by_text
         self._para_threshold = config.paraphrase_threshold
         self._para_by_lang = dict(config.paraphrase_threshold_by_lang)
         self._para_per_key = config.paraphrase_vectors_per_story
@@ -412,6 +417,10 @@ class StoryIndex:
             return Assignment(own, "root", False, True)
         # An independent post: a near-duplicate of a held text, a paraphrase of one, or a
         # story of its own.
+        if not self._by_text:
+            return Assignment(
+                self._new(mention.id, mention, watch, root_seen=True), "new", True, True
+            )
         sig = self._texts.signature(mention.text)
         if sig is not None:
             match = self._texts.best_match(sig)
@@ -437,7 +446,10 @@ class StoryIndex:
         when its text repeats another story X (a near-duplicate, else a paraphrase). If X
         began after it was posted, X's posts copied it: it roots its own story and X is
         displaced (folded or merged into it). If X began before, it copied X, as in order:
-        it joins X and its own story is displaced."""
+        it joins X and its own story is displaced. Without ``join_by_text`` it roots its
+        own story."""
+        if not self._by_text:
+            return Assignment(own, "root", False, True)
         sig = self._texts.signature(mention.text)
         match = None if sig is None else self._texts.best_match(sig)
         other = None if match is None or match == own.id else self._stories[match]

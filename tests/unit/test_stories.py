@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 
 from core.events import Author, Mention, WatchMatch
@@ -153,6 +154,46 @@ def test_a_reply_joins_its_parent_even_when_its_text_copies_another_story() -> N
     story_of(idx, mention("1", text=EN))
     other = story_of(idx, mention("2", text=EN_OTHER))
     assert story_of(idx, mention("3", reply_to="x:2", text=EN)) == other
+
+
+def test_without_join_by_text_a_story_is_one_cascade() -> None:
+    idx = index(join_by_text=False)
+    first = story_of(idx, mention("1", text=EN))
+    copy = idx.assign(mention("2", minute=5, text=EN_COPY), WATCH)
+    assert copy is not None
+    assert (copy.story.id, copy.reason, copy.is_root, copy.created) == (
+        "acme:x:2",
+        "new",
+        True,
+        True,
+    )
+    assert story_of(idx, mention("3", minute=6, text=ZH)) == "acme:x:3"
+    assert story_of(idx, mention("4", minute=7, text=ZH_EDIT)) == "acme:x:4"
+    # cascades still join, whatever their text
+    assert story_of(idx, mention("5", minute=8, repost_of="x:1", text=ZH)) == first
+    assert idx.texts_held == 0
+
+
+def test_without_join_by_text_a_late_root_keeps_its_own_story() -> None:
+    for by_text, expected in ((True, "acme:x:1"), (False, "acme:x:9")):
+        idx = index(join_by_text=by_text)
+        story_of(idx, mention("1", minute=0, text=EN))
+        assert story_of(idx, mention("10", minute=3, repost_of="x:9")) == "acme:x:9"
+        late = idx.assign(mention("9", minute=2, text=EN_COPY), WATCH)
+        assert late is not None
+        assert late.story.id == expected
+        assert (late.displaced is None) is (not by_text)
+
+
+def test_a_restored_index_follows_the_running_join_by_text() -> None:
+    idx = index()
+    story_of(idx, mention("1", text=EN))
+    restored: StoryIndex = pickle.loads(pickle.dumps(idx))
+    restored.follow(DetectorConfig.model_validate({"join_by_text": False}))
+    assert story_of(restored, mention("2", minute=5, text=EN_COPY)) == "acme:x:2"
+    again: StoryIndex = pickle.loads(pickle.dumps(idx))
+    again.follow(DetectorConfig())
+    assert story_of(again, mention("2", minute=5, text=EN_COPY)) == "acme:x:1"
 
 
 # --- bounded memory ---------------------------------------------------------------------
