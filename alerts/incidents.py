@@ -1069,8 +1069,9 @@ async def resolve(
     incident.resolved_by = actor
     incident.updated_at = now
     escalation.disarm(incident)
-    if not sla.met(incident, "resolved", now) and incident.sla_met_at is None:
-        sla.stop(incident)  # (a clock already met keeps its deadline, for the report)
+    met = sla.met(incident, "resolved", now)
+    if not met and incident.sla_met_at is None and incident.sla_breached_at is None:
+        sla.stop(incident)  # (a clock met or missed keeps its deadline, for the report)
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident resolved", escalations_only=False
     )

@@ -68,6 +68,19 @@ async def list_drills(
     return list(items), int(total or 0)
 
 
+async def _survivor(session: AsyncSession, incident: Incident) -> Incident:
+    """The incident the drill was worked on: a merged one's heat curve and timeline moved
+    to its survivor, and the ack and statements happened there."""
+    seen = {incident.id}
+    while incident.merged_into_id is not None and incident.merged_into_id not in seen:
+        survivor = await session.get(Incident, incident.merged_into_id)
+        if survivor is None:
+            break
+        seen.add(survivor.id)
+        incident = survivor
+    return incident
+
+
 def _measured(name: str, took: timedelta | None, target: timedelta | None) -> dict[str, Any]:
     seconds = round(took.total_seconds(), 1) if took is not None else None
     limit = target.total_seconds() if target is not None else None
@@ -111,6 +124,7 @@ async def measure(
     if incident is None:
         report["gaps"] = [f"not detected: no drill incident for the scenario at {now.isoformat()}"]
         return report
+    incident = await _survivor(session, incident)
     detected_at = await session.scalar(
         select(func.min(HeatSnapshot.at)).where(HeatSnapshot.incident_id == incident.id)
     )

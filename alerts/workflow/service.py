@@ -32,6 +32,7 @@ from alerts.models import (
     CANCELLED,
     CLOSED,
     FINISHED,
+    FOLLOW_UP_REASONS,
     MITIGATING,
     OPEN,
     PENDING,
@@ -353,16 +354,22 @@ async def merge(
     for task in await _open_tasks(session, source.id):
         task_service.finish(task, TASK_CANCELLED, actor, now, f"merged into incident {survivor.id}")
         cancelled_tasks.append(task.key)
+    # its queued follow-ups still go: a resolve queued before the merge is the only one
+    # that closes its page where it went (none is queued below for a resolved incident)
     await session.execute(
         update(Delivery)
-        .where(Delivery.incident_id == source.id, Delivery.status == PENDING)
+        .where(
+            Delivery.incident_id == source.id,
+            Delivery.status == PENDING,
+            Delivery.reason.not_in(FOLLOW_UP_REASONS),
+        )
         .values(status=CANCELLED, last_error=f"cancelled: merged into incident {survivor.id}")
         .execution_options(synchronize_session=False)
     )
     was = source.status
     escalation.disarm(source)
-    if source.status not in FINISHED:
-        sla.stop(source)
+    if source.status not in FINISHED and source.sla_breached_at is None:
+        sla.stop(source)  # (a missed deadline stays, for the report)
     source.status = CLOSED
     source.merged_into_id = survivor.id
     source.closed_at = now

@@ -292,9 +292,15 @@ async def remind_due(
     queued = 0
     for task, incident in rows:
         sent = task.reminders_sent + 1
+        # still open: a task finished since the read (which leaves ``reminders_sent``
+        # alone) is not reminded, nor given a reminder time again
         result = await session.execute(
             update(IncidentTask)
-            .where(IncidentTask.id == task.id, IncidentTask.reminders_sent == task.reminders_sent)
+            .where(
+                IncidentTask.id == task.id,
+                IncidentTask.reminders_sent == task.reminders_sent,
+                IncidentTask.status == TASK_OPEN,
+            )
             .values(reminders_sent=sent, next_reminder_at=next_reminder(task, now))
             .execution_options(synchronize_session=False)
         )

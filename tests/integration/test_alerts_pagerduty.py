@@ -314,3 +314,23 @@ async def test_a_chat_is_told_of_the_resolve_once_though_an_escalation_was_in_fl
     on_pr = [(m.action, m.reason) for ch, m in world.log if ch == "pr"]
     assert [a for a, _ in on_pr].count("resolve") == 1, on_pr
     assert any(r.startswith("ESCALATION") for _, r in on_pr), on_pr
+
+
+async def test_merging_a_resolved_incident_keeps_its_queued_resolve(
+    pd_pair: tuple[World, PagerDuty],
+) -> None:
+    """An incident resolved and merged before the outbox ran: the merge cancelled every
+    pending delivery, its queued resolve too, and queued none (it was resolved already),
+    so its PagerDuty alert stayed open and paged again at the acknowledgement timeout."""
+    from alerts.workflow import service as workflow
+
+    world, pd = pd_pair
+    await world.signal("a", tier=2, story="s1")
+    await world.signal("b", tier=2, story="s2")
+    await world.service.tick()
+    survivor, merged = (await world.incident("s1")).id, (await world.incident("s2")).id
+    await _resolve(world, merged)  # the resolve to PagerDuty is queued, not sent yet
+    async with unit_of_work(world.sessions) as session:
+        await workflow.merge(session, merged, survivor, "alice", world.clock)
+    await world.service.tick()
+    assert pd.open_alerts() == {f"crisiswatch-incident-{survivor}": "triggered"}

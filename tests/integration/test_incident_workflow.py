@@ -469,3 +469,110 @@ async def service_remind(session: AsyncSession, clock: ManualClock) -> int:
 
     clock.advance(3 * 3600)
     return await remind_due(session, config(), clock.now(), Metrics())
+
+
+async def test_a_task_marked_done_while_the_tick_reads_it_is_not_reminded(
+    pg_sessions: Sessions, clock: ManualClock
+) -> None:
+    """Someone marks the task done between the tick's read and its compare-and-set: the
+    set compared only ``reminders_sent``, which finishing a task leaves alone, so the team
+    got a "TASK OVERDUE" for a task already done and the done task a reminder time again."""
+    from sqlalchemy.sql.dml import Update
+
+    from alerts.workflow.tasks import remind_due
+
+    cfg = config()
+    incident_id = await apply(pg_sessions, signal(clock, "s1", tier=1), cfg, clock)
+    task = (await tasks_of(pg_sessions, incident_id))["private_reply"]
+    clock.advance(3 * 3600)
+    async with unit_of_work(pg_sessions) as session:
+        read_only = session.execute
+        finished: list[int] = []
+
+        async def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(statement, Update) and not finished:  # the tick read the task
+                async with unit_of_work(pg_sessions) as other:
+                    await service.update_task(
+                        other, incident_id, task.id, "done", "bob", clock.now()
+                    )
+                finished.append(task.id)
+            return await read_only(statement, *args, **kwargs)
+
+        session.execute = execute  # type: ignore[method-assign]
+        queued = await remind_due(session, cfg, clock.now(), Metrics())
+    assert finished == [task.id]
+    assert queued == 0
+    done = (await tasks_of(pg_sessions, incident_id))["private_reply"]
+    assert (done.status, done.next_reminder_at) == ("done", None)
+    incident = await get(pg_sessions, incident_id)
+    assert [e for e in incident.timeline if e.kind == "task_reminder"] == []
+
+
+async def test_a_drill_whose_incident_was_merged_is_measured_on_the_survivor(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    """The drill's incident merged into another drill incident (its story joined the
+    other's): its heat curve moved and it was never acknowledged itself, so the report
+    said "detection: not done" and "acknowledgement: not done" for a drill that was
+    detected and acknowledged in time."""
+    from alerts.workflow.drills import Drill, measure
+
+    cfg = config()
+    first_post = clock.now()
+    root = "bsky:drill-root"
+    theirs = signal(clock, "o#1", story="acme:drill:other", tier=2, drill=True)
+    other = await apply(sessions, theirs, cfg, clock)
+    clock.advance(60)
+    mine = await apply(
+        sessions, signal(clock, "d#1", story=f"acme:drill:{root}", tier=2, drill=True), cfg, clock
+    )
+    clock.advance(60)
+    async with unit_of_work(sessions) as session:
+        await incidents.acknowledge(session, other, WHO, clock)
+        await service.merge(session, mine, other, WHO, clock)
+        drill = Drill(
+            scenario="rumour",
+            watch_id="acme",
+            story_root=root,
+            mentions=200,
+            first_mention_at=first_post,
+            started_at=first_post,
+            started_by=WHO,
+        )
+        session.add(drill)
+    async with sessions() as session:
+        report = await measure(session, drill, cfg, clock.now())
+    assert report["incident_id"] == other
+    verdicts = {m["what"].split(" ")[0]: m["verdict"] for m in report["measurements"]}
+    assert verdicts["detection"] == "met", report
+    assert verdicts["acknowledgement"] != "not done", report
+
+
+@pytest.mark.parametrize("end", ["resolve", "merge"])
+async def test_the_report_keeps_the_deadline_of_an_sla_missed_before_the_end(
+    sessions: Sessions, clock: ManualClock, end: str
+) -> None:
+    """A tier-2 incident whose statement never came: the breach is recorded, then it is
+    resolved (or merged). That stopped the clock by clearing its deadline, so the report
+    read "tier 2 SLA missed, due -": the one date a review of the miss needs was gone."""
+    from alerts import sla
+    from alerts.workflow import report
+
+    cfg = config()
+    opened = clock.now()
+    incident_id = await apply(sessions, signal(clock, "s1", tier=2), cfg, clock)
+    clock.advance(61 * 60)
+    async with unit_of_work(sessions) as session:
+        assert await sla.check(session, cfg, clock.now(), Metrics())
+    clock.advance(60)
+    survivor = await apply(sessions, signal(clock, "t1", story="story-2", tier=2), cfg, clock)
+    async with unit_of_work(sessions) as session:
+        if end == "resolve":
+            await incidents.resolve(session, incident_id, WHO, clock)
+        else:
+            await service.merge(session, incident_id, survivor, WHO, clock)
+    async with sessions() as session:
+        data = await report.build(session, incident_id, clock.now())
+    (deadline,) = [d for d in data["deadlines"] if d["kind"] == "sla"]
+    assert deadline["outcome"] == "missed"
+    assert deadline["due_at"] == (opened + timedelta(hours=1)).isoformat()
