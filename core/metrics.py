@@ -321,7 +321,7 @@ class Metrics:
         # bus
         self.bus_handler_errors = Counter(
             "crisiswatch_bus_handler_errors",
-            "Handler failures (retried)",
+            "Handler failures, and dead letters the transport refused (retried)",
             ["topic", "group"],
             registry=r,
         )

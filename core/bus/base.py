@@ -14,7 +14,8 @@ Semantics, the same for both:
   keeps state per key drops it there and reloads what it needs (the detector does).
 * A record that cannot be decoded, or whose handler raises ``PermanentError`` or keeps
   failing after ``RetryPolicy.max_attempts`` tries, goes to the dead-letter topic
-  ``<topic>.dlq`` with the reason, and the consumer moves on.
+  ``<topic>.dlq`` with the reason (its first ``REASON_MAX`` characters), and the
+  consumer moves on.
 * Up to ``max_dead_letters_per_minute`` per subscription (0: no limit), and up to
   ``max_failures_in_a_row`` events in a row failing through every retry: one more raises
   ``ConsumerHalted`` (``core.bus.halt``); the batch in flight is not committed and that
@@ -39,6 +40,10 @@ from core.events import TOPIC_TYPES
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+REASON_MAX = 2000
+"""Characters of a dead letter's reason kept (a decoding error quotes its input: the whole
+record, which is the dead letter's value anyway); the log lines and a halt quote it too."""
 
 EventHandler = Callable[[list[Any]], Awaitable[None]]
 """Receives a batch of decoded events (instances of the topic's event type)."""
@@ -144,6 +149,10 @@ def _event_of(record: Record) -> BaseModel:
     if event is not None and type(event) is TOPIC_TYPES.get(record.topic):
         return event
     return decode_event(record.topic, record.value)
+
+
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "\u2026"
 
 
 def dlq_topic(topic: str) -> str:
@@ -324,6 +333,7 @@ class Bus(ABC):
                 await asyncio.sleep(delay)
 
     async def _to_dlq(self, sub: Subscription, record: Record, reason: str) -> None:
+        reason = _clip(reason)
         count = self._dead_letter_rate.full(sub.topic, sub.group)
         if count is not None:
             self._halt(sub, record, count, reason)
@@ -335,23 +345,28 @@ class Bus(ABC):
             sub.group,
             reason,
         )
-        self.metrics.bus_dead_letters.labels(record.topic, sub.group).inc()
-        await self.dead_letter(
-            DeadLetter(
-                topic=record.topic,
-                group=sub.group,
-                key=record.key,
-                value=record.value,
-                reason=reason,
-                partition=record.partition,
-                offset=record.offset,
-            )
+        letter = DeadLetter(
+            topic=record.topic,
+            group=sub.group,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            partition=record.partition,
+            offset=record.offset,
         )
+        try:
+            await self.dead_letter(letter)
+        except Exception:
+            # not written: the transport delivers the batch again; a failure, not a letter
+            self.metrics.bus_handler_errors.labels(record.topic, sub.group).inc()
+            raise
+        self.metrics.bus_dead_letters.labels(record.topic, sub.group).inc()
         self._dead_letter_rate.add(sub.topic, sub.group)
 
     def _halt(
         self, sub: Subscription, record: Record, count: int, reason: str, *, in_a_row: bool = False
     ) -> None:
+        reason = _clip(reason)
         halt = Halt(topic=sub.topic, group=sub.group, count=count, reason=reason, in_a_row=in_a_row)
         self._halts[(sub.topic, sub.group)] = halt
         self.metrics.bus_consumer_halted.labels(sub.topic, sub.group).set(1)

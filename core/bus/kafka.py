@@ -14,6 +14,12 @@
   consumers, then flush and close the producer; bounded by ``stop_timeout``
   (``bus.stop_timeout``). A batch still running at the deadline is abandoned, not
   committed: it is delivered again. ``api.serve`` runs this on SIGTERM and exits 0.
+* Dead letters go to ``<topic>.dlq`` with the record's key and value and headers
+  ``reason``, ``group``, ``topic``, ``partition``, ``offset``. A record too large for
+  that (it fits its topic, not with the headers added) goes cut to its first 64 KiB,
+  with its full length in a ``size`` header: the whole record is still at its offset.
+  A dead letter the broker refuses otherwise fails its batch (not committed, delivered
+  again; counted in ``crisiswatch_bus_handler_errors_total``, not as a dead letter).
 * Dead-letter limit (``bus.max_dead_letters_per_minute``, ``core.bus.halt``): past it the
   partition batch in flight is rewound and not committed, and that subscription's loop
   ends (its consumer stays in the group until ``stop()``; after
@@ -58,7 +64,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
@@ -71,6 +77,8 @@ from core.settings import KAFKA_REQUEST_TIMEOUT_MS, BusConfig
 log = logging.getLogger(__name__)
 
 _REASON_MAX = 2000  # characters of the dead-letter reason kept in its header
+_CUT_VALUE_MAX = 64 * 1024  # bytes of a record kept in a dead letter too large to send whole
+_CUT_KEY_MAX = 1000  # characters of its key kept then
 _RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batch
 _POSITION_WAIT = 0.1  # seconds the lag gauge waits for a partition's position
 
@@ -362,7 +370,25 @@ class KafkaBus(Bus):
             ("partition", str(letter.partition).encode()),
             ("offset", str(letter.offset).encode()),
         ]
-        await self._send(dlq_topic(letter.topic), letter.value, letter.key, headers)
+        try:
+            await self._send(dlq_topic(letter.topic), letter.value, letter.key, headers)
+        except MessageSizeTooLargeError as exc:
+            # It fits its own topic, not the dead-letter one with the headers (or that
+            # topic takes less): sent whole, it would fail on every try and its partition
+            # would never move on. Its start goes instead; the record stays whole at its
+            # topic/partition/offset (the headers) for the topic's retention.
+            log.warning(
+                "dead letter of %s[%d]@%d is too large (%d bytes; %s): sending its first %d",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                len(letter.value),
+                exc,
+                _CUT_VALUE_MAX,
+            )
+            headers.append(("size", str(len(letter.value)).encode()))
+            key = letter.key[:_CUT_KEY_MAX] if letter.key is not None else None
+            await self._send(dlq_topic(letter.topic), letter.value[:_CUT_VALUE_MAX], key, headers)
 
     async def _send(
         self, topic: str, value: bytes, key: str | None, headers: list[tuple[str, bytes]] | None

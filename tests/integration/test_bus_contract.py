@@ -451,6 +451,28 @@ async def test_undecodable_bytes_are_dead_lettered_not_a_crash(bus_factory: BusH
     assert dead_letter_count(bus, "mentions", "g") == 2
 
 
+async def test_a_large_undecodable_record_is_not_quoted_whole_in_its_reason_or_the_log(
+    bus_factory: BusHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A decoding error quotes its input: the reason of a 200 kB undecodable record held
+    the whole record, in the ERROR line (and, for the one that halts a consumer, in the
+    CRITICAL line and /readyz). The record itself is the dead letter's value."""
+    caplog.set_level(logging.INFO, logger="core.bus")
+    bus = bus_factory.bus()
+    got = Collector()
+    bus.subscribe("mentions", "g", got)
+    await bus.start()
+    junk = b"<" + b"x" * 200_000
+    await bus.publish_raw("mentions", junk, key="junk")
+    await bus.publish("mentions", mention(1), key="junk")
+    [letter] = await bus_factory.dead_letters(bus, "mentions", 1)
+    await got.wait_for(1)
+    assert letter.value == junk
+    assert letter.reason.startswith("undecodable: ")
+    assert len(letter.reason) <= 2000
+    assert max(len(r.getMessage()) for r in caplog.records) < 5000
+
+
 async def test_a_restarted_group_resumes_after_its_last_commit(bus_factory: BusHarness) -> None:
     """Stop mid-stream: what was handled is not delivered again, the rest is not lost."""
     seen: list[list[str]] = [[], []]  # per incarnation of the group
@@ -708,4 +730,36 @@ async def test_kafka_rebalance_commits_the_batch_in_flight(
         assert not set(handled["a"]) & set(handled["b"]), handled
     finally:
         release.set()
+        await harness.close()
+
+
+# -- Kafka only: poison records --------------------------------------------------------
+
+
+@pytest.mark.kafka
+async def test_kafka_a_record_too_large_to_dead_letter_whole_is_dead_lettered_cut_and_flow_goes_on(
+    kafka_config: BusConfig,
+) -> None:
+    """A record that fits its topic but not the dead-letter topic once the reason and the
+    other headers are added (here: just under the producer's 1 MiB) is dead-lettered cut
+    short, with its full size in a header; before, its dead letter failed on every try and
+    its partition never moved past it (while the dead-letter count went up each time)."""
+    harness = KafkaHarness(kafka_config)
+    try:
+        bus = harness.bus()
+        got = Collector()
+        bus.subscribe("mentions", "g", got)
+        await bus.start()
+        huge = b"x" * (1_048_576 - 1_000)  # fits alone; not with a 2000-byte reason header
+        await bus.publish_raw("mentions", huge, key="k")
+        await bus.publish("mentions", mention(1), key="k")  # the same partition, after it
+        letters = await harness.dead_letters(bus, "mentions", 1)
+        await got.wait_for(1)
+        assert got.ids == ["test:1"]
+        assert [(d.offset, d.key) for d in letters] == [(0, "k")]
+        assert letters[0].reason.startswith("undecodable: ")
+        assert 0 < len(letters[0].value) < len(huge)
+        assert huge.startswith(letters[0].value)
+        assert dead_letter_count(bus, "mentions", "g") == 1
+    finally:
         await harness.close()
