@@ -107,9 +107,18 @@ async def check(
         values: dict[str, object] = {"sla_warned": reached}
         if breached:
             values["sla_breached_at"] = now
+        # the clock still running as read: an ack, a response or a resolve since the read
+        # (which leave ``sla_warned`` alone) met or stopped it, a new tier moved its deadline
         result = await session.execute(
             update(Incident)
-            .where(Incident.id == incident.id, Incident.sla_warned == incident.sla_warned)
+            .where(
+                Incident.id == incident.id,
+                Incident.sla_warned == incident.sla_warned,
+                Incident.sla_due_at == due,
+                Incident.sla_met_at.is_(None),
+                Incident.sla_breached_at.is_(None),
+                Incident.status.not_in(FINISHED),
+            )
             .values(**values)
             .execution_options(synchronize_session=False)
         )

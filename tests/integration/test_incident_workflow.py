@@ -576,3 +576,36 @@ async def test_the_report_keeps_the_deadline_of_an_sla_missed_before_the_end(
     (deadline,) = [d for d in data["deadlines"] if d["kind"] == "sla"]
     assert deadline["outcome"] == "missed"
     assert deadline["due_at"] == (opened + timedelta(hours=1)).isoformat()
+
+
+async def test_an_ack_while_the_sla_check_reads_the_incident_is_no_breach(
+    pg_sessions: Sessions, clock: ManualClock
+) -> None:
+    """A tier-3 incident acknowledged between the SLA check's read and its
+    compare-and-set: the set compared only ``sla_warned``, which the ack leaves alone, so
+    an incident acknowledged in time was recorded as breached and its next escalation step
+    ran (the executives paged for a crisis already in hand)."""
+    from sqlalchemy.sql.dml import Update
+
+    from alerts import sla
+
+    cfg = config()
+    incident_id = await apply(pg_sessions, signal(clock, "s1", tier=3), cfg, clock)
+    clock.advance(11 * 60)
+    async with unit_of_work(pg_sessions) as session:
+        read_only = session.execute
+        acked: list[int] = []
+
+        async def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(statement, Update) and not acked:  # the check read the incident
+                async with unit_of_work(pg_sessions) as other:
+                    await incidents.acknowledge(other, incident_id, WHO, clock)
+                acked.append(incident_id)
+            return await read_only(statement, *args, **kwargs)
+
+        session.execute = execute  # type: ignore[method-assign]
+        breaches = await sla.check(session, cfg, clock.now(), Metrics())
+    assert acked == [incident_id]
+    assert breaches == []
+    incident = await get(pg_sessions, incident_id)
+    assert [e for e in incident.timeline if e.kind == "sla_breached"] == []
