@@ -4,7 +4,7 @@ kept, the new crisis would join the old story, already alerted, and show nothing
 
 from __future__ import annotations
 
-from api.serve import DEMO_WATCH_ID, with_demo
+from api.serve import DEMO_WATCH_ID, _banner, with_demo
 from api.settings import Settings
 from sentiment.detector.config import DetectorConfig
 
@@ -25,3 +25,13 @@ def test_a_state_store_set_on_purpose_is_kept() -> None:
 def test_without_the_demo_the_embedded_detector_keeps_its_state() -> None:
     assert Settings().detector.durable_state("memory", journaled=True)
     assert not Settings().detector.durable_state("memory", journaled=False)
+
+
+def test_the_banner_does_not_send_every_run_to_incident_1() -> None:
+    # The database keeps its incidents across runs and the demo tells its crisis again on
+    # each one, so from the second run on its incident is 3, 5, ...: the banner's ack
+    # command named incident 1, which by then is resolved (409) or an old story.
+    text = _banner(with_demo(Settings()), "cw_test", "127.0.0.1", 8000)
+    assert "/incidents/1/" not in text
+    assert "/incidents/N/ack" in text
+    assert "new each run" in text
