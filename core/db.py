@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -108,18 +110,51 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
+class DisposablePool(AsyncAdaptedQueuePool):
+    """The engine's pool, which closes a connection checked in after ``dispose()``.
+
+    ``AsyncEngine.dispose()`` closes the idle connections and replaces the pool; one
+    checked out then (a task still in its unit of work: a delivery round, a request
+    unwinding after a cancel) went back into the replaced pool when its holder finished,
+    and nothing ever closed it: its driver connection (and aiosqlite's thread) lived on
+    until the garbage collector dropped it unclosed (aiosqlite's ``ResourceWarning``).
+    Here the holder's check-in closes it; the replacement pool (``recreate``) is a
+    ``DisposablePool`` too."""
+
+    _disposed = False
+
+    def dispose(self) -> None:
+        self._disposed = True  # first: what is checked in meanwhile is closed, not kept
+        super().dispose()
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self._disposed:
+            record.close()  # (the pool logs a failure to close, and goes on)
+            return
+        super()._do_return_conn(record)
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
     """Create the engine; SQLite gets WAL, foreign keys and a meaning for ``FOR UPDATE``
-    (``_sqlite_for_update``), its parent folder is created."""
+    (``_sqlite_for_update``), its parent folder is created. A pooled engine closes a
+    connection checked in after ``dispose()`` (``DisposablePool``)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo)
+        parsed = make_url(url)
+        dialect = cast("type[DefaultDialect]", parsed.get_dialect())
+        pooled = dialect.get_pool_class(parsed) is AsyncAdaptedQueuePool
+        # an in-memory database keeps its one connection (StaticPool)
+        engine = create_async_engine(
+            url, echo=echo, **({"poolclass": DisposablePool} if pooled else {})
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "before_execute", _sqlite_for_update)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, pool_pre_ping=True, poolclass=DisposablePool
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -274,3 +274,6 @@ async def test_a_signal_that_cannot_be_stored_is_dead_lettered(
         "permanent: signal 'bad': story_id must be 1-255 characters, got 300"
     ]
     assert await count(sessions, Incident) == 1
+    # the good signal's delivery task must not outlive the test (it held a connection
+    # while the fixtures disposed the engine: tests/integration/test_db_dispose.py)
+    await service.stop()
