@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -268,32 +270,49 @@ class Runtime:
         log.info("crisiswatch is up")
 
     async def stop(self) -> None:
+        """Stop in order: sources, the bus (drained first when in memory), the stages, the
+        classifier, the HTTP client, the engine. A step that fails is logged and the
+        others still run (a failing alerter stop left the classifier's child process and
+        every database connection open); the first failure is raised at the end."""
         self.ready = False
         log.info("stopping: sources first, then drain the bus, then the rest")
+        failures: list[Exception] = []
+
+        async def step(what: str, stop: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await stop()
+            except Exception as exc:
+                log.exception("stopping: %s failed; stopping the rest", what)
+                failures.append(exc)
+
         if self.listener is not None:
-            await self.listener.stop()
+            await step("the listener", self.listener.stop)
         if isinstance(self.bus, MemoryBus) and self.bus.started:
             # nothing outlives this process's memory: hand what is queued to the stages first
             try:
                 await asyncio.wait_for(self.bus.join(), self.drain_timeout)
             except TimeoutError:
                 log.error("gave up draining the in-process bus after %.0f s", self.drain_timeout)
-        try:
-            if self.bus is not None:
-                await self.bus.stop()
-        finally:
-            if self._journal is not None:
-                await self._journal.close()  # its file lock, for the next process
-        for service in (self.detector, self.scorer, self.alerter):
+        if self.bus is not None:
+            await step("the bus", self.bus.stop)
+        if self._journal is not None:
+            await step("the bus journal", self._journal.close)  # its file lock, for the next
+        for name, service in (
+            ("the detector", self.detector),
+            ("the scorer", self.scorer),
+            ("the alerter", self.alerter),
+        ):
             if service is not None:
-                await service.stop()
+                await step(name, service.stop)
         if self._own_classifier:  # its child process, where it runs in one
-            await close_classifier(self.classifier)
+            await step("the classifier", partial(close_classifier, self.classifier))
             self.classifier, self._own_classifier = None, False
         if self.http is not None and self._own_http:
-            await self.http.aclose()
+            await step("the HTTP client", self.http.aclose)
         if self.engine is not None:
-            await self.engine.dispose()
+            await step("the database engine", self.engine.dispose)
+        if failures:
+            raise failures[0]
         log.info("crisiswatch stopped")
 
     async def _load_classifier(self) -> Classifier:

@@ -1,16 +1,18 @@
 """How the runtime places the classifier: a child process where auto chose one and it can
-start, this process otherwise; and the warning when the bus leaves no room to prefetch."""
+start, this process otherwise; the warning when the bus leaves no room to prefetch; and a
+stop that goes on past a stage that fails to stop (the classifier, HTTP client, engine)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 import api.runtime as runtime_module
 from api.runtime import ALL_ROLES, Role, Runtime
 from api.settings import Settings
-from core.settings import BusConfig
+from core.settings import BusConfig, DatabaseConfig
 from sentiment.classifier import Classifier
 from sentiment.config import ClassifierConfig, ScorerConfig
 from sentiment.process import ClassifierProcessError
@@ -63,3 +65,31 @@ async def test_a_bus_without_room_for_two_batches_is_reported(
         await runtime.start()
         await runtime.stop()
     assert ("cannot classify its next batch" in caplog.text) is warned
+
+
+async def test_a_stage_that_fails_to_stop_does_not_leave_the_rest_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The alerter's stop raised: the runtime used to stop there, leaving the HTTP client
+    and every database connection open (and a classifier child process running). Now the
+    other steps run, the failure is logged and raised at the end."""
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'stop.db'}"),
+        bus=BusConfig(journal="off"),
+    )
+    runtime = Runtime(settings, classifier=FakeClassifier(), migrate=True)
+    await runtime.start()
+    assert runtime.alerter is not None and runtime.engine is not None
+    assert runtime.http is not None
+    pool = runtime.engine.sync_engine.pool  # dispose() replaces it
+
+    async def broken() -> None:
+        raise RuntimeError("alerter stop failed")
+
+    runtime.alerter.stop = broken  # type: ignore[method-assign]
+    http = runtime.http
+    with caplog.at_level(logging.ERROR, "api.runtime"), pytest.raises(RuntimeError):
+        await runtime.stop()
+    assert runtime.engine.sync_engine.pool is not pool
+    assert http.is_closed
+    assert "stopping: the alerter failed" in caplog.text
