@@ -471,36 +471,48 @@ async def service_remind(session: AsyncSession, clock: ManualClock) -> int:
     return await remind_due(session, config(), clock.now(), Metrics())
 
 
+def before_the_first_update(
+    session: AsyncSession, meanwhile: Callable[[], Awaitable[None]]
+) -> list[bool]:
+    """Run ``meanwhile`` (another user's change, in its own transaction) just before
+    ``session`` sends its first UPDATE: between a job's read and its compare-and-set.
+    The list it returns holds True once ``meanwhile`` ran."""
+    from sqlalchemy.sql.dml import Update
+
+    send = session.execute
+    ran: list[bool] = []
+
+    async def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(statement, Update) and not ran:
+            await meanwhile()
+            ran.append(True)
+        return await send(statement, *args, **kwargs)
+
+    session.execute = execute  # type: ignore[method-assign]
+    return ran
+
+
 async def test_a_task_marked_done_while_the_tick_reads_it_is_not_reminded(
     pg_sessions: Sessions, clock: ManualClock
 ) -> None:
     """Someone marks the task done between the tick's read and its compare-and-set: the
     set compared only ``reminders_sent``, which finishing a task leaves alone, so the team
     got a "TASK OVERDUE" for a task already done and the done task a reminder time again."""
-    from sqlalchemy.sql.dml import Update
-
     from alerts.workflow.tasks import remind_due
 
     cfg = config()
     incident_id = await apply(pg_sessions, signal(clock, "s1", tier=1), cfg, clock)
     task = (await tasks_of(pg_sessions, incident_id))["private_reply"]
     clock.advance(3 * 3600)
+
+    async def mark_done() -> None:
+        async with unit_of_work(pg_sessions) as other:
+            await service.update_task(other, incident_id, task.id, "done", "bob", clock.now())
+
     async with unit_of_work(pg_sessions) as session:
-        read_only = session.execute
-        finished: list[int] = []
-
-        async def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(statement, Update) and not finished:  # the tick read the task
-                async with unit_of_work(pg_sessions) as other:
-                    await service.update_task(
-                        other, incident_id, task.id, "done", "bob", clock.now()
-                    )
-                finished.append(task.id)
-            return await read_only(statement, *args, **kwargs)
-
-        session.execute = execute  # type: ignore[method-assign]
+        finished = before_the_first_update(session, mark_done)
         queued = await remind_due(session, cfg, clock.now(), Metrics())
-    assert finished == [task.id]
+    assert finished == [True]
     assert queued == 0
     done = (await tasks_of(pg_sessions, incident_id))["private_reply"]
     assert (done.status, done.next_reminder_at) == ("done", None)
@@ -585,27 +597,20 @@ async def test_an_ack_while_the_sla_check_reads_the_incident_is_no_breach(
     compare-and-set: the set compared only ``sla_warned``, which the ack leaves alone, so
     an incident acknowledged in time was recorded as breached and its next escalation step
     ran (the executives paged for a crisis already in hand)."""
-    from sqlalchemy.sql.dml import Update
-
     from alerts import sla
 
     cfg = config()
     incident_id = await apply(pg_sessions, signal(clock, "s1", tier=3), cfg, clock)
     clock.advance(11 * 60)
+
+    async def acknowledge() -> None:
+        async with unit_of_work(pg_sessions) as other:
+            await incidents.acknowledge(other, incident_id, WHO, clock)
+
     async with unit_of_work(pg_sessions) as session:
-        read_only = session.execute
-        acked: list[int] = []
-
-        async def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(statement, Update) and not acked:  # the check read the incident
-                async with unit_of_work(pg_sessions) as other:
-                    await incidents.acknowledge(other, incident_id, WHO, clock)
-                acked.append(incident_id)
-            return await read_only(statement, *args, **kwargs)
-
-        session.execute = execute  # type: ignore[method-assign]
+        acked = before_the_first_update(session, acknowledge)
         breaches = await sla.check(session, cfg, clock.now(), Metrics())
-    assert acked == [incident_id]
+    assert acked == [True]
     assert breaches == []
     incident = await get(pg_sessions, incident_id)
     assert [e for e in incident.timeline if e.kind == "sla_breached"] == []
