@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from api.runtime import SQLITE_WITH_KAFKA
 from api.settings import Settings
+from core.db import sqlite_file
 
 
 def describe(settings: Settings, path: Path) -> str:
     lines = [f"{path}: OK"]
     lines.append(f"  bus: {settings.bus.kind}")
-    lines.append(f"  database: {settings.database.url.get_secret_value().split(':', 1)[0]}")
+    url = settings.database.url.get_secret_value()
+    lines.append(f"  database: {url.split(':', 1)[0]}")
+    if settings.bus.kind == "kafka" and sqlite_file(url) is not None:
+        lines.append(f"    warning: {SQLITE_WITH_KAFKA}")
     watches = settings.listener.watches
     lines.append(
         f"  watches: {len(watches)}"
         + (
             " (" + ", ".join(w.id for w in watches) + ")"
             if watches
-            else " (none: nothing will match; add listener.watches)"
+            else " (none: a running service matches nothing, add listener.watches; "
+            "replay and bench detection need none)"
         )
     )
     lines.append(

@@ -341,12 +341,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from api.settings import ConfigError
 
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # (a reader gone shows here, not as a traceback at exit)
+        return code
     except ConfigError as exc:
         print(f"crisiswatch: configuration error\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `crisiswatch check-config … | head`: stop quietly
+        from api.pipes import reader_gone
+
+        return reader_gone()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -57,6 +57,13 @@ DB_ROLES = frozenset({Role.ALERTER, Role.API})
 BUS_ROLES = frozenset({Role.LISTENER, Role.SCORER, Role.DETECTOR, Role.ALERTER})
 
 
+SQLITE_WITH_KAFKA = (
+    "bus.kind is kafka but the database is a SQLite file: only processes on this machine "
+    "share it (each other machine keeps incidents, deliveries and detector state of its "
+    "own); set CRISISWATCH_DATABASE__URL to PostgreSQL for distributed mode"
+)
+
+
 def journal_path(settings: Settings) -> Path | None:
     """The memory bus journal's file (``bus.journal``): ``auto`` puts it beside a SQLite
     database file (``var/crisiswatch.db`` -> ``var/crisiswatch.db.bus-journal``); with an
@@ -177,6 +184,8 @@ class Runtime:
         )
         self._needs_db = bool(self.roles & DB_ROLES) or detector_in_db
         if self._needs_db or listener_in_db:
+            if s.bus.kind == "kafka" and sqlite_file(s.database.url.get_secret_value()):
+                log.warning(SQLITE_WITH_KAFKA)
             self.engine = make_engine(
                 s.database.url.get_secret_value(),
                 echo=s.database.echo,

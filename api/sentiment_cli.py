@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from api.pipes import reader_gone
 from core.events import Sentiment
 from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
@@ -49,8 +50,6 @@ from sentiment.textnorm import blank, without_surrogates
 CHUNK = 2048
 TRAIN_INSTALL = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]'"
 """How the README installs the ``train`` extra (torch's CPU build first)."""
-EXIT_BROKEN_PIPE = 128 + 13
-"""What a shell reports for a tool stopped by SIGPIPE (``… | head``): quiet, no traceback."""
 
 
 class CommandError(Exception):
@@ -291,13 +290,7 @@ def run(args: argparse.Namespace) -> int:
             return _classify(args)
         return _eval(args)
     except BrokenPipeError:  # `… | head`: the reader has gone; stop quietly
-        with contextlib.suppress(OSError, ValueError):  # the exit's flush goes nowhere
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, sys.stdout.fileno())
-            finally:
-                os.close(devnull)
-        return EXIT_BROKEN_PIPE
+        return reader_gone()
     except (CommandError, ModelLoadError) as exc:
         print(f"crisiswatch sentiment: {exc}", file=sys.stderr)
         return 2

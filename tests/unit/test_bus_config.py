@@ -167,3 +167,48 @@ def test_a_journal_on_the_database_file_is_refused(
         f"bus:\n  journal: {tmp_path}/cw.journal\n"
     )
     assert main(["check-config", str(config)]) == 0
+
+
+def test_check_config_warns_of_kafka_with_a_sqlite_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The distributed config names no database (its URL comes from the environment):
+    forgotten, every machine kept incidents and detector state of its own, silently."""
+    config = tmp_path / "c.yaml"
+    config.write_text("bus:\n  kind: kafka\n  bootstrap_servers: kafka:9092\n")
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: bus.kind is kafka but the database is a SQLite file" in out
+    assert "CRISISWATCH_DATABASE__URL" in out
+    config.write_text(
+        "bus:\n  kind: kafka\n  bootstrap_servers: kafka:9092\n"
+        "database:\n  url: postgresql+asyncpg://cw@db/cw\n"
+    )
+    assert main(["check-config", str(config)]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_check_config_piped_into_a_reader_that_leaves_is_quiet(tmp_path: Path) -> None:
+    """`crisiswatch check-config … | head -1`: the reader gone, the output's flush at exit
+    raised BrokenPipeError ("Exception ignored …" on stderr, exit status 120)."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text("bus:\n  kind: memory\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before anything was written
+    try:
+        writer = subprocess.run(
+            [sys.executable, "-m", "api.cli", "check-config", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "BrokenPipeError" not in writer.stderr, writer.stderr
+    assert writer.returncode == 141
