@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.config import AlertsConfig
 from alerts.incidents import apply_signal
@@ -93,6 +94,15 @@ async def open_incident(
     runtime: Runtime, clock: ManualClock, *, tier: int = 2, watch: str = "acme",
     title_text: str = "40 negative posts", drill: bool = False,
 ) -> int:  # fmt: skip
+    signal = make_signal(clock, tier=tier, watch=watch, title_text=title_text, drill=drill)
+    assert runtime.sessions is not None
+    return await add_incident(runtime.sessions, signal, runtime.settings.alerts, clock)
+
+
+def make_signal(
+    clock: ManualClock, *, tier: int = 2, watch: str = "acme",
+    title_text: str = "40 negative posts", drill: bool = False,
+) -> Signal:  # fmt: skip
     n = next(_serial)
     signal = Signal(
         id=f"{watch}:s{n}#1",
@@ -114,9 +124,15 @@ async def open_incident(
         at=clock.now(),
         drill=drill,
     )
-    assert runtime.sessions is not None
-    async with unit_of_work(runtime.sessions) as session:
-        incident = await apply_signal(session, signal, runtime.settings.alerts, clock)
+    return signal
+
+
+async def add_incident(
+    sessions: async_sessionmaker[AsyncSession], signal: Signal, config: AlertsConfig,
+    clock: ManualClock,
+) -> int:  # fmt: skip
+    async with unit_of_work(sessions) as session:
+        incident = await apply_signal(session, signal, config, clock)
         assert incident is not None
         return incident.id
 

@@ -138,6 +138,10 @@ def check(body: str, fmt: str) -> list[str]:
         env.compile(tree)  # unknown filters and tests are found here
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error on line {exc.lineno}: {exc.message}") from exc
+    except (RecursionError, SyntaxError) as exc:  # Jinja's parser or Python's compiler gave up
+        raise TemplateProblem(
+            "the template is nested too deeply (brackets, filters, blocks)"
+        ) from exc
     for node in tree.find_all(_FORBIDDEN_NODES):
         raise TemplateProblem(
             f"line {node.lineno}: {type(node).__name__.lower()} is not allowed in templates"

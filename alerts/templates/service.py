@@ -6,7 +6,6 @@ return what the audit log needs (``snapshot`` of the version before and after).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -34,7 +33,11 @@ from alerts.templates.workflow import EDIT_AS_NEW_DRAFT, EDIT_IN_PLACE, next_sta
 from alerts.timeline import add_event
 
 IncidentNotFound = incidents.IncidentNotFound
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _valid_name(name: str) -> bool:
+    """A name a body can use: Jinja takes Python identifiers, Chinese ones (``产品``) too."""
+    return name.isidentifier() and len(name) <= 64
 
 
 class TemplateNotFound(LookupError):
@@ -317,9 +320,9 @@ SAMPLE_INCIDENT: dict[str, Any] = {
 def _values(
     version: TemplateVersion, incident: Mapping[str, Any], variables: Mapping[str, str]
 ) -> dict[str, Any]:
-    bad = [k for k in variables if not _NAME.match(k)]
+    bad = [k for k in variables if not _valid_name(k)]
     if bad:
-        raise BadVariables(f"invalid variable names (letters, digits, _): {bad}")
+        raise BadVariables(f"invalid variable names (letters, digits, _; no spaces): {bad}")
     provided = sorted(renderer.PROVIDED.intersection(variables))
     if provided:  # the approved text names the incident's brand, never the caller's
         raise BadVariables(f"{', '.join(provided)}: filled from the incident, not given")
@@ -368,8 +371,11 @@ async def use_template(
     actor: str,
     now: datetime,
 ) -> TemplateUsage:
-    """Render an approved version for ``incident`` and record who used it."""
-    template = await get_template(session, template_id)
+    """Render an approved version for ``incident`` and record who used it.
+
+    The template is read under its lock (as reviews take it), so a use racing an approval
+    or a retirement sees the version's status after it, never a version retired meanwhile."""
+    template = await get_template(session, template_id, lock=True)
     if number is None:
         version = current_approved(template)
         if version is None:

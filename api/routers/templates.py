@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.templates import service
@@ -170,6 +171,8 @@ async def _transition(
     note: str | None,
 ) -> VersionOut:
     now = _runtime(request).clock.now()
+    if action == "approve":
+        await _refuse_an_editor(session, who, template_id, number)
     version, before, retired = await service.transition(
         session, template_id, number, action, actor=who.name, now=now, note=note
     )
@@ -181,6 +184,29 @@ async def _transition(
     for other in retired:
         _audit_auto_retire(session, who, other, now)
     return VersionOut.model_validate(version)
+
+
+async def _refuse_an_editor(
+    session: AsyncSession, who: Principal, template_id: int, number: int
+) -> None:
+    """Four eyes: nobody approves words they wrote. The version keeps only its author and
+    last editor (``service.transition`` checks those); the audit log has every edit. Read
+    under the template's lock, which the approval then holds."""
+    await service.get_template(session, template_id, lock=True)
+    edited = await session.scalar(
+        select(
+            exists().where(
+                audit.AuditEntry.action == "template.edit",
+                audit.AuditEntry.target_type == "template_version",
+                audit.AuditEntry.target_id == f"{template_id}/{number}",
+                audit.AuditEntry.actor == who.name,
+            )
+        )
+    )
+    if edited:
+        raise service.ReviewRefused(
+            f"{who.name!r} edited version {number}; another legal reviewer must approve it"
+        )
 
 
 def _audit_auto_retire(

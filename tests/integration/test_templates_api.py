@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alerts.config import AlertsConfig
 from alerts.templates import service
 from alerts.templates.models import KINDS
 from alerts.templates.seeds import SEED_ACTOR, load_seeds, seed_templates
@@ -20,7 +23,9 @@ from core.db import unit_of_work
 from tests.access_support import (
     BODY,
     SECOND_LEGAL_KEY,
+    add_incident,
     key_headers,
+    make_signal,
     make_template,
     open_incident,
     role_api,
@@ -355,6 +360,55 @@ def test_cli_seeds_the_starter_templates(tmp_path: Path) -> None:
     assert rows == [("crisiswatch templates seed", "cli", "template.seed")]
 
 
+async def test_an_editor_of_a_version_may_not_approve_it(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # four eyes: legal rewrote the draft, pr touched it last (updated_by is pr); the legal
+    # key that wrote the words still may not approve them, another legal key may
+    async with role_api(tmp_path, clock) as (client, _):
+        tid = (await client.post("/templates", headers=PR, json=NEW)).json()["id"]
+        base = f"/templates/{tid}/versions/1"
+        r = await client.patch(
+            base, headers=LEGAL, json={"body": "{{ brand }} regrets {{ issue }}."}
+        )
+        assert r.status_code == 200, r.text
+        r = await client.patch(base, headers=PR, json={"body": "{{ brand }} regrets {{ issue }}!"})
+        assert r.status_code == 200 and r.json()["updated_by"] == "pr"
+        assert (await client.post(f"{base}/submit", headers=PR)).status_code == 200
+        r = await client.post(f"{base}/approve", headers=LEGAL)
+        assert r.status_code == 403 and "another legal reviewer" in r.json()["detail"], r.text
+        r = await client.post(f"{base}/approve", headers=LEGAL_2)
+        assert r.status_code == 200 and r.json()["reviewed_by"] == "legal-2"
+
+
+async def test_chinese_variable_names_can_be_used(tmp_path: Path, clock: ManualClock) -> None:
+    # a body may name its variables in Chinese ({{ 产品 }}): the template is saved with that
+    # variable, so a use must accept it (it answered 422 "invalid variable names" before)
+    async with role_api(tmp_path, clock) as (client, runtime):
+        body = "{{ brand }}已关注到关于{{ 产品 }}的反馈，将于{{ 时间 }}前更新。"
+        tid = await make_template(runtime, clock, until="approved", body=body, lang="zh")
+        r = await client.get(f"/templates/{tid}/versions/1", headers=PR)
+        assert r.json()["variables"] == ["brand", "产品", "时间"]
+        incident = await open_incident(runtime, clock)
+        use = {"template_id": tid, "variables": {"产品": "X2<b>手机", "时间": "18:00"}}
+        r = await client.post(f"/incidents/{incident}/responses", headers=PR, json=use)
+        assert r.status_code == 201, r.text
+        assert r.json()["text"] == "Acme已关注到关于X2＜b＞手机的反馈，将于18:00前更新。"
+        r = await client.post(
+            f"/incidents/{incident}/responses",
+            headers=PR,
+            json={"template_id": tid, "variables": {"产 品": "x", "时间": "y"}},
+        )
+        assert r.status_code == 422 and "invalid variable names" in r.json()["detail"]
+
+
+async def test_a_too_deeply_nested_body_is_422(tmp_path: Path, clock: ManualClock) -> None:
+    async with role_api(tmp_path, clock) as (client, _):
+        nested = {**NEW, "body": "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"}
+        r = await client.post("/templates", headers=PR, json=nested)
+        assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
+
+
 @pytest.mark.postgres
 async def test_the_workflow_on_postgres(pg_sessions: async_sessionmaker[AsyncSession]) -> None:
     clock = ManualClock()
@@ -373,3 +427,41 @@ async def test_the_workflow_on_postgres(pg_sessions: async_sessionmaker[AsyncSes
         assert approved == 1
         _, none = await service.list_templates(session, status="approved", tier=1)
         assert none == 0 and len(added) == 10
+
+
+@pytest.mark.postgres
+async def test_a_use_racing_a_retirement_waits_for_it(
+    pg_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # legal retires version 1 while a responder uses it: the use must not record a statement
+    # from a version retired before the use committed (it read "approved" without a lock)
+    clock = ManualClock()
+    async with unit_of_work(pg_sessions) as session:
+        template = await service.create_template(
+            session, name=f"race-{uuid.uuid4().hex}", kind="apology",
+            lang="en", min_tier=0, max_tier=3, fmt="text", body="{{ brand }} is sorry.",
+            actor="pr", now=clock.now(),
+        )  # fmt: skip
+        for action in ("submit", "approve"):
+            await service.transition(
+                session, template.id, 1, action, actor="legal", now=clock.now()
+            )
+    signal = make_signal(clock, tier=2, watch=f"race-{uuid.uuid4().hex[:12]}")
+    incident_id = await add_incident(pg_sessions, signal, AlertsConfig(), clock)
+
+    retiring = pg_sessions()
+    await service.transition(retiring, template.id, 1, "retire", actor="legal", now=clock.now())
+
+    async def use() -> object:
+        async with unit_of_work(pg_sessions) as session:
+            incident = await service.load_incident(session, incident_id)
+            return await service.use_template(
+                session, incident, template.id, None, {}, actor="pr", now=clock.now()
+            )
+
+    task = asyncio.create_task(use())
+    await asyncio.sleep(0.5)  # the use reads the template now, the retirement not committed
+    await retiring.commit()
+    await retiring.close()
+    with pytest.raises(service.TemplateConflict, match="no approved version"):
+        await task

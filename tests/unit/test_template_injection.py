@@ -159,3 +159,20 @@ def test_check_lists_the_variables_to_supply() -> None:
         "incident",
         "product",
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "[" * 150 + "]" * 150 + " }}",
+        "{{ x" + "|upper" * 400 + " }}",
+        "{{ " + "-" * 3000 + "1 }}",
+        "{% if a %}" * 120 + "x" + "{% endif %}" * 120,
+    ],
+)
+def test_too_deeply_nested_bodies_are_refused_not_crashing(body: str) -> None:
+    # the parser and Python's compiler recurse: a RecursionError or "too many levels of
+    # indentation" must be a TemplateProblem (422), not a 500
+    with pytest.raises(TemplateProblem, match="nested too deeply"):
+        check(body, "text")
