@@ -40,6 +40,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from api.settings import ConfigError, Settings
 from core.events import Mention, ScoredMention, Sentiment, WatchMatch
+from listener.sources.replay import UTF8_BOM, is_gzip
 from sentiment.classifier import Classifier
 from sentiment.detector.detector import Detector
 
@@ -164,9 +165,12 @@ def read_replay_output(path: Path) -> RunOutput:
 
 
 def _open(path: Path) -> BinaryIO:
-    if str(path).endswith(".gz"):
+    """As ``crisiswatch replay`` reads it: gzip told by the content, not the name."""
+    raw = path.open("rb")
+    if is_gzip(raw):
+        raw.close()
         return cast(BinaryIO, gzip.open(path, "rb"))
-    return path.open("rb")
+    return raw
 
 
 def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Mention, str]]:
@@ -175,7 +179,9 @@ def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Men
     chain (its own id when it has no known parent)."""
     root_of: dict[str, str] = {}
     with _open(path) as f:
-        for line in f:
+        for n, line in enumerate(f):
+            if n == 0:
+                line = line.removeprefix(UTF8_BOM)
             if not line.strip():
                 continue
             m = Mention.model_validate_json(line)

@@ -390,22 +390,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         tune_collector(settings.gc_young_threshold)
 
     if args.command == "replay":
-        from api.replay import run_replay
+        from api.replay import ReplayError, run_replay
 
         if settings.log_level != "DEBUG":  # a month of stories: keep per-story chatter out
             logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
 
-        summary = asyncio.run(
-            run_replay(
-                settings,
-                args.input,
-                args.output,
-                limit=args.limit,
-                progress=not args.quiet,
-                config_given=args.config is not None,
-                forecast_at=args.forecast_at,
+        try:
+            summary = asyncio.run(
+                run_replay(
+                    settings,
+                    args.input,
+                    args.output,
+                    limit=args.limit,
+                    progress=not args.quiet,
+                    config_given=args.config is not None,
+                    forecast_at=args.forecast_at,
+                )
             )
-        )
+        except ReplayError as exc:
+            print(f"crisiswatch replay: {exc}", file=sys.stderr)
+            return 1
         print(summary.render(), file=sys.stderr)
         return 0
 

@@ -18,10 +18,13 @@ This output is how detection quality is measured: keep the format stable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +39,7 @@ from core.metrics import Metrics
 from listener.config import ReplaySourceConfig, WatchConfig
 from listener.dedup import Deduplicator
 from listener.service import ListenerService
+from listener.sources.base import SourceFatalError
 from listener.sources.replay import ReplaySource
 from sentiment.classifier import Classifier
 from sentiment.detector.config import DetectorConfig
@@ -49,6 +53,11 @@ REPLAY_GROUP = "replay-writer"
 FORECAST_AT_MINUTES = (10.0, 30.0, 60.0)
 
 
+class ReplayError(RuntimeError):
+    """The replay could not go through (an unreadable input, events it could not handle):
+    its output was not written."""
+
+
 @dataclass
 class ReplaySummary:
     lines: int
@@ -60,6 +69,8 @@ class ReplaySummary:
     stories_tiered: int
     seconds: float
     output: Path
+    out_of_order: int = 0  # mentions older than one before them in the input
+    dropped: int = 0  # events a stage could not handle (dead-lettered), so not in the output
 
     @property
     def rate(self) -> float:
@@ -72,6 +83,19 @@ class ReplaySummary:
             f"mentions/s; {self.signals:,} changes and {self.forecasts:,} forecasts written "
             f"to {self.output} "
             f"({self.stories_tiered:,} stories reached tier >= 1)"
+            + (
+                f"\nwarning: {self.dropped:,} event(s) could not be handled and were dropped "
+                "(the log above says why): the output misses them"
+                if self.dropped
+                else ""
+            )
+            + (
+                f"\nwarning: {self.out_of_order:,} mentions came after a later one: the input "
+                "is not sorted by created_at, so levels and forecasts are not what a sorted "
+                "replay would give"
+                if self.out_of_order
+                else ""
+            )
         )
 
 
@@ -159,6 +183,8 @@ async def run_replay(
     to ``output_path``."""
     if not await asyncio.to_thread(input_path.exists):
         raise ConfigError(f"replay input {input_path} does not exist")
+    if _same_file(input_path, output_path):
+        raise ConfigError(f"replay output {output_path} is the input: it would be overwritten")
     settings = with_forecast_reports(settings, forecast_at)
     watches = list(settings.listener.watches) if config_given else []
     listener_cfg = settings.listener.model_copy(update={"watches": watches or [CATCH_ALL]})
@@ -183,9 +209,8 @@ async def run_replay(
         Deduplicator(listener_cfg.dedup_capacity),
         sources=[],
     )
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with output_path.open("w", encoding="utf-8") as out:
+    with _output(output_path) as out:
         writer = _Writer(out)
         bus.subscribe(TOPIC_SIGNALS, REPLAY_GROUP, writer.handle, max_batch=512)
         await bus.start()
@@ -194,6 +219,8 @@ async def run_replay(
             await source.start()
             await listener.run_source(source)
             await bus.join()
+        except SourceFatalError as exc:
+            raise ReplayError(f"{exc}; no output written") from exc
         finally:
             if reporter is not None:
                 reporter.cancel()
@@ -202,6 +229,7 @@ async def run_replay(
             if own_classifier:
                 await close_classifier(classifier)
     duplicates = int(_counter_total(metrics, "crisiswatch_mentions_duplicate"))
+    dropped = int(_counter_total(metrics, "crisiswatch_bus_dead_letters"))
     return ReplaySummary(
         lines=source.lines_read,
         mentions=source.emitted,
@@ -212,7 +240,42 @@ async def run_replay(
         stories_tiered=len(writer.tiered),
         seconds=time.monotonic() - started,
         output=output_path,
+        out_of_order=source.out_of_order,
+        dropped=dropped,
     )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:  # ``b`` does not exist (yet)
+        return False
+
+
+@contextlib.contextmanager
+def _output(path: Path) -> Iterator[IO[str]]:
+    """The output, written under a temporary name beside ``path`` and renamed to it only
+    once complete: a replay that fails or is interrupted leaves no output (an earlier
+    run's is removed first), never a partial one that looks whole. A device or a pipe
+    (``/dev/stdout``) is written as it goes."""
+    try:
+        special = not stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:
+        with path.open("w", encoding="utf-8") as out:
+            yield out
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            yield out
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _counter_total(metrics: Metrics, name: str) -> float:

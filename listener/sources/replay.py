@@ -2,10 +2,11 @@
 
 One JSON object per line: ``{"id", "source", "text", "lang", "created_at",
 "author": {"id", "followers"}, "repost_of"?, ...}`` (any ``core.events.Mention`` field).
-The file is streamed (chunks of lines read and parsed in a worker thread), never loaded
-whole. A bad line is counted (``rejected``, metric ``mentions_rejected``), logged with its
-line number, and skipped; the replay goes on. A file that cannot be read (missing, not
-gzip, truncated) is a ``SourceFatalError``.
+Gzip is told by the content, not the name; a UTF-8 byte-order mark is skipped. The file
+is streamed (chunks of lines read and parsed in a worker thread), never loaded whole. A
+bad line is counted (``rejected``, metric ``mentions_rejected``), logged with its line
+number, and skipped; the replay goes on. A file that cannot be read (missing, a truncated
+or corrupt gzip) is a ``SourceFatalError``.
 
 Pacing: with ``speed`` S > 0 the event-time gaps between lines are replayed S times
 faster through the injected clock (``max_gap_seconds`` shortens long quiet spells); with
@@ -54,9 +55,9 @@ class _Reader:
     """Blocking, line-by-line reader of a plain or gzip file; runs in a worker thread."""
 
     def __init__(self, path: os.PathLike[str] | str) -> None:
-        self._raw: io.BufferedIOBase = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._raw: io.BufferedReader = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._stream: io.BufferedIOBase = self._raw
-        if str(path).endswith(".gz"):
+        if is_gzip(self._raw):  # by its content: a name can say .gz or not, wrongly
             self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
         self.line_no = 0
         # a cancelled replay closes the file while a worker thread may still be reading it
@@ -77,6 +78,8 @@ class _Reader:
                 if not line:
                     return out, True
                 self.line_no += 1
+                if self.line_no == 1:
+                    line = line.removeprefix(UTF8_BOM)  # saved by a Windows tool
                 if line.strip():
                     out.append((self.line_no, parse_line(self.line_no, line)))
         return out, False
@@ -86,6 +89,15 @@ class _Reader:
             if self._stream is not self._raw:
                 self._stream.close()
             self._raw.close()
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(f: io.BufferedReader) -> bool:
+    """Whether the file starts with gzip's magic bytes (read without consuming them)."""
+    return f.peek(2)[:2] == _GZIP_MAGIC
 
 
 def parse_line(line_no: int, line: bytes) -> Mention | BadLine:
@@ -118,6 +130,7 @@ class ReplaySource:
         self.lines_read = 0
         self.emitted = 0
         self.rejected = 0
+        self.out_of_order = 0  # mentions older than one read before them
         self.loops = 0
         self.done = False
         self._stopped = False
@@ -152,12 +165,15 @@ class ReplaySource:
         period: timedelta | None = None
         self.done = False
         self.lines_read = self.bytes_read = self.emitted = self.rejected = self.loops = 0
+        self.out_of_order = 0
         while not self._stopped:
             first: datetime | None = None
             last: datetime | None = None
             async with aclosing(self._one_pass()) as recorded:
                 async for mention in recorded:
                     first = first or mention.created_at
+                    if last is not None and mention.created_at < last:
+                        self.out_of_order += 1  # event time runs on: its forecasts may be lost
                     last = mention.created_at if last is None else max(last, mention.created_at)
                     if self.loops:
                         mention = _relabel(mention, self.loops, shift)

@@ -4,6 +4,7 @@ before its T50, no small story may be called."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import random
@@ -133,3 +134,16 @@ def test_bench_refuses_missing_or_malformed_inputs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="line 2"):
         load_truth(bad)
     assert main(["bench", "detection", "--input", str(stream), "--truth", str(bad)]) == 2
+
+
+def test_bench_reads_a_stream_as_the_replay_does(tmp_path: Path) -> None:
+    # a byte-order mark, and gzip under a plain name: the replay takes both, so must the bench
+    stream, truth = _stream(tmp_path)
+    odd = tmp_path / "odd.jsonl"
+    odd.write_bytes(gzip.compress(b"\xef\xbb\xbf" + _plain(stream)))
+    result = bench_detection(Settings(), odd, truth, progress=False, detector_only=True)
+    _check(result)
+
+
+def _plain(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()

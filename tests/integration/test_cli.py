@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import itertools
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from api.cli import main
-from api.replay import run_replay
-from api.settings import Settings
+from api.replay import ReplayError, run_replay
+from api.settings import ConfigError, Settings
 from core.clock import ManualClock
+from core.events import Mention, Sentiment
 from tests.fakes import FakeClassifier
 from tests.support import crisis_stream
 
@@ -81,6 +84,121 @@ async def test_replay_writes_each_storys_forecast_at_10_30_and_60_minutes(
         for c in lines
         if "forecast_minutes" not in c
     ]
+
+
+def _write_stream(path: Path, mentions: list[Mention]) -> Path:
+    data = "".join(m.model_dump_json(exclude_none=True) + "\n" for m in mentions).encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+async def test_replay_warns_of_an_input_not_sorted_by_time(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    stream = crisis_stream(clock.now(), n=100, minutes=70)
+    path = _write_stream(tmp_path / "in.jsonl", stream)
+    out = tmp_path / "out.jsonl"
+    summary = await run_replay(Settings(), path, out, progress=False, classifier=FakeClassifier())
+    assert summary.out_of_order == 0 and "warning" not in summary.render()
+    _write_stream(path, stream[50:] + stream[:50])
+    summary = await run_replay(Settings(), path, out, progress=False, classifier=FakeClassifier())
+    assert summary.out_of_order > 0
+    assert "not sorted by created_at" in summary.render()
+
+
+async def test_replay_refuses_to_write_over_its_own_input(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = _write_stream(tmp_path / "in.jsonl", crisis_stream(clock.now(), n=50))
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="is the input"):
+        await run_replay(Settings(), path, path, progress=False, classifier=FakeClassifier())
+    with pytest.raises(ConfigError, match="is the input"):  # the same file by another name
+        await run_replay(
+            Settings(),
+            path,
+            tmp_path / "sub" / ".." / "in.jsonl",
+            progress=False,
+            classifier=FakeClassifier(),
+        )
+    assert path.read_bytes() == before
+
+
+async def test_a_replay_that_fails_leaves_no_output_to_score(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    data = gzip.compress(
+        "".join(
+            m.model_dump_json(exclude_none=True) + "\n"
+            for m in crisis_stream(clock.now(), n=3000, minutes=70)
+        ).encode()
+    )
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) * 3 // 4])  # a truncated download
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"story_root": "stale"}\n')  # an earlier run's
+    with pytest.raises(ReplayError, match="unreadable after line"):
+        await run_replay(Settings(), path, out, progress=False, classifier=FakeClassifier())
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [path]  # nor a temporary file
+
+
+class _InterruptingClassifier(FakeClassifier):
+    """Cancels the replay's task from its worker thread at its ``at``-th batch."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[object] | None = None
+
+    def classify(self, texts: Sequence[str], langs: Sequence[str | None]) -> list[Sentiment]:
+        if self.calls == self.at and self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)  # what Ctrl-C does to the run
+        return super().classify(texts, langs)
+
+
+async def test_an_interrupted_replay_leaves_no_output_that_looks_complete(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    stream = [  # every text its own: the classifier sees every batch
+        m.model_copy(update={"text": f"{m.text} #{i}"})
+        for i, m in enumerate(crisis_stream(clock.now(), n=3000, minutes=70))
+    ]
+    path = _write_stream(tmp_path / "in.jsonl", stream)
+    out = tmp_path / "out.jsonl"
+    classifier = _InterruptingClassifier(at=3)
+    classifier.task = run = asyncio.create_task(
+        run_replay(Settings(), path, out, progress=False, classifier=classifier)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert classifier.calls > 3
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [path]
+
+
+class _FailingClassifier(FakeClassifier):
+    def classify(self, texts: Sequence[str], langs: Sequence[str | None]) -> list[Sentiment]:
+        if any("poison" in text for text in texts):
+            raise RuntimeError("the model cannot take this text")
+        return super().classify(texts, langs)
+
+
+async def test_a_replay_that_drops_events_says_so(tmp_path: Path, clock: ManualClock) -> None:
+    """A stage that gives up on an event (dead-lettered after the bus's tries): the replay
+    said nothing. Its output is kept (the rest of the run stands; a bad input line is
+    skipped the same way) and the summary warns with the count."""
+    stream = crisis_stream(clock.now(), n=50)
+    stream[10] = stream[10].model_copy(update={"text": "poison"})
+    path = _write_stream(tmp_path / "in.jsonl", stream)
+    out = tmp_path / "out.jsonl"
+    summary = await run_replay(
+        Settings(), path, out, progress=False, classifier=_FailingClassifier()
+    )
+    assert summary.dropped == 1
+    assert "warning: 1 event(s) could not be handled and were dropped" in summary.render()
+    assert out.exists()
 
 
 def test_check_config_explains_unknown_keys_and_bad_references(

@@ -259,3 +259,22 @@ async def test_stop_ends_the_stream(tmp_path: Path) -> None:
         got.append(m)
         await source.stop()
     assert len(got) == 1
+
+
+async def test_a_utf8_bom_does_not_cost_the_first_mention(tmp_path: Path) -> None:
+    # files saved by Windows tools start with one; the first line is a story's root
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(line(i, i) for i in range(3)) + "\n").encode())
+    source = ReplaySource(ReplaySourceConfig(path=path), ManualClock())
+    assert [m.id for m in await drain(source)] == ["twitter:0", "twitter:1", "twitter:2"]
+    assert source.rejected == 0
+
+
+@pytest.mark.parametrize("name", ["gzipped.jsonl", "plain.jsonl.gz"])
+async def test_gzip_is_told_by_its_content_not_its_name(tmp_path: Path, name: str) -> None:
+    data = ("\n".join(line(i, i) for i in range(3)) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.startswith("gzipped") else data)
+    source = ReplaySource(ReplaySourceConfig(path=path), ManualClock())
+    assert len(await drain(source)) == 3
+    assert source.rejected == 0
