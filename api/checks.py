@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.runtime import SQLITE_WITH_KAFKA
-from api.settings import Settings
+from api.settings import SQLITE_WITH_KAFKA, Settings
 from core.db import sqlite_file
 
 

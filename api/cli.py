@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `crisiswatch check-config … | head`: stop quietly
-        from api.pipes import reader_gone
+        from api.output import reader_gone
 
         return reader_gone()
 

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from api.output import OutputError, atomic_output
 from api.settings import ConfigError, Settings, format_validation_error
 from core.bus.memory import MemoryBus
 from core.clock import SystemClock
@@ -54,8 +54,8 @@ FORECAST_AT_MINUTES = (10.0, 30.0, 60.0)
 
 
 class ReplayError(RuntimeError):
-    """The replay could not go through (an unreadable input, events it could not handle):
-    its output was not written."""
+    """The replay could not go through (an unreadable input, an output that cannot be
+    created): its output was not written."""
 
 
 @dataclass
@@ -254,28 +254,18 @@ def _same_file(a: Path, b: Path) -> bool:
 
 @contextlib.contextmanager
 def _output(path: Path) -> Iterator[IO[str]]:
-    """The output, written under a temporary name beside ``path`` and renamed to it only
-    once complete: a replay that fails or is interrupted leaves no output (an earlier
-    run's is removed first), never a partial one that looks whole. A device or a pipe
-    (``/dev/stdout``) is written as it goes."""
-    try:
-        special = not stat.S_ISREG(path.stat().st_mode)
-    except FileNotFoundError:
-        special = False
-    if special:
-        with path.open("w", encoding="utf-8") as out:
-            yield out
-        return
+    """The output, as ``atomic_output`` writes it: under a temporary name, renamed to
+    ``path`` once complete, so a replay that fails or is interrupted leaves no partial
+    output that looks whole; and an earlier run's output is removed first, so none is
+    scored as this one's. A device or a pipe (``/dev/stdout``) is written as it goes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    if path.is_file():
+        path.unlink()
     try:
-        with partial.open("w", encoding="utf-8") as out:
+        with atomic_output(path) as out:
             yield out
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    except OutputError as exc:
+        raise ReplayError(str(exc)) from None
 
 
 def _counter_total(metrics: Metrics, name: str) -> float:

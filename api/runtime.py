@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from alerts.acklinks import link_maker
 from alerts.service import AlertService
 from api.auth import KeyRing
-from api.settings import Settings
+from api.settings import SQLITE_WITH_KAFKA, Settings
 from core.bus import Bus
 from core.bus.journal import BusJournal
 from core.bus.memory import MemoryBus
@@ -55,13 +55,6 @@ class Role(StrEnum):
 ALL_ROLES = frozenset(Role)
 DB_ROLES = frozenset({Role.ALERTER, Role.API})
 BUS_ROLES = frozenset({Role.LISTENER, Role.SCORER, Role.DETECTOR, Role.ALERTER})
-
-
-SQLITE_WITH_KAFKA = (
-    "bus.kind is kafka but the database is a SQLite file: only processes on this machine "
-    "share it (each other machine keeps incidents, deliveries and detector state of its "
-    "own); set CRISISWATCH_DATABASE__URL to PostgreSQL for distributed mode"
-)
 
 
 def journal_path(settings: Settings) -> Path | None:

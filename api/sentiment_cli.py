@@ -25,22 +25,16 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import errno
 import importlib.util
 import json
 import os
-import shutil
-import signal
-import stat
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from api.pipes import reader_gone
+from api.output import OutputError, atomic_output, reader_gone
 from core.events import Sentiment
 from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
@@ -190,74 +184,6 @@ def check_output(path: Path, option: str, source: Path) -> None:
             )
 
 
-_NOT_REPLACEABLE = frozenset({errno.EBUSY, errno.EXDEV, errno.EPERM})
-"""``os.replace`` onto these fails: a bind-mounted file (Docker ``-v file:file``, a
-Kubernetes ``subPath``) is a mount point; such a target is overwritten in place instead."""
-
-
-@contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM (``timeout``, systemd, Kubernetes) raises ``SystemExit(143)`` inside the
-    block, so cleanup runs as for Ctrl-C; the previous handler is restored after. Only the
-    main thread can set handlers: elsewhere the block runs unchanged."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[TextIO]:
-    """A text file that replaces ``path`` only once the block ends without an error (a
-    temporary file in the same folder, ``os.replace``d); on any error, Ctrl-C and SIGTERM
-    included, the temporary file is removed and ``path`` is left as it was (``kill -9``
-    leaves the hidden temporary file behind). A device or a pipe (such as ``/dev/stdout``)
-    cannot be replaced: it is written directly; nor can a bind-mounted file: it is
-    overwritten in place once the results are complete."""
-    if path.exists() and not path.is_file():
-        with path.open("w", encoding="utf-8") as fh:
-            yield fh
-        return
-    target = Path(os.path.realpath(path))  # through a symlink: the link stays
-    if target.exists():
-        mode = stat.S_IMODE(target.stat().st_mode)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        fd, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
-    except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with _terminate_as_exit(), os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(temporary, mode)
-        try:
-            os.replace(temporary, target)
-        except OSError as exc:
-            if exc.errno not in _NOT_REPLACEABLE:
-                raise
-            shutil.copyfile(temporary, target)
-            os.unlink(temporary)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def classify_rows(
     classifier: Any, rows: list[dict[str, Any]], bar: Progress
 ) -> Iterator[Sentiment]:
@@ -291,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         return _eval(args)
     except BrokenPipeError:  # `… | head`: the reader has gone; stop quietly
         return reader_gone()
-    except (CommandError, ModelLoadError) as exc:
+    except (CommandError, OutputError, ModelLoadError) as exc:
         print(f"crisiswatch sentiment: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unreadable, unwritable, disk full, ...

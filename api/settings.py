@@ -33,6 +33,13 @@ KeyRole = Literal[
 ]  # what an API key may do (see api/auth.py)
 
 
+SQLITE_WITH_KAFKA = (
+    "bus.kind is kafka but the database is a SQLite file: only processes on this machine "
+    "share it (each other machine keeps incidents, deliveries and detector state of its "
+    "own); set CRISISWATCH_DATABASE__URL to PostgreSQL for distributed mode"
+)
+
+
 class ApiKeyConfig(Section):
     """One API key: the key itself, or (better) its SHA-256 from ``crisiswatch keys hash``."""
 

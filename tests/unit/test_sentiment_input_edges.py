@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from api import sentiment_cli
+from api import output, sentiment_cli
 from api.cli import main as cli_main
 from core.bus.memory import MemoryBus
 from core.events import Label, Mention, Sentiment
@@ -586,8 +586,8 @@ def test_a_bind_mounted_output_is_overwritten_in_place(
     def busy(src: Any, dst: Any) -> None:
         raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
 
-    monkeypatch.setattr(sentiment_cli.os, "replace", busy)
-    with sentiment_cli.atomic_output(target) as fh:
+    monkeypatch.setattr(output.os, "replace", busy)
+    with output.atomic_output(target) as fh:
         fh.write("new\n")
     assert target.read_text(encoding="utf-8") == "new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"], "no temporary file left"
@@ -603,7 +603,7 @@ def test_sigterm_removes_the_temporary_output(tmp_path: Path) -> None:
     script = (
         "import os, signal, time\n"
         "from pathlib import Path\n"
-        "from api.sentiment_cli import atomic_output\n"
+        "from api.output import atomic_output\n"
         f"with atomic_output(Path({str(target)!r})) as fh:\n"
         "    fh.write('half\\n'); fh.flush()\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
