@@ -32,6 +32,11 @@ def _variables(description: str) -> Any:
     )
 
 
+LANG_TAG = r"^[A-Za-z-]+$"
+"""A language tag as templates are filed under it (``en``, ``zh-CN``); matched with
+any case and a subtag apart (``alerts.templates.service``)."""
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -84,7 +89,7 @@ class TemplateIn(_In):
         min_length=1, max_length=200, pattern=r"^[\w.-]+$", examples=["holding-statement-en"]
     )
     kind: Kind
-    lang: str = Field(min_length=2, max_length=16, pattern=r"^[A-Za-z-]+$", examples=["en"])
+    lang: str = Field(min_length=2, max_length=16, pattern=LANG_TAG, examples=["en"])
     min_tier: int = Field(ge=0, le=3, examples=[2])
     max_tier: int = Field(ge=0, le=3, examples=[3])
     format: Format = Field("text", description="how inserted values are escaped")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -128,6 +128,20 @@ def _new_version(
     )
 
 
+def _same_language(lang: str) -> Any:
+    """A template for ``lang``: its tag, any case, or one a subtag apart (``zh`` takes
+    ``zh-CN`` and ``zh-CN`` takes ``zh``), as watch queries read ``lang:zh``. ``lang`` is
+    letters and hyphens (the API's pattern), so it needs no LIKE escaping."""
+    wanted = lang.lower()
+    stored = func.lower(ResponseTemplate.lang)
+    broader = [p for p in (wanted.split("-", 1)[0],) if p != wanted]
+    return or_(
+        stored == wanted,
+        stored.like(f"{wanted}-%"),
+        *(stored == p for p in broader),
+    )
+
+
 async def list_templates(
     session: AsyncSession,
     *,
@@ -145,7 +159,7 @@ async def list_templates(
     if kind is not None:
         conditions.append(ResponseTemplate.kind == kind)
     if lang is not None:
-        conditions.append(ResponseTemplate.lang == lang)
+        conditions.append(_same_language(lang))
     if tier is not None:
         conditions += [ResponseTemplate.min_tier <= tier, ResponseTemplate.max_tier >= tier]
     if status is not None:

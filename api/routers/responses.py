@@ -19,7 +19,15 @@ from api.deps import db_session
 from api.routers.templates import template_out
 from api.runtime import Runtime
 from api.schemas import Page
-from api.template_schemas import ERRORS, Kind, SuggestionOut, UsageOut, UseIn, VersionOut
+from api.template_schemas import (
+    ERRORS,
+    LANG_TAG,
+    Kind,
+    SuggestionOut,
+    UsageOut,
+    UseIn,
+    VersionOut,
+)
 
 router = APIRouter(prefix="/incidents/{incident_id}", tags=["responses"], responses=ERRORS)
 
@@ -33,7 +41,7 @@ async def suggestions(
     session: Session,
     who: Annotated[Principal, Depends(require("viewer"))],
     kind: Annotated[Kind | None, Query()] = None,
-    lang: Annotated[str | None, Query(max_length=16, examples=["en"])] = None,
+    lang: Annotated[str | None, Query(max_length=16, pattern=LANG_TAG, examples=["en"])] = None,
 ) -> list[SuggestionOut]:
     """Approved templates whose tiers include the incident's tier, by name."""
     incident = await service.load_incident(session, incident_id)

@@ -25,6 +25,7 @@ from api.runtime import Runtime
 from api.schemas import Page
 from api.template_schemas import (
     ERRORS,
+    LANG_TAG,
     Kind,
     PreviewIn,
     RenderedOut,
@@ -79,7 +80,7 @@ async def list_templates(
     session: Session,
     _: Viewer,
     kind: Annotated[Kind | None, Query()] = None,
-    lang: Annotated[str | None, Query(max_length=16, examples=["zh"])] = None,
+    lang: Annotated[str | None, Query(max_length=16, pattern=LANG_TAG, examples=["zh"])] = None,
     tier: Annotated[
         int | None, Query(ge=0, le=3, description="templates fitting this tier")
     ] = None,

@@ -179,6 +179,29 @@ async def test_suggestions_fit_the_incident_tier_kind_and_language(
         assert r.status_code == 409 and "tiers 1-1" in r.json()["detail"]
 
 
+async def test_the_language_filter_reads_tags_as_watch_queries_do(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Templates filed as zh-CN were missed by ?lang=zh (and ZH by zh): the filter was an
+    exact, case-sensitive match, where a watch query's lang:zh takes zh-Hant."""
+    async with role_api(tmp_path, clock) as (client, runtime):
+        for lang in ("zh-CN", "ZH", "zh-TW", "en", "en-GB"):
+            await make_template(runtime, clock, until="approved", lang=lang)
+        for query, expected in (
+            ("zh", {"zh-CN", "ZH", "zh-TW"}),
+            ("zh-cn", {"zh-CN", "ZH"}),  # its own tag and the broader zh, not zh-TW
+            ("EN", {"en", "en-GB"}),
+            ("en-US", {"en"}),
+            ("fr", set()),
+        ):
+            body = (await client.get(f"/templates?lang={query}", headers=VIEWER)).json()
+            assert {t["lang"] for t in body["items"]} == expected, query
+            assert body["total"] == len(expected), query
+        for bad in ("zh%", "z_", "en;"):
+            r = await client.get("/templates", params={"lang": bad}, headers=VIEWER)
+            assert r.status_code == 422, bad
+
+
 async def test_list_filters_pagination_and_clear_errors(tmp_path: Path, clock: ManualClock) -> None:
     async with role_api(tmp_path, clock) as (client, runtime):
         for _ in range(3):
