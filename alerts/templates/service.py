@@ -53,7 +53,8 @@ class ReviewRefused(PermissionError):
 
 
 class BadVariables(ValueError):
-    """Variables missing, unknown or reserved (the API answers 422)."""
+    """Variables missing, badly named or reserved (the API answers 422). Extra ones the
+    body does not use are accepted and ignored: a misspelt one leaves the real one missing."""
 
 
 def snapshot(version: TemplateVersion) -> dict[str, Any]:
