@@ -32,6 +32,15 @@ def reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def is_same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (an output that would overwrite its input),
+    through symlinks and other spellings; False when either does not exist yet."""
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 class OutputError(Exception):
     """An output file that cannot be created (its message says which and why)."""
 

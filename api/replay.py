@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from api.output import OutputError, atomic_output
+from api.output import OutputError, atomic_output, is_same_file
 from api.settings import ConfigError, Settings, format_validation_error
 from core.bus.memory import MemoryBus
 from core.clock import SystemClock
@@ -183,7 +182,7 @@ async def run_replay(
     to ``output_path``."""
     if not await asyncio.to_thread(input_path.exists):
         raise ConfigError(f"replay input {input_path} does not exist")
-    if _same_file(input_path, output_path):
+    if is_same_file(input_path, output_path):
         raise ConfigError(f"replay output {output_path} is the input: it would be overwritten")
     settings = with_forecast_reports(settings, forecast_at)
     watches = list(settings.listener.watches) if config_given else []
@@ -243,13 +242,6 @@ async def run_replay(
         out_of_order=source.out_of_order,
         dropped=dropped,
     )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or os.path.samefile(a, b)
-    except OSError:  # ``b`` does not exist (yet)
-        return False
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import contextlib
 import importlib.util
 import json
 import os
@@ -34,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from api.output import OutputError, atomic_output, reader_gone
+from api.output import OutputError, atomic_output, is_same_file, reader_gone
 from core.events import Sentiment
 from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
@@ -177,11 +176,8 @@ def check_output(path: Path, option: str, source: Path) -> None:
     folder = Path(os.path.realpath(path)).parent
     if not folder.is_dir():
         raise CommandError(f"{option} {path}: the folder {folder} does not exist")
-    with contextlib.suppress(OSError):  # either missing: not the same file
-        if os.path.samefile(path, source):
-            raise CommandError(
-                f"{option} {path} is the input file: write the results to another file"
-            )
+    if is_same_file(path, source):
+        raise CommandError(f"{option} {path} is the input file: write the results to another file")
 
 
 def classify_rows(
