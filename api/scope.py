@@ -76,22 +76,38 @@ def _reachable(
     return found
 
 
-def teams_of_watches(config: AlertsConfig, watches: Collection[str]) -> set[str]:
-    """The configured teams that alerts of ``watches`` may reach: those the routing tree
-    may route them to (at any tier, from any platform) and those every escalation of a
-    tier may notify by name (``notify: {teams, on_call_of}``) or that own a playbook task
-    (``playbooks[tier][*].team``: its reminders go to that team)."""
+def watches_named(config: AlertsConfig) -> set[str]:
+    """The watches the alerting config names (route matchers, ``watch_labels``), and
+    ``""``: any other watch, which only routes without a ``watch`` matcher match."""
+    named = {"", *config.watch_labels}
+    todo = [config.routes]
+    while todo:
+        node = todo.pop()
+        named.update(node.match.watch or ())
+        todo.extend(node.routes)
+    return named
+
+
+def teams_of_watches(
+    config: AlertsConfig, watches: Collection[str], tiers: Collection[int] = TIERS
+) -> set[str]:
+    """The configured teams that alerts of ``watches`` at ``tiers`` (default: any) may
+    reach: those the routing tree may route them to (from any platform) and those the
+    escalation of one of those tiers may notify by name (``notify: {teams, on_call_of}``)
+    or that own a playbook task of one of them (``playbooks[tier][*].team``: its
+    reminders go to that team)."""
     found: set[str] = set()
     root = tuple(config.routes.teams or ())
     for watch in watches:
         labels = config.watch_labels.get(watch, {})
-        for tier in TIERS:
+        for tier in tiers:
             found |= _reachable(config.routes, root, tier, watch, labels)
-    for tier in TIERS:
+    for tier in tiers:
         policy = config.policy_for(tier)
         for step in policy.steps if policy is not None else ():
             if isinstance(step.notify, StepTargets):
                 found.update(step.notify.teams, step.notify.on_call_of)
-    for playbook in config.playbooks.values():
-        found.update(task.team for task in playbook)
+    for tier, playbook in config.playbooks.items():
+        if tier in tiers:
+            found.update(task.team for task in playbook)
     return found & set(config.teams)

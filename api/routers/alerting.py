@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents, silences
-from alerts.config import Matchers
+from alerts.config import TIERS, Matchers
 from alerts.models import Silence
 from alerts.oncall import team_on_call
 from api import audit
@@ -29,7 +29,7 @@ from api.auth import Principal, ensure_visible, limited_to_scope, require, scope
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
-from api.scope import silence_watches, teams_of_watches
+from api.scope import silence_watches, teams_of_watches, watches_named
 from core.events import UtcDatetime
 
 router = APIRouter(tags=["alerting"])
@@ -193,19 +193,29 @@ async def who_is_on_call(
     watch: Annotated[
         str | None, Query(max_length=100, description="only the teams of this watch")
     ] = None,
+    tier: Annotated[
+        int | None,
+        Query(ge=min(TIERS), le=max(TIERS), description="only the teams alerts of this tier reach"),
+    ] = None,
 ) -> list[OnCallOut]:
     """Who is on call in each team now, and until when, by team name.
 
     A key scoped to some watches sees only the teams their alerts may reach: those the
     routing tree may route them to (at any tier, from any platform) and those the
     escalation policies notify by name; ``?watch=`` narrows to one watch's teams (403
-    outside the key's scope)."""
+    outside the key's scope), ``?tier=`` to the teams an alert of that tier may reach
+    (routes, that tier's escalation steps and playbook): ``?watch=W&tier=T`` answers
+    "who is on call for this incident" (the incident console asks it)."""
     runtime = _runtime(request)
     config = runtime.settings.alerts
     now = runtime.clock.now()
     watches = scoped_watches(who, watch)  # 403 outside the key's scope first
     _known_watches(runtime, [watch] if watch is not None else [])
-    teams = set(config.teams) if watches is None else teams_of_watches(config, watches)
+    tiers = TIERS if tier is None else (tier,)
+    if watches is None and tier is not None:  # every watch, at that tier
+        configured = frozenset(w.id for w in runtime.settings.listener.watches)
+        watches = configured or frozenset(watches_named(config))
+    teams = set(config.teams) if watches is None else teams_of_watches(config, watches, tiers)
     return [OnCallOut(**vars(team_on_call(config, team, now))) for team in sorted(teams)]
 
 

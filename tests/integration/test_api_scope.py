@@ -201,6 +201,19 @@ async def test_a_scoped_key_sees_on_call_only_for_the_teams_of_its_watches(
         assert await teams(ACME, "?watch=acme") == ["acme-pr", "exec", "shared-legal"]
         r = await client.get("/oncall?watch=globex", headers=ACME)
         assert r.status_code == 403 and "not scoped to watch 'globex'" in r.json()["detail"]
+        # ?tier=: the teams an alert of that tier reaches (routes, escalation, playbook)
+        assert await teams(ACME, "?watch=acme&tier=1") == ["acme-pr"]
+        assert await teams(ACME, "?watch=acme&tier=3") == ["acme-pr", "exec", "shared-legal"]
+        assert await teams(ACME, "?tier=2") == ["acme-pr"]
+        assert await teams(GLOBEX, "?tier=3") == ["exec", "globex-pr", "globex-social"]
+        assert await teams(key_headers("viewer"), "?watch=gamma&tier=1") == ["shared-legal"]
+        # no watch configured here: every watch the routes name, and any other
+        assert await teams(key_headers("viewer"), "?tier=1") == [
+            "acme-pr", "eu-desk", "globex-pr", "globex-social", "shared-legal",
+        ]  # fmt: skip
+        for bad in ("?tier=0", "?tier=4", "?tier=x"):
+            r = await client.get(f"/oncall{bad}", headers=ACME)
+            assert r.status_code == 422, (bad, r.text)
 
 
 async def test_a_silence_says_when_its_muted_incidents_were_released(

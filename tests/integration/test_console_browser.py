@@ -120,7 +120,24 @@ def live(tmp_path: Path, clock: ManualClock) -> Iterator[tuple[LiveServer, Runti
                 ),
             ]
         ),
-        alerts=AlertsConfig(),
+        alerts=AlertsConfig.model_validate(
+            {
+                "channels": {"pr-chat": {"type": "console"}, "legal-chat": {"type": "console"}},
+                "people": {"ann": {}, "bo": {}},
+                "teams": {
+                    "pr": {
+                        "channels": ["pr-chat"],
+                        "rota": {"start": "2026-01-01T09:00:00Z", "people": ["ann", "bo"]},
+                    },
+                    "legal": {"channels": ["legal-chat"]},  # no rota
+                },
+                # every alert reaches PR; tier 3 legal as well
+                "routes": {
+                    "teams": ["pr"],
+                    "routes": [{"match": {"tier": [3]}, "teams": ["pr", "legal"]}],
+                },
+            }
+        ),
     )
     runtime = Runtime(
         settings,
@@ -302,10 +319,24 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         wait.until(lambda d: countdown(3) != first)  # it counts down
         assert countdown(3) < first
 
+        # who is on call: every team on the board; for an incident, its watch and tier's
+        handoff = r"until \d{4}-\d\d-\d\d 09:00:00Z"
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#oncall li[data-team]")))
+        assert attrs("#oncall li", "data-team") == ["legal", "pr"]
+        assert text("#oncall li[data-team='legal']") == "legal: no rota"
+        assert re.fullmatch(r"pr: (ann|bo) " + handoff, text("#oncall li[data-team='pr']"))
+        driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier3']}']").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-oncall"), "legal"))
+        assert re.fullmatch(r"legal: no rota; pr: (ann|bo) " + handoff, text("#detail-oncall")), (
+            text("#detail-oncall")
+        )
+
         # open the tier-2 incident: facts, evidence (hostile text inert), timeline
         driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier2']}']").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier2']}"))
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#evidence .mention")))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-oncall"), "pr: "))
+        assert re.fullmatch(r"pr: (ann|bo) " + handoff, text("#detail-oncall"))  # not legal
         mentions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#evidence .mention")]
         assert HOSTILE in mentions
         assert "the X2 phone caught fire" in mentions

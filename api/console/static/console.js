@@ -252,11 +252,47 @@
     }
   }
 
+  // -- who is on call ------------------------------------------------------------------
+  function onCallText(row) {
+    if (!row.person) return row.team + ": no rota";
+    return row.team + ": " + row.person + (row.until ? " until " + fmtTime(row.until) : "") +
+      (row.override_reason ? " (override: " + row.override_reason + ")" : "");
+  }
+
+  // The on-call answer for ``query``, or a line saying why there is none: who is on call
+  // is worth showing but never worth failing the board or an incident over (a refused key
+  // still fails, as everywhere).
+  async function onCall(query) {
+    try {
+      return await api("oncall" + query);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) throw error;
+      return "on call unavailable: " + (error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  async function renderOnCall() {
+    const rows = await onCall("");
+    const list = clear($("oncall"));
+    if (typeof rows === "string") {
+      list.append(el("li", "muted", rows));
+    } else if (!rows.length) {
+      list.append(el("li", "muted", "no team configured"));
+    } else {
+      for (const row of rows) {
+        const item = el("li", row.person ? null : "muted", onCallText(row));
+        item.dataset.team = row.team;
+        list.append(item);
+      }
+    }
+  }
+
   async function refresh() {
     const before = said;
     try {
       await syncClock();
       renderBoard(await activeIncidents());
+      await renderOnCall();
       if (selectedId !== null) await showIncident(selectedId, false);
       // clear only what a failed refresh said, not what was said while this one ran
       if (boardFailed && said === before) say("");
@@ -288,6 +324,9 @@
     fact(facts, "acknowledged", incident.acked_at ?
       fmtTime(incident.acked_at) + " by " + incident.acked_by : null);
     if (incident.sla_breached_at) fact(facts, "SLA missed", fmtTime(incident.sla_breached_at));
+    const onCallNow = el("span", "muted", "…");
+    onCallNow.id = "detail-oncall";
+    fact(facts, "on call", onCallNow);
     fact(facts, "why", incident.explanation);
     $("ack").disabled = incident.status !== "open";
 
@@ -338,7 +377,25 @@
     const incident = await api("incidents/" + encodeURIComponent(id));
     if (selectedId !== id) return; // another incident was picked meanwhile
     renderIncident(incident);
+    // asked beside the suggestions; its error (a refused key) is raised after them
+    const incidentOnCall = showIncidentOnCall(incident).then(() => null, (error) => error);
     if (fresh) await loadSuggestions(id);
+    const problem = await incidentOnCall;
+    if (problem) throw problem;
+  }
+
+  // Who is on call in the teams an alert of this incident's watch and tier reaches.
+  async function showIncidentOnCall(incident) {
+    const rows = await onCall("?watch=" + encodeURIComponent(incident.watch_id) +
+      "&tier=" + encodeURIComponent(incident.tier));
+    const node = $("detail-oncall");
+    if (selectedId !== incident.id || !node) return; // another incident is shown now
+    if (typeof rows === "string" || !rows.length) {
+      node.textContent = typeof rows === "string" ? rows : "no team for this watch and tier";
+      return;
+    }
+    node.className = "";
+    node.textContent = rows.map(onCallText).join("; ");
   }
 
   async function select(id) {
@@ -491,6 +548,7 @@
       selectedId = null;
       $("detail").hidden = true;
       clear($("tiers")).append(el("p", "muted", "Paste an API key to see the incidents."));
+      clear($("oncall"));
       showKeyForm();
       say("Key forgotten.");
     });
