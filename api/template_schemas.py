@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from alerts.templates.render import MAX_VARIABLE_NAME
+
 Kind = Literal[
     "holding_statement", "apology", "fact_clarification", "rectification", "private_reply"
 ]
@@ -18,7 +20,7 @@ _BODY_EXAMPLE = (
     "share verified information by {{ next_update }}."
 )
 Variables = dict[
-    Annotated[str, StringConstraints(min_length=1, max_length=64)],
+    Annotated[str, StringConstraints(min_length=1, max_length=MAX_VARIABLE_NAME)],
     Annotated[str, StringConstraints(max_length=4000)],
 ]
 

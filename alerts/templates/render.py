@@ -130,8 +130,13 @@ def _loop_depth(node: nodes.Node) -> int:
     return inner + 1 if isinstance(node, nodes.For) else inner
 
 
+MAX_VARIABLE_NAME = 64
+"""The longest variable name a body may use: the longest a use or preview may supply."""
+
+
 def check(body: str, fmt: str) -> list[str]:
-    """Validate ``body``; return the variables it needs (``TemplateProblem`` when unusable)."""
+    """Validate ``body``; return the variables it needs (``TemplateProblem`` when unusable,
+    among them a variable whose name is too long to be supplied)."""
     env = environment(fmt)
     try:
         tree = env.parse(body)
@@ -148,7 +153,14 @@ def check(body: str, fmt: str) -> list[str]:
         )
     if _loop_depth(tree) > MAX_LOOP_DEPTH:
         raise TemplateProblem(f"loops may be nested at most {MAX_LOOP_DEPTH} deep")
-    return sorted(meta.find_undeclared_variables(tree))
+    names = sorted(meta.find_undeclared_variables(tree))
+    for name in names:
+        if len(name) > MAX_VARIABLE_NAME:
+            raise TemplateProblem(
+                f"the variable {name[:20]}… is {len(name)} characters long: a use can supply "
+                f"names of at most {MAX_VARIABLE_NAME}, so it could never be filled in"
+            )
+    return names
 
 
 def render(body: str, fmt: str, values: Mapping[str, Any]) -> str:

@@ -37,7 +37,7 @@ IncidentNotFound = incidents.IncidentNotFound
 
 def _valid_name(name: str) -> bool:
     """A name a body can use: Jinja takes Python identifiers, Chinese ones (``产品``) too."""
-    return name.isidentifier() and len(name) <= 64
+    return name.isidentifier() and len(name) <= renderer.MAX_VARIABLE_NAME
 
 
 class TemplateNotFound(LookupError):

@@ -432,6 +432,24 @@ async def test_a_too_deeply_nested_body_is_422(tmp_path: Path, clock: ManualCloc
         assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
 
 
+async def test_a_variable_name_too_long_to_supply_is_422(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async with role_api(tmp_path, clock) as (client, _):
+        fits = {**NEW, "name": "fits", "body": "{{ " + "a" * 64 + " }}"}
+        r = await client.post("/templates", headers=PR, json=fits)
+        assert r.status_code == 201, r.text
+        assert r.json()["versions"][0]["variables"] == ["a" * 64]
+        too_long = {**NEW, "name": "too-long", "body": "Hello {{ " + "b" * 65 + " }}"}
+        r = await client.post("/templates", headers=PR, json=too_long)
+        assert r.status_code == 422 and "65 characters long" in r.json()["detail"]
+        tid = (await client.get("/templates", headers=PR)).json()["items"][0]["id"]
+        r = await client.patch(
+            f"/templates/{tid}/versions/1", headers=PR, json={"body": too_long["body"]}
+        )
+        assert r.status_code == 422 and "at most 64" in r.json()["detail"]
+
+
 @pytest.mark.postgres
 async def test_the_workflow_on_postgres(pg_sessions: async_sessionmaker[AsyncSession]) -> None:
     clock = ManualClock()
