@@ -665,6 +665,32 @@ async def last_mute(session: AsyncSession, incident_id: int) -> IncidentEvent | 
     return next((event for event in events if _own(event.detail)), None)
 
 
+def is_reopen(event: IncidentEvent) -> bool:
+    """Whether the event is the incident's own upgrade of it while it was no longer open
+    (acknowledged, mitigating, resolved, closed): that reopened it, cleared its ack and
+    started a new page (``_upgrade``). Each reopen starts an episode of the incident, and
+    the time to acknowledge of an episode counts from its start (``episode_start``), not
+    from the first open."""
+    detail = event.detail or {}
+    return event.kind == "upgraded" and _own(detail) and detail.get("was", OPEN) != OPEN
+
+
+def own_event(event: IncidentEvent) -> bool:
+    """Whether a timeline event is the incident's own, not one a merge moved to it."""
+    return _own(event.detail)
+
+
+async def episode_start(session: AsyncSession, incident: Incident) -> datetime:
+    """When the incident's current episode started: its last reopen (``is_reopen``), else
+    its open. Its ``acked_at`` (None until then) is the ack of this episode."""
+    events = await session.scalars(
+        select(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "upgraded")
+        .order_by(IncidentEvent.id.desc())
+    )
+    return next((event.at for event in events if is_reopen(event)), incident.opened_at)
+
+
 async def _lock_open(session: AsyncSession, incident_id: int) -> Incident | None:
     """The incident, locked and read afresh, if it is open and unacknowledged."""
     incident = await session.scalar(
@@ -1016,7 +1042,10 @@ async def acknowledge(
 
     Pending escalation messages are cancelled, and so are alerts still retrying on a
     failing channel (``alerts.outbox``'s retry policy). Pass ``metrics`` to observe
-    time-to-ack.
+    time-to-ack (``crisiswatch_time_to_ack_seconds``: since ``alerted_at``, the alert this
+    ack answers: the open, the upgrade, or a reopen; not the incident's first open) and
+    to count a breach: an ack that meets the tier's SLA after its deadline, before the
+    tick saw it, records the breach (``sla.missed_at_stop``).
     Raises ``IncidentNotFound``, or ``InvalidTransition`` for a resolved incident.
     """
     incident = await _load_for_change(session, incident_id)
@@ -1032,7 +1061,8 @@ async def acknowledge(
     incident.acked_by = actor
     incident.updated_at = now
     escalation.disarm(incident)
-    sla.met(incident, "acknowledged", now)
+    if sla.met(incident, "acknowledged", now):
+        await sla.missed_at_stop(session, incident, now, "acknowledged", metrics)
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident acknowledged", escalations_only=True
     )
@@ -1055,9 +1085,15 @@ async def resolve(
     actor: str,
     clock: Clock,
     *,
+    metrics: Metrics | None = None,
     note: str | None = None,
 ) -> Incident:
-    """Close the incident; pending deliveries are cancelled. Resolving twice changes nothing."""
+    """Close the incident; pending deliveries are cancelled. Resolving twice changes nothing.
+
+    Its SLA clock stops: met, if the resolve is what the tier waits for and in time; a
+    deadline passed before the resolve is a breach, recorded now if the tick has not
+    recorded it (``sla.missed_at_stop``; ``metrics`` counts it); a clock met or missed
+    keeps its deadline for the report; one still in time is cleared."""
     incident = await _load_for_change(session, incident_id)
     if incident.status == RESOLVED:
         return incident
@@ -1069,8 +1105,9 @@ async def resolve(
     incident.resolved_by = actor
     incident.updated_at = now
     escalation.disarm(incident)
-    met = sla.met(incident, "resolved", now)
-    if not met and incident.sla_met_at is None and incident.sla_breached_at is None:
+    sla.met(incident, "resolved", now)
+    await sla.missed_at_stop(session, incident, now, "resolved", metrics)
+    if incident.sla_met_at is None and incident.sla_breached_at is None:
         sla.stop(incident)  # (a clock met or missed keeps its deadline, for the report)
     cancelled = await _cancel_pending(
         session, incident.id, "cancelled: incident resolved", escalations_only=False
@@ -1101,7 +1138,9 @@ async def record_response(
     note: str | None = None,
 ) -> Incident:
     """Record that the answer the plan asks for went out (a private reply, a statement):
-    stops a tier's SLA clock that waits for a response. Recording twice keeps the first."""
+    stops a tier's SLA clock that waits for a response (after its deadline: a breach,
+    recorded now if the tick has not, ``sla.missed_at_stop``). Recording twice keeps the
+    first."""
     if kind not in RESPONSE_KINDS:
         raise ValueError(f"unknown response kind {kind!r}; one of {', '.join(RESPONSE_KINDS)}")
     incident = await _load_for_change(session, incident_id)
@@ -1113,7 +1152,8 @@ async def record_response(
     first = incident.responded_at is None
     if first:
         incident.responded_at = now
-    sla.met(incident, "responded", now)
+    if sla.met(incident, "responded", now):
+        await sla.missed_at_stop(session, incident, now, "responded", metrics)
     incident.updated_at = now
     add_event(
         session, incident.id, "responded", now, actor=actor, detail={"kind": kind, "note": note}

@@ -11,6 +11,12 @@ inhibition) keeps its clock, since the plan's deadline for it still counts in th
 so its breach is recorded and counted all the same, but runs no step: pulling a step
 forward would restart the escalation that the inhibition stopped. ``sla_warned`` counts
 the thresholds already reported (compare-and-set, so two alerters never report one twice).
+
+A clock that a person stops after its deadline, before a tick saw the breach (an ack, a
+response or a resolve between two ticks), is a breach all the same: ``missed_at_stop``
+records and counts it then, at most once whichever of the two comes first (both
+compare-and-set on ``sla_breached_at``; ``check`` no longer reads a clock that is met or
+an incident that is finished).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from alerts.config import AlertsConfig
 from alerts.models import FINISHED, Incident
@@ -62,6 +69,66 @@ def met(incident: Incident, by: str, at: datetime) -> bool:
     if incident.sla_met_by != by or incident.sla_met_at is not None:
         return False
     incident.sla_met_at = at
+    return True
+
+
+async def missed_at_stop(
+    session: AsyncSession, incident: Incident, now: datetime, how: str, metrics: Metrics | None
+) -> bool:
+    """Record the breach of a clock that stops now after its deadline, unless ``check``
+    recorded it already: ``how`` is what stops it (``acknowledged``, ``responded``,
+    ``resolved``: what the tier waits for, met late; or the incident ``resolved`` or
+    ``merged`` while still waiting). Call it after ``met`` and before ``stop``.
+
+    Without it a deadline passed since the last tick was never a breach: ``check`` skips a
+    met clock and a finished incident, and a resolve cleared the deadline, so the report
+    had no SLA line at all. Like ``check`` it adds an ``sla_breached`` event and counts
+    ``crisiswatch_sla_breaches_total`` (once the change commits); it runs no escalation
+    step (a person is on it, or it is over). ``sla_breached_at`` is the deadline itself,
+    when it was missed. Compare-and-set on ``sla_breached_at`` and the deadline as read,
+    so a breach is recorded once whichever comes first: one ``check`` recorded since this
+    change read the incident is kept (and read back), and ``check``'s own compare-and-set
+    fails after this one (the clock is met or the incident finished). True when it
+    recorded the breach."""
+    due = incident.sla_due_at
+    if due is None or incident.sla_breached_at is not None:
+        return False
+    stopped = incident.sla_met_at or now
+    if stopped <= due:
+        return False
+    result = await session.execute(
+        update(Incident)
+        .where(
+            Incident.id == incident.id,
+            Incident.sla_due_at == due,
+            Incident.sla_breached_at.is_(None),
+        )
+        .values(sla_breached_at=due)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:  # recorded (or the deadline moved) since the read: keep that
+        stored = (
+            await session.execute(
+                select(Incident.sla_due_at, Incident.sla_breached_at).where(
+                    Incident.id == incident.id
+                )
+            )
+        ).one()
+        set_committed_value(incident, "sla_due_at", stored.sla_due_at)
+        set_committed_value(incident, "sla_breached_at", stored.sla_breached_at)
+        return False
+    set_committed_value(incident, "sla_breached_at", due)
+    detail = {
+        "what": incident.sla_met_by,
+        "deadline": due.isoformat(),
+        "used": 1.0,
+        "late_s": round((stopped - due).total_seconds(), 1),
+        "stopped_by": how,
+        "escalation": f"not run (the clock stopped: {how})",
+    }
+    add_event(session, incident.id, "sla_breached", now, detail=detail)
+    if metrics is not None:
+        on_commit(session, metrics.sla_breaches.labels(str(incident.tier)).inc)
     return True
 
 

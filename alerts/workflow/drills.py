@@ -3,9 +3,11 @@
 A drill's synthetic mentions (``api.drills``) go through the real pipeline marked as a
 drill, so the detector opens a drill incident (its own story, never mixed with real ones;
 alerts say DRILL). ``measure`` reads what happened to it: detection time (event time from
-the scenario's first post to the signal that opened the incident), time to acknowledge and
-time to the first approved statement (a template use: only approved versions can be used),
-each against its target, and lists the gaps.
+the scenario's first post to the signal that opened the incident), time to acknowledge
+(from the open, or from its last reopen for an incident reopened, as the incident report
+counts it: ``incidents.episode_start``) and time to the first approved statement (a
+template use: only approved versions can be used), each against its target, and lists the
+gaps.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import Integer, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from alerts import incidents
 from alerts.config import AlertsConfig
 from alerts.models import Incident, IncidentEvent
 from alerts.workflow.models import HeatSnapshot
@@ -144,7 +147,9 @@ async def measure(
         ),
         _measured(
             "acknowledgement",
-            incident.acked_at - incident.opened_at if incident.acked_at else None,
+            incident.acked_at - await incidents.episode_start(session, incident)
+            if incident.acked_at
+            else None,
             ack_target,
         ),
         _measured(

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents
-from alerts.models import IncidentEvent
+from alerts.models import Incident, IncidentEvent
 from alerts.notifiers import escape
 from alerts.timeline import SYSTEM
 from alerts.workflow import evidence as evidence_service
@@ -43,7 +43,8 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
     d = detail
     lines: dict[str, str] = {
         "opened": f"opened at tier {d.get('tier')}: {d.get('explanation', '')}",
-        "upgraded": f"raised from tier {d.get('from_tier')} to tier {d.get('tier')}",
+        "upgraded": f"raised from tier {d.get('from_tier')} to tier {d.get('tier')}"
+        + (f" (reopened: it was {d['was']})" if d.get("was", "open") != "open" else ""),
         "signal": f"signal at tier {d.get('tier')}",
         "alert_queued": f"alert queued for {d.get('channel') or d.get('channels')}",
         "alert_delivered": f"alert delivered on {d.get('channel')}",
@@ -73,11 +74,58 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
     return lines.get(kind, kind.replace("_", " "))
 
 
+def episodes(incident: Incident, events: list[IncidentEvent]) -> list[dict[str, Any]]:
+    """The incident's episodes, in order: from its open, then from each reopen (an upgrade
+    of an incident no longer open: ``incidents.is_reopen``), each with its own ack and
+    resolve and its time to acknowledge counted from its own start. The current episode's
+    ack and resolve are the incident's; an earlier one's are its first ``acknowledged``
+    and last ``resolved`` event (the reopen cleared them on the incident). ``events``: the
+    timeline in time order."""
+    rows: list[dict[str, Any]] = [{"started_at": incident.opened_at, "reopened_from": None}]
+    for event in events:
+        if not incidents.own_event(event):
+            continue  # a merged incident's, moved here
+        if incidents.is_reopen(event):
+            rows.append({"started_at": event.at, "reopened_from": event.detail.get("was")})
+        elif event.kind == "acknowledged":
+            rows[-1].setdefault("acked", (event.at, event.actor))
+        elif event.kind == "resolved":
+            rows[-1]["resolved"] = (event.at, event.actor)
+    rows[-1]["acked"] = (incident.acked_at, incident.acked_by)
+    rows[-1]["resolved"] = (incident.resolved_at, incident.resolved_by)
+    out = []
+    for row in rows:
+        acked_at, acked_by = row.get("acked", (None, None))
+        resolved_at, resolved_by = row.get("resolved", (None, None))
+        out.append(
+            {
+                "started_at": _iso(row["started_at"]),
+                "reopened_from": row["reopened_from"],
+                "acknowledged_at": _iso(acked_at),
+                "acknowledged_by": acked_by,
+                "time_to_ack_s": _seconds(row["started_at"], acked_at),
+                "resolved_at": _iso(resolved_at),
+                "resolved_by": resolved_by,
+            }
+        )
+    return out
+
+
 async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[str, Any]:
-    """The report; deadlines of an incident not yet resolved are judged at ``now``."""
+    """The report; deadlines of an incident not yet resolved are judged at ``now``.
+
+    ``when`` is the incident as it stands: ``acknowledged_at`` and ``resolved_at`` are
+    those of its current episode (a reopen clears them), and so is ``time_to_ack_s``,
+    counted from the episode's start: ``reopened_at`` (its last reopen; null when it was
+    never reopened, then from ``opened_at``); before, it counted from the first open even
+    after a reopen. ``time_to_resolve_s`` is the incident's whole life, from its first
+    open to its last resolve. ``episodes`` lists every episode (the open, each reopen)
+    with its own ack, time to ack and resolve; ``reopens`` counts the reopens."""
     incident = await incidents.get_incident(session, incident_id)
     now_ref = incident.resolved_at or incident.closed_at or now
     events: list[IncidentEvent] = sorted(incident.timeline, key=lambda e: (e.at, e.id))
+    episode_list = episodes(incident, events)
+    current = episode_list[-1]
     tiers = (
         await session.scalars(
             select(TierChange)
@@ -156,9 +204,12 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
             "resolved_by": incident.resolved_by,
             "closed_at": _iso(incident.closed_at),
             "closed_by": incident.closed_by,
-            "time_to_ack_s": _seconds(incident.opened_at, incident.acked_at),
+            "reopened_at": current["started_at"] if len(episode_list) > 1 else None,
+            "reopens": len(episode_list) - 1,
+            "time_to_ack_s": current["time_to_ack_s"],
             "time_to_resolve_s": _seconds(incident.opened_at, incident.resolved_at),
         },
+        "episodes": episode_list,
         "tier_history": [
             {"at": _iso(t.at), "from_tier": t.from_tier, "tier": t.tier, "signal_id": t.signal_id}
             for t in tiers
@@ -219,6 +270,10 @@ def md(value: object, limit: int = 500) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _took(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:g} s"
+
+
 def markdown(report: dict[str, Any]) -> str:
     inc, when = report["incident"], report["when"]
     out = [
@@ -235,14 +290,32 @@ def markdown(report: dict[str, Any]) -> str:
     if inc["merged_into_id"]:
         out += [f"Merged into incident {inc['merged_into_id']}.", ""]
     out += ["## When", "", "| milestone | at | by |", "|---|---|---|"]
+    reopened = [("reopened", when["reopened_at"], None)] if when.get("reopened_at") else []
     for label, at, by in (
         ("opened", when["opened_at"], None),
+        *reopened,
         ("acknowledged", when["acknowledged_at"], when["acknowledged_by"]),
         ("first response", when["responded_at"], None),
         ("resolved", when["resolved_at"], when["resolved_by"]),
         ("closed", when["closed_at"], when["closed_by"]),
     ):
         out.append(f"| {label} | {md(at)} | {md(by)} |")
+    since = "the last reopen" if when.get("reopened_at") else "the open"
+    out += ["", f"Time to acknowledge: {_took(when['time_to_ack_s'])} (since {since})."]
+    if len(report.get("episodes", ())) > 1:
+        out += [
+            "",
+            f"Reopened {when['reopens']} time(s); each episode's time to acknowledge counts "
+            "from its own start.",
+            "",
+            "| episode | started | reopened from | acknowledged | time to ack | resolved |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {n} | {md(e['started_at'])} | {md(e['reopened_from'])} "
+            f"| {md(e['acknowledged_at'])} | {_took(e['time_to_ack_s'])} | {md(e['resolved_at'])} |"
+            for n, e in enumerate(report["episodes"], start=1)
+        ]
     out += ["", "## Tier history", "", "| at | from | to |", "|---|---|---|"]
     out += [f"| {md(t['at'])} | {t['from_tier']} | {t['tier']} |" for t in report["tier_history"]]
     out += ["", "## Roles", ""]

@@ -10,6 +10,10 @@ Doing what is already done (ack twice, mitigate twice, close twice) changes noth
 ``open -> mitigating`` acknowledges first (the escalation stops on ack, as always). A
 higher-tier signal re-opens a resolved or closed incident (``alerts.incidents``).
 
+What may change in which status: tasks only while the incident is live (open,
+acknowledged, mitigating): once it is resolved or closed they are final (``update_task``:
+409; reading them works); roles until it is closed; notes always.
+
 Merging: the incident merged closes and points to the survivor (``merged_into_id``); its
 evidence, heat snapshots and timeline move to the survivor, its open tasks are cancelled,
 its roles move where the survivor has none, and later signals of its story go to the
@@ -241,6 +245,21 @@ async def tasks_of(session: AsyncSession, incident_id: int) -> list[IncidentTask
     )
 
 
+def _tasks_final(incident: Incident) -> str:
+    """Why the tasks of a finished incident cannot change (the API's 409 message)."""
+    if incident.merged_into_id is not None:
+        into = incident.merged_into_id
+        return (
+            f"incident {incident.id} was merged into incident {into}; its tasks are final "
+            f"(its open ones were cancelled by the merge): work on incident {into}"
+        )
+    return (
+        f"incident {incident.id} is {incident.status}; its tasks are final: they change only "
+        "while the incident is open, acknowledged or mitigating (it must be reopened first: "
+        "a higher-tier signal reopens it)"
+    )
+
+
 async def update_task(
     session: AsyncSession,
     incident_id: int,
@@ -251,10 +270,17 @@ async def update_task(
     *,
     note: str | None = None,
 ) -> IncidentTask:
-    """Mark an open task done or skipped (``InvalidTransition`` when it is not open)."""
+    """Mark an open task done or skipped.
+
+    ``InvalidTransition`` (the API's 409) when the task is not open, or when its incident
+    is resolved or closed (merged included): its tasks are final then, as the report
+    judges them at the resolve (a task still open then stays open: the record says it was
+    not done while the incident was live), its reminders have stopped, and only a
+    higher-tier signal reopens the incident. ``TaskNotFound`` when the incident has no
+    such task. Reading the tasks (``tasks_of``) works in every status."""
     if status not in task_service.FINISHING:
         raise ValueError(f"a task can be marked {' or '.join(task_service.FINISHING)}")
-    await incidents.load_for_change(session, incident_id)
+    incident = await incidents.load_for_change(session, incident_id)
     task = await session.scalar(
         select(IncidentTask)
         .where(IncidentTask.id == task_id, IncidentTask.incident_id == incident_id)
@@ -262,6 +288,8 @@ async def update_task(
     )
     if task is None:
         raise task_service.TaskNotFound(incident_id, task_id)
+    if incident.status in FINISHED:
+        raise InvalidTransition(_tasks_final(incident))
     if task.status != TASK_OPEN:
         raise InvalidTransition(f"task {task_id} is already {task.status}")
     task_service.finish(task, status, actor, now, note)
@@ -368,8 +396,11 @@ async def merge(
     )
     was = source.status
     escalation.disarm(source)
-    if source.status not in FINISHED and source.sla_breached_at is None:
-        sla.stop(source)  # (a missed deadline stays, for the report)
+    if source.status not in FINISHED:
+        # its clock stops: a deadline it passed since the last tick is a breach all the same
+        await sla.missed_at_stop(session, source, now, "merged", metrics)
+        if source.sla_breached_at is None:
+            sla.stop(source)  # (a missed deadline stays, for the report)
     source.status = CLOSED
     source.merged_into_id = survivor.id
     source.closed_at = now

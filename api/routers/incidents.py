@@ -105,7 +105,12 @@ async def resolve(
     before = await audit.incident_state(session, incident_id)
     ensure_visible(who, before["watch_id"], f"incident {incident_id}")
     incident = await service.resolve(
-        session, incident_id, who.name, runtime.clock, note=body.note if body else None
+        session,
+        incident_id,
+        who.name,
+        runtime.clock,
+        metrics=runtime.metrics,
+        note=body.note if body else None,
     )
     await audit.record_incident_change(
         session, who, "incident.resolve", incident_id, before, at=runtime.clock.now()

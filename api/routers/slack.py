@@ -133,7 +133,9 @@ async def interactions(request: Request, session: Session) -> Response:
         )
         done = "incident.acknowledge"
     else:
-        await service.resolve(session, int(value), actor, runtime.clock, note="Slack button")
+        await service.resolve(
+            session, int(value), actor, runtime.clock, metrics=runtime.metrics, note="Slack button"
+        )
         done = "incident.resolve"
     await audit.record_incident_change(
         session, Principal(actor, "slack"), done, int(value), before, at=runtime.clock.now()

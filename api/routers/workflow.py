@@ -3,7 +3,8 @@ history, evidence and the post-incident report.
 
 Every change is audited (who, what, before/after) in the request's unit of work. Unknown
 incident, task or unassigned role: 404; a transition the status does not allow: 409
-(``alerts.workflow.service.TRANSITIONS``); a bad body or an unknown role name: 422.
+(``alerts.workflow.service.TRANSITIONS``), and so is a change to a task of a resolved or
+closed incident; a bad body or an unknown role name: 422.
 Closing is for the pr, legal, executive and admin roles; every other change for any role
 that works incidents.
 """
@@ -217,7 +218,9 @@ async def update_task(
     session: Session,
     who: Worker,
 ) -> TaskOut:
-    """Mark an open task done or skipped (409 when it is not open): reminders stop."""
+    """Mark an open task done or skipped: reminders stop. 409 when the task is not open,
+    or when the incident is resolved or closed (merged included): its tasks are final then
+    (reading them still works)."""
     runtime = _runtime(request)
     await _scoped(session, who, incident_id)
     now = runtime.clock.now()

@@ -596,7 +596,9 @@ async def test_an_ack_while_the_sla_check_reads_the_incident_is_no_breach(
     """A tier-3 incident acknowledged between the SLA check's read and its
     compare-and-set: the set compared only ``sla_warned``, which the ack leaves alone, so
     an incident acknowledged in time was recorded as breached and its next escalation step
-    ran (the executives paged for a crisis already in hand)."""
+    ran (the executives paged for a crisis already in hand). (The ack, 11 min in, is past
+    the 10 min deadline all the same: it records the breach itself, once, running no step:
+    ``sla.missed_at_stop``.)"""
     from alerts import sla
 
     cfg = config()
@@ -613,4 +615,203 @@ async def test_an_ack_while_the_sla_check_reads_the_incident_is_no_breach(
     assert acked == [True]
     assert breaches == []
     incident = await get(pg_sessions, incident_id)
-    assert [e for e in incident.timeline if e.kind == "sla_breached"] == []
+    (breach,) = [e for e in incident.timeline if e.kind == "sla_breached"]
+    assert breach.detail["stopped_by"] == "acknowledged"
+
+
+# -- time to acknowledge after a reopen -------------------------------------------------
+
+
+async def test_time_to_ack_after_a_reopen_counts_from_the_reopen(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
+    """Acknowledged and resolved, then reopened by a higher-tier signal an hour later and
+    acknowledged 3 min after that: the report's time to ack counted from the first open
+    (3780 s) for an episode acknowledged in 180 s."""
+    from alerts.workflow import report
+
+    cfg = config()
+    opened = clock.now()
+    incident_id = await apply(sessions, signal(clock, "s1", tier=1), cfg, clock)
+    clock.advance(300)
+    async with unit_of_work(sessions) as session:
+        await incidents.acknowledge(session, incident_id, "bob", clock, metrics=metrics)
+    clock.advance(300)
+    async with unit_of_work(sessions) as session:
+        await incidents.resolve(session, incident_id, "bob", clock)
+    clock.advance(3000)
+    reopened = clock.now()
+    await apply(sessions, signal(clock, "s2", tier=2, mentions=90), cfg, clock)
+    clock.advance(180)
+    async with unit_of_work(sessions) as session:
+        await incidents.acknowledge(session, incident_id, WHO, clock, metrics=metrics)
+    async with sessions() as session:
+        data = await report.build(session, incident_id, clock.now())
+    when = data["when"]
+    assert when["time_to_ack_s"] == 180
+    assert (when["opened_at"], when["reopened_at"], when["reopens"]) == (
+        opened.isoformat(),
+        reopened.isoformat(),
+        1,
+    )
+    assert (when["acknowledged_by"], when["resolved_at"], when["time_to_resolve_s"]) == (
+        WHO,
+        None,
+        None,
+    )
+    assert [
+        (e["reopened_from"], e["time_to_ack_s"], e["acknowledged_by"], e["resolved_at"])
+        for e in data["episodes"]
+    ] == [
+        (None, 300, "bob", (opened + timedelta(seconds=600)).isoformat()),
+        ("resolved", 180, WHO, None),
+    ]
+    md = report.markdown(data)
+    assert "| reopened |" in md and "Time to acknowledge: 180" in md and "Reopened 1 time" in md
+    # the metric counts from the alert each ack answers: the reopen for the second one
+    sample = metrics.registry.get_sample_value
+    assert sample("crisiswatch_time_to_ack_seconds_sum", {"tier": "1"}) == 300
+    assert sample("crisiswatch_time_to_ack_seconds_sum", {"tier": "2"}) == 180
+    # a never reopened incident: no reopen, one episode (the fields as before)
+    other = await apply(sessions, signal(clock, "o1", story="story-2", tier=2), cfg, clock)
+    clock.advance(42)
+    async with unit_of_work(sessions) as session:
+        await incidents.acknowledge(session, other, WHO, clock)
+    async with sessions() as session:
+        plain = await report.build(session, other, clock.now())
+    assert (plain["when"]["time_to_ack_s"], plain["when"]["reopened_at"]) == (42, None)
+    assert [e["time_to_ack_s"] for e in plain["episodes"]] == [42]
+
+
+async def test_a_reopened_drill_measures_the_ack_from_the_reopen(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    """The drill report measured the acknowledgement of a reopened drill incident from its
+    first open, as the incident report did."""
+    from alerts.workflow.drills import Drill, measure
+
+    cfg = config()
+    first_post = clock.now()
+    root = "bsky:drill-reopen"
+    story = f"acme:drill:{root}"
+    incident_id = await apply(
+        sessions, signal(clock, "d#1", story=story, tier=1, drill=True), cfg, clock
+    )
+    async with unit_of_work(sessions) as session:
+        await incidents.resolve(session, incident_id, WHO, clock)
+    clock.advance(3600)
+    await apply(sessions, signal(clock, "d#2", story=story, tier=3, drill=True), cfg, clock)
+    clock.advance(240)
+    async with unit_of_work(sessions) as session:
+        await incidents.acknowledge(session, incident_id, WHO, clock)
+        drill = Drill(
+            scenario="rumour",
+            watch_id="acme",
+            story_root=root,
+            mentions=200,
+            first_mention_at=first_post,
+            started_at=first_post,
+            started_by=WHO,
+        )
+        session.add(drill)
+    async with sessions() as session:
+        measured = await measure(session, drill, cfg, clock.now())
+    (ack,) = [m for m in measured["measurements"] if m["what"] == "acknowledgement"]
+    assert (ack["seconds"], ack["verdict"]) == (240, "met"), measured
+
+
+# -- an SLA deadline passed between two ticks ------------------------------------------
+
+
+async def _breaches(sessions: Sessions, incident_id: int) -> list[IncidentEvent]:
+    return [e for e in (await get(sessions, incident_id)).timeline if e.kind == "sla_breached"]
+
+
+@pytest.mark.parametrize("end", ["resolve", "acknowledge", "merge", "tick, then resolve"])
+async def test_a_deadline_missed_before_the_tick_saw_it_is_a_breach_once(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics, end: str
+) -> None:
+    """A tier-3 incident (acknowledged within 10 min) nobody acknowledged, resolved (or
+    acknowledged, or merged) 11 min in, before a tick recorded the breach: the tick never
+    looks at a finished incident or a met clock, and the resolve cleared the deadline, so
+    no breach was recorded or counted and the report had no SLA line at all. Recorded at
+    the resolve now; and once only, when the tick recorded it first or runs after."""
+    from alerts import sla
+    from alerts.workflow import report
+
+    cfg = config()
+    opened = clock.now()
+    incident_id = await apply(sessions, signal(clock, "s1", tier=3), cfg, clock)
+    survivor = await apply(sessions, signal(clock, "t1", story="story-2", tier=3), cfg, clock)
+    clock.advance(11 * 60)
+    if end.startswith("tick"):
+        async with unit_of_work(sessions) as session:
+            assert len(await sla.check(session, cfg, clock.now(), metrics)) == 2
+    async with unit_of_work(sessions) as session:
+        if end == "acknowledge":
+            await incidents.acknowledge(session, incident_id, WHO, clock, metrics=metrics)
+        elif end == "merge":
+            await service.merge(session, incident_id, survivor, WHO, clock, metrics=metrics)
+        else:
+            await incidents.resolve(session, incident_id, WHO, clock, metrics=metrics)
+    clock.advance(60)
+    async with unit_of_work(sessions) as session:  # the tick after it records nothing more
+        breaches = await sla.check(session, cfg, clock.now(), metrics)
+    assert incident_id not in [b.incident_id for b in breaches]
+
+    assert len(await _breaches(sessions, incident_id)) == 1
+    tier3 = {"tier": "3"}
+    counted = metrics.registry.get_sample_value("crisiswatch_sla_breaches_total", tier3)
+    assert counted == 2  # its breach and the other incident's (recorded by a tick)
+    due = opened + timedelta(minutes=10)
+    incident = await get(sessions, incident_id)
+    assert (incident.sla_due_at, incident.sla_breached_at is not None) == (due, True)
+    async with sessions() as session:
+        data = await report.build(session, incident_id, clock.now())
+    (deadline,) = [d for d in data["deadlines"] if d["kind"] == "sla"]
+    assert (deadline["outcome"], deadline["due_at"]) == ("missed", due.isoformat())
+
+
+async def test_a_resolve_in_time_is_no_breach(
+    sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
+    from alerts import sla
+
+    cfg = config()
+    incident_id = await apply(sessions, signal(clock, "s1", tier=3), cfg, clock)
+    clock.advance(9 * 60)
+    async with unit_of_work(sessions) as session:
+        await incidents.resolve(session, incident_id, WHO, clock, metrics=metrics)
+    clock.advance(3600)
+    async with unit_of_work(sessions) as session:
+        assert await sla.check(session, cfg, clock.now(), metrics) == []
+    assert await _breaches(sessions, incident_id) == []
+    tier3 = {"tier": "3"}
+    assert metrics.registry.get_sample_value("crisiswatch_sla_breaches_total", tier3) in (0, None)
+
+
+@pytest.mark.postgres
+async def test_a_resolve_while_the_sla_check_reads_the_incident_is_one_breach(
+    pg_sessions: Sessions, clock: ManualClock, metrics: Metrics
+) -> None:
+    """Resolved past the deadline between the SLA check's read and its compare-and-set:
+    the check's set fails (the incident is finished) and the resolve had cleared the
+    deadline, so the breach was recorded by neither."""
+    from alerts import sla
+
+    cfg = config()
+    incident_id = await apply(pg_sessions, signal(clock, "s1", tier=3), cfg, clock)
+    clock.advance(11 * 60)
+
+    async def resolve() -> None:
+        async with unit_of_work(pg_sessions) as other:
+            await incidents.resolve(other, incident_id, WHO, clock, metrics=metrics)
+
+    async with unit_of_work(pg_sessions) as session:
+        resolved = before_the_first_update(session, resolve)
+        breaches = await sla.check(session, cfg, clock.now(), metrics)
+    assert resolved == [True]
+    assert breaches == []
+    assert len(await _breaches(pg_sessions, incident_id)) == 1
+    tier3 = {"tier": "3"}
+    assert metrics.registry.get_sample_value("crisiswatch_sla_breaches_total", tier3) == 1

@@ -314,3 +314,69 @@ async def test_no_5xx_on_odd_workflow_requests(tmp_path: Path, clock: ManualCloc
                         failures.append(f"{method} {url} {body!r}: {r.status_code} {r.text}")
         assert not failures, "\n".join(failures[:20])
         assert {200, 404, 409, 422} <= set(seen), seen
+
+
+async def test_tasks_of_a_resolved_closed_or_merged_incident_are_final(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A task could still be marked done or skipped on a resolved, closed or merged
+    incident (its reminders had stopped, the report was judged at the resolve): now 409,
+    saying so; the tasks can still be read."""
+    async with role_api(tmp_path, clock) as (client, runtime):
+        incident_id = await open_incident(runtime, clock)  # tier 2: two playbook tasks
+        base = f"/incidents/{incident_id}"
+        first, second = [t["id"] for t in await ok(await client.get(f"{base}/tasks", headers=PR))]
+        clock.advance(60)
+        await ok(await client.patch(f"{base}/tasks/{first}", headers=RESPONDER,
+                                    json={"status": "done"}))  # fmt: skip
+        await ok(await client.post(f"{base}/resolve", headers=RESPONDER))
+        final = (
+            f"incident {incident_id} is resolved; its tasks are final: they change only while "
+            "the incident is open, acknowledged or mitigating (it must be reopened first: "
+            "a higher-tier signal reopens it)"
+        )
+        for task, status_ in ((second, "done"), (second, "skipped"), (first, "skipped")):
+            r = await client.patch(f"{base}/tasks/{task}", headers=RESPONDER,
+                                   json={"status": status_, "note": "after the fact"})  # fmt: skip
+            assert (r.status_code, r.json()) == (409, {"detail": final})
+        r = await client.patch(f"{base}/tasks/99999", headers=RESPONDER, json={"status": "done"})
+        assert r.status_code == 404 and "has no task 99999" in r.text
+        await ok(await client.post(f"{base}/close", headers=PR))
+        r = await client.patch(f"{base}/tasks/{second}", headers=RESPONDER, json={"status": "done"})
+        assert r.status_code == 409
+        assert r.json()["detail"].startswith(f"incident {incident_id} is closed; its tasks are")
+        # reads still work, and nothing changed
+        tasks = await ok(await client.get(f"{base}/tasks", headers=key_headers("viewer")))
+        assert [(t["id"], t["status"]) for t in tasks] == [(first, "done"), (second, "open")]
+        report = await ok(await client.get(f"{base}/report", headers=PR))
+        assert [d["outcome"] for d in report["deadlines"] if d["kind"] == "task"] == [
+            "met",
+            "pending",
+        ]
+        timeline = await ok(await client.get(f"{base}/timeline?kind=task_updated", headers=PR))
+        assert [i["detail"]["task"] for i in timeline["items"]] == [first]
+        audit = await ok(
+            await client.get(
+                "/audit", params={"target_id": str(incident_id), "limit": 50},
+                headers=key_headers("admin"),
+            )
+        )  # fmt: skip
+        assert [e["action"] for e in audit["items"]].count("incident.task.update") == 1
+
+        # merged: its tasks were cancelled; the answer names the survivor
+        merged = await open_incident(runtime, clock)
+        survivor = await open_incident(runtime, clock)
+        (task, *_) = await ok(await client.get(f"/incidents/{merged}/tasks", headers=PR))
+        await ok(await client.post(f"/incidents/{merged}/merge", headers=RESPONDER,
+                                   json={"into": survivor}))  # fmt: skip
+        r = await client.patch(f"/incidents/{merged}/tasks/{task['id']}", headers=RESPONDER,
+                               json={"status": "done"})  # fmt: skip
+        assert r.status_code == 409
+        assert r.json()["detail"].startswith(
+            f"incident {merged} was merged into incident {survivor}; its tasks are final"
+        )
+        assert f"work on incident {survivor}" in r.json()["detail"]
+        # a live incident's tasks still change
+        (live, *_) = await ok(await client.get(f"/incidents/{survivor}/tasks", headers=PR))
+        await ok(await client.patch(f"/incidents/{survivor}/tasks/{live['id']}",
+                                    headers=RESPONDER, json={"status": "skipped"}))  # fmt: skip
