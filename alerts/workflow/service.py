@@ -399,8 +399,8 @@ async def merge(
     if source.status not in FINISHED:
         # its clock stops: a deadline it passed since the last tick is a breach all the same
         await sla.missed_at_stop(session, source, now, "merged", metrics)
-        if source.sla_breached_at is None:
-            sla.stop(source)  # (a missed deadline stays, for the report)
+        if source.sla_met_at is None and source.sla_breached_at is None:
+            sla.stop(source)  # (a clock met or missed keeps its deadline, for the report)
     source.status = CLOSED
     source.merged_into_id = survivor.id
     source.closed_at = now

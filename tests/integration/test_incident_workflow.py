@@ -772,6 +772,30 @@ async def test_a_deadline_missed_before_the_tick_saw_it_is_a_breach_once(
     assert (deadline["outcome"], deadline["due_at"]) == ("missed", due.isoformat())
 
 
+async def test_a_merged_incident_keeps_the_sla_it_met(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    """Acknowledged in time, then merged: its report still says the SLA was met (the merge
+    cleared the deadline, so the report had no SLA line; a resolve keeps it)."""
+    from alerts.workflow import report
+
+    cfg = config()
+    opened = clock.now()
+    incident_id = await apply(sessions, signal(clock, "s1", tier=3), cfg, clock)
+    survivor = await apply(sessions, signal(clock, "t1", story="story-2", tier=3), cfg, clock)
+    clock.advance(5 * 60)
+    async with unit_of_work(sessions) as session:
+        await incidents.acknowledge(session, incident_id, WHO, clock)
+    clock.advance(15 * 60)
+    async with unit_of_work(sessions) as session:
+        await service.merge(session, incident_id, survivor, WHO, clock)
+    async with sessions() as session:
+        data = await report.build(session, incident_id, clock.now())
+    (deadline,) = [d for d in data["deadlines"] if d["kind"] == "sla"]
+    due = opened + timedelta(minutes=10)
+    assert (deadline["outcome"], deadline["due_at"]) == ("met", due.isoformat()), deadline
+
+
 async def test_a_resolve_in_time_is_no_breach(
     sessions: Sessions, clock: ManualClock, metrics: Metrics
 ) -> None:
