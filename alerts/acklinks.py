@@ -148,7 +148,8 @@ def _forged() -> AckLinkError:
 def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
     """Check form, signature and expiry (no database); raises ``AckLinkError``."""
     secret = _secret(config)
-    parts = token.split(".") if len(token) <= MAX_TOKEN else []
+    # ASCII only: compare_digest raises TypeError on a non-ASCII str (a mangled link was a 500)
+    parts = token.split(".") if len(token) <= MAX_TOKEN and token.isascii() else []
     if (
         len(parts) != 3
         or not (parts[1].isascii() and parts[1].isdigit())

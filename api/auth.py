@@ -13,7 +13,10 @@ A key may be scoped to some watches (``Principal.watches``); ``None`` means ever
 
 Repeated failed authentication (an unknown key) from one client address is throttled: after
 ``max_failures`` within ``window_s`` that address gets 429 with ``Retry-After`` for
-``lockout_s``, before its key is even looked at.
+``lockout_s``, before its key is even looked at. An IPv6 address counts by its /64
+(``client_bucket``): one client holds the whole /64 and could take a fresh address per guess.
+
+A key is read from the header as UTF-8 (``_header_text``), as the configured key is hashed.
 
 ``GET /metrics`` (every process) asks for ``api.metrics_token`` when one is set
 (``check_metrics_token``): a bearer token of its own, not an API key, refused and throttled
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import secrets
@@ -164,9 +168,20 @@ class AuthThrottle:
         return False
 
 
+def _header_text(value: str) -> str:
+    """A header as the client wrote it: Starlette decodes header bytes as Latin-1, clients
+    send a key holding non-ASCII characters as UTF-8, and the configured key is hashed as
+    UTF-8 (a key ``clé…`` never matched). Bytes that are not UTF-8 stay as they were."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def _bearer(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, if any."""
     header = request.headers.get("authorization")
+    header = _header_text(header) if header else header
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
@@ -179,11 +194,26 @@ def _presented_key(request: Request) -> str | None:
     if key is not None:
         return key
     key = request.headers.get("x-api-key")
-    return key.strip() if key else None
+    return _header_text(key).strip() if key else None
+
+
+def client_bucket(host: str) -> str:
+    """The throttle's unit for a peer address: an IPv4 address itself (an IPv4-mapped IPv6
+    address too), an IPv6 address's /64 (one subscriber's network: counted per address,
+    a client with 2**64 addresses to rotate through was never locked out)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_bucket(request.client.host) if request.client else "unknown"
 
 
 def _metrics(request: Request) -> Metrics | None:

@@ -3,7 +3,9 @@
 The token is the credential (see ``alerts.acklinks``), so no API key is asked for. Every
 answer is a small HTML page: text is escaped, nothing is loaded from elsewhere (a strict
 Content-Security-Policy), the page is never cached and never leaks the URL as a referrer.
-A forged token gets 403, an expired or used one 410, a resolved incident 409.
+A forged token gets 403, an expired or used one 410, a resolved, closed or merged incident
+409 (the confirm page offers no button then; a merge names the incident it kept, which the
+link never acknowledges: it was minted for the merged one).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import acklinks
 from alerts import incidents as service
-from alerts.models import Incident
+from alerts.models import FINISHED, Incident
 from api import audit
 from api.auth import Principal
 from api.deps import db_session
@@ -57,6 +59,18 @@ def _error(runtime: Runtime, exc: acklinks.AckLinkError) -> HTMLResponse:
     return page(exc.status, exc.title, exc.detail)
 
 
+def _nothing_to_acknowledge(incident: Incident) -> HTMLResponse:
+    """The 409 page of a resolved, closed or merged incident."""
+    if incident.merged_into_id is not None:
+        why = (
+            f"Incident {incident.id} was merged into incident {incident.merged_into_id}; "
+            "acknowledge that one in the API."
+        )
+    else:
+        why = f"Incident {incident.id} is {incident.status}; there is nothing to acknowledge."
+    return page(409, "Nothing to acknowledge", why)
+
+
 @router.get("/{token}", response_class=HTMLResponse)
 async def confirm(token: str, request: Request, session: Session) -> HTMLResponse:
     runtime: Runtime = request.app.state.runtime
@@ -69,6 +83,8 @@ async def confirm(token: str, request: Request, session: Session) -> HTMLRespons
     incident = await session.get(Incident, row.incident_id)
     if incident is None:
         return page(404, "Incident not found", f"Incident {row.incident_id} no longer exists.")
+    if incident.status in FINISHED:  # a button that could only fail: none
+        return _nothing_to_acknowledge(incident)
     drill = "[DRILL] " if incident.drill else ""
     return page(
         200,
@@ -83,8 +99,10 @@ async def confirm(token: str, request: Request, session: Session) -> HTMLRespons
 @router.post("/{token}", response_class=HTMLResponse)
 async def acknowledge(token: str, request: Request, session: Session) -> HTMLResponse:
     runtime: Runtime = request.app.state.runtime
+    incident_id: int | None = None
     try:
         row = await acklinks.redeem(session, runtime.settings.ack_links, token, runtime.clock.now())
+        incident_id = row.incident_id
         before = await audit.incident_state(session, row.incident_id)
         incident = await service.acknowledge(
             session, row.incident_id, acklinks.actor(row), runtime.clock, metrics=runtime.metrics
@@ -101,7 +119,10 @@ async def acknowledge(token: str, request: Request, session: Session) -> HTMLRes
         return page(404, "Incident not found", str(exc))
     except service.InvalidTransition as exc:
         await session.rollback()  # the link stays unused
-        return page(409, "Nothing to acknowledge", str(exc))
+        finished = await session.get(Incident, incident_id) if incident_id is not None else None
+        if finished is None:
+            return page(409, "Nothing to acknowledge", str(exc))
+        return _nothing_to_acknowledge(finished)
     return page(
         200,
         f"Incident #{incident.id} acknowledged",
