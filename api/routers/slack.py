@@ -70,6 +70,8 @@ def _payload(body: bytes) -> dict[str, Any]:
         data = json.loads(fields["payload"][0])
     except (UnicodeDecodeError, ValueError, KeyError, IndexError):
         raise _bad("expected a form body with a JSON 'payload' field") from None
+    except RecursionError:
+        raise _bad("the JSON 'payload' is nested too deeply") from None
     if not isinstance(data, dict):
         raise _bad("payload must be a JSON object")
     return data

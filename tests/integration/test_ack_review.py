@@ -3,10 +3,12 @@ or careless requests get a clear 4xx, never a 500, and never an action they shou
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from sqlalchemy import select
@@ -168,3 +170,19 @@ async def test_an_expired_link_is_refused_and_counted(api: Api, clock: ManualClo
         "crisiswatch_inbound_refused_total", {"endpoint": "ack", "reason": "expired"}
     )
     assert refused == 1
+
+
+async def test_slack_payload_nested_too_deeply_is_400(api: Api, clock: ManualClock) -> None:
+    """A signed payload nested past Python's recursion limit made json.loads raise
+    RecursionError: a 500 (only a holder of the signing secret could send it)."""
+    client, _ = api
+    timestamp = int(clock.now().timestamp())
+    _, headers = slack_request({}, timestamp)
+    body = urlencode({"payload": "[" * 5000 + "]" * 5000}).encode()
+    base = f"v0:{timestamp}:".encode() + body
+    headers["X-Slack-Signature"] = (
+        "v0=" + hmac.new(SLACK_SECRET.encode(), base, hashlib.sha256).hexdigest()
+    )
+    answer = await client.post("/slack/interactions", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert "nested too deeply" in answer.json()["detail"]
