@@ -289,6 +289,9 @@ def run_detector_pass(
                     file=sys.stderr,
                     flush=True,
                 )
+    for key in detector.holding():  # the end of the input: what waits is taken in
+        for s in detector.settle(key):
+            out.add(s.story_root, s.at, s.tier, s.spread, s.heat.predicted_size)
     if last_at is not None:
         sample(last_at + timedelta(days=365))
     return DetectorPass(n, spent, spent_cpu, out, first_at, last_at, held_max)

@@ -111,11 +111,23 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config file offline")
     chk.add_argument("file", type=Path)
 
+    from api.output import path_arg
+
     rep = sub.add_parser(
         "replay", help="backtest: run listener -> scorer -> detector in event time"
     )
-    rep.add_argument("--input", type=Path, required=True, help="mentions, .jsonl or .jsonl.gz")
-    rep.add_argument("--output", type=Path, required=True, help="tier/spread changes, JSONL")
+    rep.add_argument(
+        "--input",
+        type=path_arg,
+        required=True,
+        help="mentions, .jsonl or .jsonl.gz; - for stdin",
+    )
+    rep.add_argument(
+        "--output",
+        type=path_arg,
+        required=True,
+        help="tier/spread changes, JSONL; - for stdout (the summary goes to stderr)",
+    )
     rep.add_argument("--config", type=Path, help="YAML config (watches, detector, scorer)")
     rep.add_argument("--limit", type=_positive, help="stop after this many input lines")
     rep.add_argument(

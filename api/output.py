@@ -1,10 +1,13 @@
-"""Command output: files that appear only when complete (``atomic_output``), and a pipe
-whose reader leaves early (``crisiswatch … | head``: ``reader_gone``)."""
+"""Command output: files that appear only when complete (``atomic_output``), a pipe whose
+reader leaves early (``crisiswatch … | head``: ``reader_gone``), and ``-`` for standard
+input or output (``STDIO``, ``path_arg``)."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
+import io
 import os
 import shutil
 import signal
@@ -18,6 +21,35 @@ from typing import TextIO
 
 EXIT_BROKEN_PIPE = 128 + 13
 """The shell's status for a process ended by SIGPIPE, as ``cat`` gives under ``head``."""
+
+STDIO = Path("-")
+"""``--input -`` / ``--output -``: standard input or output, as ``path_arg`` gives it for
+the argument ``-`` exactly. Told by identity (``is_stdio``), so ``./-`` still names a file
+called ``-``."""
+
+
+def path_arg(value: str) -> Path:
+    """An argparse type for a file option that also takes ``-``: ``STDIO`` for ``-``, else
+    the path (``./-`` is the file named ``-``)."""
+    return STDIO if value == "-" else Path(value)
+
+
+def is_stdio(path: Path) -> bool:
+    """Whether ``path`` is ``STDIO`` (the argument ``-``), not a file."""
+    return path is STDIO
+
+
+@contextlib.contextmanager
+def standard_output() -> Iterator[TextIO]:
+    """Standard output for a command's results (``--output -``), written as they come:
+    UTF-8 whatever the locale, as an output file is, and flushed at the end of the block,
+    so that a reader that went away (``BrokenPipeError``) shows inside it."""
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and codecs.lookup(out.encoding).name != "utf-8":
+        out.flush()
+        out.reconfigure(encoding="utf-8")
+    yield out
+    out.flush()
 
 
 def reader_gone() -> int:

@@ -13,23 +13,32 @@ latest line of a story at or before ``t0 + age`` holds its forecast at that age,
 one of its last level change.
 
 This output is how detection quality is measured: keep the format stable.
+
+``--output -`` writes the lines to standard output as they come (the progress lines, the
+log and the summary go to stderr): not atomic, so a failed replay leaves the lines before
+the failure there; a reader that goes away (``| head``) stops the replay (exit 141).
+``--input -`` reads standard input, plain or gzip (told by its content): it is copied to a
+temporary file first (``$TMPDIR``), then replayed from there (messages name that file).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
 
-from api.output import OutputError, atomic_output, is_same_file
+from api.output import OutputError, atomic_output, is_same_file, is_stdio, standard_output
 from api.settings import ConfigError, Settings, format_validation_error
 from core.bus.memory import MemoryBus
 from core.clock import SystemClock
@@ -70,6 +79,9 @@ class ReplaySummary:
     output: Path
     out_of_order: int = 0  # mentions older than one before them in the input
     dropped: int = 0  # events a stage could not handle (dead-lettered), so not in the output
+    # mentions dated far ahead of the stream that the next mention did not follow: the
+    # detector counted them at the stream's time (``detector.future_tolerance_minutes``)
+    future_dated: int = 0
 
     @property
     def rate(self) -> float:
@@ -80,7 +92,7 @@ class ReplaySummary:
             f"replay done: {self.mentions:,} mentions ({self.rejected:,} bad lines, "
             f"{self.duplicates:,} duplicates) in {self.seconds:.1f} s = {self.rate:,.0f} "
             f"mentions/s; {self.signals:,} changes and {self.forecasts:,} forecasts written "
-            f"to {self.output} "
+            f"to {'stdout' if is_stdio(self.output) else self.output} "
             f"({self.stories_tiered:,} stories reached tier >= 1)"
             + (
                 f"\nwarning: {self.dropped:,} event(s) could not be handled and were dropped "
@@ -93,6 +105,13 @@ class ReplaySummary:
                 "is not sorted by created_at, so levels and forecasts are not what a sorted "
                 "replay would give"
                 if self.out_of_order
+                else ""
+            )
+            + (
+                f"\nwarning: {self.future_dated:,} mention(s) dated far ahead of the stream "
+                "(a bad timestamp: the mentions after them were not) were counted at the "
+                "stream's time instead (the log above names them)"
+                if self.future_dated
                 else ""
             )
         )
@@ -136,21 +155,41 @@ def with_forecast_reports(settings: Settings, minutes: Sequence[float] | None) -
 
 
 class _Writer:
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], stop: Callable[[], Awaitable[None]]) -> None:
         self.out = out
+        self.stop = stop  # stops the input: the output cannot take more
         self.count = 0
         self.forecasts = 0
         self.tiered: set[str] = set()
+        self.failed: OSError | None = None
 
     async def handle(self, signals: list[Signal]) -> None:
-        for signal in signals:
-            self.out.write(json.dumps(signal_line(signal), ensure_ascii=False) + "\n")
-            if signal.forecast_minutes is not None:
-                self.forecasts += 1
-                continue
-            self.count += 1
-            if signal.tier >= 1:
-                self.tiered.add(signal.story_root)
+        if self.failed is not None:
+            return  # (the input is stopped; what is still in flight has nowhere to go)
+        try:
+            for signal in signals:
+                self.out.write(json.dumps(signal_line(signal), ensure_ascii=False) + "\n")
+                if signal.forecast_minutes is not None:
+                    self.forecasts += 1
+                    continue
+                self.count += 1
+                if signal.tier >= 1:
+                    self.tiered.add(signal.story_root)
+        except OSError as exc:  # a reader gone (stdout), a full disk: not worth a retry
+            self.failed = exc
+            await self.stop()
+
+    def check(self, output: Path) -> None:
+        """Raise what stopped the output: ``BrokenPipeError`` for a reader that went
+        away (the command exits quietly with 141), ``ReplayError`` for anything else."""
+        exc = self.failed
+        if exc is None:
+            return
+        if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+            raise BrokenPipeError(errno.EPIPE, "the output's reader went away") from exc
+        if is_stdio(output):  # (the lines before it are out)
+            raise ReplayError(f"cannot write to stdout: {exc.strerror or exc}; stopped")
+        raise ReplayError(f"cannot write {output}: {exc.strerror or exc}; no output written")
 
 
 async def _progress(source: ReplaySource, writer: _Writer, started: float) -> None:
@@ -179,10 +218,26 @@ async def run_replay(
 ) -> ReplaySummary:
     """Replay ``input_path`` and write tier/spread changes, and every story's forecast at
     the ages ``forecast_at`` (minutes; None: see ``with_forecast_reports``; empty: none),
-    to ``output_path``."""
+    to ``output_path``. ``STDIO`` (``-``): standard input (copied to a temporary file
+    first), standard output (written as it goes; a reader that goes away stops the
+    replay with ``BrokenPipeError``)."""
+    if is_stdio(input_path):
+        with tempfile.TemporaryDirectory(prefix="crisiswatch-replay-") as folder:
+            spooled = Path(folder) / "stdin"
+            await asyncio.to_thread(_spool_stdin, spooled)
+            return await run_replay(
+                settings,
+                spooled,
+                output_path,
+                limit=limit,
+                progress=progress,
+                config_given=config_given,
+                classifier=classifier,
+                forecast_at=forecast_at,
+            )
     if not await asyncio.to_thread(input_path.exists):
         raise ConfigError(f"replay input {input_path} does not exist")
-    if is_same_file(input_path, output_path):
+    if not is_stdio(output_path) and is_same_file(input_path, output_path):
         raise ConfigError(f"replay output {output_path} is the input: it would be overwritten")
     settings = with_forecast_reports(settings, forecast_at)
     watches = list(settings.listener.watches) if config_given else []
@@ -210,13 +265,17 @@ async def run_replay(
     )
     started = time.monotonic()
     with _output(output_path) as out:
-        writer = _Writer(out)
+        writer = _Writer(out, source.stop)
         bus.subscribe(TOPIC_SIGNALS, REPLAY_GROUP, writer.handle, max_batch=512)
         await bus.start()
         reporter = asyncio.create_task(_progress(source, writer, started)) if progress else None
         try:
             await source.start()
             await listener.run_source(source)
+            await bus.join()
+            # the end of the input: mentions the detector held back (dated far ahead,
+            # waiting for the next one to tell whether time moved on) are taken in now
+            await detector.settle()
             await bus.join()
         except SourceFatalError as exc:
             raise ReplayError(f"{exc}; no output written") from exc
@@ -227,6 +286,7 @@ async def run_replay(
             await bus.stop()
             if own_classifier:
                 await close_classifier(classifier)
+        writer.check(output_path)
     duplicates = int(_counter_total(metrics, "crisiswatch_mentions_duplicate"))
     dropped = int(_counter_total(metrics, "crisiswatch_bus_dead_letters"))
     return ReplaySummary(
@@ -241,7 +301,14 @@ async def run_replay(
         output=output_path,
         out_of_order=source.out_of_order,
         dropped=dropped,
+        future_dated=detector.detector.future_dated,
     )
+
+
+def _spool_stdin(path: Path) -> None:
+    """Copy standard input (bytes, as they come: plain or gzip) to ``path``."""
+    with path.open("wb") as fh:
+        shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
 
 
 @contextlib.contextmanager
@@ -249,7 +316,12 @@ def _output(path: Path) -> Iterator[IO[str]]:
     """The output, as ``atomic_output`` writes it: under a temporary name, renamed to
     ``path`` once complete, so a replay that fails or is interrupted leaves no partial
     output that looks whole; and an earlier run's output is removed first, so none is
-    scored as this one's. A device or a pipe (``/dev/stdout``) is written as it goes."""
+    scored as this one's. A device or a pipe (``/dev/stdout``), and standard output
+    (``STDIO``, ``-``), are written as it goes."""
+    if is_stdio(path):
+        with standard_output() as out:
+            yield out
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         path.unlink()

@@ -6,7 +6,9 @@ Formats (stable: held-out sets are run through them):
   output lines ``{"id", "label", "scores": {"negative", "neutral", "positive"}}`` in input
   order (plus ``"model"``, which ends in ``:abstain`` when the language is not read). An
   ``id`` is a string or an integer, unique in the file. The output file is written whole or
-  not at all (a temporary file beside it, renamed at the end), and never over the input;
+  not at all (a temporary file beside it, renamed at the end), and never over the input.
+  ``--output -`` writes the lines to standard output as they come (the progress bar and
+  any message go to stderr); ``--input -`` reads standard input (plain JSONL);
 * ``eval --input LABELLED.jsonl``: input lines ``{"id"?, "text", "lang"?, "label"}``; prints
   macro recall, macro F1, accuracy and texts/s (model time, loading excluded). A set with
   only negative/positive gold labels is binary: the larger of those two scores decides.
@@ -15,6 +17,7 @@ Formats (stable: held-out sets are run through them):
 
 Input files are UTF-8 (a leading byte-order mark is fine), one JSON object a line (NaN and
 Infinity are not JSON); a lone surrogate in a text (``"\\ud800"``) is read as U+FFFD.
+``--input -`` (both commands) reads them from standard input, named ``<stdin>`` in messages.
 Anything wrong with the files or the lines is one message on stderr and exit status 2; a
 reader that goes away (``eval | head``) ends the command quietly with status 141, as SIGPIPE
 ends other tools.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import importlib.util
 import json
 import os
@@ -31,9 +35,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from api.output import OutputError, atomic_output, is_same_file, reader_gone
+from api.output import (
+    OutputError,
+    atomic_output,
+    is_same_file,
+    is_stdio,
+    path_arg,
+    reader_gone,
+    standard_output,
+)
 from core.events import Sentiment
 from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
@@ -57,12 +69,24 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser("sentiment", help="classify, evaluate or retrain the sentiment model")
     s_sub = s.add_subparsers(dest="sentiment_command", required=True, metavar="SUBCOMMAND")
     c = s_sub.add_parser("classify", help="label a JSONL file of texts")
-    c.add_argument("--input", type=Path, required=True, help='lines {"id","text","lang"?}')
-    c.add_argument("--output", type=Path, required=True, help="JSONL out, one line per input")
+    c.add_argument(
+        "--input", type=path_arg, required=True, help='lines {"id","text","lang"?}; - for stdin'
+    )
+    c.add_argument(
+        "--output",
+        type=path_arg,
+        required=True,
+        help="JSONL out, one line per input; - for stdout",
+    )
     c.add_argument("--config", type=Path, help="YAML config (scorer.classifier)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     e = s_sub.add_parser("eval", help="score the model on a labelled JSONL file")
-    e.add_argument("--input", type=Path, required=True, help='lines {"text","lang"?,"label"}')
+    e.add_argument(
+        "--input",
+        type=path_arg,
+        required=True,
+        help='lines {"text","lang"?,"label"}; - for stdin',
+    )
     e.add_argument("--config", type=Path, help="YAML config (scorer.classifier)")
     e.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -111,9 +135,10 @@ def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
 
     Unlabelled rows (``classify``) need an ``id``: a string or an integer, once per file."""
     check_input(path)
+    where = _name(path)
     rows: list[dict[str, Any]] = []
     ids: dict[str | int, int] = {}  # id -> its line
-    with path.open("rb") as fh:
+    with _binary_input(path) as fh:
         for number, raw in enumerate(fh, 1):
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
@@ -121,7 +146,7 @@ def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(
-                    f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                    f"{where}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
                     f"{exc.start + 1})"
                 ) from exc
             if not line.strip():
@@ -130,20 +155,20 @@ def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
                 row = json.loads(line, parse_constant=_no_constant)
             except ValueError as exc:  # JSONDecodeError, NaN/Infinity, a 5,000-digit number
                 why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                raise InputError(f"{path}:{number}: not JSON ({why})") from exc
+                raise InputError(f"{where}:{number}: not JSON ({why})") from exc
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise InputError(f'{path}:{number}: needs an object with a string "text"')
+                raise InputError(f'{where}:{number}: needs an object with a string "text"')
             if row.get("lang") is not None and not isinstance(row["lang"], str):
-                raise InputError(f'{path}:{number}: "lang" must be a string or absent')
+                raise InputError(f'{where}:{number}: "lang" must be a string or absent')
             if not labelled:
                 if "id" not in row:
-                    raise InputError(f'{path}:{number}: needs an "id"')
+                    raise InputError(f'{where}:{number}: needs an "id"')
                 ident = row["id"]
                 if isinstance(ident, bool) or not isinstance(ident, str | int):
-                    raise InputError(f'{path}:{number}: "id" must be a string or an integer')
+                    raise InputError(f'{where}:{number}: "id" must be a string or an integer')
                 if isinstance(ident, str) and without_surrogates(ident) != ident:
                     raise InputError(
-                        f'{path}:{number}: "id" holds a lone surrogate (not a character; '
+                        f'{where}:{number}: "id" holds a lone surrogate (not a character; '
                         "it cannot be written as UTF-8)"
                     )
                 if ident in ids:
@@ -151,18 +176,35 @@ def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
                     if len(shown) > 60:
                         shown = shown[:57] + "..."
                     raise InputError(
-                        f"{path}:{number}: id {shown} is also on line {ids[ident]} "
+                        f"{where}:{number}: id {shown} is also on line {ids[ident]} "
                         "(ids must be unique)"
                     )
                 ids[ident] = number
             if labelled and row.get("label") not in ("negative", "neutral", "positive"):
-                raise InputError(f'{path}:{number}: "label" must be negative/neutral/positive')
+                raise InputError(f'{where}:{number}: "label" must be negative/neutral/positive')
             row["text"] = without_surrogates(row["text"])
             rows.append(row)
     return rows
 
 
+def _name(path: Path) -> str:
+    """``path`` as messages name it (standard input is ``<stdin>``)."""
+    return "<stdin>" if is_stdio(path) else str(path)
+
+
+@contextlib.contextmanager
+def _binary_input(path: Path) -> Iterator[BinaryIO]:
+    """The input's bytes: the file, or standard input for ``STDIO`` (left open)."""
+    if is_stdio(path):
+        yield sys.stdin.buffer
+        return
+    with path.open("rb") as fh:
+        yield fh
+
+
 def check_input(path: Path) -> None:
+    if is_stdio(path):
+        return
     if not path.exists():
         raise CommandError(f"{path} does not exist")
     if path.is_dir():
@@ -170,13 +212,16 @@ def check_input(path: Path) -> None:
 
 
 def check_output(path: Path, option: str, source: Path) -> None:
-    """Before any work: ``path`` can be written, and is not the input file ``source``."""
+    """Before any work: ``path`` can be written, and is not the input file ``source``
+    (standard output always can)."""
+    if is_stdio(path):
+        return
     if path.is_dir():
         raise CommandError(f"{option} {path} is a folder; name a file")
     folder = Path(os.path.realpath(path)).parent
     if not folder.is_dir():
         raise CommandError(f"{option} {path}: the folder {folder} does not exist")
-    if is_same_file(path, source):
+    if not is_stdio(source) and is_same_file(path, source):
         raise CommandError(f"{option} {path} is the input file: write the results to another file")
 
 
@@ -251,7 +296,7 @@ def _classify(args: argparse.Namespace) -> int:
     rows = read_lines(args.input, labelled=False)
     classifier = _load(args.config)
     bar = Progress(len(rows), None if args.quiet else sys.stderr, "classify")
-    with atomic_output(args.output) as out:
+    with _output(args.output) as out:
         for row, s in zip(rows, classify_rows(classifier, rows, bar), strict=True):
             line = {"id": row["id"], "label": s.label, "scores": s.probs, "model": s.model}
             try:
@@ -259,6 +304,12 @@ def _classify(args: argparse.Namespace) -> int:
             except ValueError as exc:  # a score that is not a number: never valid JSON
                 raise CommandError(f"id {row['id']!r}: the model gave {s.probs}") from exc
     return 0
+
+
+def _output(path: Path) -> contextlib.AbstractContextManager[TextIO]:
+    """``atomic_output(path)``; for ``STDIO``, standard output, written as the lines come
+    (a reader that goes away ends ``run`` quietly with 141)."""
+    return standard_output() if is_stdio(path) else atomic_output(path)
 
 
 def _eval(args: argparse.Namespace) -> int:

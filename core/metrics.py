@@ -147,6 +147,12 @@ class Metrics:
             ["how"],
             registry=r,
         )
+        self.mentions_future_dated = Counter(
+            "crisiswatch_detector_future_dated_mentions",
+            "Mentions dated far ahead of their watch's event time that the next mention did "
+            "not follow: counted at the watch's event time (bad timestamps)",
+            registry=r,
+        )
         self.stories_active = Gauge(
             "crisiswatch_stories_active", "Stories held in detector memory", registry=r
         )

@@ -269,6 +269,18 @@ class DetectorConfig(Section):
         description="how often (event time, per watch) quiet elevated stories are "
         "re-evaluated so that they can cool down without new mentions",
     )
+    future_tolerance_minutes: float | None = Field(
+        60.0,
+        gt=0,
+        description="a mention dated more than this ahead of its watch's event time (not "
+        "received within this of its own date, and received less wall time after the "
+        "mention that set it than that) is held back "
+        "until the watch's next mention: one dated at most this much before it or later "
+        "takes it in at its own time (a quiet spell: the same decisions, a mention later); "
+        "one dated earlier counts it at the watch's event time instead (a bad timestamp: "
+        "logged and counted), so that one wrong date cannot age every story of the watch. "
+        "null: every mention moves event time",
+    )
     signal_min_spread: int = Field(
         2,
         ge=1,

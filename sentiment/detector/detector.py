@@ -9,6 +9,23 @@ Time is the watch's event time: the latest ``created_at`` seen for the watch. Ev
 ``sweep_interval_minutes`` of it, the watch's reported stories are re-evaluated so that a
 story that went quiet cools down (and says so) without needing a new mention.
 
+A mention dated far ahead of that (more than ``future_tolerance_minutes``; a bad
+timestamp in a replayed file or a webhook batch, a client-set date) would drag event time
+forward by itself: every story of the watch would look old at once, their forecast ages
+passed, their windows empty, and the later ones would never be reported. Unless it is
+live (received within the tolerance of its own date: the watch's latest mentions came
+from a source that lags) or wall time shows that much time passed (its ``received_at``
+that much after that of the mention that set event time: a watch quiet for a day, live),
+such a mention is held back
+(``_WatchState.held``, saved with the watch) until the watch's next mention tells: one
+dated at most the tolerance before it, or later, says time did move on (a quiet spell in
+a replay): the held mention is taken in at its own time, then the next one, so the
+decisions are those of taking it in at once (its Signals come a mention later); one
+dated earlier says it did not: the held mention is counted at the watch's event time
+(``future_dated``, a warning), as if it had come dated then. ``settle`` takes in what a
+watch holds at the end of an input. ``evaluate`` and ``size_inputs`` do not count a held
+mention. A watch's first mention, with no event time to compare with, sets it.
+
 Decisions depend only on the order of the mentions of each watch (the bus keeps it: the
 "scored" topic is keyed by watch), so a replay gives the same Signals with the same ids:
 ``f"{story_id}#{n}"``, n counting the story's Signals (``f"{story_id}#{generation}.{n}"``
@@ -92,6 +109,9 @@ EARLY_MINUTES = 30.0
 EARLY_TEXT_CHARS = 2_000
 """Text an early mention keeps (a story's row holds its early mentions: a 40,000-character
 post must not make it heavy; cues and near-duplicates are found in the first part)."""
+_LOGGED_FUTURE = 10
+"""Mentions counted at their watch's event time (``Detector.future_dated``) logged one
+by one; then every 1,000th."""
 REPORT_AHEAD = timedelta(milliseconds=1)
 """A forecast Signal (``detector.forecast_report_minutes``) holds the heat at the story's
 age (the mentions before it) and is stamped this much earlier: a reader that takes a
@@ -194,6 +214,11 @@ class _WatchState:
     now: datetime | None = None
     now_minutes: float = 0.0  # ``now`` in epoch minutes (computed once per change)
     next_sweep: datetime | None = None
+    # the ``received_at`` of the mention that set ``now`` (None: it had none, or a
+    # snapshot of STATE_FORMAT 7 or older: the class default), and the mention held back
+    # for being dated far ahead of ``now`` (``Detector.observe``), awaiting the next one
+    clock_received: datetime | None = None
+    held: ScoredMention | None = None
     # forgotten stories of this watch, least recently retired first (the cap on all
     # watches together is kept by ``Detector._retired_order``)
     retired: dict[str, _Retired] = field(default_factory=dict)
@@ -260,6 +285,8 @@ class Detector:
         self._cues = ComplaintCues(config.complaint_cues)
         self._cooldown = timedelta(minutes=config.downgrade_cooldown_minutes)
         self._sweep_every = timedelta(minutes=config.sweep_interval_minutes)
+        tolerance = config.future_tolerance_minutes
+        self._tolerance = None if tolerance is None else timedelta(minutes=tolerance)
         self._watches: dict[WatchKey, _WatchState] = {}
         # story id -> its watch, for every retired story held, least recently retired first
         self._retired_order: OrderedDict[str, WatchKey] = OrderedDict()
@@ -269,6 +296,9 @@ class Detector:
         # started (counters for the service's metrics)
         self.stories_folded = 0
         self.stories_merged = 0
+        # mentions dated far ahead that the next mention of their watch did not follow:
+        # counted at the watch's event time instead (since this detector started)
+        self.future_dated = 0
 
     @property
     def stories_active(self) -> int:
@@ -418,12 +448,89 @@ class Detector:
         Only posts count: an edit or a deletion (``Mention.change``) changes nothing,
         whether or not its post is still held. (An id the detector no longer held, the
         post past a story's cap or expired, was counted as a new one-post story; the
-        listener routes deletions of posts it remembers long after.)"""
+        listener routes deletions of posts it remembers long after.)
+
+        A mention dated far ahead of the watch's event time is held back until the
+        next one (module docstring): its Signals come with that one's, before them."""
         mention = scored.mention
         if mention.change != "created":
             return []
+        ws = self._watch((mention.watch or NO_WATCH).id, mention.drill)
+        signals: list[Signal] = []
+        held = ws.held
+        if held is not None:
+            if mention.id == held.mention.id:
+                return []  # the held mention again (a redelivery): it is taken in once
+            tolerance = self._tolerance
+            moved_on = (
+                tolerance is None or mention.created_at >= held.mention.created_at - tolerance
+            )
+            if not moved_on and ws.index.story_of(mention.id) is not None:
+                return []  # an old mention again (a redelivery) says nothing of the time
+            ws.held = None
+            signals = self._take_in(ws, held if moved_on else self._at_event_time(ws, held))
+        if self._far_ahead(ws, mention):
+            ws.held = scored
+            return signals
+        signals.extend(self._take_in(ws, scored))
+        return signals
+
+    def holding(self) -> list[WatchKey]:
+        """The watches holding a mention back (dated far ahead, awaiting the next)."""
+        return [key for key, ws in self._watches.items() if ws.held is not None]
+
+    def settle(self, key: WatchKey) -> list[Signal]:
+        """The end of an input (a replay's last line): the mention the watch holds back,
+        if any, taken in at its own time (nothing came after it to say otherwise, and
+        nothing can be misjudged by its date any more); its Signals."""
+        ws = self._watches.get(key)
+        if ws is None or ws.held is None:
+            return []
+        held, ws.held = ws.held, None
+        return self._take_in(ws, held)
+
+    def _far_ahead(self, ws: _WatchState, mention: Mention) -> bool:
+        """Whether ``mention`` is dated more than the tolerance ahead of the watch's event
+        time, more than wall time shows passing since the mention that set it (both
+        ``received_at``, where known): it must wait for the next mention."""
+        tolerance, now = self._tolerance, ws.now
+        if tolerance is None or now is None:
+            return False
+        ahead = mention.created_at - now
+        if ahead <= tolerance:
+            return False
+        received, before = mention.received_at, ws.clock_received
+        if received is not None and abs(received - mention.created_at) <= tolerance:
+            # live, dated about when it arrived: the watch's event time is behind (its
+            # latest mentions came from a source that lags, a feed hours late), not it
+            return False
+        return received is None or before is None or received - before < ahead - tolerance
+
+    def _at_event_time(self, ws: _WatchState, held: ScoredMention) -> ScoredMention:
+        """A held mention the next one did not follow (a bad timestamp), dated at the
+        watch's event time instead; logged and counted."""
+        now = ws.now
+        assert now is not None  # (a mention is held back only against an event time)
+        mention = held.mention
+        self.future_dated += 1
+        if self.future_dated <= _LOGGED_FUTURE or self.future_dated % 1000 == 0:
+            log.warning(
+                "watch %s: mention %s is dated %s, %s ahead of the watch's event time, and "
+                "the next mention is not: counted at %s (a bad timestamp? %d so far)",
+                ws.index.key,
+                mention.id,
+                mention.created_at.isoformat(),
+                mention.created_at - now,
+                now.isoformat(),
+                self.future_dated,
+            )
+        redated = mention.model_copy(update={"created_at": now})
+        return held.model_copy(update={"mention": redated})
+
+    def _take_in(self, ws: _WatchState, scored: ScoredMention) -> list[Signal]:
+        """``observe`` proper: count the mention at its ``created_at``; its Signals."""
+        mention = scored.mention
         watch = mention.watch or NO_WATCH
-        ws = self._watch(watch.id, mention.drill)
         ws.watch = watch
         at = mention.created_at
         at_minutes = at.timestamp() / 60
@@ -442,6 +549,7 @@ class Detector:
         if ws.now is None or at > ws.now:
             ws.now = at
             ws.now_minutes = at_minutes
+            ws.clock_received = mention.received_at
         now = ws.now
         now_minute = math.floor(ws.now_minutes)
         tracked = self._take(ws, scored, assignment, now, expected, at_minutes)

@@ -159,6 +159,7 @@ class DetectorService:
                 await self._restore([key for key in keys if not self.detector.holds(key)])
             self._dirty.update(keys)  # (before observing: a failure may leave changes)
             folded, merged = self.detector.stories_folded, self.detector.stories_merged
+            future = self.detector.future_dated
             try:
                 for event in events:
                     self._observe(event)
@@ -166,9 +167,20 @@ class DetectorService:
                 joined = self.metrics.stories_joined
                 joined.labels("folded").inc(self.detector.stories_folded - folded)
                 joined.labels("merged").inc(self.detector.stories_merged - merged)
+                self.metrics.mentions_future_dated.inc(self.detector.future_dated - future)
             self.metrics.stories_active.set(self.detector.stories_active)
             await self._publish()
             await self._save(wait_for_database=True)
+
+    async def settle(self) -> None:
+        """The end of an input (a replay whose every mention was handled): what the
+        detector holds back (``Detector.settle``: mentions dated far ahead, awaiting the
+        next one) is taken in, its Signals published and the state saved."""
+        for key in self.detector.holding():
+            self._dirty.add(key)
+            self._unpublished.extend(self.detector.settle(key))
+        await self._publish()
+        await self._save(wait_for_database=True)
 
     async def rebalanced(self) -> None:
         """Partitions moved: save what is unsaved (when that is safe), then drop every

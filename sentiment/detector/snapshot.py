@@ -42,7 +42,7 @@ from typing import Any
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 7
+STATE_FORMAT = 8
 """The layout of the pickled state; bump it when a pickled class changes.
 1: one pickle per watch; 2: a watch part and one part per story; 3: stories await the
 ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``); 4: stories
@@ -50,12 +50,16 @@ hold sentence vectors (``Story.vectors``; the index's paraphrase settings); 5: a
 heat holds the fitted size model's inputs (root followers, mentions with text, reposts of
 reposts, its earliest mention times); 6: it holds its authors' followers (a merge counts
 an author of both stories once in the reach); 7: burst windows slide (per-minute counts
-instead of one open tumbling window; the surge keeps a sliding maximum of story counts)."""
+instead of one open tumbling window; the surge keeps a sliding maximum of story counts);
+8: a watch holds back a mention dated far ahead of its event time, and keeps the
+``received_at`` of the mention that set it (``_WatchState.held``, ``clock_received``)."""
 
-READABLE_FORMATS = frozenset({2, 3, 4, 5, 6, STATE_FORMAT})
-"""The formats this detector restores: 2 to 6 read as 7 with nothing awaited (2), no
-vectors (2, 3), no size-model inputs counted yet (2-4), no followers per author (2-5) and
-tumbling burst windows (2-6): the class defaults stand in for what they lack, and the
+READABLE_FORMATS = frozenset({2, 3, 4, 5, 6, 7, STATE_FORMAT})
+"""The formats this detector restores: 2 to 7 read as 8 with nothing awaited (2), no
+vectors (2, 3), no size-model inputs counted yet (2-4), no followers per author (2-5),
+tumbling burst windows (2-6) and no mention held back nor the ``received_at`` of the
+watch's event time (2-7: its next mention far ahead waits for the one after it, as in a
+replay): the class defaults stand in for what they lack, and the
 burst windows' and the surge's ``__setstate__`` convert theirs (an open window's count
 placed at its first minute, without the usual rate it was tested against; the window
 before it empty). Until such a story expires, a
