@@ -87,7 +87,7 @@ class BusConfig(Section):
         300_000,
         gt=0,
         description="kafka: a consumer that fetches nothing for this long (a handler stuck on "
-        "one batch, a halted loop) leaves its group",
+        "one batch) leaves its group (a halted one leaves at once)",
     )
     rebalance_timeout_ms: int | None = Field(
         None,

@@ -20,11 +20,14 @@
   with its full length in a ``size`` header: the whole record is still at its offset.
   A dead letter the broker refuses otherwise fails its batch (not committed, delivered
   again; counted in ``crisiswatch_bus_handler_errors_total``, not as a dead letter).
-* Dead-letter limit (``bus.max_dead_letters_per_minute``, ``core.bus.halt``): past it the
-  partition batch in flight is rewound and not committed, and that subscription's loop
-  ends (its consumer stays in the group until ``stop()``; after
-  ``bus.max_poll_interval_ms`` without a fetch the group gives its partitions to another
-  member, if any).
+* Dead-letter limit (``bus.max_dead_letters_per_minute``, ``core.bus.halt``) and failures
+  in a row (``bus.max_failures_in_a_row``): past either, the partition batch in flight is
+  rewound and not committed, and that subscription's loop ends: its consumer commits what
+  it handled before, then leaves its group at once (it is closed), so the group gives its
+  partitions to another member, if any, which starts at the record that halted it. (It
+  used to stay in the group until ``stop()``, holding its partitions until
+  ``bus.max_poll_interval_ms`` passed without a fetch: minutes.) The halt stays reported
+  (CRITICAL log, ``crisiswatch_bus_consumer_halted``, ``halted()``) until the next start.
 * Group timing (``bus.session_timeout_ms``, ``heartbeat_interval_ms``,
   ``max_poll_interval_ms``, ``rebalance_timeout_ms``): a member killed without leaving
   its group (``kill -9``, a lost host) holds its partitions until its session times out;
@@ -81,6 +84,52 @@ _CUT_VALUE_MAX = 64 * 1024  # bytes of a record kept in a dead letter too large 
 _CUT_KEY_MAX = 1000  # characters of its key kept then
 _RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batch
 _POSITION_WAIT = 0.1  # seconds the lag gauge waits for a partition's position
+
+
+class PublishIncomplete(KafkaError):  # type: ignore[misc]
+    """``publish_many`` did not publish its whole batch. Of its ``total`` records:
+    ``acknowledged`` are known written (the broker acknowledged them); ``unknown`` were
+    handed to the producer and not acknowledged (an error, or no answer in time: written or
+    not); ``unsent`` were never handed to the producer (known not written: ``refused`` is
+    why the send of the first of them raised). ``error``: the first failure in the batch's
+    order (also the ``__cause__``). Publishing the whole batch again is safe: consumers are
+    idempotent on the event's id. A ``KafkaError``, so callers that catch one catch it."""
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        total: int,
+        acknowledged: int,
+        unknown: int,
+        unsent: int,
+        error: BaseException,
+        refused: BaseException | None = None,
+    ) -> None:
+        self.topic = topic
+        self.total = total
+        self.acknowledged = acknowledged
+        self.unknown = unknown
+        self.unsent = unsent
+        self.error = error
+        self.refused = refused
+        parts = [
+            f"{acknowledged} of {total} acknowledged (written)",
+            f"{unknown} not acknowledged (written or not)",
+            f"{unsent} never handed to the producer (not written)",
+        ]
+        reasons = []
+        if unknown:
+            reasons.append(f"the first not acknowledged: {_describe(error)}")
+        if refused is not None:
+            reasons.append(f"the send of record {total - unsent + 1} raised {_describe(refused)}")
+        super().__init__(
+            f"publishing {total} event(s) to {topic!r} failed: {', '.join(parts)}; "
+            + "; ".join(reasons)
+        )
+
+    def __str__(self) -> str:  # KafkaError's would put the class name before the message
+        return str(self.args[0])
 
 
 @dataclass(eq=False)
@@ -350,17 +399,46 @@ class KafkaBus(Bus):
     async def publish_many(self, topic: str, events: Sequence[tuple[str, BaseModel]]) -> None:
         """Hand every record to the producer first, then wait for all acknowledgements:
         one linger and one round trip for the batch instead of one per event. Records
-        with the same key keep their order (same partition, sent in order)."""
+        with the same key keep their order (same partition, sent in order).
+
+        Returns once every record is acknowledged; else, after every record handed to the
+        producer got its answer, raises one ``PublishIncomplete`` that counts what is known
+        written and what is not (a send refused mid-batch hands none of the rest over).
+        Cancelled, it leaves the records handed over to the producer, unwatched."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("the Kafka bus is not started: call start() before publishing")
         physical = self.physical(topic)
-        pending = [
-            await producer.send(physical, encode_event(event), key=key.encode())
-            for key, event in events
-        ]
-        await asyncio.gather(*pending)
-        self.metrics.bus_published.labels(topic).inc(len(pending))
+        futures: list[asyncio.Future[Any]] = []
+        refused: Exception | None = None
+        try:
+            for key, event in events:
+                future = await producer.send(physical, encode_event(event), key=key.encode())
+                # whatever happens next (a later send refused, a cancellation), its outcome
+                # is retrieved: never "Future exception was never retrieved"
+                future.add_done_callback(_retrieve)
+                futures.append(future)
+        except Exception as exc:  # the rest of the batch is not handed over
+            refused = exc
+        if futures:
+            await asyncio.wait(futures)  # each ends: acknowledged, or failed/expired
+        failures = [error for error in map(_failure, futures) if error is not None]
+        acknowledged = len(futures) - len(failures)
+        if acknowledged:
+            self.metrics.bus_published.labels(topic).inc(acknowledged)
+        if refused is None and not failures:
+            return
+        first = failures[0] if failures else refused
+        assert first is not None
+        raise PublishIncomplete(
+            topic,
+            total=len(events),
+            acknowledged=acknowledged,
+            unknown=len(failures),
+            unsent=len(events) - len(futures),
+            error=first,
+            refused=refused,
+        ) from first
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         headers = [
@@ -427,18 +505,43 @@ class KafkaBus(Bus):
                     self._rewind(state, fetched)
                     continue
                 state.busy = True
+                halted = False
                 try:
                     ok = await self._handle(state, fetched)
                 except ConsumerHalted:
                     # _handle rewound what it did not handle and committed none of it:
                     # those records stay in the topic; this subscription stops here
-                    await self._report_lag(state)
-                    return
+                    ok, halted = False, True
+                finally:
+                    state.busy = halted  # busy while it leaves: stop() waits for that
+            if halted:
+                try:
+                    await self._leave_halted(state)  # out of the lock: no revoke waits on it
                 finally:
                     state.busy = False
+                return
             await self._report_lag(state)
             if not ok and not state.stopping:
                 await asyncio.sleep(_RETRY_DELAY)
+
+    async def _leave_halted(self, state: _Consumer) -> None:
+        """A halted subscription leaves its consumer group at once: commit what was
+        handled, then close the consumer (a LeaveGroup), so the group hands its partitions
+        to another member now, not after ``max_poll_interval_ms`` without a fetch. Nothing
+        at or after the record that halted it was committed: the next owner starts there.
+        The halt itself stays reported (``halted()``, the gauge) until the next start."""
+        await self._report_lag(state)  # the last lag it reports: it stops moving there
+        deadline = asyncio.get_running_loop().time() + self._stop_timeout
+        if state.pending:
+            await self._bounded(self._commit(state), deadline, f"{state.name}: commit")
+            state.pending.clear()  # not committed (logged): delivered again, at least once
+        await self._bounded(state.consumer.stop(), deadline, f"{state.name}: leave the group")
+        log.error(
+            "%s: halted; its consumer left the group, so another member (if any) takes its "
+            "partitions and resumes at the record that halted it (nothing after that "
+            "record is committed)",
+            state.name,
+        )
 
     async def _fetch(self, state: _Consumer) -> dict[Any, list[Any]]:
         """Up to ``max_batch`` records; waits up to ``max_wait`` to fill the batch."""
@@ -564,6 +667,27 @@ def _seek(state: _Consumer, tp: Any, offset: int) -> None:
         state.consumer.seek(tp, offset)
     except KafkaError as exc:
         log.warning("%s: cannot rewind partition %d: %s", state.name, tp.partition, exc)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, the type once (a KafkaError's text already names it)."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if name in text else f"{name}: {text}"
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a send's outcome as seen (its failure is reported by ``publish_many``)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """Why a finished send's future failed (None: acknowledged)."""
+    if future.cancelled():
+        return asyncio.CancelledError("the send was cancelled")
+    return future.exception()
 
 
 def _first_offsets(fetched: dict[Any, list[Any]]) -> dict[Any, int]:

@@ -23,6 +23,7 @@ from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.bus.halt import DeadLetterRate
 from core.bus.kafka import KafkaBus
 from core.bus.memory import MemoryBus
+from core.events import Mention
 from core.settings import BusConfig
 from tests.integration.test_bus_contract import (
     FAST_GROUPS,
@@ -273,3 +274,69 @@ def test_kafka_bus_takes_its_limits_from_the_config() -> None:
     assert BusConfig().max_failures_in_a_row == 10
     assert bus._stop_timeout == 3.5
     assert BusConfig().max_dead_letters_per_minute == 100
+
+
+@pytest.mark.kafka
+async def test_kafka_a_halted_consumer_leaves_its_group_and_another_member_resumes_at_once(
+    kafka_config: BusConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A halted member used to stay in its group, heartbeating, holding its partitions
+    until ``max_poll_interval_ms`` (300 s) passed without a fetch: the other members could
+    not take them over for minutes. Now it leaves the group at once; another member gets
+    every partition and every record not dead-lettered, the one that halted it included
+    (nothing was committed past it), while the halt stays reported."""
+    caplog.set_level(logging.ERROR, logger="core.bus")
+    config = kafka_config.model_copy(
+        update={"max_dead_letters_per_minute": 100, "max_failures_in_a_row": LIMIT}
+    )
+    assert config.max_poll_interval_ms == 300_000  # the default: what a halted member held
+    harness = KafkaHarness(config)
+    try:
+        publisher = harness.bus()
+        await publisher.start()
+        sent = [f"m{i}" for i in range(30)]
+        for n in sent:  # a key each: spread over the topic's 3 partitions
+            await publisher.publish("mentions", mention(n), key=n)
+
+        first = harness.bus()
+        assert isinstance(first, KafkaBus)
+        first.subscribe("mentions", "g", Broken(), retry=FAST_RETRY)
+        await first.start()
+        await eventually(lambda: bool(first.halted()), "the first member to halt")
+        letters = await harness.dead_letters(first, "mentions", LIMIT)
+        dead = {Mention.model_validate_json(d.value).id for d in letters}
+        assert len(dead) == LIMIT
+
+        second = harness.bus()
+        assert isinstance(second, KafkaBus)
+        healthy = Collector()
+        second.subscribe("mentions", "g", healthy)
+        loop = asyncio.get_running_loop()
+        joined = loop.time()
+        await second.start()
+        expected = {f"test:{n}" for n in sent} - dead
+        await eventually(
+            lambda: set(healthy.ids) >= expected,
+            f"the second member to get every record the first did not dead-letter "
+            f"({len(expected)}; has {len(set(healthy.ids))})",
+        )
+        took = loop.time() - joined
+        assert took < TIMEOUT < config.max_poll_interval_ms / 1000 / 10
+        assert set(healthy.ids) == expected  # the halting record too; no dead letter redone
+        (state,) = second._consumers
+        assert len(state.consumer.assignment()) == config.partitions  # all of them
+
+        # the halt stays loud on the first member
+        (halt,) = first.halted()
+        assert halt.in_a_row and halt.group == "g"
+        assert gauge(first, "consumer_halted", "mentions", "g") == 1
+        runtime = Runtime(Settings(), roles=frozenset({Role.SCORER}))
+        runtime.bus, runtime.ready = first, True
+        assert await runtime.check_ready() == [halt.describe()]
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("HALTING consumer mentions/g" in m for m in messages)
+        assert any("mentions/g: halted; its consumer left the group" in m for m in messages)
+        await first.stop()  # its consumer is closed already: a clean no-op
+        assert first.halted() == [halt]  # until the next start
+    finally:
+        await harness.close()

@@ -109,19 +109,58 @@ async def test_a_failed_early_classification_is_retried_with_its_batch(
     assert metrics.bus_handler_errors.labels("mentions", "scorer")._value.get() >= 1
 
 
+class GatedClassifier(FakeClassifier):
+    """The fake, where the first ``held`` calls wait for ``gate`` (set by the test):
+    a classification the test must still find running is held running, whatever the
+    machine's speed (no timing assumption)."""
+
+    def __init__(self, held: int = 1) -> None:
+        super().__init__()
+        self.held = held
+        self.entered = 0
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+
+    def classify(self, texts: Sequence[str], langs: Sequence[str | None]) -> list[Sentiment]:
+        with self.lock:
+            hold = self.entered < self.held
+            self.entered += 1
+        if hold and not self.gate.wait(timeout=30.0):
+            raise RuntimeError("the test never opened the gate")
+        return super().classify(texts, langs)
+
+
+async def entered(classifier: GatedClassifier, count: int) -> None:
+    """Wait until ``count`` classifications entered the classifier (bounded)."""
+    async with asyncio.timeout(10.0):
+        while classifier.entered < count:
+            await asyncio.sleep(0.001)
+
+
 async def test_a_batch_other_than_the_prefetched_one_is_classified_itself(
     metrics: Metrics,
 ) -> None:
-    slow = SlowClassifier(0.001)
-    scorer = ScorerService(MemoryBus(metrics=metrics), slow, ScorerConfig(), metrics)
-    early = [mention(i, f"post {i}") for i in range(3)]
-    scorer.prefetch(early)
-    other = [mention(i, f"post {i}") for i in range(3)]  # equal, but not the same instances
-    answers, _ = await scorer._sentiments(other)
-    assert [s.label for s in answers] == ["neutral"] * 3
-    ((kept, task, _),) = scorer._ahead.values()  # the early batch was not taken for it
-    assert kept is early
-    await scorer.stop()  # and is dropped at stop
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    assert not scorer._ahead and task.cancelled()
+    # The early classification is held in the classifier until the end: it is still
+    # running when ``stop()`` drops it. (With a 1-ms classifier instead, it sometimes
+    # finished first, and then there was nothing left for ``stop()`` to cancel.)
+    gated = GatedClassifier(held=1)
+    scorer = ScorerService(MemoryBus(metrics=metrics), gated, ScorerConfig(), metrics)
+    try:
+        early = [mention(i, f"post {i}") for i in range(3)]
+        scorer.prefetch(early)
+        await entered(gated, 1)  # the early batch's call is the held one
+        other = [mention(i, f"post {i}") for i in range(3)]  # equal, not the same instances
+        # taking the early (held) classification for it would wait for the gate: bounded
+        answers, _ = await asyncio.wait_for(scorer._sentiments(other), 10.0)
+        assert [s.label for s in answers] == ["neutral"] * 3
+        assert gated.entered == 2  # classified itself, by its own call
+        ((kept, task, _),) = scorer._ahead.values()  # the early batch was not taken for it
+        assert kept is early
+        assert not task.done()
+        await scorer.stop()  # and is dropped at stop
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert not scorer._ahead and task.cancelled()
+    finally:
+        gated.gate.set()  # let the held worker thread end (the loop's executor waits for it)
+        await scorer.stop()
