@@ -157,8 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--config", type=Path, required=True, help="YAML config (watches, sources)")
     bf.add_argument("--watch", required=True, help="the watch id")
     bf.add_argument("--since", default="24h", help="how far back: 90m, 24h, 7d (default 24h)")
-    bf.add_argument("--output", type=Path, required=True, help="mentions, JSONL (oldest first)")
-    bf.add_argument("--quiet", action="store_true", help="no progress bar")
+    bf.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="mentions, JSONL (oldest first); replaced only when the backfill ends",
+    )
+    bf.add_argument("--quiet", action="store_true", help="no progress bar (the report stays)")
 
     from api.sentiment_cli import add_parser as add_sentiment_parser
 

@@ -116,6 +116,12 @@ class DemoSourceConfig(Section):
     )
 
 
+OTHER_SOURCE_NAMES = frozenset(
+    {"bluesky", "rss", "hackernews", "reddit", "telegram", "youtube", "demo", "replay", "webhook"}
+)
+"""The names the other sources keep their cursors and health under (``LiveSource.name``)."""
+
+
 class SourcesConfig(Section):
     replay: ReplaySourceConfig | None = None
     demo: DemoSourceConfig | None = None
@@ -133,6 +139,14 @@ class SourcesConfig(Section):
         names = [m.name for m in instances]
         if len(set(names)) != len(names):
             raise ValueError("each mastodon source needs its own name (mastodon-social, ...)")
+        for name in names:
+            if name in OTHER_SOURCE_NAMES:
+                raise ValueError(
+                    f"a mastodon source may not be named {name!r}: that is the {name} "
+                    "source's name, and the two would share one cursor (each restart, one "
+                    "of them would start afresh) and one health line; name it after its "
+                    "instance (mastodon-social, ...)"
+                )
         return instances
 
     @property

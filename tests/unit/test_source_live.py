@@ -586,6 +586,17 @@ def test_mastodon_without_a_token_names_what_is_missing() -> None:
         )
 
 
+@pytest.mark.parametrize("name", ["hackernews", "bluesky", "rss", "webhook"])
+def test_a_mastodon_source_may_not_take_another_sources_name(name: str) -> None:
+    """It would share that source's cursor and health line: each restart one of the two
+    could not read the other's cursor and started as on its first run."""
+    instance = {"instance": "https://m.example", "access_token": "t" * 20, "name": name}
+    with pytest.raises(ValidationError, match=f"may not be named '{name}'"):
+        ListenerConfig.model_validate({"sources": {"mastodon": [instance]}})
+    ok = {**instance, "name": "mastodon-" + name}
+    assert ListenerConfig.model_validate({"sources": {"mastodon": [ok]}})
+
+
 async def test_mastodon_falls_back_to_polling_when_streaming_is_unavailable() -> None:
     clock = RecordingClock()
     paths: list[str] = []
