@@ -5,7 +5,11 @@ A watch is either a list of ``terms`` (any of them matches: the original form, k
 language" section is the reference). Both compile to the same matcher:
 
 * Case-insensitive, after folding (NFKC: full-width Latin letters, common in Chinese text,
-  match their ASCII forms; traditional Chinese characters match their simplified forms).
+  match their ASCII forms; traditional Chinese characters match their simplified forms)
+  and accent-insensitive for Latin, Greek and Cyrillic letters (``Nestle`` and ``Nestlé``
+  match each other, in phrases too; ``listener.query.fold``).
+* A camel-case hashtag or @handle is also read as its words (``#AcmeRefund`` as ``acme
+  refund``), so ``acme`` and ``"acme refund"`` match it; see ``fold.camel_cuts``.
 * A term's Latin (or other spaced-script) ends must sit on word boundaries: ``acme``
   matches ``Acme's``, ``#acme`` and ``@acme_support`` (``_`` separates words in handles)
   but not ``acmeville``. A CJK character next to the term is a boundary (``Nimbus手机``
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 
 from core.events import WatchMatch
 from listener.config import WatchConfig
-from listener.query import CompiledQuery, Prefold, Subject, compile_any, compile_query, fold
+from listener.query import CompiledQuery, Prefold, Subject, compile_any, compile_query
 from listener.query.matcher import primary_lang
 
 
@@ -99,7 +103,7 @@ class _Mention:
     @property
     def subject(self) -> Subject:
         if self._subject is None:
-            self._subject = Subject(fold(self.text), self.lang, self.source)
+            self._subject = Subject.of(self.text, self.lang, self.source)
         return self._subject
 
     def excluded(self, watch: CompiledWatch) -> bool:

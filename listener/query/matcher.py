@@ -4,6 +4,12 @@ The compiler turns the syntax tree into these nodes once; matching walks them fo
 texts that passed the prefilter only. A :class:`Subject` is one mention's folded text
 with lazily computed, cached facts (which atoms occur, where, the word positions), shared
 by every watch that looks at the mention.
+
+A text with camel-case hashtags or handles (``#AcmeRefund``) is read twice: whole, and
+split into the tags' words (``#acme refund``, see ``fold.camel_cuts``); a literal occurs
+if it occurs in either reading, so ``acme``, ``"acme refund"`` and ``acmerefund`` all
+match ``#AcmeRefund``. Positions (spans, words for NEAR/n) are those of the split
+reading: a tag's words are words of their own.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import re
 from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import pairwise
 
-from listener.query.fold import WORD
+from listener.query.fold import WORD, fold, fold_cuts
 
-Span = tuple[int, int]  # [start, end) character offsets in the folded text
+Span = tuple[int, int]  # [start, end) character offsets in Subject.positions
 _FEW_PAIRS = 64  # up to this many NEAR pairs, each is checked; more: by bisection
 
 
@@ -30,31 +37,82 @@ class Atom:
 
 
 class Subject:
-    """One mention as the matcher sees it: folded text, language, source."""
+    """One mention as the matcher sees it: folded text, language, source.
 
-    __slots__ = ("_found", "_spans", "_words", "lang", "source", "text")
+    :meth:`of` folds a raw text and keeps it for the split reading of its camel-case tags
+    (see the module docstring), which is found only when first needed: when a literal is
+    in the text but its pattern does not match there (``acme`` in ``#acmerefund``), or
+    for positions (NEAR/n). A literal holds no whitespace, so one not in the text is in
+    neither reading: most texts never need the split one.
+    """
 
-    def __init__(self, text: str, lang: str | None, source: str | None) -> None:
+    __slots__ = ("_cuts", "_found", "_raw", "_spans", "_split", "_words", "lang", "source", "text")
+
+    def __init__(
+        self, text: str, lang: str | None, source: str | None, *, raw: str | None = None
+    ) -> None:
         self.text = text  # already folded (listener.query.fold.fold)
         self.lang = primary_lang(lang) if lang else ""
         self.source = source.strip().lower() if source else ""
         self._found: dict[str, bool] = {}
         self._spans: dict[str, list[Span]] = {}
         self._words: tuple[list[int], list[int]] | None = None
+        self._raw = raw  # the text before folding (None: no split reading)
+        self._cuts: tuple[int, ...] | None = None  # where the tags' words meet, in text
+        self._split: str | None = None  # the text with a space at each cut, if any
+
+    @classmethod
+    def of(cls, text: str, lang: str | None = None, source: str | None = None) -> Subject:
+        """The subject of a raw (unfolded) text, camel-case tags split too."""
+        return cls(fold(text), lang, source, raw=text)
+
+    def _split_reading(self) -> str | None:
+        """The text with a space where the words of a camel-case tag meet (None: no such
+        tag), found once."""
+        if self._cuts is None:
+            cuts: tuple[int, ...] = ()
+            if self._raw is not None:
+                cuts = fold_cuts(self._raw, self.text)
+            self._cuts = cuts
+            if cuts:
+                bounds = (0, *cuts, len(self.text))
+                self._split = " ".join(self.text[a:b] for a, b in pairwise(bounds))
+        return self._split
+
+    @property
+    def positions(self) -> str:
+        """The text that spans and word positions refer to: the split reading, if any."""
+        if self._cuts is None:
+            self._split_reading()
+        return self._split or self.text
 
     def found(self, atom: Atom) -> bool:
         hit = self._found.get(atom.key)
         if hit is None:
-            # the substring test is much cheaper than the regex and usually says no
-            hit = atom.literal in self.text and atom.pattern.search(self.text) is not None
+            # the substring test is much cheaper than the regex and usually says no; the
+            # split reading only adds spaces, so a literal not in the text is in neither
+            text = self.text
+            if atom.literal not in text:
+                hit = False
+            elif atom.pattern.search(text) is not None:
+                hit = True
+            else:
+                split = self._split_reading() if self._raw is not None else None
+                hit = split is not None and atom.pattern.search(split) is not None
             self._found[atom.key] = hit
         return hit
 
     def spans(self, atom: Atom) -> list[Span]:
-        """Where ``atom`` occurs (character offsets)."""
+        """Where ``atom`` occurs (character offsets in :attr:`positions`)."""
         spans = self._spans.get(atom.key)
         if spans is None:
-            spans = self._spans[atom.key] = [m.span() for m in atom.pattern.finditer(self.text)]
+            spans = [m.span() for m in atom.pattern.finditer(self.text)]
+            split = self._split_reading()
+            if split is not None:  # both readings, in the split one's offsets
+                cuts = self._cuts or ()
+                whole = [(s + bisect_right(cuts, s), e + bisect_left(cuts, e)) for s, e in spans]
+                spans = sorted({*whole, *(m.span() for m in atom.pattern.finditer(split))})
+            self._spans[atom.key] = spans
         return spans
 
     def words_before(self, pos: int) -> int:
@@ -66,9 +124,9 @@ class Subject:
         return bisect_right(self._word_bounds()[1], pos)
 
     def words_between(self, start: int, end: int, limit: int) -> int:
-        """How many words ``text[start:end]`` holds, counted up to ``limit + 1``."""
+        """How many words ``positions[start:end]`` holds, counted up to ``limit + 1``."""
         count = 0
-        for _ in WORD.finditer(self.text, start, end):
+        for _ in WORD.finditer(self.positions, start, end):
             count += 1
             if count > limit:
                 break
@@ -77,7 +135,7 @@ class Subject:
     def _word_bounds(self) -> tuple[list[int], list[int]]:
         """The starts and the ends of the text's words (WORD), found once."""
         if self._words is None:
-            spans = [m.span() for m in WORD.finditer(self.text)]
+            spans = [m.span() for m in WORD.finditer(self.positions)]
             self._words = [s for s, _ in spans], [e for _, e in spans]
         return self._words
 
