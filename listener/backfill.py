@@ -18,9 +18,9 @@ What an upstream does wrong is absorbed, counted (``BackfillReport``) and never 
 * an item dated before the window (a search that ignores its filter) is dropped, one dated
   more than ``MAX_FUTURE`` ahead of the clock is re-dated to now (as the live sources do);
 * the same post from another search or page is kept once;
-* a search cut at the source's page cap or at ``SEARCH_LIMIT`` items (older items not
-  fetched) is reported with how far back it reached; items the source could not read
-  (skipped and logged by the source) are counted.
+* a search cut at the source's page cap or, where the source cannot page back past it,
+  at ``SEARCH_LIMIT`` items (older items not fetched) is reported with how far back it
+  reached; items the source could not read (skipped and logged by the source) are counted.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 TRIES = 5
 """Tries of one (source, query) search before it is reported as failed."""
 SEARCH_LIMIT = 1000
-"""The most items one search gives (Hacker News' Algolia index and a Reddit listing stop
-at 1,000, saying nothing of what they leave out): a search that returns as many was cut."""
+"""The most items one search gives where the source cannot page back past it (a Reddit
+listing stops at 1,000, saying nothing of what it leaves out): a search that returns as
+many was cut. A source that pages back in time (Hacker News past Algolia's 1,000 hits per
+query) says so with ``search_limit = None``; its cuts are its page caps."""
 RETRY_FIRST_S = 2.0
 RETRY_MAX_S = 60.0
 
@@ -174,7 +176,9 @@ async def backfill(
             report.unreadable += unreadable
             if _counter(source, "health", "page_caps") > caps:
                 cut = "stopped at the source's page cap (max_pages)"
-            elif len(mentions) + unreadable >= SEARCH_LIMIT:
+            elif (limit := getattr(source, "search_limit", SEARCH_LIMIT)) is not None and (
+                len(mentions) + unreadable >= limit
+            ):
                 cut = f"{len(mentions) + unreadable} items, as many as one search gives"
             else:
                 cut = ""

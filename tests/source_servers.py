@@ -7,8 +7,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from core.clock import SystemClock
 from core.events import Mention
@@ -77,3 +81,79 @@ async def serve_http(app: Starlette) -> AsyncIterator[int]:
     finally:
         server.should_exit = True
         await task
+
+
+class FakeAlgolia:
+    """Hacker News' Algolia ``search_by_date`` as far as the source uses it, with its
+    limits: newest first (the items of one second by ``objectID``, descending),
+    ``numericFilters`` on ``created_at_i`` (comma-separated, all must hold; ``>=``,
+    ``<=``, ``>``, ``<``, ``=``) and at most ``CEILING`` hits per query: the pages after
+    them are empty, ``nbPages`` stops there and ``nbHits`` counts every match
+    (algolia/hn-search#230). ``handle`` serves an ``httpx.MockTransport``, ``app`` a
+    local HTTP server (``serve_http``)."""
+
+    CEILING = 1000
+
+    def __init__(self, items: Sequence[tuple[str, int]]) -> None:
+        self.items = list(items)  # (objectID, created_at_i)
+        self.requests: list[dict[str, str]] = []
+
+    def answer(self, params: dict[str, str]) -> dict[str, object]:
+        self.requests.append(params)
+        checks = [self._check(f) for f in params.get("numericFilters", "").split(",") if f]
+        matches = sorted(
+            (item for item in self.items if all(check(item[1]) for check in checks)),
+            key=lambda item: (item[1], item[0]),
+            reverse=True,
+        )
+        per, page = int(params.get("hitsPerPage", "20")), int(params.get("page", "0"))
+        served = matches[: self.CEILING]
+        chunk = served[page * per : (page + 1) * per]
+        return {
+            "hits": [
+                {
+                    "objectID": object_id,
+                    "created_at_i": created,
+                    "title": f"acme {object_id}",
+                    "_tags": ["story", f"story_{object_id}"],
+                    "author": "a",
+                    "points": 1,
+                    "num_comments": 0,
+                }
+                for object_id, created in chunk
+            ],
+            "nbHits": len(matches),
+            "nbPages": -(-len(served) // per),
+            "page": page,
+            "hitsPerPage": per,
+        }
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=self.answer(dict(request.url.params)))
+
+    def app(self) -> Starlette:
+        async def search(request: Request) -> JSONResponse:
+            return JSONResponse(self.answer(dict(request.query_params)))
+
+        return Starlette(routes=[Route("/api/v1/search_by_date", search)])
+
+    @staticmethod
+    def _check(condition: str) -> Callable[[int], bool]:
+        for op, test in FILTER_OPS:
+            name, found, value = condition.partition(op)
+            if found:
+                if name.strip() != "created_at_i":
+                    raise ValueError(f"fake Algolia filters created_at_i only, not {name!r}")
+                bound = int(value)
+                return lambda t: test(t, bound)
+        raise ValueError(f"fake Algolia: unknown numeric filter {condition!r}")
+
+
+FILTER_OPS: list[tuple[str, Callable[[int, int], bool]]] = [
+    (">=", lambda t, b: t >= b),
+    ("<=", lambda t, b: t <= b),
+    (">", lambda t, b: t > b),
+    ("<", lambda t, b: t < b),
+    ("=", lambda t, b: t == b),
+]
+"""The two-character operators first: ``>=`` is not ``>`` followed by ``=``."""

@@ -2,14 +2,21 @@
 
 ``GET https://hn.algolia.com/api/v1/search_by_date?query=<q>&tags=(story,comment)
 &numericFilters=created_at_i>=<t>&hitsPerPage=<n>&page=<p>`` (https://hn.algolia.com/api):
-newest first, ``nbPages`` pages. Each poll reads every page after the cursor, then
+newest first, ``nbPages`` pages. One query pages through at most 1,000 hits (later
+pages are empty; ``nbHits`` still counts them all: algolia/hn-search#230), so when a query
+has more, the search goes on back in time with a new one restricted to
+``created_at_i<=`` the oldest second read (``<=``: the rest of that second; the hits read
+already are dropped by ``objectID``), until the window is covered. ``max_pages`` bounds
+the requests per query of one poll or backfill search, across these queries: at most
+``max_pages`` x ``hits_per_page`` hits. Each poll reads every page after the cursor, then
 delivers oldest first. The cursor is, per query, the newest ``created_at_i`` delivered and
 the ids delivered at that second (the filter is ``>=``, so an item posted in the same
 second as the last one is not lost; the ids drop the repeats). Each poll asks from
 ``late_window_seconds`` before that mark, for items the index adds late. A query whose
-requests fail is skipped for a while, the others go on; a poll stopped by ``max_pages``
-is logged and counted. A hit that cannot be read (no ``created_at_i`` or ``objectID``, a
-value of the wrong type) is skipped, logged and counted; the rest of the page goes on.
+requests fail is skipped for a while, the others go on; a poll or search stopped by
+``max_pages`` with older hits left is logged and counted. A hit that cannot be read (no
+``created_at_i`` or ``objectID``, a value of the wrong type) is skipped, logged and
+counted; the rest of the page goes on.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from listener.backoff import TransientError, check_response, get_at_most, json_b
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.live import LiveSource, Step
+from listener.sources.skips import UNREADABLE
 from listener.sources.text import fit_text, html_to_text
 from listener.sources.timemark import (
     DEFAULT_LATE_WINDOW_SECONDS,
@@ -51,9 +59,20 @@ class HackerNewsConfig(Section):
     poll_seconds: float = Field(60.0, ge=5)
     initial_lookback_minutes: float = Field(60.0, ge=0, description="first run starts here")
     hits_per_page: int = Field(100, ge=1, le=1000)
-    max_pages: int = Field(10, ge=1, description="pages read per query per poll")
+    max_pages: int = Field(
+        10,
+        ge=1,
+        description="requests per query per poll or backfill search, across the queries "
+        "that page back in time past Algolia's 1,000 hits per query: at most max_pages x "
+        "hits_per_page hits",
+    )
     late_window_seconds: LateWindowSeconds = DEFAULT_LATE_WINDOW_SECONDS
     endpoint: str = Field("https://hn.algolia.com/api/v1/search_by_date", pattern=r"^https?://")
+
+
+QUERY_CEILING = 1000
+"""The most hits one Algolia query pages through (``paginationLimitedTo``): the pages
+after it are empty, while ``nbHits`` still counts every match (algolia/hn-search#230)."""
 
 
 class AlgoliaClient:
@@ -70,35 +89,126 @@ class AlgoliaClient:
         self.on_page_cap = on_page_cap
 
     async def since(self, query: str, since: int) -> list[Any]:
-        """Every hit with ``created_at_i >= since`` (up to ``max_pages`` pages), as the
-        API lists them (newest first), the ones that cannot be read included (``stamp``
-        says which: the caller skips and counts them)."""
+        """Every hit with ``created_at_i >= since``, as the API lists them (newest first),
+        each ``objectID`` once, the ones that cannot be read included (``stamp`` says
+        which: the caller skips and counts them).
+
+        One Algolia query gives at most ``QUERY_CEILING`` hits. When a query has more
+        (its ``nbHits`` counts more than its pages gave; without ``nbHits``, its pages
+        reached the ceiling), the next query asks for ``created_at_i<=`` the oldest second
+        read so far (the rest of that second; the hits of it read already are dropped),
+        and so on back to ``since``. At most ``max_pages`` requests in all: a call that
+        stops there with older hits left calls ``on_page_cap``."""
         hits: list[Any] = []
-        page, pages = 0, 1
-        while page < min(pages, self.config.max_pages):
-            what = "hn.algolia.com search_by_date"
-            response = await get_at_most(
-                self.http,
-                self.config.endpoint,
-                what=what,
-                params={
-                    "query": query,
-                    "tags": self.config.tags,
-                    "numericFilters": f"created_at_i>={since}",
-                    "hitsPerPage": str(self.config.hits_per_page),
-                    "page": str(page),
-                },
-            )
-            check_response(response, self.clock.now(), what=what)
-            body = json_body(response, what=what)
-            if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
-                raise TransientError("hn.algolia.com: unexpected response shape")
-            hits.extend(body["hits"])
-            pages = int(body.get("nbPages") or 0)
-            page += 1
-        if pages > self.config.max_pages and self.on_page_cap is not None:
-            self.on_page_cap(f"hn.algolia.com query {query!r}", self.config.max_pages)
-        return hits
+        seen: set[str] = set()
+        requests = 0
+        upper: int | None = None  # created_at_i <= upper; None: no upper bound
+        while True:
+            page, pages, fetched = 0, 1, 0
+            total: int | None = None
+            oldest: int | None = None
+            newest: int | None = None
+            while page < pages and requests < self.config.max_pages:
+                body = await self._page(query, since, upper, page)
+                requests += 1
+                for hit in body["hits"]:
+                    fetched += 1
+                    t, key = _seconds(hit), _key(hit)
+                    if t is not None:
+                        oldest = t if oldest is None else min(oldest, t)
+                        newest = t if newest is None else max(newest, t)
+                    if key is not None:
+                        if key in seen:
+                            continue  # read already: the second at the seam, a shifted page
+                        seen.add(key)
+                    hits.append(hit)
+                pages = int(body.get("nbPages") or 0)
+                total = _count(body.get("nbHits"))
+                page += 1
+            older = total > fetched if total is not None else fetched >= QUERY_CEILING
+            if page < pages or (older and requests >= self.config.max_pages):
+                if self.on_page_cap is not None:
+                    self.on_page_cap(f"hn.algolia.com query {query!r}", self.config.max_pages)
+                return hits
+            if not older:
+                return hits  # the window is covered
+            if upper is not None and newest is not None and newest > upper:
+                log.warning(
+                    "hn.algolia.com query %r: the API ignored created_at_i<=%d (it answered "
+                    "second %d); not paging further back",
+                    query,
+                    upper,
+                    newest,
+                )
+                return hits
+            if oldest is None:
+                log.warning(
+                    "hn.algolia.com query %r: more hits than one query gives, but none with "
+                    "a readable created_at_i to page back from",
+                    query,
+                )
+                return hits
+            if upper is None or oldest < upper:
+                upper = oldest
+            else:  # more than one query gives, all in one second: go on before it
+                log.warning(
+                    "hn.algolia.com query %r: more than %d hits in second %d; those past "
+                    "the first %d are missed",
+                    query,
+                    QUERY_CEILING,
+                    oldest,
+                    QUERY_CEILING,
+                )
+                upper = oldest - 1
+            if upper < since:
+                return hits
+
+    async def _page(self, query: str, since: int, upper: int | None, page: int) -> dict[str, Any]:
+        """One page of one query: hits at or after ``since`` (and at or before ``upper``)."""
+        what = "hn.algolia.com search_by_date"
+        window = f"created_at_i>={since}"
+        if upper is not None:
+            window += f",created_at_i<={upper}"
+        response = await get_at_most(
+            self.http,
+            self.config.endpoint,
+            what=what,
+            params={
+                "query": query,
+                "tags": self.config.tags,
+                "numericFilters": window,
+                "hitsPerPage": str(self.config.hits_per_page),
+                "page": str(page),
+            },
+        )
+        check_response(response, self.clock.now(), what=what)
+        body = json_body(response, what=what)
+        if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
+            raise TransientError("hn.algolia.com: unexpected response shape")
+        return body
+
+
+def _seconds(hit: Any) -> int | None:
+    """A hit's ``created_at_i``; None when it cannot be read."""
+    try:
+        return whole_seconds(hit["created_at_i"])
+    except UNREADABLE:
+        return None
+
+
+def _key(hit: Any) -> str | None:
+    """A hit's ``objectID``; None when it cannot be read."""
+    try:
+        return object_id(hit)
+    except UNREADABLE:
+        return None
+
+
+def _count(value: object) -> int | None:
+    """``nbHits`` as a count; None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def object_id(hit: Any) -> str:
@@ -142,10 +252,13 @@ def map_hit(hit: dict[str, Any]) -> Mention:
 
 class HackerNewsSource(LiveSource):
     kind = "hackernews"
+    search_limit: int | None = None
+    """``backfill``: no fixed most items per search (it pages back in time past Algolia's
+    1,000 hits per query); its cuts are its page caps."""
     coverage = Coverage(
         needs="nothing",
         covers="Hacker News stories and comments matching the configured queries",
-        misses="edits after indexing; more than max_pages x hits_per_page items per poll",
+        misses="edits after indexing; more than max_pages x hits_per_page items per poll or search",
         resumes="created_at_i and the ids seen in that second, per query; each poll asks "
         "again from late_window_seconds before it (late-indexed items)",
     )

@@ -13,7 +13,8 @@ agreement with Reddit (a paid plan).
   ``Listing`` of ``children`` newest first, paged with ``after``;
 * rate limit: ``X-Ratelimit-Remaining`` / ``X-Ratelimit-Reset`` (seconds to the end of
   the window) / ``X-Ratelimit-Used`` on every response; when nothing remains the client
-  waits for the reset; a 429 waits ``Retry-After`` (or the reset).
+  waits for the reset before its next request (logged, counted in
+  ``crisiswatch_source_rate_limited_total``); a 429 waits ``Retry-After`` (or the reset).
 
 Errors: a refused credential is a 401 (after one fresh token) and stops the source. A 403
 or 404 on a subreddit listing means that subreddit is private, quarantined or banned: that
@@ -163,6 +164,12 @@ class RedditClient:
             if delay > 0:
                 if self.on_wait is not None:
                     self.on_wait(delay)
+                else:
+                    log.warning(
+                        "reddit: rate limit used up (X-Ratelimit-Remaining 0); waiting %.0f s "
+                        "for its reset (X-Ratelimit-Reset)",
+                        delay,
+                    )
                 await self.clock.sleep(delay)
         for attempt in range(2):
             token = await self._authorize()
@@ -312,6 +319,15 @@ class RedditSource(LiveSource):
         )
 
     def _waiting(self, seconds: float) -> None:
+        """The rate limit is used up: the next request waits ``seconds`` for its reset.
+        Logged (a backfill or the live listener would otherwise pause silently) and
+        counted (``crisiswatch_source_rate_limited_total``)."""
+        log.warning(
+            "source %s: rate limit used up (X-Ratelimit-Remaining 0); waiting %.0f s for its "
+            "reset (X-Ratelimit-Reset) before the next request",
+            self.name,
+            seconds,
+        )
         self.health.error(f"rate limit used up; waiting {seconds:.0f} s", rate_limited=True)
 
     async def search(self, query: str, since: datetime) -> list[Mention]:

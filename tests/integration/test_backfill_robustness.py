@@ -17,6 +17,7 @@ from api.backfill import BackfillError, run_backfill
 from api.settings import Settings
 from core.clock import SystemClock
 from listener.config import ListenerConfig
+from tests.source_servers import FakeAlgolia
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 FIRST = datetime(2024, 9, 9, 19, 0, tzinfo=UTC)
@@ -227,9 +228,11 @@ async def test_a_search_cut_at_the_page_cap_is_reported(
 async def test_a_search_that_gives_its_most_items_is_reported_as_cut(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Algolia's Hacker News index gives at most 1,000 hits per search, and says so only
+    """Algolia's Hacker News index gives at most 1,000 hits per query, and says so only
     by stopping there (``nbPages`` counts the 10 pages it serves): a week of a busy term
-    was cut silently at the default ``max_pages`` x ``hits_per_page`` (10 x 100)."""
+    was cut silently at the default ``max_pages`` x ``hits_per_page`` (10 x 100). The
+    source now pages back in time past 1,000 hits, within ``max_pages`` requests: this
+    search (no ``nbHits``, 1,000 hits) has older items left when those are spent."""
     story = hn_hits()[0]
     newest = story["created_at_i"] + 5000
 
@@ -245,9 +248,25 @@ async def test_a_search_that_gives_its_most_items_is_reported_as_cut(
     assert await run(HN, handle, out) == 1000
     err = capsys.readouterr().err
     assert (
-        "backfill: hackernews 'acme x2': 1000 items, as many as one search gives: older "
-        "items not fetched (it reached back to 2024-09-09 21:26 UTC)"
+        "backfill: hackernews 'acme x2': stopped at the source's page cap (max_pages): "
+        "older items not fetched (it reached back to 2024-09-09 21:26 UTC)"
     ) in err
+
+
+async def test_a_hacker_news_search_past_1000_hits_is_whole_and_not_reported_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hacker News pages back in time past Algolia's 1,000 hits per query: a search of
+    2,500 items within its ``max_pages`` is complete, not 'as many as one search gives'
+    (the fixed limit is a Reddit listing's)."""
+    start = int(FIRST.timestamp()) + 60
+    algolia = FakeAlgolia([(str(i), start + i // 3) for i in range(2500)])
+    out = tmp_path / "o.jsonl"
+    sources = {"hackernews": {"queries": ["x"], "max_pages": 30}}
+    assert await run(sources, algolia.handle, out, terms=["acme"]) == 2500
+    assert len(set(ids(out))) == 2500
+    err = capsys.readouterr().err
+    assert "fetched" in err and "older items not fetched" not in err, err
 
 
 async def test_cycling_and_empty_pages_end_and_repeats_are_kept_once(tmp_path: Path) -> None:
