@@ -92,6 +92,8 @@ def test_rule_groups_are_unique_and_cover_the_issue() -> None:
         "crisiswatch_deliveries_total",  # deliveries failing
         "crisiswatch_sla_breaches_total",  # an SLA breached
         "crisiswatch_bus_consumer_halted",  # a consumer halted by the dead-letter limit
+        "crisiswatch_source_future_dated_total",  # a source's dates keep running ahead
+        "crisiswatch_detector_future_dated_mentions_total",  # bad timestamps at the detector
     ):
         assert needed in used, needed
 
@@ -125,6 +127,11 @@ def test_dashboard_structure_and_coverage() -> None:
         "crisiswatch_bus_consumer_lag",  # consumer lag as the processes report it
         "crisiswatch_deliveries_total",  # delivery failures
         "crisiswatch_source_up",  # source health
+        "crisiswatch_bus_consumer_halted",  # halted consumers
+        "crisiswatch_source_future_dated_total",  # mentions re-dated at their source
+        "crisiswatch_detector_future_dated_mentions_total",  # counted at event time
+        "crisiswatch_listener_cascade_unsaved",  # the cascade index waiting for the database
+        "crisiswatch_listener_cascade_dropped_total",  # ... and what it lost
     ):
         assert needed in used, needed
 
