@@ -7,6 +7,8 @@ Loaded from a YAML file (``--config``) and ``CRISISWATCH_*`` environment variabl
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import SettingsError
 
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
@@ -204,8 +207,26 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(format_validation_error(exc, path)) from exc
     except ConfigFileError as exc:
         raise ConfigError(str(exc)) from exc
+    except SettingsError as exc:  # an environment variable pydantic-settings cannot parse
+        raise ConfigError(_environment_problem(exc)) from exc
     assert isinstance(settings, Settings)
     return settings
+
+
+def _environment_problem(exc: SettingsError) -> str:
+    """What ``SettingsError`` means to an operator: which variables, and why."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    prefix = f"CRISISWATCH_{field.group(1)}".upper() if field else "CRISISWATCH_"
+    names = sorted(
+        n for n in os.environ if n.upper() == prefix or n.upper().startswith(prefix + "__")
+    )
+    cause = exc.__cause__
+    why = f": {cause}" if cause is not None else ""
+    return (
+        f"environment variable {' or '.join(names) or prefix + '*'}: its value cannot be read"
+        f"{why} (a list or a mapping, such as api.keys, is written as JSON: "
+        """CRISISWATCH_API__KEYS='[{"name": "pr", "key_sha256": "...", "role": "pr"}]')"""
+    )
 
 
 class ConfigError(ValueError):
