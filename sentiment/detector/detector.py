@@ -21,10 +21,13 @@ such a mention is held back
 dated at most the tolerance before it, or later, says time did move on (a quiet spell in
 a replay): the held mention is taken in at its own time, then the next one, so the
 decisions are those of taking it in at once (its Signals come a mention later); one
-dated earlier says it did not: the held mention is counted at the watch's event time
-(``future_dated``, a warning), as if it had come dated then. ``settle`` takes in what a
-watch holds at the end of an input. ``evaluate`` and ``size_inputs`` do not count a held
-mention. A watch's first mention, with no event time to compare with, sets it.
+dated earlier, but not before the watch's event time, says it did not: the held mention
+is counted at the watch's event time (``future_dated``, a warning), as if it had come
+dated then. One dated before the event time (a late post: a source that lags, another
+source's backfill) tells neither: it is taken in, and the held mention waits on.
+``settle`` takes in what a watch holds at the end of an input. ``evaluate`` and
+``size_inputs`` do not count a held mention. A watch's first mention, with no event
+time to compare with, sets it.
 
 Decisions depend only on the order of the mentions of each watch (the bus keeps it: the
 "scored" topic is keyed by watch), so a replay gives the same Signals with the same ids:
@@ -467,10 +470,17 @@ class Detector:
             )
             if not moved_on and ws.index.story_of(mention.id) is not None:
                 return []  # an old mention again (a redelivery) says nothing of the time
+            if not moved_on and ws.now is not None and mention.created_at < ws.now:
+                # a late one (a source that lags, another source's backfill): older than
+                # the stream whether or not time moved on, it says nothing of that
+                return self._take_in(ws, scored)
             ws.held = None
             signals = self._take_in(ws, held if moved_on else self._at_event_time(ws, held))
         if self._far_ahead(ws, mention):
-            ws.held = scored
+            if ws.index.story_of(mention.id) is None:
+                ws.held = scored
+            # (else counted already, at event time, and delivered again: neither held
+            # again nor let move the forecast reports to its date)
             return signals
         signals.extend(self._take_in(ws, scored))
         return signals
