@@ -208,6 +208,10 @@ def client_bucket(host: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
+        if address.is_link_local or address.is_loopback or address.scope_id:
+            # fe80::/64 is every host on every link (the zone says which one), ::1 would
+            # share ``::/64`` with IPv4-compatible addresses: per address, zone kept
+            return str(address)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return host
 

@@ -134,9 +134,10 @@ MAX_VARIABLE_NAME = 64
 """The longest variable name a body may use: the longest a use or preview may supply."""
 
 
-def check(body: str, fmt: str) -> list[str]:
+def check(body: str, fmt: str, *, saving: bool = True) -> list[str]:
     """Validate ``body``; return the variables it needs (``TemplateProblem`` when unusable,
-    among them a variable whose name is too long to be supplied)."""
+    among them, when ``saving``, a variable whose name is too long to be supplied: a body
+    saved before that rule, e.g. with ``{{ name|default(...) }}``, still renders)."""
     env = environment(fmt)
     try:
         tree = env.parse(body)
@@ -154,7 +155,7 @@ def check(body: str, fmt: str) -> list[str]:
     if _loop_depth(tree) > MAX_LOOP_DEPTH:
         raise TemplateProblem(f"loops may be nested at most {MAX_LOOP_DEPTH} deep")
     names = sorted(meta.find_undeclared_variables(tree))
-    for name in names:
+    for name in names if saving else ():
         if len(name) > MAX_VARIABLE_NAME:
             raise TemplateProblem(
                 f"the variable {name[:20]}… is {len(name)} characters long: a use can supply "
@@ -165,7 +166,7 @@ def check(body: str, fmt: str) -> list[str]:
 
 def render(body: str, fmt: str, values: Mapping[str, Any]) -> str:
     """Render ``body`` with ``values`` (escaped on output); ``RenderError`` on any failure."""
-    check(body, fmt)
+    check(body, fmt, saving=False)
     env = environment(fmt)
     out: list[str] = []
     size = 0

@@ -288,17 +288,26 @@ def camel_cuts(text: str) -> list[int]:
         return []
     cuts: list[int] = []
     scanned = 0  # where the last tag ended: a sign before that was inside it
+    run_end = 0  # where the last run ended: a sign before that is inside it (same end)
     tag_run, cased_or_digit = _tag_classes()
     for sign in _TAG.finditer(text):
         if sign.start() < scanned:
             continue
-        run = tag_run.match(text, sign.start())  # the tag, or more
-        if run is None or not cased_or_digit.search(run.group()):
-            continue  # no capital, no digit: no cut (most tags of Chinese posts)
-        if run.group().isascii():  # exactly what the scan would read: the regex's cuts
-            _ascii_run_cuts(run.group(), run.start(), cuts)
-            scanned = run.end()
-            continue
+        # Each run is matched once: a run may be the whole text and hold thousands of signs
+        # ("#é_" * 10_000), each of which would read it again (quadratic). A sign inside a
+        # run that had its quick tests goes to the scan (which says the same).
+        if sign.start() >= run_end:
+            run = tag_run.match(text, sign.start())  # the tag, or more
+            if run is None:
+                continue
+            run_end = run.end()
+            if not cased_or_digit.search(text, run.start(), run_end):
+                scanned = run_end  # no capital, no digit: no cut (most tags of Chinese posts)
+                continue
+            if run.group().isascii():  # exactly what the scan would read: the regex's cuts
+                _ascii_run_cuts(run.group(), run.start(), cuts)
+                scanned = run_end
+                continue
         word: list[tuple[int, str]] = []  # (offset, kind) of the current word's letters
         i = sign.end()
         while i < len(text):
@@ -336,15 +345,16 @@ def _tag_classes() -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 
 # camel_cuts for ASCII text (most of it), by regex: a tag with the words inside it run
-# together by "_", "#" or "@" (as the scan does), holding a cut of the rule (or a single
-# letter's: _ascii_run_cuts drops those). One per sign: ``re`` finds a pattern that starts
-# with one character much faster than one that starts with a class.
+# together by "_", "#" or "@" (as the scan does); _ASCII_CAMEL says whether it holds a cut
+# of the rule (or a single letter's: _ascii_run_cuts drops those). One per sign: ``re``
+# finds a pattern that starts with one character much faster than one that starts with a
+# class.
 _ASCII_TAGS = {
-    sign: re.compile(
-        f"{sign}(?<![A-Za-z0-9]{sign})(?=[A-Za-z0-9])[\\w#@]*?[A-Za-z0-9][A-Z0-9][\\w#@]*"
-    )
-    for sign in "#@"
+    sign: re.compile(f"{sign}(?<![A-Za-z0-9]{sign})(?=[A-Za-z0-9])[\\w#@]*") for sign in "#@"
 }
+# A run holding a cut of the rule. (Not a lazy ``[\w#@]*?`` before it in _ASCII_TAGS: a run
+# without one was then read again from each of its signs, "#a_" * 10_000 for seconds.)
+_ASCII_CAMEL = re.compile("[A-Za-z0-9][A-Z0-9]")
 _ASCII_CUT = re.compile(
     r"(?<=[a-z])(?=[A-Z0-9])|(?<=[A-Z])(?=[A-Z][a-z]|[0-9])|(?<=[0-9])(?=[A-Z])"
 )
@@ -358,7 +368,8 @@ def _ascii_cuts(text: str) -> list[int]:
             signs += 1
             tag = pattern.search(text)  # (cheaper than finditer when there is none)
             while tag is not None:
-                _ascii_run_cuts(tag.group(), tag.start(), cuts)
+                if _ASCII_CAMEL.search(text, tag.start(), tag.end()):
+                    _ascii_run_cuts(tag.group(), tag.start(), cuts)
                 tag = pattern.search(text, tag.end())
     # "#a_@BcDe" is a tag run for each sign: the same cuts twice
     return sorted(set(cuts)) if signs > 1 else cuts
@@ -510,7 +521,12 @@ class Prefold:
             at = found.start()
             if low[at] not in self._loose or self._after_base(low, at):
                 return fold(text)
-            found = variants.search(low, at + 1)
+            # past the whole run of loose marks: each mark of a long run after a symbol
+            # (40,000 of them) would otherwise walk back over all those before it
+            end = at + 1
+            while end < len(low) and low[end] in self._loose:
+                end += 1
+            found = variants.search(low, end)
         return low
 
     def _after_base(self, low: str, at: int) -> bool:
