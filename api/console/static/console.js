@@ -10,6 +10,9 @@
   // statuses shown on the board; one this server does not know (422) is skipped
   const ACTIVE_STATUSES = ["open", "acknowledged", "mitigating"];
   const REFRESH_MS = 30000;
+  // a request still unanswered after this fails (a hung server or a lost network would
+  // otherwise leave the board looking current, and block every later refresh)
+  const TIMEOUT_MS = 15000;
   const PAGE = 200; // incidents per status on the board
   // filled in by the server from the incident (the version's variable list may name them)
   const PROVIDED = new Set(["brand", "incident"]);
@@ -21,6 +24,10 @@
   let suggestions = [];
   let refreshTimer = null;
   let boardFailed = false;
+  let refreshing = false; // a refresh in flight: the timer's next one is skipped
+  let boardAt = null; // server time of the board on screen (its last successful refresh)
+  let staleReason = null; // why the last refresh failed (null: the board is current)
+  let shownIncident = null; // the JSON of the incident rendered: unchanged, not redrawn
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -50,6 +57,9 @@
   function say(text, isError) {
     const box = $("message");
     said += 1;
+    // the same words again (every failed refresh) are not rewritten: the live region
+    // would announce them again every 30 s
+    if (box.textContent === (text || "") && box.className === (isError ? "error" : "")) return;
     box.textContent = text || "";
     box.className = isError ? "error" : "";
   }
@@ -80,19 +90,35 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(opts.body);
     }
-    const response = await fetch(new URL(path, API), init);
+    const abort = new AbortController();
+    init.signal = abort.signal;
+    const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
+    let response;
     let data = null;
     try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
+      try {
+        response = await fetch(new URL(path, API), init);
+      } catch (error) {
+        // fetch's own words ("Failed to fetch") say nothing to a person
+        throw new ApiError(0, abort.signal.aborted ?
+          "the API server did not answer within " + TIMEOUT_MS / 1000 + " s" :
+          "the API server could not be reached (restarting, or the network is down)");
+      }
+      try {
+        data = await response.json();
+      } catch (_) {
+        data = null;
+      }
+    } finally {
+      clearTimeout(timer);
     }
     if (!response.ok) {
       let detail = data && data.detail;
       if (Array.isArray(detail)) {
         detail = detail.map((d) => (d && d.msg ? d.msg : JSON.stringify(d))).join("; ");
       }
-      throw new ApiError(response.status, (detail ? String(detail) : response.statusText) +
+      throw new ApiError(response.status, (detail ? String(detail) :
+        response.statusText || "the server refused the request") +
         " (HTTP " + response.status + ")");
     }
     return data;
@@ -100,9 +126,9 @@
 
   function failed(error) {
     if (error instanceof ApiError && error.status === 401) {
-      sessionStorage.removeItem(KEY_STORE);
-      showKeyForm();
-      say("The key was refused: " + error.message, true);
+      // revoked or wrong: nothing shown stays (it would no longer refresh), as "Forget key"
+      signOut("The key was refused: " + error.message + ". Paste a valid key.", true);
+      $("key-input").focus();
     } else {
       say(error instanceof Error ? error.message : String(error), true);
     }
@@ -156,14 +182,35 @@
     const left = Date.parse(node.dataset.due) - serverNow();
     if (isNaN(left)) return;
     const overdue = left < 0;
-    node.textContent = node.dataset.label + (overdue ? " overdue by " : " ") + hms(left) +
+    const text = node.dataset.label + (overdue ? " overdue by " : " ") + hms(left) +
       (overdue ? "" : " left");
-    node.classList.toggle("overdue", overdue);
+    if (node.textContent !== text) node.textContent = text;
+    if (node.classList.contains("overdue") !== overdue) node.classList.toggle("overdue", overdue);
   }
 
   function tick() {
     document.querySelectorAll(".countdown[data-due]").forEach(tickOne);
     $("clock").textContent = "server time " + fmtTime(new Date(serverNow()).toISOString());
+    showStale();
+  }
+
+  // The board's age when its last refresh failed: it stays on screen, marked stale.
+  function staleText() {
+    if (staleReason === null) return "";
+    if (boardAt === null) return "The board could not be loaded: " + staleReason + ".";
+    return "The board is stale: not updated since " + fmtTime(new Date(boardAt).toISOString()) +
+      " (server time): " + staleReason + ".";
+  }
+
+  function showStale() {
+    const box = $("stale");
+    box.hidden = staleReason === null;
+    $("board").classList.toggle("stale", staleReason !== null);
+    if (staleReason === null) return;
+    const ago = boardAt === null ? "" :
+      " That is " + Math.max(0, Math.floor((serverNow() - boardAt) / 60000)) + " min ago.";
+    const text = staleText() + ago + " Retrying every " + REFRESH_MS / 1000 + " s.";
+    if (box.textContent !== text) box.textContent = text;
   }
 
   // -- the board -----------------------------------------------------------------------
@@ -203,7 +250,10 @@
     const button = el("button", "card");
     button.type = "button";
     button.dataset.incident = String(incident.id);
-    if (incident.id === selectedId) button.classList.add("selected");
+    if (incident.id === selectedId) {
+      button.classList.add("selected");
+      button.setAttribute("aria-current", "true");
+    }
     const badges = el("span", "badges",
       el("span", "badge status-" + String(incident.status).replace(/[^a-z_-]/gi, ""),
         incident.status));
@@ -214,12 +264,24 @@
       el("span", "meta", incident.watch_id + " · opened " + fmtTime(incident.opened_at) + " · "),
       countdown(incident),
     );
-    button.addEventListener("click", () => select(incident.id));
+    button.addEventListener("click", () => select(incident.id, true));
     return button;
   }
 
   // Real incidents by tier, highest first; drills apart, after them, never mixed in.
   function renderBoard(incidents) {
+    // a keyboard user on a card stays on it when the board is redrawn (every 30 s)
+    const focused = document.activeElement;
+    const focusedId = focused && focused.classList.contains("card") ?
+      focused.dataset.incident : null;
+    drawBoard(incidents);
+    if (focusedId !== null) {
+      const again = document.querySelector(".card[data-incident='" + CSS.escape(focusedId) + "']");
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
+
+  function drawBoard(incidents) {
     const root = clear($("tiers"));
     if (!incidents.length) {
       root.append(el("p", "muted", "No open incidents."));
@@ -288,18 +350,34 @@
   }
 
   async function refresh() {
+    if (refreshing) return; // the last one has not finished (each request times out)
+    refreshing = true;
     const before = said;
+    let boardDone = false;
     try {
       await syncClock();
       renderBoard(await activeIncidents());
+      boardDone = true;
+      boardAt = serverNow();
+      staleReason = null;
+      showStale();
       await renderOnCall();
       if (selectedId !== null) await showIncident(selectedId, false);
       // clear only what a failed refresh said, not what was said while this one ran
       if (boardFailed && said === before) say("");
       boardFailed = false;
     } catch (error) {
-      failed(error);
+      if (!boardDone && error instanceof ApiError && error.status !== 401 && key()) {
+        // the board stays as it was, marked stale: say so (once, in the live region)
+        staleReason = error.message;
+        showStale();
+        say(staleText() + " Retrying every " + REFRESH_MS / 1000 + " s.", true);
+      } else {
+        failed(error);
+      }
       boardFailed = true;
+    } finally {
+      refreshing = false;
     }
   }
 
@@ -310,6 +388,10 @@
   }
 
   function renderIncident(incident) {
+    // a refresh that finds it unchanged leaves it as it is (focus, selection, scroll)
+    const json = JSON.stringify(incident);
+    if (json === shownIncident && !$("detail").hidden) return;
+    shownIncident = json;
     $("detail").hidden = false;
     $("detail-title").textContent = "#" + incident.id + " " + incident.title;
     const facts = clear($("facts"));
@@ -324,6 +406,20 @@
     fact(facts, "acknowledged", incident.acked_at ?
       fmtTime(incident.acked_at) + " by " + incident.acked_by : null);
     if (incident.sla_breached_at) fact(facts, "SLA missed", fmtTime(incident.sla_breached_at));
+    if (incident.resolved_at) {
+      fact(facts, "resolved", fmtTime(incident.resolved_at) + " by " + incident.resolved_by);
+    }
+    if (incident.closed_at) {
+      fact(facts, "closed", fmtTime(incident.closed_at) + " by " + incident.closed_by);
+    }
+    if (incident.merged_into_id) {
+      // its evidence and timeline moved there: the incident to work on now
+      const into = el("button", "link", "#" + incident.merged_into_id);
+      into.type = "button";
+      into.id = "merged-into";
+      into.addEventListener("click", () => select(incident.merged_into_id, true));
+      fact(facts, "merged into", into);
+    }
     const onCallNow = el("span", "muted", "…");
     onCallNow.id = "detail-oncall";
     fact(facts, "on call", onCallNow);
@@ -373,15 +469,20 @@
     if (!(incident.deliveries || []).length) deliveries.append(el("li", "muted", "none"));
   }
 
-  async function showIncident(id, fresh) {
+  async function showIncident(id, fresh, focus) {
     const incident = await api("incidents/" + encodeURIComponent(id));
-    if (selectedId !== id) return; // another incident was picked meanwhile
+    if (selectedId !== id) return incident; // another incident was picked meanwhile
+    if (fresh) shownIncident = null;
     renderIncident(incident);
+    // picked from the board: the keyboard goes on in the incident (not through every
+    // other card first), and the incident is scrolled into view
+    if (focus) $("detail-title").focus();
     // asked beside the suggestions; its error (a refused key) is raised after them
     const incidentOnCall = showIncidentOnCall(incident).then(() => null, (error) => error);
     if (fresh) await loadSuggestions(id);
     const problem = await incidentOnCall;
     if (problem) throw problem;
+    return incident;
   }
 
   // Who is on call in the teams an alert of this incident's watch and tier reaches.
@@ -390,6 +491,8 @@
       "&tier=" + encodeURIComponent(incident.tier));
     const node = $("detail-oncall");
     if (selectedId !== incident.id || !node) return; // another incident is shown now
+    if (node.dataset.shown === JSON.stringify(rows)) return; // unchanged
+    node.dataset.shown = JSON.stringify(rows);
     if (typeof rows === "string" || !rows.length) {
       node.textContent = typeof rows === "string" ? rows : "no team for this watch and tier";
       return;
@@ -398,13 +501,17 @@
     node.textContent = rows.map(onCallText).join("; ");
   }
 
-  async function select(id) {
+  async function select(id, focus) {
     selectedId = id;
-    document.querySelectorAll(".card").forEach((c) =>
-      c.classList.toggle("selected", c.dataset.incident === String(id)));
+    document.querySelectorAll(".card").forEach((c) => {
+      const on = c.dataset.incident === String(id);
+      c.classList.toggle("selected", on);
+      if (on) c.setAttribute("aria-current", "true");
+      else c.removeAttribute("aria-current");
+    });
     const before = said;
     try {
-      await showIncident(id, true);
+      await showIncident(id, true, focus);
       // the suggestions load after the incident is shown: a message said meanwhile (an
       // action on the incident already on screen failed) stays
       if (said === before) say("");
@@ -419,15 +526,44 @@
     const note = $("ack-note").value.trim();
     $("ack").disabled = true;
     try {
-      await api("incidents/" + id + "/ack", { method: "POST", body: note ? { note } : {} });
+      try {
+        await api("incidents/" + id + "/ack", { method: "POST", body: note ? { note } : {} });
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 409)) throw error;
+        // merged or resolved since it was shown: show it as it is now, and say why
+        await explainConflict(id, error);
+        return;
+      }
       $("ack-note").value = "";
       say("Incident #" + id + " acknowledged.");
+      // the button is disabled now: the keyboard stays in the incident, not on the page
+      if (selectedId === id) $("detail-title").focus({ preventScroll: true });
       renderBoard(await activeIncidents());
       if (selectedId !== null) await showIncident(selectedId, false);
     } catch (error) {
       failed(error);
       $("ack").disabled = false;
     }
+  }
+
+  async function explainConflict(id, error) {
+    renderBoard(await activeIncidents());
+    const incident = selectedId === id ? await showIncident(id, false) :
+      await api("incidents/" + encodeURIComponent(id));
+    let why;
+    if (incident.merged_into_id) {
+      why = "Incident #" + id + " was merged into #" + incident.merged_into_id +
+        ": acknowledge #" + incident.merged_into_id + " instead.";
+    } else if (incident.status === "open") {
+      why = error.message; // not a change of state after all: the server's words
+      if (selectedId === id) $("ack").disabled = false;
+    } else {
+      const by = incident.resolved_by || incident.closed_by;
+      why = "Incident #" + id + " is " + incident.status + " now" + (by ? " (by " + by + ")" : "") +
+        ": there is nothing to acknowledge.";
+    }
+    say(why, true);
+    if (selectedId === id) $("detail-title").focus({ preventScroll: true });
   }
 
   // -- templates -----------------------------------------------------------------------
@@ -520,6 +656,20 @@
   }
 
   // -- key handling --------------------------------------------------------------------
+  function signOut(message, isError) {
+    sessionStorage.removeItem(KEY_STORE);
+    selectedId = null;
+    shownIncident = null;
+    boardAt = null;
+    staleReason = null;
+    showStale();
+    $("detail").hidden = true;
+    clear($("tiers")).append(el("p", "muted", "Paste an API key to see the incidents."));
+    clear($("oncall"));
+    showKeyForm();
+    say(message, isError);
+  }
+
   function showKeyForm() {
     $("key-form").hidden = false;
     $("session").hidden = true;
@@ -531,6 +681,7 @@
     $("key-form").hidden = true;
     $("session").hidden = false;
     if (refreshTimer === null) refreshTimer = setInterval(refresh, REFRESH_MS);
+    if (boardAt === null) clear($("tiers")).append(el("p", "muted", "Loading the incidents…"));
     refresh();
   }
 
@@ -543,15 +694,7 @@
       sessionStorage.setItem(KEY_STORE, value);
       start();
     });
-    $("forget-key").addEventListener("click", () => {
-      sessionStorage.removeItem(KEY_STORE);
-      selectedId = null;
-      $("detail").hidden = true;
-      clear($("tiers")).append(el("p", "muted", "Paste an API key to see the incidents."));
-      clear($("oncall"));
-      showKeyForm();
-      say("Key forgotten.");
-    });
+    $("forget-key").addEventListener("click", () => signOut("Key forgotten."));
     $("refresh").addEventListener("click", refresh);
     $("ack").addEventListener("click", acknowledge);
     $("template-select").addEventListener("change", pickTemplate);
