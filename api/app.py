@@ -47,6 +47,7 @@ from api.runtime import Role, Runtime
 from api.settings import ConfigError
 from api.textinput import refuse_nul
 from core.bus.journal import JournalError
+from core.db import MigratedByANewerRelease
 from listener.service import PublishFailed
 from sentiment.errors import ModelLoadError
 from sentiment.process import ClassifierProcessError
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 START_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
+    MigratedByANewerRelease,
     JournalError,
     ModelLoadError,
     ClassifierProcessError,

@@ -38,6 +38,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from pydantic import ValidationError
+
 from api.settings import ConfigError, Settings
 from core.events import Mention, ScoredMention, Sentiment, WatchMatch
 from listener.sources.replay import UTF8_BOM, is_gzip
@@ -116,6 +118,22 @@ def load_truth(
     ``story_root``, ``t0`` and ``final_size`` are needed (the others default to unknown)."""
     if not path.exists():
         raise ConfigError(f"truth file {path} does not exist")
+    try:
+        rows = _truth_rows(path, sizes_only)
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, not UTF-8 text
+        reason = (
+            f"not UTF-8 text (byte {exc.start})"
+            if isinstance(exc, UnicodeDecodeError)
+            else exc.strerror or exc
+        )
+        raise ConfigError(f"cannot read truth file {path}: {reason}") from None
+    rows.sort(key=lambda r: r.t0)
+    if stories is not None:
+        rows = rows[:stories]
+    return {r.root: r for r in rows}
+
+
+def _truth_rows(path: Path, sizes_only: bool) -> list[Truth]:
     rows: list[Truth] = []
     with path.open(newline="", encoding="utf-8") as f:
         for n, row in enumerate(csv.DictReader(f), start=2):
@@ -136,10 +154,7 @@ def load_truth(
                 )
             except (KeyError, ValueError) as exc:
                 raise ConfigError(f"{path} line {n}: not a truth row ({exc})") from exc
-    rows.sort(key=lambda r: r.t0)
-    if stories is not None:
-        rows = rows[:stories]
-    return {r.root: r for r in rows}
+    return rows
 
 
 def read_replay_output(path: Path) -> RunOutput:
@@ -178,18 +193,34 @@ def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Men
     when ``roots`` is not None. A mention's root follows its ``repost_of``/``reply_to``
     chain (its own id when it has no known parent)."""
     root_of: dict[str, str] = {}
-    with _open(path) as f:
-        for n, line in enumerate(f):
-            if n == 0:
-                line = line.removeprefix(UTF8_BOM)
-            if not line.strip():
-                continue
-            m = Mention.model_validate_json(line)
-            parent = m.parent_id
-            root = root_of.get(parent, parent) if parent is not None else m.id
-            root_of[m.id] = root
-            if roots is None or root in roots:
-                yield line, m, root
+    n = 0
+    try:
+        with _open(path) as f:
+            for n, line in enumerate(f, start=1):
+                if n == 1:
+                    line = line.removeprefix(UTF8_BOM)
+                if not line.strip():
+                    continue
+                try:
+                    m = Mention.model_validate_json(line)
+                except ValidationError as exc:
+                    first = exc.errors(include_url=False, include_input=False)[0]
+                    where = ".".join(str(part) for part in first["loc"])
+                    raise ConfigError(
+                        f"{path} line {n}: not a mention "
+                        f"({where + ': ' if where else ''}{first['msg']})"
+                    ) from None
+                parent = m.parent_id
+                root = root_of.get(parent, parent) if parent is not None else m.id
+                root_of[m.id] = root
+                if roots is None or root in roots:
+                    yield line, m, root
+    except (OSError, EOFError) as exc:  # a folder, a truncated or corrupt gzip
+        raise ConfigError(
+            f"cannot read {path}"
+            + (f" after line {n}" if n else "")
+            + f": {getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- pass 1

@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--input", type=Path, required=True, help="mentions, .jsonl or .jsonl.gz")
     det.add_argument("--truth", type=Path, required=True, help="truth CSV (one row per story)")
     det.add_argument("--config", type=Path, help="YAML config (detector, scorer, watches)")
-    det.add_argument("--stories", type=int, help="only the first N stories of the truth")
+    det.add_argument("--stories", type=_positive, help="only the first N stories of the truth")
     det.add_argument(
         "--detector-only", action="store_true", help="skip the whole replay (no classifier)"
     )
@@ -230,6 +230,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _minutes(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--ages: {value.strip()!r} is not minutes") from None
+
+
 def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
@@ -238,7 +245,7 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         ages = (
-            tuple(float(a) for a in args.ages.split(",") if a.strip())
+            tuple(_minutes(a) for a in args.ages.split(",") if a.strip())
             if args.ages
             else DEFAULT_AGES
         )
@@ -293,6 +300,7 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.seed import SchemaMissing, seed_templates_blocking
     from core.db import (
+        MigratedByANewerRelease,
         database_unavailable,
         downgrade_database_blocking,
         upgrade_database_blocking,
@@ -315,6 +323,9 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     except SchemaMissing as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
+    except MigratedByANewerRelease as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
     except CommandError as exc:  # alembic: an unknown or ambiguous --revision
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
@@ -331,6 +342,65 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_settings(path: Path | None, **overrides: object) -> Settings:
+    """``load_settings``, and a config file that is not UTF-8 text is a configuration error
+    (exit 2) naming it, not a ``UnicodeDecodeError`` traceback."""
+    from api.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(path, **overrides)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: not UTF-8 text (byte {exc.start} is "
+            f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
+
+
+DATABASE_COMMANDS = (
+    "check-config",
+    "db",
+    "templates",
+    "run",
+    "listener",
+    "detector",
+    "alerter",
+    "api",
+)
+"""The commands that may open ``database.url``: an unusable one is refused before they
+start (the scorer never opens it)."""
+
+
+def _check_database_url(url: str) -> None:
+    """A ``database.url`` that is not a URL, names an unknown database or a driver that is
+    not installed or not asyncio is a configuration error: said in a line, offline, before
+    a command needs it (``db upgrade`` and ``run`` failed with a traceback). The URL is not
+    echoed: it may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from api.settings import ConfigError
+
+    example = "postgresql+asyncpg://USER:PASSWORD@HOST/DB or sqlite+aiosqlite:///var/crisiswatch.db"
+    try:
+        engine = create_async_engine(url)  # loads the dialect and its driver; no connection
+    except NoSuchModuleError:
+        problem = f"unknown database kind {make_url(url).drivername!r}"
+    except ArgumentError:
+        problem = "not a database URL"
+    except InvalidRequestError:  # a driver without asyncio (sqlite://, postgresql+psycopg2)
+        problem = "its driver is not an asyncio one"
+    except ImportError as exc:
+        problem = f"its driver is not installed ({exc.name or exc})"
+    else:
+        engine.sync_engine.dispose()
+        return
+    raise ConfigError(
+        f"database.url (the config's database: url, or CRISISWATCH_DATABASE__URL): "
+        f"{problem}; use {example}"
+    )
+
+
 def _keys(command: str) -> int:
     from api.auth import generate_key, hash_key
 
@@ -339,15 +409,29 @@ def _keys(command: str) -> int:
         print(f"key:        {key}\nkey_sha256: {hash_key(key)}")
         print("give the key to its holder; put only key_sha256 in the config", file=sys.stderr)
         return 0
-    if sys.stdin.isatty():
-        import getpass
+    try:
+        if sys.stdin.isatty():
+            import getpass
 
-        key = getpass.getpass("API key: ")
-    else:
-        key = sys.stdin.readline()
+            key = getpass.getpass("API key: ")
+        else:
+            key = sys.stdin.readline()
+        key.encode("utf-8")  # (a stdin decoded with surrogateescape keeps bad bytes)
+    except EOFError:  # Ctrl-D at the prompt
+        key = ""
+    except UnicodeError:
+        print("crisiswatch keys hash: the key is not UTF-8 text", file=sys.stderr)
+        return 2
     key = key.strip()
     if len(key) < 16:
         print("crisiswatch: API keys must be at least 16 characters", file=sys.stderr)
+        return 2
+    if any((c < " " and c != "\t") or c == "\x7f" for c in key):
+        print(
+            "crisiswatch keys hash: the key holds a control character, which an HTTP header "
+            "cannot carry: it could never authenticate",
+            file=sys.stderr,
+        )
         return 2
     print(hash_key(key))
     return 0
@@ -373,10 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from api.settings import load_settings
-
     if args.command == "check-config":
-        settings = load_settings(args.file)
+        settings = _load_settings(args.file)
+        _check_database_url(settings.database.url.get_secret_value())
         from api.checks import describe
 
         print(describe(settings, args.file))
@@ -395,7 +478,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         # fitting reads the detector's windows, not its predictor: a config naming the
         # model being rebuilt (or one fitted on other windows) loads all the same
         overrides["detector"] = {"predictor": "power_law", "level_predictor": None}
-    settings = load_settings(getattr(args, "config", None), **overrides)
+    settings = _load_settings(getattr(args, "config", None), **overrides)
+    if args.command in DATABASE_COMMANDS:
+        _check_database_url(settings.database.url.get_secret_value())
     _setup_logging(settings.log_level)
 
     if args.command in ("templates", "db"):
@@ -454,7 +539,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         import json
 
         from api.bench import bench_detection, render
+        from api.fit_size import check_output
 
+        if args.json is not None:  # refused before the run, not after it
+            check_output(args.json)
         logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
         result = bench_detection(
             settings,
@@ -468,8 +556,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(render(result))
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            try:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            except OSError as exc:
+                print(
+                    f"crisiswatch bench detection: cannot write {args.json}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return 2
         return 0
 
     from api.serve import serve_roles

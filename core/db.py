@@ -7,6 +7,7 @@ through the Alembic migrations in ``core/migrations`` (``upgrade_database``).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -240,15 +241,47 @@ def _migrate_sync(connection: Connection, url: str, direction: str, revision: st
     getattr(command, direction)(cfg, revision)
 
 
+class MigratedByANewerRelease(RuntimeError):
+    """The database is at a revision this release does not have: a newer release migrated
+    it (the message says what to do)."""
+
+
+def newer_release_problem(error: str, asked: str | None) -> str | None:
+    """What to do, when Alembic cannot find the revision the database is at (``error`` is
+    its message; ``asked``: the revision asked for, which may be the unknown one): a newer
+    release migrated it. None for another error."""
+    found = re.fullmatch(r"Can't locate revision identified by '([^']+)'", error.strip())
+    if found is None or found.group(1) == asked:
+        return None
+    from alembic.script import ScriptDirectory
+
+    newest = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    return (
+        f"the database is at revision {found.group(1)}, which this release does not have "
+        f"(its newest is {newest}): a newer crisiswatch migrated it. Run that release, or "
+        f"first roll back with its 'crisiswatch db downgrade --revision {newest}' (back the "
+        "database up first)"
+    )
+
+
 async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
-    """Run Alembic in one transaction: every pending revision or none."""
+    """Run Alembic in one transaction: every pending revision or none.
+    ``MigratedByANewerRelease`` when the database is at a revision this release lacks."""
+    from alembic.util import CommandError
+
     url = engine.url.render_as_string(hide_password=False)
-    async with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            await _migrate_sqlite(conn, url, direction, revision)
-        else:  # PostgreSQL: transactional DDL, Alembic's own transaction
-            await conn.run_sync(_migrate_sync, url, direction, revision)
-            await conn.commit()
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                await _migrate_sqlite(conn, url, direction, revision)
+            else:  # PostgreSQL: transactional DDL, Alembic's own transaction
+                await conn.run_sync(_migrate_sync, url, direction, revision)
+                await conn.commit()
+    except CommandError as exc:
+        problem = newer_release_problem(str(exc), None if revision == "head" else revision)
+        if problem is None:
+            raise
+        raise MigratedByANewerRelease(problem) from None
 
 
 async def _migrate_sqlite(conn: AsyncConnection, url: str, direction: str, revision: str) -> None:
@@ -314,12 +347,14 @@ async def _migrate_url(url: str, direction: str, revision: str) -> None:
 __all__ = [
     "Base",
     "Engine",
+    "MigratedByANewerRelease",
     "UtcDateTime",
     "database_unavailable",
     "downgrade_database",
     "downgrade_database_blocking",
     "make_engine",
     "make_sessionmaker",
+    "newer_release_problem",
     "unit_of_work",
     "upgrade_database",
     "upgrade_database_blocking",
