@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel
+from sqlalchemy import false, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.workflow.drills import Drill
@@ -91,6 +92,12 @@ class DrillUnavailable(RuntimeError):
     the API answers 409."""
 
 
+class DrillInProgress(DrillUnavailable):
+    """A drill of the same scenario on the same watch is still remembered by the detector
+    (its story lasts ``detector.story_expiry_hours``): the new drill's mentions would join
+    that story and the new drill would never be detected. The API answers 409."""
+
+
 class DrillBusUnreachable(DrillUnavailable):
     """The bus that would carry the drill's mentions cannot be reached: the API answers 503
     and no drill is recorded."""
@@ -149,6 +156,27 @@ async def start_drill(
             "that runs the listener (crisiswatch run, or the api with the listener role)"
         )
     now = runtime.clock.now()
+    await _serialize(session)
+    # the new drill's first post is dated ``minutes`` back: the earlier story must be
+    # forgotten by then
+    expiry = timedelta(hours=runtime.settings.detector.story_expiry_hours, minutes=scenario.minutes)
+    earlier = await session.scalar(
+        select(Drill)
+        .where(
+            Drill.watch_id == watch.id,
+            Drill.scenario == scenario.name,
+            Drill.started_at > now - expiry,
+        )
+        .order_by(Drill.id.desc())
+        .limit(1)
+    )
+    if earlier is not None:
+        raise DrillInProgress(
+            f"drill {earlier.id} ({scenario.name}) on watch {watch.id!r} started at "
+            f"{earlier.started_at.isoformat()}: its story is remembered until "
+            f"{(earlier.started_at + expiry).isoformat()} and a new {scenario.name} drill "
+            "would join it; start another scenario or watch, or wait"
+        )
     start = now - timedelta(minutes=scenario.minutes)
     drill = Drill(
         scenario=scenario.name,
@@ -171,10 +199,26 @@ async def start_drill(
             (m.id, m.model_copy(update={"watch": match, "received_at": now})) for m in mentions
         ]
         if runtime.bus is not None:
-            await runtime.bus.publish_many(TOPIC_MENTIONS, events)
+            try:
+                await runtime.bus.publish_many(TOPIC_MENTIONS, events)
+            except Exception as exc:
+                log.error("cannot publish the drill's mentions: %s: %s", type(exc).__name__, exc)
+                raise DrillBusUnreachable(
+                    f"the bus did not take the drill's mentions, so no drill was started: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         else:
             await _publish_once(runtime, events)
     return drill
+
+
+async def _serialize(session: AsyncSession) -> None:
+    """Start drills one at a time (API replicas, a scheduler in each): the check for an
+    earlier drill and the new drill's record happen under a lock held until commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(7416373)"))  # 'drill'
+    else:  # SQLite: FOR UPDATE takes the database's write lock (core.db)
+        await session.execute(select(Drill.id).where(false()).with_for_update())
 
 
 BUS_CONNECT_TIMEOUT = 20.0
@@ -198,6 +242,12 @@ async def _publish_once(runtime: Runtime, events: list[tuple[str, BaseModel]]) -
         await bus.stop()
 
 
+SCHEDULER = "scheduler"
+SCHEDULE_DEDUP = timedelta(minutes=10)
+"""A scheduled drill started this recently on the watch (by another replica's scheduler,
+firing at the same time) stands for this firing."""
+
+
 class DrillSchedule:
     """Runs the scenarios in turn on ``settings.drills.cron`` (APScheduler), in the
     process that runs the listener; started and stopped by the app's lifespan."""
@@ -205,7 +255,6 @@ class DrillSchedule:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._scheduler: AsyncIOScheduler | None = None
-        self._turn = 0
 
     async def start(self) -> None:
         config = self.runtime.settings.drills
@@ -235,10 +284,27 @@ class DrillSchedule:
             log.error("drills: no database to record the drill in; the scheduled drill did not run")
             return None
         names = sorted(SCENARIOS)
-        name = names[self._turn % len(names)]
-        self._turn += 1
-        async with unit_of_work(runtime.sessions) as session:
-            drill = await start_drill(session, runtime, name, watch, "scheduler")
+        now = runtime.clock.now()
+        try:
+            async with unit_of_work(runtime.sessions) as session:
+                # one drill per firing across replicas (each runs this schedule), and the
+                # turn kept in the database (a restart does not rerun the first scenario)
+                await _serialize(session)
+                last = await session.scalar(
+                    select(Drill)
+                    .where(Drill.watch_id == watch, Drill.started_by == SCHEDULER)
+                    .order_by(Drill.id.desc())
+                    .limit(1)
+                )
+                if last is not None and last.started_at > now - SCHEDULE_DEDUP:
+                    log.info("drills: drill %d already started for this firing", last.id)
+                    return None
+                turn = names.index(last.scenario) + 1 if last and last.scenario in names else 0
+                name = names[turn % len(names)]
+                drill = await start_drill(session, runtime, name, watch, SCHEDULER)
+        except (DrillRefused, DrillUnavailable) as exc:
+            log.error("drills: the scheduled drill did not run: %s", exc)
+            return None
         log.warning("drills: scheduled drill %d (%s) injected into watch %s", drill.id, name, watch)
         return drill
 

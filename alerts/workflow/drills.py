@@ -127,15 +127,29 @@ async def measure(
     if incident is None:
         report["gaps"] = [f"not detected: no drill incident for the scenario at {now.isoformat()}"]
         return report
-    incident = await _survivor(session, incident)
+    # the drill's own incident, and the one it was worked on (a merge's survivor): a
+    # survivor can be an older incident (another drill's), whose heat, ack and statements
+    # came before this drill; only this drill's story and what followed its open count
+    own = incident
+    incident = await _survivor(session, own)
     detected_at = await session.scalar(
-        select(func.min(HeatSnapshot.at)).where(HeatSnapshot.incident_id == incident.id)
+        select(func.min(HeatSnapshot.at)).where(
+            HeatSnapshot.incident_id.in_({own.id, incident.id}),
+            HeatSnapshot.story_id == own.story_id,
+        )
     )
     statement_at = await session.scalar(
         select(func.min(IncidentEvent.at)).where(
-            IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "template_used"
+            IncidentEvent.incident_id.in_({own.id, incident.id}),
+            IncidentEvent.kind == "template_used",
+            IncidentEvent.at >= own.opened_at,
         )
     )
+    acked: timedelta | None = None
+    if own.acked_at is not None:
+        acked = own.acked_at - await incidents.episode_start(session, own)
+    elif incident.acked_at is not None and incident.acked_at >= own.opened_at:
+        acked = incident.acked_at - own.opened_at
     sla = config.sla.get(incident.tier)
     ack_target = sla.target if sla is not None and sla.met_by == "acknowledged" else None
     statement_target = sla.target if sla is not None else None
@@ -147,14 +161,12 @@ async def measure(
         ),
         _measured(
             "acknowledgement",
-            incident.acked_at - await incidents.episode_start(session, incident)
-            if incident.acked_at
-            else None,
+            acked,
             ack_target,
         ),
         _measured(
             "approved statement (first template use)",
-            statement_at - incident.opened_at if statement_at else None,
+            statement_at - own.opened_at if statement_at else None,
             statement_target,
         ),
     ]

@@ -277,6 +277,9 @@ def _body(name: str, case: Case, role: str) -> dict[str, Any] | None:
         return _BODIES["respond"]
     if name == "incident.merge":
         return _BODIES["merge"]
+    if name == "drill.start":  # one scenario at a time per watch (a repeat would join it)
+        scenario = {"pr": "rumour", "executive": "product_complaint"}.get(role, "executive_remark")
+        return {**(case.body or {}), "scenario": scenario}
     return case.body
 
 
