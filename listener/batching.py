@@ -42,6 +42,15 @@ async def batched(
                 await queue.put(mention)
         except Exception as exc:
             await queue.put(_End(exc))
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the consumer is done with us
+            # raised from inside the stream (an inner task or future it awaited was
+            # cancelled): a failure of the stream, not ours, or the consumer waits for ever
+            error = RuntimeError("the stream raised CancelledError without being cancelled")
+            error.__cause__ = exc
+            await queue.put(_End(error))
         else:
             await queue.put(_End())
         finally:

@@ -101,6 +101,43 @@ class _SaveRetry:
         self._not_before = None
 
 
+def _parents_first(mentions: Sequence[Mention]) -> list[int]:
+    """The order to prepare ``mentions`` in (their indexes): as given, except that a new
+    mention whose parent (``repost_of``, ``reply_to``) is a new mention later in the same
+    batch comes right after that parent, so that it inherits its watches (a webhook
+    sender's batch may list a repost before its root). Iterative (a chain may be as long
+    as the batch); a cycle of parents is cut where it closes."""
+    first: dict[str, int] = {}
+    for index, mention in enumerate(mentions):
+        if mention.change == "created":
+            first.setdefault(mention.id, index)
+    order: list[int] = []
+    state = [0] * len(mentions)  # 0: not seen, 1: waiting for its parents, 2: placed
+    for start in range(len(mentions)):
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [start]
+        while stack:
+            index = stack[-1]
+            mention = mentions[index]
+            parent: int | None = None
+            if mention.change == "created":
+                for parent_id in (mention.repost_of, mention.reply_to):
+                    found = first.get(parent_id) if parent_id else None
+                    if found is not None and state[found] == 0:
+                        parent = found
+                        break
+            if parent is None:
+                stack.pop()
+                state[index] = 2
+                order.append(index)
+            else:
+                state[parent] = 1
+                stack.append(parent)
+    return order
+
+
 class PublishFailed(Exception):
     """The bus did not take a batch (down, timing out): the batch may be retried as it
     is. Raised by ``ListenerService.ingest`` with the transport's error as its cause."""
@@ -161,9 +198,10 @@ class ListenerService:
         pending: list[tuple[str, Mention]] = []
         learned: list[tuple[str, list[WatchMatch]]] = []
         try:
-            for index, mention in enumerate(mentions):
-                item = self._prepare(index, mention, report, marked, pending, learned)
+            for index in _parents_first(mentions):
+                item = self._prepare(index, mentions[index], report, marked, pending, learned)
                 report.items.append(item)
+            report.items.sort(key=lambda item: item.index)
             if pending:
                 try:
                     await self.bus.publish_many(TOPIC_MENTIONS, pending)
@@ -176,8 +214,10 @@ class ListenerService:
         if learned and self.cascade_keeper is not None:
             self.cascade_keeper.learned(learned)  # written behind, now that it is published
         for item in report.items:  # counted once published (a retried batch counts once)
-            if item.outcome != "duplicate":
-                label = self._label(mentions[item.index].source)
+            label = self._label(mentions[item.index].source)
+            if item.outcome == "duplicate":
+                self._count(self.metrics.mentions_duplicate, label)
+            else:
                 self._count(self.metrics.mentions_ingested, label)
             for watch_id in item.watches:
                 self._count(self.metrics.mentions_matched, watch_id)
@@ -199,10 +239,8 @@ class ListenerService:
         ``marked``. The cascade learns it now, so a reply later in the same batch finds
         it (a failed publish leaves it there; the retry remembers it again); its entry
         goes to ``learned``, for the database once the batch is published."""
-        label = self._label(mention.source)
         key = delivery_key(mention)
         if self.dedup.seen(key):
-            self._count(self.metrics.mentions_duplicate, label)
             report.duplicates += 1
             return ItemOutcome(index, mention.id, "duplicate")
         marked.append(key)
@@ -475,6 +513,14 @@ class ListenerService:
         except Exception as exc:
             self._source_error(source, f"{type(exc).__name__}: {exc}", fatal=True)
             log.exception("source %s stopped", source.name)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # stop()
+            # from inside (a bus or store call whose future was cancelled elsewhere): the
+            # source ends, visibly, instead of its task vanishing as if stopped
+            self._source_error(source, "CancelledError raised while it was running", fatal=True)
+            log.exception("source %s stopped: CancelledError raised inside it", source.name)
 
     async def join(self) -> None:
         """Wait until every running source has finished (replays; tests)."""
