@@ -421,14 +421,19 @@ class StoryIndex:
             return Assignment(
                 self._new(mention.id, mention, watch, root_seen=True), "new", True, True
             )
+        # (a story quiet for longer than the expiry is joined by no text: it is gone but
+        # for its eviction, which comes after this mention; a copy months later, such as
+        # a drill's scenario again, is a story of its own)
         sig = self._texts.signature(mention.text)
         if sig is not None:
             match = self._texts.best_match(sig)
-            if match is not None:
+            if match is not None and not self._expired(self._stories[match], mention):
                 story = self._stories[match]
                 self._texts.add(story.id, sig)
                 return Assignment(story, "near-duplicate", False, False)
         similar, unit = self._paraphrase(embedding, None, mention.lang)
+        if similar is not None and self._expired(similar, mention):
+            similar = None
         if similar is not None:
             assert embedding is not None and unit is not None
             self._add_vector(similar, embedding, unit)
@@ -440,6 +445,10 @@ class StoryIndex:
             assert embedding is not None
             self._add_vector(story, embedding, unit)
         return Assignment(story, "new", True, True)
+
+    def _expired(self, story: Story, mention: Mention) -> bool:
+        """Whether ``story`` was quiet for longer than the expiry when ``mention`` came."""
+        return story.last_at < mention.created_at - self._expiry
 
     def _late_root(self, mention: Mention, own: Story, embedding: bytes | None) -> Assignment:
         """A post without a parent whose story its children opened (it came after them),

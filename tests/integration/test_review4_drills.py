@@ -54,11 +54,6 @@ async def test_a_second_drill_of_one_scenario_on_one_watch_is_refused_while_the_
     assert r.status_code == 201, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detector evicts expired stories after assigning the mention "
-    "(sentiment/detector/detector.py:591): a repeated scenario joins the old drill story",
-)
 async def test_a_scenario_repeated_months_later_is_detected(
     world: World,  # noqa: F811
     clock: ManualClock,

@@ -215,6 +215,17 @@ def test_quiet_stories_expire_in_event_time() -> None:
     assert story_of(idx, mention("4", minute=63, text=EN_COPY)) == "acme:x:4"
 
 
+def test_a_copy_after_the_expiry_starts_a_story_even_before_the_eviction() -> None:
+    """The index forgets quiet stories after placing a mention (``evict``), so a copy that
+    came after a quiet spell longer than the expiry joined the dead story (a drill's
+    scenario again months later was never detected); a repost still follows its parent."""
+    idx = index(story_expiry_hours=1)
+    first = story_of(idx, mention("1", minute=0, text=EN))
+    assert story_of(idx, mention("2", minute=59, text=EN_COPY)) == first  # still alive
+    assert story_of(idx, mention("3", minute=121, text=EN_EDIT)) == "acme:x:3"
+    assert story_of(idx, mention("4", minute=200, repost_of="x:2")) == first
+
+
 def test_an_active_story_does_not_expire() -> None:
     idx = index(story_expiry_hours=1)
     story_of(idx, mention("1", minute=0, text=EN))
