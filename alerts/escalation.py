@@ -33,7 +33,7 @@ from alerts.targets import step_targets
 from alerts.timeline import add_event
 from core.clock import Clock
 from core.db import unit_of_work
-from core.metrics import Metrics
+from core.metrics import Metrics, drill_label
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ async def escalate_one(
             incident.escalation_level,
         )
         return True
-    metrics.escalations.labels(str(incident.tier)).inc()
+    metrics.escalations.labels(str(incident.tier), drill_label(incident.drill)).inc()
     log.warning(
         "incident %d (tier %d) not acknowledged: escalation level %d%s",
         incident.id,

@@ -81,7 +81,7 @@ from alerts.workflow.models import HeatSnapshot, TierChange
 from core.clock import Clock
 from core.db import on_commit
 from core.events import Signal
-from core.metrics import Metrics
+from core.metrics import Metrics, drill_label
 
 DETECTOR = "detector"
 
@@ -235,7 +235,7 @@ async def apply_signal(
             return None
         incident = await _open(session, signal, config, now, metrics, story_id)
         if metrics is not None:
-            opened = metrics.incidents_opened.labels(str(signal.tier))
+            opened = metrics.incidents_opened.labels(str(signal.tier), drill_label(incident.drill))
             on_commit(session, opened.inc)
         return incident
     _snapshot(session, incident.id, signal)
@@ -1074,7 +1074,7 @@ async def acknowledge(
     await enqueue_follow_ups(session, incident, "acknowledge", actor, now)
     if metrics is not None:
         waited = max((now - incident.alerted_at).total_seconds(), 0.0)
-        histogram = metrics.time_to_ack.labels(str(incident.tier))
+        histogram = metrics.time_to_ack.labels(str(incident.tier), drill_label(incident.drill))
         on_commit(session, lambda: histogram.observe(waited))
     return incident
 
@@ -1166,14 +1166,15 @@ async def record_response(
     return incident
 
 
-async def open_counts(session: AsyncSession) -> dict[int, int]:
-    """Unresolved incidents per tier (every tier present, 0 when none)."""
+async def open_counts(session: AsyncSession) -> dict[tuple[int, bool], int]:
+    """Unresolved incidents per (tier, drill) (every pair present, 0 when none)."""
     rows = await session.execute(
-        select(Incident.tier, func.count())
+        select(Incident.tier, Incident.drill, func.count())
         .where(Incident.status.not_in(FINISHED))
-        .group_by(Incident.tier)
+        .group_by(Incident.tier, Incident.drill)
     )
-    counts = {1: 0, 2: 0, 3: 0}
-    for tier, count in rows:
-        counts[int(tier)] = int(count)
+    counts = {(tier, drill): 0 for tier in (1, 2, 3) for drill in (False, True)}
+    for tier, drill, count in rows:
+        key = (int(tier), bool(drill))
+        counts[key] = counts.get(key, 0) + int(count)
     return counts

@@ -53,7 +53,7 @@ from core.bus.base import Bus, PermanentError, RetryPolicy
 from core.clock import Clock
 from core.db import database_unavailable, unit_of_work
 from core.events import TOPIC_SIGNALS, Signal
-from core.metrics import Metrics
+from core.metrics import Metrics, drill_label
 
 log = logging.getLogger(__name__)
 
@@ -361,8 +361,8 @@ class AlertService:
             counts = await open_counts(session)
             pending = await pending_count(session)
             failing = await retrying(session)
-        for tier, count in counts.items():
-            self.metrics.incidents_open.labels(str(tier)).set(count)
+        for (tier, drill), count in counts.items():
+            self.metrics.incidents_open.labels(str(tier), drill_label(drill)).set(count)
         self.metrics.outbox_pending.set(pending)
         now = self.clock.now()
         self._retry_labels |= set(failing)

@@ -33,7 +33,7 @@ from alerts.models import FINISHED, Incident
 from alerts.outbox import rowcount
 from alerts.timeline import add_event
 from core.db import on_commit
-from core.metrics import Metrics
+from core.metrics import Metrics, drill_label
 
 BATCH = 200
 
@@ -128,7 +128,8 @@ async def missed_at_stop(
     }
     add_event(session, incident.id, "sla_breached", now, detail=detail)
     if metrics is not None:
-        on_commit(session, metrics.sla_breaches.labels(str(incident.tier)).inc)
+        breaches = metrics.sla_breaches.labels(str(incident.tier), drill_label(incident.drill))
+        on_commit(session, breaches.inc)
     return True
 
 
@@ -191,7 +192,7 @@ async def check(
         )
         if rowcount(result) != 1:
             continue
-        tier = str(incident.tier)
+        tier, drill = str(incident.tier), drill_label(incident.drill)
         detail = {
             "what": sla.description or sla.met_by,
             "deadline": due.isoformat(),
@@ -202,10 +203,10 @@ async def check(
             if not escalate:
                 detail["escalation"] = "not running (no step is scheduled)"
             add_event(session, incident.id, "sla_breached", now, detail=detail)
-            on_commit(session, metrics.sla_breaches.labels(tier).inc)
+            on_commit(session, metrics.sla_breaches.labels(tier, drill).inc)
             breaches.append(Breach(incident.id, incident.escalation_token, incident.tier, escalate))
         else:
             share = max(t for t in sla.warn_at if used >= t)
             add_event(session, incident.id, "sla_warning", now, detail=detail | {"at": share})
-            on_commit(session, metrics.sla_warnings.labels(tier).inc)
+            on_commit(session, metrics.sla_warnings.labels(tier, drill).inc)
     return breaches

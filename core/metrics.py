@@ -13,6 +13,11 @@ _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 _ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
 
+def drill_label(drill: bool) -> str:
+    """The ``drill`` label of the incident-level alert metrics: a drill's own series."""
+    return "true" if drill else "false"
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -198,12 +203,15 @@ class Metrics:
         # alerts
         self.incidents_open = Gauge(
             "crisiswatch_incidents_open",
-            "Open (unresolved) incidents by tier",
-            ["tier"],
+            "Open (unresolved) incidents by tier and drill (true: a drill)",
+            ["tier", "drill"],
             registry=r,
         )
         self.incidents_opened = Counter(
-            "crisiswatch_incidents_opened", "Incidents opened, by tier", ["tier"], registry=r
+            "crisiswatch_incidents_opened",
+            "Incidents opened, by tier and drill (true: a drill)",
+            ["tier", "drill"],
+            registry=r,
         )
         self.deliveries = Counter(
             "crisiswatch_deliveries",
@@ -229,8 +237,8 @@ class Metrics:
         )
         self.escalations = Counter(
             "crisiswatch_escalations",
-            "Escalations after an ack deadline passed",
-            ["tier"],
+            "Escalations after an ack deadline passed, by tier and drill (true: a drill)",
+            ["tier", "drill"],
             registry=r,
         )
         self.alert_latency = Histogram(
@@ -242,8 +250,8 @@ class Metrics:
         )
         self.time_to_ack = Histogram(
             "crisiswatch_time_to_ack_seconds",
-            "Incident opened -> acknowledged",
-            ["tier"],
+            "Incident opened -> acknowledged, by tier and drill (true: a drill)",
+            ["tier", "drill"],
             buckets=_ACK_BUCKETS,
             registry=r,
         )
@@ -263,12 +271,15 @@ class Metrics:
         )
         self.sla_warnings = Counter(
             "crisiswatch_sla_warnings",
-            "SLA clock warnings (a share of the deadline used), by tier",
-            ["tier"],
+            "SLA clock warnings (a share of the deadline used), by tier and drill (true: a drill)",
+            ["tier", "drill"],
             registry=r,
         )
         self.sla_breaches = Counter(
-            "crisiswatch_sla_breaches", "SLA deadlines missed, by tier", ["tier"], registry=r
+            "crisiswatch_sla_breaches",
+            "SLA deadlines missed, by tier and drill (true: a drill)",
+            ["tier", "drill"],
+            registry=r,
         )
         self.alerts_suppressed = Counter(
             "crisiswatch_alerts_suppressed",

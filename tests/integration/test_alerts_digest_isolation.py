@@ -182,9 +182,9 @@ async def test_the_tick_still_escalates_checks_slas_and_reminds_when_delivery_ra
     assert report.escalated == 2  # both incidents' step 1 ran
     assert ran == ["remind_tasks"]
     sample = metrics.registry.get_sample_value
-    assert sample("crisiswatch_sla_breaches_total", {"tier": "2"}) == 2
+    assert sample("crisiswatch_sla_breaches_total", {"tier": "2", "drill": "false"}) == 2
     # step 1 of both, then step 2 of both at once (the SLA breaches)
-    assert sample("crisiswatch_escalations_total", {"tier": "2"}) == 4
+    assert sample("crisiswatch_escalations_total", {"tier": "2", "drill": "false"}) == 4
     assert sample("crisiswatch_alert_tick_errors_total", {"step": "deliver"}) == 1
     assert sample("crisiswatch_alert_tick_errors_total", {"step": "escalate"}) == 0
     assert sent == []

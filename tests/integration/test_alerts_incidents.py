@@ -207,7 +207,7 @@ async def test_tier3_signal_opens_one_incident_alerting_pr_legal_and_executives(
     assert {d.dedupe_key for d in deliveries} == {
         f"{incident.id}:3:{t}-hook:alert" for t in ("pr", "legal", "executives")
     }
-    assert env.sample("crisiswatch_incidents_opened_total", tier="3") == 1
+    assert env.sample("crisiswatch_incidents_opened_total", tier="3", drill="false") == 1
 
     assert await env.deliver() == 3
     assert env.channels.sent() == ["executives-hook", "legal-hook", "pr-hook"]
@@ -239,7 +239,7 @@ async def test_a_redelivered_signal_changes_nothing(env: Env) -> None:
         _, total = await svc.list_incidents(session)
     assert total == 1 and len(await env.deliveries()) == 3
     assert len(env.channels.calls) == 3
-    assert env.sample("crisiswatch_incidents_opened_total", tier="3") == 1
+    assert env.sample("crisiswatch_incidents_opened_total", tier="3", drill="false") == 1
 
 
 async def test_tier2_then_tier3_upgrades_and_alerts_the_new_teams(env: Env) -> None:
@@ -425,7 +425,7 @@ async def test_unacknowledged_incident_escalates_along_the_policy(env: Env) -> N
     # the policy's second step: the next level
     assert level2 == ["ceo-hook", "counsel-hook", "pr-lead-hook"]
     assert [e.detail["level"] for e in await env.events("escalated")] == [1, 2]
-    assert env.sample("crisiswatch_escalations_total", tier="3") == 2
+    assert env.sample("crisiswatch_escalations_total", tier="3", drill="false") == 2
     assert (await env.events("escalated"))[1].detail["unacknowledged_for"] == "20 min"
 
 
@@ -461,7 +461,7 @@ async def test_ack_stops_escalation_even_past_the_deadline(env: Env) -> None:
     assert acked.escalation_token != incident.escalation_token
     env.clock.advance(3600)
     assert await env.escalate() == 0
-    assert env.sample("crisiswatch_time_to_ack_seconds_sum", tier="3") == 240
+    assert env.sample("crisiswatch_time_to_ack_seconds_sum", tier="3", drill="false") == 240
     ack_event = (await env.events("acknowledged"))[0]
     assert ack_event.actor == "maria" and ack_event.detail["note"] == "on it"
 
@@ -477,7 +477,7 @@ async def test_acknowledging_twice_is_harmless(env: Env) -> None:
     assert (second.acked_by, second.acked_at) == ("maria", first.acked_at)
     assert second.escalation_token == first.escalation_token
     assert len(await env.events("acknowledged")) == 1
-    assert env.sample("crisiswatch_time_to_ack_seconds_count", tier="3") == 1
+    assert env.sample("crisiswatch_time_to_ack_seconds_count", tier="3", drill="false") == 1
 
 
 async def test_a_stale_escalation_round_does_nothing(env: Env) -> None:
@@ -596,7 +596,9 @@ async def test_list_and_get(env: Env) -> None:
         with pytest.raises(svc.IncidentNotFound):
             await svc.get_incident(session, 12345)
         counts = await svc.open_counts(session)
-        assert counts == {1: 1, 2: 1, 3: 0}
+        assert counts == {(1, False): 1, (2, False): 1, (3, False): 0} | {
+            (t, True): 0 for t in (1, 2, 3)
+        }
 
 
 # -- PostgreSQL ------------------------------------------------------------------------

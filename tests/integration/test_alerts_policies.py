@@ -214,7 +214,7 @@ async def test_sla_warnings_and_a_met_statement_deadline(world: World) -> None:
     assert await world.service.check_slas() == 0
     assert await world.events("sla_breached") == []
     assert world.metric("crisiswatch_time_to_statement_seconds_sum", tier="2") == 3000
-    assert world.metric("crisiswatch_sla_warnings_total", tier="2") == 2
+    assert world.metric("crisiswatch_sla_warnings_total", tier="2", drill="false") == 2
 
 
 async def test_a_missed_ack_deadline_is_recorded_and_escalates(world: World) -> None:
@@ -234,7 +234,27 @@ async def test_a_missed_ack_deadline_is_recorded_and_escalates(world: World) -> 
     assert breach.detail["what"] == "emergency group convened"
     levels = [(e.detail["level"], e.detail["why"]) for e in await world.events("escalated")]
     assert levels == [(1, None), (2, None), (3, "SLA deadline of tier 3 missed")]
-    assert world.metric("crisiswatch_sla_breaches_total", tier="3") == 1
+    assert world.metric("crisiswatch_sla_breaches_total", tier="3", drill="false") == 1
+
+
+async def test_a_drill_breach_is_counted_as_a_drill_not_as_a_real_breach(world: World) -> None:
+    drill = signal(world.clock, "d", tier=3, story="drill").model_copy(update={"drill": True})
+    await world.service.handle_signals([drill])
+    await world.service.sent()
+    incident = await world.incident("drill")
+    assert incident.drill
+    for minute in (5, 10):  # nobody acknowledges the drill: its ack deadline passes
+        world.clock.set(incident.alerted_at + timedelta(minutes=minute))
+        await world.service.tick()
+    assert len(await world.events("sla_breached")) == 1
+    # its own series: the operator rule and the dashboard (drill="false") never see it
+    assert world.metric("crisiswatch_sla_breaches_total", tier="3", drill="true") == 1
+    assert world.metric("crisiswatch_sla_breaches_total", tier="3", drill="false") == 0
+    assert world.metric("crisiswatch_incidents_opened_total", tier="3", drill="true") == 1
+    assert world.metric("crisiswatch_incidents_opened_total", tier="3", drill="false") == 0
+    assert world.metric("crisiswatch_escalations_total", tier="3", drill="true") == 3
+    assert world.metric("crisiswatch_incidents_open", tier="3", drill="true") == 1
+    assert world.metric("crisiswatch_incidents_open", tier="3", drill="false") == 0
 
 
 async def test_a_channel_failing_for_good_raises_an_incident_about_crisiswatch(

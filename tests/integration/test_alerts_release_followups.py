@@ -72,7 +72,7 @@ async def test_an_escalation_restarted_by_a_release_pages_again(world: World) ->
     assert all(is_page(r) for r in reasons)
     escalated = [e for e in await world.events("escalated") if e.incident_id == low_id]
     assert [e.detail["level"] for e in escalated] == [1, 1]
-    assert world.metric("crisiswatch_escalations_total", tier="2") == 2
+    assert world.metric("crisiswatch_escalations_total", tier="2", drill="false") == 2
 
 
 async def test_an_escalation_step_queuing_nothing_new_is_not_claimed(world: World) -> None:
@@ -101,7 +101,7 @@ async def test_an_escalation_step_queuing_nothing_new_is_not_claimed(world: Worl
     assert [e for e in await world.events("escalated") if e.incident_id == low.id] == []
     (skipped,) = [e for e in await world.events("escalation_skipped") if e.incident_id == low.id]
     assert skipped.detail["skipped"].startswith("already queued")
-    assert world.metric("crisiswatch_escalations_total", tier="2") == 0
+    assert world.metric("crisiswatch_escalations_total", tier="2", drill="false") == 0
 
 
 async def test_a_met_sla_stays_met_after_a_release(world: World) -> None:
@@ -125,7 +125,7 @@ async def test_a_met_sla_stays_met_after_a_release(world: World) -> None:
     world.clock.set(t0 + timedelta(hours=3))
     await world.service.tick()
     assert [e for e in await world.events("sla_breached") if e.incident_id == low.id] == []
-    assert world.metric("crisiswatch_sla_breaches_total", tier="2") == 0
+    assert world.metric("crisiswatch_sla_breaches_total", tier="2", drill="false") == 0
 
 
 async def test_a_response_recorded_while_muted_meets_the_restarted_sla(world: World) -> None:

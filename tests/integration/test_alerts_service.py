@@ -149,8 +149,8 @@ async def test_tick_escalates_and_delivers_the_escalation_in_the_same_round(
     # pr's on-call person on her channel; legal has nobody on call: its own channel again
     assert sorted(recorder.paths) == ["legal", "legal", "oncall", "pr"]
     sample = metrics.registry.get_sample_value
-    assert sample("crisiswatch_incidents_open", {"tier": "3"}) == 1
-    assert sample("crisiswatch_incidents_open", {"tier": "1"}) == 0
+    assert sample("crisiswatch_incidents_open", {"tier": "3", "drill": "false"}) == 1
+    assert sample("crisiswatch_incidents_open", {"tier": "1", "drill": "false"}) == 0
     assert sample("crisiswatch_outbox_pending") == 0
 
 

@@ -188,7 +188,7 @@ async def test_crisis_alerts_once_and_ack_stops_escalation(world, clock: ManualC
 
     metrics = (await client.get("/metrics")).text
     assert "crisiswatch_alert_latency_seconds_count" in metrics
-    assert 'crisiswatch_time_to_ack_seconds_count{tier="3"} 1.0' in metrics
+    assert 'crisiswatch_time_to_ack_seconds_count{drill="false",tier="3"} 1.0' in metrics
 
 
 async def test_unacknowledged_incident_escalates_after_deadline(world, clock: ManualClock) -> None:

@@ -670,8 +670,8 @@ async def test_time_to_ack_after_a_reopen_counts_from_the_reopen(
     assert "| reopened |" in md and "Time to acknowledge: 180" in md and "Reopened 1 time" in md
     # the metric counts from the alert each ack answers: the reopen for the second one
     sample = metrics.registry.get_sample_value
-    assert sample("crisiswatch_time_to_ack_seconds_sum", {"tier": "1"}) == 300
-    assert sample("crisiswatch_time_to_ack_seconds_sum", {"tier": "2"}) == 180
+    assert sample("crisiswatch_time_to_ack_seconds_sum", {"tier": "1", "drill": "false"}) == 300
+    assert sample("crisiswatch_time_to_ack_seconds_sum", {"tier": "2", "drill": "false"}) == 180
     # a never reopened incident: no reopen, one episode (the fields as before)
     other = await apply(sessions, signal(clock, "o1", story="story-2", tier=2), cfg, clock)
     clock.advance(42)
@@ -760,7 +760,7 @@ async def test_a_deadline_missed_before_the_tick_saw_it_is_a_breach_once(
     assert incident_id not in [b.incident_id for b in breaches]
 
     assert len(await _breaches(sessions, incident_id)) == 1
-    tier3 = {"tier": "3"}
+    tier3 = {"tier": "3", "drill": "false"}
     counted = metrics.registry.get_sample_value("crisiswatch_sla_breaches_total", tier3)
     assert counted == 2  # its breach and the other incident's (recorded by a tick)
     due = opened + timedelta(minutes=10)
@@ -810,7 +810,7 @@ async def test_a_resolve_in_time_is_no_breach(
     async with unit_of_work(sessions) as session:
         assert await sla.check(session, cfg, clock.now(), metrics) == []
     assert await _breaches(sessions, incident_id) == []
-    tier3 = {"tier": "3"}
+    tier3 = {"tier": "3", "drill": "false"}
     assert metrics.registry.get_sample_value("crisiswatch_sla_breaches_total", tier3) in (0, None)
 
 
@@ -837,5 +837,5 @@ async def test_a_resolve_while_the_sla_check_reads_the_incident_is_one_breach(
     assert resolved == [True]
     assert breaches == []
     assert len(await _breaches(pg_sessions, incident_id)) == 1
-    tier3 = {"tier": "3"}
+    tier3 = {"tier": "3", "drill": "false"}
     assert metrics.registry.get_sample_value("crisiswatch_sla_breaches_total", tier3) == 1
