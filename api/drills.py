@@ -192,7 +192,14 @@ async def start_drill(
     mentions = mentions_for(scenario, brand, drill.id, start)
     drill.story_root = mentions[0].id
     if runtime.listener is not None:
-        await runtime.listener.ingest(mentions)
+        report = await runtime.listener.ingest(mentions)
+        if report.accepted - report.unmatched <= 0:  # nothing published: no drill to run
+            raise DrillUnavailable(
+                f"watch {watch.id!r} matched none of the drill's {len(mentions)} posts "
+                f"({report.unmatched} not matched by its query, {report.duplicates} already "
+                f"seen): the {scenario.name} scenario's posts name the brand {brand!r}; "
+                "drill a watch whose query matches them"
+            )
     else:
         match = WatchMatch(id=watch.id, brand=brand, terms=(brand,))
         events: list[tuple[str, BaseModel]] = [

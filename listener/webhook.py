@@ -55,6 +55,7 @@ class ItemError:
     index: int  # position in the batch
     id: str | None  # the item's id when it had a usable one
     message: str
+    reason: str = "invalid"  # for ``crisiswatch_mentions_rejected``: invalid, not_object, future
 
 
 def _plain(secret: SecretStr | str | bytes) -> str | bytes:
@@ -139,7 +140,9 @@ def parse_batch(
     errors: list[ItemError] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            errors.append(ItemError(index, None, "each mention must be a JSON object"))
+            errors.append(
+                ItemError(index, None, "each mention must be a JSON object", "not_object")
+            )
             continue
         raw_id = item.get("id")
         # echoed in the answer: a lone surrogate in it made the answer unwritable (a 500
@@ -153,7 +156,7 @@ def parse_batch(
             continue
         if latest is not None and mention.created_at > latest:
             errors.append(
-                ItemError(index, item_id, "created_at is in the future (check the clock)")
+                ItemError(index, item_id, "created_at is in the future (check the clock)", "future")
             )
             continue
         mentions.append(mention)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -19,6 +20,7 @@ from listener.webhook import (
 )
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
+log = logging.getLogger(__name__)
 
 
 @router.post(
@@ -59,6 +61,16 @@ async def ingest_mentions(request: Request) -> JSONResponse:
         )
     except WebhookPayloadError as exc:
         raise HTTPException(exc.status, detail=str(exc)) from exc
+    if errors:  # answered to the sender, and counted and logged for the operator
+        for error in errors:
+            runtime.metrics.mentions_rejected.labels("webhook", error.reason).inc()
+        log.warning(
+            "webhook: %d of %d item(s) refused (first: item %d: %s)",
+            len(errors),
+            len(errors) + len(mentions),
+            errors[0].index,
+            errors[0].message[:200],
+        )
     report = await runtime.listener.ingest(mentions)
     content: dict[str, Any] = response_body(report, errors)
     if errors and not mentions:

@@ -210,6 +210,25 @@ async def test_ingest_reports_bad_items_and_keeps_good_ones(api, clock) -> None:
     out = r.json()
     assert out["published"] == 1 and out["rejected"] == 1
     assert out["errors"][0]["index"] == 1
+    # the operator sees refusals too, not only the sender (they were in the answer only)
+    future = {
+        **good,
+        "id": "bluesky:2",
+        "created_at": (clock.now() + timedelta(days=1)).isoformat(),
+    }
+    late_body = json.dumps([future, "not an object"]).encode()
+    r = await client.post(
+        "/ingest/mentions",
+        content=late_body,
+        headers=signed_headers(INGEST_SECRET, late_body, clock.now()),
+    )
+    assert r.status_code == 422 and r.json()["rejected"] == 2, r.text
+    metrics = (await client.get("/metrics")).text
+    for reason, count in (("invalid", 1), ("future", 1), ("not_object", 1)):
+        sample = (
+            f'crisiswatch_mentions_rejected_total{{reason="{reason}",source="webhook"}} {count}.0'
+        )
+        assert sample in metrics, reason
     # an id holding a lone surrogate is refused and echoed readably (the answer could not
     # be written: a 500 after the good items were published)
     odd = {"id": "bluesky:\ud800", "source": "bluesky", "created_at": clock.now().isoformat()}

@@ -7,14 +7,20 @@ ack and heat as its own (an ack "met" before the drill began, a negative detecti
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from api.app import create_app
 from api.drills import SCENARIOS, DrillSchedule
 from api.runtime import Runtime
+from api.settings import ApiConfig, ApiKeyConfig, Settings
 from core.clock import ManualClock
+from core.settings import DatabaseConfig
+from listener.config import ListenerConfig, WatchConfig
+from tests.fakes import FakeClassifier
 from tests.integration.test_drills import PR, VIEWER, settle, world  # noqa: F401
 
 World = tuple[httpx.AsyncClient, Runtime]
@@ -139,3 +145,29 @@ async def test_a_drill_merged_into_an_older_drill_is_measured_on_its_own_times(
     report = (await client.get(f"/drills/{older['id']}/report", headers=VIEWER)).json()
     got = {m["what"].split(" ")[0]: m for m in report["measurements"]}
     assert (got["acknowledgement"]["seconds"], got["acknowledgement"]["verdict"]) == (60, "met")
+
+
+async def test_a_drill_that_its_watch_does_not_match_is_refused_not_silently_empty(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A watch whose query does not match the scenario's posts (only complaints in
+    Chinese, say): every mention came out unmatched, nothing was published, and the drill
+    was recorded and reported 'not detected'. Now a 409 that says why; nothing recorded."""
+    settings = Settings(
+        database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"),
+        api=ApiConfig(keys=[ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr")]),
+        listener=ListenerConfig(
+            watches=[WatchConfig(id="narrow", brand="Acme", query="acme AND 退款")]
+        ),
+    )
+    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
+    app = create_app(runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
+            r = await client.post(
+                "/drills", headers=PR, json={"scenario": "rumour", "watch": "narrow"}
+            )
+            assert r.status_code == 409, r.text
+            assert "matched none of the drill's" in r.json()["detail"]
+            assert (await client.get("/drills", headers=PR)).json()["total"] == 0
