@@ -342,20 +342,6 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_settings(path: Path | None, **overrides: object) -> Settings:
-    """``load_settings``, and a config file that is not UTF-8 text is a configuration error
-    (exit 2) naming it, not a ``UnicodeDecodeError`` traceback."""
-    from api.settings import ConfigError, load_settings
-
-    try:
-        return load_settings(path, **overrides)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"cannot read config file {path}: not UTF-8 text (byte {exc.start} is "
-            f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
-        ) from None
-
-
 DATABASE_COMMANDS = (
     "check-config",
     "db",
@@ -457,8 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from api.settings import load_settings
+
     if args.command == "check-config":
-        settings = _load_settings(args.file)
+        settings = load_settings(args.file)
         _check_database_url(settings.database.url.get_secret_value())
         from api.checks import describe
 
@@ -478,7 +466,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         # fitting reads the detector's windows, not its predictor: a config naming the
         # model being rebuilt (or one fitted on other windows) loads all the same
         overrides["detector"] = {"predictor": "power_law", "level_predictor": None}
-    settings = _load_settings(getattr(args, "config", None), **overrides)
+    settings = load_settings(getattr(args, "config", None), **overrides)
     if args.command in DATABASE_COMMANDS:
         _check_database_url(settings.database.url.get_secret_value())
     _setup_logging(settings.log_level)
