@@ -6,8 +6,11 @@ import asyncio
 import csv
 import gzip
 import importlib
+import io
 import json
+import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -290,3 +293,21 @@ async def schema_diff(url: str, tables: set[str]) -> list[Any]:
             return await conn.run_sync(diff)
     finally:
         await engine.dispose()
+
+
+def close_stdout(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Standard output as a pipe whose reader went away (every write raises
+    ``BrokenPipeError``); returns the ``os.dup2`` calls made afterwards (``reader_gone``
+    points stdout at the null device, so the exit's flush is quiet)."""
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return 1
+
+    dup2: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "dup2", lambda a, b: dup2.append((a, b)))
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    return dup2

@@ -155,11 +155,14 @@ def live(tmp_path: Path, clock: ManualClock) -> Iterator[tuple[LiveServer, Runti
     assert server.error is None, server.error
 
 
-async def _hostile_incident(runtime: Runtime, clock: ManualClock) -> int:
+async def tier2_incident(
+    runtime: Runtime, clock: ManualClock, name: str, explanation: str, evidence: list[Evidence]
+) -> int:
+    """A tier-2 incident of acme's story ``name`` (40 posts, 80 % negative): its id."""
     signal = Signal(
-        id="acme:hostile#1",
-        story_id="acme:hostile",
-        story_root="bluesky:hostile",
+        id=f"acme:{name}#1",
+        story_id=f"acme:{name}",
+        story_root=f"bluesky:{name}",
         watch=WatchMatch(id="acme", brand="Acme"),
         tier=2,
         previous_tier=0,
@@ -172,27 +175,8 @@ async def _hostile_incident(runtime: Runtime, clock: ManualClock) -> int:
             reach=50_000,
             negative_share=0.8,
         ),
-        explanation=HOSTILE_WHY,
-        evidence=(
-            Evidence(
-                id="bluesky:m1",
-                url="javascript:window.__pwned=4",
-                text=HOSTILE,
-                author="<i>troll</i>",
-                followers=12,
-                created_at=clock.now(),
-                label="negative",
-            ),
-            Evidence(
-                id="bluesky:m2",
-                url="https://bsky.app/p/2",
-                text="the X2 phone caught fire",
-                author="ann",
-                followers=5000,
-                created_at=clock.now(),
-                label="negative",
-            ),
-        ),
+        explanation=explanation,
+        evidence=tuple(evidence),
         at=clock.now(),
     )
     assert runtime.sessions is not None
@@ -200,6 +184,30 @@ async def _hostile_incident(runtime: Runtime, clock: ManualClock) -> int:
         incident = await apply_signal(session, signal, runtime.settings.alerts, clock)
         assert incident is not None
         return incident.id
+
+
+async def _hostile_incident(runtime: Runtime, clock: ManualClock) -> int:
+    evidence = [
+        Evidence(
+            id="bluesky:m1",
+            url="javascript:window.__pwned=4",
+            text=HOSTILE,
+            author="<i>troll</i>",
+            followers=12,
+            created_at=clock.now(),
+            label="negative",
+        ),
+        Evidence(
+            id="bluesky:m2",
+            url="https://bsky.app/p/2",
+            text="the X2 phone caught fire",
+            author="ann",
+            followers=5000,
+            created_at=clock.now(),
+            label="negative",
+        ),
+    ]
+    return await tier2_incident(runtime, clock, "hostile", HOSTILE_WHY, evidence)
 
 
 async def _seed(runtime: Runtime, clock: ManualClock) -> dict[str, int]:

@@ -5,7 +5,7 @@ curve; PostgreSQL for merge + reminders."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from alerts.incidents import InvalidTransition, apply_signal
 from alerts.models import Delivery, Incident, IncidentEvent
 from alerts.service import AlertService
 from alerts.workflow import evidence, service
+from alerts.workflow.drills import Drill
 from alerts.workflow.models import IncidentTask
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
@@ -520,6 +521,19 @@ async def test_a_task_marked_done_while_the_tick_reads_it_is_not_reminded(
     assert [e for e in incident.timeline if e.kind == "task_reminder"] == []
 
 
+def _rumour_drill(root: str, first_post: datetime) -> Drill:
+    """A rumour drill on acme whose first post (and start) was ``first_post``."""
+    return Drill(
+        scenario="rumour",
+        watch_id="acme",
+        story_root=root,
+        mentions=200,
+        first_mention_at=first_post,
+        started_at=first_post,
+        started_by=WHO,
+    )
+
+
 async def test_a_drill_whose_incident_was_merged_is_measured_on_the_survivor(
     sessions: Sessions, clock: ManualClock
 ) -> None:
@@ -527,7 +541,7 @@ async def test_a_drill_whose_incident_was_merged_is_measured_on_the_survivor(
     other's): its heat curve moved and it was never acknowledged itself, so the report
     said "detection: not done" and "acknowledgement: not done" for a drill that was
     detected and acknowledged in time."""
-    from alerts.workflow.drills import Drill, measure
+    from alerts.workflow.drills import measure
 
     cfg = config()
     first_post = clock.now()
@@ -542,15 +556,7 @@ async def test_a_drill_whose_incident_was_merged_is_measured_on_the_survivor(
     async with unit_of_work(sessions) as session:
         await incidents.acknowledge(session, other, WHO, clock)
         await service.merge(session, mine, other, WHO, clock)
-        drill = Drill(
-            scenario="rumour",
-            watch_id="acme",
-            story_root=root,
-            mentions=200,
-            first_mention_at=first_post,
-            started_at=first_post,
-            started_by=WHO,
-        )
+        drill = _rumour_drill(root, first_post)
         session.add(drill)
     async with sessions() as session:
         report = await measure(session, drill, cfg, clock.now())
@@ -688,7 +694,7 @@ async def test_a_reopened_drill_measures_the_ack_from_the_reopen(
 ) -> None:
     """The drill report measured the acknowledgement of a reopened drill incident from its
     first open, as the incident report did."""
-    from alerts.workflow.drills import Drill, measure
+    from alerts.workflow.drills import measure
 
     cfg = config()
     first_post = clock.now()
@@ -704,15 +710,7 @@ async def test_a_reopened_drill_measures_the_ack_from_the_reopen(
     clock.advance(240)
     async with unit_of_work(sessions) as session:
         await incidents.acknowledge(session, incident_id, WHO, clock)
-        drill = Drill(
-            scenario="rumour",
-            watch_id="acme",
-            story_root=root,
-            mentions=200,
-            first_mention_at=first_post,
-            started_at=first_post,
-            started_by=WHO,
-        )
+        drill = _rumour_drill(root, first_post)
         session.add(drill)
     async with sessions() as session:
         measured = await measure(session, drill, cfg, clock.now())

@@ -22,7 +22,7 @@ from api.replay import run_replay
 from api.settings import Settings
 from core.events import Author, Mention
 from tests.fakes import FakeClassifier
-from tests.support import crisis_stream
+from tests.support import close_stdout, crisis_stream
 
 ROOT = Path(__file__).parents[2]
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -94,16 +94,7 @@ def test_a_reader_gone_ends_the_replay_quietly_with_141(
 ) -> None:
     source = write_stream(tmp_path / "in.jsonl", crisis_stream(T0, n=300, minutes=70))
 
-    class ClosedPipe(io.StringIO):
-        def write(self, text: str) -> int:
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def fileno(self) -> int:
-            return 1
-
-    dup2: list[tuple[int, int]] = []
-    monkeypatch.setattr(os, "dup2", lambda a, b: dup2.append((a, b)))
-    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    dup2 = close_stdout(monkeypatch)
     assert main(["replay", "--input", str(source), "--output", "-", "--quiet"]) == 141
     assert dup2 and dup2[0][1] == 1  # stdout now goes to /dev/null: the exit's flush is quiet
     err = capfd.readouterr().err

@@ -7,7 +7,6 @@ fails the test if called, where the command must refuse before loading anything)
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -36,6 +35,7 @@ from sentiment.scorer import ScorerService, cache_key
 from sentiment.textnorm import blank, for_embedding, normalise, readable, squeeze
 from sentiment.transformer import route, routing_language
 from sentiment.wordmodel import WordModel
+from tests.support import close_stdout
 from tests.unit.test_scorer import T0, SpyClassifier
 
 NEUTRAL: dict[Label, float] = {"negative": 0.0, "neutral": 1.0, "positive": 0.0}
@@ -310,16 +310,7 @@ def test_a_closed_stdout_ends_eval_quietly(
 ) -> None:
     gold = write_lines(tmp_path / "gold.jsonl", {"text": "good", "label": "positive"})
 
-    class ClosedPipe(io.StringIO):
-        def write(self, text: str) -> int:
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def fileno(self) -> int:
-            return 1
-
-    dup2: list[tuple[int, int]] = []
-    monkeypatch.setattr(os, "dup2", lambda a, b: dup2.append((a, b)))
-    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    dup2 = close_stdout(monkeypatch)
     assert evaluate(gold, "--json", str(tmp_path / "numbers.json")) == 141
     assert dup2 and dup2[0][1] == 1  # stdout now goes to /dev/null: the exit's flush is quiet
     assert json.loads((tmp_path / "numbers.json").read_text())["accuracy"] == 1.0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from api import sentiment_cli
 from api.cli import main as cli_main
+from tests.support import close_stdout
 from tests.unit.test_sentiment_input_edges import Fake, write_lines
 
 ROWS = (
@@ -93,16 +93,7 @@ def test_a_reader_gone_ends_classify_quietly_with_141(
 ) -> None:
     source = write_lines(tmp_path / "in.jsonl", *ROWS)
 
-    class ClosedPipe(io.StringIO):
-        def write(self, text: str) -> int:
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def fileno(self) -> int:
-            return 1
-
-    dup2: list[tuple[int, int]] = []
-    monkeypatch.setattr(os, "dup2", lambda a, b: dup2.append((a, b)))
-    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    dup2 = close_stdout(monkeypatch)
     assert classify("--input", str(source), "--output", "-", "--quiet") == 141
     assert dup2 and dup2[0][1] == 1
     assert capfd.readouterr().err == ""
