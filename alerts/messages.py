@@ -109,8 +109,8 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
     for m in messages:
         teams.update(dict.fromkeys(m.teams))
         for contact in m.mentions:
-            key = json.dumps(contact.model_dump(mode="json"), sort_keys=True)
-            mentions.setdefault(key, contact)
+            same = json.dumps(contact.model_dump(mode="json"), sort_keys=True)
+            mentions.setdefault(same, contact)
     items = tuple(
         DigestItem(
             incident_id=m.incident_id,

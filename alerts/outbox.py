@@ -632,13 +632,17 @@ async def _send(
 def next_delay(
     config: AlertsConfig, attempts: int, error: DeliveryError, rng: random.Random
 ) -> timedelta:
-    """Backoff after ``attempts`` failed tries: exponential, +/- jitter, >= Retry-After."""
+    """Backoff after ``attempts`` failed tries: exponential, +/- jitter, capped at
+    ``max_backoff``; never sooner than the channel's Retry-After, even one over the cap
+    (the notifiers bound it): the limiter's block that also honours it is in one process's
+    memory, unknown to another alerter replica or to this one after a restart."""
     base = config.delivery.backoff(attempts)
     jitter = config.delivery.jitter
     delay = base * (1 + rng.uniform(-jitter, jitter)) if jitter else base
+    delay = min(delay, config.delivery.max_backoff)
     if error.retry_after is not None:
         delay = max(delay, timedelta(seconds=error.retry_after))
-    return min(delay, config.delivery.max_backoff)
+    return delay
 
 
 @dataclass
@@ -1048,7 +1052,7 @@ async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: Deliv
         )
         if rec.on_failed is not None:
             reported = f"{message} ({verdict.gave_up}; gave up)" if verdict.gave_up else message
-            await rec.on_failed(session, claim.channel, reported, now)
+            await _report_failed(rec, rec.on_failed, claim.channel, reported)
     else:
         log.warning(
             "alert delivery %d to channel %s failed (attempt %d), retry at %s%s: %s",
@@ -1064,6 +1068,22 @@ async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: Deliv
     outcome = "cancelled" if verdict.cancelled else "failed" if final else "retry"
     metrics = rec.metrics
     rec.after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, outcome).inc())
+
+
+async def _report_failed(rec: _Recorder, on_failed: OnFailed, channel: str, error: str) -> None:
+    """Call the failure hook (the self-alert) in a savepoint of the round's record. If it
+    raises, only its own writes are undone and it is logged: raised from here, it would roll
+    back the outcome of every message of the round (those sent would be sent again after
+    the claim timeout, as often as the hook raised), for a report about one of them."""
+    try:
+        async with rec.session.begin_nested():
+            await on_failed(rec.session, channel, error, rec.now)
+    except Exception:
+        log.exception(
+            "channel %s failed for good, and reporting it (the self-alert) failed: the "
+            "delivery stays recorded as failed",
+            channel,
+        )
 
 
 async def deliver_due(

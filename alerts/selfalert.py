@@ -6,11 +6,14 @@ through the routing tree, escalation and SLA like any other. One incident per ch
 outage: while the channel's incident is unfinished (open, acknowledged, mitigating), a
 further failure only adds to its timeline; once it was resolved or closed, the next
 failure is a new outage and opens a new incident (story ``channel:<name>#<n>``, n = 2,
-3, ...), alerted like the first.
+3, ...), alerted like the first. A channel name too long for the incidents' ids (255
+characters, with the signal id's prefix and time) is shortened in them (``channel_token``:
+its head and a hash); the explanation names it in full.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 
@@ -26,6 +29,19 @@ from core.events import HeatFeatures, Signal, WatchMatch
 log = logging.getLogger(__name__)
 
 WATCH = "crisiswatch"
+MAX_TOKEN = 180
+"""The longest channel name used as is in the self-alert's story and signal id: with
+``channel:`` and ``#<n>`` (story), or the prefix and an ISO time (signal id), they stay
+within the incidents' 255 characters (``incidents.MAX_ID``)."""
+
+
+def channel_token(channel: str) -> str:
+    """The channel's name in the self-alert's ids: as is, or, over ``MAX_TOKEN``
+    characters, its head and a hash of the whole (two long names sharing a head differ)."""
+    if len(channel) <= MAX_TOKEN:
+        return channel
+    digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
+    return f"{channel[: MAX_TOKEN - len(digest) - 1]}~{digest}"
 
 
 class _At:
@@ -42,7 +58,7 @@ class _At:
 async def outage_story(session: AsyncSession, channel: str) -> tuple[str, bool]:
     """(story of the channel's current outage, whether its incident is still unfinished):
     the story of its latest incident while that is unfinished, else a new one."""
-    base = f"channel:{channel}"
+    base = f"channel:{channel_token(channel)}"
     found = (
         await session.execute(
             select(Incident.story_id, Incident.status).where(
@@ -78,7 +94,7 @@ def channel_failure_handler(config: AlertsConfig) -> OnFailed | None:
     ) -> None:
         story_id, ongoing = await outage_story(session, channel)
         signal = Signal(
-            id=f"{WATCH}:channel-failed:{channel}:{now.isoformat()}",
+            id=f"{WATCH}:channel-failed:{channel_token(channel)}:{now.isoformat()}",
             story_id=story_id,
             story_root="",
             watch=WatchMatch(id=WATCH, brand=WATCH),
