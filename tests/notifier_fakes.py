@@ -517,6 +517,14 @@ class _SmtpHandler:
     def __init__(self, harness: EmailHarness) -> None:
         self.harness = harness
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if answer := self.harness.refuse_recipients.get(address):
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         h = self.harness
         if h.scenario == "timeout":
@@ -549,6 +557,7 @@ class EmailHarness:
         self.scenario = "ok"
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str | None, list[str]]] = []
+        self.refuse_recipients: dict[str, str] = {}  # address -> the RCPT answer
         self.port = 0
         self._server: asyncio.Server | None = None
 

@@ -17,7 +17,9 @@ Followed: DingTalk Open Platform, "自定义机器人接入" / "自定义机器�
 * the answer is HTTP 200 with ``{"errcode", "errmsg"}``; errcode 130101 ("send too fast,
   exceed 20 times per minute") means the robot is throttled for 10 minutes; other codes
   (310000 signature/keyword/IP refused, 300001 bad token, ...) are permanent.
-* limit: 20 messages a minute per robot; exceeding it blocks the robot for 10 minutes.
+* limit: 20 messages a minute per robot; exceeding it blocks the robot for 10 minutes;
+  bodies at most 20 000 bytes (460101 "body 大小不合法": the whole JSON body, so the text
+  is shortened until the body fits, escaping included).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ import httpx
 from alerts.channels import DingTalkChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, Contact, RateLimit
-from alerts.notifiers.http import HookClient
+from alerts.notifiers.http import HookClient, fit_body
 from core.clock import Clock
 
 RATE_LIMITED = 130101
 BLOCK_SECONDS = 600.0
-TEXT_MAX_BYTES = 18000  # the robot refuses bodies over 20 000 bytes
+TEXT_MAX_BYTES = 18000
+BODY_MAX_BYTES = 20000  # the robot refuses bodies over 20 000 bytes
 
 
 def sign(secret: str, timestamp_ms: str) -> str:
@@ -66,6 +69,11 @@ def at_block(mentions: tuple[Contact, ...]) -> dict[str, Any]:
 
 
 def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
+    """The body, at most ``BODY_MAX_BYTES`` once encoded."""
+    return fit_body(lambda n: _message(alert, msgtype, n), TEXT_MAX_BYTES, BODY_MAX_BYTES)
+
+
+def _message(alert: AlertMessage, msgtype: str, text_max_bytes: int) -> dict[str, Any]:
     title = render.headline(alert, render.short(escape.markdown, 60))
     ack = next((link for link in render.links(alert) if link.label == render.ACK_LABEL), None)
     # an actionCard needs its button (the robot refuses one without singleURL): a message
@@ -73,12 +81,12 @@ def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
     # one that @-mentions someone (an escalation to the on-call person): an actionCard
     # cannot ping anyone, and the ping matters more than the button
     if msgtype == "actionCard" and ack is not None and not alert.mentions:
-        text = render.markdown(alert, ack_link=False, max_bytes=TEXT_MAX_BYTES)
+        text = render.markdown(alert, ack_link=False, max_bytes=text_max_bytes)
         card = {"title": title, "text": text, "singleTitle": ack.label, "singleURL": ack.url}
         return {"msgtype": "actionCard", "actionCard": card}
     # the @-mention must be in the text (it is never cut): the robot refuses an ``at``
     # list naming someone the text does not mention
-    text = render.markdown(alert, mention=_mention, max_bytes=TEXT_MAX_BYTES)
+    text = render.markdown(alert, mention=_mention, max_bytes=text_max_bytes)
     return {
         "msgtype": "markdown",
         "markdown": {"title": title, "text": text},

@@ -130,7 +130,9 @@ def build_email(alert: AlertMessage, config: EmailChannelConfig, now: datetime) 
 
 
 class SmtpClient:
-    """The raw client: one SMTP submission per message, every failure a ``DeliveryError``."""
+    """The raw client: one SMTP submission per message, every failure a ``DeliveryError``
+    (a recipient the server refused while it took the others included: aiosmtplib only
+    raises when it refuses every one)."""
 
     def __init__(self, channel: str, config: EmailChannelConfig) -> None:
         self.channel = channel
@@ -147,7 +149,7 @@ class SmtpClient:
     async def submit(self, message: EmailMessage) -> None:
         c = self._config
         try:
-            await aiosmtplib.send(
+            refused, _ = await aiosmtplib.send(
                 message,
                 hostname=c.host,
                 port=c.port,
@@ -175,6 +177,14 @@ class SmtpClient:
             raise self._error(f"TLS failed ({exc.reason})", retryable=False) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise self._error(f"SMTP failed ({type(exc).__name__})", retryable=True) from None
+        if refused:
+            # The server took the message for the others only: it did not get through (to
+            # these). Sent again, the others get it twice, under the same Message-ID.
+            which = ", ".join(f"{address} {r.code}" for address, r in sorted(refused.items()))
+            raise self._error(
+                f"SMTP refused some recipients ({which}); the others got the message",
+                retryable=all(400 <= r.code < 500 for r in refused.values()),
+            )
 
 
 class EmailNotifier:

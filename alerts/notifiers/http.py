@@ -6,6 +6,9 @@
 * any other status (3xx included: a webhook that redirects is misconfigured), a URL that
   httpx refuses: ``DeliveryError(retryable=False)``.
 
+Platforms that answer ``{code, message}`` (``check_code``) may do so with an error status too
+(Feishu throttles with HTTP 400 and code 9499): their code is read whatever the status.
+
 Error messages name the channel, never its URL; response snippets are redacted of the
 channel's secrets, because a receiver might echo what it got.
 """
@@ -13,13 +16,16 @@ channel's secrets, because a receiver might echo what it got.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 from alerts.notifiers.base import DeliveryError
 from alerts.notifiers.escape import clean
+
+P = TypeVar("P")
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 MAX_RETRY_AFTER = 3600.0
@@ -73,8 +79,11 @@ async def post(
     headers: Mapping[str, str],
     send_timeout: float,
     secrets: Iterable[str] = (),
+    check_status: bool = True,
 ) -> httpx.Response:
     """POST and classify; every failure becomes a ``DeliveryError`` without secrets.
+    ``check_status=False``: an answer with an error status is returned, for the caller to
+    read (``check_code`` does, and classifies it).
 
     Exceptions are raised ``from None``: httpx errors carry the request (and its URL).
     """
@@ -92,8 +101,27 @@ async def post(
         ) from None
     except httpx.InvalidURL:
         raise DeliveryError(f"channel {channel}: invalid URL", retryable=False) from None
-    check_response(channel, response, secrets)
+    if check_status:
+        check_response(channel, response, secrets)
     return response
+
+
+def encode_json(payload: object) -> bytes:
+    """The JSON body as sent (UTF-8, not ASCII-escaped: the chat platforms count bytes)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def fit_body(build: Callable[[int], P], text_max_bytes: int, body_max_bytes: int) -> P:
+    """``build(n)`` for the largest text limit ``n <= text_max_bytes`` whose JSON body is at
+    most ``body_max_bytes``: JSON escaping lengthens text (a quote or a line break takes
+    two bytes), so a text within its own limit can still make a body the platform refuses.
+    """
+    payload = build(text_max_bytes)
+    budget = text_max_bytes
+    while (over := len(encode_json(payload)) - body_max_bytes) > 0 and budget > 0:
+        budget = max(budget - over, 0)
+        payload = build(budget)
+    return payload
 
 
 async def post_json(
@@ -105,17 +133,18 @@ async def post_json(
     send_timeout: float,
     secrets: Iterable[str] = (),
     headers: Mapping[str, str] | None = None,
+    check_status: bool = True,
 ) -> httpx.Response:
-    """``post`` a JSON body (UTF-8, not ASCII-escaped: the chat platforms count bytes)."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    """``post`` a JSON body (``encode_json``)."""
     return await post(
         client,
         channel=channel,
         url=url,
-        content=body,
+        content=encode_json(payload),
         headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})},
         send_timeout=send_timeout,
         secrets=secrets,
+        check_status=check_status,
     )
 
 
@@ -127,29 +156,42 @@ def check_code(
     message_field: str,
     retryable: Mapping[int, float | None],
     secrets: Iterable[str] = (),
+    retryable_if: Callable[[int, str], bool] | None = None,
 ) -> None:
-    """Platforms that answer HTTP 200 with ``{code, message}``: code 0 is success.
+    """Platforms that answer ``{code, message}``: code 0 (with a 2xx status) is success.
 
     ``retryable`` maps the codes worth trying again to their ``retry_after`` (None: our
-    backoff); every other code is permanent (bad signature, bad payload, robot removed).
+    backoff); ``retryable_if(code, message)`` says so of codes that only their message
+    tells apart; every other code is permanent (bad signature, bad payload, robot
+    removed) unless the HTTP status itself is retryable (429, 5xx). An error status
+    without a code is classified as ``check_response`` does.
     """
+    status = response.status_code
     try:
         data = response.json()
     except ValueError:
         data = None
+    code = data.get(code_field) if isinstance(data, dict) else None
+    if not 200 <= status < 300 and not code:
+        check_response(channel, response, secrets)
     if not isinstance(data, dict):
         raise DeliveryError(
-            f"channel {channel}: HTTP {response.status_code} with an answer that is not JSON",
+            f"channel {channel}: HTTP {status} with an answer that is not JSON",
             retryable=False,
         )
-    code = data.get(code_field, 0)
     if code == 0 or code is None:
         return
     text = " ".join(clean(str(data.get(message_field, "")), 200).split())
+    known = isinstance(code, int) and code in retryable
+    by_status = is_retryable_status(status)
+    said = isinstance(code, int) and retryable_if is not None and retryable_if(code, text)
+    retry = known or by_status or said
+    after = retryable.get(code) if known else (_retry_after(response) if by_status else None)
+    http = "" if 200 <= status < 300 else f"HTTP {status}, "
     raise DeliveryError(
-        f"channel {channel}: {code_field} {code}: {redact(text, secrets)}",
-        retryable=code in retryable,
-        retry_after=retryable.get(code) if isinstance(code, int) else None,
+        f"channel {channel}: {http}{code_field} {code}: {redact(text, secrets)}",
+        retryable=retry,
+        retry_after=after,
     )
 
 
@@ -183,6 +225,7 @@ class HookClient:
         *,
         url: str | httpx.URL | None = None,
         headers: Mapping[str, str] | None = None,
+        check_status: bool = True,
     ) -> httpx.Response:
         return await post_json(
             self._http,
@@ -192,6 +235,7 @@ class HookClient:
             send_timeout=self.send_timeout,
             secrets=self.secrets,
             headers=headers,
+            check_status=check_status,
         )
 
     def check_code(
@@ -201,6 +245,7 @@ class HookClient:
         code_field: str,
         message_field: str,
         retryable: Mapping[int, float | None],
+        retryable_if: Callable[[int, str], bool] | None = None,
     ) -> None:
         check_code(
             self.channel,
@@ -209,6 +254,7 @@ class HookClient:
             message_field=message_field,
             retryable=retryable,
             secrets=self.secrets,
+            retryable_if=retryable_if,
         )
 
 
