@@ -1107,19 +1107,15 @@ async def resolve(
     escalation.disarm(incident)
     sla.met(incident, "resolved", now)
     await sla.missed_at_stop(session, incident, now, "resolved", metrics)
+    detail: dict[str, Any] = {"note": note}
+    if (not_needed := sla.not_needed(incident, now, "resolved")) is not None:
+        detail["sla"] = not_needed  # (for the report: the deadline is cleared below)
     if incident.sla_met_at is None and incident.sla_breached_at is None:
         sla.stop(incident)  # (a clock met or missed keeps its deadline, for the report)
-    cancelled = await _cancel_pending(
+    detail["cancelled_deliveries"] = await _cancel_pending(
         session, incident.id, "cancelled: incident resolved", escalations_only=False
     )
-    add_event(
-        session,
-        incident.id,
-        "resolved",
-        now,
-        actor=actor,
-        detail={"note": note, "cancelled_deliveries": cancelled},
-    )
+    add_event(session, incident.id, "resolved", now, actor=actor, detail=detail)
     await enqueue_follow_ups(session, incident, "resolve", actor, now)
     return incident
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,6 +63,29 @@ def restart(incident: Incident, config: AlertsConfig, at: datetime) -> None:
 
 def stop(incident: Incident) -> None:
     incident.sla_due_at = None
+
+
+def not_needed(incident: Incident, now: datetime, how: str) -> dict[str, Any] | None:
+    """The record of a clock that the end of the incident (``how``: ``resolved``,
+    ``merged``) stops in time, before what it waits for came (an incident resolved before
+    anyone acknowledged it): neither met nor missed, the deadline was not needed. Kept in
+    the detail of the event that ended the incident, since ``stop`` then clears the
+    deadline; the report says so (it had no SLA line at all). Call it after ``met`` and
+    ``missed_at_stop``, before ``stop``. None when the clock is met, missed or not running.
+    """
+    due = incident.sla_due_at
+    if due is None or incident.sla_met_at is not None or incident.sla_breached_at is not None:
+        return None
+    if now > due:  # (missed_at_stop records it as missed)
+        return None
+    return {
+        "what": incident.sla_met_by,
+        "tier": incident.tier,
+        "deadline": due.isoformat(),
+        "target_s": round((due - incident.alerted_at).total_seconds(), 1),
+        "after_s": round((now - incident.alerted_at).total_seconds(), 1),
+        "stopped_by": how,
+    }
 
 
 def met(incident: Incident, by: str, at: datetime) -> bool:

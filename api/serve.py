@@ -11,8 +11,10 @@ period (``terminationGracePeriodSeconds``, ``stop_grace_period``: 45 s) above th
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -84,6 +86,87 @@ def serve_roles(
 ) -> int:
     host = host or settings.api.host
     port = port or settings.api.port
+    try:  # before the start-up (migrations, the model, the sources): not after it
+        sockets = bind_sockets(host, port)
+    except OSError as exc:
+        log.critical("crisiswatch cannot start: %s", _cannot_listen(host, port, exc))
+        return STARTUP_FAILURE
+    try:
+        return _serve(settings, sockets, roles=roles, demo=demo, host=host, port=port)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+STARTUP_FAILURE = 3
+"""The exit status of a start that failed (uvicorn's, for a lifespan that failed too)."""
+
+
+def bind_sockets(host: str, port: int, backlog: int = 2048) -> list[socket.socket]:
+    """Sockets listening on ``host:port`` as uvicorn's ``loop.create_server`` would make
+    them (each address the host resolves to; ``SO_REUSEADDR`` on POSIX, so a restart is not
+    refused for the last run's closing connections; IPv6 sockets IPv6 only), for uvicorn to
+    serve on once the start-up is done. They listen at once: a second process cannot take
+    the port meanwhile (two bound only would both succeed with ``SO_REUSEADDR``), and a
+    connection made during the start-up waits in the backlog. An ``OSError`` if the port
+    cannot be had."""
+    infos = socket.getaddrinfo(
+        host or None,
+        port,
+        family=socket.AF_UNSPEC,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )
+    if not infos:
+        raise OSError(errno.EADDRNOTAVAIL, f"{host!r} resolves to no address")
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if sys.platform != "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """Why ``host:port`` cannot be listened on, and what to do, in a line."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is already in use (another crisiswatch, "
+            "or another server, listens there): stop it, or choose another port with "
+            "--port or api.port (CRISISWATCH_API__PORT)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: permission denied (ports below 1024 need "
+            "privileges): choose another port with --port or api.port (CRISISWATCH_API__PORT)"
+        )
+    reason = exc.strerror or str(exc)
+    return (
+        f"cannot listen on {where}: {reason}: set a host of this machine with --host or "
+        "api.host (CRISISWATCH_API__HOST), e.g. 127.0.0.1 or 0.0.0.0"
+    )
+
+
+def _serve(
+    settings: Settings,
+    sockets: list[socket.socket],
+    *,
+    roles: Sequence[str] | None,
+    demo: bool,
+    host: str,
+    port: int,
+) -> int:
     if "public_url" not in settings.api.model_fields_set:  # links in alerts: where we listen
         api = settings.api.model_copy(update={"public_url": f"http://{host}:{port}"})
         settings = settings.model_copy(update={"api": api})
@@ -108,16 +191,39 @@ def serve_roles(
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.bus.stop_timeout)),
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     quiet = _QuietStartFailure()
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(quiet)
     try:
-        with _sigterm_after_a_clean_stop_exits_0():
-            server.run()
+        with _sigterm_after_a_clean_stop_exits_0() as sigterm:
+            server.run(sockets=sockets)
     finally:
         uvicorn_log.removeFilter(quiet)
+    if server.stop_failed:  # (uvicorn itself carries on to a normal exit)
+        log.error("crisiswatch did not stop cleanly: see the errors above (exit status 1)")
+        return 1
+    if sigterm:
+        log.info("stopped cleanly after SIGTERM")
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn serving on sockets bound beforehand, which it does not announce itself."""
+
+    @property
+    def stop_failed(self) -> bool:
+        """Whether the lifespan's stop (``Runtime.stop``) failed: uvicorn logs it, then
+        exits as after a clean stop."""
+        return bool(getattr(getattr(self, "lifespan", None), "shutdown_failed", False))
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for sock in sockets or ():
+                host, port = sock.getsockname()[:2]
+                where = f"[{host}]" if sock.family == socket.AF_INET6 else host
+                log.info("serving HTTP on http://%s:%d (Ctrl+C to stop)", where, port)
 
 
 class _QuietStartFailure(logging.Filter):
@@ -129,20 +235,21 @@ class _QuietStartFailure(logging.Filter):
 
 
 @contextlib.contextmanager
-def _sigterm_after_a_clean_stop_exits_0() -> Iterator[None]:
-    """uvicorn catches SIGTERM, shuts down cleanly, then raises SIGTERM again with the
-    handler it found: with the default one the process dies of the signal (exit 143),
-    which orchestrators and ``crisiswatch``'s callers read as a crash. Install a handler
-    that only notes it, so a clean stop returns and the process exits 0."""
+def _sigterm_after_a_clean_stop_exits_0() -> Iterator[list[int]]:
+    """uvicorn catches SIGTERM, shuts down, then raises SIGTERM again with the handler it
+    found: with the default one the process dies of the signal (exit 143), which
+    orchestrators and ``crisiswatch``'s callers read as a crash. Install a handler that
+    only notes it (in the list yielded), so a clean stop returns and the process exits 0."""
+    noted: list[int] = []
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread (uvicorn skips them there too)
+        yield noted  # signal handlers belong to the main thread (uvicorn skips them there too)
         return
 
-    def noted(signum: int, frame: FrameType | None) -> None:
-        log.info("stopped cleanly after SIGTERM")
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.append(signum)
 
-    previous = signal.signal(signal.SIGTERM, noted)
+    previous = signal.signal(signal.SIGTERM, note)
     try:
-        yield
+        yield noted
     finally:
         signal.signal(signal.SIGTERM, previous)

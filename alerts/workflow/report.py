@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents
-from alerts.models import Incident, IncidentEvent
+from alerts.models import FINISHED, Incident, IncidentEvent
 from alerts.notifiers import escape
 from alerts.timeline import SYSTEM
 from alerts.workflow import evidence as evidence_service
@@ -72,6 +72,58 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
         "template_used": f"template {d.get('name')!r} v{d.get('version')} used",
     }
     return lines.get(kind, kind.replace("_", " "))
+
+
+WAITED_FOR = {"acknowledged": "an ack", "responded": "a response", "resolved": "a resolve"}
+
+
+def _sla_not_needed(incident: Incident, events: list[IncidentEvent]) -> dict[str, Any] | None:
+    """The SLA line of an incident that ended (resolved, merged) before its deadline and
+    before what the deadline waits for (``sla.not_needed``, kept in the detail of the
+    event that ended it): not needed, neither met nor missed. Only the current episode's
+    end counts: a reopen started a clock of its own. ``events``: the timeline in order."""
+    if incident.status not in FINISHED:
+        return None
+    for event in reversed(events):
+        if not incidents.own_event(event):
+            continue  # (a merged incident's, moved here)
+        if incidents.is_reopen(event):
+            return None
+        stop = event.detail.get("sla") if event.kind in ("resolved", "merged_into") else None
+        if isinstance(stop, dict):
+            return _not_needed_line(stop, event)
+    return None
+
+
+def _not_needed_line(stop: dict[str, Any], event: IncidentEvent) -> dict[str, Any]:
+    waited = WAITED_FOR.get(str(stop.get("what")), str(stop.get("what")))
+    ended = (
+        f"merged into incident {event.detail.get('into')}"
+        if event.kind == "merged_into"
+        else "resolved"
+    )
+    after = stop.get("after_s")
+    when = (
+        f"{_minutes(after)} after the alert"
+        if isinstance(after, int | float) and after >= 0
+        else "before its alert went out"
+    )
+    return {
+        "what": f"tier {stop.get('tier')} SLA ({stop.get('what')})",
+        "kind": "sla",
+        "tier": stop.get("tier"),
+        "due_at": stop.get("deadline"),
+        "done_at": None,
+        "outcome": "not needed",
+        "note": f"{ended} {when}, before the {_minutes(stop.get('target_s'))} deadline, "
+        f"without {waited}",
+    }
+
+
+def _minutes(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
 
 
 def episodes(incident: Incident, events: list[IncidentEvent]) -> list[dict[str, Any]]:
@@ -169,6 +221,8 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
                 "outcome": result,
             }
         )
+    elif (ended := _sla_not_needed(incident, events)) is not None:
+        deadlines.append(ended)
     people: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         if event.actor not in MACHINES:
@@ -321,17 +375,20 @@ def markdown(report: dict[str, Any]) -> str:
     out += ["", "## Roles", ""]
     out += [f"- {md(r['role'])}: {md(r['person'])}" for r in report["roles"]] or ["- none assigned"]
     summary = report["deadlines_summary"]
+    needless = sum(1 for d in report["deadlines"] if d["outcome"] == "not needed")
     out += [
         "",
         "## Deadlines",
         "",
-        f"{summary['met']} met, {summary['missed']} missed, {summary['overdue']} overdue.",
+        f"{summary['met']} met, {summary['missed']} missed, {summary['overdue']} overdue"
+        + (f", {needless} not needed." if needless else "."),
         "",
         "| deadline | due | done | outcome |",
         "|---|---|---|---|",
     ]
     out += [
-        f"| {md(d['what'])} | {md(d['due_at'])} | {md(d['done_at'])} | **{d['outcome']}** |"
+        f"| {md(d['what'])} | {md(d['due_at'])} | {md(d['done_at'])} | **{d['outcome']}**"
+        + (f": {md(d['note'])} |" if d.get("note") else " |")
         for d in report["deadlines"]
     ]
     out += ["", "## Who did what", ""]

@@ -396,9 +396,12 @@ async def merge(
     )
     was = source.status
     escalation.disarm(source)
+    merged: dict[str, object] = {"into": survivor.id, "was": was, "note": note}
     if source.status not in FINISHED:
         # its clock stops: a deadline it passed since the last tick is a breach all the same
         await sla.missed_at_stop(session, source, now, "merged", metrics)
+        if (not_needed := sla.not_needed(source, now, "merged")) is not None:
+            merged["sla"] = not_needed  # (for the report: the deadline is cleared below)
         if source.sla_met_at is None and source.sla_breached_at is None:
             sla.stop(source)  # (a clock met or missed keeps its deadline, for the report)
     source.status = CLOSED
@@ -416,10 +419,7 @@ async def merge(
         await outbox.enqueue_follow_ups(
             session, source, "resolve", f"{actor} (merged into incident {survivor.id})", now
         )
-    add_event(
-        session, source.id, "merged_into", now, actor=actor,
-        detail={"into": survivor.id, "was": was, "note": note},
-    )  # fmt: skip
+    add_event(session, source.id, "merged_into", now, actor=actor, detail=merged)
     add_event(
         session,
         survivor.id,

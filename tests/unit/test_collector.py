@@ -12,6 +12,7 @@ from api.cli import main
 from api.collector import tune_collector
 from api.serve import serve_roles
 from api.settings import Settings
+from tests.support import free_port
 
 
 @pytest.fixture
@@ -54,5 +55,6 @@ def test_serving_a_role_sets_it(
 ) -> None:
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
     gc.set_threshold(700, thresholds[1], thresholds[2])
-    assert serve_roles(Settings(), roles=("api",), demo=False, host=None, port=None) == 0
+    port = free_port()  # (the port is taken before the start-up: the default may be in use)
+    assert serve_roles(Settings(), roles=("api",), demo=False, host=None, port=port) == 0
     assert gc.get_threshold()[0] == 10_000
