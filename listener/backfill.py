@@ -20,7 +20,12 @@ What an upstream does wrong is absorbed, counted (``BackfillReport``) and never 
 * the same post from another search or page is kept once;
 * a search cut at the source's page cap or, where the source cannot page back past it,
   at ``SEARCH_LIMIT`` items (older items not fetched) is reported with how far back it
-  reached; items the source could not read (skipped and logged by the source) are counted.
+  reached; so is one that a platform's limit kept from part of its window (the source's
+  ``health.window_cuts``: Hacker News when Algolia ignores the ``created_at_i<=`` bound,
+  or when more than 1,000 hits share one second), with what the source said was missed;
+  items the source could not read (skipped and logged by the source) are counted.
+  A cut is not a failure: running the search again would miss the same items, so it does
+  not make the report incomplete (and the exit status stays 0).
 """
 
 from __future__ import annotations
@@ -82,8 +87,9 @@ class BackfillReport:
     unreadable: int = 0
     """Items a source could not read (skipped and logged by the source)."""
     capped: list[str] = field(default_factory=list)
-    """Searches cut at the source's page cap or at what one search gives: their older
-    items were not fetched (each says how far back it reached)."""
+    """Searches cut at the source's page cap or at what one search gives (their older
+    items were not fetched: each says how far back it reached), or by a platform's limit
+    that the source could not page past (each says what was missed)."""
     failed: list[str] = field(default_factory=list)
     """Searches that failed (or were not asked after a refused credential), with why."""
 
@@ -153,8 +159,9 @@ async def backfill(
         if source.name in refused:
             report.failed.append(f"{what}: not asked ({refused[source.name]})")
         else:
-            caps, skips = (
+            caps, cuts, skips = (
                 _counter(source, "health", "page_caps"),
+                _counter(source, "health", "window_cuts"),
                 _counter(source, "skips", "count"),
             )
 
@@ -186,6 +193,8 @@ async def backfill(
                 reached = min((m.created_at for m in mentions), default=None)
                 back = f" (it reached back to {reached:%Y-%m-%d %H:%M} UTC)" if reached else ""
                 report.capped.append(f"{what}: {cut}: older items not fetched{back}")
+            if (more := _counter(source, "health", "window_cuts") - cuts) > 0:
+                report.capped.append(f"{what}: {_window_cut(source, more)}")
             latest = clock.now() + MAX_FUTURE
             for mention in mentions:
                 report.fetched += 1
@@ -254,6 +263,15 @@ def _not_ahead(mention: Mention, latest: datetime, clock: Clock, report: Backfil
     if mention.edited_at is not None:
         update["edited_at"] = min(mention.edited_at, now)
     return mention.model_copy(update=update)
+
+
+def _window_cut(source: object, count: int) -> str:
+    """What the source said of the last of ``count`` cuts of its window (a search that a
+    platform's limit kept from part of its window)."""
+    last = getattr(getattr(source, "health", None), "last_window_cut", None)
+    said = f": {last}" if isinstance(last, str) and last else ""
+    also = f" (and {count - 1} more such cuts, logged)" if count > 1 else ""
+    return f"window cut by the platform's limits, items in it not fetched{said}{also}"
 
 
 def _counter(source: object, part: str, name: str) -> int:

@@ -50,6 +50,10 @@ class SourceHealth:
     failing_targets: dict[str, str] = field(default_factory=dict)
     """Targets (a feed, a video, a listing) skipped after an error: target → last error."""
     page_caps: int = 0
+    window_cuts: int = 0
+    """Polls or searches that could not fetch part of their window however many pages
+    they read (a platform's own limit, such as Algolia's 1,000 hits per query)."""
+    last_window_cut: str | None = None
     future_dated: int = 0
     """Mentions dated ahead of the clock (beyond the allowed skew), re-dated to now."""
 
@@ -101,6 +105,13 @@ class SourceHealth:
         if self.metrics is not None:
             self.metrics.source_page_caps.labels(self.name).inc()
 
+    def window_cut(self, message: str) -> None:
+        """A poll or search could not fetch part of its window: items in it are missed."""
+        self.window_cuts += 1
+        self.last_window_cut = message
+        if self.metrics is not None:
+            self.metrics.source_window_cuts.labels(self.name).inc()
+
     def _targets_gauge(self) -> None:
         if self.metrics is not None:
             self.metrics.source_targets_failing.labels(self.name).set(len(self.failing_targets))
@@ -131,5 +142,7 @@ class SourceHealth:
             "last_error": self.last_error,
             "failing_targets": dict(self.failing_targets),
             "page_caps": self.page_caps,
+            "window_cuts": self.window_cuts,
+            "last_window_cut": self.last_window_cut,
             "future_dated": self.future_dated,
         }

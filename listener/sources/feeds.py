@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 from xml.etree.ElementTree import Element  # only the type; parsing is defusedxml
 
 import httpx
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 ATOM = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
+XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 
 MAX_ITEMS = 5000
 """The most items of one feed read per poll, and so the most item keys remembered per
@@ -209,6 +210,18 @@ def _date(value: str) -> datetime | None:
         return None
 
 
+def _join(base: str, link: str) -> str:
+    """``link`` resolved against ``base`` (a relative link made absolute); ``link`` as it
+    is when there is no base or either cannot be read as a URL (one odd link must not
+    fail its item, let alone its feed)."""
+    if not base:
+        return link
+    try:
+        return urljoin(base, link)
+    except ValueError:  # "http://[::1": not a URL
+        return link
+
+
 def _unwrap_google(link: str | None) -> str | None:
     """Google Alerts links point at google.com/url?url=<the article>."""
     if link and link.startswith("https://www.google.com/url"):
@@ -227,7 +240,8 @@ def parse_feed(body: bytes) -> list[FeedItem]:
     except Exception as exc:  # defusedxml's refusals (entities, DTDs)
         raise ValueError(f"refused XML: {type(exc).__name__}") from None
     if root.tag == f"{ATOM}feed":
-        return [_atom_item(entry) for entry in root.iter(f"{ATOM}entry")]
+        base = root.get(XML_BASE) or ""
+        return [_atom_item(entry, base) for entry in root.iter(f"{ATOM}entry")]
     if root.tag == "rss":
         return [_rss_item(item) for item in root.iter("item")]
     raise ValueError(f"not an RSS or Atom feed (root element {root.tag!r})")
@@ -248,11 +262,16 @@ def _rss_item(item: Element) -> FeedItem:
     )
 
 
-def _atom_item(entry: Element) -> FeedItem:
+def _atom_item(entry: Element, base: str = "") -> FeedItem:
+    """An Atom entry; a relative link resolved against the ``xml:base`` of the feed and
+    of the entry (RFC 4287 allows relative IRIs; the feed's URL is the last base, applied
+    by ``map_item``)."""
+    base = _join(base, entry.get(XML_BASE) or "")
     link: str | None = None
     for candidate in entry.findall(f"{ATOM}link"):
         if candidate.get("rel", "alternate") == "alternate":
-            link = candidate.get("href")
+            href = candidate.get("href")
+            link = _join(base, href) if href else href
             break
     body = _markup(entry.find(f"{ATOM}content")) or _markup(entry.find(f"{ATOM}summary"))
     title = _markup(entry.find(f"{ATOM}title"))
@@ -284,7 +303,7 @@ def map_item(item: FeedItem, feed: FeedConfig, now: datetime) -> Mention:
     return Mention(
         id=f"{feed.platform}:{item_key(feed.url, item.key)}",
         source=feed.platform,
-        url=item.link,
+        url=_join(feed.url, item.link) if item.link else None,  # a relative link too
         text=text[:40_000],
         created_at=item.published if trusted(item.published) else now,
         author=Author(handle=item.author[:200] if item.author else None),

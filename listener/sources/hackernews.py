@@ -14,9 +14,11 @@ the ids delivered at that second (the filter is ``>=``, so an item posted in the
 second as the last one is not lost; the ids drop the repeats). Each poll asks from
 ``late_window_seconds`` before that mark, for items the index adds late. A query whose
 requests fail is skipped for a while, the others go on; a poll or search stopped by
-``max_pages`` with older hits left is logged and counted. A hit that cannot be read (no
-``created_at_i`` or ``objectID``, a value of the wrong type) is skipped, logged and
-counted; the rest of the page goes on.
+``max_pages`` with older hits left is logged and counted, and so is one that cannot page
+back past a query's 1,000 hits (the API ignores the ``created_at_i<=`` bound, or more than
+1,000 hits share one second): ``LiveSource.window_cut``, named in a backfill's report. A
+hit that cannot be read (no ``created_at_i`` or ``objectID``, a value of the wrong type)
+is skipped, logged and counted; the rest of the page goes on.
 """
 
 from __future__ import annotations
@@ -82,11 +84,13 @@ class AlgoliaClient:
         http: httpx.AsyncClient,
         clock: Clock,
         on_page_cap: Callable[[str, int], None] | None = None,
+        on_cut: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
         self.http = http
         self.clock = clock
         self.on_page_cap = on_page_cap
+        self.on_cut = on_cut
 
     async def since(self, query: str, since: int) -> list[Any]:
         """Every hit with ``created_at_i >= since``, as the API lists them (newest first),
@@ -98,7 +102,10 @@ class AlgoliaClient:
         reached the ceiling), the next query asks for ``created_at_i<=`` the oldest second
         read so far (the rest of that second; the hits of it read already are dropped),
         and so on back to ``since``. At most ``max_pages`` requests in all: a call that
-        stops there with older hits left calls ``on_page_cap``."""
+        stops there with older hits left calls ``on_page_cap``. One that cannot page back
+        further (the API ignores the upper bound; more hits in one second than a query
+        gives; no hit with a readable time) calls ``on_cut`` (else logs), saying what is
+        missed."""
         hits: list[Any] = []
         seen: set[str] = set()
         requests = 0
@@ -133,35 +140,40 @@ class AlgoliaClient:
             if not older:
                 return hits  # the window is covered
             if upper is not None and newest is not None and newest > upper:
-                log.warning(
-                    "hn.algolia.com query %r: the API ignored created_at_i<=%d (it answered "
-                    "second %d); not paging further back",
+                self._cut(
                     query,
-                    upper,
-                    newest,
+                    f"the API ignored created_at_i<={upper} (it answered second {newest}); "
+                    f"not paging further back: the hits from {_when(since)} to before "
+                    f"{_when(upper)} are not fetched",
                 )
                 return hits
             if oldest is None:
-                log.warning(
-                    "hn.algolia.com query %r: more hits than one query gives, but none with "
-                    "a readable created_at_i to page back from",
+                self._cut(
                     query,
+                    "more hits than one query gives, but none with a readable created_at_i "
+                    f"to page back from: the older hits (back to {_when(since)}) are not "
+                    "fetched",
                 )
                 return hits
             if upper is None or oldest < upper:
                 upper = oldest
             else:  # more than one query gives, all in one second: go on before it
-                log.warning(
-                    "hn.algolia.com query %r: more than %d hits in second %d; those past "
-                    "the first %d are missed",
+                self._cut(
                     query,
-                    QUERY_CEILING,
-                    oldest,
-                    QUERY_CEILING,
+                    f"more than {QUERY_CEILING} hits in second {oldest} ({_when(oldest)}); "
+                    f"those past the first {QUERY_CEILING} are not fetched",
                 )
                 upper = oldest - 1
             if upper < since:
                 return hits
+
+    def _cut(self, query: str, message: str) -> None:
+        """The window of ``query`` cannot be covered: ``message`` says what is missed."""
+        what = f"hn.algolia.com query {query!r}"
+        if self.on_cut is not None:
+            self.on_cut(what, message)
+        else:
+            log.warning("%s: %s", what, message)
 
     async def _page(self, query: str, since: int, upper: int | None, page: int) -> dict[str, Any]:
         """One page of one query: hits at or after ``since`` (and at or before ``upper``)."""
@@ -186,6 +198,14 @@ class AlgoliaClient:
         if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
             raise TransientError("hn.algolia.com: unexpected response shape")
         return body
+
+
+def _when(second: int) -> str:
+    """``second`` (``created_at_i``) for a reader, in UTC."""
+    try:
+        return f"{datetime.fromtimestamp(second, UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except (OverflowError, OSError, ValueError):  # no datetime holds it
+        return f"second {second}"
 
 
 def _seconds(hit: Any) -> int | None:
@@ -258,7 +278,8 @@ class HackerNewsSource(LiveSource):
     coverage = Coverage(
         needs="nothing",
         covers="Hacker News stories and comments matching the configured queries",
-        misses="edits after indexing; more than max_pages x hits_per_page items per poll or search",
+        misses="edits after indexing; more than max_pages x hits_per_page items per poll or "
+        "search; past the first 1,000 of the items sharing one second (counted as window cuts)",
         resumes="created_at_i and the ids seen in that second, per query; each poll asks "
         "again from late_window_seconds before it (late-indexed items)",
     )
@@ -275,7 +296,9 @@ class HackerNewsSource(LiveSource):
     ) -> None:
         super().__init__(name, clock, cursors, metrics)
         self.config = config
-        self.client = AlgoliaClient(config, http, clock, on_page_cap=self.page_cap)
+        self.client = AlgoliaClient(
+            config, http, clock, on_page_cap=self.page_cap, on_cut=self.window_cut
+        )
 
     async def search(self, query: str, since: datetime) -> list[Mention]:
         """Backfill: stories and comments matching ``query`` since ``since``, oldest first

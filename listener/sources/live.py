@@ -19,6 +19,8 @@ The base turns that into an endless ``mentions()`` stream:
   after errors, kept across reconnects (``listener.sources.targets``);
 * event time: a mention dated more than ``MAX_FUTURE`` ahead of the clock is re-dated to
   now (counted: ``crisiswatch_source_future_dated_total``);
+* ``window_cut``: a poll or search that a platform's limit kept from part of its window
+  (logged, counted, reported by a backfill);
 * ``skips``: items that cannot be read, skipped, logged and counted once each
   (``listener.sources.skips``), so that one bad item does not hold up the source;
 * a saved cursor that cannot be read (``check_cursor`` raises) is logged as an error,
@@ -251,6 +253,15 @@ class LiveSource(ABC):
             what,
             pages,
         )
+
+    def window_cut(self, what: str, message: str) -> None:
+        """A poll or search of ``what`` could not fetch part of its window, however many
+        pages it read (a platform's own limit): the items there are missed. Logged and
+        counted (``crisiswatch_source_window_cuts``, ``window_cuts`` and
+        ``last_window_cut`` in ``GET /sources``; a backfill reports it), so that it is
+        never silent."""
+        self.health.window_cut(f"{what}: {message}")
+        log.warning("source %s: %s: %s", self.name, what, message)
 
     # --- helpers ----------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ paged with ``pageToken``; newest first. The key travels in the ``X-Goog-Api-Key`
 Quota: the source spends at most ``daily_quota_units`` a day (the API's day starts at
 midnight Pacific time): when the budget is spent it waits for the next API day; it also
 stretches ``poll_seconds`` so that a full day of polling fits the budget. A 403
-``quotaExceeded`` waits for the next API day too. A 403 ``forbidden`` is ambiguous: the
+``quotaExceeded`` (or ``dailyLimitExceeded``) waits for the next API day too; a 403
+``rateLimitExceeded`` or ``userRateLimitExceeded`` (too many requests in a short span)
+waits its ``Retry-After`` or a minute, as a 429 does. A 403 ``forbidden`` is ambiguous: the
 API answers it for a video the key may not read (private, members only) and for a key
 barred from the API. It is read as the target's while another target is readable (that
 target is skipped for a while), and as the key's (fatal) when it names a key or project
@@ -51,6 +53,7 @@ from listener.backoff import (
     check_response,
     get_at_most,
     json_body,
+    retry_after,
 )
 from listener.cursors import CursorStore
 from listener.health import Coverage
@@ -177,9 +180,12 @@ class YouTubeClient:
             if reason == "forbidden" and response.status_code == 403:
                 self._refused(target, response)  # raises
             self._forbidden.discard(_name(target))  # its last answer is another one
-            if reason == "quotaExceeded":
+            if reason in DAILY_LIMITS:
                 wait = (next_api_day(self.clock.now()) - self.clock.now()).total_seconds()
-                raise RateLimited(wait, "youtube: quotaExceeded, waiting for the next API day")
+                raise RateLimited(wait, f"youtube: {reason}, waiting for the next API day")
+            if reason in RATE_LIMITS and response.status_code == 403:
+                wait = retry_after(response.headers.get("retry-after"), self.clock.now(), 60.0)
+                raise RateLimited(wait, f"youtube: HTTP 403 {reason}, waiting {wait:.0f} s")
             if reason == "commentsDisabled":
                 log.warning("youtube: comments are disabled on %s; skipped", target)
                 return []
@@ -224,6 +230,13 @@ class YouTubeClient:
             f"youtube commentThreads: HTTP 403 forbidden for {name} (a private or "
             "members-only video, or one the key may not read); the other targets go on"
         )
+
+
+DAILY_LIMITS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
+"""403 reasons that say the day's quota is spent: wait for the next API day."""
+RATE_LIMITS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+"""403 reasons (Google's ``usageLimits`` domain) that say too many requests were sent in
+a short span: a rate limit (its ``Retry-After``, else a minute), never a refused key."""
 
 
 def _name(target: dict[str, str]) -> str:
