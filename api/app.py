@@ -24,7 +24,7 @@ from alerts.templates.workflow import TransitionRefused
 from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
-from api.auth import AuthThrottle
+from api.auth import AuthThrottle, SharedThrottle
 from api.bodylimit import BodyLimit
 from api.console.router import router as console_router
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
@@ -107,8 +107,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.keyring = runtime.keyring
     app.state.metrics = runtime.metrics
     throttle = runtime.settings.api.auth_throttle
-    app.state.auth_throttle = AuthThrottle(
-        runtime.clock, throttle.max_failures, throttle.window_s, throttle.lockout_s
+    app.state.auth_throttle = SharedThrottle(
+        AuthThrottle(runtime.clock, throttle.max_failures, throttle.window_s, throttle.lockout_s),
+        sessions=lambda: runtime.sessions,  # set once the runtime has started
+        metrics=runtime.metrics,
     )
     app.include_router(health.router)
     if Role.API in runtime.roles:

@@ -15,6 +15,8 @@ Repeated failed authentication (an unknown key) from one client address is throt
 ``max_failures`` within ``window_s`` that address gets 429 with ``Retry-After`` for
 ``lockout_s``, before its key is even looked at. An IPv6 address counts by its /64
 (``client_bucket``): one client holds the whole /64 and could take a fresh address per guess.
+The count and the lockouts are kept in the database (``SharedThrottle``), so every API
+replica sees the same ones: per process, N replicas gave an address N times the guesses.
 
 A key is read from the header as UTF-8 (``_header_text``), as the configured key is hashed.
 
@@ -39,7 +41,10 @@ from typing import Final
 
 from fastapi import HTTPException, Request, status
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.auth_lockouts import DbLockouts
 from core.clock import Clock
 from core.metrics import Metrics
 
@@ -157,15 +162,106 @@ class AuthThrottle:
         while len(self._failures) > self.max_clients:
             self._failures.popitem(last=False)
         if len(window) >= self.max_failures:
-            self._locked[client] = now + timedelta(seconds=self.lockout_s)
-            del self._failures[client]
-            if len(self._locked) > self.max_clients:  # expired first, then the oldest
-                for stale in [c for c, until in self._locked.items() if until <= now]:
-                    del self._locked[stale]
-                while len(self._locked) > self.max_clients:
-                    del self._locked[next(iter(self._locked))]
+            self.lock(client, now + timedelta(seconds=self.lockout_s))
             return True
         return False
+
+    def lock(self, client: str, until: datetime) -> None:
+        """Lock ``client`` out until ``until`` (a lockout the database holds, from another
+        replica's count, is remembered here); its failures start afresh."""
+        self._failures.pop(client, None)
+        self._locked[client] = max(until, self._locked.get(client, until))
+        if len(self._locked) > self.max_clients:  # expired first, then the oldest
+            now = self.clock.now()
+            for stale in [c for c, ends in self._locked.items() if ends <= now]:
+                del self._locked[stale]
+            while len(self._locked) > self.max_clients:
+                del self._locked[next(iter(self._locked))]
+
+
+@dataclass
+class SharedThrottle:
+    """The lockout as requests meet it: this process's ``AuthThrottle`` and, once the
+    process has a database (``sessions()``), the database's (``api.auth_lockouts``), which
+    every API replica shares. A good key costs one read, and none while this process knows
+    the address is locked out; only a failure writes. While the database cannot answer,
+    the process's own count still applies (logged once, counted in
+    ``crisiswatch_auth_throttle_db_errors_total``)."""
+
+    local: AuthThrottle
+    sessions: Callable[[], async_sessionmaker[AsyncSession] | None] = lambda: None
+    metrics: Metrics | None = None
+    _shared: DbLockouts | None = None
+    _db_down: bool = False
+
+    @property
+    def lockout_s(self) -> float:
+        return self.local.lockout_s
+
+    @property
+    def max_failures(self) -> int:
+        return self.local.max_failures
+
+    def _db(self) -> DbLockouts | None:
+        sessions = self.sessions()
+        if sessions is None:
+            return None
+        if self._shared is None or self._shared.sessions is not sessions:
+            local = self.local
+            self._shared = DbLockouts(
+                sessions, local.clock, local.max_failures, local.window_s, local.lockout_s
+            )
+        return self._shared
+
+    def _db_failed(self, operation: str, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_throttle_db_errors.labels(operation).inc()
+        if not self._db_down:
+            log.warning(
+                "the failed-authentication lockout cannot use the database (%s: %s): "
+                "this process counts on its own until it can",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+        self._db_down = True
+
+    def _db_ok(self) -> None:
+        if self._db_down:
+            log.info("the failed-authentication lockout uses the database again")
+        self._db_down = False
+
+    async def retry_after(self, client: str) -> int | None:
+        """Seconds until ``client`` may try again, or None when it is not locked out."""
+        wait = self.local.retry_after(client)
+        shared = self._db() if wait is None else None
+        if shared is None:
+            return wait
+        try:
+            until = await shared.locked_until(client)
+        except (SQLAlchemyError, OSError) as exc:
+            self._db_failed("check", exc)
+            return None
+        self._db_ok()
+        if until is None:
+            return None
+        self.local.lock(client, until)
+        return self.local.retry_after(client)
+
+    async def failed(self, client: str) -> bool:
+        """Count a failure, here and in the database; True when it locks ``client`` out."""
+        locked = self.local.failed(client)
+        shared = self._db()
+        if shared is None:
+            return locked
+        try:
+            until = await shared.failed(client)
+        except (SQLAlchemyError, OSError) as exc:
+            self._db_failed("count", exc)
+            return locked
+        self._db_ok()
+        if until is not None:
+            self.local.lock(client, until)
+        return locked or until is not None
 
 
 def _header_text(value: str) -> str:
@@ -225,12 +321,12 @@ def _metrics(request: Request) -> Metrics | None:
     return metrics
 
 
-def _refuse_if_throttled(request: Request) -> None:
+async def _refuse_if_throttled(request: Request) -> None:
     """429 with ``Retry-After`` while the request's address is locked out."""
-    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    throttle: SharedThrottle | None = getattr(request.app.state, "auth_throttle", None)
     if throttle is None:
         return
-    wait = throttle.retry_after(_client(request))
+    wait = await throttle.retry_after(_client(request))
     if wait is not None:
         metrics = _metrics(request)
         if metrics is not None:
@@ -242,15 +338,15 @@ def _refuse_if_throttled(request: Request) -> None:
         )
 
 
-def _refuse(request: Request, reason: str, detail: str, *, guess: bool) -> HTTPException:
+async def _refuse(request: Request, reason: str, detail: str, *, guess: bool) -> HTTPException:
     """Count a refused authentication (``reason``) and make its 401. A ``guess`` (a
     credential that is wrong, not missing) also counts toward the address's lockout."""
     metrics = _metrics(request)
     if metrics is not None:
         metrics.auth_failures.labels(reason).inc()
-    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    throttle: SharedThrottle | None = getattr(request.app.state, "auth_throttle", None)
     client = _client(request)
-    if guess and throttle is not None and throttle.failed(client):
+    if guess and throttle is not None and await throttle.failed(client):
         log.warning(
             "client %s locked out for %.0f s after %d failed authentications",
             client,
@@ -262,12 +358,12 @@ def _refuse(request: Request, reason: str, detail: str, *, guess: bool) -> HTTPE
     )
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The key's principal; 401 without a valid key, 429 while the address is throttled."""
-    _refuse_if_throttled(request)
+    await _refuse_if_throttled(request)
     key = _presented_key(request)
     if key is None:
-        raise _refuse(
+        raise await _refuse(
             request,
             "missing",
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
@@ -276,21 +372,21 @@ def authenticate(request: Request) -> Principal:
     ring: KeyRing = request.app.state.keyring
     principal = ring.lookup(key)
     if principal is None:
-        raise _refuse(request, "unknown_key", "unknown API key", guess=True)
+        raise await _refuse(request, "unknown_key", "unknown API key", guess=True)
     return principal
 
 
-def check_metrics_token(request: Request, token: SecretStr | None) -> None:
+async def check_metrics_token(request: Request, token: SecretStr | None) -> None:
     """Let ``GET /metrics`` through when ``token`` (``api.metrics_token``) is unset or the
     request carries ``Authorization: Bearer <token>``; otherwise 401 (counted as
     ``missing`` or ``wrong_metrics_token``; a wrong token also toward the lockout), and 429
     while the address is locked out. API keys are not metrics tokens."""
     if token is None:
         return
-    _refuse_if_throttled(request)
+    await _refuse_if_throttled(request)
     presented = _bearer(request)
     if presented is None:
-        raise _refuse(
+        raise await _refuse(
             request,
             "missing",
             "/metrics needs the metrics token (api.metrics_token): send "
@@ -299,12 +395,12 @@ def check_metrics_token(request: Request, token: SecretStr | None) -> None:
         )
     # digests of both: equal lengths, so the comparison's time says nothing of the token
     if not hmac.compare_digest(digest(presented), digest(token.get_secret_value())):
-        raise _refuse(request, "wrong_metrics_token", "wrong metrics token", guess=True)
+        raise await _refuse(request, "wrong_metrics_token", "wrong metrics token", guess=True)
 
 
 def _guard(allowed: frozenset[str], needs: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
-        principal = authenticate(request)
+        principal = await authenticate(request)
         if principal.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

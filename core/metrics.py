@@ -89,6 +89,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.source_window_cuts = Counter(
+            "crisiswatch_source_window_cuts",
+            "Polls or searches that could not fetch part of their window however many "
+            "pages they read (a platform limit): items in it were missed",
+            ["source"],
+            registry=r,
+        )
         self.cascade_db_errors = Counter(
             "crisiswatch_listener_cascade_db_errors",
             "Cascade index loads, saves and prunes the database refused (tried again later; "
@@ -333,6 +340,13 @@ class Metrics:
             "Refused authentications by reason (missing, unknown_key, wrong_metrics_token, "
             "throttled)",
             ["reason"],
+            registry=r,
+        )
+        self.auth_throttle_db_errors = Counter(
+            "crisiswatch_auth_throttle_db_errors",
+            "Failed-authentication lockout checks and counts the database did not answer "
+            "(check, count): the process counted on its own meanwhile",
+            ["operation"],
             registry=r,
         )
         # bus

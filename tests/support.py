@@ -255,6 +255,8 @@ MODEL_MODULES = (
     "alerts.workflow.models",
     "alerts.workflow.drills",
     "api.audit",
+    "api.auth_lockouts",
+    "api.seen_requests",
     "listener.cascade_store",
     "listener.cursors",
     "sentiment.detector.statestore",

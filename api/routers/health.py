@@ -30,7 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics_access(request: Request) -> None:
     """Every process's ``/metrics``: 401 without ``api.metrics_token`` when one is set."""
     runtime: Runtime = request.app.state.runtime
-    check_metrics_token(request, runtime.settings.api.metrics_token)
+    await check_metrics_token(request, runtime.settings.api.metrics_token)
 
 
 @router.get("/metrics", dependencies=[Depends(metrics_access)])

@@ -8,8 +8,13 @@ interaction" (the request is ``application/x-www-form-urlencoded`` with one fiel
 reference (``type``, ``user`` {id, username, name}, ``actions`` [{action_id, value}]).
 
 Buttons (``alerts.notifiers.slack``): ``crisiswatch_ack`` / ``crisiswatch_resolve`` with the
-incident id as value. The Slack user becomes the actor (``slack:<username>``). Answers:
-401 bad or stale signature, 400 malformed payload, 404 when no signing secret is set;
+incident id as value. The Slack user becomes the actor (``slack:<username>``). A signed
+request acts at most once: within its five minutes a captured click sent again acted again
+(an Ack replayed after the incident was reopened acknowledged it anew), so each one that
+acts is remembered first (``api.seen_requests``, shared by every replica) and a second
+one is refused, logged and counted (``inbound_refused{endpoint="slack",reason="replay"}``).
+Answers: 401 bad, stale or replayed signature, 400 malformed payload, 404 when no signing
+secret is set;
 an unknown incident 404 and a resolved one 409 (``api.app``). Other interaction types and
 actions are acknowledged with an empty 200 (Slack retries anything else).
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -31,9 +38,11 @@ from api import audit
 from api.auth import Principal
 from api.deps import db_session
 from api.runtime import Runtime
+from api.seen_requests import first_use
 from core.events import storable
 
 router = APIRouter(prefix="/slack", tags=["slack"])
+log = logging.getLogger(__name__)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 MAX_BODY = 64 * 1024
@@ -88,6 +97,28 @@ def _actor(payload: dict[str, Any]) -> str:
     return f"slack:{' '.join(name.split())}"[:255]
 
 
+async def _first_use(runtime: Runtime, given: str, timestamp: int) -> None:
+    """Remember this signed request until its timestamp is out of the window; 401 when it
+    was already taken (a replay). Committed before acting: a request whose action then
+    fails (404, 409) was used too, and is not to act later."""
+    assert runtime.sessions is not None  # db_session answered 503 otherwise
+    max_age = runtime.settings.slack_app.max_age
+    fresh = await first_use(
+        runtime.sessions,
+        "slack",
+        given.strip(),
+        now=runtime.clock.now(),
+        expires_at=datetime.fromtimestamp(timestamp + max_age + 1, UTC),
+    )
+    if not fresh:
+        runtime.metrics.inbound_refused.labels("slack", "replay").inc()
+        log.warning("slack: a signed request was sent again (timestamp %d): refused", timestamp)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="this signed Slack request was already taken: a replay is refused",
+        )
+
+
 @router.post("/interactions", status_code=200)
 async def interactions(request: Request, session: Session) -> Response:
     runtime: Runtime = request.app.state.runtime
@@ -97,9 +128,10 @@ async def interactions(request: Request, session: Session) -> Response:
     body = await request.body()
     if len(body) > MAX_BODY:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="request body too large")
+    timestamp = request.headers.get("x-slack-request-timestamp")
     problem = verify(
         config.signing_secret.get_secret_value(),
-        request.headers.get("x-slack-request-timestamp"),
+        timestamp,
         body,
         request.headers.get("x-slack-signature"),
         now=runtime.clock.now().timestamp(),
@@ -108,6 +140,7 @@ async def interactions(request: Request, session: Session) -> Response:
     if problem is not None:
         runtime.metrics.inbound_refused.labels("slack", "signature").inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=problem)
+    assert timestamp is not None  # verify refused a request without one
     payload = _payload(body)
     if payload.get("type") != "block_actions":
         return Response(status_code=200)
@@ -128,6 +161,7 @@ async def interactions(request: Request, session: Session) -> Response:
     ):
         raise _bad("the button's value is not an incident id")
     actor = _actor(payload)
+    await _first_use(runtime, request.headers["x-slack-signature"], int(timestamp))
     before = await audit.incident_state(session, int(value))
     if action["action_id"] == ACK_ACTION:
         await service.acknowledge(

@@ -189,7 +189,7 @@ async def test_migration_0015_up_and_down(db_url: str) -> None:
         await upgrade_database(engine, "0014")
         async with engine.connect() as conn:
             assert "listener_cascade" not in await conn.run_sync(tables)
-        await upgrade_database(engine)
+        await upgrade_database(engine, "0015")
         async with engine.connect() as conn:
             assert "listener_cascade" in await conn.run_sync(tables)
             assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0015"

@@ -99,7 +99,7 @@ async def test_a_failed_sqlite_migration_leaves_nothing_half_done(
 
         monkeypatch.setattr(op, "create_table", orphaning_create_table)
         with pytest.raises(RuntimeError, match="1 broken reference"):
-            await upgrade_database(engine)  # 0014 (an index), then 0015 (a table)
+            await upgrade_database(engine, "0015")  # 0014 (an index), then 0015 (a table)
         assert await _version_and_indexes(engine) == before
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT count(*) FROM incident_events")) == 0
