@@ -114,3 +114,12 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
     finally:
         print(group.tails())
         group.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database: SQLite, and PostgreSQL where the ``postgres`` marker runs (a test
+    that takes it runs on both)."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    assert isinstance(url, str)
+    return url

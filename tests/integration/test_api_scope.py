@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 
 from alerts.config import AlertsConfig
 from alerts.service import AlertService
@@ -35,12 +34,6 @@ SCOPED_KEYS = [
     ApiKeyConfig(name="globex-viewer", key=GLOBEX_KEY, role="viewer", watches=["globex"]),
     ApiKeyConfig(name="beta-viewer", key=BETA_KEY, role="viewer", watches=["beta"]),
 ]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    return url
 
 
 @asynccontextmanager

@@ -30,14 +30,6 @@ OK = {"X-API-Key": GOOD}
 THROTTLE = AuthThrottleConfig(max_failures=3, window_s=60, lockout_s=120)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """An empty database: SQLite, and PostgreSQL where the ``postgres`` marker runs."""
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    assert isinstance(url, str)
-    return url
-
-
 @asynccontextmanager
 async def replica(
     db_url: str, clock: ManualClock, peer: str = "203.0.113.7"

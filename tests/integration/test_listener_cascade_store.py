@@ -146,14 +146,6 @@ async def loaded(store: DbCascadeStore, since: datetime, limit: int) -> list[str
     return [i for page in [p async for p in store.load(since, limit)] for i, _ in page]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """An empty database: SQLite, and PostgreSQL where the ``postgres`` marker runs."""
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    assert isinstance(url, str)
-    return url
-
-
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Sessions]:
     """``db_url`` migrated."""

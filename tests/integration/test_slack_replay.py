@@ -39,14 +39,6 @@ from tests.support import schema_diff
 Api = tuple[httpx.AsyncClient, Runtime]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """An empty database: SQLite, and PostgreSQL where the ``postgres`` marker runs."""
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    assert isinstance(url, str)
-    return url
-
-
 @asynccontextmanager
 async def replica(db_url: str, clock: ManualClock) -> AsyncIterator[Api]:
     """One API process with the Slack app set up, on the database at ``db_url``."""
