@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from alerts.notifiers.webhook import verify_signature
+from core.clock import ManualClock
 from core.events import Author, HeatFeatures, Mention, Signal, WatchMatch
 
 RECEIVER_SECRET = "receiver-secret-0123456789"
@@ -313,3 +314,31 @@ def close_stdout(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     monkeypatch.setattr(os, "dup2", lambda a, b: dup2.append((a, b)))
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     return dup2
+
+
+SOURCES_T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
+"""When the source tests' clocks start (the fixtures' items are dated around it)."""
+
+
+class RecordingClock(ManualClock):
+    """Sleeping moves time at once and is recorded (polling loops run without waiting)."""
+
+    def __init__(self, start: datetime = SOURCES_T0) -> None:
+        super().__init__(start)
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
+class OnePoll(ManualClock):
+    """Ends a source's stream at its first sleep (the end of its first poll)."""
+
+    class End(BaseException):
+        pass
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+        raise self.End

@@ -7,7 +7,6 @@ time (``created_at_i<=`` the oldest second read, the repeats of that second drop
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from core.metrics import Metrics
 from listener.cursors import MemoryCursorStore
 from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource
 from tests.source_servers import FakeAlgolia, serve_http
+from tests.support import OnePoll
 
 START = 1_725_000_000
 """The window's first second."""
@@ -157,17 +157,6 @@ async def test_an_api_that_ignores_the_upper_bound_does_not_loop(
     assert len(got) == 1000
     assert requests == 20  # the second query answered hits after its bound: stop there
     assert "the API ignored created_at_i<=" in caplog.text
-
-
-class OnePoll(ManualClock):
-    """Ends the stream at the first sleep (the end of the first poll)."""
-
-    class End(BaseException):
-        pass
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-        raise self.End
 
 
 async def test_a_poll_after_a_busy_hour_delivers_every_item_once() -> None:

@@ -9,7 +9,6 @@ and ``last_window_cut`` in ``GET /sources``) and named in the backfill report.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from listener.config import ListenerConfig, WatchConfig
 from listener.cursors import MemoryCursorStore
 from listener.sources.hackernews import HackerNewsConfig, HackerNewsSource
 from tests.source_servers import FakeAlgolia
+from tests.support import OnePoll
 
 START = 1_725_000_000
 BUSY = START + 100
@@ -149,17 +149,6 @@ async def test_crisiswatch_backfill_names_the_cut_search_on_stderr(
         "backfill: hackernews 'acme': window cut by the platform's limits, items in it not "
         f"fetched: hn.algolia.com query 'acme': more than 1000 hits in second {busy}"
     ) in err
-
-
-class OnePoll(ManualClock):
-    """Ends the stream at the first sleep (the end of the first poll)."""
-
-    class End(BaseException):
-        pass
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-        raise self.End
 
 
 async def test_a_live_poll_that_cannot_cover_its_window_is_counted() -> None:

@@ -3,7 +3,6 @@ and each HTTP source's polling protocol against httpx.MockTransport."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import random
@@ -15,7 +14,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from core.clock import ManualClock
 from core.events import Mention
 from core.metrics import Metrics
 from listener import backoff
@@ -42,22 +40,11 @@ from listener.sources.reddit import RedditConfig, RedditSource
 from listener.sources.telegram import TelegramConfig, TelegramSource
 from listener.sources.timemark import poll_since
 from listener.sources.youtube import Quota, YouTubeConfig, YouTubeSource
+from tests.support import RecordingClock
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
+
 T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
-
-
-class RecordingClock(ManualClock):
-    """Sleeping moves time at once and is recorded (polling loops run without waiting)."""
-
-    def __init__(self) -> None:
-        super().__init__(T0)
-        self.sleeps: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
 
 
 class EndOfTest(BaseException):
@@ -69,7 +56,7 @@ class EndingClock(RecordingClock):
     """A RecordingClock that ends the test at its ``polls``-th sleep."""
 
     def __init__(self, polls: int) -> None:
-        super().__init__()
+        super().__init__(T0)
         self.polls = polls
 
     async def sleep(self, seconds: float) -> None:
@@ -193,7 +180,7 @@ def test_check_response_accepts_success_and_not_modified() -> None:
 
 
 async def test_the_saved_cursor_never_runs_ahead_of_delivery() -> None:
-    store, clock = MemoryCursorStore(), RecordingClock()
+    store, clock = MemoryCursorStore(), RecordingClock(T0)
     source = Scripted(
         [(mention(1), "c1"), (mention(2), "c2"), (mention(3), "c3")], clock=clock, cursors=store
     )
@@ -206,7 +193,7 @@ async def test_the_saved_cursor_never_runs_ahead_of_delivery() -> None:
 
 
 async def test_positions_past_non_mentions_count_once_the_mention_before_is_delivered() -> None:
-    store, clock = MemoryCursorStore(), RecordingClock()
+    store, clock = MemoryCursorStore(), RecordingClock(T0)
     source = Scripted(
         [(mention(1), "c1"), (None, "c1b"), (mention(2), "c2")], clock=clock, cursors=store
     )
@@ -220,7 +207,7 @@ async def test_positions_past_non_mentions_count_once_the_mention_before_is_deli
 async def test_a_mention_dated_ahead_of_the_clock_is_re_dated_to_now() -> None:
     """A client-set date (Bluesky ``createdAt``) or a feed's wrong time zone must not drag
     the detector's event time forward; within 5 minutes of skew it is left as it is."""
-    store, clock = MemoryCursorStore(), RecordingClock()
+    store, clock = MemoryCursorStore(), RecordingClock(T0)
     ahead = mention(1).model_copy(update={"created_at": T0 + timedelta(hours=8)})
     skewed = mention(2).model_copy(update={"created_at": T0 + timedelta(seconds=200)})
     edited = mention(3).model_copy(
@@ -239,7 +226,7 @@ async def test_a_mention_dated_ahead_of_the_clock_is_re_dated_to_now() -> None:
 
 
 async def test_a_restart_resumes_from_the_saved_cursor() -> None:
-    store, clock = MemoryCursorStore(), RecordingClock()
+    store, clock = MemoryCursorStore(), RecordingClock(T0)
     store.cursors["scripted"] = "c7"
     source = Scripted([(mention(8), "c8")], clock=clock, cursors=store)
     await source.start()
@@ -248,7 +235,7 @@ async def test_a_restart_resumes_from_the_saved_cursor() -> None:
 
 
 async def test_errors_reconnect_after_a_backoff_from_the_last_yielded_position() -> None:
-    store, clock = MemoryCursorStore(), RecordingClock()
+    store, clock = MemoryCursorStore(), RecordingClock(T0)
     steps: list[Step | Exception] = [
         (mention(1), "c1"),
         ConnectionError("reset"),
@@ -266,7 +253,7 @@ async def test_errors_reconnect_after_a_backoff_from_the_last_yielded_position()
 
 
 async def test_a_fatal_error_ends_the_stream_and_marks_the_source_failed() -> None:
-    store, clock = MemoryCursorStore(), RecordingClock()
+    store, clock = MemoryCursorStore(), RecordingClock(T0)
     source = Scripted([SourceFatalError("credentials refused")], clock=clock, cursors=store)
     await source.start()
     with pytest.raises(SourceFatalError):
@@ -284,7 +271,7 @@ class Indexed(LiveSource):
     coverage = Coverage(needs="nothing", covers="a test index")
 
     def __init__(self, polls: list[list[tuple[int, str]]], store: MemoryCursorStore) -> None:
-        super().__init__("indexed", RecordingClock(), store)
+        super().__init__("indexed", RecordingClock(T0), store)
         self.polls = polls
         self.asked: list[int] = []
 
@@ -372,7 +359,7 @@ def fixture(path: str) -> dict[str, object]:
 
 
 async def test_hn_honours_retry_after_then_pages_from_the_cursor() -> None:
-    clock, metrics = RecordingClock(), Metrics()
+    clock, metrics = RecordingClock(T0), Metrics()
     requests: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -404,7 +391,7 @@ async def test_hn_honours_retry_after_then_pages_from_the_cursor() -> None:
 
 
 async def test_hn_items_in_the_cursor_second_are_not_repeated() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -424,7 +411,7 @@ async def test_hn_items_in_the_cursor_second_are_not_repeated() -> None:
 
 
 async def test_hn_credentials_refused_is_fatal() -> None:
-    source, _, http = hn_source(lambda r: httpx.Response(403), RecordingClock())
+    source, _, http = hn_source(lambda r: httpx.Response(403), RecordingClock(T0))
     async with http:
         await source.start()
         with pytest.raises(SourceFatalError, match="HTTP 403"):
@@ -448,7 +435,7 @@ async def test_hn_a_poll_cut_at_its_page_cap_is_counted() -> None:
 
 
 async def test_rss_sends_validators_and_a_304_delivers_nothing_new() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     seen: list[httpx.Request] = []
     body = (FIXTURES / "rss/news_rss2.xml").read_bytes()
 
@@ -478,7 +465,7 @@ async def test_rss_sends_validators_and_a_304_delivers_nothing_new() -> None:
 
 
 async def test_rss_a_restart_does_not_repeat_items() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     body = (FIXTURES / "rss/news_rss2.xml").read_bytes()
     store = MemoryCursorStore()
     config = FeedsConfig(feeds=[{"url": "https://news.example.com/feed.xml"}], poll_seconds=60)
@@ -598,7 +585,7 @@ def test_a_mastodon_source_may_not_take_another_sources_name(name: str) -> None:
 
 
 async def test_mastodon_falls_back_to_polling_when_streaming_is_unavailable() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     paths: list[str] = []
     page = (FIXTURES / "mastodon/timeline_public.json").read_bytes()
 
@@ -646,7 +633,7 @@ def test_reddit_without_credentials_names_what_is_missing() -> None:
 
 
 async def test_reddit_token_rate_limit_headers_and_a_refreshed_token() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     clock.set(datetime(2024, 9, 9, 20, 30, tzinfo=UTC))
     token = fixture("reddit/access_token.json")
     listing = fixture("reddit/listing_search_new.json")
@@ -801,7 +788,7 @@ async def test_reddit_a_poll_cut_at_its_page_cap_is_logged_and_counted(
 
 
 async def test_telegram_fills_a_gap_with_older_pages_and_skips_service_messages() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     latest = (FIXTURES / "telegram/channel_page.html").read_text("utf-8")
     older = (FIXTURES / "telegram/channel_page_before_1840.html").read_text("utf-8")
     requests: list[httpx.Request] = []
@@ -850,7 +837,7 @@ def youtube_config(**extra: object) -> YouTubeConfig:
 
 
 async def test_youtube_key_in_a_header_quota_exceeded_waits_for_the_next_api_day() -> None:
-    clock = RecordingClock()  # 2024-09-09 20:30 UTC = 13:30 in Los Angeles
+    clock = RecordingClock(T0)  # 2024-09-09 20:30 UTC = 13:30 in Los Angeles
     page = fixture("youtube/comment_threads_page.json")
     requests: list[httpx.Request] = []
 
@@ -885,7 +872,7 @@ async def test_youtube_key_in_a_header_quota_exceeded_waits_for_the_next_api_day
 
 
 def test_youtube_spends_no_more_than_its_daily_budget() -> None:
-    clock = RecordingClock()  # 13:30 in Los Angeles
+    clock = RecordingClock(T0)  # 13:30 in Los Angeles
     quota = Quota(10, clock)
     for _ in range(10):
         quota.spend()
@@ -900,12 +887,12 @@ def test_youtube_spends_no_more_than_its_daily_budget() -> None:
 async def test_youtube_polls_are_stretched_to_fit_the_budget() -> None:
     async with httpx.AsyncClient() as http:
         config = youtube_config(daily_quota_units=10, videos=["a", "b"])
-        source = YouTubeSource(config, http, RecordingClock(), MemoryCursorStore())
+        source = YouTubeSource(config, http, RecordingClock(T0), MemoryCursorStore())
         assert source.poll_interval == 86_400 * 2 / 10
 
 
 async def test_youtube_comments_disabled_skips_the_video() -> None:
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     requests: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -960,7 +947,7 @@ async def test_youtube_a_refused_key_still_stops_the_source() -> None:
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(lambda r: httpx.Response(403, json=forbidden))
     ) as http:
-        source = YouTubeSource(youtube_config(), http, RecordingClock(), MemoryCursorStore())
+        source = YouTubeSource(youtube_config(), http, RecordingClock(T0), MemoryCursorStore())
         await source.start()
         with pytest.raises(SourceFatalError, match="HTTP 403"):
             await take(source.mentions(), 1)
@@ -1069,7 +1056,7 @@ async def test_youtube_forbidden_naming_the_key_stops_the_source_at_once() -> No
         transport=httpx.MockTransport(lambda r: httpx.Response(403, json=blocked))
     ) as http:
         config = youtube_config(videos=["a", "b", "c"])
-        source = YouTubeSource(config, http, RecordingClock(), MemoryCursorStore())
+        source = YouTubeSource(config, http, RecordingClock(T0), MemoryCursorStore())
         await source.start()
         with pytest.raises(SourceFatalError, match="API_KEY_SERVICE_BLOCKED"):
             await take(source.mentions(), 1)
@@ -1127,7 +1114,7 @@ def test_a_target_error_backs_off_long_an_outage_briefly() -> None:
     from listener.health import SourceHealth
     from listener.sources.targets import TargetBackoff
 
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     health = SourceHealth("hn", "hackernews", Coverage(needs="-", covers="-"), clock, None)
     failing = TargetBackoff(health, clock, first=60.0)
     gone = [failing.failed("a", "a", TargetUnavailable("404")) for _ in range(8)]

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.clock import ManualClock
 from core.events import Mention
 from listener.cursors import MemoryCursorStore
 from listener.sources.base import SourceFatalError
 from listener.sources.feeds import FeedConfig, map_item, parse_feed
 from listener.sources.youtube import YouTubeConfig, YouTubeSource
+from tests.support import RecordingClock
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
+
 T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
 """13:30 in Los Angeles: the next YouTube API day starts 10.5 hours later."""
 
@@ -32,19 +32,6 @@ T0 = datetime(2024, 9, 9, 20, 30, tzinfo=UTC)
 def fixture(path: str) -> dict[str, object]:
     loaded: dict[str, object] = json.loads((FIXTURES / path).read_text("utf-8"))
     return loaded
-
-
-class RecordingClock(ManualClock):
-    """Sleeping moves time at once and is recorded."""
-
-    def __init__(self) -> None:
-        super().__init__(T0)
-        self.sleeps: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
 
 
 def usage_limit(reason: str) -> dict[str, object]:
@@ -62,7 +49,7 @@ def usage_limit(reason: str) -> dict[str, object]:
 async def youtube_after(first: httpx.Response) -> tuple[RecordingClock, list[Mention]]:
     """A YouTube source whose first request is answered ``first``, the second a page of
     two threads; the third ends the test (a refused key)."""
-    clock = RecordingClock()
+    clock = RecordingClock(T0)
     page = fixture("youtube/comment_threads_page.json")
     answers = [first, httpx.Response(200, json={**page, "nextPageToken": None})]
 
