@@ -99,7 +99,9 @@ def follow_up(
 
 
 def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> AlertMessage:
-    """Several alerts of one channel merged into one message; each is an item."""
+    """Several alerts of one channel merged into one message; each is an item that keeps
+    its alert's incident page, action and idempotency key (``key``, the digest's own, names
+    this set of alerts: sent again after a crash, a digest may hold another set)."""
     messages = [AlertMessage.model_validate(p) for p in payloads]
     first = messages[0]
     top = max(m.tier for m in messages)
@@ -119,10 +121,15 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
             title=f"[DRILL] {m.title}" if m.drill and not drill else m.title,
             reason=m.reason if m.action == "trigger" else f"{m.reason} ({m.action})",
             url=m.links[0].url if m.links else None,
+            action=m.action,
+            page=m.page,
+            idempotency_key=m.idempotency_key,
         )
         for m in messages
     )
     watches = sorted({m.watch_id for m in messages})
+    # the digest as a whole keys like its incident page only if it holds one
+    one_page = len({(m.incident_id, m.page) for m in messages}) == 1
     return AlertMessage(
         incident_id=first.incident_id,
         tier=top,
@@ -138,4 +145,5 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
         idempotency_key=key,
         mentions=tuple(mentions.values()),
         digest=items,
+        page=first.page if one_page else 0,
     )

@@ -46,6 +46,8 @@ crisiswatch itself).
 
 Delivery is at-least-once: a crash between 1 and 3 leaves the row claimed, and after
 ``claim_timeout`` it is due again and sent again. Receivers dedupe on the idempotency key.
+A digest sent again may be merged with other rows (a new digest key): each of its items
+keeps its own row's key (``DigestItem.idempotency_key``), and keyed channels get no digest.
 """
 
 from __future__ import annotations
@@ -436,6 +438,15 @@ def _units(rows: Sequence[Delivery], *, merge: bool = True) -> list[list[Deliver
     return units
 
 
+def _keyed_channel(config: AlertsConfig, channel: str, rows: Sequence[Delivery]) -> bool:
+    """Whether ``channel`` keys its alerts per incident: by its type now (the notifier that
+    will send), or by the type its rows were queued for (a channel retyped by a restart,
+    its rows still waiting, is judged by both)."""
+    section = config.channels.get(channel)
+    types = {row.channel_type for row in rows} | ({section.type} if section else set())
+    return any(keyed(t) for t in types)
+
+
 def _plan(
     units: list[list[Delivery]], free: int, max_items: int, *, merge: bool = True
 ) -> tuple[list[list[Delivery]], list[Delivery]]:
@@ -514,7 +525,7 @@ async def _claim(
         for channel, channel_rows in by_channel.items():
             bucket = limiter.channel(channel)
             # never a digest where alerts are keyed per incident: it carries one key only
-            merge = not keyed(channel_rows[0].channel_type)
+            merge = not _keyed_channel(config, channel, channel_rows)
             send, defer = _plan(
                 _units(channel_rows, merge=merge),
                 bucket.available(now),

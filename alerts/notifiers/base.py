@@ -53,6 +53,13 @@ class Contact(BaseModel):
         return hash((self.name, self.email, self.phone, tuple(sorted(self.chat_ids.items()))))
 
 
+def incident_key(incident_id: int, page: int = 0) -> str:
+    """The key of one incident page: ``crisiswatch-incident-<id>`` for page 0, then
+    ``crisiswatch-incident-<id>-<page>`` (``AlertMessage.dedup_key``)."""
+    base = f"crisiswatch-incident-{incident_id}"
+    return f"{base}-{page}" if page else base
+
+
 class DigestItem(BaseModel):
     """One incident inside a digest message (several alerts merged under a rate limit)."""
 
@@ -63,6 +70,19 @@ class DigestItem(BaseModel):
     title: str
     reason: str = ""
     url: str | None = None
+    action: Literal["trigger", "acknowledge", "resolve"] = "trigger"
+    page: int = Field(0, ge=0, description="the incident page of this item's alert")
+    idempotency_key: str = Field(
+        "",
+        description="the key of this item's own delivery: the same in every digest that "
+        "carries it (a digest sent again after a crash may hold other items, so its own "
+        "key differs; receivers dedupe items on this one)",
+    )
+
+    @property
+    def dedup_key(self) -> str:
+        """The ``AlertMessage.dedup_key`` of this item's alert (its incident page)."""
+        return incident_key(self.incident_id, self.page)
 
 
 class RateLimit(BaseModel):
@@ -132,13 +152,12 @@ class AlertMessage(BaseModel):
         ``crisiswatch-incident-<id>-<page>``. A new page is a new key because PagerDuty
         folds a trigger into the alert it holds as acknowledged under the same key: the
         upgrade would page nobody."""
-        base = self.thread_key
-        return f"{base}-{self.page}" if self.page else base
+        return incident_key(self.incident_id, self.page)
 
     @property
     def thread_key(self) -> str:
         """Stable for the incident's whole life, whatever its page (mail threading)."""
-        return f"crisiswatch-incident-{self.incident_id}"
+        return incident_key(self.incident_id)
 
 
 class DeliveryError(Exception):

@@ -17,6 +17,12 @@ logic), "Send an Alert Event" and "Events API Rate Limits"
   acknowledge and resolve carry only routing_key, dedup_key and event_action;
 * 202 accepted; 400 invalid event (do not retry); 429 and 5xx: retry later;
 * limit: about 120 events a minute per integration key.
+
+A digest (several incidents in one message) is not one event: it would carry one
+incident's key only, so the others' acknowledge and resolve would name keys PagerDuty
+never got, and a reopened incident (a new page) would fold into its acknowledged alert.
+The outbox never sends one here (``alerts.channels.KEYED_CHANNEL_TYPES``); should one come
+anyway, each of its incidents goes as its own event under its own key, in order.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import httpx
 
 from alerts.channels import PagerDutyChannelConfig
 from alerts.notifiers import escape, render
-from alerts.notifiers.base import AlertMessage, RateLimit
+from alerts.notifiers.base import AlertMessage, DigestItem, Link, RateLimit
 from alerts.notifiers.http import HookClient
 
 SUMMARY_MAX = 1024
@@ -46,11 +52,6 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
         "teams": list(alert.teams),
         "drill": alert.drill,
     }
-    if alert.digest:
-        details["incidents"] = [
-            {"id": i.incident_id, "tier": i.tier, "title": escape.line(i.title, 200)}
-            for i in alert.digest
-        ]
     if alert.evidence:
         details["evidence"] = [
             {
@@ -78,6 +79,34 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
     }
 
 
+def item_alert(digest: AlertMessage, item: DigestItem) -> AlertMessage:
+    """One incident of a digest as its own alert: its page, action and key."""
+    return AlertMessage(
+        incident_id=item.incident_id,
+        tier=item.tier,
+        title=item.title,
+        explanation=item.reason,
+        watch_id=digest.watch_id,
+        brand=digest.brand,
+        reason=item.reason,
+        teams=digest.teams,
+        links=(Link(label="Open incident", url=item.url),) if item.url else (),
+        drill=digest.drill,
+        opened_at=digest.opened_at,
+        idempotency_key=item.idempotency_key,
+        action=item.action,
+        actor=digest.actor,
+        page=item.page,
+    )
+
+
+def events(alert: AlertMessage, config: PagerDutyChannelConfig) -> list[dict[str, Any]]:
+    """The events of one message: one, or one per incident of a digest."""
+    if not alert.digest:
+        return [event(alert, config)]
+    return [event(item_alert(alert, item), config) for item in alert.digest]
+
+
 class PagerDutyNotifier:
     kind = "pagerduty"
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(count=120, per_seconds=60),)
@@ -91,4 +120,7 @@ class PagerDutyNotifier:
         )
 
     async def send(self, alert: AlertMessage) -> None:
-        await self._client.post_json(event(alert, self._config))
+        # in order (a trigger before the resolve of its key); if one fails, the retry sends
+        # them all again: a trigger repeated is folded into its alert, a follow-up is a no-op
+        for body in events(alert, self._config):
+            await self._client.post_json(body)

@@ -31,7 +31,11 @@ Body schema (version 1; fields are only ever added):
                   "chat_ids": {channel type: id}}],
     "ack_url": str|null,     # signed single-use acknowledge link (a confirm page)
     "digest": [{"incident_id": int, "tier": int, "title": str, "reason": str,
-                "url": str|null}]   # non-empty: several incidents merged in one message
+                "url": str|null, "action": "trigger"|"acknowledge"|"resolve",
+                "page": int, "idempotency_key": str}]
+               # non-empty: several incidents merged in one message. A digest sent again
+               # (at-least-once) may hold other items, so its own key differs: drop
+               # repeated items by their idempotency_key
   }
 }
 ```
