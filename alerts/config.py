@@ -15,6 +15,7 @@ acknowledged (emergency group convened) within 10 min.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,6 +58,11 @@ __all__ = [
 _SECRET_SAFE = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 TIERS = (1, 2, 3)
+MAX_NAME = 255
+"""The longest channel, team or person name: they are stored by name in columns of 255
+characters (``alert_deliveries.channel``, ``ack_tokens.channel``, ``incident_tasks.team``,
+``ack_tokens.recipient``, ``incident_roles.person``); a longer one would make PostgreSQL
+refuse the rows that name it (and the signal that queues them be retried forever)."""
 DEFAULT_TEAMS = ("customer_service", "pr", "marketing", "legal", "executives")
 GROUP_KEYS = ("watch", "story", "tier", "source")
 
@@ -616,6 +622,7 @@ class AlertsConfig(Section):
     @model_validator(mode="after")
     def _references(self) -> AlertsConfig:
         problems: list[str] = []
+        problems.extend(self._name_problems())
         problems.extend(self._people_problems())
         for team_name, team in self.teams.items():
             problems.extend(self._team_problems(team_name, team))
@@ -649,6 +656,22 @@ class AlertsConfig(Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _name_problems(self) -> list[str]:
+        """Names longer than the database columns that store them (``MAX_NAME``)."""
+        named: dict[str, Mapping[str, Any]] = {
+            "channels": self.channels,
+            "teams": self.teams,
+            "people": self.people,
+        }
+        return [
+            f"{section}: the name {name[:60]!r}{'…' if len(name) > 60 else ''} is "
+            f"{len(name)} characters long; at most {MAX_NAME} are allowed (it is stored "
+            "in the database by name): shorten it"
+            for section, entries in named.items()
+            for name in entries
+            if len(name) > MAX_NAME
+        ]
 
     def _channel_problems(self, names: list[str], path: str) -> list[str]:
         return [

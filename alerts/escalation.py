@@ -11,33 +11,68 @@ rotates the token, so a late timer (or a second alerter) does nothing.
 Steps are APScheduler jobs in a persistent job store (``alerts.jobs``); the database row
 stays the truth, so an overdue incident whose job was lost (a crash between the commit
 and the scheduling) is found by ``overdue`` and run all the same.
+
+Silences are evaluated when a step is due, as Alertmanager evaluates them at notification
+time: a step (or reminder) of an incident that an active silence matches sends nothing;
+the incident's escalation stops there (``silenced`` on its timeline, its pending pages
+cancelled, its SLA clock kept) and, when the silence ends, the release alerts it again
+and starts its escalation again if it is still open and unacknowledged
+(``incidents.release_silence``): the silence delays the escalation, never drops it.
+
+One incident's step that raises (a corrupt row, a channel the database refuses) must not
+hold up the others: ``attempt`` logs it with the incident's id, counts it in
+``crisiswatch_alert_item_errors_total{step="escalate"}`` and postpones that step with a
+backoff (``Retries``: 30 s, doubling up to 10 min), on its row and in the job store,
+so it is no longer first in line; the other incidents' steps go on. A database that is
+unavailable is not one incident's problem: that error is raised (the tick skips the rest).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alerts import silences
 from alerts.config import AlertsConfig, EscalationStep
 from alerts.messages import describe, snippets_from_rows
-from alerts.models import OPEN, Incident, IncidentEvent, IncidentEvidence
-from alerts.outbox import enqueue, escalation_reason, rowcount
+from alerts.models import (
+    CANCELLED,
+    OPEN,
+    PENDING,
+    Delivery,
+    Incident,
+    IncidentEvent,
+    IncidentEvidence,
+    Silence,
+)
+from alerts.outbox import (
+    ESCALATION,
+    FIRST_ALERT_REASONS,
+    REALERT,
+    enqueue,
+    escalation_reason,
+    rowcount,
+)
 from alerts.targets import step_targets
 from alerts.timeline import add_event
 from core.clock import Clock
-from core.db import unit_of_work
+from core.db import database_unavailable, on_commit, unit_of_work
 from core.metrics import Metrics, drill_label
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
+RETRY_FIRST = timedelta(seconds=30)
+RETRY_MAX = timedelta(minutes=10)
+ITEM = "escalate"
+"""The ``step`` label of ``crisiswatch_alert_item_errors_total`` for a failed step."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +152,17 @@ def _steps(snapshot: dict[str, Any]) -> tuple[list[EscalationStep], int, timedel
     return steps, len(steps) * int(snapshot["repeat"]), remind
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """A step that ran: its incident, and whether it queued anything (False: recorded as
+    ``escalation_skipped``: no target, or every delivery of it was queued already; or
+    muted by ``silenced_by``, an active silence, which stopped the escalation)."""
+
+    incident: Incident
+    sent: bool
+    silenced_by: Silence | None = None
+
+
 async def run_step(
     session: AsyncSession,
     incident_id: int,
@@ -130,7 +176,7 @@ async def run_step(
     is stale (acked, resolved, upgraded, or already run). ``why`` set: run it now even
     if it is not due yet (an SLA breach)."""
     ran = await _run_step(session, incident_id, token, config, now, why=why)
-    return None if ran is None else ran[0]
+    return None if ran is None else ran.incident
 
 
 async def _run_step(
@@ -141,9 +187,8 @@ async def _run_step(
     now: datetime,
     *,
     why: str | None = None,
-) -> tuple[Incident, bool] | None:
-    """``run_step``, and whether the step queued anything (False: recorded as
-    ``escalation_skipped``: no target, or every delivery of it was queued already)."""
+) -> StepRun | None:
+    """``run_step``, and what the step did (``StepRun``)."""
     incident = await session.get(Incident, incident_id)
     if (
         incident is None
@@ -159,10 +204,6 @@ async def _run_step(
     if reminder and not remind:
         return None
     level = done + 1
-    if level < total:
-        next_at: datetime | None = now + steps[level % len(steps)].after
-    else:
-        next_at = now + remind if remind else None
     conditions = [
         Incident.id == incident_id,
         Incident.escalation_token == token,
@@ -171,6 +212,14 @@ async def _run_step(
     ]
     if why is None:
         conditions.append(Incident.next_escalation_at <= now)
+    silence = await silences.silencing(session, incident, config, now)
+    if silence is not None:
+        what = "reminder" if reminder else f"level {level}"
+        return await _silence(session, incident, silence, conditions, now, what)
+    if level < total:
+        next_at: datetime | None = now + steps[level % len(steps)].after
+    else:
+        next_at = now + remind if remind else None
     result = await session.execute(
         update(Incident)
         .where(*conditions)
@@ -232,7 +281,65 @@ async def _run_step(
             "next_escalation_at": next_at.isoformat() if next_at else None,
         },
     )
-    return incident, bool(queued)
+    return StepRun(incident, bool(queued))
+
+
+def _pages() -> ColumnElement[bool]:
+    """Deliveries that page someone (first alerts, re-alerts, escalation steps): not
+    follow-ups nor task reminders."""
+    return or_(
+        Delivery.reason.in_(FIRST_ALERT_REASONS),
+        Delivery.reason.startswith(REALERT, autoescape=True),
+        Delivery.reason.startswith(ESCALATION, autoescape=True),
+    )
+
+
+async def _silence(
+    session: AsyncSession,
+    incident: Incident,
+    silence: Silence,
+    conditions: list[ColumnElement[bool]],
+    now: datetime,
+    what: str,
+) -> StepRun | None:
+    """The due step (``what``) of an incident that ``silence`` matches now: nothing is
+    sent, the escalation stops (a new token: its timers are void), the pages still queued
+    for it are cancelled, and ``silenced`` is recorded as when a silence mutes an alert,
+    so that the silence's end alerts the incident again (``incidents.release_silence``).
+    The SLA clock keeps running (a breach is recorded, and escalates nothing while the
+    escalation is stopped), as for an incident inhibited after it was alerted."""
+    result = await session.execute(
+        update(Incident)
+        .where(*conditions)
+        .values(escalation_token=str(uuid.uuid4()), next_escalation_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        return None
+    await session.refresh(incident)
+    why = f"silenced by silence {silence.id}"
+    cancelled = await session.execute(
+        update(Delivery)
+        .where(Delivery.incident_id == incident.id, Delivery.status == PENDING, _pages())
+        .values(status=CANCELLED, next_attempt_at=None, last_error=why)
+        .execution_options(synchronize_session=False)
+    )
+    snapshot = incident.escalation_policy or {}
+    add_event(
+        session,
+        incident.id,
+        "silenced",
+        now,
+        detail={
+            "silence": silence.id,
+            "author": silence.author,
+            "reason": silence.reason,
+            "teams": list(snapshot.get("teams", [])),
+            "escalation": f"stopped at {what} (it starts again when the silence ends)",
+            "cancelled_deliveries": rowcount(cancelled),
+        },
+    )
+    return StepRun(incident, False, silenced_by=silence)
 
 
 async def overdue(session: AsyncSession, now: datetime) -> list[tuple[int, str]]:
@@ -263,13 +370,23 @@ async def escalate_one(
     """Run one step in its own transaction, then hand the next step to ``schedule``."""
     async with unit_of_work(sessions) as session:
         ran = await _run_step(session, incident_id, token, config, clock.now(), why=why)
-        step = scheduled(ran[0]) if ran is not None else None
+        step = scheduled(ran.incident) if ran is not None else None
+        if ran is not None and ran.silenced_by is not None:
+            on_commit(session, metrics.alerts_suppressed.labels("silenced").inc)
     if ran is None:
         return False
-    incident, sent = ran
+    incident = ran.incident
     if step is not None and schedule is not None:
         await schedule(step)
-    if not sent:
+    if ran.silenced_by is not None:
+        log.info(
+            "incident %d (tier %d): escalation stopped by silence %d until it ends",
+            incident.id,
+            incident.tier,
+            ran.silenced_by.id,
+        )
+        return True
+    if not ran.sent:
         log.info(
             "incident %d (tier %d): escalation level %d sent nothing (see its timeline)",
             incident.id,
@@ -288,6 +405,113 @@ async def escalate_one(
     return True
 
 
+class Retries:
+    """Items (an incident's escalation step, a silence to release, ...) that failed, in this
+    process: how many times in a row, and when to try again: ``RETRY_FIRST`` after the
+    first failure, doubling up to ``RETRY_MAX``. A success forgets the item."""
+
+    def __init__(self) -> None:
+        self._failed: dict[Hashable, tuple[int, datetime]] = {}
+
+    def failed(self, key: Hashable, now: datetime) -> datetime:
+        """Count a failure of ``key``; returns when to try it again."""
+        failures = self.failures(key) + 1
+        factor: int = 2 ** min(failures - 1, 16)
+        retry_at = now + min(RETRY_MAX, RETRY_FIRST * factor)
+        self._failed[key] = (failures, retry_at)
+        return retry_at
+
+    def waiting(self, key: Hashable, now: datetime) -> bool:
+        """Whether ``key`` failed and its next try is not due yet."""
+        failed = self._failed.get(key)
+        return failed is not None and now < failed[1]
+
+    def failures(self, key: Hashable) -> int:
+        failed = self._failed.get(key)
+        return 0 if failed is None else failed[0]
+
+    def succeeded(self, key: Hashable) -> None:
+        self._failed.pop(key, None)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    ran: bool
+    """The step ran (False: stale, or it failed)."""
+    retry_at: datetime | None = None
+    """It failed: its next try (the row's ``next_escalation_at`` was moved there)."""
+
+
+async def attempt(
+    sessions: async_sessionmaker[AsyncSession],
+    incident_id: int,
+    token: str,
+    config: AlertsConfig,
+    clock: Clock,
+    metrics: Metrics,
+    retries: Retries,
+    *,
+    why: str | None = None,
+    schedule: Schedule | None = None,
+) -> Attempt:
+    """``escalate_one``, isolated: a step that raises is logged with the incident's id and
+    counted (``crisiswatch_alert_item_errors_total{step="escalate"}``), and its row's
+    ``next_escalation_at`` is moved ``retries``' backoff later (``retry_at``; the caller
+    moves its job there), so that it is neither first in line at every tick nor lost. A
+    step run early by an SLA breach (``why``) is not postponed: its timer still holds.
+    An unavailable database is raised: it is no one incident's fault."""
+    try:
+        ran = await escalate_one(
+            sessions, incident_id, token, config, clock, metrics, why=why, schedule=schedule
+        )
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise
+        metrics.alert_item_errors.labels(ITEM).inc()
+        if why is not None:
+            log.exception(
+                "incident %d: the escalation step for %r failed; its next step stays "
+                "scheduled, the other incidents go on",
+                incident_id,
+                why,
+            )
+            return Attempt(ran=False)
+        retry_at = retries.failed((ITEM, incident_id), clock.now())
+        log.exception(
+            "incident %d: its escalation step failed (%d time(s) in a row); retried at %s, "
+            "the other incidents go on",
+            incident_id,
+            retries.failures((ITEM, incident_id)),
+            retry_at.isoformat(),
+        )
+        await _postpone(sessions, incident_id, token, retry_at)
+        return Attempt(ran=False, retry_at=retry_at)
+    retries.succeeded((ITEM, incident_id))
+    return Attempt(ran=ran)
+
+
+async def _postpone(
+    sessions: async_sessionmaker[AsyncSession], incident_id: int, token: str, at: datetime
+) -> None:
+    """Move the due step of the incident (still at ``token``) to ``at``."""
+    try:
+        async with unit_of_work(sessions) as session:
+            await session.execute(
+                update(Incident)
+                .where(
+                    Incident.id == incident_id,
+                    Incident.escalation_token == token,
+                    Incident.status == OPEN,
+                    Incident.next_escalation_at < at,
+                )
+                .values(next_escalation_at=at)
+                .execution_options(synchronize_session=False)
+            )
+    except Exception:
+        # The step is retried at the next tick instead (it stays due by its row).
+        log.exception("incident %d: could not postpone its failed escalation step", incident_id)
+
+
 async def escalate_due(
     sessions: async_sessionmaker[AsyncSession],
     config: AlertsConfig,
@@ -295,14 +519,20 @@ async def escalate_due(
     metrics: Metrics,
     *,
     schedule: Schedule | None = None,
+    retries: Retries | None = None,
 ) -> int:
     """Run the step of every open incident that is due by its row (what the job store
-    did not run: a job lost in a crash, or no job store at all); returns how many ran."""
+    did not run: a job lost in a crash, or no job store at all); returns how many ran.
+    Each on its own (``attempt``): one that fails is postponed, the others still run."""
+    retries = retries or Retries()
     async with sessions() as session:
         due = await overdue(session, clock.now())
     ran = 0
     for incident_id, token in due:
-        ran += await escalate_one(
-            sessions, incident_id, token, config, clock, metrics, schedule=schedule
+        done = await attempt(
+            sessions, incident_id, token, config, clock, metrics, retries, schedule=schedule
         )
+        ran += done.ran
+        if done.retry_at is not None and schedule is not None:
+            await schedule(Scheduled(incident_id, token, done.retry_at))
     return ran

@@ -73,7 +73,7 @@ from alerts.outbox import (
     rowcount,
     supersede_pages,
 )
-from alerts.routing import AlertAttrs, Route, match_routes, sources_of
+from alerts.routing import AlertAttrs, Route, match_routes
 from alerts.targets import team_targets
 from alerts.timeline import add_event
 from alerts.workflow import tasks
@@ -121,15 +121,7 @@ def attrs_of(incident: Incident, signal: Signal, config: AlertsConfig) -> AlertA
 
 
 def _attrs(incident: Incident, mention_ids: Iterable[str], config: AlertsConfig) -> AlertAttrs:
-    labels = dict(config.watch_labels.get(incident.watch_id, {}))
-    labels.setdefault("drill", "true" if incident.drill else "false")
-    return AlertAttrs(
-        tier=incident.tier,
-        watch=incident.watch_id,
-        story=incident.story_id,
-        sources=sources_of(mention_ids),
-        labels=labels,
-    )
+    return silences.incident_attrs(incident, mention_ids, config)
 
 
 def quiet_until(config: AlertsConfig, tier: int, now: datetime) -> datetime | None:

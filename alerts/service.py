@@ -13,7 +13,13 @@ silences which have ended had muted (once per silence) and those that incidents 
 have ended had inhibited (once per ended incident), deliver what that queued, and refresh
 the gauges. Each step runs on its own: one that raises is logged and counted
 (``crisiswatch_alert_tick_errors_total{step}``) and the others still run, so a delivery
-bug cannot stop escalations, SLA checks and reminders. ``start`` runs it every
+bug cannot stop escalations, SLA checks and reminders. Within a step, each item runs on
+its own too (an incident's escalation step, an SLA breach's step, a silence's or an ended
+incident's release): one that raises is logged with its id, counted
+(``crisiswatch_alert_item_errors_total{step}``) and tried again after a backoff
+(``escalation.Retries``; a failed escalation step is moved later in the job store and on
+its row), and the step goes on with the others, so one bad incident cannot hold up every
+other incident's escalation. ``start`` runs it every
 ``tick_interval`` with APScheduler (one at a time, missed runs coalesced); ``stop`` lets a
 running tick finish.
 """
@@ -60,6 +66,9 @@ log = logging.getLogger(__name__)
 GROUP = "alerter"
 UNTIL_IT_WORKS = 1_000_000_000  # attempts: in effect, retry until the database is back
 
+
+ITEM_STEPS = (escalation.ITEM, "release_silences", "release_inhibitions")
+"""The tick steps whose items fail on their own (``crisiswatch_alert_item_errors_total``)."""
 
 TICK_STEPS = (
     "deliver",
@@ -117,6 +126,9 @@ class AlertService:
         self._retry_labels: set[str] = set(config.channels)  # gauges reset to 0 when done
         for name in TICK_STEPS:  # every step's series exists at 0 from the start
             metrics.alert_tick_errors.labels(name)
+        for name in ITEM_STEPS:
+            metrics.alert_item_errors.labels(name)
+        self.retries = escalation.Retries()
 
     def register(self) -> None:
         self.bus.subscribe(
@@ -214,32 +226,48 @@ class AlertService:
         )
 
     async def escalate(self) -> int:
-        """Run the escalation steps that are due; returns how many ran."""
+        """Run the escalation steps that are due; returns how many ran. A step that fails
+        is moved later (``escalation.attempt``) and the others go on."""
         ran = 0
         for job in await self.jobs.due(self.clock.now()):
-            ran += await self._escalate_one(job.incident_id, job.token)
+            done = await self._escalate_one(job.incident_id, job.token)
             await self.jobs.done(job.id)  # after the commit: a crash before re-runs a no-op
+            if done.retry_at is not None:  # same id: add it again once the old one is gone
+                await self._schedule(
+                    escalation.Scheduled(job.incident_id, job.token, done.retry_at)
+                )
+            ran += done.ran
         # Due by the row but not run from the store (a job lost in a crash): run it too.
         ran += await escalation.escalate_due(
-            self.sessions, self.config, self.clock, self.metrics, schedule=self._schedule
+            self.sessions,
+            self.config,
+            self.clock,
+            self.metrics,
+            schedule=self._schedule,
+            retries=self.retries,
         )
         return ran
 
-    async def _escalate_one(self, incident_id: int, token: str, why: str | None = None) -> bool:
-        return await escalation.escalate_one(
+    async def _escalate_one(
+        self, incident_id: int, token: str, why: str | None = None
+    ) -> escalation.Attempt:
+        return await escalation.attempt(
             self.sessions,
             incident_id,
             token,
             self.config,
             self.clock,
             self.metrics,
+            self.retries,
             why=why,
             schedule=self._schedule,
         )
 
     async def check_slas(self) -> int:
         """Record SLA warnings/breaches; a breach runs the next escalation step now, when
-        the incident's escalation is running (not when inhibition stopped it)."""
+        the incident's escalation is running (not when inhibition stopped it). The breaches
+        are committed first: one whose step fails is logged and counted, the others' steps
+        still run (its own step stays scheduled)."""
         async with unit_of_work(self.sessions) as session:
             breaches = await sla.check(session, self.config, self.clock.now(), self.metrics)
         for breach in breaches:
@@ -259,13 +287,15 @@ class AlertService:
         alerted = 0
         for silence_id in ended:
             released = await self._release(
+                "release_silences",
+                f"silence {silence_id}",
                 partial(
                     release_silence,
                     silence_id=silence_id,
                     config=self.config,
                     now=now,
                     metrics=self.metrics,
-                )
+                ),
             )
             if released is None:
                 continue
@@ -283,13 +313,15 @@ class AlertService:
         alerted = 0
         for incident_id in ended:
             released = await self._release(
+                "release_inhibitions",
+                f"ended incident {incident_id}",
                 partial(
                     release_inhibition,
                     inhibitor_id=incident_id,
                     config=self.config,
                     now=now,
                     metrics=self.metrics,
-                )
+                ),
             )
             if released:
                 alerted += released
@@ -299,16 +331,39 @@ class AlertService:
         return alerted
 
     async def _release(
-        self, release: Callable[[AsyncSession], Awaitable[list[Incident] | None]]
+        self,
+        step: str,
+        what: str,
+        release: Callable[[AsyncSession], Awaitable[list[Incident] | None]],
     ) -> int | None:
         """Run one release in its own transaction, then schedule the escalation of the
-        incidents it alerted; how many (None: released before, or not to release)."""
-        async with unit_of_work(self.sessions) as session:
-            released = await release(session)
-            steps = [escalation.scheduled(incident) for incident in released or []]
-        for step in steps:
-            if step is not None:
-                await self._schedule(step)
+        incidents it alerted; how many (None: released before, not to release, or it
+        failed). One that raises is rolled back, logged and counted, and tried again after
+        a backoff (``self.retries``): the other releases of the step go on."""
+        key = (step, what)
+        now = self.clock.now()
+        if self.retries.waiting(key, now):
+            return None
+        try:
+            async with unit_of_work(self.sessions) as session:
+                released = await release(session)
+                steps = [escalation.scheduled(incident) for incident in released or []]
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            self.metrics.alert_item_errors.labels(step).inc()
+            retry_at = self.retries.failed(key, now)
+            log.exception(
+                "alerts tick: %s: the release of %s failed; retried at %s, the others go on",
+                step,
+                what,
+                retry_at.isoformat(),
+            )
+            return None
+        self.retries.succeeded(key)
+        for scheduled in steps:
+            if scheduled is not None:
+                await self._schedule(scheduled)
         return None if released is None else len(released)
 
     async def remind_tasks(self) -> int:

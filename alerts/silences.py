@@ -1,21 +1,26 @@
 """Silences: alerts matching a silence's matchers are not sent until it ends.
 
 Created through the API with matchers (the routes' matcher fields), an end time, an
-author and a reason; expiring one sets its end to now (the record stays). Once one has
-ended, the alerter's tick releases it (``ended``, then ``incidents.release_silence``): the
-incidents it muted that are still open and unacknowledged are alerted then.
+author and a reason; expiring one sets its end to now (the record stays). A silence is
+evaluated whenever something would page: when an incident is alerted (opened, upgraded,
+released) and when one of its escalation steps or reminders is due (``silencing``,
+``alerts.escalation``), as Alertmanager evaluates silences at notification time: a silence
+created after the alert stops the escalation at its next step. Once one has ended, the
+alerter's tick releases it (``ended``, then ``incidents.release_silence``): the incidents
+it muted that are still open and unacknowledged are alerted then, and escalate again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerts.config import Matchers
-from alerts.models import Silence
-from alerts.routing import AlertAttrs, matches
+from alerts.config import AlertsConfig, Matchers
+from alerts.models import Incident, IncidentEvidence, Silence
+from alerts.routing import AlertAttrs, matches, sources_of
 
 
 class SilenceNotFound(LookupError):
@@ -106,3 +111,30 @@ async def matching(session: AsyncSession, attrs: AlertAttrs, now: datetime) -> S
         if matches(Matchers.model_validate(silence.matchers), attrs):
             return silence
     return None
+
+
+def incident_attrs(
+    incident: Incident, mention_ids: Iterable[str], config: AlertsConfig
+) -> AlertAttrs:
+    """What routes and silences match on for ``incident`` (``mention_ids``: its evidence,
+    whose platforms are its sources)."""
+    labels = dict(config.watch_labels.get(incident.watch_id, {}))
+    labels.setdefault("drill", "true" if incident.drill else "false")
+    return AlertAttrs(
+        tier=incident.tier,
+        watch=incident.watch_id,
+        story=incident.story_id,
+        sources=sources_of(mention_ids),
+        labels=labels,
+    )
+
+
+async def silencing(
+    session: AsyncSession, incident: Incident, config: AlertsConfig, now: datetime
+) -> Silence | None:
+    """The first active silence that matches the incident as it stands (its tier, watch,
+    story, labels and the sources of all its evidence)."""
+    mention_ids = await session.scalars(
+        select(IncidentEvidence.mention_id).where(IncidentEvidence.incident_id == incident.id)
+    )
+    return await matching(session, incident_attrs(incident, mention_ids, config), now)

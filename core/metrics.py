@@ -312,6 +312,14 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        self.alert_item_errors = Counter(
+            "crisiswatch_alert_item_errors",
+            "Items of an alert tick step that raised (an incident's escalation step, a "
+            "silence's release, ...): logged with the item's id and retried later, the "
+            "step went on with the other items; by step",
+            ["step"],
+            registry=r,
+        )
         self.alert_digests = Counter(
             "crisiswatch_alert_digests",
             "Digest messages (several alerts merged under a rate limit or quiet hours)",
