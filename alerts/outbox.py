@@ -35,7 +35,9 @@ digest: each row is its own event, and rows over the limit wait.
 Follow-ups: an ack or resolve is mirrored to the channels that got an alert
 (``enqueue_follow_ups``); an alert recorded as sent after that (held, in flight) gets its
 follow-up then; when an upgrade starts a new page (``Incident.page``), the older page's
-alerts on keyed channels are resolved (``supersede_pages``).
+alerts on keyed channels are resolved (``supersede_pages``). On a keyed channel an alert
+attempted but never recorded as sent (its answer lost, the alerter died) may be open
+there: cancelled or failed, it is followed up as a sent one (``possibly_sent``).
 
 Fallback: after ``fallback_after`` failed attempts (at once on a permanent error, or when
 the channel asks to wait longer than ``fallback_if_wait_over``, or is blocked that long by
@@ -61,7 +63,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.channels import KEYED_CHANNEL_TYPES, keyed
@@ -261,6 +263,22 @@ def follow_up_key(alert_key: str, action: str) -> str:
     return f"{alert_key}:{follow_up_reason(action)}"
 
 
+def possibly_sent() -> ColumnElement[bool]:
+    """Deliveries that may have reached their channel though never recorded as sent: on a
+    keyed channel (``alerts.channels.KEYED_CHANNEL_TYPES``), attempted at least once (its
+    answer lost to a timeout, or the alerter died before recording it), then cancelled
+    (an ack, a resolve, a merge, a new page) or failed for good. PagerDuty may hold an
+    alert under their ``dedup_key``: left alone it stays triggered (and pages) or
+    acknowledged for good, so they are followed up as sent ones are (an acknowledge or
+    resolve for a key PagerDuty never got is accepted and changes nothing). A chat or
+    mailbox is not told of an alert it may never have shown."""
+    return and_(
+        Delivery.channel_type.in_(KEYED_CHANNEL_TYPES),
+        Delivery.status.in_((CANCELLED, FAILED)),
+        Delivery.attempts > 0,
+    )
+
+
 def _add_follow_up(
     session: AsyncSession,
     incident: Incident,
@@ -284,17 +302,18 @@ async def enqueue_follow_ups(
 ) -> int:
     """Mirror an ack/resolve to every channel that got an alert of ``incident``
     (one follow-up per channel, built from the last alert sent there, so it carries that
-    alert's page and ``dedup_key``). A resolve also goes to every older page still held
-    on a keyed channel (``alerts.channels.KEYED_CHANNEL_TYPES``) whose superseding
-    resolve (``supersede_pages``) was not queued. An alert that reaches a channel only
-    after this (held, in flight) gets its follow-up when it is sent (``_record_sent``)."""
+    alert's page and ``dedup_key``; on a keyed channel, one that was ``possibly_sent``
+    counts as sent). A resolve also goes to every older page still held on a keyed
+    channel (``alerts.channels.KEYED_CHANNEL_TYPES``) whose superseding resolve
+    (``supersede_pages``) was not queued. An alert that reaches a channel only after this
+    (held, in flight) gets its follow-up when it is recorded (``_follow_late_alert``)."""
     reason = follow_up_reason(action)
     sent = (
         await session.scalars(
             select(Delivery)
             .where(
                 Delivery.incident_id == incident.id,
-                Delivery.status == SENT,
+                or_(Delivery.status == SENT, possibly_sent()),
                 Delivery.reason.not_in(FOLLOW_UP_REASONS),
             )
             .order_by(Delivery.id)
@@ -339,15 +358,16 @@ async def supersede_pages(session: AsyncSession, incident: Incident, now: dateti
     so the channel holds exactly one open alert per incident, as crisiswatch does. The
     final resolve resolves any older page again if this one did not get queued
     (``enqueue_follow_ups``). An older page's alert not sent yet (held, waiting to be
-    retried) is cancelled: the new page's alert replaces it; one already in flight is
-    resolved once it is recorded as sent (``_record_sent``)."""
+    retried) is cancelled: the new page's alert replaces it; one that was attempted
+    already (in flight, its answer lost, the alerter died before recording it) may have
+    reached the channel: it is resolved all the same, as one ``possibly_sent``."""
     rows = (
         await session.scalars(
             select(Delivery)
             .where(
                 Delivery.incident_id == incident.id,
                 Delivery.channel_type.in_(KEYED_CHANNEL_TYPES),
-                Delivery.status.in_((SENT, PENDING)),
+                Delivery.status.in_((SENT, PENDING, CANCELLED, FAILED)),
                 Delivery.reason.not_in(FOLLOW_UP_REASONS),
             )
             .order_by(Delivery.id)
@@ -363,7 +383,7 @@ async def supersede_pages(session: AsyncSession, incident: Incident, now: dateti
             row.status, row.next_attempt_at = CANCELLED, None
             row.last_error = f"cancelled: superseded by page {incident.page} of the incident"
             cancelled.append(row.id)
-        else:
+        if row.status == SENT or row.attempts > 0:  # sent, or possibly sent
             latest[(row.channel, page)] = row
     keys = {target: follow_up_key(row.dedupe_key, "resolve") for target, row in latest.items()}
     existing = await _existing(session, list(keys.values()))
@@ -467,8 +487,11 @@ def _plan(
 
 
 async def _claim_rows(
-    session: AsyncSession, rows: Sequence[Delivery], lease_until: datetime
+    session: AsyncSession, rows: Sequence[Delivery], lease_until: datetime, channel_type: str
 ) -> list[_Row]:
+    """Claim ``rows``, recording the type of channel they are sent to (``channel_type``:
+    a channel retyped by a restart sends its waiting rows as its new type; what follows
+    them up, ``enqueue_follow_ups`` and ``supersede_pages``, goes by the stored type)."""
     claimed: list[_Row] = []
     for row in rows:
         result = await session.execute(
@@ -478,7 +501,9 @@ async def _claim_rows(
                 Delivery.status == PENDING,
                 Delivery.attempts == row.attempts,
             )
-            .values(attempts=row.attempts + 1, next_attempt_at=lease_until)
+            .values(
+                attempts=row.attempts + 1, next_attempt_at=lease_until, channel_type=channel_type
+            )
             .execution_options(synchronize_session=False)
         )
         if rowcount(result) == 1:
@@ -524,6 +549,8 @@ async def _claim(
         moved = 0
         for channel, channel_rows in by_channel.items():
             bucket = limiter.channel(channel)
+            section = config.channels.get(channel)  # None: removed (the send fails)
+            channel_type = section.type if section else channel_rows[0].channel_type
             # never a digest where alerts are keyed per incident: it carries one key only
             merge = not _keyed_channel(config, channel, channel_rows)
             send, defer = _plan(
@@ -545,10 +572,10 @@ async def _claim(
                     .execution_options(synchronize_session=False)
                 )
             for unit in send:
-                claimed = await _claim_rows(session, unit, lease_until)
+                claimed = await _claim_rows(session, unit, lease_until, channel_type)
                 if not claimed:
                     continue
-                claim = _message(channel, channel_rows[0].channel_type, unit, claimed)
+                claim = _message(channel, channel_type, unit, claimed)
                 if claim.error is None:
                     bucket.take(now)
                     if len(claimed) > 1:
@@ -765,8 +792,10 @@ async def _followed_on_channel(
 
 
 async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
-    """An alert that reached its channel after the incident moved on gets the follow-up
-    that the ack or resolve could not queue (it mirrors only what was sent by then):
+    """An alert that reached its channel after the incident moved on (or, on a keyed
+    channel, may have: its send failed, and the incident no longer needs it) gets the
+    follow-up that the ack or resolve could not queue (it mirrors only what was sent, or
+    ``possibly_sent``, by then):
 
     * on a keyed channel, an alert of a page an upgrade superseded: resolved;
     * an incident resolved or closed meanwhile: its resolve;
@@ -1032,6 +1061,9 @@ async def _record_failure(rec: _Recorder, claim: _Claim, row: _Row, error: Deliv
     if verdict.gave_up is not None:
         detail["gave_up"] = verdict.gave_up
     add_event(session, row.incident_id, "alert_failed", now, detail=detail)
+    if verdict.cancelled is not None and keyed(claim.channel_type):
+        # it may have got there (a lost answer): the ack or resolve found it in flight
+        await _follow_late_alert(rec, claim, row)
     fallback = await _fall_back(rec, claim, row) if verdict.wants_fallback else None
     if verdict.cancelled is not None:
         log.warning(
