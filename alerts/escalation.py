@@ -430,6 +430,14 @@ class Retries:
         failed = self._failed.get(key)
         return 0 if failed is None else failed[0]
 
+    def held(self, step: str, now: datetime) -> set[Hashable]:
+        """The items of ``step`` (keys ``(step, item)``) whose next try is not due yet."""
+        return {
+            key[1]
+            for key, (_, retry_at) in self._failed.items()
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == step and now < retry_at
+        }
+
     def succeeded(self, key: Hashable) -> None:
         self._failed.pop(key, None)
 

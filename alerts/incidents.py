@@ -27,10 +27,11 @@ acknowledged or resolved starts a new page (``Incident.page``, ``_upgrade``).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
@@ -79,11 +80,13 @@ from alerts.timeline import add_event
 from alerts.workflow import tasks
 from alerts.workflow.models import HeatSnapshot, TierChange
 from core.clock import Clock
-from core.db import on_commit
+from core.db import database_unavailable, on_commit, savepoint
 from core.events import Signal
 from core.metrics import Metrics, drill_label
 
 DETECTOR = "detector"
+
+log = logging.getLogger(__name__)
 
 
 class IncidentNotFound(LookupError):
@@ -703,7 +706,7 @@ async def release_silence(
     now: datetime,
     *,
     metrics: Metrics | None = None,
-) -> list[Incident] | None:
+) -> Release | None:
     """After silence ``silence_id`` ended: alert, as if newly raised at their current
     tier, the incidents it muted that are still open (unacknowledged, unfinished) and
     whose last alert it held back. Escalation and the SLA clock start now. One still
@@ -712,7 +715,9 @@ async def release_silence(
 
     Marks the silence released (compare-and-set on ``released_at``): returns None when
     it was not ended or another alerter already released it, else the incidents alerted
-    (their escalation steps to schedule once this commits)."""
+    (their escalation steps to schedule once this commits) and those whose release failed
+    (``_release_muted``): while there is one, the silence stays unreleased, to be released
+    again (the others were alerted: only those are left)."""
     result = await session.execute(
         update(Silence)
         .where(
@@ -725,7 +730,7 @@ async def release_silence(
     )
     if rowcount(result) != 1:
         return None
-    return await _release_muted(
+    release = await _release_muted(
         session,
         config,
         now,
@@ -736,6 +741,14 @@ async def release_silence(
         metrics=metrics,
         counter=None if metrics is None else metrics.alerts_unsilenced,
     )
+    if release.failed:
+        await session.execute(
+            update(Silence)
+            .where(Silence.id == silence_id)
+            .values(released_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    return release
 
 
 async def release_inhibition(
@@ -745,7 +758,7 @@ async def release_inhibition(
     now: datetime,
     *,
     metrics: Metrics | None = None,
-) -> list[Incident] | None:
+) -> Release | None:
     """After incident ``inhibitor_id`` ended (resolved, closed, merged into another): alert,
     as if newly raised at their current tier, the incidents it inhibited that are still
     open (unacknowledged, unfinished) and whose last alert it held back. Escalation and the
@@ -756,7 +769,8 @@ async def release_inhibition(
     Marks the ended incident released (compare-and-set on ``inhibition_released_at``, as
     ``release_silence`` marks a silence, then each incident locked in id order): returns
     None when it is live again or another alerter already released it, else the incidents
-    alerted (their escalation steps to schedule once this commits)."""
+    alerted (their escalation steps to schedule once this commits) and those whose release
+    failed: while there is one, the ended incident stays unreleased, as a silence does."""
     result = await session.execute(
         update(Incident)
         .where(
@@ -777,7 +791,7 @@ async def release_inhibition(
     if ended is None:
         return None
     how = f"merged into incident {ended.merged_into_id}" if ended.merged_into_id else ended.status
-    return await _release_muted(
+    release = await _release_muted(
         session,
         config,
         now,
@@ -788,6 +802,22 @@ async def release_inhibition(
         metrics=metrics,
         counter=None if metrics is None else metrics.alerts_uninhibited,
     )
+    if release.failed:
+        await session.execute(
+            update(Incident)
+            .where(Incident.id == inhibitor_id)
+            .values(inhibition_released_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    return release
+
+
+class Release(NamedTuple):
+    """What a release did: the incidents it alerted, and the ids of those whose release
+    raised (each rolled back alone and logged; the others were alerted)."""
+
+    alerted: list[Incident]
+    failed: list[int]
 
 
 async def _release_muted(
@@ -801,11 +831,14 @@ async def _release_muted(
     reason_text: str,
     metrics: Metrics | None,
     counter: Counter | None,
-) -> list[Incident]:
+) -> Release:
     """Alert again the open, unacknowledged incidents whose own last mute event is
     ``muted`` (its kind, the detail key naming what muted it, and that id), each locked
     in id order; the others were alerted since or are muted by something else now. Returns
-    those alerted; ``counter`` counts them by tier once this commits."""
+    those alerted (``counter`` counts them by tier once this commits) and those that failed:
+    each incident on its own (a savepoint), so that one that raises (a corrupt row) is
+    rolled back alone and logged with its id, and the others are alerted all the same. An
+    unavailable database is raised."""
     muted_kind, key, value = muted
     rows = await session.execute(
         select(IncidentEvent.incident_id, IncidentEvent.detail)
@@ -823,22 +856,36 @@ async def _release_muted(
         if _own(found) and (found or {}).get(key) == value
     )
     alerted: list[Incident] = []
+    failed: list[int] = []
     for incident_id in candidates:
-        incident = await _lock_open(session, incident_id)
-        if incident is None:
+        try:
+            async with savepoint(session):
+                incident = await _lock_open(session, incident_id)
+                if incident is None:
+                    continue
+                last = await last_mute(session, incident_id)
+                if last is None or last.kind != muted_kind or last.detail.get(key) != value:
+                    continue  # alerted since (an upgrade), or muted by something else now
+                sent = await _alert_again(
+                    session, incident, config, now,
+                    kind=kind, detail=detail, reason_text=reason_text, metrics=metrics,
+                )  # fmt: skip
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            log.exception(
+                "incident %d: alerting it again (%s) failed; it is tried again later, the "
+                "others go on",
+                incident_id,
+                reason_text,
+            )
+            failed.append(incident_id)
             continue
-        last = await last_mute(session, incident_id)
-        if last is None or last.kind != muted_kind or last.detail.get(key) != value:
-            continue  # alerted since (an upgrade), or muted by something else now
-        sent = await _alert_again(
-            session, incident, config, now,
-            kind=kind, detail=detail, reason_text=reason_text, metrics=metrics,
-        )  # fmt: skip
         if sent:
             alerted.append(incident)
             if counter is not None:
                 on_commit(session, counter.labels(str(incident.tier)).inc)
-    return alerted
+    return Release(alerted, failed)
 
 
 async def _release_reason(session: AsyncSession, incident: Incident) -> str:

@@ -14,12 +14,13 @@ have ended had inhibited (once per ended incident), deliver what that queued, an
 the gauges. Each step runs on its own: one that raises is logged and counted
 (``crisiswatch_alert_tick_errors_total{step}``) and the others still run, so a delivery
 bug cannot stop escalations, SLA checks and reminders. Within a step, each item runs on
-its own too (an incident's escalation step, an SLA breach's step, a silence's or an ended
-incident's release): one that raises is logged with its id, counted
+its own too (an incident's escalation step, an SLA breach's step, its SLA check, a task's
+reminder, each incident of a silence's or an ended incident's release): one that raises
+is rolled back alone, logged with its id, counted
 (``crisiswatch_alert_item_errors_total{step}``) and tried again after a backoff
 (``escalation.Retries``; a failed escalation step is moved later in the job store and on
-its row), and the step goes on with the others, so one bad incident cannot hold up every
-other incident's escalation. ``start`` runs it every
+its row, a failed reminder on its task's row), and the step goes on with the others, so
+one bad incident cannot hold up every other incident's escalation. ``start`` runs it every
 ``tick_interval`` with APScheduler (one at a time, missed runs coalesced); ``stop`` lets a
 running tick finish.
 """
@@ -41,13 +42,13 @@ from alerts import escalation, inhibition, silences, sla
 from alerts.config import AlertsConfig
 from alerts.incidents import (
     InvalidSignal,
+    Release,
     apply_signal,
     open_counts,
     release_inhibition,
     release_silence,
 )
 from alerts.jobs import StepJobs
-from alerts.models import Incident
 from alerts.notifiers.base import Notifier
 from alerts.notifiers.registry import build_notifiers
 from alerts.outbox import AckLink, deliver_due, pending_count, retrying, seed_limiter
@@ -67,7 +68,13 @@ GROUP = "alerter"
 UNTIL_IT_WORKS = 1_000_000_000  # attempts: in effect, retry until the database is back
 
 
-ITEM_STEPS = (escalation.ITEM, "release_silences", "release_inhibitions")
+ITEM_STEPS = (
+    escalation.ITEM,
+    sla.ITEM,
+    tasks.ITEM,
+    "release_silences",
+    "release_inhibitions",
+)
 """The tick steps whose items fail on their own (``crisiswatch_alert_item_errors_total``)."""
 
 TICK_STEPS = (
@@ -265,11 +272,14 @@ class AlertService:
 
     async def check_slas(self) -> int:
         """Record SLA warnings/breaches; a breach runs the next escalation step now, when
-        the incident's escalation is running (not when inhibition stopped it). The breaches
-        are committed first: one whose step fails is logged and counted, the others' steps
-        still run (its own step stays scheduled)."""
+        the incident's escalation is running (not when inhibition stopped it). Each
+        incident's check on its own (``sla.check``: one that fails is retried after a
+        backoff). The breaches are committed first: one whose step fails is logged and
+        counted, the others' steps still run (its own step stays scheduled)."""
         async with unit_of_work(self.sessions) as session:
-            breaches = await sla.check(session, self.config, self.clock.now(), self.metrics)
+            breaches = await sla.check(
+                session, self.config, self.clock.now(), self.metrics, retries=self.retries
+            )
         for breach in breaches:
             log.error("incident %d (tier %d): SLA deadline missed", breach.incident_id, breach.tier)
             if not breach.escalate:
@@ -334,12 +344,15 @@ class AlertService:
         self,
         step: str,
         what: str,
-        release: Callable[[AsyncSession], Awaitable[list[Incident] | None]],
+        release: Callable[[AsyncSession], Awaitable[Release | None]],
     ) -> int | None:
         """Run one release in its own transaction, then schedule the escalation of the
         incidents it alerted; how many (None: released before, not to release, or it
         failed). One that raises is rolled back, logged and counted, and tried again after
-        a backoff (``self.retries``): the other releases of the step go on."""
+        a backoff (``self.retries``): the other releases of the step go on. Within it each
+        incident is alerted on its own (``incidents.Release``): those that failed are
+        counted each, the others are alerted, and it is tried again after the backoff for
+        those (the release stays unreleased until they are)."""
         key = (step, what)
         now = self.clock.now()
         if self.retries.waiting(key, now):
@@ -347,7 +360,8 @@ class AlertService:
         try:
             async with unit_of_work(self.sessions) as session:
                 released = await release(session)
-                steps = [escalation.scheduled(incident) for incident in released or []]
+                alerted = [] if released is None else released.alerted
+                steps = [escalation.scheduled(incident) for incident in alerted]
         except Exception as exc:
             if database_unavailable(exc):
                 raise
@@ -360,16 +374,31 @@ class AlertService:
                 retry_at.isoformat(),
             )
             return None
-        self.retries.succeeded(key)
+        if released is not None and released.failed:
+            self.metrics.alert_item_errors.labels(step).inc(len(released.failed))
+            retry_at = self.retries.failed(key, now)
+            log.error(
+                "alerts tick: %s: %s released, but alerting incident(s) %s failed (logged "
+                "above); retried at %s",
+                step,
+                what,
+                ", ".join(map(str, released.failed)),
+                retry_at.isoformat(),
+            )
+        else:
+            self.retries.succeeded(key)
         for scheduled in steps:
             if scheduled is not None:
                 await self._schedule(scheduled)
-        return None if released is None else len(released)
+        return None if released is None else len(alerted)
 
     async def remind_tasks(self) -> int:
-        """Queue the playbook task reminders that are due (``alerts.workflow.tasks``)."""
+        """Queue the playbook task reminders that are due (``alerts.workflow.tasks``), each
+        on its own (one that fails is retried after a backoff)."""
         async with unit_of_work(self.sessions) as session:
-            return await tasks.remind_due(session, self.config, self.clock.now(), self.metrics)
+            return await tasks.remind_due(
+                session, self.config, self.clock.now(), self.metrics, retries=self.retries
+            )
 
     async def tick(self) -> TickReport:
         """One round: deliver due alerts, run due escalation steps and SLA checks, queue

@@ -21,6 +21,7 @@ an incident that is finished).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,13 +31,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from alerts.config import AlertsConfig
+from alerts.escalation import Retries
 from alerts.models import FINISHED, Incident
 from alerts.outbox import rowcount
 from alerts.timeline import add_event
-from core.db import on_commit
+from core.db import database_unavailable, on_commit, savepoint
 from core.metrics import Metrics, drill_label
 
+log = logging.getLogger(__name__)
+
 BATCH = 200
+ITEM = "check_slas"
+"""The ``step`` label of ``crisiswatch_alert_item_errors_total`` for a failed SLA check."""
 
 
 def start(incident: Incident, config: AlertsConfig, at: datetime) -> None:
@@ -167,38 +173,79 @@ class Breach:
 
 
 async def check(
-    session: AsyncSession, config: AlertsConfig, now: datetime, metrics: Metrics
+    session: AsyncSession,
+    config: AlertsConfig,
+    now: datetime,
+    metrics: Metrics,
+    *,
+    retries: Retries | None = None,
 ) -> list[Breach]:
-    """Record the warnings and breaches that are due; returns the new breaches."""
+    """Record the warnings and breaches that are due; returns the new breaches.
+
+    Each incident on its own (a savepoint): one whose check raises (a corrupt row) is
+    rolled back alone, logged with its id, counted
+    (``crisiswatch_alert_item_errors_total{step="check_slas"}``) and left out of the
+    checks until ``retries``' backoff has passed; the others' warnings and breaches are
+    recorded all the same. An unavailable database is raised: it is no one incident's."""
+    retries = retries or Retries()
+    conditions = [
+        Incident.sla_due_at.is_not(None),
+        Incident.sla_met_at.is_(None),
+        Incident.sla_breached_at.is_(None),
+        Incident.status.not_in(FINISHED),
+    ]
+    held = retries.held(ITEM, now)
+    if held:
+        conditions.append(Incident.id.not_in(held))
     rows = (
         await session.scalars(
-            select(Incident)
-            .where(
-                Incident.sla_due_at.is_not(None),
-                Incident.sla_met_at.is_(None),
-                Incident.sla_breached_at.is_(None),
-                Incident.status.not_in(FINISHED),
-            )
-            .order_by(Incident.sla_due_at)
-            .limit(BATCH)
+            select(Incident).where(*conditions).order_by(Incident.sla_due_at).limit(BATCH)
         )
     ).all()
     breaches: list[Breach] = []
     for incident in rows:
-        sla = config.sla.get(incident.tier)
-        due = incident.sla_due_at
-        if sla is None or due is None:
+        incident_id = incident.id
+        try:
+            breach = await _check_one(session, incident, config, now, metrics)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            metrics.alert_item_errors.labels(ITEM).inc()
+            retry_at = retries.failed((ITEM, incident_id), now)
+            log.exception(
+                "incident %d: its SLA check failed (%d time(s) in a row); retried at %s, "
+                "the other incidents go on",
+                incident_id,
+                retries.failures((ITEM, incident_id)),
+                retry_at.isoformat(),
+            )
             continue
-        total = (due - incident.alerted_at).total_seconds()
-        used = (now - incident.alerted_at).total_seconds() / total if total > 0 else 1.0
-        thresholds = [*sla.warn_at, 1.0]
-        reached = sum(1 for t in thresholds if used >= t)
-        if reached <= incident.sla_warned:
-            continue
-        breached = used >= 1.0
-        values: dict[str, object] = {"sla_warned": reached}
-        if breached:
-            values["sla_breached_at"] = now
+        retries.succeeded((ITEM, incident_id))
+        if breach is not None:
+            breaches.append(breach)
+    return breaches
+
+
+async def _check_one(
+    session: AsyncSession, incident: Incident, config: AlertsConfig, now: datetime, metrics: Metrics
+) -> Breach | None:
+    """Record the incident's warning or breach, if one is due (in a savepoint); returns
+    the breach."""
+    sla = config.sla.get(incident.tier)
+    due = incident.sla_due_at
+    if sla is None or due is None:
+        return None
+    total = (due - incident.alerted_at).total_seconds()
+    used = (now - incident.alerted_at).total_seconds() / total if total > 0 else 1.0
+    thresholds = [*sla.warn_at, 1.0]
+    reached = sum(1 for t in thresholds if used >= t)
+    if reached <= incident.sla_warned:
+        return None
+    breached = used >= 1.0
+    values: dict[str, object] = {"sla_warned": reached}
+    if breached:
+        values["sla_breached_at"] = now
+    async with savepoint(session):
         # the clock still running as read: an ack, a response or a resolve since the read
         # (which leave ``sla_warned`` alone) met or stopped it, a new tier moved its deadline
         result = await session.execute(
@@ -215,22 +262,21 @@ async def check(
             .execution_options(synchronize_session=False)
         )
         if rowcount(result) != 1:
-            continue
+            return None
         tier, drill = str(incident.tier), drill_label(incident.drill)
         detail = {
             "what": sla.description or sla.met_by,
             "deadline": due.isoformat(),
             "used": round(min(used, 1.0), 3),
         }
-        if breached:
-            escalate = incident.next_escalation_at is not None
-            if not escalate:
-                detail["escalation"] = "not running (no step is scheduled)"
-            add_event(session, incident.id, "sla_breached", now, detail=detail)
-            on_commit(session, metrics.sla_breaches.labels(tier, drill).inc)
-            breaches.append(Breach(incident.id, incident.escalation_token, incident.tier, escalate))
-        else:
+        if not breached:
             share = max(t for t in sla.warn_at if used >= t)
             add_event(session, incident.id, "sla_warning", now, detail=detail | {"at": share})
             on_commit(session, metrics.sla_warnings.labels(tier, drill).inc)
-    return breaches
+            return None
+        escalate = incident.next_escalation_at is not None
+        if not escalate:
+            detail["escalation"] = "not running (no step is scheduled)"
+        add_event(session, incident.id, "sla_breached", now, detail=detail)
+        on_commit(session, metrics.sla_breaches.labels(tier, drill).inc)
+        return Breach(incident.id, incident.escalation_token, incident.tier, escalate)

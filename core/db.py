@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -175,30 +175,56 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
 
 
 _AFTER_COMMIT = "crisiswatch.after_commit"
+_LISTENING = "crisiswatch.after_commit.listening"
 
 
 def on_commit(session: AsyncSession, action: Callable[[], None]) -> None:
     """Run ``action`` once the session's transaction commits; never if it rolls back.
 
     For effects outside the database (metrics) that must not count a transaction that
-    failed or will be retried.
+    failed or will be retried. A savepoint (``savepoint``) is not the transaction: its
+    release runs nothing, and its rollback drops only the actions added inside it.
     """
-    pending: list[Callable[[], None]] | None = session.info.get(_AFTER_COMMIT)
-    if pending is None:
-        pending = session.info[_AFTER_COMMIT] = []
-        sync = session.sync_session
+    if not session.info.get(_LISTENING):
+        session.info[_LISTENING] = True
+        event.listen(session.sync_session, "after_commit", _run_after_commit)
+        event.listen(session.sync_session, "after_rollback", _drop_after_rollback)
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
 
-        def run(_: object) -> None:
-            actions = session.info.pop(_AFTER_COMMIT, [])
-            for done in actions:
-                done()
 
-        def drop(_: object) -> None:
-            session.info.pop(_AFTER_COMMIT, None)
+def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released: the transaction goes on
+    actions: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
+    for done in actions:
+        done()
 
-        event.listen(sync, "after_commit", run, once=True)
-        event.listen(sync, "after_rollback", drop, once=True)
-    pending.append(action)
+
+def _drop_after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was rolled back (``savepoint`` drops what it added)
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """One item of a transaction: the block's writes are undone when it raises (the error
+    goes on up) and the transaction goes on with the other items; the ``on_commit``
+    actions added inside a block that raised are dropped, the others kept.
+
+    On SQLite the transaction is begun first (by a write that changes nothing): the driver
+    begins one only before a write, and a savepoint taken outside one is a transaction of
+    its own, committed when it is released."""
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite":
+        await connection.exec_driver_sql(_TAKE_WRITE_LOCK)
+    before = len(session.info.get(_AFTER_COMMIT, []))
+    try:
+        async with session.begin_nested():
+            yield
+    except BaseException:
+        del session.info.get(_AFTER_COMMIT, [])[before:]
+        raise
 
 
 # SQLSTATE classes of a server that is gone or not taking work: 08 connection exception,

@@ -30,6 +30,7 @@ PagerDuty is reminded on its first other fallback channel, else not at all (the 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from alerts.config import AlertsConfig, PlaybookTask
+from alerts.escalation import Retries
 from alerts.inhibition import inhibitor_of
 from alerts.messages import describe
 from alerts.models import ACKNOWLEDGED, FINISHED, MITIGATING, Incident
@@ -44,10 +46,16 @@ from alerts.outbox import enqueue, rowcount
 from alerts.targets import unkeyed_team_targets
 from alerts.timeline import add_event
 from alerts.workflow.models import TASK_DONE, TASK_OPEN, TASK_SKIPPED, IncidentTask
-from core.db import on_commit
+from core.db import database_unavailable, on_commit, savepoint
 from core.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 BATCH = 200
+ITEM = "remind_tasks"
+"""The ``step`` label of ``crisiswatch_alert_item_errors_total`` for a failed reminder."""
+PLAN = "plan_tasks"
+"""The ``Retries`` key of an incident whose tasks could not be planned (``ITEM`` counts it)."""
 
 
 class TaskNotFound(LookupError):
@@ -174,24 +182,38 @@ async def plan_muted(
     return planned
 
 
-async def plan_acknowledged(session: AsyncSession, config: AlertsConfig, now: datetime) -> int:
+async def plan_acknowledged(
+    session: AsyncSession,
+    config: AlertsConfig,
+    now: datetime,
+    *,
+    metrics: Metrics | None = None,
+    retries: Retries | None = None,
+) -> int:
     """``plan_muted`` for the incidents acknowledged (or mitigating) while muted: their tasks
     created then would be planned only when they are alerted again, and a release never
     alerts an acknowledged incident (nor does anything else once a silence or inhibition
     simply goes on after the ack), so they would never be reminded. Planned from the ack
     (the tick runs this before the reminders; the ack itself has no config at hand).
     Returns how many tasks were planned. While the incident stays inhibited its reminders
-    wait as any other's (``remind_due``)."""
+    wait as any other's (``remind_due``). Each incident on its own (a savepoint): one that
+    raises is rolled back alone, logged, counted (``metrics``) and left out until
+    ``retries``' backoff has passed."""
+    retries = retries or Retries()
+    conditions = [
+        IncidentTask.status == TASK_OPEN,
+        IncidentTask.next_reminder_at.is_(None),
+        IncidentTask.reminders_sent == 0,  # (a planned task's reminders were sent)
+        Incident.status.in_((ACKNOWLEDGED, MITIGATING)),
+    ]
+    held = retries.held(PLAN, now)
+    if held:
+        conditions.append(Incident.id.not_in(held))
     ids = (
         await session.scalars(
             select(IncidentTask.incident_id)
             .join(Incident, Incident.id == IncidentTask.incident_id)
-            .where(
-                IncidentTask.status == TASK_OPEN,
-                IncidentTask.next_reminder_at.is_(None),
-                IncidentTask.reminders_sent == 0,  # (a planned task's reminders were sent)
-                Incident.status.in_((ACKNOWLEDGED, MITIGATING)),
-            )
+            .where(*conditions)
             .distinct()
             .order_by(IncidentTask.incident_id)
             .limit(BATCH)
@@ -199,17 +221,40 @@ async def plan_acknowledged(session: AsyncSession, config: AlertsConfig, now: da
     ).all()
     planned = 0
     for incident_id in ids:
-        incident = await session.scalar(  # locked: two alerters never plan one twice
-            select(Incident)
-            .where(Incident.id == incident_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if incident is None or incident.status not in (ACKNOWLEDGED, MITIGATING):
+        try:
+            async with savepoint(session):
+                planned += await _plan_acknowledged(session, incident_id, config, now)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if metrics is not None:
+                metrics.alert_item_errors.labels(ITEM).inc()
+            retry_at = retries.failed((PLAN, incident_id), now)
+            log.exception(
+                "incident %d: planning the reminders of its tasks failed (%d time(s) in a "
+                "row); retried at %s, the other incidents go on",
+                incident_id,
+                retries.failures((PLAN, incident_id)),
+                retry_at.isoformat(),
+            )
             continue
-        start = incident.acked_at or now
-        planned += len(await plan_muted(session, incident, config, start, now))
+        retries.succeeded((PLAN, incident_id))
     return planned
+
+
+async def _plan_acknowledged(
+    session: AsyncSession, incident_id: int, config: AlertsConfig, now: datetime
+) -> int:
+    incident = await session.scalar(  # locked: two alerters never plan one twice
+        select(Incident)
+        .where(Incident.id == incident_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if incident is None or incident.status not in (ACKNOWLEDGED, MITIGATING):
+        return 0
+    start = incident.acked_at or now
+    return len(await plan_muted(session, incident, config, start, now))
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -264,12 +309,25 @@ FINISHING = (TASK_DONE, TASK_SKIPPED)
 
 
 async def remind_due(
-    session: AsyncSession, config: AlertsConfig, now: datetime, metrics: Metrics
+    session: AsyncSession,
+    config: AlertsConfig,
+    now: datetime,
+    metrics: Metrics,
+    *,
+    retries: Retries | None = None,
 ) -> int:
     """Queue the task reminders that are due; returns how many were queued. Those of an
     inhibited incident wait (they are not read: the batch is not filled with them). The
-    tasks of incidents acknowledged while muted are planned first (``plan_acknowledged``)."""
-    await plan_acknowledged(session, config, now)
+    tasks of incidents acknowledged while muted are planned first (``plan_acknowledged``).
+
+    Each task on its own (a savepoint): one whose reminder raises (a corrupt row, a
+    message the database refuses) is rolled back alone, logged with its id and its
+    incident's, counted (``crisiswatch_alert_item_errors_total{step="remind_tasks"}``) and
+    its ``next_reminder_at`` moved ``retries``' backoff later (30 s, doubling up to 10
+    min), so that it is neither first in line at every tick nor lost; the others are
+    reminded. An unavailable database is raised: it is no one task's."""
+    retries = retries or Retries()
+    await plan_acknowledged(session, config, now, metrics=metrics, retries=retries)
     conditions = [
         IncidentTask.status == TASK_OPEN,
         IncidentTask.next_reminder_at <= now,
@@ -291,56 +349,98 @@ async def remind_due(
     ).all()
     queued = 0
     for task, incident in rows:
-        sent = task.reminders_sent + 1
-        # still open: a task finished since the read (which leaves ``reminders_sent``
-        # alone) is not reminded, nor given a reminder time again
-        result = await session.execute(
-            update(IncidentTask)
-            .where(
-                IncidentTask.id == task.id,
-                IncidentTask.reminders_sent == task.reminders_sent,
-                IncidentTask.status == TASK_OPEN,
+        task_id, incident_id, sent = task.id, incident.id, task.reminders_sent
+        try:
+            async with savepoint(session):
+                queued += await _remind(session, task, incident, config, now, metrics)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            metrics.alert_item_errors.labels(ITEM).inc()
+            retry_at = retries.failed((ITEM, task_id), now)
+            log.exception(
+                "incident %d: the reminder of its task %d failed (%d time(s) in a row); "
+                "retried at %s, the other tasks go on",
+                incident_id,
+                task_id,
+                retries.failures((ITEM, task_id)),
+                retry_at.isoformat(),
             )
-            .values(reminders_sent=sent, next_reminder_at=next_reminder(task, now))
-            .execution_options(synchronize_session=False)
-        )
-        if rowcount(result) != 1:
+            await session.execute(
+                update(IncidentTask)
+                .where(
+                    IncidentTask.id == task_id,
+                    IncidentTask.reminders_sent == sent,
+                    IncidentTask.status == TASK_OPEN,
+                    IncidentTask.next_reminder_at <= now,
+                )
+                .values(next_reminder_at=retry_at)
+                .execution_options(synchronize_session=False)
+            )
             continue
-        overdue = now >= task.due_at
-        owner = f" (owner: {task.owner_role})" if task.owner_role else ""
-        if overdue:
-            text = f"TASK OVERDUE: {task.title!r} was due {describe(now - task.due_at)} ago"
-        else:
-            text = f"TASK REMINDER: {task.title!r} is due in {describe(task.due_at - now)}"
-        targets, left_out = unkeyed_team_targets(config, [task.team])
-        if not targets and not left_out and incident.escalation_policy is not None:
-            # a team that is not configured (or has no channel): the routed teams
-            routed = incident.escalation_policy.get("teams", [])
-            targets, left_out = unkeyed_team_targets(config, routed)
-        await enqueue(
-            session,
-            incident,
-            targets,
-            reason=f"task-{task.id}-{sent}",
-            reason_text=text + owner,
-            evidence=[],
-            config=config,
-            now=now,
-            trigger_received_at=None,
-        )
-        detail: dict[str, object] = {
-            "task": task.id,
-            "key": task.key,
-            "team": task.team,
-            "due_at": task.due_at.isoformat(),
-            "overdue": overdue,
-            "reminder": sent,
-            "channels": sorted(targets),
-        }
-        if left_out:
-            detail["left_out"] = left_out  # keyed per incident (PagerDuty): no reminders
-        add_event(session, incident.id, "task_reminder", now, detail=detail)
-        kind = "overdue" if overdue else "before"
-        on_commit(session, metrics.task_reminders.labels(str(incident.tier), kind).inc)
-        queued += 1
+        retries.succeeded((ITEM, task_id))
     return queued
+
+
+async def _remind(
+    session: AsyncSession,
+    task: IncidentTask,
+    incident: Incident,
+    config: AlertsConfig,
+    now: datetime,
+    metrics: Metrics,
+) -> int:
+    """Queue the task's due reminder; 1 when it did (0: finished or reminded since the
+    read)."""
+    sent = task.reminders_sent + 1
+    # still open: a task finished since the read (which leaves ``reminders_sent``
+    # alone) is not reminded, nor given a reminder time again
+    result = await session.execute(
+        update(IncidentTask)
+        .where(
+            IncidentTask.id == task.id,
+            IncidentTask.reminders_sent == task.reminders_sent,
+            IncidentTask.status == TASK_OPEN,
+        )
+        .values(reminders_sent=sent, next_reminder_at=next_reminder(task, now))
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        return 0
+    overdue = now >= task.due_at
+    owner = f" (owner: {task.owner_role})" if task.owner_role else ""
+    if overdue:
+        text = f"TASK OVERDUE: {task.title!r} was due {describe(now - task.due_at)} ago"
+    else:
+        text = f"TASK REMINDER: {task.title!r} is due in {describe(task.due_at - now)}"
+    targets, left_out = unkeyed_team_targets(config, [task.team])
+    if not targets and not left_out and incident.escalation_policy is not None:
+        # a team that is not configured (or has no channel): the routed teams
+        routed = incident.escalation_policy.get("teams", [])
+        targets, left_out = unkeyed_team_targets(config, routed)
+    await enqueue(
+        session,
+        incident,
+        targets,
+        reason=f"task-{task.id}-{sent}",
+        reason_text=text + owner,
+        evidence=[],
+        config=config,
+        now=now,
+        trigger_received_at=None,
+    )
+    detail: dict[str, object] = {
+        "task": task.id,
+        "key": task.key,
+        "team": task.team,
+        "due_at": task.due_at.isoformat(),
+        "overdue": overdue,
+        "reminder": sent,
+        "channels": sorted(targets),
+    }
+    if left_out:
+        detail["left_out"] = left_out  # keyed per incident (PagerDuty): no reminders
+    add_event(session, incident.id, "task_reminder", now, detail=detail)
+    kind = "overdue" if overdue else "before"
+    on_commit(session, metrics.task_reminders.labels(str(incident.tier), kind).inc)
+    return 1
