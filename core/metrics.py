@@ -264,7 +264,7 @@ class Metrics:
         )
         self.inbound_refused = Counter(
             "crisiswatch_inbound_refused",
-            "Ack-link and Slack-button requests refused, by endpoint and reason",
+            "Ack-link, Slack-button and webhook-ingest requests refused, by endpoint and reason",
             ["endpoint", "reason"],
             registry=r,
         )

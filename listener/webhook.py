@@ -14,6 +14,7 @@ The body is ``{"mentions": [...]}`` (or a bare JSON array) of Mentions in the wi
 A body that is not JSON or has the wrong shape is a ``WebhookPayloadError`` (the whole
 request is refused with ``status``); a bad item is an ``ItemError`` and the good items
 are kept. Error messages never contain the secret, the expected signature or the input.
+The body is taken as sent: a declared ``Content-Encoding`` (gzip, ...) is refused (415).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import SecretStr, ValidationError
 from core import signing
 from core.events import Mention, storable
 from listener.report import IngestReport
+from listener.sources.live import EARLIEST
 from listener.validation import describe_errors
 
 TIMESTAMP_HEADER = signing.TIMESTAMP_HEADER
@@ -43,11 +45,13 @@ class WebhookAuthError(Exception):
 
 
 class WebhookPayloadError(Exception):
-    """The whole body is unusable. ``status``: 400 (not JSON), 413 (too big), 422 (shape)."""
+    """The whole body is unusable. ``status``: 400 (not JSON), 413 (too big), 415 (a
+    content encoding), 422 (shape); ``reason`` labels ``crisiswatch_inbound_refused``."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, status: int = 422, reason: str = "shape") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class ItemError:
     index: int  # position in the batch
     id: str | None  # the item's id when it had a usable one
     message: str
-    reason: str = "invalid"  # for ``crisiswatch_mentions_rejected``: invalid, not_object, future
+    # for ``crisiswatch_mentions_rejected``: invalid, not_object, future, too_old
+    reason: str = "invalid"
 
 
 def _plain(secret: SecretStr | str | bytes) -> str | bytes:
@@ -106,6 +111,20 @@ def verify_signature(
         )
 
 
+def check_encoding(content_encoding: str | None) -> None:
+    """Refuse (415) a body declared compressed: it would be read as JSON and answered "not
+    valid JSON" (a gzip body: "can't decode byte 0x8b"), pointing at the wrong fault."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+    declared = [c for c in codings if c and c != "identity"]
+    if declared:
+        raise WebhookPayloadError(
+            f"Content-Encoding {', '.join(declared)[:50]} is not supported: send the JSON body "
+            "uncompressed (and sign those bytes)",
+            status=415,
+            reason="encoding",
+        )
+
+
 def parse_batch(
     body: bytes,
     max_items: int = 1000,
@@ -117,23 +136,30 @@ def parse_batch(
     """The valid mentions of ``body`` and an error for each invalid item.
 
     With ``now``, an item created more than ``max_future_seconds`` in the future is an
-    error (it would drag the detector's event time forward).
+    error (it would drag the detector's event time forward); so is one created before
+    ``EARLIEST`` (2000: a sender's "no date", 0 or 1970, would make its story decades old).
     """
     if max_body_bytes is not None and len(body) > max_body_bytes:
         raise WebhookPayloadError(
-            f"body is {len(body)} bytes; at most {max_body_bytes} per request", status=413
+            f"body is {len(body)} bytes; at most {max_body_bytes} per request",
+            status=413,
+            reason="too_large",
         )
     try:
         data: Any = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise WebhookPayloadError(f"body is not valid JSON: {reason}", status=400) from None
+        raise WebhookPayloadError(
+            f"body is not valid JSON: {reason}", status=400, reason="not_json"
+        ) from None
     items = data.get("mentions") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise WebhookPayloadError('body must be {"mentions": [...]} or a JSON array of mentions')
     if len(items) > max_items:
         raise WebhookPayloadError(
-            f"{len(items)} mentions in one request; at most {max_items}", status=413
+            f"{len(items)} mentions in one request; at most {max_items}",
+            status=413,
+            reason="too_many",
         )
     latest = now + timedelta(seconds=max_future_seconds) if now is not None else None
     mentions: list[Mention] = []
@@ -157,6 +183,16 @@ def parse_batch(
         if latest is not None and mention.created_at > latest:
             errors.append(
                 ItemError(index, item_id, "created_at is in the future (check the clock)", "future")
+            )
+            continue
+        if mention.created_at < EARLIEST:
+            errors.append(
+                ItemError(
+                    index,
+                    item_id,
+                    f"created_at is before {EARLIEST.year}: not a real date (a missing one?)",
+                    "too_old",
+                )
             )
             continue
         mentions.append(mention)

@@ -53,3 +53,59 @@ def test_cascade_index_is_bounded_and_keeps_active_cascades() -> None:
     assert c.watches_of("x:1") == {"a": a}
     assert c.watches_of(None) == {}
     assert len(c) == 2
+
+
+def test_memory_per_remembered_id_does_not_grow_with_the_id() -> None:
+    """The ids themselves were kept: a 500-character id (an RSS item keyed by its long
+    link, a webhook sender's) cost ~620 bytes, a CJK one ~1,100, not the documented ~180:
+    several GB at the default capacity of one million."""
+    import tracemalloc
+
+    d = Deduplicator(10_000)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(5_000):
+            d.seen(f"custom:{i:0500d}")
+            d.seen(f"weibo:{i}{'中' * 500}")
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(d) == 10_000
+    assert (after - before) / len(d) < 200
+    assert d.seen("weibo:7" + "中" * 500) is True and d.seen("weibo:7" + "中" * 499) is False
+
+
+async def test_in_flight_keys_make_a_second_claim_wait_for_the_first_to_end() -> None:
+    import asyncio
+
+    from listener.dedup import InFlight
+
+    held = InFlight()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with held.claim(["x:1", "x:2"]):
+            order.append("first in")
+            await release.wait()
+            raise ConnectionError("publication failed")  # released on failure too
+
+    async def second() -> None:
+        async with held.claim(["x:2", "x:3"]):
+            order.append("second in")
+
+    one = asyncio.create_task(first())
+    while not held.holds(["x:1"]):
+        await asyncio.sleep(0)
+    two = asyncio.create_task(second())
+    while not held.waiting:
+        await asyncio.sleep(0)
+    async with held.claim(["x:3", "x:4"]):  # no key in common: not held up
+        order.append("third in")
+    release.set()
+    with pytest.raises(ConnectionError):
+        await one
+    await two
+    assert order == ["first in", "third in", "second in"]
+    assert len(held) == 0 and held.waiting == 0

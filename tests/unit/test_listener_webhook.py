@@ -222,3 +222,27 @@ def test_webhook_config_needs_a_long_secret_when_enabled() -> None:
         WebhookConfig(enabled=True, secret=SecretStr("short"))
     cfg = WebhookConfig(enabled=True, secret=SECRET)
     assert "s3cret" not in repr(cfg)
+
+
+@pytest.mark.parametrize("header", [None, "", "identity", " Identity "])
+def test_an_uncompressed_body_passes_the_encoding_check(header: str | None) -> None:
+    from listener.webhook import check_encoding
+
+    check_encoding(header)
+
+
+@pytest.mark.parametrize("header", ["gzip", "deflate", "br", "identity, gzip"])
+def test_a_declared_content_encoding_is_refused_with_415(header: str) -> None:
+    from listener.webhook import check_encoding
+
+    with pytest.raises(WebhookPayloadError, match="not supported: send the JSON") as info:
+        check_encoding(header)
+    assert info.value.status == 415 and info.value.reason == "encoding"
+
+
+def test_parse_batch_refuses_items_dated_before_2000() -> None:
+    body = json.dumps([item(0, created_at="1970-01-01T00:00:00Z"), item(1)]).encode()
+    mentions, errors = parse_batch(body, 10)
+    assert [m.id for m in mentions] == ["custom:1"]
+    assert [(e.index, e.reason) for e in errors] == [(0, "too_old")]
+    assert "before 2000" in errors[0].message
