@@ -43,9 +43,10 @@ from api.routers import (
     templates,
     workflow,
 )
-from api.runtime import Role, Runtime
+from api.runtime import Role, Runtime, StartInterrupted
 from api.settings import ConfigError
 from api.textinput import refuse_nul
+from core.bus import BusStartError
 from core.bus.journal import JournalError
 from core.db import MigratedByANewerRelease
 from listener.service import PublishFailed
@@ -58,6 +59,7 @@ START_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     MigratedByANewerRelease,
     JournalError,
+    BusStartError,
     ModelLoadError,
     ClassifierProcessError,
     OperationalError,
@@ -71,6 +73,10 @@ class StartFailed(RuntimeError):
     """The runtime could not start for one of START_ERRORS (already logged, in a line)."""
 
 
+class StartStopped(StartFailed):
+    """The start-up was interrupted (SIGTERM, Ctrl-C): not a failure (already logged)."""
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +85,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         except START_ERRORS as exc:  # Runtime.start has stopped what it had started
             log.critical("crisiswatch cannot start: %s", exc)
             raise StartFailed(str(exc)) from None
+        except StartInterrupted as exc:  # asked to stop: it has (the server exits, quietly)
+            log.info("%s", exc)
+            raise StartStopped(str(exc)) from None
         drill_schedule = DrillSchedule(runtime)
         await drill_schedule.start()
         try:

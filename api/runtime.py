@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import httpx
 from sqlalchemy import text
@@ -43,6 +46,8 @@ from sentiment.transformer import close_classifier, load_classifier
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class Role(StrEnum):
     LISTENER = "listener"
@@ -72,6 +77,49 @@ def journal_path(settings: Settings) -> Path | None:
     return database.with_name(database.name + ".bus-journal")
 
 
+class StartInterrupted(Exception):
+    """The start-up was interrupted (``Runtime.interrupt_start``: SIGTERM or Ctrl-C before
+    the process was up); what it had started is stopped."""
+
+
+CLOSING_S = 10.0
+"""Seconds allowed, in a stop's budget, for its last steps (the stages, the classifier's
+child process, the HTTP client, the database engine)."""
+
+
+@dataclass(frozen=True)
+class StopBudget:
+    """How long a stop (SIGTERM) may take, in seconds, from ``bus.stop_timeout`` (T).
+
+    ``http``: uvicorn finishes the requests in flight (its graceful shutdown). Then the
+    runtime's stop spends at most T on the bus: the in-process bus (embedded mode) drains
+    for at most ``drain``, and the bus's stop gets what the drain left of T, at least
+    ``bus``, for the batch in flight (a Kafka bus: all of T). Then ``CLOSING_S`` for the
+    rest. An interrupted start-up waits at most T for a model still loading, then stops
+    the same way (no HTTP then). ``worst_case``: keep the orchestrator's grace period
+    (``terminationGracePeriodSeconds``, ``stop_grace_period``: 45 s) above it.
+    """
+
+    stop_timeout: float
+    http: float
+    drain: float
+    bus: float
+
+    @property
+    def worst_case(self) -> float:
+        return self.http + self.stop_timeout + CLOSING_S
+
+
+def stop_budget(stop_timeout: float) -> StopBudget:
+    drain = stop_timeout * 2 / 3  # most of it: what is queued in memory is lost otherwise
+    return StopBudget(
+        stop_timeout=stop_timeout,
+        http=max(1, round(stop_timeout)),
+        drain=drain,
+        bus=stop_timeout - drain,
+    )
+
+
 def make_bus(settings: Settings, metrics: Metrics, journal: BusJournal | None = None) -> Bus:
     if settings.bus.kind == "memory":
         return MemoryBus(
@@ -97,7 +145,9 @@ class Runtime:
     embedder: Embedder | None = None  # loaded when scorer.embedder is set
     http: httpx.AsyncClient | None = None
     migrate: bool = False
-    drain_timeout: float = 30.0
+    drain_timeout: float | None = None
+    """Seconds the stop drains the in-process bus; None: ``stop_budget``'s share of
+    ``bus.stop_timeout``."""
     keyring: KeyRing = field(default_factory=KeyRing)
 
     bus: Bus | None = None
@@ -111,6 +161,10 @@ class Runtime:
     _own_http: bool = False
     _own_classifier: bool = False
     _journal: BusJournal | None = None
+    _starting: asyncio.Task[None] | None = None
+    _interrupted: bool = False
+    _loads: list[tuple[_ThreadLoad[Any], asyncio.Future[Any]]] = field(default_factory=list)
+    """Loads (the models) whose start-up was cancelled while their thread ran on."""
     _needs_db: bool = False
     """Whether a role cannot work without the database (the API, the alerter, a detector
     keeping its state there): readiness then checks it. A listener only keeps hints there
@@ -130,19 +184,54 @@ class Runtime:
     def embedded(self) -> bool:
         return self.roles == ALL_ROLES and self.settings.bus.kind == "memory"
 
+    @property
+    def start_interrupted(self) -> bool:
+        """Whether ``interrupt_start`` interrupted a start-up."""
+        return self._interrupted
+
     async def start(self) -> None:
         """Start the roles; if one fails, what was started is stopped (consumers leave
         their groups, the producer is flushed and closed, engine and HTTP client closed)
-        and the error is raised."""
+        and the error is raised. ``StartInterrupted`` after ``interrupt_start``."""
+        if self._interrupted:
+            raise StartInterrupted("start-up interrupted before it began: nothing started")
+        starting = self._starting = asyncio.create_task(self._start(), name="start-up")
         try:
-            await self._start()
-        except BaseException:
-            log.error("start-up failed: stopping what was started")
+            await starting
+        except BaseException as exc:
+            current = asyncio.current_task()
+            # (read anew: the start-up awaited, and interrupt_start may have run meanwhile)
+            interrupted = self.start_interrupted and not (current and current.cancelling())
+            if interrupted:
+                log.warning("start-up interrupted: stopping what was started")
+            else:
+                log.error("start-up failed: stopping what was started")
             try:
+                await self._settle_loads()
                 await self.stop()
             except Exception:
                 log.exception("stopping after the failed start-up failed too")
+            if interrupted:
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.error("the interrupted start-up failed too: %s", exc)
+                raise StartInterrupted(
+                    "start-up interrupted: what was started is stopped"
+                ) from None
             raise
+        finally:
+            self._starting = None
+
+    def interrupt_start(self) -> bool:
+        """Interrupt the start-up in progress (SIGTERM, Ctrl-C): ``start`` then stops what
+        was started and raises ``StartInterrupted``; a start not begun yet raises it at
+        once. False when there is nothing to interrupt (up already, or interrupted
+        already). Call it on the event loop's thread."""
+        if self.ready or self._interrupted:
+            return False
+        self._interrupted = True
+        if self._starting is not None:
+            self._starting.cancel()
+        return True
 
     async def _start(self) -> None:
         s = self.settings
@@ -219,7 +308,7 @@ class Runtime:
                     "sentiment model %s %s loaded", self.classifier.name, self.classifier.version
                 )
             if self.embedder is None and s.scorer.embedder is not None:
-                self.embedder = await asyncio.to_thread(load_embedder, s.scorer)
+                self.embedder = await self._load("the sentence embedder", load_embedder, s.scorer)
             self.scorer = ScorerService(
                 self.bus, self.classifier, s.scorer, self.metrics, self.embedder
             )
@@ -290,11 +379,18 @@ class Runtime:
         if self.listener is not None:
             await step("the listener", self.listener.stop)
         if isinstance(self.bus, MemoryBus) and self.bus.started:
-            # nothing outlives this process's memory: hand what is queued to the stages first
+            # nothing outlives this process's memory: hand what is queued to the stages
+            # first; the drain and the bus's stop share bus.stop_timeout (StopBudget)
+            budget = stop_budget(self.settings.bus.stop_timeout)
+            drain = budget.drain if self.drain_timeout is None else self.drain_timeout
+            loop = asyncio.get_running_loop()
+            began = loop.time()
             try:
-                await asyncio.wait_for(self.bus.join(), self.drain_timeout)
+                await asyncio.wait_for(self.bus.join(), drain)
             except TimeoutError:
-                log.error("gave up draining the in-process bus after %.0f s", self.drain_timeout)
+                log.error("gave up draining the in-process bus after %.1f s", drain)
+            left = budget.stop_timeout - (loop.time() - began)
+            self.bus.stop_timeout = max(budget.bus, left)
         if self.bus is not None:
             await step("the bus", self.bus.stop)
         if self._journal is not None:
@@ -324,7 +420,7 @@ class Runtime:
         config = self._scorer_config()
         restarts = self.metrics.classifier_restarts.inc
         try:
-            return await asyncio.to_thread(load_classifier, config, restarts)
+            return await self._load("the sentiment model", load_classifier, config, restarts)
         except (ClassifierProcessError, OSError, ImportError, NotImplementedError) as exc:
             if self.settings.scorer.classifier.process is not None or not config.classifier.process:
                 raise
@@ -336,7 +432,52 @@ class Runtime:
             )
             inner = config.classifier.model_copy(update={"process": False})
             in_here = config.model_copy(update={"classifier": inner})
-            return await asyncio.to_thread(load_classifier, in_here, restarts)
+            return await self._load("the sentiment model", load_classifier, in_here, restarts)
+
+    async def _load(self, what: str, load: Callable[..., T], *args: Any) -> T:
+        """``load(*args)`` in a thread of its own. A cancel (an interrupted start-up)
+        cannot stop that thread: the load is kept in ``_loads`` for ``_settle_loads``."""
+        work = _ThreadLoad(what, partial(load, *args))
+        done = work.start(asyncio.get_running_loop())
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self._loads.append((work, done))
+            raise
+
+    async def _settle_loads(self) -> None:
+        """After an interrupted start-up: wait for the loads still running in their threads
+        (a model; the classifier's child process), at most ``bus.stop_timeout`` in all, and
+        close what they loaded. A load still running then is left to close what it loads
+        itself, when it ends (the process exits meanwhile: its thread is a daemon)."""
+        loads, self._loads = self._loads, []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.bus.stop_timeout
+        for work, done in loads:
+            if not done.done():
+                log.warning(
+                    "waiting up to %.0f s for %s to finish loading, to close it (a load "
+                    "in a thread cannot be interrupted)",
+                    max(0.0, deadline - loop.time()),
+                    work.what,
+                )
+                await asyncio.wait([done], timeout=max(0.0, deadline - loop.time()))
+            if not done.done() and work.abandon():
+                killed = work.kill_children()
+                log.error(
+                    "%s is still loading after %.0f s: left to end in its thread (what it "
+                    "loads is closed then)%s",
+                    work.what,
+                    self.settings.bus.stop_timeout,
+                    f"; its child process {', '.join(map(str, killed))} killed" if killed else "",
+                )
+                continue
+            try:
+                loaded = await done  # (finished: its result is on its way if not here)
+            except Exception as exc:
+                log.info("%s failed to load (nothing to close): %s", work.what, exc)
+                continue
+            await asyncio.to_thread(_close, work.what, loaded)
 
     def _scorer_config(self) -> ScorerConfig:
         """``scorer.classifier.process`` resolved: auto is a child process where this
@@ -363,3 +504,87 @@ class Runtime:
         if self.bus is not None:  # a consumer stopped by the dead-letter limit
             problems.extend(halt.describe() for halt in self.bus.halted())
         return problems
+
+
+def _close(what: str, loaded: object) -> None:
+    """Close what a load produced, where it holds something to close (a classifier's
+    child process, an embedder's threads)."""
+    close = getattr(loaded, "close", None)
+    if not callable(close):
+        return
+    try:
+        close()
+        log.info("%s closed (its load outlived the start-up)", what)
+    except Exception:
+        log.exception("closing %s failed", what)
+
+
+class _ThreadLoad(Generic[T]):
+    """One blocking load in a daemon thread (a process's exit never waits for it), its
+    result handed to the event loop; a load ``abandon``-ed before it ends closes its
+    result itself."""
+
+    def __init__(self, what: str, load: Callable[[], T]) -> None:
+        self.what = what
+        self._load = load
+        self._lock = threading.Lock()
+        self._finished = False
+        self._abandoned = False
+        self._children_before: set[int | None] = set()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+        done: asyncio.Future[T] = loop.create_future()
+        self._children_before = {child.pid for child in multiprocessing.active_children()}
+
+        def hand(outcome: Callable[[], None]) -> None:
+            if not done.cancelled():
+                outcome()
+
+        def run() -> None:
+            try:
+                result = self._load()
+            except BaseException as exc:
+                if self._finish():  # nobody waits for it (a child killed: it failed)
+                    log.info("%s ended (%s) after it was left", self.what, type(exc).__name__)
+                else:
+                    _call_soon(loop, hand, partial(done.set_exception, exc))
+                return
+            abandoned = self._finish()
+            if abandoned or not _call_soon(loop, hand, partial(done.set_result, result)):
+                _close(self.what, result)  # nobody is waiting for it any more
+
+        threading.Thread(target=run, name=f"load {self.what}", daemon=True).start()
+        return done
+
+    def _finish(self) -> bool:
+        with self._lock:
+            self._finished = True
+            return self._abandoned
+
+    def abandon(self) -> bool:
+        """Leave the load to close its result itself when it ends; False when it has
+        ended already (its result, if any, is the caller's to close)."""
+        with self._lock:
+            if self._finished:
+                return False
+            self._abandoned = True
+            return True
+
+    def kill_children(self) -> list[int]:
+        """Kill the child processes started since the load began (the classifier's, whose
+        model load it waits for): they ignore SIGTERM, and the process's exit would wait
+        for them. The load then fails in its thread. Their process ids."""
+        killed: list[int] = []
+        for child in multiprocessing.active_children():
+            if child.pid is not None and child.pid not in self._children_before:
+                child.kill()
+                killed.append(child.pid)
+        return killed
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed
+        return False
+    return True

@@ -3,13 +3,19 @@
 SIGTERM (Kubernetes, compose, systemd) is a clean stop: uvicorn stops taking requests and
 waits up to ``bus.stop_timeout`` seconds for those in flight, then the lifespan stops the
 runtime (the bus stops fetching, finishes the batch in flight, commits and closes, within
-``bus.stop_timeout`` again) and the process exits 0. So it exits within about twice
-``bus.stop_timeout`` (plus a few seconds of closing); keep the orchestrator's grace
-period (``terminationGracePeriodSeconds``, ``stop_grace_period``: 45 s) above that.
+``bus.stop_timeout`` again, the embedded bus's drain included) and the process exits 0.
+So it exits within about twice ``bus.stop_timeout`` (plus a few seconds of closing:
+``api.runtime.StopBudget``); keep the orchestrator's grace period
+(``terminationGracePeriodSeconds``, ``stop_grace_period``: 45 s) above that.
+
+A SIGTERM or Ctrl-C during the start-up (a slow database, a migration waiting on a lock, a
+Kafka group join, a model loading) interrupts it: what was started is stopped and the
+process exits 0 (130 after Ctrl-C), as after a stop once up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -17,7 +23,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 import uvicorn
@@ -25,7 +31,7 @@ import uvicorn
 from api.app import create_app
 from api.auth import generate_key
 from api.collector import tune_collector
-from api.runtime import ALL_ROLES, Role, Runtime
+from api.runtime import ALL_ROLES, Role, Runtime, stop_budget
 from api.settings import Settings
 from listener.config import DemoSourceConfig, WatchConfig
 
@@ -189,27 +195,73 @@ def _serve(
         log_level=settings.log_level.lower(),
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=max(1, round(settings.bus.stop_timeout)),
+        timeout_graceful_shutdown=round(stop_budget(settings.bus.stop_timeout).http),
     )
-    server = _Server(config)
-    quiet = _QuietStartFailure()
+    server = _Server(config, runtime.interrupt_start)
+    quiet = _QuietStartFailure(lambda: runtime.start_interrupted)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(quiet)
+    interrupted_by_ctrl_c = False
     try:
         with _sigterm_after_a_clean_stop_exits_0() as sigterm:
             server.run(sockets=sockets)
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C's SIGINT again once stopped
+        interrupted_by_ctrl_c = True
+    except SystemExit:  # uvicorn's exit after a start-up that did not finish
+        if not runtime.start_interrupted:
+            raise  # it failed (STARTUP_FAILURE)
+        interrupted_by_ctrl_c = signal.SIGINT in server.signals
     finally:
         uvicorn_log.removeFilter(quiet)
     if server.stop_failed:  # (uvicorn itself carries on to a normal exit)
         log.error("crisiswatch did not stop cleanly: see the errors above (exit status 1)")
         return 1
-    if sigterm:
+    if interrupted_by_ctrl_c:
+        log.info("stopped after Ctrl-C (exit status 130)")
+        return INTERRUPTED
+    if sigterm or signal.SIGTERM in server.signals:  # (not raised again after a start-up)
         log.info("stopped cleanly after SIGTERM")
     return 0
 
 
+INTERRUPTED = 130
+"""The exit status after Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+
 class _Server(uvicorn.Server):
-    """uvicorn serving on sockets bound beforehand, which it does not announce itself."""
+    """uvicorn serving on sockets bound beforehand, which it does not announce itself, and
+    whose SIGTERM or Ctrl-C during the start-up interrupts it (``interrupt_start``: called
+    on the event loop; uvicorn alone only notes the signal, for after the start-up)."""
+
+    def __init__(self, config: uvicorn.Config, interrupt_start: Callable[[], bool]) -> None:
+        super().__init__(config)
+        self._interrupt_start = interrupt_start
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def signals(self) -> list[int]:
+        """The signals received (SIGTERM, SIGINT), in order."""
+        return list(self._captured_signals)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.started or self._loop is None:
+            return
+        # (a signal handler runs between two bytecodes of the loop's own thread: the
+        # interruption, a task's cancel, waits for the loop's next turn)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to interrupt
+            self._loop.call_soon_threadsafe(self._interrupt, sig)
+
+    def _interrupt(self, sig: int) -> None:
+        if self._interrupt_start():
+            log.warning(
+                "%s during the start-up: interrupting it, stopping what was started",
+                signal.Signals(sig).name,
+            )
 
     @property
     def stop_failed(self) -> bool:
@@ -228,10 +280,18 @@ class _Server(uvicorn.Server):
 
 class _QuietStartFailure(logging.Filter):
     """Drops uvicorn's traceback of a start that failed for a reason already logged in one
-    line (``api.app.StartFailed``); its "Application startup failed" line stays."""
+    line (``api.app.StartFailed``); its "Application startup failed" line stays, but for a
+    start-up interrupted (``interrupted()``), where both go: that is no failure."""
+
+    def __init__(self, interrupted: Callable[[], bool]) -> None:
+        super().__init__()
+        self._interrupted = interrupted
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "StartFailed" not in record.getMessage()
+        message = record.getMessage()
+        if "StartFailed" in message or "StartStopped" in message:
+            return False
+        return not (self._interrupted() and "Application startup failed" in message)
 
 
 @contextlib.contextmanager

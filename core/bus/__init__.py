@@ -2,6 +2,7 @@
 
 from core.bus.base import (
     Bus,
+    BusStartError,
     DeadLetter,
     EventHandler,
     PermanentError,
@@ -14,6 +15,7 @@ from core.bus.halt import ConsumerHalted, Halt
 
 __all__ = [
     "Bus",
+    "BusStartError",
     "ConsumerHalted",
     "DeadLetter",
     "EventHandler",

@@ -63,6 +63,11 @@ class PermanentError(Exception):
     """Raised by a handler for an event that can never be processed: dead-letter it."""
 
 
+class BusStartError(RuntimeError):
+    """The bus cannot start (a broker unreachable, a topic it may not create): a setting or
+    the broker to fix, said in one line at start."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5

@@ -71,7 +71,15 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyEx
 from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
-from core.bus.base import Bus, DeadLetter, Record, Subscription, dlq_topic, encode_event
+from core.bus.base import (
+    Bus,
+    BusStartError,
+    DeadLetter,
+    Record,
+    Subscription,
+    dlq_topic,
+    encode_event,
+)
 from core.bus.halt import ConsumerHalted
 from core.events import TOPIC_TYPES
 from core.metrics import Metrics
@@ -273,8 +281,8 @@ class KafkaBus(Bus):
         except BaseException as exc:
             log.error("the Kafka bus at %s did not start: %s", servers, exc)
             await self._close(asyncio.get_running_loop().time() + 10.0)
-            if isinstance(exc, KafkaError):
-                raise RuntimeError(f"cannot start the Kafka bus at {servers}: {exc}") from exc
+            if isinstance(exc, KafkaError | BusStartError):
+                raise BusStartError(f"cannot start the Kafka bus at {servers}: {exc}") from exc
             raise
         self._started = True
 
@@ -381,7 +389,7 @@ class KafkaBus(Bus):
                 name, code = entry[0], entry[1]
                 if code not in (0, TopicAlreadyExistsError.errno):
                     message = entry[2] if len(entry) > 2 else ""
-                    raise RuntimeError(
+                    raise BusStartError(
                         f"cannot create Kafka topic {name!r}: error {code} {message or ''}"
                     )
             log.info("created Kafka topics %s", missing)
