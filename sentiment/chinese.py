@@ -95,6 +95,8 @@ class ChineseModel:
     def load(cls, card: Path) -> ChineseModel:
         try:
             doc = json.loads(card.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
             if doc.get("format") != MODEL_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not {MODEL_FORMAT}")
             with (  # our own handle: np.load leaks its file on a truncated archive
@@ -103,18 +105,20 @@ class ChineseModel:
             ):
                 terms = [str(t) for t in data["terms"]]
                 values = [float(w) for w in data["weights"]]
+            if len(terms) != len(values):
+                raise ValueError("terms and weights differ in length")
+            return cls(
+                name=str(doc["name"]),
+                version=str(doc["version"]),
+                max_n=int(doc["max_n"]),
+                weights=dict(zip(terms, values, strict=True)),
+                bias=float(doc["bias"]),
+                neutral_mass=float(doc["neutral_mass"]),
+                metrics=dict(doc.get("metrics", {})),
+            )
         except FileNotFoundError as exc:
             raise ModelLoadError(f"Chinese model file missing: {exc.filename}") from exc
+        except KeyError as exc:
+            raise ModelLoadError(f"Chinese model {card} is invalid: no field {exc}") from exc
         except INVALID_FILE as exc:
             raise ModelLoadError(f"Chinese model {card} is invalid: {exc}") from exc
-        if len(terms) != len(values):
-            raise ModelLoadError(f"Chinese model {card}: terms and weights differ in length")
-        return cls(
-            name=str(doc["name"]),
-            version=str(doc["version"]),
-            max_n=int(doc["max_n"]),
-            weights=dict(zip(terms, values, strict=True)),
-            bias=float(doc["bias"]),
-            neutral_mass=float(doc["neutral_mass"]),
-            metrics=dict(doc.get("metrics", {})),
-        )

@@ -90,6 +90,16 @@ class ClassifierConfig(Section):
         "scores (`crisiswatch scorer`) and in `crisiswatch replay`",
     )
 
+    timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="with `process`: a classifier call (one scorer batch, and the model "
+        "load of a fresh child) not answered within this is taken for a hung child: it is "
+        "killed, replaced and the call tried once more (measured: 512 long Chinese posts, "
+        "the slowest texts, take about 12 s on two cores)",
+    )
+
     def resolved_model_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else MODELS_DIR
 

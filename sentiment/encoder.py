@@ -77,6 +77,8 @@ class EncoderCard:
     def load(cls, path: Path) -> EncoderCard:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
             if doc.get("format") != MODEL_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not {MODEL_FORMAT}")
             dims = int(doc["dims"]) if doc.get("kind") == "embedding" else 0
@@ -104,7 +106,9 @@ class EncoderCard:
             )
         except FileNotFoundError as exc:
             raise ModelLoadError(f"sentiment model card {path} does not exist") from exc
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise ModelLoadError(f"sentiment model card {path} is invalid: no field {exc}") from exc
+        except (OSError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"sentiment model card {path} is invalid: {exc}") from exc
 
 

@@ -16,6 +16,13 @@ handled), its classification starts at once, so it runs while this batch's resul
 published and committed; the next ``handle`` of those same mentions takes its answers.
 Nothing is published early: a prefetched batch that never comes is just work lost.
 
+A text that kills the classifier's child process (``sentiment.process``: twice in one
+call, or hung past its timeout twice) is isolated and dead-lettered, never retried in a
+loop: a batch the child died on raises ``PermanentError``, so the bus hands its mentions
+over one by one; a single text it died on is remembered (``_POISON_KEPT`` of them) and
+its mention, and every later one with the same text, dead-lettered at once. Only the
+poison is dead-lettered: the rest of the batch is scored as usual.
+
 With ``embedder`` set (``scorer.embedder``), the texts of mentions without a parent also
 get a sentence embedding (``sentiment.embedder``), in the same worker-thread fashion.
 
@@ -27,21 +34,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
-from core.bus import Bus
+from core.bus import Bus, PermanentError
 from core.events import TOPIC_MENTIONS, TOPIC_SCORED, Mention, ScoredMention, Sentiment
 from core.metrics import Metrics
 from sentiment.classifier import Classifier
 from sentiment.config import ScorerConfig
 from sentiment.embedder import Embedder
+from sentiment.process import ClassifierCrashed
 from sentiment.transformer import routing_language
+
+log = logging.getLogger(__name__)
 
 GROUP = "scorer"
 NO_WATCH_KEY = "_"
 _LONG_TEXT = 256  # longer texts are cached under a digest, so the cache's memory stays small
+_POISON_KEPT = 1000  # texts known to kill the classifier's child, remembered (LRU)
 
 CacheKey = tuple[str | bytes, str | None]
 
@@ -105,6 +117,7 @@ class ScorerService:
         self.metrics = metrics
         self.embedder = embedder
         self.cache = SentimentCache(config.cache_size)
+        self._poison: OrderedDict[CacheKey, None] = OrderedDict()  # see the module's text
         # prefetched batches, by the identity of their first mention: the one handled now
         # (shown while the last was handled) and the next (shown as this one was taken)
         self._ahead: OrderedDict[int, _Ahead] = OrderedDict()
@@ -209,10 +222,14 @@ class ScorerService:
             else:
                 known[key] = hit
         if missing:
+            self._refuse_poison(missing)
             todo = list(missing.values())
-            results = await asyncio.to_thread(
-                self.classifier.classify, [m.text for m in todo], [m.lang for m in todo]
-            )
+            try:
+                results = await asyncio.to_thread(
+                    self.classifier.classify, [m.text for m in todo], [m.lang for m in todo]
+                )
+            except ClassifierCrashed as exc:
+                raise self._crashed(missing, exc) from exc
             if len(results) != len(missing):
                 raise RuntimeError(
                     f"classifier {self.classifier.name} returned {len(results)} results "
@@ -222,3 +239,33 @@ class ScorerService:
                 known[key] = sentiment
                 self.cache.put(key, sentiment)
         return [known[key] for key in keys]
+
+    def _refuse_poison(self, missing: dict[CacheKey, Mention]) -> None:
+        """PermanentError where a text of the batch is known to kill the classifier."""
+        for key, mention in missing.items():
+            if key in self._poison:
+                self._poison.move_to_end(key)
+                raise PermanentError(
+                    f"the text of mention {mention.id} killed the sentiment classifier's "
+                    "child process before: not classified again"
+                )
+
+    def _crashed(self, missing: dict[CacheKey, Mention], exc: ClassifierCrashed) -> Exception:
+        """What to raise when the classifier's child died twice on ``missing``: the one
+        text it died on is remembered as poison; a batch is handed over one by one."""
+        if len(missing) > 1:
+            return PermanentError(
+                f"{exc}: the batch's {len(missing)} texts are handled one by one, to find it"
+            )
+        key, mention = next(iter(missing.items()))
+        self._poison[key] = None
+        while len(self._poison) > _POISON_KEPT:
+            self._poison.popitem(last=False)
+        log.error(
+            "the text of mention %s (%d characters) killed the sentiment classifier's child "
+            "process twice: its mention, and any later one with the same text, is "
+            "dead-lettered",
+            mention.id,
+            len(mention.text),
+        )
+        return PermanentError(f"the text of mention {mention.id} killed the classifier: {exc}")

@@ -11,13 +11,15 @@ tweet (the collapse reads only as far as it needs to).
 
 Zero-width characters inside a text are kept for the models: the Weibo training posts end in
 `` \\u200b`` and the Chinese models learned from it. :func:`blank` treats them as nothing (a
-post of only whitespace and zero-width characters is empty), and so does routing.
+post of only whitespace and zero-width characters is empty), and so does routing; so are
+all control and format characters there (NUL, the bidi marks and isolates, a soft hyphen).
 """
 
 from __future__ import annotations
 
 import html
 import re
+import unicodedata
 
 _USER = re.compile(r"(?<![\w@])@\w{1,50}")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -73,9 +75,15 @@ def without_surrogates(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+_NOTHING = frozenset({"Cc", "Cf"})  # control and format characters: NUL, LRM, RLM, ...
+
+
 def blank(text: str) -> bool:
-    """True when ``text`` shows nothing: only whitespace, zero-width characters and BOMs."""
-    return _BLANK.fullmatch(text) is not None
+    """True when ``text`` shows nothing: only whitespace, zero-width characters, BOMs and
+    other control and format characters (NUL, the bidi marks LRM / RLM / ALM, ...)."""
+    if _BLANK.fullmatch(text) is not None:
+        return True
+    return all(c.isspace() or unicodedata.category(c) in _NOTHING for c in text)
 
 
 def squeeze(text: str, max_chars: int) -> str:

@@ -101,6 +101,8 @@ class WordModel:
     def load(cls, card: Path) -> WordModel:
         try:
             doc = json.loads(card.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
             if doc.get("format") != MODEL_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not {MODEL_FORMAT}")
             labels = tuple(doc["labels"])
@@ -116,17 +118,19 @@ class WordModel:
                 bias = data["bias"].astype(np.float64)
             if weights.shape != (len(labels), len(terms)) or idf.shape != (len(terms),):
                 raise ValueError("terms, idf and weights differ in size")
+            return cls(
+                name=str(doc["name"]),
+                version=str(doc["version"]),
+                labels=labels,
+                vocabulary={t: i for i, t in enumerate(terms)},
+                idf=idf,
+                weights=weights,
+                bias=bias,
+                metrics=dict(doc.get("metrics", {})),
+            )
         except FileNotFoundError as exc:
             raise ModelLoadError(f"English word model file missing: {exc.filename}") from exc
+        except KeyError as exc:
+            raise ModelLoadError(f"English word model {card} is invalid: no field {exc}") from exc
         except INVALID_FILE as exc:
             raise ModelLoadError(f"English word model {card} is invalid: {exc}") from exc
-        return cls(
-            name=str(doc["name"]),
-            version=str(doc["version"]),
-            labels=labels,
-            vocabulary={t: i for i, t in enumerate(terms)},
-            idf=idf,
-            weights=weights,
-            bias=bias,
-            metrics=dict(doc.get("metrics", {})),
-        )
