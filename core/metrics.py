@@ -138,7 +138,8 @@ class Metrics:
         )
         self.classifier_restarts = Counter(
             "crisiswatch_classifier_process_restarts",
-            "Times the sentiment classifier's child process died and was started again "
+            "Times the sentiment classifier's child process died, or hung past "
+            "scorer.classifier.timeout_s and was killed, and was started again "
             "(scorer.classifier.process)",
             registry=r,
         )

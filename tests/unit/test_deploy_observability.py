@@ -1,8 +1,11 @@
 """deploy/prometheus and deploy/grafana: every PromQL expression parses, and every metric
 and label it names exists in the registry ``core.metrics.Metrics()`` builds (or is one of
 the few outside metrics in ``EXTERNAL_METRICS``). This is the test that catches a renamed
-metric. Also: rule file structure, scrape jobs and ports against compose and k8s, and the
-dashboard's provisioning.
+metric. Every label value a selector matches is one the code can set (a scan of the
+``.labels(...)`` calls: ``outcome="failure"`` where the code says ``"failed"`` would match
+nothing, and the rule never fire), and some code sets every metric used. What signals
+trouble has a panel, and where an operator must act, a rule. Also: rule file structure,
+scrape jobs and ports against compose and k8s, and the dashboard's provisioning and layout.
 """
 
 from __future__ import annotations
@@ -20,22 +23,34 @@ from tests.deploy_support import (
     PROMETHEUS,
     ROLES,
     compose,
+    emitted_label_values,
     exported_series,
     grafana_expr,
     k8s_documents,
+    label_value_problems,
     load_yaml,
     promql_problems,
     promql_usage,
 )
 
 SERIES = exported_series()
+EMITTED = emitted_label_values()
 RULES = load_yaml(PROMETHEUS / "rules.yml")
 ALL_RULES = [rule for group in RULES["groups"] for rule in group["rules"]]
 
 
-def panels() -> list[dict[str, Any]]:
+def all_panels() -> list[dict[str, Any]]:
+    """Every panel and row, those inside a collapsed row too (Grafana keeps them there)."""
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return [p for p in dashboard["panels"] if p["type"] != "row"]
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found += panel.get("panels", [])
+    return found
+
+
+def panels() -> list[dict[str, Any]]:
+    return [p for p in all_panels() if p["type"] != "row"]
 
 
 PANEL_QUERIES = [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
@@ -56,11 +71,34 @@ def test_the_drift_check_can_fail() -> None:
         promql_parser.parse("sum(rate(crisiswatch_deliveries_total[5m])")
 
 
+def test_the_label_value_check_can_fail() -> None:
+    expr = 'crisiswatch_deliveries_total{outcome="%s"}'
+    assert label_value_problems(expr % "failed", EMITTED) == []
+    assert label_value_problems(expr % "failure", EMITTED) == [
+        "crisiswatch_deliveries_total: the code never sets outcome='failure' "
+        "(it sets ['cancelled', 'failed', 'retry', 'sent'])"
+    ]
+    cascade = 'crisiswatch_listener_cascade_db_errors_total{operation=~"%s"}'
+    assert label_value_problems(cascade % "save|prune", EMITTED) == []
+    assert len(label_value_problems(cascade % "save|store", EMITTED)) == 1
+    # resolved through a helper's callers, a loop over constants, drill_label()
+    for selector in (
+        'crisiswatch_auth_throttle_db_errors_total{operation="count"}',
+        'crisiswatch_alert_item_errors_total{step="escalate"}',
+        'crisiswatch_sla_breaches_total{drill="false"}',
+    ):
+        assert label_value_problems(selector, EMITTED) == [], selector
+        assert label_value_problems(selector.replace('="', '="x'), EMITTED), selector
+    # a value the scan cannot resolve (a source's name) is not checked
+    assert label_value_problems('crisiswatch_source_up{source="rss"}', EMITTED) == []
+
+
 @pytest.mark.parametrize("rule", ALL_RULES, ids=[r["alert"] for r in ALL_RULES])
 def test_alert_rule(rule: dict[str, Any]) -> None:
     assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
     assert re.fullmatch(r"Crisiswatch[A-Z][A-Za-z]+", rule["alert"])
     assert promql_problems(rule["expr"], SERIES) == []
+    assert label_value_problems(rule["expr"], EMITTED) == []
     if "for" in rule:
         promql_parser.parse_duration(rule["for"])
     assert rule["labels"]["severity"] in {"critical", "warning"}
@@ -94,6 +132,11 @@ def test_rule_groups_are_unique_and_cover_the_issue() -> None:
         "crisiswatch_bus_consumer_halted",  # a consumer halted by the dead-letter limit
         "crisiswatch_source_future_dated_total",  # a source's dates keep running ahead
         "crisiswatch_detector_future_dated_mentions_total",  # bad timestamps at the detector
+        "crisiswatch_source_window_cuts_total",  # a platform limit cut a poll's window
+        "crisiswatch_alert_item_errors_total",  # one incident's alerting step failing
+        "crisiswatch_classifier_process_restarts_total",  # the classifier's child dying
+        "crisiswatch_auth_throttle_db_errors_total",  # the shared lockout without database
+        "crisiswatch_inbound_refused_total",  # webhook senders refused (bus, signature)
     ):
         assert needed in used, needed
 
@@ -101,12 +144,13 @@ def test_rule_groups_are_unique_and_cover_the_issue() -> None:
 @pytest.mark.parametrize("title,expr", PANEL_QUERIES, ids=[t for t, _ in PANEL_QUERIES])
 def test_dashboard_query(title: str, expr: str) -> None:
     assert promql_problems(grafana_expr(expr), SERIES) == []
+    assert label_value_problems(grafana_expr(expr), EMITTED) == []
 
 
 def test_dashboard_structure_and_coverage() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     assert dashboard["uid"] and dashboard["title"]
-    ids = [p["id"] for p in dashboard["panels"]]
+    ids = [p["id"] for p in all_panels()]
     assert len(ids) == len(set(ids))
     datasource = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yaml")
     (source,) = datasource["datasources"]
@@ -132,8 +176,34 @@ def test_dashboard_structure_and_coverage() -> None:
         "crisiswatch_detector_future_dated_mentions_total",  # counted at event time
         "crisiswatch_listener_cascade_unsaved",  # the cascade index waiting for the database
         "crisiswatch_listener_cascade_dropped_total",  # ... and what it lost
+        # what else goes wrong, where an operator looks for it
+        "crisiswatch_source_targets_failing",  # source health: coverage gaps
+        "crisiswatch_source_page_caps_total",
+        "crisiswatch_source_window_cuts_total",
+        "crisiswatch_inbound_refused_total",  # webhook, Slack and ack-link refusals
+        "crisiswatch_classifier_process_restarts_total",  # the scorer's classifier
+        "crisiswatch_alert_tick_errors_total",  # the alerter's steps
+        "crisiswatch_alert_item_errors_total",
+        "crisiswatch_detector_restores_total",  # the detector's state
+        "crisiswatch_detector_state_fenced_total",
+        "crisiswatch_auth_failures_total",  # API security
+        "crisiswatch_auth_throttle_db_errors_total",
     ):
         assert needed in used, needed
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    """Grafana moves an overlapping panel on import: the layout is not the one reviewed.
+    Rows hold the panels below them up to the next row; a collapsed row's own panels are
+    laid out as if it were open."""
+    taken: dict[tuple[int, int], str] = {}
+    for panel in all_panels():
+        grid = panel["gridPos"]
+        assert grid["w"] >= 1 and grid["h"] >= 1 and grid["x"] >= 0 and grid["y"] >= 0
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                other = taken.setdefault((x, y), panel["title"])
+                assert other == panel["title"], f"{panel['title']!r} overlaps {other!r}"
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
