@@ -396,7 +396,9 @@ class Metrics:
         self.bus_journal_errors = Counter(
             "crisiswatch_bus_journal_errors",
             "Memory bus: journal writes that failed (append: the publish failed and is "
-            "retried by its caller; commit: those events are delivered again after a restart)",
+            "retried by its caller; commit: those events are delivered again after a restart; "
+            "dead_letter: the batch is not committed and is handled again; trim: records of "
+            "a topic nobody reads are let go later)",
             ["op"],
             registry=r,
         )
@@ -408,7 +410,7 @@ class Metrics:
             registry=r,
         )
         # label values known in advance start at 0, so increase() sees the first error
-        for op in ("append", "commit"):
+        for op in ("append", "commit", "dead_letter", "trim"):
             self.bus_journal_errors.labels(op)
         for operation in ("load", "save", "prune"):
             self.cascade_db_errors.labels(operation)

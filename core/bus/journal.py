@@ -4,7 +4,9 @@ The memory bus keeps its topics in memory. With a journal, every record is writt
 SQLite file before ``publish`` returns (so before a source saves its cursor past it or a
 webhook answers), and each group's position is written after its handler returned. A
 record is deleted once every group reading its topic is past it, so the file holds only
-what is in flight: a few thousand records at most (the bus's ``capacity`` per topic).
+what is in flight: a few thousand records at most (the bus's ``capacity`` per topic),
+and the bus's last dead letters (``dead_letter_capacity``): a dead-lettered record is past
+every group, so its letter is its only copy, kept as Kafka keeps it in ``<topic>.dlq``.
 The next start of the bus reads it back and each group resumes where it had committed;
 what a killed process was handling is delivered again (at least once, as on Kafka: the
 stages are idempotent on the event's id).
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from core.bus.base import DeadLetter
+
 log = logging.getLogger(__name__)
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -42,6 +46,15 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bus_positions ("
     " topic TEXT NOT NULL, grp TEXT NOT NULL, next INTEGER NOT NULL,"
     " PRIMARY KEY (topic, grp)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS bus_dead_letters ("
+    " id INTEGER PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, key TEXT,"
+    " value BLOB NOT NULL, reason TEXT NOT NULL, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL)",
+)
+
+_DAMAGED = (
+    "; if the file is damaged, move it aside (with its -wal file) to start without the "
+    "events it held"
 )
 
 
@@ -106,6 +119,15 @@ class BusJournal:
         keeps only its last ones)."""
         await self._call(self._trim, topic, keep_from)
 
+    async def dead_letter(self, letter: DeadLetter, keep: int) -> None:
+        """Write ``letter``, keeping the last ``keep`` letters (on disk when this
+        returns)."""
+        await self._call(self._dead_letter, letter, keep)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The letters kept, oldest first."""
+        return await self._call(self._dead_letters)
+
     async def forget_group(self, topic: str, group: str) -> None:
         """Drop a group no subscription of this process reads any more."""
         await self._call(self._forget_group, topic, group)
@@ -157,20 +179,23 @@ class BusJournal:
                         "database or bus.journal)"
                     ) from exc
                 raise JournalError(
-                    f"the bus journal {self.path} cannot be opened ({exc}); if the file is "
-                    "damaged, move it aside (with its -wal file) to start without the events "
-                    "it held"
+                    f"the bus journal {self.path} cannot be opened ({exc}){_DAMAGED}"
                 ) from exc
             self._db = db
         topics: dict[str, JournalTopic] = {}
-        for topic, offset, key, value in self._db.execute(
-            "SELECT topic, offset, key, value FROM bus_records ORDER BY topic, offset"
-        ):
-            topics.setdefault(topic, JournalTopic()).records.append((offset, key, value))
-        for topic, group, next_offset in self._db.execute(
-            "SELECT topic, grp, next FROM bus_positions"
-        ):
-            topics.setdefault(topic, JournalTopic()).committed[group] = next_offset
+        try:
+            for topic, offset, key, value in self._db.execute(
+                "SELECT topic, offset, key, value FROM bus_records ORDER BY topic, offset"
+            ):
+                topics.setdefault(topic, JournalTopic()).records.append((offset, key, value))
+            for topic, group, next_offset in self._db.execute(
+                "SELECT topic, grp, next FROM bus_positions"
+            ):
+                topics.setdefault(topic, JournalTopic()).committed[group] = next_offset
+        except sqlite3.DatabaseError as exc:  # a damaged page
+            raise JournalError(
+                f"the bus journal {self.path} cannot be read ({exc}){_DAMAGED}"
+            ) from exc
         return topics
 
     def _append(self, topic: str, first: int, rows: list[tuple[str | None, bytes]]) -> None:
@@ -202,6 +227,36 @@ class BusJournal:
         with db:
             db.execute("BEGIN")
             db.execute("DELETE FROM bus_records WHERE topic = ? AND offset < ?", (topic, keep_from))
+
+    def _dead_letter(self, letter: DeadLetter, keep: int) -> None:
+        db = self._connection()
+        with db:
+            db.execute("BEGIN")
+            cursor = db.execute(
+                "INSERT INTO bus_dead_letters"
+                " (topic, grp, key, value, reason, partition, offset)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    letter.topic,
+                    letter.group,
+                    letter.key,
+                    letter.value,
+                    letter.reason,
+                    letter.partition,
+                    letter.offset,
+                ),
+            )
+            last = cursor.lastrowid or 0
+            db.execute("DELETE FROM bus_dead_letters WHERE id <= ?", (last - keep,))
+
+    def _dead_letters(self) -> list[DeadLetter]:
+        return [
+            DeadLetter(topic, group, key, value, reason, partition, offset)
+            for topic, group, key, value, reason, partition, offset in self._connection().execute(
+                "SELECT topic, grp, key, value, reason, partition, offset"
+                " FROM bus_dead_letters ORDER BY id"
+            )
+        ]
 
     def _forget_group(self, topic: str, group: str) -> None:
         db = self._connection()

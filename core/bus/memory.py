@@ -25,7 +25,12 @@ returned, and the first ``start()`` reads back what was not handled by every gro
 a killed process loses no event. A journal that cannot be written fails the ``publish``
 (the caller keeps its events and retries, as when Kafka is down); a position that cannot
 be written is logged and counted (``crisiswatch_bus_journal_errors``): those events are
-delivered again after a restart, never lost.
+delivered again after a restart, never lost. Dead letters are written to the journal too
+(its last ``dead_letter_capacity``, read back at start): one it cannot take fails its
+batch, which is not committed and is handled again ``RETRY_DELAY`` later, as on Kafka when
+the broker refuses a dead letter; so a stage whose own publish a full disk refuses is
+retried until the disk has room (or halts, ``max_failures_in_a_row``), never emptied into
+dead letters that only memory holds.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from core.events import TOPIC_TYPES
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+RETRY_DELAY = 1.0  # seconds before a batch whose processing failed is handled again
 
 
 @dataclass
@@ -125,6 +132,14 @@ class MemoryBus(Bus):
                 await self.journal.open()
             return
         saved = await self.journal.open()
+        letters = await self.journal.dead_letters()
+        self.dead_letters = letters[-self.dead_letter_capacity :]
+        if letters:
+            log.info(
+                "bus journal: %d dead letter(s) kept in %s",
+                len(self.dead_letters),
+                self.journal.path,
+            )
         groups = {(sub.topic, sub.group) for sub in self._subscriptions}
         for name, kept in saved.items():
             t = self._topic(name)
@@ -273,7 +288,7 @@ class MemoryBus(Bus):
                     self._report_lag(t)
                     self._changed.notify_all()
                 if self.journal is not None and t.base > base and not t.committed:
-                    await self.journal.trim(topic, t.base)  # what nobody reads, let go
+                    await self._journal_trim(t)
 
     async def _journal_append(
         self, topic: str, first: int, run: list[tuple[str | None, bytes, BaseModel | None]]
@@ -306,6 +321,16 @@ class MemoryBus(Bus):
             self.metrics.bus_journal_errors.labels("append").inc()
             raise
 
+    async def _journal_trim(self, t: _Topic) -> None:
+        """Let go of what nobody reads. The publish went through: a failure here is
+        logged and counted, not raised (the caller would publish its events again)."""
+        assert self.journal is not None
+        try:
+            await self.journal.trim(t.name, t.base)
+        except Exception as exc:  # the next trim deletes them; a restart reads them back
+            self.metrics.bus_journal_errors.labels("trim").inc()
+            log.error("bus journal: cannot let go of %r below %d (%s)", t.name, t.base, exc)
+
     def _keep_unread_bounded(self, t: _Topic) -> None:
         """A started bus where no group reads ``t`` (a role subset on the memory bus, a
         misconfiguration: nothing else can read this process's memory) keeps its last
@@ -326,6 +351,12 @@ class MemoryBus(Bus):
             self.metrics.bus_unread_discarded.labels(t.name).inc(excess)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
+        if self.journal is not None:  # its only copy: on disk before the record is let go
+            try:
+                await self.journal.dead_letter(letter, self.dead_letter_capacity)
+            except Exception:
+                self.metrics.bus_journal_errors.labels("dead_letter").inc()
+                raise
         if len(self.dead_letters) >= self.dead_letter_capacity:
             old = self.dead_letters.pop(0)
             log.warning(
@@ -401,6 +432,26 @@ class MemoryBus(Bus):
                     self._busy.discard(name)
                     self._changed.notify_all()
                 return
+            except Exception:
+                # a dead letter that could not be written (a full disk): not committed,
+                # handled again after a pause, as on Kafka
+                log.exception(
+                    "memory bus: batch %s[%d..%d] of group %s failed; it is handled again in "
+                    "%.0f s",
+                    sub.topic,
+                    pos,
+                    pos + len(batch) - 1,
+                    sub.group,
+                    RETRY_DELAY,
+                )
+                async with self._changed:
+                    self._busy.discard(name)
+                    self._changed.notify_all()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._changed.wait_for(self._is_stopping), RETRY_DELAY
+                        )
+                continue
             except BaseException:
                 self._busy.discard(name)  # not committed: the batch is delivered again
                 raise
