@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,6 +72,13 @@ log = logging.getLogger(__name__)
 BATCH = 200
 RETRY_FIRST = timedelta(seconds=30)
 RETRY_MAX = timedelta(minutes=10)
+RETRY_FORGET = 2 * RETRY_MAX
+"""A failed item not tried again (and failing) within this of its last failure is
+forgotten: it is due at most ``RETRY_MAX`` after it, so nothing retries it any more (its
+incident ended, its task was done, another alerter released it)."""
+RETRIES_LIMIT = 10_000
+"""The most failed items ``Retries`` remembers (those whose last failure is oldest go
+first: forgotten, they are tried again at once)."""
 ITEM = "escalate"
 """The ``step`` label of ``crisiswatch_alert_item_errors_total`` for a failed step."""
 
@@ -408,21 +416,36 @@ async def escalate_one(
 class Retries:
     """Items (an incident's escalation step, a silence to release, ...) that failed, in this
     process: how many times in a row, and when to try again: ``RETRY_FIRST`` after the
-    first failure, doubling up to ``RETRY_MAX``. A success forgets the item."""
+    first failure, doubling up to ``RETRY_MAX``. Bounded: a success forgets the item, so
+    does ``RETRY_FORGET`` without a new failure (its incident ended, whichever process
+    ended it), and at most ``limit`` items are remembered."""
 
-    def __init__(self) -> None:
-        self._failed: dict[Hashable, tuple[int, datetime]] = {}
+    def __init__(self, limit: int = RETRIES_LIMIT) -> None:
+        self._limit = limit
+        # key -> (failures in a row, next try, last failure); oldest last failure first
+        self._failed: OrderedDict[Hashable, tuple[int, datetime, datetime]] = OrderedDict()
+
+    @property
+    def remembered(self) -> int:
+        """How many failed items are remembered (not ``__len__``: an empty one is not
+        false, callers write ``retries or Retries()``)."""
+        return len(self._failed)
 
     def failed(self, key: Hashable, now: datetime) -> datetime:
         """Count a failure of ``key``; returns when to try it again."""
+        self._forget_stale(now)
         failures = self.failures(key) + 1
         factor: int = 2 ** min(failures - 1, 16)
         retry_at = now + min(RETRY_MAX, RETRY_FIRST * factor)
-        self._failed[key] = (failures, retry_at)
+        self._failed.pop(key, None)
+        self._failed[key] = (failures, retry_at, now)
+        while len(self._failed) > self._limit:
+            self._failed.popitem(last=False)
         return retry_at
 
     def waiting(self, key: Hashable, now: datetime) -> bool:
         """Whether ``key`` failed and its next try is not due yet."""
+        self._forget_stale(now)
         failed = self._failed.get(key)
         return failed is not None and now < failed[1]
 
@@ -432,14 +455,22 @@ class Retries:
 
     def held(self, step: str, now: datetime) -> set[Hashable]:
         """The items of ``step`` (keys ``(step, item)``) whose next try is not due yet."""
+        self._forget_stale(now)
         return {
             key[1]
-            for key, (_, retry_at) in self._failed.items()
+            for key, (_, retry_at, _) in self._failed.items()
             if isinstance(key, tuple) and len(key) == 2 and key[0] == step and now < retry_at
         }
 
     def succeeded(self, key: Hashable) -> None:
         self._failed.pop(key, None)
+
+    def _forget_stale(self, now: datetime) -> None:
+        while self._failed:
+            key, (_, _, last) = next(iter(self._failed.items()))
+            if now - last < RETRY_FORGET:
+                return
+            del self._failed[key]
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,7 @@ async def _open(
         tier=signal.tier,
         spread=signal.spread,
         status=OPEN,
-        title=incident_title(signal.watch.brand, signal.watch.id, signal.tier),
+        title=incident_title(signal.watch.brand[:255], signal.watch.id, signal.tier),
         explanation=signal.explanation,
         opened_at=now,
         updated_at=now,

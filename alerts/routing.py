@@ -8,11 +8,15 @@ fields (teams, group_by, group_wait, group_interval, repeat_interval) are inheri
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from alerts.config import AlertsConfig, Matchers, RouteConfig
+
+MAX_GROUP_KEY = 512
+"""The longest digest group key (``alert_deliveries.digest_group`` is ``String(512)``)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,16 @@ class Route:
             "tier": str(attrs.tier),
             "source": ",".join(sorted(attrs.sources)),
         }
-        return self.path + "|" + "|".join(f"{k}={values[k]}" for k in self.group_by)
+        return fit_key(self.path + "|" + "|".join(f"{k}={values[k]}" for k in self.group_by))
+
+
+def fit_key(key: str, limit: int = MAX_GROUP_KEY) -> str:
+    """``key`` when it fits ``limit`` characters, else its head and a hash of the whole
+    (a long story id, many sources): still one key per group, and readable."""
+    if len(key) <= limit:
+        return key
+    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return f"{key[: limit - len(digest) - 1]}~{digest}"
 
 
 def sources_of(mention_ids: Iterable[str]) -> frozenset[str]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
@@ -25,7 +25,7 @@ from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle, SharedThrottle
-from api.bodylimit import BodyLimit
+from api.bodylimit import BodyLimit, route_families
 from api.console.router import router as console_router
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
 from api.queryparams import refuse_unknown_query
@@ -67,6 +67,25 @@ START_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What an operator fixes (a setting, a file, a folder, the database's address): said in one
 line at start, without a traceback. Anything else is a bug and keeps its traceback."""
+
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    incidents.router,
+    alerting.router,
+    templates.router,
+    responses.router,
+    audit.router,
+    workflow.router,
+    drills.router,
+    ack.router,
+    slack.router,
+    console_router,
+    ingest.router,
+    sources.router,
+)
+"""Every router the app may include (by its roles): their paths' first segments are the
+endpoint families that label refusals (``api.bodylimit``)."""
 
 
 class StartFailed(RuntimeError):
@@ -111,6 +130,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             if path.startswith(ingest.router.prefix)
             else settings.api.max_body_bytes
         ),
+        endpoint_of=route_families(
+            route.path for router in ROUTERS for route in router.routes if hasattr(route, "path")
+        ),
+        metrics=runtime.metrics,
     )
     app.state.runtime = runtime
     app.state.keyring = runtime.keyring

@@ -160,6 +160,7 @@ class Runtime:
     ready: bool = False
     _own_http: bool = False
     _own_classifier: bool = False
+    _own_embedder: bool = False
     _journal: BusJournal | None = None
     _starting: asyncio.Task[None] | None = None
     _interrupted: bool = False
@@ -309,6 +310,7 @@ class Runtime:
                 )
             if self.embedder is None and s.scorer.embedder is not None:
                 self.embedder = await self._load("the sentence embedder", load_embedder, s.scorer)
+                self._own_embedder = self.embedder is not None
             self.scorer = ScorerService(
                 self.bus, self.classifier, s.scorer, self.metrics, self.embedder
             )
@@ -405,6 +407,9 @@ class Runtime:
         if self._own_classifier:  # its child process, where it runs in one
             await step("the classifier", partial(close_classifier, self.classifier))
             self.classifier, self._own_classifier = None, False
+        if self._own_embedder:  # its threads
+            await step("the sentence embedder", partial(_close_embedder, self.embedder))
+            self.embedder, self._own_embedder = None, False
         if self.http is not None and self._own_http:
             await step("the HTTP client", self.http.aclose)
         if self.engine is not None:
@@ -504,6 +509,13 @@ class Runtime:
         if self.bus is not None:  # a consumer stopped by the dead-letter limit
             problems.extend(halt.describe() for halt in self.bus.halted())
         return problems
+
+
+async def _close_embedder(embedder: Embedder | None) -> None:
+    """Release what a loaded embedder holds (its model's thread pool); off the event loop."""
+    close = getattr(embedder, "close", None)
+    if callable(close):
+        await asyncio.to_thread(close)
 
 
 def _close(what: str, loaded: object) -> None:

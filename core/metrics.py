@@ -265,7 +265,8 @@ class Metrics:
         )
         self.inbound_refused = Counter(
             "crisiswatch_inbound_refused",
-            "Ack-link, Slack-button and webhook-ingest requests refused, by endpoint and reason",
+            "Ack-link, Slack-button and webhook-ingest requests refused, and bodies over the "
+            "cap on any route (reason too_large), by endpoint and reason",
             ["endpoint", "reason"],
             registry=r,
         )

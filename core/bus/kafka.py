@@ -279,7 +279,14 @@ class KafkaBus(Bus):
                 state.task.add_done_callback(_report_crash)
             log.info("the Kafka bus is started: %d consumer(s)", len(self._consumers))
         except BaseException as exc:
-            log.error("the Kafka bus at %s did not start: %s", servers, exc)
+            if isinstance(exc, asyncio.CancelledError):  # (its text is empty)
+                log.warning(
+                    "the Kafka bus at %s did not start: its start was interrupted; closing "
+                    "what it had opened",
+                    servers,
+                )
+            else:
+                log.error("the Kafka bus at %s did not start: %s", servers, str(exc) or repr(exc))
             await self._close(asyncio.get_running_loop().time() + 10.0)
             if isinstance(exc, KafkaError | BusStartError):
                 raise BusStartError(f"cannot start the Kafka bus at {servers}: {exc}") from exc

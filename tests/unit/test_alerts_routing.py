@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from alerts.config import AlertsConfig
-from alerts.routing import AlertAttrs, match_routes, routed_teams, sources_of
+from alerts.routing import MAX_GROUP_KEY, AlertAttrs, match_routes, routed_teams, sources_of
 
 CASES_FILE = Path(__file__).parent / "data" / "routing_cases.yaml"
 TABLE: dict[str, Any] = yaml.safe_load(CASES_FILE.read_text())
@@ -49,3 +50,25 @@ def test_group_key_names_the_route_and_the_grouped_values() -> None:
 
 def test_sources_are_the_platforms_of_the_mention_ids() -> None:
     assert sources_of(["bsky:1", "weibo:2", "bad"]) == frozenset({"bsky", "weibo"})
+
+
+def test_a_short_group_key_is_unchanged() -> None:
+    route = match_routes(_config(), AlertAttrs(tier=2, watch="acme"))[0]
+    route = replace(route, group_by=("watch", "story", "tier", "source"))
+    attrs = AlertAttrs(tier=2, watch="acme", story="acme:b1", sources=frozenset({"x", "bsky"}))
+    assert route.group_key(attrs) == f"{route.path}|watch=acme|story=acme:b1|tier=2|source=bsky,x"
+
+
+def test_a_long_group_key_fits_its_column_and_stays_one_per_group() -> None:
+    route = match_routes(_config(), AlertAttrs(tier=2, watch="acme"))[0]
+    route = replace(route, group_by=("watch", "story", "tier", "source"))
+
+    def key(story: str) -> str:
+        sources = frozenset(f"instance-{i}.example.social" for i in range(20))
+        return route.group_key(AlertAttrs(tier=2, watch="w" * 100, story=story, sources=sources))
+
+    a, b = key("acme:" + "a" * 250), key("acme:" + "a" * 249 + "b")
+    assert len(a) == len(b) == MAX_GROUP_KEY
+    assert a == key("acme:" + "a" * 250), "the same group, the same key"
+    assert a != b, "groups that differ only past the head keep apart"
+    assert a.startswith(f"{route.path}|watch={'w' * 100}|story=acme:aaa")
