@@ -35,6 +35,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -210,6 +211,9 @@ class ProcessClassifier:
                 self._pid = pid
                 self._answered = True
                 return answer
+            except FutureCancelled as exc:
+                # close() cancelled the call before it reached the child (cancel_futures)
+                raise ClassifierProcessError("the classifier process was closed") from exc
             except BrokenProcessPool as exc:
                 replaced = self._replace(pool)
                 if self._closed:

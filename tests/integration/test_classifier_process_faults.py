@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import CancelledError as FutureCancelled
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -159,3 +160,24 @@ async def test_the_scorer_dead_letters_only_the_poison_and_never_halts(
     dead = sorted(Mention.model_validate_json(letter.value).id for letter in bus.dead_letters)
     assert dead == sorted(m.id for m in [*poison, other])
     assert len(restarts) == 6
+
+
+def test_a_call_close_cancels_before_it_reached_the_child_is_closed_not_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``close`` cancels a call still queued for the child (``cancel_futures``): its caller
+    gets ClassifierProcessError like one whose child was killed, not the pool's bare
+    CancelledError (a race seen in CI under load)."""
+    child, _ = fake_child()
+    try:
+
+        def cancelled(*_: object) -> object:
+            child.close()
+            raise FutureCancelled()
+
+        monkeypatch.setattr(child, "_answer", cancelled)
+        failed = in_thread(lambda: child.classify(["fine"], ["en"]))
+        assert isinstance(failed, ClassifierProcessError)
+        assert "closed" in str(failed)
+    finally:
+        child.close()
