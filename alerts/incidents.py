@@ -74,14 +74,14 @@ from alerts.outbox import (
     rowcount,
     supersede_pages,
 )
-from alerts.routing import AlertAttrs, Route, match_routes
+from alerts.routing import AlertAttrs, Route, fit_key, match_routes
 from alerts.targets import team_targets
 from alerts.timeline import add_event
 from alerts.workflow import tasks
 from alerts.workflow.models import HeatSnapshot, TierChange
 from core.clock import Clock
 from core.db import database_unavailable, on_commit, savepoint
-from core.events import Signal
+from core.events import MAX_COUNT, Evidence, Signal, storable
 from core.metrics import Metrics, drill_label
 
 DETECTOR = "detector"
@@ -104,19 +104,68 @@ class InvalidSignal(ValueError):
 
 
 MAX_ID = 255
+MAX_MENTION_ID = 512
+"""``incident_evidence.mention_id``: what ``Mention.id`` allows."""
+MAX_AUTHOR = 255
+"""``incident_evidence.author``."""
 
 
 def check_signal(signal: Signal) -> None:
-    """Raise ``InvalidSignal`` when the signal's ids do not fit the tables."""
-    for what, value in (
-        ("id", signal.id),
-        ("story_id", signal.story_id),
-        ("watch.id", signal.watch.id),
-    ):
+    """Raise ``InvalidSignal`` when the signal's ids do not fit the tables: empty, too
+    long, or holding what PostgreSQL cannot store (a NUL, a lone surrogate)."""
+    ids = [("id", signal.id), ("story_id", signal.story_id), ("watch.id", signal.watch.id)]
+    if signal.merged_into is not None:
+        ids.append(("merged_into", signal.merged_into))
+    for what, value in ids:
         if not value or len(value) > MAX_ID:
             raise InvalidSignal(
                 f"signal {signal.id[:80]!r}: {what} must be 1-{MAX_ID} characters, got {len(value)}"
             )
+        if storable(value) != value:
+            raise InvalidSignal(
+                f"signal {signal.id[:80]!r}: {what} holds a NUL or a lone surrogate"
+            )
+
+
+def fit_signal(signal: Signal) -> Signal:
+    """``signal`` with what the alerter stores of it made to fit the tables (after
+    ``check_signal``). The contract does not bound a Signal's texts as it does a
+    Mention's, and another producer (or a newer detector) may send more: an evidence
+    mention id over ``MAX_MENTION_ID`` characters becomes its head and a hash of the
+    whole (still one id per mention, and its source readable), its author is cut to
+    ``MAX_AUTHOR`` characters, its followers to ``MAX_COUNT``, and NULs (and lone
+    surrogates) in its texts, the explanation and the brand become U+FFFD. Refusing the
+    signal instead would lose its alert for a detail of one of its mentions; storing it
+    as sent fails the insert on PostgreSQL, and the bus retries the signal for ever."""
+    evidence = tuple(_fit_evidence(ev) for ev in signal.evidence)
+    explanation = storable(signal.explanation)
+    brand = storable(signal.watch.brand[:MAX_ID])
+    changed = evidence != signal.evidence or explanation != signal.explanation
+    if not changed and brand == signal.watch.brand:
+        return signal
+    if changed:
+        log.warning("signal %s: evidence or explanation changed to fit the tables", signal.id)
+    return signal.model_copy(
+        update={
+            "evidence": evidence,
+            "explanation": explanation,
+            "watch": signal.watch.model_copy(update={"brand": brand}),
+        }
+    )
+
+
+def _fit_evidence(ev: Evidence) -> Evidence:
+    mention_id = fit_key(storable(ev.id), MAX_MENTION_ID)
+    url = None if ev.url is None else storable(ev.url)
+    text = storable(ev.text)
+    author = None if ev.author is None else storable(ev.author[:MAX_AUTHOR])
+    followers = None if ev.followers is None else min(ev.followers, MAX_COUNT)
+    fitted = (mention_id, url, text, author, followers)
+    if fitted == (ev.id, ev.url, ev.text, ev.author, ev.followers):
+        return ev
+    return ev.model_copy(
+        update=dict(zip(("id", "url", "text", "author", "followers"), fitted, strict=True))
+    )
 
 
 def attrs_of(incident: Incident, signal: Signal, config: AlertsConfig) -> AlertAttrs:
@@ -174,7 +223,7 @@ async def _add_evidence(session: AsyncSession, incident_id: int, signal: Signal)
                 mention_id=ev.id,
                 url=ev.url,
                 text=ev.text,
-                author=ev.author[:255] if ev.author else ev.author,
+                author=ev.author,
                 followers=ev.followers,
                 created_at=ev.created_at,
                 label=ev.label,
@@ -211,6 +260,7 @@ async def apply_signal(
     signal whose ids do not fit the tables.
     """
     check_signal(signal)
+    signal = fit_signal(signal)
     if await signal_seen(session, signal.id):
         return None
     now = clock.now()

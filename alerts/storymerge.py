@@ -48,6 +48,7 @@ from alerts.incidents import (
     DETECTOR,
     InvalidTransition,
     check_signal,
+    fit_signal,
     signal_seen,
     story_incident,
     survivor_of,
@@ -106,6 +107,7 @@ async def apply_story_merge(
     """Apply a Signal with ``merged_into``; the incident S's Signals now reach (None when
     the merged story had none, or the signal was applied before)."""
     check_signal(signal)
+    signal = fit_signal(signal)
     into = signal.merged_into
     if into is None:
         raise ValueError(f"signal {signal.id!r} merges nothing")

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +71,8 @@ class Embedder(Protocol):
 
 
 class SentenceEmbedder:
-    """Texts -> packed vectors (None for a text too short). Thread-safe (the model is)."""
+    """Texts -> packed vectors (None for a text too short). Thread-safe: the model is,
+    and a lock guards the cache (not the model's run, which takes the time)."""
 
     def __init__(
         self,
@@ -93,6 +95,7 @@ class SentenceEmbedder:
         self.min_chars = min_chars
         self._cache: OrderedDict[str | bytes, str] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.model.close()
@@ -102,28 +105,31 @@ class SentenceEmbedder:
         out: list[str | None] = [None] * len(texts)
         todo: dict[str | bytes, list[int]] = {}  # cache key -> rows
         first: dict[str | bytes, str] = {}  # cache key -> the text to embed
+        keys: list[tuple[int, str | bytes]] = []
         for i, text in enumerate(texts):
             clean = for_embedding(text, 4_000)
-            if len(clean) < self.min_chars:
-                continue
-            key = _key(clean)
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                out[i] = hit
-            else:
-                todo.setdefault(key, []).append(i)
-                first.setdefault(key, text)
+            if len(clean) >= self.min_chars:
+                keys.append((i, _key(clean)))
+        with self._lock:  # a lookup and its move to the end are one step
+            for i, key in keys:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    out[i] = hit
+                else:
+                    todo.setdefault(key, []).append(i)
+                    first.setdefault(key, texts[i])
         if todo:
             vectors = self.model.logits([first[key] for key in todo])  # (it normalises)
-            for (key, rows), vector in zip(todo.items(), vectors, strict=True):
-                packed = pack(vector)
+            packed = [pack(vector) for vector in vectors]
+            for rows, value in zip(todo.values(), packed, strict=True):
                 for i in rows:
-                    out[i] = packed
-                if self._cache_size:
-                    self._cache[key] = packed
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                    out[i] = value
+            if self._cache_size:
+                with self._lock:
+                    self._cache.update(zip(todo, packed, strict=True))
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
         return out
 
 

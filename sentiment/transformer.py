@@ -66,14 +66,18 @@ ABSTAIN_PRIOR: dict[Label, float] = {"negative": 0.156, "neutral": 0.448, "posit
 Route = Literal["en", "zh"] | None
 _HAN_WEIGHT = 3  # a Han character carries about a word: "iPhone 太贵了" is Chinese
 _CHINESE_CODES = frozenset({"zh", "yue", "wuu", "cmn", "lzh"})
+_NO_LANGUAGE = frozenset({"", "und", "unknown", "xx", "zxx", "art", "qme", "qht", "qam", "qct"})
+"""Codes that name no language: undetermined (``und``), no linguistic content (``zxx``),
+and X/Twitter's media-, hashtag-, mention- and cashtag-only posts (``qme``, ``qht``,
+``qam``, ``qct``) and ``art``: the text is routed by its script, as without a code."""
 
 
 def language_code(lang: str | None) -> str:
-    """``"en-US"`` -> ``"en"``; missing or undetermined -> ``""``."""
+    """``"en-US"`` -> ``"en"``; missing, undetermined or no language -> ``""``."""
     if not lang:
         return ""
     code = lang.strip().lower().replace("_", "-").split("-")[0]
-    return "" if code in ("und", "unknown", "xx", "") else code
+    return "" if code in _NO_LANGUAGE else code
 
 
 def routing_language(lang: str | None) -> str:

@@ -241,10 +241,10 @@ async def test_a_release_that_fails_does_not_stop_the_others(
             silence_id = silence.id
         muted[silence_id] = await world.open(watch, f"story-{watch}")
     first = min(muted)
-    real = service_module.release_silence
+    real = svc.release_silence  # defined there; the service calls it by its own name
     failing = [True]
 
-    async def release(session: AsyncSession, **kwargs: Any) -> list[Incident] | None:
+    async def release(session: AsyncSession, **kwargs: Any) -> svc.Release | None:
         if kwargs["silence_id"] == first and failing[0]:
             raise RuntimeError("a bad row")
         return await real(session, **kwargs)
