@@ -116,6 +116,22 @@ MAX_TEXT_CHARS = 40_000
 fit_text``), so the post is kept and its start matched and scored."""
 
 
+NO_LANGUAGE = frozenset({"und", "unknown", "xx", "zxx", "art", "qme", "qht", "qam", "qct"})
+"""``Mention.lang`` codes that name no language: undetermined (``und``), no linguistic
+content (``zxx``), artificial (``art``), and X/Twitter's media-, hashtag-, mention- and
+cashtag-only posts (``qme``, ``qht``, ``qam``, ``qct``)."""
+
+
+def language_of(lang: str | None) -> str:
+    """A mention's language as its primary subtag, lower case (``"zh-Hant"`` -> ``"zh"``,
+    ``"EN_us"`` -> ``"en"``); ``""`` when it names none (missing, ``NO_LANGUAGE``): the
+    text's script must tell."""
+    if not lang:
+        return ""
+    code = lang.strip().lower().replace("_", "-").split("-", 1)[0]
+    return "" if code in NO_LANGUAGE else code
+
+
 class Mention(_Event):
     """One post, comment or repost from a platform, normalised.
 

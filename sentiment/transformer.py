@@ -37,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from core.events import LABELS, Label, Sentiment
+from core.events import LABELS, Label, Sentiment, language_of
 from sentiment.chinese import ChineseModel
 from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
@@ -66,18 +66,12 @@ ABSTAIN_PRIOR: dict[Label, float] = {"negative": 0.156, "neutral": 0.448, "posit
 Route = Literal["en", "zh"] | None
 _HAN_WEIGHT = 3  # a Han character carries about a word: "iPhone 太贵了" is Chinese
 _CHINESE_CODES = frozenset({"zh", "yue", "wuu", "cmn", "lzh"})
-_NO_LANGUAGE = frozenset({"", "und", "unknown", "xx", "zxx", "art", "qme", "qht", "qam", "qct"})
-"""Codes that name no language: undetermined (``und``), no linguistic content (``zxx``),
-and X/Twitter's media-, hashtag-, mention- and cashtag-only posts (``qme``, ``qht``,
-``qam``, ``qct``) and ``art``: the text is routed by its script, as without a code."""
 
 
 def language_code(lang: str | None) -> str:
-    """``"en-US"`` -> ``"en"``; missing, undetermined or no language -> ``""``."""
-    if not lang:
-        return ""
-    code = lang.strip().lower().replace("_", "-").split("-")[0]
-    return "" if code in _NO_LANGUAGE else code
+    """``"en-US"`` -> ``"en"``; missing, undetermined or no language -> ``""``
+    (``core.events.language_of``: the text is then routed by its script)."""
+    return language_of(lang)
 
 
 def routing_language(lang: str | None) -> str:

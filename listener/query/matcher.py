@@ -20,6 +20,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import pairwise
 
+from core.events import language_of
 from listener.query.fold import WORD, fold, fold_cuts
 
 Span = tuple[int, int]  # [start, end) character offsets in Subject.positions
@@ -141,9 +142,10 @@ class Subject:
 
 
 def primary_lang(lang: str) -> str:
-    """``zh-Hant`` → ``zh``; ``und`` (BCP 47: undetermined) → ``""``, no language given."""
-    code = lang.strip().lower().replace("_", "-").split("-", 1)[0]
-    return "" if code == "und" else code
+    """``zh-Hant`` → ``zh``; ``und`` and the other codes that name no language (X's
+    hashtag- or media-only posts: ``core.events.NO_LANGUAGE``) → ``""``, no language
+    given."""
+    return language_of(lang)
 
 
 class Node(ABC):
