@@ -104,9 +104,12 @@ class Engagement(_Event):
 
 
 class WatchMatch(_Event):
-    """Which watch (brand + query) a mention matched, and the terms that matched."""
+    """Which watch (brand + query) a mention matched, and the terms that matched. ``id`` is
+    bounded as the config bounds a watch's id (100): a longer one, from another producer,
+    is refused where it is decoded (dead-lettered), not left to fail the detector's state
+    save and the alerter's inserts (255-character columns) and be retried for ever."""
 
-    id: str
+    id: Annotated[str, Field(min_length=1, max_length=100)]
     brand: str = ""
     terms: tuple[str, ...] = ()
 

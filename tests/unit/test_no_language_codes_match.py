@@ -4,9 +4,12 @@ no language: a watch's language filter lets such a post through like one coded `
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
-from core.events import NO_LANGUAGE, language_of
+import pytest
+from pydantic import ValidationError
+
+from core.events import NO_LANGUAGE, Mention, WatchMatch, language_of
 from listener.config import WatchConfig
 from listener.watches import CompiledWatch
 from sentiment.transformer import language_code
@@ -28,3 +31,17 @@ def test_a_post_coded_with_no_language_passes_a_watchs_language_filter(code: str
 )
 def test_listener_and_scorer_read_a_language_the_same_way(lang: str | None, code: str) -> None:
     assert language_of(lang) == code == language_code(lang)
+
+
+def test_a_watch_id_longer_than_the_config_allows_is_refused_where_it_is_decoded() -> None:
+    """A mention from another producer whose watch id would not fit the detector's and the
+    alerter's columns (255) fails its decoding (a dead letter), not a database write that
+    the bus would retry for ever."""
+    line = Mention(
+        id="x:1", source="x", created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        watch=WatchMatch(id="acme"),
+    ).model_dump(mode="json")  # fmt: skip
+    line["watch"]["id"] = "w" * 300
+    with pytest.raises(ValidationError):
+        Mention.model_validate(line)
+    assert Mention.model_validate({**line, "watch": {"id": "w" * 100}}).watch is not None
