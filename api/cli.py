@@ -169,6 +169,52 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sentiment_parser(sub)
 
+    from api.dead_letters import parse_since, parse_topic
+
+    dl = sub.add_parser(
+        "dead-letters", help="see the events the bus dead-lettered; publish them again"
+    )
+    dl_sub = dl.add_subparsers(dest="dead_letters_command", required=True, metavar="DL_COMMAND")
+    dl_list = dl_sub.add_parser(
+        "list",
+        help="one line per dead letter not yet re-driven, oldest first (Kafka: the .dlq "
+        "topics; embedded: the bus journal, with crisiswatch run stopped)",
+    )
+    dl_list.add_argument("--config", type=Path, help="YAML config (bus, database)")
+    dl_list.add_argument("--topic", type=parse_topic, help="mentions, scored or signals")
+    dl_list.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="ISO",
+        help="dead-lettered at or after (UTC if no zone)",
+    )
+    dl_list.add_argument("--limit", type=_positive, help="only the newest N")
+    dl_list.add_argument(
+        "--json", action="store_true", help="JSON lines with the whole record (value included)"
+    )
+    dl_redrive = dl_sub.add_parser(
+        "redrive",
+        help="publish dead letters back to their topic with their key (after fixing the "
+        "cause); each is re-driven once",
+    )
+    dl_redrive.add_argument("--config", type=Path, help="YAML config (bus, database)")
+    dl_redrive.add_argument(
+        "--topic", type=parse_topic, required=True, help="mentions, scored or signals"
+    )
+    which = dl_redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id",
+        dest="ids",
+        nargs="+",
+        action="extend",
+        metavar="EVENT_ID",
+        help="the letters holding these event ids",
+    )
+    which.add_argument("--all", action="store_true", help="every letter of the topic")
+    dl_redrive.add_argument(
+        "--dry-run", action="store_true", help="say what would be published; publish nothing"
+    )
+
     bench = sub.add_parser("bench", help="benchmarks against data with known answers")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     det = bench_sub.add_parser(
@@ -387,6 +433,31 @@ def _check_database_url(url: str) -> None:
     )
 
 
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from api.dead_letters import DeadLetterError, list_letters, redrive
+    from api.output import standard_output
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a failure is said in one line
+    name = f"crisiswatch dead-letters {args.dead_letters_command}"
+    try:
+        with standard_output() as out:
+            if args.dead_letters_command == "list":
+                list_letters(
+                    settings,
+                    topic=args.topic,
+                    since=args.since,
+                    limit=args.limit,
+                    as_json=args.json,
+                    out=out,
+                )
+            else:
+                redrive(settings, topic=args.topic, ids=args.ids, dry_run=args.dry_run, out=out)
+    except DeadLetterError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
+
+
 def _keys(command: str) -> int:
     from api.auth import generate_key, hash_key
 
@@ -473,6 +544,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command in ("templates", "db"):
         return _database_command(settings, args)
+
+    if args.command == "dead-letters":
+        return _dead_letters(settings, args)
 
     if args.command in ("replay", "bench"):  # long jobs through the pipeline's stages
         from api.collector import tune_collector

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bus_dead_letters ("
     " id INTEGER PRIMARY KEY, topic TEXT NOT NULL, grp TEXT NOT NULL, key TEXT,"
     " value BLOB NOT NULL, reason TEXT NOT NULL, partition INTEGER NOT NULL,"
-    " offset INTEGER NOT NULL)",
+    " offset INTEGER NOT NULL, at REAL)",
 )
+# ``at``: when it was dead-lettered (Unix seconds; NULL in a file written before it was kept)
 
 _DAMAGED = (
     "; if the file is damaged, move it aside (with its -wal file) to start without the "
@@ -169,6 +171,9 @@ class BusJournal:
                 db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now, or fails
                 for statement in _SCHEMA:
                     db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(bus_dead_letters)")}
+                if "at" not in columns:  # a journal written before the time was kept
+                    db.execute("ALTER TABLE bus_dead_letters ADD COLUMN at REAL")
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 db.close()
@@ -234,8 +239,8 @@ class BusJournal:
             db.execute("BEGIN")
             cursor = db.execute(
                 "INSERT INTO bus_dead_letters"
-                " (topic, grp, key, value, reason, partition, offset)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " (topic, grp, key, value, reason, partition, offset, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     letter.topic,
                     letter.group,
@@ -244,6 +249,7 @@ class BusJournal:
                     letter.reason,
                     letter.partition,
                     letter.offset,
+                    time.time(),
                 ),
             )
             last = cursor.lastrowid or 0

@@ -351,19 +351,7 @@ class KafkaBus(Bus):
             log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
 
     def _client_options(self) -> dict[str, Any]:
-        cfg = self.config
-        options: dict[str, Any] = {
-            "bootstrap_servers": cfg.bootstrap_servers,
-            "security_protocol": cfg.security_protocol,
-        }
-        if cfg.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_context"] = create_ssl_context()
-        if cfg.security_protocol.startswith("SASL"):
-            options["sasl_mechanism"] = cfg.sasl_mechanism or "PLAIN"
-            options["sasl_plain_username"] = cfg.sasl_username
-            if cfg.sasl_password is not None:
-                options["sasl_plain_password"] = cfg.sasl_password.get_secret_value()
-        return options
+        return client_options(self.config)
 
     def _group_options(self) -> dict[str, Any]:
         """The consumer group timing of ``bus`` (validated together in ``BusConfig``)."""
@@ -674,6 +662,22 @@ class KafkaBus(Bus):
         for tp, offset in offsets.items():
             if state.pending.get(tp) == offset:
                 del state.pending[tp]
+
+
+def client_options(cfg: BusConfig) -> dict[str, Any]:
+    """The connection options of every aiokafka client for ``cfg`` (servers, TLS, SASL)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": cfg.bootstrap_servers,
+        "security_protocol": cfg.security_protocol,
+    }
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context()
+    if cfg.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = cfg.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = cfg.sasl_username
+        if cfg.sasl_password is not None:
+            options["sasl_plain_password"] = cfg.sasl_password.get_secret_value()
+    return options
 
 
 def _seek(state: _Consumer, tp: Any, offset: int) -> None:
