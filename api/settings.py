@@ -6,14 +6,18 @@ Loaded from a YAML file (``--config``) and ``CRISISWATCH_*`` environment variabl
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
+    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -30,6 +34,8 @@ from core.settings import BaseAppSettings, BusConfig, ConfigFileError, DatabaseC
 from listener.config import ListenerConfig
 from sentiment.config import ScorerConfig
 from sentiment.detector.config import DetectorConfig
+
+log = logging.getLogger(__name__)
 
 KeyRole = Literal[
     "viewer", "responder", "customer_service", "pr", "legal", "executive", "admin"
@@ -201,6 +207,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Load and validate; raises ConfigError with every problem explained.
     ``overrides``: values that win over the file and the environment (a section's dict
     is merged into the section)."""
+    for warning in environment_warnings(os.environ):
+        log.warning("%s", warning)
     try:
         settings = Settings.load(path, **overrides)
     except ValidationError as exc:
@@ -233,13 +241,203 @@ class ConfigError(ValueError):
     pass
 
 
+ENV_PREFIX = "CRISISWATCH_"
+NOT_SETTINGS = frozenset({"data", "skip_browser", "chromium", "chromedriver", "console_screenshot"})
+"""Variables of the project's tools, not settings (``CRISISWATCH_DATA``, the tests'
+``CRISISWATCH_TEST_*``, ...): never warned about."""
+
+
+SERVICE_LINK = re.compile(
+    r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+    r"|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+)
+"""The variables Kubernetes gives every pod for each Service of its namespace:
+``crisiswatch-api`` gives ``CRISISWATCH_API_SERVICE_HOST``, ``CRISISWATCH_API_PORT``, ..."""
+
+
+def environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """A ``CRISISWATCH_*`` variable whose first part names no setting is ignored by
+    pydantic-settings (``CRISISWATCH_BUS_KIND``: one underscore): one line each, with the
+    nearest setting's variable. A misspelling below a section is an error already. The
+    value is never shown: it may be a secret."""
+    top = set(Settings.model_fields)
+    two_levels = [
+        f"{name}__{sub}"
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        for sub in field.annotation.model_fields
+    ]
+    lines = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        parts = variable[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] in top or parts[0] in NOT_SETTINGS or parts[0].startswith("test_"):
+            continue
+        if len(parts) == 1 and SERVICE_LINK.match(variable.upper()):
+            continue
+        head = "__".join(parts[:2])
+        near = difflib.get_close_matches(head, [*top, *two_levels], n=1, cutoff=0.75)
+        if near:
+            suggestion = "__".join([near[0], *parts[2:]]) if "__" in near[0] else near[0]
+            hint = f"did you mean {ENV_PREFIX}{suggestion.upper()}?"
+        else:
+            hint = "a setting's is CRISISWATCH_ and its path, levels joined by __: "
+            hint += "CRISISWATCH_BUS__KIND sets bus.kind"
+        lines.append(f"environment variable {variable} is not a setting and is ignored ({hint})")
+    return lines
+
+
 def format_validation_error(exc: ValidationError, path: Path | None) -> str:
     where = str(path) if path else "settings"
+    whole = exc.title == Settings.__name__  # (replay validates a DetectorConfig alone)
+    variables = _variable_paths(os.environ) if whole else {}
     lines = [f"{where}: {exc.error_count()} problem(s)"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a setting; check the spelling and the section)"
+        msg = _explain(err)
+        if err["type"] == "extra_forbidden" and whole and err["loc"]:
+            near = difflib.get_close_matches(
+                str(err["loc"][-1]), _keys_at(Settings, err["loc"][:-1]), n=1, cutoff=0.6
+            )
+            if near:
+                msg += f"; did you mean {near[0]!r}?"
+        note = _variable_note(err["loc"], variables)
+        if err["type"] == "list_type" and note.startswith(" (set in it"):
+            note += "; a list is set whole, as JSON"
+        msg += note
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)
+
+
+def _explain(err: Any) -> str:
+    """pydantic's message in an operator's words where it is cryptic. The input is never
+    shown (it may be a secret)."""
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        return "unknown key (not a setting; check the spelling and the section)"
+    if kind == "value_error" and "error" in err.get("ctx", {}):
+        return str(err["ctx"]["error"])  # without pydantic's "Value error, " prefix
+    if kind == "union_tag_not_found":
+        key = err.get("ctx", {}).get("discriminator", "type").strip("'")
+        return f"the {key!r} key is missing" + (
+            " (a channel's type: " + ", ".join(_channel_types()) + ")" if key == "type" else ""
+        )
+    if kind == "time_delta_parsing":
+        return (
+            "not a duration: write seconds (300), HH:MM:SS (00:05:00) or ISO 8601 "
+            "(PT5M, PT2H, P1D); units such as 5m or 10s are not read"
+        )
+    value = err.get("input")
+    if kind == "string_type" and isinstance(value, bool):
+        words = ("no", "off") if value is False else ("yes", "on")
+        return (
+            f"{msg}: YAML reads an unquoted '{words[0]}' or '{words[1]}' as {str(value).lower()}; "
+            f'quote the word ("{words[0]}") where it is meant'
+        )
+    if kind == "string_type" and isinstance(value, int | float):
+        return f"{msg}: YAML reads unquoted digits as a number; quote the value"
+    return msg
+
+
+def _channel_types() -> tuple[str, ...]:
+    from alerts.channels import AnyChannelConfig
+
+    return tuple(
+        tag for model in get_args(AnyChannelConfig) for tag in _literal_tags(model, "type")
+    )
+
+
+def _literal_tags(model: Any, field: str) -> tuple[Any, ...]:
+    info = model.model_fields.get(field) if _is_model(model) else None
+    if info is None or get_origin(info.annotation) is not Literal:
+        return ()
+    return get_args(info.annotation)
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _options(tp: Any) -> list[Any]:
+    """The types a value of ``tp`` may be: ``Annotated`` and unions unwrapped."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _options(get_args(tp)[0])
+    if origin is Union or type(tp).__name__ == "UnionType":
+        return [leaf for member in get_args(tp) for leaf in _options(member)]
+    return [tp]
+
+
+def _step(tp: Any, part: str | int) -> list[tuple[Any, bool]]:
+    """The types found one step (``part`` of an error's location) into ``tp``, each with
+    whether ``part`` was a union member's tag (a step of pydantic's, not of the data)."""
+    found: list[tuple[Any, bool]] = []
+    for option in _options(tp):
+        origin = get_origin(option)
+        if _is_model(option):
+            fields = {info.alias or name: info for name, info in option.model_fields.items()}
+            if part in fields:
+                found.append((fields[part].annotation, False))
+            elif part == option.__name__ or part in _literal_tags(option, "type"):
+                found.append((option, True))
+        elif origin in (list, tuple, set, frozenset) and isinstance(part, int):
+            found.extend((arg, False) for arg in get_args(option)[:1])
+        elif origin is dict:
+            found.extend((arg, False) for arg in get_args(option)[1:2])
+    return found
+
+
+def _walk(root: Any, loc: tuple[str | int, ...]) -> tuple[list[Any], list[str]]:
+    """The types at ``loc`` (empty when unsure), and ``loc`` without union tags, lower
+    case (the path an environment variable names)."""
+    types, path = [root], []
+    for part in loc:
+        found = [step for tp in types for step in _step(tp, part)]
+        if not (found and all(tag for _, tag in found)):
+            path.append(str(part).lower())
+        types = [tp for tp, _ in found]
+    return types, path
+
+
+def _keys_at(root: Any, loc: tuple[str | int, ...]) -> list[str]:
+    """The keys a mapping at ``loc`` accepts (for a did-you-mean; empty when unsure)."""
+    types, _ = _walk(root, loc)
+    return sorted(
+        {
+            info.alias or name
+            for tp in types
+            for option in _options(tp)
+            if _is_model(option)
+            for name, info in option.model_fields.items()
+        }
+    )
+
+
+def _variable_paths(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The settings path each ``CRISISWATCH_*`` variable sets -> its name."""
+    return {
+        tuple(name[len(ENV_PREFIX) :].lower().split("__")): name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+    }
+
+
+def _variable_note(loc: tuple[str | int, ...], variables: dict[tuple[str, ...], str]) -> str:
+    """Which variables set the value at ``loc`` (or a section holding it, or, for a
+    section's own problem, values in it): the file's name heads the message, and the
+    operator would look for the value there in vain."""
+    if not loc or not variables:
+        return ""
+    _, steps = _walk(Settings, loc)
+    above = [path for path in variables if tuple(steps[: len(path)]) == path]
+    if above:
+        return f" (from environment variable {variables[max(above, key=len)]})"
+    below = sorted(
+        name
+        for path, name in variables.items()
+        if len(steps) >= 2 and path[: len(steps)] == tuple(steps)
+    )
+    if below:
+        return f" (set in it by environment variable {', '.join(below)})"
+    return ""

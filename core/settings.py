@@ -138,6 +138,28 @@ class DatabaseConfig(Section):
     echo: bool = False
     pool_size: int = Field(5, ge=1)
 
+    @field_validator("url")
+    @classmethod
+    def _port_is_a_number(cls, value: SecretStr) -> SecretStr:
+        """SQLAlchemy raises a bare ValueError (a traceback, quoting the text) for a port
+        that is not a number: often part of a password whose ``@``, ``:`` or ``/`` was not
+        percent-encoded. Said here, without the URL. (What else makes a URL unusable is
+        checked where it is used: ``api.cli``.)"""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value.get_secret_value())
+        except ArgumentError:
+            pass  # not a URL at all: said by the command's own check
+        except ValueError:
+            raise ValueError(
+                "its port is not a number (value not shown: it may hold a password); a "
+                "password or user name holding @ : / # ? % must be percent-encoded "
+                "(@ is %40, : is %3A, / is %2F)"
+            ) from None
+        return value
+
 
 class YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML config file named by the ``_config_file`` init argument."""
@@ -157,6 +179,33 @@ class ConfigFileError(ValueError):
     pass
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the
+    last one, so a section written twice silently lost the first one's settings. A merge
+    key's (``<<: *anchor``) entries may still be overridden by the mapping's own keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first_lines.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the constructor below refuses it
+                continue
+            if line != key_node.start_mark.line:
+                shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {shown} (first given at line {line + 1}): the later one "
+                    "would silently replace the earlier; merge the two",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -168,12 +217,17 @@ def load_yaml(path: Path) -> dict[str, Any]:
             f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         # Not str(exc): PyYAML quotes the offending line, which may hold a secret.
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
+        context = getattr(exc, "context", None)  # PyYAML's own words ("while parsing ...")
+        if context:
+            problem = f"{context}, {problem}"
+        if "'\\t'" in problem:
+            problem += " (YAML does not allow tabs in indentation: indent with spaces)"
         raise ConfigFileError(f"{path} is not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
@@ -190,6 +244,9 @@ class BaseAppSettings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         hide_input_in_errors=True,  # a rejected value may be a secret: never echo it
+        # CRISISWATCH_SCORER__EMBEDDER=null: the documented null of an optional setting
+        # (else it is the string "null", refused or, as a name, taken for one)
+        env_parse_none_str="null",
     )
 
     _yaml_path: ClassVar[Path | None] = None
