@@ -132,6 +132,9 @@ def test_probes_resources_and_security() -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
         assert pod["automountServiceAccountToken"] is False
+        # no service-link variables (CRISISWATCH_API_PORT, ...: the Services are named
+        # crisiswatch-*) among the CRISISWATCH_* settings
+        assert pod["enableServiceLinks"] is False
         sec = c["securityContext"]
         assert sec["readOnlyRootFilesystem"] is True
         assert sec["allowPrivilegeEscalation"] is False
