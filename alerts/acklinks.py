@@ -36,7 +36,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import Clock
 from core.db import Base, UtcDateTime, unit_of_work
-from core.settings import Section
+from core.settings import Secret, Section
 
 VERSION = "v1"
 MAX_TOKEN = 200
@@ -47,7 +47,7 @@ class AckLinkConfig(Section):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    secret: SecretStr | None = Field(
+    secret: Secret | None = Field(
         None, description="HMAC key of the tokens (at least 32 characters); unset = no links"
     )
     ttl: timedelta = Field(timedelta(hours=24), description="how long a link stays valid")

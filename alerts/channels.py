@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from core.settings import Section
+from core.settings import Secret, Section
 
 # pydantic repeats the raw input in its error messages; these sections hold secrets.
 _SECRET_SAFE = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -39,8 +39,8 @@ class WebhookChannelConfig(Section):
     model_config = _SECRET_SAFE
 
     type: Literal["webhook"] = "webhook"
-    url: SecretStr
-    secret: SecretStr = Field(description="shared key for the X-Crisiswatch-Signature header")
+    url: Secret
+    secret: Secret = Field(description="shared key for the X-Crisiswatch-Signature header")
     timeout: float = Field(10.0, gt=0, le=60)
 
     @field_validator("url")
@@ -61,7 +61,7 @@ class _HookConfig(Section):
 
     model_config = _SECRET_SAFE
 
-    webhook_url: SecretStr
+    webhook_url: Secret
     timeout: float = Field(10.0, gt=0, le=60)
 
     @field_validator("webhook_url")
@@ -88,41 +88,25 @@ class TeamsChannelConfig(_HookConfig):
     type: Literal["teams"] = "teams"
 
 
-def _optional_signing_secret(value: SecretStr | None) -> SecretStr | None:
-    if value is not None and not value.get_secret_value().strip():
-        raise ValueError("the signing secret is empty; leave it out to send unsigned")
-    return value
-
-
 class FeishuChannelConfig(_HookConfig):
     """A Feishu / Lark custom bot (``.../open-apis/bot/v2/hook/<id>``), card message."""
 
     type: Literal["feishu"] = "feishu"
-    secret: SecretStr | None = Field(
+    secret: Secret | None = Field(
         None, description="the bot's signature verification key (signing is recommended)"
     )
-
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        return _optional_signing_secret(value)
 
 
 class DingTalkChannelConfig(_HookConfig):
     """A DingTalk custom robot (``https://oapi.dingtalk.com/robot/send?access_token=...``)."""
 
     type: Literal["dingtalk"] = "dingtalk"
-    secret: SecretStr | None = Field(
+    secret: Secret | None = Field(
         None, description="the robot's 加签 secret (starts with SEC); signing is recommended"
     )
     msgtype: Literal["markdown", "actionCard"] = Field(
         "markdown", description="actionCard shows the ack link as a button"
     )
-
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        return _optional_signing_secret(value)
 
 
 class WeComChannelConfig(_HookConfig):
@@ -145,7 +129,7 @@ class EmailChannelConfig(Section):
     host: str = Field(min_length=1)
     port: int = Field(587, ge=1, le=65535)
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     starttls: bool = Field(
         True, description="require STARTTLS (off only for a local relay on localhost)"
     )
@@ -187,7 +171,7 @@ class PagerDutyChannelConfig(Section):
     model_config = _SECRET_SAFE
 
     type: Literal["pagerduty"] = "pagerduty"
-    routing_key: SecretStr = Field(description="the 32-character integration key")
+    routing_key: Secret = Field(description="the 32-character integration key")
     url: str = "https://events.pagerduty.com/v2/enqueue"
     source: str = Field("crisiswatch", min_length=1, max_length=255)
     severity: dict[int, PagerDutySeverity] = Field(default_factory=_default_severity)
@@ -196,7 +180,7 @@ class PagerDutyChannelConfig(Section):
     @field_validator("routing_key")
     @classmethod
     def _key(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().strip()) != 32:
+        if len(value.get_secret_value()) != 32:
             raise ValueError("routing_key must be the 32-character integration key (not shown)")
         return value
 

@@ -765,6 +765,46 @@ class AlertsConfig(Section):
         name = self.escalation.get(tier)
         return self.escalation_policies.get(name) if name else None
 
+    # A map given in the config (``escalation``, ``sla``) replaces the default one whole:
+    # ``escalation: {3: my-policy}`` leaves tiers 1 and 2 with none. Merging would change
+    # what existing configs mean, so the gaps are said instead (check-config, start-up).
+    # Every tier is routed (``_references``), so every tier's gap counts.
+
+    def escalation_warnings(self) -> list[str]:
+        """One line per tier that has no escalation policy, naming the setting to add."""
+        lines = []
+        policies = ", ".join(sorted(self.escalation_policies)) or "none defined"
+        for tier in TIERS:
+            if self.escalation.get(tier) is not None:
+                continue
+            why = (
+                f"alerts.escalation.{tier} is null"
+                if tier in self.escalation
+                else "alerts.escalation leaves it out (a map given replaces the default one "
+                "whole, it is not merged)"
+            )
+            missed = (
+                f", and a missed alerts.sla.{tier} deadline escalates to no one"
+                if tier in self.sla
+                else ""
+            )
+            lines.append(
+                f"tier {tier} has no escalation policy: {why}, so its unacknowledged alerts "
+                f"are never escalated{missed}; set alerts.escalation.{tier}: <policy> "
+                f"(escalation_policies: {policies})"
+            )
+        return lines
+
+    def sla_warnings(self) -> list[str]:
+        """One line per tier that has no SLA clock, naming the setting to add."""
+        return [
+            f"tier {tier} has no SLA clock: alerts.sla leaves it out (a map given replaces "
+            "the default one whole, it is not merged), so the response plan's deadline "
+            f"({plan.description} in {plan.target}) is not watched; set alerts.sla.{tier}"
+            for tier, plan in _default_sla().items()
+            if tier not in self.sla
+        ]
+
 
 def _is_tier_key(key: object) -> bool:
     return isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit())

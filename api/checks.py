@@ -59,13 +59,18 @@ def describe(settings: Settings, path: Path) -> str:
         "  escalation: "
         + ", ".join(f"tier {t} -> {alerts.escalation.get(t) or 'none'}" for t in (1, 2, 3))
     )
+    lines.extend(f"    warning: {warning}" for warning in alerts.escalation_warnings())
     lines.append(
         "  SLA: "
-        + ", ".join(
-            f"tier {t} {sla.description or sla.met_by} in {sla.target}"
-            for t, sla in sorted(alerts.sla.items())
+        + (
+            ", ".join(
+                f"tier {t} {sla.description or sla.met_by} in {sla.target}"
+                for t, sla in sorted(alerts.sla.items())
+            )
+            or "none"
         )
     )
+    lines.extend(f"    warning: {warning}" for warning in alerts.sla_warnings())
     if alerts.quiet_hours is not None:
         q = alerts.quiet_hours
         lines.append(f"  quiet hours: {q.start}-{q.end} {q.timezone} for tiers {q.tiers}")

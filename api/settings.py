@@ -30,7 +30,14 @@ from pydantic_settings import SettingsError
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
 from core.db import sqlite_file
-from core.settings import BaseAppSettings, BusConfig, ConfigFileError, DatabaseConfig, Section
+from core.settings import (
+    BaseAppSettings,
+    BusConfig,
+    ConfigFileError,
+    DatabaseConfig,
+    Secret,
+    Section,
+)
 from listener.config import ListenerConfig
 from sentiment.config import ScorerConfig
 from sentiment.detector.config import DetectorConfig
@@ -53,7 +60,7 @@ class ApiKeyConfig(Section):
     """One API key: the key itself, or (better) its SHA-256 from ``crisiswatch keys hash``."""
 
     name: str = Field(min_length=1, max_length=100)
-    key: SecretStr | None = None
+    key: Secret | None = None
     key_sha256: str | None = Field(
         None, pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the key"
     )
@@ -104,7 +111,7 @@ class ApiConfig(Section):
         description="largest request body the API reads (413 beyond; signed ingestion has "
         "its own, listener.webhook.max_body_bytes)",
     )
-    metrics_token: SecretStr | None = Field(
+    metrics_token: Secret | None = Field(
         None,
         description="bearer token every process's GET /metrics asks for ('Authorization: "
         "Bearer <token>'; /healthz and /readyz stay open); unset = /metrics open",
@@ -114,18 +121,18 @@ class ApiConfig(Section):
     @classmethod
     def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
         """At least 16 characters, printable ASCII without spaces (it travels in an HTTP
-        header); surrounding whitespace (a Secret file's newline) is dropped, as Prometheus
-        drops it from its ``credentials_file``."""
+        header); surrounding whitespace (a Secret file's newline) is dropped at load
+        (``Secret``), as Prometheus drops it from its ``credentials_file``."""
         if value is None:
             return None
-        token = value.get_secret_value().strip()
+        token = value.get_secret_value()
         if len(token) < 16:
             raise ValueError("the metrics token must be at least 16 characters")
         if not all("!" <= ch <= "~" for ch in token):
             raise ValueError(
                 "the metrics token must be printable ASCII without spaces (an HTTP header)"
             )
-        return SecretStr(token)
+        return value
 
 
 class SlackAppConfig(Section):
@@ -133,7 +140,7 @@ class SlackAppConfig(Section):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    signing_secret: SecretStr | None = Field(
+    signing_secret: Secret | None = Field(
         None, description="the app's Signing Secret (Basic Information); unset = endpoint off"
     )
     max_age: int = Field(300, ge=30, le=900, description="oldest request timestamp accepted (s)")

@@ -8,10 +8,19 @@ the file: ``CRISISWATCH_DATABASE__URL=...`` sets ``database.url``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -19,6 +28,31 @@ class Section(BaseModel):
     """Base for every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _stripped_secret(value: Any, info: ValidationInfo) -> Any:
+    """A secret without its surrounding whitespace: the final newline of a Kubernetes
+    Secret made ``--from-file`` and read as a variable, or of ``$(cat file)``, would
+    otherwise be part of an HMAC key (every signature silently wrong) or of a credential
+    (refused by the platform). A secret of whitespace only is refused, not taken as unset.
+    Runs before the field's own validators, which see the stripped value."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        return value  # (refused as SecretStr would refuse it)
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError(
+            f"{info.field_name or 'the secret'} is empty or only whitespace (value not "
+            "shown): give the secret, or leave the setting out where it is optional"
+        )
+    return stripped
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_stripped_secret)]
+"""A secret setting (a key, token, password or secret URL): read with its surrounding
+whitespace dropped, refused when nothing else is left. Every config section's secrets use
+it, so that they are all read the same way."""
 
 
 KAFKA_REQUEST_TIMEOUT_MS = 40_000  # the Kafka bus's request timeout (aiokafka's default)
@@ -52,7 +86,7 @@ class BusConfig(Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: Secret | None = None
     max_dead_letters_per_minute: int = Field(
         100, ge=0, description="per topic and group; one more halts that consumer (0: no limit)"
     )
@@ -134,7 +168,7 @@ class BusConfig(Section):
 
 
 class DatabaseConfig(Section):
-    url: SecretStr = SecretStr("sqlite+aiosqlite:///./var/crisiswatch.db")
+    url: Secret = SecretStr("sqlite+aiosqlite:///./var/crisiswatch.db")
     echo: bool = False
     pool_size: int = Field(5, ge=1)
 

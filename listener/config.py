@@ -7,7 +7,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
-from core.settings import Section
+from core.settings import Secret, Section
 from listener.query import QueryError, compile_any, compile_query
 from listener.sources.feeds import FeedsConfig
 from listener.sources.hackernews import HackerNewsConfig
@@ -167,7 +167,7 @@ class WebhookConfig(Section):
     """``POST /ingest/mentions``: HMAC-signed batches pushed by other systems."""
 
     enabled: bool = False
-    secret: SecretStr | None = None
+    secret: Secret | None = None
     max_items: int = Field(1000, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_skew_seconds: int = Field(300, ge=1)

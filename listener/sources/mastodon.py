@@ -49,12 +49,12 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
-from core.settings import Section
+from core.settings import Secret, Section
 from listener.backoff import TargetUnavailable, TransientError, check_response, read_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
@@ -85,7 +85,7 @@ class MastodonConfig(Section):
 
     name: str = Field("mastodon", pattern=r"^[a-z0-9_.-]{1,40}$")
     instance: str = Field(..., pattern=r"^https?://[^/\s]+$", description="https://host")
-    access_token: SecretStr | None = None
+    access_token: Secret | None = None
     timeline: Literal["public", "local", "hashtag"] = "public"
     hashtag: str | None = Field(None, pattern=r"^[^\s#]+$")
     mode: Literal["stream", "poll"] = "stream"

@@ -35,12 +35,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import httpx
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
-from core.settings import Section
+from core.settings import Secret, Section
 from listener.backoff import (
     RateLimited,
     TransientError,
@@ -73,7 +73,7 @@ class RedditConfig(Section):
     """Reddit search queries and subreddits, polled through the OAuth API."""
 
     client_id: str | None = None
-    client_secret: SecretStr | None = None
+    client_secret: Secret | None = None
     user_agent: str = Field(
         "", description='e.g. "server:crisiswatch-acme:1.0 (by /u/your_account)"'
     )

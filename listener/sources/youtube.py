@@ -40,12 +40,12 @@ from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 import httpx
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
-from core.settings import Section
+from core.settings import Secret, Section
 from listener.backoff import (
     RateLimited,
     TargetUnavailable,
@@ -76,7 +76,7 @@ PACIFIC = ZoneInfo("America/Los_Angeles")
 class YouTubeConfig(Section):
     """Comment threads of videos and channels, polled within a daily quota."""
 
-    api_key: SecretStr | None = None
+    api_key: Secret | None = None
     videos: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list, description="channel ids (UC...)")
     poll_seconds: float = Field(300.0, ge=30)
