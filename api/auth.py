@@ -401,6 +401,7 @@ async def check_metrics_token(request: Request, token: SecretStr | None) -> None
 def _guard(allowed: frozenset[str], needs: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
+        request.state.principal = principal  # who, for the audit of a refusal (api.audit)
         if principal.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

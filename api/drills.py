@@ -24,6 +24,8 @@ from sqlalchemy import false, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.workflow.drills import Drill
+from api import audit
+from api.auth import Principal
 from api.runtime import Runtime, make_bus
 from core.db import unit_of_work
 from core.events import TOPIC_MENTIONS, Author, Mention, WatchMatch
@@ -250,6 +252,8 @@ async def _publish_once(runtime: Runtime, events: list[tuple[str, BaseModel]]) -
 
 
 SCHEDULER = "scheduler"
+SYSTEM_SCHEDULER = Principal(f"system:{SCHEDULER}", "system")
+"""Who the audit log says started a scheduled drill (no person did)."""
 SCHEDULE_DEDUP = timedelta(minutes=10)
 """A scheduled drill started this recently on the watch (by another replica's scheduler,
 firing at the same time) stands for this firing."""
@@ -309,6 +313,10 @@ class DrillSchedule:
                 turn = names.index(last.scenario) + 1 if last and last.scenario in names else 0
                 name = names[turn % len(names)]
                 drill = await start_drill(session, runtime, name, watch, SCHEDULER)
+                audit.record(
+                    session, SYSTEM_SCHEDULER, "drill.start", "drill", drill.id, at=now,
+                    after={"scenario": name, "watch_id": watch, "started_by": SCHEDULER},
+                )  # fmt: skip
         except (DrillRefused, DrillUnavailable) as exc:
             log.error("drills: the scheduled drill did not run: %s", exc)
             return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 
 from sqlalchemy import Connection, inspect
 
@@ -13,7 +15,18 @@ from api.auth import Principal
 from core.clock import SystemClock
 from core.db import make_engine, make_sessionmaker, unit_of_work
 
-CLI = Principal("crisiswatch templates seed", "cli")
+COMMAND = "crisiswatch templates seed"
+
+
+def cli_principal() -> Principal:
+    """Who the audit log says ran the command: ``cli:<the operating-system user>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        user = f"uid-{os.getuid()}"
+    return Principal(f"cli:{user}", "cli")
+
+
 NEEDED_TABLES = (
     ResponseTemplate.__tablename__,
     TemplateVersion.__tablename__,
@@ -49,8 +62,8 @@ def seed_templates_blocking(url: str) -> list[str]:
                 added = await seed_templates(session, now)
                 if added:
                     audit.record(
-                        session, CLI, "template.seed", "template", ",".join(added)[:255], at=now,
-                        after={"names": added},
+                        session, cli_principal(), "template.seed", "template",
+                        ",".join(added)[:255], at=now, after={"names": added, "command": COMMAND},
                     )  # fmt: skip
                 return added
         finally:

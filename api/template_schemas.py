@@ -161,6 +161,8 @@ class AuditOut(_Out):
     target_id: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    outcome: str = Field(description="ok: a change made; forbidden (403), conflict (409): refused")
+    detail: str | None = Field(description="why an attempt was refused")
 
 
 class ErrorOut(BaseModel):

@@ -25,7 +25,7 @@ from api.auth import Principal
 from api.deps import db_session
 from api.runtime import Runtime
 
-router = APIRouter(prefix="/ack", tags=["ack"])
+router = APIRouter(route_class=audit.AuditedRoute, prefix="/ack", tags=["ack"])
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
@@ -97,17 +97,19 @@ async def confirm(token: str, request: Request, session: Session) -> HTMLRespons
 
 
 @router.post("/{token}", response_class=HTMLResponse)
+@audit.audited("incident.acknowledge", "incident")
 async def acknowledge(token: str, request: Request, session: Session) -> HTMLResponse:
     runtime: Runtime = request.app.state.runtime
     incident_id: int | None = None
+    who: Principal | None = None  # the link's recipient, once the token is good
     try:
         row = await acklinks.redeem(session, runtime.settings.ack_links, token, runtime.clock.now())
         incident_id = row.incident_id
+        who = Principal(acklinks.actor(row), "ack_link")
         before = await audit.incident_state(session, row.incident_id)
         incident = await service.acknowledge(
-            session, row.incident_id, acklinks.actor(row), runtime.clock, metrics=runtime.metrics
+            session, row.incident_id, who.name, runtime.clock, metrics=runtime.metrics
         )
-        who = Principal(acklinks.actor(row), "ack_link")
         await audit.record_incident_change(
             session, who, "incident.acknowledge", incident.id, before, at=runtime.clock.now()
         )
@@ -119,6 +121,11 @@ async def acknowledge(token: str, request: Request, session: Session) -> HTMLRes
         return page(404, "Incident not found", str(exc))
     except service.InvalidTransition as exc:
         await session.rollback()  # the link stays unused
+        if who is not None and incident_id is not None and runtime.sessions is not None:
+            await audit.record_refusal(
+                runtime.sessions, who, "incident.acknowledge", "incident", incident_id,
+                outcome="conflict", detail=str(exc), at=runtime.clock.now(),
+            )  # fmt: skip
         finished = await session.get(Incident, incident_id) if incident_id is not None else None
         if finished is None:
             return page(409, "Nothing to acknowledge", str(exc))

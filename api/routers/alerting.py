@@ -32,7 +32,7 @@ from api.schemas import IncidentOut
 from api.scope import silence_watches, teams_of_watches, watches_named
 from core.events import UtcDatetime
 
-router = APIRouter(tags=["alerting"])
+router = APIRouter(route_class=audit.AuditedRoute, tags=["alerting"])
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 SilenceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -135,6 +135,7 @@ def _known_watches(runtime: Runtime, watches: Sequence[str]) -> None:
 
 
 @router.post("/silences", response_model=SilenceOut, status_code=status.HTTP_201_CREATED)
+@audit.audited("silence.create", "silence")
 async def create_silence(
     request: Request,
     body: SilenceIn,
@@ -164,6 +165,7 @@ async def create_silence(
 
 
 @router.delete("/silences/{silence_id}", response_model=SilenceOut)
+@audit.audited("silence.expire", "silence", "{silence_id}")
 async def expire_silence(
     request: Request,
     silence_id: SilenceId,
@@ -220,6 +222,7 @@ async def who_is_on_call(
 
 
 @router.post("/incidents/{incident_id}/response", response_model=IncidentOut)
+@audit.audited("incident.response", "incident", "{incident_id}")
 async def record_response(
     request: Request,
     incident_id: IncidentId,

@@ -34,7 +34,7 @@ from api.drills import SCENARIOS, start_drill
 from api.runtime import Runtime
 from api.schemas import Page
 
-router = APIRouter(prefix="/drills", tags=["drills"])
+router = APIRouter(route_class=audit.AuditedRoute, prefix="/drills", tags=["drills"])
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 DrillId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the drill's id")]
@@ -63,6 +63,7 @@ class DrillOut(BaseModel):
 
 
 @router.post("", response_model=DrillOut, status_code=status.HTTP_201_CREATED)
+@audit.audited("drill.start", "drill")
 async def start(
     request: Request,
     body: DrillIn,

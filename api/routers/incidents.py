@@ -18,7 +18,7 @@ from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
 
-router = APIRouter(prefix="/incidents", tags=["incidents"])
+router = APIRouter(route_class=audit.AuditedRoute, prefix="/incidents", tags=["incidents"])
 
 # scope="function": commit before the response is sent, so a failed commit is never a 200
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
@@ -67,6 +67,7 @@ async def get_incident(
 
 
 @router.post("/{incident_id}/ack", response_model=IncidentOut)
+@audit.audited("incident.acknowledge", "incident", "{incident_id}")
 async def acknowledge(
     request: Request,
     incident_id: IncidentId,
@@ -93,6 +94,7 @@ async def acknowledge(
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentOut)
+@audit.audited("incident.resolve", "incident", "{incident_id}")
 async def resolve(
     request: Request,
     incident_id: IncidentId,

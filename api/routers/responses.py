@@ -29,7 +29,12 @@ from api.template_schemas import (
     VersionOut,
 )
 
-router = APIRouter(prefix="/incidents/{incident_id}", tags=["responses"], responses=ERRORS)
+router = APIRouter(
+    route_class=audit.AuditedRoute,
+    prefix="/incidents/{incident_id}",
+    tags=["responses"],
+    responses=ERRORS,
+)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's id")]
@@ -54,6 +59,7 @@ async def suggestions(
 
 
 @router.post("/responses", response_model=UsageOut, status_code=status.HTTP_201_CREATED)
+@audit.audited("template.use", "incident", "{incident_id}")
 async def use_template(
     request: Request,
     incident_id: IncidentId,

@@ -41,7 +41,7 @@ from api.runtime import Runtime
 from api.seen_requests import first_use
 from core.events import storable
 
-router = APIRouter(prefix="/slack", tags=["slack"])
+router = APIRouter(route_class=audit.AuditedRoute, prefix="/slack", tags=["slack"])
 log = logging.getLogger(__name__)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
@@ -120,6 +120,7 @@ async def _first_use(runtime: Runtime, given: str, timestamp: int) -> None:
 
 
 @router.post("/interactions", status_code=200)
+@audit.audited("slack.action", "incident")
 async def interactions(request: Request, session: Session) -> Response:
     runtime: Runtime = request.app.state.runtime
     config = runtime.settings.slack_app
@@ -160,20 +161,17 @@ async def interactions(request: Request, session: Session) -> Response:
         or not 1 <= int(value) < 2**31
     ):
         raise _bad("the button's value is not an incident id")
-    actor = _actor(payload)
+    who = Principal(_actor(payload), "slack")
+    ack = action["action_id"] == ACK_ACTION
+    done = "incident.acknowledge" if ack else "incident.resolve"
+    audit.acting(request, who, audit.Attempt(done, "incident", value))  # a 409 is audited
     await _first_use(runtime, request.headers["x-slack-signature"], int(timestamp))
     before = await audit.incident_state(session, int(value))
-    if action["action_id"] == ACK_ACTION:
-        await service.acknowledge(
-            session, int(value), actor, runtime.clock, metrics=runtime.metrics, note="Slack button"
-        )
-        done = "incident.acknowledge"
-    else:
-        await service.resolve(
-            session, int(value), actor, runtime.clock, metrics=runtime.metrics, note="Slack button"
-        )
-        done = "incident.resolve"
+    change = service.acknowledge if ack else service.resolve
+    await change(
+        session, int(value), who.name, runtime.clock, metrics=runtime.metrics, note="Slack button"
+    )
     await audit.record_incident_change(
-        session, Principal(actor, "slack"), done, int(value), before, at=runtime.clock.now()
+        session, who, done, int(value), before, at=runtime.clock.now()
     )
     return Response(status_code=200)

@@ -38,7 +38,9 @@ from api.template_schemas import (
     VersionStatus,
 )
 
-router = APIRouter(prefix="/templates", tags=["templates"], responses=ERRORS)
+router = APIRouter(
+    route_class=audit.AuditedRoute, prefix="/templates", tags=["templates"], responses=ERRORS
+)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 TemplateId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the template's id")]
@@ -100,6 +102,7 @@ async def list_templates(
 
 
 @router.post("", response_model=TemplateDetail, status_code=status.HTTP_201_CREATED)
+@audit.audited("template.create", "template")
 async def create_template(
     request: Request, session: Session, who: Author, body: TemplateIn
 ) -> TemplateDetail:
@@ -141,6 +144,7 @@ async def get_version(
 
 
 @router.patch("/{template_id}/versions/{number}", response_model=VersionOut)
+@audit.audited("template.edit", "template_version", "{template_id}/{number}")
 async def edit_version(
     request: Request,
     template_id: TemplateId,
@@ -201,6 +205,7 @@ async def _refuse_an_editor(
                 audit.AuditEntry.target_type == "template_version",
                 audit.AuditEntry.target_id == f"{template_id}/{number}",
                 audit.AuditEntry.actor == who.name,
+                audit.AuditEntry.outcome == "ok",  # an edit refused (409) wrote nothing
             )
         )
     )
@@ -226,6 +231,7 @@ Review = Annotated[ReviewIn | None, Body()]
 
 
 @router.post("/{template_id}/versions/{number}/submit", response_model=VersionOut)
+@audit.audited("template.submit", "template_version", "{template_id}/{number}")
 async def submit(
     request: Request,
     template_id: TemplateId,
@@ -240,6 +246,7 @@ async def submit(
 
 
 @router.post("/{template_id}/versions/{number}/approve", response_model=VersionOut)
+@audit.audited("template.approve", "template_version", "{template_id}/{number}")
 async def approve(
     request: Request,
     template_id: TemplateId,
@@ -255,6 +262,7 @@ async def approve(
 
 
 @router.post("/{template_id}/versions/{number}/reject", response_model=VersionOut)
+@audit.audited("template.reject", "template_version", "{template_id}/{number}")
 async def reject(
     request: Request,
     template_id: TemplateId,
@@ -269,6 +277,7 @@ async def reject(
 
 
 @router.post("/{template_id}/versions/{number}/retire", response_model=VersionOut)
+@audit.audited("template.retire", "template_version", "{template_id}/{number}")
 async def retire(
     request: Request,
     template_id: TemplateId,

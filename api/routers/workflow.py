@@ -52,7 +52,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: _error("the incident's status does not allow this"),
     429: _error("too many failed authentications from this address (see Retry-After)"),
 }
-router = APIRouter(prefix="/incidents/{incident_id}", tags=["incident workflow"], responses=ERRORS)
+router = APIRouter(
+    route_class=audit.AuditedRoute,
+    prefix="/incidents/{incident_id}",
+    tags=["incident workflow"],
+    responses=ERRORS,
+)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's id")]
@@ -88,6 +93,7 @@ def _task_out(task: IncidentTask, runtime: Runtime) -> TaskOut:
 
 
 @router.post("/mitigate", response_model=IncidentOut)
+@audit.audited("incident.mitigate", "incident", "{incident_id}")
 async def mitigate(
     request: Request, incident_id: IncidentId, session: Session, who: Worker, body: Note = None
 ) -> IncidentOut:
@@ -109,6 +115,7 @@ async def mitigate(
 
 
 @router.post("/close", response_model=IncidentOut)
+@audit.audited("incident.close", "incident", "{incident_id}")
 async def close(
     request: Request, incident_id: IncidentId, session: Session, who: Closer, body: Note = None
 ) -> IncidentOut:
@@ -125,6 +132,7 @@ async def close(
 
 
 @router.post("/merge", response_model=MergeOut)
+@audit.audited("incident.merge", "incident", "{incident_id}")
 async def merge(
     request: Request, incident_id: IncidentId, body: MergeIn, session: Session, who: Worker
 ) -> MergeOut:
@@ -159,6 +167,7 @@ async def list_roles(incident_id: IncidentId, session: Session, who: Viewer) -> 
 
 
 @router.put("/roles/{role}", response_model=RoleOut)
+@audit.audited("incident.role.assign", "incident", "{incident_id}")
 async def assign_role(
     request: Request,
     incident_id: IncidentId,
@@ -183,6 +192,7 @@ async def assign_role(
 
 
 @router.delete("/roles/{role}", response_model=list[RoleOut])
+@audit.audited("incident.role.unassign", "incident", "{incident_id}")
 async def unassign_role(
     request: Request, incident_id: IncidentId, role: RoleName, session: Session, who: Worker
 ) -> list[RoleOut]:
@@ -210,6 +220,7 @@ async def list_tasks(
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskOut)
+@audit.audited("incident.task.update", "incident", "{incident_id}")
 async def update_task(
     request: Request,
     incident_id: IncidentId,
@@ -236,6 +247,7 @@ async def update_task(
 
 
 @router.post("/notes", response_model=TimelineItemOut, status_code=status.HTTP_201_CREATED)
+@audit.audited("incident.note", "incident", "{incident_id}")
 async def add_note(
     request: Request, incident_id: IncidentId, body: NoteIn, session: Session, who: Worker
 ) -> TimelineItemOut:

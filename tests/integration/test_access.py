@@ -125,8 +125,13 @@ async def test_a_scoped_key_silences_only_its_watches(tmp_path: Path, clock: Man
             assert r.status_code == 403, (matchers, r.text)
             assert says in r.json()["detail"] and "acme-resp" in r.json()["detail"]
         assert (await client.get("/silences", headers=admin)).json() == []
-        audit = (await client.get("/audit", headers=admin)).json()
-        assert audit["total"] == 0
+        audit = (await client.get("/audit?outcome=ok", headers=admin)).json()
+        assert audit["total"] == 0  # each attempt is audited as refused (api.audit)
+        audit = (await client.get("/audit?outcome=forbidden", headers=admin)).json()
+        assert audit["total"] == 4
+        assert {(e["actor"], e["action"]) for e in audit["items"]} == {
+            ("acme-resp", "silence.create")
+        }
         # so a globex tier-3 incident is alerted as usual
         other = await open_incident(runtime, clock, tier=3, watch="globex")
         detail = (await client.get(f"/incidents/{other}", headers=admin)).json()
@@ -213,9 +218,11 @@ async def test_audit_log_is_admin_only_and_paginated(tmp_path: Path, clock: Manu
         assert len(page["items"]) == 1
         r = await client.get("/audit?actor=nobody", headers=key_headers("admin"))
         assert r.json()["total"] == 0
-        # a refused change leaves no row
+        # a refused change leaves no change, but the attempt is audited as refused
         await client.post(f"/incidents/{incident}/ack", headers=key_headers("viewer"))
-        assert (await client.get("/audit", headers=key_headers("admin"))).json()["total"] == 3
+        page = (await client.get("/audit", headers=key_headers("admin"))).json()
+        assert page["total"] == 4
+        assert [e["outcome"] for e in page["items"]] == ["forbidden", "ok", "ok", "ok"]
 
 
 def test_cli_hashes_a_key_from_stdin() -> None:

@@ -293,6 +293,12 @@ async def test_refusals_of_a_scoped_key_never_name_the_other_watch(
             r = await client.request(method, path, headers=ACME, json=body)
             assert r.status_code == 403, (method, path, r.text)
             assert "globex" not in r.text and "not scoped to" in r.text, (method, path, r.text)
-        assert (await entries(client, ADMIN, "?action=silence.expire"))["total"] == 0
+        # nothing changed; each attempt is audited as refused (api.audit)
+        changed = await entries(client, ADMIN, "?action=silence.expire&outcome=ok")
+        assert changed["total"] == 0
+        refused = await entries(client, ADMIN, "?action=silence.expire&outcome=forbidden")
+        assert [(e["actor"], e["target_id"]) for e in refused["items"]] == [
+            ("acme-admin", str(shared))
+        ]
         untouched = (await client.get(on, headers=ADMIN)).json()
         assert untouched["status"] == "open" and untouched["merged_into_id"] is None

@@ -11,11 +11,13 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.audit import list_entries
 from api.drills import SCENARIOS, DrillSchedule
 from api.runtime import Role, Runtime
 from api.settings import ApiConfig, ApiKeyConfig, DrillScheduleConfig, Settings
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
+from core.db import unit_of_work
 from core.events import TOPIC_MENTIONS
 from core.settings import DatabaseConfig
 from listener.config import ListenerConfig, WatchConfig
@@ -198,6 +200,28 @@ async def test_the_schedule_runs_the_scenarios_in_turn(
         report = (await client.get(f"/drills/{drill.id}/report", headers=VIEWER)).json()
         assert report["incident_id"] is not None
         assert "acknowledgement: not done" in report["gaps"]
+
+
+async def test_a_scheduled_drill_is_audited_as_the_system(
+    world: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    """No person starts a scheduled drill: the audit log says the system did (an operator
+    reading it learns where the drill incidents came from)."""
+    _, runtime = world
+    drill = await DrillSchedule(runtime).run_next()
+    assert drill is not None and runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        entries, total = await list_entries(session, action="drill.start")
+    assert total == 1
+    entry = entries[0]
+    assert (entry.actor, entry.role, entry.target_type, entry.target_id) == (
+        "system:scheduler",
+        "system",
+        "drill",
+        str(drill.id),
+    )
+    assert entry.after is not None and entry.after["scenario"] == drill.scenario
+    assert entry.after["started_by"] == "scheduler"
 
 
 def test_a_bad_drill_schedule_is_refused() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import sqlite3
 import subprocess
@@ -127,7 +128,9 @@ async def test_draft_review_approve_use_and_edit_makes_a_new_draft(
         # the audit log has every step, with before and after
         audit = (
             await client.get(
-                "/audit", params={"target_type": "template_version", "limit": 200}, headers=ADMIN
+                "/audit",
+                params={"target_type": "template_version", "outcome": "ok", "limit": 200},
+                headers=ADMIN,
             )
         ).json()
         actions = [(e["action"], e["target_id"]) for e in reversed(audit["items"])]
@@ -379,8 +382,10 @@ def test_cli_seeds_the_starter_templates(tmp_path: Path) -> None:
     )
     assert "0 starter template(s)" in again.stdout
     with closing(sqlite3.connect(tmp_path / "cli.db")) as db:
-        rows = db.execute("SELECT actor, role, action FROM audit_log").fetchall()
-    assert rows == [("crisiswatch templates seed", "cli", "template.seed")]
+        rows = db.execute("SELECT actor, role, action, after FROM audit_log").fetchall()
+    # who ran it: the operating-system user, not only the command
+    assert [row[:3] for row in rows] == [(f"cli:{getpass.getuser()}", "cli", "template.seed")]
+    assert '"command": "crisiswatch templates seed"' in rows[0][3]
 
 
 async def test_an_editor_of_a_version_may_not_approve_it(
