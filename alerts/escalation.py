@@ -465,6 +465,24 @@ class Retries:
     def succeeded(self, key: Hashable) -> None:
         self._failed.pop(key, None)
 
+    def item_failed(
+        self, step: str, item: Hashable, now: datetime, metrics: Metrics | None, what: str
+    ) -> datetime:
+        """Item ``item`` of the tick's ``step`` raised (call it in the ``except``): counted
+        in ``crisiswatch_alert_item_errors_total{step}``, logged with its traceback as
+        ``what`` failed and when it is tried again (key ``(step, item)``); that time."""
+        if metrics is not None:
+            metrics.alert_item_errors.labels(step).inc()
+        key = (step, item)
+        retry_at = self.failed(key, now)
+        log.exception(
+            "%s failed (%d time(s) in a row); retried at %s, the others go on",
+            what,
+            self.failures(key),
+            retry_at.isoformat(),
+        )
+        return retry_at
+
     def _forget_stale(self, now: datetime) -> None:
         while self._failed:
             key, (_, _, last) = next(iter(self._failed.items()))
@@ -515,13 +533,8 @@ async def attempt(
                 why,
             )
             return Attempt(ran=False)
-        retry_at = retries.failed((ITEM, incident_id), clock.now())
-        log.exception(
-            "incident %d: its escalation step failed (%d time(s) in a row); retried at %s, "
-            "the other incidents go on",
-            incident_id,
-            retries.failures((ITEM, incident_id)),
-            retry_at.isoformat(),
+        retry_at = retries.item_failed(
+            ITEM, incident_id, clock.now(), None, f"incident {incident_id}: its escalation step"
         )
         await _postpone(sessions, incident_id, token, retry_at)
         return Attempt(ran=False, retry_at=retry_at)

@@ -21,7 +21,6 @@ an incident that is finished).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,8 +36,6 @@ from alerts.outbox import rowcount
 from alerts.timeline import add_event
 from core.db import database_unavailable, on_commit, savepoint
 from core.metrics import Metrics, drill_label
-
-log = logging.getLogger(__name__)
 
 BATCH = 200
 ITEM = "check_slas"
@@ -210,14 +207,8 @@ async def check(
         except Exception as exc:
             if database_unavailable(exc):
                 raise
-            metrics.alert_item_errors.labels(ITEM).inc()
-            retry_at = retries.failed((ITEM, incident_id), now)
-            log.exception(
-                "incident %d: its SLA check failed (%d time(s) in a row); retried at %s, "
-                "the other incidents go on",
-                incident_id,
-                retries.failures((ITEM, incident_id)),
-                retry_at.isoformat(),
+            retries.item_failed(
+                ITEM, incident_id, now, metrics, f"incident {incident_id}: its SLA check"
             )
             continue
         retries.succeeded((ITEM, incident_id))

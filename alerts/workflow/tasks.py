@@ -356,15 +356,12 @@ async def remind_due(
         except Exception as exc:
             if database_unavailable(exc):
                 raise
-            metrics.alert_item_errors.labels(ITEM).inc()
-            retry_at = retries.failed((ITEM, task_id), now)
-            log.exception(
-                "incident %d: the reminder of its task %d failed (%d time(s) in a row); "
-                "retried at %s, the other tasks go on",
-                incident_id,
+            retry_at = retries.item_failed(
+                ITEM,
                 task_id,
-                retries.failures((ITEM, task_id)),
-                retry_at.isoformat(),
+                now,
+                metrics,
+                f"incident {incident_id}: the reminder of task {task_id}",
             )
             await session.execute(
                 update(IncidentTask)
