@@ -123,3 +123,14 @@ def db_url(request: pytest.FixtureRequest) -> str:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     assert isinstance(url, str)
     return url
+
+
+@pytest.fixture
+async def any_sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """``db_url`` (SQLite, and PostgreSQL under the ``postgres`` marker) migrated."""
+    engine = make_engine(db_url)
+    await upgrade_database(engine)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -41,6 +41,7 @@ from alerts.notifiers.base import (
     EvidenceSnippet,
     Link,
     Notifier,
+    RateLimit,
 )
 from alerts.notifiers.dingtalk import DingTalkNotifier
 from alerts.notifiers.email import EmailNotifier
@@ -667,3 +668,17 @@ async def make_harness(kind: str, clock: ManualClock) -> Harness:
         await harness.start()
         return harness
     return HTTP_HARNESSES[kind](clock)
+
+
+class RecordingConsole:
+    """A console channel named ``cs`` that keeps what it is sent in ``log``."""
+
+    kind = "console"
+    name = "cs"
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
+
+    def __init__(self, log: list[AlertMessage]) -> None:
+        self.log = log
+
+    async def send(self, alert: AlertMessage) -> None:
+        self.log.append(alert)

@@ -4,7 +4,6 @@ PostgreSQL refuses forever; the longest allowed one works end to end."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from alerts.service import AlertService
 from api.cli import main
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.metrics import Metrics
 from tests.support import tier_signal
 
@@ -67,16 +65,6 @@ def test_check_config_names_the_long_channel(
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "channels: the name 'xxxx" in err and "300 characters long; at most 255" in err
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_the_longest_names_allowed_are_stored(

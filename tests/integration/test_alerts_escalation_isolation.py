@@ -22,7 +22,7 @@ from alerts.models import CANCELLED, Delivery, Incident, IncidentEvent
 from alerts.service import AlertService
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, unit_of_work, upgrade_database
+from core.db import unit_of_work
 from core.metrics import Metrics
 from tests.support import tier_signal
 
@@ -143,16 +143,6 @@ async def make_world(sessions: Sessions, clock: ManualClock) -> AsyncIterator[Wo
             yield world
         finally:
             world.service.jobs.close()
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ refuses NUL: before, the insert failed there and the bus retried the signal for 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -18,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from alerts.config import AlertsConfig
 from alerts.incidents import MAX_MENTION_ID
 from alerts.models import Incident, IncidentEvidence
-from alerts.notifiers.base import AlertMessage, RateLimit
+from alerts.notifiers.base import AlertMessage
 from alerts.service import AlertService
 from core.bus.base import PermanentError
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.events import MAX_COUNT, Evidence, Signal, WatchMatch
 from core.metrics import Metrics
+from tests.notifier_fakes import RecordingConsole
 from tests.support import tier_signal
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -40,35 +39,13 @@ CONFIG = AlertsConfig.model_validate(
 )
 
 
-class Recording:
-    kind = "console"
-    name = "cs"
-    rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
-
-    def __init__(self, log: list[AlertMessage]) -> None:
-        self.log = log
-
-    async def send(self, alert: AlertMessage) -> None:
-        self.log.append(alert)
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-
-
 async def handle(sessions: Sessions, clock: ManualClock, *signals: Signal) -> list[AlertMessage]:
     """Handle ``signals`` one after the other; the alerts that went out."""
     log: list[AlertMessage] = []
     async with httpx.AsyncClient() as http:
         metrics = Metrics()
         service = AlertService(MemoryBus(metrics=metrics), sessions, CONFIG, http, clock, metrics)
-        service.notifiers["cs"] = Recording(log)
+        service.notifiers["cs"] = RecordingConsole(log)
         try:
             for signal in signals:
                 await service.handle_signals([signal])

@@ -24,7 +24,7 @@ from alerts.workflow import tasks as tasks_module
 from alerts.workflow.models import IncidentTask
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, unit_of_work, upgrade_database
+from core.db import unit_of_work
 from core.metrics import Metrics
 from tests.support import tier_signal
 
@@ -119,16 +119,6 @@ class World:
 
     def sent_since(self, since: datetime) -> list[str]:
         return sorted(path for at, path in self.calls if at >= since)
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 async def make_world(

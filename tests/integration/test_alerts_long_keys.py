@@ -4,8 +4,7 @@ fails the insert (the bus would retry such a signal forever)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -15,39 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from alerts.config import AlertsConfig
 from alerts.incidents import MAX_ID
 from alerts.models import Delivery, Incident
-from alerts.notifiers.base import AlertMessage, RateLimit
+from alerts.notifiers.base import AlertMessage
 from alerts.service import AlertService
 from core.bus.memory import MemoryBus
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, upgrade_database
 from core.events import Evidence, Signal, WatchMatch
 from core.metrics import Metrics
+from tests.notifier_fakes import RecordingConsole
 from tests.support import tier_signal
 
 Sessions = async_sessionmaker[AsyncSession]
 pytestmark = pytest.mark.postgres
-
-
-class Recording:
-    kind = "console"
-    name = "cs"
-    rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
-
-    def __init__(self, log: list[AlertMessage]) -> None:
-        self.log = log
-
-    async def send(self, alert: AlertMessage) -> None:
-        self.log.append(alert)
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 def config(**overrides: Any) -> AlertsConfig:
@@ -66,7 +43,7 @@ async def alert(sessions: Sessions, clock: ManualClock, cfg: AlertsConfig, signa
     async with httpx.AsyncClient() as http:
         metrics = Metrics()
         service = AlertService(MemoryBus(metrics=metrics), sessions, cfg, http, clock, metrics)
-        service.notifiers["cs"] = Recording(log)
+        service.notifiers["cs"] = RecordingConsole(log)
         try:
             await service.handle_signals([signal])
             await service.sent()

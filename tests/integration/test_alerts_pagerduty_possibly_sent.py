@@ -25,7 +25,7 @@ from alerts.models import Delivery
 from alerts.notifiers.base import AlertMessage, Notifier, RateLimit
 from alerts.workflow import service as workflow
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, unit_of_work, upgrade_database
+from core.db import unit_of_work
 from core.metrics import Metrics
 from tests.notifier_fakes import PD_KEY, PagerDutyHarness
 from tests.support import tier_signal
@@ -58,16 +58,6 @@ def config(channel: dict[str, Any] | None = None, **delivery: Any) -> AlertsConf
             "delivery": {"jitter": 0} | delivery,
         }
     )
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

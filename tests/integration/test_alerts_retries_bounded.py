@@ -4,7 +4,6 @@ not remembered for the life of the process (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import pytest
@@ -14,21 +13,11 @@ from alerts import escalation, sla
 from alerts import incidents as svc
 from alerts.models import Incident
 from core.clock import ManualClock
-from core.db import make_engine, make_sessionmaker, unit_of_work, upgrade_database
+from core.db import unit_of_work
 from core.metrics import Metrics
 from tests.integration.test_alerts_escalation_isolation import World, config, make_world
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def any_sessions(db_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(db_url)
-    await upgrade_database(engine)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 async def resolve(world: World, incident_id: int) -> None:
