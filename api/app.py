@@ -69,8 +69,7 @@ START_ERRORS: tuple[type[BaseException], ...] = (
 line at start, without a traceback. Anything else is a bug and keeps its traceback."""
 
 
-ROUTERS: tuple[APIRouter, ...] = (
-    health.router,
+API_ROUTERS: tuple[APIRouter, ...] = (
     incidents.router,
     alerting.router,
     templates.router,
@@ -78,12 +77,13 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     workflow.router,
     drills.router,
-    ack.router,
-    slack.router,
-    console_router,
-    ingest.router,
-    sources.router,
 )
+"""The API role's routers: stored text refuses NUL, unknown query parameters are refused."""
+CHAT_ROUTERS: tuple[APIRouter, ...] = (ack.router, slack.router, console_router)
+"""The API role's routers clicked in chat apps (which may add query parameters of their
+own), or static files: stored text refuses NUL."""
+LISTENER_ROUTERS: tuple[APIRouter, ...] = (ingest.router, sources.router)
+ROUTERS: tuple[APIRouter, ...] = (health.router, *API_ROUTERS, *CHAT_ROUTERS, *LISTENER_ROUTERS)
 """Every router the app may include (by its roles): their paths' first segments are the
 endpoint families that label refusals (``api.bodylimit``)."""
 
@@ -148,22 +148,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     if Role.API in runtime.roles:
         stored_text = [Depends(refuse_nul)]  # PostgreSQL text cannot hold NUL: a 422
         strict = [*stored_text, Depends(refuse_unknown_query)]
-        for router in (
-            incidents.router,
-            alerting.router,
-            templates.router,
-            responses.router,
-            audit.router,
-            workflow.router,
-            drills.router,
-        ):
+        for router in API_ROUTERS:
             app.include_router(router, dependencies=strict)
-        # clicked in chat apps (which may add parameters of their own), or static files
-        for router in (ack.router, slack.router, console_router):
+        for router in CHAT_ROUTERS:
             app.include_router(router, dependencies=stored_text)
     if Role.LISTENER in runtime.roles:
-        app.include_router(ingest.router)
-        app.include_router(sources.router)
+        for router in LISTENER_ROUTERS:
+            app.include_router(router)
 
     @app.exception_handler(IncidentNotFound)
     async def not_found(request: Request, exc: IncidentNotFound) -> JSONResponse:
