@@ -657,6 +657,15 @@ class AlertsConfig(Section):
             raise ValueError("; ".join(problems))
         return self
 
+    def teams_of(self, person: str) -> list[str]:
+        """The teams whose ``members`` or rota ``people`` name ``person``: where a person
+        without channels is @-mentioned when a step names them."""
+        return [
+            name
+            for name, team in self.teams.items()
+            if person in team.members or (team.rota is not None and person in team.rota.people)
+        ]
+
     def _name_problems(self) -> list[str]:
         """Names longer than the database columns that store them (``MAX_NAME``)."""
         named: dict[str, Mapping[str, Any]] = {
@@ -724,6 +733,14 @@ class AlertsConfig(Section):
                         step.notify.on_call_of, f"{path}.on_call_of"
                     )
                     problems += self._person_problems(step.notify.people, f"{path}.people")
+                    problems += [
+                        f"{path}.people: {person!r} has no channels and is in no team's "
+                        "members or rota: nothing would reach them (give them channels)"
+                        for person in step.notify.people
+                        if person in self.people
+                        and not self.people[person].channels
+                        and not self.teams_of(person)
+                    ]
         for tier, policy_name in sorted(self.escalation.items()):
             if tier not in TIERS:
                 problems.append(f"escalation: tier {tier} does not exist (tiers are 1, 2, 3)")

@@ -22,10 +22,13 @@ class OnCall:
 
 
 def on_call(rota: RotaConfig, at: datetime) -> tuple[str, datetime, str | None]:
-    """(person, until, override reason or None) for ``rota`` at ``at``."""
-    for override in rota.overrides:
+    """(person, until, override reason or None) for ``rota`` at ``at``. Where overrides
+    overlap, the first listed wins: one on call now ends early when an earlier-listed one
+    starts before its end."""
+    for i, override in enumerate(rota.overrides):
         if override.start <= at < override.end:
-            return override.person, override.end, override.reason or "override"
+            takeover = [o.start for o in rota.overrides[:i] if at < o.start < override.end]
+            return override.person, min([override.end, *takeover]), override.reason or "override"
     if rota.timezone is None:
         period = PERIODS[rota.rotation]
         # Whole periods since the first handoff; before it, the first person is on call.

@@ -86,7 +86,8 @@ def person_targets(
     config: AlertsConfig, person: str, team: str | None, out: Targets | None = None
 ) -> Targets:
     """The person's first channel (the others as fallbacks), with them @-mentioned; a
-    person without channels is mentioned on the team's channels."""
+    person without channels is mentioned on ``team``'s channels, or without a ``team``
+    (a step naming them) on those of their teams (``AlertsConfig.teams_of``)."""
     out = {} if out is None else out
     cfg = config.people.get(person)
     if cfg is None:
@@ -96,9 +97,11 @@ def person_targets(
     if cfg.channels:
         rest = cfg.channels[1:] + (team_cfg.fallback_channels if team_cfg else [])
         _add(out, cfg.channels[0], team, mention=who, fallbacks=rest)
-    elif team_cfg is not None:
-        for channel in team_cfg.channels:
-            _add(out, channel, team, mention=who, fallbacks=team_cfg.fallback_channels)
+        return out
+    for name in [team] if team else config.teams_of(person):
+        if (team_cfg := config.teams.get(name)) is not None:
+            for channel in team_cfg.channels:
+                _add(out, channel, name, mention=who, fallbacks=team_cfg.fallback_channels)
     return out
 
 
