@@ -203,7 +203,9 @@ def test_alert_names_in_the_docs_exist() -> None:
 def shell_commands(text: str) -> list[str]:
     """Commands of the Markdown's code blocks and inline code, continuation lines joined."""
     commands = []
-    for block in re.findall(r"```(?:sh|bash|shell)?\n(.*?)```", text, re.S):
+    for lang, block in re.findall(r"```([\w-]*)\n(.*?)```", text, re.S):
+        if lang not in ("", "sh", "bash", "shell"):
+            continue  # (a yaml or json block: matched whole, so its closing fence opens none)
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 commands.append(line.split("  #")[0].strip())
