@@ -16,11 +16,11 @@ acknowledged (emergency group convened) within 10 min.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from alerts.channels import (
     AnyChannelConfig,
@@ -118,6 +118,9 @@ class RotaOverride(Section):
         return self
 
 
+ROTATION_PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+
+
 class RotaConfig(Section):
     """An on-call rotation: ``people`` take turns, one ``rotation`` period each, the
     first from ``start`` (whose time of day is the handoff time).
@@ -141,8 +144,22 @@ class RotaConfig(Section):
 
     @field_validator("start")
     @classmethod
-    def _start(cls, value: datetime) -> datetime:
-        return _aware(value, "start")
+    def _start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        _aware(value, "start")
+        # The handoffs are computed from start, one period at a time, in UTC and in the
+        # rota's zone (a day either way): near the ends of the calendar they overflow.
+        period = ROTATION_PERIODS.get(info.data.get("rotation", "weekly"), timedelta(weeks=1))
+        earliest = datetime.min.replace(tzinfo=UTC) + timedelta(days=2)
+        latest = datetime.max.replace(tzinfo=UTC) - period - timedelta(days=2)
+        if not earliest <= value <= latest:
+            raise ValueError(
+                f"rota start {value.isoformat()} is too near the end of the calendar: its "
+                f"handoffs, one {period.days}-day period apart, would fall outside the years "
+                f"1-9999; give the first handoff's real date and time, between "
+                f"{earliest.date().isoformat()} and {latest.date().isoformat()} "
+                "(e.g. 2026-01-05T09:00:00+08:00)"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -810,6 +827,32 @@ class AlertsConfig(Section):
                 f"are never escalated{missed}; set alerts.escalation.{tier}: <policy> "
                 f"(escalation_policies: {policies})"
             )
+        return lines
+
+    def membership_warnings(self) -> list[str]:
+        """One line per person a team's rota or an override puts on call who is not in
+        its ``members`` (they are paged all the same). An empty ``members`` is not
+        tracked: no line."""
+        lines = []
+        for name, team in self.teams.items():
+            if not team.members or team.rota is None:
+                continue
+            named = [("rota.people", person) for person in team.rota.people]
+            named += [
+                (f"rota.overrides[{i}].person", override.person)
+                for i, override in enumerate(team.rota.overrides)
+            ]
+            seen: set[str] = set()
+            for where, person in named:
+                if person in team.members or person in seen:
+                    continue
+                seen.add(person)
+                lines.append(
+                    f"team {name}: {person!r} is on call by alerts.teams.{name}.{where} but "
+                    f"not in its members ({', '.join(team.members)}), and is paged for it "
+                    f"all the same; add them to alerts.teams.{name}.members (or correct the "
+                    "rota)"
+                )
         return lines
 
     def sla_warnings(self) -> list[str]:

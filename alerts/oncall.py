@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from alerts.config import AlertsConfig, PersonConfig, RotaConfig
+from alerts.config import ROTATION_PERIODS, AlertsConfig, PersonConfig, RotaConfig
 from alerts.notifiers.base import Contact
 
-PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+PERIODS = ROTATION_PERIODS
 
 
 @dataclass(frozen=True)

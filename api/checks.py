@@ -55,6 +55,7 @@ def describe(settings: Settings, path: Path) -> str:
         f"  alert people: {len(alerts.people)}; teams: {len(alerts.teams)} "
         f"(on-call rotas: {', '.join(rotas) or 'none'})"
     )
+    lines.extend(f"    warning: {warning}" for warning in alerts.membership_warnings())
     lines.append(
         "  escalation: "
         + ", ".join(f"tier {t} -> {alerts.escalation.get(t) or 'none'}" for t in (1, 2, 3))

@@ -19,12 +19,22 @@ log = logging.getLogger("crisiswatch")
 DISTRIBUTED_ROLES = ("listener", "scorer", "detector", "alerter", "api")
 
 
+LOG_HANDLER = "crisiswatch-cli"
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log to stderr with time, level and logger, at ``level``. Called before the settings
+    are loaded (at WARNING: what loading warns about, such as a misspelt variable, comes out
+    in this format) and again with their ``log_level``. Where the root logger already had
+    handlers of its own (an embedding program, a test), they and its level are kept."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(LOG_HANDLER)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    if any(h.get_name() == LOG_HANDLER for h in root.handlers):
+        root.setLevel(getattr(logging, level, logging.INFO))
     for noisy in ("aiokafka", "httpx", "apscheduler.executors", "apscheduler.scheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -516,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from api.settings import load_settings
 
+    _setup_logging("WARNING")  # before load_settings, which may warn
     if args.command == "check-config":
         settings = load_settings(args.file)
         _check_database_url(settings.database.url.get_secret_value())

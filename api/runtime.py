@@ -328,7 +328,11 @@ class Runtime:
             ack_link = link_maker(self.sessions, s.ack_links, s.alerts.public_url, self.clock)
             if s.ack_links.enabled and ack_link is None:
                 log.warning("ack_links.secret is set but alerts.public_url is not: no ack links")
-            for warning in s.alerts.escalation_warnings() + s.alerts.sla_warnings():
+            for warning in (
+                s.alerts.membership_warnings()
+                + s.alerts.escalation_warnings()
+                + s.alerts.sla_warnings()
+            ):
                 log.warning("%s", warning)
             self.alerter = AlertService(
                 self.bus,
