@@ -14,7 +14,9 @@ than ``heartbeat_timeout_seconds`` is reconnected.
 
 The stream cannot resume. On every (re)connect the source first catches up through the
 REST timeline (``min_id`` = the last delivered status id, paging forward), then reads the
-stream, dropping statuses it already took from the catch-up. When the streaming endpoint
+stream, dropping statuses it already took from the catch-up; on a first run (no status id
+yet) it reads the newest status id once the stream is open, so that a reconnect or a
+restart before the first status still catches up from there. When the streaming endpoint
 is unavailable (disabled, 404, 5xx) it falls back to polling the same timeline every
 ``poll_seconds`` for ``fallback_minutes``, then tries streaming again. Edits and deletions
 arrive on the stream only (a polling gap misses them).
@@ -34,7 +36,9 @@ status id, an event larger than ``max_bytes``) is skipped, logged and counted
 page larger than ``max_bytes`` is an error of the platform's (retried, never held whole).
 A status whose text is longer than a Mention holds is cut to fit. A saved
 cursor that is not a status id is logged, counted and ignored (the source starts from
-now, as on its first run).
+now, as on its first run). A 429 (Mastodon's limit: 300 requests per 5 minutes per
+token) waits for ``X-RateLimit-Reset`` (the end of the window, an ISO 8601 time; Mastodon
+sends no ``Retry-After``), within ``listener.backoff.server_wait``'s bounds.
 """
 
 from __future__ import annotations
@@ -55,7 +59,14 @@ from core.clock import Clock
 from core.events import Author, Engagement, Mention
 from core.metrics import Metrics
 from core.settings import Secret, Section
-from listener.backoff import TargetUnavailable, TransientError, check_response, read_at_most
+from listener.backoff import (
+    RateLimited,
+    TargetUnavailable,
+    TransientError,
+    check_response,
+    read_at_most,
+    server_wait,
+)
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources.base import SourceFatalError
@@ -155,7 +166,18 @@ class MastodonClient:
         if status in _GONE:
             message = _error_message(body) or _GONE[status]
             raise TargetUnavailable(f"{what}: HTTP {status} ({message})")
+        self._rate_limited(response, what)
         check_response(response, self.clock.now(), what=what)
+
+    def _rate_limited(self, response: httpx.Response, what: str) -> None:
+        """Raise ``RateLimited`` for a 429 without ``Retry-After`` (Mastodon sends none)
+        that waits for ``X-RateLimit-Reset``, the time its window ends (ISO 8601); a
+        429 with ``Retry-After`` is left to ``check_response``."""
+        if response.status_code != 429 or "retry-after" in response.headers:
+            return
+        reset = _reset_seconds(response.headers.get("x-ratelimit-reset"), self.clock.now())
+        delay = server_wait(reset, 60.0)
+        raise RateLimited(delay, f"{what}: HTTP 429, waiting {delay:.0f} s (X-RateLimit-Reset)")
 
     async def _timeline(self, params: dict[str, str]) -> list[Any]:
         path, base = self._timeline_path()
@@ -216,6 +238,7 @@ class MastodonClient:
             if status in (403, 404, 410, 501) or status >= 500:
                 # the timeline may still be readable: polling it says whether it is
                 raise StreamUnavailable(f"{what}: HTTP {status}")
+            self._rate_limited(response, what)
             check_response(response, self.clock.now(), what=what)
             max_bytes = self.config.max_bytes
             yield sse_events(sse_lines(response.aiter_bytes(), max_bytes), max_bytes)
@@ -301,6 +324,17 @@ def _error_message(body: bytes) -> str:
         return ""
     error = answer.get("error") if isinstance(answer, dict) else None
     return error[:200] if isinstance(error, str) else ""
+
+
+def _reset_seconds(value: str | None, now: datetime) -> float | None:
+    """Seconds from ``now`` to an ``X-RateLimit-Reset`` (an ISO 8601 time, as Mastodon
+    sends it); None when it is missing or not such a time."""
+    if not value:
+        return None
+    try:
+        return (iso_utc(value.strip()) - now).total_seconds()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _status_id(status: object) -> str | None:
@@ -419,6 +453,12 @@ class MastodonSource(LiveSource):
                 async for mention, last in self._catch_up(cursor):
                     taken.add(mention.id)
                     yield mention, last
+                if not last:
+                    # a first run: the position the stream starts from, so that a
+                    # reconnect (or a restart) before its first status catches up the gap
+                    last = await self.client.latest_id()
+                    if last is not None:
+                        yield None, last
                 # not on opening: a hashtag's stream opens even where its timeline is
                 # not found (the catch-up, when there is one, says it is readable)
                 self.failing.succeeded(TIMELINE)

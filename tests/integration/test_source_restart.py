@@ -218,11 +218,13 @@ class FakeMastodon:
         return StreamingResponse(body(), media_type="text/event-stream")
 
     async def timeline(self, request: Request) -> JSONResponse:
-        min_id = int(request.query_params["min_id"])
-        self.catch_ups.append(str(min_id))
-        newer = [s for s in self.posted if int(s["id"]) > min_id][
-            : int(request.query_params["limit"])
-        ]
+        limit = int(request.query_params["limit"])
+        if "min_id" not in request.query_params:  # the newest (a first run's start)
+            newer = self.posted[-limit:]
+        else:
+            min_id = int(request.query_params["min_id"])
+            self.catch_ups.append(str(min_id))
+            newer = [s for s in self.posted if int(s["id"]) > min_id][:limit]
         return JSONResponse(list(reversed(newer)))  # newest first, as Mastodon answers
 
 
