@@ -465,14 +465,11 @@ class Retries:
     def succeeded(self, key: Hashable) -> None:
         self._failed.pop(key, None)
 
-    def item_failed(
-        self, step: str, item: Hashable, now: datetime, metrics: Metrics | None, what: str
-    ) -> datetime:
-        """Item ``item`` of the tick's ``step`` raised (call it in the ``except``): counted
-        in ``crisiswatch_alert_item_errors_total{step}``, logged with its traceback as
-        ``what`` failed and when it is tried again (key ``(step, item)``); that time."""
-        if metrics is not None:
-            metrics.alert_item_errors.labels(step).inc()
+    def item_failed(self, step: str, item: Hashable, now: datetime, what: str) -> datetime:
+        """Item ``item`` of the tick's ``step`` raised (call it in the ``except``, after
+        counting it in ``crisiswatch_alert_item_errors_total{step}``): logged with its
+        traceback as ``what`` failed and when it is tried again (key ``(step, item)``);
+        that time."""
         key = (step, item)
         retry_at = self.failed(key, now)
         log.exception(
@@ -534,7 +531,7 @@ async def attempt(
             )
             return Attempt(ran=False)
         retry_at = retries.item_failed(
-            ITEM, incident_id, clock.now(), None, f"incident {incident_id}: its escalation step"
+            ITEM, incident_id, clock.now(), f"incident {incident_id}: its escalation step"
         )
         await _postpone(sessions, incident_id, token, retry_at)
         return Attempt(ran=False, retry_at=retry_at)

@@ -207,9 +207,8 @@ async def check(
         except Exception as exc:
             if database_unavailable(exc):
                 raise
-            retries.item_failed(
-                ITEM, incident_id, now, metrics, f"incident {incident_id}: its SLA check"
-            )
+            metrics.alert_item_errors.labels(ITEM).inc()
+            retries.item_failed(ITEM, incident_id, now, f"incident {incident_id}: its SLA check")
             continue
         retries.succeeded((ITEM, incident_id))
         if breach is not None:

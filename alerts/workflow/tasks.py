@@ -356,13 +356,9 @@ async def remind_due(
         except Exception as exc:
             if database_unavailable(exc):
                 raise
-            retry_at = retries.item_failed(
-                ITEM,
-                task_id,
-                now,
-                metrics,
-                f"incident {incident_id}: the reminder of task {task_id}",
-            )
+            metrics.alert_item_errors.labels(ITEM).inc()
+            what = f"incident {incident_id}: the reminder of task {task_id}"
+            retry_at = retries.item_failed(ITEM, task_id, now, what)
             await session.execute(
                 update(IncidentTask)
                 .where(
