@@ -462,27 +462,16 @@ class WeComHarness(HttpHarness):
         return None
 
 
-class PagerDutyHarness(HttpHarness):
-    """Also keeps the Events API v2 state of what it accepted: a trigger whose dedup_key
+class PagerDutyAlerts:
+    """PagerDuty's alerts as the Events API v2 documents them: a trigger whose dedup_key
     names an open alert (triggered or acknowledged) is folded into it and pages nobody;
     acknowledge and resolve change the open alert of their key (none: they do nothing)."""
 
-    kind = "pagerduty"
-    url = "https://events.pagerduty.com/v2/enqueue"
-    accepted_status = 202
-
-    def __init__(self, clock: ManualClock) -> None:
-        super().__init__(clock)
+    def __init__(self) -> None:
         self.alerts: dict[str, str] = {}  # dedup_key -> triggered/acknowledged/resolved
         self.pages: list[str] = []  # the keys whose trigger paged somebody
 
-    def notifier(self) -> Notifier:
-        config = PagerDutyChannelConfig(routing_key=PD_KEY, url=self.url, timeout=3)  # type: ignore[arg-type]
-        return PagerDutyNotifier("pd", config, self.client)
-
-    def ok(self) -> httpx.Response:
-        body = self.bodies[-1]
-        key, action = body["dedup_key"], body["event_action"]
+    def apply(self, action: str, key: str) -> None:
         state = self.alerts.get(key)
         if action == "trigger" and state not in ("triggered", "acknowledged"):
             self.alerts[key] = "triggered"
@@ -491,12 +480,33 @@ class PagerDutyHarness(HttpHarness):
             self.alerts[key] = "acknowledged"
         elif action == "resolve" and state in ("triggered", "acknowledged"):
             self.alerts[key] = "resolved"
-        return httpx.Response(
-            202, json={"status": "success", "message": "Event processed", "dedup_key": key}
-        )
 
     def open_alerts(self) -> dict[str, str]:
         return {k: v for k, v in self.alerts.items() if v != "resolved"}
+
+
+class PagerDutyHarness(HttpHarness, PagerDutyAlerts):
+    """Also keeps the alerts of what it accepted (``PagerDutyAlerts``)."""
+
+    kind = "pagerduty"
+    url = "https://events.pagerduty.com/v2/enqueue"
+    accepted_status = 202
+
+    def __init__(self, clock: ManualClock) -> None:
+        HttpHarness.__init__(self, clock)
+        PagerDutyAlerts.__init__(self)
+
+    def notifier(self) -> Notifier:
+        config = PagerDutyChannelConfig(routing_key=PD_KEY, url=self.url, timeout=3)  # type: ignore[arg-type]
+        return PagerDutyNotifier("pd", config, self.client)
+
+    def ok(self) -> httpx.Response:
+        body = self.bodies[-1]
+        key, action = body["dedup_key"], body["event_action"]
+        self.apply(action, key)
+        return httpx.Response(
+            202, json={"status": "success", "message": "Event processed", "dedup_key": key}
+        )
 
     def refused(self, why: str) -> httpx.Response:
         return httpx.Response(

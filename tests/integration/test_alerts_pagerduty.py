@@ -22,37 +22,25 @@ from alerts.outbox import _plan, _units
 from core.clock import ManualClock
 from core.db import unit_of_work
 from tests.integration.test_alerts_policies import CHANNELS, World, make_world
+from tests.notifier_fakes import PagerDutyAlerts
 
 Sessions = async_sessionmaker[AsyncSession]
 PD_KEY = "p" * 32
 
 
-class PagerDuty:
-    """The Events API v2 as documented: a trigger whose dedup_key names an open alert
-    (triggered or acknowledged) is folded into it and pages nobody; acknowledge and
-    resolve change the open alert of their key."""
+class PagerDuty(PagerDutyAlerts):
+    """The Events API v2 endpoint: records each event and applies it (``PagerDutyAlerts``)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[tuple[str, str]] = []  # (event_action, dedup_key)
-        self.alerts: dict[str, str] = {}  # dedup_key -> triggered/acknowledged/resolved
-        self.pages: list[str] = []  # the keys that paged somebody
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         key, action = body["dedup_key"], body["event_action"]
         self.events.append((action, key))
-        state = self.alerts.get(key)
-        if action == "trigger" and state not in ("triggered", "acknowledged"):
-            self.alerts[key] = "triggered"
-            self.pages.append(key)
-        elif action == "acknowledge" and state == "triggered":
-            self.alerts[key] = "acknowledged"
-        elif action == "resolve" and state in ("triggered", "acknowledged"):
-            self.alerts[key] = "resolved"
+        self.apply(action, key)
         return httpx.Response(202, json={"status": "success", "dedup_key": key})
-
-    def open_alerts(self) -> dict[str, str]:
-        return {k: v for k, v in self.alerts.items() if v != "resolved"}
 
 
 async def pd_world(
