@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("crisiswatch")
 
 DISTRIBUTED_ROLES = ("listener", "scorer", "detector", "alerter", "api")
+BUS_ROLE_COMMANDS = {
+    "listener": "the mentions it takes in would reach no scorer: accepted, then dropped",
+    "scorer": "no listener's mentions would ever reach it, nor its scores a detector",
+    "detector": "no scorer's mentions would ever reach it, nor its Signals an alerter",
+    "alerter": "no detector's Signals would ever reach it (no incident, no alert)",
+}
+"""The role commands that exchange events with the other roles' processes, and what
+their events would do over an in-process bus that no other process shares."""
 
 
 LOG_HANDLER = "crisiswatch-cli"
@@ -443,6 +451,22 @@ def _check_database_url(url: str) -> None:
     )
 
 
+def _check_role_bus(command: str, settings: Settings) -> None:
+    """A role command runs one stage of the distributed mode: over the in-process bus (the
+    default ``bus.kind``, e.g. ``CRISISWATCH_BUS__KIND`` forgotten or misspelt) it would
+    start, say it is ready, and exchange nothing with the other processes: refused."""
+    from api.settings import ConfigError
+
+    if settings.bus.kind == "kafka":
+        return
+    raise ConfigError(
+        f"bus.kind is {settings.bus.kind!r}: `crisiswatch {command}` runs one stage of the "
+        "distributed mode and needs bus.kind: kafka (CRISISWATCH_BUS__KIND=kafka and "
+        f"bus.bootstrap_servers); over the in-process bus {BUS_ROLE_COMMANDS[command]}. "
+        "To run every stage in one process, use `crisiswatch run`"
+    )
+
+
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from api.dead_letters import DeadLetterError, list_letters, redrive
     from api.output import standard_output
@@ -551,6 +575,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "config", None), **overrides)
     if args.command in DATABASE_COMMANDS:
         _check_database_url(settings.database.url.get_secret_value())
+    if args.command in BUS_ROLE_COMMANDS:
+        _check_role_bus(args.command, settings)
     _setup_logging(settings.log_level)
 
     if args.command in ("templates", "db"):

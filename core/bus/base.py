@@ -68,6 +68,9 @@ class BusStartError(RuntimeError):
     the broker to fix, said in one line at start."""
 
 
+_MAX_DOUBLINGS = 64
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
@@ -75,7 +78,12 @@ class RetryPolicy:
     max_backoff: float = 10.0
 
     def backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1))))
+        """The wait after try ``attempt`` (1, 2, ...): doubling from ``initial_backoff``, at
+        most ``max_backoff``. The doublings stop at 64: past 1,024 of them the product is no
+        float (``OverflowError``), which a policy retrying until a database is back (the
+        alerter's; the detector's state saves) reached some 8 hours into an outage."""
+        doublings = min(max(attempt - 1, 0), _MAX_DOUBLINGS)
+        return float(min(self.max_backoff, self.initial_backoff * 2.0**doublings))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Kafka bus (aiokafka): the same contract as the memory bus, for production and scale.
 
 * Topics are ``config.topic_prefix + <logical topic>``; ``start()`` creates the missing
-  ones (every event topic and its ``.dlq``) with ``config.partitions`` partitions.
+  ones (every event topic and its ``.dlq``) with ``config.partitions`` partitions, and
+  warns about an existing event topic with fewer (it never changes a topic's count).
   Consumer group ids get the same prefix (``crisiswatch.scorer``): group ids are global
   on a cluster, so one prefix isolates a deployment (or a test) entirely.
 * One consumer per subscription, in the subscription's group, with auto-commit off. A
@@ -372,6 +373,9 @@ class KafkaBus(Bus):
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [name for name in wanted if name not in existing]
+            await self._check_partitions(
+                admin, [self.physical(t) for t in logical if self.physical(t) in existing]
+            )
             if not missing:
                 return
             response = await admin.create_topics(
@@ -390,6 +394,38 @@ class KafkaBus(Bus):
             log.info("created Kafka topics %s", missing)
         finally:
             await admin.close()
+
+    async def _check_partitions(self, admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+        """Warn about an event topic that exists with fewer partitions than
+        ``bus.partitions``: Kafka keeps a topic's count (nothing here grows it: that moves
+        keys to other partitions), so a group of more members than that leaves the rest
+        idle. Not knowing (no permission to describe) is no reason to refuse to start."""
+        if not topics:
+            return
+        try:
+            described = await admin.describe_topics(topics)
+        except Exception as exc:
+            log.warning("cannot read the partition counts of %s: %s", topics, _describe(exc))
+            return
+        for entry in described:
+            count = len(entry.get("partitions") or ())
+            if entry.get("error_code") or count >= self.config.partitions:
+                continue
+            log.warning(
+                "Kafka topic %r has %d partition(s), fewer than bus.partitions (%d), which "
+                "only sets the count of topics this bus creates: at most %d member(s) of a "
+                "consumer group get work from it, the others stay idle. Add partitions "
+                "with the broker's tools (kafka-topics.sh --alter --partitions %d); as that "
+                "sends a key's next events to another partition than its earlier ones, stop "
+                "the listener and let the other stages drain first. (Or, if %d is meant, "
+                "set bus.partitions to it.)",
+                entry["topic"],
+                count,
+                self.config.partitions,
+                count,
+                self.config.partitions,
+                count,
+            )
 
     # -- publishing --------------------------------------------------------------
 

@@ -168,8 +168,14 @@ def open_when_read(fifo: Path, proc: Crisiswatch) -> int:
 
 
 def scorer_config(models: Path, stop_timeout: float) -> dict[str, object]:
+    # a role command needs the Kafka bus; nothing listens at this broker, but the model
+    # loads before the bus starts, and the SIGTERM comes during the load
     return {
-        "bus": {"stop_timeout": stop_timeout, "journal": "off"},
+        "bus": {
+            "kind": "kafka",
+            "bootstrap_servers": f"127.0.0.1:{free_port()}",
+            "stop_timeout": stop_timeout,
+        },
         "scorer": {"classifier": {"process": True, "model_dir": str(models)}},
     }
 
