@@ -73,7 +73,7 @@ import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from core.events import HeatFeatures, Label, Mention, ScoredMention, Signal, WatchMatch
 from sentiment.classifier import ABSTAIN_SUFFIX
@@ -122,6 +122,29 @@ story's latest line before ``t0 + age`` finds it, whether it compares strictly o
 
 WatchKey = tuple[str, bool]
 """(watch id, drill): the unit of detector state."""
+
+
+class MentionRefused(ValueError):
+    """A mention the detector can never count (raised before anything of it is counted:
+    the service dead-letters it at once)."""
+
+
+def _countable_dates(config: DetectorConfig) -> tuple[datetime, datetime]:
+    """The event times the detector can count a mention at: its windows, expiry, sweeps
+    and forecast reports reach that far either side of a date, and Python's dates end at
+    years 1 and 9999 (a mention dated 9999-12-31 overflowed on every later mention of its
+    watch)."""
+    minutes = max(
+        config.story_expiry_hours * 60,
+        config.long_window_minutes,
+        config.sweep_interval_minutes,
+        config.downgrade_cooldown_minutes,
+        config.future_tolerance_minutes or 0.0,
+        2 * max(config.burst_windows_minutes, default=0),
+        max(config.forecast_report_minutes, default=0.0),
+    )
+    reach = timedelta(days=1) + timedelta(minutes=min(minutes, 1_000 * 365 * 24 * 60))
+    return datetime.min.replace(tzinfo=UTC) + reach, datetime.max.replace(tzinfo=UTC) - reach
 
 
 @dataclass(eq=False)
@@ -290,6 +313,7 @@ class Detector:
         self._sweep_every = timedelta(minutes=config.sweep_interval_minutes)
         tolerance = config.future_tolerance_minutes
         self._tolerance = None if tolerance is None else timedelta(minutes=tolerance)
+        self._earliest, self._latest = _countable_dates(config)
         self._watches: dict[WatchKey, _WatchState] = {}
         # story id -> its watch, for every retired story held, least recently retired first
         self._retired_order: OrderedDict[str, WatchKey] = OrderedDict()
@@ -454,10 +478,18 @@ class Detector:
         listener routes deletions of posts it remembers long after.)
 
         A mention dated far ahead of the watch's event time is held back until the
-        next one (module docstring): its Signals come with that one's, before them."""
+        next one (module docstring): its Signals come with that one's, before them.
+        One dated within days of the ends of Python's dates (year 1, 9999), where the
+        detector's windows cannot reach, raises ``MentionRefused`` (nothing counted)."""
         mention = scored.mention
         if mention.change != "created":
             return []
+        if not self._earliest <= mention.created_at <= self._latest:
+            raise MentionRefused(
+                f"mention {mention.id!r} is dated {mention.created_at.isoformat()}, outside "
+                f"the dates the detector can count ({self._earliest.date()} to "
+                f"{self._latest.date()}): not counted"
+            )
         ws = self._watch((mention.watch or NO_WATCH).id, mention.drill)
         signals: list[Signal] = []
         held = ws.held
@@ -548,7 +580,7 @@ class Detector:
         signals: list[Signal] = []
         if reports and reports[0][0] <= at_minutes:
             signals = self._report_forecasts(ws, at_minutes)
-        assignment = ws.index.assign(mention, watch, _vector(scored))
+        assignment = self._assign(ws, scored)
         if assignment is None:
             return signals  # already counted: a redelivery
         story = assignment.story
@@ -591,6 +623,20 @@ class Detector:
         for dropped in ws.index.evict(now):
             self._retire(ws, (watch.id, mention.drill), dropped)
         return signals
+
+    @staticmethod
+    def _assign(ws: _WatchState, scored: ScoredMention) -> Assignment | None:
+        """``StoryIndex.assign``. Where it dropped every story's sentence vectors (the
+        scorer's model changed: vectors of another width), every story changed: a story
+        saved with the old vectors would otherwise get them back on a restore, read at
+        the new width."""
+        mention = scored.mention
+        index = ws.index
+        width = index.vector_width
+        assignment = index.assign(mention, mention.watch or NO_WATCH, _vector(scored))
+        if width and index.vector_width != width and ws.stored:
+            ws.changed.update(story.id for story in index.stories())
+        return assignment
 
     def _take(
         self,
@@ -688,7 +734,7 @@ class Detector:
                 )
             scored = pending.pop(ready)
             mention = scored.mention
-            again = index.assign(mention, mention.watch or NO_WATCH, _vector(scored))
+            again = self._assign(ws, scored)
             if again is None:
                 continue
             at_minutes = mention.created_at.timestamp() / 60

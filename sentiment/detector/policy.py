@@ -119,14 +119,21 @@ def hold(held: Held, raw: int, at: datetime, cooldown: timedelta) -> Held:
     return Held(held.level, since, highest)
 
 
+_UNITS = ((1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
 def format_count(n: float) -> str:
-    """1234 -> '1.2 k', 1_234_567 -> '1.2 M', 950 -> '950'."""
-    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """1234 -> '1.2 k', 1_234_567 -> '1.2 M', 950 -> '950', 999_950 -> '1 M' (not
+    '1000 k': a count that rounds to 1000 of a unit is 1 of the next)."""
+    for i, (size, unit) in enumerate(_UNITS):
         if n >= size:
             value = n / size
             text = f"{value:.1f}" if value < 100 else f"{value:.0f}"
+            if text == "1000" and i > 0:
+                text, unit = "1", _UNITS[i - 1][1]
             return f"{text.removesuffix('.0')} {unit}"
-    return f"{n:.0f}"
+    text = f"{n:.0f}"
+    return "1 k" if text == "1000" else text
 
 
 def _plural(n: int, word: str) -> str:

@@ -67,7 +67,7 @@ from core.db import database_unavailable
 from core.events import TOPIC_SCORED, TOPIC_SIGNALS, ScoredMention, Signal
 from core.metrics import Metrics
 from sentiment.detector.config import DetectorConfig
-from sentiment.detector.detector import Detector, WatchKey
+from sentiment.detector.detector import Detector, MentionRefused, WatchKey
 from sentiment.detector.snapshot import (
     READABLE_FORMATS,
     STATE_FORMAT,
@@ -208,7 +208,9 @@ class DetectorService:
         """``Detector.observe``, with its Signals queued. A mention whose observe raised
         raises again on the bus's next tries (without running again: it may have been
         counted halfway, and would pass as a redelivery): it ends on the dead-letter
-        topic like any poison message, its batch's other mentions go on."""
+        topic like any poison message, its batch's other mentions go on. One the detector
+        refuses before counting anything (``MentionRefused``: a date it cannot count at)
+        is dead-lettered without retries."""
         mention = event.mention
         seen = (Detector.key_of(event), mention.id)
         failed = self._poison.get(seen)
@@ -216,6 +218,8 @@ class DetectorService:
             raise RuntimeError(f"mention {mention.id!r} failed in the detector before: {failed}")
         try:
             self._unpublished.extend(self.detector.observe(event))
+        except MentionRefused as exc:  # nothing of it counted: dead-lettered at once
+            raise PermanentError(str(exc)) from exc
         except Exception as exc:
             self._poison[seen] = f"{type(exc).__name__}: {exc}"
             while len(self._poison) > POISON_MEMORY:

@@ -201,6 +201,12 @@ class StoryIndex:
         return f"{self.key}:{root}"
 
     @property
+    def vector_width(self) -> int:
+        """The width of the scorer's sentence vectors (0: none came yet). When it changes
+        from one width to another, every story's vectors were dropped (``_unit``)."""
+        return self._para_dims
+
+    @property
     def vectors_held(self) -> int:
         """Stories with sentence vectors (rule 4b)."""
         return len(self._paraphrases)
