@@ -64,6 +64,10 @@ class VersionOut(_Out):
     review_note: str | None
     retired_by: str | None
     retired_at: datetime | None
+    etag: str = Field(
+        description="the version as read: send it back as If-Match with an edit or a review "
+        "action, and a version changed since (an edit, a reject and resubmit) answers 409"
+    )
 
 
 class TemplateOut(_Out):

@@ -9,6 +9,7 @@ merges and clean-ups. The schema is created by ``core/migrations/versions/0005_t
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Final
 
@@ -89,6 +90,14 @@ class TemplateVersion(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     template: Mapped[ResponseTemplate] = relationship(back_populates="versions", lazy="raise")
+
+    @property
+    def etag(self) -> str:
+        """The version as read (its status, text and note), as an HTTP entity tag: an edit
+        or review sent with ``If-Match`` is refused when it changed since."""
+        parts = (str(self.template_id), str(self.number), self.status, self.body, self.note)
+        digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+        return f'"{digest[:32]}"'
 
 
 class TemplateUsage(Base):

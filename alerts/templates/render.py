@@ -7,9 +7,17 @@ carry a stranger's words and are treated as hostile:
 * the engine is Jinja's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: no
   underscore attributes (``''.__class__`` fails), no method calls except a few harmless
   string/dict ones, no globals (``range``, ``lipsum``, ``cycler`` ... removed), a short list
-  of filters, no macros/includes/imports, loops nested at most twice, ``*``/``**``/``%``
-  bounded, output capped. A template that breaks a rule is refused when it is saved
-  (``check``) and, if it still gets that far, when it is rendered (``RenderError``);
+  of filters, no macros/includes/imports, loops nested at most twice and never recursive,
+  ``*``/``**``/``%`` bounded, output capped. A template that breaks a rule is refused when
+  it is saved (``check``) and, if it still gets that far, when it is rendered
+  (``RenderError``);
+* a render's work is bounded (``_Budget``), since it runs in the service's event loop: a
+  body looping over a long value (``{% set s = "x" * 50000 %}`` looped twice was 2.5
+  billion silent steps), a chain of powers of big numbers, or text doubled with ``+``,
+  ``~`` or ``join`` froze the whole process. Loops take at most ``MAX_LOOP_STEPS`` steps
+  in all; ``+``, ``~``, ``join`` build at most ``MAX_OUTPUT`` characters or items;
+  integer ``*`` and ``**`` at most ``MAX_INT_BITS`` bits; ``round`` at most
+  ``MAX_ROUND_DIGITS`` digits; and a render stops after ``RENDER_SECONDS``;
 * every ``{{ ... }}`` result is escaped for the template's format (``finalize``): ``text``
   (a public post: control and bidi characters dropped, ``@all``-style pings and mention
   tags broken, links defanged, ``<`` ``>`` as full-width look-alikes so no tag survives),
@@ -20,14 +28,28 @@ carry a stranger's words and are treated as hostile:
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Callable, Mapping
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import (
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    meta,
+    nodes,
+    pass_context,
+    pass_eval_context,
+)
 from jinja2.exceptions import SecurityError
+from jinja2.filters import do_join, do_round, make_attrgetter
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from alerts.notifiers import escape
 
@@ -35,6 +57,10 @@ MAX_OUTPUT: Final = 50_000  # characters a rendered statement may have
 VALUE_LIMIT: Final = 4_000  # characters of one inserted value
 MAX_LOOP_DEPTH: Final = 2
 PROVIDED: Final = frozenset({"incident", "brand"})  # filled from the incident
+MAX_LOOP_STEPS: Final = 2_000  # loop steps of one render, every loop together
+MAX_INT_BITS: Final = 4_096  # the largest integer ``*`` and ``**`` may make
+MAX_ROUND_DIGITS: Final = 100  # ``round``'s precision, either way
+RENDER_SECONDS: Final = 1.0  # the time one render (or check) may take
 
 FILTERS: Final = frozenset(
     {
@@ -83,10 +109,38 @@ def _sized(value: Any) -> int | None:
     return len(value) if isinstance(value, str | list | tuple) else None
 
 
+def _bits(value: Any) -> int | None:
+    return value.bit_length() if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class _Budget:
+    """The work one render may do: loop steps, and time (checked at every loop step,
+    filter, method call, intercepted operator and ``~``)."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + RENDER_SECONDS
+        self.steps = 0
+
+    def spend(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise SecurityError(
+                f"the template took longer than {RENDER_SECONDS:g} s to render "
+                "(loops or filters over long values)"
+            )
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_LOOP_STEPS:
+            raise SecurityError(f"the template's loops would run more than {MAX_LOOP_STEPS} times")
+        self.spend()
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    budget: _Budget
 
     def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
+        self.budget.spend()
         if op == "%" and isinstance(left, str):
             raise SecurityError("string formatting with '%' is not allowed in templates")
         if op == "**" and (not isinstance(right, int | float) or abs(right) > 64):
@@ -96,7 +150,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 size = _sized(seq)
                 if size is not None and isinstance(times, int) and size * times > MAX_OUTPUT:
                     raise SecurityError("repetition would exceed the output limit")
-        return {"*": operator.mul, "**": operator.pow, "%": operator.mod}[op](left, right)
+        _refuse_big(op, left, right)
+        ops = {"*": operator.mul, "**": operator.pow, "%": operator.mod, "+": operator.add}
+        return ops[op](left, right)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.budget.spend()
+        return super().call(context, obj, *args, **kwargs)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if not super().is_safe_attribute(obj, attr, value):
@@ -105,6 +165,19 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value: Any) -> None:  # str.format: refused like any method
         return None
+
+
+def _refuse_big(op: str, left: Any, right: Any) -> None:
+    """Refuse an integer ``*``/``**`` above ``MAX_INT_BITS`` and a ``+`` of texts or lists
+    above ``MAX_OUTPUT``, before they are computed."""
+    a, b = _bits(left), _bits(right)
+    if op == "**" and a is not None and b is not None and a * right > MAX_INT_BITS:
+        raise SecurityError(f"a power above {MAX_INT_BITS} bits is not allowed in templates")
+    if op == "*" and a is not None and b is not None and a + b > MAX_INT_BITS:
+        raise SecurityError(f"a product above {MAX_INT_BITS} bits is not allowed in templates")
+    size_a, size_b = _sized(left), _sized(right)
+    if op == "+" and size_a is not None and size_b is not None and size_a + size_b > MAX_OUTPUT:
+        raise SecurityError("'+' would exceed the output limit")
 
 
 def environment(fmt: str) -> ImmutableSandboxedEnvironment:
@@ -120,9 +193,80 @@ def environment(fmt: str) -> ImmutableSandboxedEnvironment:
         finalize=finalize,
         keep_trailing_newline=True,
     )
+    env.budget = budget = _Budget()
     env.globals.clear()
-    env.filters = {name: f for name, f in env.filters.items() if name in FILTERS}
+    filters = {name: _metered(f, budget) for name, f in env.filters.items() if name in FILTERS}
+    filters["join"] = _metered(_join, budget)
+    filters["round"] = _metered(_round, budget)
+
+    @pass_context
+    def loop_steps(_: Context, value: Iterable[Any]) -> Iterator[Any]:
+        for item in value:
+            budget.step()
+            yield item
+
+    @pass_context
+    def concat(_: Context, parts: list[Any]) -> str:
+        budget.spend()
+        texts = [str(p) for p in parts]
+        if sum(map(len, texts)) > MAX_OUTPUT:
+            raise SecurityError("'~' would exceed the output limit")
+        return "".join(texts)
+
+    filters[_LOOP_STEPS], filters[_CONCAT] = loop_steps, concat
+    env.filters = filters
     return env
+
+
+_LOOP_STEPS: Final = "_cw_loop_steps"
+_CONCAT: Final = "_cw_concat"
+
+
+def _metered(f: Callable[..., Any], budget: _Budget) -> Callable[..., Any]:
+    """``f``, checking the render's time first (``functools.wraps`` keeps Jinja's
+    ``pass_context``/``pass_environment`` mark)."""
+
+    @functools.wraps(f)
+    def metered(*args: Any, **kwargs: Any) -> Any:
+        budget.spend()
+        return f(*args, **kwargs)
+
+    return metered
+
+
+@pass_eval_context
+def _join(
+    eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None
+) -> str:
+    """Jinja's ``join``, its size checked before it is built."""
+    items = list(value)
+    if attribute is not None:
+        items = list(map(make_attrgetter(eval_ctx.environment, attribute), items))
+    texts = [str(item) for item in items]
+    if sum(map(len, texts)) + len(str(d)) * max(len(texts) - 1, 0) > MAX_OUTPUT:
+        raise SecurityError("join would exceed the output limit")
+    return str(do_join(eval_ctx, texts, d))
+
+
+def _round(value: float, precision: int = 0, method: str = "common") -> float:
+    """Jinja's ``round``, with a bounded precision (``10 ** 10 ** 8`` is built otherwise)."""
+    if not isinstance(precision, int) or abs(precision) > MAX_ROUND_DIGITS:
+        raise SecurityError(f"round's precision must be an integer within ±{MAX_ROUND_DIGITS}")
+    return do_round(value, precision, method)  # type: ignore[arg-type]
+
+
+class _Metering(NodeTransformer):
+    """Every loop's iterable counted step by step (``_Budget.step``), every ``~`` sized."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, _LOOP_STEPS, [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        parts = nodes.List(node.nodes, lineno=node.lineno)
+        return nodes.Filter(parts, _CONCAT, [], [], None, None, lineno=node.lineno)
 
 
 def _loop_depth(node: nodes.Node) -> int:
@@ -154,6 +298,18 @@ def check(body: str, fmt: str, *, saving: bool = True) -> list[str]:
         )
     if _loop_depth(tree) > MAX_LOOP_DEPTH:
         raise TemplateProblem(f"loops may be nested at most {MAX_LOOP_DEPTH} deep")
+    for loop in tree.find_all(nodes.For):
+        if loop.recursive:
+            raise TemplateProblem(f"line {loop.lineno}: recursive loops are not allowed")
+    for name_node in tree.find_all(nodes.Name):
+        if (plain := unicodedata.normalize("NFKC", name_node.name)) != name_node.name:
+            # Jinja's compiled Python reads names NFKC-normalised: ``{{ ｂrand }}`` would
+            # be a variable the caller gives that also replaces ``{{ brand }}``, under a
+            # name a reviewer reads as the incident's brand
+            raise TemplateProblem(
+                f"line {name_node.lineno}: the name {name_node.name!r} is a look-alike of "
+                f"{plain!r} (the template engine reads it as {plain!r}); write {plain!r}"
+            )
     names = sorted(meta.find_undeclared_variables(tree))
     for name in names if saving else ():
         if len(name) > MAX_VARIABLE_NAME:
@@ -171,7 +327,9 @@ def render(body: str, fmt: str, values: Mapping[str, Any]) -> str:
     out: list[str] = []
     size = 0
     try:
-        for chunk in env.from_string(body).generate(dict(values)):
+        tree = _Metering().visit(env.parse(body))
+        tree.set_environment(env)
+        for chunk in env.from_string(tree).generate(dict(values)):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise RenderError(f"the rendered text would be longer than {MAX_OUTPUT} chars")

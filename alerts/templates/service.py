@@ -214,6 +214,23 @@ async def get_version(session: AsyncSession, template_id: int, number: int) -> T
     return version
 
 
+def _check_read(version: TemplateVersion, if_match: str | None) -> None:
+    """``TemplateConflict`` when ``if_match`` (the ``If-Match`` the caller sent: entity
+    tags, comma-separated, or ``*``) does not name the version as it is now: it changed
+    since the caller read it (another edit, a reject and resubmit), and the change would
+    overwrite words they never saw, or approve a text they did not review."""
+    if if_match is None:
+        return
+    tags = [t.strip().removeprefix("W/") for t in if_match.split(",")]
+    if "*" in tags or version.etag in tags:
+        return
+    raise TemplateConflict(
+        f"version {version.number} of template {version.template_id} changed since you read "
+        f"it (If-Match {if_match[:80]!r}; now {version.etag}, {version.status}, last edited "
+        f"by {version.updated_by!r}): reload it and check the text again"
+    )
+
+
 def current_approved(template: ResponseTemplate) -> TemplateVersion | None:
     return next((v for v in template.versions if v.status == APPROVED), None)
 
@@ -227,13 +244,16 @@ async def edit_version(
     note: str | None,
     actor: str,
     now: datetime,
+    if_match: str | None = None,
 ) -> tuple[TemplateVersion, dict[str, Any]]:
     """Edit a draft in place, or start a new draft from an approved/retired version.
 
     Returns the draft and the snapshot of the version edited (before the change).
+    ``if_match``: the version's ``etag`` as the caller read it (``_check_read``).
     """
     template = await get_template(session, template_id, lock=True)
     version = await get_version(session, template_id, number)
+    _check_read(version, if_match)
     before = snapshot(version)
     variables = renderer.check(body, template.format)
     if version.status in EDIT_IN_PLACE:
@@ -271,13 +291,16 @@ async def transition(
     actor: str,
     now: datetime,
     note: str | None = None,
+    if_match: str | None = None,
 ) -> tuple[TemplateVersion, dict[str, Any], list[TemplateVersion]]:
     """Apply ``action`` (submit, approve, reject, retire).
 
     Returns the version, its snapshot before, and other versions retired by an approval.
+    ``if_match``: the version's ``etag`` as the caller read it (``_check_read``).
     """
     template = await get_template(session, template_id, lock=True)
     version = await get_version(session, template_id, number)
+    _check_read(version, if_match)
     before = snapshot(version)
     target = next_status(action, version.status, number)
     if action == "approve" and actor in (version.created_by, version.updated_by):
@@ -301,8 +324,15 @@ async def transition(
     return version, before, retired
 
 
-async def load_incident(session: AsyncSession, incident_id: int) -> Incident:
-    return await incidents.get_incident(session, incident_id)
+async def load_incident(session: AsyncSession, incident_id: int, *, lock: bool = False) -> Incident:
+    """The incident (``IncidentNotFound``); ``lock``: row-locked for the unit of work, so
+    a use waits for a merge of the incident under way and then sees it."""
+    if lock:
+        return await incidents.load_for_change(session, incident_id)
+    incident = await session.get(Incident, incident_id)  # its row: no timeline, evidence
+    if incident is None:
+        raise IncidentNotFound(incident_id)
+    return incident
 
 
 def incident_values(incident: Incident) -> dict[str, Any]:
@@ -389,7 +419,17 @@ async def use_template(
     """Render an approved version for ``incident`` and record who used it.
 
     The template is read under its lock (as reviews take it), so a use racing an approval
-    or a retirement sees the version's status after it, never a version retired meanwhile."""
+    or a retirement sees the version's status after it, never a version retired meanwhile.
+
+    An incident merged into another is refused (``TemplateConflict``): the statement would
+    be recorded on a closed incident nobody works, away from the survivor's timeline,
+    report and drill measures."""
+    if incident.merged_into_id is not None:
+        into = incident.merged_into_id
+        raise TemplateConflict(
+            f"incident {incident.id} was merged into incident {into}: use the template on "
+            f"incident {into}, where the story is worked and recorded"
+        )
     template = await get_template(session, template_id, lock=True)
     if number is None:
         version = current_approved(template)
@@ -453,10 +493,27 @@ async def suggest(
     return out
 
 
+async def _merged_in(session: AsyncSession, incident_id: int) -> list[int]:
+    """The incident and every incident merged into it, directly or through a chain."""
+    found, frontier = [incident_id], [incident_id]
+    while frontier:
+        frontier = list(
+            await session.scalars(
+                select(Incident.id).where(
+                    Incident.merged_into_id.in_(frontier), Incident.id.not_in(found)
+                )
+            )
+        )
+        found += frontier
+    return found
+
+
 async def list_usages(
     session: AsyncSession, incident_id: int, *, limit: int = 50, offset: int = 0
 ) -> tuple[list[TemplateUsage], int]:
-    condition = TemplateUsage.incident_id == incident_id
+    """The statements used for the incident and for the incidents merged into it (whose
+    timeline, ``template_used`` events included, moved to it), newest first."""
+    condition = TemplateUsage.incident_id.in_(await _merged_in(session, incident_id))
     total = await session.scalar(select(func.count()).select_from(TemplateUsage).where(condition))
     items = await session.scalars(
         select(TemplateUsage)

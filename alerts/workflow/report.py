@@ -173,9 +173,15 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
     after a reopen. ``time_to_resolve_s`` is the incident's whole life, from its first
     open to its last resolve. ``episodes`` lists every episode (the open, each reopen)
     with its own ack, time to ack and resolve; ``reopens`` counts the reopens."""
-    incident = await incidents.get_incident(session, incident_id)
+    incident = await service.incident_row(session, incident_id)  # (not its deliveries)
     now_ref = incident.resolved_at or incident.closed_at or now
-    events: list[IncidentEvent] = sorted(incident.timeline, key=lambda e: (e.at, e.id))
+    events: list[IncidentEvent] = list(
+        await session.scalars(
+            select(IncidentEvent)
+            .where(IncidentEvent.incident_id == incident_id)
+            .order_by(IncidentEvent.at, IncidentEvent.id)
+        )
+    )
     episode_list = episodes(incident, events)
     current = episode_list[-1]
     tiers = (

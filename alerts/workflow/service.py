@@ -18,7 +18,8 @@ Merging: the incident merged closes and points to the survivor (``merged_into_id
 evidence, heat snapshots and timeline move to the survivor, its open tasks are cancelled,
 its roles move where the survivor has none, and later signals of its story go to the
 survivor. Only incidents of one watch, both real or both drills, neither closed, and a
-survivor of at least the merged one's tier can be merged.
+survivor of at least the merged one's tier can be merged; a person (the API) cannot merge
+a live incident into a resolved one.
 """
 
 from __future__ import annotations
@@ -304,7 +305,7 @@ async def update_task(
 # -- merge ----------------------------------------------------------------------------
 
 
-def _check_merge(source: Incident, survivor: Incident) -> None:
+def _check_merge(source: Incident, survivor: Incident, *, live_into_resolved: bool) -> None:
     if source.watch_id != survivor.watch_id:
         raise InvalidTransition(
             f"incidents {source.id} and {survivor.id} belong to different watches "
@@ -315,6 +316,13 @@ def _check_merge(source: Incident, survivor: Incident) -> None:
     for incident in (source, survivor):
         if incident.status == CLOSED:
             raise InvalidTransition(f"incident {incident.id} is closed; it cannot be merged")
+    if not live_into_resolved and survivor.status == RESOLVED and source.status not in FINISHED:
+        raise InvalidTransition(
+            f"incident {survivor.id} is resolved and incident {source.id} is {source.status}: "
+            f"the merge would close {source.id} and settle its alerts while nobody works on "
+            f"{survivor.id}; keep working incident {source.id} (or resolve it), or merge once "
+            f"{survivor.id} is live again (a higher-tier signal reopens it)"
+        )
     if source.tier > survivor.tier:
         raise InvalidTransition(
             f"incident {source.id} is tier {source.tier}, above incident {survivor.id} "
@@ -331,8 +339,15 @@ async def merge(
     *,
     metrics: Metrics | None = None,
     note: str | None = None,
+    live_into_resolved: bool = True,
 ) -> tuple[Incident, Incident]:
-    """Merge incident ``source_id`` into ``into_id``; returns (merged, survivor)."""
+    """Merge incident ``source_id`` into ``into_id``; returns (merged, survivor).
+
+    ``live_into_resolved=False`` (a person's merge, through the API) refuses to merge an
+    incident still worked (open, acknowledged, mitigating) into a resolved one: that would
+    close it, cancel its tasks and alerts and send its channels a resolve, leaving the
+    story with no live incident (its later signals reach the resolved survivor, which only
+    a higher tier reopens)."""
     if source_id == into_id:
         raise InvalidMerge(f"incident {source_id} cannot be merged into itself")
     # lock in id order: two merges of the same pair never deadlock
@@ -342,7 +357,7 @@ async def merge(
         second: await incidents.load_for_change(session, second),
     }
     source, survivor = locked[source_id], locked[into_id]
-    _check_merge(source, survivor)
+    _check_merge(source, survivor, live_into_resolved=live_into_resolved)
     now = clock.now()
     moved_events = (
         await session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == source.id))
@@ -443,6 +458,16 @@ async def merge(
     return source, survivor
 
 
+async def incident_row(session: AsyncSession, incident_id: int) -> Incident:
+    """The incident's own row (``IncidentNotFound`` when missing), for a scope check or a
+    404: not its timeline, evidence and deliveries, which ``incidents.get_incident`` loads
+    whole (seconds for a long incident, on every page of its timeline before)."""
+    incident = await session.get(Incident, incident_id)
+    if incident is None:
+        raise incidents.IncidentNotFound(incident_id)
+    return incident
+
+
 async def timeline(
     session: AsyncSession,
     incident_id: int,
@@ -452,7 +477,7 @@ async def timeline(
     offset: int = 0,
 ) -> tuple[list[IncidentEvent], int]:
     """A page of the incident's timeline in time order, optionally of some kinds only."""
-    await incidents.get_incident(session, incident_id)  # IncidentNotFound
+    await incident_row(session, incident_id)  # IncidentNotFound
     conditions = [IncidentEvent.incident_id == incident_id]
     if kinds:
         conditions.append(IncidentEvent.kind.in_(kinds))
@@ -468,7 +493,7 @@ async def timeline(
 
 
 async def tier_history(session: AsyncSession, incident_id: int) -> list[TierChange]:
-    await incidents.get_incident(session, incident_id)
+    await incident_row(session, incident_id)
     return list(
         (
             await session.scalars(

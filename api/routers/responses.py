@@ -2,7 +2,8 @@
 
 Using a template renders its approved version with the incident's data (escaped) and the
 variables given, and records who used which version for which incident. A version that is
-not approved, or a template for other tiers, is refused (409); missing variables 422.
+not approved, a template for other tiers, or an incident merged into another (use it on the
+survivor) is refused (409); missing variables 422.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ async def use_template(
     """Render an approved template for this incident and record the use."""
     runtime: Runtime = request.app.state.runtime
     now = runtime.clock.now()
-    incident = await service.load_incident(session, incident_id)
+    incident = await service.load_incident(session, incident_id, lock=True)
     ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     usage = await service.use_template(
         session, incident, body.template_id, body.version, body.variables, actor=who.name, now=now
@@ -91,7 +92,8 @@ async def list_responses(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[UsageOut]:
-    """Templates used for this incident, newest first: who, which version, the text."""
+    """Templates used for this incident (and for incidents merged into it), newest first:
+    who, which version, for which incident, the text."""
     incident = await service.load_incident(session, incident_id)
     ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     items, total = await service.list_usages(session, incident_id, limit=limit, offset=offset)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,13 @@ Author = Annotated[Principal, Depends(require_any("customer_service", "pr", "leg
 Legal = Annotated[Principal, Depends(require_any("legal"))]
 Retirer = Annotated[Principal, Depends(require_any("legal", "admin"))]
 Viewer = Annotated[Principal, Depends(require("viewer"))]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=1000,
+        description="the version's etag as you read it: refused (409) when it changed since",
+    ),
+]
 
 
 def template_out(template: ResponseTemplate) -> TemplateOut:
@@ -138,9 +145,12 @@ async def get_template(template_id: TemplateId, session: Session, _: Viewer) -> 
 
 @router.get("/{template_id}/versions/{number}", response_model=VersionOut)
 async def get_version(
-    template_id: TemplateId, number: Number, session: Session, _: Viewer
+    template_id: TemplateId, number: Number, session: Session, _: Viewer, response: Response
 ) -> VersionOut:
-    return VersionOut.model_validate(await service.get_version(session, template_id, number))
+    """One version; its ``etag`` is also the ``ETag`` header (for ``If-Match``)."""
+    out = VersionOut.model_validate(await service.get_version(session, template_id, number))
+    response.headers["ETag"] = out.etag
+    return out
 
 
 @router.patch("/{template_id}/versions/{number}", response_model=VersionOut)
@@ -152,18 +162,25 @@ async def edit_version(
     session: Session,
     who: Author,
     body: VersionEditIn,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> VersionOut:
     """Edit a draft in place; editing an approved or retired version makes a new draft
-    (answered with its new number). A version in review is refused (409): reject it first."""
+    (answered with its new number). A version in review is refused (409): reject it first.
+    With ``If-Match``, a version changed since it was read is refused (409), not
+    overwritten."""
     now = _runtime(request).clock.now()
     version, before = await service.edit_version(
-        session, template_id, number, body=body.body, note=body.note, actor=who.name, now=now
-    )
+        session, template_id, number, body=body.body, note=body.note, actor=who.name, now=now,
+        if_match=if_match,
+    )  # fmt: skip
     audit.record(
         session, who, "template.edit", "template_version", f"{template_id}/{version.number}",
         at=now, before=before, after=service.snapshot(version),
     )  # fmt: skip
-    return VersionOut.model_validate(version)
+    out = VersionOut.model_validate(version)
+    response.headers["ETag"] = out.etag
+    return out
 
 
 async def _transition(
@@ -174,13 +191,15 @@ async def _transition(
     number: int,
     action: str,
     note: str | None,
+    if_match: str | None,
 ) -> VersionOut:
     now = _runtime(request).clock.now()
     if action == "approve":
         await _refuse_an_editor(session, who, template_id, number)
     version, before, retired = await service.transition(
-        session, template_id, number, action, actor=who.name, now=now, note=note
-    )
+        session, template_id, number, action, actor=who.name, now=now, note=note,
+        if_match=if_match,
+    )  # fmt: skip
     target = f"{template_id}/{number}"
     audit.record(
         session, who, f"template.{action}", "template_version", target, at=now,
@@ -239,10 +258,11 @@ async def submit(
     session: Session,
     who: Author,
     body: Review = None,
+    if_match: IfMatch = None,
 ) -> VersionOut:
     """Send a draft to legal review (draft -> in_review)."""
     note = body.note if body else None
-    return await _transition(request, session, who, template_id, number, "submit", note)
+    return await _transition(request, session, who, template_id, number, "submit", note, if_match)
 
 
 @router.post("/{template_id}/versions/{number}/approve", response_model=VersionOut)
@@ -254,11 +274,12 @@ async def approve(
     session: Session,
     who: Legal,
     body: Review = None,
+    if_match: IfMatch = None,
 ) -> VersionOut:
     """Legal approves a version in review (in_review -> approved); the template's previously
     approved version is retired. Only a legal key, and not the version's author (403)."""
     note = body.note if body else None
-    return await _transition(request, session, who, template_id, number, "approve", note)
+    return await _transition(request, session, who, template_id, number, "approve", note, if_match)
 
 
 @router.post("/{template_id}/versions/{number}/reject", response_model=VersionOut)
@@ -270,10 +291,11 @@ async def reject(
     session: Session,
     who: Legal,
     body: Review = None,
+    if_match: IfMatch = None,
 ) -> VersionOut:
     """Legal sends a version in review back to draft, with a note saying why."""
     note = body.note if body else None
-    return await _transition(request, session, who, template_id, number, "reject", note)
+    return await _transition(request, session, who, template_id, number, "reject", note, if_match)
 
 
 @router.post("/{template_id}/versions/{number}/retire", response_model=VersionOut)
@@ -285,10 +307,11 @@ async def retire(
     session: Session,
     who: Retirer,
     body: Review = None,
+    if_match: IfMatch = None,
 ) -> VersionOut:
     """Withdraw an approved version (approved -> retired): it can no longer be used."""
     note = body.note if body else None
-    return await _transition(request, session, who, template_id, number, "retire", note)
+    return await _transition(request, session, who, template_id, number, "retire", note, if_match)
 
 
 @router.post("/{template_id}/preview", response_model=RenderedOut)

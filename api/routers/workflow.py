@@ -17,7 +17,6 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerts import incidents
 from alerts.config import IncidentRoleName
 from alerts.models import EVENT_KINDS
 from alerts.timeline import CATEGORIES, category
@@ -82,7 +81,7 @@ async def _scoped(session: AsyncSession, who: Principal, incident_id: int) -> di
 
 
 async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> None:
-    incident = await incidents.get_incident(session, incident_id)
+    incident = await service.incident_row(session, incident_id)
     ensure_visible(who, incident.watch_id, f"incident {incident_id}")
 
 
@@ -137,10 +136,13 @@ async def merge(
     request: Request, incident_id: IncidentId, body: MergeIn, session: Session, who: Worker
 ) -> MergeOut:
     """Merge this incident into ``into`` (same story): it closes and points to the survivor;
-    its evidence, heat curve and timeline move there."""
+    its evidence, heat curve and timeline move there. A live incident does not merge into
+    a resolved one (409)."""
     runtime = _runtime(request)
-    before = await _scoped(session, who, incident_id)
-    survivor_before = await _scoped(session, who, body.into)
+    # locked in id order, as service.merge does: two merges of one pair, each way, at
+    # once would otherwise each hold one incident and wait for the other (a deadlock)
+    states = {i: await _scoped(session, who, i) for i in sorted({incident_id, body.into})}
+    before, survivor_before = states[incident_id], states[body.into]
     merged, survivor = await service.merge(
         session,
         incident_id,
@@ -149,6 +151,7 @@ async def merge(
         runtime.clock,
         metrics=runtime.metrics,
         note=body.note,
+        live_into_resolved=False,
     )
     now = runtime.clock.now()
     await audit.record_incident_change(
