@@ -243,9 +243,10 @@ async def incident_state(session: AsyncSession, incident_id: int) -> dict[str, A
 
     Read under the row's lock (``FOR UPDATE``; on SQLite the database's write lock), which
     the change then holds until it commits: the ``before`` of a change is the state it
-    started from. Taken without it, two acknowledges at once both recorded "open"."""
-    await session.execute(select(Incident.id).where(Incident.id == incident_id).with_for_update())
-    incident = await incidents.get_incident(session, incident_id)
+    started from. Taken without it, two acknowledges at once both recorded "open". Only
+    the incident's own row is read: what is kept has none of its timeline, evidence or
+    deliveries (loading them made every change to a long incident take seconds)."""
+    incident = await incidents.load_for_change(session, incident_id)
     return IncidentOut.model_validate(incident).model_dump(mode="json")
 
 

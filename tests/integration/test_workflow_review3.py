@@ -222,3 +222,29 @@ async def test_the_responses_of_a_survivor_include_those_of_the_incidents_merged
         # the merged incident still lists its own
         own = await ok(await client.get(f"/incidents/{first}/responses", headers=VIEWER))
         assert [u["id"] for u in own["items"]] == [used["id"]]
+
+
+async def test_an_audited_change_reads_the_incidents_own_row_only(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The audit log's before and after of a change (ack, mitigate, resolve, roles, ...)
+    read the whole incident, its timeline, evidence and deliveries, twice a change: on a
+    long incident a note or an ack took seconds. What is kept is the incident's own row."""
+    async with role_api(tmp_path, clock) as (client, runtime):
+        incident = await open_incident(runtime, clock, tier=2)
+        assert runtime.engine is not None
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
+        await ok(await client.post(f"/incidents/{incident}/ack", headers=RESPONDER))
+        assert statements  # the listener saw the change
+        read = [s for s in statements if "FROM incident_evidence" in s]
+        assert not read, read
+        audit = await ok(
+            await client.get("/audit?action=incident.acknowledge", headers=key_headers("admin"))
+        )
+        entry = audit["items"][0]
+        assert (entry["before"]["status"], entry["after"]["status"]) == ("open", "acknowledged")
