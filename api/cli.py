@@ -45,6 +45,11 @@ def _setup_logging(level: str) -> None:
         root.setLevel(getattr(logging, level, logging.INFO))
     for noisy in ("aiokafka", "httpx", "apscheduler.executors", "apscheduler.scheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiokafka logs the same errors ~75 times a second while the broker is down: one line
+    # of each kind per CLIENT_LOG_INTERVAL, with the count of those held back
+    from core.bus.kafka import quiet_client_logs
+
+    quiet_client_logs()
 
 
 def _port(value: str) -> int:

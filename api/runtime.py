@@ -356,9 +356,12 @@ class Runtime:
                 cascade_store=DbCascadeStore(self.sessions) if self.sessions else None,
             )
 
-        await self.bus.start()
         if self.alerter is not None:
+            # before the bus, which hands over Signals at once (a backlog after a restart):
+            # the alerter's resume() counts what was sent before the restart against the
+            # channels' rate limits first, or a backlog's alerts went out beyond them
             await self.alerter.start()
+        await self.bus.start()
         if self.scorer is not None:
             await self.scorer.start()
         if self.detector is not None:

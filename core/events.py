@@ -89,9 +89,50 @@ _ID = r"[^:\s\x00-\x1f\x7f]+:[^\s\x00-\x1f\x7f]+"
 """``<source>:<native id>``, no whitespace or control characters (ids are database keys)."""
 
 
+MAX_URL_CHARS = 8192
+"""The longest ``Mention.url``. Browsers take longer links, but the web's servers do not:
+Apache (``LimitRequestLine``, 8190 bytes) and nginx (8 KiB header buffers) refuse a longer
+request line by default, Cloudflare one over 16 KiB; the sitemap protocol's bound is 2,048.
+A longer one (a hostile feed's link) is refused, not carried: a 1.1 MB link made a
+mention larger than a Kafka record may be, and its batch was refused for ever."""
+MAX_AUTHOR_CHARS = 512
+"""The longest ``author.id`` and ``author.handle``: above every platform's (a Bluesky
+handle or ``did:web`` at most 253 characters plus the prefix, a Mastodon ``user@domain``
+at most 30 + 1 + 253, a YouTube channel name 100, Reddit and Telegram names 20 and 32)."""
+MAX_LANG_CHARS = 64
+"""The longest ``Mention.lang``: a BCP 47 tag (RFC 5646 asks software to take at least 35
+characters; platforms send 2- or 3-letter ISO 639 codes)."""
+
+# What these bounds add up to, on the wire: a Mention with every bounded field at its
+# longest, of characters JSON escapes as 6 bytes each (``"\u0001"``), is about 300 KB
+# (its text, ``MAX_TEXT_CHARS``, at most 240 KB of it); a ScoredMention adds at most
+# 4 KB (its embedding). Both fit a Kafka record with the defaults (the producer's
+# ``max_request_size`` and the broker's ``message.max.bytes``, 1 MiB), with room for the
+# watch's brand and terms, which the operator's configuration sets
+# (tests/unit/test_mention_bounds.py). A record refused for its size all the same (a
+# topic configured smaller) is refused alone by the listener (``ListenerService.ingest``).
+
+
+def _longest(limit: int) -> AfterValidator:
+    """At most ``limit`` characters, checked before the value is scanned (a constraint of
+    pydantic's own would refuse a lone surrogate before it is replaced)."""
+
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"at most {limit} characters (not {len(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+UrlText = Annotated[str, _longest(MAX_URL_CHARS), AfterValidator(storable)]
+AuthorText = Annotated[str, _longest(MAX_AUTHOR_CHARS), AfterValidator(storable)]
+LangCode = Annotated[str, _longest(MAX_LANG_CHARS), AfterValidator(_no_surrogate)]
+
+
 class Author(_Event):
-    id: Text | None = None
-    handle: Text | None = None
+    id: AuthorText | None = None
+    handle: AuthorText | None = None
     followers: Count | None = None
     verified: bool = False
 
@@ -145,9 +186,9 @@ class Mention(_Event):
     schema_version: Literal[1] = 1
     id: Annotated[Code, Field(min_length=3, max_length=512, pattern=f"^{_ID}$")]
     source: Annotated[Code, Field(min_length=1, max_length=64)]
-    url: Text | None = None
+    url: UrlText | None = None
     text: Annotated[Text, Field(max_length=MAX_TEXT_CHARS)] = ""
-    lang: Code | None = None
+    lang: LangCode | None = None
     created_at: UtcDatetime
     received_at: UtcDatetime | None = None
     author: Author = Field(default_factory=Author)

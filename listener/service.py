@@ -11,6 +11,15 @@ it is published and all unmarked if publishing fails (the caller may retry the b
 failure part way through means a retry publishes the first events again: at-least-once, as
 everywhere on the bus.
 
+An event the bus refuses for its size (Kafka: over the producer's ``max_request_size`` or
+the topic's ``max.message.bytes``; ``PublishIncomplete.outcomes``) can never be published:
+retrying its batch failed for ever (the webhook answered 503 on every retry, a source
+stalled). Its mention alone is refused instead (``too_large`` in the report, logged, not
+remembered as seen) and the rest of the batch is published; the caller counts it (the
+webhook answers it as a refused item, a source counts it as a skipped item). The bounds of
+``core.events.Mention`` keep every mention within Kafka's default 1 MiB; this is for a
+topic configured smaller, or another producer's limit.
+
 With a ``cascade_store`` (the database) the cascade index survives a restart: it is loaded
 before the sources start, and the entries of published batches are written behind, off
 the ingest path (``listener.cascade_keeper``). Without one it lives in memory only.
@@ -143,6 +152,23 @@ class PublishFailed(Exception):
     is. Raised by ``ListenerService.ingest`` with the transport's error as its cause."""
 
 
+def _too_large(error: BaseException, count: int) -> tuple[str, ...] | None:
+    """The outcome of each of the ``count`` events of a ``publish_many`` that raised
+    ``error``, when the bus refused some of them for their size and lost none otherwise
+    (``core.bus.kafka.PublishIncomplete.outcomes``: ``written``, ``too_large``,
+    ``unsent``); None for any other failure (the bus is down: retry the batch)."""
+    outcomes = getattr(error, "outcomes", None)
+    if not isinstance(outcomes, tuple) or len(outcomes) != count:
+        return None
+    if "too_large" not in outcomes or not set(outcomes) <= {"written", "too_large", "unsent"}:
+        return None
+    return tuple(str(outcome) for outcome in outcomes)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 class ListenerService:
     def __init__(
         self,
@@ -192,32 +218,35 @@ class ListenerService:
         ``on_done(mention)`` for each mention once the batch is published (a source's
         cursor). If publishing fails, every mention of the batch is unmarked in dedup and
         the error raised: a retry of the batch goes through (events already accepted by
-        the bus are published again; downstream is idempotent on the event's id)."""
+        the bus are published again; downstream is idempotent on the event's id). A
+        mention whose event the bus refuses for its size is refused alone (``too_large``
+        in the report, with its reason; logged here, counted by the caller) and the rest
+        of the batch published: it could never be, and retrying the batch stalled it."""
         report = IngestReport()
         marked: list[str] = []
         pending: list[tuple[str, Mention]] = []
+        owners: list[int] = []  # the index (in ``mentions``) of each pending event's mention
         learned: list[tuple[str, list[WatchMatch]]] = []
         try:
             for index in _parents_first(mentions):
                 item = self._prepare(index, mentions[index], report, marked, pending, learned)
+                owners.extend([index] * (len(pending) - len(owners)))
                 report.items.append(item)
             report.items.sort(key=lambda item: item.index)
-            if pending:
-                try:
-                    await self.bus.publish_many(TOPIC_MENTIONS, pending)
-                except Exception as exc:
-                    raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+            refused = await self._publish(pending) if pending else {}
         except BaseException:
             for key in marked:
                 self.dedup.forget(key)  # not (fully) published: let a retry through
             raise
+        if refused:
+            learned = self._refuse(mentions, report, owners, refused, learned)
         if learned and self.cascade_keeper is not None:
             self.cascade_keeper.learned(learned)  # written behind, now that it is published
         for item in report.items:  # counted once published (a retried batch counts once)
             label = self._label(mentions[item.index].source)
             if item.outcome == "duplicate":
                 self._count(self.metrics.mentions_duplicate, label)
-            else:
+            elif item.outcome != "too_large":  # counted by the caller, as it counts refusals
                 self._count(self.metrics.mentions_ingested, label)
             for watch_id in item.watches:
                 self._count(self.metrics.mentions_matched, watch_id)
@@ -225,6 +254,71 @@ class ListenerService:
             for mention in mentions:
                 on_done(mention)
         return report
+
+    async def _publish(self, events: list[tuple[str, Mention]]) -> dict[int, str]:
+        """Publish ``events``; returns the positions of those the bus refused for their
+        size, each with why. One ``publish_many`` when all goes well. When some are refused
+        for their size, what is not written yet goes again: each refused one alone (the
+        broker refuses a partition's whole batch: alone, it is known to be that one), the
+        ones never handed over together. Raises ``PublishFailed`` for any other failure."""
+        refused: dict[int, str] = {}
+        todo = list(range(len(events)))
+        while todo:
+            try:
+                await self.bus.publish_many(TOPIC_MENTIONS, [events[p] for p in todo])
+                return refused
+            except Exception as exc:
+                outcomes = _too_large(exc, len(todo))
+                if outcomes is None:
+                    raise PublishFailed(_describe(exc)) from exc
+                if len(todo) == 1:
+                    refused[todo[0]] = _describe(exc.__cause__ or exc)
+                    return refused
+                for position, outcome in zip(todo, outcomes, strict=True):
+                    if outcome == "too_large":
+                        alone = await self._publish([events[position]])
+                        if alone:
+                            refused[position] = alone[0]
+                todo = [p for p, outcome in zip(todo, outcomes, strict=True) if outcome == "unsent"]
+        return refused
+
+    def _refuse(
+        self,
+        mentions: Sequence[Mention],
+        report: IngestReport,
+        owners: list[int],
+        refused: dict[int, str],
+        learned: list[tuple[str, list[WatchMatch]]],
+    ) -> list[tuple[str, list[WatchMatch]]]:
+        """Mark the mentions whose events the bus refused for their size ``too_large`` in
+        ``report``, log them and let dedup forget them (a smaller version may come); the
+        cascade entries to write, without theirs."""
+        reasons: dict[int, str] = {}
+        for position, reason in refused.items():
+            reasons.setdefault(owners[position], reason)
+        for slot, item in enumerate(report.items):
+            why = reasons.get(item.index)
+            if why is None:
+                continue
+            mention = mentions[item.index]
+            report.items[slot] = ItemOutcome(
+                item.index,
+                item.id,
+                "too_large",
+                reason=f"too large for the bus, refused for its size ({why[:300]})",
+            )
+            report.accepted -= 1
+            report.published -= len(item.watches)
+            report.too_large += 1
+            self.dedup.forget(delivery_key(mention))
+            log.warning(
+                "mention %s refused: too large for the bus (%s); the rest of its batch is "
+                "published",
+                mention.id[:200],
+                why[:300],
+            )
+        gone = {mentions[index].id for index in reasons}
+        return [entry for entry in learned if entry[0] not in gone]
 
     def _prepare(
         self,
@@ -356,7 +450,10 @@ class ListenerService:
             delay = min(delay * 2, cfg.source_retry_max_seconds)
 
     async def _ingest_until_published(self, source: Source, batch: list[Mention]) -> None:
-        """``ingest`` the batch, retrying after a backoff while publishing fails."""
+        """``ingest`` the batch, retrying after a backoff while publishing fails. A mention
+        the bus refuses for its size is skipped (never published: it held the source up
+        for ever), counted (``mentions_rejected{reason="too_large"}``, ``source_errors``,
+        the source's health) and logged; the cursor moves past it with its batch."""
         cfg = self.config
         checkpointed = source if isinstance(source, CheckpointedSource) else None
         on_done = checkpointed.delivered if checkpointed is not None else None
@@ -366,9 +463,9 @@ class ListenerService:
         while True:
             try:
                 if on_done is None:
-                    await self.ingest(batch)
+                    report = await self.ingest(batch)
                 else:
-                    await self.ingest(batch, on_done)
+                    report = await self.ingest(batch, on_done)
             except PublishFailed as exc:  # the bus is down; a bug in matching is not retried
                 self._source_error(source, f"publishing failed: {type(exc).__name__}: {exc}")
                 log.warning(
@@ -388,6 +485,10 @@ class ListenerService:
             if held is not None and health is not None and health.state == "waiting":
                 log.info("source %s: publishing again", source.name)
                 health.set_state(held)
+            for item in report.items:  # skipped, as an item the source cannot read is
+                if item.outcome == "too_large":
+                    self.metrics.mentions_rejected.labels(source.name, "too_large").inc()
+                    self._source_error(source, f"mention {item.id[:200]} skipped: {item.reason}")
             return
 
     async def _save_cursor(self, source: CheckpointedSource, saves: _SaveRetry) -> None:

@@ -12,8 +12,9 @@ dropped by the mention-id dedup). Signatures are compared in constant time.
 
 The body is ``{"mentions": [...]}`` (or a bare JSON array) of Mentions in the wire format.
 A body that is not JSON or has the wrong shape is a ``WebhookPayloadError`` (the whole
-request is refused with ``status``); a bad item is an ``ItemError`` and the good items
-are kept. Error messages never contain the secret, the expected signature or the input.
+request is refused with ``status``); a bad item, or one the bus refuses for its size
+(``refused_by_bus``), is an ``ItemError`` and the good items are kept. Error messages
+never contain the secret, the expected signature or the input.
 The body is taken as sent: a declared ``Content-Encoding`` (gzip, ...) is refused (415).
 """
 
@@ -59,7 +60,7 @@ class ItemError:
     index: int  # position in the batch
     id: str | None  # the item's id when it had a usable one
     message: str
-    # for ``crisiswatch_mentions_rejected``: invalid, not_object, future, too_old
+    # for ``crisiswatch_mentions_rejected``: invalid, not_object, future, too_old, too_large
     reason: str = "invalid"
 
 
@@ -197,6 +198,22 @@ def parse_batch(
             continue
         mentions.append(mention)
     return mentions, errors
+
+
+def refused_by_bus(report: IngestReport, errors: list[ItemError]) -> list[ItemError]:
+    """``errors`` (from ``parse_batch``) and an error for each mention of ``report`` that
+    the bus refused (``too_large``), in the body's order. The mentions ingested are the
+    items without an error of ``parse_batch``, in order: that gives each its index."""
+    refused = [item for item in report.items if item.outcome == "too_large"]
+    if not refused:
+        return errors
+    invalid = {error.index for error in errors}
+    total = len(errors) + len(report.items)
+    positions = [index for index in range(total) if index not in invalid]
+    added = [
+        ItemError(positions[item.index], item.id, item.reason, "too_large") for item in refused
+    ]
+    return sorted([*errors, *added], key=lambda error: error.index)
 
 
 def response_body(report: IngestReport, errors: list[ItemError]) -> dict[str, Any]:

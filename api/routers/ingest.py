@@ -24,6 +24,7 @@ from listener.webhook import (
     WebhookPayloadError,
     check_encoding,
     parse_batch,
+    refused_by_bus,
     response_body,
     verify_signature,
 )
@@ -86,18 +87,22 @@ async def ingest_mentions(request: Request) -> JSONResponse:
     except PublishFailed as exc:  # answered 503 with Retry-After (api.app); nothing kept
         _refused(runtime, status.HTTP_503_SERVICE_UNAVAILABLE, "bus", str(exc))
         raise
+    # a mention the bus refused for its size is refused alone (it never can be taken:
+    # answered 503, its batch was sent again for ever); the rest is published
+    parsed = len(errors) + len(mentions)
+    errors = refused_by_bus(report, errors)
     if errors:  # answered to the sender, and counted and logged for the operator
         for error in errors:
             runtime.metrics.mentions_rejected.labels("webhook", error.reason).inc()
         log.warning(
             "webhook: %d of %d item(s) refused (first: item %d: %s)",
             len(errors),
-            len(errors) + len(mentions),
+            parsed,
             errors[0].index,
             errors[0].message[:200],
         )
     content: dict[str, Any] = response_body(report, errors)
-    if errors and not mentions:
+    if errors and len(errors) == parsed:  # every item refused
         return JSONResponse(content, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     return JSONResponse(content)
 

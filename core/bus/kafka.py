@@ -61,14 +61,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
@@ -95,6 +102,19 @@ _RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batc
 _POSITION_WAIT = 0.1  # seconds the lag gauge waits for a partition's position
 
 
+RecordOutcome = Literal["written", "too_large", "failed", "unsent"]
+"""What became of one record of a ``publish_many`` that raised ``PublishIncomplete``."""
+
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def too_large(error: BaseException | None) -> bool:
+    """Whether ``error`` refuses a record for its size: the producer's ``send`` (a record
+    over ``max_request_size``) or the broker (over the topic's ``max.message.bytes``).
+    Sending it again can never work."""
+    return isinstance(error, _TOO_LARGE)
+
+
 class PublishIncomplete(KafkaError):  # type: ignore[misc]
     """``publish_many`` did not publish its whole batch. Of its ``total`` records:
     ``acknowledged`` are known written (the broker acknowledged them); ``unknown`` were
@@ -102,7 +122,15 @@ class PublishIncomplete(KafkaError):  # type: ignore[misc]
     not); ``unsent`` were never handed to the producer (known not written: ``refused`` is
     why the send of the first of them raised). ``error``: the first failure in the batch's
     order (also the ``__cause__``). Publishing the whole batch again is safe: consumers are
-    idempotent on the event's id. A ``KafkaError``, so callers that catch one catch it."""
+    idempotent on the event's id. A ``KafkaError``, so callers that catch one catch it.
+
+    ``outcomes``: one per record, in the batch's order: ``written`` (acknowledged),
+    ``too_large`` (refused for its size: by the producer, which measured that record alone,
+    or by the broker, which refuses a partition's whole batch, so smaller records sent with
+    it may be among them), ``failed`` (not acknowledged otherwise: written or not),
+    ``unsent`` (never handed over, or its send raised for another reason). A caller can
+    thus publish again what is not written, and set apart what can never be
+    (``ListenerService.ingest`` tries each ``too_large`` record alone)."""
 
     def __init__(
         self,
@@ -114,8 +142,10 @@ class PublishIncomplete(KafkaError):  # type: ignore[misc]
         unsent: int,
         error: BaseException,
         refused: BaseException | None = None,
+        outcomes: tuple[RecordOutcome, ...] = (),
     ) -> None:
         self.topic = topic
+        self.outcomes = outcomes
         self.total = total
         self.acknowledged = acknowledged
         self.unknown = unknown
@@ -469,6 +499,16 @@ class KafkaBus(Bus):
             return
         first = failures[0] if failures else refused
         assert first is not None
+        outcomes: list[RecordOutcome] = []
+        for future in futures:
+            failure = _failure(future)
+            if failure is None:
+                outcomes.append("written")
+            else:
+                outcomes.append("too_large" if too_large(failure) else "failed")
+        if refused is not None and len(outcomes) < len(events):
+            outcomes.append("too_large" if too_large(refused) else "unsent")
+        outcomes.extend(["unsent"] * (len(events) - len(outcomes)))
         raise PublishIncomplete(
             topic,
             total=len(events),
@@ -477,6 +517,7 @@ class KafkaBus(Bus):
             unsent=len(events) - len(futures),
             error=first,
             refused=refused,
+            outcomes=tuple(outcomes),
         ) from first
 
     async def dead_letter(self, letter: DeadLetter) -> None:
@@ -698,6 +739,79 @@ class KafkaBus(Bus):
         for tp, offset in offsets.items():
             if state.pending.get(tp) == offset:
                 del state.pending[tp]
+
+
+CLIENT_LOG_INTERVAL = 30.0
+"""Seconds between two lines of one kind from aiokafka (``quiet_client_logs``)."""
+
+
+@dataclass
+class _Line:
+    logged_at: float
+    held: int = 0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a kind of line (its logger, level and message template, whatever its
+    arguments) through at most once per ``interval`` seconds; the next one let through
+    says how many were held back since the last. While the broker is down, aiokafka logs
+    the same few errors (``Unable connect to node with id %s``, ``Unable to update
+    metadata``) about 75 times a second per process: this keeps the first of each, then
+    one every ``interval`` with the count. Lines held back when the outage ends are not
+    reported later (the count comes with the next line of that kind). ``capacity``
+    bounds the kinds remembered."""
+
+    def __init__(
+        self,
+        interval: float = CLIENT_LOG_INTERVAL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._capacity = capacity
+        self._lines: OrderedDict[tuple[str, int, str], _Line] = OrderedDict()
+        self._lock = threading.Lock()  # aiokafka logs from the loop; a thread may too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            line = self._lines.get(key)
+            if line is not None and now - line.logged_at < self.interval:
+                line.held += 1
+                return False
+            self._lines[key] = _Line(now)
+            self._lines.move_to_end(key)
+            while len(self._lines) > self._capacity:
+                self._lines.popitem(last=False)
+        if line is not None and line.held:
+            try:
+                message = record.getMessage()
+            except Exception:  # bad arguments: the handler reports those as it does
+                return True
+            record.msg = (
+                f"{message} [{line.held} more like this in the last "
+                f"{now - line.logged_at:.0f} s, not logged]"
+            )
+            record.args = None
+        return True
+
+
+def quiet_client_logs(interval: float = CLIENT_LOG_INTERVAL) -> RepeatFilter:
+    """Put one ``RepeatFilter`` on every aiokafka logger (this module imports the client,
+    so they exist), in place of one put there before. The logging setup calls it
+    (``api.cli``), never an import."""
+    repeat = RepeatFilter(interval)
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "aiokafka"]
+    for name in ["aiokafka", *names]:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(repeat)
+    return repeat
 
 
 def client_options(cfg: BusConfig) -> dict[str, Any]:
