@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 
 from core.settings import Secret, Section
 from listener.query import QueryError, compile_any, compile_query
+from listener.query.lexer import LANG
 from listener.sources.feeds import FeedsConfig
 from listener.sources.hackernews import HackerNewsConfig
 from listener.sources.jetstream import JetstreamConfig
@@ -64,6 +65,18 @@ class WatchConfig(Section):
             raise ValueError(f"watch {self.id!r}: needs at least one term (or match_all: true)")
         if self.aliases and self.query is None:
             raise ValueError(f"watch {self.id!r}: aliases are referred to from a query (@name)")
+        for lang in self.langs or ():  # "en, zh" or "chinese" kept every known language out
+            if not LANG.fullmatch(lang.lower()):
+                raise ValueError(
+                    f"watch {self.id!r}: langs: {lang!r} is not a language code "
+                    "(one code per entry, e.g. [en, zh, zh-Hant])"
+                )
+        for source in self.sources or ():
+            if "," in source or any(c.isspace() for c in source):
+                raise ValueError(
+                    f"watch {self.id!r}: sources: {source!r} is not a source name "
+                    "(one source per entry, e.g. [bluesky, reddit, news])"
+                )
         for field, terms in (("terms", self.terms), ("exclude", self.exclude)):
             try:
                 compile_any(terms)

@@ -1,6 +1,7 @@
 """Syntax tree → compiled query: patterns built once, a prefilter, an evaluation tree.
 
-Every literal (word, phrase, prefix, alias entry) becomes one regex over folded text:
+Every literal (word, phrase, prefix, alias entry) becomes one pattern over folded text
+(``matcher.Pattern``: a regex for its words, its word boundaries checked beside it):
 
 * a Latin-style (spaced-script) end sits on a word boundary: ``acme`` matches ``Acme's``,
   ``#acme`` and ``@acme_support`` but not ``acmeville``; a CJK end matches as a substring
@@ -28,8 +29,6 @@ from listener.query.errors import QueryError
 from listener.query.fold import CJK, CJK_CHAR, WORD_CHAR, fold, is_word_end
 from listener.query.parser import parse
 
-_LEFT = f"(?<!{WORD_CHAR})"
-_RIGHT = f"(?!{WORD_CHAR})"
 # Where a CJK character meets a letter or digit inside a word (``iphone|手机``).
 _SCRIPT_CHANGE = re.compile(f"(?<=[{CJK}])(?={WORD_CHAR})|(?<={WORD_CHAR})(?=[{CJK}])")
 
@@ -39,8 +38,8 @@ _NO_TERM = (
 )
 
 
-def literal_pattern(folded: str, *, prefix: bool = False) -> str:
-    """The regex source for one literal, already folded (rules in the module docstring)."""
+def literal_pattern(folded: str, *, prefix: bool = False) -> m.Pattern:
+    """The pattern of one literal, already folded (rules in the module docstring)."""
     parts = _pieces(folded)
     if not parts:
         raise ValueError("empty term")
@@ -48,12 +47,13 @@ def literal_pattern(folded: str, *, prefix: bool = False) -> str:
     for before, after in itertools.pairwise(parts):
         cjk_join = CJK_CHAR.match(before[-1]) or CJK_CHAR.match(after[0])
         body += (r"\s*" if cjk_join else r"\s+") + re.escape(after)
-    left = _LEFT if is_word_end(parts[0][0]) else ""
-    last_latin = is_word_end(parts[-1][-1])
-    right = ""
-    if last_latin:  # a prefix runs on to the end of its word
-        right = f"{WORD_CHAR}*" if prefix else _RIGHT
-    return f"{left}{body}{right}"
+    last_latin = is_word_end(parts[-1][-1])  # a prefix runs on to the end of its word
+    return m.Pattern(
+        body,
+        left=is_word_end(parts[0][0]),
+        right=last_latin and not prefix,
+        run_on=last_latin and prefix,
+    )
 
 
 def make_atom(text: str, *, prefix: bool = False, display: str | None = None) -> m.Atom:
@@ -64,7 +64,7 @@ def make_atom(text: str, *, prefix: bool = False, display: str | None = None) ->
     return m.Atom(
         key=folded + ("*" if prefix else ""),
         display=display if display is not None else text,
-        pattern=re.compile(literal_pattern(folded, prefix=prefix)),
+        pattern=literal_pattern(folded, prefix=prefix),
         literal=max(_pieces(folded), key=len),
     )
 
@@ -76,9 +76,12 @@ def _pieces(folded: str) -> list[str]:
 
 
 def alias_atom(entry: str) -> m.Atom:
-    """An alias entry: a literal phrase; a trailing ``*`` makes it a prefix."""
+    """An alias entry: a literal phrase; a trailing ``*`` makes it a prefix (with at least
+    2 characters before it, as in a query: ``x*`` was the literal ``x*``)."""
     text = entry.strip()
-    if text.endswith("*") and len(text.rstrip("*")) >= 2:
+    if text.endswith("*"):
+        if len(text.rstrip("*")) < 2:
+            raise ValueError("a wildcard needs at least 2 characters before '*'")
         return make_atom(text.rstrip("*"), prefix=True, display=text)
     return make_atom(text)
 
@@ -130,6 +133,7 @@ class _Compiler:
         self.aliases = {name.lower(): entries for name, entries in aliases.items()}
         self.atoms: dict[str, m.Atom] = {}
         self.positive: list[m.Atom] = []
+        self._alias_atoms: dict[str, list[m.Atom]] = {}  # each alias built once
 
     def compile(self, tree: ast.Node) -> CompiledQuery:
         root = self._node(tree, negated=False)
@@ -149,9 +153,14 @@ class _Compiler:
             self.positive.append(atom)
         return atom
 
-    def _alias(self, node: ast.Alias) -> Sequence[str]:
-        entries = self.aliases.get(node.name.lower())
-        if not entries:
+    def _alias(self, node: ast.Alias) -> list[m.Atom]:
+        """The atoms of the alias's entries; an unknown or empty alias, or a bad entry, is
+        a query error at the alias."""
+        name = node.name.lower()
+        if name in self._alias_atoms:
+            return self._alias_atoms[name]
+        entries = self.aliases.get(name)
+        if entries is None:
             known = ", ".join(f"@{n}" for n in sorted(self.aliases)) or "none defined"
             raise QueryError(
                 self.query,
@@ -159,7 +168,18 @@ class _Compiler:
                 f"unknown alias @{node.name} (aliases: {known}); "
                 f'quote "@{node.name}" to search for the text',
             )
-        return entries
+        if not entries:
+            raise QueryError(self.query, node.position, f"alias @{node.name} has no entries")
+        atoms = []
+        for entry in entries:
+            try:
+                atoms.append(alias_atom(entry))
+            except ValueError as exc:  # a wildcard too short, a word that folds to nothing
+                raise QueryError(
+                    self.query, node.position, f"alias @{node.name}, entry {entry!r}: {exc}"
+                ) from None
+        self._alias_atoms[name] = atoms
+        return atoms
 
     def _node(self, node: ast.Node, *, negated: bool) -> m.Node:
         if isinstance(node, ast.Term | ast.Alias | ast.Near):
@@ -170,6 +190,7 @@ class _Compiler:
                 return m.AnyNode(tuple(p for p in parts if isinstance(p, m.Positional)))
             return m.OrNode(parts)
         if isinstance(node, ast.And):
+            self._one_value_per_field(node)
             # filters first: cheaper than any text search
             ordered = sorted(node.operands, key=lambda o: not isinstance(o, ast.Filter))
             return m.AndNode(tuple(self._node(o, negated=negated) for o in ordered))
@@ -179,13 +200,34 @@ class _Compiler:
             return m.LangNode(node.value)
         return m.SourceNode(node.value)
 
+    def _one_value_per_field(self, node: ast.And) -> None:
+        """``lang:en lang:zh`` (or ``AND``) can never match: a mention has one language and
+        one source. Written for "either", it silently matched nothing."""
+        first: dict[str, ast.Filter] = {}
+        for operand in node.operands:
+            if not isinstance(operand, ast.Filter):
+                continue
+            value = m.primary_lang(operand.value) if operand.field == "lang" else operand.value
+            seen = first.setdefault(operand.field, operand)
+            if seen is not operand:
+                other = m.primary_lang(seen.value) if seen.field == "lang" else seen.value
+                if value != other:
+                    f = operand.field
+                    raise QueryError(
+                        self.query,
+                        operand.position,
+                        f"a mention has one {'language' if f == 'lang' else 'source'}: "
+                        f"{f}:{seen.value} AND {f}:{operand.value} never matches; for either, "
+                        f"write ({f}:{seen.value} OR {f}:{operand.value})",
+                    )
+
     def _positional(
         self, node: ast.Term | ast.Alias | ast.Near | ast.Or, negated: bool
     ) -> m.Positional:
         if isinstance(node, ast.Term):
             return m.AtomNode(self._atom(self._term(node), negated))
         if isinstance(node, ast.Alias):
-            atoms = [self._atom(alias_atom(e), negated) for e in self._alias(node)]
+            atoms = [self._atom(a, negated) for a in self._alias(node)]
             return m.AnyNode(tuple(m.AtomNode(a) for a in _dedup(atoms)))
         if isinstance(node, ast.Or):
             ops = tuple(self._positional(_as_positional(o), negated) for o in node.operands)
@@ -206,7 +248,7 @@ class _Compiler:
         if isinstance(node, ast.Term):
             return {self._term(node).literal}, node.position
         if isinstance(node, ast.Alias):
-            return {alias_atom(e).literal for e in self._alias(node)}, node.position
+            return {a.literal for a in self._alias(node)}, node.position
         if isinstance(node, ast.Filter | ast.Not):
             return None, node.position
         if isinstance(node, ast.Near):

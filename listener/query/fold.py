@@ -37,8 +37,13 @@ from dataclasses import dataclass
 from importlib import resources
 
 # Scripts written without spaces between words: a term ending in one of these matches as
-# a substring, and each such character is one word for NEAR/n.
+# a substring, and each such character is one word for NEAR/n. Chinese, Japanese, Korean
+# syllables, and the scripts of South-East Asia (Thai, Lao, Myanmar, Khmer): a Thai brand
+# name inside a Thai sentence has no boundary on either side.
 CJK = (
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1780-\u17ff"  # Khmer
     "\u2e80-\u2fdf"  # CJK radicals, Kangxi
     "\u3000-\u303f"  # CJK punctuation
     "\u3040-\u30ff"  # Hiragana, Katakana
@@ -60,7 +65,8 @@ WORD = re.compile(f"[{CJK}]|{WORD_CHAR}+")
 _HANGUL_JAMO = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
 
 # Invisible, yet found inside words (a feed's soft hyphens, zero-width spaces): dropped.
-INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+# So are the emoji and text presentation selectors: "❤️" (as phones type it) is "❤".
+INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff\ufe0e\ufe0f"
 _INVISIBLE = re.compile(f"[{INVISIBLE}]")
 _UNCLEAN = re.compile(f"[{INVISIBLE}\u2019]")  # dropped, or the apostrophe ’ (made ')
 
@@ -215,10 +221,17 @@ def char_class(code_points: Iterable[int]) -> str:
     return "[" + "".join(parts) + "]"
 
 
+# Trade mark signs, which NFKC spells out as letters glued to the brand before them
+# ("Acme™" was "acmetm", so ``acme`` missed it): a space, as ``®`` is not a letter either.
+_MARK_SIGNS = str.maketrans({"\u2122": " ", "\u2120": " "})  # ™ ℠
+
+
 def fold(text: str) -> str:
     """The canonical form (see the module docstring)."""
     if text.isascii():
         return text.lower()
+    if "\u2122" in text or "\u2120" in text:
+        text = text.translate(_MARK_SIGNS)
     # "İ" case-folds to "i" + U+0307 (combining dot above): plain "i", as Turkish means it
     out = unicodedata.normalize("NFKC", text).casefold().replace("i\u0307", "i")
     if _tables().search(out):  # one search for the two tables (most texts need neither)

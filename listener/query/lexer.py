@@ -16,7 +16,29 @@ _STOP = set(_QUOTES + _OPEN + _CLOSE)
 _NEAR = re.compile(r"NEAR(?:/(.*))?", re.IGNORECASE | re.DOTALL)
 _ALIAS = re.compile(r"[^\W][\w.-]*")
 _FILTERS = ("lang", "source")
-_LANG = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{1,8})*")  # en, zh-Hant, und
+LANG = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{1,8})*")  # en, zh-Hant, und (lower case)
+# Fields other listening and search tools have: written here they were one literal
+# ("author:acme", never in a text) and the watch silently never matched. The value is
+# ours that means it, if any.
+_OTHER_FIELDS = {
+    "language": "lang",
+    "lan": "lang",
+    "lng": "lang",
+    "platform": "source",
+    "src": "source",
+    "site": "",
+    "domain": "",
+    "url": "",
+    "author": "",
+    "from": "",
+    "to": "",
+    "user": "",
+    "title": "",
+    "country": "",
+    "location": "",
+}
+_SINGLE_OPEN = "'‘"  # a word starting with one of these and a later one ending with
+_SINGLE_CLOSE = "'’"  # one of these: a phrase in single quotes (which is not a phrase)
 
 
 class Kind(Enum):
@@ -113,15 +135,41 @@ def _word(query: str, word: str, pos: int) -> Token:
     field, colon, value = word.partition(":")
     if colon and field.lower() in _FILTERS:
         if not value:
-            raise QueryError(query, pos, f"{field}: needs a value, e.g. {field.lower()}:zh")
-        if field.lower() == "lang" and not _LANG.fullmatch(value.lower()):
+            example = "zh" if field.lower() == "lang" else "reddit"
+            raise QueryError(query, pos, f"{field}: needs a value, e.g. {field.lower()}:{example}")
+        if field.lower() == "lang" and not LANG.fullmatch(value.lower()):
             raise QueryError(
                 query,
                 pos + len(field) + 1,
                 f"lang: takes one language code, e.g. lang:en or lang:zh-Hant (got {value!r}; "
                 "for several: (lang:en OR lang:zh))",
             )
+        if field.lower() == "source" and "," in value:
+            raise QueryError(
+                query,
+                pos + len(field) + 1,
+                f"source: takes one source, e.g. source:reddit (got {value!r}; "
+                "for several: (source:reddit OR source:bluesky))",
+            )
         return Token(Kind.FILTER, value.lower(), pos, field=field.lower())
+    if colon and value and field.lower() in _OTHER_FIELDS:
+        ours = _OTHER_FIELDS[field.lower()]
+        hint = (
+            f"did you mean {ours}:{value}?"
+            if ours
+            else "a query tests a mention's text, lang: and source: only"
+        )
+        raise QueryError(
+            query, pos, f'there is no {field}: field: {hint} (or quote "{word}" to search for it)'
+        )
+    phrase = _single_quoted(query, pos, word) if word[0] in _SINGLE_OPEN else None
+    if phrase:
+        raise QueryError(
+            query,
+            pos,
+            "single quotes do not make a phrase (they would be searched for as apostrophes): "
+            f'write "{phrase}"',
+        )
     star = word.find("*")
     if star >= 0:
         if star != len(word) - 1:
@@ -131,6 +179,22 @@ def _word(query: str, word: str, pos: int) -> Token:
         if len(word) < 3:
             raise QueryError(query, pos, "a wildcard needs at least 2 characters before '*'")
     return Token(Kind.WORD, word, pos)
+
+
+def _single_quoted(query: str, pos: int, word: str) -> str | None:
+    """The words of a phrase written in single quotes that ``word`` (at ``pos``) opens:
+    up to the first word ending with a single quote before the next parenthesis or double
+    quote (None: there is none, as for ``'90s`` alone)."""
+    end = len(query)
+    for i in range(pos + len(word), len(query)):
+        if query[i] in _STOP:
+            end = i
+            break
+    words = query[pos:end].split()
+    for k, w in enumerate(words):
+        if w[-1] in _SINGLE_CLOSE and (k > 0 or len(w) > 1):
+            return " ".join(words[: k + 1])[1:-1]
+    return None
 
 
 def _near(query: str, word: str, pos: int, distance: str | None) -> Token:

@@ -21,19 +21,74 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from core.events import language_of
-from listener.query.fold import WORD, fold, fold_cuts
+from listener.query.fold import WORD, WORD_CHAR, fold, fold_cuts
 
 Span = tuple[int, int]  # [start, end) character offsets in Subject.positions
 _FEW_PAIRS = 64  # up to this many NEAR pairs, each is checked; more: by bisection
+_WORD_CHAR = re.compile(WORD_CHAR)
+_WORD_RUN = re.compile(f"{WORD_CHAR}*")
+
+
+class Pattern:
+    """Where one literal occurs in a folded text: a regex for its body (its pieces, and the
+    whitespace between them), and the word boundaries at its ends, checked here.
+
+    Not one regex with the boundaries as lookarounds: ``re`` spells out the CJK ranges of
+    such a class at each compile (~4 ms), so a query of 1,700 terms, or an alias list of
+    thousands, took seconds to validate and as long again to start (and the first text
+    holding one word common to many entries, as long again to match). Searching is as
+    fast: a lookbehind first keeps ``re`` from skipping to the body's first character.
+
+    The body's match from a given start is unique (its pieces hold no whitespace), so
+    checking the boundaries of each match, and searching again one character on where
+    they fail, finds what the lookarounds would.
+    """
+
+    __slots__ = ("_body", "_left", "_right", "_run_on")
+
+    def __init__(self, body: str, *, left: bool, right: bool, run_on: bool) -> None:
+        self._body = re.compile(body)
+        self._left = left  # no letter or digit (outside CJK) right before it
+        self._right = right  # nor right after it
+        self._run_on = run_on  # a prefix: the match runs on to the end of its word
+
+    def search(self, text: str, pos: int = 0) -> Span | None:
+        """The first occurrence at or after ``pos``."""
+        body = self._body
+        found = body.search(text, pos)
+        while found is not None:
+            start, end = found.span()
+            if not (self._left and start and _WORD_CHAR.match(text, start - 1)):
+                if self._run_on:
+                    run = _WORD_RUN.match(text, end)
+                    return start, run.end() if run else end
+                if not (self._right and _WORD_CHAR.match(text, end)):
+                    return start, end
+            resume = start + 1
+            if self._left:  # no start inside this word has a boundary before it: skip it
+                run = _WORD_RUN.match(text, start)
+                if run and run.end() > start:  # ("aa" in "aaaa…" once, not per letter)
+                    resume = run.end() + 1
+            found = body.search(text, resume)
+        return None
+
+    def spans(self, text: str) -> list[Span]:
+        """Every occurrence, left to right, none overlapping the one before."""
+        out: list[Span] = []
+        span = self.search(text)
+        while span is not None:
+            out.append(span)
+            span = self.search(text, max(span[1], span[0] + 1))
+        return out
 
 
 @dataclass(frozen=True, eq=False)
 class Atom:
-    """One literal of a query: a word, a phrase or a prefix, with its compiled pattern."""
+    """One literal of a query: a word, a phrase or a prefix, with its pattern."""
 
     key: str  # the folded text (+ "*" for a prefix): atoms with one key share results
     display: str  # as the user wrote it, reported in WatchMatch.terms
-    pattern: re.Pattern[str]
+    pattern: Pattern
     literal: str  # a piece every occurrence contains verbatim (for the prefilter)
 
 
@@ -47,7 +102,18 @@ class Subject:
     neither reading: most texts never need the split one.
     """
 
-    __slots__ = ("_cuts", "_found", "_raw", "_spans", "_split", "_words", "lang", "source", "text")
+    __slots__ = (
+        "_cuts",
+        "_found",
+        "_raw",
+        "_spans",
+        "_split",
+        "_words",
+        "lang",
+        "near",
+        "source",
+        "text",
+    )
 
     def __init__(
         self, text: str, lang: str | None, source: str | None, *, raw: str | None = None
@@ -61,6 +127,7 @@ class Subject:
         self._raw = raw  # the text before folding (None: no split reading)
         self._cuts: tuple[int, ...] | None = None  # where the tags' words meet, in text
         self._split: str | None = None  # the text with a space at each cut, if any
+        self.near: dict[NearNode, list[Span]] = {}  # each NEAR's spans, once found
 
     @classmethod
     def of(cls, text: str, lang: str | None = None, source: str | None = None) -> Subject:
@@ -107,12 +174,12 @@ class Subject:
         """Where ``atom`` occurs (character offsets in :attr:`positions`)."""
         spans = self._spans.get(atom.key)
         if spans is None:
-            spans = [m.span() for m in atom.pattern.finditer(self.text)]
+            spans = atom.pattern.spans(self.text)
             split = self._split_reading()
             if split is not None:  # both readings, in the split one's offsets
                 cuts = self._cuts or ()
                 whole = [(s + bisect_right(cuts, s), e + bisect_left(cuts, e)) for s, e in spans]
-                spans = sorted({*whole, *(m.span() for m in atom.pattern.finditer(split))})
+                spans = sorted({*whole, *atom.pattern.spans(split)})
             self._spans[atom.key] = spans
         return spans
 
@@ -208,14 +275,25 @@ class NearNode(Positional):
         self.distance = distance
 
     def matches(self, subject: Subject) -> bool:
+        known = subject.near.get(self)
+        if known is not None:
+            return bool(known)
         if not (self.left.matches(subject) and self.right.matches(subject)):
+            subject.near[self] = []
             return False
         return bool(self._pairs(subject, first=True))
 
     def spans(self, subject: Subject) -> list[Span]:
-        if not (self.left.matches(subject) and self.right.matches(subject)):
-            return []
-        return self._pairs(subject, first=False)
+        """Found once per subject: each NEAR of a chain (``a NEAR/1 b NEAR/2 c …``) asks
+        for its operands' matches and then their spans, so without it the work doubled
+        with each link (a chain of 20 took 3.5 s on a 21-word text, one of 30 an hour)."""
+        known = subject.near.get(self)
+        if known is None:
+            known = []
+            if self.left.matches(subject) and self.right.matches(subject):
+                known = self._pairs(subject, first=False)
+            subject.near[self] = known
+        return known
 
     def _pairs(self, subject: Subject, *, first: bool) -> list[Span]:
         lefts, rights = self.left.spans(subject), self.right.spans(subject)

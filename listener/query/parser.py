@@ -13,6 +13,10 @@ from listener.query.lexer import Kind, Token, tokenize
 _OPERAND_START = (Kind.WORD, Kind.PHRASE, Kind.ALIAS, Kind.FILTER, Kind.LPAREN, Kind.NOT)
 _OPERATORS = (Kind.AND, Kind.OR, Kind.NOT, Kind.NEAR)
 _NEAR_HINT = "NEAR/n joins terms, phrases, wildcards, aliases or OR-groups of them"
+MAX_DEPTH = 50
+"""The most parentheses, NOTs and NEAR/ns one part of a query may sit inside. Parsing,
+compiling and matching recurse once (or a few times) per level; without a bound a query
+nested a few hundred levels deep raised RecursionError (a crash, not a query error)."""
 
 
 def parse(query: str) -> ast.Node:
@@ -25,6 +29,7 @@ class _Parser:
         self.query = query
         self.tokens = tokenize(query)
         self.i = 0
+        self.depth = 0  # parentheses, NOTs and NEAR/ns around the current token
 
     @property
     def token(self) -> Token:
@@ -40,6 +45,16 @@ class _Parser:
 
     def _error(self, position: int, problem: str) -> QueryError:
         return QueryError(self.query, position, problem)
+
+    def _deeper(self, token: Token) -> None:
+        """One more level of nesting, opened by ``token``: refused past ``MAX_DEPTH``."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self._error(
+                token.position,
+                f"nested too deeply: at most {MAX_DEPTH} levels of parentheses, NOT and "
+                "NEAR/n inside one another",
+            )
 
     def parse(self) -> ast.Node:
         if self.token.kind is Kind.END:
@@ -73,13 +88,19 @@ class _Parser:
     def _not(self) -> ast.Node:
         if self.token.kind is Kind.NOT:
             token = self._advance()
-            return ast.Not(self._not(), token.position)
+            self._deeper(token)
+            node = ast.Not(self._not(), token.position)
+            self.depth -= 1
+            return node
         return self._near()
 
     def _near(self) -> ast.Node:
         left = self._primary()
+        links = 0  # a chain (a NEAR/1 b NEAR/2 c) nests to the left: a level per link
         while self.token.kind is Kind.NEAR:
             op = self._advance()
+            self._deeper(op)
+            links += 1
             right = self._primary()
             for side in (left, right):
                 if not _positional(side):
@@ -87,6 +108,7 @@ class _Parser:
                         op.position, f"{_NEAR_HINT}; {_describe(side)} cannot be NEAR"
                     )
             left = ast.Near(left, right, op.distance, op.position)
+        self.depth -= links
         return left
 
     def _primary(self) -> ast.Node:
@@ -108,10 +130,12 @@ class _Parser:
                 raise self._error(token.position, "empty parentheses")
             if self._peek() is Kind.END:
                 raise self._error(token.position, "unclosed '(': no ')' after it")
+            self._deeper(token)
             node = self._or()
             if self._peek() is not Kind.RPAREN:
                 raise self._error(token.position, "unclosed '(': no ')' after it")
             self._advance()
+            self.depth -= 1
             return node
         # an operand was expected here
         if kind is Kind.NOT:  # NOT right after NEAR/n (elsewhere _not takes it)
