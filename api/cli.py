@@ -272,9 +272,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: none)")
     fit.add_argument(
         "--loss",
-        choices=("relative", "absolute"),
-        default="relative",
-        help="relative: the relative error of the size (default); absolute: of its log",
+        choices=("median", "relative", "absolute"),
+        default="median",
+        help="median: each tree's leaves minimise their median relative error of the size "
+        "(default); relative: the relative error of the size; absolute: of its log",
     )
     fit.add_argument(
         "--relative-cap",

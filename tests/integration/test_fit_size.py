@@ -101,7 +101,7 @@ def test_fit_size_learns_what_arrival_times_miss_and_the_detector_predicts_with_
     assert model.meta["calibration_shift"] == 0.0  # not asked to calibrate
     fitted_with = model.meta["fit"]
     assert (fitted_with["loss"], fitted_with["relative_cap"], fitted_with["top_weight"]) == (
-        "relative",
+        "median",
         0.3,
         2.0,
     )
