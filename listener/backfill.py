@@ -121,7 +121,8 @@ def watch_queries(watch: WatchConfig) -> list[str]:
 
     ``terms`` watches: the terms. Query watches: the brand and its alias lists (brand
     names, misspellings, products) when there are any, else the literals one of which
-    every matching text contains (the query's prefilter).
+    every matching text contains (the query's prefilter). A prefix entry (``refund*``,
+    in terms as in aliases) is asked for as its word (``refund``).
     """
     if watch.query:
         names = [watch.brand] if watch.brand else []
@@ -130,7 +131,8 @@ def watch_queries(watch: WatchConfig) -> list[str]:
         return list(dict.fromkeys(names)) or list(
             compile_query(watch.query, watch.aliases).literals
         )
-    return list(dict.fromkeys(watch.terms)) or ([watch.brand] if watch.brand else [])
+    terms = [term.rstrip("*") for term in watch.terms]
+    return list(dict.fromkeys(terms)) or ([watch.brand] if watch.brand else [])
 
 
 async def backfill(

@@ -24,7 +24,8 @@ AliasName = Annotated[str, StringConstraints(pattern=r"^[^\W][\w.-]*$", max_leng
 
 class WatchConfig(Section):
     """One brand query: any of ``terms`` matches (or the boolean ``query``), any of
-    ``exclude`` vetoes.
+    ``exclude`` vetoes. Each entry is a literal phrase; a trailing ``*`` makes a prefix
+    (``refund*``), as in alias entries and queries.
 
     Matching is case-insensitive; Latin-script terms match whole words (``acme`` does not
     match ``acmeville``), CJK terms match as substrings. ``langs`` (ISO 639-1 codes such as

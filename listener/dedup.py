@@ -32,10 +32,19 @@ from core.events import Mention
 
 def delivery_key(mention: Mention) -> str:
     """What dedup remembers: the id, plus the change for edits and deletions (an edit is
-    a new version of a known id, not a duplicate of it)."""
+    a new version of a known id, not a duplicate of it) and what tells edits apart: their
+    ``edited_at`` or, for an edit without one, a digest of its text. (Without it, a
+    webhook sender's second untimed edit of a post had the first's key and was dropped
+    as a duplicate; an exact redelivery of an edit still has its key.)"""
     if mention.change == "created":
         return mention.id
-    stamp = mention.edited_at.isoformat() if mention.edited_at else ""
+    if mention.edited_at is not None:
+        stamp = mention.edited_at.isoformat()
+    elif mention.change == "edited":
+        text = mention.text.encode("utf-8", "surrogatepass")
+        stamp = "~" + hashlib.blake2b(text, digest_size=12).hexdigest()
+    else:
+        stamp = ""
     return f"{mention.id}#{mention.change}{stamp}"
 
 

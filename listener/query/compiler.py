@@ -9,7 +9,9 @@ Every literal (word, phrase, prefix, alias entry) becomes one pattern over folde
 * whitespace inside a phrase matches any run of whitespace (none is needed next to a CJK
   character); where a CJK character meets a letter or digit, with or without a space
   (``iphone手机``, ``"acme 手机"``), any whitespace or none matches;
-* a prefix (``refund*``) continues with any letters or digits of its word.
+* a prefix (``refund*``) continues with any letters or digits of its word;
+* a literal starting with ``@`` or ``#`` (a handle, a tag) needs no letter or digit right
+  before its sign: ``"@acme"`` finds ``hi @acme``, not the e-mail ``support@acme.com``.
 
 The prefilter is one regex alternation of literal pieces such that a text matching the
 query must contain one of them; a text with none is rejected in one pass without folding
@@ -32,6 +34,11 @@ from listener.query.parser import parse
 # Where a CJK character meets a letter or digit inside a word (``iphone|手机``).
 _SCRIPT_CHANGE = re.compile(f"(?<=[{CJK}])(?={WORD_CHAR})|(?<={WORD_CHAR})(?=[{CJK}])")
 
+_SIGNS = "@#"  # a handle's or a tag's: a word boundary before it, as before a letter
+# Another tool's one-character wildcard, in an entry: inside a word (colo?r), or ending a
+# one-word entry (acme?). A phrase may end with one ("is acme down?").
+_ENTRY_WILDCARD = re.compile(r"(?<=[^\W_])\?(?=[^\W_])|^\S*[^\W_]\?$")
+
 _NO_TERM = (
     "this part can match a text without any of the query's terms (NOT and filters only "
     "narrow a match): every OR branch needs a term, phrase or alias outside NOT"
@@ -50,7 +57,7 @@ def literal_pattern(folded: str, *, prefix: bool = False) -> m.Pattern:
     last_latin = is_word_end(parts[-1][-1])  # a prefix runs on to the end of its word
     return m.Pattern(
         body,
-        left=is_word_end(parts[0][0]),
+        left=is_word_end(parts[0][0]) or parts[0][0] in _SIGNS,
         right=last_latin and not prefix,
         run_on=last_latin and prefix,
     )
@@ -75,15 +82,31 @@ def _pieces(folded: str) -> list[str]:
     return [piece for word in folded.split() for piece in _SCRIPT_CHANGE.split(word)]
 
 
-def alias_atom(entry: str) -> m.Atom:
-    """An alias entry: a literal phrase; a trailing ``*`` makes it a prefix (with at least
-    2 characters before it, as in a query: ``x*`` was the literal ``x*``)."""
+def entry_atom(entry: str) -> m.Atom:
+    """An entry of an alias list or of a watch's ``terms``/``exclude``: a literal phrase; a
+    trailing ``*`` makes it a prefix, with at least 2 characters of its last word before
+    it, as in a query (``x*`` was the literal ``x*``; ``refund*`` in ``terms`` was too, and
+    never matched). A ``?`` inside a word or ending a one-word entry is refused, as in a
+    query: another tool's one-character wildcard, silently a literal ``?`` here."""
+    text, prefix = _entry_text(entry)
+    return make_atom(text, prefix=prefix, display=entry.strip() if prefix else None)
+
+
+def _entry_text(entry: str) -> tuple[str, bool]:
+    """The entry's literal and whether it is a prefix; ``ValueError`` for a bad wildcard."""
     text = entry.strip()
-    if text.endswith("*"):
-        if len(text.rstrip("*")) < 2:
-            raise ValueError("a wildcard needs at least 2 characters before '*'")
-        return make_atom(text.rstrip("*"), prefix=True, display=text)
-    return make_atom(text)
+    if _ENTRY_WILDCARD.search(text):
+        raise ValueError(
+            "'?' is not a wildcard: there is no one-character wildcard (list the spellings, "
+            "e.g. colour and color, or end a word with * for a prefix); a phrase may end "
+            "with a literal '?' (\"is acme down?\")"
+        )
+    if not text.endswith("*"):
+        return text, False
+    stem = text.rstrip("*")
+    if len(stem) < 2 or stem[-1].isspace() or len(stem.split()[-1]) < 2:
+        raise ValueError("a wildcard needs at least 2 characters before '*'")
+    return stem, True
 
 
 @dataclass
@@ -120,11 +143,21 @@ def compile_query(query: str, aliases: Mapping[str, Sequence[str]] | None = None
 
 
 def compile_any(terms: Iterable[str]) -> CompiledQuery:
-    """Any of ``terms``, each a literal phrase (the ``terms``/``exclude`` lists of a watch)."""
-    atoms = _dedup(make_atom(t) for t in terms)
+    """Any of ``terms``, the ``terms``/``exclude`` entries of a watch (see
+    :func:`entry_atom`); a bad entry raises ``ValueError`` naming it."""
+    atoms = _dedup(_entry(t) for t in terms)
     nodes = tuple(m.AtomNode(a) for a in atoms)
     root: m.Node = nodes[0] if len(nodes) == 1 else m.AnyNode(nodes)
     return CompiledQuery(root, atoms, (), _minimal({a.literal for a in atoms}))
+
+
+def _entry(entry: str) -> m.Atom:
+    """:func:`entry_atom`, a bad wildcard's error naming the entry."""
+    try:
+        _entry_text(entry)
+    except ValueError as exc:
+        raise ValueError(f"entry {entry!r}: {exc}") from None
+    return entry_atom(entry)
 
 
 class _Compiler:
@@ -173,7 +206,7 @@ class _Compiler:
         atoms = []
         for entry in entries:
             try:
-                atoms.append(alias_atom(entry))
+                atoms.append(entry_atom(entry))
             except ValueError as exc:  # a wildcard too short, a word that folds to nothing
                 raise QueryError(
                     self.query, node.position, f"alias @{node.name}, entry {entry!r}: {exc}"

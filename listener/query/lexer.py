@@ -170,6 +170,14 @@ def _word(query: str, word: str, pos: int) -> Token:
             "single quotes do not make a phrase (they would be searched for as apostrophes): "
             f'write "{phrase}"',
         )
+    mark = word.find("?")
+    if mark >= 0:  # another tool's one-character wildcard: here it was a literal "?"
+        raise QueryError(
+            query,
+            pos + mark,
+            "'?' is not a wildcard: there is no one-character wildcard (write the spellings: "
+            f'(colour OR color); a prefix: refund*); quote "{word}" to search for the text',
+        )
     star = word.find("*")
     if star >= 0:
         if star != len(word) - 1:
