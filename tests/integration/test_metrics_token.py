@@ -30,7 +30,7 @@ from api.settings import (
     load_settings,
 )
 from core.clock import ManualClock
-from core.settings import DatabaseConfig
+from core.settings import BusConfig, DatabaseConfig
 from tests.access_support import api_app, served
 from tests.fakes import FakeClassifier
 from tests.fixtures.tansu import free_port
@@ -174,13 +174,20 @@ async def test_each_role_process_serves_metrics_behind_the_token(
 
 @pytest.mark.parametrize("role", ["detector", "alerter"])
 def test_a_role_process_reads_the_token_from_its_environment(
-    role: str, procs: Processes, tmp_path: Path
+    role: str, procs: Processes, tmp_path: Path, kafka_config: BusConfig
 ) -> None:
-    """``crisiswatch <role>`` as deploy/ runs it: the token only in the environment (with
-    the trailing newline a Secret made from a file may carry)."""
+    """``crisiswatch <role>`` as deploy/ runs it (on Kafka: a role command refuses the
+    in-process bus): the token only in the environment (with the trailing newline a
+    Secret made from a file may carry)."""
+    bus = {
+        "kind": "kafka",
+        "bootstrap_servers": kafka_config.bootstrap_servers,
+        "topic_prefix": kafka_config.topic_prefix,
+        "partitions": kafka_config.partitions,
+    }
     config = write_config(
         tmp_path / "crisiswatch.yaml",
-        {"database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'role.db'}"}},
+        {"database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'role.db'}"}, "bus": bus},
     )
     port = free_port()
     argv = [sys.executable, "-m", "api.cli", role, "--config", str(config), "--port", str(port)]

@@ -30,6 +30,26 @@ class Lines(logging.Handler):
         self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
 
 
+@pytest.fixture(autouse=True)
+def no_filters_from_earlier_tests() -> Iterator[None]:
+    """Every test here starts with aiokafka's loggers unfiltered: a command run in this
+    process earlier (``api.cli.main`` in another test) put its ``RepeatFilter`` there, and
+    with the real clock it held back every repeated line of these tests."""
+    kafka = [
+        logging.getLogger(n)
+        for n in ["aiokafka", *list(logging.root.manager.loggerDict)]
+        if n.split(".")[0] == "aiokafka"
+    ]
+    saved = [(lg, list(lg.filters)) for lg in kafka]
+    for lg in kafka:
+        lg.filters[:] = []
+    try:
+        yield
+    finally:
+        for lg, filters in saved:
+            lg.filters[:] = filters
+
+
 @pytest.fixture
 def lines() -> Iterator[Lines]:
     """What aiokafka's loggers pass on; their filters, levels and the root's level put
