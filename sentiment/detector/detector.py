@@ -36,15 +36,22 @@ outside replays: each watch's state carries a generation, random when the state 
 afresh, kept when it is restored from a snapshot). A redelivered mention (an id the
 story already counted) changes nothing. A story forgotten and later revived keeps
 counting its Signals from where it stopped, and its reposts still carry its root's
-label, as long as the retired-story memory (``4 * max_stories`` entries) holds it.
+label, as long as its watch's retired-story memory holds it: the last
+``4 * max_stories`` stories the watch forgot that had signalled or had a label
+(``_WatchState.retired``: each watch's own, saved with it, so neither another watch nor
+a restore changes what it keeps). A story revived after its entry was dropped starts
+afresh (tier 0 until its own mentions say more) under a new life tag:
+``f"{story_id}#{generation}r{k}.{n}"``, k the watch's count of dropped entries when it
+started (``forgotten``, saved with the watch, only ever growing), so its Signal ids are
+none an earlier life of it sent (the alerter applies a Signal id once).
 
 Everything the detector knows about a watch lives in that watch's ``_WatchState`` (its
-stories, baselines, surge test, retired stories and generation): ``snapshot`` and
-``restore`` move it to and from bytes (``snapshot.py``: a watch-level part and one part
-per story), so that a watch can be saved after each batch and picked up by another
-process (``service.py``). Once a watch has been saved (or restored), the detector notes
-which of its stories changed since (``_WatchState.changed``: every story a mention
-joined, a decision or sweep re-evaluated, ``evaluate`` looked at, or that was
+stories, baselines, surge test, retired stories, their dropped count and generation):
+``snapshot`` and ``restore`` move it to and from bytes (``snapshot.py``: a watch-level
+part and one part per story), so that a watch can be saved after each batch and picked
+up by another process (``service.py``). Once a watch has been saved (or restored), the
+detector notes which of its stories changed since (``_WatchState.changed``: every story
+a mention joined, a decision or sweep re-evaluated, ``evaluate`` looked at, or that was
 forgotten): ``changes`` gives only their parts, so a save costs what a batch touched.
 
 Out-of-order arrival (``stories.py``, rule 6): a mention that comes after its children
@@ -171,6 +178,10 @@ class _Tracked:
     forecasts: int = 0
     report_due: float | None = None
     report_from: datetime | None = None  # the first mention's time it was planned from
+    # the tag of this life of the story in its Signal ids: "" or "r<n>." (n: its watch's
+    # ``forgotten`` when the story started without a retired entry; "" in snapshots
+    # older than STATE_FORMAT 9, the class default)
+    life: str = ""
 
     @property
     def signalled(self) -> bool:
@@ -220,6 +231,7 @@ class _Retired:
 
     signals: int
     label: Label | None
+    life: str = ""  # the tag of its life in its Signal ids (``_Tracked.life``)
 
 
 @dataclass(eq=False)
@@ -245,9 +257,12 @@ class _WatchState:
     # for being dated far ahead of ``now`` (``Detector.observe``), awaiting the next one
     clock_received: datetime | None = None
     held: ScoredMention | None = None
-    # forgotten stories of this watch, least recently retired first (the cap on all
-    # watches together is kept by ``Detector._retired_order``)
-    retired: dict[str, _Retired] = field(default_factory=dict)
+    # forgotten stories of this watch, least recently retired first (at most
+    # ``4 * max_stories``: ``Detector._remember_retired``), and how many that had sent
+    # Signals were dropped from it, ever (a new life of a story that has no entry tags
+    # its Signal ids with it: ``_Tracked.life``)
+    retired: OrderedDict[str, _Retired] = field(default_factory=OrderedDict)
+    forgotten: int = 0
     # whether a store holds this watch (it was saved or restored): only then are the
     # stories changed since (story ids; held, or forgotten since) noted in ``changed``
     stored: bool = False
@@ -260,7 +275,7 @@ class _WatchState:
     report_seq: int = 0
 
     def __getstate__(self) -> dict[str, object]:
-        """For snapshots: the retired stories as three lists (a watch keeps up to
+        """For snapshots: the retired stories as four lists (a watch keeps up to
         ``4 * max_stories`` of them, and its row is written with every batch); the
         forecast reports left out."""
         state = dict(self.__dict__)
@@ -270,20 +285,29 @@ class _WatchState:
             list(retired),
             [r.signals for r in retired.values()],
             [r.label for r in retired.values()],
+            [r.life for r in retired.values()],
         )
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         packed = state.pop("retired")
-        if not isinstance(packed, tuple) or len(packed) != 3:
-            raise TypeError("the retired stories are not three lists")
-        ids, signals, labels = packed
+        if not isinstance(packed, tuple) or len(packed) not in (3, 4):
+            raise TypeError("the retired stories are not three or four lists")
+        if len(packed) == 3:
+            # STATE_FORMAT 8 and older: no lives, and the memory was shared by all the
+            # watches of a process, so this watch's entries may have been dropped for
+            # another's without a count: its stories' new lives take a tag all the same
+            ids, signals, labels = packed
+            lives: list[str] = [""] * len(ids)
+            state["forgotten"] = 1
+        else:
+            ids, signals, labels, lives = packed
         self.__dict__.update(state)
         self.reports = []
-        self.retired = {
-            story_id: _Retired(n, label)
-            for story_id, n, label in zip(ids, signals, labels, strict=True)
-        }
+        self.retired = OrderedDict(
+            (story_id, _Retired(n, label, life))
+            for story_id, n, label, life in zip(ids, signals, labels, lives, strict=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -315,9 +339,7 @@ class Detector:
         self._tolerance = None if tolerance is None else timedelta(minutes=tolerance)
         self._earliest, self._latest = _countable_dates(config)
         self._watches: dict[WatchKey, _WatchState] = {}
-        # story id -> its watch, for every retired story held, least recently retired first
-        self._retired_order: OrderedDict[str, WatchKey] = OrderedDict()
-        self._retired_cap = 4 * config.max_stories
+        self._retired_cap = 4 * config.max_stories  # retired stories kept per watch
         self._codec: SnapshotCodec | None = None
         # stories joined to another after arriving out of order, since this detector
         # started (counters for the service's metrics)
@@ -430,21 +452,17 @@ class Detector:
                     self._plan_report(state, story, held)
         state.stored = True
         state.changed = set()
-        self._drop(key)
+        self._trim_retired(state)  # (``max_stories`` may have been lowered since)
         self._watches[key] = state
-        for story_id in state.retired:
-            self._retired_order[story_id] = key
-        self._trim_retired()
 
     def forget_all(self) -> None:
         """Drop every watch's state (the next mention of a watch starts it afresh, or
         restores it)."""
         self._watches.clear()
-        self._retired_order.clear()
 
     def forget(self, key: WatchKey) -> None:
         """Drop one watch's state (the next mention of it restores it, or starts it)."""
-        self._drop(key)
+        self._watches.pop(key, None)
 
     def _snapshots(self) -> SnapshotCodec:
         if self._codec is None:
@@ -462,12 +480,6 @@ class Detector:
         """One held story: (its ``Story``, its ``_Tracked``, its indexed texts)."""
         story, texts = ws.index.story_part(story_id)
         return self._snapshots().dumps((story, ws.tracked[story_id], texts))
-
-    def _drop(self, key: WatchKey) -> None:
-        ws = self._watches.pop(key, None)
-        if ws is not None:
-            for story_id in ws.retired:
-                self._retired_order.pop(story_id, None)
 
     def observe(self, scored: ScoredMention) -> list[Signal]:
         """Take one scored mention in; the Signals it causes (usually none).
@@ -602,7 +614,7 @@ class Detector:
         if assignment.displaced is not None:
             folded = self._fold(ws, assignment, now)
             if not folded:
-                merged = self._merge(ws, (watch.id, mention.drill), story, assignment, now)
+                merged = self._merge(ws, story, assignment, now)
                 if merged is not None:
                     signals.append(merged)
         signal = self._decide(ws, story, tracked, now, mention)
@@ -621,7 +633,7 @@ class Detector:
             signals.extend(self._sweep(ws, now, skip=story.id))
             ws.next_sweep = now + self._sweep_every
         for dropped in ws.index.evict(now):
-            self._retire(ws, (watch.id, mention.drill), dropped)
+            self._retire(ws, dropped)
         return signals
 
     @staticmethod
@@ -713,6 +725,8 @@ class Detector:
         ws.cooling.pop(displaced.id, None)
         if ws.stored:
             ws.changed.add(displaced.id)
+        if tracked.signals:  # forecast reports (``forecast_report_quiet``): ids used
+            self._remember_retired(ws, displaced.id, tracked)
         touched: dict[str, tuple[Story, _Tracked]] = {}
         pending = list(early)
         # Those whose parent is known first, then those without a parent (copies of a
@@ -746,7 +760,6 @@ class Detector:
     def _merge(
         self,
         ws: _WatchState,
-        key: WatchKey,
         survivor: Story,
         assignment: Assignment,
         now: datetime,
@@ -781,7 +794,7 @@ class Detector:
             gone.signals += 1
             heat = gone.heat.snapshot(now, ws.baseline.per_minute())
             signal = Signal(
-                id=f"{absorbed.id}#{ws.generation}{gone.signals}",
+                id=f"{absorbed.id}#{ws.generation}{gone.life}{gone.signals}",
                 story_id=absorbed.id,
                 story_root=absorbed.root,
                 watch=absorbed.watch,
@@ -800,7 +813,7 @@ class Detector:
         kept.heat.absorb(gone.heat)
         kept.evidence.absorb(gone.evidence)
         kept.early = None  # what it holds is no longer the whole story
-        self._remember_retired(ws, key, absorbed.id, gone)
+        self._remember_retired(ws, absorbed.id, gone)
         return signal
 
     def evaluate(
@@ -874,13 +887,16 @@ class Detector:
     def _track(self, ws: _WatchState, story: Story, drill: bool) -> _Tracked:
         cfg = self.config
         retired = ws.retired.pop(story.id, None)
-        if retired is not None:
-            self._retired_order.pop(story.id, None)
+        if retired is None:
+            # a new story, or a new life of one whose entry was dropped (its Signal ids
+            # were used: a tag no earlier life of it can have, ``_remember_retired``)
+            retired = _Retired(0, None, f"r{ws.forgotten}." if ws.forgotten else "")
         return _Tracked(
-            heat=StoryHeat(cfg, story.first_at, retired.label if retired else None),
+            heat=StoryHeat(cfg, story.first_at, retired.label),
             evidence=EvidencePicker(cfg.evidence_count, cfg.evidence_chars),
             drill=drill,
-            signals=retired.signals if retired else 0,
+            signals=retired.signals,
+            life=retired.life,
         )
 
     def _levels(self, heat: LiveHeat) -> tuple[int, int]:
@@ -955,7 +971,7 @@ class Detector:
         tracked.signals += 1
         previous_tier, tier, spread = levels
         return Signal(
-            id=f"{story.id}#{ws.generation}{tracked.signals}",
+            id=f"{story.id}#{ws.generation}{tracked.life}{tracked.signals}",
             story_id=story.id,
             story_root=story.root,
             watch=story.watch,
@@ -1099,7 +1115,7 @@ class Detector:
                 signals.append(signal)
         return signals
 
-    def _retire(self, ws: _WatchState, key: WatchKey, story: Story) -> None:
+    def _retire(self, ws: _WatchState, story: Story) -> None:
         if ws.stored:
             ws.changed.add(story.id)
         tracked = ws.tracked.pop(story.id, None)
@@ -1114,24 +1130,23 @@ class Detector:
                 tracked.reported_tier,
                 story.last_at.isoformat(),
             )
-        self._remember_retired(ws, key, story.id, tracked)
+        self._remember_retired(ws, story.id, tracked)
 
-    def _remember_retired(
-        self, ws: _WatchState, key: WatchKey, story_id: str, tracked: _Tracked
-    ) -> None:
+    def _remember_retired(self, ws: _WatchState, story_id: str, tracked: _Tracked) -> None:
         """What a story that is no longer held leaves behind, should its id come back
-        (its Signal count and label)."""
+        (its Signal count, label and life tag)."""
         if tracked.signals or tracked.heat.story_label is not None:
             ws.retired.pop(story_id, None)  # (re)inserted last: the most recently retired
-            ws.retired[story_id] = _Retired(tracked.signals, tracked.heat.story_label)
-            self._retired_order[story_id] = key
-            self._retired_order.move_to_end(story_id)
-            self._trim_retired()
+            ws.retired[story_id] = _Retired(tracked.signals, tracked.heat.story_label, tracked.life)
+            self._trim_retired(ws)
 
-    def _trim_retired(self) -> None:
-        """Keep the retired-story memory of all watches together within its cap."""
-        while len(self._retired_order) > self._retired_cap:
-            story_id, key = self._retired_order.popitem(last=False)
-            owner = self._watches.get(key)
-            if owner is not None:
-                owner.retired.pop(story_id, None)
+    def _trim_retired(self, ws: _WatchState) -> None:
+        """Keep the watch's retired-story memory within its cap (the least recently
+        retired go first). Each dropped entry of a story that sent Signals counts in
+        ``forgotten``: a later life of that story starts after it, so its tag (``_track``)
+        differs from that of every life of it whose Signal ids were used."""
+        retired = ws.retired
+        while len(retired) > self._retired_cap:
+            _, gone = retired.popitem(last=False)
+            if gone.signals:
+                ws.forgotten += 1

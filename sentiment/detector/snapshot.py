@@ -42,7 +42,7 @@ from typing import Any
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import forecast_model
 
-STATE_FORMAT = 8
+STATE_FORMAT = 9
 """The layout of the pickled state; bump it when a pickled class changes.
 1: one pickle per watch; 2: a watch part and one part per story; 3: stories await the
 ids of mentions not yet seen (``Story.awaited``, ``StoryIndex._awaited``); 4: stories
@@ -52,14 +52,21 @@ reposts, its earliest mention times); 6: it holds its authors' followers (a merg
 an author of both stories once in the reach); 7: burst windows slide (per-minute counts
 instead of one open tumbling window; the surge keeps a sliding maximum of story counts);
 8: a watch holds back a mention dated far ahead of its event time, and keeps the
-``received_at`` of the mention that set it (``_WatchState.held``, ``clock_received``)."""
+``received_at`` of the mention that set it (``_WatchState.held``, ``clock_received``);
+9: each watch keeps its own retired-story memory, with the count of entries it dropped,
+and a story's life carries a tag in its Signal ids (``_WatchState.forgotten``,
+``_Tracked.life``, ``_Retired.life``: the retired stories are four lists)."""
 
-READABLE_FORMATS = frozenset({2, 3, 4, 5, 6, 7, STATE_FORMAT})
-"""The formats this detector restores: 2 to 7 read as 8 with nothing awaited (2), no
+READABLE_FORMATS = frozenset({2, 3, 4, 5, 6, 7, 8, STATE_FORMAT})
+"""The formats this detector restores: 2 to 8 read as 9 with nothing awaited (2), no
 vectors (2, 3), no size-model inputs counted yet (2-4), no followers per author (2-5),
-tumbling burst windows (2-6) and no mention held back nor the ``received_at`` of the
+tumbling burst windows (2-6), no mention held back nor the ``received_at`` of the
 watch's event time (2-7: its next mention far ahead waits for the one after it, as in a
-replay): the class defaults stand in for what they lack, and the
+replay) and no life tags (2-8: the retired stories' three lists; as the memory was then
+shared by a process's watches, another watch may have dropped this one's entries
+uncounted, so the restored watch counts one dropped: its stories' new lives are tagged
+``r1.`` and on, never reusing an id sent before): the class defaults stand in for what
+they lack, and the
 burst windows' and the surge's ``__setstate__`` convert theirs (an open window's count
 placed at its first minute, without the usual rate it was tested against; the window
 before it empty). Until such a story expires, a

@@ -67,7 +67,7 @@ from sentiment.detector.paraphrase import ParaphraseIndex, Vector, to_unit
 
 log = logging.getLogger(__name__)
 
-# watch id (<= 100) + ":" + root + "#<generation>.<n>" must fit 255 characters
+# watch id (<= 100) + ":drill:" + root + "#<generation>.r<life>.<n>" must fit 255 characters
 MAX_ROOT_IN_ID = 120
 
 MAX_AWAITED = 16

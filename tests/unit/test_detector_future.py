@@ -237,7 +237,7 @@ def test_a_snapshot_of_format_7_is_still_read(outlier: bool) -> None:
     the rest of the stream gives the Signals an uninterrupted run gives; a mention dated
     a day ahead right after the restore is counted at the watch's event time."""
     saved = json.loads(FORMAT_7.read_text())
-    assert saved["format"] == 7 and 7 in READABLE_FORMATS and STATE_FORMAT == 8
+    assert saved["format"] == 7 and 7 in READABLE_FORMATS and STATE_FORMAT == 9
     stream = by_time(chatter(60, 200), complaint(100))
     cut = saved["cut"]
     reference = run(Detector(DetectorConfig()), stream)
