@@ -18,9 +18,10 @@ Formats (stable: held-out sets are run through them):
 Input files are UTF-8 (a leading byte-order mark is fine), one JSON object a line (NaN and
 Infinity are not JSON); a lone surrogate in a text (``"\\ud800"``) is read as U+FFFD.
 ``--input -`` (both commands) reads them from standard input, named ``<stdin>`` in messages.
-Anything wrong with the files or the lines is one message on stderr and exit status 2; a
-reader that goes away (``eval | head``) ends the command quietly with status 141, as SIGPIPE
-ends other tools.
+Anything wrong with the files or the lines is one message on stderr and exit status 2, an
+output whose folder takes no new file too, before the model loads (``eval`` prints its
+numbers even when ``--json`` cannot be written at the end); a reader that goes away
+(``eval | head``) ends the command quietly with status 141, as SIGPIPE ends other tools.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +111,18 @@ class Progress:
         self.total, self.out, self.what = total, out, what
         self.started = self.last = time.monotonic()
         self.done = 0
+        self.partial = False  # a line drawn and not yet ended
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """End a bar left part-drawn (an error, Ctrl-C) with its line, so that what
+        follows (the message, the shell's prompt) starts on a line of its own."""
+        if self.out is not None and self.partial:
+            self.out.write("\n")
+            self.out.flush()
+        self.out = None
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -121,7 +135,8 @@ class Progress:
             self.out.write(
                 f"\r{self.what} [{bar:<30}] {self.done:,}/{self.total:,} {rate:,.0f} texts/s"
             )
-            if self.done >= self.total:
+            self.partial = self.done < self.total
+            if not self.partial:
                 self.out.write("\n")
             self.out.flush()
 
@@ -212,8 +227,9 @@ def check_input(path: Path) -> None:
 
 
 def check_output(path: Path, option: str, source: Path) -> None:
-    """Before any work: ``path`` can be written, and is not the input file ``source``
-    (standard output always can)."""
+    """Before any work: ``path`` can be written (a file can be created in its folder, as
+    ``atomic_output`` will), and is not the input file ``source`` (standard output always
+    can be written)."""
     if is_stdio(path):
         return
     if path.is_dir():
@@ -223,6 +239,16 @@ def check_output(path: Path, option: str, source: Path) -> None:
         raise CommandError(f"{option} {path}: the folder {folder} does not exist")
     if not is_stdio(source) and is_same_file(path, source):
         raise CommandError(f"{option} {path} is the input file: write the results to another file")
+    if path.exists() and not path.is_file():
+        return  # a device or a pipe (/dev/stdout): written directly, opened only then
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CommandError(
+            f"{option} {path}: cannot write in {folder}: {exc.strerror or exc}"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
 
 
 def classify_rows(
@@ -249,6 +275,7 @@ def _load(config: Path | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from sentiment.errors import ModelLoadError
+    from sentiment.process import ClassifierProcessError
 
     try:
         if args.sentiment_command == "train":
@@ -258,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         return _eval(args)
     except BrokenPipeError:  # `… | head`: the reader has gone; stop quietly
         return reader_gone()
-    except (CommandError, OutputError, ModelLoadError) as exc:
+    except (CommandError, OutputError, ModelLoadError, ClassifierProcessError) as exc:
         print(f"crisiswatch sentiment: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unreadable, unwritable, disk full, ...
@@ -294,9 +321,11 @@ def _classify(args: argparse.Namespace) -> int:
     check_input(args.input)
     check_output(args.output, "--output", args.input)
     rows = read_lines(args.input, labelled=False)
-    classifier = _load(args.config)
-    bar = Progress(len(rows), None if args.quiet else sys.stderr, "classify")
-    with _output(args.output) as out:
+    with (
+        _loaded(args.config) as classifier,
+        Progress(len(rows), None if args.quiet else sys.stderr, "classify") as bar,
+        _output(args.output) as out,
+    ):
         for row, s in zip(rows, classify_rows(classifier, rows, bar), strict=True):
             line = {"id": row["id"], "label": s.label, "scores": s.probs, "model": s.model}
             try:
@@ -304,6 +333,26 @@ def _classify(args: argparse.Namespace) -> int:
             except ValueError as exc:  # a score that is not a number: never valid JSON
                 raise CommandError(f"id {row['id']!r}: the model gave {s.probs}") from exc
     return 0
+
+
+@contextlib.contextmanager
+def _loaded(config: Path | None) -> Iterator[Any]:
+    """The classifier, closed at the end (``scorer.classifier.process``: its child process
+    stopped, not left to the interpreter's exit; killed at once after an error or Ctrl-C,
+    since no answer is wanted any more)."""
+    from sentiment.process import ProcessClassifier
+
+    classifier = _load(config)
+    try:
+        yield classifier
+    except BaseException:
+        if isinstance(classifier, ProcessClassifier):
+            classifier.close(grace_s=0.0)
+        raise
+    finally:
+        close = getattr(classifier, "close", None)
+        if callable(close):
+            close()  # idempotent: a child killed above is not waited for again
 
 
 def _output(path: Path) -> contextlib.AbstractContextManager[TextIO]:
@@ -319,11 +368,13 @@ def _eval(args: argparse.Namespace) -> int:
     rows = read_lines(args.input, labelled=True)
     if not rows:
         raise CommandError(f"{args.input} holds no labelled lines: nothing to evaluate")
-    classifier = _load(args.config)
-    bar = Progress(len(rows), None if args.quiet else sys.stderr, "eval")
-    started = time.perf_counter()
-    sentiments = list(classify_rows(classifier, rows, bar))
-    seconds = time.perf_counter() - started
+    with (
+        _loaded(args.config) as classifier,
+        Progress(len(rows), None if args.quiet else sys.stderr, "eval") as bar,
+    ):
+        started = time.perf_counter()
+        sentiments = list(classify_rows(classifier, rows, bar))
+        seconds = time.perf_counter() - started
     gold = [r["label"] for r in rows]
     binary = is_binary(gold)
     abstained = [s.model.endswith(ABSTAIN_SUFFIX) for s in sentiments]
@@ -340,10 +391,16 @@ def _eval(args: argparse.Namespace) -> int:
         "texts_per_s": round(len(rows) / max(seconds, 1e-9), 1),
         "model": f"{classifier.name} {classifier.version}",
     }
+    unwritten: Exception | None = None
     if args.json is not None:
-        with atomic_output(args.json) as out:
-            out.write(json.dumps(numbers, indent=1) + "\n")
+        try:
+            with atomic_output(args.json) as out:
+                out.write(json.dumps(numbers, indent=1) + "\n")
+        except (OutputError, OSError) as exc:  # a full disk: the numbers are printed still
+            unwritten = exc
     for key, value in numbers.items():
         print(f"{key:>13}: {value}")
     sys.stdout.flush()  # a closed pipe (`| head`) shows here, not in the exit's flush
+    if unwritten is not None:
+        raise unwritten
     return 0

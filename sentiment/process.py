@@ -256,9 +256,10 @@ class ProcessClassifier:
             for label, probs, model, version in answers
         ]
 
-    def close(self) -> None:
-        """Stop the child: a call in flight has ``_CLOSE_GRACE_S`` to end (its caller then
-        gets ClassifierProcessError), then the child is killed. Idempotent."""
+    def close(self, grace_s: float = _CLOSE_GRACE_S) -> None:
+        """Stop the child: a call in flight has ``grace_s`` to end (its caller then gets
+        ClassifierProcessError), then the child is killed; 0: killed at once, for a caller
+        that wants no answer any more (a command stopped by Ctrl-C). Idempotent."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
@@ -266,13 +267,15 @@ class ProcessClassifier:
             return
         children = _children(pool)
         pool.shutdown(wait=False, cancel_futures=True)  # the child exits after its call
-        deadline = time.monotonic() + _CLOSE_GRACE_S
+        deadline = time.monotonic() + grace_s
         for child in children:
-            child.join(max(0.0, deadline - time.monotonic()))
+            if grace_s > 0:
+                child.join(max(0.0, deadline - time.monotonic()))
             if child.is_alive():
-                log.warning(
-                    "the sentiment classifier's child process %s was still busy %.0f s "
-                    "after the stop: killed", child.pid, _CLOSE_GRACE_S,
-                )  # fmt: skip
+                if grace_s > 0:
+                    log.warning(
+                        "the sentiment classifier's child process %s was still busy %.0f s "
+                        "after the stop: killed", child.pid, grace_s,
+                    )  # fmt: skip
                 child.kill()
                 child.join()

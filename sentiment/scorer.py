@@ -23,6 +23,9 @@ over one by one; a single text it died on is remembered (``_POISON_KEPT`` of the
 its mention, and every later one with the same text, dead-lettered at once. Only the
 poison is dead-lettered: the rest of the batch is scored as usual.
 
+``crisiswatch_mentions_scored_total`` counts mentions by label, an abstention (a language
+the classifier does not read) as ``abstain``, not as the ``neutral`` its Sentiment carries.
+
 With ``embedder`` set (``scorer.embedder``), the texts of mentions without a parent also
 get a sentence embedding (``sentiment.embedder``), in the same worker-thread fashion.
 
@@ -42,7 +45,7 @@ from collections.abc import Sequence
 from core.bus import Bus, PermanentError
 from core.events import TOPIC_MENTIONS, TOPIC_SCORED, Mention, ScoredMention, Sentiment
 from core.metrics import Metrics
-from sentiment.classifier import Classifier
+from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 from sentiment.embedder import Embedder
 from sentiment.process import ClassifierCrashed
@@ -89,6 +92,16 @@ class SentimentCache:
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
+
+
+ABSTAINED = "abstain"
+"""The ``label`` of ``crisiswatch_mentions_scored_total`` for a mention the classifier
+abstained on (a language it does not read): its Sentiment says ``neutral``, a prior, and a
+stream that turns unreadable (a new market, a source's odd language codes) must show."""
+
+
+def _counted_as(sentiment: Sentiment) -> str:
+    return ABSTAINED if sentiment.model.endswith(ABSTAIN_SUFFIX) else sentiment.label
 
 
 _Ahead = tuple[list[Mention], "asyncio.Task[list[Sentiment]]", float]
@@ -182,7 +195,7 @@ class ScorerService:
                 )
             ],
         )
-        for label, count in Counter(s.label for s in sentiments).items():
+        for label, count in Counter(_counted_as(s) for s in sentiments).items():
             self.metrics.mentions_scored.labels(label).inc(count)  # per label, not per mention
         self.metrics.stage_latency.labels(GROUP).observe(time.perf_counter() - started)
 

@@ -1,12 +1,13 @@
 """The shipped classifier: a language router over an English and a Chinese model.
 
-* **English** (``en``, or no language code and mostly Latin letters): a cascade. The
+* **English** (``en``/``eng``, or no language code and mostly Latin letters): a cascade. The
   fast :class:`sentiment.wordmodel.WordModel` (word n-grams, linear) answers where it is
   sure (top probability >= ``cascade_threshold``); the rest go to
   :class:`sentiment.encoder.EncoderModel`, a 3-layer MiniLM fine-tuned on tweets and
   distilled from a fine-tuned 6-layer teacher, int8 ONNX. ``Sentiment.model`` names the
   model that answered.
-* **Chinese** (``zh``/``zh-*``/``yue``, or no code and mostly Han characters): a cascade.
+* **Chinese** (``zh``/``zh-*``/``zho``/``cmn``/``yue``, or no code and mostly Han
+  characters): a cascade.
   :class:`sentiment.chinese.ChineseModel` (character n-grams + Weibo emoticons, linear)
   answers where it is sure (probability of its answer >= ``chinese_cascade_threshold``);
   for the rest a 6-layer multilingual-e5-small fine-tuned on Weibo posts (int8 ONNX, the
@@ -43,7 +44,7 @@ from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 from sentiment.encoder import EncoderModel, Floats
 from sentiment.errors import ModelLoadError
-from sentiment.textnorm import blank, squeeze, without_links
+from sentiment.textnorm import blank, readable, without_links
 from sentiment.wordmodel import WordModel
 
 __all__ = [
@@ -65,7 +66,9 @@ ABSTAIN_PRIOR: dict[Label, float] = {"negative": 0.156, "neutral": 0.448, "posit
 
 Route = Literal["en", "zh"] | None
 _HAN_WEIGHT = 3  # a Han character carries about a word: "iPhone 太贵了" is Chinese
-_CHINESE_CODES = frozenset({"zh", "yue", "wuu", "cmn", "lzh"})
+_ENGLISH_CODES = frozenset({"en", "eng"})  # ISO 639-1, and 639-2/3 (franc, whatlang)
+_CHINESE_CODES = frozenset({"zh", "zho", "chi", "yue", "wuu", "cmn", "lzh"})
+_NGRAM_CHARS = 2000  # what ``sentiment.chinese.features`` reads of a text
 
 
 def language_code(lang: str | None) -> str:
@@ -76,20 +79,36 @@ def language_code(lang: str | None) -> str:
 
 def routing_language(lang: str | None) -> str:
     """All of ``lang`` that :func:`route` looks at: ``"en"``, a Chinese code, ``""`` (none or
-    undetermined: routed by script) or ``"other"`` (abstain). ``"EN"``, ``"en-US"`` and
-    ``"en_GB"`` are one key, and so are all the languages abstained on (the scorer's cache
-    keys on this, so a long or odd ``lang`` string costs nothing)."""
+    undetermined: routed by script) or ``"other"`` (abstain). ``"EN"``, ``"en-US"``,
+    ``"en_GB"`` and ``"eng"`` are one key, and so are all the languages abstained on (the
+    scorer's cache keys on this, so a long or odd ``lang`` string costs nothing)."""
     code = language_code(lang)
-    if not code or code == "en" or code in _CHINESE_CODES:
+    if code in _ENGLISH_CODES:
+        return "en"
+    if not code or code in _CHINESE_CODES:
         return code
     return "other"
 
 
 def _script(char: str) -> str:
+    """The script of a letter (``char.isalpha()``): ``latin``, ``han`` (every CJK ideograph
+    block, the rare ones of Cantonese such as 𨋢 included, and the Bopomofo of Taiwanese
+    posts: ``好吃ㄉ店``), ``wide`` (fullwidth Latin, ``ＡＰＰ``: typed by Chinese input
+    methods, read by the Chinese encoder's NFKC, unknown to the English vocabulary) or
+    ``other``."""
     if char < "\u0250" or "\u1e00" <= char <= "\u1eff":
         return "latin"
-    if "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff":
+    if (
+        "\u4e00" <= char <= "\u9fff"
+        or "\u3400" <= char <= "\u4dbf"
+        or "\uf900" <= char <= "\ufaff"
+        or "\u3100" <= char <= "\u312f"  # Bopomofo
+        or "\u31a0" <= char <= "\u31bf"  # Bopomofo extended
+        or "\U00020000" <= char <= "\U0003ffff"  # CJK extensions B-H, compatibility supplement
+    ):
         return "han"
+    if "\uff21" <= char <= "\uff5a":
+        return "wide"
     return "other"  # kana, hangul, Cyrillic, Arabic, ... (Japanese kanji mixes with kana)
 
 
@@ -97,16 +116,17 @@ def route(text: str, lang: str | None) -> Route:
     """Which model judges ``text``; ``None``: abstain (a language neither model reads).
 
     Without a language code, by the script of the letters of the first 500 characters
-    (whitespace collapsed first), links, @handles and Latin hashtags left out unless they
-    are all there is."""
+    (whitespace collapsed first; literal ``\\uXXXX`` escapes and HTML entities decoded, as
+    the models read them), links, @handles and Latin hashtags left out unless they are all
+    there is."""
     code = language_code(lang)
-    if code == "en":
+    if code in _ENGLISH_CODES:
         return "en"
     if code in _CHINESE_CODES:
         return "zh"
     if code:
         return None
-    sample = squeeze(text, 500)
+    sample = readable(text, 500)
     counts = _letters(without_links(sample))
     if not any(counts.values()):
         counts = _letters(sample)
@@ -119,11 +139,16 @@ def route(text: str, lang: str | None) -> Route:
 
 
 def _letters(text: str) -> dict[str, int]:
+    """Letters by script, a Han character counted ``_HAN_WEIGHT`` times, a fullwidth Latin
+    letter once, as Chinese."""
     counts = {"latin": 0, "han": 0, "other": 0}
     for char in text:
         if char.isalpha():
             script = _script(char)
-            counts[script] += _HAN_WEIGHT if script == "han" else 1
+            if script == "han":
+                counts["han"] += _HAN_WEIGHT
+            else:
+                counts["han" if script == "wide" else script] += 1
     return counts
 
 
@@ -198,7 +223,9 @@ class SentimentClassifier:
         return results
 
     def _chinese(self, results: list[Sentiment], rows: list[int], texts: list[str]) -> None:
-        pos = self.chinese.positive_proba(texts)
+        # the n-gram model reads escapes and entities decoded, as the encoder does (and as
+        # routing did): "&#22403;&#22334;" is 垃圾 to all three
+        pos = self.chinese.positive_proba([readable(t, _NGRAM_CHARS) for t in texts])
         labels: tuple[Label, ...] = ("negative", "neutral", "positive")
         unsure = np.abs(2.0 * pos - 1.0) < 2.0 * self.chinese_threshold - 1.0
         if self.chinese_encoder is None or not unsure.any():

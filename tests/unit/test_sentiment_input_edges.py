@@ -466,7 +466,7 @@ def mention(n: int, text: str, lang: str | None = "en") -> Mention:
 async def test_the_cache_keys_on_what_routing_reads_of_the_language(metrics: Metrics) -> None:
     spy = SpyClassifier()
     scorer = ScorerService(MemoryBus(metrics=metrics), spy, ScorerConfig(), metrics)
-    langs = ["en", "EN", "en-US", " en_GB ", "de", "ja", "x-" + "q" * 100_000, None, "", "und"]
+    langs = ["en", "EN", "en-US", " en_GB ", "de", "ja", "x-" + "q" * 62, None, "", "und"]
     await scorer.score([mention(i, "ok", lang) for i, lang in enumerate(langs)])
     assert spy.batches == [[("ok", "en"), ("ok", "de"), ("ok", None)]]
     assert sorted(str(key[1]) for key in scorer.cache._data) == ["", "en", "other"]
