@@ -166,14 +166,45 @@ content (``zxx``), artificial (``art``), and X/Twitter's media-, hashtag-, menti
 cashtag-only posts (``qme``, ``qht``, ``qam``, ``qct``)."""
 
 
+_TWO_LETTER = {
+    **dict.fromkeys(("eng",), "en"),
+    **dict.fromkeys(("zho", "chi", "cmn"), "zh"),  # cmn: Mandarin, as franc tags Chinese
+    **dict.fromkeys(("jpn",), "ja"),
+    **dict.fromkeys(("kor",), "ko"),
+    **dict.fromkeys(("fra", "fre"), "fr"),
+    **dict.fromkeys(("deu", "ger"), "de"),
+    **dict.fromkeys(("spa",), "es"),
+    **dict.fromkeys(("por",), "pt"),
+    **dict.fromkeys(("rus",), "ru"),
+    **dict.fromkeys(("ara", "arb"), "ar"),
+    **dict.fromkeys(("ita",), "it"),
+    **dict.fromkeys(("nld", "dut"), "nl"),
+    **dict.fromkeys(("tur",), "tr"),
+    **dict.fromkeys(("vie",), "vi"),
+    **dict.fromkeys(("tha",), "th"),
+    **dict.fromkeys(("ind",), "id"),
+    **dict.fromkeys(("msa", "may", "zsm"), "ms"),
+    **dict.fromkeys(("hin",), "hi"),
+    **dict.fromkeys(("pol",), "pl"),
+    **dict.fromkeys(("ukr",), "uk"),
+    **dict.fromkeys(("swe",), "sv"),
+    **dict.fromkeys(("heb",), "he"),
+    **dict.fromkeys(("fas", "per", "pes"), "fa"),
+}
+"""Three-letter codes (ISO 639-2, and the 639-3 codes language detectors such as franc
+and whatlang give) of common languages, read as their two-letter code: a watch's ``langs:
+[en]`` keeps a mention tagged ``eng``, and the scorer routes it to its English model."""
+
+
 def language_of(lang: str | None) -> str:
     """A mention's language as its primary subtag, lower case (``"zh-Hant"`` -> ``"zh"``,
-    ``"EN_us"`` -> ``"en"``); ``""`` when it names none (missing, ``NO_LANGUAGE``): the
-    text's script must tell."""
+    ``"EN_us"`` -> ``"en"``), a common language's three-letter code as its two-letter one
+    (``"eng"`` -> ``"en"``, ``_TWO_LETTER``); ``""`` when it names none (missing,
+    ``NO_LANGUAGE``): the text's script must tell."""
     if not lang:
         return ""
     code = lang.strip().lower().replace("_", "-").split("-", 1)[0]
-    return "" if code in NO_LANGUAGE else code
+    return "" if code in NO_LANGUAGE else _TWO_LETTER.get(code, code)
 
 
 class Mention(_Event):

@@ -27,8 +27,12 @@ def test_a_post_coded_with_no_language_passes_a_watchs_language_filter(code: str
 
 @pytest.mark.parametrize(
     ("lang", "code"),
-    [(None, ""), ("", ""), ("  ", ""), ("EN_us", "en"), ("zh-Hant-TW", "zh"), ("qht", "")],
-)
+    [
+        (None, ""), ("", ""), ("  ", ""), ("EN_us", "en"), ("zh-Hant-TW", "zh"), ("qht", ""),
+        ("eng", "en"), ("ZHO-Hant", "zh"), ("cmn", "zh"), ("fre", "fr"), ("jpn", "ja"),
+        ("yue", "yue"), ("tlh", "tlh"),
+    ],
+)  # fmt: skip
 def test_listener_and_scorer_read_a_language_the_same_way(lang: str | None, code: str) -> None:
     assert language_of(lang) == code == language_code(lang)
 
@@ -45,3 +49,16 @@ def test_a_watch_id_longer_than_the_config_allows_is_refused_where_it_is_decoded
     with pytest.raises(ValidationError):
         Mention.model_validate(line)
     assert Mention.model_validate({**line, "watch": {"id": "w" * 100}}).watch is not None
+
+
+def test_a_three_letter_code_passes_the_watch_of_its_two_letter_code() -> None:
+    """A source or webhook sender tagging posts as language detectors do (``eng``, ``cmn``,
+    ``jpn``): a watch of ``langs: [en]`` dropped every ``eng`` post, silently."""
+    watch = CompiledWatch.compile(
+        WatchConfig(id="acme", brand="Acme", terms=["acme"], langs=["en", "zh"])
+    )
+    for code in ("eng", "ENG", "zho", "chi", "cmn", "cmn-Hans"):
+        assert watch.admits(code, "x"), code
+    assert not watch.admits("jpn", "x") and not watch.admits("deu", "x")
+    by_three = CompiledWatch.compile(WatchConfig(id="b", brand="B", terms=["b"], langs=["eng"]))
+    assert by_three.admits("en-GB", "x") and not by_three.admits("de", "x")
