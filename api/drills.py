@@ -5,14 +5,16 @@ copies) from ``n`` authors on several platforms within ``minutes``, written abou
 watch's brand. Every mention is marked ``drill`` (the detector keeps drill stories apart,
 alerts say DRILL, the incident is a drill incident). The posts are dated so that the story
 has just spread over the scenario's minutes; they go in through the listener when this
-process runs one (matching, dedup, as any mention), otherwise straight onto the mentions
-topic with the watch set.
+process runs one (matching, dedup, as any mention, but to the watch drilled only: never
+to the other watches that name the brand), otherwise straight onto the mentions topic
+with the watch set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -105,8 +107,15 @@ class DrillBusUnreachable(DrillUnavailable):
     and no drill is recorded."""
 
 
-def mentions_for(scenario: Scenario, brand: str, drill_id: int, start: datetime) -> list[Mention]:
-    root_id = f"{PLATFORMS[0]}:drill{drill_id}-root"
+def mentions_for(
+    scenario: Scenario, brand: str, drill_id: int, start: datetime, nonce: str = ""
+) -> list[Mention]:
+    """The drill's posts. Their ids (``<platform>:drill<id>.<nonce>-...``) are the drill's
+    own even where a drill id is given again (SQLite hands out the id of a drill that
+    was refused and rolled back): dedup would take them for the refused drill's posts,
+    and the detector would join them to its story."""
+    tag = f"drill{drill_id}.{nonce}" if nonce else f"drill{drill_id}"
+    root_id = f"{PLATFORMS[0]}:{tag}-root"
     out = [
         Mention(
             id=root_id,
@@ -114,7 +123,7 @@ def mentions_for(scenario: Scenario, brand: str, drill_id: int, start: datetime)
             text=scenario.first.format(brand=brand),
             lang="en",
             created_at=start,
-            author=Author(id=f"drill{drill_id}-victim", followers=1200),
+            author=Author(id=f"{tag}-victim", followers=1200),
             drill=True,
         )
     ]
@@ -126,12 +135,12 @@ def mentions_for(scenario: Scenario, brand: str, drill_id: int, start: datetime)
             text = f"{scenario.first.format(brand=brand)} #{source}{i % 7}"
         out.append(
             Mention(
-                id=f"{source}:drill{drill_id}-{i}",
+                id=f"{source}:{tag}-{i}",
                 source=source,
                 text="" if kind == 0 else text,
                 lang="zh" if not text.isascii() else "en",
                 created_at=start + timedelta(seconds=(i + 1) * scenario.minutes * 60 / scenario.n),
-                author=Author(id=f"drill{drill_id}-u{i}", followers=100 + 37 * i),
+                author=Author(id=f"{tag}-u{i}", followers=100 + 37 * i),
                 repost_of=root_id if kind == 0 else None,
                 reply_to=root_id if kind == 1 else None,
                 drill=True,
@@ -191,10 +200,10 @@ async def start_drill(
     )
     session.add(drill)
     await session.flush()
-    mentions = mentions_for(scenario, brand, drill.id, start)
+    mentions = mentions_for(scenario, brand, drill.id, start, secrets.token_hex(4))
     drill.story_root = mentions[0].id
     if runtime.listener is not None:
-        report = await runtime.listener.ingest(mentions)
+        report = await runtime.listener.ingest(mentions, only_watch=watch.id)
         if report.accepted - report.unmatched <= 0:  # nothing published: no drill to run
             raise DrillUnavailable(
                 f"watch {watch.id!r} matched none of the drill's {len(mentions)} posts "

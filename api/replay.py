@@ -18,7 +18,8 @@ This output is how detection quality is measured: keep the format stable.
 log and the summary go to stderr): not atomic, so a failed replay leaves the lines before
 the failure there; a reader that goes away (``| head``) stops the replay (exit 141).
 ``--input -`` reads standard input, plain or gzip (told by its content): it is copied to a
-temporary file first (``$TMPDIR``), then replayed from there (messages name that file).
+temporary file first (``$TMPDIR``), then replayed from there (messages name that file); so
+is a pipe given by name (``<(zcat …)``, a FIFO).
 """
 
 from __future__ import annotations
@@ -221,10 +222,12 @@ async def run_replay(
     to ``output_path``. ``STDIO`` (``-``): standard input (copied to a temporary file
     first), standard output (written as it goes; a reader that goes away stops the
     replay with ``BrokenPipeError``)."""
-    if is_stdio(input_path):
+    if is_stdio(input_path) or await asyncio.to_thread(_is_stream, input_path):
+        # a pipe (``<(zcat …)``, a FIFO, /dev/stdin) cannot be read twice nor told where
+        # it is: it is copied to a file first, as standard input is
         with tempfile.TemporaryDirectory(prefix="crisiswatch-replay-") as folder:
-            spooled = Path(folder) / "stdin"
-            await asyncio.to_thread(_spool_stdin, spooled)
+            spooled = Path(folder) / ("stdin" if is_stdio(input_path) else "input")
+            await asyncio.to_thread(_spool, input_path, spooled)
             return await run_replay(
                 settings,
                 spooled,
@@ -242,29 +245,30 @@ async def run_replay(
     settings = with_forecast_reports(settings, forecast_at)
     watches = list(settings.listener.watches) if config_given else []
     listener_cfg = settings.listener.model_copy(update={"watches": watches or [CATCH_ALL]})
-    metrics = Metrics()
-    bus = MemoryBus(capacity=max(settings.bus.capacity, 2000), metrics=metrics)
-    own_classifier = classifier is None
-    if classifier is None:
-        classifier = await asyncio.to_thread(load_classifier, settings.scorer)
-    embedder = await asyncio.to_thread(load_embedder, settings.scorer)
-    scorer = ScorerService(bus, classifier, settings.scorer, metrics, embedder)
-    detector = DetectorService(bus, settings.detector, metrics, generation="")
-    scorer.register()
-    detector.register()
-    source = ReplaySource(
-        ReplaySourceConfig(path=input_path, speed=None, limit=limit), SystemClock(), metrics
-    )
-    listener = ListenerService(
-        bus,
-        listener_cfg,
-        SystemClock(),
-        metrics,
-        Deduplicator(listener_cfg.dedup_capacity),
-        sources=[],
-    )
-    started = time.monotonic()
+    # the output first: one that cannot be written fails before the model loads
     with _output(output_path) as out:
+        metrics = Metrics()
+        bus = MemoryBus(capacity=max(settings.bus.capacity, 2000), metrics=metrics)
+        own_classifier = classifier is None
+        if classifier is None:
+            classifier = await asyncio.to_thread(load_classifier, settings.scorer)
+        embedder = await asyncio.to_thread(load_embedder, settings.scorer)
+        scorer = ScorerService(bus, classifier, settings.scorer, metrics, embedder)
+        detector = DetectorService(bus, settings.detector, metrics, generation="")
+        scorer.register()
+        detector.register()
+        source = ReplaySource(
+            ReplaySourceConfig(path=input_path, speed=None, limit=limit), SystemClock(), metrics
+        )
+        listener = ListenerService(
+            bus,
+            listener_cfg,
+            SystemClock(),
+            metrics,
+            Deduplicator(listener_cfg.dedup_capacity),
+            sources=[],
+        )
+        started = time.monotonic()
         writer = _Writer(out, source.stop)
         bus.subscribe(TOPIC_SIGNALS, REPLAY_GROUP, writer.handle, max_batch=512)
         await bus.start()
@@ -305,10 +309,23 @@ async def run_replay(
     )
 
 
-def _spool_stdin(path: Path) -> None:
-    """Copy standard input (bytes, as they come: plain or gzip) to ``path``."""
+def _is_stream(path: Path) -> bool:
+    """Whether ``path`` is a pipe or a device (not a file, not a folder)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _spool(source: Path, path: Path) -> None:
+    """Copy ``source`` (standard input for ``STDIO``; bytes as they come: plain or gzip)
+    to ``path``."""
     with path.open("wb") as fh:
-        shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+        if is_stdio(source):
+            shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+            return
+        try:
+            with source.open("rb") as stream:
+                shutil.copyfileobj(stream, fh, 1 << 20)
+        except OSError as exc:
+            raise ReplayError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
@@ -322,14 +339,43 @@ def _output(path: Path) -> Iterator[IO[str]]:
         with standard_output() as out:
             yield out
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        path.unlink()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            _remove(path)
+    except OSError as exc:  # a folder, a parent that is a file, a folder not writable
+        why = exc.strerror or str(exc)
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            why = f"{blocker} is a file, not a folder"
+        raise ReplayError(f"cannot write {path}: {why}; nothing replayed") from None
+    body_done = False
     try:
         with atomic_output(path) as out:
             yield out
+            body_done = True
     except OutputError as exc:
         raise ReplayError(str(exc)) from None
+    except OSError as exc:
+        if not body_done:  # the replay's own error (a reader gone: BrokenPipeError)
+            raise
+        # the last lines written out, the file synced or renamed: a full disk, a device
+        raise ReplayError(
+            f"cannot write {path}: {exc.strerror or exc}; no output written"
+        ) from None
+
+
+def _remove(path: Path) -> None:
+    """Remove an earlier run's output; a bind-mounted file (Docker ``-v file:file``), which
+    cannot be removed, is emptied instead (``atomic_output`` overwrites it in place)."""
+    try:
+        path.unlink()
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        path.write_bytes(b"")
 
 
 def _counter_total(metrics: Metrics, name: str) -> float:

@@ -190,6 +190,20 @@ class Settings(BaseAppSettings):
     drills: DrillScheduleConfig = Field(default_factory=DrillScheduleConfig)
 
     @model_validator(mode="after")
+    def _drill_watch_configured(self) -> Settings:
+        """Scheduled drills on a watch that is not configured would fail at each firing
+        (a log line once a quarter): refused at start-up and by ``check-config``. The
+        ``demo`` watch is the one ``crisiswatch run --demo`` adds."""
+        watch = self.drills.watch
+        ids = [w.id for w in self.listener.watches]
+        if self.drills.enabled and watch is not None and watch not in ids and watch != "demo":
+            raise ValueError(
+                f"drills.watch {watch!r} is not a configured watch (listener.watches: "
+                f"{', '.join(ids) or 'none'}): no scheduled drill could run"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _journal_apart_from_database(self) -> Settings:
         """``bus.journal`` set to the SQLite database's own file (or one of SQLite's files
         beside it) would take the database's lock and overwrite its tables: refused."""

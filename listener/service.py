@@ -212,9 +212,15 @@ class ListenerService:
         """The listener consumes no topic; kept for the shape every stage has."""
 
     async def ingest(
-        self, mentions: Sequence[Mention], on_done: Callable[[Mention], None] | None = None
+        self,
+        mentions: Sequence[Mention],
+        on_done: Callable[[Mention], None] | None = None,
+        *,
+        only_watch: str | None = None,
     ) -> IngestReport:
         """Match the whole batch, then publish its events with one ``publish_many``.
+        ``only_watch``: to that watch alone, whatever other watches match (a drill's posts
+        go to the watch drilled, never to the other watches that name the brand).
         ``on_done(mention)`` for each mention once the batch is published (a source's
         cursor). If publishing fails, every mention of the batch is unmarked in dedup and
         the error raised: a retry of the batch goes through (events already accepted by
@@ -229,7 +235,9 @@ class ListenerService:
         learned: list[tuple[str, list[WatchMatch]]] = []
         try:
             for index in _parents_first(mentions):
-                item = self._prepare(index, mentions[index], report, marked, pending, learned)
+                item = self._prepare(
+                    index, mentions[index], report, marked, pending, learned, only_watch
+                )
                 owners.extend([index] * (len(pending) - len(owners)))
                 report.items.append(item)
             report.items.sort(key=lambda item: item.index)
@@ -328,6 +336,7 @@ class ListenerService:
         marked: list[str],
         pending: list[tuple[str, Mention]],
         learned: list[tuple[str, list[WatchMatch]]],
+        only_watch: str | None = None,
     ) -> ItemOutcome:
         """Dedup and match one mention; its events go to ``pending``, its dedup key to
         ``marked``. The cascade learns it now, so a reply later in the same batch finds
@@ -340,6 +349,8 @@ class ListenerService:
         marked.append(key)
         stamp = {} if mention.received_at else {"received_at": self.clock.now()}
         matches = self._match(mention)
+        if only_watch is not None:
+            matches = [match for match in matches if match.id == only_watch]
         report.accepted += 1
         if not matches:
             report.unmatched += 1

@@ -3,7 +3,9 @@
 A drill's synthetic mentions (``api.drills``) go through the real pipeline marked as a
 drill, so the detector opens a drill incident (its own story, never mixed with real ones;
 alerts say DRILL). ``measure`` reads what happened to it: detection time (event time from
-the scenario's first post to the signal that opened the incident), time to acknowledge
+the scenario's first post to the signal that opened the incident), time to the first alert
+delivered (wall time from the drill's start: the posts are dated in the past, so detection
+cannot show a backed-up pipeline or channels that deliver nothing), time to acknowledge
 (from the open, or from its last reopen for an incident reopened, as the incident report
 counts it: ``incidents.episode_start``) and time to the first approved statement (a
 template use: only approved versions can be used), each against its target, and lists the
@@ -145,6 +147,15 @@ async def measure(
             IncidentEvent.at >= own.opened_at,
         )
     )
+    # wall time, from the drill's start: its posts are dated in the past, so detection (in
+    # event time) cannot show a pipeline that is backed up, nor channels that deliver nothing
+    delivered_at = await session.scalar(
+        select(func.min(IncidentEvent.at)).where(
+            IncidentEvent.incident_id.in_({own.id, incident.id}),
+            IncidentEvent.kind == "alert_delivered",
+            IncidentEvent.at >= own.opened_at,
+        )
+    )
     acked: timedelta | None = None
     if own.acked_at is not None:
         acked = own.acked_at - await incidents.episode_start(session, own)
@@ -157,6 +168,11 @@ async def measure(
         _measured(
             "detection (first post to the signal)",
             detected_at - drill.first_mention_at if detected_at else None,
+            DETECTION_TARGET,
+        ),
+        _measured(
+            "alert delivered (drill start to the first alert sent)",
+            delivered_at - drill.started_at if delivered_at else None,
             DETECTION_TARGET,
         ),
         _measured(

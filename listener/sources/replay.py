@@ -3,10 +3,11 @@
 One JSON object per line: ``{"id", "source", "text", "lang", "created_at",
 "author": {"id", "followers"}, "repost_of"?, ...}`` (any ``core.events.Mention`` field).
 Gzip is told by the content, not the name; a UTF-8 byte-order mark is skipped. The file
-is streamed (chunks of lines read and parsed in a worker thread), never loaded whole. A
-bad line is counted (``rejected``, metric ``mentions_rejected``), logged with its line
-number, and skipped; the replay goes on. A file that cannot be read (missing, a truncated
-or corrupt gzip) is a ``SourceFatalError``.
+is streamed (chunks of lines read and parsed in a worker thread), never loaded whole; a
+line longer than any mention (``MAX_LINE_BYTES``: a whole export as one JSON array) is
+skipped a piece at a time, never held whole. A bad line is counted (``rejected``, metric
+``mentions_rejected``), logged with its line number, and skipped; the replay goes on. A
+file that cannot be read (missing, a truncated or corrupt gzip) is a ``SourceFatalError``.
 
 Pacing: with ``speed`` S > 0 the event-time gaps between lines are replayed S times
 faster through the injected clock (``max_gap_seconds`` shortens long quiet spells); with
@@ -44,10 +45,17 @@ _LOGGED_BAD_LINES = 20
 _LOG_BAD_LINE_EVERY = 10_000
 
 
+MAX_LINE_BYTES = 4 << 20
+"""The longest line read as a mention: a valid one is at most about 300 KB of JSON
+(``core.events``). A longer line (one JSON document of a whole export, a binary file) is
+skipped as it is read, a piece at a time, never held whole."""
+_SKIP_PIECE = 1 << 20
+
+
 @dataclass(frozen=True)
 class BadLine:
     line: int
-    reason: str  # metric label: not_json | invalid
+    reason: str  # metric label: not_json | invalid | too_long
     message: str
 
 
@@ -74,15 +82,35 @@ class _Reader:
         out: list[tuple[int, Mention | BadLine]] = []
         with self._lock:
             for _ in range(max_lines):
-                line = self._stream.readline()
+                line = self._stream.readline(MAX_LINE_BYTES + 1)
                 if not line:
                     return out, True
                 self.line_no += 1
                 if self.line_no == 1:
                     line = line.removeprefix(UTF8_BOM)  # saved by a Windows tool
-                if line.strip():
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    out.append((self.line_no, self._skip_long(line)))
+                elif line.strip():
                     out.append((self.line_no, parse_line(self.line_no, line)))
         return out, False
+
+    def _skip_long(self, start: bytes) -> BadLine:
+        """The rest of a line longer than ``MAX_LINE_BYTES`` read and dropped."""
+        size = len(start)
+        while piece := self._stream.readline(_SKIP_PIECE):
+            size += len(piece)
+            if piece.endswith(b"\n"):
+                break
+        hint = (
+            " (one JSON array? the input is JSONL: one mention per line)"
+            if start.lstrip().startswith(b"[")
+            else ""
+        )
+        return BadLine(
+            self.line_no,
+            "too_long",
+            f"{size:,} bytes, longer than any mention ({MAX_LINE_BYTES:,} at most){hint}",
+        )
 
     def close(self) -> None:
         with self._lock:
