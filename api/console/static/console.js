@@ -14,6 +14,8 @@
   // otherwise leave the board looking current, and block every later refresh)
   const TIMEOUT_MS = 15000;
   const PAGE = 200; // incidents per status on the board
+  // timeline events shown at first (the newest): a days-long incident has thousands
+  const TIMELINE_SHOWN = 100;
   // filled in by the server from the incident (the version's variable list may name them)
   const PROVIDED = new Set(["brand", "incident"]);
   const API = new URL("../", document.baseURI); // the API root (the console is at /console/)
@@ -24,10 +26,14 @@
   let suggestions = [];
   let refreshTimer = null;
   let boardFailed = false;
-  let refreshing = false; // a refresh in flight: the timer's next one is skipped
+  // the session whose refresh is in flight (its timer's next one is skipped); -1: none. A
+  // refresh of a session that has ended does not hold up the next session's first one.
+  let refreshing = -1;
   let boardAt = null; // server time of the board on screen (its last successful refresh)
   let staleReason = null; // why the last refresh failed (null: the board is current)
   let shownIncident = null; // the JSON of the incident rendered: unchanged, not redrawn
+  let shownId = null; // the id of the incident on screen (its buttons act on selectedId)
+  let timelineAll = false; // "show the earlier events" was asked for the incident shown
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -35,6 +41,11 @@
       this.status = status;
     }
   }
+
+  // The key was forgotten (or replaced) while a request was under way: its answer belongs
+  // to a session that has ended, and nothing more is asked or shown for it.
+  class SignedOut extends Error {}
+  let session = 0; // bumped by every sign-out
 
   // -- DOM helpers (text only) -------------------------------------------------------
   function el(tag, className, ...children) {
@@ -45,6 +56,12 @@
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return node;
+  }
+
+  // A stranger's words (a handle, a title, a note) as a bidi isolate: right-to-left text
+  // or a U+202E override in it cannot reorder what follows it on the line.
+  function isolated(text) {
+    return el("bdi", null, text === null || text === undefined ? "" : text);
   }
 
   function clear(node) {
@@ -83,7 +100,10 @@
 
   async function api(path, options) {
     const opts = options || {};
-    const headers = { Accept: "application/json", Authorization: "Bearer " + key() };
+    const current = key();
+    const mine = session;
+    if (!current) throw new SignedOut("signed out");
+    const headers = { Accept: "application/json", Authorization: "Bearer " + current };
     const init = { method: opts.method || "GET", headers, cache: "no-store",
       credentials: "omit", referrerPolicy: "no-referrer" };
     if (opts.body !== undefined) {
@@ -111,6 +131,7 @@
       }
     } finally {
       clearTimeout(timer);
+      if (session !== mine) throw new SignedOut("signed out");
     }
     if (!response.ok) {
       let detail = data && data.detail;
@@ -125,6 +146,7 @@
   }
 
   function failed(error) {
+    if (error instanceof SignedOut) return; // "Forget key" already said what happened
     if (error instanceof ApiError && error.status === 401) {
       // revoked or wrong: nothing shown stays (it would no longer refresh), as "Forget key"
       signOut("The key was refused: " + error.message + ". Paste a valid key.", true);
@@ -259,7 +281,7 @@
         incident.status));
     if (incident.drill) badges.prepend(el("span", "badge drill", "DRILL"));
     button.append(
-      el("span", "title", "#" + incident.id + " " + incident.title),
+      el("span", "title", "#" + incident.id + " ", isolated(incident.title)),
       badges,
       el("span", "meta", incident.watch_id + " · opened " + fmtTime(incident.opened_at) + " · "),
       countdown(incident),
@@ -328,7 +350,9 @@
     try {
       return await api("oncall" + query);
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) throw error;
+      if (error instanceof SignedOut || (error instanceof ApiError && error.status === 401)) {
+        throw error;
+      }
       return "on call unavailable: " + (error instanceof Error ? error.message : String(error));
     }
   }
@@ -350,8 +374,9 @@
   }
 
   async function refresh() {
-    if (refreshing) return; // the last one has not finished (each request times out)
-    refreshing = true;
+    const mine = session;
+    if (refreshing === mine) return; // the last one has not finished (each request times out)
+    refreshing = mine;
     const before = said;
     let boardDone = false;
     try {
@@ -377,7 +402,7 @@
       }
       boardFailed = true;
     } finally {
-      refreshing = false;
+      if (refreshing === mine) refreshing = -1;
     }
   }
 
@@ -392,8 +417,9 @@
     const json = JSON.stringify(incident);
     if (json === shownIncident && !$("detail").hidden) return;
     shownIncident = json;
+    shownId = incident.id;
     $("detail").hidden = false;
-    $("detail-title").textContent = "#" + incident.id + " " + incident.title;
+    $("detail-title").replaceChildren("#" + incident.id + " ", isolated(incident.title));
     const facts = clear($("facts"));
     const status = el("span", "badge status-" +
       String(incident.status).replace(/[^a-z_-]/gi, ""), incident.status);
@@ -435,10 +461,12 @@
     for (const item of evidence) {
       const head = el("div", "detail",
         el("span", "badge label-" + String(item.label).replace(/[^a-z_-]/gi, ""), item.label),
-        (item.author || "unknown author") +
+        item.author ? isolated(item.author) : "unknown author",
         (item.followers !== null && item.followers !== undefined ?
           " · " + item.followers + " followers" : "") + " · " + fmtTime(item.created_at));
-      const li = el("li", "evidence-item", head, el("p", "mention", item.text));
+      const text = el("p", "mention", item.text);
+      text.dir = "auto"; // an Arabic or Hebrew post reads right to left, on its own
+      const li = el("li", "evidence-item", head, text);
       if (typeof item.url === "string" && /^https?:\/\//i.test(item.url)) {
         const link = el("a", null, item.url);
         link.href = item.url;
@@ -450,15 +478,7 @@
     }
     if (!evidence.length) evList.append(el("li", "muted", "no evidence recorded"));
 
-    const timeline = clear($("timeline"));
-    for (const event of incident.timeline || []) {
-      const details = Object.entries(event.detail || {})
-        .filter(([, v]) => v !== null && v !== undefined && v !== "")
-        .map(([k, v]) => k + ": " + detailText(v)).join(" · ");
-      timeline.append(el("li", "event",
-        el("strong", null, event.kind), " " + fmtTime(event.at) + " by " + event.actor,
-        details ? el("div", "detail", details) : null));
-    }
+    renderTimeline(incident.timeline || []);
 
     const deliveries = clear($("deliveries"));
     for (const d of incident.deliveries || []) {
@@ -467,6 +487,36 @@
         (d.last_error ? " · " + d.last_error : "")));
     }
     if (!(incident.deliveries || []).length) deliveries.append(el("li", "muted", "none"));
+  }
+
+  // The newest TIMELINE_SHOWN events, after a button that shows the earlier ones.
+  function renderTimeline(events) {
+    const timeline = clear($("timeline"));
+    const earlier = timelineAll ? 0 : Math.max(0, events.length - TIMELINE_SHOWN);
+    if (earlier) {
+      const more = el("button", "link", "Show the " + earlier + " earlier event(s)");
+      more.type = "button";
+      more.id = "timeline-earlier";
+      more.addEventListener("click", () => {
+        timelineAll = true;
+        renderTimeline(events);
+        const first = $("timeline").firstElementChild;
+        if (first) { first.tabIndex = -1; first.focus(); } // the keyboard stays in the list
+      });
+      timeline.append(el("li", "more", more));
+    }
+    // numbered as in the whole timeline (the button's item, unmarked, counts as #earlier)
+    timeline.start = earlier || 1;
+    for (const event of events.slice(earlier)) {
+      const details = el("div", "detail");
+      Object.entries(event.detail || {})
+        .filter(([, v]) => v !== null && v !== undefined && v !== "")
+        .forEach(([k, v], i) => details.append(i ? " · " : "", k + ": ",
+          isolated(detailText(v))));
+      timeline.append(el("li", "event",
+        el("strong", null, event.kind), " " + fmtTime(event.at) + " by ", isolated(event.actor),
+        details.childNodes.length ? details : null));
+    }
   }
 
   async function showIncident(id, fresh, focus) {
@@ -503,6 +553,12 @@
 
   async function select(id, focus) {
     selectedId = id;
+    // the buttons act on the incident picked: another one is not left on screen with them
+    // (while it loads, or if it fails to)
+    if (shownId !== id) {
+      $("detail").hidden = true;
+      timelineAll = false;
+    }
     document.querySelectorAll(".card").forEach((c) => {
       const on = c.dataset.incident === String(id);
       c.classList.toggle("selected", on);
@@ -658,8 +714,10 @@
   // -- key handling --------------------------------------------------------------------
   function signOut(message, isError) {
     sessionStorage.removeItem(KEY_STORE);
+    session += 1;
     selectedId = null;
     shownIncident = null;
+    shownId = null;
     boardAt = null;
     staleReason = null;
     showStale();
@@ -691,7 +749,18 @@
       const value = $("key-input").value.trim();
       $("key-input").value = "";
       if (!value) return;
+      // a header carries none of these: fetch would throw, and the page would blame the
+      // network, for a key pasted with a zero-width space or typed with full-width letters
+      const bad = value.match(/[\s\u0000-\u001f\u007f]|[^\u0000-\u00ff]/u);
+      if (bad) {
+        say("That is not an API key: " + JSON.stringify(bad[0]) + " (U+" +
+          bad[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0") +
+          ") cannot be part of one. Paste the key again.", true);
+        $("key-input").focus();
+        return;
+      }
       sessionStorage.setItem(KEY_STORE, value);
+      say(""); // "Key forgotten." or "The key was refused" was about the last key
       start();
     });
     $("forget-key").addEventListener("click", () => signOut("Key forgotten."));
