@@ -1246,7 +1246,9 @@ async def record_response(
     await tasks.complete_by_response(session, incident.id, kind, actor, now)
     if metrics is not None and first:
         waited = max((now - incident.alerted_at).total_seconds(), 0.0)
-        histogram = metrics.time_to_statement.labels(str(incident.tier))
+        histogram = metrics.time_to_statement.labels(
+            str(incident.tier), drill_label(incident.drill)
+        )
         on_commit(session, lambda: histogram.observe(waited))
     return incident
 

@@ -90,7 +90,7 @@ from alerts.targets import Targets
 from alerts.timeline import add_event
 from core.clock import Clock
 from core.db import on_commit, unit_of_work
-from core.metrics import Metrics
+from core.metrics import Metrics, drill_label
 
 log = logging.getLogger(__name__)
 
@@ -772,8 +772,12 @@ async def _record_sent(rec: _Recorder, claim: _Claim, row: _Row) -> None:
     rec.after_commit.append(lambda: metrics.deliveries.labels(claim.channel_type, "sent").inc())
     if first and row.trigger_received_at is not None:
         latency = (now - row.trigger_received_at).total_seconds()
+        # locked above (``_record``): read from the session, no query. A drill has its own
+        # series, never the real one the latency rule and panels read
+        incident = await session.get(Incident, row.incident_id)
+        drill = drill_label(incident is not None and incident.drill)
         rec.after_commit.append(
-            lambda: metrics.alert_latency.labels(tier).observe(max(latency, 0.0))
+            lambda: metrics.alert_latency.labels(tier, drill).observe(max(latency, 0.0))
         )
 
 

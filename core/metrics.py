@@ -251,8 +251,8 @@ class Metrics:
         )
         self.alert_latency = Histogram(
             "crisiswatch_alert_latency_seconds",
-            "Mention received -> first alert for it delivered",
-            ["tier"],
+            "Mention received -> first alert for it delivered, by tier and drill (true: a drill)",
+            ["tier", "drill"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -273,8 +273,9 @@ class Metrics:
         # alert routing, escalation and SLA clocks (issue 4)
         self.time_to_statement = Histogram(
             "crisiswatch_time_to_statement_seconds",
-            "Incident alerted -> response recorded (private reply, statement)",
-            ["tier"],
+            "Incident alerted -> response recorded (private reply, statement), by tier and "
+            "drill (true: a drill)",
+            ["tier", "drill"],
             buckets=_ACK_BUCKETS,
             registry=r,
         )

@@ -222,8 +222,10 @@ async def test_tier3_signal_opens_one_incident_alerting_pr_legal_and_executives(
     assert [ev.mention_id for ev in detail.evidence] == ["bsky:1", "bsky:2"]
     assert all(d.status == "sent" and d.attempts == 1 for d in detail.deliveries)
     # latency: mention received 5 s before; the first alert of the tier is what counts
-    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="3") == 1
-    assert env.sample("crisiswatch_alert_latency_seconds_sum", tier="3") == pytest.approx(5)
+    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="3", drill="false") == 1
+    assert env.sample(
+        "crisiswatch_alert_latency_seconds_sum", tier="3", drill="false"
+    ) == pytest.approx(5)
     assert env.sample("crisiswatch_deliveries_total", channel="webhook", outcome="sent") == 3
 
 
@@ -265,8 +267,8 @@ async def test_tier2_then_tier3_upgrades_and_alerts_the_new_teams(env: Env) -> N
     assert ("pr-hook", 2, "alert") in reasons and ("pr-hook", 3, "upgrade") in reasons
     upgrade_event = (await env.events("upgraded"))[0]
     assert upgrade_event.detail["from_tier"] == 2 and upgrade_event.signal_id == "s2"
-    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="2") == 1
-    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="3") == 1
+    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="2", drill="false") == 1
+    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="3", drill="false") == 1
 
 
 async def test_same_or_lower_tier_signal_only_adds_to_the_timeline(env: Env) -> None:
@@ -322,7 +324,7 @@ async def test_a_500_is_retried_with_backoff_then_delivered(env: Env) -> None:
     assert env.sample("crisiswatch_deliveries_total", channel="webhook", outcome="retry") == 1
     assert env.sample("crisiswatch_deliveries_total", channel="webhook", outcome="sent") == 3
     # the first of the tier's alerts went out at once: one latency sample, not two
-    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="3") == 1
+    assert env.sample("crisiswatch_alert_latency_seconds_count", tier="3", drill="false") == 1
 
 
 async def test_a_400_fails_at_once_without_retries(env: Env) -> None:
