@@ -79,6 +79,29 @@ async def served(
 
 
 @asynccontextmanager
+async def api_on(url: str, clock: ManualClock) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """The API with one key per role on the database at ``url`` (migrated at start)."""
+    keys = [ApiKeyConfig(name=role, key=key, role=role) for role, key in KEYS.items()]
+    keys.append(ApiKeyConfig(name="legal-2", key=SECOND_LEGAL_KEY, role="legal"))
+    settings = Settings(
+        database=DatabaseConfig(url=url), api=ApiConfig(keys=keys), alerts=AlertsConfig()
+    )
+    async with served(*api_app(settings, clock)) as both:
+        yield both
+
+
+@asynccontextmanager
+async def every_stage(
+    settings: Settings, clock: ManualClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """Every stage of ``settings`` in one process (the embedded mode, a fake classifier,
+    database migrated at start), started, behind an in-process client."""
+    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
+    async with served(runtime, create_app(runtime)) as both:
+        yield both
+
+
+@asynccontextmanager
 async def role_api(
     tmp_path: Path,
     clock: ManualClock,

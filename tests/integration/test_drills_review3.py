@@ -13,14 +13,20 @@ from pydantic import ValidationError
 
 from alerts.channels import WebhookChannelConfig
 from alerts.config import DEFAULT_TEAMS, AlertsConfig
-from api.app import create_app
 from api.runtime import Runtime
 from api.settings import ApiConfig, ApiKeyConfig, DrillScheduleConfig, Settings
 from core.clock import ManualClock
 from core.settings import DatabaseConfig
 from listener.config import ListenerConfig, WatchConfig
-from tests.fakes import FakeClassifier
+from tests.access_support import every_stage
 from tests.integration.test_drills import PR, VIEWER, settle
+
+TWO_KEYS = ApiConfig(
+    keys=[
+        ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr"),
+        ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer"),
+    ]
+)
 
 World = tuple[httpx.AsyncClient, Runtime]
 
@@ -31,12 +37,7 @@ async def overlapping(tmp_path: Path, clock: ManualClock) -> AsyncIterator[World
     its legal team's watch of the same name)."""
     settings = Settings(
         database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"),
-        api=ApiConfig(
-            keys=[
-                ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr"),
-                ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer"),
-            ]
-        ),
+        api=TWO_KEYS,
         listener=ListenerConfig(
             watches=[
                 WatchConfig(id="acme", brand="Acme", terms=["acme"]),
@@ -44,12 +45,8 @@ async def overlapping(tmp_path: Path, clock: ManualClock) -> AsyncIterator[World
             ]
         ),
     )
-    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
-    app = create_app(runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
-            yield client, runtime
+    async with every_stage(settings, clock) as both:
+        yield both
 
 
 async def test_a_drill_goes_to_its_own_watch_only(overlapping: World) -> None:
@@ -84,22 +81,13 @@ async def phones_only(tmp_path: Path, clock: ManualClock) -> AsyncIterator[World
     """A watch whose query matches the phone scenario's posts, not the rumour's."""
     settings = Settings(
         database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"),
-        api=ApiConfig(
-            keys=[
-                ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr"),
-                ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer"),
-            ]
-        ),
+        api=TWO_KEYS,
         listener=ListenerConfig(
             watches=[WatchConfig(id="acme", brand="Acme", query="Acme AND phone")]
         ),
     )
-    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
-    app = create_app(runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
-            yield client, runtime
+    async with every_stage(settings, clock) as both:
+        yield both
 
 
 async def test_a_drill_after_one_refused_is_not_taken_for_its_repeat(phones_only: World) -> None:
@@ -127,21 +115,12 @@ async def channels_down(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Wor
     down = WebhookChannelConfig(url=f"http://127.0.0.1:{port}/hook", secret="s" * 32)
     settings = Settings(
         database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"),
-        api=ApiConfig(
-            keys=[
-                ApiKeyConfig(name="pat", key=PR["Authorization"][7:], role="pr"),
-                ApiKeyConfig(name="vic", key=VIEWER["Authorization"][7:], role="viewer"),
-            ]
-        ),
+        api=TWO_KEYS,
         listener=ListenerConfig(watches=[WatchConfig(id="acme", brand="Acme", terms=["acme"])]),
         alerts=AlertsConfig(channels={f"{team}-console": down for team in DEFAULT_TEAMS}),
     )
-    runtime = Runtime(settings, clock=clock, classifier=FakeClassifier(), migrate=True)
-    app = create_app(runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cw") as client:
-            yield client, runtime
+    async with every_stage(settings, clock) as both:
+        yield both
 
 
 async def measures(client: httpx.AsyncClient, drill_id: int) -> dict[str, dict[str, Any]]:

@@ -8,29 +8,20 @@ numbers or doubles text must be refused within a bounded time, not hang every re
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from alerts.config import AlertsConfig
 from alerts.templates import render as renderer
 from alerts.templates.render import RenderError, TemplateProblem, check, render
-from api.runtime import Runtime
-from api.settings import ApiConfig, ApiKeyConfig, Settings
 from core.clock import ManualClock
-from core.settings import DatabaseConfig
 from tests.access_support import (
-    KEYS,
     SECOND_LEGAL_KEY,
-    api_app,
+    api_on,
     key_headers,
     make_template,
     open_incident,
     role_api,
-    served,
 )
 
 PR = key_headers("pr")
@@ -161,18 +152,6 @@ async def test_a_look_alike_name_is_a_422_when_saved(tmp_path: Path, clock: Manu
         r = await client.post("/templates", headers=PR, json=body)
         assert r.status_code == 422, r.text
         assert "'ｂrand' is a look-alike of 'brand'" in r.json()["detail"]
-
-
-@asynccontextmanager
-async def api_on(url: str, clock: ManualClock) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    """The API with one key per role on the database at ``url`` (migrated at start)."""
-    keys = [ApiKeyConfig(name=role, key=key, role=role) for role, key in KEYS.items()]
-    keys.append(ApiKeyConfig(name="legal-2", key=SECOND_LEGAL_KEY, role="legal"))
-    settings = Settings(
-        database=DatabaseConfig(url=url), api=ApiConfig(keys=keys), alerts=AlertsConfig()
-    )
-    async with served(*api_app(settings, clock)) as both:
-        yield both
 
 
 async def test_an_edit_from_a_stale_read_is_refused_not_lost(

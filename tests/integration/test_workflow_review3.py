@@ -4,28 +4,19 @@ one, template uses on merged incidents; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import event
 
-from alerts.config import AlertsConfig
-from api.runtime import Runtime
-from api.settings import ApiConfig, ApiKeyConfig, Settings
 from core.clock import ManualClock
-from core.settings import DatabaseConfig
 from tests.access_support import (
-    KEYS,
-    SECOND_LEGAL_KEY,
-    api_app,
+    api_on,
     key_headers,
     make_template,
     open_incident,
     role_api,
-    served,
 )
 
 RESPONDER = key_headers("responder")
@@ -37,18 +28,6 @@ ADMIN = key_headers("admin")
 async def ok(response: httpx.Response, code: int = 200) -> Any:
     assert response.status_code == code, response.text
     return response.json()
-
-
-@asynccontextmanager
-async def api_on(url: str, clock: ManualClock) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    """The API with one key per role on the database at ``url`` (migrated at start)."""
-    keys = [ApiKeyConfig(name=role, key=key, role=role) for role, key in KEYS.items()]
-    keys.append(ApiKeyConfig(name="legal-2", key=SECOND_LEGAL_KEY, role="legal"))
-    settings = Settings(
-        database=DatabaseConfig(url=url), api=ApiConfig(keys=keys), alerts=AlertsConfig()
-    )
-    async with served(*api_app(settings, clock)) as both:
-        yield both
 
 
 async def test_two_people_merging_a_pair_each_way_at_once_get_a_merge_and_a_409(
