@@ -237,17 +237,26 @@ def _chrome() -> Any:
 
 
 def hold_requests(driver: Any, matches: str) -> None:
-    """The page's requests whose ``url`` the JS expression ``matches`` wait 1.5 s (a slow
-    server, so a race shows every time); ``release_requests`` undoes it."""
+    """The page's requests whose ``url`` the JS expression ``matches`` wait until
+    ``release_requests`` (a slow server, so a race shows every time); ``held`` counts them."""
     driver.execute_script(
-        "window.realFetch = window.fetch; window.fetch = (url, init) => (" + matches + ")"
-        " ? new Promise((ok) => setTimeout(ok, 1500)).then(() => window.realFetch(url, init))"
+        "window.realFetch = window.realFetch || window.fetch; window.held = [];"
+        "window.fetch = (url, init) => (" + matches + ")"
+        " ? new Promise((ok) => window.held.push(ok)).then(() => window.realFetch(url, init))"
         " : window.realFetch(url, init);"
     )
 
 
+def held(driver: Any) -> int:
+    """Requests ``hold_requests`` holds now."""
+    return int(driver.execute_script("return (window.held || []).length"))
+
+
 def release_requests(driver: Any) -> None:
-    driver.execute_script("window.fetch = window.realFetch;")
+    """The held requests go on to the server; later ones are no longer held."""
+    driver.execute_script(
+        "window.fetch = window.realFetch; (window.held || []).splice(0).forEach((ok) => ok());"
+    )
 
 
 def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock) -> None:
@@ -260,7 +269,7 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
     ids = server.call(_seed(runtime, clock))
     driver = _chrome()
     try:
-        wait = WebDriverWait(driver, WAIT_S)
+        wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.1)
 
         def text(css: str) -> str:
             # the console re-renders a panel when a refresh lands: read the element anew
@@ -288,18 +297,19 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         assert driver.execute_script("return sessionStorage.length") == 0
 
         # a viewer sees the board but may not acknowledge: the API's 403 is shown, and
-        # stays when the incident's template suggestions arrive after it (held 1.5 s)
+        # stays when the incident's template suggestions arrive after it (held until then)
         enter_key(KEYS["viewer"])
         hold_requests(driver, "String(url).includes('template-suggestions')")
         card = (By.CSS_SELECTOR, f"button[data-incident='{ids['tier3']}']")
         wait.until(ec.element_to_be_clickable(card)).click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
+        wait.until(lambda d: held(d) >= 1)  # the suggestions were asked for
         driver.find_element(By.ID, "ack").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "'responder' role"))
+        release_requests(driver)
         wait.until(lambda d: d.find_element(By.ID, "template-select").text.count("\n") >= 1)
         assert "'responder' role" in text("#message")
         assert "error" in str(driver.find_element(By.ID, "message").get_attribute("class"))
-        release_requests(driver)
         assert text("#detail-status") == "open"
         driver.find_element(By.ID, "forget-key").click()
         assert driver.execute_script("return sessionStorage.length") == 0
@@ -391,19 +401,20 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         assert driver.execute_script("return window.__pwned === undefined")
 
         # an acknowledge still in flight when another incident is selected reports the
-        # incident it acknowledged (the POST held 1.5 s), not the one on screen
+        # incident it acknowledged (the POST held until then), not the one on screen
         card3 = f"button[data-incident='{ids['tier3']}']"
         driver.find_element(By.CSS_SELECTOR, card3).click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier3']}"))
         hold_requests(driver, "String(url).endsWith('/ack')")
         driver.find_element(By.ID, "ack").click()
+        wait.until(lambda d: held(d) == 1)  # the acknowledge is in flight
         driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier1']}']").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{ids['tier1']}"))
+        release_requests(driver)
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "acknowledged."))
         assert text("#message") == f"Incident #{ids['tier3']} acknowledged."
         assert text("#detail-status") == "open"  # the one on screen was not acknowledged
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, card3), "acknowledged"))
-        release_requests(driver)
 
         shot = os.environ.get("CRISISWATCH_CONSOLE_SCREENSHOT")
         if shot:
@@ -444,7 +455,7 @@ def test_console_for_a_key_scoped_to_several_watches(
     ids = server.call(_seed_watches(runtime, clock))
     driver = _chrome()
     try:
-        wait = WebDriverWait(driver, WAIT_S)
+        wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.1)
         driver.get(server.url + "/console/")
         box = wait.until(ec.visibility_of_element_located((By.ID, "key-input")))
         box.send_keys(SCOPED_KEY)
