@@ -66,8 +66,9 @@ ABSTAIN_PRIOR: dict[Label, float] = {"negative": 0.156, "neutral": 0.448, "posit
 
 Route = Literal["en", "zh"] | None
 _HAN_WEIGHT = 3  # a Han character carries about a word: "iPhone 太贵了" is Chinese
-_ENGLISH_CODES = frozenset({"en", "eng"})  # ISO 639-1, and 639-2/3 (franc, whatlang)
-_CHINESE_CODES = frozenset({"zh", "zho", "chi", "yue", "wuu", "cmn", "lzh"})
+# codes as ``core.events.language_of`` gives them: it reads the three-letter codes of
+# common languages (``eng``, ``zho``, ``chi``, ``cmn``: franc, whatlang) as ``en``/``zh``
+_CHINESE_CODES = frozenset({"zh", "yue", "wuu", "lzh"})
 _NGRAM_CHARS = 2000  # what ``sentiment.chinese.features`` reads of a text
 
 
@@ -83,11 +84,7 @@ def routing_language(lang: str | None) -> str:
     ``"en_GB"`` and ``"eng"`` are one key, and so are all the languages abstained on (the
     scorer's cache keys on this, so a long or odd ``lang`` string costs nothing)."""
     code = language_code(lang)
-    if code in _ENGLISH_CODES:
-        return "en"
-    if not code or code in _CHINESE_CODES:
-        return code
-    return "other"
+    return code if not code or code == "en" or code in _CHINESE_CODES else "other"
 
 
 def _script(char: str) -> str:
@@ -120,7 +117,7 @@ def route(text: str, lang: str | None) -> Route:
     the models read them), links, @handles and Latin hashtags left out unless they are all
     there is."""
     code = language_code(lang)
-    if code in _ENGLISH_CODES:
+    if code == "en":
         return "en"
     if code in _CHINESE_CODES:
         return "zh"
