@@ -1,4 +1,4 @@
-"""RSS 2.0 and Atom feeds, polled politely (ETag / If-Modified-Since).
+"""RSS (0.9x, 1.0, 2.0) and Atom feeds, polled politely (ETag / If-Modified-Since).
 
 Needs nothing for public feeds: Google Alerts ("Deliver to: RSS feed" gives an Atom URL),
 news sites' feeds, and RSSHub routes, which turn platforms without an open search API into
@@ -16,8 +16,11 @@ README's coverage table), and some need the user's own cookies in RSSHub's confi
 (route names change between RSSHub versions: check your instance's docs.)
 
 Parsing uses ``defusedxml`` (no entity expansion, no external entities: a feed is input
-from strangers); the body is read only up to ``max_bytes``. An item's identity is its
-``guid``/``id`` (else its link, its title, or a digest of its text and date); the cursor
+from strangers); the body is read only up to ``max_bytes``. RSS 0.91-2.0 (``<rss>``), RSS
+0.90 and 1.0 (``<rdf:RDF>``, still published by news agencies, government sites and many
+Japanese and Chinese portals) and Atom are read; anything else is refused as that feed's
+error. An item's identity is its ``guid``/``id``/``rdf:about`` (else its link, its title,
+or a digest of its text and date); the cursor
 remembers the validators and, per feed, the keys of every item the feed listed last (at
 least ``remember_items``, at most ``MAX_ITEMS``), so neither a later poll nor a restart
 delivers an item twice. Items are delivered oldest first; a date before ``EARLIEST`` is
@@ -65,6 +68,9 @@ log = logging.getLogger(__name__)
 ATOM = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
+RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+ACCEPTED = "RSS 0.9x/1.0/2.0, Atom"
+"""The kinds of feed read, as a refusal names them."""
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 
 MAX_ITEMS = 5000
@@ -112,7 +118,7 @@ class FeedState:
 
 
 class FeedClient:
-    """GET with validators; parse RSS 2.0 or Atom."""
+    """GET with validators; parse RSS or Atom."""
 
     def __init__(self, http: httpx.AsyncClient, clock: Clock, max_bytes: int) -> None:
         self.http = http
@@ -195,10 +201,14 @@ def _content_key(body: str, date: str) -> str:
 
 
 def _date(value: str) -> datetime | None:
+    """An item's date: RFC 822 (RSS 2.0's ``pubDate``) or ISO 8601 / W3CDTF (``dc:date``,
+    Atom), with or without a time or an offset (none: UTC), ``t``/``z`` in either case
+    (RFC 3339). ``None`` for anything else, and for a year or a month alone (W3CDTF allows
+    them): too vague to date an item, which is dated when first seen instead."""
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         try:
             parsed = parsedate_to_datetime(value)
@@ -231,8 +241,29 @@ def _unwrap_google(link: str | None) -> str | None:
     return link
 
 
+def _namespace(tag: str) -> str:
+    """The ``{namespace}`` part of an ElementTree tag, ``""`` when it has none."""
+    return tag[: tag.index("}") + 1] if tag.startswith("{") else ""
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _rss_items(root: Element) -> list[Element]:
+    """The items of an RSS document, in document order: every ``<item>`` in no namespace
+    (wherever it is, as always), and an ``item`` in any namespace that is a child of the
+    root or of a top-level ``channel`` (where RSS puts them: RSS 1.0 and 0.90 in their
+    namespace, an RSS 2.0 feed or its items declaring a default namespace). Deeper
+    namespaced ``item`` elements belong to extensions, not to the feed."""
+    containers = [root, *(child for child in root if _local(child.tag) == "channel")]
+    listed = {id(child) for parent in containers for child in parent if _local(child.tag) == "item"}
+    return [element for element in root.iter() if element.tag == "item" or id(element) in listed]
+
+
 def parse_feed(body: bytes) -> list[FeedItem]:
-    """Items of an RSS 2.0 or Atom document. Raises ``ValueError`` for anything else."""
+    """Items of an RSS (0.9x, 1.0, 2.0) or Atom document. Raises ``ValueError`` for
+    anything else."""
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as exc:
@@ -242,22 +273,50 @@ def parse_feed(body: bytes) -> list[FeedItem]:
     if root.tag == f"{ATOM}feed":
         base = root.get(XML_BASE) or ""
         return [_atom_item(entry, base) for entry in root.iter(f"{ATOM}entry")]
-    if root.tag == "rss":
-        return [_rss_item(item) for item in root.iter("item")]
-    raise ValueError(f"not an RSS or Atom feed (root element {root.tag!r})")
+    # <rss> in any namespace: some feeds declare UserLand's RSS 2.0 namespace, or Atom's
+    # by mistake (meant for atom:link), as the default
+    if _local(root.tag) == "rss":
+        return [_rss_item(item) for item in _rss_items(root)]
+    if root.tag == f"{RDF}RDF":  # RSS 1.0 and 0.90: channel and items are the root's children
+        if any(_local(child.tag) in ("channel", "item") for child in root):
+            return [_rss_item(item, rdf=True) for item in _rss_items(root)]
+        raise ValueError(
+            "not an RSS or Atom feed (an RDF document without an RSS channel or item; "
+            f"accepted: {ACCEPTED})"
+        )
+    raise ValueError(f"not an RSS or Atom feed (root element {root.tag!r}; accepted: {ACCEPTED})")
 
 
-def _rss_item(item: Element) -> FeedItem:
-    link = _text(item.find("link")) or None
-    body = _text(item.find(f"{CONTENT}encoded")) or _text(item.find("description"))
-    title = _text(item.find("title"))
-    date = _text(item.find("pubDate")) or _text(item.find(f"{DC}date"))
+def _web_url(value: str) -> str | None:
+    """``value`` when it is an absolute http(s) URL (one an operator can open)."""
+    return value if value.lower().startswith(("http://", "https://")) else None
+
+
+def _rss_item(item: Element, *, rdf: bool = False) -> FeedItem:
+    """An RSS item, its elements read in the item's own namespace (none in RSS 2.0;
+    RSS 1.0's or 0.90's in an RDF feed). Its identity is the ``guid`` (RSS 2.0) or
+    ``rdf:about`` (RSS 1.0); its link is ``<link>``, else that identity when it is a web
+    URL and a permalink: a ``guid`` not marked ``isPermaLink="false"``, or ``rdf:about``
+    (which RSS 1.0 says should be the link)."""
+    ns = _namespace(item.tag)
+    if rdf:
+        identity = (item.get(f"{RDF}about") or "").strip()
+        permalink = _web_url(identity)
+    else:
+        guid = item.find(f"{ns}guid")
+        identity = _text(guid)
+        marked = guid.get("isPermaLink", "true") if guid is not None else "false"
+        permalink = _web_url(identity) if marked.strip().lower() != "false" else None
+    link = _text(item.find(f"{ns}link")) or permalink
+    body = _text(item.find(f"{CONTENT}encoded")) or _text(item.find(f"{ns}description"))
+    title = _text(item.find(f"{ns}title"))
+    date = _text(item.find(f"{ns}pubDate")) or _text(item.find(f"{DC}date"))
     return FeedItem(
-        key=_text(item.find("guid")) or link or title or _content_key(body, date),
+        key=identity or link or title or _content_key(body, date),
         title=html_to_text(title),
         text=html_to_text(body),
         link=link,
-        author=_text(item.find(f"{DC}creator")) or _text(item.find("author")) or None,
+        author=_text(item.find(f"{DC}creator")) or _text(item.find(f"{ns}author")) or None,
         published=_date(date),
     )
 
@@ -324,7 +383,7 @@ class FeedsSource(LiveSource):
     kind = "rss"
     coverage = Coverage(
         needs="nothing",
-        covers="RSS/Atom feeds: Google Alerts, news sites",
+        covers="RSS (0.9x/1.0/2.0) and Atom feeds: Google Alerts, news sites",
         misses="posts the feed does not list",
         resumes="ETag/Last-Modified and the keys of recent items, per feed",
     )
