@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 from prometheus_client import Counter
 from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import load_only, selectinload
 
 from alerts import escalation, inhibition, silences, sla
 from alerts.config import AlertsConfig
@@ -1040,7 +1040,9 @@ async def list_incidents(
 
 
 async def get_incident(session: AsyncSession, incident_id: int) -> Incident:
-    """The incident with ``timeline``, ``evidence`` and ``deliveries`` loaded."""
+    """The incident with ``timeline``, ``evidence`` and ``deliveries`` loaded, whole: for
+    tests and tools on small incidents. The API reads ``incident_detail`` and the pages
+    (a days-long incident has tens of thousands of rows in each)."""
     incident = await session.scalar(
         select(Incident)
         .where(Incident.id == incident_id)
@@ -1053,6 +1055,137 @@ async def get_incident(session: AsyncSession, incident_id: int) -> Incident:
     if incident is None:
         raise IncidentNotFound(incident_id)
     return incident
+
+
+# The newest items of each list ``incident_detail`` returns by default, and at most.
+DETAIL_ITEMS = 100
+MAX_DETAIL_ITEMS = 1000
+# the order of a timeline (and of its pages): event time, then insertion
+TIMELINE_ORDER = (IncidentEvent.at, IncidentEvent.id)
+# the columns of a delivery the API shows (not its payload, the rendered alert)
+_DELIVERY_SHOWN = (
+    Delivery.id,
+    Delivery.incident_id,
+    Delivery.channel,
+    Delivery.channel_type,
+    Delivery.reason,
+    Delivery.status,
+    Delivery.attempts,
+    Delivery.created_at,
+    Delivery.sent_at,
+    Delivery.last_error,
+)
+
+
+class IncidentDetail(NamedTuple):
+    """An incident with the newest items of its timeline, evidence and deliveries (each
+    oldest first: the tail of its paged listing, the timeline's ``TIMELINE_ORDER``,
+    ``evidence_page``, ``deliveries_page``) and how many each has in all."""
+
+    incident: Incident
+    timeline: list[IncidentEvent]
+    evidence: list[IncidentEvidence]
+    deliveries: list[Delivery]
+    timeline_total: int
+    evidence_total: int
+    deliveries_total: int
+
+
+def _count(model: type[IncidentEvent | IncidentEvidence | Delivery], incident_id: int) -> Any:
+    return (
+        select(func.count())
+        .select_from(model)
+        .where(model.incident_id == incident_id)
+        .scalar_subquery()
+    )
+
+
+async def _newest(session: AsyncSession, query: Any, order: tuple[Any, ...], limit: int) -> Any:
+    """The last ``limit`` rows of ``query`` in ``order``, in that order (read newest first,
+    with a LIMIT: never the rows before them)."""
+    if limit < 1:
+        return []
+    rows = await session.scalars(query.order_by(*(c.desc() for c in order)).limit(limit))
+    return list(rows)[::-1]
+
+
+async def incident_detail(
+    session: AsyncSession, incident_id: int, *, limit: int = DETAIL_ITEMS
+) -> IncidentDetail:
+    """The incident (``IncidentNotFound`` when missing) with at most the newest ``limit``
+    (0 to ``MAX_DETAIL_ITEMS``) timeline events, evidence mentions and deliveries, and the
+    count of each: what it reads is bounded however long the incident has run."""
+    if not 0 <= limit <= MAX_DETAIL_ITEMS:
+        raise ValueError(f"limit must be 0 to {MAX_DETAIL_ITEMS}")
+    incident = await session.get(Incident, incident_id)
+    if incident is None:
+        raise IncidentNotFound(incident_id)
+    totals = (
+        await session.execute(
+            select(
+                _count(IncidentEvent, incident_id),
+                _count(IncidentEvidence, incident_id),
+                _count(Delivery, incident_id),
+            )
+        )
+    ).one()
+    timeline = await _newest(
+        session,
+        select(IncidentEvent).where(IncidentEvent.incident_id == incident_id),
+        TIMELINE_ORDER,
+        limit,
+    )
+    evidence = await _newest(
+        session,
+        select(IncidentEvidence).where(IncidentEvidence.incident_id == incident_id),
+        (IncidentEvidence.id,),
+        limit,
+    )
+    deliveries = await _newest(session, _deliveries(incident_id), (Delivery.id,), limit)
+    return IncidentDetail(
+        incident, timeline, evidence, deliveries, int(totals[0]), int(totals[1]), int(totals[2])
+    )
+
+
+def _deliveries(incident_id: int) -> Any:
+    return (
+        select(Delivery)
+        .where(Delivery.incident_id == incident_id)
+        .options(load_only(*_DELIVERY_SHOWN, raiseload=True))
+    )
+
+
+async def _page(
+    session: AsyncSession,
+    model: type[IncidentEvidence | Delivery],
+    query: Any,
+    incident_id: int,
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    if limit < 1 or offset < 0:
+        raise ValueError("limit must be >= 1 and offset >= 0")
+    count = await session.scalar(select(_count(model, incident_id)))
+    order = (model.id,)
+    rows = await session.scalars(query.order_by(*order).limit(limit).offset(offset))
+    return list(rows), int(count or 0)
+
+
+async def evidence_page(
+    session: AsyncSession, incident_id: int, *, limit: int = 100, offset: int = 0
+) -> tuple[list[IncidentEvidence], int]:
+    """A page of the incident's evidence mentions in the order they were kept (oldest
+    first), and how many it has. The caller checks that the incident exists."""
+    query = select(IncidentEvidence).where(IncidentEvidence.incident_id == incident_id)
+    return await _page(session, IncidentEvidence, query, incident_id, limit, offset)
+
+
+async def deliveries_page(
+    session: AsyncSession, incident_id: int, *, limit: int = 100, offset: int = 0
+) -> tuple[list[Delivery], int]:
+    """A page of the incident's deliveries (outbox rows) in the order they were queued
+    (oldest first), and how many it has. The caller checks that the incident exists."""
+    return await _page(session, Delivery, _deliveries(incident_id), incident_id, limit, offset)
 
 
 async def load_for_change(session: AsyncSession, incident_id: int) -> Incident:

@@ -75,10 +75,28 @@ class DeliveryOut(_Out):
     last_error: str | None
 
 
+class IncidentPages(BaseModel):
+    """Where each list is paged in full (``Page``: ``?limit=`` up to 500, ``?offset=``),
+    in the order the incident embeds it: its embedded items are the last
+    ``<list>_total - len(<list>)`` onwards."""
+
+    timeline: str = Field(description="GET: the whole timeline, in time order")
+    evidence: str = Field(description="GET: every evidence mention, oldest first")
+    deliveries: str = Field(description="GET: every delivery, oldest first")
+
+
 class IncidentDetail(IncidentOut):
-    timeline: list[TimelineEventOut]
-    evidence: list[EvidenceOut]
-    deliveries: list[DeliveryOut]
+    """The incident with the newest items of its timeline, evidence and deliveries (at
+    most ``?limit=`` of each, oldest first), the count of each and where to page the rest:
+    a days-long incident has tens of thousands of each."""
+
+    timeline: list[TimelineEventOut] = Field(description="the newest events, in time order")
+    evidence: list[EvidenceOut] = Field(description="the newest mentions kept, oldest first")
+    deliveries: list[DeliveryOut] = Field(description="the newest deliveries, oldest first")
+    timeline_total: int = Field(description="events in the whole timeline")
+    evidence_total: int = Field(description="evidence mentions in all")
+    deliveries_total: int = Field(description="deliveries in all")
+    pages: IncidentPages
 
 
 class Page(BaseModel, Generic[T]):

@@ -1,18 +1,29 @@
 """The post-incident report: what happened, when, who did what, deadlines met or missed.
 
-``build`` gathers it as a JSON-ready dict from the incident, its timeline, tier history,
-roles, tasks and evidence; ``markdown`` renders that dict. Mention text and every other
-string people or strangers wrote is escaped for Markdown (no links, markup or headings
-can be injected into the report).
+The report is complete (it is the record legal reviews): it lists every timeline event
+and every action of every person, however long the incident ran. So that a days-long
+incident (tens of thousands of events) costs neither memory nor a long wait, ``head``
+reads what is bounded (the incident, its status events, tier history, roles, tasks,
+evidence counts and top mentions), and the two lists are read ``CHUNK`` events at a time
+while ``stream_json`` / ``stream_markdown`` write them out. ``build`` gathers the same
+report as one JSON-ready dict, and ``markdown`` renders that dict: the same text as
+``stream_markdown``, from the same line functions. The Markdown ends with a line that
+counts the timeline's events (the JSON with ``timeline_events``): a report cut short has
+no such line. Mention text and every other string people or strangers wrote is escaped
+for Markdown (no links, markup or headings can be injected into the report).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents
@@ -163,8 +174,31 @@ def episodes(incident: Incident, events: list[IncidentEvent]) -> list[dict[str, 
     return out
 
 
-async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[str, Any]:
-    """The report; deadlines of an incident not yet resolved are judged at ``now``.
+# the kinds of event the report's "when", episodes and SLA line read (``episodes``,
+# ``_sla_not_needed``): a few per incident, however long its timeline
+STATUS_KINDS = ("upgraded", "acknowledged", "resolved", "merged_into")
+CHUNK = 500  # timeline rows read per query while the report's lists are written out
+# a session to read one chunk with (``async_sessionmaker``: a new one each time, so no
+# connection is held while the client reads a long report)
+Opener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the report holds apart from its two lists that grow with the incident (who
+    did what, the timeline): bounded, read at once. ``top``: the report's first keys
+    (incident, when, episodes, tier history, roles, deadlines and their summary);
+    ``actors``: the people who acted, in report order; ``evidence``: its section."""
+
+    incident_id: int
+    top: dict[str, Any]
+    actors: list[str]
+    evidence: dict[str, Any]
+
+
+async def head(session: AsyncSession, incident_id: int, now: datetime) -> Head:
+    """The report's bounded part (``IncidentNotFound`` when missing); deadlines of an
+    incident not yet resolved are judged at ``now``.
 
     ``when`` is the incident as it stands: ``acknowledged_at`` and ``resolved_at`` are
     those of its current episode (a reopen clears them), and so is ``time_to_ack_s``,
@@ -172,13 +206,14 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
     never reopened, then from ``opened_at``); before, it counted from the first open even
     after a reopen. ``time_to_resolve_s`` is the incident's whole life, from its first
     open to its last resolve. ``episodes`` lists every episode (the open, each reopen)
-    with its own ack, time to ack and resolve; ``reopens`` counts the reopens."""
+    with its own ack, time to ack and resolve; ``reopens`` counts the reopens. Reads the
+    status events only, not the whole timeline."""
     incident = await service.incident_row(session, incident_id)  # (not its deliveries)
     now_ref = incident.resolved_at or incident.closed_at or now
     events: list[IncidentEvent] = list(
         await session.scalars(
             select(IncidentEvent)
-            .where(IncidentEvent.incident_id == incident_id)
+            .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind.in_(STATUS_KINDS))
             .order_by(IncidentEvent.at, IncidentEvent.id)
         )
     )
@@ -229,20 +264,17 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
         )
     elif (ended := _sla_not_needed(incident, events)) is not None:
         deadlines.append(ended)
-    people: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        if event.actor not in MACHINES:
-            people.setdefault(event.actor, []).append(
-                {
-                    "at": _iso(event.at),
-                    "kind": event.kind,
-                    "what": summarize(event.kind, event.detail),
-                }
-            )
+    actors = await session.scalars(
+        select(IncidentEvent.actor)
+        .where(
+            IncidentEvent.incident_id == incident_id, IncidentEvent.actor.not_in(sorted(MACHINES))
+        )
+        .distinct()
+    )
     counts = {
         o: sum(1 for d in deadlines if d["outcome"] == o) for o in ("met", "missed", "overdue")
     }
-    return {
+    top = {
         "incident": {
             "id": incident.id,
             "title": incident.title,
@@ -285,39 +317,153 @@ async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[
         ],
         "deadlines": deadlines,
         "deadlines_summary": counts,
-        "who_did_what": [
-            {"actor": actor, "actions": acts} for actor, acts in sorted(people.items())
+    }
+    evidence = {
+        "total_mentions": found.total_mentions,
+        "sentiment_mix": found.sentiment_mix,
+        "peak_heat": found.peak(),
+        "heat_curve": [
+            {"at": _iso(p.at), "tier": p.tier, "story_id": p.story_id, **p.heat}
+            for p in found.heat_curve
         ],
-        "evidence": {
-            "total_mentions": found.total_mentions,
-            "sentiment_mix": found.sentiment_mix,
-            "peak_heat": found.peak(),
-            "heat_curve": [
-                {"at": _iso(p.at), "tier": p.tier, "story_id": p.story_id, **p.heat}
-                for p in found.heat_curve
-            ],
-            "top_mentions": [
-                {
-                    "author": m.author,
-                    "followers": m.followers,
-                    "label": m.label,
-                    "url": m.url,
-                    "text": m.text,
-                    "created_at": _iso(m.created_at),
-                }
-                for m in found.mentions
-            ],
-        },
-        "timeline": [
+        "top_mentions": [
             {
-                "at": _iso(e.at),
-                "kind": e.kind,
-                "actor": e.actor,
-                "what": summarize(e.kind, e.detail),
+                "author": m.author,
+                "followers": m.followers,
+                "label": m.label,
+                "url": m.url,
+                "text": m.text,
+                "created_at": _iso(m.created_at),
             }
-            for e in events
+            for m in found.mentions
         ],
     }
+    return Head(incident_id, top, sorted(actors), evidence)
+
+
+async def _chunks(
+    open_session: Opener, incident_id: int, *where: ColumnElement[bool]
+) -> AsyncIterator[list[Row[Any]]]:
+    """The incident's timeline events (those matching ``where``) in time order, ``CHUNK``
+    at a time: each chunk one query, after the last event of the one before (keyset: an
+    event added while this runs is read when it sorts after those already read)."""
+    e = IncidentEvent
+    after: tuple[datetime, int] | None = None
+    while True:
+        query = select(e.id, e.at, e.kind, e.actor, e.detail).where(e.incident_id == incident_id)
+        if after is not None:
+            query = query.where(or_(e.at > after[0], and_(e.at == after[0], e.id > after[1])))
+        async with open_session() as session:
+            rows = list(
+                (await session.execute(query.where(*where).order_by(e.at, e.id).limit(CHUNK))).all()
+            )
+        if rows:
+            yield rows
+        if len(rows) < CHUNK:
+            return
+        after = (rows[-1].at, rows[-1].id)
+
+
+async def actions(
+    open_session: Opener, incident_id: int, actor: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """What ``actor`` did, in time order, in chunks (the report's ``who_did_what``)."""
+    async for rows in _chunks(open_session, incident_id, IncidentEvent.actor == actor):
+        yield [
+            {"at": _iso(r.at), "kind": r.kind, "what": summarize(r.kind, r.detail)} for r in rows
+        ]
+
+
+async def timeline(open_session: Opener, incident_id: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every event of the timeline, in time order, in chunks (the report's ``timeline``)."""
+    async for rows in _chunks(open_session, incident_id):
+        yield [
+            {
+                "at": _iso(r.at),
+                "kind": r.kind,
+                "actor": r.actor,
+                "what": summarize(r.kind, r.detail),
+            }
+            for r in rows
+        ]
+
+
+def same_session(session: AsyncSession) -> Opener:
+    """An ``Opener`` that reads every chunk in ``session`` (left open)."""
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[AsyncSession]:
+        yield session
+
+    return opened
+
+
+async def build(session: AsyncSession, incident_id: int, now: datetime) -> dict[str, Any]:
+    """The whole report as one JSON-ready dict (``head``, then every action of every
+    person and every timeline event), the same as ``stream_json`` writes. It holds every
+    event in memory: the API streams the report instead."""
+    found = await head(session, incident_id, now)
+    opener = same_session(session)
+    people = [
+        {
+            "actor": actor,
+            "actions": [a async for rows in actions(opener, incident_id, actor) for a in rows],
+        }
+        for actor in found.actors
+    ]
+    events = [e async for rows in timeline(opener, incident_id) for e in rows]
+    return {
+        **found.top,
+        "who_did_what": people,
+        "evidence": found.evidence,
+        "timeline": events,
+        "timeline_events": len(events),
+    }
+
+
+def _json(value: object) -> str:
+    # as the API writes any JSON answer (starlette's JSONResponse)
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+async def stream_json(found: Head, open_session: Opener) -> AsyncIterator[str]:
+    """The report as JSON text, in pieces: ``build``'s dict, written as it is read (the
+    lists a chunk at a time, so memory does not grow with the incident)."""
+    yield "{" + ",".join(f"{_json(k)}:{_json(v)}" for k, v in found.top.items())
+    yield ',"who_did_what":['
+    for n, actor in enumerate(found.actors):
+        yield ("," if n else "") + '{"actor":' + _json(actor) + ',"actions":['
+        sep = ""
+        async for acts in actions(open_session, found.incident_id, actor):
+            yield sep + ",".join(_json(a) for a in acts)
+            sep = ","
+        yield "]}"
+    yield '],"evidence":' + _json(found.evidence) + ',"timeline":['
+    count = 0
+    async for events in timeline(open_session, found.incident_id):
+        yield ("," if count else "") + ",".join(_json(e) for e in events)
+        count += len(events)
+    yield '],"timeline_events":' + str(count) + "}"
+
+
+async def stream_markdown(found: Head, open_session: Opener) -> AsyncIterator[str]:
+    """The report as Markdown, in pieces: the text ``markdown`` makes of ``build``'s dict."""
+    yield _lines(_md_top(found.top))
+    for actor in found.actors:
+        yield _md_person(actor)
+        sep = ""
+        async for acts in actions(open_session, found.incident_id, actor):
+            yield sep + _ACTIONS_SEP.join(_md_action(a) for a in acts)
+            sep = _ACTIONS_SEP
+        yield "\n"
+    if not found.actors:
+        yield _lines([NOBODY])
+    yield _lines(_md_evidence(found.evidence))
+    count = 0
+    async for events in timeline(open_session, found.incident_id):
+        yield _lines([_md_event(e) for e in events])
+        count += len(events)
+    yield _lines(_md_end(count))
 
 
 def md(value: object, limit: int = 500) -> str:
@@ -334,7 +480,47 @@ def _took(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:g} s"
 
 
+def _lines(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
+
+
+NOBODY = "- nobody acted"
+_ACTIONS_SEP = "; "
+
+
+def _md_person(actor: str) -> str:
+    return f"- **{md(actor)}**: "
+
+
+def _md_action(action: dict[str, Any]) -> str:
+    return f"{md(action['at'])} {md(action['what'], 200)}"
+
+
+def _md_event(event: dict[str, Any]) -> str:
+    return f"| {md(event['at'])} | {md(event['what'], 300)} | {md(event['actor'])} |"
+
+
+def _md_end(count: int) -> list[str]:
+    # the last line: a report cut short (a stream broken off) lacks it
+    return ["", f"End of the report: {count} timeline event(s), the whole timeline."]
+
+
 def markdown(report: dict[str, Any]) -> str:
+    """``build``'s dict as Markdown (the text ``stream_markdown`` writes)."""
+    out = _md_top(report)
+    for person in report["who_did_what"]:
+        actions_md = _ACTIONS_SEP.join(_md_action(a) for a in person["actions"])
+        out.append(_md_person(person["actor"]) + actions_md)
+    if not report["who_did_what"]:
+        out.append(NOBODY)
+    out += _md_evidence(report["evidence"])
+    out += [_md_event(e) for e in report["timeline"]]
+    out += _md_end(report.get("timeline_events", len(report["timeline"])))
+    return _lines(out)
+
+
+def _md_top(report: dict[str, Any]) -> list[str]:
+    """The Markdown up to the "Who did what" heading (and its blank line)."""
     inc, when = report["incident"], report["when"]
     out = [
         f"# Post-incident report: incident {inc['id']}" + (" (DRILL)" if inc["drill"] else ""),
@@ -398,14 +584,13 @@ def markdown(report: dict[str, Any]) -> str:
         for d in report["deadlines"]
     ]
     out += ["", "## Who did what", ""]
-    for person in report["who_did_what"]:
-        acts = "; ".join(f"{md(a['at'])} {md(a['what'], 200)}" for a in person["actions"])
-        out.append(f"- **{md(person['actor'])}**: {acts}")
-    if not report["who_did_what"]:
-        out.append("- nobody acted")
-    ev = report["evidence"]
+    return out
+
+
+def _md_evidence(ev: dict[str, Any]) -> list[str]:
+    """The Evidence section, and the Timeline's heading and table head."""
     mix = ", ".join(f"{k} {v}" for k, v in ev["sentiment_mix"].items())
-    out += ["", "## Evidence", "", f"{ev['total_mentions']} mentions kept ({mix})."]
+    out = ["", "## Evidence", "", f"{ev['total_mentions']} mentions kept ({mix})."]
     if ev["peak_heat"]:
         peak = ev["peak_heat"]
         out.append(
@@ -426,7 +611,4 @@ def markdown(report: dict[str, Any]) -> str:
         for m in ev["top_mentions"]
     ] or ["- none"]
     out += ["", "## Timeline", "", "| at | what | who |", "|---|---|---|"]
-    out += [
-        f"| {md(e['at'])} | {md(e['what'], 300)} | {md(e['actor'])} |" for e in report["timeline"]
-    ]
-    return "\n".join(out) + "\n"
+    return out

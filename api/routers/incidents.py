@@ -1,4 +1,6 @@
-"""Incidents: list, read (timeline, evidence, deliveries), acknowledge, resolve.
+"""Incidents: list, read (with the newest of its timeline, evidence and deliveries; the
+evidence and deliveries paged in full: the timeline's pages are the workflow router's),
+acknowledge, resolve.
 
 Domain errors (unknown incident: 404, impossible transition: 409) are mapped once, in
 ``api.app``.
@@ -12,11 +14,21 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
+from alerts.workflow.service import incident_row
 from api import audit
 from api.auth import Principal, ensure_visible, require, scoped_watches
 from api.deps import db_session
 from api.runtime import Runtime
-from api.schemas import ActionIn, IncidentDetail, IncidentOut, Page
+from api.schemas import (
+    ActionIn,
+    DeliveryOut,
+    EvidenceOut,
+    IncidentDetail,
+    IncidentOut,
+    IncidentPages,
+    Page,
+    TimelineEventOut,
+)
 
 router = APIRouter(route_class=audit.AuditedRoute, prefix="/incidents", tags=["incidents"])
 
@@ -57,13 +69,85 @@ async def list_incidents(
 
 @router.get("/{incident_id}", response_model=IncidentDetail)
 async def get_incident(
+    request: Request,
     incident_id: IncidentId,
     session: Session,
     who: Annotated[Principal, Depends(require("viewer"))],
+    limit: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=service.MAX_DETAIL_ITEMS,
+            description="the newest items of the timeline, the evidence and the deliveries "
+            "to include (each); the rest are paged at `pages`",
+        ),
+    ] = service.DETAIL_ITEMS,
 ) -> IncidentDetail:
-    incident = await service.get_incident(session, incident_id)
+    """The incident with the newest ``limit`` items of its timeline, evidence and
+    deliveries (each in time order), how many each has (``timeline_total``, ...) and where
+    to page them all (``pages``): reading it costs the same after days of a crisis."""
+    await _viewable(session, who, incident_id)  # (before its lists are read)
+    found = await service.incident_detail(session, incident_id, limit=limit)
+    base = IncidentOut.model_validate(found.incident).model_dump()
+    return IncidentDetail(
+        **base,
+        timeline=[TimelineEventOut.model_validate(e) for e in found.timeline],
+        evidence=[EvidenceOut.model_validate(e) for e in found.evidence],
+        deliveries=[DeliveryOut.model_validate(d) for d in found.deliveries],
+        timeline_total=found.timeline_total,
+        evidence_total=found.evidence_total,
+        deliveries_total=found.deliveries_total,
+        pages=IncidentPages(
+            timeline=request.url_for("get_timeline", incident_id=incident_id).path,
+            evidence=request.url_for("list_evidence", incident_id=incident_id).path,
+            deliveries=request.url_for("list_deliveries", incident_id=incident_id).path,
+        ),
+    )
+
+
+async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> None:
+    incident = await incident_row(session, incident_id)  # IncidentNotFound: 404
     ensure_visible(who, incident.watch_id, f"incident {incident_id}")
-    return IncidentDetail.model_validate(incident)
+
+
+@router.get("/{incident_id}/evidence/items", response_model=Page[EvidenceOut])
+async def list_evidence(
+    incident_id: IncidentId,
+    session: Session,
+    who: Annotated[Principal, Depends(require("viewer"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Page[EvidenceOut]:
+    """Every evidence mention the incident kept, oldest first (``GET /incidents/{id}``
+    embeds the newest; ``/evidence`` summarizes them)."""
+    await _viewable(session, who, incident_id)
+    items, total = await service.evidence_page(session, incident_id, limit=limit, offset=offset)
+    return Page[EvidenceOut](
+        items=[EvidenceOut.model_validate(e) for e in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{incident_id}/deliveries", response_model=Page[DeliveryOut])
+async def list_deliveries(
+    incident_id: IncidentId,
+    session: Session,
+    who: Annotated[Principal, Depends(require("viewer"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Page[DeliveryOut]:
+    """Every delivery of the incident's alerts (one per channel, tier and reason, with its
+    attempts), in the order they were queued (``GET /incidents/{id}`` embeds the newest)."""
+    await _viewable(session, who, incident_id)
+    items, total = await service.deliveries_page(session, incident_id, limit=limit, offset=offset)
+    return Page[DeliveryOut](
+        items=[DeliveryOut.model_validate(d) for d in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.post("/{incident_id}/ack", response_model=IncidentOut)

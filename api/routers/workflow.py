@@ -11,10 +11,12 @@ that works incidents.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.config import IncidentRoleName
@@ -51,6 +53,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: _error("the incident's status does not allow this"),
     429: _error("too many failed authentications from this address (see Retry-After)"),
 }
+log = logging.getLogger(__name__)
 router = APIRouter(
     route_class=audit.AuditedRoute,
     prefix="/incidents/{incident_id}",
@@ -350,10 +353,31 @@ async def get_report(
     session: Session,
     who: Viewer,
     format_: Annotated[Literal["md", "json"], Query(alias="format")] = "json",
-) -> dict[str, Any] | PlainTextResponse:
-    """The post-incident report: what happened, when, who did what, deadlines met or missed."""
+) -> StreamingResponse:
+    """The post-incident report: what happened, when, who did what, deadlines met or missed,
+    and every timeline event. Streamed: its bounded part is read first (a missing incident,
+    a database error: an ordinary error answer), then its lists, a chunk of events at a
+    time, each in a short session of its own (memory and connections do not grow with the
+    incident). The Markdown's last line counts the timeline's events (the JSON's
+    ``timeline_events``): a report cut short lacks it."""
     await _viewable(session, who, incident_id)
-    data = await report.build(session, incident_id, _runtime(request).clock.now())
+    runtime = _runtime(request)
+    found = await report.head(session, incident_id, runtime.clock.now())
+    assert runtime.sessions is not None  # (db_session answered 503 otherwise)
     if format_ == "md":
-        return PlainTextResponse(report.markdown(data), media_type="text/markdown")
-    return data
+        pieces = report.stream_markdown(found, runtime.sessions)
+        media_type = "text/markdown"
+    else:
+        pieces = report.stream_json(found, runtime.sessions)
+        media_type = "application/json"
+    return StreamingResponse(_logged(pieces, incident_id), media_type=media_type)
+
+
+async def _logged(pieces: AsyncIterator[str], incident_id: int) -> AsyncIterator[str]:
+    """``pieces``; an error once the answer has begun can only cut it short: logged."""
+    try:
+        async for piece in pieces:
+            yield piece
+    except Exception:
+        log.exception("the report of incident %s was cut short by an error", incident_id)
+        raise

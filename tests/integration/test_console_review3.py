@@ -35,6 +35,7 @@ from tests.integration.test_console_review import (
     _wait,
     driver,
 )
+from tests.integration.test_incident_detail_bounds import long_incident
 
 live = browser.live  # the fixture: the app behind uvicorn on a free port
 __all__ = ["driver", "live"]
@@ -272,6 +273,60 @@ def test_a_long_timeline_shows_its_newest_events_first_and_the_rest_on_demand(
     assert more.text == f"Show the {total - 100} earlier event(s)"
     more.send_keys(Keys.ENTER)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline li.event")) == total)
+
+
+@pytest.mark.browser
+def test_a_long_incident_shows_its_earlier_events_from_the_timeline_pages(
+    live: tuple[LiveServer, Runtime], clock: ManualClock, driver: Any
+) -> None:
+    # the incident API sends the newest 100 events (and how many there are): the earlier
+    # ones come from the paged timeline, 500 a click, and stay whole when new ones come;
+    # the evidence and the deliveries say how many earlier ones are not shown
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    server, runtime = live
+    incident = server.call(long_incident(runtime, clock, events=650))
+    detail = httpx.get(f"{server.url}/incidents/{incident}", headers=key_headers("viewer")).json()
+    total = detail["timeline_total"]
+    _sign_in(driver, server)
+    wait = _wait(driver)
+    card = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"[data-incident='{incident}']"))
+    card.click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{incident}"))
+
+    def shown() -> list[Any]:
+        return list(driver.find_elements(By.CSS_SELECTOR, "#timeline li.event"))
+
+    assert len(shown()) == 100
+    assert shown()[-1].text.startswith("alert_delivered")
+    more = driver.find_element(By.ID, "timeline-earlier")
+    assert more.text == f"Show 500 of the {total - 100} earlier events"
+    more.click()
+    wait.until(lambda d: len(shown()) == 600)
+    more = driver.find_element(By.ID, "timeline-earlier")
+    assert more.text == f"Show the {total - 600} earlier event(s)"
+    more.click()
+    wait.until(lambda d: len(shown()) == total)
+    assert not driver.find_elements(By.ID, "timeline-earlier")
+    assert shown()[0].text.startswith("opened")
+    # new events: the list stays whole, the newest last
+    for text in ("first new note", "second new note"):
+        r = httpx.post(
+            f"{server.url}/incidents/{incident}/notes",
+            headers=key_headers("responder"),
+            json={"text": text},
+        )
+        assert r.status_code == 201, r.text
+    _refresh(driver)
+    wait.until(lambda d: len(shown()) == total + 2)
+    assert shown()[-1].text.endswith("text: second new note")
+    assert not driver.find_elements(By.ID, "timeline-earlier")
+
+    mentions, sent = detail["evidence_total"], detail["deliveries_total"]
+    assert f"the newest 100 of {mentions}" in _text(driver, "mix")
+    assert f"{mentions - 100} earlier mention(s) not shown" in _text(driver, "evidence")
+    assert f"{sent - 100} earlier deliveries not shown" in _text(driver, "deliveries")
 
 
 @pytest.mark.browser

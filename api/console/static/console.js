@@ -14,8 +14,11 @@
   // otherwise leave the board looking current, and block every later refresh)
   const TIMEOUT_MS = 15000;
   const PAGE = 200; // incidents per status on the board
-  // timeline events shown at first (the newest): a days-long incident has thousands
+  // timeline events shown at first (the newest): a days-long incident has thousands, and
+  // the incident API sends its newest 100 (with timeline_total: how many in all)
   const TIMELINE_SHOWN = 100;
+  // earlier events asked for per click (the largest page of GET /incidents/{id}/timeline)
+  const EARLIER_PAGE = 500;
   // filled in by the server from the incident (the version's variable list may name them)
   const PROVIDED = new Set(["brand", "incident"]);
   const API = new URL("../", document.baseURI); // the API root (the console is at /console/)
@@ -34,6 +37,10 @@
   let shownIncident = null; // the JSON of the incident rendered: unchanged, not redrawn
   let shownId = null; // the id of the incident on screen (its buttons act on selectedId)
   let timelineAll = false; // "show the earlier events" was asked for the incident shown
+  // earlier timeline events loaded for the incident shown (from the paged timeline):
+  // {id, start: the offset of the first in the whole timeline, events}
+  let older = null;
+  let shownDetail = null; // the incident rendered (its timeline is redrawn with older events)
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -418,6 +425,7 @@
     if (json === shownIncident && !$("detail").hidden) return;
     shownIncident = json;
     shownId = incident.id;
+    shownDetail = incident;
     $("detail").hidden = false;
     $("detail-title").replaceChildren("#" + incident.id + " ", isolated(incident.title));
     const facts = clear($("facts"));
@@ -453,11 +461,16 @@
     $("ack").disabled = incident.status !== "open";
 
     const evidence = incident.evidence || [];
+    // the API sends the newest mentions (evidence_total: how many in all)
+    const notSent = Math.max(0, totalOf(incident.evidence_total, evidence) - evidence.length);
     const mix = {};
     for (const item of evidence) mix[item.label] = (mix[item.label] || 0) + 1;
-    $("mix").textContent = evidence.length ? "(" + Object.entries(mix)
+    $("mix").textContent = evidence.length ? "(" + (notSent ? "the newest " + evidence.length +
+      " of " + (evidence.length + notSent) + ": " : "") + Object.entries(mix)
       .map(([label, n]) => n + " " + label).join(", ") + ")" : "";
     const evList = clear($("evidence"));
+    if (notSent) evList.append(el("li", "more muted", notSent + " earlier mention(s) not shown"));
+    evList.start = notSent || 1; // numbered as in all the incident's mentions
     for (const item of evidence) {
       const head = el("div", "detail",
         el("span", "badge label-" + String(item.label).replace(/[^a-z_-]/gi, ""), item.label),
@@ -478,36 +491,74 @@
     }
     if (!evidence.length) evList.append(el("li", "muted", "no evidence recorded"));
 
-    renderTimeline(incident.timeline || []);
+    renderTimeline(incident.timeline || [], incident.timeline_total);
 
+    const sent = incident.deliveries || [];
+    const earlierSent = Math.max(0, totalOf(incident.deliveries_total, sent) - sent.length);
     const deliveries = clear($("deliveries"));
-    for (const d of incident.deliveries || []) {
+    if (earlierSent) {
+      deliveries.append(el("li", "more muted", earlierSent + " earlier deliveries not shown"));
+    }
+    // numbered as in all the incident's deliveries
+    deliveries.start = earlierSent || 1;
+    for (const d of sent) {
       deliveries.append(el("li", null, d.channel + " (" + d.channel_type + ") · " + d.reason +
         " · " + d.status + " · " + d.attempts + " attempt(s)" +
         (d.last_error ? " · " + d.last_error : "")));
     }
-    if (!(incident.deliveries || []).length) deliveries.append(el("li", "muted", "none"));
+    if (!sent.length) deliveries.append(el("li", "muted", "none"));
   }
 
-  // The newest TIMELINE_SHOWN events, after a button that shows the earlier ones.
-  function renderTimeline(events) {
+  // How many a list of the incident has in all (a server before the counts sent it whole).
+  function totalOf(total, items) {
+    return Number.isInteger(total) && total >= items.length ? total : items.length;
+  }
+
+  // The newest TIMELINE_SHOWN events, after a button that shows the earlier ones: those the
+  // incident API sent beyond them, then EARLIER_PAGE at a time from the paged timeline.
+  // ``events``: the newest of the timeline, ``total``: how many it has in all.
+  function renderTimeline(events, total) {
     const timeline = clear($("timeline"));
-    const earlier = timelineAll ? 0 : Math.max(0, events.length - TIMELINE_SHOWN);
+    const sentFrom = totalOf(total, events) - events.length; // the offset of events[0]
+    let all = events;
+    let from = sentFrom;
+    if (older && older.id === shownId && older.start + older.events.length >= sentFrom) {
+      all = older.events.slice(0, sentFrom - older.start).concat(events);
+      from = older.start;
+    }
+    const local = timelineAll ? 0 : Math.max(0, all.length - TIMELINE_SHOWN);
+    const earlier = from + local; // events before the first one shown
     if (earlier) {
-      const more = el("button", "link", "Show the " + earlier + " earlier event(s)");
+      const asked = local || Math.min(from, EARLIER_PAGE);
+      const more = el("button", "link", asked === earlier ?
+        "Show the " + earlier + " earlier event(s)" :
+        "Show " + asked + " of the " + earlier + " earlier events");
       more.type = "button";
       more.id = "timeline-earlier";
-      more.addEventListener("click", () => {
-        timelineAll = true;
-        renderTimeline(events);
-        const first = $("timeline").firstElementChild;
+      more.addEventListener("click", async () => {
+        const id = shownId;
+        if (local) {
+          timelineAll = true;
+        } else {
+          more.disabled = true;
+          try {
+            await loadEarlier(id, from, asked);
+          } catch (error) {
+            more.disabled = false;
+            failed(error);
+            return;
+          }
+          if (shownId !== id) return; // another incident was picked meanwhile
+        }
+        renderTimeline(shownDetail.timeline || [], shownDetail.timeline_total);
+        const first = $("timeline").querySelector("li.event");
         if (first) { first.tabIndex = -1; first.focus(); } // the keyboard stays in the list
       });
       timeline.append(el("li", "more", more));
     }
     // numbered as in the whole timeline (the button's item, unmarked, counts as #earlier)
     timeline.start = earlier || 1;
-    for (const event of events.slice(earlier)) {
+    for (const event of all.slice(local)) {
       const details = el("div", "detail");
       Object.entries(event.detail || {})
         .filter(([, v]) => v !== null && v !== undefined && v !== "")
@@ -519,9 +570,44 @@
     }
   }
 
+  // The ``count`` events before offset ``from`` of incident ``id``'s timeline, kept before
+  // the earlier ones already loaded (those from ``from`` on).
+  async function loadEarlier(id, from, count) {
+    const page = await api("incidents/" + encodeURIComponent(id) + "/timeline?limit=" + count +
+      "&offset=" + (from - count));
+    if (shownId !== id) return;
+    const after = older && older.id === id && older.start === from ? older.events : [];
+    older = { id, start: from - count, events: page.items.concat(after) };
+    timelineAll = true;
+  }
+
+  // Earlier events loaded, then new ones came: those between them and the newest the API
+  // sent are loaded too (the list stays whole), or, when many came, the earlier ones are
+  // dropped (the newest are shown again, with the button).
+  async function fillTimelineGap(incident) {
+    if (!older || older.id !== incident.id) return;
+    const events = incident.timeline || [];
+    const sentFrom = totalOf(incident.timeline_total, events) - events.length;
+    const end = older.start + older.events.length;
+    const gap = sentFrom - end;
+    if (gap <= 0) return;
+    if (gap > EARLIER_PAGE) {
+      older = null;
+      timelineAll = false;
+      return;
+    }
+    const page = await api("incidents/" + encodeURIComponent(incident.id) +
+      "/timeline?limit=" + gap + "&offset=" + end);
+    if (older && older.id === incident.id && older.start + older.events.length === end) {
+      older.events = older.events.concat(page.items);
+    }
+  }
+
   async function showIncident(id, fresh, focus) {
     const incident = await api("incidents/" + encodeURIComponent(id));
     if (selectedId !== id) return incident; // another incident was picked meanwhile
+    await fillTimelineGap(incident);
+    if (selectedId !== id) return incident;
     if (fresh) shownIncident = null;
     renderIncident(incident);
     // picked from the board: the keyboard goes on in the incident (not through every
@@ -558,6 +644,7 @@
     if (shownId !== id) {
       $("detail").hidden = true;
       timelineAll = false;
+      older = null;
     }
     document.querySelectorAll(".card").forEach((c) => {
       const on = c.dataset.incident === String(id);
@@ -718,6 +805,9 @@
     selectedId = null;
     shownIncident = null;
     shownId = null;
+    shownDetail = null;
+    older = null;
+    timelineAll = false;
     boardAt = null;
     staleReason = null;
     showStale();
