@@ -28,6 +28,18 @@ their events would do over an in-process bus that no other process shares."""
 
 
 LOG_HANDLER = "crisiswatch-cli"
+QUIET_LIBRARY_LOGGERS = (
+    "aiokafka",
+    "httpx",
+    "apscheduler.executors",
+    "apscheduler.scheduler",
+    "core.db.DisposablePool",
+    "alembic.runtime.plugins",
+)
+"""Library loggers kept at WARNING: nothing they say at INFO helps an operator. SQLAlchemy's
+pool logs under its class's name, ours (``core.db.DisposablePool``), outside the
+``sqlalchemy`` logger that SQLAlchemy keeps at WARNING: every stop printed "Pool disposed.
+... Current Overflow: -5" and "Pool recreating". Alembic names each plugin at every start."""
 
 
 def _setup_logging(level: str) -> None:
@@ -43,7 +55,7 @@ def _setup_logging(level: str) -> None:
         root.addHandler(handler)
     if any(h.get_name() == LOG_HANDLER for h in root.handlers):
         root.setLevel(getattr(logging, level, logging.INFO))
-    for noisy in ("aiokafka", "httpx", "apscheduler.executors", "apscheduler.scheduler"):
+    for noisy in QUIET_LIBRARY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # aiokafka logs the same errors ~75 times a second while the broker is down: one line
     # of each kind per CLIENT_LOG_INTERVAL, with the count of those held back

@@ -181,10 +181,11 @@ def _serve(
         settings = with_demo(settings)
     tune_collector(settings.gc_young_threshold)
     runtime = Runtime(settings, roles=role_set, migrate=role_set == ALL_ROLES)
-    if demo:
-        key = generate_key()
+    banner: str | None = None
+    if demo:  # the key and its commands are shown once the start-up is done, not before a
+        key = generate_key()  # start that fails (a database another run holds, say)
         runtime.keyring.add(key, "demo", "responder")
-        print(_banner(settings, key, host, port), file=sys.stderr, flush=True)
+        banner = _banner(settings, key, host, port)
     elif role_set & {Role.API} and not len(runtime.keyring):
         log.warning("no API keys configured (api.keys): every incident endpoint will answer 401")
     app = create_app(runtime)
@@ -197,7 +198,7 @@ def _serve(
         lifespan="on",
         timeout_graceful_shutdown=round(stop_budget(settings.bus.stop_timeout).http),
     )
-    server = _Server(config, runtime.interrupt_start)
+    server = _Server(config, runtime.interrupt_start, banner=banner)
     quiet = _QuietStartFailure(lambda: runtime.start_interrupted)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(quiet)
@@ -231,11 +232,19 @@ INTERRUPTED = 130
 class _Server(uvicorn.Server):
     """uvicorn serving on sockets bound beforehand, which it does not announce itself, and
     whose SIGTERM or Ctrl-C during the start-up interrupts it (``interrupt_start``: called
-    on the event loop; uvicorn alone only notes the signal, for after the start-up)."""
+    on the event loop; uvicorn alone only notes the signal, for after the start-up). The
+    ``banner`` (the demo's key and commands) goes to stderr once it serves, and only then."""
 
-    def __init__(self, config: uvicorn.Config, interrupt_start: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        interrupt_start: Callable[[], bool],
+        *,
+        banner: str | None = None,
+    ) -> None:
         super().__init__(config)
         self._interrupt_start = interrupt_start
+        self._banner = banner
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -276,6 +285,8 @@ class _Server(uvicorn.Server):
                 host, port = sock.getsockname()[:2]
                 where = f"[{host}]" if sock.family == socket.AF_INET6 else host
                 log.info("serving HTTP on http://%s:%d (Ctrl+C to stop)", where, port)
+            if self._banner is not None:
+                print(self._banner, file=sys.stderr, flush=True)
 
 
 class _QuietStartFailure(logging.Filter):

@@ -19,6 +19,7 @@ import pytest
 from api import serve
 from api.runtime import Runtime
 from api.settings import Settings
+from core.bus.journal import JournalError
 from tests.support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -169,3 +170,42 @@ def test_a_clean_stop_after_sigterm_is_exit_0(
         )
     assert code == 0
     assert "stopped cleanly after SIGTERM" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_demo_banner_is_not_printed_by_a_start_that_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second ``crisiswatch run`` on the same database printed the demo's banner (a new
+    key, curl commands to use it) before its start-up, then failed 5 s later: the key
+    looked usable, and the one line saying why sat below it."""
+
+    async def start(self: Runtime) -> None:
+        raise JournalError("the bus journal var/crisiswatch.db.bus-journal is in use")
+
+    monkeypatch.setattr(Runtime, "start", start)
+    with pytest.raises(SystemExit) as failed:  # (the CLI's exit status: uvicorn's)
+        serve.serve_roles(Settings(), roles=None, demo=True, host="127.0.0.1", port=free_port())
+    assert failed.value.code == serve.STARTUP_FAILURE
+    err = capsys.readouterr().err
+    assert "API key" not in err and "cw_" not in err, err
+
+
+def test_the_demo_banner_is_printed_once_the_start_up_is_done(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def start(self: Runtime) -> None:
+        assert "API key" not in capsys.readouterr().err  # not yet
+        self.ready = True
+        signal.raise_signal(signal.SIGTERM)  # (a stop once started)
+
+    async def stop(self: Runtime) -> None:
+        self.ready = False
+
+    monkeypatch.setattr(Runtime, "start", start)
+    monkeypatch.setattr(Runtime, "stop", stop)
+    port = free_port()
+    code = serve.serve_roles(Settings(), roles=None, demo=True, host="127.0.0.1", port=port)
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count(" API key (responder, new each run): cw_") == 1, err
+    assert f"http://127.0.0.1:{port}/incidents?status=open" in err
