@@ -16,6 +16,7 @@ from alerts.incidents import IncidentNotFound, InvalidTransition
 from alerts.templates.render import RenderError, TemplateProblem
 from alerts.templates.service import (
     BadVariables,
+    RenderBusy,
     ReviewRefused,
     TemplateConflict,
     TemplateNotFound,
@@ -183,6 +184,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         (DrillBusUnreachable, 503),
     ):
         app.add_exception_handler(error, _answer(code))
+
+    @app.exception_handler(RenderBusy)
+    async def renders_busy(request: Request, exc: RenderBusy) -> JSONResponse:
+        """Every template render slot stayed taken for the whole wait: nothing was
+        rendered or recorded, the caller retries (counted where it is refused)."""
+        return JSONResponse(
+            status_code=503,
+            content={"detail": str(exc)},
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.exception_handler(PublishFailed)
     async def bus_down(request: Request, exc: PublishFailed) -> JSONResponse:

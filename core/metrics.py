@@ -345,6 +345,14 @@ class Metrics:
         self.incidents_merged = Counter(
             "crisiswatch_incidents_merged", "Incidents merged into another", registry=r
         )
+        # response templates
+        self.template_renders_refused = Counter(
+            "crisiswatch_template_renders_refused",
+            "Template renders refused (503) because every render slot stayed taken for the "
+            "whole wait, by operation (preview, use)",
+            ["operation"],
+            registry=r,
+        )
         # api access
         self.auth_failures = Counter(
             "crisiswatch_auth_failures",
@@ -416,3 +424,5 @@ class Metrics:
             self.bus_journal_errors.labels(op)
         for operation in ("load", "save", "prune"):
             self.cascade_db_errors.labels(operation)
+        for operation in ("preview", "use"):
+            self.template_renders_refused.labels(operation)

@@ -425,10 +425,12 @@ def emitted_label_values() -> Emitted:
                 continue
             if isinstance(node.value, ast.Name) and node.value.id[:1].isupper():
                 continue  # a class's attribute (``Incident.deliveries``), not a metric
+            parent = module.parents.get(node)
+            if isinstance(parent, (ast.comprehension, ast.For)) and parent.iter is node:
+                continue  # iterated (``for d in found.deliveries``): rows, not a metric
             labels = found[node.attr]
             if module.name != "core.metrics":
                 used.add(node.attr)
-            parent = module.parents.get(node)
             call = module.parents.get(parent) if parent is not None else None
             is_labels = isinstance(parent, ast.Attribute) and parent.attr == "labels"
             if not (is_labels and isinstance(call, ast.Call) and call.func is parent):

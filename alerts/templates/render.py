@@ -11,7 +11,8 @@ carry a stranger's words and are treated as hostile:
   ``*``/``**``/``%`` bounded, output capped. A template that breaks a rule is refused when
   it is saved (``check``) and, if it still gets that far, when it is rendered
   (``RenderError``);
-* a render's work is bounded (``_Budget``), since it runs in the service's event loop: a
+* a render's work is bounded (``_Budget``): it runs in one of a few worker threads
+  (``pool``; it ran in the service's event loop) and shares the CPU with the loop. A
   body looping over a long value (``{% set s = "x" * 50000 %}`` looped twice was 2.5
   billion silent steps), a chain of powers of big numbers, or text doubled with ``+``,
   ``~`` or ``join`` froze the whole process. Loops take at most ``MAX_LOOP_STEPS`` steps

@@ -6,9 +6,10 @@ return what the audit log needs (``snapshot`` of the version before and after).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from sqlalchemy.orm import selectinload
 
 from alerts import incidents
 from alerts.models import Incident
+from alerts.templates import pool
 from alerts.templates import render as renderer
 from alerts.templates.models import (
     APPROVED,
@@ -31,8 +33,12 @@ from alerts.templates.models import (
 )
 from alerts.templates.workflow import EDIT_AS_NEW_DRAFT, EDIT_IN_PLACE, next_status
 from alerts.timeline import add_event
+from core.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 IncidentNotFound = incidents.IncidentNotFound
+RenderBusy = pool.RenderBusy
 
 
 def _valid_name(name: str) -> bool:
@@ -380,12 +386,32 @@ def _values(
     return values
 
 
+async def _render(
+    body: str,
+    fmt: str,
+    values: dict[str, Any],
+    operation: Literal["preview", "use"],
+    metrics: Metrics | None,
+) -> str:
+    """``body`` rendered off the event loop (``pool``), from plain values computed here on
+    the loop; ``RenderBusy`` (logged, counted) when every render slot stayed taken."""
+    try:
+        return await pool.shared().render(body, fmt, values)
+    except RenderBusy as exc:
+        log.warning("templates: a %s was refused: %s", operation, exc)
+        if metrics is not None:
+            metrics.template_renders_refused.labels(operation).inc()
+        raise
+
+
 async def preview(
     session: AsyncSession,
     template_id: int,
     number: int | None,
     incident: Incident | None,
     variables: Mapping[str, str],
+    *,
+    metrics: Metrics | None = None,
 ) -> tuple[ResponseTemplate, TemplateVersion, str]:
     """Render any version (drafts too, for review) without recording a use."""
     template = await get_template(session, template_id)
@@ -394,7 +420,8 @@ async def preview(
     else:
         version = await get_version(session, template_id, number)
     facts = incident_values(incident) if incident is not None else SAMPLE_INCIDENT
-    text = renderer.render(version.body, template.format, _values(version, facts, variables))
+    values = _values(version, facts, variables)
+    text = await _render(version.body, template.format, values, "preview", metrics)
     return template, version, _drill_marked(text, incident)
 
 
@@ -415,6 +442,7 @@ async def use_template(
     *,
     actor: str,
     now: datetime,
+    metrics: Metrics | None = None,
 ) -> TemplateUsage:
     """Render an approved version for ``incident`` and record who used it.
 
@@ -423,7 +451,11 @@ async def use_template(
 
     An incident merged into another is refused (``TemplateConflict``): the statement would
     be recorded on a closed incident nobody works, away from the survivor's timeline,
-    report and drill measures."""
+    report and drill measures.
+
+    The render runs off the event loop (``pool``) while those locks are held: a wait for
+    a slot of at most ``pool.RENDER_WAIT_SECONDS`` and a render of at most
+    ``render.RENDER_SECONDS``, within SQLite's 5 s busy timeout for the writers behind."""
     if incident.merged_into_id is not None:
         into = incident.merged_into_id
         raise TemplateConflict(
@@ -447,7 +479,8 @@ async def use_template(
             f"incident {incident.id} is tier {incident.tier}"
         )
     values = _values(version, incident_values(incident), variables)
-    text = _drill_marked(renderer.render(version.body, template.format, values), incident)
+    text = await _render(version.body, template.format, values, "use", metrics)
+    text = _drill_marked(text, incident)
     usage = TemplateUsage(
         incident_id=incident.id,
         template_id=template.id,

@@ -74,8 +74,9 @@ async def use_template(
     incident = await service.load_incident(session, incident_id, lock=True)
     ensure_visible(who, incident.watch_id, f"incident {incident_id}")
     usage = await service.use_template(
-        session, incident, body.template_id, body.version, body.variables, actor=who.name, now=now
-    )
+        session, incident, body.template_id, body.version, body.variables, actor=who.name, now=now,
+        metrics=runtime.metrics,
+    )  # fmt: skip
     out = UsageOut.model_validate(usage)
     audit.record(
         session, who, "template.use", "incident", incident_id, at=now,

@@ -4,7 +4,8 @@ Who may do what: anyone with a key reads and previews; customer_service, pr, leg
 admin write and submit; only legal approves or rejects (and never a version they wrote);
 legal and admin retire. Every change is written to the audit log. Errors: unknown template
 or version 404, a transition the status does not allow 409, a template the sandbox refuses
-or missing variables 422 (``api.app`` maps the domain errors).
+or missing variables 422, every render slot busy 503 with ``Retry-After`` (``api.app`` maps
+the domain errors).
 """
 
 from __future__ import annotations
@@ -316,17 +317,19 @@ async def retire(
 
 @router.post("/{template_id}/preview", response_model=RenderedOut)
 async def preview(
-    template_id: TemplateId, session: Session, who: Viewer, body: PreviewIn
+    request: Request, template_id: TemplateId, session: Session, who: Viewer, body: PreviewIn
 ) -> RenderedOut:
     """Render any version (drafts too, for review) with an incident's data or a sample;
-    nothing is recorded. Missing variables or a refused template: 422."""
+    nothing is recorded. Missing variables or a refused template: 422. Every render slot
+    busy for the whole wait: 503 with ``Retry-After`` (``alerts.templates.pool``)."""
     incident = None
     if body.incident_id is not None:
         incident = await service.load_incident(session, body.incident_id)
         ensure_visible(who, incident.watch_id, f"incident {incident.id}")
     template, version, text = await service.preview(
-        session, template_id, body.version, incident, body.variables
-    )
+        session, template_id, body.version, incident, body.variables,
+        metrics=_runtime(request).metrics,
+    )  # fmt: skip
     return RenderedOut(
         template_id=template_id,
         version=version.number,
