@@ -28,6 +28,7 @@ from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle, SharedThrottle
 from api.bodylimit import BodyLimit, route_families
 from api.console.router import router as console_router
+from api.docs import add_docs
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
 from api.queryparams import refuse_unknown_query
 from api.routers import (
@@ -122,7 +123,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Social listening and tiered crisis alerts: incidents, acks, ingestion, "
         "legally reviewed response templates, audit log.",
         lifespan=lifespan,
+        docs_url=None,  # served from installed files, not a CDN (``api.docs``)
+        redoc_url=None,
     )
+    add_docs(app)
     settings = runtime.settings
     app.add_middleware(
         BodyLimit,
