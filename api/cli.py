@@ -230,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
     dl_redrive = dl_sub.add_parser(
         "redrive",
         help="publish dead letters back to their topic with their key (after fixing the "
-        "cause); each is re-driven once",
+        "cause); each is re-driven once, and the redrive is recorded in the audit log "
+        "(database.url) as cli:<OS user>",
     )
     dl_redrive.add_argument("--config", type=Path, help="YAML config (bus, database)")
     dl_redrive.add_argument(
@@ -247,7 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     which.add_argument("--all", action="store_true", help="every letter of the topic")
     dl_redrive.add_argument(
-        "--dry-run", action="store_true", help="say what would be published; publish nothing"
+        "--dry-run",
+        action="store_true",
+        help="say what would be published; publish (and record) nothing",
     )
 
     bench = sub.add_parser("bench", help="benchmarks against data with known answers")

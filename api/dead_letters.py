@@ -20,6 +20,18 @@ Where they are kept:
 
 Re-driving is safe: every stage is idempotent on the event's id. Letters holding the
 same key and value (one event dead-lettered twice) are published once.
+
+A redrive (not ``--dry-run``) is recorded in the audit log of ``database.url`` (``api.audit``,
+``GET /audit``): one entry, action ``dead_letters.redrive``, actor ``cli:<OS user>`` (as
+``crisiswatch templates seed``), target the topic, and in ``after`` the letters taken and
+those not re-driven (the first ``AUDIT_LISTED`` of each, and their count), how many events
+were published and ``result``: ``done``, ``partial``, ``failed`` or ``interrupted``
+(``detail`` says why). The order: the audit log is checked first (the database reachable,
+its ``audit_log`` table there and writable), and a redrive it cannot take publishes
+nothing; the entry is written once the publish is over, with what it did (the table is
+append-only: an entry written before could not say how it ended). Should that write fail
+all the same (the database gone meanwhile), the command says what it published and that
+it is not recorded, exit 1.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel
 
@@ -44,6 +56,12 @@ from core.bus.base import decode_event, dlq_topic
 from core.events import TOPIC_TYPES, ScoredMention
 
 T = TypeVar("T")
+
+AUDIT_ACTION = "dead_letters.redrive"
+AUDIT_LISTED = 50
+"""Letters named in an audit entry's lists (``letters``, ``not_redriven``); the rest are
+counted."""
+COMMAND = "crisiswatch dead-letters redrive"
 
 REDRIVEN = "redriven"
 """The header of a marker record in a ``.dlq`` partition: the offset of the letter it
@@ -217,14 +235,27 @@ def redrive(
     path = _journal(settings)
     if path is None:
         return _on_kafka(settings, _kafka_redrive(settings, topic, ids, dry_run, out))
+    unrecorded = None
     with closing(_open_journal(path)) as db:
         letters = _journal_letters(db, path, [topic])
         chosen = _choose(letters, topic, ids)
         values = _distinct(chosen)
+        real = not dry_run and bool(chosen)
+        if real:
+            asyncio.run(audit_ready(settings))
         _show(chosen, dry_run, out)
-        if not dry_run and chosen:
-            _journal_redrive(db, topic, values, chosen)
+        if real:
+            run = _Redrive("journal", topic, f"the bus journal {path}", ids, chosen)
+            try:
+                _journal_redrive(db, topic, values, chosen)
+            except BaseException as exc:  # a DeadLetterError: rolled back, nothing re-driven
+                run.ended(exc, published=0 if isinstance(exc, DeadLetterError) else None)
+                _raise_recorded(asyncio.run(_record(settings, run)), exc)
+            run.ended(None, published=len(values))
+            unrecorded = asyncio.run(_record(settings, run))
     _summary(out, topic, len(values), len(chosen), dry_run)
+    if unrecorded is not None:
+        raise DeadLetterError(unrecorded, code=1)
     return len(values)
 
 
@@ -413,20 +444,42 @@ async def _kafka_redrive(
         lost = await _whole_values(consumer, settings, topic, chosen)
     ready = [x for x in chosen if all(x is not gone for gone in lost)]
     values = _distinct(ready)
+    real = bool(ready) and not dry_run
+    if real:
+        await audit_ready(settings)
     _show(ready, dry_run, out)
-    if ready and not dry_run:
-        producer = AIOKafkaProducer(**client_options(settings.bus), acks="all")
-        async with _Client(producer, servers):
-            await _publish(producer, settings, topic, values, ready)
-    _summary(out, topic, len(values), len(ready), dry_run)
+    problems = []
     if lost:
-        raise DeadLetterError(
+        problems.append(
             f"{len(lost)} cut dead letter(s) of {topic} not re-driven: their whole record is "
             f"gone from {settings.bus.topic_prefix}{topic} (retention), only its first 64 KiB "
             f"is in {_dlq_name(settings, topic)} (offsets "
-            f"{', '.join(str(x.dlq_offset) for x in lost[:5])}{', …' if len(lost) > 5 else ''})",
-            code=1,
+            f"{', '.join(str(x.dlq_offset) for x in lost[:5])}{', …' if len(lost) > 5 else ''})"
         )
+    if real:
+        run = _Redrive("kafka", topic, settings.bus.topic_prefix + topic, ids, chosen, lost)
+        sent: _Sent | None = None
+        try:
+            producer = AIOKafkaProducer(**client_options(settings.bus), acks="all")
+            async with _Client(producer, servers):
+                sent = await _publish(producer, settings, topic, values, ready)
+        except BaseException as exc:  # the producer did not start, a cancel (Ctrl-C)
+            if sent is None:
+                run.ended(exc, published=0 if isinstance(exc, DeadLetterError) else None)
+            else:  # published, then its stop failed
+                run.sent(sent, exc)
+            _raise_recorded(await _record(settings, run), exc)
+        run.sent(sent, None)
+        unrecorded = await _record(settings, run)
+        if sent.unexpected is not None:
+            _raise_recorded(unrecorded, sent.unexpected)
+        if unrecorded is not None:
+            problems.append(unrecorded)
+        if sent.problem is not None:  # as before: no summary when a publish failed
+            raise DeadLetterError("; ".join([sent.problem, *problems]), code=1)
+    _summary(out, topic, len(values), len(ready), dry_run)
+    if problems:
+        raise DeadLetterError("; ".join(problems), code=1)
     return len(values)
 
 
@@ -591,13 +644,27 @@ async def _whole_values(
     return lost
 
 
+@dataclass
+class _Sent:
+    """What ``_publish`` did: the letters whose value went through (``done``) and not
+    (``failed``), how many events went through, how many markers were not written, and the
+    failure said in a line (``problem``) or one to raise as it is (``unexpected``)."""
+
+    done: list[Letter]
+    failed: list[Letter]
+    events: int
+    unmarked: int
+    problem: str | None = None
+    unexpected: BaseException | None = None
+
+
 async def _publish(
     producer: Any,
     settings: Settings,
     topic: str,
     values: list[tuple[str | None, bytes]],
     letters: list[Letter],
-) -> None:
+) -> _Sent:
     """Publish ``values`` to ``topic``, then mark the letters whose value went through (a
     marker per letter, in its ``.dlq`` partition). A failure leaves the rest unmarked: a
     later run publishes them (at least once; the stages are idempotent)."""
@@ -630,15 +697,226 @@ async def _publish(
         ),
         return_exceptions=True,
     )
+    unmarked = sum(isinstance(o, BaseException) for o in marked)
+    sent = _Sent(
+        done=done,
+        failed=[x for x in letters if (x.key, x.value) in failed],
+        events=len(values) - len(failed),
+        unmarked=unmarked,
+    )
     errors = [o for o in (*outcomes, *marked) if isinstance(o, BaseException)]
     if errors:
         first = errors[0]
         if not isinstance(first, KafkaError | OSError):
-            raise first
-        unmarked = sum(isinstance(o, BaseException) for o in marked)
-        raise DeadLetterError(
+            sent.unexpected = first
+            return sent
+        sent.problem = (
             f"{len(failed)} of {len(values)} event(s) not published to {topic} and "
             f"{unmarked} re-driven letter(s) not marked ({type(first).__name__}: {first}): "
-            "run the same command again (a stage ignores an event it handled)",
-            code=1,
+            "run the same command again (a stage ignores an event it handled)"
         )
+    return sent
+
+
+# --- the audit log ---------------------------------------------------------------------
+
+
+def _ref(letter: Letter) -> dict[str, Any]:
+    """A letter as an audit entry names it: its event and where it is kept."""
+    ref: dict[str, Any] = {
+        "event_id": letter.event_id[:200] if letter.event_id is not None else None,
+        "key": letter.key[:200] if letter.key is not None else None,
+    }
+    if letter.journal_id is not None:
+        ref["journal_id"] = letter.journal_id
+    else:
+        ref["dlq_partition"] = letter.dlq_partition
+        ref["dlq_offset"] = letter.dlq_offset
+    return ref
+
+
+def _bounded(letters: Sequence[Letter]) -> dict[str, Any]:
+    return {"count": len(letters), "first": [_ref(x) for x in letters[:AUDIT_LISTED]]}
+
+
+@dataclass
+class _Redrive:
+    """One redrive, as its audit entry keeps it (``ended`` or ``sent`` says how it went)."""
+
+    store: str  # "kafka" or "journal"
+    topic: str
+    published_to: str
+    ids: Sequence[str] | None
+    letters: list[Letter]
+    lost: list[Letter] = field(default_factory=list)  # cut letters whose record is gone
+    result: str = "interrupted"
+    published: int | None = None  # events; None: not known (interrupted)
+    not_redriven: list[Letter] = field(default_factory=list)
+    unmarked: int = 0
+    detail: str | None = None
+
+    def ended(self, error: BaseException | None, *, published: int | None) -> None:
+        """Every letter re-driven (``error`` None), none (``published`` 0), or not known
+        (``published`` None: interrupted)."""
+        self.published = published
+        if error is None:
+            self.not_redriven = list(self.lost)
+            self.result = "partial" if self.lost else "done"
+        elif published == 0:
+            self.not_redriven = list(self.letters)
+            self.result = "failed"
+        else:
+            self.result = "interrupted"
+        self._explain(error)
+
+    def sent(self, sent: _Sent, error: BaseException | None) -> None:
+        """The Kafka publish went as ``sent`` says (then ``error``, if not None)."""
+        self.published = sent.events
+        self.not_redriven = [*sent.failed, *self.lost]
+        self.unmarked = sent.unmarked
+        if not self.not_redriven:
+            self.result = "done"
+        else:
+            self.result = "partial" if sent.done else "failed"
+        problems = [sent.problem] if sent.problem else []
+        if sent.unexpected is not None:
+            problems.append(_said(sent.unexpected))
+        if self.lost:
+            problems.append(f"{len(self.lost)} cut letter(s) whose record is gone")
+        if error is not None:
+            problems.append(_said(error))
+        self.detail = "; ".join(problems)[:500] or None
+
+    def _explain(self, error: BaseException | None) -> None:
+        problems = [f"{len(self.lost)} cut letter(s) whose record is gone"] if self.lost else []
+        if error is not None:
+            problems.append(_said(error))
+        if self.result == "interrupted":
+            problems.append("it is not known which of the letters were published")
+        self.detail = "; ".join(problems)[:500] or None
+
+    def after(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "command": COMMAND,
+            "store": self.store,
+            "published_to": self.published_to,
+            "selection": "all"
+            if self.ids is None
+            else {"ids": [i[:200] for i in self.ids[:AUDIT_LISTED]], "count": len(self.ids)},
+            "result": self.result,
+            "events_published": self.published,
+            "letters": _bounded(self.letters),
+            "not_redriven": _bounded(self.not_redriven),
+        }
+        if self.store == "kafka":
+            entry["unmarked"] = self.unmarked
+        return entry
+
+    def what(self) -> str:
+        """What was published, said in a line (for an entry that could not be written)."""
+        shown = ", ".join(x.event_id or f"key {x.key}" for x in self.letters[:10])
+        more = f" and {len(self.letters) - 10} more" if len(self.letters) > 10 else ""
+        letters = f"{len(self.letters)} dead letter(s) ({shown}{more})"
+        if self.published is None:
+            return (
+                f"interrupted while publishing {letters} to {self.topic}: some may have "
+                "been published"
+            )
+        missed = f"; {len(self.not_redriven)} not re-driven" if self.not_redriven else ""
+        return f"{self.published} event(s) published to {self.topic} from {letters}{missed}"
+
+
+def _said(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def audit_ready(settings: Settings) -> None:
+    """Refuse (``DeadLetterError``) a redrive that the audit log could not record: a
+    SQLite database file that is not there, a database that cannot be reached, not
+    migrated, or whose ``audit_log`` this user may not add to. Nothing is written."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.audit import AuditEntry
+    from api.cli import _check_database_url
+    from core.db import database_unavailable, make_engine, sqlite_file
+
+    url = settings.database.url.get_secret_value()
+    _check_database_url(url)  # a ConfigError: said in a line, exit 2
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise DeadLetterError(
+            f"no database at {path}: a redrive is recorded in the audit log of the database "
+            "the processes use (database.url; `crisiswatch db upgrade` makes it); nothing "
+            "was published"
+        )
+    table = AuditEntry.__tablename__
+
+    def writable(connection: Connection) -> str | None:
+        if not inspect(connection).has_table(table):
+            return f"the database has no {table} table: run `crisiswatch db upgrade` first"
+        if connection.dialect.name == "postgresql":
+            allowed = connection.exec_driver_sql(
+                f"SELECT has_table_privilege('{table}', 'INSERT')"
+            ).scalar()
+            if not allowed:
+                return f"this database user may not add to {table} (INSERT)"
+        return None
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            problem = await conn.run_sync(writable)
+    except (OSError, SQLAlchemyError) as exc:
+        code = 1 if database_unavailable(exc) else 2
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise DeadLetterError(
+            f"cannot reach the database for the audit log ({type(exc).__name__}: "
+            f"{reason[0] if reason else 'no reason given'}): nothing was published",
+            code=code,
+        ) from exc
+    finally:
+        await engine.dispose()
+    if problem is not None:
+        raise DeadLetterError(
+            f"{problem} (a redrive is recorded in the audit log); nothing was published"
+        )
+
+
+async def _record(settings: Settings, run: _Redrive) -> str | None:
+    """Write ``run``'s audit entry; None when written, else what to tell the operator
+    (whatever failed: the events are out, and the operator must learn which)."""
+    from api import audit
+    from api.seed import cli_principal
+    from core.clock import SystemClock
+    from core.db import make_engine, make_sessionmaker, unit_of_work
+
+    engine = make_engine(settings.database.url.get_secret_value())
+    try:
+        async with unit_of_work(make_sessionmaker(engine)) as session:
+            audit.record(
+                session, cli_principal(), AUDIT_ACTION, "dead_letters", run.topic,
+                at=SystemClock().now(), after=run.after(), detail=run.detail,
+            )  # fmt: skip
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return (
+            f"NOT RECORDED in the audit log ({type(exc).__name__}: "
+            f"{reason[0] if reason else 'no reason given'}): {run.what()}; record who "
+            "re-drove them by hand"
+        )
+    finally:
+        await engine.dispose()
+    return None
+
+
+def _raise_recorded(unrecorded: str | None, error: BaseException) -> NoReturn:
+    """Raise ``error`` (the redrive's), saying too that its entry was not written."""
+    if unrecorded is None:
+        raise error
+    if isinstance(error, DeadLetterError):
+        raise DeadLetterError(f"{error}; {unrecorded}", code=1) from error
+    print(f"{COMMAND}: {unrecorded}", file=sys.stderr)
+    raise error

@@ -7,7 +7,10 @@ through the Alembic migrations in ``core/migrations`` (``upgrade_database``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -39,6 +42,17 @@ NAMING_CONVENTION = {
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_NAME = "crisiswatch.migrations"
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(MIGRATION_LOCK_NAME.encode()).digest()[:8], "big", signed=True
+)
+"""The PostgreSQL advisory lock (``pg_advisory_xact_lock``) every migration, upgrade or
+downgrade, holds for its transaction: the first 8 bytes of the SHA-256 of
+``MIGRATION_LOCK_NAME``, a signed 64-bit number (-1997768697878284153). Advisory locks
+belong to one database: other databases on the server are not held up."""
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -69,11 +83,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+"""How long a SQLite statement waits for another connection's lock before it fails."""
+
+
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -291,7 +309,8 @@ def newer_release_problem(error: str, asked: str | None) -> str | None:
 
 
 async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
-    """Run Alembic in one transaction: every pending revision or none.
+    """Run Alembic in one transaction: every pending revision or none; one process at a
+    time (``_wait_for_other_migrations``, ``_begin_sqlite_migration``).
     ``MigratedByANewerRelease`` when the database is at a revision this release lacks."""
     from alembic.util import CommandError
 
@@ -300,7 +319,8 @@ async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
         async with engine.connect() as conn:
             if conn.dialect.name == "sqlite":
                 await _migrate_sqlite(conn, url, direction, revision)
-            else:  # PostgreSQL: transactional DDL, Alembic's own transaction
+            else:  # PostgreSQL: transactional DDL, in the transaction the lock began
+                await _wait_for_other_migrations(conn, direction)
                 await conn.run_sync(_migrate_sync, url, direction, revision)
                 await conn.commit()
     except CommandError as exc:
@@ -308,6 +328,33 @@ async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
         if problem is None:
             raise
         raise MigratedByANewerRelease(problem) from None
+
+
+async def _wait_for_other_migrations(conn: AsyncConnection, direction: str) -> None:
+    """Begin the migration's transaction by taking the migration lock
+    (``MIGRATION_LOCK_KEY``), held until it commits or rolls back.
+
+    Without it the processes of a deployment started together (or a migration Job retried
+    while its first pod still ran) each read the old revision and ran the same DDL: all
+    but one failed (a unique violation on ``pg_type``: "relation already exists") and
+    crashed at start. Now the others wait here, then read the revision the first one
+    committed and have nothing left to do. A wait is logged, and its end."""
+    key = {"key": MIGRATION_LOCK_KEY}
+    if await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), key):
+        return
+    log.warning(
+        "another process is migrating this database (PostgreSQL advisory lock %d): this "
+        "%s waits for it to finish",
+        MIGRATION_LOCK_KEY,
+        direction,
+    )
+    started = time.monotonic()
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+    log.info(
+        "waited %.1f s for another process's migration; the %s goes on",
+        time.monotonic() - started,
+        direction,
+    )
 
 
 async def _migrate_sqlite(conn: AsyncConnection, url: str, direction: str, revision: str) -> None:
@@ -323,7 +370,7 @@ async def _migrate_sqlite(conn: AsyncConnection, url: str, direction: str, revis
     try:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        await _begin_sqlite_migration(conn, direction)
         try:
             await conn.run_sync(_migrate_sync, url, direction, revision)
         except BaseException:
@@ -331,16 +378,64 @@ async def _migrate_sqlite(conn: AsyncConnection, url: str, direction: str, revis
             raise
         await conn.exec_driver_sql("COMMIT")
     finally:
-        await _foreign_keys_back_on(conn)
+        await _sqlite_settings_back(conn)
 
 
-async def _foreign_keys_back_on(conn: AsyncConnection) -> None:
-    on = False
+_SQLITE_BUSY = 5  # SQLITE_BUSY: another connection holds the lock
+_SQLITE_WAIT_STEP_MS = 500
+"""How long one attempt of a migration to take SQLite's write lock waits: it tries again
+until it has it (a cancel, a SIGTERM during the start, is seen between two), and says it
+waits once the first attempt failed (an ordinary write holds the lock for milliseconds)."""
+
+
+async def _begin_sqlite_migration(conn: AsyncConnection, direction: str) -> None:
+    """``BEGIN IMMEDIATE``: the database's write lock, held until the migration commits.
+
+    Another process's migration (or a long write) holding it is waited for as long as it
+    takes: with the ``busy_timeout`` of other statements, a second migration failed
+    ("database is locked") when the first took more than 5 s. A wait is logged, and its
+    end."""
+    started = time.monotonic()
+    waiting = False
+    await conn.exec_driver_sql(f"PRAGMA busy_timeout={_SQLITE_WAIT_STEP_MS}")
+    while True:
+        try:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            break
+        except sa_exc.OperationalError as exc:
+            code = getattr(exc.orig, "sqlite_errorcode", None)
+            if not isinstance(code, int) or code & 0xFF != _SQLITE_BUSY:
+                raise
+        if not waiting:
+            waiting = True
+            log.warning(
+                "another process is migrating this database, or writing to it (SQLite's "
+                "write lock is taken): this %s waits for it to finish",
+                direction,
+            )
+    await conn.exec_driver_sql(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")  # the rest
+    if waiting:
+        log.info(
+            "waited %.1f s for the database's write lock; the %s goes on",
+            time.monotonic() - started,
+            direction,
+        )
+
+
+async def _sqlite_settings_back(conn: AsyncConnection) -> None:
+    """Foreign keys on and the ordinary ``busy_timeout`` again, or the connection is
+    dropped, never pooled without its checks (also when cancelled or failing here). One
+    already invalidated (a statement cancelled: a SIGTERM during the start) is left as it
+    is: it is dropped, and the cancel goes on up (not an error about the connection)."""
+    if conn.invalidated:
+        return
+    back = False
     try:
+        await conn.exec_driver_sql(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-        on = await conn.scalar(text("PRAGMA foreign_keys")) == 1
+        back = await conn.scalar(text("PRAGMA foreign_keys")) == 1
     finally:
-        if not on:  # also when cancelled or failing here: never pooled without its checks
+        if not back:
             await conn.invalidate()
 
 
@@ -371,6 +466,7 @@ async def _migrate_url(url: str, direction: str, revision: str) -> None:
 
 
 __all__ = [
+    "MIGRATION_LOCK_KEY",
     "Base",
     "Engine",
     "MigratedByANewerRelease",

@@ -1,9 +1,11 @@
 """``crisiswatch dead-letters list`` and ``redrive``: over a real bus journal (embedded
-mode) and over the real test broker (the ``.dlq`` topics)."""
+mode) and over the real test broker (the ``.dlq`` topics). A redrive is recorded in the
+audit log (``GET /audit``); a dry run is not."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -15,14 +17,21 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from api import audit
 from api.cli import main
+from api.template_schemas import AuditOut
 from core.bus.base import PermanentError, dlq_topic
 from core.bus.journal import BusJournal
 from core.bus.kafka import KafkaBus
 from core.bus.memory import MemoryBus
+from core.clock import ManualClock
+from core.db import make_engine, make_sessionmaker, upgrade_database, upgrade_database_blocking
 from core.events import Mention
 from core.settings import BusConfig
+from tests.access_support import api_on, key_headers
 from tests.integration.test_bus_contract import FAST_GROUPS, FAST_RETRY, TIMEOUT, mention
+
+ACTOR = f"cli:{getpass.getuser()}"
 
 
 def one_line(text: str) -> str:
@@ -50,9 +59,44 @@ class Poison:
 
 
 def journal_config(tmp_path: Path) -> tuple[Path, Path]:
+    """The config of a ``crisiswatch run`` whose database (migrated, as its start does)
+    and journal are in ``tmp_path``."""
     config = tmp_path / "c.yaml"
-    config.write_text(f"database:\n  url: sqlite+aiosqlite:///{tmp_path}/cw.db\n")
+    url = f"sqlite+aiosqlite:///{tmp_path}/cw.db"
+    config.write_text(f"database:\n  url: {url}\n")
+    upgrade_database_blocking(url)
     return config, tmp_path / "cw.db.bus-journal"
+
+
+async def migrated(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        await upgrade_database(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+async def redrives_audited(url: str, *, via_api: bool = True) -> list[dict[str, Any]]:
+    """The audit log's redrive entries, newest first, read as an admin reads them
+    (``GET /audit``), or as it lists them (``via_api`` False: quicker)."""
+    if not via_api:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                entries, _ = await audit.list_entries(session, action="dead_letters.redrive")
+                return [AuditOut.model_validate(e).model_dump(mode="json") for e in entries]
+        finally:
+            await engine.dispose()
+    async with api_on(url, ManualClock()) as (client, _):
+        r = await client.get(
+            "/audit", params={"action": "dead_letters.redrive"}, headers=key_headers("admin")
+        )
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert page["total"] == len(page["items"])
+        items: list[dict[str, Any]] = page["items"]
+        return items
 
 
 async def run_bus(journal: Path, handler: Poison, publish: Sequence[Mention] = ()) -> None:
@@ -218,6 +262,152 @@ def test_no_journal_or_a_config_without_one_is_said_in_one_line(
     assert code == 2 and "keeps no bus journal" in one_line(err)
 
 
+async def test_a_journal_redrive_is_audited_and_a_dry_run_is_not(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, a redrive (which can open incidents and send alerts) left no trace of who
+    re-drove what: now one audit entry per redrive, read through ``GET /audit``."""
+    journal = tmp_path / "j.bus-journal"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"database:\n  url: '{db_url}'\nbus:\n  journal: '{journal}'\n")
+    await migrated(db_url)
+    await run_bus(journal, Poison({"test:1", "test:3"}), [mention(i) for i in range(4)])
+    redrive = ["dead-letters", "redrive", "--config", str(config), "--topic", "mentions"]
+
+    code, out, err = await cli_async([*redrive, "--all", "--dry-run"], capsys)
+    assert code == 0 and "would publish 2 event(s)" in out, err
+    assert await redrives_audited(db_url) == []
+
+    with closing(sqlite3.connect(journal)) as db:
+        ids = dict(db.execute("SELECT key, id FROM bus_dead_letters").fetchall())
+    code, out, err = await cli_async([*redrive, "--id", "test:3"], capsys)
+    assert code == 0 and out.splitlines()[-1].startswith("published 1 event(s)"), err
+    [entry] = await redrives_audited(db_url)
+    assert {k: entry[k] for k in ("actor", "role", "action", "target_type", "target_id")} == {
+        "actor": ACTOR,  # the operating-system user, as `templates seed` is recorded
+        "role": "cli",
+        "action": "dead_letters.redrive",
+        "target_type": "dead_letters",
+        "target_id": "mentions",
+    }
+    assert entry["outcome"] == "ok" and entry["detail"] is None and entry["before"] is None
+    assert entry["after"] == {
+        "command": "crisiswatch dead-letters redrive",
+        "store": "journal",
+        "published_to": f"the bus journal {journal}",
+        "selection": {"ids": ["test:3"], "count": 1},
+        "result": "done",
+        "events_published": 1,
+        "letters": {
+            "count": 1,
+            "first": [{"event_id": "test:3", "key": "test:3", "journal_id": ids["test:3"]}],
+        },
+        "not_redriven": {"count": 0, "first": []},
+    }
+
+    code, out, err = await cli_async([*redrive, "--all"], capsys)
+    assert code == 0, err
+    code, out, err = await cli_async([*redrive, "--all"], capsys)  # nothing left: no entry
+    assert code == 0 and out.startswith("published 0 event(s)"), err
+    entries = await redrives_audited(db_url)
+    assert [e["after"]["letters"]["first"][0]["event_id"] for e in entries] == ["test:1", "test:3"]
+    assert entries[0]["after"]["selection"] == "all"
+
+
+def test_a_redrive_the_audit_log_cannot_take_publishes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, journal = journal_config(tmp_path)
+    asyncio.run(run_bus(journal, Poison({"test:1"}), [mention(1)]))
+    with closing(sqlite3.connect(journal)) as db:
+        records = db.execute("SELECT count(*) FROM bus_records").fetchone()
+    redrive = ["dead-letters", "redrive", "--topic", "mentions", "--all", "--config"]
+
+    gone = tmp_path / "gone.yaml"
+    gone.write_text(
+        config.read_text().replace("cw.db", "elsewhere.db") + f"bus:\n  journal: '{journal}'\n"
+    )
+    code, out, err = cli([*redrive, str(gone)], capsys)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert f"no database at {tmp_path / 'elsewhere.db'}" in line and "nothing was published" in line
+    assert not (tmp_path / "elsewhere.db").exists()  # not made by looking
+
+    (tmp_path / "elsewhere.db").touch()  # there, never migrated
+    code, out, err = cli([*redrive, str(gone)], capsys)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert "the database has no audit_log table: run `crisiswatch db upgrade` first" in line
+    assert line.endswith("nothing was published")
+
+    with closing(sqlite3.connect(journal)) as db:  # still there, still re-drivable
+        assert db.execute("SELECT count(*) FROM bus_dead_letters").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM bus_records").fetchone() == records
+
+
+def test_an_audit_entry_that_cannot_be_written_after_the_publish_says_what_was_published(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from api import audit
+
+    config, journal = journal_config(tmp_path)
+    asyncio.run(run_bus(journal, Poison({"test:1", "test:2"}), [mention(1), mention(2)]))
+
+    def database_gone(*args: object, **kw: object) -> None:
+        raise OperationalError("INSERT INTO audit_log", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(audit, "record", database_gone)  # after the check, before the entry
+    argv = ["dead-letters", "redrive", "--config", str(config), "--topic", "mentions", "--all"]
+    code, out, err = cli(argv, capsys)
+    assert code == 1
+    assert out.splitlines()[-1] == "published 2 event(s) to mentions from 2 dead letter(s)"
+    line = one_line(err)
+    assert line.startswith("crisiswatch dead-letters redrive: NOT RECORDED in the audit log")
+    assert "disk I/O error" in line
+    assert "2 event(s) published to mentions from 2 dead letter(s) (test:1, test:2)" in line
+    with closing(sqlite3.connect(journal)) as db:  # re-driven all the same
+        assert db.execute("SELECT count(*) FROM bus_dead_letters").fetchone() == (0,)
+
+
+def test_a_journal_redrive_that_fails_or_is_interrupted_is_audited_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api import dead_letters
+
+    config, journal = journal_config(tmp_path)
+    asyncio.run(run_bus(journal, Poison({"test:1"}), [mention(1)]))
+
+    def disk_full(*args: object) -> None:
+        raise dead_letters.DeadLetterError(
+            "cannot write the bus journal (database or disk is full): nothing was re-driven"
+        )
+
+    monkeypatch.setattr(dead_letters, "_journal_redrive", disk_full)
+    argv = ["dead-letters", "redrive", "--config", str(config), "--topic", "mentions", "--all"]
+    code, out, err = cli(argv, capsys)
+    assert code == 2 and out.startswith("re-drive: ") and "nothing was re-driven" in one_line(err)
+    db_url = f"sqlite+aiosqlite:///{tmp_path}/cw.db"
+    [entry] = asyncio.run(redrives_audited(db_url, via_api=False))
+    after = entry["after"]
+    assert (after["result"], after["events_published"]) == ("failed", 0)
+    assert after["not_redriven"]["count"] == 1 and after["letters"]["count"] == 1
+    assert entry["detail"].startswith("DeadLetterError: cannot write the bus journal")
+
+    def ctrl_c(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dead_letters, "_journal_redrive", ctrl_c)
+    assert cli(argv, capsys)[0] == 130
+    interrupted = asyncio.run(redrives_audited(db_url, via_api=False))[0]
+    assert interrupted["after"]["result"] == "interrupted"
+    assert interrupted["after"]["events_published"] is None
+    assert interrupted["detail"] == (
+        "KeyboardInterrupt; it is not known which of the letters were published"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -267,9 +457,16 @@ def test_a_journal_written_before_dead_letters_had_a_time_is_listed_and_upgraded
 # --- Kafka --------------------------------------------------------------------------------
 
 
+def kafka_db(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/k.db"
+
+
 def kafka_yaml(tmp_path: Path, cfg: BusConfig) -> Path:
+    """The config of the distributed processes: ``cfg``'s broker, and a database whose
+    audit log records the redrives (``kafka_db``, migrated by the test)."""
     config = tmp_path / "k.yaml"
     config.write_text(
+        f"database:\n  url: {kafka_db(tmp_path)}\n"
         "bus:\n  kind: kafka\n"
         f"  bootstrap_servers: '{cfg.bootstrap_servers}'\n"
         f"  topic_prefix: '{cfg.topic_prefix}'\n"
@@ -333,6 +530,7 @@ async def test_kafka_dead_letters_are_listed_and_re_driven_once(
     kafka_config: BusConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = kafka_yaml(tmp_path, kafka_config)
+    db = await migrated(kafka_db(tmp_path))
     first = Poison({"test:1", "test:3"})
     bus = KafkaBus(kafka_config, consumer_options=FAST_GROUPS, poll_timeout=0.5)
     bus.subscribe("mentions", "scorer", first, retry=FAST_RETRY)
@@ -357,11 +555,37 @@ async def test_kafka_dead_letters_are_listed_and_re_driven_once(
     redrive = ["dead-letters", "redrive", "--config", str(config), "--topic", "mentions"]
     code, out, err = await cli_async([*redrive, "--id", "test:1", "--dry-run"], capsys)
     assert code == 0 and "would publish 1 event(s)" in out, err
+    assert await redrives_audited(db, via_api=False) == []
     code, out, err = await cli_async([*redrive, "--id", "test:1"], capsys)
     assert code == 0, err
     assert out.splitlines()[-1] == "published 1 event(s) to mentions from 1 dead letter(s)"
     code, out, err = await cli_async([*redrive, "--id", "test:1"], capsys)
     assert code == 2 and "no dead letter of mentions holds" in one_line(err)
+    # the refused one published nothing: no entry
+    [entry] = await redrives_audited(db, via_api=False)
+    assert (entry["actor"], entry["role"], entry["target_type"], entry["target_id"]) == (
+        ACTOR,
+        "cli",
+        "dead_letters",
+        "mentions",
+    )
+    after = entry["after"]
+    assert (after["store"], after["result"], after["events_published"]) == ("kafka", "done", 1)
+    assert after["published_to"] == kafka_config.topic_prefix + "mentions"
+    assert after["selection"] == {"ids": ["test:1"], "count": 1}
+    assert after["letters"] == {
+        "count": 1,
+        "first": [
+            {
+                "event_id": "test:1",
+                "key": "test:1",
+                "dlq_partition": one["dlq_partition"],
+                "dlq_offset": one["dlq_offset"],
+            }
+        ],
+    }
+    assert after["not_redriven"] == {"count": 0, "first": []} and after["unmarked"] == 0
+    assert entry["outcome"] == "ok" and entry["detail"] is None
 
     mentions = await read_topic(kafka_config, kafka_config.topic_prefix + "mentions")
     again = [m for m in mentions if m.key == b"test:1"]
@@ -376,6 +600,11 @@ async def test_kafka_dead_letters_are_listed_and_re_driven_once(
     assert code == 0 and out.splitlines()[-1].startswith("published 1 event(s)"), err
     code, out, err = await cli_async([*redrive, "--all"], capsys)
     assert code == 0 and out == "published 0 event(s) to mentions from 0 dead letter(s)\n"
+    entries = await redrives_audited(db)  # the one with nothing to publish: no entry
+    assert [(e["after"]["selection"], e["after"]["events_published"]) for e in entries] == [
+        ("all", 1),
+        ({"ids": ["test:1"], "count": 1}, 1),
+    ]
 
     # the cause fixed, the group handles them (once each, whatever it had handled)
     fixed = Poison(set())
@@ -396,6 +625,7 @@ async def test_a_cut_kafka_dead_letter_is_re_driven_whole_from_its_topic(
     kafka_config: BusConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = kafka_yaml(tmp_path, kafka_config)
+    db = await migrated(kafka_db(tmp_path))
     bus = KafkaBus(kafka_config)  # creates the topics
     await bus.start()
     await bus.stop()
@@ -439,6 +669,12 @@ async def test_a_cut_kafka_dead_letter_is_re_driven_whole_from_its_topic(
     assert "1 cut dead letter(s) of mentions not re-driven" in one_line(err)
     records = await read_topic(kafka_config, prefix + "mentions")
     assert [m.value for m in records] == [whole, whole]
+    [entry] = await redrives_audited(db, via_api=False)
+    after = entry["after"]
+    assert (after["result"], after["events_published"]) == ("partial", 1)
+    assert after["letters"]["count"] == 2 and after["not_redriven"]["count"] == 1
+    assert after["not_redriven"]["first"][0]["dlq_offset"] == 1  # the one whose record is gone
+    assert entry["detail"] == "1 cut letter(s) whose record is gone"
     # the one re-driven is marked; the lost one stays listed
     code, out, _ = await cli_async(["dead-letters", "list", "--config", str(config)], capsys)
     assert "(cut: " in one_line(out)
