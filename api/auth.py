@@ -363,10 +363,16 @@ async def authenticate(request: Request) -> Principal:
     await _refuse_if_throttled(request)
     key = _presented_key(request)
     if key is None:
+        sent = request.headers.get("authorization")
+        problem = (  # a key sent without its scheme ('Authorization: cw_...'), or Basic
+            "the Authorization header is not 'Bearer <key>'"
+            if sent and sent.strip()
+            else "missing API key"
+        )
         raise await _refuse(
             request,
             "missing",
-            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+            f"{problem}: send 'Authorization: Bearer <key>' or 'X-API-Key'",
             guess=False,
         )
     ring: KeyRing = request.app.state.keyring

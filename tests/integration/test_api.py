@@ -98,6 +98,17 @@ async def test_no_key_is_401_with_a_clear_message(api) -> None:
     assert r.json()["detail"] == "unknown API key"
 
 
+async def test_a_key_sent_without_its_scheme_is_told_so(api) -> None:
+    client, _ = api
+    for header in ("cw_not-a-real-key-at-all", "Basic dXNlcjpwYXNz", "Bearer   "):
+        r = await client.get("/incidents", headers={"Authorization": header})
+        assert r.status_code == 401
+        assert r.json()["detail"] == (
+            "the Authorization header is not 'Bearer <key>': send 'Authorization: Bearer "
+            "<key>' or 'X-API-Key'"
+        ), header
+
+
 async def test_wrong_role_is_403(api, clock) -> None:
     client, runtime = api
     incident_id = await open_incident(runtime, clock)
