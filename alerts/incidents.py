@@ -1,7 +1,8 @@
 """Incidents: opened and upgraded by Signals; listed, acknowledged and resolved by people.
 
 The stage calls ``apply_signal``; the API calls ``list_incidents``, ``get_incident``,
-``acknowledge`` and ``resolve``. Nothing here commits: the caller's unit of work does.
+``mutes`` (why an incident's alerts are held), ``acknowledge`` and ``resolve``. Nothing
+here commits: the caller's unit of work does.
 
 Lifecycle: ``open`` -> ``acknowledged`` -> ``resolved`` (``open`` -> ``resolved`` too);
 ``mitigating`` and ``closed`` (and merging) are ``alerts.workflow.service``'s.
@@ -708,6 +709,87 @@ async def last_mute(session: AsyncSession, incident_id: int) -> IncidentEvent | 
         .order_by(IncidentEvent.id.desc())
     )
     return next((event for event in events if _own(event.detail)), None)
+
+
+class Mute(NamedTuple):
+    """What holds an incident's alerts back now (``mutes``): an inhibition or a silence,
+    since when (its ``inhibited``/``silenced`` timeline event), and what muted it as it
+    stands now (``inhibitor``: (id, tier, status) of the inhibiting incident; ``silence``:
+    the silence; None when that row is gone). ``ended``: what muted it has ended (the
+    inhibiting incident resolved, closed or merged; the silence over or expired) and the
+    alerter's next tick alerts the incident (``release_inhibition``, ``release_silence``)."""
+
+    by: str  # "inhibition" or "silence"
+    since: datetime
+    ended: bool
+    inhibitor_id: int | None = None
+    inhibitor: tuple[int, int, str] | None = None
+    silence_id: int | None = None
+    silence: Silence | None = None
+
+
+async def mutes(
+    session: AsyncSession, incidents: Collection[Incident], now: datetime
+) -> dict[int, Mute]:
+    """Why the alerts of each of ``incidents`` are held, for those whose are: a live
+    incident whose own last ``MUTE_KINDS`` event (``last_mute``) is ``inhibited`` or
+    ``silenced``, and, once what muted it has ended, only while the release will still
+    alert it (open and unacknowledged: an acknowledged one is not alerted again, nothing
+    is held for it any more). Three statements whatever the number of incidents (their
+    mute events, the inhibiting incidents, the silences): for a page of the list."""
+    live = {i.id: i for i in incidents if i.status not in FINISHED}
+    if not live:
+        return {}
+    rows = await session.execute(
+        select(
+            IncidentEvent.incident_id, IncidentEvent.kind, IncidentEvent.at, IncidentEvent.detail
+        )
+        .where(IncidentEvent.incident_id.in_(sorted(live)), IncidentEvent.kind.in_(MUTE_KINDS))
+        .order_by(IncidentEvent.incident_id, IncidentEvent.id.desc())
+    )
+    last: dict[int, tuple[str, datetime, dict[str, Any]]] = {}
+    for incident_id, kind, at, detail in rows:
+        if incident_id not in last and _own(detail):
+            last[incident_id] = (kind, at, detail or {})
+    by_incident = {i: _id_in(d, "by_incident") for i, (k, _, d) in last.items() if k == "inhibited"}
+    by_silence = {i: _id_in(d, "silence") for i, (k, _, d) in last.items() if k == "silenced"}
+    wanted = {v for v in by_incident.values() if v is not None}
+    inhibitors: dict[int, tuple[int, int, str]] = {}
+    if wanted:
+        found = await session.execute(
+            select(Incident.id, Incident.tier, Incident.status).where(Incident.id.in_(wanted))
+        )
+        inhibitors = {int(i): (int(i), int(t), str(s)) for i, t, s in found}
+    wanted = {v for v in by_silence.values() if v is not None}
+    found_silences: dict[int, Silence] = {}
+    if wanted:
+        found_silences = {
+            s.id: s for s in await session.scalars(select(Silence).where(Silence.id.in_(wanted)))
+        }
+    out: dict[int, Mute] = {}
+    for incident_id, (kind, at, _) in last.items():
+        if kind == "inhibited":
+            other_id = by_incident[incident_id]
+            other = inhibitors.get(other_id) if other_id is not None else None
+            ended = other is None or other[2] in FINISHED
+            mute = Mute("inhibition", at, ended, inhibitor_id=other_id, inhibitor=other)
+        elif kind == "silenced":
+            silence_id = by_silence[incident_id]
+            silence = found_silences.get(silence_id) if silence_id is not None else None
+            ended = silence is None or silence.ends_at <= now
+            mute = Mute("silence", at, ended, silence_id=silence_id, silence=silence)
+        else:
+            continue  # alerted since (unsilenced, uninhibited, upgraded)
+        incident = live[incident_id]
+        if ended and (incident.status != OPEN or incident.acked_at is not None):
+            continue  # the release does not alert it: nothing is held for it any more
+        out[incident_id] = mute
+    return out
+
+
+def _id_in(detail: dict[str, Any], key: str) -> int | None:
+    value = detail.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def is_reopen(event: IncidentEvent) -> bool:

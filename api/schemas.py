@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +46,51 @@ class IncidentOut(_Out):
     merged_into_id: int | None = None
 
 
+class MutedByInhibition(BaseModel):
+    """The incident's alerts are held by an inhibition: an open incident of the
+    inhibiting tier (``alerts.inhibit``) for the same story or watch."""
+
+    by: Literal["inhibition"] = "inhibition"
+    since: datetime = Field(description="when its alert was muted (the `inhibited` event)")
+    incident_id: int | None = Field(description="the inhibiting incident")
+    incident_tier: int | None = Field(description="its tier (null: it no longer exists)")
+    incident_status: str | None = Field(description="its status (null: it no longer exists)")
+    ended: bool = Field(
+        description="the inhibiting incident has ended (resolved, closed, merged): the "
+        "alerter's next tick sends the held alerts (`uninhibited`)"
+    )
+
+
+class MutedBySilence(BaseModel):
+    """The incident's alerts are held by a silence (``POST /silences``)."""
+
+    by: Literal["silence"] = "silence"
+    since: datetime = Field(description="when its alert was muted (the `silenced` event)")
+    silence_id: int | None = Field(description="the silence")
+    reason: str | None = Field(description="the silence's reason (null: it no longer exists)")
+    author: str | None = Field(description="who created it")
+    until: datetime | None = Field(description="when it ends (`ends_at`)")
+    ended: bool = Field(
+        description="the silence is over (or was expired): the alerter's next tick sends "
+        "the held alerts (`unsilenced`)"
+    )
+
+
+Muted = Annotated[MutedByInhibition | MutedBySilence, Field(discriminator="by")]
+
+
+class IncidentView(IncidentOut):
+    """An incident as ``GET /incidents`` lists it and ``GET /incidents/{id}`` reads it:
+    its fields and, read-only, why its alerts are held back (``muted``)."""
+
+    muted: Muted | None = Field(
+        None,
+        description="what holds the incident's alerts (and with them its escalation and, "
+        "when muted as it was raised, its SLA clock) back now: an inhibition by another "
+        "incident, or a silence; null when nothing does",
+    )
+
+
 class TimelineEventOut(_Out):
     at: datetime
     kind: str
@@ -85,7 +130,7 @@ class IncidentPages(BaseModel):
     deliveries: str = Field(description="GET: every delivery, oldest first")
 
 
-class IncidentDetail(IncidentOut):
+class IncidentDetail(IncidentView):
     """The incident with the newest items of its timeline, evidence and deliveries (at
     most ``?limit=`` of each, oldest first), the count of each and where to page the rest:
     a days-long incident has tens of thousands of each."""

@@ -1,6 +1,7 @@
 """Incidents: list, read (with the newest of its timeline, evidence and deliveries; the
 evidence and deliveries paged in full: the timeline's pages are the workflow router's),
-acknowledge, resolve.
+acknowledge, resolve. Listed and read, an incident says what holds its alerts back
+(``muted``: an inhibition or a silence, ``alerts.incidents.mutes``).
 
 Domain errors (unknown incident: 404, impossible transition: 409) are mapped once, in
 ``api.app``.
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
+from alerts.models import Incident
 from alerts.workflow.service import incident_row
 from api import audit
 from api.auth import Principal, ensure_visible, require, scoped_watches
@@ -26,6 +28,10 @@ from api.schemas import (
     IncidentDetail,
     IncidentOut,
     IncidentPages,
+    IncidentView,
+    Muted,
+    MutedByInhibition,
+    MutedBySilence,
     Page,
     TimelineEventOut,
 )
@@ -38,7 +44,7 @@ IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's
 StatusFilter = Literal["open", "acknowledged", "mitigating", "resolved", "closed"]
 
 
-@router.get("", response_model=Page[IncidentOut])
+@router.get("", response_model=Page[IncidentView])
 async def list_incidents(
     request: Request,
     session: Session,
@@ -48,9 +54,9 @@ async def list_incidents(
     watch: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> Page[IncidentOut]:
+) -> Page[IncidentView]:
     """Newest first. A key scoped to some watches lists those (or the ``?watch=`` asked:
-    403 outside its scope)."""
+    403 outside its scope). ``muted``: what holds each one's alerts back, if anything."""
     items, total = await service.list_incidents(
         session,
         status=status_,
@@ -59,8 +65,10 @@ async def list_incidents(
         limit=limit,
         offset=offset,
     )
-    return Page[IncidentOut](
-        items=[IncidentOut.model_validate(i) for i in items],
+    runtime: Runtime = request.app.state.runtime
+    held = await service.mutes(session, items, runtime.clock.now())
+    return Page[IncidentView](
+        items=[_view(i, held.get(i.id)) for i in items],
         total=total,
         limit=limit,
         offset=offset,
@@ -85,10 +93,13 @@ async def get_incident(
 ) -> IncidentDetail:
     """The incident with the newest ``limit`` items of its timeline, evidence and
     deliveries (each in time order), how many each has (``timeline_total``, ...) and where
-    to page them all (``pages``): reading it costs the same after days of a crisis."""
+    to page them all (``pages``): reading it costs the same after days of a crisis.
+    ``muted``: what holds its alerts back, if anything."""
     await _viewable(session, who, incident_id)  # (before its lists are read)
     found = await service.incident_detail(session, incident_id, limit=limit)
-    base = IncidentOut.model_validate(found.incident).model_dump()
+    runtime: Runtime = request.app.state.runtime
+    held = await service.mutes(session, [found.incident], runtime.clock.now())
+    base = _view(found.incident, held.get(incident_id)).model_dump()
     return IncidentDetail(
         **base,
         timeline=[TimelineEventOut.model_validate(e) for e in found.timeline],
@@ -102,6 +113,33 @@ async def get_incident(
             evidence=request.url_for("list_evidence", incident_id=incident_id).path,
             deliveries=request.url_for("list_deliveries", incident_id=incident_id).path,
         ),
+    )
+
+
+def _view(incident: Incident, mute: service.Mute | None) -> IncidentView:
+    return IncidentView.model_validate(incident).model_copy(update={"muted": _muted(mute)})
+
+
+def _muted(mute: service.Mute | None) -> Muted | None:
+    if mute is None:
+        return None
+    if mute.by == "inhibition":
+        other = mute.inhibitor
+        return MutedByInhibition(
+            since=mute.since,
+            incident_id=mute.inhibitor_id,
+            incident_tier=None if other is None else other[1],
+            incident_status=None if other is None else other[2],
+            ended=mute.ended,
+        )
+    silence = mute.silence
+    return MutedBySilence(
+        since=mute.since,
+        silence_id=mute.silence_id,
+        reason=None if silence is None else silence.reason,
+        author=None if silence is None else silence.author,
+        until=None if silence is None else silence.ends_at,
+        ended=mute.ended,
     )
 
 

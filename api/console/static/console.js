@@ -207,6 +207,51 @@
     return node;
   }
 
+  // Why the incident's alerts are held back (the API's ``muted``: an inhibition by another
+  // incident, or a silence), or null: an incident muted when it was raised has no deadline,
+  // and without this line it reads as broken or as needing nothing. ``linked``: the
+  // inhibiting incident is a link to it (not on a card: a card is a button already).
+  function mutedLine(incident, linked) {
+    const muted = incident.muted;
+    if (!muted || typeof muted !== "object") return null;
+    const node = el("span", "held");
+    const held = deadlineOf(incident) ? "alerts and escalation held" : "alerts held, no deadline";
+    if (muted.by === "inhibition") {
+      let ref = "#" + muted.incident_id;
+      if (linked && Number.isInteger(muted.incident_id)) {
+        ref = el("button", "link", ref);
+        ref.type = "button";
+        ref.id = "muted-by";
+        ref.addEventListener("click", () => select(muted.incident_id, true));
+      }
+      const tier = muted.incident_tier === null || muted.incident_tier === undefined ? "" :
+        " (tier " + muted.incident_tier + ")";
+      if (!muted.ended) {
+        node.append("Muted while ", ref, tier + " is open: " + held);
+      } else {
+        const now = muted.incident_status ? muted.incident_status : "gone";
+        node.append("Muted by ", ref, tier + ", " + now +
+          " now: the held alerts go out at the alerter's next run");
+      }
+    } else if (muted.by === "silence") {
+      const which = "silence #" + muted.silence_id;
+      if (!muted.ended) {
+        node.append("Silenced until " + fmtTime(muted.until) + " (" + which);
+        if (muted.author) node.append(", by ", isolated(muted.author));
+        node.append("): " + held);
+        if (muted.reason) node.append(". Reason: ", isolated(muted.reason));
+      } else {
+        node.append("Silenced (" + which + ", ended " + fmtTime(muted.until) +
+          "): the held alerts go out at the alerter's next run");
+      }
+    } else {
+      return null; // a kind this page does not know: the timeline shows what happened
+    }
+    if (linked) node.append(" · since " + fmtTime(muted.since));
+    else node.title = "muted since " + fmtTime(muted.since);
+    return node;
+  }
+
   function tickOne(node) {
     const left = Date.parse(node.dataset.due) - serverNow();
     if (isNaN(left)) return;
@@ -292,6 +337,7 @@
       badges,
       el("span", "meta", incident.watch_id + " · opened " + fmtTime(incident.opened_at) + " · "),
       countdown(incident),
+      mutedLine(incident, false),
     );
     button.addEventListener("click", () => select(incident.id, true));
     return button;
@@ -435,6 +481,11 @@
     fact(facts, "status", status);
     fact(facts, "tier", String(incident.tier) + (incident.drill ? " (DRILL)" : ""));
     fact(facts, "deadline", countdown(incident));
+    const held = mutedLine(incident, true);
+    if (held) {
+      held.id = "detail-muted";
+      fact(facts, "muted", held);
+    }
     fact(facts, "brand / watch", incident.brand + " / " + incident.watch_id);
     fact(facts, "opened", fmtTime(incident.opened_at));
     fact(facts, "acknowledged", incident.acked_at ?
