@@ -51,7 +51,10 @@ class VersionOut(_Out):
     number: int
     status: VersionStatus
     body: str
-    variables: list[str] = Field(description="variables the body uses besides brand and incident")
+    variables: list[str] = Field(
+        description="every variable the body uses; brand and incident among them are filled "
+        "from the incident (a use may not give them), the others a use must give"
+    )
     note: str
     created_by: str
     created_at: datetime

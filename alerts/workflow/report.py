@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, Row, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents
-from alerts.models import FINISHED, Incident, IncidentEvent
+from alerts.models import FINISHED, FOLLOW_UP_REASONS, Incident, IncidentEvent
 from alerts.notifiers import escape
 from alerts.timeline import SYSTEM
 from alerts.workflow import evidence as evidence_service
@@ -57,7 +57,7 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
         "upgraded": f"raised from tier {d.get('from_tier')} to tier {d.get('tier')}"
         + (f" (reopened: it was {d['was']})" if d.get("was", "open") != "open" else ""),
         "signal": f"signal at tier {d.get('tier')}",
-        "alert_queued": f"alert queued for {d.get('channel') or d.get('channels')}",
+        "alert_queued": _queued(d),
         "alert_delivered": f"alert delivered on {d.get('channel')}",
         "alert_failed": f"alert failed on {d.get('channel')}: {d.get('error')}",
         "acknowledged": "acknowledged",
@@ -83,6 +83,16 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
         "template_used": f"template {d.get('name')!r} v{d.get('version')} used",
     }
     return lines.get(kind, kind.replace("_", " "))
+
+
+def _queued(d: dict[str, Any]) -> str:
+    """An alert queued on one channel, or a follow-up (ack, resolve) on several, whose
+    event lists them all: named one by one, not as a Python list."""
+    channels = d.get("channels")
+    if not isinstance(channels, list):
+        return f"alert queued for {d.get('channel')}"
+    what = f"{d['reason']} follow-up" if d.get("reason") in FOLLOW_UP_REASONS else "alert"
+    return f"{what} queued for {', '.join(str(c) for c in channels)}"
 
 
 WAITED_FOR = {"acknowledged": "an ack", "responded": "a response", "resolved": "a resolve"}

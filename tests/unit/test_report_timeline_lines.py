@@ -1,0 +1,22 @@
+"""The report's one-line summaries of timeline events read as English, not Python."""
+
+from __future__ import annotations
+
+from alerts.workflow import report
+
+
+def test_a_follow_up_queued_on_several_channels_names_them_plainly() -> None:
+    # an ack or resolve follow-up is one event for every channel it goes to: the report
+    # said "alert queued for ['legal-console', 'pr-console']" (a Python list)
+    line = report.summarize(
+        "alert_queued",
+        {"reason": "ack", "channels": ["legal-console", "pr-console"], "actor": "rita"},
+    )
+    assert line == "ack follow-up queued for legal-console, pr-console"
+    line = report.summarize("alert_queued", {"reason": "resolve", "channels": ["pr-console"]})
+    assert line == "resolve follow-up queued for pr-console"
+
+
+def test_an_alert_queued_on_one_channel_is_unchanged() -> None:
+    line = report.summarize("alert_queued", {"channel": "pr-console", "reason": "tier"})
+    assert line == "alert queued for pr-console"
