@@ -506,6 +506,10 @@ async def use_template(
             "kind": template.kind,
             "lang": template.lang,
             "version": version.number,
+            # who approved the text used, and when: the report's reader (legal) sees it
+            # beside the use, not only in the versions API and the audit log
+            "approved_by": version.reviewed_by,
+            "approved_at": version.reviewed_at.isoformat() if version.reviewed_at else None,
         },
     )
     return usage

@@ -180,6 +180,8 @@ async def test_the_timeline_records_every_change_with_actor_and_time(
             expected_actors
         )
         assert by_kind["template_used"]["category"] == "template"
+        assert by_kind["template_used"]["detail"]["approved_by"] == "legal-2"
+        assert by_kind["template_used"]["detail"]["approved_at"] is not None
         assert by_kind["note"]["detail"]["text"] == HOSTILE
         times = [item["at"] for item in items]
         assert times == sorted(times)
@@ -246,6 +248,7 @@ async def test_the_report_in_json_and_markdown(tmp_path: Path, clock: ManualCloc
         for heading in ("## What happened", "## When", "## Deadlines", "## Who did what"):
             assert heading in md
         assert "2 met, 1 missed, 0 overdue." in md
+        assert "v1 \\(approved by legal\\-2\\) used" in md  # Markdown-escaped
         assert "| Open an internal investigation |" in md and "**missed** |" in md
         # mention text and notes are inert: no link, tag or heading gets through
         assert "[click](" not in md and "<script>" not in md

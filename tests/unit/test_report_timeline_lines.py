@@ -20,3 +20,12 @@ def test_a_follow_up_queued_on_several_channels_names_them_plainly() -> None:
 def test_an_alert_queued_on_one_channel_is_unchanged() -> None:
     line = report.summarize("alert_queued", {"channel": "pr-console", "reason": "tier"})
     assert line == "alert queued for pr-console"
+
+
+def test_a_template_use_names_who_approved_the_text() -> None:
+    used = {"name": "holding-en", "version": 2, "approved_by": "legal-anna"}
+    line = report.summarize("template_used", used | {"approved_at": "2026-11-29T10:00:00+00:00"})
+    assert line == "template 'holding-en' v2 (approved by legal-anna) used"
+    # a use recorded before approvers were kept on the event reads as it did
+    line = report.summarize("template_used", {"name": "holding-en", "version": 1})
+    assert line == "template 'holding-en' v1 used"
