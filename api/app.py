@@ -28,6 +28,7 @@ from alerts.workflow.tasks import TaskNotFound
 from api.auth import AuthThrottle, SharedThrottle
 from api.bodylimit import BodyLimit, route_families
 from api.console.router import router as console_router
+from api.dbrevision import DatabaseNotMigrated
 from api.docs import add_docs
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
 from api.queryparams import refuse_unknown_query
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 START_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     MigratedByANewerRelease,
+    DatabaseNotMigrated,
     JournalError,
     BusStartError,
     ModelLoadError,

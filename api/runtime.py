@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alerts.acklinks import link_maker
 from alerts.service import AlertService
 from api.auth import KeyRing
+from api.dbrevision import check_database_revision
 from api.settings import SQLITE_WITH_KAFKA, Settings
 from core.bus import Bus
 from core.bus.journal import BusJournal
@@ -276,6 +278,8 @@ class Runtime:
             )
             if self.migrate:
                 await upgrade_database(self.engine)
+            else:  # the distributed roles: `crisiswatch db upgrade` migrated it, or not
+                await self._check_database_revision(self.engine)
             self.sessions = make_sessionmaker(self.engine)
         elif Role.LISTENER in self.roles:
             log.warning(
@@ -345,6 +349,8 @@ class Runtime:
             )
             self.alerter.register()
         if Role.LISTENER in self.roles:
+            for warning in s.listener.idle_warnings():
+                log.warning("%s", warning)
             self.listener = ListenerService(
                 self.bus,
                 s.listener,
@@ -370,6 +376,21 @@ class Runtime:
             await self.listener.start()  # sources last: consumers are ready for them
         self.ready = True
         log.info("crisiswatch is up")
+
+    async def _check_database_revision(self, engine: AsyncEngine) -> None:
+        """Stop the start-up (``DatabaseNotMigrated``, ``MigratedByANewerRelease``) unless
+        the database is at this release's schema. A database that does not answer is left to
+        each role (the API and the listener start without it, the alerter stops): said in a
+        WARNING, the check is skipped."""
+        try:
+            await check_database_revision(engine)
+        except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            log.warning(
+                "could not check the database's schema revision (%s: %s): starting without "
+                "the check",
+                type(exc).__name__,
+                exc,
+            )
 
     async def stop(self) -> None:
         """Stop in order: sources, the bus (drained first when in memory), the stages, the

@@ -297,11 +297,16 @@ def newer_release_problem(error: str, asked: str | None) -> str | None:
     found = re.fullmatch(r"Can't locate revision identified by '([^']+)'", error.strip())
     if found is None or found.group(1) == asked:
         return None
+    return newer_release_text(found.group(1))
+
+
+def newer_release_text(revision: str) -> str:
+    """What to do about a database at ``revision``, which this release does not have."""
     from alembic.script import ScriptDirectory
 
     newest = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     return (
-        f"the database is at revision {found.group(1)}, which this release does not have "
+        f"the database is at revision {revision}, which this release does not have "
         f"(its newest is {newest}): a newer crisiswatch migrated it. Run that release, or "
         f"first roll back with its 'crisiswatch db downgrade --revision {newest}' (back the "
         "database up first)"
@@ -477,6 +482,7 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "newer_release_problem",
+    "newer_release_text",
     "unit_of_work",
     "upgrade_database",
     "upgrade_database_blocking",

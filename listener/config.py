@@ -246,6 +246,23 @@ class ListenerConfig(Section):
             seen.add(watch.id)
         return watches
 
+    def idle_warnings(self) -> list[str]:
+        """Why a listener started with this config would publish nothing, in words (said at
+        its start: a role started without its config file ran, ready, and took nothing in)."""
+        warnings: list[str] = []
+        if not self.watches:
+            warnings.append(
+                "listener: no watches configured (listener.watches): every mention is "
+                "unmatched and none is published (is the config file given, --config FILE?)"
+            )
+        sources = self.sources
+        if not (sources.live or sources.replay or sources.demo or self.webhook.enabled):
+            warnings.append(
+                "listener: no sources configured (listener.sources) and the webhook is off "
+                "(listener.webhook.enabled): this listener takes no mentions in"
+            )
+        return warnings
+
     @classmethod
     def demo(cls, brand: str = "Nimbus", **demo: object) -> ListenerConfig:
         """A config with the demo watch and the generated demo stream."""

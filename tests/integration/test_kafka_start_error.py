@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from core.db import upgrade_database_blocking
 from tests.process_support import child_env
 from tests.support import free_port
 
@@ -18,11 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_kafka_bus_that_cannot_start_is_one_line_and_exit_3(tmp_path: Path) -> None:
     nobody = free_port()  # nothing listens there
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"
+    upgrade_database_blocking(db_url)  # (a role checks its database's schema first)
     config = tmp_path / "c.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'cw.db'}"},
+                "database": {"url": db_url},
                 "bus": {"kind": "kafka", "bootstrap_servers": f"127.0.0.1:{nobody}"},
             }
         ),

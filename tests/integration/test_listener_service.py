@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -486,12 +487,52 @@ async def test_a_runtime_whose_start_fails_stops_what_it_started(tmp_path: Path)
             "listener": {"sources": {"replay": {"path": str(tmp_path / "missing.jsonl.gz")}}},
         }
     )
-    runtime = Runtime(settings, roles=ALL_ROLES)
+    runtime = Runtime(settings, roles=ALL_ROLES, migrate=True)  # as `crisiswatch run`
     with pytest.raises(SourceFatalError, match="cannot be read"):
         await runtime.start()
     assert runtime.bus is not None and not runtime.bus.started
     assert runtime.http is not None and runtime.http.is_closed
     assert not runtime.ready
+
+
+@pytest.mark.parametrize(
+    ("listener", "said"),
+    [
+        ({}, ["no watches configured", "takes no mentions in"]),
+        (
+            {"watches": [{"id": "acme", "brand": "Acme", "terms": ["acme"]}]},
+            ["takes no mentions in"],
+        ),
+        (
+            {
+                "watches": [{"id": "acme", "brand": "Acme", "terms": ["acme"]}],
+                "webhook": {"enabled": True, "secret": "at-least-16-characters"},
+            },
+            [],
+        ),
+    ],
+)
+async def test_a_listener_that_can_publish_nothing_says_so_at_start(
+    listener: dict[str, object], said: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``crisiswatch listener`` started without its config file (the README's distributed
+    commands had no --config) was up and ready, and published nothing: no watch, no source,
+    the webhook off. A WARNING at start now says each of these."""
+    from api.runtime import Role, Runtime
+    from api.settings import Settings
+
+    settings = Settings.model_validate({"listener": listener})
+    runtime = Runtime(settings, roles=frozenset({Role.LISTENER}))
+    with caplog.at_level(logging.WARNING, logger="api.runtime"):
+        await runtime.start()
+    try:
+        messages = [r.getMessage() for r in caplog.records]
+        # (without a database.url the listener also says where its cascade index stays)
+        warned = [m for m in messages if m.startswith("listener: no ") and "database" not in m]
+        assert len(warned) == len(said), warned
+        assert all(any(part in w for w in warned) for part in said), warned
+    finally:
+        await runtime.stop()
 
 
 async def test_stop_stops_an_endless_source_and_is_idempotent() -> None:

@@ -30,6 +30,7 @@ from api.settings import (
     load_settings,
 )
 from core.clock import ManualClock
+from core.db import upgrade_database_blocking
 from core.settings import BusConfig, DatabaseConfig
 from tests.access_support import api_app, served
 from tests.fakes import FakeClassifier
@@ -185,10 +186,9 @@ def test_a_role_process_reads_the_token_from_its_environment(
         "topic_prefix": kafka_config.topic_prefix,
         "partitions": kafka_config.partitions,
     }
-    config = write_config(
-        tmp_path / "crisiswatch.yaml",
-        {"database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'role.db'}"}, "bus": bus},
-    )
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'role.db'}"
+    upgrade_database_blocking(db_url)  # `crisiswatch db upgrade`, before the processes
+    config = write_config(tmp_path / "crisiswatch.yaml", {"database": {"url": db_url}, "bus": bus})
     port = free_port()
     argv = [sys.executable, "-m", "api.cli", role, "--config", str(config), "--port", str(port)]
     process = RoleProcess(procs.add(role, argv, child_env({ENV: f"{TOKEN}\n"})), port)

@@ -20,6 +20,7 @@ from api import serve
 from api.runtime import Runtime
 from api.settings import Settings
 from core.bus.journal import JournalError
+from core.db import upgrade_database_blocking
 from tests.support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,11 @@ def occupied() -> Iterator[int]:
         yield int(holder.getsockname()[1])
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, *, migrated: bool = False) -> Path:
+    """A config on a SQLite file; ``migrated``: as ``crisiswatch db upgrade`` leaves it, as
+    a role (``api``) started alone needs it."""
+    if migrated:
+        upgrade_database_blocking(f"sqlite+aiosqlite:///{tmp_path}/cw.db")
     config = tmp_path / "c.yaml"
     config.write_text(
         f"database:\n  url: sqlite+aiosqlite:///{tmp_path}/cw.db\nlistener:\n  watches: []\n"
@@ -101,7 +106,14 @@ def test_the_port_bound_first_is_served_and_sigterm_exits_0(tmp_path: Path) -> N
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*CRISISWATCH, "api", "--config", str(_config(tmp_path)), "--port", str(port)],
+            [
+                *CRISISWATCH,
+                "api",
+                "--config",
+                str(_config(tmp_path, migrated=True)),
+                "--port",
+                str(port),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
