@@ -152,7 +152,20 @@ def decode_event(topic: str, value: bytes) -> BaseModel:
     try:
         return event_type.model_validate_json(value)
     except ValidationError as exc:
-        raise ValueError(f"not a valid {event_type.__name__}: {exc.errors()[:3]}") from exc
+        raise ValueError(f"not a valid {event_type.__name__}: {_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError, most: int = 3) -> str:
+    """The first ``most`` of pydantic's errors as ``field.path: message``, and how many
+    more: without the input (a stranger's text, megabytes of it, into logs and dead-letter
+    lists: the letter keeps the value) or pydantic's links."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    said = [
+        f"{'.'.join(str(part) for part in e['loc']) or '(the event)'}: {e['msg']}"
+        for e in errors[:most]
+    ]
+    more = f" (and {len(errors) - most} more)" if len(errors) > most else ""
+    return "; ".join(said) + more
 
 
 def _event_of(record: Record) -> BaseModel:

@@ -4,6 +4,7 @@ counted as one, not a dead letter."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -63,3 +64,21 @@ async def test_a_dead_letter_the_transport_refused_is_counted_as_a_failure_not_a
     await bus.process(sub, batch)
     assert len(bus.written) == 1
     assert (sample(bus, "dead_letters"), sample(bus, "handler_errors")) == (1.0, 2.0)
+
+
+def test_an_undecodable_event_is_named_by_its_fields_without_its_input() -> None:
+    """The reason a letter carries (logs, ``dead-letters list``) names the fields and what
+    is wrong with them; the stranger's input (here 100,000 characters) and pydantic's links
+    stay out of it: the letter keeps the value itself."""
+    from core.bus.base import decode_event
+
+    huge = "x" * 100_000
+    value = json.dumps({"id": huge, "source": 7, "text": ["no"], "created_at": "soon"})
+    with pytest.raises(ValueError) as caught:
+        decode_event("mentions", value.encode())
+    reason = str(caught.value)
+    assert reason.startswith("not a valid Mention: ")
+    assert "id: " in reason and "source: " in reason and "text: " in reason
+    assert "(and 1 more)" in reason  # four fields wrong, three named
+    assert huge[:100] not in reason and "errors.pydantic.dev" not in reason
+    assert len(reason) < 400
