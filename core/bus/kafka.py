@@ -100,6 +100,7 @@ _CUT_VALUE_MAX = 64 * 1024  # bytes of a record kept in a dead letter too large 
 _CUT_KEY_MAX = 1000  # characters of its key kept then
 _RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batch
 _POSITION_WAIT = 0.1  # seconds the lag gauge waits for a partition's position
+JOIN_NOTICE_SECONDS = 15.0  # how often a start still joining its groups says so
 
 
 RecordOutcome = Literal["written", "too_large", "failed", "unsent"]
@@ -188,6 +189,14 @@ class _Consumer:
     @property
     def name(self) -> str:
         return f"{self.sub.topic}/{self.sub.group}"
+
+
+def _joined(state: _Consumer) -> bool:
+    """Whether the group gave ``state``'s consumer partitions (its join is over)."""
+    try:
+        return bool(state.consumer.assignment())
+    except Exception:  # a consumer not started: not joined
+        return False
 
 
 class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -304,7 +313,7 @@ class KafkaBus(Bus):
                 self._consumers.append(state)
             self._reset_halts()
             # Each start returns once its group gave it partitions: join them all at once.
-            await asyncio.gather(*(state.consumer.start() for state in self._consumers))
+            await self._join(asyncio.gather(*(s.consumer.start() for s in self._consumers)))
             for state in self._consumers:
                 state.task = asyncio.create_task(self._run(state), name=f"kafka:{state.name}")
                 state.task.add_done_callback(_report_crash)
@@ -323,6 +332,34 @@ class KafkaBus(Bus):
                 raise BusStartError(f"cannot start the Kafka bus at {servers}: {exc}") from exc
             raise
         self._started = True
+
+    async def _join(self, joining: asyncio.Future[Any]) -> None:
+        """Wait for the consumers' group joins, saying every ``JOIN_NOTICE_SECONDS`` which
+        groups are still joining: a join the broker holds up (a member that left without
+        leaving its group, waited for up to its session timeout; a coordinator moving) left
+        a role at "starting the Kafka bus" for minutes with nothing in its log."""
+        started = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({joining}, timeout=JOIN_NOTICE_SECONDS)
+                if done:
+                    joining.result()
+                    return
+                waiting = sorted(
+                    {self.group_id(s.sub.group) for s in self._consumers if not _joined(s)}
+                )
+                log.warning(
+                    "still joining consumer group(s) %s after %.0f s: the broker has not "
+                    "given them partitions yet (a member that stopped without leaving is "
+                    "waited for up to bus.session_timeout_ms = %d ms; check the broker's "
+                    "group coordinator if this goes on)",
+                    ", ".join(waiting) or "(all joined, starting)",
+                    time.monotonic() - started,
+                    self.config.session_timeout_ms,
+                )
+        except BaseException:
+            joining.cancel()
+            raise
 
     async def stop(self) -> None:
         if not self._started and self._producer is None and not self._consumers:

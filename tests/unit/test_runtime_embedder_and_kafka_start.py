@@ -126,3 +126,81 @@ async def test_a_kafka_start_failing_without_a_message_names_the_error(
         await bus.start()
     (line,) = [r.getMessage() for r in caplog.records if "did not start" in r.getMessage()]
     assert line.endswith("TimeoutError()"), line
+
+
+class _HeldConsumer:
+    """An ``AIOKafkaConsumer`` whose group join (``start``) waits until ``joined`` is set."""
+
+    joined = asyncio.Event()
+    stopped = 0
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+    def subscribe(self, topics: list[str], listener: object) -> None:
+        pass
+
+    async def start(self) -> None:
+        await type(self).joined.wait()
+
+    def assignment(self) -> set[object]:
+        return {"p0"} if type(self).joined.is_set() else set()
+
+    async def stop(self) -> None:
+        type(self).stopped += 1
+
+
+class _Producer:
+    def __init__(self, **options: object) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_start_that_waits_on_its_group_join_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A join the broker holds up left a role at "starting the Kafka bus" for minutes with
+    nothing more in its log: it now says, every ``JOIN_NOTICE_SECONDS``, which groups are
+    still joining; the start goes on once they have joined."""
+    import core.bus.kafka as kafka
+
+    _HeldConsumer.joined = asyncio.Event()
+    monkeypatch.setattr(kafka, "AIOKafkaConsumer", _HeldConsumer)
+    monkeypatch.setattr(kafka, "AIOKafkaProducer", _Producer)
+    monkeypatch.setattr(kafka, "JOIN_NOTICE_SECONDS", 0.01)
+    bus = KafkaBus(BusConfig(kind="kafka", bootstrap_servers="broker.invalid:9092"), Metrics())
+
+    async def topics_exist() -> None:
+        pass
+
+    async def handler(events: list[object]) -> None:
+        pass
+
+    monkeypatch.setattr(bus, "_ensure_topics", topics_exist)
+    monkeypatch.setattr(bus, "_run", lambda state: asyncio.Event().wait())
+    bus.subscribe("mentions", "scorer", handler)
+    caplog.set_level(logging.INFO, logger="core.bus.kafka")
+    starting = asyncio.create_task(bus.start())
+
+    def notices() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "still joining" in r.getMessage()]
+
+    async def noticed() -> None:
+        while len(notices()) < 2:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(noticed(), GUARD)
+    assert not starting.done()
+    assert "crisiswatch.scorer" in notices()[0], notices()
+    _HeldConsumer.joined.set()
+    await asyncio.wait_for(starting, GUARD)
+    assert any("the Kafka bus is started" in r.getMessage() for r in caplog.records)
+    await bus.stop()
