@@ -120,6 +120,31 @@ def _decoded(text: str) -> str:
     return text
 
 
+def _styled_letters() -> dict[int, str]:
+    """Mathematical alphanumeric symbols (U+1D400-U+1D7FF: 𝐁𝐨𝐥𝐝, 𝘪𝘵𝘢𝘭𝘪𝘤, 𝓈𝒸𝓇𝒾𝓅𝓉, 𝟙𝟚𝟛) to the
+    plain letters and digits they style (NFKC): posts use them for emphasis ("𝐍𝐄𝐕𝐄𝐑 𝐁𝐔𝐘"),
+    and neither model's vocabulary knows them."""
+    table: dict[int, str] = {}
+    for code in range(0x1D400, 0x1D800):
+        plain = unicodedata.normalize("NFKC", chr(code))
+        if plain != chr(code) and len(plain) == 1 and plain.isalnum():
+            table[code] = plain
+    return table
+
+
+_PLAIN: dict[int, str] = {}
+
+
+def plain_letters(text: str) -> str:
+    """``text`` with styled letters and digits (``_styled_letters``) as plain ones; other
+    characters as they are (fullwidth Latin, which the Chinese encoder reads, included)."""
+    if not any("\U0001d400" <= char <= "\U0001d7ff" for char in text):
+        return text
+    if not _PLAIN:
+        _PLAIN.update(_styled_letters())
+    return text.translate(_PLAIN)
+
+
 def readable(text: str, max_chars: int = 4096) -> str:
     """The text a person reads (alert evidence): escapes and entities decoded, single
     spaces; handles, links and emoji as they were."""
@@ -135,7 +160,7 @@ def for_embedding(text: str, max_chars: int = 1024) -> str:
 
 def normalise(text: str, max_chars: int = 1024) -> str:
     """The text a model sees: masked handles and links, decoded escapes, single spaces."""
-    text = _decoded(squeeze(text, max_chars))
+    text = plain_letters(_decoded(squeeze(text, max_chars)))
     text = text.translate(_EMOJI)
     text = _URL.sub("http", text)
     text = _USER.sub("@user", text)

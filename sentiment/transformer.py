@@ -44,7 +44,7 @@ from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 from sentiment.encoder import EncoderModel, Floats
 from sentiment.errors import ModelLoadError
-from sentiment.textnorm import blank, readable, without_links
+from sentiment.textnorm import blank, plain_letters, readable, without_links
 from sentiment.wordmodel import WordModel
 
 __all__ = [
@@ -123,7 +123,7 @@ def route(text: str, lang: str | None) -> Route:
         return "zh"
     if code:
         return None
-    sample = readable(text, 500)
+    sample = plain_letters(readable(text, 500))  # 𝐁𝐨𝐥𝐝 letters are Latin to the models
     counts = _letters(without_links(sample))
     if not any(counts.values()):
         counts = _letters(sample)

@@ -316,6 +316,34 @@ def test_a_chinese_post_with_fullwidth_letters_is_judged_not_abstained_on(
     assert answer.model.startswith("zh-") and answer.label == "negative"
 
 
+def test_an_english_post_in_styled_letters_is_read_as_the_plain_text(real: Classifier) -> None:
+    """Posts write emphasis in mathematical bold, italic or script letters ("𝐍𝐄𝐕𝐄𝐑 𝐁𝐔𝐘");
+    they were abstained on (a script neither model reads) and now read as plain letters."""
+    plain = "This phone is terrible, never buy it. Refund me now!"
+    bold = plain_letters_styled(plain, 0x1D400)  # 𝐓𝐡𝐢𝐬 ...
+    italic = plain_letters_styled(plain, 0x1D608)  # sans-serif italic
+    answers = real.classify([plain, bold, italic], [None] * 3)
+    assert answers[0].label == "negative"
+    for answer in answers[1:]:
+        assert answer.model == answers[0].model, answer.model  # not abstained
+        assert answer.probs == pytest.approx(answers[0].probs, abs=1e-9)
+    assert route(bold, None) == "en"
+
+
+def plain_letters_styled(text: str, base: int) -> str:
+    """``text`` with its ASCII letters in the mathematical style starting at ``base`` (the
+    style's capital A; its small a follows 26 places on)."""
+    out = []
+    for char in text:
+        if "A" <= char <= "Z":
+            out.append(chr(base + ord(char) - ord("A")))
+        elif "a" <= char <= "z":
+            out.append(chr(base + 26 + ord(char) - ord("a")))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 # ------------------------------------------------------------------ the scorer's metrics
 
 
