@@ -712,31 +712,44 @@ async def last_mute(session: AsyncSession, incident_id: int) -> IncidentEvent | 
 
 
 class Mute(NamedTuple):
-    """What holds an incident's alerts back now (``mutes``): an inhibition or a silence,
-    since when (its ``inhibited``/``silenced`` timeline event), and what muted it as it
-    stands now (``inhibitor``: (id, tier, status) of the inhibiting incident; ``silence``:
-    the silence; None when that row is gone). ``ended``: what muted it has ended (the
-    inhibiting incident resolved, closed or merged; the silence over or expired) and the
-    alerter's next tick alerts the incident (``release_inhibition``, ``release_silence``)."""
+    """What holds an incident's alerts back now (``mutes``): an inhibition, a silence or
+    quiet hours, since when (its ``inhibited``/``silenced``/``held`` timeline event), and
+    what muted it as it stands now (``inhibitor``: (id, tier, status) of the inhibiting
+    incident; ``silence``: the silence; None when that row is gone; ``until``: the end of
+    the quiet hours, ``teams`` and ``channels``: those its held alerts wait for). ``ended``:
+    what muted it has ended (the inhibiting incident resolved, closed or merged; the
+    silence over or expired; the quiet hours over) and the alerter's next tick alerts the
+    incident (``release_inhibition``, ``release_silence``; after quiet hours the outbox
+    sends the held alerts)."""
 
-    by: str  # "inhibition" or "silence"
+    by: str  # "inhibition", "silence" or "quiet_hours"
     since: datetime
     ended: bool
     inhibitor_id: int | None = None
     inhibitor: tuple[int, int, str] | None = None
     silence_id: int | None = None
     silence: Silence | None = None
+    until: datetime | None = None
+    teams: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+
+HOLD_KINDS = (*MUTE_KINDS, "held")
+"""``MUTE_KINDS`` and ``held`` (``_route``: the alert waits for the end of quiet hours):
+the last of them says what holds the incident's current alert back (``mutes``)."""
 
 
 async def mutes(
     session: AsyncSession, incidents: Collection[Incident], now: datetime
 ) -> dict[int, Mute]:
     """Why the alerts of each of ``incidents`` are held, for those whose are: a live
-    incident whose own last ``MUTE_KINDS`` event (``last_mute``) is ``inhibited`` or
-    ``silenced``, and, once what muted it has ended, only while the release will still
-    alert it (open and unacknowledged: an acknowledged one is not alerted again, nothing
-    is held for it any more). Three statements whatever the number of incidents (their
-    mute events, the inhibiting incidents, the silences): for a page of the list."""
+    incident whose own last ``HOLD_KINDS`` event is ``inhibited`` or ``silenced``, and,
+    once what muted it has ended, only while the release will still alert it (open and
+    unacknowledged: an acknowledged one is not alerted again, nothing is held for it any
+    more); or ``held`` (quiet hours), while alerts it held are still waiting, untried
+    (an ack does not stop them: ``alerts.outbox``). Four statements at most whatever the
+    number of incidents (their hold events, the inhibiting incidents, the silences, the
+    deliveries quiet hours hold): for a page of the list."""
     live = {i.id: i for i in incidents if i.status not in FINISHED}
     if not live:
         return {}
@@ -744,7 +757,7 @@ async def mutes(
         select(
             IncidentEvent.incident_id, IncidentEvent.kind, IncidentEvent.at, IncidentEvent.detail
         )
-        .where(IncidentEvent.incident_id.in_(sorted(live)), IncidentEvent.kind.in_(MUTE_KINDS))
+        .where(IncidentEvent.incident_id.in_(sorted(live)), IncidentEvent.kind.in_(HOLD_KINDS))
         .order_by(IncidentEvent.incident_id, IncidentEvent.id.desc())
     )
     last: dict[int, tuple[str, datetime, dict[str, Any]]] = {}
@@ -766,7 +779,7 @@ async def mutes(
         found_silences = {
             s.id: s for s in await session.scalars(select(Silence).where(Silence.id.in_(wanted)))
         }
-    out: dict[int, Mute] = {}
+    out = await _quiet_holds(session, last, now)
     for incident_id, (kind, at, _) in last.items():
         if kind == "inhibited":
             other_id = by_incident[incident_id]
@@ -785,6 +798,60 @@ async def mutes(
             continue  # the release does not alert it: nothing is held for it any more
         out[incident_id] = mute
     return out
+
+
+async def _quiet_holds(
+    session: AsyncSession, last: dict[int, tuple[str, datetime, dict[str, Any]]], now: datetime
+) -> dict[int, Mute]:
+    """The incidents of ``last`` (each one's last ``HOLD_KINDS`` event) whose alert quiet
+    hours hold (``held``), while some of its held deliveries (``_route``'s digest group
+    ``quiet:<until>``) are still pending and untried: the teams and channels they are for.
+    One statement for them all (none when no incident is held)."""
+    groups: dict[int, tuple[str, datetime, datetime]] = {}
+    for incident_id, (kind, at, detail) in last.items():
+        if kind != "held" or not isinstance(raw := detail.get("until"), str):
+            continue
+        try:
+            until = datetime.fromisoformat(raw)
+        except ValueError:
+            log.warning("incident %d: its held event has a bad until %r", incident_id, raw)
+            continue
+        groups[incident_id] = (f"quiet:{raw}", at, until)
+    if not groups:
+        return {}
+    rows = await session.execute(
+        select(
+            Delivery.incident_id,
+            Delivery.digest_group,
+            Delivery.channel,
+            Delivery.payload["teams"],  # (the alert's teams; not the rest of the payload)
+        ).where(
+            Delivery.incident_id.in_(sorted(groups)),
+            Delivery.digest_group.in_(sorted({g for g, _, _ in groups.values()})),
+            Delivery.status == PENDING,
+            Delivery.attempts == 0,
+        )
+    )
+    channels: dict[int, set[str]] = {}
+    teams: dict[int, set[str]] = {}
+    for incident_id, group, channel, names in rows:
+        if group != groups[incident_id][0]:
+            continue  # another incident's quiet night
+        channels.setdefault(incident_id, set()).add(channel)
+        if isinstance(names, list):
+            teams.setdefault(incident_id, set()).update(str(n) for n in names)
+    return {
+        incident_id: Mute(
+            "quiet_hours",
+            at,
+            until <= now,
+            until=until,
+            teams=tuple(sorted(teams.get(incident_id, ()))),
+            channels=tuple(sorted(channels[incident_id])),
+        )
+        for incident_id, (_, at, until) in groups.items()
+        if incident_id in channels
+    }
 
 
 def _id_in(detail: dict[str, Any], key: str) -> int | None:

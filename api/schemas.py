@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from alerts.models import IncidentEvent
+from alerts.timeline import category
 
 T = TypeVar("T")
 
@@ -76,7 +79,24 @@ class MutedBySilence(BaseModel):
     )
 
 
-Muted = Annotated[MutedByInhibition | MutedBySilence, Field(discriminator="by")]
+class MutedByQuietHours(BaseModel):
+    """The incident's alert waits for the end of the quiet hours (``alerts.quiet_hours``;
+    the `held` event): it goes out then, as one digest per channel. Unlike an inhibition
+    or a silence this keeps the incident's deadline: its escalation and SLA clock start at
+    ``until`` (``sla_due_at`` counts from then), and an ack does not stop the held alerts
+    (the teams still learn what happened)."""
+
+    by: Literal["quiet_hours"] = "quiet_hours"
+    since: datetime = Field(description="when its alert was held (the `held` event)")
+    until: datetime = Field(description="when the quiet hours end and the held alerts go out")
+    teams: list[str] = Field(description="the teams the held alerts are for")
+    channels: list[str] = Field(description="the channels whose alerts wait")
+    ended: bool = Field(
+        description="the quiet hours are over: the alerter's next run sends the held alerts"
+    )
+
+
+Muted = Annotated[MutedByInhibition | MutedBySilence | MutedByQuietHours, Field(discriminator="by")]
 
 
 class IncidentView(IncidentOut):
@@ -87,15 +107,33 @@ class IncidentView(IncidentOut):
         None,
         description="what holds the incident's alerts (and with them its escalation and, "
         "when muted as it was raised, its SLA clock) back now: an inhibition by another "
-        "incident, or a silence; null when nothing does",
+        "incident, a silence, or quiet hours (its alerts, escalation and SLA clock start "
+        "when they end); null when nothing does",
     )
 
 
 class TimelineEventOut(_Out):
+    """One timeline event: the same fields whether ``GET /incidents/{id}`` embeds it or
+    ``GET /incidents/{id}/timeline`` pages it (``TimelineItemOut``), both made by ``of``,
+    so a client that pages back and merges the two lists sees one shape."""
+
+    id: int = Field(description="the event's id (a page and the embedded list share it)")
     at: datetime
     kind: str
+    category: str = Field(description="the kind's category (`?category=` of the timeline)")
     actor: str
     detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: IncidentEvent) -> Self:
+        return cls(
+            id=event.id,
+            at=event.at,
+            kind=event.kind,
+            category=category(event.kind),
+            actor=event.actor,
+            detail=event.detail,
+        )
 
 
 class EvidenceOut(_Out):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from alerts.config import IncidentRoleName
-from api.schemas import IncidentOut
+from api.schemas import IncidentOut, TimelineEventOut
 
 TaskStatus = Literal["done", "skipped"]
 
@@ -83,13 +83,9 @@ class MergeOut(BaseModel):
     survivor: IncidentOut
 
 
-class TimelineItemOut(_Out):
-    id: int
-    at: datetime
-    kind: str
-    category: str
-    actor: str
-    detail: dict[str, Any]
+class TimelineItemOut(TimelineEventOut):
+    """A timeline event as ``GET /incidents/{id}/timeline`` pages it: the fields (and the
+    ``of`` that fills them) of the events ``GET /incidents/{id}`` embeds."""
 
 
 class TierChangeOut(_Out):

@@ -33,7 +33,7 @@ from alerts.timeline import SYSTEM
 from alerts.workflow import evidence as evidence_service
 from alerts.workflow import service
 from alerts.workflow.models import TierChange
-from alerts.workflow.tasks import outcome
+from alerts.workflow.tasks import judged_at, outcome
 
 MACHINES = frozenset({SYSTEM, incidents.DETECTOR})
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&@:])")
@@ -221,7 +221,7 @@ async def head(session: AsyncSession, incident_id: int, now: datetime) -> Head:
     with its own ack, time to ack and resolve; ``reopens`` counts the reopens. Reads the
     status events only, not the whole timeline."""
     incident = await service.incident_row(session, incident_id)  # (not its deliveries)
-    now_ref = incident.resolved_at or incident.closed_at or now
+    now_ref = judged_at(incident, now)
     events: list[IncidentEvent] = list(
         await session.scalars(
             select(IncidentEvent)

@@ -269,8 +269,18 @@ def finish(task: IncidentTask, status: str, actor: str, now: datetime, note: str
     task.next_reminder_at = None
 
 
+def judged_at(incident: Incident, now: datetime) -> datetime:
+    """When the incident's open deadlines (its tasks', its SLA's) are judged: at its
+    resolve once it is resolved or closed (a merge resolves it too), so that a task left
+    open then stays pending or overdue as of the resolve, however late it is read; at
+    ``now`` while it is live (a reopen clears its resolve). The post-incident report and
+    ``GET /incidents/{id}/tasks`` both judge by this."""
+    return incident.resolved_at or incident.closed_at or now
+
+
 def outcome(task: IncidentTask, now: datetime) -> str:
-    """met / missed (done late) / overdue (open past due) / pending / skipped / cancelled."""
+    """met / missed (done late) / overdue (open past due) / pending / skipped / cancelled.
+    ``now``: the time to judge an open task at (``judged_at``)."""
     if task.status == TASK_DONE:
         assert task.finished_at is not None
         return "met" if task.finished_at <= task.due_at else "missed"

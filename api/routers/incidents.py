@@ -1,7 +1,7 @@
 """Incidents: list, read (with the newest of its timeline, evidence and deliveries; the
 evidence and deliveries paged in full: the timeline's pages are the workflow router's),
 acknowledge, resolve. Listed and read, an incident says what holds its alerts back
-(``muted``: an inhibition or a silence, ``alerts.incidents.mutes``).
+(``muted``: an inhibition, a silence or quiet hours, ``alerts.incidents.mutes``).
 
 Domain errors (unknown incident: 404, impossible transition: 409) are mapped once, in
 ``api.app``.
@@ -31,6 +31,7 @@ from api.schemas import (
     IncidentView,
     Muted,
     MutedByInhibition,
+    MutedByQuietHours,
     MutedBySilence,
     Page,
     TimelineEventOut,
@@ -102,7 +103,7 @@ async def get_incident(
     base = _view(found.incident, held.get(incident_id)).model_dump()
     return IncidentDetail(
         **base,
-        timeline=[TimelineEventOut.model_validate(e) for e in found.timeline],
+        timeline=[TimelineEventOut.of(e) for e in found.timeline],
         evidence=[EvidenceOut.model_validate(e) for e in found.evidence],
         deliveries=[DeliveryOut.model_validate(d) for d in found.deliveries],
         timeline_total=found.timeline_total,
@@ -130,6 +131,15 @@ def _muted(mute: service.Mute | None) -> Muted | None:
             incident_id=mute.inhibitor_id,
             incident_tier=None if other is None else other[1],
             incident_status=None if other is None else other[2],
+            ended=mute.ended,
+        )
+    if mute.by == "quiet_hours":
+        assert mute.until is not None  # (set for every quiet-hours hold)
+        return MutedByQuietHours(
+            since=mute.since,
+            until=mute.until,
+            teams=list(mute.teams),
+            channels=list(mute.channels),
             ended=mute.ended,
         )
     silence = mute.silence

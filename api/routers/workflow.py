@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
@@ -20,11 +21,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.config import IncidentRoleName
-from alerts.models import EVENT_KINDS
-from alerts.timeline import CATEGORIES, category
+from alerts.models import EVENT_KINDS, Incident
+from alerts.timeline import CATEGORIES
 from alerts.workflow import evidence, report, service
 from alerts.workflow.models import IncidentTask
-from alerts.workflow.tasks import outcome
+from alerts.workflow.tasks import judged_at, outcome
 from api import audit
 from api.auth import Principal, ensure_visible, require, require_any
 from api.deps import db_session
@@ -83,15 +84,16 @@ async def _scoped(session: AsyncSession, who: Principal, incident_id: int) -> di
     return before
 
 
-async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> None:
+async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> Incident:
     incident = await service.incident_row(session, incident_id)
     ensure_visible(who, incident.watch_id, f"incident {incident_id}")
+    return incident
 
 
-def _task_out(task: IncidentTask, runtime: Runtime) -> TaskOut:
-    return TaskOut.model_validate(task).model_copy(
-        update={"outcome": outcome(task, runtime.clock.now())}
-    )
+def _task_out(task: IncidentTask, at: datetime) -> TaskOut:
+    """The task with its outcome judged at ``at`` (``judged_at``: the resolve of a
+    resolved or closed incident, as the report judges it; else now)."""
+    return TaskOut.model_validate(task).model_copy(update={"outcome": outcome(task, at)})
 
 
 @router.post("/mitigate", response_model=IncidentOut)
@@ -219,10 +221,12 @@ async def unassign_role(
 async def list_tasks(
     request: Request, incident_id: IncidentId, session: Session, who: Viewer
 ) -> list[TaskOut]:
-    """The playbook tasks, by due time, with their outcome so far."""
-    await _viewable(session, who, incident_id)
-    runtime = _runtime(request)
-    return [_task_out(t, runtime) for t in await service.tasks_of(session, incident_id)]
+    """The playbook tasks, by due time, with their outcome so far: an open task's judged
+    at the resolve once the incident is resolved or closed (as the report judges it),
+    else now."""
+    incident = await _viewable(session, who, incident_id)
+    at = judged_at(incident, _runtime(request).clock.now())
+    return [_task_out(t, at) for t in await service.tasks_of(session, incident_id)]
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskOut)
@@ -244,7 +248,7 @@ async def update_task(
     task = await service.update_task(
         session, incident_id, task_id, body.status, who.name, now, note=body.note
     )
-    out = _task_out(task, runtime)
+    out = _task_out(task, now)  # (a live incident's: judged now)
     audit.record(
         session, who, "incident.task.update", "incident", incident_id, at=now,
         before={"task": task_id, "status": "open"}, after=out.model_dump(mode="json"),
@@ -262,23 +266,12 @@ async def add_note(
     await _scoped(session, who, incident_id)
     now = runtime.clock.now()
     event = await service.add_note(session, incident_id, body.text, who.name, now)
-    out = _timeline_item(event)
+    out = TimelineItemOut.of(event)
     audit.record(
         session, who, "incident.note", "incident", incident_id, at=now,
         after=out.model_dump(mode="json"),
     )  # fmt: skip
     return out
-
-
-def _timeline_item(event: Any) -> TimelineItemOut:
-    return TimelineItemOut(
-        id=event.id,
-        at=event.at,
-        kind=event.kind,
-        category=category(event.kind),
-        actor=event.actor,
-        detail=event.detail,
-    )
 
 
 @router.get("/timeline", response_model=Page[TimelineItemOut])
@@ -311,7 +304,7 @@ async def get_timeline(
         session, incident_id, kinds=kinds or None, limit=limit, offset=offset
     )
     return Page[TimelineItemOut](
-        items=[_timeline_item(e) for e in items], total=total, limit=limit, offset=offset
+        items=[TimelineItemOut.of(e) for e in items], total=total, limit=limit, offset=offset
     )
 
 

@@ -9,14 +9,18 @@ else, and a PR person took it for a broken system or an incident that needs no a
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 
+from alerts.config import AlertsConfig, QuietHours
+from alerts.models import Delivery
 from api.runtime import Runtime
 from core.clock import ManualClock
-from tests.access_support import api_on, key_headers, open_incident
+from core.db import unit_of_work
+from tests.access_support import add_incident, api_on, key_headers, make_signal, open_incident
 from tests.integration.test_incident_detail_bounds import rows_read
 
 VIEWER = key_headers("viewer")
@@ -194,3 +198,98 @@ async def test_a_mute_moved_by_a_merge_is_not_the_survivors(
         assert await both(client, top) == [None, None]
         detail = await ok(await client.get(f"/incidents/{low}", headers=VIEWER))
         assert detail["status"] == "closed" and detail["muted"] is None
+
+
+# 08:00-12:00 UTC: the clock's 09:00 falls inside; tiers 1 and 2 wait (tier 3 never does)
+QUIET = QuietHours(start=time(8, 0), end=time(12, 0), timezone="UTC", tiers=[1, 2])
+MORNING = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def quiet_config(runtime: Runtime) -> AlertsConfig:
+    return runtime.settings.alerts.model_copy(update={"quiet_hours": QUIET})
+
+
+async def held_incident(runtime: Runtime, clock: ManualClock, *, tier: int = 2, watch: str) -> int:
+    """An incident raised inside the quiet hours: its alert waits for their end."""
+    assert runtime.sessions is not None
+    signal = make_signal(clock, tier=tier, watch=watch)
+    return await add_incident(runtime.sessions, signal, quiet_config(runtime), clock)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def test_an_alert_held_by_quiet_hours_says_until_when_and_for_whom(
+    db_url: str, clock: ManualClock
+) -> None:
+    """An alert held by quiet hours was in no incident field: the console showed an open
+    incident with a deadline hours away and nothing to say nobody had been told yet. Now
+    ``muted`` says so (the teams and channels that wait, until when); unlike an inhibition
+    or a silence its deadline stands, counted from the end of the quiet hours."""
+    async with api_on(db_url, clock) as (client, runtime):
+        held_at = clock.now()
+        held = await held_incident(runtime, clock, watch="acme")
+        normal = await open_incident(runtime, clock, tier=2, watch="beta")
+        expected = {
+            "by": "quiet_hours",
+            "since": iso(held_at),
+            "until": iso(MORNING),
+            "teams": ["marketing", "pr"],  # tier 2's route
+            "channels": ["marketing-console", "pr-console"],
+            "ended": False,
+        }
+        assert await both(client, held) == 2 * [expected]
+        assert await both(client, normal) == [None, None]
+        item = (await listed(client))[held]
+        # the deadline stands, counted from the end of the quiet hours
+        assert item["sla_due_at"] == iso(MORNING + runtime.settings.alerts.sla[2].target)
+        assert item["next_escalation_at"] > iso(MORNING)
+
+        # an ack stops the escalation, not the held alerts (the team learns what happened)
+        await ok(await client.post(f"/incidents/{held}/ack", headers=RESPONDER))
+        assert await both(client, held) == 2 * [expected]
+        clock.set(MORNING)
+        assert await both(client, held) == 2 * [expected | {"ended": True}]
+        # the alerter sent them: nothing is held any more
+        assert runtime.sessions is not None
+        async with unit_of_work(runtime.sessions) as session:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.incident_id == held)
+                .values(status="sent", attempts=1, sent_at=clock.now())
+            )
+        assert await both(client, held) == [None, None]
+
+
+async def test_quiet_hours_give_way_to_what_mutes_the_alert_after_them(
+    db_url: str, clock: ManualClock
+) -> None:
+    async with api_on(db_url, clock) as (client, runtime):
+        low = await held_incident(runtime, clock, watch="acme")
+        assert (await both(client, low))[0]["by"] == "quiet_hours"
+        # a tier-3 incident of the same watch (never held) inhibits it: that holds it now
+        top = await held_incident(runtime, clock, tier=3, watch="acme")
+        assert await both(client, top) == [None, None]
+        muted = (await both(client, low))[0]
+        assert (muted["by"], muted["incident_id"]) == ("inhibition", top)
+        # resolved: nothing holds anything back
+        other = await held_incident(runtime, clock, tier=1, watch="gamma")
+        assert (await both(client, other))[0]["channels"] == ["customer_service-console"]
+        await ok(await client.post(f"/incidents/{other}/resolve", headers=RESPONDER))
+        assert await both(client, other) == [None, None]
+
+
+async def test_quiet_hours_holds_are_read_in_a_fixed_number_of_statements(
+    db_url: str, clock: ManualClock
+) -> None:
+    async with api_on(db_url, clock) as (client, runtime):
+        await held_incident(runtime, clock, watch="w0")
+        with rows_read(runtime.engine) as few:
+            assert [i["muted"]["by"] for i in (await listed(client)).values()] == ["quiet_hours"]
+        for n in range(1, 6):
+            await held_incident(runtime, clock, tier=1 + n % 2, watch=f"w{n}")
+        with rows_read(runtime.engine) as many:
+            items = await listed(client)
+        assert len(many) == len(few), "a statement per incident (N+1)"
+        assert [i["muted"]["by"] for i in items.values()] == ["quiet_hours"] * 6

@@ -8,17 +8,18 @@ deadline" and nothing else. Headless Chromium (the fixtures of ``test_console_br
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import time, timedelta
 from typing import Any
 
 import pytest
 
 from alerts import silences
-from alerts.config import Matchers
+from alerts.config import Matchers, QuietHours
 from api.runtime import Runtime
 from core.clock import ManualClock
 from core.db import unit_of_work
-from tests.access_support import open_incident
+from tests.access_support import add_incident, make_signal, open_incident
 from tests.integration import test_console_browser as browser
 from tests.integration.test_console_browser import LiveServer
 from tests.integration.test_console_review import _cards, _sign_in, _text, _wait, driver
@@ -101,3 +102,39 @@ def test_the_board_and_the_detail_say_why_alerts_are_held(
     wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{hushed}"))
     assert "Reason: " + REASON in _text(driver, "detail-muted")
     assert driver.find_elements(By.ID, "muted-by") == []  # no incident to go to
+
+
+@pytest.mark.browser
+def test_an_alert_held_by_quiet_hours_says_until_when_and_keeps_its_deadline(
+    live: tuple[LiveServer, Runtime], clock: ManualClock, driver: Any
+) -> None:
+    """An incident whose alert quiet hours hold showed a deadline hours away and nothing to
+    say that nobody had been told yet: now its card and detail say until when, for whom."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    server, runtime = live
+    quiet = QuietHours(start=time(8, 0), end=time(12, 0), timezone="UTC", tiers=[2])
+    config = runtime.settings.alerts.model_copy(update={"quiet_hours": quiet})
+    assert runtime.sessions is not None
+    held = server.call(
+        add_incident(runtime.sessions, make_signal(clock, tier=2, watch="acme"), config, clock)
+    )
+    _sign_in(driver, server)
+    wait = _wait(driver)
+    wait.until(lambda d: len(_cards(d)) == 1)
+
+    line = (
+        "Quiet hours until 2026-01-05 12:00:00Z: alerts for pr (pr-chat) held, sent then as "
+        "one digest; the deadline counts from then"
+    )
+    found = _held(driver, held)
+    assert found == {"text": line, "bdi": ["pr", "pr-chat"]}  # the names as isolated text
+    # the deadline stands: the SLA counts from the end of the quiet hours (tier 2: 1 h)
+    countdown = driver.find_element(By.CSS_SELECTOR, f".card[data-incident='{held}'] .countdown")
+    assert countdown.get_attribute("data-due") == "2026-01-05T13:00:00Z"
+    assert re.fullmatch(r"SLA \(responded\) [34]:\d\d:\d\d left", countdown.text)
+
+    driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{held}']").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "detail-title"), f"#{held}"))
+    assert _text(driver, "detail-muted") == line + " · since 2026-01-05 09:00:00Z"

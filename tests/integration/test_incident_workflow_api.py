@@ -4,7 +4,7 @@ timeline's completeness, the post-incident report in JSON and Markdown."""
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from api.runtime import Runtime
 from core.clock import ManualClock
 from core.db import unit_of_work
 from core.events import Evidence, HeatFeatures, Signal, WatchMatch
-from tests.access_support import key_headers, make_template, open_incident, role_api
+from tests.access_support import api_on, key_headers, make_template, open_incident, role_api
 
 PR = key_headers("pr")
 RESPONDER = key_headers("responder")
@@ -385,3 +385,35 @@ async def test_tasks_of_a_resolved_closed_or_merged_incident_are_final(
         (live, *_) = await ok(await client.get(f"/incidents/{survivor}/tasks", headers=PR))
         await ok(await client.patch(f"/incidents/{survivor}/tasks/{live['id']}",
                                     headers=RESPONDER, json={"status": "skipped"}))  # fmt: skip
+
+
+async def test_tasks_and_the_report_judge_an_open_task_alike(
+    db_url: str, clock: ManualClock
+) -> None:
+    """``GET /tasks`` judged an open task at the time it was read, the report at the
+    resolve: a day after a resolve that came before the task's deadline, the same task read
+    "overdue" in one and "pending" in the other. Both now judge at the resolve once the
+    incident is resolved (or closed), and at now while it is live."""
+    async with api_on(db_url, clock) as (client, runtime):
+        resolved = await open_incident(runtime, clock)  # tier 2: two tasks, due in 1 h
+        live = await open_incident(runtime, clock)
+        tasks = await ok(await client.get(f"/incidents/{resolved}/tasks", headers=PR))
+        due = max(datetime.fromisoformat(t["due_at"]) for t in tasks)
+        clock.advance(10 * 60)  # the resolve, 50 min before the deadline
+        await ok(await client.post(f"/incidents/{resolved}/resolve", headers=RESPONDER))
+
+        async def outcomes(incident: int) -> tuple[list[str], list[str]]:
+            tasks = await ok(await client.get(f"/incidents/{incident}/tasks", headers=PR))
+            report = await ok(await client.get(f"/incidents/{incident}/report", headers=PR))
+            deadlines = [d for d in report["deadlines"] if d["kind"] == "task"]
+            assert [d["what"] for d in deadlines] == [t["title"] for t in tasks]
+            return [t["outcome"] for t in tasks], [d["outcome"] for d in deadlines]
+
+        assert await outcomes(resolved) == (["pending"] * 2, ["pending"] * 2)
+        clock.set(due + timedelta(days=1))  # long past the deadline
+        assert await outcomes(resolved) == (["pending"] * 2, ["pending"] * 2)
+        await ok(await client.post(f"/incidents/{resolved}/close", headers=PR))
+        clock.advance(3600)
+        assert await outcomes(resolved) == (["pending"] * 2, ["pending"] * 2)
+        # a live incident's open tasks are judged now, in both
+        assert await outcomes(live) == (["overdue"] * 2, ["overdue"] * 2)

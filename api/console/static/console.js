@@ -208,9 +208,10 @@
   }
 
   // Why the incident's alerts are held back (the API's ``muted``: an inhibition by another
-  // incident, or a silence), or null: an incident muted when it was raised has no deadline,
-  // and without this line it reads as broken or as needing nothing. ``linked``: the
-  // inhibiting incident is a link to it (not on a card: a card is a button already).
+  // incident, a silence, or quiet hours), or null: an incident muted when it was raised has
+  // no deadline, one held by quiet hours a deadline hours away, and without this line either
+  // reads as broken or as needing nothing. ``linked``: the inhibiting incident is a link to
+  // it (not on a card: a card is a button already).
   function mutedLine(incident, linked) {
     const muted = incident.muted;
     if (!muted || typeof muted !== "object") return null;
@@ -244,12 +245,32 @@
         node.append("Silenced (" + which + ", ended " + fmtTime(muted.until) +
           "): the held alerts go out at the alerter's next run");
       }
+    } else if (muted.by === "quiet_hours") {
+      // held for a digest at the end of the quiet hours: the deadline stands, from then
+      if (!muted.ended) {
+        node.append("Quiet hours until " + fmtTime(muted.until) + ": alerts");
+        const teams = names(muted.teams);
+        if (teams.length) node.append(" for ", ...teams);
+        const channels = names(muted.channels);
+        if (channels.length) node.append(" (", ...channels, ")");
+        node.append(" held, sent then as one digest" +
+          (deadlineOf(incident) ? "; the deadline counts from then" : ""));
+      } else {
+        node.append("Quiet hours ended " + fmtTime(muted.until) +
+          ": the held alerts go out at the alerter's next run");
+      }
     } else {
       return null; // a kind this page does not know: the timeline shows what happened
     }
     if (linked) node.append(" · since " + fmtTime(muted.since));
     else node.title = "muted since " + fmtTime(muted.since);
     return node;
+  }
+
+  // Names from the API (teams, channels) as isolated text, comma-separated: nodes to append.
+  function names(list) {
+    if (!Array.isArray(list)) return [];
+    return list.flatMap((name, i) => (i ? [", ", isolated(name)] : [isolated(name)]));
   }
 
   function tickOne(node) {
