@@ -49,3 +49,20 @@ class FakeClassifier:
             probs[label] = 0.9
             out.append(Sentiment(label=label, probs=probs, model=self.name, version=self.version))
         return out
+
+
+class FakeKafkaProducer:
+    """An ``AIOKafkaProducer`` that sends nothing (for a ``KafkaBus`` start without a
+    broker: monkeypatch ``core.bus.kafka.AIOKafkaProducer``)."""
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+    async def start(self) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass

@@ -12,6 +12,7 @@ from api.cli import main
 from core.bus import kafka as kafka_module
 from core.bus.kafka import KafkaBus
 from core.settings import KAFKA_REQUEST_TIMEOUT_MS, BusConfig
+from tests.fakes import FakeKafkaProducer
 
 
 def test_the_defaults_are_aiokafkas_and_valid() -> None:
@@ -46,20 +47,6 @@ class _Enough(Exception):
     """Stops ``KafkaBus.start`` once it built its first consumer."""
 
 
-class _Producer:
-    def __init__(self, **options: Any) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def flush(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
 async def test_every_consumer_gets_the_group_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
@@ -71,7 +58,7 @@ async def test_every_consumer_gets_the_group_timing(monkeypatch: pytest.MonkeyPa
         pass
 
     monkeypatch.setattr(kafka_module, "AIOKafkaConsumer", consumer)
-    monkeypatch.setattr(kafka_module, "AIOKafkaProducer", _Producer)
+    monkeypatch.setattr(kafka_module, "AIOKafkaProducer", FakeKafkaProducer)
     monkeypatch.setattr(KafkaBus, "_ensure_topics", no_topics)
     config = BusConfig(
         kind="kafka",

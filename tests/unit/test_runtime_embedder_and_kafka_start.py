@@ -19,7 +19,7 @@ from core.bus.memory import MemoryBus
 from core.metrics import Metrics
 from core.settings import BusConfig
 from sentiment.config import ScorerConfig
-from tests.fakes import FakeClassifier
+from tests.fakes import FakeClassifier, FakeKafkaProducer
 
 GUARD = 30.0  # generous: every wait below ends in well under a second
 
@@ -150,20 +150,6 @@ class _HeldConsumer:
         type(self).stopped += 1
 
 
-class _Producer:
-    def __init__(self, **options: object) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def flush(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
 async def test_a_start_that_waits_on_its_group_join_says_so(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -174,7 +160,7 @@ async def test_a_start_that_waits_on_its_group_join_says_so(
 
     _HeldConsumer.joined = asyncio.Event()
     monkeypatch.setattr(kafka, "AIOKafkaConsumer", _HeldConsumer)
-    monkeypatch.setattr(kafka, "AIOKafkaProducer", _Producer)
+    monkeypatch.setattr(kafka, "AIOKafkaProducer", FakeKafkaProducer)
     monkeypatch.setattr(kafka, "JOIN_NOTICE_SECONDS", 0.01)
     bus = KafkaBus(BusConfig(kind="kafka", bootstrap_servers="broker.invalid:9092"), Metrics())
 
