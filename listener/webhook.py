@@ -15,12 +15,15 @@ A body that is not JSON or has the wrong shape is a ``WebhookPayloadError`` (the
 request is refused with ``status``); a bad item, or one the bus refuses for its size
 (``refused_by_bus``), is an ``ItemError`` and the good items are kept. Error messages
 never contain the secret, the expected signature or the input.
-The body is taken as sent: a declared ``Content-Encoding`` (gzip, ...) is refused (415).
+The body is taken as sent: a declared ``Content-Encoding`` (gzip, ...), or a body that is
+gzip data without one, is refused (415). A JSON object that gives a key twice is refused
+(400): the decoder would keep the last value without a word.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +42,25 @@ SCHEME = signing.SCHEME
 
 # fields that are the listener's to set, never the sender's
 _LISTENER_FIELDS = ("received_at", "watch")
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _KeyTwice(ValueError):
+    """A JSON object names a key twice: the decoder would keep the last value silently."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _KeyTwice(key)
+        found[key] = value
+    return found
 
 
 class WebhookAuthError(Exception):
@@ -105,6 +127,11 @@ def verify_signature(
     scheme, sep, given = signature_header.strip().partition("=")
     if not sep or scheme.strip().lower() != SCHEME or not given:
         raise WebhookAuthError(f"{SIGNATURE_HEADER} must look like {SCHEME}=<hex digest>")
+    if not _HEX_DIGEST.fullmatch(given.strip()):  # base64 (openssl -binary | base64), a prefix
+        raise WebhookAuthError(
+            f"{SIGNATURE_HEADER} must be {SCHEME}= and the 64 hex digits of the HMAC-SHA256 "
+            "(not base64)"
+        )
     if not signing.matches(_plain(secret), timestamp, body, f"{SCHEME}={given.strip()}"):
         raise WebhookAuthError(
             f'{SIGNATURE_HEADER} does not match: sign f"{{timestamp}}.{{raw body}}" with '
@@ -146,8 +173,24 @@ def parse_batch(
             status=413,
             reason="too_large",
         )
+    if body.startswith(_GZIP_MAGIC):  # else answered "can't decode byte 0x8b": not the fault
+        raise WebhookPayloadError(
+            "body is gzip-compressed: send the JSON body uncompressed (and sign those bytes)",
+            status=415,
+            reason="encoding",
+        )
     try:
-        data: Any = json.loads(body)
+        # a key given twice is refused: with the last one kept, '{"mentions": [...],
+        # "mentions": []}' was answered 200 with its mentions dropped without a word
+        data: Any = json.loads(body, object_pairs_hook=_unique_keys)
+    except _KeyTwice as exc:
+        key = storable(exc.key[:64])  # echoed: a lone surrogate would make it unwritable
+        raise WebhookPayloadError(
+            f'body is not valid JSON for us: key "{key}" given twice in one object '
+            "(which value is meant is ambiguous): send each key once",
+            status=400,
+            reason="not_json",
+        ) from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise WebhookPayloadError(

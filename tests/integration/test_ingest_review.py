@@ -192,3 +192,29 @@ async def test_requests_refused_as_a_whole_are_counted_and_logged(
     logged = [rec.getMessage() for rec in caplog.records]
     for words in ("401", "400", "422", "413", "503"):
         assert any(words in line for line in logged), (words, logged)
+
+
+async def test_a_body_giving_mentions_twice_is_refused_not_answered_200_with_nothing_kept(
+    served: tuple[httpx.AsyncClient, Runtime, FastAPI], clock: ManualClock
+) -> None:
+    """JSON's last "mentions" won: the batch was answered 200, "accepted": 0, and the
+    sender (which saw no error) dropped the mentions it had sent."""
+    client, runtime, _ = served
+    first = json.dumps([mention(clock, 1)])
+    r = await post(client, clock, f'{{"mentions": {first}, "mentions": []}}'.encode())
+    assert r.status_code == 400, r.text
+    assert 'key "mentions" given twice' in r.json()["detail"]
+    assert refused(runtime, "not_json") == 1
+    r = await post(client, clock, f'{{"mentions": {first}}}'.encode())
+    assert r.status_code == 200 and r.json()["published"] == 1, r.text
+
+
+async def test_an_undeclared_gzip_body_is_refused_with_415(
+    served: tuple[httpx.AsyncClient, Runtime, FastAPI], clock: ManualClock
+) -> None:
+    """Without a Content-Encoding it was a 400 "can't decode byte 0x8b" (see above)."""
+    client, runtime, _ = served
+    r = await post(client, clock, gzip.compress(json.dumps([mention(clock, 1)]).encode()))
+    assert r.status_code == 415, r.text
+    assert "gzip-compressed" in r.json()["detail"]
+    assert refused(runtime, "encoding") == 1

@@ -82,8 +82,8 @@ def test_stale_or_future_timestamp_fails() -> None:
         ({TIMESTAMP_HEADER: "1" * 5000}, "unix seconds"),
         ({SIGNATURE_HEADER: "deadbeef"}, "must look like sha256="),
         ({SIGNATURE_HEADER: "md5=deadbeef"}, "must look like sha256="),
-        ({SIGNATURE_HEADER: "sha256=zzzz"}, "does not match"),
-        ({SIGNATURE_HEADER: "sha256=é"}, "does not match"),
+        ({SIGNATURE_HEADER: "sha256=zzzz"}, "64 hex digits"),
+        ({SIGNATURE_HEADER: "sha256=é"}, "64 hex digits"),
     ],
 )
 def test_missing_or_malformed_headers_fail_clearly(
@@ -128,7 +128,7 @@ def test_parse_batch_keeps_good_items_and_reports_bad_ones() -> None:
     ]
     assert "created_at: Field required" in errors[0].message
     assert "JSON object" in errors[1].message
-    assert errors[2].message.startswith("id: String should match pattern")
+    assert errors[2].message.startswith('id: must be a string "<source>:<native id>"')
     assert "timezone" in errors[3].message
 
 
@@ -246,3 +246,60 @@ def test_parse_batch_refuses_items_dated_before_2000() -> None:
     assert [m.id for m in mentions] == ["custom:1"]
     assert [(e.index, e.reason) for e in errors] == [(0, "too_old")]
     assert "before 2000" in errors[0].message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # the second "mentions" (empty) replaced the first: the batch was answered 200
+        # with nothing taken in, its mentions silently dropped
+        b'{"mentions": [{"id": "custom:0", "source": "custom", '
+        b'"created_at": "2026-01-05T08:59:00Z"}], "mentions": []}',
+        # which text is the mention's? the last one was kept without a word
+        b'[{"id": "custom:0", "source": "custom", "text": "acme", "text": "",'
+        b' "created_at": "2026-01-05T08:59:00Z"}]',
+    ],
+)
+def test_a_key_given_twice_refuses_the_body_naming_the_key(body: bytes) -> None:
+    with pytest.raises(WebhookPayloadError, match=r'key "(mentions|text)" given twice') as info:
+        parse_batch(body, 10)
+    assert info.value.status == 400 and info.value.reason == "not_json"
+
+
+def test_an_undeclared_gzip_body_is_refused_as_compressed_not_as_bad_json() -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps([item(0)]).encode())
+    with pytest.raises(WebhookPayloadError, match="gzip-compressed") as info:
+        parse_batch(body, 10)
+    assert info.value.status == 415 and info.value.reason == "encoding"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "sha256=" + "a" * 63,
+        # a base64 digest (openssl dgst -binary | base64): the right HMAC, the wrong form
+        "sha256=" + "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
+    ],
+)
+def test_a_signature_that_is_not_a_hex_digest_says_so(given: str) -> None:
+    with pytest.raises(WebhookAuthError, match="64 hex digits"):
+        verify({**headers(), SIGNATURE_HEADER: given})
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"id": 12345}, 'id: must be a string "<source>:<native id>"'),
+        ({"id": "custom:has space"}, 'id: must be a string "<source>:<native id>"'),
+        ({"id": "nocolon"}, 'id: must be a string "<source>:<native id>"'),
+        ({"text": "x" * 40_001}, "text: at most 40000 characters (not 40001)"),
+        ({"created_at": "Mon, 05 Jan 2026 08:59:00 +0000"}, "ISO 8601"),
+        ({"created_at": "2026-01-05T08:59:00"}, "must carry a timezone (UTC); send ISO 8601"),
+    ],
+)
+def test_item_errors_tell_the_sender_what_to_send(extra: dict[str, object], expected: str) -> None:
+    _, (error,) = parse_batch(json.dumps([item(0, **extra)]).encode(), 10)
+    assert expected in error.message
+    assert "pattern" not in error.message and "items" not in error.message
