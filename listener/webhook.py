@@ -218,6 +218,18 @@ def parse_batch(
         # echoed in the answer: a lone surrogate in it made the answer unwritable (a 500
         # after the batch's good items were published)
         item_id = storable(raw_id[:512]) if isinstance(raw_id, str) else None
+        if item.get("drill", False) is not False:
+            # a drill is the service's (POST /drills): a sender's would open a real crisis
+            # as a drill incident, muted and marked not for publication
+            errors.append(
+                ItemError(
+                    index,
+                    item_id,
+                    "drill: crisiswatch marks its own drills (POST /drills); a mention sent "
+                    "here is never one: leave the field out",
+                )
+            )
+            continue
         fields = {k: v for k, v in item.items() if k not in _LISTENER_FIELDS}
         try:
             mention = Mention.model_validate(fields)

@@ -164,6 +164,21 @@ def test_parse_batch_accepts_a_bare_list_and_ignores_listener_fields() -> None:
     assert mention.watch is None
 
 
+def test_a_sender_cannot_mark_a_mention_as_a_drill() -> None:
+    """A drill mention opens a drill incident (muted, its statements marked not for
+    publication): a sender's "drill": true turned a real complaint into one. Refused, the
+    sender told why; "drill": false changes nothing and is taken."""
+    body = json.dumps([item(0, drill=True), item(1, drill=False), item(2, drill="yes")])
+    mentions, errors = parse_batch(body.encode(), 10)
+    assert [m.id for m in mentions] == ["custom:1"]
+    assert not mentions[0].drill
+    assert [(e.index, e.id, e.reason) for e in errors] == [
+        (0, "custom:0", "invalid"),
+        (2, "custom:2", "invalid"),
+    ]
+    assert all(e.message.startswith("drill: crisiswatch marks its own drills") for e in errors)
+
+
 def test_parse_batch_refuses_items_from_the_future_when_given_now() -> None:
     body = json.dumps([item(0), item(1, created_at="2030-01-01T00:00:00Z")]).encode()
     mentions, errors = parse_batch(body, 10, now=NOW)
