@@ -7,8 +7,8 @@ notifiers (``alerts.notifiers.*``) share them without importing each other.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Final, Literal, get_args
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -24,6 +24,17 @@ def _http_url(value: SecretStr, what: str) -> SecretStr:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what} must be an http(s) URL (value not shown: it is secret)")
     return value
+
+
+def _query_param(url: SecretStr, name: str) -> None:
+    """A robot URL must carry its credential ``name`` in the query string (the robot's
+    "copy webhook address" gives it so); the value is never shown."""
+    query = parse_qs(urlsplit(url.get_secret_value()).query)
+    if not any(value.strip() for value in query.get(name, ())):
+        raise ValueError(
+            f"webhook_url has no {name} (value not shown: it is secret): use the robot's whole "
+            f"webhook address, ...?{name}=..."
+        )
 
 
 class ConsoleChannelConfig(Section):
@@ -108,6 +119,18 @@ class DingTalkChannelConfig(_HookConfig):
         "markdown", description="actionCard shows the ack link as a button"
     )
 
+    @model_validator(mode="after")
+    def _robot(self) -> DingTalkChannelConfig:
+        # Both are refused by DingTalk on every send (300001 bad token, 310000 bad
+        # signature): said at start-up, not as a self-alert on the first crisis.
+        _query_param(self.webhook_url, "access_token")
+        if self.secret is not None and not self.secret.get_secret_value().startswith("SEC"):
+            raise ValueError(
+                "secret must be the robot's 加签 secret, which starts with SEC (value not "
+                "shown): copy it from the robot's security settings, or leave it out"
+            )
+        return self
+
 
 class WeComChannelConfig(_HookConfig):
     """A WeCom (企业微信) group robot (``https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...``)."""
@@ -118,6 +141,11 @@ class WeComChannelConfig(_HookConfig):
         description="markdown mentions by user id (<@userid>) only; text can also mention "
         "by mobile number but shows no formatting or links as links",
     )
+
+    @model_validator(mode="after")
+    def _robot(self) -> WeComChannelConfig:
+        _query_param(self.webhook_url, "key")  # WeCom refuses every send without it
+        return self
 
 
 class EmailChannelConfig(Section):
@@ -205,6 +233,11 @@ AnyChannelConfig = (
     | PagerDutyChannelConfig
 )
 ChannelConfig = Annotated[AnyChannelConfig, Field(discriminator="type")]
+
+CHANNEL_TYPES: Final = tuple(
+    sorted(str(model.model_fields["type"].default) for model in get_args(AnyChannelConfig))
+)
+"""Every channel ``type``: the keys a person's ``chat_ids`` may use."""
 
 KEYED_CHANNEL_TYPES: Final = frozenset({"pagerduty"})
 """Channel types that hold one alert per incident page, keyed by

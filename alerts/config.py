@@ -15,7 +15,7 @@ acknowledged (emergency group convened) within 10 min.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from alerts.channels import (
+    CHANNEL_TYPES,
     AnyChannelConfig,
     ChannelConfig,
     ConsoleChannelConfig,
@@ -65,6 +66,8 @@ characters (``alert_deliveries.channel``, ``ack_tokens.channel``, ``incident_tas
 refuse the rows that name it (and the signal that queues them be retried forever)."""
 DEFAULT_TEAMS = ("customer_service", "pr", "marketing", "legal", "executives")
 GROUP_KEYS = ("watch", "story", "tier", "source")
+SELF_WATCH = "crisiswatch"
+"""The watch of incidents about crisiswatch itself (``alerts.selfalert``)."""
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -645,11 +648,7 @@ class AlertsConfig(Section):
             problems.extend(self._team_problems(team_name, team))
         problems.extend(_route_problems(self.routes, "routes", self))
         for tier in TIERS:
-            if not self.routes.teams and not _tier_reachable(self.routes, tier):
-                problems.append(
-                    f"routes: tier {tier} matches no route with teams (give the root "
-                    "teams, or a route for it)"
-                )
+            problems.extend(_dead_ends(self.routes, (), "routes", tier, backed=False))
         problems.extend(self._policy_problems())
         for tier in sorted(self.sla):
             if tier not in TIERS:
@@ -724,6 +723,12 @@ class AlertsConfig(Section):
         problems: list[str] = []
         for name, person in self.people.items():
             problems.extend(self._channel_problems(person.channels, f"people.{name}.channels"))
+            problems.extend(
+                f"people.{name}.chat_ids: {kind!r} is not a channel type, so no channel "
+                f"would @-mention {name} by it (channel types: {', '.join(CHANNEL_TYPES)})"
+                for kind in person.chat_ids
+                if kind not in CHANNEL_TYPES
+            )
         return problems
 
     def _team_problems(self, name: str, team: TeamConfig) -> list[str]:
@@ -855,6 +860,46 @@ class AlertsConfig(Section):
                 )
         return lines
 
+    def route_warnings(self, watches: Collection[str]) -> list[str]:
+        """One line per route matcher that no alert can ever satisfy, and per
+        ``watch_labels`` entry of a watch that does not exist: a typo there does not fail,
+        it silently sends the alerts the route was written for elsewhere. ``watches``: the
+        configured watch ids (empty: not known here, and not checked)."""
+        known = ", ".join(sorted(watches))
+        pairs = {(k, v) for labels in self.watch_labels.values() for k, v in labels.items()}
+        pairs |= {("drill", "true"), ("drill", "false")}  # every incident carries it
+        lines: list[str] = []
+        for path, node in _route_nodes(self.routes, "alerts.routes"):
+            match = node.match
+            if watches:
+                lines.extend(
+                    f"{path}.match.watch: no watch {watch!r} is configured (watches: "
+                    f"{known}), so this route never matches it"
+                    for watch in match.watch or ()
+                    if watch not in watches and watch != SELF_WATCH
+                )
+            missing = [f"{k}={v}" for k, v in match.labels.items() if (k, v) not in pairs]
+            if missing:
+                lines.append(
+                    f"{path}.match.labels: no watch has {', '.join(missing)} in "
+                    "alerts.watch_labels, so this route never matches"
+                )
+            languages = [lang for lang in match.language or () if ("language", lang) in pairs]
+            if match.language is not None and not languages:
+                lines.append(
+                    f"{path}.match.language: no watch has "
+                    f"{' or '.join(f'language={lang}' for lang in match.language)} in "
+                    "alerts.watch_labels (the language matcher reads that label of the watch), "
+                    "so this route never matches"
+                )
+        if watches:
+            lines.extend(
+                f"alerts.watch_labels.{watch}: no watch {watch!r} is configured (watches: {known})"
+                for watch in self.watch_labels
+                if watch not in watches
+            )
+        return lines
+
     def sla_warnings(self) -> list[str]:
         """One line per tier that has no SLA clock, naming the setting to add."""
         return [
@@ -870,10 +915,61 @@ def _is_tier_key(key: object) -> bool:
     return isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit())
 
 
-def _tier_reachable(route: RouteConfig, tier: int) -> bool:
-    for child in route.routes:
+def _route_nodes(node: RouteConfig, path: str) -> Iterator[tuple[str, RouteConfig]]:
+    """Every node of the routing tree below ``node``, with its path."""
+    for i, child in enumerate(node.routes):
+        child_path = f"{path}.routes[{i}]"
+        yield child_path, child
+        yield from _route_nodes(child, child_path)
+
+
+def _catches_every(match: Matchers) -> bool:
+    """Whether a route's matchers take every alert of the tiers they allow."""
+    return (
+        match.watch is None
+        and match.source is None
+        and match.language is None
+        and (not match.labels)
+    )
+
+
+def _dead_ends(
+    node: RouteConfig, inherited: Sequence[str], path: str, tier: int, *, backed: bool
+) -> list[str]:
+    """Where an alert of ``tier`` can end with no teams (``routing.match_routes`` drops
+    such a result, so the alert would reach no one): a node whose teams are empty (unset
+    all the way up, or set to ``[]``) and which is the result for the alerts its children
+    do not all take (Alertmanager's rule: a node none of whose children match is the
+    result). ``backed``: an earlier route that takes every alert of the tier and has
+    ``continue`` already gave them teams, so what follows only adds some."""
+    teams = node.teams if node.teams is not None else inherited
+    problems: list[str] = []
+    caught, partial = False, []
+    for i, child in enumerate(node.routes):
         if child.match.tier is not None and tier not in child.match.tier:
             continue
-        if child.teams or _tier_reachable(child, tier):
-            return True
-    return False
+        child_path = f"{path}.routes[{i}]"
+        below = _dead_ends(child, teams, child_path, tier, backed=backed)
+        problems.extend(below)
+        if not _catches_every(child.match):
+            partial.append(child_path)
+            continue
+        caught = True
+        if not child.continue_:
+            break
+        backed = backed or not below
+    if caught or teams or backed:
+        return problems
+    give = "the root" if path == "routes" else path
+    if partial:
+        problem = (
+            f"{path}: a tier {tier} alert that matches none of {', '.join(partial)} stops at "
+            f"{path}, which has no teams: it would alert no one (give {give} teams, or add a "
+            f"route that takes every tier-{tier} alert)"
+        )
+    else:
+        problem = (
+            f"{path}: tier {tier} matches no route with teams (give {give} teams, or a route "
+            "for it)"
+        )
+    return [problem, *problems]

@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerts.config import AlertsConfig
+from alerts.config import SELF_WATCH, AlertsConfig
 from alerts.incidents import apply_signal
 from alerts.models import FINISHED, Incident
 from alerts.outbox import OnFailed
@@ -28,7 +28,7 @@ from core.events import HeatFeatures, Signal, WatchMatch
 
 log = logging.getLogger(__name__)
 
-WATCH = "crisiswatch"
+WATCH = SELF_WATCH
 MAX_TOKEN = 180
 """The longest channel name used as is in the self-alert's story and signal id: with
 ``channel:`` and ``#<n>`` (story), or the prefix and an ISO time (signal id), they stay

@@ -56,6 +56,7 @@ def describe(settings: Settings, path: Path) -> str:
         f"(on-call rotas: {', '.join(rotas) or 'none'})"
     )
     lines.extend(f"    warning: {warning}" for warning in alerts.membership_warnings())
+    lines.extend(f"    warning: {warning}" for warning in alerts.route_warnings(known))
     lines.append(
         "  escalation: "
         + ", ".join(f"tier {t} -> {alerts.escalation.get(t) or 'none'}" for t in (1, 2, 3))

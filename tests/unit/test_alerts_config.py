@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,164 @@ def test_the_readme_example_is_a_valid_config() -> None:
     config = AlertsConfig.model_validate(yaml.safe_load(block)["alerts"])
     assert config.teams["pr"].rota is not None and config.policy_for(3) is not None
     assert set(config.people) == {"wang_li", "chen_yu", "zhao_min", "liu_yang", "sun_hao"}
+
+
+# -- configs that load but would never alert (check-config walk, 2026-11-29) ----------
+
+
+def _tree(**root: Any) -> dict[str, Any]:
+    return base(routes=root)
+
+
+@pytest.mark.parametrize(
+    ("routes", "message"),
+    [
+        (  # the only tier-1 route wants a source: a tier-1 alert from elsewhere stops at
+            # the root, which has no teams (it was accepted and alerted no one)
+            {
+                "teams": [],
+                "routes": [
+                    {"match": {"tier": [1], "source": ["weibo"]}, "teams": ["customer_service"]},
+                    {"match": {"tier": [2, 3]}, "teams": ["pr"]},
+                ],
+            },
+            "routes: a tier 1 alert that matches none of routes.routes[0] stops at routes, "
+            "which has no teams",
+        ),
+        (  # a child that clears its teams and whose own children are all conditional
+            {
+                "teams": ["customer_service"],
+                "routes": [
+                    {
+                        "match": {"tier": [3]},
+                        "teams": [],
+                        "routes": [{"match": {"labels": {"region": "cn"}}, "teams": ["legal"]}],
+                    }
+                ],
+            },
+            "routes.routes[0]: a tier 3 alert that matches none of routes.routes[0].routes[0] "
+            "stops at routes.routes[0], which has no teams",
+        ),
+        (  # a leaf that clears its teams
+            {"teams": ["pr"], "routes": [{"match": {"watch": ["acme"]}, "teams": []}]},
+            "routes.routes[0]: tier 1 matches no route with teams",
+        ),
+    ],
+)
+def test_a_route_that_would_alert_no_one_is_an_error(routes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        AlertsConfig.model_validate(_tree(**routes))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {  # a catch-all route with continue: the conditional sibling after it only adds
+            "teams": [],
+            "routes": [
+                {"match": {"tier": [1, 2, 3]}, "teams": ["pr"], "continue": True},
+                {"match": {"labels": {"region": "cn"}}, "teams": ["legal"]},
+            ],
+        },
+        {  # conditional routes first, then one per tier that catches the rest
+            "teams": [],
+            "routes": [
+                {"match": {"tier": [1], "source": ["weibo"]}, "teams": ["legal"]},
+                {"match": {"tier": [1]}, "teams": ["customer_service"]},
+                {"match": {"tier": [2, 3]}, "teams": ["pr"]},
+            ],
+        },
+        {"teams": ["pr"], "routes": [{"match": {"tier": [3], "watch": ["a"]}}]},
+    ],
+)
+def test_routes_that_reach_a_team_for_every_alert_load(routes: dict[str, Any]) -> None:
+    AlertsConfig.model_validate(_tree(**routes))
+
+
+def test_chat_ids_must_name_a_channel_type_that_mentions() -> None:
+    people = {**base()["people"], "olga": {"chat_ids": {"slak": "U01OLGA"}}}  # a typo
+    with pytest.raises(ValidationError) as info:
+        AlertsConfig.model_validate(base(people=people))
+    assert "people.olga.chat_ids: 'slak' is not a channel type" in str(info.value)
+    assert "dingtalk, email, feishu, pagerduty, slack, teams, webhook, wecom" in str(info.value)
+    ids = {"slack": "U1", "dingtalk": "d", "wecom": "w", "feishu": "f", "teams": "t"}
+    ok = {**base()["people"], "olga": {"chat_ids": ids}}
+    AlertsConfig.model_validate(base(people=ok))
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        (
+            {"type": "dingtalk", "webhook_url": "https://oapi.dingtalk.com/robot/send"},
+            "webhook_url has no access_token",
+        ),
+        (
+            {"type": "wecom", "webhook_url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"},
+            "webhook_url has no key",
+        ),
+        (
+            {
+                "type": "dingtalk",
+                "webhook_url": "https://oapi.dingtalk.com/robot/send?access_token=abc",
+                "secret": "not-the-robot-secret",
+            },
+            "secret must be the robot's 加签 secret, which starts with SEC",
+        ),
+    ],
+)
+def test_robot_urls_and_secrets_that_the_platform_refuses_are_errors(
+    channel: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        AlertsConfig.model_validate(base(channels={**base()["channels"], "robot": channel}))
+    assert message in str(info.value)
+    assert "abc" not in str(info.value) and "not-the-robot-secret" not in str(info.value)
+
+
+def test_routes_that_can_never_match_are_warned_about() -> None:
+    routes = {
+        "teams": ["customer_service"],
+        "routes": [
+            {"match": {"watch": ["crisiswatch"]}, "teams": ["legal"]},  # our own: known
+            {"match": {"watch": ["acmee"]}, "teams": ["pr"]},  # a typo of acme
+            {"match": {"tier": [3], "labels": {"regoin": "cn"}}, "teams": ["legal"]},
+            {"match": {"language": ["zh"], "labels": {"drill": "false"}}, "teams": ["pr"]},
+            {"match": {"labels": {"region": "cn"}}, "teams": ["pr"]},  # set below: fine
+        ],
+    }
+    config = AlertsConfig.model_validate(
+        base(routes=routes, watch_labels={"acme": {"region": "cn"}, "ghost": {"region": "us"}})
+    )
+    warnings = config.route_warnings({"acme", "beta"})
+    assert warnings == [
+        "alerts.routes.routes[1].match.watch: no watch 'acmee' is configured (watches: acme, "
+        "beta), so this route never matches it",
+        "alerts.routes.routes[2].match.labels: no watch has regoin=cn in alerts.watch_labels, "
+        "so this route never matches",
+        "alerts.routes.routes[3].match.language: no watch has language=zh in "
+        "alerts.watch_labels (the language matcher reads that label of the watch), so this "
+        "route never matches",
+        "alerts.watch_labels.ghost: no watch 'ghost' is configured (watches: acme, beta)",
+    ]
+    # without watches (replay, bench) the watch names cannot be checked; labels still are
+    assert len(config.route_warnings(set())) == 2
+
+
+def test_check_config_says_which_routes_never_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.cli import main
+
+    for name in [n for n in os.environ if n.upper().startswith("CRISISWATCH_")]:
+        monkeypatch.delenv(name)
+    alerts = base(
+        routes={"teams": ["pr"], "routes": [{"match": {"watch": ["acmee"]}, "teams": ["legal"]}]}
+    )
+    config = {"listener": {"watches": [{"id": "acme", "brand": "Acme", "terms": ["acme"]}]}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**config, "alerts": alerts}), encoding="utf-8")
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: alerts.routes.routes[0].match.watch: no watch 'acmee'" in out

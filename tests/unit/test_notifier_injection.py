@@ -115,7 +115,8 @@ def test_dingtalk_action_card_and_wecom_text_modes_are_safe() -> None:
 def test_configs_choose_the_modes() -> None:
     url = "https://oapi.dingtalk.com/robot/send?access_token=abcdefgh12345678"
     assert DingTalkChannelConfig(webhook_url=url, msgtype="actionCard").msgtype == "actionCard"  # type: ignore[arg-type]
-    assert WeComChannelConfig(webhook_url=url, msgtype="text").msgtype == "text"  # type: ignore[arg-type]
+    wecom_url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abcdefgh12345678"
+    assert WeComChannelConfig(webhook_url=wecom_url, msgtype="text").msgtype == "text"  # type: ignore[arg-type]
 
 
 async def test_console_neutralises_hostile_text(caplog: pytest.LogCaptureFixture) -> None:

@@ -53,9 +53,9 @@ SECRETS: list[tuple[type[BaseModel], dict[str, Any], str, str]] = [
     (WebhookChannelConfig, {"secret": LONG}, "url", HOOK),
     (SlackChannelConfig, {}, "webhook_url", HOOK),
     (TeamsChannelConfig, {}, "webhook_url", HOOK),
-    (WeComChannelConfig, {}, "webhook_url", HOOK),
+    (WeComChannelConfig, {}, "webhook_url", HOOK + "?key=XXXX"),  # a robot URL has its key
     (FeishuChannelConfig, {"webhook_url": HOOK}, "secret", LONG),
-    (DingTalkChannelConfig, {"webhook_url": HOOK}, "secret", "SEC" + LONG),
+    (DingTalkChannelConfig, {"webhook_url": HOOK + "?access_token=X"}, "secret", "SEC" + LONG),
     (
         EmailChannelConfig,
         {"host": "smtp.example.com", "username": "u", "sender": "a@example.com", "to": ["b@x.y"]},
