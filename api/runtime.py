@@ -336,6 +336,7 @@ class Runtime:
                 s.alerts.membership_warnings()
                 + s.alerts.escalation_warnings()
                 + s.alerts.sla_warnings()
+                + s.alerts.route_warnings({w.id for w in s.listener.watches})
             ):
                 log.warning("%s", warning)
             self.alerter = AlertService(
