@@ -63,6 +63,11 @@ def with_demo(settings: Settings) -> Settings:
 
 def _banner(settings: Settings, key: str, host: str, port: int) -> str:
     base = f"http://{host}:{port}"
+    channels = settings.alerts.channels
+    if all(channel.type == "console" for channel in channels.values()):
+        where = "alerts appear below (every team is routed to the console channel)."
+    else:  # a --config with its own channels: they go there, not (only) below
+        where = f"alerts go to the configured channels: {', '.join(sorted(channels))}."
     return "\n".join(
         [
             "",
@@ -70,7 +75,7 @@ def _banner(settings: Settings, key: str, host: str, port: int) -> str:
             " crisiswatch demo: watching the fictional brand "
             f"{settings.listener.sources.demo.brand if settings.listener.sources.demo else ''!s}",
             "   a complaint will turn into a tier-3 crisis in about two minutes;",
-            "   alerts appear below (every team is routed to the console channel).",
+            f"   {where}",
             f" API key (responder, new each run): {key}",
             f"   curl -H 'Authorization: Bearer {key}' '{base}/incidents?status=open'",
             f"   curl -X POST -H 'Authorization: Bearer {key}' {base}/incidents/N/ack",

@@ -4,6 +4,7 @@ kept, the new crisis would join the old story, already alerted, and show nothing
 
 from __future__ import annotations
 
+from alerts.config import AlertsConfig
 from api.serve import DEMO_WATCH_ID, _banner, with_demo
 from api.settings import Settings
 from sentiment.detector.config import DetectorConfig
@@ -35,3 +36,22 @@ def test_the_banner_does_not_send_every_run_to_incident_1() -> None:
     assert "/incidents/1/" not in text
     assert "/incidents/N/ack" in text
     assert "new each run" in text
+
+
+def test_the_banner_says_where_alerts_go() -> None:
+    text = _banner(with_demo(Settings()), "cw_test", "127.0.0.1", 8000)
+    assert "every team is routed to the console channel" in text
+    # a --config routing to its own chat: the banner no longer says "below"
+    alerts = AlertsConfig.model_validate(
+        {
+            "channels": {
+                "pr-slack": {"type": "slack", "webhook_url": "https://hooks.slack.com/x"},
+                "log": {"type": "console"},
+            },
+            "teams": {"pr": {"channels": ["pr-slack", "log"]}},
+            "routes": {1: ["pr"], 2: ["pr"], 3: ["pr"]},
+        }
+    )
+    text = _banner(with_demo(Settings(alerts=alerts)), "cw_test", "127.0.0.1", 8000)
+    assert "every team is routed to the console channel" not in text
+    assert "alerts go to the configured channels: log, pr-slack." in text
