@@ -349,7 +349,7 @@ class Metrics:
         self.template_renders_refused = Counter(
             "crisiswatch_template_renders_refused",
             "Template renders refused (503) because every render slot stayed taken for the "
-            "whole wait, by operation (preview, use)",
+            "whole wait, by operation (preview, use; save: a body's check)",
             ["operation"],
             registry=r,
         )
@@ -424,5 +424,5 @@ class Metrics:
             self.bus_journal_errors.labels(op)
         for operation in ("load", "save", "prune"):
             self.cascade_db_errors.labels(operation)
-        for operation in ("preview", "use"):
+        for operation in ("preview", "use", "save"):
             self.template_renders_refused.labels(operation)

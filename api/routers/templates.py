@@ -129,6 +129,7 @@ async def create_template(
         note=body.note,
         actor=who.name,
         now=now,
+        metrics=_runtime(request).metrics,
     )
     out = template_detail(template)
     audit.record(
@@ -173,7 +174,7 @@ async def edit_version(
     now = _runtime(request).clock.now()
     version, before = await service.edit_version(
         session, template_id, number, body=body.body, note=body.note, actor=who.name, now=now,
-        if_match=if_match,
+        if_match=if_match, metrics=_runtime(request).metrics,
     )  # fmt: skip
     audit.record(
         session, who, "template.edit", "template_version", f"{template_id}/{version.number}",

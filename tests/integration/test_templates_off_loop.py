@@ -160,3 +160,34 @@ async def test_a_render_beyond_the_limit_is_a_503_with_retry_after_and_counted(
         assert r.status_code == 201, r.text
         assert r.json()["text"] == "Acme is sorry."
         assert (refused(runtime, "preview"), refused(runtime, "use")) == (1, 1)
+
+
+async def test_a_body_is_checked_off_the_loop_when_saved(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saving a template parses and compiles its body (``render.check``: 150-250 ms for
+    20,000 characters); that too runs in the render pool, and a cheap request is answered
+    meanwhile."""
+    started, release = threading.Event(), threading.Event()
+    threads: list[int] = []
+    check = renderer.check
+
+    def held_check(body: str, fmt: str, *, saving: bool = True) -> list[str]:
+        threads.append(threading.get_ident())
+        started.set()
+        release.wait(WAIT)
+        return check(body, fmt, saving=saving)
+
+    monkeypatch.setattr(renderer, "check", held_check)
+    async with role_api(tmp_path, clock) as (client, _):
+        new = {"name": "held-check", "kind": "holding_statement", "lang": "en"}
+        new |= {"min_tier": 1, "max_tier": 3, "body": "{{ brand }} is looking into it."}
+        saving = asyncio.create_task(client.post("/templates", headers=PR, json=new))
+        assert await asyncio.to_thread(started.wait, WAIT), "the check never started"
+        assert (await client.get("/healthz")).status_code == 200
+        assert not saving.done(), "the save did not wait for its check"
+        assert threads != [threading.get_ident()]  # not the event loop's thread
+        release.set()
+        r = await saving
+        assert r.status_code == 201, r.text
+        assert r.json()["versions"][0]["variables"] == ["brand"]
