@@ -80,6 +80,7 @@ def summarize(kind: str, detail: dict[str, Any]) -> str:
         "merged_from": f"incident {d.get('incident')} merged in",
         "story_merged": f"story {d.get('story_id')} is part of story {d.get('into_story_id')}"
         + (f" (not merged: {d['not_merged']})" if d.get("not_merged") else ""),
+        "held": f"alerts held by quiet hours until {d.get('until')}",
         "template_used": f"template {d.get('name')!r} v{d.get('version')}"
         + (f" (approved by {d['approved_by']})" if d.get("approved_by") else "")
         + " used",

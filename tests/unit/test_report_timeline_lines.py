@@ -29,3 +29,8 @@ def test_a_template_use_names_who_approved_the_text() -> None:
     # a use recorded before approvers were kept on the event reads as it did
     line = report.summarize("template_used", {"name": "holding-en", "version": 1})
     assert line == "template 'holding-en' v1 used"
+
+
+def test_alerts_held_by_quiet_hours_say_until_when() -> None:
+    line = report.summarize("held", {"until": "2026-11-30T09:00:00+08:00"})
+    assert line == "alerts held by quiet hours until 2026-11-30T09:00:00+08:00"
