@@ -669,7 +669,7 @@ async def _route(
         not_before: datetime | None
         group: str | None
         if held is not None:
-            not_before, group = held, f"quiet:{held.isoformat()}"
+            not_before, group = held, quiet_group(held.isoformat())
         else:
             not_before, group = await _grouping(session, incident, route, attrs, now)
         await enqueue(
@@ -737,6 +737,12 @@ class Mute(NamedTuple):
 HOLD_KINDS = (*MUTE_KINDS, "held")
 """``MUTE_KINDS`` and ``held`` (``_route``: the alert waits for the end of quiet hours):
 the last of them says what holds the incident's current alert back (``mutes``)."""
+
+
+def quiet_group(until: str) -> str:
+    """The digest group of the alerts quiet hours hold until ``until`` (ISO 8601, as the
+    ``held`` event records it): they go out together then, and ``mutes`` finds them by it."""
+    return f"quiet:{until}"
 
 
 async def mutes(
@@ -816,7 +822,7 @@ async def _quiet_holds(
         except ValueError:
             log.warning("incident %d: its held event has a bad until %r", incident_id, raw)
             continue
-        groups[incident_id] = (f"quiet:{raw}", at, until)
+        groups[incident_id] = (quiet_group(raw), at, until)
     if not groups:
         return {}
     rows = await session.execute(
