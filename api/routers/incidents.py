@@ -16,10 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts import incidents as service
 from alerts.models import Incident
-from alerts.workflow.service import incident_row
 from api import audit
 from api.auth import Principal, ensure_visible, require, scoped_watches
-from api.deps import db_session
+from api.deps import db_session, viewable_incident
 from api.runtime import Runtime
 from api.schemas import (
     ActionIn,
@@ -96,7 +95,7 @@ async def get_incident(
     deliveries (each in time order), how many each has (``timeline_total``, ...) and where
     to page them all (``pages``): reading it costs the same after days of a crisis.
     ``muted``: what holds its alerts back, if anything."""
-    await _viewable(session, who, incident_id)  # (before its lists are read)
+    await viewable_incident(session, who, incident_id)  # (before its lists are read)
     found = await service.incident_detail(session, incident_id, limit=limit)
     runtime: Runtime = request.app.state.runtime
     held = await service.mutes(session, [found.incident], runtime.clock.now())
@@ -153,11 +152,6 @@ def _muted(mute: service.Mute | None) -> Muted | None:
     )
 
 
-async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> None:
-    incident = await incident_row(session, incident_id)  # IncidentNotFound: 404
-    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
-
-
 @router.get("/{incident_id}/evidence/items", response_model=Page[EvidenceOut])
 async def list_evidence(
     incident_id: IncidentId,
@@ -168,7 +162,7 @@ async def list_evidence(
 ) -> Page[EvidenceOut]:
     """Every evidence mention the incident kept, oldest first (``GET /incidents/{id}``
     embeds the newest; ``/evidence`` summarizes them)."""
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     items, total = await service.evidence_page(session, incident_id, limit=limit, offset=offset)
     return Page[EvidenceOut](
         items=[EvidenceOut.model_validate(e) for e in items],
@@ -188,7 +182,7 @@ async def list_deliveries(
 ) -> Page[DeliveryOut]:
     """Every delivery of the incident's alerts (one per channel, tier and reason, with its
     attempts), in the order they were queued (``GET /incidents/{id}`` embeds the newest)."""
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     items, total = await service.deliveries_page(session, incident_id, limit=limit, offset=offset)
     return Page[DeliveryOut](
         items=[DeliveryOut.model_validate(d) for d in items],

@@ -21,14 +21,14 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.config import IncidentRoleName
-from alerts.models import EVENT_KINDS, Incident
+from alerts.models import EVENT_KINDS
 from alerts.timeline import CATEGORIES
 from alerts.workflow import evidence, report, service
 from alerts.workflow.models import IncidentTask
 from alerts.workflow.tasks import judged_at, outcome
 from api import audit
 from api.auth import Principal, ensure_visible, require, require_any
-from api.deps import db_session
+from api.deps import db_session, viewable_incident
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentOut, Page
 from api.template_schemas import _error
@@ -82,12 +82,6 @@ async def _scoped(session: AsyncSession, who: Principal, incident_id: int) -> di
     before = await audit.incident_state(session, incident_id)
     ensure_visible(who, before["watch_id"], f"incident {incident_id}")
     return before
-
-
-async def _viewable(session: AsyncSession, who: Principal, incident_id: int) -> Incident:
-    incident = await service.incident_row(session, incident_id)
-    ensure_visible(who, incident.watch_id, f"incident {incident_id}")
-    return incident
 
 
 def _task_out(task: IncidentTask, at: datetime) -> TaskOut:
@@ -170,7 +164,7 @@ async def merge(
 
 @router.get("/roles", response_model=list[RoleOut])
 async def list_roles(incident_id: IncidentId, session: Session, who: Viewer) -> list[RoleOut]:
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     return [RoleOut.model_validate(r) for r in await service.roles_of(session, incident_id)]
 
 
@@ -224,7 +218,7 @@ async def list_tasks(
     """The playbook tasks, by due time, with their outcome so far: an open task's judged
     at the resolve once the incident is resolved or closed (as the report judges it),
     else now."""
-    incident = await _viewable(session, who, incident_id)
+    incident = await viewable_incident(session, who, incident_id)
     at = judged_at(incident, _runtime(request).clock.now())
     return [_task_out(t, at) for t in await service.tasks_of(session, incident_id)]
 
@@ -296,7 +290,7 @@ async def get_timeline(
             detail=f"unknown kind or category {unknown[:5]}; kinds: {', '.join(EVENT_KINDS)}; "
             f"categories: {', '.join(CATEGORIES)}",
         )
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     kinds = list(kind or [])
     for name in category_ or ():
         kinds += CATEGORIES[name]
@@ -312,7 +306,7 @@ async def get_timeline(
 async def get_tier_history(
     incident_id: IncidentId, session: Session, who: Viewer
 ) -> list[TierChangeOut]:
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     rows = await service.tier_history(session, incident_id)
     return [TierChangeOut.model_validate(t) for t in rows]
 
@@ -325,7 +319,7 @@ async def get_evidence(
     limit: Annotated[int, Query(ge=1, le=200, description="representative mentions")] = 10,
 ) -> EvidenceSummaryOut:
     """Representative mentions (most-followed first), the sentiment mix, the heat curve."""
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     found = await evidence.collect(session, incident_id, limit=limit)
     return EvidenceSummaryOut(
         mentions=[MentionOut.model_validate(m) for m in found.mentions],
@@ -353,7 +347,7 @@ async def get_report(
     time, each in a short session of its own (memory and connections do not grow with the
     incident). The Markdown's last line counts the timeline's events (the JSON's
     ``timeline_events``): a report cut short lacks it."""
-    await _viewable(session, who, incident_id)
+    await viewable_incident(session, who, incident_id)
     runtime = _runtime(request)
     found = await report.head(session, incident_id, runtime.clock.now())
     assert runtime.sessions is not None  # (db_session answered 503 otherwise)
