@@ -4,7 +4,8 @@
 and all of the current step"), reset after a success. ``check_response`` turns an HTTP
 response into either nothing (2xx/304), ``RateLimited`` (429, or 503 with
 ``Retry-After``: wait that long, then try again), ``SourceFatalError`` (401/403/404: a
-credential or a route that retrying will not fix), ``TargetUnavailable`` (the statuses a
+credential or a route that retrying will not fix), ``TransientError`` naming where a
+redirect (3xx, not followed) points, ``TargetUnavailable`` (the statuses a
 caller names as meaning that one target of a multi-target source is gone, private or
 blocked: a moved feed, a deleted video, a private subreddit) or ``TransientError`` (5xx
 and the rest). ``retry_after`` reads both forms of the header (seconds, HTTP date).
@@ -139,7 +140,33 @@ def check_response(
         raise TargetUnavailable(f"{what}: HTTP {status} ({reason})")
     if status in _FATAL:
         raise SourceFatalError(f"{what}: HTTP {status} ({_FATAL[status]})")
+    if 300 <= status < 400:
+        where = redirect_target(response)
+        place = f", redirected to {where}" if where else ", redirected"
+        raise TransientError(
+            f"{what}: HTTP {status}{place} (not followed: check the URL configured)"
+        )
     raise TransientError(f"{what}: HTTP {status}")
+
+
+def redirect_target(response: httpx.Response) -> str | None:
+    """Where a redirect (3xx) points, for a message: scheme, host and path, never the
+    query (it may hold a token); None when it names no readable place. A source follows
+    no redirect of an API (a moved endpoint is the config's to fix, and a redirect may
+    drop or leak a credential), so the operator needs the address to put there."""
+    location = response.headers.get("location", "").strip()
+    if not location:
+        return None
+    try:
+        base = response.request.url
+    except RuntimeError:  # a response made here, without its request
+        base = httpx.URL("")
+    try:
+        target = base.join(location)
+    except httpx.InvalidURL:
+        return None
+    host = target.netloc.decode("ascii", "replace")
+    return f"{target.scheme}://{host}{target.path}" if host else target.path
 
 
 def json_body(response: httpx.Response, *, what: str) -> Any:
@@ -177,13 +204,19 @@ _FRAMING = {"content-encoding", "content-length", "transfer-encoding"}
 
 
 async def get_at_most(
-    http: httpx.AsyncClient, url: str, *, what: str, limit: int | None = None, **kwargs: Any
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    what: str,
+    limit: int | None = None,
+    method: str = "GET",
+    **kwargs: Any,
 ) -> httpx.Response:
-    """``http.get(url, **kwargs)`` with the body read at most ``limit`` bytes (default
-    ``MAX_API_BYTES``): the answer in memory, as ``http.get`` gives it; one over the limit
-    is ``TransientError`` (the platform's trouble, retried)."""
+    """``http.get(url, **kwargs)`` (or another ``method``) with the body read at most
+    ``limit`` bytes (default ``MAX_API_BYTES``): the answer in memory, as ``http.get``
+    gives it; one over the limit is ``TransientError`` (the platform's trouble, retried)."""
     limit = MAX_API_BYTES if limit is None else limit
-    async with http.stream("GET", url, **kwargs) as streamed:
+    async with http.stream(method, url, **kwargs) as streamed:
         body = await read_at_most(streamed, limit)
     if body is None:
         raise TransientError(f"{what}: an answer larger than {limit:,} bytes, not read")

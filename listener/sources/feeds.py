@@ -26,6 +26,9 @@ least ``remember_items``, at most ``MAX_ITEMS``), so neither a later poll nor a 
 delivers an item twice. Items are delivered oldest first; a date before ``EARLIEST`` is
 not trusted (the item is dated when first seen).
 
+A feed that redirects (http to https, a new path) is read where it points; a permanent
+move (301, 308) is logged once with its new address, for the config.
+
 Each feed is its own target: one that fails (moved: 404; a blocked RSSHub route: 403; a
 captcha or error page instead of a feed; a 5xx) is skipped for a while, its wait doubling
 from ``poll_seconds`` up to an hour, and listed in the source's health
@@ -50,7 +53,7 @@ from xml.etree.ElementTree import Element  # only the type; parsing is defusedxm
 
 import httpx
 from defusedxml import ElementTree
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.clock import Clock
 from core.events import Author, Mention
@@ -59,6 +62,7 @@ from core.settings import Section
 from listener.backoff import RateLimited, TargetUnavailable, check_response, read_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources import names
 from listener.sources.live import EARLIEST, LiveSource, Step
 from listener.sources.skips import UNREADABLE, digest, reason
 from listener.sources.text import html_to_text
@@ -80,15 +84,24 @@ _UNDATED = datetime.min.replace(tzinfo=UTC)  # sorts first
 
 
 class FeedConfig(Section):
-    url: str = Field(..., pattern=r"^https?://\S+$")
+    url: str
     platform: str = Field(
         "news",
-        pattern=r"^[a-z0-9_.-]{1,32}$",
         description="the Mention's source: news, google-alerts, weibo, douyin, bilibili...",
     )
     rsshub: bool = Field(
         False, description="an RSSHub route: it scrapes the platform (the source says so)"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return names.address(value, "a feed address")
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value: str) -> str:
+        return names.lower_name(value, "the mentions' source", "google-alerts", longest=32)
 
 
 class FeedsConfig(Section):
@@ -124,6 +137,8 @@ class FeedClient:
         self.http = http
         self.clock = clock
         self.max_bytes = max_bytes
+        self.moved: dict[str, str] = {}
+        """Feeds that moved for good (a 301 or 308): their URL → where they are read."""
 
     async def fetch(
         self, url: str, state: FeedState
@@ -135,7 +150,10 @@ class FeedClient:
         if state.modified:
             headers["If-Modified-Since"] = state.modified
         what = f"feed {feed_label(url)}"
-        async with self.http.stream("GET", url, headers=headers) as response:
+        # redirects are followed, as every feed reader does: a feed moves (http to https,
+        # a new path, FeedBurner), and a feed asks for no credential that one could leak
+        async with self.http.stream("GET", url, headers=headers, follow_redirects=True) as response:
+            self._moved(url, response)
             # every feed is its own target: a refusal concerns that feed (a moved feed, a
             # blocked RSSHub route), never a credential of the whole source
             check_response(
@@ -151,6 +169,22 @@ class FeedClient:
         except ValueError as exc:
             raise TargetUnavailable(f"{what}: {exc}") from None
         return items, response.headers.get("etag"), response.headers.get("last-modified")
+
+    def _moved(self, url: str, response: httpx.Response) -> None:
+        """Log (once per feed and place) that the feed at ``url`` moved for good (a 301 or
+        308 on the way to ``response``): it is read there, but the config should say so."""
+        if not any(hop.status_code in (301, 308) for hop in response.history):
+            return
+        where = str(response.url.copy_with(query=None, fragment=None))
+        if self.moved.get(url) == where:
+            return
+        self.moved[url] = where
+        log.warning(
+            "feed %s moved permanently to %s (HTTP 301/308): read there; put the new "
+            "address in listener.sources.rss.feeds",
+            feed_label(url),
+            where,
+        )
 
     async def _read(self, response: httpx.Response, what: str) -> bytes:
         """The body, read only up to ``max_bytes``: a hostile or broken server could send

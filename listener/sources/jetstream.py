@@ -32,6 +32,7 @@ that cannot be read is logged, counted and ignored (the source starts from now).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -41,17 +42,18 @@ from urllib.parse import urlencode
 
 import httpx
 import websockets
-from pydantic import Field
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from pydantic import Field, field_validator
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 from websockets.frames import CloseCode
 
 from core.clock import Clock
 from core.events import Author, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import check_response
+from listener.backoff import TransientError, check_response
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources import names
 from listener.sources.live import EARLIEST, LiveSource, Step
 from listener.sources.skips import UNREADABLE, digest, reason
 
@@ -69,7 +71,6 @@ class JetstreamConfig(Section):
 
     endpoint: str = Field(
         "wss://jetstream2.us-east.bsky.network/subscribe",
-        pattern=r"^wss?://\S+$",
         description="a Jetstream /subscribe URL (public instances: jetstream{1,2}.us-{east,west}"
         ".bsky.network)",
     )
@@ -77,11 +78,28 @@ class JetstreamConfig(Section):
     rewind_seconds: float = Field(5.0, ge=0, description="rewind the cursor on reconnect")
     max_message_bytes: int = Field(1_000_000, ge=1024)
     open_timeout_seconds: float = Field(10.0, gt=0)
+    idle_timeout_seconds: float | None = Field(
+        120.0,
+        gt=0,
+        description="a connection that brings no frame for this long is reconnected (an "
+        "instance that stalled while its socket stays open); None: never. Bluesky's posts "
+        "and reposts never pause that long; raise it for a quiet collection",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return names.address(value, "a Jetstream websocket address", ("wss", "ws"))
 
 
 class FrameTooBig(Exception):
     """The instance sent a frame larger than ``max_message_bytes``: the websocket library
     closed the connection (1009, message too big) without reading it."""
+
+
+class Stalled(TransientError):
+    """The connection stayed open but brought no frame for ``idle_timeout_seconds``: a
+    stalled instance, which would otherwise look connected (and quiet) for ever."""
 
 
 class JetstreamClient:
@@ -116,10 +134,20 @@ class JetstreamClient:
             )
             check_response(response, now or datetime.now(UTC), what="jetstream handshake")
             raise
+        idle = self.config.idle_timeout_seconds
         async with connection as ws:
             try:
-                async for raw in ws:
+                while True:
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), idle)
+                    except TimeoutError:
+                        raise Stalled(
+                            f"no frame for {idle:g} s on an open connection: the instance "
+                            "stalled; reconnecting (idle_timeout_seconds)"
+                        ) from None
                     yield raw
+            except ConnectionClosedOK:
+                return
             except ConnectionClosedError as exc:
                 if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                     raise FrameTooBig(exc.sent.reason or "message too big") from exc

@@ -53,7 +53,7 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -69,6 +69,7 @@ from listener.backoff import (
 )
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources import names
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step, iso_utc
 from listener.sources.skips import UNREADABLE, digest, reason
@@ -94,11 +95,11 @@ of them) larger than this is an instance gone wrong, not one to hold in memory."
 class MastodonConfig(Section):
     """One Mastodon instance's public or hashtag stream."""
 
-    name: str = Field("mastodon", pattern=r"^[a-z0-9_.-]{1,40}$")
-    instance: str = Field(..., pattern=r"^https?://[^/\s]+$", description="https://host")
+    name: str = "mastodon"
+    instance: str = Field(..., description="https://host")
     access_token: Secret | None = None
     timeline: Literal["public", "local", "hashtag"] = "public"
-    hashtag: str | None = Field(None, pattern=r"^[^\s#]+$")
+    hashtag: str | None = Field(None, description="one tag, with or without its #")
     mode: Literal["stream", "poll"] = "stream"
     poll_seconds: float = Field(30.0, gt=0)
     fallback_minutes: float = Field(5.0, gt=0)
@@ -107,6 +108,21 @@ class MastodonConfig(Section):
     max_bytes: int = Field(
         MAX_BYTES, ge=100_000, description="largest stream event or timeline page read"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return names.lower_name(value, "a mastodon source", "mastodon-social")
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        return names.instance(value)
+
+    @field_validator("hashtag")
+    @classmethod
+    def _hashtag(cls, value: str | None) -> str | None:
+        return None if value is None else names.hashtag(value)
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -130,6 +146,7 @@ class MastodonClient:
         self.clock = clock
         token = config.access_token.get_secret_value() if config.access_token else ""
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._stream_hosts: set[str] = set()  # streaming addresses redirected to (logged once)
 
     def _stream_path(self) -> tuple[str, dict[str, str]]:
         c = self.config
@@ -218,16 +235,7 @@ class MastodonClient:
     async def open_stream(self) -> AsyncIterator[AsyncIterator[tuple[str, str | None]]]:
         """Open the SSE stream (the response is checked) and yield its ``(event, data)``
         iterator. Raises ``StreamUnavailable`` when the instance does not stream."""
-        path, params = self._stream_path()
-        timeout = httpx.Timeout(10.0, read=self.config.heartbeat_timeout_seconds)
-        request = self.http.build_request(
-            "GET",
-            self.config.instance + path,
-            params=params,
-            headers={**self._headers, "Accept": "text/event-stream"},
-            timeout=timeout,
-        )
-        response = await self.http.send(request, stream=True)
+        response = await self._open_stream()
         try:
             status = response.status_code
             what = f"{self.config.name} streaming"
@@ -244,6 +252,61 @@ class MastodonClient:
             yield sse_events(sse_lines(response.aiter_bytes(), max_bytes), max_bytes)
         finally:
             await response.aclose()
+
+    async def _open_stream(self) -> httpx.Response:
+        """The streaming endpoint's response (streamed), following the redirects an
+        instance answers when its streaming API has a host of its own (Mastodon's
+        ``STREAMING_API_BASE_URL``: mastodon.social sends ``/api/v1/streaming/...`` to
+        ``streaming.mastodon.social`` with a 301). They are followed here, not by the
+        HTTP client, which drops the token on a redirect to another host (the streaming
+        host would answer 401) or is set not to follow at all. At most
+        ``MAX_STREAM_REDIRECTS``; never from https to http (the token would travel in
+        clear): such a redirect is ``StreamUnavailable`` (the timeline is polled)."""
+        path, params = self._stream_path()
+        timeout = httpx.Timeout(10.0, read=self.config.heartbeat_timeout_seconds)
+        url = httpx.URL(self.config.instance + path, params=params)
+        what = f"{self.config.name} streaming"
+        for hop in range(MAX_STREAM_REDIRECTS + 1):
+            request = self.http.build_request(
+                "GET",
+                url,
+                headers={**self._headers, "Accept": "text/event-stream"},
+                timeout=timeout,
+            )
+            response = await self.http.send(request, stream=True, follow_redirects=False)
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            await response.aclose()
+            try:
+                target = url.join(location)
+            except httpx.InvalidURL:
+                raise StreamUnavailable(f"{what}: redirected to an unreadable URL") from None
+            where = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}{target.path}"
+            if target.scheme not in ("http", "https") or (
+                url.scheme == "https" and target.scheme != "https"
+            ):
+                raise StreamUnavailable(
+                    f"{what}: redirected to {where}: not followed (the access token would "
+                    "travel unencrypted)"
+                )
+            if hop == MAX_STREAM_REDIRECTS:
+                break
+            if target.netloc != url.netloc and where not in self._stream_hosts:
+                self._stream_hosts.add(where)
+                log.info(
+                    "mastodon %s: the instance serves its streaming API at %s (redirected)",
+                    self.config.name,
+                    where,
+                )
+            url = target
+        raise StreamUnavailable(f"{what}: more than {MAX_STREAM_REDIRECTS} redirects")
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_STREAM_REDIRECTS = 3
+"""Redirects followed to the streaming endpoint (an instance sends to its streaming host
+once)."""
 
 
 class StreamUnavailable(TransientError):

@@ -17,7 +17,8 @@ agreement with Reddit (a paid plan).
   ``crisiswatch_source_rate_limited_total``); a 429 waits ``Retry-After`` (or the reset).
 
 Errors: a refused credential is a 401 (after one fresh token) and stops the source. A 403
-or 404 on a subreddit listing means that subreddit is private, quarantined or banned: that
+or 404 on a subreddit listing means that subreddit is private, quarantined or banned, and
+a redirect that Reddit does not know it (it sends the name to its subreddit search): that
 listing is skipped for a while (``listener.sources.targets``), the others go on. A poll
 stopped by ``max_pages`` is logged and counted. A thing that cannot be read (no
 ``created_utc`` or ``name``, a value of the wrong type) is skipped, logged and counted;
@@ -35,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -43,14 +44,18 @@ from core.metrics import Metrics
 from core.settings import Secret, Section
 from listener.backoff import (
     RateLimited,
+    TargetUnavailable,
     TransientError,
     check_response,
     get_at_most,
     json_body,
+    redirect_target,
     server_wait,
 )
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources import names
+from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step
 from listener.sources.skips import UNREADABLE
 from listener.sources.text import fit_text
@@ -87,6 +92,11 @@ class RedditConfig(Section):
     api_base: str = Field("https://oauth.reddit.com", pattern=r"^https?://\S+$")
     token_url: str = Field(AUTH_URL, pattern=r"^https?://\S+$")
 
+    @field_validator("subreddits", "subreddit_comments")
+    @classmethod
+    def _subreddits(cls, values: list[str]) -> list[str]:
+        return [names.subreddit(v) for v in values]
+
     @model_validator(mode="after")
     def _complete(self) -> Self:
         missing = [
@@ -118,6 +128,16 @@ class RedditConfig(Section):
         return out
 
 
+_TOKEN_HINTS = {
+    401: "check client_id and client_secret at https://www.reddit.com/prefs/apps (the id "
+    "is the string under the app's name; the app is a script or a web app)",
+    403: "Reddit refuses this client (a generic user_agent, or a blocked address): "
+    'describe it in user_agent, e.g. "server:crisiswatch-acme:1.0 (by /u/your_account)"',
+    404: "token_url is not Reddit's token endpoint (leave it unset)",
+}
+"""What to do when Reddit refuses the token request, by status."""
+
+
 class RedditClient:
     def __init__(
         self,
@@ -141,13 +161,19 @@ class RedditClient:
         if self._token and self._expires and now < self._expires:
             return self._token
         secret = self.config.client_secret.get_secret_value() if self.config.client_secret else ""
-        response = await self.http.post(
+        response = await get_at_most(
+            self.http,
             self.config.token_url,
+            what="reddit token",
+            method="POST",
             data={"grant_type": "client_credentials"},
             auth=(self.config.client_id or "", secret),
             headers={"User-Agent": self.config.user_agent},
         )
-        check_response(response, now, what="reddit token")
+        try:
+            check_response(response, now, what="reddit token")
+        except SourceFatalError as exc:
+            raise SourceFatalError(f"{exc}: {_TOKEN_HINTS.get(response.status_code, '')}") from None
         body = json_body(response, what="reddit token")
         if not isinstance(body, dict):
             raise TransientError("reddit token: not an object")
@@ -188,6 +214,7 @@ class RedditClient:
         if response.status_code == 429 and "retry-after" not in response.headers:
             reset = server_wait(response.headers.get("x-ratelimit-reset"), 60.0)
             raise RateLimited(reset, f"reddit {path}: HTTP 429, waiting {reset:.0f} s")
+        self._redirected(response, path)
         # a subreddit can be private, quarantined or banned (403/404): that listing's
         # problem, not the credential's (a refused token is a 401, even after a new one)
         gone = (403, 404) if path.startswith("/r/") else ()
@@ -196,6 +223,29 @@ class RedditClient:
         if not isinstance(body, dict) or body.get("kind") != "Listing":
             raise TransientError(f"reddit {path}: not a Listing")
         return body
+
+    @staticmethod
+    def _redirected(response: httpx.Response, path: str) -> None:
+        """Raise ``TargetUnavailable`` for a redirect of a listing: Reddit sends a
+        subreddit name it does not know (a typo, a name never taken) to its subreddit
+        search, and a search it will not run (a query that is a URL) to ``/submit``.
+        Neither is an outage: retrying every poll would give the same redirect."""
+        status = response.status_code
+        if not 300 <= status < 400 or status == 304:
+            return
+        where = f" to {target}" if (target := redirect_target(response)) else ""
+        if path.startswith("/r/"):
+            name = path.split("/")[2]
+            raise TargetUnavailable(
+                f"reddit {path}: HTTP {status}, redirected{where}: no such subreddit (Reddit "
+                f"sends a name it does not know to its subreddit search): check {name!r} in "
+                "the config"
+            )
+        raise TargetUnavailable(
+            f"reddit {path}: HTTP {status}, redirected{where}: Reddit does not run this "
+            "search (it sends a query that is a URL to /submit: search for url:<address> "
+            "instead)"
+        )
 
     def _note_limits(self, response: httpx.Response) -> None:
         remaining = response.headers.get("x-ratelimit-remaining")
@@ -285,7 +335,8 @@ def map_thing(thing: dict[str, Any]) -> Mention:
         author=Author(id=thing.get("author_fullname"), handle=author),
         engagement=Engagement(
             likes=max(0, int(thing.get("score") or 0)),
-            replies=int(thing.get("num_comments") or 0),
+            # a comment in a listing carries its post's num_comments, not its own replies
+            replies=0 if is_comment else int(thing.get("num_comments") or 0),
         ),
         reply_to=f"reddit:{thing['parent_id']}" if is_comment and thing.get("parent_id") else None,
     )

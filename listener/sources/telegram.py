@@ -18,10 +18,12 @@ is skipped, logged and counted, so that it cannot move the cursor past the posts
 
 Each channel is its own target: one that fails (deleted or renamed: 404; blocked: 403;
 no public web preview: t.me redirects to ``/<channel>``; a 5xx, a page that cannot be
-read) is skipped for a while, its wait doubling from ``poll_seconds`` up to an hour
-(``listener.sources.targets``), and listed in the source's health (``failing_targets``);
-the other channels go on being polled. A rate limit (429) concerns all of t.me and pauses
-the whole source; a 401 stops it (t.me asks for no credential: a proxy in between does).
+read; a page that is no channel preview, with neither posts nor a message history: a
+consent or captcha page, a layout t.me changed) is skipped for a while, its wait
+doubling from ``poll_seconds`` up to an hour (``listener.sources.targets``), and listed
+in the source's health (``failing_targets``); the other channels go on being polled. A
+rate limit (429) concerns all of t.me and pauses the whole source; a 401 stops it (t.me
+asks for no credential: a proxy in between does).
 A post that cannot be mapped is skipped, logged and counted; a saved cursor that cannot
 be read is logged, counted and ignored (each channel starts from its latest page, as on a
 first run).
@@ -48,6 +50,7 @@ from core.settings import Section
 from listener.backoff import RateLimited, TargetUnavailable, check_response, get_at_most
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources import names
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step, iso_utc
 from listener.sources.skips import UNREADABLE, reason
@@ -55,7 +58,6 @@ from listener.sources.text import fit_text
 
 log = logging.getLogger(__name__)
 
-_CHANNEL = r"^[A-Za-z][A-Za-z0-9_]{3,31}$"
 _VIEWS = re.compile(r"^([\d.]+)([KMB]?)$")
 _SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
 MAX_GAP = 100
@@ -76,10 +78,7 @@ class TelegramConfig(Section):
     @field_validator("channels")
     @classmethod
     def _names(cls, channels: list[str]) -> list[str]:
-        for channel in channels:
-            if not re.match(_CHANNEL, channel):
-                raise ValueError(f"telegram: {channel!r} is not a public channel username")
-        return channels
+        return [names.telegram_channel(channel) for channel in channels]
 
 
 @dataclass
@@ -101,10 +100,15 @@ class _Page(HTMLParser):
         self._depth = 0  # open divs inside the current post
         self._text_depth: int | None = None  # depth at which the text div opened
         self._in_views = False
+        self.history = False
+        """Whether the page holds a channel's message history (``tgme_channel_history``):
+        a channel preview does, even when the channel has no post yet."""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         classes = (a.get("class") or "").split()
+        if "tgme_channel_history" in classes:
+            self.history = True
         if tag == "div" and self._post is None:
             if "tgme_widget_message" in classes and a.get("data-post"):
                 channel, _, number = (a.get("data-post") or "").rpartition("/")
@@ -172,10 +176,16 @@ def parse_views(value: str) -> int | None:
 
 
 def parse_page(html: str) -> list[Post]:
+    return read_page(html)[0]
+
+
+def read_page(html: str) -> tuple[list[Post], bool]:
+    """The posts of a page, and whether it is a channel preview (it holds posts, or the
+    message history a preview has even with none)."""
     parser = _Page()
     parser.feed(html)
     parser.close()
-    return parser.posts
+    return parser.posts, bool(parser.posts) or parser.history
 
 
 def in_sequence(posts: list[Post]) -> tuple[list[Post], list[Post]]:
@@ -237,7 +247,16 @@ class TelegramClient:
             raise TargetUnavailable(f"{what}: HTTP {status}, redirected: no public web preview")
         # a 403/404/410 concerns that channel (gone, blocked): t.me asks for no credential
         check_response(response, self.clock.now(), what=what, target_statuses=(403, 404, 410))
-        return parse_page(response.text)
+        posts, preview = read_page(response.text)
+        if before is None and not preview:
+            # t.me's page for a name without a preview, a consent or captcha page, or a
+            # layout t.me changed: read as "no posts", the channel would look quiet for ever
+            raise TargetUnavailable(
+                f"{what}: HTTP {status}, but not a channel preview (no posts, no message "
+                "history): a channel without a public preview, a captcha or consent page, "
+                "or a page t.me changed"
+            )
+        return posts
 
     async def after(self, channel: str, last: int | None) -> tuple[list[Post], list[Post]]:
         """Posts numbered after ``last`` (the latest page when None) in the channel's

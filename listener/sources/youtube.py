@@ -21,8 +21,9 @@ barred from the API. It is read as the target's while another target is readable
 target is skipped for a while), and as the key's (fatal) when it names a key or project
 problem (an ``ErrorInfo`` detail such as ``API_KEY_SERVICE_BLOCKED``) or when every
 target answers it. Any other 403 (``accessNotConfigured``, ``ipRefererBlocked`` ...) is
-fatal: the key is refused. A 404 (``videoNotFound``, ``channelNotFound``: a deleted
-video, a wrong channel id) and other errors of one target skip that target for a while
+fatal: the key is refused. A 403 ``commentsDisabled``, a 404 (``videoNotFound``,
+``channelNotFound``: a deleted video, a wrong channel id) and other errors of one target
+skip that target for a while
 (``listener.sources.targets``); the other targets go on. A poll stopped by
 ``max_pages`` is logged and counted. A thread that cannot be read (no ``id`` or
 ``publishedAt``, a value of the wrong type) is skipped, logged and counted; the rest of
@@ -40,7 +41,7 @@ from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.clock import Clock
 from core.events import Author, Engagement, Mention
@@ -57,6 +58,7 @@ from listener.backoff import (
 )
 from listener.cursors import CursorStore
 from listener.health import Coverage
+from listener.sources import names
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step, iso_utc
 from listener.sources.skips import UNREADABLE
@@ -87,6 +89,16 @@ class YouTubeConfig(Section):
     endpoint: str = Field(
         "https://www.googleapis.com/youtube/v3/commentThreads", pattern=r"^https?://\S+$"
     )
+
+    @field_validator("videos")
+    @classmethod
+    def _videos(cls, values: list[str]) -> list[str]:
+        return [names.youtube_video(v) for v in values]
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, values: list[str]) -> list[str]:
+        return [names.youtube_channel(c) for c in values]
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -187,8 +199,11 @@ class YouTubeClient:
                 wait = retry_after(response.headers.get("retry-after"), self.clock.now(), 60.0)
                 raise RateLimited(wait, f"youtube: HTTP 403 {reason}, waiting {wait:.0f} s")
             if reason == "commentsDisabled":
-                log.warning("youtube: comments are disabled on %s; skipped", target)
-                return []
+                # that video's state (it may change): a failing target, named in the
+                # health, not a silent empty answer at every poll
+                raise TargetUnavailable(
+                    f"youtube commentThreads: comments are disabled on {_name(target)}"
+                )
             if reason in ("keyInvalid", "badRequest") and response.status_code == 400:
                 raise SourceFatalError("youtube: the API key was refused (HTTP 400 keyInvalid)")
             check_response(
