@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alerts.incidents import IncidentNotFound, InvalidTransition
 from alerts.templates.render import RenderError, TemplateProblem
@@ -25,11 +27,11 @@ from alerts.templates.workflow import TransitionRefused
 from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
-from api.auth import AuthThrottle, SharedThrottle
+from api.auth import AuthThrottle, SharedThrottle, hidden_when_missing
 from api.bodylimit import BodyLimit, route_families
 from api.console.router import router as console_router
 from api.dbrevision import DatabaseNotMigrated
-from api.docs import add_docs
+from api.docs import ASSETS, add_docs
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
 from api.queryparams import refuse_unknown_query
 from api.routers import (
@@ -92,6 +94,44 @@ ROUTERS: tuple[APIRouter, ...] = (health.router, *API_ROUTERS, *CHAT_ROUTERS, *L
 endpoint families that label refusals (``api.bodylimit``)."""
 
 
+JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+"""A JSON answer loads nothing and is framed by nothing (a page sets a CSP of its own)."""
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+class SecurityHeaders:
+    """Headers every answer carries unless its route set its own (the console's CSP, an
+    ack page's): no MIME sniffing, no framing, no referrer; ``Cache-Control: no-store``
+    (what a key read, an incident, a report, the audit log, is kept by no browser or proxy
+    cache) but on the documentation's static assets; JSON gets ``JSON_CSP``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = str(scope.get("path", "")).startswith(ASSETS + "/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS:
+                    headers.setdefault(name, value)
+                if not cacheable:
+                    headers.setdefault("Cache-Control", "no-store")
+                if headers.get("content-type", "").startswith("application/json"):
+                    headers.setdefault("Content-Security-Policy", JSON_CSP)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class StartFailed(RuntimeError):
     """The runtime could not start for one of START_ERRORS (already logged, in a line)."""
 
@@ -142,6 +182,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         ),
         metrics=runtime.metrics,
     )
+    app.add_middleware(SecurityHeaders)  # outermost: a 413 of BodyLimit gets them too
     app.state.runtime = runtime
     app.state.keyring = runtime.keyring
     app.state.metrics = runtime.metrics
@@ -165,7 +206,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(IncidentNotFound)
     async def not_found(request: Request, exc: IncidentNotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+        return _missing(request, exc, f"incident {exc.incident_id}")
 
     @app.exception_handler(InvalidTransition)
     async def conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
@@ -226,6 +267,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     return app
+
+
+def _missing(request: Request, exc: LookupError, what: str) -> JSONResponse:
+    """404 for ``what`` (an incident) that does not exist; for a key scoped to
+    some watches the 403 another watch's gets (``api.auth.hidden_when_missing``)."""
+    hidden = hidden_when_missing(request, what)
+    if hidden is not None:
+        return JSONResponse(status_code=hidden.status_code, content={"detail": hidden.detail})
+    return JSONResponse(status_code=404, content={"detail": str(exc)})
 
 
 def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:

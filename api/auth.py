@@ -37,9 +37,10 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Annotated, Final
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -404,8 +405,25 @@ async def check_metrics_token(request: Request, token: SecretStr | None) -> None
         raise await _refuse(request, "wrong_metrics_token", "wrong metrics token", guess=True)
 
 
-def _guard(allowed: frozenset[str], needs: str) -> Callable[[Request], Awaitable[Principal]]:
-    async def dependency(request: Request) -> Principal:
+# How the OpenAPI schema (and so /docs's "Authorize") says a key is sent. They read
+# nothing for ``authenticate``, which reads the headers itself (``_presented_key``), and
+# never refuse: a missing or wrong key is ``authenticate``'s 401 (counted, throttled).
+BEARER_SCHEME: Final = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="Authorization: Bearer <API key>"
+)
+API_KEY_SCHEME: Final = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="apiKey", description="the API key"
+)
+BearerSchemed = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)]
+KeySchemed = Annotated[str | None, Security(API_KEY_SCHEME)]
+
+
+def _guard(allowed: frozenset[str], needs: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        _bearer: BearerSchemed = None,
+        _key: KeySchemed = None,
+    ) -> Principal:
         principal = await authenticate(request)
         request.state.principal = principal  # who, for the audit of a refusal (api.audit)
         if principal.role not in allowed:
@@ -419,13 +437,13 @@ def _guard(allowed: frozenset[str], needs: str) -> Callable[[Request], Awaitable
     return dependency
 
 
-def require(level: str) -> Callable[[Request], Awaitable[Principal]]:
+def require(level: str) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: 401 without a valid key, 403 when its role is not in ``level``
     (``viewer``: any role; ``responder``: any role but viewer; ``admin``: admin)."""
     return _guard(LEVELS[level], f"the {level!r} role or one that includes it")
 
 
-def require_any(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
+def require_any(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency letting in exactly ``roles``."""
     unknown = set(roles) - set(ROLES)
     if not roles or unknown:
@@ -443,15 +461,39 @@ def ensure_scope(principal: Principal, watch_id: str) -> None:
         )
 
 
+HIDDEN_WHEN_MISSING: Final = frozenset({"incident"})
+"""What a key scoped to some watches is answered alike whether it belongs to another watch
+or does not exist (``api.app`` turns the kind's not-found into ``hidden_when_missing``)."""
+
+
+def not_visible(principal: Principal, what: str) -> HTTPException:
+    """The 403 of a key scoped to some watches for ``what`` (``"incident 12"``), stored
+    under another watch. For a kind in ``HIDDEN_WHEN_MISSING`` one that does not exist gets
+    the same answer, which then says so: the key learns neither that watch nor which ids
+    other watches have."""
+    detail = f"key {principal.name!r} is not scoped to the watch of {what}"
+    if what.partition(" ")[0] in HIDDEN_WHEN_MISSING:
+        detail += f" (or {what} does not exist)"
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
 def ensure_visible(principal: Principal, watch_id: str, what: str) -> None:
     """403 when ``what`` (a stored incident, drill: ``"incident 12"``) belongs to a watch
     outside ``principal``'s scope. Unlike ``ensure_scope``, which checks a watch the caller
     named, the answer does not name that watch: the key is not to learn other watches."""
     if not principal.can_see(watch_id):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail=f"key {principal.name!r} is not scoped to the watch of {what}",
-        )
+        raise not_visible(principal, what)
+
+
+def hidden_when_missing(request: Request, what: str) -> HTTPException | None:
+    """For a request by a key scoped to some watches, the answer to ``what`` (of a kind in
+    ``HIDDEN_WHEN_MISSING``) not existing: the 403 another watch's gets, not a 404 that
+    would tell the two apart. None for any other caller (an unscoped key sees every watch:
+    its 404 says nothing of other watches)."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None or who.watches is None:
+        return None
+    return not_visible(who, what)
 
 
 def scoped_watches(who: Principal, watch: str | None) -> frozenset[str] | None:
