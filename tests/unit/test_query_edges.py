@@ -26,11 +26,11 @@ def test_near_on_a_long_text_with_many_occurrences_is_fast() -> None:
     """Every left occurrence was compared with every right one, each counting words: a
     20,000-character post repeating both words took 8 s (a nested NEAR on a shorter one, 10)."""
     text = "battery x " * 4000 + "fire x " * 4000
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU of this thread: other jobs on the box do not count
     assert not hits("battery NEAR/0 fire", text)
     assert hits("(battery NEAR/1000 fire) NEAR/0 zzz", "battery fire " * 300 + "zzz")
     assert hits("退款 NEAR/2 客服", "退款" * 5000 + "的" * 2 + "客服" * 5000)
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 3.0  # a guard against the quadratic 8 s, not a goal
 
 
 @pytest.mark.parametrize(

@@ -87,11 +87,11 @@ def test_a_chain_of_nears_matches_in_linear_time() -> None:
     text = " ".join(f"w{i}" for i in range(23))
     chain = " NEAR/3 ".join(f"w{i}" for i in range(23))
     nested = "w0" + "".join(f" NEAR/3 (w{i}" for i in range(1, 23)) + ")" * 22
-    start = time.perf_counter()
+    start = time.thread_time()  # this thread's CPU: a loaded box does not count
     for query in (chain, nested):
         assert hits(query, text)
         assert not hits(query, text.replace("w0 ", "w0 x x x x "))
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 3.0  # a guard against the doubling, not a goal
 
 
 # Compiling: each literal's regex took ~4 ms to compile (the CJK ranges of its word
@@ -104,13 +104,13 @@ def test_a_query_of_many_terms_validates_and_starts_fast() -> None:
     aliases = {"p": [f"product {i}" for i in range(1500)], "j": ["hiring", "job*"]}
     with_aliases = "(@p AND refund*) OR (@p NEAR/3 fire) OR (@p AND 退款) AND NOT @j"
     WatchMatcher([WatchConfig(id="w", query="acme")]).match("#AcmeFail é")  # build tables
-    start = time.perf_counter()
+    start = time.thread_time()  # this thread's CPU: a loaded box does not count
     big = WatchConfig(id="big", query=query)
     named = WatchConfig(id="named", query=with_aliases, aliases=aliases)
     matcher = WatchMatcher([big, named])
     # every entry holds "product": each is tried on this text
     found = matcher.match("w1200 and Product 1499 refunded")
-    assert time.perf_counter() - start < 4.0  # 30 s before, ~0.7 s after
+    assert time.thread_time() - start < 4.0  # 30 s before, ~0.7 s after
     assert [(m.id, m.terms) for m in found] == [
         ("big", ("w1200",)),
         ("named", ("product 1499", "refund*")),
