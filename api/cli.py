@@ -204,6 +204,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sentiment_parser(sub)
 
+    from api.watch_test import add_parser as add_watches_parser
+
+    add_watches_parser(sub)
+
     from api.dead_letters import parse_since, parse_topic
 
     dl = sub.add_parser(
@@ -580,6 +584,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(describe(settings, args.file))
         return 0
 
+    if args.command == "watches":  # loads its --config itself (a bad query: ConfigError)
+        from api.watch_test import run as run_watches
+
+        return run_watches(args)
     if args.command == "keys":  # needs no settings
         return _keys(args.keys_command)
     if args.command == "sentiment":
