@@ -7,10 +7,10 @@ notifiers (``alerts.notifiers.*``) share them without importing each other.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from core.settings import Secret, Section
 
@@ -37,14 +37,42 @@ def _query_param(url: SecretStr, name: str) -> None:
         )
 
 
-class ConsoleChannelConfig(Section):
+_LANGUAGES = {"en": "en", "zh": "zh", "zh-cn": "zh", "zh-hans": "zh"}
+
+
+def _language(value: Any) -> Any:
+    """``en`` or ``zh``; ``zh-CN`` and ``zh-Hans`` (any case) are ``zh``."""
+    if not isinstance(value, str) or value.strip().lower() not in _LANGUAGES:
+        shown = repr(value)[:40]
+        raise ValueError(
+            f"language must be en or zh (Simplified Chinese; zh-CN and zh-Hans are read as "
+            f"zh), got {shown}"
+        )
+    return _LANGUAGES[value.strip().lower()]
+
+
+Language = Annotated[Literal["en", "zh"], BeforeValidator(_language)]
+"""The language of a channel's messages (``alerts.notifiers.i18n``)."""
+
+
+class _Channel(Section):
+    """What every channel type has."""
+
+    language: Language = Field(
+        "en",
+        description="the language of the channel's messages: en or zh (Simplified Chinese; "
+        "zh-CN and zh-Hans are accepted as zh)",
+    )
+
+
+class ConsoleChannelConfig(_Channel):
     """Writes the alert to the log (logger ``alerts.console``)."""
 
     type: Literal["console"] = "console"
     level: Literal["INFO", "WARNING", "ERROR"] = "WARNING"
 
 
-class WebhookChannelConfig(Section):
+class WebhookChannelConfig(_Channel):
     """POSTs the alert as signed JSON (HMAC-SHA256, see ``alerts.notifiers.webhook``)."""
 
     model_config = _SECRET_SAFE
@@ -67,7 +95,7 @@ class WebhookChannelConfig(Section):
         return value
 
 
-class _HookConfig(Section):
+class _HookConfig(_Channel):
     """A channel reached by POSTing to one secret URL (the URL is the credential)."""
 
     model_config = _SECRET_SAFE
@@ -148,7 +176,7 @@ class WeComChannelConfig(_HookConfig):
         return self
 
 
-class EmailChannelConfig(Section):
+class EmailChannelConfig(_Channel):
     """Email over SMTP with STARTTLS (aiosmtplib): an HTML part and a plain-text part."""
 
     model_config = _SECRET_SAFE
@@ -193,7 +221,7 @@ def _default_severity() -> dict[int, PagerDutySeverity]:
     return {1: "warning", 2: "error", 3: "critical"}
 
 
-class PagerDutyChannelConfig(Section):
+class PagerDutyChannelConfig(_Channel):
     """PagerDuty Events API v2: one service integration (its routing key)."""
 
     model_config = _SECRET_SAFE

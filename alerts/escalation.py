@@ -53,6 +53,7 @@ from alerts.models import (
     IncidentEvidence,
     Silence,
 )
+from alerts.notifiers.reasons import Reason
 from alerts.outbox import (
     ESCALATION,
     FIRST_ALERT_REASONS,
@@ -178,7 +179,7 @@ async def run_step(
     config: AlertsConfig,
     now: datetime,
     *,
-    why: str | None = None,
+    why: Reason | None = None,
 ) -> Incident | None:
     """Run the incident's next step if ``token`` is still its token; None when the timer
     is stale (acked, resolved, upgraded, or already run). ``why`` set: run it now even
@@ -194,7 +195,7 @@ async def _run_step(
     config: AlertsConfig,
     now: datetime,
     *,
-    why: str | None = None,
+    why: Reason | None = None,
 ) -> StepRun | None:
     """``run_step``, and what the step did (``StepRun``)."""
     incident = await session.get(Incident, incident_id)
@@ -251,17 +252,18 @@ async def _run_step(
         .limit(config.evidence_in_alert)
     )
     waited = describe(now - incident.alerted_at)
-    text = (
-        f"REMINDER: still not acknowledged after {waited}"
+    seconds = (now - incident.alerted_at).total_seconds()
+    step_why = (
+        Reason(code="reminder", seconds=seconds)
         if reminder
-        else f"ESCALATION level {level}: not acknowledged within {waited}"
+        else Reason(code="escalation", level=level, seconds=seconds)
     )
     queued = await enqueue(
         session,
         incident,
         targets,
         reason=escalation_reason(level, int(snapshot.get("run") or 1)),
-        reason_text=why or text,
+        why=why or step_why,
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         config=config,
         now=now,
@@ -285,7 +287,7 @@ async def _run_step(
             "notify": described,
             "contacts": {ch: t.teams for ch, t in targets.items()},
             "unacknowledged_for": waited,
-            "why": why,
+            "why": why.english() if why else None,
             "next_escalation_at": next_at.isoformat() if next_at else None,
         },
     )
@@ -372,7 +374,7 @@ async def escalate_one(
     clock: Clock,
     metrics: Metrics,
     *,
-    why: str | None = None,
+    why: Reason | None = None,
     schedule: Schedule | None = None,
 ) -> bool:
     """Run one step in its own transaction, then hand the next step to ``schedule``."""
@@ -408,7 +410,7 @@ async def escalate_one(
         incident.id,
         incident.tier,
         incident.escalation_level,
-        f" ({why})" if why else "",
+        f" ({why.english()})" if why else "",
     )
     return True
 
@@ -505,7 +507,7 @@ async def attempt(
     metrics: Metrics,
     retries: Retries,
     *,
-    why: str | None = None,
+    why: Reason | None = None,
     schedule: Schedule | None = None,
 ) -> Attempt:
     """``escalate_one``, isolated: a step that raises is logged with the incident's id and
@@ -527,7 +529,7 @@ async def attempt(
                 "incident %d: the escalation step for %r failed; its next step stays "
                 "scheduled, the other incidents go on",
                 incident_id,
-                why,
+                why.english(),
             )
             return Attempt(ran=False)
         retry_at = retries.item_failed(

@@ -42,7 +42,7 @@ from sqlalchemy.orm import load_only, selectinload
 
 from alerts import escalation, inhibition, silences, sla
 from alerts.config import AlertsConfig
-from alerts.messages import incident_title, snippets_from_rows, snippets_from_signal
+from alerts.messages import heat_of, incident_title, snippets_from_rows, snippets_from_signal
 from alerts.models import (
     ACKNOWLEDGED,
     CANCELLED,
@@ -62,6 +62,7 @@ from alerts.models import (
     StoryAlias,
 )
 from alerts.notifiers.base import EvidenceSnippet
+from alerts.notifiers.reasons import Reason
 from alerts.outbox import (
     ALERT,
     ESCALATION,
@@ -410,6 +411,7 @@ async def _open(
         status=OPEN,
         title=incident_title(signal.watch.brand[:255], signal.watch.id, signal.tier),
         explanation=signal.explanation,
+        heat=heat_of(signal),
         opened_at=now,
         updated_at=now,
         alerted_at=now,
@@ -434,7 +436,14 @@ async def _open(
     )
     await _add_evidence(session, incident.id, signal)
     await _alert(
-        session, incident, signal, config, now, reason=ALERT, reason_text="new", metrics=metrics
+        session,
+        incident,
+        signal,
+        config,
+        now,
+        reason=ALERT,
+        why=Reason(code="new"),
+        metrics=metrics,
     )
     return incident
 
@@ -457,6 +466,7 @@ async def _upgrade(
     incident.tier = signal.tier
     incident.spread = signal.spread
     incident.explanation = signal.explanation
+    incident.heat = heat_of(signal)
     incident.title = incident_title(incident.brand, incident.watch_id, signal.tier)
     incident.drill = incident.drill and signal.drill
     incident.updated_at = now
@@ -487,7 +497,7 @@ async def _upgrade(
         config,
         now,
         reason=UPGRADE,
-        reason_text=f"upgraded to tier {signal.tier} (was tier {previous_tier})",
+        why=Reason(code="upgrade", tier=signal.tier, from_tier=previous_tier),
         metrics=metrics,
     )
 
@@ -591,7 +601,7 @@ async def _alert(
     now: datetime,
     *,
     reason: str,
-    reason_text: str,
+    why: Reason,
     metrics: Metrics | None,
 ) -> None:
     await _route(
@@ -601,7 +611,7 @@ async def _alert(
         config,
         now,
         reason=reason,
-        reason_text=reason_text,
+        why=why,
         evidence=snippets_from_signal(signal.evidence, config.evidence_in_alert),
         trigger_received_at=signal.trigger_received_at,
         metrics=metrics,
@@ -616,7 +626,7 @@ async def _route(
     now: datetime,
     *,
     reason: str,
-    reason_text: str,
+    why: Reason,
     evidence: list[EvidenceSnippet],
     trigger_received_at: datetime | None,
     metrics: Metrics | None,
@@ -677,7 +687,7 @@ async def _route(
             incident,
             team_targets(config, route.teams),
             reason=reason,
-            reason_text=reason_text,
+            why=why,
             evidence=evidence,
             config=config,
             now=now,
@@ -942,7 +952,7 @@ async def release_silence(
         muted=("silenced", "silence", silence_id),
         kind="unsilenced",
         detail={"silence": silence_id},
-        reason_text="silence ended",
+        why=Reason(code="silence_ended"),
         metrics=metrics,
         counter=None if metrics is None else metrics.alerts_unsilenced,
     )
@@ -1003,7 +1013,12 @@ async def release_inhibition(
         muted=("inhibited", "by_incident", ended.id),
         kind="uninhibited",
         detail={"by_incident": ended.id, "inhibitor": how},
-        reason_text=f"inhibition ended (incident {ended.id} {how})",
+        why=Reason(
+            code="inhibition_ended",
+            incident=ended.id,
+            status=ended.status,
+            merged_into=ended.merged_into_id,
+        ),
         metrics=metrics,
         counter=None if metrics is None else metrics.alerts_uninhibited,
     )
@@ -1033,7 +1048,7 @@ async def _release_muted(
     muted: tuple[str, str, int],
     kind: str,
     detail: dict[str, Any],
-    reason_text: str,
+    why: Reason,
     metrics: Metrics | None,
     counter: Counter | None,
 ) -> Release:
@@ -1073,7 +1088,7 @@ async def _release_muted(
                     continue  # alerted since (an upgrade), or muted by something else now
                 sent = await _alert_again(
                     session, incident, config, now,
-                    kind=kind, detail=detail, reason_text=reason_text, metrics=metrics,
+                    kind=kind, detail=detail, why=why, metrics=metrics,
                 )  # fmt: skip
         except Exception as exc:
             if database_unavailable(exc):
@@ -1082,7 +1097,7 @@ async def _release_muted(
                 "incident %d: alerting it again (%s) failed; it is tried again later, the "
                 "others go on",
                 incident_id,
-                reason_text,
+                why.english(),
             )
             failed.append(incident_id)
             continue
@@ -1126,7 +1141,7 @@ async def _alert_again(
     *,
     kind: str,
     detail: dict[str, Any],
-    reason_text: str,
+    why: Reason,
     metrics: Metrics | None,
 ) -> bool:
     """Record the end of what muted the incident (``kind``: unsilenced, uninhibited) and
@@ -1150,7 +1165,7 @@ async def _alert_again(
         config,
         now,
         reason=reason,
-        reason_text=reason_text,
+        why=why,
         evidence=snippets_from_rows(evidence, config.evidence_in_alert),
         trigger_received_at=None,
         metrics=metrics,

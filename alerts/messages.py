@@ -1,18 +1,38 @@
-"""Build the ``AlertMessage`` of one delivery from an incident (snapshotted in the outbox)."""
+"""Build the ``AlertMessage`` of one delivery from an incident (snapshotted in the outbox).
+
+Besides the English ``reason`` and ``explanation``, a message carries what the channels in
+another language render them from: ``why`` (the structured reason) and ``heat`` (the
+incident's ``Incident.heat``, the heat behind its explanation). The heat is kept on the
+incident, written with the explanation (open, upgrade), because most messages are built
+long after the signal: escalation steps, reminders, re-alerts after a silence or an
+inhibition. The snapshot then holds the heat of its time, as it holds the explanation."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
 from typing import Any
 
-from alerts.config import AlertsConfig
-from alerts.models import Incident, IncidentEvidence
-from alerts.notifiers.base import AlertMessage, Contact, DigestItem, EvidenceSnippet, Link
-from core.events import Evidence
+from pydantic import ValidationError
 
-TIER_NAMES = {1: "minor complaint", 2: "local spread", 3: "network-wide crisis"}
+from alerts.config import SELF_WATCH, AlertsConfig
+from alerts.models import Incident, IncidentEvidence
+from alerts.notifiers.base import (
+    AlertHeat,
+    AlertMessage,
+    Contact,
+    DigestItem,
+    EvidenceSnippet,
+    Link,
+)
+from alerts.notifiers.i18n import OPEN_INCIDENT
+from alerts.notifiers.i18n import TIER_NAMES as TIER_NAMES
+from alerts.notifiers.reasons import Reason
+from alerts.notifiers.reasons import describe as describe
+from core.events import Evidence, Signal
+
+log = logging.getLogger(__name__)
 
 
 def incident_title(brand: str, watch_id: str, tier: int) -> str:
@@ -37,18 +57,36 @@ def snippets_from_rows(rows: Iterable[IncidentEvidence], limit: int) -> list[Evi
     ]
 
 
-def describe(delta: timedelta) -> str:
-    minutes = round(delta.total_seconds() / 60)
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes / 60:.1f} h"
+def heat_of(signal: Signal) -> dict[str, Any] | None:
+    """What ``Incident.heat`` keeps of the signal whose explanation the incident takes: its
+    heat and kind (None for a self-alert: its explanation is about a channel, not heat)."""
+    if signal.watch.id == SELF_WATCH:
+        return None
+    return AlertHeat(**signal.heat.model_dump(), kind=signal.kind).model_dump(mode="json")
+
+
+def stored_heat(incident: Incident) -> AlertHeat | None:
+    """The incident's heat (``Incident.heat``), or None: none kept (an incident from
+    before it was kept, a self-alert), or unreadable (logged: the alert goes with its
+    English explanation rather than not at all)."""
+    if not incident.heat:
+        return None
+    try:
+        return AlertHeat.model_validate(incident.heat)
+    except ValidationError as exc:
+        log.warning(
+            "incident %s: stored heat unreadable (%d errors); alerts show the English explanation",
+            incident.id,
+            exc.error_count(),
+        )
+        return None
 
 
 def build_message(
     incident: Incident,
     *,
     config: AlertsConfig,
-    reason: str,
+    reason: Reason,
     teams: Sequence[str],
     evidence: Sequence[EvidenceSnippet],
     idempotency_key: str,
@@ -56,7 +94,7 @@ def build_message(
 ) -> AlertMessage:
     base = (config.public_url or "").rstrip("/")
     links = (
-        (Link(label="Open incident", url=base + config.incident_path.format(id=incident.id)),)
+        (Link(label=OPEN_INCIDENT, url=base + config.incident_path.format(id=incident.id)),)
         if base
         else ()
     )
@@ -67,7 +105,9 @@ def build_message(
         explanation=incident.explanation,
         watch_id=incident.watch_id,
         brand=incident.brand,
-        reason=reason,
+        reason=reason.english(),
+        why=reason,
+        heat=stored_heat(incident),
         teams=tuple(teams),
         evidence=tuple(evidence),
         links=links,
@@ -81,27 +121,32 @@ def build_message(
 
 
 def follow_up(
-    payload: dict[str, Any], action: str, actor: str, key: str, *, reason: str | None = None
+    payload: dict[str, Any], action: str, actor: str, key: str, *, reason: Reason | None = None
 ) -> dict[str, Any]:
     """The stored payload of a sent alert, turned into its acknowledge/resolve follow-up
     (same incident page, so the same ``dedup_key``: it reaches the alert it follows)."""
     message = AlertMessage.model_validate(payload)
-    verb = "acknowledged" if action == "acknowledge" else "resolved"
+    code = "acknowledged" if action == "acknowledge" else "resolved"
+    why = reason or Reason(code=code, actor=actor)
     return message.model_copy(
         update={
             "action": action,
             "actor": actor,
-            "reason": reason or f"{verb} by {actor}",
+            "reason": why.english(),
+            "why": why,
             "mentions": (),
             "idempotency_key": key,
         }
     ).model_dump(mode="json")
 
 
-def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> AlertMessage:
+def digest_message(payloads: Sequence[dict[str, Any]], why: Reason | str, key: str) -> AlertMessage:
     """Several alerts of one channel merged into one message; each is an item that keeps
     its alert's incident page, action and idempotency key (``key``, the digest's own, names
-    this set of alerts: sent again after a crash, a digest may hold another set)."""
+    this set of alerts: sent again after a crash, a digest may hold another set). ``why``:
+    a ``digest_held``/``digest_rate`` reason (or its text alone)."""
+    structured = why if isinstance(why, Reason) else None
+    said = why.english() if isinstance(why, Reason) else why
     messages = [AlertMessage.model_validate(p) for p in payloads]
     first = messages[0]
     top = max(m.tier for m in messages)
@@ -124,6 +169,7 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
             action=m.action,
             page=m.page,
             idempotency_key=m.idempotency_key,
+            why=m.why,
         )
         for m in messages
     )
@@ -134,10 +180,11 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: str, key: str) -> Al
         incident_id=first.incident_id,
         tier=top,
         title=f"{len(messages)} alerts (digest)",
-        explanation=f"{len(messages)} alerts merged into one message: {why}",
+        explanation=f"{len(messages)} alerts merged into one message: {said}",
         watch_id=watches[0] if len(watches) == 1 else "several",
         brand=first.brand if len(watches) == 1 else "",
-        reason=f"digest: {why}",
+        reason=f"digest: {said}",
+        why=structured,
         teams=tuple(teams),
         ack_hint=first.ack_hint if len(messages) == 1 else "",
         drill=drill,

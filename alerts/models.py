@@ -123,6 +123,14 @@ class Incident(Base):
     status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
     title: Mapped[str] = mapped_column(String(300))
     explanation: Mapped[str] = mapped_column(Text, default="")
+    heat: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON,
+        nullable=True,
+        doc="the heat behind ``explanation`` (the Signal's heat features and kind, set with "
+        "it at the open and each upgrade): channels in another language render the "
+        "explanation from it; None before migration 0018 and for self-alerts (they show "
+        "the English explanation)",
+    )
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     alerted_at: Mapped[datetime] = mapped_column(

@@ -85,6 +85,7 @@ from alerts.models import (
     Incident,
 )
 from alerts.notifiers.base import AlertMessage, DeliveryError, EvidenceSnippet, Notifier
+from alerts.notifiers.reasons import Reason
 from alerts.ratelimit import RateLimiter
 from alerts.targets import Targets
 from alerts.timeline import add_event
@@ -197,7 +198,7 @@ async def enqueue(
     targets: Targets,
     *,
     reason: str,
-    reason_text: str,
+    why: Reason,
     evidence: Sequence[EvidenceSnippet],
     config: AlertsConfig,
     now: datetime,
@@ -205,7 +206,8 @@ async def enqueue(
     not_before: datetime | None = None,
     digest_group: str | None = None,
 ) -> list[Delivery]:
-    """Queue one delivery per target channel, skipping those already queued.
+    """Queue one delivery per target channel, skipping those already queued. ``reason``
+    keys the delivery; ``why`` is what its message says (in each channel's language).
 
     ``not_before`` holds it (quiet hours, group wait); rows of one ``digest_group`` that
     are due together on one channel go out as one digest."""
@@ -219,7 +221,7 @@ async def enqueue(
         message = build_message(
             incident,
             config=config,
-            reason=reason_text,
+            reason=why,
             teams=target.teams,
             evidence=evidence,
             idempotency_key=key,
@@ -289,10 +291,10 @@ def _add_follow_up(
     actor: str,
     now: datetime,
     *,
-    reason_text: str | None = None,
+    why: Reason | None = None,
 ) -> None:
     key = follow_up_key(str(alert.payload["idempotency_key"]), action)
-    payload = follow_up(dict(alert.payload), action, actor, key, reason=reason_text)
+    payload = follow_up(dict(alert.payload), action, actor, key, reason=why)
     reason = follow_up_reason(action)
     session.add(_row(incident, channel, channel_type, reason, payload, now=now))
 
@@ -388,7 +390,7 @@ async def supersede_pages(session: AsyncSession, incident: Incident, now: dateti
     keys = {target: follow_up_key(row.dedupe_key, "resolve") for target, row in latest.items()}
     existing = await _existing(session, list(keys.values()))
     todo = {target: row for target, row in latest.items() if keys[target] not in existing}
-    text = f"superseded by a new page (tier {incident.tier})"
+    why = Reason(code="superseded", tier=incident.tier)
     for (channel, _), row in todo.items():
         _add_follow_up(
             session,
@@ -399,7 +401,7 @@ async def supersede_pages(session: AsyncSession, incident: Incident, now: dateti
             "resolve",
             SUPERSEDED,
             now,
-            reason_text=text,
+            why=why,
         )
     if todo or cancelled:
         detail: dict[str, Any] = {
@@ -595,10 +597,8 @@ def _message(
     if len(rows) == 1:
         return _Claim(channel, channel_type, rows, rows[0].payload)
     ids = ",".join(str(r.id) for r in rows)
-    why = (
-        "held, then sent together"
-        if len(rows) == len(unit) and unit[0].digest_group
-        else "more alerts than the channel's rate limit allows"
+    why = Reason(
+        code="digest_held" if len(rows) == len(unit) and unit[0].digest_group else "digest_rate"
     )
     try:
         digest = digest_message([r.payload for r in rows], why, "digest:" + ids)
@@ -815,10 +815,10 @@ async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
     incident = await session.get(Incident, row.incident_id)
     if incident is None:
         return
-    text = None
+    why = None
     if keyed(claim.channel_type) and page_of(row.payload) < incident.page:
         action, actor = "resolve", SUPERSEDED
-        text = f"superseded by a new page (tier {incident.tier})"
+        why = Reason(code="superseded", tier=incident.tier)
     elif incident.status in FINISHED:
         action, actor = "resolve", incident.resolved_by or incident.closed_by or "someone"
     elif incident.status in (ACKNOWLEDGED, MITIGATING) and is_page(row.reason):
@@ -841,7 +841,7 @@ async def _follow_late_alert(rec: _Recorder, claim: _Claim, row: _Row) -> None:
         action,
         actor,
         rec.now,
-        reason_text=text,
+        why=why,
     )
     rec.follow_ups += 1
     add_event(

@@ -50,6 +50,7 @@ from alerts.incidents import (
 )
 from alerts.jobs import StepJobs
 from alerts.notifiers.base import Notifier
+from alerts.notifiers.reasons import Reason
 from alerts.notifiers.registry import build_notifiers
 from alerts.outbox import AckLink, deliver_due, pending_count, retrying, seed_limiter
 from alerts.ratelimit import RateLimiter
@@ -256,7 +257,7 @@ class AlertService:
         return ran
 
     async def _escalate_one(
-        self, incident_id: int, token: str, why: str | None = None
+        self, incident_id: int, token: str, why: Reason | None = None
     ) -> escalation.Attempt:
         return await escalation.attempt(
             self.sessions,
@@ -284,7 +285,7 @@ class AlertService:
             log.error("incident %d (tier %d): SLA deadline missed", breach.incident_id, breach.tier)
             if not breach.escalate:
                 continue
-            why = f"SLA deadline of tier {breach.tier} missed"
+            why = Reason(code="sla_missed", tier=breach.tier)
             await self._escalate_one(breach.incident_id, breach.token, why)
         return len(breaches)
 

@@ -11,7 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+
+from alerts.notifiers.reasons import Reason
+from core.events import HeatFeatures
 
 
 class EvidenceSnippet(BaseModel):
@@ -60,6 +70,23 @@ def incident_key(incident_id: int, page: int = 0) -> str:
     return f"{base}-{page}" if page else base
 
 
+def lenient(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """``why`` and ``heat`` only feed the wording in another language: one that cannot be
+    read (a reason code of a newer release, in a payload an older alerter sends) is None,
+    and the message goes with its English text rather than failing as an invalid payload."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+class AlertHeat(HeatFeatures):
+    """The heat behind an incident's explanation (``Signal.heat``) and the kind of signal
+    that measured it: what a channel in another language renders the explanation from."""
+
+    kind: Literal["story", "surge"] = "story"
+
+
 class DigestItem(BaseModel):
     """One incident inside a digest message (several alerts merged under a rate limit)."""
 
@@ -78,6 +105,12 @@ class DigestItem(BaseModel):
         "carries it (a digest sent again after a crash may hold other items, so its own "
         "key differs; receivers dedupe items on this one)",
     )
+    why: Reason | None = Field(None, description="``reason``, structured (its alert's ``why``)")
+
+    @field_validator("why", mode="wrap")
+    @classmethod
+    def _why(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        return lenient(value, handler)
 
     @property
     def dedup_key(self) -> str:
@@ -144,6 +177,23 @@ class AlertMessage(BaseModel):
         description="the incident's page generation: a new one starts when an upgrade "
         "reopens an incident somebody had acknowledged or resolved (see dedup_key)",
     )
+
+    why: Reason | None = Field(
+        None,
+        description="``reason``, structured: what channels in another language render "
+        "(None in payloads stored before it: ``reason`` is shown as it is)",
+    )
+    heat: AlertHeat | None = Field(
+        None,
+        description="the heat behind ``explanation`` (the incident's, when the alert was "
+        "queued): channels in another language render the explanation from it (None: "
+        "they show ``explanation``)",
+    )
+
+    @field_validator("why", "heat", mode="wrap")
+    @classmethod
+    def _lenient(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        return lenient(value, handler)
 
     @property
     def dedup_key(self) -> str:

@@ -68,25 +68,28 @@ def at_block(mentions: tuple[Contact, ...]) -> dict[str, Any]:
     return {"atMobiles": mobiles, "atUserIds": user_ids, "isAtAll": False}
 
 
-def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
-    """The body, at most ``BODY_MAX_BYTES`` once encoded."""
-    return fit_body(lambda n: _message(alert, msgtype, n), TEXT_MAX_BYTES, BODY_MAX_BYTES)
+def message(alert: AlertMessage, msgtype: str = "markdown", language: str = "en") -> dict[str, Any]:
+    """The body in ``language``, at most ``BODY_MAX_BYTES`` once encoded."""
+    return fit_body(lambda n: _message(alert, msgtype, n, language), TEXT_MAX_BYTES, BODY_MAX_BYTES)
 
 
-def _message(alert: AlertMessage, msgtype: str, text_max_bytes: int) -> dict[str, Any]:
-    title = render.headline(alert, render.short(escape.markdown, 60))
-    ack = next((link for link in render.links(alert) if link.label == render.ACK_LABEL), None)
+def _message(
+    alert: AlertMessage, msgtype: str, text_max_bytes: int, language: str
+) -> dict[str, Any]:
+    title = render.headline(alert, render.short(escape.markdown, 60), language)
+    label = render.ack_label(language)
+    ack = next((link for link in render.links(alert, language) if link.label == label), None)
     # an actionCard needs its button (the robot refuses one without singleURL): a message
     # without an ack link (follow-ups, digests, ack links off) goes as markdown; so does
     # one that @-mentions someone (an escalation to the on-call person): an actionCard
     # cannot ping anyone, and the ping matters more than the button
     if msgtype == "actionCard" and ack is not None and not alert.mentions:
-        text = render.markdown(alert, ack_link=False, max_bytes=text_max_bytes)
+        text = render.markdown(alert, ack_link=False, max_bytes=text_max_bytes, language=language)
         card = {"title": title, "text": text, "singleTitle": ack.label, "singleURL": ack.url}
         return {"msgtype": "actionCard", "actionCard": card}
     # the @-mention must be in the text (it is never cut): the robot refuses an ``at``
     # list naming someone the text does not mention
-    text = render.markdown(alert, mention=_mention, max_bytes=text_max_bytes)
+    text = render.markdown(alert, mention=_mention, max_bytes=text_max_bytes, language=language)
     return {
         "msgtype": "markdown",
         "markdown": {"title": title, "text": text},
@@ -106,6 +109,7 @@ class DingTalkNotifier:
         self.name = name
         self._secret = config.secret.get_secret_value() if config.secret else None
         self._msgtype = config.msgtype
+        self.language = config.language
         self._clock = clock
         self._client = HookClient(
             name, config.webhook_url.get_secret_value(), config.timeout, http, [self._secret or ""]
@@ -122,7 +126,7 @@ class DingTalkNotifier:
 
     async def send(self, alert: AlertMessage) -> None:
         response = await self._client.post_json(
-            message(alert, self._msgtype), url=self.signed_url()
+            message(alert, self._msgtype, self.language), url=self.signed_url()
         )
         self._client.check_code(
             response,

@@ -29,37 +29,44 @@ from alerts.channels import EmailChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, DeliveryError, RateLimit
 from alerts.notifiers.http import redact
+from alerts.notifiers.i18n import phrases
 from core.clock import Clock
 
 DOMAIN = "crisiswatch"
 
 
-def subject(alert: AlertMessage, prefix: str) -> str:
+def subject(alert: AlertMessage, prefix: str, language: str = "en") -> str:
     # a header: no line breaks, ever (clean keeps \n; split/join removes every whitespace run)
-    text = escape.line(render.headline(alert), 200)
+    text = escape.line(render.headline(alert, language=language), 200)
     return f"{' '.join(prefix.split())} {text}".strip()
 
 
-def plain_body(alert: AlertMessage) -> str:
+def plain_body(alert: AlertMessage, language: str = "en") -> str:
     line = escape.line  # every line ours: outside text never starts one
-    lines = [line(render.headline(alert), 300), line(render.status(alert), 300), ""]
+    ph = phrases(language)
+    lines = [
+        line(render.headline(alert, language=language), 300),
+        line(render.status(alert, language=language), 300),
+        "",
+    ]
     if alert.digest:
         for item in alert.digest:
-            lines.append(f"- Tier {item.tier} #{item.incident_id}: {line(item.title, 200)}")
+            title = line(ph.title(item.title), 200)
+            lines.append(f"- {ph.subject(item.tier, item.incident_id, title)}")
             if url := escape.safe_url(item.url):
                 lines.append(f"  {url}")
     elif not render.is_follow_up(alert):
-        lines += [escape.plain(alert.explanation, 2000), ""]
-        lines.append(f"Watch: {line(alert.brand or alert.watch_id, 200)}")
+        lines += [escape.plain(ph.explanation(alert), 2000), ""]
+        lines.append(f"{ph.watch}{ph.colon}{line(alert.brand or alert.watch_id, 200)}")
         if alert.teams:
-            lines.append(f"Teams: {line(', '.join(alert.teams), 300)}")
+            lines.append(f"{ph.teams}{ph.colon}{line(', '.join(alert.teams), 300)}")
         for ev in alert.evidence:
-            who = line(ev.author or "unknown", 100)
-            lines.append(f"- {who}{render.followers(ev.followers)}: “{line(ev.text, 500)}”")
+            who = line(ev.author or ph.unknown, 100)
+            lines.append(f"- {who}{ph.followers(ev.followers)}{ph.colon}“{line(ev.text, 500)}”")
             if url := escape.safe_url(ev.url):
                 lines.append(f"  {url}")
     lines.append("")
-    lines += [f"{link.label}: {link.url}" for link in render.links(alert)]
+    lines += [f"{link.label}{ph.colon}{link.url}" for link in render.links(alert, language)]
     return "\n".join(lines) + "\n"
 
 
@@ -68,38 +75,39 @@ def _a(url: str, label: str) -> str:
     return f'<a href="{html.escape(url, quote=True)}">{escape.html(label, 200)}</a>'
 
 
-def html_body(alert: AlertMessage) -> str:
+def html_body(alert: AlertMessage, language: str = "en") -> str:
     h = escape.html
+    ph = phrases(language)
     parts = [
-        f"<h2>{h(render.headline(alert), 300)}</h2>",
-        f"<p><strong>{h(render.status(alert), 300)}</strong></p>",
+        f"<h2>{h(render.headline(alert, language=language), 300)}</h2>",
+        f"<p><strong>{h(render.status(alert, language=language), 300)}</strong></p>",
     ]
     if alert.digest:
         items = []
         for item in alert.digest:
-            link = f" {_a(url, 'open')}" if (url := escape.safe_url(item.url)) else ""
-            items.append(
-                f"<li>Tier {item.tier} #{item.incident_id}: {h(item.title, 200)}{link}</li>"
-            )
+            link = f" {_a(url, ph.open)}" if (url := escape.safe_url(item.url)) else ""
+            subject = ph.subject(item.tier, item.incident_id, h(ph.title(item.title), 200))
+            items.append(f"<li>{subject}{link}</li>")
         parts.append(f"<ul>{''.join(items)}</ul>")
     elif not render.is_follow_up(alert):
-        parts.append(f"<p>{h(alert.explanation, 2000)}</p>")
-        parts.append(f"<p>Watch: {h(alert.brand or alert.watch_id, 200)}</p>")
+        parts.append(f"<p>{h(ph.explanation(alert), 2000)}</p>")
+        parts.append(f"<p>{ph.watch}{ph.colon}{h(alert.brand or alert.watch_id, 200)}</p>")
         quotes = []
         for ev in alert.evidence:
             url = escape.safe_url(ev.url)
-            link = f" {_a(url, render.post_label(url))}" if url else ""
-            who = h(ev.author or "unknown", 100)
+            link = f" {_a(url, ph.post_label(escape.host(url)))}" if url else ""
+            who = h(ev.author or ph.unknown, 100)
             quotes.append(
-                f"<li><strong>{who}</strong>{render.followers(ev.followers)}: "
+                f"<li><strong>{who}</strong>{ph.followers(ev.followers)}{ph.colon}"
                 f"“{h(ev.text, 500)}”{link}</li>"
             )
         if quotes:
             parts.append(f"<ul>{''.join(quotes)}</ul>")
-    links = [_a(link.url, link.label) for link in render.links(alert)]
+    links = [_a(link.url, link.label) for link in render.links(alert, language)]
     if links:
         parts.append(f"<p>{' · '.join(links)}</p>")
-    return "<!DOCTYPE html><html><body>" + "".join(parts) + "</body></html>"
+    start = "<html><body>" if ph.language == "en" else '<html lang="zh-CN"><body>'
+    return "<!DOCTYPE html>" + start + "".join(parts) + "</body></html>"
 
 
 def message_id(alert: AlertMessage) -> str:
@@ -114,7 +122,7 @@ def message_id(alert: AlertMessage) -> str:
 
 def build_email(alert: AlertMessage, config: EmailChannelConfig, now: datetime) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = subject(alert, config.subject_prefix)
+    msg["Subject"] = subject(alert, config.subject_prefix, config.language)
     msg["From"] = config.sender
     msg["To"] = ", ".join(config.to)
     msg["Date"] = format_datetime(now)
@@ -124,8 +132,10 @@ def build_email(alert: AlertMessage, config: EmailChannelConfig, now: datetime) 
     msg["In-Reply-To"] = root
     if alert.idempotency_key:
         msg["X-Crisiswatch-Idempotency-Key"] = " ".join(alert.idempotency_key.split())[:200]
-    msg.set_content(plain_body(alert))
-    msg.add_alternative(html_body(alert), subtype="html")
+    msg.set_content(plain_body(alert, config.language))
+    msg.add_alternative(html_body(alert, config.language), subtype="html")
+    if config.language != "en":  # after the parts: set_content drops Content-* headers
+        msg["Content-Language"] = "zh-CN"
     return msg
 
 
@@ -194,6 +204,7 @@ class EmailNotifier:
     def __init__(self, name: str, config: EmailChannelConfig, clock: Clock) -> None:
         self.name = name
         self._config = config
+        self.language = config.language
         self._clock = clock
         self._client = SmtpClient(name, config)
 

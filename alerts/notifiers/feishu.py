@@ -55,23 +55,26 @@ def throttled(code: int, message: str) -> bool:
     return code == BAD_REQUEST_OR_THROTTLED and "too many request" in message.lower()
 
 
-def card(alert: AlertMessage, max_bytes: int = MARKDOWN_MAX_BYTES) -> dict[str, Any]:
-    """The card; its markdown at most ``max_bytes`` of UTF-8."""
+def card(
+    alert: AlertMessage, max_bytes: int = MARKDOWN_MAX_BYTES, language: str = "en"
+) -> dict[str, Any]:
+    """The card in ``language``; its markdown at most ``max_bytes`` of UTF-8."""
     template = "green" if render.is_follow_up(alert) else _TEMPLATE.get(alert.tier, "red")
     elements: list[dict[str, Any]] = [
         {
             "tag": "markdown",
             "content": render.markdown(
-                alert, mention=_mention, ack_link=False, max_bytes=max_bytes
+                alert, mention=_mention, ack_link=False, max_bytes=max_bytes, language=language
             ),
         }
     ]
-    for link in render.links(alert):
+    ack = render.ack_label(language)
+    for link in render.links(alert, language):
         elements.append(
             {
                 "tag": "button",
                 "text": {"tag": "plain_text", "content": escape.line(link.label, 40)},
-                "type": "primary" if link.label == render.ACK_LABEL else "default",
+                "type": "primary" if link.label == ack else "default",
                 "behaviors": [{"type": "open_url", "default_url": link.url}],
             }
         )
@@ -80,7 +83,7 @@ def card(alert: AlertMessage, max_bytes: int = MARKDOWN_MAX_BYTES) -> dict[str, 
         "header": {
             "title": {
                 "tag": "plain_text",
-                "content": render.headline(alert, render.short(escape.markdown)),
+                "content": render.headline(alert, render.short(escape.markdown), language),
             },
             "template": "grey" if alert.drill else template,
         },
@@ -101,6 +104,7 @@ class FeishuNotifier:
         self.name = name
         self._secret = config.secret.get_secret_value() if config.secret else None
         self._clock = clock
+        self.language = config.language
         self._client = HookClient(
             name, config.webhook_url.get_secret_value(), config.timeout, http, [self._secret or ""]
         )
@@ -112,7 +116,10 @@ class FeishuNotifier:
             signed = {"timestamp": timestamp, "sign": sign(self._secret, timestamp)}
 
         def body(max_bytes: int) -> dict[str, Any]:
-            return signed | {"msg_type": "interactive", "card": card(alert, max_bytes)}
+            return signed | {
+                "msg_type": "interactive",
+                "card": card(alert, max_bytes, self.language),
+            }
 
         return fit_body(body, MARKDOWN_MAX_BYTES, BODY_MAX_BYTES)
 

@@ -35,11 +35,15 @@ from alerts.channels import PagerDutyChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, DigestItem, Link, RateLimit
 from alerts.notifiers.http import HookClient
+from alerts.notifiers.i18n import OPEN_INCIDENT
 
 SUMMARY_MAX = 1024
 
 
 def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]:
+    """One event; a trigger's human text (summary, reason, explanation, link labels) in the
+    channel's language, its machine fields (class, component, severity) as they are."""
+    language = config.language
     routing_key = config.routing_key.get_secret_value()
     base = {"routing_key": routing_key, "dedup_key": alert.dedup_key}
     if render.is_follow_up(alert):
@@ -47,8 +51,8 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
     details: dict[str, Any] = {
         "incident_id": alert.incident_id,
         "tier": alert.tier,
-        "reason": escape.line(alert.reason, 300),
-        "explanation": escape.plain(alert.explanation, 2000),
+        "reason": escape.line(render.status(alert, language=language), 300),
+        "explanation": escape.plain(render.explanation(alert, language), 2000),
         "teams": list(alert.teams),
         "drill": alert.drill,
     }
@@ -65,7 +69,7 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
     return base | {
         "event_action": "trigger",
         "payload": {
-            "summary": escape.line(render.headline(alert), SUMMARY_MAX),
+            "summary": escape.line(render.headline(alert, language=language), SUMMARY_MAX),
             "source": config.source,
             "severity": config.severity.get(alert.tier, "critical"),
             "timestamp": alert.opened_at.isoformat(),
@@ -75,7 +79,9 @@ def event(alert: AlertMessage, config: PagerDutyChannelConfig) -> dict[str, Any]
             "custom_details": details,
         },
         "client": "crisiswatch",
-        "links": [{"href": link.url, "text": link.label[:100]} for link in render.links(alert)],
+        "links": [
+            {"href": link.url, "text": link.label[:100]} for link in render.links(alert, language)
+        ],
     }
 
 
@@ -89,8 +95,9 @@ def item_alert(digest: AlertMessage, item: DigestItem) -> AlertMessage:
         watch_id=digest.watch_id,
         brand=digest.brand,
         reason=item.reason,
+        why=item.why,
         teams=digest.teams,
-        links=(Link(label="Open incident", url=item.url),) if item.url else (),
+        links=(Link(label=OPEN_INCIDENT, url=item.url),) if item.url else (),
         drill=digest.drill,
         opened_at=digest.opened_at,
         idempotency_key=item.idempotency_key,
@@ -114,6 +121,7 @@ class PagerDutyNotifier:
     def __init__(self, name: str, config: PagerDutyChannelConfig, http: httpx.AsyncClient) -> None:
         self.name = name
         self._config = config
+        self.language = config.language
         key = config.routing_key.get_secret_value()
         self._client = HookClient(
             name, config.url, config.timeout, http, [key], url_is_secret=False

@@ -32,6 +32,7 @@ from alerts.channels import SlackChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, RateLimit
 from alerts.notifiers.http import HookClient
+from alerts.notifiers.i18n import English, phrases
 
 _TIER_EMOJI = {1: ":large_yellow_circle:", 2: ":large_orange_circle:", 3: ":red_circle:"}
 HEADER_MAX = 150
@@ -62,27 +63,29 @@ def _link(url: str, label: str, limit: int = 80) -> str:
     return f"<{escape.slack_entities(url)}|{fit_line(label, limit)}>"
 
 
-def _digest_lines(alert: AlertMessage) -> list[str]:
+def _digest_lines(alert: AlertMessage, ph: English) -> list[str]:
     lines = []
     for item in alert.digest:
-        line = f"• Tier {item.tier} #{item.incident_id}: {fit_line(item.title, 200)}"
-        if item.reason:
-            line += f" ({fit_line(item.reason, 120)})"
+        title, reason = render.item_parts(item, ph)
+        line = f"• {ph.subject(item.tier, item.incident_id, fit_line(title, 200))}"
+        if reason:
+            line += ph.paren(fit_line(reason, 120))
         if url := escape.safe_url(item.url):
-            link = _link(url, "open")
+            link = _link(url, ph.open)
             if len(line) + 1 + len(link) <= TEXT_MAX:
                 line += " " + link
         lines.append(line)
     return lines
 
 
-def _more(count: int) -> str:
-    return f"…and {count} more incident{'' if count == 1 else 's'}"
-
-
-def pack(first: str, lines: list[str], max_sections: int) -> list[str]:
+def pack(first: str, lines: list[str], max_sections: int, ph: English | None = None) -> list[str]:
     """``first`` then ``lines`` as section texts of at most ``TEXT_MAX`` characters each,
     at most ``max_sections`` of them; lines that do not fit are counted at the end."""
+    words = ph or phrases()
+
+    def _more(count: int) -> str:
+        return words.more(count, "incident")
+
     sections: list[list[str]] = [[first]]
 
     def length(section: list[str]) -> int:
@@ -107,17 +110,26 @@ def pack(first: str, lines: list[str], max_sections: int) -> list[str]:
     return ["\n".join(section) for section in sections]
 
 
-def _sections(alert: AlertMessage, first: str) -> list[str]:
+def _sections(alert: AlertMessage, first: str, ph: English) -> list[str]:
     """The texts of the sections under the header: the reason, then the body."""
     if alert.digest:
-        return pack(first, _digest_lines(alert), MAX_DIGEST_SECTIONS)
+        return pack(first, _digest_lines(alert, ph), MAX_DIGEST_SECTIONS, ph)
     if render.is_follow_up(alert):
         return [first]
-    return [f"{first}\n{fit(alert.explanation, TEXT_MAX - 400)}".rstrip()]  # first: <= 400
+    said = fit(ph.explanation(alert), TEXT_MAX - 400)
+    return [f"{first}\n{said}".rstrip()]  # first: <= 400
 
 
-def buttons(alert: AlertMessage) -> dict[str, Any]:
+_CONFIRM = {
+    "en": ("Resolve the incident?", "Pending alerts are cancelled.", "Cancel"),
+    "zh": ("确认解决此事件？", "尚未发出的告警将被取消。", "取消"),
+}
+
+
+def buttons(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
     """Ack/Resolve buttons; Slack sends the click to the app's interactivity URL."""
+    ph = phrases(language)
+    title, text, deny = _CONFIRM.get(ph.language, _CONFIRM["en"])
     value = str(alert.incident_id)
     return {
         "type": "actions",
@@ -126,70 +138,79 @@ def buttons(alert: AlertMessage) -> dict[str, Any]:
             {
                 "type": "button",
                 "action_id": ACK_ACTION,
-                "text": {"type": "plain_text", "text": "Acknowledge"},
+                "text": {"type": "plain_text", "text": ph.ack},
                 "style": "primary",
                 "value": value,
             },
             {
                 "type": "button",
                 "action_id": RESOLVE_ACTION,
-                "text": {"type": "plain_text", "text": "Resolve"},
+                "text": {"type": "plain_text", "text": ph.resolve},
                 "style": "danger",
                 "value": value,
                 "confirm": {
-                    "title": {"type": "plain_text", "text": "Resolve the incident?"},
-                    "text": {"type": "plain_text", "text": "Pending alerts are cancelled."},
-                    "confirm": {"type": "plain_text", "text": "Resolve"},
-                    "deny": {"type": "plain_text", "text": "Cancel"},
+                    "title": {"type": "plain_text", "text": title},
+                    "text": {"type": "plain_text", "text": text},
+                    "confirm": {"type": "plain_text", "text": ph.resolve},
+                    "deny": {"type": "plain_text", "text": deny},
                 },
             },
         ],
     }
 
 
-def message(alert: AlertMessage, *, with_buttons: bool = False) -> dict[str, Any]:
-    title = render.headline(alert, lambda text: fit_line(text, 100))
+def _label(name: str, ph: English) -> str:
+    """A fact's label in bold: "*Watch:*" ("*监测项：*")."""
+    return f"*{name}{ph.colon.rstrip()}*"
+
+
+def message(
+    alert: AlertMessage, *, with_buttons: bool = False, language: str = "en"
+) -> dict[str, Any]:
+    ph = phrases(language)
+    title = render.headline(alert, lambda text: fit_line(text, 100), language)
     if len(title) > HEADER_MAX:  # a long actor and a long title: shorten both
-        title = render.headline(alert, lambda text: fit_line(text, 40))
-    reason = render.status(alert, lambda text: fit_line(text, 300))
+        title = render.headline(alert, lambda text: fit_line(text, 40), language)
+    reason = render.status(alert, lambda text: fit_line(text, 300), language)
     emoji = ":white_check_mark:" if render.is_follow_up(alert) else _TIER_EMOJI.get(alert.tier, "")
     facts = [
-        f"*Watch:* {fit_line(alert.brand or alert.watch_id, 200)}",
-        f"*Incident:* #{alert.incident_id}",
+        f"{_label(ph.watch, ph)} {fit_line(alert.brand or alert.watch_id, 200)}",
+        f"{_label(ph.incident, ph)} #{alert.incident_id}",
     ]
     if alert.teams:
-        facts.append(f"*Teams:* {fit_line(', '.join(alert.teams), 300)}")
+        facts.append(f"{_label(ph.teams, ph)} {fit_line(', '.join(alert.teams), 300)}")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
         *(
             {"type": "section", "text": _mrkdwn(text)}
-            for text in _sections(alert, f"{emoji} *{reason}*")
+            for text in _sections(alert, f"{emoji} *{reason}*", ph)
         ),
         {"type": "context", "elements": [_mrkdwn("   ".join(facts))]},
     ]
     if not alert.digest and not render.is_follow_up(alert):
         for ev in alert.evidence:
-            who = fit_line(ev.author or "unknown", 100)
+            who = fit_line(ev.author or ph.unknown, 100)
             text = fit_line(ev.text, 600)
-            quote = f"*{who}*{render.followers(ev.followers)}: “{text}”"
+            quote = f"*{who}*{ph.followers(ev.followers)}{ph.colon}“{text}”"
             if url := escape.safe_url(ev.url):
-                link = _link(url, render.post_label(url), 120)
+                link = _link(url, ph.post_label(escape.host(url)), 120)
                 quote += f" {link}" if len(quote) + 1 + len(link) <= TEXT_MAX else ""
             blocks.append({"type": "context", "elements": [_mrkdwn(quote)]})
     mentions = [
         f"<@{uid}>" for c in alert.mentions if (uid := escape.chat_id(c.chat_ids.get("slack")))
     ]
     if mentions:
-        blocks.append({"type": "section", "text": _mrkdwn("On call: " + " ".join(mentions))})
-    footer = [_link(link.url, link.label) for link in render.links(alert)]
+        on_call = f"{ph.on_call}{ph.colon}" + " ".join(mentions)
+        blocks.append({"type": "section", "text": _mrkdwn(on_call)})
+    footer = [_link(link.url, link.label) for link in render.links(alert, language)]
     if alert.ack_hint and not render.is_follow_up(alert):
-        footer.insert(0, f"Acknowledge: `{fit_line(alert.ack_hint, 300)}`")
+        footer.insert(0, f"{ph.ack}{ph.colon}`{fit_line(alert.ack_hint, 300)}`")
     # one element per link: each may be long (a signed URL), each has its own limit
     footer = [text for text in footer if len(text) <= TEXT_MAX][:CONTEXT_ELEMENTS_MAX]
     if footer:
         blocks.append({"type": "context", "elements": [_mrkdwn(text) for text in footer]})
     if with_buttons and not render.is_follow_up(alert) and not alert.digest:
-        blocks.append(buttons(alert))
+        blocks.append(buttons(alert, language))
     fallback = f"{title} ({reason})"
     return {"text": fallback, "blocks": blocks, "unfurl_links": False, "unfurl_media": False}
 
@@ -203,7 +224,10 @@ class SlackNotifier:
     def __init__(self, name: str, config: SlackChannelConfig, http: httpx.AsyncClient) -> None:
         self.name = name
         self._buttons = config.buttons
+        self.language = config.language
         self._client = HookClient(name, config.webhook_url.get_secret_value(), config.timeout, http)
 
     async def send(self, alert: AlertMessage) -> None:
-        await self._client.post_json(message(alert, with_buttons=self._buttons))
+        await self._client.post_json(
+            message(alert, with_buttons=self._buttons, language=self.language)
+        )

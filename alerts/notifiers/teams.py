@@ -38,12 +38,12 @@ def _mention_tag(contact: Contact) -> str | None:
     return f"<at>{escape.markdown(contact.name, 80)}</at>"
 
 
-def card(alert: AlertMessage) -> dict[str, Any]:
+def card(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
     color = "Good" if render.is_follow_up(alert) else _COLOR.get(alert.tier, "Attention")
     body: list[dict[str, Any]] = [
         {
             "type": "TextBlock",
-            "text": render.headline(alert, render.short(escape.markdown)),
+            "text": render.headline(alert, render.short(escape.markdown), language),
             "size": "Large",
             "weight": "Bolder",
             "color": color,
@@ -52,7 +52,11 @@ def card(alert: AlertMessage) -> dict[str, Any]:
         {
             "type": "TextBlock",
             "text": render.markdown(
-                alert, mention=_mention_tag, ack_link=False, max_bytes=TEXT_MAX_BYTES
+                alert,
+                mention=_mention_tag,
+                ack_link=False,
+                max_bytes=TEXT_MAX_BYTES,
+                language=language,
             ),
             "wrap": True,
         },
@@ -64,7 +68,7 @@ def card(alert: AlertMessage) -> dict[str, Any]:
         "body": body,
         "actions": [
             {"type": "Action.OpenUrl", "title": escape.line(link.label, 40), "url": link.url}
-            for link in render.links(alert)
+            for link in render.links(alert, language)
         ],
     }
     entities = [
@@ -81,12 +85,11 @@ def card(alert: AlertMessage) -> dict[str, Any]:
     return content
 
 
-def message(alert: AlertMessage) -> dict[str, Any]:
+def message(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
+    content = card(alert, language)
     return {
         "type": "message",
-        "attachments": [
-            {"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card(alert)}
-        ],
+        "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": content}],
     }
 
 
@@ -96,7 +99,8 @@ class TeamsNotifier:
 
     def __init__(self, name: str, config: TeamsChannelConfig, http: httpx.AsyncClient) -> None:
         self.name = name
+        self.language = config.language
         self._client = HookClient(name, config.webhook_url.get_secret_value(), config.timeout, http)
 
     async def send(self, alert: AlertMessage) -> None:
-        await self._client.post_json(message(alert))
+        await self._client.post_json(message(alert, self.language))

@@ -8,6 +8,9 @@ Request: ``POST <url>`` with the JSON body ``{"type": "crisiswatch.alert", "vers
 * ``X-Crisiswatch-Idempotency-Key``: the same on every retry of one delivery (delivery is
   at-least-once: receivers drop repeats by this key).
 
+``alert`` is the machine-readable part: the same, in English, whatever the channel's
+``language``; only ``language``, ``summary``, ``status`` and ``explanation`` follow it.
+
 Receivers verify the signature over the raw body and reject old timestamps (replays);
 ``verify_signature`` is the reference implementation. Text fields are cleaned of control
 characters, @-all pings and live links; receivers still escape for their own medium.
@@ -17,8 +20,11 @@ Body schema (version 1; fields are only ever added):
 ```
 {
   "type": "crisiswatch.alert", "version": 1,
+  "language": "en"|"zh",     # the channel's language: that of summary, status, explanation
   "summary": str,            # one line: "[DRILL] Tier 3 #42: ..." / "Acknowledged by ..."
+                             # (zh: "【演练】三级 #42：..." / "已由 alice 确认：...")
   "status": str,             # why this message: the reason, or "acknowledged by alice"
+  "explanation": str,        # the explanation in the channel's language
   "alert": {
     "incident_id": int, "tier": 1|2|3, "title": str, "explanation": str,
     "watch_id": str, "brand": str, "reason": str, "teams": [str],
@@ -52,6 +58,7 @@ from alerts.channels import WebhookChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, RateLimit
 from alerts.notifiers.http import post, secret_parts
+from alerts.notifiers.i18n import phrases
 from core import signing
 from core.clock import Clock
 
@@ -75,8 +82,9 @@ def verify_signature(
     return age <= tolerance and signing.matches(secret, timestamp, body, signature)
 
 
-def payload(alert: AlertMessage) -> dict[str, object]:
-    data = alert.model_dump(mode="json")
+def payload(alert: AlertMessage, language: str = "en") -> dict[str, object]:
+    # ``why`` and ``heat`` feed the channels' languages; not (yet) part of the schema
+    data = alert.model_dump(mode="json", exclude={"why", "heat"})
     for field in ("title", "reason", "brand", "ack_hint"):
         data[field] = escape.line(data[field], 300)
     data["teams"] = [escape.line(team, 100) for team in alert.teams]
@@ -95,7 +103,7 @@ def payload(alert: AlertMessage) -> dict[str, object]:
     ]
     data["digest"] = [
         {
-            **item.model_dump(mode="json"),
+            **item.model_dump(mode="json", exclude={"why"}),
             "title": escape.line(item.title, 300),
             "reason": escape.line(item.reason, 300),
             "url": escape.safe_url(item.url),
@@ -106,8 +114,10 @@ def payload(alert: AlertMessage) -> dict[str, object]:
     return {
         "type": "crisiswatch.alert",
         "version": 1,
-        "summary": escape.line(render.headline(alert), 300),
-        "status": escape.line(render.status(alert), 300),
+        "language": phrases(language).language,
+        "summary": escape.line(render.headline(alert, language=language), 300),
+        "status": escape.line(render.status(alert, language=language), 300),
+        "explanation": escape.plain(render.explanation(alert, language), 2000),
         "alert": data,
     }
 
@@ -123,12 +133,15 @@ class WebhookNotifier:
         self._url = config.url.get_secret_value()
         self._secret = config.secret.get_secret_value()
         self._timeout = config.timeout
+        self.language = config.language
         self._http = http
         self._clock = clock
         self._secrets = [*secret_parts(self._url), self._secret]
 
     async def send(self, alert: AlertMessage) -> None:
-        body = json.dumps(payload(alert), separators=(",", ":"), ensure_ascii=False).encode()
+        body = json.dumps(
+            payload(alert, self.language), separators=(",", ":"), ensure_ascii=False
+        ).encode()
         timestamp = str(int(self._clock.now().timestamp()))
         headers = {
             "Content-Type": "application/json",

@@ -23,8 +23,9 @@ import httpx
 
 from alerts.channels import WeComChannelConfig
 from alerts.notifiers import escape, render
-from alerts.notifiers.base import AlertMessage, Contact, RateLimit
+from alerts.notifiers.base import AlertMessage, Contact, DigestItem, RateLimit
 from alerts.notifiers.http import HookClient
+from alerts.notifiers.i18n import English, phrases
 
 RATE_LIMITED = 45009
 MARKDOWN_MAX_BYTES = 4096
@@ -36,33 +37,44 @@ def _mention(contact: Contact) -> str | None:
     return f"<@{user_id}>" if user_id else None
 
 
-def text_content(alert: AlertMessage) -> str:
+def _item(item: DigestItem, ph: English) -> str:
+    title = escape.line(ph.title(item.title), 200)
+    if ph.language == "en":
+        return f"- #{item.incident_id} tier {item.tier}: {title}"
+    return f"- {ph.subject(item.tier, item.incident_id, title)}"
+
+
+def text_content(alert: AlertMessage, language: str = "en") -> str:
     """At most ``TEXT_MAX_BYTES``; the links are never cut (the body is)."""
-    head = [escape.line(render.headline(alert), 300), escape.line(render.status(alert), 300)]
+    ph = phrases(language)
+    head = [
+        escape.line(render.headline(alert, language=language), 300),
+        escape.line(render.status(alert, language=language), 300),
+    ]
     body: list[str] = []
     if alert.digest:
-        body += [
-            f"- #{i.incident_id} tier {i.tier}: {escape.line(i.title, 200)}" for i in alert.digest
-        ]
+        body += [_item(item, ph) for item in alert.digest]
     elif not render.is_follow_up(alert):
-        body.append(escape.plain(alert.explanation, 800))
-    tail = [f"{link.label}: {link.url}" for link in render.links(alert)]
+        body.append(escape.plain(render.explanation(alert, language), 800))
+    tail = [f"{link.label}{ph.colon}{link.url}" for link in render.links(alert, language)]
     return render.fit(head, body, tail, TEXT_MAX_BYTES)
 
 
-def message(alert: AlertMessage, msgtype: str = "markdown") -> dict[str, Any]:
+def message(alert: AlertMessage, msgtype: str = "markdown", language: str = "en") -> dict[str, Any]:
     if msgtype == "text":
         user_ids = [u for c in alert.mentions if (u := escape.chat_id(c.chat_ids.get("wecom")))]
         mobiles = [m for c in alert.mentions if (m := escape.phone(c.phone))]
         return {
             "msgtype": "text",
             "text": {
-                "content": text_content(alert),
+                "content": text_content(alert, language),
                 "mentioned_list": user_ids,
                 "mentioned_mobile_list": mobiles,
             },
         }
-    content = render.markdown(alert, mention=_mention, max_bytes=MARKDOWN_MAX_BYTES)
+    content = render.markdown(
+        alert, mention=_mention, max_bytes=MARKDOWN_MAX_BYTES, language=language
+    )
     return {"msgtype": "markdown", "markdown": {"content": content}}
 
 
@@ -73,10 +85,11 @@ class WeComNotifier:
     def __init__(self, name: str, config: WeComChannelConfig, http: httpx.AsyncClient) -> None:
         self.name = name
         self._msgtype = config.msgtype
+        self.language = config.language
         self._client = HookClient(name, config.webhook_url.get_secret_value(), config.timeout, http)
 
     async def send(self, alert: AlertMessage) -> None:
-        response = await self._client.post_json(message(alert, self._msgtype))
+        response = await self._client.post_json(message(alert, self._msgtype, self.language))
         self._client.check_code(
             response,
             code_field="errcode",

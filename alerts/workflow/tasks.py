@@ -40,8 +40,8 @@ from sqlalchemy.orm import aliased
 from alerts.config import AlertsConfig, PlaybookTask
 from alerts.escalation import Retries
 from alerts.inhibition import inhibitor_of
-from alerts.messages import describe
 from alerts.models import ACKNOWLEDGED, FINISHED, MITIGATING, Incident
+from alerts.notifiers.reasons import Reason
 from alerts.outbox import enqueue, rowcount
 from alerts.targets import unkeyed_team_targets
 from alerts.timeline import add_event
@@ -411,11 +411,12 @@ async def _remind(
     if rowcount(result) != 1:
         return 0
     overdue = now >= task.due_at
-    owner = f" (owner: {task.owner_role})" if task.owner_role else ""
-    if overdue:
-        text = f"TASK OVERDUE: {task.title!r} was due {describe(now - task.due_at)} ago"
-    else:
-        text = f"TASK REMINDER: {task.title!r} is due in {describe(task.due_at - now)}"
+    why = Reason(
+        code="task_overdue" if overdue else "task_due",
+        title=task.title,
+        role=task.owner_role or None,
+        seconds=abs((now - task.due_at).total_seconds()),
+    )
     targets, left_out = unkeyed_team_targets(config, [task.team])
     if not targets and not left_out and incident.escalation_policy is not None:
         # a team that is not configured (or has no channel): the routed teams
@@ -426,7 +427,7 @@ async def _remind(
         incident,
         targets,
         reason=f"task-{task.id}-{sent}",
-        reason_text=text + owner,
+        why=why,
         evidence=[],
         config=config,
         now=now,
