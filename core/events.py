@@ -268,6 +268,10 @@ class Evidence(_Event):
     label: Label
 
 
+CUE_CHARS = 200
+"""The longest complaint cue a Signal's heat names (a longer one is cut)."""
+
+
 class HeatFeatures(_Event):
     mentions: int
     mentions_window: int
@@ -278,6 +282,14 @@ class HeatFeatures(_Event):
     rate_ratio: float | None = None
     platforms: int = 1
     predicted_size: float | None = None
+    complaint_cues: tuple[Annotated[str, Field(max_length=CUE_CHARS)], ...] = Field(
+        (), max_length=50
+    )
+    """The complaint cues (``detector.complaint_cues`` entries) found in the story's posts."""
+    high_reach_authors: NonNegativeInt = 0
+    """Distinct authors with at least ``detector.high_reach_followers`` followers."""
+    burst_windows: tuple[Annotated[int, Field(gt=0)], ...] = Field((), max_length=20)
+    """The window lengths (minutes) in which the story bursts above its usual volume."""
 
 
 class Signal(_Event):

@@ -269,8 +269,9 @@ def _ratio(value: float) -> str:
 def zh_explanation(heat: AlertHeat) -> str:
     """The explanation paragraph in Chinese, from the heat behind it, e.g. "近 10 分钟 41 条帖子
     （累计 230 条，负面占 88%），来自 37 位作者，为平常的 9 倍；覆盖 120万 粉丝；预计将达
-    900 条；已扩散至 3 个平台。" Only what the heat holds (the detector's English text can
-    also name complaint cues, high-reach accounts and burst windows)."""
+    900 条；已扩散至 3 个平台；投诉线索：退款、诈骗。" The parts and their order are the
+    detector's English text's (``sentiment.detector.policy.explain``); a heat sent before
+    Signals carried cues, high-reach accounts and burst windows names none."""
     if heat.kind == "surge":
         usual = ""
         if heat.rate_ratio is not None and heat.rate_ratio >= 1.5:
@@ -293,8 +294,15 @@ def zh_explanation(heat: AlertHeat) -> str:
     parts = [head]
     if heat.reach > 0:
         parts.append(f"覆盖 {zh_count(heat.reach)} 粉丝")
+    if heat.high_reach_authors:
+        parts.append(f"{heat.high_reach_authors} 个高影响力账号参与")
+    if heat.burst_windows:
+        windows = "、".join(str(w) for w in heat.burst_windows)
+        parts.append(f"声量远超平常（{windows} 分钟窗口）")
     if heat.predicted_size is not None and heat.predicted_size >= heat.mentions + 1:
         parts.append(f"预计将达 {zh_count(heat.predicted_size)} 条")
     if heat.platforms > 1:
         parts.append(f"已扩散至 {heat.platforms} 个平台")
+    if heat.complaint_cues:
+        parts.append("投诉线索：" + "、".join(heat.complaint_cues))
     return "；".join(parts) + "。"

@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.events import HeatFeatures, Label, Mention
+from core.events import CUE_CHARS, HeatFeatures, Label, Mention
 from sentiment.detector.burst import BurstTest
 from sentiment.detector.config import DetectorConfig, Predictor
 from sentiment.detector.forecast import ForecastModel, StoryForecast
@@ -102,9 +102,9 @@ class HeatSnapshot:
     predicted_size: float | None
     complaint_cues: tuple[str, ...] = ()
     burst_windows: tuple[int, ...] = ()
+    """The window lengths (minutes) in which the story bursts (persistence-gated)."""
     high_reach_authors: int = 0
     """Distinct authors with at least ``high_reach_followers`` followers."""
-    """The window lengths (minutes) in which the story bursts (persistence-gated)."""
 
     def bursting(self) -> bool:
         return bool(self.burst_windows)
@@ -123,6 +123,9 @@ class HeatSnapshot:
             rate_ratio=None if self.rate_ratio is None else round(self.rate_ratio, 3),
             platforms=self.platforms,
             predicted_size=None if self.predicted_size is None else round(self.predicted_size, 1),
+            complaint_cues=tuple(cue[:CUE_CHARS] for cue in self.complaint_cues),
+            high_reach_authors=self.high_reach_authors,
+            burst_windows=self.burst_windows,
         )
 
 
