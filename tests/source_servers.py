@@ -6,12 +6,14 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
+from email.utils import format_datetime
 
 import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.clock import SystemClock
@@ -157,3 +159,45 @@ FILTER_OPS: list[tuple[str, Callable[[int, int], bool]]] = [
     ("=", lambda t, b: t == b),
 ]
 """The two-character operators first: ``>=`` is not ``>`` followed by ``=``."""
+
+
+def rss_feed(items: Sequence[tuple[str, datetime | None]]) -> bytes:
+    """An RSS 2.0 document listing ``items`` (guid, date or None for no ``pubDate``) in
+    the order given (feeds list newest first); each item's title is ``acme <guid>``."""
+
+    def item(guid: str, when: datetime | None) -> str:
+        date = f"<pubDate>{format_datetime(when, usegmt=True)}</pubDate>" if when else ""
+        return f"<item><guid>{guid}</guid><title>acme {guid}</title>{date}</item>"
+
+    body = "".join(item(guid, when) for guid, when in items)
+    return f'<?xml version="1.0"?><rss version="2.0"><channel>{body}</channel></rss>'.encode()
+
+
+def telegram_preview(channel: str, posts: Sequence[tuple[int, datetime | None]]) -> str:
+    """A ``t.me/s/<channel>`` page listing ``posts`` (number, date or None for no
+    ``<time>``), oldest first as t.me lists them; each post's text is ``acme <number>``."""
+
+    def post(number: int, when: datetime | None) -> str:
+        time = f'<time datetime="{when.isoformat()}"></time>' if when else ""
+        return (
+            '<div class="tgme_widget_message_wrap"><div class="tgme_widget_message" '
+            f'data-post="{channel}/{number}"><div class="tgme_widget_message_text">acme '
+            f'{number}</div><a class="tgme_widget_message_date">{time}</a></div></div>'
+        )
+
+    body = "".join(post(number, when) for number, when in posts)
+    return f'<html><body><section class="tgme_channel_history">{body}</section></body></html>'
+
+
+def static_app(pages: dict[str, tuple[bytes | str, str]]) -> Starlette:
+    """A server answering each path of ``pages`` with its (body, media type); ``pages``
+    may be changed while it serves (the next request reads the new body)."""
+
+    def route(path: str) -> Route:
+        async def page(request: Request) -> Response:
+            body, media_type = pages[path]
+            return Response(body, media_type=media_type)
+
+        return Route(path, page)
+
+    return Starlette(routes=[route(path) for path in pages])

@@ -26,6 +26,21 @@ least ``remember_items``, at most ``MAX_ITEMS``), so neither a later poll nor a 
 delivers an item twice. Items are delivered oldest first; a date before ``EARLIEST`` is
 not trusted (the item is dated when first seen).
 
+The first read of a feed (the source's first run, a feed added to the config later, or
+one whose saved cursor could not be read) publishes only the items dated
+``initial_lookback_minutes`` before the source started, or later, as Hacker News, Reddit
+and YouTube start their time marks: a feed lists what it holds, often months of items.
+The older ones, and those without a (trusted) date, whose age is unknown, are marked seen
+and never published; they are counted (``skips.backlog``) and logged once per feed. After
+the first read, keys alone tell what is new, whatever its date.
+
+The cursor is written once per ``CHECKPOINT_ITEMS`` new items of a feed, not once per
+item (it holds every feed's keys: ~18 KB a feed), and only the feeds whose state changed
+are serialised again. It moves past an item only once that item and every one before it
+were delivered (published, or dropped downstream); a process that stops or crashes while
+a batch is being published delivers that batch again at its restart (dedup and the
+idempotent stages downstream absorb it), never less.
+
 A feed that redirects (http to https, a new path) is read where it points; a permanent
 move (301, 308) is logged once with its new address, for the config.
 
@@ -64,7 +79,7 @@ from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources import names
 from listener.sources.live import EARLIEST, LiveSource, Step
-from listener.sources.skips import UNREADABLE, digest, reason
+from listener.sources.skips import UNREADABLE, digest, lookback_start, reason
 from listener.sources.text import html_to_text
 
 log = logging.getLogger(__name__)
@@ -81,6 +96,8 @@ MAX_ITEMS = 5000
 """The most items of one feed read per poll, and so the most item keys remembered per
 feed (``remember_items`` may be set as high: a cursor of ~175 KB a feed)."""
 _UNDATED = datetime.min.replace(tzinfo=UTC)  # sorts first
+CHECKPOINT_ITEMS = 100
+"""New items of a feed delivered per cursor checkpoint (see ``FeedsSource._deliver``)."""
 
 
 class FeedConfig(Section):
@@ -109,6 +126,13 @@ class FeedsConfig(Section):
 
     feeds: list[FeedConfig] = Field(..., min_length=1)
     poll_seconds: float = Field(300.0, ge=10)
+    initial_lookback_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="the first read of a feed (a new one too) publishes only the items dated "
+        "this long before the source started or later; older and undated ones are marked "
+        "seen, never published",
+    )
     remember_items: int = Field(500, ge=10, le=MAX_ITEMS)
     max_bytes: int = Field(5_000_000, ge=10_000)
 
@@ -448,43 +472,110 @@ class FeedsSource(LiveSource):
         """Each feed in turn, then a sleep. A feed that fails (any error: HTTP, a page that
         is not a feed, too large) is skipped with a backoff of its own (``failing``)
         while the others go on; the source's state is ``waiting`` while every feed
-        fails."""
-        states = _load(cursor)
+        fails. The first read of a feed (one the cursor does not hold) publishes only
+        what is newer than ``initial_lookback_minutes`` (``_backlog``)."""
+        saved = _Cursor(_load(cursor))
+        states = saved.states
+        since = lookback_start(self.started_at, self.config.initial_lookback_minutes)
+        targets = len({feed.url for feed in self.config.feeds})
         self.health.set_state("polling")
         while True:
             for feed in self.config.feeds:
                 if not self.failing.due(feed.url):
                     continue
-                state = states.setdefault(feed.url, FeedState())
+                # a feed enters the cursor only once read: one whose first read failed is
+                # read as a first read again
+                state = states.get(feed.url) or FeedState()
+                first = feed.url not in states
+                label = feed_label(feed.url)
                 try:
                     items, etag, modified = await self.client.fetch(feed.url, state)
                 except RateLimited as exc:
-                    self.failing.failed(feed.url, feed_label(feed.url), exc, wait=exc.delay)
+                    self.failing.failed(feed.url, label, exc, wait=exc.delay, targets=targets)
                     continue
                 except Exception as exc:
-                    self.failing.failed(feed.url, feed_label(feed.url), exc)
+                    self.failing.failed(feed.url, label, exc, targets=targets)
                     continue
                 self.failing.succeeded(feed.url)
-                for key, item in self._fresh(feed, state, items):
-                    state.seen.append(key)
-                    if item.published is not None and not trusted(item.published):
-                        self._misdated_item(feed, item.published)
-                    mention: Mention | None = None
-                    try:
-                        mention = map_item(item, feed, self.clock.now())
-                    except UNREADABLE as exc:
-                        self.skips.skip(
-                            f"malformed item of feed {feed_label(feed.url)} skipped "
-                            f"({reason(exc)})",
-                            key=key,
-                        )
-                    yield mention, _dump(states)
-                state.etag, state.modified = etag, modified
-                yield None, _dump(states)
-            self.health.set_state(
-                "waiting" if self.failing.count == len(self.config.feeds) else "polling"
-            )
+                fresh = self._fresh(feed, state, items)
+                states[feed.url] = state
+                if first:  # before any step: a cursor holding the feed holds its backlog
+                    fresh = self._backlog(feed, state, fresh, since)
+                if items is not None:  # (a 304 changes nothing: the feed's part is kept)
+                    saved.changed(feed.url)
+                async for step in self._deliver(feed, state, fresh, saved):
+                    yield step
+                if (etag, modified) != (state.etag, state.modified):
+                    state.etag, state.modified = etag, modified
+                    saved.changed(feed.url)
+                yield None, saved.dump()
+            self.health.set_state("waiting" if self.failing.count == targets else "polling")
             await self.clock.sleep(self.config.poll_seconds)
+
+    async def _deliver(
+        self,
+        feed: FeedConfig,
+        state: FeedState,
+        fresh: list[tuple[str, FeedItem]],
+        saved: _Cursor,
+    ) -> AsyncIterator[Step]:
+        """The steps of ``fresh`` (new items of ``feed``, oldest first), in batches of
+        ``CHECKPOINT_ITEMS``. Every mention of a batch carries the cursor from before the
+        batch, and a last step the cursor after it: the base makes that one the position
+        once the batch's last mention is delivered (and so every mention before it), so a
+        saved cursor never holds the key of an item not yet published, while the cursor
+        (every feed's remembered keys) is serialised once per batch, not once per item.
+        A crash within a batch publishes its items again (dedup drops them)."""
+        if not fresh:
+            return
+        position = saved.dump()
+        for start in range(0, len(fresh), CHECKPOINT_ITEMS):
+            for key, item in fresh[start : start + CHECKPOINT_ITEMS]:
+                state.seen.append(key)
+                if item.published is not None and not trusted(item.published):
+                    self._misdated_item(feed, item.published)
+                try:
+                    mention = map_item(item, feed, self.clock.now())
+                except UNREADABLE as exc:
+                    self.skips.skip(
+                        f"malformed item of feed {feed_label(feed.url)} skipped ({reason(exc)})",
+                        key=key,
+                    )
+                    continue  # its key is in the position after the batch
+                yield mention, position
+            saved.changed(feed.url)
+            position = saved.dump()
+            yield None, position
+
+    def _backlog(
+        self,
+        feed: FeedConfig,
+        state: FeedState,
+        fresh: list[tuple[str, FeedItem]],
+        since: datetime,
+    ) -> list[tuple[str, FeedItem]]:
+        """The items of a feed's first read to publish: those dated ``since`` or later.
+        The others, dated before it or not dated (their age is unknown, and a feed's
+        first page is mostly old), are marked seen in ``state`` and never published;
+        counted and logged once (``skips.backlogged``). After the first read, keys tell
+        what is new, dated or not."""
+        new: list[tuple[str, FeedItem]] = []
+        old = undated = 0
+        for key, item in fresh:
+            if not trusted(item.published):
+                if item.published is not None:  # a broken date: the feed is told of
+                    self._misdated_item(feed, item.published)
+                undated += 1
+            elif item.published is not None and item.published < since:
+                old += 1
+            else:
+                new.append((key, item))
+                continue
+            state.seen.append(key)
+        self.skips.backlogged(
+            f"feed {feed_label(feed.url)}", old=old, undated=undated, new=len(new), since=since
+        )
+        return new
 
     def _fresh(
         self, feed: FeedConfig, state: FeedState, items: list[FeedItem] | None
@@ -591,6 +682,30 @@ def _load(cursor: str | None) -> dict[str, FeedState]:
 
 
 def _dump(states: dict[str, FeedState]) -> str:
-    return json.dumps(
-        {url: {"etag": s.etag, "modified": s.modified, "seen": s.seen} for url, s in states.items()}
-    )
+    return json.dumps({url: _state_json(s) for url, s in states.items()})
+
+
+def _state_json(state: FeedState) -> dict[str, Any]:
+    return {"etag": state.etag, "modified": state.modified, "seen": state.seen}
+
+
+class _Cursor:
+    """The feeds' states and their cursor (``_dump``'s JSON, to the byte), each feed's part
+    kept serialised until ``changed`` says it changed: a dump costs what changed (and
+    joining the parts), not the whole cursor (~18 KB a feed remembering 500 keys)."""
+
+    def __init__(self, states: dict[str, FeedState]) -> None:
+        self.states = states
+        self._parts: dict[str, str] = {}
+
+    def changed(self, url: str) -> None:
+        self._parts.pop(url, None)
+
+    def dump(self) -> str:
+        parts: list[str] = []
+        for url, state in self.states.items():
+            part = self._parts.get(url)
+            if part is None:
+                part = self._parts[url] = f"{json.dumps(url)}: {json.dumps(_state_json(state))}"
+            parts.append(part)
+        return "{" + ", ".join(parts) + "}"

@@ -135,7 +135,7 @@ class AlgoliaClient:
             older = total > fetched if total is not None else fetched >= QUERY_CEILING
             if page < pages or (older and requests >= self.config.max_pages):
                 if self.on_page_cap is not None:
-                    self.on_page_cap(f"hn.algolia.com query {query!r}", self.config.max_pages)
+                    self.on_page_cap(query_label(query), self.config.max_pages)
                 return hits
             if not older:
                 return hits  # the window is covered
@@ -169,7 +169,7 @@ class AlgoliaClient:
 
     def _cut(self, query: str, message: str) -> None:
         """The window of ``query`` cannot be covered: ``message`` says what is missed."""
-        what = f"hn.algolia.com query {query!r}"
+        what = query_label(query)
         if self.on_cut is not None:
             self.on_cut(what, message)
         else:
@@ -323,4 +323,11 @@ class HackerNewsSource(LiveSource):
             lookback_minutes=self.config.initial_lookback_minutes,
             late_window_seconds=self.config.late_window_seconds,
             ident=object_id,
+            label=query_label,
         )
+
+
+def query_label(query: str) -> str:
+    """How logs and health (``failing_targets``) name a query's target, as its page caps
+    and window cuts do."""
+    return f"hn.algolia.com query {query!r}"

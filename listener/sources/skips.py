@@ -13,6 +13,14 @@ and logged (a warning for the first ``LOGGED_SKIPS`` of a source, then every
 breaks every item does not flood the log). An item met again (the next poll reads the
 late window again, a reconnect rewinds) is known by its key (its id, else a digest of
 it) and neither counted nor logged again.
+
+The backlog is another kind of skip, and no error: the first read of a target that lists
+what it holds rather than what is new since a time (a feed, a Telegram channel's page)
+finds items months or years old. Those older than the source's
+``initial_lookback_minutes``, and those without a date (their age is unknown: on a first
+read they are the backlog as much as anything), are marked seen and never published;
+``backlogged`` counts them (``ItemSkips.backlog``) and logs one line per target, at info
+level.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from listener.health import SourceHealth
@@ -76,7 +85,10 @@ class ItemSkips:
         self.health = health
         self.count = 0
         """Skipped items counted (each once)."""
+        self.backlog = 0
+        """Items older than the lookback (or undated) met on first reads, not published."""
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._backlogged: set[str] = set()  # targets whose first read was logged
 
     def skip(self, message: str, *, key: str | None) -> bool:
         """Count and log one skipped item, ``message`` saying which and why (never a
@@ -112,3 +124,34 @@ class ItemSkips:
             except UNREADABLE as exc:
                 self.skip(f"unreadable {what} skipped ({reason(exc)})", key=digest(item))
         return out
+
+    def backlogged(self, target: str, *, old: int, undated: int, new: int, since: datetime) -> None:
+        """The first read of ``target`` (how logs name it) marked ``old`` items dated before
+        ``since`` and ``undated`` ones seen without publishing them, and found ``new`` to
+        publish. Counted in ``backlog``; logged once per target (a first read met again
+        after a reconnect is logged at debug level)."""
+        skipped = old + undated
+        self.backlog += skipped
+        if not skipped:
+            return
+        start = f"{since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        message = (
+            f"first read of {target}: {skipped} item(s) marked seen, not published ({old} "
+            f"dated before {start}, the start of initial_lookback_minutes; {undated} without "
+            f"a date); {new} newer published"
+        )
+        if target in self._backlogged:
+            log.debug("source %s: %s (again)", self.health.name, message)
+            return
+        self._backlogged.add(target)
+        log.info("source %s: %s", self.health.name, message)
+
+
+def lookback_start(started_at: datetime, minutes: float) -> datetime:
+    """Where a first read starts: ``minutes`` (a source's ``initial_lookback_minutes``)
+    before the source started, as ``poll_since`` starts a new time mark (a lookback
+    reaching before the year 1 starts there: everything is newer)."""
+    try:
+        return started_at - timedelta(minutes=minutes)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)

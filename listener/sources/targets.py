@@ -11,7 +11,9 @@ source's errors, listed in its health's ``failing_targets`` and in the
 not a feed; up to a poll interval or two minutes for errors that are likely the
 platform's or the network's: a dropped connection, a timeout, a 5xx; or the wait a rate
 limit asked for; an API's answer that is not JSON counts as the platform's), and clears
-it after a success. Errors that concern the whole source
+it after a success. The warning logged names the target and, when the source says how
+many it reads, what goes on meanwhile: the other targets, or nothing (the only target,
+or every other one failing too). Errors that concern the whole source
 (credentials refused, the API's rate limit or quota) are not target errors: callers let
 them through.
 """
@@ -76,9 +78,18 @@ class TargetBackoff:
         """How many targets are failing now."""
         return len(self._failing)
 
-    def failed(self, key: str, label: str, error: Exception, *, wait: float | None = None) -> float:
+    def failed(
+        self,
+        key: str,
+        label: str,
+        error: Exception,
+        *,
+        wait: float | None = None,
+        targets: int | None = None,
+    ) -> float:
         """Record a failure of target ``key`` (``label``: how logs and health name it, never
-        a secret); returns the seconds until it is tried again."""
+        a secret); returns the seconds until it is tried again. ``targets``: how many the
+        source reads (each once), for the log line to say what goes on meanwhile."""
         previous = self._failing.get(key)
         failures = previous.failures + 1 if previous else 1
         if wait is None:
@@ -93,17 +104,38 @@ class TargetBackoff:
         self._failing[key] = _Failing(label, failures, self.clock.now() + timedelta(seconds=wait))
         self.health.target_failed(label, message)
         log.warning(
-            "source %s: %s failed (%s, %d in a row); skipped for %.0f s, the other targets go on",
+            "source %s: %s failed (%s, %d in a row); skipped for %.0f s%s",
             self.health.name,
             label,
             message,
             failures,
             wait,
+            self._meanwhile(targets),
         )
         return wait
+
+    def _meanwhile(self, targets: int | None) -> str:
+        """What the source reads while a target that just failed is skipped, for its log
+        line: nothing when it is the only target or every other one fails too."""
+        if targets is None:
+            return ""
+        others = targets - 1
+        if others <= 0:
+            return " (the source's only target: nothing is read meanwhile)"
+        failing = min(others, self.count - 1)  # the others among the failing targets
+        going = others - failing
+        if not going:
+            return f" (the {_targets(others)} fail too: nothing is read meanwhile)"
+        also = f" ({failing} more failing)" if failing else ""
+        return f"; the {_targets(going)} {'goes' if going == 1 else 'go'} on{also}"
 
     def succeeded(self, key: str) -> None:
         failing = self._failing.pop(key, None)
         if failing is not None:
             self.health.target_recovered(failing.label)
             log.info("source %s: %s is readable again", self.health.name, failing.label)
+
+
+def _targets(count: int) -> str:
+    """``count`` other targets, in words: "other target", "2 other targets"."""
+    return "other target" if count == 1 else f"{count} other targets"

@@ -15,6 +15,11 @@ more than one page is filled with ``?before=`` pages (up to ``max_pages``; a gap
 than that is logged and counted as a page cap). The cursor only moves to posts numbered
 in sequence with the channel's others (``in_sequence``): a post numbered far beyond them
 is skipped, logged and counted, so that it cannot move the cursor past the posts to come.
+The first read of a channel (one the cursor does not hold: the first run, a channel added
+to the config later) reads its latest page and publishes only the posts dated
+``initial_lookback_minutes`` before the source started, or later; the older ones and those
+without a date are passed over (the cursor moves past them: they never come later
+either), counted (``skips.backlog``) and logged once per channel.
 
 Each channel is its own target: one that fails (deleted or renamed: 404; blocked: 403;
 no public web preview: t.me redirects to ``/<channel>``; a 5xx, a page that cannot be
@@ -53,7 +58,7 @@ from listener.health import Coverage
 from listener.sources import names
 from listener.sources.base import SourceFatalError
 from listener.sources.live import LiveSource, Step, iso_utc
-from listener.sources.skips import UNREADABLE, reason
+from listener.sources.skips import UNREADABLE, lookback_start, reason
 from listener.sources.text import fit_text
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,13 @@ class TelegramConfig(Section):
     poll_seconds: float = Field(120.0, ge=30)
     max_pages: int = Field(5, ge=1, le=20)
     base_url: str = Field("https://t.me", pattern=r"^https?://\S+$")
+    initial_lookback_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="the first read of a channel (a new one too) publishes only the posts "
+        "dated this long before the source started or later; older and undated ones are "
+        "passed over, never published",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -318,6 +330,8 @@ class TelegramSource(LiveSource):
         error ends the stream (the base waits or stops). The source's state is
         ``waiting`` while every channel fails."""
         last = load_last(cursor)
+        since = lookback_start(self.started_at, self.config.initial_lookback_minutes)
+        targets = len(set(self.config.channels))
         self.health.set_state("polling")
         while True:
             for channel in self.config.channels:
@@ -328,9 +342,10 @@ class TelegramSource(LiveSource):
                 except (RateLimited, SourceFatalError):
                     raise
                 except Exception as exc:
-                    self.failing.failed(channel, channel, exc)
+                    self.failing.failed(channel, channel, exc, targets=targets)
                     continue
                 self.failing.succeeded(channel)
+                old = self._backlog(channel, posts, since) if channel not in last else set()
                 for post in outliers:  # the cursor does not move to them
                     self.skips.skip(
                         f"post {channel}/{post.number} skipped: its number is out of sequence "
@@ -340,7 +355,7 @@ class TelegramSource(LiveSource):
                 for post in posts:
                     last[channel] = post.number
                     mention: Mention | None = None
-                    if not post.service and post.text:
+                    if not post.service and post.text and post.number not in old:
                         try:
                             mention = map_post(post, self.clock.now())
                         except UNREADABLE as exc:
@@ -353,6 +368,28 @@ class TelegramSource(LiveSource):
                 "waiting" if self.failing.count == len(self.config.channels) else "polling"
             )
             await self.clock.sleep(self.config.poll_seconds)
+
+    def _backlog(self, channel: str, posts: list[Post], since: datetime) -> set[int]:
+        """The numbers of the posts of a channel's first read (one the cursor does not
+        hold: a new channel too) not to publish: those dated before ``since`` or not
+        dated (their age is unknown). The cursor moves past them as past the others, so
+        they never come later either; counted and logged once
+        (``skips.backlogged``)."""
+        readable = [post for post in posts if not post.service and post.text]
+        undated = {post.number for post in readable if post.published is None}
+        old = {
+            post.number
+            for post in readable
+            if post.published is not None and post.published < since
+        }
+        self.skips.backlogged(
+            f"channel t.me/s/{channel}",
+            old=len(old),
+            undated=len(undated),
+            new=len(readable) - len(old) - len(undated),
+            since=since,
+        )
+        return old | undated
 
 
 def load_last(cursor: str | None) -> dict[str, int]:

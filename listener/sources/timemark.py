@@ -174,6 +174,7 @@ async def poll_since(
     lookback_minutes: float,
     late_window_seconds: float = DEFAULT_LATE_WINDOW_SECONDS,
     ident: Callable[[Item], object] | None = None,
+    label: Callable[[str], str] = str,
 ) -> AsyncIterator[Step]:
     """The polling loop of the "since" APIs: for each target (a query, a listing), fetch
     the items at or after its mark minus ``late_window_seconds``, and yield the new ones,
@@ -191,13 +192,17 @@ async def poll_since(
     A target whose fetch fails is skipped with a backoff of its own while the others go
     on (a deleted video, a private subreddit); ``RateLimited`` and ``SourceFatalError``
     concern the whole source and end the stream (the base waits or stops). The source's
-    state is ``waiting`` while every target fails."""
+    state is ``waiting`` while every target fails. ``label(key)``: how logs and health
+    name a target (its key, by default)."""
     marks = load_marks(cursor)
     window = int(late_window_seconds)
-    start = int(source.started_at.timestamp() - lookback_minutes * 60)
+    # not before 1970: a lookback of .inf (or 1e300) is "everything", not an OverflowError
+    # at every reconnect (or a 300-digit second in the query)
+    start = int(max(source.started_at.timestamp() - lookback_minutes * 60, 0))
     _bring_back(source, marks, start)
     failing = source.failing
     failing.first = interval()
+    distinct = len({key for key, _ in targets})  # as ``failing`` counts them: by key
     source.health.set_state("polling")
     while True:
         for key, fetch in targets:
@@ -209,7 +214,7 @@ async def poll_since(
             except (RateLimited, SourceFatalError):
                 raise
             except Exception as exc:
-                failing.failed(key, key, exc)
+                failing.failed(key, label(key), exc, targets=distinct)
                 continue
             failing.succeeded(key)
             latest = _latest(source)

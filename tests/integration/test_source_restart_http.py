@@ -208,7 +208,8 @@ def hackernews(
 
 
 def rss(base: str, http: httpx.AsyncClient, clock: FastClock, cursors: DbCursorStore) -> LiveSource:
-    return FeedsSource(FeedsConfig(feeds=[{"url": f"{base}/feed.xml"}]), http, clock, cursors)
+    config = FeedsConfig(feeds=[{"url": f"{base}/feed.xml"}], initial_lookback_minutes=10**7)
+    return FeedsSource(config, http, clock, cursors)
 
 
 def reddit(
@@ -230,9 +231,10 @@ def reddit(
 def telegram(
     base: str, http: httpx.AsyncClient, clock: FastClock, cursors: DbCursorStore
 ) -> LiveSource:
-    return TelegramSource(
-        TelegramConfig(channels=["acmewatch"], base_url=base, max_pages=10), http, clock, cursors
+    config = TelegramConfig(
+        channels=["acmewatch"], base_url=base, max_pages=10, initial_lookback_minutes=10**7
     )
+    return TelegramSource(config, http, clock, cursors)
 
 
 def youtube(

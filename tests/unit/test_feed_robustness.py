@@ -6,6 +6,7 @@ forms feeds use."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -54,6 +55,17 @@ def guids(numbers: range, *, dated: bool = True) -> bytes:
     )
 
 
+def read_before(*urls: str) -> MemoryCursorStore:
+    """A cursor store in which ``urls`` (``URL`` by default) were read before, with nothing
+    remembered: their polls deliver every item not seen, as later reads do. (A first read
+    publishes only items newer than ``initial_lookback_minutes``; these tests are about
+    the reads after it.)"""
+    store = MemoryCursorStore()
+    known = {url: {"etag": None, "modified": None, "seen": []} for url in urls or (URL,)}
+    store.cursors["rss"] = json.dumps(known)
+    return store
+
+
 async def poll(
     bodies: Callable[[int], bytes],
     polls: int,
@@ -73,7 +85,7 @@ async def poll(
 
     config = config or FeedsConfig(feeds=[{"url": URL}], poll_seconds=60)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        source = FeedsSource(config, http, EndingClock(polls=polls), MemoryCursorStore())
+        source = FeedsSource(config, http, EndingClock(polls=polls), read_before())
         await source.start()
         got = await deliver_all(source)
     assert calls == polls
@@ -211,7 +223,7 @@ async def test_an_unchanged_answer_forgets_nothing_of_a_large_feed() -> None:
 
 
 async def test_a_restart_repeats_nothing_of_a_large_feed() -> None:
-    store = MemoryCursorStore()
+    store = read_before()
     config = FeedsConfig(feeds=[{"url": URL}], poll_seconds=60)
     body = guids(range(800))
     got: list[str] = []
@@ -261,7 +273,7 @@ async def test_dates_before_2000_are_not_trusted(caplog: pytest.LogCaptureFixtur
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(lambda r: httpx.Response(200, content=body))
     ) as http:
-        source = FeedsSource(config, http, EndingClock(polls=2), MemoryCursorStore())
+        source = FeedsSource(config, http, EndingClock(polls=2), read_before())
         await source.start()
         with caplog.at_level(logging.WARNING):
             got = await deliver_all(source)
@@ -486,7 +498,9 @@ async def test_an_rss_1_0_feed_is_polled_oldest_first_and_each_item_once() -> No
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(lambda r: httpx.Response(200, content=SLASHDOT_RDF))
     ) as http:
-        source = FeedsSource(config, http, EndingClock(polls=3), MemoryCursorStore())
+        source = FeedsSource(
+            config, http, EndingClock(polls=3), read_before("https://slashdot.example/index.rss")
+        )
         await source.start()
         got = await deliver_all(source)
     assert not source.health.failing_targets

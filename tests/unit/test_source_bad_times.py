@@ -369,7 +369,7 @@ async def test_a_latin_1_error_page_is_retried_as_an_outage_not_backed_off_for_a
         assert await deliver_all(source) == []
     assert source.health.errors >= 4
     assert source.failing.wait("acme") <= 120  # was: doubling up to 3600 s
-    assert "not JSON" in source.health.failing_targets["acme"]
+    assert "not JSON" in source.health.failing_targets["hn.algolia.com query 'acme'"]
 
 
 # --- backfill: oldest first ----------------------------------------------------------------
