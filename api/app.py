@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,7 @@ from alerts.templates.workflow import TransitionRefused
 from alerts.workflow.drills import DrillNotFound
 from alerts.workflow.service import InvalidMerge, RoleNotAssigned
 from alerts.workflow.tasks import TaskNotFound
-from api.auth import AuthThrottle, SharedThrottle, hidden_when_missing
+from api.auth import AuthThrottle, RefusalLog, SharedThrottle, hidden_when_missing
 from api.bodylimit import BodyLimit, route_families
 from api.console.router import router as console_router
 from api.dbrevision import DatabaseNotMigrated
@@ -192,6 +193,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         sessions=lambda: runtime.sessions,  # set once the runtime has started
         metrics=runtime.metrics,
     )
+    app.state.refusal_log = RefusalLog(runtime.clock)  # wrong keys and tokens, in the log
     app.include_router(health.router)
     if Role.API in runtime.roles:
         stored_text = [Depends(refuse_nul)]  # PostgreSQL text cannot hold NUL: a 422
@@ -207,6 +209,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(IncidentNotFound)
     async def not_found(request: Request, exc: IncidentNotFound) -> JSONResponse:
         return _missing(request, exc, f"incident {exc.incident_id}")
+
+    @app.exception_handler(DrillNotFound)
+    async def drill_not_found(request: Request, exc: DrillNotFound) -> JSONResponse:
+        drill_id = request.path_params.get("drill_id")
+        if drill_id is None:  # (only GET /drills/{drill_id}/report looks a drill up)
+            return JSONResponse(status_code=404, content={"detail": str(exc)})
+        return _missing(request, exc, f"drill {drill_id}")
 
     @app.exception_handler(InvalidTransition)
     async def conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
@@ -225,7 +234,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         (TaskNotFound, 404),
         (RoleNotAssigned, 404),
         (InvalidMerge, 422),
-        (DrillNotFound, 404),
         (DrillRefused, 422),
         (DrillUnavailable, 409),
         (DrillBusUnreachable, 503),
@@ -260,7 +268,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request))
         return JSONResponse(
             status_code=500,
             content={"detail": "internal error; it has been logged"},
@@ -269,8 +277,35 @@ def create_app(runtime: Runtime) -> FastAPI:
     return app
 
 
+SECRET_PATH_PARAMS: Final = frozenset({"token"})
+"""Path parameters that are credentials (an ack link's single-use token, good for a day):
+never logged (``loggable_path``). The Slack route's secrets travel in headers and body."""
+SECRET_PATHS: Final = tuple(
+    sorted(
+        {
+            route.path
+            for router in ROUTERS
+            for route in router.routes
+            if isinstance(route, APIRoute) and SECRET_PATH_PARAMS & route.param_convertors.keys()
+        }
+    )
+)
+"""The route templates holding a credential (``/ack/{token}``)."""
+
+
+def loggable_path(request: Request) -> str:
+    """The request's path as a log line may show it: the route's template (``/ack/{token}``)
+    where the path holds a credential (``SECRET_PATHS``), also for a path under one that no
+    route took (``/ack/<token>/more``); else the path itself."""
+    path = request.url.path
+    for template in SECRET_PATHS:
+        if path.startswith(template.partition("{")[0]):
+            return template
+    return path
+
+
 def _missing(request: Request, exc: LookupError, what: str) -> JSONResponse:
-    """404 for ``what`` (an incident) that does not exist; for a key scoped to
+    """404 for ``what`` (an incident, a drill) that does not exist; for a key scoped to
     some watches the 403 another watch's gets (``api.auth.hidden_when_missing``)."""
     hidden = hidden_when_missing(request, what)
     if hidden is not None:

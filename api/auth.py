@@ -18,6 +18,10 @@ Repeated failed authentication (an unknown key) from one client address is throt
 The count and the lockouts are kept in the database (``SharedThrottle``), so every API
 replica sees the same ones: per process, N replicas gave an address N times the guesses.
 
+A wrong key or metrics token is logged (``RefusalLog``: one line per client bucket a
+minute, with the address, the header and the first digits of the value's SHA-256, never the
+value), so that a revoked key still in use is seen; a missing one is only counted.
+
 A key is read from the header as UTF-8 (``_header_text``), as the configured key is hashed.
 
 ``GET /metrics`` (every process) asks for ``api.metrics_token`` when one is set
@@ -102,6 +106,9 @@ class KeyRing:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         if len(key_digest) != 32:
             raise ValueError("a key digest is 32 bytes (SHA-256)")
+        for known, principal in self._keys:  # (api.settings refuses it in a config first)
+            if hmac.compare_digest(known, key_digest):
+                raise ValueError(f"key {name!r} is the same key as {principal.name!r}")
         scope = frozenset(watches) if watches is not None else None
         self._keys.append((key_digest, Principal(name, role, scope)))
 
@@ -265,6 +272,80 @@ class SharedThrottle:
         return locked or until is not None
 
 
+MIN_KEY_CHARS: Final = 16
+"""The shortest API key (and metrics token) a config takes (``api.settings``) and that
+``crisiswatch keys hash`` hashes."""
+FINGERPRINT_HEX: Final = 8
+"""Hex digits of a refused credential's SHA-256 that its log line shows (``fingerprint``)."""
+MAX_DISTINCT: Final = 100
+
+
+def fingerprint(presented: str) -> str | None:
+    """The first ``FINGERPRINT_HEX`` hex digits of a refused credential's SHA-256, which an
+    operator matches against a revoked key's recorded digest (its old ``key_sha256``).
+
+    Safe to log: for a key made as ``crisiswatch keys new`` makes them (192 random bits),
+    32 bits of its digest say nothing of the key, and no key can be made from them (SHA-256
+    is not inverted, and a key is checked against the whole digest: a value with the same
+    first 8 digits, easy to find, is still refused). None for a value shorter than
+    ``MIN_KEY_CHARS``: no configured key ever was, so it is a typo or a guess (maybe a
+    password pasted by mistake), for which the digits would only let a reader of the log
+    test guesses of it offline."""
+    if len(presented) < MIN_KEY_CHARS:
+        return None
+    return hash_key(presented)[:FINGERPRINT_HEX]
+
+
+@dataclass
+class _Quiet:
+    """A client bucket's refusals since its last logged line."""
+
+    since: datetime
+    refused: int = 0
+    marks: set[str | None] = field(default_factory=set)
+
+
+@dataclass
+class RefusalLog:
+    """Refused credentials (an unknown API key, a wrong metrics token) in the log, at a rate
+    an operator can read: the first from a client bucket (``client_bucket``: an address, an
+    IPv6 /64) at once, then none from that bucket for ``interval_s``; its next line says how
+    many were refused meanwhile, and how many different values they were (one: a client
+    still sending an old key; many: guessing, which the lockout stops). A line names the
+    client's address, the header the value came in and its ``fingerprint``, never the value.
+    Per process, for at most ``max_clients`` buckets at once (the quietest forgotten)."""
+
+    clock: Clock
+    interval_s: float = 60.0
+    max_clients: int = 10_000
+    _quiet: OrderedDict[str, _Quiet] = field(default_factory=OrderedDict)
+
+    def refused(self, bucket: str, address: str, what: str, header: str, presented: str) -> None:
+        now = self.clock.now()
+        mark = fingerprint(presented)
+        quiet = self._quiet.pop(bucket, None)
+        if quiet is not None and (now - quiet.since).total_seconds() < self.interval_s:
+            quiet.refused += 1
+            if len(quiet.marks) < MAX_DISTINCT:
+                quiet.marks.add(mark)
+            self._quiet[bucket] = quiet  # most recent last
+            return
+        digits = f"SHA-256 begins {mark}" if mark else f"under {MIN_KEY_CHARS} characters"
+        line = f"refused {what} from {address} in {header} ({digits})"
+        if quiet is not None and quiet.refused:
+            seconds = (now - quiet.since).total_seconds()
+            source = "this address" if bucket == address else bucket
+            different = len(quiet.marks)
+            line += (
+                f"; {quiet.refused} more from {source} in the {seconds:.0f} s before, not "
+                f"logged ({different}{'+' if different >= MAX_DISTINCT else ''} different)"
+            )
+        log.warning("%s", line)
+        self._quiet[bucket] = _Quiet(now)
+        while len(self._quiet) > self.max_clients:
+            self._quiet.popitem(last=False)
+
+
 def _header_text(value: str) -> str:
     """A header as the client wrote it: Starlette decodes header bytes as Latin-1, clients
     send a key holding non-ASCII characters as UTF-8, and the configured key is hashed as
@@ -286,12 +367,17 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
-def _presented_key(request: Request) -> str | None:
+BEARER: Final = "Authorization: Bearer"
+X_API_KEY: Final = "X-API-Key"
+
+
+def _presented_key(request: Request) -> tuple[str, str] | None:
+    """The key the request sent and the header it came in (``BEARER``, ``X_API_KEY``)."""
     key = _bearer(request)
     if key is not None:
-        return key
+        return key, BEARER
     key = request.headers.get("x-api-key")
-    return _header_text(key).strip() if key else None
+    return (_header_text(key).strip(), X_API_KEY) if key else None
 
 
 def client_bucket(host: str) -> str:
@@ -339,15 +425,32 @@ async def _refuse_if_throttled(request: Request) -> None:
         )
 
 
-async def _refuse(request: Request, reason: str, detail: str, *, guess: bool) -> HTTPException:
+@dataclass(frozen=True)
+class Guess:
+    """A credential that was sent and is wrong: what it was taken for, the header it came
+    in, the value (never logged: ``RefusalLog``)."""
+
+    what: str
+    header: str
+    value: str = field(repr=False)
+
+
+async def _refuse(
+    request: Request, reason: str, detail: str, *, guess: Guess | None
+) -> HTTPException:
     """Count a refused authentication (``reason``) and make its 401. A ``guess`` (a
-    credential that is wrong, not missing) also counts toward the address's lockout."""
+    credential that is wrong, not missing) also counts toward the address's lockout and is
+    logged (``RefusalLog``)."""
     metrics = _metrics(request)
     if metrics is not None:
         metrics.auth_failures.labels(reason).inc()
     throttle: SharedThrottle | None = getattr(request.app.state, "auth_throttle", None)
     client = _client(request)
-    if guess and throttle is not None and await throttle.failed(client):
+    refusals: RefusalLog | None = getattr(request.app.state, "refusal_log", None)
+    if guess is not None and refusals is not None:
+        address = request.client.host if request.client else "unknown"
+        refusals.refused(client, address, guess.what, guess.header, guess.value)
+    if guess is not None and throttle is not None and await throttle.failed(client):
         log.warning(
             "client %s locked out for %.0f s after %d failed authentications",
             client,
@@ -362,8 +465,8 @@ async def _refuse(request: Request, reason: str, detail: str, *, guess: bool) ->
 async def authenticate(request: Request) -> Principal:
     """The key's principal; 401 without a valid key, 429 while the address is throttled."""
     await _refuse_if_throttled(request)
-    key = _presented_key(request)
-    if key is None:
+    presented = _presented_key(request)
+    if presented is None:
         sent = request.headers.get("authorization")
         problem = (  # a key sent without its scheme ('Authorization: cw_...'), or Basic
             "the Authorization header is not 'Bearer <key>'"
@@ -374,12 +477,14 @@ async def authenticate(request: Request) -> Principal:
             request,
             "missing",
             f"{problem}: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-            guess=False,
+            guess=None,
         )
+    key, header = presented
     ring: KeyRing = request.app.state.keyring
     principal = ring.lookup(key)
     if principal is None:
-        raise await _refuse(request, "unknown_key", "unknown API key", guess=True)
+        guess = Guess("an unknown API key", header, key)
+        raise await _refuse(request, "unknown_key", "unknown API key", guess=guess)
     return principal
 
 
@@ -398,11 +503,12 @@ async def check_metrics_token(request: Request, token: SecretStr | None) -> None
             "missing",
             "/metrics needs the metrics token (api.metrics_token): send "
             "'Authorization: Bearer <token>'",
-            guess=False,
+            guess=None,
         )
     # digests of both: equal lengths, so the comparison's time says nothing of the token
     if not hmac.compare_digest(digest(presented), digest(token.get_secret_value())):
-        raise await _refuse(request, "wrong_metrics_token", "wrong metrics token", guess=True)
+        guess = Guess("a wrong metrics token", BEARER, presented)
+        raise await _refuse(request, "wrong_metrics_token", "wrong metrics token", guess=guess)
 
 
 # How the OpenAPI schema (and so /docs's "Authorize") says a key is sent. They read
@@ -461,19 +567,28 @@ def ensure_scope(principal: Principal, watch_id: str) -> None:
         )
 
 
-HIDDEN_WHEN_MISSING: Final = frozenset({"incident"})
+HIDDEN_WHEN_MISSING: Final = frozenset({"incident", "drill", "silence"})
 """What a key scoped to some watches is answered alike whether it belongs to another watch
-or does not exist (``api.app`` turns the kind's not-found into ``hidden_when_missing``)."""
+or does not exist (``api.app`` turns an incident's or a drill's not-found into
+``hidden_when_missing``, ``api.routers.alerting`` a silence's)."""
+
+_WATCHES_OF: Final[dict[str, str]] = {"silence": "every watch of"}
+"""How a refusal names the watches of ``what`` by its kind (a silence's ``watch`` matcher
+may name several; an incident or a drill has one watch)."""
 
 
-def not_visible(principal: Principal, what: str) -> HTTPException:
+def not_visible(principal: Principal, what: str, then: str = "") -> HTTPException:
     """The 403 of a key scoped to some watches for ``what`` (``"incident 12"``), stored
-    under another watch. For a kind in ``HIDDEN_WHEN_MISSING`` one that does not exist gets
-    the same answer, which then says so: the key learns neither that watch nor which ids
-    other watches have."""
-    detail = f"key {principal.name!r} is not scoped to the watch of {what}"
-    if what.partition(" ")[0] in HIDDEN_WHEN_MISSING:
+    under another watch (``then``: what follows, such as what the key may do instead). For
+    a kind in ``HIDDEN_WHEN_MISSING`` one that does not exist gets the same answer, which
+    then says so: the key learns neither that watch nor which ids other watches have."""
+    kind = what.partition(" ")[0]
+    detail = f"key {principal.name!r} is not scoped to {_WATCHES_OF.get(kind, 'the watch of')} "
+    detail += what
+    if kind in HIDDEN_WHEN_MISSING:
         detail += f" (or {what} does not exist)"
+    if then:
+        detail += f": {then}"
     return HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
 
 
@@ -485,15 +600,15 @@ def ensure_visible(principal: Principal, watch_id: str, what: str) -> None:
         raise not_visible(principal, what)
 
 
-def hidden_when_missing(request: Request, what: str) -> HTTPException | None:
+def hidden_when_missing(request: Request, what: str, then: str = "") -> HTTPException | None:
     """For a request by a key scoped to some watches, the answer to ``what`` (of a kind in
-    ``HIDDEN_WHEN_MISSING``) not existing: the 403 another watch's gets, not a 404 that
-    would tell the two apart. None for any other caller (an unscoped key sees every watch:
-    its 404 says nothing of other watches)."""
+    ``HIDDEN_WHEN_MISSING``) not existing: the 403 another watch's gets (``then`` as
+    ``not_visible`` takes it), not a 404 that would tell the two apart. None for any other
+    caller (an unscoped key sees every watch: its 404 says nothing of other watches)."""
     who: Principal | None = getattr(request.state, "principal", None)
     if who is None or who.watches is None:
         return None
-    return not_visible(who, what)
+    return not_visible(who, what, then)
 
 
 def scoped_watches(who: Principal, watch: str | None) -> frozenset[str] | None:

@@ -33,10 +33,7 @@ def describe(settings: Settings, path: Path) -> str:
     if plain:
         lines.append(f"    in plain text (prefer key_sha256): {', '.join(plain)}")
     known = {w.id for w in watches}
-    for k in settings.api.keys:
-        unknown = sorted(set(k.watches or ()) - known)
-        if unknown:
-            lines.append(f"    key {k.name!r} is scoped to unknown watches: {', '.join(unknown)}")
+    lines.extend(f"    {warning}" for warning in settings.api.scope_warnings(known))
     lines.append(
         "  /metrics: "
         + (

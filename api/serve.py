@@ -193,6 +193,9 @@ def _serve(
         banner = _banner(settings, key, host, port)
     elif role_set & {Role.API} and not len(runtime.keyring):
         log.warning("no API keys configured (api.keys): every incident endpoint will answer 401")
+    if Role.API in role_set:  # as check-config says it (not an error: see scope_warnings)
+        for warning in settings.api.scope_warnings(w.id for w in settings.listener.watches):
+            log.warning("%s", warning)
     app = create_app(runtime)
     config = uvicorn.Config(
         app,

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -116,6 +116,46 @@ class ApiConfig(Section):
         description="bearer token every process's GET /metrics asks for ('Authorization: "
         "Bearer <token>'; /healthz and /readyz stay open); unset = /metrics open",
     )
+
+    @field_validator("keys")
+    @classmethod
+    def _one_entry_per_key(cls, keys: list[ApiKeyConfig]) -> list[ApiKeyConfig]:
+        """A key given twice (its digest, or the key and its digest) would act as the last
+        entry alone, whatever role the first gives it; a name given twice makes the audit
+        log (which names the key that acted) ambiguous: both refused, naming the entries."""
+        problems = []
+        for what, values in (
+            ("key (the same SHA-256)", [entry.digest() for entry in keys]),
+            ("name", [entry.name for entry in keys]),
+        ):
+            first: dict[object, int] = {}
+            for index, value in enumerate(values):
+                earlier = first.setdefault(value, index)
+                if earlier != index:
+                    a, b = keys[earlier], keys[index]
+                    problems.append(
+                        f"api.keys.{earlier} ({a.name!r}, {a.role}) and api.keys.{index} "
+                        f"({b.name!r}, {b.role}) have the same {what}"
+                    )
+        if problems:
+            raise ValueError(
+                "; ".join(problems) + ": each key needs one entry, with a name of its own "
+                "(the audit log names the key that acted; to rotate one, add the new key "
+                "under a new name)"
+            )
+        return keys
+
+    def scope_warnings(self, watches: Iterable[str]) -> list[str]:
+        """A key scoped to a watch that ``watches`` (the configured watch ids) lacks: shown
+        by ``crisiswatch check-config`` and logged at start; not an error (a watch may be
+        removed while keys still name it: they see nothing of it)."""
+        known = set(watches)
+        lines = []
+        for key in self.keys:
+            unknown = sorted(set(key.watches or ()) - known)
+            if unknown:
+                lines.append(f"key {key.name!r} is scoped to unknown watches: {', '.join(unknown)}")
+        return lines
 
     @field_validator("metrics_token")
     @classmethod

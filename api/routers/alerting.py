@@ -1,13 +1,15 @@
 """Alert routing controls: silences, who is on call, and recorded responses (SLA).
 
 Silences are created with matchers (the routing tree's matcher fields), an end time and
-a reason; the author is the API key's name. Unknown silence: 404; a silence that would
-mute everything, ends in the past or has no reason: 422.
+a reason; the author is the API key's name. Unknown silence: 404 (403 for a key scoped to
+some watches, as another watch's silence: ``api.auth.HIDDEN_WHEN_MISSING``); a silence that
+would mute everything, ends in the past or has no reason: 422.
 
 A key scoped to some watches works only with silences limited to them: its silences need a
 ``watch`` matcher naming only its watches (403 otherwise: a silence without one would mute
-every watch), it may expire only such silences (403) and it lists only those. On call, it
-sees only the teams its watches' alerts may reach (``api.scope.teams_of_watches``).
+every watch), it may expire only such silences (403, the same for one that does not exist)
+and it lists only those. On call, it sees only the teams its watches' alerts may reach
+(``api.scope.teams_of_watches``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from alerts.config import TIERS, Matchers
 from alerts.models import Silence
 from alerts.oncall import team_on_call
 from api import audit
-from api.auth import Principal, ensure_visible, limited_to_scope, require, scoped_watches
+from api.auth import (
+    Principal,
+    ensure_visible,
+    hidden_when_missing,
+    limited_to_scope,
+    not_visible,
+    require,
+    scoped_watches,
+)
 from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
@@ -84,29 +94,30 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _ensure_silence_scope(
-    who: Principal, watches: list[str] | None, verb: str, stored: int | None = None
-) -> None:
-    """403 unless the silence limited to ``watches`` stays in ``who``'s scope. For a
-    ``stored`` silence (its id) the answer does not name the other watches it mutes."""
+def _mine(who: Principal) -> str:
+    return ", ".join(sorted(who.watches or ())) or "none"
+
+
+def _ensure_silence_scope(who: Principal, watches: list[str] | None) -> None:
+    """403 unless a silence to create, limited to ``watches``, stays in ``who``'s scope."""
     scope = who.watches
     if scope is None or limited_to_scope(who, watches):
         return
-    mine = ", ".join(sorted(scope)) or "none"
     if watches is None:
         detail = (
-            f"key {who.name!r} is scoped to watches ({mine}): it may {verb} only silences "
-            "with a 'watch' matcher naming those watches (without one a silence mutes "
-            "every watch)"
+            f"key {who.name!r} is scoped to watches ({_mine(who)}): it may create only "
+            "silences with a 'watch' matcher naming those watches (without one a silence "
+            "mutes every watch)"
         )
     else:
-        if stored is None:
-            outside = "watch " + ", ".join(repr(w) for w in sorted(set(watches) - scope))
-        else:
-            outside = f"every watch of silence {stored}"
-        detail = f"key {who.name!r} is not scoped to {outside}: it may {verb} only "
-        detail += f"silences limited to its watches ({mine})"
+        outside = ", ".join(repr(w) for w in sorted(set(watches) - scope))
+        detail = f"key {who.name!r} is not scoped to watch {outside}: it may create only "
+        detail += f"silences limited to its watches ({_mine(who)})"
     raise HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
+def _expire_only_mine(who: Principal) -> str:
+    return f"it may expire only silences limited to its watches ({_mine(who)})"
 
 
 @router.get("/silences", response_model=list[SilenceOut])
@@ -142,7 +153,7 @@ async def create_silence(
     session: Session,
     who: Annotated[Principal, Depends(require("responder"))],
 ) -> Silence:
-    _ensure_silence_scope(who, body.matchers.watch, "create")
+    _ensure_silence_scope(who, body.matchers.watch)
     runtime = _runtime(request)
     _known_watches(runtime, body.matchers.watch or ())  # else it would mute nothing, silently
     now = runtime.clock.now()
@@ -172,15 +183,20 @@ async def expire_silence(
     session: Session,
     who: Annotated[Principal, Depends(require("responder"))],
 ) -> Silence:
-    """Expire now (the record stays, with its end set to now)."""
+    """Expire now (the record stays, with its end set to now). A key scoped to some
+    watches gets the same 403 for a silence that also mutes other watches (or every watch)
+    and for one that does not exist: it learns neither their matchers nor their ids."""
     now = _runtime(request).clock.now()
+    what = f"silence {silence_id}"
     try:
         silence = await silences.get(session, silence_id)
-        _ensure_silence_scope(who, silence_watches(silence.matchers), "expire", silence_id)
-        before = SilenceOut.model_validate(silence).model_dump(mode="json")
-        silence = await silences.expire(session, silence_id, now)
     except silences.SilenceNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+        hidden = hidden_when_missing(request, what, _expire_only_mine(who))
+        raise hidden or HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    if not limited_to_scope(who, silence_watches(silence.matchers)):
+        raise not_visible(who, what, _expire_only_mine(who))
+    before = SilenceOut.model_validate(silence).model_dump(mode="json")
+    silence = await silences.expire(session, silence_id, now)
     after = SilenceOut.model_validate(silence).model_dump(mode="json")
     audit.record(
         session, who, "silence.expire", "silence", silence_id, at=now, before=before, after=after

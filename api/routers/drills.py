@@ -6,7 +6,8 @@ API-only process (no listener, no bus): 409; unknown drill: 404.
 
 A key scoped to some watches starts drills only on them (403 for another watch, before the
 watch is looked up), lists only their drills, and reads only their reports (403 for another
-watch's drill, as for another watch's incident).
+watch's drill, as for another watch's incident, and the same 403 for a drill that does not
+exist: ``api.auth.HIDDEN_WHEN_MISSING``, answered by ``api.app``).
 """
 
 from __future__ import annotations
