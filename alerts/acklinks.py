@@ -15,6 +15,9 @@ A forged or mangled token is refused before the database is read; an expired one
 own timestamp; a used one because its row has ``used_at`` set. Redeeming sets ``used_at``
 with a conditional UPDATE (``WHERE used_at IS NULL``), so two clicks racing each other
 acknowledge once. ``mint_ack_url`` is what the alert pipeline calls for each recipient.
+
+An error of a token with a good signature names the channel of its row (``channel``), so
+the pages can speak that channel's language; a forged token names none.
 """
 
 from __future__ import annotations
@@ -99,13 +102,17 @@ class AckToken(Base):
 class AckLinkError(Exception):
     """The token cannot acknowledge anything; ``status`` is the HTTP answer (4xx)."""
 
-    def __init__(self, status: int, title: str, detail: str, reason: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, reason: str, channel: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
         """for metrics: off, forged, expired, used"""
         self.status = status
         self.title = title
         self.detail = detail
+        self.channel = channel
+        """the channel the link was sent to (its row's); None when not known (forged, off)"""
 
 
 def _signature(secret: str, token_id: str, expires: int) -> str:
@@ -124,9 +131,19 @@ def encode(config: AckLinkConfig, token_id: str, expires_at: datetime) -> str:
     return f"{token_id}.{expires}.{_signature(_secret(config), token_id, expires)}"
 
 
-def _used() -> AckLinkError:
+def _used(channel: str | None = None) -> AckLinkError:
     return AckLinkError(
-        410, "Link already used", "This acknowledge link has already been used.", "used"
+        410, "Link already used", "This acknowledge link has already been used.", "used", channel
+    )
+
+
+def _expired(channel: str | None = None) -> AckLinkError:
+    return AckLinkError(
+        410,
+        "Link expired",
+        "This acknowledge link has expired. Acknowledge in the API.",
+        "expired",
+        channel,
     )
 
 
@@ -147,6 +164,14 @@ def _forged() -> AckLinkError:
 
 def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
     """Check form, signature and expiry (no database); raises ``AckLinkError``."""
+    parsed = _verify(config, token)
+    if now >= parsed.expires_at:
+        raise _expired()
+    return parsed
+
+
+def _verify(config: AckLinkConfig, token: str) -> ParsedToken:
+    """Check form and signature (no database); raises ``AckLinkError``."""
     secret = _secret(config)
     # ASCII only: compare_digest raises TypeError on a non-ASCII str (a mangled link was a 500)
     parts = token.split(".") if len(token) <= MAX_TOKEN and token.isascii() else []
@@ -161,15 +186,7 @@ def parse(config: AckLinkConfig, token: str, now: datetime) -> ParsedToken:
     expires = int(expires_text)
     if not hmac.compare_digest(_signature(secret, token_id, expires), signature):
         raise _forged()
-    expires_at = datetime.fromtimestamp(expires, UTC)
-    if now >= expires_at:
-        raise AckLinkError(
-            410,
-            "Link expired",
-            "This acknowledge link has expired. Acknowledge in the API.",
-            "expired",
-        )
-    return ParsedToken(token_id, expires_at)
+    return ParsedToken(token_id, datetime.fromtimestamp(expires, UTC))
 
 
 async def mint(
@@ -248,13 +265,19 @@ def link_maker(
 async def look_up(
     session: AsyncSession, config: AckLinkConfig, token: str, now: datetime
 ) -> AckToken:
-    """The token's row if it may still be used (the confirm page); raises ``AckLinkError``."""
-    parsed = parse(config, token, now)
+    """The token's row if it may still be used (the confirm page); raises ``AckLinkError``.
+
+    A forged token is refused before the database is read; an expired one is read only to
+    name its channel in the error (it is refused even when its row is gone).
+    """
+    parsed = _verify(config, token)
     row = await session.scalar(select(AckToken).where(AckToken.id == parsed.id))
+    if now >= parsed.expires_at:
+        raise _expired(row.channel if row is not None else None)
     if row is None:
         raise _forged()
     if row.used_at is not None:
-        raise _used()
+        raise _used(row.channel)
     return row
 
 
@@ -270,7 +293,7 @@ async def redeem(
         .execution_options(synchronize_session=False)
     )
     if int(cast(CursorResult[Any], result).rowcount) != 1:
-        raise _used()
+        raise _used(row.channel)
     return row
 
 

@@ -109,6 +109,50 @@ class English:
     def count(self, n: float) -> str:
         return f"{n:,.0f}"
 
+    # -- the ack link's pages (``api/routers/ack.py``); plain text, the page escapes it --
+
+    html_lang = "en"
+    ack_off_title = "Ack links are off"
+    ack_off = "This server does not issue ack links."
+    ack_forged_title = "Invalid link"
+    ack_forged = "This acknowledge link is not valid. Use the link from the alert."
+    ack_expired_title = "Link expired"
+    ack_expired = "This acknowledge link has expired. Acknowledge in the API."
+    ack_used_title = "Link already used"
+    ack_used = "This acknowledge link has already been used."
+    ack_not_found_title = "Incident not found"
+    ack_nothing_title = "Nothing to acknowledge"
+
+    def ack_not_found(self, incident_id: int) -> str:
+        return f"Incident {incident_id} no longer exists."
+
+    def ack_confirm_title(self, incident_id: int) -> str:
+        return f"Acknowledge incident #{incident_id}?"
+
+    def ack_summary(self, drill: bool, tier: int, title: str) -> str:
+        return f"{self.drill if drill else ''}{self.tier(tier)}{self.colon}{self.title(title)}"
+
+    def ack_status(self, status: str) -> str:
+        return f"Status: {status}."
+
+    def ack_as(self, recipient: str) -> str:
+        return f"You will acknowledge it as {recipient}; escalation stops."
+
+    def ack_done_title(self, incident_id: int) -> str:
+        return f"Incident #{incident_id} acknowledged"
+
+    def ack_done(self, actor: str | None) -> str:
+        return f"Acknowledged by {actor}. Escalation has stopped."
+
+    def ack_merged(self, incident_id: int, kept_id: int) -> str:
+        return (
+            f"Incident {incident_id} was merged into incident {kept_id}; "
+            "acknowledge that one in the API."
+        )
+
+    def ack_finished(self, incident_id: int, status: str) -> str:
+        return f"Incident {incident_id} is {status}; there is nothing to acknowledge."
+
 
 class Chinese(English):
     """Simplified Chinese (``language: zh``)."""
@@ -172,6 +216,42 @@ class Chinese(English):
     def count(self, n: float) -> str:
         return zh_count(n)
 
+    html_lang = "zh-CN"
+    ack_off_title = "确认链接未启用"
+    ack_off = "此服务器不签发确认链接。"
+    ack_forged_title = "链接无效"
+    ack_forged = "此确认链接无效，请使用告警中的链接。"
+    ack_expired_title = "链接已过期"
+    ack_expired = "此确认链接已过期，请在 API 中确认。"
+    ack_used_title = "链接已使用"
+    ack_used = "此确认链接已使用过。"
+    ack_not_found_title = "未找到事件"
+    ack_nothing_title = "无需确认"
+
+    def ack_not_found(self, incident_id: int) -> str:
+        return f"事件 {incident_id} 已不存在。"
+
+    def ack_confirm_title(self, incident_id: int) -> str:
+        return f"确认事件 #{incident_id}？"
+
+    def ack_status(self, status: str) -> str:
+        return f"状态：{ZH_STATUSES.get(status, status)}。"
+
+    def ack_as(self, recipient: str) -> str:
+        return f"将以 {recipient} 的身份确认，升级通知随即停止。"
+
+    def ack_done_title(self, incident_id: int) -> str:
+        return f"事件 #{incident_id} 已确认"
+
+    def ack_done(self, actor: str | None) -> str:
+        return f"已由 {actor} 确认，升级通知已停止。"
+
+    def ack_merged(self, incident_id: int, kept_id: int) -> str:
+        return f"事件 {incident_id} 已合并到事件 {kept_id}，请在 API 中确认该事件。"
+
+    def ack_finished(self, incident_id: int, status: str) -> str:
+        return f"事件 {incident_id} 的状态为{ZH_STATUSES.get(status, status)}，无需确认。"
+
 
 _PHRASES: dict[str, English] = {"en": English(), "zh": Chinese()}
 
@@ -223,6 +303,14 @@ def _level(tier: int | None) -> str:
 
 
 _ENDED = {"resolved": "已解决", "closed": "已关闭"}
+ZH_STATUSES = {
+    "open": "未确认",
+    "acknowledged": "已确认",
+    "mitigating": "处置中",
+    "resolved": "已解决",
+    "closed": "已关闭",
+}
+"""Incident statuses in Chinese (the ack link's pages)."""
 _ZH_FIXED = {
     "new": "新事件",
     "silence_ended": "静默期已结束",
