@@ -212,10 +212,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(DrillNotFound)
     async def drill_not_found(request: Request, exc: DrillNotFound) -> JSONResponse:
-        drill_id = request.path_params.get("drill_id")
-        if drill_id is None:  # (only GET /drills/{drill_id}/report looks a drill up)
-            return JSONResponse(status_code=404, content={"detail": str(exc)})
-        return _missing(request, exc, f"drill {drill_id}")
+        return _missing(request, exc, f"drill {exc.drill_id}")
 
     @app.exception_handler(InvalidTransition)
     async def conflict(request: Request, exc: InvalidTransition) -> JSONResponse:

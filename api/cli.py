@@ -518,7 +518,7 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys(command: str) -> int:
-    from api.auth import generate_key, hash_key
+    from api.auth import MIN_KEY_CHARS, generate_key, hash_key
 
     if command == "new":
         key = generate_key()
@@ -539,8 +539,8 @@ def _keys(command: str) -> int:
         print("crisiswatch keys hash: the key is not UTF-8 text", file=sys.stderr)
         return 2
     key = key.strip()
-    if len(key) < 16:
-        print("crisiswatch: API keys must be at least 16 characters", file=sys.stderr)
+    if len(key) < MIN_KEY_CHARS:
+        print(f"crisiswatch: API keys must be at least {MIN_KEY_CHARS} characters", file=sys.stderr)
         return 2
     if any((c < " " and c != "\t") or c == "\x7f" for c in key):
         print(

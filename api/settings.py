@@ -29,6 +29,7 @@ from pydantic_settings import SettingsError
 
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
+from api.auth import MIN_KEY_CHARS
 from core.db import sqlite_file
 from core.settings import (
     BaseAppSettings,
@@ -72,8 +73,8 @@ class ApiKeyConfig(Section):
     @field_validator("key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("API keys must be at least 16 characters")
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_CHARS:
+            raise ValueError(f"API keys must be at least {MIN_KEY_CHARS} characters")
         return value
 
     @model_validator(mode="after")
@@ -160,14 +161,14 @@ class ApiConfig(Section):
     @field_validator("metrics_token")
     @classmethod
     def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """At least 16 characters, printable ASCII without spaces (it travels in an HTTP
-        header); surrounding whitespace (a Secret file's newline) is dropped at load
-        (``Secret``), as Prometheus drops it from its ``credentials_file``."""
+        """At least ``MIN_KEY_CHARS`` (16) characters, printable ASCII without spaces (it
+        travels in an HTTP header); surrounding whitespace (a Secret file's newline) is
+        dropped at load (``Secret``), as Prometheus drops it from its ``credentials_file``."""
         if value is None:
             return None
         token = value.get_secret_value()
-        if len(token) < 16:
-            raise ValueError("the metrics token must be at least 16 characters")
+        if len(token) < MIN_KEY_CHARS:
+            raise ValueError(f"the metrics token must be at least {MIN_KEY_CHARS} characters")
         if not all("!" <= ch <= "~" for ch in token):
             raise ValueError(
                 "the metrics token must be printable ASCII without spaces (an HTTP header)"

@@ -48,6 +48,8 @@ class Drill(Base):
 class DrillNotFound(LookupError):
     def __init__(self, drill_id: int) -> None:
         super().__init__(f"drill {drill_id} does not exist")
+        self.drill_id = drill_id
+        """The id looked up (the API's answer names it, not the request's text)."""
 
 
 async def get_drill(session: AsyncSession, drill_id: int) -> Drill:

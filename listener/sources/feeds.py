@@ -32,7 +32,8 @@ one whose saved cursor could not be read) publishes only the items dated
 and YouTube start their time marks: a feed lists what it holds, often months of items.
 The older ones, and those without a (trusted) date, whose age is unknown, are marked seen
 and never published; they are counted (``skips.backlog``) and logged once per feed. After
-the first read, keys alone tell what is new, whatever its date.
+the first read, keys alone tell what is new, whatever its date. The state of a feed no
+longer configured is dropped from the cursor on load (logged): re-added, it is read anew.
 
 The cursor is written once per ``CHECKPOINT_ITEMS`` new items of a feed, not once per
 item (it holds every feed's keys: ~18 KB a feed), and only the feeds whose state changed
@@ -474,7 +475,7 @@ class FeedsSource(LiveSource):
         while the others go on; the source's state is ``waiting`` while every feed
         fails. The first read of a feed (one the cursor does not hold) publishes only
         what is newer than ``initial_lookback_minutes`` (``_backlog``)."""
-        saved = _Cursor(_load(cursor))
+        saved = _Cursor(self._configured(_load(cursor)))
         states = saved.states
         since = lookback_start(self.started_at, self.config.initial_lookback_minutes)
         targets = len({feed.url for feed in self.config.feeds})
@@ -511,6 +512,26 @@ class FeedsSource(LiveSource):
                 yield None, saved.dump()
             self.health.set_state("waiting" if self.failing.count == targets else "polling")
             await self.clock.sleep(self.config.poll_seconds)
+
+    def _configured(self, states: dict[str, FeedState]) -> dict[str, FeedState]:
+        """The saved states of the feeds configured now, that were read: a feed removed
+        from the config is dropped (logged once), so that the cursor does not keep it for
+        ever (re-added later, it is read as a first read); an entry holding nothing (no
+        keys, no validators: saved by an older version for a feed never read) is not a
+        read, so that feed's first read is one."""
+        urls = {feed.url for feed in self.config.feeds}
+        removed = [url for url in states if url not in urls]
+        if removed:
+            log.info(
+                "source %s: the saved states of %d feeds no longer configured are dropped",
+                self.name,
+                len(removed),
+            )
+        return {
+            url: state
+            for url, state in states.items()
+            if url in urls and (state.seen or state.etag or state.modified)
+        }
 
     async def _deliver(
         self,

@@ -501,7 +501,8 @@ class MastodonSource(LiveSource):
                     yield mention, after
                 return
             except TargetUnavailable as exc:
-                self.failing.failed(TIMELINE, self.target, exc)
+                # the source's one target: say that nothing is read meanwhile
+                self.failing.failed(TIMELINE, self.target, exc, targets=1)
 
     async def _connect(self, cursor: str | None) -> AsyncIterator[Step]:
         if self.config.mode == "poll" or self._polling():

@@ -57,11 +57,11 @@ def guids(numbers: range, *, dated: bool = True) -> bytes:
 
 def read_before(*urls: str) -> MemoryCursorStore:
     """A cursor store in which ``urls`` (``URL`` by default) were read before, with nothing
-    remembered: their polls deliver every item not seen, as later reads do. (A first read
-    publishes only items newer than ``initial_lookback_minutes``; these tests are about
-    the reads after it.)"""
+    remembered but a key no item has (an entry holding nothing is not a read): their polls
+    deliver every item not seen, as later reads do. (A first read publishes only items
+    newer than ``initial_lookback_minutes``; these tests are about the reads after it.)"""
     store = MemoryCursorStore()
-    known = {url: {"etag": None, "modified": None, "seen": []} for url in urls or (URL,)}
+    known = {url: {"etag": None, "modified": None, "seen": ["-"]} for url in urls or (URL,)}
     store.cursors["rss"] = json.dumps(known)
     return store
 

@@ -138,7 +138,7 @@ async def test_a_long_lookback_publishes_every_dated_item_but_no_undated_one() -
 
 async def test_a_feed_added_to_the_config_later_is_read_as_a_first_read() -> None:
     store = MemoryCursorStore()
-    store.cursors["rss"] = json.dumps({URL: {"etag": None, "modified": None, "seen": []}})
+    store.cursors["rss"] = json.dumps({URL: {"etag": None, "modified": None, "seen": ["-"]}})
     source, got = await read_feeds(
         serving(rss_feed(LISTED)), polls=1, feeds=(URL, OTHER), store=store
     )
