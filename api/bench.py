@@ -28,6 +28,7 @@ import csv
 import gzip
 import heapq
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from pydantic import ValidationError
 from api.settings import ConfigError, Settings
 from core.events import Mention, ScoredMention, Sentiment, WatchMatch
 from listener.sources.replay import UTF8_BOM, is_gzip
+from listener.validation import describe_errors
 from sentiment.classifier import Classifier
 from sentiment.detector.detector import Detector
 
@@ -120,12 +122,13 @@ def load_truth(
         raise ConfigError(f"truth file {path} does not exist")
     try:
         rows = _truth_rows(path, sizes_only)
-    except (OSError, UnicodeDecodeError) as exc:  # a folder, not UTF-8 text
-        reason = (
-            f"not UTF-8 text (byte {exc.start})"
-            if isinstance(exc, UnicodeDecodeError)
-            else exc.strerror or exc
-        )
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # a folder, not UTF-8 text
+        if isinstance(exc, UnicodeDecodeError):
+            reason: object = f"not UTF-8 text (byte {exc.start})"
+        elif isinstance(exc, csv.Error):  # a NUL byte, a field too long: not a CSV
+            reason = f"not a CSV ({exc})"
+        else:
+            reason = exc.strerror or exc
         raise ConfigError(f"cannot read truth file {path}: {reason}") from None
     rows.sort(key=lambda r: r.t0)
     if stories is not None:
@@ -133,28 +136,87 @@ def load_truth(
     return {r.root: r for r in rows}
 
 
+TRUTH_COLUMNS = ("story_root", "t0", "final_size", "t10_min", "t50_min", "tier")
+"""The truth CSV's columns (comma-separated, a header line first; others are ignored):
+the story's root mention id (as in the stream), its first mention (ISO 8601 with an
+offset), its final number of reposts, the minutes after ``t0`` at which 10 % and 50 % of
+them were reached, and its tier 1-3 (3: the stories a spread-3 call should catch).
+``fit-size`` needs only the first three."""
+_SIZES_COLUMNS = TRUTH_COLUMNS[:3]
+
+
 def _truth_rows(path: Path, sizes_only: bool) -> list[Truth]:
     rows: list[Truth] = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                rows.append(
-                    Truth(
-                        root=row["story_root"],
-                        t0=_time(row["t0"]),
-                        final_size=int(row["final_size"]),
-                        t10_min=float(row.get("t10_min") or "nan")
-                        if sizes_only
-                        else float(row["t10_min"]),
-                        t50_min=float(row.get("t50_min") or "nan")
-                        if sizes_only
-                        else float(row["t50_min"]),
-                        tier=int(row.get("tier") or 0) if sizes_only else int(row["tier"]),
+    seen: dict[str, int] = {}
+    needed = _SIZES_COLUMNS if sizes_only else TRUTH_COLUMNS
+    with path.open(newline="", encoding="utf-8-sig") as f:  # (a byte-order mark: Excel's)
+        reader = csv.DictReader(f)
+        header = ", ".join(reader.fieldnames or ()) or "none"
+        for row in reader:
+            n = reader.line_num
+            for column in needed:
+                if not (row.get(column) or "").strip():
+                    raise ConfigError(
+                        f"{path} line {n}: no {column} (the header has: {header}; a truth "
+                        f"CSV is comma-separated with the columns {', '.join(needed)})"
                     )
+            truth = _truth_row(path, n, row, sizes_only)
+            if truth.root in seen:
+                raise ConfigError(
+                    f"{path} line {n}: story_root {truth.root!r} again (first on line "
+                    f"{seen[truth.root]}): one row per story"
                 )
-            except (KeyError, ValueError) as exc:
-                raise ConfigError(f"{path} line {n}: not a truth row ({exc})") from exc
+            seen[truth.root] = n
+            rows.append(truth)
+    if not rows:
+        raise ConfigError(f"{path} has no story (a header line, then one row per story)")
     return rows
+
+
+def _truth_row(path: Path, n: int, row: dict[str, str], sizes_only: bool) -> Truth:
+    """One row (its columns present); a bad value is named with its column.
+    ``sizes_only``: the other columns are not read (unknown: NaN minutes, tier 0)."""
+
+    def bad(column: str, what: str) -> ConfigError:
+        return ConfigError(f"{path} line {n}: {column}: {row[column].strip()!r} is not {what}")
+
+    try:
+        t0 = _time(row["t0"].strip())
+    except ValueError:
+        raise bad("t0", "an ISO 8601 time (2026-01-05T09:00:00Z)") from None
+    if t0.tzinfo is None:
+        raise bad("t0", "a time with an offset (Z, +08:00): one without is not guessed")
+    try:
+        final_size = int(row["final_size"])
+    except ValueError:
+        raise bad("final_size", "a whole number of reposts") from None
+    if final_size < 0:
+        raise bad("final_size", "a number of reposts (0 or more)")
+    minutes: dict[str, float] = {"t10_min": math.nan, "t50_min": math.nan}
+    for column in () if sizes_only else ("t10_min", "t50_min"):
+        value = (row.get(column) or "").strip()
+        try:
+            minutes[column] = float(value) if value else math.nan
+        except ValueError:
+            raise bad(column, "minutes after t0") from None
+        if value and not (math.isfinite(minutes[column]) and minutes[column] >= 0):
+            raise bad(column, "minutes after t0 (0 or more)")
+    tier = 0
+    if not sizes_only and (row.get("tier") or "").strip():
+        try:
+            tier = int(row["tier"])
+        except ValueError:
+            tier = -1
+        if tier not in (1, 2, 3):
+            raise bad("tier", "1, 2 or 3 (3: a story a spread-3 call should catch)")
+    return Truth(
+        root=row["story_root"].strip(),
+        t0=t0,
+        final_size=final_size,
+        t10_min=minutes["t10_min"],
+        t50_min=minutes["t50_min"],
+        tier=tier,
+    )
 
 
 def read_replay_output(path: Path) -> RunOutput:
@@ -204,12 +266,7 @@ def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Men
                 try:
                     m = Mention.model_validate_json(line)
                 except ValidationError as exc:
-                    first = exc.errors(include_url=False, include_input=False)[0]
-                    where = ".".join(str(part) for part in first["loc"])
-                    raise ConfigError(
-                        f"{path} line {n}: not a mention "
-                        f"({where + ': ' if where else ''}{first['msg']})"
-                    ) from None
+                    raise ConfigError(_not_a_mention(path, n, exc)) from None
                 parent = m.parent_id
                 root = root_of.get(parent, parent) if parent is not None else m.id
                 root_of[m.id] = root
@@ -221,6 +278,17 @@ def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Men
             + (f" after line {n}" if n else "")
             + f": {getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
         ) from None
+
+
+def _not_a_mention(path: Path, n: int, exc: ValidationError) -> str:
+    """Why line ``n`` is refused, as the replay logs it; on line 1, what the file looks
+    like when it is not JSONL (one JSON array, a CSV)."""
+    from api.replay import input_shape
+
+    shape = input_shape(path) if n == 1 else None
+    return f"{path} line {n}: not a mention ({describe_errors(exc)})" + (
+        f": {shape}" if shape else ""
+    )
 
 
 # --------------------------------------------------------------------------- pass 1
@@ -235,6 +303,8 @@ class DetectorPass:
     first_at: datetime | None
     last_at: datetime | None
     stories_held_max: int
+    roots_seen: set[str] = field(default_factory=set)  # truth roots the stream has
+    out_of_order: int = 0  # mentions older than one before them in the stream
 
     @property
     def rate(self) -> float:
@@ -294,7 +364,13 @@ def run_detector_pass(
 
     perf, cpu = time.perf_counter, time.thread_time
     spent_cpu = 0.0
-    for line, mention, _root in iter_stream(stream, set(truth) if subset else None):
+    roots_seen: set[str] = set()
+    out_of_order = 0
+    for line, mention, root in iter_stream(stream, set(truth) if subset else None):
+        if root in truth:
+            roots_seen.add(root)
+        if last_at is not None and mention.created_at < last_at:
+            out_of_order += 1
         if copy_to is not None:
             copy_to.write(line if line.endswith(b"\n") else line + b"\n")
         mention = mention.model_copy(update={"watch": WATCH})
@@ -308,7 +384,7 @@ def run_detector_pass(
         for s in signals:
             out.add(s.story_root, s.at, s.tier, s.spread, s.heat.predicted_size)
         first_at = first_at or mention.created_at
-        last_at = mention.created_at
+        last_at = mention.created_at if last_at is None else max(last_at, mention.created_at)
         if n % 1000 == 0:
             held_max = max(held_max, detector.stories_active)
             if progress and time.monotonic() - last_report >= 5:
@@ -325,7 +401,10 @@ def run_detector_pass(
             out.add(s.story_root, s.at, s.tier, s.spread, s.heat.predicted_size)
     if last_at is not None:
         sample(last_at + timedelta(days=365))
-    return DetectorPass(n, spent, spent_cpu, out, first_at, last_at, held_max)
+    held_max = max(held_max, detector.stories_active)  # (a stream under 1,000 mentions)
+    return DetectorPass(
+        n, spent, spent_cpu, out, first_at, last_at, held_max, roots_seen, out_of_order
+    )
 
 
 # --------------------------------------------------------------------------- scores
@@ -431,8 +510,13 @@ def render(result: dict[str, Any]) -> str:
     sp = s["spread3"]
     lead = s["lead_minutes_before_t50"]
     lines = [
-        f"stories {s['stories']:,} (tier 3: {s['tier3_stories']:,}); "
-        f"{result['mentions']:,} mentions over {result['days']:.1f} days",
+        f"stories {s['stories']:,} (tier 3: {s['tier3_stories']:,}"
+        + (
+            f"; {result['truth_stories_not_in_input']:,} not in the input"
+            if result.get("truth_stories_not_in_input")
+            else ""
+        )
+        + f"); {result['mentions']:,} mentions over {result['days']:.1f} days",
         f"spread-3 calls vs tier 3   P {_fmt(sp['precision'])}  R {_fmt(sp['recall'])}  "
         f"F1 {_fmt(sp['f1'])}  (TP {sp['true_calls']}, FP {sp['false_calls']}, "
         f"FN {sp['missed']})",
@@ -511,10 +595,30 @@ def bench_detection(
                     progress=progress,
                     config_given=config_given,
                     classifier=classifier,
+                    # the ages scored, whatever the config reports at (as the first pass)
+                    forecast_at=AGES_MINUTES,
                 )
             )
             replay_rate = summary.rate
             output = read_replay_output(out_path)
+    missing = len(truth) - len(first.roots_seen)
+    if missing:
+        print(
+            f"bench: warning: {missing:,} of the {len(truth):,} truth stories have no mention "
+            "in the input (story_root must be the id of the story's first mention in the "
+            "stream, such as weibo:4875123): they count as never called",
+            file=sys.stderr,
+        )
+    if first.out_of_order:
+        print(
+            f"bench: warning: {first.out_of_order:,} mentions came after a later one: the "
+            "input is not sorted by created_at, so the calls and forecasts are not what a "
+            "sorted stream would give",
+            file=sys.stderr,
+        )
+    scores = score(truth, output, days)
+    if detector_only:  # the first pass's sentiment is fixed (neutral): no tier is measured
+        scores["tier_alerts_per_day"] = None
     return {
         "input": str(stream),
         "truth": str(truth_path),
@@ -522,7 +626,9 @@ def bench_detection(
         "scored_from": "detector pass" if detector_only else "replay output",
         "mentions": first.mentions,
         "days": days,
-        "scores": score(truth, output, days),
+        "truth_stories_not_in_input": missing,
+        "mentions_out_of_order": first.out_of_order,
+        "scores": scores,
         "throughput": {
             "detector_mentions_per_s": first.rate,
             "detector_mentions_per_cpu_s": first.cpu_rate,

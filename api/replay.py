@@ -27,15 +27,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gzip
 import json
 import shutil
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pydantic import ValidationError
 
@@ -83,6 +85,8 @@ class ReplaySummary:
     # mentions dated far ahead of the stream that the next mention did not follow: the
     # detector counted them at the stream's time (``detector.future_tolerance_minutes``)
     future_dated: int = 0
+    # what the input looks like when no line of it was a mention (``input_shape``)
+    shape: str | None = None
 
     @property
     def rate(self) -> float:
@@ -96,6 +100,16 @@ class ReplaySummary:
             f"to {'stdout' if is_stdio(self.output) else self.output} "
             f"({self.stories_tiered:,} stories reached tier >= 1)"
             + (
+                f"\nwarning: no line of the input is a mention ({self.rejected:,} bad), so "
+                f"nothing was replayed{': ' + self.shape if self.shape else ''}. The input is "
+                "JSONL, one mention per line as POST /ingest/mentions takes them: "
+                '{"id": "<source>:<native id>", "source", "created_at" (with an offset), '
+                '"text", "lang", "author": {"id", "followers"}, "repost_of"} (README, '
+                '"Ingesting mentions from other systems")'
+                if self.rejected and not self.mentions
+                else ""
+            )
+            + (
                 f"\nwarning: {self.dropped:,} event(s) could not be handled and were dropped "
                 "(the log above says why): the output misses them"
                 if self.dropped
@@ -105,6 +119,12 @@ class ReplaySummary:
                 f"\nwarning: {self.out_of_order:,} mentions came after a later one: the input "
                 "is not sorted by created_at, so levels and forecasts are not what a sorted "
                 "replay would give"
+                + (
+                    " (it looks newest first, as many exports are: reverse it, such as with "
+                    "tac EXPORT.jsonl > SORTED.jsonl)"
+                    if self.out_of_order >= 0.9 * (self.mentions - 1)
+                    else " (sort it by time first)"
+                )
                 if self.out_of_order
                 else ""
             )
@@ -306,7 +326,40 @@ async def run_replay(
         out_of_order=source.out_of_order,
         dropped=dropped,
         future_dated=detector.detector.future_dated,
+        shape=await asyncio.to_thread(input_shape, input_path)
+        if source.rejected and not source.emitted
+        else None,
     )
+
+
+def input_shape(path: Path) -> str | None:
+    """What a file none of whose lines is a mention looks like, told by its first
+    non-blank line (plain or gzip): one JSON array, a CSV header; None: neither."""
+    from listener.sources.replay import UTF8_BOM, is_gzip
+
+    try:
+        with path.open("rb") as raw:
+            stream: IO[bytes] = raw
+            if is_gzip(raw):
+                stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+            head = b""
+            while not head.strip():
+                head = stream.readline(4096)
+                if not head:
+                    return None
+    except (OSError, EOFError, zlib.error):
+        return None
+    first = head.removeprefix(UTF8_BOM).strip()
+    if first.startswith(b"["):
+        return (
+            "it is one JSON array; turn it into JSONL first, such as with "
+            "jq -c '.[]' EXPORT.json > EXPORT.jsonl"
+        )
+    if not first.startswith(b"{") and any(sep in first for sep in (b",", b";", b"\t")):
+        return (
+            "its first line looks like a CSV header; write each row as a JSON mention, one per line"
+        )
+    return None
 
 
 def _is_stream(path: Path) -> bool:

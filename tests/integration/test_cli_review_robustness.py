@@ -15,6 +15,8 @@ import pytest
 from api.cli import main
 
 TRUTH_HEADER = "story_root,t0,final_size,t10_min,t50_min,tier\n"
+TRUTH_ONE = TRUTH_HEADER + "x:1,2026-01-01T00:00:00+00:00,10,1.0,2.0,1\n"
+"""A truth of one story (a truth without any is refused before the input is read)."""
 
 
 @pytest.fixture(autouse=True)
@@ -186,17 +188,18 @@ def _bench(tmp_path: Path, stream: bytes | None, truth: bytes, *extra: str) -> l
 def test_bench_detection_names_a_bad_input_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_bench(tmp_path, b"\n{}\n", TRUTH_HEADER.encode())) == 2
-    assert "in.jsonl line 2: not a mention (id: Field required)" in capsys.readouterr().err
-    assert main(_bench(tmp_path, b"{not json\n", TRUTH_HEADER.encode())) == 2
-    assert "in.jsonl line 1: not a mention (Invalid JSON" in capsys.readouterr().err
+    assert main(_bench(tmp_path, b"\n{}\n", TRUTH_ONE.encode())) == 2
+    assert "in.jsonl line 2: not a mention (id: Field required;" in capsys.readouterr().err
+    assert main(_bench(tmp_path, b"{not json\n", TRUTH_ONE.encode())) == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl line 1: not a mention (" in err and "Invalid JSON" in err
 
 
 def test_bench_detection_names_an_unreadable_input_or_truth(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "in.jsonl").mkdir()
-    assert main(_bench(tmp_path, None, TRUTH_HEADER.encode())) == 2
+    assert main(_bench(tmp_path, None, TRUTH_ONE.encode())) == 2
     assert "cannot read " in capsys.readouterr().err
     (tmp_path / "in.jsonl").rmdir()
     assert main(_bench(tmp_path, b"", b"story_root,t0\n\xff\xfe\n")) == 2
@@ -204,7 +207,7 @@ def test_bench_detection_names_an_unreadable_input_or_truth(
     import gzip
 
     cut = gzip.compress(b'{"id": "x"}\n' * 1000)[:40]
-    assert main(_bench(tmp_path, cut, TRUTH_HEADER.encode())) == 2
+    assert main(_bench(tmp_path, cut, TRUTH_ONE.encode())) == 2
     assert "cannot read" in capsys.readouterr().err
 
 
