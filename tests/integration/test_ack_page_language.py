@@ -16,13 +16,14 @@ from alerts import acklinks
 from alerts.acklinks import AckLinkConfig
 from alerts.config import AlertsConfig
 from alerts.incidents import resolve
-from alerts.models import CLOSED, OPEN, Incident
+from alerts.models import CLOSED, Incident
 from api.app import create_app
 from api.runtime import Role, Runtime
 from api.settings import Settings
 from core.clock import ManualClock
 from core.db import unit_of_work
 from core.settings import DatabaseConfig
+from tests.integration.test_acklinks import new_incident as open_incident
 
 ACK_SECRET = "ack-link-secret-0123456789abcdefghij"
 HEADER = (
@@ -60,24 +61,8 @@ async def api(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Api]:
 async def new_incident(
     runtime: Runtime, clock: ManualClock, title: str = "Acme: network-wide crisis"
 ) -> int:
-    assert runtime.sessions is not None
-    now = clock.now()
-    async with unit_of_work(runtime.sessions) as session:
-        incident = Incident(
-            watch_id="acme",
-            story_id=f"s{now.timestamp()}-{title}",
-            brand="Acme",
-            tier=3,
-            status=OPEN,
-            title=title,
-            opened_at=now,
-            updated_at=now,
-            alerted_at=now,
-            escalation_token="t" * 36,
-        )
-        session.add(incident)
-        await session.flush()
-        return incident.id
+    """An open tier-3 incident with a title of ours (a zh page translates its tier name)."""
+    return await open_incident(runtime, clock, title)
 
 
 async def mint(runtime: Runtime, clock: ManualClock, incident_id: int, channel: str) -> str:
