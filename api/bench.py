@@ -41,7 +41,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from pydantic import ValidationError
 
-from api.settings import ConfigError, Settings
+from api.settings import InputError, Settings
 from core.events import Mention, ScoredMention, Sentiment, WatchMatch
 from listener.sources.replay import UTF8_BOM, is_gzip
 from listener.validation import describe_errors
@@ -119,7 +119,7 @@ def load_truth(
     """The truth rows (the first ``stories`` by t0 when given). ``sizes_only``: only
     ``story_root``, ``t0`` and ``final_size`` are needed (the others default to unknown)."""
     if not path.exists():
-        raise ConfigError(f"truth file {path} does not exist")
+        raise InputError(f"truth file {path} does not exist")
     try:
         rows = _truth_rows(path, sizes_only)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:  # a folder, not UTF-8 text
@@ -129,7 +129,7 @@ def load_truth(
             reason = f"not a CSV ({exc})"
         else:
             reason = exc.strerror or exc
-        raise ConfigError(f"cannot read truth file {path}: {reason}") from None
+        raise InputError(f"cannot read truth file {path}: {reason}") from None
     rows.sort(key=lambda r: r.t0)
     if stories is not None:
         rows = rows[:stories]
@@ -156,20 +156,20 @@ def _truth_rows(path: Path, sizes_only: bool) -> list[Truth]:
             n = reader.line_num
             for column in needed:
                 if not (row.get(column) or "").strip():
-                    raise ConfigError(
+                    raise InputError(
                         f"{path} line {n}: no {column} (the header has: {header}; a truth "
                         f"CSV is comma-separated with the columns {', '.join(needed)})"
                     )
             truth = _truth_row(path, n, row, sizes_only)
             if truth.root in seen:
-                raise ConfigError(
+                raise InputError(
                     f"{path} line {n}: story_root {truth.root!r} again (first on line "
                     f"{seen[truth.root]}): one row per story"
                 )
             seen[truth.root] = n
             rows.append(truth)
     if not rows:
-        raise ConfigError(f"{path} has no story (a header line, then one row per story)")
+        raise InputError(f"{path} has no story (a header line, then one row per story)")
     return rows
 
 
@@ -177,8 +177,8 @@ def _truth_row(path: Path, n: int, row: dict[str, str], sizes_only: bool) -> Tru
     """One row (its columns present); a bad value is named with its column.
     ``sizes_only``: the other columns are not read (unknown: NaN minutes, tier 0)."""
 
-    def bad(column: str, what: str) -> ConfigError:
-        return ConfigError(f"{path} line {n}: {column}: {row[column].strip()!r} is not {what}")
+    def bad(column: str, what: str) -> InputError:
+        return InputError(f"{path} line {n}: {column}: {row[column].strip()!r} is not {what}")
 
     try:
         t0 = _time(row["t0"].strip())
@@ -266,14 +266,14 @@ def iter_stream(path: Path, roots: set[str] | None) -> Iterator[tuple[bytes, Men
                 try:
                     m = Mention.model_validate_json(line)
                 except ValidationError as exc:
-                    raise ConfigError(_not_a_mention(path, n, exc)) from None
+                    raise InputError(_not_a_mention(path, n, exc)) from None
                 parent = m.parent_id
                 root = root_of.get(parent, parent) if parent is not None else m.id
                 root_of[m.id] = root
                 if roots is None or root in roots:
                     yield line, m, root
     except (OSError, EOFError) as exc:  # a folder, a truncated or corrupt gzip
-        raise ConfigError(
+        raise InputError(
             f"cannot read {path}"
             + (f" after line {n}" if n else "")
             + f": {getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
@@ -562,7 +562,7 @@ def bench_detection(
 ) -> dict[str, Any]:
     """Both passes (see the module docstring) and their scores, as a JSON-able dict."""
     if not stream.exists():
-        raise ConfigError(f"bench input {stream} does not exist")
+        raise InputError(f"bench input {stream} does not exist")
     truth = load_truth(truth_path, stories)
     subset = stories is not None
     with tempfile.TemporaryDirectory(prefix="crisiswatch-bench-") as tmp:

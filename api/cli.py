@@ -555,14 +555,15 @@ def _keys(command: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from api.settings import ConfigError
+    from api.settings import ConfigError, InputError
 
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # (a reader gone shows here, not as a traceback at exit)
         return code
-    except ConfigError as exc:
-        print(f"crisiswatch: configuration error\n{exc}", file=sys.stderr)
+    except ConfigError as exc:  # InputError too: a command's input file, not the config
+        what = "input error" if isinstance(exc, InputError) else "configuration error"
+        print(f"crisiswatch: {what}\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -635,6 +636,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     progress=not args.quiet,
                     config_given=args.config is not None,
                     forecast_at=args.forecast_at,
+                    require_mentions=True,
                 )
             )
         except ReplayError as exc:

@@ -42,7 +42,7 @@ from typing import IO, Any, cast
 from pydantic import ValidationError
 
 from api.output import OutputError, atomic_output, is_same_file, is_stdio, standard_output
-from api.settings import ConfigError, Settings, format_validation_error
+from api.settings import ConfigError, InputError, Settings, format_validation_error
 from core.bus.memory import MemoryBus
 from core.clock import SystemClock
 from core.events import TOPIC_SIGNALS, Signal
@@ -62,6 +62,20 @@ from sentiment.transformer import close_classifier, load_classifier
 CATCH_ALL = WatchConfig(id="all", brand="", match_all=True)
 REPLAY_GROUP = "replay-writer"
 FORECAST_AT_MINUTES = (10.0, 30.0, 60.0)
+
+
+JSONL_FORMAT = (
+    "The input is JSONL, one mention per line as POST /ingest/mentions takes them: "
+    '{"id": "<source>:<native id>", "source", "created_at" (with an offset), '
+    '"text", "lang", "author": {"id", "followers"}, "repost_of"} (README, '
+    '"Ingesting mentions from other systems")'
+)
+"""What a replay input's lines must be, for the messages about an input of no mention."""
+
+
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """``1 bad line``, ``2 bad lines`` (``plural``: when not ``word`` + ``s``)."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
 class ReplayError(RuntimeError):
@@ -93,32 +107,31 @@ class ReplaySummary:
         return self.mentions / self.seconds if self.seconds > 0 else 0.0
 
     def render(self) -> str:
+        them, were = ("it", "was") if self.future_dated == 1 else ("them", "were")
         return (
-            f"replay done: {self.mentions:,} mentions ({self.rejected:,} bad lines, "
-            f"{self.duplicates:,} duplicates) in {self.seconds:.1f} s = {self.rate:,.0f} "
-            f"mentions/s; {self.signals:,} changes and {self.forecasts:,} forecasts written "
-            f"to {'stdout' if is_stdio(self.output) else self.output} "
-            f"({self.stories_tiered:,} stories reached tier >= 1)"
+            f"replay done: {counted(self.mentions, 'mention')} "
+            f"({counted(self.rejected, 'bad line')}, {counted(self.duplicates, 'duplicate')}) "
+            f"in {self.seconds:.1f} s = {self.rate:,.0f} mentions/s; "
+            f"{counted(self.signals, 'change')} and {counted(self.forecasts, 'forecast')} "
+            f"written to {'stdout' if is_stdio(self.output) else self.output} "
+            f"({counted(self.stories_tiered, 'story', 'stories')} reached tier >= 1)"
             + (
                 f"\nwarning: no line of the input is a mention ({self.rejected:,} bad), so "
-                f"nothing was replayed{': ' + self.shape if self.shape else ''}. The input is "
-                "JSONL, one mention per line as POST /ingest/mentions takes them: "
-                '{"id": "<source>:<native id>", "source", "created_at" (with an offset), '
-                '"text", "lang", "author": {"id", "followers"}, "repost_of"} (README, '
-                '"Ingesting mentions from other systems")'
+                f"nothing was replayed{': ' + self.shape if self.shape else ''}. " + JSONL_FORMAT
                 if self.rejected and not self.mentions
                 else ""
             )
             + (
-                f"\nwarning: {self.dropped:,} event(s) could not be handled and were dropped "
-                "(the log above says why): the output misses them"
+                f"\nwarning: {counted(self.dropped, 'event')} could not be handled and "
+                f"{'was' if self.dropped == 1 else 'were'} dropped (the log above says why): "
+                f"the output misses {'it' if self.dropped == 1 else 'them'}"
                 if self.dropped
                 else ""
             )
             + (
-                f"\nwarning: {self.out_of_order:,} mentions came after a later one: the input "
-                "is not sorted by created_at, so levels and forecasts are not what a sorted "
-                "replay would give"
+                f"\nwarning: {counted(self.out_of_order, 'mention')} came after a later one: "
+                "the input is not sorted by created_at, so levels and forecasts are not what a "
+                "sorted replay would give"
                 + (
                     " (it looks newest first, as many exports are: reverse it, such as with "
                     "tac EXPORT.jsonl > SORTED.jsonl)"
@@ -129,9 +142,9 @@ class ReplaySummary:
                 else ""
             )
             + (
-                f"\nwarning: {self.future_dated:,} mention(s) dated far ahead of the stream "
-                "(a bad timestamp: the mentions after them were not) were counted at the "
-                "stream's time instead (the log above names them)"
+                f"\nwarning: {counted(self.future_dated, 'mention')} dated far ahead of the "
+                f"stream (a bad timestamp: the mentions after {them} were not) {were} "
+                f"counted at the stream's time instead (the log above names {them})"
                 if self.future_dated
                 else ""
             )
@@ -219,8 +232,9 @@ async def _progress(source: ReplaySource, writer: _Writer, started: float) -> No
         elapsed = time.monotonic() - started
         rate = source.emitted / elapsed if elapsed > 0 else 0.0
         print(
-            f"replay: {source.progress:6.1%} of input, {source.lines_read:,} lines, "
-            f"{rate:,.0f} mentions/s, {writer.count:,} changes, {writer.forecasts:,} forecasts",
+            f"replay: {source.progress:6.1%} of input, {counted(source.lines_read, 'line')}, "
+            f"{rate:,.0f} mentions/s, {counted(writer.count, 'change')}, "
+            f"{counted(writer.forecasts, 'forecast')}",
             file=sys.stderr,
             flush=True,
         )
@@ -236,12 +250,15 @@ async def run_replay(
     config_given: bool = False,
     classifier: Classifier | None = None,
     forecast_at: Sequence[float] | None = None,
+    require_mentions: bool = False,
 ) -> ReplaySummary:
     """Replay ``input_path`` and write tier/spread changes, and every story's forecast at
     the ages ``forecast_at`` (minutes; None: see ``with_forecast_reports``; empty: none),
     to ``output_path``. ``STDIO`` (``-``): standard input (copied to a temporary file
     first), standard output (written as it goes; a reader that goes away stops the
-    replay with ``BrokenPipeError``)."""
+    replay with ``BrokenPipeError``). ``require_mentions``: an input of no mention at all
+    (empty, or bad lines only) raises ``InputError`` and writes no output (``crisiswatch
+    replay``; the benchmark's replay of a subset may hold none)."""
     if is_stdio(input_path) or await asyncio.to_thread(_is_stream, input_path):
         # a pipe (``<(zcat …)``, a FIFO, /dev/stdin) cannot be read twice nor told where
         # it is: it is copied to a file first, as standard input is
@@ -257,9 +274,10 @@ async def run_replay(
                 config_given=config_given,
                 classifier=classifier,
                 forecast_at=forecast_at,
+                require_mentions=require_mentions,
             )
     if not await asyncio.to_thread(input_path.exists):
-        raise ConfigError(f"replay input {input_path} does not exist")
+        raise InputError(f"replay input {input_path} does not exist")
     if not is_stdio(output_path) and is_same_file(input_path, output_path):
         raise ConfigError(f"replay output {output_path} is the input: it would be overwritten")
     settings = with_forecast_reports(settings, forecast_at)
@@ -311,6 +329,8 @@ async def run_replay(
             if own_classifier:
                 await close_classifier(classifier)
         writer.check(output_path)
+        if require_mentions and not source.emitted:  # (raised in the block: no output)
+            raise InputError(await asyncio.to_thread(_no_mention, input_path, source.rejected))
     duplicates = int(_counter_total(metrics, "crisiswatch_mentions_duplicate"))
     dropped = int(_counter_total(metrics, "crisiswatch_bus_dead_letters"))
     return ReplaySummary(
@@ -329,6 +349,18 @@ async def run_replay(
         shape=await asyncio.to_thread(input_shape, input_path)
         if source.rejected and not source.emitted
         else None,
+    )
+
+
+def _no_mention(path: Path, rejected: int) -> str:
+    """Why a replay of ``path`` read no mention: nothing in it, or every line bad."""
+    if not rejected:
+        return f"no mention was read: replay input {path} is empty; no output written"
+    shape = input_shape(path)
+    return (
+        f"no mention was read: every line of replay input {path} is bad "
+        f"({counted(rejected, 'bad line')}, logged above){': ' + shape if shape else ''}. "
+        f"{JSONL_FORMAT}; no output written"
     )
 
 

@@ -303,6 +303,12 @@ class ConfigError(ValueError):
     pass
 
 
+class InputError(ConfigError):
+    """A command's input file (a replay or bench stream, a truth CSV) is missing or holds
+    nothing usable: the command's input is at fault, not the configuration (the CLI says
+    "input error"; a ``ConfigError`` still, with its exit status)."""
+
+
 ENV_PREFIX = "CRISISWATCH_"
 NOT_SETTINGS = frozenset({"data", "skip_browser", "chromium", "chromedriver", "console_screenshot"})
 """Variables of the project's tools, not settings (``CRISISWATCH_DATA``, the tests'

@@ -40,15 +40,15 @@ class WatchConfig(Section):
     brand: str = ""
     terms: list[Term] = Field(default_factory=list)
     exclude: list[Term] = Field(default_factory=list)
-    langs: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=2)]] | None = (
+    langs: list[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] | None = (
         None
     )
     match_all: bool = False
     query: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     aliases: dict[AliasName, list[Term]] = Field(default_factory=dict)
-    sources: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] | None = (
-        None
-    )
+    sources: (
+        list[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] | None
+    ) = None
 
     @model_validator(mode="after")
     def _terms_or_match_all(self) -> Self:
@@ -66,8 +66,17 @@ class WatchConfig(Section):
             raise ValueError(f"watch {self.id!r}: needs at least one term (or match_all: true)")
         if self.aliases and self.query is None:
             raise ValueError(f"watch {self.id!r}: aliases are referred to from a query (@name)")
+        # langs and sources are stripped and lower-cased above, once: the watch filters and
+        # the query's lang:/source: (listener.query) compare the same normalised values
+        for field, values in (("langs", self.langs), ("sources", self.sources)):
+            if values is not None and "" in values:
+                raise ValueError(
+                    f"watch {self.id!r}: {field}: entry {values.index('') + 1} is empty "
+                    "(remove it, or give a name: e.g. "
+                    f"{'[en, zh]' if field == 'langs' else '[bluesky, reddit]'})"
+                )
         for lang in self.langs or ():  # "en, zh" or "chinese" kept every known language out
-            if not LANG.fullmatch(lang.lower()):
+            if not LANG.fullmatch(lang):
                 raise ValueError(
                     f"watch {self.id!r}: langs: {lang!r} is not a language code "
                     "(one code per entry, e.g. [en, zh, zh-Hant])"

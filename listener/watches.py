@@ -60,12 +60,14 @@ class CompiledWatch:
             query = compile_query(config.query, config.aliases)
         elif config.terms:
             query = compile_any(config.terms)
+        # config.langs/sources are stripped and lower-cased (WatchConfig); a mention's
+        # source is normalised the same way in admits() and by the query's source:
         langs = None
         if config.langs is not None:
             langs = frozenset(primary_lang(lang) for lang in config.langs)
         sources = None
         if config.sources is not None:
-            sources = frozenset(s.lower() for s in config.sources)
+            sources = frozenset(config.sources)
         return cls(
             id=config.id,
             brand=config.brand,
@@ -81,11 +83,16 @@ class CompiledWatch:
         return tuple(lit for q in (self.query, self.exclude) if q for lit in q.literals)
 
     def admits(self, lang: str | None, source: str | None) -> bool:
-        """The language and source filters (an unknown language or source passes)."""
+        """The language and source filters (an unknown language or source passes).
+
+        The mention's language and source are read as ``listener.query.Subject`` reads
+        them for ``lang:``/``source:`` (primary subtag; stripped, lower case), so a watch's
+        ``sources: [weibo]`` and a query's ``source:weibo`` agree on every mention."""
         code = primary_lang(lang) if lang else ""  # "und" is unknown too
         if self.langs is not None and code and code not in self.langs:
             return False
-        return not (self.sources is not None and source and source.lower() not in self.sources)
+        name = source.strip().lower() if source else ""
+        return not (self.sources is not None and name and name not in self.sources)
 
 
 class _Mention:

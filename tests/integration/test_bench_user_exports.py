@@ -195,12 +195,14 @@ def test_the_whole_replay_is_scored_at_the_ages_whatever_the_config_reports_at(
 def test_a_replay_of_no_mention_at_all_says_what_the_input_must_be(
     name: str, content: str, says: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    # "0 mentions (N bad lines)" and an empty output, exit 0, and nothing more
+    # was "0 mentions (N bad lines)" and an empty output, exit 0: now an input error
     Path(name).write_text(content, encoding="utf-8")
-    assert main(["replay", "--input", name, "--output", "out.jsonl", "--quiet"]) == 0
+    assert main(["replay", "--input", name, "--output", "out.jsonl", "--quiet"]) == 2
     err = capfd.readouterr().err
-    assert "warning: no line of the input is a mention" in err
+    assert "crisiswatch: input error" in err
+    assert f"no mention was read: every line of replay input {name} is bad" in err
     assert says in err and "one mention per line" in err
+    assert not Path("out.jsonl").exists()
 
 
 @pytest.mark.usefixtures("cli")

@@ -197,7 +197,7 @@ async def test_a_replay_that_drops_events_says_so(tmp_path: Path, clock: ManualC
         Settings(), path, out, progress=False, classifier=_FailingClassifier()
     )
     assert summary.dropped == 1
-    assert "warning: 1 event(s) could not be handled and were dropped" in summary.render()
+    assert "warning: 1 event could not be handled and was dropped" in summary.render()
     assert out.exists()
 
 

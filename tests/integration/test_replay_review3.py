@@ -139,8 +139,10 @@ def test_a_json_array_input_is_named_as_such(
     (tmp_path / "export.json").write_text(
         "[" + ",".join([line] * (MAX_LINE_BYTES // len(line) + 1)) + "]", encoding="utf-8"
     )
-    assert main(["replay", "--input", "export.json", "--output", "out.jsonl", "--quiet"]) == 0
-    assert "0 mentions (1 bad lines" in capfd.readouterr().err
+    assert main(["replay", "--input", "export.json", "--output", "out.jsonl", "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert "every line of replay input export.json is bad (1 bad line," in err
+    assert "it is one JSON array" in err
     logged = caplog.text
     assert "line 1 rejected" in logged and "one JSON array? the input is JSONL" in logged
 

@@ -162,7 +162,7 @@ async def test_a_mention_dated_a_day_ahead_does_not_silence_the_stories_after_it
     ]
     assert max(line["tier"] for line in root) == 3
     assert summary.future_dated == 1
-    assert "1 mention(s) dated far ahead of the stream" in summary.render()
+    assert "1 mention dated far ahead of the stream" in summary.render()
 
 
 async def test_a_last_line_after_a_quiet_spell_counts_as_it_did(tmp_path: Path) -> None:

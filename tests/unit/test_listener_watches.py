@@ -130,3 +130,28 @@ def test_demo_watch_matches_brand_posts_but_not_cloud_chatter() -> None:
     assert ids(m.match("My Nimbus X2 caught fire")) == ["nimbus"]
     assert m.match("Dark Nimbus clouds rolling over the bay") == []
     assert m.match("Watching cumulonimbus towers build") == []
+
+
+def test_watch_langs_and_sources_are_normalised_once_at_validation() -> None:
+    w = WatchConfig(id="w", terms=["acme"], langs=[" EN ", "zh-Hant"], sources=[" Weibo ", "RSS"])
+    assert w.langs == ["en", "zh-hant"]
+    assert w.sources == ["weibo", "rss"]
+
+
+@pytest.mark.parametrize("field", ["langs", "sources"])
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_langs_or_sources_entry_is_refused_plainly(field: str, blank: str) -> None:
+    first = "en" if field == "langs" else "reddit"
+    with pytest.raises(ValidationError, match=rf"watch 'w': {field}: entry 2 is empty"):
+        WatchConfig.model_validate({"id": "w", "terms": ["acme"], field: [first, blank]})
+
+
+@pytest.mark.parametrize("source", ["weibo", "Weibo", " WEIBO ", "reddit", None])
+def test_sources_field_and_source_query_agree(source: str | None) -> None:
+    """``sources: [" Weibo "]`` keeps exactly what ``source:weibo`` matches (an unknown
+    source passes the field but never matches the operator)."""
+    field = WatchMatcher([WatchConfig(id="f", terms=["acme"], sources=[" Weibo "])])
+    query = WatchMatcher([WatchConfig(id="q", query="acme AND source:weibo")])
+    by_field = bool(field.match("acme", source=source))
+    by_query = bool(query.match("acme", source=source))
+    assert by_field is (by_query or source is None)
