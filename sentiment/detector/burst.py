@@ -404,10 +404,12 @@ class BurstTest:
         floor = self._min_count
         for w in self.windows:
             if minute == w.newest:  # the usual case: no critical count below the floor
-                if w.current < floor or w.earlier < floor:
-                    continue
                 current, earlier = w.current, w.earlier
+                if current < floor or earlier < floor:
+                    continue
                 critical = w.critical(False, self)
+                if critical is None or current < critical:
+                    continue  # (the earlier window's count is not worked out)
                 earlier_critical = w.critical(True, self)
             else:
                 current, earlier, usual, earlier_usual = w.at(minute)

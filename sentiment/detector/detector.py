@@ -608,7 +608,7 @@ class Detector:
         now_minute = math.floor(ws.now_minutes)
         tracked = self._take(ws, scored, assignment, now, expected, at_minutes)
         if self.config.surge_enabled:
-            ws.surge.add(at, expected, tracked.heat.burst_counts_at(now_minute), minute)
+            ws.surge.add(minute, expected, tracked.heat.burst, now_minute)
 
         folded: list[tuple[Story, _Tracked]] = []
         if assignment.displaced is not None:
@@ -901,7 +901,7 @@ class Detector:
 
     def _levels(self, heat: LiveHeat) -> tuple[int, int]:
         spread = spread_level(heat, self.config)
-        tier = crisis_tier(spread, heat.negative_share, bool(heat.complaint_cues), self.config)
+        tier = crisis_tier(spread, heat.negative_share, heat.has_cues, self.config)
         return spread, tier
 
     def _quiet(self, tier: int, spread: int) -> bool:

@@ -111,14 +111,15 @@ class StoryForecast:
             self.first_weight = w
         t = self._t
         assert t is not None
-        if at_minutes >= t:
-            sums = self._sums
-            dt = at_minutes - t
-            if dt > 0:
-                exp = math.exp
-                sums = [s * exp(-dt * d) for s, d in zip(sums, self._decay, strict=True)]
-                self._t = at_minutes
-            self._sums = [s + w for s in sums]
+        if at_minutes > t:  # decay to the new time and add, in one pass
+            exp = math.exp
+            back = t - at_minutes  # -dt: (-dt) * d is exactly -(dt * d)
+            self._sums = [
+                s * exp(back * d) + w for s, d in zip(self._sums, self._decay, strict=True)
+            ]
+            self._t = at_minutes
+        elif at_minutes == t:
+            self._sums = [s + w for s in self._sums]
         else:  # late: its contribution, decayed to the current reference time
             lag = t - at_minutes
             exp = math.exp

@@ -142,7 +142,7 @@ class LiveHeat:
         "_now_minutes",
         "_rate",
         "authors",
-        "complaint_cues",
+        "has_cues",
         "long_mentions",
         "mentions",
         "negative_share",
@@ -164,16 +164,16 @@ class LiveHeat:
         self._now = now
         self._now_minutes = now_minutes
         self._age = age
-        self._rate = min(rate, sustained)
+        self._rate = rate if rate < sustained else sustained
         self.mentions = heat.mentions
-        self.authors = heat.authors
+        self.authors = len(heat._authors) + heat._authors_beyond
         self.reach = heat.reach
         self.short_mentions = short
         self.long_mentions = long
         self.rate_ratio = None if baseline_per_minute is None else rate / baseline_per_minute
-        self.platforms = max(1, len(heat._platforms))
+        self.platforms = len(heat._platforms) or 1
         self.negative_share = heat.negative()[1]
-        self.complaint_cues = heat.complaint_cues
+        self.has_cues = bool(heat._cues)
 
     def bursting(self) -> bool:
         return self._heat.bursting_at(math.floor(self._now_minutes))
@@ -268,9 +268,10 @@ class StoryHeat:
             at_minutes = at.timestamp() / 60
         if at < self.first_at:
             self.first_at = at
+        texted = bool(mention.text.strip())
         if is_root:
             self.root_followers = mention.author.followers
-        elif mention.text.strip():
+        elif texted:
             self._texted += 1
         if deep:
             self._deep += 1
@@ -296,7 +297,7 @@ class StoryHeat:
             if len(self._cues) >= MAX_CUES:
                 break
             self._cues[cue] = None
-        if not mention.text.strip():
+        if not texted:
             self._inherited += 1
             return
         if label is None:  # the classifier abstained (a language it does not read)
@@ -462,13 +463,14 @@ class StoryHeat:
                 if self._high is not None and key in self._authors:
                     self._high.add(key)
 
+    @property
+    def burst(self) -> BurstTest:
+        """The story's burst windows (read, never changed, by the watch's surge test)."""
+        return self._burst
+
     def burst_counts(self, now: datetime) -> list[int]:
         """The story's count in each burst window open at ``now``."""
         return self._burst.counts(now)
-
-    def burst_counts_at(self, minute: int) -> list[int]:
-        """``burst_counts`` at event minute ``minute``."""
-        return self._burst.counts_at(minute)
 
     def negative(self) -> tuple[int, float]:
         """Negative mentions (own label, or inherited) and their share of labelled ones."""

@@ -100,8 +100,11 @@ class Story:
     vectors: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Assignment:
+    """Where ``StoryIndex.assign`` put a mention (one per mention: a plain slotted class,
+    as a frozen dataclass's field-by-field ``object.__setattr__`` costs on the hot path)."""
+
     story: Story
     reason: JoinReason
     created: bool

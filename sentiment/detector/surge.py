@@ -76,27 +76,27 @@ class WatchSurge:
 
     def add(
         self,
-        at: datetime,
+        minute: int,
         expected_per_minute: float | None,
-        story_counts: list[int],
-        minute: int | None = None,
+        story: BurstTest,
+        now_minute: int,
     ) -> None:
-        """One mention of the watch; ``story_counts``: its story's count in each window
-        (in the order of ``burst_windows_minutes``) after it was counted. ``minute``:
-        ``at``'s event minute, when the caller has it."""
-        if len(story_counts) != len(self._all_windows):
-            raise ValueError("story_counts must hold one count per burst window")
-        if minute is None:
-            minute = event_minute(at)
+        """One mention of the watch, in event minute ``minute``; ``story``: its story's
+        burst windows (of ``burst_windows_minutes``) after it was counted, read at the
+        watch's event minute ``now_minute``."""
+        if len(story.windows) != len(self._all_windows):
+            raise ValueError("the story's burst windows must be the watch's")
         self._test.add_minute(minute, expected_per_minute)
         self._expected = expected_per_minute
+        windows = story.windows
         for i, minutes in self._picked:
             top = self._top[minutes]
             if top and minute < top[-1][0]:
                 # a late mention of an earlier minute: the current largest story stands
                 # (taking it would read as "no story dominates": a false surge)
                 continue
-            count = story_counts[i]
+            w = windows[i]
+            count = w.current if w.newest == now_minute else w.counts_at(now_minute)[0]
             while top and top[-1][1] <= count:
                 top.pop()
             top.append([minute, count])
