@@ -171,6 +171,7 @@ def test_dashboard_structure_and_coverage() -> None:
         "crisiswatch_bus_consumer_lag",  # consumer lag as the processes report it
         "crisiswatch_deliveries_total",  # delivery failures
         "crisiswatch_source_up",  # source health
+        "crisiswatch_source_reconnects_total",  # reconnects after errors (a stalled stream too)
         "crisiswatch_bus_consumer_halted",  # halted consumers
         "crisiswatch_source_future_dated_total",  # mentions re-dated at their source
         "crisiswatch_detector_future_dated_mentions_total",  # counted at event time
