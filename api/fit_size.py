@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from api.bench import SizeInputs, load_truth, run_detector_pass
-from api.settings import ConfigError, Settings
+from api.settings import ConfigError, InputError, Settings
 from sentiment.detector.sizefit import (
     FitSettings,
     Rows,
@@ -44,7 +44,7 @@ def collect_rows(
     settings: Settings, stream: Path, truth_path: Path, ages: tuple[float, ...], progress: bool
 ) -> Rows:
     if not stream.exists():
-        raise ConfigError(f"fit-size input {stream} does not exist")
+        raise InputError(f"fit-size input {stream} does not exist")
     truth = load_truth(truth_path, sizes_only=True)
     inputs = SizeInputs(ages)
     run_detector_pass(settings, stream, truth, subset=False, progress=progress, size_inputs=inputs)
@@ -54,7 +54,7 @@ def collect_rows(
         if mentions >= least:
             rows.add(features, mentions, truth[root].final_size + 1.0, age, root)
     if not len(rows):
-        raise ConfigError(
+        raise InputError(
             f"no story of {truth_path} reached {least} mentions (predict_min_mentions) at "
             f"the ages {', '.join(f'{a:g}' for a in ages)} min: nothing to fit"
         )
@@ -94,7 +94,7 @@ def fit_size(
             flush=True,
         )
     if len(rows) < 2 * s.min_leaf * max(folds, 1):
-        raise ConfigError(
+        raise InputError(
             f"{len(rows)} rows to fit are too few for a minimum leaf of {s.min_leaf} "
             f"rows and {folds} folds: give more stories, more ages or a smaller --min-leaf"
         )

@@ -152,10 +152,12 @@ def test_fit_size_refuses_bad_arguments_and_inputs(
     assert main([*base, "--input", str(stream), "--folds", "1", "--calibrate", "--quiet"]) == 2
     assert "--calibrate needs cross-validation" in capsys.readouterr().err
     assert main([*base, "--input", str(tmp_path / "nope.jsonl"), "--quiet"]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    # four stories, a minimum leaf of 30: too few rows, said so
+    err = capsys.readouterr().err
+    assert "input error" in err and "does not exist" in err
+    # four stories, a minimum leaf of 30: too few rows, said so (of the input, not the config)
     assert main([*base, "--input", str(stream), "--quiet", "--folds", "1"]) == 2
-    assert "rows to fit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "input error" in err and "rows to fit" in err
 
 
 def test_fit_size_needs_only_the_final_sizes_of_the_truth(tmp_path: Path) -> None:
