@@ -180,6 +180,24 @@ def test_complaint_cues() -> None:
     assert ComplaintCues({}).find("refund") == ()
 
 
+def test_complaint_cues_keep_recent_answers_within_a_bound() -> None:
+    """A repeated text (reposts) is answered from the kept answers, the same answer; the
+    kept answers never exceed ``RECENT_TEXTS`` texts, and a forgotten text is answered
+    afresh, the same again."""
+    from sentiment.detector.cues import RECENT_TEXTS
+
+    cues = ComplaintCues({"en": ["refund"], "zh": ["退款"]})
+    first = cues.find("转发微博。要求退款")
+    assert first == ("退款",)
+    assert cues.find("转发微博。要求退款") is first  # kept
+    for i in range(RECENT_TEXTS + 10):
+        assert cues.find(f"post {i} refund") == ("refund",)
+        assert len(cues._recent) <= RECENT_TEXTS
+    assert "转发微博。要求退款" not in cues._recent  # forgotten ...
+    assert cues.find("转发微博。要求退款") == ("退款",)  # ... and answered afresh
+    assert cues.find("") == () and "" not in cues._recent
+
+
 @pytest.mark.parametrize(
     "lexicons",
     [
