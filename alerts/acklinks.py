@@ -298,13 +298,33 @@ async def redeem(
 
 
 def actor(row: AckToken) -> str:
+    """Who acknowledges through ``row`` (``Incident.acked_by``, the audit log, ``used_by``)."""
     return f"{row.recipient} (via {row.channel} link)"[:255]
+
+
+async def acknowledged_through(
+    session: AsyncSession, incident_id: int, acked_by: str | None
+) -> AckToken | None:
+    """The link of ``incident_id`` that acknowledged it as ``acked_by``, if a link did.
+
+    An actor is recognised by the row that stored it (``used_by``), never parsed, so that a
+    page can name the recipient and channel in its own words; None for anyone else (an API
+    key's name, ``slack:<user>``) and when nobody is named.
+    """
+    if not acked_by:
+        return None
+    return await session.scalar(
+        select(AckToken)
+        .where(AckToken.incident_id == incident_id, AckToken.used_by == acked_by)
+        .limit(1)
+    )
 
 
 __all__ = [
     "AckLinkConfig",
     "AckLinkError",
     "AckToken",
+    "acknowledged_through",
     "actor",
     "look_up",
     "mint",

@@ -144,6 +144,11 @@ class English:
     def ack_done(self, actor: str | None) -> str:
         return f"Acknowledged by {actor}. Escalation has stopped."
 
+    def ack_link_actor(self, actor: str, recipient: str, channel: str) -> str:
+        """Who acknowledged through an ack link: ``actor`` is what was stored
+        (``acklinks.actor``: "<recipient> (via <channel> link)"), shown as it is."""
+        return actor
+
     def ack_merged(self, incident_id: int, kept_id: int) -> str:
         return (
             f"Incident {incident_id} was merged into incident {kept_id}; "
@@ -222,7 +227,9 @@ class Chinese(English):
     ack_forged_title = "链接无效"
     ack_forged = "此确认链接无效，请使用告警中的链接。"
     ack_expired_title = "链接已过期"
-    ack_expired = "此确认链接已过期，请在 API 中确认。"
+    ack_expired = (
+        "此确认链接已过期。请使用最新一条告警消息中的确认链接，或请值班人员在 crisiswatch 中确认。"
+    )
     ack_used_title = "链接已使用"
     ack_used = "此确认链接已使用过。"
     ack_not_found_title = "未找到事件"
@@ -244,10 +251,19 @@ class Chinese(English):
         return f"事件 #{incident_id} 已确认"
 
     def ack_done(self, actor: str | None) -> str:
-        return f"已由 {actor} 确认，升级通知已停止。"
+        if not actor:
+            return "已确认，升级通知已停止。"
+        space = "" if actor.endswith("）") else " "  # none after a full-width parenthesis
+        return f"已由 {actor}{space}确认，升级通知已停止。"
+
+    def ack_link_actor(self, actor: str, recipient: str, channel: str) -> str:
+        return f"{recipient}（通过 {channel} 的确认链接）"
 
     def ack_merged(self, incident_id: int, kept_id: int) -> str:
-        return f"事件 {incident_id} 已合并到事件 {kept_id}，请在 API 中确认该事件。"
+        return (
+            f"事件 {incident_id} 已合并到事件 {kept_id}，此链接不能确认事件 {kept_id}。"
+            f"请使用事件 {kept_id} 告警消息中的确认链接，或请值班人员在 crisiswatch 中确认。"
+        )
 
     def ack_finished(self, incident_id: int, status: str) -> str:
         return f"事件 {incident_id} 的状态为{ZH_STATUSES.get(status, status)}，无需确认。"

@@ -8,8 +8,15 @@ Request: ``POST <url>`` with the JSON body ``{"type": "crisiswatch.alert", "vers
 * ``X-Crisiswatch-Idempotency-Key``: the same on every retry of one delivery (delivery is
   at-least-once: receivers drop repeats by this key).
 
-``alert`` is the machine-readable part: the same, in English, whatever the channel's
-``language``; only ``language``, ``summary``, ``status`` and ``explanation`` follow it.
+Language (the channel's ``language``: ``en`` or ``zh``): the machine fields (ids, ``tier``,
+``action``, ``drill``, keys, URLs, ``ack_hint``, ``evidence[].label``, the structured
+``why`` and the ``heat`` numbers) are the same in every language; the texts meant for
+people follow the channel's language, in the chat channels' wording
+(``alerts.notifiers.i18n``): ``summary``, ``status``, ``explanation`` and, in ``alert``,
+``title``, ``reason``, ``explanation``, ``links[].label`` and the digest items' ``title``
+and ``reason``. An English channel's texts are those it always had. A receiver that acts
+on why a message was sent reads ``why.code``, never the ``reason`` text. Names (brand,
+teams, actor, authors, posts) are shown as written.
 
 Receivers verify the signature over the raw body and reject old timestamps (replays);
 ``verify_signature`` is the reference implementation. Text fields are cleaned of control
@@ -28,6 +35,10 @@ Body schema (version 1; fields are only ever added):
   "alert": {
     "incident_id": int, "tier": 1|2|3, "title": str, "explanation": str,
     "watch_id": str, "brand": str, "reason": str, "teams": [str],
+    "why": {"code": str, ...}|null,  # the reason, structured: its code (new, upgrade,
+                             # escalation, reminder, sla_missed, ...: reasons.py) and only
+                             # the fields that code uses (tier, from_tier, level, seconds, ...)
+    "heat": {"mentions": int, "mentions_window": int, ...}|null,  # the explanation's numbers
     "evidence": [{"author": str|null, "followers": int|null, "text": str,
                   "url": str|null, "label": str}],
     "links": [{"label": str, "url": str}], "ack_hint": str, "drill": bool,
@@ -38,7 +49,7 @@ Body schema (version 1; fields are only ever added):
     "ack_url": str|null,     # signed single-use acknowledge link (a confirm page)
     "digest": [{"incident_id": int, "tier": int, "title": str, "reason": str,
                 "url": str|null, "action": "trigger"|"acknowledge"|"resolve",
-                "page": int, "idempotency_key": str}]
+                "page": int, "idempotency_key": str, "why": {...}|null}]
                # non-empty: several incidents merged in one message. A digest sent again
                # (at-least-once) may hold other items, so its own key differs: drop
                # repeated items by their idempotency_key
@@ -56,9 +67,10 @@ import httpx
 
 from alerts.channels import WebhookChannelConfig
 from alerts.notifiers import escape, render
-from alerts.notifiers.base import AlertMessage, RateLimit
+from alerts.notifiers.base import AlertHeat, AlertMessage, RateLimit
 from alerts.notifiers.http import post, secret_parts
 from alerts.notifiers.i18n import phrases
+from alerts.notifiers.reasons import Reason
 from core import signing
 from core.clock import Clock
 
@@ -82,16 +94,39 @@ def verify_signature(
     return age <= tolerance and signing.matches(secret, timestamp, body, signature)
 
 
+def _why(why: Reason | None) -> dict[str, object] | None:
+    """The structured reason: its code and the fields that code uses (texts cleaned)."""
+    if why is None:
+        return None
+    data = why.model_dump(mode="json", exclude_none=True)
+    return {k: escape.line(v, 300) if isinstance(v, str) else v for k, v in data.items()}
+
+
+def _heat(heat: AlertHeat | None) -> dict[str, object] | None:
+    """The numbers behind the explanation (the complaint cues as found, cleaned)."""
+    if heat is None:
+        return None
+    data = heat.model_dump(mode="json")
+    data["complaint_cues"] = [escape.line(cue, 100) for cue in heat.complaint_cues]
+    return data
+
+
 def payload(alert: AlertMessage, language: str = "en") -> dict[str, object]:
-    # ``why`` and ``heat`` feed the channels' languages; not (yet) part of the schema
+    """The body: the texts for people in ``language`` (``phrases``), the rest as it is."""
+    ph = phrases(language)
     data = alert.model_dump(mode="json", exclude={"why", "heat"})
-    for field in ("title", "reason", "brand", "ack_hint"):
+    data["title"] = escape.line(ph.title(alert.title), 300)
+    data["reason"] = escape.line(ph.reason(alert), 300)
+    for field in ("brand", "ack_hint"):
         data[field] = escape.line(data[field], 300)
     data["teams"] = [escape.line(team, 100) for team in alert.teams]
     data["mentions"] = [
         {**c.model_dump(mode="json"), "name": escape.line(c.name, 100)} for c in alert.mentions
     ]
-    data["explanation"] = escape.plain(alert.explanation, 2000)
+    data["explanation"] = escape.plain(ph.explanation(alert), 2000)
+    data["links"] = [
+        {**link.model_dump(mode="json"), "label": ph.link_label(link.label)} for link in alert.links
+    ]
     data["evidence"] = [
         {
             **ev.model_dump(mode="json"),
@@ -104,17 +139,20 @@ def payload(alert: AlertMessage, language: str = "en") -> dict[str, object]:
     data["digest"] = [
         {
             **item.model_dump(mode="json", exclude={"why"}),
-            "title": escape.line(item.title, 300),
-            "reason": escape.line(item.reason, 300),
+            "title": escape.line(ph.title(item.title), 300),
+            "reason": escape.line(ph.item_reason(item), 300),
             "url": escape.safe_url(item.url),
+            "why": _why(item.why),
         }
         for item in alert.digest
     ]
     data["ack_url"] = escape.safe_url(alert.ack_url)
+    data["why"] = _why(alert.why)
+    data["heat"] = _heat(alert.heat)
     return {
         "type": "crisiswatch.alert",
         "version": 1,
-        "language": phrases(language).language,
+        "language": ph.language,
         "summary": escape.line(render.headline(alert, language=language), 300),
         "status": escape.line(render.status(alert, language=language), 300),
         "explanation": escape.plain(render.explanation(alert, language), 2000),

@@ -176,7 +176,25 @@ async def acknowledge(token: str, request: Request, session: Session) -> HTMLRes
                 outcome="conflict", detail=str(exc), at=runtime.clock.now(),
             )  # fmt: skip
         finished = await session.get(Incident, incident_id) if incident_id is not None else None
-        if finished is None:
-            return page(409, ph.ack_nothing_title, str(exc), ph=ph)
+        if finished is None:  # gone meanwhile
+            why = str(exc)
+            if ph.language != "en" and incident_id is not None:
+                why = ph.ack_not_found(incident_id)
+            return page(409, ph.ack_nothing_title, why, ph=ph)
         return _nothing_to_acknowledge(finished, ph)
-    return page(200, ph.ack_done_title(incident.id), ph.ack_done(incident.acked_by), ph=ph)
+    return page(
+        200,
+        ph.ack_done_title(incident.id),
+        ph.ack_done(await _actor(session, incident, ph)),
+        ph=ph,
+    )
+
+
+async def _actor(session: AsyncSession, incident: Incident, ph: English) -> str | None:
+    """Who acknowledged ``incident``, in ``ph``'s words when it was through an ack link
+    (this one, or another channel's before it); any other name as it is."""
+    by = incident.acked_by
+    link = await acklinks.acknowledged_through(session, incident.id, by)
+    if by is None or link is None:
+        return by
+    return ph.ack_link_actor(by, link.recipient, link.channel)

@@ -4,6 +4,8 @@ English channel's pages are as they were; a forged link (no channel known) says 
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,9 +15,10 @@ import httpx
 import pytest
 
 from alerts import acklinks
-from alerts.acklinks import AckLinkConfig
+from alerts import incidents as incident_service
+from alerts.acklinks import AckLinkConfig, AckToken
 from alerts.config import AlertsConfig
-from alerts.incidents import resolve
+from alerts.incidents import InvalidTransition, acknowledge, resolve
 from alerts.models import CLOSED, Incident
 from api.app import create_app
 from api.runtime import Role, Runtime
@@ -86,6 +89,15 @@ def has_chinese(text: str) -> bool:
     return any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
+def english_on(text: str, *names: str) -> list[str]:
+    """The Latin words a reader sees on a page (its title, heading, paragraphs, button),
+    less the names it shows as written (channels, brands, actors) and "crisiswatch"."""
+    visible = html.unescape(" ".join(re.findall(r"<(?:title|h1|p|button)[^>]*>([^<]*)<", text)))
+    for name in sorted((*names, "crisiswatch"), key=len, reverse=True):
+        visible = visible.replace(name, " ")
+    return re.findall(r"[A-Za-z]{2,}", visible)
+
+
 async def test_zh_channel_confirm_page_and_result_are_chinese(api: Api, clock: ManualClock) -> None:
     client, runtime = api
     incident_id = await new_incident(runtime, clock, title="Acme <b>x</b>: network-wide crisis")
@@ -107,7 +119,8 @@ async def test_zh_channel_confirm_page_and_result_are_chinese(api: Api, clock: M
     assert done.status_code == 200, done.text
     assert done.text.startswith(HEADER.format(lang="zh-CN"))
     assert f"<h1>事件 #{incident_id} 已确认</h1>" in done.text
-    assert "<p>已由 pr_feishu (via pr_feishu link) 确认，升级通知已停止。</p>" in done.text
+    assert "<p>已由 pr_feishu（通过 pr_feishu 的确认链接）确认，升级通知已停止。</p>" in done.text
+    assert english_on(page.text + done.text, "pr_feishu", "Acme") == []
 
     for again in (await client.get(path), await client.post(path)):
         assert again.status_code == 410
@@ -156,6 +169,11 @@ async def test_expired_link_page_follows_the_channel(api: Api, clock: ManualCloc
         assert answer.status_code == 410
         assert answer.text.startswith(HEADER.format(lang="zh-CN"))
         assert "<h1>链接已过期</h1>" in answer.text
+        assert (
+            "<p>此确认链接已过期。请使用最新一条告警消息中的确认链接，"
+            "或请值班人员在 crisiswatch 中确认。</p>"
+        ) in answer.text
+        assert english_on(answer.text) == []
     for answer in (await client.get(en), await client.post(en)):
         assert answer.status_code == 410
         assert answer.text.startswith(HEADER.format(lang="en"))
@@ -192,12 +210,17 @@ async def test_409_pages_follow_the_channel(api: Api, clock: ManualClock) -> Non
         assert answer.text.startswith(HEADER.format(lang="zh-CN"))
         assert "<h1>无需确认</h1>" in answer.text and "<form" not in answer.text
         assert f"事件 {resolved} 的状态为已解决，无需确认。" in answer.text
+        assert english_on(answer.text) == []
     for answer in (
         await client.get(links[merged, "pr_feishu"]),
         await client.post(links[merged, "pr_feishu"]),
     ):
         assert answer.status_code == 409
-        assert f"事件 {merged} 已合并到事件 {survivor}，请在 API 中确认该事件。" in answer.text
+        assert (
+            f"<p>事件 {merged} 已合并到事件 {survivor}，此链接不能确认事件 {survivor}。"
+            f"请使用事件 {survivor} 告警消息中的确认链接，或请值班人员在 crisiswatch 中确认。</p>"
+        ) in answer.text
+        assert english_on(answer.text) == []
     answer = await client.get(links[resolved, "pr_mail"])
     assert answer.status_code == 409
     assert f"<p>Incident {resolved} is resolved; there is nothing to acknowledge.</p>" in (
@@ -234,3 +257,69 @@ async def test_link_of_a_channel_no_longer_configured_is_english(
     assert page.status_code == 200
     assert page.text.startswith(HEADER.format(lang="en"))
     assert f"<h1>Acknowledge incident #{incident_id}?</h1>" in page.text
+
+
+async def test_zh_page_names_who_acknowledged_before_in_chinese(
+    api: Api, clock: ManualClock
+) -> None:
+    """Acknowledged already (another channel's link, a person): the zh link's answer says who
+    in Chinese, names as written; the English page of the same states is as it was."""
+    client, runtime = api
+    by_link = await new_incident(runtime, clock, "Acme: network-wide crisis")
+    first = await mint(runtime, clock, by_link, "pr_mail")
+    zh = await mint(runtime, clock, by_link, "pr_feishu")
+    assert (await client.post(first)).status_code == 200  # the English channel's link first
+    page = await client.get(zh)
+    assert "<p>状态：已确认。</p>" in page.text and english_on(page.text, "pr_feishu", "Acme") == []
+    done = await client.post(zh)
+    assert done.status_code == 200
+    assert "<p>已由 pr_mail（通过 pr_mail 的确认链接）确认，升级通知已停止。</p>" in done.text
+    assert english_on(done.text, "pr_mail") == []
+
+    by_person = await new_incident(runtime, clock, "Acme: local spread")
+    en = await mint(runtime, clock, by_person, "pr_mail")
+    zh = await mint(runtime, clock, by_person, "pr_feishu")
+    assert runtime.sessions is not None
+    async with unit_of_work(runtime.sessions) as session:
+        await acknowledge(session, by_person, "alice (via pr_mail link)", clock)
+    done = await client.post(zh)  # a person's name that only looks like a link's: as written
+    assert "<p>已由 alice (via pr_mail link) 确认，升级通知已停止。</p>" in done.text
+    english = await client.post(en)
+    assert "<p>Acknowledged by alice (via pr_mail link). Escalation has stopped.</p>" in (
+        english.text
+    )
+
+    third = await new_incident(runtime, clock, "Acme: minor complaint")
+    zh = await mint(runtime, clock, third, "pr_feishu")
+    en = await mint(runtime, clock, third, "pr_mail")
+    assert (await client.post(zh)).status_code == 200
+    english = await client.post(en)  # the English page names the zh link as it always did
+    assert "<p>Acknowledged by pr_feishu (via pr_feishu link). Escalation has stopped.</p>" in (
+        english.text
+    )
+
+
+async def test_zh_page_of_an_incident_gone_while_acknowledging_is_chinese(
+    api: Api, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal of an incident that vanished under the click named it in English."""
+    client, runtime = api
+    path = await mint(runtime, clock, await new_incident(runtime, clock), "pr_feishu")
+    gone = AckToken(id="x", incident_id=999_999, recipient="pr_feishu", channel="pr_feishu")
+
+    async def redeem(*_: object) -> AckToken:
+        return gone
+
+    async def state(*_: object) -> dict[str, object]:
+        return {}
+
+    async def refuse(*_: object, **__: object) -> None:
+        raise InvalidTransition("incident 999999 is closed; there is nothing to acknowledge")
+
+    monkeypatch.setattr(acklinks, "redeem", redeem)
+    monkeypatch.setattr("api.audit.incident_state", state)
+    monkeypatch.setattr(incident_service, "acknowledge", refuse)
+    answer = await client.post(path)
+    assert answer.status_code == 409
+    assert "<h1>无需确认</h1><p>事件 999999 已不存在。</p>" in answer.text
+    assert english_on(answer.text) == []

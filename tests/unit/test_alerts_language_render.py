@@ -54,6 +54,7 @@ from tests.notifier_fakes import (
     ALL_KINDS,
     CERTS,
     FORBIDDEN,
+    HOSTILE,
     PD_KEY,
     SIGNING_SECRET,
     SMTP_PASSWORD,
@@ -207,9 +208,14 @@ async def test_every_channel_type_says_the_alert_in_chinese(
     if harness.kind == "webhook":
         body = json.loads(text)
         assert body["language"] == "zh" and body["explanation"] == CHINESE
-        assert body["alert"]["explanation"] == ENGLISH  # the machine part stays as it is
-        assert body["alert"]["reason"].startswith("ESCALATION level 2")
-        assert "why" not in body["alert"] and "heat" not in body["alert"]
+        hooked = body["alert"]  # its texts for people in Chinese, its codes and numbers not
+        assert hooked["explanation"] == CHINESE and hooked["title"] == "Acme：全网危机"
+        assert hooked["reason"] == "升级通知第 2 级：15 分钟内无人确认"
+        assert hooked["why"] == {"code": "escalation", "level": 2, "seconds": 900.0}
+        assert hooked["heat"]["mentions"] == 230 and hooked["tier"] == 3
+        texts = json.dumps([hooked[f] for f in ("title", "reason", "explanation", "links")])
+        for word in ENGLISH_WORDS:
+            assert word not in texts, f"webhook: English {word!r} in Chinese"
         return
     assert CHINESE in text
     assert "小王爱吐槽" in text and "粉丝 12.8万" in text
@@ -227,11 +233,13 @@ async def test_every_channel_type_says_follow_ups_in_chinese(
         return
     text = delivered(harness)
     assert "已由 alice 确认" in text
-    if harness.kind == "webhook":  # the machine part keeps its English reason
+    if harness.kind == "webhook":  # the reason text in Chinese, its code as it is
         body = json.loads(text)
         assert body["summary"] == "已由 alice 确认：三级 #12：Acme：全网危机"
         assert body["status"] == "已由 alice 确认"
-        assert body["alert"]["reason"] == "acknowledged by alice"
+        assert body["alert"]["reason"] == "已由 alice 确认"
+        assert body["alert"]["why"] == {"code": "acknowledged", "actor": "alice"}
+        assert body["alert"]["action"] == "acknowledge" and body["alert"]["actor"] == "alice"
         return
     assert "acknowledged" not in text.lower()
 
@@ -250,6 +258,17 @@ async def test_strangers_text_is_escaped_in_chinese_as_in_english(
     for raw in FORBIDDEN:
         assert raw not in rendered, f"{harness.kind}: {raw!r} survived in Chinese"
     assert "新事件" in text
+
+
+def test_the_webhooks_structured_reason_and_heat_are_cleaned() -> None:
+    why = Reason(code="task_due", title=HOSTILE, role=HOSTILE, seconds=1200)
+    heat = HEAT.model_copy(update={"complaint_cues": (HOSTILE,)})
+    for language in ("en", "zh"):
+        text = json.dumps(webhook.payload(hostile_alert(why=why, heat=heat), language))
+        for raw in FORBIDDEN:
+            assert raw not in text, f"{language}: {raw!r} survived in the webhook"
+        hooked = webhook.payload(hostile_alert(why=why, heat=heat), language)["alert"]
+        assert hooked["why"]["code"] == "task_due" and hooked["why"]["seconds"] == 1200  # type: ignore[index]
 
 
 # -- what each part says -----------------------------------------------------------------------
@@ -274,7 +293,9 @@ def test_english_channels_ignore_the_structured_reason_and_heat() -> None:
         lambda a: console.render_text(a),
         lambda a: json.dumps(slack.message(a, with_buttons=True)),
         lambda a: email.plain_body(a) + email.html_body(a),
-        lambda a: json.dumps(webhook.payload(a)["alert"]),
+        lambda a: json.dumps(
+            {k: v for k, v in webhook.payload(a)["alert"].items() if k not in ("why", "heat")}  # type: ignore[attr-defined]
+        ),
     ]
     for render_one in renderers:
         assert render_one(with_both) == render_one(without)
@@ -343,11 +364,33 @@ def test_pagerduty_summary_in_chinese_machine_fields_unchanged() -> None:
     assert event["links"][1]["text"] == "打开事件"
 
 
-def test_webhook_keeps_its_schema_and_adds_the_language() -> None:
+WEBHOOK_TEXTS = ("title", "reason", "explanation", "links")
+"""The webhook's ``alert`` fields meant for people (``links``: their labels)."""
+
+
+def test_webhook_texts_follow_the_language_and_its_machine_fields_do_not() -> None:
     en = webhook.payload(alert())
     zh = webhook.payload(alert(), "zh")
     assert set(zh) == set(en) and en["language"] == "en"
-    assert zh["alert"] == en["alert"]
+    en_alert, zh_alert = en["alert"], zh["alert"]
+    assert isinstance(en_alert, dict) and isinstance(zh_alert, dict)
+    assert set(zh_alert) == set(en_alert)
+    for field in set(en_alert) - set(WEBHOOK_TEXTS):  # codes, numbers, names, URLs
+        assert zh_alert[field] == en_alert[field], field
+    assert zh_alert["why"] == {"code": "escalation", "level": 2, "seconds": 900.0}
+    assert zh_alert["heat"] == HEAT.model_dump(mode="json")
+    assert [zh_alert[f] for f in WEBHOOK_TEXTS] == [
+        "Acme：全网危机",
+        "升级通知第 2 级：15 分钟内无人确认",
+        CHINESE,
+        [{"label": "打开事件", "url": "https://cw.example/incidents/12"}],
+    ]
+    assert [en_alert[f] for f in WEBHOOK_TEXTS] == [  # as English channels always had them
+        "Acme: network-wide crisis",
+        "ESCALATION level 2: not acknowledged within 15 min",
+        ENGLISH,
+        [{"label": "Open incident", "url": "https://cw.example/incidents/12"}],
+    ]
     assert zh["summary"] == "三级 #12：Acme：全网危机"
     assert en["summary"] == "Tier 3 #12: Acme: network-wide crisis"
     assert zh["status"] == "升级通知第 2 级：15 分钟内无人确认"
@@ -391,6 +434,23 @@ def test_a_digest_in_chinese() -> None:
     assert webhook.payload(digest, "zh")["explanation"] == (
         "3 条告警合并为一条消息：合并通知：告警数超出渠道频率上限，合并发送"
     )
+    zh_items = webhook.payload(digest, "zh")["alert"]["digest"]  # type: ignore[index]
+    en_items = webhook.payload(digest)["alert"]["digest"]  # type: ignore[index]
+    assert [(i["title"], i["reason"]) for i in zh_items] == [
+        ("Acme：轻微投诉", "新事件"),
+        ("Acme：局部扩散", "升级为二级（原为一级）"),
+        ("Acme：轻微投诉", "已由 alice 确认"),
+    ]
+    assert [(i["title"], i["reason"]) for i in en_items] == [
+        ("Acme: minor complaint", "new"),
+        ("Acme: local spread", "upgraded to tier 2 (was tier 1)"),
+        ("Acme: minor complaint", "acknowledged by alice (acknowledge)"),
+    ]
+    assert [i["why"]["code"] for i in zh_items] == ["new", "upgrade", "acknowledged"]
+    for zh_item, en_item in zip(zh_items, en_items, strict=True):
+        assert {k: v for k, v in zh_item.items() if k not in ("title", "reason")} == {
+            k: v for k, v in en_item.items() if k not in ("title", "reason")
+        }
     assert "- 二级 #8" in console.render_text(digest, "zh")
 
 
