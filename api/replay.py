@@ -251,6 +251,7 @@ async def run_replay(
     classifier: Classifier | None = None,
     forecast_at: Sequence[float] | None = None,
     require_mentions: bool = False,
+    shown_as: str | None = None,
 ) -> ReplaySummary:
     """Replay ``input_path`` and write tier/spread changes, and every story's forecast at
     the ages ``forecast_at`` (minutes; None: see ``with_forecast_reports``; empty: none),
@@ -258,7 +259,8 @@ async def run_replay(
     first), standard output (written as it goes; a reader that goes away stops the
     replay with ``BrokenPipeError``). ``require_mentions``: an input of no mention at all
     (empty, or bad lines only) raises ``InputError`` and writes no output (``crisiswatch
-    replay``; the benchmark's replay of a subset may hold none)."""
+    replay``; the benchmark's replay of a subset may hold none). ``shown_as``: what the
+    messages call the input (standard input, a pipe: not the temporary copy)."""
     if is_stdio(input_path) or await asyncio.to_thread(_is_stream, input_path):
         # a pipe (``<(zcat …)``, a FIFO, /dev/stdin) cannot be read twice nor told where
         # it is: it is copied to a file first, as standard input is
@@ -275,6 +277,7 @@ async def run_replay(
                 classifier=classifier,
                 forecast_at=forecast_at,
                 require_mentions=require_mentions,
+                shown_as="standard input" if is_stdio(input_path) else str(input_path),
             )
     if not await asyncio.to_thread(input_path.exists):
         raise InputError(f"replay input {input_path} does not exist")
@@ -330,7 +333,16 @@ async def run_replay(
                 await close_classifier(classifier)
         writer.check(output_path)
         if require_mentions and not source.emitted:  # (raised in the block: no output)
-            raise InputError(await asyncio.to_thread(_no_mention, input_path, source.rejected))
+            read_to_limit = limit is not None and source.lines_read >= limit
+            raise InputError(
+                await asyncio.to_thread(
+                    _no_mention,
+                    input_path,
+                    source.rejected,
+                    shown_as or str(input_path),
+                    limit if read_to_limit else None,
+                )
+            )
     duplicates = int(_counter_total(metrics, "crisiswatch_mentions_duplicate"))
     dropped = int(_counter_total(metrics, "crisiswatch_bus_dead_letters"))
     return ReplaySummary(
@@ -352,13 +364,20 @@ async def run_replay(
     )
 
 
-def _no_mention(path: Path, rejected: int) -> str:
-    """Why a replay of ``path`` read no mention: nothing in it, or every line bad."""
+def _no_mention(path: Path, rejected: int, shown_as: str, limit: int | None) -> str:
+    """Why a replay of ``path`` (``shown_as`` in the message) read no mention: nothing in
+    it, or every line bad (``limit``: only the first that many were read, ``--limit``)."""
     if not rejected:
-        return f"no mention was read: replay input {path} is empty; no output written"
+        return f"no mention was read: replay input {shown_as} is empty; no output written"
     shape = input_shape(path)
+    which = (
+        f"none of the first {counted(limit, 'line')} (--limit {limit}) of replay input "
+        f"{shown_as} is a mention"
+        if limit is not None
+        else f"every line of replay input {shown_as} is bad"
+    )
     return (
-        f"no mention was read: every line of replay input {path} is bad "
+        f"no mention was read: {which} "
         f"({counted(rejected, 'bad line')}, logged above){': ' + shape if shape else ''}. "
         f"{JSONL_FORMAT}; no output written"
     )

@@ -189,7 +189,8 @@ def _filters(config: WatchConfig, watch: CompiledWatch, post: Post) -> list[Why]
     if watch.langs is not None and code and code not in watch.langs:
         langs = ", ".join(config.langs or ())
         out.append(Why(f"langs [{langs}]: the post's language is {post.lang}"))
-    if watch.sources is not None and post.source and post.source.lower() not in watch.sources:
+    source = post.source.strip().lower() if post.source else ""  # as ``admits`` reads it
+    if watch.sources is not None and source and source not in watch.sources:
         sources = ", ".join(config.sources or ())
         out.append(Why(f"sources [{sources}]: the post's source is {post.source}"))
     return out

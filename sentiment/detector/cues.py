@@ -13,7 +13,8 @@ non-ASCII character. Two set intersections (the text's runs, its characters) ans
 cue" for most posts in about 5 us with the fold; the pattern runs on the rest, so the
 answer is always the pattern's. Reposts repeat texts ("转发微博。" is 3 % of the Weibo
 stream, and about a fifth of its texts come again): the answers for the latest
-``RECENT_TEXTS`` distinct texts are kept.
+``RECENT_TEXTS`` distinct short texts (``RECENT_TEXT_CHARS`` at most: reposts are short,
+and 4,096 article bodies of 40,000 characters would hold hundreds of MB) are kept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 _RUN = re.compile(r"[a-z0-9]+")
 RECENT_TEXTS = 4096  # texts whose answer is kept (then all forgotten at once)
+RECENT_TEXT_CHARS = 500  # ... of at most this many characters
 
 
 def _fold(text: str) -> str:
@@ -66,10 +68,11 @@ class ComplaintCues:
         found: tuple[str, ...] = ()
         if self._may_hold(folded):
             found = tuple(dict.fromkeys(m.group(0) for m in self._pattern.finditer(folded)))
-        recent = self._recent
-        if len(recent) >= RECENT_TEXTS:
-            recent.clear()
-        recent[text] = found
+        if len(text) <= RECENT_TEXT_CHARS:
+            recent = self._recent
+            if len(recent) >= RECENT_TEXTS:
+                recent.clear()
+            recent[text] = found
         return found
 
     def _may_hold(self, folded: str) -> bool:

@@ -184,7 +184,7 @@ def test_complaint_cues_keep_recent_answers_within_a_bound() -> None:
     """A repeated text (reposts) is answered from the kept answers, the same answer; the
     kept answers never exceed ``RECENT_TEXTS`` texts, and a forgotten text is answered
     afresh, the same again."""
-    from sentiment.detector.cues import RECENT_TEXTS
+    from sentiment.detector.cues import RECENT_TEXT_CHARS, RECENT_TEXTS
 
     cues = ComplaintCues({"en": ["refund"], "zh": ["退款"]})
     first = cues.find("转发微博。要求退款")
@@ -196,6 +196,8 @@ def test_complaint_cues_keep_recent_answers_within_a_bound() -> None:
     assert "转发微博。要求退款" not in cues._recent  # forgotten ...
     assert cues.find("转发微博。要求退款") == ("退款",)  # ... and answered afresh
     assert cues.find("") == () and "" not in cues._recent
+    long = "refund " + "x" * RECENT_TEXT_CHARS  # an article body: answered, not kept
+    assert cues.find(long) == ("refund",) and long not in cues._recent
 
 
 @pytest.mark.parametrize(

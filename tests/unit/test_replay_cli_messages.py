@@ -94,6 +94,39 @@ def test_a_replay_of_bad_lines_only_fails_and_says_every_line_was_bad(
 
 
 @pytest.mark.usefixtures("cli")
+def test_a_replay_of_bad_lines_from_standard_input_names_standard_input(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the temporary copy, gone by the time the message is read."""
+    import io
+    import sys
+
+    stdin = io.TextIOWrapper(io.BytesIO(b"not json\n"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["replay", "--input", "-", "--output", "out.jsonl", "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert "every line of replay input standard input is bad (1 bad line" in err
+    assert "crisiswatch-replay-" not in err.split("crisiswatch: input error")[-1]
+
+
+@pytest.mark.usefixtures("cli")
+def test_a_replay_limited_to_bad_lines_says_only_those_were_read(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``--limit 1`` on a CSV header then a mention: the mention was never read."""
+    mention = Mention(
+        id="x:1", source="x", text="hello", created_at=datetime(2026, 1, 5, 9, tzinfo=UTC)
+    )
+    Path("in.jsonl").write_text("id,text\n" + mention.model_dump_json() + "\n", encoding="utf-8")
+    argv = ["replay", "--input", "in.jsonl", "--output", "out.jsonl", "--quiet"]
+    assert main([*argv, "--limit", "1"]) == 2
+    err = capfd.readouterr().err
+    assert "none of the first 1 line (--limit 1) of replay input in.jsonl is a mention" in err
+    assert "every line" not in err
+    assert main(argv) == 0  # the whole file has one
+
+
+@pytest.mark.usefixtures("cli")
 def test_a_replay_of_one_mention_still_succeeds(capfd: pytest.CaptureFixture[str]) -> None:
     mention = Mention(
         id="x:1", source="x", text="hello", created_at=datetime(2026, 1, 5, 9, tzinfo=UTC)

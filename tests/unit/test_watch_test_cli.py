@@ -516,6 +516,18 @@ def test_a_terms_watch_and_a_match_all_watch(tmp_path: Path) -> None:
     assert rows(out)["all"] == "no     langs [en]: the post's language is fr"
 
 
+def test_a_source_with_spaces_is_read_as_the_filter_reads_it(tmp_path: Path) -> None:
+    """A source of " Weibo " passes ``sources: [weibo]``: only the language is the reason."""
+    path = tmp_path / "src.yaml"
+    path.write_text(
+        "listener:\n  watches:\n    - {id: w, match_all: true, langs: [zh], sources: [weibo]}\n",
+        encoding="utf-8",
+    )
+    code, out, _ = watches(path, "--text", "acme", "--lang", "en", "--source", " Weibo ")
+    assert code == 0
+    assert rows(out)["w"] == "no     langs [zh]: the post's language is en"
+
+
 def test_control_characters_of_a_post_are_shown_escaped(config: Path) -> None:
     code, out, _ = watches(config, "--watch", "acme", "--text", "Acme \x1b[2J refund \x9b")
     assert code == 0
