@@ -260,6 +260,13 @@ async def test_strangers_text_is_escaped_in_chinese_as_in_english(
     assert "新事件" in text
 
 
+def alert_part(body: dict[str, object]) -> dict[str, Any]:
+    """A webhook body's ``alert`` object (JSON: read as such)."""
+    part = body["alert"]
+    assert isinstance(part, dict)
+    return part
+
+
 def test_the_webhooks_structured_reason_and_heat_are_cleaned() -> None:
     why = Reason(code="task_due", title=HOSTILE, role=HOSTILE, seconds=1200)
     heat = HEAT.model_copy(update={"complaint_cues": (HOSTILE,)})
@@ -267,8 +274,8 @@ def test_the_webhooks_structured_reason_and_heat_are_cleaned() -> None:
         text = json.dumps(webhook.payload(hostile_alert(why=why, heat=heat), language))
         for raw in FORBIDDEN:
             assert raw not in text, f"{language}: {raw!r} survived in the webhook"
-        hooked = webhook.payload(hostile_alert(why=why, heat=heat), language)["alert"]
-        assert hooked["why"]["code"] == "task_due" and hooked["why"]["seconds"] == 1200  # type: ignore[index]
+        hooked = alert_part(webhook.payload(hostile_alert(why=why, heat=heat), language))
+        assert hooked["why"]["code"] == "task_due" and hooked["why"]["seconds"] == 1200
 
 
 # -- what each part says -----------------------------------------------------------------------
@@ -294,7 +301,7 @@ def test_english_channels_ignore_the_structured_reason_and_heat() -> None:
         lambda a: json.dumps(slack.message(a, with_buttons=True)),
         lambda a: email.plain_body(a) + email.html_body(a),
         lambda a: json.dumps(
-            {k: v for k, v in webhook.payload(a)["alert"].items() if k not in ("why", "heat")}  # type: ignore[attr-defined]
+            {k: v for k, v in alert_part(webhook.payload(a)).items() if k not in ("why", "heat")}
         ),
     ]
     for render_one in renderers:
@@ -434,8 +441,8 @@ def test_a_digest_in_chinese() -> None:
     assert webhook.payload(digest, "zh")["explanation"] == (
         "3 条告警合并为一条消息：合并通知：告警数超出渠道频率上限，合并发送"
     )
-    zh_items = webhook.payload(digest, "zh")["alert"]["digest"]  # type: ignore[index]
-    en_items = webhook.payload(digest)["alert"]["digest"]  # type: ignore[index]
+    zh_items = alert_part(webhook.payload(digest, "zh"))["digest"]
+    en_items = alert_part(webhook.payload(digest))["digest"]
     assert [(i["title"], i["reason"]) for i in zh_items] == [
         ("Acme：轻微投诉", "新事件"),
         ("Acme：局部扩散", "升级为二级（原为一级）"),
