@@ -177,9 +177,7 @@ async def acknowledge(token: str, request: Request, session: Session) -> HTMLRes
             )  # fmt: skip
         finished = await session.get(Incident, incident_id) if incident_id is not None else None
         if finished is None:  # gone meanwhile
-            why = str(exc)
-            if ph.language != "en" and incident_id is not None:
-                why = ph.ack_not_found(incident_id)
+            why = str(exc) if incident_id is None else ph.ack_not_found(incident_id)
             return page(409, ph.ack_nothing_title, why, ph=ph)
         return _nothing_to_acknowledge(finished, ph)
     return page(
