@@ -166,7 +166,7 @@ class LiveHeat:
         self._age = age
         self._rate = rate if rate < sustained else sustained
         self.mentions = heat.mentions
-        self.authors = len(heat._authors) + heat._authors_beyond
+        self.authors = heat.authors
         self.reach = heat.reach
         self.short_mentions = short
         self.long_mentions = long
