@@ -101,6 +101,25 @@ _SUFFIXES = {
 }
 
 
+def metric_kind(metric: MetricWrapperBase) -> str:
+    """``counter``, ``gauge``, ``histogram`` or ``summary`` (prometheus_client types the
+    class attribute ``_type`` as optional: only the base class leaves it unset)."""
+    kind = metric._type
+    assert kind is not None, f"{metric._name}: a metric class without a type"
+    return kind
+
+
+def exported_families() -> dict[str, frozenset[str]]:
+    """Every metric of ``Metrics()`` (the one registry a process's ``/metrics`` serves),
+    by name, with the series names it exports (``_total``, ``_bucket``, ...)."""
+    families: dict[str, frozenset[str]] = {}
+    for value in vars(Metrics()).values():
+        if isinstance(value, MetricWrapperBase):
+            suffixes = _SUFFIXES[metric_kind(value)]
+            families[value._name] = frozenset(value._name + s for s in suffixes)
+    return families
+
+
 def exported_series() -> dict[str, frozenset[str]]:
     """Every series name a crisiswatch process can export, with its labels."""
     metrics = Metrics()
@@ -108,7 +127,7 @@ def exported_series() -> dict[str, frozenset[str]]:
     for value in vars(metrics).values():
         if not isinstance(value, MetricWrapperBase):
             continue
-        name, kind = value._name, value._type
+        name, kind = value._name, metric_kind(value)
         labels = frozenset(value._labelnames)
         for suffix in _SUFFIXES[kind]:
             extra = {"le"} if suffix == "_bucket" else set()
@@ -448,13 +467,13 @@ def emitted_label_values() -> Emitted:
                 labels.update(dict.fromkeys(labels))
                 continue
             for label, arg in given:
-                values = scan.strings(arg, module, arg)
+                resolved = scan.strings(arg, module, arg)
                 known = labels[label]
-                labels[label] = None if values is None or known is None else known | values
+                labels[label] = None if resolved is None or known is None else known | resolved
     values: dict[str, dict[str, Values]] = {}
     used_series: set[str] = set()
     for attr, wrapper in wrappers.items():
-        for suffix in _SUFFIXES[wrapper._type]:
+        for suffix in _SUFFIXES[metric_kind(wrapper)]:
             values[wrapper._name + suffix] = found[attr]
             if attr in used:
                 used_series.add(wrapper._name + suffix)
