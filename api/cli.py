@@ -288,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--learning-rate", type=float, default=0.06)
     fit.add_argument("--min-leaf", type=int, default=30)
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: none)")
+    fit.add_argument("--folds", type=_positive, default=5, help="cross-validation folds (1: none)")
     fit.add_argument(
         "--loss",
         choices=("median", "relative", "absolute"),
@@ -330,6 +330,7 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from api.fit_size import DEFAULT_AGES, check_output, fit_size, render
+    from api.output import OutputError
     from sentiment.detector.sizefit import FitSettings
 
     try:
@@ -340,8 +341,8 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
         )
         if not ages or not all(math.isfinite(a) and 0 < a <= 30 * 24 * 60 for a in ages):
             raise ValueError("ages must be minutes between 0 and 43,200 (30 days)")
-        if args.folds < 1:
-            raise ValueError("--folds must be 1 (no cross-validation) or more")
+        if args.calibrate and args.folds < 2:  # (--folds below 1: argparse's)
+            raise ValueError("--calibrate needs cross-validation (--folds 2 or more)")
         fit_settings = FitSettings(
             trees=args.trees,
             depth=args.depth,
@@ -355,20 +356,24 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"crisiswatch bench fit-size: {exc}", file=sys.stderr)
         return 2
-    if args.json is not None:
-        check_output(args.json)
     logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
-    report = fit_size(
-        settings,
-        args.input,
-        args.truth,
-        args.output,
-        ages=ages,
-        fit_settings=fit_settings,
-        folds=args.folds,
-        progress=not args.quiet,
-        calibrate=args.calibrate,
-    )
+    try:
+        if args.json is not None:
+            check_output(args.json, "--json")
+        report = fit_size(
+            settings,
+            args.input,
+            args.truth,
+            args.output,
+            ages=ages,
+            fit_settings=fit_settings,
+            folds=args.folds,
+            progress=not args.quiet,
+            calibrate=args.calibrate,
+        )
+    except OutputError as exc:  # --output or --json: a folder, under a file, a full disk
+        print(f"crisiswatch bench fit-size: {exc}", file=sys.stderr)
+        return 2
     print(render(report))
     if args.json is not None:
         try:
@@ -378,6 +383,33 @@ def _fit_size(settings: Settings, args: argparse.Namespace) -> int:
             print(f"crisiswatch bench fit-size: cannot write {args.json}: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+_OUTPUT_FLAGS = (("output", "--output"), ("replay_output", "--replay-output"), ("json", "--json"))
+_READ_FLAGS = (
+    ("input", "--input", "input file"),
+    ("truth", "--truth", "truth file"),
+    ("config", "--config", "config file"),
+)
+
+
+def _overwrites_what_it_reads(args: argparse.Namespace) -> str | None:
+    """``replay`` and ``bench``: an output flag naming a file the command reads (its input,
+    truth or config), which it would overwrite (a replay's output is written as the input
+    is read; ``bench detection --stories N --replay-output`` its input, once read). A
+    problem with the command's flags: said in a line, exit 2, before the config loads (as
+    ``watches test`` and ``sentiment`` say theirs)."""
+    from api.output import is_same_file, is_stdio
+
+    for out_attr, out_flag in _OUTPUT_FLAGS:
+        out = getattr(args, out_attr, None)
+        if not isinstance(out, Path) or is_stdio(out):
+            continue
+        for in_attr, in_flag, what in _READ_FLAGS:
+            source = getattr(args, in_attr, None)
+            if isinstance(source, Path) and not is_stdio(source) and is_same_file(out, source):
+                return f"{out_flag} {out} is the {what} ({in_flag}): it would be overwritten"
+    return None
 
 
 def _database_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -597,6 +629,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         _setup_logging("WARNING")
         return run_sentiment(args)
 
+    if args.command in ("replay", "bench"):
+        problem = _overwrites_what_it_reads(args)
+        if problem is not None:
+            name = " ".join(filter(None, (args.command, getattr(args, "bench_command", None))))
+            print(f"crisiswatch {name}: {problem}", file=sys.stderr)
+            return 2
     overrides: dict[str, object] = {}
     if args.command == "bench" and args.bench_command == "fit-size":
         # fitting reads the detector's windows, not its predictor: a config naming the
@@ -670,30 +708,40 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         from api.bench import bench_detection, render
         from api.fit_size import check_output
+        from api.output import OutputError
+        from api.replay import ReplayError
 
-        if args.json is not None:  # refused before the run, not after it
-            check_output(args.json)
+        name = "crisiswatch bench detection"
+        try:  # outputs that cannot be written: refused before the run, not after it
+            if args.json is not None:
+                check_output(args.json, "--json")
+            if args.replay_output is not None and not args.detector_only:
+                check_output(args.replay_output, "--replay-output")
+        except OutputError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 2
         logging.getLogger("sentiment.detector").setLevel(logging.WARNING)
-        result = bench_detection(
-            settings,
-            args.input,
-            args.truth,
-            stories=args.stories,
-            detector_only=args.detector_only,
-            replay_output=args.replay_output,
-            progress=not args.quiet,
-            config_given=args.config is not None,
-        )
+        try:
+            result = bench_detection(
+                settings,
+                args.input,
+                args.truth,
+                stories=args.stories,
+                detector_only=args.detector_only,
+                replay_output=args.replay_output,
+                progress=not args.quiet,
+                config_given=args.config is not None,
+            )
+        except ReplayError as exc:  # as `crisiswatch replay` says it (was a traceback)
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
         print(render(result))
         if args.json is not None:
             try:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
             except OSError as exc:
-                print(
-                    f"crisiswatch bench detection: cannot write {args.json}: {exc.strerror or exc}",
-                    file=sys.stderr,
-                )
+                print(f"{name}: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
                 return 2
         return 0
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from api.bench import SizeInputs, load_truth, run_detector_pass
-from api.settings import ConfigError, InputError, Settings
+from api.output import OutputError
+from api.settings import InputError, Settings
 from sentiment.detector.sizefit import (
     FitSettings,
     Rows,
@@ -74,13 +75,18 @@ def fit_size(
     calibrate: bool = False,
 ) -> dict[str, Any]:
     """Collect, cross-validate, fit, write ``output``; returns the report. ``calibrate``:
-    the model takes the cross-validation's calibration shift (see ``CrossValidation``)."""
+    the model takes the cross-validation's calibration shift (see ``CrossValidation``).
+
+    Raises ``InputError`` for input data that cannot be fitted (the CLI: "input error"),
+    ``OutputError`` for an ``output`` that cannot be written, and ``ValueError`` for
+    ``folds``/``calibrate`` out of range (``crisiswatch bench fit-size`` refuses such flags
+    before calling)."""
     s = fit_settings or FitSettings()
-    if calibrate and folds < 2:
-        raise ConfigError("--calibrate needs cross-validation (--folds 2 or more)")
     if folds < 1:
-        raise ConfigError("--folds must be 1 (no cross-validation) or more")
-    check_output(output)
+        raise ValueError("--folds must be 1 (no cross-validation) or more")
+    if calibrate and folds < 2:
+        raise ValueError("--calibrate needs cross-validation (--folds 2 or more)")
+    check_output(output, "--output")
     started = time.monotonic()
     rows = collect_rows(settings, stream, truth_path, ages, progress)
     names = settings.detector.size_feature_names()
@@ -100,8 +106,8 @@ def fit_size(
         )
     try:
         cv = cross_validate(rows, names, s, report_ages, folds) if folds > 1 else None
-    except ValueError as exc:  # a fold too small to fit: few, uneven stories
-        raise ConfigError(
+    except ValueError as exc:  # a fold too small to fit: few, uneven stories (the input's)
+        raise InputError(
             f"cross-validation: {exc}; use fewer --folds or a smaller --min-leaf"
         ) from None
     shift = cv.shift if calibrate and cv is not None else 0.0
@@ -123,13 +129,13 @@ def fit_size(
     try:
         model = fit(rows, names, s, meta, progress=tick, shift=shift)
     except ValueError as exc:
-        raise ConfigError(f"fit-size: {exc}") from None
+        raise InputError(f"fit-size: {exc}") from None  # the rows the input gave
     in_sample = medians(relative_errors(model, rows), rows, report_ages)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(model.to_json() + "\n", encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
     return {
         "output": str(output),
         "rows": len(rows),
@@ -147,15 +153,16 @@ def fit_size(
     }
 
 
-def check_output(path: Path) -> None:
+def check_output(path: Path, option: str) -> None:
     """Refuse, before any work, a file path that cannot be written: a folder, or below a
-    file."""
+    file (``OutputError``, naming the ``option`` that gave it: the CLI says it in a line,
+    exit 2, as it does an output it then fails to write)."""
     if path.is_dir():
-        raise ConfigError(f"{path} is a folder, not a file to write")
+        raise OutputError(f"{option} {path} is a folder, not a file to write")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ConfigError(f"cannot write {path}: {parent} is not a folder")
+                raise OutputError(f"cannot write {option} {path}: {parent} is not a folder")
             return
 
 

@@ -80,7 +80,7 @@ def counted(n: int, word: str, plural: str | None = None) -> str:
 
 class ReplayError(RuntimeError):
     """The replay could not go through (an unreadable input, an output that cannot be
-    created): its output was not written."""
+    created or is the input): its output was not written."""
 
 
 @dataclass
@@ -282,7 +282,8 @@ async def run_replay(
     if not await asyncio.to_thread(input_path.exists):
         raise InputError(f"replay input {input_path} does not exist")
     if not is_stdio(output_path) and is_same_file(input_path, output_path):
-        raise ConfigError(f"replay output {output_path} is the input: it would be overwritten")
+        # (``crisiswatch replay`` and ``bench`` refuse it first: a flag error, exit 2)
+        raise ReplayError(f"replay output {output_path} is the input: it would be overwritten")
     settings = with_forecast_reports(settings, forecast_at)
     watches = list(settings.listener.watches) if config_given else []
     listener_cfg = settings.listener.model_copy(update={"watches": watches or [CATCH_ALL]})

@@ -14,7 +14,7 @@ import pytest
 
 from api.cli import main
 from api.replay import ReplayError, run_replay
-from api.settings import ConfigError, Settings
+from api.settings import Settings
 from core.clock import ManualClock
 from core.events import Mention, Sentiment
 from tests.fakes import FakeClassifier
@@ -111,9 +111,9 @@ async def test_replay_refuses_to_write_over_its_own_input(
 ) -> None:
     path = _write_stream(tmp_path / "in.jsonl", crisis_stream(clock.now(), n=50))
     before = path.read_bytes()
-    with pytest.raises(ConfigError, match="is the input"):
+    with pytest.raises(ReplayError, match="is the input"):
         await run_replay(Settings(), path, path, progress=False, classifier=FakeClassifier())
-    with pytest.raises(ConfigError, match="is the input"):  # the same file by another name
+    with pytest.raises(ReplayError, match="is the input"):  # the same file by another name
         await run_replay(
             Settings(),
             path,

@@ -129,8 +129,9 @@ def test_fit_size_refuses_bad_arguments_and_inputs(
     for ages in ("10,-5", "nan", "inf", "60,99999"):
         assert main([*base, "--input", str(stream), "--ages", ages]) == 2
         assert "ages must be minutes between" in capsys.readouterr().err
-    assert main([*base, "--input", str(stream), "--folds", "0"]) == 2
-    assert "--folds must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse, as --stories: a usage error
+        main([*base, "--input", str(stream), "--folds", "0"])
+    assert "argument --folds: 0 is not 1 or more" in capsys.readouterr().err
     # an output that cannot be written is refused before the pass, a clear message
     folder = tmp_path / "a-folder"
     folder.mkdir()
