@@ -717,6 +717,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                 check_output(args.json, "--json")
             if args.replay_output is not None and not args.detector_only:
                 check_output(args.replay_output, "--replay-output")
+                if args.replay_output.exists() and not args.replay_output.is_file():
+                    # a device or a pipe: the bench reads the replay's lines back from it
+                    raise OutputError(
+                        f"--replay-output {args.replay_output} is not a regular file: the "
+                        "bench reads the replay's output back from it"
+                    )
         except OutputError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 2

@@ -7,6 +7,7 @@ a ``--replay-output`` it could not write was a traceback after the detector's pa
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,6 +90,18 @@ def test_bench_outputs_it_cannot_write_are_said_as_outputs(
         "crisiswatch bench detection: cannot write --replay-output afile/out.jsonl: afile "
         "is not a folder" in err
     )
+
+
+def test_bench_refuses_a_replay_output_it_could_not_read_back(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A device or a pipe: the bench reads the replay's lines back from it (``/dev/full``
+    read back as zeros for ever: the bench hung)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for device in ("/dev/full", str(fifo)):
+        err = _refused([*BENCH, "--replay-output", device], capfd)
+        assert f"--replay-output {device} is not a regular file" in err
 
 
 def test_bench_says_a_replay_it_could_not_finish(
