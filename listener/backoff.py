@@ -69,7 +69,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next attempt (counts an attempt)."""
-        step = min(self.maximum, self.first * self.factor**self.attempts)
+        # the exponent bounded: 2.0**1024 overflows (a day of failed reconnects at the cap)
+        step = min(self.maximum, self.first * self.factor ** min(self.attempts, 64))
         self.attempts += 1
         return step / 2 + self._rng.random() * step / 2
 

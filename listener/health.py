@@ -83,9 +83,10 @@ class SourceHealth:
             if rate_limited:
                 self.metrics.source_rate_limited.labels(self.name).inc()
 
-    def target_failed(self, target: str, message: str) -> None:
-        """One target of the source failed (counted as an error); the others go on."""
-        self.error(f"{target}: {message}")
+    def target_failed(self, target: str, message: str, *, rate_limited: bool = False) -> None:
+        """One target of the source failed (counted as an error, and as a rate limit when
+        it was one); the others go on."""
+        self.error(f"{target}: {message}", rate_limited=rate_limited)
         self.failing_targets[target] = message
         self._targets_gauge()
 

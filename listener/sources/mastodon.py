@@ -87,6 +87,9 @@ _GONE = {403: "forbidden", 404: "not found", 410: "gone"}
 MAX_ID_LENGTH = 30
 """The longest status id read (Mastodon's: 18 digits; GoToSocial's ULIDs: 26 characters;
 Akkoma's and Pleroma's flake ids: about 18): a longer one is not a status id."""
+BEFORE_ALL = "0"
+"""A position before every status (ids order by length, then lexically): where a first
+read of an empty timeline starts."""
 MAX_BYTES = 5_000_000
 """The default ``max_bytes``: a stream event (one status, a few KB) or a timeline page (40
 of them) larger than this is an instance gone wrong, not one to hold in memory."""
@@ -227,7 +230,13 @@ class MastodonClient:
         return [s for _, s in sorted(readable, key=lambda p: id_order(p[0]))], unreadable
 
     async def latest_id(self) -> str | None:
+        """The newest status id of the timeline (where a first read starts); ``BEFORE_ALL``
+        when the timeline is empty (every status it will hold is new: a quiet hashtag's
+        first statuses were lost when the next read took the newest as its start); None
+        when its newest status cannot be read."""
         statuses = await self._timeline({"limit": "1"})
+        if not statuses:
+            return BEFORE_ALL
         ids = [i for i in (_status_id(s) for s in statuses) if i is not None]
         return ids[0] if ids else None
 
@@ -421,6 +430,13 @@ def id_order(status_id: str) -> tuple[int, str]:
     return len(status_id), status_id
 
 
+def _known(count: Any) -> Any:
+    """A count as the instance sends it; None for a negative one: Mastodon answers
+    ``followers_count: -1`` for an account that hides it, and counts below zero are known
+    (mastodon/mastodon#17440). Such a count made the whole status unreadable (lost)."""
+    return None if isinstance(count, int) and count < 0 else count
+
+
 def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> Mention:
     """A Mastodon Status as a Mention (a reblog becomes a repost of the original)."""
     account = status.get("account") or {}
@@ -441,12 +457,12 @@ def map_status(status: dict[str, Any], source: str, *, edited: bool = False) -> 
         author=Author(
             id=account.get("url") or account.get("id"),
             handle=account.get("acct"),
-            followers=account.get("followers_count"),
+            followers=_known(account.get("followers_count")),
         ),
         engagement=Engagement(
-            likes=status.get("favourites_count") or 0,
-            reposts=status.get("reblogs_count") or 0,
-            replies=status.get("replies_count") or 0,
+            likes=_known(status.get("favourites_count")) or 0,
+            reposts=_known(status.get("reblogs_count")) or 0,
+            replies=_known(status.get("replies_count")) or 0,
         ),
         reply_to=f"{host}:{status['in_reply_to_id']}" if status.get("in_reply_to_id") else None,
         repost_of=f"{host}:{reblog['id']}" if isinstance(reblog, dict) else None,

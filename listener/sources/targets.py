@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.clock import Clock
-from listener.backoff import TargetUnavailable
+from listener.backoff import RateLimited, TargetUnavailable
 from listener.health import SourceHealth
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class TargetBackoff:
             wait = min(self.first * 2.0 ** min(failures - 1, 30), cap)
         message = f"{type(error).__name__}: {error}"
         self._failing[key] = _Failing(label, failures, self.clock.now() + timedelta(seconds=wait))
-        self.health.target_failed(label, message)
+        self.health.target_failed(label, message, rate_limited=isinstance(error, RateLimited))
         log.warning(
             "source %s: %s failed (%s, %d in a row); skipped for %.0f s%s",
             self.health.name,
