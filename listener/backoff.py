@@ -15,11 +15,13 @@ A wait a server asks for is kept within ``MIN_SERVER_WAIT_S`` .. ``MAX_SERVER_WA
 for good.
 ``json_body`` reads a JSON API's answer: one that is not JSON is ``TransientError``.
 Bodies are read bounded (``read_at_most``, ``get_at_most``): a broken or hostile server
-could send gigabytes, which must never be held in memory before being refused.
+could send gigabytes, which must never be held in memory before being refused, or send
+them a trickle at a time, which must not hold a poll for hours (``READ_DEADLINE_S``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Collection
@@ -187,17 +189,39 @@ MAX_API_BYTES = 20_000_000
 threads, 20 Telegram posts, 1,000 Hacker News hits is a few MB at most)."""
 
 
-async def read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+READ_DEADLINE_S = 60.0
+"""The longest a body is read for, all of it. The client's timeout bounds each read, not
+the whole: a server that sends a few bytes every few seconds (broken, or hostile) held a
+poll, and every target polled after it, for as long as it liked (at 10 s a read and a few
+bytes each, hours for a few MB). A platform's page arrives in seconds."""
+
+
+class SlowAnswer(TransientError):
+    """A body still arriving after ``READ_DEADLINE_S``: cut, retried as an outage."""
+
+
+async def read_at_most(
+    response: httpx.Response, limit: int, *, deadline_s: float | None = None
+) -> bytes | None:
     """The body of a streamed ``response`` (decoded: a gzip bomb is cut too), or None as
-    soon as it is over ``limit`` bytes; a declared length over it is not read at all."""
+    soon as it is over ``limit`` bytes; a declared length over it is not read at all.
+    ``SlowAnswer`` when it is still arriving after ``deadline_s`` seconds (default
+    ``READ_DEADLINE_S``)."""
+    deadline_s = READ_DEADLINE_S if deadline_s is None else deadline_s
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            return None
+    try:
+        async with asyncio.timeout(deadline_s):
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    return None
+    except TimeoutError:
+        raise SlowAnswer(
+            f"an answer still arriving after {deadline_s:.0f} s ({len(body):,} bytes): cut"
+        ) from None
     return bytes(body)
 
 
@@ -218,7 +242,10 @@ async def get_at_most(
     gives it; one over the limit is ``TransientError`` (the platform's trouble, retried)."""
     limit = MAX_API_BYTES if limit is None else limit
     async with http.stream(method, url, **kwargs) as streamed:
-        body = await read_at_most(streamed, limit)
+        try:
+            body = await read_at_most(streamed, limit)
+        except SlowAnswer as exc:
+            raise SlowAnswer(f"{what}: {exc}") from None
     if body is None:
         raise TransientError(f"{what}: an answer larger than {limit:,} bytes, not read")
     headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _FRAMING]

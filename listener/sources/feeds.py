@@ -75,7 +75,13 @@ from core.clock import Clock
 from core.events import Author, Mention
 from core.metrics import Metrics
 from core.settings import Section
-from listener.backoff import RateLimited, TargetUnavailable, check_response, read_at_most
+from listener.backoff import (
+    RateLimited,
+    SlowAnswer,
+    TargetUnavailable,
+    check_response,
+    read_at_most,
+)
 from listener.cursors import CursorStore
 from listener.health import Coverage
 from listener.sources import names
@@ -214,7 +220,10 @@ class FeedClient:
     async def _read(self, response: httpx.Response, what: str) -> bytes:
         """The body, read only up to ``max_bytes``: a hostile or broken server could send
         gigabytes, which must not be held in memory before being refused."""
-        body = await read_at_most(response, self.max_bytes)
+        try:
+            body = await read_at_most(response, self.max_bytes)
+        except SlowAnswer as exc:  # this feed's server: its target backs off, not the source
+            raise TargetUnavailable(f"{what}: {exc}") from None
         if body is None:
             raise TargetUnavailable(f"{what}: larger than {self.max_bytes} bytes")
         return body

@@ -61,6 +61,7 @@ from core.metrics import Metrics
 from core.settings import Secret, Section
 from listener.backoff import (
     RateLimited,
+    SlowAnswer,
     TargetUnavailable,
     TransientError,
     check_response,
@@ -208,6 +209,8 @@ class MastodonClient:
         response = await self.http.send(request, stream=True)
         try:
             body = await read_at_most(response, self.config.max_bytes)
+        except SlowAnswer as exc:
+            raise SlowAnswer(f"{what}: {exc}") from None
         finally:
             await response.aclose()
         self._check(response, body or b"", what)
