@@ -367,6 +367,11 @@ class Detector:
         """Whether this detector holds state for the watch."""
         return key in self._watches
 
+    def start(self, key: WatchKey) -> None:
+        """Hold the watch, empty (its generation drawn), if it is not held: what its first
+        mention would do, done before it (the service saves it before any Signal)."""
+        self._watch(*key)
+
     def snapshot(self, key: WatchKey) -> WatchSnapshot:
         """The watch's whole state (``restore`` takes it back); KeyError when the watch
         is not held."""

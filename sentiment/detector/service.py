@@ -13,9 +13,11 @@ by watch). Where their state lives (``detector.state_store``):
 * ``database`` (Kafka): besides memory, in the ``detector_state`` and
   ``detector_story_state`` tables (``statestore.py``): per watch, its watch-level state
   and one row per story. A batch is handled as: restore the watches it names that this
-  process does not hold (one load), observe it, publish its Signals, save what changed
-  in the watches it touched (the watch rows and the rows of the stories the batch
-  changed or forgot; one transaction), return; only then does the bus commit the batch.
+  process does not hold (one load; a watch that starts afresh is saved empty at once, so
+  that its generation is stored before a Signal under it is published), observe it,
+  publish its Signals, save what changed in the watches it touched (the watch rows and
+  the rows of the stories the batch changed or forgot; one transaction), return; only
+  then does the bus commit the batch.
   A crash (``kill -9``) anywhere in between redelivers the batch onto the last saved
   state: the same decisions, the same Signal ids (the generation is part of the watch's
   state), which the alerter takes as redeliveries (it applies a Signal id once). A save
@@ -156,7 +158,8 @@ class DetectorService:
                     )
             keys = list(dict.fromkeys(Detector.key_of(event) for event in events))
             if self.store is not None:
-                await self._restore([key for key in keys if not self.detector.holds(key)])
+                fresh = await self._restore([k for k in keys if not self.detector.holds(k)])
+                await self._start_afresh(fresh)
             self._dirty.update(keys)  # (before observing: a failure may leave changes)
             folded, merged = self.detector.stories_folded, self.detector.stories_merged
             future = self.detector.future_dated
@@ -267,15 +270,19 @@ class DetectorService:
             if attempt:
                 self.metrics.detector_state_db_waiting.set(0)
 
-    async def _restore(self, keys: list[WatchKey]) -> None:
+    async def _restore(self, keys: list[WatchKey]) -> list[WatchKey]:
+        """Load the watches' saved states; the keys of those that start afresh (never
+        saved, or a state it cannot read)."""
         if not keys or self.store is None:
-            return
+            return []
         store = self.store
+        fresh: list[WatchKey] = []
         stored = await self._until_the_database_works("load", lambda: store.load(keys))
         for key in keys:
             row = stored.get(key)
             if row is None:
                 self.metrics.detector_restores.labels("fresh").inc()
+                fresh.append(key)
                 continue
             try:
                 if row.format not in READABLE_FORMATS:
@@ -293,8 +300,30 @@ class DetectorService:
                     exc,
                 )
                 self.metrics.detector_restores.labels("failed").inc()
+                fresh.append(key)
                 continue
             self.metrics.detector_restores.labels("loaded").inc()
+        return fresh
+
+    async def _start_afresh(self, keys: list[WatchKey]) -> None:
+        """Start the watches and save them, empty, before they observe anything: a watch
+        started afresh draws a random generation, which goes into its Signal ids, so it
+        must be in the store before a Signal under it is published. Else a kill between
+        a watch's first Signals and its first save (its first batch can signal: a watch
+        added during a crisis, a backlog) started it afresh again on the redelivery,
+        under another generation, and the alerter applied every Signal twice. One save
+        more per watch started, not per batch."""
+        if not keys:
+            return
+        for key in keys:
+            self.detector.start(key)
+        self._dirty.update(keys)
+        try:
+            await self._save(wait_for_database=True)
+        except BaseException:  # not stored: the next try starts them afresh again
+            for key in keys:
+                self.detector.forget(key)
+            raise
 
     async def _save(self, *, wait_for_database: bool) -> None:
         """Save the changed watches. Only once every Signal is published: a snapshot
