@@ -90,7 +90,7 @@ from alerts.ratelimit import RateLimiter
 from alerts.targets import Targets
 from alerts.timeline import add_event
 from core.clock import Clock
-from core.db import on_commit, unit_of_work
+from core.db import on_commit, savepoint, unit_of_work
 from core.metrics import Metrics, drill_label
 
 log = logging.getLogger(__name__)
@@ -1121,9 +1121,10 @@ async def _report_failed(rec: _Recorder, on_failed: OnFailed, channel: str, erro
     """Call the failure hook (the self-alert) in a savepoint of the round's record. If it
     raises, only its own writes are undone and it is logged: raised from here, it would roll
     back the outcome of every message of the round (those sent would be sent again after
-    the claim timeout, as often as the hook raised), for a report about one of them."""
+    the claim timeout, as often as the hook raised), for a report about one of them; what
+    it counted (``on_commit``) is dropped with its writes."""
     try:
-        async with rec.session.begin_nested():
+        async with savepoint(rec.session):
             await on_failed(rec.session, channel, error, rec.now)
     except Exception:
         log.exception(

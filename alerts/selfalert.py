@@ -25,6 +25,7 @@ from alerts.incidents import apply_signal
 from alerts.models import FINISHED, Incident
 from alerts.outbox import OnFailed
 from core.events import HeatFeatures, Signal, WatchMatch
+from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ async def outage_story(session: AsyncSession, channel: str) -> tuple[str, bool]:
     return f"{base}#{last + 1}", False
 
 
-def channel_failure_handler(config: AlertsConfig) -> OnFailed | None:
+def channel_failure_handler(
+    config: AlertsConfig, metrics: Metrics | None = None
+) -> OnFailed | None:
+    """The outbox's ``on_failed``; ``metrics`` counts the incident like any other
+    (``crisiswatch_incidents_opened_total``, ``crisiswatch_alerts_suppressed_total``)."""
     if not config.self_alert.enabled:
         return None
 
@@ -112,7 +117,7 @@ def channel_failure_handler(config: AlertsConfig) -> OnFailed | None:
             explanation=f"crisiswatch could not deliver alerts on channel {channel}: {error}",
             at=now,
         )
-        incident = await apply_signal(session, signal, config, _At(now))
+        incident = await apply_signal(session, signal, config, _At(now), metrics=metrics)
         if incident is None:  # this very failure was applied already
             return
         if ongoing:

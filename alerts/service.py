@@ -123,7 +123,7 @@ class AlertService:
         self.notifiers: dict[str, Notifier] = build_notifiers(config, http, clock)
         self.limiter = RateLimiter(self.notifiers)
         self.ack_link = ack_link
-        self.on_failed = channel_failure_handler(config)
+        self.on_failed = channel_failure_handler(config, metrics)
         engine = sessions.kw["bind"]
         self.jobs = jobs or StepJobs(engine.url.render_as_string(hide_password=False))
         self._scheduler: Any = None
