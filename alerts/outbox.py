@@ -532,7 +532,25 @@ async def _claim(
     now: datetime,
     metrics: Metrics,
 ) -> tuple[list[_Claim], int, int]:
-    """(messages claimed, rows looked at, rows moved to their next channel)."""
+    """(messages claimed, rows looked at, rows moved to their next channel).
+
+    One claim at a time per limiter (``RateLimiter.claiming``): between reading a channel's
+    free slots and taking them this awaits the database, and a concurrent round of this
+    alerter, given other rows by SKIP LOCKED, would plan against the same slots. The lock
+    is taken before the transaction opens (a waiting round holds no connection) and covers
+    only the claim's own statements, which wait on no lock held by an alerter coroutine
+    that needs it; sending and recording are outside it."""
+    async with limiter.claiming:
+        return await _claim_locked(sessions, config, limiter, now, metrics)
+
+
+async def _claim_locked(
+    sessions: async_sessionmaker[AsyncSession],
+    config: AlertsConfig,
+    limiter: RateLimiter,
+    now: datetime,
+    metrics: Metrics,
+) -> tuple[list[_Claim], int, int]:
     lease_until = now + config.delivery.claim_timeout
     async with unit_of_work(sessions) as session:
         rows = (

@@ -11,6 +11,7 @@ merged into one digest message, never dropped (see ``alerts.outbox``).
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -85,6 +86,14 @@ class RateLimiter:
             name: ChannelLimiter(tuple(getattr(n, "rate_limits", ())))
             for name, n in notifiers.items()
         }
+        # Held by the outbox around a whole claim (``alerts.outbox._claim``): two delivery
+        # rounds of one alerter (the send after a signal, the tick's) each read
+        # ``available`` and awaited the database before ``take``; on PostgreSQL (SKIP
+        # LOCKED: different rows) both could fill the same free slots, 2x the limit.
+        # Serialised, a claim plans against the slots the other took. Nothing that holds it
+        # waits on it again, nor on anything that needs it. asyncio.Lock binds to a loop on
+        # first contention, not here: a limiter is built without a running loop.
+        self.claiming = asyncio.Lock()
 
     def names(self) -> list[str]:
         return list(self._channels)
