@@ -22,8 +22,10 @@ incident has ended (resolved, closed, merged), ``release_inhibition`` does the s
 incidents it inhibited. Playbook tasks created while an incident was muted get their due
 time and reminders when it is alerted (``tasks.plan_muted``). An ack or resolve is
 mirrored to every channel that got an alert (and to one that gets it later:
-``alerts.outbox``). An upgrade of an incident that was
-acknowledged or resolved starts a new page (``Incident.page``, ``_upgrade``).
+``alerts.outbox``). An upgrade starts a new page (``Incident.page``, ``_upgrade``) when
+the incident was acknowledged or resolved, or when a channel that keys its alerts per
+page (PagerDuty) holds an alert of its current page: there the upgrade's alert gets a
+new key, so it is a new alert at the new tier's severity, and the old one is resolved.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only, selectinload
 
 from alerts import escalation, inhibition, silences, sla
+from alerts.channels import KEYED_CHANNEL_TYPES
 from alerts.config import AlertsConfig
 from alerts.messages import heat_of, incident_title, snippets_from_rows, snippets_from_signal
 from alerts.models import (
@@ -54,6 +57,7 @@ from alerts.models import (
     OPEN,
     PENDING,
     RESOLVED,
+    SENT,
     Delivery,
     Incident,
     IncidentEvent,
@@ -72,6 +76,7 @@ from alerts.outbox import (
     enqueue,
     enqueue_follow_ups,
     is_alert,
+    possibly_sent,
     realert_reason,
     rowcount,
     supersede_pages,
@@ -456,13 +461,21 @@ async def _upgrade(
     now: datetime,
     metrics: Metrics | None,
 ) -> None:
-    """Raise the tier and alert the new tier's teams. An incident that was no longer open
-    (acknowledged, mitigating, resolved, closed) starts a new page (``Incident.page``):
-    its alerts get a new ``dedup_key``, so that PagerDuty pages again instead of folding
-    them into the alert it holds as acknowledged, and the older page's alerts are
-    resolved there (``outbox.supersede_pages``). An upgrade of an open incident stays on
-    its page: the alert there is still triggered, nobody has acknowledged it."""
+    """Raise the tier and alert the new tier's teams, on a new page (``Incident.page``)
+    when the current one is held on a keyed channel (``_keyed_page_held``) or the
+    incident was no longer open (acknowledged, mitigating, resolved, closed). A new page's
+    alerts get a new ``dedup_key`` and the older page's alerts are resolved on keyed
+    channels (``outbox.supersede_pages``): PagerDuty folds a trigger whose key names an
+    open alert, triggered or acknowledged, into that alert, which keeps the severity (and
+    its incident the urgency) it was opened with and pages nobody anew, so under the old
+    key a tier-1 alert (``warning``) upgraded to tier 3 would never page as ``critical``.
+
+    An open incident whose page no keyed channel holds (chats and mail only, or nothing
+    sent to PagerDuty yet) stays on it: the upgrade's alert would be a new alert there
+    anyway, and a new page would only change what chats hear of alerts that reach them
+    late (``outbox._follow_late_alert`` follows those once per channel and page)."""
     previous_tier, previous_status = incident.tier, incident.status
+    new_page = previous_status != OPEN or await _keyed_page_held(session, incident)
     incident.tier = signal.tier
     incident.spread = signal.spread
     incident.explanation = signal.explanation
@@ -477,7 +490,6 @@ async def _upgrade(
     incident.acked_at = incident.acked_by = None
     incident.resolved_at = incident.resolved_by = None
     incident.closed_at = incident.closed_by = None
-    new_page = previous_status != OPEN
     if new_page:
         incident.page += 1
     _tier_change(session, incident.id, previous_tier, signal, now)
@@ -500,6 +512,22 @@ async def _upgrade(
         why=Reason(code="upgrade", tier=signal.tier, from_tier=previous_tier),
         metrics=metrics,
     )
+
+
+async def _keyed_page_held(session: AsyncSession, incident: Incident) -> bool:
+    """Whether a keyed channel (``alerts.channels.KEYED_CHANNEL_TYPES``: PagerDuty) holds
+    an alert of the incident's current page, or may, or is about to: one sent, pending
+    (held, waiting for a retry, in flight) or ``outbox.possibly_sent``. A trigger of the
+    same page would be folded into it there (``_upgrade``)."""
+    pages = await session.scalars(
+        select(Delivery.payload["page"]).where(  # (the page alone, not the payload)
+            Delivery.incident_id == incident.id,
+            Delivery.channel_type.in_(KEYED_CHANNEL_TYPES),
+            Delivery.reason.not_in(FOLLOW_UP_REASONS),
+            or_(Delivery.status.in_((SENT, PENDING)), possibly_sent()),
+        )
+    )
+    return any(int(page or 0) == incident.page for page in pages)
 
 
 async def _inhibitor(session: AsyncSession, incident: Incident, config: AlertsConfig) -> int | None:

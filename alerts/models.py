@@ -163,8 +163,8 @@ class Incident(Base):
         default=0,
         server_default="0",
         doc="page generation: bumped when an upgrade reopens an acknowledged or finished "
-        "incident, so that channels keyed per incident (PagerDuty) page again "
-        "(AlertMessage.dedup_key)",
+        "incident, or raises one whose page a channel keyed per incident (PagerDuty) "
+        "holds, so that it pages again at the new tier (AlertMessage.dedup_key)",
     )
     merged_into_id: Mapped[int | None] = mapped_column(
         ForeignKey("incidents.id", ondelete="SET NULL"),

@@ -350,7 +350,8 @@ SUPERSEDED = "crisiswatch"
 
 
 async def supersede_pages(session: AsyncSession, incident: Incident, now: datetime) -> int:
-    """``incident`` started a new page (an upgrade reopened it): on keyed channels, close
+    """``incident`` started a new page (an upgrade reopened it, or raised it while a keyed
+    channel held its page: ``incidents._upgrade``): on keyed channels, close
     what is left of its older pages. Returns how many resolves were queued.
 
     The older page's alert there (PagerDuty: an *acknowledged* alert, which would

@@ -175,7 +175,8 @@ class AlertMessage(BaseModel):
         0,
         ge=0,
         description="the incident's page generation: a new one starts when an upgrade "
-        "reopens an incident somebody had acknowledged or resolved (see dedup_key)",
+        "reopens an incident somebody had acknowledged or resolved, or raises one whose "
+        "page a keyed channel holds (see dedup_key)",
     )
 
     why: Reason | None = Field(
@@ -200,8 +201,8 @@ class AlertMessage(BaseModel):
         """The key of the incident's current page on channels that keep one alert per key
         (PagerDuty ``dedup_key``): ``crisiswatch-incident-<id>`` for page 0, then
         ``crisiswatch-incident-<id>-<page>``. A new page is a new key because PagerDuty
-        folds a trigger into the alert it holds as acknowledged under the same key: the
-        upgrade would page nobody."""
+        folds a trigger into the alert it holds open (triggered or acknowledged) under the
+        same key, at that alert's severity: the upgrade would page nobody anew."""
         return incident_key(self.incident_id, self.page)
 
     @property

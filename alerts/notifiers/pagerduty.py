@@ -9,8 +9,9 @@ logic), "Send an Alert Event" and "Events API Rate Limits"
   ``dedup_key`` (at most 255 characters) that is the same for every event of one incident
   page (``AlertMessage.dedup_key``), so acknowledge and resolve reach the alert that
   trigger opened; a trigger whose key names an open alert (triggered *or acknowledged*)
-  is folded into it and pages nobody, hence a new key when an upgrade reopens an
-  acknowledged incident;
+  is folded into it (the alert keeps the severity it was opened with) and pages nobody,
+  hence a new key (a new page: ``alerts.incidents._upgrade``) when an upgrade finds an
+  alert of the incident here, or reopens an acknowledged incident;
 * a trigger carries ``payload.summary`` (at most 1024 characters), ``payload.source``,
   ``payload.severity`` (critical/error/warning/info), ``payload.timestamp``,
   ``payload.component``/``group``/``class``, ``payload.custom_details``, and ``links``;

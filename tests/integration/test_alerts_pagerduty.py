@@ -34,11 +34,14 @@ class PagerDuty(PagerDutyAlerts):
     def __init__(self) -> None:
         super().__init__()
         self.events: list[tuple[str, str]] = []  # (event_action, dedup_key)
+        self.severities: list[tuple[str, str]] = []  # (dedup_key, severity) of each trigger
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         key, action = body["dedup_key"], body["event_action"]
         self.events.append((action, key))
+        if action == "trigger":
+            self.severities.append((key, body["payload"]["severity"]))
         self.apply(action, key)
         return httpx.Response(202, json={"status": "success", "dedup_key": key})
 
@@ -114,17 +117,80 @@ async def test_an_upgrade_after_an_ack_pages_again_on_a_new_key(
     assert {m.thread_key for m in chat} == {"crisiswatch-incident-1"}
 
 
-async def test_an_upgrade_of_an_open_incident_stays_on_its_page(
+async def test_an_upgrade_of_an_open_incident_pages_anew_at_the_new_severity(
     pd_pair: tuple[World, PagerDuty],
 ) -> None:
+    """Nobody acknowledged the tier-1 alert (``warning``: low urgency). Under its key the
+    tier-3 trigger was folded into it: the alert kept its severity, nobody was paged as
+    for a crisis. The upgrade starts a new page: a new alert at ``critical``, the old one
+    resolved; the ack and resolve that follow go to the new key."""
     world, pd = pd_pair
     await world.signal("a", tier=1, story="s1")
-    await world.signal("b", tier=2, story="s1")  # nobody acknowledged: still paging
-    assert (await world.incident("s1")).page == 0
-    assert pd.events == [
-        ("trigger", "crisiswatch-incident-1"),
-        ("trigger", "crisiswatch-incident-1"),
+    incident = (await world.incident("s1")).id
+    assert pd.events == [("trigger", "crisiswatch-incident-1")]
+
+    world.clock.advance(60)
+    await world.signal("b", tier=3, story="s1")
+    assert sorted(pd.events[1:]) == [
+        ("resolve", "crisiswatch-incident-1"),
+        ("trigger", "crisiswatch-incident-1-1"),
     ]
+    assert pd.severities == [
+        ("crisiswatch-incident-1", "warning"),
+        ("crisiswatch-incident-1-1", "critical"),
+    ]
+    assert pd.pages == ["crisiswatch-incident-1", "crisiswatch-incident-1-1"]
+    assert pd.open_alerts() == {"crisiswatch-incident-1-1": "triggered"}
+    upgraded = await world.incident("s1")
+    assert (upgraded.page, upgraded.tier, upgraded.status) == (1, 3, "open")
+    (event,) = await world.events("upgraded")
+    assert (event.detail["was"], event.detail["page"]) == ("open", 1)
+
+    world.clock.advance(60)
+    await world.signal("c", tier=2, story="s1")  # lower: stays on its page, alerts nobody
+    await world.signal("d", tier=3, story="s1")  # same tier: the same
+    assert (await world.incident("s1")).page == 1
+    assert len(pd.events) == 3
+
+    await _ack(world, incident)
+    await world.service.tick()
+    assert pd.events[3:] == [("acknowledge", "crisiswatch-incident-1-1")]
+    await _resolve(world, incident, "bob")
+    await world.service.tick()
+    assert pd.events[4:] == [("resolve", "crisiswatch-incident-1-1")]
+    assert pd.open_alerts() == {}
+
+
+async def test_an_upgrade_of_an_alert_held_for_pagerduty_replaces_it(
+    sessions: Sessions,
+) -> None:
+    """Quiet hours hold the tier-1 alert, PagerDuty's too; the upgrade to tier 3 at night
+    starts a new page: the held trigger is cancelled (it never went: nothing to resolve),
+    and the morning sends PagerDuty nothing under the old key."""
+    clock = ManualClock(datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
+    quiet = {"start": "22:00", "end": "08:00", "tiers": [1]}
+    async for world, pd in pd_world(sessions, clock, quiet_hours=quiet):
+        await world.signal("a", tier=1, story="s1")
+        clock.advance(600)
+        await world.signal("b", tier=3, story="s1")
+        assert pd.severities == [("crisiswatch-incident-1-1", "critical")]
+        clock.set(datetime(2026, 3, 3, 8, 0, tzinfo=UTC))
+        await world.service.tick()
+        assert {key for _, key in pd.events} == {"crisiswatch-incident-1-1"}  # (escalations)
+        assert ("cs", "trigger") in [(ch, m.action) for ch, m in world.log], "chats still hear"
+
+
+async def test_an_upgrade_with_nothing_on_a_keyed_channel_stays_on_its_page(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    """Chats only: a new page would change nothing there but how late alerts are followed
+    (once per channel and page), so an open incident's upgrade keeps its page."""
+    async for world in make_world(sessions, clock):
+        await world.signal("a", tier=1, story="s1")
+        await world.signal("b", tier=3, story="s1")
+        assert (await world.incident("s1")).page == 0
+        (event,) = await world.events("upgraded")
+        assert "page" not in event.detail
 
 
 async def test_a_resolved_superseded_page_is_resolved_again_only_if_needed(
