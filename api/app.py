@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -319,13 +320,16 @@ def _answer(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]
 
 def _safe(value: Any) -> Any:
     """``value`` with every string encodable as UTF-8 (lone surrogates become U+FFFD) and
-    anything else JSON cannot carry as its ``str``."""
+    anything else JSON cannot carry as its ``str`` (``NaN``, ``Infinity``: Python's JSON
+    reader takes them in a body, its writer refuses them)."""
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(value, dict):
         return {str(_safe(k)): _safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     return _safe(str(value))

@@ -59,3 +59,24 @@ async def test_a_lone_surrogate_in_a_body_is_a_422_not_a_500(
     )
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["loc"] == ["body", "text"]
+
+
+async def test_nan_or_infinity_in_a_body_is_a_422_not_a_500(
+    api: tuple[httpx.AsyncClient, int],
+) -> None:
+    """Python's JSON reader takes ``NaN``, ``Infinity`` and ``1e400`` (infinity): the 422
+    echoing the value back could not be written as JSON (a 500 on every JSON route)."""
+    client, incident = api
+    headers = {**key_headers("admin"), "content-type": "application/json"}
+    cases = [
+        (f"/incidents/{incident}/notes", b'{"text": NaN}', ["body", "text"]),
+        (f"/incidents/{incident}/ack", b'{"note": -Infinity}', ["body", "note"]),
+        (f"/incidents/{incident}/merge", b'{"into": 1e400}', ["body", "into"]),
+        ("/templates/1/preview", b'{"incident_id": NaN}', ["body", "incident_id"]),
+    ]
+    for url, body, loc in cases:
+        answer = await client.post(url, content=body, headers=headers)
+        assert answer.status_code == 422, (url, answer.text)
+        error = answer.json()["detail"][0]
+        assert error["loc"] == loc, (url, error)
+        assert error["input"] in ("nan", "-inf", "inf"), (url, error)
