@@ -1449,6 +1449,18 @@ async def _cancel_failing_alerts(session: AsyncSession, incident_id: int, why: s
     return rowcount(result)
 
 
+def _keep_note(
+    session: AsyncSession, incident: Incident, note: str | None, actor: str, now: datetime
+) -> None:
+    """An ack or resolve of an incident already in that state changes nothing, but the
+    note it carries is kept (a timeline note, as ``POST /incidents/{id}/notes`` adds),
+    not dropped: the second responder's "customer service called back" is the record."""
+    if note is None or not note.strip():
+        return
+    incident.updated_at = now
+    add_event(session, incident.id, "note", now, actor=actor, detail={"text": note})
+
+
 async def acknowledge(
     session: AsyncSession,
     incident_id: int,
@@ -1458,7 +1470,8 @@ async def acknowledge(
     metrics: Metrics | None = None,
     note: str | None = None,
 ) -> Incident:
-    """Stop the escalation: someone is on it. Acknowledging twice changes nothing.
+    """Stop the escalation: someone is on it. Acknowledging twice changes nothing (its
+    note, if any, is kept as a timeline note).
 
     Pending escalation messages are cancelled, and so are alerts still retrying on a
     failing channel (``alerts.outbox``'s retry policy). Pass ``metrics`` to observe
@@ -1470,6 +1483,7 @@ async def acknowledge(
     """
     incident = await _load_for_change(session, incident_id)
     if incident.status in (ACKNOWLEDGED, MITIGATING):
+        _keep_note(session, incident, note, actor, clock.now())
         return incident
     if incident.status in FINISHED:
         raise InvalidTransition(
@@ -1508,7 +1522,8 @@ async def resolve(
     metrics: Metrics | None = None,
     note: str | None = None,
 ) -> Incident:
-    """Close the incident; pending deliveries are cancelled. Resolving twice changes nothing.
+    """Close the incident; pending deliveries are cancelled. Resolving twice changes nothing
+    (its note, if any, is kept as a timeline note).
 
     Its SLA clock stops: met, if the resolve is what the tier waits for and in time; a
     deadline passed before the resolve is a breach, recorded now if the tick has not
@@ -1516,6 +1531,7 @@ async def resolve(
     keeps its deadline for the report; one still in time is cleared."""
     incident = await _load_for_change(session, incident_id)
     if incident.status == RESOLVED:
+        _keep_note(session, incident, note, actor, clock.now())
         return incident
     if incident.status == CLOSED:
         raise InvalidTransition(f"incident {incident_id} is closed; it cannot be resolved again")

@@ -165,6 +165,36 @@ async def test_ack_twice_is_harmless_and_resolve_then_ack_conflicts(api, clock) 
     assert r.status_code == 422
 
 
+async def test_a_repeated_ack_or_resolve_keeps_its_note(api, clock) -> None:
+    """Doing it twice changes nothing, but the second responder's note is a timeline note
+    (it was dropped without a word)."""
+    client, runtime = api
+    incident_id = await open_incident(runtime, clock)
+    await client.post(f"/incidents/{incident_id}/ack", headers=bearer(RESPONDER_KEY))
+    clock.advance(60)
+    r = await client.post(
+        f"/incidents/{incident_id}/ack",
+        headers=bearer(RESPONDER_KEY),
+        json={"note": "customer service called the customer back"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+    await client.post(f"/incidents/{incident_id}/resolve", headers=bearer(RESPONDER_KEY))
+    r = await client.post(
+        f"/incidents/{incident_id}/resolve",
+        headers=bearer(RESPONDER_KEY),
+        json={"note": "statement published"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "resolved"
+    await client.post(  # a blank note is no note
+        f"/incidents/{incident_id}/resolve", headers=bearer(RESPONDER_KEY), json={"note": " "}
+    )
+    r = await client.get(f"/incidents/{incident_id}/timeline", headers=bearer(VIEWER_KEY))
+    kinds = [(e["kind"], (e.get("detail") or {}).get("text")) for e in r.json()["items"]]
+    notes = [text for kind, text in kinds if kind == "note"]
+    assert notes == ["customer service called the customer back", "statement published"]
+    assert [k for k, _ in kinds].count("acknowledged") == 1
+
+
 async def test_list_filters_and_pagination(api, clock) -> None:
     client, runtime = api
     await open_incident(runtime, clock, tier=2)
