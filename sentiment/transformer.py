@@ -220,9 +220,9 @@ class SentimentClassifier:
         return results
 
     def _chinese(self, results: list[Sentiment], rows: list[int], texts: list[str]) -> None:
-        # the n-gram model reads escapes and entities decoded, as the encoder does (and as
-        # routing did): "&#22403;&#22334;" is 垃圾 to all three
-        pos = self.chinese.positive_proba([readable(t, _NGRAM_CHARS) for t in texts])
+        # the n-gram model reads escapes and entities decoded and styled letters plain, as
+        # the encoder does (and as routing did): "&#22403;&#22334;" is 垃圾 to all three
+        pos = self.chinese.positive_proba([plain_letters(readable(t, _NGRAM_CHARS)) for t in texts])
         labels: tuple[Label, ...] = ("negative", "neutral", "positive")
         unsure = np.abs(2.0 * pos - 1.0) < 2.0 * self.chinese_threshold - 1.0
         if self.chinese_encoder is None or not unsure.any():

@@ -330,6 +330,23 @@ def test_an_english_post_in_styled_letters_is_read_as_the_plain_text(real: Class
     assert route(bold, None) == "en"
 
 
+def test_a_chinese_post_with_styled_letters_is_read_as_the_plain_text(
+    real: Classifier,
+) -> None:
+    """The Chinese n-gram model reads styled letters as plain ones too, as routing and the
+    encoder do: "𝐒𝐁公司" (bold SB, an insult) was judged neutral by the encoder where
+    "SB公司" is surely negative to the n-gram model."""
+    plain = ["SB公司", "VIP会员真好", "这个APP还行吧"]
+    bold = [plain_letters_styled(text, 0x1D400) for text in plain]
+    assert bold[0] == "𝐒𝐁公司"
+    for lang in (None, "zh"):
+        answers = real.classify(plain + bold, [lang] * 6)
+        assert answers[0].label == "negative"
+        for answer, styled in zip(answers[:3], answers[3:], strict=True):
+            assert (styled.label, styled.model) == (answer.label, answer.model)
+            assert styled.probs == pytest.approx(answer.probs, abs=1e-9)
+
+
 def plain_letters_styled(text: str, base: int) -> str:
     """``text`` with its ASCII letters in the mathematical style starting at ``base`` (the
     style's capital A; its small a follows 26 places on)."""
