@@ -40,6 +40,7 @@ from sentiment.detector.burst import BurstTest
 from sentiment.detector.config import DetectorConfig, Predictor
 from sentiment.detector.forecast import ForecastModel, StoryForecast
 from sentiment.detector.sizemodel import MILESTONES
+from sentiment.textnorm import blank
 
 MAX_PLATFORMS = 64
 HAWKES_READERS = frozenset({"hawkes", "consensus"})
@@ -268,7 +269,10 @@ class StoryHeat:
             at_minutes = at.timestamp() / 60
         if at < self.first_at:
             self.first_at = at
-        texted = bool(mention.text.strip())
+        text = mention.text
+        # text of its own: one that shows something (a repost of a zero-width space, a
+        # bidi mark or a BOM is a bare repost, as the classifier reads it: textnorm.blank)
+        texted = bool(text) and not blank(text)
         if is_root:
             self.root_followers = mention.author.followers
         elif texted:
