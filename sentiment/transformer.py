@@ -198,7 +198,9 @@ class SentimentClassifier:
         english: list[int] = []
         chinese: list[int] = []
         for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
-            if blank(text):
+            if blank(text) or (("&" in text or "\\" in text) and blank(readable(text, len(text)))):
+                # nothing to read, also once decoded as the models read it ("&nbsp;",
+                # "&#8203;", a literal "\\u200b"): the encoders guessed at those
                 results[i] = self._empty
                 continue
             which = route(text, lang)

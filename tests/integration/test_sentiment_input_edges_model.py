@@ -51,7 +51,18 @@ def test_cli_reads_lone_surrogates_in_texts(tmp_path: Path) -> None:
     assert cli_main(["sentiment", "eval", "--input", str(gold), "--quiet"]) == 0
 
 
-@pytest.mark.parametrize("text", ["\u200b", "\ufeff", " \u200b\u200d \n", "\u2060\u3000"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200b",
+        "\ufeff",
+        " \u200b\u200d \n",
+        "\u2060\u3000",
+        "&nbsp;",  # nothing once decoded, as the models read it: the encoder guessed
+        " &#8203; &nbsp;",
+        "\\u200b",  # a literal escape
+    ],
+)
 @pytest.mark.parametrize("lang", [None, "en", "zh"])
 def test_invisible_texts_are_empty(
     classifier: SentimentClassifier, text: str, lang: str | None
@@ -59,6 +70,13 @@ def test_invisible_texts_are_empty(
     result = classifier.classify([text], [lang])[0]
     assert result.label == "neutral" and result.probs["neutral"] == 1.0
     assert result.model == NAME
+
+
+def test_encoded_padding_does_not_hide_the_text(classifier: SentimentClassifier) -> None:
+    """Only a text that is nothing once decoded, all of it, is empty: entities before the
+    words do not make it so."""
+    text = "&nbsp;" * 100 + "I hate this, worst service ever"  # 600 characters of them
+    assert classifier.classify([text], ["en"])[0].label == "negative"
 
 
 def test_leading_padding_does_not_hide_the_text(classifier: SentimentClassifier) -> None:
