@@ -105,8 +105,10 @@ _DIACRITIC = re.compile(f"[{DIACRITICS}]")
 _CYRILLIC_VOWELS = "аеиоуыэюяіїєѣАЕИОУЫЭЮЯІЇЄѢ"
 _CYRILLIC_STRESS = "\u0300\u0301"
 # Letters with a stroke have no decomposition, yet are written without it as often:
-# Łódź/Lodz, Ørsted/Orsted, đ in Vietnamese and Croatian.
-STROKES = {"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŧ": "t"}
+# Łódź/Lodz, Ørsted/Orsted, đ in Vietnamese and Croatian. So is Turkish dotless ı, which
+# case folding alone left apart from i although the capital I folds to i ("YOLLARI" is
+# "yollari", "Yolları" was "yolları") and Turkish is typed without it as often.
+STROKES = {"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŧ": "t", "ı": "i"}
 # But the two modifier letters NFKC makes ħ and ø keep the stroke (fold gives ħ, ø): then
 # no character outside the BMP folds into a Latin letter, and Prefold's class needs no
 # range for them (``re`` checks each such range for every character of every text).

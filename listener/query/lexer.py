@@ -37,6 +37,21 @@ _OTHER_FIELDS = {
     "country": "",
     "location": "",
 }
+# The full-width forms an IME types of the ASCII characters that make a word syntax (an
+# operator, NEAR/n, a field's colon, a trailing wildcard), read as those: ＯＲ, ＮＥＡＲ／３,
+# lang：zh, refund＊ were literals ("or", "lang:zh", "refund*") that almost no post holds,
+# and the watch silently matched nothing (full-width parentheses and quotes were syntax).
+_FULL_WIDTH_RANGES = (
+    ("０", "９"),
+    ("Ａ", "Ｚ"),
+    ("ａ", "ｚ"),
+    ("＊", "＊"),
+    ("／", "／"),
+    ("：", "："),
+)
+_FULL_WIDTH = {
+    cp: cp - 0xFEE0 for lo, hi in _FULL_WIDTH_RANGES for cp in range(ord(lo), ord(hi) + 1)
+}
 _SINGLE_OPEN = "'‘"  # a word starting with one of these and a later one ending with
 _SINGLE_CLOSE = "'’"  # one of these: a phrase in single quotes (which is not a phrase)
 
@@ -110,6 +125,8 @@ def _find_quote(query: str, start: int) -> int:
 
 
 def _word(query: str, word: str, pos: int) -> Token:
+    written = word
+    word = word.translate(_FULL_WIDTH)  # as many characters: positions hold
     upper = word.upper()
     if upper in ("AND", "OR", "NOT"):
         if word != upper:
@@ -186,7 +203,8 @@ def _word(query: str, word: str, pos: int) -> Token:
             )
         if len(word) < 3:
             raise QueryError(query, pos, "a wildcard needs at least 2 characters before '*'")
-    return Token(Kind.WORD, word, pos)
+    # a term keeps its spelling (reported as written), but for the wildcard's star
+    return Token(Kind.WORD, written[:-1] + "*" if star >= 0 else written, pos)
 
 
 def _single_quoted(query: str, pos: int, word: str) -> str | None:
