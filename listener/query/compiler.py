@@ -235,9 +235,10 @@ class _Compiler:
 
     def _one_value_per_field(self, node: ast.And) -> None:
         """``lang:en lang:zh`` (or ``AND``) can never match: a mention has one language and
-        one source. Written for "either", it silently matched nothing."""
+        one source. Written for "either", it silently matched nothing. Nested ANDs count
+        as one (``lang:zh AND (acme AND lang:en)``); an OR or a NOT between them does not."""
         first: dict[str, ast.Filter] = {}
-        for operand in node.operands:
+        for operand in _and_operands(node):
             if not isinstance(operand, ast.Filter):
                 continue
             value = m.primary_lang(operand.value) if operand.field == "lang" else operand.value
@@ -318,3 +319,12 @@ def _minimal(literals: set[str]) -> tuple[str, ...]:
     """Drop literals that contain another one (the shorter already finds those texts)."""
     out = [lit for lit in literals if not any(o != lit and o in lit for o in literals)]
     return tuple(sorted(out))
+
+
+def _and_operands(node: ast.And) -> list[ast.Node]:
+    """``node``'s operands, those of ANDs nested in it flattened in (grouping does not
+    change what an AND requires)."""
+    out: list[ast.Node] = []
+    for operand in node.operands:
+        out.extend(_and_operands(operand) if isinstance(operand, ast.And) else [operand])
+    return out

@@ -228,6 +228,9 @@ def test_words_with_colons_and_apostrophes_still_search(query: str, text: str) -
             "write (lang:en OR lang:zh)",
         ),
         ("(acme AND source:weibo AND source:douyin) OR 艾克米", 28, "a mention has one source"),
+        # across a grouping: an AND inside an AND is one AND (it compiled, matched nothing)
+        ("lang:zh AND (acme AND lang:en)", 23, "a mention has one language"),
+        ("(source:x acme) (退款 source:weibo)", 21, "a mention has one source"),
     ],
 )
 def test_two_values_of_one_field_anded_are_an_error(query: str, column: int, problem: str) -> None:
@@ -244,6 +247,8 @@ def test_two_values_of_one_field_anded_are_an_error(query: str, column: int, pro
         "acme AND lang:zh AND lang:zh-Hant",  # the same language
         "acme AND NOT lang:en AND NOT lang:zh",
         "acme AND lang:en AND NOT source:reddit AND NOT source:x",
+        "lang:zh AND (acme OR (退款 AND lang:en))",  # an OR between them
+        "acme AND lang:zh AND NOT (退款 AND lang:en)",  # a NOT between them
     ],
 )
 def test_filters_that_can_hold_together_still_compile(query: str) -> None:
