@@ -164,7 +164,9 @@ async def plan_muted(
         allowed = config.task_due(task.tier, spec) if spec else task.due_at - task.created_at
         task.due_at = start + allowed
         task.reminders = _offsets(spec) if spec else [0.0]
-        task.next_reminder_at = next_reminder(task, now)
+        # from ``start`` when it is past (planned from an ack the tick comes to later): the
+        # points missed since are coalesced into one reminder now, as after an outage
+        task.next_reminder_at = next_reminder(task, min(start, now))
         planned.append(task)
         add_event(
             session,
