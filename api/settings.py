@@ -12,8 +12,10 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
@@ -118,6 +120,18 @@ class ApiConfig(Section):
         "Bearer <token>'; /healthz and /readyz stay open); unset = /metrics open",
     )
 
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """The base of every link in alerts: without a scheme (``cw.acme.example``) the
+        links were plain text to Slack and mail clients, and no ack link could be followed."""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "api.public_url must be an http(s) URL: https://crisiswatch.example.com"
+            )
+        return value
+
     @field_validator("keys")
     @classmethod
     def _one_entry_per_key(cls, keys: list[ApiKeyConfig]) -> list[ApiKeyConfig]:
@@ -195,15 +209,19 @@ class DrillScheduleConfig(Section):
     cron: str = Field(
         "0 10 1 1,4,7,10 *", description="crontab (minute hour day month weekday): quarterly"
     )
-    timezone: str = "UTC"
+    timezone: str = Field(
+        "UTC", min_length=1, description="IANA name ('', which APScheduler reads as the host's)"
+    )
     watch: str | None = None
 
     @model_validator(mode="after")
     def _cron(self) -> DrillScheduleConfig:
         try:
-            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            trigger = CronTrigger.from_crontab(self.cron, timezone=self.timezone)
         except (ValueError, LookupError) as exc:
             raise ValueError(f"drills.cron/timezone: {exc}") from exc
+        if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:  # 31 February
+            raise ValueError(f"drills.cron {self.cron!r} never fires: no such date")
         return self
 
 

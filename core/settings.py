@@ -84,7 +84,11 @@ class BusConfig(Section):
     partitions: int = Field(6, ge=1, description="kafka: partitions of topics it creates")
     replication_factor: int = Field(1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None,
+        description="kafka, SASL_*: PLAIN when unset; with bus.sasl_username and "
+        "bus.sasl_password (the only credentials the bus passes on)",
+    )
     sasl_username: str | None = None
     sasl_password: Secret | None = None
     max_dead_letters_per_minute: int = Field(
@@ -141,6 +145,18 @@ class BusConfig(Section):
         return value
 
     @model_validator(mode="after")
+    def _sasl_credentials(self) -> BusConfig:
+        """PLAIN and SCRAM log in with a user and a password: without them aiokafka refused
+        to build a client at start (a traceback) or every login failed."""
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(
+                f"bus.security_protocol {self.security_protocol} needs bus.sasl_username and "
+                "bus.sasl_password"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _group_timing(self) -> BusConfig:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError(
@@ -183,16 +199,39 @@ class DatabaseConfig(Section):
         from sqlalchemy.exc import ArgumentError
 
         try:
-            make_url(value.get_secret_value())
+            url = make_url(value.get_secret_value())
         except ArgumentError:
-            pass  # not a URL at all: said by the command's own check
+            return value  # not a URL at all: said by the command's own check
         except ValueError:
             raise ValueError(
                 "its port is not a number (value not shown: it may hold a password); a "
                 "password or user name holding @ : / # ? % must be percent-encoded "
                 "(@ is %40, : is %3A, / is %2F)"
             ) from None
+        if url.drivername == "postgresql+asyncpg":
+            unknown = sorted(set(url.query) - _asyncpg_options())
+            if unknown:
+                raise ValueError(
+                    f"asyncpg takes no connection option {', '.join(map(repr, unknown))} "
+                    "(value not shown: it may hold a password); libpq's sslmode is asyncpg's "
+                    "ssl (?ssl=require)"
+                )
         return value
+
+
+def _asyncpg_options() -> set[str]:
+    """The ``?name=value`` options of a ``postgresql+asyncpg`` URL: SQLAlchemy's own and
+    what ``asyncpg.connect`` takes (another one failed at the first connect, a TypeError
+    traceback: ``?sslmode=require``, libpq's word)."""
+    import inspect
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    taken = set(inspect.signature(asyncpg.connect).parameters)
+    return (taken - {"dsn", "loop", "connection_class", "record_class"}) | {
+        "prepared_statement_cache_size",
+        "prepared_statement_name_func",
+    }
 
 
 class YamlSource(PydanticBaseSettingsSource):

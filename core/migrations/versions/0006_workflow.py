@@ -138,6 +138,12 @@ def downgrade() -> None:
     op.drop_table("incident_roles")
     op.drop_table("incident_heat")
     op.drop_table("incident_tier_history")
+    # the old status check refuses the new statuses: each becomes its nearest old one
+    op.execute("UPDATE incidents SET status = 'acknowledged' WHERE status = 'mitigating'")
+    op.execute(
+        "UPDATE incidents SET status = 'resolved', resolved_at = COALESCE(resolved_at, "
+        "closed_at), resolved_by = COALESCE(resolved_by, closed_by) WHERE status = 'closed'"
+    )
     with op.batch_alter_table("incidents") as batch:
         batch.drop_constraint(op.f("fk_incidents_merged_into_id_incidents"), type_="foreignkey")
         batch.drop_column("merged_into_id")
