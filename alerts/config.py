@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -621,6 +622,20 @@ class AlertsConfig(Section):
     watch_labels: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="watch id -> labels the routes can match on"
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_public_url(cls, value: str | None) -> str | None:
+        """The base of the links in alerts: without a scheme (``cw.acme.example``) they were
+        plain text to Slack and mail clients (as ``api.public_url``)."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "alerts.public_url must be an http(s) URL: https://crisiswatch.example.com"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -88,6 +88,17 @@ def test_a_public_url_without_a_scheme_is_refused() -> None:
     ApiConfig(public_url="https://cw.acme.example/base/")
 
 
+def test_the_alerts_public_url_without_a_scheme_is_refused() -> None:
+    """The same base for the links the alerter writes (``alerts.public_url``)."""
+    from alerts.config import AlertsConfig
+
+    for url in ("cw.acme.example", "ftp://cw.acme.example", "https://"):
+        with pytest.raises(ValidationError, match=r"alerts\.public_url must be an http"):
+            AlertsConfig(public_url=url)
+    assert AlertsConfig(public_url="http://cw.acme.example").public_url == "http://cw.acme.example"
+    assert AlertsConfig().public_url is None
+
+
 # -- drills ----------------------------------------------------------------------------------
 
 
