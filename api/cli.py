@@ -422,6 +422,7 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     from api.seed import SchemaMissing, seed_templates_blocking
     from core.db import (
         MigratedByANewerRelease,
+        connection_refused,
         database_unavailable,
         downgrade_database_blocking,
         upgrade_database_blocking,
@@ -451,12 +452,13 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
     except (OSError, SQLAlchemyError) as exc:
-        if not database_unavailable(exc):
+        refused = connection_refused(exc)  # no such database, or credentials refused
+        if not refused and not database_unavailable(exc):
             raise
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        what = "the database refused the connection" if refused else "cannot reach the database"
         print(
-            f"{name}: cannot reach the database: {type(exc).__name__}: "
-            f"{reason[0] if reason else 'no reason given'}",
+            f"{name}: {what}: {type(exc).__name__}: {reason[0] if reason else 'no reason given'}",
             file=sys.stderr,
         )
         return 1

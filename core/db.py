@@ -268,6 +268,16 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def connection_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing this connection for good: a database that
+    does not exist (SQLSTATE 3D000) or credentials it does not take (class 28). Not an
+    outage to wait out: the config names the wrong database or user."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and (sqlstate == "3D000" or sqlstate.startswith("28"))
+
+
 def _alembic_config(url: str) -> object:
     from alembic.config import Config
 

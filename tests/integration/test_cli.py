@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from api.replay import ReplayError, run_replay
 from api.settings import Settings
 from core.clock import ManualClock
 from core.events import Mention, Sentiment
+from tests.conftest import DEFAULT_PG
 from tests.fakes import FakeClassifier
 from tests.support import crisis_stream
 
@@ -309,6 +311,24 @@ def test_db_commands_on_an_unknown_revision_or_an_unreachable_database(
         assert main(argv) == 1
         line = _one_clear_line(capsys.readouterr().err)
         assert "cannot reach the database" in line and "S3cretPass" not in line
+
+
+def test_db_commands_on_a_database_that_refuses_the_connection(monkeypatch, capsys) -> None:
+    """No such database, or a user it does not know: one line, not a traceback (they were
+    neither outages nor anything the command said)."""
+    admin = os.environ.get("CRISISWATCH_TEST_POSTGRES", DEFAULT_PG)
+    base, _, _ = admin.rpartition("/")
+    scheme, _, rest = base.partition("://")
+    host = rest.rpartition("@")[2]
+    for url, why in (
+        (f"{base}/cw_no_such_database", 'database "cw_no_such_database" does not exist'),
+        (f"{scheme}://cw_no_such_user@{host}/test", 'role "cw_no_such_user" does not exist'),
+    ):
+        monkeypatch.setenv("CRISISWATCH_DATABASE__URL", url)
+        assert main(["db", "upgrade"]) == 1
+        line = _one_clear_line(capsys.readouterr().err)
+        assert line.startswith("crisiswatch db upgrade: the database refused the connection")
+        assert why in line
 
 
 @pytest.mark.parametrize(
