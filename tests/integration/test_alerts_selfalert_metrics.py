@@ -34,17 +34,9 @@ async def test_a_silenced_self_alert_is_counted_as_suppressed(
     sessions: Sessions, clock: ManualClock
 ) -> None:
     async for world in make_world(sessions, clock):
-        now = clock.now()
-        async with unit_of_work(world.sessions) as session:
-            silences.create(
-                session,
-                matchers=Matchers(watch=["crisiswatch"]),
-                ends_at=now + timedelta(hours=1),
-                author="ops",
-                reason="known outage of the PR room's robot",
-                now=now,
-            )
-        world.service.notifiers["pr"] = Recording("pr", world.log, fail=True)
+        await silence_own_incidents_and_break_pr(
+            world, clock, "known outage of the PR room's robot"
+        )
         await world.signal("a", tier=2, story="s1")
         assert (await world.events("silenced"))[0].detail["reason"].startswith("known outage")
         assert world.metric("crisiswatch_alerts_suppressed_total", reason="silenced") == 1
@@ -64,20 +56,25 @@ async def test_a_self_alert_that_fails_counts_nothing(
 
     monkeypatch.setattr(incidents.tasks, "create", broken)
     async for world in make_world(sessions, clock):
-        now = clock.now()
-        async with unit_of_work(world.sessions) as session:
-            silences.create(
-                session,
-                matchers=Matchers(watch=["crisiswatch"]),
-                ends_at=now + timedelta(hours=1),
-                author="ops",
-                reason="known outage",
-                now=now,
-            )
-        world.service.notifiers["pr"] = Recording("pr", world.log, fail=True)
+        await silence_own_incidents_and_break_pr(world, clock, "known outage")
         await world.signal("a", tier=2, story="s1")
         async with world.sessions() as session:
             (row,) = await session.scalars(select(Delivery).where(Delivery.channel == "pr"))
             own = await session.scalar(select(Incident).where(Incident.watch_id == "crisiswatch"))
         assert row.status == "failed" and own is None
         assert world.metric("crisiswatch_alerts_suppressed_total", reason="silenced") == 0
+
+
+async def silence_own_incidents_and_break_pr(world: Any, clock: ManualClock, reason: str) -> None:
+    """Silence crisiswatch's own incidents for an hour; the ``pr`` channel fails for good."""
+    now = clock.now()
+    async with unit_of_work(world.sessions) as session:
+        silences.create(
+            session,
+            matchers=Matchers(watch=["crisiswatch"]),
+            ends_at=now + timedelta(hours=1),
+            author="ops",
+            reason=reason,
+            now=now,
+        )
+    world.service.notifiers["pr"] = Recording("pr", world.log, fail=True)
