@@ -32,10 +32,29 @@ ALIAS = "escalation-steps"
 _SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
 
 
+_LIBPQ_OPTIONS = {"ssl": "sslmode", "timeout": "connect_timeout"}
+"""asyncpg's URL options that libpq (psycopg) takes under another name; the rest of
+asyncpg's (``command_timeout``, ``prepared_statement_cache_size``, ...) it refuses."""
+_SSL_WORDS = {"true": "require", "false": "disable"}
+
+
 def sync_url(url: str) -> str:
-    """The synchronous driver URL for the job store (same database)."""
-    scheme, sep, rest = url.partition("://")
-    return _SYNC_DRIVERS.get(scheme, scheme) + sep + rest
+    """The synchronous driver URL for the job store (same database). An asyncpg URL's
+    options are translated for psycopg: ``?ssl=require`` (what the config check asks for)
+    is libpq's ``sslmode=require``; options psycopg does not take are left out (they
+    refused the connection: the alerter did not start)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    driver = _SYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
+    if parsed.drivername != "postgresql+asyncpg":
+        return parsed.set(drivername=driver).render_as_string(hide_password=False)
+    query: dict[str, str | tuple[str, ...]] = {}
+    for name, value in parsed.query.items():
+        if name in _LIBPQ_OPTIONS:
+            word = value if isinstance(value, str) else value[-1]
+            query[_LIBPQ_OPTIONS[name]] = _SSL_WORDS.get(word.lower(), word)
+    return parsed.set(drivername=driver, query=query).render_as_string(hide_password=False)
 
 
 def run_step_job(incident_id: int, token: str) -> None:

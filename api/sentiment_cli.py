@@ -52,7 +52,7 @@ from core.events import Sentiment
 from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
 from sentiment.evaluation import is_binary, judge, report
-from sentiment.textnorm import blank, without_surrogates
+from sentiment.textnorm import shows_nothing, without_surrogates
 
 CHUNK = 2048
 TRAIN_INSTALL = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]'"
@@ -378,7 +378,7 @@ def _eval(args: argparse.Namespace) -> int:
     gold = [r["label"] for r in rows]
     binary = is_binary(gold)
     abstained = [s.model.endswith(ABSTAIN_SUFFIX) for s in sentiments]
-    empty = [blank(r["text"]) for r in rows]
+    empty = [shows_nothing(r["text"]) for r in rows]
     pred = [
         judge(s.probs, binary, abstained=a, empty=e)
         for s, a, e in zip(sentiments, abstained, empty, strict=True)

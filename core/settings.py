@@ -84,10 +84,11 @@ class BusConfig(Section):
     partitions: int = Field(6, ge=1, description="kafka: partitions of topics it creates")
     replication_factor: int = Field(1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"] | None = Field(
         None,
-        description="kafka, SASL_*: PLAIN when unset; with bus.sasl_username and "
-        "bus.sasl_password (the only credentials the bus passes on)",
+        description="kafka, SASL_*: PLAIN when unset; PLAIN and SCRAM with bus.sasl_username "
+        "and bus.sasl_password; GSSAPI (Kerberos: service name kafka, the ticket cache or "
+        "keytab of the process; needs the gssapi package) without them",
     )
     sasl_username: str | None = None
     sasl_password: Secret | None = None
@@ -149,12 +150,20 @@ class BusConfig(Section):
         """PLAIN and SCRAM log in with a user and a password: without them aiokafka refused
         to build a client at start (a traceback) or every login failed."""
         sasl = self.security_protocol.startswith("SASL")
-        if sasl and (self.sasl_username is None or self.sasl_password is None):
+        password = self.sasl_mechanism != "GSSAPI"  # PLAIN (the default) and SCRAM
+        if sasl and password and (self.sasl_username is None or self.sasl_password is None):
             raise ValueError(
-                f"bus.security_protocol {self.security_protocol} needs bus.sasl_username and "
+                f"bus.security_protocol {self.security_protocol} with sasl_mechanism "
+                f"{self.sasl_mechanism or 'PLAIN'} needs bus.sasl_username and "
                 "bus.sasl_password"
             )
         return self
+
+    @field_validator("sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_case(cls, value: Any) -> Any:
+        """Kafka's names are upper case; ``scram-sha-256`` means the same."""
+        return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _group_timing(self) -> BusConfig:

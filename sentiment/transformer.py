@@ -44,7 +44,7 @@ from sentiment.classifier import ABSTAIN_SUFFIX, Classifier
 from sentiment.config import ScorerConfig
 from sentiment.encoder import EncoderModel, Floats
 from sentiment.errors import ModelLoadError
-from sentiment.textnorm import blank, plain_letters, readable, without_links
+from sentiment.textnorm import plain_letters, readable, shows_nothing, without_links
 from sentiment.wordmodel import WordModel
 
 __all__ = [
@@ -198,9 +198,7 @@ class SentimentClassifier:
         english: list[int] = []
         chinese: list[int] = []
         for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
-            if blank(text) or (("&" in text or "\\" in text) and blank(readable(text, len(text)))):
-                # nothing to read, also once decoded as the models read it ("&nbsp;",
-                # "&#8203;", a literal "\\u200b"): the encoders guessed at those
+            if shows_nothing(text):  # also once decoded ("&nbsp;": the encoders guessed)
                 results[i] = self._empty
                 continue
             which = route(text, lang)

@@ -40,7 +40,7 @@ from sentiment.detector.burst import BurstTest
 from sentiment.detector.config import DetectorConfig, Predictor
 from sentiment.detector.forecast import ForecastModel, StoryForecast
 from sentiment.detector.sizemodel import MILESTONES
-from sentiment.textnorm import blank
+from sentiment.textnorm import shows_nothing
 
 MAX_PLATFORMS = 64
 HAWKES_READERS = frozenset({"hawkes", "consensus"})
@@ -269,10 +269,9 @@ class StoryHeat:
             at_minutes = at.timestamp() / 60
         if at < self.first_at:
             self.first_at = at
-        text = mention.text
         # text of its own: one that shows something (a repost of a zero-width space, a
-        # bidi mark or a BOM is a bare repost, as the classifier reads it: textnorm.blank)
-        texted = bool(text) and not blank(text)
+        # bidi mark, a BOM or "&nbsp;" is a bare repost, as the classifier reads it)
+        texted = not shows_nothing(mention.text)
         if is_root:
             self.root_followers = mention.author.followers
         elif texted:

@@ -62,9 +62,13 @@ async def world(
 
 
 async def settle(runtime: Runtime) -> None:
+    """Every signal applied and every alert sent: the sending a signal starts runs beside
+    the tick (it may hold the rows the tick would claim), so both are waited for."""
     assert isinstance(runtime.bus, MemoryBus) and runtime.alerter is not None
     await runtime.bus.join()
+    await runtime.alerter.sent()
     await runtime.alerter.tick()
+    await runtime.alerter.sent()
 
 
 def test_three_scenarios_ship() -> None:

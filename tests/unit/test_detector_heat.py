@@ -70,13 +70,14 @@ def test_reposts_carry_the_roots_label_once_it_is_known() -> None:
 
 
 def test_a_repost_whose_text_shows_nothing_inherits_the_story_label() -> None:
-    """A zero-width space, a bidi mark or a BOM is no text of its own (the classifier reads
-    such a text as blank): the repost carries the story's label, not its own neutral."""
+    """A zero-width space, a bidi mark, a BOM or "&nbsp;" is no text of its own (the
+    classifier reads such a text as blank): the repost carries the story's label, not its
+    own neutral."""
     heat = StoryHeat(CFG, T0)
     add(heat, mention("root", text="my charger caught fire"), "negative", root=True)
-    for i, nothing in enumerate(("\u200b", "\u200e ", "\u2060", " \ufeff")):
+    for i, nothing in enumerate(("\u200b", "\u200e ", "\u2060", " \ufeff", "&nbsp;")):
         add(heat, mention(f"rt{i}", i + 1, text=nothing))  # scored "neutral"
-    assert heat.negative() == (5, 1.0)
+    assert heat.negative() == (6, 1.0)
 
 
 def test_the_root_label_wins_over_the_first_text() -> None:
