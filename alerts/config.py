@@ -585,6 +585,16 @@ def _route_problems(route: RouteConfig, path: str, config: AlertsConfig) -> list
     return problems
 
 
+def public_base_url(value: str, name: str) -> str:
+    """``value`` when it is an http(s) URL with a host (the base of links in alerts: without
+    a scheme they were plain text to Slack and mail clients); else a ValueError naming
+    ``name``."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name} must be an http(s) URL: https://crisiswatch.example.com")
+    return value
+
+
 class AlertsConfig(Section):
     model_config = _SECRET_SAFE
 
@@ -628,14 +638,7 @@ class AlertsConfig(Section):
     def _http_public_url(cls, value: str | None) -> str | None:
         """The base of the links in alerts: without a scheme (``cw.acme.example``) they were
         plain text to Slack and mail clients (as ``api.public_url``)."""
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                "alerts.public_url must be an http(s) URL: https://crisiswatch.example.com"
-            )
-        return value
+        return None if value is None else public_base_url(value, "alerts.public_url")
 
     @model_validator(mode="before")
     @classmethod

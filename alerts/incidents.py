@@ -76,6 +76,7 @@ from alerts.outbox import (
     enqueue,
     enqueue_follow_ups,
     is_alert,
+    page_of,
     possibly_sent,
     realert_reason,
     rowcount,
@@ -527,7 +528,7 @@ async def _keyed_page_held(session: AsyncSession, incident: Incident) -> bool:
             or_(Delivery.status.in_((SENT, PENDING)), possibly_sent()),
         )
     )
-    return any(int(page or 0) == incident.page for page in pages)
+    return any(page_of({"page": page}) == incident.page for page in pages)
 
 
 async def _inhibitor(session: AsyncSession, incident: Incident, config: AlertsConfig) -> int | None:

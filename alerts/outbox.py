@@ -541,19 +541,8 @@ async def _claim(
     is taken before the transaction opens (a waiting round holds no connection) and covers
     only the claim's own statements, which wait on no lock held by an alerter coroutine
     that needs it; sending and recording are outside it."""
-    async with limiter.claiming:
-        return await _claim_locked(sessions, config, limiter, now, metrics)
-
-
-async def _claim_locked(
-    sessions: async_sessionmaker[AsyncSession],
-    config: AlertsConfig,
-    limiter: RateLimiter,
-    now: datetime,
-    metrics: Metrics,
-) -> tuple[list[_Claim], int, int]:
     lease_until = now + config.delivery.claim_timeout
-    async with unit_of_work(sessions) as session:
+    async with limiter.claiming, unit_of_work(sessions) as session:
         rows = (
             await session.scalars(
                 select(Delivery)

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
@@ -30,7 +29,7 @@ from pydantic import (
 from pydantic_settings import SettingsError
 
 from alerts.acklinks import AckLinkConfig
-from alerts.config import AlertsConfig
+from alerts.config import AlertsConfig, public_base_url
 from api.auth import MIN_KEY_CHARS
 from core.db import sqlite_file
 from core.settings import (
@@ -125,12 +124,7 @@ class ApiConfig(Section):
     def _http_url(cls, value: str) -> str:
         """The base of every link in alerts: without a scheme (``cw.acme.example``) the
         links were plain text to Slack and mail clients, and no ack link could be followed."""
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                "api.public_url must be an http(s) URL: https://crisiswatch.example.com"
-            )
-        return value
+        return public_base_url(value, "api.public_url")
 
     @field_validator("keys")
     @classmethod

@@ -5,6 +5,7 @@ metric names and labels a PromQL expression uses, against the registry of core/m
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,17 @@ _SUFFIXES = {
     "histogram": ("_bucket", "_count", "_sum", "_created"),
     "summary": ("", "_count", "_sum", "_created"),
 }
+
+
+def all_panels() -> list[dict[str, Any]]:
+    """Every panel and row of the provisioned dashboard, those inside a collapsed row too
+    (Grafana keeps them there)."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found += panel.get("panels", [])
+    return found
 
 
 def metric_kind(metric: MetricWrapperBase) -> str:

@@ -8,14 +8,13 @@ one a process's ``/metrics`` serves), no code of the packages defines a metric e
 from __future__ import annotations
 
 import ast
-import json
 from collections.abc import Iterable, Mapping
 
 from tests.deploy_support import (
-    DASHBOARD,
     PACKAGES,
     PROMETHEUS,
     ROOT,
+    all_panels,
     exported_families,
     grafana_expr,
     load_yaml,
@@ -32,14 +31,8 @@ METRIC_CLASSES = frozenset({"Counter", "Gauge", "Histogram", "Summary", "Info", 
 
 
 def panel_expressions() -> list[str]:
-    """Every query of every panel (those inside a collapsed row too), Grafana's interval
-    variables filled in."""
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    found = []
-    for panel in dashboard["panels"]:
-        for one in [panel, *panel.get("panels", [])]:
-            found += [grafana_expr(t["expr"]) for t in one.get("targets", [])]
-    return found
+    """Every query of every panel, Grafana's interval variables filled in."""
+    return [grafana_expr(t["expr"]) for one in all_panels() for t in one.get("targets", [])]
 
 
 def rule_expressions() -> list[str]:

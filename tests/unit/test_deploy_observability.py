@@ -22,6 +22,7 @@ from tests.deploy_support import (
     DEPLOY,
     PROMETHEUS,
     ROLES,
+    all_panels,
     compose,
     emitted_label_values,
     exported_series,
@@ -37,16 +38,6 @@ SERIES = exported_series()
 EMITTED = emitted_label_values()
 RULES = load_yaml(PROMETHEUS / "rules.yml")
 ALL_RULES = [rule for group in RULES["groups"] for rule in group["rules"]]
-
-
-def all_panels() -> list[dict[str, Any]]:
-    """Every panel and row, those inside a collapsed row too (Grafana keeps them there)."""
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    found = []
-    for panel in dashboard["panels"]:
-        found.append(panel)
-        found += panel.get("panels", [])
-    return found
 
 
 def panels() -> list[dict[str, Any]]:

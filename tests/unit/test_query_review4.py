@@ -5,19 +5,10 @@ from __future__ import annotations
 import pytest
 
 from listener.config import WatchConfig
-from listener.query import Prefold, QueryError, Subject, compile_query, fold, parse
+from listener.query import QueryError, parse
 from listener.watches import WatchMatcher
 from tests.unit.test_listener_query_parser import show
-
-
-def hits(query: str, text: str, lang: str | None = None) -> bool:
-    """The watch matches, and the fast path (prefold + prefilter) lets the text through."""
-    compiled = compile_query(query)
-    prefold = Prefold({c for lit in compiled.literals for c in lit})
-    found = bool(WatchMatcher([WatchConfig(id="w", query=query)]).match(text, lang))
-    if compiled.matches(Subject(fold(text), lang, None)):
-        assert compiled.candidate(prefold(text))
-    return found
+from tests.unit.test_query_edges import hits
 
 
 # Turkish dotless ı had no fold: "YOLLARI" folds to "yollari" but "Yolları" kept its ı, so
