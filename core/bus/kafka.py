@@ -13,8 +13,10 @@
   subscription's ``on_rebalance`` (and again when partitions are assigned).
 * ``stop()``: stop fetching, let the batch in flight finish, commit, close the
   consumers, then flush and close the producer; bounded by ``stop_timeout``
-  (``bus.stop_timeout``). A batch still running at the deadline is abandoned, not
-  committed: it is delivered again. ``api.serve`` runs this on SIGTERM and exits 0.
+  (``bus.stop_timeout``) in all: the batch gets it less a share for closing (at most
+  3 s), then it is abandoned, not committed (delivered again), and the closing steps
+  run side by side until the deadline (a broker gone at SIGTERM adds nothing per
+  client). ``api.serve`` runs this on SIGTERM and exits 0.
 * Dead letters go to ``<topic>.dlq`` with the record's key and value and headers
   ``reason``, ``group``, ``topic``, ``partition``, ``offset``. A record too large for
   that (it fits its topic, not with the headers added) goes cut to its first 64 KiB,
@@ -101,6 +103,8 @@ _CUT_KEY_MAX = 1000  # characters of its key kept then
 _RETRY_DELAY = 1.0  # seconds before fetching again after a failed fetch or batch
 _POSITION_WAIT = 0.1  # seconds the lag gauge waits for a partition's position
 JOIN_NOTICE_SECONDS = 15.0  # how often a start still joining its groups says so
+_CLOSE_SHARE = 3.0  # seconds of stop_timeout kept for the final commits and closes
+_STEP_MIN = 0.1  # seconds a closing step gets even past its deadline
 
 
 RecordOutcome = Literal["written", "too_large", "failed", "unsent"]
@@ -362,10 +366,18 @@ class KafkaBus(Bus):
             raise
 
     async def stop(self) -> None:
+        """Stop fetching, let the batches in flight finish, commit, close: all of it
+        within ``stop_timeout``. The batches get it less a share kept for closing
+        (``_CLOSE_SHARE``, at most a third): a batch still running then is cancelled,
+        uncommitted (delivered again); the consumers' final commits and LeaveGroups and
+        the producer's flush and close then run side by side until the deadline, so a
+        broker gone at SIGTERM costs ``stop_timeout``, not a second more per client."""
         if not self._started and self._producer is None and not self._consumers:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._stop_timeout
+        closing = min(_CLOSE_SHARE, self._stop_timeout / 3)
+        drained_by = deadline - closing
         log.info("stopping the Kafka bus: %d consumer(s)", len(self._consumers))
         for state in self._consumers:
             state.stopping = True
@@ -375,46 +387,55 @@ class KafkaBus(Bus):
                 log.info("%s: finishing the batch in flight, then committing it", state.name)
         tasks = [s.task for s in self._consumers if s.task is not None]
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, drained_by - loop.time()))
             for task in late:
                 log.warning(
-                    "%s: batch still running after %.0f s; abandoning it (it will be "
+                    "%s: batch still running after %.1f s; abandoning it (it will be "
                     "delivered again)",
                     task.get_name(),
-                    self._stop_timeout,
+                    self._stop_timeout - closing,
                 )
                 task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=5.0)
+            if late:  # half of the closing share for the cancellations to land
+                await asyncio.wait(late, timeout=max(0.0, drained_by + closing / 2 - loop.time()))
         await self._close(deadline)
         log.info("the Kafka bus is stopped")
 
     async def _close(self, deadline: float) -> None:
-        """Commit what was handled, close consumers, flush and close the producer."""
+        """Commit what was handled, close the consumers and flush and close the producer,
+        all side by side (the loops are over: nothing publishes any more), each step
+        given up at ``deadline``."""
         consumers, self._consumers = self._consumers, []
         for state in consumers:
             if state.task is not None and not state.task.done():
                 state.task.cancel()
-            if state.consumer is None:
-                continue
-            if state.pending:
-                await self._bounded(self._commit(state), deadline, f"{state.name}: final commit")
-            await self._bounded(state.consumer.stop(), deadline, f"{state.name}: close")
-            log.info("%s: consumer closed", state.name)
         producer, self._producer = self._producer, None
+        steps = [self._close_consumer(s, deadline) for s in consumers if s.consumer is not None]
         if producer is not None:
-            await self._bounded(producer.flush(), deadline, "producer flush")
-            await self._bounded(producer.stop(), deadline, "producer close")
-            log.info("producer flushed and closed")
+            steps.append(self._close_producer(producer, deadline))
+        await asyncio.gather(*steps)
         self._started = False
+
+    async def _close_consumer(self, state: _Consumer, deadline: float) -> None:
+        if state.pending:
+            await self._bounded(self._commit(state), deadline, f"{state.name}: final commit")
+        await self._bounded(state.consumer.stop(), deadline, f"{state.name}: close")
+        log.info("%s: consumer closed", state.name)
+
+    async def _close_producer(self, producer: Any, deadline: float) -> None:
+        await self._bounded(producer.flush(), deadline, "producer flush")
+        await self._bounded(producer.stop(), deadline, "producer close")
+        log.info("producer flushed and closed")
 
     @staticmethod
     async def _bounded(step: Awaitable[Any], deadline: float, what: str) -> None:
-        timeout = max(1.0, deadline - asyncio.get_running_loop().time())
+        """Run ``step`` until ``deadline`` (at least ``_STEP_MIN`` seconds: a step given
+        none would be cancelled before it ran, leaving a client unclosed)."""
+        timeout = max(_STEP_MIN, deadline - asyncio.get_running_loop().time())
         try:
             await asyncio.wait_for(step, timeout)
         except TimeoutError:
-            log.error("%s did not finish within %.0f s; going on", what, timeout)
+            log.error("%s did not finish within %.1f s; going on", what, timeout)
         except Exception as exc:
             log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
 
