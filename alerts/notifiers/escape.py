@@ -99,8 +99,11 @@ _MARKDOWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "\\*_~`[]<>#|&@"})
 _SLACK_MRKDWN = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "*_~`[]"})
 
 
-# fullmatch, never ^...$: "$" also matches before a final line break
-_URL = re.compile(r"https?://[^\s<>|\"'`]+", re.IGNORECASE)
+# fullmatch, never ^...$: "$" also matches before a final line break. No backslash: a
+# browser reads it as "/" in an http(s) URL (WHATWG URL standard) where ``urlsplit`` does
+# not, so "https://evil.example\@good.example/" leads to evil.example while ``host``
+# would name good.example; in markdown it escapes the ")" that ends a link; JSON doubles it.
+_URL = re.compile(r"https?://[^\s<>|\"'`\\]+", re.IGNORECASE)
 
 
 def one_line(text: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
@@ -36,10 +36,14 @@ def is_retryable_status(status: int) -> bool:
 
 
 def secret_parts(url: str) -> list[str]:
-    """The pieces of a secret URL worth redacting: the URL, its path, its long segments."""
+    """The pieces of a secret URL worth redacting: the URL, its path, its long segments,
+    its query and the long values in it (WeCom's ``key``, DingTalk's ``access_token``: a
+    receiver that echoes the credential alone must not leak it)."""
     parts = urlsplit(url)
     out = [url, parts.path, parts.query]
     out += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+    values = [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    out += [v for value in values for v in {value, quote(value, safe="")} if len(value) >= 8]
     return [p for p in out if p and p != "/"]
 
 
@@ -263,4 +267,6 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
     data = text.encode()
     if len(data) <= max_bytes:
         return text
-    return data[: max(max_bytes - 3, 0)].decode(errors="ignore") + "…"
+    if max_bytes < len("…".encode()):  # no room to say it was cut
+        return data[: max(max_bytes, 0)].decode(errors="ignore")
+    return data[: max_bytes - 3].decode(errors="ignore") + "…"

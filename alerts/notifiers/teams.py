@@ -13,7 +13,9 @@ Adaptive Cards), adaptivecards.io schema 1.4:
   (``{"type": "mention", "text": "<at>Name</at>", "mentioned": {"id", "name"}}``) where
   ``id`` is the person's Entra object id or UPN (``chat_ids.teams``);
 * the Workflows trigger answers 202 Accepted; 429 carries Retry-After.
-* limit: Teams allows about 4 requests a second per webhook.
+* limits: Teams allows about 4 requests a second per webhook; a message is at most about
+  28 KB (the whole card: "Request Entity too large" past it), so the card's text is
+  shortened until the JSON body is at most ``BODY_MAX_BYTES``, JSON escaping included.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import httpx
 from alerts.channels import TeamsChannelConfig
 from alerts.notifiers import escape, render
 from alerts.notifiers.base import AlertMessage, Contact, RateLimit
-from alerts.notifiers.http import HookClient
+from alerts.notifiers.http import HookClient, fit_body
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
-TEXT_MAX_BYTES = 20000  # Teams refuses messages over about 28 KB
+TEXT_MAX_BYTES = 20000  # at most: less when escaping would push the body over
+BODY_MAX_BYTES = 27000  # Teams refuses messages over about 28 KB: kept a little under
 _COLOR = {1: "Warning", 2: "Warning", 3: "Attention"}
 
 
@@ -38,7 +41,10 @@ def _mention_tag(contact: Contact) -> str | None:
     return f"<at>{escape.markdown(contact.name, 80)}</at>"
 
 
-def card(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
+def card(
+    alert: AlertMessage, language: str = "en", max_bytes: int = TEXT_MAX_BYTES
+) -> dict[str, Any]:
+    """The card in ``language``; its text at most ``max_bytes`` of UTF-8."""
     color = "Good" if render.is_follow_up(alert) else _COLOR.get(alert.tier, "Attention")
     body: list[dict[str, Any]] = [
         {
@@ -55,7 +61,7 @@ def card(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
                 alert,
                 mention=_mention_tag,
                 ack_link=False,
-                max_bytes=TEXT_MAX_BYTES,
+                max_bytes=max_bytes,
                 language=language,
             ),
             "wrap": True,
@@ -86,11 +92,14 @@ def card(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
 
 
 def message(alert: AlertMessage, language: str = "en") -> dict[str, Any]:
-    content = card(alert, language)
-    return {
-        "type": "message",
-        "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": content}],
-    }
+    """The body, at most ``BODY_MAX_BYTES`` once encoded."""
+
+    def body(max_bytes: int) -> dict[str, Any]:
+        content = card(alert, language, max_bytes)
+        attachment = {"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": content}
+        return {"type": "message", "attachments": [attachment]}
+
+    return fit_body(body, TEXT_MAX_BYTES, BODY_MAX_BYTES)
 
 
 class TeamsNotifier:

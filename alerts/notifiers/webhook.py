@@ -6,7 +6,9 @@ Request: ``POST <url>`` with the JSON body ``{"type": "crisiswatch.alert", "vers
 * ``X-Crisiswatch-Timestamp``: Unix seconds when it was signed;
 * ``X-Crisiswatch-Signature``: ``sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>``;
 * ``X-Crisiswatch-Idempotency-Key``: the same on every retry of one delivery (delivery is
-  at-least-once: receivers drop repeats by this key).
+  at-least-once: receivers drop repeats by this key). A header value is ASCII: a key with
+  other characters (a channel named in Chinese) goes percent-encoded as UTF-8, as do ``%``
+  and whitespace (``header_key``); ``alert.idempotency_key`` in the body is the key as is.
 
 Language (the channel's ``language``: ``en`` or ``zh``): the machine fields (ids, ``tier``,
 ``action``, ``drill``, keys, URLs, ``ack_hint``, ``evidence[].label``, the structured
@@ -62,6 +64,7 @@ from __future__ import annotations
 
 import json
 from typing import ClassVar
+from urllib.parse import quote
 
 import httpx
 
@@ -77,6 +80,17 @@ from core.clock import Clock
 TIMESTAMP_HEADER = signing.TIMESTAMP_HEADER
 SIGNATURE_HEADER = signing.SIGNATURE_HEADER
 IDEMPOTENCY_HEADER = "X-Crisiswatch-Idempotency-Key"
+
+
+# every printable ASCII character but "%" stays as it is: keys of ASCII names are unchanged
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def header_key(key: str) -> str:
+    """``key`` as a header value: printable ASCII, the rest percent-encoded (UTF-8). httpx
+    refuses a non-ASCII header value (``UnicodeEncodeError``: the delivery failed on every
+    attempt) and HTTP one with a line break."""
+    return quote(key, safe=_HEADER_SAFE)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -185,7 +199,7 @@ class WebhookNotifier:
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
-            IDEMPOTENCY_HEADER: alert.idempotency_key,
+            IDEMPOTENCY_HEADER: header_key(alert.idempotency_key),
         }
         await post(
             self._http,
