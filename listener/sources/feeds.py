@@ -55,10 +55,12 @@ cannot be read is logged, counted and ignored (every feed is read as on a first 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import html
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,7 +198,7 @@ class FeedClient:
         # the feed's own problems (too large, a captcha or error page served with 200):
         # retried on the target's long backoff, not as an outage of the whole source
         try:
-            items = parse_feed(body)
+            items = parse_feed(body, response.charset_encoding)
         except ValueError as exc:
             raise TargetUnavailable(f"{what}: {exc}") from None
         return items, response.headers.get("etag"), response.headers.get("last-modified")
@@ -268,6 +270,51 @@ def _content_key(body: str, date: str) -> str:
     return digest([body, date])
 
 
+_COLON_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})$")
+_GMT_OFFSET = re.compile(r"\b(?:GMT|UTC|UT)([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
+_ZONE_NAME = re.compile(r"\b([A-Za-z]{3,4})$")
+_ZONES = {
+    # zone names feeds write that ``email.utils`` does not know (it knows UT, UTC, GMT,
+    # Z and the North American ones): read as UTC, such a date was hours off. Ambiguous
+    # names (IST: India, Ireland or Israel) are not guessed.
+    "WET": "+0000",
+    "WEST": "+0100",
+    "BST": "+0100",
+    "CET": "+0100",
+    "CEST": "+0200",
+    "MET": "+0100",
+    "MEST": "+0200",
+    "EET": "+0200",
+    "EEST": "+0300",
+    "MSK": "+0300",
+    "HKT": "+0800",
+    "SGT": "+0800",
+    "AWST": "+0800",
+    "JST": "+0900",
+    "KST": "+0900",
+    "ACST": "+0930",
+    "AEST": "+1000",
+    "AEDT": "+1100",
+    "NZST": "+1200",
+    "NZDT": "+1300",
+}
+
+
+def _rfc822_zone(value: str) -> str:
+    """An RFC 822 date with its zone as ``email.utils`` reads it: an offset written
+    ``+08:00`` or ``GMT+8`` (PHP and Go generators, many Chinese feeds), or a zone name it
+    does not know (CET, JST...), as ``+HHMM``; it took them for no zone (UTC), hours off."""
+    value = value.strip()
+    if match := _GMT_OFFSET.search(value):
+        sign, hours, minutes = match.groups()
+        return f"{value[: match.start()]}{sign}{int(hours):02d}{minutes or '00'}"
+    if match := _COLON_OFFSET.search(value):
+        return value[: match.start()] + "".join(match.groups())
+    if (match := _ZONE_NAME.search(value)) and match.group(1).upper() in _ZONES:
+        return value[: match.start()] + _ZONES[match.group(1).upper()]
+    return value
+
+
 def _date(value: str) -> datetime | None:
     """An item's date: RFC 822 (RSS 2.0's ``pubDate``) or ISO 8601 / W3CDTF (``dc:date``,
     Atom), with or without a time or an offset (none: UTC), ``t``/``z`` in either case
@@ -279,7 +326,7 @@ def _date(value: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         try:
-            parsed = parsedate_to_datetime(value)
+            parsed = parsedate_to_datetime(_rfc822_zone(value))
         except (TypeError, ValueError):
             return None
     try:
@@ -329,11 +376,118 @@ def _rss_items(root: Element) -> list[Element]:
     return [element for element in root.iter() if element.tag == "item" or id(element) in listed]
 
 
-def parse_feed(body: bytes) -> list[FeedItem]:
-    """Items of an RSS (0.9x, 1.0, 2.0) or Atom document. Raises ``ValueError`` for
-    anything else."""
+_DECLARATION = re.compile(rb"<\?xml\s[^>]*?\bencoding\s*=\s*([\"'])([A-Za-z][\w.:-]*)\1")
+_EXPAT_NATIVE = {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii", "iso8859-1"}
+"""Encodings (``codecs`` names) expat reads itself; the others are read through Python."""
+_WIDER = {
+    # the labels' usual meaning on the web (WHATWG Encoding): feeds declared GB2312 hold
+    # GBK characters, Big5 ones HKSCS, Shift_JIS ones Windows-31J, EUC-KR ones UHC
+    "gb2312": "gb18030",
+    "gb_2312-80": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "big5": "big5hkscs",
+    "big5-hkscs": "big5hkscs",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+}
+_SPACE = b" \t\r\n"
+
+
+def _codec(label: str) -> str | None:
+    """The ``codecs`` name of an encoding label; None for one Python does not know."""
+    label = label.strip().lower()
     try:
-        root = ElementTree.fromstring(body)
+        return codecs.lookup(_WIDER.get(label, label)).name
+    except LookupError:
+        return None
+
+
+def _as_utf8(body: bytes, codec: str, declaration: re.Match[bytes] | None) -> bytes | None:
+    """``body`` read in ``codec`` (a byte it cannot read replaced) and written as UTF-8,
+    its declaration saying so; None when ``codec`` is no text encoding (rot13...)."""
+    if declaration is not None:  # ASCII in every encoding read here: replaced as bytes
+        start, end = declaration.span(2)
+        body = body[:start] + b"UTF-8" + body[end:]
+    try:
+        return body.decode(codec, "replace").encode("utf-8")
+    except (LookupError, UnicodeError):
+        return None
+
+
+def _readable(body: bytes) -> bytes:
+    """``body`` as expat reads it. Whitespace before the XML declaration (a blank line
+    printed by a CMS plugin: "declaration not at start of entity") is dropped; a body
+    declared in an encoding expat cannot read (multi-byte ones: GB2312, GBK, Big5,
+    Shift_JIS, EUC-JP, EUC-KR, common in Chinese, Japanese and Korean feeds: "multi-byte
+    encodings are not supported") is decoded here and handed over as UTF-8."""
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return body
+    bom = codecs.BOM_UTF8 if body.startswith(codecs.BOM_UTF8) else b""
+    rest = body[len(bom) :]
+    if rest[:1] in (b" ", b"\t", b"\r", b"\n") and rest.lstrip(_SPACE).startswith(b"<?xml"):
+        body = bom + rest.lstrip(_SPACE)
+    declaration = _declaration(body)
+    codec = _codec(declaration.group(2).decode("ascii")) if declaration else None
+    if codec is None or codec in _EXPAT_NATIVE:
+        return body
+    return _as_utf8(body, codec, declaration) or body
+
+
+def _declaration(body: bytes) -> re.Match[bytes] | None:
+    """The encoding declaration of ``body``'s XML declaration (its first bytes)."""
+    start = len(codecs.BOM_UTF8) if body.startswith(codecs.BOM_UTF8) else 0
+    if not body.startswith(b"<?xml", start):
+        return None
+    head = body[start : body.find(b"?>", start, start + 512) + 2]
+    return _DECLARATION.match(body, start, start + len(head)) if len(head) > 2 else None
+
+
+def _repaired(body: bytes, charset: str | None) -> bytes | None:
+    """``body`` (that expat refused) with the bytes its encoding cannot read replaced,
+    in UTF-8: its declared encoding, else the HTTP ``charset``, else UTF-8. A feed holding
+    one stray byte (a summary cut inside a multi-byte character, one line pasted from
+    Latin-1) was refused whole, at every poll. None when every byte reads: the document
+    itself is not well-formed, or the encoding is unknown (UTF-16: as it was)."""
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None
+    declaration = _declaration(body)
+    if declaration is not None:
+        codec = _codec(declaration.group(2).decode("ascii"))
+    else:
+        codec = _codec(charset or "utf-8")
+    if codec is None or codec.startswith("utf-16") or codec.startswith("utf-32"):
+        return None
+    try:
+        body.decode(codec)
+    except UnicodeDecodeError:
+        return _as_utf8(body, codec, declaration)
+    except LookupError:
+        return None
+    if declaration is None and codec != "utf-8":  # no declaration: expat read UTF-8
+        return _as_utf8(body, codec, None)
+    return None
+
+
+def parse_feed(body: bytes, charset: str | None = None) -> list[FeedItem]:
+    """Items of an RSS (0.9x, 1.0, 2.0) or Atom document. Raises ``ValueError`` for
+    anything else. ``charset``: the HTTP ``Content-Type``'s, for a body that declares
+    no encoding and is not UTF-8."""
+    body = _readable(body)
+    try:
+        try:
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError:
+            repaired = _repaired(body, charset)
+            if repaired is None:
+                raise
+            root = ElementTree.fromstring(repaired)
     except ElementTree.ParseError as exc:
         raise ValueError(f"not well-formed XML: {exc}") from None
     except Exception as exc:  # defusedxml's refusals (entities, DTDs)
