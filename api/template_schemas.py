@@ -176,14 +176,51 @@ class ErrorOut(BaseModel):
     detail: str = Field(examples=["cannot approve version 2: it is draft, approve needs in_review"])
 
 
+class ValidationIssueOut(BaseModel):
+    """One problem FastAPI found in a request (its own 422)."""
+
+    loc: list[str | int] = Field(examples=[["query", "limit"]])
+    msg: str
+    type: str
+
+
+class UnprocessableOut(BaseModel):
+    """A 422: FastAPI's list of problems for a request its declared types refuse, or one
+    sentence where the API refuses it itself (an unknown or repeated query parameter, a
+    NUL, a value the service refuses)."""
+
+    detail: str | list[ValidationIssueOut] = Field(
+        examples=["unknown query parameter 'stauts'; this route takes: limit, offset, status"]
+    )
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorOut, "description": description}
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _error("no key, or an unknown key"),
-    403: _error("the key's role or watch scope does not allow this"),
-    404: _error("no such template, version or incident"),
-    409: _error("the template's or version's state does not allow this"),
-    429: _error("too many failed authentications from this address (see Retry-After)"),
+UNPROCESSABLE: dict[str, Any] = {
+    "model": UnprocessableOut,
+    "description": "the request's parameters or body are refused: a list of problems, or a "
+    "sentence saying what is wrong",
 }
+
+
+def errors(not_found: str, conflict: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """The refusals of an API router that takes keys, for its OpenAPI schema: ``not_found``
+    and ``conflict`` say what its 404 and (when it answers one) 409 are about."""
+    found: dict[int | str, dict[str, Any]] = {
+        401: _error("no key, or an unknown key"),
+        403: _error("the key's role or watch scope does not allow this"),
+        404: _error(not_found),
+        422: UNPROCESSABLE,
+        429: _error("too many failed authentications from this address (see Retry-After)"),
+    }
+    if conflict is not None:
+        found[409] = _error(conflict)
+    return dict(sorted(found.items(), key=lambda item: int(item[0])))
+
+
+ERRORS = errors(
+    "no such template, version or incident",
+    "the template's or version's state does not allow this",
+)

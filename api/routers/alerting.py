@@ -40,9 +40,14 @@ from api.deps import db_session
 from api.runtime import Runtime
 from api.schemas import IncidentOut
 from api.scope import silence_watches, teams_of_watches, watches_named
+from api.template_schemas import errors
 from core.events import UtcDatetime
 
-router = APIRouter(route_class=audit.AuditedRoute, tags=["alerting"])
+router = APIRouter(
+    route_class=audit.AuditedRoute,
+    tags=["alerting"],
+    responses=errors("no such silence or incident", "the incident's status does not allow this"),
+)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 SilenceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -209,7 +214,8 @@ async def who_is_on_call(
     request: Request,
     who: Annotated[Principal, Depends(require("viewer"))],
     watch: Annotated[
-        str | None, Query(max_length=100, description="only the teams of this watch")
+        str | None,
+        Query(min_length=1, max_length=100, description="only the teams of this watch"),
     ] = None,
     tier: Annotated[
         int | None,

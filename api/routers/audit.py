@@ -32,10 +32,16 @@ Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 async def list_audit(
     session: Session,
     who: Annotated[Principal, Depends(require("admin"))],
-    actor: Annotated[str | None, Query(max_length=255, description="key name")] = None,
-    action: Annotated[str | None, Query(max_length=64, examples=["template.approve"])] = None,
-    target_type: Annotated[str | None, Query(max_length=64, examples=["template_version"])] = None,
-    target_id: Annotated[str | None, Query(max_length=255, examples=["3/2"])] = None,
+    actor: Annotated[
+        str | None, Query(min_length=1, max_length=255, description="key name")
+    ] = None,
+    action: Annotated[
+        str | None, Query(min_length=1, max_length=64, examples=["template.approve"])
+    ] = None,
+    target_type: Annotated[
+        str | None, Query(min_length=1, max_length=64, examples=["template_version"])
+    ] = None,
+    target_id: Annotated[str | None, Query(min_length=1, max_length=255, examples=["3/2"])] = None,
     outcome: Annotated[
         audit.Outcome | None,
         Query(description="ok: a change made; forbidden (403), conflict (409): refused"),
@@ -47,7 +53,7 @@ async def list_audit(
         UtcDatetime | None, Query(description="entries before this time (with offset)")
     ] = None,
     watch: Annotated[
-        str | None, Query(max_length=100, description="only entries about this watch")
+        str | None, Query(min_length=1, max_length=100, description="only entries about this watch")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,

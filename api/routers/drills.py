@@ -34,8 +34,14 @@ from api.deps import db_session
 from api.drills import SCENARIOS, start_drill
 from api.runtime import Runtime
 from api.schemas import Page
+from api.template_schemas import errors
 
-router = APIRouter(route_class=audit.AuditedRoute, prefix="/drills", tags=["drills"])
+router = APIRouter(
+    route_class=audit.AuditedRoute,
+    prefix="/drills",
+    tags=["drills"],
+    responses=errors("no such drill", "drills need the listener and the bus in this process"),
+)
 
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 DrillId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the drill's id")]
@@ -87,7 +93,7 @@ async def start(
 async def list_drills(
     session: Session,
     who: Annotated[Principal, Depends(require("viewer"))],
-    watch: Annotated[str | None, Query(max_length=100)] = None,
+    watch: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[DrillOut]:

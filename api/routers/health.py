@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import check_metrics_token
@@ -33,7 +33,15 @@ async def metrics_access(request: Request) -> None:
     await check_metrics_token(request, runtime.settings.api.metrics_token)
 
 
-@router.get("/metrics", dependencies=[Depends(metrics_access)])
+@router.get(
+    "/metrics",
+    dependencies=[Depends(metrics_access)],
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
+        401: {"description": "api.metrics_token is set and the request lacks it"},
+    },
+)
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -35,8 +35,14 @@ from api.schemas import (
     Page,
     TimelineEventOut,
 )
+from api.template_schemas import errors
 
-router = APIRouter(route_class=audit.AuditedRoute, prefix="/incidents", tags=["incidents"])
+router = APIRouter(
+    route_class=audit.AuditedRoute,
+    prefix="/incidents",
+    tags=["incidents"],
+    responses=errors("no such incident", "the incident's status does not allow this"),
+)
 
 # scope="function": commit before the response is sent, so a failed commit is never a 200
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
@@ -51,7 +57,7 @@ async def list_incidents(
     who: Annotated[Principal, Depends(require("viewer"))],
     status_: Annotated[StatusFilter | None, Query(alias="status")] = None,
     tier: Annotated[int | None, Query(ge=0, le=3)] = None,
-    watch: Annotated[str | None, Query(max_length=100)] = None,
+    watch: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page[IncidentView]:

@@ -31,7 +31,7 @@ from api.auth import Principal, ensure_visible, require, require_any
 from api.deps import db_session, viewable_incident
 from api.runtime import Runtime
 from api.schemas import ActionIn, IncidentOut, Page
-from api.template_schemas import _error
+from api.template_schemas import errors
 from api.workflow_schemas import (
     EvidenceSummaryOut,
     HeatPointOut,
@@ -47,13 +47,9 @@ from api.workflow_schemas import (
     TimelineItemOut,
 )
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _error("no key, or an unknown key"),
-    403: _error("the key's role or watch scope does not allow this"),
-    404: _error("no such incident, task or assigned role"),
-    409: _error("the incident's status does not allow this"),
-    429: _error("too many failed authentications from this address (see Retry-After)"),
-}
+ERRORS = errors(
+    "no such incident, task or assigned role", "the incident's status does not allow this"
+)
 log = logging.getLogger(__name__)
 router = APIRouter(
     route_class=audit.AuditedRoute,
