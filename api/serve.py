@@ -80,6 +80,7 @@ def _banner(settings: Settings, key: str, host: str, port: int) -> str:
             f"   curl -H 'Authorization: Bearer {key}' '{base}/incidents?status=open'",
             f"   curl -X POST -H 'Authorization: Bearer {key}' {base}/incidents/N/ack",
             "   (N: the incident's number in its alert, 'ALERT #N'; 1 on a first run)",
+            f" incident console: {base}/console/ (paste the key there)",
             f" API docs: {base}/docs   metrics: {base}/metrics",
             "=" * 78,
             "",
