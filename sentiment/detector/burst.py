@@ -381,11 +381,16 @@ class BurstTest:
     def add_minute(self, minute: int, expected_per_minute: float | None) -> None:
         """``add`` for a mention in event minute ``minute``."""
         for window in self.windows:
-            if window.newest == minute:  # the newest minute (most mentions): just count
+            newest = window.newest
+            if newest == minute:  # the newest minute (most mentions): just count
                 window.recent[-1][1] += 1
                 window.current += 1
+            elif newest is None or minute > newest:  # a new minute (``BurstWindow.add``)
+                window.recent.append([minute, 1, expected_per_minute, None])
+                window.current += 1
+                window._advance(minute)
             else:
-                window.add(minute, expected_per_minute)
+                window._add_late(minute, newest, expected_per_minute)
 
     def absorb(self, other: BurstTest) -> None:
         """Count ``other``'s open windows too (same window lengths: one config)."""

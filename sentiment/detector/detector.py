@@ -924,8 +924,9 @@ class Detector:
             ws.changed.add(story.id)
         now_minutes = ws.now_minutes if now == ws.now else now.timestamp() / 60
         baseline = ws.baseline.per_minute()
-        live = tracked.heat.live(now, baseline, now_minutes)
-        raw_spread, raw_tier = self._levels(live)
+        live = LiveHeat(tracked.heat, now, baseline, now_minutes)  # (``StoryHeat.live``)
+        raw_spread = spread_level(live, self.config)  # (``_levels``, inlined: hot path)
+        raw_tier = crisis_tier(raw_spread, live.negative_share, live.has_cues, self.config)
         tracked.spread = hold(tracked.spread, raw_spread, now, self._cooldown)
         tracked.tier = hold(tracked.tier, raw_tier, now, self._cooldown)
         if _may_cool(tracked, live, self.config):

@@ -631,6 +631,10 @@ def predict_final_size(
 class RateBaseline:
     """A watch's usual mentions per minute (event time), as an EWMA over minute buckets."""
 
+    # ``per_minute``'s answer, kept until the open bucket moves on (the detector asks on
+    # every mention; the answer changes once a minute); None: to be worked out
+    _known: tuple[float | None] | None = None
+
     def __init__(self, half_life_minutes: float, warmup_minutes: float, floor: float) -> None:
         self._keep = 0.5 ** (1.0 / half_life_minutes)  # weight kept per minute
         self._warmup = warmup_minutes
@@ -648,11 +652,13 @@ class RateBaseline:
         """``add`` for a mention in event minute ``minute`` (floor of epoch minutes)."""
         if self._minute is None or self._first is None:
             self._first = self._minute = minute
+            self._known = None
         elif minute > self._minute:
             self._fold(self._count, 1)
             self._fold(0, minute - self._minute - 1)
             self._minute = minute
             self._count = 0
+            self._known = None
         # a late mention (minute < open bucket) counts in the open bucket
         self._count += 1
 
@@ -669,6 +675,12 @@ class RateBaseline:
 
     def per_minute(self) -> float | None:
         """The usual rate, or None while the watch has less than the warm-up history."""
+        known = self._known
+        if known is None:
+            known = self._known = (self._per_minute(),)
+        return known[0]
+
+    def _per_minute(self) -> float | None:
         if self._minute is None or self._first is None:
             return None
         if self._minute - self._first < self._warmup or self._weight <= 0:
