@@ -384,6 +384,27 @@ class Metrics:
         self.bus_published = Counter(
             "crisiswatch_bus_published", "Events published, by topic", ["topic"], registry=r
         )
+        self.bus_publish_failures = Counter(
+            "crisiswatch_bus_publish_failures",
+            "Kafka: events the broker did not acknowledge, or the producer did not take (the "
+            "publisher's caller retries or fails; a stage's batch is delivered again)",
+            ["topic"],
+            registry=r,
+        )
+        self.bus_fetch_failures = Counter(
+            "crisiswatch_bus_fetch_failures",
+            "Kafka: fetches that failed (retried after a second: the group reads nothing "
+            "meanwhile)",
+            ["topic", "group"],
+            registry=r,
+        )
+        self.bus_commit_failures = Counter(
+            "crisiswatch_bus_commit_failures",
+            "Kafka: offset commits that failed (the records handled since the last commit "
+            "are delivered again)",
+            ["topic", "group"],
+            registry=r,
+        )
         # bus hardening (issue 8)
         self.bus_consumer_halted = Gauge(
             "crisiswatch_bus_consumer_halted",

@@ -1,6 +1,7 @@
 """The bus: how stages talk. One contract, two implementations (memory, Kafka)."""
 
 from core.bus.base import (
+    BatchGivenBack,
     Bus,
     BusStartError,
     DeadLetter,
@@ -14,6 +15,7 @@ from core.bus.base import (
 from core.bus.halt import ConsumerHalted, Halt
 
 __all__ = [
+    "BatchGivenBack",
     "Bus",
     "BusStartError",
     "ConsumerHalted",

@@ -16,6 +16,12 @@ Semantics, the same for both:
   failing after ``RetryPolicy.max_attempts`` tries, goes to the dead-letter topic
   ``<topic>.dlq`` with the reason (its first ``REASON_MAX`` characters), and the
   consumer moves on.
+* A handler waiting to retry gives its batch back when the transport asks for it (a
+  rebalance takes the partitions, or the bus stops): ``BatchGivenBack``, the batch is not
+  committed and is delivered again (to this consumer or the partitions' next owner). A
+  handler retrying through a long outage (the alerter's policy retries for hours) would
+  otherwise hold the rebalance past its timeout (the member dropped from the group while
+  it still works on the batch) or a stop for its whole budget.
 * Up to ``max_dead_letters_per_minute`` per subscription (0: no limit), and up to
   ``max_failures_in_a_row`` events in a row failing through every retry: one more raises
   ``ConsumerHalted`` (``core.bus.halt``); the batch in flight is not committed and that
@@ -26,6 +32,7 @@ Semantics, the same for both:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -61,6 +68,11 @@ RebalanceHandler = Callable[[], Awaitable[None]]
 
 class PermanentError(Exception):
     """Raised by a handler for an event that can never be processed: dead-letter it."""
+
+
+class BatchGivenBack(Exception):
+    """The transport asked for the batch back (a rebalance, a stop) while its handler
+    waited to retry: not a failure; the batch is not committed and is delivered again."""
 
 
 class BusStartError(RuntimeError):
@@ -282,10 +294,17 @@ class Bus(ABC):
     @abstractmethod
     async def dead_letter(self, letter: DeadLetter) -> None: ...
 
-    async def process(self, sub: Subscription, records: Sequence[Record]) -> None:
+    async def process(
+        self,
+        sub: Subscription,
+        records: Sequence[Record],
+        give_back: asyncio.Event | None = None,
+    ) -> None:
         """Decode and handle one batch; returns when every record is handled or dead-lettered.
 
-        The transport commits the batch's position after this returns.
+        The transport commits the batch's position after this returns. ``give_back``: set
+        by the transport when it needs the batch back (a rebalance, a stop); a handler
+        waiting to retry then stops with ``BatchGivenBack`` (nothing committed).
         """
         events: list[BaseModel] = []
         kept: list[Record] = []
@@ -297,7 +316,7 @@ class Bus(ABC):
                 await self._to_dlq(sub, record, f"undecodable: {exc}")
         if not events:
             return
-        failure = await self._attempt(sub, events)
+        failure = await self._attempt(sub, events, give_back)
         if failure is None:
             self._failures.handled(sub.topic, sub.group)
             return
@@ -306,7 +325,7 @@ class Bus(ABC):
             return
         # Isolate the poison: handle one by one, dead-letter only those that fail.
         for event, record in zip(events, kept, strict=True):
-            single = await self._attempt(sub, [event])
+            single = await self._attempt(sub, [event], give_back)
             if single is None:
                 self._failures.handled(sub.topic, sub.group)
             else:
@@ -322,8 +341,11 @@ class Bus(ABC):
             self._failures.failed(sub.topic, sub.group)
         await self._to_dlq(sub, record, failure.reason)
 
-    async def _attempt(self, sub: Subscription, events: list[BaseModel]) -> Failure | None:
-        """Run the handler with retries; None on success, else why it failed."""
+    async def _attempt(
+        self, sub: Subscription, events: list[BaseModel], give_back: asyncio.Event | None = None
+    ) -> Failure | None:
+        """Run the handler with retries; None on success, else why it failed. Raises
+        ``BatchGivenBack`` when ``give_back`` is set while it waits to retry."""
         attempt = 0
         while True:
             attempt += 1
@@ -356,7 +378,21 @@ class Bus(ABC):
                     type(exc).__name__,
                     exc,
                 )
-                await asyncio.sleep(delay)
+                if give_back is None:
+                    await asyncio.sleep(delay)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(give_back.wait(), delay)
+                    log.warning(
+                        "handler for %s/%s: %d event(s) given back unhandled after %d "
+                        "attempt(s) (a rebalance or a stop asked for them): delivered again",
+                        sub.topic,
+                        sub.group,
+                        len(events),
+                        attempt,
+                    )
+                    given_back = f"{sub.topic}/{sub.group}: given back after {attempt}"
+                    raise BatchGivenBack(given_back) from exc
 
     async def _to_dlq(self, sub: Subscription, record: Record, reason: str) -> None:
         reason = _clip(reason)

@@ -82,6 +82,7 @@ from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
 from core.bus.base import (
+    BatchGivenBack,
     Bus,
     BusStartError,
     DeadLetter,
@@ -189,6 +190,9 @@ class _Consumer:
     busy: bool = False  # a batch is being handled
     stopping: bool = False
     pending: dict[Any, int] = field(default_factory=dict)  # handled, not yet committed
+    # set while a revoke or a stop waits for the batch: a handler waiting to retry gives
+    # it back (``BatchGivenBack``) instead of holding the rebalance or the stop
+    give_back: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def name(self) -> str:
@@ -220,7 +224,9 @@ class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             state.name,
             sorted(tp.partition for tp in revoked),
         )
+        state.give_back.set()  # a batch waiting to retry ends now, uncommitted
         async with state.lock:
+            state.give_back.clear()
             await self._bus._commit(state, only=revoked)
             for tp in revoked:
                 state.pending.pop(tp, None)
@@ -381,6 +387,7 @@ class KafkaBus(Bus):
         log.info("stopping the Kafka bus: %d consumer(s)", len(self._consumers))
         for state in self._consumers:
             state.stopping = True
+            state.give_back.set()  # a handler waiting to retry gives its batch back
             if state.task is not None and not state.busy:
                 state.task.cancel()  # it is waiting for records: nothing in flight
             elif state.task is not None and not state.task.done():
@@ -555,6 +562,7 @@ class KafkaBus(Bus):
             self.metrics.bus_published.labels(topic).inc(acknowledged)
         if refused is None and not failures:
             return
+        self.metrics.bus_publish_failures.labels(topic).inc(len(events) - acknowledged)
         first = failures[0] if failures else refused
         assert first is not None
         outcomes: list[RecordOutcome] = []
@@ -614,12 +622,16 @@ class KafkaBus(Bus):
             raise RuntimeError("the Kafka bus is not started: call start() before publishing")
         # send_and_wait waits while the producer's buffer is full (back-pressure) and
         # until the broker acknowledged the record (acks=all).
-        await producer.send_and_wait(
-            self.physical(topic),
-            value,
-            key=key.encode() if key is not None else None,
-            headers=headers,
-        )
+        try:
+            await producer.send_and_wait(
+                self.physical(topic),
+                value,
+                key=key.encode() if key is not None else None,
+                headers=headers,
+            )
+        except Exception:
+            self.metrics.bus_publish_failures.labels(topic).inc()
+            raise
         self.metrics.bus_published.labels(topic).inc()
 
     # -- consuming ---------------------------------------------------------------
@@ -630,6 +642,7 @@ class KafkaBus(Bus):
             try:
                 fetched = await self._fetch(state)
             except Exception as exc:
+                self.metrics.bus_fetch_failures.labels(state.sub.topic, state.sub.group).inc()
                 log.error("%s: fetch failed, retrying: %s: %s", state.name, type(exc).__name__, exc)
                 await asyncio.sleep(_RETRY_DELAY)
                 continue
@@ -702,6 +715,7 @@ class KafkaBus(Bus):
                     timeout_ms=max(1, int(left * 1000)), max_records=sub.max_batch - count
                 )
             except KafkaError as exc:  # handle what we have; never drop fetched records
+                self.metrics.bus_fetch_failures.labels(state.sub.topic, state.sub.group).inc()
                 log.warning("%s: fetch failed while filling a batch: %s", state.name, exc)
                 break
             for tp, records in more.items():
@@ -727,10 +741,13 @@ class KafkaBus(Bus):
                 for m in messages
             ]
             try:
-                await self.process(state.sub, records)
+                await self.process(state.sub, records, state.give_back)
             except ConsumerHalted:
                 self._rewind(state, dict(parts[index:]))  # nothing of it committed
                 raise
+            except BatchGivenBack:  # a revoke or a stop waits: the rest goes back too
+                self._rewind(state, dict(parts[index:]))
+                return False
             except Exception:
                 log.exception(
                     "%s: batch %s[%d]@%d..%d failed; it will be delivered again",
@@ -783,6 +800,7 @@ class KafkaBus(Bus):
         try:
             await state.consumer.commit(offsets)
         except KafkaError as exc:
+            self.metrics.bus_commit_failures.labels(state.sub.topic, state.sub.group).inc()
             log.warning(
                 "%s: commit of %s failed (%s); those records will be delivered again",
                 state.name,

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from core.bus.base import Bus, DeadLetter, Record, Subscription, encode_event
+from core.bus.base import BatchGivenBack, Bus, DeadLetter, Record, Subscription, encode_event
 from core.bus.halt import ConsumerHalted
 from core.bus.journal import BusJournal, JournalError
 from core.events import TOPIC_TYPES
@@ -111,6 +111,7 @@ class MemoryBus(Bus):
         self._topics: dict[str, _Topic] = {}
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._give_back = asyncio.Event()  # set by stop(): a handler waiting to retry yields
         self._busy: set[str] = set()
         self._stopping = False
         self._warned_unread: set[str] = set()
@@ -184,6 +185,7 @@ class MemoryBus(Bus):
         self._reset_halts()
         self._started = True
         self._stopping = False
+        self._give_back = asyncio.Event()  # set by stop(): a handler waiting to retry yields
         self._tasks = [
             asyncio.create_task(self._consume(sub), name=f"bus:{sub.topic}:{sub.group}")
             for sub in self._subscriptions
@@ -196,6 +198,7 @@ class MemoryBus(Bus):
         What is not handled yet stays in the log (``start()`` resumes there).
         """
         self._stopping = True
+        self._give_back.set()
         async with self._changed:
             self._changed.notify_all()
         try:
@@ -424,7 +427,12 @@ class MemoryBus(Bus):
             if sub.prefetch is not None and not self._show_next(sub, t, pos + len(batch)):
                 ahead = asyncio.create_task(self._prefetch(sub, t, pos + len(batch)))
             try:
-                await self.process(sub, batch)
+                await self.process(sub, batch, self._give_back)
+            except BatchGivenBack:  # stop() asked for it: not committed, kept for a restart
+                async with self._changed:
+                    self._busy.discard(name)
+                    self._changed.notify_all()
+                return
             except ConsumerHalted:
                 # not committed: the batch stays in the log for a restart; this group
                 # stops (the other groups go on; join() no longer waits for this one)
