@@ -380,7 +380,10 @@ def _values(
     provided = sorted(renderer.PROVIDED.intersection(variables))
     if provided:  # the approved text names the incident's brand, never the caller's
         raise BadVariables(f"{', '.join(provided)}: filled from the incident, not given")
-    values: dict[str, Any] = {**variables, "brand": incident["brand"], "incident": incident}
+    # the brand is the configuration's (the watch's): its own name, never defanged
+    brand = renderer.Trusted(incident["brand"])
+    facts = {**incident, "brand": brand}
+    values: dict[str, Any] = {**variables, "brand": brand, "incident": facts}
     missing = [v for v in version.variables if v not in values]
     if missing:
         raise BadVariables(

@@ -93,14 +93,16 @@ async def create(
     playbook = config.playbooks.get(incident.tier, [])
     if not playbook:
         return []
-    existing = set(
-        await session.scalars(
-            select(IncidentTask.key).where(IncidentTask.incident_id == incident.id)
+    existing = {
+        task.key: task
+        for task in await session.scalars(
+            select(IncidentTask).where(IncidentTask.incident_id == incident.id)
         )
-    )
+    }
     created: list[IncidentTask] = []
     for spec in playbook:
         if spec.key in existing:
+            _tighten(session, existing[spec.key], incident, config, spec, start, now)
             continue
         offsets = _offsets(spec)
         task = IncidentTask(
@@ -136,6 +138,52 @@ async def create(
         )
     await session.flush()
     return created
+
+
+def _tighten(
+    session: AsyncSession,
+    task: IncidentTask,
+    incident: Incident,
+    config: AlertsConfig,
+    spec: PlaybookTask,
+    start: datetime,
+    now: datetime,
+) -> None:
+    """A raised tier whose playbook has a task the incident already has (the same key):
+    the open task takes the raised tier's rules when they make it due sooner (a statement
+    due within 1 h at tier 2 and 15 min at tier 3 is due 15 min after the raise, or at
+    its tier-2 time if that comes first); a deadline is never loosened by a raise. Its
+    reminders follow the new due time (none planned yet, it was created muted: planned
+    when the incident is alerted, ``plan_muted``, by the raised tier's rules)."""
+    if task.status != TASK_OPEN or task.tier >= incident.tier:
+        return
+    due_at = start + config.task_due(incident.tier, spec)
+    if due_at >= task.due_at:
+        return
+    previous_due, previous_tier = task.due_at, task.tier
+    task.due_at, task.tier = due_at, incident.tier
+    task.title, task.team, task.owner_role = spec.title, spec.team, spec.owner_role
+    task.completed_by_response = spec.completed_by_response
+    if task.reminders:  # planned before: re-planned by the raised tier's reminders
+        task.reminders = _offsets(spec)
+        task.next_reminder_at = next_reminder(task, now)
+    add_event(
+        session,
+        incident.id,
+        "task_updated",
+        now,
+        detail={
+            "task": task.id,
+            "key": task.key,
+            "due_at": task.due_at.isoformat(),
+            "next_reminder_at": _iso(task.next_reminder_at),
+            "tightened": {
+                "from_tier": previous_tier,
+                "tier": task.tier,
+                "was_due_at": previous_due.isoformat(),
+            },
+        },
+    )
 
 
 async def plan_muted(
