@@ -626,7 +626,12 @@ class AlertsConfig(Section):
     public_url: str | None = Field(
         None, description="base URL of the crisiswatch API, for links in alerts"
     )
-    incident_path: str = Field("/incidents/{id}", description="API path of an incident")
+    incident_path: str = Field(
+        "/console/#incident={id}",
+        description="path (under public_url) of the 'Open incident' link in alerts: the "
+        "incident console, which asks for the API key (the JSON API's own "
+        "/incidents/{id} answers a browser 401); machines get the API URL as api_url",
+    )
     ack_path: str = Field("/incidents/{id}/ack", description="API path shown as the ack hint")
     evidence_in_alert: int = Field(3, ge=0, le=10, description="evidence snippets per alert")
     watch_labels: dict[str, dict[str, str]] = Field(

@@ -34,6 +34,11 @@ from core.events import Evidence, Signal
 
 log = logging.getLogger(__name__)
 
+API_INCIDENT_PATH = "/incidents/{id}"
+"""The incident in the JSON API (under ``public_url``): ``AlertMessage.api_url``, for
+machines. The "Open incident" link people click is ``AlertsConfig.incident_path`` (the
+console by default): the API answers a browser without a key 401."""
+
 
 def incident_title(brand: str, watch_id: str, tier: int) -> str:
     return f"{brand or watch_id}: {TIER_NAMES.get(tier, f'tier {tier}')}"
@@ -93,11 +98,13 @@ def build_message(
     mentions: Sequence[Contact] = (),
 ) -> AlertMessage:
     base = (config.public_url or "").rstrip("/")
+    # people click the link (the console, by default); machines read the API's URL
     links = (
         (Link(label=OPEN_INCIDENT, url=base + config.incident_path.format(id=incident.id)),)
         if base
         else ()
     )
+    api_url = base + API_INCIDENT_PATH.format(id=incident.id) if base else None
     return AlertMessage(
         incident_id=incident.id,
         tier=incident.tier,
@@ -111,6 +118,7 @@ def build_message(
         teams=tuple(teams),
         evidence=tuple(evidence),
         links=links,
+        api_url=api_url,
         ack_hint=f"POST {base}{config.ack_path.format(id=incident.id)}",
         drill=incident.drill,
         opened_at=incident.opened_at,
@@ -166,6 +174,7 @@ def digest_message(payloads: Sequence[dict[str, Any]], why: Reason | str, key: s
             title=f"[DRILL] {m.title}" if m.drill and not drill else m.title,
             reason=m.reason if m.action == "trigger" else f"{m.reason} ({m.action})",
             url=m.links[0].url if m.links else None,
+            api_url=m.api_url,
             action=m.action,
             page=m.page,
             idempotency_key=m.idempotency_key,

@@ -96,7 +96,10 @@ class DigestItem(BaseModel):
     tier: int = Field(ge=1, le=3)
     title: str
     reason: str = ""
-    url: str | None = None
+    url: str | None = Field(None, description="the item's 'Open incident' link (for people)")
+    api_url: str | None = Field(
+        None, description="the incident in the JSON API (for machines; its alert's api_url)"
+    )
     action: Literal["trigger", "acknowledge", "resolve"] = "trigger"
     page: int = Field(0, ge=0, description="the incident page of this item's alert")
     idempotency_key: str = Field(
@@ -146,7 +149,14 @@ class AlertMessage(BaseModel):
     )
     teams: tuple[str, ...] = ()
     evidence: tuple[EvidenceSnippet, ...] = ()
-    links: tuple[Link, ...] = ()
+    links: tuple[Link, ...] = Field(
+        (), description="for people: 'Open incident' (alerts.incident_path, the console)"
+    )
+    api_url: str | None = Field(
+        None,
+        description="the incident in the JSON API (GET with an API key), for machines (the "
+        "webhook's alert.api_url); None without a public_url, or in payloads stored before it",
+    )
     ack_hint: str = ""
     drill: bool = False
     opened_at: datetime

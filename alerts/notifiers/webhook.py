@@ -24,6 +24,12 @@ Receivers verify the signature over the raw body and reject old timestamps (repl
 ``verify_signature`` is the reference implementation. Text fields are cleaned of control
 characters, @-all pings and live links; receivers still escape for their own medium.
 
+Links: ``alert.links`` (and a digest item's ``url``) are for people: "Open incident" opens
+the incident console (``alerts.incident_path``, ``/console/#incident=<id>`` by default),
+which asks for an API key. It used to be the JSON API's ``/incidents/<id>``, which a
+browser without a key gets as 401: a receiver that fetches the incident reads
+``alert.api_url`` (a digest item's ``api_url``), always the API's URL.
+
 Body schema (version 1; fields are only ever added):
 
 ```
@@ -43,14 +49,21 @@ Body schema (version 1; fields are only ever added):
     "heat": {"mentions": int, "mentions_window": int, ...}|null,  # the explanation's numbers
     "evidence": [{"author": str|null, "followers": int|null, "text": str,
                   "url": str|null, "label": str}],
-    "links": [{"label": str, "url": str}], "ack_hint": str, "drill": bool,
+    "links": [{"label": str, "url": str}],  # for people: "Open incident" opens the
+                             # incident console (alerts.incident_path), not the JSON API
+    "api_url": str|null,     # the incident in the JSON API (GET <api_url> with an API key):
+                             # what a machine fetches; null without alerts.public_url (and
+                             # in alerts queued before it was added)
+    "ack_hint": str, "drill": bool,
     "opened_at": ISO-8601 UTC, "idempotency_key": str,
     "action": "trigger"|"acknowledge"|"resolve", "actor": str|null,
     "mentions": [{"name": str, "email": str|null, "phone": str|null,
                   "chat_ids": {channel type: id}}],
     "ack_url": str|null,     # signed single-use acknowledge link (a confirm page)
     "digest": [{"incident_id": int, "tier": int, "title": str, "reason": str,
-                "url": str|null, "action": "trigger"|"acknowledge"|"resolve",
+                "url": str|null,   # the item's "Open incident" link (for people)
+                "api_url": str|null,  # the item's incident in the JSON API (machines)
+                "action": "trigger"|"acknowledge"|"resolve",
                 "page": int, "idempotency_key": str, "why": {...}|null}]
                # non-empty: several incidents merged in one message. A digest sent again
                # (at-least-once) may hold other items, so its own key differs: drop
@@ -156,11 +169,13 @@ def payload(alert: AlertMessage, language: str = "en") -> dict[str, object]:
             "title": escape.line(ph.title(item.title), 300),
             "reason": escape.line(ph.item_reason(item), 300),
             "url": escape.safe_url(item.url),
+            "api_url": escape.safe_url(item.api_url),
             "why": _why(item.why),
         }
         for item in alert.digest
     ]
     data["ack_url"] = escape.safe_url(alert.ack_url)
+    data["api_url"] = escape.safe_url(alert.api_url)
     data["why"] = _why(alert.why)
     data["heat"] = _heat(alert.heat)
     return {

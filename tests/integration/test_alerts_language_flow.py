@@ -135,11 +135,13 @@ async def test_chinese_groups_get_the_whole_alert_in_chinese(world: World) -> No
     assert (
         "近 10 分钟 41 条帖子（累计 230 条，负面占 88%），来自 37 位作者，为平常的 9 倍" in feishu
     )
-    assert "[打开事件](https://cw.acme.example/incidents/1)" in feishu
+    # people land in the incident console (the API would answer their browser 401)
+    assert "[打开事件](https://cw.acme.example/console/#incident=1)" in feishu
     assert "新事件" in _markdown(sent["qyapi.weixin.qq.com"][0])
     hook = sent["audit.acme.example"][0]
     assert hook["language"] == "en" and hook["summary"] == "Tier 1 #1: Acme: minor complaint"
     assert hook["alert"]["explanation"] == ENGLISH and hook["alert"]["reason"] == "new"
+    assert hook["alert"]["api_url"] == "https://cw.acme.example/incidents/1"  # for machines
 
     # an upgrade: the incident's heat follows its explanation, the reason says it
     await world.signal("sig-2", tier=3, reach=35_000_000, mentions_window=300, mentions=900)

@@ -2,7 +2,8 @@
 // Every value from the API is inserted as text (textContent / text nodes), never as HTML:
 // mention text is a stranger's words. The page's CSP requires Trusted Types, so an HTML
 // sink would throw rather than parse. The API key lives in sessionStorage and travels only
-// in the Authorization header.
+// in the Authorization header. The URL's fragment names the incident shown
+// (``#incident=12``): the links in alerts open the console there; it never holds the key.
 "use strict";
 
 (function () {
@@ -41,6 +42,9 @@
   // {id, start: the offset of the first in the whole timeline, events}
   let older = null;
   let shownDetail = null; // the incident rendered (its timeline is redrawn with older events)
+  // the incident a link (``#incident=N``) asks for, opened once the board has loaded (after
+  // the key is pasted, if there was none); null: none waiting
+  let linked = null;
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -98,6 +102,53 @@
     if (value === null || value === undefined) return "";
     if (typeof value === "string") return value;
     return JSON.stringify(value);
+  }
+
+  // -- the link to an incident (the URL's fragment) ---------------------------------------
+  const HASH_KEY = "incident";
+
+  // The incident the fragment names: its id, null (it names none), or NaN (it names one
+  // that is not an incident number: "#incident=abc").
+  function hashIncident() {
+    const raw = new URLSearchParams(location.hash.replace(/^#/, "")).get(HASH_KEY);
+    if (raw === null) return null;
+    const id = /^\d{1,15}$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+    return id > 0 ? id : NaN;
+  }
+
+  // The fragment names ``id`` (replaced, not pushed: picking incidents does not fill the
+  // Back button's history; a link or an edited URL still adds its own entry).
+  function showInHash(id) {
+    const hash = "#" + HASH_KEY + "=" + id;
+    if (location.hash !== hash) history.replaceState(history.state, "", hash);
+  }
+
+  // What the link asks for, the fragment's own words never shown (a crafted link's text is
+  // not to read as the console's).
+  function badLink() {
+    say("The link names no incident: its #" + HASH_KEY + "= is not an incident number " +
+      "(such as #" + HASH_KEY + "=12).", true);
+  }
+
+  // The fragment changed (a link followed, the URL edited, Back): show what it names.
+  function followHash() {
+    const id = hashIncident();
+    if (id === null) return; // no incident named: what is shown stays
+    if (isNaN(id)) {
+      linked = null;
+      badLink();
+      return;
+    }
+    if (id === selectedId) return;
+    if (!key()) {
+      linked = id;
+      say("Paste an API key to open incident #" + id + ".");
+    } else if (boardAt === null) {
+      linked = id; // opened when the first refresh has loaded the board
+    } else {
+      linked = null;
+      select(id, true, true);
+    }
   }
 
   // -- API ---------------------------------------------------------------------------
@@ -461,7 +512,14 @@
       staleReason = null;
       showStale();
       await renderOnCall();
-      if (selectedId !== null) await showIncident(selectedId, false);
+      if (linked !== null) {
+        // the incident the link named, now that the board is there (once: a failure says why)
+        const id = linked;
+        linked = null;
+        await select(id, true, true);
+      } else if (selectedId !== null) {
+        await showIncident(selectedId, false);
+      }
       // clear only what a failed refresh said, not what was said while this one ran
       if (boardFailed && said === before) say("");
       boardFailed = false;
@@ -709,8 +767,11 @@
     node.textContent = rows.map(onCallText).join("; ");
   }
 
-  async function select(id, focus) {
+  // ``fromLink``: the id came from the URL (a link in an alert, an edited URL): an id that
+  // does not exist, or that the key may not see, is said to be the link's.
+  async function select(id, focus, fromLink) {
     selectedId = id;
+    showInHash(id);
     // the buttons act on the incident picked: another one is not left on screen with them
     // (while it loads, or if it fails to)
     if (shownId !== id) {
@@ -731,7 +792,15 @@
       // action on the incident already on screen failed) stays
       if (said === before) say("");
     } catch (error) {
-      failed(error);
+      if (fromLink && selectedId === id && error instanceof ApiError &&
+          (error.status === 403 || error.status === 404 || error.status === 422)) {
+        // nothing is selected (a refresh would ask again, and replace this with its 404)
+        selectedId = null;
+        say("The link's incident #" + id + " cannot be opened: " + error.message +
+          ". Pick an incident on the board.", true);
+      } else {
+        failed(error);
+      }
     }
   }
 
@@ -898,6 +967,9 @@
   }
 
   function start() {
+    // the incident the URL names opens once the board is there (again after a new key)
+    const wanted = hashIncident();
+    linked = wanted !== null && !isNaN(wanted) ? wanted : null;
     $("key-form").hidden = true;
     $("session").hidden = false;
     if (refreshTimer === null) refreshTimer = setInterval(refresh, REFRESH_MS);
@@ -931,8 +1003,16 @@
     $("template-select").addEventListener("change", pickTemplate);
     $("preview").addEventListener("click", () => render(false));
     $("use").addEventListener("click", () => render(true));
+    window.addEventListener("hashchange", followHash);
     setInterval(tick, 1000);
-    if (key()) start();
+    const wanted = hashIncident();
+    if (wanted !== null && isNaN(wanted)) badLink();
+    if (key()) {
+      start();
+    } else if (wanted !== null && !isNaN(wanted)) {
+      say("Paste an API key to open incident #" + wanted + ".");
+      $("key-input").focus();
+    }
   }
 
   document.addEventListener("DOMContentLoaded", init);
