@@ -96,6 +96,19 @@ def test_one_deployment_and_service_per_role() -> None:
             assert len(hit) == 1, f"{kind} {obj['metadata']['name']} selects {len(hit)} roles"
 
 
+def least_replicas(deployment: dict[str, Any]) -> int:
+    """The fewest pods a Deployment runs: its autoscaler's ``minReplicas`` where one
+    targets it (the Deployment then sets no count of its own), else its ``replicas``."""
+    name = deployment["metadata"]["name"]
+    scalers = [
+        h for h in of_kind("HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name
+    ]
+    if scalers:
+        assert "replicas" not in deployment["spec"], f"{name}: autoscaled, yet sets replicas"
+        return int(scalers[0]["spec"]["minReplicas"])
+    return int(deployment["spec"].get("replicas", 1))
+
+
 def test_pod_disruption_budgets_cover_every_role_and_never_block_a_drain() -> None:
     deployments = by_name("Deployment")
     pdbs = of_kind("PodDisruptionBudget")
@@ -109,7 +122,8 @@ def test_pod_disruption_budgets_cover_every_role_and_never_block_a_drain() -> No
         ]
         covered.add(dep["metadata"]["name"])
         if "minAvailable" in pdb["spec"]:
-            assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"], pdb["metadata"]["name"]
+            replicas = least_replicas(dep)
+            assert pdb["spec"]["minAvailable"] < replicas, pdb["metadata"]["name"]
     assert covered == set(deployments)
 
 
