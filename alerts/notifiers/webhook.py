@@ -144,8 +144,10 @@ def payload(alert: AlertMessage, language: str = "en") -> dict[str, object]:
     data = alert.model_dump(mode="json", exclude={"why", "heat"})
     data["title"] = escape.line(ph.title(alert.title), 300)
     data["reason"] = escape.line(ph.reason(alert), 300)
-    for field in ("brand", "ack_hint"):
-        data[field] = escape.line(data[field], 300)
+    data["brand"] = escape.line(data["brand"], 300)
+    # our own text (our API's URL): cleaned, on one line, not defanged (a receiver reading
+    # "POST hxxps[:]//cw[.]acme[.]example/incidents/3/ack" could not act on it)
+    data["ack_hint"] = escape.one_line(escape.clean(data["ack_hint"], 300))
     data["teams"] = [escape.line(team, 100) for team in alert.teams]
     data["mentions"] = [
         {**c.model_dump(mode="json"), "name": escape.line(c.name, 100)} for c in alert.mentions

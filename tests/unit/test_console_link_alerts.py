@@ -156,3 +156,10 @@ def test_an_alert_stored_before_api_url_still_sends() -> None:
     old = AlertMessage.model_validate(stored)
     assert old.api_url is None
     assert payload(old)["alert"]["api_url"] is None  # type: ignore[index]
+
+
+def test_the_webhook_ack_hint_is_our_url_as_it_is() -> None:
+    """The ack hint is our API's own URL: a machine reads it as it is, not defanged
+    (``hxxps[:]//cw[.]acme[.]example``), while the brand stays defanged like every text."""
+    body: dict[str, Any] = payload(_message(AlertsConfig(public_url=BASE), incident_id=7))
+    assert body["alert"]["ack_hint"] == f"POST {BASE}/incidents/7/ack"
