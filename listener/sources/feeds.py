@@ -24,7 +24,9 @@ or a digest of its text and date); the cursor
 remembers the validators and, per feed, the keys of every item the feed listed last (at
 least ``remember_items``, at most ``MAX_ITEMS``), so neither a later poll nor a restart
 delivers an item twice. Items are delivered oldest first; a date before ``EARLIEST`` is
-not trusted (the item is dated when first seen).
+not trusted (the item is dated when first seen). A date written without a zone or offset
+is in the feed's ``timezone`` (UTC when unset: Chinese feeds mean Beijing time, and were
+dated 8 hours late), see ``_date``.
 
 The first read of a feed (the source's first run, a feed added to the config later, or
 one whose saved cursor could not be read) publishes only the items dated
@@ -68,6 +70,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 from xml.etree.ElementTree import Element  # only the type; parsing is defusedxml
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from defusedxml import ElementTree
@@ -118,6 +121,12 @@ class FeedConfig(Section):
     rsshub: bool = Field(
         False, description="an RSSHub route: it scrapes the platform (the source says so)"
     )
+    timezone: str | None = Field(
+        None,
+        description="the IANA zone of the dates the feed writes without a zone or offset "
+        '(RSSHub\'s Weibo and Douyin routes, most Chinese sites: "Asia/Shanghai"); '
+        "unset: UTC. Dates with a zone or offset are read as they say",
+    )
 
     @field_validator("url")
     @classmethod
@@ -128,6 +137,26 @@ class FeedConfig(Section):
     @classmethod
     def _platform(cls, value: str) -> str:
         return names.lower_name(value, "the mentions' source", "google-alerts", longest=32)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Asia", a folder
+            raise ValueError(
+                f"unknown timezone {value!r}: give an IANA name, e.g. Asia/Shanghai (Beijing "
+                "time), Asia/Taipei, Asia/Hong_Kong, Europe/Berlin (not an abbreviation such "
+                "as CST, nor an offset)"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo | None:
+        """``timezone`` as a zone (``ZoneInfo`` keeps one instance per name)."""
+        return ZoneInfo(self.timezone) if self.timezone else None
 
 
 class FeedsConfig(Section):
@@ -174,9 +203,10 @@ class FeedClient:
         """Feeds that moved for good (a 301 or 308): their URL → where they are read."""
 
     async def fetch(
-        self, url: str, state: FeedState
+        self, url: str, state: FeedState, zone: ZoneInfo | None = None
     ) -> tuple[list[FeedItem] | None, str | None, str | None]:
-        """The feed's items (None when unchanged: 304) and its new validators."""
+        """The feed's items (None when unchanged: 304) and its new validators; ``zone``:
+        that of the dates the feed writes without one (none: UTC)."""
         headers = {"Accept": "application/atom+xml, application/rss+xml, application/xml"}
         if state.etag:
             headers["If-None-Match"] = state.etag
@@ -198,7 +228,7 @@ class FeedClient:
         # the feed's own problems (too large, a captcha or error page served with 200):
         # retried on the target's long backoff, not as an outage of the whole source
         try:
-            items = parse_feed(body, response.charset_encoding)
+            items = parse_feed(body, response.charset_encoding, zone)
         except ValueError as exc:
             raise TargetUnavailable(f"{what}: {exc}") from None
         return items, response.headers.get("etag"), response.headers.get("last-modified")
@@ -273,6 +303,26 @@ def _content_key(body: str, date: str) -> str:
 _COLON_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})$")
 _GMT_OFFSET = re.compile(r"\b(?:GMT|UTC|UT)([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 _ZONE_NAME = re.compile(r"\b([A-Za-z]{3,4})$")
+_NO_ZONE = re.compile(r"(?:^|\s)[\d:.]+$")
+"""An RFC 822 date that ends with its time (or its year): one written without a zone."""
+CHINA_STANDARD_TIME = frozenset(
+    {
+        "Asia/Shanghai",
+        "Asia/Chongqing",
+        "Asia/Chungking",
+        "Asia/Harbin",
+        "PRC",
+        "Asia/Taipei",
+        "ROC",
+        "Asia/Hong_Kong",
+        "Hongkong",
+        "Asia/Macau",
+        "Asia/Macao",
+    }
+)
+"""Feed timezones in which a date's "CST" is China Standard Time (+08:00), as Chinese
+sites and RSSHub's Chinese routes mean it; elsewhere it is US Central (-06:00), as
+``email.utils`` reads it."""
 _ZONES = {
     # zone names feeds write that ``email.utils`` does not know (it knows UT, UTC, GMT,
     # Z and the North American ones): read as UTC, such a date was hours off. Ambiguous
@@ -300,25 +350,33 @@ _ZONES = {
 }
 
 
-def _rfc822_zone(value: str) -> str:
+def _rfc822_zone(value: str, zone: ZoneInfo | None = None) -> str:
     """An RFC 822 date with its zone as ``email.utils`` reads it: an offset written
     ``+08:00`` or ``GMT+8`` (PHP and Go generators, many Chinese feeds), or a zone name it
-    does not know (CET, JST...), as ``+HHMM``; it took them for no zone (UTC), hours off."""
+    does not know (CET, JST...), as ``+HHMM``; it took them for no zone (UTC), hours off.
+    "CST" in a feed whose ``zone`` is China's (``CHINA_STANDARD_TIME``) is ``+0800``."""
     value = value.strip()
     if match := _GMT_OFFSET.search(value):
         sign, hours, minutes = match.groups()
         return f"{value[: match.start()]}{sign}{int(hours):02d}{minutes or '00'}"
     if match := _COLON_OFFSET.search(value):
         return value[: match.start()] + "".join(match.groups())
-    if (match := _ZONE_NAME.search(value)) and match.group(1).upper() in _ZONES:
-        return value[: match.start()] + _ZONES[match.group(1).upper()]
+    if match := _ZONE_NAME.search(value):
+        name = match.group(1).upper()
+        if name == "CST" and zone is not None and zone.key in CHINA_STANDARD_TIME:
+            return value[: match.start()] + "+0800"
+        if name in _ZONES:
+            return value[: match.start()] + _ZONES[name]
     return value
 
 
-def _date(value: str) -> datetime | None:
+def _date(value: str, zone: ZoneInfo | None = None) -> datetime | None:
     """An item's date: RFC 822 (RSS 2.0's ``pubDate``) or ISO 8601 / W3CDTF (``dc:date``,
-    Atom), with or without a time or an offset (none: UTC), ``t``/``z`` in either case
-    (RFC 3339). ``None`` for anything else, and for a year or a month alone (W3CDTF allows
+    Atom), with or without a time or an offset, ``t``/``z`` in either case (RFC 3339).
+    A date written without a zone or offset is in ``zone`` (the feed's ``timezone``;
+    none: UTC); one with a zone or offset is read as it says, as is an RFC 822 ``-0000``
+    (UTC) and a zone name ``email.utils`` does not know (UTC: an ambiguous IST is not
+    guessed). ``None`` for anything else, and for a year or a month alone (W3CDTF allows
     them): too vague to date an item, which is dated when first seen instead."""
     if not value:
         return None
@@ -326,11 +384,16 @@ def _date(value: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         try:
-            parsed = parsedate_to_datetime(_rfc822_zone(value))
+            value = _rfc822_zone(value, zone)
+            parsed = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if parsed.tzinfo is None and not _NO_ZONE.search(value):
+            parsed = parsed.replace(tzinfo=UTC)  # "-0000", or a name it does not know
     try:
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=zone or UTC)
+        return parsed.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00: no date, not a broken feed
         return None
 
@@ -475,10 +538,13 @@ def _repaired(body: bytes, charset: str | None) -> bytes | None:
     return None
 
 
-def parse_feed(body: bytes, charset: str | None = None) -> list[FeedItem]:
+def parse_feed(
+    body: bytes, charset: str | None = None, zone: ZoneInfo | None = None
+) -> list[FeedItem]:
     """Items of an RSS (0.9x, 1.0, 2.0) or Atom document. Raises ``ValueError`` for
     anything else. ``charset``: the HTTP ``Content-Type``'s, for a body that declares
-    no encoding and is not UTF-8."""
+    no encoding and is not UTF-8. ``zone``: that of the dates written without one (the
+    feed's ``timezone``; none: UTC)."""
     body = _readable(body)
     try:
         try:
@@ -494,14 +560,14 @@ def parse_feed(body: bytes, charset: str | None = None) -> list[FeedItem]:
         raise ValueError(f"refused XML: {type(exc).__name__}") from None
     if root.tag == f"{ATOM}feed":
         base = root.get(XML_BASE) or ""
-        return [_atom_item(entry, base) for entry in root.iter(f"{ATOM}entry")]
+        return [_atom_item(entry, base, zone) for entry in root.iter(f"{ATOM}entry")]
     # <rss> in any namespace: some feeds declare UserLand's RSS 2.0 namespace, or Atom's
     # by mistake (meant for atom:link), as the default
     if _local(root.tag) == "rss":
-        return [_rss_item(item) for item in _rss_items(root)]
+        return [_rss_item(item, zone=zone) for item in _rss_items(root)]
     if root.tag == f"{RDF}RDF":  # RSS 1.0 and 0.90: channel and items are the root's children
         if any(_local(child.tag) in ("channel", "item") for child in root):
-            return [_rss_item(item, rdf=True) for item in _rss_items(root)]
+            return [_rss_item(item, rdf=True, zone=zone) for item in _rss_items(root)]
         raise ValueError(
             "not an RSS or Atom feed (an RDF document without an RSS channel or item; "
             f"accepted: {ACCEPTED})"
@@ -514,7 +580,7 @@ def _web_url(value: str) -> str | None:
     return value if value.lower().startswith(("http://", "https://")) else None
 
 
-def _rss_item(item: Element, *, rdf: bool = False) -> FeedItem:
+def _rss_item(item: Element, *, rdf: bool = False, zone: ZoneInfo | None = None) -> FeedItem:
     """An RSS item, its elements read in the item's own namespace (none in RSS 2.0;
     RSS 1.0's or 0.90's in an RDF feed). Its identity is the ``guid`` (RSS 2.0) or
     ``rdf:about`` (RSS 1.0); its link is ``<link>``, else that identity when it is a web
@@ -539,11 +605,11 @@ def _rss_item(item: Element, *, rdf: bool = False) -> FeedItem:
         text=html_to_text(body),
         link=link,
         author=_text(item.find(f"{DC}creator")) or _text(item.find(f"{ns}author")) or None,
-        published=_date(date),
+        published=_date(date, zone),
     )
 
 
-def _atom_item(entry: Element, base: str = "") -> FeedItem:
+def _atom_item(entry: Element, base: str = "", zone: ZoneInfo | None = None) -> FeedItem:
     """An Atom entry; a relative link resolved against the ``xml:base`` of the feed and
     of the entry (RFC 4287 allows relative IRIs; the feed's URL is the last base, applied
     by ``map_item``)."""
@@ -564,7 +630,7 @@ def _atom_item(entry: Element, base: str = "") -> FeedItem:
         text=html_to_text(body),
         link=_unwrap_google(link),
         author=(_text(author.find(f"{ATOM}name")) or None) if author is not None else None,
-        published=_date(date),
+        published=_date(date, zone),
     )
 
 
@@ -653,7 +719,7 @@ class FeedsSource(LiveSource):
                 first = feed.url not in states
                 label = feed_label(feed.url)
                 try:
-                    items, etag, modified = await self.client.fetch(feed.url, state)
+                    items, etag, modified = await self.client.fetch(feed.url, state, feed.zone)
                 except RateLimited as exc:
                     self.failing.failed(feed.url, label, exc, wait=exc.delay, targets=targets)
                     continue

@@ -24,6 +24,11 @@ stopped by ``max_pages`` is logged and counted. A thing that cannot be read (no
 ``created_utc`` or ``name``, a value of the wrong type) is skipped, logged and counted;
 the rest of the listing goes on.
 
+Deleted and removed things: Reddit keeps them in listings with ``[deleted]`` for the
+author and a placeholder for the text (``[removed]``, ``[deleted]``, ``[ Removed by
+Reddit ]``...). The author is then no handle, the placeholder no text (a post whose body
+is gone keeps its title): see ``map_thing``.
+
 Cursor: per listing, the newest ``created_utc`` delivered and the ids of that second, and
 the ids delivered in the late window before it (``listener.sources.timemark``).
 """
@@ -31,6 +36,7 @@ the ids delivered in the late window before it (``listener.sources.timemark``).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -317,14 +323,50 @@ def stamp(thing: Any) -> tuple[int, str]:
     return whole_seconds(thing["created_utc"]), fullname(thing)
 
 
+_PLACEHOLDER = re.compile(
+    r"\[\s*(?:removed|deleted)(?:\s+by\s+(?:reddit|moderator|user|admin)\b[^\n]*)?\s*\]",
+    re.IGNORECASE,
+)
+"""What Reddit puts in place of a text or an author that is gone, as a whole value:
+``[removed]`` (by a moderator), ``[deleted]`` (by its author, or the account deleted),
+``[ Removed by Reddit ]`` and its sentences (``[ Removed by Reddit on account of violating
+the [content policy](/help/contentpolicy). ]``, ``[ Removed by reddit in response to a
+copyright notice. ]``), ``[removed by moderator]``, ``[deleted by user]``, in any case."""
+
+
+def _said(value: Any) -> Any:
+    """A text field as the author wrote it; ``""`` when Reddit replaced it with a
+    placeholder (the sentiment model would read "[removed]", and a story would count it
+    as a text of its own) or there is none. A value of the wrong type stays (the thing
+    is then skipped as unreadable)."""
+    if isinstance(value, str) and _PLACEHOLDER.fullmatch(value.strip()):
+        return ""
+    return value or ""
+
+
+def _author(thing: dict[str, Any]) -> Author:
+    """The thing's author. A deleted one (``[deleted]``: the account is gone, or the text
+    was removed) is no handle, and no id unless Reddit still names the account: every
+    such mention then counts as an author of its own in a story (the detector keys an
+    author without id or handle by the mention's id). Counting them all as one author
+    "[deleted]" under-counted a story's distinct authors (a spread signal); one account
+    whose deleted comments count as several authors is the lesser error, and the one
+    every source without author ids already makes."""
+    handle = thing.get("author")
+    if isinstance(handle, str) and _PLACEHOLDER.fullmatch(handle.strip()):
+        handle = None
+    return Author(id=thing.get("author_fullname"), handle=handle or None)
+
+
 def map_thing(thing: dict[str, Any]) -> Mention:
     name = str(thing["name"])  # t3_<id> (post) or t1_<id> (comment)
     is_comment = name.startswith("t1_")
+    # a removed or deleted text is no text (a bare mention: it still counts in its story,
+    # as a repost does); a post whose body is gone keeps its title
     if is_comment:
-        text = thing.get("body") or ""
+        text = _said(thing.get("body"))
     else:
-        text = "\n".join(p for p in (thing.get("title"), thing.get("selftext")) if p)
-    author = thing.get("author")
+        text = "\n".join(p for p in (_said(thing.get("title")), _said(thing.get("selftext"))) if p)
     return Mention(
         id=f"reddit:{name}",
         source="reddit",
@@ -332,7 +374,7 @@ def map_thing(thing: dict[str, Any]) -> Mention:
         text=fit_text(text),
         lang=None,
         created_at=datetime.fromtimestamp(float(thing["created_utc"]), UTC),
-        author=Author(id=thing.get("author_fullname"), handle=author),
+        author=_author(thing),
         engagement=Engagement(
             likes=max(0, int(thing.get("score") or 0)),
             # a comment in a listing carries its post's num_comments, not its own replies
