@@ -407,9 +407,12 @@ class Detector:
         if ws is not None and ws.stored:
             ws.changed.update(changes.stories, changes.removed)
 
-    def restore(self, key: WatchKey, snapshot: WatchSnapshot) -> None:
+    def restore(self, key: WatchKey, snapshot: WatchSnapshot, *, rewrite: bool = False) -> None:
         """Replace the watch's state with a ``snapshot``; raises ``SnapshotError`` (and
-        changes nothing) when it is not a snapshot of this watch."""
+        changes nothing) when it is not a snapshot of this watch. ``rewrite``: the
+        snapshot is of an older ``STATE_FORMAT``: the next save writes the watch whole,
+        every part in the current layout (it would else write only the parts that
+        changed, leaving the others in the old one under the current format's label)."""
         codec = self._snapshots()
         state = codec.loads(snapshot.watch)
         expected = f"{key[0]}:drill" if key[1] else key[0]
@@ -455,7 +458,7 @@ class Detector:
                 held.report_due = None
                 if self.config.forecast_report_quiet or story.id in state.reported:
                     self._plan_report(state, story, held)
-        state.stored = True
+        state.stored = not rewrite
         state.changed = set()
         self._trim_retired(state)  # (``max_stories`` may have been lowered since)
         self._watches[key] = state

@@ -27,7 +27,8 @@ by watch). Where their state lives (``detector.state_store``):
   mention of a watch loads the state its previous owner saved before committing. A
   state that cannot be read (damaged, a format not in ``READABLE_FORMATS``) is logged
   and counted (``crisiswatch_detector_restores_total{outcome="failed"}``); its watch
-  starts afresh with a new generation, and the stage goes on.
+  starts afresh with a new generation, and the stage goes on. One of an older format
+  that it reads is written whole by its next save (``snapshot.py``).
 
   Fencing: each load claims its watches (``detector_state.epoch`` + 1, see
   ``statestore.py``), and a save writes a watch only while the table still holds this
@@ -290,7 +291,11 @@ class DetectorService:
                         f"it is of format {row.format}, this detector reads "
                         f"{sorted(READABLE_FORMATS)}"
                     )
-                self.detector.restore(key, WatchSnapshot(row.state, row.stories))
+                self.detector.restore(
+                    key,
+                    WatchSnapshot(row.state, row.stories),
+                    rewrite=row.format != STATE_FORMAT,
+                )
             except SnapshotError as exc:
                 log.error(
                     "detector: cannot restore the state of watch %r%s (%s); it starts "
@@ -334,9 +339,14 @@ class DetectorService:
             return
         started = time.perf_counter()
         changes: dict[WatchKey, WatchChanges] = {}
-        for key in sorted(self._dirty):
-            if self.detector.holds(key):
-                changes[key] = self.detector.changes(key)
+        try:
+            for key in sorted(self._dirty):
+                if self.detector.holds(key):
+                    changes[key] = self.detector.changes(key)
+        except BaseException:  # (a watch that cannot be written) those taken go back
+            for key, delta in changes.items():
+                self.detector.unsaved(key, delta)
+            raise
         try:
             if wait_for_database:
                 fenced = await self._until_the_database_works(

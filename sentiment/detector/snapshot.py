@@ -19,7 +19,10 @@ here (``detector._WatchState``, ``detector._Tracked`` and everything they hold:
 stories, heat, baselines, burst and surge tests, evidence, forecasts) or the layout of
 the parts changes. A snapshot of another format is not loaded: its watch starts afresh
 (with a new Signal-id generation), unless ``READABLE_FORMATS`` names it (a change that
-old snapshots can be read into cheaply: a new field with a class-level default).
+old snapshots can be read into cheaply: a new field with a class-level default). A
+watch restored from an older format is written whole by its next save (every part in
+the current layout, under the current label: none is left in the old one for a later
+detector that no longer reads it).
 
 The running config and its forecast model are not written: they are named, and
 resolved on load to the loading process's objects. Values derived from the config when
