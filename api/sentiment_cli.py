@@ -8,15 +8,21 @@ Formats (stable: held-out sets are run through them):
   ``id`` is a string or an integer, unique in the file. The output file is written whole or
   not at all (a temporary file beside it, renamed at the end), and never over the input.
   ``--output -`` writes the lines to standard output as they come (the progress bar and
-  any message go to stderr); ``--input -`` reads standard input (plain JSONL);
+  any message go to stderr); ``--input -`` reads standard input;
 * ``eval --input LABELLED.jsonl``: input lines ``{"id"?, "text", "lang"?, "label"}``; prints
-  macro recall, macro F1, accuracy and texts/s (model time, loading excluded). A set with
-  only negative/positive gold labels is binary: the larger of those two scores decides.
+  macro recall, macro F1, accuracy and texts/s (model time, loading excluded). A ``label``
+  is a class name in any case (``Negative``, ``neg``, SemEval's ``objective``, 正面/负面/中性)
+  or a number, read by the numbers of the whole set (``sentiment.evaluation.numeric_scheme``:
+  0/1/2 as TweetEval, -1/0/1, or 0/1 as binary Weibo sets; said on stderr); names and
+  numbers do not mix in one file. A set with only negative/positive gold labels is binary:
+  the larger of those two scores decides.
   Abstentions count as wrong answers, and so do empty texts in a binary set
   (``sentiment.evaluation.judge``); ``abstained`` and ``empty`` say how many there were.
 
-Input files are UTF-8 (a leading byte-order mark is fine), one JSON object a line (NaN and
-Infinity are not JSON); a lone surrogate in a text (``"\\ud800"``) is read as U+FFFD.
+Input files are UTF-8 (a byte-order mark starting a line is fine: the file's, or each of
+concatenated files'), one JSON object a line (NaN and Infinity are not JSON), gzip-compressed
+or not (told by the first bytes, not the name); a lone surrogate in a text (``"\\ud800"``) is
+read as U+FFFD.
 ``--input -`` (both commands) reads them from standard input, named ``<stdin>`` in messages.
 Anything wrong with the files or the lines is one message on stderr and exit status 2, an
 output whose folder takes no new file too, before the model loads (``eval`` prints its
@@ -29,15 +35,18 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import gzip
 import importlib.util
+import io
 import json
 import os
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 from api.output import (
     OutputError,
@@ -51,10 +60,18 @@ from api.output import (
 from core.events import Sentiment
 from sentiment.classifier import ABSTAIN_SUFFIX
 from sentiment.config import ScorerConfig
-from sentiment.evaluation import is_binary, judge, report
+from sentiment.evaluation import (
+    LABEL_SPELLINGS,
+    gold_label,
+    is_binary,
+    judge,
+    numeric_scheme,
+    report,
+)
 from sentiment.textnorm import shows_nothing, without_surrogates
 
 CHUNK = 2048
+GZIP_MAGIC = b"\x1f\x8b"
 TRAIN_INSTALL = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]'"
 """How the README installs the ``train`` extra (torch's CPU build first)."""
 
@@ -145,24 +162,32 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
+def read_lines(
+    path: Path, *, labelled: bool, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The rows of a JSONL file, checked; InputError (``path:line: why``) at the first bad one.
 
-    Unlabelled rows (``classify``) need an ``id``: a string or an integer, once per file."""
+    Unlabelled rows (``classify``) need an ``id``: a string or an integer, once per file.
+    Labelled rows (``eval``) have their ``label`` as a Label, however the set spelled it
+    (``sentiment.evaluation.gold_label``); how numbers were read is added to ``notes``."""
     check_input(path)
     where = _name(path)
     rows: list[dict[str, Any]] = []
     ids: dict[str | int, int] = {}  # id -> its line
+    codes: dict[int, int] = {}  # numeric gold label -> its first line
+    named = 0  # the first line with a gold label written as a name
     with _binary_input(path) as fh:
-        for number, raw in enumerate(fh, 1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+        for number, raw in enumerate(_lines(fh, where), 1):
+            if raw.startswith(codecs.BOM_UTF8):  # the file's, or a file's in a concatenation
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
+                utf16 = number == 1 and raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
                 raise InputError(
                     f"{where}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
                     f"{exc.start + 1})"
+                    + ("; the file is UTF-16: save it as UTF-8" if utf16 else "")
                 ) from exc
             if not line.strip():
                 continue
@@ -195,11 +220,49 @@ def read_lines(path: Path, *, labelled: bool) -> list[dict[str, Any]]:
                         "(ids must be unique)"
                     )
                 ids[ident] = number
-            if labelled and row.get("label") not in ("negative", "neutral", "positive"):
-                raise InputError(f'{where}:{number}: "label" must be negative/neutral/positive')
+            if labelled:
+                gold = gold_label(row.get("label"))
+                if gold is None:
+                    raise InputError(f'{where}:{number}: "label" must be {LABEL_SPELLINGS}')
+                if isinstance(gold, int):
+                    codes.setdefault(gold, number)
+                else:
+                    named = named or number
+                row["label"] = gold
             row["text"] = without_surrogates(row["text"])
             rows.append(row)
+    if codes:
+        _read_codes(rows, codes, named, where, notes)
     return rows
+
+
+def _read_codes(
+    rows: list[dict[str, Any]],
+    codes: dict[int, int],
+    named: int,
+    where: str,
+    notes: list[str] | None,
+) -> None:
+    """Numeric gold labels as Labels, by the scheme the set's numbers fit."""
+    if named:
+        number = min(codes.values())
+        earlier, later = ("names", "numbers") if named < number else ("numbers", "names")
+        raise InputError(
+            f"{where}:{max(number, named)}: gold labels are {earlier} on line "
+            f"{min(number, named)} and {later} on this one: use one or the other in a file"
+        )
+    scheme = numeric_scheme(set(codes))
+    if scheme is None:
+        shown = ", ".join(str(code) for code in sorted(codes))
+        raise InputError(
+            f"{where}:{max(codes.values())}: numeric labels {shown} fit no scheme "
+            "(0/1/2, -1/0/1 or 0/1)"
+        )
+    described, mapping = scheme
+    for row in rows:
+        row["label"] = mapping[row["label"]]
+    if notes is not None:
+        notes.append(f"numeric labels read as {described}")
 
 
 def _name(path: Path) -> str:
@@ -209,12 +272,29 @@ def _name(path: Path) -> str:
 
 @contextlib.contextmanager
 def _binary_input(path: Path) -> Iterator[BinaryIO]:
-    """The input's bytes: the file, or standard input for ``STDIO`` (left open)."""
-    if is_stdio(path):
-        yield sys.stdin.buffer
-        return
-    with path.open("rb") as fh:
+    """The input's bytes: the file, or standard input for ``STDIO`` (left open);
+    decompressed when gzip-compressed (told by its first bytes, not by its name)."""
+    with contextlib.ExitStack() as stack:
+        if is_stdio(path):
+            fh: BinaryIO = sys.stdin.buffer
+        else:
+            fh = stack.enter_context(path.open("rb"))
+        start = fh.peek(2)[:2] if isinstance(fh, io.BufferedReader) else b""
+        if start == GZIP_MAGIC:
+            fh = cast(BinaryIO, stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb")))
         yield fh
+
+
+def _lines(fh: BinaryIO, where: str) -> Iterator[bytes]:
+    """The lines of ``fh``; a gzip stream that is damaged or cut short is an InputError."""
+    number = 0
+    try:
+        for number, raw in enumerate(fh, 1):  # noqa: B007 (number: for the message)
+            yield raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # raised by gzip only
+        raise InputError(
+            f"{where}:{number + 1}: the gzip data is damaged or cut short ({exc})"
+        ) from exc
 
 
 def check_input(path: Path) -> None:
@@ -365,7 +445,10 @@ def _eval(args: argparse.Namespace) -> int:
     check_input(args.input)
     if args.json is not None:
         check_output(args.json, "--json", args.input)
-    rows = read_lines(args.input, labelled=True)
+    notes: list[str] = []
+    rows = read_lines(args.input, labelled=True, notes=notes)
+    for note in notes:
+        print(f"crisiswatch sentiment: {note}", file=sys.stderr)
     if not rows:
         raise CommandError(f"{args.input} holds no labelled lines: nothing to evaluate")
     with (

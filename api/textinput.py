@@ -52,7 +52,9 @@ async def refuse_nul(request: Request) -> None:
     if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return
     body = await request.body()  # cached: the endpoint reads the same bytes
-    if b"\\u0000" not in body:  # a JSON string carries NUL only escaped (``\\u`` is lowercase)
+    if b"\\u0000" not in body and b"\x00" not in body:
+        # a JSON string carries NUL only escaped (``\\u`` is lowercase); a UTF-16 or UTF-32
+        # body (``json.loads`` reads them) spells the escape with zero bytes between
         return
     try:
         decoded = json.loads(body)

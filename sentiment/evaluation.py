@@ -1,5 +1,8 @@
 """Scores of a labelled set: macro recall, macro F1 and accuracy (no third-party code).
 
+Gold labels are read however a set spells them (:func:`gold_label`: ``"Negative"``,
+``"neg"``, TweetEval's 0/1/2, a Weibo set's 0/1, by :func:`numeric_scheme`).
+
 A set whose gold labels are only ``negative`` / ``positive`` is **binary**: the prediction
 is then the larger of the negative and positive probabilities (neutral is not an answer
 there), and the metrics are over those two classes.
@@ -13,6 +16,7 @@ neutral answer to an empty text is a real answer: no opinion is expressed.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,62 @@ always wrong."""
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8-sig") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+_SPELLINGS: dict[Label, tuple[str, ...]] = {
+    "negative": ("negative", "neg", "负面", "负向", "消极", "负"),
+    "neutral": ("neutral", "neu", "objective", "objective-or-neutral", "中性", "中立"),
+    "positive": ("positive", "pos", "正面", "正向", "积极", "正"),
+}
+_NAMES: dict[str, Label] = {name: label for label, names in _SPELLINGS.items() for name in names}
+"""Gold label names, lower case, as labelled sets spell them (SemEval's ``objective`` is
+its neutral class; Chinese sets' 正面/负面/中性, 积极/消极)."""
+
+NUMERIC_SCHEMES: tuple[tuple[str, dict[int, Label]], ...] = (
+    ("0 negative, 1 neutral, 2 positive (TweetEval)", {0: "negative", 1: "neutral", 2: "positive"}),
+    ("-1 negative, 0 neutral, 1 positive", {-1: "negative", 0: "neutral", 1: "positive"}),
+    ("0 negative, 1 positive (a binary set: Weibo, ChnSentiCorp)", {0: "negative", 1: "positive"}),
+)
+"""How a set labelled with numbers is read, decided by the numbers in the whole set: one
+with a 2 is TweetEval's three classes, one with a -1 the signed three, one with only 0 and
+1 binary (:func:`numeric_scheme`)."""
+
+LABEL_SPELLINGS = (
+    "negative/neutral/positive (any case; neg/neu/pos), or numbers: 0/1/2 (TweetEval), "
+    "-1/0/1, 0/1 (binary: negative/positive)"
+)
+
+
+def gold_label(value: object) -> Label | int | None:
+    """A gold label as a set writes it: a class name in any common spelling (``"Negative"``,
+    ``"neg"``, ``" positive "``) -> the Label; a number (``0``, ``"1"``, ``2.0``) -> the int,
+    which :func:`numeric_scheme` reads with the rest of the set; anything else -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return value if -1 <= value <= 2 else None
+    if not isinstance(value, str):
+        return None
+    spelled = value.strip().lower()
+    if spelled in _NAMES:
+        return _NAMES[spelled]
+    if re.fullmatch(r"[+-]?[0-9]", spelled):
+        return gold_label(int(spelled))
+    return None
+
+
+def numeric_scheme(codes: set[int]) -> tuple[str, dict[int, Label]] | None:
+    """The first of :data:`NUMERIC_SCHEMES` that has every code of a set (None: none has)."""
+    if not codes:
+        return None
+    binary = codes <= {0, 1}
+    for scheme in NUMERIC_SCHEMES:
+        three = len(scheme[1]) == 3
+        if codes <= scheme[1].keys() and three != binary:
+            return scheme
+    return None
 
 
 def is_binary(gold: Sequence[str]) -> bool:
