@@ -419,7 +419,8 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from api.seed import SchemaMissing, seed_templates_blocking
+    from api.dbrevision import DatabaseNotMigrated
+    from api.seed import SchemaMissing, _missing_tables, seed_templates_blocking
     from core.db import (
         MigratedByANewerRelease,
         connection_refused,
@@ -431,8 +432,29 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.database.url.get_secret_value()
     seeding = args.command == "templates"
     name = "crisiswatch templates seed" if seeding else f"crisiswatch db {args.db_command}"
+
+    async def at_this_releases_revision() -> None:
+        # seeding writes the templates and an audit entry with this release's columns: a
+        # database at an older revision failed at the insert (a traceback on PostgreSQL,
+        # "cannot reach the database" on SQLite), one at a newer revision was written
+        # with a schema this release does not know
+        from api.dbrevision import check_database_revision
+        from core.db import make_engine
+
+        engine = make_engine(url)
+        try:
+            await check_database_revision(engine)
+        except DatabaseNotMigrated:
+            async with engine.connect() as conn:
+                if await conn.run_sync(_missing_tables):
+                    return  # the seed says which tables are missing (SchemaMissing)
+            raise
+        finally:
+            await engine.dispose()
+
     try:
         if seeding:
+            asyncio.run(at_this_releases_revision())
             added = seed_templates_blocking(url)
             names = ", ".join(added) or "none"
             print(f"{len(added)} starter template(s) added as drafts: {names}")
@@ -445,7 +467,7 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     except SchemaMissing as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
-    except MigratedByANewerRelease as exc:
+    except (MigratedByANewerRelease, DatabaseNotMigrated) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     except CommandError as exc:  # alembic: an unknown or ambiguous --revision
@@ -532,6 +554,46 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a failure is said in one line
     name = f"crisiswatch dead-letters {args.dead_letters_command}"
+
+    async def audit_log_revision_problem() -> str | None:
+        # A redrive's audit entry is written after the publish, with this release's
+        # columns: on a database at an older revision (audit_log without ``outcome``) the
+        # events went out and the entry failed ("NOT RECORDED"). The other problems (no
+        # database, not reachable, no audit_log) are ``audit_ready``'s to say.
+        from sqlalchemy import inspect
+
+        from api.dbrevision import DatabaseNotMigrated, check_database_revision
+        from core.db import MigratedByANewerRelease, make_engine, sqlite_file
+
+        url = settings.database.url.get_secret_value()
+        path = sqlite_file(url)
+        if path is not None and not path.is_file():
+            return None  # not made by looking
+        try:
+            engine = make_engine(url)
+        except Exception:  # a bad database.url: audit_ready says it
+            return None
+        try:
+            async with engine.connect() as conn:
+                if not await conn.run_sync(lambda c: inspect(c).has_table("audit_log")):
+                    return None  # never migrated: audit_ready says the table is missing
+            await check_database_revision(engine)
+        except (DatabaseNotMigrated, MigratedByANewerRelease) as exc:
+            return str(exc)
+        except Exception:  # not reachable: audit_ready says it
+            return None
+        finally:
+            await engine.dispose()
+        return None
+
+    if args.dead_letters_command == "redrive" and not args.dry_run:
+        problem = asyncio.run(audit_log_revision_problem())
+        if problem is not None:
+            print(
+                f"{name}: the audit log cannot record a redrive: {problem}; nothing was published",
+                file=sys.stderr,
+            )
+            return 2
     try:
         with standard_output() as out:
             if args.dead_letters_command == "list":
