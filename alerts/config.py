@@ -397,7 +397,8 @@ IncidentRoleName = Literal[
 
 
 class PlaybookTask(Section):
-    """A task created on an incident when it reaches the playbook's tier."""
+    """A task created on an incident when it reaches the playbook's tier or a higher one
+    (playbooks are cumulative: ``AlertsConfig.playbooks``)."""
 
     key: str = Field(pattern=r"^[a-z0-9_]{1,64}$", description="unique per incident")
     title: str = Field(min_length=1, max_length=300)
@@ -613,7 +614,11 @@ class AlertsConfig(Section):
     sla: dict[int, SlaConfig] = Field(default_factory=_default_sla)
     playbooks: dict[int, list[PlaybookTask]] = Field(
         default_factory=_default_playbooks,
-        description="tier -> the tasks created when an incident reaches it",
+        description="tier -> its tasks; cumulative: an incident of tier T has the tasks of "
+        "every tier up to T, however it came there (opened at T, or raised past a tier), "
+        "each due by its own tier's time from the alert and recording that tier; a key "
+        "listed at several tiers is created once, by the highest tier's rules up to T "
+        "unless a lower tier's make it due sooner (a deadline is never loosened)",
     )
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     self_alert: SelfAlertConfig = Field(default_factory=SelfAlertConfig)

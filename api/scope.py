@@ -94,8 +94,9 @@ def teams_of_watches(
     """The configured teams that alerts of ``watches`` at ``tiers`` (default: any) may
     reach: those the routing tree may route them to (from any platform) and those the
     escalation of one of those tiers may notify by name (``notify: {teams, on_call_of}``)
-    or that own a playbook task of one of them (``playbooks[tier][*].team``: its
-    reminders go to that team)."""
+    or that own a playbook task of one of them (``playbooks[tier][*].team`` of that tier
+    and every lower one: playbooks are cumulative, a tier-3 incident has the tier-1 and
+    tier-2 tasks too, and their reminders go to those teams)."""
     found: set[str] = set()
     root = tuple(config.routes.teams or ())
     for watch in watches:
@@ -107,7 +108,8 @@ def teams_of_watches(
         for step in policy.steps if policy is not None else ():
             if isinstance(step.notify, StepTargets):
                 found.update(step.notify.teams, step.notify.on_call_of)
+    highest = max(tiers, default=0)
     for tier, playbook in config.playbooks.items():
-        if tier in tiers:
+        if tier <= highest:
             found.update(task.team for task in playbook)
     return found & set(config.teams)

@@ -1,8 +1,13 @@
 """Playbook tasks: created when an incident reaches a tier, due by the tier's SLA, with
 reminders to the owning team through the outbox.
 
-``create`` runs in the transaction that alerted the incident (opened or upgraded); a task
-key already on the incident is not created twice. ``remind_due`` (each alerts tick) sends
+Playbooks are cumulative (the response plan's tiers are escalation levels: tier 3 keeps
+tier 2's statement within 1 h and adds the emergency group): an incident of tier T has the
+tasks of every tier's playbook up to T, whether it was opened at T or climbed there, each
+due by its own tier's rules from the alert that created it and recording that tier
+(``playbook_up_to``). ``create`` runs in the transaction that alerted the incident (opened
+or upgraded); a task key already on the incident is not created twice (a raise tightens
+it, ``_tighten``). ``remind_due`` (each alerts tick) sends
 the reminders that are due: one message per due point (points missed while the alerter was
 down are coalesced into one), compare-and-set on ``reminders_sent`` so that two alerters
 never remind twice. Reminders stop when the task is finished or the incident resolved.
@@ -79,6 +84,21 @@ def _offsets(spec: PlaybookTask) -> list[float]:
     return sorted({b.total_seconds() for b in spec.remind_before} | {0.0}, reverse=True)
 
 
+def playbook_up_to(config: AlertsConfig, tier: int) -> list[tuple[int, PlaybookTask]]:
+    """The tasks an incident of ``tier`` has: those of every tier's playbook up to it (the
+    response plan's tiers are escalation levels: tier 3 keeps tier 2's statement and
+    investigation and tier 1's private reply), lower tiers first, each key once, with the
+    tier whose rules it takes: the highest tier that lists it, unless a lower one makes it
+    due sooner (a deadline is never loosened, as on a raise: ``_tighten``)."""
+    chosen: dict[str, tuple[int, PlaybookTask]] = {}
+    for level in sorted(t for t in config.playbooks if t <= tier):
+        for spec in config.playbooks[level]:
+            best = chosen.get(spec.key)
+            if best is None or config.task_due(level, spec) <= config.task_due(*best):
+                chosen[spec.key] = (level, spec)
+    return list(chosen.values())
+
+
 async def create(
     session: AsyncSession,
     incident: Incident,
@@ -88,9 +108,13 @@ async def create(
     *,
     remind: bool = True,
 ) -> list[IncidentTask]:
-    """The tasks of the incident's tier's playbook, due from ``start`` (the alert time).
-    ``remind=False`` (the alert was silenced or inhibited): no reminders either."""
-    playbook = config.playbooks.get(incident.tier, [])
+    """The tasks of the playbooks of the incident's tier and every tier below it
+    (``playbook_up_to``) that it does not have yet, each due from ``start`` (the alert
+    time) by its own tier's rules (``config.task_due``: a tier-2 statement created at tier
+    3 is due 1 h after the alert) and recording that tier; a task it has already takes a
+    higher tier's rules when they make it due sooner (``_tighten``). ``remind=False``
+    (the alert was silenced or inhibited): no reminders either."""
+    playbook = playbook_up_to(config, incident.tier)
     if not playbook:
         return []
     existing = {
@@ -100,22 +124,22 @@ async def create(
         )
     }
     created: list[IncidentTask] = []
-    for spec in playbook:
+    for tier, spec in playbook:
         if spec.key in existing:
-            _tighten(session, existing[spec.key], incident, config, spec, start, now)
+            _tighten(session, existing[spec.key], incident, config, start, now)
             continue
         offsets = _offsets(spec)
         task = IncidentTask(
             incident_id=incident.id,
             key=spec.key,
             title=spec.title,
-            tier=incident.tier,
+            tier=tier,
             team=spec.team,
             owner_role=spec.owner_role,
             completed_by_response=spec.completed_by_response,
             status=TASK_OPEN,
             created_at=now,
-            due_at=start + config.task_due(incident.tier, spec),
+            due_at=start + config.task_due(tier, spec),
             reminders=offsets if remind else [],
             reminders_sent=0,
         )
@@ -133,7 +157,8 @@ async def create(
                 "team": spec.team,
                 "owner_role": spec.owner_role,
                 "due_at": task.due_at.isoformat(),
-                "tier": incident.tier,
+                "tier": tier,
+                "incident_tier": incident.tier,
             },
         )
     await session.flush()
@@ -145,23 +170,32 @@ def _tighten(
     task: IncidentTask,
     incident: Incident,
     config: AlertsConfig,
-    spec: PlaybookTask,
     start: datetime,
     now: datetime,
 ) -> None:
-    """A raised tier whose playbook has a task the incident already has (the same key):
-    the open task takes the raised tier's rules when they make it due sooner (a statement
-    due within 1 h at tier 2 and 15 min at tier 3 is due 15 min after the raise, or at
-    its tier-2 time if that comes first); a deadline is never loosened by a raise. Its
-    reminders follow the new due time (none planned yet, it was created muted: planned
-    when the incident is alerted, ``plan_muted``, by the raised tier's rules)."""
+    """A raised tier whose playbook (or that of a tier between the task's and it) has a
+    task the incident already has (the same key): the open task takes the rules of the
+    tier above its own that makes it due soonest, when that is sooner than it is due now
+    (a statement due within 1 h at tier 2 and 15 min at tier 3 is due 15 min after the
+    raise, or at its tier-2 time if that comes first; on a tie the higher tier's rules);
+    a deadline is never loosened by a raise. Its reminders follow the new due time (none
+    planned yet, it was created muted: planned when the incident is alerted,
+    ``plan_muted``, by the new tier's rules)."""
     if task.status != TASK_OPEN or task.tier >= incident.tier:
         return
-    due_at = start + config.task_due(incident.tier, spec)
-    if due_at >= task.due_at:
+    stricter: tuple[datetime, int, PlaybookTask] | None = None
+    for level in sorted(t for t in config.playbooks if task.tier < t <= incident.tier):
+        for spec in config.playbooks[level]:
+            if spec.key != task.key:
+                continue
+            due_at = start + config.task_due(level, spec)
+            if due_at < task.due_at and (stricter is None or due_at <= stricter[0]):
+                stricter = (due_at, level, spec)
+    if stricter is None:
         return
+    due_at, tier, spec = stricter
     previous_due, previous_tier = task.due_at, task.tier
-    task.due_at, task.tier = due_at, incident.tier
+    task.due_at, task.tier = due_at, tier
     task.title, task.team, task.owner_role = spec.title, spec.team, spec.owner_role
     task.completed_by_response = spec.completed_by_response
     if task.reminders:  # planned before: re-planned by the raised tier's reminders

@@ -217,7 +217,9 @@ async def test_tier3_signal_opens_one_incident_alerting_pr_legal_and_executives(
         ["opened", "escalation_started"]
         + ["alert_queued"] * 3
         + ["alert_delivered"] * 3
-        + ["task_created"] * 2  # the tier-3 playbook (alerts.workflow.tasks)
+        # the playbooks of tiers 1 to 3 (alerts.workflow.tasks): reply, statement,
+        # investigation, emergency group, legal review
+        + ["task_created"] * 5
     )
     assert [ev.mention_id for ev in detail.evidence] == ["bsky:1", "bsky:2"]
     assert all(d.status == "sent" and d.attempts == 1 for d in detail.deliveries)

@@ -87,9 +87,18 @@ async def test_an_incident_inhibited_when_raised_is_alerted_once_its_inhibitor_i
     assert event.detail["by_incident"] == top.id and event.detail["inhibitor"] == "resolved"
     assert world.metric("crisiswatch_alerts_uninhibited_total", tier="2") == 1
     # its tasks, created while it was muted, are due from the release and reminded then
+    # (tier 2's by its 1 h, tier 1's private reply, which a tier 2 has too, by its 2 h)
     tasks = await tasks_of(world, low.id)
-    assert {t.due_at for t in tasks.values()} == {released + timedelta(hours=1)}
-    assert {t.next_reminder_at for t in tasks.values()} == {released + timedelta(minutes=45)}
+    assert {k: t.due_at - released for k, t in tasks.items()} == {
+        "publish_statement": timedelta(hours=1),
+        "internal_investigation": timedelta(hours=1),
+        "private_reply": timedelta(hours=2),
+    }
+    assert {k: t.next_reminder_at - released for k, t in tasks.items() if t.next_reminder_at} == {
+        "publish_statement": timedelta(minutes=45),
+        "internal_investigation": timedelta(minutes=45),
+        "private_reply": timedelta(minutes=105),
+    }
 
     await world.service.tick()
     world.clock.advance(60)
@@ -253,22 +262,31 @@ async def test_tasks_created_while_silenced_are_reminded_from_the_silence_end(
     world: World,
 ) -> None:
     muting = await make_silence(world, tier=2)
-    await world.signal("a", tier=2, story="s1")  # tier 2: two tasks, due in 1 h
+    # tier 2: its two tasks, due in 1 h, and tier 1's private reply, due in 2 h
+    await world.signal("a", tier=2, story="s1")
     incident = await world.incident("s1")
     end = muting.ends_at
     world.clock.set(end)
     await world.service.tick()
     assert messages(world, incident.id) == [("pr", "silence ended")]
     tasks = await tasks_of(world, incident.id)
-    assert {t.due_at for t in tasks.values()} == {end + timedelta(hours=1)}
+    due = {k: t.due_at - end for k, t in tasks.items()}
+    assert due == {
+        "publish_statement": timedelta(hours=1),
+        "internal_investigation": timedelta(hours=1),
+        "private_reply": timedelta(hours=2),
+    }
     planned = await events(world, incident.id, "task_updated")
     assert sorted(e.detail["key"] for e in planned) == sorted(tasks)
-    assert {e.detail["due_at"] for e in planned} == {(end + timedelta(hours=1)).isoformat()}
-    for minutes, expected in ((44, 0), (45, 2), (50, 0), (60, 2), (120, 0)):
+    assert {e.detail["key"]: e.detail["due_at"] for e in planned} == {
+        k: (end + d).isoformat() for k, d in due.items()
+    }
+    expected_at = ((44, []), (45, ["pr"] * 2), (50, []), (60, ["pr"] * 2), (104, []))
+    for minutes, expected in (*expected_at, (105, ["cs"]), (120, ["cs"]), (180, [])):
         world.clock.set(end + timedelta(minutes=minutes))
         await world.service.tick()
         got = reminders(world, incident.id)
-        assert [ch for ch, _ in got] == ["pr"] * expected, f"at +{minutes} min: {got}"
+        assert [ch for ch, _ in got] == expected, f"at +{minutes} min: {got}"
         if minutes == 45:
             assert all("is due in 15 min" in reason for _, reason in got)
     assert {t.reminders_sent for t in (await tasks_of(world, incident.id)).values()} == {2}

@@ -167,7 +167,12 @@ async def test_tasks_of_an_incident_acked_while_inhibited_are_reminded(world: Wo
     assert low.acked_at is not None
     async with world.sessions() as session:
         tasks = await workflow.tasks_of(session, low.id)
-    assert tasks and all(t.due_at == low.acked_at + timedelta(hours=1) for t in tasks)
+    # each by its own tier's time from the ack: tier 2's in 1 h, tier 1's reply in 2 h
+    assert {t.key: t.due_at - low.acked_at for t in tasks} == {
+        "publish_statement": timedelta(hours=1),
+        "internal_investigation": timedelta(hours=1),
+        "private_reply": timedelta(hours=2),
+    }
 
 
 async def test_tasks_of_an_incident_acked_during_a_silence_are_reminded(world: World) -> None:

@@ -265,7 +265,11 @@ async def test_tier2_playbook_tasks_are_due_by_the_sla_and_remind_pr_before_and_
     opened = clock.now()
     incident_id = await apply(sessions, signal(clock, "s1", tier=2), alerts.config, clock)
     tasks = await tasks_of(sessions, incident_id)
-    assert set(tasks) == {"publish_statement", "internal_investigation"}
+    # tier 2's playbook and tier 1's (a tier 2 still owes the author a private reply)
+    assert set(tasks) == {"publish_statement", "internal_investigation", "private_reply"}
+    reply = tasks["private_reply"]
+    assert (reply.tier, reply.team) == (1, "customer_service")
+    assert reply.due_at == opened + timedelta(hours=2)  # by its own tier's SLA
     statement = tasks["publish_statement"]
     assert statement.due_at == opened + timedelta(hours=1)  # the tier-2 SLA
     assert (statement.team, statement.owner_role) == ("pr", "pr_owner")
@@ -293,7 +297,10 @@ async def test_tier2_playbook_tasks_are_due_by_the_sla_and_remind_pr_before_and_
     assert "TASK OVERDUE" in last and "investigation" in last
     clock.advance(3600)
     await alerts.tick()
-    assert len(hooks.reminders()) == 3  # no reminder after the last one
+    # no pr reminder after the last one; the private reply is due now (2 h): customer
+    # service's reminders (15 min before, at) missed by this late tick coalesced into one
+    assert hooks.reminders() == ["pr"] * 3 + ["customer_service"]
+    assert "Reply privately" in hooks.reminder_texts()[-1]
     tasks = await tasks_of(sessions, incident_id)
     assert tasks["publish_statement"].status == "done"
     assert tasks["internal_investigation"].reminders_sent == 2
@@ -301,11 +308,11 @@ async def test_tier2_playbook_tasks_are_due_by_the_sla_and_remind_pr_before_and_
         metrics.registry.get_sample_value(
             "crisiswatch_task_reminders_total", {"tier": "2", "kind": "overdue"}
         )
-        == 1
+        == 2
     )
     incident = await get(sessions, incident_id)
     reminders = [e for e in incident.timeline if e.kind == "task_reminder"]
-    assert [e.detail["overdue"] for e in reminders] == [False, False, True]
+    assert [e.detail["overdue"] for e in reminders] == [False, False, True, True]
 
 
 async def test_an_upgrade_adds_the_new_tiers_tasks_and_a_resolve_stops_reminders(
@@ -317,8 +324,17 @@ async def test_an_upgrade_adds_the_new_tiers_tasks_and_a_resolve_stops_reminders
     upgraded = clock.now()
     await apply(sessions, signal(clock, "s2", tier=3, mentions=300), alerts.config, clock)
     tasks = await tasks_of(sessions, incident_id)
-    assert set(tasks) == {"private_reply", "convene_emergency_group", "legal_review_statements"}
+    # tier 3 includes tier 2's duties: its statement and investigation are created too
+    assert set(tasks) == {
+        "private_reply",
+        "publish_statement",
+        "internal_investigation",
+        "convene_emergency_group",
+        "legal_review_statements",
+    }
     assert tasks["convene_emergency_group"].due_at == upgraded + timedelta(minutes=10)
+    assert tasks["publish_statement"].due_at == upgraded + timedelta(hours=1)
+    assert tasks["publish_statement"].tier == 2
     assert tasks["private_reply"].tier == 1
     await alerts.tick()
     async with unit_of_work(sessions) as session:

@@ -137,6 +137,7 @@ async def run_incident(client: httpx.AsyncClient, runtime: Runtime, clock: Manua
     assert [(t["key"], t["outcome"]) for t in tasks] == [
         ("publish_statement", "met"),
         ("internal_investigation", "overdue"),
+        ("private_reply", "overdue"),  # tier 1's, which a tier 2 has too: due in 2 h
     ]
     investigation = tasks[1]["id"]
     done = await ok(
@@ -226,9 +227,13 @@ async def test_the_report_in_json_and_markdown(tmp_path: Path, clock: ManualCloc
         assert outcomes == {
             "Publish a legally reviewed statement from the official account": "met",
             "Open an internal investigation": "missed",
+            # tier 1's task, which a tier 2 has too: left open past its 2 h at the resolve
+            "Reply privately to the author with the standard script": "overdue",
             "tier 2 SLA (responded)": "met",
         }
-        assert report["deadlines_summary"] == {"met": 2, "missed": 1, "overdue": 0}
+        assert report["deadlines_summary"] == {"met": 2, "missed": 1, "overdue": 1}
+        tiers = {d["what"]: d.get("tier") for d in report["deadlines"] if d["kind"] == "task"}
+        assert tiers["Reply privately to the author with the standard script"] == 1
         assert [(t["from_tier"], t["tier"]) for t in report["tier_history"]] == [(0, 2)]
         assert {r["role"]: r["person"] for r in report["roles"]} == {
             "pr_owner": "pat",
@@ -247,7 +252,7 @@ async def test_the_report_in_json_and_markdown(tmp_path: Path, clock: ManualCloc
         assert md.startswith(f"# Post-incident report: incident {incident_id}\n")
         for heading in ("## What happened", "## When", "## Deadlines", "## Who did what"):
             assert heading in md
-        assert "2 met, 1 missed, 0 overdue." in md
+        assert "2 met, 1 missed, 1 overdue." in md
         assert "v1 \\(approved by legal\\-2\\) used" in md  # Markdown-escaped
         assert "| Open an internal investigation |" in md and "**missed** |" in md
         # mention text and notes are inert: no link, tag or heading gets through
@@ -326,9 +331,11 @@ async def test_tasks_of_a_resolved_closed_or_merged_incident_are_final(
     incident (its reminders had stopped, the report was judged at the resolve): now 409,
     saying so; the tasks can still be read."""
     async with role_api(tmp_path, clock) as (client, runtime):
-        incident_id = await open_incident(runtime, clock)  # tier 2: two playbook tasks
+        # tier 2: its two playbook tasks and tier 1's private reply
+        incident_id = await open_incident(runtime, clock)
         base = f"/incidents/{incident_id}"
-        first, second = [t["id"] for t in await ok(await client.get(f"{base}/tasks", headers=PR))]
+        listed = await ok(await client.get(f"{base}/tasks", headers=PR))
+        first, second, reply = [t["id"] for t in listed]
         clock.advance(60)
         await ok(await client.patch(f"{base}/tasks/{first}", headers=RESPONDER,
                                     json={"status": "done"}))  # fmt: skip
@@ -350,10 +357,15 @@ async def test_tasks_of_a_resolved_closed_or_merged_incident_are_final(
         assert r.json()["detail"].startswith(f"incident {incident_id} is closed; its tasks are")
         # reads still work, and nothing changed
         tasks = await ok(await client.get(f"{base}/tasks", headers=key_headers("viewer")))
-        assert [(t["id"], t["status"]) for t in tasks] == [(first, "done"), (second, "open")]
+        assert [(t["id"], t["status"]) for t in tasks] == [
+            (first, "done"),
+            (second, "open"),
+            (reply, "open"),
+        ]
         report = await ok(await client.get(f"{base}/report", headers=PR))
         assert [d["outcome"] for d in report["deadlines"] if d["kind"] == "task"] == [
             "met",
+            "pending",
             "pending",
         ]
         timeline = await ok(await client.get(f"{base}/timeline?kind=task_updated", headers=PR))
@@ -395,7 +407,8 @@ async def test_tasks_and_the_report_judge_an_open_task_alike(
     "overdue" in one and "pending" in the other. Both now judge at the resolve once the
     incident is resolved (or closed), and at now while it is live."""
     async with api_on(db_url, clock) as (client, runtime):
-        resolved = await open_incident(runtime, clock)  # tier 2: two tasks, due in 1 h
+        # tier 2: two tasks due in 1 h, tier 1's private reply in 2 h
+        resolved = await open_incident(runtime, clock)
         live = await open_incident(runtime, clock)
         tasks = await ok(await client.get(f"/incidents/{resolved}/tasks", headers=PR))
         due = max(datetime.fromisoformat(t["due_at"]) for t in tasks)
@@ -409,11 +422,11 @@ async def test_tasks_and_the_report_judge_an_open_task_alike(
             assert [d["what"] for d in deadlines] == [t["title"] for t in tasks]
             return [t["outcome"] for t in tasks], [d["outcome"] for d in deadlines]
 
-        assert await outcomes(resolved) == (["pending"] * 2, ["pending"] * 2)
+        assert await outcomes(resolved) == (["pending"] * 3, ["pending"] * 3)
         clock.set(due + timedelta(days=1))  # long past the deadline
-        assert await outcomes(resolved) == (["pending"] * 2, ["pending"] * 2)
+        assert await outcomes(resolved) == (["pending"] * 3, ["pending"] * 3)
         await ok(await client.post(f"/incidents/{resolved}/close", headers=PR))
         clock.advance(3600)
-        assert await outcomes(resolved) == (["pending"] * 2, ["pending"] * 2)
+        assert await outcomes(resolved) == (["pending"] * 3, ["pending"] * 3)
         # a live incident's open tasks are judged now, in both
-        assert await outcomes(live) == (["overdue"] * 2, ["overdue"] * 2)
+        assert await outcomes(live) == (["overdue"] * 3, ["overdue"] * 3)

@@ -38,10 +38,15 @@ async def test_tasks_acked_while_muted_are_reminded_when_the_tick_comes_after_th
     await world.service.sent()
     got = [m.reason for _, m in world.log if m.incident_id == low.id]
     overdue = [r for r in got if r.startswith("TASK OVERDUE")]
-    assert len(overdue) == 2, got  # one per task (statement, investigation)
+    # one per task (statement, investigation; tier 1's private reply, due at 2 h: now)
+    assert len(overdue) == 3, got
     async with world.sessions() as session:
         tasks = await workflow.tasks_of(session, low.id)
-    assert all(t.due_at == acked + timedelta(hours=1) for t in tasks)
+    assert {t.key: t.due_at - acked for t in tasks} == {
+        "publish_statement": timedelta(hours=1),
+        "internal_investigation": timedelta(hours=1),
+        "private_reply": timedelta(hours=2),
+    }
     assert all(t.reminders_sent == 1 and t.next_reminder_at is None for t in tasks)
     world.log.clear()
     world.clock.advance(3600)
