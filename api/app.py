@@ -35,6 +35,7 @@ from api.console.router import router as console_router
 from api.dbrevision import DatabaseNotMigrated
 from api.docs import ASSETS, add_docs
 from api.drills import DrillBusUnreachable, DrillRefused, DrillSchedule, DrillUnavailable
+from api.jsonkeys import refuse_duplicate_keys
 from api.queryparams import refuse_unknown_query
 from api.routers import (
     ack,
@@ -86,10 +87,11 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     workflow.router,
     drills.router,
 )
-"""The API role's routers: stored text refuses NUL, unknown query parameters are refused."""
+"""The API role's routers: NUL in stored text, a key given twice in a JSON body and unknown
+query parameters are refused."""
 CHAT_ROUTERS: tuple[APIRouter, ...] = (ack.router, slack.router, console_router)
 """The API role's routers clicked in chat apps (which may add query parameters of their
-own), or static files: stored text refuses NUL."""
+own), or static files: NUL in stored text and a key given twice in a JSON body are refused."""
 LISTENER_ROUTERS: tuple[APIRouter, ...] = (ingest.router, sources.router)
 ROUTERS: tuple[APIRouter, ...] = (health.router, *API_ROUTERS, *CHAT_ROUTERS, *LISTENER_ROUTERS)
 """Every router the app may include (by its roles): their paths' first segments are the
@@ -122,16 +124,22 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    headers.setdefault(name, value)
-                if not cacheable:
-                    headers.setdefault("Cache-Control", "no-store")
-                if headers.get("content-type", "").startswith("application/json"):
-                    headers.setdefault("Content-Security-Policy", JSON_CSP)
+                secure(MutableHeaders(scope=message), cacheable=cacheable)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def secure(headers: MutableHeaders, *, cacheable: bool = False) -> None:
+    """Add ``SecurityHeaders``' headers to ``headers`` where the answer set none of its own.
+    Also called by the handler of an unexpected error: Starlette answers a 500 from its
+    outermost middleware, which ``SecurityHeaders`` does not wrap."""
+    for name, value in SECURITY_HEADERS:
+        headers.setdefault(name, value)
+    if not cacheable:
+        headers.setdefault("Cache-Control", "no-store")
+    if headers.get("content-type", "").startswith("application/json"):
+        headers.setdefault("Content-Security-Policy", JSON_CSP)
 
 
 class StartFailed(RuntimeError):
@@ -197,7 +205,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.refusal_log = RefusalLog(runtime.clock)  # wrong keys and tokens, in the log
     app.include_router(health.router)
     if Role.API in runtime.roles:
-        stored_text = [Depends(refuse_nul)]  # PostgreSQL text cannot hold NUL: a 422
+        # PostgreSQL text cannot hold NUL, a JSON key given twice cannot be told: a 422
+        stored_text = [Depends(refuse_nul), Depends(refuse_duplicate_keys)]
         strict = [*stored_text, Depends(refuse_unknown_query)]
         for router in API_ROUTERS:
             app.include_router(router, dependencies=strict)
@@ -267,10 +276,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, loggable_path(request))
-        return JSONResponse(
+        answer = JSONResponse(
             status_code=500,
             content={"detail": "internal error; it has been logged"},
         )
+        secure(answer.headers)  # answered outside ``SecurityHeaders`` (Starlette's 500)
+        return answer
 
     return app
 
