@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -201,9 +202,24 @@ def _tighten(
     if task.reminders:  # planned before: re-planned by the raised tier's reminders
         task.reminders = _offsets(spec)
         task.next_reminder_at = next_reminder(task, now)
+    _updated(
+        session,
+        task,
+        now,
+        tightened={
+            "from_tier": previous_tier,
+            "tier": task.tier,
+            "was_due_at": previous_due.isoformat(),
+        },
+    )
+
+
+def _updated(session: AsyncSession, task: IncidentTask, now: datetime, **why: Any) -> None:
+    """The timeline's ``task_updated`` event: the task's new due time and next reminder,
+    and why (``tightened``, ``planned``)."""
     add_event(
         session,
-        incident.id,
+        task.incident_id,
         "task_updated",
         now,
         detail={
@@ -211,11 +227,7 @@ def _tighten(
             "key": task.key,
             "due_at": task.due_at.isoformat(),
             "next_reminder_at": _iso(task.next_reminder_at),
-            "tightened": {
-                "from_tier": previous_tier,
-                "tier": task.tier,
-                "was_due_at": previous_due.isoformat(),
-            },
+            **why,
         },
     )
 
@@ -250,18 +262,11 @@ async def plan_muted(
         # points missed since are coalesced into one reminder now, as after an outage
         task.next_reminder_at = next_reminder(task, min(start, now))
         planned.append(task)
-        add_event(
+        _updated(
             session,
-            incident.id,
-            "task_updated",
+            task,
             now,
-            detail={
-                "task": task.id,
-                "key": task.key,
-                "due_at": task.due_at.isoformat(),
-                "next_reminder_at": _iso(task.next_reminder_at),
-                "planned": "the incident was alerted (the task was created while it was muted)",
-            },
+            planned="the incident was alerted (the task was created while it was muted)",
         )
     return planned
 

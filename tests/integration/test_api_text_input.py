@@ -80,3 +80,23 @@ async def test_nan_or_infinity_in_a_body_is_a_422_not_a_500(
         error = answer.json()["detail"][0]
         assert error["loc"] == loc, (url, error)
         assert error["input"] in ("nan", "-inf", "inf"), (url, error)
+
+
+# A JSON body in UTF-16 or UTF-32 (which FastAPI's decoder, ``json.loads`` on bytes, reads)
+# carries a NUL as "\\x00 \\x00 u\\x00 ...", not the UTF-8 bytes "\\u0000" the quick check
+# looked for: it reached the endpoint, and the database.
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+async def test_a_nul_in_a_utf16_or_utf32_json_body_is_a_422(
+    api: tuple[httpx.AsyncClient, int], encoding: str
+) -> None:
+    client, incident = api
+    headers = {**key_headers("admin"), "content-type": "application/json"}
+    answer = await client.post(
+        f"/incidents/{incident}/notes",
+        content='{"text": "hi\\u0000there"}'.encode(encoding),
+        headers=headers,
+    )
+    assert answer.status_code == 422, answer.text
+    assert "body.text" in answer.json()["detail"] and "NUL" in answer.json()["detail"]
