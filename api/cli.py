@@ -420,7 +420,7 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from api.dbrevision import DatabaseNotMigrated
-    from api.seed import SchemaMissing, _missing_tables, seed_templates_blocking
+    from api.seed import SchemaMissing, missing_tables, seed_templates_blocking
     from core.db import (
         MigratedByANewerRelease,
         connection_refused,
@@ -446,7 +446,7 @@ def _database_command(settings: Settings, args: argparse.Namespace) -> int:
             await check_database_revision(engine)
         except DatabaseNotMigrated:
             async with engine.connect() as conn:
-                if await conn.run_sync(_missing_tables):
+                if await conn.run_sync(missing_tables):
                     return  # the seed says which tables are missing (SchemaMissing)
             raise
         finally:

@@ -38,7 +38,7 @@ class SchemaMissing(RuntimeError):
     """The database has not been migrated (``crisiswatch db upgrade`` has not run)."""
 
 
-def _missing_tables(connection: Connection) -> list[str]:
+def missing_tables(connection: Connection) -> list[str]:
     inspector = inspect(connection)
     return [table for table in NEEDED_TABLES if not inspector.has_table(table)]
 
@@ -51,7 +51,7 @@ def seed_templates_blocking(url: str) -> list[str]:
         now = SystemClock().now()
         try:
             async with engine.connect() as connection:
-                missing = await connection.run_sync(_missing_tables)
+                missing = await connection.run_sync(missing_tables)
             if missing:
                 raise SchemaMissing(
                     f"the database has no {', '.join(missing)} table(s): create the schema "

@@ -226,7 +226,8 @@ class _RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         state.give_back.set()  # a batch waiting to retry ends now, uncommitted
         async with state.lock:
-            state.give_back.clear()
+            if not state.stopping:  # (a stop keeps it set: nothing is to be retried now)
+                state.give_back.clear()
             await self._bus._commit(state, only=revoked)
             for tp in revoked:
                 state.pending.pop(tp, None)
@@ -425,7 +426,12 @@ class KafkaBus(Bus):
 
     async def _close_consumer(self, state: _Consumer, deadline: float) -> None:
         if state.pending:
-            await self._bounded(self._commit(state), deadline, f"{state.name}: final commit")
+            # half of what is left at most: a commit that hangs leaves the close (its
+            # LeaveGroup) time to run, or the group would wait a session timeout to move
+            # this consumer's partitions to another member
+            left = deadline - asyncio.get_running_loop().time()
+            committed_by = deadline - max(left, 0.0) / 2
+            await self._bounded(self._commit(state), committed_by, f"{state.name}: final commit")
         await self._bounded(state.consumer.stop(), deadline, f"{state.name}: close")
         log.info("%s: consumer closed", state.name)
 

@@ -193,7 +193,8 @@ class MemoryBus(Bus):
 
     async def stop(self) -> None:
         """Stop taking batches, let the batch in flight finish (at most ``stop_timeout``
-        seconds: then it is cancelled, uncommitted), then return.
+        seconds: then it is cancelled, uncommitted), then return. A handler waiting to
+        retry gives its batch back at once (``BatchGivenBack``), uncommitted.
 
         What is not handled yet stays in the log (``start()`` resumes there).
         """
@@ -204,10 +205,10 @@ class MemoryBus(Bus):
         try:
             if self._tasks:
                 _, late = await asyncio.wait(self._tasks, timeout=self.stop_timeout)
-                for task in late:  # a handler still retrying: its batch stays uncommitted
+                for task in late:  # a handler still working: its batch stays uncommitted
                     log.error(
                         "memory bus: %s did not finish its batch within %.0f s of stop "
-                        "(a handler still retrying?): cancelled, the batch not committed",
+                        "(a handler that hangs?): cancelled, the batch not committed",
                         task.get_name(),
                         self.stop_timeout,
                     )

@@ -324,7 +324,11 @@ def stamp(thing: Any) -> tuple[int, str]:
 
 
 _PLACEHOLDER = re.compile(
-    r"\[\s*(?:removed|deleted)(?:\s+by\s+(?:reddit|moderator|user|admin)\b[^\n]*)?\s*\]",
+    # inside the brackets: words, and at most the content policy's markdown link (no other
+    # bracket: "[deleted by user] lol, see [this]" is somebody's comment, not a placeholder)
+    r"\[\s*(?:removed|deleted)"
+    r"(?:\s+by\s+(?:reddit|moderator|user|admin)\b(?:[^\[\]\n]|\[[^\[\]\n]*\]\([^()\n]*\))*)?"
+    r"\s*\]",
     re.IGNORECASE,
 )
 """What Reddit puts in place of a text or an author that is gone, as a whole value:

@@ -390,10 +390,14 @@ class Detector:
         if not ws.stored:
             whole = self.snapshot(key)
             return WatchChanges(whole.watch, whole.stories, frozenset(), whole=True)
-        changed, ws.changed = ws.changed, set()
+        changed = ws.changed
         stories = {sid: self._story_part(ws, sid) for sid in changed if sid in ws.tracked}
         removed = frozenset(sid for sid in changed if sid not in ws.tracked)
-        return WatchChanges(self._watch_part(ws), stories, removed, whole=False)
+        watch = self._watch_part(ws)
+        # handed over only once every part is written out: a part that cannot be (raises)
+        # leaves the notes in place, for the save the bus's retry of the batch makes
+        ws.changed = set()
+        return WatchChanges(watch, stories, removed, whole=False)
 
     def saved(self, key: WatchKey, changes: WatchChanges) -> None:
         """The store now holds ``changes`` (from ``changes``) of the watch."""

@@ -7,11 +7,13 @@ rows: mentions lost, Signals re-numbered)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sentiment.detector.detector import Detector, WatchKey
-from sentiment.detector.snapshot import WatchChanges, WatchSnapshot
+from sentiment.detector.snapshot import WatchSnapshot
 from sentiment.detector.statestore import StateStore
 from tests.unit.test_detector_state import batches, crisis, service
 from tests.unit.test_detector_state_rows import States
@@ -34,17 +36,19 @@ async def test_changes_collected_before_a_failing_watch_are_saved_later(
         await svc.handle(list(batch))
     batch = list(parts[6])
     assert {Detector.key_of(item) for item in batch} >= {ACME, BETA}
-    real = Detector.changes
+    real = Detector._story_part
 
-    def changes(self: Detector, key: WatchKey) -> WatchChanges:
-        if key == BETA:  # collected after acme's (saves go in key order)
+    def story_part(self: Detector, ws: Any, story_id: str) -> bytes:
+        # beta's parts are written after acme's (saves go in key order): acme's notes
+        # were handed over already, beta's own were being written out
+        if ws.index.key == BETA[0]:
             raise SnapshotFailed("beta cannot be written")
-        return real(self, key)
+        return real(self, ws, story_id)
 
-    monkeypatch.setattr(Detector, "changes", changes)
+    monkeypatch.setattr(Detector, "_story_part", story_part)
     with pytest.raises(SnapshotFailed):
         await svc.handle(batch)
-    monkeypatch.setattr(Detector, "changes", real)
+    monkeypatch.setattr(Detector, "_story_part", real)
     await svc.handle(batch)  # the bus tries the batch again: counted already, saved now
     stored = await StateStore(sessions).load([ACME, BETA])
     states = States(svc.detector.config)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.events import Mention
-from listener.sources.reddit import map_thing
+from listener.sources.reddit import _said, map_thing
 from sentiment.detector.config import DetectorConfig
 from sentiment.detector.heat import StoryHeat
 from sentiment.textnorm import shows_nothing
@@ -118,3 +118,17 @@ def test_a_text_that_only_mentions_removal_is_kept(text: str) -> None:
 def test_a_mention_without_author_is_valid() -> None:
     m = map_thing(comment("Same here.", author="[deleted]"))
     assert Mention.model_validate_json(m.model_dump_json()).author.handle is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[deleted by user] lol they really said that, see [this]",
+        "[removed by moderator] but the mods [sic] were right",
+        "[ Removed by Reddit ] and then [deleted]",
+    ],
+)
+def test_a_comment_that_only_starts_with_a_placeholder_is_kept(text: str) -> None:
+    """The placeholder is the whole value or nothing: a comment quoting one and going on
+    (with brackets of its own) is somebody's words."""
+    assert _said(text) == text
