@@ -32,22 +32,27 @@ class Lines(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def no_filters_from_earlier_tests() -> Iterator[None]:
-    """Every test here starts with aiokafka's loggers unfiltered: a command run in this
-    process earlier (``api.cli.main`` in another test) put its ``RepeatFilter`` there, and
-    with the real clock it held back every repeated line of these tests."""
+    """Every test here starts with aiokafka's loggers unfiltered and at their default
+    level: a command run in this process earlier (``api.cli.main`` in another test) put its
+    ``RepeatFilter`` there, and with the real clock it held back every repeated line of
+    these tests; ``dead-letters`` sets aiokafka's level to CRITICAL (its failures are said
+    in one line), which dropped every line of these tests."""
     kafka = [
         logging.getLogger(n)
         for n in ["aiokafka", *list(logging.root.manager.loggerDict)]
         if n.split(".")[0] == "aiokafka"
     ]
-    saved = [(lg, list(lg.filters)) for lg in kafka]
+    saved = [(lg, list(lg.filters), lg.level) for lg in kafka]
     for lg in kafka:
         lg.filters[:] = []
+        lg.setLevel(logging.NOTSET)
+    CLIENT.setLevel(logging.DEBUG)  # whatever the root's level (its children inherit it)
     try:
         yield
     finally:
-        for lg, filters in saved:
+        for lg, filters, level in saved:
             lg.filters[:] = filters
+            lg.setLevel(level)
 
 
 @pytest.fixture
