@@ -16,24 +16,12 @@ from typing import Any
 
 import pytest
 
-from api import sentiment_cli
 from sentiment.evaluation import gold_label, numeric_scheme, report
+from tests.unit import test_sentiment_input_edges as edges
 from tests.unit.test_sentiment_input_edges import Fake, classify, evaluate, write_lines
 
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Fake:
-    model = Fake()
-    monkeypatch.setattr(sentiment_cli, "_load", lambda config: model)
-    return model
-
-
-@pytest.fixture
-def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(config: Any) -> Any:
-        raise AssertionError("the model was loaded before the input was checked")
-
-    monkeypatch.setattr(sentiment_cli, "_load", refuse)
+fake = edges.fake  # the fixtures: a fake model, or none (it must not load)
+no_model = edges.no_model
 
 
 def _numbers(tmp_path: Path, gold: Path) -> dict[str, Any]:
