@@ -344,10 +344,10 @@ def test_console_end_to_end(live: tuple[LiveServer, Runtime], clock: ManualClock
         assert text("#oncall li[data-team='legal']") == "legal: no rota"
         assert re.fullmatch(r"pr: (ann|bo) " + handoff, text("#oncall li[data-team='pr']"))
         driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier3']}']").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "detail-oncall"), "legal"))
-        assert re.fullmatch(r"legal: no rota; pr: (ann|bo) " + handoff, text("#detail-oncall")), (
-            text("#detail-oncall")
-        )
+        # (the URL still names the incident the viewer picked: the new key's first refresh
+        # opens it too, and may draw the detail again just after the click: "…" meanwhile)
+        tier3_on_call = r"legal: no rota; pr: (ann|bo) " + handoff
+        wait.until(lambda d: re.fullmatch(tier3_on_call, text("#detail-oncall")))
 
         # open the tier-2 incident: facts, evidence (hostile text inert), timeline
         driver.find_element(By.CSS_SELECTOR, f"button[data-incident='{ids['tier2']}']").click()
